@@ -1,0 +1,3 @@
+module github.com/paddock-dev/paddock
+
+go 1.26

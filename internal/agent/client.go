@@ -1,0 +1,283 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Client talks to one sandbox's agent. It is safe for concurrent use and
+// cheap to copy by pointer; connections are pooled.
+type Client struct {
+	http *http.Client
+}
+
+// NewClient returns a client that reaches the agent through dial (a unix
+// socket for local drivers, TCP for Pods).
+func NewClient(dial func(ctx context.Context) (net.Conn, error)) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dial(ctx)
+		},
+		MaxIdleConnsPerHost: 16,
+		DisableCompression:  true,
+		// Streams (output, stdin, tar) can last as long as the command: no
+		// overall timeout here, callers bound them with ctx.
+	}
+	return &Client{http: &http.Client{Transport: tr}}
+}
+
+// UnixClient returns a client for an agent listening on a unix socket path.
+func UnixClient(path string) *Client {
+	var d net.Dialer
+	return NewClient(func(ctx context.Context) (net.Conn, error) {
+		return d.DialContext(ctx, "unix", path)
+	})
+}
+
+// Close drops pooled connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+const base = "http://agent"
+
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("agent request %s %s: %w", method, path, err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("agent %s %s: %w: %w", method, path, sandbox.ErrUnavailable, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return resp, nil
+}
+
+// decodeError turns an agent error answer into a *sandbox.Error whose kind
+// follows the status, so the API maps it like any other error.
+func decodeError(resp *http.Response) error {
+	var body ErrorBody
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err := json.Unmarshal(data, &body); err != nil || body.Error.Code == "" {
+		return sandbox.Errorf(sandbox.ErrAgentProtocol, "agent_error", "agent answered %d: %s", resp.StatusCode, bytes.TrimSpace(data))
+	}
+	return &sandbox.Error{Kind: KindForStatus(resp.StatusCode), Code: body.Error.Code, Message: body.Error.Message}
+}
+
+// KindForStatus is the inverse of StatusForKind for the agent's answers.
+func KindForStatus(status int) error {
+	switch status {
+	case http.StatusBadRequest:
+		return sandbox.ErrInvalid
+	case http.StatusNotFound:
+		return sandbox.ErrNotFound
+	case http.StatusConflict:
+		return sandbox.ErrConflict
+	case http.StatusRequestEntityTooLarge:
+		return sandbox.ErrTooLarge
+	case http.StatusInsufficientStorage, http.StatusTooManyRequests:
+		return sandbox.ErrExhausted
+	case http.StatusForbidden:
+		return sandbox.ErrForbidden
+	default:
+		return sandbox.ErrAgentProtocol
+	}
+}
+
+// StatusForKind is the HTTP status the agent answers for an error kind.
+func StatusForKind(err error) int {
+	switch {
+	case errors.Is(err, sandbox.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, sandbox.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, sandbox.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, sandbox.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, sandbox.ErrExhausted):
+		return http.StatusInsufficientStorage
+	case errors.Is(err, sandbox.ErrForbidden):
+		return http.StatusForbidden
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	ct := ""
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode agent request: %w", err)
+		}
+		body, ct = bytes.NewReader(data), "application/json"
+	}
+	resp, err := c.do(ctx, method, path, body, ct)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode agent answer to %s: %w: %w", path, sandbox.ErrAgentProtocol, err)
+	}
+	return nil
+}
+
+// Ping checks that the agent answers.
+func (c *Client) Ping(ctx context.Context) (Info, error) {
+	var info Info
+	err := c.doJSON(ctx, http.MethodGet, "/v1/ping", nil, &info)
+	return info, err
+}
+
+// Start starts a command and returns at once.
+func (c *Client) Start(ctx context.Context, req CommandRequest) (Command, error) {
+	var cmd Command
+	err := c.doJSON(ctx, http.MethodPost, "/v1/commands", req, &cmd)
+	return cmd, err
+}
+
+// Get returns a command's current state.
+func (c *Client) Get(ctx context.Context, id string) (Command, error) {
+	var cmd Command
+	err := c.doJSON(ctx, http.MethodGet, "/v1/commands/"+url.PathEscape(id), nil, &cmd)
+	return cmd, err
+}
+
+// List returns every command the agent knows, oldest first.
+func (c *Client) List(ctx context.Context) ([]Command, error) {
+	var cmds []Command
+	err := c.doJSON(ctx, http.MethodGet, "/v1/commands", nil, &cmds)
+	return cmds, err
+}
+
+// Wait blocks until the command finishes or ctx ends.
+func (c *Client) Wait(ctx context.Context, id string) (Command, error) {
+	var cmd Command
+	err := c.doJSON(ctx, http.MethodGet, "/v1/commands/"+url.PathEscape(id)+"/wait", nil, &cmd)
+	return cmd, err
+}
+
+// Signal sends sig to the command's process group.
+func (c *Client) Signal(ctx context.Context, id string, sig int) error {
+	return c.doJSON(ctx, http.MethodPost, "/v1/commands/"+url.PathEscape(id)+"/signal", map[string]int{"signal": sig}, nil)
+}
+
+// Stdin copies r to the command's stdin (started with Stdin: true); with
+// closeAfter the pipe is closed once r is drained, so the command sees EOF.
+func (c *Client) Stdin(ctx context.Context, id string, r io.Reader, closeAfter bool) error {
+	path := "/v1/commands/" + url.PathEscape(id) + "/stdin?close=" + strconv.FormatBool(closeAfter)
+	resp, err := c.do(ctx, http.MethodPost, path, r, "application/octet-stream")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// Output streams a command's output from offset (0: from the start). With
+// follow it continues until the command's exit frame; without it stops at
+// what has been written so far.
+func (c *Client) Output(ctx context.Context, id string, offset int64, follow bool) (*OutputReader, error) {
+	q := url.Values{"offset": {strconv.FormatInt(offset, 10)}, "follow": {strconv.FormatBool(follow)}}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/commands/"+url.PathEscape(id)+"/output?"+q.Encode(), nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return &OutputReader{body: resp.Body, r: bufio.NewReaderSize(resp.Body, 64<<10), offset: offset}, nil
+}
+
+// OutputReader decodes output frames.
+type OutputReader struct {
+	body   io.Closer
+	r      *bufio.Reader
+	offset int64
+}
+
+// MaxFrame bounds one frame's payload so a corrupt stream cannot make the
+// host allocate without limit.
+const MaxFrame = 1 << 20
+
+// Next returns the next frame, or io.EOF at the end of the stream.
+func (o *OutputReader) Next() (Frame, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(o.r, hdr[:]); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			return Frame{}, fmt.Errorf("agent output: truncated frame header: %w", sandbox.ErrAgentProtocol)
+		}
+		return Frame{}, err
+	}
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if n > MaxFrame {
+		return Frame{}, fmt.Errorf("agent output: frame of %d bytes: %w", n, sandbox.ErrAgentProtocol)
+	}
+	data := make([]byte, n)
+	if _, err := io.ReadFull(o.r, data); err != nil {
+		return Frame{}, fmt.Errorf("agent output: truncated frame: %w", sandbox.ErrAgentProtocol)
+	}
+	o.offset += int64(len(hdr)) + int64(n)
+	return Frame{Kind: hdr[0], Data: data, Offset: o.offset}, nil
+}
+
+// Close ends the stream.
+func (o *OutputReader) Close() error { return o.body.Close() }
+
+// WriteTar unpacks a tar stream (plain or gzip, detected) into dir inside
+// the sandbox. Entries must stay beneath dir; see the agent for the rules.
+func (c *Client) WriteTar(ctx context.Context, dir string, sudo bool, r io.Reader) (WriteResult, error) {
+	var res WriteResult
+	q := url.Values{"dir": {dir}, "sudo": {strconv.FormatBool(sudo)}}
+	resp, err := c.do(ctx, http.MethodPut, "/v1/files?"+q.Encode(), r, "application/x-tar")
+	if err != nil {
+		return res, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return res, fmt.Errorf("decode tar write result: %w: %w", sandbox.ErrAgentProtocol, err)
+	}
+	return res, nil
+}
+
+// ReadFile streams one regular file from the sandbox.
+func (c *Client) ReadFile(ctx context.Context, path string) (io.ReadCloser, FileInfo, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/files?"+url.Values{"path": {path}}.Encode(), nil, "")
+	if err != nil {
+		return nil, FileInfo{}, err
+	}
+	mode, _ := strconv.ParseUint(resp.Header.Get(HeaderFileMode), 8, 32)
+	return resp.Body, FileInfo{Size: resp.ContentLength, Mode: uint32(mode)}, nil
+}
+
+// HeaderFileMode carries a read file's mode, in octal.
+const HeaderFileMode = "X-Paddock-File-Mode"
+
+// Mkdir creates a directory and its parents.
+func (c *Client) Mkdir(ctx context.Context, req MkdirRequest) error {
+	return c.doJSON(ctx, http.MethodPost, "/v1/mkdir", req, nil)
+}

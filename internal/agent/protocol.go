@@ -1,0 +1,120 @@
+// Package agent is the protocol between paddock and paddock-agent, the
+// process that runs as PID 1 in every sandbox: the server half (run inside
+// the sandbox by cmd/paddock-agent) and the host-side Client. The protocol is
+// HTTP/1.1 over a unix socket whose listening fd the driver hands to the
+// agent, so no path inside the sandbox leads to it.
+package agent
+
+import "time"
+
+// Paths inside every sandbox that the driver and the agent agree on.
+const (
+	// BinaryPath is where the driver bind-mounts the agent binary read-only.
+	BinaryPath = "/.paddock/agent"
+	// StateDir holds the agent's private state (command logs); mode 0700, root.
+	StateDir = "/run/paddock"
+	// ListenFD is the file descriptor of the listening unix socket the driver passes in.
+	ListenFD = 3
+)
+
+// The unprivileged user that commands run as unless they ask for sudo.
+const (
+	UserName = "user"
+	UserUID  = 1000
+	UserGID  = 1000
+	UserHome = "/home/user"
+)
+
+// CommandRequest starts a command.
+type CommandRequest struct {
+	Cmd  string            `json:"cmd"`
+	Args []string          `json:"args,omitempty"`
+	Cwd  string            `json:"cwd,omitempty"` // default: the user's home (/root with sudo)
+	Env  map[string]string `json:"env,omitempty"` // merged over the default environment
+	Sudo bool              `json:"sudo,omitempty"`
+	// TimeoutMs kills the command's process group after this long; 0 = none.
+	TimeoutMs int64 `json:"timeoutMs,omitempty"`
+	// Stdin keeps a pipe to the command's stdin open until the client closes
+	// it; without it stdin is /dev/null.
+	Stdin bool `json:"stdin,omitempty"`
+}
+
+// Command status values.
+const (
+	StatusRunning  = "running"
+	StatusExited   = "exited"   // exited on its own; ExitCode set
+	StatusKilled   = "killed"   // ended by a signal; Signal set, ExitCode = 128+signal
+	StatusTimedOut = "timedout" // killed by its TimeoutMs
+	StatusFailed   = "failed"   // could not start (ENOENT, bad cwd...): Error set, ExitCode 127/126
+)
+
+// Command describes a command known to the agent.
+type Command struct {
+	ID         string    `json:"id"`
+	Cmd        string    `json:"cmd"`
+	Args       []string  `json:"args,omitempty"`
+	Cwd        string    `json:"cwd"`
+	Sudo       bool      `json:"sudo,omitempty"`
+	PID        int       `json:"pid,omitempty"`
+	Status     string    `json:"status"`
+	ExitCode   *int      `json:"exitCode,omitempty"`
+	Signal     string    `json:"signal,omitempty"`
+	OOMKilled  bool      `json:"oomKilled,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	StartedAt  time.Time `json:"startedAt"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+}
+
+// Done reports whether the command has finished.
+func (c Command) Done() bool { return c.Status != StatusRunning }
+
+// Output frame kinds. The output of a command is a sequence of frames: a
+// 1-byte kind, a 4-byte big-endian payload length, the payload. The last
+// frame of a finished command is FrameExit with the final Command as JSON.
+const (
+	FrameStdout byte = 1
+	FrameStderr byte = 2
+	FrameExit   byte = 3
+)
+
+// Frame is one decoded output frame. Offset is the byte offset just past the
+// frame in the command's log, which a client passes back to resume.
+type Frame struct {
+	Kind   byte
+	Data   []byte
+	Offset int64
+}
+
+// MkdirRequest creates a directory and its parents, like mkdir -p.
+type MkdirRequest struct {
+	Path string `json:"path"`
+	Mode uint32 `json:"mode,omitempty"` // default 0755
+	Sudo bool   `json:"sudo,omitempty"` // owner root instead of the user
+}
+
+// WriteResult reports what a tar write did.
+type WriteResult struct {
+	Files int   `json:"files"`
+	Bytes int64 `json:"bytes"`
+}
+
+// FileInfo describes a file read through the agent (sent in headers).
+type FileInfo struct {
+	Size int64
+	Mode uint32 // permission bits plus setuid/setgid/sticky
+}
+
+// Info is the agent's answer to a ping.
+type Info struct {
+	Version string `json:"version"`
+	PID     int    `json:"pid"`
+	Seccomp bool   `json:"seccomp"`
+}
+
+// ErrorBody is the agent's error shape, the same as the public API's.
+type ErrorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}

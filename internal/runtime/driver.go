@@ -1,0 +1,77 @@
+// Package runtime defines the Driver interface that every isolation backend
+// (runc today; gVisor, Kubernetes later) implements, and the types it takes
+// and returns. Exec, files and logs are not driver methods: every driver runs
+// the same paddock-agent inside the sandbox and hands back an *agent.Client,
+// so one protocol serves every isolation level. runtimetest holds the
+// conformance suite each driver must pass.
+package runtime
+
+import (
+	"context"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Spec is everything a driver needs to create one sandbox.
+type Spec struct {
+	ID        string // sandbox.ValidID
+	Image     string // "host" is the only image until image support lands
+	Resources sandbox.Resources
+	Hostname  string // default: the ID
+}
+
+// Info is what a driver knows of one sandbox on this host, for reconcile.
+type Info struct {
+	ID      string
+	Running bool // the sandbox's init (the agent) is alive
+	PID     int  // host pid of the agent, 0 if not running
+	Created time.Time
+}
+
+// Stats are a sandbox's resource figures, read from its cgroups.
+type Stats struct {
+	CPUUsage     time.Duration `json:"cpuUsage"`
+	MemoryBytes  uint64        `json:"memoryBytes"`
+	MemoryPeak   uint64        `json:"memoryPeakBytes"`
+	MemoryLimit  uint64        `json:"memoryLimitBytes"`
+	PIDs         uint64        `json:"pids"`
+	OOMKills     uint64        `json:"oomKills"`
+	CPUQuotaFrac float64       `json:"cpuQuota"` // vCPUs as configured
+}
+
+// Capabilities say what a driver can do and how it isolates, so callers
+// discover optional powers instead of guessing.
+type Capabilities struct {
+	Name          string `json:"name"`
+	CgroupVersion int    `json:"cgroupVersion"`
+	Seccomp       bool   `json:"seccomp"`
+	// Snapshot, Pause and friends arrive as optional interfaces with later work.
+}
+
+// Driver runs sandboxes on this host. Implementations are safe for
+// concurrent use; every method is idempotent where the doc says so.
+type Driver interface {
+	Capabilities() Capabilities
+	// Create builds and starts a sandbox and returns once its agent answers.
+	// On error nothing of the sandbox is left behind.
+	Create(ctx context.Context, spec Spec) (*agent.Client, error)
+	// Agent returns a client for a running sandbox's agent, including one
+	// created by an earlier paddock process (re-adoption after a restart).
+	// It fails with sandbox.ErrNotRunning if the sandbox is not running and
+	// sandbox.ErrNotFound if the driver does not know it.
+	Agent(ctx context.Context, id string) (*agent.Client, error)
+	Stats(ctx context.Context, id string) (Stats, error)
+	// Stop kills every process of the sandbox and releases its cgroups and
+	// mounts; its writable layer stays on disk until Destroy. Idempotent.
+	Stop(ctx context.Context, id string) error
+	// Destroy stops the sandbox if needed and removes everything of it.
+	// Idempotent: destroying an unknown id is not an error.
+	Destroy(ctx context.Context, id string) error
+	// List returns every sandbox this driver has state for on this host,
+	// including half-created ones, so reconcile can adopt or clean them.
+	List(ctx context.Context) ([]Info, error)
+	// Close releases driver resources; sandboxes keep running.
+	Close() error
+}

@@ -1,0 +1,110 @@
+// Package sandbox holds paddock's domain types for one sandbox: its states
+// and their transitions, its resources, and the error kinds every layer uses.
+// It imports only the standard library so that the in-sandbox agent, the
+// drivers and the control plane can all share it.
+package sandbox
+
+import (
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// State is where a sandbox is in its life.
+type State string
+
+// The states of a sandbox. Stopped and Failed are terminal.
+const (
+	Pending  State = "pending"
+	Running  State = "running"
+	Stopping State = "stopping"
+	Stopped  State = "stopped"
+	Failed   State = "failed"
+)
+
+// transitions lists the legal moves of the state machine.
+var transitions = map[State][]State{
+	Pending:  {Running, Stopping, Failed},
+	Running:  {Stopping, Failed},
+	Stopping: {Stopped, Failed},
+	Stopped:  {},
+	Failed:   {},
+}
+
+// CanTransition reports whether a sandbox may move from s to to.
+func (s State) CanTransition(to State) bool {
+	for _, t := range transitions[s] {
+		if t == to {
+			return true
+		}
+	}
+	return false
+}
+
+// Terminal reports whether no further transition is possible.
+func (s State) Terminal() bool { return s == Stopped || s == Failed }
+
+// Transition returns a *TransitionError when the move is illegal.
+func (s State) Transition(to State) error {
+	if !s.CanTransition(to) {
+		return &TransitionError{From: s, To: to}
+	}
+	return nil
+}
+
+// TransitionError is returned for an illegal state change. It matches
+// ErrConflict so the API answers 409.
+type TransitionError struct{ From, To State }
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("sandbox cannot go from %s to %s", e.From, e.To)
+}
+
+// Unwrap makes errors.Is(err, ErrConflict) true.
+func (e *TransitionError) Unwrap() error { return ErrConflict }
+
+// Resources are the limits of one sandbox.
+type Resources struct {
+	// VCPUs is the CPU share, enforced as a CFS quota (1.5 = one and a half cores).
+	VCPUs float64 `json:"vcpus"`
+	// MemoryMB is the memory limit (swap included where the host accounts it).
+	MemoryMB int64 `json:"memoryMB"`
+	// PIDs caps the number of tasks (processes and threads).
+	PIDs int64 `json:"pids"`
+}
+
+// Validate checks r against the host's maximum.
+func (r Resources) Validate(max Resources) error {
+	switch {
+	case r.VCPUs <= 0 || r.VCPUs > max.VCPUs:
+		return Errorf(ErrInvalid, "invalid_resources", "vcpus must be in (0, %g], got %g", max.VCPUs, r.VCPUs)
+	case r.MemoryMB < 16 || r.MemoryMB > max.MemoryMB:
+		return Errorf(ErrInvalid, "invalid_resources", "memoryMB must be in [16, %d], got %d", max.MemoryMB, r.MemoryMB)
+	case r.PIDs < 16 || r.PIDs > max.PIDs:
+		return Errorf(ErrInvalid, "invalid_resources", "pids must be in [16, %d], got %d", max.PIDs, r.PIDs)
+	}
+	return nil
+}
+
+// Sandbox is the control plane's record of one sandbox.
+type Sandbox struct {
+	ID        string            `json:"id"`
+	State     State             `json:"state"`
+	Image     string            `json:"image"`
+	Resources Resources         `json:"resources"`
+	Env       map[string]string `json:"env,omitempty"`
+	Driver    string            `json:"driver"`
+	CreatedAt time.Time         `json:"createdAt"`
+	StartedAt time.Time         `json:"startedAt,omitzero"`
+	StoppedAt time.Time         `json:"stoppedAt,omitzero"`
+	// ExpiresAt is when the sandbox timeout stops it; extendable up to the host's maximum.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// Error says why a sandbox failed.
+	Error string `json:"error,omitempty"`
+}
+
+var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ValidID reports whether id is a well-formed sandbox or command id. IDs
+// become path components and cgroup names, so they are kept to a small alphabet.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
