@@ -1,0 +1,329 @@
+package bench
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/doctor"
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
+	"github.com/paddock-dev/paddock/internal/runtime/runc"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+func TestMain(m *testing.M) {
+	runc.Init()
+	os.Exit(m.Run())
+}
+
+var benchResources = sandbox.Resources{VCPUs: 1, MemoryMB: 512, PIDs: 256}
+
+type env struct {
+	driver  *runc.Driver
+	dataDir string
+}
+
+func setup(b *testing.B) *env {
+	b.Helper()
+	if why := doctor.SandboxReady(context.Background()); why != "" {
+		b.Skip("sandboxes cannot run here: " + why)
+	}
+	ctx := context.Background()
+	agentPath, err := agentbin.Path(ctx, filepath.Join(os.TempDir(), "paddock-agent-cache"))
+	if err != nil {
+		b.Fatalf("agent binary: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "pb-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	d, err := runc.New(runc.Config{DataDir: dir, AgentPath: agentPath})
+	if err != nil {
+		b.Fatalf("driver: %v", err)
+	}
+	b.Cleanup(func() { d.Close() })
+	return &env{driver: d, dataDir: dir}
+}
+
+func (e *env) create(b *testing.B, id string) *agent.Client {
+	b.Helper()
+	cl, err := e.driver.Create(context.Background(), runtime.Spec{ID: id, Image: image.HostImage, Resources: benchResources})
+	if err != nil {
+		b.Fatalf("create %s: %v", id, err)
+	}
+	return cl
+}
+
+func (e *env) destroy(b *testing.B, id string) {
+	b.Helper()
+	if err := e.driver.Destroy(context.Background(), id); err != nil {
+		b.Errorf("destroy %s: %v", id, err)
+	}
+}
+
+func run(ctx context.Context, cl *agent.Client, cmd string, args ...string) error {
+	c, err := cl.Start(ctx, agent.CommandRequest{Cmd: cmd, Args: args})
+	if err != nil {
+		return err
+	}
+	c, err = cl.Wait(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	if c.ExitCode == nil || *c.ExitCode != 0 {
+		return fmt.Errorf("%s: status %s, error %q", cmd, c.Status, c.Error)
+	}
+	return nil
+}
+
+// BenchmarkCreateToFirstCommand times create → `true` finished in a new
+// sandbox, interleaved with `runc run` of an equivalent bundle running `true`.
+// Each iteration is one sample of each; use -benchtime 60x for p99 to mean something.
+func BenchmarkCreateToFirstCommand(b *testing.B) {
+	e := setup(b)
+	rb := newRuncBaseline(b, e.dataDir)
+	ctx := context.Background()
+	var ours, base []time.Duration
+	for i := 0; b.Loop(); i++ {
+		id := fmt.Sprintf("bench-%d", i)
+		start := time.Now()
+		cl := e.create(b, id)
+		if err := run(ctx, cl, "true"); err != nil {
+			b.Fatal(err)
+		}
+		ours = append(ours, time.Since(start))
+		b.StopTimer()
+		e.destroy(b, id)
+		base = append(base, rb.run(b, i))
+		b.StartTimer()
+	}
+	report(b, "", ours, base)
+}
+
+// BenchmarkExecRoundTrip times `true` started and waited for in a running
+// sandbox, beside `runc exec` of `true` into a running runc container.
+func BenchmarkExecRoundTrip(b *testing.B) {
+	e := setup(b)
+	ctx := context.Background()
+	cl := e.create(b, "bench-exec")
+	b.Cleanup(func() { e.destroy(b, "bench-exec") })
+	rb := newRuncBaseline(b, e.dataDir)
+	rb.startIdle(b)
+	var ours, base []time.Duration
+	for i := 0; b.Loop(); i++ {
+		start := time.Now()
+		if err := run(ctx, cl, "true"); err != nil {
+			b.Fatal(err)
+		}
+		ours = append(ours, time.Since(start))
+		if i < 60 { // runc exec costs ~100x more; 60 samples are plenty
+			b.StopTimer()
+			base = append(base, rb.exec(b))
+			b.StartTimer()
+		}
+	}
+	report(b, "", ours, base)
+}
+
+// BenchmarkFileWrite measures WriteTar of one 64 MiB file into a sandbox,
+// beside writing the same bytes to a host file in the same data dir.
+func BenchmarkFileWrite(b *testing.B) {
+	e := setup(b)
+	ctx := context.Background()
+	cl := e.create(b, "bench-files")
+	b.Cleanup(func() { e.destroy(b, "bench-files") })
+	const size = 64 << 20
+	payload := bytes.Repeat([]byte("paddock!"), size/8)
+	var archive bytes.Buffer
+	tw := tar.NewWriter(&archive)
+	tw.WriteHeader(&tar.Header{Name: "blob", Mode: 0o644, Size: size, Typeflag: tar.TypeReg})
+	tw.Write(payload)
+	tw.Close()
+	b.SetBytes(size)
+	var ours, base []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		if _, err := cl.WriteTar(ctx, "/home/user", false, bytes.NewReader(archive.Bytes())); err != nil {
+			b.Fatal(err)
+		}
+		ours = append(ours, time.Since(start))
+		b.StopTimer()
+		start = time.Now()
+		if err := os.WriteFile(filepath.Join(e.dataDir, "blob"), payload, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		base = append(base, time.Since(start))
+		b.StartTimer()
+	}
+	mbps := func(ds []time.Duration) float64 { return float64(size) / (1 << 20) / pct(ds, 50).Seconds() }
+	b.ReportMetric(mbps(ours), "MiB/s")
+	b.ReportMetric(mbps(base), "host-MiB/s")
+	b.ReportMetric(mbps(ours)/mbps(base), "ratio")
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[max(0, min(len(s)-1, i-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func report(b *testing.B, prefix string, ours, base []time.Duration) {
+	b.ReportMetric(0, "ns/op") // per-op time mixes in setup; the percentiles are the figures
+	b.ReportMetric(ms(pct(ours, 50)), prefix+"p50-ms")
+	b.ReportMetric(ms(pct(ours, 99)), prefix+"p99-ms")
+	if len(base) > 0 {
+		b.ReportMetric(ms(pct(base, 50)), "runc-p50-ms")
+		b.ReportMetric(ms(pct(base, 99)), "runc-p99-ms")
+		b.ReportMetric(ms(pct(ours, 50))/ms(pct(base, 50)), "ratio-p50")
+	}
+	b.Logf("n=%d ours p50=%v p99=%v; runc n=%d p50=%v p99=%v", len(ours), pct(ours, 50), pct(ours, 99), len(base), pct(base, 50), pct(base, 99))
+}
+
+// runcBaseline runs Debian's runc CLI on a bundle equivalent to a paddock
+// sandbox: the same host image, namespaces, cgroup limits and capabilities.
+type runcBaseline struct {
+	bin, root, bundle string
+	idle              string // id of the container exec runs in
+}
+
+func newRuncBaseline(b *testing.B, dataDir string) *runcBaseline {
+	b.Helper()
+	bin, err := exec.LookPath("runc")
+	if err != nil {
+		b.Log("runc CLI not installed (apt-get install runc): no baseline")
+		return nil
+	}
+	rootfs, err := image.Host(dataDir)
+	if err != nil {
+		b.Fatalf("host image: %v", err)
+	}
+	dir := filepath.Join(dataDir, "runc-baseline")
+	rb := &runcBaseline{bin: bin, root: filepath.Join(dir, "state"), bundle: filepath.Join(dir, "bundle")}
+	if err := os.MkdirAll(rb.bundle, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	if err := writeBundle(rb.bundle, rootfs, []string{"/usr/bin/true"}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if rb.idle != "" {
+			exec.Command(rb.bin, "--root", rb.root, "delete", "--force", rb.idle).Run()
+		}
+	})
+	return rb
+}
+
+func (rb *runcBaseline) run(b *testing.B, i int) time.Duration {
+	if rb == nil {
+		return 0
+	}
+	start := time.Now()
+	out, err := exec.Command(rb.bin, "--root", rb.root, "run", "--bundle", rb.bundle, "base-"+strconv.Itoa(i)).CombinedOutput()
+	if err != nil {
+		b.Fatalf("runc run: %v: %s", err, out)
+	}
+	return time.Since(start)
+}
+
+func (rb *runcBaseline) startIdle(b *testing.B) {
+	if rb == nil {
+		return
+	}
+	idleBundle := rb.bundle + "-idle"
+	os.MkdirAll(idleBundle, 0o700)
+	data, err := os.ReadFile(filepath.Join(rb.bundle, "config.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var spec specs.Spec
+	json.Unmarshal(data, &spec)
+	spec.Process.Args = []string{"/usr/bin/sleep", "3600"}
+	data, _ = json.Marshal(&spec)
+	os.WriteFile(filepath.Join(idleBundle, "config.json"), data, 0o600)
+	rb.idle = "base-idle"
+	cmd := exec.Command(rb.bin, "--root", rb.root, "run", "--detach", "--bundle", idleBundle, rb.idle)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("runc run --detach: %v: %s", err, out)
+	}
+}
+
+func (rb *runcBaseline) exec(b *testing.B) time.Duration {
+	if rb == nil {
+		return 0
+	}
+	start := time.Now()
+	if out, err := exec.Command(rb.bin, "--root", rb.root, "exec", rb.idle, "/usr/bin/true").CombinedOutput(); err != nil {
+		b.Fatalf("runc exec: %v: %s", err, out)
+	}
+	return time.Since(start)
+}
+
+// writeBundle writes an OCI config whose root is the image's lower dir,
+// read-only, with the image's binds, a private /tmp and the same limits as a
+// paddock sandbox.
+func writeBundle(dir string, rootfs *image.Rootfs, args []string) error {
+	quota := int64(benchResources.VCPUs * 100000)
+	period := uint64(100000)
+	mem := benchResources.MemoryMB << 20
+	pids := benchResources.PIDs
+	caps := agent.Capabilities
+	spec := specs.Spec{
+		Version: specs.Version,
+		Root:    &specs.Root{Path: rootfs.Lower, Readonly: true},
+		Process: &specs.Process{
+			Args: args, Cwd: "/", Env: []string{"PATH=/usr/bin:/bin"},
+			NoNewPrivileges: true,
+			Capabilities:    &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps},
+		},
+		Hostname: "baseline",
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
+		},
+		Linux: &specs.Linux{
+			CgroupsPath: "/paddock-bench/" + filepath.Base(dir),
+			Resources: &specs.LinuxResources{
+				Memory: &specs.LinuxMemory{Limit: &mem, Swap: &mem},
+				CPU:    &specs.LinuxCPU{Quota: &quota, Period: &period},
+				Pids:   &specs.LinuxPids{Limit: &pids},
+			},
+			Namespaces:    []specs.LinuxNamespace{{Type: "pid"}, {Type: "mount"}, {Type: "ipc"}, {Type: "uts"}, {Type: "network"}, {Type: "cgroup"}},
+			MaskedPaths:   []string{"/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"},
+			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
+		},
+	}
+	for _, bind := range rootfs.ReadOnlyBinds {
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: bind.Target, Type: "bind", Source: bind.Source,
+			Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+	}
+	data, err := json.MarshalIndent(&spec, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600)
+}

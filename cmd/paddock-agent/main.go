@@ -1,0 +1,101 @@
+// Command paddock-agent runs as PID 1 inside every paddock sandbox: it
+// reaps orphans, runs commands, streams their output and serves files over
+// HTTP on a unix socket the driver passes in. It must stay static
+// (CGO_ENABLED=0), so nothing in its import graph may need cgo.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/paddock-dev/paddock/internal/agent"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	slog.SetDefault(log)
+	if err := run(context.Background(), os.Args[1:], log); err != nil {
+		log.Error("paddock-agent failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, log *slog.Logger) error {
+	fs := flag.NewFlagSet("paddock-agent", flag.ContinueOnError)
+	listenFD := fs.Int("listen-fd", agent.ListenFD, "file descriptor of the listening unix socket")
+	listen := fs.String("listen", "", "listen on this unix socket path instead of --listen-fd (dev and tests)")
+	stateDir := fs.String("state-dir", agent.StateDir, "directory for command logs")
+	noSeccomp := fs.Bool("no-seccomp", false, "do not install the seccomp filter (tests on the host only)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	// Register before anything else: as PID 1 we only get the signals we
+	// handle, and SIGTERM is how the driver asks us to stop.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	ln, err := listener(*listen, *listenFD)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+
+	seccompOn := false
+	if !*noSeccomp {
+		// Before serving, so no request runs without the filter; it covers
+		// every thread (TSYNC) and every command forked later.
+		if err := agent.InstallSeccomp(); err != nil {
+			return err
+		}
+		seccompOn = true
+	}
+	srv, err := agent.NewServer(agent.ServerConfig{
+		StateDir: *stateDir,
+		ReapAll:  true,
+		Version:  version,
+		Seccomp:  seccompOn,
+		Logger:   log,
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	log.Info("paddock-agent serving", "version", version, "pid", os.Getpid(), "addr", ln.Addr().String(), "seccomp", seccompOn)
+	return srv.Serve(ctx, ln)
+}
+
+func listener(path string, fd int) (net.Listener, error) {
+	if path != "" {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", path, err)
+		}
+		return ln, nil
+	}
+	f := os.NewFile(uintptr(fd), "agent-listener")
+	if f == nil {
+		return nil, fmt.Errorf("listen fd %d is not open", fd)
+	}
+	ln, err := net.FileListener(f)
+	// FileListener dups the fd close-on-exec; the inherited one is not, and
+	// would leak the agent socket into every command.
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("listen fd %d: %w", fd, err)
+	}
+	return ln, nil
+}

@@ -1,0 +1,783 @@
+//go:build linux
+
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+const (
+	// drainTimeout bounds how long output is collected after the command's
+	// main process exits: background grandchildren may hold the pipes open.
+	drainTimeout = 250 * time.Millisecond
+	// readChunk is the largest frame payload we produce (≤ MaxFrame).
+	readChunk = 32 << 10
+	// checkpointEvery spaces the remembered frame boundaries in a log, so
+	// validating a resume offset scans at most this much of it.
+	checkpointEvery = 1 << 20
+	frameHeader     = 5
+	defaultPath     = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+
+// command is one started (or failed) command and its output log.
+type command struct {
+	id   string
+	done chan struct{} // closed once the exit frame is written
+	exit chan unix.WaitStatus
+
+	mu          sync.Mutex
+	state       Command       // guarded by mu
+	log         *os.File      // guarded by mu for writes; ReadAt is safe concurrently
+	size        int64         // guarded by mu: bytes in the log
+	checkpoints []int64       // guarded by mu: frame boundaries, about checkpointEvery apart
+	changed     chan struct{} // guarded by mu: closed and replaced on every append
+	finished    bool          // guarded by mu: the exit frame is in the log
+	stdin       *os.File      // guarded by mu: write end of stdin, nil if none or closed
+	timedOut    bool          // guarded by mu
+	logErr      error         // guarded by mu: first failure to append to the log
+
+	stdinMu sync.Mutex // serializes stdin writers
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "cmd-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))[:12]
+}
+
+// appendFrame writes one frame; buf has frameHeader spare bytes in front of
+// the payload so the header and data go out in one write.
+func (c *command) appendFrame(kind byte, buf []byte) {
+	buf[0] = kind
+	binary.BigEndian.PutUint32(buf[1:frameHeader], uint32(len(buf)-frameHeader))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.logErr != nil {
+		return
+	}
+	if _, err := c.log.Write(buf); err != nil {
+		// A partial frame would corrupt every later offset: stop logging.
+		c.logErr = fmt.Errorf("append to command log: %w", err)
+		return
+	}
+	if c.size-c.checkpoints[len(c.checkpoints)-1] >= checkpointEvery {
+		c.checkpoints = append(c.checkpoints, c.size)
+	}
+	c.size += int64(len(buf))
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+func (c *command) snapshot() Command {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.state
+	st.Args = slices.Clone(st.Args)
+	return st
+}
+
+func (c *command) closeLog() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.log != nil {
+		c.log.Close()
+	}
+}
+
+// finish records the final state, appends the exit frame and wakes every
+// follower and waiter.
+func (c *command) finish(update func(*Command)) {
+	c.mu.Lock()
+	update(&c.state)
+	c.state.FinishedAt = time.Now().UTC()
+	if c.stdin != nil {
+		c.stdin.Close()
+		c.stdin = nil
+	}
+	final := c.state
+	c.mu.Unlock()
+
+	data, _ := json.Marshal(final)
+	buf := make([]byte, frameHeader+len(data))
+	copy(buf[frameHeader:], data)
+	c.appendFrame(FrameExit, buf)
+
+	c.mu.Lock()
+	c.finished = true
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	close(c.done)
+}
+
+func (s *Server) lookup(id string) (*command, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.cmds[id]
+	if !ok {
+		return nil, sandbox.Errorf(sandbox.ErrNotFound, "command_not_found", "command %q not found", id)
+	}
+	return c, nil
+}
+
+func invalidCommand(format string, args ...any) error {
+	return sandbox.Errorf(sandbox.ErrInvalid, "invalid_command", format, args...)
+}
+
+// validateRequest rejects malformed requests (400); a well-formed request
+// that cannot start becomes a failed command instead.
+func validateRequest(req *CommandRequest) error {
+	if req.Cmd == "" {
+		return invalidCommand("cmd is empty")
+	}
+	if strings.ContainsRune(req.Cmd, 0) {
+		return invalidCommand("cmd contains a NUL byte")
+	}
+	for _, a := range req.Args {
+		if strings.ContainsRune(a, 0) {
+			return invalidCommand("an argument contains a NUL byte")
+		}
+	}
+	if req.Cwd != "" && (!filepath.IsAbs(req.Cwd) || strings.ContainsRune(req.Cwd, 0)) {
+		return invalidCommand("cwd %q must be an absolute path", req.Cwd)
+	}
+	for k, v := range req.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return invalidCommand("invalid environment variable name %q", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return invalidCommand("environment variable %s contains a NUL byte", k)
+		}
+	}
+	if req.TimeoutMs < 0 {
+		return invalidCommand("timeoutMs must not be negative")
+	}
+	return nil
+}
+
+// environ returns the command's environment, defaults overlaid by req.Env,
+// sorted so it is deterministic.
+func (s *Server) environ(req *CommandRequest) map[string]string {
+	env := map[string]string{
+		"HOME":    s.cfg.UserHome,
+		"USER":    UserName,
+		"LOGNAME": UserName,
+		"SHELL":   "/bin/sh",
+		"PATH":    defaultPath,
+	}
+	if req.Sudo {
+		env["HOME"], env["USER"], env["LOGNAME"] = "/root", "root", "root"
+	}
+	if fi, err := os.Stat("/bin/bash"); err == nil && !fi.IsDir() {
+		env["SHELL"] = "/bin/bash"
+	}
+	maps.Copy(env, req.Env)
+	return env
+}
+
+// startError is why a well-formed command could not start.
+type startError struct {
+	code int // 127 not found, 126 not executable
+	msg  string
+}
+
+// lookPath resolves name like a shell would for a process with the given
+// credentials and environment. Root's check only needs any x bit.
+func lookPath(name, cwd, pathEnv string, uid, gid uint32) (string, *startError) {
+	check := func(p string) *startError {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return &startError{127, fmt.Sprintf("%s: not found", name)}
+		}
+		if fi.IsDir() {
+			return &startError{126, fmt.Sprintf("%s: is a directory", name)}
+		}
+		if !executableBy(fi, uid, gid) {
+			return &startError{126, fmt.Sprintf("%s: permission denied", name)}
+		}
+		return nil
+	}
+	if strings.Contains(name, "/") {
+		p := name
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(cwd, p)
+		}
+		return p, check(p)
+	}
+	var first *startError
+	for _, dir := range filepath.SplitList(pathEnv) {
+		// Relative PATH entries are how "." attacks work; skip them as
+		// exec.LookPath's ErrDot does.
+		if !filepath.IsAbs(dir) {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		serr := check(p)
+		if serr == nil {
+			return p, nil
+		}
+		if first == nil || (first.code == 127 && serr.code == 126) {
+			first = serr
+		}
+	}
+	if first == nil || first.code == 127 {
+		return "", &startError{127, fmt.Sprintf("%s: command not found", name)}
+	}
+	return "", first
+}
+
+func executableBy(fi os.FileInfo, uid, gid uint32) bool {
+	mode := fi.Mode()
+	if !mode.IsRegular() {
+		return false
+	}
+	perm := uint32(mode.Perm())
+	if uid == 0 {
+		return perm&0o111 != 0
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return perm&0o111 != 0
+	}
+	switch {
+	case st.Uid == uid:
+		return perm&0o100 != 0
+	case st.Gid == gid:
+		return perm&0o010 != 0
+	default:
+		return perm&0o001 != 0
+	}
+}
+
+func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
+	var req CommandRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err := dec.Decode(&req); err != nil {
+		s.writeError(w, r, invalidCommand("decode command request: %v", err))
+		return
+	}
+	if err := validateRequest(&req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	c, err := s.start(req)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, c.snapshot())
+}
+
+// start creates the command's log and forks it. A command that cannot
+// start is still registered, as failed, with an exit frame.
+func (s *Server) start(req CommandRequest) (*command, error) {
+	uid, gid, home := uint32(UserUID), uint32(UserGID), s.cfg.UserHome
+	if req.Sudo {
+		uid, gid, home = 0, 0, "/root"
+	}
+	cwd := req.Cwd
+	if cwd == "" {
+		cwd = home
+	}
+	env := s.environ(&req)
+
+	c := &command{
+		id:          newID(),
+		done:        make(chan struct{}),
+		exit:        make(chan unix.WaitStatus, 1),
+		changed:     make(chan struct{}),
+		checkpoints: []int64{0},
+		state: Command{
+			Cmd: req.Cmd, Args: req.Args, Cwd: cwd, Sudo: req.Sudo,
+			Status: StatusRunning, StartedAt: time.Now().UTC(),
+		},
+	}
+	c.state.ID = c.id
+	logf, err := os.OpenFile(filepath.Join(s.cfg.StateDir, c.id+".log"), os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create command log: %w", err)
+	}
+	c.log = logf
+
+	fail := func(serr *startError) (*command, error) {
+		s.register(c, 0)
+		code := serr.code
+		c.finish(func(st *Command) {
+			st.Status, st.ExitCode, st.Error = StatusFailed, &code, serr.msg
+		})
+		return c, nil
+	}
+	if fi, err := os.Stat(cwd); err != nil || !fi.IsDir() {
+		return fail(&startError{126, fmt.Sprintf("cwd %s: not an accessible directory", cwd)})
+	}
+	path, serr := lookPath(req.Cmd, cwd, env["PATH"], uid, gid)
+	if serr != nil {
+		return fail(serr)
+	}
+
+	var stdinR *os.File
+	if req.Stdin {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("stdin pipe: %w", err)
+		}
+		stdinR, c.stdin = pr, pw
+	} else if stdinR, err = os.Open(os.DevNull); err != nil {
+		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		stdinR.Close()
+		return nil, fmt.Errorf("stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		stdinR.Close()
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("stderr pipe: %w", err)
+	}
+	envList := make([]string, 0, len(env))
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		envList = append(envList, k+"="+env[k])
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   cwd,
+		Env:   envList,
+		Files: []uintptr{stdinR.Fd(), outW.Fd(), errW.Fd()},
+		Sys: &syscall.SysProcAttr{
+			// A new session: the command's kill(0, ...) reaches only its
+			// own group, never the agent.
+			Setsid:     true,
+			Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}},
+		},
+	}
+	oomBefore, oomOK := s.oomKills()
+
+	// The lock spans fork and registration so the reaper, which looks
+	// pids up under it, cannot reap a fast child before we know it.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		for _, f := range []*os.File{stdinR, outR, outW, errR, errW} {
+			f.Close()
+		}
+		return nil, sandbox.Errorf(sandbox.ErrUnavailable, "agent_closing", "agent is shutting down")
+	}
+	pid, err := syscall.ForkExec(path, append([]string{req.Cmd}, req.Args...), attr)
+	if err == nil {
+		s.registerLocked(c, pid)
+	}
+	s.mu.Unlock()
+	stdinR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		c.mu.Lock()
+		if c.stdin != nil {
+			c.stdin.Close()
+			c.stdin = nil
+		}
+		c.mu.Unlock()
+		code := 126
+		if errors.Is(err, unix.ENOENT) {
+			code = 127
+		}
+		return fail(&startError{code, fmt.Sprintf("%s: %v", req.Cmd, err)})
+	}
+	// The driver protects the agent from the OOM killer; children must
+	// not inherit that. Raising the score needs no privilege.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte("0"), 0); err != nil {
+		s.log.Warn("reset oom_score_adj", "command", c.id, "pid", pid, "err", err)
+	}
+	s.log.Info("command started", "command", c.id, "pid", pid, "cmd", req.Cmd, "sudo", req.Sudo)
+
+	s.wg.Add(1)
+	go s.supervise(c, pid, time.Duration(req.TimeoutMs)*time.Millisecond, outR, errR, oomBefore, oomOK)
+	return c, nil
+}
+
+func (s *Server) register(c *command, pid int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.registerLocked(c, pid)
+}
+
+func (s *Server) registerLocked(c *command, pid int) {
+	s.cmds[c.id] = c
+	s.order = append(s.order, c.id)
+	if pid > 0 {
+		c.state.PID = pid
+		s.running[pid] = c
+	}
+}
+
+// supervise owns one command from fork to exit frame.
+func (s *Server) supervise(c *command, pid int, timeout time.Duration, outR, errR *os.File, oomBefore int64, oomOK bool) {
+	defer s.wg.Done()
+	var readers sync.WaitGroup
+	for _, p := range []struct {
+		f    *os.File
+		kind byte
+	}{{outR, FrameStdout}, {errR, FrameStderr}} {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			c.pump(p.f, p.kind)
+		}()
+	}
+	var timer <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		timer = t.C
+	}
+	var ws unix.WaitStatus
+wait:
+	for {
+		select {
+		case ws = <-c.exit:
+			break wait
+		case <-timer:
+			timer = nil
+			c.mu.Lock()
+			c.timedOut = true
+			c.mu.Unlock()
+			_ = unix.Kill(-pid, unix.SIGKILL)
+		}
+	}
+
+	drained := make(chan struct{})
+	go func() { readers.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(drainTimeout):
+		// Grandchildren still hold the pipes: stop reading, keep what we have.
+		outR.SetReadDeadline(time.Now())
+		errR.SetReadDeadline(time.Now())
+		<-drained
+	}
+	outR.Close()
+	errR.Close()
+
+	oomAfter, oomAfterOK := s.oomKills()
+	c.finish(func(st *Command) {
+		switch {
+		case ws.Exited():
+			code := ws.ExitStatus()
+			st.Status, st.ExitCode = StatusExited, &code
+		case ws.Signaled():
+			sig := ws.Signal()
+			code := 128 + int(sig)
+			st.Status, st.ExitCode, st.Signal = StatusKilled, &code, unix.SignalName(sig)
+			if sig == unix.SIGKILL && oomOK && oomAfterOK && oomAfter > oomBefore {
+				st.OOMKilled = true
+			}
+		}
+		if c.timedOut {
+			st.Status = StatusTimedOut
+		}
+	})
+	st := c.snapshot()
+	s.log.Info("command finished", "command", c.id, "status", st.Status, "exit_code", st.ExitCode, "oom_killed", st.OOMKilled)
+}
+
+// pump copies one pipe into the log as frames until EOF or a deadline.
+func (c *command) pump(f *os.File, kind byte) {
+	for {
+		buf := make([]byte, frameHeader+readChunk)
+		n, err := f.Read(buf[frameHeader:])
+		if n > 0 {
+			c.appendFrame(kind, buf[:frameHeader+n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// reap is the only caller of wait4. As PID 1 it collects every child so
+// orphans never pile up as zombies; statuses of commands go to them.
+func (s *Server) reap() {
+	defer s.wg.Done()
+	for {
+		s.reapOnce()
+		select {
+		case <-s.sigchld:
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Server) reapOnce() {
+	if !s.cfg.ReapAll {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for pid, c := range s.running {
+			var ws unix.WaitStatus
+			if got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); err == nil && got == pid {
+				delete(s.running, pid)
+				c.exit <- ws
+			}
+		}
+		return
+	}
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || pid <= 0 {
+			return
+		}
+		s.mu.Lock()
+		if c, ok := s.running[pid]; ok {
+			delete(s.running, pid)
+			c.exit <- ws
+		}
+		s.mu.Unlock()
+	}
+}
+
+// oomKills reads the sandbox cgroup's OOM kill counter (v2, then v1).
+func (s *Server) oomKills() (int64, bool) {
+	for _, name := range []string{"memory.events", "memory/memory.oom_control"} {
+		data, err := os.ReadFile(filepath.Join(s.cfg.CgroupRoot, name))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "oom_kill "); ok {
+				if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+					return n, true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+func (s *Server) handleList(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	cmds := make([]*command, 0, len(s.order))
+	for _, id := range s.order {
+		cmds = append(cmds, s.cmds[id])
+	}
+	s.mu.Unlock()
+	out := make([]Command, 0, len(cmds))
+	for _, c := range cmds {
+		out = append(out, c.snapshot())
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
+	c, err := s.lookup(r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c.snapshot())
+}
+
+func (s *Server) handleWait(w http.ResponseWriter, r *http.Request) {
+	c, err := s.lookup(r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	select {
+	case <-c.done:
+		writeJSON(w, http.StatusOK, c.snapshot())
+	case <-r.Context().Done():
+	}
+}
+
+func (s *Server) handleSignal(w http.ResponseWriter, r *http.Request) {
+	c, err := s.lookup(r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var body struct {
+		Signal int `json:"signal"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body); err != nil {
+		s.writeError(w, r, sandbox.Errorf(sandbox.ErrInvalid, "invalid_signal", "decode signal request: %v", err))
+		return
+	}
+	if body.Signal < 1 || body.Signal > 64 {
+		s.writeError(w, r, sandbox.Errorf(sandbox.ErrInvalid, "invalid_signal", "signal %d out of range 1..64", body.Signal))
+		return
+	}
+	// Checked under s.mu, which the reaper holds while it retires a pid: a
+	// reaped pid may be reused, so never signal a group we no longer own.
+	s.mu.Lock()
+	pid := c.snapshotPIDLocked()
+	if _, running := s.running[pid]; !running || pid == 0 {
+		s.mu.Unlock()
+		s.writeError(w, r, sandbox.Errorf(sandbox.ErrConflict, "command_finished", "command %s is not running", c.id))
+		return
+	}
+	err = unix.Kill(-pid, unix.Signal(body.Signal))
+	s.mu.Unlock()
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		s.writeError(w, r, fmt.Errorf("signal command %s: %w", c.id, err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (c *command) snapshotPIDLocked() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state.PID
+}
+
+func (s *Server) handleStdin(w http.ResponseWriter, r *http.Request) {
+	c, err := s.lookup(r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	closeAfter, _ := strconv.ParseBool(r.URL.Query().Get("close"))
+	c.stdinMu.Lock()
+	defer c.stdinMu.Unlock()
+	c.mu.Lock()
+	f := c.stdin
+	c.mu.Unlock()
+	if f == nil {
+		s.writeError(w, r, sandbox.Errorf(sandbox.ErrConflict, "stdin_closed", "command %s has no open stdin", c.id))
+		return
+	}
+	// A command that never reads would block the copy forever: the
+	// request's end unblocks it through a write deadline.
+	_ = f.SetWriteDeadline(time.Time{})
+	stop := context.AfterFunc(r.Context(), func() { _ = f.SetWriteDeadline(time.Now()) })
+	_, err = io.Copy(f, r.Body)
+	stop()
+	if err != nil {
+		if errors.Is(err, os.ErrClosed) || errors.Is(err, unix.EPIPE) {
+			s.writeError(w, r, sandbox.Errorf(sandbox.ErrConflict, "stdin_closed", "command %s closed its stdin", c.id))
+			return
+		}
+		s.writeError(w, r, sandbox.Errorf(sandbox.ErrInvalid, "stdin_failed", "copy to stdin of %s: %v", c.id, err))
+		return
+	}
+	if closeAfter {
+		c.mu.Lock()
+		if c.stdin == f {
+			c.stdin.Close()
+			c.stdin = nil
+		}
+		c.mu.Unlock()
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// validOffset reports whether off is a frame boundary of the log.
+func (c *command) validOffset(off int64) (bool, error) {
+	c.mu.Lock()
+	size := c.size
+	i := sort.Search(len(c.checkpoints), func(i int) bool { return c.checkpoints[i] > off }) - 1
+	pos := c.checkpoints[i]
+	c.mu.Unlock()
+	if off < 0 || off > size {
+		return false, nil
+	}
+	br := bufio.NewReaderSize(io.NewSectionReader(c.log, pos, size-pos), 64<<10)
+	var hdr [frameHeader]byte
+	for pos < off {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return false, fmt.Errorf("scan command log: %w", err)
+		}
+		n := int64(binary.BigEndian.Uint32(hdr[1:]))
+		if _, err := br.Discard(int(n)); err != nil {
+			return false, fmt.Errorf("scan command log: %w", err)
+		}
+		pos += frameHeader + n
+	}
+	return pos == off, nil
+}
+
+func (s *Server) handleOutput(w http.ResponseWriter, r *http.Request) {
+	c, err := s.lookup(r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	var off int64
+	if v := q.Get("offset"); v != "" {
+		if off, err = strconv.ParseInt(v, 10, 64); err != nil {
+			s.writeError(w, r, sandbox.Errorf(sandbox.ErrInvalid, "invalid_offset", "offset %q is not a number", v))
+			return
+		}
+	}
+	follow, _ := strconv.ParseBool(q.Get("follow"))
+	ok, err := c.validOffset(off)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if !ok {
+		s.writeError(w, r, sandbox.Errorf(sandbox.ErrInvalid, "invalid_offset", "offset %d is not a frame boundary", off))
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	for {
+		c.mu.Lock()
+		size, finished, changed := c.size, c.finished, c.changed
+		c.mu.Unlock()
+		if off < size {
+			n, err := io.Copy(w, io.NewSectionReader(c.log, off, size-off))
+			off += n
+			if err != nil {
+				return // the client went away
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+			continue
+		}
+		if finished || !follow {
+			return
+		}
+		select {
+		case <-changed:
+		case <-r.Context().Done():
+			return
+		}
+	}
+}

@@ -1,0 +1,199 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Server is the agent's HTTP server and process supervisor. Start it with
+// NewServer, serve with Serve, stop with Close.
+type Server struct {
+	cfg  ServerConfig
+	log  *slog.Logger
+	root *os.Root // cfg.Root, for files and mkdir
+	mux  *http.ServeMux
+
+	// ctx ends at Close; it bounds the reaper, the command supervisors and
+	// every request (so streams and waits end at shutdown).
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // reaper and command supervisors
+
+	mu       sync.Mutex
+	cmds     map[string]*command // guarded by mu
+	order    []string            // guarded by mu: command ids, oldest first
+	running  map[int]*command    // guarded by mu: pid -> command not yet reaped
+	closed   bool                // guarded by mu
+	sigchld  chan os.Signal
+	shutdown sync.Once
+}
+
+// NewServer prepares the state dir and starts the reaper.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: create state dir: %w", err)
+	}
+	// MkdirAll keeps an existing dir's mode; the logs must stay private.
+	if err := os.Chmod(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: chmod state dir: %w", err)
+	}
+	root, err := os.OpenRoot(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("agent: open root: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		root:    root,
+		ctx:     ctx,
+		cancel:  cancel,
+		cmds:    make(map[string]*command),
+		running: make(map[int]*command),
+		sigchld: make(chan os.Signal, 1),
+	}
+	s.routes()
+	signal.Notify(s.sigchld, unix.SIGCHLD)
+	s.wg.Add(1)
+	go s.reap()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /v1/ping", s.handlePing)
+	m.HandleFunc("POST /v1/commands", s.handleStart)
+	m.HandleFunc("GET /v1/commands", s.handleList)
+	m.HandleFunc("GET /v1/commands/{id}", s.handleGet)
+	m.HandleFunc("GET /v1/commands/{id}/wait", s.handleWait)
+	m.HandleFunc("GET /v1/commands/{id}/output", s.handleOutput)
+	m.HandleFunc("POST /v1/commands/{id}/signal", s.handleSignal)
+	m.HandleFunc("POST /v1/commands/{id}/stdin", s.handleStdin)
+	m.HandleFunc("PUT /v1/files", s.handleWriteTar)
+	m.HandleFunc("GET /v1/files", s.handleReadFile)
+	m.HandleFunc("POST /v1/mkdir", s.handleMkdir)
+	s.mux = m
+}
+
+// Handler exposes the routes (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Serve answers requests on ln until ctx ends or Close is called, then shuts
+// the HTTP server down gracefully. It returns nil after such a stop.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 30 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return s.ctx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("agent serve: %w", err)
+	case <-ctx.Done():
+	case <-s.ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	<-errc
+	if err != nil {
+		return fmt.Errorf("agent shutdown: %w", err)
+	}
+	return nil
+}
+
+// Close kills every running command's process group, waits for their
+// supervisors and the reaper, and ends open streams.
+func (s *Server) Close() error {
+	s.shutdown.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		for pid := range s.running {
+			_ = unix.Kill(-pid, unix.SIGKILL)
+		}
+		s.mu.Unlock()
+		// Supervisors must see their exit statuses before the reaper
+		// stops, so wait for them first, then cancel.
+		s.waitSupervisors()
+		s.cancel()
+		s.wg.Wait()
+		signal.Stop(s.sigchld)
+		s.mu.Lock()
+		for _, c := range s.cmds {
+			c.closeLog()
+		}
+		s.mu.Unlock()
+		s.root.Close()
+	})
+	return nil
+}
+
+func (s *Server) waitSupervisors() {
+	s.mu.Lock()
+	cmds := make([]*command, 0, len(s.cmds))
+	for _, c := range s.cmds {
+		cmds = append(cmds, c)
+	}
+	s.mu.Unlock()
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	for _, c := range cmds {
+		select {
+		case <-c.done:
+		case <-deadline.C:
+			s.log.Warn("agent close: command did not finish", "command", c.id)
+			return
+		}
+	}
+}
+
+func (s *Server) handlePing(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, Info{Version: s.cfg.Version, PID: os.Getpid(), Seccomp: s.cfg.Seccomp})
+}
+
+// writeJSON is the one place answers are encoded.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError is the one place errors become HTTP answers.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status := StatusForKind(err)
+	code := sandbox.CodeOf(err)
+	if code == "" {
+		code = "internal"
+	}
+	if status >= 500 {
+		s.log.Error("agent request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	var body ErrorBody
+	body.Error.Code = code
+	body.Error.Message = err.Error()
+	writeJSON(w, status, body)
+}

@@ -1,0 +1,161 @@
+package node
+
+import (
+	"log/slog"
+	goruntime "runtime"
+	"strings"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Defaults for Config fields left zero.
+const (
+	defaultTimeout      = 5 * time.Minute
+	defaultMaxTimeout   = 5 * time.Hour
+	defaultMaxSandboxes = 64
+
+	defaultListLimit = 50
+	maxListLimit     = 500
+
+	// driverTimeout bounds one driver call made on a sandbox's behalf. It is
+	// generous because building a sandbox can mean unpacking a root
+	// filesystem, and the call must not be cut short by the request that
+	// asked for it (see context.WithoutCancel in the callers).
+	driverTimeout = 60 * time.Second
+	// pingTimeout bounds the agent ping that decides re-adoption on restart.
+	pingTimeout = 5 * time.Second
+)
+
+// Config configures a Manager.
+type Config struct {
+	DataDir          string            // node state in DataDir/node/
+	Driver           runtime.Driver    // runs the sandboxes
+	Now              func() time.Time  // injectable clock; default time.Now
+	DefaultTimeout   time.Duration     // default 5m
+	MaxTimeout       time.Duration     // hard max for a sandbox's total lifetime incl. extensions; default 5h
+	DefaultResources sandbox.Resources // default {VCPUs:1, MemoryMB:1024, PIDs:512}
+	MaxResources     sandbox.Resources // default {VCPUs: host cores, MemoryMB: 16384, PIDs: 32768}
+	MaxSandboxes     int               // running+pending at once on this host; default 64
+	Logger           *slog.Logger      // default slog.Default()
+}
+
+// setDefaults fills zero fields. Defaulted resources are clamped to the
+// configured maximum so that a small MaxResources alone is a valid config.
+func (c *Config) setDefaults() {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = defaultTimeout
+	}
+	if c.MaxTimeout == 0 {
+		c.MaxTimeout = max(defaultMaxTimeout, c.DefaultTimeout)
+	}
+	if c.MaxResources.VCPUs == 0 {
+		c.MaxResources.VCPUs = float64(goruntime.NumCPU())
+	}
+	if c.MaxResources.MemoryMB == 0 {
+		c.MaxResources.MemoryMB = 16384
+	}
+	if c.MaxResources.PIDs == 0 {
+		c.MaxResources.PIDs = 32768
+	}
+	if c.DefaultResources.VCPUs == 0 {
+		c.DefaultResources.VCPUs = min(1, c.MaxResources.VCPUs)
+	}
+	if c.DefaultResources.MemoryMB == 0 {
+		c.DefaultResources.MemoryMB = min(1024, c.MaxResources.MemoryMB)
+	}
+	if c.DefaultResources.PIDs == 0 {
+		c.DefaultResources.PIDs = min(512, c.MaxResources.PIDs)
+	}
+	if c.MaxSandboxes == 0 {
+		c.MaxSandboxes = defaultMaxSandboxes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate checks a config after defaults are applied.
+func (c *Config) Validate() error {
+	switch {
+	case c.DataDir == "":
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: DataDir is required")
+	case c.Driver == nil:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: Driver is required")
+	case c.DefaultTimeout <= 0 || c.MaxTimeout <= 0:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: timeouts must be positive")
+	case c.DefaultTimeout > c.MaxTimeout:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: DefaultTimeout %s exceeds MaxTimeout %s", c.DefaultTimeout, c.MaxTimeout)
+	case c.MaxSandboxes <= 0:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: MaxSandboxes must be positive, got %d", c.MaxSandboxes)
+	}
+	if err := c.DefaultResources.Validate(c.MaxResources); err != nil {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: DefaultResources: %v", err)
+	}
+	return nil
+}
+
+// CreateRequest asks for one sandbox.
+type CreateRequest struct {
+	Image     string            // "" → "host"; anything else → ErrInvalid "unknown_image" for now
+	Resources sandbox.Resources // zero fields take defaults; then Validate against MaxResources
+	Timeout   time.Duration     // 0 → DefaultTimeout; <0 or > MaxTimeout → ErrInvalid "invalid_timeout"
+	Env       map[string]string // default env of the sandbox's commands
+}
+
+// hostImage is the only image until image support lands.
+const hostImage = "host"
+
+// normalize validates req against cfg and returns it with defaults applied.
+func (req CreateRequest) normalize(cfg *Config) (CreateRequest, error) {
+	switch req.Image {
+	case "":
+		req.Image = hostImage
+	case hostImage:
+	default:
+		return req, sandbox.Errorf(sandbox.ErrInvalid, "unknown_image", "unknown image %q (only %q is available)", req.Image, hostImage)
+	}
+
+	if req.Resources.VCPUs == 0 {
+		req.Resources.VCPUs = cfg.DefaultResources.VCPUs
+	}
+	if req.Resources.MemoryMB == 0 {
+		req.Resources.MemoryMB = cfg.DefaultResources.MemoryMB
+	}
+	if req.Resources.PIDs == 0 {
+		req.Resources.PIDs = cfg.DefaultResources.PIDs
+	}
+	if err := req.Resources.Validate(cfg.MaxResources); err != nil {
+		return req, err
+	}
+
+	switch {
+	case req.Timeout == 0:
+		req.Timeout = cfg.DefaultTimeout
+	case req.Timeout < 0 || req.Timeout > cfg.MaxTimeout:
+		return req, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeout must be in (0, %s], got %s", cfg.MaxTimeout, req.Timeout)
+	}
+
+	for k, v := range req.Env {
+		// A name with '=' or NUL cannot be passed through execve's envp
+		// faithfully; a NUL in a value would silently truncate it.
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return req, sandbox.Errorf(sandbox.ErrInvalid, "invalid_env", "invalid environment variable name %q", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return req, sandbox.Errorf(sandbox.ErrInvalid, "invalid_env", "environment variable %q has a NUL byte in its value", k)
+		}
+	}
+	return req, nil
+}
+
+// ListOptions page through a host's sandboxes.
+type ListOptions struct {
+	Cursor string        // opaque, from a previous List; "" starts at the oldest
+	Limit  int           // default 50, max 500 (larger values are clamped)
+	State  sandbox.State // optional filter
+}

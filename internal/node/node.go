@@ -1,0 +1,662 @@
+// Package node manages the sandboxes of one host: it creates them through a
+// runtime.Driver, walks each through the sandbox state machine, enforces
+// their timeouts, keeps their records on disk, and on restart reconciles
+// those records with what the driver still runs (re-adopting live
+// sandboxes, failing lost ones, destroying orphans).
+//
+// Locking: Manager.mu guards only the id→entry map and its indexes and is
+// never held across driver calls, so creating many sandboxes at once does
+// not serialise. Each entry has an op lock that serialises the lifecycle
+// operations of that one sandbox (held across driver calls) and a data lock
+// that guards its record (held briefly, so Get and List never wait for a
+// driver). Lock order: entry.op, then entry.mu, then Manager.mu.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Manager owns the sandboxes of this host. It is safe for concurrent use.
+type Manager struct {
+	cfg    Config
+	log    *slog.Logger
+	store  recordStore
+	driver string // the driver's name, recorded in every sandbox
+
+	// wake tells the timeout loop that a deadline changed. Buffered (1) so a
+	// sender never blocks; one pending wake covers any number of changes.
+	wake chan struct{}
+
+	mu sync.Mutex // guards the fields below
+	// entries holds every sandbox this node knows, including stopped and
+	// failed ones until they are deleted.
+	entries map[string]*entry
+	// active holds the ids of pending and running sandboxes: the capacity count.
+	active map[string]struct{}
+	// deadlines holds ExpiresAt of running sandboxes for the timeout loop.
+	deadlines map[string]time.Time
+	started   bool
+	closed    bool
+	cancel    context.CancelFunc // stops the timeout loop; set by Start
+
+	wg sync.WaitGroup // the timeout loop: added by Start, waited by Close
+}
+
+// entry is one sandbox's in-memory state.
+type entry struct {
+	// op serialises lifecycle operations (create, stop, delete, extend,
+	// reconcile) on this sandbox and is held across driver calls.
+	op sync.Mutex
+
+	mu sync.Mutex // guards the fields below; never held across blocking calls
+	// sb is the record. Writers hold op and mu; readers hold either.
+	sb sandbox.Sandbox
+	// client talks to the agent while the sandbox runs; nil otherwise.
+	client *agent.Client
+	// gone is set when the sandbox has been deleted, for operations that
+	// found the entry before it left the map.
+	gone bool
+}
+
+// snapshot returns a deep copy of the record and the agent client.
+func (e *entry) snapshot() (sandbox.Sandbox, *agent.Client, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return clone(e.sb), e.client, e.gone
+}
+
+// clone copies sb so that callers never share its map with the manager.
+func clone(sb sandbox.Sandbox) sandbox.Sandbox {
+	sb.Env = maps.Clone(sb.Env)
+	return sb
+}
+
+// New loads the node's records from cfg.DataDir. It does not touch the
+// driver: Start reconciles the records with what actually runs.
+func New(cfg Config) (*Manager, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	store, err := newFileStore(filepath.Join(cfg.DataDir, "node", "sandboxes"))
+	if err != nil {
+		return nil, err
+	}
+	return newManager(cfg, store)
+}
+
+// newManager builds a manager over any recordStore; cfg is already
+// defaulted and valid.
+func newManager(cfg Config, store recordStore) (*Manager, error) {
+	m := &Manager{
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "node"),
+		store:     store,
+		driver:    cfg.Driver.Capabilities().Name,
+		wake:      make(chan struct{}, 1),
+		entries:   make(map[string]*entry),
+		active:    make(map[string]struct{}),
+		deadlines: make(map[string]time.Time),
+	}
+	records, err := store.loadAll()
+	if err != nil {
+		return nil, err
+	}
+	for _, sb := range records {
+		m.entries[sb.ID] = &entry{sb: sb}
+		m.index(sb)
+	}
+	return m, nil
+}
+
+// Start reconciles the records with the driver, then runs timeout
+// enforcement until Close. Call it once, before serving requests.
+func (m *Manager) Start(ctx context.Context) error {
+	m.mu.Lock()
+	if m.started || m.closed {
+		m.mu.Unlock()
+		return sandbox.Errorf(sandbox.ErrConflict, "node_started", "node: Start called twice or after Close")
+	}
+	m.started = true
+	m.mu.Unlock()
+
+	if err := m.reconcile(ctx); err != nil {
+		return err
+	}
+
+	// The loop lives until Close, not until the caller's ctx ends; it keeps
+	// ctx's values (for logging) but not its cancellation.
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		cancel()
+		return nil
+	}
+	m.cancel = cancel
+	m.wg.Add(1)
+	m.mu.Unlock()
+	go m.timeoutLoop(loopCtx)
+	return nil
+}
+
+// Close stops background work and waits for it. Sandboxes keep running;
+// a later Manager on the same DataDir re-adopts them.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	cancel := m.cancel
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	m.wg.Wait()
+
+	m.mu.Lock()
+	ents := slices.Collect(maps.Values(m.entries))
+	m.mu.Unlock()
+	for _, e := range ents {
+		if _, c, _ := e.snapshot(); c != nil {
+			c.Close()
+		}
+	}
+	return nil
+}
+
+// Create builds and starts a sandbox and returns once it runs. If the driver
+// fails, the sandbox is recorded as failed and the returned error says why;
+// the failed record is returned with it.
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbox, error) {
+	req, err := req.normalize(&m.cfg)
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	id, err := newID()
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	now := m.now()
+	e := &entry{sb: sandbox.Sandbox{
+		ID:        id,
+		State:     sandbox.Pending,
+		Image:     req.Image,
+		Resources: req.Resources,
+		Env:       maps.Clone(req.Env),
+		Driver:    m.driver,
+		CreatedAt: now,
+		// Provisional, so that a sandbox re-adopted after a crash mid-create
+		// still has a deadline; reset from StartedAt once it runs.
+		ExpiresAt: now.Add(req.Timeout),
+	}}
+	// Held until the sandbox leaves pending, so no other operation sees it
+	// half-created; Get and List only need e.mu and do not wait.
+	e.op.Lock()
+	defer e.op.Unlock()
+
+	m.mu.Lock()
+	switch {
+	case m.closed:
+		m.mu.Unlock()
+		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrUnavailable, "node_closed", "node is shutting down")
+	case len(m.active) >= m.cfg.MaxSandboxes:
+		m.mu.Unlock()
+		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrExhausted, "capacity", "this host runs its maximum of %d sandboxes", m.cfg.MaxSandboxes)
+	}
+	m.entries[id] = e
+	m.indexLocked(e.sb)
+	m.mu.Unlock()
+
+	// The pending record goes to disk before the driver builds anything, so
+	// a crash mid-create leaves a record that reconcile resolves instead of
+	// an orphan.
+	if err := m.store.save(e.sb); err != nil {
+		m.forget(e)
+		return sandbox.Sandbox{}, err
+	}
+
+	log := m.log.With("sandbox", id)
+	dctx, cancel := driverContext(ctx)
+	defer cancel()
+	client, err := m.cfg.Driver.Create(dctx, runtime.Spec{
+		ID:        id,
+		Image:     req.Image,
+		Resources: req.Resources,
+		Hostname:  id,
+	})
+	if err != nil {
+		log.Error("create sandbox failed", "err", err)
+		// The driver promises to leave nothing behind on error; Destroy
+		// makes sure, since a leak here would outlive the record.
+		if derr := m.cfg.Driver.Destroy(dctx, id); derr != nil {
+			log.Error("clean up failed sandbox", "err", derr)
+		}
+		sb, terr := m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
+			sb.Error = "create: " + err.Error()
+			sb.StoppedAt = m.now()
+			sb.ExpiresAt = time.Time{}
+		})
+		return sb, errors.Join(fmt.Errorf("node: create sandbox %s: %w", id, err), terr)
+	}
+
+	sb, err := m.transition(e, sandbox.Running, client, func(sb *sandbox.Sandbox) {
+		sb.StartedAt = m.now()
+		sb.ExpiresAt = sb.StartedAt.Add(req.Timeout)
+	})
+	if err != nil {
+		return sb, err
+	}
+	log.Info("sandbox running", "expiresAt", sb.ExpiresAt)
+	return sb, nil
+}
+
+// Get returns a copy of one sandbox's record.
+func (m *Manager) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
+	e, err := m.lookup(id)
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	sb, _, gone := e.snapshot()
+	if gone {
+		return sandbox.Sandbox{}, notFound(id)
+	}
+	return sb, nil
+}
+
+// List returns a page of sandboxes ordered by CreatedAt then ID, and the
+// cursor of the next page ("" on the last one).
+func (m *Manager) List(ctx context.Context, opts ListOptions) ([]sandbox.Sandbox, string, error) {
+	limit := opts.Limit
+	switch {
+	case limit == 0:
+		limit = defaultListLimit
+	case limit < 0:
+		return nil, "", sandbox.Errorf(sandbox.ErrInvalid, "invalid_limit", "limit must not be negative, got %d", limit)
+	case limit > maxListLimit:
+		limit = maxListLimit
+	}
+	switch opts.State {
+	case "", sandbox.Pending, sandbox.Running, sandbox.Stopping, sandbox.Stopped, sandbox.Failed:
+	default:
+		return nil, "", sandbox.Errorf(sandbox.ErrInvalid, "invalid_state", "unknown state %q", opts.State)
+	}
+	var after *cursor
+	if opts.Cursor != "" {
+		c, err := decodeCursor(opts.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		after = &c
+	}
+
+	m.mu.Lock()
+	ents := slices.Collect(maps.Values(m.entries))
+	m.mu.Unlock()
+
+	all := make([]sandbox.Sandbox, 0, len(ents))
+	for _, e := range ents {
+		sb, _, gone := e.snapshot()
+		if gone || (opts.State != "" && sb.State != opts.State) {
+			continue
+		}
+		if after != nil && !after.before(sb) {
+			continue
+		}
+		all = append(all, sb)
+	}
+	slices.SortFunc(all, func(a, b sandbox.Sandbox) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	if len(all) <= limit {
+		return all, "", nil
+	}
+	page := all[:limit:limit]
+	last := page[len(page)-1]
+	return page, cursor{createdAt: last.CreatedAt.UnixNano(), id: last.ID}.encode(), nil
+}
+
+// Stop stops a sandbox and blocks until it is stopped. Stopping a sandbox
+// that is already stopped or failed returns its record unchanged.
+func (m *Manager) Stop(ctx context.Context, id string) (sandbox.Sandbox, error) {
+	e, err := m.lookup(id)
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	sb, _, gone := e.snapshot()
+	if gone {
+		return sandbox.Sandbox{}, notFound(id)
+	}
+	if sb.State.Terminal() {
+		return sb, nil
+	}
+	return m.stopLocked(ctx, e, "requested")
+}
+
+// stopLocked moves a sandbox through stopping to stopped. The caller holds e.op.
+func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sandbox.Sandbox, error) {
+	sb, err := m.transition(e, sandbox.Stopping, nil, nil)
+	if err != nil {
+		return sb, fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err)
+	}
+	log := m.log.With("sandbox", sb.ID)
+	dctx, cancel := driverContext(ctx)
+	defer cancel()
+	if err := m.cfg.Driver.Stop(dctx, sb.ID); err != nil {
+		log.Error("stop sandbox failed", "reason", reason, "err", err)
+		failed, terr := m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
+			sb.Error = "stop: " + err.Error()
+			sb.StoppedAt = m.now()
+		})
+		return failed, errors.Join(fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err), terr)
+	}
+	sb, err = m.transition(e, sandbox.Stopped, nil, func(sb *sandbox.Sandbox) {
+		sb.StoppedAt = m.now()
+	})
+	if err != nil {
+		return sb, fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err)
+	}
+	log.Info("sandbox stopped", "reason", reason)
+	return sb, nil
+}
+
+// Delete stops the sandbox if needed, destroys everything of it through the
+// driver and forgets its record.
+func (m *Manager) Delete(ctx context.Context, id string) error {
+	e, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	sb, _, gone := e.snapshot()
+	if gone {
+		return notFound(id)
+	}
+	if !sb.State.Terminal() {
+		// Destroy stops it too; going through stopping keeps the record
+		// truthful (and the capacity slot freed) should Destroy fail.
+		if _, err := m.transition(e, sandbox.Stopping, nil, nil); err != nil {
+			return fmt.Errorf("node: delete sandbox %s: %w", id, err)
+		}
+	}
+	dctx, cancel := driverContext(ctx)
+	defer cancel()
+	if err := m.cfg.Driver.Destroy(dctx, id); err != nil {
+		m.log.Error("destroy sandbox failed", "sandbox", id, "err", err)
+		if !sb.State.Terminal() {
+			_, _ = m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
+				sb.Error = "destroy: " + err.Error()
+				sb.StoppedAt = m.now()
+			})
+		}
+		return fmt.Errorf("node: delete sandbox %s: %w", id, err)
+	}
+	if err := m.store.remove(id); err != nil {
+		// The sandbox is gone from the host; a stale record would only
+		// come back as a failed sandbox after a restart. Say so and go on.
+		m.log.Error("remove sandbox record", "sandbox", id, "err", err)
+	}
+	m.forget(e)
+	m.log.Info("sandbox deleted", "sandbox", id)
+	return nil
+}
+
+// ExtendTimeout moves a running sandbox's deadline by `by`, within the
+// host's maximum lifetime counted from creation.
+func (m *Manager) ExtendTimeout(ctx context.Context, id string, by time.Duration) (sandbox.Sandbox, error) {
+	if by <= 0 {
+		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "extension must be positive, got %s", by)
+	}
+	e, err := m.lookup(id)
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	sb, _, gone := e.snapshot()
+	switch {
+	case gone:
+		return sandbox.Sandbox{}, notFound(id)
+	case sb.State != sandbox.Running:
+		return sb, notRunning(sb)
+	}
+	expires := sb.ExpiresAt.Add(by)
+	if life := expires.Sub(sb.CreatedAt); life > m.cfg.MaxTimeout {
+		return sb, sandbox.Errorf(sandbox.ErrInvalid, "timeout_exceeds_max",
+			"extending by %s makes the lifetime %s, over the maximum of %s", by, life.Round(time.Second), m.cfg.MaxTimeout)
+	}
+	return m.update(e, func(sb *sandbox.Sandbox) { sb.ExpiresAt = expires }), nil
+}
+
+// Agent returns the client of a running sandbox's agent.
+func (m *Manager) Agent(ctx context.Context, id string) (*agent.Client, error) {
+	e, err := m.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	sb, client, gone := e.snapshot()
+	switch {
+	case gone:
+		return nil, notFound(id)
+	case sb.State != sandbox.Running || client == nil:
+		return nil, notRunning(sb)
+	}
+	return client, nil
+}
+
+// Stats returns a running sandbox's resource figures.
+func (m *Manager) Stats(ctx context.Context, id string) (runtime.Stats, error) {
+	e, err := m.lookup(id)
+	if err != nil {
+		return runtime.Stats{}, err
+	}
+	sb, _, gone := e.snapshot()
+	switch {
+	case gone:
+		return runtime.Stats{}, notFound(id)
+	case sb.State != sandbox.Running:
+		return runtime.Stats{}, notRunning(sb)
+	}
+	st, err := m.cfg.Driver.Stats(ctx, id)
+	if err != nil {
+		return runtime.Stats{}, fmt.Errorf("node: stats of sandbox %s: %w", id, err)
+	}
+	return st, nil
+}
+
+// transition moves e to state to, applies fn to the record and saves it.
+// The agent client is kept only while the sandbox runs: moving to running
+// installs client, any other move drops (and closes) the current one. The
+// caller holds e.op. An illegal move changes nothing and returns a
+// *sandbox.TransitionError.
+func (m *Manager) transition(e *entry, to sandbox.State, client *agent.Client, fn func(*sandbox.Sandbox)) (sandbox.Sandbox, error) {
+	e.mu.Lock()
+	if err := e.sb.State.Transition(to); err != nil {
+		sb := clone(e.sb)
+		e.mu.Unlock()
+		return sb, err
+	}
+	e.sb.State = to
+	if fn != nil {
+		fn(&e.sb)
+	}
+	if to != sandbox.Running {
+		client = nil
+	}
+	old := e.client
+	e.client = client
+	sb := clone(e.sb)
+	e.mu.Unlock()
+	if old != nil && old != client {
+		old.Close()
+	}
+	m.commit(sb)
+	return sb, nil
+}
+
+// update changes e's record without a state change and saves it. The caller
+// holds e.op.
+func (m *Manager) update(e *entry, fn func(*sandbox.Sandbox)) sandbox.Sandbox {
+	e.mu.Lock()
+	fn(&e.sb)
+	sb := clone(e.sb)
+	e.mu.Unlock()
+	m.commit(sb)
+	return sb
+}
+
+// commit re-indexes and saves a changed record. A failed save is logged,
+// not returned: the sandbox has already changed on the host, and a stale
+// record is resolved by reconcile after a restart.
+func (m *Manager) commit(sb sandbox.Sandbox) {
+	m.index(sb)
+	if err := m.store.save(sb); err != nil {
+		m.log.Error("save sandbox record", "sandbox", sb.ID, "state", sb.State, "err", err)
+	}
+}
+
+// index updates the capacity count and the timeout deadlines for sb and
+// wakes the timeout loop.
+func (m *Manager) index(sb sandbox.Sandbox) {
+	m.mu.Lock()
+	m.indexLocked(sb)
+	m.mu.Unlock()
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// indexLocked is index without the wake-up; the caller holds m.mu.
+func (m *Manager) indexLocked(sb sandbox.Sandbox) {
+	switch sb.State {
+	case sandbox.Pending, sandbox.Running:
+		m.active[sb.ID] = struct{}{}
+	default:
+		delete(m.active, sb.ID)
+	}
+	if sb.State == sandbox.Running && !sb.ExpiresAt.IsZero() {
+		m.deadlines[sb.ID] = sb.ExpiresAt
+	} else {
+		delete(m.deadlines, sb.ID)
+	}
+}
+
+// forget drops e from the node. The caller holds e.op.
+func (m *Manager) forget(e *entry) {
+	e.mu.Lock()
+	e.gone = true
+	id, client := e.sb.ID, e.client
+	e.client = nil
+	e.mu.Unlock()
+	if client != nil {
+		client.Close()
+	}
+	m.mu.Lock()
+	delete(m.entries, id)
+	delete(m.active, id)
+	delete(m.deadlines, id)
+	m.mu.Unlock()
+}
+
+func (m *Manager) lookup(id string) (*entry, error) {
+	if !sandbox.ValidID(id) {
+		return nil, notFound(id)
+	}
+	m.mu.Lock()
+	e, ok := m.entries[id]
+	m.mu.Unlock()
+	if !ok {
+		return nil, notFound(id)
+	}
+	return e, nil
+}
+
+// now is the node's clock in UTC, without a monotonic reading, so that
+// times compare the same before and after a round trip through disk.
+func (m *Manager) now() time.Time { return m.cfg.Now().UTC() }
+
+// driverContext gives driver work its own deadline, detached from the
+// request that asked for it: a client hanging up must not leave a sandbox
+// half-built or half-stopped.
+func driverContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), driverTimeout)
+}
+
+func notFound(id string) error {
+	return sandbox.Errorf(sandbox.ErrNotFound, "sandbox_not_found", "sandbox %q not found", id)
+}
+
+func notRunning(sb sandbox.Sandbox) error {
+	return sandbox.Errorf(sandbox.ErrNotRunning, "sandbox_not_running", "sandbox %s is %s, not running", sb.ID, sb.State)
+}
+
+// idEncoding is lowercase base32 without padding: 10 random bytes make 16
+// characters from [a-z2-7], within sandbox.ValidID's alphabet.
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+func newID() (string, error) {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("node: generate sandbox id: %w", err)
+	}
+	return "sb-" + idEncoding.EncodeToString(b[:]), nil
+}
+
+// cursor is a position in List's order: the last item of a page.
+type cursor struct {
+	createdAt int64 // UnixNano
+	id        string
+}
+
+func (c cursor) encode() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.createdAt, 10) + ":" + c.id))
+}
+
+// before reports whether the cursor's position comes before sb.
+func (c cursor) before(sb sandbox.Sandbox) bool {
+	t := sb.CreatedAt.UnixNano()
+	return c.createdAt < t || (c.createdAt == t && c.id < sb.ID)
+}
+
+func decodeCursor(s string) (cursor, error) {
+	bad := sandbox.Errorf(sandbox.ErrInvalid, "invalid_cursor", "invalid cursor %q", s)
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return cursor{}, bad
+	}
+	ts, id, ok := strings.Cut(string(raw), ":")
+	if !ok || !sandbox.ValidID(id) {
+		return cursor{}, bad
+	}
+	n, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return cursor{}, bad
+	}
+	return cursor{createdAt: n, id: id}, nil
+}

@@ -1,0 +1,150 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// reconcile makes the records agree with what the driver has on this host
+// after a restart:
+//   - a pending or running record whose sandbox still runs and whose agent
+//     answers is re-adopted (its deadline re-armed; one already past stops
+//     it at once);
+//   - any other pending or running record is stopped through the driver and
+//     marked failed, "lost after restart: <why>"; its writable layer stays
+//     until Delete;
+//   - a stopping record is stopped through the driver, finishing the stop
+//     that was asked for;
+//   - every driver sandbox without a record is an orphan of a crash
+//     mid-create and is destroyed.
+//
+// Nothing that is not re-adopted is left running.
+func (m *Manager) reconcile(ctx context.Context) error {
+	infos, err := m.cfg.Driver.List(ctx)
+	if err != nil {
+		return fmt.Errorf("node: reconcile: list driver sandboxes: %w", err)
+	}
+	listed := make(map[string]runtime.Info, len(infos))
+	for _, in := range infos {
+		listed[in.ID] = in
+	}
+
+	m.mu.Lock()
+	ents := slices.Collect(maps.Values(m.entries))
+	m.mu.Unlock()
+	for _, e := range ents {
+		e.mu.Lock()
+		id := e.sb.ID
+		e.mu.Unlock()
+		info, known := listed[id]
+		delete(listed, id)
+		m.reconcileOne(ctx, e, info, known)
+	}
+
+	for id := range listed {
+		m.log.Warn("destroying orphan sandbox", "sandbox", id)
+		dctx, cancel := driverContext(ctx)
+		err := m.cfg.Driver.Destroy(dctx, id)
+		cancel()
+		if err != nil {
+			m.log.Error("destroy orphan sandbox", "sandbox", id, "err", err)
+		}
+	}
+
+	// Deadlines that passed while no manager was watching.
+	m.checkTimeouts(ctx)
+	return nil
+}
+
+func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info, known bool) {
+	e.op.Lock()
+	defer e.op.Unlock()
+	sb, _, _ := e.snapshot()
+	log := m.log.With("sandbox", sb.ID)
+
+	switch sb.State {
+	case sandbox.Stopped, sandbox.Failed:
+		if known && info.Running {
+			// The record says it ended; make the host agree.
+			log.Warn("stopping sandbox recorded as ended", "state", sb.State)
+			if err := m.driverStop(ctx, sb.ID); err != nil {
+				log.Error("stop sandbox recorded as ended", "err", err)
+			}
+		}
+		return
+	case sandbox.Stopping:
+		if err := m.driverStop(ctx, sb.ID); err != nil {
+			log.Error("finish stopping sandbox after restart", "err", err)
+			_, _ = m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
+				sb.Error = "lost after restart: stop: " + err.Error()
+				sb.StoppedAt = m.now()
+			})
+			return
+		}
+		_, _ = m.transition(e, sandbox.Stopped, nil, func(sb *sandbox.Sandbox) { sb.StoppedAt = m.now() })
+		log.Info("sandbox stopped", "reason", "stopping before restart")
+		return
+	}
+
+	client, why := m.readopt(ctx, sb.ID, info, known)
+	if client != nil {
+		if sb.State == sandbox.Pending {
+			// Created just before the crash: the driver finished, the
+			// record did not. Its provisional deadline stands.
+			_, _ = m.transition(e, sandbox.Running, client, func(sb *sandbox.Sandbox) { sb.StartedAt = m.now() })
+		} else {
+			e.mu.Lock()
+			e.client = client
+			e.mu.Unlock()
+			m.index(sb)
+		}
+		log.Info("sandbox re-adopted", "expiresAt", sb.ExpiresAt)
+		return
+	}
+
+	if known {
+		if err := m.driverStop(ctx, sb.ID); err != nil {
+			log.Error("stop lost sandbox", "err", err)
+			why += "; stop: " + err.Error()
+		}
+	}
+	log.Warn("sandbox lost after restart", "why", why)
+	_, _ = m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
+		sb.Error = "lost after restart: " + why
+		sb.StoppedAt = m.now()
+	})
+}
+
+// readopt returns a client for a sandbox that still runs and answers, or
+// why it cannot be re-adopted.
+func (m *Manager) readopt(ctx context.Context, id string, info runtime.Info, known bool) (*agent.Client, string) {
+	switch {
+	case !known:
+		return nil, "the driver has no trace of it"
+	case !info.Running:
+		return nil, "it is no longer running"
+	}
+	client, err := m.cfg.Driver.Agent(ctx, id)
+	if err != nil {
+		return nil, "agent: " + err.Error()
+	}
+	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	if _, err := client.Ping(pctx); err != nil {
+		client.Close()
+		return nil, "agent does not answer: " + err.Error()
+	}
+	return client, ""
+}
+
+func (m *Manager) driverStop(ctx context.Context, id string) error {
+	dctx, cancel := driverContext(ctx)
+	defer cancel()
+	return m.cfg.Driver.Stop(dctx, id)
+}

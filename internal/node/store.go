@@ -1,0 +1,136 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// recordStore keeps the node's sandbox records across restarts. It is small
+// on purpose: the records move into the control plane's database later, and
+// only this interface has to be reimplemented then.
+type recordStore interface {
+	// save writes sb, replacing any earlier version, atomically.
+	save(sb sandbox.Sandbox) error
+	// remove forgets id; removing an unknown id is not an error.
+	remove(id string) error
+	// loadAll returns every saved record, in no particular order.
+	loadAll() ([]sandbox.Sandbox, error)
+}
+
+// fileStore keeps one JSON file per sandbox in dir. Files are written to a
+// temporary name, fsynced and renamed, so a crash leaves either the old or
+// the new record, never a torn one.
+type fileStore struct {
+	dir string
+}
+
+var _ recordStore = (*fileStore)(nil)
+
+func newFileStore(dir string) (*fileStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: create record dir: %w", err)
+	}
+	return &fileStore{dir: dir}, nil
+}
+
+const (
+	recordExt = ".json"
+	tempExt   = ".tmp"
+)
+
+func (s *fileStore) path(id string) string { return filepath.Join(s.dir, id+recordExt) }
+
+func (s *fileStore) save(sb sandbox.Sandbox) error {
+	if !sandbox.ValidID(sb.ID) {
+		// IDs become file names: never let a bad one reach the filesystem.
+		return fmt.Errorf("node: save record: invalid id %q", sb.ID)
+	}
+	data, err := json.MarshalIndent(sb, "", "  ")
+	if err != nil {
+		return fmt.Errorf("node: encode record %s: %w", sb.ID, err)
+	}
+	f, err := os.CreateTemp(s.dir, sb.ID+".*"+tempExt)
+	if err != nil {
+		return fmt.Errorf("node: save record %s: %w", sb.ID, err)
+	}
+	tmp := f.Name()
+	if _, err = f.Write(append(data, '\n')); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, s.path(sb.ID))
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("node: save record %s: %w", sb.ID, err)
+	}
+	// The rename is only durable once the directory is synced.
+	return syncDir(s.dir)
+}
+
+func (s *fileStore) remove(id string) error {
+	if !sandbox.ValidID(id) {
+		return fmt.Errorf("node: remove record: invalid id %q", id)
+	}
+	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("node: remove record %s: %w", id, err)
+	}
+	return syncDir(s.dir)
+}
+
+func (s *fileStore) loadAll() ([]sandbox.Sandbox, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("node: read record dir: %w", err)
+	}
+	var out []sandbox.Sandbox
+	for _, ent := range ents {
+		name := ent.Name()
+		if strings.HasSuffix(name, tempExt) {
+			// Left by a crash between create and rename: the record it was
+			// replacing (if any) is still intact.
+			_ = os.Remove(filepath.Join(s.dir, name))
+			continue
+		}
+		if !ent.Type().IsRegular() || !strings.HasSuffix(name, recordExt) {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(s.dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("node: read record %s: %w", name, err)
+		}
+		var sb sandbox.Sandbox
+		if err := json.Unmarshal(data, &sb); err != nil {
+			// Refuse to start rather than skip it: a skipped record would make
+			// its sandbox look like an orphan, and reconcile destroys orphans.
+			return nil, fmt.Errorf("node: decode record %s: %w", name, err)
+		}
+		if sb.ID+recordExt != name || !sandbox.ValidID(sb.ID) {
+			return nil, fmt.Errorf("node: record %s holds id %q", name, sb.ID)
+		}
+		out = append(out, sb)
+	}
+	return out, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("node: sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("node: sync %s: %w", dir, err)
+	}
+	return nil
+}
