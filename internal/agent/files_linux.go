@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"io/fs"
 	"net/http"
@@ -146,14 +147,38 @@ func unixMode(m uint32, sudo bool) os.FileMode {
 	return mode
 }
 
+// openInRoot opens name for reading the way a process in the sandbox would:
+// symlinks, absolute ones included, are followed but resolved inside the
+// root (RESOLVE_IN_ROOT), so a read never leaves it; magic links such as
+// /proc/self/root are refused. Writes use os.Root, which is stricter.
+func (s *Server) openInRoot(name string) (*os.File, error) {
+	dir, err := s.root.Open(".")
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	how := unix.OpenHow{
+		// O_NONBLOCK so a FIFO cannot hang the open; regular files ignore it.
+		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NONBLOCK,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	fd, err := unix.Openat2(int(dir.Fd()), name, &how)
+	if err != nil {
+		if err == unix.ELOOP {
+			return nil, invalidPath("/%s: resolves through a magic link or too many symlinks", name)
+		}
+		return nil, &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), "/"+name), nil
+}
+
 func (s *Server) handleReadFile(w http.ResponseWriter, r *http.Request) {
 	name, err := relPath(r.URL.Query().Get("path"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	// O_NONBLOCK so a FIFO cannot hang the open; regular files ignore it.
-	f, err := s.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := s.openInRoot(name)
 	if err != nil {
 		s.writeError(w, r, fsError(name, err))
 		return

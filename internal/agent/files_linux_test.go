@@ -245,11 +245,26 @@ func TestWriteTarHostile(t *testing.T) {
 	}
 }
 
+// TestReadFileMagicLink reads through /proc magic links with the agent
+// rooted at "/", as it is in a sandbox: they are refused.
+func TestReadFileMagicLink(t *testing.T) {
+	e := startServer(t, func(c *ServerConfig) { c.Root = "/" })
+	for _, p := range []string{"/proc/self/root/etc/hostname", "/proc/self/cwd/x"} {
+		_, _, err := e.client.ReadFile(testCtx(t), p)
+		if !errors.Is(err, sandbox.ErrInvalid) || sandbox.CodeOf(err) != "invalid_path" {
+			t.Errorf("read %s: got %v (code %q), want invalid_path", p, err, sandbox.CodeOf(err))
+		}
+	}
+}
+
 func TestReadFileErrors(t *testing.T) {
 	e := startServer(t, nil)
 	os.MkdirAll(filepath.Join(e.root, "dir"), 0o755)
 	os.WriteFile(filepath.Join(e.root, "empty"), nil, 0o640)
 	os.Symlink("/proc/self/root/etc/hostname", filepath.Join(e.root, "magic"))
+	os.WriteFile(filepath.Join(e.root, "target"), []byte("inside"), 0o644)
+	os.Symlink("/target", filepath.Join(e.root, "abslink"))
+	os.Symlink("../../../../target", filepath.Join(e.root, "dir", "uplink"))
 	tests := []struct {
 		path string
 		kind error
@@ -260,7 +275,9 @@ func TestReadFileErrors(t *testing.T) {
 		{"", sandbox.ErrInvalid, "invalid_path"},
 		{"/missing", sandbox.ErrNotFound, "file_not_found"},
 		{"/dir", sandbox.ErrInvalid, "is_a_directory"},
-		{"/magic", sandbox.ErrInvalid, "invalid_path"},
+		// Resolved inside the root, where there is no /proc: the link
+		// cannot reach the host's /proc/self/root.
+		{"/magic", sandbox.ErrNotFound, "file_not_found"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.path, func(t *testing.T) {
@@ -269,6 +286,18 @@ func TestReadFileErrors(t *testing.T) {
 				t.Fatalf("got %v (code %q), want %s", err, sandbox.CodeOf(err), tc.code)
 			}
 		})
+	}
+	// Absolute and climbing symlinks are followed, clamped to the root.
+	for _, p := range []string{"/abslink", "/dir/uplink"} {
+		rc, _, err := e.client.ReadFile(testCtx(t), p)
+		if err != nil {
+			t.Fatalf("read %s: %v", p, err)
+		}
+		got, _ := io.ReadAll(rc)
+		rc.Close()
+		if string(got) != "inside" {
+			t.Errorf("read %s = %q, want the file inside the root", p, got)
+		}
 	}
 	rc, info, err := e.client.ReadFile(testCtx(t), "/empty")
 	if err != nil {
