@@ -1,0 +1,203 @@
+package leakcheck
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+const cgroupRoot = "/sys/fs/cgroup"
+
+func collect(scope Scope) []string {
+	var out []string
+	out = append(out, mounts(scope)...)
+	out = append(out, cgroupDirs(scope)...)
+	out = append(out, procs(scope)...)
+	if scope.Children {
+		out = append(out, netns()...)
+	}
+	return out
+}
+
+// mounts lists mount points (and nsfs pins anywhere) from mountinfo.
+func mounts(scope Scope) []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return []string{"mountinfo unreadable: " + err.Error()}
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescape(f[4])
+		fstype := ""
+		for i, x := range f {
+			if x == "-" && i+1 < len(f) {
+				fstype = f[i+1]
+			}
+		}
+		match := scope.Children && fstype == "nsfs"
+		if len(scope.Dirs) == 0 && len(scope.IDs) == 0 {
+			match = match || strings.Contains(mp, "paddock")
+		}
+		// Drivers keep a sandbox's mounts below a directory named by its id.
+		if len(scope.IDs) > 0 {
+			for _, comp := range strings.Split(mp, "/") {
+				if comp != "" && inIDs(scope, comp) {
+					match = true
+				}
+			}
+		}
+		for _, d := range scope.Dirs {
+			if mp == d || strings.HasPrefix(mp, strings.TrimSuffix(d, "/")+"/") {
+				match = true
+			}
+		}
+		if match {
+			out = append(out, "mount "+fstype+" "+mp)
+		}
+	}
+	return out
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for space...).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// cgroupDirs lists paddock/<id> dirs in every v1 hierarchy and in v2.
+func cgroupDirs(scope Scope) []string {
+	var out []string
+	hier, _ := os.ReadDir(cgroupRoot)
+	roots := []string{cgroupRoot} // pure v2
+	for _, h := range hier {
+		if h.IsDir() {
+			roots = append(roots, filepath.Join(cgroupRoot, h.Name()))
+		}
+	}
+	for _, r := range roots {
+		base := filepath.Join(r, "paddock")
+		entries, err := os.ReadDir(base)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() || !inIDs(scope, e.Name()) {
+				continue
+			}
+			out = append(out, "cgroup "+filepath.Join(base, e.Name()))
+		}
+	}
+	return out
+}
+
+func inIDs(scope Scope, id string) bool {
+	if len(scope.IDs) == 0 {
+		return true
+	}
+	for _, x := range scope.IDs {
+		if x == id || strings.HasSuffix(x, "*") && strings.HasPrefix(id, strings.TrimSuffix(x, "*")) {
+			return true
+		}
+	}
+	return false
+}
+
+// procs lists processes in paddock/ cgroups (any host process) and, with
+// Children, this process's children.
+func procs(scope Scope) []string {
+	self := os.Getpid()
+	entries, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		cg, err := os.ReadFile("/proc/" + e.Name() + "/cgroup")
+		if err != nil {
+			continue
+		}
+		if id, ok := paddockCgroup(cg); ok && inIDs(scope, id) {
+			out = append(out, "process "+e.Name()+" "+comm(pid)+" in cgroup paddock/"+id)
+			continue
+		}
+		if scope.Children && ppid(pid) == self {
+			ns, _ := os.Readlink("/proc/" + e.Name() + "/ns/net")
+			out = append(out, "child process "+e.Name()+" "+comm(pid)+" "+ns)
+		}
+	}
+	return out
+}
+
+// paddockCgroup finds "/paddock/<id>" in a /proc/<pid>/cgroup file.
+func paddockCgroup(data []byte) (string, bool) {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		_, path, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		_, path, _ = strings.Cut(path, ":")
+		if rest, ok := strings.CutPrefix(path, "/paddock/"); ok {
+			id, _, _ := strings.Cut(rest, "/")
+			return id, true
+		}
+	}
+	return "", false
+}
+
+func comm(pid int) string {
+	data, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	return strings.TrimSpace(string(data))
+}
+
+func ppid(pid int) int {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+// netns lists network namespaces this process pins through an open fd
+// (other pins show up as nsfs mounts or as processes).
+func netns() []string {
+	fds, _ := os.ReadDir("/proc/self/fd")
+	var out []string
+	for _, fd := range fds {
+		link, err := os.Readlink("/proc/self/fd/" + fd.Name())
+		if err == nil && strings.HasPrefix(link, "net:[") {
+			out = append(out, "netns fd "+link)
+		}
+	}
+	return out
+}

@@ -1,0 +1,82 @@
+// Package leakcheck lets integration tests prove that sandboxes leave
+// nothing behind: mounts under a data dir, cgroups named paddock/<id> (any
+// v1 controller or v2), network namespaces, and processes (children of the
+// test, or anything in a paddock/ cgroup). Take a Snapshot before, and Check
+// after; Check retries briefly because killed processes take a moment to go.
+package leakcheck
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// Scope narrows what a snapshot looks at, so parallel tests do not see each
+// other's sandboxes.
+type Scope struct {
+	// Dirs: mounts at or below these paths count, as do mounts with a path
+	// component equal to one of IDs. Neither given: every mount whose path
+	// contains "paddock".
+	Dirs []string
+	// IDs: only cgroups paddock/<id> (and processes in them) for these ids;
+	// an entry ending in "*" is a prefix ("rt-*"). Empty: every cgroup below
+	// paddock/, which other test processes on the host may also create.
+	IDs []string
+	// Children also counts this process's child processes, nsfs mounts and
+	// network namespaces this process holds open; only safe when no parallel
+	// test spawns processes of its own.
+	Children bool
+}
+
+// State is what a snapshot found; each entry is a human-readable key.
+type State struct {
+	scope   Scope
+	Entries []string
+}
+
+// Snapshot records the scope's current resources.
+func Snapshot(scope Scope) State {
+	return State{scope: scope, Entries: collect(scope)}
+}
+
+// Leaks returns the entries of after that s does not have.
+func (s State) Leaks(after State) []string {
+	var out []string
+	for _, e := range after.Entries {
+		if !slices.Contains(s.Entries, e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Check fails t for every resource present now but not at the snapshot,
+// after giving dying processes up to 5 s to go.
+func (s State) Check(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		leaks := s.Leaks(Snapshot(s.scope))
+		if len(leaks) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, l := range leaks {
+				t.Errorf("leak: %s", l)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Check snapshots now and checks at the end of the test. Call it before
+// anything that registers its own cleanup, so it runs last.
+func Check(t testing.TB, scope Scope) {
+	t.Helper()
+	s := Snapshot(scope)
+	t.Cleanup(func() { s.Check(t) })
+}
+
+func (s State) String() string { return fmt.Sprint(s.Entries) }

@@ -1,0 +1,71 @@
+package agentbin
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestEnvOverride(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "agent")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvVar, p)
+	got, err := Path(context.Background(), "")
+	if err != nil || got != p {
+		t.Fatalf("Path = %q, %v; want %q", got, err, p)
+	}
+	t.Setenv(EnvVar, filepath.Join(t.TempDir(), "missing"))
+	if _, err := Path(context.Background(), ""); err == nil {
+		t.Fatal("a missing $PADDOCK_AGENT was accepted")
+	}
+}
+
+func TestBuildFromSource(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the agent")
+	}
+	t.Setenv(EnvVar, "")
+	if _, err := moduleRoot(); err != nil {
+		t.Skipf("no source tree: %v", err)
+	}
+	cache := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// Concurrent callers share one build.
+	var wg sync.WaitGroup
+	paths := make([]string, 4)
+	errs := make([]error, 4)
+	for i := range paths {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			paths[i], errs[i] = Path(ctx, cache)
+		}()
+	}
+	wg.Wait()
+	for i := range paths {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if paths[i] != paths[0] {
+			t.Errorf("callers got different paths: %v", paths)
+		}
+	}
+	if !strings.HasPrefix(filepath.Base(paths[0]), "paddock-agent-") {
+		t.Errorf("path %s is not content-addressed", paths[0])
+	}
+	fi, err := os.Stat(paths[0])
+	if err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("mode %v, %v", fi.Mode(), err)
+	}
+	entries, _ := os.ReadDir(cache)
+	if len(entries) != 1 {
+		t.Errorf("cache holds %d entries, want 1 (no temp files left)", len(entries))
+	}
+}

@@ -1,0 +1,543 @@
+package runtimetest
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/leakcheck"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Run runs the conformance suite against the drivers newDriver returns.
+// newDriver must give each call its own data dir and close the driver in
+// t.Cleanup.
+func Run(t *testing.T, newDriver func(t *testing.T) runtime.Driver) {
+	// The CPU test measures a quota, so it runs alone before the parallel
+	// subtests load the machine.
+	t.Run("CPUQuota", func(t *testing.T) { testCPUQuota(t, newDriver) })
+	t.Run("Parallel", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			fn   func(*testing.T, func(*testing.T) runtime.Driver)
+		}{
+			{"Basics", testBasics},
+			{"PIDNamespace", testPIDNamespace},
+			{"Signals", testSignals},
+			{"ReadOnlyBase", testReadOnlyBase},
+			{"Network", testNetwork},
+			{"OOM", testOOM},
+			{"ForkBomb", testForkBomb},
+			{"Privileged", testPrivileged},
+			{"LargeFile", testLargeFile},
+			{"LargeOutput", testLargeOutput},
+			{"StopKillsAll", testStopKillsAll},
+			{"Lifecycle", testLifecycle},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				tc.fn(t, newDriver)
+			})
+		}
+	})
+}
+
+func testBasics(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	b := newBox(t, nd, "basics", defaultRes)
+	r := b.sh("echo hi; id -u", false).mustOK(t)
+	l := lines(r.Stdout)
+	if len(l) != 2 || l[0] != "hi" {
+		t.Fatalf("stdout %q", r.Stdout)
+	}
+	if uid, _ := strconv.Atoi(l[1]); uid == 0 {
+		t.Errorf("commands run as root without sudo (uid %s)", l[1])
+	}
+	r = b.sh("id -u; awk 'BEGIN{print 6*7}'; cat /etc/hostname >/dev/null; getent passwd user", true).mustOK(t)
+	if l := lines(r.Stdout); len(l) < 2 || l[0] != "0" || l[1] != "42" {
+		t.Errorf("sudo: stdout %q stderr %q", r.Stdout, r.Stderr)
+	}
+	info, err := b.c.Ping(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.PID != 1 {
+		t.Errorf("agent is pid %d inside, want 1", info.PID)
+	}
+}
+
+func testPIDNamespace(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	b := newBox(t, nd, "pidns", defaultRes)
+	r := b.sh("ls /proc | grep -c '^[0-9]'; tr '\\0' ' ' </proc/1/cmdline", false).mustOK(t)
+	l := strings.SplitN(strings.TrimSpace(r.Stdout), "\n", 2)
+	n, _ := strconv.Atoi(l[0])
+	if n == 0 || n > 10 {
+		t.Errorf("sandbox sees %d processes, want a handful:\n%s", n, r.Stdout)
+	}
+	if len(l) < 2 || !strings.Contains(l[1], agent.BinaryPath) {
+		t.Errorf("pid 1 is %q, want the agent", l)
+	}
+	// The test process's own pid must not be visible inside.
+	r = b.sh(fmt.Sprintf("test -e /proc/%d/cmdline && cat /proc/%d/cmdline || echo absent", os.Getpid(), os.Getpid()), true).mustOK(t)
+	if strings.Contains(r.Stdout, "runtimetest") || strings.Contains(r.Stdout, ".test") {
+		t.Errorf("host process visible inside: %q", r.Stdout)
+	}
+}
+
+// testSignals starts a host process in the test's own process group, then
+// tries every way to signal outside the sandbox from inside.
+func testSignals(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	host := exec.Command("sleep", "300")
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- host.Wait() }()
+	t.Cleanup(func() {
+		_ = host.Process.Kill()
+		<-exited
+	})
+	b := newBox(t, nd, "signals", defaultRes)
+	for _, tc := range []struct {
+		name, script string
+		sudo         bool
+	}{
+		{"kill -1", "kill -9 -1; true", false},
+		{"kill 0", "sh -c 'kill -9 0'; true", false},
+		{"kill host pid", fmt.Sprintf("kill -9 %d; true", host.Process.Pid), false},
+		{"sudo kill -1", "kill -9 -1; true", true},
+		{"sudo kill 0", "sh -c 'kill -9 0'; true", true},
+		{"sudo kill host pid", fmt.Sprintf("kill -9 %d; true", host.Process.Pid), true},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		// The command may kill itself; only its effect outside matters.
+		_, _ = runCmd(ctx, b.c, agent.CommandRequest{Cmd: "sh", Args: []string{"-c", tc.script}, Sudo: tc.sudo})
+		cancel()
+		select {
+		case err := <-exited:
+			t.Fatalf("%s: the host process died: %v", tc.name, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if _, err := b.c.Ping(context.Background()); err != nil {
+			t.Fatalf("%s: the agent died: %v", tc.name, err)
+		}
+	}
+	b.sh("echo still here", false).mustOK(t)
+}
+
+func testReadOnlyBase(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	b := newBox(t, nd, "rofs", defaultRes)
+	probe := "paddock-probe-" + b.id
+	agentBefore := b.sh("sha256sum "+agent.BinaryPath, false).mustOK(t).Stdout
+	// Writes to the bound host /usr fail, even as root.
+	for _, sudo := range []bool{false, true} {
+		r := b.sh("touch /usr/bin/"+probe+" || exit 3; echo wrote", sudo)
+		if r.exitCode() != 3 {
+			t.Errorf("sudo=%v: wrote into /usr/bin: %+v %q", sudo, r.Status, r.Stdout)
+		}
+		r = b.sh("echo x >> "+agent.BinaryPath+" || exit 3", sudo)
+		if r.exitCode() != 3 {
+			t.Errorf("sudo=%v: appended to the agent binary", sudo)
+		}
+		r = b.sh("cp /bin/true "+agent.BinaryPath+" 2>/dev/null || exit 3", sudo)
+		if r.exitCode() != 3 {
+			t.Errorf("sudo=%v: replaced the agent binary", sudo)
+		}
+	}
+	if _, err := os.Stat("/usr/bin/" + probe); err == nil {
+		os.Remove("/usr/bin/" + probe)
+		t.Fatalf("a sandbox wrote /usr/bin/%s on the host", probe)
+	}
+	// /etc is the sandbox's own (upper layer): writable by root, not the user.
+	if r := b.sh("echo x > /etc/"+probe, false); r.exitCode() == 0 {
+		t.Errorf("user wrote /etc")
+	}
+	b.sh("echo x > /etc/"+probe+" && echo 'evil:x:0:0::/:/bin/sh' >> /etc/passwd && rm -f /etc/os-release", true).mustOK(t)
+	if _, err := os.Stat("/etc/" + probe); err == nil {
+		os.Remove("/etc/" + probe)
+		t.Fatalf("a sandbox's /etc write reached the host's /etc")
+	}
+	if data, _ := os.ReadFile("/etc/passwd"); strings.Contains(string(data), "evil:") {
+		t.Fatalf("a sandbox's passwd write reached the host")
+	}
+	if agentAfter := b.sh("sha256sum "+agent.BinaryPath, false).mustOK(t).Stdout; agentAfter != agentBefore {
+		t.Errorf("agent binary changed: %q -> %q", agentBefore, agentAfter)
+	}
+	// A second sandbox sees the pristine base.
+	b2 := createBox(t, b.d, "rofs2", defaultRes)
+	r := b2.sh("test -e /etc/"+probe+" && echo leaked; grep -c evil /etc/passwd; test -e /etc/os-release && echo ok", false)
+	if strings.Contains(r.Stdout, "leaked") || !strings.Contains(r.Stdout, "ok") || !strings.HasPrefix(r.Stdout, "0") {
+		t.Errorf("one sandbox's writes show in another: %q", r.Stdout)
+	}
+}
+
+func testNetwork(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			accepted <- struct{}{}
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	b := newBox(t, nd, "net", defaultRes)
+	r := b.sh("ls /sys/class/net; tail -n +3 /proc/net/dev | cut -d: -f1", false).mustOK(t)
+	for _, dev := range lines(r.Stdout) {
+		if dev != "lo" {
+			t.Errorf("sandbox has network device %q", dev)
+		}
+	}
+	for _, sudo := range []bool{false, true} {
+		r = b.sh(fmt.Sprintf("timeout 5 bash -c 'echo > /dev/tcp/127.0.0.1/%d' && echo connected", port), sudo)
+		if strings.Contains(r.Stdout, "connected") {
+			t.Errorf("sudo=%v: sandbox reached a host loopback listener", sudo)
+		}
+	}
+	select {
+	case <-accepted:
+		t.Errorf("the host listener accepted a connection from the sandbox")
+	default:
+	}
+	// Its own loopback works.
+	b.sh("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); s.listen(); c=socket.create_connection(s.getsockname()); print(\"lo ok\")'", false).mustOK(t)
+}
+
+func testOOM(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	b := newBox(t, nd, "oom", sandbox.Resources{VCPUs: 1, MemoryMB: 64, PIDs: 64})
+	before, err := b.d.Stats(context.Background(), b.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := b.run(ctx, agent.CommandRequest{Cmd: "python3", Args: []string{"-c",
+		"b=[]\nwhile True: b.append(bytearray(1<<20))"}})
+	if r.Status != agent.StatusKilled || r.Signal != "SIGKILL" {
+		t.Errorf("memory hog: status %s signal %q exit %d stderr %q, want killed by SIGKILL", r.Status, r.Signal, r.exitCode(), clip(r.Stderr))
+	}
+	after, err := b.d.Stats(context.Background(), b.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.OOMKilled {
+		t.Errorf("agent did not report OOMKilled (stats oom kills %d -> %d)", before.OOMKills, after.OOMKills)
+	}
+	if after.OOMKills <= before.OOMKills {
+		t.Errorf("Stats.OOMKills did not rise: %d -> %d", before.OOMKills, after.OOMKills)
+	}
+	if after.MemoryLimit != 64<<20 {
+		t.Errorf("memory limit %d, want %d", after.MemoryLimit, 64<<20)
+	}
+	b.sh("echo alive", false).mustOK(t)
+}
+
+func testForkBomb(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	const limit = 64
+	b := newBox(t, nd, "forkbomb", sandbox.Resources{VCPUs: 1, MemoryMB: 256, PIDs: limit})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd, err := b.c.Start(ctx, agent.CommandRequest{Cmd: "bash", Args: []string{"-c", "f(){ f | f & }; f"}, TimeoutMs: 3000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	st, err := b.d.Stats(ctx, b.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PIDs > limit {
+		t.Errorf("%d tasks, over the limit %d", st.PIDs, limit)
+	}
+	// The host can still fork.
+	if err := exec.Command("true").Run(); err != nil {
+		t.Errorf("host cannot run a process during the bomb: %v", err)
+	}
+	if _, err := b.c.Wait(ctx, cmd.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Stragglers reparented to the agent die with the group kill; give the
+	// agent a moment to reap them, then it must serve again.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r, err := runCmd(ctx, b.c, agent.CommandRequest{Cmd: "sh", Args: []string{"-c", "pkill -9 bash; echo ok"}, Sudo: true})
+		if err == nil && strings.Contains(r.Stdout, "ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sandbox does not recover after a fork bomb: %v %+v", err, r)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := b.d.Stop(ctx, b.id); err != nil {
+		t.Fatalf("stop after fork bomb: %v", err)
+	}
+}
+
+func testCPUQuota(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	const vcpus = 0.5
+	b := newBox(t, nd, "cpu", sandbox.Resources{VCPUs: vcpus, MemoryMB: 128, PIDs: 64})
+	ctx := context.Background()
+	before, err := b.d.Stats(ctx, b.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.CPUQuotaFrac != vcpus {
+		t.Errorf("Stats.CPUQuotaFrac %g, want %g", before.CPUQuotaFrac, vcpus)
+	}
+	start := time.Now()
+	// Two busy loops: without a quota they would take both cores.
+	b.sh("timeout 2 sh -c 'while :; do :; done' & timeout 2 sh -c 'while :; do :; done'; wait", false)
+	wall := time.Since(start)
+	after, err := b.d.Stats(ctx, b.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frac := float64(after.CPUUsage-before.CPUUsage) / float64(wall)
+	t.Logf("cpu %.3f of %.1f s wall (quota %g)", frac, wall.Seconds(), vcpus)
+	if frac < vcpus*0.85 || frac > vcpus*1.15 {
+		t.Errorf("cpu use %.3f, want %g ±15%%", frac, vcpus)
+	}
+}
+
+func testPrivileged(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	b := newBox(t, nd, "priv", defaultRes)
+	// Positive controls: the probes below must fail for want of privilege,
+	// not because their tools are missing.
+	b.sh("python3 -c 'import ctypes, socket' && command -v mount unshare mknod chroot hostname date", false).mustOK(t)
+	py := func(code string) string { return "python3 -c '" + code + "'" }
+	const libc = "import ctypes,sys; l=ctypes.CDLL(None,use_errno=True); "
+	cases := []struct{ name, script string }{
+		{"mount", "mount -t tmpfs none /mnt"},
+		{"remount usr rw", "mount -o remount,rw /usr"},
+		{"unshare", "unshare -m true"},
+		{"ptrace pid 1", py(libc + "sys.exit(0 if l.ptrace(16,1,0,0)==0 else 1)")},
+		{"init_module", py(libc + "sys.exit(0 if l.syscall(175,0,0,b\"\")==0 else 1)")},
+		{"reboot", py(libc + "sys.exit(0 if l.syscall(169,0xfee1dead,672274793,0xcdef0123,0)==0 else 1)")},
+		{"raw socket", py("import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)")},
+		{"mknod", "mknod /tmp/sda b 8 0"},
+		{"chroot", "chroot / true"},
+		{"sethostname", "hostname evil"},
+		{"settime", "date -s 2000-01-01"},
+	}
+	for _, tc := range cases {
+		for _, sudo := range []bool{false, true} {
+			r := b.sh(tc.script+" 2>&1", sudo)
+			if r.Status == agent.StatusExited && r.exitCode() == 0 {
+				t.Errorf("%s (sudo=%v) succeeded: %q", tc.name, sudo, r.Stdout)
+			}
+		}
+	}
+	// ptrace of a host process: not even visible, so not attachable.
+	r := b.sh(py(libc+fmt.Sprintf("sys.exit(0 if l.ptrace(16,%d,0,0)==0 else 1)", os.Getpid())), true)
+	if r.exitCode() == 0 {
+		t.Errorf("attached to a host process")
+	}
+	if _, err := b.c.Ping(context.Background()); err != nil {
+		t.Fatalf("agent died: %v", err)
+	}
+}
+
+func testLargeFile(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	const size = 100 << 20
+	const mode = 0o640
+	b := newBox(t, nd, "bigfile", sandbox.Resources{VCPUs: 1, MemoryMB: 256, PIDs: 64})
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	content := func() io.Reader {
+		return io.LimitReader(rand.NewChaCha8([32]byte{1, 2, 3}), size)
+	}
+	want := sha256.New()
+	_, _ = io.Copy(want, content())
+
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		err := tw.WriteHeader(&tar.Header{Name: "big.bin", Mode: mode, Size: size, Typeflag: tar.TypeReg})
+		if err == nil {
+			_, err = io.Copy(tw, content())
+		}
+		if err == nil {
+			err = tw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	res, err := b.c.WriteTar(ctx, agent.UserHome, false, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Files != 1 || res.Bytes != size {
+		t.Errorf("write result %+v", res)
+	}
+	rc, info, err := b.c.ReadFile(ctx, agent.UserHome+"/big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got := sha256.New()
+	n, err := io.Copy(got, rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != size || !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Errorf("read back %d bytes, content differs: %v", n, !bytes.Equal(got.Sum(nil), want.Sum(nil)))
+	}
+	if info.Mode&0o7777 != mode {
+		t.Errorf("mode %o, want %o", info.Mode, mode)
+	}
+}
+
+func testLargeOutput(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	const n = 1_000_000 // 11 bytes a line: ~11 MB on each stream
+	b := newBox(t, nd, "output", defaultRes)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd, err := b.c.Start(ctx, agent.CommandRequest{Cmd: "sh", Args: []string{"-c",
+		fmt.Sprintf("seq -f 'o%%09.0f' 1 %d & seq -f 'e%%09.0f' 1 %d >&2; wait", n, n)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := b.c.Output(ctx, cmd.ID, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	var stdout, stderr bytes.Buffer
+	var final agent.Command
+	for i := 0; ; i++ {
+		f, err := out.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch f.Kind {
+		case agent.FrameStdout:
+			stdout.Write(f.Data)
+		case agent.FrameStderr:
+			stderr.Write(f.Data)
+		case agent.FrameExit:
+			final.Status = "exit"
+		}
+		if i%64 == 0 {
+			time.Sleep(time.Millisecond) // a slow reader
+		}
+	}
+	if final.Status == "" {
+		t.Errorf("no exit frame")
+	}
+	for _, s := range []struct {
+		name   string
+		prefix byte
+		got    *bytes.Buffer
+	}{{"stdout", 'o', &stdout}, {"stderr", 'e', &stderr}} {
+		var want bytes.Buffer
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(&want, "%c%09d\n", s.prefix, i)
+		}
+		if !bytes.Equal(s.got.Bytes(), want.Bytes()) {
+			t.Errorf("%s: got %d bytes, want %d (in order)", s.name, s.got.Len(), want.Len())
+		}
+	}
+}
+
+func testStopKillsAll(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	b := newBox(t, nd, "stop", defaultRes)
+	ctx := context.Background()
+	b.sh("setsid sleep 1000 </dev/null >/dev/null 2>&1 & nohup sleep 1001 </dev/null >/dev/null 2>&1 & echo started", false).mustOK(t)
+	if _, err := b.c.Start(ctx, agent.CommandRequest{Cmd: "sleep", Args: []string{"1002"}, Sudo: true}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.d.Stats(ctx, b.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PIDs < 4 {
+		t.Errorf("%d tasks before stop, want the agent and 3 sleeps", st.PIDs)
+	}
+	if err := b.d.Stop(ctx, b.id); err != nil {
+		t.Fatal(err)
+	}
+	// Right after Stop, before Destroy: no process, no cgroup.
+	if leaks := leakcheck.Snapshot(leakcheck.Scope{IDs: []string{"-"}}).Leaks(leakcheck.Snapshot(leakcheck.Scope{IDs: []string{b.id}})); len(leaks) > 0 {
+		t.Errorf("left after Stop: %v", leaks)
+	}
+	if _, err := b.d.Agent(ctx, b.id); !errors.Is(err, sandbox.ErrNotRunning) {
+		t.Errorf("Agent after Stop: %v, want ErrNotRunning", err)
+	}
+	if err := b.d.Stop(ctx, b.id); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+}
+
+func testLifecycle(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	d := nd(t)
+	ctx := context.Background()
+	b := createBox(t, d, "life", defaultRes)
+	if _, err := d.Create(ctx, runtime.Spec{ID: b.id, Resources: defaultRes}); !errors.Is(err, sandbox.ErrConflict) {
+		t.Errorf("second Create with the same id: %v, want ErrConflict", err)
+	}
+	list, err := d.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, info := range list {
+		if info.ID == b.id {
+			found = true
+			if !info.Running || info.PID <= 0 || info.Created.IsZero() {
+				t.Errorf("List entry %+v, want running with a pid", info)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("List lacks %s: %+v", b.id, list)
+	}
+	c, err := d.Agent(ctx, b.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Agent(ctx, "rt-unknown-0"); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("Agent of an unknown id: %v, want ErrNotFound", err)
+	}
+	if err := d.Destroy(ctx, "rt-unknown-0"); err != nil {
+		t.Errorf("Destroy of an unknown id: %v", err)
+	}
+	if _, err := d.Create(ctx, runtime.Spec{ID: "Bad/ID", Resources: defaultRes}); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("Create with a bad id: %v, want ErrInvalid", err)
+	}
+	if err := d.Destroy(ctx, b.id); err != nil {
+		t.Fatal(err)
+	}
+	list, _ = d.List(ctx)
+	for _, info := range list {
+		if info.ID == b.id {
+			t.Errorf("destroyed sandbox still listed: %+v", info)
+		}
+	}
+}
