@@ -1,0 +1,225 @@
+// Package api holds the wire types of paddock's native HTTP API (/api/v1):
+// the JSON bodies the server answers and accepts, the NDJSON log lines of
+// command output, and the error shape. openapi.yaml beside it describes every
+// endpoint. It imports only the standard library so that any Go program can
+// use it without pulling in the server.
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Prefix is the path every endpoint of this API lives under.
+const Prefix = "/api/v1"
+
+// Content types and headers the API uses.
+const (
+	ContentTypeJSON   = "application/json"
+	ContentTypeNDJSON = "application/x-ndjson"
+	ContentTypeTar    = "application/x-tar"
+	ContentTypeGzip   = "application/gzip"
+	ContentTypeBinary = "application/octet-stream"
+	// HeaderFileMode carries a read file's permission bits, in octal.
+	HeaderFileMode = "X-Paddock-File-Mode"
+)
+
+// Sandbox states as reported in Sandbox.Status.
+const (
+	StatusPending  = "pending"
+	StatusRunning  = "running"
+	StatusStopping = "stopping"
+	StatusStopped  = "stopped"
+	StatusFailed   = "failed"
+)
+
+// Resources are a sandbox's limits. In a create request a zero field means
+// the server's default.
+type Resources struct {
+	VCPUs    float64 `json:"vcpus,omitempty"`
+	MemoryMB int64   `json:"memoryMB,omitempty"`
+	PIDs     int64   `json:"pids,omitempty"`
+}
+
+// Sandbox is one sandbox as the API shows it.
+type Sandbox struct {
+	ID        string            `json:"id"`
+	Status    string            `json:"status"`
+	Image     string            `json:"image"`
+	Resources Resources         `json:"resources"`
+	Env       map[string]string `json:"env,omitempty"`
+	CreatedAt time.Time         `json:"createdAt"`
+	StartedAt time.Time         `json:"startedAt,omitzero"`
+	StoppedAt time.Time         `json:"stoppedAt,omitzero"`
+	// ExpiresAt is when the sandbox's timeout stops it; see ExtendTimeoutRequest.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// Error says why a sandbox failed.
+	Error string `json:"error,omitempty"`
+}
+
+// CreateSandboxRequest is the body of POST /sandboxes.
+type CreateSandboxRequest struct {
+	// Image defaults to "host": the host's /usr read-only with a synthesized /etc.
+	Image     string    `json:"image,omitempty"`
+	Resources Resources `json:"resources,omitzero"`
+	// TimeoutMs stops the sandbox this long after creation; 0 = server default.
+	TimeoutMs int64 `json:"timeoutMs,omitempty"`
+	// Env is the default environment of every command run in the sandbox.
+	Env map[string]string `json:"env,omitempty"`
+}
+
+// SandboxList is one page of GET /sandboxes. An empty NextCursor means the last page.
+type SandboxList struct {
+	Sandboxes  []Sandbox `json:"sandboxes"`
+	NextCursor string    `json:"nextCursor,omitempty"`
+}
+
+// ExtendTimeoutRequest is the body of POST /sandboxes/{id}/extend-timeout.
+type ExtendTimeoutRequest struct {
+	DurationMs int64 `json:"durationMs"`
+}
+
+// Stats are a sandbox's resource figures, read from its cgroups.
+type Stats struct {
+	CPUUsageMs       int64   `json:"cpuUsageMs"`
+	MemoryBytes      uint64  `json:"memoryBytes"`
+	MemoryPeakBytes  uint64  `json:"memoryPeakBytes"`
+	MemoryLimitBytes uint64  `json:"memoryLimitBytes"`
+	PIDs             uint64  `json:"pids"`
+	OOMKills         uint64  `json:"oomKills"`
+	VCPUs            float64 `json:"vcpus"`
+}
+
+// CommandRequest is the body of POST /sandboxes/{id}/commands.
+type CommandRequest struct {
+	Cmd  string   `json:"cmd"`
+	Args []string `json:"args,omitempty"`
+	// Cwd defaults to the user's home (/root with Sudo).
+	Cwd string `json:"cwd,omitempty"`
+	// Env is merged over the sandbox's Env.
+	Env  map[string]string `json:"env,omitempty"`
+	Sudo bool              `json:"sudo,omitempty"`
+	// Detached makes the POST answer as soon as the command started;
+	// otherwise it answers once the command finished, with its ExitCode.
+	Detached bool `json:"detached,omitempty"`
+	// TimeoutMs kills the command's process group after this long; 0 = none.
+	TimeoutMs int64 `json:"timeoutMs,omitempty"`
+	// Stdin keeps the command's stdin open for POST .../stdin until closed;
+	// without it stdin is /dev/null.
+	Stdin bool `json:"stdin,omitempty"`
+}
+
+// Command status values.
+const (
+	CommandRunning  = "running"
+	CommandExited   = "exited"
+	CommandKilled   = "killed"
+	CommandTimedOut = "timedout"
+	CommandFailed   = "failed"
+)
+
+// Command is one command run in a sandbox.
+type Command struct {
+	ID        string   `json:"id"`
+	SandboxID string   `json:"sandboxId"`
+	Cmd       string   `json:"cmd"`
+	Args      []string `json:"args,omitempty"`
+	Cwd       string   `json:"cwd"`
+	Sudo      bool     `json:"sudo,omitempty"`
+	Status    string   `json:"status"`
+	// ExitCode is set once the command finished (128+signal when killed).
+	ExitCode   *int      `json:"exitCode,omitempty"`
+	Signal     string    `json:"signal,omitempty"`
+	OOMKilled  bool      `json:"oomKilled,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	StartedAt  time.Time `json:"startedAt"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+}
+
+// Done reports whether the command has finished.
+func (c Command) Done() bool { return c.Status != "" && c.Status != CommandRunning }
+
+// CommandList is the answer of GET /sandboxes/{id}/commands, oldest first.
+type CommandList struct {
+	Commands []Command `json:"commands"`
+}
+
+// Log streams.
+const (
+	StreamStdout = "stdout"
+	StreamStderr = "stderr"
+)
+
+// LogLine is one line of the NDJSON answer of GET .../commands/{cmd}/logs.
+// A line carries exactly one of: output (Stream with Data or DataBase64),
+// the final Exit line, or an Error that ended the stream early.
+type LogLine struct {
+	Stream string `json:"stream,omitempty"`
+	// Data is the chunk as text when it is valid UTF-8. The server never
+	// splits a UTF-8 sequence across two lines.
+	Data string `json:"data,omitempty"`
+	// DataBase64 holds the chunk instead when it is not valid UTF-8.
+	DataBase64 []byte `json:"dataBase64,omitempty"`
+	// Exit is the finished command; it is the last line of a complete log.
+	Exit *Command `json:"exit,omitempty"`
+	// Error ends a stream that could not be completed.
+	Error *ErrorDetail `json:"error,omitempty"`
+}
+
+// Bytes returns the chunk's bytes whichever field carries them.
+func (l LogLine) Bytes() []byte {
+	if l.DataBase64 != nil {
+		return l.DataBase64
+	}
+	return []byte(l.Data)
+}
+
+// Signal names a signal by name ("SIGTERM", "TERM") or number. On the wire it
+// is a JSON string or a JSON number.
+type Signal string
+
+// UnmarshalJSON accepts a string or an integer.
+func (s *Signal) UnmarshalJSON(b []byte) error {
+	var n int64
+	if err := json.Unmarshal(b, &n); err == nil {
+		*s = Signal(strconv.FormatInt(n, 10))
+		return nil
+	}
+	var str string
+	if err := json.Unmarshal(b, &str); err != nil {
+		return fmt.Errorf("signal must be a name or a number: %w", err)
+	}
+	*s = Signal(str)
+	return nil
+}
+
+// KillRequest is the body of POST .../commands/{cmd}/kill. Signal defaults to SIGKILL.
+type KillRequest struct {
+	Signal Signal `json:"signal,omitempty"`
+}
+
+// MkdirRequest is the body of POST /sandboxes/{id}/directories (mkdir -p).
+type MkdirRequest struct {
+	Path string `json:"path"`
+	// Sudo makes root the owner instead of the sandbox user.
+	Sudo bool `json:"sudo,omitempty"`
+}
+
+// WriteFilesResult is the answer of PUT /sandboxes/{id}/files.
+type WriteFilesResult struct {
+	Files int   `json:"files"`
+	Bytes int64 `json:"bytes"`
+}
+
+// ErrorDetail is a machine-readable code and a message for people.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error is the body of every error answer: {"error":{"code","message"}}.
+type Error struct {
+	Error ErrorDetail `json:"error"`
+}

@@ -1,0 +1,107 @@
+// Command paddock is the one binary of paddock: `paddock serve` runs the
+// sandbox host and its HTTP API; the other subcommands are a client of that
+// API (create sandboxes, run commands, copy files) and host checks.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/paddock-dev/paddock/internal/runtime/runc"
+)
+
+func main() {
+	// First, before anything else: libcontainer re-executes this binary as a
+	// container's init, and that child must run nothing of ours.
+	runc.Init()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitCode is the one place that picks paddock's exit status: a command's
+// own code for `sandbox exec`, 2 for usage errors, 1 for any other failure.
+func exitCode(err error, stderr io.Writer) int {
+	var ex *exitError
+	var usage *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ex):
+		return ex.code
+	case errors.As(err, &usage):
+		fmt.Fprintln(stderr, "paddock:", usage.msg)
+		return 2
+	default:
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "paddock:") {
+			msg = "paddock: " + msg
+		}
+		fmt.Fprintln(stderr, msg)
+		return 1
+	}
+}
+
+// exitError carries the exit code of a command run by `sandbox exec`.
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("command exited with %d", e.code) }
+
+// usageError is a command line that does not parse.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+const usage = `paddock: self-hosted sandboxes
+
+Usage:
+  paddock serve [--listen ADDR] [--data-dir DIR] [--default-timeout D] [--max-timeout D] [--max-sandboxes N]
+  paddock sandbox create [--image host] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
+  paddock sandbox ls [--state STATE]
+  paddock sandbox exec [--sudo] [--cwd DIR] [--env K=V]... [--timeout D] <id> -- <cmd> [args...]
+  paddock sandbox cp <local> <id>:<path> | <id>:<path> <local>
+  paddock sandbox stop <id>
+  paddock sandbox rm <id>
+  paddock doctor
+  paddock version
+
+The sandbox commands find the server in --url/--token, else $PADDOCK_URL and
+$PADDOCK_TOKEN, else the client.json that 'paddock serve' writes in its data dir.
+`
+
+// run dispatches a subcommand.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usagef("missing subcommand")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "sandbox", "sandboxes", "sb":
+		return sandboxCmd(ctx, args[1:], stdout, stderr)
+	case "doctor":
+		return doctorCmd(ctx, stdout)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "paddock", version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return usagef("unknown subcommand %q", args[0])
+	}
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/sdk"
+)
+
+// clientFlags are the connection flags every client subcommand takes.
+type clientFlags struct {
+	url, token string
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.url, "url", "", "server URL (default $PADDOCK_URL, else the local client.json)")
+	fs.StringVar(&c.token, "token", "", "API token (default $PADDOCK_TOKEN, else the local client.json)")
+}
+
+// client resolves each setting from the flag, else the environment, else
+// the client.json of the local server.
+func (c *clientFlags) client() (*sdk.Client, error) {
+	url, token := c.url, c.token
+	if url == "" {
+		url = os.Getenv("PADDOCK_URL")
+	}
+	if token == "" {
+		token = os.Getenv("PADDOCK_TOKEN")
+	}
+	path := filepath.Join(defaultDataDir(), "client.json")
+	if url == "" || token == "" {
+		if data, err := os.ReadFile(path); err == nil {
+			var cc clientConfig
+			if err := json.Unmarshal(data, &cc); err != nil {
+				return nil, fmt.Errorf("parse %s: %w", path, err)
+			}
+			if url == "" {
+				url = cc.URL
+			}
+			if token == "" {
+				token = cc.Token
+			}
+		}
+	}
+	if url == "" || token == "" {
+		return nil, fmt.Errorf("no paddock server configured: pass --url and --token, set PADDOCK_URL and PADDOCK_TOKEN, or run 'paddock serve' on this machine (it writes %s)", path)
+	}
+	return sdk.New(url, token), nil
+}
+
+// envFlag collects repeated --env K=V.
+type envFlag map[string]string
+
+func (e envFlag) String() string { return "" }
+
+func (e envFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want K=V, got %q", v)
+	}
+	e[k] = val
+	return nil
+}
+
+func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("sandbox: missing subcommand (create, ls, exec, cp, stop, rm)")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("sandbox "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	cf.register(fs)
+	parse := func() error {
+		if err := fs.Parse(args); err != nil {
+			return usagef("sandbox %s: %v", sub, err)
+		}
+		return nil
+	}
+	switch sub {
+	case "create":
+		image := fs.String("image", "host", "image of the sandbox")
+		vcpus := fs.Float64("vcpus", 0, "CPU share (0: server default)")
+		memory := fs.Int64("memory", 0, "memory limit in MB (0: server default)")
+		timeout := fs.Duration("timeout", 0, "stop the sandbox after this long (0: server default)")
+		env := envFlag{}
+		fs.Var(env, "env", "default environment of its commands, K=V (repeatable)")
+		if err := parse(); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return usagef("sandbox create: unexpected arguments %q", fs.Args())
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		sb, err := c.Create(ctx, api.CreateSandboxRequest{
+			Image: *image, Resources: api.Resources{VCPUs: *vcpus, MemoryMB: *memory},
+			TimeoutMs: timeout.Milliseconds(), Env: env,
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, sb.ID)
+		return nil
+
+	case "ls", "list":
+		state := fs.String("state", "", "only sandboxes in this state (running, stopped...)")
+		if err := parse(); err != nil {
+			return err
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSTATUS\tIMAGE\tVCPUS\tMEMORY\tCREATED\tEXPIRES")
+		for sb, err := range c.List(ctx, sdk.ListOptions{State: *state, Limit: 100}) {
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%dMB\t%s\t%s\n", sb.ID, sb.Status, sb.Image, sb.Resources.VCPUs,
+				sb.Resources.MemoryMB, ago(sb.CreatedAt), until(sb.ExpiresAt, sb.Status))
+		}
+		return tw.Flush()
+
+	case "exec":
+		sudo := fs.Bool("sudo", false, "run as root in the sandbox")
+		cwd := fs.String("cwd", "", "working directory (default: the user's home)")
+		timeout := fs.Duration("timeout", 0, "kill the command after this long")
+		env := envFlag{}
+		fs.Var(env, "env", "environment variable K=V (repeatable)")
+		if err := parse(); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if len(rest) < 2 {
+			return usagef("sandbox exec: want <id> -- <cmd> [args...]")
+		}
+		id, argv := rest[0], rest[1:]
+		if argv[0] == "--" {
+			argv = argv[1:]
+		}
+		if len(argv) == 0 {
+			return usagef("sandbox exec: missing command")
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		return execCmd(ctx, c.Sandbox(id), api.CommandRequest{
+			Cmd: argv[0], Args: argv[1:], Cwd: *cwd, Env: env, Sudo: *sudo,
+			TimeoutMs: timeout.Milliseconds(), Detached: true,
+		}, stdout, stderr)
+
+	case "cp":
+		if err := parse(); err != nil {
+			return err
+		}
+		if fs.NArg() != 2 {
+			return usagef("sandbox cp: want <local> <id>:<path> or <id>:<path> <local>")
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		return copyCmd(ctx, c, fs.Arg(0), fs.Arg(1), stdout, stderr)
+
+	case "stop", "rm", "delete":
+		if err := parse(); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			return usagef("sandbox %s: missing sandbox id", sub)
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, id := range fs.Args() {
+			sb := c.Sandbox(id)
+			if sub == "stop" {
+				err = sb.Stop(ctx)
+			} else {
+				err = sb.Delete(ctx)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", id, err))
+				continue
+			}
+			fmt.Fprintln(stdout, id)
+		}
+		return errors.Join(errs...)
+
+	default:
+		return usagef("sandbox: unknown subcommand %q", sub)
+	}
+}
+
+// execCmd runs a command detached and streams its output live, so output
+// shows as it is written; the command's exit code becomes paddock's. An
+// interrupt kills the command rather than leaving it running unseen.
+func execCmd(ctx context.Context, sb *sdk.Sandbox, req api.CommandRequest, stdout, stderr io.Writer) error {
+	cmd, err := sb.RunCommand(ctx, req)
+	if err != nil {
+		return err
+	}
+	for line, err := range cmd.Logs(ctx) {
+		if err != nil {
+			if ctx.Err() != nil {
+				kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				_ = cmd.Kill(kctx, "SIGKILL")
+				cancel()
+				return &exitError{code: 130}
+			}
+			return err
+		}
+		switch {
+		case line.Exit != nil:
+			ex := line.Exit
+			if ex.Error != "" {
+				fmt.Fprintln(stderr, "paddock:", ex.Error)
+			}
+			code := 1 // no exit code at all: the command never ran
+			if ex.ExitCode != nil {
+				code = *ex.ExitCode
+			}
+			if code != 0 {
+				return &exitError{code: code}
+			}
+			return nil
+		case line.Stream == api.StreamStderr:
+			_, err = stderr.Write(line.Bytes())
+		default:
+			_, err = stdout.Write(line.Bytes())
+		}
+		if err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+	}
+	return errors.New("the log stream ended without the command's exit")
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func until(t time.Time, status string) string {
+	if t.IsZero() || status != api.StatusRunning {
+		return "-"
+	}
+	return "in " + time.Until(t).Round(time.Second).String()
+}

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
+	"github.com/paddock-dev/paddock/internal/runtime/runc"
+	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/server/nodeadapter"
+)
+
+// shutdownGrace is how long open requests (log streams, uploads) get to
+// finish after SIGINT/SIGTERM before their connections are cut.
+const shutdownGrace = 5 * time.Second
+
+// defaultDataDir is /var/lib/paddock for root, else the XDG data dir.
+func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/paddock"
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "paddock")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "paddock")
+	}
+	return "paddock-data"
+}
+
+// clientConfig is DataDir/client.json: what the CLI on this machine needs
+// to reach the local server with no setup.
+type clientConfig struct {
+	URL   string `json:"url"`
+	Token string `json:"token"`
+}
+
+type serveConfig struct {
+	listen         string
+	dataDir        string
+	defaultTimeout time.Duration
+	maxTimeout     time.Duration
+	maxSandboxes   int
+}
+
+func (c serveConfig) Validate() error {
+	switch {
+	case c.listen == "":
+		return usagef("serve: --listen is empty")
+	case c.dataDir == "":
+		return usagef("serve: --data-dir is empty")
+	case c.defaultTimeout < 0 || c.maxTimeout < 0 || c.maxSandboxes < 0:
+		return usagef("serve: timeouts and --max-sandboxes must not be negative")
+	}
+	return nil
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg serveConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:7420", "address of the HTTP API")
+	fs.StringVar(&cfg.dataDir, "data-dir", defaultDataDir(), "state directory (sandboxes, tokens, agent binary)")
+	fs.DurationVar(&cfg.defaultTimeout, "default-timeout", 5*time.Minute, "sandbox timeout when a create request gives none")
+	fs.DurationVar(&cfg.maxTimeout, "max-timeout", 5*time.Hour, "longest a sandbox may live, extensions included")
+	fs.IntVar(&cfg.maxSandboxes, "max-sandboxes", 64, "sandboxes running at once on this host")
+	if err := fs.Parse(args); err != nil {
+		return usagef("serve: %v", err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("serve: unexpected arguments %q", fs.Args())
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+
+	agentPath, err := agentbin.Path(ctx, filepath.Join(cfg.dataDir, "bin"))
+	if err != nil {
+		return fmt.Errorf("locate the sandbox agent: %w", err)
+	}
+	drv, err := runc.New(runc.Config{DataDir: cfg.dataDir, AgentPath: agentPath, Logger: log})
+	if err != nil {
+		return fmt.Errorf("start the runc driver: %w", err)
+	}
+	defer drv.Close()
+	mgr, err := node.New(node.Config{
+		DataDir:        cfg.dataDir,
+		Driver:         drv,
+		DefaultTimeout: cfg.defaultTimeout,
+		MaxTimeout:     cfg.maxTimeout,
+		MaxSandboxes:   cfg.maxSandboxes,
+		Logger:         log,
+	})
+	if err != nil {
+		return fmt.Errorf("start the sandbox manager: %w", err)
+	}
+	// Closing the manager leaves sandboxes running; the next start re-adopts them.
+	defer mgr.Close()
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("start the sandbox manager: %w", err)
+	}
+
+	tokens, err := server.OpenFileTokenStore(cfg.dataDir)
+	if err != nil {
+		return err
+	}
+	adminToken, created, err := tokens.EnsureAdminToken()
+	if err != nil {
+		return fmt.Errorf("create the admin token: %w", err)
+	}
+	srv, err := server.New(server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	url := "http://" + ln.Addr().String()
+	clientPath := filepath.Join(cfg.dataDir, "client.json")
+	if err := updateClientConfig(clientPath, url, adminToken); err != nil {
+		ln.Close()
+		return err
+	}
+	if created {
+		fmt.Fprintf(stdout, quickstart, url, adminToken, clientPath)
+	}
+	log.Info("paddock serving", "url", url, "dataDir", cfg.dataDir, "version", version())
+
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	// Log streams and long polls end at once on shutdown, with a clear
+	// message; other requests get the grace period.
+	hs.RegisterOnShutdown(srv.CloseStreams)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }() // owned: we wait for errc below
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining requests", "grace", shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		// Streams still open after the grace period are cut: closing the
+		// connections cancels their request contexts.
+		log.Warn("cutting open streams", "err", err)
+		hs.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+const quickstart = `
+paddock is serving at %[1]s
+
+Admin token (shown only this once; its hash is stored):
+
+    %[2]s
+
+The CLI on this machine reads it from %[3]s. Try:
+
+    paddock sandbox create
+    paddock sandbox exec <id> -- uname -a
+
+Elsewhere: export PADDOCK_URL=%[1]s PADDOCK_TOKEN=<token>
+
+`
+
+// updateClientConfig writes url, and the token when it is new, to
+// client.json. A later start cannot recover the token from its hash, so it
+// keeps the one already in the file.
+func updateClientConfig(path, url, token string) error {
+	var cc clientConfig
+	if data, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(data, &cc) // a damaged file is rewritten below
+	}
+	if token == "" && cc.Token == "" {
+		// No token to write: the admin token exists but its secret is gone.
+		return nil
+	}
+	if token != "" {
+		cc.Token = token
+	}
+	if cc.URL == url && token == "" {
+		return nil
+	}
+	cc.URL = url
+	data, err := json.MarshalIndent(cc, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode client config: %w", err)
+	}
+	return writeFileAtomic(path, append(data, '\n'), 0o600)
+}
+
+// writeFileAtomic writes via a temp file and a rename so readers never see
+// half a file.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(f.Name()) // no-op after the rename
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

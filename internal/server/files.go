@@ -1,0 +1,141 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// uploadTypes are the Content-Types a tar upload may carry. The agent
+// detects gzip itself, so the type only has to say "a tar, maybe zipped".
+var uploadTypes = map[string]bool{
+	"":                             true,
+	api.ContentTypeTar:             true,
+	"application/tar":              true,
+	api.ContentTypeGzip:            true,
+	"application/x-gzip":           true,
+	"application/x-gtar":           true,
+	api.ContentTypeBinary:          true,
+	"application/x-compressed-tar": true,
+}
+
+func (s *Server) writeFiles(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	dir, err := cleanPath(r.URL.Query().Get("path"))
+	if err != nil {
+		return err
+	}
+	sudo, err := boolQuery(r, "sudo", false)
+	if err != nil {
+		return err
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || !uploadTypes[mt] {
+			return errUnsupportedMedia
+		}
+	}
+	// A declared length past the bound is refused before anything is written.
+	if r.ContentLength > s.maxUpload {
+		return &http.MaxBytesError{Limit: s.maxUpload}
+	}
+	ac, _, err := s.agentFor(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	body := &readWatch{r: http.MaxBytesReader(w, r.Body, s.maxUpload)}
+	res, err := ac.WriteTar(r.Context(), dir, sudo, body)
+	if err != nil {
+		// The agent client reports a failing request body as an unavailable
+		// agent; the real cause is the client's oversized body.
+		if body.err != nil {
+			return fmt.Errorf("upload to sandbox %s: %w", id, body.err)
+		}
+		return fmt.Errorf("upload to sandbox %s: %w", id, err)
+	}
+	writeJSON(w, http.StatusOK, api.WriteFilesResult{Files: res.Files, Bytes: res.Bytes})
+	return nil
+}
+
+// readWatch remembers the first read error other than EOF.
+type readWatch struct {
+	r   io.Reader
+	err error
+}
+
+func (w *readWatch) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if err != nil && err != io.EOF && w.err == nil {
+		w.err = err
+	}
+	return n, err
+}
+
+func (s *Server) readFile(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	p, err := cleanPath(r.URL.Query().Get("path"))
+	if err != nil {
+		return err
+	}
+	ac, _, err := s.agentFor(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	rc, info, err := ac.ReadFile(r.Context(), p)
+	if err != nil {
+		if errors.Is(err, sandbox.ErrNotFound) {
+			if c := sandbox.CodeOf(err); c == "" || c == "not_found" {
+				return &sandbox.Error{Kind: sandbox.ErrNotFound, Code: "file_not_found", Message: fmt.Sprintf("file %q not found", p)}
+			}
+		}
+		return fmt.Errorf("read %s in sandbox %s: %w", p, id, err)
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", api.ContentTypeBinary)
+	if info.Size >= 0 {
+		w.Header().Set("Content-Length", strconv.FormatInt(info.Size, 10))
+	}
+	w.Header().Set(api.HeaderFileMode, strconv.FormatUint(uint64(info.Mode), 8))
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, rc); err != nil && r.Context().Err() == nil {
+		// The status is sent; all that is left is to log and cut the answer short.
+		s.log.Warn("file read cut short", "sandbox", id, "path", p, "err", err)
+	}
+	return nil
+}
+
+func (s *Server) mkdir(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	var req api.MkdirRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	if req.Path, err = cleanPath(req.Path); err != nil {
+		return err
+	}
+	ac, _, err := s.agentFor(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if err := ac.Mkdir(r.Context(), agent.MkdirRequest{Path: req.Path, Sudo: req.Sudo}); err != nil {
+		return fmt.Errorf("mkdir %s in sandbox %s: %w", req.Path, id, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

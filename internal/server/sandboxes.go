@@ -1,0 +1,193 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) error {
+	var req api.CreateSandboxRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	res := req.Resources
+	if res.VCPUs < 0 || math.IsNaN(res.VCPUs) || math.IsInf(res.VCPUs, 0) || res.MemoryMB < 0 || res.PIDs < 0 {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_resources", "resources must not be negative")
+	}
+	if req.TimeoutMs < 0 {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs must not be negative")
+	}
+	if req.TimeoutMs > math.MaxInt64/int64(time.Millisecond) {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs %d is too large", req.TimeoutMs)
+	}
+	if err := validEnv(req.Env); err != nil {
+		return err
+	}
+	sb, err := s.sb.Create(r.Context(), CreateParams{
+		Image:     req.Image,
+		Resources: sandbox.Resources{VCPUs: res.VCPUs, MemoryMB: res.MemoryMB, PIDs: res.PIDs},
+		Timeout:   time.Duration(req.TimeoutMs) * time.Millisecond,
+		Env:       req.Env,
+	})
+	if err != nil {
+		return fmt.Errorf("create sandbox: %w", err)
+	}
+	writeJSON(w, http.StatusCreated, toAPISandbox(sb))
+	return nil
+}
+
+func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	opts := ListParams{Cursor: q.Get("cursor")}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListLimit {
+			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_limit", "limit must be an integer in [1, %d], got %q", maxListLimit, v)
+		}
+		opts.Limit = n
+	}
+	if v := q.Get("state"); v != "" {
+		st := sandbox.State(v)
+		switch st {
+		case sandbox.Pending, sandbox.Running, sandbox.Stopping, sandbox.Stopped, sandbox.Failed:
+		default:
+			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_state", "unknown state %q", v)
+		}
+		opts.State = st
+	}
+	sbs, next, err := s.sb.List(r.Context(), opts)
+	if err != nil {
+		return fmt.Errorf("list sandboxes: %w", err)
+	}
+	page := api.SandboxList{Sandboxes: make([]api.Sandbox, 0, len(sbs)), NextCursor: next}
+	for _, sb := range sbs {
+		page.Sandboxes = append(page.Sandboxes, toAPISandbox(sb))
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	sb, err := s.sb.Get(r.Context(), id)
+	if err != nil {
+		return sandboxErr(id, err)
+	}
+	writeJSON(w, http.StatusOK, toAPISandbox(sb))
+	return nil
+}
+
+func (s *Server) stopSandbox(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	if err := decodeJSON(w, r, &struct{}{}, true); err != nil {
+		return err
+	}
+	sb, err := s.sb.Stop(r.Context(), id)
+	if err != nil {
+		return sandboxErr(id, err)
+	}
+	writeJSON(w, http.StatusOK, toAPISandbox(sb))
+	return nil
+}
+
+func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	if err := s.sb.Delete(r.Context(), id); err != nil {
+		return sandboxErr(id, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) extendTimeout(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	var req api.ExtendTimeoutRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	if req.DurationMs <= 0 || req.DurationMs > math.MaxInt64/int64(time.Millisecond) {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_duration", "durationMs must be positive, got %d", req.DurationMs)
+	}
+	sb, err := s.sb.ExtendTimeout(r.Context(), id, time.Duration(req.DurationMs)*time.Millisecond)
+	if err != nil {
+		return sandboxErr(id, err)
+	}
+	writeJSON(w, http.StatusOK, toAPISandbox(sb))
+	return nil
+}
+
+func (s *Server) sandboxStats(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	st, err := s.sb.Stats(r.Context(), id)
+	if err != nil {
+		return sandboxErr(id, err)
+	}
+	writeJSON(w, http.StatusOK, api.Stats{
+		CPUUsageMs:       st.CPUUsage.Milliseconds(),
+		MemoryBytes:      st.MemoryBytes,
+		MemoryPeakBytes:  st.MemoryPeak,
+		MemoryLimitBytes: st.MemoryLimit,
+		PIDs:             st.PIDs,
+		OOMKills:         st.OOMKills,
+		VCPUs:            st.CPUQuotaFrac,
+	})
+	return nil
+}
+
+// sandboxErr gives a bare not-found or not-running from the sandbox layer
+// the sandbox-specific code clients match on.
+func sandboxErr(id string, err error) error {
+	if sandbox.CodeOf(err) == "" {
+		switch {
+		case errors.Is(err, sandbox.ErrNotFound):
+			return &sandbox.Error{Kind: sandbox.ErrNotFound, Code: "sandbox_not_found", Message: fmt.Sprintf("sandbox %q not found", id)}
+		case errors.Is(err, sandbox.ErrNotRunning):
+			return &sandbox.Error{Kind: sandbox.ErrNotRunning, Code: "sandbox_not_running", Message: fmt.Sprintf("sandbox %q is not running", id)}
+		}
+	}
+	return fmt.Errorf("sandbox %s: %w", id, err)
+}
+
+func toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
+	return api.Sandbox{
+		ID:        sb.ID,
+		Status:    string(sb.State),
+		Image:     sb.Image,
+		Resources: api.Resources{VCPUs: sb.Resources.VCPUs, MemoryMB: sb.Resources.MemoryMB, PIDs: sb.Resources.PIDs},
+		Env:       sb.Env,
+		CreatedAt: sb.CreatedAt.UTC(),
+		StartedAt: utcOrZero(sb.StartedAt),
+		StoppedAt: utcOrZero(sb.StoppedAt),
+		ExpiresAt: utcOrZero(sb.ExpiresAt),
+		Error:     sb.Error,
+	}
+}
+
+func utcOrZero(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
+}

@@ -1,0 +1,311 @@
+// Package server is paddock's HTTP API (/api/v1): routing, bearer-token
+// auth, request decoding and validation, the one mapping from errors to HTTP
+// statuses, and the NDJSON streaming of command output. It owns no
+// sandboxes itself: it drives them through the small Sandboxes interface
+// (satisfied by internal/node's Manager through internal/server/nodeadapter)
+// and talks to each sandbox's agent through internal/agent's client.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Sandboxes is what the server needs from the sandbox layer of one host.
+// It mirrors internal/node's Manager; the parameter structs are the
+// server's own so that this package builds and tests without node.
+type Sandboxes interface {
+	Create(ctx context.Context, req CreateParams) (sandbox.Sandbox, error)
+	Get(ctx context.Context, id string) (sandbox.Sandbox, error)
+	List(ctx context.Context, opts ListParams) ([]sandbox.Sandbox, string, error)
+	Stop(ctx context.Context, id string) (sandbox.Sandbox, error)
+	Delete(ctx context.Context, id string) error
+	ExtendTimeout(ctx context.Context, id string, by time.Duration) (sandbox.Sandbox, error)
+	// Agent returns a client for a running sandbox's agent; the caller does not close it.
+	Agent(ctx context.Context, id string) (*agent.Client, error)
+	Stats(ctx context.Context, id string) (runtime.Stats, error)
+}
+
+// CreateParams asks for a new sandbox. Its fields match node.CreateRequest
+// exactly, so an adapter converts one into the other.
+type CreateParams struct {
+	Image     string
+	Resources sandbox.Resources
+	Timeout   time.Duration
+	Env       map[string]string
+}
+
+// ListParams selects a page of sandboxes; fields match node.ListOptions.
+type ListParams struct {
+	Cursor string
+	Limit  int
+	State  sandbox.State
+}
+
+// Defaults and bounds of request bodies.
+const (
+	// DefaultMaxUploadBytes bounds one file upload (a tar stream).
+	DefaultMaxUploadBytes = 2 << 30
+	// maxJSONBytes bounds every JSON request body.
+	maxJSONBytes = 1 << 20
+	// maxListLimit bounds ?limit on list endpoints.
+	maxListLimit = 1000
+)
+
+// Config wires a Server.
+type Config struct {
+	Sandboxes Sandboxes  // required
+	Tokens    TokenStore // required: every /api/v1 request authenticates against it
+	Logger    *slog.Logger
+	// MaxUploadBytes bounds one upload to /files; 0 means DefaultMaxUploadBytes.
+	MaxUploadBytes int64
+}
+
+// Validate reports a missing dependency or an impossible bound.
+func (c Config) Validate() error {
+	switch {
+	case c.Sandboxes == nil:
+		return errors.New("server config: Sandboxes is required")
+	case c.Tokens == nil:
+		return errors.New("server config: Tokens is required")
+	case c.MaxUploadBytes < 0:
+		return fmt.Errorf("server config: MaxUploadBytes %d is negative", c.MaxUploadBytes)
+	}
+	return nil
+}
+
+// Server serves the API. It holds no goroutines of its own: every goroutine
+// it starts belongs to one request and ends with it.
+type Server struct {
+	sb        Sandboxes
+	tokens    TokenStore
+	log       *slog.Logger
+	maxUpload int64
+	mux       *http.ServeMux
+	handler   http.Handler
+
+	// streams is cancelled by CloseStreams; log streams and long polls
+	// derive from it so a shutdown need not wait for them.
+	streams     context.Context
+	stopStreams context.CancelFunc
+}
+
+// New builds a server from cfg.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		sb:        cfg.Sandboxes,
+		tokens:    cfg.Tokens,
+		log:       cfg.Logger,
+		maxUpload: cfg.MaxUploadBytes,
+		mux:       http.NewServeMux(),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.maxUpload == 0 {
+		s.maxUpload = DefaultMaxUploadBytes
+	}
+	s.streams, s.stopStreams = context.WithCancel(context.Background())
+	s.routes()
+	s.handler = s.logRequests(s.recoverPanics(s.authenticate(http.HandlerFunc(s.route))))
+	return s, nil
+}
+
+// Handler returns the HTTP handler of the whole API.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// CloseStreams ends open log streams (with an error line) and long polls
+// (with 503 "server_shutting_down"), which could otherwise last as long as
+// their commands, so a graceful shutdown finishes promptly. Commands keep
+// running. Register it with http.Server.RegisterOnShutdown.
+func (s *Server) CloseStreams() { s.stopStreams() }
+
+var errShuttingDown = sandbox.Errorf(sandbox.ErrUnavailable, "server_shutting_down", "the server is shutting down; retry shortly")
+
+// longPoll returns a context for a request that may last as long as a
+// command: it ends with the request or with CloseStreams.
+func (s *Server) longPoll(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(s.streams, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// shutdownErr reports errShuttingDown when err came from CloseStreams.
+func (s *Server) shutdownErr(r *http.Request, err error) error {
+	if s.streams.Err() != nil && r.Context().Err() == nil {
+		return errShuttingDown
+	}
+	return err
+}
+
+// route is one endpoint; the table is also what the OpenAPI test checks.
+type route struct {
+	method, path string // path below api.Prefix
+	handle       func(*Server, http.ResponseWriter, *http.Request) error
+}
+
+var routeTable = []route{
+	{"POST", "/sandboxes", (*Server).createSandbox},
+	{"GET", "/sandboxes", (*Server).listSandboxes},
+	{"GET", "/sandboxes/{id}", (*Server).getSandbox},
+	{"DELETE", "/sandboxes/{id}", (*Server).deleteSandbox},
+	{"POST", "/sandboxes/{id}/stop", (*Server).stopSandbox},
+	{"POST", "/sandboxes/{id}/extend-timeout", (*Server).extendTimeout},
+	{"GET", "/sandboxes/{id}/stats", (*Server).sandboxStats},
+
+	{"POST", "/sandboxes/{id}/commands", (*Server).runCommand},
+	{"GET", "/sandboxes/{id}/commands", (*Server).listCommands},
+	{"GET", "/sandboxes/{id}/commands/{cmd}", (*Server).getCommand},
+	{"GET", "/sandboxes/{id}/commands/{cmd}/wait", (*Server).waitCommand},
+	{"GET", "/sandboxes/{id}/commands/{cmd}/logs", (*Server).commandLogs},
+	{"POST", "/sandboxes/{id}/commands/{cmd}/kill", (*Server).killCommand},
+	{"POST", "/sandboxes/{id}/commands/{cmd}/stdin", (*Server).commandStdin},
+
+	{"PUT", "/sandboxes/{id}/files", (*Server).writeFiles},
+	{"POST", "/sandboxes/{id}/files", (*Server).writeFiles},
+	{"GET", "/sandboxes/{id}/files", (*Server).readFile},
+	{"POST", "/sandboxes/{id}/directories", (*Server).mkdir},
+}
+
+func (s *Server) routes() {
+	for _, rt := range routeTable {
+		h := rt.handle
+		s.mux.Handle(rt.method+" "+api.Prefix+rt.path, s.errorHandler(func(w http.ResponseWriter, r *http.Request) error {
+			return h(s, w, r)
+		}))
+	}
+}
+
+// route dispatches to the mux, but answers the mux's own 404 and 405 in the
+// API's JSON error shape (keeping the Allow header) instead of plain text.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := s.mux.Handler(r); pattern != "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	rec := &headerRecorder{header: http.Header{}}
+	s.mux.ServeHTTP(rec, r)
+	if rec.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+		s.writeError(w, r, errMethodNotAllowed)
+		return
+	}
+	s.writeError(w, r, errRouteNotFound)
+}
+
+// headerRecorder keeps the status and headers of the mux's fallback answers
+// and drops their plain-text body.
+type headerRecorder struct {
+	header http.Header
+	status int
+}
+
+func (h *headerRecorder) Header() http.Header         { return h.header }
+func (h *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (h *headerRecorder) WriteHeader(status int)      { h.status = status }
+
+// errorHandler adapts a handler that returns an error: the error is written
+// by writeError, the one place that turns errors into answers.
+func (s *Server) errorHandler(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// logRequests logs one line per request. The sandbox id is read after the
+// mux ran, because routing is what fills the path values.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		attrs := []slog.Attr{
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", sw.statusOr200()),
+			slog.Duration("duration", time.Since(start)),
+		}
+		if id := r.PathValue("id"); id != "" {
+			attrs = append(attrs, slog.String("sandbox", id))
+		}
+		if cmd := r.PathValue("cmd"); cmd != "" {
+			attrs = append(attrs, slog.String("command", cmd))
+		}
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request", attrs...)
+	})
+}
+
+// recoverPanics turns a handler panic into a 500 so one bad request cannot
+// take the daemon down. http.ErrAbortHandler keeps its meaning.
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+			if sw, ok := w.(*statusWriter); ok && sw.status != 0 {
+				// Too late for an error answer: cut the connection so the
+				// client sees a broken response rather than a truncated success.
+				panic(http.ErrAbortHandler)
+			}
+			s.writeError(w, r, fmt.Errorf("panic: %v", v))
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// statusWriter records the status for the request log. Unwrap lets
+// http.ResponseController reach Flush and deadlines of the real writer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) statusOr200() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
