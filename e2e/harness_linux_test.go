@@ -110,16 +110,21 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	token, _, err := tokens.EnsureAdminToken()
+	token, created, err := tokens.EnsureAdminToken()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !created { // a restart: the admin token exists only as a hash now
+		if token, _, err = tokens.Create("e2e-restart"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	srv, err := server.New(server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log, MaxUploadBytes: opts.maxUploadBytes})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
-	s := &stack{dataDir: dataDir, driver: drv, mgr: mgr, http: hs, token: token, client: sdk.New(hs.URL+"/api/v1", token)}
+	s := &stack{dataDir: dataDir, driver: drv, mgr: mgr, http: hs, token: token, client: sdk.New(hs.URL, token)}
 	t.Cleanup(func() {
 		if s.closed {
 			return

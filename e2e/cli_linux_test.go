@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// hostSh runs a shell snippet on the host (test setup only).
+func hostSh(t *testing.T, script string) (string, int) {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", script).CombinedOutput()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return string(out), exit.ExitCode()
+	}
+	if err != nil {
+		t.Fatalf("sh: %v", err)
+	}
+	return string(out), 0
+}
+
+// buildPaddock builds the paddock and paddock-agent binaries once per test
+// binary, as a user following the README would.
+func buildPaddock(t *testing.T) (paddock string) {
+	t.Helper()
+	dir := t.TempDir()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func(out, pkg string, env ...string) {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), env...)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		}
+	}
+	build("paddock", "./cmd/paddock")
+	build("paddock-agent", "./cmd/paddock-agent", "CGO_ENABLED=0")
+	return filepath.Join(dir, "paddock")
+}
+
+// TestCLI runs `paddock serve` as a real process and drives it with the CLI
+// the way the README tells a new user to.
+func TestCLI(t *testing.T) {
+	requireSandboxes(t)
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("needs the go tool to build the binaries")
+	}
+	bin := buildPaddock(t)
+	dataDir := newDataDir(t)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	serve := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", addr)
+	serve.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	var serveOut bytes.Buffer
+	serve.Stdout = &serveOut
+	serve.Stderr = &serveOut
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		serve.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- serve.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve exited with %v\n%s", err, serveOut.String())
+			}
+		case <-time.After(20 * time.Second):
+			serve.Process.Kill()
+			<-done
+			t.Errorf("serve did not stop on SIGTERM\n%s", serveOut.String())
+		}
+	}
+	t.Cleanup(stop)
+
+	// The CLI finds the server through client.json in the data dir.
+	clientJSON := filepath.Join(dataDir, "client.json")
+	var cc struct{ URL, Token string }
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if data, err := os.ReadFile(clientJSON); err == nil && json.Unmarshal(data, &cc) == nil && cc.Token != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve wrote no client.json\n%s", serveOut.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	env := append(os.Environ(), "PADDOCK_URL="+cc.URL, "PADDOCK_TOKEN="+cc.Token)
+	cli := func(args ...string) (string, string, int) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = env
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatalf("paddock %v: %v", args, err)
+		}
+		return stdout.String(), stderr.String(), code
+	}
+
+	if !strings.Contains(serveOut.String(), cc.Token) {
+		t.Errorf("first start did not print the admin token:\n%s", serveOut.String())
+	}
+	out, errOut, code := cli("sandbox", "create")
+	if code != 0 {
+		t.Fatalf("sandbox create: %d %s", code, errOut)
+	}
+	id := strings.TrimSpace(out)
+	out, errOut, code = cli("sandbox", "exec", id, "--", "sh", "-c", "echo hi; id -u")
+	if code != 0 || out != "hi\n1000\n" {
+		t.Fatalf("sandbox exec: %q (stderr %q) exit %d", out, errOut, code)
+	}
+	if _, _, code = cli("sandbox", "exec", id, "--", "sh", "-c", "echo oops >&2; exit 3"); code != 3 {
+		t.Errorf("exec of a failing command returned %d, want 3", code)
+	}
+	out, _, _ = cli("sandbox", "ls")
+	if !strings.Contains(out, id) {
+		t.Errorf("sandbox ls lacks %s:\n%s", id, out)
+	}
+	local := filepath.Join(t.TempDir(), "in.txt")
+	os.WriteFile(local, []byte("copied\n"), 0o640)
+	if _, errOut, code = cli("sandbox", "cp", local, id+":/home/user/in.txt"); code != 0 {
+		t.Fatalf("cp in: %s", errOut)
+	}
+	back := filepath.Join(t.TempDir(), "out.txt")
+	if _, errOut, code = cli("sandbox", "cp", id+":/home/user/in.txt", back); code != 0 {
+		t.Fatalf("cp out: %s", errOut)
+	}
+	if data, _ := os.ReadFile(back); string(data) != "copied\n" {
+		t.Errorf("round trip through cp gave %q", data)
+	}
+	if _, errOut, code = cli("sandbox", "stop", id); code != 0 {
+		t.Errorf("stop: %s", errOut)
+	}
+	if _, errOut, code = cli("sandbox", "rm", id); code != 0 {
+		t.Errorf("rm: %s", errOut)
+	}
+	out, _, _ = cli("sandbox", "ls")
+	if strings.Contains(out, id) {
+		t.Errorf("sandbox ls still lists %s after rm", id)
+	}
+	stop()
+	sc := bufio.NewScanner(&serveOut)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `"level":"ERROR"`) {
+			t.Errorf("serve logged an error: %s", sc.Text())
+		}
+	}
+}
