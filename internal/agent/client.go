@@ -163,6 +163,14 @@ func (c *Client) Start(ctx context.Context, req CommandRequest) (Command, error)
 	return cmd, err
 }
 
+// Run starts a command and returns once it finished, in one round trip.
+// Ending ctx ends the wait, not the command.
+func (c *Client) Run(ctx context.Context, req CommandRequest) (Command, error) {
+	var cmd Command
+	err := c.doJSON(ctx, http.MethodPost, "/v1/commands?wait=true", req, &cmd)
+	return cmd, err
+}
+
 // Get returns a command's current state.
 func (c *Client) Get(ctx context.Context, id string) (Command, error) {
 	var cmd Command

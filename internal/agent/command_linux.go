@@ -289,6 +289,15 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if r.URL.Query().Get("wait") == "true" {
+		// Start and wait in one round trip; a client that leaves ends
+		// only the wait, never the command.
+		select {
+		case <-c.done:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	writeJSON(w, http.StatusCreated, c.snapshot())
 }
 
@@ -508,10 +517,16 @@ wait:
 	s.log.Info("command finished", "command", c.id, "status", st.Status, "exit_code", st.ExitCode, "oom_killed", st.OOMKilled)
 }
 
+// pumpBufs recycles pump buffers across commands: appendFrame copies the
+// data out synchronously, and fresh memory is costly to fault in.
+var pumpBufs = sync.Pool{New: func() any { return new([frameHeader + readChunk]byte) }}
+
 // pump copies one pipe into the log as frames until EOF or a deadline.
 func (c *command) pump(f *os.File, kind byte) {
+	arr := pumpBufs.Get().(*[frameHeader + readChunk]byte)
+	defer pumpBufs.Put(arr)
+	buf := arr[:]
 	for {
-		buf := make([]byte, frameHeader+readChunk)
 		n, err := f.Read(buf[frameHeader:])
 		if n > 0 {
 			c.appendFrame(kind, buf[:frameHeader+n])

@@ -402,3 +402,31 @@ func TestPing(t *testing.T) {
 		t.Fatalf("ping: %+v %v", info, err)
 	}
 }
+
+// TestRun: start and wait in one request; a client that gives up on the
+// wait leaves the command running.
+func TestRun(t *testing.T) {
+	e := startServer(t, nil)
+	cmd, err := e.client.Run(testCtx(t), CommandRequest{Cmd: "sh", Args: []string{"-c", "sleep 0.2; exit 4"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cmd.Done() || cmd.ExitCode == nil || *cmd.ExitCode != 4 {
+		t.Fatalf("run answered %+v", cmd)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := e.client.Run(ctx, CommandRequest{Cmd: "sleep", Args: []string{"1"}}); err == nil {
+		t.Fatal("a run longer than its ctx returned no error")
+	}
+	cmds, err := e.client.List(testCtx(t))
+	if err != nil || len(cmds) != 2 {
+		t.Fatalf("list: %d commands, %v", len(cmds), err)
+	}
+	if cmds[1].Done() {
+		t.Errorf("leaving the wait ended the command: %+v", cmds[1])
+	}
+	if done, err := e.client.Wait(testCtx(t), cmds[1].ID); err != nil || *done.ExitCode != 0 {
+		t.Errorf("the command should finish on its own: %+v, %v", done, err)
+	}
+}

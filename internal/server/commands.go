@@ -87,25 +87,28 @@ func (s *Server) runCommand(w http.ResponseWriter, r *http.Request) error {
 	}
 	maps.Copy(env, req.Env)
 
-	startCtx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), startTimeout)
-	defer cancel()
-	cmd, err := ac.Start(startCtx, agent.CommandRequest{
+	areq := agent.CommandRequest{
 		Cmd: req.Cmd, Args: req.Args, Cwd: req.Cwd, Env: env, Sudo: req.Sudo,
 		TimeoutMs: req.TimeoutMs, Stdin: req.Stdin,
-	})
+	}
+	var cmd agent.Command
+	if req.Detached {
+		startCtx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), startTimeout)
+		defer cancel()
+		cmd, err = ac.Start(startCtx, areq)
+	} else {
+		// Start and wait in one round trip to the agent. The command runs
+		// on if the client leaves; only the wait ends.
+		ctx, cancel := s.longPoll(r)
+		defer cancel()
+		if cmd, err = ac.Run(ctx, areq); err != nil {
+			return s.shutdownErr(r, fmt.Errorf("run command in sandbox %s: %w", id, err))
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("start command in sandbox %s: %w", id, err)
 	}
 	s.log.Info("command started", "sandbox", id, "command", cmd.ID, "cmd", req.Cmd, "detached", req.Detached)
-	if !req.Detached && !cmd.Done() {
-		// The command runs on if the client leaves; only the wait ends.
-		ctx, cancel := s.longPoll(r)
-		defer cancel()
-		id := cmd.ID
-		if cmd, err = ac.Wait(ctx, id); err != nil {
-			return s.shutdownErr(r, commandErr(id, err))
-		}
-	}
 	writeJSON(w, http.StatusCreated, toAPICommand(id, cmd))
 	return nil
 }

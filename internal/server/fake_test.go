@@ -338,7 +338,6 @@ func (fa *fakeAgent) start(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fa.mu.Lock()
-	defer fa.mu.Unlock()
 	fa.started = append(fa.started, req)
 	id := "cmd-" + strconv.Itoa(len(fa.started))
 	cwd := req.Cwd
@@ -364,7 +363,24 @@ func (fa *fakeAgent) start(w http.ResponseWriter, r *http.Request) {
 		c.log = append(c.log, frame(agent.FrameStderr, []byte("boom\n"))...)
 		fa.finishLocked(id, agent.StatusExited, 3, "")
 	}
+	if r.URL.Query().Get("wait") != "true" {
+		reply(w, c.cmd)
+		fa.mu.Unlock()
+		return
+	}
+	// Run: answer once the command finished, as the agent does.
+	for !c.cmd.Done() {
+		ch := fa.changed
+		fa.mu.Unlock()
+		select {
+		case <-ch:
+		case <-r.Context().Done():
+			return
+		}
+		fa.mu.Lock()
+	}
 	reply(w, c.cmd)
+	fa.mu.Unlock()
 }
 
 func (fa *fakeAgent) lookup(w http.ResponseWriter, r *http.Request) (*fakeCmd, bool) {
