@@ -43,7 +43,7 @@ func setup(b *testing.B) *env {
 		b.Skip("sandboxes cannot run here: " + why)
 	}
 	ctx := context.Background()
-	agentPath, err := agentbin.Path(ctx, filepath.Join(os.TempDir(), "paddock-agent-cache"))
+	agentPath, err := agentbin.Path(ctx, filepath.Join(os.TempDir(), "paddock-test-agent"))
 	if err != nil {
 		b.Fatalf("agent binary: %v", err)
 	}

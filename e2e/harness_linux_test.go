@@ -42,7 +42,7 @@ func requireSandboxes(t *testing.T) string {
 		t.Skip("sandboxes cannot run here: " + why)
 	}
 	agentOnce.Do(func() {
-		agentPath, agentErr = agentbin.Path(context.Background(), filepath.Join(os.TempDir(), "paddock-agent-cache"))
+		agentPath, agentErr = agentbin.Path(context.Background(), filepath.Join(os.TempDir(), "paddock-test-agent"))
 	})
 	if agentErr != nil {
 		t.Fatalf("agent binary: %v", agentErr)

@@ -25,8 +25,13 @@ import (
 // finish after SIGINT/SIGTERM before their connections are cut.
 const shutdownGrace = 5 * time.Second
 
-// defaultDataDir is /var/lib/paddock for root, else the XDG data dir.
+// defaultDataDir is $PADDOCK_DATA_DIR, else /var/lib/paddock for root, else
+// the XDG data dir. serve and the CLI share it, so the CLI finds the local
+// server's client.json.
 func defaultDataDir() string {
+	if d := os.Getenv("PADDOCK_DATA_DIR"); d != "" {
+		return d
+	}
 	if os.Geteuid() == 0 {
 		return "/var/lib/paddock"
 	}
@@ -140,6 +145,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if created {
 		fmt.Fprintf(stdout, quickstart, url, adminToken, clientPath)
+		if cfg.dataDir != defaultDataDir() {
+			fmt.Fprintf(stdout, "This data dir is not the default: for the CLI, export PADDOCK_DATA_DIR=%s\n\n", cfg.dataDir)
+		}
 	}
 	log.Info("paddock serving", "url", url, "dataDir", cfg.dataDir, "version", version())
 

@@ -10,11 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/runtime"
@@ -28,40 +28,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// skipReason says why this host cannot run the driver, or "".
-func skipReason() string {
-	if os.Geteuid() != 0 {
-		return "needs root"
-	}
-	data, err := os.ReadFile("/proc/filesystems")
-	if err != nil || !containsWord(string(data), "overlay") {
-		return "needs overlayfs"
-	}
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
-		if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err != nil {
-			return "needs cgroups (v2 or the v1 memory controller)"
-		}
-	}
-	return ""
-}
-
-// containsWord reports whether a /proc/filesystems line ends in w.
-func containsWord(s, w string) bool {
-	for _, line := range strings.Split(s, "\n") {
-		if f := strings.Fields(line); len(f) > 0 && f[len(f)-1] == w {
-			return true
-		}
-	}
-	return false
-}
-
 var agentPath string
 
 // testAgent builds (or finds) the real agent once per test binary, in a
 // cache shared across runs.
 func testAgent(t *testing.T) string {
 	t.Helper()
-	if r := skipReason(); r != "" {
+	if r := doctor.SandboxReady(context.Background()); r != "" {
 		t.Skip("runc driver: " + r)
 	}
 	if agentPath == "" {
