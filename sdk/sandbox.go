@@ -148,3 +148,22 @@ func (s *Sandbox) ReadFile(ctx context.Context, path string) (*FileReader, error
 	mode, _ := strconv.ParseUint(resp.Header.Get(api.HeaderFileMode), 8, 32)
 	return &FileReader{ReadCloser: resp.Body, Info: FileInfo{Size: resp.ContentLength, Mode: uint32(mode)}}, nil
 }
+
+// ReadArchive streams path from the sandbox as a tar (application/x-tar):
+// a directory's contents with names relative to it, or a regular file as
+// one entry named by its base name. Symlinks inside are symlink entries.
+// The caller closes the stream. The entries come from inside the sandbox:
+// extract them as untrusted input (absolute names, "..", symlinks leading
+// out). A stream the sandbox could not finish ends in a read error, not in
+// a clean end of the tar.
+func (s *Sandbox) ReadArchive(ctx context.Context, path string) (io.ReadCloser, error) {
+	req, err := s.c.request(ctx, http.MethodGet, sandboxPath(s.ID)+"/archive", url.Values{"path": {path}}, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.c.send(req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}

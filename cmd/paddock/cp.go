@@ -28,13 +28,18 @@ func splitRemote(s string) (id, p string, ok bool) {
 	return m[1], m[2], true
 }
 
-// copyCmd copies a local file or directory into a sandbox (as a tar stream)
-// or a file out of it.
+// copyCmd copies between the host and a sandbox. Directories travel as tar
+// streams; in both directions a directory's contents land in the
+// destination (created if needed), like cp -r SRC/. DST.
 //
 //	cp ./f.txt id:/work/g.txt   writes /work/g.txt
 //	cp ./f.txt id:/work/        writes /work/f.txt
-//	cp ./dir   id:/work         writes /work/dir/...
+//	cp ./dir   id:/work         writes dir's contents into /work
 //	cp id:/work/g.txt ./        writes ./g.txt ("-" writes to stdout)
+//	cp id:/work ./out           writes /work's contents into ./out ("-": a tar on stdout)
+//
+// A remote source is read as a file first; only when the sandbox answers
+// is_a_directory is it fetched as an archive.
 func copyCmd(ctx context.Context, c *sdk.Client, src, dst string, stdout, stderr io.Writer) error {
 	srcID, srcPath, srcRemote := splitRemote(src)
 	dstID, dstPath, dstRemote := splitRemote(dst)
@@ -46,7 +51,7 @@ func copyCmd(ctx context.Context, c *sdk.Client, src, dst string, stdout, stderr
 	case dstRemote:
 		return copyIn(ctx, c.Sandbox(dstID), src, dstPath, stderr)
 	default:
-		return copyOut(ctx, c.Sandbox(srcID), srcPath, dst, stdout)
+		return copyOut(ctx, c.Sandbox(srcID), srcPath, dst, stdout, stderr)
 	}
 }
 
@@ -55,8 +60,14 @@ func copyIn(ctx context.Context, sb *sdk.Sandbox, local, remote string, stderr i
 	if err != nil {
 		return err
 	}
-	dir, name := remote, filepath.Base(local)
-	if !fi.IsDir() && !strings.HasSuffix(remote, "/") {
+	// A directory's contents go into remote itself (entries named "."
+	// and below); a file goes into remote/ or becomes remote.
+	dir, name := remote, "."
+	switch {
+	case fi.IsDir():
+	case strings.HasSuffix(remote, "/"):
+		name = filepath.Base(local)
+	default:
 		dir, name = path.Dir(remote), path.Base(remote)
 	}
 	pr, pw := io.Pipe()
@@ -92,6 +103,9 @@ func tarLocal(w io.Writer, local, name string, fi fs.FileInfo) error {
 		rel, err := filepath.Rel(local, p)
 		if err != nil {
 			return err
+		}
+		if rel == "." && name == "." {
+			return nil // the target directory itself: the agent creates it
 		}
 		entry := path.Join(name, filepath.ToSlash(rel))
 		info, err := d.Info()
@@ -144,10 +158,12 @@ func addFile(tw *tar.Writer, p, name string, fi fs.FileInfo) error {
 	return nil
 }
 
-// copyOut reads one file; the API reads regular files only (directories
-// would need a tar read from the agent).
-func copyOut(ctx context.Context, sb *sdk.Sandbox, remote, local string, stdout io.Writer) error {
+// copyOut copies a file, or a directory's contents, out of the sandbox.
+func copyOut(ctx context.Context, sb *sdk.Sandbox, remote, local string, stdout, stderr io.Writer) error {
 	f, err := sb.ReadFile(ctx, remote)
+	if sdk.IsCode(err, "is_a_directory") {
+		return copyDirOut(ctx, sb, remote, local, stdout, stderr)
+	}
 	if err != nil {
 		return err
 	}
@@ -172,4 +188,27 @@ func copyOut(ctx context.Context, sb *sdk.Sandbox, remote, local string, stdout 
 		return fmt.Errorf("copy to %s: %w", local, err)
 	}
 	return out.Close()
+}
+
+// copyDirOut extracts the archive of a sandbox directory into local,
+// creating it if needed; "-" writes the tar itself to stdout.
+func copyDirOut(ctx context.Context, sb *sdk.Sandbox, remote, local string, stdout, stderr io.Writer) error {
+	rc, err := sb.ReadArchive(ctx, remote)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if local == "-" {
+		_, err := io.Copy(stdout, rc)
+		return err
+	}
+	if err := os.MkdirAll(local, 0o755); err != nil {
+		return err
+	}
+	res, err := extractTar(rc, local)
+	if err != nil {
+		return fmt.Errorf("extract %s:%s into %s: %w", sb.ID, remote, local, err)
+	}
+	fmt.Fprintf(stderr, "copied %d files, %d bytes from %s:%s to %s\n", res.files, res.bytes, sb.ID, remote, local)
+	return nil
 }

@@ -77,6 +77,16 @@ Usage:
   paddock doctor
   paddock version
 
+sandbox cp copies files and directories; directories travel as tar streams:
+  cp ./f.txt id:/w/g.txt   the file becomes /w/g.txt ("id:/w/" puts it in /w/f.txt)
+  cp ./dir   id:/w         dir's contents go into /w (created if needed), like cp -r dir/. /w
+  cp id:/w/g.txt ./x       the file becomes ./x (./x a directory: ./x/g.txt; "-": stdout)
+  cp id:/w   ./out         /w's contents go into ./out (created if needed; "-": a tar on stdout)
+A remote source is read as a file first and fetched as an archive when the
+sandbox answers is_a_directory. Archives from a sandbox are extracted safely:
+nothing lands outside the destination, symlinks must point inside it, hard
+links, devices and FIFOs are refused, setuid/setgid bits and owners dropped.
+
 The sandbox commands find the server in --url/--token, else $PADDOCK_URL and
 $PADDOCK_TOKEN, else the client.json that 'paddock serve' writes in its data dir.
 `

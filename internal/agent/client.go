@@ -282,6 +282,20 @@ func (c *Client) ReadFile(ctx context.Context, path string) (io.ReadCloser, File
 	return resp.Body, FileInfo{Size: resp.ContentLength, Mode: uint32(mode)}, nil
 }
 
+// ReadArchive streams path from the sandbox as a tar: a directory's
+// contents with names relative to it, or a regular file as one entry named
+// by its base name. Symlinks below path are entries, never followed. The
+// entries come from inside the sandbox: whoever extracts them must treat
+// them as hostile. A stream the agent could not finish ends in an error
+// (io.ErrUnexpectedEOF), never in a clean EOF.
+func (c *Client) ReadArchive(ctx context.Context, path string) (io.ReadCloser, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/archive?"+url.Values{"path": {path}}.Encode(), nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
 // HeaderFileMode carries a read file's mode, in octal.
 const HeaderFileMode = "X-Paddock-File-Mode"
 

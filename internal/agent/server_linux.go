@@ -89,6 +89,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/commands/{id}/stdin", s.handleStdin)
 	m.HandleFunc("PUT /v1/files", s.handleWriteTar)
 	m.HandleFunc("GET /v1/files", s.handleReadFile)
+	m.HandleFunc("GET /v1/archive", s.handleReadArchive)
 	m.HandleFunc("POST /v1/mkdir", s.handleMkdir)
 	s.mux = m
 }

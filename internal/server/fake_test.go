@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -252,6 +254,7 @@ func startFakeAgent(t *testing.T) (*fakeAgent, *agent.Client) {
 	mux.HandleFunc("POST /v1/commands/{id}/stdin", fa.stdin)
 	mux.HandleFunc("PUT /v1/files", fa.writeTar)
 	mux.HandleFunc("GET /v1/files", fa.readFile)
+	mux.HandleFunc("GET /v1/archive", fa.readArchive)
 	mux.HandleFunc("POST /v1/mkdir", fa.mkdir)
 	hs := &http.Server{Handler: mux}
 	go hs.Serve(ln) //nolint:errcheck // ends with Close in cleanup
@@ -553,6 +556,41 @@ func (fa *fakeAgent) readFile(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(agent.HeaderFileMode, strconv.FormatUint(uint64(f.mode), 8))
 	w.Header().Set("Content-Length", strconv.Itoa(len(f.data)))
 	w.Write(f.data) //nolint:errcheck
+}
+
+// readArchive serves the fake files at or below path as a tar, named as the
+// agent names them. Below "/cut" it sends one entry, then breaks the
+// connection as an agent that fails mid-stream does.
+func (fa *fakeAgent) readArchive(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Query().Get("path")
+	fa.mu.Lock()
+	names := map[string]fakeFile{}
+	for name, f := range fa.files {
+		switch {
+		case name == p:
+			names[filepath.Base(name)] = f
+		case strings.HasPrefix(name, strings.TrimSuffix(p, "/")+"/"):
+			names[strings.TrimPrefix(name, strings.TrimSuffix(p, "/")+"/")] = f
+		}
+	}
+	fa.mu.Unlock()
+	if len(names) == 0 {
+		agentError(w, 404, "file_not_found", "no such file")
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	tw := tar.NewWriter(w)
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		f := names[name]
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: int64(f.mode), Size: int64(len(f.data))}) //nolint:errcheck
+		tw.Write(f.data)                                                                                              //nolint:errcheck
+		if strings.HasPrefix(p, "/cut") {
+			tw.Flush() //nolint:errcheck
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}
+	}
+	tw.Close() //nolint:errcheck
 }
 
 func (fa *fakeAgent) mkdir(w http.ResponseWriter, r *http.Request) {

@@ -96,12 +96,7 @@ func (s *Server) readFile(w http.ResponseWriter, r *http.Request) error {
 	}
 	rc, info, err := ac.ReadFile(r.Context(), p)
 	if err != nil {
-		if errors.Is(err, sandbox.ErrNotFound) {
-			if c := sandbox.CodeOf(err); c == "" || c == "not_found" {
-				return &sandbox.Error{Kind: sandbox.ErrNotFound, Code: "file_not_found", Message: fmt.Sprintf("file %q not found", p)}
-			}
-		}
-		return fmt.Errorf("read %s in sandbox %s: %w", p, id, err)
+		return readError(id, p, err)
 	}
 	defer rc.Close()
 	w.Header().Set("Content-Type", api.ContentTypeBinary)
@@ -113,6 +108,54 @@ func (s *Server) readFile(w http.ResponseWriter, r *http.Request) error {
 	if _, err := io.Copy(w, rc); err != nil && r.Context().Err() == nil {
 		// The status is sent; all that is left is to log and cut the answer short.
 		s.log.Warn("file read cut short", "sandbox", id, "path", p, "err", err)
+	}
+	return nil
+}
+
+// readError wraps an agent's refusal to read p. A bare not-found from the
+// agent means the file: the sandbox itself was found before the agent was asked.
+func readError(id, p string, err error) error {
+	if errors.Is(err, sandbox.ErrNotFound) {
+		if c := sandbox.CodeOf(err); c == "" || c == "not_found" {
+			return &sandbox.Error{Kind: sandbox.ErrNotFound, Code: "file_not_found", Message: fmt.Sprintf("file %q not found", p)}
+		}
+	}
+	return fmt.Errorf("read %s in sandbox %s: %w", p, id, err)
+}
+
+// readArchive streams a directory (or one file) of the sandbox as a tar. The
+// tar is passed through untouched; its entries come from inside the sandbox,
+// so clients must extract them as hostile input (the CLI does).
+func (s *Server) readArchive(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	p, err := cleanPath(r.URL.Query().Get("path"))
+	if err != nil {
+		return err
+	}
+	ac, _, err := s.agentFor(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	rc, err := ac.ReadArchive(r.Context(), p)
+	if err != nil {
+		return readError(id, p, err)
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", api.ContentTypeTar)
+	w.WriteHeader(http.StatusOK)
+	// Send the status now: a large tree can take a while to walk before its
+	// first bytes fill a buffer.
+	_ = http.NewResponseController(w).Flush()
+	if _, err := io.Copy(w, rc); err != nil {
+		if r.Context().Err() == nil {
+			s.log.Warn("archive read cut short", "sandbox", id, "path", p, "err", err)
+		}
+		// The status is sent and a tar cut between entries would read as
+		// complete: abort the connection so the client sees the failure.
+		panic(http.ErrAbortHandler)
 	}
 	return nil
 }

@@ -176,6 +176,7 @@ var routeTable = []route{
 	{"PUT", "/sandboxes/{id}/files", (*Server).writeFiles},
 	{"POST", "/sandboxes/{id}/files", (*Server).writeFiles},
 	{"GET", "/sandboxes/{id}/files", (*Server).readFile},
+	{"GET", "/sandboxes/{id}/archive", (*Server).readArchive},
 	{"POST", "/sandboxes/{id}/directories", (*Server).mkdir},
 }
 

@@ -1,12 +1,14 @@
 package server_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -210,6 +212,14 @@ func TestBadInput(t *testing.T) {
 		{"read dotdot", "GET", "/api/v1/sandboxes/run/files?path=/tmp/../../x", ``, nil, 400, "invalid_path", ""},
 		{"read no path", "GET", "/api/v1/sandboxes/run/files", ``, nil, 400, "invalid_path", ""},
 		{"read missing file", "GET", "/api/v1/sandboxes/run/files?path=/nope", ``, nil, 404, "file_not_found", ""},
+		{"archive relative", "GET", "/api/v1/sandboxes/run/archive?path=etc", ``, nil, 400, "invalid_path", ""},
+		{"archive dotdot", "GET", "/api/v1/sandboxes/run/archive?path=/tmp/../../x", ``, nil, 400, "invalid_path", ""},
+		{"archive NUL", "GET", "/api/v1/sandboxes/run/archive?path=/a%00b", ``, nil, 400, "invalid_path", ""},
+		{"archive no path", "GET", "/api/v1/sandboxes/run/archive", ``, nil, 400, "invalid_path", ""},
+		{"archive missing", "GET", "/api/v1/sandboxes/run/archive?path=/nope", ``, nil, 404, "file_not_found", ""},
+		{"archive of stopped", "GET", "/api/v1/sandboxes/stopped/archive?path=/tmp", ``, nil, 409, "sandbox_not_running", ""},
+		{"archive of unknown sandbox", "GET", "/api/v1/sandboxes/sb-999/archive?path=/tmp", ``, nil, 404, "sandbox_not_found", ""},
+		{"archive wrong method", "POST", "/api/v1/sandboxes/run/archive?path=/tmp", ``, nil, 405, "method_not_allowed", ""},
 		{"upload dotdot", "PUT", "/api/v1/sandboxes/run/files?path=/a/..", `x`, map[string]string{"Content-Type": "application/x-tar"}, 400, "invalid_path", ""},
 		{"upload NUL", "PUT", "/api/v1/sandboxes/run/files?path=/a%00b", `x`, map[string]string{"Content-Type": "application/x-tar"}, 400, "invalid_path", ""},
 		{"upload media type", "PUT", "/api/v1/sandboxes/run/files?path=/tmp", `x`, map[string]string{"Content-Type": "text/plain"}, 415, "unsupported_media_type", ""},
@@ -699,6 +709,73 @@ func TestFiles(t *testing.T) {
 	}
 	if got := e.agent.mkdirs; len(got) != 1 || got[0].Path != "/work/deep/dir" || !got[0].Sudo {
 		t.Errorf("mkdirs = %+v", got)
+	}
+}
+
+func TestReadArchive(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	sb := e.client.Sandbox("run")
+	e.agent.mu.Lock()
+	e.agent.files["/work/a.txt"] = fakeFile{data: []byte("alpha"), mode: 0o644}
+	e.agent.files["/work/bin/run.sh"] = fakeFile{data: []byte("#!/bin/sh\n"), mode: 0o755}
+	e.agent.files["/cut/one"] = fakeFile{data: []byte("1"), mode: 0o644}
+	e.agent.files["/cut/two"] = fakeFile{data: []byte("2"), mode: 0o644}
+	e.agent.mu.Unlock()
+
+	tests := []struct {
+		name, path string
+		want       map[string]string
+	}{
+		{"directory", "/work", map[string]string{"a.txt": "alpha", "bin/run.sh": "#!/bin/sh\n"}},
+		{"trailing slash", "/work/", map[string]string{"a.txt": "alpha", "bin/run.sh": "#!/bin/sh\n"}},
+		{"one file", "/work/bin/run.sh", map[string]string{"run.sh": "#!/bin/sh\n"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc, err := sb.ReadArchive(ctx, tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			got := map[string]string{}
+			tr := tar.NewReader(rc)
+			for {
+				h, err := tr.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				data, _ := io.ReadAll(tr)
+				got[h.Name] = string(data)
+			}
+			if !maps.Equal(got, tt.want) {
+				t.Errorf("entries = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	status, h, _ := e.raw(t, "GET", "/api/v1/sandboxes/run/archive?path=/work", nil, nil)
+	if status != 200 || h.Get("Content-Type") != "application/x-tar" {
+		t.Errorf("archive headers: %d %v", status, h)
+	}
+	if _, err := sb.ReadArchive(ctx, "/missing"); !errors.Is(err, sdk.ErrNotFound) || !sdk.IsCode(err, "file_not_found") {
+		t.Errorf("missing: %v", err)
+	}
+	if _, err := sb.ReadArchive(ctx, "rel"); !sdk.IsCode(err, "invalid_path") {
+		t.Errorf("relative: %v", err)
+	}
+
+	// An agent that breaks off mid-stream: the client must see an error,
+	// not a tar that ends after the first entry as if complete.
+	rc, err := sb.ReadArchive(ctx, "/cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := io.Copy(io.Discard, rc); err == nil {
+		t.Error("a cut archive read to a clean end")
 	}
 }
 
