@@ -81,6 +81,17 @@ type ExtendTimeoutRequest struct {
 	DurationMs int64 `json:"durationMs"`
 }
 
+// Port is a TCP port listening inside a sandbox.
+type Port struct {
+	Port    int    `json:"port"`
+	Address string `json:"address"` // the address it is bound to inside: "0.0.0.0", "::", "127.0.0.1"
+}
+
+// PortList answers GET /sandboxes/{id}/ports.
+type PortList struct {
+	Ports []Port `json:"ports"`
+}
+
 // Stats are a sandbox's resource figures, read from its cgroups.
 type Stats struct {
 	CPUUsageMs       int64   `json:"cpuUsageMs"`

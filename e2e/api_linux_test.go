@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -122,6 +123,20 @@ func TestSandboxAPI(t *testing.T) {
 	}
 	if out, _ := sh(t, sb, "stat -c '%F %u' /home/user/a/b/c"); out != "directory 1000\n" {
 		t.Errorf("mkdir result %q", out)
+	}
+
+	// A server started inside shows up among the listening ports.
+	if _, err := sb.RunCommand(ctx, api.CommandRequest{Cmd: "python3", Args: []string{"-m", "http.server", "3000"}, Detached: true}); err != nil {
+		t.Fatal(err)
+	}
+	var seen []api.Port
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if seen, err = sb.Ports(ctx); err == nil && slices.ContainsFunc(seen, func(p api.Port) bool { return p.Port == 3000 }) {
+			break
+		}
+	}
+	if !slices.ContainsFunc(seen, func(p api.Port) bool { return p.Port == 3000 }) {
+		t.Errorf("port 3000 not reported: %v", seen)
 	}
 
 	// Timeout extension, stats.

@@ -52,6 +52,13 @@ func (s *Sandbox) Stats(ctx context.Context) (api.Stats, error) {
 	return st, err
 }
 
+// Ports lists the TCP ports listening inside the sandbox.
+func (s *Sandbox) Ports(ctx context.Context) ([]api.Port, error) {
+	var list api.PortList
+	err := s.c.do(ctx, http.MethodGet, sandboxPath(s.ID)+"/ports", nil, nil, &list)
+	return list.Ports, err
+}
+
 // RunCommand starts a command. With req.Detached it returns as soon as the
 // command runs; otherwise it returns once it finished, with ExitCode set.
 // A non-zero exit code is not an error.

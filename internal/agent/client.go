@@ -299,6 +299,13 @@ func (c *Client) ReadArchive(ctx context.Context, path string) (io.ReadCloser, e
 // HeaderFileMode carries a read file's mode, in octal.
 const HeaderFileMode = "X-Paddock-File-Mode"
 
+// Ports lists the TCP ports listening inside the sandbox.
+func (c *Client) Ports(ctx context.Context) ([]ListeningPort, error) {
+	var ports []ListeningPort
+	err := c.doJSON(ctx, http.MethodGet, "/v1/ports", nil, &ports)
+	return ports, err
+}
+
 // Mkdir creates a directory and its parents.
 func (c *Client) Mkdir(ctx context.Context, req MkdirRequest) error {
 	return c.doJSON(ctx, http.MethodPost, "/v1/mkdir", req, nil)

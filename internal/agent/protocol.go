@@ -104,6 +104,12 @@ type FileInfo struct {
 	Mode uint32 // permission bits plus setuid/setgid/sticky
 }
 
+// ListeningPort is a TCP socket listening inside the sandbox.
+type ListeningPort struct {
+	Port    int    `json:"port"`
+	Address string `json:"address"` // "0.0.0.0", "::", "127.0.0.1"...
+}
+
 // Info is the agent's answer to a ping.
 type Info struct {
 	Version string `json:"version"`

@@ -16,6 +16,9 @@ type ServerConfig struct {
 	// CgroupRoot is the sandbox's cgroup fs, read for the OOM kill count.
 	// Default /sys/fs/cgroup.
 	CgroupRoot string
+	// ProcNet is where listening sockets are read (the sandbox's own
+	// network namespace); default /proc/net.
+	ProcNet string
 	// UserHome is the user's home and default cwd. Default UserHome.
 	UserHome string
 	// MaxWriteBytes caps the (decompressed) tar stream of one file write.
@@ -41,6 +44,9 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.Root == "" {
 		c.Root = "/"
+	}
+	if c.ProcNet == "" {
+		c.ProcNet = "/proc/net"
 	}
 	if c.CgroupRoot == "" {
 		c.CgroupRoot = "/sys/fs/cgroup"

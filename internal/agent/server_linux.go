@@ -91,6 +91,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/files", s.handleReadFile)
 	m.HandleFunc("GET /v1/archive", s.handleReadArchive)
 	m.HandleFunc("POST /v1/mkdir", s.handleMkdir)
+	m.HandleFunc("GET /v1/ports", s.handlePorts)
 	s.mux = m
 }
 

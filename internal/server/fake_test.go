@@ -256,6 +256,9 @@ func startFakeAgent(t *testing.T) (*fakeAgent, *agent.Client) {
 	mux.HandleFunc("GET /v1/files", fa.readFile)
 	mux.HandleFunc("GET /v1/archive", fa.readArchive)
 	mux.HandleFunc("POST /v1/mkdir", fa.mkdir)
+	mux.HandleFunc("GET /v1/ports", func(w http.ResponseWriter, _ *http.Request) {
+		reply(w, []agent.ListeningPort{{Port: 3000, Address: "0.0.0.0"}})
+	})
 	hs := &http.Server{Handler: mux}
 	go hs.Serve(ln) //nolint:errcheck // ends with Close in cleanup
 	ac := agent.UnixClient(sock)

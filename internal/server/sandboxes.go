@@ -191,3 +191,26 @@ func utcOrZero(t time.Time) time.Time {
 	}
 	return t.UTC()
 }
+
+// listPorts reports the TCP ports listening inside the sandbox, as its
+// agent sees them.
+func (s *Server) listPorts(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	ac, _, err := s.agentFor(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	ports, err := ac.Ports(r.Context())
+	if err != nil {
+		return fmt.Errorf("list ports of sandbox %s: %w", id, err)
+	}
+	out := api.PortList{Ports: make([]api.Port, 0, len(ports))}
+	for _, p := range ports {
+		out.Ports = append(out.Ports, api.Port{Port: p.Port, Address: p.Address})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

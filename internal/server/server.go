@@ -164,6 +164,7 @@ var routeTable = []route{
 	{"POST", "/sandboxes/{id}/stop", (*Server).stopSandbox},
 	{"POST", "/sandboxes/{id}/extend-timeout", (*Server).extendTimeout},
 	{"GET", "/sandboxes/{id}/stats", (*Server).sandboxStats},
+	{"GET", "/sandboxes/{id}/ports", (*Server).listPorts},
 
 	{"POST", "/sandboxes/{id}/commands", (*Server).runCommand},
 	{"GET", "/sandboxes/{id}/commands", (*Server).listCommands},

@@ -320,6 +320,10 @@ func TestSandboxLifecycle(t *testing.T) {
 	if err != nil || st.CPUUsageMs != 1500 || st.PIDs != 3 {
 		t.Errorf("Stats = %+v, %v", st, err)
 	}
+	ports, err := sb.Ports(ctx)
+	if err != nil || len(ports) != 1 || ports[0] != (api.Port{Port: 3000, Address: "0.0.0.0"}) {
+		t.Errorf("Ports = %+v, %v", ports, err)
+	}
 	if err := sb.Stop(ctx); err != nil || sb.Status != api.StatusStopped {
 		t.Fatalf("Stop: %v, status %s", err, sb.Status)
 	}
