@@ -1,0 +1,532 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/paddock-dev/paddock/api"
+)
+
+// echo answers with what it received, so tests can see what was forwarded.
+type echoed struct {
+	Method   string      `json:"method"`
+	Host     string      `json:"host"`
+	Path     string      `json:"path"`
+	RawQuery string      `json:"rawQuery"`
+	Header   http.Header `json:"header"`
+}
+
+var echoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(echoed{r.Method, r.Host, r.URL.Path, r.URL.RawQuery, r.Header})
+})
+
+func do(t *testing.T, c *http.Client, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := c.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return resp, body
+}
+
+func get(t *testing.T, url string, header ...string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Add(header[i], header[i+1])
+	}
+	return req
+}
+
+func errorCode(t *testing.T, body []byte) string {
+	t.Helper()
+	var e api.Error
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatalf("error body %q is not {\"error\":{...}}: %v", body, err)
+	}
+	return e.Error.Code
+}
+
+func TestAccess(t *testing.T) {
+	h := newHarness(t)
+	priv := h.addBackend("priv", false, echoHandler)
+	pub := h.addBackend("pub", true, echoHandler)
+	owned := h.addBackend("owned", false, echoHandler)
+	stopped := h.addBackend("stopped", false, echoHandler)
+	h.resolver.set("stopped", Target{Addr: netip.MustParseAddr("127.0.0.1"), Running: false, Ports: map[int]PortConfig{stopped.port: {}}})
+	expired := h.signer.Sign("priv", priv.port, time.Second)
+	h.clock.Add(2 * time.Second)
+	good := h.token("priv", priv.port)
+	tampered := good[:len(good)-2] + "xx"
+
+	tests := []struct {
+		name       string
+		req        *http.Request
+		backend    *backend // the backend that must (or must not) see the request
+		wantStatus int
+		wantCode   string
+	}{
+		{"no credentials", get(t, h.url("priv", priv.port, "/")), priv, 401, "unauthenticated"},
+		{"query token", get(t, h.url("priv", priv.port, "/?paddock_token="+good)), priv, 200, ""},
+		{"header token", get(t, h.url("priv", priv.port, "/"), TokenHeader, good), priv, 200, ""},
+		{"cookie token", get(t, h.url("priv", priv.port, "/"), "Cookie", TokenCookie+"="+good), priv, 200, ""},
+		{"expired token", get(t, h.url("priv", priv.port, "/?paddock_token="+expired)), priv, 403, "token_expired"},
+		{"tampered token", get(t, h.url("priv", priv.port, "/"), TokenHeader, tampered), priv, 403, "invalid_token"},
+		{"token for another port", get(t, h.url("priv", priv.port, "/"), TokenHeader, h.token("priv", priv.port+1)), priv, 403, "invalid_token"},
+		{"token for another sandbox", get(t, h.url("priv", priv.port, "/"), TokenHeader, h.token("pub", priv.port)), priv, 403, "invalid_token"},
+		{"bad query token beats good cookie", get(t, h.url("priv", priv.port, "/?paddock_token=x"), "Cookie", TokenCookie+"="+good), priv, 403, "invalid_token"},
+		{"owner bearer", get(t, h.url("owned", owned.port, "/"), "Authorization", "Bearer "+testOwnerToken), owned, 200, ""},
+		{"bearer of another sandbox", get(t, h.url("priv", priv.port, "/"), "Authorization", "Bearer "+testOwnerToken), priv, 403, "not_owner"},
+		{"unknown bearer", get(t, h.url("owned", owned.port, "/"), "Authorization", "Bearer nope"), owned, 401, "invalid_token"},
+		{"basic auth is not ours", get(t, h.url("owned", owned.port, "/"), "Authorization", "Basic dTpw"), owned, 401, "unauthenticated"},
+		{"public port", get(t, h.url("pub", pub.port, "/")), pub, 200, ""},
+		{"public port ignores bad token", get(t, h.url("pub", pub.port, "/?paddock_token=junk")), pub, 200, ""},
+		{"path form token", get(t, h.pathURL("priv", priv.port, "/x?paddock_token="+good)), priv, 200, ""},
+		{"path form no credentials", get(t, h.pathURL("priv", priv.port, "/x")), priv, 401, "unauthenticated"},
+		{"path form public", get(t, h.pathURL("pub", pub.port, "/")), pub, 200, ""},
+		{"stopped sandbox", get(t, h.url("stopped", stopped.port, "/"), TokenHeader, h.token("stopped", stopped.port)), stopped, 503, "sandbox_not_running"},
+		{"undeclared port", get(t, h.url("priv", 1, "/"), TokenHeader, h.token("priv", 1)), priv, 404, "port_not_found"},
+		{"undeclared port anonymous", get(t, h.url("priv", 1, "/")), priv, 401, "unauthenticated"},
+		{"unknown sandbox", get(t, h.url("ghost", 80, "/"), TokenHeader, h.token("ghost", 80)), priv, 404, "sandbox_not_found"},
+		{"unknown sandbox anonymous", get(t, h.url("ghost", 80, "/")), priv, 401, "unauthenticated"},
+		{"junk host under domain", get(t, "http://junk.localhost:"+h.proxyPort+"/"), priv, 404, "unknown_host"},
+		{"junk path", get(t, "http://"+h.proxyAddr+"/s/BAD/1/"), priv, 404, "not_found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, beforeActivity := tt.backend.requests.Load(), h.activity.count(tt.backend.id)
+			resp, body := do(t, h.client, tt.req)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status %d, want %d; body %s", resp.StatusCode, tt.wantStatus, body)
+			}
+			forwarded := tt.backend.requests.Load() - before
+			activity := h.activity.count(tt.backend.id) - beforeActivity
+			if tt.wantCode != "" {
+				if got := errorCode(t, body); got != tt.wantCode {
+					t.Errorf("code %q, want %q", got, tt.wantCode)
+				}
+				if forwarded != 0 || activity != 0 {
+					t.Errorf("refused request reached the backend %d times, activity %d; want 0", forwarded, activity)
+				}
+				if resp.StatusCode == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+					t.Error("401 without WWW-Authenticate")
+				}
+				return
+			}
+			if forwarded != 1 || activity != 1 {
+				t.Errorf("backend saw %d requests, activity %d; want 1 each", forwarded, activity)
+			}
+		})
+	}
+}
+
+func TestAPIHostNotProxied(t *testing.T) {
+	h := newHarness(t)
+	for _, host := range []string{"localhost:" + h.proxyPort, h.proxyAddr, "other.example.com"} {
+		if h.proxy.HandlesHost(host) {
+			t.Errorf("HandlesHost(%q) = true, want false", host)
+		}
+	}
+	resp, _ := do(t, h.client, get(t, "http://localhost:"+h.proxyPort+"/api/v1/x"))
+	if resp.StatusCode != http.StatusTeapot {
+		t.Errorf("API host answered %d, want the API's 418", resp.StatusCode)
+	}
+}
+
+func TestCredentialsStripped(t *testing.T) {
+	h := newHarness(t)
+	priv := h.addBackend("priv", false, echoHandler)
+	owned := h.addBackend("owned", false, echoHandler)
+	pub := h.addBackend("pub", true, echoHandler)
+	tok := h.token("priv", priv.port)
+	tests := []struct {
+		name       string
+		req        *http.Request
+		wantPath   string
+		wantQuery  string
+		wantHeader map[string]string // "" means absent
+	}{
+		{
+			name: "query, header and cookie token",
+			req: get(t, h.url("priv", priv.port, "/a/b?x=1&paddock_token="+tok+"&y=%2F"),
+				TokenHeader, tok, "Cookie", "a=1; "+TokenCookie+"="+tok+"; b=2", "Authorization", "Basic dTpw"),
+			wantPath:  "/a/b",
+			wantQuery: "x=1&y=%2F",
+			wantHeader: map[string]string{
+				TokenHeader: "", "Cookie": "a=1; b=2",
+				// Not ours: a token opened the port, the app's own auth passes.
+				"Authorization":    "Basic dTpw",
+				"X-Forwarded-Host": fmt.Sprintf("%d-priv.localhost:%s", priv.port, h.proxyPort),
+			},
+		},
+		{
+			name:      "owner bearer",
+			req:       get(t, h.url("owned", owned.port, "/?q"), "Authorization", "Bearer "+testOwnerToken, "Cookie", TokenCookie+"=stale"),
+			wantPath:  "/",
+			wantQuery: "q",
+			wantHeader: map[string]string{
+				"Authorization": "", "Cookie": "",
+				"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http",
+			},
+		},
+		{
+			name:       "public port still drops paddock tokens",
+			req:        get(t, h.url("pub", pub.port, "/?paddock_token=zzz&k=v"), TokenHeader, "zzz"),
+			wantPath:   "/",
+			wantQuery:  "k=v",
+			wantHeader: map[string]string{TokenHeader: ""},
+		},
+		{
+			name:      "path form strips the prefix",
+			req:       get(t, h.pathURL("priv", priv.port, "/deep/er/?paddock_token="+tok+"&z=1")),
+			wantPath:  "/deep/er/",
+			wantQuery: "z=1",
+			wantHeader: map[string]string{
+				"X-Forwarded-Prefix": PathPrefix("priv", priv.port),
+				"X-Forwarded-Host":   h.proxyAddr,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := do(t, h.client, tt.req)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			var got echoed
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Path != tt.wantPath || got.RawQuery != tt.wantQuery {
+				t.Errorf("backend saw %q ? %q, want %q ? %q", got.Path, got.RawQuery, tt.wantPath, tt.wantQuery)
+			}
+			if strings.Contains(string(body), tok) {
+				t.Errorf("the token reached the backend: %s", body)
+			}
+			for k, want := range tt.wantHeader {
+				if v := strings.Join(got.Header.Values(k), ", "); v != want {
+					t.Errorf("backend header %s = %q, want %q", k, v, want)
+				}
+			}
+		})
+	}
+}
+
+func TestQueryTokenSetsCookie(t *testing.T) {
+	h := newHarness(t)
+	priv := h.addBackend("priv", false, echoHandler)
+	tests := []struct {
+		name, url, wantPath string
+		next                func(string) string
+	}{
+		{"host form", h.url("priv", priv.port, "/?paddock_token="+h.signer.Sign("priv", priv.port, 24*time.Hour)), "/",
+			func(p string) string { return h.url("priv", priv.port, p) }},
+		{"path form", h.pathURL("priv", priv.port, "/?paddock_token="+h.signer.Sign("priv", priv.port, 24*time.Hour)), PathPrefix("priv", priv.port) + "/",
+			func(p string) string { return h.pathURL("priv", priv.port, p) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := do(t, h.client, get(t, tt.url))
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			var c *http.Cookie
+			for _, rc := range resp.Cookies() {
+				if rc.Name == TokenCookie {
+					c = rc
+				}
+			}
+			if c == nil {
+				t.Fatalf("no %s cookie in %q", TokenCookie, resp.Header.Values("Set-Cookie"))
+			}
+			if !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Path != tt.wantPath || c.Domain != "" {
+				t.Errorf("cookie %+v: want HttpOnly, SameSite=Lax, Path=%s, host-only", c, tt.wantPath)
+			}
+			if c.MaxAge <= 0 || c.MaxAge > int(DefaultCookieTTL.Seconds()) {
+				t.Errorf("cookie Max-Age %d, want within the cookie TTL, not the day-long token", c.MaxAge)
+			}
+			// The browser's next request (an asset, an EventSource) carries
+			// only the cookie.
+			resp, body = do(t, h.client, get(t, tt.next("/app.js"), "Cookie", c.String()))
+			if resp.StatusCode != 200 {
+				t.Fatalf("with cookie: status %d: %s", resp.StatusCode, body)
+			}
+			if len(resp.Cookies()) != 0 {
+				t.Errorf("cookie-authenticated request set cookies again: %v", resp.Cookies())
+			}
+			// Once it expires it opens nothing.
+			h.clock.Add(DefaultCookieTTL + time.Second)
+			defer h.clock.Add(-DefaultCookieTTL - time.Second)
+			resp, body = do(t, h.client, get(t, tt.next("/app.js"), "Cookie", c.String()))
+			if resp.StatusCode != 403 || errorCode(t, body) != "token_expired" {
+				t.Errorf("expired cookie: status %d %s, want 403 token_expired", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+func TestPathFormRedirectsToSlash(t *testing.T) {
+	h := newHarness(t)
+	priv := h.addBackend("priv", false, echoHandler)
+	resp, _ := do(t, h.client, get(t, h.pathURL("priv", priv.port, "?paddock_token=abc")))
+	want := PathPrefix("priv", priv.port) + "/?paddock_token=abc"
+	if resp.StatusCode != http.StatusTemporaryRedirect || resp.Header.Get("Location") != want {
+		t.Errorf("got %d Location %q, want 307 to %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+	if priv.requests.Load() != 0 {
+		t.Error("redirect reached the backend")
+	}
+}
+
+func TestPortNotListening(t *testing.T) {
+	h := newHarness(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	h.resolver.set("quiet", Target{Addr: netip.MustParseAddr("127.0.0.1"), Running: true, Ports: map[int]PortConfig{port: {Public: true}}})
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+	}{{"http1", h.client}, {"h2c", h.h2c}} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, body := do(t, c.client, get(t, h.url("quiet", port, "/")))
+			if resp.StatusCode != http.StatusBadGateway || errorCode(t, body) != "port_not_listening" {
+				t.Errorf("got %d %s, want 502 port_not_listening", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+func TestH2C(t *testing.T) {
+	h := newHarness(t)
+	priv := h.addBackend("priv", false, echoHandler)
+	resp, body := do(t, h.h2c, get(t, h.url("priv", priv.port, "/h2?paddock_token="+h.token("priv", priv.port))))
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("got %s %d: %s; want HTTP/2 200", resp.Proto, resp.StatusCode, body)
+	}
+	var got echoed
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Path != "/h2" || got.RawQuery != "" || got.Header.Get("X-Forwarded-Host") == "" {
+		t.Errorf("backend saw %+v", got)
+	}
+}
+
+func TestWebSocketEcho(t *testing.T) {
+	h := newHarness(t)
+	priv := h.addBackend("priv", false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, data, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, data); err != nil {
+				return
+			}
+		}
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := strings.Replace(h.url("priv", priv.port, "/ws?paddock_token="+h.token("priv", priv.port)), "http://", "ws://", 1)
+	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: h.client})
+	if err != nil {
+		t.Fatalf("dial through proxy: %v", err)
+	}
+	defer c.CloseNow()
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	for i := range 20 {
+		msg := []byte(fmt.Sprintf("hello %d %s", i, strings.Repeat("x", i*1000)))
+		if err := c.Write(ctx, websocket.MessageText, msg); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := c.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(msg) {
+			t.Fatalf("echo %d: got %d bytes, want %d", i, len(got), len(msg))
+		}
+	}
+	_ = c.Close(websocket.StatusNormalClosure, "")
+	if n := h.activity.count("priv"); n != 1 {
+		t.Errorf("activity %d, want 1 for the upgrade", n)
+	}
+}
+
+// TestSSEFirstEventStreams: the first event reaches the client while the
+// app still holds the stream open; nothing is buffered to the end.
+func TestSSEFirstEventStreams(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	priv := h.addBackend("priv", true, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+		fmt.Fprint(w, "data: last\n\n")
+	}))
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+	}{{"http1", h.client}, {"h2c", h.h2c}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			resp, err := c.client.Do(get(t, h.url("priv", priv.port, "/events")).WithContext(ctx))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			line, err := bufio.NewReader(resp.Body).ReadString('\n')
+			if err != nil || line != "data: first\n" {
+				t.Fatalf("first line %q, %v; want it before the stream ends", line, err)
+			}
+			release <- struct{}{} // unblocks this request's handler only
+		})
+	}
+}
+
+// TestSSEKeepAliveOutlivesIdleTimeout: a stream that sends only comments
+// lives past the proxy server's short idle and read timeouts.
+func TestSSEKeepAliveOutlivesIdleTimeout(t *testing.T) {
+	h := newHarness(t, func(s *http.Server) {
+		s.IdleTimeout = 200 * time.Millisecond
+		s.ReadTimeout = 200 * time.Millisecond
+		s.WriteTimeout = 200 * time.Millisecond // an API server's; the proxy lifts it for streams
+	})
+	priv := h.addBackend("priv", false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for range 10 {
+			fmt.Fprint(w, ": keep-alive\n\n")
+			w.(http.Flusher).Flush()
+			select {
+			case <-tick.C:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fmt.Fprint(w, "data: done\n\n")
+	}))
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+	}{{"http1", h.client}, {"h2c", h.h2c}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			resp, err := c.client.Do(get(t, h.url("priv", priv.port, "/events"), TokenHeader, h.token("priv", priv.port)).WithContext(ctx))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("stream cut after %v: %v", time.Since(start), err)
+			}
+			if !strings.HasSuffix(string(body), "data: done\n\n") || strings.Count(string(body), ": keep-alive") != 10 {
+				t.Fatalf("stream ended early after %v: %q", time.Since(start), body)
+			}
+			if d := time.Since(start); d < 900*time.Millisecond {
+				t.Errorf("stream took %v, want about 1s", d)
+			}
+		})
+	}
+}
+
+// patternReader yields n deterministic pseudo-random bytes without a
+// length the HTTP stack can see, so bodies go out chunked (HTTP/1.1) or as
+// unsized DATA frames (HTTP/2).
+func patternReader(seed uint64, n int64) io.Reader {
+	return io.LimitReader(rand.NewChaCha8([32]byte{byte(seed)}), n)
+}
+
+func sha(r io.Reader) (string, int64, error) {
+	hash := sha256.New()
+	n, err := io.Copy(hash, r)
+	return hex.EncodeToString(hash.Sum(nil)), n, err
+}
+
+func TestLargeBodiesStream(t *testing.T) {
+	const size = 10 << 20
+	h := newHarness(t, func(s *http.Server) { s.ReadTimeout = 200 * time.Millisecond })
+	priv := h.addBackend("priv", false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sum, n, err := sha(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		w.Header().Set("X-Got", fmt.Sprintf("%s %d", sum, n))
+		_, _ = io.Copy(w, patternReader(2, size))
+	}))
+	wantUp, _, _ := sha(patternReader(1, size))
+	wantDown, _, _ := sha(patternReader(2, size))
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+	}{{"http1", h.client}, {"h2c", h.h2c}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.url("priv", priv.port, "/upload"), patternReader(1, size))
+			req.Header.Set(TokenHeader, h.token("priv", priv.port))
+			resp, err := c.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			if got, want := resp.Header.Get("X-Got"), fmt.Sprintf("%s %d", wantUp, size); got != want {
+				t.Errorf("backend received %q, want %q", got, want)
+			}
+			sum, n, err := sha(resp.Body)
+			if err != nil || sum != wantDown || n != size {
+				t.Errorf("client received %d bytes (%v), hash match %v", n, err, sum == wantDown)
+			}
+		})
+	}
+}
