@@ -1,0 +1,320 @@
+package netns
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// DefaultPool is the address pool sandboxes get their /30 from.
+var DefaultPool = netip.MustParsePrefix("10.213.0.0/16")
+
+// Policy modes.
+const (
+	ModeAllowAll = "allow-all"
+	ModeDenyAll  = "deny-all"
+	ModeCustom   = "custom"
+)
+
+// Limits on a policy, so one sandbox cannot make the kernel or the resolver
+// work through huge lists.
+const (
+	maxDomains = 256
+	maxCIDRs   = 1024
+)
+
+// Config configures a Manager.
+type Config struct {
+	// DataDir is paddock's data dir; namespaces are pinned under DataDir/netns.
+	DataDir string
+	// Pool is the IPv4 prefix sandboxes get a /30 from (default 10.213.0.0/16).
+	Pool netip.Prefix
+	// HostNS is the path of the network namespace that plays the host side
+	// (veth host ends, resolver sockets, upstream DNS queries). Empty means
+	// the namespace paddock runs in.
+	HostNS string
+	// Upstream lists the DNS servers the resolver forwards to (default: the
+	// nameservers of /etc/resolv.conf).
+	Upstream []netip.AddrPort
+	// BlockCIDRs are refused to every sandbox, whatever its policy, on top of
+	// the built-in list (e.g. the host's LAN).
+	BlockCIDRs []netip.Prefix
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults fills the zero fields of c.
+func (c Config) withDefaults() (Config, error) {
+	if !c.Pool.IsValid() {
+		c.Pool = DefaultPool
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if len(c.Upstream) == 0 {
+		ups, err := resolvConfNameservers("/etc/resolv.conf")
+		if err != nil {
+			return c, err
+		}
+		c.Upstream = ups
+	}
+	return c, nil
+}
+
+// Validate reports whether c (after defaults) can be used.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "netns: DataDir is required")
+	}
+	p := c.Pool
+	if !p.IsValid() || !p.Addr().Is4() || p.Bits() > 30 || p.Masked() != p {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "netns: pool %v must be a masked IPv4 prefix of /30 or larger", p)
+	}
+	if len(c.Upstream) == 0 {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "netns: no upstream DNS server")
+	}
+	for _, u := range c.Upstream {
+		if !u.IsValid() || u.Port() == 0 {
+			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "netns: invalid upstream DNS server %v", u)
+		}
+	}
+	for _, b := range c.BlockCIDRs {
+		if !b.IsValid() {
+			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "netns: invalid BlockCIDRs entry %v", b)
+		}
+	}
+	return nil
+}
+
+// Policy is a sandbox's egress policy.
+type Policy struct {
+	Mode         string         `json:"mode"`
+	AllowDomains []string       `json:"allowDomains,omitempty"`
+	AllowCIDRs   []netip.Prefix `json:"allowCIDRs,omitempty"`
+	DenyCIDRs    []netip.Prefix `json:"denyCIDRs,omitempty"`
+}
+
+// Validate reports whether p is well formed. Domains are lowercase host
+// names, optionally with a leading "*." (subdomains only).
+func (p Policy) Validate() error {
+	switch p.Mode {
+	case ModeAllowAll, ModeDenyAll, ModeCustom:
+	default:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_policy", "network policy mode %q is not one of allow-all, deny-all, custom", p.Mode)
+	}
+	if p.Mode != ModeCustom && (len(p.AllowDomains) > 0 || len(p.AllowCIDRs) > 0) {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_policy", "allowDomains and allowCIDRs need mode custom, not %s", p.Mode)
+	}
+	if len(p.AllowDomains) > maxDomains {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_policy", "at most %d allowed domains", maxDomains)
+	}
+	if len(p.AllowCIDRs)+len(p.DenyCIDRs) > maxCIDRs {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_policy", "at most %d CIDRs", maxCIDRs)
+	}
+	for _, d := range p.AllowDomains {
+		if !validDomain(d) {
+			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_policy", "invalid domain %q: want a lowercase host name, optionally with a leading \"*.\"", d)
+		}
+	}
+	for _, c := range slices.Concat(p.AllowCIDRs, p.DenyCIDRs) {
+		if !c.IsValid() || c.Addr().Zone() != "" {
+			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_policy", "invalid CIDR %v", c)
+		}
+	}
+	return nil
+}
+
+// validDomain checks d is a lowercase DNS host name with an optional leading
+// "*." wildcard label.
+func validDomain(d string) bool {
+	d = strings.TrimPrefix(d, "*.")
+	if d == "" || len(d) > 253 || strings.HasSuffix(d, ".") {
+		return false
+	}
+	for label := range strings.SplitSeq(d, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' && r != '_' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// allowsName reports whether the policy lets the sandbox resolve name
+// (lowercase, no trailing dot).
+func (p *Policy) allowsName(name string) bool {
+	switch p.Mode {
+	case ModeAllowAll:
+		return true
+	case ModeCustom:
+		for _, d := range p.AllowDomains {
+			if suffix, ok := strings.CutPrefix(d, "*."); ok {
+				if strings.HasSuffix(name, "."+suffix) {
+					return true
+				}
+			} else if name == d {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Network is a sandbox's network as Setup made it.
+type Network struct {
+	ID string `json:"id"`
+	// NSPath is the pinned namespace: the OCI network namespace path.
+	NSPath string `json:"nsPath"`
+	// HostIf is the host end of the veth.
+	HostIf string `json:"hostIf"`
+	// HostAddr is the host end's address, the sandbox's gateway.
+	HostAddr netip.Addr `json:"hostAddr"`
+	// SandboxAddr is eth0's address inside the sandbox.
+	SandboxAddr netip.Addr `json:"sandboxAddr"`
+	// DNS is the resolver the sandbox's resolv.conf must name.
+	DNS netip.Addr `json:"dns"`
+	// Policy is the egress policy in force.
+	Policy Policy `json:"policy"`
+}
+
+// hostIfName derives the host end's name from the id: "pd" + 10 hex digits
+// of sha256(id), 12 characters, within IFNAMSIZ, stable across restarts.
+func hostIfName(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "pd" + hex.EncodeToString(sum[:5])
+}
+
+// isOurIfName matches names hostIfName makes.
+func isOurIfName(n string) bool {
+	if len(n) != 12 || !strings.HasPrefix(n, "pd") {
+		return false
+	}
+	for _, c := range n[2:] {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// slotAddrs returns the host and sandbox addresses of slot n of pool.
+func slotAddrs(pool netip.Prefix, n int) (host, sb netip.Addr) {
+	b := pool.Addr().As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v += uint32(n) * 4
+	base := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	host = base.Next()
+	return host, host.Next()
+}
+
+// slotOf returns the slot of a sandbox or host address in pool, or -1.
+func slotOf(pool netip.Prefix, a netip.Addr) int {
+	if !a.Is4() || !pool.Contains(a) {
+		return -1
+	}
+	p, b := pool.Addr().As4(), a.As4()
+	pv := uint32(p[0])<<24 | uint32(p[1])<<16 | uint32(p[2])<<8 | uint32(p[3])
+	bv := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	return int((bv - pv) / 4)
+}
+
+// poolSlots is how many /30s pool holds.
+func poolSlots(pool netip.Prefix) int { return 1 << (32 - pool.Bits() - 2) }
+
+// addrRange is an inclusive range of addresses of one family.
+type addrRange struct{ first, last netip.Addr }
+
+// mergeRanges turns prefixes of one family into sorted, disjoint,
+// non-adjacent ranges: the kernel refuses overlapping interval elements.
+func mergeRanges(ps []netip.Prefix) []addrRange {
+	rs := make([]addrRange, 0, len(ps))
+	for _, p := range ps {
+		p = p.Masked()
+		rs = append(rs, addrRange{p.Addr(), lastAddr(p)})
+	}
+	slices.SortFunc(rs, func(a, b addrRange) int { return a.first.Compare(b.first) })
+	var out []addrRange
+	for _, r := range rs {
+		if n := len(out); n > 0 {
+			cur := &out[n-1]
+			next := cur.last.Next()
+			if !next.IsValid() || r.first.Compare(next) <= 0 {
+				cur.last = maxAddr(cur.last, r.last)
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func maxAddr(a, b netip.Addr) netip.Addr {
+	if a.Compare(b) >= 0 {
+		return a
+	}
+	return b
+}
+
+// lastAddr is the highest address in p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	bits := p.Bits()
+	for i := range b {
+		for j := 0; j < 8; j++ {
+			if i*8+j >= bits {
+				b[i] |= 0x80 >> j
+			}
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// builtinBlocked are refused to every sandbox on top of the host's addresses
+// and the pool.
+var builtinBlocked = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("255.255.255.255/32"),
+	netip.MustParsePrefix("::1/128"),
+	netip.MustParsePrefix("::ffff:0:0/96"),
+	netip.MustParsePrefix("fe80::/10"),
+	netip.MustParsePrefix("ff00::/8"),
+}
+
+// resolvConfNameservers reads the nameservers of a resolv.conf file.
+func resolvConfNameservers(path string) ([]netip.AddrPort, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("netns: default upstream DNS: %w", err)
+	}
+	defer f.Close()
+	var out []netip.AddrPort
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "nameserver" {
+			if a, err := netip.ParseAddr(fields[1]); err == nil {
+				out = append(out, netip.AddrPortFrom(a.WithZone(""), 53))
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("netns: read %s: %w", path, err)
+	}
+	return out, nil
+}

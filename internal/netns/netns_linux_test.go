@@ -1,0 +1,673 @@
+package netns
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Test topology, all inside namespaces the test creates (never the real
+// host's): a "host" namespace playing paddock's host side (ip_forward=1
+// there only) and a "fake internet" namespace behind it, joined by a veth.
+// Addresses come from TEST-NET-2 and exist only in those namespaces; the
+// host namespace has no default route, so nothing can leave them.
+var (
+	tnHost     = netip.MustParseAddr("198.51.100.1")    // host namespace's uplink
+	tnInet     = netip.MustParseAddr("198.51.100.2")    // fake internet: DNS + HTTP
+	tnAllowed  = netip.MustParseAddr("198.51.100.10")   // allowed.test
+	tnBlocked  = netip.MustParseAddr("198.51.100.20")   // blocked.test
+	tnCIDR     = netip.MustParseAddr("198.51.100.30")   // only reachable by CIDR
+	tnMetadata = netip.MustParseAddr("169.254.169.254") // fake cloud metadata, in the fake internet
+)
+
+const (
+	// A refused connect costs the whole timeout, so it is short; one that
+	// should work gets longer, so a kernel busy destroying namespaces from
+	// earlier tests does not read as a policy failure.
+	denyTimeout   = 300 * time.Millisecond
+	allowTimeout  = 3 * time.Second
+	hostPort      = 8080 // a listener on every address of the host namespace
+	inetPort      = 80
+	sandboxPort   = 8080
+	loopbackPort  = 9090
+	fakeTTLSecond = 60
+)
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces, veths and nftables rules")
+	}
+	if _, err := os.Stat("/proc/self/ns/net"); err != nil {
+		t.Skip("needs network namespaces: ", err)
+	}
+}
+
+type testbed struct {
+	dir     string
+	hostPin string
+	m       *Manager
+	cfg     Config
+}
+
+// newTestbed builds the topology and a Manager whose host side is the test's
+// host namespace.
+func newTestbed(t testing.TB) *testbed {
+	t.Helper()
+	requireRoot(t)
+	checkRealHostUntouched(t)
+	dir := t.TempDir()
+	tb := &testbed{dir: dir, hostPin: filepath.Join(dir, "host")}
+	inetPin := filepath.Join(dir, "inet")
+	for _, pin := range []string{tb.hostPin, inetPin} {
+		if err := newPinnedNS(pin); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { removePin(pin) })
+	}
+	hostNS, inetNS := openNS(t, tb.hostPin), openNS(t, inetPin)
+	hh, ih := handleAt(t, hostNS), handleAt(t, inetNS)
+
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(hh.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "uplink"}, PeerName: "eth0",
+		PeerNamespace: netlink.NsFd(int(inetNS.Fd()))}))
+	for _, side := range []struct {
+		h    *netlink.Handle
+		dev  string
+		addr netip.Addr
+	}{{hh, "uplink", tnHost}, {ih, "eth0", tnInet}} {
+		l, err := side.h.LinkByName(side.dev)
+		must(err)
+		must(side.h.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: side.addr.AsSlice(), Mask: net.CIDRMask(24, 32)}}))
+		must(side.h.LinkSetUp(l))
+		lo, err := side.h.LinkByName("lo")
+		must(err)
+		must(side.h.LinkSetUp(lo))
+	}
+	ilo, err := ih.LinkByName("lo")
+	must(err)
+	for _, a := range []netip.Addr{tnAllowed, tnBlocked, tnCIDR, tnMetadata} {
+		must(ih.AddrAdd(ilo, &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}}))
+	}
+	// The fake internet routes the pool back through the host namespace;
+	// the host namespace routes the fake metadata address to it.
+	ieth, err := ih.LinkByName("eth0")
+	must(err)
+	must(ih.RouteAdd(&netlink.Route{LinkIndex: ieth.Attrs().Index, Dst: prefixNet(DefaultPool), Gw: tnHost.AsSlice()}))
+	up, err := hh.LinkByName("uplink")
+	must(err)
+	must(hh.RouteAdd(&netlink.Route{LinkIndex: up.Attrs().Index, Dst: prefixNet(netip.PrefixFrom(tnMetadata, 32)), Gw: tnInet.AsSlice()}))
+	// ip_forward is per namespace: this sets it in the test's host
+	// namespace only (checkRealHostUntouched verifies that).
+	must(inNS(int(hostNS.Fd()), func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+	}))
+
+	startFakeDNS(t, inetNS)
+	for _, a := range []netip.Addr{tnInet, tnAllowed, tnBlocked, tnCIDR, tnMetadata} {
+		serveTCP(t, inetNS, netip.AddrPortFrom(a, inetPort))
+	}
+	serveTCP(t, hostNS, netip.AddrPortFrom(netip.IPv4Unspecified(), hostPort))
+
+	tb.cfg = Config{
+		DataDir:  filepath.Join(dir, "data"),
+		HostNS:   tb.hostPin,
+		Upstream: []netip.AddrPort{netip.AddrPortFrom(tnInet, 53)},
+		Logger:   slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	tb.m = tb.newManager(t)
+	return tb
+}
+
+func (tb *testbed) newManager(t testing.TB) *Manager {
+	t.Helper()
+	m, err := New(tb.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, n := range m.List() {
+			m.Teardown(context.Background(), n.ID)
+		}
+		m.Close()
+	})
+	return m
+}
+
+func (tb *testbed) setup(t testing.TB, id string, p Policy) *Network {
+	t.Helper()
+	n, err := tb.m.Setup(t.Context(), id, p)
+	if err != nil {
+		t.Fatalf("Setup(%s): %v", id, err)
+	}
+	t.Cleanup(func() { tb.m.Teardown(context.Background(), id) })
+	return n
+}
+
+// checkRealHostUntouched records the real namespace's forwarding setting
+// and checks at the end that it is unchanged and that no veth of ours
+// appeared there.
+func checkRealHostUntouched(t testing.TB) {
+	t.Helper()
+	before, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		after, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+		if string(after) != string(before) {
+			t.Errorf("real host ip_forward changed: %q -> %q", before, after)
+		}
+		links, _ := netlink.LinkList()
+		for _, l := range links {
+			if isOurIfName(l.Attrs().Name) || l.Attrs().Name == "uplink" {
+				t.Errorf("link %s appeared in the real host namespace", l.Attrs().Name)
+			}
+		}
+	})
+}
+
+func openNS(t testing.TB, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func handleAt(t testing.TB, ns *os.File) *netlink.Handle {
+	t.Helper()
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(ns.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// startFakeDNS answers allowed.test and blocked.test (and their www.
+// subdomains) in the fake internet; anything else is NXDOMAIN.
+func startFakeDNS(t testing.TB, ns *os.File) {
+	t.Helper()
+	records := map[string]netip.Addr{
+		"allowed.test.": tnAllowed, "www.allowed.test.": tnAllowed,
+		"blocked.test.": tnBlocked, "metadata.test.": tnMetadata,
+	}
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		q := req.Question[0]
+		a, ok := records[strings.ToLower(q.Name)]
+		switch {
+		case !ok:
+			m.Rcode = dns.RcodeNameError
+		case q.Qtype == dns.TypeA:
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA,
+				Class: dns.ClassINET, Ttl: fakeTTLSecond}, A: a.AsSlice()})
+		}
+		w.WriteMsg(m)
+	})
+	var pc net.PacketConn
+	if err := inNS(int(ns.Fd()), func() (err error) {
+		pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(tnInet, 53).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	srv := &dns.Server{PacketConn: pc, Handler: h, NotifyStartedFunc: func() { close(started) }}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { srv.Shutdown(); <-done })
+}
+
+// serveTCP listens in ns on ap and answers every connection with
+// "ok <local address>\n".
+func serveTCP(t testing.TB, ns *os.File, ap netip.AddrPort) {
+	t.Helper()
+	var ln net.Listener
+	if err := inNS(int(ns.Fd()), func() (err error) {
+		ln, err = net.Listen("tcp4", ap.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(2 * time.Second))
+				fmt.Fprintf(c, "ok %s\n", c.LocalAddr())
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+}
+
+// dialOK connects to addr from the calling thread's namespace and expects
+// the test listeners' greeting.
+func dialOK(addr string, timeout time.Duration) error {
+	c, err := net.DialTimeout("tcp4", addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "ok ") {
+		return fmt.Errorf("unexpected greeting %q", line)
+	}
+	return nil
+}
+
+// nsDialer is a goroutine locked into a sandbox's namespace for its whole
+// life, standing for a process that keeps running across policy updates.
+type nsDialer struct {
+	reqs chan func()
+	done chan struct{}
+	tid  int
+}
+
+func newNSDialer(t testing.TB, nsPath string) *nsDialer {
+	t.Helper()
+	ns := openNS(t, nsPath)
+	d := &nsDialer{reqs: make(chan func()), done: make(chan struct{})}
+	ready := make(chan error, 1)
+	go func() {
+		defer close(d.done)
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			ready <- err
+			return
+		}
+		d.tid = unix.Gettid()
+		ready <- nil
+		for fn := range d.reqs {
+			fn()
+		}
+	}()
+	if err := <-ready; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { close(d.reqs); <-d.done })
+	return d
+}
+
+func (d *nsDialer) do(fn func() error) error {
+	errc := make(chan error, 1)
+	d.reqs <- func() {
+		if unix.Gettid() != d.tid {
+			errc <- fmt.Errorf("dialer moved threads")
+			return
+		}
+		errc <- fn()
+	}
+	return <-errc
+}
+
+// dial connects from the sandbox; want says which outcome is expected, to
+// pick the timeout.
+func (d *nsDialer) dial(addr string, want bool) error {
+	timeout := denyTimeout
+	if want {
+		timeout = allowTimeout
+	}
+	return d.do(func() error { return dialOK(addr, timeout) })
+}
+
+// lookup asks the sandbox's resolver for name's A records over UDP.
+func (d *nsDialer) lookup(server netip.Addr, name string) (rcode int, addrs []netip.Addr, err error) {
+	err = d.do(func() error {
+		c := &dns.Client{Net: "udp", Timeout: allowTimeout}
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+		resp, _, err := c.Exchange(m, netip.AddrPortFrom(server, 53).String())
+		if err != nil {
+			return err
+		}
+		rcode = resp.Rcode
+		for _, rr := range resp.Answer {
+			if a, ok := rr.(*dns.A); ok {
+				ip, _ := netip.AddrFromSlice(a.A.To4())
+				addrs = append(addrs, ip)
+			}
+		}
+		return nil
+	})
+	return rcode, addrs, err
+}
+
+func ap(a netip.Addr, port uint16) string { return netip.AddrPortFrom(a, port).String() }
+
+// check is one probe from inside a sandbox.
+type check struct {
+	name   string
+	dial   string // address to connect to, or
+	lookup string // name to resolve
+	ok     bool   // connect succeeds / lookup answers NOERROR
+}
+
+func TestEgressPolicies(t *testing.T) {
+	tb := newTestbed(t)
+	other := tb.setup(t, "other", Policy{Mode: ModeAllowAll})
+	serveTCP(t, openNS(t, other.NSPath), netip.AddrPortFrom(netip.IPv4Unspecified(), sandboxPort))
+
+	// Controls: every target the policies refuse is reachable from the
+	// host namespace, so a failure below is the policy, not the topology.
+	t.Run("controls from host namespace", func(t *testing.T) {
+		h := newNSDialer(t, tb.hostPin)
+		for _, a := range []string{ap(tnHost, hostPort), ap(tnAllowed, inetPort), ap(tnMetadata, inetPort),
+			ap(other.SandboxAddr, sandboxPort), ap(other.HostAddr, hostPort)} {
+			if err := h.dial(a, true); err != nil {
+				t.Errorf("host namespace cannot reach %s: %v", a, err)
+			}
+		}
+	})
+
+	// Always refused, whatever the policy.
+	always := func(n *Network) []check {
+		return []check{
+			{name: "host uplink address", dial: ap(tnHost, hostPort)},
+			{name: "host veth address", dial: ap(n.HostAddr, hostPort)},
+			{name: "other sandbox", dial: ap(other.SandboxAddr, sandboxPort)},
+			{name: "other sandbox's host end", dial: ap(other.HostAddr, hostPort)},
+			{name: "metadata", dial: ap(tnMetadata, inetPort)},
+			{name: "loopback", dial: ap(netip.MustParseAddr("127.0.0.1"), loopbackPort), ok: true},
+			{name: "own address", dial: ap(n.SandboxAddr, loopbackPort), ok: true},
+		}
+	}
+	tests := []struct {
+		name   string
+		policy Policy
+		checks []check
+	}{
+		{"allow-all", Policy{Mode: ModeAllowAll}, []check{
+			{name: "internet", dial: ap(tnInet, inetPort), ok: true},
+			{name: "any address", dial: ap(tnBlocked, inetPort), ok: true},
+			{name: "any name", lookup: "blocked.test", ok: true},
+			{name: "name resolving to metadata", lookup: "metadata.test", ok: true},
+		}},
+		{"deny-all", Policy{Mode: ModeDenyAll}, []check{
+			{name: "internet", dial: ap(tnInet, inetPort)},
+			{name: "name", lookup: "allowed.test"},
+		}},
+		{"custom domains", Policy{Mode: ModeCustom, AllowDomains: []string{"allowed.test", "*.allowed.test", "metadata.test"}}, []check{
+			{name: "allowed address before lookup", dial: ap(tnAllowed, inetPort)},
+			{name: "allowed name", lookup: "allowed.test", ok: true},
+			{name: "allowed address after lookup", dial: ap(tnAllowed, inetPort), ok: true},
+			{name: "wildcard", lookup: "www.allowed.test", ok: true},
+			{name: "blocked name", lookup: "blocked.test"},
+			{name: "blocked address", dial: ap(tnBlocked, inetPort)},
+			{name: "other address", dial: ap(tnInet, inetPort)},
+			{name: "allowed name resolving to metadata", lookup: "metadata.test", ok: true},
+			{name: "metadata stays refused", dial: ap(tnMetadata, inetPort)},
+		}},
+		{"custom CIDRs, deny wins", Policy{Mode: ModeCustom,
+			AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("169.254.0.0/16")},
+			DenyCIDRs:  []netip.Prefix{netip.PrefixFrom(tnBlocked, 32)}}, []check{
+			{name: "allowed CIDR", dial: ap(tnCIDR, inetPort), ok: true},
+			{name: "allowed CIDR 2", dial: ap(tnAllowed, inetPort), ok: true},
+			{name: "denied inside allowed", dial: ap(tnBlocked, inetPort)},
+			{name: "no names", lookup: "allowed.test"},
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := tb.setup(t, fmt.Sprintf("sb-%d", i), tt.policy)
+			serveTCP(t, openNS(t, n.NSPath), netip.AddrPortFrom(netip.IPv4Unspecified(), loopbackPort))
+			d := newNSDialer(t, n.NSPath)
+			for _, c := range append(tt.checks, always(n)...) {
+				if c.dial != "" {
+					err := d.dial(c.dial, c.ok)
+					if (err == nil) != c.ok {
+						t.Errorf("%s: dial %s: err=%v, want ok=%v", c.name, c.dial, err, c.ok)
+					}
+					continue
+				}
+				rcode, _, err := d.lookup(n.DNS, c.lookup)
+				if err != nil {
+					t.Errorf("%s: lookup %s: %v", c.name, c.lookup, err)
+				} else if (rcode == dns.RcodeSuccess) != c.ok {
+					t.Errorf("%s: lookup %s: rcode %s, want ok=%v", c.name, c.lookup, dns.RcodeToString[rcode], c.ok)
+				} else if !c.ok && rcode != dns.RcodeRefused {
+					t.Errorf("%s: lookup %s: rcode %s, want REFUSED", c.name, c.lookup, dns.RcodeToString[rcode])
+				}
+			}
+		})
+	}
+}
+
+func TestUpdateRunningSandbox(t *testing.T) {
+	tb := newTestbed(t)
+	n := tb.setup(t, "live", Policy{Mode: ModeAllowAll})
+	d := newNSDialer(t, n.NSPath) // one thread in the namespace throughout
+	steps := []struct {
+		policy Policy
+		probes map[string]bool
+	}{
+		{Policy{Mode: ModeAllowAll}, map[string]bool{ap(tnAllowed, inetPort): true, ap(tnBlocked, inetPort): true}},
+		{Policy{Mode: ModeDenyAll}, map[string]bool{ap(tnAllowed, inetPort): false, ap(tnBlocked, inetPort): false}},
+		{Policy{Mode: ModeCustom, AllowCIDRs: []netip.Prefix{netip.PrefixFrom(tnAllowed, 32)}},
+			map[string]bool{ap(tnAllowed, inetPort): true, ap(tnBlocked, inetPort): false}},
+		{Policy{Mode: ModeCustom, AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
+			DenyCIDRs: []netip.Prefix{netip.PrefixFrom(tnAllowed, 32)}},
+			map[string]bool{ap(tnAllowed, inetPort): false, ap(tnBlocked, inetPort): true}},
+		{Policy{Mode: ModeAllowAll}, map[string]bool{ap(tnAllowed, inetPort): true, ap(tnBlocked, inetPort): true}},
+	}
+	for i, s := range steps {
+		if i > 0 {
+			if err := tb.m.Update(t.Context(), n.ID, s.policy); err != nil {
+				t.Fatalf("step %d: Update: %v", i, err)
+			}
+		}
+		for addr, want := range s.probes {
+			if err := d.dial(addr, want); (err == nil) != want {
+				t.Errorf("step %d (%s): dial %s: err=%v, want ok=%v", i, s.policy.Mode, addr, err, want)
+			}
+		}
+	}
+	// The resolver follows updates too.
+	if err := tb.m.Update(t.Context(), n.ID, Policy{Mode: ModeCustom, AllowDomains: []string{"allowed.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int{"allowed.test": dns.RcodeSuccess, "blocked.test": dns.RcodeRefused} {
+		if rcode, _, err := d.lookup(n.DNS, name); err != nil || rcode != want {
+			t.Errorf("lookup %s after update: rcode %d err %v, want %d", name, rcode, err, want)
+		}
+	}
+	if err := tb.m.Update(t.Context(), "nope", Policy{Mode: ModeAllowAll}); err == nil {
+		t.Error("Update of an unknown sandbox succeeded")
+	}
+	if err := tb.m.Update(t.Context(), n.ID, Policy{Mode: "bogus"}); err == nil {
+		t.Error("Update with an invalid policy succeeded")
+	}
+
+	rx, tx, err := tb.m.Stats(n.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rx == 0 || tx == 0 {
+		t.Errorf("Stats = rx %d tx %d, want both > 0 after traffic", rx, tx)
+	}
+}
+
+func TestRestartReadopts(t *testing.T) {
+	tb := newTestbed(t)
+	a := tb.setup(t, "a", Policy{Mode: ModeCustom, AllowDomains: []string{"allowed.test"}})
+	b := tb.setup(t, "b", Policy{Mode: ModeAllowAll})
+	// Lose b's state file: its address is read back from the namespace.
+	if err := os.Remove(filepath.Join(tb.cfg.DataDir, "netns", "b.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tb.m = tb.newManager(t)
+	got := tb.m.List()
+	if len(got) != 2 || got[0].SandboxAddr != a.SandboxAddr || got[1].SandboxAddr != b.SandboxAddr ||
+		got[0].Policy.Mode != ModeCustom {
+		t.Fatalf("after restart List() = %+v", got)
+	}
+	// The resolver is back, with a's policy.
+	d := newNSDialer(t, a.NSPath)
+	if rcode, _, err := d.lookup(a.DNS, "allowed.test"); err != nil || rcode != dns.RcodeSuccess {
+		t.Fatalf("lookup after restart: rcode %d err %v", rcode, err)
+	}
+	if err := d.dial(ap(tnAllowed, inetPort), true); err != nil {
+		t.Fatalf("dial after restart: %v", err)
+	}
+	c := tb.setup(t, "c", Policy{Mode: ModeDenyAll})
+	if c.SandboxAddr == a.SandboxAddr || c.SandboxAddr == b.SandboxAddr {
+		t.Fatalf("address %v handed out twice", c.SandboxAddr)
+	}
+	if _, err := tb.m.Setup(t.Context(), "a", Policy{Mode: ModeDenyAll}); err == nil {
+		t.Fatal("second Setup of the same id succeeded")
+	}
+}
+
+func TestSetupTeardownLeavesNothing(t *testing.T) {
+	tb := newTestbed(t)
+	const iterations = 200
+	deadline := time.Now().Add(2 * time.Minute)
+	policy := Policy{Mode: ModeCustom, AllowDomains: []string{"allowed.test"},
+		AllowCIDRs: []netip.Prefix{netip.PrefixFrom(tnCIDR, 32)}}
+	var durs []time.Duration
+	for i := range iterations {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d iterations before the time limit", i)
+		}
+		id := fmt.Sprintf("loop-%d", i)
+		start := time.Now()
+		if _, err := tb.m.Setup(t.Context(), id, policy); err != nil {
+			t.Fatalf("iteration %d: Setup: %v", i, err)
+		}
+		if err := tb.m.Teardown(t.Context(), id); err != nil {
+			t.Fatalf("iteration %d: Teardown: %v", i, err)
+		}
+		durs = append(durs, time.Since(start))
+		if err := tb.m.Teardown(t.Context(), id); err != nil {
+			t.Fatalf("iteration %d: second Teardown: %v", i, err)
+		}
+	}
+	slices.Sort(durs)
+	t.Logf("setup+teardown: p50 %v, p90 %v, max %v", durs[len(durs)/2], durs[len(durs)*9/10], durs[len(durs)-1])
+
+	if l := tb.m.List(); len(l) != 0 {
+		t.Errorf("List() = %v", l)
+	}
+	tb.m.mu.Lock()
+	if len(tb.m.slots) != 0 || len(tb.m.nets) != 0 {
+		t.Errorf("allocations left: %v", tb.m.slots)
+	}
+	tb.m.mu.Unlock()
+	entries, err := os.ReadDir(filepath.Join(tb.cfg.DataDir, "netns"))
+	if err != nil || len(entries) != 0 {
+		t.Errorf("data dir not empty: %v %v", entries, err)
+	}
+	hostNS := openNS(t, tb.hostPin)
+	hh := handleAt(t, hostNS)
+	links, err := hh.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if isOurIfName(l.Attrs().Name) {
+			t.Errorf("veth %s left", l.Attrs().Name)
+		}
+	}
+	routes, err := hh.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range routes {
+		if r.Dst != nil && DefaultPool.Contains(netip.AddrFrom4([4]byte(r.Dst.IP.To4()))) {
+			t.Errorf("route %v left", r)
+		}
+	}
+	addrs, err := hh.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if DefaultPool.Contains(netip.AddrFrom4([4]byte(a.IP.To4()))) {
+			t.Errorf("address %v left", a)
+		}
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(hostNS.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tables, err := c.ListTables(); err != nil || len(tables) != 0 {
+		t.Errorf("host namespace has nftables tables %v (err %v): rules belong in sandbox namespaces", tables, err)
+	}
+	if err := tb.m.Teardown(t.Context(), "never-existed"); err != nil {
+		t.Errorf("Teardown of an unknown id: %v", err)
+	}
+}
+
+// BenchmarkSetup measures Setup+Teardown of a custom-policy network and
+// reports the median.
+func BenchmarkSetup(b *testing.B) {
+	tb := newTestbed(b)
+	policy := Policy{Mode: ModeCustom, AllowDomains: []string{"allowed.test"}}
+	var setup, total []time.Duration
+	i := 0
+	for b.Loop() {
+		id := fmt.Sprintf("bench-%d", i)
+		i++
+		start := time.Now()
+		if _, err := tb.m.Setup(b.Context(), id, policy); err != nil {
+			b.Fatal(err)
+		}
+		setup = append(setup, time.Since(start))
+		if err := tb.m.Teardown(b.Context(), id); err != nil {
+			b.Fatal(err)
+		}
+		total = append(total, time.Since(start))
+	}
+	slices.Sort(setup)
+	slices.Sort(total)
+	b.ReportMetric(float64(setup[len(setup)/2].Microseconds())/1000, "p50-setup-ms")
+	b.ReportMetric(float64(total[len(total)/2].Microseconds())/1000, "p50-setup+teardown-ms")
+}
