@@ -57,6 +57,56 @@ type Sandbox struct {
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
 	// Error says why a sandbox failed.
 	Error string `json:"error,omitempty"`
+	// Address is the sandbox's own address on this host, when it has a network.
+	Address string `json:"address,omitempty"`
+	// Routes are the URLs of the declared ports, through the proxy.
+	Routes []Route `json:"routes,omitempty"`
+	// NetworkPolicy is the egress policy in force, when it has a network.
+	NetworkPolicy *NetworkPolicy `json:"networkPolicy,omitempty"`
+}
+
+// PortSpec declares a sandbox port served through the proxy.
+type PortSpec struct {
+	Port int `json:"port"`
+	// Public ports open without credentials; private ones need a signed URL
+	// or the owner's bearer token.
+	Public bool `json:"public,omitempty"`
+}
+
+// Route is how one declared port is reached. The URL carries no
+// credentials: a private port needs a signed URL (see SignedURLRequest).
+type Route struct {
+	Port      int    `json:"port"`
+	Subdomain string `json:"subdomain"`
+	URL       string `json:"url"`
+	Public    bool   `json:"public"`
+}
+
+// NetworkPolicy is a sandbox's egress policy. Mode is "allow-all" (the
+// default), "deny-all" or "custom" (only AllowDomains and AllowCIDRs).
+// DenyCIDRs win over every allow. CIDRs are like "10.0.0.0/8".
+type NetworkPolicy struct {
+	Mode         string   `json:"mode"`
+	AllowDomains []string `json:"allowDomains,omitempty"`
+	AllowCIDRs   []string `json:"allowCIDRs,omitempty"`
+	DenyCIDRs    []string `json:"denyCIDRs,omitempty"`
+}
+
+// AddPortsRequest is the body of POST /sandboxes/{id}/ports.
+type AddPortsRequest struct {
+	Ports []PortSpec `json:"ports"`
+}
+
+// SignedURLRequest is the body of POST /sandboxes/{id}/ports/{port}/signed-url.
+type SignedURLRequest struct {
+	// TTLSeconds is how long the URL opens the port: default 3600, max 7 days.
+	TTLSeconds int64 `json:"ttlSeconds,omitempty"`
+}
+
+// SignedURL opens a private port until ExpiresAt.
+type SignedURL struct {
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expiresAt"`
 }
 
 // CreateSandboxRequest is the body of POST /sandboxes.
@@ -68,6 +118,10 @@ type CreateSandboxRequest struct {
 	TimeoutMs int64 `json:"timeoutMs,omitempty"`
 	// Env is the default environment of every command run in the sandbox.
 	Env map[string]string `json:"env,omitempty"`
+	// Ports are served through the proxy (more can be added later).
+	Ports []PortSpec `json:"ports,omitempty"`
+	// NetworkPolicy defaults to allow-all.
+	NetworkPolicy *NetworkPolicy `json:"networkPolicy,omitempty"`
 }
 
 // SandboxList is one page of GET /sandboxes. An empty NextCursor means the last page.
@@ -101,6 +155,9 @@ type Stats struct {
 	PIDs             uint64  `json:"pids"`
 	OOMKills         uint64  `json:"oomKills"`
 	VCPUs            float64 `json:"vcpus"`
+	// Network bytes as seen from the sandbox (0 without a network).
+	NetworkRxBytes uint64 `json:"networkRxBytes"`
+	NetworkTxBytes uint64 `json:"networkTxBytes"`
 }
 
 // CommandRequest is the body of POST /sandboxes/{id}/commands.

@@ -68,7 +68,7 @@ func TestCLI(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	serve := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", addr)
+	serve := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", addr, "--no-network")
 	serve.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	var serveOut bytes.Buffer
 	serve.Stdout = &serveOut

@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"io"
 	"log/slog"
+	"net"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +18,9 @@ import (
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
+	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
 	"github.com/paddock-dev/paddock/internal/server"
@@ -59,12 +64,25 @@ type stack struct {
 	token   string
 	client  *sdk.Client
 	closed  bool
+
+	// With stackOptions.network only.
+	net    *netns.Manager
+	proxy  *proxy.Proxy
+	signer *proxy.Signer
 }
 
 type stackOptions struct {
 	node           func(*node.Config)
 	maxUploadBytes int64
+	// network, when set, gives sandboxes networks from this pool (a small
+	// one the test picks) and serves the port proxy beside the API, as
+	// `paddock serve` does.
+	network netip.Prefix
 }
+
+// unreachableDNS is the upstream of test networks: a loopback port nobody
+// serves, so no lookup a test makes can leave the machine.
+var unreachableDNS = netip.MustParseAddrPort("127.0.0.1:9")
 
 // newDataDir returns a fresh data dir removed after the test, and installs
 // a leak check scoped to it that runs after everything else is cleaned up.
@@ -74,7 +92,7 @@ func newDataDir(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := leakcheck.Snapshot(leakcheck.Scope{Dirs: []string{dir}, IDs: []string{"sb-*"}})
+	before := leakcheck.Snapshot(leakcheck.Scope{Dirs: []string{dir}, IDs: []string{"sb-*"}, LinkPrefix: "pd"})
 	t.Cleanup(func() {
 		before.Check(t)
 		os.RemoveAll(dir)
@@ -96,6 +114,15 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 		t.Fatalf("runc driver: %v", err)
 	}
 	cfg := node.Config{DataDir: dataDir, Driver: drv, Logger: log, MaxTimeout: time.Hour}
+	var nm *netns.Manager
+	if opts.network.IsValid() {
+		nm, err = netns.New(netns.Config{DataDir: dataDir, Pool: opts.network, Upstream: []netip.AddrPort{unreachableDNS}, Logger: log})
+		if err != nil {
+			drv.Close()
+			t.Fatalf("netns: %v", err)
+		}
+		cfg.Network = nm
+	}
 	if opts.node != nil {
 		opts.node(&cfg)
 	}
@@ -119,12 +146,30 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 			t.Fatal(err)
 		}
 	}
-	srv, err := server.New(server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log, MaxUploadBytes: opts.maxUploadBytes})
+	// Unstarted, so that the routes' base URL knows the listener's port.
+	hs := httptest.NewUnstartedServer(nil)
+	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log, MaxUploadBytes: opts.maxUploadBytes}
+	s := &stack{dataDir: dataDir, driver: drv, mgr: mgr, http: hs, token: token, net: nm}
+	if nm != nil {
+		key := make([]byte, proxy.MinKeyLen)
+		rand.Read(key)
+		s.signer = &proxy.Signer{Key: key}
+		scfg.Signer = s.signer
+		scfg.PortBaseURL = "http://localhost:" + portOf(hs.Listener.Addr())
+	}
+	srv, err := server.New(scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv.Handler())
-	s := &stack{dataDir: dataDir, driver: drv, mgr: mgr, http: hs, token: token, client: sdk.New(hs.URL, token)}
+	if nm != nil {
+		s.proxy, err = proxy.New(proxy.Config{Domain: "localhost", Signer: s.signer, Resolver: mgr, Authorizer: srv, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	hs.Config.Handler = server.Front(srv.Handler(), s.proxy)
+	hs.Start()
+	s.client = sdk.New(hs.URL, token)
 	t.Cleanup(func() {
 		if s.closed {
 			return
@@ -146,8 +191,19 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 func (s *stack) shutdown() {
 	s.closed = true
 	s.http.Close()
+	if s.proxy != nil {
+		s.proxy.Close()
+	}
 	s.mgr.Close()
+	if s.net != nil {
+		s.net.Close()
+	}
 	s.driver.Close()
+}
+
+func portOf(a net.Addr) string {
+	_, port, _ := net.SplitHostPort(a.String())
+	return port
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {

@@ -68,6 +68,7 @@ const usage = `paddock: self-hosted sandboxes
 
 Usage:
   paddock serve [--listen ADDR] [--data-dir DIR] [--default-timeout D] [--max-timeout D] [--max-sandboxes N]
+                [--no-network] [--network-pool CIDR] [--domain DOMAIN] [--public-url URL]
   paddock sandbox create [--image host] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
   paddock sandbox ls [--state STATE]
   paddock sandbox exec [--sudo] [--cwd DIR] [--env K=V]... [--timeout D] <id> -- <cmd> [args...]

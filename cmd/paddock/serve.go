@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -10,11 +11,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
 	"github.com/paddock-dev/paddock/internal/server"
@@ -57,6 +62,10 @@ type serveConfig struct {
 	defaultTimeout time.Duration
 	maxTimeout     time.Duration
 	maxSandboxes   int
+	noNetwork      bool
+	networkPool    string
+	domain         string
+	publicURL      string
 }
 
 func (c serveConfig) Validate() error {
@@ -68,7 +77,52 @@ func (c serveConfig) Validate() error {
 	case c.defaultTimeout < 0 || c.maxTimeout < 0 || c.maxSandboxes < 0:
 		return usagef("serve: timeouts and --max-sandboxes must not be negative")
 	}
+	if !c.noNetwork {
+		if _, err := netip.ParsePrefix(c.networkPool); err != nil {
+			return usagef("serve: --network-pool: %v", err)
+		}
+	}
 	return nil
+}
+
+// proxyKeyName is the proxy's signing key under the data dir: 32 random
+// bytes made on first start, so signed URLs survive a restart.
+const proxyKeyName = "proxy.key"
+
+// loadProxyKey reads the signing key, creating it on first start.
+func loadProxyKey(dataDir string) ([]byte, error) {
+	path := filepath.Join(dataDir, proxyKeyName)
+	key, err := os.ReadFile(path)
+	if err == nil {
+		if len(key) < proxy.MinKeyLen {
+			return nil, fmt.Errorf("proxy key %s: %d bytes, want at least %d", path, len(key), proxy.MinKeyLen)
+		}
+		return key, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read proxy key: %w", err)
+	}
+	key = make([]byte, proxy.MinKeyLen)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generate proxy key: %w", err)
+	}
+	if err := writeFileAtomic(path, key, 0o600); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// publicBase is the proxy's public base URL: --public-url, else the
+// domain with the listener's port ("http://localhost:7420").
+func publicBase(cfg serveConfig, addr net.Addr) string {
+	if cfg.publicURL != "" {
+		return cfg.publicURL
+	}
+	port := 0
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		port = ta.Port
+	}
+	return "http://" + net.JoinHostPort(cfg.domain, strconv.Itoa(port))
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -80,6 +134,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.defaultTimeout, "default-timeout", 5*time.Minute, "sandbox timeout when a create request gives none")
 	fs.DurationVar(&cfg.maxTimeout, "max-timeout", 5*time.Hour, "longest a sandbox may live, extensions included")
 	fs.IntVar(&cfg.maxSandboxes, "max-sandboxes", 64, "sandboxes running at once on this host")
+	fs.BoolVar(&cfg.noNetwork, "no-network", false, "loopback-only sandboxes: no veth, no egress, no port proxy")
+	fs.StringVar(&cfg.networkPool, "network-pool", netns.DefaultPool.String(), "IPv4 prefix sandboxes get their /30 from")
+	fs.StringVar(&cfg.domain, "domain", "localhost", "parent domain of port hosts: <port>-<id>.<domain>")
+	fs.StringVar(&cfg.publicURL, "public-url", "", "public base URL of the port proxy (default http://<domain>:<listen port>)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("serve: %v", err)
 	}
@@ -103,6 +161,21 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("start the runc driver: %w", err)
 	}
 	defer drv.Close()
+
+	var network node.Network // nil: loopback-only sandboxes
+	if !cfg.noNetwork {
+		nm, err := netns.New(netns.Config{
+			DataDir: cfg.dataDir,
+			Pool:    netip.MustParsePrefix(cfg.networkPool), // checked by Validate
+			Logger:  log,
+		})
+		if err != nil {
+			return fmt.Errorf("start sandbox networking (or run with --no-network): %w", err)
+		}
+		// Closing stops the resolvers; networks stay for the next start.
+		defer nm.Close()
+		network = nm
+	}
 	mgr, err := node.New(node.Config{
 		DataDir:        cfg.dataDir,
 		Driver:         drv,
@@ -110,6 +183,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxTimeout:     cfg.maxTimeout,
 		MaxSandboxes:   cfg.maxSandboxes,
 		Logger:         log,
+		Network:        network,
 	})
 	if err != nil {
 		return fmt.Errorf("start the sandbox manager: %w", err)
@@ -128,14 +202,39 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("create the admin token: %w", err)
 	}
-	srv, err := server.New(server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log})
-	if err != nil {
-		return err
-	}
-
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
+	}
+	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log}
+	var px *proxy.Proxy
+	if network != nil {
+		key, err := loadProxyKey(cfg.dataDir)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		scfg.Signer = &proxy.Signer{Key: key}
+		scfg.PortBaseURL = publicBase(cfg, ln.Addr())
+	}
+	srv, err := server.New(scfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if network != nil {
+		px, err = proxy.New(proxy.Config{
+			Domain:     cfg.domain,
+			Signer:     scfg.Signer,
+			Resolver:   mgr,
+			Authorizer: srv,
+			Logger:     log,
+		})
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("start the port proxy: %w", err)
+		}
+		defer px.Close()
 	}
 	url := "http://" + ln.Addr().String()
 	clientPath := filepath.Join(cfg.dataDir, "client.json")
@@ -151,8 +250,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("paddock serving", "url", url, "dataDir", cfg.dataDir, "version", version())
 
+	// h2c as well as HTTP/1: gRPC and other HTTP/2 clients reach sandbox
+	// ports without TLS, which a front proxy terminates.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	hs := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           server.Front(srv.Handler(), px),
+		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

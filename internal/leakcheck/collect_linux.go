@@ -19,6 +19,25 @@ func collect(scope Scope) []string {
 	if scope.Children {
 		out = append(out, netns()...)
 	}
+	if scope.LinkPrefix != "" {
+		out = append(out, links(scope.LinkPrefix)...)
+	}
+	return out
+}
+
+// links lists this namespace's interfaces named with prefix. Removing a
+// veth also removes its addresses and routes, so the name is the whole check.
+func links(prefix string) []string {
+	ents, err := os.ReadDir("/sys/class/net")
+	if err != nil {
+		return []string{"/sys/class/net unreadable: " + err.Error()}
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, "link "+e.Name())
+		}
+	}
 	return out
 }
 

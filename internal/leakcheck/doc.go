@@ -27,6 +27,9 @@ type Scope struct {
 	// network namespaces this process holds open; only safe when no parallel
 	// test spawns processes of its own.
 	Children bool
+	// LinkPrefix counts network interfaces of this namespace whose name
+	// starts with it ("pd": the host ends of sandbox veths). Empty: none.
+	LinkPrefix string
 }
 
 // State is what a snapshot found; each entry is a human-readable key.

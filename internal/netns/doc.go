@@ -9,7 +9,9 @@
 // A sandbox's namespace is pinned by a bind mount at <DataDir>/netns/<id>
 // (not /run/netns, so nothing else on the host manages or lists it); its
 // state (address slot, policy) sits beside it in <id>.json. The host end of
-// the veth ("pd" + 10 hex digits of sha256(id)) gets the /30's first address,
+// the veth ("pd" + 4 hex digits naming this data dir + 8 of sha256(id), so
+// two paddock instances never take each other's veths for orphans) gets the
+// /30's first address,
 // the sandbox end (eth0) the second, with a default route via the host end.
 // On start, New re-adopts every pinned namespace it finds, so addresses
 // survive a paddock restart; a pin without a state file is read back from

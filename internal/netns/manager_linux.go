@@ -24,6 +24,7 @@ type Manager struct {
 	cfg    Config
 	log    *slog.Logger
 	dir    string          // DataDir/netns: pins and state files
+	tag    string          // instanceTag(DataDir), part of every host veth name
 	hostNS *os.File        // the host-side namespace
 	sameNS bool            // hostNS is paddock's own namespace: no setns needed
 	host   *netlink.Handle // netlink socket in hostNS
@@ -62,7 +63,7 @@ func New(cfg Config) (*Manager, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger, dir: filepath.Join(cfg.DataDir, "netns"),
+	m := &Manager{cfg: cfg, log: cfg.Logger, dir: filepath.Join(cfg.DataDir, "netns"), tag: instanceTag(cfg.DataDir),
 		nets: map[string]*entry{}, slots: map[int]string{}}
 	if err := os.MkdirAll(m.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("netns: %w", err)
@@ -173,7 +174,7 @@ func (m *Manager) Setup(ctx context.Context, id string, policy Policy) (*Network
 
 func (m *Manager) setup(e *entry, id string, policy Policy) error {
 	hostAddr, sbAddr := slotAddrs(m.cfg.Pool, e.slot)
-	e.net = Network{ID: id, NSPath: filepath.Join(m.dir, id), HostIf: hostIfName(id),
+	e.net = Network{ID: id, NSPath: filepath.Join(m.dir, id), HostIf: hostIfName(m.tag, id),
 		HostAddr: hostAddr, SandboxAddr: sbAddr, DNS: hostAddr, Policy: policy}
 	if err := newPinnedNS(e.net.NSPath); err != nil {
 		return err
@@ -285,7 +286,7 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 	e := m.nets[id]
 	m.mu.Unlock()
 	if e == nil {
-		e = &entry{slot: -1, net: Network{ID: id, NSPath: filepath.Join(m.dir, id), HostIf: hostIfName(id)}}
+		e = &entry{slot: -1, net: Network{ID: id, NSPath: filepath.Join(m.dir, id), HostIf: hostIfName(m.tag, id)}}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -307,7 +308,7 @@ func (m *Manager) release(e *entry, id string) error {
 	}
 	var errs []error
 	// Deleting the host end deletes eth0 too.
-	if l, err := m.host.LinkByName(hostIfName(id)); err == nil {
+	if l, err := m.host.LinkByName(hostIfName(m.tag, id)); err == nil {
 		if err := m.host.LinkDel(l); err != nil {
 			errs = append(errs, fmt.Errorf("delete veth: %w", err))
 		}
@@ -365,7 +366,7 @@ func (m *Manager) Stats(id string) (rxBytes, txBytes uint64, err error) {
 	if _, err := m.lookup(id); err != nil {
 		return 0, 0, err
 	}
-	l, err := m.host.LinkByName(hostIfName(id))
+	l, err := m.host.LinkByName(hostIfName(m.tag, id))
 	if err != nil {
 		return 0, 0, fmt.Errorf("netns: stats %s: %w", id, err)
 	}
@@ -470,10 +471,10 @@ func (m *Manager) readopt() error {
 	}
 	known := map[string]bool{}
 	for id := range m.nets {
-		known[hostIfName(id)] = true
+		known[hostIfName(m.tag, id)] = true
 	}
 	for _, l := range links {
-		if _, ok := l.(*netlink.Veth); ok && isOurIfName(l.Attrs().Name) && !known[l.Attrs().Name] {
+		if _, ok := l.(*netlink.Veth); ok && isOurIfName(m.tag, l.Attrs().Name) && !known[l.Attrs().Name] {
 			m.log.Warn("netns: removing orphan veth", "if", l.Attrs().Name)
 			if err := m.host.LinkDel(l); err != nil {
 				m.log.Warn("netns: remove orphan veth", "if", l.Attrs().Name, "err", err)
@@ -541,7 +542,7 @@ func (m *Manager) probe(id string, ns *os.File) (Network, int, error) {
 		ip, _ := netip.AddrFromSlice(a.IP.To4())
 		if slot := slotOf(m.cfg.Pool, ip); slot >= 0 {
 			host, sbAddr := slotAddrs(m.cfg.Pool, slot)
-			return Network{ID: id, HostIf: hostIfName(id), HostAddr: host, SandboxAddr: sbAddr, DNS: host,
+			return Network{ID: id, HostIf: hostIfName(m.tag, id), HostAddr: host, SandboxAddr: sbAddr, DNS: host,
 				Policy: Policy{Mode: ModeDenyAll}}, slot, nil
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -189,19 +190,28 @@ type Network struct {
 	Policy Policy `json:"policy"`
 }
 
-// hostIfName derives the host end's name from the id: "pd" + 10 hex digits
-// of sha256(id), 12 characters, within IFNAMSIZ, stable across restarts.
-func hostIfName(id string) string {
+// hostIfName derives the host end's name: "pd", 4 hex digits of the
+// instance's tag (from its data dir), 8 of sha256(id) — 14 characters,
+// within IFNAMSIZ, stable across restarts. The tag keeps two paddock
+// instances (or a test and a server) on one host from taking each other's
+// veths for orphans.
+func hostIfName(tag, id string) string {
 	sum := sha256.Sum256([]byte(id))
-	return "pd" + hex.EncodeToString(sum[:5])
+	return "pd" + tag + hex.EncodeToString(sum[:4])
 }
 
-// isOurIfName matches names hostIfName makes.
-func isOurIfName(n string) bool {
-	if len(n) != 12 || !strings.HasPrefix(n, "pd") {
+// instanceTag is the 4 hex digits hostIfName puts after "pd".
+func instanceTag(dataDir string) string {
+	sum := sha256.Sum256([]byte(filepath.Clean(dataDir)))
+	return hex.EncodeToString(sum[:2])
+}
+
+// isOurIfName matches names hostIfName makes for this instance's tag.
+func isOurIfName(tag, n string) bool {
+	if len(n) != 14 || !strings.HasPrefix(n, "pd"+tag) {
 		return false
 	}
-	for _, c := range n[2:] {
+	for _, c := range n[6:] {
 		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
 			return false
 		}

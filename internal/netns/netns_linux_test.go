@@ -175,6 +175,11 @@ func checkRealHostUntouched(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	had := map[string]bool{}
+	links, _ := netlink.LinkList()
+	for _, l := range links {
+		had[l.Attrs().Name] = true
+	}
 	t.Cleanup(func() {
 		after, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 		if string(after) != string(before) {
@@ -182,8 +187,8 @@ func checkRealHostUntouched(t testing.TB) {
 		}
 		links, _ := netlink.LinkList()
 		for _, l := range links {
-			if isOurIfName(l.Attrs().Name) || l.Attrs().Name == "uplink" {
-				t.Errorf("link %s appeared in the real host namespace", l.Attrs().Name)
+			if name := l.Attrs().Name; !had[name] && (strings.HasPrefix(name, "pd") || name == "uplink") {
+				t.Errorf("link %s appeared in the real host namespace", name)
 			}
 		}
 	})
@@ -612,7 +617,7 @@ func TestSetupTeardownLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, l := range links {
-		if isOurIfName(l.Attrs().Name) {
+		if isOurIfName(tb.m.tag, l.Attrs().Name) {
 			t.Errorf("veth %s left", l.Attrs().Name)
 		}
 	}

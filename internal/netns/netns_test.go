@@ -116,7 +116,9 @@ func TestAddressing(t *testing.T) {
 	if n := poolSlots(pool); n != 16384 {
 		t.Errorf("poolSlots = %d", n)
 	}
-	if n := hostIfName("sandbox-1"); len(n) != 12 || !isOurIfName(n) || n == hostIfName("sandbox-2") {
+	tag := instanceTag("/var/lib/paddock")
+	if n := hostIfName(tag, "sandbox-1"); len(n) != 14 || !isOurIfName(tag, n) || n == hostIfName(tag, "sandbox-2") ||
+		isOurIfName(instanceTag("/tmp/other"), n) {
 		t.Errorf("hostIfName = %q", n)
 	}
 }

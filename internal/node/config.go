@@ -1,11 +1,14 @@
 package node
 
 import (
+	"context"
 	"log/slog"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -15,6 +18,7 @@ const (
 	defaultTimeout      = 5 * time.Minute
 	defaultMaxTimeout   = 5 * time.Hour
 	defaultMaxSandboxes = 64
+	defaultMaxPorts     = 8
 
 	defaultListLimit = 50
 	maxListLimit     = 500
@@ -38,8 +42,34 @@ type Config struct {
 	DefaultResources sandbox.Resources // default {VCPUs:1, MemoryMB:1024, PIDs:512}
 	MaxResources     sandbox.Resources // default {VCPUs: host cores, MemoryMB: 16384, PIDs: 32768}
 	MaxSandboxes     int               // running+pending at once on this host; default 64
+	MaxPorts         int               // declared ports per sandbox; default 8
 	Logger           *slog.Logger      // default slog.Default()
+	// Network gives each sandbox a network of its own; nil keeps sandboxes
+	// loopback-only (and refuses ports and network policies).
+	Network Network
 }
+
+// Network is what the node needs from the host's sandbox networking;
+// *netns.Manager satisfies it. Setup runs before the driver creates the
+// sandbox (which joins the namespace), Teardown after the driver stopped it.
+type Network interface {
+	Setup(ctx context.Context, id string, policy netns.Policy) (*netns.Network, error)
+	Update(ctx context.Context, id string, policy netns.Policy) error
+	Teardown(ctx context.Context, id string) error
+	Stats(id string) (rxBytes, txBytes uint64, err error)
+	List() []netns.Network
+}
+
+var _ Network = (*netns.Manager)(nil)
+
+// DefaultNetworkPolicy is the egress policy of a sandbox created without
+// one: allow-all, as Vercel's sandboxes do. Without forwarding and NAT on
+// the host (which paddock never sets up) nothing leaves the machine anyway;
+// the built-in blocks (host, other sandboxes, metadata) apply in every mode.
+var DefaultNetworkPolicy = sandbox.NetworkPolicy{Mode: netns.ModeAllowAll}
+
+// PortSpec declares one port of a sandbox for the proxy.
+type PortSpec = sandbox.Port
 
 // setDefaults fills zero fields. Defaulted resources are clamped to the
 // configured maximum so that a small MaxResources alone is a valid config.
@@ -74,6 +104,9 @@ func (c *Config) setDefaults() {
 	if c.MaxSandboxes == 0 {
 		c.MaxSandboxes = defaultMaxSandboxes
 	}
+	if c.MaxPorts == 0 {
+		c.MaxPorts = defaultMaxPorts
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -92,6 +125,8 @@ func (c *Config) Validate() error {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: DefaultTimeout %s exceeds MaxTimeout %s", c.DefaultTimeout, c.MaxTimeout)
 	case c.MaxSandboxes <= 0:
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: MaxSandboxes must be positive, got %d", c.MaxSandboxes)
+	case c.MaxPorts <= 0:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: MaxPorts must be positive, got %d", c.MaxPorts)
 	}
 	if err := c.DefaultResources.Validate(c.MaxResources); err != nil {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: DefaultResources: %v", err)
@@ -105,6 +140,12 @@ type CreateRequest struct {
 	Resources sandbox.Resources // zero fields take defaults; then Validate against MaxResources
 	Timeout   time.Duration     // 0 → DefaultTimeout; <0 or > MaxTimeout → ErrInvalid "invalid_timeout"
 	Env       map[string]string // default env of the sandbox's commands
+	// Ports are served through the proxy: 1..65535, no duplicates, at most
+	// Config.MaxPorts. Needs Config.Network.
+	Ports []PortSpec
+	// NetworkPolicy is the egress policy; nil means DefaultNetworkPolicy.
+	// Needs Config.Network.
+	NetworkPolicy *sandbox.NetworkPolicy
 }
 
 // hostImage is the only image until image support lands.
@@ -150,7 +191,57 @@ func (req CreateRequest) normalize(cfg *Config) (CreateRequest, error) {
 			return req, sandbox.Errorf(sandbox.ErrInvalid, "invalid_env", "environment variable %q has a NUL byte in its value", k)
 		}
 	}
+
+	if cfg.Network == nil {
+		if len(req.Ports) > 0 || req.NetworkPolicy != nil {
+			return req, errNoNetwork
+		}
+		return req, nil
+	}
+	ports, err := mergePorts(cfg, nil, req.Ports)
+	if err != nil {
+		return req, err
+	}
+	req.Ports = ports
+	pol := DefaultNetworkPolicy
+	if req.NetworkPolicy != nil {
+		pol = clonePolicy(*req.NetworkPolicy)
+	}
+	if err := netns.Policy(pol).Validate(); err != nil {
+		return req, err
+	}
+	req.NetworkPolicy = &pol
 	return req, nil
+}
+
+var errNoNetwork = sandbox.Errorf(sandbox.ErrUnsupported, "network_disabled",
+	"this host runs sandboxes without networking: ports and network policies are unavailable")
+
+// mergePorts validates add and returns have followed by it, sorted by port.
+func mergePorts(cfg *Config, have, add []PortSpec) ([]PortSpec, error) {
+	out := slices.Clone(have)
+	for _, p := range add {
+		if p.Port < 1 || p.Port > 65535 {
+			return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_port", "port must be in [1, 65535], got %d", p.Port)
+		}
+		if slices.ContainsFunc(out, func(q PortSpec) bool { return q.Port == p.Port }) {
+			return nil, sandbox.Errorf(sandbox.ErrInvalid, "duplicate_port", "port %d is already declared", p.Port)
+		}
+		out = append(out, p)
+	}
+	if len(out) > cfg.MaxPorts {
+		return nil, sandbox.Errorf(sandbox.ErrInvalid, "too_many_ports", "at most %d ports per sandbox, got %d", cfg.MaxPorts, len(out))
+	}
+	slices.SortFunc(out, func(a, b PortSpec) int { return a.Port - b.Port })
+	return out, nil
+}
+
+// clonePolicy copies p so that records never share slices with callers.
+func clonePolicy(p sandbox.NetworkPolicy) sandbox.NetworkPolicy {
+	p.AllowDomains = slices.Clone(p.AllowDomains)
+	p.AllowCIDRs = slices.Clone(p.AllowCIDRs)
+	p.DenyCIDRs = slices.Clone(p.DenyCIDRs)
+	return p
 }
 
 // ListOptions page through a host's sandboxes.

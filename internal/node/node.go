@@ -2,7 +2,9 @@
 // runtime.Driver, walks each through the sandbox state machine, enforces
 // their timeouts, keeps their records on disk, and on restart reconciles
 // those records with what the driver still runs (re-adopting live
-// sandboxes, failing lost ones, destroying orphans).
+// sandboxes, failing lost ones, destroying orphans). With a Config.Network
+// it also owns each sandbox's network: set up before the driver creates the
+// sandbox, torn down after the driver stopped it.
 //
 // Locking: Manager.mu guards only the id→entry map and its indexes and is
 // never held across driver calls, so creating many sandboxes at once does
@@ -85,6 +87,11 @@ func (e *entry) snapshot() (sandbox.Sandbox, *agent.Client, bool) {
 // clone copies sb so that callers never share its map with the manager.
 func clone(sb sandbox.Sandbox) sandbox.Sandbox {
 	sb.Env = maps.Clone(sb.Env)
+	sb.Ports = slices.Clone(sb.Ports)
+	if sb.NetworkPolicy != nil {
+		p := clonePolicy(*sb.NetworkPolicy)
+		sb.NetworkPolicy = &p
+	}
 	return sb
 }
 
@@ -207,7 +214,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 		CreatedAt: now,
 		// Provisional, so that a sandbox re-adopted after a crash mid-create
 		// still has a deadline; reset from StartedAt once it runs.
-		ExpiresAt: now.Add(req.Timeout),
+		ExpiresAt:     now.Add(req.Timeout),
+		Ports:         req.Ports,
+		NetworkPolicy: req.NetworkPolicy,
 	}}
 	// Held until the sandbox leaves pending, so no other operation sees it
 	// half-created; Get and List only need e.mu and do not wait.
@@ -238,18 +247,29 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 	log := m.log.With("sandbox", id)
 	dctx, cancel := driverContext(ctx)
 	defer cancel()
-	client, err := m.cfg.Driver.Create(dctx, runtime.Spec{
+	spec := runtime.Spec{
 		ID:        id,
 		Image:     req.Image,
 		Resources: req.Resources,
 		Hostname:  id,
-	})
+	}
+	var client *agent.Client
+	nw, err := m.setupNetwork(dctx, e, req.NetworkPolicy)
+	if err == nil {
+		if nw != nil {
+			spec.Network = &runtime.NetworkSpec{NSPath: nw.NSPath, DNS: nw.DNS}
+		}
+		client, err = m.cfg.Driver.Create(dctx, spec)
+	}
 	if err != nil {
 		log.Error("create sandbox failed", "err", err)
 		// The driver promises to leave nothing behind on error; Destroy
 		// makes sure, since a leak here would outlive the record.
 		if derr := m.cfg.Driver.Destroy(dctx, id); derr != nil {
 			log.Error("clean up failed sandbox", "err", derr)
+		} else {
+			// Only once nothing of the sandbox runs in the namespace.
+			m.teardownNetwork(dctx, id)
 		}
 		sb, terr := m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
 			sb.Error = "create: " + err.Error()
@@ -374,6 +394,7 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sand
 		})
 		return failed, errors.Join(fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err), terr)
 	}
+	m.teardownNetwork(dctx, sb.ID)
 	sb, err = m.transition(e, sandbox.Stopped, nil, func(sb *sandbox.Sandbox) {
 		sb.StoppedAt = m.now()
 	})
@@ -416,6 +437,7 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 		}
 		return fmt.Errorf("node: delete sandbox %s: %w", id, err)
 	}
+	m.teardownNetwork(dctx, id)
 	if err := m.store.remove(id); err != nil {
 		// The sandbox is gone from the host; a stale record would only
 		// come back as a failed sandbox after a restart. Say so and go on.
@@ -485,6 +507,13 @@ func (m *Manager) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	st, err := m.cfg.Driver.Stats(ctx, id)
 	if err != nil {
 		return runtime.Stats{}, fmt.Errorf("node: stats of sandbox %s: %w", id, err)
+	}
+	if m.cfg.Network != nil && sb.Address.IsValid() {
+		rx, tx, err := m.cfg.Network.Stats(id)
+		if err != nil {
+			return runtime.Stats{}, fmt.Errorf("node: network stats of sandbox %s: %w", id, err)
+		}
+		st.NetworkRxBytes, st.NetworkTxBytes = rx, tx
 	}
 	return st, nil
 }

@@ -57,6 +57,9 @@ func (m *Manager) reconcile(ctx context.Context) error {
 		}
 	}
 
+	// After the sandboxes: only now is it known which ones still run.
+	m.reconcileNetworks(ctx)
+
 	// Deadlines that passed while no manager was watching.
 	m.checkTimeouts(ctx)
 	return nil

@@ -8,6 +8,7 @@ package runtime
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/agent"
@@ -20,6 +21,17 @@ type Spec struct {
 	Image     string // "host" is the only image until image support lands
 	Resources sandbox.Resources
 	Hostname  string // default: the ID
+	// Network, when set, is a namespace prepared by the caller that the
+	// sandbox joins instead of getting a new loopback-only one.
+	Network *NetworkSpec
+}
+
+// NetworkSpec is a sandbox's network as the node prepared it.
+type NetworkSpec struct {
+	// NSPath is the network namespace to join (a pinned bind mount).
+	NSPath string
+	// DNS is the resolver /etc/resolv.conf names inside the sandbox.
+	DNS netip.Addr
 }
 
 // Info is what a driver knows of one sandbox on this host, for reconcile.
@@ -39,6 +51,10 @@ type Stats struct {
 	PIDs         uint64        `json:"pids"`
 	OOMKills     uint64        `json:"oomKills"`
 	CPUQuotaFrac float64       `json:"cpuQuota"` // vCPUs as configured
+	// Network bytes are filled by the node from the sandbox's veth, not
+	// by drivers: zero for loopback-only sandboxes.
+	NetworkRxBytes uint64 `json:"networkRxBytes"`
+	NetworkTxBytes uint64 `json:"networkTxBytes"`
 }
 
 // Capabilities say what a driver can do and how it isolates, so callers

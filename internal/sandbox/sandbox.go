@@ -6,6 +6,7 @@ package sandbox
 
 import (
 	"fmt"
+	"net/netip"
 	"regexp"
 	"time"
 )
@@ -101,6 +102,30 @@ type Sandbox struct {
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
 	// Error says why a sandbox failed.
 	Error string `json:"error,omitempty"`
+	// Address is the sandbox's own address on its veth when it has a
+	// network of its own; zero for loopback-only sandboxes.
+	Address netip.Addr `json:"address,omitzero"`
+	// Ports are the declared ports the proxy serves.
+	Ports []Port `json:"ports,omitempty"`
+	// NetworkPolicy is the egress policy in force; nil for loopback-only
+	// sandboxes.
+	NetworkPolicy *NetworkPolicy `json:"networkPolicy,omitempty"`
+}
+
+// Port is a port of a sandbox served through the proxy.
+type Port struct {
+	Port int `json:"port"`
+	// Public ports open without credentials.
+	Public bool `json:"public,omitempty"`
+}
+
+// NetworkPolicy is a sandbox's egress policy. Its fields match
+// internal/netns's Policy, which enforces it, so one converts to the other.
+type NetworkPolicy struct {
+	Mode         string         `json:"mode"`
+	AllowDomains []string       `json:"allowDomains,omitempty"`
+	AllowCIDRs   []netip.Prefix `json:"allowCIDRs,omitempty"`
+	DenyCIDRs    []netip.Prefix `json:"denyCIDRs,omitempty"`
 }
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

@@ -197,6 +197,32 @@ func (f *fakeSandboxes) Stats(_ context.Context, id string) (runtime.Stats, erro
 	return runtime.Stats{CPUUsage: 1500 * time.Millisecond, MemoryBytes: 1 << 20, PIDs: 3, CPUQuotaFrac: 1}, nil
 }
 
+func (f *fakeSandboxes) AddPorts(_ context.Context, id string, ports []sandbox.Port) (sandbox.Sandbox, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sb, ok := f.sbs[id]
+	if !ok {
+		return sb, sandbox.ErrNotFound
+	}
+	sb.Ports = append(slices.Clone(sb.Ports), ports...)
+	f.sbs[id] = sb
+	f.mutations = append(f.mutations, "ports "+id)
+	return sb, nil
+}
+
+func (f *fakeSandboxes) UpdateNetworkPolicy(_ context.Context, id string, policy sandbox.NetworkPolicy) (sandbox.Sandbox, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sb, ok := f.sbs[id]
+	if !ok {
+		return sb, sandbox.ErrNotFound
+	}
+	sb.NetworkPolicy = &policy
+	f.sbs[id] = sb
+	f.mutations = append(f.mutations, "policy "+id)
+	return sb, nil
+}
+
 // fakeAgent speaks the agent protocol (internal/agent/protocol.go) well
 // enough to test the server's passthrough: commands whose output the test
 // scripts frame by frame, signals, stdin, tar writes and file reads.

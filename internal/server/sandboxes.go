@@ -30,16 +30,26 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) error {
 	if err := validEnv(req.Env); err != nil {
 		return err
 	}
+	var policy *sandbox.NetworkPolicy
+	if req.NetworkPolicy != nil {
+		p, err := fromAPIPolicy(*req.NetworkPolicy)
+		if err != nil {
+			return err
+		}
+		policy = &p
+	}
 	sb, err := s.sb.Create(r.Context(), CreateParams{
-		Image:     req.Image,
-		Resources: sandbox.Resources{VCPUs: res.VCPUs, MemoryMB: res.MemoryMB, PIDs: res.PIDs},
-		Timeout:   time.Duration(req.TimeoutMs) * time.Millisecond,
-		Env:       req.Env,
+		Image:         req.Image,
+		Resources:     sandbox.Resources{VCPUs: res.VCPUs, MemoryMB: res.MemoryMB, PIDs: res.PIDs},
+		Timeout:       time.Duration(req.TimeoutMs) * time.Millisecond,
+		Env:           req.Env,
+		Ports:         fromAPIPorts(req.Ports),
+		NetworkPolicy: policy,
 	})
 	if err != nil {
 		return fmt.Errorf("create sandbox: %w", err)
 	}
-	writeJSON(w, http.StatusCreated, toAPISandbox(sb))
+	writeJSON(w, http.StatusCreated, s.toAPISandbox(sb))
 	return nil
 }
 
@@ -68,7 +78,7 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) error {
 	}
 	page := api.SandboxList{Sandboxes: make([]api.Sandbox, 0, len(sbs)), NextCursor: next}
 	for _, sb := range sbs {
-		page.Sandboxes = append(page.Sandboxes, toAPISandbox(sb))
+		page.Sandboxes = append(page.Sandboxes, s.toAPISandbox(sb))
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil
@@ -83,7 +93,7 @@ func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return sandboxErr(id, err)
 	}
-	writeJSON(w, http.StatusOK, toAPISandbox(sb))
+	writeJSON(w, http.StatusOK, s.toAPISandbox(sb))
 	return nil
 }
 
@@ -99,7 +109,7 @@ func (s *Server) stopSandbox(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return sandboxErr(id, err)
 	}
-	writeJSON(w, http.StatusOK, toAPISandbox(sb))
+	writeJSON(w, http.StatusOK, s.toAPISandbox(sb))
 	return nil
 }
 
@@ -131,7 +141,7 @@ func (s *Server) extendTimeout(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return sandboxErr(id, err)
 	}
-	writeJSON(w, http.StatusOK, toAPISandbox(sb))
+	writeJSON(w, http.StatusOK, s.toAPISandbox(sb))
 	return nil
 }
 
@@ -152,6 +162,8 @@ func (s *Server) sandboxStats(w http.ResponseWriter, r *http.Request) error {
 		PIDs:             st.PIDs,
 		OOMKills:         st.OOMKills,
 		VCPUs:            st.CPUQuotaFrac,
+		NetworkRxBytes:   st.NetworkRxBytes,
+		NetworkTxBytes:   st.NetworkTxBytes,
 	})
 	return nil
 }
@@ -170,8 +182,8 @@ func sandboxErr(id string, err error) error {
 	return fmt.Errorf("sandbox %s: %w", id, err)
 }
 
-func toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
-	return api.Sandbox{
+func (s *Server) toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
+	out := api.Sandbox{
 		ID:        sb.ID,
 		Status:    string(sb.State),
 		Image:     sb.Image,
@@ -183,6 +195,14 @@ func toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
 		ExpiresAt: utcOrZero(sb.ExpiresAt),
 		Error:     sb.Error,
 	}
+	if sb.Address.IsValid() {
+		out.Address = sb.Address.String()
+	}
+	out.Routes = s.routesOf(sb)
+	if p := sb.NetworkPolicy; p != nil {
+		out.NetworkPolicy = toAPIPolicy(*p)
+	}
+	return out
 }
 
 func utcOrZero(t time.Time) time.Time {

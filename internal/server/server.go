@@ -16,6 +16,7 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -33,15 +34,19 @@ type Sandboxes interface {
 	// Agent returns a client for a running sandbox's agent; the caller does not close it.
 	Agent(ctx context.Context, id string) (*agent.Client, error)
 	Stats(ctx context.Context, id string) (runtime.Stats, error)
+	AddPorts(ctx context.Context, id string, ports []sandbox.Port) (sandbox.Sandbox, error)
+	UpdateNetworkPolicy(ctx context.Context, id string, policy sandbox.NetworkPolicy) (sandbox.Sandbox, error)
 }
 
 // CreateParams asks for a new sandbox. Its fields match node.CreateRequest
 // exactly, so an adapter converts one into the other.
 type CreateParams struct {
-	Image     string
-	Resources sandbox.Resources
-	Timeout   time.Duration
-	Env       map[string]string
+	Image         string
+	Resources     sandbox.Resources
+	Timeout       time.Duration
+	Env           map[string]string
+	Ports         []sandbox.Port
+	NetworkPolicy *sandbox.NetworkPolicy
 }
 
 // ListParams selects a page of sandboxes; fields match node.ListOptions.
@@ -68,6 +73,11 @@ type Config struct {
 	Logger    *slog.Logger
 	// MaxUploadBytes bounds one upload to /files; 0 means DefaultMaxUploadBytes.
 	MaxUploadBytes int64
+	// PortBaseURL is the proxy's public base ("http://localhost:7420"),
+	// from which sandbox routes are built; empty shows no routes.
+	PortBaseURL string
+	// Signer signs port URLs; nil makes signed-url answer 501.
+	Signer *proxy.Signer
 }
 
 // Validate reports a missing dependency or an impossible bound.
@@ -90,6 +100,8 @@ type Server struct {
 	tokens    TokenStore
 	log       *slog.Logger
 	maxUpload int64
+	baseURL   string
+	signer    *proxy.Signer
 	mux       *http.ServeMux
 	handler   http.Handler
 
@@ -109,6 +121,8 @@ func New(cfg Config) (*Server, error) {
 		tokens:    cfg.Tokens,
 		log:       cfg.Logger,
 		maxUpload: cfg.MaxUploadBytes,
+		baseURL:   cfg.PortBaseURL,
+		signer:    cfg.Signer,
 		mux:       http.NewServeMux(),
 	}
 	if s.log == nil {
@@ -165,6 +179,9 @@ var routeTable = []route{
 	{"POST", "/sandboxes/{id}/extend-timeout", (*Server).extendTimeout},
 	{"GET", "/sandboxes/{id}/stats", (*Server).sandboxStats},
 	{"GET", "/sandboxes/{id}/ports", (*Server).listPorts},
+	{"POST", "/sandboxes/{id}/ports", (*Server).addPorts},
+	{"POST", "/sandboxes/{id}/ports/{port}/signed-url", (*Server).signPortURL},
+	{"PUT", "/sandboxes/{id}/network-policy", (*Server).updateNetworkPolicy},
 
 	{"POST", "/sandboxes/{id}/commands", (*Server).runCommand},
 	{"GET", "/sandboxes/{id}/commands", (*Server).listCommands},

@@ -48,12 +48,15 @@ func Init() {
 
 // Names inside a sandbox's host dir.
 const (
-	upperName  = "upper"
-	workName   = "work"
-	rootfsName = "rootfs"
-	sockName   = "a.sock"
-	logName    = "agent.log"
-	stateName  = ".state" // under DataDir/runc; a dot so no sandbox id can collide
+	upperName = "upper"
+	// The sandbox's /etc/resolv.conf and /etc/hosts, when it has a network.
+	resolvConfName = "resolv.conf"
+	hostsName      = "hosts"
+	workName       = "work"
+	rootfsName     = "rootfs"
+	sockName       = "a.sock"
+	logName        = "agent.log"
+	stateName      = ".state" // under DataDir/runc; a dot so no sandbox id can collide
 )
 
 // createTimeout bounds Create when ctx has no earlier deadline.
@@ -265,8 +268,29 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	defer lnFile.Close()
 	defer logFile.Close()
 
+	var nsPath string
+	if nw := spec.Network; nw != nil {
+		if nw.NSPath == "" || !nw.DNS.IsValid() {
+			return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_network", "create sandbox %s: network needs a namespace path and a DNS address", id)
+		}
+		nsPath = nw.NSPath
+		// The files live in the sandbox's host dir, which paddock just
+		// created and the sandbox never sees, so the host never follows a
+		// path the sandbox controls; the binds are read-only inside. The
+		// hostname is in hosts so that looking it up (many servers do at
+		// start) never goes to the upstream resolver.
+		files := map[string]string{
+			resolvConfName: "nameserver " + nw.DNS.String() + "\n",
+			hostsName:      "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + hostname + "\n",
+		}
+		for name, content := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+				return nil, fmt.Errorf("create sandbox %s: %w", id, err)
+			}
+		}
+	}
 	res := withDefaults(spec.Resources)
-	cfg, err := libcontainerConfig(ociSpec(id, hostname, rootfs, d.cfg.AgentPath, d.img, res, d.memsw, d.lowerOOM))
+	cfg, err := libcontainerConfig(ociSpec(id, hostname, rootfs, d.cfg.AgentPath, d.img, res, d.memsw, d.lowerOOM, nsPath, dir))
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}

@@ -3,6 +3,7 @@ package runc
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -41,7 +42,11 @@ func withDefaults(r sandbox.Resources) sandbox.Resources {
 // ociSpec is the one place a sandbox becomes an OCI runtime spec; the
 // libcontainer config is derived from it by runc's own converter, so a
 // future runsc driver can reuse the same spec.
-func ociSpec(id, hostname, rootfs, agentPath string, img *image.Rootfs, res sandbox.Resources, memsw, lowerOOM bool) *specs.Spec {
+//
+// nsPath, when set, is a network namespace prepared by the node that the
+// sandbox joins instead of a new loopback-only one; etcDir then holds
+// host-owned resolv.conf and hosts files bound read-only over /etc's.
+func ociSpec(id, hostname, rootfs, agentPath string, img *image.Rootfs, res sandbox.Resources, memsw, lowerOOM bool, nsPath, etcDir string) *specs.Spec {
 	memBytes := res.MemoryMB << 20
 	tmpSize := min(memBytes, 1<<30)
 	var oomAdj *int
@@ -71,6 +76,15 @@ func ociSpec(id, hostname, rootfs, agentPath string, img *image.Rootfs, res sand
 	}
 	mounts = append(mounts, specs.Mount{Destination: agent.BinaryPath, Type: "bind", Source: agentPath,
 		Options: []string{"bind", "ro", "nosuid", "nodev", "private"}})
+
+	netNS := specs.LinuxNamespace{Type: specs.NetworkNamespace}
+	if nsPath != "" {
+		netNS.Path = nsPath
+		for _, name := range []string{resolvConfName, hostsName} {
+			mounts = append(mounts, specs.Mount{Destination: "/etc/" + name, Type: "bind", Source: filepath.Join(etcDir, name),
+				Options: []string{"bind", "ro", "nosuid", "nodev", "noexec", "private"}})
+		}
+	}
 
 	swap := (*int64)(nil)
 	if memsw {
@@ -108,7 +122,7 @@ func ociSpec(id, hostname, rootfs, agentPath string, img *image.Rootfs, res sand
 				Pids:    &specs.LinuxPids{Limit: &res.PIDs},
 			},
 			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.IPCNamespace},
+				{Type: specs.PIDNamespace}, netNS, {Type: specs.IPCNamespace},
 				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace}, {Type: specs.CgroupNamespace},
 			},
 			// Docker's lists.

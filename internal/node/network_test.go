@@ -1,0 +1,213 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/paddock-dev/paddock/internal/netns"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// fakeNetwork keeps networks in a map and records every call.
+type fakeNetwork struct {
+	mu       sync.Mutex // guards the fields below
+	nets     map[string]netns.Network
+	calls    []string
+	next     byte
+	setupErr error
+}
+
+var _ Network = (*fakeNetwork)(nil)
+
+func newFakeNetwork() *fakeNetwork { return &fakeNetwork{nets: map[string]netns.Network{}} }
+
+func (f *fakeNetwork) Setup(_ context.Context, id string, p netns.Policy) (*netns.Network, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "setup "+id)
+	if f.setupErr != nil {
+		return nil, f.setupErr
+	}
+	f.next += 4
+	nw := netns.Network{ID: id, NSPath: "/fake/" + id, HostAddr: netip.AddrFrom4([4]byte{10, 9, 0, f.next + 1}),
+		SandboxAddr: netip.AddrFrom4([4]byte{10, 9, 0, f.next + 2}), DNS: netip.AddrFrom4([4]byte{10, 9, 0, f.next + 1}), Policy: p}
+	f.nets[id] = nw
+	return &nw, nil
+}
+
+func (f *fakeNetwork) Update(_ context.Context, id string, p netns.Policy) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "update "+id)
+	nw, ok := f.nets[id]
+	if !ok {
+		return sandbox.ErrNotFound
+	}
+	nw.Policy = p
+	f.nets[id] = nw
+	return nil
+}
+
+func (f *fakeNetwork) Teardown(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "teardown "+id)
+	delete(f.nets, id)
+	return nil
+}
+
+func (f *fakeNetwork) Stats(id string) (uint64, uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.nets[id]; !ok {
+		return 0, 0, sandbox.ErrNotFound
+	}
+	return 10, 20, nil
+}
+
+func (f *fakeNetwork) List() []netns.Network {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []netns.Network
+	for _, n := range f.nets {
+		out = append(out, n)
+	}
+	return out
+}
+
+func (f *fakeNetwork) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.nets[id]
+	return ok
+}
+
+func TestNetworkLifecycle(t *testing.T) {
+	fn := newFakeNetwork()
+	e := newEnv(t, func(c *Config) { c.Network = fn })
+	sb, err := e.m.Create(t.Context(), CreateRequest{Ports: []PortSpec{{Port: 3000}, {Port: 80, Public: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sb.Address.IsValid() || sb.NetworkPolicy == nil || sb.NetworkPolicy.Mode != netns.ModeAllowAll {
+		t.Errorf("record %+v: want an address and the allow-all default", sb)
+	}
+	if want := []sandbox.Port{{Port: 80, Public: true}, {Port: 3000}}; !slices.Equal(sb.Ports, want) {
+		t.Errorf("ports %v, want %v", sb.Ports, want)
+	}
+	tg, err := e.m.Lookup(t.Context(), sb.ID)
+	if err != nil || !tg.Running || tg.Addr != sb.Address || len(tg.Ports) != 2 || !tg.Ports[80].Public {
+		t.Errorf("Lookup = %+v, %v", tg, err)
+	}
+	st, err := e.m.Stats(t.Context(), sb.ID)
+	if err != nil || st.NetworkRxBytes != 10 || st.NetworkTxBytes != 20 {
+		t.Errorf("Stats = %+v, %v", st, err)
+	}
+
+	sb, err = e.m.AddPorts(t.Context(), sb.ID, []PortSpec{{Port: 8080}})
+	if err != nil || len(sb.Ports) != 3 {
+		t.Errorf("AddPorts = %v, %v", sb.Ports, err)
+	}
+	_, err = e.m.AddPorts(t.Context(), sb.ID, []PortSpec{{Port: 8080}})
+	wantErr(t, err, sandbox.ErrInvalid, "duplicate_port")
+
+	deny := sandbox.NetworkPolicy{Mode: netns.ModeDenyAll}
+	sb, err = e.m.UpdateNetworkPolicy(t.Context(), sb.ID, deny)
+	if err != nil || sb.NetworkPolicy.Mode != netns.ModeDenyAll || fn.List()[0].Policy.Mode != netns.ModeDenyAll {
+		t.Errorf("UpdateNetworkPolicy = %+v, %v", sb.NetworkPolicy, err)
+	}
+	_, err = e.m.UpdateNetworkPolicy(t.Context(), sb.ID, sandbox.NetworkPolicy{Mode: "open"})
+	wantErr(t, err, sandbox.ErrInvalid, "invalid_policy")
+
+	if _, err := e.m.Stop(t.Context(), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if fn.has(sb.ID) {
+		t.Error("network left after stop")
+	}
+	if tg, _ := e.m.Lookup(t.Context(), sb.ID); tg.Running {
+		t.Error("Lookup says a stopped sandbox runs")
+	}
+
+	other := e.create(t)
+	if err := e.m.Delete(t.Context(), other.ID); err != nil {
+		t.Fatal(err)
+	}
+	if fn.has(other.ID) {
+		t.Error("network left after delete")
+	}
+}
+
+func TestNetworkCreateFailures(t *testing.T) {
+	fn := newFakeNetwork()
+	e := newEnv(t, func(c *Config) { c.Network = fn; c.MaxPorts = 2 })
+	for _, tc := range []struct {
+		name string
+		req  CreateRequest
+		code string
+	}{
+		{"port zero", CreateRequest{Ports: []PortSpec{{Port: 0}}}, "invalid_port"},
+		{"port too big", CreateRequest{Ports: []PortSpec{{Port: 65536}}}, "invalid_port"},
+		{"duplicate", CreateRequest{Ports: []PortSpec{{Port: 1}, {Port: 1}}}, "duplicate_port"},
+		{"too many", CreateRequest{Ports: []PortSpec{{Port: 1}, {Port: 2}, {Port: 3}}}, "too_many_ports"},
+		{"bad policy", CreateRequest{NetworkPolicy: &sandbox.NetworkPolicy{Mode: "allow-all", AllowDomains: []string{"x.test"}}}, "invalid_policy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.m.Create(t.Context(), tc.req)
+			wantErr(t, err, sandbox.ErrInvalid, tc.code)
+		})
+	}
+
+	// A driver failure tears the network down.
+	e.d.set(func(d *fakeDriver) { d.createErr = errors.New("no rootfs") })
+	sb, err := e.m.Create(t.Context(), CreateRequest{})
+	if err == nil || sb.State != sandbox.Failed {
+		t.Fatalf("Create = %s, %v; want failed", sb.State, err)
+	}
+	if fn.has(sb.ID) {
+		t.Error("network left after a failed create")
+	}
+	e.d.set(func(d *fakeDriver) { d.createErr = nil })
+
+	// So does a failed Setup, and the driver is never asked.
+	fn.mu.Lock()
+	fn.setupErr = errors.New("pool exhausted")
+	fn.mu.Unlock()
+	sb, err = e.m.Create(t.Context(), CreateRequest{})
+	if err == nil || sb.State != sandbox.Failed || e.d.called("create", sb.ID) {
+		t.Errorf("Create with a failing Setup = %s, %v", sb.State, err)
+	}
+}
+
+func TestNoNetworkRefusesPorts(t *testing.T) {
+	e := newEnv(t, nil)
+	_, err := e.m.Create(t.Context(), CreateRequest{Ports: []PortSpec{{Port: 3000}}})
+	wantErr(t, err, sandbox.ErrUnsupported, "network_disabled")
+	sb := e.create(t)
+	if sb.Address.IsValid() || sb.NetworkPolicy != nil {
+		t.Errorf("loopback-only sandbox has network fields: %+v", sb)
+	}
+	_, err = e.m.AddPorts(t.Context(), sb.ID, []PortSpec{{Port: 3000}})
+	wantErr(t, err, sandbox.ErrUnsupported, "network_disabled")
+}
+
+func TestReconcileTearsDownStrayNetworks(t *testing.T) {
+	fn := newFakeNetwork()
+	e := newEnv(t, func(c *Config) { c.Network = fn })
+	kept := e.create(t)
+	if _, err := fn.Setup(t.Context(), "sb-orphan", netns.Policy{Mode: netns.ModeAllowAll}); err != nil {
+		t.Fatal(err)
+	}
+	e.m.Close()
+	e.manager(t, func(c *Config) { c.Network = fn })
+	if fn.has("sb-orphan") {
+		t.Error("network without a record survived reconcile")
+	}
+	if !fn.has(kept.ID) {
+		t.Error("network of a re-adopted sandbox was torn down")
+	}
+}

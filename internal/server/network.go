@@ -1,0 +1,215 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/proxy"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Bounds of a signed port URL's life.
+const (
+	defaultSignedURLTTL = time.Hour
+	maxSignedURLTTL     = 7 * 24 * time.Hour
+)
+
+var errNoSigner = sandbox.Errorf(sandbox.ErrUnsupported, "proxy_disabled", "this server does not serve sandbox ports")
+
+// The proxy asks the server whether an API token may open a sandbox's ports.
+var _ proxy.Authorizer = (*Server)(nil)
+
+// Authorize implements proxy.Authorizer with the API's own token check.
+// Tokens are not scoped to sandboxes yet, so any valid token opens any
+// sandbox's ports, as it may already run commands in it.
+func (s *Server) Authorize(ctx context.Context, bearerToken, sandboxID string) error {
+	if bearerToken == "" {
+		return errUnauthenticated
+	}
+	if _, err := s.tokens.Authenticate(ctx, bearerToken); err != nil {
+		if errors.Is(err, sandbox.ErrUnauthorized) {
+			return errInvalidToken
+		}
+		return fmt.Errorf("authenticate: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) addPorts(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	var req api.AddPortsRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	if len(req.Ports) == 0 {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_port", "ports must not be empty")
+	}
+	sb, err := s.sb.AddPorts(r.Context(), id, fromAPIPorts(req.Ports))
+	if err != nil {
+		return sandboxErr(id, err)
+	}
+	writeJSON(w, http.StatusOK, s.toAPISandbox(sb))
+	return nil
+}
+
+func (s *Server) signPortURL(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	port, err := strconv.Atoi(r.PathValue("port"))
+	if err != nil || port < 1 || port > 65535 {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_port", "port must be an integer in [1, 65535], got %q", r.PathValue("port"))
+	}
+	var req api.SignedURLRequest
+	if err := decodeJSON(w, r, &req, true); err != nil {
+		return err
+	}
+	ttl := defaultSignedURLTTL
+	switch {
+	case req.TTLSeconds < 0 || req.TTLSeconds > int64(maxSignedURLTTL/time.Second):
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_ttl", "ttlSeconds must be in [1, %d], got %d", int64(maxSignedURLTTL/time.Second), req.TTLSeconds)
+	case req.TTLSeconds > 0:
+		ttl = time.Duration(req.TTLSeconds) * time.Second
+	}
+	if s.signer == nil || s.baseURL == "" {
+		return errNoSigner
+	}
+	sb, err := s.sb.Get(r.Context(), id)
+	if err != nil {
+		return sandboxErr(id, err)
+	}
+	if !slices.ContainsFunc(sb.Ports, func(p sandbox.Port) bool { return p.Port == port }) {
+		return sandbox.Errorf(sandbox.ErrNotFound, "port_not_declared", "port %d of sandbox %s is not declared; add it with POST .../ports", port, id)
+	}
+	rt, err := proxy.RouteFor(id, port, s.baseURL)
+	if err != nil {
+		return fmt.Errorf("route of sandbox %s port %d: %w", id, port, err)
+	}
+	// The token's expiry is whole seconds, as Sign rounds it.
+	expires := time.Now().Add(ttl).Truncate(time.Second).UTC()
+	tok := s.signer.Sign(id, port, ttl)
+	writeJSON(w, http.StatusOK, api.SignedURL{
+		URL:       rt.URL + "?" + url.Values{proxy.TokenParam: {tok}}.Encode(),
+		ExpiresAt: expires,
+	})
+	return nil
+}
+
+func (s *Server) updateNetworkPolicy(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	var req api.NetworkPolicy
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	policy, err := fromAPIPolicy(req)
+	if err != nil {
+		return err
+	}
+	sb, err := s.sb.UpdateNetworkPolicy(r.Context(), id, policy)
+	if err != nil {
+		return sandboxErr(id, err)
+	}
+	writeJSON(w, http.StatusOK, s.toAPISandbox(sb))
+	return nil
+}
+
+// routesOf builds the URLs of sb's declared ports, or none when the server
+// has no proxy base URL.
+func (s *Server) routesOf(sb sandbox.Sandbox) []api.Route {
+	if s.baseURL == "" || len(sb.Ports) == 0 {
+		return nil
+	}
+	out := make([]api.Route, 0, len(sb.Ports))
+	for _, p := range sb.Ports {
+		rt, err := proxy.RouteFor(sb.ID, p.Port, s.baseURL)
+		if err != nil {
+			s.log.Warn("build port route", "sandbox", sb.ID, "port", p.Port, "err", err)
+			continue
+		}
+		out = append(out, api.Route{Port: rt.Port, Subdomain: rt.Subdomain, URL: rt.URL, Public: p.Public})
+	}
+	return out
+}
+
+func fromAPIPorts(ports []api.PortSpec) []sandbox.Port {
+	if len(ports) == 0 {
+		return nil
+	}
+	out := make([]sandbox.Port, len(ports))
+	for i, p := range ports {
+		out[i] = sandbox.Port{Port: p.Port, Public: p.Public}
+	}
+	return out
+}
+
+// fromAPIPolicy parses the CIDRs; the node validates the rest.
+func fromAPIPolicy(p api.NetworkPolicy) (sandbox.NetworkPolicy, error) {
+	out := sandbox.NetworkPolicy{Mode: p.Mode, AllowDomains: p.AllowDomains}
+	var err error
+	if out.AllowCIDRs, err = parseCIDRs(p.AllowCIDRs); err != nil {
+		return out, err
+	}
+	if out.DenyCIDRs, err = parseCIDRs(p.DenyCIDRs); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+func parseCIDRs(in []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, c := range in {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_policy", "invalid CIDR %q", c)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func toAPIPolicy(p sandbox.NetworkPolicy) *api.NetworkPolicy {
+	out := &api.NetworkPolicy{Mode: p.Mode, AllowDomains: p.AllowDomains}
+	for _, c := range p.AllowCIDRs {
+		out.AllowCIDRs = append(out.AllowCIDRs, c.String())
+	}
+	for _, c := range p.DenyCIDRs {
+		out.DenyCIDRs = append(out.DenyCIDRs, c.String())
+	}
+	return out
+}
+
+// Front is the one handler of paddock's HTTP listener: requests for a port
+// host (<port>-<id>.<domain>) and the path form /s/<id>/<port>/ go to the
+// proxy, everything else to the API. A nil proxy serves the API alone.
+func Front(apiHandler http.Handler, px *proxy.Proxy) http.Handler {
+	if px == nil {
+		return apiHandler
+	}
+	paths := px.PathHandler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case px.HandlesHost(r.Host):
+			px.ServeHTTP(w, r)
+		case strings.HasPrefix(r.URL.Path, "/s/"):
+			paths.ServeHTTP(w, r)
+		default:
+			apiHandler.ServeHTTP(w, r)
+		}
+	})
+}
