@@ -55,6 +55,9 @@ type Sandbox struct {
 	StoppedAt time.Time         `json:"stoppedAt,omitzero"`
 	// ExpiresAt is when the sandbox's timeout stops it; see ExtendTimeoutRequest.
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// LastActivityAt is the last request proxied to one of its ports or
+	// command/file call; zero if none since it started.
+	LastActivityAt time.Time `json:"lastActivityAt,omitzero"`
 	// Error says why a sandbox failed.
 	Error string `json:"error,omitempty"`
 	// Address is the sandbox's own address on this host, when it has a network.

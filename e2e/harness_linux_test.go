@@ -162,7 +162,7 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 		t.Fatal(err)
 	}
 	if nm != nil {
-		s.proxy, err = proxy.New(proxy.Config{Domain: "localhost", Signer: s.signer, Resolver: mgr, Authorizer: srv, Logger: log})
+		s.proxy, err = proxy.New(proxy.Config{Domain: "localhost", Signer: s.signer, Resolver: mgr, Authorizer: srv, Activity: mgr.Touch, Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -112,6 +112,10 @@ func TestNetworkProxyAndEgress(t *testing.T) {
 	}
 	tampered := token[:len(token)-1] + string(flip)
 
+	if err := sb.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	activityBefore := sb.LastActivityAt
 	pathBase := s.http.URL + proxy.PathPrefix(sb.ID, 3000) + "/"
 	hostHeader := func(port int) string { return fmt.Sprintf("%d-%s.localhost", port, sb.ID) }
 	for _, tc := range []struct {
@@ -155,6 +159,14 @@ func TestNetworkProxyAndEgress(t *testing.T) {
 				t.Errorf("status %d, body %.200q; want %d and nothing from the sandbox", resp.StatusCode, body, tc.want)
 			}
 		})
+	}
+
+	// Proxied requests are sandbox activity.
+	if err := sb.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !sb.LastActivityAt.After(activityBefore) {
+		t.Errorf("lastActivityAt %v did not move past %v after proxied requests", sb.LastActivityAt, activityBefore)
 	}
 
 	// From inside: the host end of the veth, another sandbox and the cloud

@@ -228,6 +228,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Signer:     scfg.Signer,
 			Resolver:   mgr,
 			Authorizer: srv,
+			Activity:   mgr.Touch,
 			Logger:     log,
 		})
 		if err != nil {

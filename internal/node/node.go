@@ -488,7 +488,28 @@ func (m *Manager) Agent(ctx context.Context, id string) (*agent.Client, error) {
 	case sb.State != sandbox.Running || client == nil:
 		return nil, notRunning(sb)
 	}
+	e.touch(m.cfg.Now())
 	return client, nil
+}
+
+// Touch records activity on a sandbox (a request proxied to one of its
+// ports). It never blocks on a lifecycle operation, so the proxy can call
+// it on every request; unknown ids are ignored.
+func (m *Manager) Touch(id string) {
+	m.mu.Lock()
+	e := m.entries[id]
+	m.mu.Unlock()
+	if e != nil {
+		e.touch(m.cfg.Now())
+	}
+}
+
+func (e *entry) touch(now time.Time) {
+	e.mu.Lock()
+	if e.sb.State == sandbox.Running {
+		e.sb.LastActivityAt = now
+	}
+	e.mu.Unlock()
 }
 
 // Stats returns a running sandbox's resource figures.

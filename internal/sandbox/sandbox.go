@@ -100,6 +100,10 @@ type Sandbox struct {
 	StoppedAt time.Time         `json:"stoppedAt,omitzero"`
 	// ExpiresAt is when the sandbox timeout stops it; extendable up to the host's maximum.
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// LastActivityAt is the last proxied request or agent call (command,
+	// file). Kept in memory and saved with the next state change, so it is
+	// cheap to update on every request; idle timeouts build on it.
+	LastActivityAt time.Time `json:"lastActivityAt,omitzero"`
 	// Error says why a sandbox failed.
 	Error string `json:"error,omitempty"`
 	// Address is the sandbox's own address on its veth when it has a

@@ -184,16 +184,17 @@ func sandboxErr(id string, err error) error {
 
 func (s *Server) toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
 	out := api.Sandbox{
-		ID:        sb.ID,
-		Status:    string(sb.State),
-		Image:     sb.Image,
-		Resources: api.Resources{VCPUs: sb.Resources.VCPUs, MemoryMB: sb.Resources.MemoryMB, PIDs: sb.Resources.PIDs},
-		Env:       sb.Env,
-		CreatedAt: sb.CreatedAt.UTC(),
-		StartedAt: utcOrZero(sb.StartedAt),
-		StoppedAt: utcOrZero(sb.StoppedAt),
-		ExpiresAt: utcOrZero(sb.ExpiresAt),
-		Error:     sb.Error,
+		ID:             sb.ID,
+		Status:         string(sb.State),
+		Image:          sb.Image,
+		Resources:      api.Resources{VCPUs: sb.Resources.VCPUs, MemoryMB: sb.Resources.MemoryMB, PIDs: sb.Resources.PIDs},
+		Env:            sb.Env,
+		CreatedAt:      sb.CreatedAt.UTC(),
+		StartedAt:      utcOrZero(sb.StartedAt),
+		StoppedAt:      utcOrZero(sb.StoppedAt),
+		ExpiresAt:      utcOrZero(sb.ExpiresAt),
+		LastActivityAt: utcOrZero(sb.LastActivityAt),
+		Error:          sb.Error,
 	}
 	if sb.Address.IsValid() {
 		out.Address = sb.Address.String()
