@@ -2,24 +2,22 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"syscall"
 
-	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/httperr"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// Kinds the proxy adds, for failures past the proxy itself. Both wrap
-// sandbox.ErrUnavailable so that any other error writer maps them to 503.
+// Kinds for failures past the proxy itself (httperr maps them to 502/504).
 var (
 	// ErrBadGateway: the sandbox's port could not be reached or answered badly.
-	ErrBadGateway = fmt.Errorf("bad gateway: %w", sandbox.ErrUnavailable)
+	ErrBadGateway = httperr.ErrBadGateway
 	// ErrGatewayTimeout: the sandbox's port did not answer in time.
-	ErrGatewayTimeout = fmt.Errorf("gateway timeout: %w", sandbox.ErrUnavailable)
+	ErrGatewayTimeout = httperr.ErrGatewayTimeout
 )
 
 var (
@@ -30,43 +28,18 @@ var (
 	errUnknownHost   = sandbox.Errorf(sandbox.ErrNotFound, "unknown_host", "the host does not name a sandbox port: use <port>-<sandbox id>.<domain>")
 	errBadPath       = sandbox.Errorf(sandbox.ErrNotFound, "not_found", "the path does not name a sandbox port: use /s/<sandbox id>/<port>/")
 	errClientClosed  = errors.New("client closed the request")
-	statusClientGone = 499 // logged, never sent, as nginx does
+	statusClientGone = httperr.StatusClientClosed
 )
 
-// statusOf maps an error to the HTTP status and API code the proxy answers.
-// It follows the server's mapping but speaks as a gateway: a stopped sandbox
-// or a closed port is the upstream's failure (503/502), not a conflict in
-// the request. Pure, so tested by table.
+// statusOf maps an error to the HTTP status and API code the proxy answers:
+// httperr's mapping, plus the client-gone case that is logged, not sent.
+// A stopped sandbox reaches it as ErrUnavailable (503, the upstream's
+// failure) rather than the API's 409, see notRunning.
 func statusOf(err error) (status int, code string) {
-	status, code = http.StatusInternalServerError, "internal"
-	switch {
-	case errors.Is(err, errClientClosed):
+	if errors.Is(err, errClientClosed) {
 		return statusClientGone, "client_closed"
-	case errors.Is(err, ErrGatewayTimeout):
-		status, code = http.StatusGatewayTimeout, "upstream_timeout"
-	case errors.Is(err, ErrBadGateway):
-		status, code = http.StatusBadGateway, "bad_gateway"
-	case errors.Is(err, sandbox.ErrNotRunning):
-		status, code = http.StatusServiceUnavailable, "sandbox_not_running"
-	case errors.Is(err, sandbox.ErrNotFound):
-		status, code = http.StatusNotFound, "not_found"
-	case errors.Is(err, sandbox.ErrInvalid):
-		status, code = http.StatusBadRequest, "invalid_argument"
-	case errors.Is(err, sandbox.ErrUnauthorized):
-		status, code = http.StatusUnauthorized, "unauthorized"
-	case errors.Is(err, sandbox.ErrForbidden):
-		status, code = http.StatusForbidden, "forbidden"
-	case errors.Is(err, sandbox.ErrUnavailable):
-		status, code = http.StatusServiceUnavailable, "unavailable"
-	case errors.Is(err, sandbox.ErrConflict):
-		status, code = http.StatusConflict, "conflict"
 	}
-	if status != http.StatusInternalServerError {
-		if c := sandbox.CodeOf(err); c != "" {
-			code = c
-		}
-	}
-	return status, code
+	return httperr.Status(err)
 }
 
 // upstreamError classifies an error from the transport into a kind, keeping
@@ -88,11 +61,11 @@ func upstreamError(ctx context.Context, sandboxID string, port int, err error) e
 	}
 }
 
-// writeError answers err as {"error":{"code","message"}}. Internal details
-// are logged, never sent; messages of kinded errors are the first
-// *sandbox.Error's, so wrapped causes (addresses, syscalls) stay in the log.
+// writeError answers err through httperr. Internal details are logged,
+// never sent: clients get the first *sandbox.Error's message, so wrapped
+// causes (sandbox addresses, syscalls) stay in the log.
 func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, sandboxID string, err error) {
-	status, code := statusOf(err)
+	status, _ := statusOf(err)
 	log := p.log.With("sandbox", sandboxID, "method", r.Method, "host", r.Host, "path", r.URL.Path)
 	switch {
 	case status == statusClientGone:
@@ -103,21 +76,5 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, sandboxID str
 	case status >= 500:
 		log.Warn("proxy request failed", "status", status, "err", err)
 	}
-	msg := "internal error"
-	var se *sandbox.Error
-	if status != http.StatusInternalServerError {
-		msg = err.Error()
-		if errors.As(err, &se) {
-			msg = se.Message
-		}
-	}
-	h := w.Header()
-	h.Set("Cache-Control", "no-store")
-	if status == http.StatusUnauthorized {
-		h.Set("WWW-Authenticate", `Bearer realm="paddock"`)
-	}
-	data, _ := json.Marshal(api.Error{Error: api.ErrorDetail{Code: code, Message: msg}})
-	h.Set("Content-Type", api.ContentTypeJSON)
-	w.WriteHeader(status)
-	_, _ = w.Write(append(data, '\n'))
+	httperr.Write(w, err)
 }

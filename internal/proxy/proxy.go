@@ -288,7 +288,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, f *forward) {
 			"sandbox %s does not declare port %d", f.sandboxID, f.port))
 		return
 	case !target.Running:
-		p.writeError(w, r, f.sandboxID, sandbox.Errorf(sandbox.ErrNotRunning, "sandbox_not_running",
+		p.writeError(w, r, f.sandboxID, sandbox.Errorf(sandbox.ErrUnavailable, "sandbox_not_running",
 			"sandbox %s is not running", f.sandboxID))
 		return
 	case !target.Addr.IsValid():

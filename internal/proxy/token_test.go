@@ -68,7 +68,8 @@ func TestStatusOf(t *testing.T) {
 		{"unauthenticated", errUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
 		{"expired", errTokenExpired, http.StatusForbidden, "token_expired"},
 		{"invalid", errInvalidToken, http.StatusForbidden, "invalid_token"},
-		{"not running", sandbox.Errorf(sandbox.ErrNotRunning, "sandbox_not_running", "x"), http.StatusServiceUnavailable, "sandbox_not_running"},
+		// The proxy raises a stopped sandbox as the upstream's failure (503).
+		{"not running", sandbox.Errorf(sandbox.ErrUnavailable, "sandbox_not_running", "x"), http.StatusServiceUnavailable, "sandbox_not_running"},
 		{"refused", sandbox.Errorf(ErrBadGateway, "port_not_listening", "x"), http.StatusBadGateway, "port_not_listening"},
 		{"timeout", sandbox.Errorf(ErrGatewayTimeout, "upstream_timeout", "x"), http.StatusGatewayTimeout, "upstream_timeout"},
 		{"not found kind only", sandbox.ErrNotFound, http.StatusNotFound, "not_found"},
