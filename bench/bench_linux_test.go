@@ -27,7 +27,9 @@ import (
 
 func TestMain(m *testing.M) {
 	runc.Init()
-	os.Exit(m.Run())
+	code := m.Run()
+	removeEchoBuild()
+	os.Exit(code)
 }
 
 var benchResources = sandbox.Resources{VCPUs: 1, MemoryMB: 512, PIDs: 256}
