@@ -64,6 +64,7 @@ type serveConfig struct {
 	maxSandboxes   int
 	noNetwork      bool
 	networkPool    string
+	nat            bool
 	domain         string
 	publicURL      string
 }
@@ -76,6 +77,9 @@ func (c serveConfig) Validate() error {
 		return usagef("serve: --data-dir is empty")
 	case c.defaultTimeout < 0 || c.maxTimeout < 0 || c.maxSandboxes < 0:
 		return usagef("serve: timeouts and --max-sandboxes must not be negative")
+	}
+	if c.noNetwork && c.nat {
+		return usagef("serve: --nat needs sandbox networking: drop --no-network")
 	}
 	if !c.noNetwork {
 		if _, err := netip.ParsePrefix(c.networkPool); err != nil {
@@ -136,6 +140,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.maxSandboxes, "max-sandboxes", 64, "sandboxes running at once on this host")
 	fs.BoolVar(&cfg.noNetwork, "no-network", false, "loopback-only sandboxes: no veth, no egress, no port proxy")
 	fs.StringVar(&cfg.networkPool, "network-pool", netns.DefaultPool.String(), "IPv4 prefix sandboxes get their /30 from")
+	fs.BoolVar(&cfg.nat, "nat", false, "masquerade allowed sandbox egress out of this host (sets net.ipv4.ip_forward=1, nftables table ip paddock-nat)")
 	fs.StringVar(&cfg.domain, "domain", "localhost", "parent domain of port hosts: <port>-<id>.<domain>")
 	fs.StringVar(&cfg.publicURL, "public-url", "", "public base URL of the port proxy (default http://<domain>:<listen port>)")
 	if err := fs.Parse(args); err != nil {
@@ -167,6 +172,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		nm, err := netns.New(netns.Config{
 			DataDir: cfg.dataDir,
 			Pool:    netip.MustParsePrefix(cfg.networkPool), // checked by Validate
+			NAT:     cfg.nat,
 			Logger:  log,
 		})
 		if err != nil {

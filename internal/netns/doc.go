@@ -17,11 +17,35 @@
 // survive a paddock restart; a pin without a state file is read back from
 // the namespace's eth0.
 //
-// The package never touches the host's routing, sysctls or nftables ruleset:
-// forwarding and NAT of the pool to the outside world are the host's
-// business (see the README of the node role). Everything it programs lives
-// inside the sandbox's namespace (rules, sets) or on the host end of the veth
-// (an address, and the resolver's sockets bound to that address).
+// Without Config.NAT the package never touches the host's routing, sysctls
+// or nftables ruleset, and a sandbox's allowed traffic reaches nothing past
+// the host: forwarding and NAT of the pool are then the operator's business.
+// Everything it programs lives inside the sandbox's namespace (rules, sets)
+// or on the host end of the veth (an address, and the resolver's sockets
+// bound to that address).
+//
+// # NAT (opt-in)
+//
+// With Config.NAT, New changes the host-side namespace (the real host in
+// production) in two ways: it sets net.ipv4.ip_forward=1, and it replaces,
+// atomically and as a whole, a table of its own, "ip paddock-nat":
+//
+//   - chain postrouting (nat) masquerades packets from the pool that leave
+//     through any interface other than this instance's veths;
+//   - chain forward (filter, policy accept) accepts pool → outside and the
+//     established/related replies, and drops everything else forwarded into
+//     the pool or out of this instance's veths, so turning forwarding on does
+//     not let a neighbour that routes the pool via this host reach sandbox
+//     ports around the port proxy.
+//
+// NAT only makes traffic routable: each sandbox's output chain (below) has
+// decided already, so deny-all stays deny-all. An accept in paddock-nat does
+// not override another table: a base chain on the forward hook with a drop
+// policy (Docker's FORWARD, a host firewall) still drops the pool's packets,
+// and the operator must allow the pool there. Close leaves the table (running
+// sandboxes keep their connections); a New without NAT removes it but leaves
+// ip_forward as it is, since paddock cannot tell who else relies on it. The
+// table's name is fixed, so only one NAT-enabled instance per host namespace.
 //
 // # Egress policy and precedence
 //

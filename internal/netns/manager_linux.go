@@ -53,7 +53,8 @@ type state struct {
 	Network Network `json:"network"`
 }
 
-// New opens the host-side namespace and re-adopts the networks pinned under
+// New opens the host-side namespace, applies Config.NAT there (programming
+// or removing table ip paddock-nat), and re-adopts the networks pinned under
 // DataDir by an earlier run (starting their resolvers again).
 func New(cfg Config) (*Manager, error) {
 	cfg, err := cfg.withDefaults()
@@ -91,6 +92,13 @@ func New(cfg Config) (*Manager, error) {
 		m.hostNS.Close()
 		return nil, fmt.Errorf("netns: netlink in host namespace: %w", err)
 	}
+	// Before readopt: a NAT failure should stop New before any resolver
+	// starts. Close does not undo it: sandboxes outlive paddock's process.
+	if err := m.applyNAT(); err != nil {
+		m.host.Close()
+		m.hostNS.Close()
+		return nil, err
+	}
 	if err := m.readopt(); err != nil {
 		m.Close()
 		return nil, err
@@ -99,8 +107,9 @@ func New(cfg Config) (*Manager, error) {
 }
 
 // Close stops the resolvers and releases the Manager's handles. Networks
-// stay: sandboxes keep running across a paddock restart and the next New
-// re-adopts them.
+// stay, and so does the NAT table: sandboxes keep running across a paddock
+// restart, their connections keep flowing, and the next New re-adopts them
+// (and re-applies or removes the table, per its Config.NAT).
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	if m.closed {

@@ -48,6 +48,14 @@ type Config struct {
 	// BlockCIDRs are refused to every sandbox, whatever its policy, on top of
 	// the built-in list (e.g. the host's LAN).
 	BlockCIDRs []netip.Prefix
+	// NAT makes allowed egress routable past the host: New sets
+	// net.ipv4.ip_forward=1 in the host-side namespace and (re)programs
+	// table "ip paddock-nat" there, masquerading the pool on every interface
+	// that is not one of this instance's veths. Each sandbox's egress policy
+	// still decides first. Off (the default), New removes that table if an
+	// earlier run left it and leaves ip_forward as it finds it. One
+	// NAT-enabled paddock per host namespace: the table name is fixed.
+	NAT bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }

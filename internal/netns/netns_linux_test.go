@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -72,9 +73,9 @@ type testbed struct {
 func newTestbed(t testing.TB) *testbed {
 	t.Helper()
 	requireRoot(t)
-	checkRealHostUntouched(t)
 	dir := t.TempDir()
 	tb := &testbed{dir: dir, hostPin: filepath.Join(dir, "host")}
+	checkRealHostUntouched(t, instanceTag(filepath.Join(dir, "data")))
 	inetPin := filepath.Join(dir, "inet")
 	for _, pin := range []string{tb.hostPin, inetPin} {
 		if err := newPinnedNS(pin); err != nil {
@@ -167,9 +168,11 @@ func (tb *testbed) setup(t testing.TB, id string, p Policy) *Network {
 }
 
 // checkRealHostUntouched records the real namespace's forwarding setting
-// and checks at the end that it is unchanged and that no veth of ours
-// appeared there.
-func checkRealHostUntouched(t testing.TB) {
+// and nftables tables and checks at the end that they are unchanged and
+// that no veth of this test (instance tag tag) appeared there. Veths of
+// other instances are not ours to judge: a paddock server or another
+// package's tests may be running on this machine at the same time.
+func checkRealHostUntouched(t testing.TB, tag string) {
 	t.Helper()
 	before, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 	if err != nil {
@@ -180,18 +183,43 @@ func checkRealHostUntouched(t testing.TB) {
 	for _, l := range links {
 		had[l.Attrs().Name] = true
 	}
+	tablesBefore := realHostTables(t)
 	t.Cleanup(func() {
 		after, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 		if string(after) != string(before) {
 			t.Errorf("real host ip_forward changed: %q -> %q", before, after)
 		}
+		if tablesAfter := realHostTables(t); !slices.Equal(tablesAfter, tablesBefore) {
+			t.Errorf("real host nftables tables changed: %v -> %v", tablesBefore, tablesAfter)
+		}
 		links, _ := netlink.LinkList()
 		for _, l := range links {
-			if name := l.Attrs().Name; !had[name] && (strings.HasPrefix(name, "pd") || name == "uplink") {
+			if name := l.Attrs().Name; !had[name] && (isOurIfName(tag, name) || name == "uplink") {
 				t.Errorf("link %s appeared in the real host namespace", name)
 			}
 		}
 	})
+}
+
+// realHostTables lists the nftables tables of the test process's own
+// namespace (the real host's), read-only, as sorted "family name" strings.
+// Unlocked goroutines run there: inNS threads are restored or destroyed.
+func realHostTables(t testing.TB) []string {
+	t.Helper()
+	c, err := nftables.New()
+	if err == nil {
+		var tables []*nftables.Table
+		if tables, err = c.ListTables(); err == nil {
+			out := make([]string, 0, len(tables))
+			for _, tb := range tables {
+				out = append(out, fmt.Sprintf("%d %s", tb.Family, tb.Name))
+			}
+			slices.Sort(out)
+			return out
+		}
+	}
+	t.Errorf("list the real host's nftables tables: %v", err)
+	return nil
 }
 
 func openNS(t testing.TB, path string) *os.File {
@@ -256,7 +284,8 @@ func startFakeDNS(t testing.TB, ns *os.File) {
 }
 
 // serveTCP listens in ns on ap and answers every connection with
-// "ok <local address>\n".
+// "ok <local address> from <remote address>\n": the remote part shows
+// whether NAT rewrote the client's source.
 func serveTCP(t testing.TB, ns *os.File, ap netip.AddrPort) {
 	t.Helper()
 	var ln net.Listener
@@ -280,7 +309,7 @@ func serveTCP(t testing.TB, ns *os.File, ap netip.AddrPort) {
 				defer wg.Done()
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(2 * time.Second))
-				fmt.Fprintf(c, "ok %s\n", c.LocalAddr())
+				fmt.Fprintf(c, "ok %s from %s\n", c.LocalAddr(), c.RemoteAddr())
 			}()
 		}
 	}()
@@ -290,20 +319,27 @@ func serveTCP(t testing.TB, ns *os.File, ap netip.AddrPort) {
 // dialOK connects to addr from the calling thread's namespace and expects
 // the test listeners' greeting.
 func dialOK(addr string, timeout time.Duration) error {
+	_, err := dialPeer(addr, timeout)
+	return err
+}
+
+// dialPeer is dialOK returning the client address the listener saw.
+func dialPeer(addr string, timeout time.Duration) (netip.AddrPort, error) {
 	c, err := net.DialTimeout("tcp4", addr, timeout)
 	if err != nil {
-		return err
+		return netip.AddrPort{}, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
-		return err
+		return netip.AddrPort{}, err
 	}
-	if !strings.HasPrefix(line, "ok ") {
-		return fmt.Errorf("unexpected greeting %q", line)
+	_, peer, ok := strings.Cut(strings.TrimSpace(line), " from ")
+	if !strings.HasPrefix(line, "ok ") || !ok {
+		return netip.AddrPort{}, fmt.Errorf("unexpected greeting %q", line)
 	}
-	return nil
+	return netip.ParseAddrPort(peer)
 }
 
 // nsDialer is a goroutine locked into a sandbox's namespace for its whole
@@ -359,6 +395,16 @@ func (d *nsDialer) dial(addr string, want bool) error {
 		timeout = allowTimeout
 	}
 	return d.do(func() error { return dialOK(addr, timeout) })
+}
+
+// peer connects from the sandbox and returns the client address the
+// listener at addr saw.
+func (d *nsDialer) peer(addr string) (p netip.AddrPort, err error) {
+	err = d.do(func() (err error) {
+		p, err = dialPeer(addr, allowTimeout)
+		return err
+	})
+	return p, err
 }
 
 // lookup asks the sandbox's resolver for name's A records over UDP.
@@ -675,4 +721,153 @@ func BenchmarkSetup(b *testing.B) {
 	slices.Sort(total)
 	b.ReportMetric(float64(setup[len(setup)/2].Microseconds())/1000, "p50-setup-ms")
 	b.ReportMetric(float64(total[len(total)/2].Microseconds())/1000, "p50-setup+teardown-ms")
+}
+
+// TestNAT runs Config.NAT against the test's host namespace: its uplink
+// (tnHost) plays the host's internet-facing interface.
+func TestNAT(t *testing.T) {
+	tb := newTestbed(t)
+	hostNS := openNS(t, tb.hostPin)
+	inetPin := filepath.Join(tb.dir, "inet")
+
+	// NAT off (newTestbed's Manager): no table, and the fake internet
+	// routes the pool back, so a sandbox gets through with its own address
+	// and the fake internet can open a connection to a sandbox. These are
+	// the controls for what NAT changes below.
+	if got := natTables(t, hostNS); len(got) != 0 {
+		t.Fatalf("NAT off: host namespace has NAT tables %v", got)
+	}
+	open := tb.setup(t, "open", Policy{Mode: ModeAllowAll})
+	closed := tb.setup(t, "closed", Policy{Mode: ModeDenyAll})
+	serveTCP(t, openNS(t, open.NSPath), netip.AddrPortFrom(netip.IPv4Unspecified(), sandboxPort))
+	od, cd, inet := newNSDialer(t, open.NSPath), newNSDialer(t, closed.NSPath), newNSDialer(t, inetPin)
+	if p, err := od.peer(ap(tnInet, inetPort)); err != nil || p.Addr() != open.SandboxAddr {
+		t.Fatalf("NAT off: listener saw %v (err %v), want the sandbox's own %v", p, err, open.SandboxAddr)
+	}
+	if err := inet.dial(ap(open.SandboxAddr, sandboxPort), true); err != nil {
+		t.Fatalf("NAT off: the fake internet cannot reach the sandbox, so the check below means nothing: %v", err)
+	}
+
+	// ip_forward off in the test's host namespace, to see New turn it on.
+	setForward(t, hostNS, "0")
+	if err := tb.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tb.cfg.NAT = true
+	tb.m = tb.newManager(t)
+	if got := readForward(t, hostNS); got != "1" {
+		t.Errorf("NAT on: ip_forward = %q in the host namespace, want 1", got)
+	}
+	checkNAT := func(t *testing.T) {
+		t.Helper()
+		want := map[string]int{"postrouting": 1, "forward": 4}
+		if got := natTables(t, hostNS); len(got) != 1 || !maps.Equal(got[natTableName], want) {
+			t.Errorf("NAT tables = %v, want one %s with rules per chain %v", got, natTableName, want)
+		}
+		if p, err := od.peer(ap(tnInet, inetPort)); err != nil || p.Addr() != tnHost {
+			t.Errorf("allow-all: listener saw %v (err %v), want the uplink's %v (masqueraded)", p, err, tnHost)
+		}
+		if err := od.dial(ap(tnAllowed, inetPort), true); err != nil {
+			t.Errorf("allow-all: dial %v: %v", tnAllowed, err)
+		}
+		// The sandbox's policy still decides first.
+		if err := od.dial(ap(tnMetadata, inetPort), false); err == nil {
+			t.Error("allow-all: metadata reachable through NAT")
+		}
+		if err := cd.dial(ap(tnInet, inetPort), false); err == nil {
+			t.Error("deny-all: fake internet reachable through NAT")
+		}
+		// Forwarding on must not open the pool to whoever routes it here.
+		if err := inet.dial(ap(open.SandboxAddr, sandboxPort), false); err == nil {
+			t.Error("fake internet opened a connection into the pool")
+		}
+	}
+	t.Run("on", checkNAT)
+
+	// Restart with NAT: the table is replaced, not duplicated.
+	if err := tb.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tb.m = tb.newManager(t)
+	t.Run("on again", checkNAT)
+
+	// Restart without NAT: the table goes, ip_forward stays.
+	if err := tb.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tb.cfg.NAT = false
+	tb.m = tb.newManager(t)
+	if got := natTables(t, hostNS); len(got) != 0 {
+		t.Errorf("NAT off again: host namespace still has %v", got)
+	}
+	if got := readForward(t, hostNS); got != "1" {
+		t.Errorf("NAT off again: ip_forward = %q, want it left at 1", got)
+	}
+	if err := cd.dial(ap(tnInet, inetPort), false); err == nil {
+		t.Error("deny-all: fake internet reachable after NAT off")
+	}
+}
+
+// natTables maps each IPv4 table named natTableName in ns (several would be
+// a bug) to its rule count per chain; more than one table shows up as
+// natTableName#2 and so on.
+func natTables(t testing.TB, ns *os.File) map[string]map[string]int {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]int{}
+	for i, tbl := range tables {
+		if tbl.Name != natTableName {
+			continue
+		}
+		key := tbl.Name
+		if _, dup := out[key]; dup {
+			key = fmt.Sprintf("%s#%d", key, i+1)
+		}
+		out[key] = map[string]int{}
+		for _, ch := range chains {
+			if ch.Table.Name != tbl.Name {
+				continue
+			}
+			rules, err := c.GetRules(tbl, ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[key][ch.Name] = len(rules)
+		}
+	}
+	return out
+}
+
+// readForward and setForward read and write ip_forward in a test namespace
+// (never the real host's: checkRealHostUntouched verifies that).
+func readForward(t testing.TB, ns *os.File) string {
+	t.Helper()
+	var b []byte
+	if err := inNS(int(ns.Fd()), func() (err error) {
+		b, err = os.ReadFile(ipForwardPath)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func setForward(t testing.TB, ns *os.File, v string) {
+	t.Helper()
+	if err := inNS(int(ns.Fd()), func() error {
+		return os.WriteFile(ipForwardPath, []byte(v), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
