@@ -1,0 +1,466 @@
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Default size caps, uncompressed. They bound what one hostile or mistaken
+// image can write to the host's disk before it is refused.
+const (
+	DefaultMaxLayerBytes = 8 << 30
+	DefaultMaxImageBytes = 16 << 30
+)
+
+// StoreOptions configure a Store.
+type StoreOptions struct {
+	// MaxBytes is the size GC brings the store under by evicting the least
+	// recently used images; 0 means no cap.
+	MaxBytes int64
+	// MaxLayerBytes caps one layer's uncompressed tar stream and the content
+	// it unpacks to (DefaultMaxLayerBytes if 0).
+	MaxLayerBytes int64
+	// MaxImageBytes caps the sum of an image's layers (DefaultMaxImageBytes
+	// if 0).
+	MaxImageBytes int64
+	// Logger gets the store's events (slog.Default() if nil).
+	Logger *slog.Logger
+}
+
+// Validate reports an options value that cannot work.
+func (o StoreOptions) Validate() error {
+	if o.MaxBytes < 0 || o.MaxLayerBytes < 0 || o.MaxImageBytes < 0 {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_store_options", "image store size limits must not be negative")
+	}
+	return nil
+}
+
+// ImageConfig is the part of an image's config a sandbox's processes use.
+type ImageConfig struct {
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	User       string   `json:"user,omitempty"`
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+}
+
+// Image is an image in the Store.
+type Image struct {
+	// Ref is the normalised reference the image was pulled or imported as
+	// (index.docker.io/library/alpine:3.20), or its digest if it has none.
+	Ref string `json:"ref"`
+	// Digest is the manifest digest (sha256:...).
+	Digest string `json:"digest"`
+	// Layers are the unpacked layer directories, lowest (base) first.
+	Layers []string    `json:"-"`
+	Config ImageConfig `json:"config"`
+	// Size is the sum of the layers' unpacked sizes in bytes.
+	Size int64 `json:"size"`
+}
+
+// LayerProgress reports one layer of a pull or import.
+type LayerProgress struct {
+	Digest string // the layer's diff ID
+	Index  int    // 0-based, lowest layer first
+	Count  int    // layers in the image
+	Bytes  int64  // unpacked size, once Done
+	Cached bool   // already in the store: nothing was downloaded
+	Done   bool   // false when the layer starts, true when it is unpacked
+}
+
+// imageRecord is an image as persisted in the index.
+type imageRecord struct {
+	Digest   string      `json:"digest"`
+	Refs     []string    `json:"refs"`
+	DiffIDs  []string    `json:"diff_ids"` // lowest first, "sha256:<hex>"
+	Config   ImageConfig `json:"config"`
+	LastUsed time.Time   `json:"last_used"`
+}
+
+// layerRecord is an unpacked layer as persisted in the index.
+type layerRecord struct {
+	Size int64 `json:"size"`
+}
+
+// index is the store's persistent state, one JSON file.
+type index struct {
+	Refs   map[string]string       `json:"refs"`   // ref -> image digest
+	Images map[string]*imageRecord `json:"images"` // digest -> image
+	Layers map[string]layerRecord  `json:"layers"` // diff ID hex -> layer
+}
+
+// flight is one in-progress unpack of a layer that concurrent pulls share.
+type flight struct {
+	done chan struct{}
+	size int64
+	err  error
+}
+
+// Store keeps pulled and imported images under one directory:
+//
+//	index.json            refs, images, layers and last-use times
+//	layers/<diff ID hex>/ one unpacked layer, an overlay lowerdir
+//	tmp/                  layers being unpacked, renamed into layers/ when whole
+//
+// One process owns a store directory at a time.
+type Store struct {
+	dir  string
+	opts StoreOptions
+	log  *slog.Logger
+	now  func() time.Time // the one clock; tests replace it
+
+	mu      sync.Mutex         // guards the fields below and index.json
+	idx     index              // the in-memory copy of index.json
+	flights map[string]*flight // diff ID hex -> unpack in progress
+	pinned  map[string]int     // diff ID hex -> pulls in progress that hold it
+
+	unpacks atomic.Int64 // layers unpacked since open, for tests
+}
+
+// OpenStore opens (creating if needed) the image store in dir, normally
+// <data>/images. Layers left half-unpacked by a crash are removed.
+func OpenStore(dir string, opts StoreOptions) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if dir == "" {
+		return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_store_options", "image store: empty directory")
+	}
+	if opts.MaxLayerBytes == 0 {
+		opts.MaxLayerBytes = DefaultMaxLayerBytes
+	}
+	if opts.MaxImageBytes == 0 {
+		opts.MaxImageBytes = DefaultMaxImageBytes
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Store{
+		dir:     filepath.Clean(dir),
+		opts:    opts,
+		log:     opts.Logger,
+		now:     time.Now,
+		flights: map[string]*flight{},
+		pinned:  map[string]int{},
+	}
+	if err := os.RemoveAll(filepath.Join(s.dir, "tmp")); err != nil {
+		return nil, fmt.Errorf("image store: clean tmp: %w", err)
+	}
+	for _, d := range []string{s.dir, filepath.Join(s.dir, "layers"), filepath.Join(s.dir, "tmp")} {
+		// 0o711: sandboxes' overlay mounts traverse here; nobody lists it.
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("image store: %w", err)
+		}
+	}
+	if err := s.load(); err != nil {
+		return nil, fmt.Errorf("image store: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Store) indexPath() string { return filepath.Join(s.dir, "index.json") }
+
+func (s *Store) layerDir(hex string) string { return filepath.Join(s.dir, "layers", hex) }
+
+func (s *Store) load() error {
+	s.idx = index{Refs: map[string]string{}, Images: map[string]*imageRecord{}, Layers: map[string]layerRecord{}}
+	b, err := os.ReadFile(s.indexPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &s.idx); err != nil {
+		return fmt.Errorf("index.json: %w", err)
+	}
+	if s.idx.Refs == nil {
+		s.idx.Refs = map[string]string{}
+	}
+	if s.idx.Images == nil {
+		s.idx.Images = map[string]*imageRecord{}
+	}
+	if s.idx.Layers == nil {
+		s.idx.Layers = map[string]layerRecord{}
+	}
+	return nil
+}
+
+// saveLocked writes the index atomically: a crash leaves the old or the new
+// file, never half of one. Callers hold s.mu.
+func (s *Store) saveLocked() error {
+	b, err := json.MarshalIndent(s.idx, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(s.dir, ".index-*.json")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op once renamed
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), s.indexPath())
+}
+
+// normalizeRef gives the one spelling of a reference the index is keyed by,
+// so "alpine" and "index.docker.io/library/alpine:latest" are one image. A
+// bare digest (an imported image without a tag) is its own key.
+func normalizeRef(ref string, opts ...name.Option) (string, error) {
+	if strings.HasPrefix(ref, "sha256:") {
+		return ref, nil
+	}
+	r, err := name.ParseReference(ref, opts...)
+	if err != nil {
+		return "", sandbox.Errorf(sandbox.ErrInvalid, "invalid_image_ref", "invalid image reference %q: %v", ref, err)
+	}
+	return r.Name(), nil
+}
+
+// imageLocked builds the public view of a record. Callers hold s.mu.
+func (s *Store) imageLocked(ref string, rec *imageRecord) *Image {
+	img := &Image{Ref: ref, Digest: rec.Digest, Config: rec.Config}
+	for _, id := range rec.DiffIDs {
+		hex := strings.TrimPrefix(id, "sha256:")
+		img.Layers = append(img.Layers, s.layerDir(hex))
+		img.Size += s.idx.Layers[hex].Size
+	}
+	return img
+}
+
+// lookupLocked finds an image by ref or digest. Callers hold s.mu.
+func (s *Store) lookupLocked(ref string) (string, *imageRecord, error) {
+	if rec, ok := s.idx.Images[ref]; ok {
+		r := ref
+		if len(rec.Refs) > 0 {
+			r = rec.Refs[0]
+		}
+		return r, rec, nil
+	}
+	key, err := normalizeRef(ref)
+	if err != nil {
+		return "", nil, err
+	}
+	if d, ok := s.idx.Refs[key]; ok {
+		if rec, ok := s.idx.Images[d]; ok {
+			return key, rec, nil
+		}
+	}
+	return "", nil, sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image %q is not in the store", ref)
+}
+
+// Get returns the image a ref (or a digest) names.
+func (s *Store) Get(ref string) (*Image, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key, rec, err := s.lookupLocked(ref)
+	if err != nil {
+		return nil, err
+	}
+	return s.imageLocked(key, rec), nil
+}
+
+// List returns every ref in the store, sorted by ref; an image with two refs
+// appears twice.
+func (s *Store) List() []*Image {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*Image
+	for ref, d := range s.idx.Refs {
+		if rec, ok := s.idx.Images[d]; ok {
+			out = append(out, s.imageLocked(ref, rec))
+		}
+	}
+	for d, rec := range s.idx.Images {
+		if len(rec.Refs) == 0 {
+			out = append(out, s.imageLocked(d, rec))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
+	return out
+}
+
+// Remove forgets a ref; the image goes when its last ref does. Its layers
+// stay on disk until GC, which also checks that no sandbox still uses them.
+func (s *Store) Remove(ref string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key, rec, err := s.lookupLocked(ref)
+	if err != nil {
+		return err
+	}
+	if key == rec.Digest {
+		// Removing by digest removes every ref to it.
+		for _, r := range rec.Refs {
+			delete(s.idx.Refs, r)
+		}
+		rec.Refs = nil
+	} else {
+		delete(s.idx.Refs, key)
+		rec.Refs = slices.DeleteFunc(rec.Refs, func(r string) bool { return r == key })
+	}
+	if len(rec.Refs) == 0 {
+		delete(s.idx.Images, rec.Digest)
+	}
+	return s.saveLocked()
+}
+
+// Touch records that a sandbox starts from the image now, for GC's
+// least-recently-used order. Node calls it on every sandbox create.
+func (s *Store) Touch(ref string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, rec, err := s.lookupLocked(ref)
+	if err != nil {
+		return err
+	}
+	rec.LastUsed = s.now()
+	return s.saveLocked()
+}
+
+// Rootfs returns what a driver mounts for img: its layers as overlay
+// lowerdirs, topmost first.
+func (s *Store) Rootfs(img *Image) *Rootfs {
+	lowers := slices.Clone(img.Layers)
+	slices.Reverse(lowers)
+	return &Rootfs{Lowers: lowers}
+}
+
+// Size returns the bytes of all unpacked layers in the store.
+func (s *Store) Size() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sizeLocked()
+}
+
+func (s *Store) sizeLocked() int64 {
+	var n int64
+	for _, l := range s.idx.Layers {
+		n += l.Size
+	}
+	return n
+}
+
+// GC removes layers that no image references and then, while the store is
+// larger than MaxBytes, evicts the least recently used images whose layers
+// are not in use. inUse reports whether a running sandbox mounts a layer
+// directory (nil: none is); a layer in use is never removed, and an image
+// with a layer in use is never evicted.
+func (s *Store) GC(ctx context.Context, inUse func(layerDir string) bool) error {
+	if inUse == nil {
+		inUse = func(string) bool { return false }
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	// Evict images first, so their layers go in the sweep below.
+	if s.opts.MaxBytes > 0 && s.projectedLocked(inUse) > s.opts.MaxBytes {
+		recs := make([]*imageRecord, 0, len(s.idx.Images))
+		for _, rec := range s.idx.Images {
+			recs = append(recs, rec)
+		}
+		sort.Slice(recs, func(i, j int) bool { return recs[i].LastUsed.Before(recs[j].LastUsed) })
+		for _, rec := range recs {
+			if s.projectedLocked(inUse) <= s.opts.MaxBytes {
+				break
+			}
+			if s.imageInUseLocked(rec, inUse) {
+				continue
+			}
+			s.log.InfoContext(ctx, "image store: evicting image", "image", rec.Digest, "refs", rec.Refs)
+			for _, r := range rec.Refs {
+				delete(s.idx.Refs, r)
+			}
+			delete(s.idx.Images, rec.Digest)
+		}
+	}
+
+	referenced := map[string]bool{}
+	for _, rec := range s.idx.Images {
+		for _, id := range rec.DiffIDs {
+			referenced[strings.TrimPrefix(id, "sha256:")] = true
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(s.dir, "layers"))
+	if err != nil {
+		return fmt.Errorf("image gc: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		hex := e.Name()
+		if referenced[hex] || s.pinned[hex] > 0 || s.flights[hex] != nil || inUse(s.layerDir(hex)) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if err := os.RemoveAll(s.layerDir(hex)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.log.InfoContext(ctx, "image store: removed layer", "layer", hex, "bytes", s.idx.Layers[hex].Size)
+		delete(s.idx.Layers, hex)
+	}
+	if err := s.saveLocked(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("image gc: %w", err)
+	}
+	return nil
+}
+
+// projectedLocked is the store's size once the sweep has removed the layers
+// no image references; layers of pulls in progress and layers in use stay.
+func (s *Store) projectedLocked(inUse func(string) bool) int64 {
+	keep := map[string]bool{}
+	for _, rec := range s.idx.Images {
+		for _, id := range rec.DiffIDs {
+			keep[strings.TrimPrefix(id, "sha256:")] = true
+		}
+	}
+	for hex := range s.pinned {
+		keep[hex] = true
+	}
+	var n int64
+	for hex, l := range s.idx.Layers {
+		if keep[hex] || inUse(s.layerDir(hex)) {
+			n += l.Size
+		}
+	}
+	return n
+}
+
+func (s *Store) imageInUseLocked(rec *imageRecord, inUse func(string) bool) bool {
+	for _, id := range rec.DiffIDs {
+		if inUse(s.layerDir(strings.TrimPrefix(id, "sha256:"))) {
+			return true
+		}
+	}
+	return false
+}
