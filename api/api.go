@@ -45,14 +45,22 @@ type Resources struct {
 
 // Sandbox is one sandbox as the API shows it.
 type Sandbox struct {
-	ID        string            `json:"id"`
-	Status    string            `json:"status"`
-	Image     string            `json:"image"`
-	Resources Resources         `json:"resources"`
-	Env       map[string]string `json:"env,omitempty"`
-	CreatedAt time.Time         `json:"createdAt"`
-	StartedAt time.Time         `json:"startedAt,omitzero"`
-	StoppedAt time.Time         `json:"stoppedAt,omitzero"`
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Image  string `json:"image"`
+	// ImageDigest is the manifest digest of an OCI image; empty for "host".
+	ImageDigest string `json:"imageDigest,omitempty"`
+	// ImageUser is the image config's User, for information: commands run
+	// as uid 1000 (or root with sudo) whatever it says.
+	ImageUser string `json:"imageUser,omitempty"`
+	// WorkingDir is the default cwd of commands (the image's WorkingDir);
+	// empty means the user's home.
+	WorkingDir string            `json:"workingDir,omitempty"`
+	Resources  Resources         `json:"resources"`
+	Env        map[string]string `json:"env,omitempty"`
+	CreatedAt  time.Time         `json:"createdAt"`
+	StartedAt  time.Time         `json:"startedAt,omitzero"`
+	StoppedAt  time.Time         `json:"stoppedAt,omitzero"`
 	// ExpiresAt is when the sandbox's timeout stops it; see ExtendTimeoutRequest.
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
 	// LastActivityAt is the last request proxied to one of its ports or
@@ -293,4 +301,56 @@ type ErrorDetail struct {
 // Error is the body of every error answer: {"error":{"code","message"}}.
 type Error struct {
 	Error ErrorDetail `json:"error"`
+}
+
+// ImageConfig is the part of an image's config sandboxes use.
+type ImageConfig struct {
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"workingDir,omitempty"`
+	User       string   `json:"user,omitempty"`
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+}
+
+// Image is an OCI image in the host's image store.
+type Image struct {
+	// Ref is the normalised reference (index.docker.io/library/alpine:3.20),
+	// or the digest of an imported image without a tag.
+	Ref    string      `json:"ref"`
+	Digest string      `json:"digest"`
+	Layers int         `json:"layers"`
+	Size   int64       `json:"size"` // unpacked bytes
+	Config ImageConfig `json:"config"`
+}
+
+// ImageList is the answer of GET /images, sorted by ref.
+type ImageList struct {
+	Images []Image `json:"images"`
+}
+
+// PullImageRequest is the body of POST /images/pull. Without credentials
+// the server's own docker keychain applies.
+type PullImageRequest struct {
+	Ref      string `json:"ref"`
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	Token    string `json:"token,omitempty"`
+	// Insecure allows a plain-HTTP registry (loopback and private
+	// addresses get HTTP anyway).
+	Insecure bool `json:"insecure,omitempty"`
+}
+
+// PullProgress is one NDJSON line of POST /images/pull's answer: layer
+// progress lines, then one line with Image (success) or Error.
+type PullProgress struct {
+	Digest string `json:"digest,omitempty"` // the layer's diff ID
+	Index  int    `json:"index"`            // 0-based, base layer first
+	Count  int    `json:"count"`
+	Bytes  int64  `json:"bytes,omitempty"` // unpacked size, once done
+	Cached bool   `json:"cached,omitempty"`
+	Done   bool   `json:"done,omitempty"`
+	// Image is the pulled image, on the last line of a successful pull.
+	Image *Image `json:"image,omitempty"`
+	// Error ends a pull that failed after progress began.
+	Error *ErrorDetail `json:"error,omitempty"`
 }

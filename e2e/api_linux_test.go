@@ -364,7 +364,7 @@ func TestBadInput(t *testing.T) {
 		{"impossible memory", "POST", "/sandboxes", s.token, `{"resources":{"memoryMB":100000000}}`, 400, "invalid_resources"},
 		{"timeout past max", "POST", "/sandboxes", s.token, `{"timeoutMs":86400000}`, 400, "invalid_timeout"},
 		{"extend past max", "POST", "/sandboxes/" + sb.ID + "/extend-timeout", s.token, `{"durationMs":86400000}`, 400, "timeout_exceeds_max"},
-		{"unknown image", "POST", "/sandboxes", s.token, `{"image":"nope"}`, 400, "unknown_image"},
+		{"unknown image", "POST", "/sandboxes", s.token, `{"image":"nope"}`, 404, "image_not_found"},
 		{"empty command", "POST", "/sandboxes/" + sb.ID + "/commands", s.token, `{"cmd":""}`, 400, ""},
 		{"bad signal", "POST", "/sandboxes/" + sb.ID + "/commands/cmd-nope/kill", s.token, `{"signal":"SIGNOPE"}`, 400, ""},
 	}

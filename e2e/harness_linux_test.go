@@ -17,6 +17,7 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/doctor"
+	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
@@ -60,6 +61,7 @@ type stack struct {
 	dataDir string
 	driver  *runc.Driver
 	mgr     *node.Manager
+	images  *image.Store
 	http    *httptest.Server
 	token   string
 	client  *sdk.Client
@@ -113,7 +115,12 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	if err != nil {
 		t.Fatalf("runc driver: %v", err)
 	}
-	cfg := node.Config{DataDir: dataDir, Driver: drv, Logger: log, MaxTimeout: time.Hour}
+	images, err := image.OpenStore(filepath.Join(dataDir, "images"), image.StoreOptions{Logger: log})
+	if err != nil {
+		drv.Close()
+		t.Fatalf("image store: %v", err)
+	}
+	cfg := node.Config{DataDir: dataDir, Driver: drv, Logger: log, MaxTimeout: time.Hour, Images: images}
 	var nm *netns.Manager
 	if opts.network.IsValid() {
 		nm, err = netns.New(netns.Config{DataDir: dataDir, Pool: opts.network, Upstream: []netip.AddrPort{unreachableDNS}, Logger: log})
@@ -148,8 +155,9 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	}
 	// Unstarted, so that the routes' base URL knows the listener's port.
 	hs := httptest.NewUnstartedServer(nil)
-	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log, MaxUploadBytes: opts.maxUploadBytes}
-	s := &stack{dataDir: dataDir, driver: drv, mgr: mgr, http: hs, token: token, net: nm}
+	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log, MaxUploadBytes: opts.maxUploadBytes,
+		Images: nodeadapter.Images{Store: images, Node: mgr}}
+	s := &stack{dataDir: dataDir, driver: drv, mgr: mgr, images: images, http: hs, token: token, net: nm}
 	if nm != nil {
 		key := make([]byte, proxy.MinKeyLen)
 		rand.Read(key)

@@ -69,7 +69,11 @@ const usage = `paddock: self-hosted sandboxes
 Usage:
   paddock serve [--listen ADDR] [--data-dir DIR] [--default-timeout D] [--max-timeout D] [--max-sandboxes N]
                 [--no-network] [--network-pool CIDR] [--domain DOMAIN] [--public-url URL]
-  paddock sandbox create [--image host] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
+  paddock image pull [--insecure] [--username U] [--password P] <ref>
+  paddock image ls
+  paddock image rm <ref>
+  paddock image import <docker-archive.tar>
+  paddock sandbox create [--image host|<ref>] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
   paddock sandbox ls [--state STATE]
   paddock sandbox exec [--sudo] [--cwd DIR] [--env K=V]... [--timeout D] <id> -- <cmd> [args...]
   paddock sandbox cp <local> <id>:<path> | <id>:<path> <local>
@@ -103,6 +107,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stdout, stderr)
 	case "sandbox", "sandboxes", "sb":
 		return sandboxCmd(ctx, args[1:], stdout, stderr)
+	case "image", "images":
+		return imageCmd(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		return doctorCmd(ctx, stdout)
 	case "version", "--version":

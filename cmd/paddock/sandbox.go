@@ -89,7 +89,7 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	switch sub {
 	case "create":
-		image := fs.String("image", "host", "image of the sandbox")
+		image := fs.String("image", "host", `image of the sandbox: "host" or a ref pulled or imported with "paddock image"`)
 		vcpus := fs.Float64("vcpus", 0, "CPU share (0: server default)")
 		memory := fs.Int64("memory", 0, "memory limit in MB (0: server default)")
 		timeout := fs.Duration("timeout", 0, "stop the sandbox after this long (0: server default)")

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/proxy"
@@ -182,7 +183,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer nm.Close()
 		network = nm
 	}
+	images, err := image.OpenStore(filepath.Join(cfg.dataDir, "images"), image.StoreOptions{Logger: log})
+	if err != nil {
+		return fmt.Errorf("open the image store: %w", err)
+	}
 	mgr, err := node.New(node.Config{
+		Images:         images,
 		DataDir:        cfg.dataDir,
 		Driver:         drv,
 		DefaultTimeout: cfg.defaultTimeout,
@@ -200,6 +206,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("start the sandbox manager: %w", err)
 	}
 
+	// Layers left by images removed before a crash; the sandboxes' own are kept.
+	if err := images.GC(ctx, mgr.LayerInUse); err != nil {
+		log.Warn("image gc", "err", err)
+	}
+
 	tokens, err := server.OpenFileTokenStore(cfg.dataDir)
 	if err != nil {
 		return err
@@ -212,7 +223,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log}
+	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log,
+		Images: nodeadapter.Images{Store: images, Node: mgr}}
 	var px *proxy.Proxy
 	if network != nil {
 		key, err := loadProxyKey(cfg.dataDir)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -47,7 +48,20 @@ type Config struct {
 	// Network gives each sandbox a network of its own; nil keeps sandboxes
 	// loopback-only (and refuses ports and network policies).
 	Network Network
+	// Images resolves every image but "host"; nil allows only "host".
+	Images Images
 }
+
+// Images is what the node needs from the image store; *image.Store
+// satisfies it. Pulling and importing are not the node's business: an image
+// must be in the store before a sandbox is created from it.
+type Images interface {
+	Get(ref string) (*image.Image, error)
+	Touch(ref string) error
+	Rootfs(img *image.Image) *image.Rootfs
+}
+
+var _ Images = (*image.Store)(nil)
 
 // Network is what the node needs from the host's sandbox networking;
 // *netns.Manager satisfies it. Setup runs before the driver creates the
@@ -136,7 +150,7 @@ func (c *Config) Validate() error {
 
 // CreateRequest asks for one sandbox.
 type CreateRequest struct {
-	Image     string            // "" → "host"; anything else → ErrInvalid "unknown_image" for now
+	Image     string            // "" → "host"; anything else must be in Config.Images, else ErrNotFound "image_not_found"
 	Resources sandbox.Resources // zero fields take defaults; then Validate against MaxResources
 	Timeout   time.Duration     // 0 → DefaultTimeout; <0 or > MaxTimeout → ErrInvalid "invalid_timeout"
 	Env       map[string]string // default env of the sandbox's commands
@@ -148,17 +162,14 @@ type CreateRequest struct {
 	NetworkPolicy *sandbox.NetworkPolicy
 }
 
-// hostImage is the only image until image support lands.
-const hostImage = "host"
+// hostImage is the image built from the host's own /usr.
+const hostImage = image.HostImage
 
 // normalize validates req against cfg and returns it with defaults applied.
+// The image itself is resolved by Manager.resolveImage.
 func (req CreateRequest) normalize(cfg *Config) (CreateRequest, error) {
-	switch req.Image {
-	case "":
+	if req.Image == "" {
 		req.Image = hostImage
-	case hostImage:
-	default:
-		return req, sandbox.Errorf(sandbox.ErrInvalid, "unknown_image", "unknown image %q (only %q is available)", req.Image, hostImage)
 	}
 
 	if req.Resources.VCPUs == 0 {

@@ -88,6 +88,7 @@ func (e *entry) snapshot() (sandbox.Sandbox, *agent.Client, bool) {
 func clone(sb sandbox.Sandbox) sandbox.Sandbox {
 	sb.Env = maps.Clone(sb.Env)
 	sb.Ports = slices.Clone(sb.Ports)
+	sb.ImageLayers = slices.Clone(sb.ImageLayers)
 	if sb.NetworkPolicy != nil {
 		p := clonePolicy(*sb.NetworkPolicy)
 		sb.NetworkPolicy = &p
@@ -199,6 +200,10 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
+	img, rootfs, err := m.resolveImage(req.Image)
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
 	id, err := newID()
 	if err != nil {
 		return sandbox.Sandbox{}, err
@@ -218,6 +223,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 		Ports:         req.Ports,
 		NetworkPolicy: req.NetworkPolicy,
 	}}
+	if img != nil {
+		// Recording the layers before the driver mounts them keeps them
+		// from image GC for as long as the sandbox exists.
+		e.sb.Image, e.sb.ImageDigest, e.sb.ImageLayers = img.Ref, img.Digest, slices.Clone(rootfs.Lowers)
+		e.sb.ImageUser, e.sb.WorkingDir = img.Config.User, img.Config.WorkingDir
+		e.sb.Env = imageEnv(img.Config.Env, req.Env)
+	}
 	// Held until the sandbox leaves pending, so no other operation sees it
 	// half-created; Get and List only need e.mu and do not wait.
 	e.op.Lock()
@@ -249,7 +261,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 	defer cancel()
 	spec := runtime.Spec{
 		ID:        id,
-		Image:     req.Image,
+		Image:     e.sb.Image,
+		Rootfs:    rootfs,
 		Resources: req.Resources,
 		Hostname:  id,
 	}

@@ -105,7 +105,6 @@ func TestCreateInvalid(t *testing.T) {
 		req  CreateRequest
 		code string
 	}{
-		{"unknown image", CreateRequest{Image: "ubuntu:24.04"}, "unknown_image"},
 		{"too many vcpus", CreateRequest{Resources: sandbox.Resources{VCPUs: 5}}, "invalid_resources"},
 		{"negative vcpus", CreateRequest{Resources: sandbox.Resources{VCPUs: -1}}, "invalid_resources"},
 		{"too much memory", CreateRequest{Resources: sandbox.Resources{MemoryMB: 8193}}, "invalid_resources"},

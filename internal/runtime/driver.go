@@ -12,13 +12,17 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
 // Spec is everything a driver needs to create one sandbox.
 type Spec struct {
-	ID        string // sandbox.ValidID
-	Image     string // "host" is the only image until image support lands
+	ID    string // sandbox.ValidID
+	Image string // the image's name, for errors and logs
+	// Rootfs is the image's root filesystem as the node resolved it; nil
+	// means the host image the driver prepares itself.
+	Rootfs    *image.Rootfs
 	Resources sandbox.Resources
 	Hostname  string // default: the ID
 	// Network, when set, is a namespace prepared by the caller that the

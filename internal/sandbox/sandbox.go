@@ -89,15 +89,26 @@ func (r Resources) Validate(max Resources) error {
 
 // Sandbox is the control plane's record of one sandbox.
 type Sandbox struct {
-	ID        string            `json:"id"`
-	State     State             `json:"state"`
-	Image     string            `json:"image"`
-	Resources Resources         `json:"resources"`
-	Env       map[string]string `json:"env,omitempty"`
-	Driver    string            `json:"driver"`
-	CreatedAt time.Time         `json:"createdAt"`
-	StartedAt time.Time         `json:"startedAt,omitzero"`
-	StoppedAt time.Time         `json:"stoppedAt,omitzero"`
+	ID    string `json:"id"`
+	State State  `json:"state"`
+	Image string `json:"image"`
+	// ImageDigest is the manifest digest of a Store image; empty for "host".
+	ImageDigest string `json:"imageDigest,omitempty"`
+	// ImageLayers are the layer directories the sandbox's overlay stacks,
+	// so image GC keeps them while the sandbox exists.
+	ImageLayers []string `json:"imageLayers,omitempty"`
+	// ImageUser is the image config's User, recorded for information only:
+	// commands run as uid 1000, or root with sudo, whatever the image says.
+	ImageUser string `json:"imageUser,omitempty"`
+	// WorkingDir is the default cwd of commands (the image's WorkingDir);
+	// empty means the user's home.
+	WorkingDir string            `json:"workingDir,omitempty"`
+	Resources  Resources         `json:"resources"`
+	Env        map[string]string `json:"env,omitempty"`
+	Driver     string            `json:"driver"`
+	CreatedAt  time.Time         `json:"createdAt"`
+	StartedAt  time.Time         `json:"startedAt,omitzero"`
+	StoppedAt  time.Time         `json:"stoppedAt,omitzero"`
 	// ExpiresAt is when the sandbox timeout stops it; extendable up to the host's maximum.
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
 	// LastActivityAt is the last proxied request or agent call (command,

@@ -81,6 +81,10 @@ func (s *Server) runCommand(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if req.Cwd == "" {
+		// The image's WorkingDir; empty leaves the agent's default (home).
+		req.Cwd = sb.WorkingDir
+	}
 	env := maps.Clone(sb.Env)
 	if env == nil && len(req.Env) > 0 {
 		env = make(map[string]string, len(req.Env))

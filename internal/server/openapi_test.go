@@ -38,7 +38,8 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 	}
 	var served []string
 	for _, rt := range routeTable {
-		served = append(served, rt.method+" "+rt.path)
+		// OpenAPI has no rest-of-path parameter: {ref...} is documented as {ref}.
+		served = append(served, rt.method+" "+strings.ReplaceAll(rt.path, "...}", "}"))
 	}
 	slices.Sort(documented)
 	slices.Sort(served)

@@ -78,6 +78,8 @@ type Config struct {
 	PortBaseURL string
 	// Signer signs port URLs; nil makes signed-url answer 501.
 	Signer *proxy.Signer
+	// Images is the host's image store; nil makes /images answer 501.
+	Images Images
 }
 
 // Validate reports a missing dependency or an impossible bound.
@@ -102,6 +104,7 @@ type Server struct {
 	maxUpload int64
 	baseURL   string
 	signer    *proxy.Signer
+	images    Images
 	mux       *http.ServeMux
 	handler   http.Handler
 
@@ -123,6 +126,7 @@ func New(cfg Config) (*Server, error) {
 		maxUpload: cfg.MaxUploadBytes,
 		baseURL:   cfg.PortBaseURL,
 		signer:    cfg.Signer,
+		images:    cfg.Images,
 		mux:       http.NewServeMux(),
 	}
 	if s.log == nil {
@@ -196,6 +200,12 @@ var routeTable = []route{
 	{"GET", "/sandboxes/{id}/files", (*Server).readFile},
 	{"GET", "/sandboxes/{id}/archive", (*Server).readArchive},
 	{"POST", "/sandboxes/{id}/directories", (*Server).mkdir},
+
+	{"POST", "/images/pull", (*Server).pullImage},
+	{"POST", "/images/import", (*Server).importImage},
+	{"GET", "/images", (*Server).listImages},
+	{"GET", "/images/{ref...}", (*Server).getImage},
+	{"DELETE", "/images", (*Server).removeImage},
 }
 
 func (s *Server) routes() {

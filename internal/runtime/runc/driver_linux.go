@@ -193,8 +193,16 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	if err := checkID(spec.ID); err != nil {
 		return nil, err
 	}
-	if spec.Image != "" && spec.Image != image.HostImage {
-		return nil, sandbox.Errorf(sandbox.ErrInvalid, "unknown_image", "image %q: only %q is supported", spec.Image, image.HostImage)
+	img := d.img
+	switch {
+	case spec.Rootfs != nil:
+		if len(spec.Rootfs.Lowers) == 0 {
+			return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_image", "image %q has no layers", spec.Image)
+		}
+		img = spec.Rootfs
+	case spec.Image != "" && spec.Image != image.HostImage:
+		// The node resolves every other image to a Rootfs.
+		return nil, sandbox.Errorf(sandbox.ErrInvalid, "unknown_image", "image %q: no root filesystem given", spec.Image)
 	}
 	hostname := spec.Hostname
 	if hostname == "" {
@@ -237,7 +245,18 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		}
 	}
 	rootfs := filepath.Join(dir, rootfsName)
-	opts := "lowerdir=" + d.img.Lower + ",upperdir=" + filepath.Join(dir, upperName) + ",workdir=" + filepath.Join(dir, workName)
+	lower := img.Lower
+	if len(img.Lowers) > 0 {
+		lower = strings.Join(img.Lowers, ":")
+		if err := prepareUpper(filepath.Join(dir, upperName), img.Lowers, spec.Network != nil); err != nil {
+			return nil, fmt.Errorf("create sandbox %s: %w", id, err)
+		}
+	}
+	opts := "lowerdir=" + lower + ",upperdir=" + filepath.Join(dir, upperName) + ",workdir=" + filepath.Join(dir, workName)
+	if len(opts) >= 4096 {
+		// The kernel takes mount options in one page.
+		return nil, sandbox.Errorf(sandbox.ErrInvalid, "too_many_layers", "create sandbox %s: image %q has too many layers (%d) for one overlay mount", id, spec.Image, len(img.Lowers))
+	}
 	if err := unix.Mount("overlay", rootfs, "overlay", unix.MS_NODEV, opts); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: mount overlay: %w", id, err)
 	}
@@ -290,7 +309,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		}
 	}
 	res := withDefaults(spec.Resources)
-	cfg, err := libcontainerConfig(ociSpec(id, hostname, rootfs, d.cfg.AgentPath, d.img, res, d.memsw, d.lowerOOM, nsPath, dir))
+	cfg, err := libcontainerConfig(ociSpec(id, hostname, rootfs, d.cfg.AgentPath, img, res, d.memsw, d.lowerOOM, nsPath, dir))
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}

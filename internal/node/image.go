@@ -1,0 +1,99 @@
+package node
+
+import (
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// resolveImage finds the Store image ref names and the root filesystem the
+// driver mounts for it; both are nil for the host image, which the driver
+// prepares itself. Node never pulls: a client pulls or imports first.
+func (m *Manager) resolveImage(ref string) (*image.Image, *image.Rootfs, error) {
+	if ref == hostImage {
+		return nil, nil, nil
+	}
+	notFound := sandbox.Errorf(sandbox.ErrNotFound, "image_not_found",
+		"image %q is not on this host: pull it first (paddock image pull %s)", ref, ref)
+	if m.cfg.Images == nil {
+		return nil, nil, notFound
+	}
+	img, err := m.cfg.Images.Get(ref)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return nil, nil, notFound
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	// Only GC's least-recently-used order depends on it: not worth failing
+	// the create.
+	if err := m.cfg.Images.Touch(ref); err != nil {
+		m.log.Warn("touch image", "image", ref, "err", err)
+	}
+	return img, m.cfg.Images.Rootfs(img), nil
+}
+
+// imageEnv is a sandbox's default environment: the image config's Env
+// ("K=V" entries, as in Docker) with the create request's env over it. The
+// image's PATH thus replaces paddock's default PATH, which is what its
+// binaries expect. Entries the kernel cannot pass faithfully are dropped.
+func imageEnv(imgEnv []string, reqEnv map[string]string) map[string]string {
+	env := make(map[string]string, len(imgEnv)+len(reqEnv))
+	for _, kv := range imgEnv {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || strings.ContainsRune(kv, 0) {
+			continue
+		}
+		env[k] = v
+	}
+	maps.Copy(env, reqEnv)
+	if len(env) == 0 {
+		return nil
+	}
+	return env
+}
+
+// LayerInUse reports whether a sandbox this node still has (in any state
+// but deleted) stacks the layer directory dir; a stopped sandbox keeps its
+// upper dir, whose overlay only makes sense over the same layers. It is the
+// inUse callback of image.Store.GC.
+func (m *Manager) LayerInUse(dir string) bool {
+	for _, sb := range m.records() {
+		if slices.Contains(sb.ImageLayers, dir) {
+			return true
+		}
+	}
+	return false
+}
+
+// ImageInUse reports whether a pending or running sandbox was created from
+// the image with this manifest digest; removing such an image is refused.
+func (m *Manager) ImageInUse(digest string) bool {
+	for _, sb := range m.records() {
+		if sb.ImageDigest == digest && (sb.State == sandbox.Pending || sb.State == sandbox.Running) {
+			return true
+		}
+	}
+	return false
+}
+
+// records snapshots every record. Manager.mu is released before any
+// entry's lock is taken (the lock order is entry.mu, then Manager.mu).
+func (m *Manager) records() []sandbox.Sandbox {
+	m.mu.Lock()
+	ents := slices.Collect(maps.Values(m.entries))
+	m.mu.Unlock()
+	out := make([]sandbox.Sandbox, 0, len(ents))
+	for _, e := range ents {
+		e.mu.Lock()
+		if !e.gone {
+			out = append(out, e.sb)
+		}
+		e.mu.Unlock()
+	}
+	return out
+}

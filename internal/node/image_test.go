@@ -1,0 +1,71 @@
+package node
+
+import (
+	"maps"
+	"testing"
+
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// fakeImages is an image store holding one image.
+type fakeImages struct {
+	img     *image.Image
+	touched []string
+}
+
+func (f *fakeImages) Get(ref string) (*image.Image, error) {
+	if ref != f.img.Ref {
+		return nil, sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "no %s", ref)
+	}
+	return f.img, nil
+}
+
+func (f *fakeImages) Touch(ref string) error { f.touched = append(f.touched, ref); return nil }
+
+func (f *fakeImages) Rootfs(img *image.Image) *image.Rootfs {
+	return &image.Rootfs{Lowers: []string{img.Layers[1], img.Layers[0]}}
+}
+
+func TestCreateFromImage(t *testing.T) {
+	imgs := &fakeImages{img: &image.Image{
+		Ref: "127.0.0.1:5000/app:1", Digest: "sha256:abc", Layers: []string{"/l/base", "/l/top"},
+		Config: image.ImageConfig{Env: []string{"PATH=/bin", "A=image", "B=image", "bad"}, WorkingDir: "/work", User: "app"},
+	}}
+	e := newEnv(t, func(c *Config) { c.Images = imgs })
+	sb, err := e.m.Create(t.Context(), CreateRequest{Image: "127.0.0.1:5000/app:1", Env: map[string]string{"B": "request"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEnv := map[string]string{"PATH": "/bin", "A": "image", "B": "request"}
+	if !maps.Equal(sb.Env, wantEnv) || sb.WorkingDir != "/work" || sb.ImageUser != "app" || sb.ImageDigest != "sha256:abc" {
+		t.Errorf("record = %+v", sb)
+	}
+	if len(imgs.touched) != 1 {
+		t.Errorf("touched %v, want one touch", imgs.touched)
+	}
+	if !e.m.LayerInUse("/l/base") || e.m.LayerInUse("/l/other") || !e.m.ImageInUse("sha256:abc") {
+		t.Error("in-use answers wrong while running")
+	}
+	if _, err := e.m.Stop(t.Context(), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if e.m.ImageInUse("sha256:abc") || !e.m.LayerInUse("/l/top") {
+		t.Error("a stopped sandbox must release the image but keep its layers")
+	}
+	if err := e.m.Delete(t.Context(), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if e.m.LayerInUse("/l/top") {
+		t.Error("a deleted sandbox still holds its layers")
+	}
+
+	_, err = e.m.Create(t.Context(), CreateRequest{Image: "ubuntu:24.04"})
+	wantErr(t, err, sandbox.ErrNotFound, "image_not_found")
+}
+
+func TestCreateUnknownImageWithoutStore(t *testing.T) {
+	e := newEnv(t, nil)
+	_, err := e.m.Create(t.Context(), CreateRequest{Image: "ubuntu:24.04"})
+	wantErr(t, err, sandbox.ErrNotFound, "image_not_found")
+}
