@@ -50,6 +50,8 @@ type Sandbox struct {
 	Image  string `json:"image"`
 	// ImageDigest is the manifest digest of an OCI image; empty for "host".
 	ImageDigest string `json:"imageDigest,omitempty"`
+	// SnapshotID is the snapshot the sandbox was created from, if any.
+	SnapshotID string `json:"snapshotId,omitempty"`
 	// ImageUser is the image config's User, for information: commands run
 	// as uid 1000 (or root with sudo) whatever it says.
 	ImageUser string `json:"imageUser,omitempty"`
@@ -133,6 +135,27 @@ type CreateSandboxRequest struct {
 	Ports []PortSpec `json:"ports,omitempty"`
 	// NetworkPolicy defaults to allow-all.
 	NetworkPolicy *NetworkPolicy `json:"networkPolicy,omitempty"`
+	// Snapshot starts the sandbox from a snapshot ("snap-...") instead of
+	// an image; giving both is a 400.
+	Snapshot string `json:"snapshot,omitempty"`
+}
+
+// Snapshot is a sandbox's filesystem kept as a read-only layer over the
+// layers the sandbox stood on; sandboxes can be created from it.
+type Snapshot struct {
+	ID              string    `json:"id"`
+	SourceSandboxID string    `json:"sourceSandboxId"`
+	Image           string    `json:"image"` // the source sandbox's base image
+	SizeBytes       int64     `json:"sizeBytes"`
+	CreatedAt       time.Time `json:"createdAt"`
+	// ExpiresAt is when GC removes the snapshot unless a sandbox is created
+	// from it before; absent means never.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+}
+
+// SnapshotList is the answer of GET /snapshots, oldest first.
+type SnapshotList struct {
+	Snapshots []Snapshot `json:"snapshots"`
 }
 
 // SandboxList is one page of GET /sandboxes. An empty NextCursor means the last page.

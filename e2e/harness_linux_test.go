@@ -156,7 +156,7 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	// Unstarted, so that the routes' base URL knows the listener's port.
 	hs := httptest.NewUnstartedServer(nil)
 	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log, MaxUploadBytes: opts.maxUploadBytes,
-		Images: nodeadapter.Images{Store: images, Node: mgr}}
+		Images: nodeadapter.Images{Store: images, Node: mgr}, Snapshots: nodeadapter.Snapshots{Store: images, Node: mgr}}
 	s := &stack{dataDir: dataDir, driver: drv, mgr: mgr, images: images, http: hs, token: token, net: nm}
 	if nm != nil {
 		key := make([]byte, proxy.MinKeyLen)

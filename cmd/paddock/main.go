@@ -73,11 +73,15 @@ Usage:
   paddock image ls
   paddock image rm <ref>
   paddock image import <docker-archive.tar>
-  paddock sandbox create [--image host|<ref>] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
+  paddock sandbox create [--image host|<ref> | --snapshot <snap>] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
   paddock sandbox ls [--state STATE]
   paddock sandbox exec [--sudo] [--cwd DIR] [--env K=V]... [--timeout D] <id> -- <cmd> [args...]
   paddock sandbox cp <local> <id>:<path> | <id>:<path> <local>
+  paddock sandbox snapshot <id>
+  paddock sandbox fork [--timeout D] [--env K=V]... <id>
   paddock sandbox stop <id>
+  paddock snapshot ls
+  paddock snapshot rm <snap>
   paddock sandbox rm <id>
   paddock doctor
   paddock version
@@ -109,6 +113,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return sandboxCmd(ctx, args[1:], stdout, stderr)
 	case "image", "images":
 		return imageCmd(ctx, args[1:], stdout, stderr)
+	case "snapshot", "snapshots":
+		return snapshotCmd(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		return doctorCmd(ctx, stdout)
 	case "version", "--version":

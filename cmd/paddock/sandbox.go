@@ -74,7 +74,7 @@ func (e envFlag) Set(v string) error {
 
 func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("sandbox: missing subcommand (create, ls, exec, cp, stop, rm)")
+		return usagef("sandbox: missing subcommand (create, ls, exec, cp, snapshot, fork, stop, rm)")
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("sandbox "+sub, flag.ContinueOnError)
@@ -90,6 +90,7 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	switch sub {
 	case "create":
 		image := fs.String("image", "host", `image of the sandbox: "host" or a ref pulled or imported with "paddock image"`)
+		snapshot := fs.String("snapshot", "", `start from this snapshot ("paddock sandbox snapshot") instead of an image`)
 		vcpus := fs.Float64("vcpus", 0, "CPU share (0: server default)")
 		memory := fs.Int64("memory", 0, "memory limit in MB (0: server default)")
 		timeout := fs.Duration("timeout", 0, "stop the sandbox after this long (0: server default)")
@@ -101,14 +102,61 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if fs.NArg() > 0 {
 			return usagef("sandbox create: unexpected arguments %q", fs.Args())
 		}
+		imageSet := false
+		fs.Visit(func(f *flag.Flag) { imageSet = imageSet || f.Name == "image" })
+		if *snapshot != "" {
+			if imageSet {
+				return usagef("sandbox create: --image and --snapshot exclude each other")
+			}
+			*image = ""
+		}
 		c, err := cf.client()
 		if err != nil {
 			return err
 		}
 		sb, err := c.Create(ctx, api.CreateSandboxRequest{
-			Image: *image, Resources: api.Resources{VCPUs: *vcpus, MemoryMB: *memory},
+			Image: *image, Snapshot: *snapshot, Resources: api.Resources{VCPUs: *vcpus, MemoryMB: *memory},
 			TimeoutMs: timeout.Milliseconds(), Env: env,
 		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, sb.ID)
+		return nil
+
+	case "snapshot":
+		if err := parse(); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return usagef("sandbox snapshot: want <id>")
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		snap, err := c.Sandbox(fs.Arg(0)).Snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, snap.ID)
+		return nil
+
+	case "fork":
+		timeout := fs.Duration("timeout", 0, "stop the fork after this long (0: server default)")
+		env := envFlag{}
+		fs.Var(env, "env", "default environment of its commands over the source's, K=V (repeatable)")
+		if err := parse(); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return usagef("sandbox fork: want <id>")
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		sb, err := c.Sandbox(fs.Arg(0)).Fork(ctx, &api.CreateSandboxRequest{TimeoutMs: timeout.Milliseconds(), Env: env})
 		if err != nil {
 			return err
 		}

@@ -210,6 +210,25 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := images.GC(ctx, mgr.LayerInUse); err != nil {
 		log.Warn("image gc", "err", err)
 	}
+	// Snapshots expire by age, not by a request: sweep hourly.
+	gcCtx, stopGC := context.WithCancel(ctx)
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			select {
+			case <-gcCtx.Done():
+				return
+			case <-t.C:
+				if err := images.GC(gcCtx, mgr.LayerInUse); err != nil {
+					log.Warn("image gc", "err", err)
+				}
+			}
+		}
+	}()
+	defer func() { stopGC(); <-gcDone }()
 
 	tokens, err := server.OpenFileTokenStore(cfg.dataDir)
 	if err != nil {
@@ -224,7 +243,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log,
-		Images: nodeadapter.Images{Store: images, Node: mgr}}
+		Images: nodeadapter.Images{Store: images, Node: mgr}, Snapshots: nodeadapter.Snapshots{Store: images, Node: mgr}}
 	var px *proxy.Proxy
 	if network != nil {
 		key, err := loadProxyKey(cfg.dataDir)

@@ -16,6 +16,10 @@
 //     opaque directories converted to overlayfs's own form, so the layer
 //     directories stack directly as overlay lowerdirs. Layers are hostile
 //     input: see unpack_linux.go for what is rejected and what is neutralised.
+//
+// The Store also keeps snapshots (snapshot.go): a sandbox's writable layer,
+// copied by its driver into a layer of the store, over the sandbox's own
+// layers.
 package image
 
 // HostImage is the name of the image built from the host's own /usr.
@@ -37,6 +41,9 @@ type Rootfs struct {
 	// Lowers are the layer directories of a Store image in overlayfs
 	// lowerdir order: topmost layer first, base layer last.
 	Lowers []string
+	// OnHost means Lowers stack on the driver's own host image (a snapshot
+	// of a host-image sandbox): the driver appends it below them.
+	OnHost bool
 	// ReadOnlyBinds are mounted read-only (recursively) over the overlay.
 	ReadOnlyBinds []Bind
 }

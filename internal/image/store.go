@@ -39,6 +39,9 @@ type StoreOptions struct {
 	// MaxImageBytes caps the sum of an image's layers (DefaultMaxImageBytes
 	// if 0).
 	MaxImageBytes int64
+	// SnapshotTTL is how long a snapshot lives after its last use:
+	// DefaultSnapshotTTL if 0, forever if negative.
+	SnapshotTTL time.Duration
 	// Logger gets the store's events (slog.Default() if nil).
 	Logger *slog.Logger
 }
@@ -102,7 +105,9 @@ type layerRecord struct {
 type index struct {
 	Refs   map[string]string       `json:"refs"`   // ref -> image digest
 	Images map[string]*imageRecord `json:"images"` // digest -> image
-	Layers map[string]layerRecord  `json:"layers"` // diff ID hex -> layer
+	Layers map[string]layerRecord  `json:"layers"` // diff ID hex (or snapshot layer name) -> layer
+	// Snapshots are sandboxes' writable layers kept as layers.
+	Snapshots map[string]*snapshotRecord `json:"snapshots,omitempty"` // snapshot id -> snapshot
 }
 
 // flight is one in-progress unpack of a layer that concurrent pulls share.
@@ -377,6 +382,7 @@ func (s *Store) GC(ctx context.Context, inUse func(layerDir string) bool) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
+	s.expireSnapshotsLocked(ctx, inUse)
 	// Evict images first, so their layers go in the sweep below.
 	if s.opts.MaxBytes > 0 && s.projectedLocked(inUse) > s.opts.MaxBytes {
 		recs := make([]*imageRecord, 0, len(s.idx.Images))
@@ -405,6 +411,7 @@ func (s *Store) GC(ctx context.Context, inUse func(layerDir string) bool) error 
 			referenced[strings.TrimPrefix(id, "sha256:")] = true
 		}
 	}
+	s.snapshotLayersLocked(referenced)
 	entries, err := os.ReadDir(filepath.Join(s.dir, "layers"))
 	if err != nil {
 		return fmt.Errorf("image gc: %w", err)
@@ -447,6 +454,7 @@ func (s *Store) projectedLocked(inUse func(string) bool) int64 {
 	for hex := range s.pinned {
 		keep[hex] = true
 	}
+	s.snapshotLayersLocked(keep)
 	var n int64
 	for hex, l := range s.idx.Layers {
 		if keep[hex] || inUse(s.layerDir(hex)) {

@@ -160,6 +160,9 @@ type CreateRequest struct {
 	// NetworkPolicy is the egress policy; nil means DefaultNetworkPolicy.
 	// Needs Config.Network.
 	NetworkPolicy *sandbox.NetworkPolicy
+	// Snapshot starts the sandbox from a snapshot's layers and environment
+	// instead of an image; setting Image too is ErrInvalid.
+	Snapshot string
 }
 
 // hostImage is the image built from the host's own /usr.
@@ -168,6 +171,9 @@ const hostImage = image.HostImage
 // normalize validates req against cfg and returns it with defaults applied.
 // The image itself is resolved by Manager.resolveImage.
 func (req CreateRequest) normalize(cfg *Config) (CreateRequest, error) {
+	if req.Snapshot != "" && req.Image != "" {
+		return req, sandbox.Errorf(sandbox.ErrInvalid, "image_and_snapshot", "give an image or a snapshot, not both")
+	}
 	if req.Image == "" {
 		req.Image = hostImage
 	}

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -200,7 +201,16 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
-	img, rootfs, err := m.resolveImage(req.Image)
+	var (
+		img    *image.Image
+		snap   *image.Snapshot
+		rootfs *image.Rootfs
+	)
+	if req.Snapshot != "" {
+		snap, rootfs, err = m.resolveSnapshot(req.Snapshot)
+	} else {
+		img, rootfs, err = m.resolveImage(req.Image)
+	}
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
@@ -229,6 +239,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 		e.sb.Image, e.sb.ImageDigest, e.sb.ImageLayers = img.Ref, img.Digest, slices.Clone(rootfs.Lowers)
 		e.sb.ImageUser, e.sb.WorkingDir = img.Config.User, img.Config.WorkingDir
 		e.sb.Env = imageEnv(img.Config.Env, req.Env)
+	}
+	if snap != nil {
+		// As for an image: the layers recorded keep them from GC.
+		e.sb.Image, e.sb.ImageDigest, e.sb.ImageLayers = snap.Image, snap.Digest, slices.Clone(rootfs.Lowers)
+		e.sb.ImageUser, e.sb.WorkingDir = snap.Config.User, snap.Config.WorkingDir
+		e.sb.Env = imageEnv(snap.Config.Env, req.Env)
+		e.sb.Snapshot = snap.ID
 	}
 	// Held until the sandbox leaves pending, so no other operation sees it
 	// half-created; Get and List only need e.mu and do not wait.

@@ -67,7 +67,18 @@ type Capabilities struct {
 	Name          string `json:"name"`
 	CgroupVersion int    `json:"cgroupVersion"`
 	Seccomp       bool   `json:"seccomp"`
-	// Snapshot, Pause and friends arrive as optional interfaces with later work.
+	// Snapshot: the driver implements Snapshotter.
+	Snapshot bool `json:"snapshot"`
+}
+
+// Snapshotter is the optional power to copy a sandbox's writable layer
+// (running or stopped, not yet destroyed) into a new layer directory.
+type Snapshotter interface {
+	// Snapshot copies the changes the sandbox made to its root filesystem
+	// into dst, an empty directory, in overlayfs's on-disk form (whiteouts
+	// and opaque directories included), and returns the bytes copied. It
+	// fails with sandbox.ErrTooLarge beyond maxBytes (0: no cap).
+	Snapshot(ctx context.Context, id, dst string, maxBytes int64) (size int64, err error)
 }
 
 // Driver runs sandboxes on this host. Implementations are safe for

@@ -97,6 +97,8 @@ type Sandbox struct {
 	// ImageLayers are the layer directories the sandbox's overlay stacks,
 	// so image GC keeps them while the sandbox exists.
 	ImageLayers []string `json:"imageLayers,omitempty"`
+	// Snapshot is the snapshot the sandbox was created from, if any.
+	Snapshot string `json:"snapshot,omitempty"`
 	// ImageUser is the image config's User, recorded for information only:
 	// commands run as uid 1000, or root with sudo, whatever the image says.
 	ImageUser string `json:"imageUser,omitempty"`

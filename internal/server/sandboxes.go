@@ -17,40 +17,53 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
+	params, err := createParams(req)
+	if err != nil {
+		return err
+	}
+	sb, err := s.sb.Create(r.Context(), params)
+	if err != nil {
+		return fmt.Errorf("create sandbox: %w", err)
+	}
+	writeJSON(w, http.StatusCreated, s.toAPISandbox(sb))
+	return nil
+}
+
+// createParams validates a create (or fork) request body.
+func createParams(req api.CreateSandboxRequest) (CreateParams, error) {
 	res := req.Resources
 	if res.VCPUs < 0 || math.IsNaN(res.VCPUs) || math.IsInf(res.VCPUs, 0) || res.MemoryMB < 0 || res.PIDs < 0 {
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_resources", "resources must not be negative")
+		return CreateParams{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_resources", "resources must not be negative")
 	}
 	if req.TimeoutMs < 0 {
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs must not be negative")
+		return CreateParams{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs must not be negative")
 	}
 	if req.TimeoutMs > math.MaxInt64/int64(time.Millisecond) {
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs %d is too large", req.TimeoutMs)
+		return CreateParams{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs %d is too large", req.TimeoutMs)
 	}
 	if err := validEnv(req.Env); err != nil {
-		return err
+		return CreateParams{}, err
+	}
+	if req.Image != "" && req.Snapshot != "" {
+		return CreateParams{}, sandbox.Errorf(sandbox.ErrInvalid, "image_and_snapshot", "give an image or a snapshot, not both")
 	}
 	var policy *sandbox.NetworkPolicy
 	if req.NetworkPolicy != nil {
 		p, err := fromAPIPolicy(*req.NetworkPolicy)
 		if err != nil {
-			return err
+			return CreateParams{}, err
 		}
 		policy = &p
 	}
-	sb, err := s.sb.Create(r.Context(), CreateParams{
+	return CreateParams{
 		Image:         req.Image,
 		Resources:     sandbox.Resources{VCPUs: res.VCPUs, MemoryMB: res.MemoryMB, PIDs: res.PIDs},
 		Timeout:       time.Duration(req.TimeoutMs) * time.Millisecond,
 		Env:           req.Env,
 		Ports:         fromAPIPorts(req.Ports),
 		NetworkPolicy: policy,
-	})
-	if err != nil {
-		return fmt.Errorf("create sandbox: %w", err)
-	}
-	writeJSON(w, http.StatusCreated, s.toAPISandbox(sb))
-	return nil
+		Snapshot:      req.Snapshot,
+	}, nil
 }
 
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) error {
@@ -188,6 +201,7 @@ func (s *Server) toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
 		Status:         string(sb.State),
 		Image:          sb.Image,
 		ImageDigest:    sb.ImageDigest,
+		SnapshotID:     sb.Snapshot,
 		ImageUser:      sb.ImageUser,
 		WorkingDir:     sb.WorkingDir,
 		Resources:      api.Resources{VCPUs: sb.Resources.VCPUs, MemoryMB: sb.Resources.MemoryMB, PIDs: sb.Resources.PIDs},

@@ -47,6 +47,7 @@ type CreateParams struct {
 	Env           map[string]string
 	Ports         []sandbox.Port
 	NetworkPolicy *sandbox.NetworkPolicy
+	Snapshot      string
 }
 
 // ListParams selects a page of sandboxes; fields match node.ListOptions.
@@ -80,6 +81,9 @@ type Config struct {
 	Signer *proxy.Signer
 	// Images is the host's image store; nil makes /images answer 501.
 	Images Images
+	// Snapshots takes and keeps sandbox snapshots; nil makes the snapshot
+	// and fork endpoints answer 501.
+	Snapshots Snapshots
 }
 
 // Validate reports a missing dependency or an impossible bound.
@@ -105,6 +109,7 @@ type Server struct {
 	baseURL   string
 	signer    *proxy.Signer
 	images    Images
+	snaps     Snapshots
 	mux       *http.ServeMux
 	handler   http.Handler
 
@@ -127,6 +132,7 @@ func New(cfg Config) (*Server, error) {
 		baseURL:   cfg.PortBaseURL,
 		signer:    cfg.Signer,
 		images:    cfg.Images,
+		snaps:     cfg.Snapshots,
 		mux:       http.NewServeMux(),
 	}
 	if s.log == nil {
@@ -206,6 +212,12 @@ var routeTable = []route{
 	{"GET", "/images", (*Server).listImages},
 	{"GET", "/images/{ref...}", (*Server).getImage},
 	{"DELETE", "/images", (*Server).removeImage},
+
+	{"POST", "/sandboxes/{id}/snapshot", (*Server).snapshotSandbox},
+	{"POST", "/sandboxes/{id}/fork", (*Server).forkSandbox},
+	{"GET", "/snapshots", (*Server).listSnapshots},
+	{"GET", "/snapshots/{id}", (*Server).getSnapshot},
+	{"DELETE", "/snapshots/{id}", (*Server).deleteSnapshot},
 }
 
 func (s *Server) routes() {

@@ -5,6 +5,10 @@
 // capability set and no_new_privs. The container's init is paddock-agent,
 // which installs its own seccomp filter.
 //
+// The driver is a runtime.Snapshotter: it copies a sandbox's upper dir, with
+// the sandbox frozen, into a new layer without following anything in it
+// (snapshot_linux.go).
+//
 // Programs that link this package must call Init first thing in main (and
 // test binaries in TestMain): libcontainer re-executes the calling binary
 // with the argument "init" to set up each container.

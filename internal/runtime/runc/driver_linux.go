@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,7 +151,7 @@ func (d *Driver) Capabilities() runtime.Capabilities {
 		v = 2
 	}
 	// Seccomp: the agent installs its own filter before serving.
-	return runtime.Capabilities{Name: "runc", CgroupVersion: v, Seccomp: true}
+	return runtime.Capabilities{Name: "runc", CgroupVersion: v, Seccomp: true, Snapshot: true}
 }
 
 // idLock is a per-id mutex, dropped from the map when its last user leaves.
@@ -200,6 +201,14 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 			return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_image", "image %q has no layers", spec.Image)
 		}
 		img = spec.Rootfs
+		if img.OnHost {
+			// A snapshot of a host-image sandbox: its layers over this
+			// driver's host image.
+			img = &image.Rootfs{
+				Lowers:        append(slices.Clone(spec.Rootfs.Lowers), d.img.Lower),
+				ReadOnlyBinds: d.img.ReadOnlyBinds,
+			}
+		}
 	case spec.Image != "" && spec.Image != image.HostImage:
 		// The node resolves every other image to a Rootfs.
 		return nil, sandbox.Errorf(sandbox.ErrInvalid, "unknown_image", "image %q: no root filesystem given", spec.Image)

@@ -39,3 +39,47 @@ func (i Images) Remove(ctx context.Context, ref string) error {
 	}
 	return nil
 }
+
+// Snapshots serves the server's snapshot endpoints from the node and the
+// store that keeps the snapshots.
+type Snapshots struct {
+	Store *image.Store
+	Node  *node.Manager
+}
+
+var _ server.Snapshots = Snapshots{}
+
+// Snapshot snapshots a sandbox.
+func (s Snapshots) Snapshot(ctx context.Context, id string) (*image.Snapshot, error) {
+	return s.Node.Snapshot(ctx, id)
+}
+
+// Fork converts the server's parameters; the structs have the same fields.
+func (s Snapshots) Fork(ctx context.Context, id string, req server.CreateParams) (sandbox.Sandbox, error) {
+	return s.Node.Fork(ctx, id, node.CreateRequest(req))
+}
+
+// ListSnapshots lists the store's snapshots.
+func (s Snapshots) ListSnapshots() []*image.Snapshot { return s.Store.Snapshots() }
+
+// GetSnapshot returns one snapshot.
+func (s Snapshots) GetSnapshot(id string) (*image.Snapshot, error) { return s.Store.GetSnapshot(id) }
+
+// DeleteSnapshot refuses a snapshot a pending or running sandbox was
+// created from; otherwise it forgets it and collects its layer unless a
+// stopped sandbox still stacks it (then the layer goes with that sandbox).
+func (s Snapshots) DeleteSnapshot(ctx context.Context, id string) error {
+	if _, err := s.Store.GetSnapshot(id); err != nil {
+		return err
+	}
+	if s.Node.SnapshotInUse(id) {
+		return sandbox.Errorf(sandbox.ErrConflict, "snapshot_in_use", "snapshot %s is used by a running sandbox", id)
+	}
+	if err := s.Store.RemoveSnapshot(id); err != nil {
+		return err
+	}
+	if err := s.Store.GC(ctx, s.Node.LayerInUse); err != nil {
+		return fmt.Errorf("delete snapshot %s: %w", id, err)
+	}
+	return nil
+}

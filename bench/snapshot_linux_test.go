@@ -1,0 +1,76 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/runtime"
+)
+
+// BenchmarkSnapshot times snapshotting a sandbox that wrote 100 MB (the
+// copy of its upper dir, the sandbox frozen meanwhile) and creating a
+// sandbox from the snapshot until its agent answers.
+func BenchmarkSnapshot(b *testing.B) {
+	e := setup(b)
+	ctx := context.Background()
+	store, err := image.OpenStore(filepath.Join(e.dataDir, "images"), image.StoreOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const src = "sb-bench-snap-src"
+	e.create(b, src)
+	b.Cleanup(func() { e.destroy(b, src) })
+	// Written through the sandbox's mounted root, so it lands in its upper
+	// dir as a write inside the sandbox would.
+	f, err := os.Create(filepath.Join(e.dataDir, "runc", src, "rootfs", "big"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.CopyN(f, rand.Reader, 100<<20); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+
+	var snapTook, restoreTook time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		snap, err := store.AddSnapshot(ctx, image.NewSnapshot{Source: src, Image: image.HostImage, OnHost: true},
+			func(ctx context.Context, dir string, maxBytes int64) (int64, error) {
+				return e.driver.Snapshot(ctx, src, dir, maxBytes)
+			})
+		if err != nil {
+			b.Fatal(err)
+		}
+		snapTook += time.Since(start)
+
+		id := "sb-bench-snap-" + strconv.Itoa(i)
+		start = time.Now()
+		if _, err := e.driver.Create(ctx, runtime.Spec{ID: id, Image: image.HostImage, Rootfs: store.SnapshotRootfs(snap), Resources: benchResources}); err != nil {
+			b.Fatal(err)
+		}
+		restoreTook += time.Since(start)
+
+		b.StopTimer()
+		e.destroy(b, id)
+		if err := store.RemoveSnapshot(snap.ID); err != nil {
+			b.Fatal(err)
+		}
+		if err := store.GC(ctx, nil); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(snapTook.Milliseconds())/float64(b.N), "snapshot-ms/op")
+	b.ReportMetric(float64(restoreTook.Milliseconds())/float64(b.N), "restore-ms/op")
+}

@@ -1,0 +1,249 @@
+package image
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// DefaultSnapshotTTL is how long a snapshot lives after its last use when
+// StoreOptions.SnapshotTTL is 0.
+const DefaultSnapshotTTL = 7 * 24 * time.Hour
+
+// Snapshot is a sandbox's writable layer frozen into a read-only layer of
+// the store, stacked on the layers the sandbox itself stood on.
+type Snapshot struct {
+	ID     string // "snap-<random>"
+	Source string // the sandbox it was taken of
+	// Image and Digest name what the source sandbox was created from (the
+	// base image, or the base image of the snapshot it was created from).
+	Image  string
+	Digest string
+	// OnHost means the layers stack on the driver's host image, which is
+	// not in the store: the driver appends it below Layers.
+	OnHost bool
+	// Config is the environment and working dir the source sandbox had,
+	// which sandboxes created from the snapshot start with.
+	Config ImageConfig
+	// Layers are layer directories, topmost (the snapshot's own) first.
+	Layers    []string
+	Size      int64 // bytes of the snapshot's own layer
+	CreatedAt time.Time
+	LastUsed  time.Time
+	ExpiresAt time.Time // zero: never
+}
+
+// NewSnapshot describes a snapshot to AddSnapshot.
+type NewSnapshot struct {
+	Source string
+	Image  string
+	Digest string
+	OnHost bool
+	Config ImageConfig
+	// Lowers are the source sandbox's layer dirs in the store, topmost first.
+	Lowers []string
+}
+
+// snapshotRecord is a snapshot as persisted in the index.
+type snapshotRecord struct {
+	Source    string      `json:"source"`
+	Image     string      `json:"image"`
+	Digest    string      `json:"digest,omitempty"`
+	OnHost    bool        `json:"on_host,omitempty"`
+	Config    ImageConfig `json:"config"`
+	Layers    []string    `json:"layers"` // layer hex, topmost first
+	CreatedAt time.Time   `json:"created_at"`
+	LastUsed  time.Time   `json:"last_used"`
+}
+
+func snapshotNotFound(id string) error {
+	return sandbox.Errorf(sandbox.ErrNotFound, "snapshot_not_found", "snapshot %q not found", id)
+}
+
+// ttl is the configured snapshot lifetime; 0 means forever.
+func (s *Store) ttl() time.Duration {
+	switch {
+	case s.opts.SnapshotTTL < 0:
+		return 0
+	case s.opts.SnapshotTTL == 0:
+		return DefaultSnapshotTTL
+	}
+	return s.opts.SnapshotTTL
+}
+
+// AddSnapshot makes a new layer by calling fill with a fresh empty
+// directory and a byte cap (the store's MaxLayerBytes), then records a
+// snapshot whose layers are that one over spec.Lowers. The directory is in
+// the store's tmp/ until fill succeeds, so a failed or crashed fill leaves
+// nothing the index knows.
+func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx context.Context, dir string, maxBytes int64) (int64, error)) (*Snapshot, error) {
+	var lowers []string
+	for _, l := range spec.Lowers {
+		if filepath.Dir(l) != filepath.Join(s.dir, "layers") {
+			return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_layer", "snapshot: layer %s is not in the image store", l)
+		}
+		lowers = append(lowers, filepath.Base(l))
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	id := "snap-" + hex.EncodeToString(b[:])
+	// A random layer name, distinct from every diff ID: the content was
+	// not hashed, and two snapshots never share their layer.
+	layerHex := "snap" + hex.EncodeToString(b[:])
+	tmp, err := os.MkdirTemp(filepath.Join(s.dir, "tmp"), "snap-")
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	defer os.RemoveAll(tmp) // no-op once renamed
+	// The layer's root is the sandbox's /.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	size, err := fill(ctx, tmp, s.opts.MaxLayerBytes)
+	if err != nil {
+		return nil, err
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range lowers {
+		if _, ok := s.idx.Layers[h]; !ok {
+			return nil, sandbox.Errorf(sandbox.ErrNotFound, "layer_not_found", "snapshot: layer %s is gone from the store", h)
+		}
+	}
+	if err := os.Rename(tmp, s.layerDir(layerHex)); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	now := s.now().UTC()
+	rec := &snapshotRecord{
+		Source: spec.Source, Image: spec.Image, Digest: spec.Digest, OnHost: spec.OnHost,
+		Config: spec.Config, Layers: append([]string{layerHex}, lowers...),
+		CreatedAt: now, LastUsed: now,
+	}
+	if s.idx.Snapshots == nil {
+		s.idx.Snapshots = map[string]*snapshotRecord{}
+	}
+	s.idx.Layers[layerHex] = layerRecord{Size: size}
+	s.idx.Snapshots[id] = rec
+	if err := s.saveLocked(); err != nil {
+		delete(s.idx.Snapshots, id)
+		delete(s.idx.Layers, layerHex)
+		os.RemoveAll(s.layerDir(layerHex))
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	s.log.InfoContext(ctx, "image store: snapshot added", "snapshot", id, "sandbox", spec.Source, "bytes", size)
+	return s.snapshotLocked(id, rec), nil
+}
+
+func (s *Store) snapshotLocked(id string, rec *snapshotRecord) *Snapshot {
+	snap := &Snapshot{
+		ID: id, Source: rec.Source, Image: rec.Image, Digest: rec.Digest, OnHost: rec.OnHost,
+		Config: rec.Config, CreatedAt: rec.CreatedAt, LastUsed: rec.LastUsed,
+	}
+	snap.Config.Env = slices.Clone(rec.Config.Env)
+	for _, h := range rec.Layers {
+		snap.Layers = append(snap.Layers, s.layerDir(h))
+	}
+	if len(rec.Layers) > 0 {
+		snap.Size = s.idx.Layers[rec.Layers[0]].Size
+	}
+	if ttl := s.ttl(); ttl > 0 {
+		snap.ExpiresAt = rec.LastUsed.Add(ttl)
+	}
+	return snap
+}
+
+// GetSnapshot returns one snapshot.
+func (s *Store) GetSnapshot(id string) (*Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.idx.Snapshots[id]
+	if !ok {
+		return nil, snapshotNotFound(id)
+	}
+	return s.snapshotLocked(id, rec), nil
+}
+
+// Snapshots returns every snapshot, oldest first.
+func (s *Store) Snapshots() []*Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Snapshot, 0, len(s.idx.Snapshots))
+	for id, rec := range s.idx.Snapshots {
+		out = append(out, s.snapshotLocked(id, rec))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// TouchSnapshot records that a sandbox starts from the snapshot now, which
+// pushes its expiry back.
+func (s *Store) TouchSnapshot(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.idx.Snapshots[id]
+	if !ok {
+		return snapshotNotFound(id)
+	}
+	rec.LastUsed = s.now().UTC()
+	return s.saveLocked()
+}
+
+// RemoveSnapshot forgets a snapshot. Its layer stays on disk until GC,
+// which keeps it while a sandbox still stacks it.
+func (s *Store) RemoveSnapshot(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.idx.Snapshots[id]; !ok {
+		return snapshotNotFound(id)
+	}
+	delete(s.idx.Snapshots, id)
+	return s.saveLocked()
+}
+
+// SnapshotRootfs returns what a driver mounts for a sandbox created from snap.
+func (s *Store) SnapshotRootfs(snap *Snapshot) *Rootfs {
+	return &Rootfs{Lowers: slices.Clone(snap.Layers), OnHost: snap.OnHost}
+}
+
+// expireSnapshotsLocked drops snapshots unused for longer than the TTL,
+// unless a sandbox still stacks their own layer. Callers hold s.mu.
+func (s *Store) expireSnapshotsLocked(ctx context.Context, inUse func(string) bool) {
+	ttl := s.ttl()
+	if ttl == 0 {
+		return
+	}
+	now := s.now()
+	for id, rec := range s.idx.Snapshots {
+		if now.Before(rec.LastUsed.Add(ttl)) || (len(rec.Layers) > 0 && inUse(s.layerDir(rec.Layers[0]))) {
+			continue
+		}
+		s.log.InfoContext(ctx, "image store: snapshot expired", "snapshot", id, "lastUsed", rec.LastUsed)
+		delete(s.idx.Snapshots, id)
+	}
+}
+
+// snapshotLayersLocked adds the layers of every snapshot to keep.
+func (s *Store) snapshotLayersLocked(keep map[string]bool) {
+	for _, rec := range s.idx.Snapshots {
+		for _, h := range rec.Layers {
+			keep[strings.TrimPrefix(h, "sha256:")] = true
+		}
+	}
+}

@@ -1,0 +1,149 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Snapshots is the optional power of an Images store to keep sandboxes'
+// writable layers as snapshots; *image.Store has it. Node discovers it on
+// Config.Images by type assertion.
+type Snapshots interface {
+	AddSnapshot(ctx context.Context, spec image.NewSnapshot, fill func(ctx context.Context, dir string, maxBytes int64) (int64, error)) (*image.Snapshot, error)
+	GetSnapshot(id string) (*image.Snapshot, error)
+	TouchSnapshot(id string) error
+	SnapshotRootfs(snap *image.Snapshot) *image.Rootfs
+}
+
+var _ Snapshots = (*image.Store)(nil)
+
+// snapshotTimeout bounds copying one sandbox's changes; longer than
+// driverTimeout because the copy is as large as what the sandbox wrote.
+const snapshotTimeout = 10 * time.Minute
+
+var errNoSnapshots = sandbox.Errorf(sandbox.ErrUnsupported, "snapshots_unsupported", "this node cannot take snapshots")
+
+func (m *Manager) snapshots() (Snapshots, error) {
+	s, ok := m.cfg.Images.(Snapshots)
+	if !ok {
+		return nil, errNoSnapshots
+	}
+	return s, nil
+}
+
+// resolveSnapshot finds a snapshot and the root filesystem for a sandbox
+// created from it.
+func (m *Manager) resolveSnapshot(id string) (*image.Snapshot, *image.Rootfs, error) {
+	store, err := m.snapshots()
+	if err != nil {
+		return nil, nil, err
+	}
+	snap, err := store.GetSnapshot(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Only its expiry depends on it: not worth failing the create.
+	if err := store.TouchSnapshot(id); err != nil {
+		m.log.Warn("touch snapshot", "snapshot", id, "err", err)
+	}
+	return snap, store.SnapshotRootfs(snap), nil
+}
+
+// Snapshot copies a running or stopped sandbox's changes into a new
+// snapshot stacked on the sandbox's own layers. The sandbox keeps running
+// (frozen for the copy by drivers that can) and keeps its writable layer.
+func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, error) {
+	store, err := m.snapshots()
+	if err != nil {
+		return nil, err
+	}
+	snapper, ok := m.cfg.Driver.(runtime.Snapshotter)
+	if !ok {
+		return nil, errNoSnapshots
+	}
+	e, err := m.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	// Held for the copy, so that a stop or delete waits for it instead of
+	// removing the layer under it.
+	e.op.Lock()
+	defer e.op.Unlock()
+	sb, _, gone := e.snapshot()
+	switch {
+	case gone:
+		return nil, notFound(id)
+	case sb.State != sandbox.Running && sb.State != sandbox.Stopped:
+		return nil, sandbox.Errorf(sandbox.ErrConflict, "sandbox_not_snapshottable", "sandbox %s is %s: only a running or stopped sandbox can be snapshotted", id, sb.State)
+	}
+	env := slices.Sorted(maps.Keys(sb.Env))
+	for i, k := range env {
+		env[i] = k + "=" + sb.Env[k]
+	}
+	spec := image.NewSnapshot{
+		Source: id, Image: sb.Image, Digest: sb.ImageDigest,
+		// Only the host image has no digest, and it is not in the store.
+		OnHost: sb.ImageDigest == "",
+		Config: image.ImageConfig{Env: env, WorkingDir: sb.WorkingDir, User: sb.ImageUser},
+		Lowers: sb.ImageLayers,
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotTimeout)
+	defer cancel()
+	snap, err := store.AddSnapshot(sctx, spec, func(ctx context.Context, dir string, maxBytes int64) (int64, error) {
+		return snapper.Snapshot(ctx, id, dir, maxBytes)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: snapshot sandbox %s: %w", id, err)
+	}
+	m.log.Info("sandbox snapshotted", "sandbox", id, "snapshot", snap.ID, "bytes", snap.Size)
+	return snap, nil
+}
+
+// Fork snapshots a sandbox and creates a new one from the snapshot. Fields
+// of req left zero take the source's values where it has one (resources,
+// network policy), so a fork is never less confined than its source by
+// accident; Image must be empty.
+func (m *Manager) Fork(ctx context.Context, id string, req CreateRequest) (sandbox.Sandbox, error) {
+	if req.Image != "" || req.Snapshot != "" {
+		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_fork", "a fork starts from its source: image and snapshot must be empty")
+	}
+	src, err := m.Get(ctx, id)
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	snap, err := m.Snapshot(ctx, id)
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	if req.Resources == (sandbox.Resources{}) {
+		req.Resources = src.Resources
+	}
+	if req.NetworkPolicy == nil && src.NetworkPolicy != nil && m.cfg.Network != nil {
+		p := clonePolicy(*src.NetworkPolicy)
+		req.NetworkPolicy = &p
+	}
+	req.Snapshot = snap.ID
+	sb, err := m.Create(ctx, req)
+	if err != nil {
+		return sb, fmt.Errorf("node: fork sandbox %s: %w", id, err)
+	}
+	return sb, nil
+}
+
+// SnapshotInUse reports whether a pending or running sandbox was created
+// from the snapshot; deleting such a snapshot is refused.
+func (m *Manager) SnapshotInUse(id string) bool {
+	for _, sb := range m.records() {
+		if sb.Snapshot == id && (sb.State == sandbox.Pending || sb.State == sandbox.Running) {
+			return true
+		}
+	}
+	return false
+}

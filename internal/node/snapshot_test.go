@@ -1,0 +1,84 @@
+package node
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// snapDriver gives the fake driver the Snapshotter power.
+type snapDriver struct{ *fakeDriver }
+
+func (d snapDriver) Snapshot(ctx context.Context, id, dst string, maxBytes int64) (int64, error) {
+	return 2, os.WriteFile(filepath.Join(dst, "from-"+id), []byte("hi"), 0o644)
+}
+
+func TestSnapshotAndFork(t *testing.T) {
+	store, err := image.OpenStore(filepath.Join(t.TempDir(), "images"), image.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *Config) {
+		c.Images = store
+		c.Driver = snapDriver{c.Driver.(*fakeDriver)}
+	})
+	ctx := t.Context()
+	src, err := e.m.Create(ctx, CreateRequest{Env: map[string]string{"A": "src"}, Resources: sandbox.Resources{VCPUs: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := e.m.Snapshot(ctx, src.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Source != src.ID || !snap.OnHost || len(snap.Layers) != 1 || snap.Size != 2 {
+		t.Errorf("snapshot = %+v", snap)
+	}
+
+	_, err = e.m.Create(ctx, CreateRequest{Image: "host", Snapshot: snap.ID})
+	wantErr(t, err, sandbox.ErrInvalid, "image_and_snapshot")
+	_, err = e.m.Create(ctx, CreateRequest{Snapshot: "snap-nope"})
+	wantErr(t, err, sandbox.ErrNotFound, "snapshot_not_found")
+
+	sb, err := e.m.Create(ctx, CreateRequest{Snapshot: snap.ID, Env: map[string]string{"B": "req"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb.Snapshot != snap.ID || sb.Env["A"] != "src" || sb.Env["B"] != "req" || len(sb.ImageLayers) != 1 || sb.ImageLayers[0] != snap.Layers[0] {
+		t.Errorf("record = %+v", sb)
+	}
+	if !e.m.SnapshotInUse(snap.ID) || !e.m.LayerInUse(snap.Layers[0]) {
+		t.Error("a running sandbox from the snapshot must hold it")
+	}
+
+	fork, err := e.m.Fork(ctx, src.ID, CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fork.Snapshot == "" || fork.Snapshot == snap.ID || fork.Resources.VCPUs != 2 {
+		t.Errorf("fork = %+v", fork)
+	}
+	_, err = e.m.Fork(ctx, src.ID, CreateRequest{Image: "host"})
+	wantErr(t, err, sandbox.ErrInvalid, "invalid_fork")
+
+	if err := e.m.Delete(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if e.m.SnapshotInUse(snap.ID) {
+		t.Error("a deleted sandbox still holds the snapshot")
+	}
+}
+
+func TestSnapshotUnsupported(t *testing.T) {
+	e := newEnv(t, nil)
+	sb, err := e.m.Create(t.Context(), CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.m.Snapshot(t.Context(), sb.ID)
+	wantErr(t, err, sandbox.ErrUnsupported, "snapshots_unsupported")
+}

@@ -1,0 +1,101 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Snapshots is what the server needs to take, keep and fork from sandbox
+// snapshots. Delete is refused with ErrConflict "snapshot_in_use" while a
+// pending or running sandbox was created from the snapshot;
+// nodeadapter.Snapshots implements it over *image.Store and node.
+type Snapshots interface {
+	Snapshot(ctx context.Context, id string) (*image.Snapshot, error)
+	Fork(ctx context.Context, id string, req CreateParams) (sandbox.Sandbox, error)
+	ListSnapshots() []*image.Snapshot
+	GetSnapshot(id string) (*image.Snapshot, error)
+	DeleteSnapshot(ctx context.Context, id string) error
+}
+
+var errNoSnapshots = sandbox.Errorf(sandbox.ErrUnsupported, "snapshots_disabled", "this server cannot take snapshots")
+
+func toAPISnapshot(s *image.Snapshot) api.Snapshot {
+	return api.Snapshot{ID: s.ID, SourceSandboxID: s.Source, Image: s.Image, SizeBytes: s.Size, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt}
+}
+
+func (s *Server) snapshotSandbox(w http.ResponseWriter, r *http.Request) error {
+	if s.snaps == nil {
+		return errNoSnapshots
+	}
+	snap, err := s.snaps.Snapshot(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return fmt.Errorf("snapshot sandbox: %w", err)
+	}
+	writeJSON(w, http.StatusCreated, toAPISnapshot(snap))
+	return nil
+}
+
+// forkSandbox takes an optional body: the create request's fields that
+// override the source's (no image, no snapshot).
+func (s *Server) forkSandbox(w http.ResponseWriter, r *http.Request) error {
+	if s.snaps == nil {
+		return errNoSnapshots
+	}
+	var req api.CreateSandboxRequest
+	if err := decodeJSON(w, r, &req, true); err != nil {
+		return err
+	}
+	if req.Image != "" || req.Snapshot != "" {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_fork", "a fork starts from its source: image and snapshot must be empty")
+	}
+	params, err := createParams(req)
+	if err != nil {
+		return err
+	}
+	sb, err := s.snaps.Fork(r.Context(), r.PathValue("id"), params)
+	if err != nil {
+		return fmt.Errorf("fork sandbox: %w", err)
+	}
+	writeJSON(w, http.StatusCreated, s.toAPISandbox(sb))
+	return nil
+}
+
+func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) error {
+	if s.snaps == nil {
+		return errNoSnapshots
+	}
+	out := api.SnapshotList{Snapshots: []api.Snapshot{}}
+	for _, snap := range s.snaps.ListSnapshots() {
+		out.Snapshots = append(out.Snapshots, toAPISnapshot(snap))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request) error {
+	if s.snaps == nil {
+		return errNoSnapshots
+	}
+	snap, err := s.snaps.GetSnapshot(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toAPISnapshot(snap))
+	return nil
+}
+
+func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request) error {
+	if s.snaps == nil {
+		return errNoSnapshots
+	}
+	if err := s.snaps.DeleteSnapshot(context.WithoutCancel(r.Context()), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
