@@ -46,19 +46,11 @@ func (m *Manager) AddPorts(ctx context.Context, id string, ports []PortSpec) (sa
 	if m.cfg.Network == nil {
 		return sandbox.Sandbox{}, errNoNetwork
 	}
-	e, err := m.lookup(id)
+	e, sb, unlock, err := m.lockRunning(id)
 	if err != nil {
-		return sandbox.Sandbox{}, err
+		return sb, err
 	}
-	e.op.Lock()
-	defer e.op.Unlock()
-	sb, _, gone := e.snapshot()
-	switch {
-	case gone:
-		return sandbox.Sandbox{}, notFound(id)
-	case sb.State != sandbox.Running:
-		return sb, notRunning(sb)
-	}
+	defer unlock()
 	merged, err := mergePorts(&m.cfg, sb.Ports, ports)
 	if err != nil {
 		return sb, err
@@ -76,19 +68,11 @@ func (m *Manager) UpdateNetworkPolicy(ctx context.Context, id string, policy san
 	if err := netns.Policy(policy).Validate(); err != nil {
 		return sandbox.Sandbox{}, err
 	}
-	e, err := m.lookup(id)
+	e, sb, unlock, err := m.lockRunning(id)
 	if err != nil {
-		return sandbox.Sandbox{}, err
+		return sb, err
 	}
-	e.op.Lock()
-	defer e.op.Unlock()
-	sb, _, gone := e.snapshot()
-	switch {
-	case gone:
-		return sandbox.Sandbox{}, notFound(id)
-	case sb.State != sandbox.Running:
-		return sb, notRunning(sb)
-	}
+	defer unlock()
 	dctx, cancel := driverContext(ctx)
 	defer cancel()
 	if err := m.cfg.Network.Update(dctx, id, netns.Policy(policy)); err != nil {

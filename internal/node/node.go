@@ -478,25 +478,38 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
+// lockRunning finds a running sandbox and takes its lifecycle lock for the
+// caller, who must call unlock. For any other state it returns the record
+// (so callers can answer with it) and ErrNotRunning, or ErrNotFound.
+func (m *Manager) lockRunning(id string) (e *entry, sb sandbox.Sandbox, unlock func(), err error) {
+	e, err = m.lookup(id)
+	if err != nil {
+		return nil, sandbox.Sandbox{}, nil, err
+	}
+	e.op.Lock()
+	sb, _, gone := e.snapshot()
+	switch {
+	case gone:
+		e.op.Unlock()
+		return nil, sandbox.Sandbox{}, nil, notFound(id)
+	case sb.State != sandbox.Running:
+		e.op.Unlock()
+		return nil, sb, nil, notRunning(sb)
+	}
+	return e, sb, e.op.Unlock, nil
+}
+
 // ExtendTimeout moves a running sandbox's deadline by `by`, within the
 // host's maximum lifetime counted from creation.
 func (m *Manager) ExtendTimeout(ctx context.Context, id string, by time.Duration) (sandbox.Sandbox, error) {
 	if by <= 0 {
 		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "extension must be positive, got %s", by)
 	}
-	e, err := m.lookup(id)
+	e, sb, unlock, err := m.lockRunning(id)
 	if err != nil {
-		return sandbox.Sandbox{}, err
+		return sb, err
 	}
-	e.op.Lock()
-	defer e.op.Unlock()
-	sb, _, gone := e.snapshot()
-	switch {
-	case gone:
-		return sandbox.Sandbox{}, notFound(id)
-	case sb.State != sandbox.Running:
-		return sb, notRunning(sb)
-	}
+	defer unlock()
 	expires := sb.ExpiresAt.Add(by)
 	if life := expires.Sub(sb.CreatedAt); life > m.cfg.MaxTimeout {
 		return sb, sandbox.Errorf(sandbox.ErrInvalid, "timeout_exceeds_max",
