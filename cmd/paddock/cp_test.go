@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/sdk"
 )
@@ -308,5 +309,27 @@ func TestTarLocalNames(t *testing.T) {
 				t.Errorf("entries %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestPortsFlag(t *testing.T) {
+	var ports []api.PortSpec
+	private, public := portsFlag{ports: &ports}, portsFlag{ports: &ports, public: true}
+	for _, v := range []string{"3000", "8080"} {
+		if err := private.Set(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := public.Set("3001"); err != nil {
+		t.Fatal(err)
+	}
+	want := []api.PortSpec{{Port: 3000}, {Port: 8080}, {Port: 3001, Public: true}}
+	if !slices.Equal(ports, want) {
+		t.Errorf("ports %v, want %v", ports, want)
+	}
+	for _, bad := range []string{"0", "65536", "http", ""} {
+		if err := private.Set(bad); err == nil {
+			t.Errorf("port %q accepted", bad)
+		}
 	}
 }

@@ -74,6 +74,8 @@ Usage:
   paddock image rm <ref>
   paddock image import <docker-archive.tar>
   paddock sandbox create [--image host|<ref> | --snapshot <snap>] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
+                         [--port N]... [--public-port N]...
+  paddock sandbox url [--ttl D] <id> <port>      (a signed URL that opens a private port)
   paddock sandbox ls [--state STATE]
   paddock sandbox exec [--sudo] [--cwd DIR] [--env K=V]... [--timeout D] <id> -- <cmd> [args...]
   paddock sandbox cp <local> <id>:<path> | <id>:<path> <local>

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -72,9 +73,26 @@ func (e envFlag) Set(v string) error {
 	return nil
 }
 
+// portsFlag collects repeated --port N (private) and --public-port N.
+type portsFlag struct {
+	ports  *[]api.PortSpec
+	public bool
+}
+
+func (p portsFlag) String() string { return "" }
+
+func (p portsFlag) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("want a port in [1, 65535], got %q", v)
+	}
+	*p.ports = append(*p.ports, api.PortSpec{Port: n, Public: p.public})
+	return nil
+}
+
 func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("sandbox: missing subcommand (create, ls, exec, cp, snapshot, fork, stop, rm)")
+		return usagef("sandbox: missing subcommand (create, ls, exec, cp, url, snapshot, fork, stop, rm)")
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("sandbox "+sub, flag.ContinueOnError)
@@ -96,6 +114,9 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		timeout := fs.Duration("timeout", 0, "stop the sandbox after this long (0: server default)")
 		env := envFlag{}
 		fs.Var(env, "env", "default environment of its commands, K=V (repeatable)")
+		var ports []api.PortSpec
+		fs.Var(portsFlag{ports: &ports}, "port", "serve this port through the proxy, private (repeatable)")
+		fs.Var(portsFlag{ports: &ports, public: true}, "public-port", "serve this port through the proxy to anyone (repeatable)")
 		if err := parse(); err != nil {
 			return err
 		}
@@ -116,12 +137,35 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		sb, err := c.Create(ctx, api.CreateSandboxRequest{
 			Image: *image, Snapshot: *snapshot, Resources: api.Resources{VCPUs: *vcpus, MemoryMB: *memory},
-			TimeoutMs: timeout.Milliseconds(), Env: env,
+			TimeoutMs: timeout.Milliseconds(), Env: env, Ports: ports,
 		})
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, sb.ID)
+		return nil
+
+	case "url":
+		ttl := fs.Duration("ttl", time.Hour, "how long the URL opens the port (at most 7 days)")
+		if err := parse(); err != nil {
+			return err
+		}
+		if fs.NArg() != 2 {
+			return usagef("sandbox url: want <id> <port>")
+		}
+		port, err := strconv.Atoi(fs.Arg(1))
+		if err != nil {
+			return usagef("sandbox url: port %q is not a number", fs.Arg(1))
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		u, err := c.Sandbox(fs.Arg(0)).SignedURL(ctx, port, *ttl)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, u.URL)
 		return nil
 
 	case "snapshot":
