@@ -26,12 +26,20 @@ var uploadTypes = map[string]bool{
 	"application/x-compressed-tar": true,
 }
 
-func (s *Server) writeFiles(w http.ResponseWriter, r *http.Request) error {
-	id, err := sandboxID(r)
-	if err != nil {
-		return err
+// pathRequest reads the sandbox id and the clean ?path= of a file request,
+// both checked before any agent is asked.
+func pathRequest(r *http.Request) (id, path string, err error) {
+	if id, err = sandboxID(r); err != nil {
+		return "", "", err
 	}
-	dir, err := cleanPath(r.URL.Query().Get("path"))
+	if path, err = cleanPath(r.URL.Query().Get("path")); err != nil {
+		return "", "", err
+	}
+	return id, path, nil
+}
+
+func (s *Server) writeFiles(w http.ResponseWriter, r *http.Request) error {
+	id, dir, err := pathRequest(r)
 	if err != nil {
 		return err
 	}
@@ -82,11 +90,7 @@ func (w *readWatch) Read(p []byte) (int, error) {
 }
 
 func (s *Server) readFile(w http.ResponseWriter, r *http.Request) error {
-	id, err := sandboxID(r)
-	if err != nil {
-		return err
-	}
-	p, err := cleanPath(r.URL.Query().Get("path"))
+	id, p, err := pathRequest(r)
 	if err != nil {
 		return err
 	}
@@ -127,11 +131,7 @@ func readError(id, p string, err error) error {
 // tar is passed through untouched; its entries come from inside the sandbox,
 // so clients must extract them as hostile input (the CLI does).
 func (s *Server) readArchive(w http.ResponseWriter, r *http.Request) error {
-	id, err := sandboxID(r)
-	if err != nil {
-		return err
-	}
-	p, err := cleanPath(r.URL.Query().Get("path"))
+	id, p, err := pathRequest(r)
 	if err != nil {
 		return err
 	}
