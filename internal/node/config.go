@@ -163,6 +163,13 @@ type CreateRequest struct {
 	// Snapshot starts the sandbox from a snapshot's layers and environment
 	// instead of an image; setting Image too is ErrInvalid.
 	Snapshot string
+	// Source populates the working dir before the sandbox is reported
+	// running (see source.go); needs Config.Sources.
+	Source *sandbox.Source
+	// Volumes are named volumes to mount (see volume.go); needs Config.Volumes.
+	Volumes []sandbox.VolumeMount
+	// TeamID records the owning team.
+	TeamID string
 }
 
 // hostImage is the image built from the host's own /usr.

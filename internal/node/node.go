@@ -232,6 +232,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 		ExpiresAt:     now.Add(req.Timeout),
 		Ports:         req.Ports,
 		NetworkPolicy: req.NetworkPolicy,
+		TeamID:        req.TeamID,
+		Volumes:       slices.Clone(req.Volumes),
 	}}
 	if img != nil {
 		// Recording the layers before the driver mounts them keeps them
@@ -289,7 +291,17 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 		if nw != nil {
 			spec.Network = &runtime.NetworkSpec{NSPath: nw.NSPath, DNS: nw.DNS}
 		}
+		err = m.prepareVolumes(dctx, e, &spec, req.Volumes)
+	}
+	if err == nil {
 		client, err = m.cfg.Driver.Create(dctx, spec)
+	}
+	if err == nil && req.Source != nil {
+		var info *sandbox.SourceInfo
+		info, err = m.populate(dctx, e, client, req.Source)
+		if err == nil {
+			m.update(e, func(sb *sandbox.Sandbox) { sb.Source = info })
+		}
 	}
 	if err != nil {
 		log.Error("create sandbox failed", "err", err)

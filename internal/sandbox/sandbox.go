@@ -127,6 +127,13 @@ type Sandbox struct {
 	// NetworkPolicy is the egress policy in force; nil for loopback-only
 	// sandboxes.
 	NetworkPolicy *NetworkPolicy `json:"networkPolicy,omitempty"`
+	// TeamID owns the sandbox; empty for sandboxes made before teams or by
+	// the host's admin token.
+	TeamID string `json:"teamId,omitempty"`
+	// Source populated the working dir at create time, if any.
+	Source *SourceInfo `json:"source,omitempty"`
+	// Volumes are the named volumes mounted into the sandbox.
+	Volumes []VolumeMount `json:"volumes,omitempty"`
 }
 
 // Port is a port of a sandbox served through the proxy.
@@ -150,3 +157,59 @@ var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 // ValidID reports whether id is a well-formed sandbox or command id. IDs
 // become path components and cgroup names, so they are kept to a small alphabet.
 func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+// Source kinds: what populates a sandbox's working directory at create time,
+// on top of its image or snapshot.
+const (
+	SourceGit     = "git"
+	SourceTarball = "tarball"
+)
+
+// Source is fetched on the host (credentials never enter the sandbox) and
+// written into the sandbox before it is reported running.
+type Source struct {
+	Type string `json:"type"` // SourceGit or SourceTarball
+	URL  string `json:"url"`
+	// Dir is where the source lands inside the sandbox; default the
+	// sandbox's working dir, else the user's home.
+	Dir string `json:"dir,omitempty"`
+	// Git: Revision is a branch, tag or commit (default the remote HEAD);
+	// Depth 0 means 1 (a shallow clone), negative means full history.
+	Revision string `json:"revision,omitempty"`
+	Depth    int    `json:"depth,omitempty"`
+	// Credentials for git over HTTP(S): Username+Password, or Token alone.
+	// Never recorded, never logged.
+	Username string `json:"-"`
+	Password string `json:"-"`
+	Token    string `json:"-"`
+	// Tarball: leading path components dropped from every entry.
+	StripComponents int `json:"stripComponents,omitempty"`
+}
+
+// SourceInfo is what a sandbox's record keeps of its source: no credentials.
+type SourceInfo struct {
+	Type string `json:"type"`
+	URL  string `json:"url"` // with any userinfo removed
+	Dir  string `json:"dir"`
+	// Revision is what was asked; Commit what a git source resolved to.
+	Revision string `json:"revision,omitempty"`
+	Commit   string `json:"commit,omitempty"`
+	// Digest is the sha256 of a tarball as fetched.
+	Digest string `json:"digest,omitempty"`
+}
+
+// Volume mount modes.
+const (
+	// VolumeReadWrite mounts the volume itself: writes persist.
+	VolumeReadWrite = "rw"
+	// VolumeCopyOnWrite mounts the volume under a private overlay: the
+	// sandbox sees and may change its content, changes are dropped at stop.
+	VolumeCopyOnWrite = "cow"
+)
+
+// VolumeMount attaches a named persistent volume at a path in a sandbox.
+type VolumeMount struct {
+	Volume string `json:"volume"`
+	Path   string `json:"path"`
+	Mode   string `json:"mode"` // VolumeReadWrite (default) or VolumeCopyOnWrite
+}

@@ -48,6 +48,9 @@ type CreateParams struct {
 	Ports         []sandbox.Port
 	NetworkPolicy *sandbox.NetworkPolicy
 	Snapshot      string
+	Source        *sandbox.Source
+	Volumes       []sandbox.VolumeMount
+	TeamID        string
 }
 
 // ListParams selects a page of sandboxes; fields match node.ListOptions.
