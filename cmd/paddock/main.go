@@ -76,6 +76,7 @@ Usage:
   paddock sandbox create [--image host|<ref> | --snapshot <snap>] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
                          [--port N]... [--public-port N]...
   paddock sandbox url [--ttl D] <id> <port>      (a signed URL that opens a private port)
+  paddock sandbox policy --mode allow-all|deny-all|custom [--allow-domain D]... [--allow-cidr C]... [--deny-cidr C]... <id>
   paddock sandbox ls [--state STATE]
   paddock sandbox exec [--sudo] [--cwd DIR] [--env K=V]... [--timeout D] <id> -- <cmd> [args...]
   paddock sandbox cp <local> <id>:<path> | <id>:<path> <local>

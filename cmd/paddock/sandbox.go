@@ -92,7 +92,7 @@ func (p portsFlag) Set(v string) error {
 
 func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("sandbox: missing subcommand (create, ls, exec, cp, url, snapshot, fork, stop, rm)")
+		return usagef("sandbox: missing subcommand (create, ls, exec, cp, url, policy, snapshot, fork, stop, rm)")
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("sandbox "+sub, flag.ContinueOnError)
@@ -167,6 +167,9 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		fmt.Fprintln(stdout, u.URL)
 		return nil
+
+	case "policy":
+		return policyCmd(ctx, fs, &cf, parse, stdout)
 
 	case "snapshot":
 		if err := parse(); err != nil {
