@@ -48,6 +48,8 @@ type Sandbox struct {
 	ID     string `json:"id"`
 	Status string `json:"status"`
 	Image  string `json:"image"`
+	// TeamID is the owning team; absent for sandboxes made before teams.
+	TeamID string `json:"teamId,omitempty"`
 	// ImageDigest is the manifest digest of an OCI image; empty for "host".
 	ImageDigest string `json:"imageDigest,omitempty"`
 	// SnapshotID is the snapshot the sandbox was created from, if any.
@@ -76,6 +78,10 @@ type Sandbox struct {
 	Routes []Route `json:"routes,omitempty"`
 	// NetworkPolicy is the egress policy in force, when it has a network.
 	NetworkPolicy *NetworkPolicy `json:"networkPolicy,omitempty"`
+	// Volumes are the named volumes mounted into the sandbox.
+	Volumes []VolumeMount `json:"volumes,omitempty"`
+	// Source is what populated the working dir at create time, if anything.
+	Source *SourceInfo `json:"source,omitempty"`
 }
 
 // PortSpec declares a sandbox port served through the proxy.
@@ -138,6 +144,48 @@ type CreateSandboxRequest struct {
 	// Snapshot starts the sandbox from a snapshot ("snap-...") instead of
 	// an image; giving both is a 400.
 	Snapshot string `json:"snapshot,omitempty"`
+	// Volumes are named volumes to mount (see Volume), at most 8.
+	Volumes []VolumeMount `json:"volumes,omitempty"`
+	// Source populates the working dir from a git repository or a tarball
+	// before the sandbox is reported running.
+	Source *Source `json:"source,omitempty"`
+}
+
+// Source kinds in Source.Type.
+const (
+	SourceGit     = "git"
+	SourceTarball = "tarball"
+)
+
+// Source is fetched by the server, not the sandbox: credentials never enter
+// the sandbox, are never stored and never sent back (Sandbox.Source shows
+// what was fetched, without them).
+type Source struct {
+	Type string `json:"type"` // SourceGit or SourceTarball
+	URL  string `json:"url"`  // http(s)
+	// Dir is where it lands; default the working dir, else /home/user.
+	Dir string `json:"dir,omitempty"`
+	// Git: Revision is a branch, tag or commit sha (default the remote's
+	// HEAD); Depth 0 means 1, negative the whole history.
+	Revision string `json:"revision,omitempty"`
+	Depth    int    `json:"depth,omitempty"`
+	// Credentials: Username and Password, or Token (git: HTTP basic auth
+	// with the token as password; tarball: a bearer token).
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	Token    string `json:"token,omitempty"`
+	// Tarball: leading path components dropped from every entry.
+	StripComponents int `json:"stripComponents,omitempty"`
+}
+
+// SourceInfo is what a sandbox's source was, without credentials.
+type SourceInfo struct {
+	Type     string `json:"type"`
+	URL      string `json:"url"`
+	Dir      string `json:"dir"`
+	Revision string `json:"revision,omitempty"`
+	Commit   string `json:"commit,omitempty"` // the git commit checked out
+	Digest   string `json:"digest,omitempty"` // "sha256:..." of the tarball as downloaded
 }
 
 // Snapshot is a sandbox's filesystem kept as a read-only layer over the
@@ -156,6 +204,91 @@ type Snapshot struct {
 // SnapshotList is the answer of GET /snapshots, oldest first.
 type SnapshotList struct {
 	Snapshots []Snapshot `json:"snapshots"`
+}
+
+// Roles of a user or token within its team. An admin of the bootstrap team
+// ("default") is the host admin: every team's resources and admin API.
+const (
+	RoleAdmin  = "admin"
+	RoleMember = "member"
+)
+
+// Team owns sandboxes, snapshots, projects, users and tokens.
+type Team struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// CreateTeamRequest is the body of POST /teams (host admins only).
+type CreateTeamRequest struct {
+	Name string `json:"name"`
+}
+
+// TeamList is the answer of GET /teams: every team for a host admin, the
+// caller's own otherwise.
+type TeamList struct {
+	Teams []Team `json:"teams"`
+}
+
+// User is a person in a team. OIDC sign-ins find their user by (Issuer,
+// Subject), Subject being the value of the server's configured claim.
+type User struct {
+	ID        string    `json:"id"`
+	TeamID    string    `json:"teamId"`
+	Issuer    string    `json:"issuer,omitempty"`
+	Subject   string    `json:"subject,omitempty"`
+	Email     string    `json:"email,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// CreateUserRequest is the body of POST /teams/{id}/users. Issuer defaults
+// to the server's OIDC issuer when Subject is given; Role to "member".
+type CreateUserRequest struct {
+	Issuer  string `json:"issuer,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Email   string `json:"email,omitempty"`
+	Name    string `json:"name,omitempty"`
+	Role    string `json:"role,omitempty"`
+}
+
+// UserList is the answer of GET /teams/{id}/users.
+type UserList struct {
+	Users []User `json:"users"`
+}
+
+// Token is an API token as listed: never its secret.
+type Token struct {
+	ID        string    `json:"id"`
+	TeamID    string    `json:"teamId"`
+	UserID    string    `json:"userId,omitempty"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"createdAt"`
+	ExpiresAt time.Time `json:"expiresAt,omitzero"` // absent: never
+}
+
+// CreateTokenRequest is the body of POST /tokens. TeamID defaults to the
+// caller's team, Role to "member", TTLSeconds 0 to no expiry.
+type CreateTokenRequest struct {
+	TeamID     string `json:"teamId,omitempty"`
+	UserID     string `json:"userId,omitempty"`
+	Name       string `json:"name"`
+	Role       string `json:"role,omitempty"`
+	TTLSeconds int64  `json:"ttlSeconds,omitempty"`
+}
+
+// CreatedToken answers POST /tokens: the only time the secret is shown.
+type CreatedToken struct {
+	Token
+	Secret string `json:"secret"`
+}
+
+// TokenList is the answer of GET /tokens.
+type TokenList struct {
+	Tokens []Token `json:"tokens"`
 }
 
 // SandboxList is one page of GET /sandboxes. An empty NextCursor means the last page.
@@ -376,4 +509,54 @@ type PullProgress struct {
 	Image *Image `json:"image,omitempty"`
 	// Error ends a pull that failed after progress began.
 	Error *ErrorDetail `json:"error,omitempty"`
+}
+
+// Volume modes in VolumeMount.Mode.
+const (
+	// VolumeReadWrite mounts the volume itself: writes persist. A volume
+	// has at most one read-write mount, and none beside copy-on-write ones.
+	VolumeReadWrite = "rw"
+	// VolumeCopyOnWrite mounts a private overlay over the volume: the
+	// sandbox sees its content and may change it; changes are dropped when
+	// the sandbox stops. Any number of sandboxes may mount it so at once.
+	VolumeCopyOnWrite = "cow"
+)
+
+// VolumeMount attaches a named volume at a path in a sandbox.
+type VolumeMount struct {
+	Volume string `json:"volume"`
+	// Path is absolute and clean, not /, and not at, in or above a path
+	// paddock mounts itself (/proc, /sys, /dev, /tmp, /usr, /etc/hosts...).
+	Path string `json:"path"`
+	Mode string `json:"mode,omitempty"` // VolumeReadWrite (default) or VolumeCopyOnWrite
+}
+
+// Volume is a named persistent volume: a filesystem of SizeBytes that
+// outlives sandboxes, for caching dependencies between runs.
+type Volume struct {
+	Name      string `json:"name"`
+	SizeBytes int64  `json:"sizeBytes"` // the cap: writes past it fail with ENOSPC
+	// UsedBytes is what the volume takes on the host's disk now.
+	UsedBytes  int64     `json:"usedBytes"`
+	TeamID     string    `json:"teamId,omitempty"`
+	CreatedAt  time.Time `json:"createdAt"`
+	LastUsedAt time.Time `json:"lastUsedAt,omitzero"`
+	// InUseBy lists the sandboxes that mount it; deleting it is refused
+	// while any does.
+	InUseBy []string `json:"inUseBy,omitempty"`
+}
+
+// CreateVolumeRequest is the body of POST /volumes.
+type CreateVolumeRequest struct {
+	// Name: 1-63 of [a-z0-9_.-], starting with a letter or digit; unique
+	// on the host.
+	Name string `json:"name"`
+	// SizeBytes caps the volume (rounded up to a MiB); 0 = the server's
+	// default (10 GiB).
+	SizeBytes int64 `json:"sizeBytes,omitempty"`
+}
+
+// VolumeList is the answer of GET /volumes, sorted by name.
+type VolumeList struct {
+	Volumes []Volume `json:"volumes"`
 }

@@ -353,7 +353,7 @@ func TestBadInput(t *testing.T) {
 		status                          int
 		code                            string
 	}{
-		{"no token", "GET", "/sandboxes", "", "", 401, "unauthenticated"},
+		{"no token", "GET", "/sandboxes", "", "", 401, "missing_token"},
 		{"bad token", "GET", "/sandboxes", "nope", "", 401, "invalid_token"},
 		{"unknown sandbox", "GET", "/sandboxes/sb-doesnotexist", s.token, "", 404, "sandbox_not_found"},
 		{"unknown command", "GET", "/sandboxes/" + sb.ID + "/commands/cmd-nope", s.token, "", 404, "command_not_found"},

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
@@ -26,6 +28,8 @@ import (
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
 	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/internal/server/nodeadapter"
+	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/sqlite"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
@@ -66,6 +70,8 @@ type stack struct {
 	token   string
 	client  *sdk.Client
 	closed  bool
+	db      *sqlite.Store
+	auth    *auth.Authenticator // teams and tokens: token is the host admin's
 
 	// With stackOptions.network only.
 	net    *netns.Manager
@@ -80,6 +86,9 @@ type stackOptions struct {
 	// one the test picks) and serves the port proxy beside the API, as
 	// `paddock serve` does.
 	network netip.Prefix
+	// wrap, when set, wraps the listener's handler once the stack is built
+	// and before it serves, to mount more beside the API (compat layers).
+	wrap func(s *stack, front http.Handler) http.Handler
 }
 
 // unreachableDNS is the upstream of test networks: a loopback port nobody
@@ -121,6 +130,9 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 		t.Fatalf("image store: %v", err)
 	}
 	cfg := node.Config{DataDir: dataDir, Driver: drv, Logger: log, MaxTimeout: time.Hour, Images: images}
+	nodeVols, serverVols := testVolumes(t, dataDir, log) // nil when the host cannot run volumes
+	cfg.Volumes = nodeVols
+	cfg.Sources = testSources(t, dataDir, log) // loopback sources allowed, as with --source-allow-private
 	var nm *netns.Manager
 	if opts.network.IsValid() {
 		nm, err = netns.New(netns.Config{DataDir: dataDir, Pool: opts.network, Upstream: []netip.AddrPort{unreachableDNS}, Logger: log})
@@ -140,24 +152,30 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	if err := mgr.Start(context.Background()); err != nil {
 		t.Fatalf("node start: %v", err)
 	}
-	tokens, err := server.OpenFileTokenStore(dataDir)
+	// Teams, users and tokens in the store serve uses (<data>/paddock.db).
+	db, err := sqlite.Open(filepath.Join(dataDir, "paddock.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	token, created, err := tokens.EnsureAdminToken()
+	authn, err := auth.New(context.Background(), auth.Config{Store: db, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, created, err := authn.Bootstrap(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !created { // a restart: the admin token exists only as a hash now
-		if token, _, err = tokens.Create("e2e-restart"); err != nil {
+		if token, _, err = authn.CreateToken(context.Background(), auth.BootstrapTeamID, "", "e2e-restart", store.RoleAdmin, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Unstarted, so that the routes' base URL knows the listener's port.
 	hs := httptest.NewUnstartedServer(nil)
-	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log, MaxUploadBytes: opts.maxUploadBytes,
+	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Auth: authn, Accounts: authn, Logger: log, MaxUploadBytes: opts.maxUploadBytes,
 		Images: nodeadapter.Images{Store: images, Node: mgr}, Snapshots: nodeadapter.Snapshots{Store: images, Node: mgr}}
-	s := &stack{dataDir: dataDir, driver: drv, mgr: mgr, images: images, http: hs, token: token, net: nm}
+	scfg.Volumes = serverVols
+	s := &stack{dataDir: dataDir, driver: drv, mgr: mgr, images: images, http: hs, token: token, net: nm, db: db, auth: authn}
 	if nm != nil {
 		key := make([]byte, proxy.MinKeyLen)
 		rand.Read(key)
@@ -176,6 +194,9 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 		}
 	}
 	hs.Config.Handler = server.Front(srv.Handler(), s.proxy)
+	if opts.wrap != nil {
+		hs.Config.Handler = opts.wrap(s, hs.Config.Handler)
+	}
 	hs.Start()
 	s.client = sdk.New(hs.URL, token)
 	t.Cleanup(func() {
@@ -203,6 +224,7 @@ func (s *stack) shutdown() {
 		s.proxy.Close()
 	}
 	s.mgr.Close()
+	s.db.Close()
 	if s.net != nil {
 		s.net.Close()
 	}

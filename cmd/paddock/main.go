@@ -74,7 +74,7 @@ Usage:
   paddock image rm <ref>
   paddock image import <docker-archive.tar>
   paddock sandbox create [--image host|<ref> | --snapshot <snap>] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
-                         [--port N]... [--public-port N]...
+                         [--port N]... [--public-port N]... [--volume name:/path[:cow]]...
   paddock sandbox url [--ttl D] <id> <port>      (a signed URL that opens a private port)
   paddock sandbox policy --mode allow-all|deny-all|custom [--allow-domain D]... [--allow-cidr C]... [--deny-cidr C]... <id>
   paddock sandbox ls [--state STATE]
@@ -85,7 +85,22 @@ Usage:
   paddock sandbox stop <id>
   paddock snapshot ls
   paddock snapshot rm <snap>
+  paddock volume create [--size 10G] <name>
+  paddock volume ls
+  paddock volume rm <name>
   paddock sandbox rm <id>
+  paddock token create [--team ID] [--user ID] [--role member|admin] [--ttl D] <name>   (prints the secret once)
+  paddock token ls [--team ID]
+  paddock token rm <token-id>...
+  paddock team create <name>                      (host admin)
+  paddock team ls
+  paddock project create (--image REF | --git URL [--revision R]) [--start CMD] [--install CMD] [--port N]
+                         [--health PATH] [--env K=V]... [--secret K=V]... [--persist PATH]...
+                         [--idle-timeout D] [--max-lifetime D] [--vcpus N] [--memory MB] <name>
+  paddock project ls
+  paddock project get|rm|deactivate <project>     (an id, or a name of yours)
+  paddock project activate [--no-wait] <project>  (prints progress until the app is ready)
+  paddock demo                                    (builds the goose stand-in and runs it as project "demo")
   paddock doctor
   paddock version
 
@@ -118,6 +133,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return imageCmd(ctx, args[1:], stdout, stderr)
 	case "snapshot", "snapshots":
 		return snapshotCmd(ctx, args[1:], stdout, stderr)
+	case "volume", "volumes":
+		return volumeCmd(ctx, args[1:], stdout, stderr)
+	case "token", "tokens":
+		return tokenCmd(ctx, args[1:], stdout, stderr)
+	case "team", "teams":
+		return teamCmd(ctx, args[1:], stdout, stderr)
+	case "project", "projects":
+		return projectCmd(ctx, args[1:], stdout, stderr)
+	case "demo":
+		return demoCmd(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		return doctorCmd(ctx, stdout)
 	case "version", "--version":

@@ -117,6 +117,9 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		var ports []api.PortSpec
 		fs.Var(portsFlag{ports: &ports}, "port", "serve this port through the proxy, private (repeatable)")
 		fs.Var(portsFlag{ports: &ports, public: true}, "public-port", "serve this port through the proxy to anyone (repeatable)")
+		var vols []api.VolumeMount
+		fs.Var(volumesFlag{vols: &vols}, "volume", "mount a named volume, name:/path (read-write) or name:/path:cow (repeatable)")
+		source := sourceFlags(fs)
 		if err := parse(); err != nil {
 			return err
 		}
@@ -131,13 +134,17 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 			*image = ""
 		}
+		src, err := source()
+		if err != nil {
+			return err
+		}
 		c, err := cf.client()
 		if err != nil {
 			return err
 		}
 		sb, err := c.Create(ctx, api.CreateSandboxRequest{
 			Image: *image, Snapshot: *snapshot, Resources: api.Resources{VCPUs: *vcpus, MemoryMB: *memory},
-			TimeoutMs: timeout.Milliseconds(), Env: env, Ports: ports,
+			TimeoutMs: timeout.Milliseconds(), Env: env, Ports: ports, Volumes: vols, Source: src,
 		})
 		if err != nil {
 			return err
@@ -360,4 +367,51 @@ func until(t time.Time, status string) string {
 		return "-"
 	}
 	return "in " + time.Until(t).Round(time.Second).String()
+}
+
+// sourceFlags registers the source flags of "sandbox create" and returns
+// what builds the request's source from them once parsed. Secrets may come
+// from $PADDOCK_GIT_TOKEN / $PADDOCK_GIT_PASSWORD instead of the command
+// line, where other users of the machine can read them.
+func sourceFlags(fs *flag.FlagSet) func() (*api.Source, error) {
+	gitURL := fs.String("git", "", "populate the working dir with a clone of this git repository (http or https)")
+	revision := fs.String("revision", "", "with --git: branch, tag or commit (default the remote HEAD)")
+	depth := fs.Int("depth", 0, "with --git: commits of history (0: 1, -1: all)")
+	user := fs.String("git-user", "", "with --git: username")
+	password := fs.String("git-password", "", "with --git: password (or $PADDOCK_GIT_PASSWORD)")
+	token := fs.String("git-token", "", "with --git: access token (or $PADDOCK_GIT_TOKEN)")
+	tarball := fs.String("tarball", "", "populate the working dir from this tar, tar.gz, tar.zst or tar.bz2 URL")
+	strip := fs.Int("strip", 0, "with --tarball: leading path components to drop")
+	dir := fs.String("source-dir", "", "where the source lands (default the working dir, else /home/user)")
+	return func() (*api.Source, error) {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		switch {
+		case *gitURL != "" && *tarball != "":
+			return nil, usagef("sandbox create: --git and --tarball exclude each other")
+		case *gitURL == "" && (set["revision"] || set["depth"] || set["git-user"] || set["git-password"] || set["git-token"]):
+			return nil, usagef("sandbox create: --revision, --depth and --git-* need --git")
+		case *tarball == "" && set["strip"]:
+			return nil, usagef("sandbox create: --strip needs --tarball")
+		case *gitURL == "" && *tarball == "":
+			if set["source-dir"] {
+				return nil, usagef("sandbox create: --source-dir needs --git or --tarball")
+			}
+			return nil, nil
+		case *tarball != "":
+			return &api.Source{Type: api.SourceTarball, URL: *tarball, StripComponents: *strip, Dir: *dir}, nil
+		}
+		src := &api.Source{Type: api.SourceGit, URL: *gitURL, Revision: *revision, Depth: *depth, Dir: *dir,
+			Username: *user, Password: *password, Token: *token}
+		if src.Token == "" && src.Password == "" {
+			src.Token = os.Getenv("PADDOCK_GIT_TOKEN")
+			if src.Token == "" {
+				src.Password = os.Getenv("PADDOCK_GIT_PASSWORD")
+			}
+		}
+		if src.Password != "" && src.Username == "" {
+			return nil, usagef("sandbox create: a git password needs --git-user")
+		}
+		return src, nil
+	}
 }

@@ -15,8 +15,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
@@ -24,7 +26,9 @@ import (
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
 	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/server/compat/vercel"
 	"github.com/paddock-dev/paddock/internal/server/nodeadapter"
+	"github.com/paddock-dev/paddock/internal/source"
 )
 
 // shutdownGrace is how long open requests (log streams, uploads) get to
@@ -68,6 +72,12 @@ type serveConfig struct {
 	nat            bool
 	domain         string
 	publicURL      string
+	maxVolumeSize  string
+	appMaxBody     int64
+	auth           authFlags
+	// sourceAllowPrivate lets git and tarball sources come from loopback
+	// and private addresses (a LAN git server, tests).
+	sourceAllowPrivate bool
 }
 
 func (c serveConfig) Validate() error {
@@ -144,6 +154,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&cfg.nat, "nat", false, "masquerade allowed sandbox egress out of this host (sets net.ipv4.ip_forward=1, nftables table ip paddock-nat)")
 	fs.StringVar(&cfg.domain, "domain", "localhost", "parent domain of port hosts: <port>-<id>.<domain>")
 	fs.StringVar(&cfg.publicURL, "public-url", "", "public base URL of the port proxy (default http://<domain>:<listen port>)")
+	fs.StringVar(&cfg.maxVolumeSize, "max-volume-size", "100G", "largest cap a volume may be created with")
+	fs.Int64Var(&cfg.appMaxBody, "app-max-body", proxy.DefaultAppMaxBody, "largest request body, in bytes, the app proxy forwards to a project's app")
+	cfg.auth.register(fs)
+	fs.BoolVar(&cfg.sourceAllowPrivate, "source-allow-private", false, "let git and tarball sources come from loopback and private addresses")
 	if err := fs.Parse(args); err != nil {
 		return usagef("serve: %v", err)
 	}
@@ -187,6 +201,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("open the image store: %w", err)
 	}
+	vols, err := openVolumes(cfg, log)
+	if err != nil {
+		return err
+	}
+	srcs, err := openSources(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer srcs.Close()
 	mgr, err := node.New(node.Config{
 		Images:         images,
 		DataDir:        cfg.dataDir,
@@ -196,6 +219,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxSandboxes:   cfg.maxSandboxes,
 		Logger:         log,
 		Network:        network,
+		Volumes:        vols.node(),
+		Sources:        srcs,
 	})
 	if err != nil {
 		return fmt.Errorf("start the sandbox manager: %w", err)
@@ -230,20 +255,20 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}()
 	defer func() { stopGC(); <-gcDone }()
 
-	tokens, err := server.OpenFileTokenStore(cfg.dataDir)
+	// The store (SQLite at <data>/paddock.db): teams, users, tokens, and
+	// the projects' control plane below.
+	db, authn, adminToken, created, err := openAuth(ctx, cfg.dataDir, cfg.auth, log)
 	if err != nil {
 		return err
 	}
-	adminToken, created, err := tokens.EnsureAdminToken()
-	if err != nil {
-		return fmt.Errorf("create the admin token: %w", err)
-	}
+	defer db.Close()
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log,
+	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Auth: authn, Accounts: authn, Logger: log,
 		Images: nodeadapter.Images{Store: images, Node: mgr}, Snapshots: nodeadapter.Snapshots{Store: images, Node: mgr}}
+	scfg.Volumes = vols.server()
 	var px *proxy.Proxy
 	if network != nil {
 		key, err := loadProxyKey(cfg.dataDir)
@@ -254,11 +279,45 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		scfg.Signer = &proxy.Signer{Key: key}
 		scfg.PortBaseURL = publicBase(cfg, ln.Addr())
 	}
+	// Projects: the control plane on the store and the app proxy in front
+	// of their apps.
+	projects, apps, err := startProjects(ctx, projectsConfig{store: db, sandboxes: control.NodeSandboxes{Manager: mgr, Images: images},
+		dataDir: cfg.dataDir, domain: cfg.domain, signer: scfg.Signer, authn: authn, maxBody: cfg.appMaxBody, log: log})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	// Closed before the manager (deferred earlier): activations stop first.
+	defer projects.Close()
+	defer apps.Close()
+	scfg.Projects, scfg.Apps = projects, apps.PathHandler()
 	srv, err := server.New(scfg)
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	// The Vercel Sandbox API (/compat/vercel) on the same services and tokens.
+	vstore, err := vercel.OpenFileStore(cfg.dataDir)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	// Not team-aware yet: only the host admin's tokens pass there.
+	vercelAPI, err := vercel.New(vercel.Config{Sandboxes: scfg.Sandboxes, Snapshots: scfg.Snapshots, Tokens: server.HostAdminTokenStore(authn),
+		Store: vstore, Signer: scfg.Signer, PortBaseURL: scfg.PortBaseURL, Logger: log})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	// A prefix check rather than a ServeMux, which would redirect unclean
+	// paths that the API answers itself.
+	apiMux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, vercel.Prefix+"/") {
+			vercelAPI.ServeHTTP(w, r)
+			return
+		}
+		srv.Handler().ServeHTTP(w, r)
+	})
 	if network != nil {
 		px, err = proxy.New(proxy.Config{
 			Domain:     cfg.domain,
@@ -280,6 +339,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ln.Close()
 		return err
 	}
+	if !created {
+		fmt.Fprintf(stdout, "paddock is serving at %s\n", url)
+	}
 	if created {
 		fmt.Fprintf(stdout, quickstart, url, adminToken, clientPath)
 		if cfg.dataDir != defaultDataDir() {
@@ -294,7 +356,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	hs := &http.Server{
-		Handler:           server.Front(srv.Handler(), px),
+		Handler:           server.Front(apiMux, px, apps),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -303,6 +365,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Log streams and long polls end at once on shutdown, with a clear
 	// message; other requests get the grace period.
 	hs.RegisterOnShutdown(srv.CloseStreams)
+	hs.RegisterOnShutdown(vercelAPI.CloseStreams)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }() // owned: we wait for errc below
 
@@ -333,10 +396,11 @@ Admin token (shown only this once; its hash is stored):
 
     %[2]s
 
-The CLI on this machine reads it from %[3]s. Try:
+The CLI on this machine reads it from %[3]s. Quickstart:
 
-    paddock sandbox create
-    paddock sandbox exec <id> -- uname -a
+    paddock demo                                  # an agent server as a project: activate, talk to it through the proxy
+    paddock sandbox create                        # a sandbox of your own (prints its id)
+    paddock sandbox exec <id> -- uname -a         # run a command in it
 
 Elsewhere: export PADDOCK_URL=%[1]s PADDOCK_TOKEN=<token>
 
@@ -391,4 +455,23 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// openSources makes the fetcher of git and tarball sources. Its temp dir
+// is paddock's own (not /tmp, often a small tmpfs); what a crash left
+// there is removed. Sources never reach the sandbox pool.
+func openSources(cfg serveConfig, log *slog.Logger) (*source.Fetcher, error) {
+	tmp := filepath.Join(cfg.dataDir, "tmp", "sources")
+	if err := os.RemoveAll(tmp); err != nil {
+		return nil, fmt.Errorf("clean the sources' temp dir: %w", err)
+	}
+	scfg := source.Config{TempDir: tmp, AllowPrivate: cfg.sourceAllowPrivate, Logger: log}
+	if !cfg.noNetwork {
+		scfg.Deny = []netip.Prefix{netip.MustParsePrefix(cfg.networkPool)} // checked by Validate
+	}
+	f, err := source.New(scfg)
+	if err != nil {
+		return nil, fmt.Errorf("start the source fetcher: %w", err)
+	}
+	return f, nil
 }

@@ -2,9 +2,18 @@
 // and OIDC JWTs from a configured issuer for the web app's users. The result
 // is a Principal carried in the request's context; handlers check that the
 // principal's team owns what the request touches.
+//
+// The host admin is not a flag on a token: it is the admin role in the
+// bootstrap team (BootstrapTeamID). Bootstrap creates that team and its
+// first admin token; any admin of that team, token or OIDC user, is a host
+// admin. Admins of other teams administer only their own team.
 package auth
 
-import "context"
+import (
+	"context"
+
+	"github.com/paddock-dev/paddock/internal/store"
+)
 
 // Principal is an authenticated caller.
 type Principal struct {
@@ -22,6 +31,17 @@ type Principal struct {
 // Resources with no team (made before teams existed) belong to host admins.
 func (p Principal) CanAccessTeam(teamID string) bool {
 	return p.HostAdmin || (teamID != "" && teamID == p.TeamID)
+}
+
+// CanAdminTeam reports whether p may manage teamID's users and tokens: a
+// host admin any team's, a team admin their own team's.
+func (p Principal) CanAdminTeam(teamID string) bool {
+	return p.HostAdmin || (teamID != "" && teamID == p.TeamID && p.Role == store.RoleAdmin)
+}
+
+// isHostAdmin is the one rule that makes a host admin.
+func isHostAdmin(teamID, role string) bool {
+	return teamID == BootstrapTeamID && role == store.RoleAdmin
 }
 
 type ctxKey struct{}

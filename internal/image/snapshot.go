@@ -24,6 +24,7 @@ const DefaultSnapshotTTL = 7 * 24 * time.Hour
 type Snapshot struct {
 	ID     string // "snap-<random>"
 	Source string // the sandbox it was taken of
+	TeamID string // the source sandbox's team, which owns the snapshot
 	// Image and Digest name what the source sandbox was created from (the
 	// base image, or the base image of the snapshot it was created from).
 	Image  string
@@ -45,6 +46,7 @@ type Snapshot struct {
 // NewSnapshot describes a snapshot to AddSnapshot.
 type NewSnapshot struct {
 	Source string
+	TeamID string
 	Image  string
 	Digest string
 	OnHost bool
@@ -56,6 +58,7 @@ type NewSnapshot struct {
 // snapshotRecord is a snapshot as persisted in the index.
 type snapshotRecord struct {
 	Source    string      `json:"source"`
+	TeamID    string      `json:"team_id,omitempty"`
 	Image     string      `json:"image"`
 	Digest    string      `json:"digest,omitempty"`
 	OnHost    bool        `json:"on_host,omitempty"`
@@ -127,7 +130,7 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 	}
 	now := s.now().UTC()
 	rec := &snapshotRecord{
-		Source: spec.Source, Image: spec.Image, Digest: spec.Digest, OnHost: spec.OnHost,
+		Source: spec.Source, TeamID: spec.TeamID, Image: spec.Image, Digest: spec.Digest, OnHost: spec.OnHost,
 		Config: spec.Config, Layers: append([]string{layerHex}, lowers...),
 		CreatedAt: now, LastUsed: now,
 	}
@@ -148,7 +151,7 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 
 func (s *Store) snapshotLocked(id string, rec *snapshotRecord) *Snapshot {
 	snap := &Snapshot{
-		ID: id, Source: rec.Source, Image: rec.Image, Digest: rec.Digest, OnHost: rec.OnHost,
+		ID: id, Source: rec.Source, TeamID: rec.TeamID, Image: rec.Image, Digest: rec.Digest, OnHost: rec.OnHost,
 		Config: rec.Config, CreatedAt: rec.CreatedAt, LastUsed: rec.LastUsed,
 	}
 	snap.Config.Env = slices.Clone(rec.Config.Env)

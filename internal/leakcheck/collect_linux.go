@@ -14,6 +14,7 @@ const cgroupRoot = "/sys/fs/cgroup"
 func collect(scope Scope) []string {
 	var out []string
 	out = append(out, mounts(scope)...)
+	out = append(out, loops(scope)...)
 	out = append(out, cgroupDirs(scope)...)
 	out = append(out, procs(scope)...)
 	if scope.Children {
@@ -79,6 +80,28 @@ func mounts(scope Scope) []string {
 		}
 		if match {
 			out = append(out, "mount "+fstype+" "+mp)
+		}
+	}
+	return out
+}
+
+// loops lists loop devices backed by a file below scope.Dirs (no Dirs:
+// a file whose path contains "paddock"): a volume's image still attached.
+func loops(scope Scope) []string {
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		back := strings.TrimSpace(string(b))
+		match := len(scope.Dirs) == 0 && strings.Contains(back, "paddock")
+		for _, d := range scope.Dirs {
+			match = match || strings.HasPrefix(back, strings.TrimSuffix(d, "/")+"/")
+		}
+		if match {
+			out = append(out, "loop device "+filepath.Base(filepath.Dir(filepath.Dir(f)))+" backed by "+back)
 		}
 	}
 	return out

@@ -1,7 +1,8 @@
 // Package leakcheck lets integration tests prove that sandboxes leave
-// nothing behind: mounts under a data dir, cgroups named paddock/<id> (any
-// v1 controller or v2), network namespaces, and processes (children of the
-// test, or anything in a paddock/ cgroup). Take a Snapshot before, and Check
+// nothing behind: mounts under a data dir, loop devices backed by a file
+// there, cgroups named paddock/<id> (any v1 controller or v2), network
+// namespaces, and processes (children of the test, or anything in a
+// paddock/ cgroup). Take a Snapshot before, and Check
 // after; Check retries briefly because killed processes take a moment to go.
 package leakcheck
 

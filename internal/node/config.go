@@ -31,6 +31,10 @@ const (
 	driverTimeout = 60 * time.Second
 	// pingTimeout bounds the agent ping that decides re-adoption on restart.
 	pingTimeout = 5 * time.Second
+	// recordsTimeout bounds one Records.Save or Remove; recordsLoadTimeout
+	// the LoadAll at start.
+	recordsTimeout     = 30 * time.Second
+	recordsLoadTimeout = 2 * time.Minute
 )
 
 // Config configures a Manager.
@@ -50,6 +54,16 @@ type Config struct {
 	Network Network
 	// Images resolves every image but "host"; nil allows only "host".
 	Images Images
+	// Volumes mounts named volumes into sandboxes; nil refuses create
+	// requests with volumes (ErrUnsupported "volumes_unsupported").
+	Volumes Volumes
+	// Sources fetches git and tarball sources (see source.go); nil refuses
+	// create requests with a source (ErrUnsupported "sources_unsupported").
+	Sources Sources
+	// Records keeps the sandbox records across restarts; nil keeps them as
+	// JSON files in DataDir/node/sandboxes (see internal/store/noderecords
+	// for the control plane's database).
+	Records Records
 }
 
 // Images is what the node needs from the image store; *image.Store
@@ -214,6 +228,14 @@ func (req CreateRequest) normalize(cfg *Config) (CreateRequest, error) {
 		if strings.ContainsRune(v, 0) {
 			return req, sandbox.Errorf(sandbox.ErrInvalid, "invalid_env", "environment variable %q has a NUL byte in its value", k)
 		}
+	}
+	vols, err := normalizeVolumes(cfg, req.Volumes)
+	if err != nil {
+		return req, err
+	}
+	req.Volumes = vols
+	if req.Source, err = normalizeSource(cfg, req.Source); err != nil {
+		return req, err
 	}
 
 	if cfg.Network == nil {

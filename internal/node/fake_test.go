@@ -280,31 +280,31 @@ func wantErr(t *testing.T, err, kind error, code string) {
 	}
 }
 
-// memStore is an in-memory recordStore.
+// memStore is an in-memory Records.
 type memStore struct {
 	mu      sync.Mutex // guards records
 	records map[string]sandbox.Sandbox
 }
 
-var _ recordStore = (*memStore)(nil)
+var _ Records = (*memStore)(nil)
 
 func newMemStore() *memStore { return &memStore{records: map[string]sandbox.Sandbox{}} }
 
-func (s *memStore) save(sb sandbox.Sandbox) error {
+func (s *memStore) Save(_ context.Context, sb sandbox.Sandbox) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.records[sb.ID] = clone(sb)
 	return nil
 }
 
-func (s *memStore) remove(id string) error {
+func (s *memStore) Remove(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.records, id)
 	return nil
 }
 
-func (s *memStore) loadAll() ([]sandbox.Sandbox, error) {
+func (s *memStore) LoadAll(context.Context) ([]sandbox.Sandbox, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []sandbox.Sandbox

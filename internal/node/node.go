@@ -40,7 +40,7 @@ import (
 type Manager struct {
 	cfg    Config
 	log    *slog.Logger
-	store  recordStore
+	store  Records
 	driver string // the driver's name, recorded in every sandbox
 
 	// wake tells the timeout loop that a deadline changed. Buffered (1) so a
@@ -104,16 +104,20 @@ func New(cfg Config) (*Manager, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	store, err := newFileStore(filepath.Join(cfg.DataDir, "node", "sandboxes"))
-	if err != nil {
-		return nil, err
+	store := cfg.Records
+	if store == nil {
+		fs, err := newFileStore(filepath.Join(cfg.DataDir, "node", "sandboxes"))
+		if err != nil {
+			return nil, err
+		}
+		store = fs
 	}
 	return newManager(cfg, store)
 }
 
-// newManager builds a manager over any recordStore; cfg is already
-// defaulted and valid.
-func newManager(cfg Config, store recordStore) (*Manager, error) {
+// newManager builds a manager over any Records; cfg is already defaulted
+// and valid.
+func newManager(cfg Config, store Records) (*Manager, error) {
 	m := &Manager{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "node"),
@@ -124,7 +128,9 @@ func newManager(cfg Config, store recordStore) (*Manager, error) {
 		active:    make(map[string]struct{}),
 		deadlines: make(map[string]time.Time),
 	}
-	records, err := store.loadAll()
+	ctx, cancel := context.WithTimeout(context.Background(), recordsLoadTimeout)
+	defer cancel()
+	records, err := store.LoadAll(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -270,7 +276,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 	// The pending record goes to disk before the driver builds anything, so
 	// a crash mid-create leaves a record that reconcile resolves instead of
 	// an orphan.
-	if err := m.store.save(e.sb); err != nil {
+	if err := m.saveRecord(ctx, e.sb); err != nil {
 		m.forget(e)
 		return sandbox.Sandbox{}, err
 	}
@@ -298,13 +304,22 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 	}
 	if err == nil && req.Source != nil {
 		var info *sandbox.SourceInfo
-		info, err = m.populate(dctx, e, client, req.Source)
+		// Not dctx: a fetch may take longer than a driver call (populate
+		// bounds it itself).
+		info, err = m.populate(ctx, e, client, req.Source)
 		if err == nil {
 			m.update(e, func(sb *sandbox.Sandbox) { sb.Source = info })
 		}
 	}
 	if err != nil {
 		log.Error("create sandbox failed", "err", err)
+		if client != nil {
+			client.Close()
+		}
+		// A fresh budget for the clean-up: a long populate may have used up
+		// dctx's, and a Destroy cut short would leak the sandbox.
+		dctx, cancel := driverContext(ctx)
+		defer cancel()
 		// The driver promises to leave nothing behind on error; Destroy
 		// makes sure, since a leak here would outlive the record.
 		if derr := m.cfg.Driver.Destroy(dctx, id); derr != nil {
@@ -312,6 +327,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 		} else {
 			// Only once nothing of the sandbox runs in the namespace.
 			m.teardownNetwork(dctx, id)
+			m.releaseVolumes(dctx, id)
 		}
 		sb, terr := m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
 			sb.Error = "create: " + err.Error()
@@ -437,6 +453,7 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sand
 		return failed, errors.Join(fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err), terr)
 	}
 	m.teardownNetwork(dctx, sb.ID)
+	m.releaseVolumes(dctx, sb.ID)
 	sb, err = m.transition(e, sandbox.Stopped, nil, func(sb *sandbox.Sandbox) {
 		sb.StoppedAt = m.now()
 	})
@@ -480,7 +497,8 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("node: delete sandbox %s: %w", id, err)
 	}
 	m.teardownNetwork(dctx, id)
-	if err := m.store.remove(id); err != nil {
+	m.releaseVolumes(dctx, id)
+	if err := m.removeRecord(ctx, id); err != nil {
 		// The sandbox is gone from the host; a stale record would only
 		// come back as a failed sandbox after a restart. Say so and go on.
 		m.log.Error("remove sandbox record", "sandbox", id, "err", err)
@@ -640,9 +658,24 @@ func (m *Manager) update(e *entry, fn func(*sandbox.Sandbox)) sandbox.Sandbox {
 // record is resolved by reconcile after a restart.
 func (m *Manager) commit(sb sandbox.Sandbox) {
 	m.index(sb)
-	if err := m.store.save(sb); err != nil {
+	if err := m.saveRecord(context.Background(), sb); err != nil {
 		m.log.Error("save sandbox record", "sandbox", sb.ID, "state", sb.State, "err", err)
 	}
+}
+
+// saveRecord saves sb, not cut short by the end of the request that
+// changed it (the change happened), but bounded in time.
+func (m *Manager) saveRecord(ctx context.Context, sb sandbox.Sandbox) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordsTimeout)
+	defer cancel()
+	return m.store.Save(ctx, sb)
+}
+
+// removeRecord removes a record, as saveRecord saves one.
+func (m *Manager) removeRecord(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordsTimeout)
+	defer cancel()
+	return m.store.Remove(ctx, id)
 }
 
 // index updates the capacity count and the timeout deadlines for sb and

@@ -59,6 +59,7 @@ func (m *Manager) reconcile(ctx context.Context) error {
 
 	// After the sandboxes: only now is it known which ones still run.
 	m.reconcileNetworks(ctx)
+	m.reconcileVolumes(ctx)
 
 	// Deadlines that passed while no manager was watching.
 	m.checkTimeouts(ctx)

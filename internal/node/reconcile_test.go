@@ -119,7 +119,7 @@ func TestRestartPendingAndStopping(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, sb := range records {
-		if err := store.save(sb); err != nil {
+		if err := store.Save(t.Context(), sb); err != nil {
 			t.Fatal(err)
 		}
 	}

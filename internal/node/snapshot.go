@@ -88,7 +88,7 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, err
 		env[i] = k + "=" + sb.Env[k]
 	}
 	spec := image.NewSnapshot{
-		Source: id, Image: sb.Image, Digest: sb.ImageDigest,
+		Source: id, TeamID: sb.TeamID, Image: sb.Image, Digest: sb.ImageDigest,
 		// Only the host image has no digest, and it is not in the store.
 		OnHost: sb.ImageDigest == "",
 		Config: image.ImageConfig{Env: env, WorkingDir: sb.WorkingDir, User: sb.ImageUser},

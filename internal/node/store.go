@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,16 +13,19 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// recordStore keeps the node's sandbox records across restarts. It is small
-// on purpose: the records move into the control plane's database later, and
-// only this interface has to be reimplemented then.
-type recordStore interface {
-	// save writes sb, replacing any earlier version, atomically.
-	save(sb sandbox.Sandbox) error
-	// remove forgets id; removing an unknown id is not an error.
-	remove(id string) error
-	// loadAll returns every saved record, in no particular order.
-	loadAll() ([]sandbox.Sandbox, error)
+// Records keeps the node's sandbox records across restarts: JSON files
+// under DataDir by default (Config.Records nil), or the control plane's
+// database (internal/store/noderecords). Implementations are safe for
+// concurrent use.
+type Records interface {
+	// Save writes sb, replacing any earlier version, atomically.
+	Save(ctx context.Context, sb sandbox.Sandbox) error
+	// Remove forgets id; removing an unknown id is not an error.
+	Remove(ctx context.Context, id string) error
+	// LoadAll returns every saved record, in no particular order. It must
+	// fail rather than skip a record it cannot read: a skipped record makes
+	// its sandbox look like an orphan, and reconcile destroys orphans.
+	LoadAll(ctx context.Context) ([]sandbox.Sandbox, error)
 }
 
 // fileStore keeps one JSON file per sandbox in dir. Files are written to a
@@ -31,7 +35,7 @@ type fileStore struct {
 	dir string
 }
 
-var _ recordStore = (*fileStore)(nil)
+var _ Records = (*fileStore)(nil)
 
 func newFileStore(dir string) (*fileStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -47,7 +51,7 @@ const (
 
 func (s *fileStore) path(id string) string { return filepath.Join(s.dir, id+recordExt) }
 
-func (s *fileStore) save(sb sandbox.Sandbox) error {
+func (s *fileStore) Save(_ context.Context, sb sandbox.Sandbox) error {
 	if !sandbox.ValidID(sb.ID) {
 		// IDs become file names: never let a bad one reach the filesystem.
 		return fmt.Errorf("node: save record: invalid id %q", sb.ID)
@@ -78,7 +82,7 @@ func (s *fileStore) save(sb sandbox.Sandbox) error {
 	return syncDir(s.dir)
 }
 
-func (s *fileStore) remove(id string) error {
+func (s *fileStore) Remove(_ context.Context, id string) error {
 	if !sandbox.ValidID(id) {
 		return fmt.Errorf("node: remove record: invalid id %q", id)
 	}
@@ -88,7 +92,7 @@ func (s *fileStore) remove(id string) error {
 	return syncDir(s.dir)
 }
 
-func (s *fileStore) loadAll() ([]sandbox.Sandbox, error) {
+func (s *fileStore) LoadAll(context.Context) ([]sandbox.Sandbox, error) {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("node: read record dir: %w", err)

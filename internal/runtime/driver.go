@@ -28,6 +28,18 @@ type Spec struct {
 	// Network, when set, is a namespace prepared by the caller that the
 	// sandbox joins instead of getting a new loopback-only one.
 	Network *NetworkSpec
+	// Mounts are host directories bound into the sandbox (volumes).
+	Mounts []Mount
+}
+
+// Mount binds a host directory the caller prepared into a sandbox, nosuid
+// and nodev. The driver refuses a Dest that is not absolute and clean, is
+// "/", or meets a path the driver mounts itself (/proc, /sys, /dev, /tmp,
+// the agent's), and creates the mountpoint without following a symlink.
+type Mount struct {
+	Source   string // host path, trusted
+	Dest     string // path inside the sandbox
+	ReadOnly bool
 }
 
 // NetworkSpec is a sandbox's network as the node prepared it.

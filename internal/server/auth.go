@@ -18,12 +18,27 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/store"
 )
 
-// TokenStore authenticates API tokens. It is the whole of what the server
-// needs, so a database-backed store (projects) can replace the file store
-// without touching the handlers.
+// Authenticator says who presents a bearer credential: an API token or an
+// OIDC JWT. *auth.Authenticator implements it over the store;
+// TokenStoreAuthenticator adapts the older file-backed TokenStore.
+type Authenticator interface {
+	// AuthenticateBearer returns the caller, or an error wrapping
+	// sandbox.ErrUnauthorized (missing_token, invalid_token,
+	// expired_token, unknown_user); other errors are internal.
+	AuthenticateBearer(ctx context.Context, token string) (auth.Principal, error)
+}
+
+var _ Authenticator = (*auth.Authenticator)(nil)
+
+// TokenStore authenticates API tokens kept in a file: the single-host
+// store from before teams. Every one of its tokens is a host admin's.
 type TokenStore interface {
 	// Authenticate returns the token whose secret is given, or an error
 	// wrapping sandbox.ErrUnauthorized.
@@ -193,30 +208,220 @@ func (s *FileTokenStore) save(tokens []Token) error {
 	return nil
 }
 
+// TokenStoreAuthenticator adapts a TokenStore: its tokens predate teams and
+// were all-powerful, so each authenticates as a host admin of the
+// bootstrap team. It keeps callers of the file store working.
+func TokenStoreAuthenticator(ts TokenStore) Authenticator { return tokenStoreAuth{ts} }
+
+type tokenStoreAuth struct{ ts TokenStore }
+
+func (a tokenStoreAuth) AuthenticateBearer(ctx context.Context, token string) (auth.Principal, error) {
+	if token == "" {
+		return auth.Principal{}, auth.ErrMissingToken
+	}
+	t, err := a.ts.Authenticate(ctx, token)
+	if err != nil {
+		if errors.Is(err, sandbox.ErrUnauthorized) {
+			return auth.Principal{}, auth.ErrInvalidToken
+		}
+		return auth.Principal{}, err
+	}
+	return auth.Principal{TeamID: auth.BootstrapTeamID, Name: t.Name, Role: store.RoleAdmin, HostAdmin: true}, nil
+}
+
 // authenticate is the one auth check: every /api/v1 request carries a
-// valid bearer token. It runs before routing so that nothing about the API's
-// shape leaks to anonymous callers.
+// valid bearer credential, and the caller it names goes into the request's
+// context (auth.FromContext). It runs before routing so that nothing about
+// the API's shape leaks to anonymous callers.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != api.Prefix && !strings.HasPrefix(r.URL.Path, api.Prefix+"/") {
 			next.ServeHTTP(w, r)
 			return
 		}
-		h := r.Header.Get("Authorization")
-		scheme, secret, ok := strings.Cut(h, " ")
-		secret = strings.TrimSpace(secret)
-		if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" {
-			s.writeError(w, r, errUnauthenticated)
+		token, ok := auth.BearerToken(r.Header.Get("Authorization"))
+		if !ok {
+			s.writeError(w, r, auth.ErrMissingToken)
 			return
 		}
-		if _, err := s.tokens.Authenticate(r.Context(), secret); err != nil {
-			if !errors.Is(err, sandbox.ErrUnauthorized) {
-				s.writeError(w, r, fmt.Errorf("authenticate: %w", err))
-				return
+		p, err := s.auth.AuthenticateBearer(r.Context(), token)
+		if err != nil {
+			// Why a credential failed (bad signature, wrong audience) is
+			// for the operator, never the caller.
+			s.log.Debug("authentication refused", "path", r.URL.Path, "err", err)
+			s.writeError(w, r, authErr(err))
+			return
+		}
+		inner := r.WithContext(auth.WithPrincipal(r.Context(), p))
+		next.ServeHTTP(w, inner)
+		// The mux set the path values on the copy; the request log,
+		// outside this middleware, reads them from the original.
+		for _, k := range []string{"id", "cmd"} {
+			if v := inner.PathValue(k); v != "" {
+				r.SetPathValue(k, v)
 			}
-			s.writeError(w, r, errInvalidToken)
-			return
 		}
-		next.ServeHTTP(w, r)
 	})
+}
+
+// authErr keeps a refusal's code and drops its detail (why a JWT failed
+// is for the log, not the caller); other errors are internal.
+func authErr(err error) error {
+	if !errors.Is(err, sandbox.ErrUnauthorized) {
+		return fmt.Errorf("authenticate: %w", err)
+	}
+	switch sandbox.CodeOf(err) {
+	case "missing_token":
+		return auth.ErrMissingToken
+	case "expired_token":
+		return auth.ErrExpiredToken
+	case "unknown_user":
+		return auth.ErrUnknownUser
+	default:
+		return auth.ErrInvalidToken
+	}
+}
+
+// callerOf returns the request's principal. Every /api/v1 request has one
+// (authenticate put it there); a handler reached some other way gets none
+// and so may touch nothing.
+func callerOf(r *http.Request) auth.Principal {
+	p, _ := auth.FromContext(r.Context())
+	return p
+}
+
+// errSandboxNotFound is what another team's sandbox looks like: exactly
+// what a sandbox that does not exist looks like.
+func errSandboxNotFound(id string) error {
+	return sandbox.Errorf(sandbox.ErrNotFound, "sandbox_not_found", "sandbox %q not found", id)
+}
+
+// checkSandboxOwner is the one ownership check of the sandbox API: routes
+// under /sandboxes/{id} pass through it (see routes), so a handler never
+// touches another team's sandbox. Host admins skip the lookup.
+func (s *Server) checkSandboxOwner(ctx context.Context, p auth.Principal, id string) error {
+	if p.HostAdmin {
+		return nil
+	}
+	if !sandbox.ValidID(id) {
+		return errSandboxNotFound(id)
+	}
+	sb, err := s.sb.Get(ctx, id)
+	if err != nil {
+		return sandboxErr(id, err)
+	}
+	if !p.CanAccessTeam(sb.TeamID) {
+		return errSandboxNotFound(id)
+	}
+	return nil
+}
+
+// ownedSandbox wraps the handler of a route under /sandboxes/{id}.
+func (s *Server) ownedSandbox(h func(http.ResponseWriter, *http.Request) error) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := s.checkSandboxOwner(r.Context(), callerOf(r), r.PathValue("id")); err != nil {
+			return err
+		}
+		return h(w, r)
+	}
+}
+
+// isSandboxRoute reports whether a routeTable path names one sandbox.
+func isSandboxRoute(path string) bool { return strings.HasPrefix(path, "/sandboxes/{id}") }
+
+// The proxy asks the server whether an API token may open a sandbox's ports.
+var _ proxy.Authorizer = (*Server)(nil)
+
+// Authorize implements proxy.Authorizer with the API's own check: the
+// bearer must authenticate and its team must own the sandbox. Another
+// team's sandbox is not found, as in the API.
+func (s *Server) Authorize(ctx context.Context, bearerToken, sandboxID string) error {
+	p, err := s.auth.AuthenticateBearer(ctx, bearerToken)
+	if err != nil {
+		return authErr(err)
+	}
+	return s.checkSandboxOwner(ctx, p, sandboxID)
+}
+
+// ownCreate stamps a new sandbox with the caller's team and checks that
+// the snapshot it starts from, if any, is the team's.
+func (s *Server) ownCreate(r *http.Request, params *CreateParams) error {
+	p := callerOf(r)
+	params.TeamID = p.TeamID
+	if params.Snapshot != "" && s.snaps != nil {
+		if _, err := s.ownedSnapshot(p, params.Snapshot); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listPasses bounds how many pages of other teams' sandboxes one list
+// request reads before it answers a short page (with a cursor).
+const listPasses = 8
+
+// listOwned lists the caller's team's sandboxes (a host admin's: all). The
+// sandbox layer does not filter by team, so pages are read and filtered
+// here. Each pass asks for only as many as are still missing and keeps
+// all it gets, so the layer's cursor stays exact; a page may come back
+// short of the limit with a cursor, which the API allows.
+func (s *Server) listOwned(ctx context.Context, p auth.Principal, opts ListParams) ([]sandbox.Sandbox, string, error) {
+	if p.HostAdmin {
+		return s.sb.List(ctx, opts)
+	}
+	limit := opts.Limit
+	if limit == 0 {
+		limit = 50
+	}
+	var out []sandbox.Sandbox
+	for range listPasses {
+		opts.Limit = limit - len(out)
+		sbs, next, err := s.sb.List(ctx, opts)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, sb := range sbs {
+			if p.CanAccessTeam(sb.TeamID) {
+				out = append(out, sb)
+			}
+		}
+		if next == "" || len(out) >= limit {
+			return out, next, nil
+		}
+		opts.Cursor = next
+	}
+	return out, opts.Cursor, nil
+}
+
+// ownedSnapshot returns a snapshot of the caller's team; another team's
+// is not found. Snapshots belong to their source sandbox's team.
+func (s *Server) ownedSnapshot(p auth.Principal, id string) (*image.Snapshot, error) {
+	snap, err := s.snaps.GetSnapshot(id)
+	if err != nil {
+		return nil, err
+	}
+	if !p.CanAccessTeam(snap.TeamID) {
+		return nil, sandbox.Errorf(sandbox.ErrNotFound, "snapshot_not_found", "snapshot %q not found", id)
+	}
+	return snap, nil
+}
+
+// HostAdminTokenStore presents an Authenticator as a TokenStore for APIs
+// that are not team-aware yet (the Vercel compat API): only host admins'
+// credentials pass, so no team reaches another's sandboxes through them.
+func HostAdminTokenStore(a Authenticator) TokenStore { return hostAdminTokens{a} }
+
+type hostAdminTokens struct{ a Authenticator }
+
+var errHostAdminOnly = sandbox.Errorf(sandbox.ErrUnauthorized, "invalid_token", "this API takes only the host admin's tokens")
+
+func (h hostAdminTokens) Authenticate(ctx context.Context, secret string) (Token, error) {
+	p, err := h.a.AuthenticateBearer(ctx, secret)
+	if err != nil {
+		return Token{}, authErr(err)
+	}
+	if !p.HostAdmin {
+		return Token{}, errHostAdminOnly
+	}
+	return Token{Name: p.Name}, nil
 }

@@ -90,7 +90,7 @@ func (f *fakeSandboxes) Create(_ context.Context, req server.CreateParams) (sand
 	f.seq++
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	sb := sandbox.Sandbox{
-		ID: fmt.Sprintf("sb-%03d", f.seq), State: sandbox.Running, Image: "host", Resources: res, Env: req.Env,
+		ID: fmt.Sprintf("sb-%03d", f.seq), State: sandbox.Running, Image: "host", Resources: res, Env: req.Env, TeamID: req.TeamID,
 		CreatedAt: now, StartedAt: now, ExpiresAt: now.Add(5 * time.Minute),
 	}
 	f.sbs[sb.ID] = sb

@@ -86,6 +86,10 @@ func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) error {
 	if s.images == nil {
 		return errNoImages
 	}
+	// Images are the host's, shared by every team: only its admin removes one.
+	if !callerOf(r).HostAdmin {
+		return errHostAdminRequired
+	}
 	ref, err := imageRef(r)
 	if err != nil {
 		return err

@@ -1,8 +1,6 @@
 package server
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -24,25 +22,6 @@ const (
 )
 
 var errNoSigner = sandbox.Errorf(sandbox.ErrUnsupported, "proxy_disabled", "this server does not serve sandbox ports")
-
-// The proxy asks the server whether an API token may open a sandbox's ports.
-var _ proxy.Authorizer = (*Server)(nil)
-
-// Authorize implements proxy.Authorizer with the API's own token check.
-// Tokens are not scoped to sandboxes yet, so any valid token opens any
-// sandbox's ports, as it may already run commands in it.
-func (s *Server) Authorize(ctx context.Context, bearerToken, sandboxID string) error {
-	if bearerToken == "" {
-		return errUnauthenticated
-	}
-	if _, err := s.tokens.Authenticate(ctx, bearerToken); err != nil {
-		if errors.Is(err, sandbox.ErrUnauthorized) {
-			return errInvalidToken
-		}
-		return fmt.Errorf("authenticate: %w", err)
-	}
-	return nil
-}
 
 func (s *Server) addPorts(w http.ResponseWriter, r *http.Request) error {
 	id, err := sandboxID(r)
@@ -194,16 +173,31 @@ func toAPIPolicy(p sandbox.NetworkPolicy) *api.NetworkPolicy {
 	return out
 }
 
-// Front is the one handler of paddock's HTTP listener: requests for a port
-// host (<port>-<id>.<domain>) and the path form /s/<id>/<port>/ go to the
-// proxy, everything else to the API. A nil proxy serves the API alone.
-func Front(apiHandler http.Handler, px *proxy.Proxy) http.Handler {
-	if px == nil {
-		return apiHandler
+// HostHandler serves the requests of some hosts: Front asks it first.
+type HostHandler interface {
+	http.Handler
+	HandlesHost(host string) bool
+}
+
+// Front is the one handler of paddock's HTTP listener: requests for a host
+// one of hosts claims (the app proxy's app-<id>.<domain>) go to it, a port
+// host (<port>-<id>.<domain>) and the path form /s/<id>/<port>/ to the
+// proxy, everything else to the API. A nil proxy serves the API and hosts.
+func Front(apiHandler http.Handler, px *proxy.Proxy, hosts ...HostHandler) http.Handler {
+	var paths http.Handler
+	if px != nil {
+		paths = px.PathHandler()
 	}
-	paths := px.PathHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, h := range hosts {
+			if h.HandlesHost(r.Host) {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
 		switch {
+		case px == nil:
+			apiHandler.ServeHTTP(w, r)
 		case px.HandlesHost(r.Host):
 			px.ServeHTTP(w, r)
 		case strings.HasPrefix(r.URL.Path, "/s/"):

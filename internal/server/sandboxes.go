@@ -21,6 +21,9 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.ownCreate(r, &params); err != nil {
+		return err
+	}
 	sb, err := s.sb.Create(r.Context(), params)
 	if err != nil {
 		return fmt.Errorf("create sandbox: %w", err)
@@ -63,6 +66,8 @@ func createParams(req api.CreateSandboxRequest) (CreateParams, error) {
 		Ports:         fromAPIPorts(req.Ports),
 		NetworkPolicy: policy,
 		Snapshot:      req.Snapshot,
+		Volumes:       fromAPIVolumeMounts(req.Volumes),
+		Source:        fromAPISource(req.Source),
 	}, nil
 }
 
@@ -85,7 +90,7 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) error {
 		}
 		opts.State = st
 	}
-	sbs, next, err := s.sb.List(r.Context(), opts)
+	sbs, next, err := s.listOwned(r.Context(), callerOf(r), opts)
 	if err != nil {
 		return fmt.Errorf("list sandboxes: %w", err)
 	}
@@ -200,6 +205,7 @@ func (s *Server) toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
 		ID:             sb.ID,
 		Status:         string(sb.State),
 		Image:          sb.Image,
+		TeamID:         sb.TeamID,
 		ImageDigest:    sb.ImageDigest,
 		SnapshotID:     sb.Snapshot,
 		ImageUser:      sb.ImageUser,
@@ -220,6 +226,8 @@ func (s *Server) toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
 	if p := sb.NetworkPolicy; p != nil {
 		out.NetworkPolicy = toAPIPolicy(*p)
 	}
+	out.Volumes = toAPIVolumeMounts(sb.Volumes)
+	out.Source = toAPISource(sb.Source)
 	return out
 }
 
@@ -251,4 +259,22 @@ func (s *Server) listPorts(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// fromAPISource converts a create request's source; node validates it.
+func fromAPISource(src *api.Source) *sandbox.Source {
+	if src == nil {
+		return nil
+	}
+	return &sandbox.Source{Type: src.Type, URL: src.URL, Dir: src.Dir, Revision: src.Revision, Depth: src.Depth,
+		Username: src.Username, Password: src.Password, Token: src.Token, StripComponents: src.StripComponents}
+}
+
+// toAPISource shows what a sandbox was populated from; it has no
+// credentials to leak (sandbox.SourceInfo holds none).
+func toAPISource(info *sandbox.SourceInfo) *api.SourceInfo {
+	if info == nil {
+		return nil
+	}
+	return &api.SourceInfo{Type: info.Type, URL: info.URL, Dir: info.Dir, Revision: info.Revision, Commit: info.Commit, Digest: info.Digest}
 }

@@ -72,9 +72,16 @@ const (
 
 // Config wires a Server.
 type Config struct {
-	Sandboxes Sandboxes  // required
-	Tokens    TokenStore // required: every /api/v1 request authenticates against it
-	Logger    *slog.Logger
+	Sandboxes Sandboxes // required
+	// Auth authenticates every /api/v1 request (required, or Tokens).
+	Auth Authenticator
+	// Tokens is the file token store from before teams, used through
+	// TokenStoreAuthenticator when Auth is nil.
+	Tokens TokenStore
+	// Accounts manages teams, users and tokens; nil makes /teams and
+	// /tokens answer 501.
+	Accounts Accounts
+	Logger   *slog.Logger
 	// MaxUploadBytes bounds one upload to /files; 0 means DefaultMaxUploadBytes.
 	MaxUploadBytes int64
 	// PortBaseURL is the proxy's public base ("http://localhost:7420"),
@@ -87,6 +94,15 @@ type Config struct {
 	// Snapshots takes and keeps sandbox snapshots; nil makes the snapshot
 	// and fork endpoints answer 501.
 	Snapshots Snapshots
+	// Volumes keeps named volumes; nil makes /volumes answer 501.
+	Volumes Volumes
+	// Projects is the project control plane; nil makes /projects and
+	// /activations answer 501.
+	Projects Projects
+	// Apps is the path form of the app proxy (internal/proxy's AppProxy),
+	// served at /projects/{id}/app/... for every method once the caller is
+	// authenticated; nil answers 501 there.
+	Apps http.Handler
 }
 
 // Validate reports a missing dependency or an impossible bound.
@@ -94,8 +110,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Sandboxes == nil:
 		return errors.New("server config: Sandboxes is required")
-	case c.Tokens == nil:
-		return errors.New("server config: Tokens is required")
+	case c.Auth == nil && c.Tokens == nil:
+		return errors.New("server config: Auth (or Tokens) is required")
 	case c.MaxUploadBytes < 0:
 		return fmt.Errorf("server config: MaxUploadBytes %d is negative", c.MaxUploadBytes)
 	}
@@ -106,13 +122,17 @@ func (c Config) Validate() error {
 // it starts belongs to one request and ends with it.
 type Server struct {
 	sb        Sandboxes
-	tokens    TokenStore
+	auth      Authenticator
+	accounts  Accounts
 	log       *slog.Logger
 	maxUpload int64
 	baseURL   string
 	signer    *proxy.Signer
 	images    Images
 	snaps     Snapshots
+	volumes   Volumes
+	projects  Projects
+	apps      http.Handler
 	mux       *http.ServeMux
 	handler   http.Handler
 
@@ -129,17 +149,24 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		sb:        cfg.Sandboxes,
-		tokens:    cfg.Tokens,
+		auth:      cfg.Auth,
+		accounts:  cfg.Accounts,
 		log:       cfg.Logger,
 		maxUpload: cfg.MaxUploadBytes,
 		baseURL:   cfg.PortBaseURL,
 		signer:    cfg.Signer,
 		images:    cfg.Images,
 		snaps:     cfg.Snapshots,
+		volumes:   cfg.Volumes,
+		projects:  cfg.Projects,
+		apps:      cfg.Apps,
 		mux:       http.NewServeMux(),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.auth == nil {
+		s.auth = TokenStoreAuthenticator(cfg.Tokens)
 	}
 	if s.maxUpload == 0 {
 		s.maxUpload = DefaultMaxUploadBytes
@@ -221,15 +248,48 @@ var routeTable = []route{
 	{"GET", "/snapshots", (*Server).listSnapshots},
 	{"GET", "/snapshots/{id}", (*Server).getSnapshot},
 	{"DELETE", "/snapshots/{id}", (*Server).deleteSnapshot},
+
+	{"POST", "/teams", (*Server).createTeam},
+	{"GET", "/teams", (*Server).listTeams},
+	{"POST", "/teams/{id}/users", (*Server).createUser},
+	{"GET", "/teams/{id}/users", (*Server).listUsers},
+	{"POST", "/tokens", (*Server).createToken},
+	{"GET", "/tokens", (*Server).listTokens},
+	{"DELETE", "/tokens/{id}", (*Server).deleteToken},
+
+	{"POST", "/volumes", (*Server).createVolume},
+	{"GET", "/volumes", (*Server).listVolumes},
+	{"GET", "/volumes/{name}", (*Server).getVolume},
+	{"DELETE", "/volumes/{name}", (*Server).deleteVolume},
+
+	{"POST", "/projects", (*Server).createProject},
+	{"GET", "/projects", (*Server).listProjects},
+	{"GET", "/projects/{id}", (*Server).getProject},
+	{"PUT", "/projects/{id}", (*Server).updateProject},
+	{"DELETE", "/projects/{id}", (*Server).deleteProject},
+	{"POST", "/projects/{id}/activate", (*Server).activateProject},
+	{"POST", "/projects/{id}/deactivate", (*Server).deactivateProject},
+	{"POST", "/projects/{id}/heartbeat", (*Server).heartbeatProject},
+	{"GET", "/projects/{id}/activations", (*Server).listActivations},
+	{"POST", "/projects/{id}/app-url", (*Server).appURL},
+	{"GET", "/activations/{id}", (*Server).getActivation},
+	{"GET", "/activations/{id}/events", (*Server).activationEvents},
 }
 
 func (s *Server) routes() {
 	for _, rt := range routeTable {
 		h := rt.handle
-		s.mux.Handle(rt.method+" "+api.Prefix+rt.path, s.errorHandler(func(w http.ResponseWriter, r *http.Request) error {
-			return h(s, w, r)
-		}))
+		handle := func(w http.ResponseWriter, r *http.Request) error { return h(s, w, r) }
+		if isSandboxRoute(rt.path) {
+			handle = s.ownedSandbox(handle)
+		}
+		s.mux.Handle(rt.method+" "+api.Prefix+rt.path, s.errorHandler(handle))
 	}
+	// The app proxy takes every method, so it stays out of routeTable (and
+	// the OpenAPI check); the bare prefix is served too, without a redirect
+	// that would drop a POST's body.
+	s.mux.HandleFunc(api.Prefix+"/projects/{id}/app", s.serveApp)
+	s.mux.HandleFunc(api.Prefix+"/projects/{id}/app/", s.serveApp)
 }
 
 // route dispatches to the mux, but answers the mux's own 404 and 405 in the
@@ -284,7 +344,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			slog.Duration("duration", time.Since(start)),
 		}
 		if id := r.PathValue("id"); id != "" {
-			attrs = append(attrs, slog.String("sandbox", id))
+			attrs = append(attrs, slog.String(idLogKey(r.URL.Path), id))
 		}
 		if cmd := r.PathValue("cmd"); cmd != "" {
 			attrs = append(attrs, slog.String("command", cmd))

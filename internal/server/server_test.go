@@ -123,11 +123,11 @@ func TestAuth(t *testing.T) {
 		status           int
 		code             string
 	}{
-		{"missing", "/api/v1/sandboxes", "", 401, "unauthenticated"},
-		{"wrong scheme", "/api/v1/sandboxes", "Basic dXNlcjpwdw==", 401, "unauthenticated"},
-		{"empty bearer", "/api/v1/sandboxes", "Bearer ", 401, "unauthenticated"},
+		{"missing", "/api/v1/sandboxes", "", 401, "missing_token"},
+		{"wrong scheme", "/api/v1/sandboxes", "Basic dXNlcjpwdw==", 401, "missing_token"},
+		{"empty bearer", "/api/v1/sandboxes", "Bearer ", 401, "missing_token"},
 		{"unknown token", "/api/v1/sandboxes", "Bearer pdk_nope", 401, "invalid_token"},
-		{"unknown route still needs auth", "/api/v1/nothing", "", 401, "unauthenticated"},
+		{"unknown route still needs auth", "/api/v1/nothing", "", 401, "missing_token"},
 		{"valid", "/api/v1/sandboxes", "Bearer " + e.token, 200, ""},
 		{"valid lower-case scheme", "/api/v1/sandboxes/run", "bearer " + e.token, 200, ""},
 		{"valid unknown route", "/api/v1/nothing", "Bearer " + e.token, 404, "not_found"},

@@ -57,6 +57,7 @@ func (s *Server) forkSandbox(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	params.TeamID = callerOf(r).TeamID
 	sb, err := s.snaps.Fork(r.Context(), r.PathValue("id"), params)
 	if err != nil {
 		return fmt.Errorf("fork sandbox: %w", err)
@@ -70,7 +71,11 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) error {
 		return errNoSnapshots
 	}
 	out := api.SnapshotList{Snapshots: []api.Snapshot{}}
+	p := callerOf(r)
 	for _, snap := range s.snaps.ListSnapshots() {
+		if !p.CanAccessTeam(snap.TeamID) {
+			continue
+		}
 		out.Snapshots = append(out.Snapshots, toAPISnapshot(snap))
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -81,7 +86,7 @@ func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request) error {
 	if s.snaps == nil {
 		return errNoSnapshots
 	}
-	snap, err := s.snaps.GetSnapshot(r.PathValue("id"))
+	snap, err := s.ownedSnapshot(callerOf(r), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -92,6 +97,9 @@ func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request) error {
 	if s.snaps == nil {
 		return errNoSnapshots
+	}
+	if _, err := s.ownedSnapshot(callerOf(r), r.PathValue("id")); err != nil {
+		return err
 	}
 	if err := s.snaps.DeleteSnapshot(context.WithoutCancel(r.Context()), r.PathValue("id")); err != nil {
 		return err

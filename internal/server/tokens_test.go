@@ -102,9 +102,10 @@ func TestConfigValidate(t *testing.T) {
 		ok   bool
 	}{
 		{"no sandboxes", server.Config{Tokens: store}, false},
-		{"no tokens", server.Config{Sandboxes: newFakeSandboxes(nil)}, false},
+		{"no auth", server.Config{Sandboxes: newFakeSandboxes(nil)}, false},
 		{"negative upload", server.Config{Sandboxes: newFakeSandboxes(nil), Tokens: store, MaxUploadBytes: -1}, false},
 		{"ok", server.Config{Sandboxes: newFakeSandboxes(nil), Tokens: store}, true},
+		{"authenticator instead of tokens", server.Config{Sandboxes: newFakeSandboxes(nil), Auth: server.TokenStoreAuthenticator(store)}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

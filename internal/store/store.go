@@ -11,7 +11,20 @@
 // control-plane code is right on both.
 //
 // Errors wrap internal/sandbox's kinds (ErrNotFound, ErrConflict, ErrInvalid)
-// so that they map to HTTP statuses in the one place that does it.
+// so that they map to HTTP statuses in the one place that does it. Codes:
+// "<what>_not_found" (NotFound), "<what>_exists" for a duplicate ID or
+// unique key (Exists), "stale_version" for a lost optimistic update
+// (Stale), "invalid_cursor" and "invalid_record" (ErrInvalid).
+//
+// Times are kept in UTC at millisecond precision (TimePrecision): what a
+// store returns equals Time(t) of what it was given, exactly (comparable
+// with ==, no monotonic reading, zero stays zero). Records are stored as
+// given: the store checks no reference between them (a project's TeamID
+// need not name a stored team); the control plane does.
+//
+// Create* methods store a zero CreatedAt (StartedAt, Time) as the current
+// time, and a zero Version as 1: a record just created has Version 1
+// unless the caller said otherwise.
 package store
 
 import (
@@ -23,8 +36,9 @@ import (
 )
 
 // Store is everything the control plane keeps. Every method is safe for
-// concurrent use. Lists return oldest first unless they say otherwise; a
-// page's NextCursor is "" on the last page.
+// concurrent use. Lists return oldest first unless they say otherwise,
+// and an empty (non-nil) slice when nothing matches; a page's NextCursor
+// is "" on the last page.
 type Store interface {
 	// Close releases the database; the store is unusable after.
 	Close() error
@@ -33,17 +47,20 @@ type Store interface {
 	GetTeam(ctx context.Context, id string) (Team, error)
 	ListTeams(ctx context.Context) ([]Team, error)
 
-	CreateUser(ctx context.Context, u User) error // ErrConflict if the ID or (Issuer, Subject) exists
+	// CreateUser: ErrConflict if the ID exists, or if Subject is set and
+	// (Issuer, Subject) exists. Users without a Subject have no OIDC identity.
+	CreateUser(ctx context.Context, u User) error
 	GetUser(ctx context.Context, id string) (User, error)
 	// GetUserBySubject finds the user an OIDC token names.
 	GetUserBySubject(ctx context.Context, issuer, subject string) (User, error)
-	ListUsers(ctx context.Context, teamID string) ([]User, error)
+	ListUsers(ctx context.Context, teamID string) ([]User, error) // teamID "" = every team
 
 	CreateToken(ctx context.Context, t Token) error // ErrConflict if the ID or Hash exists
-	// GetTokenByHash finds a token by the SHA-256 of its secret.
+	// GetTokenByHash finds a token by the SHA-256 of its secret; the
+	// caller checks ExpiresAt.
 	GetTokenByHash(ctx context.Context, hash []byte) (Token, error)
-	ListTokens(ctx context.Context, teamID string) ([]Token, error)
-	DeleteToken(ctx context.Context, id string) error
+	ListTokens(ctx context.Context, teamID string) ([]Token, error) // teamID "" = every team
+	DeleteToken(ctx context.Context, id string) error               // ErrNotFound if unknown
 
 	CreateProject(ctx context.Context, p Project) error // ErrConflict if the ID or (TeamID, Name) exists
 	// GetProject returns a project; teamID "" skips the ownership check
@@ -51,43 +68,88 @@ type Store interface {
 	GetProject(ctx context.Context, teamID, id string) (Project, error)
 	ListProjects(ctx context.Context, teamID string, page Page) ([]Project, string, error)
 	// UpdateProject replaces the project whose ID and Version match p's and
-	// returns it with Version+1 and UpdatedAt set; ErrConflict if the
-	// version moved, ErrNotFound if it is gone.
+	// returns it as stored: Version+1 and UpdatedAt now. TeamID and
+	// CreatedAt are kept from the stored record; a non-empty p.TeamID must
+	// match it (else ErrNotFound). ErrConflict "stale_version" if the
+	// version moved, "project_exists" if the new Name is taken,
+	// ErrNotFound if the project is gone.
 	UpdateProject(ctx context.Context, p Project) (Project, error)
-	DeleteProject(ctx context.Context, teamID, id string) error
+	DeleteProject(ctx context.Context, teamID, id string) error // ErrNotFound if unknown or another team's
 
-	CreateActivation(ctx context.Context, a Activation) error
+	CreateActivation(ctx context.Context, a Activation) error // ErrConflict if the ID exists
 	GetActivation(ctx context.Context, id string) (Activation, error)
-	// UpdateActivation is optimistic like UpdateProject.
+	// UpdateActivation is optimistic like UpdateProject; ProjectID, TeamID
+	// and CreatedAt are kept from the stored record.
 	UpdateActivation(ctx context.Context, a Activation) (Activation, error)
 	ListActivations(ctx context.Context, f ActivationFilter, page Page) ([]Activation, string, error)
 
 	// PutSandbox inserts or replaces a sandbox record (the node's state).
+	// Its times are kept like every other (see NormalizeSandbox).
 	PutSandbox(ctx context.Context, r SandboxRecord) error
 	GetSandbox(ctx context.Context, id string) (SandboxRecord, error)
 	DeleteSandbox(ctx context.Context, id string) error // unknown id is not an error
 	// ListSandboxes returns the sandboxes of one node ("" = every node).
 	ListSandboxes(ctx context.Context, node string) ([]SandboxRecord, error)
 
-	// AddCommand records a started command; FinishCommand sets its exit.
+	// AddCommand records a started command (ErrConflict if its
+	// (SandboxID, ID) exists); FinishCommand sets its exit (ErrNotFound
+	// "command_not_found" if unknown). Pages are ordered by StartedAt.
 	AddCommand(ctx context.Context, c Command) error
 	FinishCommand(ctx context.Context, sandboxID, id string, exitCode int, finishedAt time.Time) error
 	ListCommands(ctx context.Context, sandboxID string, page Page) ([]Command, string, error)
 
+	// AddUsage stores a sample (ErrConflict if the ID exists, so a retried
+	// write is harmless). Byte counts above math.MaxInt64 are ErrInvalid.
 	AddUsage(ctx context.Context, u Usage) error
+	// ListUsage returns the matching samples ordered by Start.
 	ListUsage(ctx context.Context, f UsageFilter) ([]Usage, error)
 
-	// AppendEvent stores e and returns it with its Seq: strictly increasing
-	// across the whole store, so a feed resumes after the last Seq it saw.
+	// AppendEvent stores e and returns it with its Seq (and Time, if it was
+	// zero): strictly increasing across the whole store, so a feed resumes
+	// after the last Seq it saw. In both stores an event becomes visible at
+	// the moment its Seq is taken, so no event can appear later with a
+	// smaller Seq than one a reader has already seen.
 	AppendEvent(ctx context.Context, e Event) (Event, error)
 	ListEvents(ctx context.Context, f EventFilter) ([]Event, error)
 }
 
-// Page selects a page of a list.
-type Page struct {
-	Cursor string // opaque, from a previous page; "" starts at the oldest
-	Limit  int    // default 50, max 500
+// TimePrecision is the resolution at which every store keeps times.
+const TimePrecision = time.Millisecond
+
+// Time returns t as a store gives it back: in UTC, truncated to
+// TimePrecision, without a monotonic reading. The zero time stays zero.
+func Time(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return time.UnixMilli(t.UnixMilli()).UTC()
 }
+
+// NormalizeSandbox returns sb with its times as a store gives them back.
+func NormalizeSandbox(sb sandbox.Sandbox) sandbox.Sandbox {
+	sb.CreatedAt = Time(sb.CreatedAt)
+	sb.StartedAt = Time(sb.StartedAt)
+	sb.StoppedAt = Time(sb.StoppedAt)
+	sb.ExpiresAt = Time(sb.ExpiresAt)
+	sb.LastActivityAt = Time(sb.LastActivityAt)
+	return sb
+}
+
+// Page selects a page of a list. Pages are keyed on (creation time, ID),
+// so inserts between two pages never duplicate or skip a record that
+// existed before the first.
+type Page struct {
+	Cursor string // opaque, from a previous page; "" starts at the oldest. A malformed one is ErrInvalid "invalid_cursor"
+	Limit  int    // default 50, max 500 (larger values are clamped)
+}
+
+// Page sizes.
+const (
+	DefaultPageLimit  = 50
+	MaxPageLimit      = 500
+	DefaultEventLimit = 100
+	MaxEventLimit     = 1000
+)
 
 // Roles of a user or token within its team.
 const (
@@ -208,7 +270,9 @@ type Usage struct {
 	NetTxBytes    uint64    `json:"netTxBytes"`
 }
 
-// UsageFilter selects usage samples overlapping [Since, Until).
+// UsageFilter selects usage samples overlapping [Since, Until): Start <
+// Until and End > Since. Zero fields match everything; a zero Since or
+// Until leaves that side open.
 type UsageFilter struct {
 	TeamID    string
 	ProjectID string
@@ -241,12 +305,32 @@ type EventFilter struct {
 }
 
 // NotFound is the error every implementation returns for a missing record;
-// what is "team", "user", "token", "project", "activation" or "sandbox".
+// what is "team", "user", "token", "project", "activation", "sandbox" or
+// "command".
 func NotFound(what, id string) error {
+	if id == "" {
+		return sandbox.Errorf(sandbox.ErrNotFound, what+"_not_found", "%s not found", what)
+	}
 	return sandbox.Errorf(sandbox.ErrNotFound, what+"_not_found", "%s %s not found", what, id)
 }
 
 // Conflict is the error for a duplicate or a lost optimistic update.
 func Conflict(code, format string, args ...any) error {
 	return sandbox.Errorf(sandbox.ErrConflict, code, format, args...)
+}
+
+// Exists is the conflict of a create whose ID or unique key is taken.
+func Exists(what, id string) error {
+	return Conflict(what+"_exists", "%s %s already exists", what, id)
+}
+
+// Stale is the conflict of an optimistic update that lost: the record's
+// version moved since the caller read it.
+func Stale(what, id string) error {
+	return Conflict("stale_version", "%s %s was changed by someone else; read it again", what, id)
+}
+
+// Invalid is the error for a record a store refuses to keep.
+func Invalid(format string, args ...any) error {
+	return sandbox.Errorf(sandbox.ErrInvalid, "invalid_record", format, args...)
 }

@@ -318,7 +318,11 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		}
 	}
 	res := withDefaults(spec.Resources)
-	cfg, err := libcontainerConfig(ociSpec(id, hostname, rootfs, d.cfg.AgentPath, img, res, d.memsw, d.lowerOOM, nsPath, dir))
+	oci := ociSpec(id, hostname, rootfs, d.cfg.AgentPath, img, res, d.memsw, d.lowerOOM, nsPath, dir)
+	if err := addMounts(oci, rootfs, spec.Mounts); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
+	}
+	cfg, err := libcontainerConfig(oci)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}

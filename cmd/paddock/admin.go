@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/store/sqlite"
+)
+
+// tokenCmd manages API tokens: create (the secret is printed once), ls, rm.
+func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("token: missing subcommand (create, ls, rm)")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	cf.register(fs)
+	team := fs.String("team", "", "team id (default: the caller's team)")
+	var user, role string
+	var ttl time.Duration
+	if sub == "create" {
+		fs.StringVar(&user, "user", "", "bind the token to this user of the team")
+		fs.StringVar(&role, "role", api.RoleMember, "member or admin")
+		fs.DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 720h (default: no expiry)")
+	}
+	if err := fs.Parse(args); err != nil {
+		return usagef("token %s: %v", sub, err)
+	}
+	switch sub {
+	case "create", "new":
+		if fs.NArg() != 1 {
+			return usagef("token create: give one token name")
+		}
+		if ttl < 0 || (ttl > 0 && ttl < time.Second) {
+			return usagef("token create: --ttl must be at least 1s")
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		tok, err := c.CreateToken(ctx, api.CreateTokenRequest{
+			TeamID: *team, UserID: user, Name: fs.Arg(0), Role: role, TTLSeconds: int64(ttl / time.Second),
+		})
+		if err != nil {
+			return err
+		}
+		// The secret alone on stdout, so that scripts can capture it.
+		fmt.Fprintln(stdout, tok.Secret)
+		fmt.Fprintf(stderr, "token %s (%s, team %s, role %s): the secret above is shown only once\n", tok.ID, tok.Name, tok.TeamID, tok.Role)
+		return nil
+
+	case "ls", "list":
+		if fs.NArg() != 0 {
+			return usagef("token ls: unexpected arguments %q", fs.Args())
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		toks, err := c.ListTokens(ctx, *team)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tTEAM\tROLE\tUSER\tCREATED\tEXPIRES")
+		for _, t := range toks {
+			expires := "never"
+			if !t.ExpiresAt.IsZero() {
+				expires = t.ExpiresAt.Local().Format("2006-01-02 15:04")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.TeamID, t.Role, dash(t.UserID), ago(t.CreatedAt), expires)
+		}
+		return tw.Flush()
+
+	case "rm", "revoke", "delete":
+		if fs.NArg() == 0 {
+			return usagef("token rm: missing token id")
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, id := range fs.Args() {
+			if err := c.DeleteToken(ctx, id); err != nil {
+				errs = append(errs, fmt.Errorf("token %s: %w", id, err))
+			}
+		}
+		return errors.Join(errs...)
+
+	default:
+		return usagef("token: unknown subcommand %q (create, ls, rm)", sub)
+	}
+}
+
+// teamCmd creates and lists teams.
+func teamCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("team: missing subcommand (create, ls)")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("team "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	cf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return usagef("team %s: %v", sub, err)
+	}
+	switch sub {
+	case "create", "new":
+		if fs.NArg() != 1 {
+			return usagef("team create: give one team name")
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		t, err := c.CreateTeam(ctx, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, t.ID)
+		return nil
+
+	case "ls", "list":
+		if fs.NArg() != 0 {
+			return usagef("team ls: unexpected arguments %q", fs.Args())
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		teams, err := c.ListTeams(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tCREATED")
+		for _, t := range teams {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Name, ago(t.CreatedAt))
+		}
+		return tw.Flush()
+
+	default:
+		return usagef("team: unknown subcommand %q (create, ls)", sub)
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// authFlags are serve's authentication settings.
+type authFlags struct {
+	oidcIssuer      string
+	oidcAudience    string
+	oidcJWKSURL     string
+	oidcUserClaim   string
+	oidcDefaultTeam string
+	resetAdminToken bool
+}
+
+func (f *authFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.oidcIssuer, "oidc-issuer", "", "accept OIDC ID tokens (JWTs) from this issuer too (https, or http on loopback)")
+	fs.StringVar(&f.oidcAudience, "oidc-audience", "", "the audience (client id) OIDC tokens must carry; required with --oidc-issuer")
+	fs.StringVar(&f.oidcJWKSURL, "oidc-jwks-url", "", "the issuer's keys, for issuers without discovery")
+	fs.StringVar(&f.oidcUserClaim, "oidc-user-claim", auth.DefaultUserClaim, "the claim that names the user (sub, email, ...)")
+	fs.StringVar(&f.oidcDefaultTeam, "oidc-default-team", "", "add unknown OIDC users to this team as members (default: refuse them)")
+	fs.BoolVar(&f.resetAdminToken, "reset-admin-token", false, "revoke the host admin token and print a new one")
+}
+
+func (f authFlags) oidc() *auth.OIDCConfig {
+	if f.oidcIssuer == "" && f.oidcAudience == "" && f.oidcJWKSURL == "" {
+		return nil
+	}
+	return &auth.OIDCConfig{Issuer: f.oidcIssuer, Audience: f.oidcAudience, JWKSURL: f.oidcJWKSURL,
+		UserClaim: f.oidcUserClaim, DefaultTeam: f.oidcDefaultTeam}
+}
+
+// storeFile is the control plane's SQLite database under the data dir.
+const storeFile = "paddock.db"
+
+// openAuth opens the store and the authenticator over it, adopts the
+// tokens of the file store paddock used before teams (tokens.json, renamed
+// once imported), and makes the host admin token on first start or with
+// --reset-admin-token: then its secret is returned, with created true.
+// The caller closes the store.
+func openAuth(ctx context.Context, dataDir string, f authFlags, log *slog.Logger) (*sqlite.Store, *auth.Authenticator, string, bool, error) {
+	st, err := sqlite.Open(filepath.Join(dataDir, storeFile))
+	if err != nil {
+		return nil, nil, "", false, fmt.Errorf("open the store: %w", err)
+	}
+	fail := func(err error) (*sqlite.Store, *auth.Authenticator, string, bool, error) {
+		st.Close()
+		return nil, nil, "", false, err
+	}
+	a, err := auth.New(ctx, auth.Config{Store: st, OIDC: f.oidc(), Logger: log})
+	if err != nil {
+		return fail(fmt.Errorf("set up authentication: %w", err))
+	}
+	if err := importFileTokens(ctx, a, dataDir, log); err != nil {
+		return fail(err)
+	}
+	if f.resetAdminToken {
+		secret, err := a.ResetAdminToken(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		return st, a, secret, true, nil
+	}
+	secret, created, err := a.Bootstrap(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("create the admin token: %w", err))
+	}
+	return st, a, secret, created, nil
+}
+
+// importFileTokens moves tokens.json's hashes into the store as host admin
+// tokens, then renames the file so that a token revoked later is not
+// imported again on the next start.
+func importFileTokens(ctx context.Context, a *auth.Authenticator, dataDir string, log *slog.Logger) error {
+	path := filepath.Join(dataDir, "tokens.json")
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	fts, err := server.OpenFileTokenStore(dataDir)
+	if err != nil {
+		return err
+	}
+	for _, t := range fts.List() {
+		hash, err := hex.DecodeString(t.Hash)
+		if err != nil {
+			return fmt.Errorf("import %s: token %q: %w", path, t.Name, err)
+		}
+		if err := a.ImportHostAdminToken(ctx, t.Name, hash, t.CreatedAt); err != nil {
+			return fmt.Errorf("import %s: %w", path, err)
+		}
+	}
+	if err := os.Rename(path, path+".imported"); err != nil {
+		return fmt.Errorf("import %s: %w", path, err)
+	}
+	log.Info("imported the token file into the store", "tokens", len(fts.List()), "file", path+".imported")
+	return nil
+}

@@ -1,0 +1,328 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/proxy"
+	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/sdk"
+)
+
+// listFlag collects a repeated string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// projectCmd manages projects: an app that paddock runs in a sandbox on
+// demand and reaches through its authenticated proxy.
+func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("project: missing subcommand (create, ls, get, rm, activate, deactivate)")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("project "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	cf.register(fs)
+	parse := func(nargs int, what string) error {
+		if err := fs.Parse(args); err != nil {
+			return usagef("project %s: %v", sub, err)
+		}
+		if fs.NArg() != nargs {
+			return usagef("project %s: want %s", sub, what)
+		}
+		return nil
+	}
+	switch sub {
+	case "create":
+		var req api.ProjectRequest
+		var git api.GitSource
+		fs.StringVar(&req.Source.Image, "image", "", "image in the server's store (paddock image pull/import)")
+		fs.StringVar(&git.URL, "git", "", "git repository to check out over the host image, instead of --image")
+		fs.StringVar(&git.Revision, "revision", "", "with --git: branch, tag or commit")
+		fs.StringVar(&req.Install, "install", "", "command (sh -c) run before the app at each activation")
+		fs.StringVar(&req.Start, "start", "", "command (sh -c) that starts the app; default the image's entrypoint")
+		fs.IntVar(&req.AppPort, "port", 0, "port the app listens on (default 3001)")
+		fs.StringVar(&req.HealthPath, "health", "", "path that answers 2xx once the app is up (default /status)")
+		env, secrets := envFlag{}, envFlag{}
+		fs.Var(env, "env", "environment of the app, K=V (repeatable)")
+		fs.Var(secrets, "secret", "secret environment of the app, K=V, encrypted at rest, never shown (repeatable)")
+		var persist listFlag
+		fs.Var(&persist, "persist", "path saved at deactivation and restored at activation (repeatable)")
+		idle := fs.Duration("idle-timeout", 0, "deactivate after this long unused (default 15m)")
+		life := fs.Duration("max-lifetime", 0, "deactivate this long after activation (default 4h)")
+		fs.Float64Var(&req.Resources.VCPUs, "vcpus", 0, "CPU share (0: server default)")
+		fs.Int64Var(&req.Resources.MemoryMB, "memory", 0, "memory limit in MB (0: server default)")
+		if err := parse(1, "<name>"); err != nil {
+			return err
+		}
+		if (req.Source.Image == "") == (git.URL == "") {
+			return usagef("project create: give exactly one of --image and --git")
+		}
+		if git.URL != "" {
+			req.Source.Git = &git
+		}
+		req.Name = fs.Arg(0)
+		req.Env, req.PersistentPaths = env, persist
+		if len(secrets) > 0 {
+			req.Secrets = secrets
+		}
+		req.IdleTimeoutMs, req.MaxLifetimeMs = idle.Milliseconds(), life.Milliseconds()
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		p, err := c.CreateProject(ctx, req)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, p.ID)
+		return nil
+
+	case "ls", "list":
+		if err := parse(0, "no arguments"); err != nil {
+			return err
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tSOURCE\tSTATE")
+		for p, err := range c.ListProjects(ctx) {
+			if err != nil {
+				return err
+			}
+			state := "inactive"
+			if p.Active != nil {
+				state = p.Active.State
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.ID, p.Name, sourceOf(p.Spec.Source), state)
+		}
+		return tw.Flush()
+
+	case "get":
+		if err := parse(1, "<project id or name>"); err != nil {
+			return err
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		p, err := findProject(ctx, c, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, p)
+
+	case "rm", "remove", "delete":
+		if err := parse(1, "<project id or name>"); err != nil {
+			return err
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		p, err := findProject(ctx, c, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		return c.DeleteProject(ctx, p.ID)
+
+	case "activate":
+		noWait := fs.Bool("no-wait", false, "return at once instead of following the activation to ready")
+		if err := parse(1, "<project id or name>"); err != nil {
+			return err
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		p, err := findProject(ctx, c, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		if *noWait {
+			a, err := c.Activate(ctx, p.ID)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s %s\n", a.ID, a.State)
+			return nil
+		}
+		a, err := activateWithProgress(ctx, c, p.ID, stdout)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "app: %s\n", a.AppURL)
+		return nil
+
+	case "deactivate":
+		if err := parse(1, "<project id or name>"); err != nil {
+			return err
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		p, err := findProject(ctx, c, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		a, err := c.Deactivate(ctx, p.ID)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s %s\n", a.ID, a.State)
+		return nil
+	}
+	return usagef("project: unknown subcommand %q", sub)
+}
+
+// activateWithProgress activates a project and prints one line per
+// progress event, with the time since the start; a failure prints the
+// log's tail and returns the error.
+func activateWithProgress(ctx context.Context, c *sdk.Client, projectID string, out io.Writer) (api.Activation, error) {
+	start := time.Now()
+	a, err := c.ActivateAndWait(ctx, projectID, func(e api.ActivationEvent) {
+		line := fmt.Sprintf("%6.1fs  %s", time.Since(start).Seconds(), e.Type)
+		if e.Message != "" {
+			line += ": " + e.Message
+		}
+		fmt.Fprintln(out, line)
+	})
+	var failed *sdk.ActivationFailedError
+	if errors.As(err, &failed) && failed.Activation.LogTail != "" {
+		fmt.Fprintf(out, "--- end of the log ---\n%s\n---\n", strings.TrimRight(failed.Activation.LogTail, "\n"))
+	}
+	return a, err
+}
+
+// findProject takes an id, or else the name of one of the caller's projects.
+func findProject(ctx context.Context, c *sdk.Client, idOrName string) (api.Project, error) {
+	p, err := c.GetProject(ctx, idOrName)
+	if err == nil || !errors.Is(err, sdk.ErrNotFound) {
+		return p, err
+	}
+	for p, lerr := range c.ListProjects(ctx) {
+		if lerr != nil {
+			return api.Project{}, lerr
+		}
+		if p.Name == idOrName {
+			return p, nil
+		}
+	}
+	return api.Project{}, err
+}
+
+func sourceOf(s api.ProjectSource) string {
+	if s.Git != nil {
+		return s.Git.URL
+	}
+	return s.Image
+}
+
+// printJSON writes v indented, for `get` verbs.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// The serve side of projects: the control plane and the app proxy in
+// front of it, as `paddock serve` wires them.
+
+// secretsKeyName is the key that encrypts project secrets at rest, under
+// the data dir: 32 random bytes made on first start, mode 0600. Losing it
+// loses every project's secrets; they are never stored in the clear.
+const secretsKeyName = "secrets.key"
+
+// loadSecretsKey reads the secrets key, creating it on first start.
+func loadSecretsKey(dataDir string) ([]byte, error) {
+	path := filepath.Join(dataDir, secretsKeyName)
+	key, err := os.ReadFile(path)
+	if err == nil {
+		if len(key) != 32 {
+			return nil, fmt.Errorf("secrets key %s: %d bytes, want 32", path, len(key))
+		}
+		return key, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read secrets key: %w", err)
+	}
+	key = make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generate secrets key: %w", err)
+	}
+	if err := writeFileAtomic(path, key, 0o600); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// projectsConfig is what startProjects needs from serve.
+type projectsConfig struct {
+	store     store.Store
+	sandboxes control.Sandboxes
+	dataDir   string
+	domain    string        // the app proxy's host form: app-<id>.<domain>
+	signer    *proxy.Signer // signed app URLs; nil: none
+	authn     server.Authenticator
+	maxBody   int64 // request bodies to apps; 0 means proxy.DefaultAppMaxBody
+	log       *slog.Logger
+}
+
+// startProjects starts the control plane and builds the app proxy. The
+// caller closes both, the proxy first.
+func startProjects(ctx context.Context, cfg projectsConfig) (*control.Service, *proxy.AppProxy, error) {
+	key, err := loadSecretsKey(cfg.dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	svc, err := control.New(control.Config{Store: cfg.store, Sandboxes: cfg.sandboxes, DataDir: cfg.dataDir, Logger: cfg.log, Key: key})
+	if err != nil {
+		return nil, nil, fmt.Errorf("start projects: %w", err)
+	}
+	if err := svc.Start(ctx); err != nil {
+		svc.Close()
+		return nil, nil, fmt.Errorf("start projects: %w", err)
+	}
+	apps, err := proxy.NewApp(proxy.AppConfig{
+		Resolve: func(ctx context.Context, p auth.Principal, projectID string) (proxy.AppTarget, error) {
+			t, err := svc.AppTarget(ctx, p, projectID)
+			return proxy.AppTarget(t), err
+		},
+		Authenticate: func(r *http.Request) (auth.Principal, error) {
+			token, _ := auth.BearerToken(r.Header.Get("Authorization"))
+			return cfg.authn.AuthenticateBearer(r.Context(), token)
+		},
+		Signer:       cfg.signer,
+		Domain:       cfg.domain,
+		Touch:        svc.Touch,
+		MaxBodyBytes: cfg.maxBody,
+		Logger:       cfg.log,
+	})
+	if err != nil {
+		svc.Close()
+		return nil, nil, fmt.Errorf("start the app proxy: %w", err)
+	}
+	return svc, apps, nil
+}

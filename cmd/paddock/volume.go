@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/volume"
+)
+
+// volumeCmd manages the server's named volumes.
+func volumeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("volume: missing subcommand (create, ls, rm)")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("volume "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	cf.register(fs)
+	parse := func(nargs int, what string) error {
+		if err := fs.Parse(args); err != nil {
+			return usagef("volume %s: %v", sub, err)
+		}
+		if fs.NArg() != nargs {
+			return usagef("volume %s: want %s", sub, what)
+		}
+		return nil
+	}
+	switch sub {
+	case "create":
+		size := fs.String("size", "", "cap of the volume: bytes or with a unit, e.g. 512M, 10G (default: the server's, 10G)")
+		if err := parse(1, "<name>"); err != nil {
+			return err
+		}
+		var n int64
+		if *size != "" {
+			var err error
+			if n, err = parseSize(*size); err != nil {
+				return usagef("volume create: --size: %v", err)
+			}
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		v, err := c.CreateVolume(ctx, fs.Arg(0), n)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, v.Name)
+		return nil
+
+	case "ls", "list":
+		if err := parse(0, "no arguments"); err != nil {
+			return err
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		vols, err := c.ListVolumes(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSIZE\tUSED\tIN USE BY")
+		for _, v := range vols {
+			fmt.Fprintf(tw, "%s\t%dMB\t%dMB\t%s\n", v.Name, v.SizeBytes>>20, v.UsedBytes>>20, strings.Join(v.InUseBy, ","))
+		}
+		return tw.Flush()
+
+	case "rm", "remove":
+		if err := parse(1, "<name>"); err != nil {
+			return err
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		return c.DeleteVolume(ctx, fs.Arg(0))
+	}
+	return usagef("volume: unknown subcommand %q", sub)
+}
+
+// parseSize reads a byte count with an optional binary unit: 1048576,
+// 512M, 10G, 1Gi, 2GiB, 1T.
+func parseSize(s string) (int64, error) {
+	num := strings.TrimRight(strings.ToUpper(s), "IB")
+	shift := 0
+	if num != "" {
+		switch num[len(num)-1] {
+		case 'K':
+			shift = 10
+		case 'M':
+			shift = 20
+		case 'G':
+			shift = 30
+		case 'T':
+			shift = 40
+		}
+		if shift != 0 {
+			num = num[:len(num)-1]
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)>>shift {
+		return 0, fmt.Errorf("want a size such as 512M or 10G, got %q", s)
+	}
+	return n << shift, nil
+}
+
+// volumesFlag collects repeated --volume name:/path[:rw|:cow].
+type volumesFlag struct{ vols *[]api.VolumeMount }
+
+func (v volumesFlag) String() string { return "" }
+
+func (v volumesFlag) Set(s string) error {
+	parts := strings.Split(s, ":")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return fmt.Errorf("want name:/path[:cow], got %q", s)
+	}
+	m := api.VolumeMount{Volume: parts[0], Path: parts[1]}
+	if len(parts) == 3 {
+		switch parts[2] {
+		case api.VolumeReadWrite, api.VolumeCopyOnWrite:
+			m.Mode = parts[2]
+		default:
+			return fmt.Errorf("volume mode must be rw or cow, got %q", parts[2])
+		}
+	}
+	*v.vols = append(*v.vols, m)
+	return nil
+}
+
+// hostVolumes is serve's volume manager; nil when this host cannot run
+// volumes, which the node and the server then refuse as unsupported.
+type hostVolumes struct{ m *volume.Manager }
+
+// openVolumes opens <data-dir>/volumes, or warns and goes on without
+// volumes when the host lacks what they need (root, mkfs.ext4, loop devices).
+func openVolumes(cfg serveConfig, log *slog.Logger) (hostVolumes, error) {
+	maxSize, err := parseSize(cfg.maxVolumeSize)
+	if err != nil {
+		return hostVolumes{}, usagef("serve: --max-volume-size: %v", err)
+	}
+	if why := volume.Available(); why != "" {
+		log.Warn("volumes disabled", "why", why)
+		return hostVolumes{}, nil
+	}
+	m, err := volume.Open(volume.Config{Dir: filepath.Join(cfg.dataDir, "volumes"), MaxSize: maxSize,
+		DefaultSize: min(volume.DefaultSize, maxSize), Logger: log})
+	if err != nil {
+		return hostVolumes{}, fmt.Errorf("open volumes: %w", err)
+	}
+	return hostVolumes{m: m}, nil
+}
+
+// The nil checks keep a nil *volume.Manager from becoming a non-nil interface.
+func (h hostVolumes) node() node.Volumes {
+	if h.m == nil {
+		return nil
+	}
+	return h.m
+}
+
+func (h hostVolumes) server() server.Volumes {
+	if h.m == nil {
+		return nil
+	}
+	return h.m
+}

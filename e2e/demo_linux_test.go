@@ -1,0 +1,221 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// demoPool is the sandbox network of TestDemo's server: apart from the
+// other tests' pools, so a leftover from one never collides with another.
+const demoPool = "10.213.252.0/24"
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestDemo is the first-run experience end to end: `paddock serve` prints
+// the quickstart, and `paddock demo` builds the goose stand-in, imports it,
+// runs it as a project with real sandboxes and the real store, and gets
+// the streamed echo back through the app proxy.
+func TestDemo(t *testing.T) {
+	requireSandboxes(t)
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("needs the go tool to build the binaries and the stand-in")
+	}
+	bin := buildPaddock(t)
+	dataDir := newDataDir(t)
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	serve := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", addr, "--network-pool", demoPool)
+	serve.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	var serveOut, serveLog lockedBuffer
+	serve.Stdout = &serveOut
+	serve.Stderr = &serveLog
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		_ = serve.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- serve.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve exited with %v\n%s", err, serveLog.String())
+			}
+		case <-time.After(60 * time.Second):
+			_ = serve.Process.Kill()
+			<-done
+			t.Errorf("serve did not stop on SIGTERM\n%s", serveLog.String())
+		}
+	}
+	t.Cleanup(stop)
+
+	clientJSON := filepath.Join(dataDir, "client.json")
+	var cc struct{ URL, Token string }
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		if data, err := os.ReadFile(clientJSON); err == nil && json.Unmarshal(data, &cc) == nil && cc.Token != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve wrote no client.json\n%s\n%s", serveOut.String(), serveLog.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The quickstart appears on the first start: where, the token, the demo.
+	first := serveOut.String()
+	for _, want := range []string{cc.URL, cc.Token, "paddock demo"} {
+		if !strings.Contains(first, want) {
+			t.Errorf("serve's first output lacks %q:\n%s", want, first)
+		}
+	}
+
+	env := append(os.Environ(), "PADDOCK_URL="+cc.URL, "PADDOCK_TOKEN="+cc.Token)
+	cli := func(timeout time.Duration, args ...string) (string, string, int) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = env
+		cmd.Dir = root // the demo builds the stand-in from this source tree
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatalf("paddock %v: %v", args, err)
+		}
+		return stdout.String(), stderr.String(), code
+	}
+
+	out, errOut, code := cli(5*time.Minute, "demo")
+	if code != 0 {
+		t.Fatalf("paddock demo exited %d\nstdout:\n%s\nstderr:\n%s\nserve:\n%s", code, out, errOut, serveLog.String())
+	}
+	for _, want := range []string{"ready", "goose: echo: hello", "/api/v1/projects/", "paddock project deactivate demo"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("paddock demo:\n%s", out)
+
+	// Through the app proxy by hand: whatever X-Secret-Key the client
+	// sends, the app gets the project's own (else it would answer 401).
+	pid := projectID(t, out)
+	appGetAs := func(token, path string, header ...string) (int, string, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", cc.URL+"/api/v1/projects/"+pid+"/app"+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), resp.Header
+	}
+	appGet := func(path string, header ...string) (int, string, http.Header) {
+		t.Helper()
+		return appGetAs(cc.Token, path, header...)
+	}
+	if status, body, _ := appGet("/sessions", "X-Secret-Key", "chosen-by-the-client"); status != 200 || !strings.Contains(body, `"message_count":2`) {
+		t.Errorf("GET sessions with a client's X-Secret-Key: %d %s", status, body)
+	}
+
+	// Another team's member cannot tell the project exists.
+	team, errOut, code := cli(time.Minute, "team", "create", "other")
+	if code != 0 {
+		t.Fatalf("team create: %d %s", code, errOut)
+	}
+	other, errOut, code := cli(time.Minute, "token", "create", "--team", strings.TrimSpace(team), "--role", "member", "someone")
+	if code != 0 {
+		t.Fatalf("token create: %d %s", code, errOut)
+	}
+	if status, body, _ := appGetAs(strings.TrimSpace(other), "/sessions"); status != 404 || !strings.Contains(body, "project_not_found") {
+		t.Errorf("another team's GET through the app proxy: %d %s", status, body)
+	}
+
+	out, errOut, code = cli(time.Minute, "project", "ls")
+	if code != 0 || !strings.Contains(out, "demo") || !strings.Contains(out, "ready") {
+		t.Errorf("project ls: %d %q %q", code, out, errOut)
+	}
+	if out, errOut, code = cli(2*time.Minute, "project", "deactivate", "demo"); code != 0 || !strings.Contains(out, "stopped") {
+		t.Errorf("project deactivate: %d %q %q", code, out, errOut)
+	}
+	if status, body, h := appGet("/sessions"); status != 503 || h.Get("X-Paddock-Error") != "project_not_active" {
+		t.Errorf("app of a deactivated project: %d %s", status, body)
+	}
+	if _, errOut, code = cli(2*time.Minute, "project", "rm", "demo"); code != 0 {
+		t.Errorf("project rm: %d %q", code, errOut)
+	}
+	if _, errOut, code = cli(time.Minute, "project", "get", "demo"); code == 0 || !strings.Contains(errOut, "not found") {
+		t.Errorf("project get after rm: %d %q", code, errOut)
+	}
+	// Images and sandboxes the demo left stop with the server; the data
+	// dir's leak check then finds nothing mounted or running.
+	stop()
+	sc := bufio.NewScanner(strings.NewReader(serveLog.String()))
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `"level":"ERROR"`) {
+			t.Errorf("serve logged an error: %s", sc.Text())
+		}
+	}
+}
+
+// projectID finds the project id in the demo's output ("project demo: <id> (created)").
+func projectID(t *testing.T, demoOut string) string {
+	t.Helper()
+	m := regexp.MustCompile(`project \S+: (prj-[a-z0-9-]+)`).FindStringSubmatch(demoOut)
+	if m == nil {
+		t.Fatalf("no project id in the demo's output:\n%s", demoOut)
+	}
+	return m[1]
+}

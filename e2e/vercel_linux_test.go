@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/server/compat/vercel"
+	"github.com/paddock-dev/paddock/internal/server/nodeadapter"
+)
+
+// vercelPool is the address pool of the Vercel SDK test, apart from the
+// other networked tests' so that they never share a veth name or address.
+var vercelPool = netip.MustParsePrefix("10.213.251.0/24")
+
+// TestVercelSDK runs the unmodified @vercel/sandbox SDKs (3.x and 1.x,
+// pinned in the nodetest package) against paddock's Vercel compatibility
+// layer, mounted on the real stack with networking and the port proxy.
+// The Node suite (node --test) is the test; its output goes to t.Log.
+func TestVercelSDK(t *testing.T) {
+	nodeBin, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed: the Vercel SDK suite runs on Node.js")
+	}
+	if v, err := exec.Command(nodeBin, "-p", "process.versions.node.split('.')[0]").Output(); err != nil {
+		t.Fatalf("node version: %v", err)
+	} else if major, _ := strconv.Atoi(strings.TrimSpace(string(v))); major < 20 {
+		t.Skipf("node %s is older than 20, which @vercel/sandbox's dependencies require", strings.TrimSpace(string(v)))
+	}
+	dir, err := filepath.Abs(filepath.Join("..", "internal", "server", "compat", "vercel", "nodetest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "sandbox3", "package.json")); err != nil {
+		npm, err := exec.LookPath("npm")
+		if err != nil {
+			t.Skip("npm is not installed and " + dir + "/node_modules is missing: run npm ci there")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		ci := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
+		ci.Dir = dir
+		if out, err := ci.CombinedOutput(); err != nil {
+			t.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
+		}
+	}
+
+	var compat *vercel.Handler
+	s := startStack(t, newDataDir(t), stackOptions{network: vercelPool, wrap: func(s *stack, front http.Handler) http.Handler {
+		tokens, err := server.OpenFileTokenStore(s.dataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store, err := vercel.OpenFileStore(s.dataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compat, err = vercel.New(vercel.Config{
+			Sandboxes: nodeadapter.New(s.mgr), Snapshots: nodeadapter.Snapshots{Store: s.images, Node: s.mgr},
+			Tokens: tokens, Store: store, Signer: s.signer, PortBaseURL: "http://localhost:" + portOf(s.http.Listener.Addr()),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, vercel.Prefix+"/") {
+				compat.ServeHTTP(w, r)
+				return
+			}
+			front.ServeHTTP(w, r)
+		})
+	}})
+	t.Cleanup(compat.CloseStreams)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, nodeBin, "--test", "--test-reporter=spec", "sandbox3.test.mjs", "sandbox1.test.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PADDOCK_URL="+s.http.URL, "PADDOCK_TOKEN="+s.token, "NO_COLOR=1")
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // owned: ends when the pipe closes below
+		defer wg.Done()
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			t.Log(sc.Text())
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	err = cmd.Wait()
+	pw.Close()
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("the Vercel SDK suite failed: %v (its output is above)", err)
+	}
+}

@@ -1,0 +1,159 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// OIDCConfig accepts JWTs (ID tokens) of one issuer: the web app signs its
+// users in there and sends their token as a bearer.
+type OIDCConfig struct {
+	// Issuer is the exact "iss" of the tokens; its discovery document
+	// names the keys unless JWKSURL does.
+	Issuer string
+	// Audience must be among the token's "aud" (the app's client id).
+	Audience string
+	// JWKSURL skips discovery, for issuers that publish only keys.
+	JWKSURL string
+	// UserClaim names the user: its value is the subject looked up with
+	// Store.GetUserBySubject(Issuer, value). Default "sub"; "email" is
+	// common, and then a token saying email_verified=false is refused.
+	UserClaim string
+	// ClockSkew is how far past "exp" a token is still accepted, for
+	// clocks that disagree a little. Default 30s, at most 5m.
+	ClockSkew time.Duration
+	// DefaultTeam, if set, adds users the store does not know to this
+	// team as members on their first request; empty refuses them
+	// (401 unknown_user) until an admin adds them.
+	DefaultTeam string
+	// HTTPClient fetches discovery and keys; nil means a client with a
+	// 10s timeout.
+	HTTPClient *http.Client
+}
+
+// Defaults and bounds of OIDCConfig.
+const (
+	DefaultUserClaim = "sub"
+	DefaultClockSkew = 30 * time.Second
+	MaxClockSkew     = 5 * time.Minute
+)
+
+// signingAlgs are the only algorithms accepted: asymmetric, so a leaked
+// verification key signs nothing, and never "none".
+var signingAlgs = []string{oidc.RS256, oidc.ES256}
+
+// Validate checks the settings that cannot be defaulted.
+func (c OIDCConfig) Validate() error {
+	switch {
+	case c.Issuer == "":
+		return errors.New("oidc config: Issuer is required")
+	case c.Audience == "":
+		return errors.New("oidc config: Audience is required: tokens for another app must not sign in here")
+	case c.ClockSkew < 0 || c.ClockSkew > MaxClockSkew:
+		return fmt.Errorf("oidc config: ClockSkew %s is not within [0, %s]", c.ClockSkew, MaxClockSkew)
+	}
+	if err := checkURL("Issuer", c.Issuer); err != nil {
+		return err
+	}
+	if c.JWKSURL != "" {
+		return checkURL("JWKSURL", c.JWKSURL)
+	}
+	return nil
+}
+
+// checkURL wants https, or http to a loopback address (a local issuer in
+// development and tests): keys fetched in the clear could be swapped.
+func checkURL(field, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("oidc config: %s %q is not an absolute URL", field, raw)
+	}
+	if u.Scheme == "https" {
+		return nil
+	}
+	host := u.Hostname()
+	ip := net.ParseIP(host)
+	if u.Scheme == "http" && (host == "localhost" || (ip != nil && ip.IsLoopback())) {
+		return nil
+	}
+	return fmt.Errorf("oidc config: %s %q must be https (or http on loopback)", field, raw)
+}
+
+type oidcVerifier struct {
+	cfg      OIDCConfig
+	verifier *oidc.IDTokenVerifier
+}
+
+func newOIDCVerifier(ctx context.Context, cfg OIDCConfig, now func() time.Time) (*oidcVerifier, error) {
+	if cfg.UserClaim == "" {
+		cfg.UserClaim = DefaultUserClaim
+	}
+	if cfg.ClockSkew == 0 {
+		cfg.ClockSkew = DefaultClockSkew
+	}
+	client := cfg.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	vc := &oidc.Config{
+		ClientID:             cfg.Audience,
+		SupportedSigningAlgs: signingAlgs,
+		// go-oidc compares "exp" with no leeway; shifting its clock back
+		// by the skew is the leeway. Its "nbf" check has its own 5m.
+		Now: func() time.Time { return now().Add(-cfg.ClockSkew) },
+	}
+	// The key set keeps this context for its own fetches (it ignores
+	// cancellation), so it carries only the client.
+	keyCtx := oidc.ClientContext(context.Background(), client)
+	var v *oidc.IDTokenVerifier
+	if cfg.JWKSURL != "" {
+		v = oidc.NewVerifier(cfg.Issuer, oidc.NewRemoteKeySet(keyCtx, cfg.JWKSURL), vc)
+	} else {
+		p, err := oidc.NewProvider(oidc.ClientContext(ctx, client), cfg.Issuer)
+		if err != nil {
+			return nil, fmt.Errorf("oidc discovery of %s: %w", cfg.Issuer, err)
+		}
+		v = p.VerifierContext(keyCtx, vc)
+	}
+	return &oidcVerifier{cfg: cfg, verifier: v}, nil
+}
+
+var errEmailUnverified = sandbox.Errorf(sandbox.ErrUnauthorized, "invalid_token", "the token's email is not verified")
+
+// verify checks the JWT (signature, algorithm, issuer, audience, expiry)
+// and returns the issuer and the value of the user claim.
+func (v *oidcVerifier) verify(ctx context.Context, raw string) (issuer, subject string, err error) {
+	tok, err := v.verifier.Verify(ctx, raw)
+	if err != nil {
+		var exp *oidc.TokenExpiredError
+		if errors.As(err, &exp) {
+			return "", "", ErrExpiredToken
+		}
+		// The reason (bad signature, wrong audience) stays in the error
+		// chain for the server's logs; the client gets invalid_token.
+		return "", "", fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	var claims map[string]any
+	if err := tok.Claims(&claims); err != nil {
+		return "", "", fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	value, _ := claims[v.cfg.UserClaim].(string)
+	if value == "" {
+		return "", "", sandbox.Errorf(sandbox.ErrUnauthorized, "invalid_token", "the token has no %q claim naming the user", v.cfg.UserClaim)
+	}
+	if v.cfg.UserClaim == "email" {
+		if verified, ok := claims["email_verified"].(bool); ok && !verified {
+			return "", "", errEmailUnverified
+		}
+	}
+	return v.cfg.Issuer, value, nil
+}

@@ -1,0 +1,529 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/httperr"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// The app proxy: a project's app (an agent server in its sandbox) reached
+// through paddock, at /api/v1/projects/<id>/app/... (path form) or
+// https://app-<id>.<domain>/... (host form). Unlike a sandbox port it is
+// never public: the caller must own the project. The app trusts one shared
+// secret header (X-Secret-Key for goose); the proxy removes whatever the
+// client sent under that name and sets the project's own secret, so the
+// secret never leaves paddock and a client cannot pick its own.
+
+// Defaults of AppConfig.
+const (
+	// DefaultAppMaxBody bounds a request body to an app (goose accepts
+	// 50 MiB on its reply routes).
+	DefaultAppMaxBody = 50 << 20
+	// DefaultActivityInterval is how often a long request (an SSE stream,
+	// a WebSocket) counts as activity while it stays open.
+	DefaultActivityInterval = 30 * time.Second
+	// DefaultAppSecretHeader is the header goose reads its secret from; it
+	// is stripped from client requests whatever header the project uses.
+	DefaultAppSecretHeader = "X-Secret-Key"
+)
+
+// appHostPrefix starts the host form's label: app-<project id>. Sandbox
+// port labels start with a digit, so the two never collide.
+const appHostPrefix = "app-"
+
+// appTokenPort is the port a project's signed token is bound to. Sandbox
+// ports are 1-65535, so a token for a project's app opens no sandbox port,
+// and a port token opens no app.
+const appTokenPort = 0
+
+// AppTarget is where a project's app answers now. It mirrors
+// internal/control's AppTarget field for field, so the caller converts one
+// into the other and this package need not import the control plane.
+type AppTarget struct {
+	URL          *url.URL // http://<sandbox address>:<app port>
+	SecretHeader string   // "" means DefaultAppSecretHeader
+	Secret       string
+	ActivationID string
+}
+
+// AppResolver finds the app of projectID for caller p: an error wrapping
+// sandbox.ErrNotFound when the project does not exist or p's team does not
+// own it, sandbox.ErrUnavailable ("project_not_active") when it is not
+// activated and ready. It is called on every request.
+type AppResolver func(ctx context.Context, p auth.Principal, projectID string) (AppTarget, error)
+
+// AppConfig configures an AppProxy.
+type AppConfig struct {
+	// Resolve finds a project's app for a caller. Required.
+	Resolve AppResolver
+	// Authenticate checks a request's own credentials (an API token or an
+	// OIDC token in Authorization) for the host form, which the API's
+	// middleware does not see. nil: the host form accepts signed tokens only.
+	// The path form takes the principal the API put in the context.
+	Authenticate func(r *http.Request) (auth.Principal, error)
+	// Signer checks the host form's signed tokens (see SignApp); nil
+	// accepts none.
+	Signer *Signer
+	// Domain enables the host form app-<id>.<Domain>; "" disables it.
+	Domain string
+	// Touch records activity of an activation: on every request, and every
+	// ActivityInterval while one stays open. Keep it cheap. Optional.
+	Touch func(activationID string)
+	// MaxBodyBytes bounds a request body (default DefaultAppMaxBody);
+	// larger ones get 413.
+	MaxBodyBytes int64
+	// ActivityInterval: see Touch (default DefaultActivityInterval).
+	ActivityInterval time.Duration
+	// Logger receives the proxy's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// IdleTimeout, DialTimeout and CookieTTL are as in Config.
+	IdleTimeout, DialTimeout, CookieTTL time.Duration
+}
+
+// Validate reports the first problem with c.
+func (c AppConfig) Validate() error {
+	switch {
+	case c.Resolve == nil:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "app proxy: a Resolve func is required")
+	case c.Signer != nil && len(c.Signer.Key) < MinKeyLen:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "app proxy: the signing key needs at least %d bytes", MinKeyLen)
+	case strings.ContainsAny(c.Domain, ":/ "):
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "app proxy: domain %q must be a bare host name", c.Domain)
+	case c.MaxBodyBytes < 0 || c.ActivityInterval < 0 || c.IdleTimeout < 0 || c.DialTimeout < 0 || c.CookieTTL < 0:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "app proxy: limits and durations must not be negative")
+	}
+	return nil
+}
+
+// AppProxy forwards requests to projects' apps. It is an http.Handler for
+// the host form; PathHandler serves the path form.
+type AppProxy struct {
+	resolve   AppResolver
+	authn     func(*http.Request) (auth.Principal, error)
+	signer    *Signer
+	domain    string
+	touch     func(string)
+	maxBody   int64
+	every     time.Duration
+	cookieTTL time.Duration
+	log       *slog.Logger
+	transport *http.Transport
+	rp        *httputil.ReverseProxy
+}
+
+var _ http.Handler = (*AppProxy)(nil)
+
+// NewApp builds an AppProxy from cfg.
+func NewApp(cfg AppConfig) (*AppProxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &AppProxy{
+		resolve:   cfg.Resolve,
+		authn:     cfg.Authenticate,
+		signer:    cfg.Signer,
+		domain:    normalizeDomain(cfg.Domain),
+		touch:     cfg.Touch,
+		maxBody:   cfg.MaxBodyBytes,
+		every:     orDefault(cfg.ActivityInterval, DefaultActivityInterval),
+		cookieTTL: orDefault(cfg.CookieTTL, DefaultCookieTTL),
+		log:       cfg.Logger,
+	}
+	if a.maxBody == 0 {
+		a.maxBody = DefaultAppMaxBody
+	}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	a.transport = newTransport(orDefault(cfg.IdleTimeout, DefaultIdleTimeout), orDefault(cfg.DialTimeout, DefaultDialTimeout))
+	a.rp = &httputil.ReverseProxy{
+		Rewrite:   rewriteApp,
+		Transport: a.transport,
+		// Every write is flushed: SSE events (goose's /reply and session
+		// events) reach the client as the app sends them.
+		FlushInterval: -1,
+		BufferPool:    newBufferPool(),
+		ErrorLog:      slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			f := r.Context().Value(appKey{}).(*appForward)
+			if f.body != nil && f.body.exceeded() {
+				a.writeError(w, r, f.projectID, &http.MaxBytesError{Limit: a.maxBody})
+				return
+			}
+			a.writeError(w, r, f.projectID, appUpstreamError(r.Context(), f.projectID, err))
+		},
+	}
+	return a, nil
+}
+
+// Close drops pooled connections to apps.
+func (a *AppProxy) Close() error {
+	a.transport.CloseIdleConnections()
+	return nil
+}
+
+// AppPathPrefix is the path form's prefix for a project, without the
+// trailing slash: /api/v1/projects/<id>/app. The proxy strips it.
+func AppPathPrefix(projectID string) string {
+	return api.Prefix + "/projects/" + projectID + "/app"
+}
+
+// ParseAppPath extracts the project id from a path-form path and returns
+// the rest to forward (always starting with "/").
+func ParseAppPath(path string) (projectID, rest string, ok bool) {
+	s, ok := strings.CutPrefix(path, api.Prefix+"/projects/")
+	if !ok {
+		return "", "", false
+	}
+	id, after, ok := strings.Cut(s, "/")
+	if !ok || !validProjectID(id) {
+		return "", "", false
+	}
+	after, ok = strings.CutPrefix(after, "app")
+	if !ok || (after != "" && after[0] != '/') {
+		return "", "", false
+	}
+	return id, "/" + strings.TrimPrefix(after, "/"), true
+}
+
+// ParseAppHost extracts the project id from a Host of the form
+// app-<id>.<domain> (any :port ignored, case-insensitive).
+func ParseAppHost(host, domain string) (projectID string, ok bool) {
+	sub, ok := subdomain(host, domain)
+	if !ok || strings.Contains(sub, ".") {
+		return "", false
+	}
+	id, ok := strings.CutPrefix(sub, appHostPrefix)
+	if !ok || !sandbox.ValidID(id) {
+		return "", false
+	}
+	return id, true
+}
+
+// AppRouteFor is the host-form URL of a project's app under baseURL (the
+// proxy's public base, as for RouteFor): "http://localhost:7420" gives
+// "http://app-<id>.localhost:7420/".
+func AppRouteFor(projectID, baseURL string) (string, error) {
+	if !sandbox.ValidID(projectID) {
+		return "", sandbox.Errorf(sandbox.ErrInvalid, "invalid_id", "project id %q cannot be a host name", projectID)
+	}
+	if !strings.Contains(baseURL, "://") {
+		baseURL = "https://" + baseURL
+	}
+	u, err := url.Parse(baseURL)
+	if err != nil || u.Hostname() == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", sandbox.Errorf(sandbox.ErrInvalid, "invalid_base_url", "proxy base URL %q is not an http(s) URL with a host", baseURL)
+	}
+	host := appHostPrefix + projectID + "." + strings.ToLower(strings.Trim(u.Hostname(), "."))
+	if p := u.Port(); p != "" {
+		host = net.JoinHostPort(host, p)
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: host, Path: "/"}).String(), nil
+}
+
+// SignApp returns a token that opens projectID's app (host form) for ttl.
+func SignApp(s *Signer, projectID string, ttl time.Duration) string {
+	return s.Sign(projectID, appTokenPort, ttl)
+}
+
+// validProjectID accepts what can be one path segment of an id; the
+// control plane decides whether it names a project.
+func validProjectID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// HandlesHost reports whether host is an app host (app-<id>.<domain>), so
+// the front handler sends it here before the port proxy sees the domain.
+func (a *AppProxy) HandlesHost(host string) bool {
+	if a.domain == "" {
+		return false
+	}
+	sub, ok := subdomain(host, a.domain)
+	return ok && strings.HasPrefix(sub, appHostPrefix)
+}
+
+// appForward rides in the request's context from serve to rewriteApp and
+// the error handler.
+type appForward struct {
+	projectID string
+	prefix    string // path form prefix to strip; "" for the host form
+	target    AppTarget
+	body      *limitedBody
+}
+
+type appKey struct{}
+
+// PathHandler serves the path form, /api/v1/projects/<id>/app/... . Mount
+// it behind the API's authentication: the caller is the principal in the
+// request's context.
+func (a *AppProxy) PathHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, _, ok := ParseAppPath(r.URL.Path)
+		if !ok {
+			a.writeError(w, r, "", sandbox.Errorf(sandbox.ErrNotFound, "project_not_found", "the path does not name a project's app: use %s/", AppPathPrefix("<id>")))
+			return
+		}
+		p, ok := auth.FromContext(r.Context())
+		if !ok {
+			a.writeError(w, r, id, errAppUnauthenticated)
+			return
+		}
+		a.serve(w, r, p, &appForward{projectID: id, prefix: AppPathPrefix(id)})
+	})
+}
+
+// ServeHTTP serves the host form, app-<id>.<domain>. Credentials, first
+// match wins: a signed query token (which also sets a cookie), a signed
+// X-Paddock-Token header, the caller's own bearer token, the cookie.
+func (a *AppProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, ok := ParseAppHost(r.Host, a.domain)
+	if !ok || a.domain == "" {
+		a.writeError(w, r, "", sandbox.Errorf(sandbox.ErrNotFound, "unknown_host", "the host does not name a project's app: use app-<project id>.<domain>"))
+		return
+	}
+	p, err := a.hostPrincipal(w, r, id)
+	if err != nil {
+		a.writeError(w, r, id, err)
+		return
+	}
+	a.serve(w, r, p, &appForward{projectID: id})
+}
+
+var errAppUnauthenticated = sandbox.Errorf(sandbox.ErrUnauthorized, "unauthenticated",
+	"a project's app opens with the owner's Authorization: Bearer token or a signed URL (POST /api/v1/projects/<id>/app-url)")
+
+// hostPrincipal authenticates a host-form request. A signed token names
+// one project and no team: it stands for a host admin confined to that
+// project, since the resolver is only ever asked about the project whose id
+// the token's MAC covers.
+func (a *AppProxy) hostPrincipal(w http.ResponseWriter, r *http.Request, id string) (auth.Principal, error) {
+	signed := auth.Principal{HostAdmin: true, Name: "signed-url:" + id}
+	if token := r.URL.Query().Get(TokenParam); token != "" && a.signer != nil {
+		exp, err := a.signer.verify(token, id, appTokenPort)
+		if err != nil {
+			return auth.Principal{}, err
+		}
+		a.setCookie(w, r, id, exp)
+		return signed, nil
+	}
+	if token := r.Header.Get(TokenHeader); token != "" && a.signer != nil {
+		return signed, a.signer.Verify(token, id, appTokenPort)
+	}
+	if _, ok := bearerToken(r.Header.Get("Authorization")); ok && a.authn != nil {
+		p, err := a.authn(r)
+		if err != nil {
+			return auth.Principal{}, fmt.Errorf("authenticate the caller of project %s's app: %w", id, err)
+		}
+		return p, nil
+	}
+	if c, err := r.Cookie(TokenCookie); err == nil && c.Value != "" && a.signer != nil {
+		return signed, a.signer.Verify(c.Value, id, appTokenPort)
+	}
+	return auth.Principal{}, errAppUnauthenticated
+}
+
+func (a *AppProxy) setCookie(w http.ResponseWriter, r *http.Request, id string, tokenExp time.Time) {
+	now := a.signer.now()
+	exp := now.Add(a.cookieTTL)
+	if tokenExp.Before(exp) {
+		exp = tokenExp
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     TokenCookie,
+		Value:    a.signer.signUntil(id, appTokenPort, exp),
+		Path:     "/",
+		Expires:  exp,
+		MaxAge:   max(1, int(exp.Sub(now).Seconds())),
+		HttpOnly: true,
+		Secure:   r.TLS != nil,
+		SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// serve resolves the project's app for p, bounds the body, records
+// activity and forwards.
+func (a *AppProxy) serve(w http.ResponseWriter, r *http.Request, p auth.Principal, f *appForward) {
+	ctx := r.Context()
+	t, err := a.resolve(ctx, p, f.projectID)
+	switch {
+	case sandbox.CodeOf(err) == "project_not_active":
+		a.writeError(w, r, f.projectID, fmt.Errorf("%w: %w", sandbox.Errorf(sandbox.ErrUnavailable, "project_not_active",
+			"project %s is not active: activate it (POST %s/projects/%s/activate) and retry", f.projectID, api.Prefix, f.projectID), err))
+		return
+	case err != nil:
+		a.writeError(w, r, f.projectID, fmt.Errorf("resolve the app of project %s: %w", f.projectID, err))
+		return
+	case t.URL == nil || t.URL.Host == "":
+		a.writeError(w, r, f.projectID, sandbox.Errorf(sandbox.ErrUnavailable, "project_not_active",
+			"project %s has no reachable app yet: retry shortly", f.projectID))
+		return
+	}
+	if t.SecretHeader == "" {
+		t.SecretHeader = DefaultAppSecretHeader
+	}
+	f.target = t
+	if r.ContentLength > a.maxBody {
+		a.writeError(w, r, f.projectID, &http.MaxBytesError{Limit: a.maxBody})
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		f.body = &limitedBody{rc: r.Body, limit: a.maxBody, left: a.maxBody}
+		r.Body = f.body
+	}
+	if a.touch != nil {
+		a.touch(t.ActivationID)
+		// A stream open for an hour is an hour of use, not one request:
+		// keep the activation from idling out under it.
+		stop := a.keepTouching(t.ActivationID)
+		defer stop()
+	}
+	// Streams (SSE, WebSocket, large bodies) must outlive any read or
+	// write timeout the main server has for API calls.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
+	a.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, appKey{}, f)))
+}
+
+// keepTouching touches id every interval until the returned func is
+// called; it then touches once more, as the request's end is activity too.
+func (a *AppProxy) keepTouching(id string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // owned by the request: stop waits for it
+		defer wg.Done()
+		t := time.NewTicker(a.every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				a.touch(id)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+		a.touch(id)
+	}
+}
+
+// rewriteApp builds the outbound request. ReverseProxy has already removed
+// hop-by-hop and client-sent X-Forwarded-* headers from pr.Out.
+func rewriteApp(pr *httputil.ProxyRequest) {
+	f := pr.In.Context().Value(appKey{}).(*appForward)
+	if f.prefix != "" {
+		u := pr.Out.URL
+		u.Path = "/" + strings.TrimPrefix(strings.TrimPrefix(u.Path, f.prefix), "/")
+		if u.RawPath != "" {
+			u.RawPath = "/" + strings.TrimPrefix(strings.TrimPrefix(u.RawPath, f.prefix), "/")
+		}
+		pr.Out.Header.Set("X-Forwarded-Prefix", f.prefix)
+	}
+	pr.SetURL(f.target.URL)
+	pr.SetXForwarded()
+	h := pr.Out.Header
+	// paddock's own credentials are for paddock: the app never sees them.
+	h.Del("Authorization")
+	h.Del(TokenHeader)
+	stripCookie(h, TokenCookie)
+	pr.Out.URL.RawQuery = stripQueryParam(pr.Out.URL.RawQuery, TokenParam)
+	// Whatever the client sent as the app's secret is dropped, under the
+	// project's header and goose's, then the project's own secret is set.
+	h.Del(DefaultAppSecretHeader)
+	h.Del(f.target.SecretHeader)
+	if f.target.Secret != "" {
+		h.Set(f.target.SecretHeader, f.target.Secret)
+	}
+}
+
+// limitedBody fails reads past its limit with *http.MaxBytesError and
+// remembers that it did, so the proxy answers 413 rather than 502. One
+// goroutine reads (the transport's); over is read by the error handler.
+type limitedBody struct {
+	rc    io.ReadCloser
+	limit int64
+	left  int64
+	over  atomic.Bool
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.over.Load() {
+		return 0, &http.MaxBytesError{Limit: b.limit}
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.rc.Read(p)
+	if int64(n) > b.left {
+		b.over.Store(true)
+		n, b.left = int(b.left), 0
+		return n, &http.MaxBytesError{Limit: b.limit}
+	}
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
+
+func (b *limitedBody) exceeded() bool { return b.over.Load() }
+
+// appUpstreamError classifies a transport error into a kind.
+func appUpstreamError(ctx context.Context, projectID string, err error) error {
+	var ne net.Error
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: %w", errClientClosed, err)
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("%w: %w", sandbox.Errorf(ErrGatewayTimeout, "upstream_timeout",
+			"the app of project %s did not answer in time", projectID), err)
+	default:
+		return fmt.Errorf("%w: %w", sandbox.Errorf(ErrBadGateway, "bad_gateway",
+			"the app of project %s failed to answer", projectID), err)
+	}
+}
+
+// writeError answers err through httperr; details stay in the log.
+func (a *AppProxy) writeError(w http.ResponseWriter, r *http.Request, projectID string, err error) {
+	status, code := statusOf(err)
+	log := a.log.With("project", projectID, "method", r.Method, "host", r.Host, "path", r.URL.Path)
+	switch {
+	case status == statusClientGone:
+		log.Debug("request canceled by client", "status", status)
+		return
+	case status == http.StatusInternalServerError:
+		log.Error("app proxy internal error", "err", err)
+	case status >= 500 && status != http.StatusServiceUnavailable:
+		log.Warn("app proxy request failed", "status", status, "err", err)
+	}
+	w.Header().Set(api.HeaderProxyError, code)
+	httperr.Write(w, err)
+}

@@ -1,0 +1,378 @@
+// Package vercel serves Vercel Sandbox's REST API on paddock, so that a
+// program written against the unmodified @vercel/sandbox SDK (3.x, which
+// speaks v2 plus POST /v3/sandboxes, and 1.x, which speaks v1) runs against
+// a self-hosted paddock by passing the SDK a fetch that rewrites
+// https://vercel.com/api to <paddock>/compat/vercel.
+//
+// It owns no sandboxes: a Vercel session (v2) or sandbox (v1) is one
+// paddock sandbox, driven through the same server.Sandboxes, server.Snapshots
+// and agent client the native API uses. What Vercel's model has beyond that
+// (names unique per team and project, a sandbox's config, its sessions, the
+// current snapshot a persistent sandbox resumes from) lives in a small Store
+// of this package. Anything the SDK can ask that paddock cannot do answers a
+// clear error in Vercel's shape; docs/compat-vercel.md lists each method.
+package vercel
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/proxy"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/server"
+)
+
+// Prefix is where the handler is mounted on paddock's listener.
+const Prefix = "/compat/vercel"
+
+// Region is what sessions report as their region: every session runs on
+// this host, whatever region a request names.
+const Region = "local"
+
+// Config wires a Handler.
+type Config struct {
+	Sandboxes server.Sandboxes  // required
+	Tokens    server.TokenStore // required: the API's own tokens
+	Store     Store             // required
+	// Snapshots takes and keeps snapshots; nil makes persistence, snapshot
+	// and fork answer 501.
+	Snapshots server.Snapshots
+	// Signer and PortBaseURL build routes[].url as signed port URLs; without
+	// them routes are empty.
+	Signer      *proxy.Signer
+	PortBaseURL string
+	Logger      *slog.Logger
+	// MaxUploadBytes bounds one fs/write body; 0 means server.DefaultMaxUploadBytes.
+	MaxUploadBytes int64
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Validate reports a missing dependency.
+func (c Config) Validate() error {
+	switch {
+	case c.Sandboxes == nil:
+		return errors.New("vercel compat config: Sandboxes is required")
+	case c.Tokens == nil:
+		return errors.New("vercel compat config: Tokens is required")
+	case c.Store == nil:
+		return errors.New("vercel compat config: Store is required")
+	case c.MaxUploadBytes < 0:
+		return errors.New("vercel compat config: MaxUploadBytes is negative")
+	}
+	return nil
+}
+
+// Handler is the API under Prefix. It holds no goroutines of its own.
+type Handler struct {
+	sb        server.Sandboxes
+	snaps     server.Snapshots
+	tokens    server.TokenStore
+	store     Store
+	signer    *proxy.Signer
+	baseURL   string
+	log       *slog.Logger
+	maxUpload int64
+	now       func() time.Time
+	mux       *http.ServeMux
+
+	locks keyedMutex
+
+	mu        sync.Mutex        // guards transient
+	transient map[string]string // session id -> "stopping" or "snapshotting" while this API does it
+
+	// streams is cancelled by CloseStreams, ending command streams and
+	// long polls so that a shutdown need not wait for them.
+	streams     context.Context
+	stopStreams context.CancelFunc
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New builds a Handler.
+func New(cfg Config) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h := &Handler{
+		sb: cfg.Sandboxes, snaps: cfg.Snapshots, tokens: cfg.Tokens, store: cfg.Store,
+		signer: cfg.Signer, baseURL: cfg.PortBaseURL, log: cfg.Logger, maxUpload: cfg.MaxUploadBytes,
+		now: cfg.Now, mux: http.NewServeMux(), transient: map[string]string{},
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.maxUpload == 0 {
+		h.maxUpload = server.DefaultMaxUploadBytes
+	}
+	h.streams, h.stopStreams = context.WithCancel(context.Background())
+	for _, rt := range routeTable {
+		handle := rt.handle
+		h.mux.HandleFunc(rt.method+" "+Prefix+rt.path, func(w http.ResponseWriter, r *http.Request) {
+			if err := handle(h, w, r); err != nil {
+				h.writeError(w, r, err)
+			}
+		})
+	}
+	return h, nil
+}
+
+// CloseStreams ends open command streams and long polls; commands keep
+// running. Register it with http.Server.RegisterOnShutdown.
+func (h *Handler) CloseStreams() { h.stopStreams() }
+
+// route is one endpoint, below Prefix.
+type route struct {
+	method, path string
+	handle       func(*Handler, http.ResponseWriter, *http.Request) error
+}
+
+var routeTable = []route{
+	// v2 and v3 (SDK 3.x).
+	{"POST", "/v3/sandboxes", (*Handler).createV2},
+	{"POST", "/v2/sandboxes", (*Handler).createV2},
+	{"GET", "/v2/sandboxes", (*Handler).listV2},
+	{"GET", "/v2/sandboxes/{name}", (*Handler).getV2},
+	{"PATCH", "/v2/sandboxes/{name}", (*Handler).updateV2},
+	{"DELETE", "/v2/sandboxes/{name}", (*Handler).deleteV2},
+	{"POST", "/v2/sandboxes/{name}/fork", (*Handler).forkV2},
+	{"GET", "/v2/sandboxes/sessions", (*Handler).listSessions},
+	{"GET", "/v2/sandboxes/sessions/{sid}", (*Handler).getSession},
+	{"POST", "/v2/sandboxes/sessions/{sid}/cmd", (*Handler).runCommand},
+	{"GET", "/v2/sandboxes/sessions/{sid}/cmd/{cmd}", (*Handler).getCommand},
+	{"GET", "/v2/sandboxes/sessions/{sid}/cmd/{cmd}/logs", (*Handler).commandLogs},
+	{"POST", "/v2/sandboxes/sessions/{sid}/cmd/{cmd}/kill", (*Handler).killCommand},
+	{"POST", "/v2/sandboxes/sessions/{sid}/fs/mkdir", (*Handler).mkdir},
+	{"POST", "/v2/sandboxes/sessions/{sid}/fs/write", (*Handler).writeFiles},
+	{"POST", "/v2/sandboxes/sessions/{sid}/fs/read", (*Handler).readFile},
+	{"POST", "/v2/sandboxes/sessions/{sid}/stop", (*Handler).stopSession},
+	{"POST", "/v2/sandboxes/sessions/{sid}/network-policy", (*Handler).networkPolicy},
+	{"POST", "/v2/sandboxes/sessions/{sid}/extend-timeout", (*Handler).extendTimeout},
+	{"POST", "/v2/sandboxes/sessions/{sid}/snapshot", (*Handler).snapshotSession},
+	{"POST", "/v2/sandboxes/sessions/{sid}/interactive", unsupported("interactive shells are not supported by paddock's Vercel compatibility layer; use runCommand")},
+	{"GET", "/v2/sandboxes/sessions/{sid}/cmd", unsupported("listing a session's commands is not supported")},
+	{"POST", "/v3/sandboxes/sessions/{sid}/snapshot", (*Handler).snapshotSession},
+	{"GET", "/v2/sandboxes/snapshots", (*Handler).listSnapshotsV2},
+	{"GET", "/v2/sandboxes/snapshots/tree", unsupported("the snapshot tree is not supported; list snapshots with Snapshot.list")},
+	{"GET", "/v2/sandboxes/snapshots/{id}", (*Handler).getSnapshot},
+	{"DELETE", "/v2/sandboxes/snapshots/{id}", (*Handler).deleteSnapshot},
+	{"GET", "/v2/sandboxes/drives", unsupported(drivesUnsupported)},
+	{"GET", "/v2/sandboxes/drives/{name}", unsupported(drivesUnsupported)},
+	{"DELETE", "/v2/sandboxes/drives/{name}", unsupported(drivesUnsupported)},
+	// POST /v2/sandboxes/drives/{name} would clash with .../{name}/fork in
+	// the mux; forkV2 answers it.
+
+	// v1 (SDK 1.x): the sandbox id is the session id.
+	{"POST", "/v1/sandboxes", (*Handler).createV1},
+	{"GET", "/v1/sandboxes", (*Handler).listV1},
+	{"GET", "/v1/sandboxes/{sid}", (*Handler).getV1},
+	{"POST", "/v1/sandboxes/{sid}/cmd", (*Handler).runCommand},
+	{"GET", "/v1/sandboxes/{sid}/cmd/{cmd}", (*Handler).getCommand},
+	{"GET", "/v1/sandboxes/{sid}/cmd/{cmd}/logs", (*Handler).commandLogs},
+	{"POST", "/v1/sandboxes/{sid}/{cmd}/kill", (*Handler).killCommand},
+	{"POST", "/v1/sandboxes/{sid}/fs/mkdir", (*Handler).mkdir},
+	{"POST", "/v1/sandboxes/{sid}/fs/write", (*Handler).writeFiles},
+	{"POST", "/v1/sandboxes/{sid}/fs/read", (*Handler).readFile},
+	{"POST", "/v1/sandboxes/{sid}/stop", (*Handler).stopSession},
+	{"POST", "/v1/sandboxes/{sid}/network-policy", (*Handler).networkPolicy},
+	{"POST", "/v1/sandboxes/{sid}/extend-timeout", (*Handler).extendTimeout},
+	{"POST", "/v1/sandboxes/{sid}/snapshot", (*Handler).snapshotSession},
+	{"GET", "/v1/sandboxes/snapshots", (*Handler).listSnapshotsV1},
+	{"GET", "/v1/sandboxes/snapshots/{id}", (*Handler).getSnapshot},
+	{"DELETE", "/v1/sandboxes/snapshots/{id}", (*Handler).deleteSnapshot},
+}
+
+const drivesUnsupported = "drives are not supported by paddock's Vercel compatibility layer"
+
+func unsupported(msg string) func(*Handler, http.ResponseWriter, *http.Request) error {
+	return func(*Handler, http.ResponseWriter, *http.Request) error {
+		return sandbox.Errorf(sandbox.ErrUnsupported, "not_implemented", "%s", msg)
+	}
+}
+
+// ServeHTTP authenticates, then routes. Every request needs a paddock API
+// token as its bearer token and a teamId, as the SDK always sends one.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := h.now()
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		h.log.LogAttrs(r.Context(), slog.LevelInfo, "vercel compat request",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", sw.statusOr200()), slog.Duration("duration", h.now().Sub(start)))
+	}()
+	// One bad request must not take the daemon down: a panic is a 500, or
+	// a cut connection once the answer has begun.
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v == http.ErrAbortHandler || sw.status != 0 {
+			panic(http.ErrAbortHandler)
+		}
+		h.writeError(sw, r, fmt.Errorf("panic: %v", v))
+	}()
+	if err := h.authenticate(r); err != nil {
+		h.writeError(sw, r, err)
+		return
+	}
+	if _, pattern := h.mux.Handler(r); pattern == "" {
+		h.writeError(sw, r, sandbox.Errorf(sandbox.ErrNotFound, "not_found", "no such endpoint: %s %s", r.Method, strings.TrimPrefix(r.URL.Path, Prefix)))
+		return
+	}
+	h.mux.ServeHTTP(sw, r)
+}
+
+var (
+	errUnauthenticated = sandbox.Errorf(sandbox.ErrUnauthorized, "unauthorized", "missing bearer token: send Authorization: Bearer <paddock API token>")
+	errInvalidToken    = sandbox.Errorf(sandbox.ErrUnauthorized, "unauthorized", "the bearer token is not a valid paddock API token")
+	errNoTeam          = sandbox.Errorf(sandbox.ErrInvalid, "bad_request", "Invalid request: the teamId query parameter is required")
+)
+
+func (h *Handler) authenticate(r *http.Request) error {
+	scheme, secret, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	secret = strings.TrimSpace(secret)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" {
+		return errUnauthenticated
+	}
+	if _, err := h.tokens.Authenticate(r.Context(), secret); err != nil {
+		if errors.Is(err, sandbox.ErrUnauthorized) {
+			return errInvalidToken
+		}
+		return fmt.Errorf("authenticate: %w", err)
+	}
+	if r.URL.Query().Get("teamId") == "" {
+		return errNoTeam
+	}
+	return nil
+}
+
+// scopeOf reads the team and the project; projectParam names the query
+// parameter the SDK uses for this endpoint ("projectId" or "project"), ""
+// when the project comes from the body.
+func scopeOf(r *http.Request, projectParam string) (Scope, error) {
+	s := Scope{Team: r.URL.Query().Get("teamId")}
+	if projectParam != "" {
+		s.Project = r.URL.Query().Get(projectParam)
+		if s.Project == "" {
+			return s, sandbox.Errorf(sandbox.ErrInvalid, "bad_request", "Invalid request: the %s query parameter is required", projectParam)
+		}
+	}
+	return s, nil
+}
+
+// keyedMutex serialises changes to one sandbox record (create, resume,
+// stop, snapshot, update, delete) without holding up other sandboxes.
+type keyedMutex struct {
+	mu sync.Mutex // guards m
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedEntry{}
+	}
+	e := k.m[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+func recordKey(s Scope, name string) string { return s.Team + "\x00" + s.Project + "\x00" + name }
+
+// setTransient marks a session as being stopped or snapshotted by this
+// API, so that other calls on it answer 422 sandbox_stopping or
+// sandbox_snapshotting (on which the SDK resumes and retries) meanwhile.
+func (h *Handler) setTransient(sid, status string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if status == "" {
+		delete(h.transient, sid)
+		return
+	}
+	h.transient[sid] = status
+}
+
+func (h *Handler) transientOf(sid string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.transient[sid]
+}
+
+// nameAlphabet is what generated sandbox names are made of.
+const nameAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+func randomName() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	out := make([]byte, len(b))
+	for i, c := range b {
+		out[i] = nameAlphabet[int(c)%len(nameAlphabet)]
+	}
+	return "sbx-" + string(out)
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// statusWriter records the status for the request log; Unwrap lets
+// http.ResponseController reach Flush and deadlines.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) statusOr200() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}

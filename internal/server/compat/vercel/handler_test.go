@@ -1,0 +1,457 @@
+package vercel
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/proxy"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/server"
+)
+
+const testToken = "pdk_test-token"
+
+type fakeTokens struct{}
+
+func (fakeTokens) Authenticate(_ context.Context, secret string) (server.Token, error) {
+	if secret != testToken {
+		return server.Token{}, sandbox.Errorf(sandbox.ErrUnauthorized, "invalid_token", "bad token")
+	}
+	return server.Token{Name: "test"}, nil
+}
+
+type env struct {
+	t     *testing.T
+	h     *Handler
+	srv   *httptest.Server
+	sbs   *fakeSandboxes
+	snaps *fakeSnapshots
+	dir   string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := OpenFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, dir: dir, sbs: &fakeSandboxes{agent: startFakeAgent(t), sbs: map[string]sandbox.Sandbox{}},
+		snaps: &fakeSnapshots{snaps: map[string]*image.Snapshot{}}}
+	e.h, err = New(Config{Sandboxes: e.sbs, Snapshots: e.snaps, Tokens: fakeTokens{}, Store: store,
+		Signer: &proxy.Signer{Key: bytes.Repeat([]byte("k"), proxy.MinKeyLen)}, PortBaseURL: "http://localhost:7420"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = httptest.NewServer(e.h)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// do sends a request as the SDK would: bearer token, teamId, JSON.
+func (e *env) do(method, path string, body any, query string) (*http.Response, []byte) {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		data, _ := json.Marshal(body)
+		rd = bytes.NewReader(data)
+	}
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	u := e.srv.URL + Prefix + path + sep + "teamId=team_1"
+	if query != "" {
+		u += "&" + query
+	}
+	req, _ := http.NewRequest(method, u, rd)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp, data
+}
+
+func decode(t *testing.T, data []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, data)
+	}
+	return m
+}
+
+// wantError checks Vercel's error shape.
+func wantError(t *testing.T, resp *http.Response, data []byte, status int, code string) {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Fatalf("status %d, want %d: %s", resp.StatusCode, status, data)
+	}
+	m := decode(t, data)
+	e, _ := m["error"].(map[string]any)
+	if e == nil || e["code"] != code || e["message"] == "" {
+		t.Fatalf("error body %s, want code %q and a message", data, code)
+	}
+}
+
+// requireKeys checks that obj has every key, each a non-null value, and
+// that times are epoch milliseconds.
+func requireKeys(t *testing.T, what string, obj map[string]any, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		v, ok := obj[k]
+		if !ok || v == nil {
+			t.Errorf("%s: required field %q missing in %v", what, k, obj)
+			continue
+		}
+		if strings.HasSuffix(k, "At") {
+			if n, ok := v.(float64); !ok || n < 1e12 {
+				t.Errorf("%s.%s = %v, want epoch milliseconds", what, k, v)
+			}
+		}
+	}
+}
+
+func (e *env) create(name string, extra map[string]any) map[string]any {
+	e.t.Helper()
+	body := map[string]any{"projectId": "prj_1", "ports": []int{3000}, "name": name}
+	for k, v := range extra {
+		body[k] = v
+	}
+	resp, data := e.do("POST", "/v3/sandboxes", body, "")
+	if resp.StatusCode != 200 {
+		e.t.Fatalf("create: %d %s", resp.StatusCode, data)
+	}
+	return decode(e.t, data)
+}
+
+func TestAuthAndErrorShape(t *testing.T) {
+	e := newEnv(t)
+	cases := []struct {
+		name, method, path, token, query string
+		body                             any
+		status                           int
+		code                             string
+	}{
+		{"no token", "GET", "/v2/sandboxes", "", "teamId=t", nil, 401, "unauthorized"},
+		{"bad token", "GET", "/v2/sandboxes", "nope", "teamId=t", nil, 401, "unauthorized"},
+		{"no teamId", "GET", "/v2/sandboxes", testToken, "", nil, 400, "bad_request"},
+		{"unknown endpoint", "GET", "/v9/nothing", testToken, "teamId=t", nil, 404, "not_found"},
+		{"drives", "GET", "/v2/sandboxes/drives", testToken, "teamId=t", nil, 501, "not_implemented"},
+		{"interactive", "POST", "/v2/sandboxes/sessions/sb-x/interactive", testToken, "teamId=t", map[string]any{}, 501, "not_implemented"},
+		{"create without project", "POST", "/v3/sandboxes", testToken, "teamId=t", map[string]any{"ports": []int{}}, 400, "bad_request"},
+		{"mounts", "POST", "/v3/sandboxes", testToken, "teamId=t", map[string]any{"projectId": "p", "mounts": map[string]any{"/d": map[string]any{"drive": "x"}}}, 400, "unsupported_option"},
+		{"unknown option", "POST", "/v3/sandboxes", testToken, "teamId=t", map[string]any{"projectId": "p", "gpu": true}, 400, "unsupported_option"},
+		{"policy rules", "POST", "/v3/sandboxes", testToken, "teamId=t", map[string]any{"projectId": "p",
+			"networkPolicy": map[string]any{"allow": map[string]any{"api.example.com": []any{map[string]any{"forwardURL": "https://x"}}}}}, 400, "unsupported_option"},
+		{"bad name", "POST", "/v3/sandboxes", testToken, "teamId=t", map[string]any{"projectId": "p", "name": "no spaces"}, 400, "bad_request"},
+		{"get without projectId", "GET", "/v2/sandboxes/x", testToken, "teamId=t", nil, 400, "bad_request"},
+		{"missing sandbox", "GET", "/v2/sandboxes/x", testToken, "teamId=t&projectId=p", nil, 404, "not_found"},
+		{"missing session", "POST", "/v2/sandboxes/sessions/sb-none/cmd", testToken, "teamId=t", map[string]any{"command": "x"}, 404, "not_found"},
+		{"missing snapshot", "GET", "/v2/sandboxes/snapshots/snap-none", testToken, "teamId=t", nil, 404, "not_found"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var rd io.Reader
+			if tc.body != nil {
+				data, _ := json.Marshal(tc.body)
+				rd = bytes.NewReader(data)
+			}
+			req, _ := http.NewRequest(tc.method, e.srv.URL+Prefix+tc.path+"?"+tc.query, rd)
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			data, _ := io.ReadAll(resp.Body)
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("content-type %q", ct)
+			}
+			wantError(t, resp, data, tc.status, tc.code)
+		})
+	}
+}
+
+func TestCreateGetListShapes(t *testing.T) {
+	e := newEnv(t)
+	out := e.create("box", map[string]any{"env": map[string]string{"A": "1"}, "tags": map[string]string{"team": "x"}, "resources": map[string]any{"vcpus": 2}})
+	sb, _ := out["sandbox"].(map[string]any)
+	sess, _ := out["session"].(map[string]any)
+	requireKeys(t, "sandbox", sb, "name", "persistent", "createdAt", "updatedAt", "currentSessionId", "status")
+	requireKeys(t, "session", sess, "id", "memory", "vcpus", "region", "timeout", "status", "requestedAt", "createdAt", "cwd", "updatedAt")
+	if sb["currentSessionId"] != sess["id"] || sess["status"] != "running" || sb["persistent"] != true || sess["memory"] != 4096.0 {
+		t.Errorf("sandbox %v session %v", sb, sess)
+	}
+	routes, _ := out["routes"].([]any)
+	if len(routes) != 1 {
+		t.Fatalf("routes %v", out["routes"])
+	}
+	rt := routes[0].(map[string]any)
+	requireKeys(t, "route", rt, "url", "subdomain", "port")
+	if u := rt["url"].(string); !strings.HasPrefix(u, "http://localhost:7420/s/"+sess["id"].(string)+"/3000/?paddock_token=") {
+		t.Errorf("route url %s", u)
+	}
+
+	resp, data := e.do("POST", "/v3/sandboxes", map[string]any{"projectId": "prj_1", "name": "box"}, "")
+	wantError(t, resp, data, 409, "sandbox_exists")
+	// The same name in another project is another sandbox.
+	resp, data = e.do("POST", "/v3/sandboxes", map[string]any{"projectId": "prj_2", "name": "box"}, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("same name, other project: %d %s", resp.StatusCode, data)
+	}
+
+	resp, data = e.do("GET", "/v2/sandboxes/box", nil, "projectId=prj_1")
+	if resp.StatusCode != 200 || decode(t, data)["resumed"] != nil {
+		t.Fatalf("get: %d %s", resp.StatusCode, data)
+	}
+	resp, data = e.do("GET", "/v2/sandboxes", nil, "project=prj_1&tags=team:x")
+	list := decode(t, data)
+	sbs, _ := list["sandboxes"].([]any)
+	page, _ := list["pagination"].(map[string]any)
+	if resp.StatusCode != 200 || len(sbs) != 1 || page["count"] != 1.0 || page["next"] != nil {
+		t.Fatalf("list: %d %s", resp.StatusCode, data)
+	}
+	if _, ok := page["next"]; !ok {
+		t.Error("pagination.next must be present (null)")
+	}
+}
+
+// ndjsonLines reads an NDJSON answer.
+func ndjsonLines(t *testing.T, data []byte) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		out = append(out, decode(t, sc.Bytes()))
+	}
+	return out
+}
+
+func TestCommandsAndFiles(t *testing.T) {
+	e := newEnv(t)
+	sid := e.create("cmds", nil)["session"].(map[string]any)["id"].(string)
+
+	resp, data := e.do("POST", "/v2/sandboxes/sessions/"+sid+"/cmd", map[string]any{"command": "echo", "args": []string{"héllo"}, "env": map[string]string{}, "sudo": false, "wait": true, "logs": true}, "")
+	if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
+		t.Fatalf("content-type %q (must be exact)", ct)
+	}
+	lines := ndjsonLines(t, data)
+	if len(lines) < 3 {
+		t.Fatalf("lines %s", data)
+	}
+	first := lines[0]["command"].(map[string]any)
+	if v, ok := first["exitCode"]; !ok || v != nil {
+		t.Errorf("first record exitCode %v (present: %v), want null", v, ok)
+	}
+	requireKeys(t, "command", first, "id", "name", "args", "cwd", "sessionId", "startedAt")
+	var stdout string
+	for _, l := range lines[1 : len(lines)-1] {
+		if l["stream"] != "stdout" {
+			t.Errorf("log line %v", l)
+		}
+		stdout += l["data"].(string)
+	}
+	if stdout != "héllo\n" {
+		t.Errorf("stdout %q: a rune split across frames must arrive whole", stdout)
+	}
+	last := lines[len(lines)-1]["command"].(map[string]any)
+	if last["exitCode"] != 0.0 || last["durationMs"] == nil {
+		t.Errorf("last record %v", last)
+	}
+
+	resp, data = e.do("POST", "/v2/sandboxes/sessions/"+sid+"/cmd", map[string]any{"command": "exit", "args": []string{"3"}}, "")
+	cmd := decode(t, data)["command"].(map[string]any)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("detached: %d %s", resp.StatusCode, data)
+	}
+	if v, ok := cmd["exitCode"]; !ok || v != nil {
+		t.Errorf("detached exitCode %v (present %v), want null", v, ok)
+	}
+	resp, data = e.do("GET", "/v2/sandboxes/sessions/"+sid+"/cmd/"+cmd["id"].(string), nil, "wait=true")
+	if resp.StatusCode != 200 || decode(t, data)["command"].(map[string]any)["exitCode"] != 3.0 {
+		t.Errorf("wait: %d %s", resp.StatusCode, data)
+	}
+	resp, data = e.do("GET", "/v2/sandboxes/sessions/"+sid+"/cmd/"+cmd["id"].(string)+"/logs", nil, "")
+	if resp.Header.Get("Content-Type") != "application/x-ndjson" || len(ndjsonLines(t, data)) == 0 {
+		t.Errorf("logs: %q %s", resp.Header.Get("Content-Type"), data)
+	}
+	resp, data = e.do("POST", "/v2/sandboxes/sessions/"+sid+"/fs/read", map[string]any{"path": "missing.txt"}, "")
+	wantError(t, resp, data, 404, "file_not_found")
+	resp, data = e.do("POST", "/v2/sandboxes/sessions/"+sid+"/fs/mkdir", map[string]any{"path": "/tmp/d"}, "")
+	if resp.StatusCode != 200 || string(bytes.TrimSpace(data)) != "{}" {
+		t.Errorf("mkdir: %d %s", resp.StatusCode, data)
+	}
+	resp, data = e.do("POST", "/v2/sandboxes/sessions/"+sid+"/extend-timeout", map[string]any{"duration": 60000}, "")
+	if resp.StatusCode != 200 || decode(t, data)["session"].(map[string]any)["timeout"] != float64(5*60000+60000) {
+		t.Errorf("extend: %d %s", resp.StatusCode, data)
+	}
+}
+
+func TestStopResumeSemantics(t *testing.T) {
+	e := newEnv(t)
+	out := e.create("persist", nil)
+	sid := out["session"].(map[string]any)["id"].(string)
+
+	// A session being stopped answers 422, on which the SDK resumes and retries.
+	e.h.setTransient(sid, "snapshotting")
+	resp, data := e.do("POST", "/v2/sandboxes/sessions/"+sid+"/cmd", map[string]any{"command": "true"}, "")
+	wantError(t, resp, data, 422, "sandbox_snapshotting")
+	e.h.setTransient(sid, "")
+
+	resp, data = e.do("POST", "/v2/sandboxes/sessions/"+sid+"/stop", nil, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("stop: %d %s", resp.StatusCode, data)
+	}
+	stop := decode(t, data)
+	snap, _ := stop["snapshot"].(map[string]any)
+	requireKeys(t, "snapshot", snap, "id", "sourceSessionId", "region", "status", "sizeBytes", "createdAt", "updatedAt")
+	if stop["session"].(map[string]any)["status"] != "stopped" || stop["sandbox"].(map[string]any)["currentSnapshotId"] != snap["id"] {
+		t.Fatalf("stop answer %s", data)
+	}
+	resp, data = e.do("POST", "/v2/sandboxes/sessions/"+sid+"/cmd", map[string]any{"command": "true"}, "")
+	wantError(t, resp, data, 410, "sandbox_stopped")
+
+	resp, data = e.do("GET", "/v2/sandboxes/persist", nil, "projectId=prj_1&resume=true")
+	got := decode(t, data)
+	sess := got["session"].(map[string]any)
+	if resp.StatusCode != 200 || got["resumed"] != true || sess["id"] == sid || sess["sourceSnapshotId"] != snap["id"] || sess["status"] != "running" {
+		t.Fatalf("resume: %d %s", resp.StatusCode, data)
+	}
+	// A session that stops on its own (timeout) is snapshotted at resume.
+	sid2 := sess["id"].(string)
+	e.sbs.setState(sid2, sandbox.Stopped)
+	resp, data = e.do("GET", "/v2/sandboxes/persist", nil, "projectId=prj_1&resume=true")
+	got = decode(t, data)
+	if resp.StatusCode != 200 || got["sandbox"].(map[string]any)["currentSnapshotId"] == snap["id"] {
+		t.Fatalf("resume after timeout: %d %s", resp.StatusCode, data)
+	}
+	// Resuming from a snapshot that is gone is 410 snapshot_not_found.
+	sid3 := got["session"].(map[string]any)["id"].(string)
+	resp, data = e.do("POST", "/v2/sandboxes/sessions/"+sid3+"/stop", nil, "")
+	if resp.StatusCode != 200 {
+		t.Fatal(string(data))
+	}
+	cur := decode(t, data)["sandbox"].(map[string]any)["currentSnapshotId"].(string)
+	e.snaps.DeleteSnapshot(context.Background(), cur)
+	resp, data = e.do("GET", "/v2/sandboxes/persist", nil, "projectId=prj_1&resume=true")
+	wantError(t, resp, data, 410, "snapshot_not_found")
+
+	resp, data = e.do("GET", "/v2/sandboxes/sessions", nil, "project=prj_1&name=persist")
+	if n := len(decode(t, data)["sessions"].([]any)); resp.StatusCode != 200 || n != 3 {
+		t.Errorf("sessions: %d, %d sessions", resp.StatusCode, n)
+	}
+	resp, data = e.do("DELETE", "/v2/sandboxes/persist", nil, "projectId=prj_1")
+	if resp.StatusCode != 200 {
+		t.Fatalf("delete: %d %s", resp.StatusCode, data)
+	}
+	resp, data = e.do("GET", "/v2/sandboxes/persist", nil, "projectId=prj_1")
+	wantError(t, resp, data, 404, "not_found")
+}
+
+func TestV1Shapes(t *testing.T) {
+	e := newEnv(t)
+	resp, data := e.do("POST", "/v1/sandboxes", map[string]any{"projectId": "prj_1", "ports": []int{}, "env": map[string]string{}}, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("create: %d %s", resp.StatusCode, data)
+	}
+	sb := decode(t, data)["sandbox"].(map[string]any)
+	requireKeys(t, "v1 sandbox", sb, "id", "memory", "vcpus", "region", "runtime", "timeout", "status", "requestedAt", "createdAt", "cwd", "updatedAt")
+	id := sb["id"].(string)
+	resp, data = e.do("POST", "/v1/sandboxes/"+id+"/cmd", map[string]any{"command": "echo", "args": []string{"x"}, "wait": true}, "")
+	lines := ndjsonLines(t, data)
+	if resp.Header.Get("Content-Type") != "application/x-ndjson" || len(lines) != 2 || lines[1]["command"].(map[string]any)["sandboxId"] != id {
+		t.Fatalf("v1 run: %s", data)
+	}
+	cmdID := lines[0]["command"].(map[string]any)["id"].(string)
+	resp, data = e.do("POST", "/v1/sandboxes/"+id+"/"+cmdID+"/kill", map[string]any{"signal": 15}, "")
+	if resp.StatusCode != 200 {
+		t.Errorf("v1 kill: %d %s", resp.StatusCode, data)
+	}
+	resp, data = e.do("POST", "/v1/sandboxes/"+id+"/snapshot", nil, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("v1 snapshot: %d %s", resp.StatusCode, data)
+	}
+	snap := decode(t, data)
+	requireKeys(t, "v1 snapshot", snap["snapshot"].(map[string]any), "id", "sourceSandboxId", "region", "status", "sizeBytes", "createdAt", "updatedAt")
+	if snap["sandbox"].(map[string]any)["status"] != "stopped" {
+		t.Errorf("v1 snapshot leaves %s", data)
+	}
+	resp, data = e.do("GET", "/v1/sandboxes", nil, "project=prj_1")
+	page := decode(t, data)["pagination"].(map[string]any)
+	if _, ok := page["prev"]; resp.StatusCode != 200 || !ok || page["count"] != 1.0 {
+		t.Errorf("v1 list: %d %s", resp.StatusCode, data)
+	}
+	// A v1 sandbox is not a v2 session, nor visible to another team.
+	resp, data = e.do("GET", "/v2/sandboxes/sessions/"+id, nil, "")
+	wantError(t, resp, data, 404, "not_found")
+}
+
+func TestFileStorePersists(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rec := Record{Scope: Scope{Team: "t", Project: "p"}, Name: "n", API: apiV2, Persistent: true,
+		Sessions: []SessionRecord{{ID: "sb-1", CreatedAt: 1}}}
+	if err := s.PutSandbox(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutSnapshot(ctx, SnapshotRecord{Scope: rec.Scope, ID: "snap-1", SandboxName: "n"}); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := OpenFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s2.SessionOwner(ctx, "sb-1")
+	if err != nil || got.Name != "n" || !got.Persistent {
+		t.Fatalf("reopened: %+v %v", got, err)
+	}
+	if _, err := s2.GetSandbox(ctx, Scope{Team: "t", Project: "other"}, "n"); err == nil {
+		t.Error("a name is unique per team and project, not global")
+	}
+	if snaps, _ := s2.ListSnapshots(ctx, Scope{Team: "t"}); len(snaps) != 1 {
+		t.Errorf("snapshots %v", snaps)
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "compat-vercel"))
+	if len(entries) != 1 || entries[0].Name() != "state.json" {
+		t.Errorf("state dir holds %v, want state.json alone (no temp files)", entries)
+	}
+}
+
+func TestTextEncoderKeepsRunesWhole(t *testing.T) {
+	var enc textEncoder
+	b := []byte("é€")
+	var got string
+	for i := range b { // one byte per frame, the worst split
+		for _, l := range enc.chunk(1, b[i:i+1]) {
+			got += l.Data.(string)
+		}
+	}
+	if got != "é€" {
+		t.Errorf("got %q", got)
+	}
+	lines := enc.chunk(2, []byte{0xff, 'x'})
+	if len(lines) != 1 || lines[0].Data != "\uFFFDx" || lines[0].Stream != "stderr" {
+		t.Errorf("invalid bytes: %+v", lines)
+	}
+}

@@ -1,0 +1,70 @@
+// Shared setup of the compatibility tests: the paddock server comes from
+// the environment (the Go e2e test sets it), the SDK's fixed base URL is
+// rewritten to paddock's /compat/vercel by a fetch override, and the
+// credentials are given explicitly, as a self-hosted user would.
+import assert from "node:assert/strict";
+
+export const base = process.env.PADDOCK_URL;
+export const token = process.env.PADDOCK_TOKEN;
+export const skip = !base || !token ? "PADDOCK_URL and PADDOCK_TOKEN are not set (run through go test ./e2e -run TestVercelSDK)" : false;
+
+const vercelAPI = "https://vercel.com/api";
+const nativeFetch = globalThis.fetch;
+
+// paddockFetch rewrites the SDK's requests to paddock. It drops the SDK's
+// own undici dispatcher, which belongs to another copy of undici than
+// Node's fetch.
+export function paddockFetch(input, init = {}) {
+  let url = typeof input === "string" ? input : input instanceof URL ? input.href : input.url;
+  if (url.startsWith(vercelAPI)) url = base + "/compat/vercel" + url.slice(vercelAPI.length);
+  const { dispatcher: _ignored, ...rest } = init;
+  return nativeFetch(url, rest);
+}
+
+// withGlobalFetch runs fn with paddockFetch as the global fetch, for the
+// few SDK entry points that do not pass their fetch option on (1.x's
+// Snapshot.get).
+export async function withGlobalFetch(fn) {
+  globalThis.fetch = paddockFetch;
+  try {
+    return await fn();
+  } finally {
+    globalThis.fetch = nativeFetch;
+  }
+}
+
+// creds are what every SDK entry point takes; each test file uses its own
+// project so that names never collide between files.
+export function creds(projectId) {
+  return { token, teamId: "team_paddock_test", projectId, fetch: paddockFetch };
+}
+
+// eventually retries fn until it stops throwing, for at most ms.
+export async function eventually(fn, ms = 15000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+// serveAndFetch starts python's http.server on port inside the sandbox,
+// serving dir, and fetches url until it answers with the expected body.
+export async function serveAndFetch(sandbox, port, dir, url, want) {
+  await sandbox.runCommand({
+    cmd: "python3",
+    args: ["-m", "http.server", String(port), "--bind", "0.0.0.0", "--directory", dir],
+    detached: true,
+  });
+  const body = await eventually(async () => {
+    const res = await nativeFetch(url);
+    const text = await res.text();
+    if (res.status !== 200) throw new Error(`GET ${url}: ${res.status} ${text}`);
+    return text;
+  });
+  assert.equal(body, want);
+}

@@ -1,0 +1,112 @@
+package vercel
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"reflect"
+	"regexp"
+	"strings"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// maxJSONBytes bounds every JSON request body.
+const maxJSONBytes = 1 << 20
+
+func badRequest(format string, args ...any) error {
+	return sandbox.Errorf(sandbox.ErrInvalid, "bad_request", "Invalid request: "+format, args...)
+}
+
+func unsupportedOption(format string, args ...any) error {
+	return sandbox.Errorf(sandbox.ErrInvalid, "unsupported_option", format+" (not supported by paddock)", args...)
+}
+
+// decodeJSON reads one JSON object into v. A field v does not know is an
+// error, so that an option this layer cannot honour is refused rather than
+// dropped; the SDK's private "__" parameters are the exception, listed in
+// private for the caller to judge. An empty body leaves v as is.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) (private map[string]json.RawMessage, err error) {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBytes))
+	if err != nil {
+		return nil, fmt.Errorf("read body: %w", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return nil, badRequest("body is not a JSON object: %v", err)
+	}
+	known := jsonFields(reflect.TypeOf(v).Elem())
+	for k, raw := range fields {
+		switch {
+		case known[k]:
+		case strings.HasPrefix(k, "__"):
+			if private == nil {
+				private = map[string]json.RawMessage{}
+			}
+			private[k] = raw
+		default:
+			return nil, unsupportedOption("unknown field %q", k)
+		}
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return nil, badRequest("%v", err)
+	}
+	return private, nil
+}
+
+func jsonFields(t reflect.Type) map[string]bool {
+	out := map[string]bool{}
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			out[name] = true
+		}
+	}
+	return out
+}
+
+// refusePrivate refuses private parameters that ask for something paddock
+// cannot do; others are ignored, as Vercel ignores those it does not know.
+func refusePrivate(private map[string]json.RawMessage) error {
+	if raw, ok := private["__interactive"]; ok && string(raw) != "false" && string(raw) != "null" {
+		return unsupportedOption("__interactive")
+	}
+	return nil
+}
+
+// namePattern is Vercel's rule for sandbox names.
+var namePattern = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
+
+// sandboxPath resolves a path of a file request against cwd (the request's,
+// else the session's), as the SDK expects relative paths to resolve.
+func sandboxPath(p, cwd, sessionCwd string) (string, error) {
+	if p == "" || strings.ContainsRune(p, 0) || strings.ContainsRune(cwd, 0) || len(p) > 4096 {
+		return "", badRequest("path is required, without NUL bytes, at most 4096 bytes")
+	}
+	if path.IsAbs(p) {
+		return path.Clean(p), nil
+	}
+	if cwd == "" {
+		cwd = sessionCwd
+	} else if !path.IsAbs(cwd) {
+		cwd = path.Join(sessionCwd, cwd)
+	}
+	return path.Join(cwd, p), nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, `{"error":{"code":"internal","message":"encode answer"}}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(data, '\n'))
+}

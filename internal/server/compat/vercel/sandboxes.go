@@ -1,0 +1,653 @@
+package vercel
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Bounds Vercel documents and this layer enforces itself.
+const (
+	maxTags      = 5
+	defaultLimit = 50
+	maxLimit     = 100
+)
+
+// configFromCreate checks a create request (v1, v2 or v3) and turns it into
+// a record's config, the source to fetch with its credentials, and whether
+// the sandbox is persistent.
+func (h *Handler) configFromCreate(req *createRequest) (SandboxConfig, *sandbox.Source, error) {
+	var cfg SandboxConfig
+	switch {
+	case req.NetworkID != nil:
+		return cfg, nil, unsupportedOption("networkId (Secure Compute networks)")
+	case len(req.Mounts) > 0:
+		return cfg, nil, unsupportedOption("mounts (drives)")
+	case req.SnapshotExpiration != nil:
+		return cfg, nil, unsupportedOption("snapshotExpiration: paddock's snapshots expire after the store's TTL from last use")
+	case req.KeepLastSnapshots != nil:
+		return cfg, nil, unsupportedOption("keepLastSnapshots")
+	case req.Runtime != "" && req.Image != "":
+		return cfg, nil, badRequest("runtime and image cannot be used together")
+	case len(req.Tags) > maxTags:
+		return cfg, nil, badRequest("at most %d tags", maxTags)
+	}
+	for _, p := range req.Ports {
+		if p < 1 || p > 65535 {
+			return cfg, nil, badRequest("port %d is outside 1-65535", p)
+		}
+	}
+	cfg.Ports = slices.Clone(req.Ports)
+	if req.Timeout != nil {
+		if *req.Timeout <= 0 {
+			return cfg, nil, badRequest("timeout must be positive")
+		}
+		cfg.TimeoutMs = *req.Timeout
+	}
+	if req.Resources != nil {
+		if req.Resources.VCPUs <= 0 {
+			return cfg, nil, badRequest("resources.vcpus must be positive")
+		}
+		cfg.VCPUs = req.Resources.VCPUs
+	}
+	for k, v := range req.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return cfg, nil, badRequest("environment variable %q is not valid", k)
+		}
+	}
+	cfg.Env, cfg.Tags = maps.Clone(req.Env), maps.Clone(req.Tags)
+	pol, err := policyFromRequest(req.NetworkPolicy)
+	if err != nil {
+		return cfg, nil, err
+	}
+	cfg.NetworkPolicy = pol
+	// Every runtime runs on the image paddock has (the host's /usr by
+	// default); the name is kept and reported back.
+	cfg.Runtime, cfg.Image = req.Runtime, req.Image
+	cfg.Region, cfg.Failover = req.Region, slices.Clone(req.FailoverRegions)
+	var src *sandbox.Source
+	if s := req.Source; s != nil {
+		switch s.Type {
+		case "snapshot":
+			if s.SnapshotID == "" {
+				return cfg, nil, badRequest("source.snapshotId is required")
+			}
+			if req.Image != "" || req.Runtime != "" {
+				return cfg, nil, badRequest("a snapshot source cannot be combined with runtime or image")
+			}
+			if h.snaps == nil {
+				return cfg, nil, errNoSnapshots
+			}
+			cfg.Source = &SourceConfig{Type: "snapshot", SnapshotID: s.SnapshotID}
+		case "git", "tarball":
+			if s.URL == "" {
+				return cfg, nil, badRequest("source.url is required")
+			}
+			if s.Type == "tarball" && (s.Depth != 0 || s.Revision != "" || s.Username != "" || s.Password != "") {
+				return cfg, nil, badRequest("a tarball source takes only a url")
+			}
+			if s.Depth < 0 {
+				return cfg, nil, badRequest("source.depth must be at least 1")
+			}
+			depth := s.Depth
+			if s.Type == "git" && depth == 0 {
+				depth = -1 // Vercel clones the whole history unless depth is given
+			}
+			cfg.Source = &SourceConfig{Type: s.Type, URL: s.URL, Depth: depth, Revision: s.Revision, Private: s.Username != "" || s.Password != ""}
+			src = &sandbox.Source{Type: s.Type, URL: s.URL, Revision: s.Revision, Depth: depth, Username: s.Username, Password: s.Password}
+		default:
+			return cfg, nil, badRequest("unknown source type %q", s.Type)
+		}
+	}
+	return cfg, src, nil
+}
+
+// createV2 is POST /v3/sandboxes and POST /v2/sandboxes.
+func (h *Handler) createV2(w http.ResponseWriter, r *http.Request) error {
+	var req createRequest
+	private, err := decodeJSON(w, r, &req)
+	if err != nil {
+		return err
+	}
+	if err := refusePrivate(private); err != nil {
+		return err
+	}
+	scope, _ := scopeOf(r, "")
+	scope.Project = req.ProjectID
+	if scope.Project == "" {
+		return badRequest("projectId is required")
+	}
+	if req.Name == "" {
+		req.Name = randomName()
+	} else if !namePattern.MatchString(req.Name) {
+		return badRequest("name must match ^[a-zA-Z0-9_-]+$ and be at most 128 characters")
+	}
+	cfg, src, err := h.configFromCreate(&req)
+	if err != nil {
+		return err
+	}
+	rec := Record{Scope: scope, Name: req.Name, API: apiV2, Persistent: req.Persistent == nil || *req.Persistent, Config: cfg}
+	out, err := h.createRecord(r.Context(), rec, src)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// createRecord starts a new named sandbox's first session and saves it.
+func (h *Handler) createRecord(ctx context.Context, rec Record, src *sandbox.Source) (sandboxAndSession, error) {
+	unlock := h.locks.lock(recordKey(rec.Scope, rec.Name))
+	defer unlock()
+	if _, err := h.store.GetSandbox(ctx, rec.Scope, rec.Name); err == nil {
+		return sandboxAndSession{}, sandbox.Errorf(sandbox.ErrConflict, "sandbox_exists", "a sandbox named %q already exists in this project", rec.Name)
+	} else if !errors.Is(err, sandbox.ErrNotFound) {
+		return sandboxAndSession{}, err
+	}
+	now := ms(h.now())
+	rec.CreatedAt, rec.UpdatedAt = now, now
+	if err := h.startSession(ctx, &rec, "", src); err != nil {
+		return sandboxAndSession{}, err
+	}
+	if err := h.store.PutSandbox(context.WithoutCancel(ctx), rec); err != nil {
+		h.dropSession(ctx, rec.current())
+		return sandboxAndSession{}, err
+	}
+	return h.describe(ctx, &rec, false)
+}
+
+// namedRecord reads {name} in the request's team and projectId.
+func (h *Handler) namedRecord(r *http.Request) (Record, error) {
+	scope, err := scopeOf(r, "projectId")
+	if err != nil {
+		return Record{}, err
+	}
+	rec, err := h.store.GetSandbox(r.Context(), scope, r.PathValue("name"))
+	if err != nil {
+		return Record{}, err
+	}
+	if rec.API != apiV2 {
+		return Record{}, errSandboxNotFound
+	}
+	return rec, nil
+}
+
+// getV2 is GET /v2/sandboxes/{name}; resume=true starts a new session when
+// the current one has ended.
+func (h *Handler) getV2(w http.ResponseWriter, r *http.Request) error {
+	resume, err := boolParam(r, "resume")
+	if err != nil {
+		return err
+	}
+	rec, err := h.namedRecord(r)
+	if err != nil {
+		return err
+	}
+	resumed := false
+	if resume {
+		unlock := h.locks.lock(recordKey(rec.Scope, rec.Name))
+		defer unlock()
+		if rec, err = h.namedRecord(r); err != nil { // changed while we waited
+			return err
+		}
+		if resumed, err = h.resumeLocked(r.Context(), &rec); err != nil {
+			_ = h.store.PutSandbox(context.WithoutCancel(r.Context()), rec) // keep what did happen (a snapshot)
+			return err
+		}
+		if err := h.store.PutSandbox(context.WithoutCancel(r.Context()), rec); err != nil {
+			return err
+		}
+	}
+	out, err := h.describe(r.Context(), &rec, resumed)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func boolParam(r *http.Request, name string) (bool, error) {
+	switch v := r.URL.Query().Get(name); v {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	default:
+		return false, badRequest("%s must be true or false, got %q", name, v)
+	}
+}
+
+func limitParam(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return defaultLimit, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxLimit {
+		return 0, badRequest("limit must be an integer in [1, %d]", maxLimit)
+	}
+	return n, nil
+}
+
+// page cuts items at an opaque cursor (an offset) and returns the next one.
+func page[T any](r *http.Request, items []T) ([]T, cursorPage, error) {
+	limit, err := limitParam(r)
+	if err != nil {
+		return nil, cursorPage{}, err
+	}
+	off := 0
+	if c := r.URL.Query().Get("cursor"); c != "" {
+		if off, err = strconv.Atoi(c); err != nil || off < 0 {
+			return nil, cursorPage{}, badRequest("cursor %q is not one this server gave", c)
+		}
+	}
+	off = min(off, len(items))
+	end := min(off+limit, len(items))
+	p := cursorPage{Count: end - off}
+	if end < len(items) {
+		next := strconv.Itoa(end)
+		p.Next = &next
+	}
+	return items[off:end], p, nil
+}
+
+func sortOrder(r *http.Request) (desc bool, err error) {
+	switch v := r.URL.Query().Get("sortOrder"); v {
+	case "", "desc":
+		return true, nil
+	case "asc":
+		return false, nil
+	default:
+		return false, badRequest("sortOrder must be asc or desc, got %q", v)
+	}
+}
+
+// listV2 is GET /v2/sandboxes.
+func (h *Handler) listV2(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	scope := Scope{Team: q.Get("teamId"), Project: q.Get("project")}
+	desc, err := sortOrder(r)
+	if err != nil {
+		return err
+	}
+	sortBy := q.Get("sortBy")
+	switch sortBy {
+	case "", "createdAt", "name", "statusUpdatedAt":
+	default:
+		return badRequest("sortBy must be createdAt, name or statusUpdatedAt")
+	}
+	var tagKey, tagValue string
+	if tags := q["tags"]; len(tags) > 1 {
+		return badRequest("filter by one tag at most")
+	} else if len(tags) == 1 {
+		var ok bool
+		if tagKey, tagValue, ok = strings.Cut(tags[0], ":"); !ok {
+			return badRequest("tags must be key:value")
+		}
+	}
+	recs, err := h.store.ListSandboxes(r.Context(), scope)
+	if err != nil {
+		return err
+	}
+	prefix := q.Get("namePrefix")
+	items := []wireSandbox{}
+	for i := range recs {
+		rec := &recs[i]
+		if rec.API != apiV2 || !strings.HasPrefix(rec.Name, prefix) {
+			continue
+		}
+		if tagKey != "" && rec.Config.Tags[tagKey] != tagValue {
+			continue
+		}
+		var cur *wireSession
+		if s := rec.current(); s != nil {
+			l, err := h.live(r.Context(), s)
+			if err != nil {
+				return err
+			}
+			ws := h.wireSessionOf(rec, l)
+			cur = &ws
+		}
+		items = append(items, h.wireSandboxOf(rec, cur))
+	}
+	slices.SortStableFunc(items, func(a, b wireSandbox) int {
+		var c int
+		switch sortBy {
+		case "name":
+			c = strings.Compare(a.Name, b.Name)
+		case "statusUpdatedAt":
+			c = cmp.Compare(a.StatusUpdatedAt, b.StatusUpdatedAt)
+		default:
+			c = cmp.Compare(a.CreatedAt, b.CreatedAt)
+		}
+		if c == 0 {
+			c = strings.Compare(a.Name, b.Name)
+		}
+		if desc {
+			return -c
+		}
+		return c
+	})
+	items, p, err := page(r, items)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sandboxes": items, "pagination": p})
+	return nil
+}
+
+// updateV2 is PATCH /v2/sandboxes/{name}. Settings apply to the next
+// session, except ports, which a running session gains at once.
+func (h *Handler) updateV2(w http.ResponseWriter, r *http.Request) error {
+	var req updateRequest
+	if _, err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	switch {
+	case req.NetworkID != nil:
+		return unsupportedOption("networkId (Secure Compute networks)")
+	case req.Mounts != nil:
+		return unsupportedOption("mounts (drives)")
+	case req.SnapshotExpiration != nil:
+		return unsupportedOption("snapshotExpiration: paddock's snapshots expire after the store's TTL from last use")
+	case req.KeepLastSnapshots != nil:
+		return unsupportedOption("keepLastSnapshots")
+	case req.Tags != nil && len(req.Tags) > maxTags:
+		return badRequest("at most %d tags", maxTags)
+	}
+	rec, err := h.namedRecord(r)
+	if err != nil {
+		return err
+	}
+	unlock := h.locks.lock(recordKey(rec.Scope, rec.Name))
+	defer unlock()
+	if rec, err = h.namedRecord(r); err != nil {
+		return err
+	}
+	cfg := rec.Config
+	if req.Persistent != nil {
+		rec.Persistent = *req.Persistent
+	}
+	if req.Resources != nil {
+		if req.Resources.VCPUs <= 0 {
+			return badRequest("resources.vcpus must be positive")
+		}
+		cfg.VCPUs = req.Resources.VCPUs
+	}
+	if req.Timeout != nil {
+		if *req.Timeout <= 0 {
+			return badRequest("timeout must be positive")
+		}
+		cfg.TimeoutMs = *req.Timeout
+	}
+	if req.NetworkPolicy != nil {
+		if cfg.NetworkPolicy, err = policyFromRequest(req.NetworkPolicy); err != nil {
+			return err
+		}
+	}
+	if req.Tags != nil {
+		cfg.Tags = maps.Clone(req.Tags)
+	}
+	if req.Region != nil {
+		cfg.Region = *req.Region
+	}
+	if req.FailoverRegions != nil {
+		cfg.Failover = slices.Clone(*req.FailoverRegions)
+	}
+	if req.CurrentSnapshotID != nil {
+		if err := h.ownSnapshot(r.Context(), rec.Scope, *req.CurrentSnapshotID); err != nil {
+			return err
+		}
+		rec.CurrentSnapshotID = *req.CurrentSnapshotID
+	}
+	if req.Ports != nil {
+		for _, p := range *req.Ports {
+			if p < 1 || p > 65535 {
+				return badRequest("port %d is outside 1-65535", p)
+			}
+		}
+		if err := h.applyPorts(r.Context(), &rec, *req.Ports); err != nil {
+			return err
+		}
+		cfg.Ports = slices.Clone(*req.Ports)
+	}
+	rec.Config = cfg
+	rec.UpdatedAt = ms(h.now())
+	if err := h.store.PutSandbox(r.Context(), rec); err != nil {
+		return err
+	}
+	out, err := h.describe(r.Context(), &rec, false)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sandbox": out.Sandbox, "routes": out.Routes})
+	return nil
+}
+
+// applyPorts gives a running session the ports it lacks. paddock cannot
+// withdraw a port from a running sandbox, so a list that drops one is
+// refused while a session runs.
+func (h *Handler) applyPorts(ctx context.Context, rec *Record, ports []int) error {
+	cur := rec.current()
+	if cur == nil {
+		return nil
+	}
+	l, err := h.live(ctx, cur)
+	if err != nil || !l.found || l.sb.State != sandbox.Running {
+		return err
+	}
+	var add []sandbox.Port
+	for _, p := range l.sb.Ports {
+		if !slices.Contains(ports, p.Port) {
+			return sandbox.Errorf(sandbox.ErrUnsupported, "not_implemented", "removing port %d from a running session is not supported; stop the sandbox first", p.Port)
+		}
+	}
+	for _, p := range ports {
+		if !slices.ContainsFunc(l.sb.Ports, func(x sandbox.Port) bool { return x.Port == p }) {
+			add = append(add, sandbox.Port{Port: p})
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	if _, err := h.sb.AddPorts(ctx, cur.ID, add); err != nil {
+		return err
+	}
+	return nil
+}
+
+// deleteV2 is DELETE /v2/sandboxes/{name}: its sessions' sandboxes go, and
+// with deleteOrphanSnapshots its snapshots too.
+func (h *Handler) deleteV2(w http.ResponseWriter, r *http.Request) error {
+	orphans, err := boolParam(r, "deleteOrphanSnapshots")
+	if err != nil {
+		return err
+	}
+	rec, err := h.namedRecord(r)
+	if err != nil {
+		return err
+	}
+	unlock := h.locks.lock(recordKey(rec.Scope, rec.Name))
+	defer unlock()
+	if rec, err = h.namedRecord(r); err != nil {
+		return err
+	}
+	ctx := context.WithoutCancel(r.Context())
+	out, err := h.describe(ctx, &rec, false)
+	if err != nil {
+		return err
+	}
+	for i := range rec.Sessions {
+		h.dropSession(ctx, &rec.Sessions[i])
+	}
+	if err := h.store.DeleteSandbox(ctx, rec.Scope, rec.Name); err != nil {
+		return err
+	}
+	if orphans && h.snaps != nil {
+		snaps, err := h.store.ListSnapshots(ctx, rec.Scope)
+		if err != nil {
+			return err
+		}
+		for _, s := range snaps {
+			if s.SandboxName != rec.Name {
+				continue
+			}
+			if err := h.snaps.DeleteSnapshot(ctx, s.ID); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+				h.log.Warn("vercel compat: delete orphan snapshot", "snapshot", s.ID, "err", err)
+				continue
+			}
+			_ = h.store.DeleteSnapshot(ctx, s.ID)
+		}
+	}
+	out.Sandbox.Status = "stopped"
+	writeJSON(w, http.StatusOK, map[string]any{"sandbox": out.Sandbox, "routes": []wireRoute{}})
+	return nil
+}
+
+// forkV2 is POST /v2/sandboxes/{name}/fork: a new sandbox with the
+// source's config (overridden by the body) whose first session starts from
+// the source's current snapshot, or from its base when it has none.
+func (h *Handler) forkV2(w http.ResponseWriter, r *http.Request) error {
+	if r.PathValue("name") == "drives" {
+		return unsupported(drivesUnsupported)(h, w, r) // POST /v2/sandboxes/drives/{name}
+	}
+	var req createRequest
+	private, err := decodeJSON(w, r, &req)
+	if err != nil {
+		return err
+	}
+	if err := refusePrivate(private); err != nil {
+		return err
+	}
+	if req.Source != nil || req.Runtime != "" {
+		return badRequest("a fork starts from its source: source and runtime are not allowed")
+	}
+	src, err := h.namedRecord(r)
+	if err != nil {
+		return err
+	}
+	if req.Name == "" {
+		req.Name = randomName()
+	} else if !namePattern.MatchString(req.Name) {
+		return badRequest("name must match ^[a-zA-Z0-9_-]+$ and be at most 128 characters")
+	}
+	over, _, err := h.configFromCreate(&req)
+	if err != nil {
+		return err
+	}
+	cfg := src.Config
+	cfg.Env, cfg.Tags = maps.Clone(cfg.Env), maps.Clone(cfg.Tags)
+	if req.Ports != nil {
+		cfg.Ports = over.Ports
+	}
+	if req.Timeout != nil {
+		cfg.TimeoutMs = over.TimeoutMs
+	}
+	if req.Resources != nil {
+		cfg.VCPUs = over.VCPUs
+	}
+	if req.Image != "" {
+		cfg.Image = over.Image
+	}
+	if req.NetworkPolicy != nil {
+		cfg.NetworkPolicy = over.NetworkPolicy
+	}
+	if req.Env != nil {
+		cfg.Env = over.Env
+	}
+	if req.Tags != nil {
+		cfg.Tags = over.Tags
+	}
+	if req.Region != "" {
+		cfg.Region = over.Region
+	}
+	if req.FailoverRegions != nil {
+		cfg.Failover = over.Failover
+	}
+	if src.CurrentSnapshotID != "" {
+		cfg.Source = &SourceConfig{Type: "snapshot", SnapshotID: src.CurrentSnapshotID}
+		cfg.Image = ""
+	} else if cfg.Source != nil && cfg.Source.Private {
+		return badRequest("sandbox %s has no snapshot and starts from a private repository whose credentials paddock does not keep", src.Name)
+	}
+	rec := Record{Scope: src.Scope, Name: req.Name, API: apiV2, Persistent: src.Persistent, Config: cfg}
+	if req.Persistent != nil {
+		rec.Persistent = *req.Persistent
+	}
+	out, err := h.createRecord(r.Context(), rec, nil)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// ownSnapshot checks that a snapshot exists and, when this API took it,
+// that it belongs to scope's team.
+func (h *Handler) ownSnapshot(ctx context.Context, scope Scope, id string) error {
+	if h.snaps == nil {
+		return errNoSnapshots
+	}
+	if sr, err := h.store.GetSnapshot(ctx, id); err == nil && sr.Team != scope.Team {
+		return errSnapshotNotFound
+	}
+	if _, err := h.snaps.GetSnapshot(id); err != nil {
+		return err
+	}
+	return nil
+}
+
+// listSessions is GET /v2/sandboxes/sessions?name=.
+func (h *Handler) listSessions(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	scope := Scope{Team: q.Get("teamId"), Project: q.Get("project")}
+	if scope.Project == "" || q.Get("name") == "" {
+		return badRequest("project and name are required")
+	}
+	desc, err := sortOrder(r)
+	if err != nil {
+		return err
+	}
+	rec, err := h.store.GetSandbox(r.Context(), scope, q.Get("name"))
+	if err != nil {
+		return err
+	}
+	items := []wireSession{}
+	for i := range rec.Sessions {
+		l, err := h.live(r.Context(), &rec.Sessions[i])
+		if err != nil {
+			return err
+		}
+		items = append(items, h.wireSessionOf(&rec, l))
+	}
+	if desc {
+		slices.Reverse(items)
+	}
+	items, p, err := page(r, items)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": items, "pagination": p})
+	return nil
+}
+
+// getSession is GET /v2/sandboxes/sessions/{sid}.
+func (h *Handler) getSession(w http.ResponseWriter, r *http.Request) error {
+	rec, s, err := h.sessionRecord(r)
+	if err != nil {
+		return err
+	}
+	l, err := h.live(r.Context(), s)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"session": h.wireSessionOf(&rec, l), "routes": h.routesOf(l)})
+	return nil
+}

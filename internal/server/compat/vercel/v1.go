@@ -1,0 +1,286 @@
+package vercel
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// v1Runtime is what a v1 sandbox created without a runtime reports: the
+// field is required, and "host" is the image such sandboxes run on.
+const v1Runtime = "host"
+
+// v1Sandbox is SDK 1.x's sandbox: a session with a runtime it requires.
+func v1Sandbox(ws wireSession) wireSession {
+	if ws.Runtime == nil {
+		rt := v1Runtime
+		ws.Runtime = &rt
+	}
+	return ws
+}
+
+// createV1 is POST /v1/sandboxes: an ephemeral sandbox, named by the id of
+// its one paddock sandbox.
+func (h *Handler) createV1(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		ProjectID     string            `json:"projectId"`
+		Ports         []int             `json:"ports"`
+		Source        *sourceRequest    `json:"source"`
+		Timeout       *int64            `json:"timeout"`
+		Resources     *resourcesRequest `json:"resources"`
+		Runtime       string            `json:"runtime"`
+		NetworkPolicy *policyRequest    `json:"networkPolicy"`
+		Env           map[string]string `json:"env"`
+	}
+	private, err := decodeJSON(w, r, &req)
+	if err != nil {
+		return err
+	}
+	if err := refusePrivate(private); err != nil {
+		return err
+	}
+	if req.ProjectID == "" {
+		return badRequest("projectId is required")
+	}
+	cfg, src, err := h.configFromCreate(&createRequest{
+		Ports: req.Ports, Source: req.Source, Timeout: req.Timeout, Resources: req.Resources,
+		Runtime: req.Runtime, NetworkPolicy: req.NetworkPolicy, Env: req.Env,
+	})
+	if err != nil {
+		return err
+	}
+	now := ms(h.now())
+	rec := Record{Scope: Scope{Team: r.URL.Query().Get("teamId"), Project: req.ProjectID}, API: apiV1, Config: cfg, CreatedAt: now, UpdatedAt: now}
+	if err := h.startSession(r.Context(), &rec, "", src); err != nil {
+		return err
+	}
+	rec.Name = rec.current().ID
+	if err := h.store.PutSandbox(context.WithoutCancel(r.Context()), rec); err != nil {
+		h.dropSession(r.Context(), rec.current())
+		return err
+	}
+	return h.answerV1(w, r, rec)
+}
+
+func (h *Handler) answerV1(w http.ResponseWriter, r *http.Request, rec Record) error {
+	l, err := h.live(r.Context(), rec.current())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sandbox": v1Sandbox(h.wireSessionOf(&rec, l)), "routes": h.routesOf(l)})
+	return nil
+}
+
+// getV1 is GET /v1/sandboxes/{sid}.
+func (h *Handler) getV1(w http.ResponseWriter, r *http.Request) error {
+	rec, _, err := h.sessionRecord(r)
+	if err != nil {
+		return err
+	}
+	return h.answerV1(w, r, rec)
+}
+
+// timeWindow reads v1's since/until (epoch ms) and limit.
+func timeWindow(r *http.Request) (since, until int64, limit int, err error) {
+	q := r.URL.Query()
+	if v := q.Get("since"); v != "" {
+		if since, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return 0, 0, 0, badRequest("since must be epoch milliseconds")
+		}
+	}
+	if v := q.Get("until"); v != "" {
+		if until, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return 0, 0, 0, badRequest("until must be epoch milliseconds")
+		}
+	}
+	limit, err = limitParam(r)
+	return since, until, limit, err
+}
+
+// timePaginate keeps items created in [since, until), newest first, up to
+// limit; next is the until that gives the following (older) page.
+func timePaginate[T any](items []T, createdAt func(T) int64, since, until int64, limit int) ([]T, timePage) {
+	slices.SortStableFunc(items, func(a, b T) int { return cmp.Compare(createdAt(b), createdAt(a)) })
+	kept := []T{}
+	more := false
+	for _, it := range items {
+		c := createdAt(it)
+		if c < since || (until > 0 && c >= until) {
+			continue
+		}
+		if len(kept) == limit {
+			more = true
+			break
+		}
+		kept = append(kept, it)
+	}
+	p := timePage{Count: len(kept)}
+	if len(kept) > 0 {
+		first := createdAt(kept[0])
+		p.Prev = &first
+		if more {
+			last := createdAt(kept[len(kept)-1])
+			p.Next = &last
+		}
+	}
+	return kept, p
+}
+
+// listV1 is GET /v1/sandboxes?project=&limit=&since=&until=.
+func (h *Handler) listV1(w http.ResponseWriter, r *http.Request) error {
+	since, until, limit, err := timeWindow(r)
+	if err != nil {
+		return err
+	}
+	scope := Scope{Team: r.URL.Query().Get("teamId"), Project: r.URL.Query().Get("project")}
+	recs, err := h.store.ListSandboxes(r.Context(), scope)
+	if err != nil {
+		return err
+	}
+	recs = slices.DeleteFunc(recs, func(rec Record) bool { return rec.API != apiV1 || rec.current() == nil })
+	recs, p := timePaginate(recs, func(rec Record) int64 { return rec.CreatedAt }, since, until, limit)
+	out := []wireSession{}
+	for i := range recs {
+		l, err := h.live(r.Context(), recs[i].current())
+		if err != nil {
+			return err
+		}
+		out = append(out, v1Sandbox(h.wireSessionOf(&recs[i], l)))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sandboxes": out, "pagination": p})
+	return nil
+}
+
+// snapshotsOf lists scope's snapshots that paddock still keeps.
+func (h *Handler) snapshotsOf(ctx context.Context, scope Scope, sandboxName string) ([]SnapshotRecord, map[string]*image.Snapshot, error) {
+	if h.snaps == nil {
+		return nil, nil, errNoSnapshots
+	}
+	recs, err := h.store.ListSnapshots(ctx, scope)
+	if err != nil {
+		return nil, nil, err
+	}
+	kept := map[string]*image.Snapshot{}
+	var out []SnapshotRecord
+	for _, sr := range recs {
+		if sandboxName != "" && sr.SandboxName != sandboxName {
+			continue
+		}
+		snap, err := h.snaps.GetSnapshot(sr.ID)
+		if errors.Is(err, sandbox.ErrNotFound) {
+			continue // expired
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		kept[sr.ID] = snap
+		out = append(out, sr)
+	}
+	return out, kept, nil
+}
+
+// listSnapshotsV1 is GET /v1/sandboxes/snapshots.
+func (h *Handler) listSnapshotsV1(w http.ResponseWriter, r *http.Request) error {
+	since, until, limit, err := timeWindow(r)
+	if err != nil {
+		return err
+	}
+	scope := Scope{Team: r.URL.Query().Get("teamId"), Project: r.URL.Query().Get("project")}
+	recs, snaps, err := h.snapshotsOf(r.Context(), scope, "")
+	if err != nil {
+		return err
+	}
+	recs, p := timePaginate(recs, func(sr SnapshotRecord) int64 { return sr.CreatedAt }, since, until, limit)
+	out := []wireSnapshot{}
+	for _, sr := range recs {
+		out = append(out, wireSnapshotOf(snaps[sr.ID], sr, true))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"snapshots": out, "pagination": p})
+	return nil
+}
+
+// listSnapshotsV2 is GET /v2/sandboxes/snapshots?project=&name=.
+func (h *Handler) listSnapshotsV2(w http.ResponseWriter, r *http.Request) error {
+	desc, err := sortOrder(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	recs, snaps, err := h.snapshotsOf(r.Context(), Scope{Team: q.Get("teamId"), Project: q.Get("project")}, q.Get("name"))
+	if err != nil {
+		return err
+	}
+	slices.SortStableFunc(recs, func(a, b SnapshotRecord) int {
+		if desc {
+			return cmp.Compare(b.CreatedAt, a.CreatedAt)
+		}
+		return cmp.Compare(a.CreatedAt, b.CreatedAt)
+	})
+	recs, p, err := page(r, recs)
+	if err != nil {
+		return err
+	}
+	out := []wireSnapshot{}
+	for _, sr := range recs {
+		out = append(out, wireSnapshotOf(snaps[sr.ID], sr, false))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"snapshots": out, "pagination": p})
+	return nil
+}
+
+// snapshotFor finds {id}: a snapshot paddock keeps and, when this API took
+// it, one of the request's team.
+func (h *Handler) snapshotFor(r *http.Request) (*image.Snapshot, SnapshotRecord, error) {
+	if h.snaps == nil {
+		return nil, SnapshotRecord{}, errNoSnapshots
+	}
+	id := r.PathValue("id")
+	sr, err := h.store.GetSnapshot(r.Context(), id)
+	if err == nil && sr.Team != r.URL.Query().Get("teamId") {
+		return nil, SnapshotRecord{}, errSnapshotNotFound
+	}
+	snap, err := h.snaps.GetSnapshot(id)
+	if err != nil {
+		if errors.Is(err, sandbox.ErrNotFound) {
+			return nil, SnapshotRecord{}, errSnapshotNotFound
+		}
+		return nil, SnapshotRecord{}, err
+	}
+	return snap, sr, nil
+}
+
+// getSnapshot is GET /v{1,2}/sandboxes/snapshots/{id}.
+func (h *Handler) getSnapshot(w http.ResponseWriter, r *http.Request) error {
+	snap, sr, err := h.snapshotFor(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"snapshot": wireSnapshotOf(snap, sr, isV1(r))})
+	return nil
+}
+
+// deleteSnapshot is DELETE /v{1,2}/sandboxes/snapshots/{id}.
+func (h *Handler) deleteSnapshot(w http.ResponseWriter, r *http.Request) error {
+	snap, sr, err := h.snapshotFor(r)
+	if err != nil {
+		return err
+	}
+	ctx := context.WithoutCancel(r.Context())
+	if err := h.snaps.DeleteSnapshot(ctx, snap.ID); err != nil {
+		return err
+	}
+	if err := h.store.DeleteSnapshot(ctx, snap.ID); err != nil {
+		return err
+	}
+	out := wireSnapshotOf(snap, sr, isV1(r))
+	out.Status = "deleted"
+	out.UpdatedAt = ms(h.now())
+	writeJSON(w, http.StatusOK, map[string]any{"snapshot": out})
+	return nil
+}

@@ -1,0 +1,224 @@
+// Package storeutil is what the store implementations share so that they
+// behave alike: record checks and defaults, page sizes and cursors.
+package storeutil
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/store"
+)
+
+// Limit returns the page size p asks for, defaulted and clamped.
+func Limit(p store.Page) int {
+	switch {
+	case p.Limit <= 0:
+		return store.DefaultPageLimit
+	case p.Limit > store.MaxPageLimit:
+		return store.MaxPageLimit
+	}
+	return p.Limit
+}
+
+// EventLimit returns the number of events f asks for, defaulted and clamped.
+func EventLimit(f store.EventFilter) int {
+	switch {
+	case f.Limit <= 0:
+		return store.DefaultEventLimit
+	case f.Limit > store.MaxEventLimit:
+		return store.MaxEventLimit
+	}
+	return f.Limit
+}
+
+// Key is a position in a list: the (time, id) of the last record of a page.
+type Key struct {
+	Time time.Time
+	ID   string
+}
+
+const cursorPrefix = "c1."
+
+// Encode returns the opaque cursor for k.
+func (k Key) Encode() string {
+	raw := strconv.FormatInt(k.Time.UnixMilli(), 10) + ":" + k.ID
+	return cursorPrefix + base64.RawURLEncoding.EncodeToString([]byte(raw))
+}
+
+// Decode parses a cursor; "" is the start (ok false).
+func Decode(cursor string) (k Key, ok bool, err error) {
+	if cursor == "" {
+		return Key{}, false, nil
+	}
+	bad := sandbox.Errorf(sandbox.ErrInvalid, "invalid_cursor", "malformed page cursor")
+	rest, found := strings.CutPrefix(cursor, cursorPrefix)
+	if !found {
+		return Key{}, false, bad
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(rest)
+	if err != nil {
+		return Key{}, false, bad
+	}
+	ms, id, found := strings.Cut(string(raw), ":")
+	if !found {
+		return Key{}, false, bad
+	}
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return Key{}, false, bad
+	}
+	return Key{Time: time.UnixMilli(n).UTC(), ID: id}, true, nil
+}
+
+// Now is the clock of record defaults, at store precision.
+func Now() time.Time { return store.Time(time.Now()) }
+
+func required(what, field, v string) error {
+	if v == "" {
+		return store.Invalid("%s: %s is required", what, field)
+	}
+	return nil
+}
+
+func created(t time.Time) time.Time {
+	if t.IsZero() {
+		return Now()
+	}
+	return store.Time(t)
+}
+
+// Team checks t and applies defaults.
+func Team(t store.Team) (store.Team, error) {
+	if err := required("team", "id", t.ID); err != nil {
+		return t, err
+	}
+	if err := required("team", "name", t.Name); err != nil {
+		return t, err
+	}
+	t.CreatedAt = created(t.CreatedAt)
+	return t, nil
+}
+
+// User checks u and applies defaults.
+func User(u store.User) (store.User, error) {
+	if err := required("user", "id", u.ID); err != nil {
+		return u, err
+	}
+	u.CreatedAt = created(u.CreatedAt)
+	return u, nil
+}
+
+// Token checks t and applies defaults.
+func Token(t store.Token) (store.Token, error) {
+	if err := required("token", "id", t.ID); err != nil {
+		return t, err
+	}
+	if len(t.Hash) == 0 {
+		return t, store.Invalid("token: hash is required")
+	}
+	t.CreatedAt = created(t.CreatedAt)
+	t.ExpiresAt = store.Time(t.ExpiresAt)
+	return t, nil
+}
+
+// Project checks p and applies defaults; for an update (create false) it
+// leaves Version, CreatedAt and UpdatedAt to the caller.
+func Project(p store.Project, create bool) (store.Project, error) {
+	if err := required("project", "id", p.ID); err != nil {
+		return p, err
+	}
+	if err := required("project", "name", p.Name); err != nil {
+		return p, err
+	}
+	if len(p.Spec) == 0 {
+		p.Spec = nil
+	} else if !json.Valid(p.Spec) {
+		return p, store.Invalid("project %s: spec is not valid JSON", p.ID)
+	}
+	if create {
+		if p.Version <= 0 {
+			p.Version = 1
+		}
+		p.CreatedAt = created(p.CreatedAt)
+		if p.UpdatedAt.IsZero() {
+			p.UpdatedAt = p.CreatedAt
+		}
+		p.UpdatedAt = store.Time(p.UpdatedAt)
+	}
+	return p, nil
+}
+
+// Activation checks a and applies defaults, as Project does.
+func Activation(a store.Activation, create bool) (store.Activation, error) {
+	if err := required("activation", "id", a.ID); err != nil {
+		return a, err
+	}
+	if create {
+		if a.Version <= 0 {
+			a.Version = 1
+		}
+		a.CreatedAt = created(a.CreatedAt)
+	}
+	a.ReadyAt = store.Time(a.ReadyAt)
+	a.EndedAt = store.Time(a.EndedAt)
+	a.LastActivityAt = store.Time(a.LastActivityAt)
+	return a, nil
+}
+
+// Sandbox checks r and normalises its times.
+func Sandbox(r store.SandboxRecord) (store.SandboxRecord, error) {
+	if err := required("sandbox", "id", r.Sandbox.ID); err != nil {
+		return r, err
+	}
+	r.Sandbox = store.NormalizeSandbox(r.Sandbox)
+	return r, nil
+}
+
+// Command checks c and applies defaults.
+func Command(c store.Command) (store.Command, error) {
+	if err := required("command", "id", c.ID); err != nil {
+		return c, err
+	}
+	if err := required("command", "sandboxId", c.SandboxID); err != nil {
+		return c, err
+	}
+	if len(c.Args) == 0 {
+		c.Args = nil
+	}
+	c.StartedAt = created(c.StartedAt)
+	c.FinishedAt = store.Time(c.FinishedAt)
+	return c, nil
+}
+
+// Usage checks u and normalises its times.
+func Usage(u store.Usage) (store.Usage, error) {
+	if err := required("usage", "id", u.ID); err != nil {
+		return u, err
+	}
+	if u.NetRxBytes > math.MaxInt64 || u.NetTxBytes > math.MaxInt64 {
+		return u, store.Invalid("usage %s: byte count out of range", u.ID)
+	}
+	u.Start = store.Time(u.Start)
+	u.End = store.Time(u.End)
+	return u, nil
+}
+
+// Event checks e and applies defaults.
+func Event(e store.Event) (store.Event, error) {
+	if err := required("event", "type", e.Type); err != nil {
+		return e, err
+	}
+	e.Time = created(e.Time)
+	if len(e.Data) == 0 {
+		e.Data = nil
+	}
+	return e, nil
+}
+
+// Finished returns the time FinishCommand records.
+func Finished(t time.Time) time.Time { return created(t) }

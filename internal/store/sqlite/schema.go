@@ -1,0 +1,136 @@
+package sqlite
+
+// migrations is the schema, one step per entry; migration i (1-based)
+// brings schema_version from i-1 to i. Never edit a step that has shipped:
+// append a new one.
+//
+// Times are INTEGER Unix milliseconds (store.TimePrecision), NULL for the
+// zero time. Nested records are JSON TEXT columns. There are no foreign
+// keys between records: the MongoDB store cannot have them, and both must
+// behave alike (see package store).
+var migrations = []string{
+	// 1: the first schema.
+	`
+CREATE TABLE teams (
+	id         TEXT PRIMARY KEY,
+	name       TEXT NOT NULL UNIQUE,
+	created_at INTEGER
+);
+
+CREATE TABLE users (
+	id         TEXT PRIMARY KEY,
+	team_id    TEXT NOT NULL,
+	issuer     TEXT NOT NULL,
+	subject    TEXT NOT NULL,
+	email      TEXT NOT NULL,
+	name       TEXT NOT NULL,
+	role       TEXT NOT NULL,
+	created_at INTEGER
+);
+CREATE UNIQUE INDEX users_identity ON users (issuer, subject) WHERE subject <> '';
+CREATE INDEX users_team ON users (team_id, created_at, id);
+
+CREATE TABLE tokens (
+	id         TEXT PRIMARY KEY,
+	team_id    TEXT NOT NULL,
+	user_id    TEXT NOT NULL,
+	name       TEXT NOT NULL,
+	hash       BLOB NOT NULL UNIQUE,
+	role       TEXT NOT NULL,
+	created_at INTEGER,
+	expires_at INTEGER
+);
+CREATE INDEX tokens_team ON tokens (team_id, created_at, id);
+
+CREATE TABLE projects (
+	id                TEXT PRIMARY KEY,
+	team_id           TEXT NOT NULL,
+	name              TEXT NOT NULL,
+	spec              TEXT,
+	active_activation TEXT NOT NULL,
+	state_ref         TEXT NOT NULL,
+	version           INTEGER NOT NULL,
+	created_at        INTEGER,
+	updated_at        INTEGER,
+	UNIQUE (team_id, name)
+);
+CREATE INDEX projects_page ON projects (team_id, created_at, id);
+
+CREATE TABLE activations (
+	id               TEXT PRIMARY KEY,
+	project_id       TEXT NOT NULL,
+	team_id          TEXT NOT NULL,
+	sandbox_id       TEXT NOT NULL,
+	state            TEXT NOT NULL,
+	error            TEXT NOT NULL,
+	log_tail         TEXT NOT NULL,
+	end_reason       TEXT NOT NULL,
+	created_at       INTEGER,
+	ready_at         INTEGER,
+	ended_at         INTEGER,
+	last_activity_at INTEGER,
+	version          INTEGER NOT NULL
+);
+CREATE INDEX activations_page ON activations (created_at, id);
+CREATE INDEX activations_project ON activations (project_id, created_at, id);
+CREATE INDEX activations_team ON activations (team_id, created_at, id);
+CREATE INDEX activations_state ON activations (state);
+
+CREATE TABLE sandboxes (
+	id         TEXT PRIMARY KEY,
+	node       TEXT NOT NULL,
+	team_id    TEXT NOT NULL,
+	state      TEXT NOT NULL,
+	created_at INTEGER,
+	data       TEXT NOT NULL -- sandbox.Sandbox as JSON
+);
+CREATE INDEX sandboxes_node ON sandboxes (node, created_at, id);
+CREATE INDEX sandboxes_team ON sandboxes (team_id);
+
+CREATE TABLE commands (
+	sandbox_id  TEXT NOT NULL,
+	id          TEXT NOT NULL,
+	team_id     TEXT NOT NULL,
+	cmd         TEXT NOT NULL,
+	args        TEXT, -- JSON array
+	cwd         TEXT NOT NULL,
+	sudo        INTEGER NOT NULL,
+	started_at  INTEGER,
+	finished_at INTEGER,
+	exit_code   INTEGER,
+	PRIMARY KEY (sandbox_id, id)
+);
+CREATE INDEX commands_page ON commands (sandbox_id, started_at, id);
+
+CREATE TABLE usage (
+	id              TEXT PRIMARY KEY,
+	team_id         TEXT NOT NULL,
+	project_id      TEXT NOT NULL,
+	sandbox_id      TEXT NOT NULL,
+	start_at        INTEGER,
+	end_at          INTEGER,
+	cpu_seconds     REAL NOT NULL,
+	memory_mb_hours REAL NOT NULL,
+	net_rx_bytes    INTEGER NOT NULL,
+	net_tx_bytes    INTEGER NOT NULL
+);
+CREATE INDEX usage_team ON usage (team_id, start_at);
+CREATE INDEX usage_project ON usage (project_id, start_at);
+CREATE INDEX usage_sandbox ON usage (sandbox_id, start_at);
+
+CREATE TABLE events (
+	seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+	time          INTEGER,
+	team_id       TEXT NOT NULL,
+	project_id    TEXT NOT NULL,
+	activation_id TEXT NOT NULL,
+	sandbox_id    TEXT NOT NULL,
+	type          TEXT NOT NULL,
+	message       TEXT NOT NULL,
+	data          TEXT -- JSON object
+);
+CREATE INDEX events_team ON events (team_id, seq);
+CREATE INDEX events_project ON events (project_id, seq);
+CREATE INDEX events_activation ON events (activation_id, seq);
+`,
+}

@@ -1,0 +1,653 @@
+// Package volume keeps named persistent volumes on one host: directories
+// that outlive sandboxes (a dependency cache, a build cache) and that
+// sandboxes mount at a path, read-write or copy-on-write.
+//
+// Each volume is a sparse image file formatted ext4 (mkfs.ext4 from
+// e2fsprogs) whose size is the volume's cap: the cap is the size of a real
+// filesystem, so a write past it fails with ENOSPC at once instead of being
+// found by a scan afterwards. The image is loop-mounted on the host (nosuid,
+// nodev) while at least one sandbox uses it, and unmounted, which frees the
+// loop device (LO_FLAGS_AUTOCLEAR), when the last user goes. The image's
+// bytes are written only by the kernel's ext4 driver, never by a sandbox, so
+// mounting it is not mounting untrusted filesystem metadata.
+//
+// Layout of Config.Dir:
+//
+//	<name>/volume.json          metadata, written atomically
+//	<name>/disk.img             the sparse ext4 image
+//	<name>/mnt/                 where the image is mounted while in use
+//	<name>/cow/<sandbox>/       a copy-on-write user's overlay mountpoint
+//
+// and inside the image: data/ (what sandboxes see, owned by uid 1000) and
+// .cow/<sandbox>/{upper,work} (a copy-on-write user's private changes, so
+// they count against the cap too and vanish with the user).
+//
+// Modes: a read-write user binds data/ itself and must be alone; any number
+// of copy-on-write users may share a volume, each seeing data/ under an
+// overlay of its own. They exclude each other because overlayfs leaves the
+// result undefined when its lower layer changes under it.
+//
+// Users are recorded in volume.json before anything is mounted, so after a
+// restart the Manager knows who holds what: mounts it finds in
+// /proc/self/mountinfo are kept for recorded users and removed otherwise,
+// and the node releases the users whose sandboxes did not survive.
+package volume
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Size defaults and bounds.
+const (
+	DefaultSize    = 10 << 30  // a volume created without a size
+	DefaultMaxSize = 100 << 30 // Config.MaxSize when zero
+	// MinSize leaves room for ext4's own metadata and journal.
+	MinSize = 16 << 20
+	// sizeAlign: sizes are rounded up to whole MiB.
+	sizeAlign = 1 << 20
+)
+
+// Names inside a volume's directory and inside its filesystem.
+const (
+	metaName  = "volume.json"
+	imageName = "disk.img"
+	mntName   = "mnt"
+	cowName   = "cow"
+	dataName  = "data" // in the image: what sandboxes see
+	cowInner  = ".cow" // in the image: copy-on-write users' upper and work dirs
+	tmpPrefix = ".tmp-"
+)
+
+// Config configures a Manager.
+type Config struct {
+	Dir         string // required; usually <data-dir>/volumes
+	DefaultSize int64  // default DefaultSize
+	MaxSize     int64  // default DefaultMaxSize
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.DefaultSize == 0 {
+		c.DefaultSize = DefaultSize
+	}
+	if c.MaxSize == 0 {
+		c.MaxSize = max(DefaultMaxSize, c.DefaultSize)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports an impossible setting, after defaults.
+func (c *Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "volume: Dir is required")
+	case c.DefaultSize < MinSize || c.MaxSize < c.DefaultSize:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "volume: want %d <= DefaultSize (%d) <= MaxSize (%d)", MinSize, c.DefaultSize, c.MaxSize)
+	}
+	return nil
+}
+
+// Volume is one volume as the Manager reports it.
+type Volume struct {
+	Name      string `json:"name"`
+	SizeBytes int64  `json:"sizeBytes"` // the cap: the filesystem's size
+	// TeamID owns the volume: only its sandboxes mount it. Empty: any.
+	TeamID     string    `json:"teamId,omitempty"`
+	CreatedAt  time.Time `json:"createdAt"`
+	LastUsedAt time.Time `json:"lastUsedAt,omitzero"`
+	// Users maps the sandboxes that mount the volume to their mode.
+	Users map[string]string `json:"users,omitempty"`
+	// UsedBytes is what the image takes on the host's disk (its allocated
+	// blocks, filesystem metadata included); not stored.
+	UsedBytes int64 `json:"-"`
+}
+
+// InUseBy returns the ids of the sandboxes that mount the volume, sorted.
+func (v Volume) InUseBy() []string { return slices.Sorted(maps.Keys(v.Users)) }
+
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// ValidName reports whether name is a well-formed volume name. Names become
+// directory names, so they are kept to a small alphabet that cannot start
+// with a dot.
+func ValidName(name string) bool { return namePattern.MatchString(name) }
+
+func invalidName(name string) error {
+	return sandbox.Errorf(sandbox.ErrInvalid, "invalid_volume_name",
+		"invalid volume name %q: want 1-63 of [a-z0-9_.-], starting with a letter or digit", name)
+}
+
+func notFound(name string) error {
+	return sandbox.Errorf(sandbox.ErrNotFound, "volume_not_found", "volume %q not found", name)
+}
+
+// Manager owns the volumes under Config.Dir. It is safe for concurrent use.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+	sys system
+
+	// mu guards vols and serialises every change, mounts included: they
+	// take milliseconds, and one order of operations per host keeps the
+	// refcounts and the mounts in step.
+	mu   sync.Mutex
+	vols map[string]*vol
+}
+
+// vol is one volume's in-memory state.
+type vol struct {
+	meta    Volume
+	mounted bool // the image is mounted at mnt/
+}
+
+// system is the host side of volumes: formatting, loop devices and
+// mounts. Linux has the real one; tests on other systems see
+// ErrUnsupported.
+type system interface {
+	format(ctx context.Context, image string, size int64, label string) error
+	// mount attaches image to a loop device and mounts it at dir.
+	mount(image, dir string) error
+	unmount(dir string) error
+	mountOverlay(lower, upper, work, dir string) error
+	// mounted returns the mountpoints in mountinfo at or below dir.
+	mounted(dir string) (map[string]bool, error)
+}
+
+// Open loads the volumes under cfg.Dir and reconciles their mounts with
+// the users they record.
+func Open(cfg Config) (*Manager, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("volume: %w", err)
+	}
+	cfg.Dir = dir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("volume: %w", err)
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "volume"), sys: newSystem(), vols: map[string]*vol{}}
+	if err := m.load(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Manager) dir(name string) string   { return filepath.Join(m.cfg.Dir, name) }
+func (m *Manager) image(name string) string { return filepath.Join(m.cfg.Dir, name, imageName) }
+func (m *Manager) mnt(name string) string   { return filepath.Join(m.cfg.Dir, name, mntName) }
+func (m *Manager) cowMount(name, id string) string {
+	return filepath.Join(m.cfg.Dir, name, cowName, id)
+}
+
+// load reads every volume and puts the host's mounts in agreement with
+// the recorded users: a mount nobody records is removed (a crash between
+// mounting and recording, or before unmounting); recorded users whose
+// mount is gone (a reboot) stay recorded until the node releases them.
+func (m *Manager) load() error {
+	ents, err := os.ReadDir(m.cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("volume: read %s: %w", m.cfg.Dir, err)
+	}
+	mounts, err := m.sys.mounted(m.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	for _, ent := range ents {
+		name := ent.Name()
+		if strings.HasPrefix(name, tmpPrefix) {
+			// A create that crashed before its rename; it was never mounted.
+			if err := os.RemoveAll(filepath.Join(m.cfg.Dir, name)); err != nil {
+				m.log.Warn("remove half-created volume", "dir", name, "err", err)
+			}
+			continue
+		}
+		if !ent.IsDir() || !ValidName(name) {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(m.dir(name), metaName))
+		if err != nil {
+			return fmt.Errorf("volume: read %s: %w", name, err)
+		}
+		var meta Volume
+		if err := json.Unmarshal(data, &meta); err != nil || meta.Name != name {
+			return fmt.Errorf("volume: %s/%s is damaged (name %q): %v", name, metaName, meta.Name, err)
+		}
+		v := &vol{meta: meta, mounted: mounts[m.mnt(name)]}
+		m.vols[name] = v
+		m.reconcileMounts(v, mounts)
+	}
+	return nil
+}
+
+// reconcileMounts is load's work for one volume.
+func (m *Manager) reconcileMounts(v *vol, mounts map[string]bool) {
+	name := v.meta.Name
+	log := m.log.With("volume", name)
+	cows, _ := os.ReadDir(filepath.Join(m.dir(name), cowName))
+	for _, c := range cows {
+		id := c.Name()
+		if v.meta.Users[id] == sandbox.VolumeCopyOnWrite && mounts[m.cowMount(name, id)] {
+			continue
+		}
+		log.Warn("removing copy-on-write mount of no recorded user", "sandbox", id)
+		if err := m.dropCow(v, id); err != nil {
+			log.Error("remove copy-on-write mount", "sandbox", id, "err", err)
+		}
+	}
+	if v.mounted && len(v.meta.Users) == 0 {
+		log.Warn("unmounting volume no sandbox uses")
+		if err := m.sys.unmount(m.mnt(name)); err != nil {
+			log.Error("unmount volume", "err", err)
+		} else {
+			v.mounted = false
+		}
+	}
+}
+
+// Create makes an empty volume owned by teamID (may be empty), capped at
+// size bytes (0: the default) rounded up to a whole MiB. Names are unique
+// on the host, whatever the team.
+func (m *Manager) Create(ctx context.Context, name string, size int64, teamID string) (Volume, error) {
+	if !ValidName(name) {
+		return Volume{}, invalidName(name)
+	}
+	if size == 0 {
+		size = m.cfg.DefaultSize
+	}
+	if size < MinSize || size > m.cfg.MaxSize {
+		return Volume{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_volume_size",
+			"volume size must be in [%d, %d] bytes, got %d", int64(MinSize), m.cfg.MaxSize, size)
+	}
+	size = (size + sizeAlign - 1) / sizeAlign * sizeAlign
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.vols[name]; ok {
+		return Volume{}, sandbox.Errorf(sandbox.ErrConflict, "volume_exists", "volume %q already exists", name)
+	}
+	tmp, err := os.MkdirTemp(m.cfg.Dir, tmpPrefix+name+"-")
+	if err != nil {
+		return Volume{}, fmt.Errorf("volume: create %s: %w", name, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = os.RemoveAll(tmp)
+		}
+	}()
+	if err := m.sys.format(ctx, filepath.Join(tmp, imageName), size, name); err != nil {
+		return Volume{}, fmt.Errorf("volume: create %s: %w", name, err)
+	}
+	meta := Volume{Name: name, SizeBytes: size, TeamID: teamID, CreatedAt: m.cfg.Now().UTC()}
+	if err := writeMeta(tmp, meta); err != nil {
+		return Volume{}, fmt.Errorf("volume: create %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, m.dir(name)); err != nil {
+		return Volume{}, fmt.Errorf("volume: create %s: %w", name, err)
+	}
+	ok = true
+	if err := syncDir(m.cfg.Dir); err != nil {
+		return Volume{}, err
+	}
+	v := &vol{meta: meta}
+	m.vols[name] = v
+	m.log.Info("volume created", "volume", name, "sizeBytes", size)
+	return m.view(v), nil
+}
+
+// Get returns one volume.
+func (m *Manager) Get(name string) (Volume, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.vols[name]
+	if !ok {
+		return Volume{}, notFound(name)
+	}
+	return m.view(v), nil
+}
+
+// List returns every volume, sorted by name.
+func (m *Manager) List() []Volume {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Volume, 0, len(m.vols))
+	for _, v := range m.vols {
+		out = append(out, m.view(v))
+	}
+	slices.SortFunc(out, func(a, b Volume) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// view copies a volume for a caller. The caller holds m.mu.
+func (m *Manager) view(v *vol) Volume {
+	out := v.meta
+	out.Users = maps.Clone(v.meta.Users)
+	if fi, err := os.Stat(m.image(v.meta.Name)); err == nil {
+		out.UsedBytes = allocated(fi)
+	}
+	return out
+}
+
+// Delete removes a volume and its content. It is refused with
+// ErrConflict "volume_in_use" while a sandbox mounts it.
+func (m *Manager) Delete(ctx context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.vols[name]
+	if !ok {
+		return notFound(name)
+	}
+	if len(v.meta.Users) > 0 {
+		return sandbox.Errorf(sandbox.ErrConflict, "volume_in_use", "volume %q is mounted by sandbox %s",
+			name, strings.Join(v.meta.InUseBy(), ", "))
+	}
+	if v.mounted {
+		// Only after a failed unmount at release; try again now.
+		if err := m.sys.unmount(m.mnt(name)); err != nil {
+			return fmt.Errorf("volume: delete %s: %w", name, err)
+		}
+		v.mounted = false
+	}
+	// Renamed first so that a crash mid-removal leaves a temp dir that
+	// Open sweeps, not a volume without its metadata.
+	gone := filepath.Join(m.cfg.Dir, tmpPrefix+name+"-deleted")
+	if err := os.Rename(m.dir(name), gone); err != nil {
+		return fmt.Errorf("volume: delete %s: %w", name, err)
+	}
+	delete(m.vols, name)
+	if err := os.RemoveAll(gone); err != nil {
+		m.log.Warn("remove deleted volume", "volume", name, "err", err)
+	}
+	m.log.Info("volume deleted", "volume", name)
+	return nil
+}
+
+// Acquire mounts a volume for a sandbox of team teamID and returns the
+// host directory the driver binds at the mount's path: the volume's data
+// itself (read-write) or a private overlay over it (copy-on-write). A
+// read-write user must be alone: otherwise ErrConflict "volume_busy".
+// Another team's volume is not found.
+func (m *Manager) Acquire(ctx context.Context, sandboxID, teamID string, mnt sandbox.VolumeMount) (string, error) {
+	if !sandbox.ValidID(sandboxID) {
+		return "", sandbox.Errorf(sandbox.ErrInvalid, "invalid_id", "invalid sandbox id %q", sandboxID)
+	}
+	mode := cmp.Or(mnt.Mode, sandbox.VolumeReadWrite)
+	if mode != sandbox.VolumeReadWrite && mode != sandbox.VolumeCopyOnWrite {
+		return "", sandbox.Errorf(sandbox.ErrInvalid, "invalid_volume_mode", "volume mode must be %q or %q, got %q",
+			sandbox.VolumeReadWrite, sandbox.VolumeCopyOnWrite, mnt.Mode)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.vols[mnt.Volume]
+	if !ok || (v.meta.TeamID != "" && v.meta.TeamID != teamID) {
+		return "", notFound(mnt.Volume)
+	}
+	name := v.meta.Name
+	if _, ok := v.meta.Users[sandboxID]; ok {
+		return "", sandbox.Errorf(sandbox.ErrConflict, "volume_already_mounted", "sandbox %s already mounts volume %q", sandboxID, name)
+	}
+	for id, um := range v.meta.Users {
+		if mode == sandbox.VolumeReadWrite || um == sandbox.VolumeReadWrite {
+			return "", sandbox.Errorf(sandbox.ErrConflict, "volume_busy",
+				"volume %q is mounted %s by sandbox %s; a read-write mount needs the volume alone, copy-on-write mounts share it", name, um, id)
+		}
+	}
+
+	// Recorded before mounting, so a crash in between leaves a user that
+	// the node releases, never a mount nobody accounts for.
+	prev := v.meta
+	v.meta.Users = maps.Clone(v.meta.Users)
+	if v.meta.Users == nil {
+		v.meta.Users = map[string]string{}
+	}
+	v.meta.Users[sandboxID] = mode
+	v.meta.LastUsedAt = m.cfg.Now().UTC()
+	if err := writeMeta(m.dir(name), v.meta); err != nil {
+		v.meta = prev
+		return "", fmt.Errorf("volume: acquire %s: %w", name, err)
+	}
+	path, err := m.mountFor(v, sandboxID, mode)
+	if err != nil {
+		if rerr := m.releaseLocked(v, sandboxID); rerr != nil {
+			m.log.Error("undo failed acquire", "volume", name, "sandbox", sandboxID, "err", rerr)
+		}
+		return "", fmt.Errorf("volume: mount %s for sandbox %s: %w", name, sandboxID, err)
+	}
+	m.log.Info("volume acquired", "volume", name, "sandbox", sandboxID, "mode", mode)
+	return path, nil
+}
+
+// mountFor mounts the volume if needed and returns the user's directory.
+func (m *Manager) mountFor(v *vol, id, mode string) (string, error) {
+	name := v.meta.Name
+	if v.mounted {
+		// Unmounted behind paddock's back, the mountpoint would be a plain
+		// host directory: uncapped. Trust mountinfo, not memory.
+		mounts, err := m.sys.mounted(m.mnt(name))
+		if err != nil {
+			return "", err
+		}
+		v.mounted = mounts[m.mnt(name)]
+	}
+	if !v.mounted {
+		if err := os.MkdirAll(m.mnt(name), 0o700); err != nil {
+			return "", err
+		}
+		if err := m.sys.mount(m.image(name), m.mnt(name)); err != nil {
+			return "", err
+		}
+		v.mounted = true
+		if err := initFS(m.mnt(name), v.meta.Users); err != nil {
+			return "", err
+		}
+	}
+	data := filepath.Join(m.mnt(name), dataName)
+	if mode == sandbox.VolumeReadWrite {
+		return data, nil
+	}
+	inner := filepath.Join(m.mnt(name), cowInner, id)
+	// Left by a user whose release found the volume unmounted.
+	if err := os.RemoveAll(inner); err != nil {
+		return "", err
+	}
+	upper, work := filepath.Join(inner, "upper"), filepath.Join(inner, "work")
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return "", err
+	}
+	// overlayfs shows the upper dir's own owner and mode at the root of
+	// the merged view: give it data's, so the sandbox user may write there.
+	fi, err := os.Stat(data)
+	if err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(upper, fi.Mode().Perm()); err != nil {
+		return "", err
+	}
+	if uid, gid, ok := owner(fi); ok {
+		if err := os.Chown(upper, uid, gid); err != nil {
+			return "", err
+		}
+	}
+	dir := m.cowMount(name, id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	if err := m.sys.mountOverlay(data, upper, work, dir); err != nil {
+		_ = os.Remove(dir)
+		return "", err
+	}
+	return dir, nil
+}
+
+// Release unmounts every volume the sandbox mounts: its copy-on-write
+// changes are discarded, and a volume left without users is unmounted.
+// Releasing a sandbox that holds nothing is not an error. The sandbox's
+// processes must be gone: the driver stopped it.
+func (m *Manager) Release(ctx context.Context, sandboxID string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for _, v := range m.vols {
+		if _, ok := v.meta.Users[sandboxID]; ok {
+			errs = append(errs, m.releaseLocked(v, sandboxID))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// releaseLocked drops one user of v. The caller holds m.mu.
+func (m *Manager) releaseLocked(v *vol, id string) error {
+	name := v.meta.Name
+	var errs []error
+	if v.meta.Users[id] == sandbox.VolumeCopyOnWrite {
+		errs = append(errs, m.dropCow(v, id))
+	}
+	users := maps.Clone(v.meta.Users)
+	delete(users, id)
+	if len(users) == 0 && v.mounted {
+		if err := m.sys.unmount(m.mnt(name)); err != nil {
+			errs = append(errs, err)
+		} else {
+			v.mounted = false
+		}
+	}
+	meta := v.meta
+	meta.Users = users
+	meta.LastUsedAt = m.cfg.Now().UTC()
+	if err := writeMeta(m.dir(name), meta); err != nil {
+		errs = append(errs, err)
+	} else {
+		v.meta = meta
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("volume: release %s from sandbox %s: %w", name, id, err)
+	}
+	m.log.Info("volume released", "volume", name, "sandbox", id, "mounted", v.mounted)
+	return nil
+}
+
+// dropCow unmounts a copy-on-write user's overlay and removes its changes
+// (RemoveAll never follows a symlink the sandbox left in them).
+func (m *Manager) dropCow(v *vol, id string) error {
+	dir := m.cowMount(v.meta.Name, id)
+	if err := m.sys.unmount(dir); err != nil {
+		return err
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if v.mounted {
+		return os.RemoveAll(filepath.Join(m.mnt(v.meta.Name), cowInner, id))
+	}
+	return nil
+}
+
+// Holders returns the ids of the sandboxes that hold a volume, sorted, so
+// that the node can release those it no longer runs.
+func (m *Manager) Holders() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	set := map[string]bool{}
+	for _, v := range m.vols {
+		for id := range v.meta.Users {
+			set[id] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// initFS readies a freshly mounted volume: data/ owned by the sandbox user
+// on first use, and no copy-on-write changes left by sandboxes that are no
+// longer users (a crash or reboot before their release).
+func initFS(mnt string, users map[string]string) error {
+	data := filepath.Join(mnt, dataName)
+	switch err := os.Mkdir(data, 0o755); {
+	case err == nil:
+		if err := os.Chown(data, sandboxUID, sandboxGID); err != nil {
+			return err
+		}
+	case !errors.Is(err, fs.ErrExist):
+		return err
+	}
+	ents, err := os.ReadDir(filepath.Join(mnt, cowInner))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, e := range ents {
+		if _, ok := users[e.Name()]; !ok {
+			if err := os.RemoveAll(filepath.Join(mnt, cowInner, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// The sandbox user (agent.UserUID/UserGID), who owns a new volume's data.
+const (
+	sandboxUID = 1000
+	sandboxGID = 1000
+)
+
+// writeMeta writes dir/volume.json through a temp file, fsync and rename.
+func writeMeta(dir string, meta Volume) error {
+	data, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, metaName+".*.tmp")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	if _, err = f.Write(append(data, '\n')); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, metaName))
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write volume metadata: %w", err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("volume: sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("volume: sync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,387 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/paddock-dev/paddock/internal/leakcheck"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// requireVolumes skips unless this host can format and loop-mount images.
+func requireVolumes(t *testing.T) {
+	t.Helper()
+	if why := Available(); why != "" {
+		t.Skip("volumes cannot work here: " + why)
+	}
+}
+
+// newManager opens a Manager on a fresh dir; the cleanup checks that no
+// mount or loop device is left below it.
+func newManager(t *testing.T) (*Manager, string) {
+	t.Helper()
+	requireVolumes(t)
+	dir := t.TempDir()
+	leakcheck.Check(t, leakcheck.Scope{Dirs: []string{dir}})
+	return open(t, dir), dir
+}
+
+func open(t *testing.T, dir string) *Manager {
+	t.Helper()
+	m, err := Open(Config{Dir: dir, DefaultSize: MinSize, MaxSize: 64 << 20, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func create(t *testing.T, m *Manager, name string) Volume {
+	t.Helper()
+	v, err := m.Create(context.Background(), name, 0, "")
+	if err != nil {
+		t.Fatalf("create %s: %v", name, err)
+	}
+	return v
+}
+
+func acquire(t *testing.T, m *Manager, id, name, mode string) string {
+	t.Helper()
+	p, err := m.Acquire(context.Background(), id, "", sandbox.VolumeMount{Volume: name, Path: "/cache", Mode: mode})
+	if err != nil {
+		t.Fatalf("acquire %s for %s (%s): %v", name, id, mode, err)
+	}
+	t.Cleanup(func() { _ = m.Release(context.Background(), id) })
+	return p
+}
+
+func release(t *testing.T, m *Manager, id string) {
+	t.Helper()
+	if err := m.Release(context.Background(), id); err != nil {
+		t.Fatalf("release %s: %v", id, err)
+	}
+}
+
+func wantCode(t *testing.T, err error, kind error, code string) {
+	t.Helper()
+	if !errors.Is(err, kind) || sandbox.CodeOf(err) != code {
+		t.Fatalf("got %v (code %q), want %v %q", err, sandbox.CodeOf(err), kind, code)
+	}
+}
+
+func isMounted(t *testing.T, path string) bool {
+	t.Helper()
+	mounts, err := linuxSystem{}.mounted(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mounts[path]
+}
+
+func TestCreateGetListDelete(t *testing.T) {
+	m, dir := newManager(t)
+	ctx := context.Background()
+	v := create(t, m, "npm-cache")
+	if v.SizeBytes != MinSize || v.CreatedAt.IsZero() || len(v.Users) != 0 {
+		t.Fatalf("created %+v", v)
+	}
+	if _, err := m.Create(ctx, "b.2_x", 20<<20+1, ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Get("b.2_x")
+	if err != nil || got.SizeBytes != 21<<20 {
+		t.Fatalf("get: %+v, %v; want the size rounded up to a MiB", got, err)
+	}
+	if got.UsedBytes <= 0 || got.UsedBytes >= got.SizeBytes/2 {
+		t.Errorf("a fresh image uses %d bytes of %d: want it sparse", got.UsedBytes, got.SizeBytes)
+	}
+	names := []string{}
+	for _, v := range m.List() {
+		names = append(names, v.Name)
+	}
+	if !slices.Equal(names, []string{"b.2_x", "npm-cache"}) {
+		t.Fatalf("list: %v", names)
+	}
+
+	for _, tc := range []struct {
+		name string
+		size int64
+		code string
+	}{
+		{"", 0, "invalid_volume_name"},
+		{"Upper", 0, "invalid_volume_name"},
+		{".hidden", 0, "invalid_volume_name"},
+		{"a/b", 0, "invalid_volume_name"},
+		{"..", 0, "invalid_volume_name"},
+		{strings.Repeat("a", 64), 0, "invalid_volume_name"},
+		{"small", MinSize - 1, "invalid_volume_size"},
+		{"huge", 64<<20 + 1, "invalid_volume_size"},
+		{"negative", -1, "invalid_volume_size"},
+	} {
+		t.Run(tc.code+"/"+tc.name, func(t *testing.T) {
+			_, err := m.Create(ctx, tc.name, tc.size, "")
+			wantCode(t, err, sandbox.ErrInvalid, tc.code)
+		})
+	}
+	_, err = m.Create(ctx, "npm-cache", 0, "")
+	wantCode(t, err, sandbox.ErrConflict, "volume_exists")
+
+	if err := m.Delete(ctx, "npm-cache"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Get("npm-cache")
+	wantCode(t, err, sandbox.ErrNotFound, "volume_not_found")
+	wantCode(t, m.Delete(ctx, "npm-cache"), sandbox.ErrNotFound, "volume_not_found")
+	if _, err := os.Stat(filepath.Join(dir, "npm-cache")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("deleted volume's dir: %v", err)
+	}
+	// Metadata survives a restart.
+	if v, err := open(t, dir).Get("b.2_x"); err != nil || v.SizeBytes != 21<<20 {
+		t.Fatalf("after reopen: %+v, %v", v, err)
+	}
+}
+
+func TestReadWriteSharedAcrossUsersAndInUse(t *testing.T) {
+	m, dir := newManager(t)
+	ctx := context.Background()
+	create(t, m, "cache")
+	p := acquire(t, m, "sb-a", "cache", "")
+	if err := os.WriteFile(filepath.Join(p, "dep.txt"), []byte("built"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid, gid, _ := owner(fi); uid != sandboxUID || gid != sandboxGID {
+		t.Errorf("volume root owned by %d:%d, want the sandbox user", uid, gid)
+	}
+	v, _ := m.Get("cache")
+	if v.Users["sb-a"] != sandbox.VolumeReadWrite || !slices.Equal(m.Holders(), []string{"sb-a"}) {
+		t.Fatalf("users %v, holders %v", v.Users, m.Holders())
+	}
+	wantCode(t, m.Delete(ctx, "cache"), sandbox.ErrConflict, "volume_in_use")
+	// A read-write user is alone.
+	_, err = m.Acquire(ctx, "sb-b", "", sandbox.VolumeMount{Volume: "cache", Path: "/c", Mode: sandbox.VolumeReadWrite})
+	wantCode(t, err, sandbox.ErrConflict, "volume_busy")
+	_, err = m.Acquire(ctx, "sb-b", "", sandbox.VolumeMount{Volume: "cache", Path: "/c", Mode: sandbox.VolumeCopyOnWrite})
+	wantCode(t, err, sandbox.ErrConflict, "volume_busy")
+	_, err = m.Acquire(ctx, "sb-b", "", sandbox.VolumeMount{Volume: "nope", Path: "/c"})
+	wantCode(t, err, sandbox.ErrNotFound, "volume_not_found")
+	_, err = m.Acquire(ctx, "sb-b", "", sandbox.VolumeMount{Volume: "cache", Path: "/c", Mode: "ro"})
+	wantCode(t, err, sandbox.ErrInvalid, "invalid_volume_mode")
+
+	release(t, m, "sb-a")
+	if isMounted(t, filepath.Join(dir, "cache", mntName)) || attachedLoop(filepath.Join(dir, "cache", imageName)) != "" {
+		t.Fatal("the volume stays mounted or attached after its last user left")
+	}
+	release(t, m, "sb-a") // idempotent
+	p = acquire(t, m, "sb-b", "cache", sandbox.VolumeReadWrite)
+	if b, err := os.ReadFile(filepath.Join(p, "dep.txt")); err != nil || string(b) != "built" {
+		t.Fatalf("the next user reads %q, %v", b, err)
+	}
+	release(t, m, "sb-b")
+	if err := m.Delete(ctx, "cache"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCapHolds(t *testing.T) {
+	m, _ := newManager(t)
+	create(t, m, "small")
+	p := acquire(t, m, "sb-a", "small", "")
+	f, err := os.Create(filepath.Join(p, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	var written int64
+	for written = 0; written < 2*MinSize; written += int64(len(chunk)) {
+		if _, err = f.Write(chunk); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("writing %d bytes into a %d-byte volume: %v, want ENOSPC", written, int64(MinSize), err)
+	}
+	if written > MinSize {
+		t.Fatalf("wrote %d bytes into a %d-byte volume", written, int64(MinSize))
+	}
+	// Freeing space makes it usable again: the filesystem is fine.
+	f.Close()
+	if err := os.Remove(filepath.Join(p, "big")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(p, "small"), []byte("ok"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCopyOnWrite(t *testing.T) {
+	m, dir := newManager(t)
+	create(t, m, "base")
+	p := acquire(t, m, "sb-w", "base", sandbox.VolumeReadWrite)
+	if err := os.WriteFile(filepath.Join(p, "f"), []byte("original"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	release(t, m, "sb-w")
+
+	a := acquire(t, m, "sb-a", "base", sandbox.VolumeCopyOnWrite)
+	b := acquire(t, m, "sb-b", "base", sandbox.VolumeCopyOnWrite)
+	if a == b {
+		t.Fatalf("two copy-on-write users share %s", a)
+	}
+	fi, err := os.Stat(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid, _, _ := owner(fi); uid != sandboxUID || fi.Mode().Perm() != 0o755 {
+		t.Errorf("copy-on-write root: uid %d mode %v, want the volume's", uid, fi.Mode().Perm())
+	}
+	if err := os.WriteFile(filepath.Join(a, "f"), []byte("changed by a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(a, "new"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(b, "f")); string(got) != "original" {
+		t.Fatalf("b sees %q after a changed its copy", got)
+	}
+	_, err = m.Acquire(context.Background(), "sb-c", "", sandbox.VolumeMount{Volume: "base", Path: "/c", Mode: sandbox.VolumeReadWrite})
+	wantCode(t, err, sandbox.ErrConflict, "volume_busy")
+
+	release(t, m, "sb-a")
+	if isMounted(t, a) {
+		t.Fatal("a's overlay is still mounted")
+	}
+	if !isMounted(t, filepath.Join(dir, "base", mntName)) {
+		t.Fatal("the volume was unmounted while b uses it")
+	}
+	release(t, m, "sb-b")
+	p = acquire(t, m, "sb-w", "base", sandbox.VolumeReadWrite)
+	if got, _ := os.ReadFile(filepath.Join(p, "f")); string(got) != "original" {
+		t.Fatalf("the volume holds %q after a copy-on-write change", got)
+	}
+	if _, err := os.Stat(filepath.Join(p, "new")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a copy-on-write file reached the volume: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "base", mntName, cowInner)); len(ents) != 0 {
+		t.Fatalf("copy-on-write changes left: %v", ents)
+	}
+}
+
+// TestRestart: a manager opened over mounted volumes keeps those recorded
+// users hold, removes those nobody records, and the last release unmounts.
+func TestRestart(t *testing.T) {
+	m, dir := newManager(t)
+	create(t, m, "kept")
+	create(t, m, "stray")
+	create(t, m, "cowvol")
+	acquire(t, m, "sb-run", "kept", "")
+	cow := acquire(t, m, "sb-cow", "cowvol", sandbox.VolumeCopyOnWrite)
+	// A crash after mounting but before recording: mounted, no users.
+	stray := filepath.Join(dir, "stray", mntName)
+	if err := os.MkdirAll(stray, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := (linuxSystem{}).mount(filepath.Join(dir, "stray", imageName), stray); err != nil {
+		t.Fatal(err)
+	}
+	// A copy-on-write overlay of a user that is not recorded.
+	orphan := filepath.Join(dir, "cowvol", cowName, "sb-gone")
+	if err := os.MkdirAll(orphan, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	m2 := open(t, dir) // the old manager is simply dropped, as by a crash
+	if !isMounted(t, filepath.Join(dir, "kept", mntName)) || !isMounted(t, cow) {
+		t.Fatal("a recorded user's mount was removed on restart")
+	}
+	if isMounted(t, stray) || attachedLoop(filepath.Join(dir, "stray", imageName)) != "" {
+		t.Fatal("a mount nobody records survived the restart")
+	}
+	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("orphan copy-on-write dir: %v", err)
+	}
+	if got := m2.Holders(); !slices.Equal(got, []string{"sb-cow", "sb-run"}) {
+		t.Fatalf("holders after restart: %v", got)
+	}
+	_, err := m2.Acquire(context.Background(), "sb-x", "", sandbox.VolumeMount{Volume: "kept", Path: "/c"})
+	wantCode(t, err, sandbox.ErrConflict, "volume_busy")
+	release(t, m2, "sb-run")
+	release(t, m2, "sb-cow")
+	for _, name := range []string{"kept", "cowvol"} {
+		if isMounted(t, filepath.Join(dir, name, mntName)) {
+			t.Fatalf("%s still mounted after its last user left", name)
+		}
+	}
+}
+
+// TestReleaseAfterReboot: users recorded but nothing mounted (a reboot);
+// releasing them is clean and the volume mounts again.
+func TestReleaseAfterReboot(t *testing.T) {
+	m, dir := newManager(t)
+	create(t, m, "v")
+	acquire(t, m, "sb-a", "v", sandbox.VolumeCopyOnWrite)
+	for _, p := range []string{filepath.Join(dir, "v", cowName, "sb-a"), filepath.Join(dir, "v", mntName)} {
+		if err := syscall.Unmount(p, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m2 := open(t, dir)
+	if !slices.Equal(m2.Holders(), []string{"sb-a"}) {
+		t.Fatalf("holders: %v", m2.Holders())
+	}
+	release(t, m2, "sb-a")
+	p := acquire(t, m2, "sb-b", "v", sandbox.VolumeCopyOnWrite)
+	if err := os.WriteFile(filepath.Join(p, "x"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	release(t, m2, "sb-b")
+}
+
+// TestTeams: another team's volume is not found when mounting.
+func TestTeams(t *testing.T) {
+	m, _ := newManager(t)
+	ctx := context.Background()
+	if _, err := m.Create(ctx, "owned", 0, "team-a"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.Acquire(ctx, "sb-b", "team-b", sandbox.VolumeMount{Volume: "owned", Path: "/c"})
+	wantCode(t, err, sandbox.ErrNotFound, "volume_not_found")
+	if _, err := m.Acquire(ctx, "sb-a", "team-a", sandbox.VolumeMount{Volume: "owned", Path: "/c"}); err != nil {
+		t.Fatal(err)
+	}
+	release(t, m, "sb-a")
+}
+
+// TestRemountedWhenUnmountedBehindOurBack: a volume unmounted by someone
+// else while in use is mounted again for the next user, never handed out
+// as the bare (uncapped) host directory.
+func TestRemountedWhenUnmountedBehindOurBack(t *testing.T) {
+	m, dir := newManager(t)
+	create(t, m, "v")
+	acquire(t, m, "sb-a", "v", sandbox.VolumeCopyOnWrite)
+	mnt := filepath.Join(dir, "v", mntName)
+	if err := syscall.Unmount(filepath.Join(dir, "v", cowName, "sb-a"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Unmount(mnt, 0); err != nil {
+		t.Fatal(err)
+	}
+	acquire(t, m, "sb-b", "v", sandbox.VolumeCopyOnWrite)
+	if !isMounted(t, mnt) {
+		t.Fatal("the volume was handed out unmounted")
+	}
+}
