@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -151,4 +154,92 @@ func BenchmarkActivation(b *testing.B) {
 	report(b, "", total, nil)
 	b.ReportMetric(ms(pct(provision, 50)), "to-start-p50-ms")
 	b.ReportMetric(ms(pct(start, 50)), "start-to-healthy-p50-ms")
+
+	b.StopTimer()
+	direct, proxied := measureAppProxy(b, svc, team, p.ID)
+	b.ReportMetric(ms(pct(direct, 50)), "app-direct-p50-ms")
+	b.ReportMetric(ms(pct(direct, 99)), "app-direct-p99-ms")
+	b.ReportMetric(ms(pct(proxied, 50)), "app-proxy-p50-ms")
+	b.ReportMetric(ms(pct(proxied, 99)), "app-proxy-p99-ms")
+	b.ReportMetric(ms(pct(proxied, 50))-ms(pct(direct, 50)), "app-added-p50-ms")
+}
+
+// appRequests bounds the proxied-vs-direct comparison.
+const appRequests = 1000
+
+// measureAppProxy activates the project once more and times GET
+// /sessions (authenticated by the app's secret) straight to the app's
+// address with the secret, and through the app proxy's path form, where the
+// proxy resolves the project, strips and injects the secret header and
+// records activity; the two interleaved, one request at a time.
+func measureAppProxy(b *testing.B, svc *control.Service, team auth.Principal, projectID string) (direct, proxied []time.Duration) {
+	ctx := context.Background()
+	a, err := svc.Activate(ctx, team, projectID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ch, err := svc.Watch(ctx, team, a.ID, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range ch {
+	}
+	b.Cleanup(func() { svc.Deactivate(context.Background(), team, projectID, "") })
+	target, err := svc.AppTarget(ctx, team, projectID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	apps, err := proxy.NewApp(proxy.AppConfig{
+		Resolve: func(ctx context.Context, p auth.Principal, id string) (proxy.AppTarget, error) {
+			t, err := svc.AppTarget(ctx, p, id)
+			return proxy.AppTarget(t), err
+		},
+		Touch:  svc.Touch,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { apps.Close() })
+	// The API's middleware puts the caller in the context; this stands in
+	// for it with the project's team.
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		apps.PathHandler().ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), team)))
+	}))
+	b.Cleanup(front.Close)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}, Timeout: 10 * time.Second}
+	b.Cleanup(client.CloseIdleConnections)
+	get := func(url string, secret bool) time.Duration {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if secret {
+			req.Header.Set(target.SecretHeader, target.Secret)
+		}
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		took := time.Since(t0)
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("GET %s: %s", url, resp.Status)
+		}
+		return took
+	}
+	directURL := target.URL.String() + "/sessions"
+	proxyURL := front.URL + proxy.AppPathPrefix(projectID) + "/sessions"
+	for range 20 { // warm both keep-alive pools
+		get(directURL, true)
+		get(proxyURL, false)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; i < appRequests && time.Now().Before(deadline); i++ {
+		direct = append(direct, get(directURL, true))
+		proxied = append(proxied, get(proxyURL, false))
+	}
+	return direct, proxied
 }
