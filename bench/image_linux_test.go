@@ -2,35 +2,26 @@ package bench
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/imagetest"
 	"github.com/paddock-dev/paddock/internal/runtime"
 )
-
-// busyboxPath is Debian's busybox-static, the userland of the images the
-// benchmarks build (CI installs it).
-const busyboxPath = "/bin/busybox"
 
 // BenchmarkCreateFromImage times create → `true` finished in a sandbox made
 // from an OCI image already in the store (two layers: busybox and a small
@@ -39,9 +30,8 @@ const busyboxPath = "/bin/busybox"
 func BenchmarkCreateFromImage(b *testing.B) {
 	e := setup(b)
 	ctx := context.Background()
-	reg := startRegistry(b)
-	ref := reg + "/bench/busybox:1"
-	pushImage(b, ref, busyboxImage(b))
+	ref := imagetest.Registry(b) + "/bench/busybox:1"
+	imagetest.Push(b, ref, busyboxImage(b))
 	store := openStore(b, e.dataDir)
 	img, err := store.Pull(ctx, ref, image.PullOptions{}, nil)
 	if err != nil {
@@ -87,24 +77,20 @@ func BenchmarkCreateFromImage(b *testing.B) {
 // 127.0.0.1 into an empty store, beside the baseline of only downloading
 // the same compressed blobs from the same registry.
 func BenchmarkPull(b *testing.B) {
-	if _, err := os.Stat(busyboxPath); err != nil {
-		b.Skipf("needs Debian's busybox-static at %s: %v", busyboxPath, err)
-	}
 	ctx := context.Background()
-	reg := startRegistry(b)
-	ref := reg + "/bench/big:1"
+	ref := imagetest.Registry(b) + "/bench/big:1"
 	const layers, layerBytes = 4, 25 << 20
 	img := empty.Image
 	for i := range layers {
 		data := make([]byte, layerBytes)
 		rand.Read(data)
-		l := tarLayer(b, func(tw *tar.Writer) { tarFile(b, tw, fmt.Sprintf("data/%d.bin", i), data, 0o644) })
+		l := imagetest.Layer(b, func(tw *tar.Writer) { imagetest.File(b, tw, fmt.Sprintf("data/%d.bin", i), data, 0o644) })
 		var err error
 		if img, err = mutate.AppendLayers(img, l); err != nil {
 			b.Fatal(err)
 		}
 	}
-	pushImage(b, ref, img)
+	imagetest.Push(b, ref, img)
 	var total int64
 	ls, err := img.Layers()
 	if err != nil {
@@ -172,13 +158,6 @@ func downloadBlobs(b *testing.B, ref string) time.Duration {
 	return time.Since(start)
 }
 
-func startRegistry(b *testing.B) string {
-	b.Helper()
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	b.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
-}
-
 func openStore(b *testing.B, dataDir string) *image.Store {
 	b.Helper()
 	s, err := image.OpenStore(filepath.Join(dataDir, "images"), image.StoreOptions{Logger: slog.New(slog.DiscardHandler)})
@@ -188,87 +167,15 @@ func openStore(b *testing.B, dataDir string) *image.Store {
 	return s
 }
 
-func pushImage(b *testing.B, ref string, img v1.Image) {
-	b.Helper()
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := remote.Write(r, img); err != nil {
-		b.Fatalf("push %s: %v", ref, err)
-	}
-}
-
 // busyboxImage is busybox with a few applets, and a 1 MB app layer above it.
 func busyboxImage(b *testing.B) v1.Image {
 	b.Helper()
-	bb, err := os.ReadFile(busyboxPath)
-	if err != nil {
-		b.Skipf("needs Debian's busybox-static at %s (apt-get install busybox-static): %v", busyboxPath, err)
-	}
-	base := tarLayer(b, func(tw *tar.Writer) {
-		tarDir(b, tw, "bin/")
-		tarDir(b, tw, "etc/")
-		tarFile(b, tw, "bin/busybox", bb, 0o755)
-		for _, applet := range []string{"sh", "true", "ls", "cat"} {
-			if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}); err != nil {
-				b.Fatal(err)
-			}
-		}
-		tarFile(b, tw, "etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n"), 0o644)
-	})
+	base := imagetest.Layer(b, func(tw *tar.Writer) { imagetest.WriteBusybox(b, tw, "sh", "true", "ls", "cat") })
 	app := make([]byte, 1<<20)
 	rand.Read(app)
-	top := tarLayer(b, func(tw *tar.Writer) {
-		tarDir(b, tw, "app/")
-		tarFile(b, tw, "app/blob", app, 0o644)
+	top := imagetest.Layer(b, func(tw *tar.Writer) {
+		imagetest.Dir(b, tw, "app/")
+		imagetest.File(b, tw, "app/blob", app, 0o644)
 	})
-	img, err := mutate.AppendLayers(empty.Image, base, top)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Env = []string{"PATH=/bin"}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		b.Fatal(err)
-	}
-	return img
-}
-
-func tarLayer(b *testing.B, fill func(*tar.Writer)) v1.Layer {
-	b.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	fill(tw)
-	if err := tw.Close(); err != nil {
-		b.Fatal(err)
-	}
-	data := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	if err != nil {
-		b.Fatal(err)
-	}
-	return l
-}
-
-func tarDir(b *testing.B, tw *tar.Writer, name string) {
-	b.Helper()
-	if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
-		b.Fatal(err)
-	}
-}
-
-func tarFile(b *testing.B, tw *tar.Writer, name string, data []byte, mode int64) {
-	b.Helper()
-	if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: mode, Size: int64(len(data))}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := tw.Write(data); err != nil {
-		b.Fatal(err)
-	}
+	return imagetest.Image(b, []string{"PATH=/bin"}, "", base, top)
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"archive/tar"
-	"bytes"
 	"encoding/base64"
 	"io"
 	"log"
@@ -13,21 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/imagetest"
 	"github.com/paddock-dev/paddock/sdk"
 )
-
-// busyboxPath is Debian's busybox-static: one static binary is a whole
-// userland, so the test builds a real image without any registry but its own.
-const busyboxPath = "/bin/busybox"
 
 // TestImageSandbox pushes a two-layer image to a registry the test serves on
 // 127.0.0.1, pulls it through the API, and runs commands in a sandbox made
@@ -36,10 +27,8 @@ const busyboxPath = "/bin/busybox"
 func TestImageSandbox(t *testing.T) {
 	requireSandboxes(t)
 	img := busyboxImage(t)
-	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(reg.Close)
-	ref := strings.TrimPrefix(reg.URL, "http://") + "/e2e/busybox:1"
-	push(t, ref, img)
+	ref := imagetest.Registry(t) + "/e2e/busybox:1"
+	imagetest.Push(t, ref, img)
 
 	s := startStack(t, newDataDir(t), stackOptions{})
 	ctx := ctxFor(t, 2*time.Minute)
@@ -155,88 +144,16 @@ func basicAuth(user, pass string, next http.Handler) http.Handler {
 // /added and whites out /deleted.
 func busyboxImage(t *testing.T) v1.Image {
 	t.Helper()
-	bb, err := os.ReadFile(busyboxPath)
-	if err != nil {
-		t.Skipf("needs Debian's busybox-static at %s (apt-get install busybox-static): %v", busyboxPath, err)
-	}
-	base := layer(t, func(tw *tar.Writer) {
-		dir(t, tw, "bin/")
-		dir(t, tw, "etc/")
-		dir(t, tw, "work/")
-		file(t, tw, "bin/busybox", bb, 0o755)
-		for _, applet := range []string{"sh", "ls", "cat", "id", "env", "pwd", "echo"} {
-			hdr := &tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}
-			if err := tw.WriteHeader(hdr); err != nil {
-				t.Fatal(err)
-			}
-		}
-		file(t, tw, "etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n"), 0o644)
-		file(t, tw, "deleted", []byte("gone\n"), 0o644)
+	base := imagetest.Layer(t, func(tw *tar.Writer) {
+		imagetest.WriteBusybox(t, tw, "sh", "ls", "cat", "id", "env", "pwd", "echo")
+		imagetest.Dir(t, tw, "work/")
+		imagetest.File(t, tw, "deleted", []byte("gone\n"), 0o644)
 	})
-	top := layer(t, func(tw *tar.Writer) {
-		file(t, tw, "added", []byte("added\n"), 0o644)
-		file(t, tw, ".wh.deleted", nil, 0o644)
+	top := imagetest.Layer(t, func(tw *tar.Writer) {
+		imagetest.File(t, tw, "added", []byte("added\n"), 0o644)
+		imagetest.File(t, tw, ".wh.deleted", nil, 0o644)
 	})
-	img, err := mutate.AppendLayers(empty.Image, base, top)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Env = []string{"GREETING=from-image", "PATH=/bin"}
-	cf.Config.WorkingDir = "/work"
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
-func layer(t *testing.T, fill func(*tar.Writer)) v1.Layer {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	fill(tw)
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	data := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-func dir(t *testing.T, tw *tar.Writer, name string) {
-	t.Helper()
-	if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func file(t *testing.T, tw *tar.Writer, name string, data []byte, mode int64) {
-	t.Helper()
-	if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: mode, Size: int64(len(data))}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tw.Write(data); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func push(t *testing.T, ref string, img v1.Image) {
-	t.Helper()
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(r, img); err != nil {
-		t.Fatalf("push %s: %v", ref, err)
-	}
+	return imagetest.Image(t, []string{"GREETING=from-image", "PATH=/bin"}, "/work", base, top)
 }
 
 // TestImageSandboxNetwork: with a network, the driver's resolv.conf and
@@ -244,10 +161,8 @@ func push(t *testing.T, ref string, img v1.Image) {
 func TestImageSandboxNetwork(t *testing.T) {
 	requireSandboxes(t)
 	img := busyboxImage(t)
-	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(reg.Close)
-	ref := strings.TrimPrefix(reg.URL, "http://") + "/e2e/busybox:net"
-	push(t, ref, img)
+	ref := imagetest.Registry(t) + "/e2e/busybox:net"
+	imagetest.Push(t, ref, img)
 	s := startStack(t, newDataDir(t), stackOptions{network: testPool})
 	if _, err := s.client.PullImage(ctxFor(t, time.Minute), api.PullImageRequest{Ref: ref}, nil); err != nil {
 		t.Fatalf("pull: %v", err)
