@@ -64,35 +64,48 @@ func TestDemo(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	serve := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", addr, "--network-pool", demoPool)
-	serve.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
-	var serveOut, serveLog lockedBuffer
-	serve.Stdout = &serveOut
-	serve.Stderr = &serveLog
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
+	// startServe runs `paddock serve` on dataDir; stop sends SIGTERM and
+	// waits for a clean exit. A second start is a paddock restart.
+	var serveOut, serveLog *lockedBuffer
+	var stop func()
+	startServe := func() {
+		serve := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", addr, "--network-pool", demoPool)
+		serve.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+		out, log := &lockedBuffer{}, &lockedBuffer{}
+		serveOut, serveLog = out, log
+		serve.Stdout, serve.Stderr = out, log
+		if err := serve.Start(); err != nil {
+			t.Fatal(err)
 		}
-		stopped = true
-		_ = serve.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- serve.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve exited with %v\n%s", err, serveLog.String())
+		stopped := false
+		stop = func() {
+			if stopped {
+				return
 			}
-		case <-time.After(60 * time.Second):
-			_ = serve.Process.Kill()
-			<-done
-			t.Errorf("serve did not stop on SIGTERM\n%s", serveLog.String())
+			stopped = true
+			_ = serve.Process.Signal(syscall.SIGTERM)
+			done := make(chan error, 1)
+			go func() { done <- serve.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("serve exited with %v\n%s", err, log.String())
+				}
+			case <-time.After(60 * time.Second):
+				_ = serve.Process.Kill()
+				<-done
+				t.Errorf("serve did not stop on SIGTERM\n%s", log.String())
+			}
+			sc := bufio.NewScanner(strings.NewReader(log.String()))
+			for sc.Scan() {
+				if strings.Contains(sc.Text(), `"level":"ERROR"`) {
+					t.Errorf("serve logged an error: %s", sc.Text())
+				}
+			}
 		}
 	}
-	t.Cleanup(stop)
+	startServe()
+	t.Cleanup(func() { stop() })
 
 	clientJSON := filepath.Join(dataDir, "client.json")
 	var cc struct{ URL, Token string }
@@ -193,6 +206,28 @@ func TestDemo(t *testing.T) {
 	if status, body, h := appGet("/sessions"); status != 503 || h.Get("X-Paddock-Error") != "project_not_active" {
 		t.Errorf("app of a deactivated project: %d %s", status, body)
 	}
+
+	// A restart keeps the project, its activations and its saved state: the
+	// next activation finds the demo's session with both its messages.
+	stop()
+	startServe()
+	waitHealthy(t, cc.URL)
+	if out, errOut, code = cli(time.Minute, "project", "ls"); code != 0 || !strings.Contains(out, "demo") {
+		t.Errorf("project ls after a restart: %d %q %q", code, out, errOut)
+	}
+	if out, errOut, code = cli(3*time.Minute, "project", "activate", "demo"); code != 0 || !strings.Contains(out, "ready") {
+		t.Fatalf("project activate after a restart: %d %q %q\n%s", code, out, errOut, serveLog.String())
+	}
+	if status, body, _ := appGet("/sessions"); status != 200 || !strings.Contains(body, `"message_count":2`) {
+		t.Errorf("sessions after a restart and reactivation: %d %s", status, body)
+	}
+	var acts struct {
+		Activations []struct{ State string } `json:"activations"`
+	}
+	if status, body := apiGet(t, cc.URL, cc.Token, "/api/v1/projects/"+pid+"/activations"); status != 200 || json.Unmarshal([]byte(body), &acts) != nil || len(acts.Activations) < 2 {
+		t.Errorf("activations after a restart: %d %s", status, body)
+	}
+
 	if _, errOut, code = cli(2*time.Minute, "project", "rm", "demo"); code != 0 {
 		t.Errorf("project rm: %d %q", code, errOut)
 	}
@@ -202,12 +237,35 @@ func TestDemo(t *testing.T) {
 	// Images and sandboxes the demo left stop with the server; the data
 	// dir's leak check then finds nothing mounted or running.
 	stop()
-	sc := bufio.NewScanner(strings.NewReader(serveLog.String()))
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), `"level":"ERROR"`) {
-			t.Errorf("serve logged an error: %s", sc.Text())
+}
+
+// waitHealthy waits until a restarted server answers.
+func waitHealthy(t *testing.T, url string) {
+	t.Helper()
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		if resp, err := http.Get(url + "/api/v1/sandboxes"); err == nil {
+			resp.Body.Close()
+			return
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server at %s did not come back", url)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// apiGet is an authenticated GET of the API.
+func apiGet(t *testing.T, base, token, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 // projectID finds the project id in the demo's output ("project demo: <id> (created)").
