@@ -353,6 +353,9 @@ const (
 	CommandKilled   = "killed"
 	CommandTimedOut = "timedout"
 	CommandFailed   = "failed"
+	// CommandUnknown: from the history of a stopped sandbox, a command
+	// whose exit was never reported (it still ran when the sandbox stopped).
+	CommandUnknown = "unknown"
 )
 
 // Command is one command run in a sandbox.
@@ -375,6 +378,27 @@ type Command struct {
 
 // Done reports whether the command has finished.
 func (c Command) Done() bool { return c.Status != "" && c.Status != CommandRunning }
+
+// Usage is one sandbox run's resource use, recorded when it stopped
+// (GET /usage).
+type Usage struct {
+	SandboxID string    `json:"sandboxId"`
+	TeamID    string    `json:"teamId"`
+	ProjectID string    `json:"projectId,omitempty"`
+	Start     time.Time `json:"start"`
+	End       time.Time `json:"end"`
+	// CPUSeconds is the CPU time the sandbox used.
+	CPUSeconds float64 `json:"cpuSeconds"`
+	// MemoryMBHours is provisioned memory (the limit, not use) × hours run.
+	MemoryMBHours float64 `json:"memoryMBHours"`
+	NetRxBytes    uint64  `json:"netRxBytes"`
+	NetTxBytes    uint64  `json:"netTxBytes"`
+}
+
+// UsageList is the answer of GET /usage, ordered by Start.
+type UsageList struct {
+	Usage []Usage `json:"usage"`
+}
 
 // CommandList is the answer of GET /sandboxes/{id}/commands, oldest first.
 type CommandList struct {

@@ -29,6 +29,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/internal/server/nodeadapter"
 	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/noderecords"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
 	"github.com/paddock-dev/paddock/sdk"
 )
@@ -129,7 +130,14 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 		drv.Close()
 		t.Fatalf("image store: %v", err)
 	}
-	cfg := node.Config{DataDir: dataDir, Driver: drv, Logger: log, MaxTimeout: time.Hour, Images: images}
+	// The store serve uses (<data>/paddock.db): teams, users and tokens,
+	// the node's records and the sandboxes' history.
+	db, err := sqlite.Open(filepath.Join(dataDir, "paddock.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := node.Config{DataDir: dataDir, Driver: drv, Logger: log, MaxTimeout: time.Hour, Images: images,
+		Records: noderecords.New(db, "local"), History: noderecords.NewHistory(db)}
 	nodeVols, serverVols := testVolumes(t, dataDir, log) // nil when the host cannot run volumes
 	cfg.Volumes = nodeVols
 	cfg.Sources = testSources(t, dataDir, log) // loopback sources allowed, as with --source-allow-private
@@ -152,11 +160,6 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	if err := mgr.Start(context.Background()); err != nil {
 		t.Fatalf("node start: %v", err)
 	}
-	// Teams, users and tokens in the store serve uses (<data>/paddock.db).
-	db, err := sqlite.Open(filepath.Join(dataDir, "paddock.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	authn, err := auth.New(context.Background(), auth.Config{Store: db, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -175,6 +178,7 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Auth: authn, Accounts: authn, Logger: log, MaxUploadBytes: opts.maxUploadBytes,
 		Images: nodeadapter.Images{Store: images, Node: mgr}, Snapshots: nodeadapter.Snapshots{Store: images, Node: mgr}}
 	scfg.Volumes = serverVols
+	scfg.History = db
 	s := &stack{dataDir: dataDir, driver: drv, mgr: mgr, images: images, http: hs, token: token, net: nm, db: db, auth: authn}
 	if nm != nil {
 		key := make([]byte, proxy.MinKeyLen)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bufio"
 	"context"
 	"io"
@@ -15,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/internal/server/compat/vercel"
 	"github.com/paddock-dev/paddock/internal/server/nodeadapter"
+	"github.com/paddock-dev/paddock/internal/store"
 )
 
 // vercelPool is the address pool of the Vercel SDK test, apart from the
@@ -58,17 +59,13 @@ func TestVercelSDK(t *testing.T) {
 
 	var compat *vercel.Handler
 	s := startStack(t, newDataDir(t), stackOptions{network: vercelPool, wrap: func(s *stack, front http.Handler) http.Handler {
-		tokens, err := server.OpenFileTokenStore(s.dataDir)
-		if err != nil {
-			t.Fatal(err)
-		}
 		store, err := vercel.OpenFileStore(s.dataDir)
 		if err != nil {
 			t.Fatal(err)
 		}
 		compat, err = vercel.New(vercel.Config{
 			Sandboxes: nodeadapter.New(s.mgr), Snapshots: nodeadapter.Snapshots{Store: s.images, Node: s.mgr},
-			Tokens: tokens, Store: store, Signer: s.signer, PortBaseURL: "http://localhost:" + portOf(s.http.Listener.Addr()),
+			Auth: s.auth, Teams: s.auth, Store: store, Signer: s.signer, PortBaseURL: "http://localhost:" + portOf(s.http.Listener.Addr()),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -85,9 +82,30 @@ func TestVercelSDK(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, nodeBin, "--test", "--test-reporter=spec", "sandbox3.test.mjs", "sandbox1.test.mjs")
+	// The suite runs as a member of one team; a member of a second team
+	// must not see its sandboxes. Both are made as an operator would.
+	one, tokenOne := vercelTeam(ctx, t, s, "vercel-one")
+	two, tokenTwo := vercelTeam(ctx, t, s, "vercel-two")
+	// Sources on 127.0.0.1 (the stack allows private addresses, as serve
+	// --source-allow-private): a git repository, the same behind basic
+	// auth, and a tarball.
+	const gitPassword = "tok-vercel-7c1e"
+	var gitEnv []string
+	if _, err := exec.LookPath("git"); err == nil { // without git, the suite skips the git sources and says why
+		pub, priv := serveGitRepo(t, ""), serveGitRepo(t, gitPassword)
+		gitEnv = []string{"PADDOCK_GIT_URL=" + pub.url, "PADDOCK_GIT_PRIVATE_URL=" + priv.url, "PADDOCK_GIT_PASSWORD=" + gitPassword}
+	}
+	tarball := serveBytes(t, map[string][]byte{"/src.tgz": tgz(t,
+		tar.Header{Name: "src/", Typeflag: tar.TypeDir, Mode: 0o755},
+		tar.Header{Name: "src/hello.txt", Typeflag: tar.TypeReg, Mode: 0o644, Linkname: "from a tarball\n"})}) + "/src.tgz"
+
+	cmd := exec.CommandContext(ctx, nodeBin, "--test", "--test-reporter=spec", "sandbox3.test.mjs", "sandbox1.test.mjs", "teams.test.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PADDOCK_URL="+s.http.URL, "PADDOCK_TOKEN="+s.token, "NO_COLOR=1")
+	cmd.Env = append(os.Environ(), "PADDOCK_URL="+s.http.URL, "NO_COLOR=1",
+		"PADDOCK_TOKEN="+tokenOne, "PADDOCK_TEAM="+one.ID, "PADDOCK_TEAM_NAME="+one.Name,
+		"PADDOCK_TOKEN_2="+tokenTwo, "PADDOCK_TEAM_2="+two.ID,
+		"PADDOCK_TARBALL_URL="+tarball)
+	cmd.Env = append(cmd.Env, gitEnv...)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
@@ -110,4 +128,18 @@ func TestVercelSDK(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the Vercel SDK suite failed: %v (its output is above)", err)
 	}
+}
+
+// vercelTeam makes a paddock team and a member token of it.
+func vercelTeam(ctx context.Context, t *testing.T, s *stack, name string) (store.Team, string) {
+	t.Helper()
+	team, err := s.auth.CreateTeam(ctx, name)
+	if err != nil {
+		t.Fatalf("create team %s: %v", name, err)
+	}
+	secret, _, err := s.auth.CreateToken(ctx, team.ID, "", name+"-member", store.RoleMember, 0)
+	if err != nil {
+		t.Fatalf("create a member token of %s: %v", name, err)
+	}
+	return team, secret
 }

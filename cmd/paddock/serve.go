@@ -29,6 +29,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/server/compat/vercel"
 	"github.com/paddock-dev/paddock/internal/server/nodeadapter"
 	"github.com/paddock-dev/paddock/internal/source"
+	"github.com/paddock-dev/paddock/internal/store/noderecords"
 )
 
 // shutdownGrace is how long open requests (log streams, uploads) get to
@@ -78,6 +79,8 @@ type serveConfig struct {
 	// sourceAllowPrivate lets git and tarball sources come from loopback
 	// and private addresses (a LAN git server, tests).
 	sourceAllowPrivate bool
+	// nodeName names this host's sandbox records in the store.
+	nodeName string
 }
 
 func (c serveConfig) Validate() error {
@@ -86,6 +89,8 @@ func (c serveConfig) Validate() error {
 		return usagef("serve: --listen is empty")
 	case c.dataDir == "":
 		return usagef("serve: --data-dir is empty")
+	case c.nodeName == "":
+		return usagef("serve: --node-name is empty")
 	case c.defaultTimeout < 0 || c.maxTimeout < 0 || c.maxSandboxes < 0:
 		return usagef("serve: timeouts and --max-sandboxes must not be negative")
 	}
@@ -158,6 +163,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&cfg.appMaxBody, "app-max-body", proxy.DefaultAppMaxBody, "largest request body, in bytes, the app proxy forwards to a project's app")
 	cfg.auth.register(fs)
 	fs.BoolVar(&cfg.sourceAllowPrivate, "source-allow-private", false, "let git and tarball sources come from loopback and private addresses")
+	fs.StringVar(&cfg.nodeName, "node-name", "local", "name of this host's sandbox records in the store (unique among hosts sharing one)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("serve: %v", err)
 	}
@@ -210,7 +216,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer srcs.Close()
+	// The store (SQLite at <data>/paddock.db): teams, users, tokens, the
+	// sandboxes' records and history, and the projects' control plane.
+	// Opened before the manager, which keeps its records there; closed
+	// after it (deferred first).
+	db, authn, adminToken, created, err := openAuth(ctx, cfg.dataDir, cfg.auth, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
 	mgr, err := node.New(node.Config{
+		Records:        noderecords.New(db, cfg.nodeName),
+		History:        noderecords.NewHistory(db),
 		Images:         images,
 		DataDir:        cfg.dataDir,
 		Driver:         drv,
@@ -255,13 +272,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}()
 	defer func() { stopGC(); <-gcDone }()
 
-	// The store (SQLite at <data>/paddock.db): teams, users, tokens, and
-	// the projects' control plane below.
-	db, authn, adminToken, created, err := openAuth(ctx, cfg.dataDir, cfg.auth, log)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -269,6 +279,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Auth: authn, Accounts: authn, Logger: log,
 		Images: nodeadapter.Images{Store: images, Node: mgr}, Snapshots: nodeadapter.Snapshots{Store: images, Node: mgr}}
 	scfg.Volumes = vols.server()
+	scfg.History = db
 	var px *proxy.Proxy
 	if network != nil {
 		key, err := loadProxyKey(cfg.dataDir)
@@ -302,8 +313,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ln.Close()
 		return err
 	}
-	// Not team-aware yet: only the host admin's tokens pass there.
-	vercelAPI, err := vercel.New(vercel.Config{Sandboxes: scfg.Sandboxes, Snapshots: scfg.Snapshots, Tokens: server.HostAdminTokenStore(authn),
+	// Team-aware: teamId names a team the token may use; sandboxes made there are that team's.
+	vercelAPI, err := vercel.New(vercel.Config{Sandboxes: scfg.Sandboxes, Snapshots: scfg.Snapshots, Auth: authn, Teams: authn,
 		Store: vstore, Signer: scfg.Signer, PortBaseURL: scfg.PortBaseURL, Logger: log})
 	if err != nil {
 		ln.Close()

@@ -306,7 +306,7 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 		return err
 	}
 	req := node.CreateRequest{Image: doc.Source.Image, Resources: doc.Resources, Timeout: doc.maxLifetime() + lifetimeMargin,
-		Env: doc.Env, Ports: []node.PortSpec{{Port: doc.AppPort}}, TeamID: r.teamID}
+		Env: doc.Env, Ports: []node.PortSpec{{Port: doc.AppPort}}, TeamID: r.teamID, ProjectID: r.projectID}
 	if req.Source, err = doc.gitSource(s.seal, r.projectID); err != nil {
 		return fail("secrets_unreadable", "%v", err)
 	}

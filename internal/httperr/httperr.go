@@ -19,6 +19,9 @@ import (
 var (
 	ErrMethodNotAllowed = errors.New("method not allowed")     // 405
 	ErrUnsupportedMedia = errors.New("unsupported media type") // 415
+	// ErrGone: what was asked for existed and is gone for good (410), such
+	// as the output of a stopped sandbox's command.
+	ErrGone = errors.New("gone")
 	// ErrBadGateway: a sandbox's port could not be reached or answered
 	// badly (502). It wraps ErrUnavailable: the sandbox side failed.
 	ErrBadGateway = fmt.Errorf("bad gateway: %w", sandbox.ErrUnavailable)
@@ -43,6 +46,8 @@ func Status(err error) (status int, code string) {
 		status, code = http.StatusMethodNotAllowed, "method_not_allowed"
 	case errors.Is(err, ErrUnsupportedMedia):
 		status, code = http.StatusUnsupportedMediaType, "unsupported_media_type"
+	case errors.Is(err, ErrGone):
+		status, code = http.StatusGone, "gone"
 	case errors.As(err, &maxBytes):
 		return http.StatusRequestEntityTooLarge, "too_large"
 	case errors.Is(err, ErrGatewayTimeout):

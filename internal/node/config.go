@@ -62,8 +62,12 @@ type Config struct {
 	Sources Sources
 	// Records keeps the sandbox records across restarts; nil keeps them as
 	// JSON files in DataDir/node/sandboxes (see internal/store/noderecords
-	// for the control plane's database).
+	// for the control plane's database). A non-nil Records takes over the
+	// JSON files New finds there (see import.go).
 	Records Records
+	// History records each sandbox's command exits and usage when it
+	// stops (see history.go); nil records nothing.
+	History History
 }
 
 // Images is what the node needs from the image store; *image.Store
@@ -184,6 +188,8 @@ type CreateRequest struct {
 	Volumes []sandbox.VolumeMount
 	// TeamID records the owning team.
 	TeamID string
+	// ProjectID records the project an activation made the sandbox for.
+	ProjectID string
 }
 
 // hostImage is the image built from the host's own /usr.

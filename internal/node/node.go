@@ -105,12 +105,24 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	store := cfg.Records
+	dir := filepath.Join(cfg.DataDir, "node", "sandboxes")
 	if store == nil {
-		fs, err := newFileStore(filepath.Join(cfg.DataDir, "node", "sandboxes"))
+		fs, err := newFileStore(dir)
 		if err != nil {
 			return nil, err
 		}
 		store = fs
+	} else {
+		// The upgrade to records in a database: take over the files.
+		ctx, cancel := context.WithTimeout(context.Background(), recordsLoadTimeout)
+		n, err := importFileRecords(ctx, dir, store)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			cfg.Logger.Info("imported sandbox records from files", "count", n, "from", dir)
+		}
 	}
 	return newManager(cfg, store)
 }
@@ -239,6 +251,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 		Ports:         req.Ports,
 		NetworkPolicy: req.NetworkPolicy,
 		TeamID:        req.TeamID,
+		ProjectID:     req.ProjectID,
 		Volumes:       slices.Clone(req.Volumes),
 	}}
 	if img != nil {
@@ -437,6 +450,8 @@ func (m *Manager) Stop(ctx context.Context, id string) (sandbox.Sandbox, error) 
 
 // stopLocked moves a sandbox through stopping to stopped. The caller holds e.op.
 func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sandbox.Sandbox, error) {
+	// Read while the agent still answers: stopping drops its client.
+	lw := m.collectLastWords(ctx, e)
 	sb, err := m.transition(e, sandbox.Stopping, nil, nil)
 	if err != nil {
 		return sb, fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err)
@@ -450,6 +465,7 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sand
 			sb.Error = "stop: " + err.Error()
 			sb.StoppedAt = m.now()
 		})
+		m.recordLastWords(ctx, failed, lw)
 		return failed, errors.Join(fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err), terr)
 	}
 	m.teardownNetwork(dctx, sb.ID)
@@ -460,6 +476,7 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sand
 	if err != nil {
 		return sb, fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err)
 	}
+	m.recordLastWords(ctx, sb, lw)
 	log.Info("sandbox stopped", "reason", reason)
 	return sb, nil
 }
@@ -477,7 +494,9 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if gone {
 		return notFound(id)
 	}
+	var lw lastWords
 	if !sb.State.Terminal() {
+		lw = m.collectLastWords(ctx, e)
 		// Destroy stops it too; going through stopping keeps the record
 		// truthful (and the capacity slot freed) should Destroy fail.
 		if _, err := m.transition(e, sandbox.Stopping, nil, nil); err != nil {
@@ -498,6 +517,15 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	}
 	m.teardownNetwork(dctx, id)
 	m.releaseVolumes(dctx, id)
+	if lw.recorded {
+		// The run ends here: the record is about to go, so stamp it
+		// for the usage figures without saving it.
+		final := clone(sb)
+		if final.StoppedAt.IsZero() {
+			final.StoppedAt = m.now()
+		}
+		m.recordLastWords(ctx, final, lw)
+	}
 	if err := m.removeRecord(ctx, id); err != nil {
 		// The sandbox is gone from the host; a stale record would only
 		// come back as a failed sandbox after a restart. Say so and go on.

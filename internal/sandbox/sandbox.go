@@ -130,6 +130,9 @@ type Sandbox struct {
 	// TeamID owns the sandbox; empty for sandboxes made before teams or by
 	// the host's admin token.
 	TeamID string `json:"teamId,omitempty"`
+	// ProjectID is the project whose activation made the sandbox, if any
+	// (for usage records).
+	ProjectID string `json:"projectId,omitempty"`
 	// Source populated the working dir at create time, if any.
 	Source *SourceInfo `json:"source,omitempty"`
 	// Volumes are the named volumes mounted into the sandbox.

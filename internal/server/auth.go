@@ -405,23 +405,3 @@ func (s *Server) ownedSnapshot(p auth.Principal, id string) (*image.Snapshot, er
 	}
 	return snap, nil
 }
-
-// HostAdminTokenStore presents an Authenticator as a TokenStore for APIs
-// that are not team-aware yet (the Vercel compat API): only host admins'
-// credentials pass, so no team reaches another's sandboxes through them.
-func HostAdminTokenStore(a Authenticator) TokenStore { return hostAdminTokens{a} }
-
-type hostAdminTokens struct{ a Authenticator }
-
-var errHostAdminOnly = sandbox.Errorf(sandbox.ErrUnauthorized, "invalid_token", "this API takes only the host admin's tokens")
-
-func (h hostAdminTokens) Authenticate(ctx context.Context, secret string) (Token, error) {
-	p, err := h.a.AuthenticateBearer(ctx, secret)
-	if err != nil {
-		return Token{}, authErr(err)
-	}
-	if !p.HostAdmin {
-		return Token{}, errHostAdminOnly
-	}
-	return Token{Name: p.Name}, nil
-}

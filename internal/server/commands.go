@@ -112,6 +112,7 @@ func (s *Server) runCommand(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("start command in sandbox %s: %w", id, err)
 	}
+	s.recordStarted(r.Context(), sb, cmd)
 	s.log.Info("command started", "sandbox", id, "command", cmd.ID, "cmd", req.Cmd, "detached", req.Detached)
 	writeJSON(w, http.StatusCreated, toAPICommand(id, cmd))
 	return nil
@@ -121,6 +122,18 @@ func (s *Server) listCommands(w http.ResponseWriter, r *http.Request) error {
 	id, err := sandboxID(r)
 	if err != nil {
 		return err
+	}
+	past, err := s.fromHistory(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if past {
+		cmds, err := s.historyCommands(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, api.CommandList{Commands: cmds})
+		return nil
 	}
 	ac, _, err := s.agentFor(r.Context(), id)
 	if err != nil {
@@ -150,7 +163,34 @@ func (s *Server) commandAgent(r *http.Request) (sbID, cmdID string, ac *agent.Cl
 	return sbID, cmdID, ac, err
 }
 
+// pastCommand answers a command of a sandbox that no longer runs from the
+// history; done is false when the sandbox runs (or there is no history)
+// and the agent should answer.
+func (s *Server) pastCommand(w http.ResponseWriter, r *http.Request) (done bool, err error) {
+	sbID, err := sandboxID(r)
+	if err != nil {
+		return true, err
+	}
+	cmdID, err := commandID(r)
+	if err != nil {
+		return true, err
+	}
+	past, err := s.fromHistory(r.Context(), sbID)
+	if err != nil || !past {
+		return err != nil, err
+	}
+	c, err := s.historyCommand(r.Context(), sbID, cmdID)
+	if err != nil {
+		return true, err
+	}
+	writeJSON(w, http.StatusOK, c)
+	return true, nil
+}
+
 func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) error {
+	if done, err := s.pastCommand(w, r); done {
+		return err
+	}
 	sbID, cmdID, ac, err := s.commandAgent(r)
 	if err != nil {
 		return err
@@ -164,6 +204,10 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) waitCommand(w http.ResponseWriter, r *http.Request) error {
+	// A stopped sandbox's commands wait no more: answer what is known.
+	if done, err := s.pastCommand(w, r); done {
+		return err
+	}
 	sbID, cmdID, ac, err := s.commandAgent(r)
 	if err != nil {
 		return err
@@ -239,6 +283,15 @@ func (s *Server) commandStdin(w http.ResponseWriter, r *http.Request) error {
 // start, then (with follow, the default) live output until the exit line.
 // Nothing is buffered beyond one frame; each frame is flushed as it comes.
 func (s *Server) commandLogs(w http.ResponseWriter, r *http.Request) error {
+	if id, err := sandboxID(r); err == nil {
+		past, err := s.fromHistory(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		if past {
+			return errLogsGone(id)
+		}
+	}
 	sbID, cmdID, ac, err := s.commandAgent(r)
 	if err != nil {
 		return err

@@ -51,6 +51,7 @@ type CreateParams struct {
 	Source        *sandbox.Source
 	Volumes       []sandbox.VolumeMount
 	TeamID        string
+	ProjectID     string // set by the control plane only, never from a request
 }
 
 // ListParams selects a page of sandboxes; fields match node.ListOptions.
@@ -103,6 +104,10 @@ type Config struct {
 	// served at /projects/{id}/app/... for every method once the caller is
 	// authenticated; nil answers 501 there.
 	Apps http.Handler
+	// History keeps commands and usage after their sandbox stopped (see
+	// history.go); nil answers commands only while the sandbox runs and
+	// makes /usage answer 501.
+	History History
 }
 
 // Validate reports a missing dependency or an impossible bound.
@@ -133,6 +138,7 @@ type Server struct {
 	volumes   Volumes
 	projects  Projects
 	apps      http.Handler
+	history   History
 	mux       *http.ServeMux
 	handler   http.Handler
 
@@ -160,6 +166,7 @@ func New(cfg Config) (*Server, error) {
 		volumes:   cfg.Volumes,
 		projects:  cfg.Projects,
 		apps:      cfg.Apps,
+		history:   cfg.History,
 		mux:       http.NewServeMux(),
 	}
 	if s.log == nil {
@@ -274,6 +281,8 @@ var routeTable = []route{
 	{"POST", "/projects/{id}/app-url", (*Server).appURL},
 	{"GET", "/activations/{id}", (*Server).getActivation},
 	{"GET", "/activations/{id}/events", (*Server).activationEvents},
+
+	{"GET", "/usage", (*Server).listUsage},
 }
 
 func (s *Server) routes() {

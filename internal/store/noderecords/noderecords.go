@@ -1,6 +1,8 @@
 // Package noderecords keeps a node's sandbox records in the control plane's
-// store: New(s, name) is a node.Records for node.Config.Records. It sits
-// above both packages, so that neither imports the other.
+// store: New(s, name) is a node.Records for node.Config.Records, and
+// NewHistory(s) a node.History for node.Config.History (command exits and
+// usage kept after the sandbox is gone). It sits above both packages, so
+// that neither imports the other.
 package noderecords
 
 import (

@@ -26,9 +26,12 @@ import (
 type fakeSandboxes struct {
 	agent *agent.Client
 
-	mu  sync.Mutex // guards sbs and seq
-	sbs map[string]sandbox.Sandbox
-	seq int
+	mu      sync.Mutex // guards sbs, seq and creates
+	sbs     map[string]sandbox.Sandbox
+	seq     int
+	creates []server.CreateParams // every create request, in order
+	// createErr, when set, is what Create answers.
+	createErr error
 }
 
 var _ server.Sandboxes = (*fakeSandboxes)(nil)
@@ -36,6 +39,10 @@ var _ server.Sandboxes = (*fakeSandboxes)(nil)
 func (f *fakeSandboxes) Create(_ context.Context, req server.CreateParams) (sandbox.Sandbox, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.creates = append(f.creates, req)
+	if f.createErr != nil {
+		return sandbox.Sandbox{}, f.createErr
+	}
 	f.seq++
 	now := time.Now()
 	timeout := req.Timeout
@@ -48,7 +55,7 @@ func (f *fakeSandboxes) Create(_ context.Context, req server.CreateParams) (sand
 	}
 	sb := sandbox.Sandbox{ID: fmt.Sprintf("sb-fake%d", f.seq), State: sandbox.Running, Image: "host", Snapshot: req.Snapshot,
 		Resources: res, Env: req.Env, CreatedAt: now, StartedAt: now, ExpiresAt: now.Add(timeout), Ports: req.Ports,
-		NetworkPolicy: req.NetworkPolicy}
+		NetworkPolicy: req.NetworkPolicy, TeamID: req.TeamID}
 	f.sbs[sb.ID] = sb
 	return sb, nil
 }
@@ -130,8 +137,11 @@ func (f *fakeSandboxes) setState(id string, st sandbox.State) {
 	f.sbs[id] = sb
 }
 
-// fakeSnapshots keeps snapshots in a map.
+// fakeSnapshots keeps snapshots in a map; a snapshot belongs to its
+// source sandbox's team, as node's do.
 type fakeSnapshots struct {
+	sbs *fakeSandboxes
+
 	mu    sync.Mutex // guards snaps and seq
 	snaps map[string]*image.Snapshot
 	seq   int
@@ -139,11 +149,15 @@ type fakeSnapshots struct {
 
 var _ server.Snapshots = (*fakeSnapshots)(nil)
 
-func (f *fakeSnapshots) Snapshot(_ context.Context, id string) (*image.Snapshot, error) {
+func (f *fakeSnapshots) Snapshot(ctx context.Context, id string) (*image.Snapshot, error) {
+	sb, err := f.sbs.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.seq++
-	s := &image.Snapshot{ID: fmt.Sprintf("snap-fake%d", f.seq), Source: id, Size: 4096, CreatedAt: time.Now(), LastUsed: time.Now()}
+	s := &image.Snapshot{ID: fmt.Sprintf("snap-fake%d", f.seq), Source: id, TeamID: sb.TeamID, Size: 4096, CreatedAt: time.Now(), LastUsed: time.Now()}
 	f.snaps[s.ID] = s
 	return s, nil
 }

@@ -4,6 +4,11 @@
 // a self-hosted paddock by passing the SDK a fetch that rewrites
 // https://vercel.com/api to <paddock>/compat/vercel.
 //
+// Callers are paddock's: the bearer token is a paddock API token (or OIDC
+// JWT), and the request's teamId names a paddock team the caller may use.
+// Everything this API keeps is scoped by that team's id, and the sandboxes
+// it creates belong to that team, as if made through /api/v1.
+//
 // It owns no sandboxes: a Vercel session (v2) or sandbox (v1) is one
 // paddock sandbox, driven through the same server.Sandboxes, server.Snapshots
 // and agent client the native API uses. What Vercel's model has beyond that
@@ -24,9 +29,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/store"
 )
 
 // Prefix is where the handler is mounted on paddock's listener.
@@ -36,11 +43,33 @@ const Prefix = "/compat/vercel"
 // this host, whatever region a request names.
 const Region = "local"
 
+// Authenticator says who presents a bearer credential; *auth.Authenticator
+// implements it, the same check /api/v1 makes.
+type Authenticator interface {
+	// AuthenticateBearer returns the caller, or an error wrapping
+	// sandbox.ErrUnauthorized; other errors are internal.
+	AuthenticateBearer(ctx context.Context, token string) (auth.Principal, error)
+}
+
+// Teams finds the paddock team a request's teamId names;
+// *auth.Authenticator implements it.
+type Teams interface {
+	// GetTeam returns a team by id, or an error wrapping sandbox.ErrNotFound.
+	GetTeam(ctx context.Context, id string) (store.Team, error)
+	ListTeams(ctx context.Context) ([]store.Team, error)
+}
+
+var (
+	_ Authenticator = (*auth.Authenticator)(nil)
+	_ Teams         = (*auth.Authenticator)(nil)
+)
+
 // Config wires a Handler.
 type Config struct {
-	Sandboxes server.Sandboxes  // required
-	Tokens    server.TokenStore // required: the API's own tokens
-	Store     Store             // required
+	Sandboxes server.Sandboxes // required
+	Auth      Authenticator    // required: paddock's API tokens
+	Teams     Teams            // required: what teamId may name
+	Store     Store            // required
 	// Snapshots takes and keeps snapshots; nil makes persistence, snapshot
 	// and fork answer 501.
 	Snapshots server.Snapshots
@@ -60,8 +89,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.Sandboxes == nil:
 		return errors.New("vercel compat config: Sandboxes is required")
-	case c.Tokens == nil:
-		return errors.New("vercel compat config: Tokens is required")
+	case c.Auth == nil:
+		return errors.New("vercel compat config: Auth is required")
+	case c.Teams == nil:
+		return errors.New("vercel compat config: Teams is required")
 	case c.Store == nil:
 		return errors.New("vercel compat config: Store is required")
 	case c.MaxUploadBytes < 0:
@@ -74,7 +105,8 @@ func (c Config) Validate() error {
 type Handler struct {
 	sb        server.Sandboxes
 	snaps     server.Snapshots
-	tokens    server.TokenStore
+	auth      Authenticator
+	teams     Teams
 	store     Store
 	signer    *proxy.Signer
 	baseURL   string
@@ -102,7 +134,7 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h := &Handler{
-		sb: cfg.Sandboxes, snaps: cfg.Snapshots, tokens: cfg.Tokens, store: cfg.Store,
+		sb: cfg.Sandboxes, snaps: cfg.Snapshots, auth: cfg.Auth, teams: cfg.Teams, store: cfg.Store,
 		signer: cfg.Signer, baseURL: cfg.PortBaseURL, log: cfg.Logger, maxUpload: cfg.MaxUploadBytes,
 		now: cfg.Now, mux: http.NewServeMux(), transient: map[string]string{},
 	}
@@ -201,7 +233,8 @@ func unsupported(msg string) func(*Handler, http.ResponseWriter, *http.Request) 
 }
 
 // ServeHTTP authenticates, then routes. Every request needs a paddock API
-// token as its bearer token and a teamId, as the SDK always sends one.
+// token as its bearer token and a teamId naming a team the caller may use,
+// as the SDK always sends one.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
 	sw := &statusWriter{ResponseWriter: w}
@@ -222,10 +255,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.writeError(sw, r, fmt.Errorf("panic: %v", v))
 	}()
-	if err := h.authenticate(r); err != nil {
+	c, err := h.authenticate(r)
+	if err != nil {
 		h.writeError(sw, r, err)
 		return
 	}
+	r = r.WithContext(context.WithValue(r.Context(), callerKey{}, c))
 	if _, pattern := h.mux.Handler(r); pattern == "" {
 		h.writeError(sw, r, sandbox.Errorf(sandbox.ErrNotFound, "not_found", "no such endpoint: %s %s", r.Method, strings.TrimPrefix(r.URL.Path, Prefix)))
 		return
@@ -239,29 +274,110 @@ var (
 	errNoTeam          = sandbox.Errorf(sandbox.ErrInvalid, "bad_request", "Invalid request: the teamId query parameter is required")
 )
 
-func (h *Handler) authenticate(r *http.Request) error {
-	scheme, secret, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	secret = strings.TrimSpace(secret)
-	if !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" {
-		return errUnauthenticated
+// errTeamForbidden is Vercel's answer for a team the token cannot use. A
+// team that does not exist and another team's look the same, so that
+// nobody learns which teams exist.
+func errTeamForbidden(ref string) error {
+	return sandbox.Errorf(sandbox.ErrForbidden, "forbidden", "Not authorized: this token cannot use team %q", ref)
+}
+
+// caller is who sends a request and the paddock team its teamId names.
+type caller struct {
+	p    auth.Principal
+	team string // the resolved paddock team id
+}
+
+type callerKey struct{}
+
+// callerOf returns what ServeHTTP resolved; a handler reached without it
+// (never, through ServeHTTP) gets the zero caller, whose empty team owns
+// nothing.
+func callerOf(r *http.Request) caller {
+	c, _ := r.Context().Value(callerKey{}).(caller)
+	return c
+}
+
+// teamOf is the request's paddock team id: the scope of every record.
+func teamOf(r *http.Request) string { return callerOf(r).team }
+
+func (h *Handler) authenticate(r *http.Request) (caller, error) {
+	secret, ok := auth.BearerToken(r.Header.Get("Authorization"))
+	if !ok {
+		return caller{}, errUnauthenticated
 	}
-	if _, err := h.tokens.Authenticate(r.Context(), secret); err != nil {
+	p, err := h.auth.AuthenticateBearer(r.Context(), secret)
+	if err != nil {
 		if errors.Is(err, sandbox.ErrUnauthorized) {
-			return errInvalidToken
+			// Why (expired, unknown user) is for the log, as in /api/v1.
+			h.log.Debug("vercel compat: authentication refused", "path", r.URL.Path, "err", err)
+			return caller{}, errInvalidToken
 		}
-		return fmt.Errorf("authenticate: %w", err)
+		return caller{}, fmt.Errorf("authenticate: %w", err)
 	}
-	if r.URL.Query().Get("teamId") == "" {
-		return errNoTeam
+	ref := r.URL.Query().Get("teamId")
+	if ref == "" {
+		return caller{}, errNoTeam
 	}
-	return nil
+	team, err := h.resolveTeam(r.Context(), p, ref)
+	if err != nil {
+		return caller{}, err
+	}
+	return caller{p: p, team: team}, nil
+}
+
+// resolveTeam maps a teamId onto a paddock team the principal may use: a
+// team's id, else its name (ids first: a name that is another team's id
+// names that team). A member may name only their own team; a host admin
+// any team that exists.
+func (h *Handler) resolveTeam(ctx context.Context, p auth.Principal, ref string) (string, error) {
+	if !p.HostAdmin {
+		switch ref {
+		case "":
+		case p.TeamID:
+			return p.TeamID, nil
+		}
+		if p.TeamID == "" {
+			return "", errTeamForbidden(ref)
+		}
+	}
+	t, err := h.teams.GetTeam(ctx, ref)
+	switch {
+	case err == nil && p.CanAccessTeam(t.ID):
+		return t.ID, nil
+	case err == nil:
+		return "", errTeamForbidden(ref)
+	case !errors.Is(err, sandbox.ErrNotFound):
+		return "", fmt.Errorf("resolve team: %w", err)
+	}
+	if !p.HostAdmin {
+		// A member's own team is the only name they may use.
+		own, err := h.teams.GetTeam(ctx, p.TeamID)
+		switch {
+		case err == nil && own.Name == ref:
+			return own.ID, nil
+		case err == nil || errors.Is(err, sandbox.ErrNotFound):
+			return "", errTeamForbidden(ref)
+		default:
+			return "", fmt.Errorf("resolve team: %w", err)
+		}
+	}
+	ts, err := h.teams.ListTeams(ctx)
+	if err != nil {
+		return "", fmt.Errorf("resolve team: %w", err)
+	}
+	for _, t := range ts {
+		if t.Name == ref {
+			return t.ID, nil
+		}
+	}
+	return "", errTeamForbidden(ref)
 }
 
 // scopeOf reads the team and the project; projectParam names the query
 // parameter the SDK uses for this endpoint ("projectId" or "project"), ""
 // when the project comes from the body.
 func scopeOf(r *http.Request, projectParam string) (Scope, error) {
-	s := Scope{Team: r.URL.Query().Get("teamId")}
+	s := Scope{Team: teamOf(r)}
 	if projectParam != "" {
 		s.Project = r.URL.Query().Get(projectParam)
 		if s.Project == "" {
@@ -269,6 +385,11 @@ func scopeOf(r *http.Request, projectParam string) (Scope, error) {
 		}
 	}
 	return s, nil
+}
+
+// listScope is the scope of a list: the team and, when given, ?project=.
+func listScope(r *http.Request) Scope {
+	return Scope{Team: teamOf(r), Project: r.URL.Query().Get("project")}
 }
 
 // keyedMutex serialises changes to one sandbox record (create, resume,

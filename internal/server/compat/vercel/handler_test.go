@@ -8,27 +8,57 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
-	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/store"
 )
 
-const testToken = "pdk_test-token"
+// Tokens of the fake Authenticator: a member of team_1 (the one env.do
+// sends), a member of team_2, and the host admin (bootstrap team).
+const (
+	testToken  = "pdk_test-token"
+	tokenTwo   = "pdk_team-two"
+	adminToken = "pdk_host-admin"
+)
 
-type fakeTokens struct{}
+// testTeams are the paddock teams of the tests: id and name.
+var testTeams = []store.Team{{ID: "team_1", Name: "one"}, {ID: "team_2", Name: "two"}, {ID: auth.BootstrapTeamID, Name: "default"}}
 
-func (fakeTokens) Authenticate(_ context.Context, secret string) (server.Token, error) {
-	if secret != testToken {
-		return server.Token{}, sandbox.Errorf(sandbox.ErrUnauthorized, "invalid_token", "bad token")
+type fakeAuth struct{}
+
+func (fakeAuth) AuthenticateBearer(_ context.Context, secret string) (auth.Principal, error) {
+	switch secret {
+	case testToken:
+		return auth.Principal{TeamID: "team_1", Name: "one", Role: store.RoleMember}, nil
+	case tokenTwo:
+		return auth.Principal{TeamID: "team_2", Name: "two", Role: store.RoleMember}, nil
+	case adminToken:
+		return auth.Principal{TeamID: auth.BootstrapTeamID, Name: "admin", Role: store.RoleAdmin, HostAdmin: true}, nil
 	}
-	return server.Token{Name: "test"}, nil
+	return auth.Principal{}, auth.ErrInvalidToken
 }
+
+// fakeTeams serves testTeams.
+type fakeTeams struct{}
+
+func (fakeTeams) GetTeam(_ context.Context, id string) (store.Team, error) {
+	for _, t := range testTeams {
+		if t.ID == id {
+			return t, nil
+		}
+	}
+	return store.Team{}, store.NotFound("team", id)
+}
+
+func (fakeTeams) ListTeams(context.Context) ([]store.Team, error) { return testTeams, nil }
 
 type env struct {
 	t     *testing.T
@@ -46,9 +76,9 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, dir: dir, sbs: &fakeSandboxes{agent: startFakeAgent(t), sbs: map[string]sandbox.Sandbox{}},
-		snaps: &fakeSnapshots{snaps: map[string]*image.Snapshot{}}}
-	e.h, err = New(Config{Sandboxes: e.sbs, Snapshots: e.snaps, Tokens: fakeTokens{}, Store: store,
+	e := &env{t: t, dir: dir, sbs: &fakeSandboxes{agent: startFakeAgent(t), sbs: map[string]sandbox.Sandbox{}}}
+	e.snaps = &fakeSnapshots{snaps: map[string]*image.Snapshot{}, sbs: e.sbs}
+	e.h, err = New(Config{Sandboxes: e.sbs, Snapshots: e.snaps, Auth: fakeAuth{}, Teams: fakeTeams{}, Store: store,
 		Signer: &proxy.Signer{Key: bytes.Repeat([]byte("k"), proxy.MinKeyLen)}, PortBaseURL: "http://localhost:7420"})
 	if err != nil {
 		t.Fatal(err)
@@ -58,8 +88,15 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-// do sends a request as the SDK would: bearer token, teamId, JSON.
+// do sends a request as the SDK would: bearer token, teamId, JSON; as a
+// member of team_1, naming it by id.
 func (e *env) do(method, path string, body any, query string) (*http.Response, []byte) {
+	e.t.Helper()
+	return e.doAs(testToken, "team_1", method, path, body, query)
+}
+
+// doAs is do with another token and teamId.
+func (e *env) doAs(token, team, method, path string, body any, query string) (*http.Response, []byte) {
 	e.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -70,12 +107,12 @@ func (e *env) do(method, path string, body any, query string) (*http.Response, [
 	if strings.Contains(path, "?") {
 		sep = "&"
 	}
-	u := e.srv.URL + Prefix + path + sep + "teamId=team_1"
+	u := e.srv.URL + Prefix + path + sep + url.Values{"teamId": {team}}.Encode()
 	if query != "" {
 		u += "&" + query
 	}
 	req, _ := http.NewRequest(method, u, rd)
-	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -147,22 +184,24 @@ func TestAuthAndErrorShape(t *testing.T) {
 		status                           int
 		code                             string
 	}{
-		{"no token", "GET", "/v2/sandboxes", "", "teamId=t", nil, 401, "unauthorized"},
-		{"bad token", "GET", "/v2/sandboxes", "nope", "teamId=t", nil, 401, "unauthorized"},
+		{"no token", "GET", "/v2/sandboxes", "", "teamId=team_1", nil, 401, "unauthorized"},
+		{"bad token", "GET", "/v2/sandboxes", "nope", "teamId=team_1", nil, 401, "unauthorized"},
 		{"no teamId", "GET", "/v2/sandboxes", testToken, "", nil, 400, "bad_request"},
-		{"unknown endpoint", "GET", "/v9/nothing", testToken, "teamId=t", nil, 404, "not_found"},
-		{"drives", "GET", "/v2/sandboxes/drives", testToken, "teamId=t", nil, 501, "not_implemented"},
-		{"interactive", "POST", "/v2/sandboxes/sessions/sb-x/interactive", testToken, "teamId=t", map[string]any{}, 501, "not_implemented"},
-		{"create without project", "POST", "/v3/sandboxes", testToken, "teamId=t", map[string]any{"ports": []int{}}, 400, "bad_request"},
-		{"mounts", "POST", "/v3/sandboxes", testToken, "teamId=t", map[string]any{"projectId": "p", "mounts": map[string]any{"/d": map[string]any{"drive": "x"}}}, 400, "unsupported_option"},
-		{"unknown option", "POST", "/v3/sandboxes", testToken, "teamId=t", map[string]any{"projectId": "p", "gpu": true}, 400, "unsupported_option"},
-		{"policy rules", "POST", "/v3/sandboxes", testToken, "teamId=t", map[string]any{"projectId": "p",
+		{"unknown team", "GET", "/v2/sandboxes", testToken, "teamId=t", nil, 403, "forbidden"},
+		{"another team", "GET", "/v2/sandboxes", testToken, "teamId=team_2", nil, 403, "forbidden"},
+		{"unknown endpoint", "GET", "/v9/nothing", testToken, "teamId=team_1", nil, 404, "not_found"},
+		{"drives", "GET", "/v2/sandboxes/drives", testToken, "teamId=team_1", nil, 501, "not_implemented"},
+		{"interactive", "POST", "/v2/sandboxes/sessions/sb-x/interactive", testToken, "teamId=team_1", map[string]any{}, 501, "not_implemented"},
+		{"create without project", "POST", "/v3/sandboxes", testToken, "teamId=team_1", map[string]any{"ports": []int{}}, 400, "bad_request"},
+		{"mounts", "POST", "/v3/sandboxes", testToken, "teamId=team_1", map[string]any{"projectId": "p", "mounts": map[string]any{"/d": map[string]any{"drive": "x"}}}, 400, "unsupported_option"},
+		{"unknown option", "POST", "/v3/sandboxes", testToken, "teamId=team_1", map[string]any{"projectId": "p", "gpu": true}, 400, "unsupported_option"},
+		{"policy rules", "POST", "/v3/sandboxes", testToken, "teamId=team_1", map[string]any{"projectId": "p",
 			"networkPolicy": map[string]any{"allow": map[string]any{"api.example.com": []any{map[string]any{"forwardURL": "https://x"}}}}}, 400, "unsupported_option"},
-		{"bad name", "POST", "/v3/sandboxes", testToken, "teamId=t", map[string]any{"projectId": "p", "name": "no spaces"}, 400, "bad_request"},
-		{"get without projectId", "GET", "/v2/sandboxes/x", testToken, "teamId=t", nil, 400, "bad_request"},
-		{"missing sandbox", "GET", "/v2/sandboxes/x", testToken, "teamId=t&projectId=p", nil, 404, "not_found"},
-		{"missing session", "POST", "/v2/sandboxes/sessions/sb-none/cmd", testToken, "teamId=t", map[string]any{"command": "x"}, 404, "not_found"},
-		{"missing snapshot", "GET", "/v2/sandboxes/snapshots/snap-none", testToken, "teamId=t", nil, 404, "not_found"},
+		{"bad name", "POST", "/v3/sandboxes", testToken, "teamId=team_1", map[string]any{"projectId": "p", "name": "no spaces"}, 400, "bad_request"},
+		{"get without projectId", "GET", "/v2/sandboxes/x", testToken, "teamId=team_1", nil, 400, "bad_request"},
+		{"missing sandbox", "GET", "/v2/sandboxes/x", testToken, "teamId=team_1&projectId=p", nil, 404, "not_found"},
+		{"missing session", "POST", "/v2/sandboxes/sessions/sb-none/cmd", testToken, "teamId=team_1", map[string]any{"command": "x"}, 404, "not_found"},
+		{"missing snapshot", "GET", "/v2/sandboxes/snapshots/snap-none", testToken, "teamId=team_1", nil, 404, "not_found"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -218,6 +218,7 @@ func (h *Handler) startSession(ctx context.Context, rec *Record, fromSnapshot st
 		Env:           cfg.Env,
 		NetworkPolicy: toSandboxPolicy(cfg.NetworkPolicy),
 		Snapshot:      fromSnapshot,
+		TeamID:        rec.Team, // the resolved paddock team: /api/v1 and the port proxy check it
 	}
 	if cfg.VCPUs > 0 {
 		params.Resources = sandbox.Resources{VCPUs: cfg.VCPUs, MemoryMB: int64(cfg.VCPUs * memoryPerVCPU)}

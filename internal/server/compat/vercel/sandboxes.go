@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -23,7 +24,7 @@ const (
 // configFromCreate checks a create request (v1, v2 or v3) and turns it into
 // a record's config, the source to fetch with its credentials, and whether
 // the sandbox is persistent.
-func (h *Handler) configFromCreate(req *createRequest) (SandboxConfig, *sandbox.Source, error) {
+func (h *Handler) configFromCreate(r *http.Request, req *createRequest) (SandboxConfig, *sandbox.Source, error) {
 	var cfg SandboxConfig
 	switch {
 	case req.NetworkID != nil:
@@ -82,8 +83,8 @@ func (h *Handler) configFromCreate(req *createRequest) (SandboxConfig, *sandbox.
 			if req.Image != "" || req.Runtime != "" {
 				return cfg, nil, badRequest("a snapshot source cannot be combined with runtime or image")
 			}
-			if h.snaps == nil {
-				return cfg, nil, errNoSnapshots
+			if _, _, err := h.visibleSnapshot(r, s.SnapshotID); err != nil {
+				return cfg, nil, err
 			}
 			cfg.Source = &SourceConfig{Type: "snapshot", SnapshotID: s.SnapshotID}
 		case "git", "tarball":
@@ -129,7 +130,7 @@ func (h *Handler) createV2(w http.ResponseWriter, r *http.Request) error {
 	} else if !namePattern.MatchString(req.Name) {
 		return badRequest("name must match ^[a-zA-Z0-9_-]+$ and be at most 128 characters")
 	}
-	cfg, src, err := h.configFromCreate(&req)
+	cfg, src, err := h.configFromCreate(r, &req)
 	if err != nil {
 		return err
 	}
@@ -272,7 +273,7 @@ func sortOrder(r *http.Request) (desc bool, err error) {
 // listV2 is GET /v2/sandboxes.
 func (h *Handler) listV2(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	scope := Scope{Team: q.Get("teamId"), Project: q.Get("project")}
+	scope := listScope(r)
 	desc, err := sortOrder(r)
 	if err != nil {
 		return err
@@ -402,7 +403,7 @@ func (h *Handler) updateV2(w http.ResponseWriter, r *http.Request) error {
 		cfg.Failover = slices.Clone(*req.FailoverRegions)
 	}
 	if req.CurrentSnapshotID != nil {
-		if err := h.ownSnapshot(r.Context(), rec.Scope, *req.CurrentSnapshotID); err != nil {
+		if _, _, err := h.visibleSnapshot(r, *req.CurrentSnapshotID); err != nil {
 			return err
 		}
 		rec.CurrentSnapshotID = *req.CurrentSnapshotID
@@ -538,7 +539,7 @@ func (h *Handler) forkV2(w http.ResponseWriter, r *http.Request) error {
 	} else if !namePattern.MatchString(req.Name) {
 		return badRequest("name must match ^[a-zA-Z0-9_-]+$ and be at most 128 characters")
 	}
-	over, _, err := h.configFromCreate(&req)
+	over, _, err := h.configFromCreate(r, &req)
 	if err != nil {
 		return err
 	}
@@ -589,25 +590,38 @@ func (h *Handler) forkV2(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// ownSnapshot checks that a snapshot exists and, when this API took it,
-// that it belongs to scope's team.
-func (h *Handler) ownSnapshot(ctx context.Context, scope Scope, id string) error {
+// visibleSnapshot returns the snapshot named id if the request's team may see it:
+// paddock keeps it, it is the team's (a snapshot belongs to its source
+// sandbox's team; one from before teams, to host admins only) and, when
+// this API took it, its record is the team's. Any other is not found.
+func (h *Handler) visibleSnapshot(r *http.Request, id string) (*image.Snapshot, SnapshotRecord, error) {
 	if h.snaps == nil {
-		return errNoSnapshots
+		return nil, SnapshotRecord{}, errNoSnapshots
 	}
-	if sr, err := h.store.GetSnapshot(ctx, id); err == nil && sr.Team != scope.Team {
-		return errSnapshotNotFound
+	c := callerOf(r)
+	sr, err := h.store.GetSnapshot(r.Context(), id)
+	switch {
+	case err == nil && sr.Team != c.team:
+		return nil, SnapshotRecord{}, errSnapshotNotFound
+	case err != nil && !errors.Is(err, sandbox.ErrNotFound):
+		return nil, SnapshotRecord{}, err
 	}
-	if _, err := h.snaps.GetSnapshot(id); err != nil {
-		return err
+	snap, err := h.snaps.GetSnapshot(id)
+	switch {
+	case errors.Is(err, sandbox.ErrNotFound):
+		return nil, SnapshotRecord{}, errSnapshotNotFound
+	case err != nil:
+		return nil, SnapshotRecord{}, err
+	case snap.TeamID != c.team && (snap.TeamID != "" || !c.p.HostAdmin):
+		return nil, SnapshotRecord{}, errSnapshotNotFound
 	}
-	return nil
+	return snap, sr, nil
 }
 
 // listSessions is GET /v2/sandboxes/sessions?name=.
 func (h *Handler) listSessions(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	scope := Scope{Team: q.Get("teamId"), Project: q.Get("project")}
+	scope := listScope(r)
 	if scope.Project == "" || q.Get("name") == "" {
 		return badRequest("project and name are required")
 	}

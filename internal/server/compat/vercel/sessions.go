@@ -40,7 +40,7 @@ func (h *Handler) sessionRecord(r *http.Request) (Record, *SessionRecord, error)
 	if isV1(r) {
 		want = apiV1
 	}
-	if rec.Team != r.URL.Query().Get("teamId") || rec.API != want {
+	if rec.Team != teamOf(r) || rec.API != want {
 		return Record{}, nil, errSessionNotFound
 	}
 	return rec, rec.session(sid), nil

@@ -40,9 +40,9 @@ type Store interface {
 	ListSnapshots(ctx context.Context, scope Scope) ([]SnapshotRecord, error)
 }
 
-// Scope is where a name is unique: a Vercel team and project. For now both
-// are opaque strings from the request; they will map onto paddock's teams
-// and projects.
+// Scope is where a name is unique: a paddock team (its id, resolved from
+// the request's teamId) and a Vercel project id, which is only a namespace
+// within the team, not a paddock project.
 type Scope struct {
 	Team    string `json:"team"`
 	Project string `json:"project"`

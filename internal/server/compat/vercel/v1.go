@@ -48,7 +48,7 @@ func (h *Handler) createV1(w http.ResponseWriter, r *http.Request) error {
 	if req.ProjectID == "" {
 		return badRequest("projectId is required")
 	}
-	cfg, src, err := h.configFromCreate(&createRequest{
+	cfg, src, err := h.configFromCreate(r, &createRequest{
 		Ports: req.Ports, Source: req.Source, Timeout: req.Timeout, Resources: req.Resources,
 		Runtime: req.Runtime, NetworkPolicy: req.NetworkPolicy, Env: req.Env,
 	})
@@ -56,7 +56,7 @@ func (h *Handler) createV1(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	now := ms(h.now())
-	rec := Record{Scope: Scope{Team: r.URL.Query().Get("teamId"), Project: req.ProjectID}, API: apiV1, Config: cfg, CreatedAt: now, UpdatedAt: now}
+	rec := Record{Scope: Scope{Team: teamOf(r), Project: req.ProjectID}, API: apiV1, Config: cfg, CreatedAt: now, UpdatedAt: now}
 	if err := h.startSession(r.Context(), &rec, "", src); err != nil {
 		return err
 	}
@@ -138,7 +138,7 @@ func (h *Handler) listV1(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	scope := Scope{Team: r.URL.Query().Get("teamId"), Project: r.URL.Query().Get("project")}
+	scope := listScope(r)
 	recs, err := h.store.ListSandboxes(r.Context(), scope)
 	if err != nil {
 		return err
@@ -191,7 +191,7 @@ func (h *Handler) listSnapshotsV1(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	scope := Scope{Team: r.URL.Query().Get("teamId"), Project: r.URL.Query().Get("project")}
+	scope := listScope(r)
 	recs, snaps, err := h.snapshotsOf(r.Context(), scope, "")
 	if err != nil {
 		return err
@@ -212,7 +212,7 @@ func (h *Handler) listSnapshotsV2(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	q := r.URL.Query()
-	recs, snaps, err := h.snapshotsOf(r.Context(), Scope{Team: q.Get("teamId"), Project: q.Get("project")}, q.Get("name"))
+	recs, snaps, err := h.snapshotsOf(r.Context(), listScope(r), q.Get("name"))
 	if err != nil {
 		return err
 	}
@@ -237,22 +237,7 @@ func (h *Handler) listSnapshotsV2(w http.ResponseWriter, r *http.Request) error 
 // snapshotFor finds {id}: a snapshot paddock keeps and, when this API took
 // it, one of the request's team.
 func (h *Handler) snapshotFor(r *http.Request) (*image.Snapshot, SnapshotRecord, error) {
-	if h.snaps == nil {
-		return nil, SnapshotRecord{}, errNoSnapshots
-	}
-	id := r.PathValue("id")
-	sr, err := h.store.GetSnapshot(r.Context(), id)
-	if err == nil && sr.Team != r.URL.Query().Get("teamId") {
-		return nil, SnapshotRecord{}, errSnapshotNotFound
-	}
-	snap, err := h.snaps.GetSnapshot(id)
-	if err != nil {
-		if errors.Is(err, sandbox.ErrNotFound) {
-			return nil, SnapshotRecord{}, errSnapshotNotFound
-		}
-		return nil, SnapshotRecord{}, err
-	}
-	return snap, sr, nil
+	return h.visibleSnapshot(r, r.PathValue("id"))
 }
 
 // getSnapshot is GET /v{1,2}/sandboxes/snapshots/{id}.

@@ -5,8 +5,17 @@
 import assert from "node:assert/strict";
 
 export const base = process.env.PADDOCK_URL;
+// token is a member of the paddock team PADDOCK_TEAM (its id); the Go test
+// makes both. A second team and a member token of it make the cross-team
+// tests.
 export const token = process.env.PADDOCK_TOKEN;
-export const skip = !base || !token ? "PADDOCK_URL and PADDOCK_TOKEN are not set (run through go test ./e2e -run TestVercelSDK)" : false;
+export const team = process.env.PADDOCK_TEAM;
+export const team2 = process.env.PADDOCK_TEAM_2;
+export const token2 = process.env.PADDOCK_TOKEN_2;
+export const skip =
+  !base || !token || !team
+    ? "PADDOCK_URL, PADDOCK_TOKEN and PADDOCK_TEAM are not set (run through go test ./e2e -run TestVercelSDK)"
+    : false;
 
 const vercelAPI = "https://vercel.com/api";
 const nativeFetch = globalThis.fetch;
@@ -34,9 +43,16 @@ export async function withGlobalFetch(fn) {
 }
 
 // creds are what every SDK entry point takes; each test file uses its own
-// project so that names never collide between files.
-export function creds(projectId) {
-  return { token, teamId: "team_paddock_test", projectId, fetch: paddockFetch };
+// project so that names never collide between files. The project is only a
+// namespace within the team; the team must be a paddock team.
+export function creds(projectId, { teamId = team, tok = token } = {}) {
+  return { token: tok, teamId, projectId, fetch: paddockFetch };
+}
+
+// nativeGet reads a sandbox through paddock's own API (/api/v1).
+export async function nativeGet(id, tok) {
+  const res = await nativeFetch(`${base}/api/v1/sandboxes/${id}`, { headers: { authorization: `Bearer ${tok}` } });
+  return { status: res.status, body: await res.json() };
 }
 
 // eventually retries fn until it stops throwing, for at most ms.

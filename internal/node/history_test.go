@@ -1,0 +1,183 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// historyDriver is the fake driver with an agent that lists commands and a
+// cgroup that reports CPU time.
+type historyDriver struct {
+	*fakeDriver
+	sock string
+}
+
+func (d *historyDriver) Create(ctx context.Context, spec runtime.Spec) (*agent.Client, error) {
+	if _, err := d.fakeDriver.Create(ctx, spec); err != nil {
+		return nil, err
+	}
+	return agent.UnixClient(d.sock), nil
+}
+
+func (d *historyDriver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
+	st, err := d.fakeDriver.Stats(ctx, id)
+	st.CPUUsage = 1500 * time.Millisecond
+	return st, err
+}
+
+// fakeHistory records what the node hands to History.
+type fakeHistory struct {
+	mu       sync.Mutex // guards the fields below
+	finished map[string][]agent.Command
+	used     []Usage
+}
+
+func (h *fakeHistory) Finished(_ context.Context, sb sandbox.Sandbox, cmds []agent.Command) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.finished[sb.ID] = cmds
+	return nil
+}
+
+func (h *fakeHistory) Used(_ context.Context, u Usage) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.used = append(h.used, u)
+	return nil
+}
+
+func newHistoryEnv(t *testing.T, cmds []agent.Command) (*env, *fakeHistory) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "phist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"version":"fake","pid":1}`))
+	})
+	mux.HandleFunc("GET /v1/commands", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(cmds)
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	h := &fakeHistory{finished: map[string][]agent.Command{}}
+	e := &env{d: newFakeDriver(t), clock: newFakeClock(), dir: t.TempDir()}
+	hd := &historyDriver{fakeDriver: e.d, sock: sock}
+	e.m = e.manager(t, func(c *Config) {
+		c.Driver = hd
+		c.History = h
+	})
+	return e, h
+}
+
+func TestHistoryOnEveryStopPath(t *testing.T) {
+	exit0 := 0
+	cmds := []agent.Command{
+		{ID: "c1", Cmd: "true", Status: agent.StatusExited, ExitCode: &exit0},
+		{ID: "c2", Cmd: "sleep", Status: agent.StatusRunning},
+	}
+	tests := []struct {
+		name string
+		stop func(t *testing.T, e *env, id string)
+	}{
+		{"stop", func(t *testing.T, e *env, id string) {
+			if _, err := e.m.Stop(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"timeout", func(t *testing.T, e *env, id string) {
+			e.m.checkTimeouts(t.Context())
+			if got := e.get(t, id); got.State != sandbox.Stopped {
+				t.Fatalf("after the deadline the sandbox is %s", got.State)
+			}
+		}},
+		{"delete", func(t *testing.T, e *env, id string) {
+			if err := e.m.Delete(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, h := newHistoryEnv(t, cmds)
+			sb, err := e.m.Create(t.Context(), CreateRequest{Resources: sandbox.Resources{MemoryMB: 512}, TeamID: "team-a", ProjectID: "prj-1", Timeout: 30 * time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sb.ProjectID != "prj-1" {
+				t.Errorf("ProjectID = %q, want prj-1", sb.ProjectID)
+			}
+			e.clock.Advance(30 * time.Minute)
+			tt.stop(t, e, sb.ID)
+
+			h.mu.Lock()
+			if got := h.finished[sb.ID]; len(got) != 2 || got[0].ID != "c1" || got[1].Status != agent.StatusRunning {
+				t.Errorf("Finished got %+v, want the agent's list", got)
+			}
+			if len(h.used) != 1 {
+				h.mu.Unlock()
+				t.Fatalf("Used called %d times, want 1", len(h.used))
+			}
+			u := h.used[0]
+			if u.SandboxID != sb.ID || u.TeamID != "team-a" || u.ProjectID != "prj-1" || !u.Start.Equal(sb.StartedAt) {
+				t.Errorf("usage = %+v", u)
+			}
+			if u.End.Sub(u.Start) != 30*time.Minute || u.MemoryMBHours != 256 || u.CPUSeconds != 1.5 {
+				t.Errorf("usage figures = %s, %v MB·h, %v s CPU; want 30m, 256, 1.5", u.End.Sub(u.Start), u.MemoryMBHours, u.CPUSeconds)
+			}
+
+			h.mu.Unlock()
+
+			// Stopping or deleting what is already stopped records nothing more.
+			_, _ = e.m.Stop(t.Context(), sb.ID)
+			_ = e.m.Delete(t.Context(), sb.ID)
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if len(h.used) != 1 {
+				t.Errorf("a second stop recorded usage again: %d records", len(h.used))
+			}
+		})
+	}
+}
+
+func TestHistoryAgentGone(t *testing.T) {
+	// The fake driver's own agent answers pings but not /v1/commands: the
+	// stop goes ahead, usage is still recorded, command history is not.
+	h := &fakeHistory{finished: map[string][]agent.Command{}}
+	e := newEnv(t, func(c *Config) { c.History = h })
+	sb := e.create(t)
+	e.clock.Advance(time.Hour)
+	if _, err := e.m.Stop(t.Context(), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.finished[sb.ID]; ok {
+		t.Error("Finished called though the agent's list could not be read")
+	}
+	if len(h.used) != 1 || h.used[0].MemoryMBHours != float64(sb.Resources.MemoryMB) {
+		t.Errorf("usage = %+v, want one record of %d MB·h", h.used, sb.Resources.MemoryMB)
+	}
+}

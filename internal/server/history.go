@@ -1,0 +1,121 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/httperr"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/store"
+)
+
+// History is where commands and usage outlive their sandbox; store.Store
+// satisfies it. The server records each command as it starts (and the
+// exit of a waited one); the node records the rest of the exits and the
+// usage when it stops a sandbox (node.Config.History).
+type History interface {
+	AddCommand(ctx context.Context, c store.Command) error
+	ListCommands(ctx context.Context, sandboxID string, page store.Page) ([]store.Command, string, error)
+	ListUsage(ctx context.Context, f store.UsageFilter) ([]store.Usage, error)
+}
+
+var _ History = store.Store(nil)
+
+// historyTimeout bounds one history write made on a request's behalf.
+const historyTimeout = 10 * time.Second
+
+// recordStarted adds a just-started command to the history, with its exit
+// when it already finished (a waited command). The command runs whatever
+// happens here, so a failed write is logged, not answered.
+func (s *Server) recordStarted(ctx context.Context, sb sandbox.Sandbox, c agent.Command) {
+	if s.history == nil {
+		return
+	}
+	rec := store.Command{ID: c.ID, SandboxID: sb.ID, TeamID: sb.TeamID, Cmd: c.Cmd, Args: c.Args, Cwd: c.Cwd, Sudo: c.Sudo, StartedAt: c.StartedAt}
+	if c.Done() && c.ExitCode != nil {
+		rec.ExitCode, rec.FinishedAt = c.ExitCode, c.FinishedAt
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), historyTimeout)
+	defer cancel()
+	if err := s.history.AddCommand(ctx, rec); err != nil {
+		s.log.Error("record command", "sandbox", sb.ID, "command", c.ID, "err", err)
+	}
+}
+
+// fromHistory reports whether commands of sb are answered from the
+// history: the sandbox no longer runs, so its agent is gone.
+func (s *Server) fromHistory(ctx context.Context, id string) (bool, error) {
+	if s.history == nil {
+		return false, nil
+	}
+	sb, err := s.sb.Get(ctx, id)
+	if err != nil {
+		return false, sandboxErr(id, err)
+	}
+	return sb.State.Terminal(), nil
+}
+
+// historyCommands returns every recorded command of a sandbox, oldest first.
+func (s *Server) historyCommands(ctx context.Context, sbID string) ([]api.Command, error) {
+	out := []api.Command{}
+	page := store.Page{Limit: store.MaxPageLimit}
+	for {
+		cmds, next, err := s.history.ListCommands(ctx, sbID, page)
+		if err != nil {
+			return nil, fmt.Errorf("command history of sandbox %s: %w", sbID, err)
+		}
+		for _, c := range cmds {
+			out = append(out, toAPIHistoryCommand(c))
+		}
+		if next == "" {
+			return out, nil
+		}
+		page.Cursor = next
+	}
+}
+
+// historyCommand returns one recorded command of a sandbox.
+func (s *Server) historyCommand(ctx context.Context, sbID, cmdID string) (api.Command, error) {
+	cmds, err := s.historyCommands(ctx, sbID)
+	if err != nil {
+		return api.Command{}, err
+	}
+	for _, c := range cmds {
+		if c.ID == cmdID {
+			return c, nil
+		}
+	}
+	return api.Command{}, sandbox.Errorf(sandbox.ErrNotFound, "command_not_found", "command %q not found", cmdID)
+}
+
+// errLogsGone answers for the output of a stopped sandbox's command: the
+// output lived in the sandbox and went with it; the history keeps exits.
+func errLogsGone(sbID string) error {
+	return sandbox.Errorf(httperr.ErrGone, "logs_gone",
+		"sandbox %s has stopped: command output is gone with it; the command and its exit code are in its history", sbID)
+}
+
+// toAPIHistoryCommand presents a history entry. The history keeps the exit
+// code, not the signal: a finished command is "exited" (128+n if a signal
+// ended it), one without an exit "unknown".
+func toAPIHistoryCommand(c store.Command) api.Command {
+	status := api.CommandUnknown
+	if c.ExitCode != nil {
+		status = api.CommandExited
+	}
+	return api.Command{
+		ID:         c.ID,
+		SandboxID:  c.SandboxID,
+		Cmd:        c.Cmd,
+		Args:       c.Args,
+		Cwd:        c.Cwd,
+		Sudo:       c.Sudo,
+		Status:     status,
+		ExitCode:   c.ExitCode,
+		StartedAt:  utcOrZero(c.StartedAt),
+		FinishedAt: utcOrZero(c.FinishedAt),
+	}
+}

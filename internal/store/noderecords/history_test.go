@@ -1,0 +1,126 @@
+package noderecords_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/noderecords"
+)
+
+func TestHistoryFinished(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
+	h := noderecords.NewHistory(s)
+	ctx := t.Context()
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	sb := sandbox.Sandbox{ID: "sb-hist", TeamID: "team-a"}
+
+	// c1 was recorded by the API when it started; c2 (the control plane's)
+	// and c3 (still running at the stop) were not; c4 was, and still runs.
+	for _, c := range []store.Command{
+		{ID: "c1", SandboxID: sb.ID, TeamID: "team-a", Cmd: "make", StartedAt: t0},
+		{ID: "c4", SandboxID: sb.ID, TeamID: "team-a", Cmd: "serve", StartedAt: t0.Add(4 * time.Second)},
+	} {
+		if err := s.AddCommand(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one, killed := 1, 137
+	cmds := []agent.Command{
+		{ID: "c1", Cmd: "make", Status: agent.StatusExited, ExitCode: &one, StartedAt: t0, FinishedAt: t0.Add(time.Second)},
+		{ID: "c2", Cmd: "install", Args: []string{"-y"}, Status: agent.StatusKilled, Signal: "SIGKILL", ExitCode: &killed,
+			StartedAt: t0.Add(2 * time.Second), FinishedAt: t0.Add(3 * time.Second)},
+		{ID: "c3", Cmd: "sleep", Status: agent.StatusRunning, StartedAt: t0.Add(3 * time.Second)},
+		{ID: "c4", Cmd: "serve", Status: agent.StatusRunning, StartedAt: t0.Add(4 * time.Second)},
+	}
+	// Twice: a retried stop must not fail or duplicate.
+	for range 2 {
+		if err := h.Finished(ctx, sb, cmds); err != nil {
+			t.Fatalf("Finished: %v", err)
+		}
+	}
+	got, _, err := s.ListCommands(ctx, sb.ID, store.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		id   string
+		exit *int
+	}{{"c1", &one}, {"c2", &killed}, {"c3", nil}, {"c4", nil}}
+	if len(got) != len(want) {
+		t.Fatalf("history has %d commands, want %d: %+v", len(got), len(want), got)
+	}
+	for i, w := range want {
+		c := got[i]
+		switch {
+		case c.ID != w.id || c.TeamID != "team-a":
+			t.Errorf("command %d = %s of team %q, want %s of team-a", i, c.ID, c.TeamID, w.id)
+		case (c.ExitCode == nil) != (w.exit == nil) || (w.exit != nil && *c.ExitCode != *w.exit):
+			t.Errorf("command %s exit = %v, want %v", c.ID, c.ExitCode, w.exit)
+		case w.exit != nil && c.FinishedAt.IsZero():
+			t.Errorf("command %s has no finish time", c.ID)
+		}
+	}
+	if got[1].Cmd != "install" || len(got[1].Args) != 1 {
+		t.Errorf("added command = %+v, want the agent's cmd and args", got[1])
+	}
+}
+
+func TestHistoryUsed(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
+	h := noderecords.NewHistory(s)
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	u := node.Usage{SandboxID: "sb-use", TeamID: "team-a", ProjectID: "prj-1", Start: t0, End: t0.Add(time.Hour),
+		CPUSeconds: 2.5, MemoryMBHours: 1024, NetRxBytes: 10, NetTxBytes: 20}
+	for range 2 { // a retried write is harmless
+		if err := h.Used(t.Context(), u); err != nil {
+			t.Fatalf("Used: %v", err)
+		}
+	}
+	got, err := s.ListUsage(t.Context(), store.UsageFilter{TeamID: "team-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d usage records, want 1", len(got))
+	}
+	g := got[0]
+	if g.SandboxID != "sb-use" || g.ProjectID != "prj-1" || g.CPUSeconds != 2.5 || g.MemoryMBHours != 1024 ||
+		g.NetRxBytes != 10 || g.NetTxBytes != 20 || !g.Start.Equal(t0) || !g.End.Equal(t0.Add(time.Hour)) {
+		t.Errorf("usage = %+v", g)
+	}
+}
+
+// TestUpgradeFromFileRecords: an older paddock kept its records as JSON
+// files; the first start on the store imports them and re-adopts the
+// sandbox that still runs.
+func TestUpgradeFromFileRecords(t *testing.T) {
+	dir := t.TempDir()
+	d := newFakeDriver(t)
+	old := startManager(t, dir, d, nil)
+	sb, err := old.Create(t.Context(), node.CreateRequest{TeamID: "team-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	s := openStore(t, filepath.Join(dir, "paddock.db"))
+	m := startManager(t, dir, d, noderecords.New(s, "local"))
+	if got, err := m.Get(t.Context(), sb.ID); err != nil || got.State != sandbox.Running || got.TeamID != "team-a" {
+		t.Fatalf("after the upgrade %s is %s (team %q), %v; want running", sb.ID, got.State, got.TeamID, err)
+	}
+	if _, err := m.Agent(t.Context(), sb.ID); err != nil {
+		t.Errorf("re-adopted sandbox has no agent: %v", err)
+	}
+	if recs, err := s.ListSandboxes(t.Context(), "local"); err != nil || len(recs) != 1 {
+		t.Errorf("store holds %d records of node local (%v), want 1", len(recs), err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node", "sandboxes.imported", sb.ID+".json")); err != nil {
+		t.Errorf("imported file not kept aside: %v", err)
+	}
+}
