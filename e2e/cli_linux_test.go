@@ -1,17 +1,11 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -62,75 +56,15 @@ func TestCLI(t *testing.T) {
 	bin := buildPaddock(t)
 	dataDir := newDataDir(t)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	serve := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", addr, "--no-network")
-	serve.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
-	var serveOut bytes.Buffer
-	serve.Stdout = &serveOut
-	serve.Stderr = &serveOut
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		serve.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- serve.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve exited with %v\n%s", err, serveOut.String())
-			}
-		case <-time.After(20 * time.Second):
-			serve.Process.Kill()
-			<-done
-			t.Errorf("serve did not stop on SIGTERM\n%s", serveOut.String())
-		}
-	}
-	t.Cleanup(stop)
-
+	srv := startServe(t, bin, dataDir, freeAddr(t), "--no-network")
+	stop := srv.stop
 	// The CLI finds the server through client.json in the data dir.
-	clientJSON := filepath.Join(dataDir, "client.json")
-	var cc struct{ URL, Token string }
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if data, err := os.ReadFile(clientJSON); err == nil && json.Unmarshal(data, &cc) == nil && cc.Token != "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve wrote no client.json\n%s", serveOut.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	env := append(os.Environ(), "PADDOCK_URL="+cc.URL, "PADDOCK_TOKEN="+cc.Token)
-	cli := func(args ...string) (string, string, int) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = env
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		code := 0
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			code = exit.ExitCode()
-		} else if err != nil {
-			t.Fatalf("paddock %v: %v", args, err)
-		}
-		return stdout.String(), stderr.String(), code
-	}
+	url, token := srv.clientConfig(t, dataDir)
+	run := cliRunner(t, bin, "", append(os.Environ(), "PADDOCK_URL="+url, "PADDOCK_TOKEN="+token))
+	cli := func(args ...string) (string, string, int) { return run(time.Minute, args...) }
 
-	if !strings.Contains(serveOut.String(), cc.Token) {
-		t.Errorf("first start did not print the admin token:\n%s", serveOut.String())
+	if !strings.Contains(srv.out.String(), token) {
+		t.Errorf("first start did not print the admin token:\n%s", srv.out.String())
 	}
 	out, errOut, code := cli("sandbox", "create")
 	if code != 0 {
@@ -170,11 +104,5 @@ func TestCLI(t *testing.T) {
 	if strings.Contains(out, id) {
 		t.Errorf("sandbox ls still lists %s after rm", id)
 	}
-	stop()
-	sc := bufio.NewScanner(&serveOut)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), `"level":"ERROR"`) {
-			t.Errorf("serve logged an error: %s", sc.Text())
-		}
-	}
+	stop() // fails the test if serve logged an error
 }

@@ -1,21 +1,14 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -23,24 +16,6 @@ import (
 // demoPool is the sandbox network of TestDemo's server: apart from the
 // other tests' pools, so a leftover from one never collides with another.
 const demoPool = "10.213.252.0/24"
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestDemo is the first-run experience end to end: `paddock serve` prints
 // the quickstart, and `paddock demo` builds the goose stand-in, imports it,
@@ -58,97 +33,27 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	// startServe runs `paddock serve` on dataDir; stop sends SIGTERM and
-	// waits for a clean exit. A second start is a paddock restart.
-	var serveOut, serveLog *lockedBuffer
-	var stop func()
-	startServe := func() {
-		serve := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", addr, "--network-pool", demoPool)
-		serve.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
-		out, log := &lockedBuffer{}, &lockedBuffer{}
-		serveOut, serveLog = out, log
-		serve.Stdout, serve.Stderr = out, log
-		if err := serve.Start(); err != nil {
-			t.Fatal(err)
-		}
-		stopped := false
-		stop = func() {
-			if stopped {
-				return
-			}
-			stopped = true
-			_ = serve.Process.Signal(syscall.SIGTERM)
-			done := make(chan error, 1)
-			go func() { done <- serve.Wait() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("serve exited with %v\n%s", err, log.String())
-				}
-			case <-time.After(60 * time.Second):
-				_ = serve.Process.Kill()
-				<-done
-				t.Errorf("serve did not stop on SIGTERM\n%s", log.String())
-			}
-			sc := bufio.NewScanner(strings.NewReader(log.String()))
-			for sc.Scan() {
-				if strings.Contains(sc.Text(), `"level":"ERROR"`) {
-					t.Errorf("serve logged an error: %s", sc.Text())
-				}
-			}
-		}
-	}
-	startServe()
-	t.Cleanup(func() { stop() })
-
-	clientJSON := filepath.Join(dataDir, "client.json")
-	var cc struct{ URL, Token string }
-	for deadline := time.Now().Add(90 * time.Second); ; {
-		if data, err := os.ReadFile(clientJSON); err == nil && json.Unmarshal(data, &cc) == nil && cc.Token != "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve wrote no client.json\n%s\n%s", serveOut.String(), serveLog.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	addr := freeAddr(t)
+	// A second start on the same data dir is a paddock restart.
+	var srv *serveProc
+	serve := func() { srv = startServe(t, bin, dataDir, addr, "--network-pool", demoPool) }
+	serve()
+	url, token := srv.clientConfig(t, dataDir)
+	cc := struct{ URL, Token string }{url, token}
 	// The quickstart appears on the first start: where, the token, the demo.
-	first := serveOut.String()
+	first := srv.out.String()
 	for _, want := range []string{cc.URL, cc.Token, "paddock demo"} {
 		if !strings.Contains(first, want) {
 			t.Errorf("serve's first output lacks %q:\n%s", want, first)
 		}
 	}
 
-	env := append(os.Environ(), "PADDOCK_URL="+cc.URL, "PADDOCK_TOKEN="+cc.Token)
-	cli := func(timeout time.Duration, args ...string) (string, string, int) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = env
-		cmd.Dir = root // the demo builds the stand-in from this source tree
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		code := 0
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			code = exit.ExitCode()
-		} else if err != nil {
-			t.Fatalf("paddock %v: %v", args, err)
-		}
-		return stdout.String(), stderr.String(), code
-	}
+	// The demo builds the stand-in from this source tree.
+	cli := cliRunner(t, bin, root, append(os.Environ(), "PADDOCK_URL="+cc.URL, "PADDOCK_TOKEN="+cc.Token))
 
 	out, errOut, code := cli(5*time.Minute, "demo")
 	if code != 0 {
-		t.Fatalf("paddock demo exited %d\nstdout:\n%s\nstderr:\n%s\nserve:\n%s", code, out, errOut, serveLog.String())
+		t.Fatalf("paddock demo exited %d\nstdout:\n%s\nstderr:\n%s\nserve:\n%s", code, out, errOut, srv.log.String())
 	}
 	for _, want := range []string{"ready", "goose: echo: hello", "/api/v1/projects/", "paddock project deactivate demo"} {
 		if !strings.Contains(out, want) {
@@ -209,14 +114,14 @@ func TestDemo(t *testing.T) {
 
 	// A restart keeps the project, its activations and its saved state: the
 	// next activation finds the demo's session with both its messages.
-	stop()
-	startServe()
+	srv.stop()
+	serve()
 	waitHealthy(t, cc.URL)
 	if out, errOut, code = cli(time.Minute, "project", "ls"); code != 0 || !strings.Contains(out, "demo") {
 		t.Errorf("project ls after a restart: %d %q %q", code, out, errOut)
 	}
 	if out, errOut, code = cli(3*time.Minute, "project", "activate", "demo"); code != 0 || !strings.Contains(out, "ready") {
-		t.Fatalf("project activate after a restart: %d %q %q\n%s", code, out, errOut, serveLog.String())
+		t.Fatalf("project activate after a restart: %d %q %q\n%s", code, out, errOut, srv.log.String())
 	}
 	if status, body, _ := appGet("/sessions"); status != 200 || !strings.Contains(body, `"message_count":2`) {
 		t.Errorf("sessions after a restart and reactivation: %d %s", status, body)
@@ -236,7 +141,7 @@ func TestDemo(t *testing.T) {
 	}
 	// Images and sandboxes the demo left stop with the server; the data
 	// dir's leak check then finds nothing mounted or running.
-	stop()
+	srv.stop()
 }
 
 // waitHealthy waits until a restarted server answers.

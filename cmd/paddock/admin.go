@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"text/tabwriter"
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
@@ -21,26 +20,25 @@ import (
 
 // tokenCmd manages API tokens: create (the secret is printed once), ls, rm.
 func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usagef("token: missing subcommand (create, ls, rm)")
+	sc, err := newSubcommand("token", "create, ls, rm", args, stderr)
+	if err != nil {
+		return err
 	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf clientFlags
-	cf.register(fs)
+	fs, cf := sc.fs, &sc.cf
 	team := fs.String("team", "", "team id (default: the caller's team)")
 	var user, role string
 	var ttl time.Duration
-	if sub == "create" {
+	// "new" is create's alias, so it takes create's flags too.
+	if sc.verb == "create" || sc.verb == "new" {
 		fs.StringVar(&user, "user", "", "bind the token to this user of the team")
 		fs.StringVar(&role, "role", api.RoleMember, "member or admin")
 		fs.DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 720h (default: no expiry)")
 	}
-	if err := fs.Parse(args); err != nil {
-		return usagef("token %s: %v", sub, err)
+	// The arguments are checked per verb: rm takes any number of ids.
+	if err := fs.Parse(sc.args); err != nil {
+		return usagef("token %s: %v", sc.verb, err)
 	}
-	switch sub {
+	switch sc.verb {
 	case "create", "new":
 		if fs.NArg() != 1 {
 			return usagef("token create: give one token name")
@@ -75,16 +73,15 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tTEAM\tROLE\tUSER\tCREATED\tEXPIRES")
+		tab := newTable(stdout, "ID", "NAME", "TEAM", "ROLE", "USER", "CREATED", "EXPIRES")
 		for _, t := range toks {
 			expires := "never"
 			if !t.ExpiresAt.IsZero() {
 				expires = t.ExpiresAt.Local().Format("2006-01-02 15:04")
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.TeamID, t.Role, dash(t.UserID), ago(t.CreatedAt), expires)
+			tab.row(t.ID, t.Name, t.TeamID, t.Role, dash(t.UserID), ago(t.CreatedAt), expires)
 		}
-		return tw.Flush()
+		return tab.flush()
 
 	case "rm", "revoke", "delete":
 		if fs.NArg() == 0 {
@@ -103,24 +100,21 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.Join(errs...)
 
 	default:
-		return usagef("token: unknown subcommand %q (create, ls, rm)", sub)
+		return usagef("token: unknown subcommand %q (create, ls, rm)", sc.verb)
 	}
 }
 
 // teamCmd creates and lists teams.
 func teamCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usagef("team: missing subcommand (create, ls)")
+	sc, err := newSubcommand("team", "create, ls", args, stderr)
+	if err != nil {
+		return err
 	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("team "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf clientFlags
-	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return usagef("team %s: %v", sub, err)
+	fs, cf := sc.fs, &sc.cf
+	if err := fs.Parse(sc.args); err != nil {
+		return usagef("team %s: %v", sc.verb, err)
 	}
-	switch sub {
+	switch sc.verb {
 	case "create", "new":
 		if fs.NArg() != 1 {
 			return usagef("team create: give one team name")
@@ -148,15 +142,14 @@ func teamCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tCREATED")
+		tab := newTable(stdout, "ID", "NAME", "CREATED")
 		for _, t := range teams {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Name, ago(t.CreatedAt))
+			tab.row(t.ID, t.Name, ago(t.CreatedAt))
 		}
-		return tw.Flush()
+		return tab.flush()
 
 	default:
-		return usagef("team: unknown subcommand %q (create, ls)", sub)
+		return usagef("team: unknown subcommand %q (create, ls)", sc.verb)
 	}
 }
 

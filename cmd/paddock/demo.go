@@ -146,26 +146,42 @@ func upsertProject(ctx context.Context, c *sdk.Client, req api.ProjectRequest) (
 	return p, "created", err
 }
 
-// appJSON sends a JSON request to the project's app and decodes its answer.
-func appJSON(ctx context.Context, c *sdk.Client, projectID, path string, in, out any) error {
+// postApp posts in as JSON to the project's app through the app proxy and
+// returns the answer if it is 200 (accept, if set, asks for its type); the
+// caller closes its body. Another status is an error quoting the start of
+// the app's answer, since that is what says why the app refused.
+func postApp(ctx context.Context, c *sdk.Client, projectID, path string, in any, accept string) (*http.Response, error) {
 	body, err := json.Marshal(in)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req, err := c.AppRequest(ctx, projectID, http.MethodPost, path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", api.ContentTypeJSON)
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
 	resp, err := c.DoApp(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return nil, fmt.Errorf("the app answered %s %s: %s %s", http.MethodPost, path, resp.Status, bytes.TrimSpace(data))
+	}
+	return resp, nil
+}
+
+// appJSON sends a JSON request to the project's app and decodes its answer.
+func appJSON(ctx context.Context, c *sdk.Client, projectID, path string, in, out any) error {
+	resp, err := postApp(ctx, c, projectID, path, in, "")
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		return fmt.Errorf("the app answered %s %s: %s %s", http.MethodPost, path, resp.Status, bytes.TrimSpace(data))
-	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
@@ -191,31 +207,19 @@ func startSession(ctx context.Context, c *sdk.Client, projectID string) (string,
 // reply sends text on goose's streaming /reply and prints the assistant's
 // text as its chunks arrive, until Finish.
 func reply(ctx context.Context, c *sdk.Client, projectID, sessionID, text string, out io.Writer) error {
-	body, err := json.Marshal(map[string]any{
+	msg := map[string]any{
 		"session_id": sessionID,
 		"user_message": map[string]any{
 			"role": "user", "created": time.Now().Unix(),
 			"content":  []map[string]string{{"type": "text", "text": text}},
 			"metadata": map[string]bool{"userVisible": true, "agentVisible": true},
 		},
-	})
-	if err != nil {
-		return err
 	}
-	req, err := c.AppRequest(ctx, projectID, http.MethodPost, "/reply", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", api.ContentTypeJSON)
-	req.Header.Set("Accept", api.ContentTypeEventStream)
-	resp, err := c.DoApp(req)
+	resp, err := postApp(ctx, c, projectID, "/reply", msg, api.ContentTypeEventStream)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("the app answered %s", resp.Status)
-	}
 	for ev, err := range sdk.ReadSSE(resp.Body) {
 		if err != nil {
 			return err

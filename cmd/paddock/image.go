@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"text/tabwriter"
 
 	"github.com/paddock-dev/paddock/api"
 )
@@ -15,39 +13,23 @@ import (
 // docker-archive tar (docker save) only: an OCI layout directory must be
 // imported on the server's host, or saved as a docker archive first.
 func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usagef("image: missing subcommand (pull, ls, rm, import)")
+	sc, err := newSubcommand("image", "pull, ls, rm, import", args, stderr)
+	if err != nil {
+		return err
 	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("image "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf clientFlags
-	cf.register(fs)
-	parse := func(nargs int, what string) error {
-		if err := fs.Parse(args); err != nil {
-			return usagef("image %s: %v", sub, err)
-		}
-		if fs.NArg() != nargs {
-			return usagef("image %s: want %s", sub, what)
-		}
-		return nil
-	}
-	switch sub {
+	switch sc.verb {
 	case "pull":
-		insecure := fs.Bool("insecure", false, "allow a plain-HTTP registry")
-		username := fs.String("username", "", "registry user name")
-		password := fs.String("password", "", "registry password or token (default $PADDOCK_REGISTRY_PASSWORD)")
-		if err := parse(1, "<ref>"); err != nil {
+		insecure := sc.fs.Bool("insecure", false, "allow a plain-HTTP registry")
+		username := sc.fs.String("username", "", "registry user name")
+		password := sc.fs.String("password", "", "registry password or token (default $PADDOCK_REGISTRY_PASSWORD)")
+		c, err := sc.connect(1, "<ref>")
+		if err != nil {
 			return err
 		}
 		if *password == "" {
 			*password = os.Getenv("PADDOCK_REGISTRY_PASSWORD")
 		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		img, err := c.PullImage(ctx, api.PullImageRequest{Ref: fs.Arg(0), Username: *username, Password: *password, Insecure: *insecure},
+		img, err := c.PullImage(ctx, api.PullImageRequest{Ref: sc.fs.Arg(0), Username: *username, Password: *password, Insecure: *insecure},
 			func(p api.PullProgress) {
 				switch {
 				case p.Done && p.Cached:
@@ -63,10 +45,7 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 
 	case "ls", "list":
-		if err := parse(0, "no arguments"); err != nil {
-			return err
-		}
-		c, err := cf.client()
+		c, err := sc.connect(0, "no arguments")
 		if err != nil {
 			return err
 		}
@@ -74,51 +53,43 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "REF\tDIGEST\tLAYERS\tSIZE")
+		t := newTable(stdout, "REF", "DIGEST", "LAYERS", "SIZE")
 		for _, img := range imgs {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%dMB\n", img.Ref, short(img.Digest), img.Layers, img.Size>>20)
+			t.row(img.Ref, short(img.Digest), img.Layers, fmt.Sprintf("%dMB", img.Size>>20))
 		}
-		return tw.Flush()
+		return t.flush()
 
 	case "rm", "remove":
-		if err := parse(1, "<ref>"); err != nil {
-			return err
-		}
-		c, err := cf.client()
+		c, err := sc.connect(1, "<ref>")
 		if err != nil {
 			return err
 		}
-		return c.RemoveImage(ctx, fs.Arg(0))
+		return c.RemoveImage(ctx, sc.fs.Arg(0))
 
 	case "import":
-		if err := parse(1, "<docker-archive.tar>"); err != nil {
+		if err := sc.parse(1, "<docker-archive.tar>"); err != nil {
 			return err
 		}
-		fi, err := os.Stat(fs.Arg(0))
+		path := sc.fs.Arg(0)
+		fi, err := os.Stat(path)
 		if err != nil {
 			return err
 		}
 		if fi.IsDir() {
-			return usagef("image import: %s is a directory; only docker-archive tars (docker save) go through the API", fs.Arg(0))
+			return usagef("image import: %s is a directory; only docker-archive tars (docker save) go through the API", path)
 		}
-		f, err := os.Open(fs.Arg(0))
+		c, err := sc.cf.client()
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		img, err := c.ImportImage(ctx, f)
+		img, err := importArchive(ctx, c, path)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s@%s\n", img.Ref, img.Digest)
 		return nil
 	}
-	return usagef("image: unknown subcommand %q", sub)
+	return usagef("image: unknown subcommand %q", sc.verb)
 }
 
 // short trims a digest for display.

@@ -68,13 +68,17 @@ const usage = `paddock: self-hosted sandboxes
 
 Usage:
   paddock serve [--listen ADDR] [--data-dir DIR] [--default-timeout D] [--max-timeout D] [--max-sandboxes N]
-                [--no-network] [--network-pool CIDR] [--domain DOMAIN] [--public-url URL]
+                [--no-network] [--network-pool CIDR] [--nat] [--domain DOMAIN] [--public-url URL] [--node-name N]
+                [--max-volume-size SIZE] [--app-max-body BYTES] [--source-allow-private] [--reset-admin-token]
+                [--oidc-issuer URL --oidc-audience AUD [--oidc-jwks-url URL] [--oidc-user-claim C] [--oidc-default-team T]]
   paddock image pull [--insecure] [--username U] [--password P] <ref>
   paddock image ls
   paddock image rm <ref>
   paddock image import <docker-archive.tar>
   paddock sandbox create [--image host|<ref> | --snapshot <snap>] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
                          [--port N]... [--public-port N]... [--volume name:/path[:cow]]...
+                         [--git URL [--revision R] [--depth N] [--git-token T | --git-user U --git-password P]
+                          | --tarball URL [--strip N]] [--source-dir DIR]
   paddock sandbox url [--ttl D] <id> <port>      (a signed URL that opens a private port)
   paddock sandbox policy --mode allow-all|deny-all|custom [--allow-domain D]... [--allow-cidr C]... [--deny-cidr C]... <id>
   paddock sandbox ls [--state STATE]
@@ -83,12 +87,12 @@ Usage:
   paddock sandbox snapshot <id>
   paddock sandbox fork [--timeout D] [--env K=V]... <id>
   paddock sandbox stop <id>
+  paddock sandbox rm <id>
   paddock snapshot ls
   paddock snapshot rm <snap>
   paddock volume create [--size 10G] <name>
   paddock volume ls
   paddock volume rm <name>
-  paddock sandbox rm <id>
   paddock token create [--team ID] [--user ID] [--role member|admin] [--ttl D] <name>   (prints the secret once)
   paddock token ls [--team ID]
   paddock token rm <token-id>...

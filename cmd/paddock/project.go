@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
@@ -34,24 +32,22 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 // projectCmd manages projects: an app that paddock runs in a sandbox on
 // demand and reaches through its authenticated proxy.
 func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usagef("project: missing subcommand (create, ls, get, rm, activate, deactivate)")
+	sc, err := newSubcommand("project", "create, ls, get, rm, activate, deactivate", args, stderr)
+	if err != nil {
+		return err
 	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("project "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf clientFlags
-	cf.register(fs)
-	parse := func(nargs int, what string) error {
-		if err := fs.Parse(args); err != nil {
-			return usagef("project %s: %v", sub, err)
+	fs := sc.fs
+	// target is the prologue of the verbs that act on one project, which
+	// they take by id or by name.
+	target := func() (*sdk.Client, api.Project, error) {
+		c, err := sc.connect(1, "<project id or name>")
+		if err != nil {
+			return nil, api.Project{}, err
 		}
-		if fs.NArg() != nargs {
-			return usagef("project %s: want %s", sub, what)
-		}
-		return nil
+		p, err := findProject(ctx, c, fs.Arg(0))
+		return c, p, err
 	}
-	switch sub {
+	switch sc.verb {
 	case "create":
 		var req api.ProjectRequest
 		var git api.GitSource
@@ -71,7 +67,7 @@ func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		life := fs.Duration("max-lifetime", 0, "deactivate this long after activation (default 4h)")
 		fs.Float64Var(&req.Resources.VCPUs, "vcpus", 0, "CPU share (0: server default)")
 		fs.Int64Var(&req.Resources.MemoryMB, "memory", 0, "memory limit in MB (0: server default)")
-		if err := parse(1, "<name>"); err != nil {
+		if err := sc.parse(1, "<name>"); err != nil {
 			return err
 		}
 		if (req.Source.Image == "") == (git.URL == "") {
@@ -86,7 +82,7 @@ func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			req.Secrets = secrets
 		}
 		req.IdleTimeoutMs, req.MaxLifetimeMs = idle.Milliseconds(), life.Milliseconds()
-		c, err := cf.client()
+		c, err := sc.cf.client()
 		if err != nil {
 			return err
 		}
@@ -98,15 +94,11 @@ func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return nil
 
 	case "ls", "list":
-		if err := parse(0, "no arguments"); err != nil {
-			return err
-		}
-		c, err := cf.client()
+		c, err := sc.connect(0, "no arguments")
 		if err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tSOURCE\tSTATE")
+		t := newTable(stdout, "ID", "NAME", "SOURCE", "STATE")
 		for p, err := range c.ListProjects(ctx) {
 			if err != nil {
 				return err
@@ -115,33 +107,19 @@ func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if p.Active != nil {
 				state = p.Active.State
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.ID, p.Name, sourceOf(p.Spec.Source), state)
+			t.row(p.ID, p.Name, sourceOf(p.Spec.Source), state)
 		}
-		return tw.Flush()
+		return t.flush()
 
 	case "get":
-		if err := parse(1, "<project id or name>"); err != nil {
-			return err
-		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		p, err := findProject(ctx, c, fs.Arg(0))
+		_, p, err := target()
 		if err != nil {
 			return err
 		}
 		return printJSON(stdout, p)
 
 	case "rm", "remove", "delete":
-		if err := parse(1, "<project id or name>"); err != nil {
-			return err
-		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		p, err := findProject(ctx, c, fs.Arg(0))
+		c, p, err := target()
 		if err != nil {
 			return err
 		}
@@ -149,14 +127,7 @@ func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 	case "activate":
 		noWait := fs.Bool("no-wait", false, "return at once instead of following the activation to ready")
-		if err := parse(1, "<project id or name>"); err != nil {
-			return err
-		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		p, err := findProject(ctx, c, fs.Arg(0))
+		c, p, err := target()
 		if err != nil {
 			return err
 		}
@@ -176,14 +147,7 @@ func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return nil
 
 	case "deactivate":
-		if err := parse(1, "<project id or name>"); err != nil {
-			return err
-		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		p, err := findProject(ctx, c, fs.Arg(0))
+		c, p, err := target()
 		if err != nil {
 			return err
 		}
@@ -194,7 +158,7 @@ func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, "%s %s\n", a.ID, a.State)
 		return nil
 	}
-	return usagef("project: unknown subcommand %q", sub)
+	return usagef("project: unknown subcommand %q", sc.verb)
 }
 
 // activateWithProgress activates a project and prints one line per

@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/node"
@@ -19,41 +17,27 @@ import (
 
 // volumeCmd manages the server's named volumes.
 func volumeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usagef("volume: missing subcommand (create, ls, rm)")
+	sc, err := newSubcommand("volume", "create, ls, rm", args, stderr)
+	if err != nil {
+		return err
 	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("volume "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf clientFlags
-	cf.register(fs)
-	parse := func(nargs int, what string) error {
-		if err := fs.Parse(args); err != nil {
-			return usagef("volume %s: %v", sub, err)
-		}
-		if fs.NArg() != nargs {
-			return usagef("volume %s: want %s", sub, what)
-		}
-		return nil
-	}
-	switch sub {
+	switch sc.verb {
 	case "create":
-		size := fs.String("size", "", "cap of the volume: bytes or with a unit, e.g. 512M, 10G (default: the server's, 10G)")
-		if err := parse(1, "<name>"); err != nil {
+		size := sc.fs.String("size", "", "cap of the volume: bytes or with a unit, e.g. 512M, 10G (default: the server's, 10G)")
+		if err := sc.parse(1, "<name>"); err != nil {
 			return err
 		}
 		var n int64
 		if *size != "" {
-			var err error
 			if n, err = parseSize(*size); err != nil {
 				return usagef("volume create: --size: %v", err)
 			}
 		}
-		c, err := cf.client()
+		c, err := sc.cf.client()
 		if err != nil {
 			return err
 		}
-		v, err := c.CreateVolume(ctx, fs.Arg(0), n)
+		v, err := c.CreateVolume(ctx, sc.fs.Arg(0), n)
 		if err != nil {
 			return err
 		}
@@ -61,10 +45,7 @@ func volumeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 
 	case "ls", "list":
-		if err := parse(0, "no arguments"); err != nil {
-			return err
-		}
-		c, err := cf.client()
+		c, err := sc.connect(0, "no arguments")
 		if err != nil {
 			return err
 		}
@@ -72,24 +53,20 @@ func volumeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tSIZE\tUSED\tIN USE BY")
+		t := newTable(stdout, "NAME", "SIZE", "USED", "IN USE BY")
 		for _, v := range vols {
-			fmt.Fprintf(tw, "%s\t%dMB\t%dMB\t%s\n", v.Name, v.SizeBytes>>20, v.UsedBytes>>20, strings.Join(v.InUseBy, ","))
+			t.row(v.Name, fmt.Sprintf("%dMB", v.SizeBytes>>20), fmt.Sprintf("%dMB", v.UsedBytes>>20), strings.Join(v.InUseBy, ","))
 		}
-		return tw.Flush()
+		return t.flush()
 
 	case "rm", "remove":
-		if err := parse(1, "<name>"); err != nil {
-			return err
-		}
-		c, err := cf.client()
+		c, err := sc.connect(1, "<name>")
 		if err != nil {
 			return err
 		}
-		return c.DeleteVolume(ctx, fs.Arg(0))
+		return c.DeleteVolume(ctx, sc.fs.Arg(0))
 	}
-	return usagef("volume: unknown subcommand %q", sub)
+	return usagef("volume: unknown subcommand %q", sc.verb)
 }
 
 // parseSize reads a byte count with an optional binary unit: 1048576,

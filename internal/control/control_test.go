@@ -75,6 +75,32 @@ func (e *env) start(t *testing.T) *Service {
 	return s
 }
 
+// create creates a project of team A, failing the test if it cannot.
+func (e *env) create(t *testing.T, req ProjectRequest) ProjectView {
+	t.Helper()
+	v, err := e.svc.CreateProject(context.Background(), teamA, req)
+	if err != nil {
+		t.Fatalf("create project %s: %v", req.Name, err)
+	}
+	return v
+}
+
+// deactivate ends team A's project's activation, failing the test if it cannot.
+func (e *env) deactivate(t *testing.T, projectID string) {
+	t.Helper()
+	if _, err := e.svc.Deactivate(context.Background(), teamA, projectID, ""); err != nil {
+		t.Fatalf("deactivate %s: %v", projectID, err)
+	}
+}
+
+// noSandboxesLeft fails the test if any activation's sandbox outlived it.
+func (e *env) noSandboxesLeft(t *testing.T) {
+	t.Helper()
+	if ids := e.fs.live(); len(ids) != 0 {
+		t.Fatalf("sandboxes left: %v", ids)
+	}
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -213,10 +239,7 @@ func TestSecretsNeverReturned(t *testing.T) {
 	req := appRequest(t, "sec")
 	req.Secrets = map[string]string{"OPENAI_API_KEY": secret}
 	req.Env = map[string]string{"GOOSE_PROVIDER": "openai"}
-	v, err := e.svc.CreateProject(ctx, teamA, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := e.create(t, req)
 	check := func(what string, x any) {
 		t.Helper()
 		b, _ := json.Marshal(x)
@@ -293,9 +316,7 @@ func TestSecretsNeverReturned(t *testing.T) {
 	if up, err = e.svc.UpdateProject(ctx, teamA, v.ID, req); err != nil || len(up.Spec.SecretNames) != 0 {
 		t.Fatalf("update clearing secrets: %+v %v", up.Spec.SecretNames, err)
 	}
-	if _, err := e.svc.Deactivate(ctx, teamA, v.ID, ""); err != nil {
-		t.Fatal(err)
-	}
+	e.deactivate(t, v.ID)
 
 	// A different key cannot open what this one sealed.
 	other, _ := newSealer(make([]byte, 32))
@@ -311,10 +332,7 @@ func TestSecretsNeverReturned(t *testing.T) {
 func TestTeamIsolation(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
-	v, err := e.svc.CreateProject(ctx, teamA, appRequest(t, "mine"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := e.create(t, appRequest(t, "mine"))
 	a := activateReady(t, e.svc, v.ID)
 	notFound := func(what string, err error) {
 		t.Helper()
@@ -322,7 +340,7 @@ func TestTeamIsolation(t *testing.T) {
 			t.Fatalf("%s by another team: %v, want not found", what, err)
 		}
 	}
-	_, err = e.svc.GetProject(ctx, teamB, v.ID)
+	_, err := e.svc.GetProject(ctx, teamB, v.ID)
 	notFound("get", err)
 	_, err = e.svc.Activate(ctx, teamB, v.ID)
 	notFound("activate", err)
@@ -350,9 +368,7 @@ func TestTeamIsolation(t *testing.T) {
 	if err := e.svc.DeleteProject(ctx, teamA, v.ID); err != nil {
 		t.Fatal(err)
 	}
-	if ids := e.fs.live(); len(ids) != 0 {
-		t.Fatalf("sandboxes left after delete: %v", ids)
-	}
+	e.noSandboxesLeft(t)
 	if got, _ := e.svc.GetActivation(ctx, teamA, a.ID); got.State != StateStopped || got.EndReason != ReasonDeleted {
 		t.Fatalf("activation after delete: %+v", got)
 	}
@@ -361,10 +377,7 @@ func TestTeamIsolation(t *testing.T) {
 func TestConcurrentActivationsShareOneSandbox(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
-	v, err := e.svc.CreateProject(ctx, teamA, appRequest(t, "busy"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := e.create(t, appRequest(t, "busy"))
 	// A second Service on the same store stands in for another replica.
 	other := e.start(t)
 	var wg sync.WaitGroup
@@ -441,9 +454,7 @@ func TestConcurrentActivationsShareOneSandbox(t *testing.T) {
 	if err != nil || got.State != StateStopped || got.EndReason != ReasonExplicit {
 		t.Fatalf("deactivate: %+v %v", got, err)
 	}
-	if ids := e.fs.live(); len(ids) != 0 {
-		t.Fatalf("sandboxes left: %v", ids)
-	}
+	e.noSandboxesLeft(t)
 	if _, err := e.svc.AppTarget(ctx, teamA, v.ID); !errors.Is(err, sandbox.ErrUnavailable) {
 		t.Fatalf("app target of an inactive project: %v", err)
 	}
@@ -455,15 +466,10 @@ func TestConcurrentActivationsShareOneSandbox(t *testing.T) {
 func TestStateSavedAndRestored(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
-	v, err := e.svc.CreateProject(ctx, teamA, appRequest(t, "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := e.create(t, appRequest(t, "state"))
 	a1 := activateReady(t, e.svc, v.ID)
 	e.fs.agentOf(a1.SandboxID).writeFile("/home/user/.goose/sessions/s1.json", []byte(`{"messages":["hi"]}`))
-	if _, err := e.svc.Deactivate(ctx, teamA, v.ID, ""); err != nil {
-		t.Fatal(err)
-	}
+	e.deactivate(t, v.ID)
 	pr, _ := e.store.GetProject(ctx, "", v.ID)
 	if pr.StateRef != a1.ID+".tar.gz" {
 		t.Fatalf("state ref %q", pr.StateRef)
@@ -483,9 +489,7 @@ func TestStateSavedAndRestored(t *testing.T) {
 		t.Fatal("a symlink out of the path was kept")
 	}
 	ag.writeFile("/home/user/.goose/sessions/s2.json", []byte("2"))
-	if _, err := e.svc.Deactivate(ctx, teamA, v.ID, ""); err != nil {
-		t.Fatal(err)
-	}
+	e.deactivate(t, v.ID)
 	if _, err := os.Stat(first); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("replaced state not removed: %v", err)
 	}
@@ -523,10 +527,7 @@ func TestIdleTimeoutAndLifetime(t *testing.T) {
 	ctx := context.Background()
 	req := appRequest(t, "idle")
 	req.IdleTimeout, req.MaxLifetime = time.Minute, time.Hour
-	v, err := e.svc.CreateProject(ctx, teamA, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := e.create(t, req)
 	a := activateReady(t, e.svc, v.ID)
 	e.fs.agentOf(a.SandboxID).writeFile("/home/user/.goose/x", []byte("x"))
 
@@ -559,9 +560,7 @@ func TestIdleTimeoutAndLifetime(t *testing.T) {
 	if pr, _ := e.store.GetProject(ctx, "", v.ID); pr.StateRef == "" || pr.ActiveActivation != "" {
 		t.Fatalf("after idle: %+v", pr)
 	}
-	if ids := e.fs.live(); len(ids) != 0 {
-		t.Fatalf("sandboxes left: %v", ids)
-	}
+	e.noSandboxesLeft(t)
 
 	// Max lifetime ends an activation however busy it is.
 	a = activateReady(t, e.svc, v.ID)
@@ -599,10 +598,7 @@ func TestFailuresCleanUp(t *testing.T) {
 			e := newEnv(t, func(c *Config) { c.HealthTimeout = 500 * time.Millisecond })
 			req := appRequest(t, "f")
 			tc.mod(&req, e.fs)
-			v, err := e.svc.CreateProject(ctx, teamA, req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			v := e.create(t, req)
 			a, err := e.svc.Activate(ctx, teamA, v.ID)
 			if err != nil {
 				t.Fatal(err)
@@ -622,9 +618,7 @@ func TestFailuresCleanUp(t *testing.T) {
 			if got.LogTail != last.Data["logTail"] || got.EndedAt.IsZero() {
 				t.Fatalf("activation %+v", got)
 			}
-			if ids := e.fs.live(); len(ids) != 0 {
-				t.Fatalf("sandboxes left: %v", ids)
-			}
+			e.noSandboxesLeft(t)
 			if n := e.fs.createCount(); n != 1 {
 				t.Fatalf("%d creates", n)
 			}
@@ -638,10 +632,7 @@ func TestFailuresCleanUp(t *testing.T) {
 func TestAppCrashAndStubbornStop(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
-	v, err := e.svc.CreateProject(ctx, teamA, appRequest(t, "crashy"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := e.create(t, appRequest(t, "crashy"))
 	a := activateReady(t, e.svc, v.ID)
 	ag := e.fs.agentOf(a.SandboxID)
 	ag.writeFile("/home/user/.goose/kept", []byte("k"))
@@ -653,9 +644,7 @@ func TestAppCrashAndStubbornStop(t *testing.T) {
 	if pr, _ := e.store.GetProject(ctx, "", v.ID); pr.StateRef != a.ID+".tar.gz" {
 		t.Fatalf("crash did not save state: %q", pr.StateRef)
 	}
-	if ids := e.fs.live(); len(ids) != 0 {
-		t.Fatalf("sandboxes left: %v", ids)
-	}
+	e.noSandboxesLeft(t)
 
 	// A sandbox stopped under the app (its timeout, an admin) ends the
 	// activation; there is nothing left to save.
@@ -666,22 +655,15 @@ func TestAppCrashAndStubbornStop(t *testing.T) {
 	if got := waitFor(t, e.svc, a.ID, StateStopped); got.EndReason != ReasonSandboxGone {
 		t.Fatalf("sandbox stopped: %+v", got)
 	}
-	if ids := e.fs.live(); len(ids) != 0 {
-		t.Fatalf("sandboxes left: %v", ids)
-	}
+	e.noSandboxesLeft(t)
 
 	// An app that ignores SIGTERM is killed after StopGrace.
 	req := appRequest(t, "stubborn")
 	req.Start = strings.Replace(req.Start, "serve", "stubborn", 1)
-	v2, err := e.svc.CreateProject(ctx, teamA, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := e.create(t, req)
 	a2 := activateReady(t, e.svc, v2.ID)
 	ag = e.fs.agentOf(a2.SandboxID)
-	if _, err := e.svc.Deactivate(ctx, teamA, v2.ID, ""); err != nil {
-		t.Fatal(err)
-	}
+	e.deactivate(t, v2.ID)
 	if c, _ := ag.cmd("cmd-1"); c.snapshot().Signal != "SIGKILL" {
 		t.Fatalf("stubborn app ended by %q", c.snapshot().Signal)
 	}
@@ -690,17 +672,11 @@ func TestAppCrashAndStubbornStop(t *testing.T) {
 func TestRestartReadopts(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
-	v, err := e.svc.CreateProject(ctx, teamA, appRequest(t, "survivor"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := e.create(t, appRequest(t, "survivor"))
 	a := activateReady(t, e.svc, v.ID)
 
 	// An activation caught mid-way by a crash: its record says starting.
-	v2, err := e.svc.CreateProject(ctx, teamA, appRequest(t, "halfway"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := e.create(t, appRequest(t, "halfway"))
 	half := store.Activation{ID: "act-00000000000000aa", ProjectID: v2.ID, TeamID: "team-a", State: StateStarting, SandboxID: "sb-gone"}
 	if err := e.store.CreateActivation(ctx, half); err != nil {
 		t.Fatal(err)
@@ -728,9 +704,7 @@ func TestRestartReadopts(t *testing.T) {
 	if got := waitFor(t, s2, a.ID, StateFailed); !strings.Contains(got.LogTail, "gone") {
 		t.Fatalf("crash after re-adoption %+v", got)
 	}
-	if ids := e.fs.live(); len(ids) != 0 {
-		t.Fatalf("sandboxes left: %v", ids)
-	}
+	e.noSandboxesLeft(t)
 }
 
 func TestCloseFailsActivationInProgress(t *testing.T) {
@@ -738,10 +712,7 @@ func TestCloseFailsActivationInProgress(t *testing.T) {
 	ctx := context.Background()
 	req := appRequest(t, "slow")
 	req.Start = "hang"
-	v, err := e.svc.CreateProject(ctx, teamA, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := e.create(t, req)
 	a, err := e.svc.Activate(ctx, teamA, v.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -752,9 +723,7 @@ func TestCloseFailsActivationInProgress(t *testing.T) {
 	if got.State != StateFailed {
 		t.Fatalf("after close: %+v", got)
 	}
-	if ids := e.fs.live(); len(ids) != 0 {
-		t.Fatalf("sandboxes left: %v", ids)
-	}
+	e.noSandboxesLeft(t)
 	if _, err := e.svc.Activate(ctx, teamA, v.ID); !errors.Is(err, sandbox.ErrUnavailable) {
 		t.Fatalf("activate after close: %v", err)
 	}
@@ -766,10 +735,7 @@ func TestGitCredentialsSealed(t *testing.T) {
 	const token = "ghp_never-in-the-clear"
 	req := appRequest(t, "git")
 	req.Source = Source{Git: &sandbox.Source{URL: "https://example.com/r.git", Token: token, Dir: "/home/user/src"}}
-	v, err := e.svc.CreateProject(ctx, teamA, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := e.create(t, req)
 	if v.Spec.Source.Git == nil || v.Spec.Source.Git.Token != "" || v.Spec.Source.Git.Type != sandbox.SourceGit {
 		t.Fatalf("view source %+v", v.Spec.Source.Git)
 	}
@@ -793,18 +759,13 @@ func TestGitCredentialsSealed(t *testing.T) {
 	if c, _ := ag.cmd("cmd-1"); c.snapshot().Cwd != "/home/user/src" {
 		t.Fatalf("app runs in %q, want the checkout", c.snapshot().Cwd)
 	}
-	if _, err := e.svc.Deactivate(ctx, teamA, v.ID, ""); err != nil {
-		t.Fatal(err)
-	}
+	e.deactivate(t, v.ID)
 }
 
 func TestRestartFinishesDeactivation(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
-	v, err := e.svc.CreateProject(ctx, teamA, appRequest(t, "midway"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := e.create(t, appRequest(t, "midway"))
 	a := activateReady(t, e.svc, v.ID)
 	e.fs.agentOf(a.SandboxID).writeFile("/home/user/.goose/s.json", []byte("{}"))
 	e.svc.Close()
@@ -824,7 +785,5 @@ func TestRestartFinishesDeactivation(t *testing.T) {
 	if pr, _ := e.store.GetProject(ctx, "", v.ID); pr.StateRef != a.ID+".tar.gz" || pr.ActiveActivation != "" {
 		t.Fatalf("project after the finished deactivation %+v", pr)
 	}
-	if ids := e.fs.live(); len(ids) != 0 {
-		t.Fatalf("sandboxes left: %v", ids)
-	}
+	e.noSandboxesLeft(t)
 }

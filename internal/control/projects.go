@@ -191,33 +191,30 @@ func (s *Service) DeleteProject(ctx context.Context, p auth.Principal, id string
 // updateProject applies fn to the current project and stores it, retrying
 // on lost optimistic updates; fn returning false leaves it unchanged.
 func (s *Service) updateProject(ctx context.Context, id string, fn func(*store.Project) bool) (store.Project, error) {
-	for {
-		pr, err := s.cfg.Store.GetProject(ctx, "", id)
-		if err != nil {
-			return store.Project{}, err
-		}
-		if !fn(&pr) {
-			return pr, nil
-		}
-		got, err := s.cfg.Store.UpdateProject(ctx, pr)
-		if sandbox.CodeOf(err) == "stale_version" {
-			continue
-		}
-		return got, err
-	}
+	return readModifyWrite(func() (store.Project, error) { return s.cfg.Store.GetProject(ctx, "", id) },
+		func(pr store.Project) (store.Project, error) { return s.cfg.Store.UpdateProject(ctx, pr) }, fn)
 }
 
 // updateActivation is updateProject for activations.
 func (s *Service) updateActivation(ctx context.Context, id string, fn func(*store.Activation) bool) (store.Activation, error) {
+	return readModifyWrite(func() (store.Activation, error) { return s.cfg.Store.GetActivation(ctx, id) },
+		func(a store.Activation) (store.Activation, error) { return s.cfg.Store.UpdateActivation(ctx, a) }, fn)
+}
+
+// readModifyWrite is the optimistic update of one versioned record: a write
+// that lost to another writer (stale_version) is not an error but a reason
+// to apply fn again to what that writer left, so that no change is lost.
+func readModifyWrite[T any](get func() (T, error), put func(T) (T, error), fn func(*T) bool) (T, error) {
 	for {
-		a, err := s.cfg.Store.GetActivation(ctx, id)
+		v, err := get()
 		if err != nil {
-			return store.Activation{}, err
+			var zero T
+			return zero, err
 		}
-		if !fn(&a) {
-			return a, nil
+		if !fn(&v) {
+			return v, nil
 		}
-		got, err := s.cfg.Store.UpdateActivation(ctx, a)
+		got, err := put(v)
 		if sandbox.CodeOf(err) == "stale_version" {
 			continue
 		}

@@ -108,7 +108,9 @@ func (a agentClient) Tail(ctx context.Context, id string, max int) (string, erro
 			break
 		}
 		if err != nil {
-			return string(buf), err
+			// Callers keep what was read even then (as the failure's log
+			// tail), so it gets the same cleaning as a whole one.
+			return validUTF8(buf), err
 		}
 		if f.Kind != agent.FrameStdout && f.Kind != agent.FrameStderr {
 			continue
@@ -118,5 +120,9 @@ func (a agentClient) Tail(ctx context.Context, id string, max int) (string, erro
 			buf = append(buf[:0:0], buf[len(buf)-max:]...)
 		}
 	}
-	return string(bytes.ToValidUTF8(buf, []byte("?"))), nil
+	return validUTF8(buf), nil
 }
+
+// validUTF8 is b as a string the store and JSON keep as they are: the cut
+// at max bytes can split a character, and the app can write anything.
+func validUTF8(b []byte) string { return string(bytes.ToValidUTF8(b, []byte("?"))) }

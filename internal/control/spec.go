@@ -221,17 +221,13 @@ func (d *specDoc) view() ProjectSpec {
 	return ProjectSpec{
 		Source: src, Install: d.Install, Start: d.Start, AppPort: d.AppPort, HealthPath: d.HealthPath,
 		Env: d.Env, SecretNames: d.SecretNames, Resources: d.Resources,
-		IdleTimeout: time.Duration(d.IdleTimeoutMs) * time.Millisecond, MaxLifetime: time.Duration(d.MaxLifetimeMs) * time.Millisecond,
+		IdleTimeout: d.idleTimeout(), MaxLifetime: d.maxLifetime(),
 		PersistentPaths: d.PersistentPaths, AppSecretHeader: d.AppSecretHeader, AppSecretEnv: d.AppSecretEnv,
 	}
 }
 
-func (d *specDoc) idleTimeout() time.Duration {
-	return time.Duration(d.IdleTimeoutMs) * time.Millisecond
-}
-func (d *specDoc) maxLifetime() time.Duration {
-	return time.Duration(d.MaxLifetimeMs) * time.Millisecond
-}
+func (d *specDoc) idleTimeout() time.Duration { return msDuration(d.IdleTimeoutMs) }
+func (d *specDoc) maxLifetime() time.Duration { return msDuration(d.MaxLifetimeMs) }
 
 // gitCredentials is what GitCredentials seals.
 type gitCredentials struct {
@@ -355,74 +351,63 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// JSON of durations: milliseconds, as the rest of the API (durationMs).
-type requestJSON struct {
-	Name            string            `json:"name"`
-	Source          Source            `json:"source"`
-	Install         string            `json:"install,omitempty"`
-	Start           string            `json:"start,omitempty"`
-	AppPort         int               `json:"appPort,omitempty"`
-	HealthPath      string            `json:"healthPath,omitempty"`
-	Env             map[string]string `json:"env,omitempty"`
-	Secrets         map[string]string `json:"secrets,omitempty"`
-	Resources       sandbox.Resources `json:"resources,omitzero"`
-	IdleTimeoutMs   int64             `json:"idleTimeoutMs,omitempty"`
-	MaxLifetimeMs   int64             `json:"maxLifetimeMs,omitempty"`
-	PersistentPaths []string          `json:"persistentPaths,omitempty"`
-	AppSecretHeader string            `json:"appSecretHeader,omitempty"`
-	AppSecretEnv    string            `json:"appSecretEnv,omitempty"`
-}
+// ProjectRequest and ProjectSpec write their durations as milliseconds, as
+// the rest of the API does (durationMs). Each marshals through a copy of its
+// own type without methods (so no recursion) with the two millisecond fields
+// beside it, so that a field added to either type is in its JSON with no
+// second list to keep in step. The spec always carries both durations; a
+// request leaves out the ones it does not set.
 
 // MarshalJSON writes durations as idleTimeoutMs and maxLifetimeMs.
 func (req ProjectRequest) MarshalJSON() ([]byte, error) {
-	return json.Marshal(requestJSON{req.Name, req.Source, req.Install, req.Start, req.AppPort, req.HealthPath,
-		req.Env, req.Secrets, req.Resources, req.IdleTimeout.Milliseconds(), req.MaxLifetime.Milliseconds(),
-		req.PersistentPaths, req.AppSecretHeader, req.AppSecretEnv})
+	type plain ProjectRequest
+	return json.Marshal(struct {
+		plain
+		IdleTimeoutMs int64 `json:"idleTimeoutMs,omitempty"`
+		MaxLifetimeMs int64 `json:"maxLifetimeMs,omitempty"`
+	}{plain(req), req.IdleTimeout.Milliseconds(), req.MaxLifetime.Milliseconds()})
 }
 
 // UnmarshalJSON reads durations from idleTimeoutMs and maxLifetimeMs.
 func (req *ProjectRequest) UnmarshalJSON(b []byte) error {
-	var j requestJSON
+	type plain ProjectRequest
+	var j struct {
+		plain
+		IdleTimeoutMs int64 `json:"idleTimeoutMs"`
+		MaxLifetimeMs int64 `json:"maxLifetimeMs"`
+	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*req = ProjectRequest{j.Name, j.Source, j.Install, j.Start, j.AppPort, j.HealthPath, j.Env, j.Secrets,
-		j.Resources, time.Duration(j.IdleTimeoutMs) * time.Millisecond, time.Duration(j.MaxLifetimeMs) * time.Millisecond,
-		j.PersistentPaths, j.AppSecretHeader, j.AppSecretEnv}
+	*req = ProjectRequest(j.plain)
+	req.IdleTimeout, req.MaxLifetime = msDuration(j.IdleTimeoutMs), msDuration(j.MaxLifetimeMs)
 	return nil
-}
-
-type specJSON struct {
-	Source          Source            `json:"source"`
-	Install         string            `json:"install,omitempty"`
-	Start           string            `json:"start,omitempty"`
-	AppPort         int               `json:"appPort"`
-	HealthPath      string            `json:"healthPath"`
-	Env             map[string]string `json:"env,omitempty"`
-	SecretNames     []string          `json:"secretNames,omitempty"`
-	Resources       sandbox.Resources `json:"resources,omitzero"`
-	IdleTimeoutMs   int64             `json:"idleTimeoutMs"`
-	MaxLifetimeMs   int64             `json:"maxLifetimeMs"`
-	PersistentPaths []string          `json:"persistentPaths,omitempty"`
-	AppSecretHeader string            `json:"appSecretHeader"`
-	AppSecretEnv    string            `json:"appSecretEnv"`
 }
 
 // MarshalJSON writes durations as idleTimeoutMs and maxLifetimeMs.
 func (s ProjectSpec) MarshalJSON() ([]byte, error) {
-	return json.Marshal(specJSON{s.Source, s.Install, s.Start, s.AppPort, s.HealthPath, s.Env, s.SecretNames,
-		s.Resources, s.IdleTimeout.Milliseconds(), s.MaxLifetime.Milliseconds(), s.PersistentPaths,
-		s.AppSecretHeader, s.AppSecretEnv})
+	type plain ProjectSpec
+	return json.Marshal(struct {
+		plain
+		IdleTimeoutMs int64 `json:"idleTimeoutMs"`
+		MaxLifetimeMs int64 `json:"maxLifetimeMs"`
+	}{plain(s), s.IdleTimeout.Milliseconds(), s.MaxLifetime.Milliseconds()})
 }
 
 // UnmarshalJSON reads durations from idleTimeoutMs and maxLifetimeMs.
 func (s *ProjectSpec) UnmarshalJSON(b []byte) error {
-	var j specJSON
+	type plain ProjectSpec
+	var j struct {
+		plain
+		IdleTimeoutMs int64 `json:"idleTimeoutMs"`
+		MaxLifetimeMs int64 `json:"maxLifetimeMs"`
+	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*s = ProjectSpec{j.Source, j.Install, j.Start, j.AppPort, j.HealthPath, j.Env, j.SecretNames, j.Resources,
-		time.Duration(j.IdleTimeoutMs) * time.Millisecond, time.Duration(j.MaxLifetimeMs) * time.Millisecond,
-		j.PersistentPaths, j.AppSecretHeader, j.AppSecretEnv}
+	*s = ProjectSpec(j.plain)
+	s.IdleTimeout, s.MaxLifetime = msDuration(j.IdleTimeoutMs), msDuration(j.MaxLifetimeMs)
 	return nil
 }
+
+func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }

@@ -151,23 +151,14 @@ func NewApp(cfg AppConfig) (*AppProxy, error) {
 		a.log = slog.Default()
 	}
 	a.transport = newTransport(orDefault(cfg.IdleTimeout, DefaultIdleTimeout), orDefault(cfg.DialTimeout, DefaultDialTimeout))
-	a.rp = &httputil.ReverseProxy{
-		Rewrite:   rewriteApp,
-		Transport: a.transport,
-		// Every write is flushed: SSE events (goose's /reply and session
-		// events) reach the client as the app sends them.
-		FlushInterval: -1,
-		BufferPool:    newBufferPool(),
-		ErrorLog:      slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			f := r.Context().Value(appKey{}).(*appForward)
-			if f.body != nil && f.body.exceeded() {
-				a.writeError(w, r, f.projectID, &http.MaxBytesError{Limit: a.maxBody})
-				return
-			}
-			a.writeError(w, r, f.projectID, appUpstreamError(r.Context(), f.projectID, err))
-		},
-	}
+	a.rp = newReverseProxy(rewriteApp, a.transport, a.log, func(w http.ResponseWriter, r *http.Request, err error) {
+		f := r.Context().Value(appKey{}).(*appForward)
+		if f.body != nil && f.body.exceeded() {
+			a.writeError(w, r, f.projectID, &http.MaxBytesError{Limit: a.maxBody})
+			return
+		}
+		a.writeError(w, r, f.projectID, appUpstreamError(r.Context(), f.projectID, err))
+	})
 	return a, nil
 }
 
@@ -328,7 +319,7 @@ func (a *AppProxy) hostPrincipal(w http.ResponseWriter, r *http.Request, id stri
 		if err != nil {
 			return auth.Principal{}, err
 		}
-		a.setCookie(w, r, id, exp)
+		setTokenCookie(w, r, a.signer, a.cookieTTL, id, appTokenPort, "/", exp)
 		return signed, nil
 	}
 	if token := r.Header.Get(TokenHeader); token != "" && a.signer != nil {
@@ -345,24 +336,6 @@ func (a *AppProxy) hostPrincipal(w http.ResponseWriter, r *http.Request, id stri
 		return signed, a.signer.Verify(c.Value, id, appTokenPort)
 	}
 	return auth.Principal{}, errAppUnauthenticated
-}
-
-func (a *AppProxy) setCookie(w http.ResponseWriter, r *http.Request, id string, tokenExp time.Time) {
-	now := a.signer.now()
-	exp := now.Add(a.cookieTTL)
-	if tokenExp.Before(exp) {
-		exp = tokenExp
-	}
-	http.SetCookie(w, &http.Cookie{
-		Name:     TokenCookie,
-		Value:    a.signer.signUntil(id, appTokenPort, exp),
-		Path:     "/",
-		Expires:  exp,
-		MaxAge:   max(1, int(exp.Sub(now).Seconds())),
-		HttpOnly: true,
-		Secure:   r.TLS != nil,
-		SameSite: http.SameSiteLaxMode,
-	})
 }
 
 // serve resolves the project's app for p, bounds the body, records
@@ -402,11 +375,7 @@ func (a *AppProxy) serve(w http.ResponseWriter, r *http.Request, p auth.Principa
 		stop := a.keepTouching(t.ActivationID)
 		defer stop()
 	}
-	// Streams (SSE, WebSocket, large bodies) must outlive any read or
-	// write timeout the main server has for API calls.
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Time{})
-	_ = rc.SetWriteDeadline(time.Time{})
+	clearDeadlines(w)
 	a.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, appKey{}, f)))
 }
 
@@ -440,14 +409,7 @@ func (a *AppProxy) keepTouching(id string) (stop func()) {
 // hop-by-hop and client-sent X-Forwarded-* headers from pr.Out.
 func rewriteApp(pr *httputil.ProxyRequest) {
 	f := pr.In.Context().Value(appKey{}).(*appForward)
-	if f.prefix != "" {
-		u := pr.Out.URL
-		u.Path = "/" + strings.TrimPrefix(strings.TrimPrefix(u.Path, f.prefix), "/")
-		if u.RawPath != "" {
-			u.RawPath = "/" + strings.TrimPrefix(strings.TrimPrefix(u.RawPath, f.prefix), "/")
-		}
-		pr.Out.Header.Set("X-Forwarded-Prefix", f.prefix)
-	}
+	stripPathPrefix(pr, f.prefix)
 	pr.SetURL(f.target.URL)
 	pr.SetXForwarded()
 	h := pr.Out.Header

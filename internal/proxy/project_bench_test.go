@@ -3,7 +3,6 @@ package proxy
 import (
 	"io"
 	"net/http"
-	"slices"
 	"testing"
 	"time"
 )
@@ -45,7 +44,7 @@ func BenchmarkAppProxy(b *testing.B) {
 	// Warm both connection pools.
 	get(direct, directURL, "")
 	get(h.client, proxiedURL, "pdk_team_a")
-	n := min(b.N, 20000)
+	n := min(b.N, benchMaxSamples)
 	d := make([]time.Duration, 0, n)
 	p := make([]time.Duration, 0, n)
 	b.ResetTimer()
@@ -54,14 +53,10 @@ func BenchmarkAppProxy(b *testing.B) {
 		p = append(p, get(h.client, proxiedURL, "pdk_team_a"))
 	}
 	b.StopTimer()
-	slices.Sort(d)
-	slices.Sort(p)
-	pct := func(s []time.Duration, q float64) float64 {
-		return float64(s[int(q*float64(len(s)-1))].Microseconds())
-	}
-	b.ReportMetric(pct(d, 0.5), "direct-p50-µs")
-	b.ReportMetric(pct(d, 0.99), "direct-p99-µs")
-	b.ReportMetric(pct(p, 0.5), "proxied-p50-µs")
-	b.ReportMetric(pct(p, 0.99), "proxied-p99-µs")
-	b.ReportMetric(pct(p, 0.5)-pct(d, 0.5), "added-p50-µs")
+	us := func(s []time.Duration, p int) float64 { return float64(percentile(s, p)) / float64(time.Microsecond) }
+	b.ReportMetric(us(d, 50), "direct-p50-µs")
+	b.ReportMetric(us(d, 99), "direct-p99-µs")
+	b.ReportMetric(us(p, 50), "proxied-p50-µs")
+	b.ReportMetric(us(p, 99), "proxied-p99-µs")
+	b.ReportMetric(us(p, 50)-us(d, 50), "added-p50-µs")
 }

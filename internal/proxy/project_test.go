@@ -331,16 +331,8 @@ func TestAppSignedHostURL(t *testing.T) {
 func TestAppSSEStreams(t *testing.T) {
 	h := newAppHarness(t, 0)
 	release := make(chan struct{})
-	h.addApp("goose", "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprintf(w, "id: 1\ndata: after %s\n\n", r.Header.Get("Last-Event-ID"))
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		case <-time.After(10 * time.Second):
-		}
-		fmt.Fprint(w, "id: 2\ndata: last\n\n")
+	h.addApp("goose", "", heldSSEHandler(release, func(r *http.Request) string {
+		return "id: 1\ndata: after " + r.Header.Get("Last-Event-ID") + "\n\n"
 	}))
 	for _, c := range []struct {
 		name   string
@@ -373,20 +365,7 @@ func TestAppWebSocketEcho(t *testing.T) {
 	var secret atomic.Value
 	h.addApp("goose", "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		secret.Store(r.Header.Get("X-Secret-Key"))
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, data, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if err := c.Write(r.Context(), typ, data); err != nil {
-				return
-			}
-		}
+		wsEchoHandler.ServeHTTP(w, r)
 	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -155,20 +155,26 @@ func New(cfg Config) (*Proxy, error) {
 		p.log = slog.Default()
 	}
 	p.transport = newTransport(orDefault(cfg.IdleTimeout, DefaultIdleTimeout), orDefault(cfg.DialTimeout, DefaultDialTimeout))
-	p.rp = &httputil.ReverseProxy{
+	p.rp = newReverseProxy(rewrite, p.transport, p.log, func(w http.ResponseWriter, r *http.Request, err error) {
+		f := r.Context().Value(forwardKey{}).(*forward)
+		p.writeError(w, r, f.sandboxID, upstreamError(r.Context(), f.sandboxID, f.port, err))
+	})
+	return p, nil
+}
+
+// newReverseProxy is the forwarding the port proxy and the app proxy share.
+func newReverseProxy(rewrite func(*httputil.ProxyRequest), t *http.Transport, log *slog.Logger,
+	onError func(http.ResponseWriter, *http.Request, error)) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
 		Rewrite:   rewrite,
-		Transport: p.transport,
+		Transport: t,
 		// Flush every write: SSE events and streamed bodies reach the client
-		// as the app writes them, not when a buffer fills.
+		// as the upstream writes them, not when a buffer fills.
 		FlushInterval: -1,
 		BufferPool:    newBufferPool(),
-		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			f := r.Context().Value(forwardKey{}).(*forward)
-			p.writeError(w, r, f.sandboxID, upstreamError(r.Context(), f.sandboxID, f.port, err))
-		},
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandler:  onError,
 	}
-	return p, nil
 }
 
 // newTransport is tuned for many sandboxes on one host: small idle pools per
@@ -300,14 +306,19 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, f *forward) {
 	if p.activity != nil {
 		p.activity(f.sandboxID)
 	}
-	// The main server may carry read and write timeouts sized for API calls;
-	// a proxied stream (SSE, WebSocket, a large upload or download) must
-	// outlive them. Headers are already read, so slow-header attacks are
-	// still bounded. Unsupported writers (tests' recorders) just keep theirs.
+	clearDeadlines(w)
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, forwardKey{}, f)))
+}
+
+// clearDeadlines lifts the read and write timeouts the main server may
+// carry, sized for API calls: a proxied stream (SSE, WebSocket, a large
+// upload or download) must outlive them. Headers are already read, so
+// slow-header attacks are still bounded. Unsupported writers (tests'
+// recorders) just keep theirs.
+func clearDeadlines(w http.ResponseWriter) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, forwardKey{}, f)))
 }
 
 // authorize admits a request to a private port. Explicit credentials come
@@ -322,7 +333,7 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, f *forward) er
 		if err != nil {
 			return err
 		}
-		p.setCookie(w, r, f, exp)
+		setTokenCookie(w, r, p.signer, p.cookieTTL, f.sandboxID, f.port, f.cookiePath, exp)
 		return nil
 	}
 	if token := r.Header.Get(TokenHeader); token != "" {
@@ -341,18 +352,19 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, f *forward) er
 	return errUnauthenticated
 }
 
-// setCookie sets a host-only cookie holding a fresh token that lives for
-// the shorter of the query token and CookieTTL.
-func (p *Proxy) setCookie(w http.ResponseWriter, r *http.Request, f *forward, tokenExp time.Time) {
-	now := p.signer.now()
-	exp := now.Add(p.cookieTTL)
+// setTokenCookie sets a host-only cookie holding a fresh token for id and
+// port that lives for the shorter of the query token and ttl: a browser's
+// next requests (assets, EventSource) then need no token in their URLs.
+func setTokenCookie(w http.ResponseWriter, r *http.Request, s *Signer, ttl time.Duration, id string, port int, path string, tokenExp time.Time) {
+	now := s.now()
+	exp := now.Add(ttl)
 	if tokenExp.Before(exp) {
 		exp = tokenExp
 	}
 	http.SetCookie(w, &http.Cookie{
 		Name:     TokenCookie,
-		Value:    p.signer.signUntil(f.sandboxID, f.port, exp),
-		Path:     f.cookiePath,
+		Value:    s.signUntil(id, port, exp),
+		Path:     path,
 		Expires:  exp,
 		MaxAge:   max(1, int(exp.Sub(now).Seconds())),
 		HttpOnly: true,
@@ -374,14 +386,7 @@ func bearerToken(h string) (string, bool) {
 // hop-by-hop and client-sent X-Forwarded-* headers from pr.Out.
 func rewrite(pr *httputil.ProxyRequest) {
 	f := pr.In.Context().Value(forwardKey{}).(*forward)
-	if f.prefix != "" {
-		u := pr.Out.URL
-		u.Path = "/" + strings.TrimPrefix(strings.TrimPrefix(u.Path, f.prefix), "/")
-		if u.RawPath != "" {
-			u.RawPath = "/" + strings.TrimPrefix(strings.TrimPrefix(u.RawPath, f.prefix), "/")
-		}
-		pr.Out.Header.Set("X-Forwarded-Prefix", f.prefix)
-	}
+	stripPathPrefix(pr, f.prefix)
 	pr.SetURL(&url.URL{Scheme: "http", Host: f.addr.String()})
 	pr.SetXForwarded()
 	pr.Out.URL.RawQuery = stripQueryParam(pr.Out.URL.RawQuery, TokenParam)
@@ -390,6 +395,21 @@ func rewrite(pr *httputil.ProxyRequest) {
 	if f.stripAuth {
 		pr.Out.Header.Del("Authorization")
 	}
+}
+
+// stripPathPrefix removes a path form's prefix from the outbound path,
+// which the upstream then sees in X-Forwarded-Prefix; "" (the host form)
+// leaves the request alone.
+func stripPathPrefix(pr *httputil.ProxyRequest, prefix string) {
+	if prefix == "" {
+		return
+	}
+	u := pr.Out.URL
+	u.Path = "/" + strings.TrimPrefix(strings.TrimPrefix(u.Path, prefix), "/")
+	if u.RawPath != "" {
+		u.RawPath = "/" + strings.TrimPrefix(strings.TrimPrefix(u.RawPath, prefix), "/")
+	}
+	pr.Out.Header.Set("X-Forwarded-Prefix", prefix)
 }
 
 // stripQueryParam removes every name=... pair from a raw query, leaving the

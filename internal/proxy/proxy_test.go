@@ -35,6 +35,41 @@ var echoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) 
 	_ = json.NewEncoder(w).Encode(echoed{r.Method, r.Host, r.URL.Path, r.URL.RawQuery, r.Header})
 })
 
+// wsEchoHandler accepts a WebSocket and sends every message back.
+var wsEchoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	for {
+		typ, data, err := c.Read(r.Context())
+		if err != nil {
+			return
+		}
+		if err := c.Write(r.Context(), typ, data); err != nil {
+			return
+		}
+	}
+})
+
+// heldSSEHandler sends the event first(r), flushed, then holds the stream
+// open until release (or 10s) before a last event: a client that reads the
+// first event meanwhile shows that nothing waits for the stream's end.
+func heldSSEHandler(release <-chan struct{}, first func(*http.Request) string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, first(r))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+		fmt.Fprint(w, "data: last\n\n")
+	})
+}
+
 func do(t *testing.T, c *http.Client, req *http.Request) (*http.Response, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
@@ -343,22 +378,7 @@ func TestH2C(t *testing.T) {
 
 func TestWebSocketEcho(t *testing.T) {
 	h := newHarness(t)
-	priv := h.addBackend("priv", false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, data, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if err := c.Write(r.Context(), typ, data); err != nil {
-				return
-			}
-		}
-	}))
+	priv := h.addBackend("priv", false, wsEchoHandler)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	url := strings.Replace(h.url("priv", priv.port, "/ws?paddock_token="+h.token("priv", priv.port)), "http://", "ws://", 1)
@@ -394,17 +414,7 @@ func TestWebSocketEcho(t *testing.T) {
 func TestSSEFirstEventStreams(t *testing.T) {
 	h := newHarness(t)
 	release := make(chan struct{})
-	priv := h.addBackend("priv", true, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprint(w, "data: first\n\n")
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		case <-time.After(10 * time.Second):
-		}
-		fmt.Fprint(w, "data: last\n\n")
-	}))
+	priv := h.addBackend("priv", true, heldSSEHandler(release, func(*http.Request) string { return "data: first\n\n" }))
 	for _, c := range []struct {
 		name   string
 		client *http.Client

@@ -56,12 +56,9 @@ func (s *Server) signPortURL(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req, true); err != nil {
 		return err
 	}
-	ttl := defaultSignedURLTTL
-	switch {
-	case req.TTLSeconds < 0 || req.TTLSeconds > int64(maxSignedURLTTL/time.Second):
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_ttl", "ttlSeconds must be in [1, %d], got %d", int64(maxSignedURLTTL/time.Second), req.TTLSeconds)
-	case req.TTLSeconds > 0:
-		ttl = time.Duration(req.TTLSeconds) * time.Second
+	ttl, err := signedURLTTL(req.TTLSeconds)
+	if err != nil {
+		return err
 	}
 	if s.signer == nil || s.baseURL == "" {
 		return errNoSigner

@@ -89,11 +89,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req api.ProjectRequest
-	if err := decodeJSON(w, r, &req, false); err != nil {
-		return err
-	}
-	creq, err := fromAPIProjectRequest(req)
+	creq, err := decodeProjectRequest(w, r)
 	if err != nil {
 		return err
 	}
@@ -118,11 +114,8 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("list projects: %w", err)
 	}
-	out := api.ProjectList{Projects: make([]api.Project, 0, len(vs)), NextCursor: next}
-	for _, v := range vs {
-		out.Projects = append(out.Projects, s.toAPIProject(r, v))
-	}
-	writeJSON(w, http.StatusOK, out)
+	toAPI := func(v control.ProjectView) api.Project { return s.toAPIProject(r, v) }
+	writeJSON(w, http.StatusOK, api.ProjectList{Projects: toAPIList(vs, toAPI), NextCursor: next})
 	return nil
 }
 
@@ -144,11 +137,7 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req api.ProjectRequest
-	if err := decodeJSON(w, r, &req, false); err != nil {
-		return err
-	}
-	creq, err := fromAPIProjectRequest(req)
+	creq, err := decodeProjectRequest(w, r)
 	if err != nil {
 		return err
 	}
@@ -282,11 +271,8 @@ func (s *Server) listActivations(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("list activations of project %s: %w", id, err)
 	}
-	out := api.ActivationList{Activations: make([]api.Activation, 0, len(as)), NextCursor: next}
-	for _, a := range as {
-		out.Activations = append(out.Activations, s.toAPIActivation(r, a))
-	}
-	writeJSON(w, http.StatusOK, out)
+	toAPI := func(a store.Activation) api.Activation { return s.toAPIActivation(r, a) }
+	writeJSON(w, http.StatusOK, api.ActivationList{Activations: toAPIList(as, toAPI), NextCursor: next})
 	return nil
 }
 
@@ -332,12 +318,9 @@ func (s *Server) appURL(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req, true); err != nil {
 		return err
 	}
-	ttl := defaultSignedURLTTL
-	switch {
-	case req.TTLSeconds < 0 || req.TTLSeconds > int64(maxSignedURLTTL/time.Second):
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_ttl", "ttlSeconds must be in [1, %d], got %d", int64(maxSignedURLTTL/time.Second), req.TTLSeconds)
-	case req.TTLSeconds > 0:
-		ttl = time.Duration(req.TTLSeconds) * time.Second
+	ttl, err := signedURLTTL(req.TTLSeconds)
+	if err != nil {
+		return err
 	}
 	if s.signer == nil || s.baseURL == "" {
 		return errNoAppProxy
@@ -470,6 +453,16 @@ func pageQuery(r *http.Request) (store.Page, error) {
 		page.Limit = n
 	}
 	return page, nil
+}
+
+// decodeProjectRequest reads the body of a create or an update, which take
+// the same whole request (an update replaces the spec, it does not patch it).
+func decodeProjectRequest(w http.ResponseWriter, r *http.Request) (control.ProjectRequest, error) {
+	var req api.ProjectRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return control.ProjectRequest{}, err
+	}
+	return fromAPIProjectRequest(req)
 }
 
 // fromAPIProjectRequest converts the wire request; the control plane

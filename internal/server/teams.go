@@ -38,11 +38,20 @@ var (
 	errAdminRequired     = sandbox.Errorf(sandbox.ErrForbidden, "admin_required", "only an admin of the team may do this")
 )
 
-// adminOf checks that p may administer teamID. Another team looks like no
-// team at all (404); the caller's own team without the admin role is 403.
-func adminOf(p auth.Principal, teamID string) error {
+// memberOf checks that p may see teamID. Another team looks like no team
+// at all (404), so that team ids cannot be probed.
+func memberOf(p auth.Principal, teamID string) error {
 	if !sandbox.ValidID(teamID) || !p.CanAccessTeam(teamID) {
 		return store.NotFound("team", teamID)
+	}
+	return nil
+}
+
+// adminOf checks that p may administer teamID: as memberOf, and the
+// caller's own team without the admin role is 403.
+func adminOf(p auth.Principal, teamID string) error {
+	if err := memberOf(p, teamID); err != nil {
+		return err
 	}
 	if !p.CanAdminTeam(teamID) {
 		return errAdminRequired
@@ -103,11 +112,7 @@ func (s *Server) listTeams(w http.ResponseWriter, r *http.Request) error {
 		}
 		teams = []store.Team{t}
 	}
-	out := api.TeamList{Teams: make([]api.Team, 0, len(teams))}
-	for _, t := range teams {
-		out.Teams = append(out.Teams, toAPITeam(t))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, api.TeamList{Teams: toAPIList(teams, toAPITeam)})
 	return nil
 }
 
@@ -147,18 +152,14 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 		return errNoAccounts
 	}
 	teamID := r.PathValue("id")
-	if !sandbox.ValidID(teamID) || !callerOf(r).CanAccessTeam(teamID) {
-		return store.NotFound("team", teamID)
+	if err := memberOf(callerOf(r), teamID); err != nil {
+		return err
 	}
 	us, err := s.accounts.ListUsers(r.Context(), teamID)
 	if err != nil {
 		return err
 	}
-	out := api.UserList{Users: make([]api.User, 0, len(us))}
-	for _, u := range us {
-		out.Users = append(out.Users, toAPIUser(u))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, api.UserList{Users: toAPIList(us, toAPIUser)})
 	return nil
 }
 
@@ -213,11 +214,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := api.TokenList{Tokens: make([]api.Token, 0, len(ts))}
-	for _, t := range ts {
-		out.Tokens = append(out.Tokens, toAPIToken(t))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, api.TokenList{Tokens: toAPIList(ts, toAPIToken)})
 	return nil
 }
 

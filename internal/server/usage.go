@@ -45,17 +45,17 @@ func (s *Server) listUsage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("list usage: %w", err)
 	}
-	out := api.UsageList{Usage: make([]api.Usage, 0, len(us))}
-	for _, u := range us {
-		out.Usage = append(out.Usage, api.Usage{
-			SandboxID: u.SandboxID, TeamID: u.TeamID, ProjectID: u.ProjectID,
-			Start: utcOrZero(u.Start), End: utcOrZero(u.End),
-			CPUSeconds: u.CPUSeconds, MemoryMBHours: u.MemoryMBHours,
-			NetRxBytes: u.NetRxBytes, NetTxBytes: u.NetTxBytes,
-		})
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, api.UsageList{Usage: toAPIList(us, toAPIUsage)})
 	return nil
+}
+
+func toAPIUsage(u store.Usage) api.Usage {
+	return api.Usage{
+		SandboxID: u.SandboxID, TeamID: u.TeamID, ProjectID: u.ProjectID,
+		Start: utcOrZero(u.Start), End: utcOrZero(u.End),
+		CPUSeconds: u.CPUSeconds, MemoryMBHours: u.MemoryMBHours,
+		NetRxBytes: u.NetRxBytes, NetTxBytes: u.NetTxBytes,
+	}
 }
 
 // timeQuery parses an optional RFC 3339 time query parameter.

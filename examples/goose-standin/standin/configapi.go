@@ -49,13 +49,7 @@ type configKey struct {
 }
 
 func (k *configKey) check() error {
-	if k.Key == nil {
-		return missing("key")
-	}
-	if k.IsSecret == nil {
-		return missing("is_secret")
-	}
-	return nil
+	return firstMissing(need{"key", k.Key != nil}, need{"is_secret", k.IsSecret != nil})
 }
 
 func (s *Server) configMapLocked(secret bool) map[string]json.RawMessage {
@@ -88,16 +82,7 @@ func (s *Server) handleConfigUpsert(w http.ResponseWriter, r *http.Request) {
 		IsSecret *bool           `json:"is_secret"`
 	}
 	if !decodeJSON(w, r, s.cfg.MaxBodyBytes, &req, func() error {
-		if req.Key == nil {
-			return missing("key")
-		}
-		if req.Value == nil {
-			return missing("value")
-		}
-		if req.IsSecret == nil {
-			return missing("is_secret")
-		}
-		return nil
+		return firstMissing(need{"key", req.Key != nil}, need{"value", req.Value != nil}, need{"is_secret", req.IsSecret != nil})
 	}) {
 		return
 	}

@@ -97,6 +97,24 @@ func rejectText(w http.ResponseWriter, status int, msg string) {
 // missing is serde's error for an absent required field.
 func missing(field string) error { return fmt.Errorf("missing field `%s`", field) }
 
+// need is a required field of a request: its name and whether the body
+// had it.
+type need struct {
+	name string
+	ok   bool
+}
+
+// firstMissing is missing for the first absent field; callers list them
+// in declaration order, which is the one serde reports first.
+func firstMissing(fields ...need) error {
+	for _, f := range fields {
+		if !f.ok {
+			return missing(f.name)
+		}
+	}
+	return nil
+}
+
 // wireMessage is a Message as a request body carries it; pointers tell
 // absent fields from zero ones.
 type wireMessage struct {

@@ -19,10 +19,10 @@ func (s *Server) handleFeatures(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"features": map[string]bool{"local-inference": false, "code-mode": false}})
 }
 
-// modelConfig is goose's ModelConfig for the stand-in's model.
-func (s *Server) modelConfig() json.RawMessage {
+// modelConfig is goose's ModelConfig for model.
+func modelConfig(model string) json.RawMessage {
 	b, _ := json.Marshal(map[string]any{
-		"model_name": s.cfg.Model, "context_limit": nil, "temperature": nil,
+		"model_name": model, "context_limit": nil, "temperature": nil,
 		"max_tokens": nil, "toolshim": false, "toolshim_model": nil,
 	})
 	return b
@@ -37,17 +37,13 @@ func (s *Server) attachProviderLocked(st *sessionState, provider, model string) 
 		if model == "" {
 			model = s.cfg.Model
 		}
-		b, _ := json.Marshal(map[string]any{
-			"model_name": model, "context_limit": nil, "temperature": nil,
-			"max_tokens": nil, "toolshim": false, "toolshim_model": nil,
-		})
-		st.sess.ModelConfig = b
+		st.sess.ModelConfig = modelConfig(model)
 		return
 	}
 	if st.sess.ProviderName == nil {
 		p := s.cfg.Provider
 		st.sess.ProviderName = &p
-		st.sess.ModelConfig = s.modelConfig()
+		st.sess.ModelConfig = modelConfig(s.cfg.Model)
 	}
 }
 
@@ -59,41 +55,72 @@ func (s *Server) sessionLocked(id string) *sessionState {
 	return s.sessions[id]
 }
 
+// lockSession takes s.mu and returns session id's state, the caller to
+// unlock. When there is none it answers 404 with goosed's message, which
+// some routes prefix with what failed, and returns nil unlocked.
+func (s *Server) lockSession(w http.ResponseWriter, id, failed string) *sessionState {
+	s.mu.Lock()
+	st := s.sessionLocked(id)
+	if st == nil {
+		s.mu.Unlock()
+		writeError(w, http.StatusNotFound, fmt.Sprintf("%sSession %s not found", failed, id))
+	}
+	return st
+}
+
+// addSession gives sess a new id and saves it as a new session, answering
+// 503 while the server shuts down and 500 (prefixed by failed) when the
+// file cannot be written. It returns the saved session, with its
+// conversation when full.
+func (s *Server) addSession(w http.ResponseWriter, sess Session, failed string, full bool) (Session, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		writeError(w, http.StatusServiceUnavailable, "the server is shutting down")
+		return Session{}, false
+	}
+	sess.ID = nextSessionID(sess.CreatedAt.Format("20060102"), maps.Keys(s.sessions))
+	st := s.newState(sess)
+	s.sessions[sess.ID] = st
+	if err := s.saveLocked(st); err != nil {
+		delete(s.sessions, sess.ID)
+		st.cancel()
+		writeError(w, http.StatusInternalServerError, failed+err.Error())
+		return Session{}, false
+	}
+	return st.sess.copyOf(full), true
+}
+
+// sessionCopy is session id with its conversation, for answers built
+// outside the lock.
+func (s *Server) sessionCopy(id string) (Session, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.sessionLocked(id)
+	if st == nil {
+		return Session{}, false
+	}
+	return st.sess.copyOf(true), true
+}
+
 func (s *Server) handleAgentStart(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		WorkingDir *string `json:"working_dir"`
 	}
 	if !decodeJSON(w, r, s.cfg.MaxBodyBytes, &req, func() error {
-		if req.WorkingDir == nil {
-			return missing("working_dir")
-		}
-		return nil
+		return firstMissing(need{"working_dir", req.WorkingDir != nil})
 	}) {
 		return
 	}
 	now := s.now()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		writeError(w, http.StatusServiceUnavailable, "the server is shutting down")
-		return
-	}
-	id := nextSessionID(now.Format("20060102"), maps.Keys(s.sessions))
-	st := s.newState(Session{
-		ID: id, WorkingDir: *req.WorkingDir, Name: "New Chat", SessionType: "user",
+	out, ok := s.addSession(w, Session{
+		WorkingDir: *req.WorkingDir, Name: "New Chat", SessionType: "user",
 		CreatedAt: now, UpdatedAt: now, ExtensionData: json.RawMessage(`{}`), GooseMode: "auto",
-	})
-	s.sessions[id] = st
-	if err := s.saveLocked(st); err != nil {
-		delete(s.sessions, id)
-		st.cancel()
-		s.mu.Unlock()
-		writeError(w, http.StatusInternalServerError, "Failed to create session: "+err.Error())
+	}, "Failed to create session: ", false)
+	if !ok {
 		return
 	}
-	out := st.sess.copyOf(false)
-	s.mu.Unlock()
-	s.log.Info("goose stand-in: session started", "session", id)
+	s.log.Info("goose stand-in: session started", "session", out.ID)
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -103,21 +130,12 @@ func (s *Server) handleAgentResume(w http.ResponseWriter, r *http.Request) {
 		Load      *bool   `json:"load_model_and_extensions"`
 	}
 	if !decodeJSON(w, r, s.cfg.MaxBodyBytes, &req, func() error {
-		if req.SessionID == nil {
-			return missing("session_id")
-		}
-		if req.Load == nil {
-			return missing("load_model_and_extensions")
-		}
-		return nil
+		return firstMissing(need{"session_id", req.SessionID != nil}, need{"load_model_and_extensions", req.Load != nil})
 	}) {
 		return
 	}
-	s.mu.Lock()
-	st := s.sessionLocked(*req.SessionID)
+	st := s.lockSession(w, *req.SessionID, "Failed to resume session: ")
 	if st == nil {
-		s.mu.Unlock()
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Failed to resume session: Session %s not found", *req.SessionID))
 		return
 	}
 	if *req.Load {
@@ -140,20 +158,15 @@ func (s *Server) handleAgentStop(w http.ResponseWriter, r *http.Request) {
 		SessionID *string `json:"session_id"`
 	}
 	if !decodeJSON(w, r, s.cfg.MaxBodyBytes, &req, func() error {
-		if req.SessionID == nil {
-			return missing("session_id")
-		}
-		return nil
+		return firstMissing(need{"session_id", req.SessionID != nil})
 	}) {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.sessionLocked(*req.SessionID)
+	st := s.lockSession(w, *req.SessionID, "Failed to stop agent: ")
 	if st == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Failed to stop agent: Session %s not found", *req.SessionID))
 		return
 	}
+	defer s.mu.Unlock()
 	st.agentReady = false
 	w.WriteHeader(http.StatusOK)
 }
@@ -165,13 +178,7 @@ func (s *Server) handleUpdateProvider(w http.ResponseWriter, r *http.Request) {
 		Model     *string `json:"model"`
 	}
 	if !decodeJSON(w, r, s.cfg.MaxBodyBytes, &req, func() error {
-		if req.SessionID == nil {
-			return missing("session_id")
-		}
-		if req.Provider == nil {
-			return missing("provider")
-		}
-		return nil
+		return firstMissing(need{"session_id", req.SessionID != nil}, need{"provider", req.Provider != nil})
 	}) {
 		return
 	}
@@ -179,13 +186,11 @@ func (s *Server) handleUpdateProvider(w http.ResponseWriter, r *http.Request) {
 	if req.Model != nil {
 		model = *req.Model
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.sessionLocked(*req.SessionID)
+	st := s.lockSession(w, *req.SessionID, "")
 	if st == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Session %s not found", *req.SessionID))
 		return
 	}
+	defer s.mu.Unlock()
 	provider := *req.Provider
 	if provider == "" {
 		provider = s.cfg.Provider
@@ -213,15 +218,11 @@ func (s *Server) handleListSessions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	st := s.sessionLocked(r.PathValue("id"))
-	if st == nil {
-		s.mu.Unlock()
+	out, ok := s.sessionCopy(r.PathValue("id"))
+	if !ok {
 		bare(w, http.StatusNotFound)
 		return
 	}
-	out := st.sess.copyOf(true)
-	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -256,15 +257,11 @@ func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
 // handleExportSession answers the session, conversation included, as a
 // JSON string holding pretty JSON.
 func (s *Server) handleExportSession(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	st := s.sessionLocked(r.PathValue("id"))
-	if st == nil {
-		s.mu.Unlock()
+	out, ok := s.sessionCopy(r.PathValue("id"))
+	if !ok {
 		bare(w, http.StatusNotFound)
 		return
 	}
-	out := st.sess.copyOf(true)
-	s.mu.Unlock()
 	pretty, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
@@ -279,10 +276,7 @@ func (s *Server) handleImportSession(w http.ResponseWriter, r *http.Request) {
 		JSON *string `json:"json"`
 	}
 	if !decodeJSON(w, r, s.cfg.MaxImportBytes, &req, func() error {
-		if req.JSON == nil {
-			return missing("json")
-		}
-		return nil
+		return firstMissing(need{"json", req.JSON != nil})
 	}) {
 		return
 	}
@@ -315,23 +309,9 @@ func (s *Server) handleImportSession(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now()
 	sess.CreatedAt, sess.UpdatedAt = now, now
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		writeError(w, http.StatusServiceUnavailable, "the server is shutting down")
+	out, ok := s.addSession(w, sess, "Failed to import session: ", true)
+	if !ok {
 		return
 	}
-	sess.ID = nextSessionID(now.Format("20060102"), maps.Keys(s.sessions))
-	st := s.newState(sess)
-	s.sessions[sess.ID] = st
-	if err := s.saveLocked(st); err != nil {
-		delete(s.sessions, sess.ID)
-		st.cancel()
-		s.mu.Unlock()
-		writeError(w, http.StatusInternalServerError, "Failed to import session: "+err.Error())
-		return
-	}
-	out := st.sess.copyOf(true)
-	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, out)
 }

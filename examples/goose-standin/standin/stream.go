@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -137,11 +136,8 @@ func (s *Server) handleSessionReply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "request_id must be a valid UUID")
 		return
 	}
-	s.mu.Lock()
-	st := s.sessionLocked(id)
+	st := s.lockSession(w, id, "")
 	if st == nil {
-		s.mu.Unlock()
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Session %s not found", id))
 		return
 	}
 	if s.closed {
@@ -193,10 +189,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 		RequestID *string `json:"request_id"`
 	}
 	if !decodeJSON(w, r, s.cfg.MaxBodyBytes, &req, func() error {
-		if req.RequestID == nil {
-			return missing("request_id")
-		}
-		return nil
+		return firstMissing(need{"request_id", req.RequestID != nil})
 	}) {
 		return
 	}

@@ -255,11 +255,11 @@ func findPage[D, T any](ctx context.Context, c *mgo.Collection, filter bson.D, t
 	limit := storeutil.Limit(page)
 	opts := options.Find().SetSort(bson.D{{Key: timeField, Value: 1}, {Key: idField, Value: 1}}).SetLimit(int64(limit + 1))
 	out, err := findAll(ctx, c, filter, opts, conv, op)
-	if err != nil || len(out) <= limit {
-		return out, "", err
+	if err != nil {
+		return nil, "", err
 	}
-	out = out[:limit]
-	return out, key(out[limit-1]).Encode(), nil
+	out, next := storeutil.Cut(out, limit, key)
+	return out, next, nil
 }
 
 func sortBy(fields ...string) *options.FindOptionsBuilder {
@@ -710,16 +710,12 @@ func (d sandboxDoc) rec() (store.SandboxRecord, error) {
 }
 
 func (s *Store) PutSandbox(ctx context.Context, r store.SandboxRecord) error {
-	r, err := storeutil.Sandbox(r)
+	r, data, err := storeutil.Sandbox(r)
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(r.Sandbox)
-	if err != nil {
-		return wrap("put sandbox", err)
-	}
 	sb := r.Sandbox
-	d := sandboxDoc{ID: sb.ID, Node: r.Node, TeamID: sb.TeamID, State: string(sb.State), CreatedAt: sb.CreatedAt, Data: string(data)}
+	d := sandboxDoc{ID: sb.ID, Node: r.Node, TeamID: sb.TeamID, State: string(sb.State), CreatedAt: sb.CreatedAt, Data: data}
 	err = retryDup(func() error {
 		_, err := s.sandboxes.ReplaceOne(ctx, bson.D{{Key: "_id", Value: sb.ID}}, d, options.Replace().SetUpsert(true))
 		return err

@@ -494,11 +494,8 @@ func listPage[T any](ctx context.Context, s *Store, scan func(scanner) (T, error
 	if err != nil {
 		return nil, "", err
 	}
-	if len(out) <= limit {
-		return out, "", nil
-	}
-	out = out[:limit]
-	return out, key(out[limit-1]).Encode(), nil
+	out, next := storeutil.Cut(out, limit, key)
+	return out, next, nil
 }
 
 func (s *Store) UpdateProject(ctx context.Context, p store.Project) (store.Project, error) {
@@ -625,20 +622,16 @@ func scanSandbox(r scanner) (store.SandboxRecord, error) {
 }
 
 func (s *Store) PutSandbox(ctx context.Context, r store.SandboxRecord) error {
-	r, err := storeutil.Sandbox(r)
+	r, data, err := storeutil.Sandbox(r)
 	if err != nil {
 		return err
-	}
-	data, err := json.Marshal(r.Sandbox)
-	if err != nil {
-		return wrap("put sandbox", err)
 	}
 	sb := r.Sandbox
 	_, err = s.w.ExecContext(ctx, `INSERT INTO sandboxes (id, node, team_id, state, created_at, data)
 		VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET node = excluded.node, team_id = excluded.team_id, state = excluded.state,
 			created_at = excluded.created_at, data = excluded.data`,
-		sb.ID, r.Node, sb.TeamID, string(sb.State), ms(sb.CreatedAt), string(data))
+		sb.ID, r.Node, sb.TeamID, string(sb.State), ms(sb.CreatedAt), data)
 	if err != nil {
 		return wrap("put sandbox", err)
 	}

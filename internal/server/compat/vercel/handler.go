@@ -250,7 +250,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if v == nil {
 			return
 		}
-		if v == http.ErrAbortHandler || sw.status != 0 {
+		if v == http.ErrAbortHandler {
+			panic(v)
+		}
+		if sw.status != 0 {
+			// Too late for an error answer; net/http does not log an
+			// ErrAbortHandler, so the panic is logged here.
+			h.log.Error("vercel compat: handler panic", "method", r.Method, "path", r.URL.Path, "panic", v)
 			panic(http.ErrAbortHandler)
 		}
 		h.writeError(sw, r, fmt.Errorf("panic: %v", v))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"path"
 	"reflect"
@@ -60,10 +61,18 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) (private map[stri
 	return private, nil
 }
 
+// jsonFields names the JSON fields of struct type t, those of its embedded
+// structs included, as encoding/json promotes them.
 func jsonFields(t reflect.Type) map[string]bool {
 	out := map[string]bool{}
 	for i := range t.NumField() {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if f.Anonymous && tag == "" && f.Type.Kind() == reflect.Struct {
+			maps.Copy(out, jsonFields(f.Type))
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
 		if name != "" && name != "-" {
 			out[name] = true
 		}
@@ -71,9 +80,15 @@ func jsonFields(t reflect.Type) map[string]bool {
 	return out
 }
 
-// refusePrivate refuses private parameters that ask for something paddock
-// cannot do; others are ignored, as Vercel ignores those it does not know.
-func refusePrivate(private map[string]json.RawMessage) error {
+// decodeCreate is decodeJSON for the bodies that start a sandbox (create
+// v1/v2/v3, fork), where the SDK may send private parameters: those that
+// ask for something paddock cannot do are refused; others are ignored, as
+// Vercel ignores those it does not know.
+func decodeCreate(w http.ResponseWriter, r *http.Request, v any) error {
+	private, err := decodeJSON(w, r, v)
+	if err != nil {
+		return err
+	}
 	if raw, ok := private["__interactive"]; ok && string(raw) != "false" && string(raw) != "null" {
 		return unsupportedOption("__interactive")
 	}

@@ -26,42 +26,24 @@ const (
 // the sandbox is persistent.
 func (h *Handler) configFromCreate(r *http.Request, req *createRequest) (SandboxConfig, *sandbox.Source, error) {
 	var cfg SandboxConfig
+	if err := refuseUnsupported(req.NetworkID != nil, len(req.Mounts) > 0, req.SnapshotExpiration != nil, req.KeepLastSnapshots != nil); err != nil {
+		return cfg, nil, err
+	}
 	switch {
-	case req.NetworkID != nil:
-		return cfg, nil, unsupportedOption("networkId (Secure Compute networks)")
-	case len(req.Mounts) > 0:
-		return cfg, nil, unsupportedOption("mounts (drives)")
-	case req.SnapshotExpiration != nil:
-		return cfg, nil, unsupportedOption("snapshotExpiration: paddock's snapshots expire after the store's TTL from last use")
-	case req.KeepLastSnapshots != nil:
-		return cfg, nil, unsupportedOption("keepLastSnapshots")
 	case req.Runtime != "" && req.Image != "":
 		return cfg, nil, badRequest("runtime and image cannot be used together")
 	case len(req.Tags) > maxTags:
 		return cfg, nil, badRequest("at most %d tags", maxTags)
 	}
-	for _, p := range req.Ports {
-		if p < 1 || p > 65535 {
-			return cfg, nil, badRequest("port %d is outside 1-65535", p)
-		}
+	if err := checkPorts(req.Ports); err != nil {
+		return cfg, nil, err
 	}
 	cfg.Ports = slices.Clone(req.Ports)
-	if req.Timeout != nil {
-		if *req.Timeout <= 0 {
-			return cfg, nil, badRequest("timeout must be positive")
-		}
-		cfg.TimeoutMs = *req.Timeout
+	if err := setLimits(&cfg, req.Timeout, req.Resources); err != nil {
+		return cfg, nil, err
 	}
-	if req.Resources != nil {
-		if req.Resources.VCPUs <= 0 {
-			return cfg, nil, badRequest("resources.vcpus must be positive")
-		}
-		cfg.VCPUs = req.Resources.VCPUs
-	}
-	for k, v := range req.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return cfg, nil, badRequest("environment variable %q is not valid", k)
-		}
+	if err := checkEnv(req.Env); err != nil {
+		return cfg, nil, err
 	}
 	cfg.Env, cfg.Tags = maps.Clone(req.Env), maps.Clone(req.Tags)
 	pol, err := policyFromRequest(req.NetworkPolicy)
@@ -110,14 +92,75 @@ func (h *Handler) configFromCreate(r *http.Request, req *createRequest) (Sandbox
 	return cfg, src, nil
 }
 
+// refuseUnsupported refuses the options of create and update that need
+// what paddock lacks: Secure Compute networks, drives, snapshot retention.
+func refuseUnsupported(networkID, mounts, snapshotExpiration, keepLastSnapshots bool) error {
+	switch {
+	case networkID:
+		return unsupportedOption("networkId (Secure Compute networks)")
+	case mounts:
+		return unsupportedOption("mounts (drives)")
+	case snapshotExpiration:
+		return unsupportedOption("snapshotExpiration: paddock's snapshots expire after the store's TTL from last use")
+	case keepLastSnapshots:
+		return unsupportedOption("keepLastSnapshots")
+	}
+	return nil
+}
+
+func checkPorts(ports []int) error {
+	for _, p := range ports {
+		if p < 1 || p > 65535 {
+			return badRequest("port %d is outside 1-65535", p)
+		}
+	}
+	return nil
+}
+
+// setLimits applies a request's timeout and vCPUs, each only when given.
+func setLimits(cfg *SandboxConfig, timeout *int64, res *resourcesRequest) error {
+	if timeout != nil {
+		if *timeout <= 0 {
+			return badRequest("timeout must be positive")
+		}
+		cfg.TimeoutMs = *timeout
+	}
+	if res != nil {
+		if res.VCPUs <= 0 {
+			return badRequest("resources.vcpus must be positive")
+		}
+		cfg.VCPUs = res.VCPUs
+	}
+	return nil
+}
+
+// checkEnv refuses names and values the kernel's environment block cannot
+// carry (NUL, or "=" in a name), which would otherwise fail at exec.
+func checkEnv(env map[string]string) error {
+	for k, v := range env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return badRequest("environment variable %q is not valid", k)
+		}
+	}
+	return nil
+}
+
+// nameOrRandom checks a requested sandbox name, or makes one up when none
+// is given, as Vercel does.
+func nameOrRandom(name string) (string, error) {
+	if name == "" {
+		return randomName(), nil
+	}
+	if !namePattern.MatchString(name) {
+		return "", badRequest("name must match ^[a-zA-Z0-9_-]+$ and be at most 128 characters")
+	}
+	return name, nil
+}
+
 // createV2 is POST /v3/sandboxes and POST /v2/sandboxes.
 func (h *Handler) createV2(w http.ResponseWriter, r *http.Request) error {
 	var req createRequest
-	private, err := decodeJSON(w, r, &req)
-	if err != nil {
-		return err
-	}
-	if err := refusePrivate(private); err != nil {
+	if err := decodeCreate(w, r, &req); err != nil {
 		return err
 	}
 	scope, _ := scopeOf(r, "")
@@ -125,10 +168,9 @@ func (h *Handler) createV2(w http.ResponseWriter, r *http.Request) error {
 	if scope.Project == "" {
 		return badRequest("projectId is required")
 	}
-	if req.Name == "" {
-		req.Name = randomName()
-	} else if !namePattern.MatchString(req.Name) {
-		return badRequest("name must match ^[a-zA-Z0-9_-]+$ and be at most 128 characters")
+	var err error
+	if req.Name, err = nameOrRandom(req.Name); err != nil {
+		return err
 	}
 	cfg, src, err := h.configFromCreate(r, &req)
 	if err != nil {
@@ -152,16 +194,55 @@ func (h *Handler) createRecord(ctx context.Context, rec Record, src *sandbox.Sou
 	} else if !errors.Is(err, sandbox.ErrNotFound) {
 		return sandboxAndSession{}, err
 	}
-	now := ms(h.now())
-	rec.CreatedAt, rec.UpdatedAt = now, now
-	if err := h.startSession(ctx, &rec, "", src); err != nil {
-		return sandboxAndSession{}, err
-	}
-	if err := h.store.PutSandbox(context.WithoutCancel(ctx), rec); err != nil {
-		h.dropSession(ctx, rec.current())
+	if err := h.startFirstSession(ctx, &rec, src); err != nil {
 		return sandboxAndSession{}, err
 	}
 	return h.describe(ctx, &rec, false)
+}
+
+// startFirstSession starts a new record's first session and saves the
+// record. A v1 record is named after that session. A record that cannot
+// be saved takes its session's sandbox with it, so that none runs unknown
+// to this API.
+func (h *Handler) startFirstSession(ctx context.Context, rec *Record, src *sandbox.Source) error {
+	now := ms(h.now())
+	rec.CreatedAt, rec.UpdatedAt = now, now
+	if err := h.startSession(ctx, rec, "", src); err != nil {
+		return err
+	}
+	if rec.API == apiV1 {
+		rec.Name = rec.current().ID
+	}
+	if err := h.store.PutSandbox(context.WithoutCancel(ctx), *rec); err != nil {
+		h.dropSession(ctx, rec.current())
+		return err
+	}
+	return nil
+}
+
+// lockNamed reads {name} and takes its record's lock, reading the record
+// again once it holds it: it may have changed while we waited. The caller
+// calls unlock.
+func (h *Handler) lockNamed(r *http.Request) (rec Record, unlock func(), err error) {
+	if rec, err = h.namedRecord(r); err != nil {
+		return Record{}, nil, err
+	}
+	unlock = h.locks.lock(recordKey(rec.Scope, rec.Name))
+	if rec, err = h.namedRecord(r); err != nil {
+		unlock()
+		return Record{}, nil, err
+	}
+	return rec, unlock, nil
+}
+
+// saveAfter puts rec back after a lifecycle step, even one that failed
+// part-way, so that what did happen (a session started, a snapshot taken)
+// is not forgotten. The step's error comes first.
+func (h *Handler) saveAfter(ctx context.Context, rec Record, stepErr error) error {
+	if err := h.store.PutSandbox(context.WithoutCancel(ctx), rec); err != nil && stepErr == nil {
+		return err
+	}
+	return stepErr
 }
 
 // namedRecord reads {name} in the request's team and projectId.
@@ -187,26 +268,28 @@ func (h *Handler) getV2(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rec, err := h.namedRecord(r)
+	if !resume {
+		rec, err := h.namedRecord(r)
+		if err != nil {
+			return err
+		}
+		return h.answerDescribe(w, r, &rec, false)
+	}
+	rec, unlock, err := h.lockNamed(r)
 	if err != nil {
 		return err
 	}
-	resumed := false
-	if resume {
-		unlock := h.locks.lock(recordKey(rec.Scope, rec.Name))
-		defer unlock()
-		if rec, err = h.namedRecord(r); err != nil { // changed while we waited
-			return err
-		}
-		if resumed, err = h.resumeLocked(r.Context(), &rec); err != nil {
-			_ = h.store.PutSandbox(context.WithoutCancel(r.Context()), rec) // keep what did happen (a snapshot)
-			return err
-		}
-		if err := h.store.PutSandbox(context.WithoutCancel(r.Context()), rec); err != nil {
-			return err
-		}
+	defer unlock()
+	resumed, err := h.resumeLocked(r.Context(), &rec)
+	if err := h.saveAfter(r.Context(), rec, err); err != nil {
+		return err
 	}
-	out, err := h.describe(r.Context(), &rec, resumed)
+	return h.answerDescribe(w, r, &rec, resumed)
+}
+
+// answerDescribe answers {sandbox, session, routes, resumed?}.
+func (h *Handler) answerDescribe(w http.ResponseWriter, r *http.Request, rec *Record, resumed bool) error {
+	out, err := h.describe(r.Context(), rec, resumed)
 	if err != nil {
 		return err
 	}
@@ -351,42 +434,23 @@ func (h *Handler) updateV2(w http.ResponseWriter, r *http.Request) error {
 	if _, err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	switch {
-	case req.NetworkID != nil:
-		return unsupportedOption("networkId (Secure Compute networks)")
-	case req.Mounts != nil:
-		return unsupportedOption("mounts (drives)")
-	case req.SnapshotExpiration != nil:
-		return unsupportedOption("snapshotExpiration: paddock's snapshots expire after the store's TTL from last use")
-	case req.KeepLastSnapshots != nil:
-		return unsupportedOption("keepLastSnapshots")
-	case req.Tags != nil && len(req.Tags) > maxTags:
+	if err := refuseUnsupported(req.NetworkID != nil, req.Mounts != nil, req.SnapshotExpiration != nil, req.KeepLastSnapshots != nil); err != nil {
+		return err
+	}
+	if len(req.Tags) > maxTags {
 		return badRequest("at most %d tags", maxTags)
 	}
-	rec, err := h.namedRecord(r)
+	rec, unlock, err := h.lockNamed(r)
 	if err != nil {
 		return err
 	}
-	unlock := h.locks.lock(recordKey(rec.Scope, rec.Name))
 	defer unlock()
-	if rec, err = h.namedRecord(r); err != nil {
-		return err
-	}
 	cfg := rec.Config
 	if req.Persistent != nil {
 		rec.Persistent = *req.Persistent
 	}
-	if req.Resources != nil {
-		if req.Resources.VCPUs <= 0 {
-			return badRequest("resources.vcpus must be positive")
-		}
-		cfg.VCPUs = req.Resources.VCPUs
-	}
-	if req.Timeout != nil {
-		if *req.Timeout <= 0 {
-			return badRequest("timeout must be positive")
-		}
-		cfg.TimeoutMs = *req.Timeout
+	if err := setLimits(&cfg, req.Timeout, req.Resources); err != nil {
+		return err
 	}
 	if req.NetworkPolicy != nil {
 		if cfg.NetworkPolicy, err = policyFromRequest(req.NetworkPolicy); err != nil {
@@ -409,10 +473,8 @@ func (h *Handler) updateV2(w http.ResponseWriter, r *http.Request) error {
 		rec.CurrentSnapshotID = *req.CurrentSnapshotID
 	}
 	if req.Ports != nil {
-		for _, p := range *req.Ports {
-			if p < 1 || p > 65535 {
-				return badRequest("port %d is outside 1-65535", p)
-			}
+		if err := checkPorts(*req.Ports); err != nil {
+			return err
 		}
 		if err := h.applyPorts(r.Context(), &rec, *req.Ports); err != nil {
 			return err
@@ -421,7 +483,8 @@ func (h *Handler) updateV2(w http.ResponseWriter, r *http.Request) error {
 	}
 	rec.Config = cfg
 	rec.UpdatedAt = ms(h.now())
-	if err := h.store.PutSandbox(r.Context(), rec); err != nil {
+	// Detached: a running session may already have gained ports above.
+	if err := h.store.PutSandbox(context.WithoutCancel(r.Context()), rec); err != nil {
 		return err
 	}
 	out, err := h.describe(r.Context(), &rec, false)
@@ -471,15 +534,11 @@ func (h *Handler) deleteV2(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rec, err := h.namedRecord(r)
+	rec, unlock, err := h.lockNamed(r)
 	if err != nil {
 		return err
 	}
-	unlock := h.locks.lock(recordKey(rec.Scope, rec.Name))
 	defer unlock()
-	if rec, err = h.namedRecord(r); err != nil {
-		return err
-	}
 	ctx := context.WithoutCancel(r.Context())
 	out, err := h.describe(ctx, &rec, false)
 	if err != nil {
@@ -520,11 +579,7 @@ func (h *Handler) forkV2(w http.ResponseWriter, r *http.Request) error {
 		return unsupported(drivesUnsupported)(h, w, r) // POST /v2/sandboxes/drives/{name}
 	}
 	var req createRequest
-	private, err := decodeJSON(w, r, &req)
-	if err != nil {
-		return err
-	}
-	if err := refusePrivate(private); err != nil {
+	if err := decodeCreate(w, r, &req); err != nil {
 		return err
 	}
 	if req.Source != nil || req.Runtime != "" {
@@ -534,10 +589,8 @@ func (h *Handler) forkV2(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if req.Name == "" {
-		req.Name = randomName()
-	} else if !namePattern.MatchString(req.Name) {
-		return badRequest("name must match ^[a-zA-Z0-9_-]+$ and be at most 128 characters")
+	if req.Name, err = nameOrRandom(req.Name); err != nil {
+		return err
 	}
 	over, _, err := h.configFromCreate(r, &req)
 	if err != nil {
@@ -632,6 +685,9 @@ func (h *Handler) listSessions(w http.ResponseWriter, r *http.Request) error {
 	rec, err := h.store.GetSandbox(r.Context(), scope, q.Get("name"))
 	if err != nil {
 		return err
+	}
+	if rec.API != apiV2 {
+		return errSandboxNotFound // a v1 sandbox has no sessions to list
 	}
 	items := []wireSession{}
 	for i := range rec.Sessions {

@@ -135,10 +135,8 @@ func (h *Handler) runCommand(w http.ResponseWriter, r *http.Request) error {
 			return badRequest("args must not contain NUL")
 		}
 	}
-	for k, v := range req.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return badRequest("environment variable %q is not valid", k)
-		}
+	if err := checkEnv(req.Env); err != nil {
+		return err
 	}
 	rs, err := h.running(r)
 	if err != nil {
@@ -180,7 +178,7 @@ func (h *Handler) runCommand(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 	} else if final, err = rs.ac.Wait(ctx, cmd.ID); err != nil {
-		h.streamError(r, nd, err)
+		h.streamError(ctx, nd, rs.s.ID, err)
 		return nil
 	}
 	_ = nd.line(map[string]any{"command": rs.wireCommand(r, final)})
@@ -215,16 +213,19 @@ func (n *ndjson) line(v any) error {
 }
 
 // streamError ends a stream whose status is already sent with an error
-// line, which the SDK raises as a StreamError.
-func (h *Handler) streamError(r *http.Request, nd *ndjson, err error) {
-	if r.Context().Err() != nil {
-		return
+// line, which the SDK raises as a StreamError. ctx is the stream's
+// longPoll context: cancelled by the client leaving (nobody to tell) or by
+// CloseStreams (tell the client the command runs on).
+func (h *Handler) streamError(ctx context.Context, nd *ndjson, sid string, err error) {
+	if ctx.Err() != nil && h.streams.Err() == nil {
+		return // the client left
 	}
 	code, msg := "stream_failed", "the output stream ended early: "+err.Error()
 	if h.streams.Err() != nil {
 		code, msg = "server_shutting_down", "the server is shutting down; the command runs on"
+	} else {
+		h.log.Warn("vercel compat: command stream failed", "sandbox", sid, "err", err)
 	}
-	h.log.Warn("vercel compat: command stream failed", "path", r.URL.Path, "err", err)
 	_ = nd.line(logLine{Stream: "error", Data: errorDetail{Code: code, Message: msg}})
 }
 
@@ -234,7 +235,7 @@ func (h *Handler) streamError(r *http.Request, nd *ndjson, err error) {
 func (h *Handler) streamOutput(ctx context.Context, nd *ndjson, rs runningSession, cmdID string) (agent.Command, bool) {
 	out, err := rs.ac.Output(ctx, cmdID, 0, true)
 	if err != nil {
-		h.streamErrorCtx(ctx, nd, err)
+		h.streamError(ctx, nd, rs.s.ID, err)
 		return agent.Command{}, false
 	}
 	defer out.Close()
@@ -245,7 +246,7 @@ func (h *Handler) streamOutput(ctx context.Context, nd *ndjson, rs runningSessio
 			err = errors.New("output ended before the command's exit")
 		}
 		if err != nil {
-			h.streamErrorCtx(ctx, nd, err)
+			h.streamError(ctx, nd, rs.s.ID, err)
 			return agent.Command{}, false
 		}
 		switch f.Kind {
@@ -265,24 +266,13 @@ func (h *Handler) streamOutput(ctx context.Context, nd *ndjson, rs runningSessio
 			if err := json.Unmarshal(f.Data, &cmd); err != nil || cmd.ID == "" {
 				h.log.Warn("vercel compat: bad exit frame", "sandbox", rs.s.ID, "command", cmdID, "err", err)
 				if cmd, err = rs.ac.Get(ctx, cmdID); err != nil {
-					h.streamErrorCtx(ctx, nd, err)
+					h.streamError(ctx, nd, rs.s.ID, err)
 					return agent.Command{}, false
 				}
 			}
 			return cmd, true
 		}
 	}
-}
-
-func (h *Handler) streamErrorCtx(ctx context.Context, nd *ndjson, err error) {
-	if ctx.Err() != nil && h.streams.Err() == nil {
-		return // the client left
-	}
-	code, msg := "stream_failed", "the output stream ended early: "+err.Error()
-	if h.streams.Err() != nil {
-		code, msg = "server_shutting_down", "the server is shutting down; the command runs on"
-	}
-	_ = nd.line(logLine{Stream: "error", Data: errorDetail{Code: code, Message: msg}})
 }
 
 // textEncoder turns output frames into log lines whose data is text, as
@@ -419,17 +409,24 @@ func (h *Handler) killCommand(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// mkdir is POST .../fs/mkdir {path, cwd?, recursive?}.
-func (h *Handler) mkdir(w http.ResponseWriter, r *http.Request) error {
+// runningPath decodes a file request and resolves its path in {sid}'s
+// running session.
+func (h *Handler) runningPath(w http.ResponseWriter, r *http.Request) (runningSession, pathRequest, string, error) {
 	var req pathRequest
 	if _, err := decodeJSON(w, r, &req); err != nil {
-		return err
+		return runningSession{}, req, "", err
 	}
 	rs, err := h.running(r)
 	if err != nil {
-		return err
+		return runningSession{}, req, "", err
 	}
 	p, err := sandboxPath(req.Path, req.Cwd, cwdOf(rs.sb))
+	return rs, req, p, err
+}
+
+// mkdir is POST .../fs/mkdir {path, cwd?, recursive?}.
+func (h *Handler) mkdir(w http.ResponseWriter, r *http.Request) error {
+	rs, req, p, err := h.runningPath(w, r)
 	if err != nil {
 		return err
 	}
@@ -522,15 +519,7 @@ func (h *Handler) writeFiles(w http.ResponseWriter, r *http.Request) error {
 
 // readFile is POST .../fs/read: the file's bytes, or 404.
 func (h *Handler) readFile(w http.ResponseWriter, r *http.Request) error {
-	var req pathRequest
-	if _, err := decodeJSON(w, r, &req); err != nil {
-		return err
-	}
-	rs, err := h.running(r)
-	if err != nil {
-		return err
-	}
-	p, err := sandboxPath(req.Path, req.Cwd, cwdOf(rs.sb))
+	rs, _, p, err := h.runningPath(w, r)
 	if err != nil {
 		return err
 	}
@@ -628,10 +617,7 @@ func (h *Handler) stopSession(w http.ResponseWriter, r *http.Request) error {
 	}
 	snap := rec.Persistent && rec.API == apiV2 && s == rec.current()
 	sr, err := h.stopLocked(r.Context(), &rec, s, snap, "automatic")
-	if perr := h.store.PutSandbox(context.WithoutCancel(r.Context()), rec); perr != nil && err == nil {
-		err = perr
-	}
-	if err != nil {
+	if err := h.saveAfter(r.Context(), rec, err); err != nil {
 		return err
 	}
 	extra := map[string]any{}
@@ -677,10 +663,7 @@ func (h *Handler) snapshotSession(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	sr, err := h.stopLocked(r.Context(), &rec, s, true, "manual")
-	if perr := h.store.PutSandbox(context.WithoutCancel(r.Context()), rec); perr != nil && err == nil {
-		err = perr
-	}
-	if err != nil {
+	if err := h.saveAfter(r.Context(), rec, err); err != nil {
 		return err
 	}
 	if sr == nil {

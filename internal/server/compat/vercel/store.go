@@ -48,6 +48,12 @@ type Scope struct {
 	Project string `json:"project"`
 }
 
+// holds reports whether what lives in x is listed in s: s's team and, when
+// s names one, its project.
+func (s Scope) holds(x Scope) bool {
+	return x.Team == s.Team && (s.Project == "" || x.Project == s.Project)
+}
+
 // API generations a record was created through.
 const (
 	apiV1 = 1 // ephemeral: the sandbox is its one session, named by its id
@@ -255,7 +261,7 @@ func (s *FileStore) ListSandboxes(_ context.Context, scope Scope) ([]Record, err
 	defer s.mu.Unlock()
 	var out []Record
 	for _, r := range s.state.Sandboxes {
-		if r.Team == scope.Team && (scope.Project == "" || r.Project == scope.Project) {
+		if scope.holds(r.Scope) {
 			out = append(out, r.clone())
 		}
 	}
@@ -317,7 +323,7 @@ func (s *FileStore) ListSnapshots(_ context.Context, scope Scope) ([]SnapshotRec
 	defer s.mu.Unlock()
 	var out []SnapshotRecord
 	for _, x := range s.state.Snapshots {
-		if x.Team == scope.Team && (scope.Project == "" || x.Project == scope.Project) {
+		if scope.holds(x.Scope) {
 			out = append(out, x)
 		}
 	}

@@ -28,41 +28,19 @@ func v1Sandbox(ws wireSession) wireSession {
 // createV1 is POST /v1/sandboxes: an ephemeral sandbox, named by the id of
 // its one paddock sandbox.
 func (h *Handler) createV1(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		ProjectID     string            `json:"projectId"`
-		Ports         []int             `json:"ports"`
-		Source        *sourceRequest    `json:"source"`
-		Timeout       *int64            `json:"timeout"`
-		Resources     *resourcesRequest `json:"resources"`
-		Runtime       string            `json:"runtime"`
-		NetworkPolicy *policyRequest    `json:"networkPolicy"`
-		Env           map[string]string `json:"env"`
-	}
-	private, err := decodeJSON(w, r, &req)
-	if err != nil {
-		return err
-	}
-	if err := refusePrivate(private); err != nil {
+	var req createRequest // its v2 fields stay empty
+	if err := decodeCreate(w, r, &req.createV1Request); err != nil {
 		return err
 	}
 	if req.ProjectID == "" {
 		return badRequest("projectId is required")
 	}
-	cfg, src, err := h.configFromCreate(r, &createRequest{
-		Ports: req.Ports, Source: req.Source, Timeout: req.Timeout, Resources: req.Resources,
-		Runtime: req.Runtime, NetworkPolicy: req.NetworkPolicy, Env: req.Env,
-	})
+	cfg, src, err := h.configFromCreate(r, &req)
 	if err != nil {
 		return err
 	}
-	now := ms(h.now())
-	rec := Record{Scope: Scope{Team: teamOf(r), Project: req.ProjectID}, API: apiV1, Config: cfg, CreatedAt: now, UpdatedAt: now}
-	if err := h.startSession(r.Context(), &rec, "", src); err != nil {
-		return err
-	}
-	rec.Name = rec.current().ID
-	if err := h.store.PutSandbox(context.WithoutCancel(r.Context()), rec); err != nil {
-		h.dropSession(r.Context(), rec.current())
+	rec := Record{Scope: Scope{Team: teamOf(r), Project: req.ProjectID}, API: apiV1, Config: cfg}
+	if err := h.startFirstSession(r.Context(), &rec, src); err != nil {
 		return err
 	}
 	return h.answerV1(w, r, rec)

@@ -132,19 +132,26 @@ type errorDetail struct {
 	Message string `json:"message"`
 }
 
-// createRequest is POST /v2/sandboxes and /v3/sandboxes; v1's is a subset.
+// createV1Request is POST /v1/sandboxes. It is a type of its own, not
+// createRequest, because decodeJSON refuses the fields its target lacks:
+// v1 refuses v2's.
+type createV1Request struct {
+	ProjectID     string            `json:"projectId"`
+	Ports         []int             `json:"ports"`
+	Source        *sourceRequest    `json:"source"`
+	Timeout       *int64            `json:"timeout"`
+	Resources     *resourcesRequest `json:"resources"`
+	Runtime       string            `json:"runtime"`
+	NetworkPolicy *policyRequest    `json:"networkPolicy"`
+	Env           map[string]string `json:"env"`
+}
+
+// createRequest is POST /v2/sandboxes and /v3/sandboxes: v1's and more.
 type createRequest struct {
-	ProjectID          string            `json:"projectId"`
-	Ports              []int             `json:"ports"`
-	Source             *sourceRequest    `json:"source"`
-	Timeout            *int64            `json:"timeout"`
-	Resources          *resourcesRequest `json:"resources"`
-	Runtime            string            `json:"runtime"`
+	createV1Request
 	Image              string            `json:"image"`
 	Name               string            `json:"name"`
 	Persistent         *bool             `json:"persistent"`
-	NetworkPolicy      *policyRequest    `json:"networkPolicy"`
-	Env                map[string]string `json:"env"`
 	Tags               map[string]string `json:"tags"`
 	Region             string            `json:"region"`
 	FailoverRegions    []string          `json:"failoverRegions"`

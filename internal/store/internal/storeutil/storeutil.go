@@ -5,6 +5,7 @@ package storeutil
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -15,25 +16,33 @@ import (
 )
 
 // Limit returns the page size p asks for, defaulted and clamped.
-func Limit(p store.Page) int {
-	switch {
-	case p.Limit <= 0:
-		return store.DefaultPageLimit
-	case p.Limit > store.MaxPageLimit:
-		return store.MaxPageLimit
-	}
-	return p.Limit
-}
+func Limit(p store.Page) int { return clamp(p.Limit, store.DefaultPageLimit, store.MaxPageLimit) }
 
 // EventLimit returns the number of events f asks for, defaulted and clamped.
 func EventLimit(f store.EventFilter) int {
+	return clamp(f.Limit, store.DefaultEventLimit, store.MaxEventLimit)
+}
+
+// clamp is n, or def when n is unset (zero or less), at most max.
+func clamp(n, def, max int) int {
 	switch {
-	case f.Limit <= 0:
-		return store.DefaultEventLimit
-	case f.Limit > store.MaxEventLimit:
-		return store.MaxEventLimit
+	case n <= 0:
+		return def
+	case n > max:
+		return max
 	}
-	return f.Limit
+	return n
+}
+
+// Cut ends a page: the stores ask for limit+1 records so that one more than
+// fits says there is a next page without a second query; Cut drops it and
+// returns the cursor after the last record kept ("" on the last page).
+func Cut[T any](out []T, limit int, key func(T) Key) ([]T, string) {
+	if len(out) <= limit {
+		return out, ""
+	}
+	out = out[:limit]
+	return out, key(out[limit-1]).Encode()
 }
 
 // Key is a position in a list: the (time, id) of the last record of a page.
@@ -170,13 +179,19 @@ func Activation(a store.Activation, create bool) (store.Activation, error) {
 	return a, nil
 }
 
-// Sandbox checks r and normalises its times.
-func Sandbox(r store.SandboxRecord) (store.SandboxRecord, error) {
+// Sandbox checks r, normalises its times and returns the sandbox as the
+// JSON both stores keep it as: its Env has free-form keys, which a
+// document store does not take as field names everywhere.
+func Sandbox(r store.SandboxRecord) (store.SandboxRecord, string, error) {
 	if err := required("sandbox", "id", r.Sandbox.ID); err != nil {
-		return r, err
+		return r, "", err
 	}
 	r.Sandbox = store.NormalizeSandbox(r.Sandbox)
-	return r, nil
+	data, err := json.Marshal(r.Sandbox)
+	if err != nil {
+		return r, "", fmt.Errorf("encode sandbox %s: %w", r.Sandbox.ID, err)
+	}
+	return r, string(data), nil
 }
 
 // Command checks c and applies defaults.

@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// freeAddr returns a loopback address nothing listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// serveProc is a `paddock serve` process run by a test.
+type serveProc struct {
+	out, log *lockedBuffer // stdout (the quickstart), stderr (the JSON log)
+	stop     func()        // SIGTERM, wait for a clean exit; idempotent
+}
+
+// startServe runs `paddock serve --data-dir dataDir --listen addr args...`;
+// the process dies with the test binary, and the test's cleanup stops it.
+// stop fails the test if serve exits uncleanly, hangs, or logged an error.
+func startServe(t *testing.T, bin, dataDir, addr string, args ...string) *serveProc {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dataDir, "--listen", addr}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	p := &serveProc{out: &lockedBuffer{}, log: &lockedBuffer{}}
+	cmd.Stdout, cmd.Stderr = p.out, p.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	p.stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("serve exited with %v\n%s", err, p.log.String())
+				}
+			case <-time.After(60 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+				t.Errorf("serve did not stop on SIGTERM\n%s", p.log.String())
+			}
+			sc := bufio.NewScanner(strings.NewReader(p.log.String()))
+			for sc.Scan() {
+				if strings.Contains(sc.Text(), `"level":"ERROR"`) {
+					t.Errorf("serve logged an error: %s", sc.Text())
+				}
+			}
+		})
+	}
+	t.Cleanup(p.stop)
+	return p
+}
+
+// clientConfig waits for the client.json serve writes into dataDir and
+// returns the server's URL and admin token.
+func (p *serveProc) clientConfig(t *testing.T, dataDir string) (url, token string) {
+	t.Helper()
+	path := filepath.Join(dataDir, "client.json")
+	var cc struct{ URL, Token string }
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		if data, err := os.ReadFile(path); err == nil && json.Unmarshal(data, &cc) == nil && cc.Token != "" {
+			return cc.URL, cc.Token
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve wrote no client.json\n%s\n%s", p.out.String(), p.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cliRunner runs the paddock CLI against a server: in dir, with env, each
+// call bounded by its timeout. It returns stdout, stderr and the exit code.
+func cliRunner(t *testing.T, bin, dir string, env []string) func(timeout time.Duration, args ...string) (string, string, int) {
+	return func(timeout time.Duration, args ...string) (string, string, int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env, cmd.Dir = env, dir
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatalf("paddock %v: %v", args, err)
+		}
+		return stdout.String(), stderr.String(), code
+	}
+}
