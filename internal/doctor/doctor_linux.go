@@ -23,6 +23,7 @@ func checks() []Check {
 		{"seccomp", checkSeccomp},
 		{"openat2", checkOpenat2},
 		{"agent toolchain", checkToolchain},
+		{"volumes", checkVolumes},
 		{"runc (benchmark)", checkRuncCLI},
 	}
 }
@@ -175,6 +176,20 @@ func checkToolchain(context.Context) Result {
 	}
 	return Result{Level: Fail, Detail: "no paddock-agent binary and no Go toolchain to build one",
 		Fix: "put paddock-agent beside paddock (CGO_ENABLED=0 go build ./cmd/paddock-agent) or set PADDOCK_AGENT"}
+}
+
+// checkVolumes: a named volume is an ext4 image loop-mounted on the host,
+// so its size cap is the filesystem's; without either piece the volumes API
+// answers 501 and everything else works.
+func checkVolumes(context.Context) Result {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		return Result{Level: Warn, Detail: "mkfs.ext4 not found: named volumes are unavailable", Fix: "apt-get install e2fsprogs"}
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		return Result{Level: Warn, Detail: "no /dev/loop-control: named volumes are unavailable",
+			Fix: "load the loop module (modprobe loop) or give the container /dev/loop-control"}
+	}
+	return Result{Detail: "mkfs.ext4 and loop devices available"}
 }
 
 func checkRuncCLI(context.Context) Result {
