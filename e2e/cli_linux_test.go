@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 )
 
 // hostSh runs a shell snippet on the host (test setup only).
@@ -103,6 +106,32 @@ func TestCLI(t *testing.T) {
 	out, _, _ = cli("sandbox", "ls")
 	if strings.Contains(out, id) {
 		t.Errorf("sandbox ls still lists %s after rm", id)
+	}
+
+	// An OCI layout directory goes up as a docker archive; a sandbox runs
+	// from the image it names.
+	dir := t.TempDir()
+	const ref = "e2e.local/cli/busybox:1"
+	lp, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := busyboxImage(t)
+	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": ref})); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code = cli("image", "import", dir); code != 0 || !strings.HasPrefix(out, ref+"@sha256:") {
+		t.Fatalf("image import of a layout: %d %q %q", code, out, errOut)
+	}
+	if out, errOut, code = cli("sandbox", "create", "--image", ref); code != 0 {
+		t.Fatalf("sandbox create --image %s: %d %s", ref, code, errOut)
+	}
+	id = strings.TrimSpace(out)
+	if out, errOut, code = cli("sandbox", "exec", id, "--", "cat", "/added"); code != 0 || out != "added\n" {
+		t.Errorf("exec in the imported image: %d %q %q", code, out, errOut)
+	}
+	if _, errOut, code = cli("sandbox", "rm", id); code != 0 {
+		t.Errorf("rm: %s", errOut)
 	}
 	stop() // fails the test if serve logged an error
 }

@@ -6,12 +6,18 @@ import (
 	"io"
 	"os"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
 	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/sdk"
 )
 
-// imageCmd manages the server's OCI image store. Import sends a
-// docker-archive tar (docker save) only: an OCI layout directory must be
-// imported on the server's host, or saved as a docker archive first.
+// imageCmd manages the server's OCI image store. Import takes a
+// docker-archive tar (docker save) or an OCI layout directory, which it
+// converts into a docker archive on the way up.
 func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sc, err := newSubcommand("image", "pull, ls, rm, import", args, stderr)
 	if err != nil {
@@ -67,7 +73,7 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return c.RemoveImage(ctx, sc.fs.Arg(0))
 
 	case "import":
-		if err := sc.parse(1, "<docker-archive.tar>"); err != nil {
+		if err := sc.parse(1, "<docker-archive.tar | oci-layout-dir>"); err != nil {
 			return err
 		}
 		path := sc.fs.Arg(0)
@@ -75,14 +81,16 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		if fi.IsDir() {
-			return usagef("image import: %s is a directory; only docker-archive tars (docker save) go through the API", path)
-		}
 		c, err := sc.cf.client()
 		if err != nil {
 			return err
 		}
-		img, err := importArchive(ctx, c, path)
+		var img api.Image
+		if fi.IsDir() {
+			img, err = importLayout(ctx, c, path)
+		} else {
+			img, err = importArchive(ctx, c, path)
+		}
 		if err != nil {
 			return err
 		}
@@ -98,4 +106,41 @@ func short(d string) string {
 		return d[:19]
 	}
 	return d
+}
+
+// importLayout sends the image of an OCI layout directory through the API,
+// which takes docker archives: the archive is written into the upload as it
+// goes, never to disk. A layout naming no full reference imports by digest,
+// as the server's own import of it would.
+func importLayout(ctx context.Context, c *sdk.Client, dir string) (api.Image, error) {
+	img, ref, err := image.FromLayout(dir)
+	if err != nil {
+		return api.Image{}, fmt.Errorf("image import: read the OCI layout %s: %w", dir, err)
+	}
+	var tagged name.Reference
+	if ref != "" {
+		if tagged, err = name.ParseReference(ref); err != nil {
+			return api.Image{}, fmt.Errorf("image import: the layout's reference %q: %w", ref, err)
+		}
+	} else {
+		d, err := img.Digest()
+		if err != nil {
+			return api.Image{}, err
+		}
+		// A digest reference writes no RepoTags: the server names the
+		// image by its digest.
+		if tagged, err = name.NewDigest("imported@" + d.String()); err != nil {
+			return api.Image{}, err
+		}
+	}
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() { // owned: importLayout waits for it below
+		defer close(done)
+		pw.CloseWithError(tarball.MultiRefWrite(map[name.Reference]v1.Image{tagged: img}, pw))
+	}()
+	out, err := c.ImportImage(ctx, pr)
+	pr.CloseWithError(io.ErrClosedPipe) // unblocks the writer if the upload stopped early
+	<-done
+	return out, err
 }

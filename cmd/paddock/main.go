@@ -74,7 +74,7 @@ Usage:
   paddock image pull [--insecure] [--username U] [--password P] <ref>
   paddock image ls
   paddock image rm <ref>
-  paddock image import <docker-archive.tar>
+  paddock image import <docker-archive.tar | oci-layout-dir>
   paddock sandbox create [--image host|<ref> | --snapshot <snap>] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
                          [--port N]... [--public-port N]... [--volume name:/path[:cow]]...
                          [--git URL [--revision R] [--depth N] [--git-token T | --git-user U --git-password P]

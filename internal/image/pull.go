@@ -124,7 +124,7 @@ func (s *Store) Import(ctx context.Context, path string) (*Image, error) {
 		ref string
 	)
 	if fi.IsDir() {
-		img, ref, err = fromLayout(path)
+		img, ref, err = FromLayout(path)
 	} else {
 		img, ref, err = fromDockerArchive(path)
 	}
@@ -178,7 +178,11 @@ func fromDockerArchive(path string) (v1.Image, string, error) {
 	return img, "", err
 }
 
-func fromLayout(path string) (v1.Image, string, error) {
+// FromLayout opens the image for this host's platform in the OCI layout
+// directory path, with its reference when the layout names a full one
+// ("" otherwise). The CLI uses it to send a layout through the API as a
+// docker archive.
+func FromLayout(path string) (v1.Image, string, error) {
 	p, err := layout.FromPath(path)
 	if err != nil {
 		return nil, "", err
