@@ -52,6 +52,10 @@ type ProjectRequest struct {
 	// MaxLifetimeMs deactivates the app this long after it started
 	// (default 4 hours).
 	MaxLifetimeMs int64 `json:"maxLifetimeMs,omitempty"`
+	// HealthTimeoutMs fails an activation whose app has not answered its
+	// health path with a 2xx this long after starting; 0 takes the server's
+	// default (`serve --health-timeout`, 2 minutes).
+	HealthTimeoutMs int64 `json:"healthTimeoutMs,omitempty"`
 	// PersistentPaths are saved at deactivation and restored at the next
 	// activation (the agent's data directory).
 	PersistentPaths []string `json:"persistentPaths,omitempty"`
@@ -97,6 +101,7 @@ type ProjectSpec struct {
 	Resources       Resources         `json:"resources,omitzero"`
 	IdleTimeoutMs   int64             `json:"idleTimeoutMs"`
 	MaxLifetimeMs   int64             `json:"maxLifetimeMs"`
+	HealthTimeoutMs int64             `json:"healthTimeoutMs,omitempty"` // 0: the server's default
 	PersistentPaths []string          `json:"persistentPaths,omitempty"`
 	AppSecretHeader string            `json:"appSecretHeader"`
 	AppSecretEnv    string            `json:"appSecretEnv"`

@@ -69,7 +69,7 @@ const usage = `paddock: self-hosted sandboxes
 Usage:
   paddock serve [--listen ADDR] [--data-dir DIR] [--default-timeout D] [--max-timeout D] [--max-sandboxes N]
                 [--no-network] [--network-pool CIDR] [--nat] [--domain DOMAIN] [--public-url URL] [--node-name N]
-                [--max-volume-size SIZE] [--app-max-body BYTES] [--source-allow-private] [--reset-admin-token]
+                [--max-volume-size SIZE] [--app-max-body BYTES] [--health-timeout D] [--source-allow-private] [--reset-admin-token]
                 [--oidc-issuer URL --oidc-audience AUD [--oidc-jwks-url URL] [--oidc-user-claim C] [--oidc-default-team T]]
   paddock image pull [--insecure] [--username U] [--password P] <ref>
   paddock image ls
@@ -100,7 +100,7 @@ Usage:
   paddock team ls
   paddock project create (--image REF | --git URL [--revision R]) [--start CMD] [--install CMD] [--port N]
                          [--health PATH] [--env K=V]... [--secret K=V]... [--persist PATH]...
-                         [--idle-timeout D] [--max-lifetime D] [--vcpus N] [--memory MB] <name>
+                         [--idle-timeout D] [--max-lifetime D] [--health-timeout D] [--vcpus N] [--memory MB] <name>
   paddock project ls
   paddock project get|rm|deactivate <project>     (an id, or a name of yours)
   paddock project activate [--no-wait] <project>  (prints progress until the app is ready)

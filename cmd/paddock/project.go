@@ -65,6 +65,7 @@ func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.Var(&persist, "persist", "path saved at deactivation and restored at activation (repeatable)")
 		idle := fs.Duration("idle-timeout", 0, "deactivate after this long unused (default 15m)")
 		life := fs.Duration("max-lifetime", 0, "deactivate this long after activation (default 4h)")
+		health := fs.Duration("health-timeout", 0, "fail the activation if the app answers no 2xx this long after starting (0: the server's default)")
 		fs.Float64Var(&req.Resources.VCPUs, "vcpus", 0, "CPU share (0: server default)")
 		fs.Int64Var(&req.Resources.MemoryMB, "memory", 0, "memory limit in MB (0: server default)")
 		if err := sc.parse(1, "<name>"); err != nil {
@@ -81,7 +82,7 @@ func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if len(secrets) > 0 {
 			req.Secrets = secrets
 		}
-		req.IdleTimeoutMs, req.MaxLifetimeMs = idle.Milliseconds(), life.Milliseconds()
+		req.IdleTimeoutMs, req.MaxLifetimeMs, req.HealthTimeoutMs = idle.Milliseconds(), life.Milliseconds(), health.Milliseconds()
 		c, err := sc.cf.client()
 		if err != nil {
 			return err
@@ -251,7 +252,9 @@ type projectsConfig struct {
 	signer    *proxy.Signer // signed app URLs; nil: none
 	authn     server.Authenticator
 	maxBody   int64 // request bodies to apps; 0 means proxy.DefaultAppMaxBody
-	log       *slog.Logger
+	// healthTimeout is the default bound on an app's health check.
+	healthTimeout time.Duration
+	log           *slog.Logger
 }
 
 // startProjects starts the control plane and builds the app proxy. The
@@ -261,7 +264,8 @@ func startProjects(ctx context.Context, cfg projectsConfig) (*control.Service, *
 	if err != nil {
 		return nil, nil, err
 	}
-	svc, err := control.New(control.Config{Store: cfg.store, Sandboxes: cfg.sandboxes, DataDir: cfg.dataDir, Logger: cfg.log, Key: key})
+	svc, err := control.New(control.Config{Store: cfg.store, Sandboxes: cfg.sandboxes, DataDir: cfg.dataDir, Logger: cfg.log, Key: key,
+		HealthTimeout: cfg.healthTimeout})
 	if err != nil {
 		return nil, nil, fmt.Errorf("start projects: %w", err)
 	}

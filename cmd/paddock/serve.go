@@ -75,6 +75,7 @@ type serveConfig struct {
 	publicURL      string
 	maxVolumeSize  string
 	appMaxBody     int64
+	healthTimeout  time.Duration
 	auth           authFlags
 	// sourceAllowPrivate lets git and tarball sources come from loopback
 	// and private addresses (a LAN git server, tests).
@@ -93,6 +94,8 @@ func (c serveConfig) Validate() error {
 		return usagef("serve: --node-name is empty")
 	case c.defaultTimeout < 0 || c.maxTimeout < 0 || c.maxSandboxes < 0:
 		return usagef("serve: timeouts and --max-sandboxes must not be negative")
+	case c.healthTimeout <= 0:
+		return usagef("serve: --health-timeout must be positive")
 	}
 	if c.noNetwork && c.nat {
 		return usagef("serve: --nat needs sandbox networking: drop --no-network")
@@ -161,6 +164,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.publicURL, "public-url", "", "public base URL of the port proxy (default http://<domain>:<listen port>)")
 	fs.StringVar(&cfg.maxVolumeSize, "max-volume-size", "100G", "largest cap a volume may be created with")
 	fs.Int64Var(&cfg.appMaxBody, "app-max-body", proxy.DefaultAppMaxBody, "largest request body, in bytes, the app proxy forwards to a project's app")
+	fs.DurationVar(&cfg.healthTimeout, "health-timeout", 2*time.Minute, "how long a project's app may take to become healthy, unless the project sets its own")
 	cfg.auth.register(fs)
 	fs.BoolVar(&cfg.sourceAllowPrivate, "source-allow-private", false, "let git and tarball sources come from loopback and private addresses")
 	fs.StringVar(&cfg.nodeName, "node-name", "local", "name of this host's sandbox records in the store (unique among hosts sharing one)")
@@ -293,7 +297,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Projects: the control plane on the store and the app proxy in front
 	// of their apps.
 	projects, apps, err := startProjects(ctx, projectsConfig{store: db, sandboxes: control.NodeSandboxes{Manager: mgr, Images: images},
-		dataDir: cfg.dataDir, domain: cfg.domain, signer: scfg.Signer, authn: authn, maxBody: cfg.appMaxBody, log: log})
+		dataDir: cfg.dataDir, domain: cfg.domain, signer: scfg.Signer, authn: authn, maxBody: cfg.appMaxBody, healthTimeout: cfg.healthTimeout, log: log})
 	if err != nil {
 		ln.Close()
 		return err

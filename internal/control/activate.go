@@ -420,7 +420,8 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 // waitHealthy polls the app's health path until it answers 2xx, the app
 // exits, or HealthTimeout passes.
 func (s *Service) waitHealthy(ctx context.Context, r *run, ag Agent, cmdID string, target *url.URL) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout)
+	limit := r.spec.healthTimeout(s.cfg.HealthTimeout)
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	u := target.String() + r.spec.HealthPath
 	var last string
@@ -452,7 +453,7 @@ func (s *Service) waitHealthy(ctx context.Context, r *run, ag Agent, cmdID strin
 			}
 			tail, _ := ag.Tail(s.ctx, cmdID, logTailBytes)
 			return &stepError{code: "app_unhealthy", tail: tail,
-				msg: fmt.Sprintf("%s did not answer 2xx within %s (last: %s)", r.spec.HealthPath, s.cfg.HealthTimeout, last)}
+				msg: fmt.Sprintf("%s did not answer 2xx within %s (last: %s)", r.spec.HealthPath, limit, last)}
 		}
 	}
 }

@@ -176,6 +176,8 @@ func TestValidation(t *testing.T) {
 		{"idle over lifetime", func(r *ProjectRequest) { r.IdleTimeout, r.MaxLifetime = time.Hour, 30*time.Minute }, "invalid_timeout"},
 		{"lifetime too long", func(r *ProjectRequest) { r.MaxLifetime = 48 * time.Hour }, "invalid_timeout"},
 		{"negative idle", func(r *ProjectRequest) { r.IdleTimeout = -time.Second }, "invalid_timeout"},
+		{"health timeout too short", func(r *ProjectRequest) { r.HealthTimeout = time.Millisecond }, "invalid_timeout"},
+		{"health timeout too long", func(r *ProjectRequest) { r.HealthTimeout = 2 * time.Hour }, "invalid_timeout"},
 		{"bad env name", func(r *ProjectRequest) { r.Env = map[string]string{"A-B": "x"} }, "invalid_env"},
 		{"bad secret name", func(r *ProjectRequest) { r.Secrets = map[string]string{"1X": "x"} }, "invalid_env"},
 		{"env and secret", func(r *ProjectRequest) {
@@ -627,6 +629,28 @@ func TestFailuresCleanUp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProjectHealthTimeout: a project's own health timeout bounds the
+// health check instead of the host's default, and the spec shows it.
+func TestProjectHealthTimeout(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.HealthTimeout = time.Hour })
+	ctx := context.Background()
+	req := appRequest(t, "slow")
+	req.Start, req.HealthTimeout = "hang", 300*time.Millisecond
+	v := e.create(t, req)
+	if v.Spec.HealthTimeout != 300*time.Millisecond {
+		t.Fatalf("spec health timeout %s", v.Spec.HealthTimeout)
+	}
+	a, err := e.svc.Activate(ctx, teamA, v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitFor(t, e.svc, a.ID, StateFailed)
+	if !strings.HasPrefix(got.Error, "app_unhealthy:") || !strings.Contains(got.Error, "within 300ms") {
+		t.Fatalf("activation failed with %q, want app_unhealthy within the project's 300ms", got.Error)
+	}
+	e.noSandboxesLeft(t)
 }
 
 func TestAppCrashAndStubbornStop(t *testing.T) {

@@ -151,11 +151,14 @@ type ProjectRequest struct {
 	HealthPath string            `json:"healthPath,omitempty"`
 	Env        map[string]string `json:"env,omitempty"`
 	// Secrets are env vars too, encrypted at rest and never returned.
-	Secrets         map[string]string `json:"secrets,omitempty"`
-	Resources       sandbox.Resources `json:"resources,omitzero"`
-	IdleTimeout     time.Duration     `json:"-"` // default 15m; JSON idleTimeoutMs
-	MaxLifetime     time.Duration     `json:"-"` // default 4h; JSON maxLifetimeMs
-	PersistentPaths []string          `json:"persistentPaths,omitempty"`
+	Secrets     map[string]string `json:"secrets,omitempty"`
+	Resources   sandbox.Resources `json:"resources,omitzero"`
+	IdleTimeout time.Duration     `json:"-"` // default 15m; JSON idleTimeoutMs
+	MaxLifetime time.Duration     `json:"-"` // default 4h; JSON maxLifetimeMs
+	// HealthTimeout bounds the wait for the app's first 2xx after it starts;
+	// 0 takes the host's default (Config.HealthTimeout). JSON healthTimeoutMs.
+	HealthTimeout   time.Duration `json:"-"`
+	PersistentPaths []string      `json:"persistentPaths,omitempty"`
 	// AppSecretHeader and AppSecretEnv carry the project's generated app
 	// secret: the proxy sets the header, the app reads the env var.
 	AppSecretHeader string `json:"appSecretHeader,omitempty"` // default X-Secret-Key
@@ -183,6 +186,7 @@ type ProjectSpec struct {
 	Resources       sandbox.Resources `json:"resources,omitzero"`
 	IdleTimeout     time.Duration     `json:"-"` // JSON idleTimeoutMs
 	MaxLifetime     time.Duration     `json:"-"` // JSON maxLifetimeMs
+	HealthTimeout   time.Duration     `json:"-"` // JSON healthTimeoutMs; 0: the host's default
 	PersistentPaths []string          `json:"persistentPaths,omitempty"`
 	AppSecretHeader string            `json:"appSecretHeader"`
 	AppSecretEnv    string            `json:"appSecretEnv"`

@@ -30,6 +30,8 @@ const (
 	DefaultAppSecretEnv = "GOOSE_SERVER__SECRET_KEY"
 
 	minIdleTimeout     = time.Second
+	minHealthTimeout   = 100 * time.Millisecond
+	maxHealthTimeout   = time.Hour
 	minMaxLifetime     = 10 * time.Second
 	maxMaxLifetime     = 24 * time.Hour
 	maxEnvVars         = 256
@@ -121,6 +123,9 @@ func (req ProjectRequest) normalize() (ProjectRequest, error) {
 	if req.IdleTimeout < minIdleTimeout || req.IdleTimeout > req.MaxLifetime {
 		return bad("invalid_timeout", "idleTimeout must be in [%s, maxLifetime]", minIdleTimeout)
 	}
+	if req.HealthTimeout != 0 && (req.HealthTimeout < minHealthTimeout || req.HealthTimeout > maxHealthTimeout) {
+		return bad("invalid_timeout", "healthTimeout must be 0 (the host's default) or in [%s, %s]", minHealthTimeout, maxHealthTimeout)
+	}
 	if r := req.Resources; r.VCPUs < 0 || r.MemoryMB < 0 || r.PIDs < 0 {
 		return bad("invalid_resources", "resources must not be negative")
 	}
@@ -206,6 +211,7 @@ type specDoc struct {
 	Resources       sandbox.Resources `json:"resources,omitzero"`
 	IdleTimeoutMs   int64             `json:"idleTimeoutMs"`
 	MaxLifetimeMs   int64             `json:"maxLifetimeMs"`
+	HealthTimeoutMs int64             `json:"healthTimeoutMs,omitempty"`
 	PersistentPaths []string          `json:"persistentPaths,omitempty"`
 	AppSecretHeader string            `json:"appSecretHeader"`
 	AppSecretEnv    string            `json:"appSecretEnv"`
@@ -221,13 +227,21 @@ func (d *specDoc) view() ProjectSpec {
 	return ProjectSpec{
 		Source: src, Install: d.Install, Start: d.Start, AppPort: d.AppPort, HealthPath: d.HealthPath,
 		Env: d.Env, SecretNames: d.SecretNames, Resources: d.Resources,
-		IdleTimeout: d.idleTimeout(), MaxLifetime: d.maxLifetime(),
+		IdleTimeout: d.idleTimeout(), MaxLifetime: d.maxLifetime(), HealthTimeout: msDuration(d.HealthTimeoutMs),
 		PersistentPaths: d.PersistentPaths, AppSecretHeader: d.AppSecretHeader, AppSecretEnv: d.AppSecretEnv,
 	}
 }
 
 func (d *specDoc) idleTimeout() time.Duration { return msDuration(d.IdleTimeoutMs) }
 func (d *specDoc) maxLifetime() time.Duration { return msDuration(d.MaxLifetimeMs) }
+
+// healthTimeout is the project's own bound on the health check, else def.
+func (d *specDoc) healthTimeout(def time.Duration) time.Duration {
+	if d.HealthTimeoutMs > 0 {
+		return msDuration(d.HealthTimeoutMs)
+	}
+	return def
+}
 
 // gitCredentials is what GitCredentials seals.
 type gitCredentials struct {
@@ -270,6 +284,7 @@ func (d *specDoc) fill(req ProjectRequest) {
 	d.Source, d.Install, d.Start, d.AppPort, d.HealthPath = req.Source, req.Install, req.Start, req.AppPort, req.HealthPath
 	d.Env, d.Resources, d.PersistentPaths = req.Env, req.Resources, req.PersistentPaths
 	d.IdleTimeoutMs, d.MaxLifetimeMs = req.IdleTimeout.Milliseconds(), req.MaxLifetime.Milliseconds()
+	d.HealthTimeoutMs = req.HealthTimeout.Milliseconds()
 	d.AppSecretHeader, d.AppSecretEnv = req.AppSecretHeader, req.AppSecretEnv
 }
 
@@ -363,9 +378,10 @@ func (req ProjectRequest) MarshalJSON() ([]byte, error) {
 	type plain ProjectRequest
 	return json.Marshal(struct {
 		plain
-		IdleTimeoutMs int64 `json:"idleTimeoutMs,omitempty"`
-		MaxLifetimeMs int64 `json:"maxLifetimeMs,omitempty"`
-	}{plain(req), req.IdleTimeout.Milliseconds(), req.MaxLifetime.Milliseconds()})
+		IdleTimeoutMs   int64 `json:"idleTimeoutMs,omitempty"`
+		MaxLifetimeMs   int64 `json:"maxLifetimeMs,omitempty"`
+		HealthTimeoutMs int64 `json:"healthTimeoutMs,omitempty"`
+	}{plain(req), req.IdleTimeout.Milliseconds(), req.MaxLifetime.Milliseconds(), req.HealthTimeout.Milliseconds()})
 }
 
 // UnmarshalJSON reads durations from idleTimeoutMs and maxLifetimeMs.
@@ -373,14 +389,16 @@ func (req *ProjectRequest) UnmarshalJSON(b []byte) error {
 	type plain ProjectRequest
 	var j struct {
 		plain
-		IdleTimeoutMs int64 `json:"idleTimeoutMs"`
-		MaxLifetimeMs int64 `json:"maxLifetimeMs"`
+		IdleTimeoutMs   int64 `json:"idleTimeoutMs"`
+		MaxLifetimeMs   int64 `json:"maxLifetimeMs"`
+		HealthTimeoutMs int64 `json:"healthTimeoutMs"`
 	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
 	*req = ProjectRequest(j.plain)
 	req.IdleTimeout, req.MaxLifetime = msDuration(j.IdleTimeoutMs), msDuration(j.MaxLifetimeMs)
+	req.HealthTimeout = msDuration(j.HealthTimeoutMs)
 	return nil
 }
 
@@ -389,9 +407,10 @@ func (s ProjectSpec) MarshalJSON() ([]byte, error) {
 	type plain ProjectSpec
 	return json.Marshal(struct {
 		plain
-		IdleTimeoutMs int64 `json:"idleTimeoutMs"`
-		MaxLifetimeMs int64 `json:"maxLifetimeMs"`
-	}{plain(s), s.IdleTimeout.Milliseconds(), s.MaxLifetime.Milliseconds()})
+		IdleTimeoutMs   int64 `json:"idleTimeoutMs"`
+		MaxLifetimeMs   int64 `json:"maxLifetimeMs"`
+		HealthTimeoutMs int64 `json:"healthTimeoutMs,omitempty"`
+	}{plain(s), s.IdleTimeout.Milliseconds(), s.MaxLifetime.Milliseconds(), s.HealthTimeout.Milliseconds()})
 }
 
 // UnmarshalJSON reads durations from idleTimeoutMs and maxLifetimeMs.
@@ -399,14 +418,16 @@ func (s *ProjectSpec) UnmarshalJSON(b []byte) error {
 	type plain ProjectSpec
 	var j struct {
 		plain
-		IdleTimeoutMs int64 `json:"idleTimeoutMs"`
-		MaxLifetimeMs int64 `json:"maxLifetimeMs"`
+		IdleTimeoutMs   int64 `json:"idleTimeoutMs"`
+		MaxLifetimeMs   int64 `json:"maxLifetimeMs"`
+		HealthTimeoutMs int64 `json:"healthTimeoutMs"`
 	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
 	*s = ProjectSpec(j.plain)
 	s.IdleTimeout, s.MaxLifetime = msDuration(j.IdleTimeoutMs), msDuration(j.MaxLifetimeMs)
+	s.HealthTimeout = msDuration(j.HealthTimeoutMs)
 	return nil
 }
 

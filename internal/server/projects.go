@@ -468,12 +468,12 @@ func decodeProjectRequest(w http.ResponseWriter, r *http.Request) (control.Proje
 // fromAPIProjectRequest converts the wire request; the control plane
 // validates the rest (names, paths, ports, resources).
 func fromAPIProjectRequest(req api.ProjectRequest) (control.ProjectRequest, error) {
-	if req.IdleTimeoutMs < 0 || req.MaxLifetimeMs < 0 {
-		return control.ProjectRequest{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_project", "idleTimeoutMs and maxLifetimeMs must not be negative")
+	if req.IdleTimeoutMs < 0 || req.MaxLifetimeMs < 0 || req.HealthTimeoutMs < 0 {
+		return control.ProjectRequest{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_project", "idleTimeoutMs, maxLifetimeMs and healthTimeoutMs must not be negative")
 	}
 	const maxMs = int64(365 * 24 * time.Hour / time.Millisecond)
-	if req.IdleTimeoutMs > maxMs || req.MaxLifetimeMs > maxMs {
-		return control.ProjectRequest{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_project", "idleTimeoutMs and maxLifetimeMs must be at most a year")
+	if req.IdleTimeoutMs > maxMs || req.MaxLifetimeMs > maxMs || req.HealthTimeoutMs > maxMs {
+		return control.ProjectRequest{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_project", "idleTimeoutMs, maxLifetimeMs and healthTimeoutMs must be at most a year")
 	}
 	if err := validEnv(req.Env); err != nil {
 		return control.ProjectRequest{}, err
@@ -493,6 +493,7 @@ func fromAPIProjectRequest(req api.ProjectRequest) (control.ProjectRequest, erro
 		Resources:       sandbox.Resources{VCPUs: req.Resources.VCPUs, MemoryMB: req.Resources.MemoryMB, PIDs: req.Resources.PIDs},
 		IdleTimeout:     time.Duration(req.IdleTimeoutMs) * time.Millisecond,
 		MaxLifetime:     time.Duration(req.MaxLifetimeMs) * time.Millisecond,
+		HealthTimeout:   time.Duration(req.HealthTimeoutMs) * time.Millisecond,
 		PersistentPaths: req.PersistentPaths,
 		AppSecretHeader: req.AppSecretHeader,
 		AppSecretEnv:    req.AppSecretEnv,
@@ -523,6 +524,7 @@ func (s *Server) toAPIProject(r *http.Request, v control.ProjectView) api.Projec
 			Resources:       api.Resources{VCPUs: sp.Resources.VCPUs, MemoryMB: sp.Resources.MemoryMB, PIDs: sp.Resources.PIDs},
 			IdleTimeoutMs:   sp.IdleTimeout.Milliseconds(),
 			MaxLifetimeMs:   sp.MaxLifetime.Milliseconds(),
+			HealthTimeoutMs: sp.HealthTimeout.Milliseconds(),
 			PersistentPaths: sp.PersistentPaths,
 			AppSecretHeader: sp.AppSecretHeader,
 			AppSecretEnv:    sp.AppSecretEnv,
