@@ -223,14 +223,6 @@ func (s *Server) waitCommand(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) killCommand(w http.ResponseWriter, r *http.Request) error {
-	sbID, err := sandboxID(r)
-	if err != nil {
-		return err
-	}
-	cmdID, err := commandID(r)
-	if err != nil {
-		return err
-	}
 	var req api.KillRequest
 	if err := decodeJSON(w, r, &req, true); err != nil {
 		return err
@@ -239,7 +231,7 @@ func (s *Server) killCommand(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ac, _, err := s.agentFor(r.Context(), sbID)
+	sbID, cmdID, ac, err := s.commandAgent(r)
 	if err != nil {
 		return err
 	}
@@ -255,19 +247,11 @@ func (s *Server) killCommand(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) commandStdin(w http.ResponseWriter, r *http.Request) error {
-	sbID, err := sandboxID(r)
-	if err != nil {
-		return err
-	}
-	cmdID, err := commandID(r)
-	if err != nil {
-		return err
-	}
 	closeAfter, err := boolQuery(r, "close", false)
 	if err != nil {
 		return err
 	}
-	ac, _, err := s.agentFor(r.Context(), sbID)
+	_, cmdID, ac, err := s.commandAgent(r)
 	if err != nil {
 		return err
 	}
