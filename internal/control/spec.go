@@ -368,66 +368,69 @@ func randomHex(n int) string {
 
 // ProjectRequest and ProjectSpec write their durations as milliseconds, as
 // the rest of the API does (durationMs). Each marshals through a copy of its
-// own type without methods (so no recursion) with the two millisecond fields
-// beside it, so that a field added to either type is in its JSON with no
-// second list to keep in step. The spec always carries both durations; a
-// request leaves out the ones it does not set.
+// own type without methods (so no recursion) with durationsMs beside it, so
+// that a field added to either type is in its JSON with no second list to
+// keep in step. A zero duration is left out: the request's "use the
+// default"; a spec's idle timeout and lifetime are never zero.
+type durationsMs struct {
+	IdleTimeoutMs   int64 `json:"idleTimeoutMs,omitempty"`
+	MaxLifetimeMs   int64 `json:"maxLifetimeMs,omitempty"`
+	HealthTimeoutMs int64 `json:"healthTimeoutMs,omitempty"`
+}
 
-// MarshalJSON writes durations as idleTimeoutMs and maxLifetimeMs.
+func toMs(idle, life, health time.Duration) durationsMs {
+	return durationsMs{idle.Milliseconds(), life.Milliseconds(), health.Milliseconds()}
+}
+
+func (d durationsMs) durations() (idle, life, health time.Duration) {
+	return msDuration(d.IdleTimeoutMs), msDuration(d.MaxLifetimeMs), msDuration(d.HealthTimeoutMs)
+}
+
+// MarshalJSON writes the durations in milliseconds.
 func (req ProjectRequest) MarshalJSON() ([]byte, error) {
 	type plain ProjectRequest
 	return json.Marshal(struct {
 		plain
-		IdleTimeoutMs   int64 `json:"idleTimeoutMs,omitempty"`
-		MaxLifetimeMs   int64 `json:"maxLifetimeMs,omitempty"`
-		HealthTimeoutMs int64 `json:"healthTimeoutMs,omitempty"`
-	}{plain(req), req.IdleTimeout.Milliseconds(), req.MaxLifetime.Milliseconds(), req.HealthTimeout.Milliseconds()})
+		durationsMs
+	}{plain(req), toMs(req.IdleTimeout, req.MaxLifetime, req.HealthTimeout)})
 }
 
-// UnmarshalJSON reads durations from idleTimeoutMs and maxLifetimeMs.
+// UnmarshalJSON reads the durations from milliseconds.
 func (req *ProjectRequest) UnmarshalJSON(b []byte) error {
 	type plain ProjectRequest
 	var j struct {
 		plain
-		IdleTimeoutMs   int64 `json:"idleTimeoutMs"`
-		MaxLifetimeMs   int64 `json:"maxLifetimeMs"`
-		HealthTimeoutMs int64 `json:"healthTimeoutMs"`
+		durationsMs
 	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
 	*req = ProjectRequest(j.plain)
-	req.IdleTimeout, req.MaxLifetime = msDuration(j.IdleTimeoutMs), msDuration(j.MaxLifetimeMs)
-	req.HealthTimeout = msDuration(j.HealthTimeoutMs)
+	req.IdleTimeout, req.MaxLifetime, req.HealthTimeout = j.durations()
 	return nil
 }
 
-// MarshalJSON writes durations as idleTimeoutMs and maxLifetimeMs.
+// MarshalJSON writes the durations in milliseconds.
 func (s ProjectSpec) MarshalJSON() ([]byte, error) {
 	type plain ProjectSpec
 	return json.Marshal(struct {
 		plain
-		IdleTimeoutMs   int64 `json:"idleTimeoutMs"`
-		MaxLifetimeMs   int64 `json:"maxLifetimeMs"`
-		HealthTimeoutMs int64 `json:"healthTimeoutMs,omitempty"`
-	}{plain(s), s.IdleTimeout.Milliseconds(), s.MaxLifetime.Milliseconds(), s.HealthTimeout.Milliseconds()})
+		durationsMs
+	}{plain(s), toMs(s.IdleTimeout, s.MaxLifetime, s.HealthTimeout)})
 }
 
-// UnmarshalJSON reads durations from idleTimeoutMs and maxLifetimeMs.
+// UnmarshalJSON reads the durations from milliseconds.
 func (s *ProjectSpec) UnmarshalJSON(b []byte) error {
 	type plain ProjectSpec
 	var j struct {
 		plain
-		IdleTimeoutMs   int64 `json:"idleTimeoutMs"`
-		MaxLifetimeMs   int64 `json:"maxLifetimeMs"`
-		HealthTimeoutMs int64 `json:"healthTimeoutMs"`
+		durationsMs
 	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
 	*s = ProjectSpec(j.plain)
-	s.IdleTimeout, s.MaxLifetime = msDuration(j.IdleTimeoutMs), msDuration(j.MaxLifetimeMs)
-	s.HealthTimeout = msDuration(j.HealthTimeoutMs)
+	s.IdleTimeout, s.MaxLifetime, s.HealthTimeout = j.durations()
 	return nil
 }
 
