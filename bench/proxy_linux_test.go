@@ -62,8 +62,10 @@ const (
 // through the port proxy (path form with the signed URL's token; host form
 // in the latency pass), in the same run, for a 2-byte and a 1 MiB response:
 // sequential latency p50/p99 and requests/s of concurrent keep-alive
-// clients, with the proxy-to-direct ratios. One b.Loop iteration is one full
-// round; run with -benchtime 1x.
+// clients, with the proxy-to-direct ratios. When nginx is installed it
+// proxies the same port as a reference (its figures are nginx-*), so the
+// ratios can be read against what a mature proxy achieves on the same
+// cores. One b.Loop iteration is one full round; run with -benchtime 1x.
 func BenchmarkProxy(b *testing.B) {
 	ps := startProxyStack(b)
 	for _, size := range []struct {
@@ -87,9 +89,12 @@ type proxyStack struct {
 	hostBase  string // http://127.0.0.1:<port>, sent with Host: 8080-<id>.localhost
 	host      string
 	token     string // the signed URL's token
+	// nginx is a reference reverse proxy to the same port (Debian's
+	// nginx-light), "" when nginx is not installed.
+	nginx string
 	// Separate transports: each path gets its own keep-alive pool, and
-	// neither reuses connections the other opened.
-	directClient, proxyClient *http.Client
+	// none reuses connections another opened.
+	directClient, proxyClient, nginxClient *http.Client
 }
 
 // startProxyStack assembles what `paddock serve` runs, in-process as the e2e
@@ -211,6 +216,7 @@ func startProxyStack(b *testing.B) *proxyStack {
 		token:        su.Query().Get(proxy.TokenParam),
 		directClient: newBenchClient(),
 		proxyClient:  newBenchClient(),
+		nginxClient:  newBenchClient(),
 	}
 	if ps.token == "" {
 		b.Fatalf("signed URL %q has no %s", signed.URL, proxy.TokenParam)
@@ -220,7 +226,10 @@ func startProxyStack(b *testing.B) *proxyStack {
 	b.Cleanup(func() {
 		ps.directClient.CloseIdleConnections()
 		ps.proxyClient.CloseIdleConnections()
+		ps.nginxClient.CloseIdleConnections()
 	})
+	// Its cleanup runs before the sandbox's delete too.
+	ps.nginx = startNginx(b, netip.AddrPortFrom(addr, echoPort))
 
 	ag, err := mgr.Agent(cctx, sb.ID)
 	if err != nil {
@@ -334,6 +343,11 @@ func (ps *proxyStack) waitReady(b *testing.B) {
 	if err := ps.get(ps.proxyClient, ps.hostBase+"/small", ps.host, 2); err != nil {
 		b.Fatalf("host form: %v", err)
 	}
+	if ps.nginx != "" {
+		if err := ps.get(ps.nginxClient, ps.nginx+"/small", "", 2); err != nil {
+			b.Fatalf("nginx reference: %v", err)
+		}
+	}
 }
 
 // pathURL is the signed URL's path form: the token in the query, as a
@@ -377,21 +391,34 @@ type target struct {
 }
 
 func (ps *proxyStack) measure(b *testing.B, path string, n int, size int64) {
-	direct := target{ps.directClient, ps.direct + path, ""}
-	viaPath := target{ps.proxyClient, ps.pathURL(path), ""}
-	viaHost := target{ps.proxyClient, ps.hostBase + path, ps.host}
-	// Warm every pool (and the proxy's own pool to the sandbox) so that no
-	// sample pays a TCP handshake.
+	// The ways to the server, in the order the figures name them: direct,
+	// path form, host form, and nginx when installed.
+	ways := []target{
+		{ps.directClient, ps.direct + path, ""},
+		{ps.proxyClient, ps.pathURL(path), ""},
+		{ps.proxyClient, ps.hostBase + path, ps.host},
+	}
+	const direct, viaPath, viaHost, viaNginx = 0, 1, 2, 3
+	if ps.nginx != "" {
+		ways = append(ways, target{ps.nginxClient, ps.nginx + path, ""})
+	}
+	// Throughput windows: direct, path form and nginx.
+	loaded := []int{direct, viaPath}
+	if ps.nginx != "" {
+		loaded = append(loaded, viaNginx)
+	}
+	// Warm every pool (and the proxies' own pools to the sandbox) so that
+	// no sample pays a TCP handshake.
 	for range 2 * clients {
-		for _, t := range []target{direct, viaPath, viaHost} {
+		for _, t := range ways {
 			if err := ps.get(t.client, t.url, t.host, size); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
 
-	var lat [3][]time.Duration // direct, path form, host form
-	var reqs [2]int            // direct, path form: completed in throughput windows
+	lat := make([][]time.Duration, len(ways))
+	reqs := make([]int, len(ways)) // completed in throughput windows
 	var windows time.Duration
 	start := time.Now()
 	rounds, skipped := 0, 0
@@ -401,11 +428,11 @@ func (ps *proxyStack) measure(b *testing.B, path string, n int, size int64) {
 			continue
 		}
 		rounds++
-		// Latency: one request at a time, the three ways interleaved so
-		// that any drift in the host's load hits them alike.
+		// Latency: one request at a time, the ways interleaved so that any
+		// drift in the host's load hits them alike.
 		deadline := time.Now().Add(latencyTime)
 		for i := 0; i < n && time.Now().Before(deadline); i++ {
-			for j, t := range []target{direct, viaPath, viaHost} {
+			for j, t := range ways {
 				t0 := time.Now()
 				if err := ps.get(t.client, t.url, t.host, size); err != nil {
 					b.Fatal(err)
@@ -413,15 +440,11 @@ func (ps *proxyStack) measure(b *testing.B, path string, n int, size int64) {
 				lat[j] = append(lat[j], time.Since(t0))
 			}
 		}
-		// Throughput: concurrent clients, one window per path; the order
-		// alternates between rounds.
-		order := []int{0, 1}
-		if rounds%2 == 0 {
-			order = []int{1, 0}
-		}
-		for _, j := range order {
-			t := []target{direct, viaPath}[j]
-			done, err := ps.throughput(t, size)
+		// Throughput: concurrent clients, one window per way; the order
+		// rotates between rounds.
+		for k := range loaded {
+			j := loaded[(k+rounds)%len(loaded)]
+			done, err := ps.throughput(ways[j], size)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -434,28 +457,38 @@ func (ps *proxyStack) measure(b *testing.B, path string, n int, size int64) {
 	}
 
 	b.ReportMetric(0, "ns/op") // per-op time is a whole round; the figures are below
-	d50, d99 := ms(pct(lat[0], 50)), ms(pct(lat[0], 99))
-	p50, p99 := ms(pct(lat[1], 50)), ms(pct(lat[1], 99))
-	h50, h99 := ms(pct(lat[2], 50)), ms(pct(lat[2], 99))
-	b.ReportMetric(d50, "direct-p50-ms")
-	b.ReportMetric(d99, "direct-p99-ms")
-	b.ReportMetric(p50, "proxy-p50-ms")
-	b.ReportMetric(p99, "proxy-p99-ms")
-	b.ReportMetric(p50-d50, "added-p50-ms")
-	b.ReportMetric(p99-d99, "added-p99-ms")
-	b.ReportMetric(h50, "host-p50-ms")
-	b.ReportMetric(h99, "host-p99-ms")
-	drps := float64(reqs[0]) / windows.Seconds()
-	prps := float64(reqs[1]) / windows.Seconds()
-	b.ReportMetric(drps, "direct-req/s")
-	b.ReportMetric(prps, "proxy-req/s")
-	if drps > 0 {
-		b.ReportMetric(prps/drps, "ratio-req/s")
+	p50 := func(j int) float64 { return ms(pct(lat[j], 50)) }
+	p99 := func(j int) float64 { return ms(pct(lat[j], 99)) }
+	rps := func(j int) float64 { return float64(reqs[j]) / windows.Seconds() }
+	b.ReportMetric(p50(direct), "direct-p50-ms")
+	b.ReportMetric(p99(direct), "direct-p99-ms")
+	b.ReportMetric(p50(viaPath), "proxy-p50-ms")
+	b.ReportMetric(p99(viaPath), "proxy-p99-ms")
+	b.ReportMetric(p50(viaPath)-p50(direct), "added-p50-ms")
+	b.ReportMetric(p99(viaPath)-p99(direct), "added-p99-ms")
+	b.ReportMetric(p50(viaHost), "host-p50-ms")
+	b.ReportMetric(p99(viaHost), "host-p99-ms")
+	b.ReportMetric(rps(direct), "direct-req/s")
+	b.ReportMetric(rps(viaPath), "proxy-req/s")
+	if rps(direct) > 0 {
+		b.ReportMetric(rps(viaPath)/rps(direct), "ratio-req/s")
 	}
 	b.Logf("%s: latency n=%d per way: direct p50=%.3fms p99=%.3fms; path form p50=%.3fms p99=%.3fms (added p50 %.3fms); host form p50=%.3fms p99=%.3fms",
-		path, len(lat[0]), d50, d99, p50, p99, p50-d50, h50, h99)
+		path, len(lat[direct]), p50(direct), p99(direct), p50(viaPath), p99(viaPath), p50(viaPath)-p50(direct), p50(viaHost), p99(viaHost))
 	b.Logf("%s: %d clients, %s windows: direct %.0f req/s (%.1f MiB/s), proxy %.0f req/s (%.1f MiB/s), %.0f%%",
-		path, clients, throughputTime, drps, drps*float64(size)/(1<<20), prps, prps*float64(size)/(1<<20), 100*prps/max(drps, 1))
+		path, clients, windows, rps(direct), rps(direct)*float64(size)/(1<<20), rps(viaPath), rps(viaPath)*float64(size)/(1<<20), 100*rps(viaPath)/max(rps(direct), 1))
+	if ps.nginx == "" {
+		return
+	}
+	// The reference: what a mature C proxy adds on the same machine in the
+	// same run, so the ratios above can be read against the hardware.
+	b.ReportMetric(p50(viaNginx)-p50(direct), "nginx-added-p50-ms")
+	b.ReportMetric(rps(viaNginx), "nginx-req/s")
+	if rps(direct) > 0 {
+		b.ReportMetric(rps(viaNginx)/rps(direct), "nginx-ratio-req/s")
+	}
+	b.Logf("%s: nginx reference: p50=%.3fms p99=%.3fms (added p50 %.3fms), %.0f req/s, %.0f%% of direct; paddock's proxy does %.0f%% of nginx's req/s",
+		path, p50(viaNginx), p99(viaNginx), p50(viaNginx)-p50(direct), rps(viaNginx), 100*rps(viaNginx)/max(rps(direct), 1), 100*rps(viaPath)/max(rps(viaNginx), 1))
 }
 
 // throughput runs clients goroutines, each sending requests back to back on
