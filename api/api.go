@@ -54,9 +54,12 @@ type Sandbox struct {
 	ImageDigest string `json:"imageDigest,omitempty"`
 	// SnapshotID is the snapshot the sandbox was created from, if any.
 	SnapshotID string `json:"snapshotId,omitempty"`
-	// ImageUser is the image config's User, for information: commands run
-	// as uid 1000 (or root with sudo) whatever it says.
+	// ImageUser is the image config's User as the image gives it.
 	ImageUser string `json:"imageUser,omitempty"`
+	// User is who commands run as without sudo: ImageUser resolved inside
+	// the sandbox, or uid 1000 (/home/user) when the image names no user
+	// or root. Absent until the sandbox's agent has answered.
+	User *SandboxUser `json:"user,omitempty"`
 	// WorkingDir is the default cwd of commands (the image's WorkingDir);
 	// empty means the user's home.
 	WorkingDir string            `json:"workingDir,omitempty"`
@@ -82,6 +85,13 @@ type Sandbox struct {
 	Volumes []VolumeMount `json:"volumes,omitempty"`
 	// Source is what populated the working dir at create time, if anything.
 	Source *SourceInfo `json:"source,omitempty"`
+}
+
+// SandboxUser is a sandbox's unprivileged user: its ids and home.
+type SandboxUser struct {
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
+	Home string `json:"home"`
 }
 
 // PortSpec declares a sandbox port served through the proxy.

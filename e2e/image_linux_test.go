@@ -17,6 +17,7 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/imagetest"
+	"github.com/paddock-dev/paddock/internal/volume"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
@@ -55,6 +56,10 @@ func TestImageSandbox(t *testing.T) {
 	sb := s.create(t, api.CreateSandboxRequest{Image: ref})
 	if sb.ImageDigest != got.Digest || sb.WorkingDir != "/work" {
 		t.Errorf("sandbox image fields: digest %q workingDir %q", sb.ImageDigest, sb.WorkingDir)
+	}
+	// No User in the image: the default sandbox user.
+	if u := sb.User; sb.ImageUser != "" || u == nil || u.UID != 1000 || u.GID != 1000 || u.Home != "/home/user" {
+		t.Errorf("sandbox user: imageUser %q, user %+v; want 1000:1000 /home/user", sb.ImageUser, u)
 	}
 	out, errOut, code := run(t, sb, api.CommandRequest{Cmd: "sh", Args: []string{"-c", "echo $GREETING; pwd; id -u; cat /added; echo $PATH"}})
 	if code != 0 {
@@ -171,5 +176,153 @@ func TestImageSandboxNetwork(t *testing.T) {
 	out, errOut, code := run(t, sb, api.CommandRequest{Cmd: "cat", Args: []string{"/etc/resolv.conf", "/etc/hosts"}})
 	if code != 0 || !strings.Contains(out, "nameserver ") || !strings.Contains(out, sb.ID) {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// userImage is the busybox image with the image config's User set and, in
+// a layer of its own, an /etc/passwd and /etc/group naming app (1234) and
+// appgrp (2345), and app's home.
+func userImage(t *testing.T, user string) v1.Image {
+	t.Helper()
+	base := imagetest.Layer(t, func(tw *tar.Writer) {
+		imagetest.WriteBusybox(t, tw, "sh", "cat", "id", "pwd", "echo", "mkdir", "stat", "ln", "rm", "chown", "[", "test", "readlink")
+	})
+	users := imagetest.Layer(t, func(tw *tar.Writer) {
+		imagetest.Dir(t, tw, "etc/")
+		imagetest.File(t, tw, "etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"+
+			"user:x:1000:1000:user:/home/user:/bin/sh\n"+
+			"app:x:1234:2345::/home/app:/bin/sh\n"), 0o644)
+		imagetest.File(t, tw, "etc/group", []byte("root:x:0:\nappgrp:x:2345:\n"), 0o644)
+		imagetest.Dir(t, tw, "home/")
+		imagetest.Dir(t, tw, "home/app/")
+	})
+	return imagetest.WithUser(t, imagetest.Image(t, []string{"PATH=/bin"}, "", base, users), user)
+}
+
+// TestImageUser: the image config's User is who commands run as. Numeric
+// ids need no passwd entry; a name resolves in the image's own /etc/passwd
+// and /etc/group, giving the home too; files written through the API, a
+// source checkout, mkdir and a fresh volume's root belong to that user;
+// sudo is still root; a fork keeps the user; a name the image lacks fails
+// the create with a 400 and leaves no sandbox.
+func TestImageUser(t *testing.T) {
+	requireSandboxes(t)
+	reg := imagetest.Registry(t)
+	refs := map[string]string{"numeric": reg + "/e2e/user:numeric", "named": reg + "/e2e/user:named", "unknown": reg + "/e2e/user:unknown"}
+	imagetest.Push(t, refs["numeric"], userImage(t, "1234:1234"))
+	imagetest.Push(t, refs["named"], userImage(t, "app"))
+	imagetest.Push(t, refs["unknown"], userImage(t, "nosuch"))
+	src := tgz(t,
+		tar.Header{Typeflag: tar.TypeReg, Name: "README", Linkname: "hello\n", Mode: 0o644},
+		tar.Header{Typeflag: tar.TypeSymlink, Name: "passwd", Linkname: "/etc/passwd"},
+	)
+	srcURL := serveBytes(t, map[string][]byte{"/src.tgz": src}) + "/src.tgz"
+
+	s := startStack(t, newDataDir(t), stackOptions{})
+	ctx := ctxFor(t, 3*time.Minute)
+	for _, ref := range refs {
+		if _, err := s.client.PullImage(ctx, api.PullImageRequest{Ref: ref, Insecure: true}, nil); err != nil {
+			t.Fatalf("pull %s: %v", ref, err)
+		}
+	}
+
+	t.Run("numeric", func(t *testing.T) {
+		sb := s.create(t, api.CreateSandboxRequest{Image: refs["numeric"]})
+		// The gid is the one asked for; the home is passwd's for uid 1234.
+		if u := sb.User; sb.ImageUser != "1234:1234" || u == nil || *u != (api.SandboxUser{UID: 1234, GID: 1234, Home: "/home/app"}) {
+			t.Errorf("imageUser %q, user %+v", sb.ImageUser, sb.User)
+		}
+		if out, code := sh(t, sb, "id -u; id -g; echo $HOME; pwd"); code != 0 || out != "1234\n1234\n/home/app\n/home/app\n" {
+			t.Errorf("exit %d, stdout %q", code, out)
+		}
+	})
+
+	t.Run("named", func(t *testing.T) {
+		req := api.CreateSandboxRequest{Image: refs["named"], Source: &api.Source{Type: api.SourceTarball, URL: srcURL}}
+		withVolume := volume.Available() == ""
+		if withVolume {
+			if _, err := s.client.CreateVolume(ctx, "appvol", 0); err != nil {
+				t.Fatal(err)
+			}
+			req.Volumes = []api.VolumeMount{{Volume: "appvol", Path: "/data"}}
+		}
+		sb := s.create(t, req)
+		if u := sb.User; sb.ImageUser != "app" || u == nil || *u != (api.SandboxUser{UID: 1234, GID: 2345, Home: "/home/app"}) {
+			t.Errorf("imageUser %q, user %+v", sb.ImageUser, sb.User)
+		}
+		if sb.Source == nil || sb.Source.Dir != "/home/app" {
+			t.Errorf("source landed in %+v, want /home/app", sb.Source)
+		}
+		if out, code := sh(t, sb, "id -u; id -g; echo $HOME; pwd"); code != 0 || out != "1234\n2345\n/home/app\n/home/app\n" {
+			t.Errorf("exit %d, stdout %q", code, out)
+		}
+		if _, err := sb.WriteFiles(ctx, "/home/app/up", []sdk.File{{Path: "f.txt", Content: []byte("x"), Mode: 0o644}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := sb.MkDir(ctx, "/home/app/made", false); err != nil {
+			t.Fatal(err)
+		}
+		out, code := sh(t, sb, "mkdir /tmp/bysh && stat -c '%u:%g %n' /home/app/up /home/app/up/f.txt /home/app/made /tmp/bysh /home/app/README /home/app/passwd")
+		want := "1234:2345 /home/app/up\n1234:2345 /home/app/up/f.txt\n1234:2345 /home/app/made\n1234:2345 /tmp/bysh\n" +
+			"1234:2345 /home/app/README\n1234:2345 /home/app/passwd\n"
+		if code != 0 || out != want {
+			t.Errorf("owners: exit %d\n%s\nwant\n%s", code, out, want)
+		}
+		if withVolume {
+			if out, code := sh(t, sb, "stat -c '%u:%g' /data && echo x > /data/kept"); code != 0 || out != "1234:2345\n" {
+				t.Errorf("fresh volume root: exit %d, %q; want 1234:2345 and writable", code, out)
+			}
+		}
+		if out, _, code := run(t, sb, api.CommandRequest{Cmd: "id", Args: []string{"-u"}, Sudo: true}); code != 0 || out != "0\n" {
+			t.Errorf("sudo id -u: exit %d, %q", code, out)
+		}
+
+		fork, err := sb.Fork(ctx, nil)
+		if err != nil {
+			t.Fatalf("fork: %v", err)
+		}
+		if u := fork.User; u == nil || *u != (api.SandboxUser{UID: 1234, GID: 2345, Home: "/home/app"}) {
+			t.Errorf("fork user %+v", fork.User)
+		}
+		if out, code := sh(t, fork, "id -u; id -g; cat /home/app/up/f.txt"); code != 0 || out != "1234\n2345\nx" {
+			t.Errorf("fork: exit %d, stdout %q", code, out)
+		}
+		deleteSandbox(t, fork)
+		deleteSandbox(t, sb)
+	})
+
+	t.Run("unknown", func(t *testing.T) {
+		ae := wantCreateError(t, s, api.CreateSandboxRequest{Image: refs["unknown"]}, http.StatusBadRequest, "image_user_unknown")
+		if !strings.Contains(ae.Message, "nosuch") {
+			t.Errorf("message %q does not name the user", ae.Message)
+		}
+	})
+}
+
+// TestImageUserRestart: a sandbox re-adopted after a paddock restart keeps
+// its resolved user, in its record and in the commands it runs.
+func TestImageUserRestart(t *testing.T) {
+	requireSandboxes(t)
+	ref := imagetest.Registry(t) + "/e2e/user:restart"
+	imagetest.Push(t, ref, userImage(t, "app"))
+	dir := newDataDir(t)
+	first := startStack(t, dir, stackOptions{})
+	ctx := ctxFor(t, 2*time.Minute)
+	if _, err := first.client.PullImage(ctx, api.PullImageRequest{Ref: ref, Insecure: true}, nil); err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	id := first.create(t, api.CreateSandboxRequest{Image: ref}).ID
+	first.shutdown()
+
+	second := startStack(t, dir, stackOptions{})
+	sb, err := second.client.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb.Status != api.StatusRunning || sb.User == nil || *sb.User != (api.SandboxUser{UID: 1234, GID: 2345, Home: "/home/app"}) {
+		t.Fatalf("after restart: %s, user %+v", sb.Status, sb.User)
+	}
+	if out, code := sh(t, sb, "id -u; echo $HOME"); code != 0 || out != "1234\n/home/app\n" {
+		t.Errorf("after restart: exit %d, stdout %q", code, out)
 	}
 }

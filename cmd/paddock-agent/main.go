@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	listen := fs.String("listen", "", "listen on this unix socket path instead of --listen-fd (dev and tests)")
 	stateDir := fs.String("state-dir", agent.StateDir, "directory for command logs")
 	noSeccomp := fs.Bool("no-seccomp", false, "do not install the seccomp filter (tests on the host only)")
+	imageUser := fs.String("user", "", "the image config's User, resolved against this root's /etc/passwd and /etc/group (default: uid 1000)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -61,11 +62,12 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		seccompOn = true
 	}
 	srv, err := agent.NewServer(agent.ServerConfig{
-		StateDir: *stateDir,
-		ReapAll:  true,
-		Version:  version,
-		Seccomp:  seccompOn,
-		Logger:   log,
+		StateDir:  *stateDir,
+		ImageUser: *imageUser,
+		ReapAll:   true,
+		Version:   version,
+		Seccomp:   seccompOn,
+		Logger:    log,
 	})
 	if err != nil {
 		return err

@@ -183,11 +183,13 @@ func validateRequest(req *CommandRequest) error {
 // sorted so it is deterministic.
 func (s *Server) environ(req *CommandRequest) map[string]string {
 	env := map[string]string{
-		"HOME":    s.cfg.UserHome,
-		"USER":    UserName,
-		"LOGNAME": UserName,
-		"SHELL":   "/bin/sh",
-		"PATH":    defaultPath,
+		"HOME":  s.user.Home,
+		"SHELL": "/bin/sh",
+		"PATH":  defaultPath,
+	}
+	// A uid the image's passwd does not list has no name to give.
+	if s.user.Name != "" {
+		env["USER"], env["LOGNAME"] = s.user.Name, s.user.Name
 	}
 	if req.Sudo {
 		env["HOME"], env["USER"], env["LOGNAME"] = "/root", "root", "root"
@@ -207,7 +209,7 @@ type startError struct {
 
 // lookPath resolves name like a shell would for a process with the given
 // credentials and environment. Root's check only needs any x bit.
-func lookPath(name, cwd, pathEnv string, uid, gid uint32) (string, *startError) {
+func lookPath(name, cwd, pathEnv string, uid, gid uint32, groups []uint32) (string, *startError) {
 	check := func(p string) *startError {
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -216,7 +218,7 @@ func lookPath(name, cwd, pathEnv string, uid, gid uint32) (string, *startError) 
 		if fi.IsDir() {
 			return &startError{126, fmt.Sprintf("%s: is a directory", name)}
 		}
-		if !executableBy(fi, uid, gid) {
+		if !executableBy(fi, uid, gid, groups) {
 			return &startError{126, fmt.Sprintf("%s: permission denied", name)}
 		}
 		return nil
@@ -250,7 +252,7 @@ func lookPath(name, cwd, pathEnv string, uid, gid uint32) (string, *startError) 
 	return "", first
 }
 
-func executableBy(fi os.FileInfo, uid, gid uint32) bool {
+func executableBy(fi os.FileInfo, uid, gid uint32, groups []uint32) bool {
 	mode := fi.Mode()
 	if !mode.IsRegular() {
 		return false
@@ -266,7 +268,7 @@ func executableBy(fi os.FileInfo, uid, gid uint32) bool {
 	switch {
 	case st.Uid == uid:
 		return perm&0o100 != 0
-	case st.Gid == gid:
+	case st.Gid == gid || slices.Contains(groups, st.Gid):
 		return perm&0o010 != 0
 	default:
 		return perm&0o001 != 0
@@ -304,13 +306,21 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 // start creates the command's log and forks it. A command that cannot
 // start is still registered, as failed, with an exit frame.
 func (s *Server) start(req CommandRequest) (*command, error) {
-	uid, gid, home := uint32(UserUID), uint32(UserGID), s.cfg.UserHome
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	uid, gid, home, groups := s.user.UID, s.user.GID, s.user.Home, s.user.Groups
 	if req.Sudo {
-		uid, gid, home = 0, 0, "/root"
+		uid, gid, home, groups = 0, 0, "/root", nil
 	}
 	cwd := req.Cwd
 	if cwd == "" {
 		cwd = home
+		// An image's passwd may name a home it lacks (nobody's
+		// /nonexistent): start in / then, as Docker would.
+		if fi, err := os.Stat(cwd); err != nil || !fi.IsDir() {
+			cwd = "/"
+		}
 	}
 	env := s.environ(&req)
 
@@ -343,7 +353,7 @@ func (s *Server) start(req CommandRequest) (*command, error) {
 	if fi, err := os.Stat(cwd); err != nil || !fi.IsDir() {
 		return fail(&startError{126, fmt.Sprintf("cwd %s: not an accessible directory", cwd)})
 	}
-	path, serr := lookPath(req.Cmd, cwd, env["PATH"], uid, gid)
+	path, serr := lookPath(req.Cmd, cwd, env["PATH"], uid, gid, groups)
 	if serr != nil {
 		return fail(serr)
 	}
@@ -382,7 +392,7 @@ func (s *Server) start(req CommandRequest) (*command, error) {
 			// A new session: the command's kill(0, ...) reaches only its
 			// own group, never the agent.
 			Setsid:     true,
-			Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}},
+			Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: append([]uint32{}, groups...)},
 		},
 	}
 	oomBefore, oomOK := s.oomKills()

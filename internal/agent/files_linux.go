@@ -43,12 +43,13 @@ func relPath(p string) (string, error) {
 	return p[1:], nil
 }
 
-// ownerFor is who owns what a request creates.
-func ownerFor(sudo bool) (uid, gid int) {
+// ownerFor is who owns what a request creates: root with sudo, else the
+// sandbox's user.
+func (s *Server) ownerFor(sudo bool) (uid, gid int) {
 	if sudo {
 		return 0, 0
 	}
-	return UserUID, UserGID
+	return int(s.user.UID), int(s.user.GID)
 }
 
 // mkdirAll is mkdir -p inside root: each created directory gets mode and
@@ -121,7 +122,11 @@ func (s *Server) handleMkdir(w http.ResponseWriter, r *http.Request) {
 		}
 		mode = unixMode(req.Mode, req.Sudo)
 	}
-	uid, gid := ownerFor(req.Sudo)
+	if err := s.usable(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	uid, gid := s.ownerFor(req.Sudo)
 	if err := mkdirAll(s.root, name, mode, uid, gid); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -253,7 +258,10 @@ func (s *Server) handleWriteTar(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) writeTar(body io.Reader, dir string, sudo bool) (WriteResult, error) {
 	var res WriteResult
-	uid, gid := ownerFor(sudo)
+	if err := s.usable(); err != nil {
+		return res, err
+	}
+	uid, gid := s.ownerFor(sudo)
 	if err := mkdirAll(s.root, dir, 0o755, uid, gid); err != nil {
 		return res, err
 	}

@@ -5,7 +5,11 @@
 // agent, so no path inside the sandbox leads to it.
 package agent
 
-import "time"
+import (
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
 
 // Paths inside every sandbox that the driver and the agent agree on.
 const (
@@ -17,12 +21,13 @@ const (
 	ListenFD = 3
 )
 
-// The unprivileged user that commands run as unless they ask for sudo.
+// The default unprivileged user that commands run as unless they ask for
+// sudo or the image names another (see ResolveUser).
 const (
 	UserName = "user"
-	UserUID  = 1000
-	UserGID  = 1000
-	UserHome = "/home/user"
+	UserUID  = sandbox.DefaultUID
+	UserGID  = sandbox.DefaultGID
+	UserHome = sandbox.DefaultHome
 )
 
 // CommandRequest starts a command.
@@ -115,6 +120,41 @@ type Info struct {
 	Version string `json:"version"`
 	PID     int    `json:"pid"`
 	Seccomp bool   `json:"seccomp"`
+	// User is who commands run as without sudo, resolved by the agent at
+	// start; nil from an agent older than user resolution (the default
+	// user) or when UserError is set.
+	User *User `json:"user,omitempty"`
+	// UserError says why the image's User could not be resolved. Such an
+	// agent refuses every command and write: the sandbox is unusable.
+	UserError *UserError `json:"userError,omitempty"`
+}
+
+// UserError is a failed resolution of the image's User.
+type UserError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// UserErr returns the resolution failure as an ErrInvalid *sandbox.Error
+// (the image names a user it lacks: the create request's fault), or nil.
+func (i Info) UserErr() error {
+	if i.UserError == nil {
+		return nil
+	}
+	code := i.UserError.Code
+	if code == "" {
+		code = CodeUserInvalid
+	}
+	return sandbox.Errorf(sandbox.ErrInvalid, code, "%s", i.UserError.Message)
+}
+
+// RunAs is who commands run as without sudo: Info.User, or the default
+// user for an agent that does not report one.
+func (i Info) RunAs() User {
+	if i.User != nil {
+		return *i.User
+	}
+	return DefaultUser(UserHome)
 }
 
 // ErrorBody is the agent's error shape, the same as the public API's.

@@ -19,8 +19,12 @@ type ServerConfig struct {
 	// ProcNet is where listening sockets are read (the sandbox's own
 	// network namespace); default /proc/net.
 	ProcNet string
-	// UserHome is the user's home and default cwd. Default UserHome.
+	// UserHome is the default user's home and default cwd. Default UserHome.
 	UserHome string
+	// ImageUser is the image config's User, resolved at start against
+	// Root's etc/passwd and etc/group (see ResolveUser); "" is the
+	// default user.
+	ImageUser string
 	// MaxWriteBytes caps the (decompressed) tar stream of one file write.
 	// Default 2 GiB.
 	MaxWriteBytes int64

@@ -28,6 +28,12 @@ type Server struct {
 	root *os.Root // cfg.Root, for files and mkdir
 	mux  *http.ServeMux
 
+	// user is who commands run as without sudo and who owns what they
+	// write; userErr, when set, why cfg.ImageUser did not resolve. Both
+	// are set once in NewServer.
+	user    User
+	userErr error
+
 	// ctx ends at Close; it bounds the reaper, the command supervisors and
 	// every request (so streams and waits end at shutdown).
 	ctx    context.Context
@@ -69,6 +75,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cmds:    make(map[string]*command),
 		running: make(map[int]*command),
 		sigchld: make(chan os.Signal, 1),
+	}
+	if s.user, s.userErr = s.loadUser(); s.userErr != nil {
+		s.log.Error("image user not resolved: refusing commands and writes", "user", cfg.ImageUser, "err", s.userErr)
 	}
 	s.routes()
 	signal.Notify(s.sigchld, unix.SIGCHLD)
@@ -174,7 +183,9 @@ func (s *Server) waitSupervisors() {
 }
 
 func (s *Server) handlePing(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, Info{Version: s.cfg.Version, PID: os.Getpid(), Seccomp: s.cfg.Seccomp})
+	info := Info{Version: s.cfg.Version, PID: os.Getpid(), Seccomp: s.cfg.Seccomp}
+	s.userAnswer(&info)
+	writeJSON(w, http.StatusOK, info)
 }
 
 // writeJSON is the one place answers are encoded.

@@ -112,6 +112,21 @@ func Image(tb testing.TB, env []string, workdir string, layers ...v1.Layer) v1.I
 	return img
 }
 
+// WithUser returns img with its config's User set (Docker's USER).
+func WithUser(tb testing.TB, img v1.Image, user string) v1.Image {
+	tb.Helper()
+	cf, err := img.ConfigFile()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config.User = user
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		tb.Fatal(err)
+	}
+	return img
+}
+
 // Registry serves an in-memory registry on 127.0.0.1 until tb ends and
 // returns its host:port.
 func Registry(tb testing.TB) string {

@@ -36,6 +36,8 @@ type fakeDriver struct {
 	createHook func(ctx context.Context, id string) error
 	// deadAgent lists ids whose agent does not answer though they run.
 	deadAgent map[string]bool
+	// ping, when set, is the fake agent's ping answer (JSON).
+	ping string
 }
 
 var _ runtime.Driver = (*fakeDriver)(nil)
@@ -53,15 +55,22 @@ func newFakeDriver(t *testing.T) *fakeDriver {
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := &fakeDriver{sock: sock, sandboxes: map[string]bool{}, deadAgent: map[string]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		body := d.ping
+		d.mu.Unlock()
+		if body == "" {
+			body = `{"version":"fake","pid":1}`
+		}
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"version":"fake","pid":1}`)
+		fmt.Fprint(w, body)
 	})
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return &fakeDriver{sock: sock, sandboxes: map[string]bool{}, deadAgent: map[string]bool{}}
+	return d
 }
 
 func (d *fakeDriver) record(call, id string) {

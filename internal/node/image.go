@@ -1,11 +1,14 @@
 package node
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
 
+	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -96,4 +99,39 @@ func (m *Manager) records() []sandbox.Sandbox {
 		e.mu.Unlock()
 	}
 	return out
+}
+
+// adoptUser asks a new sandbox's agent who its user is (the image's User,
+// resolved inside the sandbox), records it, and gives the sandbox's
+// still-empty volumes to it. An image naming a user it lacks fails the
+// create with the agent's ErrInvalid.
+func (m *Manager) adoptUser(ctx context.Context, e *entry, client *agent.Client) error {
+	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	info, err := client.Ping(pctx)
+	if err != nil {
+		return fmt.Errorf("ask the agent for the sandbox user: %w", err)
+	}
+	if err := info.UserErr(); err != nil {
+		return err
+	}
+	u := userOf(info)
+	// Saved with the move to running (or failed) that follows; populate
+	// reads it from the entry.
+	e.mu.Lock()
+	e.sb.User = u
+	id, nvols := e.sb.ID, len(e.sb.Volumes)
+	e.mu.Unlock()
+	if nvols > 0 && m.cfg.Volumes != nil {
+		if err := m.cfg.Volumes.SetUser(ctx, id, u.UID, u.GID); err != nil {
+			return fmt.Errorf("give volumes to the sandbox user: %w", err)
+		}
+	}
+	return nil
+}
+
+// userOf is the sandbox user an agent reports.
+func userOf(info agent.Info) sandbox.User {
+	u := info.RunAs()
+	return sandbox.User{UID: u.UID, GID: u.GID, Home: u.Home}
 }

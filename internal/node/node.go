@@ -303,6 +303,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 		Rootfs:    rootfs,
 		Resources: req.Resources,
 		Hostname:  id,
+		User:      e.sb.ImageUser,
 	}
 	var client *agent.Client
 	nw, err := m.setupNetwork(dctx, e, req.NetworkPolicy)
@@ -314,6 +315,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 	}
 	if err == nil {
 		client, err = m.cfg.Driver.Create(dctx, spec)
+	}
+	if err == nil {
+		err = m.adoptUser(dctx, e, client)
 	}
 	if err == nil && req.Source != nil {
 		var info *sandbox.SourceInfo

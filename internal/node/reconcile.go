@@ -96,17 +96,30 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 		return
 	}
 
-	client, why := m.readopt(ctx, sb.ID, info, known)
+	client, ainfo, why := m.readopt(ctx, sb.ID, info, known)
 	if client != nil {
+		// The agent keeps its user for its whole life; a record saved
+		// before the agent answered (or by an older paddock) learns it now.
+		user := sb.User
+		if user == (sandbox.User{}) {
+			user = userOf(ainfo)
+		}
 		if sb.State == sandbox.Pending {
 			// Created just before the crash: the driver finished, the
 			// record did not. Its provisional deadline stands.
-			_, _ = m.transition(e, sandbox.Running, client, func(sb *sandbox.Sandbox) { sb.StartedAt = m.now() })
+			_, _ = m.transition(e, sandbox.Running, client, func(sb *sandbox.Sandbox) {
+				sb.StartedAt = m.now()
+				sb.User = user
+			})
 		} else {
 			e.mu.Lock()
 			e.client = client
 			e.mu.Unlock()
-			m.index(sb)
+			if user != sb.User {
+				m.update(e, func(sb *sandbox.Sandbox) { sb.User = user })
+			} else {
+				m.index(sb)
+			}
 		}
 		log.Info("sandbox re-adopted", "expiresAt", sb.ExpiresAt)
 		return
@@ -127,24 +140,30 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 
 // readopt returns a client for a sandbox that still runs and answers, or
 // why it cannot be re-adopted.
-func (m *Manager) readopt(ctx context.Context, id string, info runtime.Info, known bool) (*agent.Client, string) {
+func (m *Manager) readopt(ctx context.Context, id string, info runtime.Info, known bool) (*agent.Client, agent.Info, string) {
 	switch {
 	case !known:
-		return nil, "the driver has no trace of it"
+		return nil, agent.Info{}, "the driver has no trace of it"
 	case !info.Running:
-		return nil, "it is no longer running"
+		return nil, agent.Info{}, "it is no longer running"
 	}
 	client, err := m.cfg.Driver.Agent(ctx, id)
 	if err != nil {
-		return nil, "agent: " + err.Error()
+		return nil, agent.Info{}, "agent: " + err.Error()
 	}
 	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
-	if _, err := client.Ping(pctx); err != nil {
+	ainfo, err := client.Ping(pctx)
+	if err != nil {
 		client.Close()
-		return nil, "agent does not answer: " + err.Error()
+		return nil, agent.Info{}, "agent does not answer: " + err.Error()
 	}
-	return client, ""
+	if err := ainfo.UserErr(); err != nil {
+		// Its create was failing when paddock stopped.
+		client.Close()
+		return nil, agent.Info{}, "agent has no user: " + err.Error()
+	}
+	return client, ainfo, ""
 }
 
 func (m *Manager) driverStop(ctx context.Context, id string) error {

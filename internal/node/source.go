@@ -82,14 +82,17 @@ func normalizeSource(cfg *Config, src *sandbox.Source) (*sandbox.Source, error) 
 }
 
 // sourceDir is where a source lands: its Dir, else the sandbox's working
-// dir, else the user's home. A working dir of "/" (some images have it)
-// counts as none: a repository spread over the root would help nobody.
-func sourceDir(dir, workingDir string) string {
+// dir, else the user's home. A working dir (or a home) of "/" counts as
+// none: a repository spread over the root would help nobody, so the
+// default user's home takes it.
+func sourceDir(dir, workingDir, home string) string {
 	switch {
 	case dir != "":
 		return dir
 	case workingDir != "" && workingDir != "/":
 		return workingDir
+	case home != "" && home != "/":
+		return home
 	}
 	return agent.UserHome
 }
@@ -101,7 +104,8 @@ func (m *Manager) populate(ctx context.Context, e *entry, client *agent.Client, 
 		return nil, sandbox.Errorf(sandbox.ErrUnsupported, "sources_unsupported", "this server does not fetch git or tarball sources")
 	}
 	sb, _, _ := e.snapshot()
-	dir := sourceDir(src.Dir, sb.WorkingDir)
+	user := sb.RunAs()
+	dir := sourceDir(src.Dir, sb.WorkingDir, user.Home)
 	// Like the driver calls: a client hanging up does not cut the work
 	// short; the create fails or succeeds as a whole.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), populateTimeout)
@@ -116,7 +120,7 @@ func (m *Manager) populate(ctx context.Context, e *entry, client *agent.Client, 
 	if err != nil {
 		return nil, fmt.Errorf("write source into %s: %w", dir, err)
 	}
-	if err := makeOutLinks(ctx, client, dir, links); err != nil {
+	if err := makeOutLinks(ctx, client, dir, links, user); err != nil {
 		return nil, err
 	}
 	info.Dir = dir
@@ -230,22 +234,24 @@ func leadsOut(name, target string) bool {
 	return resolved == ".." || strings.HasPrefix(resolved, "../")
 }
 
-// outLinkScript makes each (target, name) pair of its arguments a symlink
-// owned by the sandbox user, replacing a file of that name but never a
-// directory.
-var outLinkScript = fmt.Sprintf(`while [ "$#" -gt 1 ]; do
+// outLinkScript makes each (target, name) pair of its arguments after the
+// first, uid:gid, a symlink owned by uid:gid, replacing a file of that name
+// but never a directory.
+const outLinkScript = `owner=$1; shift
+while [ "$#" -gt 1 ]; do
   if [ -d "$2" ] && [ ! -L "$2" ]; then echo "$2 is a directory" >&2; exit 1; fi
-  rm -f -- "$2" && ln -s -- "$1" "$2" && chown -h %d:%d -- "$2" || exit 1
+  rm -f -- "$2" && ln -s -- "$1" "$2" && chown -h "$owner" -- "$2" || exit 1
   shift 2
-done`, agent.UserUID, agent.UserGID)
+done`
 
 // makeOutLinks creates the held-back links with sh and ln inside the
 // sandbox, in batches that keep the argument list small. It runs as root
 // in the sandbox (confined like any sudo command) so that a root-owned
 // working dir of an image works too.
-func makeOutLinks(ctx context.Context, client *agent.Client, dir string, links []outLink) error {
+func makeOutLinks(ctx context.Context, client *agent.Client, dir string, links []outLink, user sandbox.User) error {
+	owner := fmt.Sprintf("%d:%d", user.UID, user.GID)
 	for len(links) > 0 {
-		args := []string{"-c", outLinkScript, "sh"}
+		args := []string{"-c", outLinkScript, "sh", owner}
 		size := 0
 		n := 0
 		for ; n < len(links) && size < 64<<10; n++ {

@@ -19,9 +19,11 @@ const maxVolumes = 8
 // sandbox and returns the host directory to bind at the mount's path;
 // Release runs once the driver has stopped it (its processes are gone) and
 // is idempotent. Holders lets reconcile release the sandboxes that did not
-// survive a restart.
+// survive a restart. SetUser runs once the sandbox's agent has said who its
+// user is: a volume still empty gets its root owned by that user.
 type Volumes interface {
 	Acquire(ctx context.Context, sandboxID, teamID string, m sandbox.VolumeMount) (hostPath string, err error)
+	SetUser(ctx context.Context, sandboxID string, uid, gid uint32) error
 	Release(ctx context.Context, sandboxID string) error
 	Holders() []string
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -19,6 +20,8 @@ type fakeVolumes struct {
 	held map[string][]sandbox.VolumeMount
 	// refuse makes Acquire of this volume fail as a busy volume would.
 	refuse string
+	// users records SetUser: sandbox id -> "uid:gid".
+	users map[string]string
 }
 
 func newFakeVolumes() *fakeVolumes { return &fakeVolumes{held: map[string][]sandbox.VolumeMount{}} }
@@ -37,6 +40,16 @@ func (f *fakeVolumes) Release(ctx context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.held, id)
+	return nil
+}
+
+func (f *fakeVolumes) SetUser(ctx context.Context, id string, uid, gid uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.users == nil {
+		f.users = map[string]string{}
+	}
+	f.users[id] = fmt.Sprintf("%d:%d", uid, gid)
 	return nil
 }
 

@@ -30,6 +30,13 @@ type Spec struct {
 	Network *NetworkSpec
 	// Mounts are host directories bound into the sandbox (volumes).
 	Mounts []Mount
+	// User is the image config's User, as the image gives it (hostile:
+	// it comes from the image). The driver hands it to the agent, which
+	// resolves it inside the sandbox (agent.ResolveUser) and reports the
+	// result in its ping answer; Create fails with the agent's ErrInvalid
+	// (agent.Info.UserErr) when the image lacks the user. "" is the
+	// default user.
+	User string
 }
 
 // Mount binds a host directory the caller prepared into a sandbox, nosuid

@@ -99,9 +99,14 @@ type Sandbox struct {
 	ImageLayers []string `json:"imageLayers,omitempty"`
 	// Snapshot is the snapshot the sandbox was created from, if any.
 	Snapshot string `json:"snapshot,omitempty"`
-	// ImageUser is the image config's User, recorded for information only:
-	// commands run as uid 1000, or root with sudo, whatever the image says.
+	// ImageUser is the image config's User as the image gives it; User is
+	// what the sandbox's agent resolved it to.
 	ImageUser string `json:"imageUser,omitempty"`
+	// User is who commands run as without sudo, who owns uploaded files,
+	// sources and a fresh volume's root: the image's User resolved inside
+	// the sandbox, or DefaultUser (no User, or root). Zero until the
+	// sandbox's agent has answered; see RunAs.
+	User User `json:"user,omitzero"`
 	// WorkingDir is the default cwd of commands (the image's WorkingDir);
 	// empty means the user's home.
 	WorkingDir string            `json:"workingDir,omitempty"`
@@ -137,6 +142,33 @@ type Sandbox struct {
 	Source *SourceInfo `json:"source,omitempty"`
 	// Volumes are the named volumes mounted into the sandbox.
 	Volumes []VolumeMount `json:"volumes,omitempty"`
+}
+
+// The default sandbox user: commands run as it unless the image names
+// another user (root included: root is reachable through sudo only).
+const (
+	DefaultUID  = 1000
+	DefaultGID  = 1000
+	DefaultHome = "/home/user"
+)
+
+// User is a sandbox's unprivileged user as its agent resolved it.
+type User struct {
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
+	Home string `json:"home"`
+}
+
+// DefaultUser is the sandbox user of images that name none.
+var DefaultUser = User{UID: DefaultUID, GID: DefaultGID, Home: DefaultHome}
+
+// RunAs is the sandbox's user: User, or DefaultUser for a record made
+// before its agent answered (or by a paddock that did not record it).
+func (sb Sandbox) RunAs() User {
+	if sb.User == (User{}) {
+		return DefaultUser
+	}
+	return sb.User
 }
 
 // Port is a port of a sandbox served through the proxy.

@@ -219,6 +219,9 @@ func (s *Server) toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
 		LastActivityAt: utcOrZero(sb.LastActivityAt),
 		Error:          sb.Error,
 	}
+	if u := sb.User; u != (sandbox.User{}) {
+		out.User = &api.SandboxUser{UID: u.UID, GID: u.GID, Home: u.Home}
+	}
 	if sb.Address.IsValid() {
 		out.Address = sb.Address.String()
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -272,4 +273,47 @@ func owner(fi fs.FileInfo) (uid, gid int, ok bool) {
 		return int(st.Uid), int(st.Gid), true
 	}
 	return 0, 0, false
+}
+
+// openDirAt opens the directory name in parent without following a symlink
+// at name (parent is a host path paddock made; name is one component).
+func openDirAt(parent, name string) (*os.File, error) {
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+		return nil, fmt.Errorf("open %q in %s: not one path component", name, parent)
+	}
+	p, err := os.OpenFile(parent, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	fd, err := unix.Openat(int(p.Fd()), name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: filepath.Join(parent, name), Err: err}
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(parent, name)), nil
+}
+
+func (linuxSystem) emptyDir(parent, name string) (bool, error) {
+	f, err := openDirAt(parent, name)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if errors.Is(err, io.EOF) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return len(names) == 0, nil
+}
+
+func (linuxSystem) chownDir(parent, name string, uid, gid int) error {
+	f, err := openDirAt(parent, name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Chown(uid, gid) // fchown: the directory just opened, not a path
 }

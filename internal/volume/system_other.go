@@ -23,6 +23,8 @@ func (otherSystem) mount(string, string) error                          { return
 func (otherSystem) unmount(string) error                                { return nil }
 func (otherSystem) mountOverlay(string, string, string, string) error   { return errUnsupported }
 func (otherSystem) mounted(string) (map[string]bool, error)             { return map[string]bool{}, nil }
+func (otherSystem) emptyDir(string, string) (bool, error)               { return false, errUnsupported }
+func (otherSystem) chownDir(string, string, int, int) error             { return errUnsupported }
 
 func allocated(fi fs.FileInfo) int64            { return fi.Size() }
 func owner(fs.FileInfo) (uid, gid int, ok bool) { return 0, 0, false }

@@ -18,7 +18,8 @@
 //	<name>/mnt/                 where the image is mounted while in use
 //	<name>/cow/<sandbox>/       a copy-on-write user's overlay mountpoint
 //
-// and inside the image: data/ (what sandboxes see, owned by uid 1000) and
+// and inside the image: data/ (what sandboxes see, owned by uid 1000 until
+// the first sandbox's user takes it while it is empty, see SetUser) and
 // .cow/<sandbox>/{upper,work} (a copy-on-write user's private changes, so
 // they count against the cap too and vanish with the user).
 //
@@ -173,6 +174,11 @@ type system interface {
 	mountOverlay(lower, upper, work, dir string) error
 	// mounted returns the mountpoints in mountinfo at or below dir.
 	mounted(dir string) (map[string]bool, error)
+	// emptyDir reports whether the directory name in parent has no
+	// entries; chownDir gives it to uid:gid. Neither follows a symlink at
+	// name: parent is paddock's, name may be the sandbox's.
+	emptyDir(parent, name string) (bool, error)
+	chownDir(parent, name string, uid, gid int) error
 }
 
 // Open loads the volumes under cfg.Dir and reconciles their mounts with
@@ -566,6 +572,39 @@ func (m *Manager) dropCow(v *vol, id string) error {
 	return nil
 }
 
+// SetUser gives the sandbox's user (uid:gid, which its agent resolved from
+// the image's User once the sandbox started) the root of every volume the
+// sandbox mounts that is still empty: a fresh volume belongs to whoever
+// first uses it, not to the default sandbox user. A read-write user gets
+// the volume's own root; a copy-on-write user the root of its private
+// overlay, the only one it sees, while the volume's stays as it is. A
+// volume with content keeps its owner. Both roots are made by paddock and
+// opened without following a symlink.
+func (m *Manager) SetUser(ctx context.Context, sandboxID string, uid, gid uint32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for _, v := range m.vols {
+		mode, ok := v.meta.Users[sandboxID]
+		if !ok || !v.mounted {
+			continue
+		}
+		name := v.meta.Name
+		empty, err := m.sys.emptyDir(m.mnt(name), dataName)
+		if err == nil && empty {
+			parent, dir := m.mnt(name), dataName
+			if mode == sandbox.VolumeCopyOnWrite {
+				parent, dir = filepath.Join(m.mnt(name), cowInner, sandboxID), "upper"
+			}
+			err = m.sys.chownDir(parent, dir, int(uid), int(gid))
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("volume: give %s to %d:%d: %w", name, uid, gid, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Holders returns the ids of the sandboxes that hold a volume, sorted, so
 // that the node can release those it no longer runs.
 func (m *Manager) Holders() []string {
@@ -607,7 +646,8 @@ func initFS(mnt string, users map[string]string) error {
 	return nil
 }
 
-// The sandbox user (agent.UserUID/UserGID), who owns a new volume's data.
+// The default sandbox user (sandbox.DefaultUID/DefaultGID), who owns a new
+// volume's data until SetUser gives it to another.
 const (
 	sandboxUID = 1000
 	sandboxGID = 1000

@@ -385,3 +385,87 @@ func TestRemountedWhenUnmountedBehindOurBack(t *testing.T) {
 		t.Fatal("the volume was handed out unmounted")
 	}
 }
+
+// TestSetUser: the first sandbox user of an empty volume takes its root; a
+// volume with content keeps its owner; a copy-on-write user gets only its
+// private overlay's root; a symlink in the data's place is not followed.
+func TestSetUser(t *testing.T) {
+	m, _ := newManager(t)
+	create(t, m, "fresh")
+	ownerOf := func(p string) (int, int) {
+		t.Helper()
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, gid, _ := owner(fi)
+		return uid, gid
+	}
+	ctx := context.Background()
+
+	data := acquire(t, m, "sb-a", "fresh", sandbox.VolumeReadWrite)
+	if err := m.SetUser(ctx, "sb-a", 1234, 2345); err != nil {
+		t.Fatal(err)
+	}
+	if uid, gid := ownerOf(data); uid != 1234 || gid != 2345 {
+		t.Errorf("fresh volume's root owned by %d:%d, want 1234:2345", uid, gid)
+	}
+	if err := os.WriteFile(filepath.Join(data, "kept"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	release(t, m, "sb-a")
+
+	// Not empty any more: another user leaves it alone.
+	data = acquire(t, m, "sb-b", "fresh", sandbox.VolumeReadWrite)
+	if err := m.SetUser(ctx, "sb-b", 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if uid, _ := ownerOf(data); uid != 1234 {
+		t.Errorf("a used volume's root changed owner to %d", uid)
+	}
+	release(t, m, "sb-b")
+
+	// Copy-on-write over an empty volume: the overlay's root only.
+	create(t, m, "shared")
+	cow := acquire(t, m, "sb-c", "shared", sandbox.VolumeCopyOnWrite)
+	if err := m.SetUser(ctx, "sb-c", 1234, 2345); err != nil {
+		t.Fatal(err)
+	}
+	if uid, gid := ownerOf(cow); uid != 1234 || gid != 2345 {
+		t.Errorf("copy-on-write root owned by %d:%d, want 1234:2345", uid, gid)
+	}
+	if uid, _ := ownerOf(filepath.Join(m.mnt("shared"), dataName)); uid != sandboxUID {
+		t.Errorf("the shared volume's own root changed owner to %d", uid)
+	}
+	release(t, m, "sb-c")
+
+	// A sandbox that SetUser is asked about but that holds nothing: no-op.
+	if err := m.SetUser(ctx, "sb-none", 1, 1); err != nil {
+		t.Errorf("SetUser of a sandbox without volumes: %v", err)
+	}
+}
+
+// TestChownDirNoFollow: chownDir and emptyDir refuse a symlink at the name.
+func TestChownDirNoFollow(t *testing.T) {
+	requireVolumes(t)
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	if err := os.Mkdir(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	sys := newSystem()
+	// O_NOFOLLOW with O_DIRECTORY: ENOTDIR (or ELOOP) for a symlink.
+	if err := sys.chownDir(dir, "link", 4321, 4321); !errors.Is(err, syscall.ENOTDIR) && !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("chownDir through a symlink: %v, want ENOTDIR", err)
+	}
+	if _, err := sys.emptyDir(dir, "link"); !errors.Is(err, syscall.ENOTDIR) && !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("emptyDir through a symlink: %v, want ENOTDIR", err)
+	}
+	fi, _ := os.Stat(target)
+	if uid, _, _ := owner(fi); uid == 4321 {
+		t.Error("the symlink's target was chowned")
+	}
+}

@@ -217,6 +217,15 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	if hostname == "" {
 		hostname = spec.ID
 	}
+	agentArgs := []string{agent.BinaryPath}
+	if spec.User != "" {
+		// An argument, not a shell word: only a NUL could not pass, and
+		// the agent bounds and parses the rest.
+		if strings.ContainsRune(spec.User, 0) {
+			return nil, sandbox.Errorf(sandbox.ErrInvalid, agent.CodeUserInvalid, "image user %q is not a valid user", spec.User)
+		}
+		agentArgs = append(agentArgs, "--user="+spec.User)
+	}
 	id := spec.ID
 	unlock := d.lock(id)
 	defer unlock()
@@ -331,7 +340,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		return nil, fmt.Errorf("create sandbox %s: libcontainer: %w", id, err)
 	}
 	proc := &libcontainer.Process{
-		Args:       []string{agent.BinaryPath},
+		Args:       agentArgs,
 		Env:        []string{agentPATH},
 		Cwd:        "/",
 		Stdout:     logFile,
@@ -352,8 +361,14 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	b.proc = proc
 	b.client = agent.UnixClient(sockPath)
 
-	if err := d.waitAgent(ctx, c, b.client); err != nil {
+	info, err := d.waitAgent(ctx, c, b.client)
+	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w%s", id, err, logTail(dir))
+	}
+	if err := info.UserErr(); err != nil {
+		// The image names a user it does not have: the request's fault,
+		// and the deferred clean-up removes the sandbox.
+		return nil, err
 	}
 	d.mu.Lock()
 	d.boxes[id] = b
@@ -369,7 +384,7 @@ func (b *box) sockPath() string {
 // waitAgent pings until the agent answers. The socket already listens (we
 // created it), so a ping blocks until the agent accepts; retries only cover
 // a connection the agent drops while starting.
-func (d *Driver) waitAgent(ctx context.Context, c *libcontainer.Container, cl *agent.Client) error {
+func (d *Driver) waitAgent(ctx context.Context, c *libcontainer.Container, cl *agent.Client) (agent.Info, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, createTimeout)
@@ -378,20 +393,20 @@ func (d *Driver) waitAgent(ctx context.Context, c *libcontainer.Container, cl *a
 	backoff := time.Millisecond
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := cl.Ping(pctx)
+		info, err := cl.Ping(pctx)
 		cancel()
 		if err == nil {
-			return nil
+			return info, nil
 		}
 		if st, serr := c.Status(); serr != nil || st != libcontainer.Running {
-			return fmt.Errorf("agent exited before answering: %w", err)
+			return agent.Info{}, fmt.Errorf("agent exited before answering: %w", err)
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("agent did not answer: %w", err)
+			return agent.Info{}, fmt.Errorf("agent did not answer: %w", err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("agent did not answer: %w", ctx.Err())
+			return agent.Info{}, fmt.Errorf("agent did not answer: %w", ctx.Err())
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 50*time.Millisecond)

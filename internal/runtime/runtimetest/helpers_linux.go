@@ -47,12 +47,19 @@ func newBox(t *testing.T, newDriver func(t *testing.T) runtime.Driver, name stri
 
 func createBox(t *testing.T, d runtime.Driver, name string, res sandbox.Resources) *box {
 	t.Helper()
+	return createBoxSpec(t, d, name, runtime.Spec{Image: "host", Resources: res})
+}
+
+// createBoxSpec is createBox with more of the spec; its ID is made here.
+func createBoxSpec(t *testing.T, d runtime.Driver, name string, spec runtime.Spec) *box {
+	t.Helper()
 	id := newID(name)
 	// Registered before Destroy, so it runs after it.
 	leakcheck.Check(t, leakcheck.Scope{IDs: []string{id}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := d.Create(ctx, runtime.Spec{ID: id, Image: "host", Resources: res})
+	spec.ID = id
+	c, err := d.Create(ctx, spec)
 	if err != nil {
 		t.Fatalf("create %s: %v", id, err)
 	}

@@ -47,6 +47,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) runtime.Driver) {
 			{"LargeOutput", testLargeOutput},
 			{"StopKillsAll", testStopKillsAll},
 			{"Lifecycle", testLifecycle},
+			{"User", testUser},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
@@ -538,6 +539,60 @@ func testLifecycle(t *testing.T, nd func(*testing.T) runtime.Driver) {
 	for _, info := range list {
 		if info.ID == b.id {
 			t.Errorf("destroyed sandbox still listed: %+v", info)
+		}
+	}
+}
+
+// testUser: Spec.User is resolved by the agent inside the sandbox, against
+// the image's own /etc/passwd and /etc/group (the host image's here), and
+// reported by ping; root and "" keep the default user; a name the image
+// lacks fails Create with ErrInvalid and leaves nothing behind.
+func testUser(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	d := nd(t)
+	for _, tc := range []struct {
+		user string
+		want agent.User
+		out  string // id -u, id -g, $HOME, pwd
+	}{
+		{"", agent.User{UID: 1000, GID: 1000, Home: agent.UserHome}, "1000 1000 /home/user /home/user"},
+		{"root", agent.User{UID: 1000, GID: 1000, Home: agent.UserHome}, "1000 1000 /home/user /home/user"},
+		{"1234:2345", agent.User{UID: 1234, GID: 2345, Home: "/"}, "1234 2345 / /"},
+		{"4321", agent.User{UID: 4321, GID: 0, Home: "/"}, "4321 0 / /"},
+		// nobody's home does not exist: HOME says it, commands start in /.
+		{"nobody:users", agent.User{UID: 65534, GID: 100, Home: "/nonexistent"}, "65534 100 /nonexistent /"},
+	} {
+		b := createBoxSpec(t, d, "user", runtime.Spec{Image: "host", Resources: defaultRes, User: tc.user})
+		info, err := b.c.Ping(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := info.RunAs(); got.UID != tc.want.UID || got.GID != tc.want.GID || got.Home != tc.want.Home {
+			t.Errorf("user %q: ping reports %+v, want %+v", tc.user, got, tc.want)
+		}
+		r := b.sh(`echo $(id -u) $(id -g) $HOME $(pwd)`, false).mustOK(t)
+		if got := strings.TrimSpace(r.Stdout); got != tc.out {
+			t.Errorf("user %q: %q, want %q", tc.user, got, tc.out)
+		}
+		if r := b.sh("id -u", true).mustOK(t); strings.TrimSpace(r.Stdout) != "0" {
+			t.Errorf("user %q: sudo runs as %q", tc.user, r.Stdout)
+		}
+	}
+
+	id := newID("nouser")
+	leakcheck.Check(t, leakcheck.Scope{IDs: []string{id}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := d.Create(ctx, runtime.Spec{ID: id, Image: "host", Resources: defaultRes, User: "nosuch"}); !errors.Is(err, sandbox.ErrInvalid) || sandbox.CodeOf(err) != agent.CodeUserUnknown {
+		d.Destroy(ctx, id)
+		t.Fatalf("create with an unknown user: %v, want ErrInvalid %s", err, agent.CodeUserUnknown)
+	}
+	infos, err := d.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range infos {
+		if in.ID == id {
+			t.Errorf("a failed create left %+v", in)
 		}
 	}
 }

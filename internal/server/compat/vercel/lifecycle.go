@@ -44,12 +44,13 @@ func sessionStatus(s sandbox.State) string {
 }
 
 // cwdOf is a session's default working directory: the image's, else the
-// home of the user commands run as.
+// home of the user commands run as (the image's user as the sandbox
+// resolved it).
 func cwdOf(sb sandbox.Sandbox) string {
 	if sb.WorkingDir != "" {
 		return sb.WorkingDir
 	}
-	return agent.UserHome
+	return sb.RunAs().Home
 }
 
 // liveSession is a session record with its paddock sandbox, if that still exists.
