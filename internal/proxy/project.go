@@ -365,7 +365,7 @@ func (a *AppProxy) serve(w http.ResponseWriter, r *http.Request, p auth.Principa
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		f.body = &limitedBody{rc: r.Body, limit: a.maxBody, left: a.maxBody}
+		f.body = &limitedBody{rc: newForwardBody(r.Body), limit: a.maxBody, left: a.maxBody}
 		r.Body = f.body
 	}
 	if a.touch != nil {

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -395,7 +396,44 @@ func rewrite(pr *httputil.ProxyRequest) {
 	if f.stripAuth {
 		pr.Out.Header.Del("Authorization")
 	}
+	pr.Out.Body = newForwardBody(pr.Out.Body)
 }
+
+// forwardBody is an inbound request body as the transport reads it to send
+// it on. Once it has returned io.EOF it keeps answering io.EOF without
+// touching the inbound body again. The HTTP/1 server drains and closes an
+// inbound body when the response's headers are written, and the transport,
+// having sent the declared length, reads once more to check for excess: if
+// the upstream answered quickly (a streamed reply to a POST), that read
+// lands on the closed body, the request write fails and the transport
+// closes the connection, cutting the response already streaming back on it
+// (golang/go#40747). One goroutine (the transport's) reads it.
+type forwardBody struct {
+	rc  io.ReadCloser
+	eof bool
+}
+
+// newForwardBody wraps rc; nil and http.NoBody stay as they are, so the
+// transport still sees a request without a body.
+func newForwardBody(rc io.ReadCloser) io.ReadCloser {
+	if rc == nil || rc == http.NoBody {
+		return rc
+	}
+	return &forwardBody{rc: rc}
+}
+
+func (b *forwardBody) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *forwardBody) Close() error { return b.rc.Close() }
 
 // stripPathPrefix removes a path form's prefix from the outbound path,
 // which the upstream then sees in X-Forwarded-Prefix; "" (the host form)

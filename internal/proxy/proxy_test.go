@@ -540,3 +540,47 @@ func TestLargeBodiesStream(t *testing.T) {
 		})
 	}
 }
+
+// closingBody is an inbound body as the HTTP/1 server treats it: readable to
+// EOF, then closed under the reader when the response's headers go out.
+type closingBody struct {
+	r      io.Reader
+	closed bool
+}
+
+func (b *closingBody) Read(p []byte) (int, error) {
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.r.Read(p)
+}
+
+func (b *closingBody) Close() error { b.closed = true; return nil }
+
+// TestForwardBodyAfterServerClose: once the inbound body reached EOF, the
+// transport's excess check still reads EOF after the server has closed the
+// body, instead of an error that would cut the upstream connection and the
+// response streaming on it (golang/go#40747).
+func TestForwardBodyAfterServerClose(t *testing.T) {
+	in := &closingBody{r: strings.NewReader(`{"message":"hello"}`)}
+	fb := newForwardBody(in)
+	data, err := io.ReadAll(fb)
+	if err != nil || string(data) != `{"message":"hello"}` {
+		t.Fatalf("read %q, %v", data, err)
+	}
+	in.Close() // the server drains and closes the body as it writes the response
+	if n, err := fb.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("read after the server's close: %d, %v; want 0, EOF", n, err)
+	}
+	// Before EOF, a close is the client's or the server's failure and the
+	// transport must see it.
+	early := &closingBody{r: strings.NewReader("abc")}
+	fb = newForwardBody(early)
+	early.Close()
+	if _, err := fb.Read(make([]byte, 8)); err != http.ErrBodyReadAfterClose {
+		t.Fatalf("read of a body closed before EOF: %v, want ErrBodyReadAfterClose", err)
+	}
+	if newForwardBody(http.NoBody) != http.NoBody || newForwardBody(nil) != nil {
+		t.Fatal("no body must stay no body, for the transport")
+	}
+}
