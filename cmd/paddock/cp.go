@@ -12,16 +12,19 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/paddock-dev/paddock/sdk"
 )
 
 // remoteRef matches <id>:<absolute path>. A local path cannot match by
 // accident: sandbox ids have no '.' or '/', remote paths start with '/'.
-var remoteRef = regexp.MustCompile(`^([a-z0-9][a-z0-9-]{0,62}):(/.*)$`)
+// Compiled on first use, not at init: every paddock process starts with
+// it, including each sandbox's runc init.
+var remoteRef = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([a-z0-9][a-z0-9-]{0,62}):(/.*)$`) })
 
 func splitRemote(s string) (id, p string, ok bool) {
-	m := remoteRef.FindStringSubmatch(s)
+	m := remoteRef().FindStringSubmatch(s)
 	if m == nil {
 		return "", "", false
 	}

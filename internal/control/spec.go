@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -42,9 +43,11 @@ const (
 )
 
 var (
-	namePattern   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-	envPattern    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
-	headerPattern = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+	// Compiled on first use, not at init: every paddock process starts with
+	// them, including each sandbox's runc init.
+	namePattern   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`) })
+	envPattern    = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`) })
+	headerPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$") })
 )
 
 // reservedHeaders may not carry the app secret: the proxy and HTTP itself
@@ -62,7 +65,7 @@ func (req ProjectRequest) normalize() (ProjectRequest, error) {
 	bad := func(code, format string, args ...any) (ProjectRequest, error) {
 		return ProjectRequest{}, sandbox.Errorf(sandbox.ErrInvalid, code, format, args...)
 	}
-	if !namePattern.MatchString(req.Name) {
+	if !namePattern().MatchString(req.Name) {
 		return bad("invalid_name", "name must be 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", maxNameLen)
 	}
 	switch {
@@ -153,13 +156,13 @@ func (req ProjectRequest) normalize() (ProjectRequest, error) {
 		req.AppSecretHeader = DefaultAppSecretHeader
 	}
 	req.AppSecretHeader = http.CanonicalHeaderKey(req.AppSecretHeader)
-	if !headerPattern.MatchString(req.AppSecretHeader) || slices.Contains(reservedHeaders, req.AppSecretHeader) {
+	if !headerPattern().MatchString(req.AppSecretHeader) || slices.Contains(reservedHeaders, req.AppSecretHeader) {
 		return bad("invalid_header", "appSecretHeader %q is not a header the proxy may set", req.AppSecretHeader)
 	}
 	if req.AppSecretEnv == "" {
 		req.AppSecretEnv = DefaultAppSecretEnv
 	}
-	if !envPattern.MatchString(req.AppSecretEnv) {
+	if !envPattern().MatchString(req.AppSecretEnv) {
 		return bad("invalid_env", "appSecretEnv %q is not a variable name", req.AppSecretEnv)
 	}
 	if len(req.Env)+len(req.Secrets) > maxEnvVars {
@@ -167,7 +170,7 @@ func (req ProjectRequest) normalize() (ProjectRequest, error) {
 	}
 	for what, m := range map[string]map[string]string{"env": req.Env, "secrets": req.Secrets} {
 		for k, v := range m {
-			if !envPattern.MatchString(k) {
+			if !envPattern().MatchString(k) {
 				return bad("invalid_env", "%s name %q is not a variable name", what, k)
 			}
 			if len(v) > maxEnvValue || strings.ContainsRune(v, 0) {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -24,7 +25,9 @@ import (
 const maxStateBytes = 4 << 30
 
 // refPattern is what a StateRef may be: a file name the Service made.
-var refPattern = regexp.MustCompile(`^act-[0-9a-f]{16}\.tar\.gz$`)
+// Compiled on first use, not at init: every paddock process starts with
+// it, including each sandbox's runc init.
+var refPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^act-[0-9a-f]{16}\.tar\.gz$`) })
 
 func (s *Service) stateDir(projectID string) string {
 	return filepath.Join(s.cfg.DataDir, "state", projectID)
@@ -98,7 +101,7 @@ func (s *Service) save(ctx context.Context, r *run, ag Agent, log *slog.Logger) 
 		os.Remove(final)
 		return fmt.Errorf("record saved state: %w", err)
 	}
-	if old != "" && old != name && refPattern.MatchString(old) {
+	if old != "" && old != name && refPattern().MatchString(old) {
 		if err := os.Remove(filepath.Join(dir, old)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			log.Warn("remove replaced state", "ref", old, "err", err)
 		}
@@ -210,7 +213,7 @@ func (s *Service) restore(ctx context.Context, r *run, ag Agent, log *slog.Logge
 	if pr.StateRef == "" {
 		return nil
 	}
-	if !refPattern.MatchString(pr.StateRef) {
+	if !refPattern().MatchString(pr.StateRef) {
 		return fail("restore_failed", "saved state %q is not a state file", pr.StateRef)
 	}
 	f, err := os.Open(filepath.Join(s.stateDir(r.projectID), pr.StateRef))

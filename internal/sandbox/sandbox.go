@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"sync"
 	"time"
 )
 
@@ -187,11 +188,13 @@ type NetworkPolicy struct {
 	DenyCIDRs    []netip.Prefix `json:"denyCIDRs,omitempty"`
 }
 
-var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+// Compiled on first use, not at init: every paddock process starts with
+// it, including each sandbox's runc init.
+var idPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`) })
 
 // ValidID reports whether id is a well-formed sandbox or command id. IDs
 // become path components and cgroup names, so they are kept to a small alphabet.
-func ValidID(id string) bool { return idPattern.MatchString(id) }
+func ValidID(id string) bool { return idPattern().MatchString(id) }
 
 // Source kinds: what populates a sandbox's working directory at create time,
 // on top of its image or snapshot.

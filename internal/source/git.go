@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,7 +66,9 @@ type gitPlan struct {
 	temp   bool                   // ref is paddock's own, removed after the fetch
 }
 
-var hexRev = regexp.MustCompile(`^[0-9a-f]{4,40}$`)
+// Compiled on first use, not at init: every paddock process starts with
+// it, including each sandbox's runc init.
+var hexRev = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9a-f]{4,40}$`) })
 
 func (f *Fetcher) fetchGit(ctx context.Context, src sandbox.Source, u *url.URL) (io.ReadCloser, *sandbox.SourceInfo, error) {
 	if u.Scheme == "file" && !f.cfg.AllowFile {
@@ -268,7 +271,7 @@ func planRevision(refs []*plumbing.Reference, rev string) (gitPlan, error) {
 		return branch(plumbing.NewBranchReferenceName(rev))
 	case byName[plumbing.NewTagReferenceName(rev)] != nil:
 		return exact(plumbing.NewTagReferenceName(rev))
-	case hexRev.MatchString(rev) && len(rev) == 40:
+	case hexRev().MatchString(rev) && len(rev) == 40:
 		h := plumbing.NewHash(rev)
 		for _, r := range refs {
 			if r.Type() == plumbing.HashReference && r.Hash() == h {
@@ -283,7 +286,7 @@ func planRevision(refs []*plumbing.Reference, rev string) (gitPlan, error) {
 		}
 		dst := plumbing.ReferenceName("refs/paddock/want")
 		return gitPlan{specs: []config.RefSpec{config.RefSpec(rev + ":" + dst.String())}, ref: dst, hash: h, temp: true}, nil
-	case hexRev.MatchString(rev):
+	case hexRev().MatchString(rev):
 		return gitPlan{full: true, short: rev}, nil
 	}
 	return gitPlan{}, revisionNotFound(rev)

@@ -128,12 +128,14 @@ type Volume struct {
 // InUseBy returns the ids of the sandboxes that mount the volume, sorted.
 func (v Volume) InUseBy() []string { return slices.Sorted(maps.Keys(v.Users)) }
 
-var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+// Compiled on first use, not at init: every paddock process starts with
+// it, including each sandbox's runc init.
+var namePattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`) })
 
 // ValidName reports whether name is a well-formed volume name. Names become
 // directory names, so they are kept to a small alphabet that cannot start
 // with a dot.
-func ValidName(name string) bool { return namePattern.MatchString(name) }
+func ValidName(name string) bool { return namePattern().MatchString(name) }
 
 func invalidName(name string) error {
 	return sandbox.Errorf(sandbox.ErrInvalid, "invalid_volume_name",

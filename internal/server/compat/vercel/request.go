@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -96,7 +97,9 @@ func decodeCreate(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 // namePattern is Vercel's rule for sandbox names.
-var namePattern = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
+// Compiled on first use, not at init: every paddock process starts with
+// it, including each sandbox's runc init.
+var namePattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`) })
 
 // sandboxPath resolves a path of a file request against cwd (the request's,
 // else the session's), as the SDK expects relative paths to resolve.

@@ -151,7 +151,7 @@ func nameOrRandom(name string) (string, error) {
 	if name == "" {
 		return randomName(), nil
 	}
-	if !namePattern.MatchString(name) {
+	if !namePattern().MatchString(name) {
 		return "", badRequest("name must match ^[a-zA-Z0-9_-]+$ and be at most 128 characters")
 	}
 	return name, nil
