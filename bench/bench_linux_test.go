@@ -300,7 +300,7 @@ func writeBundle(dir string, rootfs *image.Rootfs, args []string) error {
 	period := uint64(100000)
 	mem := benchResources.MemoryMB << 20
 	pids := benchResources.PIDs
-	caps := agent.Capabilities
+	caps := sandbox.Capabilities
 	spec := specs.Spec{
 		Version: specs.Version,
 		Root:    &specs.Root{Path: rootfs.Lower, Readonly: true},

@@ -62,13 +62,13 @@ func runChild(t *testing.T, mode string) {
 	}
 }
 
-func TestSeccompProgram(t *testing.T) {
-	prog, err := SeccompProgram()
+func TestSeccompFilterSize(t *testing.T) {
+	filter, err := SeccompFilter()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(prog) < 50 || len(prog) > 4096 {
-		t.Fatalf("program has %d instructions", len(prog))
+	if len(filter) < 50 || len(filter) > 4096 {
+		t.Fatalf("filter has %d instructions", len(filter))
 	}
 }
 

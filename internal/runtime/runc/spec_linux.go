@@ -55,7 +55,7 @@ func ociSpec(id, hostname, rootfs, agentPath string, img *image.Rootfs, res sand
 		v := -998
 		oomAdj = &v
 	}
-	caps := append([]string(nil), agent.Capabilities...)
+	caps := append([]string(nil), sandbox.Capabilities...)
 
 	mounts := []specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
