@@ -4,7 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -317,6 +319,21 @@ func TestPullAuth(t *testing.T) {
 		{"wrong password", PullOptions{Username: user, Password: "nope"}, "registry_auth"},
 		{"no credentials", PullOptions{}, "registry_auth"},
 	}
+	// No explicit credentials: the docker config keychain ($DOCKER_CONFIG,
+	// as `docker login` writes it) supplies them.
+	t.Run("docker config keychain", func(t *testing.T) {
+		dir := t.TempDir()
+		auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+		cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, auth)
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("DOCKER_CONFIG", dir)
+		s := openTestStore(t, StoreOptions{})
+		if _, err := s.Pull(t.Context(), ref, PullOptions{}, nil); err != nil {
+			t.Fatalf("pull with the keychain's credentials: %v", err)
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := openTestStore(t, StoreOptions{})
