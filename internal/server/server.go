@@ -344,12 +344,12 @@ func (s *Server) errorHandler(h func(http.ResponseWriter, *http.Request) error) 
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &StatusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		attrs := []slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
-			slog.Int("status", sw.statusOr200()),
+			slog.Int("status", sw.StatusOr200()),
 			slog.Duration("duration", time.Since(start)),
 		}
 		if id := r.PathValue("id"); id != "" {
@@ -375,7 +375,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 				panic(v)
 			}
 			s.log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", v)
-			if sw, ok := w.(*statusWriter); ok && sw.status != 0 {
+			if sw, ok := w.(*StatusWriter); ok && sw.status != 0 {
 				// Too late for an error answer: cut the connection so the
 				// client sees a broken response rather than a truncated success.
 				panic(http.ErrAbortHandler)
@@ -386,37 +386,43 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 	})
 }
 
-// statusWriter records the status for the request log. Unwrap lets
-// http.ResponseController reach Flush and deadlines of the real writer.
-type statusWriter struct {
+// StatusWriter records the status of a response for a request log (the
+// API's and the compat layers'). Unwrap lets http.ResponseController reach
+// Flush and deadlines of the real writer.
+type StatusWriter struct {
 	http.ResponseWriter
 	status int
 }
 
-func (w *statusWriter) WriteHeader(status int) {
+func (w *StatusWriter) WriteHeader(status int) {
 	if w.status == 0 {
 		w.status = status
 	}
 	w.ResponseWriter.WriteHeader(status)
 }
 
-func (w *statusWriter) Write(b []byte) (int, error) {
+func (w *StatusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
 	return w.ResponseWriter.Write(b)
 }
 
-func (w *statusWriter) Flush() {
+func (w *StatusWriter) Flush() {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
 }
 
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-func (w *statusWriter) statusOr200() int {
+// Status is the status written so far, 0 before the response began.
+func (w *StatusWriter) Status() int { return w.status }
+
+// StatusOr200 is the status to log: net/http answers 200 for a handler
+// that wrote nothing.
+func (w *StatusWriter) StatusOr200() int {
 	if w.status == 0 {
 		return http.StatusOK
 	}

@@ -237,11 +237,11 @@ func unsupported(msg string) func(*Handler, http.ResponseWriter, *http.Request) 
 // as the SDK always sends one.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &server.StatusWriter{ResponseWriter: w}
 	defer func() {
 		h.log.LogAttrs(r.Context(), slog.LevelInfo, "vercel compat request",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path),
-			slog.Int("status", sw.statusOr200()), slog.Duration("duration", h.now().Sub(start)))
+			slog.Int("status", sw.StatusOr200()), slog.Duration("duration", h.now().Sub(start)))
 	}()
 	// One bad request must not take the daemon down: a panic is a 500, or
 	// a cut connection once the answer has begun.
@@ -253,7 +253,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if v == http.ErrAbortHandler {
 			panic(v)
 		}
-		if sw.status != 0 {
+		if sw.Status() != 0 {
 			// Too late for an error answer; net/http does not log an
 			// ErrAbortHandler, so the panic is logged here.
 			h.log.Error("vercel compat: handler panic", "method", r.Method, "path", r.URL.Path, "panic", v)
@@ -472,34 +472,4 @@ func ms(t time.Time) int64 {
 		return 0
 	}
 	return t.UnixMilli()
-}
-
-// statusWriter records the status for the request log; Unwrap lets
-// http.ResponseController reach Flush and deadlines.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(status int) {
-	if w.status == 0 {
-		w.status = status
-	}
-	w.ResponseWriter.WriteHeader(status)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w *statusWriter) statusOr200() int {
-	if w.status == 0 {
-		return http.StatusOK
-	}
-	return w.status
 }
