@@ -19,11 +19,9 @@ import (
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
-	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
-	"github.com/paddock-dev/paddock/internal/runtime/runc"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
@@ -58,16 +56,7 @@ func BenchmarkActivation(b *testing.B) {
 		os.RemoveAll(dir)
 	})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	drv, err := runc.New(runc.Config{DataDir: dir, AgentPath: agentPath, Logger: log})
-	if err != nil {
-		b.Fatalf("runc driver: %v", err)
-	}
-	b.Cleanup(func() { drv.Close() })
-	nm, err := netns.New(netns.Config{DataDir: dir, Pool: activationPool, Upstream: []netip.AddrPort{unreachableDNS}, Logger: log})
-	if err != nil {
-		b.Fatalf("netns: %v", err)
-	}
-	b.Cleanup(func() { nm.Close() })
+	drv, nm := networkedDriver(b, dir, agentPath, activationPool, log)
 	images, err := image.OpenStore(filepath.Join(dir, "images"), image.StoreOptions{Logger: log})
 	if err != nil {
 		b.Fatal(err)

@@ -128,16 +128,7 @@ func startProxyStack(b *testing.B) *proxyStack {
 	})
 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	drv, err := runc.New(runc.Config{DataDir: dir, AgentPath: agentPath, Logger: log})
-	if err != nil {
-		b.Fatalf("runc driver: %v", err)
-	}
-	b.Cleanup(func() { drv.Close() })
-	nm, err := netns.New(netns.Config{DataDir: dir, Pool: proxyPool, Upstream: []netip.AddrPort{unreachableDNS}, Logger: log})
-	if err != nil {
-		b.Fatalf("netns: %v", err)
-	}
-	b.Cleanup(func() { nm.Close() })
+	drv, nm := networkedDriver(b, dir, agentPath, proxyPool, log)
 	// MaxTimeout allows the long sandbox timeout below.
 	mgr, err := node.New(node.Config{DataDir: dir, Driver: drv, Network: nm, Logger: log, MaxTimeout: time.Hour})
 	if err != nil {
@@ -238,6 +229,23 @@ func startProxyStack(b *testing.B) *proxyStack {
 	startEchoServer(b, cctx, ag, echo)
 	ps.waitReady(b)
 	return ps
+}
+
+// networkedDriver starts the runc driver and a netns manager over pool in
+// dir, as `paddock serve` does; cleanups close both.
+func networkedDriver(b *testing.B, dir, agentPath string, pool netip.Prefix, log *slog.Logger) (*runc.Driver, *netns.Manager) {
+	b.Helper()
+	drv, err := runc.New(runc.Config{DataDir: dir, AgentPath: agentPath, Logger: log})
+	if err != nil {
+		b.Fatalf("runc driver: %v", err)
+	}
+	b.Cleanup(func() { drv.Close() })
+	nm, err := netns.New(netns.Config{DataDir: dir, Pool: pool, Upstream: []netip.AddrPort{unreachableDNS}, Logger: log})
+	if err != nil {
+		b.Fatalf("netns: %v", err)
+	}
+	b.Cleanup(func() { nm.Close() })
+	return drv, nm
 }
 
 func newBenchClient() *http.Client {
