@@ -22,6 +22,10 @@ const (
 // value is the error code), so a client tells it from the app's own errors.
 const HeaderProxyError = "X-Paddock-Error"
 
+// HeaderPortToken carries a signed port token (the header form of a signed
+// URL's paddock_token), for programs that open a private port.
+const HeaderPortToken = "X-Paddock-Token"
+
 // ContentTypeEventStream is the content type of the activation progress
 // streams (server-sent events).
 const ContentTypeEventStream = "text/event-stream"

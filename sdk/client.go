@@ -36,19 +36,49 @@ type Option func(*Client)
 
 // WithHTTPClient makes the client send requests through hc. Leave its
 // Timeout at zero: log streams and non-detached commands last as long as
-// the command; bound calls with their context instead.
+// the command; bound calls with their context instead. The client uses a
+// copy of hc whose redirects never carry the bearer token (see New).
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) { c.hc = hc }
 }
 
 // New returns a client of the server at baseURL (such as
 // "http://127.0.0.1:7420") that authenticates with token.
+//
+// The token goes only to the request the client builds, never to a
+// redirect's target: an app behind the app proxy, or a sandbox port, can
+// answer with a redirect to another sandbox on the API's own origin, and
+// net/http would resend Authorization there.
 func New(baseURL, token string, opts ...Option) *Client {
 	c := &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: http.DefaultClient}
 	for _, o := range opts {
 		o(c)
 	}
+	c.hc = withoutCredentialsOnRedirect(c.hc)
 	return c
+}
+
+// maxRedirects is net/http's own default bound.
+const maxRedirects = 10
+
+// withoutCredentialsOnRedirect returns a shallow copy of hc (the caller's
+// client is not changed) that strips paddock's credentials from every
+// redirected request before its own CheckRedirect, if any, decides.
+func withoutCredentialsOnRedirect(hc *http.Client) *http.Client {
+	cp := *hc
+	next := hc.CheckRedirect
+	cp.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		req.Header.Del("Authorization")
+		req.Header.Del(api.HeaderPortToken)
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("stopped after %d redirects", maxRedirects)
+		}
+		return nil
+	}
+	return &cp
 }
 
 // request builds a request to path (below /api/v1).

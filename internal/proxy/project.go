@@ -414,9 +414,7 @@ func rewriteApp(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 	h := pr.Out.Header
 	// paddock's own credentials are for paddock: the app never sees them.
-	h.Del("Authorization")
-	h.Del(TokenHeader)
-	stripCookie(h, TokenCookie)
+	stripCredentials(h)
 	pr.Out.URL.RawQuery = stripQueryParam(pr.Out.URL.RawQuery, TokenParam)
 	// Whatever the client sent as the app's secret is dropped, under the
 	// project's header and goose's, then the project's own secret is set.

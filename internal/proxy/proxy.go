@@ -264,7 +264,6 @@ type forward struct {
 	prefix     string // path-form prefix to strip; "" for the host form
 	cookiePath string
 	addr       netip.AddrPort
-	stripAuth  bool // the Authorization header was ours (the owner's token)
 }
 
 type forwardKey struct{}
@@ -344,7 +343,6 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, f *forward) er
 		if err := p.authorizer.Authorize(r.Context(), bearer, f.sandboxID); err != nil {
 			return fmt.Errorf("authorize owner of sandbox %s: %w", f.sandboxID, err)
 		}
-		f.stripAuth = true
 		return nil
 	}
 	if c, err := r.Cookie(TokenCookie); err == nil && c.Value != "" {
@@ -391,12 +389,21 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(&url.URL{Scheme: "http", Host: f.addr.String()})
 	pr.SetXForwarded()
 	pr.Out.URL.RawQuery = stripQueryParam(pr.Out.URL.RawQuery, TokenParam)
-	pr.Out.Header.Del(TokenHeader)
-	stripCookie(pr.Out.Header, TokenCookie)
-	if f.stripAuth {
-		pr.Out.Header.Del("Authorization")
-	}
+	stripCredentials(pr.Out.Header)
 	pr.Out.Body = newForwardBody(pr.Out.Body)
+}
+
+// stripCredentials removes every credential a client may send to paddock
+// from headers bound for sandbox code, on every port, public or not. Which
+// credential opened the port does not matter: a client that followed a
+// redirect from one sandbox to another on the API's origin still carries
+// the bearer token it meant for paddock, and the next sandbox must never
+// see it. Apps behind the proxies authenticate with headers of their own.
+func stripCredentials(h http.Header) {
+	h.Del("Authorization")
+	h.Del("Proxy-Authorization")
+	h.Del(TokenHeader)
+	stripCookie(h, TokenCookie)
 }
 
 // forwardBody is an inbound request body as the transport reads it to send

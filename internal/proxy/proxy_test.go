@@ -214,8 +214,9 @@ func TestCredentialsStripped(t *testing.T) {
 			wantQuery: "x=1&y=%2F",
 			wantHeader: map[string]string{
 				TokenHeader: "", "Cookie": "a=1; b=2",
-				// Not ours: a token opened the port, the app's own auth passes.
-				"Authorization":    "Basic dTpw",
+				// Whatever scheme it carries, Authorization never reaches
+				// sandbox code: a redirect may have brought it from elsewhere.
+				"Authorization":    "",
 				"X-Forwarded-Host": fmt.Sprintf("%d-priv.localhost:%s", priv.port, h.proxyPort),
 			},
 		},
@@ -228,6 +229,24 @@ func TestCredentialsStripped(t *testing.T) {
 				"Authorization": "", "Cookie": "",
 				"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http",
 			},
+		},
+		{
+			// The live hole: a client following a sandbox's redirect to a
+			// public port on the API's origin still sends paddock's bearer.
+			name: "public port drops the bearer and proxy credentials",
+			req: get(t, h.url("pub", pub.port, "/"), "Authorization", "Bearer pdk_admin",
+				"Proxy-Authorization", "Basic dTpw", "Cookie", TokenCookie+"=x; app=1"),
+			wantPath: "/",
+			wantHeader: map[string]string{
+				"Authorization": "", "Proxy-Authorization": "", "Cookie": "app=1",
+			},
+		},
+		{
+			name: "signed token beside a bearer drops the bearer",
+			req: get(t, h.url("priv", priv.port, "/?paddock_token="+tok),
+				"Authorization", "Bearer pdk_admin"),
+			wantPath:   "/",
+			wantHeader: map[string]string{"Authorization": ""},
 		},
 		{
 			name:       "public port still drops paddock tokens",
@@ -260,8 +279,8 @@ func TestCredentialsStripped(t *testing.T) {
 			if got.Path != tt.wantPath || got.RawQuery != tt.wantQuery {
 				t.Errorf("backend saw %q ? %q, want %q ? %q", got.Path, got.RawQuery, tt.wantPath, tt.wantQuery)
 			}
-			if strings.Contains(string(body), tok) {
-				t.Errorf("the token reached the backend: %s", body)
+			if strings.Contains(string(body), tok) || strings.Contains(string(body), "pdk_") {
+				t.Errorf("a credential reached the backend: %s", body)
 			}
 			for k, want := range tt.wantHeader {
 				if v := strings.Join(got.Header.Values(k), ", "); v != want {
