@@ -502,14 +502,23 @@ type ImageConfig struct {
 	Cmd        []string `json:"cmd,omitempty"`
 }
 
-// Image is an OCI image in the host's image store.
+// Image is an OCI image ref in the host's image store. Refs belong to a
+// team (layers are shared by digest): a team sees and uses its own refs and
+// the published ones, which the host admin makes; its own ref shadows a
+// published one of the same name.
 type Image struct {
 	// Ref is the normalised reference (index.docker.io/library/alpine:3.20),
 	// or the digest of an imported image without a tag.
-	Ref    string      `json:"ref"`
-	Digest string      `json:"digest"`
-	Layers int         `json:"layers"`
-	Size   int64       `json:"size"` // unpacked bytes
+	Ref    string `json:"ref"`
+	Digest string `json:"digest"`
+	// TeamID owns the ref; empty for a published ref.
+	TeamID string `json:"teamId,omitempty"`
+	// Published refs are seen by every team.
+	Published bool  `json:"published"`
+	Layers    int   `json:"layers"`
+	Size      int64 `json:"size"` // unpacked bytes
+	// Config is the image's config. Lists leave out its Env, which images
+	// often carry secrets in; GET /images/{ref} shows it.
 	Config ImageConfig `json:"config"`
 }
 
@@ -519,7 +528,9 @@ type ImageList struct {
 }
 
 // PullImageRequest is the body of POST /images/pull. Without credentials
-// the server's own docker keychain applies.
+// the pull is anonymous, except for the host admin (and for every team when
+// the server runs with --image-keychain), whose pulls use the server's own
+// docker keychain.
 type PullImageRequest struct {
 	Ref      string `json:"ref"`
 	Username string `json:"username,omitempty"`
@@ -528,6 +539,9 @@ type PullImageRequest struct {
 	// Insecure allows a plain-HTTP registry (loopback and private
 	// addresses get HTTP anyway).
 	Insecure bool `json:"insecure,omitempty"`
+	// Published records the ref for every team (host admin only); without
+	// it the ref is the caller's team's.
+	Published bool `json:"published,omitempty"`
 }
 
 // PullProgress is one NDJSON line of POST /images/pull's answer: layer

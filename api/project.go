@@ -139,6 +139,9 @@ type Activation struct {
 	ID        string `json:"id"`
 	ProjectID string `json:"projectId"`
 	SandboxID string `json:"sandboxId,omitempty"`
+	// ImageDigest is the manifest digest of the image the activation runs
+	// (empty for the host image).
+	ImageDigest string `json:"imageDigest,omitempty"`
 	// State is one of the Activation* constants.
 	State string `json:"state"`
 	// Error and LogTail say why a failed activation failed; LogTail is the

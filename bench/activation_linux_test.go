@@ -69,7 +69,7 @@ func BenchmarkActivation(b *testing.B) {
 	if err := standinimage.WriteImage(bin, tarPath, ""); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := images.Import(ctx, tarPath); err != nil {
+	if _, err := images.Import(ctx, image.Published, tarPath); err != nil {
 		b.Fatalf("import the stand-in: %v", err)
 	}
 	mgr, err := node.New(node.Config{DataDir: dir, Driver: drv, Network: nm, Images: images, Logger: log})

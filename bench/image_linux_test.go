@@ -33,7 +33,7 @@ func BenchmarkCreateFromImage(b *testing.B) {
 	ref := imagetest.Registry(b) + "/bench/busybox:1"
 	imagetest.Push(b, ref, busyboxImage(b))
 	store := openStore(b, e.dataDir)
-	img, err := store.Pull(ctx, ref, image.PullOptions{}, nil)
+	img, err := store.Pull(ctx, image.Published, ref, image.PullOptions{}, nil)
 	if err != nil {
 		b.Fatalf("pull: %v", err)
 	}
@@ -112,7 +112,7 @@ func BenchmarkPull(b *testing.B) {
 		}
 		store := openStore(b, dir)
 		start := time.Now()
-		if _, err := store.Pull(ctx, ref, image.PullOptions{}, nil); err != nil {
+		if _, err := store.Pull(ctx, image.Published, ref, image.PullOptions{}, nil); err != nil {
 			b.Fatalf("pull: %v", err)
 		}
 		pull += time.Since(start)

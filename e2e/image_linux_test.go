@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"archive/tar"
+	"bytes"
 	"encoding/base64"
 	"io"
 	"log"
@@ -12,11 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/imagetest"
+	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/volume"
 	"github.com/paddock-dev/paddock/sdk"
 )
@@ -325,4 +329,109 @@ func TestImageUserRestart(t *testing.T) {
 	if out, code := sh(t, sb, "id -u; echo $HOME"); code != 0 || out != "1234\n/home/app\n" {
 		t.Errorf("after restart: exit %d, stdout %q", code, out)
 	}
+}
+
+// TestImageRefsPerTeam is the regression test of a live hole: a member of
+// team B imported a docker archive tagged python:3.12 and so repointed the
+// host-wide tag team A's admin had imported; team A's next sandbox ran B's
+// files. Refs now belong to a team: B's import makes B's own ref, A keeps
+// running A's image, and nothing of A's is visible or usable from B.
+func TestImageRefsPerTeam(t *testing.T) {
+	requireSandboxes(t)
+	s := startStack(t, newDataDir(t), stackOptions{})
+	ctx := ctxFor(t, 2*time.Minute)
+	adminA, memberB := s.teamClient(t, "a", store.RoleAdmin), s.teamClient(t, "b", store.RoleMember)
+
+	const tag = "python:3.12"
+	imgA := importWho(t, adminA, tag, "a", "SECRET=team-a")
+	imgB := importWho(t, memberB, tag, "b", "")
+	if imgA.Digest == imgB.Digest || imgA.Published || imgB.Published {
+		t.Fatalf("imports: a %+v, b %+v", imgA, imgB)
+	}
+	for _, c := range []struct {
+		name   string
+		client *sdk.Client
+		want   string
+	}{{"team a", adminA, "a"}, {"team b", memberB, "b"}} {
+		sb, err := c.client.Create(ctx, api.CreateSandboxRequest{Image: tag})
+		if err != nil {
+			t.Fatalf("%s: create: %v", c.name, err)
+		}
+		if out, code := sh(t, sb, "cat /who"); code != 0 || out != c.want+"\n" {
+			t.Errorf("%s's sandbox from %s runs %q (exit %d), want %q", c.name, tag, out, code, c.want)
+		}
+		deleteSandbox(t, sb)
+	}
+
+	// Team B neither sees nor uses team A's image, even by its digest.
+	list, err := memberB.ListImages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range list {
+		if img.Digest == imgA.Digest || len(img.Config.Env) > 0 {
+			t.Errorf("team b lists %+v", img)
+		}
+	}
+	if _, err := memberB.GetImage(ctx, imgA.Digest); !sdk.IsCode(err, "image_not_found") {
+		t.Errorf("team b gets team a's digest: %v, want image_not_found", err)
+	}
+	if _, err := memberB.Create(ctx, api.CreateSandboxRequest{Image: imgA.Digest}); !sdk.IsCode(err, "image_not_found") {
+		t.Errorf("team b creates from team a's digest: %v, want image_not_found", err)
+	}
+	if err := memberB.RemoveImage(ctx, imgA.Digest); !sdk.IsCode(err, "image_not_found") {
+		t.Errorf("team b removes team a's digest: %v, want image_not_found", err)
+	}
+	// Only the host admin publishes.
+	if _, err := memberB.ImportImage(ctx, bytes.NewReader(whoArchive(t, tag, "b", "")), sdk.Published()); !sdk.IsCode(err, "host_admin_required") {
+		t.Errorf("a member publishes: %v, want host_admin_required", err)
+	}
+}
+
+// teamClient makes a team named name with a token of role and returns a
+// client that uses it.
+func (s *stack) teamClient(t *testing.T, name, role string) *sdk.Client {
+	t.Helper()
+	team, err := s.auth.CreateTeam(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := s.auth.CreateToken(t.Context(), team.ID, "", name+"-"+role, role, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sdk.New(s.http.URL, secret)
+}
+
+// whoArchive is a docker archive tagged tag of a busybox image whose /who
+// says who built it.
+func whoArchive(t *testing.T, tag, who, env string) []byte {
+	t.Helper()
+	layer := imagetest.Layer(t, func(tw *tar.Writer) {
+		imagetest.WriteBusybox(t, tw, "sh", "cat")
+		imagetest.File(t, tw, "who", []byte(who+"\n"), 0o644)
+	})
+	var envs []string
+	if env != "" {
+		envs = []string{env}
+	}
+	img := imagetest.Image(t, append(envs, "PATH=/bin"), "/", layer)
+	ref, err := name.NewTag(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := tarball.Write(ref, img, &buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func importWho(t *testing.T, c *sdk.Client, tag, who, env string) api.Image {
+	t.Helper()
+	img, err := c.ImportImage(ctxFor(t, time.Minute), bytes.NewReader(whoArchive(t, tag, who, env)))
+	if err != nil {
+		t.Fatalf("import as %s: %v", who, err)
+	}
+	return img
 }

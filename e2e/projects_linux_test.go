@@ -22,6 +22,7 @@ import (
 	"github.com/paddock-dev/paddock/examples/goose-standin/standinimage"
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -101,7 +102,7 @@ func (ps *projStack) importStandin(t *testing.T) {
 	if standinErr != nil {
 		t.Fatalf("build the goose stand-in image: %v", standinErr)
 	}
-	if _, err := ps.images.Import(ctxFor(t, time.Minute), standinTar); err != nil {
+	if _, err := ps.images.Import(ctxFor(t, time.Minute), image.Published, standinTar); err != nil {
 		t.Fatalf("import the stand-in: %v", err)
 	}
 }

@@ -52,7 +52,23 @@ func (c *Client) PullImage(ctx context.Context, req api.PullImageRequest, progre
 	}
 }
 
-// ListImages returns the images in the server's store, sorted by ref.
+// ImageOption changes an import or a removal.
+type ImageOption func(url.Values)
+
+// Published imports into, or removes from, the refs every team sees
+// (host admin only); without it the ref is the caller's team's.
+func Published() ImageOption { return func(q url.Values) { q.Set("published", "true") } }
+
+func imageQuery(q url.Values, opts []ImageOption) url.Values {
+	for _, o := range opts {
+		o(q)
+	}
+	return q
+}
+
+// ListImages returns the image refs the caller sees (its team's and the
+// published ones; every team's to the host admin), sorted by ref, without
+// the configs' Env.
 func (c *Client) ListImages(ctx context.Context) ([]api.Image, error) {
 	var out api.ImageList
 	err := c.do(ctx, http.MethodGet, "/images", nil, nil, &out)
@@ -66,16 +82,18 @@ func (c *Client) GetImage(ctx context.Context, ref string) (api.Image, error) {
 	return out, err
 }
 
-// RemoveImage removes a ref from the store (a digest removes every ref to
-// it). The server refuses an image a running sandbox uses ("image_in_use").
-func (c *Client) RemoveImage(ctx context.Context, ref string) error {
-	return c.do(ctx, http.MethodDelete, "/images", url.Values{"ref": {ref}}, nil, nil)
+// RemoveImage removes a ref of the caller's team (a digest removes every
+// ref of the team to it; Published removes a published ref). The server
+// refuses an image a running sandbox uses ("image_in_use").
+func (c *Client) RemoveImage(ctx context.Context, ref string, opts ...ImageOption) error {
+	return c.do(ctx, http.MethodDelete, "/images", imageQuery(url.Values{"ref": {ref}}, opts), nil, nil)
 }
 
 // ImportImage uploads a docker-archive tar (as written by docker save) into
-// the server's store.
-func (c *Client) ImportImage(ctx context.Context, archive io.Reader) (api.Image, error) {
-	req, err := c.request(ctx, http.MethodPost, "/images/import", nil, archive, api.ContentTypeTar)
+// the server's store, as a ref of the caller's team (Published: of every
+// team). Whatever the archive's tag, it never moves another team's ref.
+func (c *Client) ImportImage(ctx context.Context, archive io.Reader, opts ...ImageOption) (api.Image, error) {
+	req, err := c.request(ctx, http.MethodPost, "/images/import", imageQuery(url.Values{}, opts), archive, api.ContentTypeTar)
 	if err != nil {
 		return api.Image{}, err
 	}

@@ -121,13 +121,13 @@ Try next:
 	return nil
 }
 
-func importArchive(ctx context.Context, c *sdk.Client, path string) (api.Image, error) {
+func importArchive(ctx context.Context, c *sdk.Client, path string, opts ...sdk.ImageOption) (api.Image, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return api.Image{}, err
 	}
 	defer f.Close()
-	return c.ImportImage(ctx, f)
+	return c.ImportImage(ctx, f, opts...)
 }
 
 // upsertProject creates the project, or updates the caller's project of

@@ -15,9 +15,10 @@ import (
 	"github.com/paddock-dev/paddock/sdk"
 )
 
-// imageCmd manages the server's OCI image store. Import takes a
-// docker-archive tar (docker save) or an OCI layout directory, which it
-// converts into a docker archive on the way up.
+// imageCmd manages the server's OCI image store. Refs belong to the
+// caller's team unless --published (host admin) makes them every team's.
+// Import takes a docker-archive tar (docker save) or an OCI layout
+// directory, which it converts into a docker archive on the way up.
 func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sc, err := newSubcommand("image", "pull, ls, rm, import", args, stderr)
 	if err != nil {
@@ -28,6 +29,7 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		insecure := sc.fs.Bool("insecure", false, "allow a plain-HTTP registry")
 		username := sc.fs.String("username", "", "registry user name")
 		password := sc.fs.String("password", "", "registry password or token (default $PADDOCK_REGISTRY_PASSWORD)")
+		published := sc.fs.Bool("published", false, "make the ref every team's (host admin only)")
 		c, err := sc.connect(1, "<ref>")
 		if err != nil {
 			return err
@@ -35,7 +37,7 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if *password == "" {
 			*password = os.Getenv("PADDOCK_REGISTRY_PASSWORD")
 		}
-		img, err := c.PullImage(ctx, api.PullImageRequest{Ref: sc.fs.Arg(0), Username: *username, Password: *password, Insecure: *insecure},
+		img, err := c.PullImage(ctx, api.PullImageRequest{Ref: sc.fs.Arg(0), Username: *username, Password: *password, Insecure: *insecure, Published: *published},
 			func(p api.PullProgress) {
 				switch {
 				case p.Done && p.Cached:
@@ -59,20 +61,26 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		t := newTable(stdout, "REF", "DIGEST", "LAYERS", "SIZE")
+		t := newTable(stdout, "REF", "TEAM", "DIGEST", "LAYERS", "SIZE")
 		for _, img := range imgs {
-			t.row(img.Ref, short(img.Digest), img.Layers, fmt.Sprintf("%dMB", img.Size>>20))
+			team := img.TeamID
+			if img.Published {
+				team = "(published)"
+			}
+			t.row(img.Ref, team, short(img.Digest), img.Layers, fmt.Sprintf("%dMB", img.Size>>20))
 		}
 		return t.flush()
 
 	case "rm", "remove":
+		published := sc.fs.Bool("published", false, "remove the published ref (host admin only)")
 		c, err := sc.connect(1, "<ref>")
 		if err != nil {
 			return err
 		}
-		return c.RemoveImage(ctx, sc.fs.Arg(0))
+		return c.RemoveImage(ctx, sc.fs.Arg(0), publishedOpt(*published)...)
 
 	case "import":
+		published := sc.fs.Bool("published", false, "make the ref every team's (host admin only)")
 		if err := sc.parse(1, "<docker-archive.tar | oci-layout-dir>"); err != nil {
 			return err
 		}
@@ -87,9 +95,9 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		var img api.Image
 		if fi.IsDir() {
-			img, err = importLayout(ctx, c, path)
+			img, err = importLayout(ctx, c, path, publishedOpt(*published)...)
 		} else {
-			img, err = importArchive(ctx, c, path)
+			img, err = importArchive(ctx, c, path, publishedOpt(*published)...)
 		}
 		if err != nil {
 			return err
@@ -98,6 +106,14 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	return usagef("image: unknown subcommand %q", sc.verb)
+}
+
+// publishedOpt is the SDK option of a --published flag.
+func publishedOpt(published bool) []sdk.ImageOption {
+	if published {
+		return []sdk.ImageOption{sdk.Published()}
+	}
+	return nil
 }
 
 // short trims a digest for display.
@@ -112,7 +128,7 @@ func short(d string) string {
 // which takes docker archives: the archive is written into the upload as it
 // goes, never to disk. A layout naming no full reference imports by digest,
 // as the server's own import of it would.
-func importLayout(ctx context.Context, c *sdk.Client, dir string) (api.Image, error) {
+func importLayout(ctx context.Context, c *sdk.Client, dir string, opts ...sdk.ImageOption) (api.Image, error) {
 	img, ref, err := image.FromLayout(dir)
 	if err != nil {
 		return api.Image{}, fmt.Errorf("image import: read the OCI layout %s: %w", dir, err)
@@ -139,7 +155,7 @@ func importLayout(ctx context.Context, c *sdk.Client, dir string) (api.Image, er
 		defer close(done)
 		pw.CloseWithError(tarball.MultiRefWrite(map[name.Reference]v1.Image{tagged: img}, pw))
 	}()
-	out, err := c.ImportImage(ctx, pr)
+	out, err := c.ImportImage(ctx, pr, opts...)
 	pr.CloseWithError(io.ErrClosedPipe) // unblocks the writer if the upload stopped early
 	<-done
 	return out, err

@@ -71,10 +71,10 @@ Usage:
                 [--no-network] [--network-pool CIDR] [--nat] [--domain DOMAIN] [--public-url URL] [--node-name N]
                 [--max-volume-size SIZE] [--app-max-body BYTES] [--health-timeout D] [--source-allow-private] [--reset-admin-token]
                 [--oidc-issuer URL --oidc-audience AUD [--oidc-jwks-url URL] [--oidc-user-claim C] [--oidc-default-team T]]
-  paddock image pull [--insecure] [--username U] [--password P] <ref>
+  paddock image pull [--insecure] [--username U] [--password P] [--published] <ref>
   paddock image ls
-  paddock image rm <ref>
-  paddock image import <docker-archive.tar | oci-layout-dir>
+  paddock image rm [--published] <ref>
+  paddock image import [--published] <docker-archive.tar | oci-layout-dir>
   paddock sandbox create [--image host|<ref> | --snapshot <snap>] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
                          [--port N]... [--public-port N]... [--volume name:/path[:cow]]...
                          [--git URL [--revision R] [--depth N] [--git-token T | --git-user U --git-password P]

@@ -82,6 +82,9 @@ type serveConfig struct {
 	sourceAllowPrivate bool
 	// nodeName names this host's sandbox records in the store.
 	nodeName string
+	// imageKeychain lets every team's image pulls use the server's docker
+	// keychain; without it only the host admin's do.
+	imageKeychain bool
 }
 
 func (c serveConfig) Validate() error {
@@ -167,6 +170,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.healthTimeout, "health-timeout", 2*time.Minute, "how long a project's app may take to become healthy, unless the project sets its own")
 	cfg.auth.register(fs)
 	fs.BoolVar(&cfg.sourceAllowPrivate, "source-allow-private", false, "let git and tarball sources come from loopback and private addresses")
+	fs.BoolVar(&cfg.imageKeychain, "image-keychain", false, "let every team's image pulls without credentials use this server's docker logins (default: the host admin's only)")
 	fs.StringVar(&cfg.nodeName, "node-name", "local", "name of this host's sandbox records in the store (unique among hosts sharing one)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("serve: %v", err)
@@ -284,6 +288,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Images: nodeadapter.Images{Store: images, Node: mgr}, Snapshots: nodeadapter.Snapshots{Store: images, Node: mgr}}
 	scfg.Volumes = vols.server()
 	scfg.History = db
+	scfg.ImageKeychain = cfg.imageKeychain
 	var px *proxy.Proxy
 	if network != nil {
 		key, err := loadProxyKey(cfg.dataDir)

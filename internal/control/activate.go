@@ -319,7 +319,10 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	if err != nil {
 		return fail("provision_failed", "%s", errMessage(err))
 	}
-	if _, err := s.updateActivation(s.ctx, r.id, func(a *store.Activation) bool { a.SandboxID = sb.ID; return true }); err != nil {
+	if _, err := s.updateActivation(s.ctx, r.id, func(a *store.Activation) bool {
+		a.SandboxID, a.ImageDigest = sb.ID, sb.ImageDigest
+		return true
+	}); err != nil {
 		return err
 	}
 	if !sb.Address.IsValid() {
@@ -374,7 +377,9 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	// starting
 	start := agent.CommandRequest{Cmd: "sh", Args: []string{"-c", doc.Start}, Cwd: workDir, Env: cmdEnv}
 	if doc.Start == "" {
-		argv, err := s.cfg.Sandboxes.ImageCommand(doc.Source.Image)
+		// The command of the image the sandbox runs (by digest): the ref
+		// may have moved since the create.
+		argv, err := s.cfg.Sandboxes.ImageCommand(r.teamID, imageOf(sb))
 		if err != nil {
 			return fail("no_start_command", "image command: %s", errMessage(err))
 		}
@@ -415,6 +420,15 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	s.event(s.ctx, a, StateReady, "", nil)
 	log.Info("activation ready", "sandbox", sb.ID, "took", now.Sub(r.createdAt).String())
 	return nil
+}
+
+// imageOf names the image a sandbox runs: its digest, or its ref for the
+// host image.
+func imageOf(sb sandbox.Sandbox) string {
+	if sb.ImageDigest != "" {
+		return sb.ImageDigest
+	}
+	return sb.Image
 }
 
 // waitHealthy polls the app's health path until it answers 2xx, the app

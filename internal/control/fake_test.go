@@ -103,7 +103,7 @@ func (f *fakeSandboxes) Agent(ctx context.Context, id string) (Agent, error) {
 	return s.agent, nil
 }
 
-func (f *fakeSandboxes) ImageCommand(ref string) ([]string, error) { return f.imageCmd, nil }
+func (f *fakeSandboxes) ImageCommand(team, ref string) ([]string, error) { return f.imageCmd, nil }
 
 // live returns the IDs of sandboxes that exist.
 func (f *fakeSandboxes) live() []string {

@@ -22,7 +22,7 @@ type Sandboxes interface {
 	Agent(ctx context.Context, id string) (Agent, error)
 	// ImageCommand is an image's Entrypoint followed by its Cmd, the
 	// command a project with no Start runs.
-	ImageCommand(ref string) ([]string, error)
+	ImageCommand(team, ref string) ([]string, error)
 }
 
 // Agent is the part of the in-sandbox agent the control plane uses.
@@ -79,11 +79,11 @@ func (n NodeSandboxes) Agent(ctx context.Context, id string) (Agent, error) {
 }
 
 // ImageCommand implements Sandboxes.
-func (n NodeSandboxes) ImageCommand(ref string) ([]string, error) {
+func (n NodeSandboxes) ImageCommand(team, ref string) ([]string, error) {
 	if ref == "" || ref == "host" || n.Images == nil {
 		return nil, nil
 	}
-	img, err := n.Images.Get(ref)
+	img, err := n.Images.Get(team, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -9,17 +9,17 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
+		"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// install unpacks img's missing layers and records it under ref. Pull and
-// Import share it, so an imported image goes through the same checks.
-func (s *Store) install(ctx context.Context, ref string, img v1.Image, progress func(LayerProgress)) (*Image, error) {
+// install unpacks img's missing layers and records it under ref in scope (a
+// team, or Published). Pull and Import share it, so an imported image goes
+// through the same checks.
+func (s *Store) install(ctx context.Context, scope, ref string, img v1.Image, progress func(LayerProgress)) (*Image, error) {
 	if progress == nil {
 		progress = func(LayerProgress) {}
 	}
@@ -88,30 +88,20 @@ func (s *Store) install(ctx context.Context, ref string, img v1.Image, progress 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.idx.Images[rec.Digest]; ok {
-		rec.Refs = old.Refs
-	}
-	// A tag that moved leaves its old image; that image goes with its last ref.
-	if prev, ok := s.idx.Refs[ref]; ok && prev != rec.Digest {
-		if old, ok := s.idx.Images[prev]; ok {
-			old.Refs = slices.DeleteFunc(old.Refs, func(r string) bool { return r == ref })
-			if len(old.Refs) == 0 {
-				delete(s.idx.Images, prev)
-			}
-		}
-	}
-	if ref != rec.Digest && !slices.Contains(rec.Refs, ref) {
-		rec.Refs = append(rec.Refs, ref)
-	}
-	if ref != rec.Digest {
-		s.idx.Refs[ref] = rec.Digest
+	// Only scope's ref moves: every other team's ref of the same name, and
+	// the published one, keep naming what they named.
+	refs := s.scopeLocked(scope)
+	prev, moved := refs[ref]
+	refs[ref] = rec.Digest
+	if moved && prev != rec.Digest {
+		s.dropUnreferencedLocked(prev)
 	}
 	rec.LastUsed = s.now()
 	s.idx.Images[rec.Digest] = rec
 	if err := s.saveLocked(); err != nil {
 		return nil, fmt.Errorf("save index: %w", err)
 	}
-	return s.imageLocked(ref, rec), nil
+	return s.imageLocked(scope, ref, rec), nil
 }
 
 // layer makes sure the layer with diff ID hex h is unpacked, sharing the work

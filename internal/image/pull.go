@@ -21,10 +21,8 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// PullOptions say how to reach a registry. With no credentials the default
-// keychain applies: the docker config (~/.docker/config.json or
-// $DOCKER_CONFIG) and its credential helpers, which covers Docker Hub, GHCR
-// and ACR logins made with `docker login`.
+// PullOptions say how to reach a registry. With no credentials a pull is
+// anonymous, unless Keychain lets it use the server's own logins.
 type PullOptions struct {
 	// Username and Password are basic credentials (a GHCR or ACR token goes
 	// in Password).
@@ -37,6 +35,13 @@ type PullOptions struct {
 	// Platform is the os/arch[/variant] to pick from a multi-platform image;
 	// linux/<this machine's arch> if empty.
 	Platform string
+	// Keychain lets a pull without credentials use the server's default
+	// keychain: the docker config (~/.docker/config.json or $DOCKER_CONFIG)
+	// and its credential helpers (Docker Hub, GHCR, ACR logins made with
+	// `docker login`). Those are the operator's credentials, not a
+	// tenant's: the server sets it for the host admin, and for teams only
+	// when the operator allows it.
+	Keychain bool
 }
 
 func (o PullOptions) platform() (*v1.Platform, error) {
@@ -57,14 +62,17 @@ func (o PullOptions) remoteAuth() remote.Option {
 		return remote.WithAuth(authn.FromConfig(authn.AuthConfig{RegistryToken: o.Token}))
 	case o.Username != "" || o.Password != "":
 		return remote.WithAuth(&authn.Basic{Username: o.Username, Password: o.Password})
-	default:
+	case o.Keychain:
 		return remote.WithAuthFromKeychain(authn.DefaultKeychain)
+	default:
+		return remote.WithAuth(authn.Anonymous)
 	}
 }
 
-// Pull fetches ref from its registry and unpacks the layers the store does
-// not have yet. progress (may be nil) is called from Pull's goroutine.
-func (s *Store) Pull(ctx context.Context, ref string, opts PullOptions, progress func(LayerProgress)) (*Image, error) {
+// Pull fetches ref from its registry, unpacks the layers the store does not
+// have yet and records ref in team's scope (Published: every team's).
+// progress (may be nil) is called from Pull's goroutine.
+func (s *Store) Pull(ctx context.Context, team, ref string, opts PullOptions, progress func(LayerProgress)) (*Image, error) {
 	var nameOpts []name.Option
 	if opts.Insecure {
 		nameOpts = append(nameOpts, name.Insecure)
@@ -81,11 +89,11 @@ func (s *Store) Pull(ctx context.Context, ref string, opts PullOptions, progress
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", r.Name(), registryError(r.Name(), err))
 	}
-	out, err := s.install(ctx, r.Name(), img, progress)
+	out, err := s.install(ctx, team, r.Name(), img, progress)
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", r.Name(), registryError(r.Name(), err))
 	}
-	s.log.InfoContext(ctx, "image pulled", "image", out.Ref, "digest", out.Digest, "bytes", out.Size)
+	s.log.InfoContext(ctx, "image pulled", "image", out.Ref, "team", team, "digest", out.Digest, "bytes", out.Size)
 	return out, nil
 }
 
@@ -112,9 +120,11 @@ func registryError(ref string, err error) error {
 }
 
 // Import loads an image from a docker-archive tar (docker save) or an OCI
-// image layout directory. The ref is the archive's first tag or the layout's
+// image layout directory into team's scope (Published: every team's). The
+// ref is the archive's first tag or the layout's
 // org.opencontainers.image.ref.name annotation, else the image's digest.
-func (s *Store) Import(ctx context.Context, path string) (*Image, error) {
+// Whatever the archive claims, it names a ref of team's scope only.
+func (s *Store) Import(ctx context.Context, team, path string) (*Image, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_archive", "import %s: %v", path, err)
@@ -144,7 +154,7 @@ func (s *Store) Import(ctx context.Context, path string) (*Image, error) {
 	} else if ref, err = normalizeRef(ref); err != nil {
 		return nil, err
 	}
-	out, err := s.install(ctx, ref, img, nil)
+	out, err := s.install(ctx, team, ref, img, nil)
 	if err != nil {
 		var se *sandbox.Error
 		if !errors.As(err, &se) {
@@ -152,7 +162,7 @@ func (s *Store) Import(ctx context.Context, path string) (*Image, error) {
 		}
 		return nil, fmt.Errorf("import %s: %w", path, err)
 	}
-	s.log.InfoContext(ctx, "image imported", "image", out.Ref, "digest", out.Digest, "bytes", out.Size)
+	s.log.InfoContext(ctx, "image imported", "image", out.Ref, "team", team, "digest", out.Digest, "bytes", out.Size)
 	return out, nil
 }
 

@@ -63,11 +63,18 @@ type ImageConfig struct {
 	Cmd        []string `json:"cmd,omitempty"`
 }
 
-// Image is an image in the Store.
+// Published is the scope of the refs every team sees: the host admin
+// publishes into it. Any other scope is a team id, whose refs only that team
+// sees and moves. A team's own ref shadows a published one of the same name.
+const Published = ""
+
+// Image is an image in the Store, as one scope sees it.
 type Image struct {
 	// Ref is the normalised reference the image was pulled or imported as
 	// (index.docker.io/library/alpine:3.20), or its digest if it has none.
 	Ref string `json:"ref"`
+	// Team is the scope Ref lives in: a team id, or Published ("").
+	Team string `json:"team,omitempty"`
 	// Digest is the manifest digest (sha256:...).
 	Digest string `json:"digest"`
 	// Layers are the unpacked layer directories, lowest (base) first.
@@ -87,10 +94,10 @@ type LayerProgress struct {
 	Done   bool   // false when the layer starts, true when it is unpacked
 }
 
-// imageRecord is an image as persisted in the index.
+// imageRecord is an image as persisted in the index. It lives while any
+// scope's ref names its digest.
 type imageRecord struct {
 	Digest   string      `json:"digest"`
-	Refs     []string    `json:"refs"`
 	DiffIDs  []string    `json:"diff_ids"` // lowest first, "sha256:<hex>"
 	Config   ImageConfig `json:"config"`
 	LastUsed time.Time   `json:"last_used"`
@@ -103,8 +110,15 @@ type layerRecord struct {
 
 // index is the store's persistent state, one JSON file.
 type index struct {
-	Refs   map[string]string       `json:"refs"`   // ref -> image digest
-	Images map[string]*imageRecord `json:"images"` // digest -> image
+	// Scopes maps a scope (a team id, or Published under "") to its refs:
+	// ref -> image digest. An image imported without a tag is named in its
+	// scope by its own digest.
+	Scopes map[string]map[string]string `json:"scopes"`
+	// LegacyRefs are the host-wide refs of a store from before teams. load
+	// moves them into the Published scope, where every team still sees them
+	// and only the host admin can move them.
+	LegacyRefs map[string]string       `json:"refs,omitempty"`
+	Images     map[string]*imageRecord `json:"images"` // digest -> image
 	Layers map[string]layerRecord  `json:"layers"` // diff ID hex (or snapshot layer name) -> layer
 	// Snapshots are sandboxes' writable layers kept as layers.
 	Snapshots map[string]*snapshotRecord `json:"snapshots,omitempty"` // snapshot id -> snapshot
@@ -184,7 +198,7 @@ func (s *Store) indexPath() string { return filepath.Join(s.dir, "index.json") }
 func (s *Store) layerDir(hex string) string { return filepath.Join(s.dir, "layers", hex) }
 
 func (s *Store) load() error {
-	s.idx = index{Refs: map[string]string{}, Images: map[string]*imageRecord{}, Layers: map[string]layerRecord{}}
+	s.idx = index{Scopes: map[string]map[string]string{}, Images: map[string]*imageRecord{}, Layers: map[string]layerRecord{}}
 	b, err := os.ReadFile(s.indexPath())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -194,8 +208,16 @@ func (s *Store) load() error {
 	if err := json.Unmarshal(b, &s.idx); err != nil {
 		return fmt.Errorf("index.json: %w", err)
 	}
-	if s.idx.Refs == nil {
-		s.idx.Refs = map[string]string{}
+	if s.idx.Scopes == nil {
+		s.idx.Scopes = map[string]map[string]string{}
+	}
+	if len(s.idx.LegacyRefs) > 0 {
+		pub := s.scopeLocked(Published)
+		for ref, d := range s.idx.LegacyRefs {
+			pub[ref] = d
+		}
+		s.log.Info("image store: host-wide refs from before teams are now published", "refs", len(s.idx.LegacyRefs))
+		s.idx.LegacyRefs = nil
 	}
 	if s.idx.Images == nil {
 		s.idx.Images = map[string]*imageRecord{}
@@ -246,9 +268,40 @@ func normalizeRef(ref string, opts ...name.Option) (string, error) {
 	return r.Name(), nil
 }
 
+// scopeLocked returns scope's ref map, made if missing. Callers hold s.mu.
+func (s *Store) scopeLocked(scope string) map[string]string {
+	m := s.idx.Scopes[scope]
+	if m == nil {
+		m = map[string]string{}
+		s.idx.Scopes[scope] = m
+	}
+	return m
+}
+
+// referencedLocked reports whether any scope's ref names digest. Callers
+// hold s.mu.
+func (s *Store) referencedLocked(digest string) bool {
+	for _, refs := range s.idx.Scopes {
+		for _, d := range refs {
+			if d == digest {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dropUnreferencedLocked forgets an image no ref names any more; its layers
+// go in the next GC. Callers hold s.mu.
+func (s *Store) dropUnreferencedLocked(digest string) {
+	if !s.referencedLocked(digest) {
+		delete(s.idx.Images, digest)
+	}
+}
+
 // imageLocked builds the public view of a record. Callers hold s.mu.
-func (s *Store) imageLocked(ref string, rec *imageRecord) *Image {
-	img := &Image{Ref: ref, Digest: rec.Digest, Config: rec.Config}
+func (s *Store) imageLocked(scope, ref string, rec *imageRecord) *Image {
+	img := &Image{Ref: ref, Team: scope, Digest: rec.Digest, Config: rec.Config}
 	for _, id := range rec.DiffIDs {
 		hex := strings.TrimPrefix(id, "sha256:")
 		img.Layers = append(img.Layers, s.layerDir(hex))
@@ -257,89 +310,124 @@ func (s *Store) imageLocked(ref string, rec *imageRecord) *Image {
 	return img
 }
 
-// lookupLocked finds an image by ref or digest. Callers hold s.mu.
-func (s *Store) lookupLocked(ref string) (string, *imageRecord, error) {
-	if rec, ok := s.idx.Images[ref]; ok {
-		r := ref
-		if len(rec.Refs) > 0 {
-			r = rec.Refs[0]
-		}
-		return r, rec, nil
-	}
+// lookupLocked finds what ref (a reference or a digest) names for team: the
+// team's own ref first, then a published one. A digest is found only if one
+// of those scopes holds a ref to it, so no team reaches an image another
+// team keeps private by guessing or learning its digest. It returns the
+// scope and ref that matched. Callers hold s.mu.
+func (s *Store) lookupLocked(team, ref string) (string, string, *imageRecord, error) {
 	key, err := normalizeRef(ref)
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
-	if d, ok := s.idx.Refs[key]; ok {
-		if rec, ok := s.idx.Images[d]; ok {
-			return key, rec, nil
+	scopes := []string{team}
+	if team != Published {
+		scopes = append(scopes, Published)
+	}
+	for _, scope := range scopes {
+		refs := s.idx.Scopes[scope]
+		if d, ok := refs[key]; ok {
+			if rec, ok := s.idx.Images[d]; ok {
+				return scope, key, rec, nil
+			}
 		}
 	}
-	return "", nil, sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image %q is not in the store", ref)
+	if strings.HasPrefix(key, "sha256:") {
+		if rec, ok := s.idx.Images[key]; ok {
+			for _, scope := range scopes {
+				for r, d := range s.idx.Scopes[scope] {
+					if d == key {
+						return scope, r, rec, nil
+					}
+				}
+			}
+		}
+	}
+	return "", "", nil, sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image %q is not in the store", ref)
 }
 
-// Get returns the image a ref (or a digest) names.
-func (s *Store) Get(ref string) (*Image, error) {
+// Get returns the image a ref (or a digest) names for team: its own ref,
+// else a published one.
+func (s *Store) Get(team, ref string) (*Image, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key, rec, err := s.lookupLocked(ref)
+	scope, key, rec, err := s.lookupLocked(team, ref)
 	if err != nil {
 		return nil, err
 	}
-	return s.imageLocked(key, rec), nil
+	return s.imageLocked(scope, key, rec), nil
 }
 
-// List returns every ref in the store, sorted by ref; an image with two refs
-// appears twice.
-func (s *Store) List() []*Image {
+// List returns the refs team sees (its own and the published ones), sorted
+// by ref, the team's before a published ref of the same name; an image with
+// two refs appears twice. AllScopes lists every scope's refs.
+func (s *Store) List(team string) []*Image {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []*Image
-	for ref, d := range s.idx.Refs {
-		if rec, ok := s.idx.Images[d]; ok {
-			out = append(out, s.imageLocked(ref, rec))
+	for scope, refs := range s.idx.Scopes {
+		if team != AllScopes && scope != team && scope != Published {
+			continue
+		}
+		for ref, d := range refs {
+			if rec, ok := s.idx.Images[d]; ok {
+				out = append(out, s.imageLocked(scope, ref, rec))
+			}
 		}
 	}
-	for d, rec := range s.idx.Images {
-		if len(rec.Refs) == 0 {
-			out = append(out, s.imageLocked(d, rec))
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Ref != out[j].Ref {
+			return out[i].Ref < out[j].Ref
 		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
+		return out[i].Team > out[j].Team // a team's ref before the published one
+	})
 	return out
 }
 
-// Remove forgets a ref; the image goes when its last ref does. Its layers
-// stay on disk until GC, which also checks that no sandbox still uses them.
-func (s *Store) Remove(ref string) error {
+// AllScopes asks List for every scope's refs (the host admin's view).
+const AllScopes = "\x00all"
+
+// Remove forgets a ref of scope (never another scope's: a team removing
+// "alpine" never touches the published alpine); removing by digest removes
+// every ref of the scope to that image. The image goes when its last ref in
+// any scope does; its layers stay on disk until GC, which also checks that
+// no sandbox still uses them.
+func (s *Store) Remove(scope, ref string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key, rec, err := s.lookupLocked(ref)
+	key, err := normalizeRef(ref)
 	if err != nil {
 		return err
 	}
-	if key == rec.Digest {
-		// Removing by digest removes every ref to it.
-		for _, r := range rec.Refs {
-			delete(s.idx.Refs, r)
+	refs := s.idx.Scopes[scope]
+	var digest string
+	if d, ok := refs[key]; ok {
+		digest = d
+		delete(refs, key)
+	} else if strings.HasPrefix(key, "sha256:") {
+		for r, d := range refs {
+			if d == key {
+				digest = d
+				delete(refs, r)
+			}
 		}
-		rec.Refs = nil
-	} else {
-		delete(s.idx.Refs, key)
-		rec.Refs = slices.DeleteFunc(rec.Refs, func(r string) bool { return r == key })
 	}
-	if len(rec.Refs) == 0 {
-		delete(s.idx.Images, rec.Digest)
+	if digest == "" {
+		return sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image %q is not in the store", ref)
 	}
+	if len(refs) == 0 {
+		delete(s.idx.Scopes, scope)
+	}
+	s.dropUnreferencedLocked(digest)
 	return s.saveLocked()
 }
 
-// Touch records that a sandbox starts from the image now, for GC's
-// least-recently-used order. Node calls it on every sandbox create.
-func (s *Store) Touch(ref string) error {
+// Touch records that a sandbox of team starts from the image ref names now,
+// for GC's least-recently-used order. Node calls it on every sandbox create.
+func (s *Store) Touch(team, ref string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, rec, err := s.lookupLocked(ref)
+	_, _, rec, err := s.lookupLocked(team, ref)
 	if err != nil {
 		return err
 	}
@@ -397,9 +485,16 @@ func (s *Store) GC(ctx context.Context, inUse func(layerDir string) bool) error 
 			if s.imageInUseLocked(rec, inUse) {
 				continue
 			}
-			s.log.InfoContext(ctx, "image store: evicting image", "image", rec.Digest, "refs", rec.Refs)
-			for _, r := range rec.Refs {
-				delete(s.idx.Refs, r)
+			s.log.InfoContext(ctx, "image store: evicting image", "image", rec.Digest)
+			for scope, refs := range s.idx.Scopes {
+				for r, d := range refs {
+					if d == rec.Digest {
+						delete(refs, r)
+					}
+				}
+				if len(refs) == 0 {
+					delete(s.idx.Scopes, scope)
+				}
 			}
 			delete(s.idx.Images, rec.Digest)
 		}

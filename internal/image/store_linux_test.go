@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -175,7 +177,7 @@ func TestPull(t *testing.T) {
 
 	s := openTestStore(t, StoreOptions{})
 	var events []LayerProgress
-	img, err := s.Pull(t.Context(), ref, PullOptions{}, func(p LayerProgress) { events = append(events, p) })
+	img, err := s.Pull(t.Context(), testTeam, ref, PullOptions{}, func(p LayerProgress) { events = append(events, p) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,15 +230,15 @@ func TestPull(t *testing.T) {
 	})
 	t.Run("get and list", func(t *testing.T) {
 		for _, key := range []string{ref, img.Digest} {
-			got, err := s.Get(key)
+			got, err := s.Get(testTeam, key)
 			if err != nil || got.Digest != img.Digest || len(got.Layers) != 2 {
 				t.Errorf("Get(%s) = %+v, %v", key, got, err)
 			}
 		}
-		if l := s.List(); len(l) != 1 || l[0].Ref != img.Ref {
+		if l := s.List(testTeam); len(l) != 1 || l[0].Ref != img.Ref {
 			t.Errorf("List = %+v", l)
 		}
-		if _, err := s.Get(host + "/nope:v1"); !errors.Is(err, sandbox.ErrNotFound) {
+		if _, err := s.Get(testTeam, host + "/nope:v1"); !errors.Is(err, sandbox.ErrNotFound) {
 			t.Errorf("Get(unknown) = %v", err)
 		}
 		// A reopened store reads the same index.
@@ -244,7 +246,7 @@ func TestPull(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err := s2.Get(ref); err != nil || got.Size != img.Size || got.Layers[1] != up {
+		if got, err := s2.Get(testTeam, ref); err != nil || got.Size != img.Size || got.Layers[1] != up {
 			t.Errorf("reopened Get = %+v, %v", got, err)
 		}
 	})
@@ -282,7 +284,7 @@ func TestPull(t *testing.T) {
 	})
 	t.Run("pull again is cached", func(t *testing.T) {
 		before := s.unpacks.Load()
-		if _, err := s.Pull(t.Context(), ref, PullOptions{}, nil); err != nil {
+		if _, err := s.Pull(t.Context(), testTeam, ref, PullOptions{}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if n := s.unpacks.Load() - before; n != 0 {
@@ -320,7 +322,8 @@ func TestPullAuth(t *testing.T) {
 		{"no credentials", PullOptions{}, "registry_auth"},
 	}
 	// No explicit credentials: the docker config keychain ($DOCKER_CONFIG,
-	// as `docker login` writes it) supplies them.
+	// as `docker login` writes it) supplies them, only when Keychain says
+	// so (the server's own logins are not every tenant's).
 	t.Run("docker config keychain", func(t *testing.T) {
 		dir := t.TempDir()
 		auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
@@ -330,14 +333,17 @@ func TestPullAuth(t *testing.T) {
 		}
 		t.Setenv("DOCKER_CONFIG", dir)
 		s := openTestStore(t, StoreOptions{})
-		if _, err := s.Pull(t.Context(), ref, PullOptions{}, nil); err != nil {
+		if _, err := s.Pull(t.Context(), testTeam, ref, PullOptions{}, nil); !errors.Is(err, sandbox.ErrUnauthorized) {
+			t.Fatalf("pull without Keychain = %v, want the registry's refusal", err)
+		}
+		if _, err := s.Pull(t.Context(), testTeam, ref, PullOptions{Keychain: true}, nil); err != nil {
 			t.Fatalf("pull with the keychain's credentials: %v", err)
 		}
 	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := openTestStore(t, StoreOptions{})
-			_, err := s.Pull(t.Context(), ref, tt.opts, nil)
+			_, err := s.Pull(t.Context(), testTeam, ref, tt.opts, nil)
 			if tt.wantCode == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -364,7 +370,7 @@ func TestConcurrentPull(t *testing.T) {
 	errs := make(chan error, 8)
 	for range 8 {
 		wg.Go(func() {
-			_, err := s.Pull(context.Background(), ref, PullOptions{}, nil)
+			_, err := s.Pull(context.Background(), testTeam, ref, PullOptions{}, nil)
 			errs <- err
 		})
 	}
@@ -442,7 +448,7 @@ func TestHostileLayers(t *testing.T) {
 			}
 			ref := push(t, host, "hostile/img"+string(rune('a'+i))+":v1", buildImage(t, v1.Config{}, layers...))
 			s := openTestStore(t, tt.opts)
-			img, err := s.Pull(t.Context(), ref, PullOptions{}, nil)
+			img, err := s.Pull(t.Context(), testTeam, ref, PullOptions{}, nil)
 			if tt.wantKind != nil {
 				if !errors.Is(err, tt.wantKind) {
 					t.Fatalf("err = %v, want %v", err, tt.wantKind)
@@ -500,11 +506,11 @@ func TestGC(t *testing.T) {
 	setup := func(t *testing.T, maxBytes int64) (*Store, *Image, *Image) {
 		s := openTestStore(t, StoreOptions{MaxBytes: maxBytes})
 		s.now = func() time.Time { clock = clock.Add(time.Second); return clock }
-		a, err := s.Pull(t.Context(), refA, PullOptions{}, nil)
+		a, err := s.Pull(t.Context(), testTeam, refA, PullOptions{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := s.Pull(t.Context(), refB, PullOptions{}, nil)
+		b, err := s.Pull(t.Context(), testTeam, refB, PullOptions{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -514,7 +520,7 @@ func TestGC(t *testing.T) {
 
 	t.Run("unreferenced layers go", func(t *testing.T) {
 		s, a, b := setup(t, 0)
-		if err := s.Remove(refB); err != nil {
+		if err := s.Remove(testTeam, refB); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.GC(t.Context(), nil); err != nil {
@@ -523,17 +529,17 @@ func TestGC(t *testing.T) {
 		if exists(b.Layers[0]) || !exists(a.Layers[0]) || !exists(a.Layers[1]) {
 			t.Errorf("after GC: b1 %v, a %v %v", exists(b.Layers[0]), exists(a.Layers[0]), exists(a.Layers[1]))
 		}
-		if _, err := s.Get(refB); !errors.Is(err, sandbox.ErrNotFound) {
+		if _, err := s.Get(testTeam, refB); !errors.Is(err, sandbox.ErrNotFound) {
 			t.Errorf("Get(removed) = %v", err)
 		}
 	})
 	t.Run("cap evicts least recently used", func(t *testing.T) {
 		s, a, b := setup(t, 25000) // room for A (2 layers) or B, not both
-		if err := s.Touch(refB); err != nil {
+		if err := s.Touch(testTeam, refB); err != nil {
 			t.Fatal(err)
 		}
 		// A was used last: B goes.
-		if err := s.Touch(refA); err != nil {
+		if err := s.Touch(testTeam, refA); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.GC(t.Context(), nil); err != nil {
@@ -555,7 +561,7 @@ func TestGC(t *testing.T) {
 		if !exists(a.Layers[0]) || !exists(a.Layers[1]) || exists(b.Layers[0]) {
 			t.Errorf("after GC: a %v %v, b1 %v", exists(a.Layers[0]), exists(a.Layers[1]), exists(b.Layers[0]))
 		}
-		if _, err := s.Get(refA); err != nil {
+		if _, err := s.Get(testTeam, refA); err != nil {
 			t.Errorf("in-use image evicted: %v", err)
 		}
 	})
@@ -600,7 +606,7 @@ func TestImport(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := openTestStore(t, StoreOptions{})
-			got, err := s.Import(t.Context(), tt.write(t, t.TempDir()))
+			got, err := s.Import(t.Context(), testTeam, tt.write(t, t.TempDir()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -613,7 +619,7 @@ func TestImport(t *testing.T) {
 			if st := lstat(t, filepath.Join(got.Layers[1], "etc/os-release")); st.Mode&unix.S_IFMT != unix.S_IFCHR {
 				t.Errorf("whiteout mode %o", st.Mode)
 			}
-			if _, err := s.Get(tt.wantRef); err != nil {
+			if _, err := s.Get(testTeam, tt.wantRef); err != nil {
 				t.Errorf("Get(%s): %v", tt.wantRef, err)
 			}
 		})
@@ -624,8 +630,148 @@ func TestImport(t *testing.T) {
 		if err := os.WriteFile(p, []byte("junk"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Import(t.Context(), p); !errors.Is(err, sandbox.ErrInvalid) {
+		if _, err := s.Import(t.Context(), testTeam, p); !errors.Is(err, sandbox.ErrInvalid) {
 			t.Errorf("err = %v, want ErrInvalid", err)
 		}
 	})
+}
+
+// testTeam is the scope the single-team tests pull and import into.
+const testTeam = "team-test"
+
+// importTagged imports img as a docker archive tagged tag into team's scope.
+func importTagged(t *testing.T, s *Store, team, tag string, img v1.Image) *Image {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "img.tar")
+	tg, err := name.NewTag(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tarball.WriteToFile(p, tg, img); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Import(t.Context(), team, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestRefsPerTeam is the store half of a live hole: a member of team B
+// imported an archive tagged python:3.12 and so moved the host-wide tag
+// team A's sandboxes and projects ran.
+func TestRefsPerTeam(t *testing.T) {
+	needRoot(t)
+	layer := func(body string) v1.Layer { return tarLayer(t, entry{name: "who", body: body}) }
+	imgA := buildImage(t, v1.Config{Env: []string{"SECRET=a"}}, layer("a"))
+	imgB := buildImage(t, v1.Config{}, layer("b"))
+	imgPub := buildImage(t, v1.Config{}, layer("published"))
+	const tag = "python:3.12"
+	s := openTestStore(t, StoreOptions{})
+
+	a := importTagged(t, s, "team-a", tag, imgA)
+	b := importTagged(t, s, "team-b", tag, imgB)
+	if a.Digest == b.Digest || a.Team != "team-a" || b.Team != "team-b" {
+		t.Fatalf("imports: a %+v, b %+v", a, b)
+	}
+	tests := []struct {
+		name, team, ref, want string // want: a digest, or "" for not found
+	}{
+		{"own tag", "team-a", tag, a.Digest},
+		{"other team's import does not move it", "team-a", "docker.io/library/python:3.12", a.Digest},
+		{"each team its own", "team-b", tag, b.Digest},
+		{"no ref in a third team", "team-c", tag, ""},
+		{"own digest", "team-a", a.Digest, a.Digest},
+		{"another team's digest is not found", "team-b", a.Digest, ""},
+		{"nor for the published scope", Published, a.Digest, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.Get(tt.team, tt.ref)
+			if tt.want == "" {
+				if !errors.Is(err, sandbox.ErrNotFound) {
+					t.Fatalf("Get(%s, %s) = %+v, %v, want not found", tt.team, tt.ref, got, err)
+				}
+				return
+			}
+			if err != nil || got.Digest != tt.want {
+				t.Fatalf("Get(%s, %s) = %+v, %v, want %s", tt.team, tt.ref, got, err, tt.want)
+			}
+			if err := s.Touch(tt.team, tt.ref); err != nil {
+				t.Errorf("Touch: %v", err)
+			}
+		})
+	}
+
+	t.Run("published refs reach every team and are shadowed by its own", func(t *testing.T) {
+		pub := importTagged(t, s, Published, tag, imgPub)
+		for team, want := range map[string]string{"team-a": a.Digest, "team-b": b.Digest, "team-c": pub.Digest} {
+			if got, err := s.Get(team, tag); err != nil || got.Digest != want {
+				t.Errorf("Get(%s) = %+v, %v, want %s", team, got, err, want)
+			}
+		}
+		if got, err := s.Get("team-c", pub.Digest); err != nil || got.Team != Published {
+			t.Errorf("published digest: %+v, %v", got, err)
+		}
+	})
+	t.Run("list shows own and published refs only", func(t *testing.T) {
+		var got []string
+		for _, img := range s.List("team-a") {
+			got = append(got, img.Team+":"+img.Digest)
+		}
+		pub, _ := s.Get("team-c", tag)
+		want := []string{"team-a:" + a.Digest, ":" + pub.Digest}
+		if !slices.Equal(got, want) {
+			t.Errorf("List(team-a) = %v, want %v", got, want)
+		}
+		if n := len(s.List(AllScopes)); n != 3 {
+			t.Errorf("List(AllScopes) has %d refs, want 3", n)
+		}
+	})
+	t.Run("remove touches only the caller's scope", func(t *testing.T) {
+		if err := s.Remove("team-b", a.Digest); !errors.Is(err, sandbox.ErrNotFound) {
+			t.Errorf("team-b removing team-a's digest: %v", err)
+		}
+		if err := s.Remove("team-b", tag); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Get("team-b", tag); err != nil || got.Team != Published {
+			t.Errorf("after removing its own, team-b sees %+v, %v, want the published ref", got, err)
+		}
+		if got, err := s.Get("team-a", tag); err != nil || got.Digest != a.Digest {
+			t.Errorf("team-a's ref after team-b's remove: %+v, %v", got, err)
+		}
+	})
+}
+
+// TestLegacyRefsPublished: the host-wide refs of a store from before teams
+// become published refs, which every team still sees.
+func TestLegacyRefsPublished(t *testing.T) {
+	needRoot(t)
+	s := openTestStore(t, StoreOptions{})
+	img := importTagged(t, s, Published, "example.com/old:v1", buildImage(t, v1.Config{}, tarLayer(t, entry{name: "f", body: "x"})))
+	// Rewrite the index as a paddock from before teams wrote it.
+	b, err := os.ReadFile(s.indexPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	delete(raw, "scopes")
+	raw["refs"] = json.RawMessage(fmt.Sprintf(`{%q:%q}`, img.Ref, img.Digest))
+	if b, err = json.Marshal(raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.indexPath(), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := OpenStore(s.dir, StoreOptions{Logger: s.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s2.Get("any-team", img.Ref); err != nil || got.Digest != img.Digest || got.Team != Published {
+		t.Fatalf("legacy ref after reopen: %+v, %v", got, err)
+	}
 }

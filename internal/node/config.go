@@ -74,8 +74,10 @@ type Config struct {
 // satisfies it. Pulling and importing are not the node's business: an image
 // must be in the store before a sandbox is created from it.
 type Images interface {
-	Get(ref string) (*image.Image, error)
-	Touch(ref string) error
+	// Get and Touch look ref up as team sees it: the team's own refs, then
+	// the published ones.
+	Get(team, ref string) (*image.Image, error)
+	Touch(team, ref string) error
 	Rootfs(img *image.Image) *image.Rootfs
 }
 

@@ -13,10 +13,11 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// resolveImage finds the Store image ref names and the root filesystem the
-// driver mounts for it; both are nil for the host image, which the driver
-// prepares itself. Node never pulls: a client pulls or imports first.
-func (m *Manager) resolveImage(ref string) (*image.Image, *image.Rootfs, error) {
+// resolveImage finds the Store image ref names for team (its own refs, then
+// the published ones) and the root filesystem the driver mounts for it; both
+// are nil for the host image, which the driver prepares itself. Node never
+// pulls: a client pulls or imports first.
+func (m *Manager) resolveImage(team, ref string) (*image.Image, *image.Rootfs, error) {
 	if ref == hostImage {
 		return nil, nil, nil
 	}
@@ -25,7 +26,7 @@ func (m *Manager) resolveImage(ref string) (*image.Image, *image.Rootfs, error) 
 	if m.cfg.Images == nil {
 		return nil, nil, notFound
 	}
-	img, err := m.cfg.Images.Get(ref)
+	img, err := m.cfg.Images.Get(team, ref)
 	if errors.Is(err, sandbox.ErrNotFound) {
 		return nil, nil, notFound
 	}
@@ -34,7 +35,7 @@ func (m *Manager) resolveImage(ref string) (*image.Image, *image.Rootfs, error) 
 	}
 	// Only GC's least-recently-used order depends on it: not worth failing
 	// the create.
-	if err := m.cfg.Images.Touch(ref); err != nil {
+	if err := m.cfg.Images.Touch(team, ref); err != nil {
 		m.log.Warn("touch image", "image", ref, "err", err)
 	}
 	return img, m.cfg.Images.Rootfs(img), nil

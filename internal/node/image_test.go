@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"maps"
 	"testing"
 
@@ -8,32 +9,40 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// fakeImages is an image store holding one image.
+// fakeImages is an image store holding one image, seen by one team.
 type fakeImages struct {
+	team    string
 	img     *image.Image
 	touched []string
 }
 
-func (f *fakeImages) Get(ref string) (*image.Image, error) {
-	if ref != f.img.Ref {
-		return nil, sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "no %s", ref)
+func (f *fakeImages) Get(team, ref string) (*image.Image, error) {
+	if team != f.team || ref != f.img.Ref {
+		return nil, sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "no %s for team %q", ref, team)
 	}
 	return f.img, nil
 }
 
-func (f *fakeImages) Touch(ref string) error { f.touched = append(f.touched, ref); return nil }
+func (f *fakeImages) Touch(team, ref string) error {
+	f.touched = append(f.touched, team+"/"+ref)
+	return nil
+}
 
 func (f *fakeImages) Rootfs(img *image.Image) *image.Rootfs {
 	return &image.Rootfs{Lowers: []string{img.Layers[1], img.Layers[0]}}
 }
 
 func TestCreateFromImage(t *testing.T) {
-	imgs := &fakeImages{img: &image.Image{
+	imgs := &fakeImages{team: "team-a", img: &image.Image{
 		Ref: "127.0.0.1:5000/app:1", Digest: "sha256:abc", Layers: []string{"/l/base", "/l/top"},
 		Config: image.ImageConfig{Env: []string{"PATH=/bin", "A=image", "B=image", "bad"}, WorkingDir: "/work", User: "app"},
 	}}
 	e := newEnv(t, func(c *Config) { c.Images = imgs })
-	sb, err := e.m.Create(t.Context(), CreateRequest{Image: "127.0.0.1:5000/app:1", Env: map[string]string{"B": "request"}})
+	// The image is the team's: another team does not find it.
+	if _, err := e.m.Create(t.Context(), CreateRequest{Image: "127.0.0.1:5000/app:1", TeamID: "team-b"}); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Fatalf("another team's create = %v, want image not found", err)
+	}
+	sb, err := e.m.Create(t.Context(), CreateRequest{Image: "127.0.0.1:5000/app:1", TeamID: "team-a", Env: map[string]string{"B": "request"}})
 	if err != nil {
 		t.Fatal(err)
 	}

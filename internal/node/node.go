@@ -227,7 +227,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbo
 	if req.Snapshot != "" {
 		snap, rootfs, err = m.resolveSnapshot(req.Snapshot)
 	} else {
-		img, rootfs, err = m.resolveImage(req.Image)
+		img, rootfs, err = m.resolveImage(req.TeamID, req.Image)
 	}
 	if err != nil {
 		return sandbox.Sandbox{}, err

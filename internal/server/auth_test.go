@@ -549,9 +549,10 @@ func (f *fakeSnapshots) DeleteSnapshot(_ context.Context, id string) error {
 	return nil
 }
 
-// TestImagesAreHostWide: any team lists images; only the host admin
-// removes one, since every team's sandboxes may stand on it.
-func TestImagesAreHostWide(t *testing.T) {
+// TestImagesPerTeam: pulls, imports and removals act on the caller's
+// team's refs; only the host admin writes published ones or sees every
+// team's; tenants' pulls do not get the server's keychain; lists hide Env.
+func TestImagesPerTeam(t *testing.T) {
 	e := setupTeams(t)
 	images := &fakeImages{}
 	srv, err := server.New(server.Config{Sandboxes: e.sbs, Auth: e.auth, Accounts: e.auth, Images: images})
@@ -561,48 +562,83 @@ func TestImagesAreHostWide(t *testing.T) {
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	e.url = hs.URL
-	e.expect(t, e.memberA, "GET", "/api/v1/images", "", http.StatusOK, "")
-	e.expect(t, e.adminA, "DELETE", "/api/v1/images?ref=busybox", "", http.StatusForbidden, "host_admin_required")
-	if images.count() != 0 {
-		t.Fatal("a team admin removed an image")
+
+	tests := []struct {
+		name, token, method, path, body string
+		status                          int
+		want                            string // the store call, "" for none
+	}{
+		{"member imports into its team", e.memberA, "POST", "/api/v1/images/import", "tar", 201, "import " + e.teamA},
+		{"member cannot publish an import", e.memberB, "POST", "/api/v1/images/import?published=true", "tar", 403, ""},
+		{"host admin publishes an import", e.host, "POST", "/api/v1/images/import?published=true", "tar", 201, "import "},
+		{"member pulls into its team without the keychain", e.memberB, "POST", "/api/v1/images/pull", `{"ref":"x"}`, 200, "pull " + e.teamB + " keychain=false"},
+		{"member cannot publish a pull", e.memberA, "POST", "/api/v1/images/pull", `{"ref":"x","published":true}`, 403, ""},
+		{"host admin pulls with the keychain", e.host, "POST", "/api/v1/images/pull", `{"ref":"x","published":true}`, 200, "pull  keychain=true"},
+		{"member removes its team's ref", e.memberA, "DELETE", "/api/v1/images?ref=busybox", "", 204, "remove " + e.teamA},
+		{"team admin cannot remove a published ref", e.adminA, "DELETE", "/api/v1/images?ref=busybox&published=true", "", 403, ""},
+		{"host admin removes a published ref", e.host, "DELETE", "/api/v1/images?ref=busybox&published=true", "", 204, "remove "},
+		{"member lists its team's and published refs", e.memberB, "GET", "/api/v1/images", "", 200, "list " + e.teamB},
+		{"host admin lists every scope", e.host, "GET", "/api/v1/images", "", 200, "list " + image.AllScopes},
+		{"get looks up as the caller's team", e.memberA, "GET", "/api/v1/images/?ref=busybox", "", 200, "get " + e.teamA},
 	}
-	e.expect(t, e.host, "DELETE", "/api/v1/images?ref=busybox", "", http.StatusNoContent, "")
-	if n := images.count(); n != 1 {
-		t.Errorf("host admin's remove: %d removals", n)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			images.reset()
+			data := e.expect(t, tt.token, tt.method, tt.path, tt.body, tt.status, "")
+			if got := images.last(); got != tt.want {
+				t.Errorf("store call %q, want %q", got, tt.want)
+			}
+			if tt.method == "GET" && strings.Contains(string(data), "SECRET") != strings.Contains(tt.path, "ref=") {
+				t.Errorf("answer %s: Env shown in a list or hidden from a get", data)
+			}
+		})
 	}
 }
 
-// fakeImages is a server.Images that has no images and counts removals.
+// fakeImages is a server.Images that records the last call it got and
+// answers with one image whose config carries a secret in its Env.
 type fakeImages struct {
-	mu      sync.Mutex // guards removed
-	removed int
+	mu    sync.Mutex // guards calls
+	calls []string
 }
 
-func (f *fakeImages) Pull(context.Context, string, image.PullOptions, func(image.LayerProgress)) (*image.Image, error) {
-	return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_pull", "no pulls here")
-}
-
-func (f *fakeImages) Import(context.Context, string) (*image.Image, error) {
-	return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_import", "no imports here")
-}
-
-func (f *fakeImages) List() []*image.Image { return nil }
-
-func (f *fakeImages) Get(ref string) (*image.Image, error) {
-	return nil, sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "no image %q", ref)
-}
-
-func (f *fakeImages) Remove(context.Context, string) error {
+func (f *fakeImages) record(call string) *image.Image {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.removed++
+	f.calls = append(f.calls, call)
+	return &image.Image{Ref: "busybox", Digest: "sha256:1", Config: image.ImageConfig{Env: []string{"SECRET=1"}}}
+}
+
+func (f *fakeImages) Pull(_ context.Context, scope, _ string, opts image.PullOptions, _ func(image.LayerProgress)) (*image.Image, error) {
+	return f.record(fmt.Sprintf("pull %s keychain=%v", scope, opts.Keychain)), nil
+}
+
+func (f *fakeImages) Import(_ context.Context, scope, _ string) (*image.Image, error) {
+	return f.record("import " + scope), nil
+}
+
+func (f *fakeImages) List(team string) []*image.Image { return []*image.Image{f.record("list " + team)} }
+
+func (f *fakeImages) Get(team, _ string) (*image.Image, error) { return f.record("get " + team), nil }
+
+func (f *fakeImages) Remove(_ context.Context, scope, _ string) error {
+	f.record("remove " + scope)
 	return nil
 }
 
-func (f *fakeImages) count() int {
+func (f *fakeImages) reset() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.removed
+	f.calls = nil
+}
+
+func (f *fakeImages) last() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.calls) == 0 {
+		return ""
+	}
+	return f.calls[len(f.calls)-1]
 }
 
 // TestAdminSDK drives the admin API through the Go SDK.

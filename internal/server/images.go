@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
@@ -15,15 +16,17 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// Images is what the server needs from the host's image store. Remove is
-// refused with ErrConflict "image_in_use" while a running sandbox uses the
-// image; nodeadapter.Images implements it over *image.Store and node.
+// Images is what the server needs from the host's image store. Refs live
+// in a scope: a team's id, or image.Published; Get and List answer what a
+// team sees (its own refs, then the published ones). Remove is refused with
+// ErrConflict "image_in_use" while a running sandbox uses the image;
+// nodeadapter.Images implements it over *image.Store and node.
 type Images interface {
-	Pull(ctx context.Context, ref string, opts image.PullOptions, progress func(image.LayerProgress)) (*image.Image, error)
-	Import(ctx context.Context, path string) (*image.Image, error)
-	List() []*image.Image
-	Get(ref string) (*image.Image, error)
-	Remove(ctx context.Context, ref string) error
+	Pull(ctx context.Context, scope, ref string, opts image.PullOptions, progress func(image.LayerProgress)) (*image.Image, error)
+	Import(ctx context.Context, scope, path string) (*image.Image, error)
+	List(team string) []*image.Image
+	Get(team, ref string) (*image.Image, error)
+	Remove(ctx context.Context, scope, ref string) error
 }
 
 // pullTimeout bounds one pull or import. Both run detached from the
@@ -36,21 +39,57 @@ var errNoImages = sandbox.Errorf(sandbox.ErrUnsupported, "images_disabled", "thi
 func toAPIImage(img *image.Image) api.Image {
 	c := img.Config
 	return api.Image{
-		Ref: img.Ref, Digest: img.Digest, Layers: len(img.Layers), Size: img.Size,
+		Ref: img.Ref, Digest: img.Digest, TeamID: img.Team, Published: img.Team == image.Published,
+		Layers: len(img.Layers), Size: img.Size,
 		Config: api.ImageConfig{Env: c.Env, WorkingDir: c.WorkingDir, User: c.User, Entrypoint: c.Entrypoint, Cmd: c.Cmd},
 	}
 }
 
+// listImages shows the caller's team's refs and the published ones (every
+// scope's to the host admin), without the configs' Env.
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) error {
 	if s.images == nil {
 		return errNoImages
 	}
+	p := callerOf(r)
+	team := p.TeamID
+	if p.HostAdmin {
+		team = image.AllScopes
+	}
 	out := api.ImageList{Images: []api.Image{}}
-	for _, img := range s.images.List() {
-		out.Images = append(out.Images, toAPIImage(img))
+	for _, img := range s.images.List(team) {
+		a := toAPIImage(img)
+		a.Config.Env = nil
+		out.Images = append(out.Images, a)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// imageScope is where a pull, import or remove puts or takes a ref: the
+// caller's team, or the published scope, which only the host admin writes.
+func imageScope(r *http.Request, published bool) (string, error) {
+	p := callerOf(r)
+	if !published {
+		return p.TeamID, nil
+	}
+	if !p.HostAdmin {
+		return "", sandbox.Errorf(sandbox.ErrForbidden, "host_admin_required", "only the host admin publishes images to every team")
+	}
+	return image.Published, nil
+}
+
+// publishedParam reads ?published=true.
+func publishedParam(r *http.Request) (bool, error) {
+	v := r.URL.Query().Get("published")
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, sandbox.Errorf(sandbox.ErrInvalid, "invalid_parameter", "published must be true or false, got %q", v)
+	}
+	return b, nil
 }
 
 // imageRef reads the ref from the path ({ref...}, URL-escaped by clients)
@@ -74,7 +113,7 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	img, err := s.images.Get(ref)
+	img, err := s.images.Get(callerOf(r).TeamID, ref)
 	if err != nil {
 		return err
 	}
@@ -86,15 +125,20 @@ func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) error {
 	if s.images == nil {
 		return errNoImages
 	}
-	// Images are the host's, shared by every team: only its admin removes one.
-	if !callerOf(r).HostAdmin {
-		return errHostAdminRequired
+	// A team removes its own refs; the published ones are the host admin's.
+	published, err := publishedParam(r)
+	if err != nil {
+		return err
+	}
+	scope, err := imageScope(r, published)
+	if err != nil {
+		return err
 	}
 	ref, err := imageRef(r)
 	if err != nil {
 		return err
 	}
-	if err := s.images.Remove(context.WithoutCancel(r.Context()), ref); err != nil {
+	if err := s.images.Remove(context.WithoutCancel(r.Context()), scope, ref); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -116,7 +160,14 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) error {
 	if req.Ref == "" {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_image_ref", "ref is required")
 	}
-	opts := image.PullOptions{Username: req.Username, Password: req.Password, Token: req.Token, Insecure: req.Insecure}
+	scope, err := imageScope(r, req.Published)
+	if err != nil {
+		return err
+	}
+	// The server's keychain holds the operator's registry logins: a team
+	// pulls with its own credentials or none, unless the operator allows it.
+	keychain := callerOf(r).HostAdmin || s.imageKeychain
+	opts := image.PullOptions{Username: req.Username, Password: req.Password, Token: req.Token, Insecure: req.Insecure, Keychain: keychain}
 
 	type result struct {
 		img *image.Image
@@ -129,7 +180,7 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), pullTimeout)
 	go func() {
 		defer cancel()
-		img, err := s.images.Pull(ctx, req.Ref, opts, func(p image.LayerProgress) {
+		img, err := s.images.Pull(ctx, scope, req.Ref, opts, func(p image.LayerProgress) {
 			select {
 			case events <- p:
 			case <-handlerGone: // nobody listens any more; the pull goes on
@@ -189,6 +240,14 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
 	if s.images == nil {
 		return errNoImages
 	}
+	published, err := publishedParam(r)
+	if err != nil {
+		return err
+	}
+	scope, err := imageScope(r, published)
+	if err != nil {
+		return err
+	}
 	f, err := os.CreateTemp("", "paddock-import-*.tar")
 	if err != nil {
 		return fmt.Errorf("import image: %w", err)
@@ -204,7 +263,7 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), pullTimeout)
 	defer cancel()
-	img, err := s.images.Import(ctx, f.Name())
+	img, err := s.images.Import(ctx, scope, f.Name())
 	if err != nil {
 		return err
 	}

@@ -550,6 +550,7 @@ func (s *Server) toAPIActivation(r *http.Request, a store.Activation) api.Activa
 		ID:             a.ID,
 		ProjectID:      a.ProjectID,
 		SandboxID:      a.SandboxID,
+		ImageDigest:    a.ImageDigest,
 		State:          a.State,
 		Error:          a.Error,
 		LogTail:        a.LogTail,

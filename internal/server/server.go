@@ -92,6 +92,10 @@ type Config struct {
 	Signer *proxy.Signer
 	// Images is the host's image store; nil makes /images answer 501.
 	Images Images
+	// ImageKeychain lets every team's pulls without credentials use the
+	// server's docker keychain (the operator's registry logins); without
+	// it only the host admin's do.
+	ImageKeychain bool
 	// Snapshots takes and keeps sandbox snapshots; nil makes the snapshot
 	// and fork endpoints answer 501.
 	Snapshots Snapshots
@@ -134,13 +138,15 @@ type Server struct {
 	baseURL   string
 	signer    *proxy.Signer
 	images    Images
-	snaps     Snapshots
-	volumes   Volumes
-	projects  Projects
-	apps      http.Handler
-	history   History
-	mux       *http.ServeMux
-	handler   http.Handler
+	// imageKeychain: see Config.ImageKeychain.
+	imageKeychain bool
+	snaps         Snapshots
+	volumes       Volumes
+	projects      Projects
+	apps          http.Handler
+	history       History
+	mux           *http.ServeMux
+	handler       http.Handler
 
 	// streams is cancelled by CloseStreams; log streams and long polls
 	// derive from it so a shutdown need not wait for them.
@@ -154,20 +160,21 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		sb:        cfg.Sandboxes,
-		auth:      cfg.Auth,
-		accounts:  cfg.Accounts,
-		log:       cfg.Logger,
-		maxUpload: cfg.MaxUploadBytes,
-		baseURL:   cfg.PortBaseURL,
-		signer:    cfg.Signer,
-		images:    cfg.Images,
-		snaps:     cfg.Snapshots,
-		volumes:   cfg.Volumes,
-		projects:  cfg.Projects,
-		apps:      cfg.Apps,
-		history:   cfg.History,
-		mux:       http.NewServeMux(),
+		sb:            cfg.Sandboxes,
+		auth:          cfg.Auth,
+		accounts:      cfg.Accounts,
+		log:           cfg.Logger,
+		maxUpload:     cfg.MaxUploadBytes,
+		baseURL:       cfg.PortBaseURL,
+		signer:        cfg.Signer,
+		images:        cfg.Images,
+		imageKeychain: cfg.ImageKeychain,
+		snaps:         cfg.Snapshots,
+		volumes:       cfg.Volumes,
+		projects:      cfg.Projects,
+		apps:          cfg.Apps,
+		history:       cfg.History,
+		mux:           http.NewServeMux(),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

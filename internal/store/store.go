@@ -213,6 +213,10 @@ type Activation struct {
 	ProjectID string `json:"projectId"`
 	TeamID    string `json:"teamId"`
 	SandboxID string `json:"sandboxId,omitempty"`
+	// ImageDigest is the manifest digest of the image the activation's
+	// sandbox runs (empty for the host image): what ran, even after the
+	// project's ref moved.
+	ImageDigest string `json:"imageDigest,omitempty"`
 	// State is the control plane's (queued, provisioning, restoring,
 	// installing, starting, ready, deactivating, stopped, failed).
 	State string `json:"state"`

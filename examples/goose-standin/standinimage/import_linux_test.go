@@ -33,14 +33,14 @@ func TestImportIntoStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := store.Import(t.Context(), tarPath)
+	img, err := store.Import(t.Context(), image.Published, tarPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if img.Ref != DefaultRef {
 		t.Errorf("ref %q, want %q", img.Ref, DefaultRef)
 	}
-	if got, err := store.Get(DefaultRef); err != nil || got.Digest != img.Digest {
+	if got, err := store.Get("any-team", DefaultRef); err != nil || got.Digest != img.Digest {
 		t.Errorf("Get(%s) = %+v, %v", DefaultRef, got, err)
 	}
 	c := img.Config

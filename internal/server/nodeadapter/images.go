@@ -22,15 +22,19 @@ var _ server.Images = Images{}
 // Remove refuses an image a pending or running sandbox was created from,
 // then forgets the ref and collects what no image and no remaining
 // sandbox needs (a stopped sandbox keeps its layers until it is deleted).
-func (i Images) Remove(ctx context.Context, ref string) error {
-	img, err := i.Store.Get(ref)
+func (i Images) Remove(ctx context.Context, scope, ref string) error {
+	img, err := i.Store.Get(scope, ref)
 	if err != nil {
 		return err
+	}
+	if img.Team != scope {
+		// Only the published ref of that name exists: not the scope's own.
+		return sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image %q is not in the store", ref)
 	}
 	if i.Node.ImageInUse(img.Digest) {
 		return sandbox.Errorf(sandbox.ErrConflict, "image_in_use", "image %s is used by a running sandbox", img.Ref)
 	}
-	if err := i.Store.Remove(ref); err != nil {
+	if err := i.Store.Remove(scope, ref); err != nil {
 		return err
 	}
 	// The ref is gone either way; a failed sweep is retried by the next one.

@@ -631,6 +631,7 @@ type activationDoc struct {
 	ProjectID      string    `bson:"projectId"`
 	TeamID         string    `bson:"teamId"`
 	SandboxID      string    `bson:"sandboxId"`
+	ImageDigest    string    `bson:"imageDigest,omitempty"`
 	State          string    `bson:"state"`
 	Error          string    `bson:"error"`
 	LogTail        string    `bson:"logTail"`
@@ -670,7 +671,7 @@ func (s *Store) UpdateActivation(ctx context.Context, a store.Activation) (store
 	if err != nil {
 		return a, err
 	}
-	set := bson.D{{Key: "sandboxId", Value: a.SandboxID}, {Key: "state", Value: a.State}, {Key: "error", Value: a.Error},
+	set := bson.D{{Key: "sandboxId", Value: a.SandboxID}, {Key: "imageDigest", Value: a.ImageDigest}, {Key: "state", Value: a.State}, {Key: "error", Value: a.Error},
 		{Key: "logTail", Value: a.LogTail}, {Key: "endReason", Value: a.EndReason}}
 	var unset bson.D
 	set, unset = setTime(set, unset, "readyAt", a.ReadyAt)

@@ -133,4 +133,6 @@ CREATE INDEX events_team ON events (team_id, seq);
 CREATE INDEX events_project ON events (project_id, seq);
 CREATE INDEX events_activation ON events (activation_id, seq);
 `,
+	// 2: the image digest an activation runs.
+	`ALTER TABLE activations ADD COLUMN image_digest TEXT NOT NULL DEFAULT '';`,
 }

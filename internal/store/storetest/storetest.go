@@ -462,7 +462,7 @@ func testNoLostUpdates(t *testing.T, s store.Store) {
 
 func testActivations(t *testing.T, s store.Store) {
 	a1 := store.Activation{ID: "act-1", ProjectID: "prj-1", TeamID: "team-a", State: "queued", CreatedAt: at(0)}
-	a2 := store.Activation{ID: "act-2", ProjectID: "prj-2", TeamID: "team-a", State: "ready", SandboxID: "sb-2",
+	a2 := store.Activation{ID: "act-2", ProjectID: "prj-2", TeamID: "team-a", State: "ready", SandboxID: "sb-2", ImageDigest: "sha256:2",
 		CreatedAt: at(time.Second), ReadyAt: at(2 * time.Second), LastActivityAt: at(3 * time.Second)}
 	a3 := store.Activation{ID: "act-3", ProjectID: "prj-1", TeamID: "team-a", State: "failed", Error: "boom",
 		LogTail: "line 1\nline 2\n", EndReason: "error", CreatedAt: at(2 * time.Second), EndedAt: at(4 * time.Second)}
@@ -516,12 +516,12 @@ func testActivations(t *testing.T, s store.Store) {
 
 	// Optimistic updates; ProjectID, TeamID and CreatedAt are kept.
 	edit := a1
-	edit.State, edit.SandboxID, edit.ReadyAt, edit.LastActivityAt = "ready", "sb-1", at(5*time.Second), at(6*time.Second)
+	edit.State, edit.SandboxID, edit.ImageDigest, edit.ReadyAt, edit.LastActivityAt = "ready", "sb-1", "sha256:1", at(5*time.Second), at(6*time.Second)
 	edit.ProjectID, edit.TeamID, edit.CreatedAt = "prj-x", "team-x", at(time.Hour)
 	upd, err := s.UpdateActivation(ctx(t), edit)
 	must(t, err)
 	want := a1
-	want.State, want.SandboxID, want.ReadyAt, want.LastActivityAt = "ready", "sb-1", store.Time(at(5*time.Second)), store.Time(at(6*time.Second))
+	want.State, want.SandboxID, want.ImageDigest, want.ReadyAt, want.LastActivityAt = "ready", "sb-1", "sha256:1", store.Time(at(5*time.Second)), store.Time(at(6*time.Second))
 	want.Version = 2
 	equal(t, "UpdateActivation", upd, want)
 	got, err = s.GetActivation(ctx(t), "act-1")
