@@ -9,7 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-		"strings"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 

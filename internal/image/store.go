@@ -119,7 +119,7 @@ type index struct {
 	// and only the host admin can move them.
 	LegacyRefs map[string]string       `json:"refs,omitempty"`
 	Images     map[string]*imageRecord `json:"images"` // digest -> image
-	Layers map[string]layerRecord  `json:"layers"` // diff ID hex (or snapshot layer name) -> layer
+	Layers     map[string]layerRecord  `json:"layers"` // diff ID hex (or snapshot layer name) -> layer
 	// Snapshots are sandboxes' writable layers kept as layers.
 	Snapshots map[string]*snapshotRecord `json:"snapshots,omitempty"` // snapshot id -> snapshot
 }

@@ -238,7 +238,7 @@ func TestPull(t *testing.T) {
 		if l := s.List(testTeam); len(l) != 1 || l[0].Ref != img.Ref {
 			t.Errorf("List = %+v", l)
 		}
-		if _, err := s.Get(testTeam, host + "/nope:v1"); !errors.Is(err, sandbox.ErrNotFound) {
+		if _, err := s.Get(testTeam, host+"/nope:v1"); !errors.Is(err, sandbox.ErrNotFound) {
 			t.Errorf("Get(unknown) = %v", err)
 		}
 		// A reopened store reads the same index.

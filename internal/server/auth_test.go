@@ -617,7 +617,9 @@ func (f *fakeImages) Import(_ context.Context, scope, _ string) (*image.Image, e
 	return f.record("import " + scope), nil
 }
 
-func (f *fakeImages) List(team string) []*image.Image { return []*image.Image{f.record("list " + team)} }
+func (f *fakeImages) List(team string) []*image.Image {
+	return []*image.Image{f.record("list " + team)}
+}
 
 func (f *fakeImages) Get(team, _ string) (*image.Image, error) { return f.record("get " + team), nil }
 
