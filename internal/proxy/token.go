@@ -60,7 +60,9 @@ func (s *Signer) verify(token, sandboxID string, port int) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, errInvalidToken
 	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
+	// Strict: the last character of a 32-byte MAC carries two spare bits,
+	// and a lenient decoder would take four spellings of one token.
+	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	// The MAC is checked before the expiry so that a tampered expiry reads
 	// as tampered, not as expired.
 	if err != nil || !hmac.Equal(got, s.mac(sandboxID, port, e)) {
