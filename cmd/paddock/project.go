@@ -252,6 +252,8 @@ type projectsConfig struct {
 	signer    *proxy.Signer // signed app URLs; nil: none
 	authn     server.Authenticator
 	maxBody   int64 // request bodies to apps; 0 means proxy.DefaultAppMaxBody
+	// secureCookies: the public URL is https (see proxy.Config.SecureCookies).
+	secureCookies bool
 	// healthTimeout is the default bound on an app's health check.
 	healthTimeout time.Duration
 	log           *slog.Logger
@@ -282,11 +284,12 @@ func startProjects(ctx context.Context, cfg projectsConfig) (*control.Service, *
 			token, _ := auth.BearerToken(r.Header.Get("Authorization"))
 			return cfg.authn.AuthenticateBearer(r.Context(), token)
 		},
-		Signer:       cfg.signer,
-		Domain:       cfg.domain,
-		Touch:        svc.Touch,
-		MaxBodyBytes: cfg.maxBody,
-		Logger:       cfg.log,
+		Signer:        cfg.signer,
+		Domain:        cfg.domain,
+		Touch:         svc.Touch,
+		MaxBodyBytes:  cfg.maxBody,
+		SecureCookies: cfg.secureCookies,
+		Logger:        cfg.log,
 	})
 	if err != nil {
 		svc.Close()

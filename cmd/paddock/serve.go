@@ -302,7 +302,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Projects: the control plane on the store and the app proxy in front
 	// of their apps.
 	projects, apps, err := startProjects(ctx, projectsConfig{store: db, sandboxes: control.NodeSandboxes{Manager: mgr, Images: images},
-		dataDir: cfg.dataDir, domain: cfg.domain, signer: scfg.Signer, authn: authn, maxBody: cfg.appMaxBody, healthTimeout: cfg.healthTimeout, log: log})
+		dataDir: cfg.dataDir, domain: cfg.domain, signer: scfg.Signer, authn: authn, maxBody: cfg.appMaxBody, healthTimeout: cfg.healthTimeout, log: log,
+		secureCookies: strings.HasPrefix(scfg.PortBaseURL, "https://")})
 	if err != nil {
 		ln.Close()
 		return err
@@ -346,6 +347,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Authorizer: srv,
 			Activity:   mgr.Touch,
 			Logger:     log,
+			// Behind a TLS-terminating front proxy requests arrive as HTTP:
+			// the public URL's scheme says whether cookies travel over TLS.
+			SecureCookies: strings.HasPrefix(scfg.PortBaseURL, "https://"),
 		})
 		if err != nil {
 			ln.Close()

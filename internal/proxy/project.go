@@ -91,8 +91,9 @@ type AppConfig struct {
 	ActivityInterval time.Duration
 	// Logger receives the proxy's logs; nil means slog.Default().
 	Logger *slog.Logger
-	// IdleTimeout, DialTimeout and CookieTTL are as in Config.
+	// IdleTimeout, DialTimeout, CookieTTL and SecureCookies are as in Config.
 	IdleTimeout, DialTimeout, CookieTTL time.Duration
+	SecureCookies                       bool
 }
 
 // Validate reports the first problem with c.
@@ -121,6 +122,7 @@ type AppProxy struct {
 	maxBody   int64
 	every     time.Duration
 	cookieTTL time.Duration
+	secure    bool // SecureCookies
 	log       *slog.Logger
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
@@ -142,6 +144,7 @@ func NewApp(cfg AppConfig) (*AppProxy, error) {
 		maxBody:   cfg.MaxBodyBytes,
 		every:     orDefault(cfg.ActivityInterval, DefaultActivityInterval),
 		cookieTTL: orDefault(cfg.CookieTTL, DefaultCookieTTL),
+		secure:    cfg.SecureCookies,
 		log:       cfg.Logger,
 	}
 	if a.maxBody == 0 {
@@ -158,6 +161,10 @@ func NewApp(cfg AppConfig) (*AppProxy, error) {
 			return
 		}
 		a.writeError(w, r, f.projectID, appUpstreamError(r.Context(), f.projectID, err))
+	}, func(resp *http.Response) error {
+		f := resp.Request.Context().Value(appKey{}).(*appForward)
+		filterResponse(resp, f.prefix != "")
+		return nil
 	})
 	return a, nil
 }
@@ -284,6 +291,10 @@ func (a *AppProxy) PathHandler() http.Handler {
 			a.writeError(w, r, id, errAppUnauthenticated)
 			return
 		}
+		if err := refuseServiceWorker(r); err != nil {
+			a.writeError(w, r, id, err)
+			return
+		}
 		a.serve(w, r, p, &appForward{projectID: id, prefix: AppPathPrefix(id)})
 	})
 }
@@ -319,7 +330,7 @@ func (a *AppProxy) hostPrincipal(w http.ResponseWriter, r *http.Request, id stri
 		if err != nil {
 			return auth.Principal{}, err
 		}
-		setTokenCookie(w, r, a.signer, a.cookieTTL, id, appTokenPort, "/", exp)
+		setTokenCookie(w, r, a.signer, a.cookieTTL, a.secure, id, appTokenPort, "/", exp)
 		return signed, nil
 	}
 	if token := r.Header.Get(TokenHeader); token != "" && a.signer != nil {
@@ -339,9 +350,15 @@ func (a *AppProxy) hostPrincipal(w http.ResponseWriter, r *http.Request, id stri
 }
 
 // serve resolves the project's app for p, bounds the body, records
-// activity and forwards.
+// activity and forwards. The app trusts whatever arrives with the
+// project's secret, so an unsafe request another origin's page made a
+// browser send with the cookie is refused before it gets one.
 func (a *AppProxy) serve(w http.ResponseWriter, r *http.Request, p auth.Principal, f *appForward) {
 	ctx := r.Context()
+	if err := checkSameOrigin(r); err != nil {
+		a.writeError(w, r, f.projectID, err)
+		return
+	}
 	t, err := a.resolve(ctx, p, f.projectID)
 	switch {
 	case sandbox.CodeOf(err) == "project_not_active":

@@ -103,6 +103,10 @@ type Config struct {
 	// CookieTTL caps the life of the cookie a valid query token sets
 	// (default DefaultCookieTTL); it never outlives the token.
 	CookieTTL time.Duration
+	// SecureCookies marks the token cookie Secure: set it when the public
+	// URL is https, as behind a TLS-terminating front proxy the request
+	// itself arrives as plain HTTP.
+	SecureCookies bool
 }
 
 // Validate reports the first problem with c.
@@ -131,6 +135,7 @@ type Proxy struct {
 	authorizer Authorizer
 	activity   func(string)
 	cookieTTL  time.Duration
+	secure     bool // SecureCookies
 	log        *slog.Logger
 	transport  *http.Transport
 	rp         *httputil.ReverseProxy
@@ -150,6 +155,7 @@ func New(cfg Config) (*Proxy, error) {
 		authorizer: cfg.Authorizer,
 		activity:   cfg.Activity,
 		cookieTTL:  orDefault(cfg.CookieTTL, DefaultCookieTTL),
+		secure:     cfg.SecureCookies,
 		log:        cfg.Logger,
 	}
 	if p.log == nil {
@@ -159,16 +165,22 @@ func New(cfg Config) (*Proxy, error) {
 	p.rp = newReverseProxy(rewrite, p.transport, p.log, func(w http.ResponseWriter, r *http.Request, err error) {
 		f := r.Context().Value(forwardKey{}).(*forward)
 		p.writeError(w, r, f.sandboxID, upstreamError(r.Context(), f.sandboxID, f.port, err))
+	}, func(resp *http.Response) error {
+		f := resp.Request.Context().Value(forwardKey{}).(*forward)
+		filterResponse(resp, f.prefix != "")
+		return nil
 	})
 	return p, nil
 }
 
 // newReverseProxy is the forwarding the port proxy and the app proxy share.
+// modify filters every response of sandbox code (see filterResponse).
 func newReverseProxy(rewrite func(*httputil.ProxyRequest), t *http.Transport, log *slog.Logger,
-	onError func(http.ResponseWriter, *http.Request, error)) *httputil.ReverseProxy {
+	onError func(http.ResponseWriter, *http.Request, error), modify func(*http.Response) error) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Rewrite:   rewrite,
-		Transport: t,
+		Rewrite:        rewrite,
+		ModifyResponse: modify,
+		Transport:      t,
 		// Flush every write: SSE events and streamed bodies reach the client
 		// as the upstream writes them, not when a buffer fills.
 		FlushInterval: -1,
@@ -241,6 +253,10 @@ func (p *Proxy) PathHandler() http.Handler {
 			p.writeError(w, r, "", errBadPath)
 			return
 		}
+		if err := refuseServiceWorker(r); err != nil {
+			p.writeError(w, r, id, err)
+			return
+		}
 		prefix := PathPrefix(id, port)
 		if r.URL.Path == prefix {
 			// Relative links in the app resolve against the last slash: send
@@ -281,6 +297,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, f *forward) {
 	pc, declared := target.Ports[f.port]
 	if lookupErr != nil || !declared || !pc.Public {
 		if err := p.authorize(w, r, f); err != nil {
+			p.writeError(w, r, f.sandboxID, err)
+			return
+		}
+		// A private port's cookie must not serve another origin's forms.
+		if err := checkSameOrigin(r); err != nil {
 			p.writeError(w, r, f.sandboxID, err)
 			return
 		}
@@ -333,7 +354,7 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, f *forward) er
 		if err != nil {
 			return err
 		}
-		setTokenCookie(w, r, p.signer, p.cookieTTL, f.sandboxID, f.port, f.cookiePath, exp)
+		setTokenCookie(w, r, p.signer, p.cookieTTL, p.secure, f.sandboxID, f.port, f.cookiePath, exp)
 		return nil
 	}
 	if token := r.Header.Get(TokenHeader); token != "" {
@@ -354,7 +375,7 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, f *forward) er
 // setTokenCookie sets a host-only cookie holding a fresh token for id and
 // port that lives for the shorter of the query token and ttl: a browser's
 // next requests (assets, EventSource) then need no token in their URLs.
-func setTokenCookie(w http.ResponseWriter, r *http.Request, s *Signer, ttl time.Duration, id string, port int, path string, tokenExp time.Time) {
+func setTokenCookie(w http.ResponseWriter, r *http.Request, s *Signer, ttl time.Duration, secure bool, id string, port int, path string, tokenExp time.Time) {
 	now := s.now()
 	exp := now.Add(ttl)
 	if tokenExp.Before(exp) {
@@ -367,7 +388,7 @@ func setTokenCookie(w http.ResponseWriter, r *http.Request, s *Signer, ttl time.
 		Expires:  exp,
 		MaxAge:   max(1, int(exp.Sub(now).Seconds())),
 		HttpOnly: true,
-		Secure:   r.TLS != nil,
+		Secure:   secure || r.TLS != nil,
 		SameSite: http.SameSiteLaxMode,
 	})
 }
