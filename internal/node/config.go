@@ -303,4 +303,8 @@ type ListOptions struct {
 	Cursor string        // opaque, from a previous List; "" starts at the oldest
 	Limit  int           // default 50, max 500 (larger values are clamped)
 	State  sandbox.State // optional filter
+	// TeamID keeps only that team's sandboxes; "" lists every team's. The
+	// filter comes before paging, so a team's cursor only ever names one of
+	// its own sandboxes.
+	TeamID string
 }

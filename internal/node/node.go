@@ -411,7 +411,7 @@ func (m *Manager) List(ctx context.Context, opts ListOptions) ([]sandbox.Sandbox
 	all := make([]sandbox.Sandbox, 0, len(ents))
 	for _, e := range ents {
 		sb, _, gone := e.snapshot()
-		if gone || (opts.State != "" && sb.State != opts.State) {
+		if gone || (opts.State != "" && sb.State != opts.State) || (opts.TeamID != "" && sb.TeamID != opts.TeamID) {
 			continue
 		}
 		if after != nil && !after.before(sb) {

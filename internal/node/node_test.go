@@ -350,6 +350,50 @@ func TestList(t *testing.T) {
 	}
 }
 
+// TestListByTeam: a team's pages hold only its sandboxes, and no cursor
+// it is given names another team's sandbox (cursors were once built from
+// the unfiltered list, so paging with limit=1 listed every tenant's ids).
+func TestListByTeam(t *testing.T) {
+	e := newEnv(t, nil)
+	teamOf := map[string]string{}
+	for i := range 9 {
+		team := []string{"team-a", "team-b", "team-b"}[i%3]
+		e.clock.Advance(time.Second)
+		sb, err := e.m.Create(t.Context(), CreateRequest{TeamID: team})
+		if err != nil {
+			t.Fatal(err)
+		}
+		teamOf[sb.ID] = team
+	}
+	cursor, seen := "", 0
+	for range 10 {
+		items, next, err := e.m.List(t.Context(), ListOptions{Cursor: cursor, Limit: 1, TeamID: "team-a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sb := range items {
+			if sb.TeamID != "team-a" {
+				t.Errorf("team-a's page holds %s of %s", sb.ID, sb.TeamID)
+			}
+			seen++
+		}
+		if next == "" {
+			break
+		}
+		c, err := decodeCursor(next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if teamOf[c.id] != "team-a" {
+			t.Errorf("team-a's cursor names %s of %s", c.id, teamOf[c.id])
+		}
+		cursor = next
+	}
+	if seen != 3 {
+		t.Errorf("team-a saw %d sandboxes, want 3", seen)
+	}
+}
+
 func TestListInvalid(t *testing.T) {
 	tests := []struct {
 		name string

@@ -356,41 +356,18 @@ func (s *Server) ownCreate(r *http.Request, params *CreateParams) error {
 	return nil
 }
 
-// listPasses bounds how many pages of other teams' sandboxes one list
-// request reads before it answers a short page (with a cursor).
-const listPasses = 8
-
-// listOwned lists the caller's team's sandboxes (a host admin's: all). The
-// sandbox layer does not filter by team, so pages are read and filtered
-// here. Each pass asks for only as many as are still missing and keeps
-// all it gets, so the layer's cursor stays exact; a page may come back
-// short of the limit with a cursor, which the API allows.
+// listOwned lists the caller's team's sandboxes (a host admin's: all).
+// The sandbox layer filters by team before paging, so a page holds only
+// the team's sandboxes and its cursor names one of them, never another
+// team's.
 func (s *Server) listOwned(ctx context.Context, p auth.Principal, opts ListParams) ([]sandbox.Sandbox, string, error) {
+	opts.TeamID = p.TeamID
 	if p.HostAdmin {
-		return s.sb.List(ctx, opts)
+		opts.TeamID = ""
+	} else if p.TeamID == "" {
+		return []sandbox.Sandbox{}, "", nil // a principal of no team owns nothing
 	}
-	limit := opts.Limit
-	if limit == 0 {
-		limit = 50
-	}
-	var out []sandbox.Sandbox
-	for range listPasses {
-		opts.Limit = limit - len(out)
-		sbs, next, err := s.sb.List(ctx, opts)
-		if err != nil {
-			return nil, "", err
-		}
-		for _, sb := range sbs {
-			if p.CanAccessTeam(sb.TeamID) {
-				out = append(out, sb)
-			}
-		}
-		if next == "" || len(out) >= limit {
-			return out, next, nil
-		}
-		opts.Cursor = next
-	}
-	return out, opts.Cursor, nil
+	return s.sb.List(ctx, opts)
 }
 
 // ownedSnapshot returns a snapshot of the caller's team; another team's

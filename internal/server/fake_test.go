@@ -116,7 +116,7 @@ func (f *fakeSandboxes) List(_ context.Context, opts server.ListParams) ([]sandb
 	defer f.mu.Unlock()
 	ids := make([]string, 0, len(f.sbs))
 	for id, sb := range f.sbs {
-		if id > opts.Cursor && (opts.State == "" || sb.State == opts.State) {
+		if id > opts.Cursor && (opts.State == "" || sb.State == opts.State) && (opts.TeamID == "" || sb.TeamID == opts.TeamID) {
 			ids = append(ids, id)
 		}
 	}

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
@@ -88,6 +90,13 @@ func TestCommandHistoryAfterStop(t *testing.T) {
 	e.expect(t, e.memberB, "GET", "/api/v1/sandboxes/sb-a/commands/"+waited.ID, "", http.StatusNotFound, "sandbox_not_found")
 }
 
+// teamless authenticates every token as a member of no team.
+type teamless struct{}
+
+func (teamless) AuthenticateBearer(context.Context, string) (auth.Principal, error) {
+	return auth.Principal{Name: "teamless", Role: store.RoleMember}, nil
+}
+
 func TestUsage(t *testing.T) {
 	e := setupTeams(t)
 	// Without a history: 501.
@@ -141,5 +150,18 @@ func TestUsage(t *testing.T) {
 	}
 	e.expect(t, e.memberA, "GET", "/api/v1/usage?teamId="+e.teamB, "", http.StatusNotFound, "team_not_found")
 	e.expect(t, e.memberA, "GET", "/api/v1/usage?since=yesterday", "", http.StatusBadRequest, "invalid_query")
+
 	e.expect(t, e.memberA, "GET", "/api/v1/usage?since=2026-03-02T00:00:00Z&until=2026-03-01T00:00:00Z", "", http.StatusBadRequest, "invalid_query")
+	// A principal without a team (not one the token store makes today, but
+	// any authenticator might) lists nothing, not every team's usage.
+	srv, err := server.New(server.Config{Sandboxes: e.sbs, Auth: teamless{}, History: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	e.url = hs.URL
+	if got := list("any", ""); len(got) != 0 {
+		t.Errorf("a teamless principal lists %v", got)
+	}
 }

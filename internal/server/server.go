@@ -59,6 +59,7 @@ type ListParams struct {
 	Cursor string
 	Limit  int
 	State  sandbox.State
+	TeamID string // "" lists every team's
 }
 
 // Defaults and bounds of request bodies.

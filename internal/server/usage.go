@@ -30,6 +30,11 @@ func (s *Server) listUsage(w http.ResponseWriter, r *http.Request) error {
 		f.TeamID = team
 	} else if p.HostAdmin {
 		f.TeamID = ""
+	} else if f.TeamID == "" {
+		// An empty filter means every team: never for a principal of no
+		// team, whatever authenticated it.
+		writeJSON(w, http.StatusOK, api.UsageList{Usage: []api.Usage{}})
+		return nil
 	}
 	var err error
 	if f.Since, err = timeQuery(r, "since"); err != nil {
