@@ -36,6 +36,12 @@ func (c *Client) ListUsers(ctx context.Context, teamID string) ([]api.User, erro
 	return out.Users, err
 }
 
+// DeleteUser removes a user of a team and revokes its tokens (the team's
+// admins, or the host admin).
+func (c *Client) DeleteUser(ctx context.Context, teamID, userID string) error {
+	return c.do(ctx, http.MethodDelete, "/teams/"+url.PathEscape(teamID)+"/users/"+url.PathEscape(userID), nil, nil, nil)
+}
+
 // CreateToken creates an API token. The answer's Secret is shown this once:
 // the server keeps only its hash.
 func (c *Client) CreateToken(ctx context.Context, req api.CreateTokenRequest) (api.CreatedToken, error) {

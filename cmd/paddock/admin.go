@@ -104,6 +104,84 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 }
 
+// userCmd manages a team's users: create (an OIDC identity needs the host
+// admin), ls, rm (which revokes the user's tokens).
+func userCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	sc, err := newSubcommand("user", "create, ls, rm", args, stderr)
+	if err != nil {
+		return err
+	}
+	fs, cf := sc.fs, &sc.cf
+	team := fs.String("team", "", "team id (default: the caller's team, when it has one)")
+	var req api.CreateUserRequest
+	if sc.verb == "create" || sc.verb == "new" {
+		fs.StringVar(&req.Subject, "subject", "", "OIDC subject (the configured claim's value; host admin only)")
+		fs.StringVar(&req.Issuer, "issuer", "", "OIDC issuer (default: the server's)")
+		fs.StringVar(&req.Email, "email", "", "e-mail address")
+		fs.StringVar(&req.Role, "role", api.RoleMember, "member or admin")
+	}
+	if err := fs.Parse(sc.args); err != nil {
+		return usagef("user %s: %v", sc.verb, err)
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	teamID := *team
+	if teamID == "" {
+		teams, err := c.ListTeams(ctx)
+		if err != nil {
+			return err
+		}
+		if len(teams) != 1 {
+			return usagef("user %s: give --team (you see %d teams)", sc.verb, len(teams))
+		}
+		teamID = teams[0].ID
+	}
+	switch sc.verb {
+	case "create", "new":
+		if fs.NArg() > 1 {
+			return usagef("user create: give at most one name")
+		}
+		req.Name = fs.Arg(0)
+		u, err := c.CreateUser(ctx, teamID, req)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, u.ID)
+		return nil
+
+	case "ls", "list":
+		if fs.NArg() != 0 {
+			return usagef("user ls: unexpected arguments %q", fs.Args())
+		}
+		users, err := c.ListUsers(ctx, teamID)
+		if err != nil {
+			return err
+		}
+		tab := newTable(stdout, "ID", "NAME", "EMAIL", "ROLE", "SUBJECT", "CREATED")
+		for _, u := range users {
+			tab.row(u.ID, dash(u.Name), dash(u.Email), u.Role, dash(u.Subject), ago(u.CreatedAt))
+		}
+		return tab.flush()
+
+	case "rm", "delete":
+		if fs.NArg() == 0 {
+			return usagef("user rm: missing user id")
+		}
+		var errs []error
+		for _, id := range fs.Args() {
+			if err := c.DeleteUser(ctx, teamID, id); err != nil {
+				errs = append(errs, fmt.Errorf("user %s: %w", id, err))
+			}
+		}
+		return errors.Join(errs...)
+
+	default:
+		return usagef("user: unknown subcommand %q (create, ls, rm)", sc.verb)
+	}
+}
+
 // teamCmd creates and lists teams.
 func teamCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sc, err := newSubcommand("team", "create, ls", args, stderr)

@@ -98,6 +98,10 @@ Usage:
   paddock token rm <token-id>...
   paddock team create <name>                      (host admin)
   paddock team ls
+  paddock user create [--team ID] [--email E] [--role member|admin] [--subject S [--issuer URL]] [<name>]
+                                                  (--subject binds an OIDC identity: host admin only)
+  paddock user ls [--team ID]
+  paddock user rm [--team ID] <user-id>...        (revokes the user's tokens too)
   paddock project create (--image REF | --git URL [--revision R]) [--start CMD] [--install CMD] [--port N]
                          [--health PATH] [--env K=V]... [--secret K=V]... [--persist PATH]...
                          [--idle-timeout D] [--max-lifetime D] [--health-timeout D] [--vcpus N] [--memory MB] <name>
@@ -143,6 +147,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tokenCmd(ctx, args[1:], stdout, stderr)
 	case "team", "teams":
 		return teamCmd(ctx, args[1:], stdout, stderr)
+	case "user", "users":
+		return userCmd(ctx, args[1:], stdout, stderr)
 	case "project", "projects":
 		return projectCmd(ctx, args[1:], stdout, stderr)
 	case "demo":

@@ -288,6 +288,36 @@ func (a *Authenticator) ListUsers(ctx context.Context, teamID string) ([]store.U
 	return us, nil
 }
 
+// DeleteUser removes a user of teamID ("" = any team; another team's user
+// is not found) and revokes its tokens first, so a token never outlives
+// the person it belonged to. Its OIDC identity is free to be bound again.
+func (a *Authenticator) DeleteUser(ctx context.Context, teamID, id string) error {
+	u, err := a.store.GetUser(ctx, id)
+	if err != nil || (teamID != "" && u.TeamID != teamID) {
+		if err == nil || isNotFound(err) {
+			return sandbox.Errorf(sandbox.ErrNotFound, "user_not_found", "user %q not found", id)
+		}
+		return fmt.Errorf("delete user: %w", err)
+	}
+	toks, err := a.store.ListTokens(ctx, u.TeamID)
+	if err != nil {
+		return fmt.Errorf("delete user: %w", err)
+	}
+	for _, t := range toks {
+		if t.UserID != u.ID {
+			continue
+		}
+		if err := a.store.DeleteToken(ctx, t.ID); err != nil && !isNotFound(err) {
+			return fmt.Errorf("delete user: revoke token %s: %w", t.ID, err)
+		}
+	}
+	if err := a.store.DeleteUser(ctx, u.ID); err != nil {
+		return fmt.Errorf("delete user: %w", err)
+	}
+	a.log.Info("user deleted", "team", u.TeamID, "user", u.ID)
+	return nil
+}
+
 func validRole(role string) error {
 	if role != store.RoleAdmin && role != store.RoleMember {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_role", "role must be %q or %q, got %q", store.RoleAdmin, store.RoleMember, role)

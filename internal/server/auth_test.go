@@ -379,20 +379,37 @@ func TestAdminEndpoints(t *testing.T) {
 	usersA := "/api/v1/teams/" + e.teamA + "/users"
 	e.expect(t, e.memberA, "POST", usersA, `{"email":"x@example.com"}`, http.StatusForbidden, "admin_required")
 	e.expect(t, e.adminB, "POST", usersA, `{"email":"x@example.com"}`, http.StatusNotFound, "team_not_found")
-	e.expect(t, e.adminA, "POST", usersA, `{"subject":"x"}`, http.StatusBadRequest, "invalid_user") // no OIDC issuer to default to
+	e.expect(t, e.host, "POST", usersA, `{"subject":"x"}`, http.StatusBadRequest, "invalid_user") // no OIDC issuer to default to
 	e.expect(t, e.adminA, "POST", usersA, `{"email":"x@example.com","role":"owner"}`, http.StatusBadRequest, "invalid_role")
-	var u api.User
-	json.Unmarshal(e.expect(t, e.adminA, "POST", usersA, `{"issuer":"https://id.example.com","subject":"x","email":"x@example.com"}`, http.StatusCreated, ""), &u) //nolint:errcheck
+	// Binding an OIDC identity decides which team a person lands in: a team
+	// admin squatting on someone meant for another team is refused.
+	e.expect(t, e.adminA, "POST", usersA, `{"issuer":"https://id.example.com","subject":"x","email":"x@example.com"}`, http.StatusForbidden, "host_admin_required")
+	var u, plain api.User
+	json.Unmarshal(e.expect(t, e.host, "POST", usersA, `{"issuer":"https://id.example.com","subject":"x","email":"x@example.com"}`, http.StatusCreated, ""), &u) //nolint:errcheck
 	if u.TeamID != e.teamA || u.Role != store.RoleMember || u.ID == "" {
 		t.Errorf("user = %+v", u)
 	}
+	json.Unmarshal(e.expect(t, e.adminA, "POST", usersA, `{"name":"Plain"}`, http.StatusCreated, ""), &plain) //nolint:errcheck
 	var users api.UserList
 	json.Unmarshal(e.expect(t, e.memberA, "GET", usersA, "", http.StatusOK, ""), &users) //nolint:errcheck
-	if len(users.Users) != 1 || users.Users[0].ID != u.ID {
+	if len(users.Users) != 2 || !slices.ContainsFunc(users.Users, func(x api.User) bool { return x.ID == u.ID }) {
 		t.Errorf("users = %+v", users)
 	}
 	e.expect(t, e.memberB, "GET", usersA, "", http.StatusNotFound, "team_not_found")
 	e.expect(t, e.host, "GET", usersA, "", http.StatusOK, "")
+
+	// Removing a user revokes its tokens and frees its identity.
+	var plainTok api.CreatedToken
+	json.Unmarshal(e.expect(t, e.adminA, "POST", "/api/v1/tokens", `{"name":"plain","userId":"`+plain.ID+`"}`, http.StatusCreated, ""), &plainTok) //nolint:errcheck
+	e.expect(t, plainTok.Secret, "GET", "/api/v1/sandboxes/sb-a", "", http.StatusOK, "")
+	e.expect(t, e.memberA, "DELETE", usersA+"/"+plain.ID, "", http.StatusForbidden, "admin_required")
+	e.expect(t, e.adminB, "DELETE", usersA+"/"+plain.ID, "", http.StatusNotFound, "team_not_found")
+	e.expect(t, e.adminB, "DELETE", "/api/v1/teams/"+e.teamB+"/users/"+plain.ID, "", http.StatusNotFound, "user_not_found")
+	e.expect(t, e.adminA, "DELETE", usersA+"/"+plain.ID, "", http.StatusNoContent, "")
+	e.expect(t, plainTok.Secret, "GET", "/api/v1/sandboxes/sb-a", "", http.StatusUnauthorized, "")
+	e.expect(t, e.adminA, "DELETE", usersA+"/"+plain.ID, "", http.StatusNotFound, "user_not_found")
+	e.expect(t, e.host, "DELETE", usersA+"/"+u.ID, "", http.StatusNoContent, "")
+	json.Unmarshal(e.expect(t, e.host, "POST", "/api/v1/teams/"+e.teamB+"/users", `{"issuer":"https://id.example.com","subject":"x"}`, http.StatusCreated, ""), &u) //nolint:errcheck
 
 	// Tokens: team admins for their own team, the host admin for any.
 	e.expect(t, e.memberA, "POST", "/api/v1/tokens", `{"name":"x"}`, http.StatusForbidden, "admin_required")

@@ -268,6 +268,7 @@ var routeTable = []route{
 	{"GET", "/teams", (*Server).listTeams},
 	{"POST", "/teams/{id}/users", (*Server).createUser},
 	{"GET", "/teams/{id}/users", (*Server).listUsers},
+	{"DELETE", "/teams/{id}/users/{user}", (*Server).deleteUser},
 	{"POST", "/tokens", (*Server).createToken},
 	{"GET", "/tokens", (*Server).listTokens},
 	{"DELETE", "/tokens/{id}", (*Server).deleteToken},

@@ -20,6 +20,8 @@ type Accounts interface {
 	ListTeams(ctx context.Context) ([]store.Team, error)
 	CreateUser(ctx context.Context, u store.User) (store.User, error)
 	ListUsers(ctx context.Context, teamID string) ([]store.User, error)
+	// DeleteUser removes a user of teamID and revokes its tokens.
+	DeleteUser(ctx context.Context, teamID, id string) error
 	// CreateToken returns the new token's secret, shown once.
 	CreateToken(ctx context.Context, teamID, userID, name, role string, ttl time.Duration) (string, store.Token, error)
 	ListTokens(ctx context.Context, teamID string) ([]store.Token, error)
@@ -128,6 +130,13 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
+	// An OIDC identity decides which team a person lands in when they first
+	// sign in: a team admin binding one could squat on someone meant for
+	// another team and read all they make there. Only the host admin binds.
+	if req.Subject != "" && !callerOf(r).HostAdmin {
+		return sandbox.Errorf(sandbox.ErrForbidden, "host_admin_required",
+			"only the host admin binds an OIDC identity (issuer, subject) to a team; team admins add users without one")
+	}
 	u := store.User{TeamID: teamID, Issuer: req.Issuer, Subject: req.Subject, Email: req.Email, Name: req.Name, Role: req.Role}
 	if u.Role == "" {
 		u.Role = store.RoleMember
@@ -143,6 +152,23 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, toAPIUser(u))
+	return nil
+}
+
+// deleteUser removes a user of the team (its admins, or the host admin)
+// with its tokens; its OIDC identity can be bound again.
+func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) error {
+	if s.accounts == nil {
+		return errNoAccounts
+	}
+	teamID := r.PathValue("id")
+	if err := adminOf(callerOf(r), teamID); err != nil {
+		return err
+	}
+	if err := s.accounts.DeleteUser(r.Context(), teamID, r.PathValue("user")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

@@ -54,6 +54,9 @@ type Store interface {
 	// GetUserBySubject finds the user an OIDC token names.
 	GetUserBySubject(ctx context.Context, issuer, subject string) (User, error)
 	ListUsers(ctx context.Context, teamID string) ([]User, error) // teamID "" = every team
+	// DeleteUser removes a user (its OIDC identity is free again);
+	// ErrNotFound if unknown. Its tokens are the caller's to delete.
+	DeleteUser(ctx context.Context, id string) error
 
 	CreateToken(ctx context.Context, t Token) error // ErrConflict if the ID or Hash exists
 	// GetTokenByHash finds a token by the SHA-256 of its secret; the

@@ -518,6 +518,10 @@ func (s *Store) ListTokens(ctx context.Context, teamID string) ([]store.Token, e
 	return findAll(ctx, s.tokens, eq(bson.D{}, "teamId", teamID), sortBy("createdAt", "_id"), tokenDoc.rec, "list tokens")
 }
 
+func (s *Store) DeleteUser(ctx context.Context, id string) error {
+	return deleteOne(ctx, s.users, bson.D{{Key: "_id", Value: id}}, "user", id)
+}
+
 func (s *Store) DeleteToken(ctx context.Context, id string) error {
 	return deleteOne(ctx, s.tokens, bson.D{{Key: "_id", Value: id}}, "token", id)
 }

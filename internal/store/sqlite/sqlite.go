@@ -403,6 +403,11 @@ func (s *Store) ListTokens(ctx context.Context, teamID string) ([]store.Token, e
 		`SELECT `+tokenCols+` FROM tokens WHERE (? = '' OR team_id = ?) ORDER BY created_at, id`, teamID, teamID)
 }
 
+func (s *Store) DeleteUser(ctx context.Context, id string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id)
+	return affected(res, err, "delete user", "user", id)
+}
+
 func (s *Store) DeleteToken(ctx context.Context, id string) error {
 	res, err := s.w.ExecContext(ctx, `DELETE FROM tokens WHERE id = ?`, id)
 	return affected(res, err, "delete token", "token", id)

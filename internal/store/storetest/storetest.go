@@ -204,6 +204,16 @@ func testUsers(t *testing.T, s store.Store) {
 	if len(list) != 0 {
 		t.Fatalf("ListUsers of an unknown team = %v", list)
 	}
+
+	// Deleting a user frees its identity for someone else.
+	must(t, s.DeleteUser(ctx(t), "u-alice"))
+	wantErr(t, s.DeleteUser(ctx(t), "u-alice"), sandbox.ErrNotFound, "user_not_found")
+	_, err = s.GetUserBySubject(ctx(t), "https://idp.example", "alice")
+	wantErr(t, err, sandbox.ErrNotFound, "user_not_found")
+	must(t, s.CreateUser(ctx(t), store.User{ID: "u-alice4", TeamID: "team-c", Issuer: "https://idp.example", Subject: "alice", CreatedAt: at(time.Minute)}))
+	list, err = s.ListUsers(ctx(t), "team-a")
+	must(t, err)
+	equal(t, "ListUsers team-a after delete", list, []store.User{bob})
 }
 
 func testTokens(t *testing.T, s store.Store) {
