@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -152,7 +153,7 @@ func (s *Store) unpack(ctx context.Context, h string, l v1.Layer) (int64, error)
 	if err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(tmp) // no-op once renamed
+	defer fstree.Remove(tmp) // no-op once renamed
 	rc, err := l.Uncompressed()
 	if err != nil {
 		return 0, err
@@ -173,7 +174,7 @@ func (s *Store) unpack(ctx context.Context, h string, l v1.Layer) (int64, error)
 	final := s.layerDir(h)
 	// A directory with no index record is left by a crash before the index
 	// was saved; nothing can use it.
-	if err := os.RemoveAll(final); err != nil {
+	if err := fstree.Remove(final); err != nil {
 		return 0, err
 	}
 	if err := os.Rename(tmp, final); err != nil {

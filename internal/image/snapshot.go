@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -108,7 +109,7 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	defer os.RemoveAll(tmp) // no-op once renamed
+	defer fstree.Remove(tmp) // no-op once renamed
 	// The layer's root is the sandbox's /.
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
@@ -142,7 +143,7 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 	if err := s.saveLocked(); err != nil {
 		delete(s.idx.Snapshots, id)
 		delete(s.idx.Layers, layerHex)
-		os.RemoveAll(s.layerDir(layerHex))
+		fstree.Remove(s.layerDir(layerHex))
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	s.log.InfoContext(ctx, "image store: snapshot added", "snapshot", id, "sandbox", spec.Source, "bytes", size)

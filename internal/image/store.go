@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -178,12 +179,18 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 		flights: map[string]*flight{},
 		pinned:  map[string]int{},
 	}
-	if err := os.RemoveAll(filepath.Join(s.dir, "tmp")); err != nil {
+	if err := fstree.Remove(filepath.Join(s.dir, "tmp")); err != nil {
 		return nil, fmt.Errorf("image store: clean tmp: %w", err)
 	}
 	for _, d := range []string{s.dir, filepath.Join(s.dir, "layers"), filepath.Join(s.dir, "tmp")} {
-		// 0o711: sandboxes' overlay mounts traverse here; nobody lists it.
-		if err := os.MkdirAll(d, 0o711); err != nil {
+		// 0o700, set again on every start (MkdirAll leaves an existing
+		// directory's mode alone): layer paths show in /proc/mounts, and no
+		// host user has business below them. Overlay mounts are made by
+		// root, whose credentials reach the lower dirs.
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("image store: %w", err)
+		}
+		if err := os.Chmod(d, 0o700); err != nil {
 			return nil, fmt.Errorf("image store: %w", err)
 		}
 	}
@@ -521,7 +528,7 @@ func (s *Store) GC(ctx context.Context, inUse func(layerDir string) bool) error 
 			errs = append(errs, err)
 			break
 		}
-		if err := os.RemoveAll(s.layerDir(hex)); err != nil {
+		if err := fstree.Remove(s.layerDir(hex)); err != nil {
 			errs = append(errs, err)
 			continue
 		}

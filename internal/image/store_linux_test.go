@@ -196,7 +196,7 @@ func TestPull(t *testing.T) {
 			uid, gid uint32
 		}{
 			{"etc/hello", unix.S_IFREG | 0o640, 0, 42},
-			{"bin/su", unix.S_IFREG | unix.S_ISUID | 0o755, 0, 0},
+			{"bin/su", unix.S_IFREG | 0o755, 0, 0}, // set-id bits never land on the host
 			{"home/u", unix.S_IFDIR | 0o700, 1000, 1000},
 			{"home/u/f", unix.S_IFREG | 0o600, 1000, 1000},
 			{"lnk", unix.S_IFLNK | 0o777, 0, 0},
@@ -773,5 +773,28 @@ func TestLegacyRefsPublished(t *testing.T) {
 	}
 	if got, err := s2.Get("any-team", img.Ref); err != nil || got.Digest != img.Digest || got.Team != Published {
 		t.Fatalf("legacy ref after reopen: %+v, %v", got, err)
+	}
+}
+
+// TestStoreDirsPrivate: the store's directories are 0700 at every open,
+// even when something widened them since (layer paths are public in
+// /proc/mounts).
+func TestStoreDirsPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "images")
+	if _, err := OpenStore(dir, StoreOptions{Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "layers")} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := OpenStore(dir, StoreOptions{Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "layers"), filepath.Join(dir, "tmp")} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v, %v; want 0700", d, fi.Mode(), err)
+		}
 	}
 }

@@ -43,8 +43,13 @@ import (
 //     in security.capability are dropped too);
 //   - unknown entry types are skipped and logged.
 //
-// Kept: owners, modes including setuid/setgid/sticky (we unpack as root; the
-// sandbox runs with no_new_privs), symlink targets verbatim, file mtimes.
+//   - setuid and setgid bits of files are dropped: layer directories sit on
+//     the host, and a host user who reached a tenant's setuid-root file
+//     there must not be able to run it (inside sandboxes no_new_privs ignores
+//     those bits anyway).
+//
+// Kept: owners, modes (a directory's setgid and sticky bits included),
+// symlink targets verbatim, file mtimes.
 //
 // Docker's whiteouts become overlayfs's own form, so the layer directories
 // stack as lowerdirs: .wh.<name> becomes a 0/0 character device <name> (our
@@ -256,12 +261,11 @@ func (u *unpacker) entry(tr *tar.Reader, hdr *tar.Header) error {
 			f.Close()
 			return streamError(err)
 		}
-		// Chown before chmod: chown clears setuid and setgid.
 		if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
 			f.Close()
 			return err
 		}
-		if err := f.Chmod(mode); err != nil {
+		if err := f.Chmod(mode &^ (fs.ModeSetuid | fs.ModeSetgid)); err != nil {
 			f.Close()
 			return err
 		}

@@ -51,6 +51,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -387,7 +388,7 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		return fmt.Errorf("volume: delete %s: %w", name, err)
 	}
 	delete(m.vols, name)
-	if err := os.RemoveAll(gone); err != nil {
+	if err := fstree.Remove(gone); err != nil {
 		m.log.Warn("remove deleted volume", "volume", name, "err", err)
 	}
 	m.log.Info("volume deleted", "volume", name)
@@ -479,7 +480,7 @@ func (m *Manager) mountFor(v *vol, id, mode string) (string, error) {
 	}
 	inner := filepath.Join(m.mnt(name), cowInner, id)
 	// Left by a user whose release found the volume unmounted.
-	if err := os.RemoveAll(inner); err != nil {
+	if err := fstree.Remove(inner); err != nil {
 		return "", err
 	}
 	upper, work := filepath.Join(inner, "upper"), filepath.Join(inner, "work")
@@ -559,7 +560,8 @@ func (m *Manager) releaseLocked(v *vol, id string) error {
 }
 
 // dropCow unmounts a copy-on-write user's overlay and removes its changes
-// (RemoveAll never follows a symlink the sandbox left in them).
+// (fstree.Remove never follows a symlink the sandbox left in them, and
+// holds a bounded number of descriptors whatever their depth).
 func (m *Manager) dropCow(v *vol, id string) error {
 	dir := m.cowMount(v.meta.Name, id)
 	if err := m.sys.unmount(dir); err != nil {
@@ -569,7 +571,7 @@ func (m *Manager) dropCow(v *vol, id string) error {
 		return err
 	}
 	if v.mounted {
-		return os.RemoveAll(filepath.Join(m.mnt(v.meta.Name), cowInner, id))
+		return fstree.Remove(filepath.Join(m.mnt(v.meta.Name), cowInner, id))
 	}
 	return nil
 }
@@ -640,7 +642,7 @@ func initFS(mnt string, users map[string]string) error {
 	}
 	for _, e := range ents {
 		if _, ok := users[e.Name()]; !ok {
-			if err := os.RemoveAll(filepath.Join(mnt, cowInner, e.Name())); err != nil {
+			if err := fstree.Remove(filepath.Join(mnt, cowInner, e.Name())); err != nil {
 				return err
 			}
 		}

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -255,7 +256,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 			b.close()
 			if err := d.teardown(context.WithoutCancel(ctx), id, b); err != nil {
 				d.log.Error("cleanup after failed create", "sandbox", id, "err", err)
-			} else if err := os.RemoveAll(dir); err != nil {
+			} else if err := fstree.Remove(dir); err != nil {
 				d.log.Error("cleanup after failed create", "sandbox", id, "err", err)
 			}
 		}
@@ -664,7 +665,8 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if err := d.stopLocked(ctx, id); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(d.hostDir(id)); err != nil {
+	// The upper dir is the sandbox's: any depth, any shape.
+	if err := fstree.Remove(d.hostDir(id)); err != nil {
 		return fmt.Errorf("destroy sandbox %s: %w", id, err)
 	}
 	return nil
