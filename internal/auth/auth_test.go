@@ -8,11 +8,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,6 +54,8 @@ type issuer struct {
 	rsa   *rsa.PrivateKey
 	ec    *ecdsa.PrivateKey
 	other *rsa.PrivateKey // not published: signatures with it are wrong
+	// keyFetches counts requests for the key set.
+	keyFetches atomic.Int64
 }
 
 func startIssuer(t *testing.T) *issuer {
@@ -79,6 +83,7 @@ func startIssuer(t *testing.T) *issuer {
 		})
 	})
 	mux.HandleFunc("GET /keys", func(w http.ResponseWriter, _ *http.Request) {
+		iss.keyFetches.Add(1)
 		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{ //nolint:errcheck
 			{Key: &iss.rsa.PublicKey, KeyID: "rsa", Algorithm: "RS256", Use: "sig"},
 			{Key: &iss.ec.PublicKey, KeyID: "ec", Algorithm: "ES256", Use: "sig"},
@@ -99,6 +104,8 @@ func (iss *issuer) sign(t *testing.T, kid string, claims map[string]any) string 
 		key = jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: iss.ec, KeyID: "ec"}}
 	case "forged":
 		key = jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: iss.other, KeyID: "rsa"}}
+	default: // a key id the issuer never published
+		key = jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: iss.other, KeyID: kid}}
 	}
 	signer, err := jose.NewSigner(key, (&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
@@ -209,6 +216,9 @@ func TestOIDC(t *testing.T) {
 		{"unknown user", bySub, iss.sign(t, "rsa", iss.claims(now, map[string]any{"sub": "stranger"})), "unknown_user", ""},
 		{"claim missing", byEmail, iss.sign(t, "rsa", iss.claims(now, map[string]any{"email": nil})), "invalid_token", ""},
 		{"email unverified", byEmail, iss.sign(t, "rsa", iss.claims(now, map[string]any{"email_verified": false})), "invalid_token", ""},
+		{"email verification unsaid", byEmail, iss.sign(t, "rsa", iss.claims(now, map[string]any{"email_verified": nil})), "invalid_token", ""},
+		{"email verified as a string", byEmail, iss.sign(t, "rsa", iss.claims(now, map[string]any{"email_verified": "true"})), "", "usr-mail"},
+		{"unpublished key id", bySub, iss.sign(t, "kid-nobody-knows", iss.claims(now, nil)), "invalid_token", ""},
 		{"email of nobody, sub of a user", byEmail, iss.sign(t, "rsa", iss.claims(now, map[string]any{"email": "bob@example.com"})), "unknown_user", ""},
 		{"garbage", bySub, "a.b.c", "invalid_token", ""},
 		{"not a jwt", bySub, "hello", "invalid_token", ""},
@@ -485,5 +495,39 @@ func BenchmarkAuthenticateToken(b *testing.B) {
 		if _, err := a.AuthenticateBearer(b.Context(), secret); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestUnknownKeyIDs: tokens naming key ids the issuer never published make
+// the server fetch the key set again at most once a minute, however many
+// arrive (anyone can send them, unauthenticated).
+func TestUnknownKeyIDs(t *testing.T) {
+	ctx := t.Context()
+	iss := startIssuer(t)
+	st := newStore(t)
+	clk := &clock{t: time.Now()}
+	a := newAuth(t, st, clk, &auth.OIDCConfig{Issuer: iss.url, Audience: audience})
+	now := clk.now()
+	// The first token fetches the keys; a known kid never fetches again.
+	if _, err := a.AuthenticateBearer(ctx, iss.sign(t, "rsa", iss.claims(now, nil))); !errors.Is(err, auth.ErrUnknownUser) {
+		t.Fatalf("first token: %v", err)
+	}
+	base := iss.keyFetches.Load()
+	for i := range 50 {
+		_, err := a.AuthenticateBearer(ctx, iss.sign(t, fmt.Sprintf("rotated-%d", i), iss.claims(now, nil)))
+		wantCode(t, err, "invalid_token")
+	}
+	burst := iss.keyFetches.Load() - base
+	if burst > 1 {
+		t.Errorf("50 tokens with unknown key ids made %d key fetches within a minute, want at most 1", burst)
+	}
+	clk.advance(time.Minute) // keyRefreshInterval
+	_, err := a.AuthenticateBearer(ctx, iss.sign(t, "rotated-late", iss.claims(clk.now(), nil)))
+	wantCode(t, err, "invalid_token")
+	if n := iss.keyFetches.Load() - base; n != burst+1 {
+		t.Errorf("after a minute: %d fetches, want %d: one more", n, burst+1)
+	}
+	if _, err := a.AuthenticateBearer(ctx, iss.sign(t, "ec", iss.claims(clk.now(), nil))); !errors.Is(err, auth.ErrUnknownUser) {
+		t.Errorf("a published key still verifies: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -111,23 +112,45 @@ func newOIDCVerifier(ctx context.Context, cfg OIDCConfig, now func() time.Time) 
 		// by the skew is the leeway. Its "nbf" check has its own 5m.
 		Now: func() time.Time { return now().Add(-cfg.ClockSkew) },
 	}
-	// The key set keeps this context for its own fetches (it ignores
-	// cancellation), so it carries only the client.
-	keyCtx := oidc.ClientContext(context.Background(), client)
-	var v *oidc.IDTokenVerifier
-	if cfg.JWKSURL != "" {
-		v = oidc.NewVerifier(cfg.Issuer, oidc.NewRemoteKeySet(keyCtx, cfg.JWKSURL), vc)
-	} else {
+	jwksURL := cfg.JWKSURL
+	if jwksURL == "" {
 		p, err := oidc.NewProvider(oidc.ClientContext(ctx, client), cfg.Issuer)
 		if err != nil {
 			return nil, fmt.Errorf("oidc discovery of %s: %w", cfg.Issuer, err)
 		}
-		v = p.VerifierContext(keyCtx, vc)
+		var doc struct {
+			JWKSURL string `json:"jwks_uri"`
+		}
+		if err := p.Claims(&doc); err != nil || doc.JWKSURL == "" {
+			return nil, fmt.Errorf("oidc discovery of %s: no jwks_uri", cfg.Issuer)
+		}
+		if err := checkURL("discovered jwks_uri", doc.JWKSURL); err != nil {
+			return nil, err
+		}
+		jwksURL = doc.JWKSURL
 	}
-	return &oidcVerifier{cfg: cfg, verifier: v}, nil
+	// Our own key set rather than go-oidc's remote one, which fetches the
+	// keys again for every token naming an unknown key id.
+	algs := make([]jose.SignatureAlgorithm, len(signingAlgs))
+	for i, a := range signingAlgs {
+		algs[i] = jose.SignatureAlgorithm(a)
+	}
+	ks := &keySet{url: jwksURL, client: client, now: now, algs: algs}
+	return &oidcVerifier{cfg: cfg, verifier: oidc.NewVerifier(cfg.Issuer, ks, vc)}, nil
 }
 
-var errEmailUnverified = sandbox.Errorf(sandbox.ErrUnauthorized, "invalid_token", "the token's email is not verified")
+var errEmailUnverified = sandbox.Errorf(sandbox.ErrUnauthorized, "invalid_token", "the token's email is not verified (email_verified must be true)")
+
+// emailVerified accepts true, and the string "true" some issuers send.
+func emailVerified(v any) bool {
+	switch v := v.(type) {
+	case bool:
+		return v
+	case string:
+		return v == "true"
+	}
+	return false
+}
 
 // verify checks the JWT (signature, algorithm, issuer, audience, expiry)
 // and returns the issuer and the value of the user claim.
@@ -150,10 +173,11 @@ func (v *oidcVerifier) verify(ctx context.Context, raw string) (issuer, subject 
 	if value == "" {
 		return "", "", sandbox.Errorf(sandbox.ErrUnauthorized, "invalid_token", "the token has no %q claim naming the user", v.cfg.UserClaim)
 	}
-	if v.cfg.UserClaim == "email" {
-		if verified, ok := claims["email_verified"].(bool); ok && !verified {
-			return "", "", errEmailUnverified
-		}
+	// An email names a person only once the issuer checked it: a token
+	// that does not say so (some issuers leave the claim out for addresses
+	// a user typed in) is refused, as is a "false".
+	if v.cfg.UserClaim == "email" && !emailVerified(claims["email_verified"]) {
+		return "", "", errEmailUnverified
 	}
 	return v.cfg.Issuer, value, nil
 }
