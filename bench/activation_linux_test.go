@@ -121,14 +121,14 @@ func BenchmarkActivation(b *testing.B) {
 		var last store.Event
 		for ev := range ch {
 			last = ev
-			switch ev.Type {
+			switch control.State(ev.Type) {
 			case control.StateStarting:
 				starting = time.Now()
 			case control.StateReady:
 				ready = time.Now()
 			}
 		}
-		if last.Type != control.StateReady {
+		if control.State(last.Type) != control.StateReady {
 			b.Fatalf("activation ended %s: %s\n%s", last.Type, last.Message, last.Data["logTail"])
 		}
 		b.StopTimer()

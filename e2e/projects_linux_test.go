@@ -133,10 +133,10 @@ func (ps *projStack) activate(t *testing.T, projectID string) (store.Activation,
 func (ps *projStack) mustReady(t *testing.T, projectID string) store.Activation {
 	t.Helper()
 	a, evs := ps.activate(t, projectID)
-	if a.State != control.StateReady {
+	if a.State != string(control.StateReady) {
 		t.Fatalf("activation %s: %s %s\n%s", a.ID, a.State, a.Error, a.LogTail)
 	}
-	if len(evs) == 0 || evs[len(evs)-1].Type != control.StateReady {
+	if len(evs) == 0 || evs[len(evs)-1].Type != string(control.StateReady) {
 		t.Fatalf("events %+v", evs)
 	}
 	return a
@@ -151,7 +151,7 @@ func (ps *projStack) waitEnded(t *testing.T, id string, d time.Duration) store.A
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a.State == control.StateStopped || a.State == control.StateFailed {
+		if control.State(a.State).Terminal() {
 			return a
 		}
 		if time.Now().After(deadline) {
@@ -321,7 +321,7 @@ func TestProjectsGooseStandin(t *testing.T) {
 	}
 
 	a1, evs := ps.activate(t, v.ID)
-	if a1.State != control.StateReady {
+	if a1.State != string(control.StateReady) {
 		t.Fatalf("activation: %s %s\n%s", a1.State, a1.Error, a1.LogTail)
 	}
 	var types []string
@@ -381,7 +381,7 @@ func TestProjectsGooseStandin(t *testing.T) {
 	}
 
 	got, err := ps.svc.Deactivate(ctx, projTeam, v.ID, "")
-	if err != nil || got.State != control.StateStopped {
+	if err != nil || got.State != string(control.StateStopped) {
 		t.Fatalf("deactivate: %+v %v", got, err)
 	}
 	ps.noSandboxes(t)
@@ -422,7 +422,7 @@ func TestProjectsGooseStandin(t *testing.T) {
 		t.Fatalf("second session: %d", code)
 	}
 	ended := ps.waitEnded(t, a3.ID, time.Minute)
-	if ended.State != control.StateStopped || ended.EndReason != control.ReasonIdle {
+	if ended.State != string(control.StateStopped) || ended.EndReason != control.ReasonIdle {
 		t.Fatalf("idle activation: %+v", ended)
 	}
 	pr2, _ := ps.store.GetProject(ctx, "", v.ID)
@@ -468,10 +468,10 @@ func TestProjectsFailures(t *testing.T) {
 			}
 			a, evs := ps.activate(t, v.ID)
 			last := evs[len(evs)-1]
-			if a.State != control.StateFailed || !strings.HasPrefix(a.Error, tc.code) || !strings.Contains(a.LogTail, tc.tail) {
+			if a.State != string(control.StateFailed) || !strings.HasPrefix(a.Error, tc.code) || !strings.Contains(a.LogTail, tc.tail) {
 				t.Fatalf("activation %s %q, tail %q; want failed %s with %q", a.State, a.Error, a.LogTail, tc.code, tc.tail)
 			}
-			if last.Type != control.StateFailed || last.Data["logTail"] != a.LogTail {
+			if last.Type != string(control.StateFailed) || last.Data["logTail"] != a.LogTail {
 				t.Errorf("last event %+v", last)
 			}
 			t.Logf("%s: %s", tc.name, a.Error)
@@ -489,7 +489,7 @@ func TestProjectsFailures(t *testing.T) {
 		}
 		a := ps.mustReady(t, v.ID)
 		ended := ps.waitEnded(t, a.ID, time.Minute)
-		if ended.State != control.StateFailed || !strings.HasPrefix(ended.Error, "app_crashed") || !strings.Contains(ended.LogTail, "segfault-ish") {
+		if ended.State != string(control.StateFailed) || !strings.HasPrefix(ended.Error, "app_crashed") || !strings.Contains(ended.LogTail, "segfault-ish") {
 			t.Fatalf("crash: %+v", ended)
 		}
 		if pr, _ := ps.store.GetProject(ctx, "", v.ID); pr.StateRef == "" {
@@ -513,7 +513,7 @@ func TestProjectsSandboxStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	ended := ps.waitEnded(t, a.ID, time.Minute)
-	if ended.State != control.StateStopped || ended.EndReason != control.ReasonSandboxGone {
+	if ended.State != string(control.StateStopped) || ended.EndReason != control.ReasonSandboxGone {
 		t.Fatalf("activation after its sandbox stopped: %+v", ended)
 	}
 	ps.noSandboxes(t)
@@ -587,7 +587,7 @@ func TestProjectsConcurrentActivations(t *testing.T) {
 	}
 	wg.Wait()
 	for i, a := range acts {
-		if a.State != control.StateReady {
+		if a.State != string(control.StateReady) {
 			t.Errorf("project %d: %s %s", i, a.State, a.Error)
 		}
 	}

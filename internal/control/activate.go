@@ -40,16 +40,6 @@ const (
 )
 
 // live reports whether an activation in state s holds its project.
-func live(s string) bool {
-	switch s {
-	case StateQueued, StateProvisioning, StateRestoring, StateInstalling, StateStarting, StateReady:
-		return true
-	}
-	return false
-}
-
-func terminal(s string) bool { return s == StateStopped || s == StateFailed }
-
 // activateCall is one in-process Activate of a project that concurrent
 // callers share.
 type activateCall struct {
@@ -148,9 +138,9 @@ func (s *Service) activate(ctx context.Context, projectID string) (store.Activat
 		if pr.ActiveActivation != "" {
 			a, err := s.cfg.Store.GetActivation(ctx, pr.ActiveActivation)
 			switch {
-			case err == nil && live(a.State) && a.EndReason == "":
+			case err == nil && stateOf(a).Live() && a.EndReason == "":
 				return a, nil
-			case err == nil && (a.State == StateDeactivating || live(a.State)):
+			case err == nil && !stateOf(a).Terminal():
 				// Its state is being saved: the new activation must restore it.
 				if r := s.runOf(a.ID); r != nil {
 					select {
@@ -176,7 +166,7 @@ func (s *Service) activate(ctx context.Context, projectID string) (store.Activat
 			return store.Activation{}, err
 		}
 		now := s.now()
-		a := store.Activation{ID: "act-" + randomHex(8), ProjectID: pr.ID, TeamID: pr.TeamID, State: StateQueued,
+		a := store.Activation{ID: "act-" + randomHex(8), ProjectID: pr.ID, TeamID: pr.TeamID, State: string(StateQueued),
 			CreatedAt: now, LastActivityAt: now, Version: 1}
 		if err := s.cfg.Store.CreateActivation(ctx, a); err != nil {
 			return store.Activation{}, err
@@ -186,7 +176,10 @@ func (s *Service) activate(ctx context.Context, projectID string) (store.Activat
 			// Another replica (or an update) got there first: retire ours
 			// and look again; most likely we share theirs.
 			s.updateActivation(ctx, a.ID, func(a *store.Activation) bool {
-				a.State, a.EndReason, a.EndedAt = StateStopped, "superseded", s.now()
+				if moveTo(a, StateStopped) != nil {
+					return false
+				}
+				a.EndReason, a.EndedAt = "superseded", s.now()
 				return true
 			})
 			if sandbox.CodeOf(err) == "stale_version" {
@@ -198,7 +191,7 @@ func (s *Service) activate(ctx context.Context, projectID string) (store.Activat
 			return store.Activation{}, err
 		}
 		r := s.newRun(a, doc, string(secret))
-		s.event(ctx, a, StateQueued, "", nil)
+		s.event(ctx, a, string(StateQueued), "", nil)
 		s.log.Info("activation queued", "project", pr.ID, "team", pr.TeamID, "activation", a.ID)
 		s.goDrive(r, false)
 		return a, nil
@@ -410,14 +403,21 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	r.mu.Lock()
 	r.target, r.readyAt, r.activity = target, now, now
 	r.mu.Unlock()
+	var terr error
 	a, err := s.updateActivation(s.ctx, r.id, func(a *store.Activation) bool {
-		a.State, a.ReadyAt, a.LastActivityAt = StateReady, now, now
+		if terr = moveTo(a, StateReady); terr != nil {
+			return false
+		}
+		a.ReadyAt, a.LastActivityAt = now, now
 		return true
 	})
+	if err == nil {
+		err = terr
+	}
 	if err != nil {
 		return err
 	}
-	s.event(s.ctx, a, StateReady, "", nil)
+	s.event(s.ctx, a, string(StateReady), "", nil)
 	log.Info("activation ready", "sandbox", sb.ID, "took", now.Sub(r.createdAt).String())
 	return nil
 }
@@ -549,10 +549,13 @@ func (s *Service) watchApp(r *run, log *slog.Logger) {
 		ag = nil
 	}
 	if a, err := s.updateActivation(s.ctx, r.id, func(a *store.Activation) bool {
-		a.State, a.EndReason = StateDeactivating, reason
+		if moveTo(a, StateDeactivating) != nil {
+			return false
+		}
+		a.EndReason = reason
 		return true
-	}); err == nil {
-		s.event(s.ctx, a, StateDeactivating, "", map[string]string{"reason": reason})
+	}); err == nil && stateOf(a) == StateDeactivating {
+		s.event(s.ctx, a, string(StateDeactivating), "", map[string]string{"reason": reason})
 	}
 	s.teardown(r, log, ag, reason != ReasonDeleted)
 	s.finish(r, log, StateStopped, reason, "", "")
@@ -582,7 +585,7 @@ func (s *Service) teardown(r *run, log *slog.Logger, ag Agent, save bool) {
 	if save && ag != nil && len(r.spec.PersistentPaths) > 0 {
 		if err := s.save(ctx, r, ag, log); err != nil {
 			log.Warn("state not saved", "err", err)
-			s.eventFor(ctx, r, StateDeactivating, "state not saved: "+err.Error(), nil)
+			s.eventFor(ctx, r, string(StateDeactivating), "state not saved: "+err.Error(), nil)
 		}
 	}
 	s.removeSandbox(sbID, log)
@@ -601,7 +604,7 @@ func (s *Service) removeSandbox(id string, log *slog.Logger) {
 
 // finish ends an activation: its sandbox deleted (if bring-up left one),
 // the project freed, the final state and event written.
-func (s *Service) finish(r *run, log *slog.Logger, state, reason, errMsg, tail string) {
+func (s *Service) finish(r *run, log *slog.Logger, state State, reason, errMsg, tail string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), opTimeout)
 	defer cancel()
 	r.mu.Lock()
@@ -617,10 +620,17 @@ func (s *Service) finish(r *run, log *slog.Logger, state, reason, errMsg, tail s
 	}); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
 		log.Warn("free project", "err", err)
 	}
+	var terr error
 	a, err := s.updateActivation(ctx, r.id, func(a *store.Activation) bool {
-		a.State, a.EndReason, a.Error, a.LogTail, a.EndedAt = state, reason, errMsg, tail, s.now()
+		if terr = moveTo(a, state); terr != nil {
+			return false // ended already (an orphan sweep on another replica, say)
+		}
+		a.EndReason, a.Error, a.LogTail, a.EndedAt = reason, errMsg, tail, s.now()
 		return true
 	})
+	if err == nil {
+		err = terr
+	}
 	if err != nil {
 		log.Warn("record activation end", "err", err)
 		return
@@ -635,20 +645,27 @@ func (s *Service) finish(r *run, log *slog.Logger, state, reason, errMsg, tail s
 		}
 		data["reason"] = reason
 	}
-	s.event(ctx, a, state, errMsg, data)
-	log.Info("activation ended", "state", state, "reason", reason)
+	s.event(ctx, a, string(state), errMsg, data)
+	log.Info("activation ended", "state", string(state), "reason", reason)
 }
 
 // setState moves the activation to state and records the event.
-func (s *Service) setState(ctx context.Context, r *run, state string, data map[string]string) error {
+func (s *Service) setState(ctx context.Context, r *run, state State, data map[string]string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	a, err := s.updateActivation(s.ctx, r.id, func(a *store.Activation) bool { a.State = state; return true })
+	var terr error
+	a, err := s.updateActivation(s.ctx, r.id, func(a *store.Activation) bool {
+		terr = moveTo(a, state)
+		return terr == nil
+	})
+	if err == nil {
+		err = terr
+	}
 	if err != nil {
 		return fmt.Errorf("record %s: %w", state, err)
 	}
-	s.event(s.ctx, a, state, "", data)
+	s.event(s.ctx, a, string(state), "", data)
 	return nil
 }
 

@@ -119,7 +119,7 @@ func appRequest(t *testing.T, name string) ProjectRequest {
 }
 
 // waitFor polls an activation until it reaches state (or a terminal one).
-func waitFor(t *testing.T, s *Service, id, state string) store.Activation {
+func waitFor(t *testing.T, s *Service, id string, state State) store.Activation {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -127,10 +127,10 @@ func waitFor(t *testing.T, s *Service, id, state string) store.Activation {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a.State == state {
+		if stateOf(a) == state {
 			return a
 		}
-		if terminal(a.State) || time.Now().After(deadline) {
+		if stateOf(a).Terminal() || time.Now().After(deadline) {
 			t.Fatalf("activation %s is %s (%s), want %s", id, a.State, a.Error, state)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -371,7 +371,7 @@ func TestTeamIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.noSandboxesLeft(t)
-	if got, _ := e.svc.GetActivation(ctx, teamA, a.ID); got.State != StateStopped || got.EndReason != ReasonDeleted {
+	if got, _ := e.svc.GetActivation(ctx, teamA, a.ID); State(got.State) != StateStopped || got.EndReason != ReasonDeleted {
 		t.Fatalf("activation after delete: %+v", got)
 	}
 }
@@ -453,7 +453,7 @@ func TestConcurrentActivationsShareOneSandbox(t *testing.T) {
 		nonOwner = e.svc
 	}
 	got, err := nonOwner.Deactivate(ctx, teamA, v.ID, "")
-	if err != nil || got.State != StateStopped || got.EndReason != ReasonExplicit {
+	if err != nil || State(got.State) != StateStopped || got.EndReason != ReasonExplicit {
 		t.Fatalf("deactivate: %+v %v", got, err)
 	}
 	e.noSandboxesLeft(t)
@@ -541,7 +541,7 @@ func TestIdleTimeoutAndLifetime(t *testing.T) {
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		got, _ := e.svc.GetActivation(ctx, teamA, a.ID)
-		if got.State != StateReady {
+		if State(got.State) != StateReady {
 			t.Fatalf("touched activation %s", got.State)
 		}
 		if got.LastActivityAt.Equal(clk.Now()) {
@@ -613,7 +613,7 @@ func TestFailuresCleanUp(t *testing.T) {
 			for ev := range ch {
 				last = ev
 			}
-			if last.Type != StateFailed || !strings.HasPrefix(last.Message, tc.code+":") || !strings.Contains(last.Data["logTail"], tc.tail) {
+			if State(last.Type) != StateFailed || !strings.HasPrefix(last.Message, tc.code+":") || !strings.Contains(last.Data["logTail"], tc.tail) {
 				t.Fatalf("last event %+v, want failed %s with %q", last, tc.code, tc.tail)
 			}
 			got := waitFor(t, e.svc, a.ID, StateFailed)
@@ -701,7 +701,7 @@ func TestRestartReadopts(t *testing.T) {
 
 	// An activation caught mid-way by a crash: its record says starting.
 	v2 := e.create(t, appRequest(t, "halfway"))
-	half := store.Activation{ID: "act-00000000000000aa", ProjectID: v2.ID, TeamID: "team-a", State: StateStarting, SandboxID: "sb-gone"}
+	half := store.Activation{ID: "act-00000000000000aa", ProjectID: v2.ID, TeamID: "team-a", State: string(StateStarting), SandboxID: "sb-gone"}
 	if err := e.store.CreateActivation(ctx, half); err != nil {
 		t.Fatal(err)
 	}
@@ -720,7 +720,7 @@ func TestRestartReadopts(t *testing.T) {
 	if err != nil || tgt.ActivationID != a.ID {
 		t.Fatalf("re-adopted target %+v %v", tgt, err)
 	}
-	if got, _ := s2.GetActivation(ctx, teamA, half.ID); got.State != StateFailed || !strings.Contains(got.Error, "interrupted by restart") {
+	if got, _ := s2.GetActivation(ctx, teamA, half.ID); State(got.State) != StateFailed || !strings.Contains(got.Error, "interrupted by restart") {
 		t.Fatalf("half-done activation %+v", got)
 	}
 	// The re-adopted app is still watched: a crash is noticed.
@@ -744,7 +744,7 @@ func TestCloseFailsActivationInProgress(t *testing.T) {
 	waitFor(t, e.svc, a.ID, StateStarting)
 	e.svc.Close()
 	got, _ := e.store.GetActivation(ctx, a.ID)
-	if got.State != StateFailed {
+	if State(got.State) != StateFailed {
 		t.Fatalf("after close: %+v", got)
 	}
 	e.noSandboxesLeft(t)
@@ -796,7 +796,7 @@ func TestRestartFinishesDeactivation(t *testing.T) {
 	// paddock died while deactivating it for idleness.
 	if _, err := e.store.UpdateActivation(ctx, func() store.Activation {
 		got, _ := e.store.GetActivation(ctx, a.ID)
-		got.State, got.EndReason = StateDeactivating, ReasonIdle
+		got.State, got.EndReason = string(StateDeactivating), ReasonIdle
 		return got
 	}()); err != nil {
 		t.Fatal(err)

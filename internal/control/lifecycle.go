@@ -26,8 +26,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.started = true
 	s.mu.Unlock()
 
-	f := store.ActivationFilter{States: []string{StateQueued, StateProvisioning, StateRestoring, StateInstalling,
-		StateStarting, StateReady, StateDeactivating}}
+	f := store.ActivationFilter{States: liveStates()}
 	page := store.Page{Limit: store.MaxPageLimit}
 	for {
 		acts, next, err := s.cfg.Store.ListActivations(ctx, f, page)
@@ -52,7 +51,7 @@ func (s *Service) Start(ctx context.Context) error {
 
 func (s *Service) readopt(ctx context.Context, a store.Activation) {
 	log := s.log.With("project", a.ProjectID, "team", a.TeamID, "activation", a.ID)
-	switch a.State {
+	switch stateOf(a) {
 	case StateReady, StateDeactivating:
 		r, err := s.adopt(ctx, a)
 		if err != nil {
@@ -61,7 +60,7 @@ func (s *Service) readopt(ctx context.Context, a store.Activation) {
 			return
 		}
 		log.Info("activation re-adopted", "sandbox", a.SandboxID, "state", a.State)
-		if a.State == StateDeactivating {
+		if stateOf(a) == StateDeactivating {
 			reason := a.EndReason
 			if reason == "" {
 				reason = ReasonExplicit
@@ -107,7 +106,7 @@ func (s *Service) adopt(ctx context.Context, a store.Activation) (*run, error) {
 		return nil, err
 	}
 	for _, e := range evs {
-		if e.Type == StateStarting && e.Data["commandId"] != "" {
+		if e.Type == string(StateStarting) && e.Data["commandId"] != "" {
 			cmdID = e.Data["commandId"]
 		}
 	}
@@ -126,7 +125,7 @@ func (s *Service) adopt(ctx context.Context, a store.Activation) (*run, error) {
 
 // endOrphan ends an activation no run drives: its sandbox deleted, its
 // project freed.
-func (s *Service) endOrphan(a store.Activation, state, reason, errMsg string) {
+func (s *Service) endOrphan(a store.Activation, state State, reason, errMsg string) {
 	r := &run{id: a.ID, projectID: a.ProjectID, teamID: a.TeamID, sandboxID: a.SandboxID}
 	s.finish(r, s.log.With("project", a.ProjectID, "activation", a.ID), state, reason, errMsg, "")
 }
@@ -175,7 +174,7 @@ func (s *Service) checkLimits(ctx context.Context) {
 	s.mu.Unlock()
 	for _, r := range runs {
 		// A deactivation asked for through the store (by another replica).
-		if a, err := s.cfg.Store.GetActivation(ctx, r.id); err == nil && a.EndReason != "" && live(a.State) {
+		if a, err := s.cfg.Store.GetActivation(ctx, r.id); err == nil && a.EndReason != "" && stateOf(a).Live() {
 			r.stop(a.EndReason)
 			continue
 		}
@@ -212,7 +211,7 @@ func (s *Service) flush(ctx context.Context) {
 	s.mu.Unlock()
 	for id, t := range touched {
 		_, err := s.updateActivation(ctx, id, func(a *store.Activation) bool {
-			if terminal(a.State) || !t.After(a.LastActivityAt) {
+			if stateOf(*a).Terminal() || !t.After(a.LastActivityAt) {
 				return false
 			}
 			a.LastActivityAt = t
@@ -257,7 +256,7 @@ func (s *Service) Heartbeat(ctx context.Context, p auth.Principal, projectID str
 	}
 	now := s.now()
 	_, err = s.updateActivation(ctx, pr.ActiveActivation, func(a *store.Activation) bool {
-		if terminal(a.State) || !now.After(a.LastActivityAt) {
+		if stateOf(*a).Terminal() || !now.After(a.LastActivityAt) {
 			return false
 		}
 		a.LastActivityAt = now
@@ -299,7 +298,7 @@ func (s *Service) deactivate(ctx context.Context, projectID, activationID, reaso
 	// Driven by another replica: ask through the store (its limit checks
 	// read EndReason) and wait for it to end.
 	a, err := s.updateActivation(ctx, activationID, func(a *store.Activation) bool {
-		if terminal(a.State) || a.EndReason != "" {
+		if stateOf(*a).Terminal() || a.EndReason != "" {
 			return false
 		}
 		a.EndReason = reason
@@ -308,12 +307,12 @@ func (s *Service) deactivate(ctx context.Context, projectID, activationID, reaso
 	if err != nil {
 		return store.Activation{}, err
 	}
-	if terminal(a.State) {
+	if stateOf(a).Terminal() {
 		return store.Activation{}, errNotActive
 	}
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
-	for !terminal(a.State) {
+	for !stateOf(a).Terminal() {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -421,7 +420,7 @@ func (s *Service) Watch(ctx context.Context, p auth.Principal, activationID stri
 					return
 				}
 				seq = e.Seq
-				if e.Type == StateReady || e.Type == StateFailed || e.Type == StateStopped {
+				if t := State(e.Type); t == StateReady || t.Terminal() {
 					return
 				}
 			}

@@ -212,19 +212,6 @@ type AppTarget struct {
 	ActivationID string
 }
 
-// Event and activation states.
-const (
-	StateQueued       = "queued"
-	StateProvisioning = "provisioning"
-	StateRestoring    = "restoring"
-	StateInstalling   = "installing"
-	StateStarting     = "starting"
-	StateReady        = "ready"
-	StateFailed       = "failed"
-	StateDeactivating = "deactivating"
-	StateStopped      = "stopped"
-)
-
 // End reasons of a deactivation.
 const (
 	ReasonExplicit    = "explicit"

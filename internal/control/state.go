@@ -106,7 +106,7 @@ func (s *Service) save(ctx context.Context, r *run, ag Agent, log *slog.Logger) 
 			log.Warn("remove replaced state", "ref", old, "err", err)
 		}
 	}
-	s.eventFor(ctx, r, StateDeactivating, "state saved",
+	s.eventFor(ctx, r, string(StateDeactivating), "state saved",
 		map[string]string{"stateRef": name, "files": fmt.Sprint(files), "bytes": fmt.Sprint(total)})
 	log.Info("state saved", "ref", name, "files", files, "bytes", total)
 	return nil
@@ -219,7 +219,7 @@ func (s *Service) restore(ctx context.Context, r *run, ag Agent, log *slog.Logge
 	f, err := os.Open(filepath.Join(s.stateDir(r.projectID), pr.StateRef))
 	if errors.Is(err, os.ErrNotExist) {
 		log.Warn("saved state missing", "ref", pr.StateRef)
-		s.eventFor(ctx, r, StateRestoring, "saved state "+pr.StateRef+" is missing; starting empty", nil)
+		s.eventFor(ctx, r, string(StateRestoring), "saved state "+pr.StateRef+" is missing; starting empty", nil)
 		return nil
 	}
 	if err != nil {
@@ -283,7 +283,7 @@ func (s *Service) restore(ctx context.Context, r *run, ag Agent, log *slog.Logge
 			return fail("restore_failed", "restore %s: %s", sec.path, errMessage(err))
 		}
 	}
-	s.eventFor(ctx, r, StateRestoring, "state restored", map[string]string{"stateRef": pr.StateRef, "files": fmt.Sprint(files)})
+	s.eventFor(ctx, r, string(StateRestoring), "state restored", map[string]string{"stateRef": pr.StateRef, "files": fmt.Sprint(files)})
 	return nil
 }
 
