@@ -1,5 +1,6 @@
 // Package store is paddock's database: teams, users, API tokens, projects,
-// activations, sandbox records, command history, usage and events. Store is
+// activations, sandbox records, command history, usage, events and the
+// records of the Vercel compatibility layer. Store is
 // the one interface; sqlite/ (embedded, the default) and mongo/ (production,
 // several control-plane replicas) implement it, and storetest/ is the
 // conformance suite both pass.
@@ -114,6 +115,40 @@ type Store interface {
 	// smaller Seq than one a reader has already seen.
 	AppendEvent(ctx context.Context, e Event) (Event, error)
 	ListEvents(ctx context.Context, f EventFilter) ([]Event, error)
+
+	// The Vercel compatibility layer's sandboxes (see VercelSandbox). A
+	// sandbox is named by (teamID, project, name); every read takes the
+	// team, and another team's record is ErrNotFound
+	// "vercel_sandbox_not_found".
+	//
+	// CreateVercelSandbox: ErrConflict "vercel_sandbox_exists" if the name
+	// is taken in its team and project.
+	CreateVercelSandbox(ctx context.Context, v VercelSandbox) error
+	GetVercelSandbox(ctx context.Context, teamID, project, name string) (VercelSandbox, error)
+	// GetVercelSandboxBySession finds the team's sandbox one of whose
+	// SessionIDs is sessionID.
+	GetVercelSandboxBySession(ctx context.Context, teamID, sessionID string) (VercelSandbox, error)
+	// UpdateVercelSandbox is optimistic like UpdateProject: it replaces
+	// SessionIDs and Data of the sandbox named by v's (TeamID, Project,
+	// Name) whose Version is v's, and returns it as stored (Version+1,
+	// UpdatedAt now; API and CreatedAt kept).
+	UpdateVercelSandbox(ctx context.Context, v VercelSandbox) (VercelSandbox, error)
+	// DeleteVercelSandbox deletes the sandbox if its Version is version:
+	// ErrConflict "stale_version" if it moved, ErrNotFound if it is gone.
+	DeleteVercelSandbox(ctx context.Context, teamID, project, name string, version int64) error
+	// ListVercelSandboxes pages through one team's sandboxes by
+	// (CreatedAt, name key).
+	ListVercelSandboxes(ctx context.Context, f VercelSandboxFilter, page Page) ([]VercelSandbox, string, error)
+
+	// The snapshots taken through the Vercel layer (see VercelSnapshot),
+	// scoped by team like its sandboxes. CreateVercelSnapshot: ErrConflict
+	// "vercel_snapshot_exists" if the ID exists; DeleteVercelSnapshot:
+	// ErrNotFound if unknown or another team's.
+	CreateVercelSnapshot(ctx context.Context, v VercelSnapshot) error
+	GetVercelSnapshot(ctx context.Context, teamID, id string) (VercelSnapshot, error)
+	DeleteVercelSnapshot(ctx context.Context, teamID, id string) error
+	// ListVercelSnapshots pages through one team's snapshots by (CreatedAt, ID).
+	ListVercelSnapshots(ctx context.Context, f VercelSnapshotFilter, page Page) ([]VercelSnapshot, string, error)
 }
 
 // TimePrecision is the resolution at which every store keeps times.
@@ -311,9 +346,63 @@ type EventFilter struct {
 	Limit        int // default 100, max 1000
 }
 
+// MaxVercelData bounds a VercelSandbox's Data: the layer bounds what it
+// keeps far below this; the store refuses a larger document (ErrInvalid)
+// rather than grow without limit.
+const MaxVercelData = 1 << 20
+
+// VercelSandbox is a sandbox of the Vercel compatibility layer
+// (internal/server/compat/vercel): a name, unique within a team and a
+// Vercel project id, with the layer's own document. Its sessions (one
+// paddock sandbox each) live in that document; SessionIDs lists them, so
+// that a request naming a session finds its sandbox.
+type VercelSandbox struct {
+	TeamID string `json:"teamId"`
+	// Project is a Vercel project id: a namespace within the team, not a
+	// paddock project.
+	Project    string   `json:"project"`
+	Name       string   `json:"name"`
+	API        int      `json:"api"` // the Vercel API generation it was made through
+	SessionIDs []string `json:"sessionIds,omitempty"`
+	// Data is the layer's document (config, sessions, current snapshot),
+	// opaque to the store like a project's Spec: a new field needs no
+	// migration. Valid JSON of at most MaxVercelData bytes.
+	Data      json.RawMessage `json:"data"`
+	Version   int64           `json:"version"`
+	CreatedAt time.Time       `json:"createdAt"`
+	UpdatedAt time.Time       `json:"updatedAt"`
+}
+
+// VercelSandboxFilter selects one team's Vercel sandboxes.
+type VercelSandboxFilter struct {
+	TeamID  string // required: "" matches nothing
+	Project string // "" = every project of the team
+	API     int    // 0 = every generation
+}
+
+// VercelSnapshot is a snapshot taken through the Vercel layer: what
+// Vercel's API says of it beyond what paddock's snapshot store keeps.
+type VercelSnapshot struct {
+	ID             string    `json:"id"` // the paddock snapshot's id
+	TeamID         string    `json:"teamId"`
+	Project        string    `json:"project"`
+	SandboxName    string    `json:"sandboxName"`
+	SourceSession  string    `json:"sourceSession"`
+	ParentID       string    `json:"parentId,omitempty"`
+	CreationMethod string    `json:"creationMethod"` // automatic or manual
+	CreatedAt      time.Time `json:"createdAt"`
+}
+
+// VercelSnapshotFilter selects one team's Vercel snapshots.
+type VercelSnapshotFilter struct {
+	TeamID      string // required: "" matches nothing
+	Project     string // "" = every project of the team
+	SandboxName string // "" = every sandbox
+}
+
 // NotFound is the error every implementation returns for a missing record;
-// what is "team", "user", "token", "project", "activation", "sandbox" or
-// "command".
+// what is "team", "user", "token", "project", "activation", "sandbox",
+// "command", "vercel_sandbox" or "vercel_snapshot".
 func NotFound(what, id string) error {
 	if id == "" {
 		return sandbox.Errorf(sandbox.ErrNotFound, what+"_not_found", "%s not found", what)

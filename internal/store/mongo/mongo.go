@@ -29,7 +29,7 @@
 //     that is unique for users without an OIDC subject too.
 //
 // Records with free-form keys (a sandbox's Env, a project's Spec, an
-// event's Data) are stored as JSON strings: a key with '.' or '$' is not
+// event's Data, a Vercel sandbox's Data) are stored as JSON strings: a key with '.' or '$' is not
 // a field name MongoDB or FerretDB accept everywhere.
 package mongo
 
@@ -65,6 +65,7 @@ type Store struct {
 
 	teams, users, tokens, projects, activations *mgo.Collection
 	sandboxes, commands, usage, events, claims  *mgo.Collection
+	vercelSandboxes, vercelSnapshots            *mgo.Collection
 
 	// seq is the largest event Seq this store knows to be taken: the next
 	// append tries seq+1 (see AppendEvent).
@@ -96,6 +97,7 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 		projects: db.Collection("projects"), activations: db.Collection("activations"),
 		sandboxes: db.Collection("sandboxes"), commands: db.Collection("commands"), usage: db.Collection("usage"),
 		events: db.Collection("events"), claims: db.Collection("claims"),
+		vercelSandboxes: db.Collection("vercel_sandboxes"), vercelSnapshots: db.Collection("vercel_snapshots"),
 	}
 	if err := s.createIndexes(ctx); err != nil {
 		client.Disconnect(context.Background())
@@ -161,6 +163,8 @@ func (s *Store) createIndexes(ctx context.Context) error {
 			index("sandbox_start", "sandboxId", "start")}},
 		{s.events, []ix{index("team_seq", "teamId", "_id"), index("project_seq", "projectId", "_id"),
 			index("activation_seq", "activationId", "_id")}},
+		{s.vercelSandboxes, []ix{index("team_page", "teamId", "createdAt", "_id"), index("sessions", "sessionIds")}},
+		{s.vercelSnapshots, []ix{index("team_page", "teamId", "createdAt", "_id")}},
 	} {
 		if err := ensureIndexes(ctx, ci.c, ci.ixs); err != nil {
 			return fmt.Errorf("mongo store: create indexes on %s: %w", ci.c.Name(), err)
@@ -336,6 +340,11 @@ func (s *Store) claim(ctx context.Context, key string) (release func(), err erro
 	return nil, errClaimed
 }
 
+// claimKey names the claim on the update of record id from version.
+func claimKey(c *mgo.Collection, id string, version int64) string {
+	return c.Name() + "/" + id + "/" + strconv.FormatInt(version, 10)
+}
+
 // update applies set/unset to the record id at version (and matching
 // scope), $inc-ing its version, and decodes the result into out.
 func (s *Store) update(ctx context.Context, c *mgo.Collection, what, id string, version int64, scope, set, unset bson.D, out any) error {
@@ -350,7 +359,7 @@ func (s *Store) update(ctx context.Context, c *mgo.Collection, what, id string, 
 		}
 		return store.Stale(what, id)
 	}
-	release, err := s.claim(ctx, c.Name()+"/"+id+"/"+strconv.FormatInt(version, 10))
+	release, err := s.claim(ctx, claimKey(c, id, version))
 	if errors.Is(err, errClaimed) {
 		return lost()
 	}

@@ -135,4 +135,42 @@ CREATE INDEX events_activation ON events (activation_id, seq);
 `,
 	// 2: the image digest an activation runs.
 	`ALTER TABLE activations ADD COLUMN image_digest TEXT NOT NULL DEFAULT '';`,
+	// 3: the Vercel compatibility layer's sandboxes and snapshots. id is
+	// storeutil.VercelSandboxKey(team_id, project, name); vercel_sessions
+	// indexes each sandbox's session_ids, rewritten with it in one
+	// transaction.
+	`
+CREATE TABLE vercel_sandboxes (
+	id          TEXT PRIMARY KEY,
+	team_id     TEXT NOT NULL,
+	project     TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	api         INTEGER NOT NULL,
+	session_ids TEXT, -- JSON array
+	data        TEXT NOT NULL,
+	version     INTEGER NOT NULL,
+	created_at  INTEGER,
+	updated_at  INTEGER
+);
+CREATE INDEX vercel_sandboxes_page ON vercel_sandboxes (team_id, created_at, id);
+
+CREATE TABLE vercel_sessions (
+	session_id TEXT NOT NULL,
+	sandbox_id TEXT NOT NULL,
+	PRIMARY KEY (session_id, sandbox_id)
+);
+CREATE INDEX vercel_sessions_sandbox ON vercel_sessions (sandbox_id);
+
+CREATE TABLE vercel_snapshots (
+	id              TEXT PRIMARY KEY,
+	team_id         TEXT NOT NULL,
+	project         TEXT NOT NULL,
+	sandbox_name    TEXT NOT NULL,
+	source_session  TEXT NOT NULL,
+	parent_id       TEXT NOT NULL,
+	creation_method TEXT NOT NULL,
+	created_at      INTEGER
+);
+CREATE INDEX vercel_snapshots_page ON vercel_snapshots (team_id, created_at, id);
+`,
 }

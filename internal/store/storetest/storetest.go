@@ -64,6 +64,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 		{"Times", testTimes},
 		{"Invalid", testInvalid},
 	}
+	tests = append(tests, vercelCases...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -72,6 +73,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 			t.Skip("the opener cannot reopen a store")
 		}
 		testReopen(t, open(t), o.reopen)
+	})
+	t.Run("VercelReopen", func(t *testing.T) {
+		if o.reopen == nil {
+			t.Skip("the opener cannot reopen a store")
+		}
+		testVercelReopen(t, open(t), o.reopen)
 	})
 }
 

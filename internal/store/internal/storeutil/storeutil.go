@@ -237,3 +237,58 @@ func Event(e store.Event) (store.Event, error) {
 
 // Finished returns the time FinishCommand records.
 func Finished(t time.Time) time.Time { return created(t) }
+
+// VercelSandboxKey is the one string that names a Vercel sandbox, its
+// primary key in both stores and the ID of its page cursors: the lengths
+// keep (team, project, name) apart whatever bytes they hold.
+func VercelSandboxKey(teamID, project, name string) string {
+	return strconv.Itoa(len(teamID)) + ":" + teamID + "/" + strconv.Itoa(len(project)) + ":" + project + "/" + name
+}
+
+// VercelSandbox checks v and applies defaults; for an update (create
+// false) it leaves Version, CreatedAt and UpdatedAt to the caller.
+func VercelSandbox(v store.VercelSandbox, create bool) (store.VercelSandbox, error) {
+	for _, f := range []struct{ field, v string }{{"teamId", v.TeamID}, {"project", v.Project}, {"name", v.Name}} {
+		if err := required("vercel sandbox", f.field, f.v); err != nil {
+			return v, err
+		}
+	}
+	switch {
+	case len(v.Data) == 0:
+		return v, store.Invalid("vercel sandbox %s: data is required", v.Name)
+	case len(v.Data) > store.MaxVercelData:
+		return v, store.Invalid("vercel sandbox %s: data is %d bytes, more than %d", v.Name, len(v.Data), store.MaxVercelData)
+	case !json.Valid(v.Data):
+		return v, store.Invalid("vercel sandbox %s: data is not valid JSON", v.Name)
+	}
+	if len(v.SessionIDs) == 0 {
+		v.SessionIDs = nil
+	}
+	for _, id := range v.SessionIDs {
+		if id == "" {
+			return v, store.Invalid("vercel sandbox %s: an empty session id", v.Name)
+		}
+	}
+	if create {
+		if v.Version <= 0 {
+			v.Version = 1
+		}
+		v.CreatedAt = created(v.CreatedAt)
+		if v.UpdatedAt.IsZero() {
+			v.UpdatedAt = v.CreatedAt
+		}
+		v.UpdatedAt = store.Time(v.UpdatedAt)
+	}
+	return v, nil
+}
+
+// VercelSnapshot checks v and applies defaults.
+func VercelSnapshot(v store.VercelSnapshot) (store.VercelSnapshot, error) {
+	for _, f := range []struct{ field, v string }{{"id", v.ID}, {"teamId", v.TeamID}, {"project", v.Project}} {
+		if err := required("vercel snapshot", f.field, f.v); err != nil {
+			return v, err
+		}
+	}
+	v.CreatedAt = created(v.CreatedAt)
+	return v, nil
+}
