@@ -59,7 +59,7 @@ func TestVercelSDK(t *testing.T) {
 
 	var compat *vercel.Handler
 	s := startStack(t, newDataDir(t), stackOptions{network: vercelPool, wrap: func(s *stack, front http.Handler) http.Handler {
-		store, err := vercel.OpenFileStore(s.dataDir)
+		store, err := vercel.OpenStore(context.Background(), s.db, s.dataDir, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

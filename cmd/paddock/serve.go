@@ -317,8 +317,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ln.Close()
 		return err
 	}
-	// The Vercel Sandbox API (/compat/vercel) on the same services and tokens.
-	vstore, err := vercel.OpenFileStore(cfg.dataDir)
+	// The Vercel Sandbox API (/compat/vercel) on the same services, tokens and
+	// store (importing <data>/compat-vercel/state.json once).
+	vstore, err := vercel.OpenStore(ctx, db, cfg.dataDir, log)
 	if err != nil {
 		ln.Close()
 		return err

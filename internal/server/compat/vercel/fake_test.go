@@ -25,6 +25,9 @@ import (
 // sandbox shares one fake agent.
 type fakeSandboxes struct {
 	agent *agent.Client
+	// host makes ids unique across the fakes of several replicas, as
+	// paddock's random ids are.
+	host string
 
 	mu      sync.Mutex // guards sbs, seq and creates
 	sbs     map[string]sandbox.Sandbox
@@ -53,7 +56,7 @@ func (f *fakeSandboxes) Create(_ context.Context, req server.CreateParams) (sand
 	if res.VCPUs == 0 {
 		res = sandbox.Resources{VCPUs: 1, MemoryMB: 1024, PIDs: 512}
 	}
-	sb := sandbox.Sandbox{ID: fmt.Sprintf("sb-fake%d", f.seq), State: sandbox.Running, Image: "host", Snapshot: req.Snapshot,
+	sb := sandbox.Sandbox{ID: fmt.Sprintf("sb-fake%s%d", f.host, f.seq), State: sandbox.Running, Image: "host", Snapshot: req.Snapshot,
 		Resources: res, Env: req.Env, CreatedAt: now, StartedAt: now, ExpiresAt: now.Add(timeout), Ports: req.Ports,
 		NetworkPolicy: req.NetworkPolicy, TeamID: req.TeamID}
 	f.sbs[sb.ID] = sb
@@ -86,6 +89,13 @@ func (f *fakeSandboxes) Stop(_ context.Context, id string) (sandbox.Sandbox, err
 		f.sbs[id] = sb
 	}
 	return sb, nil
+}
+
+// count is the number of sandboxes the fake holds.
+func (f *fakeSandboxes) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.sbs)
 }
 
 func (f *fakeSandboxes) Delete(_ context.Context, id string) error {
@@ -157,7 +167,7 @@ func (f *fakeSnapshots) Snapshot(ctx context.Context, id string) (*image.Snapsho
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.seq++
-	s := &image.Snapshot{ID: fmt.Sprintf("snap-fake%d", f.seq), Source: id, TeamID: sb.TeamID, Size: 4096, CreatedAt: time.Now(), LastUsed: time.Now()}
+	s := &image.Snapshot{ID: fmt.Sprintf("snap-fake%s%d", f.sbs.host, f.seq), Source: id, TeamID: sb.TeamID, Size: 4096, CreatedAt: time.Now(), LastUsed: time.Now()}
 	f.snaps[s.ID] = s
 	return s, nil
 }
@@ -176,6 +186,13 @@ func (f *fakeSnapshots) GetSnapshot(id string) (*image.Snapshot, error) {
 		return nil, sandbox.ErrNotFound
 	}
 	return s, nil
+}
+
+// count is the number of snapshots the fake holds.
+func (f *fakeSnapshots) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.snaps)
 }
 
 func (f *fakeSnapshots) DeleteSnapshot(_ context.Context, id string) error {

@@ -13,9 +13,14 @@
 // paddock sandbox, driven through the same server.Sandboxes, server.Snapshots
 // and agent client the native API uses. What Vercel's model has beyond that
 // (names unique per team and project, a sandbox's config, its sessions, the
-// current snapshot a persistent sandbox resumes from) lives in a small Store
-// of this package. Anything the SDK can ask that paddock cannot do answers a
-// clear error in Vercel's shape; docs/compat-vercel.md lists each method.
+// current snapshot a persistent sandbox resumes from) lives in paddock's
+// store (Records, through the thin Store adapter), so that paddock
+// replicas sharing one store share it too. Changes are optimistic: a save
+// that lost to another writer reads the record again and reapplies what
+// the request did (Handler.change), so no write is lost and no lock is
+// held across a request. Anything the SDK can ask that paddock cannot do
+// answers a clear error in Vercel's shape; docs/compat-vercel.md lists
+// each method.
 package vercel
 
 import (
@@ -69,7 +74,7 @@ type Config struct {
 	Sandboxes server.Sandboxes // required
 	Auth      Authenticator    // required: paddock's API tokens
 	Teams     Teams            // required: what teamId may name
-	Store     Store            // required
+	Store     *Store           // required: the records, in paddock's store
 	// Snapshots takes and keeps snapshots; nil makes persistence, snapshot
 	// and fork answer 501.
 	Snapshots server.Snapshots
@@ -107,15 +112,13 @@ type Handler struct {
 	snaps     server.Snapshots
 	auth      Authenticator
 	teams     Teams
-	store     Store
+	store     *Store
 	signer    *proxy.Signer
 	baseURL   string
 	log       *slog.Logger
 	maxUpload int64
 	now       func() time.Time
 	mux       *http.ServeMux
-
-	locks keyedMutex
 
 	mu        sync.Mutex        // guards transient
 	transient map[string]string // session id -> "stopping" or "snapshotting" while this API does it
@@ -398,46 +401,11 @@ func listScope(r *http.Request) Scope {
 	return Scope{Team: teamOf(r), Project: r.URL.Query().Get("project")}
 }
 
-// keyedMutex serialises changes to one sandbox record (create, resume,
-// stop, snapshot, update, delete) without holding up other sandboxes.
-type keyedMutex struct {
-	mu sync.Mutex // guards m
-	m  map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	mu   sync.Mutex
-	refs int
-}
-
-func (k *keyedMutex) lock(key string) func() {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = map[string]*keyedEntry{}
-	}
-	e := k.m[key]
-	if e == nil {
-		e = &keyedEntry{}
-		k.m[key] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
-		k.mu.Lock()
-		if e.refs--; e.refs == 0 {
-			delete(k.m, key)
-		}
-		k.mu.Unlock()
-	}
-}
-
-func recordKey(s Scope, name string) string { return s.Team + "\x00" + s.Project + "\x00" + name }
-
 // setTransient marks a session as being stopped or snapshotted by this
 // API, so that other calls on it answer 422 sandbox_stopping or
 // sandbox_snapshotting (on which the SDK resumes and retries) meanwhile.
+// It is this process's: a session's sandbox runs on this host, and calls
+// that reach it through another replica find no sandbox there.
 func (h *Handler) setTransient(sid, status string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

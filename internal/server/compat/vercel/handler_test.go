@@ -5,13 +5,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/paddock-dev/paddock/internal/auth"
@@ -19,6 +20,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/sqlite"
 )
 
 // Tokens of the fake Authenticator: a member of team_1 (the one env.do
@@ -66,19 +68,37 @@ type env struct {
 	srv   *httptest.Server
 	sbs   *fakeSandboxes
 	snaps *fakeSnapshots
-	dir   string
+	db    Records
+}
+
+// hosts numbers the envs of a test binary, whose fakes make ids of their own.
+var hosts atomic.Int64
+
+// newSQLite opens a store on a new SQLite file, as serve does.
+func newSQLite(t *testing.T) *sqlite.Store {
+	t.Helper()
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "paddock.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dir := t.TempDir()
-	store, err := OpenFileStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, dir: dir, sbs: &fakeSandboxes{agent: startFakeAgent(t), sbs: map[string]sandbox.Sandbox{}}}
+	return newEnvOn(t, newSQLite(t))
+}
+
+// newEnvOn is a handler with sandboxes and snapshots of its own on the
+// store db: one paddock replica when several share db.
+func newEnvOn(t *testing.T, db Records) *env {
+	t.Helper()
+	host := fmt.Sprintf("h%d-", hosts.Add(1))
+	e := &env{t: t, db: db, sbs: &fakeSandboxes{agent: startFakeAgent(t), host: host, sbs: map[string]sandbox.Sandbox{}}}
 	e.snaps = &fakeSnapshots{snaps: map[string]*image.Snapshot{}, sbs: e.sbs}
-	e.h, err = New(Config{Sandboxes: e.sbs, Snapshots: e.snaps, Auth: fakeAuth{}, Teams: fakeTeams{}, Store: store,
+	var err error
+	e.h, err = New(Config{Sandboxes: e.sbs, Snapshots: e.snaps, Auth: fakeAuth{}, Teams: fakeTeams{}, Store: NewStore(db),
 		Signer: &proxy.Signer{Key: bytes.Repeat([]byte("k"), proxy.MinKeyLen)}, PortBaseURL: "http://localhost:7420"})
 	if err != nil {
 		t.Fatal(err)
@@ -443,41 +463,6 @@ func TestV1Shapes(t *testing.T) {
 	// A v1 sandbox is not a v2 session, nor visible to another team.
 	resp, data = e.do("GET", "/v2/sandboxes/sessions/"+id, nil, "")
 	wantError(t, resp, data, 404, "not_found")
-}
-
-func TestFileStorePersists(t *testing.T) {
-	dir := t.TempDir()
-	s, err := OpenFileStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	rec := Record{Scope: Scope{Team: "t", Project: "p"}, Name: "n", API: apiV2, Persistent: true,
-		Sessions: []SessionRecord{{ID: "sb-1", CreatedAt: 1}}}
-	if err := s.PutSandbox(ctx, rec); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.PutSnapshot(ctx, SnapshotRecord{Scope: rec.Scope, ID: "snap-1", SandboxName: "n"}); err != nil {
-		t.Fatal(err)
-	}
-	s2, err := OpenFileStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := s2.SessionOwner(ctx, "sb-1")
-	if err != nil || got.Name != "n" || !got.Persistent {
-		t.Fatalf("reopened: %+v %v", got, err)
-	}
-	if _, err := s2.GetSandbox(ctx, Scope{Team: "t", Project: "other"}, "n"); err == nil {
-		t.Error("a name is unique per team and project, not global")
-	}
-	if snaps, _ := s2.ListSnapshots(ctx, Scope{Team: "t"}); len(snaps) != 1 {
-		t.Errorf("snapshots %v", snaps)
-	}
-	entries, _ := os.ReadDir(filepath.Join(dir, "compat-vercel"))
-	if len(entries) != 1 || entries[0].Name() != "state.json" {
-		t.Errorf("state dir holds %v, want state.json alone (no temp files)", entries)
-	}
 }
 
 func TestTextEncoderKeepsRunesWhole(t *testing.T) {

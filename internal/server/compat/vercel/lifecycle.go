@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"strings"
 	"time"
@@ -207,11 +208,52 @@ func (h *Handler) describe(ctx context.Context, rec *Record, resumed bool) (sand
 	return sandboxAndSession{Sandbox: h.wireSandboxOf(rec, &ws), Session: ws, Routes: h.routesOf(l), Resumed: resumed}, nil
 }
 
+// maxTries bounds how often one change is applied again after losing to
+// other writers before the request answers 409 stale_version; between
+// tries it waits a random time below 2ms, 4ms, ... up to maxBackoff.
+const (
+	maxTries   = 16
+	maxBackoff = 100 * time.Millisecond
+)
+
+// backoff waits before try+1 of a change, in [0, min(2ms<<try, maxBackoff)),
+// so that writers who met do not meet again.
+func backoff(try int) {
+	limit := min(2*time.Millisecond<<min(try, 16), maxBackoff)
+	time.Sleep(time.Duration(rand.Int64N(int64(limit))))
+}
+
+// change applies fn to rec and saves it. When another writer (another
+// request, another paddock replica on the same store) saved the record
+// first, it reads the record again and applies fn to that, so that neither
+// write is lost. fn only records what the caller already did (a session
+// started, a snapshot taken): it may run several times and does nothing
+// else. A record deleted meanwhile is errSandboxNotFound.
+func (h *Handler) change(ctx context.Context, rec Record, fn func(*Record) error) (Record, error) {
+	ctx = context.WithoutCancel(ctx) // what was done must be recorded
+	for try := 1; ; try++ {
+		if err := fn(&rec); err != nil {
+			return rec, err
+		}
+		err := h.store.update(ctx, &rec)
+		if err == nil {
+			return rec, nil
+		}
+		if !isStale(err) || try == maxTries {
+			return rec, err
+		}
+		backoff(try)
+		if rec, err = h.store.get(ctx, rec.Scope, rec.Name); err != nil {
+			return rec, err
+		}
+	}
+}
+
 // startSession creates the paddock sandbox of a new session from the
-// record's config and appends it. fromSnapshot, when set, is what it starts
-// from; src carries a first session's source with its credentials, which
-// are never stored. The caller holds the record's lock and saves it.
-func (h *Handler) startSession(ctx context.Context, rec *Record, fromSnapshot string, src *sandbox.Source) error {
+// record's config and returns it, for the caller to add to the record.
+// fromSnapshot, when set, is what it starts from; src carries a first
+// session's source with its credentials, which are never stored.
+func (h *Handler) startSession(ctx context.Context, rec *Record, fromSnapshot string, src *sandbox.Source) (SessionRecord, error) {
 	cfg := rec.Config
 	params := server.CreateParams{
 		Image:         cfg.Image,
@@ -234,7 +276,7 @@ func (h *Handler) startSession(ctx context.Context, rec *Record, fromSnapshot st
 		case src != nil:
 			params.Source = src
 		case cfg.Source.Private:
-			return sandbox.Errorf(sandbox.ErrInvalid, "bad_request",
+			return SessionRecord{}, sandbox.Errorf(sandbox.ErrInvalid, "bad_request",
 				"Invalid request: sandbox %s starts from a private git repository whose credentials paddock does not keep; make it persistent or recreate it", rec.Name)
 		default:
 			params.Source = &sandbox.Source{Type: cfg.Source.Type, URL: cfg.Source.URL, Revision: cfg.Source.Revision, Depth: cfg.Source.Depth}
@@ -248,102 +290,196 @@ func (h *Handler) startSession(ctx context.Context, rec *Record, fromSnapshot st
 	defer cancel()
 	sb, err := h.sb.Create(cctx, params)
 	if err != nil {
-		return fmt.Errorf("start a session of sandbox %s: %w", rec.Name, err)
+		return SessionRecord{}, fmt.Errorf("start a session of sandbox %s: %w", rec.Name, err)
 	}
-	now := ms(h.now())
-	rec.Sessions = append(rec.Sessions, SessionRecord{ID: sb.ID, CreatedAt: ms(sb.CreatedAt), SourceSnapshotID: params.Snapshot, Last: stateOf(sb)})
-	rec.UpdatedAt = now
 	h.log.Info("vercel compat: session started", "name", rec.Name, "sandbox", sb.ID, "snapshot", params.Snapshot)
+	return SessionRecord{ID: sb.ID, CreatedAt: ms(sb.CreatedAt), SourceSnapshotID: params.Snapshot, Last: stateOf(sb)}, nil
+}
+
+// stopResult is what stopping a session did, to be recorded by apply.
+type stopResult struct {
+	sid         string
+	requestedAt int64
+	last        *SessionState   // the session as it stopped; nil if its sandbox was already gone
+	snap        *SnapshotRecord // the snapshot taken, if any (its record is saved)
+	snappedAt   int64
+}
+
+// apply records res in r, leaving what another writer recorded first: a
+// session snapshotted twice keeps the first snapshot (see keepSnapshot).
+func (res *stopResult) apply(r *Record) error {
+	s := r.session(res.sid)
+	if s == nil {
+		return nil
+	}
+	if s.StopRequestedAt == 0 {
+		s.StopRequestedAt = res.requestedAt
+	}
+	if res.last != nil {
+		s.Last = res.last
+	}
+	if res.snap != nil && s.SnapshotID == "" {
+		s.SnapshotID, s.SnapshottedAt = res.snap.ID, res.snappedAt
+		if s == r.current() {
+			r.CurrentSnapshotID = res.snap.ID
+		}
+	}
 	return nil
 }
 
-// stopLocked stops a session and, with snapshot, snapshots it (as
-// persistent sandboxes do on stop, and as snapshot() does), making that the
-// snapshot the sandbox resumes from. The caller holds the record's lock
-// and saves the record.
-func (h *Handler) stopLocked(ctx context.Context, rec *Record, s *SessionRecord, snapshot bool, method string) (*SnapshotRecord, error) {
+// stop stops a session and, with snapshot, snapshots it (as persistent
+// sandboxes do on stop, and as snapshot() does), saving the snapshot's
+// record. The caller records the result (stopResult.apply), also when stop
+// fails part-way, so that what did happen is not forgotten.
+func (h *Handler) stop(ctx context.Context, rec *Record, s *SessionRecord, snapshot bool, method string) (stopResult, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lifecycleTimeout)
 	defer cancel()
 	h.setTransient(s.ID, "stopping")
 	defer h.setTransient(s.ID, "")
-	if s.StopRequestedAt == 0 {
-		s.StopRequestedAt = ms(h.now())
-	}
+	res := stopResult{sid: s.ID, requestedAt: ms(h.now())}
 	sb, err := h.sb.Stop(ctx, s.ID)
 	switch {
 	case errors.Is(err, sandbox.ErrNotFound):
-		return nil, nil // already gone: nothing to stop or keep
+		return res, nil // already gone: nothing to stop or keep
 	case err != nil:
-		return nil, fmt.Errorf("stop session %s: %w", s.ID, err)
+		return res, fmt.Errorf("stop session %s: %w", s.ID, err)
 	}
-	s.Last = stateOf(sb)
-	rec.UpdatedAt = ms(h.now())
+	res.last = stateOf(sb)
 	if !snapshot || s.SnapshotID != "" {
-		return nil, nil
+		return res, nil
 	}
 	if h.snaps == nil {
-		return nil, errNoSnapshots
+		return res, errNoSnapshots
 	}
 	h.setTransient(s.ID, "snapshotting")
 	snap, err := h.snaps.Snapshot(ctx, s.ID)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot session %s: %w", s.ID, err)
+		return res, fmt.Errorf("snapshot session %s: %w", s.ID, err)
 	}
 	sr := SnapshotRecord{Scope: rec.Scope, ID: snap.ID, SandboxName: rec.Name, SourceSession: s.ID,
 		ParentID: s.SourceSnapshotID, CreationMethod: method, CreatedAt: ms(snap.CreatedAt)}
-	if err := h.store.PutSnapshot(ctx, sr); err != nil {
-		return nil, err
+	if err := h.store.putSnapshot(ctx, sr); err != nil {
+		return res, err
 	}
-	s.SnapshotID, s.SnapshottedAt = snap.ID, ms(h.now())
-	rec.CurrentSnapshotID = snap.ID
-	return &sr, nil
+	res.snap, res.snappedAt = &sr, ms(h.now())
+	return res, nil
 }
 
-// resumeLocked starts a new session unless the current one is alive: a
+// record saves what a stop did, and keeps its snapshot only if the record
+// took it.
+func (h *Handler) record(ctx context.Context, rec Record, res stopResult) (Record, error) {
+	saved, err := h.change(ctx, rec, res.apply)
+	h.keepSnapshot(ctx, res, saved, err)
+	return saved, err
+}
+
+// keepSnapshot deletes the snapshot a stop took when the record did not
+// keep it: another writer snapshotted the same session first, or the
+// sandbox was deleted meanwhile. Nothing else would ever name it.
+func (h *Handler) keepSnapshot(ctx context.Context, res stopResult, saved Record, saveErr error) {
+	if res.snap == nil {
+		return
+	}
+	if saveErr == nil {
+		if s := saved.session(res.sid); s == nil || s.SnapshotID == res.snap.ID {
+			return
+		}
+	} else if !errors.Is(saveErr, sandbox.ErrNotFound) {
+		return // not known to be unused: keep it, with its record
+	}
+	ctx = context.WithoutCancel(ctx)
+	if err := h.snaps.DeleteSnapshot(ctx, res.snap.ID); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+		h.log.Warn("vercel compat: delete an unused snapshot", "snapshot", res.snap.ID, "err", err)
+		return
+	}
+	if err := h.store.deleteSnapshot(ctx, res.snap.Team, res.snap.ID); err != nil {
+		h.log.Warn("vercel compat: forget an unused snapshot", "snapshot", res.snap.ID, "err", err)
+	}
+}
+
+// resume starts a new session unless the current one is alive: a
 // persistent sandbox from its current snapshot (taking it first if its
 // last session stopped on its own, by timeout), any other from its config.
-// The caller holds the record's lock and saves the record.
-func (h *Handler) resumeLocked(ctx context.Context, rec *Record) (bool, error) {
+// When another writer resumed the sandbox meanwhile, the session it
+// started is the current one and this one is dropped: concurrent resumes,
+// through any replica, end with one session.
+func (h *Handler) resume(ctx context.Context, rec Record) (Record, bool, error) {
 	cur := rec.current()
+	var res stopResult
 	if cur != nil {
+		res.sid = cur.ID
 		l, err := h.live(ctx, cur)
 		if err != nil {
-			return false, err
+			return rec, false, err
 		}
 		if l.found {
 			switch l.sb.State {
 			case sandbox.Pending, sandbox.Running:
-				return false, nil
+				return rec, false, nil
 			}
-			if rec.Persistent && cur.SnapshotID == "" && l.sb.State != sandbox.Failed {
-				if _, err := h.stopLocked(ctx, rec, cur, true, "automatic"); err != nil {
-					return false, err
-				}
-			} else if _, err := h.stopLocked(ctx, rec, cur, false, ""); err != nil {
-				return false, err
+			snap := rec.Persistent && cur.SnapshotID == "" && l.sb.State != sandbox.Failed
+			if res, err = h.stop(ctx, &rec, cur, snap, "automatic"); err != nil {
+				return h.failResume(ctx, rec, res, err)
 			}
 		}
 	}
 	from := ""
-	if rec.Persistent && rec.CurrentSnapshotID != "" {
-		if h.snaps == nil {
-			return false, errNoSnapshots
-		}
-		if _, err := h.snaps.GetSnapshot(rec.CurrentSnapshotID); err != nil {
-			if errors.Is(err, sandbox.ErrNotFound) {
-				return false, errNoSnapshotToResume
-			}
-			return false, err
-		}
+	if rec.Persistent {
 		from = rec.CurrentSnapshotID
+		if res.snap != nil {
+			from = res.snap.ID
+		}
 	}
-	if err := h.startSession(ctx, rec, from, nil); err != nil {
-		return false, err
+	if from != "" {
+		if h.snaps == nil {
+			return h.failResume(ctx, rec, res, errNoSnapshots)
+		}
+		if _, err := h.snaps.GetSnapshot(from); err != nil {
+			if errors.Is(err, sandbox.ErrNotFound) {
+				err = errNoSnapshotToResume
+			}
+			return h.failResume(ctx, rec, res, err)
+		}
 	}
+	s, err := h.startSession(ctx, &rec, from, nil)
+	if err != nil {
+		return h.failResume(ctx, rec, res, err)
+	}
+	prev := ""
 	if cur != nil {
-		h.dropSession(ctx, cur)
+		prev = cur.ID
 	}
-	return true, nil
+	var added bool
+	saved, err := h.change(ctx, rec, func(r *Record) error {
+		_ = res.apply(r)
+		c := r.current()
+		if added = (c == nil && prev == "") || (c != nil && c.ID == prev); added {
+			r.addSession(s)
+		}
+		return nil
+	})
+	if err != nil || !added {
+		h.keepSnapshot(ctx, res, saved, err)
+		h.dropSession(ctx, &s)
+		return saved, false, err
+	}
+	// Added: the new session starts from the snapshot just taken, which is
+	// thus in use even if another writer's snapshot of the previous
+	// session was recorded first.
+	if prev != "" {
+		h.dropSession(ctx, &SessionRecord{ID: prev})
+	}
+	return saved, true, nil
+}
+
+// failResume records what a failed resume did before it failed.
+func (h *Handler) failResume(ctx context.Context, rec Record, res stopResult, stepErr error) (Record, bool, error) {
+	if res.sid != "" {
+		if saved, err := h.record(ctx, rec, res); err == nil {
+			rec = saved
+		}
+	}
+	return rec, false, stepErr
 }
 
 // dropSession deletes an ended session's paddock sandbox (its snapshot, if

@@ -21,6 +21,90 @@ const (
 	maxLimit     = 100
 )
 
+// Bounds of what a sandbox's record keeps, so that one record stays small
+// (it is read on every request naming one of its sessions) and a team
+// cannot grow the store without limit through it.
+const (
+	maxEnvVars     = 256
+	maxEnvBytes    = 64 << 10 // names and values together
+	maxTagBytes    = 256      // a tag's key or value
+	maxShortField  = 256      // projectId, runtime, image, region, a failover region, a revision
+	maxFailover    = 16
+	maxPorts       = 32
+	maxURLBytes    = 4096
+	maxPolicyRules = 256 // allowed domains, allowed CIDRs, denied CIDRs, each
+	maxDomainBytes = 253
+)
+
+// checkConfig refuses a config past the bounds above: 413 for an env too
+// large, 400 for anything else.
+func checkConfig(cfg SandboxConfig) error {
+	if len(cfg.Env) > maxEnvVars {
+		return badRequest("at most %d environment variables", maxEnvVars)
+	}
+	size := 0
+	for k, v := range cfg.Env {
+		size += len(k) + len(v)
+	}
+	if size > maxEnvBytes {
+		return sandbox.Errorf(sandbox.ErrTooLarge, "env_too_large",
+			"the environment is %d bytes; at most %d (names and values together)", size, maxEnvBytes)
+	}
+	if len(cfg.Tags) > maxTags {
+		return badRequest("at most %d tags", maxTags)
+	}
+	for k, v := range cfg.Tags {
+		if k == "" || len(k) > maxTagBytes || len(v) > maxTagBytes {
+			return badRequest("a tag's key must be 1-%d bytes and its value at most %d", maxTagBytes, maxTagBytes)
+		}
+	}
+	if len(cfg.Ports) > maxPorts {
+		return badRequest("at most %d ports", maxPorts)
+	}
+	if len(cfg.Failover) > maxFailover {
+		return badRequest("at most %d failover regions", maxFailover)
+	}
+	short := map[string]string{"runtime": cfg.Runtime, "image": cfg.Image, "region": cfg.Region}
+	for _, r := range cfg.Failover {
+		if len(r) > maxShortField {
+			return badRequest("failoverRegions entries must be at most %d bytes", maxShortField)
+		}
+	}
+	if src := cfg.Source; src != nil {
+		short["source.revision"] = src.Revision
+		if len(src.URL) > maxURLBytes {
+			return badRequest("source.url must be at most %d bytes", maxURLBytes)
+		}
+	}
+	for field, v := range short {
+		if len(v) > maxShortField {
+			return badRequest("%s must be at most %d bytes", field, maxShortField)
+		}
+	}
+	if p := cfg.NetworkPolicy; p != nil {
+		if len(p.AllowDomains) > maxPolicyRules || len(p.AllowCIDRs) > maxPolicyRules || len(p.DenyCIDRs) > maxPolicyRules {
+			return badRequest("a network policy lists at most %d domains and %d subnets of each kind", maxPolicyRules, maxPolicyRules)
+		}
+		for _, d := range p.AllowDomains {
+			if len(d) > maxDomainBytes {
+				return badRequest("domain names are at most %d bytes", maxDomainBytes)
+			}
+		}
+	}
+	return nil
+}
+
+// checkProject refuses a Vercel project id that a record could not keep.
+func checkProject(id string) error {
+	switch {
+	case id == "":
+		return badRequest("projectId is required")
+	case len(id) > maxShortField || strings.ContainsRune(id, 0):
+		return badRequest("projectId must be at most %d bytes, without NUL", maxShortField)
+	}
+	return nil
+}
+
 // configFromCreate checks a create request (v1, v2 or v3) and turns it into
 // a record's config, the source to fetch with its credentials, and whether
 // the sandbox is persistent.
@@ -55,6 +139,9 @@ func (h *Handler) configFromCreate(r *http.Request, req *createRequest) (Sandbox
 	// default); the name is kept and reported back.
 	cfg.Runtime, cfg.Image = req.Runtime, req.Image
 	cfg.Region, cfg.Failover = req.Region, slices.Clone(req.FailoverRegions)
+	if err := checkConfig(cfg); err != nil {
+		return cfg, nil, err
+	}
 	var src *sandbox.Source
 	if s := req.Source; s != nil {
 		switch s.Type {
@@ -84,6 +171,9 @@ func (h *Handler) configFromCreate(r *http.Request, req *createRequest) (Sandbox
 				depth = -1 // Vercel clones the whole history unless depth is given
 			}
 			cfg.Source = &SourceConfig{Type: s.Type, URL: s.URL, Depth: depth, Revision: s.Revision, Private: s.Username != "" || s.Password != ""}
+			if err := checkConfig(cfg); err != nil {
+				return cfg, nil, err
+			}
 			src = &sandbox.Source{Type: s.Type, URL: s.URL, Revision: s.Revision, Depth: depth, Username: s.Username, Password: s.Password}
 		default:
 			return cfg, nil, badRequest("unknown source type %q", s.Type)
@@ -165,8 +255,8 @@ func (h *Handler) createV2(w http.ResponseWriter, r *http.Request) error {
 	}
 	scope, _ := scopeOf(r, "")
 	scope.Project = req.ProjectID
-	if scope.Project == "" {
-		return badRequest("projectId is required")
+	if err := checkProject(scope.Project); err != nil {
+		return err
 	}
 	var err error
 	if req.Name, err = nameOrRandom(req.Name); err != nil {
@@ -187,10 +277,10 @@ func (h *Handler) createV2(w http.ResponseWriter, r *http.Request) error {
 
 // createRecord starts a new named sandbox's first session and saves it.
 func (h *Handler) createRecord(ctx context.Context, rec Record, src *sandbox.Source) (sandboxAndSession, error) {
-	unlock := h.locks.lock(recordKey(rec.Scope, rec.Name))
-	defer unlock()
-	if _, err := h.store.GetSandbox(ctx, rec.Scope, rec.Name); err == nil {
-		return sandboxAndSession{}, sandbox.Errorf(sandbox.ErrConflict, "sandbox_exists", "a sandbox named %q already exists in this project", rec.Name)
+	// A cheap check first: the store's own check, at the save, comes
+	// after a session has started.
+	if _, err := h.store.get(ctx, rec.Scope, rec.Name); err == nil {
+		return sandboxAndSession{}, errSandboxExists(rec.Name)
 	} else if !errors.Is(err, sandbox.ErrNotFound) {
 		return sandboxAndSession{}, err
 	}
@@ -202,47 +292,23 @@ func (h *Handler) createRecord(ctx context.Context, rec Record, src *sandbox.Sou
 
 // startFirstSession starts a new record's first session and saves the
 // record. A v1 record is named after that session. A record that cannot
-// be saved takes its session's sandbox with it, so that none runs unknown
-// to this API.
+// be saved (its name taken meanwhile, through another replica) takes its
+// session's sandbox with it, so that none runs unknown to this API.
 func (h *Handler) startFirstSession(ctx context.Context, rec *Record, src *sandbox.Source) error {
-	now := ms(h.now())
-	rec.CreatedAt, rec.UpdatedAt = now, now
-	if err := h.startSession(ctx, rec, "", src); err != nil {
+	rec.CreatedAt = ms(h.now())
+	s, err := h.startSession(ctx, rec, "", src)
+	if err != nil {
 		return err
 	}
+	rec.addSession(s)
 	if rec.API == apiV1 {
-		rec.Name = rec.current().ID
+		rec.Name = s.ID
 	}
-	if err := h.store.PutSandbox(context.WithoutCancel(ctx), *rec); err != nil {
-		h.dropSession(ctx, rec.current())
+	if err := h.store.create(context.WithoutCancel(ctx), rec); err != nil {
+		h.dropSession(ctx, &s)
 		return err
 	}
 	return nil
-}
-
-// lockNamed reads {name} and takes its record's lock, reading the record
-// again once it holds it: it may have changed while we waited. The caller
-// calls unlock.
-func (h *Handler) lockNamed(r *http.Request) (rec Record, unlock func(), err error) {
-	if rec, err = h.namedRecord(r); err != nil {
-		return Record{}, nil, err
-	}
-	unlock = h.locks.lock(recordKey(rec.Scope, rec.Name))
-	if rec, err = h.namedRecord(r); err != nil {
-		unlock()
-		return Record{}, nil, err
-	}
-	return rec, unlock, nil
-}
-
-// saveAfter puts rec back after a lifecycle step, even one that failed
-// part-way, so that what did happen (a session started, a snapshot taken)
-// is not forgotten. The step's error comes first.
-func (h *Handler) saveAfter(ctx context.Context, rec Record, stepErr error) error {
-	if err := h.store.PutSandbox(context.WithoutCancel(ctx), rec); err != nil && stepErr == nil {
-		return err
-	}
-	return stepErr
 }
 
 // namedRecord reads {name} in the request's team and projectId.
@@ -251,7 +317,7 @@ func (h *Handler) namedRecord(r *http.Request) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
-	rec, err := h.store.GetSandbox(r.Context(), scope, r.PathValue("name"))
+	rec, err := h.store.get(r.Context(), scope, r.PathValue("name"))
 	if err != nil {
 		return Record{}, err
 	}
@@ -268,20 +334,15 @@ func (h *Handler) getV2(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !resume {
-		rec, err := h.namedRecord(r)
-		if err != nil {
-			return err
-		}
-		return h.answerDescribe(w, r, &rec, false)
-	}
-	rec, unlock, err := h.lockNamed(r)
+	rec, err := h.namedRecord(r)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	resumed, err := h.resumeLocked(r.Context(), &rec)
-	if err := h.saveAfter(r.Context(), rec, err); err != nil {
+	if !resume {
+		return h.answerDescribe(w, r, &rec, false)
+	}
+	rec, resumed, err := h.resume(r.Context(), rec)
+	if err != nil {
 		return err
 	}
 	return h.answerDescribe(w, r, &rec, resumed)
@@ -376,19 +437,13 @@ func (h *Handler) listV2(w http.ResponseWriter, r *http.Request) error {
 			return badRequest("tags must be key:value")
 		}
 	}
-	recs, err := h.store.ListSandboxes(r.Context(), scope)
-	if err != nil {
-		return err
-	}
 	prefix := q.Get("namePrefix")
+	// Sorted by what the store does not keep (a session's live status):
+	// every match is read, a page at a time, and only its description kept.
 	items := []wireSandbox{}
-	for i := range recs {
-		rec := &recs[i]
-		if rec.API != apiV2 || !strings.HasPrefix(rec.Name, prefix) {
-			continue
-		}
-		if tagKey != "" && rec.Config.Tags[tagKey] != tagValue {
-			continue
+	err = h.store.eachSandbox(r.Context(), scope, apiV2, func(rec Record) error {
+		if !strings.HasPrefix(rec.Name, prefix) || (tagKey != "" && rec.Config.Tags[tagKey] != tagValue) {
+			return nil
 		}
 		var cur *wireSession
 		if s := rec.current(); s != nil {
@@ -396,10 +451,14 @@ func (h *Handler) listV2(w http.ResponseWriter, r *http.Request) error {
 			if err != nil {
 				return err
 			}
-			ws := h.wireSessionOf(rec, l)
+			ws := h.wireSessionOf(&rec, l)
 			cur = &ws
 		}
-		items = append(items, h.wireSandboxOf(rec, cur))
+		items = append(items, h.wireSandboxOf(&rec, cur))
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	slices.SortStableFunc(items, func(a, b wireSandbox) int {
 		var c int
@@ -437,54 +496,78 @@ func (h *Handler) updateV2(w http.ResponseWriter, r *http.Request) error {
 	if err := refuseUnsupported(req.NetworkID != nil, req.Mounts != nil, req.SnapshotExpiration != nil, req.KeepLastSnapshots != nil); err != nil {
 		return err
 	}
-	if len(req.Tags) > maxTags {
-		return badRequest("at most %d tags", maxTags)
-	}
-	rec, unlock, err := h.lockNamed(r)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	cfg := rec.Config
-	if req.Persistent != nil {
-		rec.Persistent = *req.Persistent
-	}
-	if err := setLimits(&cfg, req.Timeout, req.Resources); err != nil {
-		return err
-	}
+	var pol *PolicyConfig
+	var err error
 	if req.NetworkPolicy != nil {
-		if cfg.NetworkPolicy, err = policyFromRequest(req.NetworkPolicy); err != nil {
+		if pol, err = policyFromRequest(req.NetworkPolicy); err != nil {
 			return err
 		}
-	}
-	if req.Tags != nil {
-		cfg.Tags = maps.Clone(req.Tags)
-	}
-	if req.Region != nil {
-		cfg.Region = *req.Region
-	}
-	if req.FailoverRegions != nil {
-		cfg.Failover = slices.Clone(*req.FailoverRegions)
-	}
-	if req.CurrentSnapshotID != nil {
-		if _, _, err := h.visibleSnapshot(r, *req.CurrentSnapshotID); err != nil {
-			return err
-		}
-		rec.CurrentSnapshotID = *req.CurrentSnapshotID
 	}
 	if req.Ports != nil {
 		if err := checkPorts(*req.Ports); err != nil {
 			return err
 		}
+	}
+	// patch is the request, applied to whatever the record holds when it
+	// is saved: a change another writer saved first is kept.
+	patch := func(rec *Record) error {
+		if req.Persistent != nil {
+			rec.Persistent = *req.Persistent
+		}
+		if err := setLimits(&rec.Config, req.Timeout, req.Resources); err != nil {
+			return err
+		}
+		if req.NetworkPolicy != nil {
+			rec.Config.NetworkPolicy = pol
+		}
+		if req.Tags != nil {
+			rec.Config.Tags = maps.Clone(req.Tags)
+		}
+		if req.Region != nil {
+			rec.Config.Region = *req.Region
+		}
+		if req.FailoverRegions != nil {
+			rec.Config.Failover = slices.Clone(*req.FailoverRegions)
+		}
+		if req.CurrentSnapshotID != nil {
+			rec.CurrentSnapshotID = *req.CurrentSnapshotID
+		}
+		if req.Ports != nil {
+			rec.Config.Ports = slices.Clone(*req.Ports)
+		}
+		return nil
+	}
+	// Refuse a bad request before anything happens: what it sets, alone,
+	// then on the record (patch replaces maps and slices rather than
+	// changing them, so a shallow copy will do).
+	var trial Record
+	if err := patch(&trial); err != nil {
+		return err
+	}
+	if err := checkConfig(trial.Config); err != nil {
+		return err
+	}
+	rec, err := h.namedRecord(r)
+	if err != nil {
+		return err
+	}
+	if req.CurrentSnapshotID != nil {
+		if _, _, err := h.visibleSnapshot(r, *req.CurrentSnapshotID); err != nil {
+			return err
+		}
+	}
+	trial = rec
+	_ = patch(&trial)
+	if err := checkConfig(trial.Config); err != nil {
+		return err
+	}
+	if req.Ports != nil {
 		if err := h.applyPorts(r.Context(), &rec, *req.Ports); err != nil {
 			return err
 		}
-		cfg.Ports = slices.Clone(*req.Ports)
 	}
-	rec.Config = cfg
-	rec.UpdatedAt = ms(h.now())
 	// Detached: a running session may already have gained ports above.
-	if err := h.store.PutSandbox(context.WithoutCancel(r.Context()), rec); err != nil {
+	if rec, err = h.change(r.Context(), rec, patch); err != nil {
 		return err
 	}
 	out, err := h.describe(r.Context(), &rec, false)
@@ -528,42 +611,53 @@ func (h *Handler) applyPorts(ctx context.Context, rec *Record, ports []int) erro
 }
 
 // deleteV2 is DELETE /v2/sandboxes/{name}: its sessions' sandboxes go, and
-// with deleteOrphanSnapshots its snapshots too.
+// with deleteOrphanSnapshots its snapshots too. The delete is optimistic:
+// a session another writer started meanwhile goes too.
 func (h *Handler) deleteV2(w http.ResponseWriter, r *http.Request) error {
 	orphans, err := boolParam(r, "deleteOrphanSnapshots")
 	if err != nil {
 		return err
 	}
-	rec, unlock, err := h.lockNamed(r)
+	rec, err := h.namedRecord(r)
 	if err != nil {
 		return err
 	}
-	defer unlock()
 	ctx := context.WithoutCancel(r.Context())
 	out, err := h.describe(ctx, &rec, false)
 	if err != nil {
 		return err
 	}
-	for i := range rec.Sessions {
-		h.dropSession(ctx, &rec.Sessions[i])
-	}
-	if err := h.store.DeleteSandbox(ctx, rec.Scope, rec.Name); err != nil {
-		return err
+	for try := 1; ; try++ {
+		for i := range rec.Sessions {
+			h.dropSession(ctx, &rec.Sessions[i])
+		}
+		err := h.store.remove(ctx, rec)
+		if err == nil {
+			break
+		}
+		if !isStale(err) || try == maxTries {
+			return err
+		}
+		backoff(try)
+		if rec, err = h.store.get(ctx, rec.Scope, rec.Name); err != nil {
+			return err
+		}
 	}
 	if orphans && h.snaps != nil {
-		snaps, err := h.store.ListSnapshots(ctx, rec.Scope)
+		var snaps []SnapshotRecord
+		err := h.store.eachSnapshot(ctx, rec.Scope, rec.Name, func(s SnapshotRecord) error {
+			snaps = append(snaps, s)
+			return nil
+		})
 		if err != nil {
 			return err
 		}
 		for _, s := range snaps {
-			if s.SandboxName != rec.Name {
-				continue
-			}
 			if err := h.snaps.DeleteSnapshot(ctx, s.ID); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
 				h.log.Warn("vercel compat: delete orphan snapshot", "snapshot", s.ID, "err", err)
 				continue
 			}
-			_ = h.store.DeleteSnapshot(ctx, s.ID)
+			_ = h.store.deleteSnapshot(ctx, s.Team, s.ID)
 		}
 	}
 	out.Sandbox.Status = "stopped"
@@ -631,6 +725,9 @@ func (h *Handler) forkV2(w http.ResponseWriter, r *http.Request) error {
 	} else if cfg.Source != nil && cfg.Source.Private {
 		return badRequest("sandbox %s has no snapshot and starts from a private repository whose credentials paddock does not keep", src.Name)
 	}
+	if err := checkConfig(cfg); err != nil {
+		return err
+	}
 	rec := Record{Scope: src.Scope, Name: req.Name, API: apiV2, Persistent: src.Persistent, Config: cfg}
 	if req.Persistent != nil {
 		rec.Persistent = *req.Persistent
@@ -652,11 +749,9 @@ func (h *Handler) visibleSnapshot(r *http.Request, id string) (*image.Snapshot, 
 		return nil, SnapshotRecord{}, errNoSnapshots
 	}
 	c := callerOf(r)
-	sr, err := h.store.GetSnapshot(r.Context(), id)
-	switch {
-	case err == nil && sr.Team != c.team:
-		return nil, SnapshotRecord{}, errSnapshotNotFound
-	case err != nil && !errors.Is(err, sandbox.ErrNotFound):
+	// Another team's record is not found: the snapshot's own team decides.
+	sr, err := h.store.getSnapshot(r.Context(), c.team, id)
+	if err != nil && !errors.Is(err, sandbox.ErrNotFound) {
 		return nil, SnapshotRecord{}, err
 	}
 	snap, err := h.snaps.GetSnapshot(id)
@@ -682,7 +777,7 @@ func (h *Handler) listSessions(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rec, err := h.store.GetSandbox(r.Context(), scope, q.Get("name"))
+	rec, err := h.store.get(r.Context(), scope, q.Get("name"))
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -32,7 +33,7 @@ func isV1(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, Prefix+"/
 // API generation.
 func (h *Handler) sessionRecord(r *http.Request) (Record, *SessionRecord, error) {
 	sid := r.PathValue("sid")
-	rec, err := h.store.SessionOwner(r.Context(), sid)
+	rec, err := h.store.bySession(r.Context(), teamOf(r), sid)
 	if err != nil {
 		return Record{}, nil, err
 	}
@@ -40,10 +41,11 @@ func (h *Handler) sessionRecord(r *http.Request) (Record, *SessionRecord, error)
 	if isV1(r) {
 		want = apiV1
 	}
-	if rec.Team != teamOf(r) || rec.API != want {
+	s := rec.session(sid)
+	if rec.API != want || s == nil {
 		return Record{}, nil, errSessionNotFound
 	}
-	return rec, rec.session(sid), nil
+	return rec, s, nil
 }
 
 // runningSession is a session whose paddock sandbox runs, with its agent.
@@ -610,15 +612,17 @@ func (h *Handler) stopSession(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	unlock := h.locks.lock(recordKey(rec.Scope, rec.Name))
-	defer unlock()
-	if rec, s, err = h.sessionRecord(r); err != nil {
+	snap := rec.Persistent && rec.API == apiV2 && s == rec.current()
+	res, stepErr := h.stop(r.Context(), &rec, s, snap, "automatic")
+	rec, err = h.record(r.Context(), rec, res)
+	if stepErr != nil {
+		return stepErr
+	}
+	if err != nil {
 		return err
 	}
-	snap := rec.Persistent && rec.API == apiV2 && s == rec.current()
-	sr, err := h.stopLocked(r.Context(), &rec, s, snap, "automatic")
-	if err := h.saveAfter(r.Context(), rec, err); err != nil {
-		return err
+	if s = rec.session(res.sid); s == nil {
+		return errSessionNotFound
 	}
 	extra := map[string]any{}
 	if !isV1(r) {
@@ -628,13 +632,30 @@ func (h *Handler) stopSession(w http.ResponseWriter, r *http.Request) error {
 		}
 		ws := h.wireSessionOf(&rec, l)
 		extra["sandbox"] = h.wireSandboxOf(&rec, &ws)
-		if sr != nil {
-			if snap, err := h.snaps.GetSnapshot(sr.ID); err == nil {
-				extra["snapshot"] = wireSnapshotOf(snap, *sr, false)
+		if res.snap != nil {
+			if sr, snap, err := h.sessionSnapshot(r.Context(), rec, s); err == nil {
+				extra["snapshot"] = wireSnapshotOf(snap, sr, false)
 			}
 		}
 	}
 	return h.answerSession(w, r, rec, s, extra)
+}
+
+// sessionSnapshot returns the snapshot recorded for session s: the one
+// this request took, or the one another writer took first.
+func (h *Handler) sessionSnapshot(ctx context.Context, rec Record, s *SessionRecord) (SnapshotRecord, *image.Snapshot, error) {
+	if s.SnapshotID == "" {
+		return SnapshotRecord{}, nil, errSessionStopped(s.ID)
+	}
+	sr, err := h.store.getSnapshot(ctx, rec.Team, s.SnapshotID)
+	if err != nil {
+		return SnapshotRecord{}, nil, err
+	}
+	snap, err := h.snaps.GetSnapshot(sr.ID)
+	if err != nil {
+		return SnapshotRecord{}, nil, err
+	}
+	return sr, snap, nil
 }
 
 // snapshotSession is POST .../snapshot: the session stops and its
@@ -656,22 +677,21 @@ func (h *Handler) snapshotSession(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	unlock := h.locks.lock(recordKey(rs.rec.Scope, rs.rec.Name))
-	defer unlock()
-	rec, s, err := h.sessionRecord(r)
+	res, stepErr := h.stop(r.Context(), &rs.rec, rs.s, true, "manual")
+	rec, err := h.record(r.Context(), rs.rec, res)
+	if stepErr != nil {
+		return stepErr
+	}
 	if err != nil {
 		return err
 	}
-	sr, err := h.stopLocked(r.Context(), &rec, s, true, "manual")
-	if err := h.saveAfter(r.Context(), rec, err); err != nil {
-		return err
+	s := rec.session(res.sid)
+	if s == nil || res.last == nil {
+		return errSessionStopped(res.sid) // it ended before it could be snapshotted
 	}
-	if sr == nil {
-		return errSessionStopped(s.ID) // it ended while we waited for the lock
-	}
-	snap, err := h.snaps.GetSnapshot(sr.ID)
+	sr, snap, err := h.sessionSnapshot(r.Context(), rec, s)
 	if err != nil {
 		return err
 	}
-	return h.answerSession(w, r, rec, s, map[string]any{"snapshot": wireSnapshotOf(snap, *sr, isV1(r))})
+	return h.answerSession(w, r, rec, s, map[string]any{"snapshot": wireSnapshotOf(snap, sr, isV1(r))})
 }

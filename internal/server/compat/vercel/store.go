@@ -5,39 +5,61 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
+	"strconv"
+	"time"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/store"
 )
 
-// Store keeps what Vercel's model has and paddock's sandboxes do not: named
-// sandboxes with their config, their sessions (one paddock sandbox each)
-// and the snapshots taken through this API. It is small on purpose: the
-// projects work moves it into paddock's store, keyed the same way.
-//
-// Records are values: a caller changes its copy and puts it back. Callers
-// serialise changes to one sandbox themselves (the handler's per-name lock).
-type Store interface {
-	// GetSandbox returns the sandbox named name in scope, or an error
-	// wrapping sandbox.ErrNotFound.
-	GetSandbox(ctx context.Context, scope Scope, name string) (Record, error)
-	// PutSandbox creates or replaces a sandbox record.
-	PutSandbox(ctx context.Context, rec Record) error
-	// DeleteSandbox forgets a sandbox record; absent is not an error.
-	DeleteSandbox(ctx context.Context, scope Scope, name string) error
-	// ListSandboxes returns every record of scope's project (all projects
-	// of the team when scope.Project is empty), in no particular order.
-	ListSandboxes(ctx context.Context, scope Scope) ([]Record, error)
-	// SessionOwner returns the record one of whose sessions has id.
-	SessionOwner(ctx context.Context, sessionID string) (Record, error)
+// Records is what this layer keeps in paddock's store: what Vercel's model
+// has and paddock's sandboxes do not (named sandboxes with their config,
+// their sessions, the snapshots taken through this API). store.Store has
+// it, so the records live where every other record does, on SQLite or on
+// MongoDB shared by several paddock replicas.
+type Records interface {
+	CreateVercelSandbox(ctx context.Context, v store.VercelSandbox) error
+	GetVercelSandbox(ctx context.Context, teamID, project, name string) (store.VercelSandbox, error)
+	GetVercelSandboxBySession(ctx context.Context, teamID, sessionID string) (store.VercelSandbox, error)
+	UpdateVercelSandbox(ctx context.Context, v store.VercelSandbox) (store.VercelSandbox, error)
+	DeleteVercelSandbox(ctx context.Context, teamID, project, name string, version int64) error
+	ListVercelSandboxes(ctx context.Context, f store.VercelSandboxFilter, page store.Page) ([]store.VercelSandbox, string, error)
+	CreateVercelSnapshot(ctx context.Context, v store.VercelSnapshot) error
+	GetVercelSnapshot(ctx context.Context, teamID, id string) (store.VercelSnapshot, error)
+	DeleteVercelSnapshot(ctx context.Context, teamID, id string) error
+	ListVercelSnapshots(ctx context.Context, f store.VercelSnapshotFilter, page store.Page) ([]store.VercelSnapshot, string, error)
+}
 
-	PutSnapshot(ctx context.Context, snap SnapshotRecord) error
-	GetSnapshot(ctx context.Context, id string) (SnapshotRecord, error)
-	DeleteSnapshot(ctx context.Context, id string) error
-	ListSnapshots(ctx context.Context, scope Scope) ([]SnapshotRecord, error)
+var _ Records = store.Store(nil)
+
+// Store is the thin adapter between Records and this package's Record and
+// SnapshotRecord values. Records are values: a caller changes its copy and
+// saves it; the save names the Version it was read at and fails with
+// ErrConflict "stale_version" if another writer (another request, another
+// paddock replica) saved first. Handler.change reads again and retries.
+type Store struct {
+	db Records
+}
+
+// NewStore wraps db.
+func NewStore(db Records) *Store { return &Store{db: db} }
+
+// OpenStore wraps db after importing, once, the records an older paddock
+// kept in dataDir/compat-vercel/state.json (see importFileState).
+func OpenStore(ctx context.Context, db Records, dataDir string, log *slog.Logger) (*Store, error) {
+	s := NewStore(db)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if _, err := importFileState(ctx, dataDir, s, log); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Scope is where a name is unique: a paddock team (its id, resolved from
@@ -60,19 +82,23 @@ const (
 	apiV2 = 2 // named, with sessions
 )
 
-// Record is one sandbox as Vercel's API sees it.
+// Record is one sandbox as Vercel's API sees it. Its JSON is what
+// state.json held (see importFileState).
 type Record struct {
 	Scope
+	// Version is the store's optimistic version the record was read at.
+	Version    int64         `json:"-"`
 	Name       string        `json:"name"`
 	API        int           `json:"api"`
 	Persistent bool          `json:"persistent"`
 	Config     SandboxConfig `json:"config"`
 	CreatedAt  int64         `json:"createdAt"` // epoch ms, as every time here
-	UpdatedAt  int64         `json:"updatedAt"`
+	UpdatedAt  int64         `json:"updatedAt"` // set by the store on every save
 	// CurrentSnapshotID is what the next session of a persistent sandbox
 	// starts from.
 	CurrentSnapshotID string `json:"currentSnapshotId,omitempty"`
-	// Sessions, oldest first; the last one is the current one.
+	// Sessions, oldest first; the last one is the current one. At most
+	// maxSessions: the oldest go first.
 	Sessions []SessionRecord `json:"sessions"`
 }
 
@@ -169,10 +195,25 @@ func (r *Record) session(id string) *SessionRecord {
 	return nil
 }
 
-func (r Record) clone() Record {
-	data, _ := json.Marshal(r)
-	var out Record
-	_ = json.Unmarshal(data, &out)
+// maxSessions bounds the sessions a record keeps, so that a sandbox
+// resumed for years stays one bounded record: the oldest go first (their
+// paddock sandboxes went when they ended; their snapshots are records of
+// their own).
+const maxSessions = 100
+
+// addSession appends s as the current session.
+func (r *Record) addSession(s SessionRecord) {
+	r.Sessions = append(r.Sessions, s)
+	if n := len(r.Sessions) - maxSessions; n > 0 {
+		r.Sessions = slices.Clone(r.Sessions[n:])
+	}
+}
+
+func (r *Record) sessionIDs() []string {
+	out := make([]string, 0, len(r.Sessions))
+	for _, s := range r.Sessions {
+		out = append(out, s.ID)
+	}
 	return out
 }
 
@@ -182,198 +223,270 @@ var (
 	errSessionNotFound  = sandbox.Errorf(sandbox.ErrNotFound, "not_found", "session not found")
 )
 
-// FileStore keeps the records in one JSON file, DataDir/compat-vercel/state.json,
-// rewritten whole and atomically on every change. It suits one host and
-// the modest number of named sandboxes one host runs.
-type FileStore struct {
-	path string
-
-	mu    sync.Mutex // guards state and the file
-	state fileState
+func errSandboxExists(name string) error {
+	return sandbox.Errorf(sandbox.ErrConflict, "sandbox_exists", "a sandbox named %q already exists in this project", name)
 }
 
-var _ Store = (*FileStore)(nil)
+// isStale reports a save that lost to another writer.
+func isStale(err error) bool {
+	return errors.Is(err, sandbox.ErrConflict) && sandbox.CodeOf(err) == "stale_version"
+}
 
+// recordDoc is a Record's part that the store keeps opaque (its Data):
+// the rest are the store record's own fields.
+type recordDoc struct {
+	Persistent        bool            `json:"persistent,omitempty"`
+	Config            SandboxConfig   `json:"config"`
+	CurrentSnapshotID string          `json:"currentSnapshotId,omitempty"`
+	Sessions          []SessionRecord `json:"sessions"`
+}
+
+func msTime(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v)
+}
+
+func (r *Record) stored() (store.VercelSandbox, error) {
+	data, err := json.Marshal(recordDoc{Persistent: r.Persistent, Config: r.Config, CurrentSnapshotID: r.CurrentSnapshotID, Sessions: r.Sessions})
+	if err != nil {
+		return store.VercelSandbox{}, fmt.Errorf("encode sandbox %s: %w", r.Name, err)
+	}
+	return store.VercelSandbox{TeamID: r.Team, Project: r.Project, Name: r.Name, API: r.API, SessionIDs: r.sessionIDs(),
+		Data: data, Version: r.Version, CreatedAt: msTime(r.CreatedAt), UpdatedAt: msTime(r.UpdatedAt)}, nil
+}
+
+func recordOf(v store.VercelSandbox) (Record, error) {
+	var doc recordDoc
+	if err := json.Unmarshal(v.Data, &doc); err != nil {
+		return Record{}, fmt.Errorf("decode sandbox %s: %w", v.Name, err)
+	}
+	return Record{Scope: Scope{Team: v.TeamID, Project: v.Project}, Version: v.Version, Name: v.Name, API: v.API,
+		Persistent: doc.Persistent, Config: doc.Config, CreatedAt: ms(v.CreatedAt), UpdatedAt: ms(v.UpdatedAt),
+		CurrentSnapshotID: doc.CurrentSnapshotID, Sessions: doc.Sessions}, nil
+}
+
+func (sr SnapshotRecord) stored() store.VercelSnapshot {
+	return store.VercelSnapshot{ID: sr.ID, TeamID: sr.Team, Project: sr.Project, SandboxName: sr.SandboxName,
+		SourceSession: sr.SourceSession, ParentID: sr.ParentID, CreationMethod: sr.CreationMethod, CreatedAt: msTime(sr.CreatedAt)}
+}
+
+func snapshotRecordOf(v store.VercelSnapshot) SnapshotRecord {
+	return SnapshotRecord{Scope: Scope{Team: v.TeamID, Project: v.Project}, ID: v.ID, SandboxName: v.SandboxName,
+		SourceSession: v.SourceSession, ParentID: v.ParentID, CreationMethod: v.CreationMethod, CreatedAt: ms(v.CreatedAt)}
+}
+
+// notFound turns the store's not-found into this API's err.
+func notFound(err, as error) error {
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return as
+	}
+	return err
+}
+
+// get returns the sandbox named name in scope.
+func (s *Store) get(ctx context.Context, scope Scope, name string) (Record, error) {
+	v, err := s.db.GetVercelSandbox(ctx, scope.Team, scope.Project, name)
+	if err != nil {
+		return Record{}, notFound(err, errSandboxNotFound)
+	}
+	return recordOf(v)
+}
+
+// bySession returns the team's record one of whose sessions has id sid.
+func (s *Store) bySession(ctx context.Context, team, sid string) (Record, error) {
+	v, err := s.db.GetVercelSandboxBySession(ctx, team, sid)
+	if err != nil {
+		return Record{}, notFound(err, errSessionNotFound)
+	}
+	return recordOf(v)
+}
+
+// create saves a new record; a name taken meanwhile is errSandboxExists.
+func (s *Store) create(ctx context.Context, rec *Record) error {
+	rec.Version = 1
+	rec.UpdatedAt = rec.CreatedAt
+	v, err := rec.stored()
+	if err != nil {
+		return err
+	}
+	if err := s.db.CreateVercelSandbox(ctx, v); err != nil {
+		if errors.Is(err, sandbox.ErrConflict) {
+			return errSandboxExists(rec.Name)
+		}
+		return err
+	}
+	return nil
+}
+
+// update saves rec from its Version and moves it to the new one.
+func (s *Store) update(ctx context.Context, rec *Record) error {
+	v, err := rec.stored()
+	if err != nil {
+		return err
+	}
+	got, err := s.db.UpdateVercelSandbox(ctx, v)
+	if err != nil {
+		return notFound(err, errSandboxNotFound)
+	}
+	rec.Version, rec.UpdatedAt = got.Version, ms(got.UpdatedAt)
+	return nil
+}
+
+// remove deletes rec unless it moved past its Version.
+func (s *Store) remove(ctx context.Context, rec Record) error {
+	return notFound(s.db.DeleteVercelSandbox(ctx, rec.Team, rec.Project, rec.Name, rec.Version), errSandboxNotFound)
+}
+
+// eachSandbox calls fn with every record of scope (every project of the
+// team when scope.Project is empty) made through api, oldest first, a
+// page at a time.
+func (s *Store) eachSandbox(ctx context.Context, scope Scope, api int, fn func(Record) error) error {
+	f := store.VercelSandboxFilter{TeamID: scope.Team, Project: scope.Project, API: api}
+	for cursor := ""; ; {
+		page, next, err := s.db.ListVercelSandboxes(ctx, f, store.Page{Cursor: cursor, Limit: store.MaxPageLimit})
+		if err != nil {
+			return err
+		}
+		for _, v := range page {
+			rec, err := recordOf(v)
+			if err != nil {
+				return err
+			}
+			if err := fn(rec); err != nil {
+				return err
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+func (s *Store) putSnapshot(ctx context.Context, sr SnapshotRecord) error {
+	return s.db.CreateVercelSnapshot(ctx, sr.stored())
+}
+
+// getSnapshot returns the team's record of snapshot id.
+func (s *Store) getSnapshot(ctx context.Context, team, id string) (SnapshotRecord, error) {
+	v, err := s.db.GetVercelSnapshot(ctx, team, id)
+	if err != nil {
+		return SnapshotRecord{}, notFound(err, errSnapshotNotFound)
+	}
+	return snapshotRecordOf(v), nil
+}
+
+// deleteSnapshot forgets the team's record of snapshot id; absent is not
+// an error (a snapshot paddock took outside this API has none).
+func (s *Store) deleteSnapshot(ctx context.Context, team, id string) error {
+	if err := s.db.DeleteVercelSnapshot(ctx, team, id); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// eachSnapshot calls fn with every snapshot record of scope (and of the
+// sandbox named sandboxName, when set), oldest first.
+func (s *Store) eachSnapshot(ctx context.Context, scope Scope, sandboxName string, fn func(SnapshotRecord) error) error {
+	f := store.VercelSnapshotFilter{TeamID: scope.Team, Project: scope.Project, SandboxName: sandboxName}
+	for cursor := ""; ; {
+		page, next, err := s.db.ListVercelSnapshots(ctx, f, store.Page{Cursor: cursor, Limit: store.MaxPageLimit})
+		if err != nil {
+			return err
+		}
+		for _, v := range page {
+			if err := fn(snapshotRecordOf(v)); err != nil {
+				return err
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// ---- the import of state.json ----
+
+// stateFile is where an older paddock kept this layer's records, below
+// its data directory.
+const stateFile = "compat-vercel/state.json"
+
+// importedSuffix names state.json once it is imported.
+const importedSuffix = ".imported"
+
+// fileState is state.json's content.
 type fileState struct {
 	Sandboxes []Record         `json:"sandboxes"`
 	Snapshots []SnapshotRecord `json:"snapshots"`
 }
 
-// OpenFileStore loads dataDir/compat-vercel/state.json, or starts empty.
-func OpenFileStore(dataDir string) (*FileStore, error) {
-	s := &FileStore{path: filepath.Join(dataDir, "compat-vercel", "state.json")}
-	data, err := os.ReadFile(s.path)
+// importFileState moves the records an older paddock kept in
+// dataDir/compat-vercel/state.json into the store, then renames the file
+// state.json.imported so that they are not imported again (a sandbox
+// deleted later would come back). A crash between the saves and the
+// rename imports the file again on the next start: records already in the
+// store are kept as they are. A record the store refuses (one without a
+// team, from before teams) is logged and left in the renamed file.
+func importFileState(ctx context.Context, dataDir string, to *Store, log *slog.Logger) (int, error) {
+	path := filepath.Join(dataDir, filepath.FromSlash(stateFile))
+	data, err := os.ReadFile(path)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return s, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return 0, nil
 	case err != nil:
-		return nil, fmt.Errorf("read vercel compat state: %w", err)
+		return 0, fmt.Errorf("vercel compat: import %s: %w", path, err)
 	}
-	if err := json.Unmarshal(data, &s.state); err != nil {
-		return nil, fmt.Errorf("parse vercel compat state %s: %w", s.path, err)
+	var st fileState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return 0, fmt.Errorf("vercel compat: import %s: %w", path, err)
 	}
-	return s, nil
-}
-
-func (s *FileStore) find(scope Scope, name string) int {
-	return slices.IndexFunc(s.state.Sandboxes, func(r Record) bool { return r.Scope == scope && r.Name == name })
-}
-
-// GetSandbox implements Store.
-func (s *FileStore) GetSandbox(_ context.Context, scope Scope, name string) (Record, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	i := s.find(scope, name)
-	if i < 0 {
-		return Record{}, errSandboxNotFound
+	n := 0
+	skip := func(what, name, team string, err error) {
+		log.Warn("vercel compat: record not imported", "record", what, "name", name, "team", team, "err", err)
 	}
-	return s.state.Sandboxes[i].clone(), nil
-}
-
-// PutSandbox implements Store.
-func (s *FileStore) PutSandbox(_ context.Context, rec Record) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := fileState{Sandboxes: slices.Clone(s.state.Sandboxes), Snapshots: s.state.Snapshots}
-	if i := s.find(rec.Scope, rec.Name); i >= 0 {
-		next.Sandboxes[i] = rec.clone()
-	} else {
-		next.Sandboxes = append(next.Sandboxes, rec.clone())
-	}
-	return s.commit(next)
-}
-
-// DeleteSandbox implements Store.
-func (s *FileStore) DeleteSandbox(_ context.Context, scope Scope, name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	i := s.find(scope, name)
-	if i < 0 {
-		return nil
-	}
-	next := fileState{Sandboxes: slices.Delete(slices.Clone(s.state.Sandboxes), i, i+1), Snapshots: s.state.Snapshots}
-	return s.commit(next)
-}
-
-// ListSandboxes implements Store.
-func (s *FileStore) ListSandboxes(_ context.Context, scope Scope) ([]Record, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []Record
-	for _, r := range s.state.Sandboxes {
-		if scope.holds(r.Scope) {
-			out = append(out, r.clone())
+	for _, rec := range st.Sandboxes {
+		rec.Version = 0
+		v, err := rec.stored()
+		if err == nil {
+			err = to.db.CreateVercelSandbox(ctx, v)
+		}
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, sandbox.ErrConflict):
+			// Imported by a start that crashed before the rename.
+		case errors.Is(err, sandbox.ErrInvalid):
+			skip("sandbox", rec.Name, rec.Team, err)
+		default:
+			return n, fmt.Errorf("vercel compat: import sandbox %s: %w", rec.Name, err)
 		}
 	}
-	return out, nil
-}
-
-// SessionOwner implements Store.
-func (s *FileStore) SessionOwner(_ context.Context, sessionID string) (Record, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, r := range s.state.Sandboxes {
-		if r.session(sessionID) != nil {
-			return r.clone(), nil
+	for _, sr := range st.Snapshots {
+		switch err := to.db.CreateVercelSnapshot(ctx, sr.stored()); {
+		case err == nil:
+			n++
+		case errors.Is(err, sandbox.ErrConflict):
+		case errors.Is(err, sandbox.ErrInvalid):
+			skip("snapshot", sr.ID, sr.Team, err)
+		default:
+			return n, fmt.Errorf("vercel compat: import snapshot %s: %w", sr.ID, err)
 		}
 	}
-	return Record{}, errSessionNotFound
-}
-
-// PutSnapshot implements Store.
-func (s *FileStore) PutSnapshot(_ context.Context, snap SnapshotRecord) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := fileState{Sandboxes: s.state.Sandboxes, Snapshots: slices.Clone(s.state.Snapshots)}
-	if i := slices.IndexFunc(next.Snapshots, func(x SnapshotRecord) bool { return x.ID == snap.ID }); i >= 0 {
-		next.Snapshots[i] = snap
-	} else {
-		next.Snapshots = append(next.Snapshots, snap)
+	dst := path + importedSuffix
+	if _, err := os.Stat(dst); err == nil {
+		// An earlier import's leftovers: keep both.
+		dst += "-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(len(st.Sandboxes))
 	}
-	return s.commit(next)
-}
-
-// GetSnapshot implements Store.
-func (s *FileStore) GetSnapshot(_ context.Context, id string) (SnapshotRecord, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, x := range s.state.Snapshots {
-		if x.ID == id {
-			return x, nil
-		}
+	if err := os.Rename(path, dst); err != nil {
+		return n, fmt.Errorf("vercel compat: import %s: %w", path, err)
 	}
-	return SnapshotRecord{}, errSnapshotNotFound
-}
-
-// DeleteSnapshot implements Store.
-func (s *FileStore) DeleteSnapshot(_ context.Context, id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	i := slices.IndexFunc(s.state.Snapshots, func(x SnapshotRecord) bool { return x.ID == id })
-	if i < 0 {
-		return nil
-	}
-	next := fileState{Sandboxes: s.state.Sandboxes, Snapshots: slices.Delete(slices.Clone(s.state.Snapshots), i, i+1)}
-	return s.commit(next)
-}
-
-// ListSnapshots implements Store.
-func (s *FileStore) ListSnapshots(_ context.Context, scope Scope) ([]SnapshotRecord, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []SnapshotRecord
-	for _, x := range s.state.Snapshots {
-		if scope.holds(x.Scope) {
-			out = append(out, x)
-		}
-	}
-	return out, nil
-}
-
-// commit writes next and, once it is on disk, makes it the state. Called
-// with mu held.
-func (s *FileStore) commit(next fileState) error {
-	if err := writeAtomic(s.path, next); err != nil {
-		return err
-	}
-	s.state = next
-	return nil
-}
-
-// writeAtomic writes v as JSON through a fsynced temp file renamed over
-// path, then fsyncs the directory, so a crash leaves the old or the new
-// file, never half of one.
-func writeAtomic(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode vercel compat state: %w", err)
-	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create vercel compat state dir: %w", err)
-	}
-	f, err := os.CreateTemp(dir, ".state-*.json")
-	if err != nil {
-		return fmt.Errorf("write vercel compat state: %w", err)
-	}
-	defer os.Remove(f.Name()) // no-op after the rename
-	if _, err := f.Write(append(data, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("write vercel compat state: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write vercel compat state: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write vercel compat state: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write vercel compat state: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // the rename itself durable; not every filesystem supports it
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync() // the rename durable; not every filesystem supports it
 		d.Close()
 	}
-	return nil
+	log.Info("vercel compat: imported records from state.json", "count", n, "from", path, "to", dst)
+	return n, nil
 }

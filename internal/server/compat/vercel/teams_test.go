@@ -1,14 +1,15 @@
 package vercel
 
 import (
-	"os"
-	"path/filepath"
+	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/store"
 )
 
 // lastCreate is the last create request the node got.
@@ -243,12 +244,14 @@ func TestSourcesMapped(t *testing.T) {
 		})
 	}
 	// Credentials reach the node and nothing else.
-	state, err := os.ReadFile(filepath.Join(e.dir, "compat-vercel", "state.json"))
-	if err != nil {
-		t.Fatal(err)
+	recs, _, err := e.db.ListVercelSandboxes(context.Background(), store.VercelSandboxFilter{TeamID: "team_1"}, store.Page{Limit: store.MaxPageLimit})
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("records: %d, %v", len(recs), err)
 	}
-	if strings.Contains(string(state), secret) || strings.Contains(string(state), "x-access-token") {
-		t.Errorf("state.json holds a credential:\n%s", state)
+	for _, rec := range recs {
+		if data, _ := json.Marshal(rec); strings.Contains(string(data), secret) || strings.Contains(string(data), "x-access-token") {
+			t.Errorf("the store holds a credential:\n%s", data)
+		}
 	}
 
 	refused := []struct {

@@ -32,8 +32,8 @@ func (h *Handler) createV1(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeCreate(w, r, &req.createV1Request); err != nil {
 		return err
 	}
-	if req.ProjectID == "" {
-		return badRequest("projectId is required")
+	if err := checkProject(req.ProjectID); err != nil {
+		return err
 	}
 	cfg, src, err := h.configFromCreate(r, &req)
 	if err != nil {
@@ -116,12 +116,22 @@ func (h *Handler) listV1(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	scope := listScope(r)
-	recs, err := h.store.ListSandboxes(r.Context(), scope)
+	// The store pages oldest first: the newest limit+1 in the window are
+	// the last ones read, and no more are kept.
+	var recs []Record
+	err = h.store.eachSandbox(r.Context(), listScope(r), apiV1, func(rec Record) error {
+		if rec.current() == nil || rec.CreatedAt < since || (until > 0 && rec.CreatedAt >= until) {
+			return nil
+		}
+		if len(recs) > limit {
+			recs = slices.Delete(recs, 0, 1)
+		}
+		recs = append(recs, rec)
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	recs = slices.DeleteFunc(recs, func(rec Record) bool { return rec.API != apiV1 || rec.current() == nil })
 	recs, p := timePaginate(recs, func(rec Record) int64 { return rec.CreatedAt }, since, until, limit)
 	out := []wireSession{}
 	for i := range recs {
@@ -140,25 +150,22 @@ func (h *Handler) snapshotsOf(ctx context.Context, scope Scope, sandboxName stri
 	if h.snaps == nil {
 		return nil, nil, errNoSnapshots
 	}
-	recs, err := h.store.ListSnapshots(ctx, scope)
-	if err != nil {
-		return nil, nil, err
-	}
 	kept := map[string]*image.Snapshot{}
 	var out []SnapshotRecord
-	for _, sr := range recs {
-		if sandboxName != "" && sr.SandboxName != sandboxName {
-			continue
-		}
+	err := h.store.eachSnapshot(ctx, scope, sandboxName, func(sr SnapshotRecord) error {
 		snap, err := h.snaps.GetSnapshot(sr.ID)
 		if errors.Is(err, sandbox.ErrNotFound) {
-			continue // expired
+			return nil // expired
 		}
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
 		kept[sr.ID] = snap
 		out = append(out, sr)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return out, kept, nil
 }
@@ -238,7 +245,7 @@ func (h *Handler) deleteSnapshot(w http.ResponseWriter, r *http.Request) error {
 	if err := h.snaps.DeleteSnapshot(ctx, snap.ID); err != nil {
 		return err
 	}
-	if err := h.store.DeleteSnapshot(ctx, snap.ID); err != nil {
+	if err := h.store.deleteSnapshot(ctx, callerOf(r).team, snap.ID); err != nil {
 		return err
 	}
 	out := wireSnapshotOf(snap, sr, isV1(r))
