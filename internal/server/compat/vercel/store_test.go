@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"testing"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -227,4 +228,30 @@ func bytesOf(c byte, n int) []byte {
 		b[i] = c
 	}
 	return b
+}
+
+// TestSessionsBounded: a record keeps its latest maxSessions sessions,
+// and the store finds it by those only.
+func TestSessionsBounded(t *testing.T) {
+	ctx := context.Background()
+	s := NewStore(newSQLite(t))
+	rec := Record{Scope: Scope{Team: "team_1", Project: "prj_1"}, Name: "long-lived", API: apiV2, CreatedAt: 1}
+	rec.addSession(SessionRecord{ID: "sb-0"})
+	if err := s.create(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= maxSessions+4; i++ {
+		rec.addSession(SessionRecord{ID: "sb-" + strconv.Itoa(i)})
+	}
+	if err := s.update(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Sessions) != maxSessions || rec.Sessions[0].ID != "sb-5" || rec.current().ID != "sb-"+strconv.Itoa(maxSessions+4) {
+		t.Fatalf("%d sessions, first %s, current %s", len(rec.Sessions), rec.Sessions[0].ID, rec.current().ID)
+	}
+	for id, want := range map[string]bool{"sb-0": false, "sb-4": false, "sb-5": true, "sb-104": true} {
+		if _, err := s.bySession(ctx, "team_1", id); (err == nil) != want {
+			t.Errorf("session %s: %v, want found %v", id, err, want)
+		}
+	}
 }
