@@ -43,6 +43,8 @@ type StoreOptions struct {
 	// SnapshotTTL is how long a snapshot lives after its last use:
 	// DefaultSnapshotTTL if 0, forever if negative.
 	SnapshotTTL time.Duration
+	// PullTimeout bounds one pull StartPull runs (DefaultPullTimeout if 0).
+	PullTimeout time.Duration
 	// Logger gets the store's events (slog.Default() if nil).
 	Logger *slog.Logger
 }
@@ -51,6 +53,9 @@ type StoreOptions struct {
 func (o StoreOptions) Validate() error {
 	if o.MaxBytes < 0 || o.MaxLayerBytes < 0 || o.MaxImageBytes < 0 {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_store_options", "image store size limits must not be negative")
+	}
+	if o.PullTimeout < 0 {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_store_options", "image store pull timeout must not be negative")
 	}
 	return nil
 }
@@ -138,7 +143,8 @@ type flight struct {
 //	layers/<diff ID hex>/ one unpacked layer, an overlay lowerdir
 //	tmp/                  layers being unpacked, renamed into layers/ when whole
 //
-// One process owns a store directory at a time.
+// One process owns a store directory at a time. The pulls StartPull runs
+// belong to the store: Close cancels them and waits.
 type Store struct {
 	dir  string
 	opts StoreOptions
@@ -151,6 +157,13 @@ type Store struct {
 	pinned  map[string]int     // diff ID hex -> pulls in progress that hold it
 
 	unpacks atomic.Int64 // layers unpacked since open, for tests
+
+	// life ends at Close; the pulls StartPull runs end with it.
+	life     context.Context
+	stopLife context.CancelFunc
+	bgMu     sync.Mutex     // guards closed, and pulls.Add against Close's Wait
+	closed   bool           // StartPull refuses once set
+	pulls    sync.WaitGroup // the pulls StartPull runs
 }
 
 // OpenStore opens (creating if needed) the image store in dir, normally
@@ -170,6 +183,9 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.PullTimeout == 0 {
+		opts.PullTimeout = DefaultPullTimeout
 	}
 	s := &Store{
 		dir:     filepath.Clean(dir),
@@ -197,6 +213,7 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 	if err := s.load(); err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
+	s.life, s.stopLife = context.WithCancel(context.Background())
 	return s, nil
 }
 

@@ -61,6 +61,48 @@ func imageEnv(imgEnv []string, reqEnv map[string]string) map[string]string {
 	return env
 }
 
+// Collector is the optional power of an Images store to forget a scope's
+// ref and to collect the layers no image, snapshot or sandbox needs;
+// *image.Store has it. Node discovers it on Config.Images by type assertion.
+type Collector interface {
+	Remove(scope, ref string) error
+	GC(ctx context.Context, inUse func(layerDir string) bool) error
+}
+
+var _ Collector = (*image.Store)(nil)
+
+var errNoImageStore = sandbox.Errorf(sandbox.ErrUnsupported, "images_disabled", "this node has no image store")
+
+// RemoveImage drops scope's ref (scope: a team id, or image.Published) and
+// collects what no image and no remaining sandbox needs; a stopped sandbox
+// keeps its layers until it is deleted. It refuses an image a pending or
+// running sandbox was created from (ErrConflict "image_in_use"). A
+// published ref of that name is not scope's own: not found.
+func (m *Manager) RemoveImage(ctx context.Context, scope, ref string) error {
+	store, ok := m.cfg.Images.(Collector)
+	if !ok {
+		return errNoImageStore
+	}
+	img, err := m.cfg.Images.Get(scope, ref)
+	if err != nil {
+		return err
+	}
+	if img.Team != scope {
+		return sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image %q is not in the store", ref)
+	}
+	if m.ImageInUse(img.Digest) {
+		return sandbox.Errorf(sandbox.ErrConflict, "image_in_use", "image %s is used by a running sandbox", img.Ref)
+	}
+	if err := store.Remove(scope, ref); err != nil {
+		return err
+	}
+	// The ref is gone either way; a failed sweep is retried by the next one.
+	if err := store.GC(ctx, m.LayerInUse); err != nil {
+		return fmt.Errorf("remove image %s: %w", img.Ref, err)
+	}
+	return nil
+}
+
 // LayerInUse reports whether a sandbox this node still has (in any state
 // but deleted) stacks the layer directory dir; a stopped sandbox keeps its
 // upper dir, whose overlay only makes sense over the same layers. It is the

@@ -1,19 +1,41 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"maps"
+	"slices"
 	"testing"
 
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// fakeImages is an image store holding one image, seen by one team.
+// fakeImages is an image store holding one image, seen by one team. It
+// is a Collector: removed lists the refs removed, and gc the layers GC's
+// inUse kept, one call each.
 type fakeImages struct {
 	team    string
 	img     *image.Image
 	touched []string
+	removed []string
+	gc      [][]string
+}
+
+func (f *fakeImages) Remove(scope, ref string) error {
+	f.removed = append(f.removed, scope+"/"+ref)
+	return nil
+}
+
+func (f *fakeImages) GC(_ context.Context, inUse func(string) bool) error {
+	var kept []string
+	for _, l := range f.img.Layers {
+		if inUse(l) {
+			kept = append(kept, l)
+		}
+	}
+	f.gc = append(f.gc, kept)
+	return nil
 }
 
 func (f *fakeImages) Get(team, ref string) (*image.Image, error) {
@@ -77,4 +99,61 @@ func TestCreateUnknownImageWithoutStore(t *testing.T) {
 	e := newEnv(t, nil)
 	_, err := e.m.Create(t.Context(), CreateRequest{Image: "ubuntu:24.04"})
 	wantErr(t, err, sandbox.ErrNotFound, "image_not_found")
+}
+
+// TestRemoveImage: node refuses to remove an image a running sandbox uses,
+// and another scope's ref is not found; a removal collects layers, keeping
+// a stopped sandbox's.
+func TestRemoveImage(t *testing.T) {
+	newImages := func(owner string) *fakeImages {
+		return &fakeImages{team: "team-a", img: &image.Image{Ref: "127.0.0.1:5000/app:1", Team: owner, Digest: "sha256:abc",
+			Layers: []string{"/l/base", "/l/top"}}}
+	}
+	for _, tc := range []struct {
+		name, owner, scope string
+		wantErr            error
+		wantCode           string
+	}{
+		{"another team's scope", "team-a", "team-b", sandbox.ErrNotFound, "image_not_found"},
+		{"the published ref seen by a team", image.Published, "team-a", sandbox.ErrNotFound, "image_not_found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			imgs := newImages(tc.owner)
+			e := newEnv(t, func(c *Config) { c.Images = imgs })
+			err := e.m.RemoveImage(t.Context(), tc.scope, imgs.img.Ref)
+			wantErr(t, err, tc.wantErr, tc.wantCode)
+			if len(imgs.removed) != 0 {
+				t.Errorf("removed %v", imgs.removed)
+			}
+		})
+	}
+
+	t.Run("in use, then stopped", func(t *testing.T) {
+		imgs := newImages("team-a")
+		e := newEnv(t, func(c *Config) { c.Images = imgs })
+		sb, err := e.m.Create(t.Context(), CreateRequest{Image: imgs.img.Ref, TeamID: "team-a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = e.m.RemoveImage(t.Context(), "team-a", imgs.img.Ref)
+		wantErr(t, err, sandbox.ErrConflict, "image_in_use")
+		if _, err := e.m.Stop(t.Context(), sb.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.m.RemoveImage(t.Context(), "team-a", imgs.img.Ref); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(imgs.removed, []string{"team-a/" + imgs.img.Ref}) {
+			t.Errorf("removed %v", imgs.removed)
+		}
+		// The stopped sandbox's overlay still needs both layers.
+		if len(imgs.gc) != 1 || len(imgs.gc[0]) != 2 {
+			t.Errorf("GC kept %v, want both layers of the stopped sandbox", imgs.gc)
+		}
+	})
+
+	t.Run("no image store", func(t *testing.T) {
+		e := newEnv(t, nil)
+		wantErr(t, e.m.RemoveImage(t.Context(), "team-a", "app:1"), sandbox.ErrUnsupported, "images_disabled")
+	})
 }

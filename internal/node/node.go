@@ -184,6 +184,20 @@ func (m *Manager) Start(ctx context.Context) error {
 	return nil
 }
 
+// Ready reports whether the manager serves: Start has reconciled this
+// host's sandboxes with the driver and Close has not been called.
+func (m *Manager) Ready() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.closed:
+		return sandbox.Errorf(sandbox.ErrUnavailable, "node_closed", "the sandbox manager is shut down")
+	case m.cancel == nil:
+		return sandbox.Errorf(sandbox.ErrUnavailable, "node_starting", "the sandbox manager is still reconciling this host's sandboxes")
+	}
+	return nil
+}
+
 // Close stops background work and waits for it. Sandboxes keep running;
 // a later Manager on the same DataDir re-adopts them.
 func (m *Manager) Close() error {

@@ -763,3 +763,21 @@ func TestStartTwiceAndClose(t *testing.T) {
 	_, err := e.m.Create(t.Context(), CreateRequest{})
 	wantErr(t, err, sandbox.ErrUnavailable, "node_closed")
 }
+
+// TestReady: the manager is ready between a finished Start and Close.
+func TestReady(t *testing.T) {
+	e := newEnv(t, nil)
+	m, err := New(Config{DataDir: t.TempDir(), Driver: e.d, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, m.Ready(), sandbox.ErrUnavailable, "node_starting")
+	if err := m.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Ready(); err != nil {
+		t.Fatalf("started: %v", err)
+	}
+	m.Close()
+	wantErr(t, m.Ready(), sandbox.ErrUnavailable, "node_closed")
+}

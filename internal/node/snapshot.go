@@ -20,6 +20,7 @@ type Snapshots interface {
 	GetSnapshot(id string) (*image.Snapshot, error)
 	TouchSnapshot(id string) error
 	SnapshotRootfs(snap *image.Snapshot) *image.Rootfs
+	RemoveSnapshot(id string) error
 }
 
 var _ Snapshots = (*image.Store)(nil)
@@ -135,6 +136,32 @@ func (m *Manager) Fork(ctx context.Context, id string, req CreateRequest) (sandb
 		return sb, fmt.Errorf("node: fork sandbox %s: %w", id, err)
 	}
 	return sb, nil
+}
+
+// DeleteSnapshot forgets a snapshot and, when the store is a Collector,
+// collects its layer unless a stopped sandbox still stacks it (then the
+// layer goes with that sandbox). It refuses a snapshot a pending or running
+// sandbox was created from (ErrConflict "snapshot_in_use").
+func (m *Manager) DeleteSnapshot(ctx context.Context, id string) error {
+	store, err := m.snapshots()
+	if err != nil {
+		return err
+	}
+	if _, err := store.GetSnapshot(id); err != nil {
+		return err
+	}
+	if m.SnapshotInUse(id) {
+		return sandbox.Errorf(sandbox.ErrConflict, "snapshot_in_use", "snapshot %s is used by a running sandbox", id)
+	}
+	if err := store.RemoveSnapshot(id); err != nil {
+		return err
+	}
+	if c, ok := m.cfg.Images.(Collector); ok {
+		if err := c.GC(ctx, m.LayerInUse); err != nil {
+			return fmt.Errorf("delete snapshot %s: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // SnapshotInUse reports whether a pending or running sandbox was created

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -65,12 +66,25 @@ func TestSnapshotAndFork(t *testing.T) {
 	_, err = e.m.Fork(ctx, src.ID, CreateRequest{Image: "host"})
 	wantErr(t, err, sandbox.ErrInvalid, "invalid_fork")
 
+	err = e.m.DeleteSnapshot(ctx, snap.ID)
+	wantErr(t, err, sandbox.ErrConflict, "snapshot_in_use")
 	if err := e.m.Delete(ctx, sb.ID); err != nil {
 		t.Fatal(err)
 	}
 	if e.m.SnapshotInUse(snap.ID) {
 		t.Error("a deleted sandbox still holds the snapshot")
 	}
+	if err := e.m.DeleteSnapshot(ctx, snap.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.GetSnapshot(snap.ID); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("deleted snapshot: %v", err)
+	}
+	// Its layer is collected: nothing stacks it any more.
+	if _, err := os.Stat(snap.Layers[0]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the snapshot's layer is left: %v", err)
+	}
+	wantErr(t, e.m.DeleteSnapshot(ctx, snap.ID), sandbox.ErrNotFound, "snapshot_not_found")
 }
 
 func TestSnapshotUnsupported(t *testing.T) {
