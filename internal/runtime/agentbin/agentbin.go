@@ -25,7 +25,8 @@ const EnvVar = "PADDOCK_AGENT"
 const binaryName = "paddock-agent"
 
 // builds deduplicates concurrent source builds per cache dir in one process:
-// a build takes seconds, and every caller wants the same file.
+// a build takes seconds, and every caller wants the same file. The first
+// caller runs the build itself; there is no goroutine of the package's own.
 var (
 	buildsMu sync.Mutex
 	builds   = map[string]*build{} // guarded by buildsMu; key: cleaned cache dir
@@ -35,6 +36,8 @@ type build struct {
 	done chan struct{}
 	path string
 	err  error
+	// abandoned: the build failed because its caller's ctx ended.
+	abandoned bool
 }
 
 // Path returns the path of a static agent binary: $PADDOCK_AGENT if set,
@@ -58,30 +61,36 @@ func Path(ctx context.Context, cacheDir string) (string, error) {
 		return "", errors.New("agent binary: no cache dir to build it into; " + howTo)
 	}
 	key := filepath.Clean(cacheDir)
-	buildsMu.Lock()
-	b, ok := builds[key]
-	if !ok {
-		b = &build{done: make(chan struct{})}
-		builds[key] = b
-		// The build runs detached from the first caller's ctx so that a
-		// cancelled caller does not fail the others waiting on it.
-		go func() {
-			defer close(b.done)
-			b.path, b.err = buildFromSource(context.WithoutCancel(ctx), key)
+	for {
+		buildsMu.Lock()
+		b, ok := builds[key]
+		if !ok {
+			// This caller builds, in its own goroutine and under its own ctx;
+			// concurrent callers wait for it instead of building again.
+			b = &build{done: make(chan struct{})}
+			builds[key] = b
+			buildsMu.Unlock()
+			b.path, b.err = buildFromSource(ctx, key)
+			b.abandoned = b.err != nil && ctx.Err() != nil
 			if b.err != nil {
 				// Let a later call retry instead of caching the failure forever.
 				buildsMu.Lock()
 				delete(builds, key)
 				buildsMu.Unlock()
 			}
-		}()
-	}
-	buildsMu.Unlock()
-	select {
-	case <-b.done:
-		return b.path, b.err
-	case <-ctx.Done():
-		return "", fmt.Errorf("agent binary: %w", ctx.Err())
+			close(b.done)
+			return b.path, b.err
+		}
+		buildsMu.Unlock()
+		select {
+		case <-b.done:
+			if b.abandoned && ctx.Err() == nil {
+				continue // the builder's caller gave up, not the build: build again
+			}
+			return b.path, b.err
+		case <-ctx.Done():
+			return "", fmt.Errorf("agent binary: %w", ctx.Err())
+		}
 	}
 }
 

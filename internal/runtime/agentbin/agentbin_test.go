@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 func TestEnvOverride(t *testing.T) {
@@ -67,5 +69,72 @@ func TestBuildFromSource(t *testing.T) {
 	entries, _ := os.ReadDir(cache)
 	if len(entries) != 1 {
 		t.Errorf("cache holds %d entries, want 1 (no temp files left)", len(entries))
+	}
+}
+
+// TestBuilderGivesUp: the caller that runs a build gives up half-way; one
+// waiting on it builds again and gets the binary.
+func TestBuilderGivesUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the agent")
+	}
+	t.Setenv(EnvVar, "")
+	if _, err := moduleRoot(); err != nil {
+		t.Skipf("no source tree: %v", err)
+	}
+	cache := t.TempDir()
+	first, cancel := context.WithCancel(context.Background())
+	firstErr := make(chan error, 1)
+	go func() {
+		_, err := Path(first, cache)
+		firstErr <- err
+	}()
+	// The first caller holds the build by now, or the second one builds:
+	// either way the second must get the binary.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		buildsMu.Lock()
+		_, building := builds[filepath.Clean(cache)]
+		buildsMu.Unlock()
+		if building || time.Now().After(deadline) {
+			break
+		}
+	}
+	ctx, stop := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer stop()
+	second := make(chan error, 1)
+	var path string
+	go func() {
+		var err error
+		path, err = Path(ctx, cache)
+		second <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	if err := <-firstErr; err == nil {
+		t.Log("the first build finished before it was cancelled")
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("the waiting caller failed with its builder: %v", err)
+	}
+	if !strings.HasPrefix(filepath.Base(path), "paddock-agent-") {
+		t.Errorf("path %s", path)
+	}
+}
+
+// TestNoGoroutineOutlivesPath: a caller that gives up leaves no build
+// running behind it.
+func TestNoGoroutineOutlivesPath(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the agent")
+	}
+	t.Setenv(EnvVar, "")
+	if _, err := moduleRoot(); err != nil {
+		t.Skipf("no source tree: %v", err)
+	}
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := Path(ctx, t.TempDir()); err == nil {
+		t.Log("the build finished within 50ms")
 	}
 }
