@@ -626,8 +626,10 @@ func (f *fakeImages) record(call string) *image.Image {
 	return &image.Image{Ref: "busybox", Digest: "sha256:1", Config: image.ImageConfig{Env: []string{"SECRET=1"}}}
 }
 
-func (f *fakeImages) Pull(_ context.Context, scope, _ string, opts image.PullOptions, _ func(image.LayerProgress)) (*image.Image, error) {
-	return f.record(fmt.Sprintf("pull %s keychain=%v", scope, opts.Keychain)), nil
+func (f *fakeImages) StartPull(_ context.Context, scope, _ string, opts image.PullOptions, _ func(image.LayerProgress)) <-chan image.PullResult {
+	res := make(chan image.PullResult, 1)
+	res <- image.PullResult{Image: f.record(fmt.Sprintf("pull %s keychain=%v", scope, opts.Keychain))}
+	return res
 }
 
 func (f *fakeImages) Import(_ context.Context, scope, _ string) (*image.Image, error) {

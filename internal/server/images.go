@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"time"
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/httperr"
@@ -18,21 +17,23 @@ import (
 
 // Images is what the server needs from the host's image store. Refs live
 // in a scope: a team's id, or image.Published; Get and List answer what a
-// team sees (its own refs, then the published ones). Remove is refused with
-// ErrConflict "image_in_use" while a running sandbox uses the image;
-// nodeadapter.Images implements it over *image.Store and node.
+// team sees (its own refs, then the published ones). StartPull runs a pull
+// the store owns, detached from the request (see image.Store.StartPull).
+// Remove is refused with ErrConflict "image_in_use" while a running sandbox
+// uses the image (node.Manager.RemoveImage); internal/daemon puts the two
+// together.
 type Images interface {
-	Pull(ctx context.Context, scope, ref string, opts image.PullOptions, progress func(image.LayerProgress)) (*image.Image, error)
+	StartPull(ctx context.Context, scope, ref string, opts image.PullOptions, progress func(image.LayerProgress)) <-chan image.PullResult
 	Import(ctx context.Context, scope, path string) (*image.Image, error)
 	List(team string) []*image.Image
 	Get(team, ref string) (*image.Image, error)
 	Remove(ctx context.Context, scope, ref string) error
 }
 
-// pullTimeout bounds one pull or import. Both run detached from the
-// request, so a client that hangs up does not waste a half-done download;
-// the work is content-addressed, so a retry reuses every finished layer.
-const pullTimeout = 30 * time.Minute
+// importTimeout bounds one import. It runs detached from the request's
+// cancellation, as a pull does, so a client that hangs up does not waste a
+// half-done import; the request's goroutine waits for it.
+const importTimeout = image.DefaultPullTimeout
 
 var errNoImages = sandbox.Errorf(sandbox.ErrUnsupported, "images_disabled", "this server has no image store")
 
@@ -169,30 +170,33 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) error {
 	keychain := callerOf(r).HostAdmin || s.imageKeychain
 	opts := image.PullOptions{Username: req.Username, Password: req.Password, Token: req.Token, Insecure: req.Insecure, Keychain: keychain}
 
-	type result struct {
-		img *image.Image
-		err error
-	}
 	events := make(chan image.LayerProgress, 64)
-	done := make(chan result, 1)
 	handlerGone := make(chan struct{})
 	defer close(handlerGone)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), pullTimeout)
-	go func() {
-		defer cancel()
-		img, err := s.images.Pull(ctx, scope, req.Ref, opts, func(p image.LayerProgress) {
-			select {
-			case events <- p:
-			case <-handlerGone: // nobody listens any more; the pull goes on
-			}
-		})
-		done <- result{img, err}
-	}()
+	// The store owns the pull: it goes on when the client leaves.
+	done := s.images.StartPull(r.Context(), scope, req.Ref, opts, func(p image.LayerProgress) {
+		select {
+		case events <- p:
+		case <-handlerGone: // nobody listens any more; the pull goes on
+		}
+	})
 
+	// The stream ends with the request or with CloseStreams; the pull
+	// does not.
+	ctx, stop := s.longPoll(r)
+	defer stop()
 	var enc *json.Encoder
 	flush := func() { _ = http.NewResponseController(w).Flush() }
 	for {
 		select {
+		case <-ctx.Done():
+			err := s.shutdownErr(r, fmt.Errorf("pull %s: %w", req.Ref, ctx.Err()))
+			if enc == nil {
+				return err
+			}
+			status, code := httperr.Status(err)
+			_ = enc.Encode(api.PullProgress{Error: &api.ErrorDetail{Code: code, Message: httperr.Message(err, status)}})
+			return nil
 		case p := <-events:
 			if enc == nil {
 				w.Header().Set("Content-Type", api.ContentTypeNDJSON)
@@ -212,21 +216,21 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) error {
 				}
 			}
 			if enc == nil {
-				if res.err != nil {
-					return res.err
+				if res.Err != nil {
+					return res.Err
 				}
 				w.Header().Set("Content-Type", api.ContentTypeNDJSON)
 				w.WriteHeader(http.StatusOK)
 				enc = json.NewEncoder(w)
 			}
-			if res.err != nil {
-				status, code := httperr.Status(res.err)
-				s.log.Warn("image pull failed", "image", req.Ref, "status", status, "err", res.err)
-				_ = enc.Encode(api.PullProgress{Error: &api.ErrorDetail{Code: code, Message: httperr.Message(res.err, status)}})
+			if res.Err != nil {
+				status, code := httperr.Status(res.Err)
+				s.log.Warn("image pull failed", "image", req.Ref, "status", status, "err", res.Err)
+				_ = enc.Encode(api.PullProgress{Error: &api.ErrorDetail{Code: code, Message: httperr.Message(res.Err, status)}})
 				return nil
 			}
-			img := toAPIImage(res.img)
-			_ = enc.Encode(api.PullProgress{Index: len(res.img.Layers), Count: len(res.img.Layers), Image: &img})
+			img := toAPIImage(res.Image)
+			_ = enc.Encode(api.PullProgress{Index: len(res.Image.Layers), Count: len(res.Image.Layers), Image: &img})
 			flush()
 			return nil
 		}
@@ -261,7 +265,7 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("import image: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), pullTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), importTimeout)
 	defer cancel()
 	img, err := s.images.Import(ctx, scope, f.Name())
 	if err != nil {

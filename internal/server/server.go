@@ -2,7 +2,7 @@
 // auth, request decoding and validation, the one mapping from errors to HTTP
 // statuses, and the NDJSON streaming of command output. It owns no
 // sandboxes itself: it drives them through the small Sandboxes interface
-// (satisfied by internal/node's Manager through internal/server/nodeadapter)
+// (satisfied by internal/node's Manager through internal/daemon's adapter)
 // and talks to each sandbox's agent through internal/agent's client.
 package server
 
@@ -113,6 +113,10 @@ type Config struct {
 	// history.go); nil answers commands only while the sandbox runs and
 	// makes /usage answer 501.
 	History History
+	// Ready is GET /readyz's check: nil when every dependency can serve,
+	// else an error saying what cannot (ErrUnavailable, with a code). nil
+	// Ready: always ready.
+	Ready func(ctx context.Context) error
 }
 
 // Validate reports a missing dependency or an impossible bound.
@@ -128,8 +132,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Server serves the API. It holds no goroutines of its own: every goroutine
-// it starts belongs to one request and ends with it.
+// Server serves the API and the health probes (/healthz, /readyz). It
+// holds no goroutines of its own: every goroutine it starts belongs to one
+// request and ends with it (image pulls belong to the image store).
 type Server struct {
 	sb        Sandboxes
 	auth      Authenticator
@@ -146,6 +151,7 @@ type Server struct {
 	projects      Projects
 	apps          http.Handler
 	history       History
+	ready         func(context.Context) error
 	mux           *http.ServeMux
 	handler       http.Handler
 
@@ -175,6 +181,7 @@ func New(cfg Config) (*Server, error) {
 		projects:      cfg.Projects,
 		apps:          cfg.Apps,
 		history:       cfg.History,
+		ready:         cfg.Ready,
 		mux:           http.NewServeMux(),
 	}
 	if s.log == nil {
@@ -303,6 +310,10 @@ func (s *Server) routes() {
 		}
 		s.mux.Handle(rt.method+" "+api.Prefix+rt.path, s.errorHandler(handle))
 	}
+	for _, rt := range probeTable {
+		h := rt.handle
+		s.mux.Handle(rt.method+" "+rt.path, s.errorHandler(func(w http.ResponseWriter, r *http.Request) error { return h(s, w, r) }))
+	}
 	// The app proxy takes every method, so it stays out of routeTable (and
 	// the OpenAPI check); the bare prefix is served too, without a redirect
 	// that would drop a POST's body.
@@ -367,7 +378,11 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		if cmd := r.PathValue("cmd"); cmd != "" {
 			attrs = append(attrs, slog.String("command", cmd))
 		}
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request", attrs...)
+		level := slog.LevelInfo
+		if isProbe(r.URL.Path) && sw.StatusOr200() == http.StatusOK {
+			level = slog.LevelDebug // a probe every few seconds is not news
+		}
+		s.log.LogAttrs(r.Context(), level, "http request", attrs...)
 	})
 }
 

@@ -13,7 +13,7 @@ import (
 // Snapshots is what the server needs to take, keep and fork from sandbox
 // snapshots. Delete is refused with ErrConflict "snapshot_in_use" while a
 // pending or running sandbox was created from the snapshot;
-// nodeadapter.Snapshots implements it over *image.Store and node.
+// internal/daemon implements it over node and the image store.
 type Snapshots interface {
 	Snapshot(ctx context.Context, id string) (*image.Snapshot, error)
 	Fork(ctx context.Context, id string, req CreateParams) (sandbox.Sandbox, error)
