@@ -2,11 +2,8 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,15 +13,14 @@ import (
 	"github.com/paddock-dev/paddock/examples/goose-standin/standinimage"
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/daemon"
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
-	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
-	"github.com/paddock-dev/paddock/internal/store/sqlite"
 )
 
 // activationPool is this benchmark's address pool, apart from the proxy
@@ -55,12 +51,7 @@ func BenchmarkActivation(b *testing.B) {
 		before.Check(b)
 		os.RemoveAll(dir)
 	})
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	drv, nm := networkedDriver(b, dir, agentPath, activationPool, log)
-	images, err := image.OpenStore(filepath.Join(dir, "images"), image.StoreOptions{Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
+	d, hs := startDaemon(b, daemon.Config{DataDir: dir, NetworkPool: activationPool, Domain: "localhost"}, agentPath)
 	bin, err := standinimage.Build(ctx, "", filepath.Join(dir, "standin"))
 	if err != nil {
 		b.Fatalf("build the stand-in: %v", err)
@@ -69,35 +60,20 @@ func BenchmarkActivation(b *testing.B) {
 	if err := standinimage.WriteImage(bin, tarPath, ""); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := images.Import(ctx, image.Published, tarPath); err != nil {
+	if _, err := d.Images().Import(ctx, image.Published, tarPath); err != nil {
 		b.Fatalf("import the stand-in: %v", err)
 	}
-	mgr, err := node.New(node.Config{DataDir: dir, Driver: drv, Network: nm, Images: images, Logger: log})
+	svc := d.Projects()
+	// A team of its own, with a token for the app proxy's requests.
+	tm, err := d.Auth().CreateTeam(ctx, "bench")
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := mgr.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { mgr.Close() })
-	st, err := sqlite.Open(filepath.Join(dir, "paddock.db"))
+	token, _, err := d.Auth().CreateToken(ctx, tm.ID, "", "bench", store.RoleAdmin, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { st.Close() })
-	key := make([]byte, 32)
-	rand.Read(key)
-	svc, err := control.New(control.Config{Store: st, Sandboxes: control.NodeSandboxes{Manager: mgr, Images: images},
-		DataDir: dir, Key: key, Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := svc.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { svc.Close() })
-
-	team := auth.Principal{TeamID: "bench", Role: store.RoleAdmin}
+	team := auth.Principal{TeamID: tm.ID, Role: store.RoleAdmin}
 	p, err := svc.CreateProject(ctx, team, control.ProjectRequest{Name: "standin",
 		Source: control.Source{Image: standinimage.DefaultRef}, MaxLifetime: time.Hour,
 		// The image's GOOSE_PATH_ROOT is root's; the app runs as the sandbox's user.
@@ -145,7 +121,7 @@ func BenchmarkActivation(b *testing.B) {
 	b.ReportMetric(ms(pct(start, 50)), "start-to-healthy-p50-ms")
 
 	b.StopTimer()
-	direct, proxied := measureAppProxy(b, svc, team, p.ID)
+	direct, proxied := measureAppProxy(b, svc, team, p.ID, hs.URL, token)
 	b.ReportMetric(ms(pct(direct, 50)), "app-direct-p50-ms")
 	b.ReportMetric(ms(pct(direct, 99)), "app-direct-p99-ms")
 	b.ReportMetric(ms(pct(proxied, 50)), "app-proxy-p50-ms")
@@ -158,10 +134,11 @@ const appRequests = 1000
 
 // measureAppProxy activates the project once more and times GET
 // /sessions (authenticated by the app's secret) straight to the app's
-// address with the secret, and through the app proxy's path form, where the
-// proxy resolves the project, strips and injects the secret header and
-// records activity; the two interleaved, one request at a time.
-func measureAppProxy(b *testing.B, svc *control.Service, team auth.Principal, projectID string) (direct, proxied []time.Duration) {
+// address with the secret, and through the daemon's app proxy, path form,
+// with the team's API token: the API authenticates it, the proxy resolves
+// the project, strips and injects the secret header and records activity;
+// the two interleaved, one request at a time.
+func measureAppProxy(b *testing.B, svc *control.Service, team auth.Principal, projectID, base, token string) (direct, proxied []time.Duration) {
 	ctx := context.Background()
 	a, err := svc.Activate(ctx, team, projectID)
 	if err != nil {
@@ -178,24 +155,6 @@ func measureAppProxy(b *testing.B, svc *control.Service, team auth.Principal, pr
 	if err != nil {
 		b.Fatal(err)
 	}
-	apps, err := proxy.NewApp(proxy.AppConfig{
-		Resolve: func(ctx context.Context, p auth.Principal, id string) (proxy.AppTarget, error) {
-			t, err := svc.AppTarget(ctx, p, id)
-			return proxy.AppTarget(t), err
-		},
-		Touch:  svc.Touch,
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { apps.Close() })
-	// The API's middleware puts the caller in the context; this stands in
-	// for it with the project's team.
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		apps.PathHandler().ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), team)))
-	}))
-	b.Cleanup(front.Close)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}, Timeout: 10 * time.Second}
 	b.Cleanup(client.CloseIdleConnections)
 	get := func(url string, secret bool) time.Duration {
@@ -205,6 +164,8 @@ func measureAppProxy(b *testing.B, svc *control.Service, team auth.Principal, pr
 		}
 		if secret {
 			req.Header.Set(target.SecretHeader, target.Secret)
+		} else {
+			req.Header.Set("Authorization", "Bearer "+token)
 		}
 		t0 := time.Now()
 		resp, err := client.Do(req)
@@ -220,7 +181,7 @@ func measureAppProxy(b *testing.B, svc *control.Service, team auth.Principal, pr
 		return took
 	}
 	directURL := target.URL.String() + "/sessions"
-	proxyURL := front.URL + proxy.AppPathPrefix(projectID) + "/sessions"
+	proxyURL := base + proxy.AppPathPrefix(projectID) + "/sessions"
 	for range 20 { // warm both keep-alive pools
 		get(directURL, true)
 		get(proxyURL, false)

@@ -4,10 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,15 +21,12 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/daemon"
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
-	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
-	"github.com/paddock-dev/paddock/internal/runtime/runc"
-	"github.com/paddock-dev/paddock/internal/server"
-	"github.com/paddock-dev/paddock/internal/server/nodeadapter"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
@@ -97,12 +92,11 @@ type proxyStack struct {
 	directClient, proxyClient, nginxClient *http.Client
 }
 
-// startProxyStack assembles what `paddock serve` runs, in-process as the e2e
-// tests do: runc driver, netns manager, node, API server and proxy behind
-// server.Front on a loopback listener; then creates one sandbox with a
-// private port 8080 running bench/echoserver. Cleanups delete the sandbox,
-// close everything and check that no mount, cgroup, process or pd* veth is
-// left.
+// startProxyStack starts what `paddock serve` runs, in-process through
+// internal/daemon as the e2e tests do, on a loopback listener; then creates
+// one sandbox with a private port 8080 running bench/echoserver. Cleanups
+// delete the sandbox, close everything and check that no mount, cgroup,
+// process or pd* veth is left.
 func startProxyStack(b *testing.B) *proxyStack {
 	b.Helper()
 	ctx := context.Background()
@@ -127,43 +121,10 @@ func startProxyStack(b *testing.B) *proxyStack {
 		os.RemoveAll(dir)
 	})
 
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	drv, nm := networkedDriver(b, dir, agentPath, proxyPool, log)
 	// MaxTimeout allows the long sandbox timeout below.
-	mgr, err := node.New(node.Config{DataDir: dir, Driver: drv, Network: nm, Logger: log, MaxTimeout: time.Hour})
-	if err != nil {
-		b.Fatalf("node: %v", err)
-	}
-	if err := mgr.Start(ctx); err != nil {
-		b.Fatalf("node start: %v", err)
-	}
-	b.Cleanup(func() { mgr.Close() })
-	tokens, err := server.OpenFileTokenStore(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	adminToken, _, err := tokens.EnsureAdminToken()
-	if err != nil {
-		b.Fatal(err)
-	}
-	// Unstarted, so that the routes' base URL knows the listener's port.
-	hs := httptest.NewUnstartedServer(nil)
-	key := make([]byte, proxy.MinKeyLen)
-	rand.Read(key)
-	signer := &proxy.Signer{Key: key}
-	srv, err := server.New(server.Config{Sandboxes: nodeadapter.New(mgr), Tokens: tokens, Logger: log,
-		Signer: signer, PortBaseURL: "http://localhost:" + portOf(hs.Listener.Addr())})
-	if err != nil {
-		b.Fatal(err)
-	}
-	px, err := proxy.New(proxy.Config{Domain: "localhost", Signer: signer, Resolver: mgr, Authorizer: srv, Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { px.Close() })
-	hs.Config.Handler = server.Front(srv.Handler(), px)
-	hs.Start()
-	b.Cleanup(hs.Close)
+	d, hs := startDaemon(b, daemon.Config{DataDir: dir, NetworkPool: proxyPool, Domain: "localhost", MaxTimeout: time.Hour}, agentPath)
+	mgr := d.Node()
+	adminToken, _ := d.AdminToken()
 
 	// Through the API, as a user would; the cleanup deletes whatever
 	// exists, so a failure half-way leaves nothing either.
@@ -231,21 +192,29 @@ func startProxyStack(b *testing.B) *proxyStack {
 	return ps
 }
 
-// networkedDriver starts the runc driver and a netns manager over pool in
-// dir, as `paddock serve` does; cleanups close both.
-func networkedDriver(b *testing.B, dir, agentPath string, pool netip.Prefix, log *slog.Logger) (*runc.Driver, *netns.Manager) {
+// startDaemon starts the stack on cfg (PublicURL: the listener's) behind
+// a loopback listener, as `paddock serve` does; the cleanup closes both.
+// The sandboxes' resolver forwards nowhere.
+func startDaemon(b *testing.B, cfg daemon.Config, agentPath string) (*daemon.Daemon, *httptest.Server) {
 	b.Helper()
-	drv, err := runc.New(runc.Config{DataDir: dir, AgentPath: agentPath, Logger: log})
+	// Unstarted, so that the routes' base URL knows the listener's port.
+	hs := httptest.NewUnstartedServer(nil)
+	cfg.PublicURL = "http://localhost:" + portOf(hs.Listener.Addr())
+	d, err := daemon.Start(context.Background(), cfg, daemon.WithAgentPath(agentPath), daemon.WithDNSUpstream(unreachableDNS))
 	if err != nil {
-		b.Fatalf("runc driver: %v", err)
+		hs.Close()
+		b.Fatalf("start the daemon: %v", err)
 	}
-	b.Cleanup(func() { drv.Close() })
-	nm, err := netns.New(netns.Config{DataDir: dir, Pool: pool, Upstream: []netip.AddrPort{unreachableDNS}, Logger: log})
-	if err != nil {
-		b.Fatalf("netns: %v", err)
-	}
-	b.Cleanup(func() { nm.Close() })
-	return drv, nm
+	hs.Config.Handler = d.Handler()
+	hs.Start()
+	b.Cleanup(func() {
+		d.CloseStreams()
+		hs.Close()
+		if err := d.Close(); err != nil {
+			b.Errorf("close the daemon: %v", err)
+		}
+	})
+	return d, hs
 }
 
 func newBenchClient() *http.Client {

@@ -2,11 +2,9 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -18,6 +16,8 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/daemon"
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
@@ -26,11 +26,8 @@ import (
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
-	"github.com/paddock-dev/paddock/internal/server"
-	"github.com/paddock-dev/paddock/internal/server/nodeadapter"
 	"github.com/paddock-dev/paddock/internal/store"
-	"github.com/paddock-dev/paddock/internal/store/noderecords"
-	"github.com/paddock-dev/paddock/internal/store/sqlite"
+	"github.com/paddock-dev/paddock/internal/volume"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
@@ -61,40 +58,44 @@ func requireSandboxes(t *testing.T) string {
 	return agentPath
 }
 
-// stack is one paddock process's worth of services, in-process.
+// stack is one paddock process's worth of services, in-process: a
+// daemon, as `paddock serve` starts it, behind a test listener.
 type stack struct {
+	d       *daemon.Daemon
 	dataDir string
-	driver  *runc.Driver
-	mgr     *node.Manager
-	images  *image.Store
 	http    *httptest.Server
 	token   string
 	client  *sdk.Client
 	closed  bool
-	db      *sqlite.Store
-	auth    *auth.Authenticator // teams and tokens: token is the host admin's
 
+	// The daemon's subsystems, for what tests check behind the API.
+	mgr    *node.Manager
+	images *image.Store
+	auth   *auth.Authenticator // teams and tokens: token is the host admin's
 	// With stackOptions.network only.
 	net    *netns.Manager
-	proxy  *proxy.Proxy
 	signer *proxy.Signer
 }
 
 type stackOptions struct {
-	node           func(*node.Config)
 	maxUploadBytes int64
 	// network, when set, gives sandboxes networks from this pool (a small
 	// one the test picks) and serves the port proxy beside the API, as
 	// `paddock serve` does.
 	network netip.Prefix
-	// wrap, when set, wraps the listener's handler once the stack is built
-	// and before it serves, to mount more beside the API (compat layers).
-	wrap func(s *stack, front http.Handler) http.Handler
+	// control, when set, changes the project control plane's config.
+	control func(*control.Config)
 }
 
 // unreachableDNS is the upstream of test networks: a loopback port nobody
 // serves, so no lookup a test makes can leave the machine.
 var unreachableDNS = netip.MustParseAddrPort("127.0.0.1:9")
+
+// Test volumes are small so that filling one past its cap is quick.
+const (
+	testVolumeSize    = 32 << 20
+	testVolumeMaxSize = 256 << 20
+)
 
 // newDataDir returns a fresh data dir removed after the test, and installs
 // a leak check scoped to it that runs after everything else is cleaned up.
@@ -112,7 +113,7 @@ func newDataDir(t *testing.T) string {
 	return dir
 }
 
-// startStack starts the services on dataDir. The cleanup deletes every
+// startStack starts the daemon on dataDir. The cleanup deletes every
 // sandbox left and shuts the stack down.
 func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	t.Helper()
@@ -121,118 +122,56 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	drv, err := runc.New(runc.Config{DataDir: dataDir, AgentPath: agent, Logger: log})
-	if err != nil {
-		t.Fatalf("runc driver: %v", err)
-	}
-	images, err := image.OpenStore(filepath.Join(dataDir, "images"), image.StoreOptions{Logger: log})
-	if err != nil {
-		drv.Close()
-		t.Fatalf("image store: %v", err)
-	}
-	// The store serve uses (<data>/paddock.db): teams, users and tokens,
-	// the node's records and the sandboxes' history.
-	db, err := sqlite.Open(filepath.Join(dataDir, "paddock.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := node.Config{DataDir: dataDir, Driver: drv, Logger: log, MaxTimeout: time.Hour, Images: images,
-		Records: noderecords.New(db, "local"), History: noderecords.NewHistory(db)}
-	nodeVols, serverVols := testVolumes(t, dataDir, log) // nil when the host cannot run volumes
-	cfg.Volumes = nodeVols
-	cfg.Sources = testSources(t, dataDir, log) // loopback sources allowed, as with --source-allow-private
-	var nm *netns.Manager
-	if opts.network.IsValid() {
-		nm, err = netns.New(netns.Config{DataDir: dataDir, Pool: opts.network, Upstream: []netip.AddrPort{unreachableDNS}, Logger: log})
-		if err != nil {
-			drv.Close()
-			t.Fatalf("netns: %v", err)
-		}
-		cfg.Network = nm
-	}
-	if opts.node != nil {
-		opts.node(&cfg)
-	}
-	mgr, err := node.New(cfg)
-	if err != nil {
-		t.Fatalf("node: %v", err)
-	}
-	if err := mgr.Start(context.Background()); err != nil {
-		t.Fatalf("node start: %v", err)
-	}
-	authn, err := auth.New(context.Background(), auth.Config{Store: db, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, created, err := authn.Bootstrap(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !created { // a restart: the admin token exists only as a hash now
-		if token, _, err = authn.CreateToken(context.Background(), auth.BootstrapTeamID, "", "e2e-restart", store.RoleAdmin, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// Unstarted, so that the routes' base URL knows the listener's port.
 	hs := httptest.NewUnstartedServer(nil)
-	scfg := server.Config{Sandboxes: nodeadapter.New(mgr), Auth: authn, Accounts: authn, Logger: log, MaxUploadBytes: opts.maxUploadBytes,
-		Images: nodeadapter.Images{Store: images, Node: mgr}, Snapshots: nodeadapter.Snapshots{Store: images, Node: mgr}}
-	scfg.Volumes = serverVols
-	scfg.History = db
-	s := &stack{dataDir: dataDir, driver: drv, mgr: mgr, images: images, http: hs, token: token, net: nm, db: db, auth: authn}
-	if nm != nil {
-		key := make([]byte, proxy.MinKeyLen)
-		rand.Read(key)
-		s.signer = &proxy.Signer{Key: key}
-		scfg.Signer = s.signer
-		scfg.PortBaseURL = "http://localhost:" + portOf(hs.Listener.Addr())
-	}
-	srv, err := server.New(scfg)
+	cfg := daemon.Config{DataDir: dataDir, MaxTimeout: time.Hour, NoNetwork: !opts.network.IsValid(), NetworkPool: opts.network,
+		Domain: "localhost", PublicURL: "http://localhost:" + portOf(hs.Listener.Addr()),
+		MaxVolumeSize: testVolumeMaxSize, HealthTimeout: time.Minute,
+		SourceAllowPrivate: true} // the tests' git and tarball servers are on 127.0.0.1
+	d, err := daemon.Start(t.Context(), cfg, daemon.WithLogger(log), daemon.WithAgentPath(agent),
+		daemon.WithDNSUpstream(unreachableDNS), daemon.WithMaxUploadBytes(opts.maxUploadBytes),
+		daemon.WithVolumeConfig(func(c *volume.Config) { c.DefaultSize = testVolumeSize }),
+		daemon.WithControlConfig(opts.control))
 	if err != nil {
-		t.Fatal(err)
+		hs.Close()
+		t.Fatalf("start the daemon: %v", err)
 	}
-	if nm != nil {
-		s.proxy, err = proxy.New(proxy.Config{Domain: "localhost", Signer: s.signer, Resolver: mgr, Authorizer: srv, Activity: mgr.Touch, Logger: log})
-		if err != nil {
+	token, created := d.AdminToken()
+	if !created { // a restart: the admin token exists only as a hash now
+		if token, _, err = d.Auth().CreateToken(context.Background(), auth.BootstrapTeamID, "", "e2e-restart", store.RoleAdmin, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	hs.Config.Handler = server.Front(srv.Handler(), s.proxy)
-	if opts.wrap != nil {
-		hs.Config.Handler = opts.wrap(s, hs.Config.Handler)
-	}
+	hs.Config.Handler = d.Handler()
 	hs.Start()
-	s.client = sdk.New(hs.URL, token)
+	s := &stack{d: d, dataDir: dataDir, http: hs, token: token, client: sdk.New(hs.URL, token),
+		mgr: d.Node(), images: d.Images(), auth: d.Auth(), net: d.Network(), signer: d.Signer()}
 	t.Cleanup(func() {
 		if s.closed {
 			return
 		}
 		ctx := context.Background()
-		items, _, _ := mgr.List(ctx, node.ListOptions{Limit: 500})
+		items, _, _ := s.mgr.List(ctx, node.ListOptions{Limit: 500})
 		for _, sb := range items {
-			if err := mgr.Delete(ctx, sb.ID); err != nil {
+			if err := s.mgr.Delete(ctx, sb.ID); err != nil {
 				t.Errorf("cleanup: delete %s: %v", sb.ID, err)
 			}
 		}
-		s.shutdown()
+		s.shutdown(t)
 	})
 	return s
 }
 
 // shutdown stops the services as a paddock process exit would: sandboxes
 // keep running.
-func (s *stack) shutdown() {
+func (s *stack) shutdown(t *testing.T) {
+	t.Helper()
 	s.closed = true
+	s.d.CloseStreams()
 	s.http.Close()
-	if s.proxy != nil {
-		s.proxy.Close()
+	if err := s.d.Close(); err != nil {
+		t.Errorf("close the daemon: %v", err)
 	}
-	s.mgr.Close()
-	s.db.Close()
-	if s.net != nil {
-		s.net.Close()
-	}
-	s.driver.Close()
 }
 
 func portOf(a net.Addr) string {

@@ -78,7 +78,7 @@ func TestHistorySurvivesStopAndRestart(t *testing.T) {
 	if err := sb.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	first.shutdown()
+	first.shutdown(t)
 
 	second := startStack(t, dir, stackOptions{network: historyPool})
 	a = sdk.New(second.http.URL, tokA) // tokens live in the store too

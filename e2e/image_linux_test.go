@@ -316,7 +316,7 @@ func TestImageUserRestart(t *testing.T) {
 		t.Fatalf("pull: %v", err)
 	}
 	id := first.create(t, api.CreateSandboxRequest{Image: ref}).ID
-	first.shutdown()
+	first.shutdown(t)
 
 	second := startStack(t, dir, stackOptions{})
 	sb, err := second.client.Get(ctx, id)

@@ -118,7 +118,7 @@ func TestRestartReadopts(t *testing.T) {
 		ids = append(ids, sb.ID)
 		sleepers[sb.ID] = cmd.ID
 	}
-	first.shutdown()
+	first.shutdown(t)
 
 	// The last sandbox's agent dies while paddock is down.
 	lost := ids[4]

@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -16,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,57 +26,65 @@ import (
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
-	"github.com/paddock-dev/paddock/internal/store/sqlite"
 )
 
 var projTeam = auth.Principal{TeamID: "team-e2e", Name: "e2e", Role: store.RoleAdmin}
 
-// projStack is a stack with networking plus the project control plane on
-// a SQLite store in the stack's data dir.
+// otherTeam is a second team, whose users must not reach projTeam's apps.
+const otherTeam = "team-other"
+
+// projStack is a stack with networking whose control plane runs the
+// projects of projTeam.
 type projStack struct {
 	*stack
 	svc   *control.Service
 	store store.Store
-	cfg   control.Config
+	opts  stackOptions
+	// tokens holds an admin token of projTeam and of otherTeam.
+	tokens map[string]string
+	// front is the current daemon's handler: a restart replaces it.
+	front atomic.Pointer[http.Handler]
 }
 
 func startProjects(t *testing.T, mod func(*control.Config)) *projStack {
 	t.Helper()
 	dir := newDataDir(t)
-	s := startStack(t, dir, stackOptions{network: testPool})
-	st, err := sqlite.Open(filepath.Join(dir, "paddock.db"))
-	if err != nil {
-		t.Fatal(err)
+	ps := &projStack{opts: stackOptions{network: testPool, control: func(c *control.Config) {
+		c.IdleCheckInterval, c.StopGrace = 200*time.Millisecond, 3*time.Second
+		if mod != nil {
+			mod(c)
+		}
+	}}, tokens: map[string]string{}}
+	ps.start(t, dir)
+	ctx := t.Context()
+	for _, team := range []string{projTeam.TeamID, otherTeam} {
+		if err := ps.store.CreateTeam(ctx, store.Team{ID: team, Name: team}); err != nil {
+			t.Fatal(err)
+		}
+		tok, _, err := ps.auth.CreateToken(ctx, team, "", "e2e-admin", store.RoleAdmin, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps.tokens[team] = tok
 	}
-	t.Cleanup(func() { st.Close() })
-	key := make([]byte, 32)
-	rand.Read(key)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	cfg := control.Config{Store: st, Sandboxes: control.NodeSandboxes{Manager: s.mgr, Images: s.images}, DataDir: dir,
-		Key: key, Logger: log, HealthTimeout: time.Minute, IdleCheckInterval: 200 * time.Millisecond, StopGrace: 3 * time.Second}
-	if mod != nil {
-		mod(&cfg)
-	}
-	ps := &projStack{stack: s, store: st, cfg: cfg}
-	ps.svc = ps.startControl(t)
 	return ps
 }
 
-// startControl starts a control plane on the stack, as a paddock start does.
-func (ps *projStack) startControl(t *testing.T) *control.Service {
+// start starts the daemon on dir, as a paddock start does.
+func (ps *projStack) start(t *testing.T, dir string) {
 	t.Helper()
-	svc, err := control.New(ps.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
-	return svc
+	ps.stack = startStack(t, dir, ps.opts)
+	ps.svc, ps.store = ps.d.Projects(), ps.d.Store()
+	h := ps.d.Handler()
+	ps.front.Store(&h)
+}
+
+// restart stops the daemon as a paddock exit does (sandboxes keep running)
+// and starts another on the same data dir, which re-adopts them.
+func (ps *projStack) restart(t *testing.T) {
+	t.Helper()
+	ps.shutdown(t)
+	ps.start(t, ps.dataDir)
 }
 
 var (
@@ -173,30 +180,19 @@ func (ps *projStack) noSandboxes(t *testing.T) {
 	}
 }
 
-// appProxy serves the HTTP engineer's app proxy (path form) in front of
-// the control plane, with a stand-in for the API's authentication: the
-// caller is projTeam, or another team's user with X-Test-Team: other. It
-// returns the base URL of projectID's app through the proxy.
+// appProxy returns the base URL of projectID's app through the daemon's
+// app proxy (path form), in front of which a test server authenticates
+// the caller as an admin of projTeam, or of otherTeam with X-Test-Team:
+// other.
 func (ps *projStack) appProxy(t *testing.T, projectID string) *url.URL {
 	t.Helper()
-	ap, err := proxy.NewApp(proxy.AppConfig{
-		Resolve: func(ctx context.Context, p auth.Principal, id string) (proxy.AppTarget, error) {
-			tgt, err := ps.svc.AppTarget(ctx, p, id)
-			return proxy.AppTarget(tgt), err
-		},
-		Touch: func(id string) { ps.svc.Touch(id) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ap.Close() })
-	h := ap.PathHandler()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := projTeam
+		team := projTeam.TeamID
 		if r.Header.Get("X-Test-Team") == "other" {
-			p = auth.Principal{TeamID: "team-other", Role: store.RoleAdmin}
+			team = otherTeam
 		}
-		h.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+		r.Header.Set("Authorization", "Bearer "+ps.tokens[team])
+		(*ps.front.Load()).ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	u, err := url.Parse(srv.URL + proxy.AppPathPrefix(projectID))
@@ -397,9 +393,8 @@ func TestProjectsGooseStandin(t *testing.T) {
 		t.Fatalf("session after reactivation: %d %s", code, body)
 	}
 
-	// A restart of the control plane re-adopts the running app.
-	ps.svc.Close()
-	ps.svc = ps.startControl(t)
+	// A restart re-adopts the running sandbox and its app.
+	ps.restart(t)
 	again, err := ps.svc.AppTarget(ctx, projTeam, v.ID)
 	if err != nil || again.Secret != direct.Secret {
 		t.Fatalf("after restart: %+v %v", again, err)

@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"log/slog"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -21,21 +20,8 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/sandbox"
-	"github.com/paddock-dev/paddock/internal/source"
 	"github.com/paddock-dev/paddock/sdk"
 )
-
-// testSources is the stack's source fetcher: loopback allowed (the tests'
-// servers are on 127.0.0.1), as `paddock serve --source-allow-private`.
-func testSources(t *testing.T, dataDir string, log *slog.Logger) *source.Fetcher {
-	t.Helper()
-	f, err := source.New(source.Config{TempDir: filepath.Join(dataDir, "tmp", "sources"), AllowPrivate: true, Timeout: time.Minute, Logger: log})
-	if err != nil {
-		t.Fatalf("sources: %v", err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
-}
 
 // gitServer is a repository served by git http-backend on 127.0.0.1.
 type gitServer struct {

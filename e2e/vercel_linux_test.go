@@ -5,7 +5,6 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/paddock-dev/paddock/internal/server/compat/vercel"
-	"github.com/paddock-dev/paddock/internal/server/nodeadapter"
 	"github.com/paddock-dev/paddock/internal/store"
 )
 
@@ -57,28 +54,8 @@ func TestVercelSDK(t *testing.T) {
 		}
 	}
 
-	var compat *vercel.Handler
-	s := startStack(t, newDataDir(t), stackOptions{network: vercelPool, wrap: func(s *stack, front http.Handler) http.Handler {
-		store, err := vercel.OpenStore(context.Background(), s.db, s.dataDir, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		compat, err = vercel.New(vercel.Config{
-			Sandboxes: nodeadapter.New(s.mgr), Snapshots: nodeadapter.Snapshots{Store: s.images, Node: s.mgr},
-			Auth: s.auth, Teams: s.auth, Store: store, Signer: s.signer, PortBaseURL: "http://localhost:" + portOf(s.http.Listener.Addr()),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasPrefix(r.URL.Path, vercel.Prefix+"/") {
-				compat.ServeHTTP(w, r)
-				return
-			}
-			front.ServeHTTP(w, r)
-		})
-	}})
-	t.Cleanup(compat.CloseStreams)
+	// The daemon serves the compat layer beside the API, as `paddock serve` does.
+	s := startStack(t, newDataDir(t), stackOptions{network: vercelPool})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()

@@ -1,40 +1,14 @@
 package e2e
 
 import (
-	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
-	"github.com/paddock-dev/paddock/internal/node"
-	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/internal/volume"
 	"github.com/paddock-dev/paddock/sdk"
 )
-
-// Test volumes are small so that filling one past its cap is quick.
-const (
-	testVolumeSize    = 32 << 20
-	testVolumeMaxSize = 256 << 20
-)
-
-// testVolumes opens the stack's volumes as `paddock serve` does, or gives
-// none (the API then answers volumes_unsupported) when this host cannot
-// run them.
-func testVolumes(t *testing.T, dataDir string, log *slog.Logger) (node.Volumes, server.Volumes) {
-	t.Helper()
-	if volume.Available() != "" {
-		return nil, nil
-	}
-	m, err := volume.Open(volume.Config{Dir: filepath.Join(dataDir, "volumes"), DefaultSize: testVolumeSize,
-		MaxSize: testVolumeMaxSize, Logger: log})
-	if err != nil {
-		t.Fatalf("volumes: %v", err)
-	}
-	return m, m
-}
 
 func requireVolumes(t *testing.T) {
 	t.Helper()
@@ -217,7 +191,7 @@ func TestVolumeSurvivesRestart(t *testing.T) {
 	if _, code := sh(t, live, "echo mine >> /data/f"); code != 0 {
 		t.Fatal("write before the restart")
 	}
-	first.shutdown()
+	first.shutdown(t)
 	if out, code := killAgent(t, dir, lost.ID); code != 0 {
 		t.Fatalf("kill the agent of %s: %s", lost.ID, out)
 	}

@@ -2,20 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/auth"
-	"github.com/paddock-dev/paddock/internal/server"
-	"github.com/paddock-dev/paddock/internal/store/sqlite"
 )
 
 // tokenCmd manages API tokens: create (the secret is printed once), ls, rm.
@@ -238,7 +232,8 @@ func dash(s string) string {
 	return s
 }
 
-// authFlags are serve's authentication settings.
+// authFlags are serve's authentication flags, made into daemon.Config's
+// OIDC and ResetAdminToken.
 type authFlags struct {
 	oidcIssuer      string
 	oidcAudience    string
@@ -263,70 +258,4 @@ func (f authFlags) oidc() *auth.OIDCConfig {
 	}
 	return &auth.OIDCConfig{Issuer: f.oidcIssuer, Audience: f.oidcAudience, JWKSURL: f.oidcJWKSURL,
 		UserClaim: f.oidcUserClaim, DefaultTeam: f.oidcDefaultTeam}
-}
-
-// storeFile is the control plane's SQLite database under the data dir.
-const storeFile = "paddock.db"
-
-// openAuth opens the store and the authenticator over it, adopts the
-// tokens of the file store paddock used before teams (tokens.json, renamed
-// once imported), and makes the host admin token on first start or with
-// --reset-admin-token: then its secret is returned, with created true.
-// The caller closes the store.
-func openAuth(ctx context.Context, dataDir string, f authFlags, log *slog.Logger) (*sqlite.Store, *auth.Authenticator, string, bool, error) {
-	st, err := sqlite.Open(filepath.Join(dataDir, storeFile))
-	if err != nil {
-		return nil, nil, "", false, fmt.Errorf("open the store: %w", err)
-	}
-	fail := func(err error) (*sqlite.Store, *auth.Authenticator, string, bool, error) {
-		st.Close()
-		return nil, nil, "", false, err
-	}
-	a, err := auth.New(ctx, auth.Config{Store: st, OIDC: f.oidc(), Logger: log})
-	if err != nil {
-		return fail(fmt.Errorf("set up authentication: %w", err))
-	}
-	if err := importFileTokens(ctx, a, dataDir, log); err != nil {
-		return fail(err)
-	}
-	if f.resetAdminToken {
-		secret, err := a.ResetAdminToken(ctx)
-		if err != nil {
-			return fail(err)
-		}
-		return st, a, secret, true, nil
-	}
-	secret, created, err := a.Bootstrap(ctx)
-	if err != nil {
-		return fail(fmt.Errorf("create the admin token: %w", err))
-	}
-	return st, a, secret, created, nil
-}
-
-// importFileTokens moves tokens.json's hashes into the store as host admin
-// tokens, then renames the file so that a token revoked later is not
-// imported again on the next start.
-func importFileTokens(ctx context.Context, a *auth.Authenticator, dataDir string, log *slog.Logger) error {
-	path := filepath.Join(dataDir, "tokens.json")
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	fts, err := server.OpenFileTokenStore(dataDir)
-	if err != nil {
-		return err
-	}
-	for _, t := range fts.List() {
-		hash, err := hex.DecodeString(t.Hash)
-		if err != nil {
-			return fmt.Errorf("import %s: token %q: %w", path, t.Name, err)
-		}
-		if err := a.ImportHostAdminToken(ctx, t.Name, hash, t.CreatedAt); err != nil {
-			return fmt.Errorf("import %s: %w", path, err)
-		}
-	}
-	if err := os.Rename(path, path+".imported"); err != nil {
-		return fmt.Errorf("import %s: %w", path, err)
-	}
-	log.Info("imported the token file into the store", "tokens", len(fts.List()), "file", path+".imported")
-	return nil
 }

@@ -2,24 +2,14 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
-	"github.com/paddock-dev/paddock/internal/auth"
-	"github.com/paddock-dev/paddock/internal/control"
-	"github.com/paddock-dev/paddock/internal/proxy"
-	"github.com/paddock-dev/paddock/internal/server"
-	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
@@ -210,90 +200,4 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// The serve side of projects: the control plane and the app proxy in
-// front of it, as `paddock serve` wires them.
-
-// secretsKeyName is the key that encrypts project secrets at rest, under
-// the data dir: 32 random bytes made on first start, mode 0600. Losing it
-// loses every project's secrets; they are never stored in the clear.
-const secretsKeyName = "secrets.key"
-
-// loadSecretsKey reads the secrets key, creating it on first start.
-func loadSecretsKey(dataDir string) ([]byte, error) {
-	path := filepath.Join(dataDir, secretsKeyName)
-	key, err := os.ReadFile(path)
-	if err == nil {
-		if len(key) != 32 {
-			return nil, fmt.Errorf("secrets key %s: %d bytes, want 32", path, len(key))
-		}
-		return key, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read secrets key: %w", err)
-	}
-	key = make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("generate secrets key: %w", err)
-	}
-	if err := writeFileAtomic(path, key, 0o600); err != nil {
-		return nil, err
-	}
-	return key, nil
-}
-
-// projectsConfig is what startProjects needs from serve.
-type projectsConfig struct {
-	store     store.Store
-	sandboxes control.Sandboxes
-	dataDir   string
-	domain    string        // the app proxy's host form: app-<id>.<domain>
-	signer    *proxy.Signer // signed app URLs; nil: none
-	authn     server.Authenticator
-	maxBody   int64 // request bodies to apps; 0 means proxy.DefaultAppMaxBody
-	// secureCookies: the public URL is https (see proxy.Config.SecureCookies).
-	secureCookies bool
-	// healthTimeout is the default bound on an app's health check.
-	healthTimeout time.Duration
-	log           *slog.Logger
-}
-
-// startProjects starts the control plane and builds the app proxy. The
-// caller closes both, the proxy first.
-func startProjects(ctx context.Context, cfg projectsConfig) (*control.Service, *proxy.AppProxy, error) {
-	key, err := loadSecretsKey(cfg.dataDir)
-	if err != nil {
-		return nil, nil, err
-	}
-	svc, err := control.New(control.Config{Store: cfg.store, Sandboxes: cfg.sandboxes, DataDir: cfg.dataDir, Logger: cfg.log, Key: key,
-		HealthTimeout: cfg.healthTimeout})
-	if err != nil {
-		return nil, nil, fmt.Errorf("start projects: %w", err)
-	}
-	if err := svc.Start(ctx); err != nil {
-		svc.Close()
-		return nil, nil, fmt.Errorf("start projects: %w", err)
-	}
-	apps, err := proxy.NewApp(proxy.AppConfig{
-		Resolve: func(ctx context.Context, p auth.Principal, projectID string) (proxy.AppTarget, error) {
-			t, err := svc.AppTarget(ctx, p, projectID)
-			return proxy.AppTarget(t), err
-		},
-		Authenticate: func(r *http.Request) (auth.Principal, error) {
-			token, _ := auth.BearerToken(r.Header.Get("Authorization"))
-			return cfg.authn.AuthenticateBearer(r.Context(), token)
-		},
-		Signer:        cfg.signer,
-		Domain:        cfg.domain,
-		Touch:         svc.Touch,
-		MaxBodyBytes:  cfg.maxBody,
-		SecureCookies: cfg.secureCookies,
-		Logger:        cfg.log,
-	})
-	if err != nil {
-		svc.Close()
-		return nil, nil, fmt.Errorf("start the app proxy: %w", err)
-	}
-	return svc, apps, nil
 }

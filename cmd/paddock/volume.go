@@ -4,15 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/paddock-dev/paddock/api"
-	"github.com/paddock-dev/paddock/internal/node"
-	"github.com/paddock-dev/paddock/internal/server"
-	"github.com/paddock-dev/paddock/internal/volume"
 )
 
 // volumeCmd manages the server's named volumes.
@@ -117,42 +112,4 @@ func (v volumesFlag) Set(s string) error {
 	}
 	*v.vols = append(*v.vols, m)
 	return nil
-}
-
-// hostVolumes is serve's volume manager; nil when this host cannot run
-// volumes, which the node and the server then refuse as unsupported.
-type hostVolumes struct{ m *volume.Manager }
-
-// openVolumes opens <data-dir>/volumes, or warns and goes on without
-// volumes when the host lacks what they need (root, mkfs.ext4, loop devices).
-func openVolumes(cfg serveConfig, log *slog.Logger) (hostVolumes, error) {
-	maxSize, err := parseSize(cfg.maxVolumeSize)
-	if err != nil {
-		return hostVolumes{}, usagef("serve: --max-volume-size: %v", err)
-	}
-	if why := volume.Available(); why != "" {
-		log.Warn("volumes disabled", "why", why)
-		return hostVolumes{}, nil
-	}
-	m, err := volume.Open(volume.Config{Dir: filepath.Join(cfg.dataDir, "volumes"), MaxSize: maxSize,
-		DefaultSize: min(volume.DefaultSize, maxSize), Logger: log})
-	if err != nil {
-		return hostVolumes{}, fmt.Errorf("open volumes: %w", err)
-	}
-	return hostVolumes{m: m}, nil
-}
-
-// The nil checks keep a nil *volume.Manager from becoming a non-nil interface.
-func (h hostVolumes) node() node.Volumes {
-	if h.m == nil {
-		return nil
-	}
-	return h.m
-}
-
-func (h hostVolumes) server() server.Volumes {
-	if h.m == nil {
-		return nil
-	}
-	return h.m
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // Sandboxes is what the control plane needs from the host's sandboxes.
-// NodeSandboxes adapts node.Manager; tests use a fake.
+// internal/daemon adapts node.Manager to it; tests use a fake.
 type Sandboxes interface {
 	Create(ctx context.Context, req node.CreateRequest) (sandbox.Sandbox, error)
 	Get(ctx context.Context, id string) (sandbox.Sandbox, error)
@@ -40,55 +40,8 @@ type Agent interface {
 	ReadArchive(ctx context.Context, path string) (io.ReadCloser, error)
 }
 
-// NodeSandboxes adapts this host's node.Manager (and its image store, for
-// image commands; nil allows only images without one) to Sandboxes.
-type NodeSandboxes struct {
-	Manager *node.Manager
-	Images  node.Images
-}
-
-var _ Sandboxes = NodeSandboxes{}
-
-// Create implements Sandboxes.
-func (n NodeSandboxes) Create(ctx context.Context, req node.CreateRequest) (sandbox.Sandbox, error) {
-	return n.Manager.Create(ctx, req)
-}
-
-// Get implements Sandboxes.
-func (n NodeSandboxes) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
-	return n.Manager.Get(ctx, id)
-}
-
-// Stop implements Sandboxes.
-func (n NodeSandboxes) Stop(ctx context.Context, id string) (sandbox.Sandbox, error) {
-	return n.Manager.Stop(ctx, id)
-}
-
-// Delete implements Sandboxes.
-func (n NodeSandboxes) Delete(ctx context.Context, id string) error {
-	return n.Manager.Delete(ctx, id)
-}
-
-// Agent implements Sandboxes.
-func (n NodeSandboxes) Agent(ctx context.Context, id string) (Agent, error) {
-	c, err := n.Manager.Agent(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	return agentClient{c}, nil
-}
-
-// ImageCommand implements Sandboxes.
-func (n NodeSandboxes) ImageCommand(team, ref string) ([]string, error) {
-	if ref == "" || ref == "host" || n.Images == nil {
-		return nil, nil
-	}
-	img, err := n.Images.Get(team, ref)
-	if err != nil {
-		return nil, err
-	}
-	return append(append([]string(nil), img.Config.Entrypoint...), img.Config.Cmd...), nil
-}
+// AgentClient adapts the host's client of a sandbox's agent to Agent.
+func AgentClient(c *agent.Client) Agent { return agentClient{c} }
 
 // agentClient adds Tail to *agent.Client.
 type agentClient struct{ *agent.Client }

@@ -61,7 +61,7 @@ type Config struct {
 	// create requests with a source (ErrUnsupported "sources_unsupported").
 	Sources Sources
 	// Records keeps the sandbox records across restarts; nil keeps them as
-	// JSON files in DataDir/node/sandboxes (see internal/store/noderecords
+	// JSON files in DataDir/node/sandboxes (see internal/daemon
 	// for the control plane's database). A non-nil Records takes over the
 	// JSON files New finds there (see import.go).
 	Records Records

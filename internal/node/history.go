@@ -12,7 +12,7 @@ import (
 // History keeps what a sandbox leaves behind once it stops: the exits of
 // its commands and its resource use. The node calls it on every stop path
 // (API stop, timeout, delete of a running sandbox, deactivation, which
-// deletes); internal/store/noderecords implements it over the store.
+// deletes); internal/daemon implements it over the store.
 type History interface {
 	// Finished records the commands of sb as its agent listed them right
 	// before the stop. A command still running then is killed by the stop

@@ -15,7 +15,7 @@ import (
 
 // Records keeps the node's sandbox records across restarts: JSON files
 // under DataDir by default (Config.Records nil), or the control plane's
-// database (internal/store/noderecords). Implementations are safe for
+// database (internal/daemon). Implementations are safe for
 // concurrent use.
 type Records interface {
 	// Save writes sb, replacing any earlier version, atomically.

@@ -1,4 +1,4 @@
-package noderecords_test
+package daemon
 
 import (
 	"context"
@@ -16,7 +16,6 @@ import (
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
-	"github.com/paddock-dev/paddock/internal/store/noderecords"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
 )
 
@@ -150,7 +149,7 @@ func TestNodeOnSQLite(t *testing.T) {
 		Sandbox: sandbox.Sandbox{ID: "sb-elsewhere", State: sandbox.Running, Image: "host"}}); err != nil {
 		t.Fatal(err)
 	}
-	m := startManager(t, dir, d, noderecords.New(st, "node-a"))
+	m := startManager(t, dir, d, newNodeRecords(st, "node-a"))
 	var sbs []sandbox.Sandbox
 	for range 3 {
 		sb, err := m.Create(t.Context(), node.CreateRequest{TeamID: "team-a", Env: map[string]string{"A": "1"}})
@@ -184,7 +183,7 @@ func TestNodeOnSQLite(t *testing.T) {
 	m.Close()
 	st.Close()
 	st = openStore(t, dbPath)
-	m = startManager(t, dir, d, noderecords.New(st, "node-a"))
+	m = startManager(t, dir, d, newNodeRecords(st, "node-a"))
 
 	got, err := m.Get(t.Context(), running.ID)
 	if err != nil {
@@ -222,7 +221,7 @@ func TestNodeOnSQLite(t *testing.T) {
 
 func TestRecords(t *testing.T) {
 	st := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
-	a, b := noderecords.New(st, "node-a"), noderecords.New(st, "node-b")
+	a, b := newNodeRecords(st, "node-a"), newNodeRecords(st, "node-b")
 	sb := sandbox.Sandbox{ID: "sb-1", State: sandbox.Pending, Image: "host"}
 	if err := a.Save(t.Context(), sb); err != nil {
 		t.Fatal(err)

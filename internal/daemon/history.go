@@ -1,4 +1,4 @@
-package noderecords
+package daemon
 
 import (
 	"context"
@@ -10,23 +10,23 @@ import (
 	"github.com/paddock-dev/paddock/internal/store"
 )
 
-// History is node.History over a store: command exits and usage records
-// that outlive their sandbox.
-type History struct {
+// nodeHistory is node.History over a store: command exits and usage
+// records that outlive their sandbox.
+type nodeHistory struct {
 	s store.Store
 }
 
-var _ node.History = (*History)(nil)
+var _ node.History = (*nodeHistory)(nil)
 
-// NewHistory returns the history kept in s.
-func NewHistory(s store.Store) *History { return &History{s: s} }
+// newNodeHistory returns the history kept in s.
+func newNodeHistory(s store.Store) *nodeHistory { return &nodeHistory{s: s} }
 
 // Finished records the exit of every command the agent reported finished.
 // A command the API did not record when it started (the control plane's
 // own, or one started before history existed) is added first. One still
 // running at the stop keeps no exit: the stop kills it and its exit is
 // never reported, so its history says "unknown".
-func (h *History) Finished(ctx context.Context, sb sandbox.Sandbox, cmds []agent.Command) error {
+func (h *nodeHistory) Finished(ctx context.Context, sb sandbox.Sandbox, cmds []agent.Command) error {
 	var errs []error
 	for _, c := range cmds {
 		if err := h.finishOne(ctx, sb, c); err != nil {
@@ -36,7 +36,7 @@ func (h *History) Finished(ctx context.Context, sb sandbox.Sandbox, cmds []agent
 	return errors.Join(errs...)
 }
 
-func (h *History) finishOne(ctx context.Context, sb sandbox.Sandbox, c agent.Command) error {
+func (h *nodeHistory) finishOne(ctx context.Context, sb sandbox.Sandbox, c agent.Command) error {
 	if !c.Done() || c.ExitCode == nil {
 		// Record that it ran, if nobody did; no exit to set.
 		err := h.s.AddCommand(ctx, commandOf(sb, c))
@@ -59,7 +59,7 @@ func (h *History) finishOne(ctx context.Context, sb sandbox.Sandbox, c agent.Com
 
 // Used stores u under the sandbox's ID: a sandbox runs once, and a retried
 // write is a harmless conflict.
-func (h *History) Used(ctx context.Context, u node.Usage) error {
+func (h *nodeHistory) Used(ctx context.Context, u node.Usage) error {
 	err := h.s.AddUsage(ctx, store.Usage{
 		ID:            u.SandboxID,
 		TeamID:        u.TeamID,

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -8,14 +8,16 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/store/sqlite"
 )
 
-// TestOpenAuth: the first start makes the admin token, later starts do
-// not, --reset-admin-token replaces it, and a pre-teams tokens.json is
-// adopted once.
-func TestOpenAuth(t *testing.T) {
+// TestStartAuth: the first start makes the admin token, later starts do
+// not, ResetAdminToken replaces it, and a pre-teams tokens.json is adopted
+// once.
+func TestStartAuth(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -30,9 +32,23 @@ func TestOpenAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	open := func(f authFlags) (string, bool) {
+	// openAuth opens the store and authentication as Start does.
+	openAuth := func(dir string, oidc *auth.OIDCConfig, reset bool) (*sqlite.Store, *auth.Authenticator, string, bool, error) {
 		t.Helper()
-		st, a, secret, created, err := openAuth(ctx, dir, f, log)
+		st, err := sqlite.Open(filepath.Join(dir, storeFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, secret, created, err := startAuth(ctx, st, dir, oidc, reset, log)
+		if err != nil {
+			st.Close()
+			return nil, nil, "", false, err
+		}
+		return st, a, secret, created, nil
+	}
+	open := func(reset bool) (string, bool) {
+		t.Helper()
+		st, a, secret, created, err := openAuth(dir, nil, reset)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +65,7 @@ func TestOpenAuth(t *testing.T) {
 	}
 	check := func(secret string, ok bool) {
 		t.Helper()
-		st, a, _, _, err := openAuth(ctx, dir, authFlags{}, log)
+		st, a, _, _, err := openAuth(dir, nil, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +77,7 @@ func TestOpenAuth(t *testing.T) {
 	}
 
 	// The imported "admin" token counts: nothing new is made or printed.
-	if secret, created := open(authFlags{}); created || secret != "" {
+	if secret, created := open(false); created || secret != "" {
 		t.Errorf("first start after import = %q, %v", secret, created)
 	}
 	check(old, true)
@@ -72,29 +88,29 @@ func TestOpenAuth(t *testing.T) {
 		t.Error(err)
 	}
 
-	fresh, created := open(authFlags{resetAdminToken: true})
+	fresh, created := open(true)
 	if !created || fresh == "" {
 		t.Fatalf("reset = %q, %v", fresh, created)
 	}
 	check(fresh, true)
 	check(old, false)
-	if secret, created := open(authFlags{}); created || secret != "" {
+	if secret, created := open(false); created || secret != "" {
 		t.Errorf("start after reset = %q, %v", secret, created)
 	}
 
 	// A fresh data dir gets its admin token on the first start only.
 	dir = t.TempDir()
-	first, created := open(authFlags{})
+	first, created := open(false)
 	if !created || first == "" {
 		t.Fatalf("first start = %q, %v", first, created)
 	}
 	check(first, true)
-	if _, created := open(authFlags{}); created {
+	if _, created := open(false); created {
 		t.Error("second start made another admin token")
 	}
 
 	// OIDC flags are checked: an issuer without an audience is refused.
-	if _, _, _, _, err := openAuth(ctx, dir, authFlags{oidcIssuer: "https://id.example.com"}, log); err == nil {
+	if _, _, _, _, err := openAuth(dir, &auth.OIDCConfig{Issuer: "https://id.example.com"}, false); err == nil {
 		t.Error("OIDC without an audience was accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package noderecords_test
+package daemon
 
 import (
 	"os"
@@ -10,12 +10,11 @@ import (
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
-	"github.com/paddock-dev/paddock/internal/store/noderecords"
 )
 
 func TestHistoryFinished(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
-	h := noderecords.NewHistory(s)
+	h := newNodeHistory(s)
 	ctx := t.Context()
 	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	sb := sandbox.Sandbox{ID: "sb-hist", TeamID: "team-a"}
@@ -73,7 +72,7 @@ func TestHistoryFinished(t *testing.T) {
 
 func TestHistoryUsed(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
-	h := noderecords.NewHistory(s)
+	h := newNodeHistory(s)
 	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	u := node.Usage{SandboxID: "sb-use", TeamID: "team-a", ProjectID: "prj-1", Start: t0, End: t0.Add(time.Hour),
 		CPUSeconds: 2.5, MemoryMBHours: 1024, NetRxBytes: 10, NetTxBytes: 20}
@@ -110,7 +109,7 @@ func TestUpgradeFromFileRecords(t *testing.T) {
 	old.Close()
 
 	s := openStore(t, filepath.Join(dir, "paddock.db"))
-	m := startManager(t, dir, d, noderecords.New(s, "local"))
+	m := startManager(t, dir, d, newNodeRecords(s, "local"))
 	if got, err := m.Get(t.Context(), sb.ID); err != nil || got.State != sandbox.Running || got.TeamID != "team-a" {
 		t.Fatalf("after the upgrade %s is %s (team %q), %v; want running", sb.ID, got.State, got.TeamID, err)
 	}

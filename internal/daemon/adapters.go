@@ -1,0 +1,106 @@
+package daemon
+
+import (
+	"context"
+
+	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/server"
+)
+
+// The adapters below only connect two packages: each forwards to
+// node.Manager or image.Store and converts parameter types. The rules
+// (what is in use, what a removal collects) live in node.
+
+// serverSandboxes is node.Manager as the server's Sandboxes.
+type serverSandboxes struct{ *node.Manager }
+
+var _ server.Sandboxes = serverSandboxes{}
+
+// Create converts the server's parameters; the structs have the same fields.
+func (a serverSandboxes) Create(ctx context.Context, req server.CreateParams) (sandbox.Sandbox, error) {
+	return a.Manager.Create(ctx, node.CreateRequest(req))
+}
+
+// List converts the server's parameters; the structs have the same fields.
+func (a serverSandboxes) List(ctx context.Context, opts server.ListParams) ([]sandbox.Sandbox, string, error) {
+	return a.Manager.List(ctx, node.ListOptions(opts))
+}
+
+// serverImages is the image store as the server's Images, with removal
+// going through node, which knows which images its sandboxes use.
+type serverImages struct {
+	*image.Store
+	node *node.Manager
+}
+
+var _ server.Images = serverImages{}
+
+// Remove implements server.Images.
+func (i serverImages) Remove(ctx context.Context, scope, ref string) error {
+	return i.node.RemoveImage(ctx, scope, ref)
+}
+
+// serverSnapshots is node and the image store as the server's Snapshots.
+type serverSnapshots struct {
+	store *image.Store
+	node  *node.Manager
+}
+
+var _ server.Snapshots = serverSnapshots{}
+
+// Snapshot implements server.Snapshots.
+func (s serverSnapshots) Snapshot(ctx context.Context, id string) (*image.Snapshot, error) {
+	return s.node.Snapshot(ctx, id)
+}
+
+// Fork converts the server's parameters; the structs have the same fields.
+func (s serverSnapshots) Fork(ctx context.Context, id string, req server.CreateParams) (sandbox.Sandbox, error) {
+	return s.node.Fork(ctx, id, node.CreateRequest(req))
+}
+
+// ListSnapshots implements server.Snapshots.
+func (s serverSnapshots) ListSnapshots() []*image.Snapshot { return s.store.Snapshots() }
+
+// GetSnapshot implements server.Snapshots.
+func (s serverSnapshots) GetSnapshot(id string) (*image.Snapshot, error) {
+	return s.store.GetSnapshot(id)
+}
+
+// DeleteSnapshot implements server.Snapshots.
+func (s serverSnapshots) DeleteSnapshot(ctx context.Context, id string) error {
+	return s.node.DeleteSnapshot(ctx, id)
+}
+
+// controlSandboxes is node.Manager (and its image store, for the command a
+// project without Start runs) as the control plane's Sandboxes.
+type controlSandboxes struct {
+	*node.Manager
+	images node.Images // nil: only images without a command
+}
+
+var _ control.Sandboxes = controlSandboxes{}
+
+// Agent implements control.Sandboxes.
+func (c controlSandboxes) Agent(ctx context.Context, id string) (control.Agent, error) {
+	a, err := c.Manager.Agent(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return control.AgentClient(a), nil
+}
+
+// ImageCommand implements control.Sandboxes: the image's Entrypoint
+// followed by its Cmd; none for the host image.
+func (c controlSandboxes) ImageCommand(team, ref string) ([]string, error) {
+	if ref == "" || ref == image.HostImage || c.images == nil {
+		return nil, nil
+	}
+	img, err := c.images.Get(team, ref)
+	if err != nil {
+		return nil, err
+	}
+	return append(append([]string(nil), img.Config.Entrypoint...), img.Config.Cmd...), nil
+}

@@ -1,0 +1,168 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/netns"
+	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/volume"
+)
+
+// DefaultNodeName names this host's sandbox records when Config.NodeName
+// is empty.
+const DefaultNodeName = "local"
+
+// Config is what `paddock serve` is told: one field per setting, the zero
+// value of each meaning its default. The listener is not here: the caller
+// listens, and passes the public base URL its port gives (PublicURL).
+type Config struct {
+	// DataDir holds everything paddock keeps on this host. Required.
+	DataDir string
+	// NodeName names this host's sandbox records in the store, unique among
+	// the hosts that share one (DefaultNodeName if empty).
+	NodeName string
+
+	// DefaultTimeout is a sandbox's timeout when its create request gives
+	// none; MaxTimeout the longest it may live, extensions included;
+	// MaxSandboxes how many run at once. 0: node's defaults.
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	MaxSandboxes   int
+
+	// NoNetwork gives sandboxes loopback only: no veth, no egress, no port
+	// proxy, no signed URLs.
+	NoNetwork bool
+	// NetworkPool is the IPv4 prefix sandboxes get their /30 from
+	// (netns.DefaultPool if zero).
+	NetworkPool netip.Prefix
+	// NAT masquerades allowed sandbox egress out of this host.
+	NAT bool
+	// Domain is the parent domain of the port hosts (<port>-<id>.<domain>)
+	// and app hosts (app-<id>.<domain>); "" serves the path forms only.
+	Domain string
+	// PublicURL is the port proxy's public base URL, from which sandbox
+	// routes and signed URLs are built ("http://localhost:7420"); "" shows
+	// no routes.
+	PublicURL string
+
+	// MaxVolumeSize is the largest cap a volume may be created with, in
+	// bytes (volume.DefaultMaxSize if 0).
+	MaxVolumeSize int64
+	// AppMaxBody bounds a request body the app proxy forwards to a
+	// project's app (proxy.DefaultAppMaxBody if 0).
+	AppMaxBody int64
+	// HealthTimeout bounds the wait for a project's app to become healthy,
+	// unless the project sets its own (control's default if 0).
+	HealthTimeout time.Duration
+
+	// OIDC, when set, accepts OIDC ID tokens (JWTs) from its issuer too.
+	OIDC *auth.OIDCConfig
+	// ResetAdminToken revokes the host admin token and makes a new one
+	// (see Daemon.AdminToken).
+	ResetAdminToken bool
+	// SourceAllowPrivate lets git and tarball sources come from loopback
+	// and private addresses (a LAN git server, tests).
+	SourceAllowPrivate bool
+	// ImageKeychain lets every team's image pulls without credentials use
+	// the server's docker logins; without it only the host admin's do.
+	ImageKeychain bool
+}
+
+// Validate reports a setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.DataDir == "":
+		return errors.New("daemon config: DataDir is required")
+	case c.DefaultTimeout < 0 || c.MaxTimeout < 0 || c.MaxSandboxes < 0 || c.HealthTimeout < 0:
+		return errors.New("daemon config: timeouts and MaxSandboxes must not be negative")
+	case c.MaxVolumeSize < 0 || c.AppMaxBody < 0:
+		return errors.New("daemon config: MaxVolumeSize and AppMaxBody must not be negative")
+	case c.NoNetwork && c.NAT:
+		return errors.New("daemon config: NAT needs sandbox networking (NoNetwork is set)")
+	case !c.NoNetwork && c.NetworkPool.IsValid() && !c.NetworkPool.Addr().Is4():
+		return fmt.Errorf("daemon config: NetworkPool %s is not an IPv4 prefix", c.NetworkPool)
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("daemon config: PublicURL %q is not an http(s) URL", c.PublicURL)
+		}
+	}
+	return nil
+}
+
+// secureCookies reports whether the proxies' token cookies are Secure:
+// behind a TLS-terminating front proxy requests arrive as plain HTTP, so
+// the public URL's scheme decides.
+func (c Config) secureCookies() bool { return strings.HasPrefix(c.PublicURL, "https://") }
+
+// pool is NetworkPool or its default.
+func (c Config) pool() netip.Prefix {
+	if c.NetworkPool.IsValid() {
+		return c.NetworkPool
+	}
+	return netns.DefaultPool
+}
+
+// An Option changes how Start builds the daemon, for tests and benchmarks.
+// Objects an option hands in stay the caller's: Close does not close them.
+type Option func(*options)
+
+type options struct {
+	log            *slog.Logger
+	driver         runtime.Driver
+	agentPath      string
+	store          store.Store
+	dnsUpstream    []netip.AddrPort
+	maxUploadBytes int64
+	nodeConfig     func(*node.Config)
+	controlConfig  func(*control.Config)
+	volumeConfig   func(*volume.Config)
+}
+
+// WithLogger sends the daemon's logs to log (default: discarded).
+func WithLogger(log *slog.Logger) Option { return func(o *options) { o.log = log } }
+
+// WithDriver runs sandboxes on d instead of a runc driver of the daemon's
+// own; the caller closes d.
+func WithDriver(d runtime.Driver) Option { return func(o *options) { o.driver = d } }
+
+// WithAgentPath gives the runc driver this agent binary instead of finding
+// or building one (agentbin.Path under DataDir/bin).
+func WithAgentPath(path string) Option { return func(o *options) { o.agentPath = path } }
+
+// WithStore keeps everything in s instead of SQLite at DataDir/paddock.db;
+// the caller closes s.
+func WithStore(s store.Store) Option { return func(o *options) { o.store = s } }
+
+// WithDNSUpstream sends sandboxes' DNS lookups to these servers instead of
+// the host's resolvers (tests: a port nobody serves, so no lookup leaves
+// the machine).
+func WithDNSUpstream(servers ...netip.AddrPort) Option {
+	return func(o *options) { o.dnsUpstream = servers }
+}
+
+// WithMaxUploadBytes bounds one upload (a file tar, an image archive) in
+// the API and the Vercel layer (server.DefaultMaxUploadBytes if 0).
+func WithMaxUploadBytes(n int64) Option { return func(o *options) { o.maxUploadBytes = n } }
+
+// WithNodeConfig lets f change the sandbox manager's config last.
+func WithNodeConfig(f func(*node.Config)) Option { return func(o *options) { o.nodeConfig = f } }
+
+// WithControlConfig lets f change the project control plane's config last.
+func WithControlConfig(f func(*control.Config)) Option {
+	return func(o *options) { o.controlConfig = f }
+}
+
+// WithVolumeConfig lets f change the volume manager's config last.
+func WithVolumeConfig(f func(*volume.Config)) Option { return func(o *options) { o.volumeConfig = f } }

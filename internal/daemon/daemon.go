@@ -1,0 +1,509 @@
+// Package daemon is paddock's one wiring: Start builds every subsystem of a
+// `paddock serve` process from a Config (the runc driver, sandbox
+// networking, the image store, volumes, sources, the store and
+// authentication, the sandbox manager, the project control plane, the API,
+// the Vercel layer and the proxies), Handler serves them all on one
+// listener, and Close stops them in reverse order of start. It is the only
+// package that picks concrete implementations, and it holds the adapters
+// that only connect two packages (node to the server, node to the control
+// plane, node's records to the store). cmd/paddock, the end-to-end tests
+// and the benchmarks all start the stack through it.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/netns"
+	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/proxy"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
+	"github.com/paddock-dev/paddock/internal/runtime/runc"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/server/compat/vercel"
+	"github.com/paddock-dev/paddock/internal/source"
+	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/sqlite"
+	"github.com/paddock-dev/paddock/internal/volume"
+)
+
+// gcInterval is how often the image store is swept: snapshots expire by
+// age, not by a request.
+const gcInterval = time.Hour
+
+// Daemon is one running paddock stack.
+type Daemon struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex // guards closers and closed
+	closers []closer   // pushed as each subsystem starts; Close pops them
+	closed  bool
+
+	driver  runtime.Driver
+	network *netns.Manager // nil: loopback-only sandboxes
+	images  *image.Store
+	volumes *volume.Manager // nil: this host cannot run volumes
+	store   store.Store
+	auth    *auth.Authenticator
+	node    *node.Manager
+	signer  *proxy.Signer // nil without networking
+	control *control.Service
+	server  *server.Server
+	vercel  *vercel.Handler
+	handler http.Handler
+
+	adminToken   string
+	adminCreated bool
+}
+
+// closer stops one subsystem.
+type closer struct {
+	name  string
+	close func() error
+}
+
+// push registers what stops a subsystem that has just started.
+func (d *Daemon) push(name string, close func() error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closers = append(d.closers, closer{name, close})
+}
+
+// Start builds and starts the stack. On error, what had started is closed
+// again and no Daemon is returned. ctx bounds the start only: the daemon
+// runs until Close.
+func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Daemon, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.log == nil {
+		o.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NodeName == "" {
+		cfg.NodeName = DefaultNodeName
+	}
+	d := &Daemon{cfg: cfg, log: o.log}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, d.Close())
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	steps := []struct {
+		what  string
+		start func(context.Context, *options) error
+	}{
+		{"start the sandbox driver", d.startDriver},
+		{"start sandbox networking (or run with --no-network)", d.startNetwork},
+		{"open the image store", d.startImages},
+		{"open the store", d.startStore},
+		{"start the sandbox manager", d.startNode},
+		{"start projects", d.startControl},
+		{"start the API", d.startFront},
+	}
+	for _, s := range steps {
+		if err := s.start(ctx, &o); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.what, err)
+		}
+	}
+	return d, nil
+}
+
+func (d *Daemon) startDriver(ctx context.Context, o *options) error {
+	if o.driver != nil {
+		d.driver = o.driver
+		return nil
+	}
+	agentPath := o.agentPath
+	if agentPath == "" {
+		p, err := agentbin.Path(ctx, filepath.Join(d.cfg.DataDir, "bin"))
+		if err != nil {
+			return fmt.Errorf("locate the sandbox agent: %w", err)
+		}
+		agentPath = p
+	}
+	drv, err := runc.New(runc.Config{DataDir: d.cfg.DataDir, AgentPath: agentPath, Logger: d.log})
+	if err != nil {
+		return err
+	}
+	d.push("runc driver", drv.Close) // sandboxes keep running; the next start adopts them
+	d.driver = drv
+	return nil
+}
+
+func (d *Daemon) startNetwork(_ context.Context, o *options) error {
+	if d.cfg.NoNetwork {
+		return nil
+	}
+	nm, err := netns.New(netns.Config{DataDir: d.cfg.DataDir, Pool: d.cfg.pool(), NAT: d.cfg.NAT,
+		Upstream: o.dnsUpstream, Logger: d.log})
+	if err != nil {
+		return err
+	}
+	d.push("sandbox networking", nm.Close) // stops the resolvers; networks stay for the next start
+	d.network = nm
+	return nil
+}
+
+func (d *Daemon) startImages(context.Context, *options) error {
+	images, err := image.OpenStore(filepath.Join(d.cfg.DataDir, "images"), image.StoreOptions{Logger: d.log})
+	if err != nil {
+		return err
+	}
+	d.push("image store", images.Close) // cancels and waits for pulls
+	d.images = images
+	return nil
+}
+
+// startStore opens the store (SQLite at <data>/paddock.db unless one was
+// given): teams, users, tokens, the sandboxes' records and history, the
+// projects' control plane; then authentication over it.
+func (d *Daemon) startStore(ctx context.Context, o *options) error {
+	st := o.store
+	if st == nil {
+		db, err := sqlite.Open(filepath.Join(d.cfg.DataDir, storeFile))
+		if err != nil {
+			return err
+		}
+		d.push("store", db.Close)
+		st = db
+	}
+	d.store = st
+	a, secret, created, err := startAuth(ctx, st, d.cfg.DataDir, d.cfg.OIDC, d.cfg.ResetAdminToken, d.log)
+	if err != nil {
+		return err
+	}
+	d.auth, d.adminToken, d.adminCreated = a, secret, created
+	return nil
+}
+
+// startNode starts the sandbox manager with what it drives: volumes and
+// sources (which need no closing of their own beyond the fetcher's idle
+// connections), then the periodic image GC that asks it which layers its
+// sandboxes use.
+func (d *Daemon) startNode(ctx context.Context, o *options) error {
+	if err := d.openVolumes(o); err != nil {
+		return err
+	}
+	srcs, err := d.openSources()
+	if err != nil {
+		return err
+	}
+	d.push("source fetcher", srcs.Close)
+	ncfg := node.Config{
+		Records:        newNodeRecords(d.store, d.cfg.NodeName),
+		History:        newNodeHistory(d.store),
+		Images:         d.images,
+		DataDir:        d.cfg.DataDir,
+		Driver:         d.driver,
+		DefaultTimeout: d.cfg.DefaultTimeout,
+		MaxTimeout:     d.cfg.MaxTimeout,
+		MaxSandboxes:   d.cfg.MaxSandboxes,
+		Logger:         d.log,
+		Sources:        srcs,
+	}
+	if d.network != nil { // a nil *netns.Manager must not become a non-nil interface
+		ncfg.Network = d.network
+	}
+	if d.volumes != nil {
+		ncfg.Volumes = d.volumes
+	}
+	if o.nodeConfig != nil {
+		o.nodeConfig(&ncfg)
+	}
+	mgr, err := node.New(ncfg)
+	if err != nil {
+		return err
+	}
+	d.push("sandbox manager", mgr.Close) // sandboxes keep running; the next start re-adopts them
+	d.node = mgr
+	if err := mgr.Start(ctx); err != nil {
+		return err
+	}
+	// Layers left by images removed before a crash; the sandboxes' own are kept.
+	if err := d.images.GC(ctx, mgr.LayerInUse); err != nil {
+		d.log.Warn("image gc", "err", err)
+	}
+	d.startGC()
+	return nil
+}
+
+// openVolumes opens <data>/volumes, or warns and goes on without volumes
+// when the host lacks what they need (root, mkfs.ext4, loop devices); node
+// and server then refuse volumes as unsupported.
+func (d *Daemon) openVolumes(o *options) error {
+	if why := volume.Available(); why != "" {
+		d.log.Warn("volumes disabled", "why", why)
+		return nil
+	}
+	vcfg := volume.Config{Dir: filepath.Join(d.cfg.DataDir, "volumes"), MaxSize: d.cfg.MaxVolumeSize, Logger: d.log}
+	if vcfg.MaxSize == 0 {
+		vcfg.MaxSize = volume.DefaultMaxSize
+	}
+	vcfg.DefaultSize = min(volume.DefaultSize, vcfg.MaxSize)
+	if o.volumeConfig != nil {
+		o.volumeConfig(&vcfg)
+	}
+	m, err := volume.Open(vcfg)
+	if err != nil {
+		return fmt.Errorf("open volumes: %w", err)
+	}
+	d.volumes = m
+	return nil
+}
+
+// openSources makes the fetcher of git and tarball sources. Its temp dir is
+// paddock's own (not /tmp, often a small tmpfs); what a crash left there is
+// removed. Sources never reach the sandbox pool.
+func (d *Daemon) openSources() (*source.Fetcher, error) {
+	tmp := filepath.Join(d.cfg.DataDir, "tmp", "sources")
+	if err := os.RemoveAll(tmp); err != nil {
+		return nil, fmt.Errorf("clean the sources' temp dir: %w", err)
+	}
+	scfg := source.Config{TempDir: tmp, AllowPrivate: d.cfg.SourceAllowPrivate, Logger: d.log}
+	if d.network != nil {
+		scfg.Deny = []netip.Prefix{d.cfg.pool()}
+	}
+	f, err := source.New(scfg)
+	if err != nil {
+		return nil, fmt.Errorf("start the source fetcher: %w", err)
+	}
+	return f, nil
+}
+
+// startGC sweeps the image store every gcInterval until Close.
+func (d *Daemon) startGC() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { // owned: the closer below cancels and waits
+		defer close(done)
+		t := time.NewTicker(gcInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := d.images.GC(ctx, d.node.LayerInUse); err != nil {
+					d.log.Warn("image gc", "err", err)
+				}
+			}
+		}
+	}()
+	d.push("image gc", func() error { cancel(); <-done; return nil })
+}
+
+// startControl starts the project control plane and the app proxy in
+// front of its apps; with networking, first the signing key of port and
+// app URLs.
+func (d *Daemon) startControl(ctx context.Context, o *options) error {
+	if d.network != nil {
+		key, err := loadProxyKey(d.cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		d.signer = &proxy.Signer{Key: key}
+	}
+	key, err := loadSecretsKey(d.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	ccfg := control.Config{Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, images: d.images},
+		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout}
+	if o.controlConfig != nil {
+		o.controlConfig(&ccfg)
+	}
+	svc, err := control.New(ccfg)
+	if err != nil {
+		return err
+	}
+	d.push("control plane", svc.Close) // activations stop before the sandbox manager
+	d.control = svc
+	return svc.Start(ctx)
+}
+
+// startFront builds the HTTP side: the app proxy, the API, the Vercel
+// layer on the same services and tokens, and with networking the port
+// proxy; Handler serves them on one listener.
+func (d *Daemon) startFront(ctx context.Context, o *options) error {
+	authn := d.auth
+	apps, err := proxy.NewApp(proxy.AppConfig{
+		Resolve: func(ctx context.Context, p auth.Principal, projectID string) (proxy.AppTarget, error) {
+			t, err := d.control.AppTarget(ctx, p, projectID)
+			return proxy.AppTarget(t), err
+		},
+		Authenticate: func(r *http.Request) (auth.Principal, error) {
+			token, _ := auth.BearerToken(r.Header.Get("Authorization"))
+			return authn.AuthenticateBearer(r.Context(), token)
+		},
+		Signer:        d.signer,
+		Domain:        d.cfg.Domain,
+		Touch:         d.control.Touch,
+		MaxBodyBytes:  d.cfg.AppMaxBody,
+		SecureCookies: d.cfg.secureCookies(),
+		Logger:        d.log,
+	})
+	if err != nil {
+		return fmt.Errorf("app proxy: %w", err)
+	}
+	d.push("app proxy", apps.Close)
+
+	sandboxes := serverSandboxes{d.node}
+	snapshots := serverSnapshots{store: d.images, node: d.node}
+	var portBase string
+	if d.signer != nil {
+		portBase = d.cfg.PublicURL
+	}
+	scfg := server.Config{
+		Sandboxes: sandboxes, Auth: authn, Accounts: authn, Logger: d.log, MaxUploadBytes: o.maxUploadBytes,
+		Images: serverImages{Store: d.images, node: d.node}, ImageKeychain: d.cfg.ImageKeychain, Snapshots: snapshots,
+		History: d.store, Projects: d.control, Apps: apps.PathHandler(), Signer: d.signer, PortBaseURL: portBase,
+		Ready: d.ready,
+	}
+	if d.volumes != nil {
+		scfg.Volumes = d.volumes
+	}
+	srv, err := server.New(scfg)
+	if err != nil {
+		return err
+	}
+	d.push("API streams", func() error { srv.CloseStreams(); return nil })
+	d.server = srv
+
+	vstore, err := vercel.OpenStore(ctx, d.store, d.cfg.DataDir, d.log)
+	if err != nil {
+		return err
+	}
+	// Team-aware: teamId names a team the token may use; sandboxes made there are that team's.
+	vapi, err := vercel.New(vercel.Config{Sandboxes: sandboxes, Snapshots: snapshots, Auth: authn, Teams: authn,
+		Store: vstore, Signer: d.signer, PortBaseURL: portBase, Logger: d.log, MaxUploadBytes: o.maxUploadBytes})
+	if err != nil {
+		return err
+	}
+	d.push("Vercel streams", func() error { vapi.CloseStreams(); return nil })
+	d.vercel = vapi
+
+	// A prefix check rather than a ServeMux, which would redirect unclean
+	// paths that the API answers itself.
+	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, vercel.Prefix+"/") {
+			vapi.ServeHTTP(w, r)
+			return
+		}
+		srv.Handler().ServeHTTP(w, r)
+	})
+	var px *proxy.Proxy
+	if d.signer != nil {
+		px, err = proxy.New(proxy.Config{Domain: d.cfg.Domain, Signer: d.signer, Resolver: d.node, Authorizer: srv,
+			Activity: d.node.Touch, Logger: d.log, SecureCookies: d.cfg.secureCookies()})
+		if err != nil {
+			return fmt.Errorf("port proxy: %w", err)
+		}
+		d.push("port proxy", px.Close)
+	}
+	d.handler = server.Front(api, px, apps)
+	return nil
+}
+
+// Handler serves the whole front: the API (/api/v1) and its probes
+// (/healthz, /readyz), the Vercel layer (/compat/vercel), the port proxy
+// (<port>-<id>.<domain> and /s/<id>/<port>/) and the app proxy
+// (app-<id>.<domain>; its path form is an API route).
+func (d *Daemon) Handler() http.Handler { return d.handler }
+
+// CloseStreams ends open log streams and long polls of the API and the
+// Vercel layer, so that a graceful shutdown need not wait for them:
+// register it with http.Server.RegisterOnShutdown. Close calls it too.
+func (d *Daemon) CloseStreams() {
+	d.server.CloseStreams()
+	d.vercel.CloseStreams()
+}
+
+// Close stops every subsystem, in reverse order of start, and returns
+// their errors joined. Sandboxes keep running: the next Start re-adopts
+// them. Stop serving Handler first. Safe on a nil Daemon and when called
+// again.
+func (d *Daemon) Close() error {
+	if d == nil {
+		return nil
+	}
+	d.mu.Lock()
+	closers := d.closers
+	d.closers, d.closed = nil, true
+	d.mu.Unlock()
+	var errs []error
+	for i := len(closers) - 1; i >= 0; i-- {
+		if err := closers[i].close(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", closers[i].name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ready is GET /readyz's check: the store answers, and the sandbox
+// manager has re-adopted this host's sandboxes and is not shutting down.
+func (d *Daemon) ready(ctx context.Context) error {
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return sandbox.Errorf(sandbox.ErrUnavailable, "shutting_down", "paddock is shutting down")
+	}
+	// Any answer but an error of its own proves the store reachable: the
+	// bootstrap team exists from the first start on.
+	if _, err := d.store.GetTeam(ctx, auth.BootstrapTeamID); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+		return fmt.Errorf("%w: %w", sandbox.Errorf(sandbox.ErrUnavailable, "store_unavailable", "the store does not answer"), err)
+	}
+	return d.node.Ready()
+}
+
+// AdminToken is the host admin token's secret when this start made it
+// (the first start on a data dir, or Config.ResetAdminToken), with created
+// true; otherwise "" and false, since only its hash is kept.
+func (d *Daemon) AdminToken() (secret string, created bool) { return d.adminToken, d.adminCreated }
+
+// The accessors below hand out the daemon's subsystems for tests,
+// benchmarks and the CLI's own wiring needs (an operator's token, a
+// stand-in image); requests go through Handler.
+
+// Node is the sandbox manager.
+func (d *Daemon) Node() *node.Manager { return d.node }
+
+// Images is the image store.
+func (d *Daemon) Images() *image.Store { return d.images }
+
+// Store is the store everything is kept in.
+func (d *Daemon) Store() store.Store { return d.store }
+
+// Auth is the authenticator: teams and tokens.
+func (d *Daemon) Auth() *auth.Authenticator { return d.auth }
+
+// Signer signs port and app URLs; nil without networking.
+func (d *Daemon) Signer() *proxy.Signer { return d.signer }
+
+// Network is the sandbox network manager; nil without networking.
+func (d *Daemon) Network() *netns.Manager { return d.network }
+
+// Projects is the project control plane.
+func (d *Daemon) Projects() *control.Service { return d.control }

@@ -1,0 +1,51 @@
+package daemon
+
+// A node's sandbox records in the control plane's store: newNodeRecords(s,
+// name) is node.Config.Records, and newNodeHistory(s) node.Config.History
+// (command exits and usage kept after the sandbox is gone). They live here,
+// above both packages, so that neither imports the other.
+
+import (
+	"context"
+
+	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/store"
+)
+
+// nodeRecords is the records of one node in a store.
+type nodeRecords struct {
+	s    store.Store
+	node string
+}
+
+var _ node.Records = (*nodeRecords)(nil)
+
+// newNodeRecords returns the records of the node named name (the host's
+// name, unique among the nodes that share s). Times come back at
+// store.TimePrecision.
+func newNodeRecords(s store.Store, name string) *nodeRecords { return &nodeRecords{s: s, node: name} }
+
+// Save puts sb under this node, moving it here if another node had it.
+func (r *nodeRecords) Save(ctx context.Context, sb sandbox.Sandbox) error {
+	return r.s.PutSandbox(ctx, store.SandboxRecord{Node: r.node, Sandbox: sb})
+}
+
+// Remove deletes the record of id. Sandbox IDs are random and a sandbox
+// lives on one node, so the ID alone names it.
+func (r *nodeRecords) Remove(ctx context.Context, id string) error {
+	return r.s.DeleteSandbox(ctx, id)
+}
+
+// LoadAll returns this node's records.
+func (r *nodeRecords) LoadAll(ctx context.Context) ([]sandbox.Sandbox, error) {
+	recs, err := r.s.ListSandboxes(ctx, r.node)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]sandbox.Sandbox, 0, len(recs))
+	for _, rec := range recs {
+		out = append(out, rec.Sandbox)
+	}
+	return out, nil
+}
