@@ -105,6 +105,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	}
 	c.MaxVolumeSize = size
 	c.OIDC, c.ResetAdminToken = f.auth.oidc(), f.auth.resetAdminToken
+	c.PublicURL = f.publicURL // checked here; serve fills in the default once it listens
 	if err := c.Validate(); err != nil {
 		return f, usagef("serve: %v", err)
 	}
