@@ -24,9 +24,9 @@ import (
 	"github.com/paddock-dev/paddock/internal/daemon"
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
-	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
+	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
@@ -129,7 +129,7 @@ func startProxyStack(b *testing.B) *proxyStack {
 	// Through the API, as a user would; the cleanup deletes whatever
 	// exists, so a failure half-way leaves nothing either.
 	b.Cleanup(func() {
-		items, _, _ := mgr.List(ctx, node.ListOptions{Limit: 500})
+		items, _, _ := mgr.List(ctx, sandbox.ListOptions{Limit: 500})
 		for _, sb := range items {
 			if err := mgr.Delete(ctx, sb.ID); err != nil {
 				b.Errorf("cleanup: delete %s: %v", sb.ID, err)

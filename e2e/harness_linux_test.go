@@ -26,6 +26,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
+	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/volume"
 	"github.com/paddock-dev/paddock/sdk"
@@ -151,7 +152,7 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 			return
 		}
 		ctx := context.Background()
-		items, _, _ := s.mgr.List(ctx, node.ListOptions{Limit: 500})
+		items, _, _ := s.mgr.List(ctx, sandbox.ListOptions{Limit: 500})
 		for _, sb := range items {
 			if err := s.mgr.Delete(ctx, sb.ID); err != nil {
 				t.Errorf("cleanup: delete %s: %v", sb.ID, err)
@@ -231,4 +232,4 @@ func sh(t *testing.T, sb *sdk.Sandbox, script string) (string, int) {
 	return out, code
 }
 
-var nodeListAll = node.ListOptions{Limit: 500}
+var nodeListAll = sandbox.ListOptions{Limit: 500}

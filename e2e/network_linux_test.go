@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
-	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/sdk"
@@ -253,7 +252,7 @@ func TestNetworkLoop(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("only %d of %d sandboxes in %s", i, n, limit)
 		}
-		sb, err := s.mgr.Create(ctx, node.CreateRequest{Resources: small, Ports: []node.PortSpec{{Port: 3000}}})
+		sb, err := s.mgr.Create(ctx, sandbox.CreateRequest{Resources: small, Ports: []sandbox.Port{{Port: 3000}}})
 		if err != nil {
 			t.Fatalf("create %d: %v", i, err)
 		}

@@ -22,7 +22,6 @@ import (
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/image"
-	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -171,7 +170,7 @@ func (ps *projStack) waitEnded(t *testing.T, id string, d time.Duration) store.A
 // noSandboxes checks that the node has no sandbox left.
 func (ps *projStack) noSandboxes(t *testing.T) {
 	t.Helper()
-	items, _, err := ps.mgr.List(context.Background(), node.ListOptions{Limit: 500})
+	items, _, err := ps.mgr.List(context.Background(), sandbox.ListOptions{Limit: 500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -553,7 +552,7 @@ func TestProjectsConcurrentActivations(t *testing.T) {
 		}
 	}
 	ps.mustReady(t, v.ID)
-	if items, _, _ := ps.mgr.List(ctx, node.ListOptions{Limit: 500}); len(items) != 1 {
+	if items, _, _ := ps.mgr.List(ctx, sandbox.ListOptions{Limit: 500}); len(items) != 1 {
 		t.Fatalf("%d sandboxes for one project", len(items))
 	}
 	if _, err := ps.svc.Deactivate(ctx, projTeam, v.ID, ""); err != nil {

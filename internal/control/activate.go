@@ -15,7 +15,6 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/auth"
-	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
@@ -298,8 +297,8 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	if err := s.setState(ctx, r, StateProvisioning, nil); err != nil {
 		return err
 	}
-	req := node.CreateRequest{Image: doc.Source.Image, Resources: doc.Resources, Timeout: doc.maxLifetime() + lifetimeMargin,
-		Env: doc.Env, Ports: []node.PortSpec{{Port: doc.AppPort}}, TeamID: r.teamID, ProjectID: r.projectID}
+	req := sandbox.CreateRequest{Image: doc.Source.Image, Resources: doc.Resources, Timeout: doc.maxLifetime() + lifetimeMargin,
+		Env: doc.Env, Ports: []sandbox.Port{{Port: doc.AppPort}}, TeamID: r.teamID, ProjectID: r.projectID}
 	if req.Source, err = doc.gitSource(s.seal, r.projectID); err != nil {
 		return fail("secrets_unreadable", "%v", err)
 	}

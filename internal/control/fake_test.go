@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/agent"
-	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -29,7 +28,7 @@ type fakeSandboxes struct {
 	mu        sync.Mutex
 	n         int
 	sbs       map[string]*fakeSB
-	creates   []node.CreateRequest
+	creates   []sandbox.CreateRequest
 	createErr error
 	imageCmd  []string
 }
@@ -43,7 +42,7 @@ func newFakeSandboxes() *fakeSandboxes { return &fakeSandboxes{sbs: map[string]*
 
 var _ Sandboxes = (*fakeSandboxes)(nil)
 
-func (f *fakeSandboxes) Create(ctx context.Context, req node.CreateRequest) (sandbox.Sandbox, error) {
+func (f *fakeSandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.creates = append(f.creates, req)

@@ -7,14 +7,13 @@ import (
 	"io"
 
 	"github.com/paddock-dev/paddock/internal/agent"
-	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
 // Sandboxes is what the control plane needs from the host's sandboxes.
 // internal/daemon adapts node.Manager to it; tests use a fake.
 type Sandboxes interface {
-	Create(ctx context.Context, req node.CreateRequest) (sandbox.Sandbox, error)
+	Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error)
 	Get(ctx context.Context, id string) (sandbox.Sandbox, error)
 	Stop(ctx context.Context, id string) (sandbox.Sandbox, error)
 	Delete(ctx context.Context, id string) error

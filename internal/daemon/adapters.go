@@ -11,23 +11,11 @@ import (
 )
 
 // The adapters below only connect two packages: each forwards to
-// node.Manager or image.Store and converts parameter types. The rules
-// (what is in use, what a removal collects) live in node.
+// node.Manager or image.Store. The rules (what is in use, what a removal
+// collects) live in node. node.Manager is the server's Sandboxes as it is:
+// both speak the sandbox package's request types.
 
-// serverSandboxes is node.Manager as the server's Sandboxes.
-type serverSandboxes struct{ *node.Manager }
-
-var _ server.Sandboxes = serverSandboxes{}
-
-// Create converts the server's parameters; the structs have the same fields.
-func (a serverSandboxes) Create(ctx context.Context, req server.CreateParams) (sandbox.Sandbox, error) {
-	return a.Manager.Create(ctx, node.CreateRequest(req))
-}
-
-// List converts the server's parameters; the structs have the same fields.
-func (a serverSandboxes) List(ctx context.Context, opts server.ListParams) ([]sandbox.Sandbox, string, error) {
-	return a.Manager.List(ctx, node.ListOptions(opts))
-}
+var _ server.Sandboxes = (*node.Manager)(nil)
 
 // serverImages is the image store as the server's Images, with removal
 // going through node, which knows which images its sandboxes use.
@@ -56,9 +44,9 @@ func (s serverSnapshots) Snapshot(ctx context.Context, id string) (*image.Snapsh
 	return s.node.Snapshot(ctx, id)
 }
 
-// Fork converts the server's parameters; the structs have the same fields.
-func (s serverSnapshots) Fork(ctx context.Context, id string, req server.CreateParams) (sandbox.Sandbox, error) {
-	return s.node.Fork(ctx, id, node.CreateRequest(req))
+// Fork implements server.Snapshots.
+func (s serverSnapshots) Fork(ctx context.Context, id string, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
+	return s.node.Fork(ctx, id, req)
 }
 
 // ListSnapshots implements server.Snapshots.

@@ -369,7 +369,7 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	}
 	d.push("app proxy", apps.Close)
 
-	sandboxes := serverSandboxes{d.node}
+	sandboxes := d.node
 	snapshots := serverSnapshots{store: d.images, node: d.node}
 	var portBase string
 	if d.signer != nil {

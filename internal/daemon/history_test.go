@@ -102,7 +102,7 @@ func TestUpgradeFromFileRecords(t *testing.T) {
 	dir := t.TempDir()
 	d := newFakeDriver(t)
 	old := startManager(t, dir, d, nil)
-	sb, err := old.Create(t.Context(), node.CreateRequest{TeamID: "team-a"})
+	sb, err := old.Create(t.Context(), sandbox.CreateRequest{TeamID: "team-a"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -152,7 +152,7 @@ func TestNodeOnSQLite(t *testing.T) {
 	m := startManager(t, dir, d, newNodeRecords(st, "node-a"))
 	var sbs []sandbox.Sandbox
 	for range 3 {
-		sb, err := m.Create(t.Context(), node.CreateRequest{TeamID: "team-a", Env: map[string]string{"A": "1"}})
+		sb, err := m.Create(t.Context(), sandbox.CreateRequest{TeamID: "team-a", Env: map[string]string{"A": "1"}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -102,9 +102,6 @@ var _ Network = (*netns.Manager)(nil)
 // the built-in blocks (host, other sandboxes, metadata) apply in every mode.
 var DefaultNetworkPolicy = sandbox.NetworkPolicy{Mode: netns.ModeAllowAll}
 
-// PortSpec declares one port of a sandbox for the proxy.
-type PortSpec = sandbox.Port
-
 // setDefaults fills zero fields. Defaulted resources are clamped to the
 // configured maximum so that a small MaxResources alone is a valid config.
 func (c *Config) setDefaults() {
@@ -168,38 +165,12 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// CreateRequest asks for one sandbox.
-type CreateRequest struct {
-	Image     string            // "" → "host"; anything else must be in Config.Images, else ErrNotFound "image_not_found"
-	Resources sandbox.Resources // zero fields take defaults; then Validate against MaxResources
-	Timeout   time.Duration     // 0 → DefaultTimeout; <0 or > MaxTimeout → ErrInvalid "invalid_timeout"
-	Env       map[string]string // default env of the sandbox's commands
-	// Ports are served through the proxy: 1..65535, no duplicates, at most
-	// Config.MaxPorts. Needs Config.Network.
-	Ports []PortSpec
-	// NetworkPolicy is the egress policy; nil means DefaultNetworkPolicy.
-	// Needs Config.Network.
-	NetworkPolicy *sandbox.NetworkPolicy
-	// Snapshot starts the sandbox from a snapshot's layers and environment
-	// instead of an image; setting Image too is ErrInvalid.
-	Snapshot string
-	// Source populates the working dir before the sandbox is reported
-	// running (see source.go); needs Config.Sources.
-	Source *sandbox.Source
-	// Volumes are named volumes to mount (see volume.go); needs Config.Volumes.
-	Volumes []sandbox.VolumeMount
-	// TeamID records the owning team.
-	TeamID string
-	// ProjectID records the project an activation made the sandbox for.
-	ProjectID string
-}
-
 // hostImage is the image built from the host's own /usr.
 const hostImage = image.HostImage
 
 // normalize validates req against cfg and returns it with defaults applied.
 // The image itself is resolved by Manager.resolveImage.
-func (req CreateRequest) normalize(cfg *Config) (CreateRequest, error) {
+func normalize(cfg *Config, req sandbox.CreateRequest) (sandbox.CreateRequest, error) {
 	if req.Snapshot != "" && req.Image != "" {
 		return req, sandbox.Errorf(sandbox.ErrInvalid, "image_and_snapshot", "give an image or a snapshot, not both")
 	}
@@ -272,13 +243,13 @@ var errNoNetwork = sandbox.Errorf(sandbox.ErrUnsupported, "network_disabled",
 	"this host runs sandboxes without networking: ports and network policies are unavailable")
 
 // mergePorts validates add and returns have followed by it, sorted by port.
-func mergePorts(cfg *Config, have, add []PortSpec) ([]PortSpec, error) {
+func mergePorts(cfg *Config, have, add []sandbox.Port) ([]sandbox.Port, error) {
 	out := slices.Clone(have)
 	for _, p := range add {
 		if p.Port < 1 || p.Port > 65535 {
 			return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_port", "port must be in [1, 65535], got %d", p.Port)
 		}
-		if slices.ContainsFunc(out, func(q PortSpec) bool { return q.Port == p.Port }) {
+		if slices.ContainsFunc(out, func(q sandbox.Port) bool { return q.Port == p.Port }) {
 			return nil, sandbox.Errorf(sandbox.ErrInvalid, "duplicate_port", "port %d is already declared", p.Port)
 		}
 		out = append(out, p)
@@ -286,7 +257,7 @@ func mergePorts(cfg *Config, have, add []PortSpec) ([]PortSpec, error) {
 	if len(out) > cfg.MaxPorts {
 		return nil, sandbox.Errorf(sandbox.ErrInvalid, "too_many_ports", "at most %d ports per sandbox, got %d", cfg.MaxPorts, len(out))
 	}
-	slices.SortFunc(out, func(a, b PortSpec) int { return a.Port - b.Port })
+	slices.SortFunc(out, func(a, b sandbox.Port) int { return a.Port - b.Port })
 	return out, nil
 }
 
@@ -296,15 +267,4 @@ func clonePolicy(p sandbox.NetworkPolicy) sandbox.NetworkPolicy {
 	p.AllowCIDRs = slices.Clone(p.AllowCIDRs)
 	p.DenyCIDRs = slices.Clone(p.DenyCIDRs)
 	return p
-}
-
-// ListOptions page through a host's sandboxes.
-type ListOptions struct {
-	Cursor string        // opaque, from a previous List; "" starts at the oldest
-	Limit  int           // default 50, max 500 (larger values are clamped)
-	State  sandbox.State // optional filter
-	// TeamID keeps only that team's sandboxes; "" lists every team's. The
-	// filter comes before paging, so a team's cursor only ever names one of
-	// its own sandboxes.
-	TeamID string
 }

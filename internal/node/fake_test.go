@@ -262,7 +262,7 @@ func (e *env) manager(t *testing.T, mod func(*Config)) *Manager {
 
 func (e *env) create(t *testing.T) sandbox.Sandbox {
 	t.Helper()
-	sb, err := e.m.Create(t.Context(), CreateRequest{})
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{})
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}

@@ -122,7 +122,7 @@ func TestHistoryOnEveryStopPath(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e, h := newHistoryEnv(t, cmds)
-			sb, err := e.m.Create(t.Context(), CreateRequest{Resources: sandbox.Resources{MemoryMB: 512}, TeamID: "team-a", ProjectID: "prj-1", Timeout: 30 * time.Minute})
+			sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Resources: sandbox.Resources{MemoryMB: 512}, TeamID: "team-a", ProjectID: "prj-1", Timeout: 30 * time.Minute})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -61,10 +61,10 @@ func TestCreateFromImage(t *testing.T) {
 	}}
 	e := newEnv(t, func(c *Config) { c.Images = imgs })
 	// The image is the team's: another team does not find it.
-	if _, err := e.m.Create(t.Context(), CreateRequest{Image: "127.0.0.1:5000/app:1", TeamID: "team-b"}); !errors.Is(err, sandbox.ErrNotFound) {
+	if _, err := e.m.Create(t.Context(), sandbox.CreateRequest{Image: "127.0.0.1:5000/app:1", TeamID: "team-b"}); !errors.Is(err, sandbox.ErrNotFound) {
 		t.Fatalf("another team's create = %v, want image not found", err)
 	}
-	sb, err := e.m.Create(t.Context(), CreateRequest{Image: "127.0.0.1:5000/app:1", TeamID: "team-a", Env: map[string]string{"B": "request"}})
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Image: "127.0.0.1:5000/app:1", TeamID: "team-a", Env: map[string]string{"B": "request"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,13 +91,13 @@ func TestCreateFromImage(t *testing.T) {
 		t.Error("a deleted sandbox still holds its layers")
 	}
 
-	_, err = e.m.Create(t.Context(), CreateRequest{Image: "ubuntu:24.04"})
+	_, err = e.m.Create(t.Context(), sandbox.CreateRequest{Image: "ubuntu:24.04"})
 	wantErr(t, err, sandbox.ErrNotFound, "image_not_found")
 }
 
 func TestCreateUnknownImageWithoutStore(t *testing.T) {
 	e := newEnv(t, nil)
-	_, err := e.m.Create(t.Context(), CreateRequest{Image: "ubuntu:24.04"})
+	_, err := e.m.Create(t.Context(), sandbox.CreateRequest{Image: "ubuntu:24.04"})
 	wantErr(t, err, sandbox.ErrNotFound, "image_not_found")
 }
 
@@ -131,7 +131,7 @@ func TestRemoveImage(t *testing.T) {
 	t.Run("in use, then stopped", func(t *testing.T) {
 		imgs := newImages("team-a")
 		e := newEnv(t, func(c *Config) { c.Images = imgs })
-		sb, err := e.m.Create(t.Context(), CreateRequest{Image: imgs.img.Ref, TeamID: "team-a"})
+		sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Image: imgs.img.Ref, TeamID: "team-a"})
 		if err != nil {
 			t.Fatal(err)
 		}

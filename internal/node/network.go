@@ -42,7 +42,7 @@ func (m *Manager) teardownNetwork(ctx context.Context, id string) {
 }
 
 // AddPorts declares more ports of a running sandbox for the proxy.
-func (m *Manager) AddPorts(ctx context.Context, id string, ports []PortSpec) (sandbox.Sandbox, error) {
+func (m *Manager) AddPorts(ctx context.Context, id string, ports []sandbox.Port) (sandbox.Sandbox, error) {
 	if m.cfg.Network == nil {
 		return sandbox.Sandbox{}, errNoNetwork
 	}

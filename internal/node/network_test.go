@@ -89,7 +89,7 @@ func (f *fakeNetwork) has(id string) bool {
 func TestNetworkLifecycle(t *testing.T) {
 	fn := newFakeNetwork()
 	e := newEnv(t, func(c *Config) { c.Network = fn })
-	sb, err := e.m.Create(t.Context(), CreateRequest{Ports: []PortSpec{{Port: 3000}, {Port: 80, Public: true}}})
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Ports: []sandbox.Port{{Port: 3000}, {Port: 80, Public: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,11 +108,11 @@ func TestNetworkLifecycle(t *testing.T) {
 		t.Errorf("Stats = %+v, %v", st, err)
 	}
 
-	sb, err = e.m.AddPorts(t.Context(), sb.ID, []PortSpec{{Port: 8080}})
+	sb, err = e.m.AddPorts(t.Context(), sb.ID, []sandbox.Port{{Port: 8080}})
 	if err != nil || len(sb.Ports) != 3 {
 		t.Errorf("AddPorts = %v, %v", sb.Ports, err)
 	}
-	_, err = e.m.AddPorts(t.Context(), sb.ID, []PortSpec{{Port: 8080}})
+	_, err = e.m.AddPorts(t.Context(), sb.ID, []sandbox.Port{{Port: 8080}})
 	wantErr(t, err, sandbox.ErrInvalid, "duplicate_port")
 
 	deny := sandbox.NetworkPolicy{Mode: netns.ModeDenyAll}
@@ -147,14 +147,14 @@ func TestNetworkCreateFailures(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.Network = fn; c.MaxPorts = 2 })
 	for _, tc := range []struct {
 		name string
-		req  CreateRequest
+		req  sandbox.CreateRequest
 		code string
 	}{
-		{"port zero", CreateRequest{Ports: []PortSpec{{Port: 0}}}, "invalid_port"},
-		{"port too big", CreateRequest{Ports: []PortSpec{{Port: 65536}}}, "invalid_port"},
-		{"duplicate", CreateRequest{Ports: []PortSpec{{Port: 1}, {Port: 1}}}, "duplicate_port"},
-		{"too many", CreateRequest{Ports: []PortSpec{{Port: 1}, {Port: 2}, {Port: 3}}}, "too_many_ports"},
-		{"bad policy", CreateRequest{NetworkPolicy: &sandbox.NetworkPolicy{Mode: "allow-all", AllowDomains: []string{"x.test"}}}, "invalid_policy"},
+		{"port zero", sandbox.CreateRequest{Ports: []sandbox.Port{{Port: 0}}}, "invalid_port"},
+		{"port too big", sandbox.CreateRequest{Ports: []sandbox.Port{{Port: 65536}}}, "invalid_port"},
+		{"duplicate", sandbox.CreateRequest{Ports: []sandbox.Port{{Port: 1}, {Port: 1}}}, "duplicate_port"},
+		{"too many", sandbox.CreateRequest{Ports: []sandbox.Port{{Port: 1}, {Port: 2}, {Port: 3}}}, "too_many_ports"},
+		{"bad policy", sandbox.CreateRequest{NetworkPolicy: &sandbox.NetworkPolicy{Mode: "allow-all", AllowDomains: []string{"x.test"}}}, "invalid_policy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.m.Create(t.Context(), tc.req)
@@ -164,7 +164,7 @@ func TestNetworkCreateFailures(t *testing.T) {
 
 	// A driver failure tears the network down.
 	e.d.set(func(d *fakeDriver) { d.createErr = errors.New("no rootfs") })
-	sb, err := e.m.Create(t.Context(), CreateRequest{})
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{})
 	if err == nil || sb.State != sandbox.Failed {
 		t.Fatalf("Create = %s, %v; want failed", sb.State, err)
 	}
@@ -177,7 +177,7 @@ func TestNetworkCreateFailures(t *testing.T) {
 	fn.mu.Lock()
 	fn.setupErr = errors.New("pool exhausted")
 	fn.mu.Unlock()
-	sb, err = e.m.Create(t.Context(), CreateRequest{})
+	sb, err = e.m.Create(t.Context(), sandbox.CreateRequest{})
 	if err == nil || sb.State != sandbox.Failed || e.d.called("create", sb.ID) {
 		t.Errorf("Create with a failing Setup = %s, %v", sb.State, err)
 	}
@@ -185,13 +185,13 @@ func TestNetworkCreateFailures(t *testing.T) {
 
 func TestNoNetworkRefusesPorts(t *testing.T) {
 	e := newEnv(t, nil)
-	_, err := e.m.Create(t.Context(), CreateRequest{Ports: []PortSpec{{Port: 3000}}})
+	_, err := e.m.Create(t.Context(), sandbox.CreateRequest{Ports: []sandbox.Port{{Port: 3000}}})
 	wantErr(t, err, sandbox.ErrUnsupported, "network_disabled")
 	sb := e.create(t)
 	if sb.Address.IsValid() || sb.NetworkPolicy != nil {
 		t.Errorf("loopback-only sandbox has network fields: %+v", sb)
 	}
-	_, err = e.m.AddPorts(t.Context(), sb.ID, []PortSpec{{Port: 3000}})
+	_, err = e.m.AddPorts(t.Context(), sb.ID, []sandbox.Port{{Port: 3000}})
 	wantErr(t, err, sandbox.ErrUnsupported, "network_disabled")
 }
 

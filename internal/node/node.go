@@ -228,8 +228,8 @@ func (m *Manager) Close() error {
 // Create builds and starts a sandbox and returns once it runs. If the driver
 // fails, the sandbox is recorded as failed and the returned error says why;
 // the failed record is returned with it.
-func (m *Manager) Create(ctx context.Context, req CreateRequest) (sandbox.Sandbox, error) {
-	req, err := req.normalize(&m.cfg)
+func (m *Manager) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
+	req, err := normalize(&m.cfg, req)
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
@@ -394,7 +394,7 @@ func (m *Manager) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
 
 // List returns a page of sandboxes ordered by CreatedAt then ID, and the
 // cursor of the next page ("" on the last one).
-func (m *Manager) List(ctx context.Context, opts ListOptions) ([]sandbox.Sandbox, string, error) {
+func (m *Manager) List(ctx context.Context, opts sandbox.ListOptions) ([]sandbox.Sandbox, string, error) {
 	limit := opts.Limit
 	switch {
 	case limit == 0:

@@ -19,7 +19,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func TestCreateGet(t *testing.T) {
 	e := newEnv(t, nil)
-	sb, err := e.m.Create(t.Context(), CreateRequest{
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{
 		Resources: sandbox.Resources{MemoryMB: 2048},
 		Timeout:   10 * time.Minute,
 		Env:       map[string]string{"FOO": "bar"},
@@ -102,19 +102,19 @@ func TestUnknownIDs(t *testing.T) {
 func TestCreateInvalid(t *testing.T) {
 	tests := []struct {
 		name string
-		req  CreateRequest
+		req  sandbox.CreateRequest
 		code string
 	}{
-		{"too many vcpus", CreateRequest{Resources: sandbox.Resources{VCPUs: 5}}, "invalid_resources"},
-		{"negative vcpus", CreateRequest{Resources: sandbox.Resources{VCPUs: -1}}, "invalid_resources"},
-		{"too much memory", CreateRequest{Resources: sandbox.Resources{MemoryMB: 8193}}, "invalid_resources"},
-		{"too few pids", CreateRequest{Resources: sandbox.Resources{PIDs: 2}}, "invalid_resources"},
-		{"timeout over max", CreateRequest{Timeout: 5*time.Hour + time.Second}, "invalid_timeout"},
-		{"negative timeout", CreateRequest{Timeout: -time.Second}, "invalid_timeout"},
-		{"empty env name", CreateRequest{Env: map[string]string{"": "x"}}, "invalid_env"},
-		{"env name with =", CreateRequest{Env: map[string]string{"A=B": "x"}}, "invalid_env"},
-		{"env name with NUL", CreateRequest{Env: map[string]string{"A\x00": "x"}}, "invalid_env"},
-		{"env value with NUL", CreateRequest{Env: map[string]string{"A": "x\x00y"}}, "invalid_env"},
+		{"too many vcpus", sandbox.CreateRequest{Resources: sandbox.Resources{VCPUs: 5}}, "invalid_resources"},
+		{"negative vcpus", sandbox.CreateRequest{Resources: sandbox.Resources{VCPUs: -1}}, "invalid_resources"},
+		{"too much memory", sandbox.CreateRequest{Resources: sandbox.Resources{MemoryMB: 8193}}, "invalid_resources"},
+		{"too few pids", sandbox.CreateRequest{Resources: sandbox.Resources{PIDs: 2}}, "invalid_resources"},
+		{"timeout over max", sandbox.CreateRequest{Timeout: 5*time.Hour + time.Second}, "invalid_timeout"},
+		{"negative timeout", sandbox.CreateRequest{Timeout: -time.Second}, "invalid_timeout"},
+		{"empty env name", sandbox.CreateRequest{Env: map[string]string{"": "x"}}, "invalid_env"},
+		{"env name with =", sandbox.CreateRequest{Env: map[string]string{"A=B": "x"}}, "invalid_env"},
+		{"env name with NUL", sandbox.CreateRequest{Env: map[string]string{"A\x00": "x"}}, "invalid_env"},
+		{"env value with NUL", sandbox.CreateRequest{Env: map[string]string{"A": "x\x00y"}}, "invalid_env"},
 	}
 	e := newEnv(t, nil)
 	for _, tt := range tests {
@@ -131,13 +131,13 @@ func TestCreateInvalid(t *testing.T) {
 func TestCreateValid(t *testing.T) {
 	tests := []struct {
 		name string
-		req  CreateRequest
+		req  sandbox.CreateRequest
 	}{
-		{"all defaults", CreateRequest{}},
-		{"host image", CreateRequest{Image: "host"}},
-		{"max resources", CreateRequest{Resources: sandbox.Resources{VCPUs: 4, MemoryMB: 8192, PIDs: 4096}}},
-		{"max timeout", CreateRequest{Timeout: 5 * time.Hour}},
-		{"env", CreateRequest{Env: map[string]string{"PATH": "/bin", "EMPTY": ""}}},
+		{"all defaults", sandbox.CreateRequest{}},
+		{"host image", sandbox.CreateRequest{Image: "host"}},
+		{"max resources", sandbox.CreateRequest{Resources: sandbox.Resources{VCPUs: 4, MemoryMB: 8192, PIDs: 4096}}},
+		{"max timeout", sandbox.CreateRequest{Timeout: 5 * time.Hour}},
+		{"env", sandbox.CreateRequest{Env: map[string]string{"PATH": "/bin", "EMPTY": ""}}},
 	}
 	e := newEnv(t, nil)
 	for _, tt := range tests {
@@ -153,7 +153,7 @@ func TestCreateSurvivesCancelledRequest(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	sb, err := e.m.Create(ctx, CreateRequest{})
+	sb, err := e.m.Create(ctx, sandbox.CreateRequest{})
 	if err != nil || sb.State != sandbox.Running {
 		t.Fatalf("Create with a cancelled request = %s, %v; the driver must not see the cancellation", sb.State, err)
 	}
@@ -165,7 +165,7 @@ func TestCreateSurvivesCancelledRequest(t *testing.T) {
 func TestCreateDriverFailure(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.MaxSandboxes = 1 })
 	e.d.set(func(d *fakeDriver) { d.createErr = errors.New("no rootfs") })
-	sb, err := e.m.Create(t.Context(), CreateRequest{})
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{})
 	if err == nil {
 		t.Fatal("Create succeeded; want the driver's error")
 	}
@@ -191,14 +191,14 @@ func TestCapacity(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.MaxSandboxes = 2 })
 	a := e.create(t)
 	e.create(t)
-	_, err := e.m.Create(t.Context(), CreateRequest{})
+	_, err := e.m.Create(t.Context(), sandbox.CreateRequest{})
 	wantErr(t, err, sandbox.ErrExhausted, "capacity")
 
 	if _, err := e.m.Stop(t.Context(), a.ID); err != nil {
 		t.Fatal(err)
 	}
 	c := e.create(t)
-	_, err = e.m.Create(t.Context(), CreateRequest{})
+	_, err = e.m.Create(t.Context(), sandbox.CreateRequest{})
 	wantErr(t, err, sandbox.ErrExhausted, "capacity")
 	if err := e.m.Delete(t.Context(), c.ID); err != nil {
 		t.Fatal(err)
@@ -231,7 +231,7 @@ func TestCreateParallel(t *testing.T) {
 	errs := make(chan error, n)
 	for range n {
 		wg.Go(func() {
-			_, err := e.m.Create(t.Context(), CreateRequest{})
+			_, err := e.m.Create(t.Context(), sandbox.CreateRequest{})
 			errs <- err
 		})
 	}
@@ -257,14 +257,14 @@ func TestPendingVisibleDuringCreate(t *testing.T) {
 	})
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.m.Create(t.Context(), CreateRequest{})
+		_, err := e.m.Create(t.Context(), sandbox.CreateRequest{})
 		done <- err
 	}()
 	id := <-inDriver
 	if sb := e.get(t, id); sb.State != sandbox.Pending {
 		t.Errorf("state during create = %s, want pending", sb.State)
 	}
-	items, _, err := e.m.List(t.Context(), ListOptions{State: sandbox.Pending})
+	items, _, err := e.m.List(t.Context(), sandbox.ListOptions{State: sandbox.Pending})
 	if err != nil || len(items) != 1 {
 		t.Errorf("List pending = %d items, %v", len(items), err)
 	}
@@ -290,7 +290,7 @@ func TestList(t *testing.T) {
 	var got []sandbox.Sandbox
 	cursor, pages := "", 0
 	for {
-		items, next, err := e.m.List(t.Context(), ListOptions{Cursor: cursor, Limit: 3})
+		items, next, err := e.m.List(t.Context(), sandbox.ListOptions{Cursor: cursor, Limit: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -324,14 +324,14 @@ func TestList(t *testing.T) {
 	}
 
 	// A cursor stays valid when its item is deleted.
-	first, next, err := e.m.List(t.Context(), ListOptions{Limit: 3})
+	first, next, err := e.m.List(t.Context(), sandbox.ListOptions{Limit: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := e.m.Delete(t.Context(), first[2].ID); err != nil {
 		t.Fatal(err)
 	}
-	rest, _, err := e.m.List(t.Context(), ListOptions{Cursor: next, Limit: 10})
+	rest, _, err := e.m.List(t.Context(), sandbox.ListOptions{Cursor: next, Limit: 10})
 	if err != nil || len(rest) != 4 || rest[0].ID != got[3].ID {
 		t.Errorf("after deleting the cursor's item: %d items, %v", len(rest), err)
 	}
@@ -340,11 +340,11 @@ func TestList(t *testing.T) {
 	if _, err := e.m.Stop(t.Context(), got[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	stopped, next, err := e.m.List(t.Context(), ListOptions{State: sandbox.Stopped})
+	stopped, next, err := e.m.List(t.Context(), sandbox.ListOptions{State: sandbox.Stopped})
 	if err != nil || len(stopped) != 1 || stopped[0].ID != got[0].ID || next != "" {
 		t.Errorf("List stopped = %v, %q, %v", stopped, next, err)
 	}
-	all, _, err := e.m.List(t.Context(), ListOptions{})
+	all, _, err := e.m.List(t.Context(), sandbox.ListOptions{})
 	if err != nil || len(all) != 6 {
 		t.Errorf("List default = %d items, %v", len(all), err)
 	}
@@ -359,7 +359,7 @@ func TestListByTeam(t *testing.T) {
 	for i := range 9 {
 		team := []string{"team-a", "team-b", "team-b"}[i%3]
 		e.clock.Advance(time.Second)
-		sb, err := e.m.Create(t.Context(), CreateRequest{TeamID: team})
+		sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{TeamID: team})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -367,7 +367,7 @@ func TestListByTeam(t *testing.T) {
 	}
 	cursor, seen := "", 0
 	for range 10 {
-		items, next, err := e.m.List(t.Context(), ListOptions{Cursor: cursor, Limit: 1, TeamID: "team-a"})
+		items, next, err := e.m.List(t.Context(), sandbox.ListOptions{Cursor: cursor, Limit: 1, TeamID: "team-a"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -397,15 +397,15 @@ func TestListByTeam(t *testing.T) {
 func TestListInvalid(t *testing.T) {
 	tests := []struct {
 		name string
-		opts ListOptions
+		opts sandbox.ListOptions
 		code string
 	}{
-		{"cursor not base64", ListOptions{Cursor: "!!!"}, "invalid_cursor"},
-		{"cursor without colon", ListOptions{Cursor: base64.RawURLEncoding.EncodeToString([]byte("12345"))}, "invalid_cursor"},
-		{"cursor bad time", ListOptions{Cursor: base64.RawURLEncoding.EncodeToString([]byte("x:sb-a"))}, "invalid_cursor"},
-		{"cursor bad id", ListOptions{Cursor: base64.RawURLEncoding.EncodeToString([]byte("1:../x"))}, "invalid_cursor"},
-		{"negative limit", ListOptions{Limit: -1}, "invalid_limit"},
-		{"unknown state", ListOptions{State: "sleeping"}, "invalid_state"},
+		{"cursor not base64", sandbox.ListOptions{Cursor: "!!!"}, "invalid_cursor"},
+		{"cursor without colon", sandbox.ListOptions{Cursor: base64.RawURLEncoding.EncodeToString([]byte("12345"))}, "invalid_cursor"},
+		{"cursor bad time", sandbox.ListOptions{Cursor: base64.RawURLEncoding.EncodeToString([]byte("x:sb-a"))}, "invalid_cursor"},
+		{"cursor bad id", sandbox.ListOptions{Cursor: base64.RawURLEncoding.EncodeToString([]byte("1:../x"))}, "invalid_cursor"},
+		{"negative limit", sandbox.ListOptions{Limit: -1}, "invalid_limit"},
+		{"unknown state", sandbox.ListOptions{State: "sleeping"}, "invalid_state"},
 	}
 	e := newEnv(t, nil)
 	for _, tt := range tests {
@@ -435,15 +435,15 @@ func TestListLimitClamped(t *testing.T) {
 	}
 	t.Cleanup(func() { m.Close() })
 	for range 501 {
-		if _, err := m.Create(t.Context(), CreateRequest{}); err != nil {
+		if _, err := m.Create(t.Context(), sandbox.CreateRequest{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	items, next, err := m.List(t.Context(), ListOptions{Limit: 1000})
+	items, next, err := m.List(t.Context(), sandbox.ListOptions{Limit: 1000})
 	if err != nil || len(items) != 500 || next == "" {
 		t.Fatalf("List(limit 1000) = %d items, next %q, %v; want 500 and a cursor", len(items), next, err)
 	}
-	items, _, err = m.List(t.Context(), ListOptions{})
+	items, _, err = m.List(t.Context(), sandbox.ListOptions{})
 	if err != nil || len(items) != 50 {
 		t.Fatalf("List(default) = %d items, %v; want 50", len(items), err)
 	}
@@ -562,7 +562,7 @@ func TestDeleteDriverFailure(t *testing.T) {
 
 func TestTimeoutExpiry(t *testing.T) {
 	e := newEnv(t, nil)
-	short, err := e.m.Create(t.Context(), CreateRequest{Timeout: time.Minute})
+	short, err := e.m.Create(t.Context(), sandbox.CreateRequest{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -598,7 +598,7 @@ func TestTimeoutExpiry(t *testing.T) {
 // stops a sandbox with no test calling checkTimeouts.
 func TestTimeoutRealTimer(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.Now = time.Now })
-	sb, err := e.m.Create(t.Context(), CreateRequest{Timeout: 50 * time.Millisecond})
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Timeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +614,7 @@ func TestTimeoutRealTimer(t *testing.T) {
 
 func TestExtendTimeout(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.MaxTimeout = time.Hour })
-	sb, err := e.m.Create(t.Context(), CreateRequest{Timeout: 10 * time.Minute})
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Timeout: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -686,7 +686,7 @@ func TestConcurrentOps(t *testing.T) {
 			wg.Go(func() { _, err := e.m.ExtendTimeout(t.Context(), id, time.Minute); errs <- err })
 			wg.Go(func() { _, err := e.m.Get(t.Context(), id); errs <- err })
 			wg.Go(func() { _, err := e.m.Agent(t.Context(), id); errs <- err })
-			wg.Go(func() { _, _, err := e.m.List(t.Context(), ListOptions{}); errs <- err })
+			wg.Go(func() { _, _, err := e.m.List(t.Context(), sandbox.ListOptions{}); errs <- err })
 			wg.Go(func() { e.m.checkTimeouts(t.Context()); errs <- nil })
 		}
 	}
@@ -760,7 +760,7 @@ func TestStartTwiceAndClose(t *testing.T) {
 	if running, _ := e.d.running(sb.ID); !running {
 		t.Error("Close stopped a sandbox; they must keep running")
 	}
-	_, err := e.m.Create(t.Context(), CreateRequest{})
+	_, err := e.m.Create(t.Context(), sandbox.CreateRequest{})
 	wantErr(t, err, sandbox.ErrUnavailable, "node_closed")
 }
 

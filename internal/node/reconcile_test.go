@@ -15,7 +15,7 @@ func TestRestartReconcile(t *testing.T) {
 	adopted := e.create(t)
 	crashed := e.create(t)
 	deadAgent := e.create(t)
-	expired, err := e.m.Create(t.Context(), CreateRequest{Timeout: time.Minute})
+	expired, err := e.m.Create(t.Context(), sandbox.CreateRequest{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func TestRestartReconcile(t *testing.T) {
 	failed := func() sandbox.Sandbox {
 		e.d.set(func(d *fakeDriver) { d.createErr = errNope })
 		defer e.d.set(func(d *fakeDriver) { d.createErr = nil })
-		sb, _ := e.m.Create(t.Context(), CreateRequest{})
+		sb, _ := e.m.Create(t.Context(), sandbox.CreateRequest{})
 		return sb
 	}()
 	if err := e.m.Close(); err != nil {

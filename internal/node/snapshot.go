@@ -111,7 +111,7 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, err
 // of req left zero take the source's values where it has one (resources,
 // network policy), so a fork is never less confined than its source by
 // accident; Image must be empty.
-func (m *Manager) Fork(ctx context.Context, id string, req CreateRequest) (sandbox.Sandbox, error) {
+func (m *Manager) Fork(ctx context.Context, id string, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
 	if req.Image != "" || req.Snapshot != "" {
 		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_fork", "a fork starts from its source: image and snapshot must be empty")
 	}

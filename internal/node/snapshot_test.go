@@ -28,7 +28,7 @@ func TestSnapshotAndFork(t *testing.T) {
 		c.Driver = snapDriver{c.Driver.(*fakeDriver)}
 	})
 	ctx := t.Context()
-	src, err := e.m.Create(ctx, CreateRequest{Env: map[string]string{"A": "src"}, Resources: sandbox.Resources{VCPUs: 2}})
+	src, err := e.m.Create(ctx, sandbox.CreateRequest{Env: map[string]string{"A": "src"}, Resources: sandbox.Resources{VCPUs: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,12 +40,12 @@ func TestSnapshotAndFork(t *testing.T) {
 		t.Errorf("snapshot = %+v", snap)
 	}
 
-	_, err = e.m.Create(ctx, CreateRequest{Image: "host", Snapshot: snap.ID})
+	_, err = e.m.Create(ctx, sandbox.CreateRequest{Image: "host", Snapshot: snap.ID})
 	wantErr(t, err, sandbox.ErrInvalid, "image_and_snapshot")
-	_, err = e.m.Create(ctx, CreateRequest{Snapshot: "snap-nope"})
+	_, err = e.m.Create(ctx, sandbox.CreateRequest{Snapshot: "snap-nope"})
 	wantErr(t, err, sandbox.ErrNotFound, "snapshot_not_found")
 
-	sb, err := e.m.Create(ctx, CreateRequest{Snapshot: snap.ID, Env: map[string]string{"B": "req"}})
+	sb, err := e.m.Create(ctx, sandbox.CreateRequest{Snapshot: snap.ID, Env: map[string]string{"B": "req"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,14 +56,14 @@ func TestSnapshotAndFork(t *testing.T) {
 		t.Error("a running sandbox from the snapshot must hold it")
 	}
 
-	fork, err := e.m.Fork(ctx, src.ID, CreateRequest{})
+	fork, err := e.m.Fork(ctx, src.ID, sandbox.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fork.Snapshot == "" || fork.Snapshot == snap.ID || fork.Resources.VCPUs != 2 {
 		t.Errorf("fork = %+v", fork)
 	}
-	_, err = e.m.Fork(ctx, src.ID, CreateRequest{Image: "host"})
+	_, err = e.m.Fork(ctx, src.ID, sandbox.CreateRequest{Image: "host"})
 	wantErr(t, err, sandbox.ErrInvalid, "invalid_fork")
 
 	err = e.m.DeleteSnapshot(ctx, snap.ID)
@@ -89,7 +89,7 @@ func TestSnapshotAndFork(t *testing.T) {
 
 func TestSnapshotUnsupported(t *testing.T) {
 	e := newEnv(t, nil)
-	sb, err := e.m.Create(t.Context(), CreateRequest{})
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -204,7 +204,7 @@ func TestCreateWithSource(t *testing.T) {
 	)}
 	e := newEnv(t, func(c *Config) { c.Sources = src })
 	root := realAgent(t, e)
-	sb, err := e.m.Create(t.Context(), CreateRequest{Source: &sandbox.Source{
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Source: &sandbox.Source{
 		Type: sandbox.SourceGit, URL: "https://example.com/r.git", Revision: "v1", Dir: "/work", Token: "secret",
 	}})
 	if err != nil {
@@ -236,7 +236,7 @@ func TestCreateWithSource(t *testing.T) {
 	}
 
 	// No Dir: the user's home.
-	sb, err = e.m.Create(t.Context(), CreateRequest{Source: &sandbox.Source{Type: sandbox.SourceTarball, URL: "https://example.com/r.tgz"}})
+	sb, err = e.m.Create(t.Context(), sandbox.CreateRequest{Source: &sandbox.Source{Type: sandbox.SourceTarball, URL: "https://example.com/r.tgz"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func TestCreateSourceFailure(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(c *Config) { c.Sources = tc.src })
 			realAgent(t, e)
-			sb, err := e.m.Create(t.Context(), CreateRequest{Source: &sandbox.Source{Type: sandbox.SourceGit, URL: "https://example.com/r.git"}})
+			sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Source: &sandbox.Source{Type: sandbox.SourceGit, URL: "https://example.com/r.git"}})
 			if err == nil {
 				t.Fatal("create succeeded")
 			}
@@ -293,7 +293,7 @@ func TestCreateSourceFailure(t *testing.T) {
 
 func TestCreateSourceUnsupported(t *testing.T) {
 	e := newEnv(t, nil)
-	_, err := e.m.Create(t.Context(), CreateRequest{Source: &sandbox.Source{Type: sandbox.SourceGit, URL: "https://example.com/r.git"}})
+	_, err := e.m.Create(t.Context(), sandbox.CreateRequest{Source: &sandbox.Source{Type: sandbox.SourceGit, URL: "https://example.com/r.git"}})
 	wantErr(t, err, sandbox.ErrUnsupported, "sources_unsupported")
 	if n := e.d.count("create"); n != 0 {
 		t.Errorf("driver.Create called %d times", n)

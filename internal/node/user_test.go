@@ -25,7 +25,7 @@ func TestCreateResolvedUser(t *testing.T) {
 	e := &env{d: d.fakeDriver, clock: newFakeClock(), dir: t.TempDir()}
 	e.m = e.manager(t, func(c *Config) { c.Driver = d; c.Images = imgs; c.Volumes = vols })
 
-	sb, err := e.m.Create(t.Context(), CreateRequest{Image: imgs.img.Ref,
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Image: imgs.img.Ref,
 		Volumes: []sandbox.VolumeMount{{Volume: "cache", Path: "/cache"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +68,7 @@ func TestCreateUnknownUser(t *testing.T) {
 	e.d.set(func(d *fakeDriver) {
 		d.ping = `{"version":"fake","pid":1,"userError":{"code":"` + agent.CodeUserUnknown + `","message":"no user \"nosuch\""}}`
 	})
-	sb, err := e.m.Create(t.Context(), CreateRequest{Volumes: []sandbox.VolumeMount{{Volume: "cache", Path: "/cache"}}})
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Volumes: []sandbox.VolumeMount{{Volume: "cache", Path: "/cache"}}})
 	wantErr(t, err, sandbox.ErrInvalid, agent.CodeUserUnknown)
 	if sb.State != sandbox.Failed {
 		t.Errorf("state %s, want failed", sb.State)

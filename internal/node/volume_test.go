@@ -81,9 +81,9 @@ func (d *specDriver) Create(ctx context.Context, spec runtime.Spec) (*agent.Clie
 
 func TestVolumesUnsupported(t *testing.T) {
 	e := newEnv(t, nil)
-	_, err := e.m.Create(t.Context(), CreateRequest{Volumes: []sandbox.VolumeMount{{Volume: "cache", Path: "/cache"}}})
+	_, err := e.m.Create(t.Context(), sandbox.CreateRequest{Volumes: []sandbox.VolumeMount{{Volume: "cache", Path: "/cache"}}})
 	wantErr(t, err, sandbox.ErrUnsupported, "volumes_unsupported")
-	if sbs, _, _ := e.m.List(t.Context(), ListOptions{}); len(sbs) != 0 {
+	if sbs, _, _ := e.m.List(t.Context(), sandbox.ListOptions{}); len(sbs) != 0 {
 		t.Fatalf("a refused request left %d records", len(sbs))
 	}
 }
@@ -110,7 +110,7 @@ func TestVolumesInvalid(t *testing.T) {
 		{"too many", many, "too_many_volumes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := e.m.Create(t.Context(), CreateRequest{Volumes: tc.vols})
+			_, err := e.m.Create(t.Context(), sandbox.CreateRequest{Volumes: tc.vols})
 			wantErr(t, err, sandbox.ErrInvalid, tc.code)
 		})
 	}
@@ -125,7 +125,7 @@ func TestVolumesAcquiredAndReleased(t *testing.T) {
 	e := &env{d: d.fakeDriver, clock: newFakeClock(), dir: t.TempDir()}
 	e.m = e.manager(t, func(c *Config) { c.Driver = d; c.Volumes = vols })
 	ctx := t.Context()
-	req := CreateRequest{Volumes: []sandbox.VolumeMount{
+	req := sandbox.CreateRequest{Volumes: []sandbox.VolumeMount{
 		{Volume: "npm", Path: "/home/user/.npm"},
 		{Volume: "base", Path: "/opt/base", Mode: sandbox.VolumeCopyOnWrite},
 	}}
@@ -186,7 +186,7 @@ func TestVolumesReconcile(t *testing.T) {
 	vols := newFakeVolumes()
 	e := newEnv(t, func(c *Config) { c.Volumes = vols })
 	ctx := t.Context()
-	req := CreateRequest{Volumes: []sandbox.VolumeMount{{Volume: "cache", Path: "/cache", Mode: sandbox.VolumeCopyOnWrite}}}
+	req := sandbox.CreateRequest{Volumes: []sandbox.VolumeMount{{Volume: "cache", Path: "/cache", Mode: sandbox.VolumeCopyOnWrite}}}
 	live, err := e.m.Create(ctx, req)
 	if err != nil {
 		t.Fatal(err)

@@ -345,7 +345,7 @@ func (s *Server) Authorize(ctx context.Context, bearerToken, sandboxID string) e
 
 // ownCreate stamps a new sandbox with the caller's team and checks that
 // the snapshot it starts from, if any, is the team's.
-func (s *Server) ownCreate(r *http.Request, params *CreateParams) error {
+func (s *Server) ownCreate(r *http.Request, params *sandbox.CreateRequest) error {
 	p := callerOf(r)
 	params.TeamID = p.TeamID
 	if params.Snapshot != "" && s.snaps != nil {
@@ -360,7 +360,7 @@ func (s *Server) ownCreate(r *http.Request, params *CreateParams) error {
 // The sandbox layer filters by team before paging, so a page holds only
 // the team's sandboxes and its cursor names one of them, never another
 // team's.
-func (s *Server) listOwned(ctx context.Context, p auth.Principal, opts ListParams) ([]sandbox.Sandbox, string, error) {
+func (s *Server) listOwned(ctx context.Context, p auth.Principal, opts sandbox.ListOptions) ([]sandbox.Sandbox, string, error) {
 	opts.TeamID = p.TeamID
 	if p.HostAdmin {
 		opts.TeamID = ""

@@ -529,7 +529,7 @@ func (f *fakeSnapshots) Snapshot(ctx context.Context, id string) (*image.Snapsho
 	return s, nil
 }
 
-func (f *fakeSnapshots) Fork(ctx context.Context, id string, req server.CreateParams) (sandbox.Sandbox, error) {
+func (f *fakeSnapshots) Fork(ctx context.Context, id string, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
 	if _, err := f.Snapshot(ctx, id); err != nil {
 		return sandbox.Sandbox{}, err
 	}

@@ -26,7 +26,6 @@ import (
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
-	"github.com/paddock-dev/paddock/internal/server"
 )
 
 // fakeSandboxes is a hand-written server.Sandboxes that keeps sandboxes in
@@ -65,7 +64,7 @@ func (f *fakeSandboxes) mutationLog() []string {
 	return slices.Clone(f.mutations)
 }
 
-func (f *fakeSandboxes) Create(_ context.Context, req server.CreateParams) (sandbox.Sandbox, error) {
+func (f *fakeSandboxes) Create(_ context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
 	res := req.Resources
 	if res.VCPUs == 0 {
 		res.VCPUs = 1
@@ -111,7 +110,7 @@ func (f *fakeSandboxes) Get(_ context.Context, id string) (sandbox.Sandbox, erro
 	return sb, nil
 }
 
-func (f *fakeSandboxes) List(_ context.Context, opts server.ListParams) ([]sandbox.Sandbox, string, error) {
+func (f *fakeSandboxes) List(_ context.Context, opts sandbox.ListOptions) ([]sandbox.Sandbox, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ids := make([]string, 0, len(f.sbs))

@@ -33,32 +33,32 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) error {
 }
 
 // createParams validates a create (or fork) request body.
-func createParams(req api.CreateSandboxRequest) (CreateParams, error) {
+func createParams(req api.CreateSandboxRequest) (sandbox.CreateRequest, error) {
 	res := req.Resources
 	if res.VCPUs < 0 || math.IsNaN(res.VCPUs) || math.IsInf(res.VCPUs, 0) || res.MemoryMB < 0 || res.PIDs < 0 {
-		return CreateParams{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_resources", "resources must not be negative")
+		return sandbox.CreateRequest{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_resources", "resources must not be negative")
 	}
 	if req.TimeoutMs < 0 {
-		return CreateParams{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs must not be negative")
+		return sandbox.CreateRequest{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs must not be negative")
 	}
 	if req.TimeoutMs > math.MaxInt64/int64(time.Millisecond) {
-		return CreateParams{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs %d is too large", req.TimeoutMs)
+		return sandbox.CreateRequest{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs %d is too large", req.TimeoutMs)
 	}
 	if err := validEnv(req.Env); err != nil {
-		return CreateParams{}, err
+		return sandbox.CreateRequest{}, err
 	}
 	if req.Image != "" && req.Snapshot != "" {
-		return CreateParams{}, sandbox.Errorf(sandbox.ErrInvalid, "image_and_snapshot", "give an image or a snapshot, not both")
+		return sandbox.CreateRequest{}, sandbox.Errorf(sandbox.ErrInvalid, "image_and_snapshot", "give an image or a snapshot, not both")
 	}
 	var policy *sandbox.NetworkPolicy
 	if req.NetworkPolicy != nil {
 		p, err := fromAPIPolicy(*req.NetworkPolicy)
 		if err != nil {
-			return CreateParams{}, err
+			return sandbox.CreateRequest{}, err
 		}
 		policy = &p
 	}
-	return CreateParams{
+	return sandbox.CreateRequest{
 		Image:         req.Image,
 		Resources:     sandbox.Resources{VCPUs: res.VCPUs, MemoryMB: res.MemoryMB, PIDs: res.PIDs},
 		Timeout:       time.Duration(req.TimeoutMs) * time.Millisecond,
@@ -73,7 +73,7 @@ func createParams(req api.CreateSandboxRequest) (CreateParams, error) {
 
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	opts := ListParams{Cursor: q.Get("cursor")}
+	opts := sandbox.ListOptions{Cursor: q.Get("cursor")}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxListLimit {

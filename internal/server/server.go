@@ -2,7 +2,7 @@
 // auth, request decoding and validation, the one mapping from errors to HTTP
 // statuses, and the NDJSON streaming of command output. It owns no
 // sandboxes itself: it drives them through the small Sandboxes interface
-// (satisfied by internal/node's Manager through internal/daemon's adapter)
+// (internal/node's Manager satisfies it; internal/daemon wires the two)
 // and talks to each sandbox's agent through internal/agent's client.
 package server
 
@@ -21,13 +21,13 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// Sandboxes is what the server needs from the sandbox layer of one host.
-// It mirrors internal/node's Manager; the parameter structs are the
-// server's own so that this package builds and tests without node.
+// Sandboxes is what the server needs from the sandbox layer of one host
+// (internal/node's Manager, adapted in internal/daemon). Requests are the
+// sandbox package's types, which every layer shares.
 type Sandboxes interface {
-	Create(ctx context.Context, req CreateParams) (sandbox.Sandbox, error)
+	Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error)
 	Get(ctx context.Context, id string) (sandbox.Sandbox, error)
-	List(ctx context.Context, opts ListParams) ([]sandbox.Sandbox, string, error)
+	List(ctx context.Context, opts sandbox.ListOptions) ([]sandbox.Sandbox, string, error)
 	Stop(ctx context.Context, id string) (sandbox.Sandbox, error)
 	Delete(ctx context.Context, id string) error
 	ExtendTimeout(ctx context.Context, id string, by time.Duration) (sandbox.Sandbox, error)
@@ -36,30 +36,6 @@ type Sandboxes interface {
 	Stats(ctx context.Context, id string) (runtime.Stats, error)
 	AddPorts(ctx context.Context, id string, ports []sandbox.Port) (sandbox.Sandbox, error)
 	UpdateNetworkPolicy(ctx context.Context, id string, policy sandbox.NetworkPolicy) (sandbox.Sandbox, error)
-}
-
-// CreateParams asks for a new sandbox. Its fields match node.CreateRequest
-// exactly, so an adapter converts one into the other.
-type CreateParams struct {
-	Image         string
-	Resources     sandbox.Resources
-	Timeout       time.Duration
-	Env           map[string]string
-	Ports         []sandbox.Port
-	NetworkPolicy *sandbox.NetworkPolicy
-	Snapshot      string
-	Source        *sandbox.Source
-	Volumes       []sandbox.VolumeMount
-	TeamID        string
-	ProjectID     string // set by the control plane only, never from a request
-}
-
-// ListParams selects a page of sandboxes; fields match node.ListOptions.
-type ListParams struct {
-	Cursor string
-	Limit  int
-	State  sandbox.State
-	TeamID string // "" lists every team's
 }
 
 // Defaults and bounds of request bodies.

@@ -16,7 +16,7 @@ import (
 // internal/daemon implements it over node and the image store.
 type Snapshots interface {
 	Snapshot(ctx context.Context, id string) (*image.Snapshot, error)
-	Fork(ctx context.Context, id string, req CreateParams) (sandbox.Sandbox, error)
+	Fork(ctx context.Context, id string, req sandbox.CreateRequest) (sandbox.Sandbox, error)
 	ListSnapshots() []*image.Snapshot
 	GetSnapshot(id string) (*image.Snapshot, error)
 	DeleteSnapshot(ctx context.Context, id string) error

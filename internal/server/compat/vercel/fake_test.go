@@ -32,14 +32,14 @@ type fakeSandboxes struct {
 	mu      sync.Mutex // guards sbs, seq and creates
 	sbs     map[string]sandbox.Sandbox
 	seq     int
-	creates []server.CreateParams // every create request, in order
+	creates []sandbox.CreateRequest // every create request, in order
 	// createErr, when set, is what Create answers.
 	createErr error
 }
 
 var _ server.Sandboxes = (*fakeSandboxes)(nil)
 
-func (f *fakeSandboxes) Create(_ context.Context, req server.CreateParams) (sandbox.Sandbox, error) {
+func (f *fakeSandboxes) Create(_ context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.creates = append(f.creates, req)
@@ -73,7 +73,7 @@ func (f *fakeSandboxes) Get(_ context.Context, id string) (sandbox.Sandbox, erro
 	return sb, nil
 }
 
-func (f *fakeSandboxes) List(context.Context, server.ListParams) ([]sandbox.Sandbox, string, error) {
+func (f *fakeSandboxes) List(context.Context, sandbox.ListOptions) ([]sandbox.Sandbox, string, error) {
 	return nil, "", errors.New("not used")
 }
 
@@ -172,7 +172,7 @@ func (f *fakeSnapshots) Snapshot(ctx context.Context, id string) (*image.Snapsho
 	return s, nil
 }
 
-func (f *fakeSnapshots) Fork(context.Context, string, server.CreateParams) (sandbox.Sandbox, error) {
+func (f *fakeSnapshots) Fork(context.Context, string, sandbox.CreateRequest) (sandbox.Sandbox, error) {
 	return sandbox.Sandbox{}, errors.New("not used")
 }
 

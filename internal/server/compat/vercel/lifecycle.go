@@ -13,7 +13,6 @@ import (
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
-	"github.com/paddock-dev/paddock/internal/server"
 )
 
 // lifecycleTimeout bounds starting, stopping or snapshotting one session.
@@ -255,7 +254,7 @@ func (h *Handler) change(ctx context.Context, rec Record, fn func(*Record) error
 // session's source with its credentials, which are never stored.
 func (h *Handler) startSession(ctx context.Context, rec *Record, fromSnapshot string, src *sandbox.Source) (SessionRecord, error) {
 	cfg := rec.Config
-	params := server.CreateParams{
+	params := sandbox.CreateRequest{
 		Image:         cfg.Image,
 		Timeout:       time.Duration(cfg.TimeoutMs) * time.Millisecond,
 		Env:           cfg.Env,

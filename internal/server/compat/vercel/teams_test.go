@@ -8,12 +8,11 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/sandbox"
-	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/internal/store"
 )
 
 // lastCreate is the last create request the node got.
-func (e *env) lastCreate() server.CreateParams {
+func (e *env) lastCreate() sandbox.CreateRequest {
 	e.t.Helper()
 	e.sbs.mu.Lock()
 	defer e.sbs.mu.Unlock()
