@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 
+	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -36,25 +37,10 @@ func tooLarge(what string, limit int64) error {
 	return sandbox.Errorf(sandbox.ErrTooLarge, CodeTooLarge, "the source's %s exceeds the limit of %d bytes", what, limit)
 }
 
-// errBlocked is what the dial guard returns; see blockedError.
-var errBlocked = errors.New("address refused by paddock's source policy")
-
-// blockedError is a refused dial: the address and why.
-type blockedError struct {
-	addr   string
-	reason string
-}
-
-func (e *blockedError) Error() string {
-	return "connection to " + e.addr + " refused: " + e.reason
-}
-
-func (e *blockedError) Unwrap() error { return errBlocked }
-
 // networkError turns a transport failure into an API error. The host is
 // named; the URL is not, since it may carry a query-string secret.
 func networkError(ctx context.Context, host string, err error) error {
-	var be *blockedError
+	var be *netguard.BlockedError
 	var dnsErr *net.DNSError
 	var se *sandbox.Error
 	switch {

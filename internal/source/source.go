@@ -5,11 +5,12 @@
 // Fetching happens on the host so that credentials never enter a sandbox and
 // the sandbox's egress policy does not apply. That makes every fetch a
 // request the host makes on a caller's behalf, so every connection goes
-// through a dial guard (see Config): link-local and metadata addresses,
-// multicast and Config.Deny (the sandbox pool) are always refused, loopback
-// and private ranges unless allowed, and file:// URLs unless allowed. The
-// guard runs on the resolved address right before connect(2), so a refused
-// address sees no traffic and a DNS answer cannot redirect around it.
+// through a dial guard (package netguard; see Config): link-local and
+// metadata addresses, multicast and Config.Deny (the sandbox pool) are
+// always refused, loopback and private ranges unless allowed, and file://
+// URLs unless allowed. The guard runs on the resolved address right before
+// connect(2), so a refused address sees no traffic and a DNS answer cannot
+// redirect around it.
 //
 // Everything fetched is hostile: archive names, link targets, git tree
 // entries and ref names, sizes. The tar this package emits holds only
@@ -35,6 +36,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -58,13 +60,15 @@ type Config struct {
 	// Timeout bounds the network part of one fetch; default 10 minutes.
 	Timeout time.Duration
 	// AllowPrivate lets fetches reach loopback and private addresses
-	// (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, 127/8, ::1).
+	// (netguard.Private: 10/8, 172.16/12, 192.168/16, 100.64/10, 198.18/15,
+	// fc00::/7, 127/8, ::1 ...).
 	AllowPrivate bool
 	// Allow lists prefixes reachable even though private or loopback (a
-	// company's git server). Link-local, multicast and Deny still win.
+	// company's git server). Reserved ranges and Deny still win.
 	Allow []netip.Prefix
 	// Deny lists prefixes never reachable, whatever else says: the sandbox
-	// pool, so a source cannot be served by another sandbox.
+	// pool, so a source cannot be served by another sandbox, and the
+	// operator's blocked ranges.
 	Deny []netip.Prefix
 	// AllowFile permits file:// git URLs, which read the host's own
 	// filesystem: for tests only.
@@ -101,19 +105,22 @@ func (c *Config) Validate() error {
 	case c.Timeout < 0:
 		return fmt.Errorf("source config: negative Timeout")
 	}
-	for _, p := range append(c.Allow[:len(c.Allow):len(c.Allow)], c.Deny...) {
-		if !p.IsValid() {
-			return fmt.Errorf("source config: invalid prefix %v", p)
-		}
+	if err := c.guard().Validate(); err != nil {
+		return fmt.Errorf("source config: %w", err)
 	}
 	return nil
 }
 
+// guard is the dial guard of every fetch.
+func (c *Config) guard() netguard.Guard {
+	return netguard.Guard{AllowPrivate: c.AllowPrivate, Allow: c.Allow, Deny: c.Deny,
+		Hint: "paddock serve --source-allow-private or --egress-allow-cidr"}
+}
+
 // Fetcher fetches sources. It is safe for concurrent use.
 type Fetcher struct {
-	cfg   Config
-	guard *guard
-	http  *httpTransport
+	cfg  Config
+	http *httpTransport
 }
 
 // New returns a Fetcher for cfg.
@@ -126,8 +133,7 @@ func New(cfg Config) (*Fetcher, error) {
 		return nil, fmt.Errorf("source: temp dir: %w", err)
 	}
 	installGitTransport()
-	g := &guard{allowPrivate: cfg.AllowPrivate, allow: cfg.Allow, deny: cfg.Deny}
-	return &Fetcher{cfg: cfg, guard: g, http: newHTTPTransport(g)}, nil
+	return &Fetcher{cfg: cfg, http: newHTTPTransport(cfg.guard())}, nil
 }
 
 // Close releases idle connections.
