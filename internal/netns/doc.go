@@ -56,22 +56,45 @@
 //  2. packets in the reply direction of a connection opened *into* the
 //     sandbox (the host reaching a sandbox port) are accepted;
 //  3. DNS (UDP and TCP 53) to paddock's resolver on the host end is accepted;
-//  4. refused always: every address of the host-side namespace, the whole
-//     pool (other sandboxes; the sandbox's own address goes over lo), 0/8,
-//     127/8 and ::1 off loopback, 169.254/16 and fe80::/10 (link-local and
-//     cloud metadata), multicast and broadcast, Config.BlockCIDRs, and then
-//     the policy's DenyCIDRs;
+//  4. refused always, the deny sets:
+//     - whatever the operator says: every address of the host-side
+//     namespace (kept current, see below), the whole pool (other sandboxes;
+//     the sandbox's own address goes over lo), 127/8 and ::1 off loopback,
+//     IPv4-mapped IPv6, and netguard.Reserved (0/8, 169.254/16 and
+//     fe80::/10, the clouds' metadata addresses outside them such as
+//     Alibaba's 100.100.100.200, multicast, 240/4 and broadcast, NAT64);
+//     - Config.BlockCIDRs, the operator's own list;
+//     - netguard.Private (RFC 1918, 100.64/10, 198.18/15, 192.0.0.0/24,
+//     fc00::/7 ...) but the parts Config.AllowPrivate opens;
+//     - the policy's DenyCIDRs;
 //  5. the mode: allow-all accepts; deny-all drops; custom accepts
 //     established flows (so a long download outlives its DNS entry's TTL),
 //     AllowCIDRs, and the addresses the resolver handed out for
 //     AllowDomains; everything else is dropped.
 //
-// So deny beats allow: a DenyCIDR inside an AllowCIDR, or an allowed domain
-// that resolves into a denied range (DNS rebinding to an internal address),
-// stays refused. Because step 4 precedes the established rule, an Update
-// that adds a DenyCIDR or switches to deny-all also cuts connections already
-// open; removing a domain or an AllowCIDR in custom mode stops new
-// connections at once but lets already established ones finish.
+// So deny beats allow: a DenyCIDR inside an AllowCIDR, an operator-blocked
+// range inside a policy's AllowCIDRs, or an allowed domain that resolves
+// into a denied range (DNS rebinding to an internal address), stays refused.
+// Config.AllowPrivate only takes ranges out of the default refusal: the
+// policy still decides about them. Because step 4 precedes the established
+// rule, an Update that adds a DenyCIDR or switches to deny-all also cuts
+// connections already open; removing a domain or an AllowCIDR in custom mode
+// stops new connections at once but lets already established ones finish.
+//
+// # The host's addresses change
+//
+// The host side gains and loses addresses while sandboxes run (a new NIC,
+// docker0, a VPN, DHCP). The Manager subscribes to netlink's address
+// notifications in the host-side namespace and, when an address outside the
+// static deny ranges comes or goes, rewrites every sandbox's deny sets (one
+// atomic batch each, resolved addresses kept); a burst of changes is
+// gathered for 50 ms first. Until then a new public address of the host is
+// reachable; private and link-local ones are refused by the static ranges
+// anyway. Creating a sandbox reads the cached list instead of dumping the
+// host's addresses. On start, New rewrites the rules of every network it
+// re-adopts, so a changed BlockCIDRs or AllowPrivate applies to running
+// sandboxes too (a network whose state file was lost is enforced deny-all,
+// as it is reported, until its policy is set again).
 //
 // # Domain rules: a DNS resolver, not an SNI proxy
 //
@@ -79,10 +102,15 @@
 // a resolver listening on the host end of its own veth (Network.DNS, UDP and
 // TCP port 53, bound to that one address, so nothing else on the host is
 // exposed). It answers REFUSED for names the policy does not allow, forwards
-// the others upstream and, before replying, adds every A/AAAA in the answer
-// (CNAME targets included) to a set with timeout max(TTL, 30 s) that the
-// output chain accepts. This works for every protocol (not only TLS) and
-// needs no certificate tricks, but it has limits an SNI/HTTP proxy would not:
+// the others upstream and, before replying, removes from the answer every
+// address the sandbox may not reach (the deny sets above: A and AAAA records,
+// glue, SVCB/HTTPS address hints); if that leaves none of the answer's
+// addresses (a name, or a CNAME chain, leading only into the LAN: DNS
+// rebinding), the answer is REFUSED. In custom mode it then adds every
+// remaining A/AAAA of the answer (CNAME targets included) to a set with
+// timeout max(TTL, 30 s) that the output chain accepts. This works for every
+// protocol (not only TLS) and needs no certificate tricks, but it has limits
+// an SNI/HTTP proxy would not:
 //
 //   - it allows addresses, not names: an IP shared by many names (CDNs,
 //     virtual hosting) lets the sandbox reach every name on it, including
@@ -95,6 +123,17 @@
 //     the apex;
 //   - while paddock is restarting, the resolver is down (lookups time out;
 //     rules in the namespace keep applying).
+//
+// Each resolver answers at most Config.DNSRate queries a second (a token
+// bucket of Config.DNSBurst) and has at most Config.DNSMaxInFlight upstream
+// at once (all resolvers together 1024); past either a query is REFUSED at
+// once, so a flood costs paddock neither goroutines nor sockets that wait.
+// Its TCP side holds at most 16 connections. Queries go upstream through a
+// pool of UDP sockets shared by all resolvers (TCP only for truncated
+// answers), each used by one query at a time and retired after 100 queries;
+// every query leaves with an ID of paddock's choosing and its answer must
+// match the question. There is no cache: each sandbox's queries reach the
+// upstream servers, within its rate.
 //
 // # Requirements on the caller
 //

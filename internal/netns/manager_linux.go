@@ -13,6 +13,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+
+	"go4.org/netipx"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/vishvananda/netlink"
@@ -28,6 +31,21 @@ type Manager struct {
 	hostNS *os.File        // the host-side namespace
 	sameNS bool            // hostNS is paddock's own namespace: no setns needed
 	host   *netlink.Handle // netlink socket in hostNS
+
+	// static is Config.staticBlocked; blocked is static plus the host's
+	// addresses, swapped whenever those change (see watchHost).
+	static  *netipx.IPSet
+	blocked atomic.Pointer[netipx.IPSet]
+	// hostAddrs are the host-side addresses outside static, sorted: owned
+	// by New, then by the watchHost goroutine.
+	hostAddrs []netip.Addr
+	// up forwards every resolver's queries; dnsSlots caps the queries all
+	// resolvers have upstream at once.
+	up       *upstream
+	dnsSlots chan struct{}
+	// stopWatch ends watchHost, which closes watchDone.
+	stopWatch chan struct{}
+	watchDone chan struct{}
 
 	mu     sync.Mutex
 	nets   map[string]*entry // guarded by mu
@@ -64,8 +82,13 @@ func New(cfg Config) (*Manager, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	static, err := cfg.staticBlocked()
+	if err != nil {
+		return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "netns: blocked ranges: %v", err)
+	}
 	m := &Manager{cfg: cfg, log: cfg.Logger, dir: filepath.Join(cfg.DataDir, "netns"), tag: instanceTag(cfg.DataDir),
-		nets: map[string]*entry{}, slots: map[int]string{}}
+		nets: map[string]*entry{}, slots: map[int]string{}, static: static,
+		dnsSlots: make(chan struct{}, maxDNSInFlightTotal), stopWatch: make(chan struct{}), watchDone: make(chan struct{})}
 	if err := os.MkdirAll(m.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("netns: %w", err)
 	}
@@ -99,10 +122,32 @@ func New(cfg Config) (*Manager, error) {
 		m.hostNS.Close()
 		return nil, err
 	}
+	m.up = newUpstream(cfg.Upstream, m.inHost)
+	// Subscribe before the first dump, so no address added in between is
+	// missed; the watcher owns the subscription from here on.
+	sub, err := m.subscribeHost()
+	if err != nil {
+		m.up.close()
+		m.host.Close()
+		m.hostNS.Close()
+		return nil, fmt.Errorf("netns: watch host addresses: %w", err)
+	}
+	if _, err := m.refreshHost(); err != nil {
+		sub.stop()
+		m.up.close()
+		m.host.Close()
+		m.hostNS.Close()
+		return nil, err
+	}
 	if err := m.readopt(); err != nil {
+		sub.stop()
+		close(m.watchDone) // no watcher to wait for
 		m.Close()
 		return nil, err
 	}
+	// After readopt, which fills m.nets alone; changes meanwhile wait in
+	// the subscription.
+	go m.watchHost(sub)
 	return m, nil
 }
 
@@ -122,6 +167,8 @@ func (m *Manager) Close() error {
 		ents = append(ents, e)
 	}
 	m.mu.Unlock()
+	close(m.stopWatch)
+	<-m.watchDone
 	for _, e := range ents {
 		e.mu.Lock()
 		if e.res != nil {
@@ -134,6 +181,7 @@ func (m *Manager) Close() error {
 		}
 		e.mu.Unlock()
 	}
+	m.up.close()
 	m.host.Close()
 	return m.hostNS.Close()
 }
@@ -234,11 +282,7 @@ func (m *Manager) setup(e *entry, id string, policy Policy) error {
 			}
 		}
 	}
-	in, err := m.ruleInput(e.net.HostAddr, policy)
-	if err != nil {
-		return err
-	}
-	if err := program(int(ns.Fd()), in, true, false); err != nil {
+	if err := program(int(ns.Fd()), m.ruleInput(e.net.HostAddr, policy), true, false); err != nil {
 		return err
 	}
 	if e.res, err = m.startResolver(id, hostAddr, int(ns.Fd()), policy); err != nil {
@@ -262,10 +306,7 @@ func (m *Manager) Update(ctx context.Context, id string, policy Policy) error {
 	if e.gone || e.ns == nil {
 		return sandbox.Errorf(sandbox.ErrNotFound, "network_not_found", "sandbox %s has no network", id)
 	}
-	in, err := m.ruleInput(e.net.HostAddr, policy)
-	if err != nil {
-		return err
-	}
+	in := m.ruleInput(e.net.HostAddr, policy)
 	old := e.net.Policy
 	flushDNS := old.Mode != policy.Mode || !slices.Equal(old.AllowDomains, policy.AllowDomains)
 	// Rules first, then the resolver: in between, the resolver may still
@@ -411,21 +452,26 @@ func (m *Manager) allocLocked(id string) int {
 	return -1
 }
 
-// ruleInput computes the always-refused list now, since host addresses can
-// change between sandboxes.
-func (m *Manager) ruleInput(hostAddr netip.Addr, p Policy) (ruleInput, error) {
-	addrs, err := m.host.AddrList(nil, netlink.FAMILY_ALL)
+// ruleInput is what the rules of a sandbox with policy p are made of now.
+func (m *Manager) ruleInput(hostAddr netip.Addr, p Policy) ruleInput {
+	return ruleInput{policy: p, hostAddr: hostAddr, blocked: m.blocked.Load()}
+}
+
+// reprogram replaces the rules of e's namespace with what its policy and
+// the current blocked ranges make; the resolved addresses stay. Used on
+// re-adoption (the configuration or the host may have changed while paddock
+// was down) and when the host's addresses change. e.mu is held.
+func (m *Manager) reprogram(e *entry) error {
+	in := m.ruleInput(e.net.HostAddr, e.net.Policy)
+	err := program(int(e.ns.Fd()), in, false, false)
 	if err != nil {
-		return ruleInput{}, fmt.Errorf("list host addresses: %w", err)
-	}
-	blocked := slices.Concat([]netip.Prefix{m.cfg.Pool}, builtinBlocked, m.cfg.BlockCIDRs)
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			ip = ip.Unmap()
-			blocked = append(blocked, netip.PrefixFrom(ip, ip.BitLen()))
+		// No table at all (a crash between the namespace and its rules):
+		// install it whole.
+		if err2 := program(int(e.ns.Fd()), in, true, false); err2 == nil {
+			return nil
 		}
 	}
-	return ruleInput{policy: p, hostAddr: hostAddr, blocked: blocked}, nil
+	return err
 }
 
 func (m *Manager) writeState(e *entry) error {
@@ -522,6 +568,14 @@ func (m *Manager) adopt(id string) error {
 		return fmt.Errorf("address slot %d unusable (pool changed?)", e.slot)
 	}
 	e.net.NSPath = pin
+	// The rules as this configuration makes them: BlockCIDRs, AllowPrivate
+	// or the host's addresses may have changed while paddock was down. A
+	// network whose state file was lost is reported deny-all, and now
+	// enforced so, until its policy is set again.
+	if err := m.reprogram(e); err != nil {
+		ns.Close()
+		return fmt.Errorf("rules: %w", err)
+	}
 	m.slots[e.slot] = id
 	m.nets[id] = e
 	if e.res, err = m.startResolver(id, e.net.HostAddr, int(ns.Fd()), e.net.Policy); err != nil {

@@ -12,6 +12,9 @@ import (
 	"slices"
 	"strings"
 
+	"go4.org/netipx"
+
+	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -32,6 +35,15 @@ const (
 	maxCIDRs   = 1024
 )
 
+// Default limits of each sandbox's resolver: generous for package managers
+// (a lookup or two per connection), far below what would strain paddock or
+// the upstream servers.
+const (
+	DefaultDNSRate        = 100
+	DefaultDNSBurst       = 200
+	DefaultDNSMaxInFlight = 32
+)
+
 // Config configures a Manager.
 type Config struct {
 	// DataDir is paddock's data dir; namespaces are pinned under DataDir/netns.
@@ -46,8 +58,23 @@ type Config struct {
 	// nameservers of /etc/resolv.conf).
 	Upstream []netip.AddrPort
 	// BlockCIDRs are refused to every sandbox, whatever its policy, on top of
-	// the built-in list (e.g. the host's LAN).
+	// the built-in list (a public service the operator keeps out of reach).
+	// They win over AllowPrivate.
 	BlockCIDRs []netip.Prefix
+	// AllowPrivate lists parts of netguard.Private (RFC 1918, 100.64/10,
+	// 198.18/15 ...) that sandboxes may reach, as their policy says: those
+	// ranges are refused by default in every mode. It never opens
+	// netguard.Reserved (link-local, metadata), loopback, the host's own
+	// addresses, the pool or BlockCIDRs.
+	AllowPrivate []netip.Prefix
+	// DNSRate and DNSBurst bound the queries one sandbox's resolver answers
+	// (a token bucket: DNSRate per second, DNSBurst at once); DNSMaxInFlight
+	// bounds the queries it has upstream at once. Over either, a query gets
+	// REFUSED. Defaults: DefaultDNSRate, DefaultDNSBurst,
+	// DefaultDNSMaxInFlight.
+	DNSRate        float64
+	DNSBurst       int
+	DNSMaxInFlight int
 	// NAT makes allowed egress routable past the host: New sets
 	// net.ipv4.ip_forward=1 in the host-side namespace and (re)programs
 	// table "ip paddock-nat" there, masquerading the pool on every interface
@@ -67,6 +94,15 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.DNSRate == 0 {
+		c.DNSRate = DefaultDNSRate
+	}
+	if c.DNSBurst == 0 {
+		c.DNSBurst = DefaultDNSBurst
+	}
+	if c.DNSMaxInFlight == 0 {
+		c.DNSMaxInFlight = DefaultDNSMaxInFlight
 	}
 	if len(c.Upstream) == 0 {
 		ups, err := resolvConfNameservers("/etc/resolv.conf")
@@ -99,6 +135,14 @@ func (c Config) Validate() error {
 		if !b.IsValid() {
 			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "netns: invalid BlockCIDRs entry %v", b)
 		}
+	}
+	for _, a := range c.AllowPrivate {
+		if !a.IsValid() {
+			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "netns: invalid AllowPrivate entry %v", a)
+		}
+	}
+	if c.DNSRate < 0 || c.DNSBurst < 0 || c.DNSMaxInFlight < 0 {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "netns: DNS limits must not be negative")
 	}
 	return nil
 }
@@ -251,67 +295,48 @@ func slotOf(pool netip.Prefix, a netip.Addr) int {
 // poolSlots is how many /30s pool holds.
 func poolSlots(pool netip.Prefix) int { return 1 << (32 - pool.Bits() - 2) }
 
-// addrRange is an inclusive range of addresses of one family.
-type addrRange struct{ first, last netip.Addr }
-
-// mergeRanges turns prefixes of one family into sorted, disjoint,
-// non-adjacent ranges: the kernel refuses overlapping interval elements.
-func mergeRanges(ps []netip.Prefix) []addrRange {
-	rs := make([]addrRange, 0, len(ps))
-	for _, p := range ps {
-		p = p.Masked()
-		rs = append(rs, addrRange{p.Addr(), lastAddr(p)})
-	}
-	slices.SortFunc(rs, func(a, b addrRange) int { return a.first.Compare(b.first) })
-	var out []addrRange
-	for _, r := range rs {
-		if n := len(out); n > 0 {
-			cur := &out[n-1]
-			next := cur.last.Next()
-			if !next.IsValid() || r.first.Compare(next) <= 0 {
-				cur.last = maxAddr(cur.last, r.last)
-				continue
-			}
-		}
-		out = append(out, r)
-	}
-	return out
-}
-
-func maxAddr(a, b netip.Addr) netip.Addr {
-	if a.Compare(b) >= 0 {
-		return a
-	}
-	return b
-}
-
-// lastAddr is the highest address in p.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	bits := p.Bits()
-	for i := range b {
-		for j := 0; j < 8; j++ {
-			if i*8+j >= bits {
-				b[i] |= 0x80 >> j
-			}
-		}
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
-}
-
-// builtinBlocked are refused to every sandbox on top of the host's addresses
-// and the pool.
-var builtinBlocked = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),
+// hardBlocked are refused to every sandbox whatever the operator allows, on
+// top of the host's addresses and the pool: netguard.Reserved (link-local,
+// metadata, multicast, broadcast, NAT64), loopback off lo, and IPv4-mapped
+// IPv6 (the kernel would send those as IPv4, around the IPv6 rules).
+var hardBlocked = slices.Concat(netguard.Reserved, []netip.Prefix{
 	netip.MustParsePrefix("127.0.0.0/8"),
-	netip.MustParsePrefix("169.254.0.0/16"),
-	netip.MustParsePrefix("224.0.0.0/4"),
-	netip.MustParsePrefix("255.255.255.255/32"),
 	netip.MustParsePrefix("::1/128"),
 	netip.MustParsePrefix("::ffff:0:0/96"),
-	netip.MustParsePrefix("fe80::/10"),
-	netip.MustParsePrefix("ff00::/8"),
+})
+
+// staticBlocked is what the configuration refuses to every sandbox: the
+// pool, hardBlocked, netguard.Private but AllowPrivate, and BlockCIDRs
+// (which win over AllowPrivate). The host's addresses come on top (they
+// change while paddock runs).
+func (c Config) staticBlocked() (*netipx.IPSet, error) {
+	var b netipx.IPSetBuilder
+	for _, p := range netguard.Private {
+		b.AddPrefix(p)
+	}
+	for _, p := range c.AllowPrivate {
+		b.RemovePrefix(p)
+	}
+	for _, p := range slices.Concat(hardBlocked, []netip.Prefix{c.Pool}, c.BlockCIDRs) {
+		b.AddPrefix(p)
+	}
+	return b.IPSet()
+}
+
+// withBlocked returns base plus the prefixes ps and the addresses as.
+func withBlocked(base *netipx.IPSet, ps []netip.Prefix, as []netip.Addr) (*netipx.IPSet, error) {
+	if len(ps) == 0 && len(as) == 0 {
+		return base, nil
+	}
+	var b netipx.IPSetBuilder
+	b.AddSet(base)
+	for _, p := range ps {
+		b.AddPrefix(p)
+	}
+	for _, a := range as {
+		b.Add(a)
+	}
+	return b.IPSet()
 }
 
 // resolvConfNameservers reads the nameservers of a resolv.conf file.

@@ -36,6 +36,14 @@ var (
 	tnBlocked  = netip.MustParseAddr("198.51.100.20")   // blocked.test
 	tnCIDR     = netip.MustParseAddr("198.51.100.30")   // only reachable by CIDR
 	tnMetadata = netip.MustParseAddr("169.254.169.254") // fake cloud metadata, in the fake internet
+	// Addresses of networks that are not the internet, behind the fake
+	// internet too: a LAN, a carrier-grade NAT / VPN range, and Alibaba's
+	// metadata service inside that range.
+	tnPrivate = netip.MustParseAddr("10.99.0.10")
+	tnCarrier = netip.MustParseAddr("100.64.0.10")
+	tnAlibaba = netip.MustParseAddr("100.100.100.200")
+	// tnPrivateNets are routed from the host namespace to the fake internet.
+	tnPrivateNets = []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24"), netip.MustParsePrefix("100.64.0.0/10")}
 )
 
 const (
@@ -66,7 +74,14 @@ type testbed struct {
 	hostPin string
 	m       *Manager
 	cfg     Config
+	// slow holds the fake internet's answers to slow.test until closed
+	// (release).
+	slow        chan struct{}
+	releaseOnce sync.Once
 }
+
+// release lets the fake internet answer the slow.test queries it holds.
+func (tb *testbed) release() { tb.releaseOnce.Do(func() { close(tb.slow) }) }
 
 // newTestbed builds the topology and a Manager whose host side is the test's
 // host namespace.
@@ -74,7 +89,7 @@ func newTestbed(t testing.TB) *testbed {
 	t.Helper()
 	requireRoot(t)
 	dir := t.TempDir()
-	tb := &testbed{dir: dir, hostPin: filepath.Join(dir, "host")}
+	tb := &testbed{dir: dir, hostPin: filepath.Join(dir, "host"), slow: make(chan struct{})}
 	checkRealHostUntouched(t, instanceTag(filepath.Join(dir, "data")))
 	inetPin := filepath.Join(dir, "inet")
 	for _, pin := range []string{tb.hostPin, inetPin} {
@@ -109,7 +124,7 @@ func newTestbed(t testing.TB) *testbed {
 	}
 	ilo, err := ih.LinkByName("lo")
 	must(err)
-	for _, a := range []netip.Addr{tnAllowed, tnBlocked, tnCIDR, tnMetadata} {
+	for _, a := range []netip.Addr{tnAllowed, tnBlocked, tnCIDR, tnMetadata, tnPrivate, tnCarrier, tnAlibaba} {
 		must(ih.AddrAdd(ilo, &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}}))
 	}
 	// The fake internet routes the pool back through the host namespace;
@@ -120,14 +135,17 @@ func newTestbed(t testing.TB) *testbed {
 	up, err := hh.LinkByName("uplink")
 	must(err)
 	must(hh.RouteAdd(&netlink.Route{LinkIndex: up.Attrs().Index, Dst: prefixNet(netip.PrefixFrom(tnMetadata, 32)), Gw: tnInet.AsSlice()}))
+	for _, p := range tnPrivateNets {
+		must(hh.RouteAdd(&netlink.Route{LinkIndex: up.Attrs().Index, Dst: prefixNet(p), Gw: tnInet.AsSlice()}))
+	}
 	// ip_forward is per namespace: this sets it in the test's host
 	// namespace only (checkRealHostUntouched verifies that).
 	must(inNS(int(hostNS.Fd()), func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
 	}))
 
-	startFakeDNS(t, inetNS)
-	for _, a := range []netip.Addr{tnInet, tnAllowed, tnBlocked, tnCIDR, tnMetadata} {
+	startFakeDNS(t, inetNS, tb.slow, tb.release)
+	for _, a := range []netip.Addr{tnInet, tnAllowed, tnBlocked, tnCIDR, tnMetadata, tnPrivate, tnCarrier, tnAlibaba} {
 		serveTCP(t, inetNS, netip.AddrPortFrom(a, inetPort))
 	}
 	serveTCP(t, hostNS, netip.AddrPortFrom(netip.IPv4Unspecified(), hostPort))
@@ -246,25 +264,40 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-// startFakeDNS answers allowed.test and blocked.test (and their www.
-// subdomains) in the fake internet; anything else is NXDOMAIN.
-func startFakeDNS(t testing.TB, ns *os.File) {
+// startFakeDNS answers in the fake internet: allowed.test (and www.),
+// blocked.test, metadata.test, lan.test (a private address), cname-lan.test
+// (a CNAME to lan.test, with its address, as resolvers answer), mixed.test
+// (a private and a public address) and slow.test (held until slow closes);
+// anything else is NXDOMAIN. release runs before the server shuts down.
+func startFakeDNS(t testing.TB, ns *os.File, slow <-chan struct{}, release func()) {
 	t.Helper()
-	records := map[string]netip.Addr{
-		"allowed.test.": tnAllowed, "www.allowed.test.": tnAllowed,
-		"blocked.test.": tnBlocked, "metadata.test.": tnMetadata,
+	records := map[string][]netip.Addr{
+		"allowed.test.": {tnAllowed}, "www.allowed.test.": {tnAllowed},
+		"blocked.test.": {tnBlocked}, "metadata.test.": {tnMetadata},
+		"lan.test.": {tnPrivate}, "mixed.test.": {tnPrivate, tnAllowed}, "slow.test.": {tnAllowed},
+	}
+	a := func(name string, ip netip.Addr) dns.RR {
+		return &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: fakeTTLSecond}, A: ip.AsSlice()}
 	}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(req)
 		q := req.Question[0]
-		a, ok := records[strings.ToLower(q.Name)]
+		name := strings.ToLower(q.Name)
+		if name == "slow.test." {
+			<-slow
+		}
+		ips, ok := records[name]
 		switch {
+		case name == "cname-lan.test." && q.Qtype == dns.TypeA:
+			m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeCNAME,
+				Class: dns.ClassINET, Ttl: fakeTTLSecond}, Target: "lan.test."}, a("lan.test.", tnPrivate))
 		case !ok:
 			m.Rcode = dns.RcodeNameError
 		case q.Qtype == dns.TypeA:
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA,
-				Class: dns.ClassINET, Ttl: fakeTTLSecond}, A: a.AsSlice()})
+			for _, ip := range ips {
+				m.Answer = append(m.Answer, a(q.Name, ip))
+			}
 		}
 		w.WriteMsg(m)
 	})
@@ -280,7 +313,7 @@ func startFakeDNS(t testing.TB, ns *os.File) {
 	done := make(chan struct{})
 	go func() { defer close(done); srv.ActivateAndServe() }()
 	<-started
-	t.Cleanup(func() { srv.Shutdown(); <-done })
+	t.Cleanup(func() { release(); srv.Shutdown(); <-done })
 }
 
 // serveTCP listens in ns on ap and answers every connection with
@@ -437,6 +470,30 @@ type check struct {
 	dial   string // address to connect to, or
 	lookup string // name to resolve
 	ok     bool   // connect succeeds / lookup answers NOERROR
+	// addrs, when set, is the answer a lookup must give.
+	addrs []netip.Addr
+}
+
+// run makes the probe from d, a dialer in the sandbox n.
+func (c check) run(t *testing.T, d *nsDialer, n *Network) {
+	t.Helper()
+	if c.dial != "" {
+		if err := d.dial(c.dial, c.ok); (err == nil) != c.ok {
+			t.Errorf("%s: dial %s: err=%v, want ok=%v", c.name, c.dial, err, c.ok)
+		}
+		return
+	}
+	rcode, addrs, err := d.lookup(n.DNS, c.lookup)
+	switch {
+	case err != nil:
+		t.Errorf("%s: lookup %s: %v", c.name, c.lookup, err)
+	case (rcode == dns.RcodeSuccess) != c.ok:
+		t.Errorf("%s: lookup %s: rcode %s, want ok=%v", c.name, c.lookup, dns.RcodeToString[rcode], c.ok)
+	case !c.ok && rcode != dns.RcodeRefused:
+		t.Errorf("%s: lookup %s: rcode %s, want REFUSED", c.name, c.lookup, dns.RcodeToString[rcode])
+	case c.addrs != nil && !slices.Equal(addrs, c.addrs):
+		t.Errorf("%s: lookup %s = %v, want %v", c.name, c.lookup, addrs, c.addrs)
+	}
 }
 
 func TestEgressPolicies(t *testing.T) {
@@ -449,6 +506,7 @@ func TestEgressPolicies(t *testing.T) {
 	t.Run("controls from host namespace", func(t *testing.T) {
 		h := newNSDialer(t, tb.hostPin)
 		for _, a := range []string{ap(tnHost, hostPort), ap(tnAllowed, inetPort), ap(tnMetadata, inetPort),
+			ap(tnPrivate, inetPort), ap(tnCarrier, inetPort), ap(tnAlibaba, inetPort),
 			ap(other.SandboxAddr, sandboxPort), ap(other.HostAddr, hostPort)} {
 			if err := h.dial(a, true); err != nil {
 				t.Errorf("host namespace cannot reach %s: %v", a, err)
@@ -464,6 +522,9 @@ func TestEgressPolicies(t *testing.T) {
 			{name: "other sandbox", dial: ap(other.SandboxAddr, sandboxPort)},
 			{name: "other sandbox's host end", dial: ap(other.HostAddr, hostPort)},
 			{name: "metadata", dial: ap(tnMetadata, inetPort)},
+			{name: "private (RFC 1918)", dial: ap(tnPrivate, inetPort)},
+			{name: "carrier-grade NAT", dial: ap(tnCarrier, inetPort)},
+			{name: "alibaba metadata", dial: ap(tnAlibaba, inetPort)},
 			{name: "loopback", dial: ap(netip.MustParseAddr("127.0.0.1"), loopbackPort), ok: true},
 			{name: "own address", dial: ap(n.SandboxAddr, loopbackPort), ok: true},
 		}
@@ -477,13 +538,16 @@ func TestEgressPolicies(t *testing.T) {
 			{name: "internet", dial: ap(tnInet, inetPort), ok: true},
 			{name: "any address", dial: ap(tnBlocked, inetPort), ok: true},
 			{name: "any name", lookup: "blocked.test", ok: true},
-			{name: "name resolving to metadata", lookup: "metadata.test", ok: true},
+			{name: "name resolving to metadata", lookup: "metadata.test"},
+			{name: "name resolving to the LAN", lookup: "lan.test"},
+			{name: "CNAME into the LAN", lookup: "cname-lan.test"},
+			{name: "public address kept, private dropped", lookup: "mixed.test", ok: true, addrs: []netip.Addr{tnAllowed}},
 		}},
 		{"deny-all", Policy{Mode: ModeDenyAll}, []check{
 			{name: "internet", dial: ap(tnInet, inetPort)},
 			{name: "name", lookup: "allowed.test"},
 		}},
-		{"custom domains", Policy{Mode: ModeCustom, AllowDomains: []string{"allowed.test", "*.allowed.test", "metadata.test"}}, []check{
+		{"custom domains", Policy{Mode: ModeCustom, AllowDomains: []string{"allowed.test", "*.allowed.test", "metadata.test", "lan.test"}}, []check{
 			{name: "allowed address before lookup", dial: ap(tnAllowed, inetPort)},
 			{name: "allowed name", lookup: "allowed.test", ok: true},
 			{name: "allowed address after lookup", dial: ap(tnAllowed, inetPort), ok: true},
@@ -491,8 +555,10 @@ func TestEgressPolicies(t *testing.T) {
 			{name: "blocked name", lookup: "blocked.test"},
 			{name: "blocked address", dial: ap(tnBlocked, inetPort)},
 			{name: "other address", dial: ap(tnInet, inetPort)},
-			{name: "allowed name resolving to metadata", lookup: "metadata.test", ok: true},
+			{name: "allowed name resolving to metadata", lookup: "metadata.test"},
 			{name: "metadata stays refused", dial: ap(tnMetadata, inetPort)},
+			{name: "allowed name resolving to the LAN", lookup: "lan.test"},
+			{name: "LAN stays refused", dial: ap(tnPrivate, inetPort)},
 		}},
 		{"custom CIDRs, deny wins", Policy{Mode: ModeCustom,
 			AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("169.254.0.0/16")},
@@ -509,21 +575,7 @@ func TestEgressPolicies(t *testing.T) {
 			serveTCP(t, openNS(t, n.NSPath), netip.AddrPortFrom(netip.IPv4Unspecified(), loopbackPort))
 			d := newNSDialer(t, n.NSPath)
 			for _, c := range append(tt.checks, always(n)...) {
-				if c.dial != "" {
-					err := d.dial(c.dial, c.ok)
-					if (err == nil) != c.ok {
-						t.Errorf("%s: dial %s: err=%v, want ok=%v", c.name, c.dial, err, c.ok)
-					}
-					continue
-				}
-				rcode, _, err := d.lookup(n.DNS, c.lookup)
-				if err != nil {
-					t.Errorf("%s: lookup %s: %v", c.name, c.lookup, err)
-				} else if (rcode == dns.RcodeSuccess) != c.ok {
-					t.Errorf("%s: lookup %s: rcode %s, want ok=%v", c.name, c.lookup, dns.RcodeToString[rcode], c.ok)
-				} else if !c.ok && rcode != dns.RcodeRefused {
-					t.Errorf("%s: lookup %s: rcode %s, want REFUSED", c.name, c.lookup, dns.RcodeToString[rcode])
-				}
+				c.run(t, d, n)
 			}
 		})
 	}
@@ -869,5 +921,206 @@ func setForward(t testing.TB, ns *os.File, v string) {
 		return os.WriteFile(ipForwardPath, []byte(v), 0o644)
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestOperatorRanges: the operator's allow list opens private ranges to the
+// policy (not Reserved ones), BlockCIDRs closes a public address whatever
+// the policy says, and a restart applies both to sandboxes already running.
+func TestOperatorRanges(t *testing.T) {
+	tb := newTestbed(t)
+	early := tb.setup(t, "early", Policy{Mode: ModeAllowAll})
+	ed := newNSDialer(t, early.NSPath)
+	if err := ed.dial(ap(tnPrivate, inetPort), false); err == nil {
+		t.Fatal("default config: a private address is reachable in allow-all")
+	}
+
+	if err := tb.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tb.cfg.AllowPrivate = tnPrivateNets
+	tb.cfg.BlockCIDRs = []netip.Prefix{netip.PrefixFrom(tnCIDR, 32)}
+	tb.m = tb.newManager(t)
+
+	tests := []struct {
+		name   string
+		policy Policy
+		checks []check
+	}{
+		{"allow-all", Policy{Mode: ModeAllowAll}, []check{
+			{name: "allowed private", dial: ap(tnPrivate, inetPort), ok: true},
+			{name: "allowed carrier-grade NAT", dial: ap(tnCarrier, inetPort), ok: true},
+			{name: "alibaba metadata inside the allowed range", dial: ap(tnAlibaba, inetPort)},
+			{name: "metadata", dial: ap(tnMetadata, inetPort)},
+			{name: "operator-blocked public address", dial: ap(tnCIDR, inetPort)},
+			{name: "other public address", dial: ap(tnAllowed, inetPort), ok: true},
+			{name: "name in an allowed private range", lookup: "lan.test", ok: true, addrs: []netip.Addr{tnPrivate}},
+		}},
+		{"custom allowing the blocked address", Policy{Mode: ModeCustom,
+			AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}, []check{
+			{name: "operator block wins", dial: ap(tnCIDR, inetPort)},
+			{name: "rest of the allowed CIDR", dial: ap(tnAllowed, inetPort), ok: true},
+			{name: "private not in the policy", dial: ap(tnPrivate, inetPort)},
+		}},
+		{"deny-all", Policy{Mode: ModeDenyAll}, []check{
+			{name: "allowed private still needs the policy", dial: ap(tnPrivate, inetPort)},
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := tb.setup(t, fmt.Sprintf("op-%d", i), tt.policy)
+			d := newNSDialer(t, n.NSPath)
+			for _, c := range tt.checks {
+				c.run(t, d, n)
+			}
+		})
+	}
+	t.Run("running sandbox after restart", func(t *testing.T) {
+		if err := ed.dial(ap(tnPrivate, inetPort), true); err != nil {
+			t.Errorf("allowed private address: %v", err)
+		}
+		if err := ed.dial(ap(tnCIDR, inetPort), false); err == nil {
+			t.Error("operator-blocked address reachable")
+		}
+	})
+}
+
+// TestResolverLimits: a flood gets REFUSED past the sandbox's rate, and
+// queries past its in-flight cap get REFUSED at once instead of queueing.
+func TestResolverLimits(t *testing.T) {
+	tb := newTestbed(t)
+	if err := tb.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const rateQPS, burst, inFlight = 5, 10, 4
+	tb.cfg.DNSRate, tb.cfg.DNSBurst, tb.cfg.DNSMaxInFlight = rateQPS, burst, inFlight
+	tb.m = tb.newManager(t)
+
+	t.Run("rate", func(t *testing.T) {
+		n := tb.setup(t, "flood", Policy{Mode: ModeAllowAll})
+		d := newNSDialer(t, n.NSPath)
+		const queries = 100
+		var ok, refused int
+		start := time.Now()
+		err := d.do(func() error {
+			c := &dns.Client{Net: "udp", Timeout: allowTimeout}
+			for i := range queries {
+				if time.Since(start) > time.Minute {
+					return fmt.Errorf("%d queries took over a minute", i)
+				}
+				m := new(dns.Msg)
+				m.SetQuestion("allowed.test.", dns.TypeA)
+				resp, _, err := c.Exchange(m, netip.AddrPortFrom(n.DNS, 53).String())
+				if err != nil {
+					return fmt.Errorf("query %d (%d answered, %d refused): %w", i, ok, refused, err)
+				}
+				switch resp.Rcode {
+				case dns.RcodeSuccess:
+					ok++
+				case dns.RcodeRefused:
+					refused++
+				default:
+					return fmt.Errorf("rcode %s", dns.RcodeToString[resp.Rcode])
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The bucket holds burst tokens and gains rateQPS per second.
+		most := burst + int(time.Since(start).Seconds()*rateQPS) + 1
+		if ok == 0 || ok > most || ok+refused != queries {
+			t.Fatalf("%d answered, %d refused of %d; want 1..%d answered, the rest refused", ok, refused, queries, most)
+		}
+	})
+
+	t.Run("in flight", func(t *testing.T) {
+		n := tb.setup(t, "stuck", Policy{Mode: ModeAllowAll})
+		d := newNSDialer(t, n.NSPath)
+		const queries = 2 * inFlight
+		conns := make([]net.Conn, queries)
+		if err := d.do(func() error {
+			for i := range conns {
+				c, err := net.Dial("udp4", netip.AddrPortFrom(n.DNS, 53).String())
+				if err != nil {
+					return err
+				}
+				t.Cleanup(func() { c.Close() })
+				conns[i] = c
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		rcodes := make(chan int, queries)
+		var wg sync.WaitGroup
+		for _, c := range conns {
+			wg.Go(func() {
+				m := new(dns.Msg)
+				m.SetQuestion("slow.test.", dns.TypeA)
+				dc := &dns.Conn{Conn: c}
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if err := dc.WriteMsg(m); err != nil {
+					rcodes <- -1
+					return
+				}
+				resp, err := dc.ReadMsg()
+				if err != nil {
+					rcodes <- -1
+					return
+				}
+				rcodes <- resp.Rcode
+			})
+		}
+		// The queries past the cap are answered while the others wait
+		// for the fake internet.
+		for range queries - inFlight {
+			if rc := <-rcodes; rc != dns.RcodeRefused {
+				tb.release()
+				wg.Wait()
+				t.Fatalf("a query answered %v while %d others were upstream, want REFUSED", rc, inFlight)
+			}
+		}
+		tb.release()
+		wg.Wait()
+		close(rcodes)
+		for rc := range rcodes {
+			if rc != dns.RcodeSuccess {
+				t.Errorf("a held query answered %v, want NOERROR once the upstream answered", rc)
+			}
+		}
+	})
+}
+
+// TestHostAddressesFollowed: an address the host side gains while a
+// sandbox runs (a new NIC, docker0) becomes unreachable from the sandbox
+// without any update of its policy.
+func TestHostAddressesFollowed(t *testing.T) {
+	tb := newTestbed(t)
+	n := tb.setup(t, "running", Policy{Mode: ModeAllowAll})
+	d := newNSDialer(t, n.NSPath)
+	hh := handleAt(t, openNS(t, tb.hostPin))
+	lo, err := hh.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A public-looking address: no static range covers it.
+	added := netip.MustParseAddr("203.0.113.7")
+	if err := hh.AddrAdd(lo, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(added, 32))}); err != nil {
+		t.Fatal(err)
+	}
+	// The host namespace's listener answers on every address, the new one
+	// included, until the sandbox's rules catch up.
+	deadline := time.Now().Add(5 * time.Second)
+	for d.dial(ap(added, hostPort), false) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the host's new address %v is still reachable from a running sandbox", added)
+		}
+	}
+	// And a sandbox made afterwards has it from the start.
+	later := tb.setup(t, "later", Policy{Mode: ModeAllowAll})
+	if err := newNSDialer(t, later.NSPath).dial(ap(added, hostPort), false); err == nil {
+		t.Errorf("the host's address %v is reachable from a new sandbox", added)
 	}
 }

@@ -123,33 +123,54 @@ func TestAddressing(t *testing.T) {
 	}
 }
 
-func TestMergeRanges(t *testing.T) {
+func TestStaticBlocked(t *testing.T) {
 	p := netip.MustParsePrefix
+	base := Config{DataDir: "/d", Pool: DefaultPool}
+	open := base
+	open.AllowPrivate = []netip.Prefix{p("10.0.0.0/8"), p("100.64.0.0/10"), p("127.0.0.0/8"), p("169.254.0.0/16"), p("fd00::/8")}
+	closed := open
+	closed.BlockCIDRs = []netip.Prefix{p("10.5.0.0/16"), p("93.184.216.0/24")}
 	tests := []struct {
-		name string
-		in   []netip.Prefix
-		want []string
+		name    string
+		c       Config
+		addr    string
+		blocked bool
 	}{
-		{"disjoint", []netip.Prefix{p("10.0.0.0/8"), p("192.168.0.0/16")}, []string{"10.0.0.0-10.255.255.255", "192.168.0.0-192.168.255.255"}},
-		{"contained", []netip.Prefix{p("10.0.0.0/8"), p("10.1.2.3/32")}, []string{"10.0.0.0-10.255.255.255"}},
-		{"adjacent", []netip.Prefix{p("10.0.0.4/30"), p("10.0.0.0/30")}, []string{"10.0.0.0-10.0.0.7"}},
-		{"unmasked", []netip.Prefix{p("10.0.0.9/30")}, []string{"10.0.0.8-10.0.0.11"}},
-		{"everything", []netip.Prefix{p("0.0.0.0/0"), p("1.2.3.4/32")}, []string{"0.0.0.0-255.255.255.255"}},
-		{"v6", []netip.Prefix{p("fe80::/10")}, []string{"fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff"}},
+		{"public", base, "93.184.216.34", false},
+		{"public v6", base, "2606:2800:220:1::248", false},
+		{"rfc1918", base, "10.1.2.3", true},
+		{"rfc1918 172", base, "172.17.0.1", true},
+		{"rfc1918 192", base, "192.168.1.1", true},
+		{"cgnat", base, "100.64.0.1", true},
+		{"alibaba metadata", base, "100.100.100.200", true},
+		{"benchmarking", base, "198.18.0.1", true},
+		{"ietf", base, "192.0.0.170", true},
+		{"this network", base, "0.0.0.1", true},
+		{"class E", base, "240.1.2.3", true},
+		{"metadata", base, "169.254.169.254", true},
+		{"unique local", base, "fd12::1", true},
+		{"mapped", base, "::ffff:8.8.8.8", true},
+		{"pool", base, "10.213.0.2", true},
+		{"allowed rfc1918", open, "10.1.2.3", false},
+		{"allowed cgnat", open, "100.64.0.1", false},
+		{"allowed unique local", open, "fd12::1", false},
+		{"alibaba metadata stays", open, "100.100.100.200", true},
+		{"loopback stays", open, "127.0.0.1", true},
+		{"link-local stays", open, "169.254.169.254", true},
+		{"pool stays", open, "10.213.0.2", true},
+		{"still private outside the allow list", open, "192.168.1.1", true},
+		{"block wins over allow", closed, "10.5.0.1", true},
+		{"allowed next to a block", closed, "10.6.0.1", false},
+		{"blocked public", closed, "93.184.216.34", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var got []string
-			for _, r := range mergeRanges(tt.in) {
-				got = append(got, r.first.String()+"-"+r.last.String())
+			set, err := tt.c.staticBlocked()
+			if err != nil {
+				t.Fatal(err)
 			}
-			if len(got) != len(tt.want) {
-				t.Fatalf("got %v, want %v", got, tt.want)
-			}
-			for i := range got {
-				if got[i] != tt.want[i] {
-					t.Fatalf("got %v, want %v", got, tt.want)
-				}
+			if got := set.Contains(netip.MustParseAddr(tt.addr)); got != tt.blocked {
+				t.Fatalf("%s blocked = %v, want %v", tt.addr, got, tt.blocked)
 			}
 		})
 	}

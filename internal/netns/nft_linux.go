@@ -3,12 +3,12 @@ package netns
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"go4.org/netipx"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,8 +57,8 @@ func newRules() *rules {
 // ruleInput is what a sandbox's ruleset is computed from.
 type ruleInput struct {
 	policy   Policy
-	hostAddr netip.Addr     // the resolver's address, the only host address reachable (port 53)
-	blocked  []netip.Prefix // always refused: host addresses, pool, built-ins, BlockCIDRs
+	hostAddr netip.Addr    // the resolver's address, the only host address reachable (port 53)
+	blocked  *netipx.IPSet // always refused: Config.staticBlocked and the host's addresses
 }
 
 // program installs (first=true) or replaces the ruleset in the namespace nsFd
@@ -71,13 +71,20 @@ func program(nsFd int, in ruleInput, first, flushDNS bool) error {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	r := newRules()
-	deny := slices.Concat(in.blocked, in.policy.DenyCIDRs)
+	deny, err := withBlocked(in.blocked, in.policy.DenyCIDRs, nil)
+	if err != nil {
+		return fmt.Errorf("deny set: %w", err)
+	}
 	var allow []netip.Prefix
 	if in.policy.Mode == ModeCustom {
 		allow = in.policy.AllowCIDRs
 	}
+	allowSet, err := withBlocked(&netipx.IPSet{}, allow, nil)
+	if err != nil {
+		return fmt.Errorf("allow set: %w", err)
+	}
 	deny4, deny6 := intervalElems(deny)
-	allow4, allow6 := intervalElems(allow)
+	allow4, allow6 := intervalElems(allowSet)
 	if first {
 		c.AddTable(r.table)
 		for _, s := range []struct {
@@ -186,29 +193,23 @@ func daddrIn(set *nftables.Set, verdict *expr.Verdict) []expr.Any {
 	}
 }
 
-// intervalElems turns prefixes into interval set elements, per family. An
+// intervalElems turns a set into interval set elements, per family. An
 // interval ending at the family's last address has no end element: the
-// kernel reads it as open-ended.
-func intervalElems(ps []netip.Prefix) (v4, v6 []nftables.SetElement) {
-	var p4, p6 []netip.Prefix
-	for _, p := range ps {
-		if p.Addr().Is4() {
-			p4 = append(p4, p)
+// kernel reads it as open-ended. The set's ranges are sorted, disjoint and
+// not adjacent, as the kernel wants them.
+func intervalElems(set *netipx.IPSet) (v4, v6 []nftables.SetElement) {
+	for _, r := range set.Ranges() {
+		elems := []nftables.SetElement{{Key: r.From().AsSlice()}}
+		if end := r.To().Next(); end.IsValid() {
+			elems = append(elems, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
+		}
+		if r.From().Is4() {
+			v4 = append(v4, elems...)
 		} else {
-			p6 = append(p6, p)
+			v6 = append(v6, elems...)
 		}
 	}
-	conv := func(ps []netip.Prefix) []nftables.SetElement {
-		var out []nftables.SetElement
-		for _, r := range mergeRanges(ps) {
-			out = append(out, nftables.SetElement{Key: r.first.AsSlice()})
-			if end := r.last.Next(); end.IsValid() {
-				out = append(out, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
-			}
-		}
-		return out
-	}
-	return conv(p4), conv(p6)
+	return v4, v6
 }
 
 // allowResolved adds resolved addresses to the sandbox's allow sets with a
