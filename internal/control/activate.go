@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -431,11 +432,17 @@ func imageOf(sb sandbox.Sandbox) string {
 }
 
 // waitHealthy polls the app's health path until it answers 2xx, the app
-// exits, or HealthTimeout passes.
+// exits, or HealthTimeout passes. A redirect is not followed: it counts as
+// "not healthy yet", like any other status but 2xx.
 func (s *Service) waitHealthy(ctx context.Context, r *run, ag Agent, cmdID string, target *url.URL) error {
 	limit := r.spec.healthTimeout(s.cfg.HealthTimeout)
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
+	client, err := probeClient(target.Host)
+	if err != nil {
+		return fail("app_unhealthy", "%v", err)
+	}
+	defer client.CloseIdleConnections()
 	u := target.String() + r.spec.HealthPath
 	var last string
 	wait := firstProbeWait
@@ -447,13 +454,15 @@ func (s *Service) waitHealthy(ctx context.Context, r *run, ag Agent, cmdID strin
 			tail, _ := ag.Tail(s.ctx, cmdID, logTailBytes)
 			return &stepError{code: "app_exited", msg: "the app " + exitDesc(cmd) + " before it was healthy", tail: tail}
 		}
-		status, err := s.probe(ctx, u, r.spec.AppSecretHeader, r.secret)
-		if err == nil && status >= 200 && status < 300 {
+		status, err := probe(ctx, client, u, r.spec.AppSecretHeader, r.secret)
+		switch {
+		case err == nil && status >= 200 && status < 300:
 			return nil
-		}
-		if err != nil {
+		case err != nil:
 			last = err.Error()
-		} else {
+		case status >= 300 && status < 400:
+			last = "status " + strconv.Itoa(status) + " (redirects are not followed)"
+		default:
 			last = "status " + strconv.Itoa(status)
 		}
 		timer.Reset(wait)
@@ -471,7 +480,35 @@ func (s *Service) waitHealthy(ctx context.Context, r *run, ag Agent, cmdID strin
 	}
 }
 
-func (s *Service) probe(ctx context.Context, u, header, secret string) (int, error) {
+// probeClient is the client of one activation's health checks. It runs on
+// the host, outside the sandbox's egress policy, and sends the app secret:
+// so it dials the app's own address and port whatever a URL says, never
+// follows a redirect (a 3xx is the answer), and uses no proxy.
+func probeClient(target string) (*http.Client, error) {
+	ap, err := netip.ParseAddrPort(target)
+	if err != nil {
+		return nil, fmt.Errorf("health check target %q: %w", target, err)
+	}
+	d := &net.Dialer{Timeout: probeTimeout}
+	d.SetMultipathTCP(false)
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:             nil,
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if addr != ap.String() {
+					return nil, fmt.Errorf("health check dials only the app at %s, not %s", ap, addr)
+				}
+				return d.DialContext(ctx, "tcp", ap.String())
+			},
+			MaxResponseHeaderBytes: 64 << 10,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, nil
+}
+
+// probe GETs u once with the app secret and returns the status.
+func probe(ctx context.Context, client *http.Client, u, header, secret string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -479,7 +516,7 @@ func (s *Service) probe(ctx context.Context, u, header, secret string) (int, err
 		return 0, err
 	}
 	req.Header.Set(header, secret)
-	resp, err := s.http.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err
 	}

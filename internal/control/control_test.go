@@ -5,15 +5,18 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -628,6 +631,57 @@ func TestFailuresCleanUp(t *testing.T) {
 				t.Fatal("failed activation still holds the project")
 			}
 		})
+	}
+}
+
+// TestHealthCheckStaysOnTheApp: the health check runs on the host, with the
+// app secret, so an app answering with a redirect (to a loopback service,
+// metadata, the LAN) is "not healthy yet", never followed; and the probe's
+// client dials nothing but the app's address.
+func TestHealthCheckStaysOnTheApp(t *testing.T) {
+	var hits atomic.Int32
+	var secrets sync.Map
+	canary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		secrets.Store(r.Header.Get(DefaultAppSecretHeader), true)
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(canary.Close)
+
+	e := newEnv(t, func(c *Config) { c.HealthTimeout = 500 * time.Millisecond })
+	req := appRequest(t, "redirector")
+	req.Start = fmt.Sprintf("redirect %d %s/status", req.AppPort, canary.URL)
+	v := e.create(t, req)
+	a, err := e.svc.Activate(context.Background(), teamA, v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitFor(t, e.svc, a.ID, StateFailed)
+	if !strings.HasPrefix(got.Error, "app_unhealthy:") || !strings.Contains(got.Error, "status 302 (redirects are not followed)") {
+		t.Errorf("activation failed with %q, want app_unhealthy after a 302", got.Error)
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the redirect target got %d requests", n)
+	}
+	secrets.Range(func(k, _ any) bool {
+		t.Errorf("the redirect target got the app secret %q", k)
+		return true
+	})
+
+	app, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.Close()
+	client, err := probeClient(app.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := probe(context.Background(), client, canary.URL+"/status", DefaultAppSecretHeader, "s3cret"); err == nil {
+		t.Error("the probe's client reached an address other than the app's")
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the other address got %d requests", n)
 	}
 }
 

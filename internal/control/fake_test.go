@@ -132,7 +132,8 @@ func (f *fakeSandboxes) agentOf(id string) *fakeAgent {
 }
 
 // fakeAgent runs scripts: "serve PORT" serves /status on 127.0.0.1:PORT
-// (200 with the right secret header, else 401) until signalled;
+// (200 with the right secret header, else 401) until signalled; "redirect
+// PORT URL" answers every request on 127.0.0.1:PORT with 302 to URL;
 // "stubborn PORT" serves but ignores SIGTERM; "exit N MSG" prints MSG and
 // exits N; "hang" runs until signalled. Files live in memory.
 type fakeAgent struct {
@@ -217,6 +218,16 @@ func (a *fakeAgent) Start(ctx context.Context, req agent.CommandRequest) (agent.
 		c.stubborn = f[0] == "stubborn"
 		go c.srv.Serve(ln)
 		c.out.WriteString("listening\n")
+	case len(f) == 3 && f[0] == "redirect":
+		ln, err := net.Listen("tcp", "127.0.0.1:"+f[1])
+		if err != nil {
+			c.out.WriteString(err.Error())
+			c.exit(1, "")
+			break
+		}
+		c.srv = &http.Server{Handler: http.RedirectHandler(f[2], http.StatusFound)}
+		go c.srv.Serve(ln)
+		c.out.WriteString("redirecting\n")
 	case len(f) == 1 && f[0] == "hang":
 		c.out.WriteString("hanging\n")
 	default:

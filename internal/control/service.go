@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"sync"
 	"time"
@@ -85,9 +84,6 @@ type Service struct {
 	cfg  Config
 	log  *slog.Logger
 	seal *sealer
-	// http probes apps' health paths: straight to the sandbox, never
-	// through an HTTP proxy from the environment.
-	http *http.Client
 
 	ctx    context.Context // ends at Close; parent of every background goroutine
 	cancel context.CancelFunc
@@ -127,7 +123,6 @@ func New(cfg Config) (*Service, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "control"),
 		seal:     seal,
-		http:     &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}},
 		active:   map[string]*run{},
 		ctx:      ctx,
 		cancel:   cancel,
