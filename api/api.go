@@ -537,7 +537,7 @@ type PullImageRequest struct {
 	Password string `json:"password,omitempty"`
 	Token    string `json:"token,omitempty"`
 	// Insecure allows a plain-HTTP registry (loopback and private
-	// addresses get HTTP anyway).
+	// addresses get HTTP anyway). Host admin only: others get 403.
 	Insecure bool `json:"insecure,omitempty"`
 	// Published records the ref for every team (host admin only); without
 	// it the ref is the caller's team's.

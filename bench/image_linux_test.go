@@ -20,6 +20,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/imagetest"
+	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/runtime"
 )
 
@@ -160,7 +161,9 @@ func downloadBlobs(b *testing.B, ref string) time.Duration {
 
 func openStore(b *testing.B, dataDir string) *image.Store {
 	b.Helper()
-	s, err := image.OpenStore(filepath.Join(dataDir, "images"), image.StoreOptions{Logger: slog.New(slog.DiscardHandler)})
+	// The benchmarks' registry listens on 127.0.0.1.
+	s, err := image.OpenStore(filepath.Join(dataDir, "images"), image.StoreOptions{Logger: slog.New(slog.DiscardHandler),
+		Guard: netguard.Guard{AllowPrivate: true}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -30,7 +31,8 @@ type PullOptions struct {
 	// Token is a registry bearer token, sent as is.
 	Token string
 	// Insecure allows plain HTTP. Loopback (127.0.0.1, localhost) and
-	// RFC 1918 registries get HTTP anyway.
+	// RFC 1918 registries get HTTP anyway. Which addresses a pull may reach
+	// at all is the Store's Guard's business.
 	Insecure bool
 	// Platform is the os/arch[/variant] to pick from a multi-platform image;
 	// linux/<this machine's arch> if empty.
@@ -85,7 +87,11 @@ func (s *Store) Pull(ctx context.Context, team, ref string, opts PullOptions, pr
 	if err != nil {
 		return nil, err
 	}
-	img, err := remote.Image(r, remote.WithContext(ctx), remote.WithPlatform(*plat), opts.remoteAuth())
+	// Every connection, the token realm's and redirects' included, goes
+	// through the guarded transport: a registry cannot point paddock at the
+	// host's or the LAN's services.
+	img, err := remote.Image(r, remote.WithContext(ctx), remote.WithPlatform(*plat), opts.remoteAuth(),
+		remote.WithTransport(s.registry))
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", r.Name(), registryError(r.Name(), err))
 	}
@@ -103,6 +109,12 @@ func registryError(ref string, err error) error {
 	var se *sandbox.Error
 	if errors.As(err, &se) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	var be *netguard.BlockedError
+	if errors.As(err, &be) {
+		return fmt.Errorf("%w: %w", sandbox.Errorf(sandbox.ErrForbidden, "registry_address_forbidden",
+			"pulling %s: %s (registries, their redirects and token servers may not be link-local, metadata or, unless the server allows it, loopback and private addresses)",
+			ref, be.Error()), err)
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/paddock-dev/paddock/internal/fstree"
+	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -45,6 +47,12 @@ type StoreOptions struct {
 	SnapshotTTL time.Duration
 	// PullTimeout bounds one pull StartPull runs (DefaultPullTimeout if 0).
 	PullTimeout time.Duration
+	// Guard decides which addresses a pull may connect to: the registry,
+	// its redirects (blob storage) and its token realm alike. The zero value
+	// refuses loopback and private addresses (set Guard.AllowPrivate or
+	// Guard.Allow for a registry on the LAN); link-local and metadata
+	// addresses are always refused.
+	Guard netguard.Guard
 	// Logger gets the store's events (slog.Default() if nil).
 	Logger *slog.Logger
 }
@@ -56,6 +64,9 @@ func (o StoreOptions) Validate() error {
 	}
 	if o.PullTimeout < 0 {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_store_options", "image store pull timeout must not be negative")
+	}
+	if err := o.Guard.Validate(); err != nil {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_store_options", "image store: %v", err)
 	}
 	return nil
 }
@@ -150,6 +161,8 @@ type Store struct {
 	opts StoreOptions
 	log  *slog.Logger
 	now  func() time.Time // the one clock; tests replace it
+	// registry carries every pull's HTTP traffic through opts.Guard.
+	registry *http.Transport
 
 	mu      sync.Mutex         // guards the fields below and index.json
 	idx     index              // the in-memory copy of index.json
@@ -187,13 +200,17 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 	if opts.PullTimeout == 0 {
 		opts.PullTimeout = DefaultPullTimeout
 	}
+	if opts.Guard.Hint == "" {
+		opts.Guard.Hint = "paddock serve --registry-allow-private or --egress-allow-cidr"
+	}
 	s := &Store{
-		dir:     filepath.Clean(dir),
-		opts:    opts,
-		log:     opts.Logger,
-		now:     time.Now,
-		flights: map[string]*flight{},
-		pinned:  map[string]int{},
+		dir:      filepath.Clean(dir),
+		opts:     opts,
+		log:      opts.Logger,
+		now:      time.Now,
+		registry: opts.Guard.Transport(),
+		flights:  map[string]*flight{},
+		pinned:   map[string]int{},
 	}
 	if err := fstree.Remove(filepath.Join(s.dir, "tmp")); err != nil {
 		return nil, fmt.Errorf("image store: clean tmp: %w", err)

@@ -134,9 +134,12 @@ func push(t *testing.T, host, repo string, img v1.Image, opts ...remote.Option) 
 	return ref
 }
 
+// openTestStore opens a store in a temp dir whose pulls may reach loopback,
+// where the test registries listen.
 func openTestStore(t *testing.T, opts StoreOptions) *Store {
 	t.Helper()
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts.Guard.AllowPrivate = true
 	s, err := OpenStore(filepath.Join(t.TempDir(), "images"), opts)
 	if err != nil {
 		t.Fatal(err)

@@ -568,7 +568,8 @@ func (f *fakeSnapshots) DeleteSnapshot(_ context.Context, id string) error {
 
 // TestImagesPerTeam: pulls, imports and removals act on the caller's
 // team's refs; only the host admin writes published ones or sees every
-// team's; tenants' pulls do not get the server's keychain; lists hide Env.
+// team's; tenants' pulls do not get the server's keychain nor plain HTTP;
+// lists hide Env.
 func TestImagesPerTeam(t *testing.T) {
 	e := setupTeams(t)
 	images := &fakeImages{}
@@ -591,6 +592,9 @@ func TestImagesPerTeam(t *testing.T) {
 		{"member pulls into its team without the keychain", e.memberB, "POST", "/api/v1/images/pull", `{"ref":"x"}`, 200, "pull " + e.teamB + " keychain=false"},
 		{"member cannot publish a pull", e.memberA, "POST", "/api/v1/images/pull", `{"ref":"x","published":true}`, 403, ""},
 		{"host admin pulls with the keychain", e.host, "POST", "/api/v1/images/pull", `{"ref":"x","published":true}`, 200, "pull  keychain=true"},
+		{"member cannot pull over plain HTTP", e.memberA, "POST", "/api/v1/images/pull", `{"ref":"x","insecure":true}`, 403, ""},
+		{"team admin cannot pull over plain HTTP", e.adminA, "POST", "/api/v1/images/pull", `{"ref":"x","insecure":true}`, 403, ""},
+		{"host admin pulls over plain HTTP", e.host, "POST", "/api/v1/images/pull", `{"ref":"x","insecure":true,"published":true}`, 200, "pull  keychain=true insecure"},
 		{"member removes its team's ref", e.memberA, "DELETE", "/api/v1/images?ref=busybox", "", 204, "remove " + e.teamA},
 		{"team admin cannot remove a published ref", e.adminA, "DELETE", "/api/v1/images?ref=busybox&published=true", "", 403, ""},
 		{"host admin removes a published ref", e.host, "DELETE", "/api/v1/images?ref=busybox&published=true", "", 204, "remove "},
@@ -627,8 +631,12 @@ func (f *fakeImages) record(call string) *image.Image {
 }
 
 func (f *fakeImages) StartPull(_ context.Context, scope, _ string, opts image.PullOptions, _ func(image.LayerProgress)) <-chan image.PullResult {
+	call := fmt.Sprintf("pull %s keychain=%v", scope, opts.Keychain)
+	if opts.Insecure {
+		call += " insecure"
+	}
 	res := make(chan image.PullResult, 1)
-	res <- image.PullResult{Image: f.record(fmt.Sprintf("pull %s keychain=%v", scope, opts.Keychain))}
+	res <- image.PullResult{Image: f.record(call)}
 	return res
 }
 

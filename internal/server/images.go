@@ -165,6 +165,11 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// Plain HTTP to a registry the network can tamper with is the
+	// operator's call: the host admin's only.
+	if req.Insecure && !callerOf(r).HostAdmin {
+		return sandbox.Errorf(sandbox.ErrForbidden, "host_admin_required", "only the host admin pulls over plain HTTP (insecure)")
+	}
 	// The server's keychain holds the operator's registry logins: a team
 	// pulls with its own credentials or none, unless the operator allows it.
 	keychain := callerOf(r).HostAdmin || s.imageKeychain
