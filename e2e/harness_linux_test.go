@@ -128,7 +128,8 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	cfg := daemon.Config{DataDir: dataDir, MaxTimeout: time.Hour, NoNetwork: !opts.network.IsValid(), NetworkPool: opts.network,
 		Domain: "localhost", PublicURL: "http://localhost:" + portOf(hs.Listener.Addr()),
 		MaxVolumeSize: testVolumeMaxSize, HealthTimeout: time.Minute,
-		SourceAllowPrivate: true} // the tests' git and tarball servers are on 127.0.0.1
+		// The tests' git and tarball servers and registries are on 127.0.0.1.
+		SourceAllowPrivate: true, RegistryAllowPrivate: true}
 	d, err := daemon.Start(t.Context(), cfg, daemon.WithLogger(log), daemon.WithAgentPath(agent),
 		daemon.WithDNSUpstream(unreachableDNS), daemon.WithMaxUploadBytes(opts.maxUploadBytes),
 		daemon.WithVolumeConfig(func(c *volume.Config) { c.DefaultSize = testVolumeSize }),

@@ -70,6 +70,7 @@ Usage:
   paddock serve [--listen ADDR] [--data-dir DIR] [--default-timeout D] [--max-timeout D] [--max-sandboxes N]
                 [--no-network] [--network-pool CIDR] [--nat] [--domain DOMAIN] [--public-url URL] [--node-name N]
                 [--max-volume-size SIZE] [--app-max-body BYTES] [--health-timeout D] [--source-allow-private] [--reset-admin-token]
+                [--registry-allow-private] [--egress-allow-cidr CIDR]... [--block-cidr CIDR]...
                 [--oidc-issuer URL --oidc-audience AUD [--oidc-jwks-url URL] [--oidc-user-claim C] [--oidc-default-team T]]
   paddock image pull [--insecure] [--username U] [--password P] [--published] <ref>
   paddock image ls

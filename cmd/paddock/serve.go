@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/atomicfile"
@@ -82,6 +84,9 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	f.auth.register(fs)
 	fs.BoolVar(&c.SourceAllowPrivate, "source-allow-private", false, "let git and tarball sources come from loopback and private addresses")
 	fs.BoolVar(&c.ImageKeychain, "image-keychain", false, "let every team's image pulls without credentials use this server's docker logins (default: the host admin's only)")
+	fs.BoolVar(&c.RegistryAllowPrivate, "registry-allow-private", false, "let image pulls reach registries on loopback and private addresses")
+	fs.Var((*prefixesFlag)(&c.EgressAllowCIDRs), "egress-allow-cidr", "a private range (RFC 1918, 100.64/10, ...) sandboxes, sources and image pulls may reach (repeatable)")
+	fs.Var((*prefixesFlag)(&c.BlockCIDRs), "block-cidr", "a range no sandbox, source or image pull may reach, whatever its policy (repeatable)")
 	fs.StringVar(&c.NodeName, "node-name", daemon.DefaultNodeName, "name of this host's sandbox records in the store (unique among hosts sharing one)")
 	if err := fs.Parse(args); err != nil {
 		return f, usagef("serve: %v", err)
@@ -110,6 +115,30 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 		return f, usagef("serve: %v", err)
 	}
 	return f, nil
+}
+
+// prefixesFlag is a repeatable CIDR flag; a bare address is its /32 or /128.
+type prefixesFlag []netip.Prefix
+
+func (f *prefixesFlag) String() string {
+	out := make([]string, len(*f))
+	for i, p := range *f {
+		out[i] = p.String()
+	}
+	return strings.Join(out, ",")
+}
+
+func (f *prefixesFlag) Set(s string) error {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return err
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	*f = append(*f, p.Masked())
+	return nil
 }
 
 // publicBase is the proxy's public base URL: --public-url, else the

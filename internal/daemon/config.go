@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,6 +77,16 @@ type Config struct {
 	// ImageKeychain lets every team's image pulls without credentials use
 	// the server's docker logins; without it only the host admin's do.
 	ImageKeychain bool
+	// RegistryAllowPrivate lets image pulls reach registries (and their
+	// redirects and token servers) on loopback and private addresses.
+	RegistryAllowPrivate bool
+	// EgressAllowCIDRs are private ranges (RFC 1918, 100.64/10, ...) that
+	// sandboxes (as their policy says), sources and image pulls may reach;
+	// every other private range is refused to all of them.
+	EgressAllowCIDRs []netip.Prefix
+	// BlockCIDRs are never reachable: not by sandboxes whatever their
+	// policy, not by sources nor image pulls.
+	BlockCIDRs []netip.Prefix
 }
 
 // Validate reports a setting that cannot work.
@@ -105,6 +116,16 @@ func (c Config) Validate() error {
 // behind a TLS-terminating front proxy requests arrive as plain HTTP, so
 // the public URL's scheme decides.
 func (c Config) secureCookies() bool { return strings.HasPrefix(c.PublicURL, "https://") }
+
+// deny is what host-side fetches (sources, image pulls) may never reach:
+// the operator's blocked ranges and, with networking, the sandbox pool.
+func (c Config) deny() []netip.Prefix {
+	deny := slices.Clone(c.BlockCIDRs)
+	if !c.NoNetwork {
+		deny = append(deny, c.pool())
+	}
+	return deny
+}
 
 // pool is NetworkPool or its default.
 func (c Config) pool() netip.Prefix {

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/proxy"
@@ -157,7 +157,7 @@ func (d *Daemon) startNetwork(_ context.Context, o *options) error {
 		return nil
 	}
 	nm, err := netns.New(netns.Config{DataDir: d.cfg.DataDir, Pool: d.cfg.pool(), NAT: d.cfg.NAT,
-		Upstream: o.dnsUpstream, Logger: d.log})
+		AllowPrivate: d.cfg.EgressAllowCIDRs, BlockCIDRs: d.cfg.BlockCIDRs, Upstream: o.dnsUpstream, Logger: d.log})
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,8 @@ func (d *Daemon) startNetwork(_ context.Context, o *options) error {
 }
 
 func (d *Daemon) startImages(context.Context, *options) error {
-	images, err := image.OpenStore(filepath.Join(d.cfg.DataDir, "images"), image.StoreOptions{Logger: d.log})
+	images, err := image.OpenStore(filepath.Join(d.cfg.DataDir, "images"), image.StoreOptions{Logger: d.log,
+		Guard: netguard.Guard{AllowPrivate: d.cfg.RegistryAllowPrivate, Allow: d.cfg.EgressAllowCIDRs, Deny: d.cfg.deny()}})
 	if err != nil {
 		return err
 	}
@@ -281,10 +282,9 @@ func (d *Daemon) openSources() (*source.Fetcher, error) {
 	if err := os.RemoveAll(tmp); err != nil {
 		return nil, fmt.Errorf("clean the sources' temp dir: %w", err)
 	}
-	scfg := source.Config{TempDir: tmp, AllowPrivate: d.cfg.SourceAllowPrivate, Logger: d.log}
-	if d.network != nil {
-		scfg.Deny = []netip.Prefix{d.cfg.pool()}
-	}
+	// Sources never reach the sandbox pool nor the blocked ranges.
+	scfg := source.Config{TempDir: tmp, AllowPrivate: d.cfg.SourceAllowPrivate, Allow: d.cfg.EgressAllowCIDRs,
+		Deny: d.cfg.deny(), Logger: d.log}
 	f, err := source.New(scfg)
 	if err != nil {
 		return nil, fmt.Errorf("start the source fetcher: %w", err)
