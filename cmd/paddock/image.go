@@ -26,7 +26,7 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	switch sc.verb {
 	case "pull":
-		insecure := sc.fs.Bool("insecure", false, "allow a plain-HTTP registry")
+		insecure := sc.fs.Bool("insecure", false, "allow a plain-HTTP registry (host admin only)")
 		username := sc.fs.String("username", "", "registry user name")
 		password := sc.fs.String("password", "", "registry password or token (default $PADDOCK_REGISTRY_PASSWORD)")
 		published := sc.fs.Bool("published", false, "make the ref every team's (host admin only)")
