@@ -5,6 +5,7 @@ package runc
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -65,6 +66,17 @@ func TestConformance(t *testing.T) {
 	// Every process and mount of every subtest must be gone at the end.
 	leakcheck.Check(t, leakcheck.Scope{Children: true, IDs: []string{"rt-*"}})
 	runtimetest.Run(t, func(t *testing.T) runtime.Driver { return newDriver(t, t.TempDir()) })
+}
+
+// TestEscape runs the escape battery alone (`go test -run Escape`). A run
+// without -run gets it from TestConformance instead, so it is not run twice.
+func TestEscape(t *testing.T) {
+	if f := flag.Lookup("test.run"); f == nil || f.Value.String() == "" {
+		t.Skip("runs as TestConformance/Parallel/Escape")
+	}
+	testAgent(t)
+	leakcheck.Check(t, leakcheck.Scope{Children: true, IDs: []string{"rt-*"}})
+	runtimetest.Escape(t, func(t *testing.T) runtime.Driver { return newDriver(t, t.TempDir()) })
 }
 
 func TestCreateFailureCleansUp(t *testing.T) {

@@ -48,6 +48,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) runtime.Driver) {
 			{"StopKillsAll", testStopKillsAll},
 			{"Lifecycle", testLifecycle},
 			{"User", testUser},
+			{"Escape", testEscape},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()

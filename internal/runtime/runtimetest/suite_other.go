@@ -12,3 +12,8 @@ import (
 func Run(t *testing.T, newDriver func(t *testing.T) runtime.Driver) {
 	t.Skip("runtimetest: unsupported on this OS, drivers need Linux")
 }
+
+// Escape skips off Linux, as Run does.
+func Escape(t *testing.T, newDriver func(t *testing.T) runtime.Driver) {
+	t.Skip("runtimetest: unsupported on this OS, drivers need Linux")
+}

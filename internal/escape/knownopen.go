@@ -1,0 +1,21 @@
+package escape
+
+// known is an attack that still works on a driver, and what will close it.
+type known struct {
+	driver  string // runtime.Capabilities.Name
+	check   string
+	who     Who
+	fixedBy string
+}
+
+// knownOpen is every attack the battery finds open today. Each entry still
+// fails the test ("known open until ..."), so the suite stays red until the
+// fix lands; an entry whose attack is blocked fails it too, so the change
+// that closes an attack must take its entry off this list. Empty it, do not
+// grow it: a new escape is fixed, not listed.
+var knownOpen = []known{
+	{"runc", "proc1-fd", Sudo, "issue 12 \"The agent\" (wt/agent): the agent not dumpable, its output through a pipe paddock reads instead of a host file (review M3)"},
+	{"runc", "proc1-mem", Sudo, "issue 12 \"The agent\" (wt/agent): prctl(PR_SET_DUMPABLE, 0) in the agent (review M3)"},
+	{"runc", "proc1-environ", Sudo, "issue 12 \"The agent\" (wt/agent): prctl(PR_SET_DUMPABLE, 0) in the agent (review M3)"},
+	{"runc", "peruid-inotify", User, "issue 12 \"User namespaces\": a host uid range per sandbox (review M6)"},
+}
