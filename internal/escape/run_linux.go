@@ -80,13 +80,13 @@ func Run(t *testing.T, tg Target) []Finding {
 		t.Fatalf("escape: sudo run: %v", err)
 	}
 	findings = append(findings, tag(Sudo, sudoResults)...)
-	userArgs := args
+	userArgs, stopHolder := args, func() {}
 	if tg.Peer != nil {
-		stop := holdInotify(t, ctx, tg.Peer)
+		stopHolder = holdInotify(t, ctx, tg.Peer)
 		userArgs = append(userArgs, "-inotify-held", strconv.Itoa(peerHeld))
-		defer stop()
 	}
 	userResults, err := RunProbe(ctx, tg.Agent, false, userArgs...)
+	stopHolder()
 	if err != nil {
 		t.Fatalf("escape: user run: %v", err)
 	}

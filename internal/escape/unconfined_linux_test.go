@@ -26,11 +26,11 @@ var unconfinedChecks = []string{
 	"userfaultfd", "fanotify", "raw-socket", "packet-socket", "netlink-admin", "vsock",
 }
 
-// TestProbeUnconfined is the battery's own positive control: run as root
+// TestEscapeUnconfined is the battery's own positive control: run as root
 // with nothing confining it, each check above must report its attack as
 // working (or the kernel as lacking it), never as blocked. So "blocked" in
 // a sandbox says something about the sandbox, not about a broken check.
-func TestProbeUnconfined(t *testing.T) {
+func TestEscapeUnconfined(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the attacks need the privileges a sandbox withholds")
 	}
