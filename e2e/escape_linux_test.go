@@ -51,6 +51,7 @@ func TestEscape(t *testing.T) {
 		c.Close()
 	}
 
+	// The runc driver's host dir of a sandbox: <data>/runc/<id>.
 	var sockets []string
 	for _, id := range []string{target.ID, peer.ID} {
 		p := filepath.Join(dir, "runc", id, "a.sock")
@@ -69,11 +70,11 @@ func TestEscape(t *testing.T) {
 		}
 	}
 
-	tc, err := s.driver.Agent(ctx, target.ID)
+	tc, err := s.mgr.Agent(ctx, target.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := s.driver.Agent(ctx, peer.ID)
+	pc, err := s.mgr.Agent(ctx, peer.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,7 @@ func TestEscape(t *testing.T) {
 	}
 
 	escape.Run(t, escape.Target{
-		Driver:    s.driver.Capabilities().Name,
+		Driver:    "runc", // the stack's driver, whose data dir layout the targets above name
 		Agent:     tc,
 		Peer:      pc,
 		HostFiles: hostFiles,
