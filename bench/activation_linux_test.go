@@ -17,7 +17,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
-	"github.com/paddock-dev/paddock/internal/proxy"
+	"github.com/paddock-dev/paddock/internal/proxy/app"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -181,7 +181,7 @@ func measureAppProxy(b *testing.B, svc *control.Service, team auth.Principal, pr
 		return took
 	}
 	directURL := target.URL.String() + "/sessions"
-	proxyURL := base + proxy.AppPathPrefix(projectID) + "/sessions"
+	proxyURL := base + app.PathPrefix(projectID) + "/sessions"
 	for range 20 { // warm both keep-alive pools
 		get(directURL, true)
 		get(proxyURL, false)

@@ -18,7 +18,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/doctor"
-	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/hostimage"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
@@ -64,7 +64,7 @@ func setup(b *testing.B) *env {
 
 func (e *env) create(b *testing.B, id string) *agent.Client {
 	b.Helper()
-	cl, err := e.driver.Create(context.Background(), runtime.Spec{ID: id, Image: image.HostImage, Resources: benchResources})
+	cl, err := e.driver.Create(context.Background(), runtime.Spec{ID: id, Image: sandbox.HostImage, Resources: benchResources})
 	if err != nil {
 		b.Fatalf("create %s: %v", id, err)
 	}
@@ -225,7 +225,7 @@ func newRuncBaseline(b *testing.B, dataDir string) *runcBaseline {
 		b.Log("runc CLI not installed (apt-get install runc): no baseline")
 		return nil
 	}
-	rootfs, err := image.Host(dataDir)
+	rootfs, err := hostimage.Build(dataDir)
 	if err != nil {
 		b.Fatalf("host image: %v", err)
 	}
@@ -295,7 +295,7 @@ func (rb *runcBaseline) exec(b *testing.B) time.Duration {
 // writeBundle writes an OCI config whose root is the image's lower dir,
 // read-only, with the image's binds, a private /tmp and the same limits as a
 // paddock sandbox.
-func writeBundle(dir string, rootfs *image.Rootfs, args []string) error {
+func writeBundle(dir string, rootfs *runtime.Rootfs, args []string) error {
 	quota := int64(benchResources.VCPUs * 100000)
 	period := uint64(100000)
 	mem := benchResources.MemoryMB << 20

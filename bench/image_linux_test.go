@@ -38,7 +38,7 @@ func BenchmarkCreateFromImage(b *testing.B) {
 	if err != nil {
 		b.Fatalf("pull: %v", err)
 	}
-	rootfs := store.Rootfs(img)
+	rootfs := &runtime.Rootfs{Lowers: img.Lowerdirs()}
 
 	var ours, base []time.Duration
 	for i := 0; b.Loop(); i++ {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
 // BenchmarkSnapshot times snapshotting a sandbox that wrote 100 MB (the
@@ -45,7 +46,7 @@ func BenchmarkSnapshot(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		start := time.Now()
-		snap, err := store.AddSnapshot(ctx, image.NewSnapshot{Source: src, Image: image.HostImage, OnHost: true},
+		snap, err := store.AddSnapshot(ctx, image.NewSnapshot{Source: src, Image: sandbox.HostImage, OnHost: true},
 			func(ctx context.Context, dir string, maxBytes int64) (int64, error) {
 				return e.driver.Snapshot(ctx, src, dir, maxBytes)
 			})
@@ -56,7 +57,7 @@ func BenchmarkSnapshot(b *testing.B) {
 
 		id := "sb-bench-snap-" + strconv.Itoa(i)
 		start = time.Now()
-		if _, err := e.driver.Create(ctx, runtime.Spec{ID: id, Image: image.HostImage, Rootfs: store.SnapshotRootfs(snap), Resources: benchResources}); err != nil {
+		if _, err := e.driver.Create(ctx, runtime.Spec{ID: id, Image: sandbox.HostImage, Rootfs: &runtime.Rootfs{Lowers: snap.Layers, OnHost: snap.OnHost}, Resources: benchResources}); err != nil {
 			b.Fatal(err)
 		}
 		restoreTook += time.Since(start)

@@ -23,6 +23,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/proxy"
+	"github.com/paddock-dev/paddock/internal/proxy/app"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
@@ -194,7 +195,7 @@ func (ps *projStack) appProxy(t *testing.T, projectID string) *url.URL {
 		(*ps.front.Load()).ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	u, err := url.Parse(srv.URL + proxy.AppPathPrefix(projectID))
+	u, err := url.Parse(srv.URL + app.PathPrefix(projectID))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/atomicfile"
 	"github.com/paddock-dev/paddock/internal/daemon"
 	"github.com/paddock-dev/paddock/internal/netns"
-	"github.com/paddock-dev/paddock/internal/proxy"
+	"github.com/paddock-dev/paddock/internal/proxy/app"
 )
 
 // shutdownGrace is how long open requests (log streams, uploads) get to
@@ -79,7 +79,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&c.Domain, "domain", "localhost", "parent domain of port hosts: <port>-<id>.<domain>")
 	fs.StringVar(&f.publicURL, "public-url", "", "public base URL of the port proxy (default http://<domain>:<listen port>)")
 	fs.StringVar(&f.maxVolumeSize, "max-volume-size", "100G", "largest cap a volume may be created with")
-	fs.Int64Var(&c.AppMaxBody, "app-max-body", proxy.DefaultAppMaxBody, "largest request body, in bytes, the app proxy forwards to a project's app")
+	fs.Int64Var(&c.AppMaxBody, "app-max-body", app.DefaultMaxBody, "largest request body, in bytes, the app proxy forwards to a project's app")
 	fs.DurationVar(&c.HealthTimeout, "health-timeout", 2*time.Minute, "how long a project's app may take to become healthy, unless the project sets its own")
 	f.auth.register(fs)
 	fs.BoolVar(&c.SourceAllowPrivate, "source-allow-private", false, "let git and tarball sources come from loopback and private addresses")

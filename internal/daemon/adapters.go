@@ -6,6 +6,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
 )
@@ -16,6 +17,30 @@ import (
 // both speak the sandbox package's request types.
 
 var _ server.Sandboxes = (*node.Manager)(nil)
+
+// portTargets is node as the port proxy's Resolver: where a sandbox's
+// ports are, from node's in-memory record (it is asked on every proxied
+// request).
+type portTargets struct{ node *node.Manager }
+
+var _ proxy.Resolver = portTargets{}
+
+// Lookup implements proxy.Resolver.
+func (p portTargets) Lookup(ctx context.Context, id string) (proxy.Target, error) {
+	sb, err := p.node.Get(ctx, id)
+	if err != nil {
+		return proxy.Target{}, err
+	}
+	t := proxy.Target{
+		Addr:    sb.Address,
+		Running: sb.State == sandbox.Running && sb.Address.IsValid(),
+		Ports:   make(map[int]proxy.PortConfig, len(sb.Ports)),
+	}
+	for _, port := range sb.Ports {
+		t.Ports[port.Port] = proxy.PortConfig{Public: port.Public}
+	}
+	return t, nil
+}
 
 // serverImages is the image store as the server's Images, with removal
 // going through node, which knows which images its sandboxes use.
@@ -83,7 +108,7 @@ func (c controlSandboxes) Agent(ctx context.Context, id string) (control.Agent, 
 // ImageCommand implements control.Sandboxes: the image's Entrypoint
 // followed by its Cmd; none for the host image.
 func (c controlSandboxes) ImageCommand(team, ref string) ([]string, error) {
-	if ref == "" || ref == image.HostImage || c.images == nil {
+	if ref == "" || ref == sandbox.HostImage || c.images == nil {
 		return nil, nil
 	}
 	img, err := c.images.Get(team, ref)

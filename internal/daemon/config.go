@@ -60,7 +60,7 @@ type Config struct {
 	// bytes (volume.DefaultMaxSize if 0).
 	MaxVolumeSize int64
 	// AppMaxBody bounds a request body the app proxy forwards to a
-	// project's app (proxy.DefaultAppMaxBody if 0).
+	// project's app (app.DefaultMaxBody if 0).
 	AppMaxBody int64
 	// HealthTimeout bounds the wait for a project's app to become healthy,
 	// unless the project sets its own (control's default if 0).

@@ -29,6 +29,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/proxy"
+	"github.com/paddock-dev/paddock/internal/proxy/app"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
@@ -348,10 +349,10 @@ func (d *Daemon) startControl(ctx context.Context, o *options) error {
 // proxy; Handler serves them on one listener.
 func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	authn := d.auth
-	apps, err := proxy.NewApp(proxy.AppConfig{
-		Resolve: func(ctx context.Context, p auth.Principal, projectID string) (proxy.AppTarget, error) {
+	apps, err := app.New(app.Config{
+		Resolve: func(ctx context.Context, p auth.Principal, projectID string) (app.Target, error) {
 			t, err := d.control.AppTarget(ctx, p, projectID)
-			return proxy.AppTarget(t), err
+			return app.Target(t), err
 		},
 		Authenticate: func(r *http.Request) (auth.Principal, error) {
 			token, _ := auth.BearerToken(r.Header.Get("Authorization"))
@@ -415,7 +416,7 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	})
 	var px *proxy.Proxy
 	if d.signer != nil {
-		px, err = proxy.New(proxy.Config{Domain: d.cfg.Domain, Signer: d.signer, Resolver: d.node, Authorizer: srv,
+		px, err = proxy.New(proxy.Config{Domain: d.cfg.Domain, Signer: d.signer, Resolver: portTargets{d.node}, Authorizer: srv,
 			Activity: d.node.Touch, Logger: d.log, SecureCookies: d.cfg.secureCookies()})
 		if err != nil {
 			return fmt.Errorf("port proxy: %w", err)

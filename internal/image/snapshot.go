@@ -221,11 +221,6 @@ func (s *Store) RemoveSnapshot(id string) error {
 	return s.saveLocked()
 }
 
-// SnapshotRootfs returns what a driver mounts for a sandbox created from snap.
-func (s *Store) SnapshotRootfs(snap *Snapshot) *Rootfs {
-	return &Rootfs{Lowers: slices.Clone(snap.Layers), OnHost: snap.OnHost}
-}
-
 // expireSnapshotsLocked drops snapshots unused for longer than the TTL,
 // unless a sandbox still stacks their own layer. Callers hold s.mu.
 func (s *Store) expireSnapshotsLocked(ctx context.Context, inUse func(string) bool) {

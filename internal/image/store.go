@@ -101,6 +101,14 @@ type Image struct {
 	Size int64 `json:"size"`
 }
 
+// Lowerdirs are img's layer directories in overlayfs lowerdir order:
+// topmost first, base last.
+func (img *Image) Lowerdirs() []string {
+	lowers := slices.Clone(img.Layers)
+	slices.Reverse(lowers)
+	return lowers
+}
+
 // LayerProgress reports one layer of a pull or import.
 type LayerProgress struct {
 	Digest string // the layer's diff ID
@@ -474,14 +482,6 @@ func (s *Store) Touch(team, ref string) error {
 	}
 	rec.LastUsed = s.now()
 	return s.saveLocked()
-}
-
-// Rootfs returns what a driver mounts for img: its layers as overlay
-// lowerdirs, topmost first.
-func (s *Store) Rootfs(img *Image) *Rootfs {
-	lowers := slices.Clone(img.Layers)
-	slices.Reverse(lowers)
-	return &Rootfs{Lowers: lowers}
 }
 
 // Size returns the bytes of all unpacked layers in the store.

@@ -254,9 +254,9 @@ func TestPull(t *testing.T) {
 		}
 	})
 	t.Run("rootfs", func(t *testing.T) {
-		r := s.Rootfs(img)
-		if len(r.Lowers) != 2 || r.Lowers[0] != up || r.Lowers[1] != low || r.Lower != "" {
-			t.Fatalf("Rootfs = %+v", r)
+		lowers := img.Lowerdirs()
+		if len(lowers) != 2 || lowers[0] != up || lowers[1] != low {
+			t.Fatalf("Lowerdirs = %v", lowers)
 		}
 		dir := t.TempDir()
 		merged, upperDir, work := filepath.Join(dir, "m"), filepath.Join(dir, "u"), filepath.Join(dir, "w")
@@ -265,7 +265,7 @@ func TestPull(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		opts := "lowerdir=" + strings.Join(r.Lowers, ":") + ",upperdir=" + upperDir + ",workdir=" + work
+		opts := "lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + upperDir + ",workdir=" + work
 		if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
 			t.Skipf("cannot mount overlayfs here: %v", err)
 		}

@@ -78,7 +78,6 @@ type Images interface {
 	// the published ones.
 	Get(team, ref string) (*image.Image, error)
 	Touch(team, ref string) error
-	Rootfs(img *image.Image) *image.Rootfs
 }
 
 var _ Images = (*image.Store)(nil)
@@ -166,7 +165,7 @@ func (c *Config) Validate() error {
 }
 
 // hostImage is the image built from the host's own /usr.
-const hostImage = image.HostImage
+const hostImage = sandbox.HostImage
 
 // normalize validates req against cfg and returns it with defaults applied.
 // The image itself is resolved by Manager.resolveImage.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -17,7 +18,7 @@ import (
 // the published ones) and the root filesystem the driver mounts for it; both
 // are nil for the host image, which the driver prepares itself. Node never
 // pulls: a client pulls or imports first.
-func (m *Manager) resolveImage(team, ref string) (*image.Image, *image.Rootfs, error) {
+func (m *Manager) resolveImage(team, ref string) (*image.Image, *runtime.Rootfs, error) {
 	if ref == hostImage {
 		return nil, nil, nil
 	}
@@ -38,7 +39,7 @@ func (m *Manager) resolveImage(team, ref string) (*image.Image, *image.Rootfs, e
 	if err := m.cfg.Images.Touch(team, ref); err != nil {
 		m.log.Warn("touch image", "image", ref, "err", err)
 	}
-	return img, m.cfg.Images.Rootfs(img), nil
+	return img, &runtime.Rootfs{Lowers: img.Lowerdirs()}, nil
 }
 
 // imageEnv is a sandbox's default environment: the image config's Env

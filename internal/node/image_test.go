@@ -50,10 +50,6 @@ func (f *fakeImages) Touch(team, ref string) error {
 	return nil
 }
 
-func (f *fakeImages) Rootfs(img *image.Image) *image.Rootfs {
-	return &image.Rootfs{Lowers: []string{img.Layers[1], img.Layers[0]}}
-}
-
 func TestCreateFromImage(t *testing.T) {
 	imgs := &fakeImages{team: "team-a", img: &image.Image{
 		Ref: "127.0.0.1:5000/app:1", Digest: "sha256:abc", Layers: []string{"/l/base", "/l/top"},

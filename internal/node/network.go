@@ -5,12 +5,10 @@ import (
 	"fmt"
 
 	"github.com/paddock-dev/paddock/internal/netns"
-	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
 // The node answers the proxy's lookups from its in-memory records.
-var _ proxy.Resolver = (*Manager)(nil)
 
 // setupNetwork creates e's network, when the node has networking, and
 // records the sandbox's address. The caller holds e.op; on error it tears
@@ -79,28 +77,6 @@ func (m *Manager) UpdateNetworkPolicy(ctx context.Context, id string, policy san
 		return sb, fmt.Errorf("node: update network policy of sandbox %s: %w", id, err)
 	}
 	return m.update(e, func(sb *sandbox.Sandbox) { sb.NetworkPolicy = &policy }), nil
-}
-
-// Lookup implements proxy.Resolver from the in-memory record: it is called
-// on every proxied request.
-func (m *Manager) Lookup(ctx context.Context, id string) (proxy.Target, error) {
-	e, err := m.lookup(id)
-	if err != nil {
-		return proxy.Target{}, err
-	}
-	sb, _, gone := e.snapshot()
-	if gone {
-		return proxy.Target{}, notFound(id)
-	}
-	t := proxy.Target{
-		Addr:    sb.Address,
-		Running: sb.State == sandbox.Running && sb.Address.IsValid(),
-		Ports:   make(map[int]proxy.PortConfig, len(sb.Ports)),
-	}
-	for _, p := range sb.Ports {
-		t.Ports[p.Port] = proxy.PortConfig{Public: p.Public}
-	}
-	return t, nil
 }
 
 // reconcileNetworks tears down every network with no sandbox record, and

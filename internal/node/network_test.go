@@ -99,9 +99,8 @@ func TestNetworkLifecycle(t *testing.T) {
 	if want := []sandbox.Port{{Port: 80, Public: true}, {Port: 3000}}; !slices.Equal(sb.Ports, want) {
 		t.Errorf("ports %v, want %v", sb.Ports, want)
 	}
-	tg, err := e.m.Lookup(t.Context(), sb.ID)
-	if err != nil || !tg.Running || tg.Addr != sb.Address || len(tg.Ports) != 2 || !tg.Ports[80].Public {
-		t.Errorf("Lookup = %+v, %v", tg, err)
+	if got, err := e.m.Get(t.Context(), sb.ID); err != nil || got.State != sandbox.Running || got.Address != sb.Address || len(got.Ports) != 2 {
+		t.Errorf("Get = %+v, %v", got, err)
 	}
 	st, err := e.m.Stats(t.Context(), sb.ID)
 	if err != nil || st.NetworkRxBytes != 10 || st.NetworkTxBytes != 20 {
@@ -129,8 +128,8 @@ func TestNetworkLifecycle(t *testing.T) {
 	if fn.has(sb.ID) {
 		t.Error("network left after stop")
 	}
-	if tg, _ := e.m.Lookup(t.Context(), sb.ID); tg.Running {
-		t.Error("Lookup says a stopped sandbox runs")
+	if got, _ := e.m.Get(t.Context(), sb.ID); got.State == sandbox.Running {
+		t.Error("a stopped sandbox is still running")
 	}
 
 	other := e.create(t)

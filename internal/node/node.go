@@ -236,7 +236,7 @@ func (m *Manager) Create(ctx context.Context, req sandbox.CreateRequest) (sandbo
 	var (
 		img    *image.Image
 		snap   *image.Snapshot
-		rootfs *image.Rootfs
+		rootfs *runtime.Rootfs
 	)
 	if req.Snapshot != "" {
 		snap, rootfs, err = m.resolveSnapshot(req.Snapshot)

@@ -19,7 +19,6 @@ type Snapshots interface {
 	AddSnapshot(ctx context.Context, spec image.NewSnapshot, fill func(ctx context.Context, dir string, maxBytes int64) (int64, error)) (*image.Snapshot, error)
 	GetSnapshot(id string) (*image.Snapshot, error)
 	TouchSnapshot(id string) error
-	SnapshotRootfs(snap *image.Snapshot) *image.Rootfs
 	RemoveSnapshot(id string) error
 }
 
@@ -41,7 +40,7 @@ func (m *Manager) snapshots() (Snapshots, error) {
 
 // resolveSnapshot finds a snapshot and the root filesystem for a sandbox
 // created from it.
-func (m *Manager) resolveSnapshot(id string) (*image.Snapshot, *image.Rootfs, error) {
+func (m *Manager) resolveSnapshot(id string) (*image.Snapshot, *runtime.Rootfs, error) {
 	store, err := m.snapshots()
 	if err != nil {
 		return nil, nil, err
@@ -54,7 +53,8 @@ func (m *Manager) resolveSnapshot(id string) (*image.Snapshot, *image.Rootfs, er
 	if err := store.TouchSnapshot(id); err != nil {
 		m.log.Warn("touch snapshot", "snapshot", id, "err", err)
 	}
-	return snap, store.SnapshotRootfs(snap), nil
+	// A snapshot's layers are in lowerdir order already (its own first).
+	return snap, &runtime.Rootfs{Lowers: slices.Clone(snap.Layers), OnHost: snap.OnHost}, nil
 }
 
 // Snapshot copies a running or stopped sandbox's changes into a new

@@ -8,17 +8,17 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/paddock-dev/paddock/internal/proxy/proxytest"
 )
 
 // Bounds of every load loop in the benchmark, whatever -benchtime says.
 const (
-	benchMaxSamples   = 20000                  // latency samples per path
 	benchLoadWorkers  = 8                      // concurrent clients in the throughput run
 	benchLoadRounds   = 4                      // alternating direct/proxy rounds
 	benchLoadDuration = 250 * time.Millisecond // per round and path
@@ -63,7 +63,7 @@ func BenchmarkProxy(b *testing.B) {
 			defer cancel()
 			var dLat, pLat []time.Duration
 			b.ResetTimer()
-			for i := 0; i < b.N && i < benchMaxSamples; i++ {
+			for i := 0; i < b.N && i < proxytest.MaxSamples; i++ {
 				for _, s := range []struct {
 					do  func(context.Context) error
 					lat *[]time.Duration
@@ -91,8 +91,8 @@ func BenchmarkProxy(b *testing.B) {
 					*l.rps += r / benchLoadRounds
 				}
 			}
-			d50, d99 := percentile(dLat, 50), percentile(dLat, 99)
-			p50, p99 := percentile(pLat, 50), percentile(pLat, 99)
+			d50, d99 := proxytest.Percentile(dLat, 50), proxytest.Percentile(dLat, 99)
+			p50, p99 := proxytest.Percentile(pLat, 50), proxytest.Percentile(pLat, 99)
 			us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 			b.ReportMetric(us(d50), "direct-p50-µs")
 			b.ReportMetric(us(p50), "proxy-p50-µs")
@@ -166,13 +166,4 @@ func load(ctx context.Context, do func(context.Context) error) (float64, error) 
 	}
 	wg.Wait()
 	return float64(done.Load()) / time.Since(start).Seconds(), firstErr
-}
-
-func percentile(d []time.Duration, p int) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[min(len(s)-1, len(s)*p/100)]
 }

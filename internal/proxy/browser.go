@@ -17,16 +17,16 @@ import (
 // other origins' data, and on the path form an opaque origin for whatever
 // document it serves.
 
-// pathFormCSP is added to every path-form response. A document served
+// PathFormCSP is added to every path-form response. A document served
 // there runs in an opaque origin: its scripts cannot read the API origin's
 // responses, cookies or storage, and its requests are cross-site, so the
 // SameSite=Lax token cookies of other sandboxes' paths never go with them.
 // Scripts, forms and popups still work, so an app's own pages stay usable.
-const pathFormCSP = "sandbox allow-scripts allow-forms allow-popups allow-downloads"
+const PathFormCSP = "sandbox allow-scripts allow-forms allow-popups allow-downloads"
 
-// filterResponse strips what a sandbox must not set in a browser. shared
+// FilterResponse strips what a sandbox must not set in a browser. shared
 // is true on the path forms, whose origin is the API's.
-func filterResponse(resp *http.Response, shared bool) {
+func FilterResponse(resp *http.Response, shared bool) {
 	h := resp.Header
 	// A worker script may claim a scope wider than its directory only
 	// through this header: a sandbox's worker would then see every later
@@ -37,7 +37,7 @@ func filterResponse(resp *http.Response, shared bool) {
 	h.Del("Clear-Site-Data")
 	if shared {
 		h.Del("Set-Cookie")
-		h.Add("Content-Security-Policy", pathFormCSP)
+		h.Add("Content-Security-Policy", PathFormCSP)
 		return
 	}
 	keepHostOnlyCookies(h)
@@ -69,10 +69,10 @@ var (
 		"a cross-site request cannot use paddock's cookie: send the token in the X-Paddock-Token or Authorization header")
 )
 
-// refuseServiceWorker answers a browser's fetch of a service worker script
+// RefuseServiceWorker answers a browser's fetch of a service worker script
 // on the path form: a worker registered there would control the API's
 // origin. Browsers mark that fetch with "Service-Worker: script".
-func refuseServiceWorker(r *http.Request) error {
+func RefuseServiceWorker(r *http.Request) error {
 	if r.Header.Get("Service-Worker") != "" {
 		return errServiceWorker
 	}
@@ -93,13 +93,13 @@ func explicitCredential(r *http.Request) bool {
 	return r.Header.Get("Authorization") != "" || r.Header.Get(TokenHeader) != ""
 }
 
-// checkSameOrigin refuses an unsafe request a browser sent from another
+// CheckSameOrigin refuses an unsafe request a browser sent from another
 // origin when it relies on an ambient credential (the cookie or a token in
 // the URL): another tenant's page on a sibling host is same-site, so
 // SameSite=Lax alone does not stop it. Requests without the Fetch Metadata
 // and Origin headers (programs, old browsers) pass: they carry no cookie a
 // third party chose to send.
-func checkSameOrigin(r *http.Request) error {
+func CheckSameOrigin(r *http.Request) error {
 	if safeMethod(r.Method) || explicitCredential(r) {
 		return nil
 	}

@@ -5,9 +5,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/paddock-dev/paddock/internal/proxy/proxytest"
 )
 
 // hostileHeaders answers with everything a sandbox page might set to reach
@@ -39,11 +40,11 @@ func TestResponseFiltering(t *testing.T) {
 		wantCSP     []string
 	}{
 		{"host form keeps host-only cookies", h.url("pub", b.port, "/"), []string{"own=1; Path=/"}, []string{"default-src 'self'"}},
-		{"path form shares the API's origin", h.pathURL("pub", b.port, "/"), nil, []string{"default-src 'self'", pathFormCSP}},
+		{"path form shares the API's origin", h.pathURL("pub", b.port, "/"), nil, []string{"default-src 'self'", PathFormCSP}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body := do(t, h.client, get(t, tt.url))
+			resp, body := proxytest.Do(t, h.client, proxytest.Get(t, tt.url))
 			if resp.StatusCode != 200 || string(body) != "<html>page</html>" {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
 			}
@@ -66,16 +67,16 @@ func TestResponseFiltering(t *testing.T) {
 // control requests to the API's origin; browsers mark its script's fetch.
 func TestServiceWorkerRefusedOnPathForm(t *testing.T) {
 	h := newHarness(t)
-	b := h.addBackend("pub", true, echoHandler)
-	resp, body := do(t, h.client, get(t, h.pathURL("pub", b.port, "/sw.js"), "Service-Worker", "script"))
-	if resp.StatusCode != http.StatusForbidden || errorCode(t, body) != "service_worker_refused" {
+	b := h.addBackend("pub", true, proxytest.EchoHandler)
+	resp, body := proxytest.Do(t, h.client, proxytest.Get(t, h.pathURL("pub", b.port, "/sw.js"), "Service-Worker", "script"))
+	if resp.StatusCode != http.StatusForbidden || proxytest.ErrorCode(t, body) != "service_worker_refused" {
 		t.Fatalf("path form: status %d: %s", resp.StatusCode, body)
 	}
 	if n := b.requests.Load(); n != 0 {
 		t.Errorf("the sandbox got %d requests", n)
 	}
 	// Its own host is its own origin: a worker there controls only it.
-	if resp, body := do(t, h.client, get(t, h.url("pub", b.port, "/sw.js"), "Service-Worker", "script")); resp.StatusCode != 200 {
+	if resp, body := proxytest.Do(t, h.client, proxytest.Get(t, h.url("pub", b.port, "/sw.js"), "Service-Worker", "script")); resp.StatusCode != 200 {
 		t.Fatalf("host form: status %d: %s", resp.StatusCode, body)
 	}
 }
@@ -85,8 +86,8 @@ func TestServiceWorkerRefusedOnPathForm(t *testing.T) {
 // port's cookie; programs and same-origin pages still can.
 func TestCrossSiteCookieRequests(t *testing.T) {
 	h := newHarness(t)
-	priv := h.addBackend("priv", false, echoHandler)
-	pub := h.addBackend("pub", true, echoHandler)
+	priv := h.addBackend("priv", false, proxytest.EchoHandler)
+	pub := h.addBackend("pub", true, proxytest.EchoHandler)
 	cookie := TokenCookie + "=" + h.signer.Sign("priv", priv.port, time.Hour)
 	self := "http://" + strconv.Itoa(priv.port) + "-priv.localhost:" + h.proxyPort
 	tests := []struct {
@@ -116,12 +117,12 @@ func TestCrossSiteCookieRequests(t *testing.T) {
 			for i := 0; i+1 < len(tt.header); i += 2 {
 				req.Header.Set(tt.header[i], tt.header[i+1])
 			}
-			resp, body := do(t, h.client, req)
+			resp, body := proxytest.Do(t, h.client, req)
 			if resp.StatusCode != tt.want {
 				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.want, body)
 			}
-			if tt.want == 403 && errorCode(t, body) != "cross_site_request" {
-				t.Errorf("code %q, want cross_site_request", errorCode(t, body))
+			if tt.want == 403 && proxytest.ErrorCode(t, body) != "cross_site_request" {
+				t.Errorf("code %q, want cross_site_request", proxytest.ErrorCode(t, body))
 			}
 		})
 	}
@@ -134,7 +135,7 @@ func TestSecureCookies(t *testing.T) {
 		rec := &headerOnly{h: http.Header{}}
 		r, _ := http.NewRequest("GET", "http://3000-sb.localhost/", nil)
 		s := &Signer{Key: testKey}
-		setTokenCookie(rec, r, s, time.Minute, secure, "sb", 3000, "/", time.Now().Add(time.Hour))
+		SetTokenCookie(rec, r, s, time.Minute, secure, "sb", 3000, "/", time.Now().Add(time.Hour))
 		got := strings.Contains(rec.h.Get("Set-Cookie"), "; Secure")
 		if got != secure {
 			t.Errorf("SecureCookies %v: Set-Cookie %q", secure, rec.h.Get("Set-Cookie"))
@@ -147,47 +148,3 @@ type headerOnly struct{ h http.Header }
 func (w *headerOnly) Header() http.Header         { return w.h }
 func (w *headerOnly) Write(b []byte) (int, error) { return len(b), nil }
 func (w *headerOnly) WriteHeader(int)             {}
-
-// TestAppCrossSite: the app proxy adds the project's secret, so an unsafe
-// request another page made a browser send with the app's cookie must not
-// reach the app; the path form's answers run in an opaque origin.
-func TestAppCrossSite(t *testing.T) {
-	h := newAppHarness(t, 0)
-	var hits atomic.Int64
-	h.addApp("goose", "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		hostileHeaders(w, r)
-	}))
-	cookie := TokenCookie + "=" + SignApp(h.signer, "goose", time.Hour)
-	tests := []struct {
-		name, method, url, token string
-		header                   []string
-		want                     int
-	}{
-		{"sibling sandbox's form POST with the cookie", "POST", h.hostURL("goose", "/reply"), "", []string{"Cookie", cookie, "Sec-Fetch-Site", "same-site"}, 403},
-		{"foreign Origin", "POST", h.hostURL("goose", "/reply"), "", []string{"Cookie", cookie, "Origin", "http://3000-evil.localhost"}, 403},
-		{"same-origin POST", "POST", h.hostURL("goose", "/reply"), "", []string{"Cookie", cookie, "Sec-Fetch-Site", "same-origin"}, 200},
-		{"the web app's bearer from its own origin", "POST", h.pathURL("goose", "/reply"), "pdk_team_a", []string{"Sec-Fetch-Site", "cross-site"}, 200},
-		{"cross-site GET", "GET", h.hostURL("goose", "/"), "", []string{"Cookie", cookie, "Sec-Fetch-Site", "cross-site"}, 200},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			before := hits.Load()
-			resp, body := do(t, h.client, h.request(tt.method, tt.url, tt.token, strings.NewReader("x"), tt.header...))
-			if resp.StatusCode != tt.want {
-				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.want, body)
-			}
-			if reached := hits.Load() > before; reached != (tt.want == 200) {
-				t.Errorf("the app was reached: %v", reached)
-			}
-		})
-	}
-	resp, _ := do(t, h.client, h.request("GET", h.pathURL("goose", "/"), "pdk_team_a", nil))
-	if csp := resp.Header.Values("Content-Security-Policy"); !slices.Contains(csp, pathFormCSP) || len(resp.Header.Values("Set-Cookie")) != 0 {
-		t.Errorf("path form answer: CSP %q, Set-Cookie %q", csp, resp.Header.Values("Set-Cookie"))
-	}
-	resp, body := do(t, h.client, h.request("GET", h.pathURL("goose", "/sw.js"), "pdk_team_a", nil, "Service-Worker", "script"))
-	if resp.StatusCode != http.StatusForbidden {
-		t.Errorf("service worker script on the app's path form: status %d: %s", resp.StatusCode, body)
-	}
-}

@@ -27,16 +27,16 @@ var (
 	errTokenExpired  = sandbox.Errorf(sandbox.ErrForbidden, "token_expired", "the port token has expired: ask for a new signed URL")
 	errUnknownHost   = sandbox.Errorf(sandbox.ErrNotFound, "unknown_host", "the host does not name a sandbox port: use <port>-<sandbox id>.<domain>")
 	errBadPath       = sandbox.Errorf(sandbox.ErrNotFound, "not_found", "the path does not name a sandbox port: use /s/<sandbox id>/<port>/")
-	errClientClosed  = errors.New("client closed the request")
+	ErrClientClosed  = errors.New("client closed the request")
 	statusClientGone = httperr.StatusClientClosed
 )
 
-// statusOf maps an error to the HTTP status and API code the proxy answers:
+// StatusOf maps an error to the HTTP status and API code the proxy answers:
 // httperr's mapping, plus the client-gone case that is logged, not sent.
 // A stopped sandbox reaches it as ErrUnavailable (503, the upstream's
 // failure) rather than the API's 409, see notRunning.
-func statusOf(err error) (status int, code string) {
-	if errors.Is(err, errClientClosed) {
+func StatusOf(err error) (status int, code string) {
+	if errors.Is(err, ErrClientClosed) {
 		return statusClientGone, "client_closed"
 	}
 	return httperr.Status(err)
@@ -48,7 +48,7 @@ func upstreamError(ctx context.Context, sandboxID string, port int, err error) e
 	var ne net.Error
 	switch {
 	case ctx.Err() != nil:
-		return fmt.Errorf("%w: %w", errClientClosed, err)
+		return fmt.Errorf("%w: %w", ErrClientClosed, err)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("%w: %w", sandbox.Errorf(ErrBadGateway, "port_not_listening",
 			"nothing listens on port %d of sandbox %s", port, sandboxID), err)
@@ -65,7 +65,7 @@ func upstreamError(ctx context.Context, sandboxID string, port int, err error) e
 // never sent: clients get the first *sandbox.Error's message, so wrapped
 // causes (sandbox addresses, syscalls) stay in the log.
 func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, sandboxID string, err error) {
-	status, _ := statusOf(err)
+	status, _ := StatusOf(err)
 	log := p.log.With("sandbox", sandboxID, "method", r.Method, "host", r.Host, "path", r.URL.Path)
 	switch {
 	case status == statusClientGone:

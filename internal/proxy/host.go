@@ -13,12 +13,12 @@ import (
 // pathRoot starts every path-form URL: /s/<id>/<port>/rest.
 const pathRoot = "/s/"
 
-// Route is how one declared port of a sandbox is reached: the subdomain
+// Route is how one declared port of a sandbox is reached: the Subdomain
 // label under the proxy's domain and the full URL. The URL carries no
 // credentials; a private port needs a token (see Signer) or the owner's token.
 type Route struct {
 	Port      int    `json:"port"`
-	Subdomain string `json:"subdomain"`
+	Subdomain string `json:"Subdomain"`
 	URL       string `json:"url"`
 }
 
@@ -29,7 +29,7 @@ type Route struct {
 // "http://3000-sb-abc.localhost:7420/".
 //
 // DNS labels hold at most 63 bytes, so ids longer than 57 characters give a
-// subdomain that wildcard DNS and certificates will not serve; such
+// Subdomain that wildcard DNS and certificates will not serve; such
 // sandboxes are still reachable through the path form (/s/<id>/<port>/).
 func RouteFor(id string, port int, baseURL string) (Route, error) {
 	if !sandbox.ValidID(id) {
@@ -69,7 +69,7 @@ func label(id string, port int) string { return fmt.Sprintf("%d-%s", port, id) }
 // zero in the port, an invalid id) is rejected. Pure, so it is tested by
 // table and safe to call for every request.
 func ParseHost(host, domain string) (sandboxID string, port int, ok bool) {
-	sub, ok := subdomain(host, domain)
+	sub, ok := Subdomain(host, domain)
 	if !ok || strings.Contains(sub, ".") {
 		return "", 0, false
 	}
@@ -84,10 +84,10 @@ func ParseHost(host, domain string) (sandboxID string, port int, ok bool) {
 	return id, port, true
 }
 
-// subdomain returns what precedes ".<domain>" in host, lowercased, with the
+// Subdomain returns what precedes ".<domain>" in host, lowercased, with the
 // host's port and a trailing root dot removed.
-func subdomain(host, domain string) (string, bool) {
-	d := normalizeDomain(domain)
+func Subdomain(host, domain string) (string, bool) {
+	d := NormalizeDomain(domain)
 	if d == "" {
 		return "", false
 	}
@@ -102,7 +102,7 @@ func subdomain(host, domain string) (string, bool) {
 	return sub, true
 }
 
-func normalizeDomain(d string) string { return strings.Trim(strings.ToLower(d), ".") }
+func NormalizeDomain(d string) string { return strings.Trim(strings.ToLower(d), ".") }
 
 // ParsePath extracts the sandbox id and port from a path of the form
 // /s/<id>/<port>/rest and returns rest (always starting with "/") as the

@@ -138,8 +138,8 @@ func TestStripQueryParam(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := stripQueryParam(tt.raw, TokenParam); got != tt.want {
-				t.Errorf("stripQueryParam(%q) = %q, want %q", tt.raw, got, tt.want)
+			if got := StripQueryParam(tt.raw, TokenParam); got != tt.want {
+				t.Errorf("StripQueryParam(%q) = %q, want %q", tt.raw, got, tt.want)
 			}
 		})
 	}

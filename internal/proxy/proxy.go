@@ -13,6 +13,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -149,33 +150,33 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{
-		domain:     normalizeDomain(cfg.Domain),
+		domain:     NormalizeDomain(cfg.Domain),
 		signer:     cfg.Signer,
 		resolver:   cfg.Resolver,
 		authorizer: cfg.Authorizer,
 		activity:   cfg.Activity,
-		cookieTTL:  orDefault(cfg.CookieTTL, DefaultCookieTTL),
+		cookieTTL:  cmp.Or(cfg.CookieTTL, DefaultCookieTTL),
 		secure:     cfg.SecureCookies,
 		log:        cfg.Logger,
 	}
 	if p.log == nil {
 		p.log = slog.Default()
 	}
-	p.transport = newTransport(orDefault(cfg.IdleTimeout, DefaultIdleTimeout), orDefault(cfg.DialTimeout, DefaultDialTimeout))
-	p.rp = newReverseProxy(rewrite, p.transport, p.log, func(w http.ResponseWriter, r *http.Request, err error) {
+	p.transport = NewTransport(cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout), cmp.Or(cfg.DialTimeout, DefaultDialTimeout))
+	p.rp = NewReverseProxy(rewrite, p.transport, p.log, func(w http.ResponseWriter, r *http.Request, err error) {
 		f := r.Context().Value(forwardKey{}).(*forward)
 		p.writeError(w, r, f.sandboxID, upstreamError(r.Context(), f.sandboxID, f.port, err))
 	}, func(resp *http.Response) error {
 		f := resp.Request.Context().Value(forwardKey{}).(*forward)
-		filterResponse(resp, f.prefix != "")
+		FilterResponse(resp, f.prefix != "")
 		return nil
 	})
 	return p, nil
 }
 
-// newReverseProxy is the forwarding the port proxy and the app proxy share.
-// modify filters every response of sandbox code (see filterResponse).
-func newReverseProxy(rewrite func(*httputil.ProxyRequest), t *http.Transport, log *slog.Logger,
+// NewReverseProxy is the forwarding the port proxy and the app proxy share.
+// modify filters every response of sandbox code (see FilterResponse).
+func NewReverseProxy(rewrite func(*httputil.ProxyRequest), t *http.Transport, log *slog.Logger,
 	onError func(http.ResponseWriter, *http.Request, error), modify func(*http.Response) error) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:        rewrite,
@@ -190,12 +191,12 @@ func newReverseProxy(rewrite func(*httputil.ProxyRequest), t *http.Transport, lo
 	}
 }
 
-// newTransport is tuned for many sandboxes on one host: small idle pools per
+// NewTransport is tuned for many sandboxes on one host: small idle pools per
 // sandbox port, a short dial (the veth is local), and no response-header or
 // overall timeout, which would cut long polls and SSE streams that send
 // their headers late. Environment proxies are never used: sandbox addresses
 // are host-local.
-func newTransport(idle, dial time.Duration) *http.Transport {
+func NewTransport(idle, dial time.Duration) *http.Transport {
 	return &http.Transport{
 		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
@@ -225,7 +226,7 @@ func (p *Proxy) Close() error {
 // and everything else to the API. Malformed names under the domain are
 // included: the proxy answers them with 404 rather than the API.
 func (p *Proxy) HandlesHost(host string) bool {
-	_, ok := subdomain(host, p.domain)
+	_, ok := Subdomain(host, p.domain)
 	return ok
 }
 
@@ -253,7 +254,7 @@ func (p *Proxy) PathHandler() http.Handler {
 			p.writeError(w, r, "", errBadPath)
 			return
 		}
-		if err := refuseServiceWorker(r); err != nil {
+		if err := RefuseServiceWorker(r); err != nil {
 			p.writeError(w, r, id, err)
 			return
 		}
@@ -301,7 +302,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, f *forward) {
 			return
 		}
 		// A private port's cookie must not serve another origin's forms.
-		if err := checkSameOrigin(r); err != nil {
+		if err := CheckSameOrigin(r); err != nil {
 			p.writeError(w, r, f.sandboxID, err)
 			return
 		}
@@ -327,16 +328,16 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, f *forward) {
 	if p.activity != nil {
 		p.activity(f.sandboxID)
 	}
-	clearDeadlines(w)
+	ClearDeadlines(w)
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, forwardKey{}, f)))
 }
 
-// clearDeadlines lifts the read and write timeouts the main server may
+// ClearDeadlines lifts the read and write timeouts the main server may
 // carry, sized for API calls: a proxied stream (SSE, WebSocket, a large
 // upload or download) must outlive them. Headers are already read, so
 // slow-header attacks are still bounded. Unsupported writers (tests'
 // recorders) just keep theirs.
-func clearDeadlines(w http.ResponseWriter) {
+func ClearDeadlines(w http.ResponseWriter) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
@@ -350,11 +351,11 @@ func clearDeadlines(w http.ResponseWriter) {
 // token in their URLs.
 func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, f *forward) error {
 	if token := r.URL.Query().Get(TokenParam); token != "" {
-		exp, err := p.signer.verify(token, f.sandboxID, f.port)
+		exp, err := p.signer.VerifyExpiry(token, f.sandboxID, f.port)
 		if err != nil {
 			return err
 		}
-		setTokenCookie(w, r, p.signer, p.cookieTTL, p.secure, f.sandboxID, f.port, f.cookiePath, exp)
+		SetTokenCookie(w, r, p.signer, p.cookieTTL, p.secure, f.sandboxID, f.port, f.cookiePath, exp)
 		return nil
 	}
 	if token := r.Header.Get(TokenHeader); token != "" {
@@ -372,10 +373,10 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, f *forward) er
 	return errUnauthenticated
 }
 
-// setTokenCookie sets a host-only cookie holding a fresh token for id and
+// SetTokenCookie sets a host-only cookie holding a fresh token for id and
 // port that lives for the shorter of the query token and ttl: a browser's
 // next requests (assets, EventSource) then need no token in their URLs.
-func setTokenCookie(w http.ResponseWriter, r *http.Request, s *Signer, ttl time.Duration, secure bool, id string, port int, path string, tokenExp time.Time) {
+func SetTokenCookie(w http.ResponseWriter, r *http.Request, s *Signer, ttl time.Duration, secure bool, id string, port int, path string, tokenExp time.Time) {
 	now := s.now()
 	exp := now.Add(ttl)
 	if tokenExp.Before(exp) {
@@ -406,21 +407,21 @@ func bearerToken(h string) (string, bool) {
 // hop-by-hop and client-sent X-Forwarded-* headers from pr.Out.
 func rewrite(pr *httputil.ProxyRequest) {
 	f := pr.In.Context().Value(forwardKey{}).(*forward)
-	stripPathPrefix(pr, f.prefix)
+	StripPathPrefix(pr, f.prefix)
 	pr.SetURL(&url.URL{Scheme: "http", Host: f.addr.String()})
 	pr.SetXForwarded()
-	pr.Out.URL.RawQuery = stripQueryParam(pr.Out.URL.RawQuery, TokenParam)
-	stripCredentials(pr.Out.Header)
-	pr.Out.Body = newForwardBody(pr.Out.Body)
+	pr.Out.URL.RawQuery = StripQueryParam(pr.Out.URL.RawQuery, TokenParam)
+	StripCredentials(pr.Out.Header)
+	pr.Out.Body = NewForwardBody(pr.Out.Body)
 }
 
-// stripCredentials removes every credential a client may send to paddock
+// StripCredentials removes every credential a client may send to paddock
 // from headers bound for sandbox code, on every port, public or not. Which
 // credential opened the port does not matter: a client that followed a
 // redirect from one sandbox to another on the API's origin still carries
 // the bearer token it meant for paddock, and the next sandbox must never
 // see it. Apps behind the proxies authenticate with headers of their own.
-func stripCredentials(h http.Header) {
+func StripCredentials(h http.Header) {
 	h.Del("Authorization")
 	h.Del("Proxy-Authorization")
 	h.Del(TokenHeader)
@@ -441,9 +442,9 @@ type forwardBody struct {
 	eof bool
 }
 
-// newForwardBody wraps rc; nil and http.NoBody stay as they are, so the
+// NewForwardBody wraps rc; nil and http.NoBody stay as they are, so the
 // transport still sees a request without a body.
-func newForwardBody(rc io.ReadCloser) io.ReadCloser {
+func NewForwardBody(rc io.ReadCloser) io.ReadCloser {
 	if rc == nil || rc == http.NoBody {
 		return rc
 	}
@@ -463,10 +464,10 @@ func (b *forwardBody) Read(p []byte) (int, error) {
 
 func (b *forwardBody) Close() error { return b.rc.Close() }
 
-// stripPathPrefix removes a path form's prefix from the outbound path,
+// StripPathPrefix removes a path form's prefix from the outbound path,
 // which the upstream then sees in X-Forwarded-Prefix; "" (the host form)
 // leaves the request alone.
-func stripPathPrefix(pr *httputil.ProxyRequest, prefix string) {
+func StripPathPrefix(pr *httputil.ProxyRequest, prefix string) {
 	if prefix == "" {
 		return
 	}
@@ -478,9 +479,9 @@ func stripPathPrefix(pr *httputil.ProxyRequest, prefix string) {
 	pr.Out.Header.Set("X-Forwarded-Prefix", prefix)
 }
 
-// stripQueryParam removes every name=... pair from a raw query, leaving the
+// StripQueryParam removes every name=... pair from a raw query, leaving the
 // others byte for byte as the client sent them.
-func stripQueryParam(raw, name string) string {
+func StripQueryParam(raw, name string) string {
 	if raw == "" {
 		return raw
 	}
@@ -529,10 +530,3 @@ func newBufferPool() *bufferPool {
 
 func (b *bufferPool) Get() []byte  { return *b.pool.Get().(*[]byte) }
 func (b *bufferPool) Put(p []byte) { b.pool.Put(&p) }
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
-}

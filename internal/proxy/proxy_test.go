@@ -18,101 +18,15 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/proxy/proxytest"
 )
-
-// echo answers with what it received, so tests can see what was forwarded.
-type echoed struct {
-	Method   string      `json:"method"`
-	Host     string      `json:"host"`
-	Path     string      `json:"path"`
-	RawQuery string      `json:"rawQuery"`
-	Header   http.Header `json:"header"`
-}
-
-var echoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(echoed{r.Method, r.Host, r.URL.Path, r.URL.RawQuery, r.Header})
-})
-
-// wsEchoHandler accepts a WebSocket and sends every message back.
-var wsEchoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-	c, err := websocket.Accept(w, r, nil)
-	if err != nil {
-		return
-	}
-	defer c.CloseNow()
-	for {
-		typ, data, err := c.Read(r.Context())
-		if err != nil {
-			return
-		}
-		if err := c.Write(r.Context(), typ, data); err != nil {
-			return
-		}
-	}
-})
-
-// heldSSEHandler sends the event first(r), flushed, then holds the stream
-// open until release (or 10s) before a last event: a client that reads the
-// first event meanwhile shows that nothing waits for the stream's end.
-func heldSSEHandler(release <-chan struct{}, first func(*http.Request) string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprint(w, first(r))
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		case <-time.After(10 * time.Second):
-		}
-		fmt.Fprint(w, "data: last\n\n")
-	})
-}
-
-func do(t *testing.T, c *http.Client, req *http.Request) (*http.Response, []byte) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
-	defer cancel()
-	resp, err := c.Do(req.WithContext(ctx))
-	if err != nil {
-		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read body: %v", err)
-	}
-	return resp, body
-}
-
-func get(t *testing.T, url string, header ...string) *http.Request {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Add(header[i], header[i+1])
-	}
-	return req
-}
-
-func errorCode(t *testing.T, body []byte) string {
-	t.Helper()
-	var e api.Error
-	if err := json.Unmarshal(body, &e); err != nil {
-		t.Fatalf("error body %q is not {\"error\":{...}}: %v", body, err)
-	}
-	return e.Error.Code
-}
 
 func TestAccess(t *testing.T) {
 	h := newHarness(t)
-	priv := h.addBackend("priv", false, echoHandler)
-	pub := h.addBackend("pub", true, echoHandler)
-	owned := h.addBackend("owned", false, echoHandler)
-	stopped := h.addBackend("stopped", false, echoHandler)
+	priv := h.addBackend("priv", false, proxytest.EchoHandler)
+	pub := h.addBackend("pub", true, proxytest.EchoHandler)
+	owned := h.addBackend("owned", false, proxytest.EchoHandler)
+	stopped := h.addBackend("stopped", false, proxytest.EchoHandler)
 	h.resolver.set("stopped", Target{Addr: netip.MustParseAddr("127.0.0.1"), Running: false, Ports: map[int]PortConfig{stopped.port: {}}})
 	expired := h.signer.Sign("priv", priv.port, time.Second)
 	h.clock.Add(2 * time.Second)
@@ -126,43 +40,43 @@ func TestAccess(t *testing.T) {
 		wantStatus int
 		wantCode   string
 	}{
-		{"no credentials", get(t, h.url("priv", priv.port, "/")), priv, 401, "unauthenticated"},
-		{"query token", get(t, h.url("priv", priv.port, "/?paddock_token="+good)), priv, 200, ""},
-		{"header token", get(t, h.url("priv", priv.port, "/"), TokenHeader, good), priv, 200, ""},
-		{"cookie token", get(t, h.url("priv", priv.port, "/"), "Cookie", TokenCookie+"="+good), priv, 200, ""},
-		{"expired token", get(t, h.url("priv", priv.port, "/?paddock_token="+expired)), priv, 403, "token_expired"},
-		{"tampered token", get(t, h.url("priv", priv.port, "/"), TokenHeader, tampered), priv, 403, "invalid_token"},
-		{"token for another port", get(t, h.url("priv", priv.port, "/"), TokenHeader, h.token("priv", priv.port+1)), priv, 403, "invalid_token"},
-		{"token for another sandbox", get(t, h.url("priv", priv.port, "/"), TokenHeader, h.token("pub", priv.port)), priv, 403, "invalid_token"},
-		{"bad query token beats good cookie", get(t, h.url("priv", priv.port, "/?paddock_token=x"), "Cookie", TokenCookie+"="+good), priv, 403, "invalid_token"},
-		{"owner bearer", get(t, h.url("owned", owned.port, "/"), "Authorization", "Bearer "+testOwnerToken), owned, 200, ""},
-		{"bearer of another sandbox", get(t, h.url("priv", priv.port, "/"), "Authorization", "Bearer "+testOwnerToken), priv, 403, "not_owner"},
-		{"unknown bearer", get(t, h.url("owned", owned.port, "/"), "Authorization", "Bearer nope"), owned, 401, "invalid_token"},
-		{"basic auth is not ours", get(t, h.url("owned", owned.port, "/"), "Authorization", "Basic dTpw"), owned, 401, "unauthenticated"},
-		{"public port", get(t, h.url("pub", pub.port, "/")), pub, 200, ""},
-		{"public port ignores bad token", get(t, h.url("pub", pub.port, "/?paddock_token=junk")), pub, 200, ""},
-		{"path form token", get(t, h.pathURL("priv", priv.port, "/x?paddock_token="+good)), priv, 200, ""},
-		{"path form no credentials", get(t, h.pathURL("priv", priv.port, "/x")), priv, 401, "unauthenticated"},
-		{"path form public", get(t, h.pathURL("pub", pub.port, "/")), pub, 200, ""},
-		{"stopped sandbox", get(t, h.url("stopped", stopped.port, "/"), TokenHeader, h.token("stopped", stopped.port)), stopped, 503, "sandbox_not_running"},
-		{"undeclared port", get(t, h.url("priv", 1, "/"), TokenHeader, h.token("priv", 1)), priv, 404, "port_not_found"},
-		{"undeclared port anonymous", get(t, h.url("priv", 1, "/")), priv, 401, "unauthenticated"},
-		{"unknown sandbox", get(t, h.url("ghost", 80, "/"), TokenHeader, h.token("ghost", 80)), priv, 404, "sandbox_not_found"},
-		{"unknown sandbox anonymous", get(t, h.url("ghost", 80, "/")), priv, 401, "unauthenticated"},
-		{"junk host under domain", get(t, "http://junk.localhost:"+h.proxyPort+"/"), priv, 404, "unknown_host"},
-		{"junk path", get(t, "http://"+h.proxyAddr+"/s/BAD/1/"), priv, 404, "not_found"},
+		{"no credentials", proxytest.Get(t, h.url("priv", priv.port, "/")), priv, 401, "unauthenticated"},
+		{"query token", proxytest.Get(t, h.url("priv", priv.port, "/?paddock_token="+good)), priv, 200, ""},
+		{"header token", proxytest.Get(t, h.url("priv", priv.port, "/"), TokenHeader, good), priv, 200, ""},
+		{"cookie token", proxytest.Get(t, h.url("priv", priv.port, "/"), "Cookie", TokenCookie+"="+good), priv, 200, ""},
+		{"expired token", proxytest.Get(t, h.url("priv", priv.port, "/?paddock_token="+expired)), priv, 403, "token_expired"},
+		{"tampered token", proxytest.Get(t, h.url("priv", priv.port, "/"), TokenHeader, tampered), priv, 403, "invalid_token"},
+		{"token for another port", proxytest.Get(t, h.url("priv", priv.port, "/"), TokenHeader, h.token("priv", priv.port+1)), priv, 403, "invalid_token"},
+		{"token for another sandbox", proxytest.Get(t, h.url("priv", priv.port, "/"), TokenHeader, h.token("pub", priv.port)), priv, 403, "invalid_token"},
+		{"bad query token beats good cookie", proxytest.Get(t, h.url("priv", priv.port, "/?paddock_token=x"), "Cookie", TokenCookie+"="+good), priv, 403, "invalid_token"},
+		{"owner bearer", proxytest.Get(t, h.url("owned", owned.port, "/"), "Authorization", "Bearer "+testOwnerToken), owned, 200, ""},
+		{"bearer of another sandbox", proxytest.Get(t, h.url("priv", priv.port, "/"), "Authorization", "Bearer "+testOwnerToken), priv, 403, "not_owner"},
+		{"unknown bearer", proxytest.Get(t, h.url("owned", owned.port, "/"), "Authorization", "Bearer nope"), owned, 401, "invalid_token"},
+		{"basic auth is not ours", proxytest.Get(t, h.url("owned", owned.port, "/"), "Authorization", "Basic dTpw"), owned, 401, "unauthenticated"},
+		{"public port", proxytest.Get(t, h.url("pub", pub.port, "/")), pub, 200, ""},
+		{"public port ignores bad token", proxytest.Get(t, h.url("pub", pub.port, "/?paddock_token=junk")), pub, 200, ""},
+		{"path form token", proxytest.Get(t, h.pathURL("priv", priv.port, "/x?paddock_token="+good)), priv, 200, ""},
+		{"path form no credentials", proxytest.Get(t, h.pathURL("priv", priv.port, "/x")), priv, 401, "unauthenticated"},
+		{"path form public", proxytest.Get(t, h.pathURL("pub", pub.port, "/")), pub, 200, ""},
+		{"stopped sandbox", proxytest.Get(t, h.url("stopped", stopped.port, "/"), TokenHeader, h.token("stopped", stopped.port)), stopped, 503, "sandbox_not_running"},
+		{"undeclared port", proxytest.Get(t, h.url("priv", 1, "/"), TokenHeader, h.token("priv", 1)), priv, 404, "port_not_found"},
+		{"undeclared port anonymous", proxytest.Get(t, h.url("priv", 1, "/")), priv, 401, "unauthenticated"},
+		{"unknown sandbox", proxytest.Get(t, h.url("ghost", 80, "/"), TokenHeader, h.token("ghost", 80)), priv, 404, "sandbox_not_found"},
+		{"unknown sandbox anonymous", proxytest.Get(t, h.url("ghost", 80, "/")), priv, 401, "unauthenticated"},
+		{"junk host under domain", proxytest.Get(t, "http://junk.localhost:"+h.proxyPort+"/"), priv, 404, "unknown_host"},
+		{"junk path", proxytest.Get(t, "http://"+h.proxyAddr+"/s/BAD/1/"), priv, 404, "not_found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before, beforeActivity := tt.backend.requests.Load(), h.activity.count(tt.backend.id)
-			resp, body := do(t, h.client, tt.req)
+			resp, body := proxytest.Do(t, h.client, tt.req)
 			if resp.StatusCode != tt.wantStatus {
 				t.Fatalf("status %d, want %d; body %s", resp.StatusCode, tt.wantStatus, body)
 			}
 			forwarded := tt.backend.requests.Load() - before
 			activity := h.activity.count(tt.backend.id) - beforeActivity
 			if tt.wantCode != "" {
-				if got := errorCode(t, body); got != tt.wantCode {
+				if got := proxytest.ErrorCode(t, body); got != tt.wantCode {
 					t.Errorf("code %q, want %q", got, tt.wantCode)
 				}
 				if forwarded != 0 || activity != 0 {
@@ -187,7 +101,7 @@ func TestAPIHostNotProxied(t *testing.T) {
 			t.Errorf("HandlesHost(%q) = true, want false", host)
 		}
 	}
-	resp, _ := do(t, h.client, get(t, "http://localhost:"+h.proxyPort+"/api/v1/x"))
+	resp, _ := proxytest.Do(t, h.client, proxytest.Get(t, "http://localhost:"+h.proxyPort+"/api/v1/x"))
 	if resp.StatusCode != http.StatusTeapot {
 		t.Errorf("API host answered %d, want the API's 418", resp.StatusCode)
 	}
@@ -195,9 +109,9 @@ func TestAPIHostNotProxied(t *testing.T) {
 
 func TestCredentialsStripped(t *testing.T) {
 	h := newHarness(t)
-	priv := h.addBackend("priv", false, echoHandler)
-	owned := h.addBackend("owned", false, echoHandler)
-	pub := h.addBackend("pub", true, echoHandler)
+	priv := h.addBackend("priv", false, proxytest.EchoHandler)
+	owned := h.addBackend("owned", false, proxytest.EchoHandler)
+	pub := h.addBackend("pub", true, proxytest.EchoHandler)
 	tok := h.token("priv", priv.port)
 	tests := []struct {
 		name       string
@@ -208,7 +122,7 @@ func TestCredentialsStripped(t *testing.T) {
 	}{
 		{
 			name: "query, header and cookie token",
-			req: get(t, h.url("priv", priv.port, "/a/b?x=1&paddock_token="+tok+"&y=%2F"),
+			req: proxytest.Get(t, h.url("priv", priv.port, "/a/b?x=1&paddock_token="+tok+"&y=%2F"),
 				TokenHeader, tok, "Cookie", "a=1; "+TokenCookie+"="+tok+"; b=2", "Authorization", "Basic dTpw"),
 			wantPath:  "/a/b",
 			wantQuery: "x=1&y=%2F",
@@ -222,7 +136,7 @@ func TestCredentialsStripped(t *testing.T) {
 		},
 		{
 			name:      "owner bearer",
-			req:       get(t, h.url("owned", owned.port, "/?q"), "Authorization", "Bearer "+testOwnerToken, "Cookie", TokenCookie+"=stale"),
+			req:       proxytest.Get(t, h.url("owned", owned.port, "/?q"), "Authorization", "Bearer "+testOwnerToken, "Cookie", TokenCookie+"=stale"),
 			wantPath:  "/",
 			wantQuery: "q",
 			wantHeader: map[string]string{
@@ -234,7 +148,7 @@ func TestCredentialsStripped(t *testing.T) {
 			// The live hole: a client following a sandbox's redirect to a
 			// public port on the API's origin still sends paddock's bearer.
 			name: "public port drops the bearer and proxy credentials",
-			req: get(t, h.url("pub", pub.port, "/"), "Authorization", "Bearer pdk_admin",
+			req: proxytest.Get(t, h.url("pub", pub.port, "/"), "Authorization", "Bearer pdk_admin",
 				"Proxy-Authorization", "Basic dTpw", "Cookie", TokenCookie+"=x; app=1"),
 			wantPath: "/",
 			wantHeader: map[string]string{
@@ -243,21 +157,21 @@ func TestCredentialsStripped(t *testing.T) {
 		},
 		{
 			name: "signed token beside a bearer drops the bearer",
-			req: get(t, h.url("priv", priv.port, "/?paddock_token="+tok),
+			req: proxytest.Get(t, h.url("priv", priv.port, "/?paddock_token="+tok),
 				"Authorization", "Bearer pdk_admin"),
 			wantPath:   "/",
 			wantHeader: map[string]string{"Authorization": ""},
 		},
 		{
 			name:       "public port still drops paddock tokens",
-			req:        get(t, h.url("pub", pub.port, "/?paddock_token=zzz&k=v"), TokenHeader, "zzz"),
+			req:        proxytest.Get(t, h.url("pub", pub.port, "/?paddock_token=zzz&k=v"), TokenHeader, "zzz"),
 			wantPath:   "/",
 			wantQuery:  "k=v",
 			wantHeader: map[string]string{TokenHeader: ""},
 		},
 		{
 			name:      "path form strips the prefix",
-			req:       get(t, h.pathURL("priv", priv.port, "/deep/er/?paddock_token="+tok+"&z=1")),
+			req:       proxytest.Get(t, h.pathURL("priv", priv.port, "/deep/er/?paddock_token="+tok+"&z=1")),
 			wantPath:  "/deep/er/",
 			wantQuery: "z=1",
 			wantHeader: map[string]string{
@@ -268,11 +182,11 @@ func TestCredentialsStripped(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body := do(t, h.client, tt.req)
+			resp, body := proxytest.Do(t, h.client, tt.req)
 			if resp.StatusCode != 200 {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
 			}
-			var got echoed
+			var got proxytest.Echoed
 			if err := json.Unmarshal(body, &got); err != nil {
 				t.Fatal(err)
 			}
@@ -293,7 +207,7 @@ func TestCredentialsStripped(t *testing.T) {
 
 func TestQueryTokenSetsCookie(t *testing.T) {
 	h := newHarness(t)
-	priv := h.addBackend("priv", false, echoHandler)
+	priv := h.addBackend("priv", false, proxytest.EchoHandler)
 	tests := []struct {
 		name, url, wantPath string
 		next                func(string) string
@@ -305,7 +219,7 @@ func TestQueryTokenSetsCookie(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body := do(t, h.client, get(t, tt.url))
+			resp, body := proxytest.Do(t, h.client, proxytest.Get(t, tt.url))
 			if resp.StatusCode != 200 {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
 			}
@@ -326,7 +240,7 @@ func TestQueryTokenSetsCookie(t *testing.T) {
 			}
 			// The browser's next request (an asset, an EventSource) carries
 			// only the cookie.
-			resp, body = do(t, h.client, get(t, tt.next("/app.js"), "Cookie", c.String()))
+			resp, body = proxytest.Do(t, h.client, proxytest.Get(t, tt.next("/app.js"), "Cookie", c.String()))
 			if resp.StatusCode != 200 {
 				t.Fatalf("with cookie: status %d: %s", resp.StatusCode, body)
 			}
@@ -336,8 +250,8 @@ func TestQueryTokenSetsCookie(t *testing.T) {
 			// Once it expires it opens nothing.
 			h.clock.Add(DefaultCookieTTL + time.Second)
 			defer h.clock.Add(-DefaultCookieTTL - time.Second)
-			resp, body = do(t, h.client, get(t, tt.next("/app.js"), "Cookie", c.String()))
-			if resp.StatusCode != 403 || errorCode(t, body) != "token_expired" {
+			resp, body = proxytest.Do(t, h.client, proxytest.Get(t, tt.next("/app.js"), "Cookie", c.String()))
+			if resp.StatusCode != 403 || proxytest.ErrorCode(t, body) != "token_expired" {
 				t.Errorf("expired cookie: status %d %s, want 403 token_expired", resp.StatusCode, body)
 			}
 		})
@@ -346,8 +260,8 @@ func TestQueryTokenSetsCookie(t *testing.T) {
 
 func TestPathFormRedirectsToSlash(t *testing.T) {
 	h := newHarness(t)
-	priv := h.addBackend("priv", false, echoHandler)
-	resp, _ := do(t, h.client, get(t, h.pathURL("priv", priv.port, "?paddock_token=abc")))
+	priv := h.addBackend("priv", false, proxytest.EchoHandler)
+	resp, _ := proxytest.Do(t, h.client, proxytest.Get(t, h.pathURL("priv", priv.port, "?paddock_token=abc")))
 	want := PathPrefix("priv", priv.port) + "/?paddock_token=abc"
 	if resp.StatusCode != http.StatusTemporaryRedirect || resp.Header.Get("Location") != want {
 		t.Errorf("got %d Location %q, want 307 to %q", resp.StatusCode, resp.Header.Get("Location"), want)
@@ -371,8 +285,8 @@ func TestPortNotListening(t *testing.T) {
 		client *http.Client
 	}{{"http1", h.client}, {"h2c", h.h2c}} {
 		t.Run(c.name, func(t *testing.T) {
-			resp, body := do(t, c.client, get(t, h.url("quiet", port, "/")))
-			if resp.StatusCode != http.StatusBadGateway || errorCode(t, body) != "port_not_listening" {
+			resp, body := proxytest.Do(t, c.client, proxytest.Get(t, h.url("quiet", port, "/")))
+			if resp.StatusCode != http.StatusBadGateway || proxytest.ErrorCode(t, body) != "port_not_listening" {
 				t.Errorf("got %d %s, want 502 port_not_listening", resp.StatusCode, body)
 			}
 		})
@@ -381,12 +295,12 @@ func TestPortNotListening(t *testing.T) {
 
 func TestH2C(t *testing.T) {
 	h := newHarness(t)
-	priv := h.addBackend("priv", false, echoHandler)
-	resp, body := do(t, h.h2c, get(t, h.url("priv", priv.port, "/h2?paddock_token="+h.token("priv", priv.port))))
+	priv := h.addBackend("priv", false, proxytest.EchoHandler)
+	resp, body := proxytest.Do(t, h.h2c, proxytest.Get(t, h.url("priv", priv.port, "/h2?paddock_token="+h.token("priv", priv.port))))
 	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
 		t.Fatalf("got %s %d: %s; want HTTP/2 200", resp.Proto, resp.StatusCode, body)
 	}
-	var got echoed
+	var got proxytest.Echoed
 	if err := json.Unmarshal(body, &got); err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +311,7 @@ func TestH2C(t *testing.T) {
 
 func TestWebSocketEcho(t *testing.T) {
 	h := newHarness(t)
-	priv := h.addBackend("priv", false, wsEchoHandler)
+	priv := h.addBackend("priv", false, proxytest.WSEchoHandler)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	url := strings.Replace(h.url("priv", priv.port, "/ws?paddock_token="+h.token("priv", priv.port)), "http://", "ws://", 1)
@@ -433,7 +347,7 @@ func TestWebSocketEcho(t *testing.T) {
 func TestSSEFirstEventStreams(t *testing.T) {
 	h := newHarness(t)
 	release := make(chan struct{})
-	priv := h.addBackend("priv", true, heldSSEHandler(release, func(*http.Request) string { return "data: first\n\n" }))
+	priv := h.addBackend("priv", true, proxytest.HeldSSEHandler(release, func(*http.Request) string { return "data: first\n\n" }))
 	for _, c := range []struct {
 		name   string
 		client *http.Client
@@ -441,7 +355,7 @@ func TestSSEFirstEventStreams(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			resp, err := c.client.Do(get(t, h.url("priv", priv.port, "/events")).WithContext(ctx))
+			resp, err := c.client.Do(proxytest.Get(t, h.url("priv", priv.port, "/events")).WithContext(ctx))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -486,7 +400,7 @@ func TestSSEKeepAliveOutlivesIdleTimeout(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			start := time.Now()
-			resp, err := c.client.Do(get(t, h.url("priv", priv.port, "/events"), TokenHeader, h.token("priv", priv.port)).WithContext(ctx))
+			resp, err := c.client.Do(proxytest.Get(t, h.url("priv", priv.port, "/events"), TokenHeader, h.token("priv", priv.port)).WithContext(ctx))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -582,7 +496,7 @@ func (b *closingBody) Close() error { b.closed = true; return nil }
 // response streaming on it (golang/go#40747).
 func TestForwardBodyAfterServerClose(t *testing.T) {
 	in := &closingBody{r: strings.NewReader(`{"message":"hello"}`)}
-	fb := newForwardBody(in)
+	fb := NewForwardBody(in)
 	data, err := io.ReadAll(fb)
 	if err != nil || string(data) != `{"message":"hello"}` {
 		t.Fatalf("read %q, %v", data, err)
@@ -594,12 +508,12 @@ func TestForwardBodyAfterServerClose(t *testing.T) {
 	// Before EOF, a close is the client's or the server's failure and the
 	// transport must see it.
 	early := &closingBody{r: strings.NewReader("abc")}
-	fb = newForwardBody(early)
+	fb = NewForwardBody(early)
 	early.Close()
 	if _, err := fb.Read(make([]byte, 8)); err != http.ErrBodyReadAfterClose {
 		t.Fatalf("read of a body closed before EOF: %v, want ErrBodyReadAfterClose", err)
 	}
-	if newForwardBody(http.NoBody) != http.NoBody || newForwardBody(nil) != nil {
+	if NewForwardBody(http.NoBody) != http.NoBody || NewForwardBody(nil) != nil {
 		t.Fatal("no body must stay no body, for the transport")
 	}
 }

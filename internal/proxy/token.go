@@ -44,13 +44,13 @@ func (s *Signer) signUntil(sandboxID string, port int, exp time.Time) string {
 // another sandbox, port or key, and "token_expired" for a genuine token past
 // its expiry. Both wrap sandbox.ErrForbidden.
 func (s *Signer) Verify(token, sandboxID string, port int) error {
-	_, err := s.verify(token, sandboxID, port)
+	_, err := s.VerifyExpiry(token, sandboxID, port)
 	return err
 }
 
-// verify is Verify that also returns the expiry, so a cookie can be made to
+// VerifyExpiry is Verify that also returns the expiry, so a cookie can be made to
 // live no longer than the token that earned it.
-func (s *Signer) verify(token, sandboxID string, port int) (time.Time, error) {
+func (s *Signer) VerifyExpiry(token, sandboxID string, port int) (time.Time, error) {
 	ver, rest, ok1 := strings.Cut(token, ".")
 	e, sig, ok2 := strings.Cut(rest, ".")
 	if !ok1 || !ok2 || ver != tokenVersion {

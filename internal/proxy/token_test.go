@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
+
+	"github.com/paddock-dev/paddock/internal/proxy/proxytest"
 )
 
-var testKey = []byte("0123456789abcdef0123456789abcdef")
+var testKey = proxytest.Key
 
 func TestSigner(t *testing.T) {
 	start := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -88,9 +90,9 @@ func TestStatusOf(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			status, code := statusOf(tt.err)
+			status, code := StatusOf(tt.err)
 			if status != tt.wantStatus || code != tt.wantCode {
-				t.Errorf("statusOf(%v) = %d %q, want %d %q", tt.err, status, code, tt.wantStatus, tt.wantCode)
+				t.Errorf("StatusOf(%v) = %d %q, want %d %q", tt.err, status, code, tt.wantStatus, tt.wantCode)
 			}
 		})
 	}

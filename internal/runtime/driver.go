@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/agent"
-	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -22,7 +21,7 @@ type Spec struct {
 	Image string // the image's name, for errors and logs
 	// Rootfs is the image's root filesystem as the node resolved it; nil
 	// means the host image the driver prepares itself.
-	Rootfs    *image.Rootfs
+	Rootfs    *Rootfs
 	Resources sandbox.Resources
 	Hostname  string // default: the ID
 	// Network, when set, is a namespace prepared by the caller that the
@@ -37,6 +36,32 @@ type Spec struct {
 	// (agent.Info.UserErr) when the image lacks the user. "" is the
 	// default user.
 	User string
+}
+
+// Rootfs is what a driver needs to assemble a sandbox's root filesystem:
+// read-only lower directories under a per-sandbox writable layer. The
+// caller resolved the image (or snapshot) to directories on this host; a
+// driver knows no image store and no registry.
+//
+// A driver uses Lowers when it is set (an image's or a snapshot's layers)
+// and Lower otherwise (the host image); exactly one of the two is set.
+type Rootfs struct {
+	// Lower is the read-only overlay lower directory of the host image.
+	Lower string
+	// Lowers are layer directories in overlayfs lowerdir order: topmost
+	// layer first, base layer last.
+	Lowers []string
+	// OnHost means Lowers stack on the driver's own host image (a snapshot
+	// of a host-image sandbox): the driver appends it below them.
+	OnHost bool
+	// ReadOnlyBinds are mounted read-only (recursively) over the overlay.
+	ReadOnlyBinds []Bind
+}
+
+// Bind is a read-only bind mount of a host path into the sandbox.
+type Bind struct {
+	Source string // absolute host path
+	Target string // absolute path inside the sandbox
 }
 
 // Mount binds a host directory the caller prepared into a sandbox, nosuid

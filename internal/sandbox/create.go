@@ -2,6 +2,10 @@ package sandbox
 
 import "time"
 
+// HostImage names the image built from the host's own /usr
+// (internal/hostimage), which every driver provides without a pull.
+const HostImage = "host"
+
 // CreateRequest asks for one sandbox. It is the one request type every
 // layer passes down (the API, the Vercel layer, project activation); the
 // node layer validates it against the host's limits and fills defaults.

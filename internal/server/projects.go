@@ -15,6 +15,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/proxy"
+	"github.com/paddock-dev/paddock/internal/proxy/app"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
@@ -328,12 +329,12 @@ func (s *Server) appURL(w http.ResponseWriter, r *http.Request) error {
 	if _, err := s.projects.GetProject(r.Context(), p, id); err != nil {
 		return fmt.Errorf("get project %s: %w", id, err)
 	}
-	base, err := proxy.AppRouteFor(id, s.baseURL)
+	base, err := app.RouteFor(id, s.baseURL)
 	if err != nil {
 		return fmt.Errorf("app route of project %s: %w", id, err)
 	}
 	expires := time.Now().Add(ttl).Truncate(time.Second).UTC()
-	tok := proxy.SignApp(s.signer, id, ttl)
+	tok := app.Sign(s.signer, id, ttl)
 	writeJSON(w, http.StatusOK, api.SignedURL{
 		URL:       base + "?" + url.Values{proxy.TokenParam: {tok}}.Encode(),
 		ExpiresAt: expires,
@@ -581,7 +582,7 @@ func (s *Server) appBase(r *http.Request, projectID string) string {
 		}
 		base = scheme + "://" + r.Host
 	}
-	return strings.TrimRight(base, "/") + proxy.AppPathPrefix(projectID) + "/"
+	return strings.TrimRight(base, "/") + app.PathPrefix(projectID) + "/"
 }
 
 // idLogKey is the log attribute of a path's {id}: "project" under

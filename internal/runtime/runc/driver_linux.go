@@ -26,7 +26,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/fstree"
-	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/hostimage"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -70,7 +70,7 @@ type Driver struct {
 	log      *slog.Logger
 	runDir   string // DataDir/runc: one dir per sandbox
 	stateDir string // libcontainer's state root
-	img      *image.Rootfs
+	img      *runtime.Rootfs
 	memsw    bool
 	cgroupV2 bool
 	lowerOOM bool // may set the agent's oom_score_adj to -998
@@ -143,7 +143,7 @@ func New(cfg Config) (*Driver, error) {
 		d.log.Warn("the data dir is inside the directory of paddock's binary: every sandbox start copies the whole binary for runc init instead of sealing it with a read-only overlay; keep the binary outside the data dir",
 			"binary", exe, "data_dir", dataDir)
 	}
-	if d.img, err = image.Host(dataDir); err != nil {
+	if d.img, err = hostimage.Build(dataDir); err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
 	return d, nil
@@ -209,12 +209,12 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		if img.OnHost {
 			// A snapshot of a host-image sandbox: its layers over this
 			// driver's host image.
-			img = &image.Rootfs{
+			img = &runtime.Rootfs{
 				Lowers:        append(slices.Clone(spec.Rootfs.Lowers), d.img.Lower),
 				ReadOnlyBinds: d.img.ReadOnlyBinds,
 			}
 		}
-	case spec.Image != "" && spec.Image != image.HostImage:
+	case spec.Image != "" && spec.Image != sandbox.HostImage:
 		// The node resolves every other image to a Rootfs.
 		return nil, sandbox.Errorf(sandbox.ErrInvalid, "unknown_image", "image %q: no root filesystem given", spec.Image)
 	}

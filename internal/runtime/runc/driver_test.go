@@ -17,7 +17,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/doctor"
-	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/hostimage"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
@@ -189,7 +189,7 @@ func TestStatsAndBaseUnchanged(t *testing.T) {
 	leakcheck.Check(t, leakcheck.Scope{Dirs: []string{dataDir}})
 	ctx := context.Background()
 	d := newDriver(t, dataDir)
-	img, err := image.Host(dataDir)
+	img, err := hostimage.Build(dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/paddock-dev/paddock/internal/agent"
-	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -46,7 +46,7 @@ func withDefaults(r sandbox.Resources) sandbox.Resources {
 // nsPath, when set, is a network namespace prepared by the node that the
 // sandbox joins instead of a new loopback-only one; etcDir then holds
 // host-owned resolv.conf and hosts files bound read-only over /etc's.
-func ociSpec(id, hostname, rootfs, agentPath string, img *image.Rootfs, res sandbox.Resources, memsw, lowerOOM bool, nsPath, etcDir string) *specs.Spec {
+func ociSpec(id, hostname, rootfs, agentPath string, img *runtime.Rootfs, res sandbox.Resources, memsw, lowerOOM bool, nsPath, etcDir string) *specs.Spec {
 	memBytes := res.MemoryMB << 20
 	tmpSize := min(memBytes, 1<<30)
 	var oomAdj *int

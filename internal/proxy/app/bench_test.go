@@ -1,10 +1,12 @@
-package proxy
+package app
 
 import (
 	"io"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/paddock-dev/paddock/internal/proxy/proxytest"
 )
 
 // BenchmarkAppProxy compares a request to a project's app through the app
@@ -44,7 +46,7 @@ func BenchmarkAppProxy(b *testing.B) {
 	// Warm both connection pools.
 	get(direct, directURL, "")
 	get(h.client, proxiedURL, "pdk_team_a")
-	n := min(b.N, benchMaxSamples)
+	n := min(b.N, proxytest.MaxSamples)
 	d := make([]time.Duration, 0, n)
 	p := make([]time.Duration, 0, n)
 	b.ResetTimer()
@@ -53,7 +55,9 @@ func BenchmarkAppProxy(b *testing.B) {
 		p = append(p, get(h.client, proxiedURL, "pdk_team_a"))
 	}
 	b.StopTimer()
-	us := func(s []time.Duration, p int) float64 { return float64(percentile(s, p)) / float64(time.Microsecond) }
+	us := func(s []time.Duration, p int) float64 {
+		return float64(proxytest.Percentile(s, p)) / float64(time.Microsecond)
+	}
 	b.ReportMetric(us(d, 50), "direct-p50-µs")
 	b.ReportMetric(us(d, 99), "direct-p99-µs")
 	b.ReportMetric(us(p, 50), "proxied-p50-µs")

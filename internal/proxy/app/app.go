@@ -1,6 +1,17 @@
-package proxy
+// Package app is the app proxy: a project's app (an agent server in its
+// sandbox) reached through paddock, at /api/v1/projects/<id>/app/... (path
+// form) or https://app-<id>.<domain>/... (host form). Unlike a sandbox port
+// it is never public: the caller must own the project. The app trusts one
+// shared secret header (X-Secret-Key for goose); the proxy removes whatever
+// the client sent under that name and sets the project's own secret, so the
+// secret never leaves paddock and a client cannot pick its own. It forwards
+// with the port proxy's kit (internal/proxy) and is the one of the two that
+// knows callers (internal/auth), so the port proxy, which node serves, does
+// not.
+package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,28 +29,21 @@ import (
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/httperr"
+	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// The app proxy: a project's app (an agent server in its sandbox) reached
-// through paddock, at /api/v1/projects/<id>/app/... (path form) or
-// https://app-<id>.<domain>/... (host form). Unlike a sandbox port it is
-// never public: the caller must own the project. The app trusts one shared
-// secret header (X-Secret-Key for goose); the proxy removes whatever the
-// client sent under that name and sets the project's own secret, so the
-// secret never leaves paddock and a client cannot pick its own.
-
-// Defaults of AppConfig.
+// Defaults of Config.
 const (
-	// DefaultAppMaxBody bounds a request body to an app (goose accepts
+	// DefaultMaxBody bounds a request body to an app (goose accepts
 	// 50 MiB on its reply routes).
-	DefaultAppMaxBody = 50 << 20
+	DefaultMaxBody = 50 << 20
 	// DefaultActivityInterval is how often a long request (an SSE stream,
 	// a WebSocket) counts as activity while it stays open.
 	DefaultActivityInterval = 30 * time.Second
-	// DefaultAppSecretHeader is the header goose reads its secret from; it
+	// DefaultSecretHeader is the header goose reads its secret from; it
 	// is stripped from client requests whatever header the project uses.
-	DefaultAppSecretHeader = "X-Secret-Key"
+	DefaultSecretHeader = "X-Secret-Key"
 )
 
 // appHostPrefix starts the host form's label: app-<project id>. Sandbox
@@ -51,40 +55,40 @@ const appHostPrefix = "app-"
 // and a port token opens no app.
 const appTokenPort = 0
 
-// AppTarget is where a project's app answers now. It mirrors
-// internal/control's AppTarget field for field, so the caller converts one
+// Target is where a project's app answers now. It mirrors
+// internal/control's Target field for field, so the caller converts one
 // into the other and this package need not import the control plane.
-type AppTarget struct {
+type Target struct {
 	URL          *url.URL // http://<sandbox address>:<app port>
-	SecretHeader string   // "" means DefaultAppSecretHeader
+	SecretHeader string   // "" means DefaultSecretHeader
 	Secret       string
 	ActivationID string
 }
 
-// AppResolver finds the app of projectID for caller p: an error wrapping
+// Resolver finds the app of projectID for caller p: an error wrapping
 // sandbox.ErrNotFound when the project does not exist or p's team does not
 // own it, sandbox.ErrUnavailable ("project_not_active") when it is not
 // activated and ready. It is called on every request.
-type AppResolver func(ctx context.Context, p auth.Principal, projectID string) (AppTarget, error)
+type Resolver func(ctx context.Context, p auth.Principal, projectID string) (Target, error)
 
-// AppConfig configures an AppProxy.
-type AppConfig struct {
+// Config configures a Proxy.
+type Config struct {
 	// Resolve finds a project's app for a caller. Required.
-	Resolve AppResolver
+	Resolve Resolver
 	// Authenticate checks a request's own credentials (an API token or an
 	// OIDC token in Authorization) for the host form, which the API's
 	// middleware does not see. nil: the host form accepts signed tokens only.
 	// The path form takes the principal the API put in the context.
 	Authenticate func(r *http.Request) (auth.Principal, error)
-	// Signer checks the host form's signed tokens (see SignApp); nil
+	// Signer checks the host form's signed tokens (see Sign); nil
 	// accepts none.
-	Signer *Signer
+	Signer *proxy.Signer
 	// Domain enables the host form app-<id>.<Domain>; "" disables it.
 	Domain string
 	// Touch records activity of an activation: on every request, and every
 	// ActivityInterval while one stays open. Keep it cheap. Optional.
 	Touch func(activationID string)
-	// MaxBodyBytes bounds a request body (default DefaultAppMaxBody);
+	// MaxBodyBytes bounds a request body (default DefaultMaxBody);
 	// larger ones get 413.
 	MaxBodyBytes int64
 	// ActivityInterval: see Touch (default DefaultActivityInterval).
@@ -97,12 +101,12 @@ type AppConfig struct {
 }
 
 // Validate reports the first problem with c.
-func (c AppConfig) Validate() error {
+func (c Config) Validate() error {
 	switch {
 	case c.Resolve == nil:
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "app proxy: a Resolve func is required")
-	case c.Signer != nil && len(c.Signer.Key) < MinKeyLen:
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "app proxy: the signing key needs at least %d bytes", MinKeyLen)
+	case c.Signer != nil && len(c.Signer.Key) < proxy.MinKeyLen:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "app proxy: the signing key needs at least %d bytes", proxy.MinKeyLen)
 	case strings.ContainsAny(c.Domain, ":/ "):
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "app proxy: domain %q must be a bare host name", c.Domain)
 	case c.MaxBodyBytes < 0 || c.ActivityInterval < 0 || c.IdleTimeout < 0 || c.DialTimeout < 0 || c.CookieTTL < 0:
@@ -111,12 +115,12 @@ func (c AppConfig) Validate() error {
 	return nil
 }
 
-// AppProxy forwards requests to projects' apps. It is an http.Handler for
+// Proxy forwards requests to projects' apps. It is an http.Handler for
 // the host form; PathHandler serves the path form.
-type AppProxy struct {
-	resolve   AppResolver
+type Proxy struct {
+	resolve   Resolver
 	authn     func(*http.Request) (auth.Principal, error)
-	signer    *Signer
+	signer    *proxy.Signer
 	domain    string
 	touch     func(string)
 	maxBody   int64
@@ -128,62 +132,62 @@ type AppProxy struct {
 	rp        *httputil.ReverseProxy
 }
 
-var _ http.Handler = (*AppProxy)(nil)
+var _ http.Handler = (*Proxy)(nil)
 
-// NewApp builds an AppProxy from cfg.
-func NewApp(cfg AppConfig) (*AppProxy, error) {
+// New builds an Proxy from cfg.
+func New(cfg Config) (*Proxy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &AppProxy{
+	a := &Proxy{
 		resolve:   cfg.Resolve,
 		authn:     cfg.Authenticate,
 		signer:    cfg.Signer,
-		domain:    normalizeDomain(cfg.Domain),
+		domain:    proxy.NormalizeDomain(cfg.Domain),
 		touch:     cfg.Touch,
 		maxBody:   cfg.MaxBodyBytes,
-		every:     orDefault(cfg.ActivityInterval, DefaultActivityInterval),
-		cookieTTL: orDefault(cfg.CookieTTL, DefaultCookieTTL),
+		every:     cmp.Or(cfg.ActivityInterval, DefaultActivityInterval),
+		cookieTTL: cmp.Or(cfg.CookieTTL, proxy.DefaultCookieTTL),
 		secure:    cfg.SecureCookies,
 		log:       cfg.Logger,
 	}
 	if a.maxBody == 0 {
-		a.maxBody = DefaultAppMaxBody
+		a.maxBody = DefaultMaxBody
 	}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
-	a.transport = newTransport(orDefault(cfg.IdleTimeout, DefaultIdleTimeout), orDefault(cfg.DialTimeout, DefaultDialTimeout))
-	a.rp = newReverseProxy(rewriteApp, a.transport, a.log, func(w http.ResponseWriter, r *http.Request, err error) {
+	a.transport = proxy.NewTransport(cmp.Or(cfg.IdleTimeout, proxy.DefaultIdleTimeout), cmp.Or(cfg.DialTimeout, proxy.DefaultDialTimeout))
+	a.rp = proxy.NewReverseProxy(rewrite, a.transport, a.log, func(w http.ResponseWriter, r *http.Request, err error) {
 		f := r.Context().Value(appKey{}).(*appForward)
 		if f.body != nil && f.body.exceeded() {
 			a.writeError(w, r, f.projectID, &http.MaxBytesError{Limit: a.maxBody})
 			return
 		}
-		a.writeError(w, r, f.projectID, appUpstreamError(r.Context(), f.projectID, err))
+		a.writeError(w, r, f.projectID, upstreamError(r.Context(), f.projectID, err))
 	}, func(resp *http.Response) error {
 		f := resp.Request.Context().Value(appKey{}).(*appForward)
-		filterResponse(resp, f.prefix != "")
+		proxy.FilterResponse(resp, f.prefix != "")
 		return nil
 	})
 	return a, nil
 }
 
 // Close drops pooled connections to apps.
-func (a *AppProxy) Close() error {
+func (a *Proxy) Close() error {
 	a.transport.CloseIdleConnections()
 	return nil
 }
 
-// AppPathPrefix is the path form's prefix for a project, without the
+// PathPrefix is the path form's prefix for a project, without the
 // trailing slash: /api/v1/projects/<id>/app. The proxy strips it.
-func AppPathPrefix(projectID string) string {
+func PathPrefix(projectID string) string {
 	return api.Prefix + "/projects/" + projectID + "/app"
 }
 
-// ParseAppPath extracts the project id from a path-form path and returns
+// ParsePath extracts the project id from a path-form path and returns
 // the rest to forward (always starting with "/").
-func ParseAppPath(path string) (projectID, rest string, ok bool) {
+func ParsePath(path string) (projectID, rest string, ok bool) {
 	s, ok := strings.CutPrefix(path, api.Prefix+"/projects/")
 	if !ok {
 		return "", "", false
@@ -199,10 +203,10 @@ func ParseAppPath(path string) (projectID, rest string, ok bool) {
 	return id, "/" + strings.TrimPrefix(after, "/"), true
 }
 
-// ParseAppHost extracts the project id from a Host of the form
+// ParseHost extracts the project id from a Host of the form
 // app-<id>.<domain> (any :port ignored, case-insensitive).
-func ParseAppHost(host, domain string) (projectID string, ok bool) {
-	sub, ok := subdomain(host, domain)
+func ParseHost(host, domain string) (projectID string, ok bool) {
+	sub, ok := proxy.Subdomain(host, domain)
 	if !ok || strings.Contains(sub, ".") {
 		return "", false
 	}
@@ -213,10 +217,10 @@ func ParseAppHost(host, domain string) (projectID string, ok bool) {
 	return id, true
 }
 
-// AppRouteFor is the host-form URL of a project's app under baseURL (the
+// RouteFor is the host-form URL of a project's app under baseURL (the
 // proxy's public base, as for RouteFor): "http://localhost:7420" gives
 // "http://app-<id>.localhost:7420/".
-func AppRouteFor(projectID, baseURL string) (string, error) {
+func RouteFor(projectID, baseURL string) (string, error) {
 	if !sandbox.ValidID(projectID) {
 		return "", sandbox.Errorf(sandbox.ErrInvalid, "invalid_id", "project id %q cannot be a host name", projectID)
 	}
@@ -234,8 +238,8 @@ func AppRouteFor(projectID, baseURL string) (string, error) {
 	return (&url.URL{Scheme: u.Scheme, Host: host, Path: "/"}).String(), nil
 }
 
-// SignApp returns a token that opens projectID's app (host form) for ttl.
-func SignApp(s *Signer, projectID string, ttl time.Duration) string {
+// Sign returns a token that opens projectID's app (host form) for ttl.
+func Sign(s *proxy.Signer, projectID string, ttl time.Duration) string {
 	return s.Sign(projectID, appTokenPort, ttl)
 }
 
@@ -257,20 +261,20 @@ func validProjectID(id string) bool {
 
 // HandlesHost reports whether host is an app host (app-<id>.<domain>), so
 // the front handler sends it here before the port proxy sees the domain.
-func (a *AppProxy) HandlesHost(host string) bool {
+func (a *Proxy) HandlesHost(host string) bool {
 	if a.domain == "" {
 		return false
 	}
-	sub, ok := subdomain(host, a.domain)
+	sub, ok := proxy.Subdomain(host, a.domain)
 	return ok && strings.HasPrefix(sub, appHostPrefix)
 }
 
-// appForward rides in the request's context from serve to rewriteApp and
+// appForward rides in the request's context from serve to rewrite and
 // the error handler.
 type appForward struct {
 	projectID string
 	prefix    string // path form prefix to strip; "" for the host form
-	target    AppTarget
+	target    Target
 	body      *limitedBody
 }
 
@@ -279,31 +283,31 @@ type appKey struct{}
 // PathHandler serves the path form, /api/v1/projects/<id>/app/... . Mount
 // it behind the API's authentication: the caller is the principal in the
 // request's context.
-func (a *AppProxy) PathHandler() http.Handler {
+func (a *Proxy) PathHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, _, ok := ParseAppPath(r.URL.Path)
+		id, _, ok := ParsePath(r.URL.Path)
 		if !ok {
-			a.writeError(w, r, "", sandbox.Errorf(sandbox.ErrNotFound, "project_not_found", "the path does not name a project's app: use %s/", AppPathPrefix("<id>")))
+			a.writeError(w, r, "", sandbox.Errorf(sandbox.ErrNotFound, "project_not_found", "the path does not name a project's app: use %s/", PathPrefix("<id>")))
 			return
 		}
 		p, ok := auth.FromContext(r.Context())
 		if !ok {
-			a.writeError(w, r, id, errAppUnauthenticated)
+			a.writeError(w, r, id, errUnauthenticated)
 			return
 		}
-		if err := refuseServiceWorker(r); err != nil {
+		if err := proxy.RefuseServiceWorker(r); err != nil {
 			a.writeError(w, r, id, err)
 			return
 		}
-		a.serve(w, r, p, &appForward{projectID: id, prefix: AppPathPrefix(id)})
+		a.serve(w, r, p, &appForward{projectID: id, prefix: PathPrefix(id)})
 	})
 }
 
 // ServeHTTP serves the host form, app-<id>.<domain>. Credentials, first
 // match wins: a signed query token (which also sets a cookie), a signed
 // X-Paddock-Token header, the caller's own bearer token, the cookie.
-func (a *AppProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id, ok := ParseAppHost(r.Host, a.domain)
+func (a *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, ok := ParseHost(r.Host, a.domain)
 	if !ok || a.domain == "" {
 		a.writeError(w, r, "", sandbox.Errorf(sandbox.ErrNotFound, "unknown_host", "the host does not name a project's app: use app-<project id>.<domain>"))
 		return
@@ -316,46 +320,46 @@ func (a *AppProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.serve(w, r, p, &appForward{projectID: id})
 }
 
-var errAppUnauthenticated = sandbox.Errorf(sandbox.ErrUnauthorized, "unauthenticated",
+var errUnauthenticated = sandbox.Errorf(sandbox.ErrUnauthorized, "unauthenticated",
 	"a project's app opens with the owner's Authorization: Bearer token or a signed URL (POST /api/v1/projects/<id>/app-url)")
 
 // hostPrincipal authenticates a host-form request. A signed token names
 // one project and no team: it stands for a host admin confined to that
 // project, since the resolver is only ever asked about the project whose id
 // the token's MAC covers.
-func (a *AppProxy) hostPrincipal(w http.ResponseWriter, r *http.Request, id string) (auth.Principal, error) {
+func (a *Proxy) hostPrincipal(w http.ResponseWriter, r *http.Request, id string) (auth.Principal, error) {
 	signed := auth.Principal{HostAdmin: true, Name: "signed-url:" + id}
-	if token := r.URL.Query().Get(TokenParam); token != "" && a.signer != nil {
-		exp, err := a.signer.verify(token, id, appTokenPort)
+	if token := r.URL.Query().Get(proxy.TokenParam); token != "" && a.signer != nil {
+		exp, err := a.signer.VerifyExpiry(token, id, appTokenPort)
 		if err != nil {
 			return auth.Principal{}, err
 		}
-		setTokenCookie(w, r, a.signer, a.cookieTTL, a.secure, id, appTokenPort, "/", exp)
+		proxy.SetTokenCookie(w, r, a.signer, a.cookieTTL, a.secure, id, appTokenPort, "/", exp)
 		return signed, nil
 	}
-	if token := r.Header.Get(TokenHeader); token != "" && a.signer != nil {
+	if token := r.Header.Get(proxy.TokenHeader); token != "" && a.signer != nil {
 		return signed, a.signer.Verify(token, id, appTokenPort)
 	}
-	if _, ok := bearerToken(r.Header.Get("Authorization")); ok && a.authn != nil {
+	if _, ok := auth.BearerToken(r.Header.Get("Authorization")); ok && a.authn != nil {
 		p, err := a.authn(r)
 		if err != nil {
 			return auth.Principal{}, fmt.Errorf("authenticate the caller of project %s's app: %w", id, err)
 		}
 		return p, nil
 	}
-	if c, err := r.Cookie(TokenCookie); err == nil && c.Value != "" && a.signer != nil {
+	if c, err := r.Cookie(proxy.TokenCookie); err == nil && c.Value != "" && a.signer != nil {
 		return signed, a.signer.Verify(c.Value, id, appTokenPort)
 	}
-	return auth.Principal{}, errAppUnauthenticated
+	return auth.Principal{}, errUnauthenticated
 }
 
 // serve resolves the project's app for p, bounds the body, records
 // activity and forwards. The app trusts whatever arrives with the
 // project's secret, so an unsafe request another origin's page made a
 // browser send with the cookie is refused before it gets one.
-func (a *AppProxy) serve(w http.ResponseWriter, r *http.Request, p auth.Principal, f *appForward) {
+func (a *Proxy) serve(w http.ResponseWriter, r *http.Request, p auth.Principal, f *appForward) {
 	ctx := r.Context()
-	if err := checkSameOrigin(r); err != nil {
+	if err := proxy.CheckSameOrigin(r); err != nil {
 		a.writeError(w, r, f.projectID, err)
 		return
 	}
@@ -374,7 +378,7 @@ func (a *AppProxy) serve(w http.ResponseWriter, r *http.Request, p auth.Principa
 		return
 	}
 	if t.SecretHeader == "" {
-		t.SecretHeader = DefaultAppSecretHeader
+		t.SecretHeader = DefaultSecretHeader
 	}
 	f.target = t
 	if r.ContentLength > a.maxBody {
@@ -382,7 +386,7 @@ func (a *AppProxy) serve(w http.ResponseWriter, r *http.Request, p auth.Principa
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		f.body = &limitedBody{rc: newForwardBody(r.Body), limit: a.maxBody, left: a.maxBody}
+		f.body = &limitedBody{rc: proxy.NewForwardBody(r.Body), limit: a.maxBody, left: a.maxBody}
 		r.Body = f.body
 	}
 	if a.touch != nil {
@@ -392,13 +396,13 @@ func (a *AppProxy) serve(w http.ResponseWriter, r *http.Request, p auth.Principa
 		stop := a.keepTouching(t.ActivationID)
 		defer stop()
 	}
-	clearDeadlines(w)
+	proxy.ClearDeadlines(w)
 	a.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, appKey{}, f)))
 }
 
 // keepTouching touches id every interval until the returned func is
 // called; it then touches once more, as the request's end is activity too.
-func (a *AppProxy) keepTouching(id string) (stop func()) {
+func (a *Proxy) keepTouching(id string) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -422,20 +426,20 @@ func (a *AppProxy) keepTouching(id string) (stop func()) {
 	}
 }
 
-// rewriteApp builds the outbound request. ReverseProxy has already removed
+// rewrite builds the outbound request. ReverseProxy has already removed
 // hop-by-hop and client-sent X-Forwarded-* headers from pr.Out.
-func rewriteApp(pr *httputil.ProxyRequest) {
+func rewrite(pr *httputil.ProxyRequest) {
 	f := pr.In.Context().Value(appKey{}).(*appForward)
-	stripPathPrefix(pr, f.prefix)
+	proxy.StripPathPrefix(pr, f.prefix)
 	pr.SetURL(f.target.URL)
 	pr.SetXForwarded()
 	h := pr.Out.Header
 	// paddock's own credentials are for paddock: the app never sees them.
-	stripCredentials(h)
-	pr.Out.URL.RawQuery = stripQueryParam(pr.Out.URL.RawQuery, TokenParam)
+	proxy.StripCredentials(h)
+	pr.Out.URL.RawQuery = proxy.StripQueryParam(pr.Out.URL.RawQuery, proxy.TokenParam)
 	// Whatever the client sent as the app's secret is dropped, under the
 	// project's header and goose's, then the project's own secret is set.
-	h.Del(DefaultAppSecretHeader)
+	h.Del(DefaultSecretHeader)
 	h.Del(f.target.SecretHeader)
 	if f.target.Secret != "" {
 		h.Set(f.target.SecretHeader, f.target.Secret)
@@ -473,27 +477,27 @@ func (b *limitedBody) Close() error { return b.rc.Close() }
 
 func (b *limitedBody) exceeded() bool { return b.over.Load() }
 
-// appUpstreamError classifies a transport error into a kind.
-func appUpstreamError(ctx context.Context, projectID string, err error) error {
+// upstreamError classifies a transport error into a kind.
+func upstreamError(ctx context.Context, projectID string, err error) error {
 	var ne net.Error
 	switch {
 	case ctx.Err() != nil:
-		return fmt.Errorf("%w: %w", errClientClosed, err)
+		return fmt.Errorf("%w: %w", proxy.ErrClientClosed, err)
 	case errors.As(err, &ne) && ne.Timeout():
-		return fmt.Errorf("%w: %w", sandbox.Errorf(ErrGatewayTimeout, "upstream_timeout",
+		return fmt.Errorf("%w: %w", sandbox.Errorf(proxy.ErrGatewayTimeout, "upstream_timeout",
 			"the app of project %s did not answer in time", projectID), err)
 	default:
-		return fmt.Errorf("%w: %w", sandbox.Errorf(ErrBadGateway, "bad_gateway",
+		return fmt.Errorf("%w: %w", sandbox.Errorf(proxy.ErrBadGateway, "bad_gateway",
 			"the app of project %s failed to answer", projectID), err)
 	}
 }
 
 // writeError answers err through httperr; details stay in the log.
-func (a *AppProxy) writeError(w http.ResponseWriter, r *http.Request, projectID string, err error) {
-	status, code := statusOf(err)
+func (a *Proxy) writeError(w http.ResponseWriter, r *http.Request, projectID string, err error) {
+	status, code := proxy.StatusOf(err)
 	log := a.log.With("project", projectID, "method", r.Method, "host", r.Host, "path", r.URL.Path)
 	switch {
-	case status == statusClientGone:
+	case status == httperr.StatusClientClosed:
 		log.Debug("request canceled by client", "status", status)
 		return
 	case status == http.StatusInternalServerError:

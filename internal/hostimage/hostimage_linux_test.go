@@ -1,4 +1,4 @@
-package image
+package hostimage
 
 import (
 	"os"
@@ -12,7 +12,7 @@ func TestHost(t *testing.T) {
 		t.Skip("the host image chowns /home/user to 1000: needs root")
 	}
 	dir := t.TempDir()
-	r, err := Host(dir)
+	r, err := Build(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestHost(t *testing.T) {
 		hostMu.Lock()
 		delete(hostCache, filepath.Clean(dir))
 		hostMu.Unlock()
-		r2, err := Host(dir)
+		r2, err := Build(dir)
 		if err != nil {
 			t.Fatal(err)
 		}

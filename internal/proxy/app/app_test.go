@@ -1,4 +1,4 @@
-package proxy
+package app
 
 import (
 	"bufio"
@@ -23,23 +23,26 @@ import (
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/sandbox"
+
+	"github.com/paddock-dev/paddock/internal/proxy"
+	"github.com/paddock-dev/paddock/internal/proxy/proxytest"
 )
 
 // appProject is a project as the fake control plane knows it.
 type appProject struct {
 	team     string
-	target   AppTarget
+	target   Target
 	inactive bool
 }
 
-// appHarness runs an AppProxy behind a stand-in of the API's auth
+// appHarness runs an Proxy behind a stand-in of the API's auth
 // middleware (bearer token → principal in the context) for the path form,
 // and on app-<id>.localhost for the host form; real upstreams (httptest)
 // stand in for the apps.
 type appHarness struct {
 	t        testing.TB
-	proxy    *AppProxy
-	signer   *Signer
+	proxy    *Proxy
+	signer   *proxy.Signer
 	addr     string
 	client   *http.Client
 	h2c      *http.Client
@@ -55,7 +58,7 @@ var appTokens = map[string]auth.Principal{
 }
 
 func authenticateBearer(r *http.Request) (auth.Principal, error) {
-	tok, ok := bearerToken(r.Header.Get("Authorization"))
+	tok, ok := auth.BearerToken(r.Header.Get("Authorization"))
 	if !ok {
 		return auth.Principal{}, sandbox.Errorf(sandbox.ErrUnauthorized, "missing_token", "no token")
 	}
@@ -69,8 +72,8 @@ func authenticateBearer(r *http.Request) (auth.Principal, error) {
 func newAppHarness(t testing.TB, maxBody int64) *appHarness {
 	t.Helper()
 	h := &appHarness{t: t, projects: map[string]appProject{}, touched: map[string]int{}}
-	h.signer = &Signer{Key: testKey}
-	ap, err := NewApp(AppConfig{
+	h.signer = &proxy.Signer{Key: proxytest.Key}
+	ap, err := New(Config{
 		Resolve:      h.resolve,
 		Authenticate: authenticateBearer,
 		Signer:       h.signer,
@@ -135,15 +138,15 @@ func newAppHarness(t testing.TB, maxBody int64) *appHarness {
 	return h
 }
 
-func (h *appHarness) resolve(_ context.Context, p auth.Principal, id string) (AppTarget, error) {
+func (h *appHarness) resolve(_ context.Context, p auth.Principal, id string) (Target, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	pr, ok := h.projects[id]
 	if !ok || !p.CanAccessTeam(pr.team) {
-		return AppTarget{}, sandbox.Errorf(sandbox.ErrNotFound, "project_not_found", "project %s not found", id)
+		return Target{}, sandbox.Errorf(sandbox.ErrNotFound, "project_not_found", "project %s not found", id)
 	}
 	if pr.inactive {
-		return AppTarget{}, sandbox.Errorf(sandbox.ErrUnavailable, "project_not_active", "not active")
+		return Target{}, sandbox.Errorf(sandbox.ErrUnavailable, "project_not_active", "not active")
 	}
 	return pr.target, nil
 }
@@ -168,11 +171,11 @@ func (h *appHarness) addApp(id, secretHeader string, handler http.Handler) {
 	u, _ := url.Parse(srv.URL)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.projects[id] = appProject{team: "team-a", target: AppTarget{URL: u, SecretHeader: secretHeader, Secret: "secret-of-" + id, ActivationID: "act-" + id}}
+	h.projects[id] = appProject{team: "team-a", target: Target{URL: u, SecretHeader: secretHeader, Secret: "secret-of-" + id, ActivationID: "act-" + id}}
 }
 
 func (h *appHarness) pathURL(id, rest string) string {
-	return "http://" + h.addr + AppPathPrefix(id) + rest
+	return "http://" + h.addr + PathPrefix(id) + rest
 }
 
 func (h *appHarness) hostURL(id, rest string) string {
@@ -199,8 +202,8 @@ func (h *appHarness) request(method, url, token string, body io.Reader, header .
 // client's credentials, under the path form and the host form alike.
 func TestAppHeaders(t *testing.T) {
 	h := newAppHarness(t, 0)
-	h.addApp("goose", "", echoHandler)
-	h.addApp("custom", "X-App-Auth", echoHandler)
+	h.addApp("goose", "", proxytest.EchoHandler)
+	h.addApp("custom", "X-App-Auth", proxytest.EchoHandler)
 	cases := []struct {
 		name, url, header, secret string
 	}{
@@ -217,11 +220,11 @@ func TestAppHeaders(t *testing.T) {
 			if c.name != "host" {
 				req.Header.Set("X-Paddock-Token", "tok")
 			}
-			resp, body := do(t, h.client, req)
+			resp, body := proxytest.Do(t, h.client, req)
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
 			}
-			var got echoed
+			var got proxytest.Echoed
 			if err := json.Unmarshal(body, &got); err != nil {
 				t.Fatal(err)
 			}
@@ -250,7 +253,7 @@ func TestAppHeaders(t *testing.T) {
 // caller cannot tell the project exists.
 func TestAppAccess(t *testing.T) {
 	h := newAppHarness(t, 0)
-	h.addApp("goose", "", echoHandler)
+	h.addApp("goose", "", proxytest.EchoHandler)
 	h.mu.Lock()
 	h.projects["asleep"] = appProject{team: "team-a", inactive: true}
 	h.mu.Unlock()
@@ -271,12 +274,12 @@ func TestAppAccess(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			resp, body := do(t, h.client, h.request("GET", c.url, c.token, nil))
+			resp, body := proxytest.Do(t, h.client, h.request("GET", c.url, c.token, nil))
 			if resp.StatusCode != c.status {
 				t.Fatalf("status %d, want %d: %s", resp.StatusCode, c.status, body)
 			}
 			if c.code != "" {
-				if got := errorCode(t, body); got != c.code {
+				if got := proxytest.ErrorCode(t, body); got != c.code {
 					t.Errorf("code %q, want %q", got, c.code)
 				}
 				if got := resp.Header.Get(api.HeaderProxyError); got != c.code {
@@ -294,33 +297,33 @@ func TestAppAccess(t *testing.T) {
 // leaves a cookie for the browser's next requests; it opens nothing else.
 func TestAppSignedHostURL(t *testing.T) {
 	h := newAppHarness(t, 0)
-	h.addApp("goose", "", echoHandler)
-	h.addApp("other", "", echoHandler)
-	tok := SignApp(h.signer, "goose", time.Minute)
+	h.addApp("goose", "", proxytest.EchoHandler)
+	h.addApp("other", "", proxytest.EchoHandler)
+	tok := Sign(h.signer, "goose", time.Minute)
 
-	resp, body := do(t, h.client, h.request("GET", h.hostURL("goose", "/status?paddock_token="+tok), "", nil))
+	resp, body := proxytest.Do(t, h.client, h.request("GET", h.hostURL("goose", "/status?paddock_token="+tok), "", nil))
 	if resp.StatusCode != 200 {
 		t.Fatalf("signed URL: %d %s", resp.StatusCode, body)
 	}
 	var cookie *http.Cookie
 	for _, c := range resp.Cookies() {
-		if c.Name == TokenCookie {
+		if c.Name == proxy.TokenCookie {
 			cookie = c
 		}
 	}
 	if cookie == nil || !cookie.HttpOnly {
-		t.Fatalf("no HttpOnly %s cookie set: %v", TokenCookie, resp.Cookies())
+		t.Fatalf("no HttpOnly %s cookie set: %v", proxy.TokenCookie, resp.Cookies())
 	}
 	req := h.request("GET", h.hostURL("goose", "/status"), "", nil)
 	req.AddCookie(cookie)
-	if resp, body := do(t, h.client, req); resp.StatusCode != 200 {
+	if resp, body := proxytest.Do(t, h.client, req); resp.StatusCode != 200 {
 		t.Errorf("cookie: %d %s", resp.StatusCode, body)
 	}
 	for name, u := range map[string]string{
 		"other project":   h.hostURL("other", "/status?paddock_token="+tok),
 		"sandbox port tk": h.hostURL("goose", "/status?paddock_token="+h.signer.Sign("goose", 3001, time.Minute)),
 	} {
-		if resp, _ := do(t, h.client, h.request("GET", u, "", nil)); resp.StatusCode != http.StatusForbidden {
+		if resp, _ := proxytest.Do(t, h.client, h.request("GET", u, "", nil)); resp.StatusCode != http.StatusForbidden {
 			t.Errorf("%s: status %d, want 403", name, resp.StatusCode)
 		}
 	}
@@ -331,7 +334,7 @@ func TestAppSignedHostURL(t *testing.T) {
 func TestAppSSEStreams(t *testing.T) {
 	h := newAppHarness(t, 0)
 	release := make(chan struct{})
-	h.addApp("goose", "", heldSSEHandler(release, func(r *http.Request) string {
+	h.addApp("goose", "", proxytest.HeldSSEHandler(release, func(r *http.Request) string {
 		return "id: 1\ndata: after " + r.Header.Get("Last-Event-ID") + "\n\n"
 	}))
 	for _, c := range []struct {
@@ -365,7 +368,7 @@ func TestAppWebSocketEcho(t *testing.T) {
 	var secret atomic.Value
 	h.addApp("goose", "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		secret.Store(r.Header.Get("X-Secret-Key"))
-		wsEchoHandler.ServeHTTP(w, r)
+		proxytest.WSEchoHandler.ServeHTTP(w, r)
 	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -430,15 +433,15 @@ func TestAppBodyLimit(t *testing.T) {
 				body = io.MultiReader(body) // hides the length: chunked encoding
 			}
 			before := reached.Load()
-			resp, got := do(t, h.client, h.request("POST", h.pathURL("goose", "/reply"), "pdk_team_a", body))
+			resp, got := proxytest.Do(t, h.client, h.request("POST", h.pathURL("goose", "/reply"), "pdk_team_a", body))
 			if resp.StatusCode != c.status {
 				t.Fatalf("status %d, want %d: %s", resp.StatusCode, c.status, got)
 			}
 			switch {
 			case c.status == 200 && string(got) != fmt.Sprint(c.size):
 				t.Errorf("app read %s bytes, want %d", got, c.size)
-			case c.status == 413 && errorCode(t, got) != "too_large":
-				t.Errorf("code %q, want too_large", errorCode(t, got))
+			case c.status == 413 && proxytest.ErrorCode(t, got) != "too_large":
+				t.Errorf("code %q, want too_large", proxytest.ErrorCode(t, got))
 			case c.status == 413 && !c.chunked && reached.Load() != before:
 				t.Errorf("a declared oversize body reached the app")
 			}
@@ -458,7 +461,7 @@ func TestAppActivityWhileStreaming(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	}))
-	resp, _ := do(t, h.client, h.request("GET", h.pathURL("goose", "/events"), "pdk_team_a", nil))
+	resp, _ := proxytest.Do(t, h.client, h.request("GET", h.pathURL("goose", "/events"), "pdk_team_a", nil))
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
@@ -483,9 +486,9 @@ func TestParseApp(t *testing.T) {
 		{"/api/v1/projects/a.b/app/", "", "", false},
 	}
 	for _, c := range paths {
-		id, rest, ok := ParseAppPath(c.in)
+		id, rest, ok := ParsePath(c.in)
 		if id != c.id || rest != c.rest || ok != c.ok {
-			t.Errorf("ParseAppPath(%q) = %q %q %v, want %q %q %v", c.in, id, rest, ok, c.id, c.rest, c.ok)
+			t.Errorf("ParsePath(%q) = %q %q %v, want %q %q %v", c.in, id, rest, ok, c.id, c.rest, c.ok)
 		}
 	}
 	hosts := []struct {
@@ -500,12 +503,12 @@ func TestParseApp(t *testing.T) {
 		{"app-p1.example.com", "", false},
 	}
 	for _, c := range hosts {
-		id, ok := ParseAppHost(c.in, "localhost")
+		id, ok := ParseHost(c.in, "localhost")
 		if id != c.id || ok != c.ok {
-			t.Errorf("ParseAppHost(%q) = %q %v, want %q %v", c.in, id, ok, c.id, c.ok)
+			t.Errorf("ParseHost(%q) = %q %v, want %q %v", c.in, id, ok, c.id, c.ok)
 		}
 	}
-	if u, err := AppRouteFor("p1", "http://localhost:7420"); err != nil || u != "http://app-p1.localhost:7420/" {
-		t.Errorf("AppRouteFor = %q, %v", u, err)
+	if u, err := RouteFor("p1", "http://localhost:7420"); err != nil || u != "http://app-p1.localhost:7420/" {
+		t.Errorf("RouteFor = %q, %v", u, err)
 	}
 }

@@ -1,4 +1,9 @@
-package image
+// Package hostimage builds the "host" image, the one every sandbox can
+// start from with no pull: the host's /usr (and any non-merged /bin,
+// /lib...) bound read-only, over a synthesized /etc that carries none of
+// the host's secrets (no shadow, keys, machine-id). It is built once per
+// data dir under <data>/images/host-<content hash>/.
+package hostimage
 
 import (
 	"crypto/sha256"
@@ -13,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/paddock-dev/paddock/internal/runtime"
 )
 
 // hostRoot is the host filesystem the image is taken from; a variable so
@@ -23,7 +30,7 @@ var hostRoot = "/"
 // milliseconds of file copies and should happen once per process.
 var (
 	hostMu    sync.Mutex
-	hostCache = map[string]*Rootfs{} // guarded by hostMu
+	hostCache = map[string]*runtime.Rootfs{} // guarded by hostMu
 )
 
 // topDirs are the merged-/usr candidates: a symlink on the host (bin ->
@@ -54,9 +61,9 @@ var etcCopies = []string{
 // symlinks) are copied one level deep.
 var etcDirCopies = []string{"ld.so.conf.d", "alternatives"}
 
-// Host returns the host image rooted under dataDir/images, building it the
+// Build returns the host image rooted under dataDir/images, building it the
 // first time. The lower dir's name is the hash of its content.
-func Host(dataDir string) (*Rootfs, error) {
+func Build(dataDir string) (*runtime.Rootfs, error) {
 	if dataDir == "" {
 		return nil, errors.New("host image: empty data dir")
 	}
@@ -74,7 +81,7 @@ func Host(dataDir string) (*Rootfs, error) {
 	return r, nil
 }
 
-func buildHost(dataDir string) (*Rootfs, error) {
+func buildHost(dataDir string) (*runtime.Rootfs, error) {
 	imagesDir := filepath.Join(dataDir, "images")
 	if err := os.MkdirAll(imagesDir, 0o755); err != nil {
 		return nil, err
@@ -103,11 +110,11 @@ func buildHost(dataDir string) (*Rootfs, error) {
 			return nil, fmt.Errorf("install %s: %w", final, err)
 		}
 	}
-	return &Rootfs{Lower: final, ReadOnlyBinds: binds}, nil
+	return &runtime.Rootfs{Lower: final, ReadOnlyBinds: binds}, nil
 }
 
 // populateHost writes the skeleton into dir and returns the binds it needs.
-func populateHost(dir string) ([]Bind, error) {
+func populateHost(dir string) ([]runtime.Bind, error) {
 	type d struct {
 		path     string
 		mode     os.FileMode
@@ -139,7 +146,7 @@ func populateHost(dir string) ([]Bind, error) {
 		return nil, err
 	}
 
-	binds := []Bind{{Source: filepath.Join(hostRoot, "usr"), Target: "/usr"}}
+	binds := []runtime.Bind{{Source: filepath.Join(hostRoot, "usr"), Target: "/usr"}}
 	for _, name := range topDirs {
 		hp := filepath.Join(hostRoot, name)
 		fi, err := os.Lstat(hp)
@@ -165,7 +172,7 @@ func populateHost(dir string) ([]Bind, error) {
 			if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
 				return nil, err
 			}
-			binds = append(binds, Bind{Source: hp, Target: "/" + name})
+			binds = append(binds, runtime.Bind{Source: hp, Target: "/" + name})
 		}
 	}
 	if err := writeEtc(filepath.Join(dir, "etc")); err != nil {

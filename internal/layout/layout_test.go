@@ -1,0 +1,161 @@
+package layout
+
+import (
+	"bufio"
+	"bytes"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"maps"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/paddock-dev/paddock"
+
+// rule forbids a package (and everything it links, when deep) to import
+// the listed prefixes. stdlibOnly allows nothing but the standard library
+// and the listed exceptions.
+type rule struct {
+	pkg        string
+	why        string
+	deep       bool     // check every package it links, not just its own imports
+	stdlibOnly bool     // only the standard library (and allow) may appear
+	allow      []string // with stdlibOnly: these module packages too
+	deny       []string // import path prefixes it must not reach
+}
+
+var rules = []rule{
+	{pkg: "api", why: "wire types others import: stdlib only", stdlibOnly: true},
+	{pkg: "sdk", why: "the Go client: api and the stdlib only", deep: true, stdlibOnly: true, allow: []string{"api"}},
+	{pkg: "internal/sandbox", why: "domain types at the bottom of the tree", stdlibOnly: true},
+	{pkg: "cmd/paddock-agent", why: "the static in-sandbox agent links nothing of the host side", deep: true,
+		deny: []string{"github.com/opencontainers/runc", "internal/node", "internal/server", "internal/store", "internal/image",
+			"internal/runtime", "internal/netns", "internal/control", "internal/proxy", "internal/auth", "internal/daemon"}},
+	{pkg: "internal/runtime", why: "drivers know no image store or registry client", deep: true,
+		deny: []string{"internal/image", "github.com/google/go-containerregistry"}},
+	{pkg: "internal/node", why: "the sandbox layer knows no auth, store, API, control plane or proxy", deep: true,
+		deny: []string{"internal/auth", "internal/store", "internal/server", "internal/control", "internal/proxy", "internal/daemon"}},
+	{pkg: "internal/server", why: "the API drives sandboxes through interfaces, never node", deep: true,
+		deny: []string{"internal/node", "internal/runtime/runc", "internal/daemon"}},
+	{pkg: "internal/store", why: "the store interface and backends sit below the layers that use them", deep: true,
+		deny: []string{"internal/node", "internal/server", "internal/control", "internal/daemon", "internal/runtime"}},
+	{pkg: "internal/control", why: "the control plane reaches sandboxes through its own interface", deep: true,
+		deny: []string{"internal/node", "internal/server", "internal/daemon", "internal/runtime/runc"}},
+	{pkg: "internal/proxy", why: "the port proxy knows sandboxes only through its Resolver", deep: true,
+		deny: []string{"internal/node", "internal/server", "internal/control", "internal/daemon", "internal/store", "internal/auth"}},
+}
+
+// listDeps returns the import paths pkg reaches: its own imports, or with
+// deep every package it links, each with whether it is standard.
+func listDeps(t *testing.T, pkg string, deep bool) map[string]bool {
+	t.Helper()
+	args := []string{"list", "-f", `{{range .Imports}}{{.}}{{"\n"}}{{end}}`, module + "/" + pkg}
+	if deep {
+		args = []string{"list", "-deps", "-f", `{{.ImportPath}}`, module + "/" + pkg}
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go %s: %v", strings.Join(args, " "), err)
+	}
+	paths := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if p := strings.TrimSpace(sc.Text()); p != "" && p != module+"/"+pkg {
+			paths[p] = true
+		}
+	}
+	std := exec.Command("go", "list", "std")
+	stdOut, err := std.Output()
+	if err != nil {
+		t.Fatalf("go list std: %v", err)
+	}
+	stdSet := map[string]bool{}
+	for _, p := range strings.Fields(string(stdOut)) {
+		stdSet[p] = true
+	}
+	for p := range paths {
+		paths[p] = stdSet[p] || strings.HasPrefix(p, "vendor/") || strings.HasPrefix(p, "internal/")
+	}
+	return paths
+}
+
+// TestImportRules holds DESIGN.md's layering: imports point down.
+func TestImportRules(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH")
+	}
+	for _, r := range rules {
+		t.Run(r.pkg, func(t *testing.T) {
+			reported := map[string]bool{} // one error per denied entry
+			deps := listDeps(t, r.pkg, r.deep)
+			for _, dep := range slices.Sorted(maps.Keys(deps)) {
+				rel := strings.TrimPrefix(dep, module+"/")
+				if r.stdlibOnly && !deps[dep] && !slices.Contains(r.allow, rel) {
+					t.Errorf("%s imports %s: %s", r.pkg, dep, r.why)
+				}
+				for _, d := range r.deny {
+					if denied(dep, d) && !reported[d] {
+						reported[d] = true
+						t.Errorf("%s reaches %s (%s): %s", r.pkg, d, dep, r.why)
+					}
+				}
+			}
+		})
+	}
+}
+
+// denied matches dep against a deny entry: an external module path prefix
+// (it has a dot), or a package of this module and everything below it.
+func denied(dep, d string) bool {
+	if strings.Contains(strings.SplitN(d, "/", 2)[0], ".") {
+		return dep == d || strings.HasPrefix(dep, d+"/")
+	}
+	full := module + "/" + d
+	return dep == full || strings.HasPrefix(dep, full+"/")
+}
+
+// TestEveryPackageHasDoc keeps the house rule that every package says what
+// it is for in a package comment.
+func TestEveryPackageHasDoc(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if name := d.Name(); path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.PackageClauseOnly|parser.ParseComments)
+		if err != nil {
+			return err
+		}
+		dir := filepath.Dir(path)
+		documented[dir] = documented[dir] || f.Doc != nil
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dir, ok := range documented {
+		if !ok {
+			rel, _ := filepath.Rel(root, dir)
+			t.Errorf("package %s has no package comment", rel)
+		}
+	}
+}
