@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,10 +16,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/hostimage"
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/imagetest"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
+	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runtimetest"
@@ -64,8 +72,76 @@ func newDriver(t *testing.T, dataDir string) *Driver {
 func TestConformance(t *testing.T) {
 	testAgent(t)
 	// Every process and mount of every subtest must be gone at the end.
-	leakcheck.Check(t, leakcheck.Scope{Children: true, IDs: []string{"rt-*"}})
-	runtimetest.Run(t, func(t *testing.T) runtime.Driver { return newDriver(t, t.TempDir()) })
+	leakcheck.Check(t, leakcheck.Scope{Children: true, IDs: []string{"rt-*"}, LinkPrefix: "pd"})
+	runtimetest.Run(t, runtimetest.Harness{
+		NewDriver: func(t *testing.T) runtime.Driver { return newDriver(t, t.TempDir()) },
+		Image:     harnessImage,
+		Volume:    harnessVolume,
+		Network:   harnessNetwork,
+	})
+}
+
+// harnessImage unpacks layers into an image store, as a pull or import
+// would, and gives the runc driver their directories, as node does.
+func harnessImage(t *testing.T, layers ...v1.Layer) *runtime.Rootfs {
+	t.Helper()
+	store, err := image.OpenStore(filepath.Join(t.TempDir(), "images"), image.StoreOptions{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	archive := filepath.Join(t.TempDir(), "img.tar")
+	ref, err := name.NewTag("example.com/runtimetest/layers:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tarball.WriteToFile(archive, ref, imagetest.Image(t, []string{"PATH=/bin"}, "/", layers...)); err != nil {
+		t.Fatal(err)
+	}
+	img, err := store.Import(t.Context(), image.Published, archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &runtime.Rootfs{Lowers: img.Lowerdirs()}
+}
+
+// harnessVolume is a plain host directory: the runc driver binds whatever
+// directory node hands it (an ext4 volume's mount, in paddock).
+func harnessVolume(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "seed"), []byte("seed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil { // the sandbox user writes there too
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// harnessNetwork sets up sandbox id's network with netns, as node does
+// before the driver creates it: a pinned namespace and a veth from a small
+// pool of the test's own, its resolver pointing at nothing.
+func harnessNetwork(t *testing.T, id string) (*runtime.NetworkSpec, string) {
+	t.Helper()
+	nm, err := netns.New(netns.Config{DataDir: t.TempDir(), Pool: netip.MustParsePrefix("10.213.250.0/24"),
+		Upstream: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nm.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nw, err := nm.Setup(ctx, id, netns.Policy{Mode: netns.ModeAllowAll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := nm.Teardown(context.Background(), id); err != nil {
+			t.Errorf("teardown the network of %s: %v", id, err)
+		}
+	})
+	return &runtime.NetworkSpec{NSPath: nw.NSPath, DNS: nw.DNS}, nw.SandboxAddr.String()
 }
 
 // TestEscape runs the escape battery alone (`go test -run Escape`). A run

@@ -53,7 +53,13 @@ func createBox(t *testing.T, d runtime.Driver, name string, res sandbox.Resource
 // createBoxSpec is createBox with more of the spec; its ID is made here.
 func createBoxSpec(t *testing.T, d runtime.Driver, name string, spec runtime.Spec) *box {
 	t.Helper()
-	id := newID(name)
+	return createBoxWithID(t, d, newID(name), spec)
+}
+
+// createBoxWithID is createBoxSpec for an id the test made (newID) because
+// something had to be prepared for it first.
+func createBoxWithID(t *testing.T, d runtime.Driver, id string, spec runtime.Spec) *box {
+	t.Helper()
 	// Registered before Destroy, so it runs after it.
 	leakcheck.Check(t, leakcheck.Scope{IDs: []string{id}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -94,6 +100,17 @@ func (b *box) run(ctx context.Context, req agent.CommandRequest) result {
 		b.t.Fatalf("run %s %q: %v", req.Cmd, req.Args, err)
 	}
 	return res
+}
+
+// start starts a command as the user and leaves it running; the sandbox's
+// destruction ends it.
+func (b *box) start(cmd string, args ...string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := b.c.Start(ctx, agent.CommandRequest{Cmd: cmd, Args: args}); err != nil {
+		b.t.Fatalf("start %s: %v", cmd, err)
+	}
 }
 
 // sh runs a shell snippet as the user (or root with sudo).

@@ -23,10 +23,12 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// Run runs the conformance suite against the drivers newDriver returns.
-// newDriver must give each call its own data dir and close the driver in
-// t.Cleanup.
-func Run(t *testing.T, newDriver func(t *testing.T) runtime.Driver) {
+// Run runs the conformance suite against the drivers h.NewDriver returns,
+// with h's fixtures for the cases that need an image, a volume or a
+// network prepared from outside the driver.
+func Run(t *testing.T, h Harness) {
+	newDriver := h.NewDriver
+	t.Run("Capabilities", func(t *testing.T) { testCapabilities(t, h) })
 	// The CPU test measures a quota, so it runs alone before the parallel
 	// subtests load the machine.
 	t.Run("CPUQuota", func(t *testing.T) { testCPUQuota(t, newDriver) })
@@ -48,6 +50,10 @@ func Run(t *testing.T, newDriver func(t *testing.T) runtime.Driver) {
 			{"StopKillsAll", testStopKillsAll},
 			{"Lifecycle", testLifecycle},
 			{"User", testUser},
+			{"Image", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testImage(t, h) }},
+			{"Volume", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testVolume(t, h) }},
+			{"JoinNetwork", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testJoinNetwork(t, h) }},
+			{"SnapshotRoundTrip", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testSnapshotRoundTrip(t, h) }},
 			{"Escape", testEscape},
 		} {
 			t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,182 @@
+package runtimetest
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/paddock-dev/paddock/internal/imagetest"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Harness is what a driver's test gives the suite: the driver, and how to
+// prepare what a sandbox takes from outside the driver the way the node
+// prepares it for that driver (an image's layers, a volume, a network).
+// A nil fixture skips its case with the reason, so a driver under
+// construction can run the rest; every shipped driver provides them all.
+type Harness struct {
+	// NewDriver must give each call its own data dir and close the driver
+	// in t.Cleanup. Required.
+	NewDriver func(t *testing.T) runtime.Driver
+	// Image makes an image of layers (lowest first) ready for a Spec's
+	// Rootfs, as the node resolves one from its image store.
+	Image func(t *testing.T, layers ...v1.Layer) *runtime.Rootfs
+	// Volume returns a host directory, holding the file "seed" (content
+	// "seed\n"), that a Spec may mount read-write, as a named volume is.
+	Volume func(t *testing.T) string
+	// Network prepares a network for sandbox id, as netns does for node,
+	// and reports the sandbox's address the host reaches it at.
+	Network func(t *testing.T, id string) (*runtime.NetworkSpec, string)
+}
+
+// testCapabilities: the driver says what it is and its optional powers
+// match its methods, never faked.
+func testCapabilities(t *testing.T, h Harness) {
+	d := h.NewDriver(t)
+	c := d.Capabilities()
+	if c.Name == "" {
+		t.Error("Capabilities has no Name")
+	}
+	if c.CgroupVersion != 1 && c.CgroupVersion != 2 {
+		t.Errorf("CgroupVersion %d, want 1 or 2", c.CgroupVersion)
+	}
+	if !c.Seccomp {
+		t.Error("Seccomp is false: every driver confines syscalls")
+	}
+	_, snap := d.(runtime.Snapshotter)
+	if c.Snapshot != snap {
+		t.Errorf("Capabilities.Snapshot = %v, but the driver implements Snapshotter: %v", c.Snapshot, snap)
+	}
+}
+
+// testImage: a multi-layer image mounts in order: the upper layer adds a
+// file, hides one of the lower layer's with a whiteout and an opaque
+// directory, and the lower layer's files stay as they were.
+func testImage(t *testing.T, h Harness) {
+	if h.Image == nil {
+		t.Skip("the driver's harness makes no images")
+	}
+	base := imagetest.Layer(t, func(tw *tar.Writer) {
+		imagetest.WriteBusybox(t, tw, "sh", "cat", "ls", "id", "echo", "stat")
+		imagetest.File(t, tw, "etc/base-only", []byte("base\n"), 0o644)
+		imagetest.File(t, tw, "deleted", []byte("gone\n"), 0o644)
+		imagetest.Dir(t, tw, "opq/")
+		imagetest.File(t, tw, "opq/old", []byte("old\n"), 0o644)
+	})
+	top := imagetest.Layer(t, func(tw *tar.Writer) {
+		imagetest.File(t, tw, "added", []byte("added\n"), 0o644)
+		imagetest.File(t, tw, ".wh.deleted", nil, 0o644)
+		imagetest.Dir(t, tw, "opq/")
+		imagetest.File(t, tw, "opq/.wh..wh..opq", nil, 0o644)
+		imagetest.File(t, tw, "opq/new", []byte("new\n"), 0o644)
+	})
+	d := h.NewDriver(t)
+	b := createBoxSpec(t, d, "image", runtime.Spec{Image: "test/layers", Rootfs: h.Image(t, base, top), Resources: defaultRes})
+	r := b.sh("cat /added /etc/base-only; ls /opq; test -e /deleted || echo deleted-hidden; test -e /opq/old || echo old-hidden", false).mustOK(t)
+	if want := "added\nbase\nnew\ndeleted-hidden\nold-hidden\n"; r.Stdout != want {
+		t.Errorf("the image's merged view:\n%s\nwant\n%s", r.Stdout, want)
+	}
+	// The layers are shared: writing in the sandbox changes its own layer.
+	b.sh("echo mine > /added && cat /added", true).mustOK(t)
+	other := createBoxSpec(t, d, "image2", runtime.Spec{Image: "test/layers", Rootfs: h.Image(t, base, top), Resources: defaultRes})
+	if r := other.sh("cat /added", false).mustOK(t); r.Stdout != "added\n" {
+		t.Errorf("another sandbox of the image reads %q: a layer was written", r.Stdout)
+	}
+}
+
+// testVolume: a mounted host directory is read and written through, and
+// it is mounted nosuid and nodev.
+func testVolume(t *testing.T, h Harness) {
+	if h.Volume == nil {
+		t.Skip("the driver's harness makes no volumes")
+	}
+	dir := h.Volume(t)
+	d := h.NewDriver(t)
+	b := createBoxSpec(t, d, "volume", runtime.Spec{Image: "host", Resources: defaultRes,
+		Mounts: []runtime.Mount{{Source: dir, Dest: "/data"}}})
+	r := b.sh("cat /data/seed && echo written > /data/out && grep ' /data ' /proc/self/mounts", true).mustOK(t)
+	if !strings.HasPrefix(r.Stdout, "seed\n") {
+		t.Errorf("the volume reads %q", r.Stdout)
+	}
+	if opts := r.Stdout; !strings.Contains(opts, "nosuid") || !strings.Contains(opts, "nodev") {
+		t.Errorf("the volume's mount options: %q, want nosuid and nodev", opts)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "out")); err != nil || string(got) != "written\n" {
+		t.Errorf("the host sees %q, %v", got, err)
+	}
+}
+
+// testJoinNetwork: the sandbox joins the network it is given: it has the
+// address the host reaches it at, its resolv.conf names the resolver, and a
+// server inside answers the host.
+func testJoinNetwork(t *testing.T, h Harness) {
+	if h.Network == nil {
+		t.Skip("the driver's harness makes no networks")
+	}
+	d := h.NewDriver(t)
+	id := newID("joinnet")
+	nw, addr := h.Network(t, id)
+	b := createBoxWithID(t, d, id, runtime.Spec{Image: "host", Resources: defaultRes, Network: nw})
+	r := b.sh("cat /etc/resolv.conf", false).mustOK(t)
+	if !strings.Contains(r.Stdout, "nameserver "+nw.DNS.String()) {
+		t.Errorf("resolv.conf %q does not name %s", r.Stdout, nw.DNS)
+	}
+	const port = 8123
+	b.start("python3", "-c", "import http.server as h; h.HTTPServer(('0.0.0.0', "+strconv.Itoa(port)+"), h.SimpleHTTPRequestHandler).serve_forever()")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(addr, strconv.Itoa(port)), time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the host cannot reach the sandbox's server at %s:%d: %v", addr, port, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// testSnapshotRoundTrip: a driver that snapshots copies a sandbox's
+// changes (new files, deletions) into a layer a new sandbox starts from.
+func testSnapshotRoundTrip(t *testing.T, h Harness) {
+	d := h.NewDriver(t)
+	snap, ok := d.(runtime.Snapshotter)
+	if !ok {
+		t.Skip("the driver has no Snapshotter")
+	}
+	b := createBoxSpec(t, d, "snapsrc", runtime.Spec{Image: "host", Resources: defaultRes})
+	b.sh("echo kept > /home/user/kept && mkdir -p /home/user/d && echo x > /home/user/d/x", false).mustOK(t)
+	b.sh("rm -f /etc/hostname.snap-probe; echo gone > /opt-probe && rm /opt-probe", true).mustOK(t)
+	layer := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := snap.Snapshot(ctx, b.id, layer, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n <= 0 {
+		t.Errorf("Snapshot copied %d bytes", n)
+	}
+	if _, err := snap.Snapshot(ctx, b.id, t.TempDir(), 3); !isTooLarge(err) {
+		t.Errorf("Snapshot over a 3-byte cap = %v, want ErrTooLarge", err)
+	}
+	restored := createBoxSpec(t, d, "snapdst", runtime.Spec{Image: "host", Resources: defaultRes,
+		Rootfs: &runtime.Rootfs{Lowers: []string{layer}, OnHost: true}})
+	r := restored.sh("cat /home/user/kept /home/user/d/x; test -e /opt-probe || echo absent", false).mustOK(t)
+	if want := "kept\nx\nabsent\n"; r.Stdout != want {
+		t.Errorf("the restored sandbox reads:\n%s\nwant\n%s", r.Stdout, want)
+	}
+}
+
+func isTooLarge(err error) bool { return errors.Is(err, sandbox.ErrTooLarge) }
