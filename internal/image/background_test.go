@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -39,7 +40,8 @@ func stallingRegistry(t *testing.T) (host string, entered <-chan struct{}, relea
 
 func openBareStore(t *testing.T) *Store {
 	t.Helper()
-	s, err := OpenStore(filepath.Join(t.TempDir(), "images"), StoreOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := OpenStore(filepath.Join(t.TempDir(), "images"), StoreOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Guard: netguard.Guard{AllowPrivate: true}}) // the test registry is on 127.0.0.1
 	if err != nil {
 		t.Fatal(err)
 	}
