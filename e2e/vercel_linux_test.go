@@ -3,9 +3,13 @@ package e2e
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"io"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/sdk"
 )
 
 // vercelPool is the address pool of the Vercel SDK test, apart from the
@@ -119,4 +125,103 @@ func vercelTeam(ctx context.Context, t *testing.T, s *stack, name string) (store
 		t.Fatalf("create a member token of %s: %v", name, err)
 	}
 	return team, secret
+}
+
+// TestVercelCommandInHistory: a command run through /compat/vercel is run
+// by the same sandbox layer as the API's, so the API lists it while it
+// runs (from the agent), the history holds it from its start, and once
+// the sandbox stops the API lists it from the history: the one that
+// finished with its exit, the one the stop killed as unknown.
+func TestVercelCommandInHistory(t *testing.T) {
+	s := startStack(t, newDataDir(t), stackOptions{network: netip.MustParsePrefix("10.213.245.0/24")})
+	ctx := ctxFor(t, 2*time.Minute)
+	team, token := vercelTeam(ctx, t, s, "vercel-history")
+	vercel := func(method, path string, body any) []byte {
+		t.Helper()
+		data, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, s.http.URL+"/compat/vercel"+path+"?teamId="+url.QueryEscape(team.ID), bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: %d %s (%v)", method, path, resp.StatusCode, out, err)
+		}
+		return out
+	}
+	var created struct {
+		Sandbox struct {
+			ID string `json:"id"`
+		} `json:"sandbox"`
+	}
+	if err := json.Unmarshal(vercel("POST", "/v1/sandboxes", map[string]any{"projectId": "prj_history"}), &created); err != nil {
+		t.Fatal(err)
+	}
+	id := created.Sandbox.ID
+	type wireCommand struct {
+		Command struct {
+			ID       string `json:"id"`
+			ExitCode *int   `json:"exitCode"`
+		} `json:"command"`
+	}
+	// A waited one (NDJSON: the started command, then the finished one)
+	// and one that runs until the stop.
+	lines := bytes.Split(bytes.TrimSpace(vercel("POST", "/v1/sandboxes/"+id+"/cmd",
+		map[string]any{"command": "sh", "args": []string{"-c", "exit 3"}, "wait": true})), []byte("\n"))
+	var waited wireCommand
+	if err := json.Unmarshal(lines[len(lines)-1], &waited); err != nil || waited.Command.ExitCode == nil || *waited.Command.ExitCode != 3 {
+		t.Fatalf("waited command: %s (%v)", lines[len(lines)-1], err)
+	}
+	var sleeper wireCommand
+	if err := json.Unmarshal(vercel("POST", "/v1/sandboxes/"+id+"/cmd", map[string]any{"command": "sleep", "args": []string{"300"}}), &sleeper); err != nil {
+		t.Fatal(err)
+	}
+
+	sb := sdk.New(s.http.URL, token).Sandbox(id)
+	list := func() map[string]*sdk.Command {
+		t.Helper()
+		cmds, err := sb.Commands(ctx)
+		if err != nil {
+			t.Fatalf("list the commands through the API: %v", err)
+		}
+		out := map[string]*sdk.Command{}
+		for _, c := range cmds {
+			out[c.ID] = c
+		}
+		return out
+	}
+	live := list()
+	if c := live[sleeper.Command.ID]; c == nil || c.Status != api.CommandRunning || c.Cmd != "sleep" {
+		t.Errorf("while it runs the API lists %+v, want the sleep running", live)
+	}
+	if c := live[waited.Command.ID]; c == nil || c.ExitCodeOr(-1) != 3 {
+		t.Errorf("while the sandbox runs the API lists %+v, want the waited command with exit 3", live)
+	}
+	// The history has both from their start, before any stop.
+	recs, _, err := s.d.Store().ListCommands(ctx, id, store.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 || recs[0].ID != waited.Command.ID || recs[1].ID != sleeper.Command.ID || recs[1].TeamID != team.ID || recs[1].Cmd != "sleep" {
+		t.Fatalf("the history of a running sandbox holds %+v, want both commands of team %s", recs, team.ID)
+	}
+
+	vercel("POST", "/v1/sandboxes/"+id+"/stop", nil)
+	past := list()
+	if c := past[waited.Command.ID]; c == nil || c.Status != api.CommandExited || c.ExitCodeOr(-1) != 3 {
+		t.Errorf("after the stop the history lists %+v, want the waited command with exit 3", c)
+	}
+	if c := past[sleeper.Command.ID]; c == nil || c.Status != api.CommandUnknown || c.StartedAt.IsZero() {
+		t.Errorf("after the stop the history lists %+v, want the sleep, its exit unknown", c)
+	}
 }

@@ -165,13 +165,10 @@ func validateRequest(req *CommandRequest) error {
 	if req.Cwd != "" && (!filepath.IsAbs(req.Cwd) || strings.ContainsRune(req.Cwd, 0)) {
 		return invalidCommand("cwd %q must be an absolute path", req.Cwd)
 	}
-	for k, v := range req.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return invalidCommand("invalid environment variable name %q", k)
-		}
-		if strings.ContainsRune(v, 0) {
-			return invalidCommand("environment variable %s contains a NUL byte", k)
-		}
+	// The host checked already (node's Exec); the agent answers anyone on
+	// its socket, so it checks again, the same way.
+	if err := sandbox.ValidateEnv(req.Env); err != nil {
+		return invalidCommand("%s", err)
 	}
 	if req.TimeoutMs < 0 {
 		return invalidCommand("timeoutMs must not be negative")

@@ -325,16 +325,15 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	if err != nil {
 		return fail("provision_failed", "sandbox agent: %v", err)
 	}
-	// The agent knows no sandbox env: like the API server, every command
-	// gets the sandbox's (image env under the project's), and the secrets,
-	// which are never recorded with the sandbox.
-	cmdEnv := maps.Clone(sb.Env)
-	if cmdEnv == nil {
-		cmdEnv = map[string]string{}
+	// Exec gives every command the sandbox's env (the image's under the
+	// project's); the secrets go over it as env that is never recorded,
+	// neither with the sandbox nor in the command history.
+	secretEnv := maps.Clone(secrets)
+	if secretEnv == nil {
+		secretEnv = map[string]string{}
 	}
-	maps.Copy(cmdEnv, secrets)
-	cmdEnv[doc.AppSecretEnv] = r.secret
-	workDir := sb.WorkingDir
+	secretEnv[doc.AppSecretEnv] = r.secret
+	workDir := "" // the sandbox's WorkingDir
 	if doc.Source.Git != nil && doc.Source.Git.Dir != "" {
 		workDir = doc.Source.Git.Dir
 	}
@@ -354,7 +353,7 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 		if err := s.setState(ctx, r, StateInstalling, nil); err != nil {
 			return err
 		}
-		cmd, err := ag.Start(ctx, agent.CommandRequest{Cmd: "sh", Args: []string{"-c", doc.Install}, Cwd: workDir, Env: cmdEnv})
+		cmd, err := s.cfg.Sandboxes.Exec(ctx, sb.ID, sandbox.ExecRequest{Cmd: "sh", Args: []string{"-c", doc.Install}, Cwd: workDir, SecretEnv: secretEnv})
 		if err != nil {
 			return fail("install_failed", "start install: %s", errMessage(err))
 		}
@@ -368,7 +367,7 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	}
 
 	// starting
-	start := agent.CommandRequest{Cmd: "sh", Args: []string{"-c", doc.Start}, Cwd: workDir, Env: cmdEnv}
+	start := sandbox.ExecRequest{Cmd: "sh", Args: []string{"-c", doc.Start}, Cwd: workDir, SecretEnv: secretEnv}
 	if doc.Start == "" {
 		// The command of the image the sandbox runs (by digest): the ref
 		// may have moved since the create.
@@ -381,7 +380,7 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 		}
 		start.Cmd, start.Args = argv[0], argv[1:]
 	}
-	cmd, err := ag.Start(ctx, start)
+	cmd, err := s.cfg.Sandboxes.Exec(ctx, sb.ID, start)
 	if err != nil {
 		return fail("start_failed", "start app: %s", errMessage(err))
 	}

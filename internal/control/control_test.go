@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -299,6 +300,19 @@ func TestSecretsNeverReturned(t *testing.T) {
 	c, _ := ag.cmd("cmd-1")
 	if c.reqEnv["OPENAI_API_KEY"] != secret || len(c.reqEnv[DefaultAppSecretEnv]) != 64 {
 		t.Fatalf("app env: %v", c.reqEnv)
+	}
+	// Through Exec as env that is never recorded, not as the command's own.
+	e.fs.mu.Lock()
+	execs := slices.Clone(e.fs.execs)
+	e.fs.mu.Unlock()
+	if len(execs) == 0 {
+		t.Fatal("the app was not started through Exec")
+	}
+	for _, x := range execs {
+		check("a command's recorded env", x.Env)
+		if x.SecretEnv["OPENAI_API_KEY"] != secret || x.SecretEnv[DefaultAppSecretEnv] == "" {
+			t.Fatalf("exec secret env: %v", x.SecretEnv)
+		}
 	}
 	tgt, err := e.svc.AppTarget(ctx, teamA, v.ID)
 	if err != nil || tgt.Secret != c.reqEnv[DefaultAppSecretEnv] || tgt.SecretHeader != "X-Secret-Key" {

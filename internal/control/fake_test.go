@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -29,6 +30,7 @@ type fakeSandboxes struct {
 	n         int
 	sbs       map[string]*fakeSB
 	creates   []sandbox.CreateRequest
+	execs     []sandbox.ExecRequest // every Exec, in order
 	createErr error
 	imageCmd  []string
 }
@@ -100,6 +102,35 @@ func (f *fakeSandboxes) Agent(ctx context.Context, id string) (Agent, error) {
 		return nil, sandbox.Errorf(sandbox.ErrNotRunning, "sandbox_not_running", "%s not running", id)
 	}
 	return s.agent, nil
+}
+
+// Exec starts the command on the sandbox's fake agent, which adds the
+// sandbox's env itself; the rest is node's Exec in small.
+func (f *fakeSandboxes) Exec(ctx context.Context, id string, req sandbox.ExecRequest) (agent.Command, error) {
+	if err := req.Validate(); err != nil {
+		return agent.Command{}, err
+	}
+	f.mu.Lock()
+	s, ok := f.sbs[id]
+	var sb sandbox.Sandbox
+	if ok {
+		f.execs = append(f.execs, req)
+		sb = s.sb
+	}
+	f.mu.Unlock()
+	if !ok || sb.State != sandbox.Running {
+		return agent.Command{}, sandbox.Errorf(sandbox.ErrNotRunning, "sandbox_not_running", "%s not running", id)
+	}
+	env := maps.Clone(req.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	maps.Copy(env, req.SecretEnv)
+	cwd := req.Cwd
+	if cwd == "" {
+		cwd = sb.WorkingDir
+	}
+	return s.agent.Start(ctx, agent.CommandRequest{Cmd: req.Cmd, Args: req.Args, Cwd: cwd, Env: env, Sudo: req.Sudo, TimeoutMs: req.TimeoutMs})
 }
 
 func (f *fakeSandboxes) ImageCommand(team, ref string) ([]string, error) { return f.imageCmd, nil }

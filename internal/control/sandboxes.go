@@ -19,6 +19,10 @@ type Sandboxes interface {
 	Delete(ctx context.Context, id string) error
 	// Agent returns the in-sandbox agent of a running sandbox.
 	Agent(ctx context.Context, id string) (Agent, error)
+	// Exec starts a command in a running sandbox, with the sandbox's env
+	// and working dir as defaults, and records it in the history (see
+	// node.Manager.Exec).
+	Exec(ctx context.Context, id string, req sandbox.ExecRequest) (agent.Command, error)
 	// ImageCommand is an image's Entrypoint followed by its Cmd, the
 	// command a project with no Start runs.
 	ImageCommand(team, ref string) ([]string, error)

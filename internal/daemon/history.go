@@ -21,9 +21,23 @@ var _ node.History = (*nodeHistory)(nil)
 // newNodeHistory returns the history kept in s.
 func newNodeHistory(s store.Store) *nodeHistory { return &nodeHistory{s: s} }
 
+// Started records a command as it starts, with its exit when it already
+// finished (a waited command). A conflict is a command Finished recorded
+// first, racing a stop: it already holds what is known.
+func (h *nodeHistory) Started(ctx context.Context, sb sandbox.Sandbox, c agent.Command) error {
+	rec := commandOf(sb, c)
+	if c.Done() && c.ExitCode != nil {
+		rec.ExitCode, rec.FinishedAt = c.ExitCode, c.FinishedAt
+	}
+	if err := h.s.AddCommand(ctx, rec); err != nil && !errors.Is(err, sandbox.ErrConflict) {
+		return err
+	}
+	return nil
+}
+
 // Finished records the exit of every command the agent reported finished.
-// A command the API did not record when it started (the control plane's
-// own, or one started before history existed) is added first. One still
+// A command Started did not record (its write failed, or it was started
+// before history existed) is added first. One still
 // running at the stop keeps no exit: the stop kills it and its exit is
 // never reported, so its history says "unknown".
 func (h *nodeHistory) Finished(ctx context.Context, sb sandbox.Sandbox, cmds []agent.Command) error {

@@ -19,8 +19,8 @@ func TestHistoryFinished(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	sb := sandbox.Sandbox{ID: "sb-hist", TeamID: "team-a"}
 
-	// c1 was recorded by the API when it started; c2 (the control plane's)
-	// and c3 (still running at the stop) were not; c4 was, and still runs.
+	// c1 was recorded by Started; c2 and c3 (still running at the stop)
+	// were not (their writes failed); c4 was, and still runs.
 	for _, c := range []store.Command{
 		{ID: "c1", SandboxID: sb.ID, TeamID: "team-a", Cmd: "make", StartedAt: t0},
 		{ID: "c4", SandboxID: sb.ID, TeamID: "team-a", Cmd: "serve", StartedAt: t0.Add(4 * time.Second)},
@@ -67,6 +67,50 @@ func TestHistoryFinished(t *testing.T) {
 	}
 	if got[1].Cmd != "install" || len(got[1].Args) != 1 {
 		t.Errorf("added command = %+v, want the agent's cmd and args", got[1])
+	}
+}
+
+func TestHistoryStarted(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
+	h := newNodeHistory(s)
+	ctx := t.Context()
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	sb := sandbox.Sandbox{ID: "sb-start", TeamID: "team-a"}
+	zero := 0
+	running := agent.Command{ID: "c1", Cmd: "sleep", Args: []string{"60"}, Cwd: "/work", Sudo: true, Status: agent.StatusRunning, StartedAt: t0}
+	waited := agent.Command{ID: "c2", Cmd: "true", Status: agent.StatusExited, ExitCode: &zero, StartedAt: t0, FinishedAt: t0.Add(time.Second)}
+	for _, c := range []agent.Command{running, waited} {
+		if err := h.Started(ctx, sb, c); err != nil {
+			t.Fatalf("Started %s: %v", c.ID, err)
+		}
+	}
+	// A stop that recorded it first, or a retry, is no error.
+	if err := h.Started(ctx, sb, running); err != nil {
+		t.Fatalf("Started again: %v", err)
+	}
+	got, _, err := s.ListCommands(ctx, sb.ID, store.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("history has %d commands, want 2: %+v", len(got), got)
+	}
+	if c := got[0]; c.ID != "c1" || c.TeamID != "team-a" || c.Cmd != "sleep" || len(c.Args) != 1 || c.Cwd != "/work" || !c.Sudo ||
+		!c.StartedAt.Equal(t0) || c.ExitCode != nil {
+		t.Errorf("running command recorded as %+v", c)
+	}
+	if c := got[1]; c.ID != "c2" || c.ExitCode == nil || *c.ExitCode != 0 || !c.FinishedAt.Equal(t0.Add(time.Second)) {
+		t.Errorf("waited command recorded as %+v, want its exit", c)
+	}
+	// The stop then adds the exit of the one that ran on.
+	one := 1
+	finished := running
+	finished.Status, finished.ExitCode, finished.FinishedAt = agent.StatusExited, &one, t0.Add(time.Minute)
+	if err := h.Finished(ctx, sb, []agent.Command{finished, waited}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ = s.ListCommands(ctx, sb.ID, store.Page{}); len(got) != 2 || got[0].ExitCode == nil || *got[0].ExitCode != 1 {
+		t.Errorf("after the stop: %+v", got)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	goruntime "runtime"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/image"
@@ -65,8 +64,9 @@ type Config struct {
 	// for the control plane's database). A non-nil Records takes over the
 	// JSON files New finds there (see import.go).
 	Records Records
-	// History records each sandbox's command exits and usage when it
-	// stops (see history.go); nil records nothing.
+	// History records each command as Exec starts it, and each sandbox's
+	// command exits and usage when it stops (see history.go); nil records
+	// nothing.
 	History History
 }
 
@@ -197,15 +197,8 @@ func normalize(cfg *Config, req sandbox.CreateRequest) (sandbox.CreateRequest, e
 		return req, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeout must be in (0, %s], got %s", cfg.MaxTimeout, req.Timeout)
 	}
 
-	for k, v := range req.Env {
-		// A name with '=' or NUL cannot be passed through execve's envp
-		// faithfully; a NUL in a value would silently truncate it.
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return req, sandbox.Errorf(sandbox.ErrInvalid, "invalid_env", "invalid environment variable name %q", k)
-		}
-		if strings.ContainsRune(v, 0) {
-			return req, sandbox.Errorf(sandbox.ErrInvalid, "invalid_env", "environment variable %q has a NUL byte in its value", k)
-		}
+	if err := sandbox.ValidateEnv(req.Env); err != nil {
+		return req, err
 	}
 	vols, err := normalizeVolumes(cfg, req.Volumes)
 	if err != nil {

@@ -9,11 +9,16 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// History keeps what a sandbox leaves behind once it stops: the exits of
-// its commands and its resource use. The node calls it on every stop path
-// (API stop, timeout, delete of a running sandbox, deactivation, which
-// deletes); internal/daemon implements it over the store.
+// History keeps what outlives a sandbox: its commands, with their exits,
+// and its resource use. It has one writer, the node: Exec records each
+// command as it starts, and every stop path (API stop, timeout, delete of
+// a running sandbox, deactivation, which deletes) records the exits and
+// the usage; internal/daemon implements it over the store.
 type History interface {
+	// Started records a command Exec just started in sb, with its exit
+	// when it already finished (a waited command). A command recorded
+	// already (by Finished, racing a stop) is no error.
+	Started(ctx context.Context, sb sandbox.Sandbox, cmd agent.Command) error
 	// Finished records the commands of sb as its agent listed them right
 	// before the stop. A command still running then is killed by the stop
 	// and its exit is never known.

@@ -39,8 +39,22 @@ func (d *historyDriver) Stats(ctx context.Context, id string) (runtime.Stats, er
 // fakeHistory records what the node hands to History.
 type fakeHistory struct {
 	mu       sync.Mutex // guards the fields below
+	started  []startedCommand
 	finished map[string][]agent.Command
 	used     []Usage
+}
+
+// startedCommand is one call of History.Started.
+type startedCommand struct {
+	sb  sandbox.Sandbox
+	cmd agent.Command
+}
+
+func (h *fakeHistory) Started(_ context.Context, sb sandbox.Sandbox, cmd agent.Command) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.started = append(h.started, startedCommand{sb: sb, cmd: cmd})
+	return nil
 }
 
 func (h *fakeHistory) Finished(_ context.Context, sb sandbox.Sandbox, cmds []agent.Command) error {

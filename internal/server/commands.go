@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,26 +16,21 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// startTimeout bounds starting a command. Starting is detached from the
-// request's context: a client hanging up mid-start must not leave it unknown
-// whether the command runs.
-const startTimeout = 30 * time.Second
-
-// agentFor returns the agent of a running sandbox and the sandbox record.
-func (s *Server) agentFor(ctx context.Context, id string) (*agent.Client, sandbox.Sandbox, error) {
+// agentFor returns the agent of a running sandbox.
+func (s *Server) agentFor(ctx context.Context, id string) (*agent.Client, error) {
 	sb, err := s.sb.Get(ctx, id)
 	if err != nil {
-		return nil, sb, sandboxErr(id, err)
+		return nil, sandboxErr(id, err)
 	}
 	if sb.State != sandbox.Running {
-		return nil, sb, &sandbox.Error{Kind: sandbox.ErrNotRunning, Code: "sandbox_not_running",
+		return nil, &sandbox.Error{Kind: sandbox.ErrNotRunning, Code: "sandbox_not_running",
 			Message: fmt.Sprintf("sandbox %q is %s, not running", id, sb.State)}
 	}
 	ac, err := s.sb.Agent(ctx, id)
 	if err != nil {
-		return nil, sb, sandboxErr(id, err)
+		return nil, sandboxErr(id, err)
 	}
-	return ac, sb, nil
+	return ac, nil
 }
 
 // commandErr gives a not-found from the agent the command-specific code.
@@ -58,61 +52,20 @@ func (s *Server) runCommand(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
-	switch {
-	case req.Cmd == "" || strings.ContainsRune(req.Cmd, 0):
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_command", "cmd is required and must not contain NUL")
-	case req.TimeoutMs < 0:
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs must not be negative")
-	}
-	for _, a := range req.Args {
-		if strings.ContainsRune(a, 0) {
-			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_command", "args must not contain NUL")
-		}
-	}
-	if req.Cwd != "" {
-		if req.Cwd, err = cleanPath(req.Cwd); err != nil {
-			return err
-		}
-	}
-	if err := validEnv(req.Env); err != nil {
-		return err
-	}
-	ac, sb, err := s.agentFor(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	if req.Cwd == "" {
-		// The image's WorkingDir; empty leaves the agent's default (home).
-		req.Cwd = sb.WorkingDir
-	}
-	env := maps.Clone(sb.Env)
-	if env == nil && len(req.Env) > 0 {
-		env = make(map[string]string, len(req.Env))
-	}
-	maps.Copy(env, req.Env)
-
-	areq := agent.CommandRequest{
-		Cmd: req.Cmd, Args: req.Args, Cwd: req.Cwd, Env: env, Sudo: req.Sudo,
-		TimeoutMs: req.TimeoutMs, Stdin: req.Stdin,
-	}
-	var cmd agent.Command
-	if req.Detached {
-		startCtx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), startTimeout)
+	ereq := sandbox.ExecRequest{Cmd: req.Cmd, Args: req.Args, Cwd: req.Cwd, Env: req.Env, Sudo: req.Sudo,
+		TimeoutMs: req.TimeoutMs, Stdin: req.Stdin, Wait: !req.Detached}
+	ctx := r.Context()
+	if ereq.Wait {
+		// The wait lasts as long as the command, so CloseStreams ends it
+		// too; the command runs on either way.
+		var cancel context.CancelFunc
+		ctx, cancel = s.longPoll(r)
 		defer cancel()
-		cmd, err = ac.Start(startCtx, areq)
-	} else {
-		// Start and wait in one round trip to the agent. The command runs
-		// on if the client leaves; only the wait ends.
-		ctx, cancel := s.longPoll(r)
-		defer cancel()
-		if cmd, err = ac.Run(ctx, areq); err != nil {
-			return s.shutdownErr(r, fmt.Errorf("run command in sandbox %s: %w", id, err))
-		}
 	}
+	cmd, err := s.sb.Exec(ctx, id, ereq)
 	if err != nil {
-		return fmt.Errorf("start command in sandbox %s: %w", id, err)
+		return s.shutdownErr(r, sandboxErr(id, err))
 	}
-	s.recordStarted(r.Context(), sb, cmd)
 	s.log.Info("command started", "sandbox", id, "command", cmd.ID, "cmd", req.Cmd, "detached", req.Detached)
 	writeJSON(w, http.StatusCreated, toAPICommand(id, cmd))
 	return nil
@@ -135,7 +88,7 @@ func (s *Server) listCommands(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, api.CommandList{Commands: cmds})
 		return nil
 	}
-	ac, _, err := s.agentFor(r.Context(), id)
+	ac, err := s.agentFor(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -159,7 +112,7 @@ func (s *Server) commandAgent(r *http.Request) (sbID, cmdID string, ac *agent.Cl
 	if cmdID, err = commandID(r); err != nil {
 		return "", "", nil, err
 	}
-	ac, _, err = s.agentFor(r.Context(), sbID)
+	ac, err = s.agentFor(r.Context(), sbID)
 	return sbID, cmdID, ac, err
 }
 

@@ -40,6 +40,7 @@ type fakeSandboxes struct {
 	seq       int
 	mutations []string
 	stopped   []string
+	execs     []sandbox.ExecRequest // every Exec that reached the agent, in order
 }
 
 func newFakeSandboxes(ac *agent.Client) *fakeSandboxes {
@@ -187,6 +188,37 @@ func (f *fakeSandboxes) Agent(_ context.Context, id string) (*agent.Client, erro
 		return nil, sandbox.ErrNotRunning
 	}
 	return f.agent, nil
+}
+
+// Exec checks the request as node does and starts it on the fake agent as
+// it came: merging env and defaults is node's, tested there.
+func (f *fakeSandboxes) Exec(ctx context.Context, id string, req sandbox.ExecRequest) (agent.Command, error) {
+	if err := req.Validate(); err != nil {
+		return agent.Command{}, err
+	}
+	ac, err := f.Agent(ctx, id)
+	if err != nil {
+		return agent.Command{}, err
+	}
+	f.mu.Lock()
+	f.execs = append(f.execs, req)
+	f.mu.Unlock()
+	areq := agent.CommandRequest{Cmd: req.Cmd, Args: req.Args, Cwd: req.Cwd, Env: req.Env, Sudo: req.Sudo,
+		TimeoutMs: req.TimeoutMs, Stdin: req.Stdin}
+	if req.Wait {
+		return ac.Run(ctx, areq)
+	}
+	return ac.Start(ctx, areq)
+}
+
+// lastExec is the last request Exec started.
+func (f *fakeSandboxes) lastExec() sandbox.ExecRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.execs) == 0 {
+		return sandbox.ExecRequest{}
+	}
+	return f.execs[len(f.execs)-1]
 }
 
 func (f *fakeSandboxes) Stats(_ context.Context, id string) (runtime.Stats, error) {
@@ -346,12 +378,6 @@ func (fa *fakeAgent) finishLocked(id, status string, code int, signal string) {
 	data, _ := json.Marshal(c.cmd)
 	c.log = append(c.log, frame(agent.FrameExit, data)...)
 	fa.notifyLocked()
-}
-
-func (fa *fakeAgent) startedRequests() []agent.CommandRequest {
-	fa.mu.Lock()
-	defer fa.mu.Unlock()
-	return slices.Clone(fa.started)
 }
 
 func (fa *fakeAgent) mutationCount() int {

@@ -57,7 +57,7 @@ func (s *Server) writeFiles(w http.ResponseWriter, r *http.Request) error {
 	if r.ContentLength > s.maxUpload {
 		return &http.MaxBytesError{Limit: s.maxUpload}
 	}
-	ac, _, err := s.agentFor(r.Context(), id)
+	ac, err := s.agentFor(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func (s *Server) readFile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ac, _, err := s.agentFor(r.Context(), id)
+	ac, err := s.agentFor(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -135,7 +135,7 @@ func (s *Server) readArchive(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ac, _, err := s.agentFor(r.Context(), id)
+	ac, err := s.agentFor(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -172,7 +172,7 @@ func (s *Server) mkdir(w http.ResponseWriter, r *http.Request) error {
 	if req.Path, err = cleanPath(req.Path); err != nil {
 		return err
 	}
-	ac, _, err := s.agentFor(r.Context(), id)
+	ac, err := s.agentFor(r.Context(), id)
 	if err != nil {
 		return err
 	}

@@ -3,47 +3,23 @@ package server
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/paddock-dev/paddock/api"
-	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/httperr"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
 
 // History is where commands and usage outlive their sandbox; store.Store
-// satisfies it. The server records each command as it starts (and the
-// exit of a waited one); the node records the rest of the exits and the
-// usage when it stops a sandbox (node.Config.History).
+// satisfies it. The server only reads it: the node is its one writer
+// (node.Config.History), recording each command as it starts and the
+// exits and usage when it stops a sandbox.
 type History interface {
-	AddCommand(ctx context.Context, c store.Command) error
 	ListCommands(ctx context.Context, sandboxID string, page store.Page) ([]store.Command, string, error)
 	ListUsage(ctx context.Context, f store.UsageFilter) ([]store.Usage, error)
 }
 
 var _ History = store.Store(nil)
-
-// historyTimeout bounds one history write made on a request's behalf.
-const historyTimeout = 10 * time.Second
-
-// recordStarted adds a just-started command to the history, with its exit
-// when it already finished (a waited command). The command runs whatever
-// happens here, so a failed write is logged, not answered.
-func (s *Server) recordStarted(ctx context.Context, sb sandbox.Sandbox, c agent.Command) {
-	if s.history == nil {
-		return
-	}
-	rec := store.Command{ID: c.ID, SandboxID: sb.ID, TeamID: sb.TeamID, Cmd: c.Cmd, Args: c.Args, Cwd: c.Cwd, Sudo: c.Sudo, StartedAt: c.StartedAt}
-	if c.Done() && c.ExitCode != nil {
-		rec.ExitCode, rec.FinishedAt = c.ExitCode, c.FinishedAt
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), historyTimeout)
-	defer cancel()
-	if err := s.history.AddCommand(ctx, rec); err != nil {
-		s.log.Error("record command", "sandbox", sb.ID, "command", c.ID, "err", err)
-	}
-}
 
 // fromHistory reports whether commands of sb are answered from the
 // history: the sandbox no longer runs, so its agent is gone.

@@ -476,10 +476,10 @@ func fromAPIProjectRequest(req api.ProjectRequest) (control.ProjectRequest, erro
 	if req.IdleTimeoutMs > maxMs || req.MaxLifetimeMs > maxMs || req.HealthTimeoutMs > maxMs {
 		return control.ProjectRequest{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_project", "idleTimeoutMs, maxLifetimeMs and healthTimeoutMs must be at most a year")
 	}
-	if err := validEnv(req.Env); err != nil {
+	if err := sandbox.ValidateEnv(req.Env); err != nil {
 		return control.ProjectRequest{}, err
 	}
-	if err := validEnv(req.Secrets); err != nil {
+	if err := sandbox.ValidateEnv(req.Secrets); err != nil {
 		return control.ProjectRequest{}, err
 	}
 	out := control.ProjectRequest{

@@ -77,43 +77,14 @@ func commandID(r *http.Request) (string, error) {
 	return id, nil
 }
 
-// cleanPath checks a path inside a sandbox (absolute, no "..", no NUL) and
+// cleanPath checks a path inside a sandbox (sandbox.ValidatePath) and
 // returns it cleaned ("/tmp/" is "/tmp"). The agent checks again; checking
 // here too means a bad path never reaches it.
 func cleanPath(p string) (string, error) {
-	if err := validPath(p); err != nil {
+	if err := sandbox.ValidatePath(p); err != nil {
 		return "", err
 	}
 	return path.Clean(p), nil
-}
-
-func validPath(p string) error {
-	switch {
-	case p == "":
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_path", "path is required")
-	case !strings.HasPrefix(p, "/"):
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_path", "path %q must be absolute", p)
-	case strings.ContainsRune(p, 0):
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_path", "path contains a NUL byte")
-	case len(p) > 4096:
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_path", "path is longer than 4096 bytes")
-	}
-	for _, part := range strings.Split(p, "/") {
-		if part == ".." {
-			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_path", "path %q must not contain ..", p)
-		}
-	}
-	return nil
-}
-
-// validEnv rejects names the kernel's environment block cannot carry.
-func validEnv(env map[string]string) error {
-	for k, v := range env {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_env", "environment variable %q is not valid", k)
-		}
-	}
-	return nil
 }
 
 // boolQuery parses an optional boolean query parameter.

@@ -44,7 +44,7 @@ func createParams(req api.CreateSandboxRequest) (sandbox.CreateRequest, error) {
 	if req.TimeoutMs > math.MaxInt64/int64(time.Millisecond) {
 		return sandbox.CreateRequest{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs %d is too large", req.TimeoutMs)
 	}
-	if err := validEnv(req.Env); err != nil {
+	if err := sandbox.ValidateEnv(req.Env); err != nil {
 		return sandbox.CreateRequest{}, err
 	}
 	if req.Image != "" && req.Snapshot != "" {
@@ -248,7 +248,7 @@ func (s *Server) listPorts(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ac, _, err := s.agentFor(r.Context(), id)
+	ac, err := s.agentFor(r.Context(), id)
 	if err != nil {
 		return err
 	}

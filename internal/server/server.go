@@ -33,6 +33,10 @@ type Sandboxes interface {
 	ExtendTimeout(ctx context.Context, id string, by time.Duration) (sandbox.Sandbox, error)
 	// Agent returns a client for a running sandbox's agent; the caller does not close it.
 	Agent(ctx context.Context, id string) (*agent.Client, error)
+	// Exec runs a command in a running sandbox: it checks the request,
+	// fills its defaults, starts it and records it in the history (see
+	// node.Manager.Exec), so the API and the Vercel layer only translate.
+	Exec(ctx context.Context, id string, req sandbox.ExecRequest) (agent.Command, error)
 	Stats(ctx context.Context, id string) (runtime.Stats, error)
 	AddPorts(ctx context.Context, id string, ports []sandbox.Port) (sandbox.Sandbox, error)
 	UpdateNetworkPolicy(ctx context.Context, id string, policy sandbox.NetworkPolicy) (sandbox.Sandbox, error)

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -410,18 +411,15 @@ func TestRunCommand(t *testing.T) {
 			}
 		})
 	}
-	// Env: the sandbox's, with the request's on top.
-	if _, err := sb.RunCommand(ctx, api.CommandRequest{Cmd: "echo", Env: map[string]string{"B": "req", "C": "req"}, Sudo: true, Cwd: "/tmp", TimeoutMs: 5000, Stdin: true}); err != nil {
+	// The request goes to the sandbox layer's Exec as it came (the env
+	// merge and the defaults are node's); not detached is a wait.
+	if _, err := sb.RunCommand(ctx, api.CommandRequest{Cmd: "echo", Args: []string{"x"}, Env: map[string]string{"B": "req", "C": "req"}, Sudo: true, Cwd: "/tmp", TimeoutMs: 5000, Stdin: true}); err != nil {
 		t.Fatal(err)
 	}
-	reqs := e.agent.startedRequests()
-	last := reqs[len(reqs)-1]
-	wantEnv := map[string]string{"A": "sandbox", "B": "req", "C": "req"}
-	if len(last.Env) != 3 || last.Env["A"] != "sandbox" || last.Env["B"] != "req" || last.Env["C"] != "req" {
-		t.Errorf("env = %v, want %v", last.Env, wantEnv)
-	}
-	if !last.Sudo || last.Cwd != "/tmp" || last.TimeoutMs != 5000 || !last.Stdin {
-		t.Errorf("request not passed through: %+v", last)
+	want := sandbox.ExecRequest{Cmd: "echo", Args: []string{"x"}, Cwd: "/tmp", Env: map[string]string{"B": "req", "C": "req"},
+		Sudo: true, TimeoutMs: 5000, Stdin: true, Wait: true}
+	if got := e.sbs.lastExec(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Exec got %+v, want %+v", got, want)
 	}
 	cmds, err := sb.Commands(ctx)
 	if err != nil || len(cmds) != 4 {

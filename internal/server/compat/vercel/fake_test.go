@@ -29,10 +29,11 @@ type fakeSandboxes struct {
 	// paddock's random ids are.
 	host string
 
-	mu      sync.Mutex // guards sbs, seq and creates
+	mu      sync.Mutex // guards sbs, seq, creates and execs
 	sbs     map[string]sandbox.Sandbox
 	seq     int
 	creates []sandbox.CreateRequest // every create request, in order
+	execs   []sandbox.ExecRequest // every Exec, in order
 	// createErr, when set, is what Create answers.
 	createErr error
 }
@@ -115,6 +116,39 @@ func (f *fakeSandboxes) ExtendTimeout(_ context.Context, id string, by time.Dura
 }
 
 func (f *fakeSandboxes) Agent(context.Context, string) (*agent.Client, error) { return f.agent, nil }
+
+// Exec checks the request as node does and starts it on the one fake
+// agent as it came: the merging of env and defaults is node's, tested there.
+func (f *fakeSandboxes) Exec(ctx context.Context, id string, req sandbox.ExecRequest) (agent.Command, error) {
+	if err := req.Validate(); err != nil {
+		return agent.Command{}, err
+	}
+	f.mu.Lock()
+	sb, ok := f.sbs[id]
+	f.execs = append(f.execs, req)
+	f.mu.Unlock()
+	switch {
+	case !ok:
+		return agent.Command{}, sandbox.ErrNotFound
+	case sb.State != sandbox.Running:
+		return agent.Command{}, sandbox.ErrNotRunning
+	}
+	areq := agent.CommandRequest{Cmd: req.Cmd, Args: req.Args, Cwd: req.Cwd, Env: req.Env, Sudo: req.Sudo, TimeoutMs: req.TimeoutMs}
+	if req.Wait {
+		return f.agent.Run(ctx, areq)
+	}
+	return f.agent.Start(ctx, areq)
+}
+
+// lastExec is the last request Exec was given.
+func (f *fakeSandboxes) lastExec() sandbox.ExecRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.execs) == 0 {
+		return sandbox.ExecRequest{}
+	}
+	return f.execs[len(f.execs)-1]
+}
 
 func (f *fakeSandboxes) Stats(context.Context, string) (runtime.Stats, error) {
 	return runtime.Stats{}, errors.New("not used")

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -363,6 +364,56 @@ func TestCommandsAndFiles(t *testing.T) {
 	resp, data = e.do("POST", "/v2/sandboxes/sessions/"+sid+"/extend-timeout", map[string]any{"duration": 60000}, "")
 	if resp.StatusCode != 200 || decode(t, data)["session"].(map[string]any)["timeout"] != float64(5*60000+60000) {
 		t.Errorf("extend: %d %s", resp.StatusCode, data)
+	}
+}
+
+// TestCommandThroughExec: a command goes to the sandbox layer's Exec as
+// the SDK asked, with Vercel's cwd rules applied here; what Exec refuses
+// is a 400.
+func TestCommandThroughExec(t *testing.T) {
+	e := newEnv(t)
+	sid := e.create("exec", nil)["session"].(map[string]any)["id"].(string)
+	home := "/home/user" // the fake's sandboxes have no WorkingDir: the user's home
+	tests := []struct {
+		name string
+		body map[string]any
+		want sandbox.ExecRequest
+	}{
+		{"defaults", map[string]any{"command": "true"},
+			sandbox.ExecRequest{Cmd: "true", Cwd: home}},
+		{"everything", map[string]any{"command": "ls", "args": []string{"-l"}, "cwd": "/srv", "env": map[string]string{"K": "v"}, "sudo": true, "timeout": 1500},
+			sandbox.ExecRequest{Cmd: "ls", Args: []string{"-l"}, Cwd: "/srv", Env: map[string]string{"K": "v"}, Sudo: true, TimeoutMs: 1500}},
+		{"relative cwd", map[string]any{"command": "ls", "cwd": "src/../app"},
+			sandbox.ExecRequest{Cmd: "ls", Cwd: home + "/app"}},
+		{"wait streams, Exec starts detached", map[string]any{"command": "true", "wait": true},
+			sandbox.ExecRequest{Cmd: "true", Cwd: home}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, data := e.do("POST", "/v2/sandboxes/sessions/"+sid+"/cmd", tt.body, "")
+			if resp.StatusCode != 200 {
+				t.Fatalf("run: %d %s", resp.StatusCode, data)
+			}
+			if got := e.sbs.lastExec(); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Exec got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+	bad := []struct {
+		name string
+		body map[string]any
+		code string
+	}{
+		{"no command", map[string]any{"command": ""}, "invalid_command"},
+		{"NUL in an arg", map[string]any{"command": "echo", "args": []string{"a\x00"}}, "invalid_command"},
+		{"bad env name", map[string]any{"command": "true", "env": map[string]string{"A=B": "x"}}, "invalid_env"},
+		{"negative timeout", map[string]any{"command": "true", "timeout": -1}, "invalid_timeout"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, data := e.do("POST", "/v2/sandboxes/sessions/"+sid+"/cmd", tt.body, "")
+			wantError(t, resp, data, 400, tt.code)
+		})
 	}
 }
 

@@ -126,7 +126,7 @@ func (h *Handler) configFromCreate(r *http.Request, req *createRequest) (Sandbox
 	if err := setLimits(&cfg, req.Timeout, req.Resources); err != nil {
 		return cfg, nil, err
 	}
-	if err := checkEnv(req.Env); err != nil {
+	if err := sandbox.ValidateEnv(req.Env); err != nil {
 		return cfg, nil, err
 	}
 	cfg.Env, cfg.Tags = maps.Clone(req.Env), maps.Clone(req.Tags)
@@ -220,17 +220,6 @@ func setLimits(cfg *SandboxConfig, timeout *int64, res *resourcesRequest) error 
 			return badRequest("resources.vcpus must be positive")
 		}
 		cfg.VCPUs = res.VCPUs
-	}
-	return nil
-}
-
-// checkEnv refuses names and values the kernel's environment block cannot
-// carry (NUL, or "=" in a name), which would otherwise fail at exec.
-func checkEnv(env map[string]string) error {
-	for k, v := range env {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return badRequest("environment variable %q is not valid", k)
-		}
 	}
 	return nil
 }

@@ -20,11 +20,6 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// startTimeout bounds starting a command; starting is detached from the
-// request, so that a client hanging up cannot leave it unknown whether the
-// command runs.
-const startTimeout = 30 * time.Second
-
 const contentTypeNDJSON = "application/x-ndjson" // exactly: the SDK compares strings
 
 func isV1(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, Prefix+"/v1/") }
@@ -126,41 +121,22 @@ func (h *Handler) runCommand(w http.ResponseWriter, r *http.Request) error {
 	if _, err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	switch {
-	case req.Command == "" || strings.ContainsRune(req.Command, 0):
-		return badRequest("command is required and must not contain NUL")
-	case req.Timeout < 0:
-		return badRequest("timeout must not be negative")
-	}
-	for _, a := range req.Args {
-		if strings.ContainsRune(a, 0) {
-			return badRequest("args must not contain NUL")
-		}
-	}
-	if err := checkEnv(req.Env); err != nil {
-		return err
-	}
 	rs, err := h.running(r)
 	if err != nil {
 		return err
 	}
+	// Vercel resolves a relative cwd against the sandbox's, and runs in the
+	// user's home when the image names no working directory.
 	cwd := cwdOf(rs.sb)
 	if req.Cwd != "" {
 		if cwd, err = sandboxPath(req.Cwd, "", cwd); err != nil {
 			return err
 		}
 	}
-	env := maps.Clone(rs.sb.Env)
-	if env == nil {
-		env = map[string]string{}
-	}
-	maps.Copy(env, req.Env)
-	areq := agent.CommandRequest{Cmd: req.Command, Args: req.Args, Cwd: cwd, Env: env, Sudo: req.Sudo, TimeoutMs: req.Timeout}
-	startCtx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), startTimeout)
-	defer cancel()
-	cmd, err := rs.ac.Start(startCtx, areq)
+	cmd, err := h.sb.Exec(r.Context(), rs.s.ID, sandbox.ExecRequest{Cmd: req.Command, Args: req.Args, Cwd: cwd, Env: req.Env,
+		Sudo: req.Sudo, TimeoutMs: req.Timeout})
 	if err != nil {
-		return fmt.Errorf("start command in session %s: %w", rs.s.ID, err)
+		return fmt.Errorf("session %s: %w", rs.s.ID, err)
 	}
 	h.log.Info("vercel compat: command started", "sandbox", rs.s.ID, "command", cmd.ID, "cmd", req.Command, "wait", req.Wait)
 	if !req.Wait {
@@ -443,11 +419,16 @@ func (h *Handler) mkdir(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// mkdirTimeout bounds the mkdir(1) that mkdirOne runs.
+const mkdirTimeout = 30 * time.Second
+
 // mkdirOne is mkdir without -p, as Vercel's fs/mkdir is unless asked to
 // be recursive: an existing path or a missing parent is an error. The
 // agent only has mkdir -p, so this runs mkdir(1) as the session's user.
+// It is part of a file operation, not a command of the user's: it goes to
+// the agent directly, not through Exec, and stays out of the history.
 func (h *Handler) mkdirOne(ctx context.Context, rs runningSession, p string) error {
-	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	ctx, cancel := context.WithTimeout(ctx, mkdirTimeout)
 	defer cancel()
 	cmd, err := rs.ac.Run(ctx, agent.CommandRequest{Cmd: "mkdir", Args: []string{"--", p}, Cwd: "/"})
 	if err != nil {
