@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -78,13 +79,31 @@ func (b *budgetBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// checkRedirect is the redirect policy of every source fetch: at most 10,
+// http(s) only, and the source's credentials only to where they were sent.
+// net/http keeps Authorization on a redirect to the same host name whatever
+// the port or scheme, so another service on that host, or a downgrade to
+// plain HTTP, would get them.
+func checkRedirect(r *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("more than 10 redirects")
+	}
+	if r.URL.Scheme != "http" && r.URL.Scheme != "https" {
+		return fmt.Errorf("redirect to scheme %q refused", r.URL.Scheme)
+	}
+	if orig := via[0].URL; r.URL.Scheme != orig.Scheme || r.URL.Host != orig.Host {
+		r.Header.Del("Authorization")
+	}
+	return nil
+}
+
 var installOnce sync.Once
 
 // installGitTransport replaces go-git's http and https transports, once and
 // before any fetch reads the registry (New calls it).
 func installGitTransport() {
 	installOnce.Do(func() {
-		c := githttp.NewClient(&http.Client{Transport: dispatch{}})
+		c := githttp.NewClient(&http.Client{Transport: dispatch{}, CheckRedirect: checkRedirect})
 		client.InstallProtocol("http", c)
 		client.InstallProtocol("https", c)
 		// No git:// or ssh://: they dial without the guard.

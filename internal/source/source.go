@@ -187,10 +187,22 @@ func ParseURL(typ, raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// Redact returns u as a string without its userinfo.
+// Redact returns u as a string without its credentials: no userinfo, no
+// fragment, and every query value replaced (presigned URLs carry their
+// signature and key in the query: X-Amz-Signature, sig, token...). The
+// names stay, so a reader still sees what kind of URL it was. This is what
+// records, logs and answers keep of a source URL.
 func Redact(u *url.URL) string {
 	c := *u
 	c.User = nil
+	c.Fragment, c.RawFragment = "", ""
+	if c.RawQuery != "" {
+		q := c.Query()
+		for k := range q {
+			q[k] = []string{"redacted"}
+		}
+		c.RawQuery = q.Encode()
+	}
 	return c.String()
 }
 

@@ -206,9 +206,45 @@ func TestErrorsNeverEchoCredentials(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "t0ken") {
 		t.Errorf("error %v", err)
 	}
-	u, _ := ParseURL(sandbox.SourceGit, "https://user:s3cret@example.com/r.git")
-	if got := Redact(u); got != "https://example.com/r.git" {
-		t.Errorf("Redact = %q", got)
+	for raw, want := range map[string]string{
+		"https://user:s3cret@example.com/r.git": "https://example.com/r.git",
+		// A presigned URL's credentials are in its query.
+		"https://bucket.example.com/a.tgz?X-Amz-Credential=AKIA1&X-Amz-Signature=s3cret#frag": "https://bucket.example.com/a.tgz?X-Amz-Credential=redacted&X-Amz-Signature=redacted",
+	} {
+		u, err := ParseURL(sandbox.SourceTarball, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := Redact(u); got != want {
+			t.Errorf("Redact(%s) = %q, want %q", raw, got, want)
+		}
+	}
+}
+
+// TestTarballCredentialsStayOnTheirOrigin: a redirect to another port or
+// scheme of the same host name keeps net/http's Authorization; ours not.
+func TestTarballCredentialsStayOnTheirOrigin(t *testing.T) {
+	archive := gz(makeTar(t, ent{name: "a", body: "x"}))
+	var seen string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = r.Header.Get("Authorization")
+		w.Write(archive)
+	}))
+	t.Cleanup(other.Close)
+	first := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		http.Redirect(w, r, other.URL+"/a.tgz", http.StatusFound) // same host, another port
+	}))
+	t.Cleanup(first.Close)
+	f := newFetcher(t, nil)
+	if _, _, err := fetchAll(t, f, sandbox.Source{Type: sandbox.SourceTarball, URL: first.URL + "/a.tgz", Token: "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	if seen != "" {
+		t.Errorf("the redirect's target on another port got Authorization %q", seen)
 	}
 }
 

@@ -78,16 +78,7 @@ func (f *Fetcher) download(ctx context.Context, src sandbox.Source, u *url.URL, 
 		req.SetBasicAuth(user, pass)
 	}
 	req.Header.Set("User-Agent", "paddock-source")
-	// net/http drops Authorization on a redirect to another host.
-	c := &http.Client{Transport: f.http.t, CheckRedirect: func(r *http.Request, via []*http.Request) error {
-		if len(via) >= 10 {
-			return errors.New("more than 10 redirects")
-		}
-		if r.URL.Scheme != "http" && r.URL.Scheme != "https" {
-			return fmt.Errorf("redirect to scheme %q refused", r.URL.Scheme)
-		}
-		return nil
-	}}
+	c := &http.Client{Transport: f.http.t, CheckRedirect: checkRedirect}
 	host := u.Hostname()
 	resp, err := c.Do(req)
 	if err != nil {
