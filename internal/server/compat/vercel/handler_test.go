@@ -268,7 +268,8 @@ func TestCreateGetListShapes(t *testing.T) {
 	}
 	rt := routes[0].(map[string]any)
 	requireKeys(t, "route", rt, "url", "subdomain", "port")
-	if u := rt["url"].(string); !strings.HasPrefix(u, "http://localhost:7420/s/"+sess["id"].(string)+"/3000/?paddock_token=") {
+	// The host form: a page the sandbox serves gets an origin of its own.
+	if u := rt["url"].(string); !strings.HasPrefix(u, "http://3000-"+sess["id"].(string)+".localhost:7420/?paddock_token=") {
 		t.Errorf("route url %s", u)
 	}
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/agent"
@@ -126,20 +125,18 @@ func (r *Record) region() string {
 }
 
 // routesOf gives each declared port of a live session a URL that opens it
-// from anywhere the API is reachable, with no credentials to add: the
-// proxy's path form on the public base URL, signed until the session's
-// timeout (at least minRouteTTL). subdomain is the host-form label
-// (<port>-<id>), served under paddock's --domain with the owner's token.
+// with no credentials to add: the proxy's host form (<port>-<id>.<domain>
+// on the public base URL), signed until the session's timeout (at least
+// minRouteTTL). The host form, never the path form: a page the sandbox
+// serves gets an origin of its own, not the API's, where it could reach
+// other tenants' paths with the browser's cookies (the Vercel SDK hands
+// these URLs to browsers). subdomain is the host form's label.
 func (h *Handler) routesOf(l liveSession) []wireRoute {
 	out := []wireRoute{}
 	if !l.found || h.signer == nil || h.baseURL == "" {
 		return out
 	}
 	ttl := max(time.Until(l.sb.ExpiresAt), minRouteTTL)
-	base := strings.TrimSuffix(h.baseURL, "/")
-	if !strings.Contains(base, "://") {
-		base = "https://" + base
-	}
 	for _, p := range l.sb.Ports {
 		rt, err := proxy.RouteFor(l.sb.ID, p.Port, h.baseURL)
 		if err != nil {
@@ -147,7 +144,7 @@ func (h *Handler) routesOf(l liveSession) []wireRoute {
 			continue
 		}
 		tok := h.signer.Sign(l.sb.ID, p.Port, ttl)
-		u := base + proxy.PathPrefix(l.sb.ID, p.Port) + "/?" + url.Values{proxy.TokenParam: {tok}}.Encode()
+		u := rt.URL + "?" + url.Values{proxy.TokenParam: {tok}}.Encode()
 		out = append(out, wireRoute{URL: u, Subdomain: rt.Subdomain, Port: p.Port})
 	}
 	return out

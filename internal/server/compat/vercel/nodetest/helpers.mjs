@@ -3,6 +3,7 @@
 // rewritten to paddock's /compat/vercel by a fetch override, and the
 // credentials are given explicitly, as a self-hosted user would.
 import assert from "node:assert/strict";
+import http from "node:http";
 
 export const base = process.env.PADDOCK_URL;
 // token is a member of the paddock team PADDOCK_TEAM (its id); the Go test
@@ -68,19 +69,45 @@ export async function eventually(fn, ms = 15000) {
   }
 }
 
+// localGet GETs url with node:http, resolving every *.localhost name to
+// 127.0.0.1 as browsers do (route URLs are paddock's host form,
+// <port>-<id>.localhost, which the system resolver here does not know).
+// It follows no redirect.
+export function localGet(url) {
+  const u = new URL(url);
+  const lookup = (host, opts, cb) => {
+    if (host === "localhost" || host.endsWith(".localhost")) {
+      if (opts && opts.all) return cb(null, [{ address: "127.0.0.1", family: 4 }]);
+      return cb(null, "127.0.0.1", 4);
+    }
+    return cb(new Error(`not a local name: ${host}`));
+  };
+  return new Promise((resolve, reject) => {
+    const req = http.get(u, { lookup }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (c) => (text += c));
+      res.on("end", () => resolve({ status: res.statusCode, text }));
+    });
+    req.on("error", reject);
+    req.setTimeout(10000, () => req.destroy(new Error(`GET ${url}: timed out`)));
+  });
+}
+
 // serveAndFetch starts python's http.server on port inside the sandbox,
 // serving dir, and fetches url until it answers with the expected body.
 export async function serveAndFetch(sandbox, port, dir, url, want) {
+  // Routes are the host form: a page the sandbox serves has its own origin.
+  assert.match(new URL(url).hostname, new RegExp(`^${port}-[a-z0-9-]+\\.localhost$`));
   await sandbox.runCommand({
     cmd: "python3",
     args: ["-m", "http.server", String(port), "--bind", "0.0.0.0", "--directory", dir],
     detached: true,
   });
   const body = await eventually(async () => {
-    const res = await nativeFetch(url);
-    const text = await res.text();
-    if (res.status !== 200) throw new Error(`GET ${url}: ${res.status} ${text}`);
-    return text;
+    const res = await localGet(url);
+    if (res.status !== 200) throw new Error(`GET ${url}: ${res.status} ${res.text}`);
+    return res.text;
   });
   assert.equal(body, want);
 }
