@@ -392,6 +392,18 @@ func TestImageRefsPerTeam(t *testing.T) {
 // client that uses it.
 func (s *stack) teamClient(t *testing.T, name, role string) *sdk.Client {
 	t.Helper()
+	return s.newTenant(t, name, role).client
+}
+
+// tenant is a team of the stack with one token.
+type tenant struct {
+	teamID, token string
+	client        *sdk.Client
+}
+
+// newTenant makes a team named name with a token of role.
+func (s *stack) newTenant(t *testing.T, name, role string) tenant {
+	t.Helper()
 	team, err := s.auth.CreateTeam(t.Context(), name)
 	if err != nil {
 		t.Fatal(err)
@@ -400,7 +412,7 @@ func (s *stack) teamClient(t *testing.T, name, role string) *sdk.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sdk.New(s.http.URL, secret)
+	return tenant{teamID: team.ID, token: secret, client: sdk.New(s.http.URL, secret)}
 }
 
 // whoArchive is a docker archive tagged tag of a busybox image whose /who

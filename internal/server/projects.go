@@ -138,6 +138,11 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// Another team's project is not found, whatever the body says: the
+	// owner is checked before the request is.
+	if _, err := s.projects.GetProject(r.Context(), p, id); err != nil {
+		return err
+	}
 	creq, err := decodeProjectRequest(w, r)
 	if err != nil {
 		return err

@@ -124,7 +124,7 @@ func harnessVolume(t *testing.T) string {
 // pool of the test's own, its resolver pointing at nothing.
 func harnessNetwork(t *testing.T, id string) (*runtime.NetworkSpec, string) {
 	t.Helper()
-	nm, err := netns.New(netns.Config{DataDir: t.TempDir(), Pool: netip.MustParsePrefix("10.213.250.0/24"),
+	nm, err := netns.New(netns.Config{DataDir: t.TempDir(), Pool: netip.MustParsePrefix("10.213.244.0/24"),
 		Upstream: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
