@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,30 +34,23 @@ const (
 	// main process exits: background grandchildren may hold the pipes open.
 	drainTimeout = 250 * time.Millisecond
 	// readChunk is the largest frame payload we produce (≤ MaxFrame).
-	readChunk = 32 << 10
-	// checkpointEvery spaces the remembered frame boundaries in a log, so
-	// validating a resume offset scans at most this much of it.
-	checkpointEvery = 1 << 20
-	frameHeader     = 5
-	defaultPath     = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	readChunk   = 32 << 10
+	frameHeader = 5
+	defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
 // command is one started (or failed) command and its output log.
 type command struct {
-	id   string
-	done chan struct{} // closed once the exit frame is written
-	exit chan unix.WaitStatus
+	id    string
+	done  chan struct{} // closed once the exit frame is stored
+	exit  chan unix.WaitStatus
+	store *logStore
+	out   *cmdLog
 
-	mu          sync.Mutex
-	state       Command       // guarded by mu
-	log         *os.File      // guarded by mu for writes; ReadAt is safe concurrently
-	size        int64         // guarded by mu: bytes in the log
-	checkpoints []int64       // guarded by mu: frame boundaries, about checkpointEvery apart
-	changed     chan struct{} // guarded by mu: closed and replaced on every append
-	finished    bool          // guarded by mu: the exit frame is in the log
-	stdin       *os.File      // guarded by mu: write end of stdin, nil if none or closed
-	timedOut    bool          // guarded by mu
-	logErr      error         // guarded by mu: first failure to append to the log
+	mu       sync.Mutex
+	state    Command  // guarded by mu
+	stdin    *os.File // guarded by mu: write end of stdin, nil if none or closed
+	timedOut bool     // guarded by mu
 
 	stdinMu sync.Mutex // serializes stdin writers
 }
@@ -69,27 +61,12 @@ func newID() string {
 	return "cmd-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))[:12]
 }
 
-// appendFrame writes one frame; buf has frameHeader spare bytes in front of
-// the payload so the header and data go out in one write.
+// appendFrame stores one frame; buf has frameHeader spare bytes in front
+// of the payload so the header and data go out in one write.
 func (c *command) appendFrame(kind byte, buf []byte) {
 	buf[0] = kind
 	binary.BigEndian.PutUint32(buf[1:frameHeader], uint32(len(buf)-frameHeader))
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.logErr != nil {
-		return
-	}
-	if _, err := c.log.Write(buf); err != nil {
-		// A partial frame would corrupt every later offset: stop logging.
-		c.logErr = fmt.Errorf("append to command log: %w", err)
-		return
-	}
-	if c.size-c.checkpoints[len(c.checkpoints)-1] >= checkpointEvery {
-		c.checkpoints = append(c.checkpoints, c.size)
-	}
-	c.size += int64(len(buf))
-	close(c.changed)
-	c.changed = make(chan struct{})
+	c.store.append(c.out, buf)
 }
 
 func (c *command) snapshot() Command {
@@ -100,15 +77,7 @@ func (c *command) snapshot() Command {
 	return st
 }
 
-func (c *command) closeLog() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.log != nil {
-		c.log.Close()
-	}
-}
-
-// finish records the final state, appends the exit frame and wakes every
+// finish records the final state, stores the exit frame and wakes every
 // follower and waiter.
 func (c *command) finish(update func(*Command)) {
 	c.mu.Lock()
@@ -123,14 +92,10 @@ func (c *command) finish(update func(*Command)) {
 
 	data, _ := json.Marshal(final)
 	buf := make([]byte, frameHeader+len(data))
+	buf[0] = FrameExit
+	binary.BigEndian.PutUint32(buf[1:frameHeader], uint32(len(data)))
 	copy(buf[frameHeader:], data)
-	c.appendFrame(FrameExit, buf)
-
-	c.mu.Lock()
-	c.finished = true
-	close(c.changed)
-	c.changed = make(chan struct{})
-	c.mu.Unlock()
+	c.store.finish(c.out, buf)
 	close(c.done)
 }
 
@@ -322,22 +287,17 @@ func (s *Server) start(req CommandRequest) (*command, error) {
 	env := s.environ(&req)
 
 	c := &command{
-		id:          newID(),
-		done:        make(chan struct{}),
-		exit:        make(chan unix.WaitStatus, 1),
-		changed:     make(chan struct{}),
-		checkpoints: []int64{0},
+		id:    newID(),
+		done:  make(chan struct{}),
+		exit:  make(chan unix.WaitStatus, 1),
+		store: s.logs,
 		state: Command{
 			Cmd: req.Cmd, Args: req.Args, Cwd: cwd, Sudo: req.Sudo,
 			Status: StatusRunning, StartedAt: time.Now().UTC(),
 		},
 	}
 	c.state.ID = c.id
-	logf, err := os.OpenFile(filepath.Join(s.cfg.StateDir, c.id+".log"), os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("create command log: %w", err)
-	}
-	c.log = logf
+	c.out = s.logs.newLog(c.id)
 
 	fail := func(serr *startError) (*command, error) {
 		s.register(c, 0)
@@ -356,6 +316,7 @@ func (s *Server) start(req CommandRequest) (*command, error) {
 	}
 
 	var stdinR *os.File
+	var err error
 	if req.Stdin {
 		pr, pw, err := os.Pipe()
 		if err != nil {
@@ -726,31 +687,6 @@ func (s *Server) handleStdin(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// validOffset reports whether off is a frame boundary of the log.
-func (c *command) validOffset(off int64) (bool, error) {
-	c.mu.Lock()
-	size := c.size
-	i := sort.Search(len(c.checkpoints), func(i int) bool { return c.checkpoints[i] > off }) - 1
-	pos := c.checkpoints[i]
-	c.mu.Unlock()
-	if off < 0 || off > size {
-		return false, nil
-	}
-	br := bufio.NewReaderSize(io.NewSectionReader(c.log, pos, size-pos), 64<<10)
-	var hdr [frameHeader]byte
-	for pos < off {
-		if _, err := io.ReadFull(br, hdr[:]); err != nil {
-			return false, fmt.Errorf("scan command log: %w", err)
-		}
-		n := int64(binary.BigEndian.Uint32(hdr[1:]))
-		if _, err := br.Discard(int(n)); err != nil {
-			return false, fmt.Errorf("scan command log: %w", err)
-		}
-		pos += frameHeader + n
-	}
-	return pos == off, nil
-}
-
 func (s *Server) handleOutput(w http.ResponseWriter, r *http.Request) {
 	c, err := s.lookup(r.PathValue("id"))
 	if err != nil {
@@ -766,7 +702,7 @@ func (s *Server) handleOutput(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	follow, _ := strconv.ParseBool(q.Get("follow"))
-	ok, err := c.validOffset(off)
+	ok, err := s.logs.validOffset(c.out, off)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -778,28 +714,57 @@ func (s *Server) handleOutput(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
-	for {
-		c.mu.Lock()
-		size, finished, changed := c.size, c.finished, c.changed
-		c.mu.Unlock()
-		if off < size {
-			n, err := io.Copy(w, io.NewSectionReader(c.log, off, size-off))
-			off += n
-			if err != nil {
-				return // the client went away
-			}
-			if flusher != nil {
-				flusher.Flush()
-			}
-			continue
-		}
-		if finished || !follow {
-			return
-		}
-		select {
-		case <-changed:
-		case <-r.Context().Done():
-			return
+	flush := func() {
+		if flusher != nil {
+			flusher.Flush()
 		}
 	}
+	for {
+		st := s.logs.next(c.out, off)
+		switch {
+		case st.gapTo > 0:
+			var gap [frameHeader + 8]byte
+			gap[0] = FrameGap
+			binary.BigEndian.PutUint32(gap[1:frameHeader], 8)
+			binary.BigEndian.PutUint64(gap[frameHeader:], uint64(st.gapTo))
+			if _, err := w.Write(gap[:]); err != nil {
+				return
+			}
+			off = st.gapTo
+		case st.seg != "":
+			n, err := s.copySegment(w, st)
+			off += n
+			if err != nil {
+				return // the client went away, or the segment is unreadable
+			}
+			flush()
+		case st.exit != nil:
+			_, _ = w.Write(st.exit)
+			return
+		case st.done || !follow:
+			return
+		default:
+			select {
+			case <-st.changed:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+}
+
+// copySegment sends the step's part of a segment. A segment dropped since
+// next looked is simply not sent: the next step skips its bytes with a gap.
+// Opened, it stays readable even if dropped meanwhile.
+func (s *Server) copySegment(w io.Writer, st readStep) (int64, error) {
+	f, err := os.Open(filepath.Join(s.logs.dir, st.seg))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		s.log.Warn("open command log", "segment", st.seg, "err", err)
+		return 0, err
+	}
+	defer f.Close()
+	return io.Copy(w, io.NewSectionReader(f, st.from-st.segBase, st.to-st.from))
 }

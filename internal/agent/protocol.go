@@ -15,7 +15,8 @@ import (
 const (
 	// BinaryPath is where the driver bind-mounts the agent binary read-only.
 	BinaryPath = "/.paddock/agent"
-	// StateDir holds the agent's private state (command logs); mode 0700, root.
+	// StateDir holds the agent's private state (command logs); mode 0700,
+	// root. The runc driver mounts a size-capped tmpfs there.
 	StateDir = "/run/paddock"
 	// ListenFD is the file descriptor of the listening unix socket the driver passes in.
 	ListenFD = 3
@@ -76,18 +77,28 @@ func (c Command) Done() bool { return c.Status != StatusRunning }
 // Output frame kinds. The output of a command is a sequence of frames: a
 // 1-byte kind, a 4-byte big-endian payload length, the payload. The last
 // frame of a finished command is FrameExit with the final Command as JSON.
+//
+// The agent keeps a capped log of each command (see ServerConfig): output
+// it dropped, the oldest first, is never sent; in its place a reader gets
+// one FrameGap whose 8-byte big-endian payload is the offset where the
+// stream resumes. A gap frame takes no room in the log: offsets count only
+// the log's own frames, so they stay the same whatever was dropped.
 const (
 	FrameStdout byte = 1
 	FrameStderr byte = 2
 	FrameExit   byte = 3
+	FrameGap    byte = 4
 )
 
 // Frame is one decoded output frame. Offset is the byte offset just past the
-// frame in the command's log, which a client passes back to resume.
+// frame in the command's log, which a client passes back to resume; for a
+// FrameGap, the offset the stream resumes at, Dropped the bytes of log
+// (output and its framing) skipped to get there.
 type Frame struct {
-	Kind   byte
-	Data   []byte
-	Offset int64
+	Kind    byte
+	Data    []byte
+	Offset  int64
+	Dropped int64
 }
 
 // MkdirRequest creates a directory and its parents, like mkdir -p.

@@ -25,6 +25,17 @@ type ServerConfig struct {
 	// Root's etc/passwd and etc/group (see ResolveUser); "" is the
 	// default user.
 	ImageUser string
+	// MaxLogBytes caps what is kept of one command's output log; past it
+	// the oldest output is dropped. Default DefaultMaxLogBytes.
+	MaxLogBytes int64
+	// MaxLogTotalBytes caps the logs of all commands together, counted in
+	// pages as tmpfs counts them; past it the oldest output of the oldest
+	// commands is dropped. The driver passes the size of the tmpfs it
+	// mounts on StateDir. Default DefaultMaxLogTotalBytes.
+	MaxLogTotalBytes int64
+	// MaxLogFiles caps the log files (at least one per command with
+	// output). Default DefaultMaxLogFiles.
+	MaxLogFiles int
 	// MaxWriteBytes caps the (decompressed) tar stream of one file write.
 	// Default 2 GiB.
 	MaxWriteBytes int64
@@ -40,6 +51,18 @@ type ServerConfig struct {
 }
 
 const defaultMaxWriteBytes = 2 << 30
+
+// Default log caps. 32 MiB per command keeps the whole output of most
+// builds and test runs for replay; the sandbox-wide cap (normally set by
+// the driver from the sandbox's memory, which the logs are charged to)
+// then decides how many such logs stay.
+const (
+	DefaultMaxLogBytes      = 32 << 20
+	DefaultMaxLogTotalBytes = 128 << 20
+	DefaultMaxLogFiles      = 4096
+	// minLogBytes keeps a command's log at least eight 32 KiB segments.
+	minLogBytes = 256 << 10
+)
 
 // Validate checks the config and fills in defaults.
 func (c *ServerConfig) Validate() error {
@@ -58,6 +81,15 @@ func (c *ServerConfig) Validate() error {
 	if c.UserHome == "" {
 		c.UserHome = UserHome
 	}
+	if c.MaxLogBytes == 0 {
+		c.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if c.MaxLogTotalBytes == 0 {
+		c.MaxLogTotalBytes = DefaultMaxLogTotalBytes
+	}
+	if c.MaxLogFiles == 0 {
+		c.MaxLogFiles = DefaultMaxLogFiles
+	}
 	if c.MaxWriteBytes == 0 {
 		c.MaxWriteBytes = defaultMaxWriteBytes
 	}
@@ -74,6 +106,9 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.MaxWriteBytes < 0 {
 		return fmt.Errorf("agent config: negative MaxWriteBytes")
+	}
+	if c.MaxLogBytes < minLogBytes || c.MaxLogTotalBytes < minLogBytes || c.MaxLogFiles < 1 {
+		return fmt.Errorf("agent config: log caps must be at least %d bytes and one file", minLogBytes)
 	}
 	return nil
 }

@@ -27,6 +27,7 @@ type Server struct {
 	log  *slog.Logger
 	root *os.Root // cfg.Root, for files and mkdir
 	mux  *http.ServeMux
+	logs *logStore
 
 	// user is who commands run as without sudo and who owns what they
 	// write; userErr, when set, why cfg.ImageUser did not resolve. Both
@@ -70,6 +71,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		root:    root,
+		logs:    newLogStore(cfg),
 		ctx:     ctx,
 		cancel:  cancel,
 		cmds:    make(map[string]*command),
@@ -153,11 +155,7 @@ func (s *Server) Close() error {
 		s.cancel()
 		s.wg.Wait()
 		signal.Stop(s.sigchld)
-		s.mu.Lock()
-		for _, c := range s.cmds {
-			c.closeLog()
-		}
-		s.mu.Unlock()
+		s.logs.close()
 		s.root.Close()
 	})
 	return nil
