@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"path"
 	"strings"
 	"time"
@@ -41,6 +42,30 @@ func Gzip() WriteOption { return func(o *writeOptions) { o.gzip = true } }
 
 // Sudo writes the files as root instead of the sandbox user.
 func Sudo() WriteOption { return func(o *writeOptions) { o.sudo = true } }
+
+// ReadOption changes how ReadFile and ReadArchive read.
+type ReadOption func(*readOptions)
+
+type readOptions struct {
+	sudo bool
+}
+
+// ReadSudo reads as root instead of the sandbox user, who cannot read
+// what only root may.
+func ReadSudo() ReadOption { return func(o *readOptions) { o.sudo = true } }
+
+// readQuery is the query of a read of path.
+func readQuery(path string, opts []ReadOption) url.Values {
+	var o readOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	q := url.Values{"path": {path}}
+	if o.sudo {
+		q.Set("sudo", "true")
+	}
+	return q
+}
 
 // WriteFiles writes files under dir in the sandbox, creating parent
 // directories. The tar stream is built while it is sent, so large Readers

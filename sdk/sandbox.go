@@ -141,10 +141,11 @@ type FileReader struct {
 	Info FileInfo
 }
 
-// ReadFile streams a regular file from the sandbox; the caller closes it.
-// A missing file is an error matching ErrNotFound.
-func (s *Sandbox) ReadFile(ctx context.Context, path string) (*FileReader, error) {
-	req, err := s.c.request(ctx, http.MethodGet, sandboxPath(s.ID)+"/files", url.Values{"path": {path}}, nil, "")
+// ReadFile streams a regular file from the sandbox, read as the sandbox
+// user unless ReadSudo; the caller closes it. A missing file is an error
+// matching ErrNotFound, one the reader may not read ErrForbidden.
+func (s *Sandbox) ReadFile(ctx context.Context, path string, opts ...ReadOption) (*FileReader, error) {
+	req, err := s.c.request(ctx, http.MethodGet, sandboxPath(s.ID)+"/files", readQuery(path, opts), nil, "")
 	if err != nil {
 		return nil, err
 	}
@@ -162,9 +163,10 @@ func (s *Sandbox) ReadFile(ctx context.Context, path string) (*FileReader, error
 // The caller closes the stream. The entries come from inside the sandbox:
 // extract them as untrusted input (absolute names, "..", symlinks leading
 // out). A stream the sandbox could not finish ends in a read error, not in
-// a clean end of the tar.
-func (s *Sandbox) ReadArchive(ctx context.Context, path string) (io.ReadCloser, error) {
-	req, err := s.c.request(ctx, http.MethodGet, sandboxPath(s.ID)+"/archive", url.Values{"path": {path}}, nil, "")
+// a clean end of the tar. It is read as the sandbox user, leaving out what
+// the user cannot read, unless ReadSudo.
+func (s *Sandbox) ReadArchive(ctx context.Context, path string, opts ...ReadOption) (io.ReadCloser, error) {
+	req, err := s.c.request(ctx, http.MethodGet, sandboxPath(s.ID)+"/archive", readQuery(path, opts), nil, "")
 	if err != nil {
 		return nil, err
 	}

@@ -40,6 +40,24 @@ func (s *Server) handleReadArchive(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	sudo, err := sudoQuery(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// The whole walk runs with the caller's identity: every entry is
+	// opened as the user would open it (or skipped when the user cannot).
+	err = s.as(sudo, func() error {
+		s.archive(w, r, name)
+		return nil
+	})
+	if err != nil {
+		s.writeError(w, r, err) // before the walk: nothing was sent
+	}
+}
+
+// archive is handleReadArchive's body, run with the caller's identity.
+func (s *Server) archive(w http.ResponseWriter, r *http.Request, name string) {
 	f, err := s.openInRoot(name)
 	if err != nil {
 		s.writeError(w, r, fsError(name, err))

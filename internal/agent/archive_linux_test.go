@@ -18,10 +18,11 @@ import (
 )
 
 // readArchive reads a whole archive into name -> header (and content for
-// small regular files).
+// small regular files), as root: these tests are about the tar's shape,
+// TestReadAsUser about who reads.
 func readArchive(t *testing.T, e *testEnv, p string) (map[string]*tar.Header, map[string]string) {
 	t.Helper()
-	rc, err := e.client.ReadArchive(testCtx(t), p)
+	rc, err := e.client.ReadArchive(testCtx(t), p, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func TestReadArchiveLargeFileStreams(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	rc, err := e.client.ReadArchive(testCtx(t), "/big")
+	rc, err := e.client.ReadArchive(testCtx(t), "/big", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +223,7 @@ func TestReadArchiveErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.path, func(t *testing.T) {
-			rc, err := e.client.ReadArchive(testCtx(t), tc.path)
+			rc, err := e.client.ReadArchive(testCtx(t), tc.path, false)
 			if err == nil {
 				rc.Close()
 			}
@@ -244,7 +245,7 @@ func TestReadArchiveCutShort(t *testing.T) {
 	if err := os.MkdirAll(deep, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	rc, err := e.client.ReadArchive(testCtx(t), "/deep")
+	rc, err := e.client.ReadArchive(testCtx(t), "/deep", false)
 	if err != nil {
 		t.Fatal(err)
 	}

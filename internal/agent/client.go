@@ -32,6 +32,9 @@ func NewClient(dial func(ctx context.Context) (net.Conn, error)) *Client {
 		},
 		MaxIdleConnsPerHost: 16,
 		DisableCompression:  true,
+		// Every answer is read through a limit (see maxAnswer): the agent
+		// runs beside sandbox code and is not trusted with paddock's memory.
+		MaxResponseHeaderBytes: maxAnswerHeader,
 		// Streams (output, stdin, tar) can last as long as the command: no
 		// overall timeout here, callers bound them with ctx.
 	}
@@ -77,9 +80,13 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, co
 // follows the status, so the API maps it like any other error.
 func decodeError(resp *http.Response) error {
 	var body ErrorBody
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorAnswer))
 	if err := json.Unmarshal(data, &body); err != nil || body.Error.Code == "" {
-		return sandbox.Errorf(sandbox.ErrAgentProtocol, "agent_error", "agent answered %d: %s", resp.StatusCode, bytes.TrimSpace(data))
+		quote := bytes.TrimSpace(data)
+		if len(quote) > 256 {
+			quote = append(quote[:256:256], "..."...)
+		}
+		return sandbox.Errorf(sandbox.ErrAgentProtocol, "agent_error", "agent answered %d: %s", resp.StatusCode, quote)
 	}
 	return &sandbox.Error{Kind: KindForStatus(resp.StatusCode), Code: body.Error.Code, Message: body.Error.Message}
 }
@@ -124,7 +131,60 @@ func StatusForKind(err error) int {
 	}
 }
 
-func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) error {
+// Limits on what the client reads of the agent's answers. The agent is
+// PID 1 of a sandbox that runs hostile code; if that code ever took it
+// over, an endless answer must cost paddock an error, not its memory.
+// Streams (output, files, archives) are not buffered whole and keep their
+// own framing limits (MaxFrame).
+const (
+	maxAnswerHeader = 64 << 10
+	maxErrorAnswer  = 64 << 10
+	// maxSmallAnswer bounds ping, write results and other fixed shapes.
+	maxSmallAnswer = 64 << 10
+	// maxCommandAnswer bounds one Command: its args come from a request
+	// of at most 1 MiB, which JSON escaping can grow up to six times.
+	maxCommandAnswer = 8 << 20
+	// maxListAnswer bounds the command list and the port list.
+	maxListAnswer = 64 << 20
+)
+
+// errAnswerTooLarge is the kind of a refused oversized answer.
+var errAnswerTooLarge = errors.New("answer exceeds its size limit")
+
+// limitReader fails once more than n bytes were read, so a decoder sees an
+// error instead of a value cut short.
+type limitReader struct {
+	r io.Reader
+	n int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n < 0 {
+		return 0, errAnswerTooLarge
+	}
+	if int64(len(p)) > l.n+1 {
+		p = p[:l.n+1]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	if l.n < 0 {
+		return n, errAnswerTooLarge
+	}
+	return n, err
+}
+
+// decodeAnswer decodes one JSON value of at most limit bytes from body.
+func decodeAnswer(body io.Reader, path string, limit int64, out any) error {
+	if err := json.NewDecoder(&limitReader{r: body, n: limit}).Decode(out); err != nil {
+		if errors.Is(err, errAnswerTooLarge) {
+			return sandbox.Errorf(sandbox.ErrAgentProtocol, "agent_answer_too_large", "agent answer to %s exceeds %d bytes", path, limit)
+		}
+		return fmt.Errorf("decode agent answer to %s: %w: %w", path, sandbox.ErrAgentProtocol, err)
+	}
+	return nil
+}
+
+func (c *Client) doJSON(ctx context.Context, method, path string, limit int64, in, out any) error {
 	var body io.Reader
 	ct := ""
 	if in != nil {
@@ -140,26 +200,24 @@ func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) e
 	}
 	defer resp.Body.Close()
 	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
+		// Drained (up to a bound) so the connection can be reused.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxSmallAnswer))
 		return nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("decode agent answer to %s: %w: %w", path, sandbox.ErrAgentProtocol, err)
-	}
-	return nil
+	return decodeAnswer(resp.Body, path, limit, out)
 }
 
 // Ping checks that the agent answers.
 func (c *Client) Ping(ctx context.Context) (Info, error) {
 	var info Info
-	err := c.doJSON(ctx, http.MethodGet, "/v1/ping", nil, &info)
+	err := c.doJSON(ctx, http.MethodGet, "/v1/ping", maxSmallAnswer, nil, &info)
 	return info, err
 }
 
 // Start starts a command and returns at once.
 func (c *Client) Start(ctx context.Context, req CommandRequest) (Command, error) {
 	var cmd Command
-	err := c.doJSON(ctx, http.MethodPost, "/v1/commands", req, &cmd)
+	err := c.doJSON(ctx, http.MethodPost, "/v1/commands", maxCommandAnswer, req, &cmd)
 	return cmd, err
 }
 
@@ -167,34 +225,34 @@ func (c *Client) Start(ctx context.Context, req CommandRequest) (Command, error)
 // Ending ctx ends the wait, not the command.
 func (c *Client) Run(ctx context.Context, req CommandRequest) (Command, error) {
 	var cmd Command
-	err := c.doJSON(ctx, http.MethodPost, "/v1/commands?wait=true", req, &cmd)
+	err := c.doJSON(ctx, http.MethodPost, "/v1/commands?wait=true", maxCommandAnswer, req, &cmd)
 	return cmd, err
 }
 
 // Get returns a command's current state.
 func (c *Client) Get(ctx context.Context, id string) (Command, error) {
 	var cmd Command
-	err := c.doJSON(ctx, http.MethodGet, "/v1/commands/"+url.PathEscape(id), nil, &cmd)
+	err := c.doJSON(ctx, http.MethodGet, "/v1/commands/"+url.PathEscape(id), maxCommandAnswer, nil, &cmd)
 	return cmd, err
 }
 
 // List returns every command the agent knows, oldest first.
 func (c *Client) List(ctx context.Context) ([]Command, error) {
 	var cmds []Command
-	err := c.doJSON(ctx, http.MethodGet, "/v1/commands", nil, &cmds)
+	err := c.doJSON(ctx, http.MethodGet, "/v1/commands", maxListAnswer, nil, &cmds)
 	return cmds, err
 }
 
 // Wait blocks until the command finishes or ctx ends.
 func (c *Client) Wait(ctx context.Context, id string) (Command, error) {
 	var cmd Command
-	err := c.doJSON(ctx, http.MethodGet, "/v1/commands/"+url.PathEscape(id)+"/wait", nil, &cmd)
+	err := c.doJSON(ctx, http.MethodGet, "/v1/commands/"+url.PathEscape(id)+"/wait", maxCommandAnswer, nil, &cmd)
 	return cmd, err
 }
 
 // Signal sends sig to the command's process group.
 func (c *Client) Signal(ctx context.Context, id string, sig int) error {
-	return c.doJSON(ctx, http.MethodPost, "/v1/commands/"+url.PathEscape(id)+"/signal", map[string]int{"signal": sig}, nil)
+	return c.doJSON(ctx, http.MethodPost, "/v1/commands/"+url.PathEscape(id)+"/signal", 0, map[string]int{"signal": sig}, nil)
 }
 
 // Stdin copies r to the command's stdin (started with Stdin: true); with
@@ -228,8 +286,9 @@ type OutputReader struct {
 	offset int64
 }
 
-// MaxFrame bounds one frame's payload so a corrupt stream cannot make the
-// host allocate without limit.
+// MaxFrame bounds one output frame's payload so a corrupt stream cannot
+// make the host allocate without limit. The exit frame, a Command, has the
+// bound of a Command answer.
 const MaxFrame = 1 << 20
 
 // Next returns the next frame, or io.EOF at the end of the stream.
@@ -241,16 +300,36 @@ func (o *OutputReader) Next() (Frame, error) {
 		}
 		return Frame{}, err
 	}
-	n := binary.BigEndian.Uint32(hdr[1:])
-	if n > MaxFrame {
+	kind, n := hdr[0], binary.BigEndian.Uint32(hdr[1:])
+	limit := uint32(MaxFrame)
+	switch kind {
+	case FrameExit:
+		limit = maxCommandAnswer
+	case FrameGap:
+		if n != 8 {
+			return Frame{}, fmt.Errorf("agent output: gap frame of %d bytes: %w", n, sandbox.ErrAgentProtocol)
+		}
+	}
+	if n > limit {
 		return Frame{}, fmt.Errorf("agent output: frame of %d bytes: %w", n, sandbox.ErrAgentProtocol)
 	}
 	data := make([]byte, n)
 	if _, err := io.ReadFull(o.r, data); err != nil {
 		return Frame{}, fmt.Errorf("agent output: truncated frame: %w", sandbox.ErrAgentProtocol)
 	}
+	if kind == FrameGap {
+		// Not part of the log: it moves the offset to where the stream
+		// resumes, and only forward.
+		to := int64(binary.BigEndian.Uint64(data))
+		if to <= o.offset {
+			return Frame{}, fmt.Errorf("agent output: gap back to offset %d from %d: %w", to, o.offset, sandbox.ErrAgentProtocol)
+		}
+		f := Frame{Kind: FrameGap, Data: data, Offset: to, Dropped: to - o.offset}
+		o.offset = to
+		return f, nil
+	}
 	o.offset += int64(len(hdr)) + int64(n)
-	return Frame{Kind: hdr[0], Data: data, Offset: o.offset}, nil
+	return Frame{Kind: kind, Data: data, Offset: o.offset}, nil
 }
 
 // Close ends the stream.
@@ -266,15 +345,15 @@ func (c *Client) WriteTar(ctx context.Context, dir string, sudo bool, r io.Reade
 		return res, err
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return res, fmt.Errorf("decode tar write result: %w: %w", sandbox.ErrAgentProtocol, err)
-	}
-	return res, nil
+	err = decodeAnswer(resp.Body, "/v1/files", maxSmallAnswer, &res)
+	return res, err
 }
 
-// ReadFile streams one regular file from the sandbox.
-func (c *Client) ReadFile(ctx context.Context, path string) (io.ReadCloser, FileInfo, error) {
-	resp, err := c.do(ctx, http.MethodGet, "/v1/files?"+url.Values{"path": {path}}.Encode(), nil, "")
+// ReadFile streams one regular file from the sandbox, read as the
+// sandbox's user, or as root with sudo.
+func (c *Client) ReadFile(ctx context.Context, path string, sudo bool) (io.ReadCloser, FileInfo, error) {
+	q := url.Values{"path": {path}, "sudo": {strconv.FormatBool(sudo)}}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/files?"+q.Encode(), nil, "")
 	if err != nil {
 		return nil, FileInfo{}, err
 	}
@@ -287,9 +366,12 @@ func (c *Client) ReadFile(ctx context.Context, path string) (io.ReadCloser, File
 // by its base name. Symlinks below path are entries, never followed. The
 // entries come from inside the sandbox: whoever extracts them must treat
 // them as hostile. A stream the agent could not finish ends in an error
-// (io.ErrUnexpectedEOF), never in a clean EOF.
-func (c *Client) ReadArchive(ctx context.Context, path string) (io.ReadCloser, error) {
-	resp, err := c.do(ctx, http.MethodGet, "/v1/archive?"+url.Values{"path": {path}}.Encode(), nil, "")
+// (io.ErrUnexpectedEOF), never in a clean EOF. It is read as the
+// sandbox's user (entries the user cannot read are left out), or as root
+// with sudo.
+func (c *Client) ReadArchive(ctx context.Context, path string, sudo bool) (io.ReadCloser, error) {
+	q := url.Values{"path": {path}, "sudo": {strconv.FormatBool(sudo)}}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/archive?"+q.Encode(), nil, "")
 	if err != nil {
 		return nil, err
 	}
@@ -302,11 +384,11 @@ const HeaderFileMode = "X-Paddock-File-Mode"
 // Ports lists the TCP ports listening inside the sandbox.
 func (c *Client) Ports(ctx context.Context) ([]ListeningPort, error) {
 	var ports []ListeningPort
-	err := c.doJSON(ctx, http.MethodGet, "/v1/ports", nil, &ports)
+	err := c.doJSON(ctx, http.MethodGet, "/v1/ports", maxListAnswer, nil, &ports)
 	return ports, err
 }
 
 // Mkdir creates a directory and its parents.
 func (c *Client) Mkdir(ctx context.Context, req MkdirRequest) error {
-	return c.doJSON(ctx, http.MethodPost, "/v1/mkdir", req, nil)
+	return c.doJSON(ctx, http.MethodPost, "/v1/mkdir", 0, req, nil)
 }

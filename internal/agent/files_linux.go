@@ -127,7 +127,8 @@ func (s *Server) handleMkdir(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	uid, gid := s.ownerFor(req.Sudo)
-	if err := mkdirAll(s.root, name, mode, uid, gid); err != nil {
+	err = s.as(req.Sudo, func() error { return mkdirAll(s.root, name, mode, uid, gid) })
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -177,15 +178,49 @@ func (s *Server) openInRoot(name string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), "/"+name), nil
 }
 
+// openAs opens name for reading (see openInRoot) as root with sudo, else
+// as the sandbox's user. Only the open needs the identity: the kernel
+// checks access there, and reads of the open file do not look again.
+func (s *Server) openAs(sudo bool, name string) (*os.File, error) {
+	var f *os.File
+	err := s.as(sudo, func() error {
+		var err error
+		f, err = s.openInRoot(name)
+		if err != nil {
+			return fsError(name, err)
+		}
+		return nil
+	})
+	return f, err
+}
+
+// sudoQuery reads a request's ?sudo=.
+func sudoQuery(r *http.Request) (bool, error) {
+	v := r.URL.Query().Get("sudo")
+	if v == "" {
+		return false, nil
+	}
+	sudo, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, sandbox.Errorf(sandbox.ErrInvalid, "invalid_sudo", "sudo %q is not a boolean", v)
+	}
+	return sudo, nil
+}
+
 func (s *Server) handleReadFile(w http.ResponseWriter, r *http.Request) {
 	name, err := relPath(r.URL.Query().Get("path"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	f, err := s.openInRoot(name)
+	sudo, err := sudoQuery(r)
 	if err != nil {
-		s.writeError(w, r, fsError(name, err))
+		s.writeError(w, r, err)
+		return
+	}
+	f, err := s.openAs(sudo, name)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	defer f.Close()
@@ -247,8 +282,17 @@ func (s *Server) handleWriteTar(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	sudo, _ := strconv.ParseBool(q.Get("sudo"))
-	res, err := s.writeTar(r.Body, dir, sudo)
+	sudo, err := sudoQuery(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var res WriteResult
+	err = s.as(sudo, func() error {
+		var err error
+		res, err = s.writeTar(r.Body, dir, sudo)
+		return err
+	})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -256,6 +300,8 @@ func (s *Server) handleWriteTar(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
+// writeTar unpacks body into dir. Run it through s.as: without sudo the
+// user's identity decides what it may create and replace.
 func (s *Server) writeTar(body io.Reader, dir string, sudo bool) (WriteResult, error) {
 	var res WriteResult
 	if err := s.usable(); err != nil {

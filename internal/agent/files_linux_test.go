@@ -83,7 +83,7 @@ func TestWriteTarRoundTrip(t *testing.T) {
 		t.Errorf("symlink target %q", target)
 	}
 
-	rc, info, err := e.client.ReadFile(ctx, "/work/app/bin/run.sh")
+	rc, info, err := e.client.ReadFile(ctx, "/work/app/bin/run.sh", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestWriteTarRoundTrip(t *testing.T) {
 	if fi.Mode() != os.ModeSetuid|0o755 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
 		t.Errorf("sudo gzip write: mode %v", fi.Mode())
 	}
-	_, info, err = e.client.ReadFile(ctx, "/work/app/suid")
+	_, info, err = e.client.ReadFile(ctx, "/work/app/suid", false)
 	if err != nil || info.Mode != 0o4755 {
 		t.Errorf("read mode %o %v", info.Mode, err)
 	}
@@ -159,7 +159,7 @@ func TestWriteTarLargeFile(t *testing.T) {
 	if err != nil || res.Bytes != size {
 		t.Fatalf("write: %+v %v", res, err)
 	}
-	rc, info, err := e.client.ReadFile(ctx, "/big/big.bin")
+	rc, info, err := e.client.ReadFile(ctx, "/big/big.bin", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func TestWriteTarHostile(t *testing.T) {
 func TestReadFileMagicLink(t *testing.T) {
 	e := startServer(t, func(c *ServerConfig) { c.Root = "/" })
 	for _, p := range []string{"/proc/self/root/etc/hostname", "/proc/self/cwd/x"} {
-		_, _, err := e.client.ReadFile(testCtx(t), p)
+		_, _, err := e.client.ReadFile(testCtx(t), p, false)
 		if !errors.Is(err, sandbox.ErrInvalid) || sandbox.CodeOf(err) != "invalid_path" {
 			t.Errorf("read %s: got %v (code %q), want invalid_path", p, err, sandbox.CodeOf(err))
 		}
@@ -281,7 +281,7 @@ func TestReadFileErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.path, func(t *testing.T) {
-			_, _, err := e.client.ReadFile(testCtx(t), tc.path)
+			_, _, err := e.client.ReadFile(testCtx(t), tc.path, false)
 			if !errors.Is(err, tc.kind) || sandbox.CodeOf(err) != tc.code {
 				t.Fatalf("got %v (code %q), want %s", err, sandbox.CodeOf(err), tc.code)
 			}
@@ -289,7 +289,7 @@ func TestReadFileErrors(t *testing.T) {
 	}
 	// Absolute and climbing symlinks are followed, clamped to the root.
 	for _, p := range []string{"/abslink", "/dir/uplink"} {
-		rc, _, err := e.client.ReadFile(testCtx(t), p)
+		rc, _, err := e.client.ReadFile(testCtx(t), p, false)
 		if err != nil {
 			t.Fatalf("read %s: %v", p, err)
 		}
@@ -299,7 +299,7 @@ func TestReadFileErrors(t *testing.T) {
 			t.Errorf("read %s = %q, want the file inside the root", p, got)
 		}
 	}
-	rc, info, err := e.client.ReadFile(testCtx(t), "/empty")
+	rc, info, err := e.client.ReadFile(testCtx(t), "/empty", true) // root's 0640
 	if err != nil {
 		t.Fatal(err)
 	}

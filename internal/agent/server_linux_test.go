@@ -59,6 +59,13 @@ func startServer(t *testing.T, mod func(*ServerConfig)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if srv.userErr == nil && cfg.Root != "/" {
+		// The root stands in for a tree the user owns, such as its home:
+		// writes without sudo are made with the user's identity.
+		if err := os.Chown(root, int(srv.user.UID), int(srv.user.GID)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	sock := filepath.Join(dir, "agent.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {

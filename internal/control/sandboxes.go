@@ -46,7 +46,7 @@ type Agent interface {
 // AgentClient adapts the host's client of a sandbox's agent to Agent.
 func AgentClient(c *agent.Client) Agent { return agentClient{c} }
 
-// agentClient adds Tail to *agent.Client.
+// agentClient adds Tail to *agent.Client and fixes who reads state.
 type agentClient struct{ *agent.Client }
 
 // Tail implements Agent: it reads the output from the start and keeps the
@@ -77,6 +77,13 @@ func (a agentClient) Tail(ctx context.Context, id string, max int) (string, erro
 		}
 	}
 	return validUTF8(buf), nil
+}
+
+// ReadArchive implements Agent. State is read as the sandbox's user, who
+// runs the app and owns what restore writes back: files only root can read
+// stay out of the saved state rather than come back readable by the user.
+func (a agentClient) ReadArchive(ctx context.Context, path string) (io.ReadCloser, error) {
+	return a.Client.ReadArchive(ctx, path, false)
 }
 
 // validUTF8 is b as a string the store and JSON keep as they are: the cut

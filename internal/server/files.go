@@ -94,11 +94,15 @@ func (s *Server) readFile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	sudo, err := boolQuery(r, "sudo", false)
+	if err != nil {
+		return err
+	}
 	ac, err := s.agentFor(r.Context(), id)
 	if err != nil {
 		return err
 	}
-	rc, info, err := ac.ReadFile(r.Context(), p)
+	rc, info, err := ac.ReadFile(r.Context(), p, sudo)
 	if err != nil {
 		return readError(id, p, err)
 	}
@@ -135,11 +139,15 @@ func (s *Server) readArchive(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	sudo, err := boolQuery(r, "sudo", false)
+	if err != nil {
+		return err
+	}
 	ac, err := s.agentFor(r.Context(), id)
 	if err != nil {
 		return err
 	}
-	rc, err := ac.ReadArchive(r.Context(), p)
+	rc, err := ac.ReadArchive(r.Context(), p, sudo)
 	if err != nil {
 		return readError(id, p, err)
 	}

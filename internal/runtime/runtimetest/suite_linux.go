@@ -398,7 +398,7 @@ func testLargeFile(t *testing.T, nd func(*testing.T) runtime.Driver) {
 	if res.Files != 1 || res.Bytes != size {
 		t.Errorf("write result %+v", res)
 	}
-	rc, info, err := b.c.ReadFile(ctx, agent.UserHome+"/big.bin")
+	rc, info, err := b.c.ReadFile(ctx, agent.UserHome+"/big.bin", false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -506,7 +506,7 @@ func (h *Handler) readFile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rc, info, err := rs.ac.ReadFile(r.Context(), p)
+	rc, info, err := rs.ac.ReadFile(r.Context(), p, false) // as the user, like the files the SDK writes
 	if err != nil {
 		if errors.Is(err, sandbox.ErrNotFound) {
 			return sandbox.Errorf(sandbox.ErrNotFound, "file_not_found", "file %q not found", p)
