@@ -22,7 +22,20 @@ import (
 var version = "dev"
 
 func main() {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	// First of all: until this, a sudo command could open the agent's
+	// /proc/1/mem, fd/* and environ. No command runs before the agent
+	// serves, so nothing can have opened them yet.
+	if err := agent.Protect(); err != nil {
+		fmt.Fprintln(os.Stderr, "paddock-agent:", err)
+		os.Exit(1)
+	}
+	// stderr is a pipe paddock reads with a cap; the agent never blocks on it.
+	out, err := agent.OutputWriter(os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "paddock-agent:", err)
+		os.Exit(1)
+	}
+	log := slog.New(slog.NewJSONHandler(out, nil))
 	slog.SetDefault(log)
 	if err := run(context.Background(), os.Args[1:], log); err != nil {
 		log.Error("paddock-agent failed", "err", err)
@@ -37,6 +50,8 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	stateDir := fs.String("state-dir", agent.StateDir, "directory for command logs")
 	noSeccomp := fs.Bool("no-seccomp", false, "do not install the seccomp filter (tests on the host only)")
 	imageUser := fs.String("user", "", "the image config's User, resolved against this root's /etc/passwd and /etc/group (default: uid 1000)")
+	logMax := fs.Int64("log-max-bytes", agent.DefaultMaxLogBytes, "bytes kept of each command's output; the oldest are dropped past it")
+	logTotal := fs.Int64("log-total-bytes", agent.DefaultMaxLogTotalBytes, "bytes kept of all commands' output together (the size of the state dir's tmpfs)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -62,12 +77,14 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		seccompOn = true
 	}
 	srv, err := agent.NewServer(agent.ServerConfig{
-		StateDir:  *stateDir,
-		ImageUser: *imageUser,
-		ReapAll:   true,
-		Version:   version,
-		Seccomp:   seccompOn,
-		Logger:    log,
+		StateDir:         *stateDir,
+		ImageUser:        *imageUser,
+		MaxLogBytes:      *logMax,
+		MaxLogTotalBytes: *logTotal,
+		ReapAll:          true,
+		Version:          version,
+		Seccomp:          seccompOn,
+		Logger:           log,
 	})
 	if err != nil {
 		return err

@@ -57,7 +57,6 @@ const (
 	workName       = "work"
 	rootfsName     = "rootfs"
 	sockName       = "a.sock"
-	logName        = "agent.log"
 	stateName      = ".state" // under DataDir/runc; a dot so no sandbox id can collide
 )
 
@@ -90,12 +89,16 @@ type box struct {
 	// proc is the init process when this process started it (nil once
 	// adopted): it must be reaped by whoever holds it.
 	proc *libcontainer.Process
+	// out reads the agent's stdout and stderr; nil for a sandbox whose
+	// agent writes elsewhere (started by an older paddock).
+	out *agentOutput
 }
 
 func (b *box) close() {
 	if b.client != nil {
 		b.client.Close()
 	}
+	b.out.close()
 	if b.dir != nil {
 		b.dir.Close()
 	}
@@ -301,14 +304,15 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: agent socket: %w", id, err)
 	}
-	logFile, err := os.OpenFile(filepath.Join(dir, logName), os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_CLOEXEC, 0o600)
+	out, outW, err := newAgentOutput(dir, d.log.With("sandbox", id))
 	if err != nil {
 		lnFile.Close()
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
+	b.out = out
 	// Closed right after the start below; these cover the early returns.
 	defer lnFile.Close()
-	defer logFile.Close()
+	defer outW.Close()
 
 	var nsPath string
 	if nw := spec.Network; nw != nil {
@@ -345,11 +349,11 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		return nil, fmt.Errorf("create sandbox %s: libcontainer: %w", id, err)
 	}
 	proc := &libcontainer.Process{
-		Args:       agentArgs,
+		Args:       append(agentArgs, agentLogArgs(res)...),
 		Env:        []string{agentPATH},
 		Cwd:        "/",
-		Stdout:     logFile,
-		Stderr:     logFile,
+		Stdout:     outW,
+		Stderr:     outW,
 		ExtraFiles: []*os.File{lnFile}, // becomes fd 3 == agent.ListenFD
 		Init:       true,
 	}
@@ -359,16 +363,16 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	// Only the agent may hold the listener: if it dies, connecting fails at
 	// once instead of queueing on a socket nobody accepts.
 	lnFile.Close()
-	logFile.Close()
+	outW.Close()
 	if err != nil {
-		return nil, fmt.Errorf("create sandbox %s: start agent: %w%s", id, err, logTail(dir))
+		return nil, fmt.Errorf("create sandbox %s: start agent: %w%s", id, err, b.out.tailText(outputWait))
 	}
 	b.proc = proc
 	b.client = agent.UnixClient(sockPath)
 
 	info, err := d.waitAgent(ctx, c, b.client)
 	if err != nil {
-		return nil, fmt.Errorf("create sandbox %s: %w%s", id, err, logTail(dir))
+		return nil, fmt.Errorf("create sandbox %s: %w%s", id, err, b.out.tailText(outputWait))
 	}
 	if err := info.UserErr(); err != nil {
 		// The image names a user it does not have: the request's fault,
@@ -418,17 +422,9 @@ func (d *Driver) waitAgent(ctx context.Context, c *libcontainer.Container, cl *a
 	}
 }
 
-// logTail quotes the end of agent.log for an error message.
-func logTail(dir string) string {
-	data, err := os.ReadFile(filepath.Join(dir, logName))
-	if err != nil || len(data) == 0 {
-		return ""
-	}
-	if len(data) > 2048 {
-		data = data[len(data)-2048:]
-	}
-	return "; agent log: " + strings.TrimSpace(string(data))
-}
+// outputWait bounds how long a failed Create waits for the agent's last
+// output to reach its error message.
+const outputWait = 500 * time.Millisecond
 
 // load returns the libcontainer container, or nil if it has no state.
 func (d *Driver) load(id string) (*libcontainer.Container, error) {
@@ -474,6 +470,10 @@ func (d *Driver) Agent(ctx context.Context, id string) (*agent.Client, error) {
 		}
 		b = &box{dir: dir}
 		b.client = agent.UnixClient(b.sockPath())
+		// The agent still holds the FIFO's write end: read it again.
+		if b.out, err = openAgentOutput(d.hostDir(id), d.log.With("sandbox", id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.log.Warn("adopt sandbox: agent output not read", "sandbox", id, "err", err)
+		}
 		d.boxes[id] = b
 	}
 	return b.client, nil

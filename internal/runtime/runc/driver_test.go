@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -176,6 +177,9 @@ func TestCreateFailureCleansUp(t *testing.T) {
 		t.Fatal("Create with a dying agent succeeded")
 	}
 	t.Logf("create error: %v", err)
+	if !strings.Contains(err.Error(), "agent output: dying") {
+		t.Errorf("the error does not quote the agent's last output")
+	}
 	if _, err := os.Stat(filepath.Join(dataDir, "runc", id)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("host dir left behind: %v", err)
 	}

@@ -25,6 +25,18 @@ var defaultResources = sandbox.Resources{VCPUs: 1, MemoryMB: 512, PIDs: 1024}
 // agentPATH is the agent's whole environment.
 const agentPATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// logTmpfsBytes sizes the tmpfs holding the command logs (agent.StateDir):
+// an eighth of the sandbox's memory, which its pages are charged to,
+// between 16 and 256 MiB. The agent drops the oldest output past it.
+func logTmpfsBytes(res sandbox.Resources) int64 {
+	return min(max(res.MemoryMB<<20/8, 16<<20), 256<<20)
+}
+
+// agentLogArgs tells the agent the size of its log tmpfs.
+func agentLogArgs(res sandbox.Resources) []string {
+	return []string{"--log-total-bytes=" + strconv.FormatInt(logTmpfsBytes(res), 10)}
+}
+
 // withDefaults fills zero resources with defaults.
 func withDefaults(r sandbox.Resources) sandbox.Resources {
 	if r.VCPUs <= 0 {
@@ -68,6 +80,10 @@ func ociSpec(id, hostname, rootfs, agentPath string, img *runtime.Rootfs, res sa
 		// (OOM kills) but sees no other cgroup.
 		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(tmpSize, 10)}},
+		// The command logs: in the sandbox's memory (charged to its
+		// cgroup) with a cap, never on the host's disk.
+		{Destination: agent.StateDir, Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "noexec", "mode=0700",
+			"size=" + strconv.FormatInt(logTmpfsBytes(res), 10), "nr_inodes=" + strconv.Itoa(2*agent.DefaultMaxLogFiles)}},
 	}
 	for _, b := range img.ReadOnlyBinds {
 		// rro makes every submount read-only too (mount_setattr), not only the top.
