@@ -423,7 +423,7 @@ const (
 
 // LogLine is one line of the NDJSON answer of GET .../commands/{cmd}/logs.
 // A line carries exactly one of: output (Stream with Data or DataBase64),
-// the final Exit line, or an Error that ended the stream early.
+// Dropped, the final Exit line, or an Error that ended the stream early.
 type LogLine struct {
 	Stream string `json:"stream,omitempty"`
 	// Data is the chunk as text when it is valid UTF-8. The server never
@@ -431,6 +431,12 @@ type LogLine struct {
 	Data string `json:"data,omitempty"`
 	// DataBase64 holds the chunk instead when it is not valid UTF-8.
 	DataBase64 []byte `json:"dataBase64,omitempty"`
+	// Dropped stands for output the sandbox no longer keeps: each
+	// command's log is capped (the oldest output goes first), so a log read
+	// from its start, or followed by a reader that fell behind, skips what
+	// was dropped. It counts the bytes of the log skipped here: the output
+	// plus 5 bytes of framing per chunk the command wrote.
+	Dropped int64 `json:"dropped,omitempty"`
 	// Exit is the finished command; it is the last line of a complete log.
 	Exit *Command `json:"exit,omitempty"`
 	// Error ends a stream that could not be completed.

@@ -68,7 +68,9 @@ type LogsOption func(url.Values)
 func NoFollow() LogsOption { return func(q url.Values) { q.Set("follow", "false") } }
 
 // Logs streams the command's output from its start, then live until the
-// command exits. The last line yielded carries Exit. A stream that ends
+// command exits. The last line yielded carries Exit. Output the sandbox
+// no longer keeps (each command's log is capped, the oldest output goes
+// first) is a line with Dropped set instead of an error. A stream that ends
 // without it yields ErrStreamEndedEarly (unless NoFollow); an error line from
 // the server yields an *APIError. Stopping the loop closes the stream.
 func (c *Command) Logs(ctx context.Context, opts ...LogsOption) iter.Seq2[api.LogLine, error] {

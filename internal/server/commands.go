@@ -216,8 +216,9 @@ func (s *Server) commandStdin(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// commandLogs streams a command's output as NDJSON: everything from the
-// start, then (with follow, the default) live output until the exit line.
+// commandLogs streams a command's output as NDJSON: everything the
+// sandbox keeps from the start (a dropped line for what it no longer
+// does), then (with follow, the default) live output until the exit line.
 // Nothing is buffered beyond one frame; each frame is flushed as it comes.
 func (s *Server) commandLogs(w http.ResponseWriter, r *http.Request) error {
 	if id, err := sandboxID(r); err == nil {
@@ -282,6 +283,12 @@ func (s *Server) commandLogs(w http.ResponseWriter, r *http.Request) error {
 		switch f.Kind {
 		case agent.FrameStdout, agent.FrameStderr:
 			err = enc.chunk(f.Kind, f.Data)
+		case agent.FrameGap:
+			// What is held back of a split character will not be completed
+			// by the output that follows the gap.
+			if err = enc.flush(); err == nil {
+				err = enc.line(api.LogLine{Dropped: f.Dropped})
+			}
 		case agent.FrameExit:
 			var cmd agent.Command
 			if err = json.Unmarshal(f.Data, &cmd); err != nil {

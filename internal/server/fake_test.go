@@ -266,6 +266,7 @@ type fakeAgent struct {
 	writes  []tarWrite
 	mkdirs  []agent.MkdirRequest
 	files   map[string]fakeFile
+	reads   []string      // "GET <path> <path> sudo=<sudo>" of each read and archive
 	changed chan struct{} // closed and replaced on every change
 }
 
@@ -601,6 +602,7 @@ func (fa *fakeAgent) writeTar(w http.ResponseWriter, r *http.Request) {
 
 func (fa *fakeAgent) readFile(w http.ResponseWriter, r *http.Request) {
 	fa.mu.Lock()
+	fa.reads = append(fa.reads, r.URL.Path+" "+r.URL.Query().Get("path")+" sudo="+r.URL.Query().Get("sudo"))
 	f, ok := fa.files[r.URL.Query().Get("path")]
 	fa.mu.Unlock()
 	if !ok {
@@ -618,6 +620,7 @@ func (fa *fakeAgent) readFile(w http.ResponseWriter, r *http.Request) {
 func (fa *fakeAgent) readArchive(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Query().Get("path")
 	fa.mu.Lock()
+	fa.reads = append(fa.reads, r.URL.Path+" "+p+" sudo="+r.URL.Query().Get("sudo"))
 	names := map[string]fakeFile{}
 	for name, f := range fa.files {
 		switch {

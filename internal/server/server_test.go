@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -559,8 +560,42 @@ func TestLogsClientDisconnect(t *testing.T) {
 
 func equalLines(a, b []api.LogLine) bool {
 	return slices.EqualFunc(a, b, func(x, y api.LogLine) bool {
-		return x.Stream == y.Stream && x.Data == y.Data && bytes.Equal(x.DataBase64, y.DataBase64) && (x.Exit == nil) == (y.Exit == nil)
+		return x.Stream == y.Stream && x.Data == y.Data && bytes.Equal(x.DataBase64, y.DataBase64) &&
+			x.Dropped == y.Dropped && (x.Exit == nil) == (y.Exit == nil)
 	})
+}
+
+// TestLogsDropped: output the agent's capped log dropped is a line saying
+// how much, not an error; a character split across the gap is not joined.
+func TestLogsDropped(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd, err := e.client.Sandbox("run").RunCommand(ctx, api.CommandRequest{Cmd: "yes", Detached: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.agent.emit(cmd.ID, agent.FrameStdout, []byte("y\n\xc3")) // 8 bytes of log
+	e.agent.emit(cmd.ID, agent.FrameGap, binary.BigEndian.AppendUint64(nil, 1000))
+	e.agent.emit(cmd.ID, agent.FrameStdout, []byte("\xa9y\n"))
+	e.agent.finish(cmd.ID, agent.StatusKilled, 137, "SIGKILL")
+	var lines []api.LogLine
+	for l, err := range cmd.Logs(ctx) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, l)
+	}
+	want := []api.LogLine{
+		{Stream: "stdout", Data: "y\n"},
+		{Stream: "stdout", DataBase64: []byte{0xc3}},
+		{Dropped: 992},
+		{Stream: "stdout", DataBase64: []byte("\xa9y\n")},
+		{Exit: &api.Command{}},
+	}
+	if !equalLines(lines, want) {
+		t.Errorf("logs = %s, want %s", dump(lines), dump(want))
+	}
 }
 
 func dump(ls []api.LogLine) string {
@@ -702,6 +737,25 @@ func TestFiles(t *testing.T) {
 	status, h, _ := e.raw(t, "GET", "/api/v1/sandboxes/run/files?path=/etc/motd", nil, nil)
 	if status != 200 || h.Get("Content-Type") != "application/octet-stream" || h.Get("Content-Length") != "8" || h.Get("X-Paddock-File-Mode") != "640" {
 		t.Errorf("read headers: %d %v", status, h)
+	}
+	// Reads are the sandbox user's unless asked for as root.
+	f, err = sb.ReadFile(ctx, "/etc/motd", sdk.ReadSudo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if rc, err := sb.ReadArchive(ctx, "/etc", sdk.ReadSudo()); err == nil {
+		io.Copy(io.Discard, rc)
+		rc.Close()
+	}
+	e.agent.mu.Lock()
+	reads := strings.Join(e.agent.reads, "; ")
+	e.agent.mu.Unlock()
+	if want := "/v1/files /etc/motd sudo=false; /v1/files /etc/motd sudo=false; /v1/files /etc/motd sudo=true; /v1/archive /etc sudo=true"; reads != want {
+		t.Errorf("the agent was asked\n  %s\nwant\n  %s", reads, want)
+	}
+	if status, _, _ := e.raw(t, "GET", "/api/v1/sandboxes/run/files?path=/etc/motd&sudo=maybe", nil, nil); status != 400 {
+		t.Errorf("sudo=maybe: %d, want 400", status)
 	}
 	if _, err := sb.ReadFile(ctx, "/missing"); !errors.Is(err, sdk.ErrNotFound) {
 		t.Errorf("missing file: %v", err)
