@@ -86,6 +86,69 @@ func mkdirAll(root *os.Root, name string, mode os.FileMode, uid, gid int) error 
 	return nil
 }
 
+// mkdirForUser is mkdir -p done by root for the sandbox's user: each
+// component is opened with RESOLVE_NO_SYMLINKS from the one before, so no
+// symlink anywhere on the path is followed, and the directories it creates
+// are given to the user. Existing ones are left as they are.
+func (s *Server) mkdirForUser(name string, mode os.FileMode) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	top, err := s.root.Open(".")
+	if err != nil {
+		return fsError(".", err)
+	}
+	opened := []*os.File{top} // closed at return
+	defer func() {
+		for _, f := range opened {
+			f.Close()
+		}
+	}()
+	if name == "." {
+		return nil
+	}
+	cur := top
+	parts := strings.Split(name, "/")
+	for i, part := range parts {
+		sub := strings.Join(parts[:i+1], "/")
+		created := true
+		if err := unix.Mkdirat(int(cur.Fd()), part, 0o700); err != nil {
+			if !errors.Is(err, unix.EEXIST) {
+				return fsError(sub, err)
+			}
+			created = false
+		}
+		how := unix.OpenHow{
+			Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		}
+		fd, err := unix.Openat2(int(cur.Fd()), part, &how)
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			// O_NOFOLLOW with O_DIRECTORY reports a symlink as ENOTDIR.
+			var st unix.Stat_t
+			if unix.Fstatat(int(cur.Fd()), part, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+				return invalidPath("/%s is a symlink", sub)
+			}
+			return sandbox.Errorf(sandbox.ErrConflict, "not_a_directory", "/%s exists and is not a directory", sub)
+		}
+		if err != nil {
+			return fsError(sub, err)
+		}
+		cur = os.NewFile(uintptr(fd), "/"+sub)
+		opened = append(opened, cur)
+		if created {
+			// chown before chmod: chown clears setgid.
+			if err := unix.Fchown(fd, int(s.user.UID), int(s.user.GID)); err != nil {
+				return fsError(sub, err)
+			}
+			if err := cur.Chmod(mode); err != nil {
+				return fsError(sub, err)
+			}
+		}
+	}
+	return nil
+}
+
 // fsError maps a filesystem error on name to an API error. os.Root's
 // refusals (escapes, absolute symlinks) all land on invalid_path.
 func fsError(name string, err error) error {
@@ -120,14 +183,22 @@ func (s *Server) handleMkdir(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, sandbox.Errorf(sandbox.ErrInvalid, "invalid_mode", "mode %o has bits beyond 07777", req.Mode))
 			return
 		}
-		mode = unixMode(req.Mode, req.Sudo)
+		// What the user will own carries no setuid or setgid bit.
+		mode = unixMode(req.Mode, req.Sudo && !req.ForUser)
 	}
 	if err := s.usable(); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	uid, gid := s.ownerFor(req.Sudo)
-	err = s.as(req.Sudo, func() error { return mkdirAll(s.root, name, mode, uid, gid) })
+	switch {
+	case req.ForUser && !req.Sudo:
+		err = sandbox.Errorf(sandbox.ErrInvalid, "invalid_mkdir", "forUser needs sudo")
+	case req.ForUser:
+		err = s.mkdirForUser(name, mode)
+	default:
+		err = s.as(req.Sudo, func() error { return mkdirAll(s.root, name, mode, uid, gid) })
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return

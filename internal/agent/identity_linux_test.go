@@ -268,3 +268,39 @@ func TestAsUserStaysOnItsThread(t *testing.T) {
 	default:
 	}
 }
+
+// TestMkdirForUser: root makes what the user may not (a project's
+// persistent path under a root-owned dir) and gives it to the user, but
+// follows no symlink on the way.
+func TestMkdirForUser(t *testing.T) {
+	e := startServer(t, nil)
+	userTree(t, e)
+	ctx := testCtx(t)
+	if err := os.Mkdir(filepath.Join(e.root, "opt"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.Mkdir(ctx, MkdirRequest{Path: "/opt/app/state", Mode: 0o2750, Sudo: true, ForUser: true}); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"opt": "0:0 drwxr-xr-x", "opt/app": "1000:1000 drwxr-x---", "opt/app/state": "1000:1000 drwxr-x---"} {
+		fi, err := os.Stat(filepath.Join(e.root, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if got := fmt.Sprintf("%d:%d %v", st.Uid, st.Gid, fi.Mode()); got != want {
+			t.Errorf("/%s: %s, want %s", p, got, want)
+		}
+	}
+	etcBefore := treeState(t, filepath.Join(e.root, "etc"))
+	err := e.client.Mkdir(ctx, MkdirRequest{Path: "/home/user/app/made", Sudo: true, ForUser: true})
+	if sandbox.CodeOf(err) != "invalid_path" {
+		t.Errorf("through the user's symlink: %v, want invalid_path", err)
+	}
+	if got := treeState(t, filepath.Join(e.root, "etc")); got != etcBefore {
+		t.Errorf("/etc changed: %s", got)
+	}
+	if err := e.client.Mkdir(ctx, MkdirRequest{Path: "/x", ForUser: true}); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("forUser without sudo: %v", err)
+	}
+}

@@ -102,10 +102,16 @@ type Frame struct {
 }
 
 // MkdirRequest creates a directory and its parents, like mkdir -p.
+// Without Sudo it is done as the sandbox's user, who owns what it makes.
 type MkdirRequest struct {
 	Path string `json:"path"`
 	Mode uint32 `json:"mode,omitempty"` // default 0755
-	Sudo bool   `json:"sudo,omitempty"` // owner root instead of the user
+	Sudo bool   `json:"sudo,omitempty"` // as root, who owns what it makes
+	// ForUser, with Sudo, has root make the missing directories and give
+	// them to the user: for paths the user needs but may not create (a
+	// project's persistent /data). No symlink on the path is followed, so
+	// nothing the user made can lead root elsewhere.
+	ForUser bool `json:"forUser,omitempty"`
 }
 
 // WriteResult reports what a tar write did.

@@ -199,10 +199,11 @@ func local(name string) bool {
 }
 
 // restore writes the project's saved state into r's sandbox, one tar
-// stream per persistent path (created first as the sandbox's user).
+// stream per persistent path (created first for the sandbox's user, by
+// root where the user could not, through no symlink).
 func (s *Service) restore(ctx context.Context, r *run, ag Agent, log *slog.Logger) error {
 	for _, p := range r.spec.PersistentPaths {
-		if err := ag.Mkdir(ctx, agent.MkdirRequest{Path: p, Mode: 0o755}); err != nil {
+		if err := ag.Mkdir(ctx, agent.MkdirRequest{Path: p, Mode: 0o755, Sudo: true, ForUser: true}); err != nil {
 			return fail("restore_failed", "create %s: %s", p, errMessage(err))
 		}
 	}
