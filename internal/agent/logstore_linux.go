@@ -40,7 +40,7 @@ type logStore struct {
 	mu    sync.Mutex
 	used  int64     // guarded by mu: page-rounded bytes of every segment file
 	files int       // guarded by mu: segment files on disk
-	logs  []*cmdLog // guarded by mu: logs that may hold segments, oldest first
+	logs  []*cmdLog // guarded by mu: logs that may hold segments, by their first one
 }
 
 // segment is one file of a command's log: the frames in [base, base+size).
@@ -62,6 +62,7 @@ type cmdLog struct {
 	size    int64     // end of the output frames, dropped ones included
 	exit    []byte    // the exit frame, once the command finished
 	changed chan struct{}
+	listed  bool // in logStore.logs
 	warned  bool // a dropped frame was logged
 }
 
@@ -82,12 +83,10 @@ func newLogStore(cfg ServerConfig) *logStore {
 	}
 }
 
+// newLog makes an empty log; it joins the eviction list with its first
+// segment.
 func (s *logStore) newLog(id string) *cmdLog {
-	l := &cmdLog{id: id, changed: make(chan struct{})}
-	s.mu.Lock()
-	s.logs = append(s.logs, l)
-	s.mu.Unlock()
-	return l
+	return &cmdLog{id: id, changed: make(chan struct{})}
 }
 
 func (s *logStore) pages(n int64) int64 { return (n + s.page - 1) / s.page * s.page }
@@ -149,6 +148,9 @@ func (s *logStore) write(l *cmdLog, start int64, frame []byte) error {
 		l.tail = f
 		l.segs = append(l.segs, segment{name: name, base: start})
 		s.files++
+		if !l.listed {
+			s.logs, l.listed = append(s.logs, l), true
+		}
 	}
 	g := &l.segs[len(l.segs)-1]
 	if _, err := l.tail.Write(frame); err != nil {
@@ -200,7 +202,7 @@ func (s *logStore) dropAny() bool {
 			return true
 		}
 		if len(l.segs) == 0 && l.exit != nil {
-			s.logs = append(s.logs[:i], s.logs[i+1:]...) // nothing left, ever
+			s.logs, l.listed = append(s.logs[:i], s.logs[i+1:]...), false // nothing left, ever
 			i--
 		}
 	}
@@ -227,7 +229,7 @@ func (s *logStore) finish(l *cmdLog, exit []byte) {
 	s.closeTail(l)
 	l.exit = exit
 	s.wake(l)
-	if len(l.segs) == 0 {
+	if l.listed && len(l.segs) == 0 {
 		s.unlist(l)
 	}
 }
@@ -237,7 +239,7 @@ func (s *logStore) finish(l *cmdLog, exit []byte) {
 func (s *logStore) unlist(l *cmdLog) {
 	for i := len(s.logs) - 1; i >= 0; i-- {
 		if s.logs[i] == l {
-			s.logs = append(s.logs[:i], s.logs[i+1:]...)
+			s.logs, l.listed = append(s.logs[:i], s.logs[i+1:]...), false
 			return
 		}
 	}
