@@ -185,7 +185,8 @@ func TestImageSandboxNetwork(t *testing.T) {
 
 // userImage is the busybox image with the image config's User set and, in
 // a layer of its own, an /etc/passwd and /etc/group naming app (1234) and
-// appgrp (2345), and app's home.
+// appgrp (2345), and app's home, owned by app (as useradd -m makes it:
+// what the API writes without sudo, it writes as the user).
 func userImage(t *testing.T, user string) v1.Image {
 	t.Helper()
 	base := imagetest.Layer(t, func(tw *tar.Writer) {
@@ -198,7 +199,9 @@ func userImage(t *testing.T, user string) v1.Image {
 			"app:x:1234:2345::/home/app:/bin/sh\n"), 0o644)
 		imagetest.File(t, tw, "etc/group", []byte("root:x:0:\nappgrp:x:2345:\n"), 0o644)
 		imagetest.Dir(t, tw, "home/")
-		imagetest.Dir(t, tw, "home/app/")
+		if err := tw.WriteHeader(&tar.Header{Name: "home/app/", Typeflag: tar.TypeDir, Mode: 0o755, Uid: 1234, Gid: 2345}); err != nil {
+			t.Fatal(err)
+		}
 	})
 	return imagetest.WithUser(t, imagetest.Image(t, []string{"PATH=/bin"}, "", base, users), user)
 }

@@ -116,6 +116,11 @@ func (m *Manager) populate(ctx context.Context, e *entry, client *agent.Client, 
 		return nil, fmt.Errorf("fetch source: %w", err)
 	}
 	defer rc.Close()
+	// The write is the user's; a dir the user could not create (a source
+	// dir or WORKDIR under a root-owned parent) is made for it first.
+	if err := client.Mkdir(ctx, agent.MkdirRequest{Path: dir, Mode: 0o755, Sudo: true, ForUser: true}); err != nil {
+		return nil, fmt.Errorf("create source dir %s: %w", dir, err)
+	}
 	links, res, err := writeSource(ctx, client, dir, rc)
 	if err != nil {
 		return nil, fmt.Errorf("write source into %s: %w", dir, err)
