@@ -63,7 +63,7 @@ func TestEscape(t *testing.T) {
 		sockets = append(sockets, p)
 	}
 	hostFiles := []string{filepath.Join(dir, "paddock.db"),
-		filepath.Join(dir, "runc", target.ID, "agent.log"), filepath.Join(dir, "runc", peer.ID, "agent.log")}
+		filepath.Join(dir, "runc", target.ID, "agent.out"), filepath.Join(dir, "runc", peer.ID, "agent.out")}
 	for _, f := range hostFiles {
 		if _, err := os.Stat(f); err != nil {
 			t.Fatalf("control: host file: %v", err)
