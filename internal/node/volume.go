@@ -16,13 +16,14 @@ const maxVolumes = 8
 // Volumes is what the node needs from the host's named volumes;
 // *volume.Manager satisfies it. Acquire (which refuses another team's
 // volume as not found) runs before the driver creates the
-// sandbox and returns the host directory to bind at the mount's path;
+// sandbox and returns the host directories of the mount at the mount's
+// path (a copy-on-write mount's overlay is the driver's to mount);
 // Release runs once the driver has stopped it (its processes are gone) and
 // is idempotent. Holders lets reconcile release the sandboxes that did not
 // survive a restart. SetUser runs once the sandbox's agent has said who its
 // user is: a volume still empty gets its root owned by that user.
 type Volumes interface {
-	Acquire(ctx context.Context, sandboxID, teamID string, m sandbox.VolumeMount) (hostPath string, err error)
+	Acquire(ctx context.Context, sandboxID, teamID string, m sandbox.VolumeMount) (volume.Dirs, error)
 	SetUser(ctx context.Context, sandboxID string, uid, gid uint32) error
 	Release(ctx context.Context, sandboxID string) error
 	Holders() []string
@@ -83,11 +84,11 @@ func (m *Manager) prepareVolumes(ctx context.Context, e *entry, spec *runtime.Sp
 		return sandbox.Errorf(sandbox.ErrUnsupported, "volumes_unsupported", "this host has no volumes")
 	}
 	for _, v := range vols {
-		src, err := m.cfg.Volumes.Acquire(ctx, spec.ID, e.sb.TeamID, v)
+		d, err := m.cfg.Volumes.Acquire(ctx, spec.ID, e.sb.TeamID, v)
 		if err != nil {
 			return err
 		}
-		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: src, Dest: v.Path})
+		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: d.Source, Dest: v.Path, Upper: d.Upper, Work: d.Work})
 	}
 	return nil
 }

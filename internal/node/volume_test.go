@@ -12,6 +12,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/volume"
 )
 
 // fakeVolumes is a hand-written Volumes that keeps who holds what.
@@ -26,14 +27,18 @@ type fakeVolumes struct {
 
 func newFakeVolumes() *fakeVolumes { return &fakeVolumes{held: map[string][]sandbox.VolumeMount{}} }
 
-func (f *fakeVolumes) Acquire(ctx context.Context, id, teamID string, m sandbox.VolumeMount) (string, error) {
+func (f *fakeVolumes) Acquire(ctx context.Context, id, teamID string, m sandbox.VolumeMount) (volume.Dirs, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if m.Volume == f.refuse {
-		return "", sandbox.Errorf(sandbox.ErrConflict, "volume_busy", "volume %q is busy", m.Volume)
+		return volume.Dirs{}, sandbox.Errorf(sandbox.ErrConflict, "volume_busy", "volume %q is busy", m.Volume)
 	}
 	f.held[id] = append(f.held[id], m)
-	return "/host/volumes/" + m.Volume, nil
+	d := volume.Dirs{Source: "/host/volumes/" + m.Volume}
+	if m.Mode == sandbox.VolumeCopyOnWrite {
+		d.Upper, d.Work = "/host/cow/"+id+"/upper", "/host/cow/"+id+"/work"
+	}
+	return d, nil
 }
 
 func (f *fakeVolumes) Release(ctx context.Context, id string) error {
@@ -134,7 +139,8 @@ func TestVolumesAcquiredAndReleased(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []runtime.Mount{{Source: "/host/volumes/npm", Dest: "/home/user/.npm"}, {Source: "/host/volumes/base", Dest: "/opt/base"}}
+	want := []runtime.Mount{{Source: "/host/volumes/npm", Dest: "/home/user/.npm"},
+		{Source: "/host/volumes/base", Dest: "/opt/base", Upper: "/host/cow/" + sb.ID + "/upper", Work: "/host/cow/" + sb.ID + "/work"}}
 	if got := d.specs[sb.ID].Mounts; !slices.Equal(got, want) {
 		t.Fatalf("driver got mounts %v, want %v", got, want)
 	}

@@ -72,6 +72,12 @@ type Mount struct {
 	Source   string // host path, trusted
 	Dest     string // path inside the sandbox
 	ReadOnly bool
+	// Upper and Work, when set, make the mount copy-on-write: the sandbox
+	// sees an overlay of Source with its changes in Upper (Work is
+	// overlayfs's scratch dir, beside Upper on the same filesystem). The
+	// driver mounts it, since with a user namespace the overlay's layers
+	// must be mapped through the sandbox's ids; it is gone after Stop.
+	Upper, Work string
 }
 
 // NetworkSpec is a sandbox's network as the node prepared it.
@@ -113,6 +119,10 @@ type Capabilities struct {
 	Seccomp       bool   `json:"seccomp"`
 	// Snapshot: the driver implements Snapshotter.
 	Snapshot bool `json:"snapshot"`
+	// UserNS: each sandbox has a user namespace mapping its ids to a
+	// range of unprivileged host ids of its own (root inside is not root
+	// on the host), and files keep container-relative ids on disk.
+	UserNS bool `json:"userNS"`
 }
 
 // Snapshotter is the optional power to copy a sandbox's writable layer

@@ -212,14 +212,6 @@ func (linuxSystem) unmount(dir string) error {
 	}
 }
 
-func (linuxSystem) mountOverlay(lower, upper, work, dir string) error {
-	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
-	if err := unix.Mount("overlay", dir, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		return fmt.Errorf("mount overlay at %s: %w", dir, err)
-	}
-	return nil
-}
-
 // mounted reads /proc/self/mountinfo for mountpoints at or below dir.
 func (linuxSystem) mounted(dir string) (map[string]bool, error) {
 	data, err := os.ReadFile("/proc/self/mountinfo")

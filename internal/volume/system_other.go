@@ -21,7 +21,6 @@ func Available() string { return "volumes need Linux" }
 func (otherSystem) format(context.Context, string, int64, string) error { return errUnsupported }
 func (otherSystem) mount(string, string) error                          { return errUnsupported }
 func (otherSystem) unmount(string) error                                { return nil }
-func (otherSystem) mountOverlay(string, string, string, string) error   { return errUnsupported }
 func (otherSystem) mounted(string) (map[string]bool, error)             { return map[string]bool{}, nil }
 func (otherSystem) emptyDir(string, string) (bool, error)               { return false, errUnsupported }
 func (otherSystem) chownDir(string, string, int, int) error             { return errUnsupported }

@@ -16,7 +16,6 @@
 //	<name>/volume.json          metadata, written atomically
 //	<name>/disk.img             the sparse ext4 image
 //	<name>/mnt/                 where the image is mounted while in use
-//	<name>/cow/<sandbox>/       a copy-on-write user's overlay mountpoint
 //
 // and inside the image: data/ (what sandboxes see, owned by uid 1000 until
 // the first sandbox's user takes it while it is empty, see SetUser) and
@@ -25,8 +24,15 @@
 //
 // Modes: a read-write user binds data/ itself and must be alone; any number
 // of copy-on-write users may share a volume, each seeing data/ under an
-// overlay of its own. They exclude each other because overlayfs leaves the
-// result undefined when its lower layer changes under it.
+// overlay of its own, which the sandbox's driver mounts from the dirs
+// Acquire returns (with a user namespace its layers must be mapped through
+// the sandbox's ids, which only the driver knows). They exclude each other
+// because overlayfs leaves the result undefined when its lower layer
+// changes under it.
+//
+// Ownership inside the image is what sandboxes see (uid 1000 is 1000 on
+// disk, whatever host ids a sandbox's user namespace maps it to), so a
+// volume written by one sandbox reads right in the next.
 //
 // Users are recorded in volume.json before anything is mounted, so after a
 // restart the Manager knows who holds what: mounts it finds in
@@ -70,7 +76,7 @@ const (
 	metaName  = "volume.json"
 	imageName = "disk.img"
 	mntName   = "mnt"
-	cowName   = "cow"
+	cowName   = "cow"  // where overlays were mounted before drivers mounted them; swept at load
 	dataName  = "data" // in the image: what sandboxes see
 	cowInner  = ".cow" // in the image: copy-on-write users' upper and work dirs
 	tmpPrefix = ".tmp-"
@@ -174,7 +180,6 @@ type system interface {
 	// mount attaches image to a loop device and mounts it at dir.
 	mount(image, dir string) error
 	unmount(dir string) error
-	mountOverlay(lower, upper, work, dir string) error
 	// mounted returns the mountpoints in mountinfo at or below dir.
 	mounted(dir string) (map[string]bool, error)
 	// emptyDir reports whether the directory name in parent has no
@@ -209,8 +214,8 @@ func Open(cfg Config) (*Manager, error) {
 func (m *Manager) dir(name string) string   { return filepath.Join(m.cfg.Dir, name) }
 func (m *Manager) image(name string) string { return filepath.Join(m.cfg.Dir, name, imageName) }
 func (m *Manager) mnt(name string) string   { return filepath.Join(m.cfg.Dir, name, mntName) }
-func (m *Manager) cowMount(name, id string) string {
-	return filepath.Join(m.cfg.Dir, name, cowName, id)
+func (m *Manager) cowDir(name, id string) string {
+	return filepath.Join(m.cfg.Dir, name, mntName, cowInner, id)
 }
 
 // load reads every volume and puts the host's mounts in agreement with
@@ -257,15 +262,21 @@ func (m *Manager) load() error {
 func (m *Manager) reconcileMounts(v *vol, mounts map[string]bool) {
 	name := v.meta.Name
 	log := m.log.With("volume", name)
-	cows, _ := os.ReadDir(filepath.Join(m.dir(name), cowName))
+	// Overlays an older paddock mounted here: sandboxes that still run
+	// keep their own bind of theirs, so the host's copy can go.
+	legacy := filepath.Join(m.dir(name), cowName)
+	cows, _ := os.ReadDir(legacy)
 	for _, c := range cows {
-		id := c.Name()
-		if v.meta.Users[id] == sandbox.VolumeCopyOnWrite && mounts[m.cowMount(name, id)] {
-			continue
+		if err := m.sys.unmount(filepath.Join(legacy, c.Name())); err != nil {
+			log.Error("unmount copy-on-write overlay", "sandbox", c.Name(), "err", err)
 		}
-		log.Warn("removing copy-on-write mount of no recorded user", "sandbox", id)
-		if err := m.dropCow(v, id); err != nil {
-			log.Error("remove copy-on-write mount", "sandbox", id, "err", err)
+	}
+	if len(cows) > 0 {
+		_ = os.RemoveAll(legacy) // empty dirs by now
+	}
+	if v.mounted {
+		if err := dropStrayCows(m.mnt(name), v.meta.Users); err != nil {
+			log.Error("remove copy-on-write changes of no recorded user", "err", err)
 		}
 	}
 	if v.mounted && len(v.meta.Users) == 0 {
@@ -395,33 +406,45 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
+// Dirs are the host directories a sandbox's mount of a volume is made of.
+type Dirs struct {
+	// Source is the volume's data: bound as it is (read-write), or the
+	// lower layer of the user's overlay (copy-on-write).
+	Source string
+	// Upper and Work are a copy-on-write user's own changes and
+	// overlayfs's work dir, siblings in the volume's filesystem; empty for
+	// a read-write user. The driver mounts the overlay, and unmounts it
+	// when it stops the sandbox, before Release.
+	Upper, Work string
+}
+
 // Acquire mounts a volume for a sandbox of team teamID and returns the
-// host directory the driver binds at the mount's path: the volume's data
-// itself (read-write) or a private overlay over it (copy-on-write). A
-// read-write user must be alone: otherwise ErrConflict "volume_busy".
-// Another team's volume is not found.
-func (m *Manager) Acquire(ctx context.Context, sandboxID, teamID string, mnt sandbox.VolumeMount) (string, error) {
+// host directories of the sandbox's mount at the mount's path: the
+// volume's data itself (read-write), or the data and a private upper dir
+// for an overlay (copy-on-write). A read-write user must be alone:
+// otherwise ErrConflict "volume_busy". Another team's volume is not found.
+func (m *Manager) Acquire(ctx context.Context, sandboxID, teamID string, mnt sandbox.VolumeMount) (Dirs, error) {
 	if !sandbox.ValidID(sandboxID) {
-		return "", sandbox.Errorf(sandbox.ErrInvalid, "invalid_id", "invalid sandbox id %q", sandboxID)
+		return Dirs{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_id", "invalid sandbox id %q", sandboxID)
 	}
 	mode := cmp.Or(mnt.Mode, sandbox.VolumeReadWrite)
 	if mode != sandbox.VolumeReadWrite && mode != sandbox.VolumeCopyOnWrite {
-		return "", sandbox.Errorf(sandbox.ErrInvalid, "invalid_volume_mode", "volume mode must be %q or %q, got %q",
+		return Dirs{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_volume_mode", "volume mode must be %q or %q, got %q",
 			sandbox.VolumeReadWrite, sandbox.VolumeCopyOnWrite, mnt.Mode)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	v, ok := m.vols[mnt.Volume]
 	if !ok || (v.meta.TeamID != "" && v.meta.TeamID != teamID) {
-		return "", notFound(mnt.Volume)
+		return Dirs{}, notFound(mnt.Volume)
 	}
 	name := v.meta.Name
 	if _, ok := v.meta.Users[sandboxID]; ok {
-		return "", sandbox.Errorf(sandbox.ErrConflict, "volume_already_mounted", "sandbox %s already mounts volume %q", sandboxID, name)
+		return Dirs{}, sandbox.Errorf(sandbox.ErrConflict, "volume_already_mounted", "sandbox %s already mounts volume %q", sandboxID, name)
 	}
 	for id, um := range v.meta.Users {
 		if mode == sandbox.VolumeReadWrite || um == sandbox.VolumeReadWrite {
-			return "", sandbox.Errorf(sandbox.ErrConflict, "volume_busy",
+			return Dirs{}, sandbox.Errorf(sandbox.ErrConflict, "volume_busy",
 				"volume %q is mounted %s by sandbox %s; a read-write mount needs the volume alone, copy-on-write mounts share it", name, um, id)
 		}
 	}
@@ -437,79 +460,71 @@ func (m *Manager) Acquire(ctx context.Context, sandboxID, teamID string, mnt san
 	v.meta.LastUsedAt = m.cfg.Now().UTC()
 	if err := writeMeta(m.dir(name), v.meta); err != nil {
 		v.meta = prev
-		return "", fmt.Errorf("volume: acquire %s: %w", name, err)
+		return Dirs{}, fmt.Errorf("volume: acquire %s: %w", name, err)
 	}
-	path, err := m.mountFor(v, sandboxID, mode)
+	dirs, err := m.mountFor(v, sandboxID, mode)
 	if err != nil {
 		if rerr := m.releaseLocked(v, sandboxID); rerr != nil {
 			m.log.Error("undo failed acquire", "volume", name, "sandbox", sandboxID, "err", rerr)
 		}
-		return "", fmt.Errorf("volume: mount %s for sandbox %s: %w", name, sandboxID, err)
+		return Dirs{}, fmt.Errorf("volume: mount %s for sandbox %s: %w", name, sandboxID, err)
 	}
 	m.log.Info("volume acquired", "volume", name, "sandbox", sandboxID, "mode", mode)
-	return path, nil
+	return dirs, nil
 }
 
-// mountFor mounts the volume if needed and returns the user's directory.
-func (m *Manager) mountFor(v *vol, id, mode string) (string, error) {
+// mountFor mounts the volume if needed and returns the user's dirs.
+func (m *Manager) mountFor(v *vol, id, mode string) (Dirs, error) {
 	name := v.meta.Name
 	if v.mounted {
 		// Unmounted behind paddock's back, the mountpoint would be a plain
 		// host directory: uncapped. Trust mountinfo, not memory.
 		mounts, err := m.sys.mounted(m.mnt(name))
 		if err != nil {
-			return "", err
+			return Dirs{}, err
 		}
 		v.mounted = mounts[m.mnt(name)]
 	}
 	if !v.mounted {
 		if err := os.MkdirAll(m.mnt(name), 0o700); err != nil {
-			return "", err
+			return Dirs{}, err
 		}
 		if err := m.sys.mount(m.image(name), m.mnt(name)); err != nil {
-			return "", err
+			return Dirs{}, err
 		}
 		v.mounted = true
 		if err := initFS(m.mnt(name), v.meta.Users); err != nil {
-			return "", err
+			return Dirs{}, err
 		}
 	}
 	data := filepath.Join(m.mnt(name), dataName)
 	if mode == sandbox.VolumeReadWrite {
-		return data, nil
+		return Dirs{Source: data}, nil
 	}
-	inner := filepath.Join(m.mnt(name), cowInner, id)
+	inner := m.cowDir(name, id)
 	// Left by a user whose release found the volume unmounted.
 	if err := fstree.Remove(inner); err != nil {
-		return "", err
+		return Dirs{}, err
 	}
 	upper, work := filepath.Join(inner, "upper"), filepath.Join(inner, "work")
 	if err := os.MkdirAll(work, 0o700); err != nil {
-		return "", err
+		return Dirs{}, err
 	}
 	// overlayfs shows the upper dir's own owner and mode at the root of
 	// the merged view: give it data's, so the sandbox user may write there.
 	fi, err := os.Stat(data)
 	if err != nil {
-		return "", err
+		return Dirs{}, err
 	}
 	if err := os.Mkdir(upper, fi.Mode().Perm()); err != nil {
-		return "", err
+		return Dirs{}, err
 	}
 	if uid, gid, ok := owner(fi); ok {
 		if err := os.Chown(upper, uid, gid); err != nil {
-			return "", err
+			return Dirs{}, err
 		}
 	}
-	dir := m.cowMount(name, id)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	if err := m.sys.mountOverlay(data, upper, work, dir); err != nil {
-		_ = os.Remove(dir)
-		return "", err
-	}
-	return dir, nil
+	return Dirs{Source: data, Upper: upper, Work: work}, nil
 }
 
 // Release unmounts every volume the sandbox mounts: its copy-on-write
@@ -559,19 +574,13 @@ func (m *Manager) releaseLocked(v *vol, id string) error {
 	return nil
 }
 
-// dropCow unmounts a copy-on-write user's overlay and removes its changes
-// (fstree.Remove never follows a symlink the sandbox left in them, and
-// holds a bounded number of descriptors whatever their depth).
+// dropCow removes a copy-on-write user's changes (fstree.Remove never
+// follows a symlink the sandbox left in them, and holds a bounded number
+// of descriptors whatever their depth). The driver has unmounted the
+// user's overlay when it stopped the sandbox.
 func (m *Manager) dropCow(v *vol, id string) error {
-	dir := m.cowMount(v.meta.Name, id)
-	if err := m.sys.unmount(dir); err != nil {
-		return err
-	}
-	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
 	if v.mounted {
-		return fstree.Remove(filepath.Join(m.mnt(v.meta.Name), cowInner, id))
+		return fstree.Remove(m.cowDir(v.meta.Name, id))
 	}
 	return nil
 }
@@ -625,7 +634,7 @@ func (m *Manager) Holders() []string {
 
 // initFS readies a freshly mounted volume: data/ owned by the sandbox user
 // on first use, and no copy-on-write changes left by sandboxes that are no
-// longer users (a crash or reboot before their release).
+// longer users.
 func initFS(mnt string, users map[string]string) error {
 	data := filepath.Join(mnt, dataName)
 	switch err := os.Mkdir(data, 0o755); {
@@ -636,12 +645,19 @@ func initFS(mnt string, users map[string]string) error {
 	case !errors.Is(err, fs.ErrExist):
 		return err
 	}
+	return dropStrayCows(mnt, users)
+}
+
+// dropStrayCows removes the copy-on-write changes of sandboxes that are
+// not users of the volume mounted at mnt (a crash or reboot before their
+// release).
+func dropStrayCows(mnt string, users map[string]string) error {
 	ents, err := os.ReadDir(filepath.Join(mnt, cowInner))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	for _, e := range ents {
-		if _, ok := users[e.Name()]; !ok {
+		if users[e.Name()] != sandbox.VolumeCopyOnWrite {
 			if err := fstree.Remove(filepath.Join(mnt, cowInner, e.Name())); err != nil {
 				return err
 			}

@@ -52,14 +52,35 @@ func create(t *testing.T, m *Manager, name string) Volume {
 	return v
 }
 
-func acquire(t *testing.T, m *Manager, id, name, mode string) string {
+func acquire(t *testing.T, m *Manager, id, name, mode string) Dirs {
 	t.Helper()
-	p, err := m.Acquire(context.Background(), id, "", sandbox.VolumeMount{Volume: name, Path: "/cache", Mode: mode})
+	d, err := m.Acquire(context.Background(), id, "", sandbox.VolumeMount{Volume: name, Path: "/cache", Mode: mode})
 	if err != nil {
 		t.Fatalf("acquire %s for %s (%s): %v", name, id, mode, err)
 	}
 	t.Cleanup(func() { _ = m.Release(context.Background(), id) })
-	return p
+	if (mode == sandbox.VolumeCopyOnWrite) != (d.Upper != "") || d.Source == "" {
+		t.Fatalf("acquire %s for %s (%s): dirs %+v", name, id, mode, d)
+	}
+	return d
+}
+
+// mountCow mounts a copy-on-write user's overlay from its dirs, as the
+// driver does, and returns it with its unmount (also run at cleanup,
+// before the release acquire registered).
+func mountCow(t *testing.T, d Dirs) (string, func()) {
+	t.Helper()
+	if filepath.Dir(d.Upper) != filepath.Dir(d.Work) {
+		t.Fatalf("upper and work are not siblings: %+v", d)
+	}
+	dir := t.TempDir()
+	opts := "lowerdir=" + d.Source + ",upperdir=" + d.Upper + ",workdir=" + d.Work
+	if err := syscall.Mount("overlay", dir, "overlay", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
+		t.Fatal(err)
+	}
+	unmount := func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) }
+	t.Cleanup(unmount)
+	return dir, unmount
 }
 
 func release(t *testing.T, m *Manager, id string) {
@@ -152,7 +173,7 @@ func TestReadWriteSharedAcrossUsersAndInUse(t *testing.T) {
 	m, dir := newManager(t)
 	ctx := context.Background()
 	create(t, m, "cache")
-	p := acquire(t, m, "sb-a", "cache", "")
+	p := acquire(t, m, "sb-a", "cache", "").Source
 	if err := os.WriteFile(filepath.Join(p, "dep.txt"), []byte("built"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +204,7 @@ func TestReadWriteSharedAcrossUsersAndInUse(t *testing.T) {
 		t.Fatal("the volume stays mounted or attached after its last user left")
 	}
 	release(t, m, "sb-a") // idempotent
-	p = acquire(t, m, "sb-b", "cache", sandbox.VolumeReadWrite)
+	p = acquire(t, m, "sb-b", "cache", sandbox.VolumeReadWrite).Source
 	if b, err := os.ReadFile(filepath.Join(p, "dep.txt")); err != nil || string(b) != "built" {
 		t.Fatalf("the next user reads %q, %v", b, err)
 	}
@@ -196,7 +217,7 @@ func TestReadWriteSharedAcrossUsersAndInUse(t *testing.T) {
 func TestCapHolds(t *testing.T) {
 	m, _ := newManager(t)
 	create(t, m, "small")
-	p := acquire(t, m, "sb-a", "small", "")
+	p := acquire(t, m, "sb-a", "small", "").Source
 	f, err := os.Create(filepath.Join(p, "big"))
 	if err != nil {
 		t.Fatal(err)
@@ -231,17 +252,22 @@ func TestCapHolds(t *testing.T) {
 func TestCopyOnWrite(t *testing.T) {
 	m, dir := newManager(t)
 	create(t, m, "base")
-	p := acquire(t, m, "sb-w", "base", sandbox.VolumeReadWrite)
+	p := acquire(t, m, "sb-w", "base", sandbox.VolumeReadWrite).Source
 	if err := os.WriteFile(filepath.Join(p, "f"), []byte("original"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	release(t, m, "sb-w")
 
-	a := acquire(t, m, "sb-a", "base", sandbox.VolumeCopyOnWrite)
-	b := acquire(t, m, "sb-b", "base", sandbox.VolumeCopyOnWrite)
-	if a == b {
-		t.Fatalf("two copy-on-write users share %s", a)
+	da := acquire(t, m, "sb-a", "base", sandbox.VolumeCopyOnWrite)
+	db := acquire(t, m, "sb-b", "base", sandbox.VolumeCopyOnWrite)
+	if da.Upper == db.Upper || da.Source != db.Source {
+		t.Fatalf("copy-on-write users: %+v and %+v, want one lower and uppers of their own", da, db)
 	}
+	if !strings.HasPrefix(da.Upper, filepath.Join(dir, "base", mntName)+"/") {
+		t.Fatalf("upper %s is outside the volume's filesystem: its changes would escape the cap", da.Upper)
+	}
+	a, unmountA := mountCow(t, da)
+	b, _ := mountCow(t, db)
 	fi, err := os.Stat(a)
 	if err != nil {
 		t.Fatal(err)
@@ -261,15 +287,17 @@ func TestCopyOnWrite(t *testing.T) {
 	_, err = m.Acquire(context.Background(), "sb-c", "", sandbox.VolumeMount{Volume: "base", Path: "/c", Mode: sandbox.VolumeReadWrite})
 	wantCode(t, err, sandbox.ErrConflict, "volume_busy")
 
+	unmountA() // the driver's Stop
 	release(t, m, "sb-a")
-	if isMounted(t, a) {
-		t.Fatal("a's overlay is still mounted")
+	if _, err := os.Stat(filepath.Dir(da.Upper)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a's changes are kept after its release: %v", err)
 	}
 	if !isMounted(t, filepath.Join(dir, "base", mntName)) {
 		t.Fatal("the volume was unmounted while b uses it")
 	}
+	_ = syscall.Unmount(b, syscall.MNT_DETACH)
 	release(t, m, "sb-b")
-	p = acquire(t, m, "sb-w", "base", sandbox.VolumeReadWrite)
+	p = acquire(t, m, "sb-w", "base", sandbox.VolumeReadWrite).Source
 	if got, _ := os.ReadFile(filepath.Join(p, "f")); string(got) != "original" {
 		t.Fatalf("the volume holds %q after a copy-on-write change", got)
 	}
@@ -298,21 +326,34 @@ func TestRestart(t *testing.T) {
 	if err := (linuxSystem{}).mount(filepath.Join(dir, "stray", imageName), stray); err != nil {
 		t.Fatal(err)
 	}
-	// A copy-on-write overlay of a user that is not recorded.
-	orphan := filepath.Join(dir, "cowvol", cowName, "sb-gone")
+	// Copy-on-write changes of a user that is not recorded.
+	orphan := filepath.Join(dir, "cowvol", mntName, cowInner, "sb-gone")
 	if err := os.MkdirAll(orphan, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// An overlay mounted where paddock mounted them before drivers did.
+	legacy := filepath.Join(dir, "cowvol", cowName, "sb-old")
+	if err := os.MkdirAll(legacy, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", legacy, "tmpfs", 0, ""); err != nil {
 		t.Fatal(err)
 	}
 
 	m2 := open(t, dir) // the old manager is simply dropped, as by a crash
-	if !isMounted(t, filepath.Join(dir, "kept", mntName)) || !isMounted(t, cow) {
+	if !isMounted(t, filepath.Join(dir, "kept", mntName)) {
 		t.Fatal("a recorded user's mount was removed on restart")
+	}
+	if _, err := os.Stat(cow.Upper); err != nil {
+		t.Fatalf("a recorded copy-on-write user's changes were removed on restart: %v", err)
 	}
 	if isMounted(t, stray) || attachedLoop(filepath.Join(dir, "stray", imageName)) != "" {
 		t.Fatal("a mount nobody records survived the restart")
 	}
-	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("orphan copy-on-write dir: %v", err)
+	for _, p := range []string{orphan, filepath.Join(dir, "cowvol", cowName)} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s: %v", p, err)
+		}
 	}
 	if got := m2.Holders(); !slices.Equal(got, []string{"sb-cow", "sb-run"}) {
 		t.Fatalf("holders after restart: %v", got)
@@ -334,20 +375,19 @@ func TestReleaseAfterReboot(t *testing.T) {
 	m, dir := newManager(t)
 	create(t, m, "v")
 	acquire(t, m, "sb-a", "v", sandbox.VolumeCopyOnWrite)
-	for _, p := range []string{filepath.Join(dir, "v", cowName, "sb-a"), filepath.Join(dir, "v", mntName)} {
-		if err := syscall.Unmount(p, 0); err != nil {
-			t.Fatal(err)
-		}
+	if err := syscall.Unmount(filepath.Join(dir, "v", mntName), 0); err != nil {
+		t.Fatal(err)
 	}
 	m2 := open(t, dir)
 	if !slices.Equal(m2.Holders(), []string{"sb-a"}) {
 		t.Fatalf("holders: %v", m2.Holders())
 	}
 	release(t, m2, "sb-a")
-	p := acquire(t, m2, "sb-b", "v", sandbox.VolumeCopyOnWrite)
+	p, unmount := mountCow(t, acquire(t, m2, "sb-b", "v", sandbox.VolumeCopyOnWrite))
 	if err := os.WriteFile(filepath.Join(p, "x"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	unmount()
 	release(t, m2, "sb-b")
 }
 
@@ -374,9 +414,6 @@ func TestRemountedWhenUnmountedBehindOurBack(t *testing.T) {
 	create(t, m, "v")
 	acquire(t, m, "sb-a", "v", sandbox.VolumeCopyOnWrite)
 	mnt := filepath.Join(dir, "v", mntName)
-	if err := syscall.Unmount(filepath.Join(dir, "v", cowName, "sb-a"), 0); err != nil {
-		t.Fatal(err)
-	}
 	if err := syscall.Unmount(mnt, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +440,7 @@ func TestSetUser(t *testing.T) {
 	}
 	ctx := context.Background()
 
-	data := acquire(t, m, "sb-a", "fresh", sandbox.VolumeReadWrite)
+	data := acquire(t, m, "sb-a", "fresh", sandbox.VolumeReadWrite).Source
 	if err := m.SetUser(ctx, "sb-a", 1234, 2345); err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +453,7 @@ func TestSetUser(t *testing.T) {
 	release(t, m, "sb-a")
 
 	// Not empty any more: another user leaves it alone.
-	data = acquire(t, m, "sb-b", "fresh", sandbox.VolumeReadWrite)
+	data = acquire(t, m, "sb-b", "fresh", sandbox.VolumeReadWrite).Source
 	if err := m.SetUser(ctx, "sb-b", 1000, 1000); err != nil {
 		t.Fatal(err)
 	}
@@ -425,9 +462,10 @@ func TestSetUser(t *testing.T) {
 	}
 	release(t, m, "sb-b")
 
-	// Copy-on-write over an empty volume: the overlay's root only.
+	// Copy-on-write over an empty volume: the overlay's root (its upper
+	// dir's) only.
 	create(t, m, "shared")
-	cow := acquire(t, m, "sb-c", "shared", sandbox.VolumeCopyOnWrite)
+	cow := acquire(t, m, "sb-c", "shared", sandbox.VolumeCopyOnWrite).Upper
 	if err := m.SetUser(ctx, "sb-c", 1234, 2345); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,16 @@
 // capability set and no_new_privs. The container's init is paddock-agent,
 // which installs its own seccomp filter.
 //
+// Each sandbox also gets a user namespace with a range of host ids of its
+// own (Config.IDBase, one range of 65536 ids per sandbox): root inside is
+// an unprivileged host uid, and per-uid kernel limits are the sandbox's
+// own. Files stay container-relative on disk: the overlay's layers (image
+// layers, snapshots, the upper dir) and every bind mount (volumes, the
+// host image's /usr, the agent) are idmapped mounts through the sandbox's
+// mapping, so one layer or volume serves sandboxes of any range unchanged
+// (roots_linux.go, overlay_linux.go, internal/userns). Config.NoUserNS
+// turns this off, which is weaker: root in a sandbox is then host root.
+//
 // The driver is a runtime.Snapshotter: it copies a sandbox's upper dir, with
 // the sandbox frozen, into a new layer without following anything in it
 // (snapshot_linux.go).
@@ -30,6 +40,47 @@ type Config struct {
 	AgentPath string
 	// Logger receives driver logs; nil means slog.Default().
 	Logger *slog.Logger
+
+	// RootfsDir is where sandboxes' root filesystems are mounted, as
+	// RootfsDir/<id>/rootfs; default DefaultRootfsDir. It and its parents
+	// must be searchable by other users (the driver makes it 0711): a
+	// sandbox's init reaches its root as the sandbox's own root user,
+	// which the data dir (0700) keeps out. Processes with different data
+	// dirs on one host share it, and with it the record of id ranges in
+	// use, so they never hand out one range twice.
+	RootfsDir string
+	// NoUserNS runs sandboxes in the host's user namespace: root in a
+	// sandbox is root on the host, and sandboxes share per-uid limits.
+	// Weaker; only for kernels without what user namespaces need (New
+	// refuses to start without it there; `paddock doctor` says why).
+	NoUserNS bool
+	// IDBase is the first host uid and gid of sandbox ranges: range n is
+	// IDBase+n*65536 .. IDBase+n*65536+65535. Default DefaultIDBase.
+	IDBase uint32
+	// IDRanges is how many ranges there are: the most sandboxes that can
+	// exist at once on the host. Default DefaultIDRanges.
+	IDRanges int
+}
+
+// Defaults of Config. The id ranges sit above the ones systemd gives to
+// containers (0x80000-0x6FFFFFFF, see systemd's UIDS-GIDS.md) and below
+// 2^31, which some tools still read as a signed number.
+const (
+	DefaultRootfsDir = "/run/paddock/rootfs"
+	DefaultIDBase    = 0x70000000 // 1879048192
+	DefaultIDRanges  = 4000
+)
+
+func (c *Config) setDefaults() {
+	if c.RootfsDir == "" {
+		c.RootfsDir = DefaultRootfsDir
+	}
+	if c.IDBase == 0 {
+		c.IDBase = DefaultIDBase
+	}
+	if c.IDRanges == 0 {
+		c.IDRanges = DefaultIDRanges
+	}
 }
 
 // Validate reports a missing or malformed setting.
@@ -39,6 +90,13 @@ func (c Config) Validate() error {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "runc driver: DataDir is required")
 	case c.AgentPath == "":
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "runc driver: AgentPath is required")
+	case c.NoUserNS:
+		return nil
+	case c.IDBase != 0 && c.IDBase < 65536:
+		// Range 0 would hold host root and the system's own users.
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "runc driver: IDBase %d is below 65536", c.IDBase)
+	case c.IDRanges < 0 || uint64(c.IDBase)+uint64(c.IDRanges)*65536 > 1<<32-1:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "runc driver: %d id ranges from %d pass the last uid", c.IDRanges, c.IDBase)
 	}
 	return nil
 }

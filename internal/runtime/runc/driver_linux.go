@@ -73,6 +73,7 @@ type Driver struct {
 	memsw    bool
 	cgroupV2 bool
 	lowerOOM bool // may set the agent's oom_score_adj to -998
+	roots    *roots
 
 	mu     sync.Mutex
 	boxes  map[string]*box    // guarded by mu: sandboxes this process has handles for
@@ -109,6 +110,7 @@ var _ runtime.Driver = (*Driver)(nil)
 // New prepares the data dir and the host image, once, so that Create does
 // only per-sandbox work.
 func New(cfg Config) (*Driver, error) {
+	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -149,6 +151,9 @@ func New(cfg Config) (*Driver, error) {
 	if d.img, err = hostimage.Build(dataDir); err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
+	if d.roots, err = newRoots(cfg, d.runDir); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -159,7 +164,7 @@ func (d *Driver) Capabilities() runtime.Capabilities {
 		v = 2
 	}
 	// Seccomp: the agent installs its own filter before serving.
-	return runtime.Capabilities{Name: "runc", CgroupVersion: v, Seccomp: true, Snapshot: true}
+	return runtime.Capabilities{Name: "runc", CgroupVersion: v, Seccomp: true, Snapshot: true, UserNS: d.roots.ranges > 0}
 }
 
 // idLock is a per-id mutex, dropped from the map when its last user leaves.
@@ -265,29 +270,30 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		}
 	}()
 
-	for _, sub := range []string{upperName, workName, rootfsName} {
+	ids, err := d.openIDs(id)
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
+	}
+	defer ids.close()
+	for _, sub := range []string{upperName, workName} {
 		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
 			return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 		}
 	}
-	rootfs := filepath.Join(dir, rootfsName)
-	lower := img.Lower
+	rootfs := d.roots.rootfs(id)
+	lowers := []string{img.Lower}
 	if len(img.Lowers) > 0 {
-		lower = strings.Join(img.Lowers, ":")
+		lowers = img.Lowers
 		if err := prepareUpper(filepath.Join(dir, upperName), img.Lowers, spec.Network != nil); err != nil {
 			return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 		}
 	}
-	opts := "lowerdir=" + lower + ",upperdir=" + filepath.Join(dir, upperName) + ",workdir=" + filepath.Join(dir, workName)
-	if len(opts) >= 4096 {
-		// The kernel takes mount options in one page.
-		return nil, sandbox.Errorf(sandbox.ErrInvalid, "too_many_layers", "create sandbox %s: image %q has too many layers (%d) for one overlay mount", id, spec.Image, len(img.Lowers))
-	}
-	if err := unix.Mount("overlay", rootfs, "overlay", unix.MS_NODEV, opts); err != nil {
-		return nil, fmt.Errorf("create sandbox %s: mount overlay: %w", id, err)
+	root := overlay{lowers: lowers, upper: filepath.Join(dir, upperName), work: filepath.Join(dir, workName), flags: unix.MS_NODEV,
+		stage: filepath.Join(dir, stagePrefix+rootfsName)}
+	if err := ids.mountOverlay(root, rootfs); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: image %q: %w", id, spec.Image, err)
 	}
 
-	var err error
 	if b.dir, err = os.OpenFile(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
@@ -334,12 +340,21 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 				return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 			}
 		}
+		if err := ids.joinNetNS(nsPath, dir); err != nil {
+			return nil, fmt.Errorf("create sandbox %s: %w", id, err)
+		}
 	}
 	res := withDefaults(spec.Resources)
 	oci := ociSpec(id, hostname, rootfs, d.cfg.AgentPath, img, res, d.memsw, d.lowerOOM, nsPath, dir)
-	if err := addMounts(oci, rootfs, spec.Mounts); err != nil {
+	mounts, err := ids.copyOnWrite(dir, spec.Mounts)
+	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
+	// Mountpoints are made in the sandbox's tree, as its root.
+	if err := ids.as(func() error { return addMounts(oci, rootfs, mounts) }); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
+	}
+	ids.apply(oci)
 	cfg, err := libcontainerConfig(oci)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
@@ -580,13 +595,8 @@ func (d *Driver) teardown(ctx context.Context, id string, b *box) error {
 			return fmt.Errorf("stop sandbox %s: %w", id, err)
 		}
 	}
-	rootfs := filepath.Join(d.hostDir(id), rootfsName)
-	if err := unix.Unmount(rootfs, 0); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		// Busy (a host process has its cwd there?): detach so it goes as
-		// soon as it is unused, rather than leaving it mounted.
-		if err2 := unix.Unmount(rootfs, unix.MNT_DETACH); err2 != nil {
-			return fmt.Errorf("stop sandbox %s: unmount rootfs: %w", id, err)
-		}
+	if err := d.unmountHostSide(id); err != nil {
+		return fmt.Errorf("stop sandbox %s: %w", id, err)
 	}
 	return nil
 }

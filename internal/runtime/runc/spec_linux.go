@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -196,4 +197,31 @@ func canLowerOOMScore() bool {
 		}
 	}
 	return false
+}
+
+// withUserNS makes the sandbox join the user namespace at nsPath (made
+// with its range's mapping, see userns.NS), so that its root is an
+// unprivileged host uid and its ids are its own. Every bind mount of host
+// files (the host image's /usr, the agent, resolv.conf, volumes) becomes
+// idmapped through that namespace, so on-disk ids stay the
+// container-relative ones and files show their real owners inside; plain
+// lists the bind sources that must stay as they are (mounts the driver
+// made already mapped, and sysfs, which cannot be idmapped).
+//
+// sysfs, when set, is a sysfs instance the driver mounted on the host from
+// inside the sandbox's network namespace, bound at /sys instead of a new
+// mount: a namespace joined by path belongs to the host's user namespace,
+// and the kernel lets only its owner mount sysfs for it.
+func withUserNS(oci *specs.Spec, nsPath, sysfs string, plain map[string]bool) {
+	oci.Linux.Namespaces = append(oci.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: nsPath})
+	for i, mnt := range oci.Mounts {
+		switch {
+		case mnt.Type == "sysfs" && sysfs != "":
+			oci.Mounts[i] = specs.Mount{Destination: mnt.Destination, Type: "bind", Source: sysfs,
+				Options: []string{"bind", "ro", "nosuid", "nodev", "noexec", "private"}}
+		case mnt.Type == "bind" && !plain[mnt.Source]:
+			// libcontainer maps these through the namespace joined.
+			oci.Mounts[i].Options = append(slices.Clone(mnt.Options), "idmap")
+		}
+	}
 }

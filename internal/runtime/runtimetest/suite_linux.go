@@ -55,6 +55,8 @@ func Run(t *testing.T, h Harness) {
 			{"JoinNetwork", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testJoinNetwork(t, h) }},
 			{"SnapshotRoundTrip", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testSnapshotRoundTrip(t, h) }},
 			{"Escape", testEscape},
+			{"UserNamespace", testUserNamespace},
+			{"UserNamespaceLimits", testUserNamespaceLimits},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
