@@ -39,7 +39,10 @@ type env struct {
 	dataDir string
 }
 
-func setup(b *testing.B) *env {
+func setup(b *testing.B) *env { b.Helper(); return setupWith(b, nil) }
+
+// setupWith is setup with the driver's config changed by mod (nil: as is).
+func setupWith(b *testing.B, mod func(*runc.Config)) *env {
 	b.Helper()
 	if why := doctor.SandboxReady(context.Background()); why != "" {
 		b.Skip("sandboxes cannot run here: " + why)
@@ -54,7 +57,11 @@ func setup(b *testing.B) *env {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { os.RemoveAll(dir) })
-	d, err := runc.New(runc.Config{DataDir: dir, AgentPath: agentPath})
+	cfg := runc.Config{DataDir: dir, AgentPath: agentPath}
+	if mod != nil {
+		mod(&cfg)
+	}
+	d, err := runc.New(cfg)
 	if err != nil {
 		b.Fatalf("driver: %v", err)
 	}

@@ -110,7 +110,7 @@ Usage:
   paddock project get|rm|deactivate <project>     (an id, or a name of yours)
   paddock project activate [--no-wait] <project>  (prints progress until the app is ready)
   paddock demo                                    (builds the goose stand-in and runs it as project "demo")
-  paddock doctor
+  paddock doctor [--data-dir DIR]
   paddock version
 
 sandbox cp copies files and directories; directories travel as tar streams:
@@ -155,7 +155,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "demo":
 		return demoCmd(ctx, args[1:], stdout, stderr)
 	case "doctor":
-		return doctorCmd(ctx, stdout)
+		return doctorCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "paddock", version())
 		return nil

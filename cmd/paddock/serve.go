@@ -21,6 +21,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/daemon"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/proxy/app"
+	"github.com/paddock-dev/paddock/internal/runtime/runc"
 )
 
 // shutdownGrace is how long open requests (log streams, uploads) get to
@@ -87,6 +88,8 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.BoolVar(&c.RegistryAllowPrivate, "registry-allow-private", false, "let image pulls reach registries on loopback and private addresses")
 	fs.Var((*prefixesFlag)(&c.EgressAllowCIDRs), "egress-allow-cidr", "a private range (RFC 1918, 100.64/10, ...) sandboxes, sources and image pulls may reach (repeatable)")
 	fs.Var((*prefixesFlag)(&c.BlockCIDRs), "block-cidr", "a range no sandbox, source or image pull may reach, whatever its policy (repeatable)")
+	fs.BoolVar(&c.NoUserNS, "no-userns", false, "run sandboxes without user namespaces: weaker, root in a sandbox is root on the host (for kernels without idmapped mounts; see paddock doctor)")
+	userNSBase := fs.Uint("userns-base", uint(runc.DefaultIDBase), "first host uid/gid of the sandboxes' id ranges (65536 ids each, one range per sandbox)")
 	fs.StringVar(&c.NodeName, "node-name", daemon.DefaultNodeName, "name of this host's sandbox records in the store (unique among hosts sharing one)")
 	if err := fs.Parse(args); err != nil {
 		return f, usagef("serve: %v", err)
@@ -94,6 +97,10 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	if fs.NArg() > 0 {
 		return f, usagef("serve: unexpected arguments %q", fs.Args())
 	}
+	if *userNSBase < 65536 || *userNSBase > 1<<32-1 {
+		return f, usagef("serve: --userns-base must be in [65536, 4294967295]")
+	}
+	c.UserNSBase = uint32(*userNSBase)
 	switch {
 	case f.listen == "":
 		return f, usagef("serve: --listen is empty")

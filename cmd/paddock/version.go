@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"io"
 	"runtime/debug"
 
@@ -44,6 +45,15 @@ func version() string {
 	return "dev-" + rev
 }
 
-func doctorCmd(ctx context.Context, stdout io.Writer) error {
-	return doctor.Run(ctx, stdout)
+func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", defaultDataDir(), "the data dir serve uses (user namespaces need idmapped mounts on its filesystem)")
+	if err := fs.Parse(args); err != nil {
+		return usagef("doctor: %v", err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("doctor: unexpected arguments %q", fs.Args())
+	}
+	return doctor.Run(ctx, stdout, doctor.Options{DataDir: *dataDir})
 }

@@ -87,6 +87,12 @@ type Config struct {
 	// BlockCIDRs are never reachable: not by sandboxes whatever their
 	// policy, not by sources nor image pulls.
 	BlockCIDRs []netip.Prefix
+	// NoUserNS runs sandboxes without user namespaces: weaker, root in a
+	// sandbox is root on the host (for kernels without idmapped mounts).
+	NoUserNS bool
+	// UserNSBase is the first host uid/gid of the sandboxes' id ranges
+	// (65536 ids each); 0 means runc.DefaultIDBase.
+	UserNSBase uint32
 }
 
 // Validate reports a setting that cannot work.
@@ -98,6 +104,8 @@ func (c Config) Validate() error {
 		return errors.New("daemon config: timeouts and MaxSandboxes must not be negative")
 	case c.MaxVolumeSize < 0 || c.AppMaxBody < 0:
 		return errors.New("daemon config: MaxVolumeSize and AppMaxBody must not be negative")
+	case c.UserNSBase != 0 && c.UserNSBase < 65536:
+		return fmt.Errorf("daemon config: UserNSBase %d is below 65536, where host accounts live", c.UserNSBase)
 	case c.NoNetwork && c.NAT:
 		return errors.New("daemon config: NAT needs sandbox networking (NoNetwork is set)")
 	case !c.NoNetwork && c.NetworkPool.IsValid() && !c.NetworkPool.Addr().Is4():

@@ -144,7 +144,8 @@ func (d *Daemon) startDriver(ctx context.Context, o *options) error {
 		}
 		agentPath = p
 	}
-	drv, err := runc.New(runc.Config{DataDir: d.cfg.DataDir, AgentPath: agentPath, Logger: d.log})
+	drv, err := runc.New(runc.Config{DataDir: d.cfg.DataDir, AgentPath: agentPath, Logger: d.log,
+		NoUserNS: d.cfg.NoUserNS, IDBase: d.cfg.UserNSBase})
 	if err != nil {
 		return err
 	}

@@ -44,10 +44,18 @@ type Check struct {
 	Run  func(ctx context.Context) Result
 }
 
+// Options say which setup the checks are for.
+type Options struct {
+	// DataDir is the data dir `paddock serve` uses: user namespaces need
+	// idmapped mounts on its filesystem, so the check probes there (or in
+	// its nearest existing parent). Empty: the temp dir.
+	DataDir string
+}
+
 // Run runs every check, writes a report to w and returns an error when any
 // check failed outright.
-func Run(ctx context.Context, w io.Writer) error {
-	results := RunChecks(ctx)
+func Run(ctx context.Context, w io.Writer, opts Options) error {
+	results := RunChecks(ctx, opts)
 	failed := 0
 	for _, r := range results {
 		fmt.Fprintf(w, "%-5s %-22s %s\n", r.Level, r.Name, r.Detail)
@@ -66,9 +74,9 @@ func Run(ctx context.Context, w io.Writer) error {
 }
 
 // RunChecks runs every check and returns the results in order.
-func RunChecks(ctx context.Context) []Result {
+func RunChecks(ctx context.Context, opts Options) []Result {
 	var out []Result
-	for _, c := range checks() {
+	for _, c := range checks(opts) {
 		r := c.Run(ctx)
 		r.Name = c.Name
 		out = append(out, r)
@@ -79,7 +87,7 @@ func RunChecks(ctx context.Context) []Result {
 // SandboxReady returns "" when the host can run sandboxes, else the reason it
 // cannot: tests skip with it.
 func SandboxReady(ctx context.Context) string {
-	for _, r := range RunChecks(ctx) {
+	for _, r := range RunChecks(ctx, Options{}) {
 		if r.Level == Fail {
 			return fmt.Sprintf("%s: %s (fix: %s)", r.Name, r.Detail, r.Fix)
 		}

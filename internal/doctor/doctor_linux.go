@@ -13,13 +13,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func checks() []Check {
+func checks(opts Options) []Check {
 	return []Check{
 		{"root", checkRoot},
 		{"kernel", checkKernel},
 		{"namespaces", checkNamespaces},
 		{"cgroups", checkCgroups},
 		{"overlayfs", checkOverlay},
+		{"user namespaces", func(ctx context.Context) Result { return checkUserNS(ctx, opts) }},
 		{"seccomp", checkSeccomp},
 		{"openat2", checkOpenat2},
 		{"agent toolchain", checkToolchain},

@@ -9,9 +9,9 @@ import (
 
 func TestRunReportsEveryCheck(t *testing.T) {
 	var buf bytes.Buffer
-	err := Run(context.Background(), &buf)
+	err := Run(context.Background(), &buf, Options{})
 	out := buf.String()
-	for _, c := range checks() {
+	for _, c := range checks(Options{}) {
 		if !strings.Contains(out, c.Name) {
 			t.Errorf("report lacks check %q:\n%s", c.Name, out)
 		}

@@ -28,6 +28,7 @@ import (
 	"log/slog"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/userns"
 )
 
 // Config configures the driver.
@@ -62,13 +63,11 @@ type Config struct {
 	IDRanges int
 }
 
-// Defaults of Config. The id ranges sit above the ones systemd gives to
-// containers (0x80000-0x6FFFFFFF, see systemd's UIDS-GIDS.md) and below
-// 2^31, which some tools still read as a signed number.
+// Defaults of Config (the id ranges: see userns.DefaultBase).
 const (
 	DefaultRootfsDir = "/run/paddock/rootfs"
-	DefaultIDBase    = 0x70000000 // 1879048192
-	DefaultIDRanges  = 4000
+	DefaultIDBase    = userns.DefaultBase
+	DefaultIDRanges  = userns.DefaultRanges
 )
 
 func (c *Config) setDefaults() {

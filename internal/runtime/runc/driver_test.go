@@ -189,6 +189,15 @@ func TestCreateFailureCleansUp(t *testing.T) {
 	if list, _ := d.List(context.Background()); len(list) != 0 {
 		t.Errorf("List after a failed create: %+v", list)
 	}
+	if _, err := os.Lstat(filepath.Join(d.roots.dir, id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("rootfs dir left behind: %v", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(d.roots.dir, rangesName))
+	for _, e := range ents {
+		if target, _ := os.Readlink(filepath.Join(d.roots.dir, rangesName, e.Name())); target == "../"+id {
+			t.Errorf("id range %s still claimed", e.Name())
+		}
+	}
 }
 
 func TestReadoption(t *testing.T) {
@@ -245,6 +254,11 @@ func TestReadoption(t *testing.T) {
 	}
 	if _, err := d2.Stats(ctx, id); err != nil {
 		t.Errorf("Stats after re-adoption: %v", err)
+	}
+	// The restarted driver knows the adopted sandbox's range is taken.
+	other, _ := create(t, d2, "adopt2", runtime.Spec{})
+	if a, b := agentUID(t, d2, id), agentUID(t, d2, other); a == b || a == 0 {
+		t.Errorf("adopted sandbox's host uid %d, a new one's %d", a, b)
 	}
 	if err := d2.Stop(ctx, id); err != nil {
 		t.Fatal(err)

@@ -189,6 +189,7 @@ func newRoots(cfg Config, runDir string) (*roots, error) {
 	if r.ranges == 0 {
 		return r, nil
 	}
+	r.next = r.nextFree()
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
@@ -197,4 +198,22 @@ func newRoots(cfg Config, runDir string) (*roots, error) {
 			"runc driver: sandboxes need user namespaces with idmapped mounts, and this host fails: %v (see `paddock doctor`; --no-userns runs sandboxes without them, where root in a sandbox is root on the host)", err)
 	}
 	return r, nil
+}
+
+// nextFree is where claims should start looking: past the highest range
+// claimed (by sandboxes this process will re-adopt, or another process's),
+// so a restart next to many running sandboxes does not retry each of them.
+func (r *roots) nextFree() int {
+	ents, _ := os.ReadDir(filepath.Join(r.dir, rangesName))
+	next := 0
+	for _, e := range ents {
+		first, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil || first < uint64(r.base) {
+			continue
+		}
+		if slot := int((first - uint64(r.base)) / userns.Size); slot < r.ranges {
+			next = max(next, slot+1)
+		}
+	}
+	return next % r.ranges
 }

@@ -33,7 +33,7 @@ type fakeSandboxes struct {
 	sbs     map[string]sandbox.Sandbox
 	seq     int
 	creates []sandbox.CreateRequest // every create request, in order
-	execs   []sandbox.ExecRequest // every Exec, in order
+	execs   []sandbox.ExecRequest   // every Exec, in order
 	// createErr, when set, is what Create answers.
 	createErr error
 }
