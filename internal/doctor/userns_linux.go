@@ -95,40 +95,43 @@ func ext4Support() string {
 // /etc/subgid whose ids fall in [lo, hi).
 func idClashes(lo, hi uint64) []string {
 	var out []string
-	scan := func(path string, idField, countField int) {
-		f, err := os.Open(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return
+	out = append(out, clashesIn("/etc/passwd", 2, -1, lo, hi)...)
+	out = append(out, clashesIn("/etc/group", 2, -1, lo, hi)...)
+	out = append(out, clashesIn("/etc/subuid", 1, 2, lo, hi)...)
+	return append(out, clashesIn("/etc/subgid", 1, 2, lo, hi)...)
+}
+
+// clashesIn reads a colon-separated id file: the id in field idField and,
+// when countField >= 0, a count of ids from it (subuid's ranges).
+func clashesIn(path string, idField, countField int, lo, hi uint64) []string {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return []string{path + ": " + err.Error()}
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), ":")
+		if len(fields) <= max(idField, countField) {
+			continue
 		}
+		start, err := strconv.ParseUint(fields[idField], 10, 32)
 		if err != nil {
-			out = append(out, path+": "+err.Error())
-			return
+			continue
 		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fields := strings.Split(sc.Text(), ":")
-			if len(fields) <= idField || (countField >= 0 && len(fields) <= countField) {
+		count := uint64(1)
+		if countField >= 0 {
+			if count, err = strconv.ParseUint(fields[countField], 10, 32); err != nil {
 				continue
 			}
-			start, err := strconv.ParseUint(fields[idField], 10, 32)
-			if err != nil {
-				continue
-			}
-			count := uint64(1)
-			if countField >= 0 {
-				if count, err = strconv.ParseUint(fields[countField], 10, 32); err != nil {
-					continue
-				}
-			}
-			if start < hi && lo < start+count {
-				out = append(out, fmt.Sprintf("%s %s (%d+%d)", filepath.Base(path), fields[0], start, count))
-			}
+		}
+		if start < hi && lo < start+count {
+			out = append(out, fmt.Sprintf("%s %s (%d+%d)", filepath.Base(path), fields[0], start, count))
 		}
 	}
-	scan("/etc/passwd", 2, -1)
-	scan("/etc/group", 2, -1)
-	scan("/etc/subuid", 1, 2)
-	scan("/etc/subgid", 1, 2)
 	return out
 }

@@ -16,8 +16,8 @@ import (
 // filesystem: a user namespace with a mapping from base, owned by base,
 // idmapped mounts of dir's filesystem, and an overlay whose layers are
 // such mounts, made as the range's root, that shows stored ids shifted and
-// stores new files with container-relative ids. It takes about a
-// millisecond. The error says which step failed.
+// stores new files with container-relative ids. It takes a few
+// milliseconds. The error says which step failed.
 func Probe(dir string, base uint32) (err error) {
 	tmp, err := os.MkdirTemp(dir, ".userns-probe-")
 	if err != nil {
