@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/agent"
-	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -204,7 +203,7 @@ func TestUserNSImageOwners(t *testing.T) {
 		}
 	}
 	before := snapshotTree(t, layer)
-	id, c := create(t, d, "usimage", runtime.Spec{Image: "test", Rootfs: &image.Rootfs{Lowers: []string{layer}, OnHost: true}})
+	id, c := create(t, d, "usimage", runtime.Spec{Image: "test", Rootfs: &runtime.Rootfs{Lowers: []string{layer}, OnHost: true}})
 	got := sh(t, c, "cd /srv && stat -c '%n %u:%g' root user other nobody app huge && stat -c %U:%G /usr/bin/env", false)
 	// 70000 is outside every range: it shows as the overflow id.
 	want := "root 0:0\nuser 1000:1000\nother 1234:2345\nnobody 65534:65534\napp 1000:1000\nhuge 65534:65534\nroot:root"
@@ -247,7 +246,7 @@ func TestUserNSSnapshotAcrossRanges(t *testing.T) {
 			t.Errorf("snapshot's %s stored as %s, want %s", rel, got, want)
 		}
 	}
-	b, cb := create(t, d, "ussnapb", runtime.Spec{Image: "snap", Rootfs: &image.Rootfs{Lowers: []string{snap}, OnHost: true}})
+	b, cb := create(t, d, "ussnapb", runtime.Spec{Image: "snap", Rootfs: &runtime.Rootfs{Lowers: []string{snap}, OnHost: true}})
 	if ua, ub := agentUID(t, d, a), agentUID(t, d, b); ua == ub {
 		t.Fatalf("A and B share host uid %d", ua)
 	}
