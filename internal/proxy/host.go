@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -85,7 +86,10 @@ func ParseHost(host, domain string) (sandboxID string, port int, ok bool) {
 }
 
 // Subdomain returns what precedes ".<domain>" in host, lowercased, with the
-// host's port and a trailing root dot removed.
+// host's port and a trailing root dot removed. Only ASCII hosts match: a
+// DNS name is ASCII on the wire (IDNs travel as punycode), and Unicode case
+// mapping folds some other letters onto ASCII ones (U+212A KELVIN SIGN
+// lowercases to "k"), which would give a sandbox's host a second spelling.
 func Subdomain(host, domain string) (string, bool) {
 	d := NormalizeDomain(domain)
 	if d == "" {
@@ -93,6 +97,11 @@ func Subdomain(host, domain string) (string, bool) {
 	}
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
+	}
+	for i := 0; i < len(host); i++ {
+		if host[i] >= utf8.RuneSelf {
+			return "", false
+		}
 	}
 	h := strings.TrimSuffix(strings.ToLower(host), ".")
 	sub, ok := strings.CutSuffix(h, "."+d)

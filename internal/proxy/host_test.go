@@ -41,6 +41,8 @@ func TestParseHost(t *testing.T) {
 		{"empty host", "", "localhost", "", 0, false},
 		{"ip literal", "[::1]:7420", "localhost", "", 0, false},
 		{"port-looking id suffix", "3000-sb:99.localhost", "localhost", "", 0, false},
+		{"non-ASCII letter that lowercases to ASCII", "3000-sb\u212a.localhost", "localhost", "", 0, false},
+		{"non-ASCII domain letter", "3000-sb.\u212aube.example", "kube.example", "", 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
