@@ -57,7 +57,9 @@ func (s *Signer) VerifyExpiry(token, sandboxID string, port int) (time.Time, err
 		return time.Time{}, errInvalidToken
 	}
 	exp, err := strconv.ParseInt(e, 10, 64)
-	if err != nil {
+	// Only Sign's spelling of the expiry ("+5" or "05" would parse too):
+	// with the strict MAC below, a token has one spelling.
+	if err != nil || strconv.FormatInt(exp, 10) != e {
 		return time.Time{}, errInvalidToken
 	}
 	// Strict: the last character of a 32-byte MAC carries two spare bits,

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"encoding/base64"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +44,10 @@ func TestSigner(t *testing.T) {
 		{"empty", "", "sb-abc", 3000, 0, "invalid_token"},
 		{"garbage", "not-a-token", "sb-abc", 3000, 0, "invalid_token"},
 		{"bad base64", "v1.123.***", "sb-abc", 3000, 0, "invalid_token"},
+		// Signed with the key, so only its holder could make them: Sign
+		// never spells an expiry this way.
+		{"expiry with a sign", nonCanonical(s, "+"), "sb-abc", 3000, 0, "invalid_token"},
+		{"expiry with a leading zero", nonCanonical(s, "0"), "sb-abc", 3000, 0, "invalid_token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,6 +74,13 @@ func TestSigner(t *testing.T) {
 			t.Errorf("a token ending in %q instead of %q is accepted", c, good[len(good)-1:])
 		}
 	}
+}
+
+// nonCanonical is a valid token for sb-abc:3000 whose expiry, a minute
+// from now, is written with prefix in front.
+func nonCanonical(s *Signer, prefix string) string {
+	e := prefix + strconv.FormatInt(s.now().Add(time.Minute).Unix(), 10)
+	return tokenVersion + "." + e + "." + base64.RawURLEncoding.EncodeToString(s.mac("sb-abc", 3000, e))
 }
 
 func TestStatusOf(t *testing.T) {
