@@ -23,11 +23,17 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) 
 	if err != nil {
 		return fmt.Errorf("read body: %w", err)
 	}
-	if len(bytes.TrimSpace(data)) == 0 {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 {
 		if allowEmpty {
 			return nil
 		}
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_json", "request body is empty; expected a JSON object")
+	}
+	// json decodes null into a struct as nothing at all: a required body
+	// would pass as an empty one.
+	if trimmed[0] != '{' {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_json", "request body is not a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

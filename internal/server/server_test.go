@@ -175,6 +175,8 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"malformed json", "POST", "/api/v1/sandboxes", `{"image":`, nil, 400, "invalid_json", ""},
 		{"not an object", "POST", "/api/v1/sandboxes", `[1]`, nil, 400, "invalid_json", ""},
+		{"null", "POST", "/api/v1/sandboxes", ` null `, nil, 400, "invalid_json", ""},
+		{"null where a body may be empty", "POST", "/api/v1/sandboxes/run/commands/cmd-1/kill", `null`, nil, 400, "invalid_json", ""},
 		{"trailing data", "POST", "/api/v1/sandboxes", `{} {}`, nil, 400, "invalid_json", ""},
 		{"empty body", "POST", "/api/v1/sandboxes", ``, nil, 400, "invalid_json", ""},
 		{"unknown field", "POST", "/api/v1/sandboxes", `{"imag":"host"}`, nil, 400, "invalid_json", `"imag"`},
