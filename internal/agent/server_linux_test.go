@@ -296,6 +296,14 @@ func TestLargeOutput(t *testing.T) {
 	if _, err := e.client.Output(ctx, cmd.ID, mid+1, false); !errors.Is(err, sandbox.ErrInvalid) {
 		t.Errorf("offset inside a frame: %v, want invalid", err)
 	}
+	// A negative offset is refused like any other and leaves the command
+	// answering (it once panicked with the command's lock held).
+	if _, err := e.client.Output(ctx, cmd.ID, -1, false); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("negative offset: %v, want invalid", err)
+	}
+	if _, err := e.client.Get(ctx, cmd.ID); err != nil {
+		t.Errorf("get after a negative offset: %v", err)
+	}
 }
 
 func TestStdin(t *testing.T) {
