@@ -19,6 +19,7 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/tartest"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
@@ -194,6 +195,35 @@ func TestExtractTarTree(t *testing.T) {
 	}
 	if target, _ := os.Readlink(filepath.Join(dst, "bin/up")); target != "../ro" {
 		t.Errorf("bin/up -> %q", target)
+	}
+}
+
+// TestExtractTarSparse: a sparse entry is refused, not expanded into its
+// declared size of zeros on the host.
+func TestExtractTarSparse(t *testing.T) {
+	dst := t.TempDir()
+	_, err := extractTar(bytes.NewReader(tartest.PAXSparse(t, "s", 1<<30)), dst)
+	if sandbox.CodeOf(err) != "unsafe_entry" {
+		t.Fatalf("got %v, want unsafe_entry", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dst, "s")); err == nil {
+		t.Error("the sparse file was written")
+	}
+}
+
+// TestExtractTarDirTwice: a directory named twice gets its last entry's
+// mode, as every later entry wins.
+func TestExtractTarDirTwice(t *testing.T) {
+	dst := t.TempDir()
+	data := tarOf(t,
+		tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755},
+		tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o700},
+	)
+	if _, err := extractTar(bytes.NewReader(data), dst); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dst, "d")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("d: %v, %v; want mode 0700", fi.Mode(), err)
 	}
 }
 

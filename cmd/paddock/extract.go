@@ -36,7 +36,9 @@ func unsafeEntry(format string, args ...any) error {
 //   - symlink targets must be relative and stay inside dst when resolved
 //     from the link's (symlink-free) directory; ".." may only lead a target,
 //     so a chain of links cannot climb further than the check saw;
-//   - hard links, devices and FIFOs are refused;
+//   - hard links, devices, FIFOs and sparse files are refused (the agent
+//     makes none of them; a sparse entry of a few bytes could declare
+//     terabytes of zeros);
 //   - only permission bits are kept: never setuid, setgid or sticky, never
 //     the sandbox's owners.
 //
@@ -49,7 +51,7 @@ func extractTar(r io.Reader, dst string) (extractResult, error) {
 		return res, err
 	}
 	defer root.Close()
-	x := &hostExtractor{root: root}
+	x := &hostExtractor{root: root, dirIndex: map[string]int{}}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -85,8 +87,9 @@ func extractTar(r io.Reader, dst string) (extractResult, error) {
 
 // hostExtractor holds the state of one extraction.
 type hostExtractor struct {
-	root *os.Root
-	dirs []hostDir // directories from the archive, in order
+	root     *os.Root
+	dirs     []hostDir      // directories from the archive, in order of first mention
+	dirIndex map[string]int // dirs' index by name
 }
 
 type hostDir struct {
@@ -125,6 +128,13 @@ func (x *hostExtractor) entry(hdr *tar.Header, r io.Reader) (int64, error) {
 		return 0, unsafeEntry("archive entry %q: devices and FIFOs are not extracted", hdr.Name)
 	default:
 		return 0, unsafeEntry("archive entry %q: unsupported type %q", hdr.Name, hdr.Typeflag)
+	}
+	// archive/tar expands PAX sparse files (old GNU ones are TypeGNUSparse,
+	// refused above) into their full size of zeros.
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return 0, unsafeEntry("archive entry %q: sparse files are not extracted", hdr.Name)
+		}
 	}
 	// Only permission bits: a setuid file from a sandbox must not become
 	// a setuid file of the host user.
@@ -197,7 +207,15 @@ func (x *hostExtractor) dir(name string, perm fs.FileMode, mtime time.Time) erro
 	case !fi.IsDir():
 		return unsafeEntry("archive entry %q: a non-directory is in the way", name)
 	}
-	x.dirs = append(x.dirs, hostDir{name: filepath.FromSlash(name), mode: perm, mtime: mtime})
+	// A directory named twice takes its last entry's mode, as any later
+	// entry wins.
+	d := hostDir{name: filepath.FromSlash(name), mode: perm, mtime: mtime}
+	if i, ok := x.dirIndex[d.name]; ok {
+		x.dirs[i] = d
+		return nil
+	}
+	x.dirIndex[d.name] = len(x.dirs)
+	x.dirs = append(x.dirs, d)
 	return nil
 }
 
