@@ -331,19 +331,25 @@ func (s *Server) handleReadFile(w http.ResponseWriter, r *http.Request) {
 var errTooLarge = sandbox.Errorf(sandbox.ErrTooLarge, "too_large", "the tar stream exceeds the agent's write limit")
 
 // capReader fails once more than n bytes were read; it bounds the
-// decompressed stream, so a gzip bomb is cut off too.
+// decompressed stream, so a gzip bomb is cut off too. Like
+// http.MaxBytesReader it never hands out a byte past the cap, so what is
+// written stays within it.
 type capReader struct {
 	r io.Reader
-	n int64
+	n int64 // bytes still allowed
 }
 
 func (c *capReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n -= int64(n)
-	if c.n < 0 {
-		return n, errTooLarge
+	if int64(len(p)) > c.n+1 {
+		p = p[:c.n+1] // one more than allowed tells the cap from EOF
 	}
-	return n, err
+	n, err := c.r.Read(p)
+	if int64(n) <= c.n {
+		c.n -= int64(n)
+		return n, err
+	}
+	n, c.n = int(c.n), 0
+	return n, errTooLarge
 }
 
 func (s *Server) handleWriteTar(w http.ResponseWriter, r *http.Request) {
@@ -400,6 +406,7 @@ func (s *Server) writeTar(body io.Reader, dir string, sudo bool) (WriteResult, e
 	}
 	tr := tar.NewReader(&capReader{r: in, n: s.cfg.MaxWriteBytes})
 	x := &extractor{d: d, dir: dir, sudo: sudo, uid: uid, gid: gid, files: map[string]bool{}}
+	var declared int64
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -410,6 +417,13 @@ func (s *Server) writeTar(body io.Reader, dir string, sudo bool) (WriteResult, e
 				return res, errTooLarge
 			}
 			return res, sandbox.Errorf(sandbox.ErrInvalid, "invalid_tar", "read tar: %v", err)
+		}
+		// A sparse entry expands to its declared size, past what the
+		// stream carries: the cap holds for what is written too.
+		if hdr.Typeflag == tar.TypeReg {
+			if declared += hdr.Size; declared > s.cfg.MaxWriteBytes {
+				return res, errTooLarge
+			}
 		}
 		n, err := x.entry(hdr, tr)
 		res.Bytes += n
@@ -550,10 +564,23 @@ func (x *extractor) clear(name string) error {
 // checkSymlink refuses links that point outside the target directory. The
 // target is resolved lexically from the link's directory, so that directory
 // must itself be a real path (no symlinks in it), else the lexical answer
-// could differ from the kernel's.
+// could differ from the kernel's; and ".." may only lead the target: in
+// "b/.." it climbs from wherever the link b points ("." makes it the
+// target directory's parent), not from b.
 func (x *extractor) checkSymlink(name, target string) error {
 	if target == "" || strings.ContainsRune(target, 0) || path.IsAbs(target) {
 		return invalidPath("tar symlink %q: target %q must be relative", name, target)
+	}
+	climbing := true
+	for _, part := range strings.Split(target, "/") {
+		switch {
+		case part == "..":
+			if !climbing {
+				return invalidPath("tar symlink %q: target %q has .. after a name", name, target)
+			}
+		case part != "" && part != ".":
+			climbing = false
+		}
 	}
 	resolved := path.Join(path.Dir(name), target)
 	if resolved == ".." || strings.HasPrefix(resolved, "../") {
@@ -584,6 +611,12 @@ func (x *extractor) regular(hdr *tar.Header, name string, r io.Reader) (int64, e
 	if err != nil {
 		return 0, fsError(full, err)
 	}
+	// The writer's before any byte: a write cut short (too large, a
+	// broken stream) must not leave a root-owned file in the user's tree.
+	if err := f.Chown(x.uid, x.gid); err != nil {
+		f.Close()
+		return 0, fsError(full, err)
+	}
 	n, err := io.Copy(f, r)
 	if err != nil {
 		f.Close()
@@ -595,11 +628,7 @@ func (x *extractor) regular(hdr *tar.Header, name string, r io.Reader) (int64, e
 		}
 		return n, sandbox.Errorf(sandbox.ErrInvalid, "invalid_tar", "write %s: %v", full, err)
 	}
-	// chown before chmod: chown clears setuid/setgid.
-	if err := f.Chown(x.uid, x.gid); err != nil {
-		f.Close()
-		return n, fsError(full, err)
-	}
+	// After the chown, which clears setuid/setgid.
 	if err := f.Chmod(unixMode(uint32(hdr.Mode), x.sudo)); err != nil {
 		f.Close()
 		return n, fsError(full, err)

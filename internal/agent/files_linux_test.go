@@ -8,7 +8,9 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/tartest"
 )
 
 type tarEntry struct {
@@ -174,11 +177,37 @@ func TestWriteTarLargeFile(t *testing.T) {
 }
 
 func TestWriteTarTooLarge(t *testing.T) {
-	e := startServer(t, func(c *ServerConfig) { c.MaxWriteBytes = 64 << 10 })
-	data := makeTar(t, tarEntry{hdr: tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644}, body: make([]byte, 128<<10)})
-	_, err := e.client.WriteTar(testCtx(t), "/x", false, bytes.NewReader(gzipped(t, data)))
-	if !errors.Is(err, sandbox.ErrTooLarge) || sandbox.CodeOf(err) != "too_large" {
-		t.Fatalf("got %v, want too_large", err)
+	const max = 64 << 10
+	e := startServer(t, func(c *ServerConfig) { c.MaxWriteBytes = max })
+	tests := []struct {
+		name string
+		data []byte
+	}{
+		{"gzip", gzipped(t, makeTar(t, tarEntry{hdr: tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644}, body: make([]byte, 128<<10)}))},
+		{"plain", makeTar(t, tarEntry{hdr: tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644}, body: make([]byte, 128<<10)})},
+		// A few blocks on the wire that expand to 1 GiB of zeros.
+		{"sparse", tartest.PAXSparse(t, "f", 1<<30)},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := fmt.Sprintf("/x%d", i)
+			_, err := e.client.WriteTar(testCtx(t), dir, false, bytes.NewReader(tc.data))
+			if !errors.Is(err, sandbox.ErrTooLarge) || sandbox.CodeOf(err) != "too_large" {
+				t.Fatalf("got %v, want too_large", err)
+			}
+			// What was written before the cap stays within it, and is the
+			// user's: no root-owned remnant in the user's tree.
+			fi, err := os.Lstat(filepath.Join(e.root, dir, "f"))
+			if errors.Is(err, fs.ErrNotExist) {
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); fi.Size() > max || st.Uid != UserUID || st.Gid != UserGID {
+				t.Errorf("left %d bytes owned by %d:%d", fi.Size(), st.Uid, st.Gid)
+			}
+		})
 	}
 }
 
@@ -209,6 +238,10 @@ func TestWriteTarHostile(t *testing.T) {
 			reg("link/passwd"),
 		}, "invalid_path"},
 		{"relative escaping symlink", []tarEntry{{hdr: tar.Header{Name: "a/up", Typeflag: tar.TypeSymlink, Linkname: "../../.."}}}, "invalid_path"},
+		{"symlink climbing through a link", []tarEntry{
+			{hdr: tar.Header{Name: "b", Typeflag: tar.TypeSymlink, Linkname: "."}},
+			{hdr: tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "b/.."}},
+		}, "invalid_path"},
 		{"hardlink outside", []tarEntry{{hdr: tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "/etc/passwd"}}}, "invalid_path"},
 		{"hardlink dotdot", []tarEntry{{hdr: tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "../etc/passwd"}}}, "invalid_path"},
 		{"hardlink not extracted", []tarEntry{{hdr: tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "later"}}}, "invalid_path"},

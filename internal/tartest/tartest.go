@@ -442,7 +442,9 @@ func Finals(data []byte, max int64) (map[string]Final, error) {
 				return nil, fmt.Errorf("%s: larger than %d bytes", name, max)
 			}
 		case tar.TypeLink:
-			f.Body = out[path.Clean(hdr.Linkname)].Body
+			// The link is its target's file: content and mode.
+			target := out[path.Clean(hdr.Linkname)]
+			f.Body, f.Hdr.Mode = target.Body, target.Hdr.Mode
 		}
 		out[name] = f
 	}
