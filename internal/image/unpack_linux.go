@@ -75,6 +75,9 @@ type cappedReader struct {
 	r   io.Reader
 	n   int64
 	max int64
+	// srcErr is the source's own failure (a download cut short), which
+	// is no fault of the layer; nil while the source only ended cleanly.
+	srcErr error
 }
 
 func (c *cappedReader) Read(p []byte) (int, error) {
@@ -83,10 +86,14 @@ func (c *cappedReader) Read(p []byte) (int, error) {
 	if c.n > c.max {
 		return n, sandbox.Errorf(sandbox.ErrTooLarge, "layer_too_large", "image layer is larger than the %d-byte limit", c.max)
 	}
+	if err != nil && err != io.EOF && c.srcErr == nil {
+		c.srcErr = err
+	}
 	return n, err
 }
 
 type unpacker struct {
+	src  *cappedReader
 	root *os.Root
 	log  *slog.Logger
 	// dirs are names already checked to be real directories (no symlink on
@@ -108,7 +115,7 @@ func unpackLayer(ctx context.Context, dir string, r io.Reader, maxBytes int64, l
 	defer root.Close()
 	cr := &cappedReader{r: r, max: maxBytes}
 	tr := tar.NewReader(cr)
-	u := &unpacker{root: root, log: log, dirs: map[string]bool{".": true}}
+	u := &unpacker{src: cr, root: root, log: log, dirs: map[string]bool{".": true}}
 	var declared int64
 	for {
 		if err := ctx.Err(); err != nil {
@@ -119,7 +126,7 @@ func unpackLayer(ctx context.Context, dir string, r io.Reader, maxBytes int64, l
 			break
 		}
 		if err != nil {
-			return 0, streamError(err)
+			return 0, u.streamError(err)
 		}
 		if hdr.Typeflag == tar.TypeReg {
 			if hdr.Size < 0 {
@@ -141,19 +148,22 @@ func unpackLayer(ctx context.Context, dir string, r io.Reader, maxBytes int64, l
 	// Whatever follows the end of the archive still counts against the cap
 	// and is part of what the diff ID hashes.
 	if _, err := io.Copy(io.Discard, cr); err != nil {
-		return 0, streamError(err)
+		return 0, u.streamError(err)
 	}
 	return cr.n, nil
 }
 
 // streamError keeps a size error's kind and makes any other tar error an
-// invalid layer, unless it is the download failing.
-func streamError(err error) error {
+// invalid layer, unless it is the download failing. A stream that ends
+// inside a tar block is the layer's fault when the source itself ended
+// cleanly (archive/tar says io.ErrUnexpectedEOF either way).
+func (u *unpacker) streamError(err error) error {
 	var se *sandbox.Error
 	if errors.As(err, &se) {
 		return err
 	}
-	if errors.Is(err, tar.ErrHeader) || errors.Is(err, tar.ErrFieldTooLong) || errors.Is(err, tar.ErrInsecurePath) {
+	if errors.Is(err, tar.ErrHeader) || errors.Is(err, tar.ErrFieldTooLong) || errors.Is(err, tar.ErrInsecurePath) ||
+		(errors.Is(err, io.ErrUnexpectedEOF) && u.src.srcErr == nil) {
 		return fmt.Errorf("%w: %w", invalidLayer("not a valid tar stream"), err)
 	}
 	return err
@@ -259,7 +269,7 @@ func (u *unpacker) entry(tr *tar.Reader, hdr *tar.Header) error {
 		}
 		if _, err := io.Copy(f, tr); err != nil {
 			f.Close()
-			return streamError(err)
+			return u.streamError(err)
 		}
 		if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
 			f.Close()
