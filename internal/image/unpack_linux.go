@@ -24,7 +24,9 @@ import (
 // sandbox, against the sandbox's own root).
 //
 // Rejected (the layer, and the pull, fail with ErrInvalid "invalid_layer"):
-//   - a name or hardlink target with a ".." component;
+//   - a name or hardlink target with a ".." component, or longer than
+//     PATH_MAX (no process could open it by its path; and a name of a
+//     million components would be a million directories);
 //   - a name whose parent is a symlink or not a directory (link/passwd after
 //     link -> /etc);
 //   - a hardlink to anything but a regular file written earlier in the same
@@ -178,6 +180,9 @@ func cleanName(name string) (string, error) {
 	if strings.ContainsRune(name, 0) {
 		return "", invalidLayer("name with a NUL byte")
 	}
+	if len(name) > unix.PathMax {
+		return "", invalidLayer("a name of %d bytes, longer than PATH_MAX", len(name))
+	}
 	for _, c := range strings.Split(name, "/") {
 		if c == ".." {
 			return "", invalidLayer("%q leaves the layer", name)
@@ -285,6 +290,9 @@ func (u *unpacker) entry(tr *tar.Reader, hdr *tar.Header) error {
 		return u.root.Chtimes(name, hdr.ModTime, hdr.ModTime)
 
 	case tar.TypeSymlink:
+		if len(hdr.Linkname) >= unix.PathMax {
+			return invalidLayer("symlink %q: a target of %d bytes, longer than PATH_MAX", hdr.Name, len(hdr.Linkname))
+		}
 		if err := u.removeExisting(name); err != nil {
 			return err
 		}
@@ -348,33 +356,52 @@ func (u *unpacker) checkDirs(dir string) error {
 	return u.walkDirs(dir, false)
 }
 
+// walkDirs goes down dir one component at a time from a handle on the
+// directory above, so a chain of n directories costs O(n) calls: os.Root
+// resolves every name from the top, and checking each prefix by its full
+// name cost O(n²), minutes for one entry a few thousand levels deep.
 func (u *unpacker) walkDirs(dir string, create bool) error {
 	if u.dirs[dir] {
 		return nil
 	}
+	d := u.root
+	defer func() {
+		if d != u.root {
+			d.Close()
+		}
+	}()
 	p := ""
 	for _, c := range strings.Split(dir, "/") {
 		p = path.Join(p, c)
-		if u.dirs[p] {
-			continue
-		}
-		fi, err := u.root.Lstat(p)
-		switch {
-		case errors.Is(err, fs.ErrNotExist) && create:
-			if err := u.root.Mkdir(p, 0o755); err != nil {
-				return err
+		if !u.dirs[p] {
+			fi, err := d.Lstat(c)
+			switch {
+			case errors.Is(err, fs.ErrNotExist) && create:
+				if err := d.Mkdir(c, 0o755); err != nil {
+					return err
+				}
+				if err := d.Chmod(c, 0o755); err != nil { // past the umask
+					return err
+				}
+			case err != nil:
+				return invalidLayer("%q: %v", p, err)
+			case fi.Mode()&fs.ModeSymlink != 0:
+				return invalidLayer("%q goes through the symlink %q", dir, p)
+			case !fi.IsDir():
+				return invalidLayer("%q goes through the non-directory %q", dir, p)
 			}
-			if err := u.root.Chmod(p, 0o755); err != nil { // past the umask
-				return err
-			}
-		case err != nil:
-			return invalidLayer("%q: %v", p, err)
-		case fi.Mode()&fs.ModeSymlink != 0:
-			return invalidLayer("%q goes through the symlink %q", dir, p)
-		case !fi.IsDir():
-			return invalidLayer("%q goes through the non-directory %q", dir, p)
+			u.dirs[p] = true
 		}
-		u.dirs[p] = true
+		// A real directory (checked above, and the layer dir is paddock's
+		// own), so opening it follows nothing.
+		next, err := d.OpenRoot(c)
+		if err != nil {
+			return err
+		}
+		if d != u.root {
+			d.Close()
+		}
+		d = next
 	}
 	return nil
 }

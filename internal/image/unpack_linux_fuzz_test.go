@@ -52,6 +52,7 @@ func FuzzUnpackLayer(f *testing.F) {
 		a(dir("d/", 0o755), reg("d/f", "x", 0o644), tartest.Hardlink("h", "d/f"), reg(".wh.d", "", 0)),
 		a(link("l", outside), reg("l/.wh..wh..opq", "", 0)),
 		a(dir("./", 0o700), dir("/", 0o755), reg("/abs", "x", 0o644)),
+		a(reg(strings.Repeat("d/", 300)+"f", "deep", 0o644), reg(strings.Repeat("d/", 299)+"g", "deep", 0o644)),
 		a(tartest.Entry{Hdr: tar.Header{Name: "x", Typeflag: tar.TypeReg, Mode: 0o644, PAXRecords: map[string]string{
 			"SCHILY.xattr.trusted.overlay.opaque": "y", "SCHILY.xattr.security.capability": "\x01"}}}),
 	} {

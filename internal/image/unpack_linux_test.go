@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -61,6 +62,35 @@ func TestUnpackLayerStreamErrors(t *testing.T) {
 			}
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want it to wrap %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestUnpackLayerLongNames: names and link targets past PATH_MAX are
+// invalid layers (a name of a million components was a million
+// directories, made in quadratic time).
+func TestUnpackLayerLongNames(t *testing.T) {
+	needRoot(t)
+	long := strings.Repeat(strings.Repeat("n", 250)+"/", 20) + "f" // 5021 bytes, each component legal
+	tests := []struct {
+		name  string
+		entry tartest.Entry
+	}{
+		{"name", tartest.Reg(long, "x", 0o644)},
+		{"hardlink target", tartest.Hardlink("h", long)},
+		{"symlink target", tartest.Symlink("l", long)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "layer")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			data := tartest.Archive(t, tt.entry)
+			_, err := unpackLayer(t.Context(), dir, bytes.NewReader(data), 1<<20, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if !errors.Is(err, sandbox.ErrInvalid) || sandbox.CodeOf(err) != "invalid_layer" {
+				t.Fatalf("err = %v, want invalid_layer", err)
 			}
 		})
 	}
