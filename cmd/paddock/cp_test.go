@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,6 +92,7 @@ func TestExtractTarHostile(t *testing.T) {
 		{"block device", []tar.Header{{Name: "sda", Typeflag: tar.TypeBlock, Devmajor: 8, Mode: 0o660}}},
 		{"fifo", []tar.Header{{Name: "p", Typeflag: tar.TypeFifo, Mode: 0o644}}},
 		{"file named dot", []tar.Header{reg(".")}},
+		{"name past PATH_MAX", []tar.Header{reg(strings.Repeat(strings.Repeat("n", 250)+"/", 20) + "f")}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -51,7 +51,7 @@ func extractTar(r io.Reader, dst string) (extractResult, error) {
 		return res, err
 	}
 	defer root.Close()
-	x := &hostExtractor{root: root, dirIndex: map[string]int{}}
+	x := &hostExtractor{root: root, dirIndex: map[string]int{}, real: map[string]bool{}}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -90,6 +90,9 @@ type hostExtractor struct {
 	root     *os.Root
 	dirs     []hostDir      // directories from the archive, in order of first mention
 	dirIndex map[string]int // dirs' index by name
+	// real holds parents (slash names) found or made as directories; no
+	// entry removes a directory, so they stay so.
+	real map[string]bool
 }
 
 type hostDir struct {
@@ -97,6 +100,10 @@ type hostDir struct {
 	mode  fs.FileMode
 	mtime time.Time
 }
+
+// maxNameLen is Linux's PATH_MAX: no program opens a longer path, and a
+// name of a million components would be a million directories.
+const maxNameLen = 4096
 
 // hostName validates an archive name and returns it cleaned, with '/'.
 func hostName(name string) (string, error) {
@@ -108,6 +115,8 @@ func hostName(name string) (string, error) {
 		return "", unsafeEntry("archive entry %q: absolute or with a backslash", name)
 	case slices.Contains(strings.Split(name, "/"), ".."):
 		return "", unsafeEntry("archive entry %q: contains ..", name)
+	case len(name) > maxNameLen:
+		return "", unsafeEntry("archive entry of %d bytes: longer than %d", len(name), maxNameLen)
 	}
 	return path.Clean(name), nil
 }
@@ -165,27 +174,48 @@ func (x *hostExtractor) entry(hdr *tar.Header, r io.Reader) (int64, error) {
 
 // mkdirParents creates the directories above name, refusing any that is a
 // symlink: writing through a link, even one that stays inside, is how
-// archives reach places their names do not say.
+// archives reach places their names do not say. It goes down one
+// component at a time from a handle on the directory above: os.Root
+// resolves a name from the top, so checking each prefix by its full name
+// costs O(depth²), minutes for one name thousands of levels deep.
 func (x *hostExtractor) mkdirParents(name string) error {
-	parts := strings.Split(path.Dir(name), "/")
-	if parts[0] == "." {
+	dir := path.Dir(name)
+	if dir == "." || x.real[dir] {
 		return nil
 	}
-	for i := range parts {
-		sub := filepath.FromSlash(strings.Join(parts[:i+1], "/"))
-		fi, err := x.root.Lstat(sub)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			if err := x.root.Mkdir(sub, 0o755); err != nil {
-				return err
-			}
-		case err != nil:
-			return err
-		case fi.Mode()&fs.ModeSymlink != 0:
-			return unsafeEntry("archive entry %q: writes through the symlink %s", name, sub)
-		case !fi.IsDir():
-			return unsafeEntry("archive entry %q: %s is not a directory", name, sub)
+	d := x.root
+	defer func() {
+		if d != x.root {
+			d.Close()
 		}
+	}()
+	p := ""
+	for _, c := range strings.Split(dir, "/") {
+		p = path.Join(p, c)
+		if !x.real[p] {
+			fi, err := d.Lstat(c)
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				if err := d.Mkdir(c, 0o755); err != nil {
+					return err
+				}
+			case err != nil:
+				return err
+			case fi.Mode()&fs.ModeSymlink != 0:
+				return unsafeEntry("archive entry %q: writes through the symlink %s", name, filepath.FromSlash(p))
+			case !fi.IsDir():
+				return unsafeEntry("archive entry %q: %s is not a directory", name, filepath.FromSlash(p))
+			}
+			x.real[p] = true
+		}
+		next, err := d.OpenRoot(c)
+		if err != nil {
+			return err
+		}
+		if d != x.root {
+			d.Close()
+		}
+		d = next
 	}
 	return nil
 }
