@@ -469,6 +469,11 @@ func entryName(name string) (string, error) {
 	if slices.Contains(strings.Split(name, "/"), "..") {
 		return "", invalidPath("tar entry %q contains ..", name)
 	}
+	// No process opens a longer path, and each component of a name costs
+	// directory walks (a 1 MiB name would be half a million levels).
+	if len(name) > unix.PathMax {
+		return "", invalidPath("tar entry of %d bytes: longer than PATH_MAX", len(name))
+	}
 	return path.Clean(name), nil
 }
 

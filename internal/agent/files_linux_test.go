@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -233,6 +234,7 @@ func TestWriteTarHostile(t *testing.T) {
 		{"dotdot", []tarEntry{reg("../x")}, "invalid_path"},
 		{"nested dotdot", []tarEntry{reg("a/../../x")}, "invalid_path"},
 		{"absolute", []tarEntry{reg("/abs")}, "invalid_path"},
+		{"name past PATH_MAX", []tarEntry{reg(strings.Repeat(strings.Repeat("n", 250)+"/", 20) + "f")}, "invalid_path"},
 		{"absolute symlink then write through it", []tarEntry{
 			{hdr: tar.Header{Name: "link", Typeflag: tar.TypeSymlink, Linkname: "/etc"}},
 			reg("link/passwd"),
