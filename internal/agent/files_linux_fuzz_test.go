@@ -209,8 +209,8 @@ func checkWritten(t *testing.T, data []byte, tree map[string]tartest.Node, sudo 
 		}
 	}
 	var files int
-	var bytes int64
-	tr := tar.NewReader(bytesReader(data))
+	var total int64
+	tr := tar.NewReader(bytes.NewReader(data))
 	for {
 		hdr, err := tr.Next()
 		if err != nil {
@@ -220,15 +220,13 @@ func checkWritten(t *testing.T, data []byte, tree map[string]tartest.Node, sudo 
 			files++
 		}
 		if hdr.Typeflag == tar.TypeReg {
-			bytes += hdr.Size
+			total += hdr.Size
 		}
 	}
-	if res.Files != files || res.Bytes != bytes {
-		t.Fatalf("result %+v, want %d files and %d bytes", res, files, bytes)
+	if res.Files != files || res.Bytes != total {
+		t.Fatalf("result %+v, want %d files and %d bytes", res, files, total)
 	}
 }
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // contents keeps what a round trip must preserve: type, mode, owner,
 // content and link target (not inode numbers, link counts or times).
