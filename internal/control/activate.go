@@ -16,6 +16,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/crashpoint"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
@@ -192,6 +193,7 @@ func (s *Service) activate(ctx context.Context, projectID string) (store.Activat
 		}
 		r := s.newRun(a, doc, string(secret))
 		s.event(ctx, a, string(StateQueued), "", nil)
+		crashpoint.Hit("control/activate/queued")
 		s.log.Info("activation queued", "project", pr.ID, "team", pr.TeamID, "activation", a.ID)
 		s.goDrive(r, false)
 		return a, nil
@@ -305,6 +307,7 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	}
 	// Create outlives a stop request: a half-made sandbox must be known to be deleted.
 	sb, err := s.cfg.Sandboxes.Create(context.WithoutCancel(ctx), req)
+	crashpoint.Hit("control/activate/provisioned")
 	// A create that fails may leave a failed sandbox's record: delete it too.
 	r.mu.Lock()
 	r.sandboxID = sb.ID
@@ -390,6 +393,7 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	if err := s.setState(ctx, r, StateStarting, map[string]string{"commandId": cmd.ID}); err != nil {
 		return err
 	}
+	crashpoint.Hit("control/activate/starting")
 
 	// health check
 	target := &url.URL{Scheme: "http", Host: netip.AddrPortFrom(sb.Address, uint16(doc.AppPort)).String()}

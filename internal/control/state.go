@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/crashpoint"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
@@ -92,6 +93,7 @@ func (s *Service) save(ctx context.Context, r *run, ag Agent, log *slog.Logger) 
 		return fmt.Errorf("state file: %w", err)
 	}
 	syncDir(dir)
+	crashpoint.Hit("control/state/renamed")
 	var old string
 	if _, err := s.updateProject(ctx, r.projectID, func(p *store.Project) bool {
 		old = p.StateRef
@@ -165,6 +167,7 @@ func copyArchive(ctx context.Context, ag Agent, p string, tw *tar.Writer, budget
 		}
 		total += out.Size
 		files++
+		crashpoint.Hit("control/state/entry")
 	}
 }
 

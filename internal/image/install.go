@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/paddock-dev/paddock/internal/crashpoint"
 	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -180,6 +181,7 @@ func (s *Store) unpack(ctx context.Context, h string, l v1.Layer) (int64, error)
 	if err := os.Rename(tmp, final); err != nil {
 		return 0, err
 	}
+	crashpoint.Hit("image/layer/installed")
 	s.unpacks.Add(1)
 	log.DebugContext(ctx, "image store: layer unpacked", "bytes", size)
 	return size, nil

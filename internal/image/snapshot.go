@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/crashpoint"
 	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -118,6 +119,7 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 	if err != nil {
 		return nil, err
 	}
+	crashpoint.Hit("image/snapshot/copied")
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -129,6 +131,7 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 	if err := os.Rename(tmp, s.layerDir(layerHex)); err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
+	crashpoint.Hit("image/snapshot/installed")
 	now := s.now().UTC()
 	rec := &snapshotRecord{
 		Source: spec.Source, TeamID: spec.TeamID, Image: spec.Image, Digest: spec.Digest, OnHost: spec.OnHost,

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/paddock-dev/paddock/internal/crashpoint"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -124,6 +125,7 @@ func unpackLayer(ctx context.Context, dir string, r io.Reader, maxBytes int64, l
 			return 0, err
 		}
 		hdr, err := tr.Next()
+		crashpoint.Hit("image/layer/entry")
 		if err == io.EOF {
 			break
 		}

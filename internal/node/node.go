@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/crashpoint"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -307,6 +308,7 @@ func (m *Manager) Create(ctx context.Context, req sandbox.CreateRequest) (sandbo
 		m.forget(e)
 		return sandbox.Sandbox{}, err
 	}
+	crashpoint.Hit("node/create/recorded")
 
 	log := m.log.With("sandbox", id)
 	dctx, cancel := driverContext(ctx)
@@ -321,6 +323,7 @@ func (m *Manager) Create(ctx context.Context, req sandbox.CreateRequest) (sandbo
 	}
 	var client *agent.Client
 	nw, err := m.setupNetwork(dctx, e, req.NetworkPolicy)
+	crashpoint.Hit("node/create/after-network")
 	if err == nil {
 		if nw != nil {
 			spec.Network = &runtime.NetworkSpec{NSPath: nw.NSPath, DNS: nw.DNS}
@@ -329,6 +332,7 @@ func (m *Manager) Create(ctx context.Context, req sandbox.CreateRequest) (sandbo
 	}
 	if err == nil {
 		client, err = m.cfg.Driver.Create(dctx, spec)
+		crashpoint.Hit("node/create/after-driver")
 	}
 	if err == nil {
 		err = m.adoptUser(dctx, e, client)
@@ -474,6 +478,7 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sand
 	if err != nil {
 		return sb, fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err)
 	}
+	crashpoint.Hit("node/stop/stopping")
 	log := m.log.With("sandbox", sb.ID)
 	dctx, cancel := driverContext(ctx)
 	defer cancel()
@@ -486,6 +491,7 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sand
 		m.recordLastWords(ctx, failed, lw)
 		return failed, errors.Join(fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err), terr)
 	}
+	crashpoint.Hit("node/stop/after-driver")
 	m.teardownNetwork(dctx, sb.ID)
 	m.releaseVolumes(dctx, sb.ID)
 	sb, err = m.transition(e, sandbox.Stopped, nil, func(sb *sandbox.Sandbox) {
@@ -533,6 +539,7 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 		}
 		return fmt.Errorf("node: delete sandbox %s: %w", id, err)
 	}
+	crashpoint.Hit("node/delete/after-driver")
 	m.teardownNetwork(dctx, id)
 	m.releaseVolumes(dctx, id)
 	if lw.recorded {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/crashpoint"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -65,6 +66,9 @@ func (s *Server) runCommand(w http.ResponseWriter, r *http.Request) error {
 	cmd, err := s.sb.Exec(ctx, id, ereq)
 	if err != nil {
 		return s.shutdownErr(r, sandboxErr(id, err))
+	}
+	if !ereq.Wait {
+		crashpoint.Hit("server/exec/started")
 	}
 	s.log.Info("command started", "sandbox", id, "command", cmd.ID, "cmd", req.Cmd, "detached", req.Detached)
 	writeJSON(w, http.StatusCreated, toAPICommand(id, cmd))

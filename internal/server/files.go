@@ -10,6 +10,7 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/crashpoint"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -82,6 +83,7 @@ type readWatch struct {
 }
 
 func (w *readWatch) Read(p []byte) (int, error) {
+	crashpoint.Hit("server/upload/read")
 	n, err := w.r.Read(p)
 	if err != nil && err != io.EOF && w.err == nil {
 		w.err = err

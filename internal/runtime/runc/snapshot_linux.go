@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/crashpoint"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -167,6 +168,7 @@ func (c *copier) walk(root *dirFrame) error {
 			return sandbox.Errorf(sandbox.ErrTooLarge, "snapshot_too_large", "the sandbox's changes hold more than %d files", maxCopyEntries)
 		}
 		child, err := c.entry(top, name, path.Join(top.rel, name))
+		crashpoint.Hit("runc/snapshot/entry")
 		if err != nil {
 			return err
 		}
