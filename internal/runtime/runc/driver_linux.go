@@ -705,7 +705,11 @@ func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
 		if c, err := d.load(id); err == nil && c != nil {
 			if st, err := c.State(); err == nil {
 				info.Created = st.Created
-				if s, err := c.Status(); err == nil && s == libcontainer.Running {
+				s, err := c.Status()
+				if err == nil && s == libcontainer.Paused {
+					s, err = d.thawLeftover(id)
+				}
+				if err == nil && s == libcontainer.Running {
 					info.Running, info.PID = true, st.InitProcessPid
 				}
 			}

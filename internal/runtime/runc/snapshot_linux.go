@@ -64,6 +64,30 @@ func (d *Driver) Snapshot(ctx context.Context, id, dst string, maxBytes int64) (
 	return n, nil
 }
 
+// thawLeftover resumes a sandbox that a crash left frozen and returns its
+// status after. paddock freezes a sandbox only for a snapshot's copy, with
+// the sandbox's lock held and a deferred thaw: one still frozen once the
+// lock is free was frozen by a paddock killed mid-copy, and would
+// otherwise look lost to the next start (its agent cannot answer) and be
+// stopped.
+func (d *Driver) thawLeftover(id string) (libcontainer.Status, error) {
+	unlock := d.lock(id)
+	defer unlock()
+	c, err := d.load(id)
+	if err != nil || c == nil {
+		return libcontainer.Stopped, err
+	}
+	st, err := c.Status()
+	if err != nil || st != libcontainer.Paused {
+		return st, err
+	}
+	if err := c.Resume(); err != nil {
+		return st, fmt.Errorf("thaw sandbox %s: %w", id, err)
+	}
+	d.log.Warn("thawed a sandbox left frozen by a crash during a snapshot", "sandbox", id)
+	return c.Status()
+}
+
 // Bounds of one snapshot copy besides its byte cap. A sandbox makes its
 // upper dir any shape it likes: the copy holds two descriptors per level
 // and one record per entry, so both are capped, well past what real trees
