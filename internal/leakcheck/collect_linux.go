@@ -179,11 +179,18 @@ func procs(scope Scope) []string {
 		if err != nil {
 			continue
 		}
+		state, parent := stat(pid)
+		if state == 'Z' && parent == 1 {
+			// Dead, and init's to reap: what a sandbox whose paddock was
+			// killed (and which a new paddock stopped) leaves until init
+			// gets to it, which may take seconds on a minimal init.
+			continue
+		}
 		if id, ok := paddockCgroup(cg); ok && inIDs(scope, id) {
 			out = append(out, "process "+e.Name()+" "+comm(pid)+" in cgroup paddock/"+id)
 			continue
 		}
-		if scope.Children && ppid(pid) == self {
+		if scope.Children && parent == self {
 			ns, _ := os.Readlink("/proc/" + e.Name() + "/ns/net")
 			out = append(out, "child process "+e.Name()+" "+comm(pid)+" "+ns)
 		}
@@ -213,21 +220,22 @@ func comm(pid int) string {
 	return strings.TrimSpace(string(data))
 }
 
-func ppid(pid int) int {
+// stat returns a process's state letter and parent pid (0 and 0 if gone).
+func stat(pid int) (byte, int) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
-		return 0
+		return 0, 0
 	}
 	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 {
-		return 0
+	if len(f) < 2 || f[0] == "" {
+		return 0, 0
 	}
 	n, _ := strconv.Atoi(f[1])
-	return n
+	return f[0][0], n
 }
 
 // netns lists network namespaces this process pins through an open fd

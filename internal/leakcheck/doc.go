@@ -4,12 +4,14 @@
 // namespaces, and processes (children of the test, or anything in a
 // paddock/ cgroup). Take a Snapshot before, and Check
 // after; Check retries briefly because killed processes take a moment to go.
+// A zombie whose parent is init is not counted: it is dead and init's to
+// reap (a sandbox whose paddock was killed is reparented to init, and a
+// minimal init may take seconds to reap it).
 package leakcheck
 
 import (
 	"fmt"
 	"slices"
-	"testing"
 	"time"
 )
 
@@ -31,6 +33,15 @@ type Scope struct {
 	// LinkPrefix counts network interfaces of this namespace whose name
 	// starts with it ("pd": the host ends of sandbox veths). Empty: none.
 	LinkPrefix string
+}
+
+// TB is the part of testing.TB a check reports to. It is an interface of
+// its own so that paddock's binary (bench soak) can take snapshots without
+// linking package testing.
+type TB interface {
+	Helper()
+	Errorf(format string, args ...any)
+	Cleanup(func())
 }
 
 // State is what a snapshot found; each entry is a human-readable key.
@@ -57,7 +68,7 @@ func (s State) Leaks(after State) []string {
 
 // Check fails t for every resource present now but not at the snapshot,
 // after giving dying processes up to 5 s to go.
-func (s State) Check(t testing.TB) {
+func (s State) Check(t TB) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -77,7 +88,7 @@ func (s State) Check(t testing.TB) {
 
 // Check snapshots now and checks at the end of the test. Call it before
 // anything that registers its own cleanup, so it runs last.
-func Check(t testing.TB, scope Scope) {
+func Check(t TB, scope Scope) {
 	t.Helper()
 	s := Snapshot(scope)
 	t.Cleanup(func() { s.Check(t) })
