@@ -257,7 +257,7 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp("", "paddock-import-*.tar")
+	f, err := os.CreateTemp(s.stagingDir, "paddock-import-*.tar")
 	if err != nil {
 		return fmt.Errorf("import image: %w", err)
 	}

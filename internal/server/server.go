@@ -66,6 +66,11 @@ type Config struct {
 	Logger   *slog.Logger
 	// MaxUploadBytes bounds one upload to /files; 0 means DefaultMaxUploadBytes.
 	MaxUploadBytes int64
+	// StagingDir holds image imports while they are read (an import needs
+	// a file it can seek); "" is the host's temp dir. The daemon gives a
+	// directory of the data dir that it empties at every start, so an
+	// import cut short by a crash leaves nothing behind.
+	StagingDir string
 	// PortBaseURL is the proxy's public base ("http://localhost:7420"),
 	// from which sandbox routes are built; empty shows no routes.
 	PortBaseURL string
@@ -121,9 +126,11 @@ type Server struct {
 	accounts  Accounts
 	log       *slog.Logger
 	maxUpload int64
-	baseURL   string
-	signer    *proxy.Signer
-	images    Images
+	// stagingDir is where imports are staged ("": the host's temp dir).
+	stagingDir string
+	baseURL    string
+	signer     *proxy.Signer
+	images     Images
 	// imageKeychain: see Config.ImageKeychain.
 	imageKeychain bool
 	snaps         Snapshots
@@ -152,6 +159,7 @@ func New(cfg Config) (*Server, error) {
 		accounts:      cfg.Accounts,
 		log:           cfg.Logger,
 		maxUpload:     cfg.MaxUploadBytes,
+		stagingDir:    cfg.StagingDir,
 		baseURL:       cfg.PortBaseURL,
 		signer:        cfg.Signer,
 		images:        cfg.Images,
