@@ -50,7 +50,7 @@ func (f *fakeSandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (
 	f.creates = append(f.creates, req)
 	f.n++
 	sb := sandbox.Sandbox{ID: fmt.Sprintf("sb-%d", f.n), State: sandbox.Running, Image: req.Image, Env: req.Env,
-		Address: netip.MustParseAddr("127.0.0.1"), TeamID: req.TeamID}
+		Address: netip.MustParseAddr("127.0.0.1"), TeamID: req.TeamID, ProjectID: req.ProjectID, CreatedAt: time.Now()}
 	if f.createErr != nil {
 		// Like node: the failed sandbox's record stays until deleted.
 		sb.State = sandbox.Failed
@@ -92,6 +92,18 @@ func (f *fakeSandboxes) Delete(ctx context.Context, id string) error {
 	delete(f.sbs, id)
 	f.mu.Unlock()
 	return nil
+}
+
+// List returns every sandbox in one page, oldest first.
+func (f *fakeSandboxes) List(ctx context.Context, opts node.ListOptions) ([]sandbox.Sandbox, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := []sandbox.Sandbox{}
+	for _, s := range f.sbs {
+		out = append(out, s.sb)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, "", nil
 }
 
 func (f *fakeSandboxes) Agent(ctx context.Context, id string) (Agent, error) {

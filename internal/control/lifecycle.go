@@ -5,9 +5,13 @@ import (
 	"errors"
 	"net/netip"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
@@ -16,7 +20,9 @@ import (
 // starts the idle and lifetime checks. A ready activation whose sandbox
 // still runs keeps going; one whose sandbox is gone has stopped; one that
 // was still coming up failed ("interrupted by restart"), its sandbox
-// deleted; one that was deactivating finishes deactivating.
+// deleted; one that was deactivating finishes deactivating. What a crash
+// left half-done goes: saved state no project names, and project
+// sandboxes no live activation holds.
 func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	if s.started || s.closed {
@@ -26,6 +32,8 @@ func (s *Service) Start(ctx context.Context) error {
 	s.started = true
 	s.mu.Unlock()
 
+	// Before any activation runs again and saves.
+	s.sweepState(ctx)
 	f := store.ActivationFilter{States: liveStates()}
 	page := store.Page{Limit: store.MaxPageLimit}
 	for {
@@ -41,12 +49,106 @@ func (s *Service) Start(ctx context.Context) error {
 		}
 		page.Cursor = next
 	}
+	if err := s.removeUnclaimed(ctx); err != nil {
+		return err
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		s.loop()
 	}()
 	return nil
+}
+
+// removeUnclaimed deletes this host's project sandboxes that no live
+// activation holds. Only an activation creates a sandbox for a project,
+// and it records the sandbox once the create returns: a crash in between
+// leaves a sandbox running that nothing would ever stop. Called at Start,
+// after the re-adoption, before this process creates any.
+func (s *Service) removeUnclaimed(ctx context.Context) error {
+	claimed := map[string]bool{}
+	f := store.ActivationFilter{States: liveStates()}
+	page := store.Page{Limit: store.MaxPageLimit}
+	for {
+		acts, next, err := s.cfg.Store.ListActivations(ctx, f, page)
+		if err != nil {
+			return err
+		}
+		for _, a := range acts {
+			claimed[a.SandboxID] = true
+		}
+		if next == "" {
+			break
+		}
+		page.Cursor = next
+	}
+	opts := node.ListOptions{Limit: store.MaxPageLimit}
+	for {
+		sbs, next, err := s.cfg.Sandboxes.List(ctx, opts)
+		if err != nil {
+			return err
+		}
+		for _, sb := range sbs {
+			if sb.ProjectID == "" || claimed[sb.ID] {
+				continue
+			}
+			log := s.log.With("project", sb.ProjectID, "team", sb.TeamID, "sandbox", sb.ID)
+			log.Warn("deleting a project sandbox no activation holds", "state", sb.State)
+			s.removeSandbox(sb.ID, log)
+		}
+		if next == "" {
+			return nil
+		}
+		opts.Cursor = next // positions survive the deletes
+	}
+}
+
+// sweepState removes what saves and deletes cut short by a crash left
+// under <data>/state: temp files of a save (written whole, then renamed),
+// state files their project does not name (renamed, but not recorded),
+// and the state of a project deleted before its directory went.
+func (s *Service) sweepState(ctx context.Context) {
+	root := filepath.Join(s.cfg.DataDir, "state")
+	dirs, err := os.ReadDir(root)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("sweep saved state", "err", err)
+		}
+		return
+	}
+	for _, d := range dirs {
+		if !d.IsDir() || !sandbox.ValidID(d.Name()) {
+			continue
+		}
+		dir := filepath.Join(root, d.Name())
+		pr, err := s.cfg.Store.GetProject(ctx, "", d.Name())
+		if errors.Is(err, sandbox.ErrNotFound) {
+			s.log.Warn("removing the saved state of a deleted project", "project", d.Name())
+			if err := os.RemoveAll(dir); err != nil {
+				s.log.Warn("remove saved state", "project", d.Name(), "err", err)
+			}
+			continue
+		}
+		if err != nil {
+			s.log.Warn("sweep saved state", "project", d.Name(), "err", err)
+			continue
+		}
+		files, err := os.ReadDir(dir)
+		if err != nil {
+			s.log.Warn("sweep saved state", "project", d.Name(), "err", err)
+			continue
+		}
+		for _, f := range files {
+			name := f.Name()
+			if name == pr.StateRef || !strings.HasPrefix(name, ".tmp-") && !refPattern().MatchString(name) {
+				continue
+			}
+			s.log.Warn("removing saved state a crash left half-done", "project", pr.ID, "file", name)
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				s.log.Warn("remove saved state", "project", pr.ID, "file", name, "err", err)
+			}
+		}
+	}
 }
 
 func (s *Service) readopt(ctx context.Context, a store.Activation) {
