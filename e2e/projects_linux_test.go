@@ -93,9 +93,9 @@ var (
 	standinErr  error
 )
 
-// importStandin builds the goose stand-in's image once per test binary and
-// imports it into the stack's image store.
-func (ps *projStack) importStandin(t *testing.T) {
+// standinArchive builds the goose stand-in's image once per test binary and
+// returns its docker archive.
+func standinArchive(t *testing.T) string {
 	t.Helper()
 	standinOnce.Do(func() {
 		dir := filepath.Join(os.TempDir(), "paddock-e2e-standin")
@@ -109,7 +109,14 @@ func (ps *projStack) importStandin(t *testing.T) {
 	if standinErr != nil {
 		t.Fatalf("build the goose stand-in image: %v", standinErr)
 	}
-	if _, err := ps.images.Import(ctxFor(t, time.Minute), image.Published, standinTar); err != nil {
+	return standinTar
+}
+
+// importStandin imports the goose stand-in's image into the stack's image
+// store.
+func (ps *projStack) importStandin(t *testing.T) {
+	t.Helper()
+	if _, err := ps.images.Import(ctxFor(t, time.Minute), image.Published, standinArchive(t)); err != nil {
 		t.Fatalf("import the stand-in: %v", err)
 	}
 }
