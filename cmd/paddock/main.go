@@ -110,6 +110,8 @@ Usage:
   paddock project get|rm|deactivate <project>     (an id, or a name of yours)
   paddock project activate [--no-wait] <project>  (prints progress until the app is ready)
   paddock demo                                    (builds the goose stand-in and runs it as project "demo")
+  paddock bench soak [--concurrency 16] [--duration 5m] [--warmup D] [--image REF] [--pid PID | --no-host]
+                    [--max-rss-growth 10] [--json]   (N workers loop create/write/exec/read/destroy; see README)
   paddock doctor [--data-dir DIR]
   paddock version
 
@@ -154,6 +156,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return projectCmd(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return demoCmd(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		return doctorCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":

@@ -31,7 +31,16 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 // client resolves each setting from the flag, else the environment, else
 // the client.json of the local server.
 func (c *clientFlags) client() (*sdk.Client, error) {
-	url, token := c.url, c.token
+	url, token, err := c.resolve()
+	if err != nil {
+		return nil, err
+	}
+	return sdk.New(url, token), nil
+}
+
+// resolve is client's choice of the server's URL and the token.
+func (c *clientFlags) resolve() (url, token string, err error) {
+	url, token = c.url, c.token
 	if url == "" {
 		url = os.Getenv("PADDOCK_URL")
 	}
@@ -43,7 +52,7 @@ func (c *clientFlags) client() (*sdk.Client, error) {
 		if data, err := os.ReadFile(path); err == nil {
 			var cc clientConfig
 			if err := json.Unmarshal(data, &cc); err != nil {
-				return nil, fmt.Errorf("parse %s: %w", path, err)
+				return "", "", fmt.Errorf("parse %s: %w", path, err)
 			}
 			if url == "" {
 				url = cc.URL
@@ -54,9 +63,9 @@ func (c *clientFlags) client() (*sdk.Client, error) {
 		}
 	}
 	if url == "" || token == "" {
-		return nil, fmt.Errorf("no paddock server configured: pass --url and --token, set PADDOCK_URL and PADDOCK_TOKEN, or run 'paddock serve' on this machine (it writes %s)", path)
+		return "", "", fmt.Errorf("no paddock server configured: pass --url and --token, set PADDOCK_URL and PADDOCK_TOKEN, or run 'paddock serve' on this machine (it writes %s)", path)
 	}
-	return sdk.New(url, token), nil
+	return url, token, nil
 }
 
 // envFlag collects repeated --env K=V.

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
 
@@ -26,11 +26,11 @@ func TestRestartRemovesUnclaimedSandboxes(t *testing.T) {
 	if err := e.store.CreateActivation(ctx, half); err != nil {
 		t.Fatal(err)
 	}
-	orphan, err := e.fs.Create(ctx, node.CreateRequest{TeamID: "team-a", ProjectID: v2.ID})
+	orphan, err := e.fs.Create(ctx, sandbox.CreateRequest{TeamID: "team-a", ProjectID: v2.ID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, err := e.fs.Create(ctx, node.CreateRequest{TeamID: "team-a"}) // not a project's: not control's
+	plain, err := e.fs.Create(ctx, sandbox.CreateRequest{TeamID: "team-a"}) // not a project's: not control's
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,7 +95,7 @@ func (f *fakeSandboxes) Delete(ctx context.Context, id string) error {
 }
 
 // List returns every sandbox in one page, oldest first.
-func (f *fakeSandboxes) List(ctx context.Context, opts node.ListOptions) ([]sandbox.Sandbox, string, error) {
+func (f *fakeSandboxes) List(ctx context.Context, opts sandbox.ListOptions) ([]sandbox.Sandbox, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := []sandbox.Sandbox{}

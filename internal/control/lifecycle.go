@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/auth"
-	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
@@ -82,7 +81,7 @@ func (s *Service) removeUnclaimed(ctx context.Context) error {
 		}
 		page.Cursor = next
 	}
-	opts := node.ListOptions{Limit: store.MaxPageLimit}
+	opts := sandbox.ListOptions{Limit: store.MaxPageLimit}
 	for {
 		sbs, next, err := s.cfg.Sandboxes.List(ctx, opts)
 		if err != nil {

@@ -18,7 +18,7 @@ type Sandboxes interface {
 	Stop(ctx context.Context, id string) (sandbox.Sandbox, error)
 	Delete(ctx context.Context, id string) error
 	// List pages through this host's sandboxes (node.Manager's List).
-	List(ctx context.Context, opts node.ListOptions) ([]sandbox.Sandbox, string, error)
+	List(ctx context.Context, opts sandbox.ListOptions) ([]sandbox.Sandbox, string, error)
 	// Agent returns the in-sandbox agent of a running sandbox.
 	Agent(ctx context.Context, id string) (Agent, error)
 	// Exec starts a command in a running sandbox, with the sandbox's env
