@@ -43,6 +43,8 @@ const (
 	// sampleEvery is how often the server is sampled during the run, for
 	// its peak.
 	sampleEvery = 2 * time.Second
+	// progressEvery is how often Progress gets a line.
+	progressEvery = 15 * time.Second
 )
 
 // Steps of one iteration, in order.
@@ -319,6 +321,7 @@ func runPhase(ctx context.Context, cfg *Config, d time.Duration, ids *idSet, pea
 	sampler.Go(func() { // owned: stopped and waited for below
 		t := time.NewTicker(sampleEvery)
 		defer t.Stop()
+		lastProgress := start
 		for {
 			select {
 			case <-stop:
@@ -330,8 +333,11 @@ func runPhase(ctx context.Context, cfg *Config, d time.Duration, ids *idSet, pea
 					peak.observe(p.RSSBytes)
 				}
 			}
-			it, fails := rec.counts()
-			cfg.Progress(fmt.Sprintf("%s: %d iterations, %d failures", cfg.Now().Sub(start).Round(time.Second), it, fails))
+			if now := cfg.Now(); now.Sub(lastProgress) >= progressEvery {
+				lastProgress = now
+				it, fails := rec.counts()
+				cfg.Progress(fmt.Sprintf("%s: %d iterations, %d failures", now.Sub(start).Round(time.Second), it, fails))
+			}
 		}
 	})
 	wg.Wait()
