@@ -41,7 +41,7 @@ type crashCase struct {
 	// in the state to be cut short.
 	point string
 	// setup prepares, on the armed server, what the operation works on.
-	setup func(e *crashEnv, t *testing.T)
+	setup func(t *testing.T, e *crashEnv)
 	// crash starts the operation that the crash cuts short; its request
 	// fails with the server.
 	crash func(t *testing.T, e *crashEnv, p *armedProc)
@@ -72,7 +72,7 @@ func TestCrashRecovery(t *testing.T) {
 			e := newCrashEnv(t, bin)
 			p := e.startArmed(t, tc.point)
 			if tc.setup != nil {
-				tc.setup(e, t)
+				tc.setup(t, e)
 			}
 			tc.crash(t, e, p)
 			p.waitKilled(t, tc.point)
@@ -84,6 +84,11 @@ func TestCrashRecovery(t *testing.T) {
 			}
 		})
 	}
+}
+
+// on adapts a crashEnv method to a case's setup.
+func on(m func(*crashEnv, *testing.T)) func(*testing.T, *crashEnv) {
+	return func(t *testing.T, e *crashEnv) { m(e, t) }
 }
 
 func crashCases() []crashCase {
@@ -184,7 +189,7 @@ func crashCases() []crashCase {
 				t.Fatalf("after a crash right after the driver's create: %+v, want one running sandbox", recs)
 			}
 		}},
-		{name: "exec/detached", point: "server/exec/started", setup: (*crashEnv).createSandbox,
+		{name: "exec/detached", point: "server/exec/started", setup: on((*crashEnv).createSandbox),
 			crash: func(t *testing.T, e *crashEnv, _ *armedProc) {
 				_, err := e.sb.RunCommand(ctxFor(t, time.Minute), api.CommandRequest{Cmd: "sh", Detached: true,
 					Args: []string{"-c", "touch /home/user/ran; exec sleep 600"}})
@@ -197,7 +202,7 @@ func crashCases() []crashCase {
 				e.mustRun(t, e.sb, "test -e /home/user/ran")
 				e.runningCommand(t, "exec sleep 600")
 			}},
-		{name: "exec/waited", setup: (*crashEnv).createSandbox,
+		{name: "exec/waited", setup: on((*crashEnv).createSandbox),
 			crash: func(t *testing.T, e *crashEnv, p *armedProc) {
 				done := make(chan error, 1)
 				go func() {
@@ -212,7 +217,7 @@ func crashCases() []crashCase {
 				}
 			},
 			after: func(t *testing.T, e *crashEnv) { e.runningCommand(t, "exec sleep 600") }},
-		{name: "upload", point: "server/upload/read@16", setup: (*crashEnv).createSandbox,
+		{name: "upload", point: "server/upload/read@16", setup: on((*crashEnv).createSandbox),
 			crash: func(t *testing.T, e *crashEnv, _ *armedProc) {
 				if _, err := e.sb.WriteTar(ctxFor(t, time.Minute), "/home/user", bigTar(t, "big", 64<<20)); err == nil {
 					t.Fatal("an upload answered through a crash")
@@ -225,9 +230,9 @@ func crashCases() []crashCase {
 				}
 				e.mustRun(t, e.sb, "test \"$(cat /home/user/small)\" = whole")
 			}},
-		{name: "stop/recorded", point: "node/stop/stopping", setup: (*crashEnv).createSandbox, crash: stopCrash, after: stopped},
-		{name: "stop/driver", point: "node/stop/after-driver", setup: (*crashEnv).createSandbox, crash: stopCrash, after: stopped},
-		{name: "stop/volume", point: "node/stop/after-driver", setup: (*crashEnv).createVolumeSandbox, crash: stopCrash,
+		{name: "stop/recorded", point: "node/stop/stopping", setup: on((*crashEnv).createSandbox), crash: stopCrash, after: stopped},
+		{name: "stop/driver", point: "node/stop/after-driver", setup: on((*crashEnv).createSandbox), crash: stopCrash, after: stopped},
+		{name: "stop/volume", point: "node/stop/after-driver", setup: on((*crashEnv).createVolumeSandbox), crash: stopCrash,
 			after: func(t *testing.T, e *crashEnv) {
 				stopped(t, e)
 				// The stopped sandbox's volume is free again (rw volumes have
@@ -238,29 +243,29 @@ func crashCases() []crashCase {
 				}
 				e.mustRun(t, sb, "test \"$(cat /data/f)\" = kept")
 			}},
-		{name: "delete/driver", point: "node/delete/after-driver", setup: (*crashEnv).createSandbox,
+		{name: "delete/driver", point: "node/delete/after-driver", setup: on((*crashEnv).createSandbox),
 			crash: func(t *testing.T, e *crashEnv, _ *armedProc) {
 				if err := e.sb.Delete(ctxFor(t, time.Minute)); err == nil {
 					t.Fatal("delete answered through a crash")
 				}
 			},
 			after: stopped}, // removeAll deletes it again
-		{name: "snapshot/copying", point: "runc/snapshot/entry@100", setup: (*crashEnv).createDataSandbox, crash: snapshotCrash, after: snapshotGone},
-		{name: "snapshot/copied", point: "image/snapshot/copied", setup: (*crashEnv).createDataSandbox, crash: snapshotCrash, after: snapshotGone},
-		{name: "snapshot/installed", point: "image/snapshot/installed", setup: (*crashEnv).createDataSandbox, crash: snapshotCrash, after: snapshotGone},
+		{name: "snapshot/copying", point: "runc/snapshot/entry@100", setup: on((*crashEnv).createDataSandbox), crash: snapshotCrash, after: snapshotGone},
+		{name: "snapshot/copied", point: "image/snapshot/copied", setup: on((*crashEnv).createDataSandbox), crash: snapshotCrash, after: snapshotGone},
+		{name: "snapshot/installed", point: "image/snapshot/installed", setup: on((*crashEnv).createDataSandbox), crash: snapshotCrash, after: snapshotGone},
 		{name: "import/unpacking", point: "image/layer/entry@2", crash: importCrash, after: importAgain},
 		{name: "import/installed", point: "image/layer/installed", crash: importCrash, after: importAgain},
-		{name: "activate/queued", point: "control/activate/queued", setup: (*crashEnv).createProject,
+		{name: "activate/queued", point: "control/activate/queued", setup: on((*crashEnv).createProject),
 			crash: func(t *testing.T, e *crashEnv, _ *armedProc) {
 				if a, err := e.c.Activate(ctxFor(t, time.Minute), e.project); err == nil {
 					t.Fatalf("activate answered %s through a crash", a.ID)
 				}
 			},
 			after: interrupted},
-		{name: "activate/provisioned", point: "control/activate/provisioned", setup: (*crashEnv).createProject, crash: activateCrash, after: interrupted},
-		{name: "activate/starting", point: "control/activate/starting", setup: (*crashEnv).createProject, crash: activateCrash, after: interrupted},
-		{name: "deactivate/saving", point: "control/state/entry@5", setup: (*crashEnv).activeProject, crash: deactivateCrash, after: saved},
-		{name: "deactivate/saved", point: "control/state/renamed", setup: (*crashEnv).activeProject, crash: deactivateCrash, after: saved},
+		{name: "activate/provisioned", point: "control/activate/provisioned", setup: on((*crashEnv).createProject), crash: activateCrash, after: interrupted},
+		{name: "activate/starting", point: "control/activate/starting", setup: on((*crashEnv).createProject), crash: activateCrash, after: interrupted},
+		{name: "deactivate/saving", point: "control/state/entry@5", setup: on((*crashEnv).activeProject), crash: deactivateCrash, after: saved},
+		{name: "deactivate/saved", point: "control/state/renamed", setup: on((*crashEnv).activeProject), crash: deactivateCrash, after: saved},
 	}
 }
 
