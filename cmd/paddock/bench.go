@@ -41,7 +41,7 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg := soak.Config{}
 	fs.IntVar(&cfg.Concurrency, "concurrency", soak.DefaultConcurrency, fmt.Sprintf("workers, each looping create → write → exec → read → destroy (1-%d)", soak.MaxConcurrency))
 	fs.DurationVar(&cfg.Duration, "duration", soak.DefaultDuration, "how long the measured run lasts (at most 24h)")
-	fs.DurationVar(&cfg.Warmup, "warmup", 0, "the same loop before the measured run, reported apart (default min(30s, duration/10); negative: none)")
+	fs.DurationVar(&cfg.Warmup, "warmup", 0, "the same loop before the measured run, reported apart (default min(1m, duration/5); negative: none)")
 	fs.DurationVar(&cfg.StepTimeout, "step-timeout", soak.DefaultStepTimeout, "bound of each step")
 	fs.IntVar(&cfg.FileBytes, "file-size", soak.DefaultFileBytes, "bytes of the file each iteration writes, cats and reads back")
 	image := fs.String("image", "", "image of the sandboxes (default: the server's default, host)")
@@ -174,16 +174,23 @@ func printSoak(w io.Writer, base string, pid int, r *soak.Report) {
 	if r.Sampled {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "server\tRSS\tfds\tthreads\t")
+		fmt.Fprintln(tw, "server\tRSS\tanon\tfds\tthreads\t\tfds by kind")
 		for _, row := range []struct {
 			name string
 			p    soak.Process
 		}{{"start", r.Start}, {"before (after warm-up)", r.Before}, {"after", r.After}} {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t\n", row.name, mib(row.p.RSSBytes), row.p.FDs, row.p.Threads)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t\t%s\n", row.name, mib(row.p.RSSBytes), mib(row.p.RSSAnonBytes), row.p.FDs, row.p.Threads, kinds(row.p.FDKinds))
 		}
-		fmt.Fprintf(tw, "peak during the run\t%s\t\t\t\n", mib(r.PeakRSSBytes))
+		fmt.Fprintf(tw, "peak during the run\t%s\t\t\t\t\t\n", mib(r.PeakRSSBytes))
 		tw.Flush()
-		fmt.Fprintf(w, "RSS growth %+.1f%%, fds %+d (after vs before)\n", r.RSSGrowth*100, r.FDGrowth)
+		fmt.Fprintf(w, "RSS growth %+.1f%% (anonymous %+.1f%%), fds %+d (after vs before)\n", r.RSSGrowth*100, r.RSSAnonGrowth*100, r.FDGrowth)
+		if len(r.Trend) > 1 {
+			fmt.Fprintf(w, "trend, RSS/anonymous MiB every %s (the first and last idle):", (r.Trend[1].Elapsed - r.Trend[0].Elapsed).Round(time.Second))
+			for _, p := range r.Trend {
+				fmt.Fprintf(w, " %.1f/%.1f", float64(p.RSSBytes)/(1<<20), float64(p.RSSAnonBytes)/(1<<20))
+			}
+			fmt.Fprintln(w)
+		}
 	}
 	fmt.Fprintf(w, "\nleft on the server: %d sandboxes", len(r.Left))
 	if len(r.Left) > 0 {
@@ -196,6 +203,17 @@ func printSoak(w io.Writer, base string, pid int, r *soak.Report) {
 		}
 	}
 	fmt.Fprintln(w)
+}
+
+// kinds prints fd counts by kind, in a fixed order.
+func kinds(m map[string]int) string {
+	var parts []string
+	for _, k := range []string{"socket", "pipe", "pidfd", "anon", "file"} {
+		if m[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }

@@ -53,6 +53,9 @@ func (h *ProcHost) Sample() (Process, error) {
 		case "VmRSS": // "123456 kB"
 			n, _ := strconv.ParseInt(f[0], 10, 64)
 			p.RSSBytes = n << 10
+		case "RssAnon":
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			p.RSSAnonBytes = n << 10
 		case "Threads":
 			p.Threads, _ = strconv.Atoi(f[0])
 		}
@@ -62,7 +65,30 @@ func (h *ProcHost) Sample() (Process, error) {
 		return Process{}, fmt.Errorf("server process %d: %w", h.pid, err)
 	}
 	p.FDs = len(fds)
+	p.FDKinds = map[string]int{}
+	for _, fd := range fds {
+		link, err := os.Readlink(filepath.Join(dir, "fd", fd.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		p.FDKinds[fdKind(link)]++
+	}
 	return p, nil
+}
+
+// fdKind classifies an open file by its /proc/<pid>/fd link.
+func fdKind(link string) string {
+	switch {
+	case strings.HasPrefix(link, "socket:"):
+		return "socket"
+	case strings.HasPrefix(link, "pipe:"):
+		return "pipe"
+	case link == "anon_inode:[pidfd]":
+		return "pidfd"
+	case strings.HasPrefix(link, "anon_inode:"):
+		return "anon"
+	}
+	return "file"
 }
 
 // Leaks implements Host: mounts, cgroups and processes of the given

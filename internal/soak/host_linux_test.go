@@ -44,8 +44,15 @@ func TestSample(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err := h.Sample()
-	if err != nil || p.RSSBytes <= 0 || p.FDs <= 0 || p.Threads <= 0 {
+	if err != nil || p.RSSBytes <= 0 || p.RSSAnonBytes <= 0 || p.FDs <= 0 || p.Threads <= 0 {
 		t.Errorf("Sample of this process = %+v, %v", p, err)
+	}
+	sum := 0
+	for _, n := range p.FDKinds {
+		sum += n
+	}
+	if sum < p.FDs-1 || p.FDKinds["file"] == 0 { // the ReadDir's own fd may be gone
+		t.Errorf("fds by kind %v for %d fds", p.FDKinds, p.FDs)
 	}
 	if _, err := NewProcHost(1 << 30); err == nil {
 		t.Error("NewProcHost of no process succeeded")

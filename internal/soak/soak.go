@@ -45,6 +45,8 @@ const (
 	sampleEvery = 2 * time.Second
 	// progressEvery is how often Progress gets a line.
 	progressEvery = 15 * time.Second
+	// maxTrend bounds the trend's points (about one per duration/60).
+	maxTrend = 64 // 61 at most: the start, one per duration/60, the end
 )
 
 // Steps of one iteration, in order.
@@ -92,8 +94,16 @@ type Host interface {
 // Process is one sample of the server's process.
 type Process struct {
 	RSSBytes int64 `json:"rssBytes"`
-	FDs      int   `json:"fds"`
-	Threads  int   `json:"threads"`
+	// RSSAnonBytes is the part of RSS that is not file-backed (heap,
+	// stacks): what a leak grows, where RSS also counts the binary's pages
+	// as they are first used.
+	RSSAnonBytes int64 `json:"rssAnonBytes"`
+	FDs          int   `json:"fds"`
+	// FDKinds counts the open files by kind: socket, pipe, pidfd (process
+	// handles, closed when the Go runtime collects them), anon (other
+	// anonymous inodes), file.
+	FDKinds map[string]int `json:"fdKinds"`
+	Threads int            `json:"threads"`
 }
 
 // Config configures a run.
@@ -102,7 +112,7 @@ type Config struct {
 	Host        Host          // nil: no server figures, no host leak check
 	Concurrency int           // 0: DefaultConcurrency
 	Duration    time.Duration // 0: DefaultDuration
-	// Warmup runs before the measured run; 0 takes min(30 s, Duration/10),
+	// Warmup runs before the measured run; 0 takes min(1 min, Duration/5),
 	// negative none.
 	Warmup      time.Duration
 	StepTimeout time.Duration // 0: DefaultStepTimeout
@@ -121,7 +131,7 @@ func (c *Config) SetDefaults() {
 		c.Duration = DefaultDuration
 	}
 	if c.Warmup == 0 {
-		c.Warmup = min(30*time.Second, c.Duration/10)
+		c.Warmup = min(time.Minute, c.Duration/5)
 	}
 	if c.StepTimeout == 0 {
 		c.StepTimeout = DefaultStepTimeout
@@ -166,9 +176,15 @@ type Report struct {
 	// open and no soak sandbox left.
 	Start, Before, After Process
 	PeakRSSBytes         int64 `json:"peakRssBytes"`
-	// RSSGrowth is After's RSS over Before's, minus one.
-	RSSGrowth float64 `json:"rssGrowth"`
-	FDGrowth  int     `json:"fdGrowth"`
+	// Trend samples the server under load during the run, evenly (every
+	// 30 s, or duration/60 for runs past half an hour): a leak climbs to
+	// the end, a cache that fills levels off.
+	Trend []TrendPoint `json:"trend"`
+	// RSSGrowth is After's RSS over Before's, minus one; RSSAnonGrowth
+	// the same of the anonymous part.
+	RSSGrowth     float64 `json:"rssGrowth"`
+	RSSAnonGrowth float64 `json:"rssAnonGrowth"`
+	FDGrowth      int     `json:"fdGrowth"`
 	// Left are soak sandboxes the server still lists after the run.
 	Left []string `json:"left"`
 	// HostLeaks is what the host keeps of the soak's sandboxes.
@@ -234,23 +250,26 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		r.Before = p
 	}
 	cfg.Progress(fmt.Sprintf("run: %d workers for %s", cfg.Concurrency, cfg.Duration))
-	var peak peakRSS
+	w := &watch{every: max(30*time.Second, cfg.Duration/60)}
 	if cfg.Host != nil {
-		peak.observe(r.Before.RSSBytes)
+		w.observe(0, r.Before, false)
 	}
-	r.Run, r.Duration = runPhase(ctx, &cfg, cfg.Duration, ids, &peak)
+	r.Run, r.Duration = runPhase(ctx, &cfg, cfg.Duration, ids, w)
 	if cfg.Host != nil {
 		p, err := quiesce(ctx, &cfg)
 		if err != nil {
 			return nil, err
 		}
 		r.After = p
-		peak.observe(p.RSSBytes)
-		r.PeakRSSBytes = peak.get()
+		w.observe(r.Duration, p, true)
+		r.PeakRSSBytes, r.Trend = w.result()
 		if r.Before.RSSBytes > 0 {
 			r.RSSGrowth = float64(r.After.RSSBytes)/float64(r.Before.RSSBytes) - 1
 		}
 		r.FDGrowth = r.After.FDs - r.Before.FDs
+		if r.Before.RSSAnonBytes > 0 {
+			r.RSSAnonGrowth = float64(r.After.RSSAnonBytes)/float64(r.Before.RSSAnonBytes) - 1
+		}
 	}
 
 	// What is left: on the server, then on the host.
@@ -285,7 +304,7 @@ func quiesce(ctx context.Context, cfg *Config) (Process, error) {
 		if err != nil {
 			return Process{}, fmt.Errorf("soak: read the server's process: %w", err)
 		}
-		if p.FDs == last.FDs {
+		if p.FDs == last.FDs && p.FDs > 0 {
 			stable++
 		} else {
 			stable = 0
@@ -302,9 +321,9 @@ func quiesce(ctx context.Context, cfg *Config) (Process, error) {
 }
 
 // runPhase runs the workers for d and returns the phase's figures and how
-// long it took until the last iteration ended. peak, if set, gets the
-// server's RSS every sampleEvery.
-func runPhase(ctx context.Context, cfg *Config, d time.Duration, ids *idSet, peak *peakRSS) (Phase, time.Duration) {
+// long it took until the last iteration ended. w, if set, gets a sample of
+// the server every sampleEvery.
+func runPhase(ctx context.Context, cfg *Config, d time.Duration, ids *idSet, w *watch) (Phase, time.Duration) {
 	start := cfg.Now()
 	deadline := start.Add(d)
 	rec := newRecorder()
@@ -328,9 +347,9 @@ func runPhase(ctx context.Context, cfg *Config, d time.Duration, ids *idSet, pea
 				return
 			case <-t.C:
 			}
-			if peak != nil && cfg.Host != nil {
+			if w != nil && cfg.Host != nil {
 				if p, err := cfg.Host.Sample(); err == nil {
-					peak.observe(p.RSSBytes)
+					w.observe(cfg.Now().Sub(start), p, false)
 				}
 			}
 			if now := cfg.Now(); now.Sub(lastProgress) >= progressEvery {
@@ -433,22 +452,39 @@ func (s *idSet) all() []string {
 	return slices.Clone(s.ids)
 }
 
-// peakRSS keeps the highest RSS seen.
-type peakRSS struct {
-	mu  sync.Mutex // guards max
-	max int64
+// TrendPoint is one sample of the server during the run.
+type TrendPoint struct {
+	Elapsed      time.Duration `json:"elapsedNs"`
+	RSSBytes     int64         `json:"rssBytes"`
+	RSSAnonBytes int64         `json:"rssAnonBytes"`
 }
 
-func (p *peakRSS) observe(v int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.max = max(p.max, v)
+// watch keeps the peak RSS of the samples and a point of the trend every
+// `every` of the run.
+type watch struct {
+	every time.Duration
+	mu    sync.Mutex // guards the fields below
+	peak  int64
+	trend []TrendPoint
 }
 
-func (p *peakRSS) get() int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.max
+// observe takes a sample elapsed into the run; it joins the trend when
+// `every` has passed since the last point, or when last (the sample after
+// the run) is set.
+func (w *watch) observe(elapsed time.Duration, p Process, last bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.peak = max(w.peak, p.RSSBytes)
+	due := last || len(w.trend) == 0 || elapsed >= w.trend[len(w.trend)-1].Elapsed+w.every
+	if due && len(w.trend) < maxTrend {
+		w.trend = append(w.trend, TrendPoint{Elapsed: elapsed, RSSBytes: p.RSSBytes, RSSAnonBytes: p.RSSAnonBytes})
+	}
+}
+
+func (w *watch) result() (int64, []TrendPoint) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.peak, slices.Clone(w.trend)
 }
 
 // recorder collects one phase's latencies and failures.

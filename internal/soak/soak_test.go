@@ -177,13 +177,16 @@ func TestRun(t *testing.T) {
 				t.Errorf("left %v, want the one sandbox destroy failed for (never another's)", r.Left)
 			}
 			if tc.host == nil {
-				if r.Sampled || r.Before != (Process{}) {
+				if r.Sampled || r.Before.RSSBytes != 0 || r.Before.FDs != 0 {
 					t.Errorf("figures without a host: %+v", r)
 				}
 				return
 			}
 			if !r.Sampled || r.Before.RSSBytes == 0 || r.After.RSSBytes < r.Before.RSSBytes || r.PeakRSSBytes < r.After.RSSBytes {
 				t.Errorf("server figures: start %+v before %+v after %+v peak %d", r.Start, r.Before, r.After, r.PeakRSSBytes)
+			}
+			if len(r.Trend) < 2 || r.Trend[0].RSSBytes != r.Before.RSSBytes || r.Trend[len(r.Trend)-1].RSSBytes != r.After.RSSBytes {
+				t.Errorf("trend %+v from %+v to %+v", r.Trend, r.Before, r.After)
 			}
 			if want := float64(r.After.RSSBytes)/float64(r.Before.RSSBytes) - 1; r.RSSGrowth != want {
 				t.Errorf("RSS growth %v, want %v", r.RSSGrowth, want)
