@@ -2,7 +2,7 @@
 // that outlive sandboxes (a dependency cache, a build cache) and that
 // sandboxes mount at a path, read-write or copy-on-write.
 //
-// Each volume is a sparse image file formatted ext4 (mkfs.ext4 from
+// Each volume is a sparse image file formatted ext4 (internal/diskimg; mkfs.ext4 from
 // e2fsprogs) whose size is the volume's cap: the cap is the size of a real
 // filesystem, so a write past it fails with ENOSPC at once instead of being
 // found by a scan afterwards. The image is loop-mounted on the host (nosuid,

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/paddock-dev/paddock/internal/diskimg"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -200,7 +201,7 @@ func TestReadWriteSharedAcrossUsersAndInUse(t *testing.T) {
 	wantCode(t, err, sandbox.ErrInvalid, "invalid_volume_mode")
 
 	release(t, m, "sb-a")
-	if isMounted(t, filepath.Join(dir, "cache", mntName)) || attachedLoop(filepath.Join(dir, "cache", imageName)) != "" {
+	if isMounted(t, filepath.Join(dir, "cache", mntName)) || diskimg.LoopOf(filepath.Join(dir, "cache", imageName)) != "" {
 		t.Fatal("the volume stays mounted or attached after its last user left")
 	}
 	release(t, m, "sb-a") // idempotent
@@ -347,7 +348,7 @@ func TestRestart(t *testing.T) {
 	if _, err := os.Stat(cow.Upper); err != nil {
 		t.Fatalf("a recorded copy-on-write user's changes were removed on restart: %v", err)
 	}
-	if isMounted(t, stray) || attachedLoop(filepath.Join(dir, "stray", imageName)) != "" {
+	if isMounted(t, stray) || diskimg.LoopOf(filepath.Join(dir, "stray", imageName)) != "" {
 		t.Fatal("a mount nobody records survived the restart")
 	}
 	for _, p := range []string{orphan, filepath.Join(dir, "cowvol", cowName)} {
