@@ -22,7 +22,9 @@ func requireImages(t *testing.T) string {
 		t.Skip("ext4 images cannot work here: " + why)
 	}
 	dir := t.TempDir()
-	leakcheck.Check(t, leakcheck.Scope{Dirs: []string{dir}})
+	// IDs names no sandbox: only mounts and loop devices below dir count,
+	// not the sandboxes of tests running beside these.
+	leakcheck.Check(t, leakcheck.Scope{Dirs: []string{dir}, IDs: []string{"diskimg-test"}})
 	return dir
 }
 

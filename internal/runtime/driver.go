@@ -109,6 +109,12 @@ type Stats struct {
 	// by drivers: zero for loopback-only sandboxes.
 	NetworkRxBytes uint64 `json:"networkRxBytes"`
 	NetworkTxBytes uint64 `json:"networkTxBytes"`
+	// Disk figures of a sandbox with a disk cap (Resources.DiskMB): its
+	// writable layer's filesystem, metadata included; zero without one.
+	DiskBytes       uint64 `json:"diskBytes"`
+	DiskLimitBytes  uint64 `json:"diskLimitBytes"`
+	DiskInodes      uint64 `json:"diskInodes"`
+	DiskInodesLimit uint64 `json:"diskInodesLimit"`
 }
 
 // Capabilities say what a driver can do and how it isolates, so callers
@@ -123,6 +129,9 @@ type Capabilities struct {
 	// range of unprivileged host ids of its own (root inside is not root
 	// on the host), and files keep container-relative ids on disk.
 	UserNS bool `json:"userNS"`
+	// DiskCap: the driver caps a sandbox's writable layer at
+	// Resources.DiskMB; without it a sandbox with a cap is refused.
+	DiskCap bool `json:"diskCap"`
 }
 
 // Snapshotter is the optional power to copy a sandbox's writable layer

@@ -73,11 +73,22 @@ type Resources struct {
 	MemoryMB int64 `json:"memoryMB"`
 	// PIDs caps the number of tasks (processes and threads).
 	PIDs int64 `json:"pids"`
+	// DiskMB caps the sandbox's writable layer (what it changes in its
+	// root filesystem), in MiB, files' metadata included; its inode count
+	// caps the number of files. 0: no cap (the layer is a directory on the
+	// host's filesystem).
+	DiskMB int64 `json:"diskMB,omitempty"`
 }
+
+// MinDiskMB is the smallest disk cap: room for ext4's own metadata and
+// what a sandbox's layer starts with.
+const MinDiskMB = 64
 
 // Validate checks r against the host's maximum.
 func (r Resources) Validate(max Resources) error {
 	switch {
+	case r.DiskMB != 0 && (r.DiskMB < MinDiskMB || r.DiskMB > max.DiskMB):
+		return Errorf(ErrInvalid, "invalid_resources", "diskMB must be in [%d, %d], got %d", MinDiskMB, max.DiskMB, r.DiskMB)
 	case r.VCPUs <= 0 || r.VCPUs > max.VCPUs:
 		return Errorf(ErrInvalid, "invalid_resources", "vcpus must be in (0, %g], got %g", max.VCPUs, r.VCPUs)
 	case r.MemoryMB < 16 || r.MemoryMB > max.MemoryMB:

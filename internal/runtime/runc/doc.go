@@ -15,6 +15,10 @@
 // (roots_linux.go, overlay_linux.go, internal/userns). Config.NoUserNS
 // turns this off, which is weaker: root in a sandbox is then host root.
 //
+// A sandbox with a disk cap keeps its writable layer in an ext4 image of
+// that size (disk_linux.go, internal/diskimg); without one the layer is a
+// directory on the data dir's filesystem.
+//
 // The driver is a runtime.Snapshotter: it copies a sandbox's upper dir, with
 // the sandbox frozen, into a new layer without following anything in it
 // (snapshot_linux.go).
@@ -61,6 +65,11 @@ type Config struct {
 	// IDRanges is how many ranges there are: the most sandboxes that can
 	// exist at once on the host. Default DefaultIDRanges.
 	IDRanges int
+	// DiskReserve is the free space, in bytes, the data dir's filesystem
+	// keeps beyond a new sandbox's disk cap: a create that would leave
+	// less is refused (ErrUnavailable "host_disk_full"). 0: the larger of
+	// 1 GiB and 5% of the filesystem; negative: no reserve.
+	DiskReserve int64
 }
 
 // Defaults of Config (the id ranges: see userns.DefaultBase).

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/diskimg"
 	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/hostimage"
 	"github.com/paddock-dev/paddock/internal/runtime"
@@ -70,6 +71,8 @@ type Driver struct {
 	runDir   string // DataDir/runc: one dir per sandbox
 	stateDir string // libcontainer's state root
 	img      *runtime.Rootfs
+	disks    *diskimg.Templates // sandbox disks of each size (disk_linux.go)
+	diskCap  bool               // this host can make them
 	memsw    bool
 	cgroupV2 bool
 	lowerOOM bool // may set the agent's oom_score_adj to -998
@@ -154,6 +157,14 @@ func New(cfg Config) (*Driver, error) {
 	if d.roots, err = newRoots(cfg, d.runDir); err != nil {
 		return nil, err
 	}
+	if d.disks, err = diskimg.NewTemplates(filepath.Join(d.runDir, templatesName), diskFormat, 0); err != nil {
+		return nil, fmt.Errorf("runc driver: %w", err)
+	}
+	if why := diskimg.Available(); why != "" {
+		d.log.Warn("sandbox disk caps unavailable: sandboxes with one are refused", "why", why)
+	} else {
+		d.diskCap = true
+	}
 	return d, nil
 }
 
@@ -164,7 +175,7 @@ func (d *Driver) Capabilities() runtime.Capabilities {
 		v = 2
 	}
 	// Seccomp: the agent installs its own filter before serving.
-	return runtime.Capabilities{Name: "runc", CgroupVersion: v, Seccomp: true, Snapshot: true, UserNS: d.roots.ranges > 0}
+	return runtime.Capabilities{Name: "runc", CgroupVersion: v, Seccomp: true, Snapshot: true, UserNS: d.roots.ranges > 0, DiskCap: d.diskCap}
 }
 
 // idLock is a per-id mutex, dropped from the map when its last user leaves.
@@ -249,6 +260,9 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		return nil, errors.New("runc driver: closed")
 	}
 
+	if err := d.checkHostSpace(spec.Resources.DiskMB << 20); err != nil {
+		return nil, err
+	}
 	dir := d.hostDir(id)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -275,20 +289,19 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
 	defer ids.close()
-	for _, sub := range []string{upperName, workName} {
-		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
-			return nil, fmt.Errorf("create sandbox %s: %w", id, err)
-		}
+	upper, work, err := d.prepareLayer(ctx, dir, spec.Resources.DiskMB)
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
 	rootfs := d.roots.rootfs(id)
 	lowers := []string{img.Lower}
 	if len(img.Lowers) > 0 {
 		lowers = img.Lowers
-		if err := prepareUpper(filepath.Join(dir, upperName), img.Lowers, spec.Network != nil); err != nil {
+		if err := prepareUpper(upper, img.Lowers, spec.Network != nil); err != nil {
 			return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 		}
 	}
-	root := overlay{lowers: lowers, upper: filepath.Join(dir, upperName), work: filepath.Join(dir, workName), flags: unix.MS_NODEV,
+	root := overlay{lowers: lowers, upper: upper, work: work, flags: unix.MS_NODEV,
 		stage: filepath.Join(dir, stagePrefix+rootfsName)}
 	if err := ids.mountOverlay(root, rootfs); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: image %q: %w", id, spec.Image, err)
@@ -528,6 +541,9 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	if state, err := c.State(); err == nil {
 		out.OOMKills = oomKills(state)
 	}
+	if u, ok := diskStats(d.hostDir(id)); ok {
+		out.DiskBytes, out.DiskLimitBytes, out.DiskInodes, out.DiskInodesLimit = u.Bytes, u.BytesLimit, u.Inodes, u.InodesLimit
+	}
 	return out, nil
 }
 
@@ -580,8 +596,9 @@ func (d *Driver) stopLocked(ctx context.Context, id string) error {
 }
 
 // teardown kills every process of the sandbox, waits until they are gone,
-// destroys the container (cgroups, state) and unmounts the overlay. b may be
-// nil (adopted or unknown sandbox). It keeps the host dir.
+// destroys the container (cgroups, state) and unmounts the overlay and the
+// disk below it. b may be nil (adopted or unknown sandbox). It keeps the
+// host dir.
 func (d *Driver) teardown(ctx context.Context, id string, b *box) error {
 	c, err := d.load(id)
 	if err != nil {
@@ -596,6 +613,9 @@ func (d *Driver) teardown(ctx context.Context, id string, b *box) error {
 		}
 	}
 	if err := d.unmountHostSide(id); err != nil {
+		return fmt.Errorf("stop sandbox %s: %w", id, err)
+	}
+	if err := unmountDisk(d.hostDir(id)); err != nil {
 		return fmt.Errorf("stop sandbox %s: %w", id, err)
 	}
 	return nil

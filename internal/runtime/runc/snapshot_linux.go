@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -36,7 +35,17 @@ func (d *Driver) Snapshot(ctx context.Context, id, dst string, maxBytes int64) (
 	}
 	unlock := d.lock(id)
 	defer unlock()
-	upper := filepath.Join(d.hostDir(id), upperName)
+	dir := d.hostDir(id)
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return 0, sandbox.Errorf(sandbox.ErrNotFound, "not_found", "sandbox %s not found", id)
+	}
+	// A stopped sandbox's disk is not mounted: read-only for the copy.
+	unmount, err := mountForRead(dir)
+	if err != nil {
+		return 0, fmt.Errorf("snapshot sandbox %s: %w", id, err)
+	}
+	defer unmount()
+	upper := upperDir(dir)
 	if _, err := os.Lstat(upper); errors.Is(err, fs.ErrNotExist) {
 		return 0, sandbox.Errorf(sandbox.ErrNotFound, "not_found", "sandbox %s not found", id)
 	}

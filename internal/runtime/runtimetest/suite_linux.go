@@ -57,6 +57,7 @@ func Run(t *testing.T, h Harness) {
 			{"Escape", testEscape},
 			{"UserNamespace", testUserNamespace},
 			{"UserNamespaceLimits", testUserNamespaceLimits},
+			{"DiskCap", testDiskCap},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
@@ -604,4 +605,55 @@ func testUser(t *testing.T, nd func(*testing.T) runtime.Driver) {
 			t.Errorf("a failed create left %+v", in)
 		}
 	}
+}
+
+// testDiskCap fills a sandbox's capped writable layer, by bytes and then
+// by files: both fail with ENOSPC inside, commands keep running, freeing
+// space makes room again, and Stats report the disk. Errors go through
+// /tmp, a tmpfs.
+func testDiskCap(t *testing.T, nd func(*testing.T) runtime.Driver) {
+	d := nd(t)
+	if !d.Capabilities().DiskCap {
+		t.Skip("the driver cannot cap disks on this host")
+	}
+	const diskMB = 64
+	b := createBox(t, d, "disk", sandbox.Resources{VCPUs: 1, MemoryMB: 256, PIDs: 256, DiskMB: diskMB})
+	// Each command's log is a new file in the agent's state dir: on a
+	// mount of its own commands start whatever the layer holds; on the
+	// layer itself none starts while it is full, so the filling command
+	// leaves a little room itself.
+	var leaveRoom, leaveInodes string
+	if b.sh("grep -q ' "+agent.StateDir+" ' /proc/self/mountinfo", false).exitCode() != 0 {
+		t.Logf("%s is on the writable layer: commands cannot start while it is full; each fill frees a little", agent.StateDir)
+		leaveRoom, leaveInodes = "; rc=$?; truncate -s -4M big; exit $rc", "; rc=$?; rm -f 1 2 3 4; exit $rc"
+	}
+	// Twice the cap, into the user's home (on the writable layer).
+	if r := b.sh("head -c 134217728 /dev/zero > big 2>/tmp/err"+leaveRoom, false); r.exitCode() == 0 {
+		t.Fatalf("writing twice the disk cap succeeded")
+	}
+	b.sh("grep -q 'No space left on device' /tmp/err", false).mustOK(t)
+	st, err := d.Stats(context.Background(), b.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DiskLimitBytes > diskMB<<20 || st.DiskLimitBytes < diskMB<<20*8/10 || st.DiskBytes < st.DiskLimitBytes*85/100 {
+		t.Errorf("stats of a full disk: %d of %d bytes used", st.DiskBytes, st.DiskLimitBytes)
+	}
+	if st.DiskInodesLimit != diskMB<<20/8192 {
+		t.Errorf("stats: %d inodes, want %d", st.DiskInodesLimit, diskMB<<20/8192)
+	}
+	if r := b.sh("echo still here", false).mustOK(t); r.Stdout != "still here\n" {
+		t.Errorf("a command on a full disk: stdout %q", r.Stdout)
+	}
+	b.sh("rm big && head -c 1048576 /dev/zero > small", false).mustOK(t)
+
+	// Files: one inode each, until the disk's inode count is used up.
+	if r := b.sh("mkdir many && cd many && seq 1 20000 | xargs touch 2>/tmp/err"+leaveInodes, false); r.exitCode() == 0 {
+		t.Fatalf("20000 files on a disk of %d inodes succeeded", diskMB<<20/8192)
+	}
+	b.sh("grep -q 'No space left on device' /tmp/err", false).mustOK(t)
+	if r := b.sh("echo still here", false).mustOK(t); r.Stdout != "still here\n" {
+		t.Errorf("a command with no inode left: stdout %q", r.Stdout)
+	}
+	b.sh("rm -r many && touch one-more", false).mustOK(t)
 }

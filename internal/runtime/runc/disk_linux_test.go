@@ -1,0 +1,144 @@
+package runc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/paddock-dev/paddock/internal/diskimg"
+	"github.com/paddock-dev/paddock/internal/leakcheck"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+func requireDisks(t *testing.T, d *Driver) {
+	t.Helper()
+	if !d.Capabilities().DiskCap {
+		t.Skip("sandbox disks cannot work here: " + diskimg.Available())
+	}
+}
+
+// TestDiskLifecycle follows a capped sandbox's disk: mounted while it
+// runs, kept mounted across a restart of paddock, unmounted (and its loop
+// device gone) by Stop, mounted read-only for a snapshot of the stopped
+// sandbox, removed by Destroy.
+func TestDiskLifecycle(t *testing.T) {
+	dataDir := t.TempDir()
+	leakcheck.Check(t, leakcheck.Scope{Dirs: []string{dataDir}})
+	ctx := context.Background()
+	d1 := newDriver(t, dataDir)
+	requireDisks(t, d1)
+	id := "rt-disk-" + fmt.Sprint(time.Now().UnixNano()%1e6)
+	leakcheck.Check(t, leakcheck.Scope{IDs: []string{id}})
+	c, err := d1.Create(ctx, runtime.Spec{ID: id, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 128, PIDs: 64, DiskMB: 128}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d1.Destroy(ctx, id) })
+	dir := filepath.Join(dataDir, "runc", id)
+	mnt, img := filepath.Join(dir, diskName), filepath.Join(dir, diskImageName)
+	if !diskimg.IsMountpoint(mnt) || diskimg.LoopOf(img) == "" {
+		t.Fatalf("disk not mounted while the sandbox runs")
+	}
+	sh(t, c, "echo kept > note && head -c 1000000 /dev/urandom > data", false)
+	if _, err := os.Stat(filepath.Join(mnt, upperName, "home/user/note")); err != nil {
+		t.Fatalf("the write did not land on the disk: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(img, &st); err != nil || st.Size != 128<<20 || st.Blocks*512 > 8<<20 {
+		t.Fatalf("image: size %d, %d bytes allocated, %v: want 128 MiB, sparse", st.Size, st.Blocks*512, err)
+	}
+
+	// A restart of paddock: the disk stays mounted under the running sandbox.
+	d1.Close()
+	d2 := newDriver(t, dataDir)
+	s, err := d2.Stats(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.DiskLimitBytes == 0 || s.DiskBytes < 1000000 || s.DiskInodesLimit != 128<<20/BytesPerInode {
+		t.Errorf("stats after re-adoption: %+v", s)
+	}
+
+	if err := d2.Stop(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if diskimg.IsMountpoint(mnt) {
+		t.Fatal("disk still mounted after Stop")
+	}
+	// The loop device goes once the sandbox's mount namespace is gone.
+	for deadline := time.Now().Add(5 * time.Second); diskimg.LoopOf(img) != ""; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("loop device still attached after Stop")
+		}
+	}
+	dst := t.TempDir()
+	n, err := d2.Snapshot(ctx, id, dst, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "home/user/note")); err != nil || string(b) != "kept\n" || n < 1000000 {
+		t.Fatalf("snapshot of the stopped sandbox: %q %v, %d bytes", b, err, n)
+	}
+	if diskimg.IsMountpoint(mnt) {
+		t.Fatal("disk left mounted by the snapshot")
+	}
+	if err := d2.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("host dir after Destroy: %v", err)
+	}
+}
+
+// TestDiskCreateRefused: a disk cap the host's filesystem cannot hold
+// above the reserve is refused before anything is made.
+func TestDiskCreateRefused(t *testing.T) {
+	dataDir := t.TempDir()
+	leakcheck.Check(t, leakcheck.Scope{Dirs: []string{dataDir}})
+	d, err := New(Config{DataDir: dataDir, AgentPath: testAgent(t), Logger: testLogger(), DiskReserve: 1 << 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	id := "rt-full-" + fmt.Sprint(time.Now().UnixNano()%1e6)
+	_, err = d.Create(context.Background(), runtime.Spec{ID: id, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 64, PIDs: 32, DiskMB: 64}})
+	if !errors.Is(err, sandbox.ErrUnavailable) || sandbox.CodeOf(err) != "host_disk_full" {
+		t.Fatalf("create on a host under its reserve: %v, want host_disk_full", err)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "runc", id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("host dir made: %v", err)
+	}
+}
+
+// TestDiskCreateFailureCleansUp: a create that fails after its disk is
+// mounted leaves no mount, loop device or file behind.
+func TestDiskCreateFailureCleansUp(t *testing.T) {
+	dataDir := t.TempDir()
+	leakcheck.Check(t, leakcheck.Scope{Dirs: []string{dataDir}})
+	bad := filepath.Join(t.TempDir(), "agent")
+	if err := os.WriteFile(bad, []byte("#!/bin/sh\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testAgent(t)
+	d, err := New(Config{DataDir: dataDir, AgentPath: bad})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	requireDisks(t, d)
+	id := "rt-dfail-" + fmt.Sprint(time.Now().UnixNano()%1e6)
+	leakcheck.Check(t, leakcheck.Scope{IDs: []string{id}})
+	if _, err := d.Create(context.Background(), runtime.Spec{ID: id, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 64, PIDs: 32, DiskMB: 64}}); err == nil {
+		t.Fatal("Create with a dying agent succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "runc", id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("host dir left behind: %v", err)
+	}
+}
