@@ -41,6 +41,11 @@ type Resources struct {
 	VCPUs    float64 `json:"vcpus,omitempty"`
 	MemoryMB int64   `json:"memoryMB,omitempty"`
 	PIDs     int64   `json:"pids,omitempty"`
+	// DiskMB caps the sandbox's writable layer (what it writes outside
+	// /tmp and volumes), in MiB: a write past it fails with ENOSPC inside
+	// the sandbox. In a sandbox, 0 means uncapped (a host run with
+	// --sandbox-disk 0).
+	DiskMB int64 `json:"diskMB,omitempty"`
 }
 
 // Sandbox is one sandbox as the API shows it.
@@ -75,6 +80,10 @@ type Sandbox struct {
 	LastActivityAt time.Time `json:"lastActivityAt,omitzero"`
 	// Error says why a sandbox failed.
 	Error string `json:"error,omitempty"`
+	// LayerRemovedAt is when a stopped sandbox's writable layer was
+	// removed after the server's retention (--stopped-retention); it can
+	// no longer be snapshotted.
+	LayerRemovedAt time.Time `json:"layerRemovedAt,omitzero"`
 	// Address is the sandbox's own address on this host, when it has a network.
 	Address string `json:"address,omitempty"`
 	// Routes are the URLs of the declared ports, through the proxy.
@@ -335,6 +344,12 @@ type Stats struct {
 	// Network bytes as seen from the sandbox (0 without a network).
 	NetworkRxBytes uint64 `json:"networkRxBytes"`
 	NetworkTxBytes uint64 `json:"networkTxBytes"`
+	// The writable layer's disk (0 without a disk cap): bytes and inodes
+	// used, ext4's own metadata included, and the cap.
+	DiskBytes       uint64 `json:"diskBytes"`
+	DiskLimitBytes  uint64 `json:"diskLimitBytes"`
+	DiskInodes      uint64 `json:"diskInodes"`
+	DiskInodesLimit uint64 `json:"diskInodesLimit"`
 }
 
 // CommandRequest is the body of POST /sandboxes/{id}/commands.

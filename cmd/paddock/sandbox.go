@@ -120,6 +120,7 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		snapshot := fs.String("snapshot", "", `start from this snapshot ("paddock sandbox snapshot") instead of an image`)
 		vcpus := fs.Float64("vcpus", 0, "CPU share (0: server default)")
 		memory := fs.Int64("memory", 0, "memory limit in MB (0: server default)")
+		disk := fs.String("disk", "", "cap of the sandbox's writable layer, such as 1G or 512M (default: the server's)")
 		timeout := fs.Duration("timeout", 0, "stop the sandbox after this long (0: server default)")
 		env := envFlag{}
 		fs.Var(env, "env", "default environment of its commands, K=V (repeatable)")
@@ -147,12 +148,16 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
+		diskMB, err := parseMB(*disk)
+		if err != nil {
+			return usagef("sandbox create: --disk: %v", err)
+		}
 		c, err := cf.client()
 		if err != nil {
 			return err
 		}
 		sb, err := c.Create(ctx, api.CreateSandboxRequest{
-			Image: *image, Snapshot: *snapshot, Resources: api.Resources{VCPUs: *vcpus, MemoryMB: *memory},
+			Image: *image, Snapshot: *snapshot, Resources: api.Resources{VCPUs: *vcpus, MemoryMB: *memory, DiskMB: diskMB},
 			TimeoutMs: timeout.Milliseconds(), Env: env, Ports: ports, Volumes: vols, Source: src,
 		})
 		if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/proxy/app"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
+	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
 // shutdownGrace is how long open requests (log streams, uploads) get to
@@ -61,7 +62,11 @@ type serveFlags struct {
 	listen        string
 	publicURL     string
 	maxVolumeSize string
-	auth          authFlags
+	// sandboxDisk is the disk cap of a sandbox created without one ("0":
+	// uncapped writable layers); maxSandboxDisk the largest one asked.
+	sandboxDisk    string
+	maxSandboxDisk string
+	auth           authFlags
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
@@ -80,6 +85,9 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&c.Domain, "domain", "localhost", "parent domain of port hosts: <port>-<id>.<domain>")
 	fs.StringVar(&f.publicURL, "public-url", "", "public base URL of the port proxy (default http://<domain>:<listen port>)")
 	fs.StringVar(&f.maxVolumeSize, "max-volume-size", "100G", "largest cap a volume may be created with")
+	fs.StringVar(&f.sandboxDisk, "sandbox-disk", "10G", "disk cap of a sandbox's writable layer when its create gives none; 0 keeps layers uncapped on the data dir's filesystem (unsafe with many tenants)")
+	fs.StringVar(&f.maxSandboxDisk, "max-sandbox-disk", "100G", "largest disk cap a sandbox may be created with")
+	fs.DurationVar(&c.StoppedRetention, "stopped-retention", 24*time.Hour, "how long a stopped sandbox keeps its writable layer for snapshots before it is removed (the record stays); 0 keeps it until the sandbox is deleted")
 	fs.Int64Var(&c.AppMaxBody, "app-max-body", app.DefaultMaxBody, "largest request body, in bytes, the app proxy forwards to a project's app")
 	fs.DurationVar(&c.HealthTimeout, "health-timeout", 2*time.Minute, "how long a project's app may take to become healthy, unless the project sets its own")
 	f.auth.register(fs)
@@ -116,6 +124,15 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 		return f, usagef("serve: --max-volume-size: %v", err)
 	}
 	c.MaxVolumeSize = size
+	if c.SandboxDiskMB, err = parseMB(f.sandboxDisk); err != nil {
+		return f, usagef("serve: --sandbox-disk: %v", err)
+	}
+	if c.MaxSandboxDiskMB, err = parseMB(f.maxSandboxDisk); err != nil {
+		return f, usagef("serve: --max-sandbox-disk: %v", err)
+	}
+	if c.MaxSandboxDiskMB == 0 {
+		return f, usagef("serve: --max-sandbox-disk must be at least %dM", sandbox.MinDiskMB)
+	}
 	c.OIDC, c.ResetAdminToken = f.auth.oidc(), f.auth.resetAdminToken
 	c.PublicURL = f.publicURL // checked here; serve fills in the default once it listens
 	if err := c.Validate(); err != nil {

@@ -91,6 +91,19 @@ func parseSize(s string) (int64, error) {
 	return n << shift, nil
 }
 
+// parseMB reads a size as parseSize does, in whole MiB rounded up; ""
+// is 0 (the server's default).
+func parseMB(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := parseSize(s)
+	if err != nil {
+		return 0, err
+	}
+	return (n + 1<<20 - 1) >> 20, nil
+}
+
 // volumesFlag collects repeated --volume name:/path[:rw|:cow].
 type volumesFlag struct{ vols *[]api.VolumeMount }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"testing"
 
 	"github.com/paddock-dev/paddock/api"
@@ -27,6 +28,48 @@ func TestParseSize(t *testing.T) {
 		got, err := parseSize(tc.in)
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestParseMB(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"", 0, true}, // the server's default
+		{"1G", 1024, true},
+		{"512M", 512, true},
+		{"1500K", 2, true}, // rounded up to whole MiB
+		{"1", 1, true},
+		{"0", 0, true},
+		{"ten", 0, false},
+	} {
+		got, err := parseMB(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("parseMB(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestServeDiskCaps(t *testing.T) {
+	for _, tc := range []struct {
+		def, max         string
+		wantDef, wantMax int64
+		ok               bool
+	}{
+		{"10G", "100G", 10 << 10, 100 << 10, true},
+		{"0", "100G", 0, 100 << 10, true}, // uncapped layers, asked for explicitly
+		{"200G", "100G", 0, 0, false},
+		{"1M", "100G", 0, 0, false},
+		{"10G", "1M", 0, 0, false},
+		{"lots", "100G", 0, 0, false},
+	} {
+		f, err := parseServeFlags([]string{"--data-dir", t.TempDir(), "--sandbox-disk", tc.def, "--max-sandbox-disk", tc.max}, io.Discard)
+		def, max := f.cfg.SandboxDiskMB, f.cfg.MaxSandboxDiskMB
+		if (err == nil) != tc.ok || (tc.ok && (def != tc.wantDef || max != tc.wantMax)) {
+			t.Errorf("--sandbox-disk %s --max-sandbox-disk %s: %d, %d, %v; want %d, %d, ok=%v", tc.def, tc.max, def, max, err, tc.wantDef, tc.wantMax, tc.ok)
 		}
 	}
 }

@@ -129,7 +129,7 @@ func (req ProjectRequest) normalize() (ProjectRequest, error) {
 	if req.HealthTimeout != 0 && (req.HealthTimeout < minHealthTimeout || req.HealthTimeout > maxHealthTimeout) {
 		return bad("invalid_timeout", "healthTimeout must be 0 (the host's default) or in [%s, %s]", minHealthTimeout, maxHealthTimeout)
 	}
-	if r := req.Resources; r.VCPUs < 0 || r.MemoryMB < 0 || r.PIDs < 0 {
+	if r := req.Resources; r.VCPUs < 0 || r.MemoryMB < 0 || r.PIDs < 0 || r.DiskMB < 0 {
 		return bad("invalid_resources", "resources must not be negative")
 	}
 	if len(req.PersistentPaths) > maxPersistentPaths {

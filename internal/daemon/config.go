@@ -15,6 +15,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/volume"
 )
@@ -55,6 +56,18 @@ type Config struct {
 	// routes and signed URLs are built ("http://localhost:7420"); "" shows
 	// no routes.
 	PublicURL string
+
+	// SandboxDiskMB caps the writable layer of a sandbox whose create
+	// gives no cap, in MiB; 0 leaves such layers uncapped on the data
+	// dir's filesystem (serve's default is 10 GiB: uncapped is unsafe with
+	// many tenants). MaxSandboxDiskMB is the largest cap a create may ask
+	// (node's default, 100 GiB, if 0).
+	SandboxDiskMB    int64
+	MaxSandboxDiskMB int64
+	// StoppedRetention is how long a stopped sandbox keeps its writable
+	// layer for snapshots before it is removed (the record stays); 0 keeps
+	// it until the sandbox is deleted.
+	StoppedRetention time.Duration
 
 	// MaxVolumeSize is the largest cap a volume may be created with, in
 	// bytes (volume.DefaultMaxSize if 0).
@@ -102,6 +115,12 @@ func (c Config) Validate() error {
 		return errors.New("daemon config: DataDir is required")
 	case c.DefaultTimeout < 0 || c.MaxTimeout < 0 || c.MaxSandboxes < 0 || c.HealthTimeout < 0:
 		return errors.New("daemon config: timeouts and MaxSandboxes must not be negative")
+	case c.StoppedRetention < 0:
+		return errors.New("daemon config: StoppedRetention must not be negative")
+	case c.MaxSandboxDiskMB != 0 && c.MaxSandboxDiskMB < sandbox.MinDiskMB:
+		return fmt.Errorf("daemon config: MaxSandboxDiskMB must be at least %d", sandbox.MinDiskMB)
+	case c.SandboxDiskMB != 0 && (c.SandboxDiskMB < sandbox.MinDiskMB || c.MaxSandboxDiskMB != 0 && c.SandboxDiskMB > c.MaxSandboxDiskMB):
+		return fmt.Errorf("daemon config: SandboxDiskMB must be 0 or in [%d, MaxSandboxDiskMB]", sandbox.MinDiskMB)
 	case c.MaxVolumeSize < 0 || c.AppMaxBody < 0:
 		return errors.New("daemon config: MaxVolumeSize and AppMaxBody must not be negative")
 	case c.UserNSBase != 0 && c.UserNSBase < 65536:

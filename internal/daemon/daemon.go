@@ -151,6 +151,10 @@ func (d *Daemon) startDriver(ctx context.Context, o *options) error {
 	}
 	d.push("runc driver", drv.Close) // sandboxes keep running; the next start adopts them
 	d.driver = drv
+	if d.cfg.SandboxDiskMB > 0 && !drv.Capabilities().DiskCap {
+		d.log.Error("sandbox disk caps are unavailable on this host: every sandbox create is refused until paddock doctor's disk check passes, or until paddock runs with --sandbox-disk 0 (writable layers uncapped)",
+			"sandboxDiskMB", d.cfg.SandboxDiskMB)
+	}
 	return nil
 }
 
@@ -223,8 +227,13 @@ func (d *Daemon) startNode(ctx context.Context, o *options) error {
 		DefaultTimeout: d.cfg.DefaultTimeout,
 		MaxTimeout:     d.cfg.MaxTimeout,
 		MaxSandboxes:   d.cfg.MaxSandboxes,
-		Logger:         d.log,
-		Sources:        srcs,
+		// DiskMB 0 leaves the layers of sandboxes created without a cap
+		// uncapped.
+		DefaultResources: sandbox.Resources{DiskMB: d.cfg.SandboxDiskMB},
+		MaxResources:     sandbox.Resources{DiskMB: d.cfg.MaxSandboxDiskMB},
+		StoppedRetention: d.cfg.StoppedRetention,
+		Logger:           d.log,
+		Sources:          srcs,
 	}
 	if d.network != nil { // a nil *netns.Manager must not become a non-nil interface
 		ncfg.Network = d.network

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/paddock-dev/paddock/internal/diskimg"
 )
 
 func checks(opts Options) []Check {
@@ -24,7 +26,7 @@ func checks(opts Options) []Check {
 		{"seccomp", checkSeccomp},
 		{"openat2", checkOpenat2},
 		{"agent toolchain", checkToolchain},
-		{"volumes", checkVolumes},
+		{"disk caps, volumes", checkDiskImages},
 		{"runc (benchmark)", checkRuncCLI},
 	}
 }
@@ -179,18 +181,22 @@ func checkToolchain(context.Context) Result {
 		Fix: "put paddock-agent beside paddock (CGO_ENABLED=0 go build ./cmd/paddock-agent) or set PADDOCK_AGENT"}
 }
 
-// checkVolumes: a named volume is an ext4 image loop-mounted on the host,
-// so its size cap is the filesystem's; without either piece the volumes API
-// answers 501 and everything else works.
-func checkVolumes(context.Context) Result {
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		return Result{Level: Warn, Detail: "mkfs.ext4 not found: named volumes are unavailable", Fix: "apt-get install e2fsprogs"}
+// checkDiskImages: a sandbox's capped writable layer and a named volume
+// are each an ext4 image loop-mounted on the host, so their size cap is
+// the filesystem's. Without mkfs.ext4 or loop devices paddock refuses
+// sandboxes with a disk cap (the default) unless the operator runs it
+// with --sandbox-disk 0, and the volumes API answers 501.
+func checkDiskImages(context.Context) Result {
+	why := diskimg.Available()
+	if why == "" {
+		return Result{Detail: "mkfs.ext4 and loop devices available: sandbox disk caps and volumes work"}
 	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		return Result{Level: Warn, Detail: "no /dev/loop-control: named volumes are unavailable",
-			Fix: "load the loop module (modprobe loop) or give the container /dev/loop-control"}
+	fix := "apt-get install e2fsprogs"
+	if _, err := exec.LookPath(diskimg.Mkfs); err == nil {
+		fix = "load the loop module (modprobe loop) or give the container /dev/loop-control"
 	}
-	return Result{Detail: "mkfs.ext4 and loop devices available"}
+	return Result{Level: Warn, Detail: why + ": sandboxes with a disk cap are refused and volumes are unavailable",
+		Fix: fix + "; or run paddock serve --sandbox-disk 0 to accept writable layers uncapped on the host's filesystem (unsafe with many tenants)"}
 }
 
 func checkRuncCLI(context.Context) Result {

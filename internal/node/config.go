@@ -19,6 +19,7 @@ const (
 	defaultMaxTimeout   = 5 * time.Hour
 	defaultMaxSandboxes = 64
 	defaultMaxPorts     = 8
+	defaultMaxDiskMB    = 100 << 10 // 100 GiB: images are sparse, a cap costs nothing until written
 
 	defaultListLimit = 50
 	maxListLimit     = 500
@@ -43,11 +44,16 @@ type Config struct {
 	Now              func() time.Time  // injectable clock; default time.Now
 	DefaultTimeout   time.Duration     // default 5m
 	MaxTimeout       time.Duration     // hard max for a sandbox's total lifetime incl. extensions; default 5h
-	DefaultResources sandbox.Resources // default {VCPUs:1, MemoryMB:1024, PIDs:512}
-	MaxResources     sandbox.Resources // default {VCPUs: host cores, MemoryMB: 16384, PIDs: 32768}
+	DefaultResources sandbox.Resources // default {VCPUs:1, MemoryMB:1024, PIDs:512, DiskMB: 0 (no cap)}
+	MaxResources     sandbox.Resources // default {VCPUs: host cores, MemoryMB: 16384, PIDs: 32768, DiskMB: 102400}
 	MaxSandboxes     int               // running+pending at once on this host; default 64
 	MaxPorts         int               // declared ports per sandbox; default 8
 	Logger           *slog.Logger      // default slog.Default()
+	// StoppedRetention is how long a stopped or failed sandbox keeps its
+	// writable layer on the host (for snapshots) before the node removes
+	// it; the record stays, marked (Sandbox.LayerRemovedAt). 0 keeps
+	// layers until the sandbox is deleted.
+	StoppedRetention time.Duration
 	// Network gives each sandbox a network of its own; nil keeps sandboxes
 	// loopback-only (and refuses ports and network policies).
 	Network Network
@@ -122,6 +128,9 @@ func (c *Config) setDefaults() {
 	if c.MaxResources.PIDs == 0 {
 		c.MaxResources.PIDs = 32768
 	}
+	if c.MaxResources.DiskMB == 0 {
+		c.MaxResources.DiskMB = max(defaultMaxDiskMB, c.DefaultResources.DiskMB)
+	}
 	if c.DefaultResources.VCPUs == 0 {
 		c.DefaultResources.VCPUs = min(1, c.MaxResources.VCPUs)
 	}
@@ -155,6 +164,8 @@ func (c *Config) Validate() error {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: DefaultTimeout %s exceeds MaxTimeout %s", c.DefaultTimeout, c.MaxTimeout)
 	case c.MaxSandboxes <= 0:
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: MaxSandboxes must be positive, got %d", c.MaxSandboxes)
+	case c.StoppedRetention < 0:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: StoppedRetention must not be negative, got %s", c.StoppedRetention)
 	case c.MaxPorts <= 0:
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "node: MaxPorts must be positive, got %d", c.MaxPorts)
 	}
@@ -185,6 +196,9 @@ func normalize(cfg *Config, req sandbox.CreateRequest) (sandbox.CreateRequest, e
 	}
 	if req.Resources.PIDs == 0 {
 		req.Resources.PIDs = cfg.DefaultResources.PIDs
+	}
+	if req.Resources.DiskMB == 0 {
+		req.Resources.DiskMB = cfg.DefaultResources.DiskMB
 	}
 	if err := req.Resources.Validate(cfg.MaxResources); err != nil {
 		return req, err

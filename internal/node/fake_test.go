@@ -38,6 +38,8 @@ type fakeDriver struct {
 	deadAgent map[string]bool
 	// ping, when set, is the fake agent's ping answer (JSON).
 	ping string
+	// diskCap is reported in Capabilities; set before the manager starts.
+	diskCap bool
 }
 
 var _ runtime.Driver = (*fakeDriver)(nil)
@@ -112,7 +114,7 @@ func (d *fakeDriver) running(id string) (running, known bool) {
 }
 
 func (d *fakeDriver) Capabilities() runtime.Capabilities {
-	return runtime.Capabilities{Name: "fake"}
+	return runtime.Capabilities{Name: "fake", DiskCap: d.diskCap}
 }
 
 func (d *fakeDriver) Create(ctx context.Context, spec runtime.Spec) (*agent.Client, error) {

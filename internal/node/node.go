@@ -43,6 +43,8 @@ type Manager struct {
 	log    *slog.Logger
 	store  Records
 	driver string // the driver's name, recorded in every sandbox
+	// diskCap: the driver can cap a sandbox's disk (Resources.DiskMB).
+	diskCap bool
 
 	// wake tells the timeout loop that a deadline changed. Buffered (1) so a
 	// sender never blocks; one pending wake covers any number of changes.
@@ -54,8 +56,11 @@ type Manager struct {
 	entries map[string]*entry
 	// active holds the ids of pending and running sandboxes: the capacity count.
 	active map[string]struct{}
-	// deadlines holds ExpiresAt of running sandboxes for the timeout loop.
+	// deadlines holds ExpiresAt of running sandboxes, and collect when
+	// the layers of stopped and failed ones go (Config.StoppedRetention),
+	// for the timeout loop.
 	deadlines map[string]time.Time
+	collect   map[string]time.Time
 	started   bool
 	closed    bool
 	cancel    context.CancelFunc // stops the timeout loop; set by Start
@@ -136,10 +141,12 @@ func newManager(cfg Config, store Records) (*Manager, error) {
 		log:       cfg.Logger.With("component", "node"),
 		store:     store,
 		driver:    cfg.Driver.Capabilities().Name,
+		diskCap:   cfg.Driver.Capabilities().DiskCap,
 		wake:      make(chan struct{}, 1),
 		entries:   make(map[string]*entry),
 		active:    make(map[string]struct{}),
 		deadlines: make(map[string]time.Time),
+		collect:   make(map[string]time.Time),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), recordsLoadTimeout)
 	defer cancel()
@@ -233,6 +240,9 @@ func (m *Manager) Create(ctx context.Context, req sandbox.CreateRequest) (sandbo
 	req, err := normalize(&m.cfg, req)
 	if err != nil {
 		return sandbox.Sandbox{}, err
+	}
+	if req.Resources.DiskMB > 0 && !m.diskCap {
+		return sandbox.Sandbox{}, errNoDiskCap
 	}
 	var (
 		img    *image.Image
@@ -756,6 +766,11 @@ func (m *Manager) indexLocked(sb sandbox.Sandbox) {
 	} else {
 		delete(m.deadlines, sb.ID)
 	}
+	if at, ok := m.collectAt(sb); ok {
+		m.collect[sb.ID] = at
+	} else {
+		delete(m.collect, sb.ID)
+	}
 }
 
 // forget drops e from the node. The caller holds e.op.
@@ -772,6 +787,7 @@ func (m *Manager) forget(e *entry) {
 	delete(m.entries, id)
 	delete(m.active, id)
 	delete(m.deadlines, id)
+	delete(m.collect, id)
 	m.mu.Unlock()
 }
 
@@ -798,6 +814,11 @@ func (m *Manager) now() time.Time { return m.cfg.Now().UTC() }
 func driverContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), driverTimeout)
 }
+
+// errNoDiskCap refuses a disk cap the driver cannot enforce: a sandbox
+// must not run uncapped because the host lacks a tool.
+var errNoDiskCap = sandbox.Errorf(sandbox.ErrUnsupported, "sandbox_disk_unsupported",
+	"this host cannot cap sandbox disks (paddock doctor says why); the operator may run paddock with --sandbox-disk 0 to accept uncapped writable layers")
 
 func notFound(id string) error {
 	return sandbox.Errorf(sandbox.ErrNotFound, "sandbox_not_found", "sandbox %q not found", id)

@@ -83,6 +83,8 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, err
 		return nil, notFound(id)
 	case sb.State != sandbox.Running && sb.State != sandbox.Stopped:
 		return nil, sandbox.Errorf(sandbox.ErrConflict, "sandbox_not_snapshottable", "sandbox %s is %s: only a running or stopped sandbox can be snapshotted", id, sb.State)
+	case !sb.LayerRemovedAt.IsZero():
+		return nil, errLayerRemoved(sb, m.cfg.StoppedRetention)
 	}
 	env := slices.Sorted(maps.Keys(sb.Env))
 	for i, k := range env {

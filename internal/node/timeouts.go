@@ -34,30 +34,41 @@ func (m *Manager) timeoutLoop(ctx context.Context) {
 	}
 }
 
-// nextDeadline returns the earliest deadline of a running sandbox.
+// nextDeadline returns the earliest deadline of a running sandbox or of a
+// stopped one's layer.
 func (m *Manager) nextDeadline() (time.Time, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var next time.Time
-	for _, at := range m.deadlines {
-		if next.IsZero() || at.Before(next) {
-			next = at
+	for _, deadlines := range []map[string]time.Time{m.deadlines, m.collect} {
+		for _, at := range deadlines {
+			if next.IsZero() || at.Before(next) {
+				next = at
+			}
 		}
 	}
 	return next, !next.IsZero()
 }
 
 // checkTimeouts stops every running sandbox whose deadline has passed by
-// cfg.Now, in parallel, and returns when they are all stopped. Tests call it
-// directly after moving their fake clock.
+// cfg.Now, and removes the layers of stopped ones past their retention, in
+// parallel, and returns when all is done. Tests call it directly after
+// moving their fake clock.
 func (m *Manager) checkTimeouts(ctx context.Context) {
 	now := m.now()
 	m.mu.Lock()
-	var due []*entry
+	var due, collect []*entry
 	for id, at := range m.deadlines {
 		if !at.After(now) {
 			if e, ok := m.entries[id]; ok {
 				due = append(due, e)
+			}
+		}
+	}
+	for id, at := range m.collect {
+		if !at.After(now) {
+			if e, ok := m.entries[id]; ok {
+				collect = append(collect, e)
 			}
 		}
 	}
@@ -66,6 +77,9 @@ func (m *Manager) checkTimeouts(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, e := range due {
 		wg.Go(func() { m.expire(ctx, e) })
+	}
+	for _, e := range collect {
+		wg.Go(func() { m.collectLayer(ctx, e) })
 	}
 	wg.Wait()
 }

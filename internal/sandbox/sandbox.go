@@ -136,6 +136,10 @@ type Sandbox struct {
 	LastActivityAt time.Time `json:"lastActivityAt,omitzero"`
 	// Error says why a sandbox failed.
 	Error string `json:"error,omitempty"`
+	// LayerRemovedAt is when the writable layer of a stopped or failed
+	// sandbox was removed after the host's retention period: the record
+	// stays, but there is nothing left to snapshot.
+	LayerRemovedAt time.Time `json:"layerRemovedAt,omitzero"`
 	// Address is the sandbox's own address on its veth when it has a
 	// network of its own; zero for loopback-only sandboxes.
 	Address netip.Addr `json:"address,omitzero"`

@@ -35,7 +35,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) error {
 // createParams validates a create (or fork) request body.
 func createParams(req api.CreateSandboxRequest) (sandbox.CreateRequest, error) {
 	res := req.Resources
-	if res.VCPUs < 0 || math.IsNaN(res.VCPUs) || math.IsInf(res.VCPUs, 0) || res.MemoryMB < 0 || res.PIDs < 0 {
+	if res.VCPUs < 0 || math.IsNaN(res.VCPUs) || math.IsInf(res.VCPUs, 0) || res.MemoryMB < 0 || res.PIDs < 0 || res.DiskMB < 0 {
 		return sandbox.CreateRequest{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_resources", "resources must not be negative")
 	}
 	if req.TimeoutMs < 0 {
@@ -60,7 +60,7 @@ func createParams(req api.CreateSandboxRequest) (sandbox.CreateRequest, error) {
 	}
 	return sandbox.CreateRequest{
 		Image:         req.Image,
-		Resources:     sandbox.Resources{VCPUs: res.VCPUs, MemoryMB: res.MemoryMB, PIDs: res.PIDs},
+		Resources:     sandbox.Resources{VCPUs: res.VCPUs, MemoryMB: res.MemoryMB, PIDs: res.PIDs, DiskMB: res.DiskMB},
 		Timeout:       time.Duration(req.TimeoutMs) * time.Millisecond,
 		Env:           req.Env,
 		Ports:         fromAPIPorts(req.Ports),
@@ -182,6 +182,10 @@ func (s *Server) sandboxStats(w http.ResponseWriter, r *http.Request) error {
 		VCPUs:            st.CPUQuotaFrac,
 		NetworkRxBytes:   st.NetworkRxBytes,
 		NetworkTxBytes:   st.NetworkTxBytes,
+		DiskBytes:        st.DiskBytes,
+		DiskLimitBytes:   st.DiskLimitBytes,
+		DiskInodes:       st.DiskInodes,
+		DiskInodesLimit:  st.DiskInodesLimit,
 	})
 	return nil
 }
@@ -210,7 +214,7 @@ func (s *Server) toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
 		SnapshotID:     sb.Snapshot,
 		ImageUser:      sb.ImageUser,
 		WorkingDir:     sb.WorkingDir,
-		Resources:      api.Resources{VCPUs: sb.Resources.VCPUs, MemoryMB: sb.Resources.MemoryMB, PIDs: sb.Resources.PIDs},
+		Resources:      api.Resources{VCPUs: sb.Resources.VCPUs, MemoryMB: sb.Resources.MemoryMB, PIDs: sb.Resources.PIDs, DiskMB: sb.Resources.DiskMB},
 		Env:            sb.Env,
 		CreatedAt:      sb.CreatedAt.UTC(),
 		StartedAt:      utcOrZero(sb.StartedAt),
@@ -218,6 +222,7 @@ func (s *Server) toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
 		ExpiresAt:      utcOrZero(sb.ExpiresAt),
 		LastActivityAt: utcOrZero(sb.LastActivityAt),
 		Error:          sb.Error,
+		LayerRemovedAt: sb.LayerRemovedAt,
 	}
 	if u := sb.User; u != (sandbox.User{}) {
 		out.User = &api.SandboxUser{UID: u.UID, GID: u.GID, Home: u.Home}
