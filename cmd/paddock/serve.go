@@ -19,10 +19,12 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/atomicfile"
 	"github.com/paddock-dev/paddock/internal/daemon"
+	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/proxy/app"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
 	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/volume"
 )
 
 // shutdownGrace is how long open requests (log streams, uploads) get to
@@ -66,7 +68,10 @@ type serveFlags struct {
 	// uncapped writable layers); maxSandboxDisk the largest one asked.
 	sandboxDisk    string
 	maxSandboxDisk string
-	auth           authFlags
+	// Per-team caps on what a team keeps on the host (0: no cap).
+	teamMaxImages, teamMaxSnapshots, teamMaxVolumes int
+	teamMaxSnapshotBytes, teamMaxVolumeBytes        string
+	auth                                            authFlags
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
@@ -87,6 +92,11 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.maxVolumeSize, "max-volume-size", "100G", "largest cap a volume may be created with")
 	fs.StringVar(&f.sandboxDisk, "sandbox-disk", "10G", "disk cap of a sandbox's writable layer when its create gives none; 0 keeps layers uncapped on the data dir's filesystem (unsafe with many tenants)")
 	fs.StringVar(&f.maxSandboxDisk, "max-sandbox-disk", "100G", "largest disk cap a sandbox may be created with")
+	fs.IntVar(&f.teamMaxImages, "team-max-images", image.DefaultTeamMaxImages, "image refs a team may keep (0: no cap)")
+	fs.IntVar(&f.teamMaxSnapshots, "team-max-snapshots", image.DefaultTeamMaxSnapshots, "snapshots a team may keep (0: no cap)")
+	fs.StringVar(&f.teamMaxSnapshotBytes, "team-max-snapshot-bytes", "50G", "total size of a team's snapshots (0: no cap)")
+	fs.IntVar(&f.teamMaxVolumes, "team-max-volumes", volume.DefaultTeamMaxVolumes, "volumes a team may keep (0: no cap)")
+	fs.StringVar(&f.teamMaxVolumeBytes, "team-max-volume-bytes", "200G", "total of a team's volume sizes (0: no cap)")
 	fs.DurationVar(&c.StoppedRetention, "stopped-retention", 24*time.Hour, "how long a stopped sandbox keeps its writable layer for snapshots before it is removed (the record stays); 0 keeps it until the sandbox is deleted")
 	fs.Int64Var(&c.AppMaxBody, "app-max-body", app.DefaultMaxBody, "largest request body, in bytes, the app proxy forwards to a project's app")
 	fs.DurationVar(&c.HealthTimeout, "health-timeout", 2*time.Minute, "how long a project's app may take to become healthy, unless the project sets its own")
@@ -133,12 +143,34 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	if c.MaxSandboxDiskMB == 0 {
 		return f, usagef("serve: --max-sandbox-disk must be at least %dM", sandbox.MinDiskMB)
 	}
+	if f.teamMaxImages < 0 || f.teamMaxSnapshots < 0 || f.teamMaxVolumes < 0 {
+		return f, usagef("serve: --team-max-* must not be negative (0: no cap)")
+	}
+	snapBytes, err := parseSize(f.teamMaxSnapshotBytes)
+	if err != nil {
+		return f, usagef("serve: --team-max-snapshot-bytes: %v", err)
+	}
+	volBytes, err := parseSize(f.teamMaxVolumeBytes)
+	if err != nil {
+		return f, usagef("serve: --team-max-volume-bytes: %v", err)
+	}
+	c.TeamMaxImages, c.TeamMaxSnapshots, c.TeamMaxSnapshotBytes = noCap(f.teamMaxImages), noCap(f.teamMaxSnapshots), noCap(snapBytes)
+	c.TeamMaxVolumes, c.TeamMaxVolumeBytes = noCap(f.teamMaxVolumes), noCap(volBytes)
 	c.OIDC, c.ResetAdminToken = f.auth.oidc(), f.auth.resetAdminToken
 	c.PublicURL = f.publicURL // checked here; serve fills in the default once it listens
 	if err := c.Validate(); err != nil {
 		return f, usagef("serve: %v", err)
 	}
 	return f, nil
+}
+
+// noCap maps a flag's 0 ("no cap") to the negative daemon.Config takes
+// for it (its 0 is "the default").
+func noCap[T int | int64](v T) T {
+	if v == 0 {
+		return -1
+	}
+	return v
 }
 
 // prefixesFlag is a repeatable CIDR flag; a bare address is its /32 or /128.

@@ -69,6 +69,16 @@ type Config struct {
 	// it until the sandbox is deleted.
 	StoppedRetention time.Duration
 
+	// Per-team caps on what a team keeps on the host: image refs,
+	// snapshots and the bytes of their own layers, volumes and the sum of
+	// their sizes. 0: the stores' defaults (image.DefaultTeamMax*,
+	// volume.DefaultTeamMax*); negative: no cap.
+	TeamMaxImages        int
+	TeamMaxSnapshots     int
+	TeamMaxSnapshotBytes int64
+	TeamMaxVolumes       int
+	TeamMaxVolumeBytes   int64
+
 	// MaxVolumeSize is the largest cap a volume may be created with, in
 	// bytes (volume.DefaultMaxSize if 0).
 	MaxVolumeSize int64

@@ -174,6 +174,7 @@ func (d *Daemon) startNetwork(_ context.Context, o *options) error {
 
 func (d *Daemon) startImages(context.Context, *options) error {
 	images, err := image.OpenStore(filepath.Join(d.cfg.DataDir, "images"), image.StoreOptions{Logger: d.log,
+		TeamMaxImages: d.cfg.TeamMaxImages, TeamMaxSnapshots: d.cfg.TeamMaxSnapshots, TeamMaxSnapshotBytes: d.cfg.TeamMaxSnapshotBytes,
 		Guard: netguard.Guard{AllowPrivate: d.cfg.RegistryAllowPrivate, Allow: d.cfg.EgressAllowCIDRs, Deny: d.cfg.deny()}})
 	if err != nil {
 		return err
@@ -269,7 +270,8 @@ func (d *Daemon) openVolumes(o *options) error {
 		d.log.Warn("volumes disabled", "why", why)
 		return nil
 	}
-	vcfg := volume.Config{Dir: filepath.Join(d.cfg.DataDir, "volumes"), MaxSize: d.cfg.MaxVolumeSize, Logger: d.log}
+	vcfg := volume.Config{Dir: filepath.Join(d.cfg.DataDir, "volumes"), MaxSize: d.cfg.MaxVolumeSize, Logger: d.log,
+		TeamMaxVolumes: d.cfg.TeamMaxVolumes, TeamMaxBytes: d.cfg.TeamMaxVolumeBytes}
 	if vcfg.MaxSize == 0 {
 		vcfg.MaxSize = volume.DefaultMaxSize
 	}

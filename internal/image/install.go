@@ -37,6 +37,13 @@ func (s *Store) install(ctx context.Context, scope, ref string, img v1.Image, pr
 	if err != nil {
 		return nil, err
 	}
+	// Checked before any download, and again once the image is in.
+	s.mu.Lock()
+	err = s.checkImageQuotaLocked(scope, ref)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	var diffIDs []string
 	// The layers stay pinned until the image record names them, so a GC
 	// running meanwhile cannot sweep a layer this pull has just unpacked.
@@ -92,6 +99,9 @@ func (s *Store) install(ctx context.Context, scope, ref string, img v1.Image, pr
 	defer s.mu.Unlock()
 	// Only scope's ref moves: every other team's ref of the same name, and
 	// the published one, keep naming what they named.
+	if err := s.checkImageQuotaLocked(scope, ref); err != nil {
+		return nil, err
+	}
 	refs := s.scopeLocked(scope)
 	prev, moved := refs[ref]
 	refs[ref] = rec.Digest

@@ -98,6 +98,18 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 		}
 		lowers = append(lowers, filepath.Base(l))
 	}
+	// The team's room bounds the copy itself, so an over-quota sandbox
+	// is not copied in full only to be thrown away.
+	s.mu.Lock()
+	room, err := s.snapshotRoomLocked(spec.TeamID)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	maxBytes := s.opts.MaxLayerBytes
+	if room >= 0 {
+		maxBytes = min(maxBytes, room)
+	}
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
@@ -115,14 +127,24 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	size, err := fill(ctx, tmp, s.opts.MaxLayerBytes)
+	size, err := fill(ctx, tmp, maxBytes)
 	if err != nil {
-		return nil, err
+		s.mu.Lock()
+		_, used := s.snapshotUsageLocked(spec.TeamID)
+		s.mu.Unlock()
+		return nil, quotaErr(err, room, s.opts.MaxLayerBytes, used, teamCap(s.opts.TeamMaxSnapshotBytes, DefaultTeamMaxSnapshotBytes))
 	}
 	crashpoint.Hit("image/snapshot/copied")
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Others of the team may have been added during the copy.
+	if room, err := s.snapshotRoomLocked(spec.TeamID); err != nil {
+		return nil, err
+	} else if room >= 0 && size > room {
+		_, used := s.snapshotUsageLocked(spec.TeamID)
+		return nil, errSnapshotBytes(used, teamCap(s.opts.TeamMaxSnapshotBytes, DefaultTeamMaxSnapshotBytes))
+	}
 	for _, h := range lowers {
 		if _, ok := s.idx.Layers[h]; !ok {
 			return nil, sandbox.Errorf(sandbox.ErrNotFound, "layer_not_found", "snapshot: layer %s is gone from the store", h)

@@ -88,3 +88,61 @@ func TestSnapshotLifecycle(t *testing.T) {
 		t.Errorf("remove unknown: %v", err)
 	}
 }
+
+// TestSnapshotTeamQuota: a team's snapshots are capped in number and in
+// the bytes of their own layers; the copy is bounded by what is left, and
+// other teams are not counted.
+func TestSnapshotTeamQuota(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenStore(t.TempDir(), StoreOptions{TeamMaxSnapshots: 3, TeamMaxSnapshotBytes: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotMax int64
+	fill := func(n int) func(context.Context, string, int64) (int64, error) {
+		return func(ctx context.Context, dir string, maxBytes int64) (int64, error) {
+			gotMax = maxBytes
+			if int64(n) > maxBytes {
+				return 0, sandbox.Errorf(sandbox.ErrTooLarge, "snapshot_too_large", "over %d", maxBytes)
+			}
+			return int64(n), os.WriteFile(filepath.Join(dir, "f"), make([]byte, n), 0o644)
+		}
+	}
+	add := func(team string, n int) error {
+		_, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: team, OnHost: true}, fill(n))
+		return err
+	}
+	wantQuota := func(err error) {
+		t.Helper()
+		if !errors.Is(err, sandbox.ErrForbidden) || sandbox.CodeOf(err) != "snapshot_quota_exceeded" {
+			t.Fatalf("got %v, want snapshot_quota_exceeded", err)
+		}
+	}
+	if err := add("team-a", 6); err != nil {
+		t.Fatal(err)
+	}
+	if gotMax != 10 {
+		t.Errorf("the first copy was bounded at %d bytes, want the team's 10", gotMax)
+	}
+	wantQuota(add("team-a", 5)) // 6 + 5 > 10, and the copy was cut at 4
+	if gotMax != 4 {
+		t.Errorf("the copy was bounded at %d bytes, want the 4 left", gotMax)
+	}
+	if err := add("team-a", 4); err != nil {
+		t.Fatal(err)
+	}
+	wantQuota(add("team-a", 0)) // 10 of 10 bytes
+	if err := add("team-b", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := add("team-b", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := add("team-b", 1); err != nil {
+		t.Fatal(err)
+	}
+	wantQuota(add("team-b", 1)) // 3 snapshots
+	if n := len(s.Snapshots()); n != 5 {
+		t.Errorf("%d snapshots, want 5: refused ones leave nothing", n)
+	}
+}

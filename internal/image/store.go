@@ -53,6 +53,12 @@ type StoreOptions struct {
 	// Guard.Allow for a registry on the LAN); link-local and metadata
 	// addresses are always refused.
 	Guard netguard.Guard
+	// Per-team caps (quota.go): image refs a team's scope holds,
+	// snapshots a team owns and the bytes of their own layers. 0: the
+	// Default of each; negative: no cap.
+	TeamMaxImages        int
+	TeamMaxSnapshots     int
+	TeamMaxSnapshotBytes int64
 	// Logger gets the store's events (slog.Default() if nil).
 	Logger *slog.Logger
 }

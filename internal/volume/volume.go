@@ -65,6 +65,11 @@ import (
 const (
 	DefaultSize    = 10 << 30  // a volume created without a size
 	DefaultMaxSize = 100 << 30 // Config.MaxSize when zero
+	// Per-team caps when Config leaves them zero: volumes a team owns and
+	// the sum of their sizes. Images are sparse, so sizes promise more
+	// than they take; the sum bounds what a team's volumes can ever take.
+	DefaultTeamMaxVolumes = 20
+	DefaultTeamMaxBytes   = 200 << 30
 	// MinSize leaves room for ext4's own metadata and journal.
 	MinSize = 16 << 20
 	// sizeAlign: sizes are rounded up to whole MiB.
@@ -89,6 +94,11 @@ type Config struct {
 	MaxSize     int64  // default DefaultMaxSize
 	Logger      *slog.Logger
 	Now         func() time.Time
+	// TeamMaxVolumes and TeamMaxBytes cap a team's volumes and the sum of
+	// their sizes: DefaultTeamMaxVolumes and DefaultTeamMaxBytes if 0, no
+	// cap if negative.
+	TeamMaxVolumes int
+	TeamMaxBytes   int64
 }
 
 func (c *Config) setDefaults() {
@@ -97,6 +107,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxSize == 0 {
 		c.MaxSize = max(DefaultMaxSize, c.DefaultSize)
+	}
+	if c.TeamMaxVolumes == 0 {
+		c.TeamMaxVolumes = DefaultTeamMaxVolumes
+	}
+	if c.TeamMaxBytes == 0 {
+		c.TeamMaxBytes = DefaultTeamMaxBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -309,6 +325,9 @@ func (m *Manager) Create(ctx context.Context, name string, size int64, teamID st
 	if _, ok := m.vols[name]; ok {
 		return Volume{}, sandbox.Errorf(sandbox.ErrConflict, "volume_exists", "volume %q already exists", name)
 	}
+	if err := m.checkQuotaLocked(teamID, size); err != nil {
+		return Volume{}, err
+	}
 	tmp, err := os.MkdirTemp(m.cfg.Dir, tmpPrefix+name+"-")
 	if err != nil {
 		return Volume{}, fmt.Errorf("volume: create %s: %w", name, err)
@@ -337,6 +356,28 @@ func (m *Manager) Create(ctx context.Context, name string, size int64, teamID st
 	m.vols[name] = v
 	m.log.Info("volume created", "volume", name, "sizeBytes", size)
 	return m.view(v), nil
+}
+
+// checkQuotaLocked refuses a new volume of size bytes that would take the
+// team past its count or size cap. The caller holds m.mu.
+func (m *Manager) checkQuotaLocked(teamID string, size int64) error {
+	n, total := 0, int64(0)
+	for _, v := range m.vols {
+		if v.meta.TeamID == teamID {
+			n++
+			total += v.meta.SizeBytes
+		}
+	}
+	if max := m.cfg.TeamMaxVolumes; max > 0 && n >= max {
+		return sandbox.Errorf(sandbox.ErrForbidden, "volume_quota_exceeded",
+			"the team has %d volumes, the most this server allows a team: delete one first", n)
+	}
+	if max := m.cfg.TeamMaxBytes; max > 0 && total+size > max {
+		return sandbox.Errorf(sandbox.ErrForbidden, "volume_quota_exceeded",
+			"the team's volumes are capped at %d MiB in all, of %d MiB this server allows a team: a %d MiB volume does not fit",
+			total>>20, max>>20, size>>20)
+	}
+	return nil
 }
 
 // Get returns one volume.

@@ -407,6 +407,41 @@ func TestTeams(t *testing.T) {
 	release(t, m, "sb-a")
 }
 
+// TestTeamQuota: a team's volumes are capped in number and in the sum of
+// their sizes; deleting one makes room, and other teams do not count.
+func TestTeamQuota(t *testing.T) {
+	requireVolumes(t)
+	dir := t.TempDir()
+	leakcheck.Check(t, leakcheck.Scope{Dirs: []string{dir}})
+	m, err := Open(Config{Dir: dir, DefaultSize: MinSize, MaxSize: 64 << 20, TeamMaxVolumes: 2, TeamMaxBytes: 3 * MinSize,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	mk := func(name string, size int64, team string) error {
+		_, err := m.Create(ctx, name, size, team)
+		return err
+	}
+	if err := mk("a1", MinSize, "team-a"); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, mk("a2", 3*MinSize, "team-a"), sandbox.ErrForbidden, "volume_quota_exceeded") // 4 x MinSize in all
+	if err := mk("a2", 2*MinSize, "team-a"); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, mk("a3", MinSize, "team-a"), sandbox.ErrForbidden, "volume_quota_exceeded") // a third volume
+	if err := mk("b1", 3*MinSize, "team-b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Delete(ctx, "a1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := mk("a3", MinSize, "team-a"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRemountedWhenUnmountedBehindOurBack: a volume unmounted by someone
 // else while in use is mounted again for the next user, never handed out
 // as the bare (uncapped) host directory.
