@@ -71,7 +71,9 @@ type serveFlags struct {
 	// Per-team caps on what a team keeps on the host (0: no cap).
 	teamMaxImages, teamMaxSnapshots, teamMaxVolumes int
 	teamMaxSnapshotBytes, teamMaxVolumeBytes        string
-	auth                                            authFlags
+	// stagingBytes bounds the uploads staged at once in <data>/tmp/uploads.
+	stagingBytes string
+	auth         authFlags
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
@@ -97,6 +99,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.teamMaxSnapshotBytes, "team-max-snapshot-bytes", "50G", "total size of a team's snapshots (0: no cap)")
 	fs.IntVar(&f.teamMaxVolumes, "team-max-volumes", volume.DefaultTeamMaxVolumes, "volumes a team may keep (0: no cap)")
 	fs.StringVar(&f.teamMaxVolumeBytes, "team-max-volume-bytes", "200G", "total of a team's volume sizes (0: no cap)")
+	fs.StringVar(&f.stagingBytes, "upload-staging-bytes", "4G", "disk all image imports in flight may stage together under <data-dir>/tmp/uploads")
 	fs.DurationVar(&c.StoppedRetention, "stopped-retention", 24*time.Hour, "how long a stopped sandbox keeps its writable layer for snapshots before it is removed (the record stays); 0 keeps it until the sandbox is deleted")
 	fs.Int64Var(&c.AppMaxBody, "app-max-body", app.DefaultMaxBody, "largest request body, in bytes, the app proxy forwards to a project's app")
 	fs.DurationVar(&c.HealthTimeout, "health-timeout", 2*time.Minute, "how long a project's app may take to become healthy, unless the project sets its own")
@@ -156,6 +159,9 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	}
 	c.TeamMaxImages, c.TeamMaxSnapshots, c.TeamMaxSnapshotBytes = noCap(f.teamMaxImages), noCap(f.teamMaxSnapshots), noCap(snapBytes)
 	c.TeamMaxVolumes, c.TeamMaxVolumeBytes = noCap(f.teamMaxVolumes), noCap(volBytes)
+	if c.UploadStagingBytes, err = parseSize(f.stagingBytes); err != nil || c.UploadStagingBytes == 0 {
+		return f, usagef("serve: --upload-staging-bytes: want a size such as 4G, got %q", f.stagingBytes)
+	}
 	c.OIDC, c.ResetAdminToken = f.auth.oidc(), f.auth.resetAdminToken
 	c.PublicURL = f.publicURL // checked here; serve fills in the default once it listens
 	if err := c.Validate(); err != nil {

@@ -79,6 +79,10 @@ type Config struct {
 	TeamMaxVolumes       int
 	TeamMaxVolumeBytes   int64
 
+	// UploadStagingBytes bounds the disk all image imports in flight stage
+	// together under <data>/tmp/uploads (server.DefaultStagingBytes if 0).
+	UploadStagingBytes int64
+
 	// MaxVolumeSize is the largest cap a volume may be created with, in
 	// bytes (volume.DefaultMaxSize if 0).
 	MaxVolumeSize int64
@@ -131,8 +135,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("daemon config: MaxSandboxDiskMB must be at least %d", sandbox.MinDiskMB)
 	case c.SandboxDiskMB != 0 && (c.SandboxDiskMB < sandbox.MinDiskMB || c.MaxSandboxDiskMB != 0 && c.SandboxDiskMB > c.MaxSandboxDiskMB):
 		return fmt.Errorf("daemon config: SandboxDiskMB must be 0 or in [%d, MaxSandboxDiskMB]", sandbox.MinDiskMB)
-	case c.MaxVolumeSize < 0 || c.AppMaxBody < 0:
-		return errors.New("daemon config: MaxVolumeSize and AppMaxBody must not be negative")
+	case c.MaxVolumeSize < 0 || c.AppMaxBody < 0 || c.UploadStagingBytes < 0:
+		return errors.New("daemon config: MaxVolumeSize, AppMaxBody and UploadStagingBytes must not be negative")
 	case c.UserNSBase != 0 && c.UserNSBase < 65536:
 		return fmt.Errorf("daemon config: UserNSBase %d is below 65536, where host accounts live", c.UserNSBase)
 	case c.NoNetwork && c.NAT:

@@ -305,20 +305,6 @@ func (d *Daemon) openSources() (*source.Fetcher, error) {
 	return f, nil
 }
 
-// stagingDir makes <data>/tmp/imports, where the API stages image imports
-// (not /tmp: often a small tmpfs, and not emptied when paddock dies),
-// emptied of what a crash left mid-import.
-func (d *Daemon) stagingDir() (string, error) {
-	dir := filepath.Join(d.cfg.DataDir, "tmp", "imports")
-	if err := os.RemoveAll(dir); err != nil {
-		return "", fmt.Errorf("clean the imports' staging dir: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("make the imports' staging dir: %w", err)
-	}
-	return dir, nil
-}
-
 // startGC sweeps the image store every gcInterval until Close.
 func (d *Daemon) startGC() {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -396,10 +382,6 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	}
 	d.push("app proxy", apps.Close)
 
-	staging, err := d.stagingDir()
-	if err != nil {
-		return err
-	}
 	sandboxes := d.node
 	snapshots := serverSnapshots{store: d.images, node: d.node}
 	var portBase string
@@ -407,7 +389,10 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 		portBase = d.cfg.PublicURL
 	}
 	scfg := server.Config{
-		Sandboxes: sandboxes, Auth: authn, Accounts: authn, Logger: d.log, MaxUploadBytes: o.maxUploadBytes, StagingDir: staging,
+		Sandboxes: sandboxes, Auth: authn, Accounts: authn, Logger: d.log, MaxUploadBytes: o.maxUploadBytes,
+		// Not /tmp: often a small tmpfs, and not emptied when paddock dies;
+		// the server empties this one as it starts.
+		StagingDir: filepath.Join(d.cfg.DataDir, "tmp", "uploads"), StagingBytes: d.cfg.UploadStagingBytes,
 		Images: serverImages{Store: d.images, node: d.node}, ImageKeychain: d.cfg.ImageKeychain, Snapshots: snapshots,
 		History: d.store, Projects: d.control, Apps: apps.PathHandler(), Signer: d.signer, PortBaseURL: portBase,
 		Ready: d.ready,

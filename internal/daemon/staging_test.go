@@ -17,11 +17,11 @@ import (
 func TestImportStaging(t *testing.T) {
 	noGoroutinesLeft(t)
 	dir := newDataDir(t)
-	staging := filepath.Join(dir, "tmp", "imports")
+	staging := filepath.Join(dir, "tmp", "uploads")
 	if err := os.MkdirAll(staging, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	left := filepath.Join(staging, "paddock-import-123.tar")
+	left := filepath.Join(staging, "paddock-upload-123")
 	if err := os.WriteFile(left, []byte("half an archive"), 0o600); err != nil {
 		t.Fatal(err)
 	}

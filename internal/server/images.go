@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 
 	"github.com/paddock-dev/paddock/api"
@@ -257,22 +256,21 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(s.stagingDir, "paddock-import-*.tar")
+	f, err := s.staging.create(r.ContentLength)
 	if err != nil {
 		return fmt.Errorf("import image: %w", err)
 	}
-	defer os.Remove(f.Name())
-	defer f.Close()
+	defer f.remove()
 	body := http.MaxBytesReader(w, r.Body, s.maxUpload)
 	if _, err := io.Copy(f, body); err != nil {
 		return fmt.Errorf("import image: read body: %w", err) // httperr maps a MaxBytesError to 413
 	}
-	if err := f.Close(); err != nil {
+	if err := f.finish(); err != nil {
 		return fmt.Errorf("import image: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), importTimeout)
 	defer cancel()
-	img, err := s.images.Import(ctx, scope, f.Name())
+	img, err := s.images.Import(ctx, scope, f.path())
 	if err != nil {
 		return err
 	}

@@ -66,11 +66,12 @@ type Config struct {
 	Logger   *slog.Logger
 	// MaxUploadBytes bounds one upload to /files; 0 means DefaultMaxUploadBytes.
 	MaxUploadBytes int64
-	// StagingDir holds image imports while they are read (an import needs
-	// a file it can seek); "" is the host's temp dir. The daemon gives a
-	// directory of the data dir that it empties at every start, so an
-	// import cut short by a crash leaves nothing behind.
-	StagingDir string
+	// StagingDir is the server's own directory for uploads it keeps whole
+	// before use (image imports), emptied by New; "" stages them in
+	// os.TempDir(), which may be a RAM-backed tmpfs. StagingBytes bounds
+	// what all uploads in flight stage together (DefaultStagingBytes if 0).
+	StagingDir   string
+	StagingBytes int64
 	// PortBaseURL is the proxy's public base ("http://localhost:7420"),
 	// from which sandbox routes are built; empty shows no routes.
 	PortBaseURL string
@@ -111,8 +112,8 @@ func (c Config) Validate() error {
 		return errors.New("server config: Sandboxes is required")
 	case c.Auth == nil && c.Tokens == nil:
 		return errors.New("server config: Auth (or Tokens) is required")
-	case c.MaxUploadBytes < 0:
-		return fmt.Errorf("server config: MaxUploadBytes %d is negative", c.MaxUploadBytes)
+	case c.MaxUploadBytes < 0 || c.StagingBytes < 0:
+		return fmt.Errorf("server config: MaxUploadBytes %d or StagingBytes %d is negative", c.MaxUploadBytes, c.StagingBytes)
 	}
 	return nil
 }
@@ -126,11 +127,10 @@ type Server struct {
 	accounts  Accounts
 	log       *slog.Logger
 	maxUpload int64
-	// stagingDir is where imports are staged ("": the host's temp dir).
-	stagingDir string
-	baseURL    string
-	signer     *proxy.Signer
-	images     Images
+	staging   *staging // image imports
+	baseURL   string
+	signer    *proxy.Signer
+	images    Images
 	// imageKeychain: see Config.ImageKeychain.
 	imageKeychain bool
 	snaps         Snapshots
@@ -159,7 +159,6 @@ func New(cfg Config) (*Server, error) {
 		accounts:      cfg.Accounts,
 		log:           cfg.Logger,
 		maxUpload:     cfg.MaxUploadBytes,
-		stagingDir:    cfg.StagingDir,
 		baseURL:       cfg.PortBaseURL,
 		signer:        cfg.Signer,
 		images:        cfg.Images,
@@ -180,6 +179,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.maxUpload == 0 {
 		s.maxUpload = DefaultMaxUploadBytes
+	}
+	var err error
+	if s.staging, err = stagingFor(cfg); err != nil {
+		return nil, err
 	}
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
 	s.routes()
