@@ -46,7 +46,9 @@ func TestDiskLifecycle(t *testing.T) {
 	if !diskimg.IsMountpoint(mnt) || diskimg.LoopOf(img) == "" {
 		t.Fatalf("disk not mounted while the sandbox runs")
 	}
-	sh(t, c, "echo kept > note && head -c 1000000 /dev/urandom > data", false)
+	// A sparse file far larger than the disk: only its data counts,
+	// on the disk and in a snapshot.
+	sh(t, c, "echo kept > note && head -c 1000000 /dev/urandom > data && truncate -s 8G sparse && echo end >> sparse", false)
 	if _, err := os.Stat(filepath.Join(mnt, upperName, "home/user/note")); err != nil {
 		t.Fatalf("the write did not land on the disk: %v", err)
 	}
@@ -83,8 +85,11 @@ func TestDiskLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, err := os.ReadFile(filepath.Join(dst, "home/user/note")); err != nil || string(b) != "kept\n" || n < 1000000 {
+	if b, err := os.ReadFile(filepath.Join(dst, "home/user/note")); err != nil || string(b) != "kept\n" || n < 1000000 || n > 2000000 {
 		t.Fatalf("snapshot of the stopped sandbox: %q %v, %d bytes", b, err, n)
+	}
+	if err := unix.Stat(filepath.Join(dst, "home/user/sparse"), &st); err != nil || st.Size != 8<<30+4 || st.Blocks*512 > 1<<20 {
+		t.Fatalf("sparse file in the snapshot: size %d, %d bytes allocated, %v: want 8 GiB, sparse", st.Size, st.Blocks*512, err)
 	}
 	if diskimg.IsMountpoint(mnt) {
 		t.Fatal("disk left mounted by the snapshot")
