@@ -145,7 +145,9 @@ func (d *Daemon) startDriver(ctx context.Context, o *options) error {
 		agentPath = p
 	}
 	drv, err := runc.New(runc.Config{DataDir: d.cfg.DataDir, AgentPath: agentPath, Logger: d.log,
-		NoUserNS: d.cfg.NoUserNS, IDBase: d.cfg.UserNSBase})
+		NoUserNS: d.cfg.NoUserNS, IDBase: d.cfg.UserNSBase,
+		// Disks of the default size are made ahead of time.
+		PoolDiskMB: d.cfg.SandboxDiskMB})
 	if err != nil {
 		return err
 	}

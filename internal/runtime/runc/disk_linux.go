@@ -79,35 +79,54 @@ func (d *Driver) checkHostSpace(capBytes int64) error {
 }
 
 // prepareLayer makes the sandbox's upper and work dirs in its host dir,
-// on an image of diskMB MiB when diskMB > 0. On error the caller's
-// clean-up (teardown, then removal of the host dir) undoes what was done.
+// which must be empty, on a disk of diskMB MiB when diskMB > 0: one the
+// pool made ahead of time if it has one of that size, else a new one. On
+// error the caller's clean-up (teardown, then removal of the host dir)
+// undoes what was done.
 func (d *Driver) prepareLayer(ctx context.Context, dir string, diskMB int64) (upper, work string, err error) {
-	upper, work = filepath.Join(dir, upperName), filepath.Join(dir, workName)
-	if diskMB > 0 {
-		if !d.diskCap {
-			return "", "", errNoDisks(diskimg.Available())
-		}
-		img, mnt := filepath.Join(dir, diskImageName), filepath.Join(dir, diskName)
-		if err := d.disks.Make(ctx, img, diskMB<<20); err != nil {
-			if errors.Is(err, diskimg.ErrNoMkfs) {
-				return "", "", errNoDisks(err.Error())
+	if diskMB == 0 {
+		upper, work = filepath.Join(dir, upperName), filepath.Join(dir, workName)
+		for _, p := range []string{upper, work} {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				return "", "", err
 			}
-			return "", "", fmt.Errorf("disk: %w", err)
 		}
-		if err := os.Mkdir(mnt, 0o700); err != nil {
-			return "", "", fmt.Errorf("disk: %w", err)
-		}
-		if err := diskimg.Mount(img, mnt, false); err != nil {
-			return "", "", fmt.Errorf("disk: %w", err)
-		}
-		upper, work = filepath.Join(mnt, upperName), filepath.Join(mnt, workName)
+		return upper, work, nil
 	}
-	for _, p := range []string{upper, work} {
-		if err := os.Mkdir(p, 0o755); err != nil {
+	if !d.diskCap {
+		return "", "", errNoDisks(diskimg.Available())
+	}
+	mnt := filepath.Join(dir, diskName)
+	if d.pool == nil || !d.pool.take(diskMB<<20, dir) {
+		if err := d.makeDisk(ctx, dir, diskMB<<20); err != nil {
 			return "", "", err
 		}
 	}
-	return upper, work, nil
+	return filepath.Join(mnt, upperName), filepath.Join(mnt, workName), nil
+}
+
+// makeDisk makes a disk of size bytes in dir: the image copied from the
+// size's template, mounted at dir/disk, holding empty upper and work dirs.
+func (d *Driver) makeDisk(ctx context.Context, dir string, size int64) error {
+	img, mnt := filepath.Join(dir, diskImageName), filepath.Join(dir, diskName)
+	if err := d.disks.Make(ctx, img, size); err != nil {
+		if errors.Is(err, diskimg.ErrNoMkfs) {
+			return errNoDisks(err.Error())
+		}
+		return fmt.Errorf("disk: %w", err)
+	}
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		return fmt.Errorf("disk: %w", err)
+	}
+	if err := diskimg.Mount(img, mnt, false); err != nil {
+		return fmt.Errorf("disk: %w", err)
+	}
+	for _, p := range []string{upperName, workName} {
+		if err := os.Mkdir(filepath.Join(mnt, p), 0o755); err != nil {
+			return fmt.Errorf("disk: %w", err)
+		}
+	}
+	return nil
 }
 
 // errNoDisks refuses a disk cap on a host that cannot make images: an

@@ -70,6 +70,10 @@ type Config struct {
 	// less is refused (ErrUnavailable "host_disk_full"). 0: the larger of
 	// 1 GiB and 5% of the filesystem; negative: no reserve.
 	DiskReserve int64
+	// PoolDiskMB, when set, has the driver keep a few disks of this size
+	// made ahead of time (usually the server's default cap), so a create
+	// with it takes a ready disk instead of waiting for one. 0: none.
+	PoolDiskMB int64
 }
 
 // Defaults of Config (the id ranges: see userns.DefaultBase).
@@ -98,6 +102,8 @@ func (c Config) Validate() error {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "runc driver: DataDir is required")
 	case c.AgentPath == "":
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "runc driver: AgentPath is required")
+	case c.PoolDiskMB < 0:
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "runc driver: PoolDiskMB must not be negative")
 	case c.NoUserNS:
 		return nil
 	case c.IDBase != 0 && c.IDBase < 65536:

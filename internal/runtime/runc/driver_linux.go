@@ -73,6 +73,7 @@ type Driver struct {
 	img      *runtime.Rootfs
 	disks    *diskimg.Templates // sandbox disks of each size (disk_linux.go)
 	diskCap  bool               // this host can make them
+	pool     *diskPool          // disks made ahead of time; nil without Config.PoolDiskMB
 	memsw    bool
 	cgroupV2 bool
 	lowerOOM bool // may set the agent's oom_score_adj to -998
@@ -164,6 +165,9 @@ func New(cfg Config) (*Driver, error) {
 		d.log.Warn("sandbox disk caps unavailable: sandboxes with one are refused", "why", why)
 	} else {
 		d.diskCap = true
+	}
+	if d.pool, err = d.startPool(); err != nil {
+		return nil, fmt.Errorf("runc driver: %w", err)
 	}
 	return d, nil
 }
@@ -284,15 +288,16 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		}
 	}()
 
+	// First, while dir is empty: a disk made ahead of time replaces it.
+	upper, work, err := d.prepareLayer(ctx, dir, spec.Resources.DiskMB)
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
+	}
 	ids, err := d.openIDs(id)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
 	defer ids.close()
-	upper, work, err := d.prepareLayer(ctx, dir, spec.Resources.DiskMB)
-	if err != nil {
-		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
-	}
 	rootfs := d.roots.rootfs(id)
 	lowers := []string{img.Lower}
 	if len(img.Lowers) > 0 {
@@ -743,11 +748,14 @@ func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
 // Driver on the same DataDir adopts them.
 func (d *Driver) Close() error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.closed = true
 	for id, b := range d.boxes {
 		b.close()
 		delete(d.boxes, id)
+	}
+	d.mu.Unlock()
+	if d.pool != nil {
+		d.pool.close()
 	}
 	return nil
 }
