@@ -18,6 +18,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/daemon"
+	"github.com/paddock-dev/paddock/internal/diskimg"
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
@@ -88,6 +89,10 @@ type stackOptions struct {
 	control func(*control.Config)
 }
 
+// testDiskMB is the disk cap of the tests' sandboxes, as `paddock serve
+// --sandbox-disk` gives every sandbox one.
+const testDiskMB = 1024
+
 // unreachableDNS is the upstream of test networks: a loopback port nobody
 // serves, so no lookup a test makes can leave the machine.
 var unreachableDNS = netip.MustParseAddrPort("127.0.0.1:9")
@@ -130,6 +135,11 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 		MaxVolumeSize: testVolumeMaxSize, HealthTimeout: time.Minute,
 		// The tests' git and tarball servers and registries are on 127.0.0.1.
 		SourceAllowPrivate: true, RegistryAllowPrivate: true}
+	if diskimg.Available() == "" {
+		// As `paddock serve` runs sandboxes: each with a disk of its own,
+		// small here, made ahead of time.
+		cfg.SandboxDiskMB = testDiskMB
+	}
 	d, err := daemon.Start(t.Context(), cfg, daemon.WithLogger(log), daemon.WithAgentPath(agent),
 		daemon.WithDNSUpstream(unreachableDNS), daemon.WithMaxUploadBytes(opts.maxUploadBytes),
 		daemon.WithVolumeConfig(func(c *volume.Config) { c.DefaultSize = testVolumeSize }),
