@@ -256,3 +256,45 @@ func TestDiskPool(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskOfDeadSandbox: a sandbox whose init died on its own (as reconcile
+// finds one after a restart) has its disk unmounted by Stop, and its loop
+// device goes.
+func TestDiskOfDeadSandbox(t *testing.T) {
+	dataDir := t.TempDir()
+	leakcheck.Check(t, leakcheck.Scope{Dirs: []string{dataDir}})
+	ctx := context.Background()
+	d := newDriver(t, dataDir)
+	requireDisks(t, d)
+	id := "rt-ddead-" + fmt.Sprint(time.Now().UnixNano()%1e6)
+	leakcheck.Check(t, leakcheck.Scope{IDs: []string{id}})
+	if _, err := d.Create(ctx, runtime.Spec{ID: id, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 64, PIDs: 64, DiskMB: 64}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Destroy(ctx, id) })
+	list, err := d.List(ctx)
+	if err != nil || len(list) != 1 || list[0].PID == 0 {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	if err := unix.Kill(list[0].PID, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if l, _ := d.List(ctx); len(l) == 1 && !l[0].Running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sandbox still runs after its init was killed")
+		}
+	}
+	dir := filepath.Join(dataDir, "runc", id)
+	if !diskimg.IsMountpoint(filepath.Join(dir, diskName)) {
+		t.Fatal("the disk went with the sandbox's init: nothing left to test")
+	}
+	if err := d.Stop(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if diskimg.IsMountpoint(filepath.Join(dir, diskName)) {
+		t.Fatal("a dead sandbox's disk stays mounted after Stop")
+	}
+}
