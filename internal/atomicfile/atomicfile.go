@@ -1,7 +1,9 @@
 // Package atomicfile writes a file so that readers, and a restart after a
 // crash, see either the old content or the new, never part of it: a temp
 // file in the same directory, synced, renamed over the target, then the
-// directory synced so the rename itself survives a crash.
+// directory synced so the rename itself survives a crash. It is the one
+// such write in paddock (key files, client.json, records, indexes,
+// metadata), and SyncDir the one way to make a rename durable.
 package atomicfile
 
 import (
@@ -35,13 +37,22 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	if err := SyncDir(dir); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// SyncDir makes the renames, creations and removals of entries in dir
+// durable: a rename is on disk only once its directory is synced.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("write %s: sync dir: %w", path, err)
+		return fmt.Errorf("sync dir %s: %w", dir, err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync dir: %w", path, err)
+		return fmt.Errorf("sync dir %s: %w", dir, err)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/atomicfile"
 	"github.com/paddock-dev/paddock/internal/crashpoint"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -92,7 +93,7 @@ func (s *Service) save(ctx context.Context, r *run, ag Agent, log *slog.Logger) 
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return fmt.Errorf("state file: %w", err)
 	}
-	syncDir(dir)
+	_ = atomicfile.SyncDir(dir) // the state is kept either way; durability is best effort here
 	crashpoint.Hit("control/state/renamed")
 	var old string
 	if _, err := s.updateProject(ctx, r.projectID, func(p *store.Project) bool {
@@ -356,12 +357,4 @@ func (sec *section) cause(err error) error {
 func (sec *section) abort() {
 	sec.pw.CloseWithError(errors.New("restore aborted"))
 	sec.wait()
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/paddock-dev/paddock/internal/atomicfile"
 	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -290,23 +291,7 @@ func (s *Store) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(s.dir, ".index-*.json")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), s.indexPath())
+	return atomicfile.WriteFile(s.indexPath(), b, 0o600)
 }
 
 // normalizeRef gives the one spelling of a reference the index is keyed by,

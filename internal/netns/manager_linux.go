@@ -17,6 +17,7 @@ import (
 
 	"go4.org/netipx"
 
+	"github.com/paddock-dev/paddock/internal/atomicfile"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -479,12 +480,7 @@ func (m *Manager) writeState(e *entry) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(m.dir, e.net.ID+".json")
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(filepath.Join(m.dir, e.net.ID+".json"), b, 0o600)
 }
 
 // readopt rebuilds the Manager's view from DataDir: each live pin is a
@@ -501,7 +497,9 @@ func (m *Manager) readopt() error {
 	for _, de := range des {
 		name := de.Name()
 		switch {
-		case strings.HasSuffix(name, ".tmp"):
+		case strings.HasPrefix(name, "."):
+			// An atomicfile temp left by a crash: the state it was
+			// replacing, if any, is intact.
 			os.Remove(filepath.Join(m.dir, name))
 		case strings.HasSuffix(name, ".json"):
 			id := strings.TrimSuffix(name, ".json")

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/paddock-dev/paddock/internal/atomicfile"
 )
 
 // importedSuffix names the record directory once its files are imported.
@@ -44,7 +46,7 @@ func importFileRecords(ctx context.Context, dir string, to Records) (int, error)
 	if err := os.Rename(dir, dst); err != nil {
 		return 0, fmt.Errorf("node: import records: %w", err)
 	}
-	if err := syncDir(filepath.Dir(dir)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
 		return 0, err
 	}
 	return len(recs), nil

@@ -124,7 +124,7 @@ func TestRestartPendingAndStopping(t *testing.T) {
 		}
 	}
 	// A temp file from a crash mid-save is cleaned up.
-	tmp := filepath.Join(e.dir, "node", "sandboxes", "sb-x.123.tmp")
+	tmp := filepath.Join(e.dir, "node", "sandboxes", ".sb-x.json-123")
 	if err := os.WriteFile(tmp, []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/paddock-dev/paddock/internal/atomicfile"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -44,10 +45,7 @@ func newFileStore(dir string) (*fileStore, error) {
 	return &fileStore{dir: dir}, nil
 }
 
-const (
-	recordExt = ".json"
-	tempExt   = ".tmp"
-)
+const recordExt = ".json"
 
 func (s *fileStore) path(id string) string { return filepath.Join(s.dir, id+recordExt) }
 
@@ -60,26 +58,10 @@ func (s *fileStore) Save(_ context.Context, sb sandbox.Sandbox) error {
 	if err != nil {
 		return fmt.Errorf("node: encode record %s: %w", sb.ID, err)
 	}
-	f, err := os.CreateTemp(s.dir, sb.ID+".*"+tempExt)
-	if err != nil {
+	if err := atomicfile.WriteFile(s.path(sb.ID), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("node: save record %s: %w", sb.ID, err)
 	}
-	tmp := f.Name()
-	if _, err = f.Write(append(data, '\n')); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, s.path(sb.ID))
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("node: save record %s: %w", sb.ID, err)
-	}
-	// The rename is only durable once the directory is synced.
-	return syncDir(s.dir)
+	return nil
 }
 
 func (s *fileStore) Remove(_ context.Context, id string) error {
@@ -89,7 +71,7 @@ func (s *fileStore) Remove(_ context.Context, id string) error {
 	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("node: remove record %s: %w", id, err)
 	}
-	return syncDir(s.dir)
+	return atomicfile.SyncDir(s.dir)
 }
 
 func (s *fileStore) LoadAll(context.Context) ([]sandbox.Sandbox, error) {
@@ -100,9 +82,9 @@ func (s *fileStore) LoadAll(context.Context) ([]sandbox.Sandbox, error) {
 	var out []sandbox.Sandbox
 	for _, ent := range ents {
 		name := ent.Name()
-		if strings.HasSuffix(name, tempExt) {
-			// Left by a crash between create and rename: the record it was
-			// replacing (if any) is still intact.
+		if strings.HasPrefix(name, ".") {
+			// An atomicfile temp left by a crash between create and rename:
+			// the record it was replacing (if any) is still intact.
 			_ = os.Remove(filepath.Join(s.dir, name))
 			continue
 		}
@@ -125,16 +107,4 @@ func (s *fileStore) LoadAll(context.Context) ([]sandbox.Sandbox, error) {
 		out = append(out, sb)
 	}
 	return out, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("node: sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("node: sync %s: %w", dir, err)
-	}
-	return nil
 }

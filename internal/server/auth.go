@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/atomicfile"
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/proxy"
@@ -182,27 +183,7 @@ func (s *FileTokenStore) save(tokens []Token) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create token store dir: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".tokens-*.json")
-	if err != nil {
-		return fmt.Errorf("write token store: %w", err)
-	}
-	defer os.Remove(f.Name()) // no-op after the rename
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("write token store: %w", err)
-	}
-	if _, err := f.Write(append(data, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("write token store: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write token store: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write token store: %w", err)
-	}
-	if err := os.Rename(f.Name(), s.path); err != nil {
+	if err := atomicfile.WriteFile(s.path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write token store: %w", err)
 	}
 	return nil

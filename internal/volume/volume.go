@@ -57,6 +57,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/atomicfile"
 	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -349,7 +350,7 @@ func (m *Manager) Create(ctx context.Context, name string, size int64, teamID st
 		return Volume{}, fmt.Errorf("volume: create %s: %w", name, err)
 	}
 	ok = true
-	if err := syncDir(m.cfg.Dir); err != nil {
+	if err := atomicfile.SyncDir(m.cfg.Dir); err != nil {
 		return Volume{}, err
 	}
 	v := &vol{meta: meta}
@@ -720,35 +721,8 @@ func writeMeta(dir string, meta Volume) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, metaName+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err = f.Write(append(data, '\n')); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, metaName))
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := atomicfile.WriteFile(filepath.Join(dir, metaName), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write volume metadata: %w", err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("volume: sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("volume: sync %s: %w", dir, err)
 	}
 	return nil
 }
