@@ -466,9 +466,11 @@ func (b *forwardBody) Close() error { return b.rc.Close() }
 
 // StripPathPrefix removes a path form's prefix from the outbound path,
 // which the upstream then sees in X-Forwarded-Prefix; "" (the host form)
-// leaves the request alone.
+// leaves the path alone and drops a client-sent X-Forwarded-Prefix, which
+// Rewrite does not remove and apps trust to build their links.
 func StripPathPrefix(pr *httputil.ProxyRequest, prefix string) {
 	if prefix == "" {
+		pr.Out.Header.Del("X-Forwarded-Prefix")
 		return
 	}
 	u := pr.Out.URL

@@ -170,6 +170,14 @@ func TestCredentialsStripped(t *testing.T) {
 			wantHeader: map[string]string{TokenHeader: ""},
 		},
 		{
+			// Only the path form says where the app is mounted: a client
+			// could otherwise steer the app's absolute links.
+			name:       "host form drops a client-sent prefix",
+			req:        proxytest.Get(t, h.url("pub", pub.port, "/"), "X-Forwarded-Prefix", "//evil.example"),
+			wantPath:   "/",
+			wantHeader: map[string]string{"X-Forwarded-Prefix": ""},
+		},
+		{
 			name:      "path form strips the prefix",
 			req:       proxytest.Get(t, h.pathURL("priv", priv.port, "/deep/er/?paddock_token="+tok+"&z=1")),
 			wantPath:  "/deep/er/",
