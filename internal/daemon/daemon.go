@@ -111,6 +111,12 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Daemon, err erro
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	// Again on every start: MkdirAll leaves an existing dir as it was, and
+	// systemd's StateDirectory= makes it 0755, which would let any local
+	// user walk to layers (set-id binaries of a tenant's image) and keys.
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("make data dir private: %w", err)
+	}
 	steps := []struct {
 		what  string
 		start func(context.Context, *options) error

@@ -236,6 +236,11 @@ func TestStartFails(t *testing.T) {
 				return os.WriteFile(filepath.Join(dir, secretsKeyName), []byte("short"), 0o600)
 			},
 			func(dir string) error { return os.Remove(filepath.Join(dir, secretsKeyName)) }},
+		{"a key other users can read",
+			func(dir string) error {
+				return os.WriteFile(filepath.Join(dir, secretsKeyName), make([]byte, secretsKeyLen), 0o644)
+			},
+			func(dir string) error { return os.Chmod(filepath.Join(dir, secretsKeyName), 0o600) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			noGoroutinesLeft(t)
@@ -268,6 +273,24 @@ func TestStartFails(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestDataDirPrivate: a data dir made by someone else (systemd's
+// StateDirectory= makes it 0755) is 0700 once paddock has started.
+func TestDataDirPrivate(t *testing.T) {
+	noGoroutinesLeft(t)
+	dir := newDataDir(t)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	serve(t, Config{DataDir: dir, NoNetwork: true}, WithDriver(newFakeDriver(t)))
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("data dir mode %v after start, want 0700", fi.Mode().Perm())
 	}
 }
 

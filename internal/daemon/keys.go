@@ -4,8 +4,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/paddock-dev/paddock/internal/atomicfile"
 	"github.com/paddock-dev/paddock/internal/proxy"
@@ -28,7 +30,7 @@ const (
 // would silently lose what the old key protects.
 func loadKey(dataDir, name string, n int, exact bool) ([]byte, error) {
 	path := filepath.Join(dataDir, name)
-	key, err := os.ReadFile(path)
+	key, err := readKey(path)
 	if err == nil {
 		if len(key) < n || (exact && len(key) != n) {
 			return nil, fmt.Errorf("key %s: %d bytes, want %d", path, len(key), n)
@@ -36,7 +38,7 @@ func loadKey(dataDir, name string, n int, exact bool) ([]byte, error) {
 		return key, nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read key %s: %w", path, err)
+		return nil, fmt.Errorf("key %s: %w", path, err)
 	}
 	key = make([]byte, n)
 	if _, err := rand.Read(key); err != nil {
@@ -47,6 +49,45 @@ func loadKey(dataDir, name string, n int, exact bool) ([]byte, error) {
 	}
 	return key, nil
 }
+
+// readKey reads a key file that only its owner, paddock, may read: a key
+// others could read has to be treated as leaked, and paddock says so rather
+// than keep using it (as ssh does with private keys). Fixing the mode is the
+// operator's call, since it may mean rotating the key too.
+func readKey(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, errors.New("a symlink, not the key file itself")
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("owned by uid %d, not paddock's %d: chown it, and rotate it if another user could have written it", st.Uid, os.Geteuid())
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("mode %#o lets other users read it: chmod 600 it, and rotate it if it may have been read", perm)
+	}
+	key, err := io.ReadAll(io.LimitReader(f, maxKeyLen+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(key) > maxKeyLen {
+		return nil, fmt.Errorf("more than %d bytes", maxKeyLen)
+	}
+	return key, nil
+}
+
+// maxKeyLen bounds what readKey reads: keys are tens of bytes.
+const maxKeyLen = 4096
 
 // loadProxyKey reads the signing key of port and app URLs (at least
 // proxy.MinKeyLen bytes).
