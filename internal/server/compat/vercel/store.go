@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/atomicfile"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
@@ -483,10 +484,7 @@ func importFileState(ctx context.Context, dataDir string, to *Store, log *slog.L
 	if err := os.Rename(path, dst); err != nil {
 		return n, fmt.Errorf("vercel compat: import %s: %w", path, err)
 	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync() // the rename durable; not every filesystem supports it
-		d.Close()
-	}
+	_ = atomicfile.SyncDir(filepath.Dir(path)) // the rename durable; not every filesystem supports it
 	log.Info("vercel compat: imported records from state.json", "count", n, "from", path, "to", dst)
 	return n, nil
 }
