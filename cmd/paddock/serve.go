@@ -100,6 +100,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.IntVar(&f.teamMaxVolumes, "team-max-volumes", volume.DefaultTeamMaxVolumes, "volumes a team may keep (0: no cap)")
 	fs.StringVar(&f.teamMaxVolumeBytes, "team-max-volume-bytes", "200G", "total of a team's volume sizes (0: no cap)")
 	fs.StringVar(&f.stagingBytes, "upload-staging-bytes", "4G", "disk all image imports in flight may stage together under <data-dir>/tmp/uploads")
+	historyRetention := fs.Duration("history-retention", daemon.DefaultHistoryRetention, "how long command history is kept (0: forever); each sandbox keeps its newest 1000 commands either way")
 	fs.DurationVar(&c.StoppedRetention, "stopped-retention", 24*time.Hour, "how long a stopped sandbox keeps its writable layer for snapshots before it is removed (the record stays); 0 keeps it until the sandbox is deleted")
 	fs.Int64Var(&c.AppMaxBody, "app-max-body", app.DefaultMaxBody, "largest request body, in bytes, the app proxy forwards to a project's app")
 	fs.DurationVar(&c.HealthTimeout, "health-timeout", 2*time.Minute, "how long a project's app may take to become healthy, unless the project sets its own")
@@ -162,6 +163,10 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	if c.UploadStagingBytes, err = parseSize(f.stagingBytes); err != nil || c.UploadStagingBytes == 0 {
 		return f, usagef("serve: --upload-staging-bytes: want a size such as 4G, got %q", f.stagingBytes)
 	}
+	if *historyRetention < 0 {
+		return f, usagef("serve: --history-retention must not be negative (0: forever)")
+	}
+	c.HistoryRetention = noCap(*historyRetention)
 	c.OIDC, c.ResetAdminToken = f.auth.oidc(), f.auth.resetAdminToken
 	c.PublicURL = f.publicURL // checked here; serve fills in the default once it listens
 	if err := c.Validate(); err != nil {
@@ -172,7 +177,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 
 // noCap maps a flag's 0 ("no cap") to the negative daemon.Config takes
 // for it (its 0 is "the default").
-func noCap[T int | int64](v T) T {
+func noCap[T int | int64 | time.Duration](v T) T {
 	if v == 0 {
 		return -1
 	}

@@ -79,6 +79,12 @@ type Config struct {
 	TeamMaxVolumes       int
 	TeamMaxVolumeBytes   int64
 
+	// HistoryRetention is how long command history is kept: entries that
+	// started longer ago are pruned hourly (DefaultHistoryRetention if 0;
+	// kept forever if negative). Each sandbox also keeps only its newest
+	// 1000 commands, whatever their age.
+	HistoryRetention time.Duration
+
 	// UploadStagingBytes bounds the disk all image imports in flight stage
 	// together under <data>/tmp/uploads (server.DefaultStagingBytes if 0).
 	UploadStagingBytes int64
@@ -151,6 +157,17 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// DefaultHistoryRetention is Config.HistoryRetention's default.
+const DefaultHistoryRetention = 30 * 24 * time.Hour
+
+// historyRetention is HistoryRetention or its default.
+func (c Config) historyRetention() time.Duration {
+	if c.HistoryRetention == 0 {
+		return DefaultHistoryRetention
+	}
+	return c.HistoryRetention
 }
 
 // secureCookies reports whether the proxies' token cookies are Secure:

@@ -313,12 +313,14 @@ func (d *Daemon) openSources() (*source.Fetcher, error) {
 	return f, nil
 }
 
-// startGC sweeps the image store every gcInterval until Close.
+// startGC sweeps the image store and prunes old command history every
+// gcInterval until Close; the history once at start too.
 func (d *Daemon) startGC() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { // owned: the closer below cancels and waits
 		defer close(done)
+		d.pruneHistory(ctx)
 		t := time.NewTicker(gcInterval)
 		defer t.Stop()
 		for {
@@ -329,10 +331,28 @@ func (d *Daemon) startGC() {
 				if err := d.images.GC(ctx, d.node.LayerInUse); err != nil {
 					d.log.Warn("image gc", "err", err)
 				}
+				d.pruneHistory(ctx)
 			}
 		}
 	}()
 	d.push("image gc", func() error { cancel(); <-done; return nil })
+}
+
+// pruneHistory deletes commands started longer ago than the history
+// retention (none when it is negative).
+func (d *Daemon) pruneHistory(ctx context.Context) {
+	keep := d.cfg.historyRetention()
+	if keep < 0 {
+		return
+	}
+	n, err := d.store.PruneCommands(ctx, time.Now().Add(-keep))
+	if err != nil {
+		d.log.Warn("prune command history", "err", err)
+		return
+	}
+	if n > 0 {
+		d.log.Info("pruned command history", "commands", n, "olderThan", keep)
+	}
 }
 
 // startControl starts the project control plane and the app proxy in

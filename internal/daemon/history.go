@@ -3,6 +3,9 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
+	"unicode/utf8"
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/node"
@@ -12,14 +15,34 @@ import (
 
 // nodeHistory is node.History over a store: command exits and usage
 // records that outlive their sandbox.
+//
+// History is bounded, since a sandbox can run commands without end and
+// paddock.db shares the host's disk: each sandbox keeps its newest
+// maxCommandsPerSandbox commands, each entry's command line at most
+// maxCommandText bytes, and the daemon prunes entries older than
+// Config.HistoryRetention.
 type nodeHistory struct {
 	s store.Store
+
+	mu      sync.Mutex
+	started map[string]int // guarded by mu: commands recorded per sandbox since its last trim
 }
+
+// History bounds (see nodeHistory).
+const (
+	maxCommandsPerSandbox = 1000
+	maxCommandText        = 8 << 10
+	// trimEvery is how many commands a sandbox records between trims: a
+	// trim costs two queries, so not one per command.
+	trimEvery = 100
+)
 
 var _ node.History = (*nodeHistory)(nil)
 
 // newNodeHistory returns the history kept in s.
-func newNodeHistory(s store.Store) *nodeHistory { return &nodeHistory{s: s} }
+func newNodeHistory(s store.Store) *nodeHistory {
+	return &nodeHistory{s: s, started: map[string]int{}}
+}
 
 // Started records a command as it starts, with its exit when it already
 // finished (a waited command). A conflict is a command Finished recorded
@@ -31,6 +54,24 @@ func (h *nodeHistory) Started(ctx context.Context, sb sandbox.Sandbox, c agent.C
 	}
 	if err := h.s.AddCommand(ctx, rec); err != nil && !errors.Is(err, sandbox.ErrConflict) {
 		return err
+	}
+	h.mu.Lock()
+	h.started[sb.ID]++
+	due := h.started[sb.ID] >= trimEvery
+	if due {
+		delete(h.started, sb.ID)
+	}
+	h.mu.Unlock()
+	if due {
+		return h.trim(ctx, sb.ID)
+	}
+	return nil
+}
+
+// trim drops a sandbox's commands past the newest maxCommandsPerSandbox.
+func (h *nodeHistory) trim(ctx context.Context, id string) error {
+	if _, err := h.s.TrimCommands(ctx, id, maxCommandsPerSandbox); err != nil {
+		return fmt.Errorf("trim the command history of sandbox %s: %w", id, err)
 	}
 	return nil
 }
@@ -46,6 +87,12 @@ func (h *nodeHistory) Finished(ctx context.Context, sb sandbox.Sandbox, cmds []a
 		if err := h.finishOne(ctx, sb, c); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	h.mu.Lock()
+	delete(h.started, sb.ID)
+	h.mu.Unlock()
+	if err := h.trim(ctx, sb.ID); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -92,16 +139,59 @@ func (h *nodeHistory) Used(ctx context.Context, u node.Usage) error {
 	return err
 }
 
-// commandOf is the history entry of a command the agent reported in sb.
+// commandOf is the history entry of a command the agent reported in sb,
+// its command line cut to maxCommandText bytes (see cutCommandLine).
 func commandOf(sb sandbox.Sandbox, c agent.Command) store.Command {
+	cmd, args := cutCommandLine(c.Cmd, c.Args, maxCommandText)
 	return store.Command{
 		ID:        c.ID,
 		SandboxID: sb.ID,
 		TeamID:    sb.TeamID,
-		Cmd:       c.Cmd,
-		Args:      c.Args,
-		Cwd:       c.Cwd,
+		Cmd:       cmd,
+		Args:      args,
+		Cwd:       cutString(c.Cwd, maxCommandText),
 		Sudo:      c.Sudo,
 		StartedAt: c.StartedAt,
 	}
+}
+
+// cutCommandLine keeps cmd and args within max bytes: arguments past the
+// budget go, the one that crosses it is cut, and a last argument says how
+// many bytes were left out ("…[+123456 bytes]"), so the entry never passes
+// for the whole command line. The command itself ran with all of it.
+func cutCommandLine(cmd string, args []string, max int) (string, []string) {
+	total := len(cmd)
+	for _, a := range args {
+		total += len(a)
+	}
+	if total <= max {
+		return cmd, args
+	}
+	cmd = cutString(cmd, max)
+	left := max - len(cmd)
+	kept := make([]string, 0, len(args)+1)
+	for _, a := range args {
+		if left <= 0 {
+			break
+		}
+		a = cutString(a, left)
+		left -= len(a)
+		kept = append(kept, a)
+	}
+	shown := len(cmd)
+	for _, a := range kept {
+		shown += len(a)
+	}
+	return cmd, append(kept, fmt.Sprintf("…[+%d bytes]", total-shown))
+}
+
+// cutString cuts s to at most max bytes on a UTF-8 boundary.
+func cutString(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	for max > 0 && !utf8.RuneStart(s[max]) {
+		max--
+	}
+	return s[:max]
 }

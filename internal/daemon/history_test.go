@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/node"
@@ -165,5 +168,123 @@ func TestUpgradeFromFileRecords(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node", "sandboxes.imported", sb.ID+".json")); err != nil {
 		t.Errorf("imported file not kept aside: %v", err)
+	}
+}
+
+// TestHistoryBounded: a sandbox that runs commands without end keeps its
+// newest maxCommandsPerSandbox, another sandbox's history untouched, and
+// its stop trims what the last round left.
+func TestHistoryBounded(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
+	h := newNodeHistory(s)
+	ctx := t.Context()
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	busy, quiet := sandbox.Sandbox{ID: "sb-busy", TeamID: "team-a"}, sandbox.Sandbox{ID: "sb-quiet", TeamID: "team-b"}
+	if err := h.Started(ctx, quiet, agent.Command{ID: "q", Cmd: "true", StartedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	const n = maxCommandsPerSandbox + trimEvery + trimEvery/2
+	for i := range n {
+		c := agent.Command{ID: fmt.Sprintf("c%05d", i), Cmd: "true", StartedAt: t0.Add(time.Duration(i) * time.Millisecond)}
+		if err := h.Started(ctx, busy, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(id string) (int, string) {
+		t.Helper()
+		var all []store.Command
+		page := store.Page{Limit: store.MaxPageLimit}
+		for {
+			got, next, err := s.ListCommands(ctx, id, page)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, got...)
+			if next == "" {
+				break
+			}
+			page.Cursor = next
+		}
+		if len(all) == 0 {
+			return 0, ""
+		}
+		return len(all), all[0].ID
+	}
+	// Trimmed at every trimEvery-th command: at most trimEvery-1 over.
+	if got, _ := count(busy.ID); got < maxCommandsPerSandbox || got >= maxCommandsPerSandbox+trimEvery {
+		t.Errorf("after %d commands the history holds %d, want [%d, %d)", n, got, maxCommandsPerSandbox, maxCommandsPerSandbox+trimEvery)
+	}
+	if err := h.Finished(ctx, busy, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantFirst := fmt.Sprintf("c%05d", n-maxCommandsPerSandbox)
+	if got, first := count(busy.ID); got != maxCommandsPerSandbox || first != wantFirst {
+		t.Errorf("after the stop: %d commands from %s, want %d from %s (the newest)", got, first, maxCommandsPerSandbox, wantFirst)
+	}
+	if got, _ := count(quiet.ID); got != 1 {
+		t.Errorf("another sandbox's history: %d commands, want 1", got)
+	}
+}
+
+// TestCutCommandLine: a command line past the budget keeps what fits, cut
+// on a character boundary, and says how much it left out.
+func TestCutCommandLine(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		cmd      string
+		args     []string
+		max      int
+		wantCmd  string
+		wantArgs []string
+	}{
+		{"fits", "echo", []string{"a", "b"}, 6, "echo", []string{"a", "b"}},
+		{"last arg cut", "echo", []string{"abc", "def"}, 8, "echo", []string{"abc", "d", "…[+2 bytes]"}},
+		{"args dropped", "echo", []string{"abcd", "efgh", "ijkl"}, 8, "echo", []string{"abcd", "…[+8 bytes]"}},
+		{"command cut", "abcdefghij", []string{"x"}, 4, "abcd", []string{"…[+7 bytes]"}},
+		{"utf-8 boundary", "é", []string{"ééé"}, 4, "é", []string{"é", "…[+4 bytes]"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, args := cutCommandLine(tc.cmd, tc.args, tc.max)
+			if cmd != tc.wantCmd || !slices.Equal(args, tc.wantArgs) {
+				t.Errorf("got %q %q, want %q %q", cmd, args, tc.wantCmd, tc.wantArgs)
+			}
+			for _, a := range args {
+				if !utf8.ValidString(a) {
+					t.Errorf("argument %q is not valid UTF-8", a)
+				}
+			}
+		})
+	}
+}
+
+// TestHistoryPrunedAtStart: commands older than the retention are gone
+// once the daemon has started; newer ones stay.
+func TestHistoryPrunedAtStart(t *testing.T) {
+	noGoroutinesLeft(t)
+	dir := newDataDir(t)
+	st := openStore(t, filepath.Join(dir, "given.db"))
+	now := time.Now()
+	for id, at := range map[string]time.Time{"old": now.Add(-48 * time.Hour), "new": now.Add(-time.Hour)} {
+		if err := st.AddCommand(t.Context(), store.Command{ID: id, SandboxID: "sb-gone", Cmd: "true", StartedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serve(t, Config{DataDir: dir, NoNetwork: true, HistoryRetention: 24 * time.Hour}, WithDriver(newFakeDriver(t)), WithStore(st))
+	var ids []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got, _, err := st.ListCommands(t.Context(), "sb-gone", store.Page{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = ids[:0]
+		for _, c := range got {
+			ids = append(ids, c.ID)
+		}
+		if len(ids) == 1 {
+			break
+		}
+	}
+	if !slices.Equal(ids, []string{"new"}) {
+		t.Errorf("history after start: %v, want [new]", ids)
 	}
 }

@@ -101,6 +101,13 @@ type Store interface {
 	AddCommand(ctx context.Context, c Command) error
 	FinishCommand(ctx context.Context, sandboxID, id string, exitCode int, finishedAt time.Time) error
 	ListCommands(ctx context.Context, sandboxID string, page Page) ([]Command, string, error)
+	// TrimCommands deletes a sandbox's commands older than its newest
+	// keep (by StartedAt, then ID); PruneCommands deletes every command
+	// started before t. Both return how many they deleted: history is
+	// bounded per sandbox and in time, so no tenant grows the store
+	// without end.
+	TrimCommands(ctx context.Context, sandboxID string, keep int) (int, error)
+	PruneCommands(ctx context.Context, before time.Time) (int, error)
 
 	// AddUsage stores a sample (ErrConflict if the ID exists, so a retried
 	// write is harmless). Byte counts above math.MaxInt64 are ErrInvalid.

@@ -158,7 +158,7 @@ func (s *Store) createIndexes(ctx context.Context) error {
 			index("team_page", "teamId", "createdAt", "_id"), index("state", "state")}},
 		{s.sandboxes, []ix{index("node_page", "node", "createdAt", "_id"), index("team", "teamId")}},
 		{s.commands, []ix{unique("sandbox_cmd_unique", "sandboxId", "cmdId"),
-			index("sandbox_page", "sandboxId", "startedAt", "cmdId")}},
+			index("sandbox_page", "sandboxId", "startedAt", "cmdId"), index("started", "startedAt")}},
 		{s.usage, []ix{index("team_start", "teamId", "start"), index("project_start", "projectId", "start"),
 			index("sandbox_start", "sandboxId", "start")}},
 		{s.events, []ix{index("team_seq", "teamId", "_id"), index("project_seq", "projectId", "_id"),
@@ -831,6 +831,39 @@ func (s *Store) FinishCommand(ctx context.Context, sandboxID, id string, exitCod
 func (s *Store) ListCommands(ctx context.Context, sandboxID string, page store.Page) ([]store.Command, string, error) {
 	return findPage(ctx, s.commands, bson.D{{Key: "sandboxId", Value: sandboxID}}, "startedAt", "cmdId", page, commandDoc.rec,
 		func(c store.Command) storeutil.Key { return storeutil.Key{Time: c.StartedAt, ID: c.ID} }, "list commands")
+}
+
+func (s *Store) TrimCommands(ctx context.Context, sandboxID string, keep int) (int, error) {
+	if keep < 0 {
+		return 0, store.Invalid("trim commands: keep %d is negative", keep)
+	}
+	// The oldest command kept; everything at or before it in page order,
+	// other than it, goes.
+	var last commandDoc
+	err := s.commands.FindOne(ctx, bson.D{{Key: "sandboxId", Value: sandboxID}},
+		options.FindOne().SetSort(bson.D{{Key: "startedAt", Value: -1}, {Key: "cmdId", Value: -1}}).SetSkip(int64(keep))).Decode(&last)
+	if errors.Is(err, mgo.ErrNoDocuments) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, wrap("trim commands", err)
+	}
+	res, err := s.commands.DeleteMany(ctx, bson.D{{Key: "sandboxId", Value: sandboxID}, {Key: "$or", Value: bson.A{
+		bson.D{{Key: "startedAt", Value: bson.D{{Key: "$lt", Value: last.StartedAt}}}},
+		bson.D{{Key: "startedAt", Value: last.StartedAt}, {Key: "cmdId", Value: bson.D{{Key: "$lte", Value: last.ID}}}},
+	}}})
+	if err != nil {
+		return 0, wrap("trim commands", err)
+	}
+	return int(res.DeletedCount), nil
+}
+
+func (s *Store) PruneCommands(ctx context.Context, before time.Time) (int, error) {
+	res, err := s.commands.DeleteMany(ctx, bson.D{{Key: "startedAt", Value: bson.D{{Key: "$lt", Value: store.Time(before)}}}})
+	if err != nil {
+		return 0, wrap("prune commands", err)
+	}
+	return int(res.DeletedCount), nil
 }
 
 // ---- usage ----

@@ -173,4 +173,6 @@ CREATE TABLE vercel_snapshots (
 );
 CREATE INDEX vercel_snapshots_page ON vercel_snapshots (team_id, created_at, id);
 `,
+	// 4: history is pruned by age (PruneCommands).
+	`CREATE INDEX commands_started ON commands (started_at);`,
 }

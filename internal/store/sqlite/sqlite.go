@@ -721,6 +721,44 @@ func (s *Store) ListCommands(ctx context.Context, sandboxID string, page store.P
 		func(c store.Command) storeutil.Key { return storeutil.Key{Time: c.StartedAt, ID: c.ID} })
 }
 
+func (s *Store) TrimCommands(ctx context.Context, sandboxID string, keep int) (int, error) {
+	if keep < 0 {
+		return 0, store.Invalid("trim commands: keep %d is negative", keep)
+	}
+	// The oldest command kept; everything at or before it in page order,
+	// other than it, goes.
+	var at int64
+	var id string
+	err := s.w.QueryRowContext(ctx, `SELECT started_at, id FROM commands WHERE sandbox_id = ?
+		ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET ?`, sandboxID, keep).Scan(&at, &id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, wrap("trim commands", err)
+	}
+	res, err := s.w.ExecContext(ctx, `DELETE FROM commands WHERE sandbox_id = ? AND (started_at < ? OR (started_at = ? AND id <= ?))`,
+		sandboxID, at, at, id)
+	return deleted(res, err, "trim commands")
+}
+
+func (s *Store) PruneCommands(ctx context.Context, before time.Time) (int, error) {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM commands WHERE started_at < ?`, ms(before))
+	return deleted(res, err, "prune commands")
+}
+
+// deleted is the row count of a DELETE.
+func deleted(res sql.Result, err error, op string) (int, error) {
+	if err != nil {
+		return 0, wrap(op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, wrap(op, err)
+	}
+	return int(n), nil
+}
+
 // ---- usage ----
 
 const usageCols = `id, team_id, project_id, sandbox_id, start_at, end_at, cpu_seconds, memory_mb_hours, net_rx_bytes, net_tx_bytes`

@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 		{"PageLimits", testPageLimits},
 		{"Sandboxes", testSandboxes},
 		{"Commands", testCommands},
+		{"CommandRetention", testCommandRetention},
 		{"Usage", testUsage},
 		{"Events", testEvents},
 		{"ConcurrentEvents", testConcurrentEvents},
@@ -779,6 +780,56 @@ func testCommands(t *testing.T, s store.Store) {
 	list, _, err = s.ListCommands(ctx(t), "sb-2", store.Page{})
 	must(t, err)
 	equal(t, "ListCommands sb-2", list, []store.Command{c1b})
+}
+
+// testCommandRetention: a sandbox's history keeps its newest commands
+// (page order: StartedAt, then ID) and nothing of other sandboxes goes;
+// pruning by age removes what started before the cut, any sandbox's.
+func testCommandRetention(t *testing.T, s store.Store) {
+	ids := func(sb string) []string {
+		t.Helper()
+		list, _, err := s.ListCommands(ctx(t), sb, store.Page{Limit: 100})
+		must(t, err)
+		var out []string
+		for _, c := range list {
+			out = append(out, c.ID)
+		}
+		return out
+	}
+	// Two commands share a start: ID orders them.
+	for i, at0 := range []time.Duration{0, time.Second, time.Second, 2 * time.Second, 3 * time.Second} {
+		must(t, s.AddCommand(ctx(t), store.Command{ID: fmt.Sprintf("c%d", i), SandboxID: "sb-keep", Cmd: "true", StartedAt: at(at0)}))
+	}
+	must(t, s.AddCommand(ctx(t), store.Command{ID: "other", SandboxID: "sb-other", Cmd: "true", StartedAt: at(0)}))
+
+	n, err := s.TrimCommands(ctx(t), "sb-keep", 3)
+	must(t, err)
+	if got := ids("sb-keep"); n != 2 || !slices.Equal(got, []string{"c2", "c3", "c4"}) {
+		t.Errorf("TrimCommands(3) deleted %d, kept %v; want 2 and [c2 c3 c4]", n, got)
+	}
+	if n, err := s.TrimCommands(ctx(t), "sb-keep", 3); err != nil || n != 0 {
+		t.Errorf("TrimCommands again: %d, %v; want 0", n, err)
+	}
+	if n, err := s.TrimCommands(ctx(t), "sb-none", 0); err != nil || n != 0 {
+		t.Errorf("TrimCommands of an unknown sandbox: %d, %v", n, err)
+	}
+	if _, err := s.TrimCommands(ctx(t), "sb-keep", -1); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("TrimCommands(-1): %v, want ErrInvalid", err)
+	}
+	if got := ids("sb-other"); !slices.Equal(got, []string{"other"}) {
+		t.Errorf("another sandbox's history: %v", got)
+	}
+
+	n, err = s.PruneCommands(ctx(t), at(2*time.Second))
+	must(t, err)
+	if got := ids("sb-keep"); n != 2 || !slices.Equal(got, []string{"c3", "c4"}) || len(ids("sb-other")) != 0 {
+		t.Errorf("PruneCommands deleted %d, kept %v and %v; want 2, [c3 c4] and []", n, got, ids("sb-other"))
+	}
+	n, err = s.TrimCommands(ctx(t), "sb-keep", 0)
+	must(t, err)
+	if got := ids("sb-keep"); n != 2 || len(got) != 0 {
+		t.Errorf("TrimCommands(0) deleted %d, kept %v", n, got)
+	}
 }
 
 // ---- usage ----
