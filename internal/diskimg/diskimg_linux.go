@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -175,10 +176,13 @@ func Mount(image, dir string, readOnly bool) error {
 		}
 		// Detached in between (autoclear): attach afresh below.
 	}
-	for range 8 {
+	for try := range attachTries {
 		dev, loop, err := attachLoop(image, readOnly)
 		if errors.Is(err, unix.EBUSY) {
-			continue // another process took the free device first
+			// Another process took the free device between our
+			// GET_FREE and CONFIGURE (this one's attaches are serialised).
+			time.Sleep(time.Duration(try+1) * time.Millisecond)
+			continue
 		}
 		if err != nil {
 			return err
@@ -196,8 +200,21 @@ func Mount(image, dir string, readOnly bool) error {
 	return fmt.Errorf("mount %s: no free loop device", image)
 }
 
+// attachMu serialises this process's attaches: LOOP_CTL_GET_FREE names the
+// same free device to every caller until one configures it, so twenty
+// sandboxes created at once raced for one device and all but one got
+// EBUSY, more times than any retry count absorbed. Configuring takes well
+// under a millisecond, so the lock costs a burst little.
+var attachMu sync.Mutex
+
+// attachTries bounds the retries against other processes taking the device
+// GET_FREE named (losetup, another paddock): each try waits a little longer.
+const attachTries = 32
+
 // attachLoop binds image to a free loop device.
 func attachLoop(image string, readOnly bool) (string, *os.File, error) {
+	attachMu.Lock()
+	defer attachMu.Unlock()
 	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "", nil, fmt.Errorf("loop devices: %w", err)

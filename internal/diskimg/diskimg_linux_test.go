@@ -206,3 +206,46 @@ func TestReadOnlyMount(t *testing.T) {
 		t.Fatalf("write to a read-only mount: %v, want EROFS", err)
 	}
 }
+
+// TestConcurrentMounts: a burst of sandboxes mounts its disks at once, and
+// the kernel names the same free loop device to every caller until one
+// configures it; all must mount (20 at once failed with "no free loop
+// device" before attaches were serialised).
+func TestConcurrentMounts(t *testing.T) {
+	dir := requireImages(t)
+	const n = 24
+	tpl := filepath.Join(dir, "tpl")
+	if err := Format(context.Background(), tpl, 16<<20, FormatOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnts := make([]string, n)
+	for i := range n {
+		img := filepath.Join(dir, fmt.Sprintf("img%d", i))
+		if err := os.WriteFile(img, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mnts[i] = filepath.Join(dir, fmt.Sprintf("mnt%d", i))
+		if err := os.Mkdir(mnts[i], 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { errs[i] = Mount(filepath.Join(dir, fmt.Sprintf("img%d", i)), mnts[i], false) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("mount %d: %v", i, err)
+			continue
+		}
+		if err := Unmount(mnts[i]); err != nil {
+			t.Error(err)
+		}
+	}
+}
