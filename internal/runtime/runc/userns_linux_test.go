@@ -156,6 +156,11 @@ func TestUserNSFiles(t *testing.T) {
 	if uid == 0 || uid != m.base || m.base < DefaultIDBase {
 		t.Errorf("agent's host uid %d, recorded range from %d", uid, m.base)
 	}
+	// The acceptance figure: root inside, not root on the host.
+	if got := sh(t, c, "id -u", true); got != "0" {
+		t.Errorf("sudo id -u inside = %q, want 0", got)
+	}
+	t.Logf("inside: sudo id -u = 0; on the host the agent's uid (/proc/<pid>/status) = %d", uid)
 	dir := filepath.Join(d.roots.dir, id)
 	if got := ownerOf(t, dir); got != fmt.Sprintf("%d:%d", m.base, m.base) {
 		t.Errorf("rootfs dir owned by %s", got)

@@ -82,7 +82,11 @@ func Open(path string) (*Store, error) {
 		w.Close()
 		return nil, err
 	}
-	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
+	// Each connection keeps a page cache of its own (2 MB by default);
+	// the readers' are small because they duplicate the kernel's page
+	// cache of the same file: a soak grew paddock's RSS by 10% filling
+	// them, for no measurable gain in read latency.
+	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)&_pragma=cache_size(-256)")
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("sqlite store: open %s: %w", abs, err)
