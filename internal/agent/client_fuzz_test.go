@@ -44,7 +44,7 @@ func FuzzOutputReader(f *testing.F) {
 			return // offsets are the host's own, from 0
 		}
 		o := &OutputReader{body: io.NopCloser(nil), r: bufio.NewReaderSize(bytes.NewReader(data), 64<<10), offset: start}
-		pos := 0
+		pos, offset := 0, start
 		for {
 			fr, err := o.Next()
 			if err == io.EOF {
@@ -60,7 +60,7 @@ func FuzzOutputReader(f *testing.F) {
 				}
 				if len(rest) >= 5 {
 					n := int(binary.BigEndian.Uint32(rest[1:5]))
-					if n <= MaxFrame && len(rest) >= 5+n {
+					if n <= frameLimit(rest[0]) && len(rest) >= 5+n && !badGap(rest[0], rest[5:5+n], offset) {
 						t.Fatalf("at %d: %v for a whole frame of %d bytes", pos, err, n)
 					}
 				}
@@ -68,15 +68,40 @@ func FuzzOutputReader(f *testing.F) {
 			}
 			n := len(fr.Data)
 			switch {
-			case n > MaxFrame:
-				t.Fatalf("frame of %d bytes past MaxFrame", n)
+			case n > frameLimit(fr.Kind):
+				t.Fatalf("frame of kind %d with %d bytes, past its limit", fr.Kind, n)
 			case len(rest) < 5+n || rest[0] != fr.Kind || int(binary.BigEndian.Uint32(rest[1:5])) != n || !bytes.Equal(rest[5:5+n], fr.Data):
 				t.Fatalf("at %d: frame kind %d with %d bytes is not what was sent", pos, fr.Kind, n)
 			}
 			pos += 5 + n
-			if fr.Offset != start+int64(pos) {
-				t.Fatalf("frame offset %d, want %d", fr.Offset, start+int64(pos))
+			if fr.Kind == FrameGap {
+				// A gap is not in the log: it moves the offset forward to
+				// where the stream resumes.
+				to := int64(binary.BigEndian.Uint64(fr.Data))
+				if fr.Dropped != to-offset {
+					t.Fatalf("gap to %d from %d says %d dropped", to, offset, fr.Dropped)
+				}
+				offset = to
+			} else {
+				offset += 5 + int64(n)
+			}
+			if fr.Offset != offset {
+				t.Fatalf("frame offset %d, want %d", fr.Offset, offset)
 			}
 		}
 	})
+}
+
+// frameLimit is the largest payload the host takes in a frame of kind.
+func frameLimit(kind byte) int {
+	if kind == FrameExit {
+		return maxCommandAnswer
+	}
+	return MaxFrame
+}
+
+// badGap reports whether a whole frame is a gap the host must refuse: one
+// whose payload is not an 8-byte offset, or that does not move forward.
+func badGap(kind byte, payload []byte, offset int64) bool {
+	return kind == FrameGap && (len(payload) != 8 || int64(binary.BigEndian.Uint64(payload)) <= offset)
 }

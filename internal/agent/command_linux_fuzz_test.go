@@ -20,6 +20,11 @@ func scriptFrames(script []byte) []Frame {
 	var frames []Frame
 	for len(script) >= 4 {
 		kind, n, fill := script[0], int(binary.BigEndian.Uint16(script[1:3])), script[3]
+		if kind == 0 || kind >= FrameGap {
+			// The agent logs only what commands wrote and their exit; a
+			// gap is made by readers, never written.
+			kind = FrameStdout + kind%3
+		}
 		script = script[4:]
 		frames = append(frames, Frame{Kind: kind, Data: bytes.Repeat([]byte{fill}, n)})
 	}
