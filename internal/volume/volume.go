@@ -11,16 +11,32 @@
 // bytes are written only by the kernel's ext4 driver, never by a sandbox, so
 // mounting it is not mounting untrusted filesystem metadata.
 //
-// Layout of Config.Dir:
+// Names are per team: two teams may each have a volume "cache", and
+// neither learns of the other's. Layout of Config.Dir:
 //
-//	<name>/volume.json          metadata, written atomically
-//	<name>/disk.img             the sparse ext4 image
-//	<name>/mnt/                 where the image is mounted while in use
+//	_teams/<team>/<name>/volume.json   metadata, written atomically
+//	_teams/<team>/<name>/disk.img      the sparse ext4 image
+//	_teams/<team>/<name>/mnt/          where the image is mounted while in use
+//	_teams/<team>/.tmp-*               a create or delete under way (swept at load,
+//	                                   as are .tmp-* beside legacy volumes)
+//	<name>/...                         a legacy volume (below)
 //
 // and inside the image: data/ (what sandboxes see, owned by uid 1000 until
 // the first sandbox's user takes it while it is empty, see SetUser) and
 // .cow/<sandbox>/{upper,work} (a copy-on-write user's private changes, so
 // they count against the cap too and vanish with the user).
+//
+// "_teams" cannot be a volume's name (names start with a letter or digit)
+// and a team id is one path component of [a-z0-9-], so neither a team
+// directory nor a team's volume can meet a legacy volume's directory.
+//
+// Legacy volumes are those older versions made at <name>/, when names
+// were unique on the host. At load one with no team is adopted by
+// Config.LegacyTeam (its volume.json rewritten), so that no volume is
+// mountable by every team; then one that nothing mounts and no sandbox
+// holds is moved to its team's directory. One in use stays where it is,
+// since the mounts of the running sandboxes that paddock re-adopts are made
+// from its path, and is moved once its last user has been released.
 //
 // Modes: a read-write user binds data/ itself and must be alone; any number
 // of copy-on-write users may share a volume, each seeing data/ under an
@@ -86,6 +102,7 @@ const (
 	dataName  = "data" // in the image: what sandboxes see
 	cowInner  = ".cow" // in the image: copy-on-write users' upper and work dirs
 	tmpPrefix = ".tmp-"
+	teamsName = "_teams" // holds a directory per team; not a valid volume name
 )
 
 // Config configures a Manager.
@@ -100,6 +117,10 @@ type Config struct {
 	// cap if negative.
 	TeamMaxVolumes int
 	TeamMaxBytes   int64
+	// LegacyTeam adopts the volumes older versions made without a team
+	// (the daemon passes the host admin's team). Required only when such a
+	// volume exists: Open refuses to guess an owner.
+	LegacyTeam string
 }
 
 func (c *Config) setDefaults() {
@@ -130,6 +151,8 @@ func (c *Config) Validate() error {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "volume: Dir is required")
 	case c.DefaultSize < MinSize || c.MaxSize < c.DefaultSize:
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "volume: want %d <= DefaultSize (%d) <= MaxSize (%d)", MinSize, c.DefaultSize, c.MaxSize)
+	case c.LegacyTeam != "" && !validTeam(c.LegacyTeam):
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_config", "volume: LegacyTeam %q is not a valid team id", c.LegacyTeam)
 	}
 	return nil
 }
@@ -138,7 +161,9 @@ func (c *Config) Validate() error {
 type Volume struct {
 	Name      string `json:"name"`
 	SizeBytes int64  `json:"sizeBytes"` // the cap: the filesystem's size
-	// TeamID owns the volume: only its sandboxes mount it. Empty: any.
+	// TeamID owns the volume: the name is unique within it, and only its
+	// members see the volume and its sandboxes mount it. Empty only in a
+	// legacy volume's metadata before its adoption (see the package doc).
 	TeamID     string    `json:"teamId,omitempty"`
 	CreatedAt  time.Time `json:"createdAt"`
 	LastUsedAt time.Time `json:"lastUsedAt,omitzero"`
@@ -166,6 +191,10 @@ func invalidName(name string) error {
 		"invalid volume name %q: want 1-63 of [a-z0-9_.-], starting with a letter or digit", name)
 }
 
+// validTeam reports whether id can own volumes: a team id is one path
+// component (sandbox.ValidID's alphabet), so it can name a directory.
+func validTeam(id string) bool { return sandbox.ValidID(id) }
+
 func notFound(name string) error {
 	return sandbox.Errorf(sandbox.ErrNotFound, "volume_not_found", "volume %q not found", name)
 }
@@ -180,13 +209,25 @@ type Manager struct {
 	// take milliseconds, and one order of operations per host keeps the
 	// refcounts and the mounts in step.
 	mu   sync.Mutex
-	vols map[string]*vol
+	vols map[key]*vol
 }
+
+// key names a volume: a name is unique within its team.
+type key struct{ team, name string }
 
 // vol is one volume's in-memory state.
 type vol struct {
-	meta    Volume
+	meta Volume
+	// dir is the volume's directory: <Dir>/_teams/<team>/<name>, or
+	// <Dir>/<name> for a legacy volume not yet moved (see the package doc).
+	dir     string
 	mounted bool // the image is mounted at mnt/
+}
+
+func (v *vol) image() string { return filepath.Join(v.dir, imageName) }
+func (v *vol) mnt() string   { return filepath.Join(v.dir, mntName) }
+func (v *vol) cowDir(id string) string {
+	return filepath.Join(v.dir, mntName, cowInner, id)
 }
 
 // system is the host side of volumes: formatting, loop devices and
@@ -206,8 +247,8 @@ type system interface {
 	chownDir(parent, name string, uid, gid int) error
 }
 
-// Open loads the volumes under cfg.Dir and reconciles their mounts with
-// the users they record.
+// Open loads the volumes under cfg.Dir, adopts and moves legacy ones (see
+// the package doc) and reconciles their mounts with the users they record.
 func Open(cfg Config) (*Manager, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -221,67 +262,205 @@ func Open(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("volume: %w", err)
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "volume"), sys: newSystem(), vols: map[string]*vol{}}
+	if err := makeDir(filepath.Join(dir, teamsName)); err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "volume"), sys: newSystem(), vols: map[key]*vol{}}
 	if err := m.load(); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-func (m *Manager) dir(name string) string   { return filepath.Join(m.cfg.Dir, name) }
-func (m *Manager) image(name string) string { return filepath.Join(m.cfg.Dir, name, imageName) }
-func (m *Manager) mnt(name string) string   { return filepath.Join(m.cfg.Dir, name, mntName) }
-func (m *Manager) cowDir(name, id string) string {
-	return filepath.Join(m.cfg.Dir, name, mntName, cowInner, id)
+// teamDir is where a team's volumes live; teamID is valid.
+func (m *Manager) teamDir(teamID string) string {
+	return filepath.Join(m.cfg.Dir, teamsName, teamID)
 }
 
 // load reads every volume and puts the host's mounts in agreement with
 // the recorded users: a mount nobody records is removed (a crash between
 // mounting and recording, or before unmounting); recorded users whose
 // mount is gone (a reboot) stay recorded until the node releases them.
+// Team volumes are read first, so that a legacy volume that would take a
+// name its team already has (paddock downgraded and upgraded again) is
+// found and refused rather than shadowing it.
 func (m *Manager) load() error {
-	ents, err := os.ReadDir(m.cfg.Dir)
-	if err != nil {
-		return fmt.Errorf("volume: read %s: %w", m.cfg.Dir, err)
-	}
 	mounts, err := m.sys.mounted(m.cfg.Dir)
 	if err != nil {
 		return err
 	}
-	for _, ent := range ents {
-		name := ent.Name()
-		if strings.HasPrefix(name, tmpPrefix) {
-			// A create that crashed before its rename; it was never mounted.
-			if err := os.RemoveAll(filepath.Join(m.cfg.Dir, name)); err != nil {
-				m.log.Warn("remove half-created volume", "dir", name, "err", err)
-			}
+	root := filepath.Join(m.cfg.Dir, teamsName)
+	teams, err := os.ReadDir(root)
+	if err != nil {
+		return fmt.Errorf("volume: read %s: %w", root, err)
+	}
+	for _, t := range teams {
+		team := t.Name()
+		if !t.IsDir() || !validTeam(team) {
+			m.log.Warn("ignoring an entry that is not a team's directory", "dir", filepath.Join(root, team))
 			continue
 		}
-		if !ent.IsDir() || !ValidName(name) {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(m.dir(name), metaName))
+		names, err := m.volumeDirs(m.teamDir(team))
 		if err != nil {
-			return fmt.Errorf("volume: read %s: %w", name, err)
+			return err
 		}
-		var meta Volume
-		if err := json.Unmarshal(data, &meta); err != nil || meta.Name != name {
-			return fmt.Errorf("volume: %s/%s is damaged (name %q): %v", name, metaName, meta.Name, err)
+		for _, name := range names {
+			dir := filepath.Join(m.teamDir(team), name)
+			meta, err := readMeta(dir, name)
+			if err != nil {
+				return err
+			}
+			if meta.TeamID != team {
+				return fmt.Errorf("volume: %s/%s is damaged: team %q in a directory of team %q", dir, metaName, meta.TeamID, team)
+			}
+			v := &vol{meta: meta, dir: dir, mounted: mounts[filepath.Join(dir, mntName)]}
+			m.vols[key{team, name}] = v
+			m.reconcileMounts(v, mounts)
 		}
-		v := &vol{meta: meta, mounted: mounts[m.mnt(name)]}
-		m.vols[name] = v
-		m.reconcileMounts(v, mounts)
+	}
+	names, err := m.volumeDirs(m.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if err := m.loadLegacy(name, mounts); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
+// volumeDirs returns the names of the volume directories in parent, and
+// removes what a create or delete that crashed left there (never mounted).
+func (m *Manager) volumeDirs(parent string) ([]string, error) {
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return nil, fmt.Errorf("volume: read %s: %w", parent, err)
+	}
+	var out []string
+	for _, ent := range ents {
+		name := ent.Name()
+		if strings.HasPrefix(name, tmpPrefix) {
+			if err := fstree.Remove(filepath.Join(parent, name)); err != nil {
+				m.log.Warn("remove half-created or half-deleted volume", "dir", filepath.Join(parent, name), "err", err)
+			}
+			continue
+		}
+		if ent.IsDir() && ValidName(name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// loadLegacy loads the legacy volume at <Dir>/<name>: adopted by
+// Config.LegacyTeam if it has no team, then moved into its team's
+// directory if nothing uses it.
+func (m *Manager) loadLegacy(name string, mounts map[string]bool) error {
+	dir := filepath.Join(m.cfg.Dir, name)
+	meta, err := readMeta(dir, name)
+	if err != nil {
+		return err
+	}
+	team := meta.TeamID
+	switch {
+	case team == "" && m.cfg.LegacyTeam == "":
+		return fmt.Errorf("volume: %s has no team and no team is configured to adopt it (volume.Config.LegacyTeam)", dir)
+	case team == "":
+		team = m.cfg.LegacyTeam
+	case !validTeam(team):
+		return fmt.Errorf("volume: %s/%s is damaged: team %q", dir, metaName, team)
+	}
+	k := key{team, name}
+	if _, dup := m.vols[k]; dup {
+		return fmt.Errorf("volume: team %s has a volume %q at both %s and %s: remove or rename the one to drop",
+			team, name, m.vols[k].dir, dir)
+	}
+	if meta.TeamID == "" {
+		// Before anything else: from here on only this team mounts it.
+		meta.TeamID = team
+		if err := writeMeta(dir, meta); err != nil {
+			return fmt.Errorf("volume: adopt %s: %w", dir, err)
+		}
+		m.log.Info("legacy volume adopted", "volume", name, "team", team)
+	}
+	v := &vol{meta: meta, dir: dir, mounted: mounts[filepath.Join(dir, mntName)]}
+	m.vols[k] = v
+	m.reconcileMounts(v, mounts)
+	m.moveLegacy(v)
+	return nil
+}
+
+// moveLegacy moves a legacy volume into its team's directory once nothing
+// mounts it and no sandbox holds it: a running sandbox's mounts were made
+// from its old path, and a restart re-adopts them from there. A failure
+// leaves it where it is, which works as well; the next load tries again.
+// The caller holds m.mu, or is load.
+func (m *Manager) moveLegacy(v *vol) {
+	dst := filepath.Join(m.teamDir(v.meta.TeamID), v.meta.Name)
+	if v.dir == dst || v.mounted || len(v.meta.Users) > 0 {
+		return
+	}
+	log := m.log.With("volume", v.meta.Name, "team", v.meta.TeamID)
+	if err := m.makeTeamDir(v.meta.TeamID); err != nil {
+		log.Warn("move legacy volume into its team's directory", "err", err)
+		return
+	}
+	if err := os.Rename(v.dir, dst); err != nil {
+		log.Warn("move legacy volume into its team's directory", "err", err)
+		return
+	}
+	old := v.dir
+	v.dir = dst
+	if err := errors.Join(atomicfile.SyncDir(filepath.Dir(old)), atomicfile.SyncDir(filepath.Dir(dst))); err != nil {
+		log.Warn("move legacy volume into its team's directory", "err", err)
+	}
+	log.Info("legacy volume moved into its team's directory", "from", old, "to", dst)
+}
+
+// makeTeamDir makes the team's directory if it is not there yet.
+func (m *Manager) makeTeamDir(teamID string) error { return makeDir(m.teamDir(teamID)) }
+
+// makeDir makes dir (0700) if it is not there yet, durably: its parent is
+// synced, or a crash could lose it with every volume below it. What is
+// there already must be a directory, not a symlink to one.
+func makeDir(dir string) error {
+	err := os.Mkdir(dir, 0o700)
+	if err == nil {
+		return atomicfile.SyncDir(filepath.Dir(dir))
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("volume: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("volume: %s is not a directory (mode %v): not followed", dir, fi.Mode())
+	}
+	return nil
+}
+
+// readMeta reads the metadata of the volume name in dir.
+func readMeta(dir, name string) (Volume, error) {
+	data, err := os.ReadFile(filepath.Join(dir, metaName))
+	if err != nil {
+		return Volume{}, fmt.Errorf("volume: read %s: %w", dir, err)
+	}
+	var meta Volume
+	if err := json.Unmarshal(data, &meta); err != nil || meta.Name != name {
+		return Volume{}, fmt.Errorf("volume: %s/%s is damaged (name %q): %v", dir, metaName, meta.Name, err)
+	}
+	return meta, nil
+}
+
 // reconcileMounts is load's work for one volume.
 func (m *Manager) reconcileMounts(v *vol, mounts map[string]bool) {
-	name := v.meta.Name
-	log := m.log.With("volume", name)
+	log := m.log.With("volume", v.meta.Name, "team", v.meta.TeamID)
 	// Overlays an older paddock mounted here: sandboxes that still run
 	// keep their own bind of theirs, so the host's copy can go.
-	legacy := filepath.Join(m.dir(name), cowName)
+	legacy := filepath.Join(v.dir, cowName)
 	cows, _ := os.ReadDir(legacy)
 	for _, c := range cows {
 		if err := m.sys.unmount(filepath.Join(legacy, c.Name())); err != nil {
@@ -292,13 +471,13 @@ func (m *Manager) reconcileMounts(v *vol, mounts map[string]bool) {
 		_ = os.RemoveAll(legacy) // empty dirs by now
 	}
 	if v.mounted {
-		if err := dropStrayCows(m.mnt(name), v.meta.Users); err != nil {
+		if err := dropStrayCows(v.mnt(), v.meta.Users); err != nil {
 			log.Error("remove copy-on-write changes of no recorded user", "err", err)
 		}
 	}
 	if v.mounted && len(v.meta.Users) == 0 {
 		log.Warn("unmounting volume no sandbox uses")
-		if err := m.sys.unmount(m.mnt(name)); err != nil {
+		if err := m.sys.unmount(v.mnt()); err != nil {
 			log.Error("unmount volume", "err", err)
 		} else {
 			v.mounted = false
@@ -306,12 +485,15 @@ func (m *Manager) reconcileMounts(v *vol, mounts map[string]bool) {
 	}
 }
 
-// Create makes an empty volume owned by teamID (may be empty), capped at
-// size bytes (0: the default) rounded up to a whole MiB. Names are unique
-// on the host, whatever the team.
-func (m *Manager) Create(ctx context.Context, name string, size int64, teamID string) (Volume, error) {
+// Create makes an empty volume named name in team teamID, capped at size
+// bytes (0: the default) rounded up to a whole MiB. Names are unique
+// within a team; another team's volumes do not count, nor show.
+func (m *Manager) Create(ctx context.Context, teamID, name string, size int64) (Volume, error) {
 	if !ValidName(name) {
 		return Volume{}, invalidName(name)
+	}
+	if !validTeam(teamID) {
+		return Volume{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_team", "volumes belong to a team: invalid team id %q", teamID)
 	}
 	if size == 0 {
 		size = m.cfg.DefaultSize
@@ -323,13 +505,18 @@ func (m *Manager) Create(ctx context.Context, name string, size int64, teamID st
 	size = (size + sizeAlign - 1) / sizeAlign * sizeAlign
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.vols[name]; ok {
+	k := key{teamID, name}
+	if _, ok := m.vols[k]; ok {
 		return Volume{}, sandbox.Errorf(sandbox.ErrConflict, "volume_exists", "volume %q already exists", name)
 	}
 	if err := m.checkQuotaLocked(teamID, size); err != nil {
 		return Volume{}, err
 	}
-	tmp, err := os.MkdirTemp(m.cfg.Dir, tmpPrefix+name+"-")
+	if err := m.makeTeamDir(teamID); err != nil {
+		return Volume{}, fmt.Errorf("volume: create %s: %w", name, err)
+	}
+	parent := m.teamDir(teamID)
+	tmp, err := os.MkdirTemp(parent, tmpPrefix+name+"-")
 	if err != nil {
 		return Volume{}, fmt.Errorf("volume: create %s: %w", name, err)
 	}
@@ -346,16 +533,17 @@ func (m *Manager) Create(ctx context.Context, name string, size int64, teamID st
 	if err := writeMeta(tmp, meta); err != nil {
 		return Volume{}, fmt.Errorf("volume: create %s: %w", name, err)
 	}
-	if err := os.Rename(tmp, m.dir(name)); err != nil {
+	dir := filepath.Join(parent, name)
+	if err := os.Rename(tmp, dir); err != nil {
 		return Volume{}, fmt.Errorf("volume: create %s: %w", name, err)
 	}
 	ok = true
-	if err := atomicfile.SyncDir(m.cfg.Dir); err != nil {
+	if err := atomicfile.SyncDir(parent); err != nil {
 		return Volume{}, err
 	}
-	v := &vol{meta: meta}
-	m.vols[name] = v
-	m.log.Info("volume created", "volume", name, "sizeBytes", size)
+	v := &vol{meta: meta, dir: dir}
+	m.vols[k] = v
+	m.log.Info("volume created", "volume", name, "team", teamID, "sizeBytes", size)
 	return m.view(v), nil
 }
 
@@ -381,26 +569,43 @@ func (m *Manager) checkQuotaLocked(teamID string, size int64) error {
 	return nil
 }
 
-// Get returns one volume.
-func (m *Manager) Get(name string) (Volume, error) {
+// Get returns team teamID's volume name; another team's is not found.
+func (m *Manager) Get(teamID, name string) (Volume, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	v, ok := m.vols[name]
+	v, ok := m.vols[key{teamID, name}]
 	if !ok {
 		return Volume{}, notFound(name)
 	}
 	return m.view(v), nil
 }
 
-// List returns every volume, sorted by name.
-func (m *Manager) List() []Volume {
+// List returns team teamID's volumes, sorted by name.
+func (m *Manager) List(teamID string) []Volume {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []Volume{}
+	for k, v := range m.vols {
+		if k.team == teamID {
+			out = append(out, m.view(v))
+		}
+	}
+	slices.SortFunc(out, func(a, b Volume) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// ListAll returns every team's volumes, sorted by team and then name: for
+// the host admin.
+func (m *Manager) ListAll() []Volume {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]Volume, 0, len(m.vols))
 	for _, v := range m.vols {
 		out = append(out, m.view(v))
 	}
-	slices.SortFunc(out, func(a, b Volume) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Volume) int {
+		return cmp.Or(cmp.Compare(a.TeamID, b.TeamID), cmp.Compare(a.Name, b.Name))
+	})
 	return out
 }
 
@@ -408,18 +613,20 @@ func (m *Manager) List() []Volume {
 func (m *Manager) view(v *vol) Volume {
 	out := v.meta
 	out.Users = maps.Clone(v.meta.Users)
-	if fi, err := os.Stat(m.image(v.meta.Name)); err == nil {
+	if fi, err := os.Stat(v.image()); err == nil {
 		out.UsedBytes = allocated(fi)
 	}
 	return out
 }
 
-// Delete removes a volume and its content. It is refused with
-// ErrConflict "volume_in_use" while a sandbox mounts it.
-func (m *Manager) Delete(ctx context.Context, name string) error {
+// Delete removes team teamID's volume name and its content; another team's
+// is not found. It is refused with ErrConflict "volume_in_use" while a
+// sandbox mounts it.
+func (m *Manager) Delete(ctx context.Context, teamID, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	v, ok := m.vols[name]
+	k := key{teamID, name}
+	v, ok := m.vols[k]
 	if !ok {
 		return notFound(name)
 	}
@@ -429,22 +636,39 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 	}
 	if v.mounted {
 		// Only after a failed unmount at release; try again now.
-		if err := m.sys.unmount(m.mnt(name)); err != nil {
+		if err := m.sys.unmount(v.mnt()); err != nil {
 			return fmt.Errorf("volume: delete %s: %w", name, err)
 		}
 		v.mounted = false
 	}
 	// Renamed first so that a crash mid-removal leaves a temp dir that
-	// Open sweeps, not a volume without its metadata.
-	gone := filepath.Join(m.cfg.Dir, tmpPrefix+name+"-deleted")
-	if err := os.Rename(m.dir(name), gone); err != nil {
+	// Open sweeps, not a volume without its metadata. The temp name is
+	// fresh, so that a removal that failed earlier is no obstacle; the
+	// placeholder goes first because os.Rename refuses a directory target.
+	parent := filepath.Dir(v.dir)
+	gone, err := os.MkdirTemp(parent, tmpPrefix+name+"-deleted-")
+	if err == nil {
+		err = os.Remove(gone)
+	}
+	if err == nil {
+		err = os.Rename(v.dir, gone)
+	}
+	if err != nil {
 		return fmt.Errorf("volume: delete %s: %w", name, err)
 	}
-	delete(m.vols, name)
-	if err := fstree.Remove(gone); err != nil {
-		m.log.Warn("remove deleted volume", "volume", name, "err", err)
+	delete(m.vols, k)
+	// Durable before the answer: a crash must not bring back a volume
+	// whose delete succeeded.
+	if err := atomicfile.SyncDir(parent); err != nil {
+		m.log.Warn("sync after deleting volume", "volume", name, "team", teamID, "err", err)
 	}
-	m.log.Info("volume deleted", "volume", name)
+	if err := fstree.Remove(gone); err != nil {
+		m.log.Warn("remove deleted volume", "volume", name, "team", teamID, "err", err)
+	}
+	if parent == m.teamDir(teamID) {
+		_ = os.Remove(parent) // the team's last volume; fails, as it should, otherwise
+	}
+	m.log.Info("volume deleted", "volume", name, "team", teamID)
 	return nil
 }
 
@@ -476,8 +700,10 @@ func (m *Manager) Acquire(ctx context.Context, sandboxID, teamID string, mnt san
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	v, ok := m.vols[mnt.Volume]
-	if !ok || (v.meta.TeamID != "" && v.meta.TeamID != teamID) {
+	// The name is looked up in the sandbox's team only: there is no
+	// volume every team may mount.
+	v, ok := m.vols[key{teamID, mnt.Volume}]
+	if !ok {
 		return Dirs{}, notFound(mnt.Volume)
 	}
 	name := v.meta.Name
@@ -500,7 +726,7 @@ func (m *Manager) Acquire(ctx context.Context, sandboxID, teamID string, mnt san
 	}
 	v.meta.Users[sandboxID] = mode
 	v.meta.LastUsedAt = m.cfg.Now().UTC()
-	if err := writeMeta(m.dir(name), v.meta); err != nil {
+	if err := writeMeta(v.dir, v.meta); err != nil {
 		v.meta = prev
 		return Dirs{}, fmt.Errorf("volume: acquire %s: %w", name, err)
 	}
@@ -511,39 +737,38 @@ func (m *Manager) Acquire(ctx context.Context, sandboxID, teamID string, mnt san
 		}
 		return Dirs{}, fmt.Errorf("volume: mount %s for sandbox %s: %w", name, sandboxID, err)
 	}
-	m.log.Info("volume acquired", "volume", name, "sandbox", sandboxID, "mode", mode)
+	m.log.Info("volume acquired", "volume", name, "team", teamID, "sandbox", sandboxID, "mode", mode)
 	return dirs, nil
 }
 
 // mountFor mounts the volume if needed and returns the user's dirs.
 func (m *Manager) mountFor(v *vol, id, mode string) (Dirs, error) {
-	name := v.meta.Name
 	if v.mounted {
 		// Unmounted behind paddock's back, the mountpoint would be a plain
 		// host directory: uncapped. Trust mountinfo, not memory.
-		mounts, err := m.sys.mounted(m.mnt(name))
+		mounts, err := m.sys.mounted(v.mnt())
 		if err != nil {
 			return Dirs{}, err
 		}
-		v.mounted = mounts[m.mnt(name)]
+		v.mounted = mounts[v.mnt()]
 	}
 	if !v.mounted {
-		if err := os.MkdirAll(m.mnt(name), 0o700); err != nil {
+		if err := os.MkdirAll(v.mnt(), 0o700); err != nil {
 			return Dirs{}, err
 		}
-		if err := m.sys.mount(m.image(name), m.mnt(name)); err != nil {
+		if err := m.sys.mount(v.image(), v.mnt()); err != nil {
 			return Dirs{}, err
 		}
 		v.mounted = true
-		if err := initFS(m.mnt(name), v.meta.Users); err != nil {
+		if err := initFS(v.mnt(), v.meta.Users); err != nil {
 			return Dirs{}, err
 		}
 	}
-	data := filepath.Join(m.mnt(name), dataName)
+	data := filepath.Join(v.mnt(), dataName)
 	if mode == sandbox.VolumeReadWrite {
 		return Dirs{Source: data}, nil
 	}
-	inner := m.cowDir(name, id)
+	inner := v.cowDir(id)
 	// Left by a user whose release found the volume unmounted.
 	if err := fstree.Remove(inner); err != nil {
 		return Dirs{}, err
@@ -595,7 +820,7 @@ func (m *Manager) releaseLocked(v *vol, id string) error {
 	users := maps.Clone(v.meta.Users)
 	delete(users, id)
 	if len(users) == 0 && v.mounted {
-		if err := m.sys.unmount(m.mnt(name)); err != nil {
+		if err := m.sys.unmount(v.mnt()); err != nil {
 			errs = append(errs, err)
 		} else {
 			v.mounted = false
@@ -604,7 +829,7 @@ func (m *Manager) releaseLocked(v *vol, id string) error {
 	meta := v.meta
 	meta.Users = users
 	meta.LastUsedAt = m.cfg.Now().UTC()
-	if err := writeMeta(m.dir(name), meta); err != nil {
+	if err := writeMeta(v.dir, meta); err != nil {
 		errs = append(errs, err)
 	} else {
 		v.meta = meta
@@ -612,7 +837,8 @@ func (m *Manager) releaseLocked(v *vol, id string) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("volume: release %s from sandbox %s: %w", name, id, err)
 	}
-	m.log.Info("volume released", "volume", name, "sandbox", id, "mounted", v.mounted)
+	m.log.Info("volume released", "volume", name, "team", v.meta.TeamID, "sandbox", id, "mounted", v.mounted)
+	m.moveLegacy(v) // a legacy volume's last user gone: its old path is free
 	return nil
 }
 
@@ -622,7 +848,7 @@ func (m *Manager) releaseLocked(v *vol, id string) error {
 // user's overlay when it stopped the sandbox.
 func (m *Manager) dropCow(v *vol, id string) error {
 	if v.mounted {
-		return fstree.Remove(m.cowDir(v.meta.Name, id))
+		return fstree.Remove(v.cowDir(id))
 	}
 	return nil
 }
@@ -645,11 +871,11 @@ func (m *Manager) SetUser(ctx context.Context, sandboxID string, uid, gid uint32
 			continue
 		}
 		name := v.meta.Name
-		empty, err := m.sys.emptyDir(m.mnt(name), dataName)
+		empty, err := m.sys.emptyDir(v.mnt(), dataName)
 		if err == nil && empty {
-			parent, dir := m.mnt(name), dataName
+			parent, dir := v.mnt(), dataName
 			if mode == sandbox.VolumeCopyOnWrite {
-				parent, dir = filepath.Join(m.mnt(name), cowInner, sandboxID), "upper"
+				parent, dir = v.cowDir(sandboxID), "upper"
 			}
 			err = m.sys.chownDir(parent, dir, int(uid), int(gid))
 		}
@@ -715,7 +941,7 @@ const (
 	sandboxGID = 1000
 )
 
-// writeMeta writes dir/volume.json through a temp file, fsync and rename.
+// writeMeta replaces dir/volume.json atomically (internal/atomicfile).
 func writeMeta(dir string, meta Volume) error {
 	data, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
