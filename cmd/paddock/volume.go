@@ -48,9 +48,10 @@ func volumeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		t := newTable(stdout, "NAME", "SIZE", "USED", "IN USE BY")
+		// TEAM: a host admin's list has every team's, and names are per team.
+		t := newTable(stdout, "NAME", "TEAM", "SIZE", "USED", "IN USE BY")
 		for _, v := range vols {
-			t.row(v.Name, fmt.Sprintf("%dMB", v.SizeBytes>>20), fmt.Sprintf("%dMB", v.UsedBytes>>20), strings.Join(v.InUseBy, ","))
+			t.row(v.Name, v.TeamID, fmt.Sprintf("%dMB", v.SizeBytes>>20), fmt.Sprintf("%dMB", v.UsedBytes>>20), strings.Join(v.InUseBy, ","))
 		}
 		return t.flush()
 

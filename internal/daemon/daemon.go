@@ -279,7 +279,10 @@ func (d *Daemon) openVolumes(o *options) error {
 		return nil
 	}
 	vcfg := volume.Config{Dir: filepath.Join(d.cfg.DataDir, "volumes"), MaxSize: d.cfg.MaxVolumeSize, Logger: d.log,
-		TeamMaxVolumes: d.cfg.TeamMaxVolumes, TeamMaxBytes: d.cfg.TeamMaxVolumeBytes}
+		TeamMaxVolumes: d.cfg.TeamMaxVolumes, TeamMaxBytes: d.cfg.TeamMaxVolumeBytes,
+		// Volumes made before names were per team and with no team were
+		// every team's to mount; they become the host admin's.
+		LegacyTeam: auth.BootstrapTeamID}
 	if vcfg.MaxSize == 0 {
 		vcfg.MaxSize = volume.DefaultMaxSize
 	}

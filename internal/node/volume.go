@@ -14,9 +14,9 @@ import (
 const maxVolumes = 8
 
 // Volumes is what the node needs from the host's named volumes;
-// *volume.Manager satisfies it. Acquire (which refuses another team's
-// volume as not found) runs before the driver creates the
-// sandbox and returns the host directories of the mount at the mount's
+// *volume.Manager satisfies it. Acquire (which looks the name up in the
+// sandbox's team only, so another team's volume is not found) runs before
+// the driver creates the sandbox and returns the host directories of the mount at the mount's
 // path (a copy-on-write mount's overlay is the driver's to mount);
 // Release runs once the driver has stopped it (its processes are gone) and
 // is idempotent. Holders lets reconcile release the sandboxes that did not

@@ -11,13 +11,16 @@ import (
 )
 
 // Volumes is what the server needs from the host's named volumes;
-// *volume.Manager satisfies it. Delete is refused with ErrConflict
+// *volume.Manager satisfies it. A volume is named within its team: every
+// call but ListAll takes the caller's team, so another team's volume is
+// not found and its name is free. Delete is refused with ErrConflict
 // "volume_in_use" while a sandbox mounts the volume.
 type Volumes interface {
-	Create(ctx context.Context, name string, sizeBytes int64, teamID string) (volume.Volume, error)
-	Get(name string) (volume.Volume, error)
-	List() []volume.Volume
-	Delete(ctx context.Context, name string) error
+	Create(ctx context.Context, teamID, name string, sizeBytes int64) (volume.Volume, error)
+	Get(teamID, name string) (volume.Volume, error)
+	List(teamID string) []volume.Volume
+	ListAll() []volume.Volume
+	Delete(ctx context.Context, teamID, name string) error
 }
 
 var _ Volumes = (*volume.Manager)(nil)
@@ -45,19 +48,6 @@ func fromAPIVolumeMounts(vols []api.VolumeMount) []sandbox.VolumeMount {
 	return out
 }
 
-// ownedVolume returns a volume the caller's team owns; another team's is
-// not found, as if it did not exist.
-func (s *Server) ownedVolume(r *http.Request, name string) (volume.Volume, error) {
-	v, err := s.volumes.Get(name)
-	if err != nil {
-		return volume.Volume{}, err
-	}
-	if !callerOf(r).CanAccessTeam(v.TeamID) {
-		return volume.Volume{}, sandbox.Errorf(sandbox.ErrNotFound, "volume_not_found", "volume %q not found", name)
-	}
-	return v, nil
-}
-
 func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) error {
 	if s.volumes == nil {
 		return errNoVolumes
@@ -70,7 +60,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) error {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_volume_size", "sizeBytes must not be negative")
 	}
 	// Formatting must not be cut short by a client hanging up.
-	v, err := s.volumes.Create(context.WithoutCancel(r.Context()), req.Name, req.SizeBytes, callerOf(r).TeamID)
+	v, err := s.volumes.Create(context.WithoutCancel(r.Context()), callerOf(r).TeamID, req.Name, req.SizeBytes)
 	if err != nil {
 		return fmt.Errorf("create volume: %w", err)
 	}
@@ -78,16 +68,21 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// listVolumes lists the caller's team's volumes; a host admin's list has
+// every team's (each with its teamId), as the image list does, though a
+// host admin too gets and deletes by name only in the admin's own team.
 func (s *Server) listVolumes(w http.ResponseWriter, r *http.Request) error {
 	if s.volumes == nil {
 		return errNoVolumes
 	}
 	p := callerOf(r)
-	out := api.VolumeList{Volumes: []api.Volume{}}
-	for _, v := range s.volumes.List() {
-		if p.CanAccessTeam(v.TeamID) {
-			out.Volumes = append(out.Volumes, toAPIVolume(v))
-		}
+	vols := s.volumes.List(p.TeamID)
+	if p.HostAdmin {
+		vols = s.volumes.ListAll()
+	}
+	out := api.VolumeList{Volumes: make([]api.Volume, 0, len(vols))}
+	for _, v := range vols {
+		out.Volumes = append(out.Volumes, toAPIVolume(v))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -97,7 +92,7 @@ func (s *Server) getVolume(w http.ResponseWriter, r *http.Request) error {
 	if s.volumes == nil {
 		return errNoVolumes
 	}
-	v, err := s.ownedVolume(r, r.PathValue("name"))
+	v, err := s.volumes.Get(callerOf(r).TeamID, r.PathValue("name"))
 	if err != nil {
 		return err
 	}
@@ -109,11 +104,7 @@ func (s *Server) deleteVolume(w http.ResponseWriter, r *http.Request) error {
 	if s.volumes == nil {
 		return errNoVolumes
 	}
-	name := r.PathValue("name")
-	if _, err := s.ownedVolume(r, name); err != nil {
-		return err
-	}
-	if err := s.volumes.Delete(context.WithoutCancel(r.Context()), name); err != nil {
+	if err := s.volumes.Delete(context.WithoutCancel(r.Context()), callerOf(r).TeamID, r.PathValue("name")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
