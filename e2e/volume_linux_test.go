@@ -1,11 +1,17 @@
 package e2e
 
 import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/volume"
 	"github.com/paddock-dev/paddock/sdk"
 )
@@ -212,5 +218,138 @@ func TestVolumeSurvivesRestart(t *testing.T) {
 	deleteSandbox(t, sb)
 	if err := second.client.DeleteVolume(ctx, "keep"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestVolumeNamesPerTeam: through the API, two teams each create a volume
+// "cache" and each sandbox mounts its own (both read-write at once, which
+// one volume would refuse), sees only its team's data, and lists only its
+// team's volume; a name only team A has is not found for team B, to get,
+// delete or mount.
+func TestVolumeNamesPerTeam(t *testing.T) {
+	requireVolumes(t)
+	s := startStack(t, newDataDir(t), stackOptions{})
+	ctx := ctxFor(t, 3*time.Minute)
+	a, b := s.newTenant(t, "alpha", store.RoleMember), s.newTenant(t, "beta", store.RoleMember)
+	mnt := []api.VolumeMount{{Volume: "cache", Path: "/data"}}
+	sbs := map[string]*sdk.Sandbox{}
+	for _, tn := range []tenant{a, b} {
+		v, err := tn.client.CreateVolume(ctx, "cache", 0)
+		if err != nil || v.TeamID != tn.teamID {
+			t.Fatalf("team %s creates cache: %+v, %v", tn.teamID, v, err)
+		}
+		sb, err := tn.client.Create(ctx, api.CreateSandboxRequest{Volumes: mnt})
+		if err != nil {
+			t.Fatalf("team %s mounts its cache: %v", tn.teamID, err)
+		}
+		sbs[tn.teamID] = sb
+		if out, code := sh(t, sb, "cat /data/who 2>/dev/null; echo "+tn.teamID+" > /data/who"); code != 0 || out != "" {
+			t.Fatalf("team %s's new volume holds %q (exit %d), want nothing", tn.teamID, out, code)
+		}
+	}
+	for _, tn := range []tenant{a, b} {
+		if out, code := sh(t, sbs[tn.teamID], "cat /data/who"); code != 0 || out != tn.teamID+"\n" {
+			t.Fatalf("team %s's sandbox reads %q, exit %d", tn.teamID, out, code)
+		}
+		vols, err := tn.client.ListVolumes(ctx)
+		if err != nil || len(vols) != 1 || vols[0].TeamID != tn.teamID || len(vols[0].InUseBy) != 1 || vols[0].InUseBy[0] != sbs[tn.teamID].ID {
+			t.Fatalf("team %s lists %+v, %v", tn.teamID, vols, err)
+		}
+	}
+	wantAPICode(t, func() error { _, err := a.client.CreateVolume(ctx, "cache", 0); return err }(), "volume_exists")
+
+	// A name only team A has.
+	if _, err := a.client.CreateVolume(ctx, "alpha-only", 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.client.GetVolume(ctx, "alpha-only")
+	wantAPICode(t, err, "volume_not_found")
+	wantAPICode(t, b.client.DeleteVolume(ctx, "alpha-only"), "volume_not_found")
+	_, err = b.client.Create(ctx, api.CreateSandboxRequest{Volumes: []api.VolumeMount{{Volume: "alpha-only", Path: "/data"}}})
+	wantAPICode(t, err, "volume_not_found")
+	if _, err := a.client.GetVolume(ctx, "alpha-only"); err != nil {
+		t.Fatalf("team A's volume after team B's attempts: %v", err)
+	}
+
+	// Deleting team B's cache leaves team A's, in use, as it was.
+	deleteSandbox(t, sbs[b.teamID])
+	if err := b.client.DeleteVolume(ctx, "cache"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := a.client.GetVolume(ctx, "cache"); err != nil || len(v.InUseBy) != 1 {
+		t.Fatalf("team A's cache after team B deleted its own: %+v, %v", v, err)
+	}
+	if out, code := sh(t, sbs[a.teamID], "cat /data/who"); code != 0 || out != a.teamID+"\n" {
+		t.Fatalf("team A's sandbox reads %q, exit %d", out, code)
+	}
+}
+
+// TestVolumeLegacyAdopted: a volume an older paddock made with no team
+// (which every team could mount) is the host admin's after a restart:
+// moved into the bootstrap team's directory, mounted with its data by the
+// host admin, not found for another team, whose own volume of the name is
+// a different one.
+func TestVolumeLegacyAdopted(t *testing.T) {
+	requireVolumes(t)
+	dir := newDataDir(t)
+	first := startStack(t, dir, stackOptions{})
+	ctx := ctxFor(t, 3*time.Minute)
+	if _, err := first.client.CreateVolume(ctx, "old", 0); err != nil {
+		t.Fatal(err)
+	}
+	w := first.create(t, api.CreateSandboxRequest{Volumes: []api.VolumeMount{{Volume: "old", Path: "/data"}}})
+	if _, code := sh(t, w, "echo legacy > /data/f"); code != 0 {
+		t.Fatal("write the volume")
+	}
+	deleteSandbox(t, w)
+	first.shutdown(t)
+
+	// Back to the layout and metadata of a volume made before teams.
+	vols := filepath.Join(dir, "volumes")
+	legacy := filepath.Join(vols, "old")
+	if err := os.Rename(filepath.Join(vols, "_teams", auth.BootstrapTeamID, "old"), legacy); err != nil {
+		t.Fatal(err)
+	}
+	meta := filepath.Join(legacy, "volume.json")
+	data, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "teamId")
+	if data, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(meta, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	second := startStack(t, dir, stackOptions{})
+	if _, err := os.Stat(legacy); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the legacy volume was not moved: %v", err)
+	}
+	v, err := second.client.GetVolume(ctx, "old")
+	if err != nil || v.TeamID != auth.BootstrapTeamID {
+		t.Fatalf("the host admin's view of the legacy volume: %+v, %v", v, err)
+	}
+	other := second.newTenant(t, "other", store.RoleAdmin)
+	_, err = other.client.Create(ctx, api.CreateSandboxRequest{Volumes: []api.VolumeMount{{Volume: "old", Path: "/data"}}})
+	wantAPICode(t, err, "volume_not_found")
+	if _, err := other.client.CreateVolume(ctx, "old", 0); err != nil {
+		t.Fatalf("another team creates its own volume of the name: %v", err)
+	}
+	sb, err := other.client.Create(ctx, api.CreateSandboxRequest{Volumes: []api.VolumeMount{{Volume: "old", Path: "/data"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := sh(t, sb, "ls /data"); out != "" {
+		t.Fatalf("another team's volume of the name holds %q", out)
+	}
+	r := second.create(t, api.CreateSandboxRequest{Volumes: []api.VolumeMount{{Volume: "old", Path: "/data"}}})
+	if out, code := sh(t, r, "cat /data/f"); code != 0 || out != "legacy\n" {
+		t.Fatalf("the host admin's sandbox reads %q from the adopted volume, exit %d", out, code)
 	}
 }
