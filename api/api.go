@@ -606,7 +606,8 @@ type Volume struct {
 	Name      string `json:"name"`
 	SizeBytes int64  `json:"sizeBytes"` // the cap: writes past it fail with ENOSPC
 	// UsedBytes is what the volume takes on the host's disk now.
-	UsedBytes  int64     `json:"usedBytes"`
+	UsedBytes int64 `json:"usedBytes"`
+	// TeamID owns the volume; the name is unique within it.
 	TeamID     string    `json:"teamId,omitempty"`
 	CreatedAt  time.Time `json:"createdAt"`
 	LastUsedAt time.Time `json:"lastUsedAt,omitzero"`
@@ -618,14 +619,16 @@ type Volume struct {
 // CreateVolumeRequest is the body of POST /volumes.
 type CreateVolumeRequest struct {
 	// Name: 1-63 of [a-z0-9_.-], starting with a letter or digit; unique
-	// on the host.
+	// within the caller's team (another team's volume of the name is a
+	// different one).
 	Name string `json:"name"`
 	// SizeBytes caps the volume (rounded up to a MiB); 0 = the server's
 	// default (10 GiB).
 	SizeBytes int64 `json:"sizeBytes,omitempty"`
 }
 
-// VolumeList is the answer of GET /volumes, sorted by name.
+// VolumeList is the answer of GET /volumes: the caller's team's volumes,
+// sorted by name (a host admin's: every team's, by team then name).
 type VolumeList struct {
 	Volumes []Volume `json:"volumes"`
 }

@@ -17,14 +17,16 @@ func (c *Client) CreateVolume(ctx context.Context, name string, sizeBytes int64)
 	return out, err
 }
 
-// ListVolumes returns the caller's volumes, sorted by name.
+// ListVolumes returns the caller's team's volumes, sorted by name (a host
+// admin's: every team's, by team then name).
 func (c *Client) ListVolumes(ctx context.Context) ([]api.Volume, error) {
 	var out api.VolumeList
 	err := c.do(ctx, http.MethodGet, "/volumes", nil, nil, &out)
 	return out.Volumes, err
 }
 
-// GetVolume returns one volume.
+// GetVolume returns the caller's team's volume of the name; another team's
+// is not found (names are per team).
 func (c *Client) GetVolume(ctx context.Context, name string) (api.Volume, error) {
 	var out api.Volume
 	err := c.do(ctx, http.MethodGet, "/volumes/"+url.PathEscape(name), nil, nil, &out)
