@@ -64,6 +64,11 @@ func (s *Signer) VerifyExpiry(token, sandboxID string, port int) (time.Time, err
 	}
 	// Strict: the last character of a 32-byte MAC carries two spare bits,
 	// and a lenient decoder would take four spellings of one token.
+	// And of the exact length: every decoder of encoding/base64, Strict
+	// too, skips CR and LF, so "ab\ncd" would be a second spelling.
+	if len(sig) != base64.RawURLEncoding.EncodedLen(sha256.Size) {
+		return time.Time{}, errInvalidToken
+	}
 	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	// The MAC is checked before the expiry so that a tampered expiry reads
 	// as tampered, not as expired.
