@@ -14,18 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
-
-// fakeClock is the Signer's clock in tests.
-type fakeClock struct {
-	mu sync.Mutex // guards t
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Set(t time.Time)     { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
-func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
 
 // fakeResolver knows sandboxes by id.
 type fakeResolver struct {
@@ -96,7 +87,7 @@ func (a *activityLog) count(id string) int {
 // everything else to "the API" (a 418 here).
 type harness struct {
 	tb        testing.TB
-	clock     *fakeClock
+	clock     *fake.Clock
 	signer    *Signer
 	resolver  *fakeResolver
 	activity  *activityLog
@@ -113,7 +104,7 @@ func newHarness(tb testing.TB, configure ...func(*http.Server)) *harness {
 	tb.Helper()
 	h := &harness{
 		tb:       tb,
-		clock:    &fakeClock{t: time.Now()},
+		clock:    fake.NewClock(time.Now()),
 		resolver: &fakeResolver{},
 		activity: &activityLog{},
 	}

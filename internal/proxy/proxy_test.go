@@ -29,7 +29,7 @@ func TestAccess(t *testing.T) {
 	stopped := h.addBackend("stopped", false, proxytest.EchoHandler)
 	h.resolver.set("stopped", Target{Addr: netip.MustParseAddr("127.0.0.1"), Running: false, Ports: map[int]PortConfig{stopped.port: {}}})
 	expired := h.signer.Sign("priv", priv.port, time.Second)
-	h.clock.Add(2 * time.Second)
+	h.clock.Advance(2 * time.Second)
 	good := h.token("priv", priv.port)
 	tampered := good[:len(good)-2] + "xx"
 
@@ -256,8 +256,8 @@ func TestQueryTokenSetsCookie(t *testing.T) {
 				t.Errorf("cookie-authenticated request set cookies again: %v", resp.Cookies())
 			}
 			// Once it expires it opens nothing.
-			h.clock.Add(DefaultCookieTTL + time.Second)
-			defer h.clock.Add(-DefaultCookieTTL - time.Second)
+			h.clock.Advance(DefaultCookieTTL + time.Second)
+			defer h.clock.Advance(-DefaultCookieTTL - time.Second)
 			resp, body = proxytest.Do(t, h.client, proxytest.Get(t, tt.next("/app.js"), "Cookie", c.String()))
 			if resp.StatusCode != 403 || proxytest.ErrorCode(t, body) != "token_expired" {
 				t.Errorf("expired cookie: status %d %s, want 403 token_expired", resp.StatusCode, body)

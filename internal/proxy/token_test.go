@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 
 	"github.com/paddock-dev/paddock/internal/proxy/proxytest"
@@ -18,7 +19,7 @@ var testKey = proxytest.Key
 
 func TestSigner(t *testing.T) {
 	start := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	clock := &fakeClock{t: start}
+	clock := fake.NewClock(start)
 	s := &Signer{Key: testKey, Now: clock.Now}
 	good := s.Sign("sb-abc", 3000, time.Minute)
 	sig := good[strings.LastIndexByte(good, '.')+1:]
