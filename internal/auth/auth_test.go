@@ -13,7 +13,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,30 +21,13 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
 )
 
 const audience = "paddock-web"
-
-// clock is the tests' one injectable clock.
-type clock struct {
-	mu sync.Mutex // guards t
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // issuer is an OIDC provider on loopback: a discovery document and a JWKS
 // with one RSA and one EC key, both generated here.
@@ -145,9 +127,9 @@ func newStore(t *testing.T) store.Store {
 	return st
 }
 
-func newAuth(t *testing.T, st store.Store, clk *clock, oidcCfg *auth.OIDCConfig) *auth.Authenticator {
+func newAuth(t *testing.T, st store.Store, clk *fake.Clock, oidcCfg *auth.OIDCConfig) *auth.Authenticator {
 	t.Helper()
-	a, err := auth.New(t.Context(), auth.Config{Store: st, OIDC: oidcCfg, Now: clk.now})
+	a, err := auth.New(t.Context(), auth.Config{Store: st, OIDC: oidcCfg, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,10 +151,10 @@ func wantCode(t *testing.T, err error, code string) {
 
 func TestOIDC(t *testing.T) {
 	iss := startIssuer(t)
-	clk := &clock{t: time.Now()}
+	clk := fake.NewClock(time.Now())
 	st := newStore(t)
 	ctx := t.Context()
-	team := store.Team{ID: "team-a", Name: "a", CreatedAt: clk.now()}
+	team := store.Team{ID: "team-a", Name: "a", CreatedAt: clk.Now()}
 	if err := st.CreateTeam(ctx, team); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +171,7 @@ func TestOIDC(t *testing.T) {
 	// No discovery: the keys' URL is given.
 	byJWKS := newAuth(t, st, clk, &auth.OIDCConfig{Issuer: iss.url, Audience: audience, JWKSURL: iss.url + "/keys"})
 
-	now := clk.now()
+	now := clk.Now()
 	none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." +
 		base64.RawURLEncoding.EncodeToString(mustJSON(t, iss.claims(now, nil))) + "."
 	tests := []struct {
@@ -250,13 +232,13 @@ func TestOIDC(t *testing.T) {
 
 func TestOIDCProvisionsIntoDefaultTeam(t *testing.T) {
 	iss := startIssuer(t)
-	clk := &clock{t: time.Now()}
+	clk := fake.NewClock(time.Now())
 	st := newStore(t)
 	if err := st.CreateTeam(t.Context(), store.Team{ID: "team-web", Name: "web"}); err != nil {
 		t.Fatal(err)
 	}
 	a := newAuth(t, st, clk, &auth.OIDCConfig{Issuer: iss.url, Audience: audience, DefaultTeam: "team-web", UserClaim: "email"})
-	tok := iss.sign(t, "rsa", iss.claims(clk.now(), map[string]any{"email": "new@example.com"}))
+	tok := iss.sign(t, "rsa", iss.claims(clk.Now(), map[string]any{"email": "new@example.com"}))
 	p1, err := a.AuthenticateBearer(t.Context(), tok)
 	if err != nil || p1.TeamID != "team-web" || p1.Role != store.RoleMember || p1.UserID == "" {
 		t.Fatalf("first sign-in = %+v, %v", p1, err)
@@ -294,7 +276,7 @@ func TestOIDCConfigValidate(t *testing.T) {
 }
 
 func TestAPITokens(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
+	clk := fake.NewClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC))
 	st := newStore(t)
 	a := newAuth(t, st, clk, nil)
 	ctx := t.Context()
@@ -319,7 +301,7 @@ func TestAPITokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tok.Hash) != 32 || strings.Contains(string(tok.Hash), member) || !tok.ExpiresAt.Equal(clk.now().Add(time.Hour)) {
+	if len(tok.Hash) != 32 || strings.Contains(string(tok.Hash), member) || !tok.ExpiresAt.Equal(clk.Now().Add(time.Hour)) {
 		t.Errorf("stored token = %+v", tok)
 	}
 	teamAdmin, _, err := a.CreateToken(ctx, team.ID, "", "lead", store.RoleAdmin, 0)
@@ -364,7 +346,7 @@ func TestAPITokens(t *testing.T) {
 		})
 	}
 
-	clk.advance(time.Hour) // the member token's expiry, exactly
+	clk.Advance(time.Hour) // the member token's expiry, exactly
 	_, err = a.AuthenticateBearer(ctx, member)
 	wantCode(t, err, "expired_token")
 	if _, err := a.AuthenticateBearer(ctx, teamAdmin); err != nil {
@@ -384,7 +366,7 @@ func TestAPITokens(t *testing.T) {
 }
 
 func TestCreateTokenValidates(t *testing.T) {
-	clk := &clock{t: time.Now()}
+	clk := fake.NewClock(time.Now())
 	st := newStore(t)
 	a := newAuth(t, st, clk, nil)
 	ctx := t.Context()
@@ -425,7 +407,7 @@ func TestCreateTokenValidates(t *testing.T) {
 }
 
 func TestAuthenticateRequest(t *testing.T) {
-	a := newAuth(t, newStore(t), &clock{t: time.Now()}, nil)
+	a := newAuth(t, newStore(t), fake.NewClock(time.Now()), nil)
 	secret, _, err := a.Bootstrap(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -505,9 +487,9 @@ func TestUnknownKeyIDs(t *testing.T) {
 	ctx := t.Context()
 	iss := startIssuer(t)
 	st := newStore(t)
-	clk := &clock{t: time.Now()}
+	clk := fake.NewClock(time.Now())
 	a := newAuth(t, st, clk, &auth.OIDCConfig{Issuer: iss.url, Audience: audience})
-	now := clk.now()
+	now := clk.Now()
 	// The first token fetches the keys; a known kid never fetches again.
 	if _, err := a.AuthenticateBearer(ctx, iss.sign(t, "rsa", iss.claims(now, nil))); !errors.Is(err, auth.ErrUnknownUser) {
 		t.Fatalf("first token: %v", err)
@@ -521,13 +503,13 @@ func TestUnknownKeyIDs(t *testing.T) {
 	if burst > 1 {
 		t.Errorf("50 tokens with unknown key ids made %d key fetches within a minute, want at most 1", burst)
 	}
-	clk.advance(time.Minute) // keyRefreshInterval
-	_, err := a.AuthenticateBearer(ctx, iss.sign(t, "rotated-late", iss.claims(clk.now(), nil)))
+	clk.Advance(time.Minute) // keyRefreshInterval
+	_, err := a.AuthenticateBearer(ctx, iss.sign(t, "rotated-late", iss.claims(clk.Now(), nil)))
 	wantCode(t, err, "invalid_token")
 	if n := iss.keyFetches.Load() - base; n != burst+1 {
 		t.Errorf("after a minute: %d fetches, want %d: one more", n, burst+1)
 	}
-	if _, err := a.AuthenticateBearer(ctx, iss.sign(t, "ec", iss.claims(clk.now(), nil))); !errors.Is(err, auth.ErrUnknownUser) {
+	if _, err := a.AuthenticateBearer(ctx, iss.sign(t, "ec", iss.claims(clk.Now(), nil))); !errors.Is(err, auth.ErrUnknownUser) {
 		t.Errorf("a published key still verifies: %v", err)
 	}
 }
