@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
@@ -527,21 +528,8 @@ func TestStateSavedAndRestored(t *testing.T) {
 	}
 }
 
-// clock is a settable clock for idle tests.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func TestIdleTimeoutAndLifetime(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := fake.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	e := newEnv(t, func(c *Config) { c.Now = clk.Now })
 	ctx := context.Background()
 	req := appRequest(t, "idle")
@@ -552,7 +540,7 @@ func TestIdleTimeoutAndLifetime(t *testing.T) {
 
 	// Activity keeps it alive past one idle timeout.
 	for range 3 {
-		clk.Add(40 * time.Second)
+		clk.Advance(40 * time.Second)
 		e.svc.Touch(a.ID)
 		time.Sleep(100 * time.Millisecond) // several checks
 	}
@@ -571,7 +559,7 @@ func TestIdleTimeoutAndLifetime(t *testing.T) {
 	if err := e.svc.Heartbeat(ctx, teamA, v.ID); err != nil {
 		t.Fatal(err)
 	}
-	clk.Add(61 * time.Second)
+	clk.Advance(61 * time.Second)
 	got := waitFor(t, e.svc, a.ID, StateStopped)
 	if got.EndReason != ReasonIdle {
 		t.Fatalf("end reason %q", got.EndReason)
@@ -584,7 +572,7 @@ func TestIdleTimeoutAndLifetime(t *testing.T) {
 	// Max lifetime ends an activation however busy it is.
 	a = activateReady(t, e.svc, v.ID)
 	for range 130 { // half an idle timeout a step: never idle between steps
-		clk.Add(30 * time.Second)
+		clk.Advance(30 * time.Second)
 		e.svc.Touch(a.ID)
 	}
 	if got = waitFor(t, e.svc, a.ID, StateStopped); got.EndReason != ReasonLifetime {
