@@ -47,6 +47,7 @@ type Agent struct {
 	files   map[string]File // absolute path → file
 	reads   []string        // "<url path> <path> sudo=<sudo>" of each file or archive read
 	changed chan struct{}   // closed and replaced on every change
+	refused map[string]bool // route patterns that answer 500
 }
 
 // AgentConfig sets up an Agent.
@@ -150,19 +151,31 @@ func StartAgent(t testing.TB, cfg AgentConfig) *Agent {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/ping", a.servePing)
-	mux.HandleFunc("POST /v1/commands", a.start)
-	mux.HandleFunc("GET /v1/commands", a.list)
-	mux.HandleFunc("GET /v1/commands/{id}", a.get)
-	mux.HandleFunc("GET /v1/commands/{id}/wait", a.wait)
-	mux.HandleFunc("GET /v1/commands/{id}/output", a.output)
-	mux.HandleFunc("POST /v1/commands/{id}/signal", a.signal)
-	mux.HandleFunc("POST /v1/commands/{id}/stdin", a.stdin)
-	mux.HandleFunc("PUT /v1/files", a.writeTar)
-	mux.HandleFunc("GET /v1/files", a.readFile)
-	mux.HandleFunc("GET /v1/archive", a.readArchive)
-	mux.HandleFunc("POST /v1/mkdir", a.mkdir)
-	mux.HandleFunc("GET /v1/ports", func(w http.ResponseWriter, _ *http.Request) {
+	handle := func(pattern string, h http.HandlerFunc) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			a.mu.Lock()
+			refused := a.refused[pattern]
+			a.mu.Unlock()
+			if refused {
+				agentError(w, http.StatusInternalServerError, "internal", "refused by the test")
+				return
+			}
+			h(w, r)
+		})
+	}
+	handle("GET /v1/ping", a.servePing)
+	handle("POST /v1/commands", a.start)
+	handle("GET /v1/commands", a.list)
+	handle("GET /v1/commands/{id}", a.get)
+	handle("GET /v1/commands/{id}/wait", a.wait)
+	handle("GET /v1/commands/{id}/output", a.output)
+	handle("POST /v1/commands/{id}/signal", a.signal)
+	handle("POST /v1/commands/{id}/stdin", a.stdin)
+	handle("PUT /v1/files", a.writeTar)
+	handle("GET /v1/files", a.readFile)
+	handle("GET /v1/archive", a.readArchive)
+	handle("POST /v1/mkdir", a.mkdir)
+	handle("GET /v1/ports", func(w http.ResponseWriter, _ *http.Request) {
 		reply(w, []agent.ListeningPort{{Port: 3000, Address: "0.0.0.0"}})
 	})
 	hs := &http.Server{Handler: mux}
@@ -181,6 +194,17 @@ func (a *Agent) Socket() string { return a.sock }
 
 // Client is a client of the agent, closed when the test ends.
 func (a *Agent) Client() *agent.Client { return a.client }
+
+// Refuse makes a route (a pattern as the agent's mux has it: "GET
+// /v1/commands", "GET /v1/commands/{id}/output") answer 500 from now on.
+func (a *Agent) Refuse(pattern string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.refused == nil {
+		a.refused = map[string]bool{}
+	}
+	a.refused[pattern] = true
+}
 
 // SetPing sets the ping answer (JSON); "" answers a plain agent.
 func (a *Agent) SetPing(body string) {
