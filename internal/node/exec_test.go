@@ -3,14 +3,9 @@ package node
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
-	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,90 +13,16 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/image"
-	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
-
-// execAgent is an agent that records the commands it is asked to start:
-// a started one runs until the sandbox stops; one started with wait exits 0.
-type execAgent struct {
-	sock string
-
-	mu   sync.Mutex // guards reqs
-	reqs []agent.CommandRequest
-}
-
-func startExecAgent(t *testing.T) *execAgent {
-	t.Helper()
-	// Socket paths are limited to ~108 bytes; t.TempDir can be longer.
-	dir, err := os.MkdirTemp("", "pexec")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	a := &execAgent{sock: filepath.Join(dir, "agent.sock")}
-	ln, err := net.Listen("unix", a.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(`{"version":"fake","pid":1}`))
-	})
-	mux.HandleFunc("POST /v1/commands", func(w http.ResponseWriter, r *http.Request) {
-		var req agent.CommandRequest
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		a.mu.Lock()
-		a.reqs = append(a.reqs, req)
-		n := len(a.reqs)
-		a.mu.Unlock()
-		t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-		cmd := agent.Command{ID: fmt.Sprintf("cmd-%d", n), Cmd: req.Cmd, Args: req.Args, Cwd: req.Cwd, Sudo: req.Sudo,
-			Status: agent.StatusRunning, StartedAt: t0}
-		if r.URL.Query().Get("wait") == "true" {
-			zero := 0
-			cmd.Status, cmd.ExitCode, cmd.FinishedAt = agent.StatusExited, &zero, t0.Add(time.Second)
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusCreated)
-		json.NewEncoder(w).Encode(cmd)
-	})
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln) // owned: closed by the cleanup
-	t.Cleanup(func() { srv.Close() })
-	return a
-}
-
-// requests returns what the agent was asked to start, in order.
-func (a *execAgent) requests() []agent.CommandRequest {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]agent.CommandRequest(nil), a.reqs...)
-}
-
-// execDriver is the fake driver whose sandboxes have an execAgent.
-type execDriver struct {
-	*fakeDriver
-	agent *execAgent
-}
-
-func (d *execDriver) Create(ctx context.Context, spec runtime.Spec) (*agent.Client, error) {
-	if _, err := d.fakeDriver.Create(ctx, spec); err != nil {
-		return nil, err
-	}
-	return agent.UnixClient(d.agent.sock), nil
-}
 
 // execEnv is a manager whose sandboxes run an execAgent, with an image
 // that has env and a working dir, a history and a log kept for the test.
 type execEnv struct {
 	*env
-	agent *execAgent
+	agent *fake.Agent
 	hist  *fakeHistory
 	log   *syncBuffer
 }
@@ -129,17 +50,24 @@ const execImage = "127.0.0.1:5000/app:1"
 func newExecEnv(t *testing.T) *execEnv {
 	t.Helper()
 	x := &execEnv{
-		env:   &env{d: newFakeDriver(t), clock: newFakeClock(), dir: t.TempDir()},
-		agent: startExecAgent(t),
-		hist:  &fakeHistory{finished: map[string][]agent.Command{}},
-		log:   &syncBuffer{},
+		env: &env{clock: fake.NewClock(epoch), dir: t.TempDir()},
+		// A command started runs until the sandbox stops; one started
+		// with wait exits 0.
+		agent: fake.StartAgent(t, fake.AgentConfig{Now: fake.NewClock(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)).Now,
+			Script: func(c *fake.Cmd) {
+				if c.Wait {
+					c.Exit(0)
+				}
+			}}),
+		hist: &fakeHistory{finished: map[string][]agent.Command{}},
+		log:  &syncBuffer{},
 	}
 	imgs := &fakeImages{team: "team-a", img: &image.Image{
 		Ref: execImage, Digest: "sha256:abc", Layers: []string{"/l/base", "/l/top"},
 		Config: image.ImageConfig{Env: []string{"PATH=/bin", "A=image", "B=image"}, WorkingDir: "/work"},
 	}}
+	x.d = fake.NewDriver(t, fake.DriverConfig{Agent: x.agent})
 	x.m = x.manager(t, func(c *Config) {
-		c.Driver = &execDriver{fakeDriver: x.d, agent: x.agent}
 		c.Images = imgs
 		c.History = x.hist
 		c.Logger = slog.New(slog.NewTextHandler(x.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -186,7 +114,7 @@ func TestExecValidation(t *testing.T) {
 			wantErr(t, err, sandbox.ErrInvalid, tt.code)
 		})
 	}
-	if n := len(x.agent.requests()); n != 0 {
+	if n := len(x.agent.Started()); n != 0 {
 		t.Errorf("the agent was asked to start %d invalid commands", n)
 	}
 	x.hist.mu.Lock()
@@ -221,11 +149,11 @@ func TestExecDefaultsAndEnv(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := len(x.agent.requests())
+			before := len(x.agent.Started())
 			if _, err := x.m.Exec(t.Context(), sb.ID, tt.req); err != nil {
 				t.Fatal(err)
 			}
-			reqs := x.agent.requests()
+			reqs := x.agent.Started()
 			if len(reqs) != before+1 {
 				t.Fatalf("the agent got %d requests, want 1", len(reqs)-before)
 			}
@@ -259,7 +187,7 @@ func TestExecHistory(t *testing.T) {
 		t.Fatalf("detached %+v, waited %+v", detached, waited)
 	}
 	// The agent got the secret: it is the command's env.
-	if reqs := x.agent.requests(); len(reqs) != 2 || reqs[0].Env["TOKEN"] != secret || reqs[1].Env["TOKEN"] != secret {
+	if reqs := x.agent.Started(); len(reqs) != 2 || reqs[0].Env["TOKEN"] != secret || reqs[1].Env["TOKEN"] != secret {
 		t.Fatalf("agent requests = %+v", reqs)
 	}
 
@@ -296,7 +224,7 @@ func TestExecNeedsARunningSandbox(t *testing.T) {
 	wantErr(t, err, sandbox.ErrNotRunning, "sandbox_not_running")
 	_, err = x.m.Exec(t.Context(), "sb-nope", sandbox.ExecRequest{Cmd: "true"})
 	wantErr(t, err, sandbox.ErrNotFound, "sandbox_not_found")
-	if n := len(x.agent.requests()); n != 0 {
+	if n := len(x.agent.Started()); n != 0 {
 		t.Errorf("the agent was asked to start %d commands", n)
 	}
 }
@@ -317,8 +245,8 @@ func TestExecOutlivesItsCaller(t *testing.T) {
 	x.hist.mu.Lock()
 	n := len(x.hist.started)
 	x.hist.mu.Unlock()
-	if n != 1 || len(x.agent.requests()) != 1 || cmd.ID == "" {
-		t.Errorf("started %d, recorded %d, want 1 and 1", len(x.agent.requests()), n)
+	if n != 1 || len(x.agent.Started()) != 1 || cmd.ID == "" {
+		t.Errorf("started %d, recorded %d, want 1 and 1", len(x.agent.Started()), n)
 	}
 	if got := x.get(t, sb.ID).LastActivityAt; !got.Equal(x.clock.Now().UTC()) {
 		t.Errorf("LastActivityAt = %s, want the time of the command, %s", got, x.clock.Now().UTC())

@@ -2,39 +2,15 @@ package node
 
 import (
 	"context"
-	"encoding/json"
-	"net"
-	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
-
-// historyDriver is the fake driver with an agent that lists commands and a
-// cgroup that reports CPU time.
-type historyDriver struct {
-	*fakeDriver
-	sock string
-}
-
-func (d *historyDriver) Create(ctx context.Context, spec runtime.Spec) (*agent.Client, error) {
-	if _, err := d.fakeDriver.Create(ctx, spec); err != nil {
-		return nil, err
-	}
-	return agent.UnixClient(d.sock), nil
-}
-
-func (d *historyDriver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
-	st, err := d.fakeDriver.Stats(ctx, id)
-	st.CPUUsage = 1500 * time.Millisecond
-	return st, err
-}
 
 // fakeHistory records what the node hands to History.
 type fakeHistory struct {
@@ -71,38 +47,18 @@ func (h *fakeHistory) Used(_ context.Context, u Usage) error {
 	return nil
 }
 
+// newHistoryEnv is a manager whose sandboxes' agent lists cmds and whose
+// cgroups report CPU time, with a history kept for the test.
 func newHistoryEnv(t *testing.T, cmds []agent.Command) (*env, *fakeHistory) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "phist")
-	if err != nil {
-		t.Fatal(err)
+	a := fake.StartAgent(t, fake.AgentConfig{})
+	for _, c := range cmds {
+		a.AddCommand(c)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(`{"version":"fake","pid":1}`))
-	})
-	mux.HandleFunc("GET /v1/commands", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(cmds)
-	})
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-
 	h := &fakeHistory{finished: map[string][]agent.Command{}}
-	e := &env{d: newFakeDriver(t), clock: newFakeClock(), dir: t.TempDir()}
-	hd := &historyDriver{fakeDriver: e.d, sock: sock}
-	e.m = e.manager(t, func(c *Config) {
-		c.Driver = hd
-		c.History = h
-	})
+	e := &env{d: fake.NewDriver(t, fake.DriverConfig{Agent: a}), clock: fake.NewClock(epoch), dir: t.TempDir()}
+	e.d.SetStats(runtime.Stats{PIDs: 3, MemoryBytes: 1 << 20, CPUUsage: 1500 * time.Millisecond})
+	e.m = e.manager(t, func(c *Config) { c.History = h })
 	return e, h
 }
 
@@ -177,10 +133,11 @@ func TestHistoryOnEveryStopPath(t *testing.T) {
 }
 
 func TestHistoryAgentGone(t *testing.T) {
-	// The fake driver's own agent answers pings but not /v1/commands: the
-	// stop goes ahead, usage is still recorded, command history is not.
+	// The agent answers pings but not /v1/commands: the stop goes ahead,
+	// usage is still recorded, command history is not.
 	h := &fakeHistory{finished: map[string][]agent.Command{}}
 	e := newEnv(t, func(c *Config) { c.History = h })
+	e.d.FakeAgent().Refuse("GET /v1/commands")
 	sb := e.create(t)
 	e.clock.Advance(time.Hour)
 	if _, err := e.m.Stop(t.Context(), sb.ID); err != nil {

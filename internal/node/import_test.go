@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -56,7 +57,7 @@ func TestImportFileRecords(t *testing.T) {
 }
 
 func TestImportFileRecordsBadFile(t *testing.T) {
-	e := &env{d: newFakeDriver(t), clock: newFakeClock(), dir: t.TempDir()}
+	e := &env{d: fake.NewDriver(t, fake.DriverConfig{}), clock: fake.NewClock(epoch), dir: t.TempDir()}
 	dir := filepath.Join(e.dir, "node", "sandboxes")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)

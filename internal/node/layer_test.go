@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -38,9 +39,8 @@ func TestDiskCap(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := newFakeDriver(t)
-			d.diskCap = tt.diskCap
-			e := &env{d: d, clock: newFakeClock(), dir: t.TempDir()}
+			d := fake.NewDriver(t, fake.DriverConfig{DiskCap: tt.diskCap})
+			e := &env{d: d, clock: fake.NewClock(epoch), dir: t.TempDir()}
 			e.m = e.manager(t, tt.mod)
 			sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Resources: sandbox.Resources{DiskMB: tt.req}})
 			if tt.code != "" {
@@ -50,7 +50,7 @@ func TestDiskCap(t *testing.T) {
 				if sandbox.CodeOf(err) != tt.code {
 					t.Fatalf("error %v, want %s", err, tt.code)
 				}
-				if n := e.d.count("create"); n != 0 {
+				if n := e.d.Count("create"); n != 0 {
 					t.Errorf("driver saw %d creates", n)
 				}
 				return
@@ -76,7 +76,7 @@ func TestStoppedRetention(t *testing.T) {
 	}
 	mod := func(c *Config) {
 		c.Images = store
-		c.Driver = snapDriver{c.Driver.(*fakeDriver)}
+		c.Driver = snapDriver{c.Driver.(*fake.Driver)}
 		c.StoppedRetention = time.Hour
 	}
 	e := newEnv(t, mod)
@@ -91,7 +91,7 @@ func TestStoppedRetention(t *testing.T) {
 	}
 	// Within the retention: the layer stays and can be snapshotted.
 	e.m.checkTimeouts(ctx)
-	if n := e.d.count("destroy"); n != 0 {
+	if n := e.d.Count("destroy"); n != 0 {
 		t.Fatalf("driver saw %d destroys within the retention", n)
 	}
 	if _, err := e.m.Snapshot(ctx, a.ID); err != nil {
@@ -100,7 +100,7 @@ func TestStoppedRetention(t *testing.T) {
 
 	e.clock.Advance(31 * time.Minute)
 	e.m.checkTimeouts(ctx)
-	if !e.d.called("destroy", a.ID) {
+	if !e.d.Called("destroy", a.ID) {
 		t.Fatal("the layer past its retention stays")
 	}
 	got := e.get(t, a.ID)
@@ -111,7 +111,7 @@ func TestStoppedRetention(t *testing.T) {
 	wantErr(t, err, sandbox.ErrConflict, "sandbox_layer_removed")
 	_, err = e.m.Fork(ctx, a.ID, sandbox.CreateRequest{})
 	wantErr(t, err, sandbox.ErrConflict, "sandbox_layer_removed")
-	if e.d.called("destroy", b.ID) || !e.get(t, b.ID).LayerRemovedAt.IsZero() {
+	if e.d.Called("destroy", b.ID) || !e.get(t, b.ID).LayerRemovedAt.IsZero() {
 		t.Fatal("the younger sandbox's layer went too")
 	}
 
@@ -119,7 +119,7 @@ func TestStoppedRetention(t *testing.T) {
 	e.m.Close()
 	e.clock.Advance(time.Hour)
 	m2 := e.manager(t, mod)
-	if !e.d.called("destroy", b.ID) {
+	if !e.d.Called("destroy", b.ID) {
 		t.Fatal("a layer due during the downtime was not collected at start")
 	}
 	if sb, err := m2.Get(ctx, b.ID); err != nil || sb.LayerRemovedAt.IsZero() {
@@ -127,7 +127,7 @@ func TestStoppedRetention(t *testing.T) {
 	}
 	// Collected once: a marked record is never due again.
 	m2.checkTimeouts(ctx)
-	if n := e.d.count("destroy"); n != 2 {
+	if n := e.d.Count("destroy"); n != 2 {
 		t.Fatalf("driver saw %d destroys, want 2", n)
 	}
 	// Deleting a collected sandbox still works.
@@ -144,7 +144,7 @@ func TestStoppedRetentionOff(t *testing.T) {
 	}
 	e.clock.Advance(365 * 24 * time.Hour)
 	e.m.checkTimeouts(t.Context())
-	if n := e.d.count("destroy"); n != 0 {
+	if n := e.d.Count("destroy"); n != 0 {
 		t.Fatalf("driver saw %d destroys without a retention", n)
 	}
 }

@@ -162,7 +162,7 @@ func TestNetworkCreateFailures(t *testing.T) {
 	}
 
 	// A driver failure tears the network down.
-	e.d.set(func(d *fakeDriver) { d.createErr = errors.New("no rootfs") })
+	e.d.SetCreateErr(errors.New("no rootfs"))
 	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{})
 	if err == nil || sb.State != sandbox.Failed {
 		t.Fatalf("Create = %s, %v; want failed", sb.State, err)
@@ -170,14 +170,14 @@ func TestNetworkCreateFailures(t *testing.T) {
 	if fn.has(sb.ID) {
 		t.Error("network left after a failed create")
 	}
-	e.d.set(func(d *fakeDriver) { d.createErr = nil })
+	e.d.SetCreateErr(nil)
 
 	// So does a failed Setup, and the driver is never asked.
 	fn.mu.Lock()
 	fn.setupErr = errors.New("pool exhausted")
 	fn.mu.Unlock()
 	sb, err = e.m.Create(t.Context(), sandbox.CreateRequest{})
-	if err == nil || sb.State != sandbox.Failed || e.d.called("create", sb.ID) {
+	if err == nil || sb.State != sandbox.Failed || e.d.Called("create", sb.ID) {
 		t.Errorf("Create with a failing Setup = %s, %v", sb.State, err)
 	}
 }

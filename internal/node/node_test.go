@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -123,7 +124,7 @@ func TestCreateInvalid(t *testing.T) {
 			wantErr(t, err, sandbox.ErrInvalid, tt.code)
 		})
 	}
-	if n := e.d.count("create"); n != 0 {
+	if n := e.d.Count("create"); n != 0 {
 		t.Errorf("driver saw %d creates for invalid requests", n)
 	}
 }
@@ -164,7 +165,7 @@ func TestCreateSurvivesCancelledRequest(t *testing.T) {
 
 func TestCreateDriverFailure(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.MaxSandboxes = 1 })
-	e.d.set(func(d *fakeDriver) { d.createErr = errors.New("no rootfs") })
+	e.d.SetCreateErr(errors.New("no rootfs"))
 	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{})
 	if err == nil {
 		t.Fatal("Create succeeded; want the driver's error")
@@ -176,14 +177,14 @@ func TestCreateDriverFailure(t *testing.T) {
 	if got.State != sandbox.Failed || got.Error != "create: no rootfs" {
 		t.Errorf("Get: state %s error %q", got.State, got.Error)
 	}
-	if !e.d.called("destroy", sb.ID) {
+	if !e.d.Called("destroy", sb.ID) {
 		t.Error("driver.Destroy not called after a failed create")
 	}
 	_, err = e.m.Agent(t.Context(), sb.ID)
 	wantErr(t, err, sandbox.ErrNotRunning, "sandbox_not_running")
 
 	// The failed sandbox does not hold the only slot.
-	e.d.set(func(d *fakeDriver) { d.createErr = nil })
+	e.d.SetCreateErr(nil)
 	e.create(t)
 }
 
@@ -215,15 +216,13 @@ func TestCreateParallel(t *testing.T) {
 	arrived.Add(n)
 	all := make(chan struct{})
 	go func() { arrived.Wait(); close(all) }()
-	e.d.set(func(d *fakeDriver) {
-		d.createHook = func(ctx context.Context, id string) error {
-			arrived.Done()
-			select {
-			case <-all:
-				return nil
-			case <-time.After(10 * time.Second):
-				return errors.New("creates were serialised")
-			}
+	e.d.SetCreateHook(func(ctx context.Context, id string) error {
+		arrived.Done()
+		select {
+		case <-all:
+			return nil
+		case <-time.After(10 * time.Second):
+			return errors.New("creates were serialised")
 		}
 	})
 
@@ -248,12 +247,10 @@ func TestPendingVisibleDuringCreate(t *testing.T) {
 	e := newEnv(t, nil)
 	inDriver := make(chan string)
 	release := make(chan struct{})
-	e.d.set(func(d *fakeDriver) {
-		d.createHook = func(ctx context.Context, id string) error {
-			inDriver <- id
-			<-release
-			return nil
-		}
+	e.d.SetCreateHook(func(ctx context.Context, id string) error {
+		inDriver <- id
+		<-release
+		return nil
 	})
 	done := make(chan error, 1)
 	go func() {
@@ -421,7 +418,7 @@ func TestListInvalid(t *testing.T) {
 func TestListLimitClamped(t *testing.T) {
 	cfg := Config{
 		DataDir:      t.TempDir(),
-		Driver:       newFakeDriver(t),
+		Driver:       fake.NewDriver(t, fake.DriverConfig{}),
 		MaxSandboxes: 600,
 		Logger:       discardLogger(),
 	}
@@ -458,14 +455,14 @@ func TestStopAndTransitions(t *testing.T) {
 	if err != nil || stopped.State != sandbox.Stopped || !stopped.StoppedAt.Equal(e.clock.Now()) {
 		t.Fatalf("Stop = %+v, %v", stopped, err)
 	}
-	if running, _ := e.d.running(sb.ID); running {
+	if running, _ := e.d.Running(sb.ID); running {
 		t.Error("driver still runs the stopped sandbox")
 	}
 	again, err := e.m.Stop(t.Context(), sb.ID)
 	if err != nil || again.State != sandbox.Stopped {
 		t.Errorf("second Stop = %s, %v; want the stopped record", again.State, err)
 	}
-	if n := e.d.count("stop"); n != 1 {
+	if n := e.d.Count("stop"); n != 1 {
 		t.Errorf("driver.Stop called %d times, want 1", n)
 	}
 
@@ -495,7 +492,7 @@ func TestStopAndTransitions(t *testing.T) {
 func TestStopDriverFailure(t *testing.T) {
 	e := newEnv(t, nil)
 	sb := e.create(t)
-	e.d.set(func(d *fakeDriver) { d.stopErr = errors.New("cgroup busy") })
+	e.d.SetStopErr(errors.New("cgroup busy"))
 	got, err := e.m.Stop(t.Context(), sb.ID)
 	if err == nil || got.State != sandbox.Failed || got.Error != "stop: cgroup busy" {
 		t.Fatalf("Stop with a failing driver = %s %q, %v", got.State, got.Error, err)
@@ -526,10 +523,10 @@ func TestDelete(t *testing.T) {
 			if err := e.m.Delete(t.Context(), sb.ID); err != nil {
 				t.Fatal(err)
 			}
-			if !e.d.called("destroy", sb.ID) {
+			if !e.d.Called("destroy", sb.ID) {
 				t.Error("driver.Destroy not called")
 			}
-			if _, known := e.d.running(sb.ID); known {
+			if _, known := e.d.Running(sb.ID); known {
 				t.Error("driver still knows the sandbox")
 			}
 			_, err := e.m.Get(t.Context(), sb.ID)
@@ -545,7 +542,7 @@ func TestDelete(t *testing.T) {
 func TestDeleteDriverFailure(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.MaxSandboxes = 1 })
 	sb := e.create(t)
-	e.d.set(func(d *fakeDriver) { d.destroyErr = errors.New("busy mount") })
+	e.d.SetDestroyErr(errors.New("busy mount"))
 	if err := e.m.Delete(t.Context(), sb.ID); err == nil {
 		t.Fatal("Delete succeeded with a failing driver")
 	}
@@ -553,7 +550,7 @@ func TestDeleteDriverFailure(t *testing.T) {
 	if got := e.get(t, sb.ID); got.State != sandbox.Failed || got.Error != "destroy: busy mount" {
 		t.Errorf("after a failed Delete: %s %q", got.State, got.Error)
 	}
-	e.d.set(func(d *fakeDriver) { d.destroyErr = nil })
+	e.d.SetDestroyErr(nil)
 	if err := e.m.Delete(t.Context(), sb.ID); err != nil {
 		t.Fatalf("retried Delete: %v", err)
 	}
@@ -580,7 +577,7 @@ func TestTimeoutExpiry(t *testing.T) {
 	if got.State != sandbox.Stopped || got.Error != "" {
 		t.Errorf("at its deadline: state %s error %q, want stopped without error", got.State, got.Error)
 	}
-	if !e.d.called("stop", short.ID) {
+	if !e.d.Called("stop", short.ID) {
 		t.Error("driver.Stop not called on timeout")
 	}
 	if got := e.get(t, long.ID); got.State != sandbox.Running {
@@ -700,7 +697,7 @@ func TestConcurrentOps(t *testing.T) {
 	for _, id := range ids {
 		_, err := e.m.Get(t.Context(), id)
 		wantErr(t, err, sandbox.ErrNotFound, "")
-		if _, known := e.d.running(id); known {
+		if _, known := e.d.Running(id); known {
 			t.Errorf("%s left in the driver", id)
 		}
 	}
@@ -714,7 +711,7 @@ func TestConcurrentOps(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	d := newFakeDriver(t)
+	d := fake.NewDriver(t, fake.DriverConfig{})
 	tests := []struct {
 		name string
 		cfg  Config
@@ -757,7 +754,7 @@ func TestStartTwiceAndClose(t *testing.T) {
 	if err := e.m.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if running, _ := e.d.running(sb.ID); !running {
+	if running, _ := e.d.Running(sb.ID); !running {
 		t.Error("Close stopped a sandbox; they must keep running")
 	}
 	_, err := e.m.Create(t.Context(), sandbox.CreateRequest{})

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -24,8 +25,8 @@ func TestRestartReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	failed := func() sandbox.Sandbox {
-		e.d.set(func(d *fakeDriver) { d.createErr = errNope })
-		defer e.d.set(func(d *fakeDriver) { d.createErr = nil })
+		e.d.SetCreateErr(errNope)
+		defer e.d.SetCreateErr(nil)
 		sb, _ := e.m.Create(t.Context(), sandbox.CreateRequest{})
 		return sb
 	}()
@@ -35,11 +36,9 @@ func TestRestartReconcile(t *testing.T) {
 
 	// While paddock was down: one sandbox died, one's agent hangs, a
 	// crash mid-create left an orphan, and time passed.
-	e.d.set(func(d *fakeDriver) {
-		d.sandboxes[crashed.ID] = false
-		d.deadAgent[deadAgent.ID] = true
-		d.sandboxes["sb-orphanorphanorph"] = true
-	})
+	e.d.SetSandbox(crashed.ID, false)
+	e.d.SetDeadAgent(deadAgent.ID)
+	e.d.SetSandbox("sb-orphanorphanorph", true)
 	e.clock.Advance(2 * time.Minute)
 
 	m2 := e.manager(t, nil)
@@ -68,23 +67,23 @@ func TestRestartReconcile(t *testing.T) {
 			if !strings.HasPrefix(got.Error, tt.errPart) || (tt.errPart == "") != (got.Error == "") {
 				t.Errorf("error = %q, want prefix %q", got.Error, tt.errPart)
 			}
-			if e.d.called("stop", tt.id) != tt.stopped {
+			if e.d.Called("stop", tt.id) != tt.stopped {
 				t.Errorf("driver.Stop called = %v, want %v", !tt.stopped, tt.stopped)
 			}
-			if running, _ := e.d.running(tt.id); running != (tt.state == sandbox.Running) {
+			if running, _ := e.d.Running(tt.id); running != (tt.state == sandbox.Running) {
 				t.Errorf("driver running = %v with state %s", running, tt.state)
 			}
 		})
 	}
 
-	if !e.d.called("destroy", "sb-orphanorphanorph") {
+	if !e.d.Called("destroy", "sb-orphanorphanorph") {
 		t.Error("orphan not destroyed")
 	}
 	// Lost sandboxes keep their writable layer until Delete.
-	if e.d.called("destroy", crashed.ID) {
+	if e.d.Called("destroy", crashed.ID) {
 		t.Error("a lost sandbox was destroyed before Delete")
 	}
-	if err := m2.Delete(t.Context(), crashed.ID); err != nil || !e.d.called("destroy", crashed.ID) {
+	if err := m2.Delete(t.Context(), crashed.ID); err != nil || !e.d.Called("destroy", crashed.ID) {
 		t.Errorf("Delete of a lost sandbox: %v", err)
 	}
 
@@ -128,10 +127,8 @@ func TestRestartPendingAndStopping(t *testing.T) {
 	if err := os.WriteFile(tmp, []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.d.set(func(d *fakeDriver) {
-		d.sandboxes["sb-pendingalive"] = true
-		d.sandboxes["sb-stopping"] = true
-	})
+	e.d.SetSandbox("sb-pendingalive", true)
+	e.d.SetSandbox("sb-stopping", true)
 
 	e.m = e.manager(t, nil)
 	tests := []struct {
@@ -166,7 +163,7 @@ func TestCorruptRecordRefusesStart(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(rec, "sb-bad.json"), []byte("{nope"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := New(Config{DataDir: dir, Driver: newFakeDriver(t), Logger: discardLogger()})
+	_, err := New(Config{DataDir: dir, Driver: fake.NewDriver(t, fake.DriverConfig{}), Logger: discardLogger()})
 	if err == nil {
 		t.Fatal("New accepted a corrupt record")
 	}

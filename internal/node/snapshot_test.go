@@ -7,12 +7,13 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
 // snapDriver gives the fake driver the Snapshotter power.
-type snapDriver struct{ *fakeDriver }
+type snapDriver struct{ *fake.Driver }
 
 func (d snapDriver) Snapshot(ctx context.Context, id, dst string, maxBytes int64) (int64, error) {
 	return 2, os.WriteFile(filepath.Join(dst, "from-"+id), []byte("hi"), 0o644)
@@ -25,7 +26,7 @@ func TestSnapshotAndFork(t *testing.T) {
 	}
 	e := newEnv(t, func(c *Config) {
 		c.Images = store
-		c.Driver = snapDriver{c.Driver.(*fakeDriver)}
+		c.Driver = snapDriver{c.Driver.(*fake.Driver)}
 	})
 	ctx := t.Context()
 	src, err := e.m.Create(ctx, sandbox.CreateRequest{Env: map[string]string{"A": "src"}, Resources: sandbox.Resources{VCPUs: 2}})

@@ -192,7 +192,7 @@ func realAgent(t *testing.T, e *env) string {
 		srv.Close()
 		<-done
 	})
-	e.d.set(func(d *fakeDriver) { d.sock = sock })
+	e.d.SetAgentSocket(sock)
 	return root
 }
 
@@ -277,10 +277,10 @@ func TestCreateSourceFailure(t *testing.T) {
 			if sb.State != sandbox.Failed || !strings.HasPrefix(sb.Error, "create: ") {
 				t.Errorf("record = %s %q", sb.State, sb.Error)
 			}
-			if !e.d.called("destroy", sb.ID) {
+			if !e.d.Called("destroy", sb.ID) {
 				t.Error("the sandbox was not destroyed")
 			}
-			if running, known := e.d.running(sb.ID); running || known {
+			if running, known := e.d.Running(sb.ID); running || known {
 				t.Error("the sandbox is still known to the driver")
 			}
 			_, err = e.m.Agent(t.Context(), sb.ID)
@@ -295,7 +295,7 @@ func TestCreateSourceUnsupported(t *testing.T) {
 	e := newEnv(t, nil)
 	_, err := e.m.Create(t.Context(), sandbox.CreateRequest{Source: &sandbox.Source{Type: sandbox.SourceGit, URL: "https://example.com/r.git"}})
 	wantErr(t, err, sandbox.ErrUnsupported, "sources_unsupported")
-	if n := e.d.count("create"); n != 0 {
+	if n := e.d.Count("create"); n != 0 {
 		t.Errorf("driver.Create called %d times", n)
 	}
 }

@@ -4,8 +4,8 @@ import (
 	"testing"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/image"
-	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -18,19 +18,17 @@ func TestCreateResolvedUser(t *testing.T) {
 		Config: image.ImageConfig{User: "app"},
 	}}
 	vols := newFakeVolumes()
-	d := &specDriver{fakeDriver: newFakeDriver(t), specs: map[string]runtime.Spec{}}
-	d.set(func(d *fakeDriver) {
-		d.ping = `{"version":"fake","pid":1,"user":{"uid":1234,"gid":2345,"home":"/home/app","name":"app"}}`
-	})
-	e := &env{d: d.fakeDriver, clock: newFakeClock(), dir: t.TempDir()}
-	e.m = e.manager(t, func(c *Config) { c.Driver = d; c.Images = imgs; c.Volumes = vols })
+	d := fake.NewDriver(t, fake.DriverConfig{})
+	d.FakeAgent().SetPing(`{"version":"fake","pid":1,"user":{"uid":1234,"gid":2345,"home":"/home/app","name":"app"}}`)
+	e := &env{d: d, clock: fake.NewClock(epoch), dir: t.TempDir()}
+	e.m = e.manager(t, func(c *Config) { c.Images = imgs; c.Volumes = vols })
 
 	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Image: imgs.img.Ref,
 		Volumes: []sandbox.VolumeMount{{Volume: "cache", Path: "/cache"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := d.specs[sb.ID].User; got != "app" {
+	if got := d.Spec(sb.ID).User; got != "app" {
 		t.Errorf("driver got user %q, want the image's %q", got, "app")
 	}
 	want := sandbox.User{UID: 1234, GID: 2345, Home: "/home/app"}
@@ -44,7 +42,7 @@ func TestCreateResolvedUser(t *testing.T) {
 	if err := e.m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	e.m = e.manager(t, func(c *Config) { c.Driver = d; c.Images = imgs; c.Volumes = vols })
+	e.m = e.manager(t, func(c *Config) { c.Images = imgs; c.Volumes = vols })
 	if got := e.get(t, sb.ID); got.State != sandbox.Running || got.User != want {
 		t.Errorf("after a restart: state %s user %+v, want running %+v", got.State, got.User, want)
 	}
@@ -65,15 +63,13 @@ func TestCreateDefaultUser(t *testing.T) {
 func TestCreateUnknownUser(t *testing.T) {
 	vols := newFakeVolumes()
 	e := newEnv(t, func(c *Config) { c.Volumes = vols })
-	e.d.set(func(d *fakeDriver) {
-		d.ping = `{"version":"fake","pid":1,"userError":{"code":"` + agent.CodeUserUnknown + `","message":"no user \"nosuch\""}}`
-	})
+	e.d.FakeAgent().SetPing(`{"version":"fake","pid":1,"userError":{"code":"` + agent.CodeUserUnknown + `","message":"no user \"nosuch\""}}`)
 	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Volumes: []sandbox.VolumeMount{{Volume: "cache", Path: "/cache"}}})
 	wantErr(t, err, sandbox.ErrInvalid, agent.CodeUserUnknown)
 	if sb.State != sandbox.Failed {
 		t.Errorf("state %s, want failed", sb.State)
 	}
-	if !e.d.called("destroy", sb.ID) {
+	if !e.d.Called("destroy", sb.ID) {
 		t.Error("driver.Destroy not called")
 	}
 	if vols.holds(sb.ID) {

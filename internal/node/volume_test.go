@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/volume"
@@ -70,20 +70,6 @@ func (f *fakeVolumes) holds(id string) bool {
 	return len(f.held[id]) > 0
 }
 
-// specDriver records the specs the node hands to the fake driver.
-type specDriver struct {
-	*fakeDriver
-	mu    sync.Mutex // guards specs
-	specs map[string]runtime.Spec
-}
-
-func (d *specDriver) Create(ctx context.Context, spec runtime.Spec) (*agent.Client, error) {
-	d.mu.Lock()
-	d.specs[spec.ID] = spec
-	d.mu.Unlock()
-	return d.fakeDriver.Create(ctx, spec)
-}
-
 func TestVolumesUnsupported(t *testing.T) {
 	e := newEnv(t, nil)
 	_, err := e.m.Create(t.Context(), sandbox.CreateRequest{Volumes: []sandbox.VolumeMount{{Volume: "cache", Path: "/cache"}}})
@@ -126,9 +112,9 @@ func TestVolumesInvalid(t *testing.T) {
 
 func TestVolumesAcquiredAndReleased(t *testing.T) {
 	vols := newFakeVolumes()
-	d := &specDriver{fakeDriver: newFakeDriver(t), specs: map[string]runtime.Spec{}}
-	e := &env{d: d.fakeDriver, clock: newFakeClock(), dir: t.TempDir()}
-	e.m = e.manager(t, func(c *Config) { c.Driver = d; c.Volumes = vols })
+	d := fake.NewDriver(t, fake.DriverConfig{})
+	e := &env{d: d, clock: fake.NewClock(epoch), dir: t.TempDir()}
+	e.m = e.manager(t, func(c *Config) { c.Volumes = vols })
 	ctx := t.Context()
 	req := sandbox.CreateRequest{Volumes: []sandbox.VolumeMount{
 		{Volume: "npm", Path: "/home/user/.npm"},
@@ -141,7 +127,7 @@ func TestVolumesAcquiredAndReleased(t *testing.T) {
 	}
 	want := []runtime.Mount{{Source: "/host/volumes/npm", Dest: "/home/user/.npm"},
 		{Source: "/host/volumes/base", Dest: "/opt/base", Upper: "/host/cow/" + sb.ID + "/upper", Work: "/host/cow/" + sb.ID + "/work"}}
-	if got := d.specs[sb.ID].Mounts; !slices.Equal(got, want) {
+	if got := d.Spec(sb.ID).Mounts; !slices.Equal(got, want) {
 		t.Fatalf("driver got mounts %v, want %v", got, want)
 	}
 	if sb.Volumes[0].Mode != sandbox.VolumeReadWrite || sb.Volumes[1].Mode != sandbox.VolumeCopyOnWrite {
@@ -169,7 +155,7 @@ func TestVolumesAcquiredAndReleased(t *testing.T) {
 	}
 
 	// The driver fails: what was acquired goes back.
-	d.set(func(d *fakeDriver) { d.createErr = errors.New("boom") })
+	d.SetCreateErr(errors.New("boom"))
 	failed, err := e.m.Create(ctx, req)
 	if err == nil || failed.State != sandbox.Failed {
 		t.Fatalf("create with a failing driver: %v, %s", err, failed.State)
@@ -177,14 +163,14 @@ func TestVolumesAcquiredAndReleased(t *testing.T) {
 	if vols.holds(failed.ID) {
 		t.Fatal("a failed create kept its volumes")
 	}
-	d.set(func(d *fakeDriver) { d.createErr = nil })
+	d.SetCreateErr(nil)
 
 	// The second volume is busy: the first is given back, the error says why.
 	vols.refuse = "base"
 	busy, err := e.m.Create(ctx, req)
 	wantErr(t, err, sandbox.ErrConflict, "volume_busy")
-	if busy.State != sandbox.Failed || vols.holds(busy.ID) || d.called("create", busy.ID) {
-		t.Fatalf("busy volume: state %s, holds %v, driver called %v", busy.State, vols.holds(busy.ID), d.called("create", busy.ID))
+	if busy.State != sandbox.Failed || vols.holds(busy.ID) || d.Called("create", busy.ID) {
+		t.Fatalf("busy volume: state %s, holds %v, driver called %v", busy.State, vols.holds(busy.ID), d.Called("create", busy.ID))
 	}
 }
 
@@ -206,7 +192,7 @@ func TestVolumesReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.m.Close()
-	e.d.set(func(d *fakeDriver) { delete(d.sandboxes, dead.ID) })
+	e.d.Forget(dead.ID)
 
 	e.m = e.manager(t, func(c *Config) { c.Volumes = vols })
 	if got := vols.Holders(); !slices.Equal(got, []string{live.ID}) {
