@@ -18,6 +18,7 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/doctor"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
@@ -135,7 +136,7 @@ func TestDaemon(t *testing.T) {
 		setup func(t *testing.T, dir string) (Config, []Option)
 	}{
 		{"loopback sandboxes on a fake driver", func(t *testing.T, dir string) (Config, []Option) {
-			return Config{DataDir: dir, NoNetwork: true}, []Option{WithDriver(newFakeDriver(t))}
+			return Config{DataDir: dir, NoNetwork: true}, []Option{WithDriver(fake.NewDriver(t, fake.DriverConfig{}))}
 		}},
 		{"runc with networking", func(t *testing.T, dir string) (Config, []Option) {
 			if why := doctor.SandboxReady(t.Context()); why != "" {
@@ -203,7 +204,7 @@ func TestReadyz(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { st.Close() })
-			s := serve(t, Config{DataDir: dir, NoNetwork: true}, WithDriver(newFakeDriver(t)), WithStore(st))
+			s := serve(t, Config{DataDir: dir, NoNetwork: true}, WithDriver(fake.NewDriver(t, fake.DriverConfig{})), WithStore(st))
 			if status, code := s.probe(t, "/readyz"); status != http.StatusOK {
 				t.Fatalf("readyz = %d %s before, want 200", status, code)
 			}
@@ -248,7 +249,7 @@ func TestStartFails(t *testing.T) {
 			if err := tc.damage(dir); err != nil {
 				t.Fatal(err)
 			}
-			drv := newFakeDriver(t)
+			drv := fake.NewDriver(t, fake.DriverConfig{})
 			cfg := Config{DataDir: dir, NoNetwork: true}
 			d, err := Start(t.Context(), cfg, WithDriver(drv))
 			if err == nil {
@@ -284,7 +285,7 @@ func TestDataDirPrivate(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	serve(t, Config{DataDir: dir, NoNetwork: true}, WithDriver(newFakeDriver(t)))
+	serve(t, Config{DataDir: dir, NoNetwork: true}, WithDriver(fake.NewDriver(t, fake.DriverConfig{})))
 	fi, err := os.Stat(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -147,7 +148,7 @@ func TestHistoryUsed(t *testing.T) {
 // sandbox that still runs.
 func TestUpgradeFromFileRecords(t *testing.T) {
 	dir := t.TempDir()
-	d := newFakeDriver(t)
+	d := fake.NewDriver(t, fake.DriverConfig{})
 	old := startManager(t, dir, d, nil)
 	sb, err := old.Create(t.Context(), sandbox.CreateRequest{TeamID: "team-a"})
 	if err != nil {
@@ -269,7 +270,7 @@ func TestHistoryPrunedAtStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	serve(t, Config{DataDir: dir, NoNetwork: true, HistoryRetention: 24 * time.Hour}, WithDriver(newFakeDriver(t)), WithStore(st))
+	serve(t, Config{DataDir: dir, NoNetwork: true, HistoryRetention: 24 * time.Hour}, WithDriver(fake.NewDriver(t, fake.DriverConfig{})), WithStore(st))
 	var ids []string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		got, _, err := st.ListCommands(t.Context(), "sb-gone", store.Page{})

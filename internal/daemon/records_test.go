@@ -1,111 +1,18 @@
 package daemon
 
 import (
-	"context"
-	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
-	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
 )
-
-// fakeDriver runs "sandboxes" as map entries whose agent is one HTTP
-// server on a unix socket answering pings; it outlives managers, as a real
-// host's sandboxes outlive a paddock restart.
-type fakeDriver struct {
-	sock string
-
-	mu        sync.Mutex
-	sandboxes map[string]bool // id → running
-}
-
-var _ runtime.Driver = (*fakeDriver)(nil)
-
-func newFakeDriver(t *testing.T) *fakeDriver {
-	dir, err := os.MkdirTemp("", "precords") // unix socket paths are short
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"version":"fake","pid":1}`)
-	})
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return &fakeDriver{sock: sock, sandboxes: map[string]bool{}}
-}
-
-func (d *fakeDriver) Capabilities() runtime.Capabilities { return runtime.Capabilities{Name: "fake"} }
-
-func (d *fakeDriver) Create(ctx context.Context, spec runtime.Spec) (*agent.Client, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.sandboxes[spec.ID] = true
-	return agent.UnixClient(d.sock), nil
-}
-
-func (d *fakeDriver) Agent(ctx context.Context, id string) (*agent.Client, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	running, ok := d.sandboxes[id]
-	switch {
-	case !ok:
-		return nil, sandbox.ErrNotFound
-	case !running:
-		return nil, sandbox.ErrNotRunning
-	}
-	return agent.UnixClient(d.sock), nil
-}
-
-func (d *fakeDriver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
-	return runtime.Stats{}, nil
-}
-
-func (d *fakeDriver) Stop(ctx context.Context, id string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, ok := d.sandboxes[id]; ok {
-		d.sandboxes[id] = false
-	}
-	return nil
-}
-
-func (d *fakeDriver) Destroy(ctx context.Context, id string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.sandboxes, id)
-	return nil
-}
-
-func (d *fakeDriver) List(ctx context.Context) ([]runtime.Info, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []runtime.Info
-	for id, running := range d.sandboxes {
-		out = append(out, runtime.Info{ID: id, Running: running})
-	}
-	return out, nil
-}
-
-func (d *fakeDriver) Close() error { return nil }
 
 func openStore(t *testing.T, path string) *sqlite.Store {
 	s, err := sqlite.Open(path)
@@ -141,7 +48,7 @@ func startManager(t *testing.T, dir string, d runtime.Driver, recs node.Records)
 func TestNodeOnSQLite(t *testing.T) {
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "paddock.db")
-	d := newFakeDriver(t)
+	d := fake.NewDriver(t, fake.DriverConfig{})
 
 	st := openStore(t, dbPath)
 	// Another node's sandbox in the same database.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
@@ -25,7 +26,7 @@ func TestImportStaging(t *testing.T) {
 	if err := os.WriteFile(left, []byte("half an archive"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := serve(t, Config{DataDir: dir, NoNetwork: true}, WithDriver(newFakeDriver(t)))
+	s := serve(t, Config{DataDir: dir, NoNetwork: true}, WithDriver(fake.NewDriver(t, fake.DriverConfig{})))
 	if _, err := os.Stat(left); !os.IsNotExist(err) {
 		t.Errorf("a crash's staged import survived the start: %v", err)
 	}
