@@ -86,10 +86,8 @@ func FuzzAPIRequest(f *testing.F) {
 		}
 		rt := fuzzRoutes[int(route)%len(fuzzRoutes)]
 		// Reset what a previous input may have changed.
-		sbs.mu.Lock()
-		clear(sbs.sbs)
-		sbs.sbs[stopped.ID] = stopped
-		sbs.mu.Unlock()
+		sbs.Reset()
+		sbs.Add(stopped)
 
 		u, err := url.Parse(api.Prefix + strings.Replace(rt.path, "{id}", url.PathEscape(id), 1) + "?" + query)
 		if err != nil {
@@ -101,7 +99,7 @@ func FuzzAPIRequest(f *testing.F) {
 		if rt.method == "PUT" && strings.HasSuffix(rt.path, "/files") {
 			req.Header.Set("Content-Type", "application/x-tar")
 		}
-		before := sbs.mutationLog()
+		before := sbs.Mutations()
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 
@@ -119,7 +117,7 @@ func FuzzAPIRequest(f *testing.F) {
 		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error.Code == "" {
 			t.Fatalf("%s %s: status %d, error body %q: %v", rt.method, req.URL, status, rec.Body, err)
 		}
-		if after := sbs.mutationLog(); !slices.Equal(before, after) {
+		if after := sbs.Mutations(); !slices.Equal(before, after) {
 			t.Fatalf("%s %s: refused with %d (%s) but changed %v", rt.method, req.URL, status, e.Error.Code, after[len(before):])
 		}
 	})

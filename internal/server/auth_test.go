@@ -20,6 +20,7 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
@@ -32,9 +33,9 @@ import (
 // an admin and a member token, and the bootstrap host admin.
 type teamsEnv struct {
 	srv                              *server.Server
-	sbs                              *fakeSandboxes
-	fa                               *fakeAgent
-	snaps                            *fakeSnapshots
+	sbs                              *fake.Sandboxes
+	fa                               *fake.Agent
+	snaps                            *fake.Snapshots
 	auth                             *auth.Authenticator
 	url                              string
 	host                             string // host admin token
@@ -81,7 +82,7 @@ func setupTeams(t *testing.T) *teamsEnv {
 	fa, ac := startFakeAgent(t)
 	e.fa = fa
 	e.sbs = newFakeSandboxes(ac)
-	e.snaps = &fakeSnapshots{sbs: e.sbs, snaps: map[string]*image.Snapshot{}}
+	e.snaps = fake.NewSnapshots(e.sbs, "")
 	e.srv, err = server.New(server.Config{Sandboxes: e.sbs, Auth: a, Accounts: a, Snapshots: e.snaps})
 	if err != nil {
 		t.Fatal(err)
@@ -94,9 +95,9 @@ func setupTeams(t *testing.T) *teamsEnv {
 		{ID: "sb-b", TeamID: e.teamB, State: sandbox.Running, Image: "host", CreatedAt: time.Unix(0, 0), Ports: []sandbox.Port{{Port: 3000}}},
 		{ID: "sb-legacy", State: sandbox.Running, Image: "host", CreatedAt: time.Unix(0, 0)},
 	} {
-		e.sbs.add(sb)
+		e.sbs.Add(sb)
 	}
-	e.snaps.add(&image.Snapshot{ID: "snap-b", Source: "sb-b", TeamID: e.teamB})
+	e.snaps.Add(&image.Snapshot{ID: "snap-b", Source: "sb-b", TeamID: e.teamB})
 	return e
 }
 
@@ -192,7 +193,7 @@ func TestAnotherTeamsSandboxIsNotFound(t *testing.T) {
 		t.Run(method+" "+tmpl, func(t *testing.T) {
 			for _, tok := range []string{e.memberA, e.adminA} {
 				// Put back what an earlier stop or delete of the own one changed.
-				e.sbs.add(sandbox.Sandbox{ID: "sb-a", TeamID: e.teamA, State: sandbox.Running, Image: "host",
+				e.sbs.Add(sandbox.Sandbox{ID: "sb-a", TeamID: e.teamA, State: sandbox.Running, Image: "host",
 					CreatedAt: time.Unix(0, 0), Ports: []sandbox.Port{{Port: 3000}}})
 				other := strings.Replace(path, "{id}", "sb-b", 1)
 				e.expect(t, tok, method, "/api/v1"+other, bodies[method+" "+tmpl], http.StatusNotFound, "sandbox_not_found")
@@ -208,12 +209,12 @@ func TestAnotherTeamsSandboxIsNotFound(t *testing.T) {
 		})
 	}
 	// Nothing of team B's was touched: no mutation, no agent call, no snapshot.
-	for _, m := range e.sbs.mutationLog() {
+	for _, m := range e.sbs.Mutations() {
 		if strings.Contains(m, "sb-b") || strings.Contains(m, "sb-legacy") {
 			t.Errorf("mutation of another team's sandbox: %s", m)
 		}
 	}
-	if n := e.snaps.taken("sb-b"); n != 0 {
+	if n := e.snaps.Taken("sb-b"); n != 0 {
 		t.Errorf("%d snapshots of sb-b taken", n)
 	}
 	// The host admin reaches every team's sandbox.
@@ -484,86 +485,6 @@ func TestFileTokensAreHostAdmins(t *testing.T) {
 	if rec.Code != http.StatusNotImplemented || errorCode(t, rec.Body.Bytes()).Code != "accounts_disabled" {
 		t.Errorf("teams without accounts: %d %s", rec.Code, rec.Body)
 	}
-}
-
-// fakeSnapshots is a server.Snapshots over fakeSandboxes: a snapshot
-// belongs to its source's team, and a fork is a create from it.
-type fakeSnapshots struct {
-	sbs *fakeSandboxes
-
-	mu    sync.Mutex // guards the fields below
-	snaps map[string]*image.Snapshot
-	seq   int
-	log   []string // sources snapshotted
-}
-
-func (f *fakeSnapshots) add(s *image.Snapshot) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.snaps[s.ID] = s
-}
-
-func (f *fakeSnapshots) taken(source string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, s := range f.log {
-		if s == source {
-			n++
-		}
-	}
-	return n
-}
-
-func (f *fakeSnapshots) Snapshot(ctx context.Context, id string) (*image.Snapshot, error) {
-	sb, err := f.sbs.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.seq++
-	s := &image.Snapshot{ID: fmt.Sprintf("snap-%d", f.seq), Source: id, TeamID: sb.TeamID, Image: sb.Image}
-	f.snaps[s.ID] = s
-	f.log = append(f.log, id)
-	return s, nil
-}
-
-func (f *fakeSnapshots) Fork(ctx context.Context, id string, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
-	if _, err := f.Snapshot(ctx, id); err != nil {
-		return sandbox.Sandbox{}, err
-	}
-	return f.sbs.Create(ctx, req)
-}
-
-func (f *fakeSnapshots) ListSnapshots() []*image.Snapshot {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make([]*image.Snapshot, 0, len(f.snaps))
-	for _, s := range f.snaps {
-		out = append(out, s)
-	}
-	return out
-}
-
-func (f *fakeSnapshots) GetSnapshot(id string) (*image.Snapshot, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s, ok := f.snaps[id]
-	if !ok {
-		return nil, sandbox.Errorf(sandbox.ErrNotFound, "snapshot_not_found", "snapshot %q not found", id)
-	}
-	return s, nil
-}
-
-func (f *fakeSnapshots) DeleteSnapshot(_ context.Context, id string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.snaps[id]; !ok {
-		return sandbox.Errorf(sandbox.ErrNotFound, "snapshot_not_found", "snapshot %q not found", id)
-	}
-	delete(f.snaps, id)
-	return nil
 }
 
 // TestImagesPerTeam: pulls, imports and removals act on the caller's

@@ -36,7 +36,7 @@ func TestNetworkEndpoints(t *testing.T) {
 	c := sdk.New(hs.URL, token)
 	ctx := t.Context()
 
-	sbs.add(sandbox.Sandbox{ID: "net", State: sandbox.Running, Image: "host", CreatedAt: time.Unix(0, 0),
+	sbs.Add(sandbox.Sandbox{ID: "net", State: sandbox.Running, Image: "host", CreatedAt: time.Unix(0, 0),
 		Ports: []sandbox.Port{{Port: 3000}}, NetworkPolicy: &sandbox.NetworkPolicy{Mode: "allow-all"}})
 	sb, err := c.Get(ctx, "net")
 	if err != nil {

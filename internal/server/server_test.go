@@ -20,6 +20,7 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/sdk"
@@ -27,8 +28,8 @@ import (
 
 type testEnv struct {
 	srv    *server.Server
-	sbs    *fakeSandboxes
-	agent  *fakeAgent
+	sbs    *fake.Sandboxes
+	agent  *fake.Agent
 	url    string
 	token  string
 	client *sdk.Client
@@ -78,9 +79,9 @@ func setup(t *testing.T) *testEnv {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	sbs.add(sandbox.Sandbox{ID: "run", State: sandbox.Running, Image: "host",
+	sbs.Add(sandbox.Sandbox{ID: "run", State: sandbox.Running, Image: "host",
 		Env: map[string]string{"A": "sandbox", "B": "sandbox"}, CreatedAt: time.Unix(0, 0), ExpiresAt: time.Unix(300, 0)})
-	sbs.add(sandbox.Sandbox{ID: "stopped", State: sandbox.Stopped, Image: "host", CreatedAt: time.Unix(0, 0)})
+	sbs.Add(sandbox.Sandbox{ID: "stopped", State: sandbox.Stopped, Image: "host", CreatedAt: time.Unix(0, 0)})
 	return &testEnv{srv: srv, sbs: sbs, agent: fa, url: hs.URL, token: token, client: sdk.New(hs.URL, token), logs: logs}
 }
 
@@ -234,7 +235,7 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before, beforeAgent := e.sbs.mutationLog(), e.agent.mutationCount()
+			before, beforeAgent := e.sbs.Mutations(), e.agent.Mutations()
 			status, h, body := e.raw(t, tt.method, tt.path, strings.NewReader(tt.body), tt.headers)
 			if status != tt.status {
 				t.Fatalf("status = %d, want %d: %s", status, tt.status, body)
@@ -252,10 +253,10 @@ func TestBadInput(t *testing.T) {
 			if status == 405 && h.Get("Allow") == "" {
 				t.Error("405 without Allow")
 			}
-			if after := e.sbs.mutationLog(); !slices.Equal(before, after) {
+			if after := e.sbs.Mutations(); !slices.Equal(before, after) {
 				t.Errorf("sandboxes changed: %v -> %v", before, after)
 			}
-			if e.agent.mutationCount() != beforeAgent {
+			if e.agent.Mutations() != beforeAgent {
 				t.Error("the agent was asked to change something")
 			}
 		})
@@ -284,7 +285,7 @@ func TestUploadTooLargeChunked(t *testing.T) {
 
 func TestPanicRecovered(t *testing.T) {
 	e := setup(t)
-	e.sbs.add(sandbox.Sandbox{ID: "panic"})
+	e.sbs.Add(sandbox.Sandbox{ID: "panic"})
 	status, _, body := e.raw(t, "GET", "/api/v1/sandboxes/panic", nil, nil)
 	if status != 500 || errorCode(t, body).Code != "internal" {
 		t.Fatalf("status %d body %s", status, body)
@@ -342,7 +343,7 @@ func TestSandboxLifecycle(t *testing.T) {
 		t.Errorf("Get after delete: %v", err)
 	}
 	want := []string{"create sb-001", "extend sb-001", "stop sb-001", "delete sb-001"}
-	if got := e.sbs.mutationLog(); !slices.Equal(got, want) {
+	if got := e.sbs.Mutations(); !slices.Equal(got, want) {
 		t.Errorf("mutations = %v, want %v", got, want)
 	}
 	// The request log names the sandbox under the stable key.
@@ -421,7 +422,7 @@ func TestRunCommand(t *testing.T) {
 	}
 	want := sandbox.ExecRequest{Cmd: "echo", Args: []string{"x"}, Cwd: "/tmp", Env: map[string]string{"B": "req", "C": "req"},
 		Sudo: true, TimeoutMs: 5000, Stdin: true, Wait: true}
-	if got := e.sbs.lastExec(); !reflect.DeepEqual(got, want) {
+	if got := e.sbs.LastExec(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Exec got %+v, want %+v", got, want)
 	}
 	cmds, err := sb.Commands(ctx)
@@ -446,10 +447,10 @@ func TestLogs(t *testing.T) {
 	}
 	// "héllo" split inside the two bytes of é, interleaved with stderr
 	// holding the other half of a split "€", then bytes that are not UTF-8.
-	e.agent.emit(cmd.ID, agent.FrameStdout, []byte("h\xc3"))
-	e.agent.emit(cmd.ID, agent.FrameStderr, []byte("\xe2\x82"))
-	e.agent.emit(cmd.ID, agent.FrameStdout, []byte("\xa9llo\n"))
-	e.agent.emit(cmd.ID, agent.FrameStderr, []byte("\xac!"))
+	e.agent.Emit(cmd.ID, agent.FrameStdout, []byte("h\xc3"))
+	e.agent.Emit(cmd.ID, agent.FrameStderr, []byte("\xe2\x82"))
+	e.agent.Emit(cmd.ID, agent.FrameStdout, []byte("\xa9llo\n"))
+	e.agent.Emit(cmd.ID, agent.FrameStderr, []byte("\xac!"))
 
 	// Replay without following: what exists now, and no exit line.
 	var lines []api.LogLine
@@ -484,15 +485,15 @@ func TestLogs(t *testing.T) {
 	for range want {
 		<-got
 	}
-	e.agent.emit(cmd.ID, agent.FrameStdout, []byte{0xff, 0xfe, 'x'})
+	e.agent.Emit(cmd.ID, agent.FrameStdout, []byte{0xff, 0xfe, 'x'})
 	if l := <-got; l.Stream != "stdout" || !bytes.Equal(l.DataBase64, []byte{0xff, 0xfe, 'x'}) || l.Data != "" {
 		t.Errorf("binary chunk = %+v", l)
 	}
-	e.agent.emit(cmd.ID, agent.FrameStdout, []byte("live\xf0\x9f"))
+	e.agent.Emit(cmd.ID, agent.FrameStdout, []byte("live\xf0\x9f"))
 	if l := <-got; l.Data != "live" {
 		t.Errorf("live chunk = %+v", l)
 	}
-	e.agent.finish(cmd.ID, agent.StatusExited, 7, "")
+	e.agent.Finish(cmd.ID, agent.StatusExited, 7, "")
 	// The incomplete tail can never complete: it goes out as base64 before exit.
 	if l := <-got; !bytes.Equal(l.DataBase64, []byte{0xf0, 0x9f}) {
 		t.Errorf("tail = %+v", l)
@@ -536,7 +537,7 @@ func TestLogsClientDisconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.agent.emit(cmd.ID, agent.FrameStdout, []byte("one\n"))
+	e.agent.Emit(cmd.ID, agent.FrameStdout, []byte("one\n"))
 	lctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -577,10 +578,10 @@ func TestLogsDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.agent.emit(cmd.ID, agent.FrameStdout, []byte("y\n\xc3")) // 8 bytes of log
-	e.agent.emit(cmd.ID, agent.FrameGap, binary.BigEndian.AppendUint64(nil, 1000))
-	e.agent.emit(cmd.ID, agent.FrameStdout, []byte("\xa9y\n"))
-	e.agent.finish(cmd.ID, agent.StatusKilled, 137, "SIGKILL")
+	e.agent.Emit(cmd.ID, agent.FrameStdout, []byte("y\n\xc3")) // 8 bytes of log
+	e.agent.Emit(cmd.ID, agent.FrameGap, binary.BigEndian.AppendUint64(nil, 1000))
+	e.agent.Emit(cmd.ID, agent.FrameStdout, []byte("\xa9y\n"))
+	e.agent.Finish(cmd.ID, agent.StatusKilled, 137, "SIGKILL")
 	var lines []api.LogLine
 	for l, err := range cmd.Logs(ctx) {
 		if err != nil {
@@ -644,7 +645,7 @@ func TestKillAndWait(t *testing.T) {
 			if w == nil || w.ExitCodeOr(-1) != 128+tt.want {
 				t.Errorf("Wait = %+v", w)
 			}
-			if sigs := e.agent.signals; !slices.Equal(sigs, []int{tt.want}) {
+			if sigs := e.agent.Signals(); !slices.Equal(sigs, []int{tt.want}) {
 				t.Errorf("agent got signals %v", sigs)
 			}
 		})
@@ -664,10 +665,7 @@ func TestStdin(t *testing.T) {
 	if err := cmd.Stdin(ctx, strings.NewReader("world"), true); err != nil {
 		t.Fatal(err)
 	}
-	e.agent.mu.Lock()
-	c := e.agent.cmds[cmd.ID]
-	got, closed := c.stdin.String(), c.closed
-	e.agent.mu.Unlock()
+	_, got, closed, _ := e.agent.Command(cmd.ID)
 	if got != "hello world" || !closed {
 		t.Errorf("stdin = %q closed=%v", got, closed)
 	}
@@ -701,9 +699,8 @@ func TestFiles(t *testing.T) {
 			if res.Files != 3 || res.Bytes != 18 {
 				t.Errorf("result = %+v", res)
 			}
-			e.agent.mu.Lock()
-			w := e.agent.writes[len(e.agent.writes)-1]
-			e.agent.mu.Unlock()
+			writes := e.agent.Writes()
+			w := writes[len(writes)-1]
 			if w.Dir != "/work" || w.Sudo != tt.sudo || w.Entries["a.txt"] != "alpha" ||
 				w.Entries["bin/run.sh"] != "#!/bin/sh\n" || w.Modes["bin/run.sh"] != 0o755 || w.Modes["a.txt"] != 0o644 {
 				t.Errorf("agent got %+v", w)
@@ -724,9 +721,7 @@ func TestFiles(t *testing.T) {
 		}
 	}
 
-	e.agent.mu.Lock()
-	e.agent.files["/etc/motd"] = fakeFile{data: []byte("welcome\n"), mode: 0o640}
-	e.agent.mu.Unlock()
+	e.agent.PutFile("/etc/motd", []byte("welcome\n"), 0o640)
 	f, err := sb.ReadFile(ctx, "/etc/motd")
 	if err != nil {
 		t.Fatal(err)
@@ -750,9 +745,7 @@ func TestFiles(t *testing.T) {
 		io.Copy(io.Discard, rc)
 		rc.Close()
 	}
-	e.agent.mu.Lock()
-	reads := strings.Join(e.agent.reads, "; ")
-	e.agent.mu.Unlock()
+	reads := strings.Join(e.agent.Reads(), "; ")
 	if want := "/v1/files /etc/motd sudo=false; /v1/files /etc/motd sudo=false; /v1/files /etc/motd sudo=true; /v1/archive /etc sudo=true"; reads != want {
 		t.Errorf("the agent was asked\n  %s\nwant\n  %s", reads, want)
 	}
@@ -765,7 +758,7 @@ func TestFiles(t *testing.T) {
 	if err := sb.MkDir(ctx, "/work/deep/dir", true); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.agent.mkdirs; len(got) != 1 || got[0].Path != "/work/deep/dir" || !got[0].Sudo {
+	if got := e.agent.Mkdirs(); len(got) != 1 || got[0].Path != "/work/deep/dir" || !got[0].Sudo {
 		t.Errorf("mkdirs = %+v", got)
 	}
 }
@@ -774,12 +767,10 @@ func TestReadArchive(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
 	sb := e.client.Sandbox("run")
-	e.agent.mu.Lock()
-	e.agent.files["/work/a.txt"] = fakeFile{data: []byte("alpha"), mode: 0o644}
-	e.agent.files["/work/bin/run.sh"] = fakeFile{data: []byte("#!/bin/sh\n"), mode: 0o755}
-	e.agent.files["/cut/one"] = fakeFile{data: []byte("1"), mode: 0o644}
-	e.agent.files["/cut/two"] = fakeFile{data: []byte("2"), mode: 0o644}
-	e.agent.mu.Unlock()
+	e.agent.PutFile("/work/a.txt", []byte("alpha"), 0o644)
+	e.agent.PutFile("/work/bin/run.sh", []byte("#!/bin/sh\n"), 0o755)
+	e.agent.PutFile("/cut/one", []byte("1"), 0o644)
+	e.agent.PutFile("/cut/two", []byte("2"), 0o644)
 
 	tests := []struct {
 		name, path string
@@ -845,7 +836,7 @@ func TestCloseStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.agent.emit(cmd.ID, agent.FrameStdout, []byte("one\n"))
+	e.agent.Emit(cmd.ID, agent.FrameStdout, []byte("one\n"))
 	logErr := make(chan error, 1)
 	waitErr := make(chan error, 1)
 	started := make(chan struct{})
