@@ -431,8 +431,8 @@ func frame(kind byte, data []byte) []byte {
 	return append(b, data...)
 }
 
-// start runs the Script of a new command, then answers with the command
-// as it stands (with wait, once it ended, as the agent does).
+// start runs the Script of a new command and answers with the command as
+// it started (with wait, as it ended), as the agent does.
 func (a *Agent) start(w http.ResponseWriter, r *http.Request) {
 	var req agent.CommandRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
@@ -452,11 +452,18 @@ func (a *Agent) start(w http.ResponseWriter, r *http.Request) {
 		Status: agent.StatusRunning, StartedAt: a.now()}}
 	a.cmds[id] = c
 	a.order = append(a.order, id)
+	started := c.cmd
 	a.mu.Unlock()
 	a.script(&Cmd{a: a, ID: id, Req: req, Wait: wait})
+	if !wait {
+		// As the agent answers: the command as it was when it started,
+		// whatever its script did since.
+		reply(w, started)
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for wait && !c.cmd.Done() {
+	for !c.cmd.Done() {
 		ch := a.changed
 		a.mu.Unlock()
 		select {
