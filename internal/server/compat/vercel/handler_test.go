@@ -17,7 +17,7 @@ import (
 	"testing"
 
 	"github.com/paddock-dev/paddock/internal/auth"
-	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -67,8 +67,8 @@ type env struct {
 	t     *testing.T
 	h     *Handler
 	srv   *httptest.Server
-	sbs   *fakeSandboxes
-	snaps *fakeSnapshots
+	sbs   *fake.Sandboxes
+	snaps *fake.Snapshots
 	db    Records
 }
 
@@ -96,8 +96,9 @@ func newEnv(t *testing.T) *env {
 func newEnvOn(t *testing.T, db Records) *env {
 	t.Helper()
 	host := fmt.Sprintf("h%d-", hosts.Add(1))
-	e := &env{t: t, db: db, sbs: &fakeSandboxes{agent: startFakeAgent(t), host: host, sbs: map[string]sandbox.Sandbox{}}}
-	e.snaps = &fakeSnapshots{snaps: map[string]*image.Snapshot{}, sbs: e.sbs}
+	e := &env{t: t, db: db, sbs: fake.NewSandboxes(fake.SandboxesConfig{Agent: startFakeAgent(t), IDPrefix: "sb-fake" + host,
+		Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 1024, PIDs: 512}})}
+	e.snaps = fake.NewSnapshots(e.sbs, "snap-fake"+host)
 	var err error
 	e.h, err = New(Config{Sandboxes: e.sbs, Snapshots: e.snaps, Auth: fakeAuth{}, Teams: fakeTeams{}, Store: NewStore(db),
 		Signer: &proxy.Signer{Key: bytes.Repeat([]byte("k"), proxy.MinKeyLen)}, PortBaseURL: "http://localhost:7420"})
@@ -395,7 +396,7 @@ func TestCommandThroughExec(t *testing.T) {
 			if resp.StatusCode != 200 {
 				t.Fatalf("run: %d %s", resp.StatusCode, data)
 			}
-			if got := e.sbs.lastExec(); !reflect.DeepEqual(got, tt.want) {
+			if got := e.sbs.LastExec(); !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Exec got %+v, want %+v", got, tt.want)
 			}
 		})
@@ -450,7 +451,7 @@ func TestStopResumeSemantics(t *testing.T) {
 	}
 	// A session that stops on its own (timeout) is snapshotted at resume.
 	sid2 := sess["id"].(string)
-	e.sbs.setState(sid2, sandbox.Stopped)
+	e.sbs.SetState(sid2, sandbox.Stopped)
 	resp, data = e.do("GET", "/v2/sandboxes/persist", nil, "projectId=prj_1&resume=true")
 	got = decode(t, data)
 	if resp.StatusCode != 200 || got["sandbox"].(map[string]any)["currentSnapshotId"] == snap["id"] {

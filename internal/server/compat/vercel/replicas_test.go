@@ -102,7 +102,7 @@ func testSeenThroughTheOther(t *testing.T, a, b *env) {
 // every resume left a session.
 func testNoLostWrites(t *testing.T, a, b *env) {
 	a.create("busy", map[string]any{"persistent": false})
-	onA := a.sbs.count()
+	onA := a.sbs.Count()
 	const rounds = 8
 	type writer struct {
 		e    *env
@@ -172,8 +172,8 @@ func testNoLostWrites(t *testing.T, a, b *env) {
 	}
 	// b dropped every session it ended; the first one runs on a's host,
 	// which b cannot reach (a's node ends it at its timeout).
-	if a.sbs.count() != onA || b.sbs.count() != 1 {
-		t.Errorf("sandboxes left: %d on a (had %d), %d on b, want 1", a.sbs.count(), onA, b.sbs.count())
+	if a.sbs.Count() != onA || b.sbs.Count() != 1 {
+		t.Errorf("sandboxes left: %d on a (had %d), %d on b, want 1", a.sbs.Count(), onA, b.sbs.Count())
 	}
 }
 
@@ -182,7 +182,7 @@ func testNoLostWrites(t *testing.T, a, b *env) {
 func testOneNameOneSandbox(t *testing.T, a, b *env) {
 	for round := range 5 {
 		name := fmt.Sprintf("race-%d", round)
-		beforeA, beforeB := a.sbs.count(), b.sbs.count()
+		beforeA, beforeB := a.sbs.Count(), b.sbs.Count()
 		var wg sync.WaitGroup
 		statuses := make([]int, 2)
 		start := make(chan struct{})
@@ -204,7 +204,7 @@ func testOneNameOneSandbox(t *testing.T, a, b *env) {
 		if statuses[0] != 200 || statuses[1] != 409 {
 			t.Fatalf("round %d: statuses %v, want one 200 and one 409", round, statuses)
 		}
-		if made := a.sbs.count() - beforeA + b.sbs.count() - beforeB; made != 1 {
+		if made := a.sbs.Count() - beforeA + b.sbs.Count() - beforeB; made != 1 {
 			t.Fatalf("round %d: %d sandboxes left for one name", round, made)
 		}
 	}
@@ -221,7 +221,7 @@ func TestConcurrentResume(t *testing.T) {
 			out := e.create("resumed", nil)
 			sid := out["session"].(map[string]any)["id"].(string)
 			// It stops on its own (a timeout): every resume snapshots it first.
-			e.sbs.setState(sid, sandbox.Stopped)
+			e.sbs.SetState(sid, sandbox.Stopped)
 			const n = 6
 			var wg sync.WaitGroup
 			got := make([]string, n)
@@ -255,15 +255,15 @@ func TestConcurrentResume(t *testing.T) {
 			if n := len(decode(t, data)["sessions"].([]any)); resp.StatusCode != 200 || n != 2 {
 				t.Errorf("%d sessions, want 2: %s", n, data)
 			}
-			if e.sbs.count() != 1 {
-				t.Errorf("%d sandboxes left, want the new session's alone", e.sbs.count())
+			if e.sbs.Count() != 1 {
+				t.Errorf("%d sandboxes left, want the new session's alone", e.sbs.Count())
 			}
 			// One snapshot of the stopped session is kept, and recorded.
 			resp, data = e.do("GET", "/v2/sandboxes/snapshots", nil, "project=prj_1&name=resumed")
 			snaps := decode(t, data)["snapshots"].([]any)
-			if resp.StatusCode != 200 || len(snaps) != 1 || e.snaps.count() != 1 ||
+			if resp.StatusCode != 200 || len(snaps) != 1 || e.snaps.Count() != 1 ||
 				snaps[0].(map[string]any)["id"] != sb["currentSnapshotId"] {
-				t.Errorf("snapshots: %d kept by paddock, listed %s; current %v", e.snaps.count(), data, sb["currentSnapshotId"])
+				t.Errorf("snapshots: %d kept by paddock, listed %s; current %v", e.snaps.Count(), data, sb["currentSnapshotId"])
 			}
 		})
 	}

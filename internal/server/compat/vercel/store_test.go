@@ -200,14 +200,14 @@ func TestRecordBounds(t *testing.T) {
 		{"fork: env too large", "POST", "/v2/sandboxes/bounded/fork", "projectId=prj_1", map[string]any{"env": big}, 413, "env_too_large"},
 	}
 	e.create("bounded", nil)
-	before := e.sbs.count()
+	before := e.sbs.Count()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, data := e.do(tc.method, tc.path, tc.body, tc.query)
 			wantError(t, resp, data, tc.status, tc.code)
 		})
 	}
-	if n := e.sbs.count(); n != before {
+	if n := e.sbs.Count(); n != before {
 		t.Errorf("%d sandboxes started by refused requests", n-before)
 	}
 	// At the bounds, all is kept.

@@ -14,12 +14,11 @@ import (
 // lastCreate is the last create request the node got.
 func (e *env) lastCreate() sandbox.CreateRequest {
 	e.t.Helper()
-	e.sbs.mu.Lock()
-	defer e.sbs.mu.Unlock()
-	if len(e.sbs.creates) == 0 {
+	creates := e.sbs.Creates()
+	if len(creates) == 0 {
 		e.t.Fatal("no sandbox was created")
 	}
-	return e.sbs.creates[len(e.sbs.creates)-1]
+	return creates[len(creates)-1]
 }
 
 func TestTeamResolution(t *testing.T) {
@@ -44,12 +43,12 @@ func TestTeamResolution(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(e.sbs.creates)
+			before := len(e.sbs.Creates())
 			name := "resolve" + string(rune('a'+i))
 			resp, data := e.doAs(tc.token, tc.team, "POST", "/v3/sandboxes", map[string]any{"projectId": "prj_1", "name": name}, "")
 			if tc.status != 200 {
 				wantError(t, resp, data, tc.status, tc.code)
-				if len(e.sbs.creates) != before {
+				if len(e.sbs.Creates()) != before {
 					t.Error("a refused request created a sandbox")
 				}
 				return
@@ -108,7 +107,7 @@ func TestTeamsAreIsolated(t *testing.T) {
 		t.Errorf("v1 sandbox team %q", got)
 	}
 	// A snapshot paddock took of another team's sandbox, outside this API.
-	e.sbs.sbs["sb-other"] = sandbox.Sandbox{ID: "sb-other", State: sandbox.Stopped, TeamID: "team_2"}
+	e.sbs.Add(sandbox.Sandbox{ID: "sb-other", State: sandbox.Stopped, TeamID: "team_2"})
 	other, _ := e.snaps.Snapshot(t.Context(), "sb-other")
 
 	notFound := []struct {
@@ -184,7 +183,7 @@ func TestTeamsAreIsolated(t *testing.T) {
 // is a host admin's only.
 func TestSnapshotsBeforeTeams(t *testing.T) {
 	e := newEnv(t)
-	e.snaps.snaps["snap-old"] = &image.Snapshot{ID: "snap-old", Source: "sb-old"}
+	e.snaps.Add(&image.Snapshot{ID: "snap-old", Source: "sb-old"})
 	resp, data := e.do("GET", "/v2/sandboxes/snapshots/snap-old", nil, "")
 	wantError(t, resp, data, 404, "not_found")
 	if resp, data := e.doAs(adminToken, "default", "GET", "/v2/sandboxes/snapshots/snap-old", nil, ""); resp.StatusCode != 200 {
@@ -275,11 +274,11 @@ func TestSourcesMapped(t *testing.T) {
 
 	// A fetch that fails answers the source's error in Vercel's shape, and
 	// leaves no record behind.
-	e.sbs.createErr = sandbox.Errorf(sandbox.ErrInvalid, "source_auth_failed", "the git server refused the credentials")
+	e.sbs.SetCreateErr(sandbox.Errorf(sandbox.ErrInvalid, "source_auth_failed", "the git server refused the credentials"))
 	resp, data = e.do("POST", "/v3/sandboxes", map[string]any{"projectId": "prj_src", "name": "failing",
 		"source": map[string]any{"type": "git", "url": "https://git.example.com/p.git", "username": "u", "password": "wrong"}}, "")
 	wantError(t, resp, data, 400, "source_auth_failed")
-	e.sbs.createErr = nil
+	e.sbs.SetCreateErr(nil)
 	resp, data = e.do("GET", "/v2/sandboxes/failing", nil, "projectId=prj_src")
 	wantError(t, resp, data, 404, "not_found")
 }
