@@ -34,6 +34,7 @@ type Agent struct {
 	client *agent.Client
 	script Script
 	now    func() time.Time
+	tail   []tar.Header
 
 	mu      sync.Mutex // guards the fields below
 	ping    string     // the ping answer (JSON)
@@ -45,6 +46,7 @@ type Agent struct {
 	writes  []TarWrite
 	mkdirs  []agent.MkdirRequest
 	files   map[string]File // absolute path → file
+	dirs    map[string]bool // directories made by mkdir
 	reads   []string        // "<url path> <path> sudo=<sudo>" of each file or archive read
 	changed chan struct{}   // closed and replaced on every change
 	refused map[string]bool // route patterns that answer 500
@@ -56,6 +58,9 @@ type AgentConfig struct {
 	Script Script
 	// Now stamps commands' start and end; nil: time.Now.
 	Now func() time.Time
+	// ArchiveTail are entries (without content) every archive read ends
+	// with: hostile ones, for tests of what a reader drops.
+	ArchiveTail []tar.Header
 }
 
 // File is a file the Agent holds.
@@ -138,8 +143,8 @@ func StartAgent(t testing.TB, cfg AgentConfig) *Agent {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	a := &Agent{sock: filepath.Join(dir, "agent.sock"), script: cfg.Script, now: cfg.Now,
-		cmds: map[string]*command{}, files: map[string]File{}, changed: make(chan struct{})}
+	a := &Agent{sock: filepath.Join(dir, "agent.sock"), script: cfg.Script, now: cfg.Now, tail: cfg.ArchiveTail,
+		cmds: map[string]*command{}, files: map[string]File{}, dirs: map[string]bool{}, changed: make(chan struct{})}
 	if a.script == nil {
 		a.script = Echo
 	}
@@ -661,7 +666,8 @@ func (a *Agent) readFile(w http.ResponseWriter, r *http.Request) {
 }
 
 // readArchive serves the files at or below path as a tar, named as the
-// agent names them. Below "/cut" it sends one entry, then breaks the
+// agent names them, then the ArchiveTail; a directory made by mkdir is
+// found though empty. Below "/cut" it sends one entry, then breaks the
 // connection as an agent that fails mid-stream does.
 func (a *Agent) readArchive(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Query().Get("path")
@@ -677,8 +683,9 @@ func (a *Agent) readArchive(w http.ResponseWriter, r *http.Request) {
 			names[strings.TrimPrefix(name, dir)] = f
 		}
 	}
+	found := len(names) > 0 || a.dirs[p]
 	a.mu.Unlock()
-	if len(names) == 0 {
+	if !found {
 		agentError(w, 404, "file_not_found", "no such file")
 		return
 	}
@@ -694,6 +701,9 @@ func (a *Agent) readArchive(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}
+	for _, h := range a.tail {
+		tw.WriteHeader(&h) //nolint:errcheck
+	}
 	tw.Close() //nolint:errcheck
 }
 
@@ -705,6 +715,7 @@ func (a *Agent) mkdir(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	a.mkdirs = append(a.mkdirs, req)
+	a.dirs[req.Path] = true
 	a.mu.Unlock()
 	w.WriteHeader(204)
 }

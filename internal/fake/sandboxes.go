@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"sort"
 	"sync"
@@ -24,6 +25,7 @@ type Sandboxes struct {
 
 	mu        sync.Mutex // guards the fields below
 	sbs       map[string]sandbox.Sandbox
+	agents    map[string]*agent.Client // of NewAgent, by sandbox id
 	seq       int
 	creates   []sandbox.CreateRequest
 	execs     []sandbox.ExecRequest
@@ -36,6 +38,11 @@ type SandboxesConfig struct {
 	// Agent answers for every running sandbox; nil for tests that run no
 	// command.
 	Agent *agent.Client
+	// NewAgent, when set, gives each new sandbox an agent of its own
+	// instead.
+	NewAgent func(sb sandbox.Sandbox) *agent.Client
+	// Address is every sandbox's address.
+	Address netip.Addr
 	// IDPrefix starts every new id (then a number of three digits or
 	// more); default "sb-".
 	IDPrefix string
@@ -62,7 +69,7 @@ func NewSandboxes(cfg SandboxesConfig) *Sandboxes {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Sandboxes{cfg: cfg, sbs: map[string]sandbox.Sandbox{}}
+	return &Sandboxes{cfg: cfg, sbs: map[string]sandbox.Sandbox{}, agents: map[string]*agent.Client{}}
 }
 
 // DefaultTimeout is a new sandbox's lifetime when its request sets none.
@@ -193,12 +200,16 @@ func (f *Sandboxes) Create(_ context.Context, req sandbox.CreateRequest) (sandbo
 	now := f.cfg.Now()
 	sb := sandbox.Sandbox{ID: fmt.Sprintf("%s%03d", f.cfg.IDPrefix, f.seq), State: sandbox.Running, Image: img,
 		Snapshot: req.Snapshot, Resources: res, Env: req.Env, Ports: req.Ports, NetworkPolicy: req.NetworkPolicy,
-		TeamID: req.TeamID, ProjectID: req.ProjectID, CreatedAt: now, StartedAt: now, ExpiresAt: now.Add(timeout)}
+		TeamID: req.TeamID, ProjectID: req.ProjectID, Address: f.cfg.Address, CreatedAt: now, StartedAt: now,
+		ExpiresAt: now.Add(timeout)}
 	if f.createErr != nil {
 		// Like node: the failed sandbox's record stays until deleted.
 		sb.State = sandbox.Failed
 	}
 	f.sbs[sb.ID] = sb
+	if f.cfg.NewAgent != nil {
+		f.agents[sb.ID] = f.cfg.NewAgent(sb)
+	}
 	f.mutations = append(f.mutations, "create "+sb.ID)
 	return sb, f.createErr
 }
@@ -295,46 +306,62 @@ func (f *Sandboxes) ExtendTimeout(_ context.Context, id string, by time.Duration
 	return sb, nil
 }
 
-// running returns a sandbox that runs.
-func (f *Sandboxes) running(id string) (sandbox.Sandbox, error) {
+// running returns a sandbox that runs, and its agent.
+func (f *Sandboxes) running(id string) (sandbox.Sandbox, *agent.Client, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	sb, ok := f.sbs[id]
 	switch {
 	case !ok:
-		return sb, notFound(id)
+		return sb, nil, notFound(id)
 	case sb.State != sandbox.Running:
-		return sb, notRunning(sb)
+		return sb, nil, notRunning(sb)
 	}
-	return sb, nil
+	if ac, ok := f.agents[id]; ok {
+		return sb, ac, nil
+	}
+	return sb, f.cfg.Agent, nil
 }
 
 // Agent returns the agent of a running sandbox.
 func (f *Sandboxes) Agent(_ context.Context, id string) (*agent.Client, error) {
-	if _, err := f.running(id); err != nil {
-		return nil, err
-	}
-	return f.cfg.Agent, nil
+	_, ac, err := f.running(id)
+	return ac, err
 }
 
-// Exec checks the request as node does and starts it on the agent as it
-// came: merging env and defaults is node's, tested there.
+// Exec checks the request and starts it on the sandbox's agent with node's
+// defaults in small: the sandbox's env under the request's under its
+// secrets, the sandbox's working dir. It records the request as it came.
 func (f *Sandboxes) Exec(ctx context.Context, id string, req sandbox.ExecRequest) (agent.Command, error) {
 	if err := req.Validate(); err != nil {
 		return agent.Command{}, err
 	}
-	if _, err := f.running(id); err != nil {
+	sb, ac, err := f.running(id)
+	if err != nil {
 		return agent.Command{}, err
 	}
 	f.mu.Lock()
 	f.execs = append(f.execs, req)
 	f.mu.Unlock()
-	areq := agent.CommandRequest{Cmd: req.Cmd, Args: req.Args, Cwd: req.Cwd, Env: req.Env, Sudo: req.Sudo,
+	var env map[string]string
+	if len(sb.Env)+len(req.Env)+len(req.SecretEnv) > 0 {
+		env = maps.Clone(sb.Env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		maps.Copy(env, req.Env)
+		maps.Copy(env, req.SecretEnv)
+	}
+	cwd := req.Cwd
+	if cwd == "" {
+		cwd = sb.WorkingDir
+	}
+	areq := agent.CommandRequest{Cmd: req.Cmd, Args: req.Args, Cwd: cwd, Env: env, Sudo: req.Sudo,
 		TimeoutMs: req.TimeoutMs, Stdin: req.Stdin}
 	if req.Wait {
-		return f.cfg.Agent.Run(ctx, areq)
+		return ac.Run(ctx, areq)
 	}
-	return f.cfg.Agent.Start(ctx, areq)
+	return ac.Start(ctx, areq)
 }
 
 // Stats answers fixed figures for a sandbox that exists.
