@@ -13,7 +13,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,7 +50,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	t.Cleanup(func() { st.Close() })
 	key := make([]byte, 32)
 	rand.Read(key)
-	fs := newFakeSandboxes()
+	fs := newFakeSandboxes(t)
 	cfg := Config{Store: st, Sandboxes: fs, DataDir: dir, Key: key, HealthTimeout: 5 * time.Second,
 		IdleCheckInterval: 20 * time.Millisecond, StopGrace: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -291,21 +290,17 @@ func TestSecretsNeverReturned(t *testing.T) {
 	// The app gets it, and the app secret, as command env, never as the
 	// sandbox's recorded env.
 	a := activateReady(t, e.svc, v.ID)
-	e.fs.mu.Lock()
-	sbEnv := e.fs.creates[0].Env
-	e.fs.mu.Unlock()
+	sbEnv := e.fs.Creates()[0].Env
 	if _, ok := sbEnv["OPENAI_API_KEY"]; ok || sbEnv["GOOSE_PROVIDER"] != "openai" {
 		t.Fatalf("sandbox env: %v", sbEnv)
 	}
 	ag := e.fs.agentOf(a.SandboxID)
-	c, _ := ag.cmd("cmd-1")
-	if c.reqEnv["OPENAI_API_KEY"] != secret || len(c.reqEnv[DefaultAppSecretEnv]) != 64 {
-		t.Fatalf("app env: %v", c.reqEnv)
+	appEnv := ag.Started()[0].Env
+	if appEnv["OPENAI_API_KEY"] != secret || len(appEnv[DefaultAppSecretEnv]) != 64 {
+		t.Fatalf("app env: %v", appEnv)
 	}
 	// Through Exec as env that is never recorded, not as the command's own.
-	e.fs.mu.Lock()
-	execs := slices.Clone(e.fs.execs)
-	e.fs.mu.Unlock()
+	execs := e.fs.Execs()
 	if len(execs) == 0 {
 		t.Fatal("the app was not started through Exec")
 	}
@@ -316,7 +311,7 @@ func TestSecretsNeverReturned(t *testing.T) {
 		}
 	}
 	tgt, err := e.svc.AppTarget(ctx, teamA, v.ID)
-	if err != nil || tgt.Secret != c.reqEnv[DefaultAppSecretEnv] || tgt.SecretHeader != "X-Secret-Key" {
+	if err != nil || tgt.Secret != appEnv[DefaultAppSecretEnv] || tgt.SecretHeader != "X-Secret-Key" {
 		t.Fatalf("app target %+v %v", tgt, err)
 	}
 	check("activation", a)
@@ -598,7 +593,7 @@ func TestFailuresCleanUp(t *testing.T) {
 			r.Start = ""
 		}, "app_exited", "from image"},
 		{"create fails", func(r *ProjectRequest, f *fakeSandboxes) {
-			f.createErr = sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image example/app not found")
+			f.SetCreateErr(sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image example/app not found"))
 		}, "provision_failed", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -744,8 +739,8 @@ func TestAppCrashAndStubbornStop(t *testing.T) {
 	a2 := activateReady(t, e.svc, v2.ID)
 	ag = e.fs.agentOf(a2.SandboxID)
 	e.deactivate(t, v2.ID)
-	if c, _ := ag.cmd("cmd-1"); c.snapshot().Signal != "SIGKILL" {
-		t.Fatalf("stubborn app ended by %q", c.snapshot().Signal)
+	if c, _, _, _ := ag.Command("cmd-1"); c.Signal != "SIGKILL" {
+		t.Fatalf("stubborn app ended by %q", c.Signal)
 	}
 }
 
@@ -829,15 +824,13 @@ func TestGitCredentialsSealed(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := activateReady(t, e.svc, v.ID)
-	e.fs.mu.Lock()
-	src := e.fs.creates[0].Source
-	e.fs.mu.Unlock()
+	src := e.fs.Creates()[0].Source
 	if src == nil || src.Token != token || src.URL != "https://example.com/r.git" {
 		t.Fatalf("create got source %+v", src)
 	}
 	ag := e.fs.agentOf(a.SandboxID)
-	if c, _ := ag.cmd("cmd-1"); c.snapshot().Cwd != "/home/user/src" {
-		t.Fatalf("app runs in %q, want the checkout", c.snapshot().Cwd)
+	if c, _, _, _ := ag.Command("cmd-1"); c.Cwd != "/home/user/src" {
+		t.Fatalf("app runs in %q, want the checkout", c.Cwd)
 	}
 	e.deactivate(t, v.ID)
 }
