@@ -120,6 +120,37 @@ func denied(dep, d string) bool {
 	return dep == full || strings.HasPrefix(dep, full+"/")
 }
 
+// testOnly are packages of test support: _test.go files import them,
+// production code never does, so no binary links a fake.
+var testOnly = []string{"internal/fake"}
+
+// TestFakeOnlyInTests holds that no non-test file imports a test-support
+// package (go list's Imports leave test files out).
+func TestFakeOnlyInTests(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH")
+	}
+	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...")
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		for _, dep := range f[1:] {
+			for _, only := range testOnly {
+				if dep == module+"/"+only {
+					t.Errorf("%s imports %s, which only tests may import", f[0], dep)
+				}
+			}
+		}
+	}
+}
+
 // TestEveryPackageHasDoc keeps the house rule that every package says what
 // it is for in a package comment.
 func TestEveryPackageHasDoc(t *testing.T) {
