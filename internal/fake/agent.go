@@ -351,41 +351,28 @@ func (a *Agent) Commands() []agent.Command {
 	return out
 }
 
-// Started returns the requests of every command started, in order.
-func (a *Agent) Started() []agent.CommandRequest {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.started)
+// cloneLocked returns a copy of *s, read under mu.
+func cloneLocked[T any](mu *sync.Mutex, s *[]T) []T {
+	mu.Lock()
+	defer mu.Unlock()
+	return slices.Clone(*s)
 }
+
+// Started returns the requests of every command started, in order.
+func (a *Agent) Started() []agent.CommandRequest { return cloneLocked(&a.mu, &a.started) }
 
 // Signals returns every signal sent, in order.
-func (a *Agent) Signals() []int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.signals)
-}
+func (a *Agent) Signals() []int { return cloneLocked(&a.mu, &a.signals) }
 
 // Writes returns every tar upload, in order.
-func (a *Agent) Writes() []TarWrite {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.writes)
-}
+func (a *Agent) Writes() []TarWrite { return cloneLocked(&a.mu, &a.writes) }
 
 // Mkdirs returns every mkdir request, in order.
-func (a *Agent) Mkdirs() []agent.MkdirRequest {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.mkdirs)
-}
+func (a *Agent) Mkdirs() []agent.MkdirRequest { return cloneLocked(&a.mu, &a.mkdirs) }
 
 // Reads returns "<url path> <path> sudo=<sudo>" of every file and archive
 // read, in order.
-func (a *Agent) Reads() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.reads)
-}
+func (a *Agent) Reads() []string { return cloneLocked(&a.mu, &a.reads) }
 
 // Mutations counts the requests that changed something: commands started,
 // signals, uploads and mkdirs.

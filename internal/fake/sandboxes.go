@@ -99,11 +99,10 @@ func (f *Sandboxes) Reset() {
 
 // SetState moves a sandbox as the node would on its own (a timeout).
 func (f *Sandboxes) SetState(id string, st sandbox.State) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	sb := f.sbs[id]
-	sb.State = st
-	f.sbs[id] = sb
+	f.update(id, "", func(sb *sandbox.Sandbox) error { //nolint:errcheck // a test's own id
+		sb.State = st
+		return nil
+	})
 }
 
 // SetCreateErr makes Create fail with err, leaving a failed sandbox as
@@ -130,26 +129,14 @@ func (f *Sandboxes) IDs() []string {
 
 // Mutations returns "create <id>", "stop <id>", "delete <id>", "extend
 // <id>", "ports <id>" and "policy <id>" of every change, in order.
-func (f *Sandboxes) Mutations() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.mutations)
-}
+func (f *Sandboxes) Mutations() []string { return cloneLocked(&f.mu, &f.mutations) }
 
 // Creates returns every create request, in order.
-func (f *Sandboxes) Creates() []sandbox.CreateRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.creates)
-}
+func (f *Sandboxes) Creates() []sandbox.CreateRequest { return cloneLocked(&f.mu, &f.creates) }
 
 // Execs returns every exec request that reached a running sandbox, in
 // order, as it came.
-func (f *Sandboxes) Execs() []sandbox.ExecRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.execs)
-}
+func (f *Sandboxes) Execs() []sandbox.ExecRequest { return cloneLocked(&f.mu, &f.execs) }
 
 // LastExec is the last exec request that reached a running sandbox.
 func (f *Sandboxes) LastExec() sandbox.ExecRequest {
@@ -290,20 +277,33 @@ func (f *Sandboxes) end(id, how string) (sandbox.Sandbox, error) {
 	return sb, nil
 }
 
-func (f *Sandboxes) ExtendTimeout(_ context.Context, id string, by time.Duration) (sandbox.Sandbox, error) {
+// update changes a sandbox with change and records the mutation as "how
+// <id>"; an error from change leaves it as it was.
+func (f *Sandboxes) update(id, how string, change func(sb *sandbox.Sandbox) error) (sandbox.Sandbox, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	sb, ok := f.sbs[id]
 	if !ok {
 		return sb, notFound(id)
 	}
-	if f.cfg.MaxTimeout != 0 && sb.ExpiresAt.Add(by).Sub(sb.CreatedAt) > f.cfg.MaxTimeout {
-		return sb, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "past the maximum of %s", f.cfg.MaxTimeout)
+	if err := change(&sb); err != nil {
+		return f.sbs[id], err
 	}
-	sb.ExpiresAt = sb.ExpiresAt.Add(by)
 	f.sbs[id] = sb
-	f.mutations = append(f.mutations, "extend "+id)
+	if how != "" {
+		f.mutations = append(f.mutations, how+" "+id)
+	}
 	return sb, nil
+}
+
+func (f *Sandboxes) ExtendTimeout(_ context.Context, id string, by time.Duration) (sandbox.Sandbox, error) {
+	return f.update(id, "extend", func(sb *sandbox.Sandbox) error {
+		if f.cfg.MaxTimeout != 0 && sb.ExpiresAt.Add(by).Sub(sb.CreatedAt) > f.cfg.MaxTimeout {
+			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "past the maximum of %s", f.cfg.MaxTimeout)
+		}
+		sb.ExpiresAt = sb.ExpiresAt.Add(by)
+		return nil
+	})
 }
 
 // running returns a sandbox that runs, and its agent.
@@ -373,29 +373,17 @@ func (f *Sandboxes) Stats(ctx context.Context, id string) (runtime.Stats, error)
 }
 
 func (f *Sandboxes) AddPorts(_ context.Context, id string, ports []sandbox.Port) (sandbox.Sandbox, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	sb, ok := f.sbs[id]
-	if !ok {
-		return sb, notFound(id)
-	}
-	sb.Ports = append(slices.Clone(sb.Ports), ports...)
-	f.sbs[id] = sb
-	f.mutations = append(f.mutations, "ports "+id)
-	return sb, nil
+	return f.update(id, "ports", func(sb *sandbox.Sandbox) error {
+		sb.Ports = append(slices.Clone(sb.Ports), ports...)
+		return nil
+	})
 }
 
 func (f *Sandboxes) UpdateNetworkPolicy(_ context.Context, id string, policy sandbox.NetworkPolicy) (sandbox.Sandbox, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	sb, ok := f.sbs[id]
-	if !ok {
-		return sb, notFound(id)
-	}
-	sb.NetworkPolicy = &policy
-	f.sbs[id] = sb
-	f.mutations = append(f.mutations, "policy "+id)
-	return sb, nil
+	return f.update(id, "policy", func(sb *sandbox.Sandbox) error {
+		sb.NetworkPolicy = &policy
+		return nil
+	})
 }
 
 // Snapshots keeps snapshots of Sandboxes' sandboxes in a map: a snapshot
