@@ -7,6 +7,12 @@ import (
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/server"
+)
+
+var (
+	_ server.Sandboxes = (*fake.Sandboxes)(nil)
+	_ server.Snapshots = (*fake.Snapshots)(nil)
 )
 
 // newFakeSandboxes is fake.Sandboxes with node's defaults and bounds, the

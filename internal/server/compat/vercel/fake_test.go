@@ -7,6 +7,12 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/fake"
+	"github.com/paddock-dev/paddock/internal/server"
+)
+
+var (
+	_ server.Sandboxes = (*fake.Sandboxes)(nil)
+	_ server.Snapshots = (*fake.Snapshots)(nil)
 )
 
 // startFakeAgent is an agent that runs every command to completion at
