@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -329,42 +330,15 @@ func IsMountpoint(dir string) bool {
 
 // Mounted reads /proc/self/mountinfo for mountpoints at or below dir.
 func Mounted(dir string) (map[string]bool, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
 		return nil, fmt.Errorf("diskimg: %w", err)
 	}
 	out := map[string]bool{}
-	prefix := strings.TrimSuffix(dir, "/") + "/"
-	for line := range strings.SplitSeq(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescape(f[4])
-		if mp == dir || strings.HasPrefix(mp, prefix) {
-			out[mp] = true
-		}
+	for _, m := range infos {
+		out[m.Mountpoint] = true
 	}
 	return out, nil
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // Stat returns what the filesystem mounted at dir holds.

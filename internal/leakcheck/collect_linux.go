@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 const cgroupRoot = "/sys/fs/cgroup"
@@ -44,23 +46,13 @@ func links(prefix string) []string {
 
 // mounts lists mount points (and nsfs pins anywhere) from mountinfo.
 func mounts(scope Scope) []string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(nil)
 	if err != nil {
 		return []string{"mountinfo unreadable: " + err.Error()}
 	}
 	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescape(f[4])
-		fstype := ""
-		for i, x := range f {
-			if x == "-" && i+1 < len(f) {
-				fstype = f[i+1]
-			}
-		}
+	for _, m := range infos {
+		mp, fstype := m.Mountpoint, m.FSType
 		match := scope.Children && fstype == "nsfs"
 		if len(scope.Dirs) == 0 && len(scope.IDs) == 0 {
 			match = match || strings.Contains(mp, "paddock")
@@ -105,25 +97,6 @@ func loops(scope Scope) []string {
 		}
 	}
 	return out
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for space...).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // cgroupDirs lists paddock/<id> dirs in every v1 hierarchy and in v2.

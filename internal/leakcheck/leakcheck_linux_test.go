@@ -41,9 +41,6 @@ func TestParse(t *testing.T) {
 			}
 		})
 	}
-	if got := unescape(`/a\040b`); got != "/a b" {
-		t.Errorf("unescape: %q", got)
-	}
 }
 
 func TestMountLeak(t *testing.T) {
