@@ -327,8 +327,12 @@ func testCPUQuota(t *testing.T, nd func(*testing.T) runtime.Driver) {
 	}
 	frac := float64(after.CPUUsage-before.CPUUsage) / float64(wall)
 	t.Logf("cpu %.3f of %.1f s wall (quota %g)", frac, wall.Seconds(), vcpus)
-	if frac < vcpus*0.85 || frac > vcpus*1.15 {
-		t.Errorf("cpu use %.3f, want %g ±15%%", frac, vcpus)
+	// Only the ceiling is the driver's to keep: on a busy host the
+	// sandbox gets less than its quota (0.28 of 0.5 with the host's two
+	// cores loaded by other work), and Stats.CPUQuotaFrac above checks the
+	// quota itself is what was asked.
+	if frac > vcpus*1.15 {
+		t.Errorf("cpu use %.3f, over the quota %g (+15%%)", frac, vcpus)
 	}
 }
 
