@@ -19,19 +19,8 @@ import (
 // are nil for the host image, which the driver prepares itself. Node never
 // pulls: a client pulls or imports first.
 func (m *Manager) resolveImage(team, ref string) (*image.Image, *runtime.Rootfs, error) {
-	if ref == hostImage {
-		return nil, nil, nil
-	}
-	notFound := sandbox.Errorf(sandbox.ErrNotFound, "image_not_found",
-		"image %q is not on this host: pull it first (paddock image pull %s)", ref, ref)
-	if m.cfg.Images == nil {
-		return nil, nil, notFound
-	}
-	img, err := m.cfg.Images.Get(team, ref)
-	if errors.Is(err, sandbox.ErrNotFound) {
-		return nil, nil, notFound
-	}
-	if err != nil {
+	img, err := m.lookupImage(team, ref)
+	if img == nil || err != nil {
 		return nil, nil, err
 	}
 	// Only GC's least-recently-used order depends on it: not worth failing
@@ -40,6 +29,27 @@ func (m *Manager) resolveImage(team, ref string) (*image.Image, *runtime.Rootfs,
 		m.log.Warn("touch image", "image", ref, "err", err)
 	}
 	return img, &runtime.Rootfs{Lowers: img.Lowerdirs()}, nil
+}
+
+// lookupImage is resolveImage without its bookkeeping: the image only (nil
+// for the host image), read from the store's memory.
+func (m *Manager) lookupImage(team, ref string) (*image.Image, error) {
+	if ref == hostImage {
+		return nil, nil
+	}
+	notFound := sandbox.Errorf(sandbox.ErrNotFound, "image_not_found",
+		"image %q is not on this host: pull it first (paddock image pull %s)", ref, ref)
+	if m.cfg.Images == nil {
+		return nil, notFound
+	}
+	img, err := m.cfg.Images.Get(team, ref)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return nil, notFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return img, nil
 }
 
 // imageEnv is a sandbox's default environment: the image config's Env

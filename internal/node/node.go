@@ -237,6 +237,12 @@ func (m *Manager) Close() error {
 // fails, the sandbox is recorded as failed and the returned error says why;
 // the failed record is returned with it.
 func (m *Manager) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
+	return m.create(ctx, req, "")
+}
+
+// create is Create of an owned sandbox (pool "") or of an idle one for the
+// warm pool named pool (see warm.go), which has no deadline until claimed.
+func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool string) (sandbox.Sandbox, error) {
 	req, err := normalize(&m.cfg, req)
 	if err != nil {
 		return sandbox.Sandbox{}, err
@@ -278,7 +284,11 @@ func (m *Manager) Create(ctx context.Context, req sandbox.CreateRequest) (sandbo
 		TeamID:        req.TeamID,
 		ProjectID:     req.ProjectID,
 		Volumes:       slices.Clone(req.Volumes),
+		Pool:          pool,
 	}}
+	if pool != "" {
+		e.sb.ExpiresAt = time.Time{}
+	}
 	if img != nil {
 		// Recording the layers before the driver mounts them keeps them
 		// from image GC for as long as the sandbox exists.
@@ -384,7 +394,9 @@ func (m *Manager) Create(ctx context.Context, req sandbox.CreateRequest) (sandbo
 
 	sb, err := m.transition(e, sandbox.Running, client, func(sb *sandbox.Sandbox) {
 		sb.StartedAt = m.now()
-		sb.ExpiresAt = sb.StartedAt.Add(req.Timeout)
+		if pool == "" {
+			sb.ExpiresAt = sb.StartedAt.Add(req.Timeout)
+		}
 	})
 	if err != nil {
 		return sb, err
@@ -439,7 +451,8 @@ func (m *Manager) List(ctx context.Context, opts sandbox.ListOptions) ([]sandbox
 	all := make([]sandbox.Sandbox, 0, len(ents))
 	for _, e := range ents {
 		sb, _, gone := e.snapshot()
-		if gone || (opts.State != "" && sb.State != opts.State) || (opts.TeamID != "" && sb.TeamID != opts.TeamID) {
+		// An idle pool sandbox is no team's and in no list (see warm.go).
+		if gone || sb.Pool != "" || (opts.State != "" && sb.State != opts.State) || (opts.TeamID != "" && sb.TeamID != opts.TeamID) {
 			continue
 		}
 		if after != nil && !after.before(sb) {
@@ -522,15 +535,28 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	return m.delete(ctx, e, id, nil)
+}
+
+// delete is Delete of an entry found by lookup or lookupAny; check, when
+// given, may refuse it once the entry is locked.
+func (m *Manager) delete(ctx context.Context, e *entry, id string, check func(sandbox.Sandbox) error) error {
 	e.op.Lock()
 	defer e.op.Unlock()
 	sb, _, gone := e.snapshot()
 	if gone {
 		return notFound(id)
 	}
+	if check != nil {
+		if err := check(sb); err != nil {
+			return err
+		}
+	}
 	var lw lastWords
 	if !sb.State.Terminal() {
-		lw = m.collectLastWords(ctx, e)
+		if sb.Pool == "" { // an idle pool sandbox ran nothing of anyone's
+			lw = m.collectLastWords(ctx, e)
+		}
 		// Destroy stops it too; going through stopping keeps the record
 		// truthful (and the capacity slot freed) should Destroy fail.
 		if _, err := m.transition(e, sandbox.Stopping, nil, nil); err != nil {
@@ -791,7 +817,24 @@ func (m *Manager) forget(e *entry) {
 	m.mu.Unlock()
 }
 
+// lookup finds a sandbox of the node's API: an idle pool sandbox is not
+// found, as if it did not exist (warm.go reaches those with lookupAny).
 func (m *Manager) lookup(id string) (*entry, error) {
+	e, err := m.lookupAny(id)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	pooled := e.sb.Pool != ""
+	e.mu.Unlock()
+	if pooled {
+		return nil, notFound(id)
+	}
+	return e, nil
+}
+
+// lookupAny finds any sandbox of the node, idle pool sandboxes included.
+func (m *Manager) lookupAny(id string) (*entry, error) {
 	if !sandbox.ValidID(id) {
 		return nil, notFound(id)
 	}

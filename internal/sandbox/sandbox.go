@@ -158,6 +158,12 @@ type Sandbox struct {
 	Source *SourceInfo `json:"source,omitempty"`
 	// Volumes are the named volumes mounted into the sandbox.
 	Volumes []VolumeMount `json:"volumes,omitempty"`
+	// Pool names the warm pool an idle, never-claimed sandbox waits in
+	// (internal/pool); it belongs to no team and no API shows it. A claim
+	// clears it for good: a claimed sandbox never returns to a pool.
+	Pool string `json:"pool,omitempty"`
+	// Warm marks a sandbox its owner got by claiming it from a pool.
+	Warm bool `json:"warm,omitempty"`
 }
 
 // The default sandbox user: commands run as it unless the image names
