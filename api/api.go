@@ -59,6 +59,8 @@ type Sandbox struct {
 	ImageDigest string `json:"imageDigest,omitempty"`
 	// SnapshotID is the snapshot the sandbox was created from, if any.
 	SnapshotID string `json:"snapshotId,omitempty"`
+	// Warm: the sandbox was claimed from a warm pool, not created cold.
+	Warm bool `json:"warm,omitempty"`
 	// ImageUser is the image config's User as the image gives it.
 	ImageUser string `json:"imageUser,omitempty"`
 	// User is who commands run as without sudo: ImageUser resolved inside

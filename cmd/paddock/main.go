@@ -71,6 +71,7 @@ Usage:
                 [--no-network] [--network-pool CIDR] [--nat] [--domain DOMAIN] [--public-url URL] [--node-name N]
                 [--max-volume-size SIZE] [--app-max-body BYTES] [--health-timeout D] [--source-allow-private] [--reset-admin-token]
                 [--registry-allow-private] [--egress-allow-cidr CIDR]... [--block-cidr CIDR]...
+                [--pool name=N,min=N[,max=N][,image=REF|,snapshot=S][,vcpus=N][,memory=MB][,disk=MB]]... [--pool-concurrency N]
                 [--oidc-issuer URL --oidc-audience AUD [--oidc-jwks-url URL] [--oidc-user-claim C] [--oidc-default-team T]]
   paddock image pull [--insecure] [--username U] [--password P] [--published] <ref>
   paddock image ls
@@ -94,6 +95,10 @@ Usage:
   paddock volume create [--size 10G] <name>
   paddock volume ls
   paddock volume rm <name>
+  paddock pool set [--image REF | --snapshot S] [--vcpus N] [--memory MB] [--disk MB] --min N [--max N] <name>
+                                                  (host admin: keep idle sandboxes of that key warm)
+  paddock pool ls
+  paddock pool rm <name>
   paddock token create [--team ID] [--user ID] [--role member|admin] [--ttl D] <name>   (prints the secret once)
   paddock token ls [--team ID]
   paddock token rm <token-id>...
@@ -146,6 +151,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return snapshotCmd(ctx, args[1:], stdout, stderr)
 	case "volume", "volumes":
 		return volumeCmd(ctx, args[1:], stdout, stderr)
+	case "pool", "pools":
+		return poolCmd(ctx, args[1:], stdout, stderr)
 	case "token", "tokens":
 		return tokenCmd(ctx, args[1:], stdout, stderr)
 	case "team", "teams":

@@ -109,6 +109,8 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.BoolVar(&c.ImageKeychain, "image-keychain", false, "let every team's image pulls without credentials use this server's docker logins (default: the host admin's only)")
 	fs.BoolVar(&c.RegistryAllowPrivate, "registry-allow-private", false, "let image pulls reach registries on loopback and private addresses")
 	fs.Var((*prefixesFlag)(&c.EgressAllowCIDRs), "egress-allow-cidr", "a private range (RFC 1918, 100.64/10, ...) sandboxes, sources and image pulls may reach (repeatable)")
+	fs.Var((*poolsFlag)(&c.Pools), "pool", "a warm pool set at start: name=N,min=N[,max=N][,image=REF|,snapshot=S][,vcpus=N][,memory=MB][,disk=MB] (repeatable; see paddock pool)")
+	fs.IntVar(&c.PoolConcurrency, "pool-concurrency", 2, "warm-pool sandboxes created at once in the background")
 	fs.Var((*prefixesFlag)(&c.BlockCIDRs), "block-cidr", "a range no sandbox, source or image pull may reach, whatever its policy (repeatable)")
 	fs.BoolVar(&c.NoUserNS, "no-userns", false, "run sandboxes without user namespaces: weaker, root in a sandbox is root on the host (for kernels without idmapped mounts; see paddock doctor)")
 	userNSBase := fs.Uint("userns-base", uint(runc.DefaultIDBase), "first host uid/gid of the sandboxes' id ranges (65536 ids each, one range per sandbox)")

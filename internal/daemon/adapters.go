@@ -6,6 +6,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/pool"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
@@ -17,6 +18,20 @@ import (
 // both speak the sandbox package's request types.
 
 var _ server.Sandboxes = (*node.Manager)(nil)
+
+// warmSandboxes is node as the server's (and the Vercel layer's)
+// Sandboxes, with creates served from the warm pools when one matches.
+type warmSandboxes struct {
+	*node.Manager
+	pools *pool.Manager
+}
+
+var _ server.Sandboxes = warmSandboxes{}
+
+// Create implements server.Sandboxes: a claim from a pool, else a cold create.
+func (w warmSandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
+	return w.pools.Create(ctx, req)
+}
 
 // portTargets is node as the port proxy's Resolver: where a sandbox's
 // ports are, from node's in-memory record (it is asked on every proxied
@@ -91,10 +106,17 @@ func (s serverSnapshots) DeleteSnapshot(ctx context.Context, id string) error {
 // project without Start runs) as the control plane's Sandboxes.
 type controlSandboxes struct {
 	*node.Manager
+	pools  *pool.Manager
 	images node.Images // nil: only images without a command
 }
 
 var _ control.Sandboxes = controlSandboxes{}
+
+// Create implements control.Sandboxes: an activation claims from a warm
+// pool when one matches, like an API create.
+func (c controlSandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
+	return c.pools.Create(ctx, req)
+}
 
 // Agent implements control.Sandboxes.
 func (c controlSandboxes) Agent(ctx context.Context, id string) (control.Agent, error) {

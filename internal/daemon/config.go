@@ -126,6 +126,13 @@ type Config struct {
 	// UserNSBase is the first host uid/gid of the sandboxes' id ranges
 	// (65536 ids each); 0 means runc.DefaultIDBase.
 	UserNSBase uint32
+
+	// Pools are warm pools set at every start (serve's --pool), over those
+	// of the same name the API set (kept in <data>/pools.json).
+	// PoolConcurrency bounds the pool refills in flight
+	// (pool.DefaultConcurrency if 0).
+	Pools           []sandbox.PoolSpec
+	PoolConcurrency int
 }
 
 // Validate reports a setting that cannot work.
@@ -149,6 +156,14 @@ func (c Config) Validate() error {
 		return errors.New("daemon config: NAT needs sandbox networking (NoNetwork is set)")
 	case !c.NoNetwork && c.NetworkPool.IsValid() && !c.NetworkPool.Addr().Is4():
 		return fmt.Errorf("daemon config: NetworkPool %s is not an IPv4 prefix", c.NetworkPool)
+	}
+	if c.PoolConcurrency < 0 {
+		return errors.New("daemon config: PoolConcurrency must not be negative")
+	}
+	for _, p := range c.Pools {
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("daemon config: pool %q: %w", p.Name, err)
+		}
 	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)

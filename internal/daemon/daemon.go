@@ -28,6 +28,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/pool"
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/proxy/app"
 	"github.com/paddock-dev/paddock/internal/runtime"
@@ -62,6 +63,7 @@ type Daemon struct {
 	store   store.Store
 	auth    *auth.Authenticator
 	node    *node.Manager
+	pools   *pool.Manager
 	signer  *proxy.Signer // nil without networking
 	control *control.Service
 	server  *server.Server
@@ -126,6 +128,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Daemon, err erro
 		{"open the image store", d.startImages},
 		{"open the store", d.startStore},
 		{"start the sandbox manager", d.startNode},
+		{"start the warm pools", d.startPools},
 		{"start projects", d.startControl},
 		{"start the API", d.startFront},
 	}
@@ -358,6 +361,23 @@ func (d *Daemon) pruneHistory(ctx context.Context) {
 	}
 }
 
+// startPools starts the warm pools over the sandbox manager: they adopt
+// the idle sandboxes of the last run (node has re-adopted them) and start
+// refilling. Their closer runs before node's: refills end first.
+func (d *Daemon) startPools(ctx context.Context, _ *options) error {
+	pm, err := pool.New(pool.Config{Sandboxes: d.node, File: filepath.Join(d.cfg.DataDir, poolsFile), Pools: d.cfg.Pools,
+		Concurrency: d.cfg.PoolConcurrency, Logger: d.log})
+	if err != nil {
+		return err
+	}
+	d.push("warm pools", pm.Close) // idle sandboxes keep running; the next start adopts them
+	d.pools = pm
+	return pm.Start(ctx)
+}
+
+// poolsFile keeps the pools set through the API, under the data dir.
+const poolsFile = "pools.json"
+
 // startControl starts the project control plane and the app proxy in
 // front of its apps; with networking, first the signing key of port and
 // app URLs.
@@ -373,7 +393,7 @@ func (d *Daemon) startControl(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
-	ccfg := control.Config{Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, images: d.images},
+	ccfg := control.Config{Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, pools: d.pools, images: d.images},
 		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout}
 	if o.controlConfig != nil {
 		o.controlConfig(&ccfg)
@@ -413,7 +433,7 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	}
 	d.push("app proxy", apps.Close)
 
-	sandboxes := d.node
+	sandboxes := warmSandboxes{Manager: d.node, pools: d.pools}
 	snapshots := serverSnapshots{store: d.images, node: d.node}
 	var portBase string
 	if d.signer != nil {
@@ -426,7 +446,7 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 		StagingDir: filepath.Join(d.cfg.DataDir, "tmp", "uploads"), StagingBytes: d.cfg.UploadStagingBytes,
 		Images: serverImages{Store: d.images, node: d.node}, ImageKeychain: d.cfg.ImageKeychain, Snapshots: snapshots,
 		History: d.store, Projects: d.control, Apps: apps.PathHandler(), Signer: d.signer, PortBaseURL: portBase,
-		Ready: d.ready,
+		Pools: d.pools, Ready: d.ready,
 	}
 	if d.volumes != nil {
 		scfg.Volumes = d.volumes
@@ -551,6 +571,9 @@ func (d *Daemon) Signer() *proxy.Signer { return d.signer }
 
 // Network is the sandbox network manager; nil without networking.
 func (d *Daemon) Network() *netns.Manager { return d.network }
+
+// Pools is the warm pools.
+func (d *Daemon) Pools() *pool.Manager { return d.pools }
 
 // Projects is the project control plane.
 func (d *Daemon) Projects() *control.Service { return d.control }

@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"regexp"
 	"slices"
 	"sync"
 	"time"
@@ -53,8 +52,6 @@ var _ Sandboxes = (*node.Manager)(nil)
 const (
 	DefaultConcurrency = 2
 	DefaultWindow      = 5 * time.Minute
-	// MaxSize bounds a pool's Max.
-	MaxSize = 1000
 	// tick is how often the loop looks again without being woken: demand
 	// leaves the window and failed refills are retried.
 	tick = 5 * time.Second
@@ -65,59 +62,11 @@ const (
 	opTimeout = 2 * time.Minute
 )
 
-// Spec is one pool as the host admin sets it. The sandboxes it keeps are
-// built from Image (default the host image) or Snapshot, with Resources and
-// NetworkPolicy defaulted as a create request's are.
-type Spec struct {
-	Name          string                 `json:"name"`
-	Image         string                 `json:"image,omitempty"`
-	Snapshot      string                 `json:"snapshot,omitempty"`
-	Resources     sandbox.Resources      `json:"resources"`
-	NetworkPolicy *sandbox.NetworkPolicy `json:"networkPolicy,omitempty"`
-	// Min idle sandboxes are kept whatever the demand; up to Max when
-	// demand asks for them.
-	Min int `json:"min"`
-	Max int `json:"max"`
-}
-
-var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-
-// Validate checks what can be checked without the host.
-func (s Spec) Validate() error {
-	switch {
-	case !namePattern.MatchString(s.Name):
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_pool", "pool name %q must match %s", s.Name, namePattern)
-	case s.Image != "" && s.Snapshot != "":
-		return sandbox.Errorf(sandbox.ErrInvalid, "image_and_snapshot", "give an image or a snapshot, not both")
-	case s.Min < 0 || s.Max < s.Min || s.Max > MaxSize:
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_pool", "pool size needs 0 <= min <= max <= %d, got min %d max %d", MaxSize, s.Min, s.Max)
-	}
-	return nil
-}
-
-// request is the create request of one of the pool's sandboxes: its key
-// and nothing else, in the published scope (no team).
-func (s Spec) request() sandbox.CreateRequest {
-	return sandbox.CreateRequest{Image: s.Image, Snapshot: s.Snapshot, Resources: s.Resources, NetworkPolicy: s.NetworkPolicy}
-}
-
-// Status is a pool as the API shows it.
-type Status struct {
-	Spec
-	// Key is the pool's key as text; empty while it cannot be resolved
-	// (Error says why).
-	Key string
-	// Target is the idle count the pool aims at now: demand clamped to
-	// [Min, Max].
-	Target   int
-	Idle     int
-	Creating int
-	// Hits are requests served from the pool, Misses requests of its key
-	// that found it empty, since this paddock started.
-	Hits, Misses uint64
-	// Error is the last refill's failure, until one succeeds.
-	Error string
-}
+// Spec is one pool as the host admin sets it; Status one with its figures.
+type (
+	Spec   = sandbox.PoolSpec
+	Status = sandbox.PoolStatus
+)
 
 // Config configures a Manager.
 type Config struct {
@@ -283,7 +232,7 @@ func (m *Manager) Close() error {
 // resolve computes p's key from its spec. The caller holds m.mu (the key
 // comes from node's memory and the image index; no sandbox is touched).
 func (m *Manager) resolve(p *pool) {
-	p.key, p.keyErr = m.sb.WarmKey(p.spec.request())
+	p.key, p.keyErr = m.sb.WarmKey(p.spec.Request())
 }
 
 // reindex rebuilds byKey; the caller holds m.mu. With two pools of one key
@@ -486,7 +435,7 @@ func (m *Manager) createOne(p *pool, spec Spec, key node.WarmKey) {
 	defer m.wg.Done()
 	ctx, cancel := context.WithTimeout(m.ctx, opTimeout)
 	defer cancel()
-	sb, err := m.sb.CreatePooled(ctx, spec.Name, spec.request())
+	sb, err := m.sb.CreatePooled(ctx, spec.Name, spec.Request())
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.inflight--
@@ -536,7 +485,7 @@ func (m *Manager) Set(ctx context.Context, s Spec) (Status, error) {
 	if err := s.Validate(); err != nil {
 		return Status{}, err
 	}
-	key, err := m.sb.WarmKey(s.request())
+	key, err := m.sb.WarmKey(s.Request())
 	if err != nil {
 		return Status{}, err
 	}
@@ -629,7 +578,7 @@ func (m *Manager) List() []Status {
 
 // status is p as the API shows it; the caller holds m.mu.
 func (m *Manager) status(p *pool) Status {
-	st := Status{Spec: p.spec, Target: p.target(m.cfg.Now(), m.cfg.Window), Idle: len(p.idle), Creating: p.creating,
+	st := Status{PoolSpec: p.spec, Target: p.target(m.cfg.Now(), m.cfg.Window), Idle: len(p.idle), Creating: p.creating,
 		Hits: p.hits, Misses: p.misses, Error: p.lastErr}
 	if p.keyErr == nil {
 		st.Key = p.key.String()

@@ -440,7 +440,7 @@ func TestSetAndRemove(t *testing.T) {
 	for name, spec := range map[string]Spec{
 		"bad name":       {Name: "Bad_Name", Max: 1},
 		"max below min":  {Name: "p", Min: 2, Max: 1},
-		"too big":        {Name: "p", Max: MaxSize + 1},
+		"too big":        {Name: "p", Max: sandbox.MaxPoolSize + 1},
 		"image+snapshot": {Name: "p", Image: "a", Snapshot: "s", Max: 1},
 		"missing image":  {Name: "p", Image: "missing", Max: 1},
 	} {

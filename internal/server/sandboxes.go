@@ -212,6 +212,7 @@ func (s *Server) toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
 		TeamID:         sb.TeamID,
 		ImageDigest:    sb.ImageDigest,
 		SnapshotID:     sb.Snapshot,
+		Warm:           sb.Warm,
 		ImageUser:      sb.ImageUser,
 		WorkingDir:     sb.WorkingDir,
 		Resources:      api.Resources{VCPUs: sb.Resources.VCPUs, MemoryMB: sb.Resources.MemoryMB, PIDs: sb.Resources.PIDs, DiskMB: sb.Resources.DiskMB},

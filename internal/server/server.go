@@ -99,6 +99,8 @@ type Config struct {
 	// history.go); nil answers commands only while the sandbox runs and
 	// makes /usage answer 501.
 	History History
+	// Pools are the host's warm pools; nil makes /pools answer 501.
+	Pools Pools
 	// Ready is GET /readyz's check: nil when every dependency can serve,
 	// else an error saying what cannot (ErrUnavailable, with a code). nil
 	// Ready: always ready.
@@ -138,6 +140,7 @@ type Server struct {
 	projects      Projects
 	apps          http.Handler
 	history       History
+	pools         Pools
 	ready         func(context.Context) error
 	mux           *http.ServeMux
 	handler       http.Handler
@@ -168,6 +171,7 @@ func New(cfg Config) (*Server, error) {
 		projects:      cfg.Projects,
 		apps:          cfg.Apps,
 		history:       cfg.History,
+		pools:         cfg.Pools,
 		ready:         cfg.Ready,
 		mux:           http.NewServeMux(),
 	}
@@ -290,6 +294,11 @@ var routeTable = []route{
 	{"GET", "/activations/{id}/events", (*Server).activationEvents},
 
 	{"GET", "/usage", (*Server).listUsage},
+
+	{"GET", "/pools", (*Server).listPools},
+	{"GET", "/pools/{name}", (*Server).getPool},
+	{"PUT", "/pools/{name}", (*Server).setPool},
+	{"DELETE", "/pools/{name}", (*Server).deletePool},
 }
 
 func (s *Server) routes() {
