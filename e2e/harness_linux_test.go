@@ -163,6 +163,7 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 			return
 		}
 		ctx := context.Background()
+		s.removePools(t)
 		items, _, _ := s.mgr.List(ctx, sandbox.ListOptions{Limit: 500})
 		for _, sb := range items {
 			if err := s.mgr.Delete(ctx, sb.ID); err != nil {
@@ -172,6 +173,27 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 		s.shutdown(t)
 	})
 	return s
+}
+
+// removePools removes every warm pool and waits until their idle
+// sandboxes, which no list shows, are gone (refills in flight are
+// discarded as they finish).
+func (s *stack) removePools(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	for _, p := range s.d.Pools().List() {
+		if err := s.d.Pools().Remove(ctx, p.Name); err != nil {
+			t.Errorf("cleanup: remove pool %s: %v", p.Name, err)
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for len(s.mgr.Pooled()) > 0 {
+		if time.Now().After(deadline) {
+			t.Errorf("cleanup: pool sandboxes left: %d", len(s.mgr.Pooled()))
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // shutdown stops the services as a paddock process exit would: sandboxes
