@@ -1,0 +1,247 @@
+package bench
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/paddock-dev/paddock/examples/goose-standin/standinimage"
+	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/daemon"
+	"github.com/paddock-dev/paddock/internal/doctor"
+	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/leakcheck"
+	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/store"
+)
+
+// Address pools of the warm-pool benchmarks, apart from the others'.
+var (
+	warmClaimPool      = netip.MustParsePrefix("10.213.240.0/24")
+	warmActivationPool = netip.MustParsePrefix("10.213.241.0/24")
+)
+
+// startPoolDaemon starts a networked daemon on a fresh data dir with a
+// leak check, and removes its pools (and their idle sandboxes, which no
+// list shows) before it closes.
+func startPoolDaemon(b *testing.B, network netip.Prefix) (*daemon.Daemon, string) {
+	b.Helper()
+	ctx := context.Background()
+	if why := doctor.SandboxReady(ctx); why != "" {
+		b.Skip("sandboxes cannot run here: " + why)
+	}
+	agentPath, err := agentbin.Path(ctx, filepath.Join(os.TempDir(), "paddock-test-agent"))
+	if err != nil {
+		b.Fatalf("agent binary: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "pb-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	before := leakcheck.Snapshot(leakcheck.Scope{Dirs: []string{dir}, IDs: []string{"sb-*"}, LinkPrefix: "pd"})
+	b.Cleanup(func() {
+		before.Check(b)
+		os.RemoveAll(dir)
+	})
+	d, _ := startDaemon(b, daemon.Config{DataDir: dir, NetworkPool: network, Domain: "localhost"}, agentPath)
+	b.Cleanup(func() { // before startDaemon's close (cleanups run last first)
+		for _, p := range d.Pools().List() {
+			if err := d.Pools().Remove(ctx, p.Name); err != nil {
+				b.Errorf("remove pool %s: %v", p.Name, err)
+			}
+		}
+		deadline := time.Now().Add(time.Minute)
+		for len(d.Node().Pooled()) > 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	return d, dir
+}
+
+// waitIdle waits, untimed, until pool name holds want idle sandboxes.
+func waitIdle(b *testing.B, d *daemon.Daemon, name string, want int) {
+	b.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, err := d.Pools().Get(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.Idle >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("pool %s never refilled: %+v", name, st)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// BenchmarkWarmClaim times a create served from a warm pool until a first
+// command (`true`) finished in it, against a cold create → first command
+// of the same request but for its key (another memory limit, so no pool
+// serves it), interleaved, on a networked daemon as `paddock serve` runs
+// it. Both go through the daemon's create path (pools, then node) and
+// node's Exec, without HTTP. Between samples, untimed, both sandboxes are
+// deleted and the pool refills. The claimer's env and owner are applied
+// by the claim, as for any warm create.
+func BenchmarkWarmClaim(b *testing.B) {
+	d, _ := startPoolDaemon(b, warmClaimPool)
+	ctx := context.Background()
+	if _, err := d.Pools().Set(ctx, sandbox.PoolSpec{Name: "bench", Resources: benchResources, Min: 2, Max: 2}); err != nil {
+		b.Fatal(err)
+	}
+	coldRes := benchResources
+	coldRes.MemoryMB++
+	var claimOnly []time.Duration
+	first := func(req sandbox.CreateRequest) (time.Duration, sandbox.Sandbox) {
+		start := time.Now()
+		sb, err := d.Pools().Create(ctx, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if sb.Warm {
+			claimOnly = append(claimOnly, time.Since(start))
+		}
+		cmd, err := d.Node().Exec(ctx, sb.ID, sandbox.ExecRequest{Cmd: "true", Wait: true})
+		if err != nil || cmd.ExitCode == nil || *cmd.ExitCode != 0 {
+			b.Fatalf("first command: %+v, %v", cmd, err)
+		}
+		return time.Since(start), sb
+	}
+	var warm, cold []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		waitIdle(b, d, "bench", 2)
+		b.StartTimer()
+		took, sb := first(sandbox.CreateRequest{Resources: benchResources, TeamID: "bench", Env: map[string]string{"RUN": "warm"}})
+		if !sb.Warm {
+			b.Fatalf("not served warm: %+v", sb)
+		}
+		warm = append(warm, took)
+		b.StopTimer()
+		tookCold, cs := first(sandbox.CreateRequest{Resources: coldRes, TeamID: "bench", Env: map[string]string{"RUN": "cold"}})
+		if cs.Warm {
+			b.Fatal("the baseline was served warm")
+		}
+		cold = append(cold, tookCold)
+		for _, id := range []string{sb.ID, cs.ID} {
+			if err := d.Node().Delete(ctx, id); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(ms(pct(warm, 50)), "claim-p50-ms")
+	b.ReportMetric(ms(pct(warm, 99)), "claim-p99-ms")
+	b.ReportMetric(ms(pct(claimOnly, 50)), "claim-only-p50-ms")
+	b.ReportMetric(ms(pct(cold, 50)), "cold-p50-ms")
+	b.ReportMetric(ms(pct(cold, 99)), "cold-p99-ms")
+	b.ReportMetric(ms(pct(warm, 50))/ms(pct(cold, 50)), "ratio-p50")
+}
+
+// BenchmarkActivationWarm times activations of the goose stand-in (from
+// Activate to the app healthy, as BenchmarkActivation) whose sandbox is
+// claimed from a warm pool, against the same-run baseline of a project
+// that differs only in its memory limit (1 MB more), which no pool
+// serves: a cold provision. Each iteration activates both, one after the
+// other, and deactivates them untimed.
+func BenchmarkActivationWarm(b *testing.B) {
+	d, dir := startPoolDaemon(b, warmActivationPool)
+	ctx := context.Background()
+	bin, err := standinimage.Build(ctx, "", filepath.Join(dir, "standin"))
+	if err != nil {
+		b.Fatalf("build the stand-in: %v", err)
+	}
+	tarPath := filepath.Join(dir, "standin", "image.tar")
+	if err := standinimage.WriteImage(bin, tarPath, ""); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := d.Images().Import(ctx, image.Published, tarPath); err != nil {
+		b.Fatalf("import the stand-in: %v", err)
+	}
+	svc := d.Projects()
+	tm, err := d.Auth().CreateTeam(ctx, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	team := auth.Principal{TeamID: tm.ID, Role: store.RoleAdmin}
+	res := sandbox.Resources{VCPUs: 1, MemoryMB: 256, PIDs: 128}
+	project := func(name string, res sandbox.Resources) string {
+		p, err := svc.CreateProject(ctx, team, control.ProjectRequest{Name: name,
+			Source: control.Source{Image: standinimage.DefaultRef}, MaxLifetime: time.Hour,
+			Env: map[string]string{"GOOSE_PATH_ROOT": "/home/user/goose"}, Resources: res})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return p.ID
+	}
+	coldRes := res
+	coldRes.MemoryMB++
+	warmID, coldID := project("warm", res), project("cold", coldRes)
+	if _, err := d.Pools().Set(ctx, sandbox.PoolSpec{Name: "standin", Image: standinimage.DefaultRef, Resources: res, Min: 1, Max: 1}); err != nil {
+		b.Fatal(err)
+	}
+	activate := func(projectID string) (total, provision time.Duration, sandboxID string) {
+		t0 := time.Now()
+		a, err := svc.Activate(ctx, team, projectID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ch, err := svc.Watch(ctx, team, a.ID, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var starting, ready time.Time
+		var last store.Event
+		for ev := range ch {
+			last = ev
+			switch control.State(ev.Type) {
+			case control.StateStarting:
+				starting = time.Now()
+			case control.StateReady:
+				ready = time.Now()
+			}
+		}
+		if control.State(last.Type) != control.StateReady {
+			b.Fatalf("activation ended %s: %s\n%s", last.Type, last.Message, last.Data["logTail"])
+		}
+		got, err := svc.GetActivation(ctx, team, a.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return ready.Sub(t0), starting.Sub(t0), got.SandboxID
+	}
+	var warm, cold, warmProv, coldProv []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		waitIdle(b, d, "standin", 1)
+		b.StartTimer()
+		total, prov, sbID := activate(warmID)
+		b.StopTimer()
+		if sb, err := d.Node().Get(ctx, sbID); err != nil || !sb.Warm {
+			b.Fatalf("the warm project's sandbox %s was not claimed from the pool: %+v, %v", sbID, sb, err)
+		}
+		warm, warmProv = append(warm, total), append(warmProv, prov)
+		total, prov, _ = activate(coldID)
+		cold, coldProv = append(cold, total), append(coldProv, prov)
+		for _, id := range []string{warmID, coldID} {
+			if _, err := svc.Deactivate(ctx, team, id, ""); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(ms(pct(warm, 50)), "warm-p50-ms")
+	b.ReportMetric(ms(pct(cold, 50)), "cold-p50-ms")
+	b.ReportMetric(ms(pct(warmProv, 50)), "warm-to-start-p50-ms")
+	b.ReportMetric(ms(pct(coldProv, 50)), "cold-to-start-p50-ms")
+	b.ReportMetric(ms(pct(warm, 50))-ms(pct(cold, 50)), "saved-p50-ms")
+}
