@@ -38,6 +38,8 @@ var rules = []rule{
 	{pkg: "internal/runtime", why: "drivers know no image store or registry client", deep: true,
 		deny: []string{"internal/image", "github.com/google/go-containerregistry"}},
 	{pkg: "internal/node", why: "the sandbox layer knows no auth, store, API, control plane or proxy", deep: true,
+		deny: []string{"internal/auth", "internal/store", "internal/server", "internal/control", "internal/proxy", "internal/daemon", "internal/pool"}},
+	{pkg: "internal/pool", why: "pools sit on node alone: the API, control plane and store reach them through the daemon", deep: true,
 		deny: []string{"internal/auth", "internal/store", "internal/server", "internal/control", "internal/proxy", "internal/daemon"}},
 	{pkg: "internal/server", why: "the API drives sandboxes through interfaces, never node", deep: true,
 		deny: []string{"internal/node", "internal/runtime/runc", "internal/daemon"}},
