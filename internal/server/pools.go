@@ -21,10 +21,15 @@ type Pools interface {
 
 var errNoPools = sandbox.Errorf(sandbox.ErrUnsupported, "pools_unsupported", "this server keeps no warm pools")
 
-// pools checks that the caller is the host admin, who alone sees and sets
-// pools: they are the host's, and tell of its load.
+// poolsFor checks that the caller is the host admin, who alone sees and
+// sets pools: they are the host's, and tell of its load. To anyone else the
+// list is forbidden and a named pool, like any object not theirs, is not
+// found.
 func (s *Server) poolsFor(r *http.Request) (Pools, error) {
 	if !callerOf(r).HostAdmin {
+		if name := r.PathValue("name"); name != "" {
+			return nil, sandbox.Errorf(sandbox.ErrNotFound, "pool_not_found", "pool %q not found", name)
+		}
 		return nil, errHostAdminRequired
 	}
 	if s.pools == nil {
