@@ -2,8 +2,13 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
+	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -50,6 +55,52 @@ func TestPoolUsage(t *testing.T) {
 	} {
 		if err := run(t.Context(), args, &out, &errOut); exitCode(err, &errOut) != 2 {
 			t.Errorf("%q: %v, want a usage error", args, err)
+		}
+	}
+}
+
+// TestPoolVerbs runs `pool set`, `ls` and `rm` against a server that
+// records the requests.
+func TestPoolVerbs(t *testing.T) {
+	var reqs []string
+	var spec api.PoolSpec
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reqs = append(reqs, r.Method+" "+r.URL.Path)
+		w.Header().Set("Content-Type", "application/json")
+		switch r.Method {
+		case http.MethodPut:
+			if err := json.NewDecoder(r.Body).Decode(&spec); err != nil {
+				t.Errorf("decode body: %v", err)
+			}
+			w.Write([]byte(`{"name":"web","key":"host vcpus=1","min":2,"max":2}`))
+		case http.MethodGet:
+			w.Write([]byte(`{"pools":[{"name":"web","min":2,"max":5,"target":3,"idle":1,"creating":2,"hits":7,"misses":4,"error":"disk full"}]}`))
+		case http.MethodDelete:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}))
+	defer srv.Close()
+	conn := []string{"--url", srv.URL, "--token", "t"}
+	var out, errb bytes.Buffer
+	for _, args := range [][]string{
+		append(append([]string{"pool", "set"}, conn...), "--image", "goose", "--memory", "256", "--min", "2", "web"),
+		append([]string{"pool", "ls"}, conn...),
+		append(append([]string{"pool", "rm"}, conn...), "web"),
+	} {
+		if err := run(t.Context(), args, &out, &errb); err != nil {
+			t.Fatalf("%q: %v (stderr %q)", args, err, errb.String())
+		}
+	}
+	want := []string{"PUT " + api.Prefix + "/pools/web", "GET " + api.Prefix + "/pools", "DELETE " + api.Prefix + "/pools/web"}
+	if strings.Join(reqs, "; ") != strings.Join(want, "; ") {
+		t.Errorf("requests %q, want %q", reqs, want)
+	}
+	if spec.Image != "goose" || spec.Resources.MemoryMB != 256 || spec.Min != 2 || spec.Max != 2 {
+		t.Errorf("set sent %+v (max defaults to min)", spec)
+	}
+	for _, s := range []string{"web", "host vcpus=1", "IDLE", "disk full", "7", "4"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("output lacks %q:\n%s", s, out.String())
 		}
 	}
 }
