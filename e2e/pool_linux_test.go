@@ -173,6 +173,37 @@ func TestWarmPool(t *testing.T) {
 		t.Error("a request of another key was served warm")
 	}
 
+	// A project activation of the same key claims one too: its env in the
+	// record, its secrets only in the app's commands.
+	waitPool(t, s.client, "warm", 3)
+	idleNow := s.pooledIDs()
+	proj, err := a.CreateProject(ctx, api.ProjectRequest{Name: "web", Source: api.ProjectSource{Image: "host"},
+		Start: "python3 -m http.server 3002", AppPort: 3002, HealthPath: "/",
+		Env: map[string]string{"STAGE": "warm"}, Secrets: map[string]string{"API_KEY": "k3y"},
+		MaxLifetimeMs: (10 * time.Minute).Milliseconds(), IdleTimeoutMs: (10 * time.Minute).Milliseconds()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	act, err := a.ActivateAndWait(ctx, proj.ID, nil)
+	if err != nil || act.State != api.ActivationReady {
+		t.Fatalf("activate: %+v, %v", act, err)
+	}
+	sbP, err := a.Get(ctx, act.SandboxID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sbP.Warm || !slices.Contains(idleNow, sbP.ID) || sbP.Env["STAGE"] != "warm" || sbP.Env["API_KEY"] != "" {
+		t.Errorf("the activation's sandbox: warm %v, id %s (idle %v), env %v", sbP.Warm, sbP.ID, idleNow, sbP.Env)
+	}
+	if _, err := a.Deactivate(ctx, proj.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitPool(t, s.client, "warm", 3)
+	idleAfter = s.pooledIDs()
+	if slices.Contains(idleAfter, sbP.ID) {
+		t.Errorf("the activation's sandbox %s is back in the pool", sbP.ID)
+	}
+
 	// A restart adopts the idle sandboxes and keeps the pool.
 	s.shutdown(t)
 	s2 := startStack(t, dir, stackOptions{network: testPool})

@@ -46,6 +46,10 @@ func (k WarmKey) String() string {
 		k.Resources.MemoryMB, k.Resources.PIDs, k.Resources.DiskMB, k.Network)
 }
 
+// claimPingTimeout bounds the check that an idle sandbox's agent answers
+// before it is handed out; a miss costs a cold create, not a failure.
+const claimPingTimeout = time.Second
+
 var errNotPoolable = sandbox.Errorf(sandbox.ErrUnsupported, "not_poolable", "a request with volumes is never served from a pool")
 
 // WarmKey returns the key of req as its team would be served: req is
@@ -223,6 +227,14 @@ func (m *Manager) Claim(ctx context.Context, id string, req sandbox.CreateReques
 		return sandbox.Sandbox{}, fmt.Errorf("%w: pool sandbox %s is %s", ErrNotClaimed, id, sb.State)
 	case KeyOf(sb) != key:
 		return sandbox.Sandbox{}, fmt.Errorf("%w: pool sandbox %s is %s, the request wants %s", ErrNotClaimed, id, KeyOf(sb), key)
+	}
+	// An idle sandbox ran nothing, but its agent may have died since it
+	// was made (OOM, a host-side kill): a claim must hand out one that works.
+	pctx, cancel := context.WithTimeout(ctx, claimPingTimeout)
+	_, perr := client.Ping(pctx)
+	cancel()
+	if perr != nil {
+		return sandbox.Sandbox{}, fmt.Errorf("%w: the agent of pool sandbox %s does not answer: %w", ErrNotClaimed, id, perr)
 	}
 	m.mu.Lock()
 	closed := m.closed

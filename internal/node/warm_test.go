@@ -131,3 +131,22 @@ func TestDiscardPooled(t *testing.T) {
 		t.Errorf("active = %d after discard", active)
 	}
 }
+
+// TestClaimDeadAgent: an idle sandbox whose agent stopped answering is not
+// handed out.
+func TestClaimDeadAgent(t *testing.T) {
+	e := newEnv(t, nil)
+	idle, err := e.m.CreatePooled(t.Context(), "p1", sandbox.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.d.mu.Lock()
+	e.d.ping = "not json"
+	e.d.mu.Unlock()
+	if _, err := e.m.Claim(t.Context(), idle.ID, sandbox.CreateRequest{TeamID: "t1"}); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("Claim with a dead agent = %v, want ErrNotClaimed", err)
+	}
+	if p := e.m.Pooled(); len(p) != 1 || p[0].TeamID != "" {
+		t.Errorf("the sandbox changed hands: %+v", p)
+	}
+}
