@@ -269,6 +269,12 @@ func (m *Manager) Create(ctx context.Context, req sandbox.CreateRequest) (sandbo
 
 // claim tries the pool of req's key; ok false means create cold.
 func (m *Manager) claim(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, bool, error) {
+	m.mu.Lock()
+	none := len(m.byKey) == 0
+	m.mu.Unlock()
+	if none {
+		return sandbox.Sandbox{}, false, nil
+	}
 	key, err := m.sb.WarmKey(req)
 	if err != nil {
 		return sandbox.Sandbox{}, false, nil // the cold create says what is wrong, if anything
@@ -331,12 +337,12 @@ func (m *Manager) evict(ctx context.Context) bool {
 
 // count records one request of p's key at now; the caller holds m.mu.
 func (p *pool) count(now time.Time) {
-	min := now.Truncate(time.Minute)
-	if n := len(p.demand); n > 0 && p.demand[n-1].minute.Equal(min) {
+	minute := now.Truncate(time.Minute)
+	if n := len(p.demand); n > 0 && p.demand[n-1].minute.Equal(minute) {
 		p.demand[n-1].n++
 		return
 	}
-	p.demand = append(p.demand, bucket{minute: min, n: 1})
+	p.demand = append(p.demand, bucket{minute: minute, n: 1})
 }
 
 // target is the idle count p aims at: the busiest minute of the window,
