@@ -150,3 +150,41 @@ func TestClaimDeadAgent(t *testing.T) {
 		t.Errorf("the sandbox changed hands: %+v", p)
 	}
 }
+
+// TestClaimOnce: claimers racing for one idle sandbox; exactly one gets it.
+func TestClaimOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	idle, err := e.m.CreatePooled(t.Context(), "p1", sandbox.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const claimers = 8
+	errs := make(chan error, claimers)
+	teams := make(chan string, claimers)
+	for i := range claimers {
+		go func() {
+			team := string(rune('a' + i))
+			sb, err := e.m.Claim(t.Context(), idle.ID, sandbox.CreateRequest{TeamID: team})
+			if err == nil {
+				teams <- sb.TeamID
+			}
+			errs <- err
+		}()
+	}
+	won := 0
+	for range claimers {
+		err := <-errs
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, ErrNotClaimed):
+			t.Errorf("a losing claim: %v, want ErrNotClaimed", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d claims succeeded, want 1", won)
+	}
+	if got := e.get(t, idle.ID); got.TeamID != <-teams {
+		t.Errorf("the record's owner %q is not the winner's", got.TeamID)
+	}
+}

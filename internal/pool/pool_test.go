@@ -470,3 +470,49 @@ func TestSetAndRemove(t *testing.T) {
 		t.Errorf("List = %+v", m.List())
 	}
 }
+
+// TestConcurrentClaims: a burst larger than the pool; every idle sandbox
+// goes to exactly one request, the rest are cold, and the counts add up.
+func TestConcurrentClaims(t *testing.T) {
+	f := newFake()
+	m, _ := start(t, f, nil)
+	if _, err := m.Set(t.Context(), Spec{Name: "p", Min: 3, Max: 3}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m, "p", 3)
+	f.mu.Lock()
+	f.block = make(chan struct{}) // no refill during the burst
+	f.mu.Unlock()
+	const burst = 10
+	type result struct {
+		sb  sandbox.Sandbox
+		err error
+	}
+	results := make(chan result, burst)
+	for i := range burst {
+		go func() {
+			sb, err := m.Create(t.Context(), sandbox.CreateRequest{TeamID: fmt.Sprint("t", i)})
+			results <- result{sb, err}
+		}()
+	}
+	seen := map[string]bool{}
+	warm := 0
+	for range burst {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if seen[r.sb.ID] {
+			t.Errorf("sandbox %s handed out twice", r.sb.ID)
+		}
+		seen[r.sb.ID] = true
+		if r.sb.Warm {
+			warm++
+		}
+	}
+	close(f.block)
+	st, _ := m.Get("p")
+	if warm != 3 || st.Hits != 3 || st.Misses != burst-3 {
+		t.Errorf("%d warm; status %+v; want 3 hits and %d misses", warm, st, burst-3)
+	}
+}
