@@ -2,12 +2,14 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/examples/goose-standin/standinimage"
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
@@ -18,6 +20,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/sdk"
 )
 
 // Address pools of the warm-pool benchmarks, apart from the others'.
@@ -251,4 +254,132 @@ func BenchmarkActivationWarm(b *testing.B) {
 	b.ReportMetric(ms(pct(warmProv, 50)), "warm-to-start-p50-ms")
 	b.ReportMetric(ms(pct(coldProv, 50)), "cold-to-start-p50-ms")
 	b.ReportMetric(ms(pct(warm, 50))-ms(pct(cold, 50)), "saved-p50-ms")
+}
+
+// burstPool is BenchmarkBurstWarm's address pool: room for 2×burstSize
+// sandboxes' /30s.
+var burstPool = netip.MustParsePrefix("10.213.228.0/22")
+
+// burstSize is how many creates BenchmarkBurstWarm sends at once.
+const burstSize = 100
+
+// BenchmarkBurstWarm sends burstSize creates → first command (`true`) at
+// once through the HTTP API (the SDK), served from a warm pool of
+// burstSize idle sandboxes, after the same burst of a request no pool
+// serves (1 MB more memory), cold, as the same-run baseline. Reported:
+// p50/p99 of each request's create → command finished, and the burst's
+// wall time. Refills and deletes are untimed; use -benchtime 1x.
+func BenchmarkBurstWarm(b *testing.B) {
+	ctx := context.Background()
+	if why := doctor.SandboxReady(ctx); why != "" {
+		b.Skip("sandboxes cannot run here: " + why)
+	}
+	agentPath, err := agentbin.Path(ctx, filepath.Join(os.TempDir(), "paddock-test-agent"))
+	if err != nil {
+		b.Fatalf("agent binary: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "pb-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	before := leakcheck.Snapshot(leakcheck.Scope{Dirs: []string{dir}, IDs: []string{"sb-*"}, LinkPrefix: "pd"})
+	b.Cleanup(func() {
+		before.Check(b)
+		os.RemoveAll(dir)
+	})
+	d, hs := startDaemon(b, daemon.Config{DataDir: dir, NetworkPool: burstPool, Domain: "localhost",
+		MaxSandboxes: 2*burstSize + 2, PoolConcurrency: 2}, agentPath)
+	b.Cleanup(func() {
+		for _, p := range d.Pools().List() {
+			if err := d.Pools().Remove(ctx, p.Name); err != nil {
+				b.Errorf("remove pool %s: %v", p.Name, err)
+			}
+		}
+		deadline := time.Now().Add(5 * time.Minute)
+		for len(d.Node().Pooled()) > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	token, _ := d.AdminToken()
+	client := sdk.New(hs.URL, token)
+	if _, err := d.Pools().Set(ctx, sandbox.PoolSpec{Name: "burst", Resources: benchResources, Min: burstSize, Max: burstSize}); err != nil {
+		b.Fatal(err)
+	}
+	res := api.Resources{VCPUs: benchResources.VCPUs, MemoryMB: benchResources.MemoryMB, PIDs: benchResources.PIDs}
+	coldRes := res
+	coldRes.MemoryMB++
+	burst := func(res api.Resources, wantWarm bool) (took []time.Duration, wall time.Duration) {
+		type result struct {
+			id   string
+			took time.Duration
+			err  error
+		}
+		results := make(chan result, burstSize)
+		start := time.Now()
+		for range burstSize {
+			go func() {
+				t0 := time.Now()
+				sb, err := client.Create(ctx, api.CreateSandboxRequest{Resources: res})
+				if err != nil {
+					results <- result{err: err}
+					return
+				}
+				if sb.Warm != wantWarm {
+					err = fmt.Errorf("sandbox %s warm %v, want %v", sb.ID, sb.Warm, wantWarm)
+				} else {
+					var cmd *sdk.Command
+					cmd, err = sb.RunCommand(ctx, api.CommandRequest{Cmd: "true"})
+					if err == nil && (cmd.ExitCode == nil || *cmd.ExitCode != 0) {
+						err = fmt.Errorf("true in %s: %+v", sb.ID, cmd.Command)
+					}
+				}
+				results <- result{sb.ID, time.Since(t0), err}
+			}()
+		}
+		var ids []string
+		var errs []error
+		for range burstSize {
+			r := <-results
+			if r.id != "" {
+				ids = append(ids, r.id)
+			}
+			if r.err != nil {
+				errs = append(errs, r.err)
+			}
+			took = append(took, r.took)
+		}
+		wall = time.Since(start)
+		b.StopTimer()
+		for _, id := range ids {
+			if err := d.Node().Delete(ctx, id); err != nil {
+				b.Errorf("delete %s: %v", id, err)
+			}
+		}
+		if len(errs) > 0 {
+			b.Fatalf("%d of %d failed, the first: %v", len(errs), burstSize, errs[0])
+		}
+		return took, wall
+	}
+	var warm, cold []time.Duration
+	var warmWall, coldWall []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		waitIdle(b, d, "burst", burstSize)
+		// Cold first, while the pool is full and makes nothing: the
+		// refills after the warm burst would load the baseline's cores.
+		b.StartTimer()
+		took, wall := burst(coldRes, false)
+		cold, coldWall = append(cold, took...), append(coldWall, wall)
+		b.StartTimer()
+		took, wall = burst(res, true)
+		warm, warmWall = append(warm, took...), append(warmWall, wall)
+		b.StartTimer()
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(ms(pct(warm, 50)), "warm-p50-ms")
+	b.ReportMetric(ms(pct(warm, 99)), "warm-p99-ms")
+	b.ReportMetric(ms(pct(warmWall, 50)), "warm-wall-ms")
+	b.ReportMetric(ms(pct(cold, 50)), "cold-p50-ms")
+	b.ReportMetric(ms(pct(cold, 99)), "cold-p99-ms")
+	b.ReportMetric(ms(pct(coldWall, 50)), "cold-wall-ms")
 }
