@@ -104,9 +104,7 @@ func TestCreatePooledRefusesOwnersAndCleansUp(t *testing.T) {
 			}
 		})
 	}
-	e.d.mu.Lock()
-	e.d.createErr = errors.New("boom")
-	e.d.mu.Unlock()
+	e.d.SetCreateErr(errors.New("boom"))
 	if _, err := e.m.CreatePooled(t.Context(), "p1", sandbox.CreateRequest{}); err == nil {
 		t.Fatal("CreatePooled with a failing driver succeeded")
 	}
@@ -140,9 +138,7 @@ func TestClaimDeadAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.d.mu.Lock()
-	e.d.ping = "not json"
-	e.d.mu.Unlock()
+	e.d.FakeAgent().SetPing("not json")
 	if _, err := e.m.Claim(t.Context(), idle.ID, sandbox.CreateRequest{TeamID: "t1"}); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("Claim with a dead agent = %v, want ErrNotClaimed", err)
 	}
