@@ -267,6 +267,11 @@ func (c *Client) Stdin(ctx context.Context, id string, r io.Reader, closeAfter b
 	return nil
 }
 
+// Resize changes the size of a command's terminal (started with PTY).
+func (c *Client) Resize(ctx context.Context, id string, size PTYSize) error {
+	return c.doJSON(ctx, http.MethodPost, "/v1/commands/"+url.PathEscape(id)+"/resize", 0, size, nil)
+}
+
 // Output streams a command's output from offset (0: from the start). With
 // follow it continues until the command's exit frame; without it stops at
 // what has been written so far.

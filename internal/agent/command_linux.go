@@ -50,6 +50,7 @@ type command struct {
 	mu       sync.Mutex
 	state    Command  // guarded by mu
 	stdin    *os.File // guarded by mu: write end of stdin, nil if none or closed
+	pty      *os.File // guarded by mu: the terminal's master side, nil if none or finished
 	timedOut bool     // guarded by mu
 
 	stdinMu sync.Mutex // serializes stdin writers
@@ -74,6 +75,10 @@ func (c *command) snapshot() Command {
 	defer c.mu.Unlock()
 	st := c.state
 	st.Args = slices.Clone(st.Args)
+	if st.PTY != nil {
+		size := *st.PTY
+		st.PTY = &size
+	}
 	return st
 }
 
@@ -87,6 +92,7 @@ func (c *command) finish(update func(*Command)) {
 		c.stdin.Close()
 		c.stdin = nil
 	}
+	c.pty = nil // closed by supervise once drained
 	final := c.state
 	c.mu.Unlock()
 
@@ -116,8 +122,14 @@ func invalidCommand(format string, args ...any) error {
 // validateRequest rejects malformed requests (400); a well-formed request
 // that cannot start becomes a failed command instead.
 func validateRequest(req *CommandRequest) error {
-	if req.Cmd == "" {
+	if req.Cmd == "" && req.PTY == nil {
 		return invalidCommand("cmd is empty")
+	}
+	if req.PTY != nil && !req.PTY.Valid() {
+		return invalidCommand("pty size %dx%d is outside 1..%d", req.PTY.Rows, req.PTY.Cols, MaxPTYCells)
+	}
+	if len(req.Tag) > MaxTagBytes || strings.ContainsRune(req.Tag, 0) {
+		return invalidCommand("tag is longer than %d bytes or contains NUL", MaxTagBytes)
 	}
 	if strings.ContainsRune(req.Cmd, 0) {
 		return invalidCommand("cmd contains a NUL byte")
@@ -158,6 +170,9 @@ func (s *Server) environ(req *CommandRequest) map[string]string {
 	}
 	if fi, err := os.Stat("/bin/bash"); err == nil && !fi.IsDir() {
 		env["SHELL"] = "/bin/bash"
+	}
+	if req.PTY != nil {
+		env["TERM"] = "xterm-256color"
 	}
 	maps.Copy(env, req.Env)
 	return env
@@ -285,6 +300,10 @@ func (s *Server) start(req CommandRequest) (*command, error) {
 		}
 	}
 	env := s.environ(&req)
+	if req.PTY != nil && req.Cmd == "" {
+		// The user's shell as a login shell, as a terminal login starts it.
+		req.Cmd, req.Args = env["SHELL"], []string{"-l"}
+	}
 
 	c := &command{
 		id:    newID(),
@@ -292,11 +311,15 @@ func (s *Server) start(req CommandRequest) (*command, error) {
 		exit:  make(chan unix.WaitStatus, 1),
 		store: s.logs,
 		state: Command{
-			Cmd: req.Cmd, Args: req.Args, Cwd: cwd, Sudo: req.Sudo,
+			Cmd: req.Cmd, Args: req.Args, Cwd: cwd, Sudo: req.Sudo, Tag: req.Tag,
 			Status: StatusRunning, StartedAt: time.Now().UTC(),
 		},
 	}
 	c.state.ID = c.id
+	if req.PTY != nil {
+		size := *req.PTY
+		c.state.PTY = &size
+	}
 	c.out = s.logs.newLog(c.id)
 
 	fail := func(serr *startError) (*command, error) {
@@ -315,28 +338,9 @@ func (s *Server) start(req CommandRequest) (*command, error) {
 		return fail(serr)
 	}
 
-	var stdinR *os.File
-	var err error
-	if req.Stdin {
-		pr, pw, err := os.Pipe()
-		if err != nil {
-			return nil, fmt.Errorf("stdin pipe: %w", err)
-		}
-		stdinR, c.stdin = pr, pw
-	} else if stdinR, err = os.Open(os.DevNull); err != nil {
-		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
-	}
-	outR, outW, err := os.Pipe()
+	sio, err := s.openStdio(c, req, uid)
 	if err != nil {
-		stdinR.Close()
-		return nil, fmt.Errorf("stdout pipe: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		stdinR.Close()
-		outR.Close()
-		outW.Close()
-		return nil, fmt.Errorf("stderr pipe: %w", err)
+		return nil, err
 	}
 	envList := make([]string, 0, len(env))
 	for _, k := range slices.Sorted(maps.Keys(env)) {
@@ -345,12 +349,16 @@ func (s *Server) start(req CommandRequest) (*command, error) {
 	attr := &syscall.ProcAttr{
 		Dir:   cwd,
 		Env:   envList,
-		Files: []uintptr{stdinR.Fd(), outW.Fd(), errW.Fd()},
+		Files: sio.files(),
 		Sys: &syscall.SysProcAttr{
 			// A new session: the command's kill(0, ...) reaches only its
 			// own group, never the agent.
 			Setsid:     true,
 			Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: append([]uint32{}, groups...)},
+			// On a terminal, that session's controlling terminal is it
+			// (fd 0 in the child), so ^C and SIGWINCH reach the command.
+			Setctty: req.PTY != nil,
+			Ctty:    0,
 		},
 	}
 	oomBefore, oomOK := s.oomKills()
@@ -360,9 +368,8 @@ func (s *Server) start(req CommandRequest) (*command, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		for _, f := range []*os.File{stdinR, outR, outW, errR, errW} {
-			f.Close()
-		}
+		sio.closeChild()
+		sio.closeOurs(c)
 		return nil, sandbox.Errorf(sandbox.ErrUnavailable, "agent_closing", "agent is shutting down")
 	}
 	pid, err := syscall.ForkExec(path, append([]string{req.Cmd}, req.Args...), attr)
@@ -370,18 +377,9 @@ func (s *Server) start(req CommandRequest) (*command, error) {
 		s.registerLocked(c, pid)
 	}
 	s.mu.Unlock()
-	stdinR.Close()
-	outW.Close()
-	errW.Close()
+	sio.closeChild()
 	if err != nil {
-		outR.Close()
-		errR.Close()
-		c.mu.Lock()
-		if c.stdin != nil {
-			c.stdin.Close()
-			c.stdin = nil
-		}
-		c.mu.Unlock()
+		sio.closeOurs(c)
 		code := 126
 		if errors.Is(err, unix.ENOENT) {
 			code = 127
@@ -393,10 +391,10 @@ func (s *Server) start(req CommandRequest) (*command, error) {
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte("0"), 0); err != nil {
 		s.log.Warn("reset oom_score_adj", "command", c.id, "pid", pid, "err", err)
 	}
-	s.log.Info("command started", "command", c.id, "pid", pid, "cmd", req.Cmd, "sudo", req.Sudo)
+	s.log.Info("command started", "command", c.id, "pid", pid, "cmd", req.Cmd, "sudo", req.Sudo, "pty", req.PTY != nil)
 
 	s.wg.Add(1)
-	go s.supervise(c, pid, time.Duration(req.TimeoutMs)*time.Millisecond, outR, errR, oomBefore, oomOK)
+	go s.supervise(c, pid, time.Duration(req.TimeoutMs)*time.Millisecond, sio.outputs, oomBefore, oomOK)
 	return c, nil
 }
 
@@ -416,13 +414,10 @@ func (s *Server) registerLocked(c *command, pid int) {
 }
 
 // supervise owns one command from fork to exit frame.
-func (s *Server) supervise(c *command, pid int, timeout time.Duration, outR, errR *os.File, oomBefore int64, oomOK bool) {
+func (s *Server) supervise(c *command, pid int, timeout time.Duration, outputs []output, oomBefore int64, oomOK bool) {
 	defer s.wg.Done()
 	var readers sync.WaitGroup
-	for _, p := range []struct {
-		f    *os.File
-		kind byte
-	}{{outR, FrameStdout}, {errR, FrameStderr}} {
+	for _, p := range outputs {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
@@ -456,12 +451,14 @@ wait:
 	case <-drained:
 	case <-time.After(drainTimeout):
 		// Grandchildren still hold the pipes: stop reading, keep what we have.
-		outR.SetReadDeadline(time.Now())
-		errR.SetReadDeadline(time.Now())
+		for _, o := range outputs {
+			o.f.SetReadDeadline(time.Now())
+		}
 		<-drained
 	}
-	outR.Close()
-	errR.Close()
+	for _, o := range outputs {
+		o.f.Close()
+	}
 
 	oomAfter, oomAfterOK := s.oomKills()
 	c.finish(func(st *Command) {
@@ -653,6 +650,12 @@ func (s *Server) handleStdin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	closeAfter, _ := strconv.ParseBool(r.URL.Query().Get("close"))
+	if closeAfter && c.snapshot().PTY != nil {
+		// Closing the master would hang the terminal up; a shell reads
+		// end of input from ^D instead.
+		s.writeError(w, r, sandbox.Errorf(sandbox.ErrInvalid, "pty_stdin_close", "a terminal's input is not closed: send ^D (0x04) for end of input"))
+		return
+	}
 	c.stdinMu.Lock()
 	defer c.stdinMu.Unlock()
 	c.mu.Lock()

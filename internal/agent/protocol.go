@@ -43,6 +43,32 @@ type CommandRequest struct {
 	// Stdin keeps a pipe to the command's stdin open until the client closes
 	// it; without it stdin is /dev/null.
 	Stdin bool `json:"stdin,omitempty"`
+	// PTY starts the command on a new pseudo-terminal of this size, its
+	// controlling terminal and its stdin, stdout and stderr: the output
+	// comes as FrameStdout, input goes through the stdin route, and the
+	// size changes through the resize route. An empty Cmd runs the user's
+	// login shell. TERM defaults to xterm-256color.
+	PTY *PTYSize `json:"pty,omitempty"`
+	// Tag is the caller's name for the command (at most MaxTagBytes),
+	// shown in Command, so a client that lost the id finds it again.
+	Tag string `json:"tag,omitempty"`
+}
+
+// PTYSize is a terminal's size in character cells.
+type PTYSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// MaxPTYCells bounds each of a terminal's dimensions.
+const MaxPTYCells = 4096
+
+// MaxTagBytes bounds CommandRequest.Tag.
+const MaxTagBytes = 256
+
+// Valid reports whether both dimensions are within 1..MaxPTYCells.
+func (s PTYSize) Valid() bool {
+	return s.Rows >= 1 && s.Cols >= 1 && s.Rows <= MaxPTYCells && s.Cols <= MaxPTYCells
 }
 
 // Command status values.
@@ -56,11 +82,14 @@ const (
 
 // Command describes a command known to the agent.
 type Command struct {
-	ID         string    `json:"id"`
-	Cmd        string    `json:"cmd"`
-	Args       []string  `json:"args,omitempty"`
-	Cwd        string    `json:"cwd"`
-	Sudo       bool      `json:"sudo,omitempty"`
+	ID   string   `json:"id"`
+	Cmd  string   `json:"cmd"`
+	Args []string `json:"args,omitempty"`
+	Cwd  string   `json:"cwd"`
+	Sudo bool     `json:"sudo,omitempty"`
+	Tag  string   `json:"tag,omitempty"`
+	// PTY is the terminal's current size for a command started on one.
+	PTY        *PTYSize  `json:"pty,omitempty"`
 	PID        int       `json:"pid,omitempty"`
 	Status     string    `json:"status"`
 	ExitCode   *int      `json:"exitCode,omitempty"`

@@ -98,6 +98,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/commands/{id}/output", s.handleOutput)
 	m.HandleFunc("POST /v1/commands/{id}/signal", s.handleSignal)
 	m.HandleFunc("POST /v1/commands/{id}/stdin", s.handleStdin)
+	m.HandleFunc("POST /v1/commands/{id}/resize", s.handleResize)
 	m.HandleFunc("PUT /v1/files", s.handleWriteTar)
 	m.HandleFunc("GET /v1/files", s.handleReadFile)
 	m.HandleFunc("GET /v1/archive", s.handleReadArchive)
