@@ -397,3 +397,56 @@ func (c *Client) Ports(ctx context.Context) ([]ListeningPort, error) {
 func (c *Client) Mkdir(ctx context.Context, req MkdirRequest) error {
 	return c.doJSON(ctx, http.MethodPost, "/v1/mkdir", 0, req, nil)
 }
+
+// maxWatchLine bounds one watch event line: a path (PATH_MAX) and a name,
+// JSON-escaped.
+const maxWatchLine = 64 << 10
+
+// Watch streams the changes below the directory path in the sandbox (and
+// with recursive, its subdirectories), watched as the sandbox's user, or
+// as root with sudo. It returns once every directory is watched.
+func (c *Client) Watch(ctx context.Context, path string, recursive, sudo bool) (*WatchReader, error) {
+	q := url.Values{"path": {path}, "recursive": {strconv.FormatBool(recursive)}, "sudo": {strconv.FormatBool(sudo)}}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/watch?"+q.Encode(), nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return &WatchReader{body: resp.Body, r: bufio.NewReaderSize(resp.Body, 4096)}, nil
+}
+
+// WatchReader decodes a watch's events.
+type WatchReader struct {
+	body io.Closer
+	r    *bufio.Reader
+}
+
+// Next returns the next event, or io.EOF once the watch ended (the
+// directory went).
+func (w *WatchReader) Next() (WatchEvent, error) {
+	var line []byte
+	for {
+		part, err := w.r.ReadSlice('\n')
+		line = append(line, part...)
+		if len(line) > maxWatchLine {
+			return WatchEvent{}, sandbox.Errorf(sandbox.ErrAgentProtocol, "agent_answer_too_large", "watch event over %d bytes", maxWatchLine)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			if err == io.EOF && len(line) > 0 {
+				return WatchEvent{}, fmt.Errorf("agent watch: truncated event: %w", sandbox.ErrAgentProtocol)
+			}
+			return WatchEvent{}, err
+		}
+		break
+	}
+	var ev WatchEvent
+	if err := json.Unmarshal(line, &ev); err != nil {
+		return WatchEvent{}, fmt.Errorf("agent watch: %w: %w", sandbox.ErrAgentProtocol, err)
+	}
+	return ev, nil
+}
+
+// Close ends the watch.
+func (w *WatchReader) Close() error { return w.body.Close() }

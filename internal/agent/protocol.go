@@ -155,6 +155,29 @@ type FileInfo struct {
 	Mode uint32 // permission bits plus setuid/setgid/sticky
 }
 
+// Watch event types. A watch (GET /v1/watch) streams one WatchEvent per
+// line. Create also stands for an entry moved in, and rename for one moved
+// away (named by its old name), as inotify reports them; overflow says
+// events were lost (the queue was full or a directory could not be
+// watched) and the client should look again.
+const (
+	WatchCreate   = "create"
+	WatchWrite    = "write"
+	WatchRemove   = "remove"
+	WatchRename   = "rename"
+	WatchChmod    = "chmod"
+	WatchOverflow = "overflow"
+)
+
+// WatchEvent is one change below a watched directory.
+type WatchEvent struct {
+	Type string `json:"type"`
+	// Name is the entry's path relative to the watched directory; "" is
+	// the directory itself.
+	Name string `json:"name,omitempty"`
+	Dir  bool   `json:"dir,omitempty"`
+}
+
 // ListeningPort is a TCP socket listening inside the sandbox.
 type ListeningPort struct {
 	Port    int    `json:"port"`

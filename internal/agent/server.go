@@ -36,6 +36,14 @@ type ServerConfig struct {
 	// MaxLogFiles caps the log files (at least one per command with
 	// output). Default DefaultMaxLogFiles.
 	MaxLogFiles int
+	// MaxWatches caps the watches open at once (DefaultMaxWatches), and
+	// MaxWatchDirs the directories they watch together
+	// (DefaultMaxWatchDirs); MaxWatchQueue is the events one watch holds
+	// for a slow reader before it drops them for an overflow event
+	// (DefaultMaxWatchQueue).
+	MaxWatches    int
+	MaxWatchDirs  int
+	MaxWatchQueue int
 	// MaxWriteBytes caps the (decompressed) tar stream of one file write.
 	// Default 2 GiB.
 	MaxWriteBytes int64
@@ -60,6 +68,9 @@ const (
 	DefaultMaxLogBytes      = 32 << 20
 	DefaultMaxLogTotalBytes = 128 << 20
 	DefaultMaxLogFiles      = 4096
+	DefaultMaxWatches       = 16
+	DefaultMaxWatchDirs     = 8192
+	DefaultMaxWatchQueue    = 1024
 	// minLogBytes keeps a command's log at least eight 32 KiB segments.
 	minLogBytes = 256 << 10
 )
@@ -90,6 +101,15 @@ func (c *ServerConfig) Validate() error {
 	if c.MaxLogFiles == 0 {
 		c.MaxLogFiles = DefaultMaxLogFiles
 	}
+	if c.MaxWatches == 0 {
+		c.MaxWatches = DefaultMaxWatches
+	}
+	if c.MaxWatchDirs == 0 {
+		c.MaxWatchDirs = DefaultMaxWatchDirs
+	}
+	if c.MaxWatchQueue == 0 {
+		c.MaxWatchQueue = DefaultMaxWatchQueue
+	}
 	if c.MaxWriteBytes == 0 {
 		c.MaxWriteBytes = defaultMaxWriteBytes
 	}
@@ -103,6 +123,9 @@ func (c *ServerConfig) Validate() error {
 		if !filepath.IsAbs(p) {
 			return fmt.Errorf("agent config: %s %q is not absolute", name, p)
 		}
+	}
+	if c.MaxWatches < 0 || c.MaxWatchDirs < 0 || c.MaxWatchQueue < 0 {
+		return fmt.Errorf("agent config: negative watch limits")
 	}
 	if c.MaxWriteBytes < 0 {
 		return fmt.Errorf("agent config: negative MaxWriteBytes")

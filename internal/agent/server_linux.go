@@ -41,13 +41,17 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // reaper and command supervisors
 
-	mu       sync.Mutex
-	cmds     map[string]*command // guarded by mu
-	order    []string            // guarded by mu: command ids, oldest first
-	running  map[int]*command    // guarded by mu: pid -> command not yet reaped
-	closed   bool                // guarded by mu
-	sigchld  chan os.Signal
-	shutdown sync.Once
+	mu      sync.Mutex
+	cmds    map[string]*command // guarded by mu
+	order   []string            // guarded by mu: command ids, oldest first
+	running map[int]*command    // guarded by mu: pid -> command not yet reaped
+	closed  bool                // guarded by mu
+	// watches and watchDirs count open watches and the directories they
+	// watch, against cfg.MaxWatches and cfg.MaxWatchDirs.
+	watches   int // guarded by mu
+	watchDirs int // guarded by mu
+	sigchld   chan os.Signal
+	shutdown  sync.Once
 }
 
 // NewServer prepares the state dir and starts the reaper.
@@ -104,6 +108,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/archive", s.handleReadArchive)
 	m.HandleFunc("POST /v1/mkdir", s.handleMkdir)
 	m.HandleFunc("GET /v1/ports", s.handlePorts)
+	m.HandleFunc("GET /v1/watch", s.handleWatch)
 	s.mux = m
 }
 
