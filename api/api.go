@@ -373,6 +373,70 @@ type CommandRequest struct {
 	Stdin bool `json:"stdin,omitempty"`
 }
 
+// PTYSize is a terminal's size in character cells, each 1..4096; the
+// body of POST .../pty/{cmd}/resize.
+type PTYSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// PTYRequest is the body of POST /sandboxes/{id}/pty: a command started on
+// a new pseudo-terminal. It runs as commands do (Cwd, Env, Sudo, the
+// history) with the terminal as its stdin, stdout and stderr.
+type PTYRequest struct {
+	// Cmd defaults to the user's login shell (bash -l, else sh -l).
+	Cmd  string            `json:"cmd,omitempty"`
+	Args []string          `json:"args,omitempty"`
+	Cwd  string            `json:"cwd,omitempty"`
+	Env  map[string]string `json:"env,omitempty"`
+	Sudo bool              `json:"sudo,omitempty"`
+	// Rows and Cols default to 24 and 80. TERM defaults to xterm-256color.
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
+	// TimeoutMs kills the session after this long; 0 = none.
+	TimeoutMs int64 `json:"timeoutMs,omitempty"`
+	// Tag names the session (at most 256 bytes), shown on the Command.
+	Tag string `json:"tag,omitempty"`
+}
+
+// PTYOutput is one line of the NDJSON answer of GET .../pty/{cmd}/output:
+// exactly one of Data, Dropped, Exit or Error. Offset is where the output
+// resumes after this line: pass it as ?offset= to reconnect.
+type PTYOutput struct {
+	// Data is what the terminal printed (base64 in JSON).
+	Data   []byte `json:"data,omitempty"`
+	Offset int64  `json:"offset"`
+	// Dropped counts output the sandbox no longer keeps (the log is capped
+	// like a command's), skipped to reach Offset.
+	Dropped int64        `json:"dropped,omitempty"`
+	Exit    *Command     `json:"exit,omitempty"`
+	Error   *ErrorDetail `json:"error,omitempty"`
+}
+
+// Watch event types (WatchEvent.Type). Create also stands for an entry
+// moved in, rename for one moved away (by its old name); overflow says
+// events were lost and the client should look again.
+const (
+	WatchCreate   = "create"
+	WatchWrite    = "write"
+	WatchRemove   = "remove"
+	WatchRename   = "rename"
+	WatchChmod    = "chmod"
+	WatchOverflow = "overflow"
+)
+
+// WatchEvent is one line of the NDJSON answer of GET /sandboxes/{id}/watch.
+type WatchEvent struct {
+	Type string `json:"type"`
+	// Name is the entry's path relative to the watched directory ("" for
+	// the directory itself); Path is the same, absolute.
+	Name string `json:"name,omitempty"`
+	Path string `json:"path,omitempty"`
+	Dir  bool   `json:"dir,omitempty"`
+	// Error ends a stream that could not go on.
+	Error *ErrorDetail `json:"error,omitempty"`
+}
+
 // Command status values.
 const (
 	CommandRunning  = "running"
@@ -393,7 +457,11 @@ type Command struct {
 	Args      []string `json:"args,omitempty"`
 	Cwd       string   `json:"cwd"`
 	Sudo      bool     `json:"sudo,omitempty"`
-	Status    string   `json:"status"`
+	// Tag is the name the command was started with, if any.
+	Tag string `json:"tag,omitempty"`
+	// PTY is the terminal's current size, for a command started on one.
+	PTY    *PTYSize `json:"pty,omitempty"`
+	Status string   `json:"status"`
 	// ExitCode is set once the command finished (128+signal when killed).
 	ExitCode   *int      `json:"exitCode,omitempty"`
 	Signal     string    `json:"signal,omitempty"`

@@ -55,21 +55,13 @@ type CommandRequest struct {
 }
 
 // PTYSize is a terminal's size in character cells.
-type PTYSize struct {
-	Rows uint16 `json:"rows"`
-	Cols uint16 `json:"cols"`
-}
+type PTYSize = sandbox.PTYSize
 
-// MaxPTYCells bounds each of a terminal's dimensions.
-const MaxPTYCells = 4096
-
-// MaxTagBytes bounds CommandRequest.Tag.
-const MaxTagBytes = 256
-
-// Valid reports whether both dimensions are within 1..MaxPTYCells.
-func (s PTYSize) Valid() bool {
-	return s.Rows >= 1 && s.Cols >= 1 && s.Rows <= MaxPTYCells && s.Cols <= MaxPTYCells
-}
+// Bounds of a terminal's size and a command's tag.
+const (
+	MaxPTYCells = sandbox.MaxPTYCells
+	MaxTagBytes = sandbox.MaxTagBytes
+)
 
 // Command status values.
 const (

@@ -89,7 +89,7 @@ func TestPTYSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cmd.PTY == nil || *cmd.PTY != (PTYSize{24, 80}) || cmd.Tag != "shell-1" || len(cmd.Args) != 1 || cmd.Args[0] != "-l" {
+	if cmd.PTY == nil || *cmd.PTY != (PTYSize{Rows: 24, Cols: 80}) || cmd.Tag != "shell-1" || len(cmd.Args) != 1 || cmd.Args[0] != "-l" {
 		t.Fatalf("started: %+v", cmd)
 	}
 	term := followTerminal(t, e.client, cmd.ID, 0)
@@ -116,7 +116,7 @@ func TestPTYSession(t *testing.T) {
 	if got := term.expect("z42"); !strings.Contains(got, "50 132") {
 		t.Errorf("size after resize: %q", got)
 	}
-	if got, _ := e.client.Get(ctx, cmd.ID); got.PTY == nil || *got.PTY != (PTYSize{50, 132}) {
+	if got, _ := e.client.Get(ctx, cmd.ID); got.PTY == nil || *got.PTY != (PTYSize{Rows: 50, Cols: 132}) {
 		t.Errorf("command after resize: %+v", got)
 	}
 

@@ -176,6 +176,8 @@ func StartAgent(t testing.TB, cfg AgentConfig) *Agent {
 	handle("GET /v1/commands/{id}/output", a.output)
 	handle("POST /v1/commands/{id}/signal", a.signal)
 	handle("POST /v1/commands/{id}/stdin", a.stdin)
+	handle("POST /v1/commands/{id}/resize", a.resize)
+	handle("GET /v1/watch", a.watch)
 	handle("PUT /v1/files", a.writeTar)
 	handle("GET /v1/files", a.readFile)
 	handle("GET /v1/archive", a.readArchive)
@@ -441,7 +443,7 @@ func (a *Agent) start(w http.ResponseWriter, r *http.Request) {
 		cwd = agent.UserHome
 	}
 	c := &command{cmd: agent.Command{ID: id, Cmd: req.Cmd, Args: req.Args, Cwd: cwd, Sudo: req.Sudo, PID: 42,
-		Status: agent.StatusRunning, StartedAt: a.now()}}
+		PTY: req.PTY, Tag: req.Tag, Status: agent.StatusRunning, StartedAt: a.now()}}
 	a.cmds[id] = c
 	a.order = append(a.order, id)
 	started := c.cmd
@@ -585,7 +587,56 @@ func (a *Agent) stdin(w http.ResponseWriter, r *http.Request) {
 	}
 	c.stdin.Write(data)
 	c.closed = r.URL.Query().Get("close") == "true"
+	if c.cmd.PTY != nil {
+		// A terminal echoes what is typed.
+		c.log = append(c.log, frame(agent.FrameStdout, data)...)
+		a.notifyLocked()
+	}
 	w.WriteHeader(204)
+}
+
+func (a *Agent) resize(w http.ResponseWriter, r *http.Request) {
+	var size agent.PTYSize
+	if err := json.NewDecoder(r.Body).Decode(&size); err != nil {
+		agentError(w, 400, "invalid_json", err.Error())
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.lookup(w, r)
+	if !ok {
+		return
+	}
+	if c.cmd.PTY == nil {
+		agentError(w, 400, "not_a_pty", "no terminal")
+		return
+	}
+	*c.cmd.PTY = size
+	w.WriteHeader(204)
+}
+
+// watch answers a watch of /w with a few events, then holds the stream
+// open until the client leaves; any other path is not found. Reads records
+// it as "WATCH <path> recursive=<r> sudo=<s>".
+func (a *Agent) watch(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	a.mu.Lock()
+	a.reads = append(a.reads, "WATCH "+q.Get("path")+" recursive="+q.Get("recursive")+" sudo="+q.Get("sudo"))
+	a.mu.Unlock()
+	if q.Get("path") != "/w" {
+		agentError(w, 404, "file_not_found", "not found")
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(200)
+	enc := json.NewEncoder(w)
+	for _, ev := range []agent.WatchEvent{{Type: agent.WatchCreate, Name: "a/b.txt"}, {Type: agent.WatchOverflow}, {Type: agent.WatchRemove, Dir: true}} {
+		if err := enc.Encode(ev); err != nil {
+			return
+		}
+	}
+	w.(http.Flusher).Flush()
+	<-r.Context().Done()
 }
 
 // writeTar takes a tar (or gzipped tar) upload: it records the entries and

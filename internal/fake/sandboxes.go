@@ -357,7 +357,7 @@ func (f *Sandboxes) Exec(ctx context.Context, id string, req sandbox.ExecRequest
 		cwd = sb.WorkingDir
 	}
 	areq := agent.CommandRequest{Cmd: req.Cmd, Args: req.Args, Cwd: cwd, Env: env, Sudo: req.Sudo,
-		TimeoutMs: req.TimeoutMs, Stdin: req.Stdin}
+		TimeoutMs: req.TimeoutMs, Stdin: req.Stdin, PTY: req.PTY, Tag: req.Tag}
 	if req.Wait {
 		return ac.Run(ctx, areq)
 	}

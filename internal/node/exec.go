@@ -77,7 +77,7 @@ func commandRequest(sb sandbox.Sandbox, req sandbox.ExecRequest) agent.CommandRe
 		maps.Copy(env, req.SecretEnv)
 	}
 	return agent.CommandRequest{Cmd: req.Cmd, Args: req.Args, Cwd: cwd, Env: env, Sudo: req.Sudo,
-		TimeoutMs: req.TimeoutMs, Stdin: req.Stdin}
+		TimeoutMs: req.TimeoutMs, Stdin: req.Stdin, PTY: req.PTY, Tag: req.Tag}
 }
 
 // recordStarted hands a just-started command to History, detached from

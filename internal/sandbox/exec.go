@@ -28,6 +28,13 @@ type ExecRequest struct {
 	// Stdin keeps a pipe to the command's stdin open until it is closed;
 	// without it stdin is /dev/null.
 	Stdin bool
+	// PTY starts the command on a new terminal of this size (its stdin,
+	// stdout and stderr); Cmd may then be empty for the user's login
+	// shell. Such a command is not waited for.
+	PTY *PTYSize
+	// Tag is the caller's name for the command, kept on it (at most
+	// MaxTagBytes).
+	Tag string
 	// Wait starts the command and waits for its exit in one round trip to
 	// the agent. The caller's context then bounds the wait, never the
 	// command, which runs on if the caller leaves.
@@ -39,10 +46,16 @@ type ExecRequest struct {
 // can carry, a timeout that is not negative.
 func (r ExecRequest) Validate() error {
 	switch {
-	case r.Cmd == "" || strings.ContainsRune(r.Cmd, 0):
+	case r.Cmd == "" && r.PTY == nil || strings.ContainsRune(r.Cmd, 0):
 		return Errorf(ErrInvalid, "invalid_command", "cmd is required and must not contain NUL")
 	case r.TimeoutMs < 0:
 		return Errorf(ErrInvalid, "invalid_timeout", "timeoutMs must not be negative")
+	case r.PTY != nil && !r.PTY.Valid():
+		return Errorf(ErrInvalid, "invalid_pty_size", "rows and cols must be within 1..%d", MaxPTYCells)
+	case r.PTY != nil && r.Wait:
+		return Errorf(ErrInvalid, "invalid_command", "a command on a terminal is not waited for")
+	case len(r.Tag) > MaxTagBytes || strings.ContainsRune(r.Tag, 0):
+		return Errorf(ErrInvalid, "invalid_tag", "tag is longer than %d bytes or contains NUL", MaxTagBytes)
 	}
 	for _, a := range r.Args {
 		if strings.ContainsRune(a, 0) {
@@ -58,6 +71,23 @@ func (r ExecRequest) Validate() error {
 		return err
 	}
 	return ValidateEnv(r.SecretEnv)
+}
+
+// PTYSize is a terminal's size in character cells.
+type PTYSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// MaxPTYCells bounds each of a terminal's dimensions.
+const MaxPTYCells = 4096
+
+// MaxTagBytes bounds a command's tag.
+const MaxTagBytes = 256
+
+// Valid reports whether both dimensions are within 1..MaxPTYCells.
+func (s PTYSize) Valid() bool {
+	return s.Rows >= 1 && s.Cols >= 1 && s.Rows <= MaxPTYCells && s.Cols <= MaxPTYCells
 }
 
 // ValidateEnv refuses what execve's environment block cannot carry

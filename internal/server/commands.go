@@ -324,6 +324,8 @@ func toAPICommand(sandboxID string, c agent.Command) api.Command {
 		Args:       c.Args,
 		Cwd:        c.Cwd,
 		Sudo:       c.Sudo,
+		Tag:        c.Tag,
+		PTY:        apiPTYSize(c.PTY),
 		Status:     c.Status,
 		ExitCode:   c.ExitCode,
 		Signal:     c.Signal,
@@ -332,6 +334,13 @@ func toAPICommand(sandboxID string, c agent.Command) api.Command {
 		StartedAt:  utcOrZero(c.StartedAt),
 		FinishedAt: utcOrZero(c.FinishedAt),
 	}
+}
+
+func apiPTYSize(s *agent.PTYSize) *api.PTYSize {
+	if s == nil {
+		return nil
+	}
+	return &api.PTYSize{Rows: s.Rows, Cols: s.Cols}
 }
 
 // signals are the Linux signal numbers by name. They are spelled out rather

@@ -248,6 +248,12 @@ var routeTable = []route{
 	{"POST", "/sandboxes/{id}/commands/{cmd}/kill", (*Server).killCommand},
 	{"POST", "/sandboxes/{id}/commands/{cmd}/stdin", (*Server).commandStdin},
 
+	{"POST", "/sandboxes/{id}/pty", (*Server).startPTY},
+	{"GET", "/sandboxes/{id}/pty/{cmd}/output", (*Server).ptyOutput},
+	{"POST", "/sandboxes/{id}/pty/{cmd}/input", (*Server).ptyInput},
+	{"POST", "/sandboxes/{id}/pty/{cmd}/resize", (*Server).ptyResize},
+	{"GET", "/sandboxes/{id}/watch", (*Server).watch},
+
 	{"PUT", "/sandboxes/{id}/files", (*Server).writeFiles},
 	{"POST", "/sandboxes/{id}/files", (*Server).writeFiles},
 	{"GET", "/sandboxes/{id}/files", (*Server).readFile},
