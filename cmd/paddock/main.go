@@ -85,6 +85,9 @@ Usage:
   paddock sandbox policy --mode allow-all|deny-all|custom [--allow-domain D]... [--allow-cidr C]... [--deny-cidr C]... <id>
   paddock sandbox ls [--state STATE]
   paddock sandbox exec [--sudo] [--cwd DIR] [--env K=V]... [--timeout D] <id> -- <cmd> [args...]
+  paddock sandbox shell [--sudo] [--cwd DIR] [--env K=V]... <id> [-- <cmd> [args...]]
+                        (a terminal session: default the user's login shell; exits with its code)
+  paddock sandbox shell --attach <cmd-id> <id>    (join a running terminal session)
   paddock sandbox cp <local> <id>:<path> | <id>:<path> <local>
   paddock sandbox snapshot <id>
   paddock sandbox fork [--timeout D] [--env K=V]... <id>

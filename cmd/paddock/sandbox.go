@@ -101,7 +101,7 @@ func (p portsFlag) Set(v string) error {
 
 func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("sandbox: missing subcommand (create, ls, exec, cp, url, policy, snapshot, fork, stop, rm)")
+		return usagef("sandbox: missing subcommand (create, ls, exec, shell, cp, url, policy, snapshot, fork, stop, rm)")
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("sandbox "+sub, flag.ContinueOnError)
@@ -279,6 +279,42 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			Cmd: argv[0], Args: argv[1:], Cwd: *cwd, Env: env, Sudo: *sudo,
 			TimeoutMs: timeout.Milliseconds(), Detached: true,
 		}, stdout, stderr)
+
+	case "shell":
+		sudo := fs.Bool("sudo", false, "run as root in the sandbox")
+		cwd := fs.String("cwd", "", "working directory (default: the user's home)")
+		attach := fs.String("attach", "", "join the running terminal session with this command id")
+		env := envFlag{}
+		fs.Var(env, "env", "environment variable K=V (repeatable)")
+		if err := parse(); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if len(rest) < 1 {
+			return usagef("sandbox shell: want <id> [-- <cmd> [args...]]")
+		}
+		id, argv := rest[0], rest[1:]
+		if len(argv) > 0 && argv[0] == "--" {
+			argv = argv[1:]
+		}
+		if *attach != "" && (len(argv) > 0 || *sudo || *cwd != "" || len(env) > 0) {
+			return usagef("sandbox shell: --attach takes no command, --sudo, --cwd or --env")
+		}
+		req := api.PTYRequest{Cwd: *cwd, Env: env, Sudo: *sudo}
+		if len(argv) > 0 {
+			req.Cmd, req.Args = argv[0], argv[1:]
+		}
+		if t := os.Getenv("TERM"); t != "" && env["TERM"] == "" {
+			if req.Env == nil {
+				req.Env = map[string]string{}
+			}
+			req.Env["TERM"] = t
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		return shellCmd(ctx, c.Sandbox(id), req, *attach, os.Stdin, stdout, stderr)
 
 	case "cp":
 		if err := parse(); err != nil {
