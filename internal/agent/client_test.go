@@ -79,6 +79,15 @@ func TestClientEndlessAnswers(t *testing.T) {
 			_, err := c.WriteTar(ctx, "/tmp", false, strings.NewReader(""))
 			return err
 		}},
+		{"watch event", 200, `{"type":"create","name":"`, "a", maxWatchLine, func(ctx context.Context, c *Client) error {
+			w, err := c.Watch(ctx, "/tmp", true, false)
+			if err != nil {
+				return err
+			}
+			defer w.Close()
+			_, err = w.Next()
+			return err
+		}},
 		// No value wanted: the body is drained up to a bound, not decoded.
 		{"signal", 200, ``, "x", maxSmallAnswer, func(ctx context.Context, c *Client) error { return c.Signal(ctx, "cmd-x", 15) }},
 		{"error", 500, `{"error":{"code":"x","message":"`, "a", maxErrorAnswer, func(ctx context.Context, c *Client) error { _, err := c.Ping(ctx); return err }},
