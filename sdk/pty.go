@@ -74,8 +74,17 @@ func (p *PTY) Resize(ctx context.Context, rows, cols uint16) error {
 // an error line from the server an *APIError. Stopping the loop closes the
 // stream.
 func (p *PTY) Output(ctx context.Context, offset int64) iter.Seq2[api.PTYOutput, error] {
+	return p.output(ctx, strconv.FormatInt(offset, 10))
+}
+
+// OutputFromNow is Output of only what the terminal prints from now on.
+func (p *PTY) OutputFromNow(ctx context.Context) iter.Seq2[api.PTYOutput, error] {
+	return p.output(ctx, "end")
+}
+
+func (p *PTY) output(ctx context.Context, offset string) iter.Seq2[api.PTYOutput, error] {
 	return func(yield func(api.PTYOutput, error) bool) {
-		q := url.Values{"offset": {strconv.FormatInt(offset, 10)}}
+		q := url.Values{"offset": {offset}}
 		req, err := p.c.request(ctx, http.MethodGet, p.path()+"/output", q, nil, "")
 		if err != nil {
 			yield(api.PTYOutput{}, err)

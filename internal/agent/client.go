@@ -284,6 +284,23 @@ func (c *Client) Output(ctx context.Context, id string, offset int64, follow boo
 	return &OutputReader{body: resp.Body, r: bufio.NewReaderSize(resp.Body, 64<<10), offset: offset}, nil
 }
 
+// OutputFromEnd follows a command's output from the end of what it wrote
+// so far: only what comes next, then its exit frame. Offset is where that
+// was, for a later Output from it.
+func (c *Client) OutputFromEnd(ctx context.Context, id string) (r *OutputReader, offset int64, err error) {
+	q := url.Values{"offset": {OffsetEnd}, "follow": {"true"}}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/commands/"+url.PathEscape(id)+"/output?"+q.Encode(), nil, "")
+	if err != nil {
+		return nil, 0, err
+	}
+	offset, err = strconv.ParseInt(resp.Header.Get(HeaderOutputOffset), 10, 64)
+	if err != nil || offset < 0 {
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("agent output: start offset %q: %w", resp.Header.Get(HeaderOutputOffset), sandbox.ErrAgentProtocol)
+	}
+	return &OutputReader{body: resp.Body, r: bufio.NewReaderSize(resp.Body, 64<<10), offset: offset}, offset, nil
+}
+
 // OutputReader decodes output frames.
 type OutputReader struct {
 	body   io.Closer

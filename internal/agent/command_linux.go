@@ -698,7 +698,9 @@ func (s *Server) handleOutput(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	var off int64
-	if v := q.Get("offset"); v != "" {
+	if v := q.Get("offset"); v == OffsetEnd {
+		off = s.logs.outputEnd(c.out)
+	} else if v != "" {
 		if off, err = strconv.ParseInt(v, 10, 64); err != nil {
 			s.writeError(w, r, sandbox.Errorf(sandbox.ErrInvalid, "invalid_offset", "offset %q is not a number", v))
 			return
@@ -715,6 +717,7 @@ func (s *Server) handleOutput(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(HeaderOutputOffset, strconv.FormatInt(off, 10))
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	flush := func() {
@@ -722,6 +725,9 @@ func (s *Server) handleOutput(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 	}
+	// The header goes at once: a reader from the end (or of a command
+	// yet to print) has its stream before any output.
+	flush()
 	for {
 		st := s.logs.next(c.out, off)
 		switch {

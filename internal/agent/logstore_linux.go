@@ -294,6 +294,14 @@ func (s *logStore) next(l *cmdLog, off int64) readStep {
 // validOffset reports whether a reader may start at off: a frame boundary
 // of a kept segment, the end of the output or of the log, or an offset
 // whose bytes were dropped (the reader skips to what is kept).
+// outputEnd is the offset past the output written so far (before the
+// exit frame): where a reader that wants only what comes next starts.
+func (s *logStore) outputEnd(l *cmdLog) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return l.size
+}
+
 func (s *logStore) validOffset(l *cmdLog, off int64) (bool, error) {
 	s.mu.Lock()
 	end, size := l.end(), l.size

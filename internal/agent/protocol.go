@@ -122,6 +122,15 @@ type Frame struct {
 	Dropped int64
 }
 
+// OffsetEnd, as the output route's offset, starts a reader at the end of
+// the output written so far: it gets only what comes next, then the exit
+// frame (at once for a finished command). The answer's HeaderOutputOffset
+// says which offset that was.
+const OffsetEnd = "end"
+
+// HeaderOutputOffset carries the offset an output stream starts at.
+const HeaderOutputOffset = "X-Paddock-Output-Offset"
+
 // MkdirRequest creates a directory and its parents, like mkdir -p.
 // Without Sudo it is done as the sandbox's user, who owns what it makes.
 type MkdirRequest struct {

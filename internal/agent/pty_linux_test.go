@@ -130,6 +130,18 @@ func TestPTYSession(t *testing.T) {
 		again.expect("z42")
 	}
 
+	// A reader from the end gets only what comes next (E2B's Connect).
+	fromEnd, start, err := e.client.OutputFromEnd(ctx, cmd.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := &terminal{t: t, out: fromEnd}
+	t.Cleanup(func() { fromEnd.Close() })
+	input("echo w$((6*7))\n")
+	if got := live.expect("w42"); strings.Contains(got, "z42") || start <= 0 {
+		t.Errorf("from the end (offset %d): %q", start, got)
+	}
+
 	for _, tc := range []struct {
 		name string
 		call func() error
@@ -154,6 +166,15 @@ func TestPTYSession(t *testing.T) {
 	}
 	if err := e.client.Resize(ctx, cmd.ID, PTYSize{Rows: 10, Cols: 10}); !errors.Is(err, sandbox.ErrConflict) {
 		t.Errorf("resize after exit: %v, want conflict", err)
+	}
+	// From the end of a finished session: its exit frame at once.
+	ended, _, err := e.client.OutputFromEnd(ctx, cmd.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ended.Close()
+	if f, err := ended.Next(); err != nil || f.Kind != FrameExit {
+		t.Errorf("from the end of a finished session: %+v %v", f, err)
 	}
 }
 

@@ -518,6 +518,13 @@ func (a *Agent) wait(w http.ResponseWriter, r *http.Request) {
 // until the exit frame is sent.
 func (a *Agent) output(w http.ResponseWriter, r *http.Request) {
 	off, _ := strconv.Atoi(r.URL.Query().Get("offset"))
+	if r.URL.Query().Get("offset") == agent.OffsetEnd {
+		a.mu.Lock()
+		if c, ok := a.cmds[r.PathValue("id")]; ok {
+			off = len(c.log)
+		}
+		a.mu.Unlock()
+	}
 	follow := r.URL.Query().Get("follow") == "true"
 	first := true
 	for {
@@ -532,6 +539,7 @@ func (a *Agent) output(w http.ResponseWriter, r *http.Request) {
 		ch := a.changed
 		a.mu.Unlock()
 		if first {
+			w.Header().Set(agent.HeaderOutputOffset, strconv.Itoa(off))
 			w.Header().Set("Content-Type", "application/octet-stream")
 			w.WriteHeader(200)
 			first = false

@@ -50,7 +50,8 @@ func (s *Server) startPTY(w http.ResponseWriter, r *http.Request) error {
 }
 
 // ptyOutput streams a terminal's output from ?offset= (default 0, the
-// oldest output kept) as NDJSON PTYOutput lines until its exit line. Each
+// oldest output kept; "end": only what comes next) as NDJSON PTYOutput
+// lines until its exit line. Each
 // frame is flushed as it comes: a keystroke's echo is one small frame.
 func (s *Server) ptyOutput(w http.ResponseWriter, r *http.Request) error {
 	if id, err := sandboxID(r); err == nil {
@@ -63,7 +64,10 @@ func (s *Server) ptyOutput(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	var offset int64
-	if v := r.URL.Query().Get("offset"); v != "" {
+	fromEnd := false
+	if v := r.URL.Query().Get("offset"); v == agent.OffsetEnd {
+		fromEnd = true
+	} else if v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
 			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_offset", "offset %q is not a non-negative number", v)
@@ -76,7 +80,12 @@ func (s *Server) ptyOutput(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := s.longPoll(r)
 	defer cancel()
-	out, err := ac.Output(ctx, cmdID, offset, true)
+	var out *agent.OutputReader
+	if fromEnd {
+		out, offset, err = ac.OutputFromEnd(ctx, cmdID)
+	} else {
+		out, err = ac.Output(ctx, cmdID, offset, true)
+	}
 	if err != nil {
 		return s.shutdownErr(r, commandErr(cmdID, err))
 	}

@@ -59,6 +59,42 @@ func TestPTY(t *testing.T) {
 		break
 	}
 
+	// From now: only what is typed after the stream opened. Until it is
+	// open a keystroke may be missed, so type until one comes back; what
+	// was typed before ("z") never does.
+	if err := p.Write(ctx, []byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	now, stopNow := context.WithCancel(ctx)
+	lines := make(chan api.PTYOutput, 64)
+	go func() {
+		defer close(lines)
+		for l, err := range p.OutputFromNow(now) {
+			if err != nil {
+				return
+			}
+			lines <- l
+		}
+	}()
+	var first api.PTYOutput
+	for first.Offset == 0 {
+		if err := p.Write(ctx, []byte("q")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case first = <-lines:
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("nothing came from now on")
+		}
+	}
+	if string(first.Data) != "q" || first.Offset <= after {
+		t.Errorf("from now: %+v", first)
+	}
+	stopNow()
+	for range lines {
+	}
+
 	if err := p.Resize(ctx, 40, 100); err != nil {
 		t.Fatal(err)
 	}
