@@ -156,6 +156,18 @@ type Store interface {
 	DeleteVercelSnapshot(ctx context.Context, teamID, id string) error
 	// ListVercelSnapshots pages through one team's snapshots by (CreatedAt, ID).
 	ListVercelSnapshots(ctx context.Context, f VercelSnapshotFilter, page Page) ([]VercelSnapshot, string, error)
+
+	// A team's admission record (see Admission): one per team, changed
+	// only by optimistic updates, so replicas sharing the store agree on a
+	// team's limits, what it holds and who waits. CreateAdmission:
+	// ErrConflict "admission_exists"; GetAdmission: ErrNotFound
+	// "admission_not_found"; UpdateAdmission is optimistic like
+	// UpdateProject (Data replaced, Version+1, UpdatedAt now).
+	CreateAdmission(ctx context.Context, a Admission) error
+	GetAdmission(ctx context.Context, teamID string) (Admission, error)
+	UpdateAdmission(ctx context.Context, a Admission) (Admission, error)
+	// ListAdmissions returns every team's record, by TeamID.
+	ListAdmissions(ctx context.Context) ([]Admission, error)
 }
 
 // TimePrecision is the resolution at which every store keeps times.
@@ -407,9 +419,23 @@ type VercelSnapshotFilter struct {
 	SandboxName string // "" = every sandbox
 }
 
+// MaxAdmissionData bounds an Admission's Data (internal/admission keeps
+// it far below: its queue and the holds of a pro team's 2,000 sandboxes).
+const MaxAdmissionData = 4 << 20
+
+// Admission is one team's admission state: its limits, the slots its
+// sandboxes hold and the requests that wait, as internal/admission's own
+// document (Data), opaque to the store like a project's spec.
+type Admission struct {
+	TeamID    string          `json:"teamId"`
+	Data      json.RawMessage `json:"data"`
+	Version   int64           `json:"version"`
+	UpdatedAt time.Time       `json:"updatedAt"`
+}
+
 // NotFound is the error every implementation returns for a missing record;
 // what is "team", "user", "token", "project", "activation", "sandbox",
-// "command", "vercel_sandbox" or "vercel_snapshot".
+// "command", "vercel_sandbox", "vercel_snapshot" or "admission".
 func NotFound(what, id string) error {
 	if id == "" {
 		return sandbox.Errorf(sandbox.ErrNotFound, what+"_not_found", "%s not found", what)

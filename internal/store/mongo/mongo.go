@@ -66,6 +66,7 @@ type Store struct {
 	teams, users, tokens, projects, activations *mgo.Collection
 	sandboxes, commands, usage, events, claims  *mgo.Collection
 	vercelSandboxes, vercelSnapshots            *mgo.Collection
+	admissions                                  *mgo.Collection
 
 	// seq is the largest event Seq this store knows to be taken: the next
 	// append tries seq+1 (see AppendEvent).
@@ -98,6 +99,7 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 		sandboxes: db.Collection("sandboxes"), commands: db.Collection("commands"), usage: db.Collection("usage"),
 		events: db.Collection("events"), claims: db.Collection("claims"),
 		vercelSandboxes: db.Collection("vercel_sandboxes"), vercelSnapshots: db.Collection("vercel_snapshots"),
+		admissions: db.Collection("admissions"),
 	}
 	if err := s.createIndexes(ctx); err != nil {
 		client.Disconnect(context.Background())

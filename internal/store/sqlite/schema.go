@@ -175,4 +175,13 @@ CREATE INDEX vercel_snapshots_page ON vercel_snapshots (team_id, created_at, id)
 `,
 	// 4: history is pruned by age (PruneCommands).
 	`CREATE INDEX commands_started ON commands (started_at);`,
+	// 5: each team's admission record (internal/admission's document).
+	`
+CREATE TABLE admissions (
+	team_id    TEXT PRIMARY KEY,
+	data       TEXT NOT NULL,
+	version    INTEGER NOT NULL,
+	updated_at INTEGER
+);
+`,
 }

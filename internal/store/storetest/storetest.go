@@ -66,6 +66,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 		{"Invalid", testInvalid},
 	}
 	tests = append(tests, vercelCases...)
+	tests = append(tests, admissionCases...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}

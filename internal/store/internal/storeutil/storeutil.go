@@ -292,3 +292,27 @@ func VercelSnapshot(v store.VercelSnapshot) (store.VercelSnapshot, error) {
 	v.CreatedAt = created(v.CreatedAt)
 	return v, nil
 }
+
+// Admission checks a and applies defaults; for an update (create false)
+// it leaves Version to the caller.
+func Admission(a store.Admission, create bool) (store.Admission, error) {
+	if err := required("admission", "team id", a.TeamID); err != nil {
+		return a, err
+	}
+	if len(a.Data) == 0 {
+		a.Data = json.RawMessage("{}")
+	}
+	if !json.Valid(a.Data) {
+		return a, store.Invalid("admission %s: data is not valid JSON", a.TeamID)
+	}
+	if len(a.Data) > store.MaxAdmissionData {
+		return a, store.Invalid("admission %s: data is %d bytes, more than %d", a.TeamID, len(a.Data), store.MaxAdmissionData)
+	}
+	if create {
+		if a.Version <= 0 {
+			a.Version = 1
+		}
+		a.UpdatedAt = created(a.UpdatedAt)
+	}
+	return a, nil
+}
