@@ -72,7 +72,7 @@ type Config struct {
 	// DefaultVCPUs and DefaultMemoryMB count a request that names none
 	// (node's defaults); default 1 and 1024.
 	DefaultVCPUs    float64
-	DefaultMemoryMB int
+	DefaultMemoryMB int64
 	MaxQueue        int           // waiting requests per team, across replicas; default 100
 	MaxWait         time.Duration // the longest a request waits; default 60s
 	// Poll is how often waiters look at the store for what other replicas
@@ -233,14 +233,30 @@ var errClosed = sandbox.Errorf(sandbox.ErrUnavailable, "shutting_down", "paddock
 type Request struct {
 	Team     string
 	VCPUs    float64 // 0: Config.DefaultVCPUs
-	MemoryMB int     // 0: Config.DefaultMemoryMB
+	MemoryMB int64   // 0: Config.DefaultMemoryMB
 	// Deadline bounds the wait (with Config.MaxWait); zero: MaxWait alone.
+	// The caller's context bounds Wait as well.
 	Deadline time.Time
+}
+
+type deadlineKey struct{}
+
+// WithDeadline carries the caller's queue deadline (an API request's
+// queueTimeoutMs) down to whoever makes the Request, through layers
+// whose signatures know nothing of admission.
+func WithDeadline(ctx context.Context, t time.Time) context.Context {
+	return context.WithValue(ctx, deadlineKey{}, t)
+}
+
+// Deadline is the queue deadline WithDeadline put in ctx, zero if none.
+func Deadline(ctx context.Context) time.Time {
+	t, _ := ctx.Value(deadlineKey{}).(time.Time)
+	return t
 }
 
 type resources struct {
 	VCPUs    float64
-	MemoryMB int
+	MemoryMB int64
 }
 
 // Waiter is a request admitted or in the queue. Wait for its ticket.
@@ -331,13 +347,9 @@ func (c *Controller) Enqueue(ctx context.Context, req Request) (*Waiter, error) 
 	if res.MemoryMB <= 0 {
 		res.MemoryMB = c.cfg.DefaultMemoryMB
 	}
-	now := c.cfg.Now()
-	deadline := now.Add(c.cfg.MaxWait)
+	deadline := c.cfg.Now().Add(c.cfg.MaxWait)
 	if !req.Deadline.IsZero() && req.Deadline.Before(deadline) {
 		deadline = req.Deadline
-	}
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
 	}
 	w := &Waiter{c: c, team: req.Team, res: res, deadline: deadline, moved: make(chan struct{}, 1)}
 
@@ -540,8 +552,25 @@ func (c *Controller) refuse(code, msg string, retry time.Duration) error {
 	if retry <= 0 {
 		retry = c.cfg.RetryAfter
 	}
+	return Refused(code, msg, retry)
+}
+
+// Refused is a refusal with code: for a layer that learns of one after
+// the fact (an activation that failed in the queue).
+func Refused(code, msg string, retry time.Duration) error {
 	return &Error{err: sandbox.Errorf(sandbox.ErrExhausted, code, "%s", msg), retry: retry}
 }
+
+// Cancel takes w out of the queue, or gives its slot back if it was
+// admitted: the caller will not use it.
+func (w *Waiter) Cancel(ctx context.Context) {
+	t, _ := w.giveUp(ctx, errCanceled)
+	if t != nil {
+		t.Release(ctx)
+	}
+}
+
+var errCanceled = sandbox.Errorf(sandbox.ErrConflict, "admission_canceled", "the request left the queue")
 
 // Bind ties the ticket's slot to the sandbox made with it: the slot is
 // the sandbox's until Released names it.
@@ -564,6 +593,9 @@ func (t *Ticket) Bind(ctx context.Context, sandboxID string) error {
 		d.Held[i].Sandbox, d.Held[i].Expires, d.Held[i].Bound = sandboxID, time.Time{}, now
 		return nil
 	})
+	if err != nil {
+		c.log.Warn("bind a hold to its sandbox", "team", t.team, "sandbox", sandboxID, "err", err) // it expires
+	}
 	c.kickPump() // the host's count now has it: inflight went down
 	return err
 }

@@ -35,7 +35,7 @@ type hold struct {
 	Replica  string  `json:"replica"`
 	Sandbox  string  `json:"sandbox,omitempty"` // once bound
 	VCPUs    float64 `json:"vcpus"`
-	MemoryMB int     `json:"memoryMb"`
+	MemoryMB int64   `json:"memoryMb"`
 	// Expires bounds a hold not yet bound to a sandbox (its creator may
 	// have died); zero once bound: the sandbox's end releases it.
 	Expires time.Time `json:"expires,omitzero"`
@@ -51,7 +51,7 @@ type queued struct {
 	Since    time.Time `json:"since"`
 	Expires  time.Time `json:"expires"`
 	VCPUs    float64   `json:"vcpus"`
-	MemoryMB int       `json:"memoryMb"`
+	MemoryMB int64     `json:"memoryMb"`
 }
 
 // prune drops what has expired; it reports whether anything went.

@@ -13,7 +13,7 @@ import (
 type Limits struct {
 	Concurrent       int     `json:"concurrent,omitempty"`       // pending and running sandboxes
 	VCPUs            float64 `json:"vcpus,omitempty"`            // their vCPUs together
-	MemoryMB         int     `json:"memoryMb,omitempty"`         // their memory together
+	MemoryMB         int64   `json:"memoryMb,omitempty"`         // their memory together
 	CreatesPerMinute int     `json:"createsPerMinute,omitempty"` // admissions in any 60 s
 }
 
@@ -85,7 +85,7 @@ const rateWindow = time.Minute
 // and if not why and, for the rate, when it will.
 func (d *doc) fit(l Limits, res resources, now time.Time) (ok bool, why string, retry time.Duration) {
 	var vcpus float64
-	var mem int
+	var mem int64
 	for _, h := range d.Held {
 		vcpus += h.VCPUs
 		mem += h.MemoryMB

@@ -17,7 +17,7 @@ type TeamStatus struct {
 	// What the team holds and how many wait, across replicas.
 	Concurrent        int
 	VCPUs             float64
-	MemoryMB          int
+	MemoryMB          int64
 	CreatesLastMinute int
 	Queued            int
 }

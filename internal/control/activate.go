@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/admission"
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/crashpoint"
@@ -57,6 +58,9 @@ type run struct {
 	spec                  *specDoc
 	secret                string // the app secret, in memory only
 	createdAt             time.Time
+	// waiter is the activation's place in admission's queue; nil without
+	// admission. The drive waits on it before provisioning.
+	waiter *admission.Waiter
 
 	// ctx ends when a stop is requested or the Service closes; every step
 	// of the drive runs under it.
@@ -166,10 +170,26 @@ func (s *Service) activate(ctx context.Context, projectID string) (store.Activat
 		if err != nil {
 			return store.Activation{}, err
 		}
+		// A place in the team's queue first: a full queue refuses the
+		// activation before it exists (429 with Retry-After).
+		var w *admission.Waiter
+		if s.cfg.Admission != nil {
+			w, err = s.cfg.Admission.Enqueue(ctx, admission.Request{Team: pr.TeamID, VCPUs: doc.Resources.VCPUs,
+				MemoryMB: doc.Resources.MemoryMB, Deadline: admission.Deadline(ctx)})
+			if err != nil {
+				return store.Activation{}, err
+			}
+		}
+		cancelWait := func() {
+			if w != nil {
+				w.Cancel(ctx)
+			}
+		}
 		now := s.now()
 		a := store.Activation{ID: "act-" + randomHex(8), ProjectID: pr.ID, TeamID: pr.TeamID, State: string(StateQueued),
 			CreatedAt: now, LastActivityAt: now, Version: 1}
 		if err := s.cfg.Store.CreateActivation(ctx, a); err != nil {
+			cancelWait()
 			return store.Activation{}, err
 		}
 		pr.ActiveActivation = a.ID
@@ -183,15 +203,18 @@ func (s *Service) activate(ctx context.Context, projectID string) (store.Activat
 				a.EndReason, a.EndedAt = "superseded", s.now()
 				return true
 			})
+			cancelWait()
 			if sandbox.CodeOf(err) == "stale_version" {
 				continue
 			}
 			return store.Activation{}, err
 		}
 		if a, err = s.cfg.Store.GetActivation(ctx, a.ID); err != nil {
+			cancelWait()
 			return store.Activation{}, err
 		}
 		r := s.newRun(a, doc, string(secret))
+		r.waiter = w
 		s.event(ctx, a, string(StateQueued), "", nil)
 		crashpoint.Hit("control/activate/queued")
 		s.log.Info("activation queued", "project", pr.ID, "team", pr.TeamID, "activation", a.ID)
@@ -254,6 +277,9 @@ func (s *Service) forget(r *run) {
 // log tail of the command that failed, if any.
 type stepError struct {
 	code, msg, tail string
+	// retryAfter is set when admission refused the activation: the failed
+	// event carries it, and a caller waiting for the end gets a 429.
+	retryAfter time.Duration
 }
 
 func (e *stepError) Error() string { return e.code + ": " + e.msg }
@@ -279,7 +305,7 @@ func (s *Service) drive(r *run, adopted bool) {
 					se = &stepError{code: "activation_failed", msg: err.Error()}
 				}
 				log.Warn("activation failed", "code", se.code, "err", se.msg)
-				s.finish(r, log, StateFailed, "", se.code+": "+se.msg, se.tail)
+				s.finishWith(r, log, StateFailed, "", se.code+": "+se.msg, se.tail, se.data())
 			}
 			return
 		}
@@ -294,6 +320,25 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	secrets, err := s.seal.openSecrets(r.projectID, doc.Secrets)
 	if err != nil {
 		return fail("secrets_unreadable", "%v", err)
+	}
+
+	// queued: until the team and the host have room
+	var ticket *admission.Ticket
+	if r.waiter != nil {
+		t, err := r.waiter.Wait(ctx, func(pos int) {
+			s.eventFor(s.ctx, r, string(StateQueued), "", map[string]string{"position": strconv.Itoa(pos)})
+		})
+		if err != nil {
+			var ae *admission.Error
+			if errors.As(err, &ae) {
+				return &stepError{code: sandbox.CodeOf(err), msg: errMessage(err),
+					retryAfter: ae.RetryAfter()}
+			}
+			return err
+		}
+		ticket = t
+		// The slot goes back unless a sandbox was made with it (Bind below).
+		defer ticket.Release(s.ctx)
 	}
 
 	// provisioning
@@ -314,6 +359,10 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	r.mu.Unlock()
 	if err != nil {
 		return fail("provision_failed", "%s", errMessage(err))
+	}
+	if ticket != nil {
+		// The sandbox holds the slot now, until it ends.
+		_ = ticket.Bind(s.ctx, sb.ID)
 	}
 	if _, err := s.updateActivation(s.ctx, r.id, func(a *store.Activation) bool {
 		a.SandboxID, a.ImageDigest = sb.ID, sb.ImageDigest
@@ -644,6 +693,21 @@ func (s *Service) removeSandbox(id string, log *slog.Logger) {
 // finish ends an activation: its sandbox deleted (if bring-up left one),
 // the project freed, the final state and event written.
 func (s *Service) finish(r *run, log *slog.Logger, state State, reason, errMsg, tail string) {
+	s.finishWith(r, log, state, reason, errMsg, tail, nil)
+}
+
+// data is what a failed step adds to the failed event: the code, and the
+// Retry-After of an admission refusal.
+func (e *stepError) data() map[string]string {
+	d := map[string]string{"code": e.code}
+	if e.retryAfter > 0 {
+		d["retryAfterMs"] = strconv.FormatInt(e.retryAfter.Milliseconds(), 10)
+	}
+	return d
+}
+
+// finishWith is finish with extra data on the final event.
+func (s *Service) finishWith(r *run, log *slog.Logger, state State, reason, errMsg, tail string, extra map[string]string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), opTimeout)
 	defer cancel()
 	r.mu.Lock()
@@ -674,9 +738,12 @@ func (s *Service) finish(r *run, log *slog.Logger, state State, reason, errMsg, 
 		log.Warn("record activation end", "err", err)
 		return
 	}
-	var data map[string]string
+	data := maps.Clone(extra)
 	if tail != "" {
-		data = map[string]string{"logTail": tail}
+		if data == nil {
+			data = map[string]string{}
+		}
+		data["logTail"] = tail
 	}
 	if reason != "" {
 		if data == nil {

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/admission"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
@@ -44,7 +45,19 @@ type Config struct {
 	// StopGrace is how long an app gets between SIGTERM and SIGKILL
 	// (default 10s).
 	StopGrace time.Duration
+	// Admission queues each activation's sandbox within its team's limits
+	// and the host's capacity; nil admits every one at once.
+	Admission Admission
 }
+
+// Admission is what activations need of admission;
+// *admission.Controller satisfies it.
+type Admission interface {
+	// Enqueue admits a request or queues it (see admission.Controller).
+	Enqueue(ctx context.Context, req admission.Request) (*admission.Waiter, error)
+}
+
+var _ Admission = (*admission.Controller)(nil)
 
 func (c *Config) setDefaults() {
 	if c.Logger == nil {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 
+	"github.com/paddock-dev/paddock/internal/admission"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/node"
@@ -31,6 +32,42 @@ var _ server.Sandboxes = warmSandboxes{}
 // Create implements server.Sandboxes: a claim from a pool, else a cold create.
 func (w warmSandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
 	return w.pools.Create(ctx, req)
+}
+
+// admittedSandboxes is node.Manager as the server's (and the Vercel
+// layer's) Sandboxes, with every create admitted first: within the
+// team's limits and the host's capacity, or after a wait in the queue.
+type admittedSandboxes struct {
+	*node.Manager
+	adm *admission.Controller
+}
+
+var _ server.Sandboxes = admittedSandboxes{}
+
+// Create implements server.Sandboxes.
+func (a admittedSandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
+	return admitted(ctx, a.adm, req, a.Manager.Create)
+}
+
+// admitted runs create once req's team has a slot for it, binds the slot
+// to the sandbox made, and gives it back when none was.
+func admitted(ctx context.Context, adm *admission.Controller, req sandbox.CreateRequest,
+	create func(context.Context, sandbox.CreateRequest) (sandbox.Sandbox, error),
+) (sandbox.Sandbox, error) {
+	t, err := adm.Acquire(ctx, admission.Request{Team: req.TeamID, VCPUs: req.Resources.VCPUs,
+		MemoryMB: req.Resources.MemoryMB, Deadline: admission.Deadline(ctx)})
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	sb, err := create(ctx, req)
+	if err != nil || sb.State != sandbox.Running && sb.State != sandbox.Pending {
+		t.Release(ctx)
+		return sb, err
+	}
+	// A bind that fails has logged why; the sandbox runs all the same, and
+	// its unbound hold expires.
+	_ = t.Bind(ctx, sb.ID)
+	return sb, nil
 }
 
 // portTargets is node as the port proxy's Resolver: where a sandbox's
@@ -75,6 +112,7 @@ func (i serverImages) Remove(ctx context.Context, scope, ref string) error {
 type serverSnapshots struct {
 	store *image.Store
 	node  *node.Manager
+	adm   *admission.Controller // a fork is a create: admitted like one
 }
 
 var _ server.Snapshots = serverSnapshots{}
@@ -86,7 +124,9 @@ func (s serverSnapshots) Snapshot(ctx context.Context, id string) (*image.Snapsh
 
 // Fork implements server.Snapshots.
 func (s serverSnapshots) Fork(ctx context.Context, id string, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
-	return s.node.Fork(ctx, id, req)
+	return admitted(ctx, s.adm, req, func(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
+		return s.node.Fork(ctx, id, req)
+	})
 }
 
 // ListSnapshots implements server.Snapshots.

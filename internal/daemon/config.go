@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"github.com/paddock-dev/paddock/internal/admission"
 	"log/slog"
 	"net/netip"
 	"net/url"
@@ -79,6 +80,14 @@ type Config struct {
 	TeamMaxVolumes       int
 	TeamMaxVolumeBytes   int64
 
+	// Admission (internal/admission): TeamPreset names the limits of a
+	// team no admin gave any ("hobby", "pro"; "" none: only the host's
+	// capacity); QueueMax bounds a team's waiting requests (100 if 0);
+	// QueueMaxWait is the longest a request waits (60s if 0).
+	TeamPreset   string
+	QueueMax     int
+	QueueMaxWait time.Duration
+
 	// HistoryRetention is how long command history is kept: entries that
 	// started longer ago are pruned hourly (DefaultHistoryRetention if 0;
 	// kept forever if negative). Each sandbox also keeps only its newest
@@ -142,6 +151,8 @@ func (c Config) Validate() error {
 		return errors.New("daemon config: DataDir is required")
 	case c.DefaultTimeout < 0 || c.MaxTimeout < 0 || c.MaxSandboxes < 0 || c.HealthTimeout < 0:
 		return errors.New("daemon config: timeouts and MaxSandboxes must not be negative")
+	case c.QueueMax < 0 || c.QueueMaxWait < 0:
+		return errors.New("daemon config: QueueMax and QueueMaxWait must not be negative")
 	case c.StoppedRetention < 0:
 		return errors.New("daemon config: StoppedRetention must not be negative")
 	case c.MaxSandboxDiskMB != 0 && c.MaxSandboxDiskMB < sandbox.MinDiskMB:
@@ -164,6 +175,9 @@ func (c Config) Validate() error {
 		if err := p.Validate(); err != nil {
 			return fmt.Errorf("daemon config: pool %q: %w", p.Name, err)
 		}
+	}
+	if err := (admission.TeamLimits{Preset: c.TeamPreset}).Validate(); err != nil {
+		return fmt.Errorf("daemon config: TeamPreset: %w", err)
 	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)
@@ -213,15 +227,16 @@ func (c Config) pool() netip.Prefix {
 type Option func(*options)
 
 type options struct {
-	log            *slog.Logger
-	driver         runtime.Driver
-	agentPath      string
-	store          store.Store
-	dnsUpstream    []netip.AddrPort
-	maxUploadBytes int64
-	nodeConfig     func(*node.Config)
-	controlConfig  func(*control.Config)
-	volumeConfig   func(*volume.Config)
+	log             *slog.Logger
+	driver          runtime.Driver
+	agentPath       string
+	store           store.Store
+	dnsUpstream     []netip.AddrPort
+	maxUploadBytes  int64
+	nodeConfig      func(*node.Config)
+	controlConfig   func(*control.Config)
+	volumeConfig    func(*volume.Config)
+	admissionConfig func(*admission.Config)
 }
 
 // WithLogger sends the daemon's logs to log (default: discarded).
@@ -260,3 +275,9 @@ func WithControlConfig(f func(*control.Config)) Option {
 
 // WithVolumeConfig lets f change the volume manager's config last.
 func WithVolumeConfig(f func(*volume.Config)) Option { return func(o *options) { o.volumeConfig = f } }
+
+// WithAdmissionConfig lets f change admission's config last (a test's
+// clock, poll interval, retry hint).
+func WithAdmissionConfig(f func(*admission.Config)) Option {
+	return func(o *options) { o.admissionConfig = f }
+}

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/admission"
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/image"
@@ -64,6 +65,7 @@ type Daemon struct {
 	auth    *auth.Authenticator
 	node    *node.Manager
 	pools   *pool.Manager
+	admit   *admission.Controller
 	signer  *proxy.Signer // nil without networking
 	control *control.Service
 	server  *server.Server
@@ -127,6 +129,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Daemon, err erro
 		{"start sandbox networking (or run with --no-network)", d.startNetwork},
 		{"open the image store", d.startImages},
 		{"open the store", d.startStore},
+		{"start admission", d.startAdmission},
 		{"start the sandbox manager", d.startNode},
 		{"start the warm pools", d.startPools},
 		{"start projects", d.startControl},
@@ -217,6 +220,34 @@ func (d *Daemon) startStore(ctx context.Context, o *options) error {
 	return nil
 }
 
+// startAdmission starts the admission of creates (internal/admission) on
+// the store, before the sandbox manager whose records tell it which
+// sandboxes ended; its host limit asks the manager once that runs.
+func (d *Daemon) startAdmission(ctx context.Context, o *options) error {
+	acfg := admission.Config{Store: d.store, Replica: d.cfg.NodeName, Logger: d.log,
+		Defaults: admission.TeamLimits{Preset: d.cfg.TeamPreset}, MaxQueue: d.cfg.QueueMax, MaxWait: d.cfg.QueueMaxWait,
+		Host: func() (int, int) {
+			if d.node == nil {
+				return 0, 1 << 30
+			}
+			return d.node.Capacity()
+		}}
+	if acfg.Replica == "" {
+		acfg.Replica = DefaultNodeName
+	}
+	if o.admissionConfig != nil {
+		o.admissionConfig(&acfg)
+	}
+	a, err := admission.New(acfg)
+	if err != nil {
+		return err
+	}
+	a.Start()
+	d.push("admission", a.Close) // fails who still waits; after the sandbox manager and control stopped
+	d.admit = a
+	return nil
+}
+
 // startNode starts the sandbox manager with what it drives: volumes and
 // sources (which need no closing of their own beyond the fetcher's idle
 // connections), then the periodic image GC that asks it which layers its
@@ -231,7 +262,7 @@ func (d *Daemon) startNode(ctx context.Context, o *options) error {
 	}
 	d.push("source fetcher", srcs.Close)
 	ncfg := node.Config{
-		Records:        newNodeRecords(d.store, d.cfg.NodeName),
+		Records:        &nodeRecords{s: d.store, node: d.cfg.NodeName, ended: d.admit.Released},
 		History:        newNodeHistory(d.store),
 		Images:         d.images,
 		DataDir:        d.cfg.DataDir,
@@ -393,7 +424,7 @@ func (d *Daemon) startControl(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
-	ccfg := control.Config{Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, pools: d.pools, images: d.images},
+	ccfg := control.Config{Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, pools: d.pools, images: d.images}, Admission: d.admit,
 		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout}
 	if o.controlConfig != nil {
 		o.controlConfig(&ccfg)
@@ -433,8 +464,9 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	}
 	d.push("app proxy", apps.Close)
 
-	sandboxes := warmSandboxes{Manager: d.node, pools: d.pools}
-	snapshots := serverSnapshots{store: d.images, node: d.node}
+	sandboxes := admittedSandboxes{Manager: d.node, adm: d.admit} // TODO after d224e65: wrap warmSandboxes
+	_ = warmSandboxes{Manager: d.node, pools: d.pools}
+	snapshots := serverSnapshots{store: d.images, node: d.node, adm: d.admit}
 	var portBase string
 	if d.signer != nil {
 		portBase = d.cfg.PublicURL

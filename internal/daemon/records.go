@@ -17,6 +17,9 @@ import (
 type nodeRecords struct {
 	s    store.Store
 	node string
+	// ended, if set, hears of every sandbox that stopped, failed or went:
+	// admission gives its slot back.
+	ended func(team, id string)
 }
 
 var _ node.Records = (*nodeRecords)(nil)
@@ -28,13 +31,21 @@ func newNodeRecords(s store.Store, name string) *nodeRecords { return &nodeRecor
 
 // Save puts sb under this node, moving it here if another node had it.
 func (r *nodeRecords) Save(ctx context.Context, sb sandbox.Sandbox) error {
-	return r.s.PutSandbox(ctx, store.SandboxRecord{Node: r.node, Sandbox: sb})
+	err := r.s.PutSandbox(ctx, store.SandboxRecord{Node: r.node, Sandbox: sb})
+	if r.ended != nil && (sb.State == sandbox.Stopped || sb.State == sandbox.Failed) {
+		r.ended(sb.TeamID, sb.ID)
+	}
+	return err
 }
 
 // Remove deletes the record of id. Sandbox IDs are random and a sandbox
 // lives on one node, so the ID alone names it.
 func (r *nodeRecords) Remove(ctx context.Context, id string) error {
-	return r.s.DeleteSandbox(ctx, id)
+	err := r.s.DeleteSandbox(ctx, id)
+	if r.ended != nil {
+		r.ended("", id)
+	}
+	return err
 }
 
 // LoadAll returns this node's records.

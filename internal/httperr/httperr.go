@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -33,8 +34,28 @@ var (
 // the client went away before the answer, as nginx does.
 const StatusClientClosed = 499
 
-// RetryAfter is the Retry-After, in seconds, of a 429 for exhausted capacity.
+// RetryAfter is the Retry-After, in seconds, of a 429 for exhausted
+// capacity whose error says nothing better (see Retrier).
 const RetryAfter = 5
+
+// Retrier is an error that knows when to try again, such as admission's
+// refusal (a full queue, a passed deadline, the rate window).
+type Retrier interface{ RetryAfter() time.Duration }
+
+// RetryAfterSeconds is the Retry-After of err, in whole seconds rounded
+// up, at least 1; at most limit when limit > 0 (a surface whose clients give
+// up on longer values).
+func RetryAfterSeconds(err error, limit time.Duration) int {
+	secs := RetryAfter
+	var r Retrier
+	if errors.As(err, &r) && r.RetryAfter() > 0 {
+		secs = int((r.RetryAfter() + time.Second - 1) / time.Second)
+	}
+	if limit > 0 {
+		secs = min(secs, int(limit/time.Second))
+	}
+	return max(secs, 1)
+}
 
 // Status maps err to an HTTP status and an API error code. The code is the
 // first *sandbox.Error's when it has one, else a default per kind; anything
@@ -105,12 +126,16 @@ func Message(err error, status int) string {
 
 // Write answers err in the API's error shape, with the headers its status
 // calls for, and returns the status it sent.
-func Write(w http.ResponseWriter, err error) int {
+func Write(w http.ResponseWriter, err error) int { return WriteMaxRetry(w, err, 0) }
+
+// WriteMaxRetry is Write with a Retry-After of at most maxRetry (0: no
+// bound), for a surface whose clients give up on longer values.
+func WriteMaxRetry(w http.ResponseWriter, err error, maxRetry time.Duration) int {
 	status, code := Status(err)
 	h := w.Header()
 	switch status {
 	case http.StatusTooManyRequests:
-		h.Set("Retry-After", strconv.Itoa(RetryAfter))
+		h.Set("Retry-After", strconv.Itoa(RetryAfterSeconds(err, maxRetry)))
 	case http.StatusUnauthorized:
 		h.Set("WWW-Authenticate", `Bearer realm="paddock"`)
 	}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -74,6 +76,43 @@ func TestWrite(t *testing.T) {
 			}
 			if tt.header != "" && rec.Header().Get(tt.header) == "" {
 				t.Errorf("missing %s header", tt.header)
+			}
+		})
+	}
+}
+
+// retrier is an error that knows when to try again, as admission's do.
+type retrier struct {
+	error
+	after time.Duration
+}
+
+func (r retrier) RetryAfter() time.Duration { return r.after }
+func (r retrier) Unwrap() error             { return r.error }
+
+func TestRetryAfter(t *testing.T) {
+	full := retrier{sandbox.Errorf(sandbox.ErrExhausted, "queue_full", "full"), 45 * time.Second}
+	tests := []struct {
+		name  string
+		err   error
+		limit time.Duration
+		want  string
+	}{
+		{"default", sandbox.ErrExhausted, 0, strconv.Itoa(RetryAfter)},
+		{"the error's own", full, 0, "45"},
+		{"rounded up", retrier{sandbox.ErrExhausted, 1200 * time.Millisecond}, 0, "2"},
+		{"at least a second", retrier{sandbox.ErrExhausted, time.Millisecond}, 0, "1"},
+		{"capped for a surface", fmt.Errorf("create: %w", full), 20 * time.Second, "20"},
+		{"under the cap", retrier{sandbox.ErrExhausted, 3 * time.Second}, 20 * time.Second, "3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			if status := WriteMaxRetry(rec, tt.err, tt.limit); status != http.StatusTooManyRequests {
+				t.Fatalf("status %d", status)
+			}
+			if got := rec.Header().Get("Retry-After"); got != tt.want {
+				t.Errorf("Retry-After %q, want %q", got, tt.want)
 			}
 		})
 	}

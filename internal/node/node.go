@@ -405,6 +405,14 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 	return sb, nil
 }
 
+// Capacity reports this host's pending and running sandboxes and the most
+// it runs at once (Config.MaxSandboxes): admission's host limit.
+func (m *Manager) Capacity() (active, max int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.active), m.cfg.MaxSandboxes
+}
+
 // Get returns a copy of one sandbox's record.
 func (m *Manager) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
 	e, err := m.lookup(id)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/paddock-dev/paddock/internal/httperr"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -36,6 +37,10 @@ var errNoSnapshotToResume = sandbox.Errorf(errKindGone, "snapshot_not_found", "C
 
 var errNoSnapshots = sandbox.Errorf(sandbox.ErrUnsupported, "not_implemented", "this paddock server cannot take snapshots")
 
+// maxRetryAfter bounds the Retry-After of a 429: the SDK gives up on a
+// longer one instead of waiting.
+const maxRetryAfter = 20 * time.Second
+
 // writeError answers err in Vercel's shape, {"error":{"code","message"}},
 // which is paddock's too.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
@@ -53,7 +58,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		status, err = http.StatusGone, fmt.Errorf("%w: %w", errSessionStopped(r.PathValue("sid")), err)
 	}
 	if status == 0 {
-		status = httperr.Write(w, err)
+		status = httperr.WriteMaxRetry(w, err, maxRetryAfter)
 	} else {
 		code := sandbox.CodeOf(err)
 		w.Header().Set("Cache-Control", "no-store")
