@@ -702,3 +702,36 @@ type CreateVolumeRequest struct {
 type VolumeList struct {
 	Volumes []Volume `json:"volumes"`
 }
+
+// TeamLimits are a team's admission limits (PUT /teams/{id}/limits, host
+// admins only): a preset ("hobby", "pro") and custom values that override
+// its fields; a zero field keeps the preset's, and no preset with zero
+// fields is no limit at all.
+type TeamLimits struct {
+	Preset           string  `json:"preset,omitempty"`
+	Concurrent       int     `json:"concurrent,omitempty"`       // pending and running sandboxes
+	VCPUs            float64 `json:"vcpus,omitempty"`            // their vCPUs together
+	MemoryMB         int64   `json:"memoryMb,omitempty"`         // their memory together
+	CreatesPerMinute int     `json:"createsPerMinute,omitempty"` // creates in any 60 s
+}
+
+// TeamAdmission is a team's limits and what it uses now, across the
+// replicas sharing the store (GET /teams/{id}/limits).
+type TeamAdmission struct {
+	TeamID string `json:"teamId"`
+	// Limits are as a host admin set them; Default: none were, and the
+	// server's default applies.
+	Limits    TeamLimits `json:"limits"`
+	Default   bool       `json:"default"`
+	Effective TeamLimits `json:"effective"` // what admission enforces; zero fields: no limit
+	Usage     TeamUsage  `json:"usage"`
+}
+
+// TeamUsage is what a team holds now and how many of its requests wait.
+type TeamUsage struct {
+	Concurrent        int     `json:"concurrent"`
+	VCPUs             float64 `json:"vcpus"`
+	MemoryMB          int64   `json:"memoryMb"`
+	CreatesLastMinute int     `json:"createsLastMinute"`
+	Queued            int     `json:"queued"`
+}

@@ -478,7 +478,7 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 		StagingDir: filepath.Join(d.cfg.DataDir, "tmp", "uploads"), StagingBytes: d.cfg.UploadStagingBytes,
 		Images: serverImages{Store: d.images, node: d.node}, ImageKeychain: d.cfg.ImageKeychain, Snapshots: snapshots,
 		History: d.store, Projects: d.control, Apps: apps.PathHandler(), Signer: d.signer, PortBaseURL: portBase,
-		Pools: d.pools, Ready: d.ready,
+		Pools: d.pools, Admission: d.admit, Ready: d.ready,
 	}
 	if d.volumes != nil {
 		scfg.Volumes = d.volumes

@@ -188,9 +188,13 @@ func (s *Server) activateProject(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	ctx, err := withQueueDeadline(r)
+	if err != nil {
+		return err
+	}
 	// The activation belongs to the control plane, not to this request: a
 	// client that hangs up does not stop it.
-	a, err := s.projects.Activate(context.WithoutCancel(r.Context()), p, id)
+	a, err := s.projects.Activate(context.WithoutCancel(ctx), p, id)
 	if err != nil {
 		return fmt.Errorf("activate project %s: %w", id, err)
 	}
@@ -214,10 +218,15 @@ func (s *Server) waitActivation(w http.ResponseWriter, r *http.Request, p auth.P
 	}
 	// A long wait must outlive the server's write timeout, if it has one.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
-	for range events {
+	var last store.Event
+	for e := range events {
+		last = e
 	}
 	if err := ctx.Err(); err != nil {
 		return s.shutdownErr(r, err)
+	}
+	if err := queueRefusal(last); err != nil {
+		return err // 429 with its Retry-After, as a create refused by admission
 	}
 	a, err = s.projects.GetActivation(r.Context(), p, a.ID)
 	if err != nil {

@@ -24,7 +24,11 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) error {
 	if err := s.ownCreate(r, &params); err != nil {
 		return err
 	}
-	sb, err := s.sb.Create(r.Context(), params)
+	ctx, err := withQueueDeadline(r)
+	if err != nil {
+		return err
+	}
+	sb, err := s.sb.Create(ctx, params)
 	if err != nil {
 		return fmt.Errorf("create sandbox: %w", err)
 	}

@@ -101,6 +101,10 @@ type Config struct {
 	History History
 	// Pools are the host's warm pools; nil makes /pools answer 501.
 	Pools Pools
+	// Admission shows and sets teams' limits (/teams/{id}/limits); nil
+	// answers 501 there. Creates are admitted below the server, in
+	// Sandboxes.
+	Admission Admission
 	// Ready is GET /readyz's check: nil when every dependency can serve,
 	// else an error saying what cannot (ErrUnavailable, with a code). nil
 	// Ready: always ready.
@@ -141,6 +145,7 @@ type Server struct {
 	apps          http.Handler
 	history       History
 	pools         Pools
+	admission     Admission
 	ready         func(context.Context) error
 	mux           *http.ServeMux
 	handler       http.Handler
@@ -172,6 +177,7 @@ func New(cfg Config) (*Server, error) {
 		apps:          cfg.Apps,
 		history:       cfg.History,
 		pools:         cfg.Pools,
+		admission:     cfg.Admission,
 		ready:         cfg.Ready,
 		mux:           http.NewServeMux(),
 	}
@@ -277,6 +283,9 @@ var routeTable = []route{
 	{"POST", "/teams/{id}/users", (*Server).createUser},
 	{"GET", "/teams/{id}/users", (*Server).listUsers},
 	{"DELETE", "/teams/{id}/users/{user}", (*Server).deleteUser},
+	{"GET", "/teams/{id}/limits", (*Server).getTeamLimits},
+	{"PUT", "/teams/{id}/limits", (*Server).setTeamLimits},
+	{"DELETE", "/teams/{id}/limits", (*Server).resetTeamLimits},
 	{"POST", "/tokens", (*Server).createToken},
 	{"GET", "/tokens", (*Server).listTokens},
 	{"DELETE", "/tokens/{id}", (*Server).deleteToken},

@@ -58,7 +58,11 @@ func (s *Server) forkSandbox(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	params.TeamID = callerOf(r).TeamID
-	sb, err := s.snaps.Fork(r.Context(), r.PathValue("id"), params)
+	ctx, err := withQueueDeadline(r)
+	if err != nil {
+		return err
+	}
+	sb, err := s.snaps.Fork(ctx, r.PathValue("id"), params)
 	if err != nil {
 		return fmt.Errorf("fork sandbox: %w", err)
 	}
