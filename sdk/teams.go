@@ -65,3 +65,25 @@ func (c *Client) ListTokens(ctx context.Context, teamID string) ([]api.Token, er
 func (c *Client) DeleteToken(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/tokens/"+url.PathEscape(id), nil, nil, nil)
 }
+
+// TeamLimits returns a team's admission limits and what it uses now (its
+// members, or the host admin).
+func (c *Client) TeamLimits(ctx context.Context, teamID string) (api.TeamAdmission, error) {
+	var out api.TeamAdmission
+	err := c.do(ctx, http.MethodGet, "/teams/"+url.PathEscape(teamID)+"/limits", nil, nil, &out)
+	return out, err
+}
+
+// SetTeamLimits gives a team its own admission limits (host admin).
+func (c *Client) SetTeamLimits(ctx context.Context, teamID string, l api.TeamLimits) (api.TeamAdmission, error) {
+	var out api.TeamAdmission
+	err := c.do(ctx, http.MethodPut, "/teams/"+url.PathEscape(teamID)+"/limits", nil, l, &out)
+	return out, err
+}
+
+// ResetTeamLimits returns a team to the server's default limits (host admin).
+func (c *Client) ResetTeamLimits(ctx context.Context, teamID string) (api.TeamAdmission, error) {
+	var out api.TeamAdmission
+	err := c.do(ctx, http.MethodDelete, "/teams/"+url.PathEscape(teamID)+"/limits", nil, nil, &out)
+	return out, err
+}

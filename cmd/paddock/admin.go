@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
@@ -176,13 +177,16 @@ func userCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 }
 
-// teamCmd creates and lists teams.
+// teamCmd creates and lists teams, and shows and sets their limits.
 func teamCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sc, err := newSubcommand("team", "create, ls", args, stderr)
+	sc, err := newSubcommand("team", "create, ls, limits", args, stderr)
 	if err != nil {
 		return err
 	}
 	fs, cf := sc.fs, &sc.cf
+	if sc.verb == "limits" {
+		return teamLimits(ctx, sc, stdout)
+	}
 	if err := fs.Parse(sc.args); err != nil {
 		return usagef("team %s: %v", sc.verb, err)
 	}
@@ -221,7 +225,7 @@ func teamCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return tab.flush()
 
 	default:
-		return usagef("team: unknown subcommand %q (create, ls)", sc.verb)
+		return usagef("team: unknown subcommand %q (create, ls, limits)", sc.verb)
 	}
 }
 
@@ -258,4 +262,69 @@ func (f authFlags) oidc() *auth.OIDCConfig {
 	}
 	return &auth.OIDCConfig{Issuer: f.oidcIssuer, Audience: f.oidcAudience, JWKSURL: f.oidcJWKSURL,
 		UserClaim: f.oidcUserClaim, DefaultTeam: f.oidcDefaultTeam}
+}
+
+// teamLimits shows a team's admission limits and use, or (host admin)
+// sets them: `paddock team limits [--preset P] [--concurrent N] ... TEAM`,
+// `--reset` to return to the server's default.
+func teamLimits(ctx context.Context, sc *subcommand, stdout io.Writer) error {
+	fs := sc.fs
+	var l api.TeamLimits
+	fs.StringVar(&l.Preset, "preset", "", "preset: hobby (10 sandboxes) or pro (2,000)")
+	fs.IntVar(&l.Concurrent, "concurrent", 0, "pending and running sandboxes at once (0: the preset's, or none)")
+	fs.Float64Var(&l.VCPUs, "vcpus", 0, "their vCPUs together (0: the preset's, or none)")
+	fs.Int64Var(&l.MemoryMB, "memory-mb", 0, "their memory together, in MiB (0: the preset's, or none)")
+	fs.IntVar(&l.CreatesPerMinute, "creates-per-minute", 0, "creates in any minute (0: the preset's, or none)")
+	reset := fs.Bool("reset", false, "return the team to the server's default limits")
+	c, err := sc.connect(1, "one team id (flags before it)")
+	if err != nil {
+		return err
+	}
+	team := fs.Arg(0)
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "preset", "concurrent", "vcpus", "memory-mb", "creates-per-minute":
+			set = true
+		}
+	})
+	var st api.TeamAdmission
+	switch {
+	case *reset && set:
+		return usagef("team limits: --reset takes no limits")
+	case *reset:
+		st, err = c.ResetTeamLimits(ctx, team)
+	case set:
+		st, err = c.SetTeamLimits(ctx, team, l)
+	default:
+		st, err = c.TeamLimits(ctx, team)
+	}
+	if err != nil {
+		return err
+	}
+	limit := func(n float64) string {
+		if n == 0 {
+			return "-"
+		}
+		return strconv.FormatFloat(n, 'f', -1, 64)
+	}
+	source := "custom"
+	switch {
+	case st.Default:
+		source = "server default"
+	case st.Limits.Preset != "":
+		source = "preset " + st.Limits.Preset
+		if st.Limits != (api.TeamLimits{Preset: st.Limits.Preset}) {
+			source += " with custom values"
+		}
+	}
+	fmt.Fprintf(stdout, "team %s: %s limits\n", st.TeamID, source)
+	e, u := st.Effective, st.Usage
+	tab := newTable(stdout, "", "USED", "LIMIT")
+	tab.row("sandboxes", strconv.Itoa(u.Concurrent), limit(float64(e.Concurrent)))
+	tab.row("vcpus", strconv.FormatFloat(u.VCPUs, 'f', -1, 64), limit(e.VCPUs))
+	tab.row("memory-mb", strconv.FormatInt(u.MemoryMB, 10), limit(float64(e.MemoryMB)))
+	tab.row("creates/min", strconv.Itoa(u.CreatesLastMinute), limit(float64(e.CreatesPerMinute)))
+	tab.row("queued", strconv.Itoa(u.Queued), "-")
+	return tab.flush()
 }

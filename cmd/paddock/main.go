@@ -68,6 +68,7 @@ const usage = `paddock: self-hosted sandboxes
 
 Usage:
   paddock serve [--listen ADDR] [--data-dir DIR] [--default-timeout D] [--max-timeout D] [--max-sandboxes N]
+                [--team-preset hobby|pro] [--queue-max N] [--queue-max-wait D]
                 [--no-network] [--network-pool CIDR] [--nat] [--domain DOMAIN] [--public-url URL] [--node-name N]
                 [--max-volume-size SIZE] [--app-max-body BYTES] [--health-timeout D] [--source-allow-private] [--reset-admin-token]
                 [--registry-allow-private] [--egress-allow-cidr CIDR]... [--block-cidr CIDR]...
@@ -107,6 +108,8 @@ Usage:
   paddock token rm <token-id>...
   paddock team create <name>                      (host admin)
   paddock team ls
+  paddock team limits [--preset hobby|pro] [--concurrent N] [--vcpus N] [--memory-mb N]
+                      [--creates-per-minute N] [--reset] <team>   (shows; setting is for the host admin)
   paddock user create [--team ID] [--email E] [--role member|admin] [--subject S [--issuer URL]] [<name>]
                                                   (--subject binds an OIDC identity: host admin only)
   paddock user ls [--team ID]
