@@ -368,6 +368,7 @@ func (c *Controller) Enqueue(ctx context.Context, req Request) (*Waiter, error) 
 	if len(c.order) == 0 && !c.hostFull() {
 		admitted := false
 		_, err := c.change(ctx, req.Team, func(d *doc, now time.Time) error {
+			admitted = false // a retry after a lost race decides afresh
 			l := c.limits(d)
 			if err := never(l, res); err != nil {
 				return err
@@ -393,6 +394,7 @@ func (c *Controller) Enqueue(ctx context.Context, req Request) (*Waiter, error) 
 	}
 	var retry time.Duration
 	d, err := c.change(ctx, req.Team, func(d *doc, now time.Time) error {
+		retry = 0
 		l := c.limits(d)
 		if err := never(l, res); err != nil {
 			return err
@@ -747,6 +749,7 @@ func (c *Controller) passLocked(ctx context.Context) {
 func (c *Controller) tryAdmit(ctx context.Context, w *Waiter) bool {
 	admitted := false
 	_, err := c.change(ctx, w.team, func(d *doc, now time.Time) error {
+		admitted = false // a retry after a lost race decides afresh
 		if len(d.Waiting) == 0 || d.Waiting[0].ID != w.id {
 			return errNoChange
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
 )
 
@@ -383,14 +384,48 @@ func TestPresetsAndDefaults(t *testing.T) {
 	}
 }
 
+func TestMain(m *testing.M) { mongotest.Main(m) }
+
+// sharedStores open two handles on one new store, as two paddock
+// replicas have: SQLite (one file) and a MongoDB-wire server (FerretDB).
+var sharedStores = []struct {
+	name string
+	open func(t *testing.T) (store.Store, store.Store)
+}{
+	{"SQLite", func(t *testing.T) (store.Store, store.Store) {
+		path := filepath.Join(t.TempDir(), "paddock.db")
+		open := func() store.Store {
+			db, err := sqlite.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			return db
+		}
+		return open(), open()
+	}},
+	{"FerretDB", func(t *testing.T) (store.Store, store.Store) {
+		uri, db := mongotest.URI(t), mongotest.NewDB()
+		return mongotest.Open(t, uri, db), mongotest.Open(t, uri, db)
+	}},
+}
+
 // TestReplicas: two controllers on one store share a team's limit and
 // queue: a slot freed on one admits the first waiter on the other, and
 // the queue's order is the same for both.
 func TestReplicas(t *testing.T) {
+	for _, st := range sharedStores {
+		t.Run(st.name, func(t *testing.T) {
+			sa, sb := st.open(t)
+			testReplicas(t, sa, sb)
+		})
+	}
+}
+
+func testReplicas(t *testing.T, sa, sb store.Store) {
 	clk := newFakeClock()
-	s := openStore(t)
-	a := newController(t, s, clk, func(cfg *Config) { cfg.Replica = "a" })
-	b := newController(t, s, clk, func(cfg *Config) { cfg.Replica = "b" })
+	a := newController(t, sa, clk, func(cfg *Config) { cfg.Replica = "a" })
+	b := newController(t, sb, clk, func(cfg *Config) { cfg.Replica = "b" })
 	setLimits(t, a, "team-x", TeamLimits{Limits: Limits{Concurrent: 2}})
 
 	w1, w2 := enqueue(t, a, "team-x"), enqueue(t, b, "team-x")
@@ -476,4 +511,49 @@ func TestSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the sweep", func() bool { clk.Advance(time.Second); _, ok := admitted(w); return ok })
+}
+
+// TestReplicasRace: replicas admitting one team's requests at once never
+// admit more than its limit together.
+func TestReplicasRace(t *testing.T) {
+	for _, st := range sharedStores {
+		t.Run(st.name, func(t *testing.T) {
+			sa, sb := st.open(t)
+			clk := newFakeClock()
+			a := newController(t, sa, clk, func(cfg *Config) { cfg.Replica = "a" })
+			b := newController(t, sb, clk, func(cfg *Config) { cfg.Replica = "b" })
+			setLimits(t, a, "team-x", TeamLimits{Limits: Limits{Concurrent: 3}})
+			var mu sync.Mutex
+			admittedN := 0
+			var wg sync.WaitGroup
+			for i := range 10 {
+				c := a
+				if i%2 == 1 {
+					c = b
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					w, err := c.Enqueue(context.Background(), Request{Team: "team-x"})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if _, ok := admitted(w); ok {
+						mu.Lock()
+						admittedN++
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			st, err := a.Status(t.Context(), "team-x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if admittedN != 3 || st.Concurrent != 3 || st.Queued != 7 {
+				t.Fatalf("admitted %d, status %+v; want 3 held and 7 queued", admittedN, st)
+			}
+		})
+	}
 }
