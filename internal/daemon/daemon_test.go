@@ -22,13 +22,15 @@ import (
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
+	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
 func TestMain(m *testing.M) {
 	runc.Init() // the test binary is re-executed as every container's init
-	os.Exit(m.Run())
+	// Runs the tests and stops the FerretDB the replica tests start.
+	mongotest.Main(m)
 }
 
 // testPool is the runc case's address pool, apart from the e2e tests' and

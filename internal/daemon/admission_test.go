@@ -1,0 +1,162 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/admission"
+	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
+	"github.com/paddock-dev/paddock/internal/store/sqlite"
+	"github.com/paddock-dev/paddock/sdk"
+)
+
+// replica is one of two daemons sharing a store.
+type replica struct {
+	d   *Daemon
+	url string
+	hc  *http.Client
+}
+
+// startReplica starts a daemon on its own data dir and fake driver, with
+// st as its store and name as its node name, behind a test listener.
+func startReplica(t *testing.T, st store.Store, name string) *replica {
+	t.Helper()
+	hs := httptest.NewUnstartedServer(nil)
+	cfg := Config{DataDir: newDataDir(t), NoNetwork: true, NodeName: name, PublicURL: "http://localhost:" + portOf(hs.Listener.Addr())}
+	d, err := Start(t.Context(), cfg, WithDriver(newFakeDriver(t)), WithStore(st),
+		WithAdmissionConfig(func(c *admission.Config) { c.Poll = 20 * time.Millisecond }))
+	if err != nil {
+		hs.Close()
+		t.Fatalf("Start %s: %v", name, err)
+	}
+	hs.Config.Handler = d.Handler()
+	hs.Start()
+	r := &replica{d: d, url: hs.URL, hc: &http.Client{Transport: &http.Transport{}}}
+	t.Cleanup(func() {
+		d.CloseStreams()
+		hs.Close()
+		r.hc.CloseIdleConnections()
+		if err := d.Close(); err != nil {
+			t.Errorf("Close %s: %v", name, err)
+		}
+	})
+	return r
+}
+
+// create asks for a sandbox with a queue deadline and returns the status,
+// the Retry-After and the sandbox's id.
+func (r *replica) create(t *testing.T, token string, queueTimeout time.Duration) (int, string, string) {
+	t.Helper()
+	body, _ := json.Marshal(api.CreateSandboxRequest{})
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost,
+		r.url+api.Prefix+"/sandboxes?queueTimeoutMs="+itoa(queueTimeout.Milliseconds()), bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sb api.Sandbox
+	_ = json.NewDecoder(resp.Body).Decode(&sb)
+	return resp.StatusCode, resp.Header.Get("Retry-After"), sb.ID
+}
+
+func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestAdmissionTwoReplicas: two daemons on one store (SQLite, FerretDB)
+// share a team's limit and queue: over the limit on either, a create
+// waits; past its deadline it is 429 with Retry-After; a sandbox deleted
+// on one replica admits the create waiting on the other.
+func TestAdmissionTwoReplicas(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		open func(t *testing.T) (store.Store, store.Store)
+	}{
+		{"SQLite", func(t *testing.T) (store.Store, store.Store) {
+			path := filepath.Join(t.TempDir(), "paddock.db")
+			open := func() store.Store {
+				db, err := sqlite.Open(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { db.Close() })
+				return db
+			}
+			return open(), open()
+		}},
+		{"FerretDB", func(t *testing.T) (store.Store, store.Store) {
+			uri, db := mongotest.URI(t), mongotest.NewDB()
+			return mongotest.Open(t, uri, db), mongotest.Open(t, uri, db)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sa, sb := tc.open(t)
+			a := startReplica(t, sa, "node-a")
+			b := startReplica(t, sb, "node-b")
+			token, created := a.d.AdminToken()
+			if !created {
+				t.Fatal("the first replica made no admin token")
+			}
+			ctx := t.Context()
+			admin := sdk.New(a.url, token, sdk.WithHTTPClient(a.hc))
+			if _, err := admin.SetTeamLimits(ctx, auth.BootstrapTeamID, api.TeamLimits{Concurrent: 2}); err != nil {
+				t.Fatal(err)
+			}
+
+			code, _, first := a.create(t, token, time.Second)
+			if code != http.StatusCreated {
+				t.Fatalf("create on a: %d", code)
+			}
+			if code, _, _ := b.create(t, token, time.Second); code != http.StatusCreated {
+				t.Fatalf("create on b: %d", code)
+			}
+			// The team's two slots are taken on the two replicas together.
+			if code, retry, _ := a.create(t, token, 100*time.Millisecond); code != http.StatusTooManyRequests || retry == "" {
+				t.Fatalf("a third create: %d, Retry-After %q; want 429 with one", code, retry)
+			}
+
+			// A create waits on b; the sandbox a deletes lets it in.
+			done := make(chan int, 1)
+			go func() {
+				code, _, _ := b.create(t, token, 30*time.Second)
+				done <- code
+			}()
+			for {
+				st, err := admin.TeamLimits(ctx, auth.BootstrapTeamID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Usage.Queued == 1 {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if err := a.d.Node().Delete(context.Background(), first); err != nil {
+				t.Fatal(err)
+			}
+			if code := <-done; code != http.StatusCreated {
+				t.Fatalf("the waiting create on b: %d", code)
+			}
+			st, err := admin.TeamLimits(ctx, auth.BootstrapTeamID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Usage.Concurrent != 2 || st.Usage.Queued != 0 {
+				t.Fatalf("team use %+v, want 2 held, none queued", st.Usage)
+			}
+		})
+	}
+}
