@@ -159,6 +159,9 @@ func activateWithProgress(ctx context.Context, c *sdk.Client, projectID string, 
 	start := time.Now()
 	a, err := c.ActivateAndWait(ctx, projectID, func(e api.ActivationEvent) {
 		line := fmt.Sprintf("%6.1fs  %s", time.Since(start).Seconds(), e.Type)
+		if pos := e.Data["position"]; pos != "" {
+			line += " (place " + pos + " in the team's queue)"
+		}
 		if e.Message != "" {
 			line += ": " + e.Message
 		}
