@@ -81,3 +81,15 @@ func (c *Controller) SetLimits(ctx context.Context, team string, l *TeamLimits) 
 	c.kickPump() // a raised limit admits at once
 	return c.status(team, d), nil
 }
+
+// Waiting is how many requests wait on this replica (for tests and
+// metrics).
+func (c *Controller) Waiting() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, q := range c.queues {
+		n += len(q)
+	}
+	return n
+}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -158,5 +160,74 @@ func TestAdmissionTwoReplicas(t *testing.T) {
 				t.Fatalf("team use %+v, want 2 held, none queued", st.Usage)
 			}
 		})
+	}
+}
+
+// TestAdmissionRoundRobin: when the host is full, two teams' queued
+// creates are served in turn, each team's in its order of arrival.
+func TestAdmissionRoundRobin(t *testing.T) {
+	noGoroutinesLeft(t)
+	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true, MaxSandboxes: 1}, WithDriver(newFakeDriver(t)))
+	ctx := t.Context()
+	r := &replica{d: s.d, url: s.url, hc: s.hc}
+	tokens := map[string]string{}
+	for _, name := range []string{"a", "b"} {
+		team, err := s.client.CreateTeam(ctx, "team-"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := s.client.CreateToken(ctx, api.CreateTokenRequest{TeamID: team.ID, Name: "t", Role: store.RoleAdmin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[name] = tok.Secret
+	}
+	// The host's one slot is taken.
+	admin, _ := s.d.AdminToken()
+	code, _, first := r.create(t, admin, time.Second)
+	if code != http.StatusCreated {
+		t.Fatalf("first create: %d", code)
+	}
+
+	type done struct {
+		name string
+		id   string
+		code int
+	}
+	results := make(chan done, 6)
+	queued := 0
+	for _, team := range []string{"a", "b"} {
+		for i := range 3 {
+			name := fmt.Sprintf("%s%d", team, i+1)
+			go func() {
+				code, _, id := r.create(t, tokens[team], 30*time.Second)
+				results <- done{name, id, code}
+			}()
+			// Wait until it is in the queue, so the order of arrival is known.
+			queued++
+			for s.d.admit.Waiting() < queued {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	// Each sandbox ends in turn: the next create goes.
+	var order []string
+	last := first
+	for range 6 {
+		if err := s.d.Node().Delete(context.Background(), last); err != nil {
+			t.Fatal(err)
+		}
+		res := <-results
+		if res.code != http.StatusCreated {
+			t.Fatalf("create %s: %d", res.name, res.code)
+		}
+		order = append(order, res.name)
+		last = res.id
+	}
+	if err := s.d.Node().Delete(context.Background(), last); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"a1", "b1", "a2", "b2", "a3", "b3"}; !slices.Equal(order, want) {
+		t.Fatalf("served %v, want %v", order, want)
 	}
 }
