@@ -441,11 +441,15 @@ func (c *Controller) limits(d *doc) Limits {
 	return c.cfg.Defaults.Effective()
 }
 
-// hold records w's slot in d.
+// hold records w's slot in d, and its time for the rate limit: only as
+// many times as the limit needs, so that a team without one writes none.
 func (c *Controller) hold(d *doc, w *Waiter, now time.Time) {
 	d.Held = append(d.Held, hold{ID: w.id, Replica: c.cfg.Replica, VCPUs: w.res.VCPUs, MemoryMB: w.res.MemoryMB,
 		Expires: now.Add(c.cfg.HoldTTL)})
 	d.Recent = append(d.Recent, now)
+	if n := c.limits(d).CreatesPerMinute; len(d.Recent) > n {
+		d.Recent = slices.Delete(d.Recent, 0, len(d.Recent)-n)
+	}
 }
 
 // hostFull reports this host at its maximum, counting what is admitted
@@ -575,8 +579,10 @@ func (w *Waiter) Cancel(ctx context.Context) {
 var errCanceled = sandbox.Errorf(sandbox.ErrConflict, "admission_canceled", "the request left the queue")
 
 // Bind ties the ticket's slot to the sandbox made with it: the slot is
-// the sandbox's until Released names it.
-func (t *Ticket) Bind(ctx context.Context, sandboxID string) error {
+// the sandbox's until Released names it. The hold takes the sandbox's
+// own vCPUs and memory where it has them (a fork's come from its source).
+func (t *Ticket) Bind(ctx context.Context, sb sandbox.Sandbox) error {
+	sandboxID := sb.ID
 	if !t.settle() {
 		return nil
 	}
@@ -593,6 +599,12 @@ func (t *Ticket) Bind(ctx context.Context, sandboxID string) error {
 			return errNoChange // expired meanwhile: the sandbox runs unaccounted until it ends
 		}
 		d.Held[i].Sandbox, d.Held[i].Expires, d.Held[i].Bound = sandboxID, time.Time{}, now
+		if sb.Resources.VCPUs > 0 {
+			d.Held[i].VCPUs = sb.Resources.VCPUs
+		}
+		if sb.Resources.MemoryMB > 0 {
+			d.Held[i].MemoryMB = sb.Resources.MemoryMB
+		}
 		return nil
 	})
 	if err != nil {

@@ -152,7 +152,7 @@ func TestTeamLimitQueue(t *testing.T) {
 		if !ok {
 			t.Fatalf("request %d is not admitted", i)
 		}
-		if err := tk.Bind(t.Context(), fmt.Sprintf("sb-%d", i)); err != nil {
+		if err := tk.Bind(t.Context(), sandbox.Sandbox{ID: fmt.Sprintf("sb-%d", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -306,7 +306,7 @@ func TestRoundRobin(t *testing.T) {
 		active++
 		mu.Unlock()
 		tk, _ := admitted(got.w)
-		if err := tk.Bind(t.Context(), fmt.Sprintf("sb-%d", n)); err != nil {
+		if err := tk.Bind(t.Context(), sandbox.Sandbox{ID: fmt.Sprintf("sb-%d", n)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -434,7 +434,7 @@ func testReplicas(t *testing.T, sa, sb store.Store) {
 		if !ok {
 			t.Fatalf("request %d is not admitted", i)
 		}
-		if err := tk.Bind(t.Context(), fmt.Sprintf("sb-%d", i)); err != nil {
+		if err := tk.Bind(t.Context(), sandbox.Sandbox{ID: fmt.Sprintf("sb-%d", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -499,7 +499,7 @@ func TestSweep(t *testing.T) {
 	if err := s.PutSandbox(t.Context(), store.SandboxRecord{Node: "n", Sandbox: sandbox.Sandbox{ID: "sb-1", TeamID: "team-a", State: sandbox.Running}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tk.Bind(t.Context(), "sb-1"); err != nil {
+	if err := tk.Bind(t.Context(), sandbox.Sandbox{ID: "sb-1"}); err != nil {
 		t.Fatal(err)
 	}
 	w := enqueue(t, c, "team-a")
@@ -555,5 +555,74 @@ func TestReplicasRace(t *testing.T) {
 				t.Fatalf("admitted %d, status %+v; want 3 held and 7 queued", admittedN, st)
 			}
 		})
+	}
+}
+
+// TestBindTakesTheSandboxResources: a hold counts what its sandbox got
+// (a fork asks for nothing and gets its source's).
+func TestBindTakesTheSandboxResources(t *testing.T) {
+	clk := newFakeClock()
+	c := newController(t, openStore(t), clk, nil)
+	tk, err := c.Acquire(t.Context(), Request{Team: "team-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tk.Bind(t.Context(), sandbox.Sandbox{ID: "sb-1", Resources: sandbox.Resources{VCPUs: 4, MemoryMB: 8192}}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := c.Status(t.Context(), "team-a"); st.VCPUs != 4 || st.MemoryMB != 8192 {
+		t.Fatalf("status %+v, want 4 vCPUs and 8192 MB held", st)
+	}
+}
+
+// BenchmarkAcquireBindRelease is what admission adds to one create and
+// its end on SQLite, with nobody waiting: a compare-and-set to admit, one
+// to bind, one to release; with the team holding none, and 1,999 slots.
+func BenchmarkAcquireBindRelease(b *testing.B) {
+	for _, held := range []int{0, 1999} {
+		b.Run(fmt.Sprintf("held=%d", held), func(b *testing.B) { benchAcquire(b, held) })
+	}
+}
+
+func benchAcquire(b *testing.B, held int) {
+	s, err := sqlite.Open(filepath.Join(b.TempDir(), "paddock.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	// No sweep: the bench's sandboxes have no records.
+	c, err := New(Config{Store: s, SweepEvery: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.Start()
+	defer c.Close()
+	ctx := context.Background()
+	if _, err := c.SetLimits(ctx, "team-a", &TeamLimits{Limits: Limits{Concurrent: 2000}}); err != nil {
+		b.Fatal(err)
+	}
+	for i := range held {
+		tk, err := c.Acquire(ctx, Request{Team: "team-a"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := tk.Bind(ctx, sandbox.Sandbox{ID: fmt.Sprintf("held-%d", i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		tk, err := c.Acquire(ctx, Request{Team: "team-a"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		id := fmt.Sprintf("sb-%d", i)
+		if err := tk.Bind(ctx, sandbox.Sandbox{ID: id}); err != nil {
+			b.Fatal(err)
+		}
+		c.mu.Lock()
+		c.released = append(c.released, release{"team-a", id})
+		c.releaseLocked(ctx)
+		c.mu.Unlock()
 	}
 }

@@ -362,7 +362,7 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	}
 	if ticket != nil {
 		// The sandbox holds the slot now, until it ends.
-		_ = ticket.Bind(s.ctx, sb.ID)
+		_ = ticket.Bind(s.ctx, sb)
 	}
 	if _, err := s.updateActivation(s.ctx, r.id, func(a *store.Activation) bool {
 		a.SandboxID, a.ImageDigest = sb.ID, sb.ImageDigest

@@ -66,7 +66,7 @@ func admitted(ctx context.Context, adm *admission.Controller, req sandbox.Create
 	}
 	// A bind that fails has logged why; the sandbox runs all the same, and
 	// its unbound hold expires.
-	_ = t.Bind(ctx, sb.ID)
+	_ = t.Bind(ctx, sb)
 	return sb, nil
 }
 
