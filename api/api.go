@@ -732,6 +732,6 @@ type TeamUsage struct {
 	Concurrent        int     `json:"concurrent"`
 	VCPUs             float64 `json:"vcpus"`
 	MemoryMB          int64   `json:"memoryMb"`
-	CreatesLastMinute int     `json:"createsLastMinute"`
+	CreatesLastMinute int     `json:"createsLastMinute"` // counted up to the team's rate limit, none without one
 	Queued            int     `json:"queued"`
 }

@@ -182,21 +182,60 @@ func New(cfg Config) (*Controller, error) {
 
 func (c *Controller) now() time.Time { return store.Time(c.cfg.Now()) }
 
-// Start runs the pump until Close.
-func (c *Controller) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
+// Start drops what this replica's previous run left in the store (its
+// waiting entries and the holds it admitted but never bound: a crash cut
+// them short), then runs the pump until Close. Call it before Enqueue.
+func (c *Controller) Start(ctx context.Context) error {
+	if err := c.purgeOwn(ctx); err != nil {
+		return err
+	}
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.mu.Lock()
 	if c.cancel != nil || c.closed {
 		c.mu.Unlock()
 		cancel()
-		return
+		return nil
 	}
 	c.cancel, c.done = cancel, make(chan struct{})
 	c.mu.Unlock()
 	go func() {
 		defer close(c.done)
-		c.pump(ctx)
+		c.pump(pctx)
 	}()
+	return nil
+}
+
+// purgeOwn removes the waiting entries and unbound holds named after this
+// replica: a replica's name is unique among those sharing the store, so
+// they are its previous run's.
+func (c *Controller) purgeOwn(ctx context.Context) error {
+	recs, err := c.cfg.Store.ListAdmissions(ctx)
+	if err != nil {
+		return fmt.Errorf("admission: %w", err)
+	}
+	me := c.cfg.Replica
+	mine := func(d *doc) bool {
+		return slices.ContainsFunc(d.Waiting, func(q queued) bool { return q.Replica == me }) ||
+			slices.ContainsFunc(d.Held, func(h hold) bool { return h.Replica == me && h.Sandbox == "" })
+	}
+	for _, rec := range recs {
+		d, err := c.read(ctx, rec.TeamID)
+		if err != nil {
+			return err
+		}
+		if !mine(d) {
+			continue
+		}
+		if _, err := c.change(ctx, rec.TeamID, func(d *doc, _ time.Time) error {
+			d.Waiting = slices.DeleteFunc(d.Waiting, func(q queued) bool { return q.Replica == me })
+			d.Held = slices.DeleteFunc(d.Held, func(h hold) bool { return h.Replica == me && h.Sandbox == "" })
+			return nil
+		}); err != nil {
+			return err
+		}
+		c.log.Info("dropped what the last run left in the queue", "team", rec.TeamID)
+	}
+	return nil
 }
 
 // Close stops the pump and fails the requests still waiting here.
@@ -482,7 +521,7 @@ func (w *Waiter) Wait(ctx context.Context, onPosition func(int)) (*Ticket, error
 		last = pos
 		left := w.deadline.Sub(c.cfg.Now())
 		if left <= 0 {
-			return w.giveUp(ctx, c.refuse("queue_timeout", fmt.Sprintf("no capacity for the team within the deadline (place %d in the queue)", pos), 0))
+			return w.giveUp(ctx, c.refuse("queue_timeout", fmt.Sprintf("no capacity (the team's limits or the host's) within the deadline; place %d in the queue", pos), 0))
 		}
 		select {
 		case <-w.moved:
@@ -490,7 +529,7 @@ func (w *Waiter) Wait(ctx context.Context, onPosition func(int)) (*Ticket, error
 		case <-ctx.Done():
 			err := ctx.Err()
 			if errors.Is(err, context.DeadlineExceeded) {
-				err = c.refuse("queue_timeout", fmt.Sprintf("no capacity for the team within the deadline (place %d in the queue)", pos), 0)
+				err = c.refuse("queue_timeout", fmt.Sprintf("no capacity (the team's limits or the host's) within the deadline; place %d in the queue", pos), 0)
 			}
 			return w.giveUp(ctx, err)
 		}

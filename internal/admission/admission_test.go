@@ -87,7 +87,9 @@ func newController(t *testing.T, s store.Store, clk *fakeClock, adjust func(*Con
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Start()
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -595,9 +597,11 @@ func benchAcquire(b *testing.B, held int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c.Start()
-	defer c.Close()
 	ctx := context.Background()
+	if err := c.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
 	if _, err := c.SetLimits(ctx, "team-a", &TeamLimits{Limits: Limits{Concurrent: 2000}}); err != nil {
 		b.Fatal(err)
 	}
@@ -624,5 +628,45 @@ func benchAcquire(b *testing.B, held int) {
 		c.released = append(c.released, release{"team-a", id})
 		c.releaseLocked(ctx)
 		c.mu.Unlock()
+	}
+}
+
+// TestRestartPurges: a replica that starts again drops its last run's
+// places in the queue and its holds that never got a sandbox, and keeps
+// the others'.
+func TestRestartPurges(t *testing.T) {
+	clk := newFakeClock()
+	s := openStore(t)
+	old, err := New(Config{Store: s, Replica: "a", Now: clk.Now, After: clk.After})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	setLimits(t, old, "team-x", TeamLimits{Limits: Limits{Concurrent: 2}})
+	bound, _ := admitted(enqueue(t, old, "team-x"))
+	if err := bound.Bind(t.Context(), sandbox.Sandbox{ID: "sb-1"}); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, old, "team-x") // admitted, never bound: the crash came first
+	enqueue(t, old, "team-x") // waits
+	other := newController(t, s, clk, func(cfg *Config) { cfg.Replica = "b" })
+	clk.Advance(time.Millisecond)
+	enqueue(t, other, "team-x") // waits, behind a's
+	// a "crashes": nothing of it runs, its entries stay in the store.
+	old.mu.Lock()
+	old.queues, old.order = map[string][]*Waiter{}, nil
+	old.mu.Unlock()
+	old.Close()
+
+	newController(t, s, clk, func(cfg *Config) { cfg.Replica = "a" })
+	st, err := other.Status(t.Context(), "team-x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a's bound hold and b's request (held or waiting) remain: 2, not 4.
+	if st.Concurrent+st.Queued != 2 {
+		t.Fatalf("after a's restart: %+v; want its bound hold and b's hold or place, nothing else of a's", st)
 	}
 }

@@ -14,7 +14,8 @@ type TeamStatus struct {
 	Limits    TeamLimits
 	Default   bool
 	Effective Limits
-	// What the team holds and how many wait, across replicas.
+	// What the team holds and how many wait, across replicas;
+	// CreatesLastMinute is counted up to its rate limit only.
 	Concurrent        int
 	VCPUs             float64
 	MemoryMB          int64

@@ -40,7 +40,9 @@ func TestAdmissionQueue(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a.Start()
+		if err := a.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 		t.Cleanup(func() { a.Close() })
 		adm, c.Admission = a, a
 	})

@@ -242,7 +242,9 @@ func (d *Daemon) startAdmission(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
-	a.Start()
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
 	d.push("admission", a.Close) // fails who still waits; after the sandbox manager and control stopped
 	d.admit = a
 	return nil
