@@ -34,11 +34,12 @@ func (w warmSandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (s
 	return w.pools.Create(ctx, req)
 }
 
-// admittedSandboxes is node.Manager as the server's (and the Vercel
-// layer's) Sandboxes, with every create admitted first: within the
-// team's limits and the host's capacity, or after a wait in the queue.
+// admittedSandboxes is the server's (and the Vercel layer's) Sandboxes
+// with every create admitted first: within the team's limits and the
+// host's capacity, or after a wait in the queue. It wraps whatever makes
+// sandboxes (node.Manager here), so that admission stays in front of it.
 type admittedSandboxes struct {
-	*node.Manager
+	server.Sandboxes
 	adm *admission.Controller
 }
 
@@ -46,7 +47,7 @@ var _ server.Sandboxes = admittedSandboxes{}
 
 // Create implements server.Sandboxes.
 func (a admittedSandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
-	return admitted(ctx, a.adm, req, a.Manager.Create)
+	return admitted(ctx, a.adm, req, a.Sandboxes.Create)
 }
 
 // admitted runs create once req's team has a slot for it, binds the slot

@@ -466,8 +466,9 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	}
 	d.push("app proxy", apps.Close)
 
-	sandboxes := admittedSandboxes{Manager: d.node, adm: d.admit} // TODO after d224e65: wrap warmSandboxes
-	_ = warmSandboxes{Manager: d.node, pools: d.pools}
+	// Admission in front of the pools: a claim takes a team's slot as a
+	// cold create does.
+	sandboxes := admittedSandboxes{Sandboxes: warmSandboxes{Manager: d.node, pools: d.pools}, adm: d.admit}
 	snapshots := serverSnapshots{store: d.images, node: d.node, adm: d.admit}
 	var portBase string
 	if d.signer != nil {
