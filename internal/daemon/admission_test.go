@@ -15,6 +15,7 @@ import (
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/admission"
 	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
@@ -34,7 +35,7 @@ func startReplica(t *testing.T, st store.Store, name string) *replica {
 	t.Helper()
 	hs := httptest.NewUnstartedServer(nil)
 	cfg := Config{DataDir: newDataDir(t), NoNetwork: true, NodeName: name, PublicURL: "http://localhost:" + portOf(hs.Listener.Addr())}
-	d, err := Start(t.Context(), cfg, WithDriver(newFakeDriver(t)), WithStore(st),
+	d, err := Start(t.Context(), cfg, WithDriver(fake.NewDriver(t, fake.DriverConfig{})), WithStore(st),
 		WithAdmissionConfig(func(c *admission.Config) { c.Poll = 20 * time.Millisecond }))
 	if err != nil {
 		hs.Close()
@@ -167,7 +168,7 @@ func TestAdmissionTwoReplicas(t *testing.T) {
 // creates are served in turn, each team's in its order of arrival.
 func TestAdmissionRoundRobin(t *testing.T) {
 	noGoroutinesLeft(t)
-	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true, MaxSandboxes: 1}, WithDriver(newFakeDriver(t)))
+	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true, MaxSandboxes: 1}, WithDriver(fake.NewDriver(t, fake.DriverConfig{})))
 	ctx := t.Context()
 	r := &replica{d: s.d, url: s.url, hc: s.hc}
 	tokens := map[string]string{}

@@ -20,7 +20,7 @@ func TestRetryAfterCapped(t *testing.T) {
 		{60 * time.Second, 20},
 		{3 * time.Second, 3},
 	} {
-		e.sbs.createErr = admission.Refused("queue_timeout", "no capacity for the team within the deadline", tc.retry)
+		e.sbs.SetCreateErr(admission.Refused("queue_timeout", "no capacity for the team within the deadline", tc.retry))
 		resp, data := e.do("POST", "/v3/sandboxes", map[string]any{"projectId": "prj_1", "name": "queued-" + strconv.Itoa(tc.want)}, "")
 		wantError(t, resp, data, 429, "queue_timeout")
 		if got := resp.Header.Get("Retry-After"); got != strconv.Itoa(tc.want) {
