@@ -11,58 +11,14 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
 )
 
-// fakeClock is a minimal local clock: Now moves only by Advance, which
-// fires the After channels that fall due. (The project's fake clocks are
-// per package; this one is the admission package's.)
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []fakeTimer
-}
-
-type fakeTimer struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)}
-}
-
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
-
-func (f *fakeClock) After(d time.Duration) <-chan time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- f.now
-		return ch
-	}
-	f.timers = append(f.timers, fakeTimer{f.now.Add(d), ch})
-	return ch
-}
-
-func (f *fakeClock) Advance(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
-	f.timers = slices.DeleteFunc(f.timers, func(t fakeTimer) bool {
-		if t.at.After(f.now) {
-			return false
-		}
-		t.ch <- f.now
-		return true
-	})
+func newFakeClock() *fake.Clock {
+	return fake.NewClock(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
 }
 
 func openStore(t *testing.T) store.Store {
@@ -77,7 +33,7 @@ func openStore(t *testing.T) store.Store {
 
 // newController starts a Controller on s with the fake clock; adjust
 // changes its config first.
-func newController(t *testing.T, s store.Store, clk *fakeClock, adjust func(*Config)) *Controller {
+func newController(t *testing.T, s store.Store, clk *fake.Clock, adjust func(*Config)) *Controller {
 	t.Helper()
 	cfg := Config{Store: s, Now: clk.Now, After: clk.After}
 	if adjust != nil {
@@ -210,7 +166,7 @@ func TestDeadline(t *testing.T) {
 		tk, err := w.Wait(context.Background(), func(p int) { seen = append(seen, p) })
 		done <- result{tk, err}
 	}()
-	eventually(t, "the waiter's timer", func() bool { clk.mu.Lock(); defer clk.mu.Unlock(); return len(clk.timers) >= 2 })
+	eventually(t, "the waiter's timer", func() bool { return clk.Timers() >= 2 })
 	clk.Advance(6 * time.Second)
 	r := <-done
 	var ae *Error
