@@ -112,8 +112,27 @@ type Store interface {
 	// AddUsage stores a sample (ErrConflict if the ID exists, so a retried
 	// write is harmless). Byte counts above math.MaxInt64 are ErrInvalid.
 	AddUsage(ctx context.Context, u Usage) error
-	// ListUsage returns the matching samples ordered by Start.
+	// ListUsage returns the matching samples ordered by Start, then ID.
 	ListUsage(ctx context.Context, f UsageFilter) ([]Usage, error)
+	// PruneUsage deletes the samples that started before t and returns how
+	// many it deleted (internal/metering rolls them up first).
+	PruneUsage(ctx context.Context, before time.Time) (int, error)
+	// PutUsageRollup inserts or replaces a roll-up (a Usage summing the
+	// samples of one team, project and hour) by its ID; ListUsageRollups
+	// selects roll-ups as ListUsage selects samples. Roll-ups live apart
+	// from samples: PruneUsage never touches them.
+	PutUsageRollup(ctx context.Context, u Usage) error
+	ListUsageRollups(ctx context.Context, f UsageFilter) ([]Usage, error)
+
+	// PutBudget stores a team's budget: b.Version 0 creates it
+	// (ErrConflict "budget_exists" if the team has one), else it replaces
+	// the budget whose Version is b.Version (ErrConflict "stale_version" if
+	// it moved, ErrNotFound if it is gone). It returns the budget as
+	// stored (Version+1, UpdatedAt now).
+	PutBudget(ctx context.Context, b Budget) (Budget, error)
+	GetBudget(ctx context.Context, teamID string) (Budget, error) // ErrNotFound "budget_not_found"
+	ListBudgets(ctx context.Context) ([]Budget, error)           // ordered by TeamID
+	DeleteBudget(ctx context.Context, teamID string) error        // ErrNotFound if unknown
 
 	// AppendEvent stores e and returns it with its Seq (and Time, if it was
 	// zero): strictly increasing across the whole store, so a feed resumes
@@ -317,7 +336,9 @@ type Command struct {
 	ExitCode   *int      `json:"exitCode,omitempty"`
 }
 
-// Usage is one metering sample of a sandbox over [Start, End).
+// Usage is one metering sample of a sandbox over [Start, End), a team's
+// storage over [Start, End) (SandboxID ""), or a roll-up of samples (see
+// PutUsageRollup). internal/metering defines what each field counts.
 type Usage struct {
 	ID            string    `json:"id"`
 	TeamID        string    `json:"teamId"`
@@ -329,6 +350,36 @@ type Usage struct {
 	MemoryMBHours float64   `json:"memoryMBHours"` // provisioned
 	NetRxBytes    uint64    `json:"netRxBytes"`
 	NetTxBytes    uint64    `json:"netTxBytes"`
+	// MemoryPeakBytes is the highest memory use seen (a maximum, not a sum).
+	MemoryPeakBytes uint64 `json:"memoryPeakBytes,omitempty"`
+	// Creations counts sandboxes that started in the sample.
+	Creations int64 `json:"creations,omitempty"`
+	// StorageGBHours is snapshots' and volumes' bytes × hours held.
+	StorageGBHours float64 `json:"storageGBHours,omitempty"`
+	// The sandbox's cumulative counters at End, so that metering continues
+	// from the last recorded point after a restart; zero in roll-ups.
+	EndCPUSeconds float64 `json:"endCpuSeconds,omitempty"`
+	EndNetRxBytes uint64  `json:"endNetRxBytes,omitempty"`
+	EndNetTxBytes uint64  `json:"endNetTxBytes,omitempty"`
+}
+
+// Budget is a team's monthly spending cap (internal/metering).
+type Budget struct {
+	TeamID string `json:"teamId"`
+	// MonthlyLimit is in the price table's currency per UTC calendar month.
+	MonthlyLimit float64 `json:"monthlyLimit"`
+	// Thresholds are percentages of the limit that emit a warning event
+	// once a month each (100 = the hard cap).
+	Thresholds []int `json:"thresholds,omitempty"`
+	// HardCap refuses new work and stops the team's running sandboxes once
+	// the month's cost reaches the limit.
+	HardCap bool `json:"hardCap"`
+	// Month ("2026-12") and Notified (the highest threshold warned of in
+	// it) keep each warning to once a month, across replicas.
+	Month     string    `json:"month,omitempty"`
+	Notified  int       `json:"notified,omitempty"`
+	Version   int64     `json:"version"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // UsageFilter selects usage samples overlapping [Since, Until): Start <
@@ -435,7 +486,7 @@ type Admission struct {
 
 // NotFound is the error every implementation returns for a missing record;
 // what is "team", "user", "token", "project", "activation", "sandbox",
-// "command", "vercel_sandbox", "vercel_snapshot" or "admission".
+// "command", "budget", "vercel_sandbox", "vercel_snapshot" or "admission".
 func NotFound(what, id string) error {
 	if id == "" {
 		return sandbox.Errorf(sandbox.ErrNotFound, what+"_not_found", "%s not found", what)

@@ -67,6 +67,7 @@ type Store struct {
 	sandboxes, commands, usage, events, claims  *mgo.Collection
 	vercelSandboxes, vercelSnapshots            *mgo.Collection
 	admissions                                  *mgo.Collection
+	usageRollups, budgets                       *mgo.Collection
 
 	// seq is the largest event Seq this store knows to be taken: the next
 	// append tries seq+1 (see AppendEvent).
@@ -99,7 +100,8 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 		sandboxes: db.Collection("sandboxes"), commands: db.Collection("commands"), usage: db.Collection("usage"),
 		events: db.Collection("events"), claims: db.Collection("claims"),
 		vercelSandboxes: db.Collection("vercel_sandboxes"), vercelSnapshots: db.Collection("vercel_snapshots"),
-		admissions: db.Collection("admissions"),
+		admissions:   db.Collection("admissions"),
+		usageRollups: db.Collection("usage_rollups"), budgets: db.Collection("budgets"),
 	}
 	if err := s.createIndexes(ctx); err != nil {
 		client.Disconnect(context.Background())
@@ -162,7 +164,8 @@ func (s *Store) createIndexes(ctx context.Context) error {
 		{s.commands, []ix{unique("sandbox_cmd_unique", "sandboxId", "cmdId"),
 			index("sandbox_page", "sandboxId", "startedAt", "cmdId"), index("started", "startedAt")}},
 		{s.usage, []ix{index("team_start", "teamId", "start"), index("project_start", "projectId", "start"),
-			index("sandbox_start", "sandboxId", "start")}},
+			index("sandbox_start", "sandboxId", "start"), index("start", "start")}},
+		{s.usageRollups, []ix{index("team_start", "teamId", "start"), index("start", "start")}},
 		{s.events, []ix{index("team_seq", "teamId", "_id"), index("project_seq", "projectId", "_id"),
 			index("activation_seq", "activationId", "_id")}},
 		{s.vercelSandboxes, []ix{index("team_page", "teamId", "createdAt", "_id"), index("sessions", "sessionIds")}},
@@ -871,21 +874,37 @@ func (s *Store) PruneCommands(ctx context.Context, before time.Time) (int, error
 // ---- usage ----
 
 type usageDoc struct {
-	ID            string    `bson:"_id"`
-	TeamID        string    `bson:"teamId"`
-	ProjectID     string    `bson:"projectId"`
-	SandboxID     string    `bson:"sandboxId"`
-	Start         time.Time `bson:"start"`
-	End           time.Time `bson:"end"`
-	CPUSeconds    float64   `bson:"cpuSeconds"`
-	MemoryMBHours float64   `bson:"memoryMBHours"`
-	NetRxBytes    int64     `bson:"netRxBytes"`
-	NetTxBytes    int64     `bson:"netTxBytes"`
+	ID              string    `bson:"_id"`
+	TeamID          string    `bson:"teamId"`
+	ProjectID       string    `bson:"projectId"`
+	SandboxID       string    `bson:"sandboxId"`
+	Start           time.Time `bson:"start"`
+	End             time.Time `bson:"end"`
+	CPUSeconds      float64   `bson:"cpuSeconds"`
+	MemoryMBHours   float64   `bson:"memoryMBHours"`
+	NetRxBytes      int64     `bson:"netRxBytes"`
+	NetTxBytes      int64     `bson:"netTxBytes"`
+	MemoryPeakBytes int64     `bson:"memoryPeakBytes"`
+	Creations       int64     `bson:"creations"`
+	StorageGBHours  float64   `bson:"storageGBHours"`
+	EndCPUSeconds   float64   `bson:"endCpuSeconds"`
+	EndNetRxBytes   int64     `bson:"endNetRxBytes"`
+	EndNetTxBytes   int64     `bson:"endNetTxBytes"`
 }
 
 func (d usageDoc) rec() store.Usage {
 	return store.Usage{ID: d.ID, TeamID: d.TeamID, ProjectID: d.ProjectID, SandboxID: d.SandboxID, Start: d.Start, End: d.End,
-		CPUSeconds: d.CPUSeconds, MemoryMBHours: d.MemoryMBHours, NetRxBytes: uint64(d.NetRxBytes), NetTxBytes: uint64(d.NetTxBytes)}
+		CPUSeconds: d.CPUSeconds, MemoryMBHours: d.MemoryMBHours, NetRxBytes: uint64(d.NetRxBytes), NetTxBytes: uint64(d.NetTxBytes),
+		MemoryPeakBytes: uint64(d.MemoryPeakBytes), Creations: d.Creations, StorageGBHours: d.StorageGBHours,
+		EndCPUSeconds: d.EndCPUSeconds, EndNetRxBytes: uint64(d.EndNetRxBytes), EndNetTxBytes: uint64(d.EndNetTxBytes)}
+}
+
+func usageDocOf(u store.Usage) usageDoc {
+	return usageDoc{ID: u.ID, TeamID: u.TeamID, ProjectID: u.ProjectID, SandboxID: u.SandboxID,
+		Start: u.Start, End: u.End, CPUSeconds: u.CPUSeconds, MemoryMBHours: u.MemoryMBHours,
+		NetRxBytes: int64(u.NetRxBytes), NetTxBytes: int64(u.NetTxBytes), MemoryPeakBytes: int64(u.MemoryPeakBytes),
+		Creations: u.Creations, StorageGBHours: u.StorageGBHours, EndCPUSeconds: u.EndCPUSeconds,
+		EndNetRxBytes: int64(u.EndNetRxBytes), EndNetTxBytes: int64(u.EndNetTxBytes)}
 }
 
 func (s *Store) AddUsage(ctx context.Context, u store.Usage) error {
@@ -893,9 +912,7 @@ func (s *Store) AddUsage(ctx context.Context, u store.Usage) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.usage.InsertOne(ctx, usageDoc{ID: u.ID, TeamID: u.TeamID, ProjectID: u.ProjectID, SandboxID: u.SandboxID,
-		Start: u.Start, End: u.End, CPUSeconds: u.CPUSeconds, MemoryMBHours: u.MemoryMBHours,
-		NetRxBytes: int64(u.NetRxBytes), NetTxBytes: int64(u.NetTxBytes)})
+	_, err = s.usage.InsertOne(ctx, usageDocOf(u))
 	if isDup(err) {
 		return store.Exists("usage", u.ID)
 	}
@@ -906,6 +923,10 @@ func (s *Store) AddUsage(ctx context.Context, u store.Usage) error {
 }
 
 func (s *Store) ListUsage(ctx context.Context, f store.UsageFilter) ([]store.Usage, error) {
+	return listUsage(ctx, s.usage, f, "list usage")
+}
+
+func listUsage(ctx context.Context, c *mgo.Collection, f store.UsageFilter, op string) ([]store.Usage, error) {
 	filter := eq(eq(eq(bson.D{}, "teamId", f.TeamID), "projectId", f.ProjectID), "sandboxId", f.SandboxID)
 	if !f.Until.IsZero() {
 		filter = append(filter, bson.E{Key: "start", Value: bson.D{{Key: "$lt", Value: store.Time(f.Until)}}})
@@ -913,7 +934,91 @@ func (s *Store) ListUsage(ctx context.Context, f store.UsageFilter) ([]store.Usa
 	if !f.Since.IsZero() {
 		filter = append(filter, bson.E{Key: "end", Value: bson.D{{Key: "$gt", Value: store.Time(f.Since)}}})
 	}
-	return findAll(ctx, s.usage, filter, sortBy("start", "_id"), usageDoc.rec, "list usage")
+	return findAll(ctx, c, filter, sortBy("start", "_id"), usageDoc.rec, op)
+}
+
+func (s *Store) PruneUsage(ctx context.Context, before time.Time) (int, error) {
+	res, err := s.usage.DeleteMany(ctx, bson.D{{Key: "start", Value: bson.D{{Key: "$lt", Value: store.Time(before)}}}})
+	if err != nil {
+		return 0, wrap("prune usage", err)
+	}
+	return int(res.DeletedCount), nil
+}
+
+func (s *Store) PutUsageRollup(ctx context.Context, u store.Usage) error {
+	u, err := storeutil.Usage(u)
+	if err != nil {
+		return err
+	}
+	_, err = s.usageRollups.ReplaceOne(ctx, bson.D{{Key: "_id", Value: u.ID}}, usageDocOf(u), options.Replace().SetUpsert(true))
+	if err != nil {
+		return wrap("put usage rollup", err)
+	}
+	return nil
+}
+
+func (s *Store) ListUsageRollups(ctx context.Context, f store.UsageFilter) ([]store.Usage, error) {
+	return listUsage(ctx, s.usageRollups, f, "list usage rollups")
+}
+
+// ---- budgets ----
+
+type budgetDoc struct {
+	TeamID       string    `bson:"_id"`
+	MonthlyLimit float64   `bson:"monthlyLimit"`
+	Thresholds   []int     `bson:"thresholds,omitempty"`
+	HardCap      bool      `bson:"hardCap"`
+	Month        string    `bson:"month"`
+	Notified     int       `bson:"notified"`
+	Version      int64     `bson:"version"`
+	UpdatedAt    time.Time `bson:"updatedAt"`
+}
+
+func (d budgetDoc) rec() store.Budget {
+	return store.Budget{TeamID: d.TeamID, MonthlyLimit: d.MonthlyLimit, Thresholds: d.Thresholds, HardCap: d.HardCap,
+		Month: d.Month, Notified: d.Notified, Version: d.Version, UpdatedAt: store.Time(d.UpdatedAt)}
+}
+
+func (s *Store) PutBudget(ctx context.Context, b store.Budget) (store.Budget, error) {
+	b, err := storeutil.Budget(b)
+	if err != nil {
+		return b, err
+	}
+	now := storeutil.Now()
+	if b.Version == 0 {
+		d := budgetDoc{TeamID: b.TeamID, MonthlyLimit: b.MonthlyLimit, Thresholds: b.Thresholds, HardCap: b.HardCap,
+			Month: b.Month, Notified: b.Notified, Version: 1, UpdatedAt: now}
+		_, err := s.budgets.InsertOne(ctx, d)
+		if isDup(err) {
+			return b, store.Exists("budget", b.TeamID)
+		}
+		if err != nil {
+			return b, wrap("put budget", err)
+		}
+		return d.rec(), nil
+	}
+	set := bson.D{{Key: "monthlyLimit", Value: b.MonthlyLimit}, {Key: "thresholds", Value: b.Thresholds},
+		{Key: "hardCap", Value: b.HardCap}, {Key: "month", Value: b.Month}, {Key: "notified", Value: b.Notified},
+		{Key: "updatedAt", Value: now}}
+	var d budgetDoc
+	if err := s.update(ctx, s.budgets, "budget", b.TeamID, b.Version, nil, set, nil, &d); err != nil {
+		return b, err
+	}
+	return d.rec(), nil
+}
+
+func (s *Store) GetBudget(ctx context.Context, teamID string) (store.Budget, error) {
+	var d budgetDoc
+	err := findOne(ctx, s.budgets, bson.D{{Key: "_id", Value: teamID}}, &d, "budget", teamID)
+	return d.rec(), err
+}
+
+func (s *Store) ListBudgets(ctx context.Context) ([]store.Budget, error) {
+	return findAll(ctx, s.budgets, bson.D{}, sortBy("_id"), budgetDoc.rec, "list budgets")
+}
+
+func (s *Store) DeleteBudget(ctx context.Context, teamID string) error {
+	return deleteOne(ctx, s.budgets, bson.D{{Key: "_id", Value: teamID}}, "budget", teamID)
 }
 
 // ---- events ----

@@ -184,4 +184,48 @@ CREATE TABLE admissions (
 	updated_at INTEGER
 );
 `,
+	// 6: metering: samples while sandboxes run (peak memory, creations,
+	// storage, the counters at a sample's end), their hourly roll-ups,
+	// and budgets.
+	`
+ALTER TABLE usage ADD COLUMN memory_peak_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage ADD COLUMN creations INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage ADD COLUMN storage_gb_hours REAL NOT NULL DEFAULT 0;
+ALTER TABLE usage ADD COLUMN end_cpu_seconds REAL NOT NULL DEFAULT 0;
+ALTER TABLE usage ADD COLUMN end_net_rx_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage ADD COLUMN end_net_tx_bytes INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX usage_start ON usage (start_at);
+
+CREATE TABLE usage_rollups (
+	id                TEXT PRIMARY KEY,
+	team_id           TEXT NOT NULL,
+	project_id        TEXT NOT NULL,
+	sandbox_id        TEXT NOT NULL,
+	start_at          INTEGER,
+	end_at            INTEGER,
+	cpu_seconds       REAL NOT NULL,
+	memory_mb_hours   REAL NOT NULL,
+	net_rx_bytes      INTEGER NOT NULL,
+	net_tx_bytes      INTEGER NOT NULL,
+	memory_peak_bytes INTEGER NOT NULL,
+	creations         INTEGER NOT NULL,
+	storage_gb_hours  REAL NOT NULL,
+	end_cpu_seconds   REAL NOT NULL,
+	end_net_rx_bytes  INTEGER NOT NULL,
+	end_net_tx_bytes  INTEGER NOT NULL
+);
+CREATE INDEX usage_rollups_team ON usage_rollups (team_id, start_at);
+CREATE INDEX usage_rollups_start ON usage_rollups (start_at);
+
+CREATE TABLE budgets (
+	team_id       TEXT PRIMARY KEY,
+	monthly_limit REAL NOT NULL,
+	thresholds    TEXT, -- JSON array
+	hard_cap      INTEGER NOT NULL,
+	month         TEXT NOT NULL,
+	notified      INTEGER NOT NULL,
+	version       INTEGER NOT NULL,
+	updated_at    INTEGER
+);
+`,
 }

@@ -765,25 +765,33 @@ func deleted(res sql.Result, err error, op string) (int, error) {
 
 // ---- usage ----
 
-const usageCols = `id, team_id, project_id, sandbox_id, start_at, end_at, cpu_seconds, memory_mb_hours, net_rx_bytes, net_tx_bytes`
+const usageCols = `id, team_id, project_id, sandbox_id, start_at, end_at, cpu_seconds, memory_mb_hours, net_rx_bytes, net_tx_bytes,
+	memory_peak_bytes, creations, storage_gb_hours, end_cpu_seconds, end_net_rx_bytes, end_net_tx_bytes`
 
 func scanUsage(r scanner) (store.Usage, error) {
 	var u store.Usage
-	var rx, tx int64
+	var rx, tx, peak, erx, etx int64
 	err := r.Scan(&u.ID, &u.TeamID, &u.ProjectID, &u.SandboxID, tm{&u.Start}, tm{&u.End},
-		&u.CPUSeconds, &u.MemoryMBHours, &rx, &tx)
-	u.NetRxBytes, u.NetTxBytes = uint64(rx), uint64(tx)
+		&u.CPUSeconds, &u.MemoryMBHours, &rx, &tx, &peak, &u.Creations, &u.StorageGBHours, &u.EndCPUSeconds, &erx, &etx)
+	u.NetRxBytes, u.NetTxBytes, u.MemoryPeakBytes = uint64(rx), uint64(tx), uint64(peak)
+	u.EndNetRxBytes, u.EndNetTxBytes = uint64(erx), uint64(etx)
 	return u, err
 }
+
+func usageArgs(u store.Usage) []any {
+	return []any{u.ID, u.TeamID, u.ProjectID, u.SandboxID, ms(u.Start), ms(u.End), u.CPUSeconds, u.MemoryMBHours,
+		int64(u.NetRxBytes), int64(u.NetTxBytes), int64(u.MemoryPeakBytes), u.Creations, u.StorageGBHours,
+		u.EndCPUSeconds, int64(u.EndNetRxBytes), int64(u.EndNetTxBytes)}
+}
+
+const usagePlaceholders = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 func (s *Store) AddUsage(ctx context.Context, u store.Usage) error {
 	u, err := storeutil.Usage(u)
 	if err != nil {
 		return err
 	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO usage (`+usageCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		u.ID, u.TeamID, u.ProjectID, u.SandboxID, ms(u.Start), ms(u.End), u.CPUSeconds, u.MemoryMBHours,
-		int64(u.NetRxBytes), int64(u.NetTxBytes))
+	_, err = s.w.ExecContext(ctx, `INSERT INTO usage (`+usageCols+`) VALUES `+usagePlaceholders, usageArgs(u)...)
 	if isUnique(err) {
 		return store.Exists("usage", u.ID)
 	}
@@ -794,6 +802,10 @@ func (s *Store) AddUsage(ctx context.Context, u store.Usage) error {
 }
 
 func (s *Store) ListUsage(ctx context.Context, f store.UsageFilter) ([]store.Usage, error) {
+	return s.listUsage(ctx, "usage", f)
+}
+
+func (s *Store) listUsage(ctx context.Context, table string, f store.UsageFilter) ([]store.Usage, error) {
 	var where []string
 	var args []any
 	for _, c := range []struct{ col, v string }{{"team_id", f.TeamID}, {"project_id", f.ProjectID}, {"sandbox_id", f.SandboxID}} {
@@ -807,8 +819,103 @@ func (s *Store) ListUsage(ctx context.Context, f store.UsageFilter) ([]store.Usa
 	if !f.Since.IsZero() {
 		where, args = append(where, `end_at > ?`), append(args, store.Time(f.Since).UnixMilli())
 	}
-	return list(ctx, s.r, scanUsage, "list usage",
-		`SELECT `+usageCols+` FROM usage`+whereSQL(where)+` ORDER BY start_at, id`, args...)
+	return list(ctx, s.r, scanUsage, "list "+table,
+		`SELECT `+usageCols+` FROM `+table+whereSQL(where)+` ORDER BY start_at, id`, args...)
+}
+
+func (s *Store) PruneUsage(ctx context.Context, before time.Time) (int, error) {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM usage WHERE start_at < ?`, store.Time(before).UnixMilli())
+	if err != nil {
+		return 0, wrap("prune usage", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, wrap("prune usage", err)
+	}
+	return int(n), nil
+}
+
+func (s *Store) PutUsageRollup(ctx context.Context, u store.Usage) error {
+	u, err := storeutil.Usage(u)
+	if err != nil {
+		return err
+	}
+	if _, err := s.w.ExecContext(ctx, `INSERT OR REPLACE INTO usage_rollups (`+usageCols+`) VALUES `+usagePlaceholders,
+		usageArgs(u)...); err != nil {
+		return wrap("put usage rollup", err)
+	}
+	return nil
+}
+
+func (s *Store) ListUsageRollups(ctx context.Context, f store.UsageFilter) ([]store.Usage, error) {
+	return s.listUsage(ctx, "usage_rollups", f)
+}
+
+// ---- budgets ----
+
+const budgetCols = `team_id, monthly_limit, thresholds, hard_cap, month, notified, version, updated_at`
+
+func scanBudget(r scanner) (store.Budget, error) {
+	var b store.Budget
+	err := r.Scan(&b.TeamID, &b.MonthlyLimit, js{&b.Thresholds}, &b.HardCap, &b.Month, &b.Notified, &b.Version, tm{&b.UpdatedAt})
+	return b, err
+}
+
+func (s *Store) PutBudget(ctx context.Context, b store.Budget) (store.Budget, error) {
+	b, err := storeutil.Budget(b)
+	if err != nil {
+		return b, err
+	}
+	th, err := jsonText(b.Thresholds, len(b.Thresholds) == 0)
+	if err != nil {
+		return b, wrap("put budget", err)
+	}
+	now := ms(storeutil.Now())
+	if b.Version == 0 {
+		_, err := s.w.ExecContext(ctx, `INSERT INTO budgets (`+budgetCols+`) VALUES (?, ?, ?, ?, ?, ?, 1, ?)`,
+			b.TeamID, b.MonthlyLimit, th, b.HardCap, b.Month, b.Notified, now)
+		if isUnique(err) {
+			return b, store.Exists("budget", b.TeamID)
+		}
+		if err != nil {
+			return b, wrap("put budget", err)
+		}
+		return s.GetBudget(ctx, b.TeamID)
+	}
+	got, err := scanBudget(s.w.QueryRowContext(ctx, `UPDATE budgets
+		SET monthly_limit = ?, thresholds = ?, hard_cap = ?, month = ?, notified = ?, version = version + 1, updated_at = ?
+		WHERE team_id = ? AND version = ? RETURNING `+budgetCols,
+		b.MonthlyLimit, th, b.HardCap, b.Month, b.Notified, now, b.TeamID, b.Version))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := s.GetBudget(ctx, b.TeamID); err != nil {
+			return b, err
+		}
+		return b, store.Stale("budget", b.TeamID)
+	case err != nil:
+		return b, wrap("put budget", err)
+	}
+	return got, nil
+}
+
+func (s *Store) GetBudget(ctx context.Context, teamID string) (store.Budget, error) {
+	b, err := scanBudget(s.r.QueryRowContext(ctx, `SELECT `+budgetCols+` FROM budgets WHERE team_id = ?`, teamID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return b, store.NotFound("budget", teamID)
+	}
+	if err != nil {
+		return b, wrap("get budget", err)
+	}
+	return b, nil
+}
+
+func (s *Store) ListBudgets(ctx context.Context) ([]store.Budget, error) {
+	return list(ctx, s.r, scanBudget, "list budgets", `SELECT `+budgetCols+` FROM budgets ORDER BY team_id`)
+}
+
+func (s *Store) DeleteBudget(ctx context.Context, teamID string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM budgets WHERE team_id = ?`, teamID)
+	return affected(res, err, "delete budget", "budget", teamID)
 }
 
 // ---- events ----

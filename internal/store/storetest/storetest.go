@@ -60,6 +60,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 		{"Commands", testCommands},
 		{"CommandRetention", testCommandRetention},
 		{"Usage", testUsage},
+		{"UsageRollups", testUsageRollups},
+		{"Budgets", testBudgets},
 		{"Events", testEvents},
 		{"ConcurrentEvents", testConcurrentEvents},
 		{"Times", testTimes},
@@ -838,7 +840,8 @@ func testCommandRetention(t *testing.T, s store.Store) {
 func testUsage(t *testing.T, s store.Store) {
 	h := time.Hour
 	u1 := store.Usage{ID: "use-1", TeamID: "team-a", ProjectID: "prj-1", SandboxID: "sb-1", Start: at(0), End: at(h),
-		CPUSeconds: 12.5, MemoryMBHours: 1024, NetRxBytes: 1 << 40, NetTxBytes: math.MaxInt64}
+		CPUSeconds: 12.5, MemoryMBHours: 1024, NetRxBytes: 1 << 40, NetTxBytes: math.MaxInt64,
+		MemoryPeakBytes: 3 << 30, Creations: 1, StorageGBHours: 0.25, EndCPUSeconds: 99.5, EndNetRxBytes: 1 << 41, EndNetTxBytes: 7}
 	u2 := store.Usage{ID: "use-2", TeamID: "team-a", SandboxID: "sb-2", Start: at(h), End: at(2 * h), CPUSeconds: 0.001}
 	u3 := store.Usage{ID: "use-3", TeamID: "team-b", ProjectID: "prj-9", SandboxID: "sb-3", Start: at(2 * h), End: at(3 * h)}
 	for _, u := range []store.Usage{u3, u1, u2} {
@@ -873,6 +876,77 @@ func testUsage(t *testing.T, s store.Store) {
 		must(t, err)
 		equal(t, fmt.Sprintf("ListUsage %+v", tc.f), ids(list, uid), tc.want)
 	}
+	wantErr(t, s.AddUsage(ctx(t), store.Usage{ID: "use-big", EndNetTxBytes: math.MaxUint64}), sandbox.ErrInvalid, "")
+
+	// Pruning deletes by start, and only samples.
+	must(t, s.PutUsageRollup(ctx(t), u1))
+	n, err := s.PruneUsage(ctx(t), at(h+time.Millisecond))
+	must(t, err)
+	equal(t, "pruned", n, 2)
+	all, err = s.ListUsage(ctx(t), store.UsageFilter{})
+	must(t, err)
+	equal(t, "ListUsage after prune", ids(all, uid), []string{"use-3"})
+	rolled, err := s.ListUsageRollups(ctx(t), store.UsageFilter{})
+	must(t, err)
+	equal(t, "rollups after prune", rolled, []store.Usage{u1})
+}
+
+func testUsageRollups(t *testing.T, s store.Store) {
+	h := time.Hour
+	r1 := store.Usage{ID: "team-a/prj-1/0", TeamID: "team-a", ProjectID: "prj-1", Start: at(0), End: at(h),
+		CPUSeconds: 3, MemoryMBHours: 512, NetRxBytes: 10, NetTxBytes: 20, MemoryPeakBytes: 1 << 20, Creations: 2}
+	r2 := store.Usage{ID: "team-b//1", TeamID: "team-b", Start: at(h), End: at(2 * h), StorageGBHours: 4}
+	must(t, s.PutUsageRollup(ctx(t), r1))
+	must(t, s.PutUsageRollup(ctx(t), r2))
+	r1.CPUSeconds = 5 // a recomputed roll-up replaces the old one
+	must(t, s.PutUsageRollup(ctx(t), r1))
+	r1.Start, r1.End, r2.Start, r2.End = store.Time(r1.Start), store.Time(r1.End), store.Time(r2.Start), store.Time(r2.End)
+	all, err := s.ListUsageRollups(ctx(t), store.UsageFilter{})
+	must(t, err)
+	equal(t, "rollups", all, []store.Usage{r1, r2})
+	a, err := s.ListUsageRollups(ctx(t), store.UsageFilter{TeamID: "team-a", Since: at(0), Until: at(h)})
+	must(t, err)
+	equal(t, "team-a rollups", a, []store.Usage{r1})
+	samples, err := s.ListUsage(ctx(t), store.UsageFilter{})
+	must(t, err)
+	equal(t, "samples", len(samples), 0)
+}
+
+// ---- budgets ----
+
+func testBudgets(t *testing.T, s store.Store) {
+	_, err := s.GetBudget(ctx(t), "team-a")
+	wantErr(t, err, sandbox.ErrNotFound, "budget_not_found")
+	b, err := s.PutBudget(ctx(t), store.Budget{TeamID: "team-a", MonthlyLimit: 100, Thresholds: []int{50, 80, 100}, HardCap: true})
+	must(t, err)
+	equal(t, "created version", b.Version, int64(1))
+	if b.UpdatedAt.IsZero() {
+		t.Fatal("UpdatedAt not set")
+	}
+	_, err = s.PutBudget(ctx(t), store.Budget{TeamID: "team-a", MonthlyLimit: 1})
+	wantErr(t, err, sandbox.ErrConflict, "budget_exists")
+	got, err := s.GetBudget(ctx(t), "team-a")
+	must(t, err)
+	equal(t, "get", got, b)
+
+	b.Month, b.Notified = "2026-12", 80
+	b2, err := s.PutBudget(ctx(t), b)
+	must(t, err)
+	equal(t, "updated", [3]any{b2.Version, b2.Month, b2.Notified}, [3]any{int64(2), "2026-12", 80})
+	_, err = s.PutBudget(ctx(t), b) // b.Version is 1: stale
+	wantErr(t, err, sandbox.ErrConflict, "stale_version")
+	_, err = s.PutBudget(ctx(t), store.Budget{TeamID: "team-z", MonthlyLimit: 1, Version: 3})
+	wantErr(t, err, sandbox.ErrNotFound, "budget_not_found")
+	_, err = s.PutBudget(ctx(t), store.Budget{TeamID: "team-b", MonthlyLimit: -1})
+	wantErr(t, err, sandbox.ErrInvalid, "")
+
+	_, err = s.PutBudget(ctx(t), store.Budget{TeamID: "team-0", MonthlyLimit: 5})
+	must(t, err)
+	list, err := s.ListBudgets(ctx(t))
+	must(t, err)
+	equal(t, "list", ids(list, func(b store.Budget) string { return b.TeamID }), []string{"team-0", "team-a"})
+	must(t, s.DeleteBudget(ctx(t), "team-0"))
+	wantErr(t, s.DeleteBudget(ctx(t), "team-0"), sandbox.ErrNotFound, "budget_not_found")
 }
 
 // ---- events ----

@@ -215,12 +215,29 @@ func Usage(u store.Usage) (store.Usage, error) {
 	if err := required("usage", "id", u.ID); err != nil {
 		return u, err
 	}
-	if u.NetRxBytes > math.MaxInt64 || u.NetTxBytes > math.MaxInt64 {
-		return u, store.Invalid("usage %s: byte count out of range", u.ID)
+	for _, n := range []uint64{u.NetRxBytes, u.NetTxBytes, u.MemoryPeakBytes, u.EndNetRxBytes, u.EndNetTxBytes} {
+		if n > math.MaxInt64 {
+			return u, store.Invalid("usage %s: byte count out of range", u.ID)
+		}
 	}
 	u.Start = store.Time(u.Start)
 	u.End = store.Time(u.End)
 	return u, nil
+}
+
+// Budget checks b and normalises it.
+func Budget(b store.Budget) (store.Budget, error) {
+	if err := required("budget", "team", b.TeamID); err != nil {
+		return b, err
+	}
+	if b.MonthlyLimit < 0 || math.IsNaN(b.MonthlyLimit) || math.IsInf(b.MonthlyLimit, 0) {
+		return b, store.Invalid("budget %s: limit must be a non-negative number", b.TeamID)
+	}
+	if len(b.Thresholds) == 0 {
+		b.Thresholds = nil
+	}
+	b.UpdatedAt = store.Time(b.UpdatedAt)
+	return b, nil
 }
 
 // Event checks e and applies defaults.
