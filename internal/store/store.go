@@ -131,7 +131,7 @@ type Store interface {
 	// stored (Version+1, UpdatedAt now).
 	PutBudget(ctx context.Context, b Budget) (Budget, error)
 	GetBudget(ctx context.Context, teamID string) (Budget, error) // ErrNotFound "budget_not_found"
-	ListBudgets(ctx context.Context) ([]Budget, error)           // ordered by TeamID
+	ListBudgets(ctx context.Context) ([]Budget, error)            // ordered by TeamID
 	DeleteBudget(ctx context.Context, teamID string) error        // ErrNotFound if unknown
 
 	// AppendEvent stores e and returns it with its Seq (and Time, if it was
