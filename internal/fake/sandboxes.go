@@ -31,6 +31,7 @@ type Sandboxes struct {
 	execs     []sandbox.ExecRequest
 	mutations []string // "create sb-…", "stop sb-…", …
 	createErr error
+	stats     map[string]runtime.Stats // of SetStats, by sandbox id
 }
 
 // SandboxesConfig sets up Sandboxes; the zero value checks nothing.
@@ -364,12 +365,29 @@ func (f *Sandboxes) Exec(ctx context.Context, id string, req sandbox.ExecRequest
 	return ac.Start(ctx, areq)
 }
 
-// Stats answers fixed figures for a sandbox that exists.
+// Stats answers what SetStats gave for a sandbox that runs, else fixed
+// figures for one that exists.
 func (f *Sandboxes) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	if _, err := f.Get(ctx, id); err != nil {
 		return runtime.Stats{}, err
 	}
+	f.mu.Lock()
+	st, ok := f.stats[id]
+	f.mu.Unlock()
+	if ok {
+		return st, nil
+	}
 	return runtime.Stats{CPUUsage: 1500 * time.Millisecond, MemoryBytes: 1 << 20, PIDs: 3, CPUQuotaFrac: 1}, nil
+}
+
+// SetStats makes Stats answer st for sandbox id (counters a test moves).
+func (f *Sandboxes) SetStats(id string, st runtime.Stats) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stats == nil {
+		f.stats = map[string]runtime.Stats{}
+	}
+	f.stats[id] = st
 }
 
 func (f *Sandboxes) AddPorts(_ context.Context, id string, ports []sandbox.Port) (sandbox.Sandbox, error) {

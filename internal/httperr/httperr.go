@@ -88,6 +88,11 @@ func Status(err error) (status int, code string) {
 	case errors.Is(err, sandbox.ErrExhausted):
 		// 429 rather than 507: the client can retry once capacity frees up.
 		status, code = http.StatusTooManyRequests, "exhausted"
+	case errors.Is(err, sandbox.ErrBudgetExceeded):
+		// 402 rather than 429: retrying does not help until the month ends
+		// or the host admin raises the budget, and clients that back off
+		// on 429 would keep trying.
+		status, code = http.StatusPaymentRequired, "budget_exceeded"
 	case errors.Is(err, sandbox.ErrUnauthorized):
 		status, code = http.StatusUnauthorized, "unauthorized"
 	case errors.Is(err, sandbox.ErrForbidden):

@@ -29,6 +29,7 @@ func TestStatus(t *testing.T) {
 		{"too large", sandbox.ErrTooLarge, 413, "too_large"},
 		{"max bytes", &http.MaxBytesError{Limit: 10}, 413, "too_large"},
 		{"exhausted", sandbox.ErrExhausted, 429, "exhausted"},
+		{"budget exceeded", sandbox.Errorf(sandbox.ErrBudgetExceeded, "budget_exceeded", "over budget"), 402, "budget_exceeded"},
 		{"unauthorized", sandbox.ErrUnauthorized, 401, "unauthorized"},
 		{"forbidden", sandbox.ErrForbidden, 403, "forbidden"},
 		{"unsupported", sandbox.ErrUnsupported, 501, "unsupported"},

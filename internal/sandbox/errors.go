@@ -8,17 +8,20 @@ import (
 // Error kinds. Every error that reaches the API wraps one of them; the server
 // maps kinds to HTTP statuses in one place.
 var (
-	ErrNotFound      = errors.New("not found")
-	ErrInvalid       = errors.New("invalid argument")
-	ErrConflict      = errors.New("conflict")
-	ErrTooLarge      = errors.New("too large")
-	ErrExhausted     = errors.New("resource exhausted")
-	ErrUnauthorized  = errors.New("unauthorized")
-	ErrForbidden     = errors.New("forbidden")
-	ErrUnsupported   = errors.New("unsupported")
-	ErrUnavailable   = errors.New("unavailable")
-	ErrNotRunning    = fmt.Errorf("sandbox not running: %w", ErrConflict)
-	ErrAgentProtocol = errors.New("agent protocol error")
+	ErrNotFound     = errors.New("not found")
+	ErrInvalid      = errors.New("invalid argument")
+	ErrConflict     = errors.New("conflict")
+	ErrTooLarge     = errors.New("too large")
+	ErrExhausted    = errors.New("resource exhausted")
+	ErrUnauthorized = errors.New("unauthorized")
+	ErrForbidden    = errors.New("forbidden")
+	ErrUnsupported  = errors.New("unsupported")
+	ErrUnavailable  = errors.New("unavailable")
+	// ErrBudgetExceeded: the team has spent its monthly budget and its hard
+	// cap refuses new work until the month ends or the budget is raised.
+	ErrBudgetExceeded = errors.New("budget exceeded")
+	ErrNotRunning     = fmt.Errorf("sandbox not running: %w", ErrConflict)
+	ErrAgentProtocol  = errors.New("agent protocol error")
 )
 
 // Error is an error with a kind (one of the Err values above), a stable
