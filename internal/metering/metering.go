@@ -199,9 +199,14 @@ func (m *Meter) loop(ctx context.Context) {
 	defer t.Stop()
 	var rolled time.Time
 	for {
+		// Sample before rolling up: after a long downtime the chains of
+		// re-adopted sandboxes continue from samples the roll-up would prune.
+		m.Tick(ctx)
 		if now := m.now(); now.Sub(rolled) >= time.Hour {
-			if err := m.RollUp(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("roll up usage", "err", err)
+			if err := m.RollUp(ctx); err != nil {
+				if ctx.Err() == nil {
+					m.log.Warn("roll up usage", "err", err)
+				}
 			} else {
 				rolled = now
 			}
@@ -211,7 +216,6 @@ func (m *Meter) loop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		m.Tick(ctx)
 	}
 }
 

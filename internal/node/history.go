@@ -41,6 +41,13 @@ type Usage struct {
 	// Network bytes are the veth's counters read right before the stop;
 	// zero for loopback-only sandboxes.
 	NetRxBytes, NetTxBytes uint64
+	// MemoryMB is the sandbox's provisioned memory; MemoryPeakBytes the
+	// cgroup's peak, read with the counters.
+	MemoryMB        int64
+	MemoryPeakBytes uint64
+	// CountersOK: CPUSeconds, the network bytes and MemoryPeakBytes were
+	// read (else they are zero, not measured).
+	CountersOK bool
 }
 
 // historyTimeout bounds asking the agent for its commands and the cgroup
@@ -133,10 +140,12 @@ func usageOf(sb sandbox.Sandbox, lw lastWords) (Usage, bool) {
 		Start:         sb.StartedAt,
 		End:           sb.StoppedAt,
 		MemoryMBHours: float64(sb.Resources.MemoryMB) * hours,
+		MemoryMB:      sb.Resources.MemoryMB,
 	}
 	if lw.statsOK {
 		u.CPUSeconds = lw.stats.CPUUsage.Seconds()
 		u.NetRxBytes, u.NetTxBytes = lw.stats.NetworkRxBytes, lw.stats.NetworkTxBytes
+		u.MemoryPeakBytes, u.CountersOK = lw.stats.MemoryPeak, true
 	}
 	return u, true
 }

@@ -152,3 +152,33 @@ func TestHistoryAgentGone(t *testing.T) {
 		t.Errorf("usage = %+v, want one record of %d MB·h", h.used, sb.Resources.MemoryMB)
 	}
 }
+
+// A sandbox lost while paddock was down (here: its agent hangs) gets its
+// last usage from its counters, when the driver can still read them, up
+// to the StoppedAt reconcile records.
+func TestHistoryLostAtRestart(t *testing.T) {
+	e, h := newHistoryEnv(t, nil)
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Resources: sandbox.Resources{MemoryMB: 256}, TeamID: "team-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.d.SetDeadAgent(sb.ID)
+	e.d.SetStats(runtime.Stats{CPUUsage: 4 * time.Second, MemoryPeak: 9 << 20})
+	e.clock.Advance(time.Minute)
+	e.m = e.manager(t, func(c *Config) { c.History = h })
+	if got := e.get(t, sb.ID); got.State != sandbox.Failed {
+		t.Fatalf("state %s, want failed", got.State)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.used) != 1 {
+		t.Fatalf("Used called %d times, want 1", len(h.used))
+	}
+	if u := h.used[0]; !u.CountersOK || u.CPUSeconds != 4 || u.MemoryPeakBytes != 9<<20 || u.MemoryMB != 256 ||
+		u.End.Sub(u.Start) != time.Minute {
+		t.Fatalf("usage = %+v", u)
+	}
+}

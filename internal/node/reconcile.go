@@ -125,6 +125,10 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 		return
 	}
 
+	// What it used since the last sample, if its cgroup can still be read
+	// (metering books it up to this StoppedAt; else nothing past the last
+	// sample: see internal/metering).
+	lw := m.collectLastWords(ctx, e)
 	if known {
 		if err := m.driverStop(ctx, sb.ID); err != nil {
 			log.Error("stop lost sandbox", "err", err)
@@ -132,10 +136,14 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 		}
 	}
 	log.Warn("sandbox lost after restart", "why", why)
-	_, _ = m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
+	final, err := m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
 		sb.Error = "lost after restart: " + why
 		sb.StoppedAt = m.now()
 	})
+	if err == nil && lw.statsOK {
+		lw.cmdsOK = false // the agent is gone: its commands were never listed
+		m.recordLastWords(ctx, final, lw)
+	}
 }
 
 // readopt returns a client for a sandbox that still runs and answers, or
