@@ -162,6 +162,11 @@ func (s *Service) activate(ctx context.Context, projectID string) (store.Activat
 			}
 			// Ended (or dangling): the project is free.
 		}
+		if s.cfg.Admit != nil {
+			if err := s.cfg.Admit(ctx, pr.TeamID); err != nil {
+				return store.Activation{}, err
+			}
+		}
 		doc, err := decodeSpec(pr.Spec)
 		if err != nil {
 			return store.Activation{}, err

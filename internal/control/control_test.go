@@ -860,3 +860,53 @@ func TestRestartFinishesDeactivation(t *testing.T) {
 	}
 	e.noSandboxesLeft(t)
 }
+
+// A budget's hard cap: DeactivateTeam ends the team's activations with
+// their state saved, and Admit refuses new ones with its error.
+func TestBudgetCapDeactivatesAndRefuses(t *testing.T) {
+	var mu sync.Mutex
+	capped := map[string]bool{}
+	errCap := sandbox.Errorf(sandbox.ErrBudgetExceeded, "budget_exceeded", "over budget")
+	e := newEnv(t, func(c *Config) {
+		c.Admit = func(_ context.Context, team string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if capped[team] {
+				return errCap
+			}
+			return nil
+		}
+	})
+	ctx := context.Background()
+	v := e.create(t, appRequest(t, "capped"))
+	a := activateReady(t, e.svc, v.ID)
+	e.fs.agentOf(a.SandboxID).writeFile("/home/user/.goose/s.json", []byte("kept"))
+	mu.Lock()
+	capped["team-a"] = true
+	mu.Unlock()
+	if err := e.svc.DeactivateTeam(ctx, "team-a", ReasonBudget); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.svc.GetActivation(ctx, teamA, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != string(StateStopped) || got.EndReason != ReasonBudget {
+		t.Fatalf("activation %s, %q; want stopped for the budget", got.State, got.EndReason)
+	}
+	pr, _ := e.store.GetProject(ctx, "", v.ID)
+	if pr.StateRef == "" {
+		t.Fatal("state not saved")
+	}
+	e.noSandboxesLeft(t)
+	if _, err := e.svc.Activate(ctx, teamA, v.ID); !errors.Is(err, sandbox.ErrBudgetExceeded) {
+		t.Fatalf("activate over budget = %v", err)
+	}
+	mu.Lock()
+	capped["team-a"] = false
+	mu.Unlock()
+	a2 := activateReady(t, e.svc, v.ID)
+	if b, ok := e.fs.agentOf(a2.SandboxID).readFile("/home/user/.goose/s.json"); !ok || string(b) != "kept" {
+		t.Fatalf("state after the cap lifted: %q %v", b, ok)
+	}
+}

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"net/url"
 	"os"
@@ -57,6 +58,37 @@ func (s *Service) Start(ctx context.Context) error {
 		s.loop()
 	}()
 	return nil
+}
+
+// DeactivateTeam deactivates every live activation of a team (state saved,
+// sandbox deleted, as any deactivation) and waits for those this process
+// drives; another replica's end through the store. A budget's hard cap
+// calls it.
+func (s *Service) DeactivateTeam(ctx context.Context, teamID, reason string) error {
+	f := store.ActivationFilter{TeamID: teamID, States: liveStates()}
+	var acts []store.Activation
+	page := store.Page{Limit: store.MaxPageLimit}
+	for {
+		list, next, err := s.cfg.Store.ListActivations(ctx, f, page)
+		if err != nil {
+			return err
+		}
+		acts = append(acts, list...)
+		if next == "" {
+			break
+		}
+		page.Cursor = next
+	}
+	var errs []error
+	for _, a := range acts {
+		if a.EndReason != "" {
+			continue // already ending
+		}
+		if _, err := s.deactivate(ctx, a.ProjectID, a.ID, reason); err != nil {
+			errs = append(errs, fmt.Errorf("deactivate project %s: %w", a.ProjectID, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // removeUnclaimed deletes this host's project sandboxes that no live

@@ -48,6 +48,9 @@ type Config struct {
 	// Admission queues each activation's sandbox within its team's limits
 	// and the host's capacity; nil admits every one at once.
 	Admission Admission
+	// Admit, when set, may refuse a new activation of a team (a budget's
+	// hard cap); a live activation is still returned to its callers.
+	Admit func(ctx context.Context, teamID string) error
 }
 
 // Admission is what activations need of admission;
@@ -228,4 +231,5 @@ const (
 	ReasonSandboxGone = "sandbox_stopped"
 	ReasonDeleted     = "project_deleted"
 	ReasonShutdown    = "shutdown"
+	ReasonBudget      = "budget"
 )
