@@ -474,25 +474,76 @@ type Command struct {
 // Done reports whether the command has finished.
 func (c Command) Done() bool { return c.Status != "" && c.Status != CommandRunning }
 
-// Usage is one sandbox run's resource use, recorded when it stopped
-// (GET /usage).
+// Usage is one row of GET /usage: what a team's project (or, when the query
+// names a sandbox, that sandbox) used in one bucket (an hour or a UTC day),
+// and what it cost. Usage is sampled while sandboxes run; a sample belongs
+// to the bucket its start is in.
 type Usage struct {
-	SandboxID string    `json:"sandboxId"`
-	TeamID    string    `json:"teamId"`
+	TeamID string `json:"teamId"`
+	// ProjectID is "" for sandboxes of no project and for storage.
 	ProjectID string    `json:"projectId,omitempty"`
+	SandboxID string    `json:"sandboxId,omitempty"`
 	Start     time.Time `json:"start"`
 	End       time.Time `json:"end"`
-	// CPUSeconds is the CPU time the sandbox used.
+	// CPUSeconds is active CPU time (all cores).
 	CPUSeconds float64 `json:"cpuSeconds"`
-	// MemoryMBHours is provisioned memory (the limit, not use) × hours run.
-	MemoryMBHours float64 `json:"memoryMBHours"`
-	NetRxBytes    uint64  `json:"netRxBytes"`
-	NetTxBytes    uint64  `json:"netTxBytes"`
+	// MemoryGBHours is provisioned memory (the limit, not use) × hours run.
+	MemoryGBHours float64 `json:"memoryGBHours"`
+	// MemoryPeakBytes is the highest memory use seen in the bucket.
+	MemoryPeakBytes uint64 `json:"memoryPeakBytes"`
+	// Network bytes the sandboxes received and sent (sent is egress).
+	NetRxBytes uint64 `json:"netRxBytes"`
+	NetTxBytes uint64 `json:"netTxBytes"`
+	// Creations counts sandboxes started.
+	Creations int64 `json:"creations"`
+	// StorageGBHours is snapshots' and volumes' size × hours kept.
+	StorageGBHours float64   `json:"storageGBHours"`
+	Cost           UsageCost `json:"cost"`
 }
 
-// UsageList is the answer of GET /usage, ordered by Start.
+// UsageCost is usage priced by the server's price table.
+type UsageCost struct {
+	CPU       float64 `json:"cpu"`
+	Memory    float64 `json:"memory"`
+	Network   float64 `json:"network"`
+	Storage   float64 `json:"storage"`
+	Creations float64 `json:"creations"`
+	Total     float64 `json:"total"`
+}
+
+// UsageList is the answer of GET /usage, ordered by (start, team, project).
 type UsageList struct {
-	Usage []Usage `json:"usage"`
+	Usage       []Usage `json:"usage"`
+	Granularity string  `json:"granularity"` // hour or day
+	Currency    string  `json:"currency"`
+	NextCursor  string  `json:"nextCursor,omitempty"`
+}
+
+// BudgetRequest sets a team's monthly budget (PUT /teams/{id}/budget, host
+// admin only).
+type BudgetRequest struct {
+	// MonthlyLimit is in the price table's currency per UTC month.
+	MonthlyLimit float64 `json:"monthlyLimit"`
+	// Thresholds are percentages of the limit that each emit a
+	// budget.threshold event once a month (default 50, 80, 100).
+	Thresholds []int `json:"thresholds,omitempty"`
+	// HardCap refuses new sandboxes and activations of the team (402
+	// budget_exceeded) and stops its running ones, state saved, once the
+	// month's cost reaches the limit.
+	HardCap bool `json:"hardCap"`
+}
+
+// Budget is a team's budget with this month's spend.
+type Budget struct {
+	TeamID       string    `json:"teamId"`
+	MonthlyLimit float64   `json:"monthlyLimit"`
+	Thresholds   []int     `json:"thresholds,omitempty"`
+	HardCap      bool      `json:"hardCap"`
+	Currency     string    `json:"currency"`
+	Spend        float64   `json:"spend"`   // this UTC month's cost so far
+	Percent      float64   `json:"percent"` // of the limit
+	Capped       bool      `json:"capped"`  // the hard cap refuses new work now
+	UpdatedAt    time.Time `json:"updatedAt"`
 }
 
 // CommandList is the answer of GET /sandboxes/{id}/commands, oldest first.

@@ -10,13 +10,12 @@ import (
 	"github.com/paddock-dev/paddock/internal/store"
 )
 
-// History is where commands and usage outlive their sandbox; store.Store
-// satisfies it. The server only reads it: the node is its one writer
+// History is where commands outlive their sandbox; store.Store satisfies
+// it. The server only reads it: the node is its one writer
 // (node.Config.History), recording each command as it starts and the
-// exits and usage when it stops a sandbox.
+// exits when it stops a sandbox.
 type History interface {
 	ListCommands(ctx context.Context, sandboxID string, page store.Page) ([]store.Command, string, error)
-	ListUsage(ctx context.Context, f store.UsageFilter) ([]store.Usage, error)
 }
 
 var _ History = store.Store(nil)

@@ -6,11 +6,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
@@ -98,71 +102,171 @@ func (teamless) AuthenticateBearer(context.Context, string) (auth.Principal, err
 	return auth.Principal{Name: "teamless", Role: store.RoleMember}, nil
 }
 
-func TestUsage(t *testing.T) {
-	e := setupTeams(t)
-	// Without a history: 501.
-	e.expect(t, e.memberA, "GET", "/api/v1/usage", "", http.StatusNotImplemented, "usage_unsupported")
-	st := withHistory(t, e)
-	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-	for _, u := range []store.Usage{
-		{ID: "sb-a1", SandboxID: "sb-a1", TeamID: e.teamA, ProjectID: "prj-1", Start: t0, End: t0.Add(time.Hour), CPUSeconds: 2, MemoryMBHours: 512},
-		{ID: "sb-a2", SandboxID: "sb-a2", TeamID: e.teamA, Start: t0.Add(2 * time.Hour), End: t0.Add(3 * time.Hour), CPUSeconds: 1},
-		{ID: "sb-b1", SandboxID: "sb-b1", TeamID: e.teamB, Start: t0, End: t0.Add(time.Hour)},
-	} {
-		if err := st.AddUsage(t.Context(), u); err != nil {
-			t.Fatal(err)
-		}
+// withMetering points e at a server whose Metering is a Meter on a real
+// SQLite store, and returns that store.
+func withMetering(t *testing.T, e *teamsEnv) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(filepath.Join(t.TempDir(), "usage.db"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	list := func(token, query string) []string {
-		t.Helper()
-		var out api.UsageList
-		if err := json.Unmarshal(e.expect(t, token, "GET", "/api/v1/usage"+query, "", http.StatusOK, ""), &out); err != nil {
-			t.Fatal(err)
-		}
-		var ids []string
-		for _, u := range out.Usage {
-			ids = append(ids, u.SandboxID)
-		}
-		return ids
+	t.Cleanup(func() { st.Close() })
+	m, err := metering.New(metering.Config{Store: st, Prices: metering.Prices{CPUSecond: 0.5},
+		Now: func() time.Time { return time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC) }})
+	if err != nil {
+		t.Fatal(err)
 	}
-	tests := []struct {
-		name, token, query string
-		want               []string
-	}{
-		{"own team", e.memberA, "", []string{"sb-a1", "sb-a2"}},
-		{"project", e.memberA, "?projectId=prj-1", []string{"sb-a1"}},
-		{"window", e.memberA, "?since=" + t0.Add(90*time.Minute).Format(time.RFC3339) + "&until=" + t0.Add(4*time.Hour).Format(time.RFC3339), []string{"sb-a2"}},
-		{"own team by id", e.adminA, "?teamId=" + e.teamA, []string{"sb-a1", "sb-a2"}},
-		{"host admin, every team", e.host, "", []string{"sb-a1", "sb-b1", "sb-a2"}},
-		{"host admin, one team", e.host, "?teamId=" + e.teamB, []string{"sb-b1"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := list(tt.token, tt.query)
-			if len(got) != len(tt.want) {
-				t.Fatalf("usage = %v, want %v", got, tt.want)
-			}
-			for i := range got {
-				if got[i] != tt.want[i] {
-					t.Fatalf("usage = %v, want %v", got, tt.want)
-				}
-			}
-		})
-	}
-	e.expect(t, e.memberA, "GET", "/api/v1/usage?teamId="+e.teamB, "", http.StatusNotFound, "team_not_found")
-	e.expect(t, e.memberA, "GET", "/api/v1/usage?since=yesterday", "", http.StatusBadRequest, "invalid_query")
-
-	e.expect(t, e.memberA, "GET", "/api/v1/usage?since=2026-03-02T00:00:00Z&until=2026-03-01T00:00:00Z", "", http.StatusBadRequest, "invalid_query")
-	// A principal without a team (not one the token store makes today, but
-	// any authenticator might) lists nothing, not every team's usage.
-	srv, err := server.New(server.Config{Sandboxes: e.sbs, Auth: teamless{}, History: st})
+	srv, err := server.New(server.Config{Sandboxes: e.sbs, Auth: e.auth, Accounts: e.auth, Metering: m})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	e.url = hs.URL
-	if got := list("any", ""); len(got) != 0 {
+	return st
+}
+
+func TestUsage(t *testing.T) {
+	e := setupTeams(t)
+	// Without metering: 501.
+	e.expect(t, e.memberA, "GET", "/api/v1/usage", "", http.StatusNotImplemented, "usage_unsupported")
+	e.expect(t, e.host, "GET", "/api/v1/teams/"+e.teamA+"/budget", "", http.StatusNotImplemented, "usage_unsupported")
+	st := withMetering(t, e)
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	for _, u := range []store.Usage{
+		{ID: "sb-a1/1", SandboxID: "sb-a1", TeamID: e.teamA, ProjectID: "prj-1", Start: t0, End: t0.Add(time.Minute), CPUSeconds: 2, MemoryMBHours: 512, Creations: 1},
+		{ID: "sb-a1/2", SandboxID: "sb-a1", TeamID: e.teamA, ProjectID: "prj-1", Start: t0.Add(time.Hour), End: t0.Add(61 * time.Minute), CPUSeconds: 4},
+		{ID: "sb-a2/1", SandboxID: "sb-a2", TeamID: e.teamA, Start: t0.Add(2 * time.Hour), End: t0.Add(121 * time.Minute), CPUSeconds: 1},
+		{ID: "sb-b1/1", SandboxID: "sb-b1", TeamID: e.teamB, Start: t0, End: t0.Add(time.Minute), CPUSeconds: 8},
+	} {
+		if err := st.AddUsage(t.Context(), u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := func(token, query string) ([]string, api.UsageList) {
+		t.Helper()
+		var out api.UsageList
+		if err := json.Unmarshal(e.expect(t, token, "GET", "/api/v1/usage"+query, "", http.StatusOK, ""), &out); err != nil {
+			t.Fatal(err)
+		}
+		var rows []string
+		for _, u := range out.Usage {
+			row := u.Start.Format("15") + " " + u.ProjectID + " " + strconv.FormatFloat(u.CPUSeconds, 'f', -1, 64)
+			if u.TeamID != e.teamA {
+				row += " b"
+			}
+			if u.SandboxID != "" {
+				row += " " + u.SandboxID
+			}
+			rows = append(rows, row)
+		}
+		return rows, out
+	}
+	everyTeam := []string{"10 prj-1 2", "10  8 b", "11 prj-1 4", "12  1"}
+	if e.teamB < e.teamA { // rows of one bucket are ordered by team
+		everyTeam[0], everyTeam[1] = everyTeam[1], everyTeam[0]
+	}
+	tests := []struct {
+		name, token, query string
+		want               []string
+	}{
+		{"own team by day", e.memberA, "", []string{"00  1", "00 prj-1 6"}},
+		{"own team by hour", e.memberA, "?granularity=hour", []string{"10 prj-1 2", "11 prj-1 4", "12  1"}},
+		{"project", e.memberA, "?projectId=prj-1&granularity=hour", []string{"10 prj-1 2", "11 prj-1 4"}},
+		{"sandbox", e.memberA, "?sandboxId=sb-a1&granularity=hour", []string{"10 prj-1 2 sb-a1", "11 prj-1 4 sb-a1"}},
+		{"another team's sandbox", e.memberA, "?sandboxId=sb-b1", nil},
+		{"window", e.memberA, "?granularity=hour&since=" + t0.Add(90*time.Minute).Format(time.RFC3339) + "&until=" + t0.Add(4*time.Hour).Format(time.RFC3339),
+			[]string{"11 prj-1 4", "12  1"}},
+		{"own team by id", e.adminA, "?teamId=" + e.teamA + "&granularity=hour", []string{"10 prj-1 2", "11 prj-1 4", "12  1"}},
+		{"the second team sees only its own", e.memberB, "?granularity=hour", []string{"10  8 b"}},
+		{"host admin, every team", e.host, "?granularity=hour", everyTeam},
+		{"host admin, one team", e.host, "?teamId=" + e.teamB, []string{"00  8 b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _ := list(tt.token, tt.query)
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("usage = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	t.Run("paging", func(t *testing.T) {
+		var got []string
+		query := "?granularity=hour&limit=1"
+		for range 5 {
+			rows, out := list(e.memberA, query)
+			got = append(got, rows...)
+			if out.NextCursor == "" {
+				break
+			}
+			query = "?granularity=hour&limit=1&cursor=" + out.NextCursor
+		}
+		if want := []string{"10 prj-1 2", "11 prj-1 4", "12  1"}; !slices.Equal(got, want) {
+			t.Fatalf("paged usage = %q, want %q", got, want)
+		}
+		// A's cursor shows B nothing of A's.
+		_, first := list(e.memberA, "?granularity=hour&limit=1")
+		rows, _ := list(e.memberB, "?granularity=hour&cursor="+first.NextCursor)
+		for _, row := range rows {
+			if !strings.HasSuffix(row, " b") {
+				t.Fatalf("team B with A's cursor: %q", rows)
+			}
+		}
+	})
+	t.Run("cost", func(t *testing.T) {
+		_, out := list(e.memberA, "?projectId=prj-1")
+		if len(out.Usage) != 1 || out.Usage[0].Cost.CPU != 3 || out.Usage[0].Cost.Total != 3 || out.Currency != "USD" ||
+			out.Usage[0].Creations != 1 || out.Granularity != "day" {
+			t.Fatalf("usage %+v", out)
+		}
+	})
+	e.expect(t, e.memberA, "GET", "/api/v1/usage?teamId="+e.teamB, "", http.StatusNotFound, "team_not_found")
+	e.expect(t, e.memberA, "GET", "/api/v1/usage?since=yesterday", "", http.StatusBadRequest, "invalid_query")
+	e.expect(t, e.memberA, "GET", "/api/v1/usage?granularity=week", "", http.StatusBadRequest, "invalid_query")
+	e.expect(t, e.memberA, "GET", "/api/v1/usage?limit=0", "", http.StatusBadRequest, "invalid_query")
+	e.expect(t, e.memberA, "GET", "/api/v1/usage?cursor=%21", "", http.StatusBadRequest, "invalid_cursor")
+	e.expect(t, e.memberA, "GET", "/api/v1/usage?since=2026-03-02T00:00:00Z&until=2026-03-01T00:00:00Z", "", http.StatusBadRequest, "invalid_query")
+
+	// A principal without a team (not one the token store makes today, but
+	// any authenticator might) lists nothing, not every team's usage.
+	m, err := metering.New(metering.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Sandboxes: e.sbs, Auth: teamless{}, Metering: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	e.url = hs.URL
+	if got, _ := list("any", ""); len(got) != 0 {
 		t.Errorf("a teamless principal lists %v", got)
 	}
+}
+
+func TestBudgets(t *testing.T) {
+	e := setupTeams(t)
+	withMetering(t, e)
+	path := "/api/v1/teams/" + e.teamA + "/budget"
+	e.expect(t, e.memberA, "GET", path, "", http.StatusNotFound, "budget_not_found")
+	// Only the host admin sets or removes a budget; another team sees none.
+	e.expect(t, e.adminA, "PUT", path, `{"monthlyLimit":10}`, http.StatusForbidden, "host_admin_required")
+	e.expect(t, e.adminB, "PUT", path, `{"monthlyLimit":10}`, http.StatusNotFound, "team_not_found")
+	e.expect(t, e.host, "PUT", "/api/v1/teams/team-nope/budget", `{"monthlyLimit":10}`, http.StatusNotFound, "team_not_found")
+	e.expect(t, e.host, "PUT", path, `{"monthlyLimit":-1}`, http.StatusBadRequest, "")
+	e.expect(t, e.host, "PUT", path, `{"monthlyLimit":10,"thresholds":[0]}`, http.StatusBadRequest, "invalid_budget")
+	var b api.Budget
+	json.Unmarshal(e.expect(t, e.host, "PUT", path, `{"monthlyLimit":6,"thresholds":[80,50],"hardCap":true}`, http.StatusOK, ""), &b)
+	if b.TeamID != e.teamA || b.MonthlyLimit != 6 || !b.HardCap || !slices.Equal(b.Thresholds, []int{50, 80}) || b.Currency != "USD" {
+		t.Fatalf("budget %+v", b)
+	}
+	json.Unmarshal(e.expect(t, e.memberA, "GET", path, "", http.StatusOK, ""), &b)
+	if b.MonthlyLimit != 6 || b.Capped {
+		t.Fatalf("budget as its team sees it: %+v", b)
+	}
+	e.expect(t, e.memberB, "GET", path, "", http.StatusNotFound, "team_not_found")
+	e.expect(t, e.adminA, "DELETE", path, "", http.StatusForbidden, "host_admin_required")
+	e.expect(t, e.host, "DELETE", path, "", http.StatusNoContent, "")
+	e.expect(t, e.host, "DELETE", path, "", http.StatusNotFound, "budget_not_found")
 }

@@ -95,9 +95,8 @@ type Config struct {
 	// served at /projects/{id}/app/... for every method once the caller is
 	// authenticated; nil answers 501 there.
 	Apps http.Handler
-	// History keeps commands and usage after their sandbox stopped (see
-	// history.go); nil answers commands only while the sandbox runs and
-	// makes /usage answer 501.
+	// History keeps commands after their sandbox stopped (see
+	// history.go); nil answers commands only while the sandbox runs.
 	History History
 	// Pools are the host's warm pools; nil makes /pools answer 501.
 	Pools Pools
@@ -105,6 +104,9 @@ type Config struct {
 	// answers 501 there. Creates are admitted below the server, in
 	// Sandboxes.
 	Admission Admission
+	// Metering answers /usage and /teams/{id}/budget (see usage.go); nil
+	// makes them answer 501.
+	Metering Metering
 	// Ready is GET /readyz's check: nil when every dependency can serve,
 	// else an error saying what cannot (ErrUnavailable, with a code). nil
 	// Ready: always ready.
@@ -146,6 +148,7 @@ type Server struct {
 	history       History
 	pools         Pools
 	admission     Admission
+	metering      Metering
 	ready         func(context.Context) error
 	mux           *http.ServeMux
 	handler       http.Handler
@@ -178,6 +181,7 @@ func New(cfg Config) (*Server, error) {
 		history:       cfg.History,
 		pools:         cfg.Pools,
 		admission:     cfg.Admission,
+		metering:      cfg.Metering,
 		ready:         cfg.Ready,
 		mux:           http.NewServeMux(),
 	}
@@ -314,6 +318,9 @@ var routeTable = []route{
 	{"GET", "/pools/{name}", (*Server).getPool},
 	{"PUT", "/pools/{name}", (*Server).setPool},
 	{"DELETE", "/pools/{name}", (*Server).deletePool},
+	{"GET", "/teams/{id}/budget", (*Server).getBudget},
+	{"PUT", "/teams/{id}/budget", (*Server).putBudget},
+	{"DELETE", "/teams/{id}/budget", (*Server).deleteBudget},
 }
 
 func (s *Server) routes() {
