@@ -113,7 +113,8 @@ func (i serverImages) Remove(ctx context.Context, scope, ref string) error {
 type serverSnapshots struct {
 	store *image.Store
 	node  *node.Manager
-	adm   *admission.Controller // a fork is a create: admitted like one
+	adm   *admission.Controller                          // a fork is a create: admitted like one
+	gate  func(ctx context.Context, teamID string) error // the budgets' gate on forks
 }
 
 var _ server.Snapshots = serverSnapshots{}
@@ -125,6 +126,9 @@ func (s serverSnapshots) Snapshot(ctx context.Context, id string) (*image.Snapsh
 
 // Fork implements server.Snapshots.
 func (s serverSnapshots) Fork(ctx context.Context, id string, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
+	if err := s.gate(ctx, req.TeamID); err != nil {
+		return sandbox.Sandbox{}, err
+	}
 	return admitted(ctx, s.adm, req, func(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
 		return s.node.Fork(ctx, id, req)
 	})

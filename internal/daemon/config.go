@@ -13,6 +13,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/runtime"
@@ -94,6 +95,15 @@ type Config struct {
 	// 1000 commands, whatever their age.
 	HistoryRetention time.Duration
 
+	// UsageInterval is how often running sandboxes' usage is sampled and
+	// budgets checked (metering.DefaultInterval if 0); UsageRetention how
+	// long samples are kept before they are rolled up per team, project
+	// and hour (metering.DefaultRawRetention if 0, at least 3 h).
+	UsageInterval  time.Duration
+	UsageRetention time.Duration
+	// Prices turn usage into cost (zero prices: free).
+	Prices metering.Prices
+
 	// UploadStagingBytes bounds the disk all image imports in flight stage
 	// together under <data>/tmp/uploads (server.DefaultStagingBytes if 0).
 	UploadStagingBytes int64
@@ -159,6 +169,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("daemon config: MaxSandboxDiskMB must be at least %d", sandbox.MinDiskMB)
 	case c.SandboxDiskMB != 0 && (c.SandboxDiskMB < sandbox.MinDiskMB || c.MaxSandboxDiskMB != 0 && c.SandboxDiskMB > c.MaxSandboxDiskMB):
 		return fmt.Errorf("daemon config: SandboxDiskMB must be 0 or in [%d, MaxSandboxDiskMB]", sandbox.MinDiskMB)
+	case c.UsageInterval < 0 || c.UsageRetention < 0:
+		return errors.New("daemon config: UsageInterval and UsageRetention must not be negative")
 	case c.MaxVolumeSize < 0 || c.AppMaxBody < 0 || c.UploadStagingBytes < 0:
 		return errors.New("daemon config: MaxVolumeSize, AppMaxBody and UploadStagingBytes must not be negative")
 	case c.UserNSBase != 0 && c.UserNSBase < 65536:
@@ -178,6 +190,9 @@ func (c Config) Validate() error {
 	}
 	if err := (admission.TeamLimits{Preset: c.TeamPreset}).Validate(); err != nil {
 		return fmt.Errorf("daemon config: TeamPreset: %w", err)
+	}
+	if err := c.Prices.Validate(); err != nil {
+		return fmt.Errorf("daemon config: %w", err)
 	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)

@@ -26,6 +26,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
@@ -68,6 +69,7 @@ type Daemon struct {
 	admit   *admission.Controller
 	signer  *proxy.Signer // nil without networking
 	control *control.Service
+	meter   *metering.Meter
 	server  *server.Server
 	vercel  *vercel.Handler
 	handler http.Handler
@@ -133,6 +135,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Daemon, err erro
 		{"start the sandbox manager", d.startNode},
 		{"start the warm pools", d.startPools},
 		{"start projects", d.startControl},
+		{"start metering", d.startMeter},
 		{"start the API", d.startFront},
 	}
 	for _, s := range steps {
@@ -263,9 +266,12 @@ func (d *Daemon) startNode(ctx context.Context, o *options) error {
 		return err
 	}
 	d.push("source fetcher", srcs.Close)
+	if err := d.newMeter(); err != nil {
+		return err
+	}
 	ncfg := node.Config{
 		Records:        &nodeRecords{s: d.store, node: d.cfg.NodeName, ended: d.admit.Released},
-		History:        newNodeHistory(d.store),
+		History:        newNodeHistory(d.store, d.meter),
 		Images:         d.images,
 		DataDir:        d.cfg.DataDir,
 		Driver:         d.driver,
@@ -427,7 +433,7 @@ func (d *Daemon) startControl(ctx context.Context, o *options) error {
 		return err
 	}
 	ccfg := control.Config{Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, pools: d.pools, images: d.images}, Admission: d.admit,
-		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout}
+		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout, Admit: d.budgetGate}
 	if o.controlConfig != nil {
 		o.controlConfig(&ccfg)
 	}
@@ -466,10 +472,11 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	}
 	d.push("app proxy", apps.Close)
 
-	// Admission in front of the pools: a claim takes a team's slot as a
-	// cold create does.
-	sandboxes := admittedSandboxes{Sandboxes: warmSandboxes{Manager: d.node, pools: d.pools}, adm: d.admit}
-	snapshots := serverSnapshots{store: d.images, node: d.node, adm: d.admit}
+	// New sandboxes and forks pass the budgets' gate first (a capped team
+	// does not wait in the queue to be refused), then admission, then the
+	// pools: a claim takes a team's slot as a cold create does.
+	sandboxes := budgetedSandboxes{Sandboxes: admittedSandboxes{Sandboxes: warmSandboxes{Manager: d.node, pools: d.pools}, adm: d.admit}, gate: d.budgetGate}
+	snapshots := serverSnapshots{store: d.images, node: d.node, adm: d.admit, gate: d.budgetGate}
 	var portBase string
 	if d.signer != nil {
 		portBase = d.cfg.PublicURL
@@ -480,7 +487,7 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 		// the server empties this one as it starts.
 		StagingDir: filepath.Join(d.cfg.DataDir, "tmp", "uploads"), StagingBytes: d.cfg.UploadStagingBytes,
 		Images: serverImages{Store: d.images, node: d.node}, ImageKeychain: d.cfg.ImageKeychain, Snapshots: snapshots,
-		History: d.store, Projects: d.control, Apps: apps.PathHandler(), Signer: d.signer, PortBaseURL: portBase,
+		History: d.store, Metering: d.meter, Projects: d.control, Apps: apps.PathHandler(), Signer: d.signer, PortBaseURL: portBase,
 		Pools: d.pools, Admission: d.admit, Ready: d.ready,
 	}
 	if d.volumes != nil {

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -22,7 +23,8 @@ import (
 // maxCommandText bytes, and the daemon prunes entries older than
 // Config.HistoryRetention.
 type nodeHistory struct {
-	s store.Store
+	s     store.Store
+	meter *metering.Meter // books each run's last interval of usage
 
 	mu      sync.Mutex
 	started map[string]int // guarded by mu: commands recorded per sandbox since its last trim
@@ -39,9 +41,9 @@ const (
 
 var _ node.History = (*nodeHistory)(nil)
 
-// newNodeHistory returns the history kept in s.
-func newNodeHistory(s store.Store) *nodeHistory {
-	return &nodeHistory{s: s, started: map[string]int{}}
+// newNodeHistory returns the history kept in s, usage through m.
+func newNodeHistory(s store.Store, m *metering.Meter) *nodeHistory {
+	return &nodeHistory{s: s, meter: m, started: map[string]int{}}
 }
 
 // Started records a command as it starts, with its exit when it already
@@ -118,25 +120,14 @@ func (h *nodeHistory) finishOne(ctx context.Context, sb sandbox.Sandbox, c agent
 	return nil
 }
 
-// Used stores u under the sandbox's ID: a sandbox runs once, and a retried
-// write is a harmless conflict.
+// Used books the last interval of a sandbox's run: the Meter has sampled
+// the rest while it ran, and a retried call books nothing twice.
 func (h *nodeHistory) Used(ctx context.Context, u node.Usage) error {
-	err := h.s.AddUsage(ctx, store.Usage{
-		ID:            u.SandboxID,
-		TeamID:        u.TeamID,
-		ProjectID:     u.ProjectID,
-		SandboxID:     u.SandboxID,
-		Start:         u.Start,
-		End:           u.End,
-		CPUSeconds:    u.CPUSeconds,
-		MemoryMBHours: u.MemoryMBHours,
-		NetRxBytes:    u.NetRxBytes,
-		NetTxBytes:    u.NetTxBytes,
+	return h.meter.Final(ctx, metering.Stopped{
+		SandboxID: u.SandboxID, TeamID: u.TeamID, ProjectID: u.ProjectID, MemoryMB: u.MemoryMB,
+		Start: u.Start, End: u.End, CountersOK: u.CountersOK,
+		CPUSeconds: u.CPUSeconds, NetRxBytes: u.NetRxBytes, NetTxBytes: u.NetTxBytes, MemoryPeakBytes: u.MemoryPeakBytes,
 	})
-	if errors.Is(err, sandbox.ErrConflict) {
-		return nil
-	}
-	return err
 }
 
 // commandOf is the history entry of a command the agent reported in sb,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/fake"
+	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -18,7 +19,7 @@ import (
 
 func TestHistoryFinished(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
-	h := newNodeHistory(s)
+	h := newNodeHistory(s, newTestMeter(t, s))
 	ctx := t.Context()
 	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	sb := sandbox.Sandbox{ID: "sb-hist", TeamID: "team-a"}
@@ -76,7 +77,7 @@ func TestHistoryFinished(t *testing.T) {
 
 func TestHistoryStarted(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
-	h := newNodeHistory(s)
+	h := newNodeHistory(s, newTestMeter(t, s))
 	ctx := t.Context()
 	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	sb := sandbox.Sandbox{ID: "sb-start", TeamID: "team-a"}
@@ -120,10 +121,10 @@ func TestHistoryStarted(t *testing.T) {
 
 func TestHistoryUsed(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
-	h := newNodeHistory(s)
+	h := newNodeHistory(s, newTestMeter(t, s))
 	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	u := node.Usage{SandboxID: "sb-use", TeamID: "team-a", ProjectID: "prj-1", Start: t0, End: t0.Add(time.Hour),
-		CPUSeconds: 2.5, MemoryMBHours: 1024, NetRxBytes: 10, NetTxBytes: 20}
+		CPUSeconds: 2.5, MemoryMBHours: 1024, MemoryMB: 1024, NetRxBytes: 10, NetTxBytes: 20, CountersOK: true}
 	for range 2 { // a retried write is harmless
 		if err := h.Used(t.Context(), u); err != nil {
 			t.Fatalf("Used: %v", err)
@@ -141,6 +142,16 @@ func TestHistoryUsed(t *testing.T) {
 		g.NetRxBytes != 10 || g.NetTxBytes != 20 || !g.Start.Equal(t0) || !g.End.Equal(t0.Add(time.Hour)) {
 		t.Errorf("usage = %+v", g)
 	}
+}
+
+// newTestMeter is a Meter on s whose clock stands at 2026-03-01 12:00 UTC.
+func newTestMeter(t *testing.T, s store.Store) *metering.Meter {
+	t.Helper()
+	m, err := metering.New(metering.Config{Store: s, Now: func() time.Time { return time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // TestUpgradeFromFileRecords: an older paddock kept its records as JSON
@@ -177,7 +188,7 @@ func TestUpgradeFromFileRecords(t *testing.T) {
 // its stop trims what the last round left.
 func TestHistoryBounded(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
-	h := newNodeHistory(s)
+	h := newNodeHistory(s, newTestMeter(t, s))
 	ctx := t.Context()
 	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	busy, quiet := sandbox.Sandbox{ID: "sb-busy", TeamID: "team-a"}, sandbox.Sandbox{ID: "sb-quiet", TeamID: "team-b"}

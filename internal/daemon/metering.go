@@ -1,0 +1,146 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/metering"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/store"
+)
+
+// newMeter makes the Meter (not started: startMeter starts it once the
+// control plane, which its hard caps stop projects through, runs). It
+// exists before the sandbox manager, whose stops book their last interval
+// through it (nodeHistory.Used).
+func (d *Daemon) newMeter() error {
+	m, err := metering.New(metering.Config{
+		Store:        d.store,
+		Sandboxes:    meteredNode{d},
+		Storage:      teamStorage{d},
+		Events:       storeEvents{d.store},
+		Enforcer:     budgetEnforcer{d},
+		Prices:       d.cfg.Prices,
+		Interval:     d.cfg.UsageInterval,
+		RawRetention: d.cfg.UsageRetention,
+		Logger:       d.log,
+	})
+	if err != nil {
+		return err
+	}
+	d.meter = m
+	return nil
+}
+
+// startMeter starts sampling, roll-ups and budget checks; the Meter stops
+// first at Close, before the control plane and the sandbox manager.
+func (d *Daemon) startMeter(ctx context.Context, _ *options) error {
+	if err := d.meter.Start(ctx); err != nil {
+		return err
+	}
+	d.push("metering", d.meter.Close)
+	return nil
+}
+
+// budgetGate is the budgets' gate on new work of a team.
+func (d *Daemon) budgetGate(_ context.Context, teamID string) error { return d.meter.Admit(teamID) }
+
+// meteredNode is the sandbox manager as the Meter reads it; it looks the
+// manager up at each call, since the Meter is made before it.
+type meteredNode struct{ d *Daemon }
+
+var _ metering.Sandboxes = meteredNode{}
+
+func (n meteredNode) List(ctx context.Context, opts sandbox.ListOptions) ([]sandbox.Sandbox, string, error) {
+	return n.d.node.List(ctx, opts)
+}
+
+func (n meteredNode) Stats(ctx context.Context, id string) (runtime.Stats, error) {
+	return n.d.node.Stats(ctx, id)
+}
+
+// teamStorage sums what each team keeps on this host: its snapshots' own
+// layers and its volumes' sizes (the cap, as provisioned).
+type teamStorage struct{ d *Daemon }
+
+func (s teamStorage) TeamStorage(context.Context) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for _, snap := range s.d.images.Snapshots() {
+		if snap.TeamID != "" && snap.Size > 0 {
+			out[snap.TeamID] += uint64(snap.Size)
+		}
+	}
+	if s.d.volumes != nil {
+		for _, v := range s.d.volumes.ListAll() {
+			if v.TeamID != "" && v.SizeBytes > 0 {
+				out[v.TeamID] += uint64(v.SizeBytes)
+			}
+		}
+	}
+	return out, nil
+}
+
+// storeEvents publishes budget warnings as the store's event records, where
+// the API's event feeds read them.
+type storeEvents struct{ s store.Store }
+
+func (e storeEvents) Publish(ctx context.Context, ev store.Event) error {
+	_, err := e.s.AppendEvent(ctx, ev)
+	return err
+}
+
+// budgetEnforcer stops a team's work at its hard cap: its projects are
+// deactivated (state saved, as any deactivation), then its other running
+// sandboxes on this host are stopped, not deleted, so their writable layer
+// stays for a snapshot until the stopped retention.
+type budgetEnforcer struct{ d *Daemon }
+
+func (b budgetEnforcer) StopTeam(ctx context.Context, teamID, reason string) error {
+	var errs []error
+	if b.d.control != nil {
+		if err := b.d.control.DeactivateTeam(ctx, teamID, control.ReasonBudget); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	opts := sandbox.ListOptions{TeamID: teamID, State: sandbox.Running, Limit: 500}
+	for {
+		sbs, next, err := b.d.node.List(ctx, opts)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		for _, sb := range sbs {
+			if sb.ProjectID != "" {
+				continue // its activation's to end, with its state
+			}
+			if _, err := b.d.node.Stop(ctx, sb.ID); err != nil && !errors.Is(err, sandbox.ErrConflict) {
+				errs = append(errs, fmt.Errorf("stop sandbox %s: %w", sb.ID, err))
+			} else if err == nil {
+				b.d.log.Info("sandbox stopped", "sandbox", sb.ID, "team", teamID, "reason", reason)
+			}
+		}
+		if next == "" {
+			return errors.Join(errs...)
+		}
+		opts.Cursor = next
+	}
+}
+
+// budgetedSandboxes is what the API and the Vercel layer create
+// through, with the budgets' gate in front: a team past its budget's hard
+// cap gets ErrBudgetExceeded instead of a new sandbox.
+type budgetedSandboxes struct {
+	server.Sandboxes
+	gate func(ctx context.Context, teamID string) error
+}
+
+// Create implements server.Sandboxes.
+func (b budgetedSandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
+	if err := b.gate(ctx, req.TeamID); err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	return b.Sandboxes.Create(ctx, req)
+}
