@@ -232,6 +232,7 @@ func (e *APIError) Error() string {
 var (
 	ErrInvalid          = errors.New("invalid request")     // 400
 	ErrUnauthorized     = errors.New("unauthorized")        // 401
+	ErrBudgetExceeded   = errors.New("budget exceeded")     // 402: the team's hard cap refuses new work
 	ErrForbidden        = errors.New("forbidden")           // 403
 	ErrNotFound         = errors.New("not found")           // 404
 	ErrConflict         = errors.New("conflict")            // 409
@@ -249,6 +250,8 @@ func (e *APIError) Is(target error) bool {
 		return e.Status == http.StatusBadRequest
 	case ErrUnauthorized:
 		return e.Status == http.StatusUnauthorized
+	case ErrBudgetExceeded:
+		return e.Status == http.StatusPaymentRequired
 	case ErrForbidden:
 		return e.Status == http.StatusForbidden
 	case ErrNotFound:

@@ -73,6 +73,8 @@ Usage:
                 [--max-volume-size SIZE] [--app-max-body BYTES] [--health-timeout D] [--source-allow-private] [--reset-admin-token]
                 [--registry-allow-private] [--egress-allow-cidr CIDR]... [--block-cidr CIDR]...
                 [--pool name=N,min=N[,max=N][,image=REF|,snapshot=S][,vcpus=N][,memory=MB][,disk=MB]]... [--pool-concurrency N]
+                [--usage-interval D] [--usage-retention D] [--price-cpu-second X] [--price-memory-gb-hour X]
+                [--price-egress-gb X] [--price-storage-gb-month X] [--price-creation X] [--price-currency C]
                 [--oidc-issuer URL --oidc-audience AUD [--oidc-jwks-url URL] [--oidc-user-claim C] [--oidc-default-team T]]
   paddock image pull [--insecure] [--username U] [--password P] [--published] <ref>
   paddock image ls
@@ -120,6 +122,11 @@ Usage:
   paddock project ls
   paddock project get|rm|deactivate <project>     (an id, or a name of yours)
   paddock project activate [--no-wait] <project>  (prints progress until the app is ready)
+  paddock usage [--team ID] [--project P] [--sandbox S] [--granularity hour|day] [--last D | --since T] [--until T] [--json]
+                                                  (usage and cost; a table with a total line)
+  paddock budget get <team>
+  paddock budget set --limit AMOUNT [--thresholds 50,80,100] [--hard-cap] <team>   (host admin)
+  paddock budget rm <team>                        (host admin)
   paddock demo                                    (builds the goose stand-in and runs it as project "demo")
   paddock bench soak [--concurrency 16] [--duration 5m] [--warmup D] [--image REF] [--pid PID | --no-host]
                     [--max-rss-growth 10] [--json]   (N workers loop create/write/exec/read/destroy; see README)
@@ -167,6 +174,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return userCmd(ctx, args[1:], stdout, stderr)
 	case "project", "projects":
 		return projectCmd(ctx, args[1:], stdout, stderr)
+	case "usage":
+		return usageCmd(ctx, args[1:], stdout, stderr)
+	case "budget", "budgets":
+		return budgetCmd(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return demoCmd(ctx, args[1:], stdout, stderr)
 	case "bench":

@@ -20,6 +20,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/atomicfile"
 	"github.com/paddock-dev/paddock/internal/daemon"
 	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/proxy/app"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
@@ -104,6 +105,14 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.teamMaxVolumeBytes, "team-max-volume-bytes", "200G", "total of a team's volume sizes (0: no cap)")
 	fs.StringVar(&f.stagingBytes, "upload-staging-bytes", "4G", "disk all image imports in flight may stage together under <data-dir>/tmp/uploads")
 	historyRetention := fs.Duration("history-retention", daemon.DefaultHistoryRetention, "how long command history is kept (0: forever); each sandbox keeps its newest 1000 commands either way")
+	fs.DurationVar(&c.UsageInterval, "usage-interval", metering.DefaultInterval, "how often running sandboxes' usage is sampled and budgets checked")
+	fs.DurationVar(&c.UsageRetention, "usage-retention", metering.DefaultRawRetention, "how long usage samples are kept before they are rolled up per team, project and hour (at least 3h)")
+	fs.StringVar(&c.Prices.Currency, "price-currency", "USD", "currency of the prices (a label)")
+	fs.Float64Var(&c.Prices.CPUSecond, "price-cpu-second", 0, "price of one second of active CPU")
+	fs.Float64Var(&c.Prices.MemoryGBHour, "price-memory-gb-hour", 0, "price of one GiB of provisioned memory for an hour")
+	fs.Float64Var(&c.Prices.NetworkEgressGB, "price-egress-gb", 0, "price of one GB (10^9 bytes) sent by sandboxes")
+	fs.Float64Var(&c.Prices.StorageGBMonth, "price-storage-gb-month", 0, "price of one GB of snapshots and volumes kept for a month (730 h)")
+	fs.Float64Var(&c.Prices.Creation, "price-creation", 0, "price of one sandbox started")
 	fs.DurationVar(&c.StoppedRetention, "stopped-retention", 24*time.Hour, "how long a stopped sandbox keeps its writable layer for snapshots before it is removed (the record stays); 0 keeps it until the sandbox is deleted")
 	fs.Int64Var(&c.AppMaxBody, "app-max-body", app.DefaultMaxBody, "largest request body, in bytes, the app proxy forwards to a project's app")
 	fs.DurationVar(&c.HealthTimeout, "health-timeout", 2*time.Minute, "how long a project's app may take to become healthy, unless the project sets its own")
