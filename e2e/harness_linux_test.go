@@ -87,6 +87,8 @@ type stackOptions struct {
 	network netip.Prefix
 	// control, when set, changes the project control plane's config.
 	control func(*control.Config)
+	// config, when set, changes the daemon's config last.
+	config func(*daemon.Config)
 }
 
 // testDiskMB is the disk cap of the tests' sandboxes, as `paddock serve
@@ -139,6 +141,9 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 		// As `paddock serve` runs sandboxes: each with a disk of its own,
 		// small here, made ahead of time.
 		cfg.SandboxDiskMB = testDiskMB
+	}
+	if opts.config != nil {
+		opts.config(&cfg)
 	}
 	d, err := daemon.Start(t.Context(), cfg, daemon.WithLogger(log), daemon.WithAgentPath(agent),
 		daemon.WithDNSUpstream(unreachableDNS), daemon.WithMaxUploadBytes(opts.maxUploadBytes),

@@ -127,23 +127,23 @@ func TestHistorySurvivesStopAndRestart(t *testing.T) {
 		t.Errorf("logs of a stopped sandbox's command: %d, want 410", resp.StatusCode)
 	}
 
-	usage, err := a.ListUsage(ctx, sdk.UsageQuery{})
+	usage, err := a.AllUsage(ctx, sdk.UsageQuery{SandboxID: sb.ID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(usage) != 1 {
-		t.Fatalf("%d usage records, want 1: %+v", len(usage), usage)
+	if len(usage.Usage) != 1 {
+		t.Fatalf("%d usage rows, want 1: %+v", len(usage.Usage), usage)
 	}
-	u := usage[0]
-	hours := u.End.Sub(u.Start).Hours()
-	// The store keeps times to the millisecond; the node computed the
-	// figure from its own clock: equal within a millisecond's worth.
-	wantMBh := float64(sb.Resources.MemoryMB) * hours
-	if u.SandboxID != sb.ID || u.TeamID != sb.TeamID || u.CPUSeconds <= 0 || hours <= 0 || u.NetTxBytes == 0 ||
-		math.Abs(u.MemoryMBHours-wantMBh) > float64(sb.Resources.MemoryMB)*2e-3/3600 {
+	u := usage.Usage[0]
+	hours := sb.StoppedAt.Sub(sb.StartedAt).Hours()
+	// Samples keep times to the millisecond: equal within a few
+	// milliseconds' worth.
+	wantGBh := float64(sb.Resources.MemoryMB) / 1024 * hours
+	if u.SandboxID != sb.ID || u.TeamID != sb.TeamID || u.CPUSeconds <= 0 || hours <= 0 || u.NetTxBytes == 0 || u.Creations != 1 ||
+		math.Abs(u.MemoryGBHours-wantGBh) > float64(sb.Resources.MemoryMB)/1024*5e-3/3600 {
 		t.Errorf("usage = %+v; want cpu > 0 and %d MB × %g h", u, sb.Resources.MemoryMB, hours)
 	}
-	t.Logf("usage of %s: %.3f CPU s, %.4f MB·h over %s, net rx %d tx %d bytes", sb.ID, u.CPUSeconds, u.MemoryMBHours, u.End.Sub(u.Start), u.NetRxBytes, u.NetTxBytes)
+	t.Logf("usage of %s: %.3f CPU s, %.6f GB·h over %s, net rx %d tx %d bytes", sb.ID, u.CPUSeconds, u.MemoryGBHours, sb.StoppedAt.Sub(sb.StartedAt), u.NetRxBytes, u.NetTxBytes)
 
 	// Another team: not found, and no usage of alpha's.
 	if _, err := b.Sandbox(sb.ID).Commands(ctx); !errors.Is(err, sdk.ErrNotFound) {
@@ -152,7 +152,7 @@ func TestHistorySurvivesStopAndRestart(t *testing.T) {
 	if _, err := b.Sandbox(sb.ID).Command(ctx, fail.ID); !errors.Is(err, sdk.ErrNotFound) {
 		t.Errorf("beta gets alpha's command: %v", err)
 	}
-	if bu, err := b.ListUsage(ctx, sdk.UsageQuery{}); err != nil || len(bu) != 0 {
+	if bu, err := b.ListUsage(ctx, sdk.UsageQuery{}); err != nil || len(bu.Usage) != 0 {
 		t.Errorf("beta's usage = %+v, %v; want none", bu, err)
 	}
 	if _, err := b.ListUsage(ctx, sdk.UsageQuery{TeamID: sb.TeamID}); !errors.Is(err, sdk.ErrNotFound) {

@@ -1,0 +1,334 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/daemon"
+	"github.com/paddock-dev/paddock/internal/metering"
+	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/sdk"
+)
+
+// meteringPool is the metering tests' sandbox network pool.
+var meteringPool = netip.MustParsePrefix("10.213.244.0/24")
+
+// usageInterval is the tests' sampling interval: short, so that samples
+// are written while sandboxes run.
+const usageInterval = 500 * time.Millisecond
+
+func meteredStack(t *testing.T, dir string, prices metering.Prices) *stack {
+	t.Helper()
+	return startStack(t, dir, stackOptions{network: meteringPool, config: func(c *daemon.Config) {
+		c.UsageInterval = usageInterval
+		c.Prices = prices
+	}})
+}
+
+// teamClient makes a team with a member token and returns its client.
+func teamClient(t *testing.T, s *stack, name string) (*sdk.Client, string, string) {
+	t.Helper()
+	ctx := ctxFor(t, 30*time.Second)
+	team, err := s.auth.CreateTeam(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, _, err := s.auth.CreateToken(ctx, team.ID, "", name+"-ci", store.RoleMember, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sdk.New(s.http.URL, sec), sec, team.ID
+}
+
+// burnScript spins one CPU for the given seconds of wall time and prints
+// the CPU time the process itself was given, as the kernel counts it.
+func burnScript(seconds float64) string {
+	return fmt.Sprintf("import time\ne = time.monotonic() + %g\nwhile time.monotonic() < e: pass\nprint(time.process_time())", seconds)
+}
+
+// burn runs burnScript in sb and returns the CPU seconds it reported.
+func burn(t *testing.T, sb *sdk.Sandbox, seconds float64) float64 {
+	t.Helper()
+	out, errOut, code := run(t, sb, api.CommandRequest{Cmd: "python3", Args: []string{"-c", burnScript(seconds)}})
+	if code != 0 {
+		t.Fatalf("burn: exit %d: %s", code, errOut)
+	}
+	cpu, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
+	if err != nil {
+		t.Fatalf("burn printed %q", out)
+	}
+	return cpu
+}
+
+// sandboxUsage sums every row of one sandbox's usage.
+func sandboxUsage(t *testing.T, c *sdk.Client, id string) api.Usage {
+	t.Helper()
+	list, err := c.AllUsage(ctxFor(t, 30*time.Second), sdk.UsageQuery{SandboxID: id, Granularity: "hour"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum api.Usage
+	for _, u := range list.Usage {
+		sum.CPUSeconds += u.CPUSeconds
+		sum.MemoryGBHours += u.MemoryGBHours
+		sum.NetRxBytes += u.NetRxBytes
+		sum.NetTxBytes += u.NetTxBytes
+		sum.Creations += u.Creations
+		sum.MemoryPeakBytes = max(sum.MemoryPeakBytes, u.MemoryPeakBytes)
+		sum.Cost.Total += u.Cost.Total
+	}
+	return sum
+}
+
+// waitSampled waits until the sampler has booked a sandbox's usage past
+// since (two intervals, and a little).
+func waitSampled() { time.Sleep(2*usageInterval + 200*time.Millisecond) }
+
+// within reports whether got is within frac of want.
+func within(got, want, frac float64) bool { return math.Abs(got-want) <= frac*want }
+
+// TestMeteringCPUAcrossRestart: a sandbox burning one CPU for 2 s reports
+// its CPU time within 10% while it still runs (sampled, not only at the
+// stop), an idle one about zero; a restart of paddock between two burns
+// neither loses nor double-counts: after the stop the sandbox's CPU is
+// both burns' and its provisioned memory covers exactly its run.
+func TestMeteringCPUAcrossRestart(t *testing.T) {
+	dir := newDataDir(t)
+	first := meteredStack(t, dir, metering.Prices{CPUSecond: 1})
+	ctx := ctxFor(t, 3*time.Minute)
+	alpha, tokA, _ := teamClient(t, first, "alpha")
+	busy, err := alpha.Create(ctx, api.CreateSandboxRequest{Resources: api.Resources{VCPUs: 1, MemoryMB: 512}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle, err := alpha.Create(ctx, api.CreateSandboxRequest{Resources: api.Resources{VCPUs: 1, MemoryMB: 512}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cpu1 := burn(t, busy, 2)
+	waitSampled()
+	running := sandboxUsage(t, alpha, busy.ID)
+	t.Logf("after a 2 s burn: the burn reported %.3f CPU s, the meter %.3f (running)", cpu1, running.CPUSeconds)
+	if !within(running.CPUSeconds, cpu1, 0.10) {
+		t.Errorf("metered %.3f CPU s while running, the burn itself %.3f: want within 10%%", running.CPUSeconds, cpu1)
+	}
+	if cpu1 > 1.8 && !within(running.CPUSeconds, 2, 0.10) { // a core to itself: 2 s
+		t.Errorf("metered %.3f CPU s for a 2 s burn, want 2 ± 10%%", running.CPUSeconds)
+	}
+	if running.Creations != 1 {
+		t.Errorf("creations = %d, want 1", running.Creations)
+	}
+
+	// Restart mid-run: the sandboxes keep running, the next stack re-adopts
+	// them and its meter continues their chains.
+	first.shutdown(t)
+	time.Sleep(usageInterval) // some of the run passes with nobody metering
+	second := meteredStack(t, dir, metering.Prices{CPUSecond: 1})
+	alpha = sdk.New(second.http.URL, tokA)
+	if busy, err = alpha.Get(ctx, busy.ID); err != nil {
+		t.Fatal(err)
+	}
+	cpu2 := burn(t, busy, 1)
+	waitSampled()
+	if err := busy.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if busy, err = alpha.Get(ctx, busy.ID); err != nil {
+		t.Fatal(err)
+	}
+	if idle, err = alpha.Get(ctx, idle.ID); err != nil {
+		t.Fatal(err)
+	}
+	total := sandboxUsage(t, alpha, busy.ID)
+	idleUse := sandboxUsage(t, alpha, idle.ID)
+	run := busy.StoppedAt.Sub(busy.StartedAt)
+	wantGBh := 0.5 * run.Hours()
+	t.Logf("busy: burns %.3f + %.3f CPU s, metered %.3f; %.6f GB·h over %s (want %.6f); idle: %.3f CPU s, %.6f GB·h",
+		cpu1, cpu2, total.CPUSeconds, total.MemoryGBHours, run, wantGBh, idleUse.CPUSeconds, idleUse.MemoryGBHours)
+	if !within(total.CPUSeconds, cpu1+cpu2, 0.10) {
+		t.Errorf("metered %.3f CPU s after the restart, the burns %.3f: want within 10%%", total.CPUSeconds, cpu1+cpu2)
+	}
+	// Provisioned memory: every millisecond of the run booked once, the
+	// restart's gap included (samples are cut to the millisecond).
+	if math.Abs(total.MemoryGBHours-wantGBh) > 0.5*(10*time.Millisecond).Hours() {
+		t.Errorf("metered %.6f GB·h for %s at 512 MB, want %.6f", total.MemoryGBHours, run, wantGBh)
+	}
+	if total.Creations != 1 || total.Cost.Total < total.CPUSeconds*0.999 {
+		t.Errorf("creations %d, cost %.4f; want 1 and the CPU seconds' price", total.Creations, total.Cost.Total)
+	}
+	if idleUse.CPUSeconds > 0.1 {
+		t.Errorf("an idle sandbox metered %.3f CPU s, want about 0", idleUse.CPUSeconds)
+	}
+
+	// Team scoping: a second team sees nothing of alpha's.
+	beta, _, _ := teamClient(t, second, "beta")
+	if list, err := beta.AllUsage(ctx, sdk.UsageQuery{}); err != nil || len(list.Usage) != 0 {
+		t.Errorf("beta's usage = %+v, %v; want none", list, err)
+	}
+	if list, err := beta.AllUsage(ctx, sdk.UsageQuery{SandboxID: busy.ID}); err != nil || len(list.Usage) != 0 {
+		t.Errorf("beta asking for alpha's sandbox = %+v, %v; want none", list, err)
+	}
+}
+
+// TestMeteringNetwork: a known download from a sandbox (host to its veth,
+// no traffic leaves the machine) is metered as its egress within 5%.
+func TestMeteringNetwork(t *testing.T) {
+	s := meteredStack(t, newDataDir(t), metering.Prices{NetworkEgressGB: 1})
+	ctx := ctxFor(t, 2*time.Minute)
+	alpha, _, _ := teamClient(t, s, "alpha")
+	sb, err := alpha.Create(ctx, api.CreateSandboxRequest{Ports: []api.PortSpec{{Port: 3000}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 20 << 20
+	if _, code := sh(t, sb, fmt.Sprintf("head -c %d /dev/urandom > /tmp/blob", size)); code != 0 {
+		t.Fatal("make the blob")
+	}
+	serveHTTP(t, sb, 3000)
+	before := sandboxUsage(t, alpha, sb.ID)
+	// Straight to the sandbox's address over its veth, as the port proxy does.
+	resp, err := http.Get("http://" + netip.AddrPortFrom(netip.MustParseAddr(sb.Address), 3000).String() + "/blob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != size {
+		t.Fatalf("downloaded %d bytes (%v), want %d", n, err, size)
+	}
+	if err := sb.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := sandboxUsage(t, alpha, sb.ID)
+	tx := float64(after.NetTxBytes - before.NetTxBytes)
+	t.Logf("downloaded %d bytes; metered egress %.0f (%.2f%% over), ingress %d, cost %.6f", n, tx, (tx/size-1)*100,
+		after.NetRxBytes-before.NetRxBytes, after.Cost.Total)
+	if tx < size || tx > 1.05*size {
+		t.Errorf("metered egress %.0f bytes for a %d-byte download, want within 5%% (and not less)", tx, size)
+	}
+}
+
+// TestMeteringBudgetHardCap: once a team's month costs more than its
+// budget with a hard cap, its running sandbox is stopped (not deleted: its
+// files stay for a snapshot), its project deactivated with its state saved,
+// and it can neither create nor activate (402); another team is
+// untouched; raising the budget lifts the cap and the project's state comes
+// back.
+func TestMeteringBudgetHardCap(t *testing.T) {
+	// A creation costs 1: the project's sandbox and another spend 2.
+	ps := &projStack{opts: stackOptions{network: meteringPool,
+		control: func(c *control.Config) { c.IdleCheckInterval, c.StopGrace = 200*time.Millisecond, 3*time.Second },
+		config: func(c *daemon.Config) {
+			c.UsageInterval = usageInterval
+			c.Prices = metering.Prices{Creation: 1}
+		}}, tokens: map[string]string{}}
+	ps.start(t, newDataDir(t))
+	ctx := ctxFor(t, 5*time.Minute)
+	for _, team := range []string{projTeam.TeamID, otherTeam} {
+		if err := ps.store.CreateTeam(ctx, store.Team{ID: team, Name: team}); err != nil {
+			t.Fatal(err)
+		}
+		tok, _, err := ps.auth.CreateToken(ctx, team, "", "e2e-member", store.RoleMember, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps.tokens[team] = tok
+	}
+	ps.importStandin(t)
+	alpha, other := sdk.New(ps.http.URL, ps.tokens[projTeam.TeamID]), sdk.New(ps.http.URL, ps.tokens[otherTeam])
+	v, err := ps.svc.CreateProject(ctx, projTeam, standinProject("capped"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	act := ps.mustReady(t, v.ID)
+	app, err := alpha.Get(ctx, act.SandboxID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, code := sh(t, app, "echo kept > "+gooseRoot+"/state"); code != 0 {
+		t.Fatal("write the project's state")
+	}
+	sb, err := alpha.Create(ctx, api.CreateSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, code := sh(t, sb, "echo mine > /tmp/file"); code != 0 {
+		t.Fatal("write a file")
+	}
+	theirs, err := other.Create(ctx, api.CreateSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSampled()
+
+	if _, err := alpha.SetBudget(ctx, projTeam.TeamID, api.BudgetRequest{MonthlyLimit: 100}); !errors.Is(err, sdk.ErrForbidden) {
+		t.Fatalf("a member sets its own budget: %v, want 403", err)
+	}
+	// The cap applies as it is set.
+	b, err := ps.client.SetBudget(ctx, projTeam.TeamID, api.BudgetRequest{MonthlyLimit: 1.5, HardCap: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("budget after the cap: %+v", b)
+	if !b.Capped || b.Spend < 2 {
+		t.Fatalf("budget %+v, want capped with 2 spent", b)
+	}
+	if got, err := alpha.Get(ctx, sb.ID); err != nil || got.Status != api.StatusStopped {
+		t.Fatalf("the team's sandbox after the cap: %+v, %v; want stopped", got, err)
+	}
+	a, err := ps.svc.GetActivation(ctx, projTeam, act.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := ps.store.GetProject(ctx, "", v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.State != string(control.StateStopped) || a.EndReason != control.ReasonBudget || pr.StateRef != act.ID+".tar.gz" {
+		t.Fatalf("activation %s (%s), state ref %q; want stopped for the budget with its state saved", a.State, a.EndReason, pr.StateRef)
+	}
+	_, err = alpha.Create(ctx, api.CreateSandboxRequest{})
+	if !errors.Is(err, sdk.ErrBudgetExceeded) || !strings.Contains(err.Error(), "budget") {
+		t.Fatalf("create over budget: %v, want 402 budget_exceeded", err)
+	}
+	if _, err := alpha.Activate(ctx, v.ID); !errors.Is(err, sdk.ErrBudgetExceeded) {
+		t.Fatalf("activate over budget: %v, want 402 budget_exceeded", err)
+	}
+	// Stopped, not deleted: its files can still be snapshotted.
+	if _, err := ps.client.Sandbox(sb.ID).Snapshot(ctx); err != nil {
+		t.Fatalf("snapshot of the stopped sandbox: %v", err)
+	}
+	if got, err := other.Get(ctx, theirs.ID); err != nil || got.Status != api.StatusRunning {
+		t.Fatalf("another team's sandbox: %+v, %v; want running", got, err)
+	}
+	if _, err := other.Create(ctx, api.CreateSandboxRequest{}); err != nil {
+		t.Fatalf("another team creates: %v", err)
+	}
+
+	// Raised: the team works again, and its project's state is back.
+	if _, err := ps.client.SetBudget(ctx, projTeam.TeamID, api.BudgetRequest{MonthlyLimit: 100, HardCap: true}); err != nil {
+		t.Fatal(err)
+	}
+	again := ps.mustReady(t, v.ID)
+	app, err = alpha.Get(ctx, again.SandboxID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, code := sh(t, app, "cat "+gooseRoot+"/state"); code != 0 || strings.TrimSpace(out) != "kept" {
+		t.Fatalf("the project's state after the cap: %q (exit %d)", out, code)
+	}
+}
