@@ -499,3 +499,48 @@ func TestMeterLoopStopsOnClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A restart after a downtime longer than the raw retention: the first
+// sample after it books the whole gap from the booking floor on, and the
+// roll-up that follows keeps every figure.
+func TestLongDowntime(t *testing.T) {
+	r := newRig(t)
+	r.cfg.RawRetention = 3 * time.Hour
+	sb := r.create("team-a", "prj-1")
+	ctx := t.Context()
+	r.clock.Advance(time.Minute)
+	r.counters(sb.ID, time.Second, 0, 100)
+	if err := r.meter().SampleSandboxes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.clock.Advance(10 * time.Hour) // paddock down
+	r.counters(sb.ID, 5*time.Second, 0, 700)
+	m := r.meter()
+	m.Tick(ctx) // as the loop does: sample first, then roll up
+	if err := m.RollUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := r.sum(store.UsageFilter{TeamID: "team-a"})
+	wantMem := 1024 * (10*time.Hour + time.Minute).Hours()
+	if !near(got.CPUSeconds, 5) || got.NetTxBytes != 700 || !near(got.MemoryMBHours, wantMem) || got.Creations != 1 {
+		t.Fatalf("sum %+v, want 5 CPU s, 700 bytes, %v MB-h, 1 creation", got, wantMem)
+	}
+	samples, _ := r.store.ListUsage(ctx, store.UsageFilter{})
+	for _, u := range samples {
+		if u.Start.Before(m.horizon(m.now())) {
+			t.Errorf("sample %s starts before the horizon", u.ID)
+		}
+	}
+	// Rolled-up and raw hours are never both counted by a query.
+	p, err := m.Query(ctx, Query{TeamID: "team-a", Granularity: Day})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cpu float64
+	for _, row := range p.Rows {
+		cpu += row.Totals.CPUSeconds
+	}
+	if !near(cpu, 5) {
+		t.Fatalf("query: %v CPU s, want 5", cpu)
+	}
+}
