@@ -544,3 +544,25 @@ func TestLongDowntime(t *testing.T) {
 		t.Fatalf("query: %v CPU s, want 5", cpu)
 	}
 }
+
+// A stop whose counters were read before the loop's last reading (the two
+// raced) adds nothing and takes nothing back; its time still counts.
+func TestStopRacingTheLoop(t *testing.T) {
+	r := newRig(t)
+	sb := r.create("team-a", "")
+	m := r.meter()
+	r.clock.Advance(time.Minute)
+	r.counters(sb.ID, 3*time.Second, 0, 300)
+	if err := m.SampleSandboxes(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	r.clock.Advance(time.Second)
+	if err := m.Final(t.Context(), Stopped{SandboxID: sb.ID, TeamID: "team-a", MemoryMB: 1024, Start: sb.StartedAt,
+		End: r.clock.Now(), CountersOK: true, CPUSeconds: 2.5, NetTxBytes: 250}); err != nil {
+		t.Fatal(err)
+	}
+	got := r.sum(store.UsageFilter{SandboxID: sb.ID})
+	if !near(got.CPUSeconds, 3) || got.NetTxBytes != 300 || !near(got.MemoryMBHours, 1024*(61*time.Second).Hours()) {
+		t.Fatalf("sum %+v", got)
+	}
+}

@@ -53,6 +53,9 @@ func (m *Meter) SampleSandboxes(ctx context.Context) error {
 		if sb.StartedAt.IsZero() {
 			continue
 		}
+		// The sample ends when its counters were read, before the read: a
+		// stop that reads the counters after them always stops later.
+		at := m.now()
 		st, err := m.cfg.Sandboxes.Stats(ctx, sb.ID)
 		if err != nil {
 			// Stopped since the list: its stop books the last interval.
@@ -60,7 +63,7 @@ func (m *Meter) SampleSandboxes(ctx context.Context) error {
 			continue
 		}
 		c := &counters{cpu: st.CPUUsage.Seconds(), rx: st.NetworkRxBytes, tx: st.NetworkTxBytes, peak: st.MemoryPeak}
-		if err := m.book(ctx, sb, m.now(), c, false); err != nil {
+		if err := m.book(ctx, sb, at, c, false); err != nil {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", sb.ID, err))
 		}
 	}
