@@ -25,6 +25,7 @@ func (d *Daemon) newMeter() error {
 		Events:       storeEvents{d.store},
 		Enforcer:     budgetEnforcer{d},
 		Prices:       d.cfg.Prices,
+		Node:         d.cfg.NodeName,
 		Interval:     d.cfg.UsageInterval,
 		RawRetention: d.cfg.UsageRetention,
 		Logger:       d.log,

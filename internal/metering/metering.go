@@ -110,6 +110,9 @@ type Config struct {
 	Events    Events    // nil: warnings are only logged
 	Enforcer  Enforcer  // nil: a hard cap refuses new work but stops nothing
 	Prices    Prices
+	// Node names this host among those sharing the store: its storage
+	// samples are its own ("" for one host).
+	Node string
 	// Interval between samples (DefaultInterval if 0).
 	Interval time.Duration
 	// RawRetention is how long samples are kept before they are rolled up

@@ -405,6 +405,30 @@ func TestStorage(t *testing.T) {
 	if !near(got.StorageGBHours, want) {
 		t.Fatalf("storage = %v GB-h, want %v", got.StorageGBHours, want)
 	}
+
+	// Another host on the same store books the storage it holds, at the
+	// same moments, without clashing with this one's.
+	cfgB := r.cfg
+	cfgB.Node, cfgB.Storage = "b", storage{"team-a": 1e9}
+	b, err := New(cfgB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := r.clock.Now().Truncate(time.Hour).Add(time.Hour) // 12:00; a's chain ends at 11:46
+	r.clock.Set(next.Add(-30 * time.Second))
+	if err := b.SampleStorage(ctx); err != nil { // b: [11:58:30, 11:59:30)
+		t.Fatal(err)
+	}
+	r.clock.Set(next.Add(30 * time.Minute))
+	for _, meter := range []*Meter{m, b} { // both book a piece from 12:00
+		if err := meter.SampleStorage(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	more := r.sum(store.UsageFilter{TeamID: "team-a"}).StorageGBHours - got.StorageGBHours
+	if wantMore := 2*(44*time.Minute).Hours() + 1*(31*time.Minute+30*time.Second).Hours(); !near(more, wantMore) {
+		t.Fatalf("two hosts booked %v GB-h more, want %v", more, wantMore)
+	}
 }
 
 func TestBudget(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -303,7 +305,7 @@ func (m *Meter) storageChain(ctx context.Context, team string, now time.Time) (t
 		return time.Time{}, fmt.Errorf("read the storage usage of team %s: %w", team, err)
 	}
 	for _, u := range recent {
-		if u.SandboxID == "" && u.StorageGBHours > 0 && u.End.After(from) {
+		if u.SandboxID == "" && strings.HasPrefix(u.ID, m.storagePrefix(team)) && u.End.After(from) {
 			from = u.End
 		}
 	}
@@ -317,11 +319,17 @@ func (m *Meter) storageSamples(team string, bytes uint64, from, end time.Time) [
 	var out []store.Usage
 	for a := from; a.Before(end); {
 		b := hourEnd(a, end)
-		out = append(out, store.Usage{ID: fmt.Sprintf("storage/%s/%d", team, a.UnixMilli()), TeamID: team,
+		out = append(out, store.Usage{ID: m.storagePrefix(team) + strconv.FormatInt(a.UnixMilli(), 10), TeamID: team,
 			Start: a, End: b, StorageGBHours: float64(bytes) / 1e9 * b.Sub(a).Hours()})
 		a = b
 	}
 	return out
+}
+
+// storagePrefix starts the ids of this host's storage samples of a team:
+// every host books the storage it holds.
+func (m *Meter) storagePrefix(team string) string {
+	return "storage/" + m.cfg.Node + "/" + team + "/"
 }
 
 // horizon is where RollUp at t prunes: samples that start before it go.
