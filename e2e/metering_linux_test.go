@@ -1,14 +1,17 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"net/netip"
+	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -355,5 +358,81 @@ func TestMeteringBudgetHardCap(t *testing.T) {
 	f.Close()
 	if err != nil || string(got) != "kept" {
 		t.Fatalf("the project's state after the cap: %q, %v", got, err)
+	}
+}
+
+// TestMeteringSurvivesCrash: `paddock serve` is SIGKILLed while a sandbox
+// runs, between two burns; the next serve re-adopts the sandbox and its
+// meter continues the chain: after the stop the sandbox's CPU is both
+// burns' within 10%, and its provisioned memory covers its whole run
+// once, the crash's gap included.
+func TestMeteringSurvivesCrash(t *testing.T) {
+	requireSandboxes(t)
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("needs the go tool to build the binaries")
+	}
+	bin := buildPaddock(t)
+	dir, addr := newDataDir(t), freeAddr(t)
+	flags := []string{"serve", "--data-dir", dir, "--listen", addr, "--no-network", "--usage-interval", "300ms"}
+	cmd := exec.Command(bin, flags...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	first := &serveProc{out: &lockedBuffer{}, log: &lockedBuffer{}}
+	cmd.Stdout, cmd.Stderr = first.out, first.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }() // owned: waited for below and at cleanup
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	url, token := first.clientConfig(t, dir)
+	c := sdk.New(url, token)
+	ctx := ctxFor(t, 3*time.Minute)
+	sb, err := c.Create(ctx, api.CreateSandboxRequest{Resources: api.Resources{VCPUs: 1, MemoryMB: 256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpu1 := burn(t, sb, 1.5)
+	time.Sleep(time.Second) // samples written
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	time.Sleep(time.Second) // down for a while, the sandbox running
+
+	startServe(t, bin, dir, addr, flags[5:]...)
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		resp, err := http.Get(url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve after the crash is not ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Cleanup(func() { _ = c.Sandbox(sb.ID).Delete(context.Background()) }) // before serve stops
+	if sb, err = c.Get(ctx, sb.ID); err != nil || sb.Status != api.StatusRunning {
+		t.Fatalf("after the crash the sandbox is %+v, %v; want re-adopted", sb, err)
+	}
+	cpu2 := burn(t, sb, 1)
+	if err := sb.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if sb, err = c.Get(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	total := sandboxUsage(t, c, sb.ID)
+	run := sb.StoppedAt.Sub(sb.StartedAt)
+	wantGBh := 0.25 * run.Hours()
+	t.Logf("burns %.3f + %.3f CPU s, metered %.3f; %.7f GB·h over %s (want %.7f)", cpu1, cpu2, total.CPUSeconds,
+		total.MemoryGBHours, run, wantGBh)
+	if !within(total.CPUSeconds, cpu1+cpu2, 0.10) {
+		t.Errorf("metered %.3f CPU s across the crash, the burns %.3f: want within 10%%", total.CPUSeconds, cpu1+cpu2)
+	}
+	if math.Abs(total.MemoryGBHours-wantGBh) > 0.25*(10*time.Millisecond).Hours() || total.Creations != 1 {
+		t.Errorf("metered %.7f GB·h and %d creations for %s at 256 MB, want %.7f and 1", total.MemoryGBHours, total.Creations, run, wantGBh)
 	}
 }
