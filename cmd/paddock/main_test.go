@@ -80,11 +80,11 @@ func TestSplitRemote(t *testing.T) {
 func TestClientConfig(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "client.json")
-	if err := updateClientConfig(path, "http://a", "tok1"); err != nil {
+	if err := updateClientConfig(path, "http://a", "tok1", ""); err != nil {
 		t.Fatal(err)
 	}
 	// A restart has no secret to write: keep the token, update the URL.
-	if err := updateClientConfig(path, "http://b", ""); err != nil {
+	if err := updateClientConfig(path, "http://b", "", ""); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(path)

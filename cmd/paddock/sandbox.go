@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,6 +24,9 @@ import (
 // clientFlags are the connection flags every client subcommand takes.
 type clientFlags struct {
 	url, token string
+	// ca is the development CA of the local server's client.json, set by
+	// resolve when the URL comes from there.
+	ca string
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -35,7 +41,33 @@ func (c *clientFlags) client() (*sdk.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sdk.New(url, token), nil
+	if c.ca == "" {
+		return sdk.New(url, token), nil
+	}
+	hc, err := trustingClient(c.ca)
+	if err != nil {
+		return nil, err
+	}
+	return sdk.New(url, token, sdk.WithHTTPClient(hc)), nil
+}
+
+// trustingClient is an HTTP client that trusts the CA in caFile besides
+// the system's roots (a local server's development CA).
+func trustingClient(caFile string) (*http.Client, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("the local server's CA: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("the local server's CA %s holds no certificate", caFile)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: t}, nil
 }
 
 // resolve is client's choice of the server's URL and the token.
@@ -55,7 +87,7 @@ func (c *clientFlags) resolve() (url, token string, err error) {
 				return "", "", fmt.Errorf("parse %s: %w", path, err)
 			}
 			if url == "" {
-				url = cc.URL
+				url, c.ca = cc.URL, cc.CA
 			}
 			if token == "" {
 				token = cc.Token

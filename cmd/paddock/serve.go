@@ -56,6 +56,9 @@ func defaultDataDir() string {
 type clientConfig struct {
 	URL   string `json:"url"`
 	Token string `json:"token"`
+	// CA is the development CA's certificate file when the server serves
+	// TLS with one (--tls-dev-ca); the CLI trusts it besides the system's.
+	CA string `json:"ca,omitempty"`
 }
 
 // serveFlags are serve's command line: the daemon's settings plus what
@@ -126,6 +129,9 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.Var((*prefixesFlag)(&c.BlockCIDRs), "block-cidr", "a range no sandbox, source or image pull may reach, whatever its policy (repeatable)")
 	fs.BoolVar(&c.NoUserNS, "no-userns", false, "run sandboxes without user namespaces: weaker, root in a sandbox is root on the host (for kernels without idmapped mounts; see paddock doctor)")
 	userNSBase := fs.Uint("userns-base", uint(runc.DefaultIDBase), "first host uid/gid of the sandboxes' id ranges (65536 ids each, one range per sandbox)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "serve HTTPS with this PEM certificate chain (a wildcard *.<domain> covers port hosts); with --tls-key")
+	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "the PEM private key of --tls-cert")
+	fs.BoolVar(&c.TLSDevCA, "tls-dev-ca", false, "serve HTTPS with certificates of a development CA made in <data-dir>/tls (trust <data-dir>/tls/dev-ca.pem through NODE_EXTRA_CA_CERTS or SSL_CERT_FILE)")
 	fs.StringVar(&c.NodeName, "node-name", daemon.DefaultNodeName, "name of this host's sandbox records in the store (unique among hosts sharing one)")
 	if err := fs.Parse(args); err != nil {
 		return f, usagef("serve: %v", err)
@@ -223,7 +229,8 @@ func (f *prefixesFlag) Set(s string) error {
 }
 
 // publicBase is the proxy's public base URL: --public-url, else the
-// domain with the listener's port ("http://localhost:7420").
+// domain with the listener's port ("http://localhost:7420", https when
+// serving TLS).
 func publicBase(f serveFlags, addr net.Addr) string {
 	if f.publicURL != "" {
 		return f.publicURL
@@ -232,7 +239,15 @@ func publicBase(f serveFlags, addr net.Addr) string {
 	if ta, ok := addr.(*net.TCPAddr); ok {
 		port = ta.Port
 	}
-	return "http://" + net.JoinHostPort(f.cfg.Domain, strconv.Itoa(port))
+	return scheme(f.cfg) + "://" + net.JoinHostPort(f.cfg.Domain, strconv.Itoa(port))
+}
+
+// scheme is the listener's: https when it serves TLS.
+func scheme(c daemon.Config) string {
+	if c.TLSCertFile != "" || c.TLSDevCA {
+		return "https"
+	}
+	return "http"
 }
 
 // serve runs the daemon behind an HTTP server until ctx ends, then drains
@@ -259,10 +274,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	}
 	defer func() { err = errors.Join(err, d.Close()) }()
 
-	url := "http://" + ln.Addr().String()
+	url := scheme(cfg) + "://" + ln.Addr().String()
 	clientPath := filepath.Join(cfg.DataDir, "client.json")
 	adminToken, created := d.AdminToken()
-	if err := updateClientConfig(clientPath, url, adminToken); err != nil {
+	if err := updateClientConfig(clientPath, url, adminToken, d.DevCAPath()); err != nil {
 		return err
 	}
 	if created {
@@ -273,16 +288,26 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	} else {
 		fmt.Fprintf(stdout, "paddock is serving at %s\n", url)
 	}
-	log.Info("paddock serving", "url", url, "dataDir", cfg.DataDir, "version", version())
+	if ca := d.DevCAPath(); ca != "" {
+		fmt.Fprintf(stdout, "TLS certificates come from the development CA %s: trust it with NODE_EXTRA_CA_CERTS=%[1]s or SSL_CERT_FILE=%[1]s\n", ca)
+	}
+	log.Info("paddock serving", "url", url, "dataDir", cfg.DataDir, "devCA", d.DevCAPath(), "version", version())
 
 	// h2c as well as HTTP/1: gRPC and other HTTP/2 clients reach sandbox
-	// ports without TLS, which a front proxy terminates.
+	// ports without TLS, which a front proxy terminates. With TLS, h2
+	// through ALPN and HTTP/1.1.
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	tlsConfig := d.TLSConfig()
+	if tlsConfig != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	hs := &http.Server{
 		Handler:           d.Handler(),
 		Protocols:         &protocols,
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -291,7 +316,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	// message; other requests get the grace period.
 	hs.RegisterOnShutdown(d.CloseStreams)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }() // owned: we wait for errc below
+	go func() { // owned: we wait for errc below
+		if tlsConfig != nil {
+			errc <- hs.ServeTLS(ln, "", "") // the certificate is in TLSConfig
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
 
 	select {
 	case err := <-errc:
@@ -330,10 +361,10 @@ Elsewhere: export PADDOCK_URL=%[1]s PADDOCK_TOKEN=<token>
 
 `
 
-// updateClientConfig writes url, and the token when it is new, to
-// client.json. A later start cannot recover the token from its hash, so it
-// keeps the one already in the file.
-func updateClientConfig(path, url, token string) error {
+// updateClientConfig writes url, the development CA's file (or none), and
+// the token when it is new, to client.json. A later start cannot recover
+// the token from its hash, so it keeps the one already in the file.
+func updateClientConfig(path, url, token, ca string) error {
 	var cc clientConfig
 	if data, err := os.ReadFile(path); err == nil {
 		_ = json.Unmarshal(data, &cc) // a damaged file is rewritten below
@@ -345,10 +376,10 @@ func updateClientConfig(path, url, token string) error {
 	if token != "" {
 		cc.Token = token
 	}
-	if cc.URL == url && token == "" {
+	if cc.URL == url && cc.CA == ca && token == "" {
 		return nil
 	}
-	cc.URL = url
+	cc.URL, cc.CA = url, ca
 	data, err := json.MarshalIndent(cc, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode client config: %w", err)

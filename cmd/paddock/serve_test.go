@@ -3,6 +3,8 @@ package main
 import (
 	"flag"
 	"io"
+	"net"
+	"strings"
 	"testing"
 )
 
@@ -21,5 +23,35 @@ func TestPrefixesFlag(t *testing.T) {
 		if err := new(prefixesFlag).Set(bad); err == nil {
 			t.Errorf("Set(%q) accepted", bad)
 		}
+	}
+}
+
+// TestServeTLSFlags: the TLS flags become the daemon's config, and the
+// public URL's default scheme follows them.
+func TestServeTLSFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		ok     bool
+		scheme string
+	}{
+		{"plain HTTP", nil, true, "http"},
+		{"a certificate", []string{"--tls-cert", "c.pem", "--tls-key", "k.pem"}, true, "https"},
+		{"the dev CA", []string{"--tls-dev-ca", "--domain", "paddock.localhost"}, true, "https"},
+		{"a certificate without its key", []string{"--tls-cert", "c.pem"}, false, ""},
+		{"both", []string{"--tls-dev-ca", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := parseServeFlags(append([]string{"--data-dir", t.TempDir()}, tc.args...), io.Discard)
+			if (err == nil) != tc.ok {
+				t.Fatalf("parse = %v, want ok=%v", err, tc.ok)
+			}
+			if !tc.ok {
+				return
+			}
+			if got := publicBase(f, &net.TCPAddr{Port: 7420}); !strings.HasPrefix(got, tc.scheme+"://") {
+				t.Errorf("public URL %s, want scheme %s", got, tc.scheme)
+			}
+		})
 	}
 }

@@ -139,6 +139,19 @@ type Config struct {
 	// BlockCIDRs are never reachable: not by sandboxes whatever their
 	// policy, not by sources nor image pulls.
 	BlockCIDRs []netip.Prefix
+	// TLSCertFile and TLSKeyFile (both or neither) are the PEM certificate
+	// chain and key the listener serves TLS with; for port hosts it must
+	// cover *.<Domain> (a wildcard). Read once at start: a renewed
+	// certificate takes a restart.
+	TLSCertFile string
+	TLSKeyFile  string
+	// TLSDevCA serves TLS with certificates of a development CA paddock
+	// makes under DataDir/tls (its key 0600, kept across restarts), for
+	// Domain, *.<Domain>, localhost, loopback and PublicURL's host.
+	// Clients trust DataDir/tls/dev-ca.pem (NODE_EXTRA_CA_CERTS,
+	// SSL_CERT_FILE). Not with TLSCertFile.
+	TLSDevCA bool
+
 	// NoUserNS runs sandboxes without user namespaces: weaker, root in a
 	// sandbox is root on the host (for kernels without idmapped mounts).
 	NoUserNS bool
@@ -177,6 +190,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("daemon config: UserNSBase %d is below 65536, where host accounts live", c.UserNSBase)
 	case c.NoNetwork && c.NAT:
 		return errors.New("daemon config: NAT needs sandbox networking (NoNetwork is set)")
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		return errors.New("daemon config: TLSCertFile and TLSKeyFile go together")
+	case c.TLSDevCA && c.TLSCertFile != "":
+		return errors.New("daemon config: TLSDevCA and TLSCertFile exclude each other")
 	case !c.NoNetwork && c.NetworkPool.IsValid() && !c.NetworkPool.Addr().Is4():
 		return fmt.Errorf("daemon config: NetworkPool %s is not an IPv4 prefix", c.NetworkPool)
 	}

@@ -12,6 +12,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,6 +74,8 @@ type Daemon struct {
 	server  *server.Server
 	vercel  *vercel.Handler
 	handler http.Handler
+	tls     *tls.Config // nil: plain HTTP
+	devCA   string      // the development CA's certificate file, if any
 
 	adminToken   string
 	adminCreated bool
@@ -127,6 +130,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Daemon, err erro
 		what  string
 		start func(context.Context, *options) error
 	}{
+		{"load the TLS certificate", d.startTLS},
 		{"start the sandbox driver", d.startDriver},
 		{"start sandbox networking (or run with --no-network)", d.startNetwork},
 		{"open the image store", d.startImages},
