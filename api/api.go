@@ -33,6 +33,9 @@ const (
 	StatusStopping = "stopping"
 	StatusStopped  = "stopped"
 	StatusFailed   = "failed"
+	// StatusPaused: nothing runs; Sandbox.Pause says what was kept, and
+	// POST /sandboxes/{id}/resume runs it again under the same id.
+	StatusPaused = "paused"
 )
 
 // Resources are a sandbox's limits. In a create request a zero field means
@@ -96,6 +99,21 @@ type Sandbox struct {
 	Volumes []VolumeMount `json:"volumes,omitempty"`
 	// Source is what populated the working dir at create time, if anything.
 	Source *SourceInfo `json:"source,omitempty"`
+	// Paused is what a paused sandbox kept; absent unless it is paused.
+	Paused *PauseInfo `json:"paused,omitempty"`
+}
+
+// PauseInfo is what a pause kept of a sandbox.
+type PauseInfo struct {
+	// SnapshotID holds the sandbox's filesystem; resume boots from it.
+	SnapshotID string `json:"snapshotId"`
+	// Memory reports that processes and memory were kept too. Always false
+	// for now: a resume starts the sandbox afresh from its filesystem.
+	Memory   bool      `json:"memory"`
+	PausedAt time.Time `json:"pausedAt"`
+	// TimeoutMs is the timeout a resume gives the sandbox unless it asks
+	// for another: the paused run's (a paused sandbox's clock does not run).
+	TimeoutMs int64 `json:"timeoutMs"`
 }
 
 // SandboxUser is a sandbox's unprivileged user: its ids and home.
@@ -321,6 +339,13 @@ type SandboxList struct {
 // ExtendTimeoutRequest is the body of POST /sandboxes/{id}/extend-timeout.
 type ExtendTimeoutRequest struct {
 	DurationMs int64 `json:"durationMs"`
+}
+
+// ResumeRequest is the optional body of POST /sandboxes/{id}/resume.
+type ResumeRequest struct {
+	// TimeoutMs is the resumed sandbox's timeout from now; 0: the one it
+	// had when paused (Sandbox.Paused.TimeoutMs).
+	TimeoutMs int64 `json:"timeoutMs,omitempty"`
 }
 
 // Port is a TCP port listening inside a sandbox.

@@ -45,6 +45,31 @@ func (s *Sandbox) ExtendTimeout(ctx context.Context, d time.Duration) error {
 		api.ExtendTimeoutRequest{DurationMs: d.Milliseconds()}, &s.Sandbox)
 }
 
+// Pause keeps the sandbox's filesystem as a snapshot and stops it; it
+// keeps its id, ports, env and policy, and its timeout clock stops.
+// Processes and memory are not kept (Sandbox.Paused.Memory is false).
+func (s *Sandbox) Pause(ctx context.Context) error {
+	return s.replace(ctx, "/pause", nil)
+}
+
+// Resume runs a paused sandbox again under its id, from its pause
+// snapshot, with timeout from now (0: the timeout it had when paused).
+func (s *Sandbox) Resume(ctx context.Context, timeout time.Duration) error {
+	return s.replace(ctx, "/resume", api.ResumeRequest{TimeoutMs: timeout.Milliseconds()})
+}
+
+// replace POSTs body to one of the sandbox's routes and replaces s with
+// the sandbox answered, whole: fields it no longer has (a paused
+// sandbox's expiresAt) must not keep their old values.
+func (s *Sandbox) replace(ctx context.Context, route string, body any) error {
+	var out api.Sandbox
+	if err := s.c.do(ctx, http.MethodPost, sandboxPath(s.ID)+route, nil, body, &out); err != nil {
+		return err
+	}
+	s.Sandbox = out
+	return nil
+}
+
 // Stats returns the sandbox's resource figures.
 func (s *Sandbox) Stats(ctx context.Context) (api.Stats, error) {
 	var st api.Stats

@@ -94,6 +94,8 @@ Usage:
   paddock sandbox cp <local> <id>:<path> | <id>:<path> <local>
   paddock sandbox snapshot <id>
   paddock sandbox fork [--timeout D] [--env K=V]... <id>
+  paddock sandbox pause <id>
+  paddock sandbox resume [--timeout D] <id>
   paddock sandbox stop <id>
   paddock sandbox rm <id>
   paddock snapshot ls

@@ -133,7 +133,7 @@ func (p portsFlag) Set(v string) error {
 
 func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("sandbox: missing subcommand (create, ls, exec, shell, cp, url, policy, snapshot, fork, stop, rm)")
+		return usagef("sandbox: missing subcommand (create, ls, exec, shell, cp, url, policy, snapshot, fork, pause, resume, stop, rm)")
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("sandbox "+sub, flag.ContinueOnError)
@@ -360,6 +360,37 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		return copyCmd(ctx, c, fs.Arg(0), fs.Arg(1), stdout, stderr)
+
+	case "pause", "resume":
+		timeout := time.Duration(0)
+		if sub == "resume" {
+			fs.DurationVar(&timeout, "timeout", 0, "stop it after this long from now (0: the timeout it had when paused)")
+		}
+		if err := parse(); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			return usagef("sandbox %s: missing sandbox id", sub)
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, id := range fs.Args() {
+			sb := c.Sandbox(id)
+			if sub == "pause" {
+				err = sb.Pause(ctx)
+			} else {
+				err = sb.Resume(ctx, timeout)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", id, err))
+				continue
+			}
+			fmt.Fprintln(stdout, id)
+		}
+		return errors.Join(errs...)
 
 	case "stop", "rm", "delete":
 		if err := parse(); err != nil {

@@ -307,6 +307,44 @@ func (f *Sandboxes) ExtendTimeout(_ context.Context, id string, by time.Duration
 	})
 }
 
+// Pause pauses a running sandbox as node does in small: paused, a pause
+// record with the run's timeout, no deadline; pausing a paused one does
+// nothing.
+func (f *Sandboxes) Pause(_ context.Context, id string) (sandbox.Sandbox, error) {
+	return f.update(id, "pause", func(sb *sandbox.Sandbox) error {
+		switch sb.State {
+		case sandbox.Paused:
+			return nil
+		case sandbox.Running:
+		default:
+			return notRunning(*sb)
+		}
+		now := f.cfg.Now()
+		sb.Pause = &sandbox.Pause{Snapshot: "snap-pause-" + id, PausedAt: now, Timeout: sb.ExpiresAt.Sub(sb.StartedAt)}
+		sb.State, sb.StoppedAt, sb.ExpiresAt = sandbox.Paused, now, time.Time{}
+		return nil
+	})
+}
+
+// Resume runs a paused sandbox again with timeout (the paused run's if
+// zero); resuming a running one does nothing.
+func (f *Sandboxes) Resume(_ context.Context, id string, timeout time.Duration) (sandbox.Sandbox, error) {
+	return f.update(id, "resume", func(sb *sandbox.Sandbox) error {
+		switch {
+		case sb.State == sandbox.Running:
+			return nil
+		case sb.State != sandbox.Paused || sb.Pause == nil:
+			return sandbox.Errorf(sandbox.ErrConflict, "sandbox_not_paused", "sandbox %s is %s, not paused", id, sb.State)
+		}
+		if timeout == 0 {
+			timeout = sb.Pause.Timeout
+		}
+		now := f.cfg.Now()
+		sb.State, sb.StartedAt, sb.ExpiresAt, sb.StoppedAt, sb.Pause = sandbox.Running, now, now.Add(timeout), time.Time{}, nil
+		return nil
+	})
+}
+
 // running returns a sandbox that runs, and its agent.
 func (f *Sandboxes) running(id string) (sandbox.Sandbox, *agent.Client, error) {
 	f.mu.Lock()

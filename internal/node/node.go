@@ -100,6 +100,10 @@ func clone(sb sandbox.Sandbox) sandbox.Sandbox {
 		p := clonePolicy(*sb.NetworkPolicy)
 		sb.NetworkPolicy = &p
 	}
+	if sb.Pause != nil {
+		p := *sb.Pause
+		sb.Pause = &p
+	}
 	return sb
 }
 
@@ -341,22 +345,7 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 		Hostname:  id,
 		User:      e.sb.ImageUser,
 	}
-	var client *agent.Client
-	nw, err := m.setupNetwork(dctx, e, req.NetworkPolicy)
-	crashpoint.Hit("node/create/after-network")
-	if err == nil {
-		if nw != nil {
-			spec.Network = &runtime.NetworkSpec{NSPath: nw.NSPath, DNS: nw.DNS}
-		}
-		err = m.prepareVolumes(dctx, e, &spec, req.Volumes)
-	}
-	if err == nil {
-		client, err = m.cfg.Driver.Create(dctx, spec)
-		crashpoint.Hit("node/create/after-driver")
-	}
-	if err == nil {
-		err = m.adoptUser(dctx, e, client)
-	}
+	client, err := m.boot(dctx, e, spec, req.NetworkPolicy, req.Volumes)
 	if err == nil && req.Source != nil {
 		var info *sandbox.SourceInfo
 		// Not dctx: a fetch may take longer than a driver call (populate
@@ -368,22 +357,7 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 	}
 	if err != nil {
 		log.Error("create sandbox failed", "err", err)
-		if client != nil {
-			client.Close()
-		}
-		// A fresh budget for the clean-up: a long populate may have used up
-		// dctx's, and a Destroy cut short would leak the sandbox.
-		dctx, cancel := driverContext(ctx)
-		defer cancel()
-		// The driver promises to leave nothing behind on error; Destroy
-		// makes sure, since a leak here would outlive the record.
-		if derr := m.cfg.Driver.Destroy(dctx, id); derr != nil {
-			log.Error("clean up failed sandbox", "err", derr)
-		} else {
-			// Only once nothing of the sandbox runs in the namespace.
-			m.teardownNetwork(dctx, id)
-			m.releaseVolumes(dctx, id)
-		}
+		m.unboot(ctx, id, client)
 		sb, terr := m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
 			sb.Error = "create: " + err.Error()
 			sb.StoppedAt = m.now()
@@ -413,6 +387,51 @@ func (m *Manager) Capacity() (active, max int) {
 	return len(m.active), m.cfg.MaxSandboxes
 }
 
+// boot gives a pending sandbox its network and volumes and has the driver
+// start it; the agent's user is recorded. On error the caller calls unboot.
+func (m *Manager) boot(dctx context.Context, e *entry, spec runtime.Spec, policy *sandbox.NetworkPolicy, vols []sandbox.VolumeMount) (*agent.Client, error) {
+	nw, err := m.setupNetwork(dctx, e, policy)
+	crashpoint.Hit("node/create/after-network")
+	if err != nil {
+		return nil, err
+	}
+	if nw != nil {
+		spec.Network = &runtime.NetworkSpec{NSPath: nw.NSPath, DNS: nw.DNS}
+	}
+	if err := m.prepareVolumes(dctx, e, &spec, vols); err != nil {
+		return nil, err
+	}
+	client, err := m.cfg.Driver.Create(dctx, spec)
+	crashpoint.Hit("node/create/after-driver")
+	if err != nil {
+		return nil, err
+	}
+	if err := m.adoptUser(dctx, e, client); err != nil {
+		return client, err
+	}
+	return client, nil
+}
+
+// unboot undoes a boot that failed at any step (client may be nil).
+func (m *Manager) unboot(ctx context.Context, id string, client *agent.Client) {
+	if client != nil {
+		client.Close()
+	}
+	// A fresh budget for the clean-up: a long populate may have used up
+	// the create's, and a Destroy cut short would leak the sandbox.
+	dctx, cancel := driverContext(ctx)
+	defer cancel()
+	// The driver promises to leave nothing behind on error; Destroy
+	// makes sure, since a leak here would outlive the record.
+	if derr := m.cfg.Driver.Destroy(dctx, id); derr != nil {
+		m.log.Error("clean up failed sandbox", "sandbox", id, "err", derr)
+		return
+	}
+	// Only once nothing of the sandbox runs in the namespace.
+	m.teardownNetwork(dctx, id)
+	m.releaseVolumes(dctx, id)
+}
+
 // Get returns a copy of one sandbox's record.
 func (m *Manager) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
 	e, err := m.lookup(id)
@@ -439,7 +458,7 @@ func (m *Manager) List(ctx context.Context, opts sandbox.ListOptions) ([]sandbox
 		limit = maxListLimit
 	}
 	switch opts.State {
-	case "", sandbox.Pending, sandbox.Running, sandbox.Stopping, sandbox.Stopped, sandbox.Failed:
+	case "", sandbox.Pending, sandbox.Running, sandbox.Stopping, sandbox.Stopped, sandbox.Failed, sandbox.Paused:
 	default:
 		return nil, "", sandbox.Errorf(sandbox.ErrInvalid, "invalid_state", "unknown state %q", opts.State)
 	}
@@ -495,8 +514,11 @@ func (m *Manager) Stop(ctx context.Context, id string) (sandbox.Sandbox, error) 
 	if gone {
 		return sandbox.Sandbox{}, notFound(id)
 	}
-	if sb.State.Terminal() {
+	switch sb.State {
+	case sandbox.Stopped, sandbox.Failed:
 		return sb, nil
+	case sandbox.Paused:
+		return m.stopPaused(e)
 	}
 	return m.stopLocked(ctx, e, "requested")
 }
@@ -562,7 +584,9 @@ func (m *Manager) delete(ctx context.Context, e *entry, id string, check func(sa
 	}
 	var lw lastWords
 	if !sb.State.Terminal() {
-		if sb.Pool == "" { // an idle pool sandbox ran nothing of anyone's
+		// An idle pool sandbox ran nothing of anyone's; a paused run's
+		// figures are recorded already.
+		if sb.Pool == "" && sb.State != sandbox.Paused {
 			lw = m.collectLastWords(ctx, e)
 		}
 		// Destroy stops it too; going through stopping keeps the record
@@ -601,6 +625,12 @@ func (m *Manager) delete(ctx context.Context, e *entry, id string, check func(sa
 		m.log.Error("remove sandbox record", "sandbox", id, "err", err)
 	}
 	m.forget(e)
+	if sb.Pause != nil {
+		// Its own snapshot, made by the pause, goes with it.
+		if err := m.DeleteSnapshot(ctx, sb.Pause.Snapshot); err != nil {
+			m.log.Error("delete pause snapshot", "sandbox", id, "snapshot", sb.Pause.Snapshot, "err", err)
+		}
+	}
 	m.log.Info("sandbox deleted", "sandbox", id)
 	return nil
 }
@@ -627,7 +657,7 @@ func (m *Manager) lockRunning(id string) (e *entry, sb sandbox.Sandbox, unlock f
 }
 
 // ExtendTimeout moves a running sandbox's deadline by `by`, within the
-// host's maximum lifetime counted from creation.
+// host's maximum lifetime counted from its start (a resume starts it again).
 func (m *Manager) ExtendTimeout(ctx context.Context, id string, by time.Duration) (sandbox.Sandbox, error) {
 	if by <= 0 {
 		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "extension must be positive, got %s", by)
@@ -638,7 +668,13 @@ func (m *Manager) ExtendTimeout(ctx context.Context, id string, by time.Duration
 	}
 	defer unlock()
 	expires := sb.ExpiresAt.Add(by)
-	if life := expires.Sub(sb.CreatedAt); life > m.cfg.MaxTimeout {
+	// Counted from the last (re)start: a resumed sandbox's paused time
+	// does not count.
+	start := sb.CreatedAt
+	if sb.StartedAt.After(start) {
+		start = sb.StartedAt
+	}
+	if life := expires.Sub(start); life > m.cfg.MaxTimeout {
 		return sb, sandbox.Errorf(sandbox.ErrInvalid, "timeout_exceeds_max",
 			"extending by %s makes the lifetime %s, over the maximum of %s", by, life.Round(time.Second), m.cfg.MaxTimeout)
 	}

@@ -20,7 +20,9 @@ import (
 //     marked failed, "lost after restart: <why>"; its writable layer stays
 //     until Delete;
 //   - a stopping record is stopped through the driver, finishing the stop
-//     that was asked for;
+//     that was asked for, or the pause when it holds one;
+//   - a paused record stays paused (anything the driver still has of it is
+//     destroyed);
 //   - every driver sandbox without a record is an orphan of a crash
 //     mid-create and is destroyed.
 //
@@ -82,7 +84,30 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 			}
 		}
 		return
+	case sandbox.Paused:
+		if known {
+			// A crash between the pause's record and the driver's clean-up.
+			dctx, cancel := driverContext(ctx)
+			if err := m.cfg.Driver.Destroy(dctx, sb.ID); err != nil {
+				log.Error("destroy paused sandbox's remains", "err", err)
+			}
+			cancel()
+		}
+		return
 	case sandbox.Stopping:
+		if sb.Pause != nil {
+			// A pause cut short: its snapshot is whole (recorded after it).
+			dctx, cancel := driverContext(ctx)
+			err := m.cfg.Driver.Destroy(dctx, sb.ID)
+			cancel()
+			if err == nil {
+				m.teardownNetwork(ctx, sb.ID)
+				_, _ = m.finishPause(e)
+				log.Info("sandbox paused", "reason", "pausing before restart")
+				return
+			}
+			log.Error("finish pausing sandbox after restart", "err", err)
+		}
 		if err := m.driverStop(ctx, sb.ID); err != nil {
 			log.Error("finish stopping sandbox after restart", "err", err)
 			_, _ = m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {

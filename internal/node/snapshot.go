@@ -86,12 +86,23 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, err
 	case !sb.LayerRemovedAt.IsZero():
 		return nil, errLayerRemoved(sb, m.cfg.StoppedRetention)
 	}
+	snap, err := m.snapshotLocked(ctx, store, snapper, sb)
+	if err != nil {
+		return nil, err
+	}
+	m.log.Info("sandbox snapshotted", "sandbox", id, "snapshot", snap.ID, "bytes", snap.Size)
+	return snap, nil
+}
+
+// snapshotLocked copies sb's writable layer into a new snapshot. The
+// caller holds the sandbox's op lock.
+func (m *Manager) snapshotLocked(ctx context.Context, store Snapshots, snapper runtime.Snapshotter, sb sandbox.Sandbox) (*image.Snapshot, error) {
 	env := slices.Sorted(maps.Keys(sb.Env))
 	for i, k := range env {
 		env[i] = k + "=" + sb.Env[k]
 	}
 	spec := image.NewSnapshot{
-		Source: id, TeamID: sb.TeamID, Image: sb.Image, Digest: sb.ImageDigest,
+		Source: sb.ID, TeamID: sb.TeamID, Image: sb.Image, Digest: sb.ImageDigest,
 		// Only the host image has no digest, and it is not in the store.
 		OnHost: sb.ImageDigest == "",
 		Config: image.ImageConfig{Env: env, WorkingDir: sb.WorkingDir, User: sb.ImageUser},
@@ -100,12 +111,11 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, err
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotTimeout)
 	defer cancel()
 	snap, err := store.AddSnapshot(sctx, spec, func(ctx context.Context, dir string, maxBytes int64) (int64, error) {
-		return snapper.Snapshot(ctx, id, dir, maxBytes)
+		return snapper.Snapshot(ctx, sb.ID, dir, maxBytes)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("node: snapshot sandbox %s: %w", id, err)
+		return nil, fmt.Errorf("node: snapshot sandbox %s: %w", sb.ID, err)
 	}
-	m.log.Info("sandbox snapshotted", "sandbox", id, "snapshot", snap.ID, "bytes", snap.Size)
 	return snap, nil
 }
 
@@ -167,10 +177,12 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, id string) error {
 }
 
 // SnapshotInUse reports whether a pending or running sandbox was created
-// from the snapshot; deleting such a snapshot is refused.
+// from the snapshot, or a paused one resumes from it; deleting such a
+// snapshot is refused.
 func (m *Manager) SnapshotInUse(id string) bool {
 	for _, sb := range m.records() {
-		if sb.Snapshot == id && (sb.State == sandbox.Pending || sb.State == sandbox.Running) {
+		if sb.Snapshot == id && (sb.State == sandbox.Pending || sb.State == sandbox.Running) ||
+			sb.Pause != nil && sb.Pause.Snapshot == id {
 			return true
 		}
 	}

@@ -15,20 +15,27 @@ import (
 // State is where a sandbox is in its life.
 type State string
 
-// The states of a sandbox. Stopped and Failed are terminal.
+// The states of a sandbox. Stopped and Failed are terminal. Paused keeps
+// what the sandbox needs to run again (Sandbox.Pause) with nothing running.
 const (
 	Pending  State = "pending"
 	Running  State = "running"
 	Stopping State = "stopping"
 	Stopped  State = "stopped"
 	Failed   State = "failed"
+	Paused   State = "paused"
 )
 
-// transitions lists the legal moves of the state machine.
+// transitions lists the legal moves of the state machine. A pause goes
+// running → stopping → paused (stopping holds Pause already, so a crash
+// mid-pause ends paused, not lost); a resume goes paused → pending →
+// running, or back to paused when it fails; a paused sandbox is stopped
+// directly or deleted through stopping.
 var transitions = map[State][]State{
-	Pending:  {Running, Stopping, Failed},
+	Pending:  {Running, Stopping, Failed, Paused},
 	Running:  {Stopping, Failed},
-	Stopping: {Stopped, Failed},
+	Stopping: {Stopped, Failed, Paused},
+	Paused:   {Pending, Stopping, Stopped},
 	Stopped:  {},
 	Failed:   {},
 }
@@ -164,6 +171,24 @@ type Sandbox struct {
 	Pool string `json:"pool,omitempty"`
 	// Warm marks a sandbox its owner got by claiming it from a pool.
 	Warm bool `json:"warm,omitempty"`
+	// Pause is what a paused sandbox kept; nil unless it is paused (or
+	// being paused or resumed).
+	Pause *Pause `json:"pause,omitempty"`
+}
+
+// Pause is what a pause kept of a sandbox, so that resume runs it again
+// under the same id, with its ports, metadata and policy.
+type Pause struct {
+	// Snapshot holds the sandbox's filesystem; resume boots from it.
+	Snapshot string `json:"snapshot"`
+	// Memory reports that processes and memory were kept too, a driver
+	// power paddock does not have yet: false means resume starts the
+	// sandbox afresh from its filesystem, with no process of the old run.
+	Memory   bool      `json:"memory"`
+	PausedAt time.Time `json:"pausedAt"`
+	// Timeout is the run's timeout (extensions included), which resume
+	// gives the sandbox again: a paused sandbox's clock does not run.
+	Timeout time.Duration `json:"timeout"`
 }
 
 // The default sandbox user: commands run as it unless the image names

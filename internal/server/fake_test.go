@@ -12,6 +12,7 @@ import (
 
 var (
 	_ server.Sandboxes = (*fake.Sandboxes)(nil)
+	_ server.Pauser    = (*fake.Sandboxes)(nil)
 	_ server.Snapshots = (*fake.Snapshots)(nil)
 )
 

@@ -88,7 +88,7 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) error {
 	if v := q.Get("state"); v != "" {
 		st := sandbox.State(v)
 		switch st {
-		case sandbox.Pending, sandbox.Running, sandbox.Stopping, sandbox.Stopped, sandbox.Failed:
+		case sandbox.Pending, sandbox.Running, sandbox.Stopping, sandbox.Stopped, sandbox.Failed, sandbox.Paused:
 		default:
 			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_state", "unknown state %q", v)
 		}
@@ -133,6 +133,62 @@ func (s *Server) stopSandbox(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, s.toAPISandbox(sb))
 	return nil
+}
+
+// pauseSandbox keeps a running sandbox's filesystem and stops it (see
+// node.Manager.Pause).
+func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	if err := decodeJSON(w, r, &struct{}{}, true); err != nil {
+		return err
+	}
+	p, err := s.pauser()
+	if err != nil {
+		return err
+	}
+	sb, err := p.Pause(r.Context(), id)
+	if err != nil {
+		return sandboxErr(id, err)
+	}
+	writeJSON(w, http.StatusOK, s.toAPISandbox(sb))
+	return nil
+}
+
+// resumeSandbox runs a paused sandbox again under its id.
+func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	var req api.ResumeRequest
+	if err := decodeJSON(w, r, &req, true); err != nil {
+		return err
+	}
+	if req.TimeoutMs < 0 || req.TimeoutMs > math.MaxInt64/int64(time.Millisecond) {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeoutMs must not be negative, got %d", req.TimeoutMs)
+	}
+	p, err := s.pauser()
+	if err != nil {
+		return err
+	}
+	sb, err := p.Resume(r.Context(), id, time.Duration(req.TimeoutMs)*time.Millisecond)
+	if err != nil {
+		return sandboxErr(id, err)
+	}
+	writeJSON(w, http.StatusOK, s.toAPISandbox(sb))
+	return nil
+}
+
+// pauser is the sandboxes' pause power, or a clear 501.
+func (s *Server) pauser() (Pauser, error) {
+	p, ok := s.sb.(Pauser)
+	if !ok {
+		return nil, sandbox.Errorf(sandbox.ErrUnsupported, "pause_unsupported", "this server cannot pause sandboxes")
+	}
+	return p, nil
 }
 
 func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request) error {
@@ -241,6 +297,9 @@ func (s *Server) toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
 	}
 	out.Volumes = toAPIVolumeMounts(sb.Volumes)
 	out.Source = toAPISource(sb.Source)
+	if p := sb.Pause; p != nil {
+		out.Paused = &api.PauseInfo{SnapshotID: p.Snapshot, Memory: p.Memory, PausedAt: p.PausedAt.UTC(), TimeoutMs: p.Timeout.Milliseconds()}
+	}
 	return out
 }
 

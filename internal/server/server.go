@@ -42,6 +42,15 @@ type Sandboxes interface {
 	UpdateNetworkPolicy(ctx context.Context, id string, policy sandbox.NetworkPolicy) (sandbox.Sandbox, error)
 }
 
+// Pauser is the optional power of Sandboxes to pause a sandbox (keep its
+// filesystem, stop it) and resume it under the same id; node.Manager has
+// it. Without it the routes answer 501.
+type Pauser interface {
+	Pause(ctx context.Context, id string) (sandbox.Sandbox, error)
+	// Resume gives the sandbox timeout, or the paused run's if zero.
+	Resume(ctx context.Context, id string, timeout time.Duration) (sandbox.Sandbox, error)
+}
+
 // Defaults and bounds of request bodies.
 const (
 	// DefaultMaxUploadBytes bounds one file upload (a tar stream).
@@ -244,6 +253,8 @@ var routeTable = []route{
 	{"DELETE", "/sandboxes/{id}", (*Server).deleteSandbox},
 	{"POST", "/sandboxes/{id}/stop", (*Server).stopSandbox},
 	{"POST", "/sandboxes/{id}/extend-timeout", (*Server).extendTimeout},
+	{"POST", "/sandboxes/{id}/pause", (*Server).pauseSandbox},
+	{"POST", "/sandboxes/{id}/resume", (*Server).resumeSandbox},
 	{"GET", "/sandboxes/{id}/stats", (*Server).sandboxStats},
 	{"GET", "/sandboxes/{id}/ports", (*Server).listPorts},
 	{"POST", "/sandboxes/{id}/ports", (*Server).addPorts},

@@ -352,6 +352,41 @@ func TestSandboxLifecycle(t *testing.T) {
 	}
 }
 
+// TestPauseResume: pause and resume through the SDK; the sandbox keeps its
+// id, shows what the pause kept, and gets the paused run's timeout back.
+func TestPauseResume(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	sb, err := e.client.Create(ctx, api.CreateSandboxRequest{TimeoutMs: 60_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if sb.Status != api.StatusPaused || sb.Paused == nil || sb.Paused.Memory || sb.Paused.TimeoutMs != 60_000 || !sb.ExpiresAt.IsZero() {
+		t.Fatalf("paused = %s %+v, expires %s", sb.Status, sb.Paused, sb.ExpiresAt)
+	}
+	page, err := e.client.ListPage(ctx, sdk.ListOptions{State: api.StatusPaused})
+	if err != nil || len(page.Sandboxes) != 1 || page.Sandboxes[0].ID != sb.ID {
+		t.Errorf("list paused = %+v, %v", page, err)
+	}
+	if err := sb.Resume(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if sb.Status != api.StatusRunning || sb.Paused != nil || sb.ExpiresAt.Sub(sb.StartedAt) != time.Minute {
+		t.Errorf("resumed = %s, started %s, expires %s", sb.Status, sb.StartedAt, sb.ExpiresAt)
+	}
+	status, _, body := e.raw(t, "POST", "/api/v1/sandboxes/stopped/resume", nil, nil)
+	if status != http.StatusConflict || errorCode(t, body).Code != "sandbox_not_paused" {
+		t.Errorf("resume a stopped sandbox = %d %s", status, body)
+	}
+	status, _, body = e.raw(t, "POST", "/api/v1/sandboxes/run/resume", strings.NewReader(`{"timeoutMs":-1}`), nil)
+	if status != http.StatusBadRequest || errorCode(t, body).Code != "invalid_timeout" {
+		t.Errorf("resume with a negative timeout = %d %s", status, body)
+	}
+}
+
 func TestListPagination(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()

@@ -38,6 +38,9 @@ func sessionStatus(s sandbox.State) string {
 	switch s {
 	case sandbox.Pending, sandbox.Running, sandbox.Stopping, sandbox.Stopped, sandbox.Failed:
 		return string(s)
+	case sandbox.Paused:
+		// Vercel sessions have no pause: nothing runs, as when stopped.
+		return string(sandbox.Stopped)
 	}
 	return "failed"
 }
