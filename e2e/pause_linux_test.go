@@ -5,7 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/paddock-dev/paddock/api")
+	"github.com/paddock-dev/paddock/api"
+)
 
 // pausePool is TestPauseResume's address pool, apart from the others'.
 var pausePool = netip.MustParsePrefix("10.213.242.0/24")
