@@ -1,6 +1,6 @@
 // Package store is paddock's database: teams, users, API tokens, projects,
 // activations, sandbox records, command history, usage, events and the
-// records of the Vercel compatibility layer. Store is
+// records of the Vercel and E2B compatibility layers. Store is
 // the one interface; sqlite/ (embedded, the default) and mongo/ (production,
 // several control-plane replicas) implement it, and storetest/ is the
 // conformance suite both pass.
@@ -187,6 +187,14 @@ type Store interface {
 	UpdateAdmission(ctx context.Context, a Admission) (Admission, error)
 	// ListAdmissions returns every team's record, by TeamID.
 	ListAdmissions(ctx context.Context) ([]Admission, error)
+	// The E2B compatibility layer's sandboxes (see E2BSandbox), scoped by
+	// team: another team's record is ErrNotFound "e2b_sandbox_not_found".
+	// CreateE2BSandbox: ErrConflict "e2b_sandbox_exists" if the ID exists.
+	CreateE2BSandbox(ctx context.Context, v E2BSandbox) error
+	GetE2BSandbox(ctx context.Context, teamID, id string) (E2BSandbox, error)
+	DeleteE2BSandbox(ctx context.Context, teamID, id string) error
+	// ListE2BSandboxes pages through one team's records by (CreatedAt, ID).
+	ListE2BSandboxes(ctx context.Context, f E2BSandboxFilter, page Page) ([]E2BSandbox, string, error)
 }
 
 // TimePrecision is the resolution at which every store keeps times.
@@ -484,9 +492,31 @@ type Admission struct {
 	UpdatedAt time.Time       `json:"updatedAt"`
 }
 
+// MaxE2BData bounds an E2BSandbox's Data (the layer's metadata is far
+// smaller).
+const MaxE2BData = 256 << 10
+
+// E2BSandbox is what the E2B compatibility layer
+// (internal/server/compat/e2b) keeps of a sandbox made through it, beside
+// the paddock sandbox of the same ID: the template it was asked for and
+// its metadata, which E2B's get and list show and filter on.
+type E2BSandbox struct {
+	ID     string `json:"id"` // the paddock sandbox's id
+	TeamID string `json:"teamId"`
+	// Data is the layer's document, opaque to the store: valid JSON of at
+	// most MaxE2BData bytes.
+	Data      json.RawMessage `json:"data"`
+	CreatedAt time.Time       `json:"createdAt"`
+}
+
+// E2BSandboxFilter selects one team's E2B sandboxes.
+type E2BSandboxFilter struct {
+	TeamID string // required: "" matches nothing
+}
+
 // NotFound is the error every implementation returns for a missing record;
 // what is "team", "user", "token", "project", "activation", "sandbox",
-// "command", "budget", "vercel_sandbox", "vercel_snapshot" or "admission".
+// "command", "budget", "vercel_sandbox", "vercel_snapshot", "admission" or "e2b_sandbox".
 func NotFound(what, id string) error {
 	if id == "" {
 		return sandbox.Errorf(sandbox.ErrNotFound, what+"_not_found", "%s not found", what)

@@ -68,6 +68,7 @@ type Store struct {
 	vercelSandboxes, vercelSnapshots            *mgo.Collection
 	admissions                                  *mgo.Collection
 	usageRollups, budgets                       *mgo.Collection
+	e2bSandboxes                                *mgo.Collection
 
 	// seq is the largest event Seq this store knows to be taken: the next
 	// append tries seq+1 (see AppendEvent).
@@ -102,6 +103,7 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 		vercelSandboxes: db.Collection("vercel_sandboxes"), vercelSnapshots: db.Collection("vercel_snapshots"),
 		admissions:   db.Collection("admissions"),
 		usageRollups: db.Collection("usage_rollups"), budgets: db.Collection("budgets"),
+		e2bSandboxes: db.Collection("e2b_sandboxes"),
 	}
 	if err := s.createIndexes(ctx); err != nil {
 		client.Disconnect(context.Background())
@@ -170,6 +172,7 @@ func (s *Store) createIndexes(ctx context.Context) error {
 			index("activation_seq", "activationId", "_id")}},
 		{s.vercelSandboxes, []ix{index("team_page", "teamId", "createdAt", "_id"), index("sessions", "sessionIds")}},
 		{s.vercelSnapshots, []ix{index("team_page", "teamId", "createdAt", "_id")}},
+		{s.e2bSandboxes, []ix{index("team_page", "teamId", "createdAt", "_id")}},
 	} {
 		if err := ensureIndexes(ctx, ci.c, ci.ixs); err != nil {
 			return fmt.Errorf("mongo store: create indexes on %s: %w", ci.c.Name(), err)

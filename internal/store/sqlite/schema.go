@@ -228,4 +228,14 @@ CREATE TABLE budgets (
 	updated_at    INTEGER
 );
 `,
+	// 7: the E2B compatibility layer's records.
+	`
+CREATE TABLE e2b_sandboxes (
+	id         TEXT PRIMARY KEY,
+	team_id    TEXT NOT NULL,
+	data       TEXT NOT NULL,
+	created_at INTEGER
+);
+CREATE INDEX e2b_sandboxes_page ON e2b_sandboxes (team_id, created_at, id);
+`,
 }

@@ -333,3 +333,22 @@ func Admission(a store.Admission, create bool) (store.Admission, error) {
 	}
 	return a, nil
 }
+
+// E2BSandbox checks an E2B sandbox record for create.
+func E2BSandbox(v store.E2BSandbox) (store.E2BSandbox, error) {
+	for _, f := range []struct{ field, v string }{{"id", v.ID}, {"teamId", v.TeamID}} {
+		if err := required("e2b sandbox", f.field, f.v); err != nil {
+			return v, err
+		}
+	}
+	switch {
+	case len(v.Data) == 0:
+		return v, store.Invalid("e2b sandbox %s: data is required", v.ID)
+	case len(v.Data) > store.MaxE2BData:
+		return v, store.Invalid("e2b sandbox %s: data is %d bytes, more than %d", v.ID, len(v.Data), store.MaxE2BData)
+	case !json.Valid(v.Data):
+		return v, store.Invalid("e2b sandbox %s: data is not valid JSON", v.ID)
+	}
+	v.CreatedAt = created(v.CreatedAt)
+	return v, nil
+}
