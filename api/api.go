@@ -317,6 +317,10 @@ type CreateTokenRequest struct {
 	Name       string `json:"name"`
 	Role       string `json:"role,omitempty"`
 	TTLSeconds int64  `json:"ttlSeconds,omitempty"`
+	// Format "e2b" spells the secret as an E2B API key (e2b_ and 40 hex
+	// digits) for E2B's SDKs against /compat/e2b; "" is paddock's pdk_.
+	// Either works as a bearer token and as X-API-Key.
+	Format string `json:"format,omitempty"`
 }
 
 // CreatedToken answers POST /tokens: the only time the secret is shown.

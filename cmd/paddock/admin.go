@@ -23,11 +23,13 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	team := fs.String("team", "", "team id (default: the caller's team)")
 	var user, role string
 	var ttl time.Duration
+	var e2b bool
 	// "new" is create's alias, so it takes create's flags too.
 	if sc.verb == "create" || sc.verb == "new" {
 		fs.StringVar(&user, "user", "", "bind the token to this user of the team")
 		fs.StringVar(&role, "role", api.RoleMember, "member or admin")
 		fs.DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 720h (default: no expiry)")
+		fs.BoolVar(&e2b, "e2b", false, "spell the secret as an E2B API key (e2b_...), for E2B's SDKs (E2B_API_KEY)")
 	}
 	// The arguments are checked per verb: rm takes any number of ids.
 	if err := fs.Parse(sc.args); err != nil {
@@ -45,9 +47,13 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		tok, err := c.CreateToken(ctx, api.CreateTokenRequest{
+		req := api.CreateTokenRequest{
 			TeamID: *team, UserID: user, Name: fs.Arg(0), Role: role, TTLSeconds: int64(ttl / time.Second),
-		})
+		}
+		if e2b {
+			req.Format = string(auth.FormatE2B)
+		}
+		tok, err := c.CreateToken(ctx, req)
 		if err != nil {
 			return err
 		}

@@ -88,14 +88,14 @@ func BearerToken(header string) (string, bool) {
 	return token, true
 }
 
-// AuthenticateBearer checks one bearer credential: an API token (pdk_...)
-// or, with OIDC configured, a JWT. Errors wrap sandbox.ErrUnauthorized
+// AuthenticateBearer checks one bearer credential: an API token (pdk_...,
+// or e2b_... made for E2B's SDKs) or, with OIDC configured, a JWT. Errors wrap sandbox.ErrUnauthorized
 // with the codes of errors.go, or are internal (the store failed).
 func (a *Authenticator) AuthenticateBearer(ctx context.Context, token string) (Principal, error) {
 	switch {
 	case token == "":
 		return Principal{}, ErrMissingToken
-	case strings.HasPrefix(token, TokenPrefix):
+	case strings.HasPrefix(token, TokenPrefix), strings.HasPrefix(token, E2BKeyPrefix):
 		return a.authenticateToken(ctx, token)
 	case a.oidc != nil && strings.Count(token, ".") == 2:
 		return a.authenticateJWT(ctx, token)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -511,5 +512,38 @@ func TestUnknownKeyIDs(t *testing.T) {
 	}
 	if _, err := a.AuthenticateBearer(ctx, iss.sign(t, "ec", iss.claims(clk.Now(), nil))); !errors.Is(err, auth.ErrUnknownUser) {
 		t.Errorf("a published key still verifies: %v", err)
+	}
+}
+
+// TestE2BKeys: a key in E2B's format has the shape E2B's SDKs validate,
+// names its team and role like any token, and is revoked like one.
+func TestE2BKeys(t *testing.T) {
+	clk := fake.NewClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC))
+	a := newAuth(t, newStore(t), clk, nil)
+	ctx := t.Context()
+	team, err := a.CreateTeam(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, tok, err := a.CreateTokenFormat(ctx, auth.FormatE2B, team.ID, "", "sdk", store.RoleMember, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^e2b_[0-9a-f]{40}$`).MatchString(key) {
+		t.Errorf("key %q does not have the shape E2B's SDKs validate", key)
+	}
+	p, err := a.AuthenticateBearer(ctx, key)
+	if err != nil || p.TeamID != team.ID || p.Role != store.RoleMember || p.TokenID != tok.ID {
+		t.Fatalf("principal = %+v, %v", p, err)
+	}
+	_, err = a.AuthenticateBearer(ctx, auth.E2BKeyPrefix+strings.Repeat("0", 40))
+	wantCode(t, err, "invalid_token")
+	if err := a.DeleteToken(ctx, team.ID, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.AuthenticateBearer(ctx, key)
+	wantCode(t, err, "invalid_token")
+	if _, _, err := a.CreateTokenFormat(ctx, "jwt", team.ID, "", "x", store.RoleMember, 0); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("unknown format: %v, want invalid", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/base32"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -20,6 +21,22 @@ import (
 // TokenPrefix marks paddock API tokens so they are recognisable in leaks
 // and logs, and tells them apart from JWTs without parsing.
 const TokenPrefix = "pdk_"
+
+// E2BKeyPrefix starts the API keys the E2B SDKs accept: they check a key
+// against ^e2b_[0-9a-f]+$ before sending it. Such a key is a paddock token
+// like any other (hashed at rest, a team and a role), in E2B's spelling.
+const E2BKeyPrefix = "e2b_"
+
+// TokenFormat is how a token's secret is spelled.
+type TokenFormat string
+
+const (
+	// FormatPaddock: "pdk_" and 43 base64url characters.
+	FormatPaddock TokenFormat = ""
+	// FormatE2B: "e2b_" and 40 lowercase hex digits (160 random bits), the
+	// shape E2B's SDKs validate.
+	FormatE2B TokenFormat = "e2b"
+)
 
 // The bootstrap team and its first admin token. Admins of this team are
 // host admins (see the package comment).
@@ -72,6 +89,14 @@ func (a *Authenticator) authenticateToken(ctx context.Context, secret string) (P
 // store keeps its hash. ttl 0 means the token does not expire. Callers
 // check that the principal may do this (Principal.CanAdminTeam).
 func (a *Authenticator) CreateToken(ctx context.Context, teamID, userID, name, role string, ttl time.Duration) (string, store.Token, error) {
+	return a.CreateTokenFormat(ctx, FormatPaddock, teamID, userID, name, role, ttl)
+}
+
+// CreateTokenFormat is CreateToken with the secret spelled in format.
+func (a *Authenticator) CreateTokenFormat(ctx context.Context, format TokenFormat, teamID, userID, name, role string, ttl time.Duration) (string, store.Token, error) {
+	if format != FormatPaddock && format != FormatE2B {
+		return "", store.Token{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_token_format", "unknown token format %q (want \"\" or \"e2b\")", format)
+	}
 	if err := validName("token", name); err != nil {
 		return "", store.Token{}, err
 	}
@@ -98,6 +123,9 @@ func (a *Authenticator) CreateToken(ctx context.Context, teamID, userID, name, r
 		return "", store.Token{}, fmt.Errorf("generate token: %w", err)
 	}
 	secret := TokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	if format == FormatE2B {
+		secret = E2BKeyPrefix + hex.EncodeToString(raw[:20])
+	}
 	id, err := newID("tok")
 	if err != nil {
 		return "", store.Token{}, err

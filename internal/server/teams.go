@@ -22,8 +22,9 @@ type Accounts interface {
 	ListUsers(ctx context.Context, teamID string) ([]store.User, error)
 	// DeleteUser removes a user of teamID and revokes its tokens.
 	DeleteUser(ctx context.Context, teamID, id string) error
-	// CreateToken returns the new token's secret, shown once.
-	CreateToken(ctx context.Context, teamID, userID, name, role string, ttl time.Duration) (string, store.Token, error)
+	// CreateTokenFormat returns the new token's secret, spelled in format
+	// (paddock's, or an E2B API key), shown once.
+	CreateTokenFormat(ctx context.Context, format auth.TokenFormat, teamID, userID, name, role string, ttl time.Duration) (string, store.Token, error)
 	ListTokens(ctx context.Context, teamID string) ([]store.Token, error)
 	// DeleteToken revokes a token of teamID ("" = any team).
 	DeleteToken(ctx context.Context, teamID, id string) error
@@ -214,7 +215,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 	if req.TTLSeconds < 0 || req.TTLSeconds > int64(auth.MaxTokenTTL/time.Second) {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_ttl", "ttlSeconds must be between 0 (no expiry) and %d", int64(auth.MaxTokenTTL/time.Second))
 	}
-	secret, t, err := s.accounts.CreateToken(r.Context(), teamID, req.UserID, req.Name, role, time.Duration(req.TTLSeconds)*time.Second)
+	secret, t, err := s.accounts.CreateTokenFormat(r.Context(), auth.TokenFormat(req.Format), teamID, req.UserID, req.Name, role, time.Duration(req.TTLSeconds)*time.Second)
 	if err != nil {
 		return err
 	}
