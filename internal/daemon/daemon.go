@@ -16,7 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +41,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/server/compat/e2b"
 	"github.com/paddock-dev/paddock/internal/server/compat/vercel"
 	"github.com/paddock-dev/paddock/internal/source"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -517,14 +520,27 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	d.push("Vercel streams", func() error { vapi.CloseStreams(); return nil })
 	d.vercel = vapi
 
+	eapi, err := e2b.New(e2b.Config{Sandboxes: sandboxes, Auth: authn, Records: d.store, Snapshots: snapshots,
+		Domain: e2bDomain(d.cfg), Logger: d.log})
+	if err != nil {
+		return err
+	}
+	e2bHost := ""
+	if d.cfg.Domain != "" {
+		e2bHost = "api." + d.cfg.Domain
+	}
+
 	// A prefix check rather than a ServeMux, which would redirect unclean
 	// paths that the API answers itself.
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, vercel.Prefix+"/") {
+		switch {
+		case strings.HasPrefix(r.URL.Path, vercel.Prefix+"/"):
 			vapi.ServeHTTP(w, r)
-			return
+		case strings.HasPrefix(r.URL.Path, e2b.Prefix+"/") || e2bHost != "" && hostOnly(r.Host) == e2bHost:
+			eapi.ServeHTTP(w, r)
+		default:
+			srv.Handler().ServeHTTP(w, r)
 		}
-		srv.Handler().ServeHTTP(w, r)
 	})
 	var px *proxy.Proxy
 	if d.signer != nil {
@@ -539,8 +555,31 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	return nil
 }
 
+// e2bDomain is the domain E2B's SDKs are told their sandboxes live under:
+// paddock's domain with the public URL's port, since they build
+// <port>-<id>.<domain> from it.
+func e2bDomain(c Config) string {
+	if c.Domain == "" {
+		return ""
+	}
+	u, err := url.Parse(c.PublicURL)
+	if err != nil || u.Port() == "" {
+		return c.Domain
+	}
+	return net.JoinHostPort(c.Domain, u.Port())
+}
+
+// hostOnly is a Host header without its port, lower-cased.
+func hostOnly(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.ToLower(host)
+}
+
 // Handler serves the whole front: the API (/api/v1) and its probes
-// (/healthz, /readyz), the Vercel layer (/compat/vercel), the port proxy
+// (/healthz, /readyz), the Vercel layer (/compat/vercel), the E2B layer
+// (/compat/e2b and the host api.<domain>), the port proxy
 // (<port>-<id>.<domain> and /s/<id>/<port>/) and the app proxy
 // (app-<id>.<domain>; its path form is an API route).
 func (d *Daemon) Handler() http.Handler { return d.handler }

@@ -324,3 +324,38 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("Start accepted a config without a data dir")
 	}
 }
+
+// TestE2BMounted: the E2B layer answers under /compat/e2b and on the host
+// api.<domain>, in E2B's error shape; other hosts' root paths stay the API's.
+func TestE2BMounted(t *testing.T) {
+	noGoroutinesLeft(t)
+	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true, Domain: "paddock.localhost"},
+		WithDriver(fake.NewDriver(t, fake.DriverConfig{})))
+	for _, tc := range []struct {
+		name, host, path string
+		status           int
+		e2bShape         bool
+	}{
+		{"the prefix", "", "/compat/e2b/v2/sandboxes", http.StatusUnauthorized, true},
+		{"the API host", "api.paddock.localhost", "/v2/sandboxes", http.StatusUnauthorized, true},
+		{"another host", "", "/v2/sandboxes", http.StatusNotFound, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", s.url+tc.path, nil)
+			if tc.host != "" {
+				req.Host = tc.host
+			}
+			resp, err := s.hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			_, isE2B := body["code"].(float64)
+			if resp.StatusCode != tc.status || isE2B != tc.e2bShape {
+				t.Errorf("%s%s = %d %v, want %d in E2B's shape: %v", tc.host, tc.path, resp.StatusCode, body, tc.status, tc.e2bShape)
+			}
+		})
+	}
+}
