@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -66,6 +69,7 @@ type stack struct {
 	d       *daemon.Daemon
 	dataDir string
 	http    *httptest.Server
+	url     string // the listener's base URL: http, or https with stackOptions.tls
 	token   string
 	client  *sdk.Client
 	closed  bool
@@ -89,6 +93,10 @@ type stackOptions struct {
 	control func(*control.Config)
 	// config, when set, changes the daemon's config last.
 	config func(*daemon.Config)
+	// tls serves HTTPS with the daemon's development CA, under the domain
+	// paddock.localhost, as `paddock serve --tls-dev-ca` does; the stack's
+	// URL is then https and its client trusts the CA.
+	tls bool
 }
 
 // testDiskMB is the disk cap of the tests' sandboxes, as `paddock serve
@@ -133,10 +141,14 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	// Unstarted, so that the routes' base URL knows the listener's port.
 	hs := httptest.NewUnstartedServer(nil)
 	cfg := daemon.Config{DataDir: dataDir, MaxTimeout: time.Hour, NoNetwork: !opts.network.IsValid(), NetworkPool: opts.network,
-		Domain: "localhost", PublicURL: "http://localhost:" + portOf(hs.Listener.Addr()),
+		Domain: "localhost", PublicURL: "http://localhost:" + portOf(hs.Listener.Addr()), TLSDevCA: opts.tls,
 		MaxVolumeSize: testVolumeMaxSize, HealthTimeout: time.Minute,
 		// The tests' git and tarball servers and registries are on 127.0.0.1.
 		SourceAllowPrivate: true, RegistryAllowPrivate: true}
+	if opts.tls {
+		// Node and browsers refuse a wildcard right under a top-level name.
+		cfg.Domain, cfg.PublicURL = "paddock.localhost", "https://paddock.localhost:"+portOf(hs.Listener.Addr())
+	}
 	if diskimg.Available() == "" {
 		// As `paddock serve` runs sandboxes: each with a disk of its own,
 		// small here, made ahead of time.
@@ -160,8 +172,21 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 		}
 	}
 	hs.Config.Handler = d.Handler()
+	client := sdk.New(hs.URL, token)
+	url := hs.URL
+	if opts.tls {
+		// The daemon's certificate, not httptest's own: a TLS listener
+		// under a plain Start.
+		hs.Listener = tls.NewListener(hs.Listener, d.TLSConfig())
+		url = "https://" + hs.Listener.Addr().String()
+		pool := x509.NewCertPool()
+		if pem, err := os.ReadFile(d.DevCAPath()); err != nil || !pool.AppendCertsFromPEM(pem) {
+			t.Fatalf("the development CA %s: %v", d.DevCAPath(), err)
+		}
+		client = sdk.New(url, token, sdk.WithHTTPClient(&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}))
+	}
 	hs.Start()
-	s := &stack{d: d, dataDir: dataDir, http: hs, token: token, client: sdk.New(hs.URL, token),
+	s := &stack{d: d, dataDir: dataDir, http: hs, url: url, token: token, client: client,
 		mgr: d.Node(), images: d.Images(), auth: d.Auth(), net: d.Network(), signer: d.Signer()}
 	t.Cleanup(func() {
 		if s.closed {

@@ -133,12 +133,14 @@ type route struct {
 
 var routeTable = []route{
 	{"POST", "/sandboxes", (*Handler).create},
+	{"POST", "/v2/sandboxes", (*Handler).create},
 	{"GET", "/sandboxes", (*Handler).listV1},
 	{"GET", "/v2/sandboxes", (*Handler).listV2},
 	{"GET", "/sandboxes/{id}", (*Handler).get},
 	{"DELETE", "/sandboxes/{id}", (*Handler).kill},
 	{"POST", "/sandboxes/{id}/timeout", (*Handler).setTimeout},
 	{"POST", "/sandboxes/{id}/connect", (*Handler).connect},
+	{"POST", "/v2/sandboxes/{id}/connect", (*Handler).connect},
 	{"POST", "/sandboxes/{id}/resume", (*Handler).resume},
 	{"POST", "/sandboxes/{id}/pause", (*Handler).pause},
 	{"GET", "/sandboxes/{id}/metrics", (*Handler).metrics},

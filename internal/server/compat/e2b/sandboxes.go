@@ -265,6 +265,9 @@ func policyOf(allowInternet bool, n *networkConfig) (*sandbox.NetworkPolicy, err
 		if n.MaskRequestHost != "" {
 			return nil, sandbox.Errorf(sandbox.ErrUnsupported, "not_implemented", "maskRequestHost is not supported")
 		}
+		if len(n.Rules) > 0 {
+			return nil, sandbox.Errorf(sandbox.ErrUnsupported, "not_implemented", "egress rules (header transforms) are not supported")
+		}
 	}
 	denyAll := !allowInternet
 	var deny []netip.Prefix
@@ -348,8 +351,9 @@ func (h *Handler) listV1(w http.ResponseWriter, r *http.Request) error {
 }
 
 // listV2 pages through the team's sandboxes; ?state= (running, paused;
-// repeated or comma-separated), ?metadata= (k=v&...), ?limit=,
-// ?nextToken=; the next page's token comes in x-next-token.
+// repeated or comma-separated), ?metadata= (k=v&...), ?template=,
+// ?limit=, ?nextToken=; the next page's token comes in x-next-token.
+// ?startedAfter= and ?order= are not applied (paddock lists by creation).
 func (h *Handler) listV2(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	md, err := metadataFilter(q.Get("metadata"))
@@ -377,6 +381,9 @@ func (h *Handler) listV2(w http.ResponseWriter, r *http.Request) error {
 		limit = n
 	}
 	out, next, err := h.page(r, q.Get("nextToken"), limit, md, states)
+	if t := q.Get("template"); t != "" {
+		out = slices.DeleteFunc(out, func(d sandboxDetail) bool { return d.TemplateID != t })
+	}
 	if err != nil {
 		return err
 	}
@@ -433,9 +440,17 @@ func metadataFilter(s string) (map[string]string, error) {
 	if err != nil {
 		return nil, badRequest("metadata filter %q: %v", s, err)
 	}
+	// The JS SDK escapes each key and value before it builds the query
+	// string, so they come escaped once more.
+	unescape := func(s string) string {
+		if u, err := url.QueryUnescape(s); err == nil {
+			return u
+		}
+		return s
+	}
 	md := make(map[string]string, len(vals))
 	for k, v := range vals {
-		md[k] = v[len(v)-1]
+		md[unescape(k)] = unescape(v[len(v)-1])
 	}
 	return md, nil
 }
@@ -509,6 +524,9 @@ func (h *Handler) connect(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if req.Memory != nil && *req.Memory {
+		return errNoMemory
+	}
 	sb, err := h.owned(r, r.PathValue("id"))
 	if err != nil {
 		return err
@@ -578,7 +596,18 @@ func (h *Handler) resumeIt(r *http.Request, sb sandbox.Sandbox, timeout time.Dur
 	return p.Resume(r.Context(), sb.ID, timeout)
 }
 
+// errNoMemory refuses a pause or resume that asks for memory kept.
+var errNoMemory = sandbox.Errorf(sandbox.ErrUnsupported, "not_implemented",
+	"paddock keeps a paused sandbox's filesystem only (keepMemory: false); its processes start afresh on resume")
+
 func (h *Handler) pause(w http.ResponseWriter, r *http.Request) error {
+	var req timeoutBody
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Memory != nil && *req.Memory {
+		return errNoMemory
+	}
 	sb, err := h.owned(r, r.PathValue("id"))
 	if err != nil {
 		return err

@@ -31,6 +31,8 @@ type networkConfig struct {
 	AllowOut           []string `json:"allowOut,omitempty"`
 	DenyOut            []string `json:"denyOut,omitempty"`
 	MaskRequestHost    string   `json:"maskRequestHost,omitempty"`
+	// Rules inject headers into egress requests: not served.
+	Rules map[string]any `json:"rules,omitempty"`
 }
 
 // sandboxWire answers create and connect.
@@ -64,6 +66,9 @@ type sandboxDetail struct {
 type timeoutBody struct {
 	Timeout   *int64 `json:"timeout"`
 	AutoPause *bool  `json:"autoPause,omitempty"`
+	// Memory false asks a resume to boot from the filesystem (paddock's
+	// only way); true asks for memory kept, which paddock cannot.
+	Memory *bool `json:"memory,omitempty"`
 }
 
 // metric is one point of GET .../metrics.
