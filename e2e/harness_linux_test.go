@@ -172,8 +172,8 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 		}
 	}
 	hs.Config.Handler = d.Handler()
-	client := sdk.New(hs.URL, token)
-	url := hs.URL
+	var client *sdk.Client
+	var url string
 	if opts.tls {
 		// The daemon's certificate, not httptest's own: a TLS listener
 		// under a plain Start.
@@ -186,6 +186,10 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 		client = sdk.New(url, token, sdk.WithHTTPClient(&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}))
 	}
 	hs.Start()
+	if !opts.tls {
+		url = hs.URL
+		client = sdk.New(url, token)
+	}
 	s := &stack{d: d, dataDir: dataDir, http: hs, url: url, token: token, client: client,
 		mgr: d.Node(), images: d.Images(), auth: d.Auth(), net: d.Network(), signer: d.Signer()}
 	t.Cleanup(func() {
