@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -134,4 +135,59 @@ func TestCLI(t *testing.T) {
 		t.Errorf("rm: %s", errOut)
 	}
 	stop() // fails the test if serve logged an error
+}
+
+// TestCLITLS runs `paddock serve --tls-dev-ca` as a real process: the CLI
+// on the same machine reaches it over HTTPS with nothing but its data dir
+// (client.json names the CA), issues an E2B key, and pauses and resumes a
+// sandbox.
+func TestCLITLS(t *testing.T) {
+	requireSandboxes(t)
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("needs the go tool to build the binaries")
+	}
+	bin := buildPaddock(t)
+	dataDir := newDataDir(t)
+	srv := startServe(t, bin, dataDir, freeAddr(t), "--no-network", "--tls-dev-ca", "--domain", "paddock.localhost")
+	url, _ := srv.clientConfig(t, dataDir)
+	if !strings.HasPrefix(url, "https://") || !strings.Contains(srv.out.String(), filepath.Join(dataDir, "tls", "dev-ca.pem")) {
+		t.Fatalf("serve --tls-dev-ca: client URL %q, output:\n%s", url, srv.out.String())
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PADDOCK_URL=") && !strings.HasPrefix(kv, "PADDOCK_TOKEN=") && !strings.HasPrefix(kv, "SSL_CERT_FILE=") {
+			env = append(env, kv)
+		}
+	}
+	run := cliRunner(t, bin, "", append(env, "PADDOCK_DATA_DIR="+dataDir))
+	cli := func(args ...string) (string, string, int) { return run(time.Minute, args...) }
+
+	key, errOut, code := cli("token", "create", "--e2b", "sdk")
+	if code != 0 || !regexp.MustCompile(`^e2b_[0-9a-f]{40}\n$`).MatchString(key) {
+		t.Fatalf("token create --e2b: %q %s (exit %d)", key, errOut, code)
+	}
+	out, errOut, code := cli("sandbox", "create")
+	if code != 0 {
+		t.Fatalf("sandbox create over TLS: %d %s", code, errOut)
+	}
+	id := strings.TrimSpace(out)
+	if _, errOut, code := cli("sandbox", "exec", id, "--", "sh", "-c", "echo kept > ~/f"); code != 0 {
+		t.Fatalf("exec: %s", errOut)
+	}
+	if _, errOut, code := cli("sandbox", "pause", id); code != 0 {
+		t.Fatalf("pause: %s", errOut)
+	}
+	if out, _, _ := cli("sandbox", "ls", "--state", "paused"); !strings.Contains(out, id) {
+		t.Errorf("ls --state paused lacks %s:\n%s", id, out)
+	}
+	if _, errOut, code := cli("sandbox", "resume", "--timeout", "2m", id); code != 0 {
+		t.Fatalf("resume: %s", errOut)
+	}
+	if out, errOut, code := cli("sandbox", "exec", id, "--", "cat", "/home/user/f"); code != 0 || out != "kept\n" {
+		t.Errorf("after resume: %q %s (exit %d)", out, errOut, code)
+	}
+	if _, errOut, code := cli("sandbox", "rm", id); code != 0 {
+		t.Errorf("rm: %s", errOut)
+	}
+	srv.stop()
 }
