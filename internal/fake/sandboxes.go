@@ -129,7 +129,8 @@ func (f *Sandboxes) IDs() []string {
 }
 
 // Mutations returns "create <id>", "stop <id>", "delete <id>", "extend
-// <id>", "ports <id>" and "policy <id>" of every change, in order.
+// <id>", "ports <id>", "policy <id>", "pause <id>" and "resume <id>" of
+// every change, in order.
 func (f *Sandboxes) Mutations() []string { return cloneLocked(&f.mu, &f.mutations) }
 
 // Creates returns every create request, in order.

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -116,7 +117,7 @@ func (h *Handler) recordOf(r *http.Request, sb sandbox.Sandbox) (record, error) 
 // team's sandboxes made by the host admin have none.
 func teamOf(sb sandbox.Sandbox) string {
 	if sb.TeamID == "" {
-		return "default"
+		return auth.BootstrapTeamID
 	}
 	return sb.TeamID
 }
