@@ -11,6 +11,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/server/compat/e2b"
 )
 
 // The adapters below only connect two packages: each forwards to
@@ -18,7 +19,11 @@ import (
 // collects) live in node. node.Manager is the server's Sandboxes as it is:
 // both speak the sandbox package's request types.
 
-var _ server.Sandboxes = (*node.Manager)(nil)
+var (
+	_ server.Sandboxes  = (*node.Manager)(nil)
+	_ server.Pauser     = (*node.Manager)(nil) // pause and resume, through the API and the E2B layer
+	_ e2b.TimeoutSetter = (*node.Manager)(nil) // E2B's set timeout moves an end either way
+)
 
 // warmSandboxes is node as the server's (and the Vercel layer's)
 // Sandboxes, with creates served from the warm pools when one matches.

@@ -129,8 +129,8 @@ func (f *Sandboxes) IDs() []string {
 }
 
 // Mutations returns "create <id>", "stop <id>", "delete <id>", "extend
-// <id>", "ports <id>", "policy <id>", "pause <id>" and "resume <id>" of
-// every change, in order.
+// <id>", "ports <id>", "policy <id>", "pause <id>", "resume <id>" and
+// "timeout <id>" of every change, in order.
 func (f *Sandboxes) Mutations() []string { return cloneLocked(&f.mu, &f.mutations) }
 
 // Creates returns every create request, in order.
@@ -342,6 +342,17 @@ func (f *Sandboxes) Resume(_ context.Context, id string, timeout time.Duration) 
 		}
 		now := f.cfg.Now()
 		sb.State, sb.StartedAt, sb.ExpiresAt, sb.StoppedAt, sb.Pause = sandbox.Running, now, now.Add(timeout), time.Time{}, nil
+		return nil
+	})
+}
+
+// SetTimeout makes a running sandbox end d from now.
+func (f *Sandboxes) SetTimeout(_ context.Context, id string, d time.Duration) (sandbox.Sandbox, error) {
+	return f.update(id, "timeout", func(sb *sandbox.Sandbox) error {
+		if sb.State != sandbox.Running {
+			return notRunning(*sb)
+		}
+		sb.ExpiresAt = f.cfg.Now().Add(d)
 		return nil
 	})
 }

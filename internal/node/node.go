@@ -681,6 +681,29 @@ func (m *Manager) ExtendTimeout(ctx context.Context, id string, by time.Duration
 	return m.update(e, func(sb *sandbox.Sandbox) { sb.ExpiresAt = expires }), nil
 }
 
+// SetTimeout makes a running sandbox end d from now, earlier or later than
+// it would, within the host's maximum lifetime counted from its start.
+func (m *Manager) SetTimeout(ctx context.Context, id string, d time.Duration) (sandbox.Sandbox, error) {
+	if d <= 0 {
+		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeout must be positive, got %s", d)
+	}
+	e, sb, unlock, err := m.lockRunning(id)
+	if err != nil {
+		return sb, err
+	}
+	defer unlock()
+	expires := m.now().Add(d)
+	start := sb.CreatedAt
+	if sb.StartedAt.After(start) {
+		start = sb.StartedAt
+	}
+	if life := expires.Sub(start); life > m.cfg.MaxTimeout {
+		return sb, sandbox.Errorf(sandbox.ErrInvalid, "timeout_exceeds_max",
+			"a timeout of %s makes the lifetime %s, over the maximum of %s", d, life.Round(time.Second), m.cfg.MaxTimeout)
+	}
+	return m.update(e, func(sb *sandbox.Sandbox) { sb.ExpiresAt = expires }), nil
+}
+
 // Agent returns the client of a running sandbox's agent.
 func (m *Manager) Agent(ctx context.Context, id string) (*agent.Client, error) {
 	e, err := m.lookup(id)

@@ -197,3 +197,36 @@ func TestPauseSurvivesRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestSetTimeout: a running sandbox's end moves either way from now,
+// within the maximum lifetime from its start.
+func TestSetTimeout(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxTimeout = time.Hour })
+	sb, err := e.m.Create(t.Context(), sandbox.CreateRequest{Timeout: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Minute)
+	for _, tc := range []struct {
+		name string
+		d    time.Duration
+		kind error
+	}{
+		{"later", 30 * time.Minute, nil},
+		{"earlier", time.Minute, nil},
+		{"up to the max", 59 * time.Minute, nil},
+		{"past the max", 59*time.Minute + time.Second, sandbox.ErrInvalid},
+		{"zero", 0, sandbox.ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := e.m.SetTimeout(t.Context(), sb.ID, tc.d)
+			if tc.kind != nil {
+				wantErr(t, err, tc.kind, "")
+				return
+			}
+			if err != nil || !got.ExpiresAt.Equal(e.clock.Now().UTC().Add(tc.d)) {
+				t.Errorf("SetTimeout(%s) = %s, %v", tc.d, got.ExpiresAt, err)
+			}
+		})
+	}
+}

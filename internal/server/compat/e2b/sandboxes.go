@@ -2,6 +2,7 @@ package e2b
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -480,8 +481,13 @@ func (h *Handler) kill(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// setTimeout makes the sandbox end timeout from now. paddock can move a
-// deadline later only: an earlier one is refused.
+// TimeoutSetter is the sandboxes' power to move a deadline either way;
+// node.Manager has it. Without it set timeout only extends.
+type TimeoutSetter interface {
+	SetTimeout(ctx context.Context, id string, d time.Duration) (sandbox.Sandbox, error)
+}
+
+// setTimeout makes the sandbox end timeout from now, earlier or later.
 func (h *Handler) setTimeout(w http.ResponseWriter, r *http.Request) error {
 	var req timeoutBody
 	if err := decode(w, r, &req); err != nil {
@@ -501,6 +507,13 @@ func (h *Handler) setTimeout(w http.ResponseWriter, r *http.Request) error {
 	if sb.State != sandbox.Running {
 		return sandbox.Errorf(sandbox.ErrConflict, "sandbox_not_running", "sandbox %s is %s: connect resumes it", sb.ID, stateOf(sb.State))
 	}
+	if ts, ok := h.cfg.Sandboxes.(TimeoutSetter); ok && timeout > 0 {
+		if _, err := ts.SetTimeout(r.Context(), sb.ID, timeout); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
 	by := h.cfg.Now().Add(timeout).Sub(sb.ExpiresAt).Round(time.Millisecond)
 	switch {
 	case by > 0:
@@ -508,7 +521,7 @@ func (h *Handler) setTimeout(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	case by < -time.Second:
-		return sandbox.Errorf(sandbox.ErrUnsupported, "not_implemented", "paddock cannot move a sandbox's end earlier (it ends at %s); kill it instead", sb.ExpiresAt.UTC().Format(time.RFC3339))
+		return sandbox.Errorf(sandbox.ErrUnsupported, "not_implemented", "this server cannot move a sandbox's end earlier (it ends at %s); kill it instead", sb.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
