@@ -74,8 +74,11 @@ test("set timeout", { skip }, async () => {
   const sbx = await Sandbox.create({ timeoutMs: 60_000 });
   try {
     await sbx.setTimeout(600_000);
-    const left = (await sbx.getInfo()).endAt.getTime() - Date.now();
+    let left = (await sbx.getInfo()).endAt.getTime() - Date.now();
     assert.ok(left > 590_000 && left <= 601_000, `endAt is ${left} ms away, want about 10 minutes`);
+    await sbx.setTimeout(30_000); // and earlier again
+    left = (await sbx.getInfo()).endAt.getTime() - Date.now();
+    assert.ok(left > 20_000 && left <= 31_000, `endAt is ${left} ms away, want about 30 s`);
   } finally {
     await sbx.kill();
   }
