@@ -195,12 +195,13 @@ func startProxyStack(b *testing.B) *proxyStack {
 // startDaemon starts the stack on cfg (PublicURL: the listener's) behind
 // a loopback listener, as `paddock serve` does; the cleanup closes both.
 // The sandboxes' resolver forwards nowhere.
-func startDaemon(b *testing.B, cfg daemon.Config, agentPath string) (*daemon.Daemon, *httptest.Server) {
+func startDaemon(b *testing.B, cfg daemon.Config, agentPath string, opts ...daemon.Option) (*daemon.Daemon, *httptest.Server) {
 	b.Helper()
 	// Unstarted, so that the routes' base URL knows the listener's port.
 	hs := httptest.NewUnstartedServer(nil)
 	cfg.PublicURL = "http://localhost:" + portOf(hs.Listener.Addr())
-	d, err := daemon.Start(context.Background(), cfg, daemon.WithAgentPath(agentPath), daemon.WithDNSUpstream(unreachableDNS))
+	opts = append([]daemon.Option{daemon.WithAgentPath(agentPath), daemon.WithDNSUpstream(unreachableDNS)}, opts...)
+	d, err := daemon.Start(context.Background(), cfg, opts...)
 	if err != nil {
 		hs.Close()
 		b.Fatalf("start the daemon: %v", err)

@@ -74,6 +74,10 @@ type Config struct {
 	// command exits and usage when it stops (see history.go); nil records
 	// nothing.
 	History History
+	// OnCreate, when set, receives the step timings of every create that
+	// succeeded (for metrics); it runs on the create's goroutine, so it
+	// must be quick.
+	OnCreate func(sandbox.Phases)
 }
 
 // Images is what the node needs from the image store; *image.Store

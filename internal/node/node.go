@@ -247,6 +247,7 @@ func (m *Manager) Create(ctx context.Context, req sandbox.CreateRequest) (sandbo
 // create is Create of an owned sandbox (pool "") or of an idle one for the
 // warm pool named pool (see warm.go), which has no deadline until claimed.
 func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool string) (sandbox.Sandbox, error) {
+	start := time.Now()
 	req, err := normalize(&m.cfg, req)
 	if err != nil {
 		return sandbox.Sandbox{}, err
@@ -335,7 +336,8 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 	crashpoint.Hit("node/create/recorded")
 
 	log := m.log.With("sandbox", id)
-	dctx, cancel := driverContext(ctx)
+	var phases sandbox.Phases
+	dctx, cancel := driverContext(sandbox.WithPhases(ctx, &phases))
 	defer cancel()
 	spec := runtime.Spec{
 		ID:        id,
@@ -350,11 +352,14 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 		var info *sandbox.SourceInfo
 		// Not dctx: a fetch may take longer than a driver call (populate
 		// bounds it itself).
+		step := time.Now()
 		info, err = m.populate(ctx, e, client, req.Source)
+		phases.Source = time.Since(step)
 		if err == nil {
 			m.update(e, func(sb *sandbox.Sandbox) { sb.Source = info })
 		}
 	}
+	phases.Total = time.Since(start)
 	if err != nil {
 		log.Error("create sandbox failed", "err", err)
 		m.unboot(ctx, id, client)
@@ -376,6 +381,10 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 		return sb, err
 	}
 	log.Info("sandbox running", "expiresAt", sb.ExpiresAt)
+	log.Debug("create phases", phases.LogAttrs()...)
+	if m.cfg.OnCreate != nil {
+		m.cfg.OnCreate(phases)
+	}
 	return sb, nil
 }
 
@@ -389,8 +398,12 @@ func (m *Manager) Capacity() (active, max int) {
 
 // boot gives a pending sandbox its network and volumes and has the driver
 // start it; the agent's user is recorded. On error the caller calls unboot.
+// The phases it times go to the Phases in dctx, if any (a create's).
 func (m *Manager) boot(dctx context.Context, e *entry, spec runtime.Spec, policy *sandbox.NetworkPolicy, vols []sandbox.VolumeMount) (*agent.Client, error) {
+	phases := sandbox.PhasesFrom(dctx)
+	step := time.Now()
 	nw, err := m.setupNetwork(dctx, e, policy)
+	phases.Network = time.Since(step)
 	crashpoint.Hit("node/create/after-network")
 	if err != nil {
 		return nil, err
@@ -398,7 +411,10 @@ func (m *Manager) boot(dctx context.Context, e *entry, spec runtime.Spec, policy
 	if nw != nil {
 		spec.Network = &runtime.NetworkSpec{NSPath: nw.NSPath, DNS: nw.DNS}
 	}
-	if err := m.prepareVolumes(dctx, e, &spec, vols); err != nil {
+	step = time.Now()
+	err = m.prepareVolumes(dctx, e, &spec, vols)
+	phases.Volumes = time.Since(step)
+	if err != nil {
 		return nil, err
 	}
 	client, err := m.cfg.Driver.Create(dctx, spec)
@@ -406,7 +422,10 @@ func (m *Manager) boot(dctx context.Context, e *entry, spec runtime.Spec, policy
 	if err != nil {
 		return nil, err
 	}
-	if err := m.adoptUser(dctx, e, client); err != nil {
+	step = time.Now()
+	err = m.adoptUser(dctx, e, client)
+	phases.User = time.Since(step)
+	if err != nil {
 		return client, err
 	}
 	return client, nil

@@ -275,6 +275,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
 	start := time.Now()
+	phases := sandbox.PhasesFrom(ctx)
 	b := &box{}
 	defer func() {
 		if retErr != nil {
@@ -289,6 +290,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	}()
 
 	// First, while dir is empty: a disk made ahead of time replaces it.
+	step := time.Now()
 	upper, work, err := d.prepareLayer(ctx, dir, spec.Resources.DiskMB)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
@@ -334,6 +336,8 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
 	b.out = out
+	phases.Layer = time.Since(step)
+	step = time.Now()
 	// Closed right after the start below; these cover the early returns.
 	defer lnFile.Close()
 	defer outW.Close()
@@ -390,9 +394,11 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		ExtraFiles: []*os.File{lnFile}, // becomes fd 3 == agent.ListenFD
 		Init:       true,
 	}
-	runStart := time.Now()
+	phases.Config = time.Since(step)
+	step = time.Now()
 	err = c.Run(proc)
-	runTook := time.Since(runStart)
+	phases.Start = time.Since(step)
+	step = time.Now()
 	// Only the agent may hold the listener: if it dies, connecting fails at
 	// once instead of queueing on a socket nobody accepts.
 	lnFile.Close()
@@ -404,6 +410,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	b.client = agent.UnixClient(sockPath)
 
 	info, err := d.waitAgent(ctx, c, b.client)
+	phases.Agent = time.Since(step)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w%s", id, err, b.out.tailText(outputWait))
 	}
@@ -415,7 +422,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	d.mu.Lock()
 	d.boxes[id] = b
 	d.mu.Unlock()
-	d.log.Debug("sandbox created", "sandbox", id, "took", time.Since(start), "start_container", runTook)
+	d.log.Debug("sandbox created", "sandbox", id, "took", time.Since(start))
 	return b.client, nil
 }
 
