@@ -57,7 +57,7 @@ func setupWith(b *testing.B, mod func(*runc.Config)) *env {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { os.RemoveAll(dir) })
-	cfg := runc.Config{DataDir: dir, AgentPath: agentPath}
+	cfg := runc.Config{DataDir: dir, AgentPath: agentPath, InitPath: initBinary(b)}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -67,6 +67,16 @@ func setupWith(b *testing.B, mod func(*runc.Config)) *env {
 	}
 	b.Cleanup(func() { d.Close() })
 	return &env{driver: d, dataDir: dir}
+}
+
+// initBinary finds or builds paddock-init in the cache the agent shares.
+func initBinary(b *testing.B) string {
+	b.Helper()
+	p, err := agentbin.InitPath(context.Background(), filepath.Join(os.TempDir(), "paddock-test-agent"))
+	if err != nil {
+		b.Fatalf("paddock-init: %v", err)
+	}
+	return p
 }
 
 func (e *env) create(b *testing.B, id string) *agent.Client {
@@ -346,4 +356,50 @@ func writeBundle(dir string, rootfs *runtime.Rootfs, args []string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600)
+}
+
+// BenchmarkCreateInitHelper times create → `true` finished with the
+// container started from paddock-init (as paddock does) and from this
+// process (libcontainer re-executing the whole test binary as init),
+// interleaved in one run, on two drivers of their own.
+func BenchmarkCreateInitHelper(b *testing.B) {
+	helper := setup(b)
+	self := setupWith(b, func(c *runc.Config) { c.InitPath = "" })
+	ctx := context.Background()
+	var withHelper, withSelf, cpuHelper, cpuSelf []time.Duration
+	for i := 0; b.Loop(); i++ {
+		for k, e := range []*env{helper, self} {
+			id := fmt.Sprintf("bench-%d-%d", k, i)
+			start := time.Now()
+			cl := e.create(b, id)
+			if err := run(ctx, cl, "true"); err != nil {
+				b.Fatal(err)
+			}
+			took := time.Since(start)
+			b.StopTimer()
+			// The sandbox's cgroup holds its init from before libcontainer's
+			// Go half runs: its CPU time is what the init binary costs,
+			// plus the agent's start and `true`, and moves less with the
+			// machine's load than the latency does.
+			st, err := e.driver.Stats(ctx, id)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if e == helper {
+				withHelper, cpuHelper = append(withHelper, took), append(cpuHelper, st.CPUUsage)
+			} else {
+				withSelf, cpuSelf = append(withSelf, took), append(cpuSelf, st.CPUUsage)
+			}
+			e.destroy(b, id)
+			b.StartTimer()
+		}
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(ms(pct(withHelper, 50)), "helper-p50-ms")
+	b.ReportMetric(ms(pct(withHelper, 99)), "helper-p99-ms")
+	b.ReportMetric(ms(pct(withSelf, 50)), "self-p50-ms")
+	b.ReportMetric(ms(pct(withSelf, 99)), "self-p99-ms")
+	b.ReportMetric(ms(pct(withHelper, 50))/ms(pct(withSelf, 50)), "ratio-p50")
+	b.ReportMetric(ms(pct(cpuHelper, 50)), "helper-sandbox-cpu-p50-ms")
+	b.ReportMetric(ms(pct(cpuSelf, 50)), "self-sandbox-cpu-p50-ms")
 }

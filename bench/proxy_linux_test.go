@@ -200,7 +200,8 @@ func startDaemon(b *testing.B, cfg daemon.Config, agentPath string, opts ...daem
 	// Unstarted, so that the routes' base URL knows the listener's port.
 	hs := httptest.NewUnstartedServer(nil)
 	cfg.PublicURL = "http://localhost:" + portOf(hs.Listener.Addr())
-	opts = append([]daemon.Option{daemon.WithAgentPath(agentPath), daemon.WithDNSUpstream(unreachableDNS)}, opts...)
+	opts = append([]daemon.Option{daemon.WithAgentPath(agentPath), daemon.WithInitPath(initBinary(b)),
+		daemon.WithDNSUpstream(unreachableDNS)}, opts...)
 	d, err := daemon.Start(context.Background(), cfg, opts...)
 	if err != nil {
 		hs.Close()

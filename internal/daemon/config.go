@@ -262,6 +262,7 @@ type options struct {
 	log             *slog.Logger
 	driver          runtime.Driver
 	agentPath       string
+	initPath        string
 	store           store.Store
 	dnsUpstream     []netip.AddrPort
 	maxUploadBytes  int64
@@ -281,6 +282,12 @@ func WithDriver(d runtime.Driver) Option { return func(o *options) { o.driver = 
 // WithAgentPath gives the runc driver this agent binary instead of finding
 // or building one (agentbin.Path under DataDir/bin).
 func WithAgentPath(path string) Option { return func(o *options) { o.agentPath = path } }
+
+// WithInitPath gives the runc driver this paddock-init binary. Without it
+// the daemon finds or builds one (agentbin.InitPath under DataDir/bin),
+// unless WithAgentPath is given: then sandboxes start from this process's
+// own binary, as tests that bring their own agent expect.
+func WithInitPath(path string) Option { return func(o *options) { o.initPath = path } }
 
 // WithStore keeps everything in s instead of SQLite at DataDir/paddock.db;
 // the caller closes s.

@@ -33,7 +33,7 @@ func TestBuildFromSource(t *testing.T) {
 		t.Skip("builds the agent")
 	}
 	t.Setenv(EnvVar, "")
-	if _, err := moduleRoot(); err != nil {
+	if _, err := moduleRoot(agentBinary); err != nil {
 		t.Skipf("no source tree: %v", err)
 	}
 	cache := t.TempDir()
@@ -79,7 +79,7 @@ func TestBuilderGivesUp(t *testing.T) {
 		t.Skip("builds the agent")
 	}
 	t.Setenv(EnvVar, "")
-	if _, err := moduleRoot(); err != nil {
+	if _, err := moduleRoot(agentBinary); err != nil {
 		t.Skipf("no source tree: %v", err)
 	}
 	cache := t.TempDir()
@@ -93,7 +93,7 @@ func TestBuilderGivesUp(t *testing.T) {
 	// either way the second must get the binary.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		buildsMu.Lock()
-		_, building := builds[filepath.Clean(cache)]
+		_, building := builds[filepath.Clean(cache)+"\x00"+agentBinary.name]
 		buildsMu.Unlock()
 		if building || time.Now().After(deadline) {
 			break
@@ -128,7 +128,7 @@ func TestNoGoroutineOutlivesPath(t *testing.T) {
 		t.Skip("builds the agent")
 	}
 	t.Setenv(EnvVar, "")
-	if _, err := moduleRoot(); err != nil {
+	if _, err := moduleRoot(agentBinary); err != nil {
 		t.Skipf("no source tree: %v", err)
 	}
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
@@ -136,5 +136,31 @@ func TestNoGoroutineOutlivesPath(t *testing.T) {
 	defer cancel()
 	if _, err := Path(ctx, t.TempDir()); err == nil {
 		t.Log("the build finished within 50ms")
+	}
+}
+
+// TestInitFromSource: paddock-init builds with cgo, content-addressed, and
+// apart from the agent in the same cache dir.
+func TestInitFromSource(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds paddock-init")
+	}
+	t.Setenv(InitEnvVar, "")
+	if _, err := moduleRoot(initBinary); err != nil {
+		t.Skipf("no source tree: %v", err)
+	}
+	cache := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	p, err := InitPath(ctx, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(filepath.Base(p), "paddock-init-") {
+		t.Errorf("path %s is not content-addressed", p)
+	}
+	t.Setenv(InitEnvVar, p)
+	if got, err := InitPath(ctx, ""); err != nil || got != p {
+		t.Errorf("with $%s: %q, %v", InitEnvVar, got, err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/opencontainers/cgroups"
 	_ "github.com/opencontainers/cgroups/devices" // device rules for the cgroup manager
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter" // the C half of "runc init"
 	"golang.org/x/sys/unix"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/hostimage"
 	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/runtime/runc/spawn"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -78,6 +80,7 @@ type Driver struct {
 	cgroupV2 bool
 	lowerOOM bool // may set the agent's oom_score_adj to -998
 	roots    *roots
+	spawner  *spawn.Client // nil: containers start from this process
 
 	mu     sync.Mutex
 	boxes  map[string]*box    // guarded by mu: sandboxes this process has handles for
@@ -127,6 +130,11 @@ func New(cfg Config) (*Driver, error) {
 	if _, err := os.Stat(cfg.AgentPath); err != nil {
 		return nil, fmt.Errorf("runc driver: agent binary: %w", err)
 	}
+	if cfg.InitPath != "" {
+		if _, err := os.Stat(cfg.InitPath); err != nil {
+			return nil, fmt.Errorf("runc driver: init binary: %w", err)
+		}
+	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("runc driver: data dir: %w", err)
@@ -168,6 +176,9 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if d.pool, err = d.startPool(); err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
+	}
+	if cfg.InitPath != "" {
+		d.spawner = spawn.NewClient(cfg.InitPath)
 	}
 	return d, nil
 }
@@ -381,22 +392,10 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
-	c, err := libcontainer.Create(d.stateDir, id, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("create sandbox %s: libcontainer: %w", id, err)
-	}
-	proc := &libcontainer.Process{
-		Args:       append(agentArgs, agentLogArgs(res)...),
-		Env:        []string{agentPATH},
-		Cwd:        "/",
-		Stdout:     outW,
-		Stderr:     outW,
-		ExtraFiles: []*os.File{lnFile}, // becomes fd 3 == agent.ListenFD
-		Init:       true,
-	}
+	args := append(agentArgs, agentLogArgs(res)...)
 	phases.Config = time.Since(step)
 	step = time.Now()
-	err = c.Run(proc)
+	c, err := d.start(ctx, id, cfg, b, args, outW, lnFile)
 	phases.Start = time.Since(step)
 	step = time.Now()
 	// Only the agent may hold the listener: if it dies, connecting fails at
@@ -404,9 +403,8 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	lnFile.Close()
 	outW.Close()
 	if err != nil {
-		return nil, fmt.Errorf("create sandbox %s: start agent: %w%s", id, err, b.out.tailText(outputWait))
+		return nil, fmt.Errorf("create sandbox %s: %w%s", id, err, b.out.tailText(outputWait))
 	}
-	b.proc = proc
 	b.client = agent.UnixClient(sockPath)
 
 	info, err := d.waitAgent(ctx, c, b.client)
@@ -424,6 +422,42 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	d.mu.Unlock()
 	d.log.Debug("sandbox created", "sandbox", id, "took", time.Since(start))
 	return b.client, nil
+}
+
+// start creates the container and starts its init, the agent with args,
+// with out as its stdout and stderr and ln as fd 3 (agent.ListenFD): from
+// paddock-init when the driver has it, else from this process (then b
+// keeps the init process, which this process must reap).
+func (d *Driver) start(ctx context.Context, id string, cfg *configs.Config, b *box, args []string, out, ln *os.File) (*libcontainer.Container, error) {
+	if d.spawner != nil {
+		req := spawn.Request{StateDir: d.stateDir, ID: id, Config: cfg, Args: args, Env: []string{agentPATH}, Cwd: "/"}
+		if _, err := d.spawner.Start(ctx, req, out, out, ln); err != nil {
+			return nil, err
+		}
+		c, err := d.load(id)
+		if err == nil && c == nil {
+			err = errors.New("paddock-init left no container state")
+		}
+		return c, err
+	}
+	c, err := libcontainer.Create(d.stateDir, id, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("libcontainer: %w", err)
+	}
+	proc := &libcontainer.Process{
+		Args:       args,
+		Env:        []string{agentPATH},
+		Cwd:        "/",
+		Stdout:     out,
+		Stderr:     out,
+		ExtraFiles: []*os.File{ln}, // becomes fd 3 == agent.ListenFD
+		Init:       true,
+	}
+	if err := c.Run(proc); err != nil {
+		return nil, fmt.Errorf("start agent: %w", err)
+	}
+	b.proc = proc
+	return c, nil
 }
 
 func (b *box) sockPath() string {
@@ -763,6 +797,9 @@ func (d *Driver) Close() error {
 	d.mu.Unlock()
 	if d.pool != nil {
 		d.pool.close()
+	}
+	if d.spawner != nil {
+		d.spawner.Close()
 	}
 	return nil
 }

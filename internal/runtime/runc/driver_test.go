@@ -60,9 +60,30 @@ func testAgent(t *testing.T) string {
 	return agentPath
 }
 
+var initPath string
+
+// testInit builds (or finds) paddock-init once per test binary, beside the
+// agent.
+func testInit(t *testing.T) string {
+	t.Helper()
+	testAgent(t)
+	if initPath == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		p, err := agentbin.InitPath(ctx, filepath.Join(os.TempDir(), "paddock-test-agent"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		initPath = p
+	}
+	return initPath
+}
+
+// newDriver starts sandboxes from paddock-init, as paddock does; the
+// driver's other tests cover starting them from this process.
 func newDriver(t *testing.T, dataDir string) *Driver {
 	t.Helper()
-	d, err := New(Config{DataDir: dataDir, AgentPath: testAgent(t), Logger: testLogger()})
+	d, err := New(Config{DataDir: dataDir, AgentPath: testAgent(t), InitPath: testInit(t), Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
