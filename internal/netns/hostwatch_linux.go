@@ -29,6 +29,9 @@ const (
 	// watchHost; the socket buffer below absorbs bursts past it.
 	hostEventBuffer   = 256
 	hostSocketBuffers = 1 << 20
+	// dumpAttempts bounds the retries of one interrupted address dump
+	// (about 2 s of pauses in all).
+	dumpAttempts = 100
 )
 
 // hostSub is one netlink address subscription in the host-side namespace.
@@ -63,26 +66,10 @@ func (m *Manager) subscribeHost() (*hostSub, error) {
 // refreshHost reads the host-side addresses and, if those outside the
 // static ranges changed, swaps m.blocked. Only New and watchHost call it.
 func (m *Manager) refreshHost() (changed bool, err error) {
-	var addrs []netlink.Addr
-	for range 5 { // a dump racing address changes is interrupted: retry
-		addrs, err = m.host.AddrList(nil, netlink.FAMILY_ALL)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	host, err := m.listHost()
 	if err != nil {
-		return false, fmt.Errorf("netns: list host addresses: %w", err)
+		return false, err
 	}
-	var host []netip.Addr
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			if ip = ip.Unmap(); !m.static.Contains(ip) {
-				host = append(host, ip)
-			}
-		}
-	}
-	slices.SortFunc(host, netip.Addr.Compare)
-	host = slices.Compact(host)
 	if m.blocked.Load() != nil && slices.Equal(host, m.hostAddrs) {
 		return false, nil
 	}
@@ -93,6 +80,40 @@ func (m *Manager) refreshHost() (changed bool, err error) {
 	m.hostAddrs = host
 	m.blocked.Store(set)
 	return true, nil
+}
+
+// listHost dumps the host-side addresses outside the static ranges, sorted.
+// A dump is interrupted (netlink.ErrDumpInterrupted) whenever an address
+// changes while the kernel sends it, which on a host with a thousand
+// sandboxes being created and removed is most of the time: it is retried,
+// with a short pause, up to dumpAttempts times.
+func (m *Manager) listHost() ([]netip.Addr, error) {
+	var (
+		addrs []netlink.Addr
+		err   error
+	)
+	for i := range dumpAttempts {
+		addrs, err = m.host.AddrList(nil, netlink.FAMILY_ALL)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+		m.dumpRetries.Add(1)
+		time.Sleep(min(time.Duration(i+1)*time.Millisecond, 20*time.Millisecond))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("netns: list host addresses: %w", err)
+	}
+	m.hostDumps.Add(1)
+	var host []netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			if ip = ip.Unmap(); !m.static.Contains(ip) {
+				host = append(host, ip)
+			}
+		}
+	}
+	slices.SortFunc(host, netip.Addr.Compare)
+	return slices.Compact(host), nil
 }
 
 // relevant reports whether an address event may change the blocked set:
@@ -136,7 +157,11 @@ func (m *Manager) watchHost(sub *hostSub) {
 			pending = false
 			changed, err := m.refreshHost()
 			if err != nil {
-				m.log.Warn("netns: host addresses", "err", err)
+				// Not dropped: the change that asked for this refresh
+				// is still unread. Try again after a pause.
+				m.log.Warn("netns: host addresses; retrying", "err", err)
+				pending = true
+				debounce.Reset(hostResubscribeWait)
 				continue
 			}
 			if changed {

@@ -40,6 +40,9 @@ type Manager struct {
 	// hostAddrs are the host-side addresses outside static, sorted: owned
 	// by New, then by the watchHost goroutine.
 	hostAddrs []netip.Addr
+	// hostDumps counts address dumps that completed, dumpRetries the
+	// interrupted ones retried: no sandbox's Setup dumps (see listHost).
+	hostDumps, dumpRetries atomic.Int64
 	// up forwards every resolver's queries; dnsSlots caps the queries all
 	// resolvers have upstream at once.
 	up       *upstream
