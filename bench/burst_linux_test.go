@@ -49,6 +49,9 @@ type burstStack struct {
 type burstOptions struct {
 	// NoNetwork gives the sandboxes loopback only.
 	NoNetwork bool
+	// SelfInit starts sandboxes from the test binary itself instead of
+	// paddock-init (libcontainer re-executes the whole binary as init).
+	SelfInit bool
 	// Configure, when set, changes the daemon's config before it starts
 	// (after the benchmark's own settings).
 	Configure func(*daemon.Config)
@@ -82,7 +85,11 @@ func startBurstStack(b *testing.B, opts burstOptions) *burstStack {
 		opts.Configure(&cfg)
 	}
 	phases := newPhaseLog()
-	d, hs := startDaemon(b, cfg, agentPath, daemon.WithLogger(phases.logger()))
+	opts2 := []daemon.Option{daemon.WithLogger(phases.logger())}
+	if opts.SelfInit {
+		opts2 = append(opts2, daemon.WithInitPath(""))
+	}
+	d, hs := startDaemon(b, cfg, agentPath, opts2...)
 	mgr := d.Node()
 	// Whatever a failed burst left, deleted before the daemon closes.
 	b.Cleanup(func() {
@@ -102,6 +109,10 @@ func startBurstStack(b *testing.B, opts burstOptions) *burstStack {
 type burstResult struct {
 	latencies []time.Duration
 	wall      time.Duration
+	// cpu is the CPU time of the whole burst per sandbox: this process
+	// (daemon and client), paddock-init, and each sandbox's cgroup (its
+	// init from libcontainer's Go half on, the agent and `true`).
+	cpu time.Duration
 }
 
 // burst creates n sandboxes at once through the API, each running `true`
@@ -118,6 +129,7 @@ func (s *burstStack) burst(b *testing.B, n int, req api.CreateSandboxRequest) bu
 		errs []error
 		wg   sync.WaitGroup
 	)
+	cpuBefore := processCPU() + helperCPU()
 	start := time.Now()
 	for i := range n {
 		wg.Go(func() {
@@ -145,6 +157,13 @@ func (s *burstStack) burst(b *testing.B, n int, req api.CreateSandboxRequest) bu
 	}
 	wg.Wait()
 	res.wall = time.Since(start)
+	cpu := processCPU() + helperCPU() - cpuBefore
+	for _, id := range ids {
+		if st, err := s.d.Node().Stats(ctx, id); err == nil {
+			cpu += st.CPUUsage
+		}
+	}
+	res.cpu = cpu / time.Duration(max(n, 1))
 	s.deleteAll(b, ids)
 	for _, err := range errs {
 		b.Error(err)
@@ -197,6 +216,14 @@ func BenchmarkBurst(b *testing.B) {
 	s.reportBurst(b, burstN(b), api.CreateSandboxRequest{})
 }
 
+// BenchmarkBurstSelfInit is BenchmarkBurst with sandboxes started from the
+// test binary itself rather than paddock-init: what the helper saves (run
+// both in one go: -bench 'Burst$|BurstSelfInit').
+func BenchmarkBurstSelfInit(b *testing.B) {
+	s := startBurstStack(b, burstOptions{SelfInit: true})
+	s.reportBurst(b, burstN(b), api.CreateSandboxRequest{})
+}
+
 // BenchmarkBurstNoNetwork is BenchmarkBurst with loopback-only sandboxes.
 func BenchmarkBurstNoNetwork(b *testing.B) {
 	s := startBurstStack(b, burstOptions{NoNetwork: true})
@@ -207,16 +234,17 @@ func BenchmarkBurstNoNetwork(b *testing.B) {
 // the same-run baseline, and reports both.
 func (s *burstStack) reportBurst(b *testing.B, n int, req api.CreateSandboxRequest) {
 	b.Helper()
-	var all, alone, walls []time.Duration
+	var all, alone, walls, cpus []time.Duration
 	for b.Loop() {
 		b.StopTimer()
+		s.phases.collect(false) // the bursts' phases only
 		one := s.burst(b, 1, req)
 		alone = append(alone, one.latencies...)
-		s.phases.reset() // report the last burst's phases only
+		s.phases.collect(true)
 		b.StartTimer()
 		r := s.burst(b, n, req)
 		all = append(all, r.latencies...)
-		walls = append(walls, r.wall)
+		walls, cpus = append(walls, r.wall), append(cpus, r.cpu)
 	}
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(ms(pct(all, 50)), "p50-ms")
@@ -224,8 +252,9 @@ func (s *burstStack) reportBurst(b *testing.B, n int, req api.CreateSandboxReque
 	b.ReportMetric(ms(pct(walls, 50)), "wall-ms")
 	b.ReportMetric(ms(pct(alone, 50)), "alone-p50-ms")
 	b.ReportMetric(ms(pct(walls, 50))/float64(n), "wall-per-sandbox-ms")
+	b.ReportMetric(ms(pct(cpus, 50)), "cpu-per-sandbox-ms")
 	s.phases.report(b, "")
-	b.Logf("burst of %d: n=%d p50=%v p99=%v wall p50=%v; alone p50=%v", n, len(all), pct(all, 50), pct(all, 99), pct(walls, 50), pct(alone, 50))
+	b.Logf("burst of %d: n=%d p50=%v p99=%v wall p50=%v cpu/sandbox %v; alone p50=%v", n, len(all), pct(all, 50), pct(all, 99), pct(walls, 50), pct(cpus, 50), pct(alone, 50))
 }
 
 // newBurstHTTPClient keeps a connection per concurrent create.

@@ -15,6 +15,7 @@ import (
 // dropped.
 type phaseLog struct {
 	mu     sync.Mutex
+	off    bool                       // guarded by mu: records are dropped
 	phases map[string][]time.Duration // guarded by mu: "network" -> one per create
 }
 
@@ -32,6 +33,9 @@ func (l *phaseLog) Handle(_ context.Context, r slog.Record) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.off {
+		return nil
+	}
 	r.Attrs(func(a slog.Attr) bool {
 		if name, ok := strings.CutSuffix(a.Key, "_ms"); ok && a.Value.Kind() == slog.KindFloat64 {
 			l.phases[name] = append(l.phases[name], time.Duration(a.Value.Float64()*float64(time.Millisecond)))
@@ -41,11 +45,11 @@ func (l *phaseLog) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
-// reset forgets what was collected so far (a warm-up's creates).
-func (l *phaseLog) reset() {
+// collect turns collecting on or off (around a baseline's creates).
+func (l *phaseLog) collect(on bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	clear(l.phases)
+	l.off = !on
 }
 
 // report adds the p50 of every phase that took time as "<phase>-p50-ms".

@@ -156,8 +156,13 @@ func New(cfg Config) (*Driver, error) {
 	if err := os.MkdirAll(d.stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
-	if exe, err := os.Executable(); err == nil && exeDirHolds(exe, d.stateDir) {
-		d.log.Warn("the data dir is inside the directory of paddock's binary: every sandbox start copies the whole binary for runc init instead of sealing it with a read-only overlay; keep the binary outside the data dir",
+	// The binary libcontainer re-executes as each container's init.
+	exe, err := os.Executable()
+	if cfg.InitPath != "" {
+		exe, err = cfg.InitPath, nil
+	}
+	if err == nil && exeDirHolds(exe, d.stateDir) {
+		d.log.Warn("the data dir is inside the directory of the binary sandboxes start from: every sandbox start copies the whole binary for runc init instead of sealing it with a read-only overlay; keep the binary outside the data dir",
 			"binary", exe, "data_dir", dataDir)
 	}
 	if d.img, err = hostimage.Build(dataDir); err != nil {

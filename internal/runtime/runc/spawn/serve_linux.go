@@ -24,6 +24,8 @@ const maxFiles = 16
 // and by the host's init after.
 func Serve() error {
 	const ctl = 3
+	// Inherited without close-on-exec: no container's init may get it.
+	unix.CloseOnExec(ctl)
 	buf := make([]byte, maxMessage)
 	oob := make([]byte, unix.CmsgSpace(maxFiles*4))
 	var wg sync.WaitGroup
