@@ -87,6 +87,11 @@ func (c *Client) ensure() (*os.File, error) {
 	defer theirs.Close()
 	cmd := exec.Command(c.path, ServeArg)
 	cmd.ExtraFiles = []*os.File{theirs} // fd 3
+	// Nothing of paddock's environment. One P: the helper's Go code is
+	// small and its threads mostly wait in syscalls, where idle Ps would
+	// only spin; libcontainer hands the setting on to each container's
+	// init, whose Go runtime then spins less too.
+	cmd.Env = []string{"GOMAXPROCS=1"}
 	// A session of its own: nothing aimed at paddock's process group
 	// reaches it. No Pdeathsig: it is bound to the thread that forks, and
 	// Go retires threads; the helper exits on its socket's EOF instead.
