@@ -28,7 +28,7 @@ func hostSh(t *testing.T, script string) (string, int) {
 	return string(out), 0
 }
 
-// buildPaddock builds the paddock and paddock-agent binaries once per test
+// buildPaddock builds the paddock, paddock-agent and paddock-init binaries once per test
 // binary, as a user following the README would.
 func buildPaddock(t *testing.T) (paddock string) {
 	t.Helper()
@@ -47,6 +47,7 @@ func buildPaddock(t *testing.T) (paddock string) {
 	}
 	build("paddock", "./cmd/paddock")
 	build("paddock-agent", "./cmd/paddock-agent", "CGO_ENABLED=0")
+	build("paddock-init", "./cmd/paddock-init")
 	return filepath.Join(dir, "paddock")
 }
 
