@@ -23,7 +23,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -54,6 +53,10 @@ type Reply struct {
 
 // maxMessage bounds one request (a container config is a few KiB).
 const maxMessage = 1 << 20
+
+// answerTimeout bounds one start in the helper (a start takes tens of
+// milliseconds, seconds under a burst).
+const answerTimeout = 2 * time.Minute
 
 // Client is paddock's end of one helper process.
 type Client struct {
@@ -105,12 +108,14 @@ func (c *Client) ensure() (*os.File, error) {
 	return ours, nil
 }
 
-// drop forgets conn after an error, so the next Start begins a new helper.
+// drop forgets conn after an error and kills its helper, so the next
+// Start begins a new one.
 func (c *Client) drop(conn *os.File) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn == conn {
 		c.conn.Close()
+		_ = c.cmd.Process.Kill()
 		c.conn, c.cmd = nil, nil
 	}
 }
@@ -118,6 +123,9 @@ func (c *Client) drop(conn *os.File) {
 // Start asks the helper to create and start the container; files become
 // the init's stdout, stderr and extra files (fd 3 on) in that order.
 func (c *Client) Start(ctx context.Context, req Request, stdout, stderr *os.File, extra ...*os.File) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("spawn: %w", err)
+	}
 	data, err := json.Marshal(req)
 	if err != nil {
 		return 0, fmt.Errorf("spawn: %w", err)
@@ -153,18 +161,15 @@ func (c *Client) Start(ctx context.Context, req Request, stdout, stderr *os.File
 		return 0, fmt.Errorf("spawn: %w", err)
 	}
 	defer rc.Close()
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(time.Minute)
-	}
-	rc.SetReadDeadline(deadline)
+	// Not ctx's deadline: as with libcontainer in-process, a start runs to
+	// its end, so the caller's clean-up never races a start still under
+	// way. A helper that takes longer than answerTimeout is killed, which
+	// ends its starts too.
+	rc.SetReadDeadline(time.Now().Add(answerTimeout))
 	buf := make([]byte, 64<<10)
 	n, err := rc.Read(buf)
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			// The helper always answers: it died with the request.
-			c.drop(conn)
-		}
+		c.drop(conn) // EOF: it died with the request; timeout: killed here
 		return 0, fmt.Errorf("spawn: no answer from the helper: %w", err)
 	}
 	var rep Reply
