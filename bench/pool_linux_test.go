@@ -256,9 +256,9 @@ func BenchmarkActivationWarm(b *testing.B) {
 	b.ReportMetric(ms(pct(warm, 50))-ms(pct(cold, 50)), "saved-p50-ms")
 }
 
-// burstPool is BenchmarkBurstWarm's address pool: room for 2×burstSize
+// warmBurstPool is BenchmarkBurstWarm's address pool: room for 2×burstSize
 // sandboxes' /30s.
-var burstPool = netip.MustParsePrefix("10.213.228.0/22")
+var warmBurstPool = netip.MustParsePrefix("10.213.228.0/22")
 
 // burstSize is how many creates BenchmarkBurstWarm sends at once.
 const burstSize = 100
@@ -287,7 +287,7 @@ func BenchmarkBurstWarm(b *testing.B) {
 		before.Check(b)
 		os.RemoveAll(dir)
 	})
-	d, hs := startDaemon(b, daemon.Config{DataDir: dir, NetworkPool: burstPool, Domain: "localhost",
+	d, hs := startDaemon(b, daemon.Config{DataDir: dir, NetworkPool: warmBurstPool, Domain: "localhost",
 		MaxSandboxes: 2*burstSize + 2, PoolConcurrency: 2}, agentPath)
 	b.Cleanup(func() {
 		for _, p := range d.Pools().List() {
