@@ -260,8 +260,6 @@ func BenchmarkActivationWarm(b *testing.B) {
 // sandboxes' /30s.
 var warmBurstPool = netip.MustParsePrefix("10.213.228.0/22")
 
-// burstSize is how many creates BenchmarkBurstWarm sends at once.
-const burstSize = 100
 
 // BenchmarkBurstWarm sends burstSize creates → first command (`true`) at
 // once through the HTTP API (the SDK), served from a warm pool of
