@@ -101,6 +101,16 @@ type Sandbox struct {
 	Source *SourceInfo `json:"source,omitempty"`
 	// Paused is what a paused sandbox kept; absent unless it is paused.
 	Paused *PauseInfo `json:"paused,omitempty"`
+	// Labels are the owner's key/value metadata: at most 32, keys of
+	// letters, digits and ._-/ (at most 63, starting with a letter or
+	// digit), values of printable ASCII (at most 255).
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// LabelsRequest is the body of PUT /sandboxes/{id}/labels: it replaces
+// every label ({} removes them all).
+type LabelsRequest struct {
+	Labels map[string]string `json:"labels"`
 }
 
 // PauseInfo is what a pause kept of a sandbox.
@@ -188,6 +198,9 @@ type CreateSandboxRequest struct {
 	// Source populates the working dir from a git repository or a tarball
 	// before the sandbox is reported running.
 	Source *Source `json:"source,omitempty"`
+	// Labels are key/value metadata (see Sandbox.Labels); GET /sandboxes
+	// filters on them with ?label=key=value (repeatable, all must match).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Source kinds in Source.Type.

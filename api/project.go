@@ -68,6 +68,10 @@ type ProjectRequest struct {
 	// variable the app reads it from (default GOOSE_SERVER__SECRET_KEY).
 	AppSecretHeader string `json:"appSecretHeader,omitempty"`
 	AppSecretEnv    string `json:"appSecretEnv,omitempty"`
+	// Labels are key/value metadata (as Sandbox.Labels), replaced by a PUT;
+	// GET /projects filters on them with ?label=key=value. The sandbox of
+	// an activation carries its project's labels.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // ProjectSource is exactly one of an image in the host's image store or a
@@ -109,6 +113,7 @@ type ProjectSpec struct {
 	PersistentPaths []string          `json:"persistentPaths,omitempty"`
 	AppSecretHeader string            `json:"appSecretHeader"`
 	AppSecretEnv    string            `json:"appSecretEnv"`
+	Labels          map[string]string `json:"labels,omitempty"`
 }
 
 // Project is one project as the API shows it.

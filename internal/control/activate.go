@@ -351,7 +351,8 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 		return err
 	}
 	req := sandbox.CreateRequest{Image: doc.Source.Image, Resources: doc.Resources, Timeout: doc.maxLifetime() + lifetimeMargin,
-		Env: doc.Env, Ports: []sandbox.Port{{Port: doc.AppPort}}, TeamID: r.teamID, ProjectID: r.projectID}
+		Env: doc.Env, Ports: []sandbox.Port{{Port: doc.AppPort}}, TeamID: r.teamID, ProjectID: r.projectID,
+		Labels: doc.Labels}
 	if req.Source, err = doc.gitSource(s.seal, r.projectID); err != nil {
 		return fail("secrets_unreadable", "%v", err)
 	}

@@ -174,6 +174,9 @@ type ProjectRequest struct {
 	// secret: the proxy sets the header, the app reads the env var.
 	AppSecretHeader string `json:"appSecretHeader,omitempty"` // default X-Secret-Key
 	AppSecretEnv    string `json:"appSecretEnv,omitempty"`    // default GOOSE_SERVER__SECRET_KEY
+	// Labels are the owner's metadata (sandbox.ValidateLabels); an
+	// activation's sandbox carries them too.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Source is where a project's app comes from: exactly one of an image in
@@ -201,6 +204,7 @@ type ProjectSpec struct {
 	PersistentPaths []string          `json:"persistentPaths,omitempty"`
 	AppSecretHeader string            `json:"appSecretHeader"`
 	AppSecretEnv    string            `json:"appSecretEnv"`
+	Labels          map[string]string `json:"labels,omitempty"`
 }
 
 // ProjectView is a project as the API returns it.

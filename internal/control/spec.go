@@ -186,6 +186,9 @@ func (req ProjectRequest) normalize() (ProjectRequest, error) {
 			return bad("invalid_env", "%s is both an env var and a secret", k)
 		}
 	}
+	if err := sandbox.ValidateLabels(req.Labels); err != nil {
+		return ProjectRequest{}, err
+	}
 	return req, nil
 }
 
@@ -218,6 +221,7 @@ type specDoc struct {
 	PersistentPaths []string          `json:"persistentPaths,omitempty"`
 	AppSecretHeader string            `json:"appSecretHeader"`
 	AppSecretEnv    string            `json:"appSecretEnv"`
+	Labels          map[string]string `json:"labels,omitempty"`
 }
 
 func (d *specDoc) view() ProjectSpec {
@@ -232,6 +236,7 @@ func (d *specDoc) view() ProjectSpec {
 		Env: d.Env, SecretNames: d.SecretNames, Resources: d.Resources,
 		IdleTimeout: d.idleTimeout(), MaxLifetime: d.maxLifetime(), HealthTimeout: msDuration(d.HealthTimeoutMs),
 		PersistentPaths: d.PersistentPaths, AppSecretHeader: d.AppSecretHeader, AppSecretEnv: d.AppSecretEnv,
+		Labels: d.Labels,
 	}
 }
 
@@ -289,6 +294,7 @@ func (d *specDoc) fill(req ProjectRequest) {
 	d.IdleTimeoutMs, d.MaxLifetimeMs = req.IdleTimeout.Milliseconds(), req.MaxLifetime.Milliseconds()
 	d.HealthTimeoutMs = req.HealthTimeout.Milliseconds()
 	d.AppSecretHeader, d.AppSecretEnv = req.AppSecretHeader, req.AppSecretEnv
+	d.Labels = req.Labels
 }
 
 func decodeSpec(raw json.RawMessage) (*specDoc, error) {

@@ -189,7 +189,7 @@ func (f *Sandboxes) Create(_ context.Context, req sandbox.CreateRequest) (sandbo
 	now := f.cfg.Now()
 	sb := sandbox.Sandbox{ID: fmt.Sprintf("%s%03d", f.cfg.IDPrefix, f.seq), State: sandbox.Running, Image: img,
 		Snapshot: req.Snapshot, Resources: res, Env: req.Env, Ports: req.Ports, NetworkPolicy: req.NetworkPolicy,
-		TeamID: req.TeamID, ProjectID: req.ProjectID, Address: f.cfg.Address, CreatedAt: now, StartedAt: now,
+		TeamID: req.TeamID, ProjectID: req.ProjectID, Labels: maps.Clone(req.Labels), Address: f.cfg.Address, CreatedAt: now, StartedAt: now,
 		ExpiresAt: now.Add(timeout)}
 	if f.createErr != nil {
 		// Like node: the failed sandbox's record stays until deleted.
@@ -224,7 +224,8 @@ func (f *Sandboxes) List(_ context.Context, opts sandbox.ListOptions) ([]sandbox
 	defer f.mu.Unlock()
 	ids := make([]string, 0, len(f.sbs))
 	for id, sb := range f.sbs {
-		if id > opts.Cursor && (opts.State == "" || sb.State == opts.State) && (opts.TeamID == "" || sb.TeamID == opts.TeamID) {
+		if id > opts.Cursor && (opts.State == "" || sb.State == opts.State) && (opts.TeamID == "" || sb.TeamID == opts.TeamID) &&
+			sandbox.MatchLabels(sb.Labels, opts.Labels) {
 			ids = append(ids, id)
 		}
 	}
@@ -443,6 +444,13 @@ func (f *Sandboxes) SetStats(id string, st runtime.Stats) {
 func (f *Sandboxes) AddPorts(_ context.Context, id string, ports []sandbox.Port) (sandbox.Sandbox, error) {
 	return f.update(id, "ports", func(sb *sandbox.Sandbox) error {
 		sb.Ports = append(slices.Clone(sb.Ports), ports...)
+		return nil
+	})
+}
+
+func (f *Sandboxes) SetLabels(_ context.Context, id string, labels map[string]string) (sandbox.Sandbox, error) {
+	return f.update(id, "labels", func(sb *sandbox.Sandbox) error {
+		sb.Labels = maps.Clone(labels)
 		return nil
 	})
 }

@@ -74,10 +74,9 @@ type Config struct {
 	// command exits and usage when it stops (see history.go); nil records
 	// nothing.
 	History History
-	// OnCreate, when set, receives the step timings of every create that
-	// succeeded (for metrics); it runs on the create's goroutine, so it
-	// must be quick.
-	OnCreate func(sandbox.Phases)
+	// Observer hears lifecycle events and create timings (see
+	// observe.go); nil hears nothing.
+	Observer Observer
 }
 
 // Images is what the node needs from the image store; *image.Store
@@ -205,6 +204,9 @@ func normalize(cfg *Config, req sandbox.CreateRequest) (sandbox.CreateRequest, e
 		req.Resources.DiskMB = cfg.DefaultResources.DiskMB
 	}
 	if err := req.Resources.Validate(cfg.MaxResources); err != nil {
+		return req, err
+	}
+	if err := sandbox.ValidateLabels(req.Labels); err != nil {
 		return req, err
 	}
 

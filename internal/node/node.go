@@ -94,6 +94,7 @@ func (e *entry) snapshot() (sandbox.Sandbox, *agent.Client, bool) {
 // clone copies sb so that callers never share its map with the manager.
 func clone(sb sandbox.Sandbox) sandbox.Sandbox {
 	sb.Env = maps.Clone(sb.Env)
+	sb.Labels = maps.Clone(sb.Labels)
 	sb.Ports = slices.Clone(sb.Ports)
 	sb.ImageLayers = slices.Clone(sb.ImageLayers)
 	if sb.NetworkPolicy != nil {
@@ -290,6 +291,7 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 		ProjectID:     req.ProjectID,
 		Volumes:       slices.Clone(req.Volumes),
 		Pool:          pool,
+		Labels:        maps.Clone(req.Labels),
 	}}
 	if pool != "" {
 		e.sb.ExpiresAt = time.Time{}
@@ -334,6 +336,7 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 		return sandbox.Sandbox{}, err
 	}
 	crashpoint.Hit("node/create/recorded")
+	m.emit(ctx, Event{Type: EventCreated, Sandbox: clone(e.sb)})
 
 	log := m.log.With("sandbox", id)
 	var phases sandbox.Phases
@@ -368,6 +371,7 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 			sb.StoppedAt = m.now()
 			sb.ExpiresAt = time.Time{}
 		})
+		m.emit(ctx, Event{Type: EventFailed, Sandbox: sb, Reason: "create"})
 		return sb, errors.Join(fmt.Errorf("node: create sandbox %s: %w", id, err), terr)
 	}
 
@@ -380,11 +384,10 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 	if err != nil {
 		return sb, err
 	}
+	m.emit(ctx, Event{Type: EventStarted, Sandbox: sb})
 	log.Info("sandbox running", "expiresAt", sb.ExpiresAt)
 	log.Debug("create phases", phases.LogAttrs()...)
-	if m.cfg.OnCreate != nil {
-		m.cfg.OnCreate(phases)
-	}
+	m.observePhases(phases)
 	return sb, nil
 }
 
@@ -498,7 +501,8 @@ func (m *Manager) List(ctx context.Context, opts sandbox.ListOptions) ([]sandbox
 	for _, e := range ents {
 		sb, _, gone := e.snapshot()
 		// An idle pool sandbox is no team's and in no list (see warm.go).
-		if gone || sb.Pool != "" || (opts.State != "" && sb.State != opts.State) || (opts.TeamID != "" && sb.TeamID != opts.TeamID) {
+		if gone || sb.Pool != "" || (opts.State != "" && sb.State != opts.State) || (opts.TeamID != "" && sb.TeamID != opts.TeamID) ||
+			!sandbox.MatchLabels(sb.Labels, opts.Labels) {
 			continue
 		}
 		if after != nil && !after.before(sb) {
@@ -561,6 +565,7 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sand
 			sb.StoppedAt = m.now()
 		})
 		m.recordLastWords(ctx, failed, lw)
+		m.emit(ctx, Event{Type: EventFailed, Sandbox: failed, Reason: reason})
 		return failed, errors.Join(fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err), terr)
 	}
 	crashpoint.Hit("node/stop/after-driver")
@@ -573,6 +578,7 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sand
 		return sb, fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err)
 	}
 	m.recordLastWords(ctx, sb, lw)
+	m.emitStopped(ctx, sb, reason, lw)
 	log.Info("sandbox stopped", "reason", reason)
 	return sb, nil
 }
@@ -629,14 +635,16 @@ func (m *Manager) delete(ctx context.Context, e *entry, id string, check func(sa
 	crashpoint.Hit("node/delete/after-driver")
 	m.teardownNetwork(dctx, id)
 	m.releaseVolumes(dctx, id)
-	if lw.recorded {
+	final := clone(sb)
+	if !sb.State.Terminal() {
 		// The run ends here: the record is about to go, so stamp it
 		// for the usage figures without saving it.
-		final := clone(sb)
 		if final.StoppedAt.IsZero() {
 			final.StoppedAt = m.now()
 		}
 		m.recordLastWords(ctx, final, lw)
+		final.State = sandbox.Stopped
+		m.emitStopped(ctx, final, "deleted", lw)
 	}
 	if err := m.removeRecord(ctx, id); err != nil {
 		// The sandbox is gone from the host; a stale record would only
@@ -650,6 +658,7 @@ func (m *Manager) delete(ctx context.Context, e *entry, id string, check func(sa
 			m.log.Error("delete pause snapshot", "sandbox", id, "snapshot", sb.Pause.Snapshot, "err", err)
 		}
 	}
+	m.emit(ctx, Event{Type: EventDeleted, Sandbox: final})
 	m.log.Info("sandbox deleted", "sandbox", id)
 	return nil
 }
@@ -721,6 +730,25 @@ func (m *Manager) SetTimeout(ctx context.Context, id string, d time.Duration) (s
 			"a timeout of %s makes the lifetime %s, over the maximum of %s", d, life.Round(time.Second), m.cfg.MaxTimeout)
 	}
 	return m.update(e, func(sb *sandbox.Sandbox) { sb.ExpiresAt = expires }), nil
+}
+
+// SetLabels replaces a sandbox's labels, in any state but deleted.
+func (m *Manager) SetLabels(ctx context.Context, id string, labels map[string]string) (sandbox.Sandbox, error) {
+	if err := sandbox.ValidateLabels(labels); err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	e, err := m.lookup(id)
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	if _, _, gone := e.snapshot(); gone {
+		return sandbox.Sandbox{}, notFound(id)
+	}
+	sb := m.update(e, func(sb *sandbox.Sandbox) { sb.Labels = maps.Clone(labels) })
+	m.emit(ctx, Event{Type: EventLabelsChanged, Sandbox: sb})
+	return sb, nil
 }
 
 // Agent returns the client of a running sandbox's agent.

@@ -3,17 +3,45 @@ package node
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// The driver's step timings reach Config.OnCreate through the create's
+// phaseRecorder is an Observer keeping the create phases it hears.
+type phaseRecorder struct {
+	mu     sync.Mutex
+	phases map[string]time.Duration
+}
+
+func (r *phaseRecorder) SandboxEvent(context.Context, Event) {}
+
+func (r *phaseRecorder) CreatePhase(phase string, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.phases == nil {
+		r.phases = map[string]time.Duration{}
+	}
+	r.phases[phase] = d
+}
+
+func (r *phaseRecorder) get() map[string]time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]time.Duration{}
+	for k, v := range r.phases {
+		out[k] = v
+	}
+	return out
+}
+
+// The driver's step timings reach the Observer through the create's
 // context, beside the node's own.
 func TestCreatePhases(t *testing.T) {
-	got := make(chan sandbox.Phases, 1)
-	e := newEnv(t, func(c *Config) { c.OnCreate = func(p sandbox.Phases) { got <- p } })
+	rec := &phaseRecorder{}
+	e := newEnv(t, func(c *Config) { c.Observer = rec })
 	e.d.SetCreateHook(func(ctx context.Context, id string) error {
 		p := sandbox.PhasesFrom(ctx)
 		p.Start = 7 * time.Millisecond
@@ -23,28 +51,24 @@ func TestCreatePhases(t *testing.T) {
 	if _, err := e.m.Create(t.Context(), sandbox.CreateRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case p := <-got:
-		if p.Start != 7*time.Millisecond {
-			t.Errorf("Start = %v, want the driver's 7ms", p.Start)
-		}
-		if p.Total < 2*time.Millisecond {
-			t.Errorf("Total = %v, want at least the driver's 2ms", p.Total)
-		}
-	default:
-		t.Fatal("OnCreate not called")
+	got := rec.get()
+	if got["start"] != 7*time.Millisecond {
+		t.Errorf("start = %v, want the driver's 7ms (all: %v)", got["start"], got)
+	}
+	if got["total"] < 2*time.Millisecond {
+		t.Errorf("total = %v, want at least the driver's 2ms", got["total"])
 	}
 }
 
 // A create that fails reports no phases.
 func TestCreatePhasesNotOnFailure(t *testing.T) {
-	called := false
-	e := newEnv(t, func(c *Config) { c.OnCreate = func(sandbox.Phases) { called = true } })
+	rec := &phaseRecorder{}
+	e := newEnv(t, func(c *Config) { c.Observer = rec })
 	e.d.SetCreateErr(errors.New("boom"))
 	if _, err := e.m.Create(t.Context(), sandbox.CreateRequest{}); err == nil {
 		t.Fatal("create succeeded")
 	}
-	if called {
-		t.Error("OnCreate called for a failed create")
+	if got := rec.get(); len(got) != 0 {
+		t.Errorf("phases reported for a failed create: %v", got)
 	}
 }

@@ -90,6 +90,7 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, err
 	if err != nil {
 		return nil, err
 	}
+	m.emit(ctx, Event{Type: EventSnapshotted, Sandbox: sb, SnapshotID: snap.ID})
 	m.log.Info("sandbox snapshotted", "sandbox", id, "snapshot", snap.ID, "bytes", snap.Size)
 	return snap, nil
 }

@@ -33,6 +33,8 @@ type CreateRequest struct {
 	// ProjectID records the project an activation made the sandbox for;
 	// set by the control plane only, never from a request.
 	ProjectID string
+	// Labels are the caller's metadata (see ValidateLabels).
+	Labels map[string]string
 }
 
 // ListOptions page through a host's sandboxes.
@@ -44,4 +46,6 @@ type ListOptions struct {
 	// filter comes before paging, so a team's cursor only ever names one of
 	// its own sandboxes.
 	TeamID string
+	// Labels keeps only sandboxes carrying every one of these labels.
+	Labels map[string]string
 }

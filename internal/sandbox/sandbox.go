@@ -161,6 +161,8 @@ type Sandbox struct {
 	// ProjectID is the project whose activation made the sandbox, if any
 	// (for usage records).
 	ProjectID string `json:"projectId,omitempty"`
+	// Labels are the owner's key/value metadata (ValidateLabels).
+	Labels map[string]string `json:"labels,omitempty"`
 	// Source populated the working dir at create time, if any.
 	Source *SourceInfo `json:"source,omitempty"`
 	// Volumes are the named volumes mounted into the sandbox.

@@ -111,9 +111,18 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	labels, err := sandbox.ParseLabelSelectors(r.URL.Query()["label"])
+	if err != nil {
+		return err
+	}
 	vs, next, err := s.projects.ListProjects(r.Context(), p, page)
 	if err != nil {
 		return fmt.Errorf("list projects: %w", err)
+	}
+	if labels != nil {
+		// Filtered within the page: a page may come back short (even
+		// empty) with a cursor to the next.
+		vs = slices.DeleteFunc(vs, func(v control.ProjectView) bool { return !sandbox.MatchLabels(v.Spec.Labels, labels) })
 	}
 	toAPI := func(v control.ProjectView) api.Project { return s.toAPIProject(r, v) }
 	writeJSON(w, http.StatusOK, api.ProjectList{Projects: toAPIList(vs, toAPI), NextCursor: next})
@@ -512,6 +521,7 @@ func fromAPIProjectRequest(req api.ProjectRequest) (control.ProjectRequest, erro
 		PersistentPaths: req.PersistentPaths,
 		AppSecretHeader: req.AppSecretHeader,
 		AppSecretEnv:    req.AppSecretEnv,
+		Labels:          req.Labels,
 	}
 	if g := req.Source.Git; g != nil {
 		out.Source.Git = &sandbox.Source{
@@ -543,6 +553,7 @@ func (s *Server) toAPIProject(r *http.Request, v control.ProjectView) api.Projec
 			PersistentPaths: sp.PersistentPaths,
 			AppSecretHeader: sp.AppSecretHeader,
 			AppSecretEnv:    sp.AppSecretEnv,
+			Labels:          sp.Labels,
 		},
 		AppURL:    s.appBase(r, v.ID),
 		CreatedAt: v.CreatedAt,

@@ -51,6 +51,9 @@ func createParams(req api.CreateSandboxRequest) (sandbox.CreateRequest, error) {
 	if err := sandbox.ValidateEnv(req.Env); err != nil {
 		return sandbox.CreateRequest{}, err
 	}
+	if err := sandbox.ValidateLabels(req.Labels); err != nil {
+		return sandbox.CreateRequest{}, err
+	}
 	if req.Image != "" && req.Snapshot != "" {
 		return sandbox.CreateRequest{}, sandbox.Errorf(sandbox.ErrInvalid, "image_and_snapshot", "give an image or a snapshot, not both")
 	}
@@ -72,6 +75,7 @@ func createParams(req api.CreateSandboxRequest) (sandbox.CreateRequest, error) {
 		Snapshot:      req.Snapshot,
 		Volumes:       fromAPIVolumeMounts(req.Volumes),
 		Source:        fromAPISource(req.Source),
+		Labels:        req.Labels,
 	}, nil
 }
 
@@ -94,6 +98,11 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) error {
 		}
 		opts.State = st
 	}
+	labels, err := sandbox.ParseLabelSelectors(q["label"])
+	if err != nil {
+		return err
+	}
+	opts.Labels = labels
 	sbs, next, err := s.listOwned(r.Context(), callerOf(r), opts)
 	if err != nil {
 		return fmt.Errorf("list sandboxes: %w", err)
@@ -277,6 +286,7 @@ func (s *Server) toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
 		WorkingDir:     sb.WorkingDir,
 		Resources:      api.Resources{VCPUs: sb.Resources.VCPUs, MemoryMB: sb.Resources.MemoryMB, PIDs: sb.Resources.PIDs, DiskMB: sb.Resources.DiskMB},
 		Env:            sb.Env,
+		Labels:         sb.Labels,
 		CreatedAt:      sb.CreatedAt.UTC(),
 		StartedAt:      utcOrZero(sb.StartedAt),
 		StoppedAt:      utcOrZero(sb.StoppedAt),
@@ -349,4 +359,25 @@ func toAPISource(info *sandbox.SourceInfo) *api.SourceInfo {
 		return nil
 	}
 	return &api.SourceInfo{Type: info.Type, URL: info.URL, Dir: info.Dir, Revision: info.Revision, Commit: info.Commit, Digest: info.Digest}
+}
+
+// setLabels replaces a sandbox's labels.
+func (s *Server) setLabels(w http.ResponseWriter, r *http.Request) error {
+	id, err := sandboxID(r)
+	if err != nil {
+		return err
+	}
+	var req api.LabelsRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	if err := sandbox.ValidateLabels(req.Labels); err != nil {
+		return err
+	}
+	sb, err := s.sb.SetLabels(r.Context(), id, req.Labels)
+	if err != nil {
+		return sandboxErr(id, err)
+	}
+	writeJSON(w, http.StatusOK, s.toAPISandbox(sb))
+	return nil
 }

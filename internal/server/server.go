@@ -40,6 +40,8 @@ type Sandboxes interface {
 	Stats(ctx context.Context, id string) (runtime.Stats, error)
 	AddPorts(ctx context.Context, id string, ports []sandbox.Port) (sandbox.Sandbox, error)
 	UpdateNetworkPolicy(ctx context.Context, id string, policy sandbox.NetworkPolicy) (sandbox.Sandbox, error)
+	// SetLabels replaces a sandbox's labels (checked with sandbox.ValidateLabels).
+	SetLabels(ctx context.Context, id string, labels map[string]string) (sandbox.Sandbox, error)
 }
 
 // Pauser is the optional power of Sandboxes to pause a sandbox (keep its
@@ -260,6 +262,7 @@ var routeTable = []route{
 	{"POST", "/sandboxes/{id}/ports", (*Server).addPorts},
 	{"POST", "/sandboxes/{id}/ports/{port}/signed-url", (*Server).signPortURL},
 	{"PUT", "/sandboxes/{id}/network-policy", (*Server).updateNetworkPolicy},
+	{"PUT", "/sandboxes/{id}/labels", (*Server).setLabels},
 
 	{"POST", "/sandboxes/{id}/commands", (*Server).runCommand},
 	{"GET", "/sandboxes/{id}/commands", (*Server).listCommands},
