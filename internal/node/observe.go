@@ -24,12 +24,12 @@ type EventType string
 
 // The sandbox lifecycle events, as the API and webhooks name them.
 const (
-	EventCreated       EventType = "sandbox.created"       // recorded as pending, before the driver builds it
-	EventStarted       EventType = "sandbox.started"       // running
-	EventFailed        EventType = "sandbox.failed"        // a create or a stop failed
-	EventStopped       EventType = "sandbox.stopped"       // with Reason and Usage
-	EventDeleted       EventType = "sandbox.deleted"       // gone from the host
-	EventSnapshotted   EventType = "sandbox.snapshotted"   // with SnapshotID
+	EventCreated       EventType = "sandbox.created"        // recorded as pending, before the driver builds it
+	EventStarted       EventType = "sandbox.started"        // running
+	EventFailed        EventType = "sandbox.failed"         // a create or a stop failed
+	EventStopped       EventType = "sandbox.stopped"        // with Reason and Usage
+	EventDeleted       EventType = "sandbox.deleted"        // gone from the host
+	EventSnapshotted   EventType = "sandbox.snapshotted"    // with SnapshotID
 	EventLabelsChanged EventType = "sandbox.labels_changed" // new labels in Sandbox
 )
 
