@@ -195,6 +195,8 @@ type Store interface {
 	DeleteE2BSandbox(ctx context.Context, teamID, id string) error
 	// ListE2BSandboxes pages through one team's records by (CreatedAt, ID).
 	ListE2BSandboxes(ctx context.Context, f E2BSandboxFilter, page Page) ([]E2BSandbox, string, error)
+	// Webhooks and their deliveries (webhook.go).
+	Webhooks
 }
 
 // TimePrecision is the resolution at which every store keeps times.

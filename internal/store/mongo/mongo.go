@@ -69,6 +69,7 @@ type Store struct {
 	admissions                                  *mgo.Collection
 	usageRollups, budgets                       *mgo.Collection
 	e2bSandboxes                                *mgo.Collection
+	webhooks, deliveries                        *mgo.Collection
 
 	// seq is the largest event Seq this store knows to be taken: the next
 	// append tries seq+1 (see AppendEvent).
@@ -104,6 +105,7 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 		admissions:   db.Collection("admissions"),
 		usageRollups: db.Collection("usage_rollups"), budgets: db.Collection("budgets"),
 		e2bSandboxes: db.Collection("e2b_sandboxes"),
+		webhooks:     db.Collection("webhooks"), deliveries: db.Collection("webhook_deliveries"),
 	}
 	if err := s.createIndexes(ctx); err != nil {
 		client.Disconnect(context.Background())
@@ -173,6 +175,9 @@ func (s *Store) createIndexes(ctx context.Context) error {
 		{s.vercelSandboxes, []ix{index("team_page", "teamId", "createdAt", "_id"), index("sessions", "sessionIds")}},
 		{s.vercelSnapshots, []ix{index("team_page", "teamId", "createdAt", "_id")}},
 		{s.e2bSandboxes, []ix{index("team_page", "teamId", "createdAt", "_id")}},
+		{s.webhooks, []ix{index("team_page", "teamId", "createdAt", "_id")}},
+		{s.deliveries, []ix{index("webhook_seq", "webhookId", "eventSeq", "_id"), index("state_seq", "state", "eventSeq", "_id"),
+			index("team_seq", "teamId", "eventSeq", "_id")}},
 	} {
 		if err := ensureIndexes(ctx, ci.c, ci.ixs); err != nil {
 			return fmt.Errorf("mongo store: create indexes on %s: %w", ci.c.Name(), err)

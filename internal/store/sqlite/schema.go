@@ -237,5 +237,30 @@ CREATE TABLE e2b_sandboxes (
 	created_at INTEGER
 );
 CREATE INDEX e2b_sandboxes_page ON e2b_sandboxes (team_id, created_at, id);
+);
+`,
+	// 8: teams' webhooks and their deliveries; doc is the whole record as
+	// JSON, the other columns what lists filter and sort on.
+	`
+CREATE TABLE webhooks (
+	id         TEXT PRIMARY KEY,
+	team_id    TEXT NOT NULL,
+	created_at INTEGER,
+	doc        TEXT NOT NULL
+);
+CREATE INDEX webhooks_team ON webhooks (team_id, created_at, id);
+
+CREATE TABLE webhook_deliveries (
+	id         TEXT PRIMARY KEY,
+	webhook_id TEXT NOT NULL,
+	team_id    TEXT NOT NULL,
+	event_seq  INTEGER NOT NULL,
+	state      TEXT NOT NULL,
+	version    INTEGER NOT NULL,
+	doc        TEXT NOT NULL
+);
+CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, event_seq, id);
+CREATE INDEX webhook_deliveries_state ON webhook_deliveries (state, event_seq, id);
+CREATE INDEX webhook_deliveries_team ON webhook_deliveries (team_id, event_seq, id);
 `,
 }

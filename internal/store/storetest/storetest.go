@@ -70,6 +70,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 	tests = append(tests, vercelCases...)
 	tests = append(tests, admissionCases...)
 	tests = append(tests, e2bCases...)
+	tests = append(tests, webhookCases...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}

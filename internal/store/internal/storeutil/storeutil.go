@@ -352,3 +352,43 @@ func E2BSandbox(v store.E2BSandbox) (store.E2BSandbox, error) {
 	v.CreatedAt = created(v.CreatedAt)
 	return v, nil
 }
+
+// DeliveryLimit is f.Limit within the event bounds.
+func DeliveryLimit(f store.DeliveryFilter) int {
+	return clamp(f.Limit, store.DefaultEventLimit, store.MaxEventLimit)
+}
+
+// Webhook checks w and applies defaults.
+func Webhook(w store.Webhook) (store.Webhook, error) {
+	for _, f := range []struct{ name, v string }{{"id", w.ID}, {"teamId", w.TeamID}, {"url", w.URL}} {
+		if err := required("webhook", f.name, f.v); err != nil {
+			return w, err
+		}
+	}
+	w.CreatedAt = created(w.CreatedAt)
+	return w, nil
+}
+
+// Delivery checks d and applies defaults; for an update (create false) it
+// leaves Version, CreatedAt and UpdatedAt to the caller.
+func Delivery(d store.Delivery, create bool) (store.Delivery, error) {
+	for _, f := range []struct{ name, v string }{{"id", d.ID}, {"webhookId", d.WebhookID}, {"state", d.State}} {
+		if err := required("delivery", f.name, f.v); err != nil {
+			return d, err
+		}
+	}
+	switch d.State {
+	case store.DeliveryPending, store.DeliveryDelivered, store.DeliveryFailed:
+	default:
+		return d, store.Invalid("delivery: unknown state %q", d.State)
+	}
+	d.NextAttemptAt, d.LastAttemptAt = store.Time(d.NextAttemptAt), store.Time(d.LastAttemptAt)
+	if create {
+		d.CreatedAt = created(d.CreatedAt)
+		d.UpdatedAt = d.CreatedAt
+		if d.Version == 0 {
+			d.Version = 1
+		}
+	}
+	return d, nil
+}
