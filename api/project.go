@@ -214,3 +214,77 @@ type AppURLRequest struct {
 	// TTLSeconds is how long the URL opens the app: default 3600, max 7 days.
 	TTLSeconds int64 `json:"ttlSeconds,omitempty"`
 }
+
+// Event is one lifecycle event of GET /events (a server-sent event whose
+// name is Type and whose id is Seq) and the body of a webhook delivery.
+// Types: sandbox.created, sandbox.started, sandbox.failed, sandbox.stopped
+// (Data: reason, and the run's usage: cpuSeconds, memoryMBHours,
+// netRxBytes, netTxBytes, durationSeconds), sandbox.deleted,
+// sandbox.snapshotted (Data: snapshotId), sandbox.labels_changed, and
+// activation.<state> for each step of a project's activation
+// (activation.provisioning ... activation.ready, activation.failed,
+// activation.stopped).
+type Event struct {
+	Seq          int64             `json:"seq"`
+	Time         time.Time         `json:"time"`
+	Type         string            `json:"type"`
+	TeamID       string            `json:"teamId,omitempty"`
+	ProjectID    string            `json:"projectId,omitempty"`
+	ActivationID string            `json:"activationId,omitempty"`
+	SandboxID    string            `json:"sandboxId,omitempty"`
+	Message      string            `json:"message,omitempty"`
+	Data         map[string]string `json:"data,omitempty"`
+}
+
+// WebhookRequest is the body of POST /webhooks.
+type WebhookRequest struct {
+	// URL receives each event as a POST (http or https; private and
+	// loopback addresses only where the operator allows them).
+	URL string `json:"url"`
+	// Secret signs deliveries (16-256 bytes); empty generates one. It is
+	// returned once, in the answer to this request.
+	Secret string `json:"secret,omitempty"`
+	// Types limits the events sent ("sandbox.stopped", "activation.*");
+	// empty sends all.
+	Types []string `json:"types,omitempty"`
+}
+
+// Webhook is a team's webhook. Secret is set only in the answer that
+// created it.
+type Webhook struct {
+	ID        string    `json:"id"`
+	TeamID    string    `json:"teamId"`
+	URL       string    `json:"url"`
+	Types     []string  `json:"types,omitempty"`
+	Secret    string    `json:"secret,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// WebhookList is GET /webhooks.
+type WebhookList struct {
+	Webhooks []Webhook `json:"webhooks"`
+}
+
+// Delivery is one event on its way to a webhook: State pending (retried
+// with exponential backoff), delivered (a 2xx answer) or failed (the
+// last attempt failed).
+type Delivery struct {
+	ID            string    `json:"id"`
+	WebhookID     string    `json:"webhookId"`
+	EventSeq      int64     `json:"eventSeq"`
+	EventType     string    `json:"eventType"`
+	State         string    `json:"state"`
+	Attempts      int       `json:"attempts"`
+	NextAttemptAt time.Time `json:"nextAttemptAt,omitzero"`
+	LastAttemptAt time.Time `json:"lastAttemptAt,omitzero"`
+	LastStatus    int       `json:"lastStatus,omitempty"`
+	LastError     string    `json:"lastError,omitempty"`
+	CreatedAt     time.Time `json:"createdAt"`
+}
+
+// DeliveryList is GET /webhooks/{id}/deliveries, by EventSeq; NextAfter
+// is the ?after= of the next page (0 on the last).
+type DeliveryList struct {
+	Deliveries []Delivery `json:"deliveries"`
+	NextAfter  int64      `json:"nextAfter,omitempty"`
+}

@@ -790,8 +790,14 @@ func (s *Service) eventFor(ctx context.Context, r *run, typ, msg string, data ma
 
 // event appends an activation's event and wakes its watchers.
 func (s *Service) event(ctx context.Context, a store.Activation, typ, msg string, data map[string]string) {
-	_, err := s.cfg.Store.AppendEvent(ctx, store.Event{Time: s.now(), TeamID: a.TeamID, ProjectID: a.ProjectID,
-		ActivationID: a.ID, SandboxID: a.SandboxID, Type: typ, Message: msg, Data: data})
+	e := store.Event{Time: s.now(), TeamID: a.TeamID, ProjectID: a.ProjectID,
+		ActivationID: a.ID, SandboxID: a.SandboxID, Type: typ, Message: msg, Data: data}
+	var err error
+	if s.cfg.Events != nil {
+		_, err = s.cfg.Events.Publish(ctx, e)
+	} else {
+		_, err = s.cfg.Store.AppendEvent(ctx, e)
+	}
 	if err != nil {
 		s.log.Warn("append event", "activation", a.ID, "type", typ, "err", err)
 	}

@@ -51,6 +51,14 @@ type Config struct {
 	// Admit, when set, may refuse a new activation of a team (a budget's
 	// hard cap); a live activation is still returned to its callers.
 	Admit func(ctx context.Context, teamID string) error
+	// Events publishes activation steps to the lifecycle feed and webhooks
+	// (internal/events' Bus); nil appends them to Store only.
+	Events Publisher
+}
+
+// Publisher appends an event and tells whoever watches (events.Bus).
+type Publisher interface {
+	Publish(ctx context.Context, e store.Event) (store.Event, error)
 }
 
 // Admission is what activations need of admission;

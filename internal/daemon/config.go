@@ -165,6 +165,14 @@ type Config struct {
 	// (pool.DefaultConcurrency if 0).
 	Pools           []sandbox.PoolSpec
 	PoolConcurrency int
+	// WebhookAllowPrivate lets webhook deliveries reach loopback and
+	// private addresses (a receiver on the LAN, tests); EgressAllowCIDRs
+	// open single ranges. Link-local, metadata and BlockCIDRs never.
+	WebhookAllowPrivate bool
+	// WebhookMaxAttempts and WebhookBackoff bound a delivery's retries
+	// (events.DefaultMaxAttempts, events.DefaultBackoff doubling if 0).
+	WebhookMaxAttempts int
+	WebhookBackoff     time.Duration
 }
 
 // Validate reports a setting that cannot work.

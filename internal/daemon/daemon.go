@@ -28,8 +28,10 @@ import (
 	"github.com/paddock-dev/paddock/internal/admission"
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/events"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/metering"
+	"github.com/paddock-dev/paddock/internal/metrics"
 	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
@@ -79,6 +81,11 @@ type Daemon struct {
 	handler http.Handler
 	tls     *tls.Config // nil: plain HTTP
 	devCA   string      // the development CA's certificate file, if any
+	// metrics is every Prometheus series of the process; bus and webhooks
+	// carry lifecycle events (observe.go).
+	metrics  *metrics.Registry
+	bus      *events.Bus
+	webhooks *events.Webhooks
 
 	adminToken   string
 	adminCreated bool
@@ -114,7 +121,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Daemon, err erro
 	if cfg.NodeName == "" {
 		cfg.NodeName = DefaultNodeName
 	}
-	d := &Daemon{cfg: cfg, log: o.log}
+	d := &Daemon{cfg: cfg, log: o.log, metrics: metrics.New()}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, d.Close())
@@ -139,6 +146,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Daemon, err erro
 		{"open the image store", d.startImages},
 		{"open the store", d.startStore},
 		{"start admission", d.startAdmission},
+		{"start lifecycle events and webhooks", d.startEvents},
 		{"start the sandbox manager", d.startNode},
 		{"start the warm pools", d.startPools},
 		{"start projects", d.startControl},
@@ -300,6 +308,7 @@ func (d *Daemon) startNode(ctx context.Context, o *options) error {
 		StoppedRetention: d.cfg.StoppedRetention,
 		Logger:           d.log,
 		Sources:          srcs,
+		Observer:         nodeObserver{metrics: d.metrics, bus: d.bus, log: d.log},
 	}
 	if d.network != nil { // a nil *netns.Manager must not become a non-nil interface
 		ncfg.Network = d.network
@@ -324,6 +333,7 @@ func (d *Daemon) startNode(ctx context.Context, o *options) error {
 		d.log.Warn("image gc", "err", err)
 	}
 	d.startGC()
+	d.metrics.RegisterSandboxes(metricsSandboxes{d.node})
 	return nil
 }
 
@@ -448,7 +458,7 @@ func (d *Daemon) startControl(ctx context.Context, o *options) error {
 		return err
 	}
 	ccfg := control.Config{Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, pools: d.pools, images: d.images}, Admission: d.admit,
-		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout, Admit: d.budgetGate}
+		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout, Admit: d.budgetGate, Events: d.bus}
 	if o.controlConfig != nil {
 		o.controlConfig(&ccfg)
 	}
@@ -502,8 +512,8 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 		// the server empties this one as it starts.
 		StagingDir: filepath.Join(d.cfg.DataDir, "tmp", "uploads"), StagingBytes: d.cfg.UploadStagingBytes,
 		Images: serverImages{Store: d.images, node: d.node}, ImageKeychain: d.cfg.ImageKeychain, Snapshots: snapshots,
-		History: d.store, Metering: d.meter, Projects: d.control, Apps: apps.PathHandler(), Signer: d.signer, PortBaseURL: portBase,
-		Pools: d.pools, Admission: d.admit, Ready: d.ready,
+		History: d.store, Metering: d.meter, Projects: d.control, Apps: d.metrics.InstrumentProxy("app", apps.PathHandler()), Signer: d.signer, PortBaseURL: portBase,
+		Pools: d.pools, Admission: d.admit, Ready: d.ready, Events: d.bus, Webhooks: d.webhooks,
 	}
 	if d.volumes != nil {
 		scfg.Volumes = d.volumes
@@ -540,12 +550,15 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 
 	// A prefix check rather than a ServeMux, which would redirect unclean
 	// paths that the API answers itself.
+	metricsHandler := d.adminOnly(d.metrics.Handler())
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasPrefix(r.URL.Path, vercel.Prefix+"/"):
 			vapi.ServeHTTP(w, r)
 		case strings.HasPrefix(r.URL.Path, e2b.Prefix+"/") || e2bHost != "" && hostOnly(r.Host) == e2bHost:
 			eapi.ServeHTTP(w, r)
+		case r.URL.Path == MetricsPath:
+			metricsHandler.ServeHTTP(w, r)
 		default:
 			srv.Handler().ServeHTTP(w, r)
 		}
@@ -559,7 +572,11 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 		}
 		d.push("port proxy", px.Close)
 	}
-	d.handler = server.Front(api, px, apps)
+	var front server.PortProxy
+	if px != nil {
+		front = instrumentedPorts{px, d.metrics.InstrumentProxy("port", px), d.metrics.InstrumentProxy("port", px.PathHandler())}
+	}
+	d.handler = server.Front(api, front, instrumentedHost{apps, d.metrics.InstrumentProxy("app", apps)})
 	return nil
 }
 

@@ -97,5 +97,6 @@ func (r *Registry) ObserveCreatePhase(phase string, d time.Duration) {
 func (r *Registry) InstrumentProxy(kind string, h http.Handler) http.Handler {
 	counter := r.proxyRequests.MustCurryWith(prometheus.Labels{"proxy": kind})
 	duration := r.proxyDuration.MustCurryWith(prometheus.Labels{"proxy": kind})
+	r.proxyDuration.WithLabelValues(kind) // the series exists from the start, at zero
 	return promhttp.InstrumentHandlerDuration(duration, promhttp.InstrumentHandlerCounter(counter, h))
 }

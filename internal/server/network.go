@@ -176,11 +176,19 @@ type HostHandler interface {
 	HandlesHost(host string) bool
 }
 
+// PortProxy is the port proxy as Front uses it (*proxy.Proxy, or a
+// wrapper that instruments it).
+type PortProxy interface {
+	HostHandler
+	// PathHandler serves the path form /s/<id>/<port>/.
+	PathHandler() http.Handler
+}
+
 // Front is the one handler of paddock's HTTP listener: requests for a host
 // one of hosts claims (the app proxy's app-<id>.<domain>) go to it, a port
 // host (<port>-<id>.<domain>) and the path form /s/<id>/<port>/ to the
 // proxy, everything else to the API. A nil proxy serves the API and hosts.
-func Front(apiHandler http.Handler, px *proxy.Proxy, hosts ...HostHandler) http.Handler {
+func Front(apiHandler http.Handler, px PortProxy, hosts ...HostHandler) http.Handler {
 	var paths http.Handler
 	if px != nil {
 		paths = px.PathHandler()

@@ -122,6 +122,10 @@ type Config struct {
 	// else an error saying what cannot (ErrUnavailable, with a code). nil
 	// Ready: always ready.
 	Ready func(ctx context.Context) error
+	// Events is the lifecycle event feed (GET /events); nil answers 501.
+	Events Events
+	// Webhooks keeps teams' webhooks; nil makes /webhooks answer 501.
+	Webhooks Webhooks
 }
 
 // Validate reports a missing dependency or an impossible bound.
@@ -161,6 +165,8 @@ type Server struct {
 	admission     Admission
 	metering      Metering
 	ready         func(context.Context) error
+	events        Events
+	webhooks      Webhooks
 	mux           *http.ServeMux
 	handler       http.Handler
 
@@ -194,6 +200,8 @@ func New(cfg Config) (*Server, error) {
 		admission:     cfg.Admission,
 		metering:      cfg.Metering,
 		ready:         cfg.Ready,
+		events:        cfg.Events,
+		webhooks:      cfg.Webhooks,
 		mux:           http.NewServeMux(),
 	}
 	if s.log == nil {
@@ -335,6 +343,12 @@ var routeTable = []route{
 	{"GET", "/teams/{id}/budget", (*Server).getBudget},
 	{"PUT", "/teams/{id}/budget", (*Server).putBudget},
 	{"DELETE", "/teams/{id}/budget", (*Server).deleteBudget},
+	{"GET", "/events", (*Server).eventFeed},
+	{"POST", "/webhooks", (*Server).createWebhook},
+	{"GET", "/webhooks", (*Server).listWebhooks},
+	{"GET", "/webhooks/{id}", (*Server).getWebhook},
+	{"DELETE", "/webhooks/{id}", (*Server).deleteWebhook},
+	{"GET", "/webhooks/{id}/deliveries", (*Server).listDeliveries},
 }
 
 func (s *Server) routes() {
