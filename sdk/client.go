@@ -171,6 +171,8 @@ type ListOptions struct {
 	Cursor string
 	Limit  int
 	State  string // one of api.StatusRunning...; "" for all
+	// Labels keeps sandboxes carrying every one of these labels.
+	Labels map[string]string
 }
 
 // ListPage returns one page of sandboxes; pass its NextCursor back in
@@ -186,6 +188,7 @@ func (c *Client) ListPage(ctx context.Context, opts ListOptions) (api.SandboxLis
 	if opts.State != "" {
 		q.Set("state", opts.State)
 	}
+	labelQuery(q, opts.Labels)
 	var page api.SandboxList
 	err := c.do(ctx, http.MethodGet, "/sandboxes", q, nil, &page)
 	return page, err

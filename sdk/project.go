@@ -50,6 +50,8 @@ func (c *Client) DeleteProject(ctx context.Context, id string) error {
 type PageOptions struct {
 	Cursor string
 	Limit  int
+	// Labels filters projects (within each page: a page may be short).
+	Labels map[string]string
 }
 
 func (o PageOptions) query() url.Values {
@@ -57,6 +59,7 @@ func (o PageOptions) query() url.Values {
 	if o.Cursor != "" {
 		q.Set("cursor", o.Cursor)
 	}
+	labelQuery(q, o.Labels)
 	if o.Limit > 0 {
 		q.Set("limit", strconv.Itoa(o.Limit))
 	}
