@@ -1,0 +1,175 @@
+package events_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/events"
+	"github.com/paddock-dev/paddock/internal/netguard"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/sqlite"
+)
+
+var key = make([]byte, 32)
+
+func openStore(t *testing.T, path string) store.Store {
+	t.Helper()
+	st, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// start runs a bus and webhooks on st until the test ends (or stop).
+func start(t *testing.T, st store.Store, guard netguard.Guard) (*events.Bus, *events.Webhooks, func()) {
+	t.Helper()
+	bus := events.NewBus(st, nil)
+	wh, err := events.NewWebhooks(events.WebhookConfig{Store: st, Bus: bus, Key: key, Guard: guard,
+		Backoff: 10 * time.Millisecond, MaxAttempts: 3, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wh.Start()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			wh.Close()
+			bus.Close()
+		}
+	}
+	t.Cleanup(stop)
+	return bus, wh, stop
+}
+
+func waitDelivery(t *testing.T, st store.Store, hookID, state string) store.Delivery {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		ds, err := st.ListDeliveries(t.Context(), store.DeliveryFilter{WebhookID: hookID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) > 0 && ds[0].State == state {
+			return ds[0]
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %s delivery of webhook %s", state, hookID)
+	return store.Delivery{}
+}
+
+// TestDeliveriesSurviveRestart: a delivery pending when paddock stops is
+// sent by the next start.
+func TestDeliveriesSurviveRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "paddock.db")
+	st := openStore(t, path)
+	var up atomic.Bool
+	var hits atomic.Int32
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if !up.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer hs.Close()
+	guard := netguard.Guard{AllowPrivate: true}
+	bus, wh, stop := start(t, st, guard)
+	hook, _, err := wh.Add(t.Context(), "team-a", hs.URL, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Publish(t.Context(), store.Event{TeamID: "team-a", Type: "sandbox.created"}); err != nil {
+		t.Fatal(err)
+	}
+	for hits.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	ds, err := st.ListDeliveries(t.Context(), store.DeliveryFilter{WebhookID: hook.ID})
+	if err != nil || len(ds) != 1 || ds[0].State != store.DeliveryPending {
+		t.Fatalf("after stop: %+v, %v; want one pending delivery", ds, err)
+	}
+
+	up.Store(true)
+	start(t, st, guard)
+	d := waitDelivery(t, st, hook.ID, store.DeliveryDelivered)
+	if d.Attempts < 2 {
+		t.Errorf("delivered after %d attempts, want a retry", d.Attempts)
+	}
+}
+
+// TestDeliveryRefusals: loopback without the operator's allow, and a
+// redirect, are failures (never followed), given up after MaxAttempts.
+func TestDeliveryRefusals(t *testing.T) {
+	var redirected atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { redirected.Add(1) }))
+	defer target.Close()
+	redirect := httptest.NewServer(http.RedirectHandler(target.URL, http.StatusTemporaryRedirect))
+	defer redirect.Close()
+	for _, tc := range []struct {
+		name   string
+		guard  netguard.Guard
+		url    string
+		status int
+	}{
+		{"loopback not allowed", netguard.Guard{}, target.URL, 0},
+		{"redirect", netguard.Guard{AllowPrivate: true}, redirect.URL, http.StatusTemporaryRedirect},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
+			bus, wh, _ := start(t, st, tc.guard)
+			hook, _, err := wh.Add(t.Context(), "team-a", tc.url, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := bus.Publish(t.Context(), store.Event{TeamID: "team-a", Type: "sandbox.created"}); err != nil {
+				t.Fatal(err)
+			}
+			d := waitDelivery(t, st, hook.ID, store.DeliveryFailed)
+			if d.Attempts != 3 || d.LastStatus != tc.status {
+				t.Errorf("delivery = %+v, want 3 attempts, last status %d", d, tc.status)
+			}
+			if n := redirected.Load(); n != 0 {
+				t.Errorf("the target got %d requests", n)
+			}
+		})
+	}
+}
+
+// TestAddValidation: URLs, secrets and the per-team bound.
+func TestAddValidation(t *testing.T) {
+	st := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
+	_, wh, _ := start(t, st, netguard.Guard{})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, url, secret string
+		kind              error
+	}{
+		{"not http", "ftp://example.com/x", "", sandbox.ErrInvalid},
+		{"credentials", "https://u:p@example.com/x", "", sandbox.ErrInvalid},
+		{"no host", "https:///x", "", sandbox.ErrInvalid},
+		{"short secret", "https://example.com/x", "short", sandbox.ErrInvalid},
+	} {
+		if _, _, err := wh.Add(ctx, "team-a", tc.url, tc.secret, nil); !errors.Is(err, tc.kind) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.kind)
+		}
+	}
+	for range events.MaxWebhooksPerTeam {
+		if _, _, err := wh.Add(ctx, "team-a", "https://example.com/x", "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := wh.Add(ctx, "team-a", "https://example.com/x", "", nil); !errors.Is(err, sandbox.ErrExhausted) {
+		t.Errorf("webhook past the bound: %v", err)
+	}
+}
