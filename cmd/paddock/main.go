@@ -81,12 +81,13 @@ Usage:
   paddock image rm [--published] <ref>
   paddock image import [--published] <docker-archive.tar | oci-layout-dir>
   paddock sandbox create [--image host|<ref> | --snapshot <snap>] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
-                         [--port N]... [--public-port N]... [--volume name:/path[:cow]]...
+                         [--port N]... [--public-port N]... [--volume name:/path[:cow]]... [--label k=v]...
                          [--git URL [--revision R] [--depth N] [--git-token T | --git-user U --git-password P]
                           | --tarball URL [--strip N]] [--source-dir DIR]
   paddock sandbox url [--ttl D] <id> <port>      (a signed URL that opens a private port)
   paddock sandbox policy --mode allow-all|deny-all|custom [--allow-domain D]... [--allow-cidr C]... [--deny-cidr C]... <id>
-  paddock sandbox ls [--state STATE]
+  paddock sandbox ls [--state STATE] [--label k=v]...
+  paddock sandbox label <id> [k=v]...           (replaces its labels; none removes them)
   paddock sandbox exec [--sudo] [--cwd DIR] [--env K=V]... [--timeout D] <id> -- <cmd> [args...]
   paddock sandbox shell [--sudo] [--cwd DIR] [--env K=V]... <id> [-- <cmd> [args...]]
                         (a terminal session: default the user's login shell; exits with its code)
@@ -120,7 +121,8 @@ Usage:
   paddock user rm [--team ID] <user-id>...        (revokes the user's tokens too)
   paddock project create (--image REF | --git URL [--revision R]) [--start CMD] [--install CMD] [--port N]
                          [--health PATH] [--env K=V]... [--secret K=V]... [--persist PATH]...
-                         [--idle-timeout D] [--max-lifetime D] [--health-timeout D] [--vcpus N] [--memory MB] <name>
+                         [--idle-timeout D] [--max-lifetime D] [--health-timeout D] [--vcpus N] [--memory MB]
+                         [--label k=v]... <name>
   paddock project ls
   paddock project get|rm|deactivate <project>     (an id, or a name of yours)
   paddock project activate [--no-wait] <project>  (prints progress until the app is ready)
@@ -129,6 +131,10 @@ Usage:
   paddock budget get <team>
   paddock budget set --limit AMOUNT [--thresholds 50,80,100] [--hard-cap] <team>   (host admin)
   paddock budget rm <team>                        (host admin)
+  paddock webhook add [--secret S] [--type T]... <url>   (prints the id and the signing secret once)
+  paddock webhook ls
+  paddock webhook rm <webhook-id>
+  paddock webhook deliveries [--state pending|delivered|failed] <webhook-id>
   paddock demo                                    (builds the goose stand-in and runs it as project "demo")
   paddock bench soak [--concurrency 16] [--duration 5m] [--warmup D] [--image REF] [--pid PID | --no-host]
                     [--max-rss-growth 10] [--json]   (N workers loop create/write/exec/read/destroy; see README)
@@ -174,6 +180,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return teamCmd(ctx, args[1:], stdout, stderr)
 	case "user", "users":
 		return userCmd(ctx, args[1:], stdout, stderr)
+	case "webhook", "webhooks":
+		return webhookCmd(ctx, args[1:], stdout, stderr)
 	case "project", "projects":
 		return projectCmd(ctx, args[1:], stdout, stderr)
 	case "usage":

@@ -58,6 +58,8 @@ func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		health := fs.Duration("health-timeout", 0, "fail the activation if the app answers no 2xx this long after starting (0: the server's default)")
 		fs.Float64Var(&req.Resources.VCPUs, "vcpus", 0, "CPU share (0: server default)")
 		fs.Int64Var(&req.Resources.MemoryMB, "memory", 0, "memory limit in MB (0: server default)")
+		labels := envFlag{}
+		fs.Var(labels, "label", "a label of the project and its sandboxes, k=v (repeatable)")
 		if err := sc.parse(1, "<name>"); err != nil {
 			return err
 		}
@@ -68,7 +70,7 @@ func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			req.Source.Git = &git
 		}
 		req.Name = fs.Arg(0)
-		req.Env, req.PersistentPaths = env, persist
+		req.Env, req.PersistentPaths, req.Labels = env, persist, labels
 		if len(secrets) > 0 {
 			req.Secrets = secrets
 		}

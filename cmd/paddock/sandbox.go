@@ -9,9 +9,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -100,6 +102,15 @@ func (c *clientFlags) resolve() (url, token string, err error) {
 	return url, token, nil
 }
 
+// formatLabels shows labels as k=v,k=v in key order.
+func formatLabels(labels map[string]string) string {
+	keys := slices.Sorted(maps.Keys(labels))
+	for i, k := range keys {
+		keys[i] = k + "=" + labels[k]
+	}
+	return strings.Join(keys, ",")
+}
+
 // envFlag collects repeated --env K=V.
 type envFlag map[string]string
 
@@ -133,7 +144,7 @@ func (p portsFlag) Set(v string) error {
 
 func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("sandbox: missing subcommand (create, ls, exec, shell, cp, url, policy, snapshot, fork, pause, resume, stop, rm)")
+		return usagef("sandbox: missing subcommand (create, ls, label, exec, shell, cp, url, policy, snapshot, fork, pause, resume, stop, rm)")
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("sandbox "+sub, flag.ContinueOnError)
@@ -161,6 +172,8 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.Var(portsFlag{ports: &ports, public: true}, "public-port", "serve this port through the proxy to anyone (repeatable)")
 		var vols []api.VolumeMount
 		fs.Var(volumesFlag{vols: &vols}, "volume", "mount a named volume, name:/path (read-write) or name:/path:cow (repeatable)")
+		labels := envFlag{}
+		fs.Var(labels, "label", "a label of the sandbox, k=v (repeatable)")
 		source := sourceFlags(fs)
 		if err := parse(); err != nil {
 			return err
@@ -190,7 +203,7 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		sb, err := c.Create(ctx, api.CreateSandboxRequest{
 			Image: *image, Snapshot: *snapshot, Resources: api.Resources{VCPUs: *vcpus, MemoryMB: *memory, DiskMB: diskMB},
-			TimeoutMs: timeout.Milliseconds(), Env: env, Ports: ports, Volumes: vols, Source: src,
+			TimeoutMs: timeout.Milliseconds(), Env: env, Ports: ports, Volumes: vols, Source: src, Labels: labels,
 		})
 		if err != nil {
 			return err
@@ -263,8 +276,34 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintln(stdout, sb.ID)
 		return nil
 
+	case "label":
+		if err := parse(); err != nil {
+			return err
+		}
+		if fs.NArg() < 1 {
+			return usagef("sandbox label: want <id> [k=v]... (no labels removes them all)")
+		}
+		labels := envFlag{}
+		for _, kv := range fs.Args()[1:] {
+			if err := labels.Set(kv); err != nil {
+				return usagef("sandbox label: %v", err)
+			}
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		sb := c.Sandbox(fs.Arg(0))
+		if err := sb.SetLabels(ctx, labels); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, formatLabels(sb.Labels))
+		return nil
+
 	case "ls", "list":
 		state := fs.String("state", "", "only sandboxes in this state (running, stopped...)")
+		labels := envFlag{}
+		fs.Var(labels, "label", "only sandboxes with this label, k=v (repeatable, all must match)")
 		if err := parse(); err != nil {
 			return err
 		}
@@ -273,13 +312,13 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSTATUS\tIMAGE\tVCPUS\tMEMORY\tCREATED\tEXPIRES")
-		for sb, err := range c.List(ctx, sdk.ListOptions{State: *state, Limit: 100}) {
+		fmt.Fprintln(tw, "ID\tSTATUS\tIMAGE\tVCPUS\tMEMORY\tCREATED\tEXPIRES\tLABELS")
+		for sb, err := range c.List(ctx, sdk.ListOptions{State: *state, Limit: 100, Labels: labels}) {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%dMB\t%s\t%s\n", sb.ID, sb.Status, sb.Image, sb.Resources.VCPUs,
-				sb.Resources.MemoryMB, ago(sb.CreatedAt), until(sb.ExpiresAt, sb.Status))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%dMB\t%s\t%s\t%s\n", sb.ID, sb.Status, sb.Image, sb.Resources.VCPUs,
+				sb.Resources.MemoryMB, ago(sb.CreatedAt), until(sb.ExpiresAt, sb.Status), formatLabels(sb.Labels))
 		}
 		return tw.Flush()
 

@@ -64,9 +64,12 @@ type clientConfig struct {
 // serveFlags are serve's command line: the daemon's settings plus what
 // only the command knows (where to listen, the public URL's default).
 type serveFlags struct {
-	cfg           daemon.Config
-	listen        string
-	publicURL     string
+	cfg       daemon.Config
+	listen    string
+	publicURL string
+	// metricsListen serves /metrics unauthenticated on a listener of its
+	// own ("" : only on the main one, to the host admin's token).
+	metricsListen string
 	maxVolumeSize string
 	// sandboxDisk is the disk cap of a sandbox created without one ("0":
 	// uncapped writable layers); maxSandboxDisk the largest one asked.
@@ -123,6 +126,8 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.BoolVar(&c.SourceAllowPrivate, "source-allow-private", false, "let git and tarball sources come from loopback and private addresses")
 	fs.BoolVar(&c.ImageKeychain, "image-keychain", false, "let every team's image pulls without credentials use this server's docker logins (default: the host admin's only)")
 	fs.BoolVar(&c.RegistryAllowPrivate, "registry-allow-private", false, "let image pulls reach registries on loopback and private addresses")
+	fs.BoolVar(&c.WebhookAllowPrivate, "webhook-allow-private", false, "let webhook deliveries reach loopback and private addresses")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "", "also serve /metrics WITHOUT authentication on this address (keep it on loopback or a private network; the main listener serves it to the host admin's token)")
 	fs.Var((*prefixesFlag)(&c.EgressAllowCIDRs), "egress-allow-cidr", "a private range (RFC 1918, 100.64/10, ...) sandboxes, sources and image pulls may reach (repeatable)")
 	fs.Var((*poolsFlag)(&c.Pools), "pool", "a warm pool set at start: name=N,min=N[,max=N][,image=REF|,snapshot=S][,vcpus=N][,memory=MB][,disk=MB] (repeatable; see paddock pool)")
 	fs.IntVar(&c.PoolConcurrency, "pool-concurrency", 2, "warm-pool sandboxes created at once in the background")
@@ -263,6 +268,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close() // a no-op once the server has closed it
+	var mln net.Listener
+	if f.metricsListen != "" {
+		if mln, err = net.Listen("tcp", f.metricsListen); err != nil {
+			return fmt.Errorf("listen for metrics: %w", err)
+		}
+		defer mln.Close()
+	}
 	cfg := f.cfg
 	cfg.PublicURL = publicBase(f, ln.Addr())
 	if err := cfg.Validate(); err != nil {
@@ -323,6 +335,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 		}
 		errc <- hs.Serve(ln)
 	}()
+	if mln != nil {
+		if ap, err := netip.ParseAddrPort(mln.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
+			log.Warn("metrics are served without authentication on a non-loopback address", "addr", mln.Addr().String())
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET "+daemon.MetricsPath, d.MetricsHandler())
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		mdone := make(chan struct{})
+		go func() { defer close(mdone); _ = ms.Serve(mln) }() // owned: closed and waited below
+		defer func() { ms.Close(); <-mdone }()
+		log.Info("metrics serving", "url", "http://"+mln.Addr().String()+daemon.MetricsPath)
+	}
 
 	select {
 	case err := <-errc:
