@@ -75,6 +75,7 @@ Usage:
                 [--pool name=N,min=N[,max=N][,image=REF|,snapshot=S][,vcpus=N][,memory=MB][,disk=MB]]... [--pool-concurrency N]
                 [--usage-interval D] [--usage-retention D] [--price-cpu-second X] [--price-memory-gb-hour X]
                 [--price-egress-gb X] [--price-storage-gb-month X] [--price-creation X] [--price-currency C]
+                [--webhook-allow-private] [--metrics-listen ADDR]
                 [--oidc-issuer URL --oidc-audience AUD [--oidc-jwks-url URL] [--oidc-user-claim C] [--oidc-default-team T]]
   paddock image pull [--insecure] [--username U] [--password P] [--published] <ref>
   paddock image ls
