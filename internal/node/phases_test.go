@@ -3,44 +3,16 @@ package node
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// phaseRecorder is an Observer keeping the create phases it hears.
-type phaseRecorder struct {
-	mu     sync.Mutex
-	phases map[string]time.Duration
-}
-
-func (r *phaseRecorder) SandboxEvent(context.Context, Event) {}
-
-func (r *phaseRecorder) CreatePhase(phase string, d time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.phases == nil {
-		r.phases = map[string]time.Duration{}
-	}
-	r.phases[phase] = d
-}
-
-func (r *phaseRecorder) get() map[string]time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[string]time.Duration{}
-	for k, v := range r.phases {
-		out[k] = v
-	}
-	return out
-}
-
 // The driver's step timings reach the Observer through the create's
 // context, beside the node's own.
 func TestCreatePhases(t *testing.T) {
-	rec := &phaseRecorder{}
+	rec := &fakeObserver{}
 	e := newEnv(t, func(c *Config) { c.Observer = rec })
 	e.d.SetCreateHook(func(ctx context.Context, id string) error {
 		p := sandbox.PhasesFrom(ctx)
@@ -51,24 +23,23 @@ func TestCreatePhases(t *testing.T) {
 	if _, err := e.m.Create(t.Context(), sandbox.CreateRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	got := rec.get()
-	if got["start"] != 7*time.Millisecond {
-		t.Errorf("start = %v, want the driver's 7ms (all: %v)", got["start"], got)
+	if got := rec.tookOf("start"); got != 7*time.Millisecond {
+		t.Errorf("start = %v, want the driver's 7ms", got)
 	}
-	if got["total"] < 2*time.Millisecond {
-		t.Errorf("total = %v, want at least the driver's 2ms", got["total"])
+	if got := rec.tookOf("total"); got < 2*time.Millisecond {
+		t.Errorf("total = %v, want at least the driver's 2ms", got)
 	}
 }
 
 // A create that fails reports no phases.
 func TestCreatePhasesNotOnFailure(t *testing.T) {
-	rec := &phaseRecorder{}
+	rec := &fakeObserver{}
 	e := newEnv(t, func(c *Config) { c.Observer = rec })
 	e.d.SetCreateErr(errors.New("boom"))
 	if _, err := e.m.Create(t.Context(), sandbox.CreateRequest{}); err == nil {
 		t.Fatal("create succeeded")
 	}
-	if got := rec.get(); len(got) != 0 {
-		t.Errorf("phases reported for a failed create: %v", got)
+	if len(rec.phases) != 0 {
+		t.Errorf("phases reported for a failed create: %v", rec.phases)
 	}
 }
