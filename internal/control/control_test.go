@@ -193,6 +193,7 @@ func TestValidation(t *testing.T) {
 		{"reserved header", func(r *ProjectRequest) { r.AppSecretHeader = "authorization" }, "invalid_header"},
 		{"bad header", func(r *ProjectRequest) { r.AppSecretHeader = "X Secret" }, "invalid_header"},
 		{"negative resources", func(r *ProjectRequest) { r.Resources.MemoryMB = -1 }, "invalid_resources"},
+		{"bad label", func(r *ProjectRequest) { r.Labels = map[string]string{"bad key": "x"} }, "invalid_labels"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req := ok

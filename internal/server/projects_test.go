@@ -74,7 +74,7 @@ func (f *fakeProjects) CreateProject(_ context.Context, p auth.Principal, req co
 	f.seq++
 	id := fmt.Sprintf("prj-%d", f.seq)
 	spec := control.ProjectSpec{Source: req.Source, Start: req.Start, AppPort: req.AppPort, Env: req.Env,
-		IdleTimeout: req.IdleTimeout, PersistentPaths: req.PersistentPaths, AppSecretHeader: "X-Secret-Key"}
+		IdleTimeout: req.IdleTimeout, PersistentPaths: req.PersistentPaths, AppSecretHeader: "X-Secret-Key", Labels: req.Labels}
 	for k := range req.Secrets {
 		spec.SecretNames = append(spec.SecretNames, k)
 	}
@@ -625,5 +625,35 @@ func TestAppRoute(t *testing.T) {
 	defer mu.Unlock()
 	if len(got) != 4 || got[1] != "POST /api/v1/projects/p1/app/reply team-b" {
 		t.Errorf("app handler saw %q", got)
+	}
+}
+
+// TestProjectLabelFilter: ?label= keeps the projects carrying every label
+// given, within the caller's team.
+func TestProjectLabelFilter(t *testing.T) {
+	env := setupProjects(t, newFakeProjects(), nil)
+	ctx := t.Context()
+	for _, c := range []struct {
+		client *sdk.Client
+		name   string
+		labels map[string]string
+	}{
+		{env.a, "free", map[string]string{"tier": "free"}},
+		{env.a, "paid", map[string]string{"tier": "paid"}},
+		{env.b, "other", map[string]string{"tier": "free"}},
+	} {
+		if _, err := c.client.CreateProject(ctx, api.ProjectRequest{Name: c.name, Source: api.ProjectSource{Image: "img"}, Labels: c.labels}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, err := env.a.ListProjectsPage(ctx, sdk.PageOptions{Labels: map[string]string{"tier": "free"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Projects) != 1 || page.Projects[0].Name != "free" || page.Projects[0].Spec.Labels["tier"] != "free" {
+		t.Errorf("tier=free lists %+v, want team a's project free", page.Projects)
+	}
+	if _, err := env.a.ListProjectsPage(ctx, sdk.PageOptions{Labels: map[string]string{"bad key": "x"}}); !errors.Is(err, sdk.ErrInvalid) {
+		t.Errorf("a bad selector: %v", err)
 	}
 }
