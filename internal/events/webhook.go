@@ -301,46 +301,86 @@ func (w *Webhooks) wake() {
 	}
 }
 
-// scan starts a worker for every webhook with pending deliveries, now and
-// whenever woken or every scanInterval.
+// scanPages bounds the pending deliveries one scan reads (pages of
+// store.MaxEventLimit), so a scan costs the same whatever the backlog.
+const scanPages = 10
+
+// scan starts a worker for every webhook whose head delivery (its pending
+// one with the lowest Seq) is due, now, whenever woken, when the next
+// head falls due, and at least every scanInterval. A head waiting for its
+// retry holds no worker, so webhooks whose receivers are down do not keep
+// the others waiting.
 func (w *Webhooks) scan() {
 	defer w.wg.Done()
-	t := time.NewTicker(scanInterval)
-	defer t.Stop()
 	for {
-		pending, err := w.cfg.Store.ListDeliveries(w.ctx, store.DeliveryFilter{State: store.DeliveryPending, Limit: store.MaxEventLimit})
-		if err != nil && w.ctx.Err() == nil {
-			w.log.Warn("list pending deliveries", "err", err)
-		}
-		for _, d := range pending {
-			w.mu.Lock()
-			start := !w.busy[d.WebhookID] && len(w.busy) < maxWorkers
-			if start {
-				w.busy[d.WebhookID] = true
-				w.wg.Add(1)
+		next := scanInterval
+		heads := map[string]bool{}
+		var after int64
+		for range scanPages {
+			pending, err := w.cfg.Store.ListDeliveries(w.ctx, store.DeliveryFilter{State: store.DeliveryPending, AfterSeq: after, Limit: store.MaxEventLimit})
+			if err != nil {
+				if w.ctx.Err() == nil {
+					w.log.Warn("list pending deliveries", "err", err)
+				}
+				break
 			}
-			w.mu.Unlock()
-			if start {
-				go w.work(d.WebhookID)
+			now := w.cfg.Now()
+			for _, d := range pending {
+				if heads[d.WebhookID] {
+					continue
+				}
+				heads[d.WebhookID] = true
+				if wait := d.NextAttemptAt.Sub(now); wait > 0 {
+					next = min(next, wait)
+					continue
+				}
+				w.startWorker(d.WebhookID)
 			}
+			if len(pending) < store.MaxEventLimit {
+				break
+			}
+			after = pending[len(pending)-1].EventSeq
 		}
+		t := time.NewTimer(next)
 		select {
 		case <-w.ctx.Done():
+			t.Stop()
 			return
 		case <-w.poke:
+			t.Stop()
 		case <-t.C:
 		}
 	}
 }
 
+// startWorker starts webhookID's worker unless it runs or every worker
+// slot is taken (the next scan tries again).
+func (w *Webhooks) startWorker(webhookID string) {
+	w.mu.Lock()
+	start := !w.busy[webhookID] && len(w.busy) < maxWorkers
+	if start {
+		w.busy[webhookID] = true
+		w.wg.Add(1)
+	}
+	w.mu.Unlock()
+	if start {
+		go w.work(webhookID)
+	}
+}
+
 // work delivers one webhook's pending deliveries in Seq order, until none
-// is due.
+// is left or the head waits for its retry; then it frees its slot and has
+// the scanner schedule the retry.
 func (w *Webhooks) work(webhookID string) {
 	defer w.wg.Done()
+	waiting := false
 	defer func() {
 		w.mu.Lock()
 		delete(w.busy, webhookID)
 		w.mu.Unlock()
+		if waiting {
+			w.wake()
+		}
 	}()
 	for w.ctx.Err() == nil {
 		head, err := w.cfg.Store.ListDeliveries(w.ctx, store.DeliveryFilter{WebhookID: webhookID, State: store.DeliveryPending, Limit: 1})
@@ -348,14 +388,9 @@ func (w *Webhooks) work(webhookID string) {
 			return
 		}
 		d := head[0]
-		if wait := d.NextAttemptAt.Sub(w.cfg.Now()); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-w.ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
+		if d.NextAttemptAt.After(w.cfg.Now()) {
+			waiting = true
+			return
 		}
 		hook, err := w.cfg.Store.GetWebhook(w.ctx, "", webhookID)
 		if errors.Is(err, sandbox.ErrNotFound) {

@@ -173,3 +173,46 @@ func TestAddValidation(t *testing.T) {
 		t.Errorf("webhook past the bound: %v", err)
 	}
 }
+
+// TestDownReceiverBlocksOnlyItsWebhook: a webhook waiting for a retry
+// holds no worker; another webhook of the team is delivered meanwhile.
+func TestDownReceiverBlocksOnlyItsWebhook(t *testing.T) {
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway) }))
+	defer down.Close()
+	var got atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got.Add(1) }))
+	defer up.Close()
+	st := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
+	bus := events.NewBus(st, nil)
+	wh, err := events.NewWebhooks(events.WebhookConfig{Store: st, Bus: bus, Key: key, Guard: netguard.Guard{AllowPrivate: true},
+		Backoff: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wh.Start()
+	t.Cleanup(func() { wh.Close(); bus.Close() })
+	// More dead webhooks than worker slots, across teams.
+	for i := range 20 {
+		if _, _, err := wh.Add(t.Context(), "team-"+string(rune('a'+i)), down.URL, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bus.Publish(t.Context(), store.Event{TeamID: "team-" + string(rune('a'+i)), Type: "sandbox.created"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := wh.Add(t.Context(), "team-z", up.URL, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := bus.Publish(t.Context(), store.Event{TeamID: "team-z", Type: "sandbox.created"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for got.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := got.Load(); n != 3 {
+		t.Errorf("the live receiver got %d of 3 events", n)
+	}
+}
