@@ -617,7 +617,7 @@ func idLogKey(path string) string {
 	rest, _ := strings.CutPrefix(path, api.Prefix+"/")
 	kind, _, _ := strings.Cut(rest, "/")
 	switch kind {
-	case "projects", "activations", "teams", "tokens", "snapshots":
+	case "projects", "activations", "teams", "tokens", "snapshots", "webhooks":
 		return strings.TrimSuffix(kind, "s")
 	}
 	return "sandbox"
