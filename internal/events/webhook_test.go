@@ -91,8 +91,16 @@ func TestDeliveriesSurviveRestart(t *testing.T) {
 	if _, err := bus.Publish(t.Context(), store.Event{TeamID: "team-a", Type: "sandbox.created"}); err != nil {
 		t.Fatal(err)
 	}
-	for hits.Load() == 0 {
-		time.Sleep(5 * time.Millisecond)
+	// Stopped once a failed attempt is recorded (one in flight at the stop
+	// is simply sent again).
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		ds, err := st.ListDeliveries(t.Context(), store.DeliveryFilter{WebhookID: hook.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) == 1 && ds[0].Attempts > 0 {
+			break
+		}
 	}
 	stop()
 	ds, err := st.ListDeliveries(t.Context(), store.DeliveryFilter{WebhookID: hook.ID})
