@@ -399,6 +399,24 @@ func (w *Webhooks) work(webhookID string) {
 		if err != nil {
 			return
 		}
+		// Claim the attempt first: an optimistic update that counts it and
+		// moves NextAttemptAt past the attempt's end. Of several replicas
+		// that found the same head, one wins; the others see it not due,
+		// and the webhook's later deliveries wait behind it. A replica
+		// that dies mid-attempt leaves it due again once the lease ends.
+		now := w.cfg.Now()
+		d.Attempts++
+		d.LastAttemptAt, d.NextAttemptAt = now, now.Add(2*w.cfg.Timeout)
+		d, err = w.cfg.Store.UpdateDelivery(w.ctx, d)
+		if errors.Is(err, sandbox.ErrConflict) {
+			return // another replica's
+		}
+		if err != nil {
+			if w.ctx.Err() == nil {
+				w.log.Warn("claim webhook delivery", "delivery", head[0].ID, "err", err)
+			}
+			return
+		}
 		if _, err := w.cfg.Store.UpdateDelivery(w.ctx, w.attempt(hook, d)); err != nil {
 			if w.ctx.Err() == nil {
 				w.log.Warn("record webhook delivery", "delivery", d.ID, "err", err)
@@ -410,9 +428,7 @@ func (w *Webhooks) work(webhookID string) {
 
 // attempt sends d once and returns it with the outcome recorded.
 func (w *Webhooks) attempt(hook store.Webhook, d store.Delivery) store.Delivery {
-	now := w.cfg.Now()
-	d.Attempts++
-	d.LastAttemptAt = now
+	now := d.LastAttemptAt
 	status, err := w.send(hook, d, now)
 	d.LastStatus = status
 	switch {

@@ -6,6 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -98,7 +101,7 @@ func TestDeliveriesSurviveRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(ds) == 1 && ds[0].Attempts > 0 {
+		if len(ds) == 1 && ds[0].LastStatus != 0 {
 			break
 		}
 	}
@@ -222,5 +225,52 @@ func TestDownReceiverBlocksOnlyItsWebhook(t *testing.T) {
 	}
 	if n := got.Load(); n != 3 {
 		t.Errorf("the live receiver got %d of 3 events", n)
+	}
+}
+
+// TestReplicasDeliverOnce: two deliverers on one store (two replicas) send
+// each event once, in order.
+func TestReplicasDeliverOnce(t *testing.T) {
+	var mu sync.Mutex
+	var seqs []string
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seqs = append(seqs, r.Header.Get(events.HeaderEventSeq))
+		mu.Unlock()
+		// Slow enough that the other replica's scan (every 2 s) finds
+		// deliveries pending while the first replica sends.
+		time.Sleep(100 * time.Millisecond)
+	}))
+	defer hs.Close()
+	st := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
+	guard := netguard.Guard{AllowPrivate: true}
+	bus, wh, _ := start(t, st, guard)
+	start(t, st, guard)
+	if _, _, err := wh.Add(t.Context(), "team-a", hs.URL, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for range 30 {
+		e, err := bus.Publish(t.Context(), store.Event{TeamID: "team-a", Type: "sandbox.created"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, strconv.FormatInt(e.Seq, 10))
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		n := len(seqs)
+		mu.Unlock()
+		if n >= len(want) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // a duplicate would come now
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(seqs, want) {
+		t.Errorf("received %v, want %v once each, in order", seqs, want)
 	}
 }
