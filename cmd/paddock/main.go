@@ -132,6 +132,7 @@ Usage:
   paddock budget get <team>
   paddock budget set --limit AMOUNT [--thresholds 50,80,100] [--hard-cap] <team>   (host admin)
   paddock budget rm <team>                        (host admin)
+  paddock events [--type T]... [--sandbox ID] [--project ID] [--after SEQ]   (follows lifecycle events, JSON lines)
   paddock webhook add [--secret S] [--type T]... <url>   (prints the id and the signing secret once)
   paddock webhook ls
   paddock webhook rm <webhook-id>
@@ -181,6 +182,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return teamCmd(ctx, args[1:], stdout, stderr)
 	case "user", "users":
 		return userCmd(ctx, args[1:], stdout, stderr)
+	case "events":
+		return eventsCmd(ctx, args[1:], stdout, stderr)
 	case "webhook", "webhooks":
 		return webhookCmd(ctx, args[1:], stdout, stderr)
 	case "project", "projects":

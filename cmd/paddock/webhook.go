@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/sdk"
 )
 
 // webhookCmd manages the caller's team's webhooks.
@@ -80,4 +83,52 @@ func webhookCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	return usagef("webhook: unknown subcommand %q", sc.verb)
+}
+
+// eventsCmd follows the caller's team's lifecycle events, one JSON line
+// each, until interrupted; it reconnects after the last event seen when
+// the server ends a stream.
+func eventsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("events", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	cf.register(fs)
+	var types listFlag
+	fs.Var(&types, "type", `only this event type, or a prefix such as "sandbox.*" (repeatable)`)
+	sandboxID := fs.String("sandbox", "", "only this sandbox's events")
+	project := fs.String("project", "", "only this project's events")
+	after := fs.Int64("after", -1, "start after this event seq (0: from the first kept; default: new events only)")
+	if err := fs.Parse(args); err != nil {
+		return usagef("events: %v", err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("events: unexpected arguments %q", fs.Args())
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	opts := sdk.EventOptions{Types: types, SandboxID: *sandboxID, ProjectID: *project}
+	switch {
+	case *after == 0:
+		opts.FromStart = true
+	case *after > 0:
+		opts.After = *after
+	}
+	enc := json.NewEncoder(stdout)
+	for ctx.Err() == nil {
+		for e, err := range c.Events(ctx, opts) {
+			if err != nil {
+				return err
+			}
+			if err := enc.Encode(e); err != nil {
+				return err
+			}
+			opts.After, opts.FromStart = e.Seq, false
+		}
+		if opts.After == 0 {
+			opts.FromStart = false // nothing came: go on with new events only
+		}
+	}
+	return nil
 }
