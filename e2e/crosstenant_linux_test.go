@@ -94,6 +94,11 @@ func TestCrossTenant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Never delivered: loopback without the operator's allow.
+	hookA, err := a.client.AddWebhook(ctx, api.WebhookRequest{URL: "http://127.0.0.1:9/hook"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	volName := ""
 	if volume.Available() == "" {
 		if _, err := a.client.CreateVolume(ctx, "alpha-cache", 0); err != nil {
@@ -102,7 +107,7 @@ func TestCrossTenant(t *testing.T) {
 		volName = "alpha-cache"
 	}
 	// What must never show in team B's answers.
-	secrets := []string{sbA.ID, snap.ID, img.Digest, proj.ID, act.ID, tokA.ID, userA.ID, a.teamID, cmd.ID}
+	secrets := []string{sbA.ID, snap.ID, img.Digest, proj.ID, act.ID, tokA.ID, userA.ID, a.teamID, cmd.ID, hookA.ID}
 	if volName != "" {
 		secrets = append(secrets, volName)
 	}
@@ -118,7 +123,7 @@ func TestCrossTenant(t *testing.T) {
 			path := fillPath(rt.path, map[string]string{
 				"sandboxes": sbA.ID, "snapshots": snap.ID, "projects": proj.ID, "activations": act.ID,
 				"teams": a.teamID, "tokens": tokA.ID, "volumes": volName, "images": img.Digest,
-				"cmd": cmd.ID, "port": "3000", "user": userA.ID, "path": "x",
+				"cmd": cmd.ID, "port": "3000", "user": userA.ID, "path": "x", "webhooks": hookA.ID,
 			})
 			t.Run(rt.method+" "+rt.path, func(t *testing.T) {
 				status, body := call(t, s.http.URL+api.Prefix+path, rt.method, b.token, "{}")
@@ -131,7 +136,7 @@ func TestCrossTenant(t *testing.T) {
 
 	t.Run("lists show nothing of team A", func(t *testing.T) {
 		for _, path := range []string{"/sandboxes", "/snapshots", "/volumes", "/projects", "/tokens", "/teams",
-			"/images", "/usage", "/sandboxes?limit=1", "/teams/" + b.teamID + "/users"} {
+			"/images", "/usage", "/sandboxes?limit=1", "/teams/" + b.teamID + "/users", "/webhooks"} {
 			status, body := call(t, s.http.URL+api.Prefix+path, "GET", b.token, "")
 			if status != http.StatusOK {
 				t.Errorf("GET %s = %d %s", path, status, body)
