@@ -79,6 +79,9 @@ func (s *Server) eventFeed(w http.ResponseWriter, r *http.Request) error {
 		return s.shutdownErr(r, fmt.Errorf("watch events: %w", err))
 	}
 	rc := http.NewResponseController(w)
+	// The deadlines below are the connection's: clear them for whatever
+	// request comes next on it.
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	h := w.Header()
 	h.Set("Content-Type", api.ContentTypeEventStream)
 	h.Set("Cache-Control", "no-store")
