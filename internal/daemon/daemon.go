@@ -308,7 +308,7 @@ func (d *Daemon) startNode(ctx context.Context, o *options) error {
 		StoppedRetention: d.cfg.StoppedRetention,
 		Logger:           d.log,
 		Sources:          srcs,
-		Observer:         nodeObserver{metrics: d.metrics, bus: d.bus, log: d.log},
+		Observer:         nodeObserver{metrics: d.metrics, bus: d.bus},
 	}
 	if d.network != nil { // a nil *netns.Manager must not become a non-nil interface
 		ncfg.Network = d.network

@@ -26,6 +26,9 @@ import (
 // told of (other replicas').
 const pollInterval = 2 * time.Second
 
+// asyncQueue bounds the events PublishAsync holds before its callers wait.
+const asyncQueue = 4096
+
 // Bus publishes events and feeds them to watchers. It is safe for
 // concurrent use.
 type Bus struct {
@@ -40,6 +43,11 @@ type Bus struct {
 	mu      sync.Mutex    // guards changed
 	changed chan struct{} // closed (and replaced) by every Publish
 
+	qmu     sync.RWMutex // guards qclosed; senders hold it shared while they send
+	qclosed bool
+	queue   chan store.Event // PublishAsync's, drained in order by drain
+	drained chan struct{}    // closed when drain has written the last one
+
 	ctx    context.Context // ends at Close: watchers stop
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // watchers
@@ -51,7 +59,37 @@ func NewBus(st store.Store, log *slog.Logger) *Bus {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Bus{st: st, log: log.With("component", "events"), changed: make(chan struct{}), ctx: ctx, cancel: cancel}
+	b := &Bus{st: st, log: log.With("component", "events"), changed: make(chan struct{}), ctx: ctx, cancel: cancel,
+		queue: make(chan store.Event, asyncQueue), drained: make(chan struct{})}
+	go b.drain() // owned: Close closes the queue and waits for drained
+	return b
+}
+
+// PublishAsync publishes e in order with the other events given to it,
+// without waiting for the store: for callers on a latency-critical path
+// (a sandbox create). Its time is taken now. When the queue is full the
+// caller waits (the store is the bottleneck then anyway); after Close the
+// event is dropped, and logged.
+func (b *Bus) PublishAsync(e store.Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	b.qmu.RLock()
+	defer b.qmu.RUnlock()
+	if b.qclosed {
+		b.log.Warn("event after close dropped", "type", e.Type, "sandbox", e.SandboxID)
+		return
+	}
+	b.queue <- e
+}
+
+func (b *Bus) drain() {
+	defer close(b.drained)
+	for e := range b.queue {
+		if _, err := b.Publish(context.Background(), e); err != nil {
+			b.log.Warn("publish event", "type", e.Type, "sandbox", e.SandboxID, "err", err)
+		}
+	}
 }
 
 // OnPublish registers fn to run right after each event is stored, in Seq
@@ -93,8 +131,16 @@ func (b *Bus) wait() <-chan struct{} {
 	return b.changed
 }
 
-// Close stops every watcher and waits for them.
+// Close writes the events PublishAsync still holds, then stops every
+// watcher and waits for them.
 func (b *Bus) Close() error {
+	b.qmu.Lock()
+	if !b.qclosed {
+		b.qclosed = true
+		close(b.queue)
+	}
+	b.qmu.Unlock()
+	<-b.drained
 	b.cancel()
 	b.wg.Wait()
 	return nil

@@ -274,3 +274,39 @@ func TestReplicasDeliverOnce(t *testing.T) {
 		t.Errorf("received %v, want %v once each, in order", seqs, want)
 	}
 }
+
+func openStoreB(b *testing.B, path string) store.Store {
+	b.Helper()
+	st, err := sqlite.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	return st
+}
+
+// TestPublishAsync: events given to PublishAsync are stored in order, and
+// Close writes those still queued.
+func TestPublishAsync(t *testing.T) {
+	st := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
+	bus := events.NewBus(st, nil)
+	for i := range 100 {
+		bus.PublishAsync(store.Event{TeamID: "team-a", Type: "sandbox.created", SandboxID: strconv.Itoa(i)})
+	}
+	if err := bus.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bus.PublishAsync(store.Event{TeamID: "team-a", Type: "late"}) // dropped, no panic
+	evs, err := st.ListEvents(t.Context(), store.EventFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 100 {
+		t.Fatalf("%d events stored, want 100", len(evs))
+	}
+	for i, e := range evs {
+		if e.SandboxID != strconv.Itoa(i) {
+			t.Fatalf("event %d is %s's", i, e.SandboxID)
+		}
+	}
+}
