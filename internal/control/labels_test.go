@@ -40,7 +40,8 @@ func TestLabelsAndPublishedSteps(t *testing.T) {
 	}
 	activateReady(t, e.svc, v.ID)
 	e.fs.mu.Lock()
-	got := e.fs.creates[len(e.fs.creates)-1].Labels
+	creates := e.fs.Creates()
+	got := creates[len(creates)-1].Labels
 	e.fs.mu.Unlock()
 	if !maps.Equal(got, req.Labels) {
 		t.Errorf("the activation's sandbox has labels %v, want %v", got, req.Labels)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/events"
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
@@ -82,7 +83,7 @@ func hasSeries(fams map[string]*dto.MetricFamily, name string, want map[string]s
 // gets none of it.
 func TestMetrics(t *testing.T) {
 	noGoroutinesLeft(t)
-	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true}, WithDriver(newFakeDriver(t)))
+	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true}, WithDriver(fake.NewDriver(t, fake.DriverConfig{})))
 	ctx := t.Context()
 	teamA, teamID := s.teamClient(t, "alpha")
 	if _, err := teamA.Create(ctx, api.CreateSandboxRequest{}); err != nil {
@@ -204,7 +205,7 @@ func (rc *receiver) events() []api.Event {
 func TestEventsAndWebhooks(t *testing.T) {
 	noGoroutinesLeft(t)
 	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true, WebhookAllowPrivate: true, WebhookBackoff: 20 * time.Millisecond},
-		WithDriver(newFakeDriver(t)))
+		WithDriver(fake.NewDriver(t, fake.DriverConfig{})))
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	a, _ := s.teamClient(t, "alpha")

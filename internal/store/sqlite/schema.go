@@ -237,7 +237,6 @@ CREATE TABLE e2b_sandboxes (
 	created_at INTEGER
 );
 CREATE INDEX e2b_sandboxes_page ON e2b_sandboxes (team_id, created_at, id);
-);
 `,
 	// 8: teams' webhooks and their deliveries; doc is the whole record as
 	// JSON, the other columns what lists filter and sort on.
