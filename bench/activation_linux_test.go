@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -14,11 +13,8 @@ import (
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/daemon"
-	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/image"
-	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/proxy/app"
-	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
@@ -35,22 +31,7 @@ var activationPool = netip.MustParsePrefix("10.213.252.0/24")
 // there until healthy), from the activation's own events.
 func BenchmarkActivation(b *testing.B) {
 	ctx := context.Background()
-	if why := doctor.SandboxReady(ctx); why != "" {
-		b.Skip("sandboxes cannot run here: " + why)
-	}
-	agentPath, err := agentbin.Path(ctx, filepath.Join(os.TempDir(), "paddock-test-agent"))
-	if err != nil {
-		b.Fatalf("agent binary: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "pb-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	before := leakcheck.Snapshot(leakcheck.Scope{Dirs: []string{dir}, IDs: []string{"sb-*"}, LinkPrefix: "pd"})
-	b.Cleanup(func() {
-		before.Check(b)
-		os.RemoveAll(dir)
-	})
+	agentPath, dir := benchDir(b)
 	d, hs := startDaemon(b, daemon.Config{DataDir: dir, NetworkPool: activationPool, Domain: "localhost"}, agentPath)
 	bin, err := standinimage.Build(ctx, "", filepath.Join(dir, "standin"))
 	if err != nil {

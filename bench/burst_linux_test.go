@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -14,9 +13,6 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/daemon"
-	"github.com/paddock-dev/paddock/internal/doctor"
-	"github.com/paddock-dev/paddock/internal/leakcheck"
-	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/sdk"
 )
@@ -61,22 +57,7 @@ type burstOptions struct {
 func startBurstStack(b *testing.B, opts burstOptions) *burstStack {
 	b.Helper()
 	ctx := context.Background()
-	if why := doctor.SandboxReady(ctx); why != "" {
-		b.Skip("sandboxes cannot run here: " + why)
-	}
-	agentPath, err := agentbin.Path(ctx, filepath.Join(os.TempDir(), "paddock-test-agent"))
-	if err != nil {
-		b.Fatalf("agent binary: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "pb-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	before := leakcheck.Snapshot(leakcheck.Scope{Dirs: []string{dir}, IDs: []string{"sb-*"}, LinkPrefix: "pd"})
-	b.Cleanup(func() {
-		before.Check(b)
-		os.RemoveAll(dir)
-	})
+	agentPath, dir := benchDir(b)
 	cfg := daemon.Config{DataDir: dir, NetworkPool: burstPool, Domain: "localhost", NoNetwork: opts.NoNetwork,
 		MaxSandboxes: maxBurst + 8}
 	if opts.NoNetwork {

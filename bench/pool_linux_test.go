@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -14,10 +13,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/daemon"
-	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/image"
-	"github.com/paddock-dev/paddock/internal/leakcheck"
-	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/sdk"
@@ -35,22 +31,7 @@ var (
 func startPoolDaemon(b *testing.B, network netip.Prefix) (*daemon.Daemon, string) {
 	b.Helper()
 	ctx := context.Background()
-	if why := doctor.SandboxReady(ctx); why != "" {
-		b.Skip("sandboxes cannot run here: " + why)
-	}
-	agentPath, err := agentbin.Path(ctx, filepath.Join(os.TempDir(), "paddock-test-agent"))
-	if err != nil {
-		b.Fatalf("agent binary: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "pb-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	before := leakcheck.Snapshot(leakcheck.Scope{Dirs: []string{dir}, IDs: []string{"sb-*"}, LinkPrefix: "pd"})
-	b.Cleanup(func() {
-		before.Check(b)
-		os.RemoveAll(dir)
-	})
+	agentPath, dir := benchDir(b)
 	d, _ := startDaemon(b, daemon.Config{DataDir: dir, NetworkPool: network, Domain: "localhost"}, agentPath)
 	b.Cleanup(func() { // before startDaemon's close (cleanups run last first)
 		for _, p := range d.Pools().List() {
@@ -260,7 +241,6 @@ func BenchmarkActivationWarm(b *testing.B) {
 // sandboxes' /30s.
 var warmBurstPool = netip.MustParsePrefix("10.213.228.0/22")
 
-
 // BenchmarkBurstWarm sends burstSize creates → first command (`true`) at
 // once through the HTTP API (the SDK), served from a warm pool of
 // burstSize idle sandboxes, after the same burst of a request no pool
@@ -269,22 +249,7 @@ var warmBurstPool = netip.MustParsePrefix("10.213.228.0/22")
 // wall time. Refills and deletes are untimed; use -benchtime 1x.
 func BenchmarkBurstWarm(b *testing.B) {
 	ctx := context.Background()
-	if why := doctor.SandboxReady(ctx); why != "" {
-		b.Skip("sandboxes cannot run here: " + why)
-	}
-	agentPath, err := agentbin.Path(ctx, filepath.Join(os.TempDir(), "paddock-test-agent"))
-	if err != nil {
-		b.Fatalf("agent binary: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "pb-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	before := leakcheck.Snapshot(leakcheck.Scope{Dirs: []string{dir}, IDs: []string{"sb-*"}, LinkPrefix: "pd"})
-	b.Cleanup(func() {
-		before.Check(b)
-		os.RemoveAll(dir)
-	})
+	agentPath, dir := benchDir(b)
 	d, hs := startDaemon(b, daemon.Config{DataDir: dir, NetworkPool: warmBurstPool, Domain: "localhost",
 		MaxSandboxes: 2*burstSize + 2, PoolConcurrency: 2}, agentPath)
 	b.Cleanup(func() {

@@ -192,6 +192,32 @@ func startProxyStack(b *testing.B) *proxyStack {
 	return ps
 }
 
+// benchDir skips unless sandboxes run here, and returns the agent binary
+// and a fresh data dir, removed at the end after a check that the
+// benchmark left nothing of its sandboxes (mounts, cgroups, veths,
+// processes) behind.
+func benchDir(b *testing.B) (agentPath, dir string) {
+	b.Helper()
+	ctx := context.Background()
+	if why := doctor.SandboxReady(ctx); why != "" {
+		b.Skip("sandboxes cannot run here: " + why)
+	}
+	agentPath, err := agentbin.Path(ctx, filepath.Join(os.TempDir(), "paddock-test-agent"))
+	if err != nil {
+		b.Fatalf("agent binary: %v", err)
+	}
+	dir, err = os.MkdirTemp("", "pb-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	before := leakcheck.Snapshot(leakcheck.Scope{Dirs: []string{dir}, IDs: []string{"sb-*"}, LinkPrefix: "pd"})
+	b.Cleanup(func() {
+		before.Check(b)
+		os.RemoveAll(dir)
+	})
+	return agentPath, dir
+}
+
 // startDaemon starts the stack on cfg (PublicURL: the listener's) behind
 // a loopback listener, as `paddock serve` does; the cleanup closes both.
 // The sandboxes' resolver forwards nowhere.
