@@ -193,7 +193,7 @@ func (wt *watch) run(ctx context.Context, name string, started func(error)) erro
 	wt.ino, wt.inoFD = os.NewFile(uintptr(fd), "inotify"), fd
 	defer wt.ino.Close()
 	defer func() { wt.s.releaseDirs(len(wt.dirs)) }()
-	if err := wt.addTree(top, "", 0, false); err != nil {
+	if err := wt.addTree(top, "", 0, nil); err != nil {
 		return err
 	}
 	top.Close()
@@ -247,9 +247,11 @@ func (wt *watch) handle(buf []byte) bool {
 		}
 		switch {
 		case mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0:
-			wt.emit(WatchEvent{Type: WatchCreate, Name: full, Dir: isDir})
+			ev := WatchEvent{Type: WatchCreate, Name: full, Dir: isDir}
 			if isDir && wt.recursive {
-				wt.addNew(full)
+				wt.addNew(full, ev)
+			} else {
+				wt.emit(ev)
 			}
 		case mask&unix.IN_MOVED_FROM != 0:
 			wt.emit(WatchEvent{Type: WatchRename, Name: full, Dir: isDir})
@@ -288,10 +290,18 @@ func (wt *watch) overflow() {
 	}
 }
 
-// addNew watches a directory that appeared below a recursive watch and
-// reports what it already holds as created: entries made before its watch
-// was in place would otherwise go unseen.
-func (wt *watch) addNew(rel string) {
+// addNew watches a directory that appeared below a recursive watch, then
+// reports it (self) and what it already holds as created: entries made
+// before its watch was in place would otherwise go unseen. The reports
+// come once the whole new tree is watched, so a client that acts on one
+// (writes into the new directory) sees the changes it makes.
+func (wt *watch) addNew(rel string, self WatchEvent) {
+	found := []WatchEvent{self}
+	defer func() {
+		for _, ev := range found {
+			wt.emit(ev)
+		}
+	}()
 	if wt.moved {
 		wt.overflow()
 		return
@@ -313,7 +323,7 @@ func (wt *watch) addNew(rel string) {
 		return // gone again, replaced by a symlink, or not the user's to read
 	}
 	defer d.Close()
-	if err := wt.addTree(d, rel, strings.Count(rel, "/")+1, true); err != nil {
+	if err := wt.addTree(d, rel, strings.Count(rel, "/")+1, &found); err != nil {
 		wt.overflow()
 	}
 }
@@ -352,12 +362,14 @@ func (wt *watch) forget(rel string) {
 
 // addTree watches the open directory d, named rel below the top, and with
 // recursive its subdirectories, opened one component at a time without
-// following symlinks. With announce, entries found are reported as
-// created. Past the sandbox's directory cap the first (initial) tree fails;
-// a later one is watched as far as the cap allows and flags an overflow.
-func (wt *watch) addTree(d *os.File, rel string, depth int, announce bool) error {
+// following symlinks. With found (a later tree), the entries found are
+// added to it as created, at most as many as the event queue holds (then
+// an overflow). Past the sandbox's directory cap the first (initial) tree
+// fails; a later one is watched as far as the cap allows and flags an
+// overflow.
+func (wt *watch) addTree(d *os.File, rel string, depth int, found *[]WatchEvent) error {
 	if !wt.s.takeDir() {
-		if !announce {
+		if found == nil {
 			return sandbox.Errorf(sandbox.ErrExhausted, "too_many_watched_dirs",
 				"the sandbox's watches may cover at most %d directories", wt.s.cfg.MaxWatchDirs)
 		}
@@ -401,8 +413,12 @@ func (wt *watch) addTree(d *os.File, rel string, depth int, announce bool) error
 				continue
 			}
 			isDir := cst.Mode&unix.S_IFMT == unix.S_IFDIR
-			if announce {
-				wt.emit(WatchEvent{Type: WatchCreate, Name: child, Dir: isDir})
+			if found != nil {
+				if len(*found) < cap(wt.events) {
+					*found = append(*found, WatchEvent{Type: WatchCreate, Name: child, Dir: isDir})
+				} else {
+					wt.overflow()
+				}
 			}
 			if !isDir || (cst.Dev != st.Dev && pseudoFS(int(d.Fd()), n)) {
 				continue
@@ -411,7 +427,7 @@ func (wt *watch) addTree(d *os.File, rel string, depth int, announce bool) error
 			if err != nil {
 				continue
 			}
-			err = wt.addTree(sub, child, depth+1, announce)
+			err = wt.addTree(sub, child, depth+1, found)
 			sub.Close()
 			if err != nil {
 				return err
