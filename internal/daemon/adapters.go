@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"time"
 
 	"github.com/paddock-dev/paddock/internal/admission"
 	"github.com/paddock-dev/paddock/internal/control"
@@ -32,7 +33,18 @@ type warmSandboxes struct {
 	pools *pool.Manager
 }
 
-var _ server.Sandboxes = warmSandboxes{}
+var _ frontSandboxes = warmSandboxes{}
+
+// frontSandboxes is what the API, the Vercel layer and the E2B layer
+// create and drive sandboxes through: server.Sandboxes with the optional
+// powers they look for (pause and resume, a timeout set either way).
+// The wrappers in front of node (admission, budgets) embed it rather than
+// server.Sandboxes, so that those powers are not hidden behind them.
+type frontSandboxes interface {
+	server.Sandboxes
+	server.Pauser
+	SetTimeout(ctx context.Context, id string, d time.Duration) (sandbox.Sandbox, error)
+}
 
 // Create implements server.Sandboxes: a claim from a pool, else a cold create.
 func (w warmSandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
@@ -44,15 +56,15 @@ func (w warmSandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (s
 // host's capacity, or after a wait in the queue. It wraps whatever makes
 // sandboxes (node.Manager here), so that admission stays in front of it.
 type admittedSandboxes struct {
-	server.Sandboxes
+	frontSandboxes
 	adm *admission.Controller
 }
 
-var _ server.Sandboxes = admittedSandboxes{}
+var _ frontSandboxes = admittedSandboxes{}
 
 // Create implements server.Sandboxes.
 func (a admittedSandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
-	return admitted(ctx, a.adm, req, a.Sandboxes.Create)
+	return admitted(ctx, a.adm, req, a.frontSandboxes.Create)
 }
 
 // admitted runs create once req's team has a slot for it, binds the slot

@@ -500,7 +500,7 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	// New sandboxes and forks pass the budgets' gate first (a capped team
 	// does not wait in the queue to be refused), then admission, then the
 	// pools: a claim takes a team's slot as a cold create does.
-	sandboxes := budgetedSandboxes{Sandboxes: admittedSandboxes{Sandboxes: warmSandboxes{Manager: d.node, pools: d.pools}, adm: d.admit}, gate: d.budgetGate}
+	sandboxes := budgetedSandboxes{frontSandboxes: admittedSandboxes{frontSandboxes: warmSandboxes{Manager: d.node, pools: d.pools}, adm: d.admit}, gate: d.budgetGate}
 	snapshots := serverSnapshots{store: d.images, node: d.node, adm: d.admit, gate: d.budgetGate}
 	var portBase string
 	if d.signer != nil {

@@ -9,7 +9,6 @@ import (
 	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
-	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/internal/store"
 )
 
@@ -134,7 +133,7 @@ func (b budgetEnforcer) StopTeam(ctx context.Context, teamID, reason string) err
 // through, with the budgets' gate in front: a team past its budget's hard
 // cap gets ErrBudgetExceeded instead of a new sandbox.
 type budgetedSandboxes struct {
-	server.Sandboxes
+	frontSandboxes
 	gate func(ctx context.Context, teamID string) error
 }
 
@@ -143,5 +142,5 @@ func (b budgetedSandboxes) Create(ctx context.Context, req sandbox.CreateRequest
 	if err := b.gate(ctx, req.TeamID); err != nil {
 		return sandbox.Sandbox{}, err
 	}
-	return b.Sandboxes.Create(ctx, req)
+	return b.frontSandboxes.Create(ctx, req)
 }
