@@ -112,10 +112,16 @@ func (s *Server) limitsAdmin(r *http.Request) (string, error) {
 	if s.admission == nil {
 		return "", errNoAdmission
 	}
-	if !callerOf(r).HostAdmin {
+	p := callerOf(r)
+	teamID := r.PathValue("id")
+	// Another team's limits are not found, as any object of another team;
+	// a member who is not the host admin is refused.
+	if err := memberOf(p, teamID); err != nil {
+		return "", err
+	}
+	if !p.HostAdmin {
 		return "", errHostAdminRequired
 	}
-	teamID := r.PathValue("id")
 	if !sandbox.ValidID(teamID) {
 		return "", sandbox.Errorf(sandbox.ErrNotFound, "team_not_found", "team %s not found", teamID)
 	}
