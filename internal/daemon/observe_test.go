@@ -107,7 +107,7 @@ func TestMetrics(t *testing.T) {
 	}{
 		{"paddock_sandboxes", map[string]string{"state": "running", "team": teamID}},
 		{"paddock_sandbox_create_phase_seconds", map[string]string{"phase": "total"}},
-		{"paddock_sandbox_create_phase_seconds", map[string]string{"phase": "driver"}},
+		{"paddock_sandbox_create_phase_seconds", map[string]string{"phase": "network"}},
 		{"paddock_proxy_requests_total", map[string]string{"proxy": "app"}},
 		{"paddock_proxy_request_duration_seconds", map[string]string{"proxy": "app"}},
 		{"paddock_sandbox_cpu_seconds_total", map[string]string{"team": teamID}},
