@@ -89,7 +89,46 @@ func startServe(t *testing.T, bin, dataDir, addr string, args ...string) *serveP
 		})
 	}
 	t.Cleanup(p.stop)
+	// Runs before stop (cleanups run last first): a test that failed half
+	// way leaves its sandboxes running, and paddock keeps sandboxes across
+	// its own restarts, so they would outlive the test. A passing test
+	// deleted its own; one whose server is down already has nothing to ask.
+	t.Cleanup(func() {
+		if t.Failed() {
+			deleteLeftSandboxes(t, bin, dataDir)
+		}
+	})
 	return p
+}
+
+// deleteLeftSandboxes deletes, through the CLI and the server's own
+// client.json, every sandbox the server on dataDir still has.
+func deleteLeftSandboxes(t *testing.T, bin, dataDir string) {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PADDOCK_URL=") && !strings.HasPrefix(kv, "PADDOCK_TOKEN=") {
+			env = append(env, kv)
+		}
+	}
+	run := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(env, "PADDOCK_DATA_DIR="+dataDir)
+		out, err := cmd.Output()
+		return string(out), err
+	}
+	out, err := run("sandbox", "ls")
+	if err != nil {
+		return
+	}
+	for line := range strings.SplitSeq(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "sb-") {
+			if _, err := run("sandbox", "rm", f[0]); err != nil {
+				t.Logf("cleanup after a failure: delete %s: %v", f[0], err)
+			}
+		}
+	}
 }
 
 // clientConfig waits for the client.json serve writes into dataDir and
