@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -41,56 +42,70 @@ while time.time()-t < 0.5: pass"`); code != 0 {
 		t.Fatalf("burn exited %d", code)
 	}
 
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.http.URL+daemon.MetricsPath, nil)
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	mresp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(mresp.Body)
-	mresp.Body.Close()
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
-	}
-	value := func(name string, labels map[string]string) (float64, bool) {
-		f := fams[name]
-		if f == nil {
+	// A request is counted when the proxy's handler returns, which may be
+	// a moment after the client has its answer: scrape until the series
+	// are there (bounded), then report what is still missing.
+	scrape := func() []string {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.http.URL+daemon.MetricsPath, nil)
+		req.Header.Set("Authorization", "Bearer "+s.token)
+		mresp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(mresp.Body)
+		mresp.Body.Close()
+		if err != nil {
+			t.Fatalf("parse /metrics: %v", err)
+		}
+		value := func(name string, labels map[string]string) (float64, bool) {
+			f := fams[name]
+			if f == nil {
+				return 0, false
+			}
+			for _, m := range f.Metric {
+				if slices.ContainsFunc(labelPairs(labels), func(want [2]string) bool {
+					return !slices.ContainsFunc(m.Label, func(l *dto.LabelPair) bool { return l.GetName() == want[0] && l.GetValue() == want[1] })
+				}) {
+					continue
+				}
+				switch {
+				case m.Counter != nil:
+					return m.Counter.GetValue(), true
+				case m.Gauge != nil:
+					return m.Gauge.GetValue(), true
+				case m.Histogram != nil:
+					return float64(m.Histogram.GetSampleCount()), true
+				}
+			}
 			return 0, false
 		}
-		for _, m := range f.Metric {
-			if slices.ContainsFunc(labelPairs(labels), func(want [2]string) bool {
-				return !slices.ContainsFunc(m.Label, func(l *dto.LabelPair) bool { return l.GetName() == want[0] && l.GetValue() == want[1] })
-			}) {
-				continue
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue(), true
-			case m.Gauge != nil:
-				return m.Gauge.GetValue(), true
-			case m.Histogram != nil:
-				return float64(m.Histogram.GetSampleCount()), true
+		var missing []string
+		for _, c := range []struct {
+			name   string
+			labels map[string]string
+			min    float64
+		}{
+			{"paddock_proxy_requests_total", map[string]string{"proxy": "port", "code": "200"}, 1},
+			{"paddock_proxy_request_duration_seconds", map[string]string{"proxy": "port"}, 1},
+			{"paddock_sandbox_cpu_seconds_total", map[string]string{"sandbox": sb.ID}, 0.4},
+			{"paddock_sandbox_memory_bytes", map[string]string{"sandbox": sb.ID}, 1},
+			{"paddock_sandbox_network_transmit_bytes_total", map[string]string{"sandbox": sb.ID}, 1},
+			{"paddock_sandbox_create_phase_seconds", map[string]string{"phase": "network"}, 1},
+			{"paddock_sandboxes", map[string]string{"state": "running"}, 1},
+		} {
+			if v, ok := value(c.name, c.labels); !ok || v < c.min {
+				missing = append(missing, fmt.Sprintf("%s%v = %v (found %v), want at least %v", c.name, c.labels, v, ok, c.min))
 			}
 		}
-		return 0, false
+		return missing
 	}
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		min    float64
-	}{
-		{"paddock_proxy_requests_total", map[string]string{"proxy": "port", "code": "200"}, 1},
-		{"paddock_proxy_request_duration_seconds", map[string]string{"proxy": "port"}, 1},
-		{"paddock_sandbox_cpu_seconds_total", map[string]string{"sandbox": sb.ID}, 0.4},
-		{"paddock_sandbox_memory_bytes", map[string]string{"sandbox": sb.ID}, 1},
-		{"paddock_sandbox_network_transmit_bytes_total", map[string]string{"sandbox": sb.ID}, 1},
-		{"paddock_sandbox_create_phase_seconds", map[string]string{"phase": "network"}, 1},
-		{"paddock_sandboxes", map[string]string{"state": "running"}, 1},
-	} {
-		if v, ok := value(c.name, c.labels); !ok || v < c.min {
-			t.Errorf("%s%v = %v (found %v), want at least %v", c.name, c.labels, v, ok, c.min)
-		}
+	missing := scrape()
+	for deadline := time.Now().Add(10 * time.Second); len(missing) > 0 && time.Now().Before(deadline); missing = scrape() {
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, m := range missing {
+		t.Error(m)
 	}
 
 	if err := sb.Stop(ctx); err != nil {
