@@ -162,8 +162,8 @@ func (s *Service) activate(ctx context.Context, projectID string) (store.Activat
 			}
 			// Ended (or dangling): the project is free.
 		}
-		if s.cfg.Admit != nil {
-			if err := s.cfg.Admit(ctx, pr.TeamID); err != nil {
+		if s.cfg.Budget != nil {
+			if err := s.cfg.Budget(ctx, pr.TeamID); err != nil {
 				return store.Activation{}, err
 			}
 		}

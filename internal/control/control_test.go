@@ -863,13 +863,13 @@ func TestRestartFinishesDeactivation(t *testing.T) {
 }
 
 // A budget's hard cap: DeactivateTeam ends the team's activations with
-// their state saved, and Admit refuses new ones with its error.
+// their state saved, and Budget refuses new ones with its error.
 func TestBudgetCapDeactivatesAndRefuses(t *testing.T) {
 	var mu sync.Mutex
 	capped := map[string]bool{}
 	errCap := sandbox.Errorf(sandbox.ErrBudgetExceeded, "budget_exceeded", "over budget")
 	e := newEnv(t, func(c *Config) {
-		c.Admit = func(_ context.Context, team string) error {
+		c.Budget = func(_ context.Context, team string) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if capped[team] {

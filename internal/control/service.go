@@ -48,9 +48,9 @@ type Config struct {
 	// Admission queues each activation's sandbox within its team's limits
 	// and the host's capacity; nil admits every one at once.
 	Admission Admission
-	// Admit, when set, may refuse a new activation of a team (a budget's
+	// Budget, when set, may refuse a new activation of a team (a budget's
 	// hard cap); a live activation is still returned to its callers.
-	Admit func(ctx context.Context, teamID string) error
+	Budget func(ctx context.Context, teamID string) error
 	// Events publishes activation steps to the lifecycle feed and webhooks
 	// (internal/events' Bus); nil appends them to Store only.
 	Events Publisher

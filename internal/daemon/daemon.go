@@ -458,7 +458,7 @@ func (d *Daemon) startControl(ctx context.Context, o *options) error {
 		return err
 	}
 	ccfg := control.Config{Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, pools: d.pools, images: d.images}, Admission: d.admit,
-		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout, Admit: d.budgetGate, Events: d.bus}
+		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout, Budget: d.budgetGate, Events: d.bus}
 	if o.controlConfig != nil {
 		o.controlConfig(&ccfg)
 	}
