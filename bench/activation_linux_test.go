@@ -33,17 +33,7 @@ func BenchmarkActivation(b *testing.B) {
 	ctx := context.Background()
 	agentPath, dir := benchDir(b)
 	d, hs := startDaemon(b, daemon.Config{DataDir: dir, NetworkPool: activationPool, Domain: "localhost"}, agentPath)
-	bin, err := standinimage.Build(ctx, "", filepath.Join(dir, "standin"))
-	if err != nil {
-		b.Fatalf("build the stand-in: %v", err)
-	}
-	tarPath := filepath.Join(dir, "standin", "image.tar")
-	if err := standinimage.WriteImage(bin, tarPath, ""); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := d.Images().Import(ctx, image.Published, tarPath); err != nil {
-		b.Fatalf("import the stand-in: %v", err)
-	}
+	importStandin(b, d, dir)
 	svc := d.Projects()
 	// A team of its own, with a token for the app proxy's requests.
 	tm, err := d.Auth().CreateTeam(ctx, "bench")
@@ -65,33 +55,11 @@ func BenchmarkActivation(b *testing.B) {
 	}
 	var total, provision, start []time.Duration
 	for b.Loop() {
-		t0 := time.Now()
-		a, err := svc.Activate(ctx, team, p.ID)
-		if err != nil {
-			b.Fatal(err)
-		}
-		ch, err := svc.Watch(ctx, team, a.ID, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var starting, ready time.Time
-		var last store.Event
-		for ev := range ch {
-			last = ev
-			switch control.State(ev.Type) {
-			case control.StateStarting:
-				starting = time.Now()
-			case control.StateReady:
-				ready = time.Now()
-			}
-		}
-		if control.State(last.Type) != control.StateReady {
-			b.Fatalf("activation ended %s: %s\n%s", last.Type, last.Message, last.Data["logTail"])
-		}
+		tot, prov, _ := activateTimed(b, svc, team, p.ID)
 		b.StopTimer()
-		total = append(total, ready.Sub(t0))
-		provision = append(provision, starting.Sub(t0))
-		start = append(start, ready.Sub(starting))
+		total = append(total, tot)
+		provision = append(provision, prov)
+		start = append(start, tot-prov)
 		if _, err := svc.Deactivate(ctx, team, p.ID, ""); err != nil {
 			b.Fatal(err)
 		}
@@ -108,6 +76,59 @@ func BenchmarkActivation(b *testing.B) {
 	b.ReportMetric(ms(pct(proxied, 50)), "app-proxy-p50-ms")
 	b.ReportMetric(ms(pct(proxied, 99)), "app-proxy-p99-ms")
 	b.ReportMetric(ms(pct(proxied, 50))-ms(pct(direct, 50)), "app-added-p50-ms")
+}
+
+// importStandin builds the goose stand-in's image and imports it into the
+// daemon as standinimage.DefaultRef.
+func importStandin(b *testing.B, d *daemon.Daemon, dir string) {
+	b.Helper()
+	bin, err := standinimage.Build(context.Background(), "", filepath.Join(dir, "standin"))
+	if err != nil {
+		b.Fatalf("build the stand-in: %v", err)
+	}
+	tarPath := filepath.Join(dir, "standin", "image.tar")
+	if err := standinimage.WriteImage(bin, tarPath, ""); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := d.Images().Import(context.Background(), image.Published, tarPath); err != nil {
+		b.Fatalf("import the stand-in: %v", err)
+	}
+}
+
+// activateTimed activates a project and follows its progress to ready:
+// the whole (Activate → ready), the part until the app's command started,
+// and the sandbox it ran in. Any other end fails the benchmark.
+func activateTimed(b *testing.B, svc *control.Service, team auth.Principal, projectID string) (total, provision time.Duration, sandboxID string) {
+	b.Helper()
+	ctx := context.Background()
+	t0 := time.Now()
+	a, err := svc.Activate(ctx, team, projectID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ch, err := svc.Watch(ctx, team, a.ID, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var starting, ready time.Time
+	var last store.Event
+	for ev := range ch {
+		last = ev
+		switch control.State(ev.Type) {
+		case control.StateStarting:
+			starting = time.Now()
+		case control.StateReady:
+			ready = time.Now()
+		}
+	}
+	if control.State(last.Type) != control.StateReady {
+		b.Fatalf("activation ended %s: %s\n%s", last.Type, last.Message, last.Data["logTail"])
+	}
+	got, err := svc.GetActivation(ctx, team, a.ID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ready.Sub(t0), starting.Sub(t0), got.SandboxID
 }
 
 // appRequests bounds the proxied-vs-direct comparison.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/daemon"
-	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/sdk"
@@ -146,17 +144,7 @@ func BenchmarkWarmClaim(b *testing.B) {
 func BenchmarkActivationWarm(b *testing.B) {
 	d, dir := startPoolDaemon(b, warmActivationPool)
 	ctx := context.Background()
-	bin, err := standinimage.Build(ctx, "", filepath.Join(dir, "standin"))
-	if err != nil {
-		b.Fatalf("build the stand-in: %v", err)
-	}
-	tarPath := filepath.Join(dir, "standin", "image.tar")
-	if err := standinimage.WriteImage(bin, tarPath, ""); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := d.Images().Import(ctx, image.Published, tarPath); err != nil {
-		b.Fatalf("import the stand-in: %v", err)
-	}
+	importStandin(b, d, dir)
 	svc := d.Projects()
 	tm, err := d.Auth().CreateTeam(ctx, "bench")
 	if err != nil {
@@ -180,34 +168,7 @@ func BenchmarkActivationWarm(b *testing.B) {
 		b.Fatal(err)
 	}
 	activate := func(projectID string) (total, provision time.Duration, sandboxID string) {
-		t0 := time.Now()
-		a, err := svc.Activate(ctx, team, projectID)
-		if err != nil {
-			b.Fatal(err)
-		}
-		ch, err := svc.Watch(ctx, team, a.ID, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var starting, ready time.Time
-		var last store.Event
-		for ev := range ch {
-			last = ev
-			switch control.State(ev.Type) {
-			case control.StateStarting:
-				starting = time.Now()
-			case control.StateReady:
-				ready = time.Now()
-			}
-		}
-		if control.State(last.Type) != control.StateReady {
-			b.Fatalf("activation ended %s: %s\n%s", last.Type, last.Message, last.Data["logTail"])
-		}
-		got, err := svc.GetActivation(ctx, team, a.ID)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return ready.Sub(t0), starting.Sub(t0), got.SandboxID
+		return activateTimed(b, svc, team, projectID)
 	}
 	var warm, cold, warmProv, coldProv []time.Duration
 	for b.Loop() {
