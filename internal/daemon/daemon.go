@@ -531,7 +531,7 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	}
 	// Team-aware: teamId names a team the token may use; sandboxes made there are that team's.
 	vapi, err := vercel.New(vercel.Config{Sandboxes: sandboxes, Snapshots: snapshots, Auth: authn, Teams: authn,
-		Store: vstore, Signer: d.signer, PortBaseURL: portBase, Logger: d.log, MaxUploadBytes: o.maxUploadBytes})
+		Store: vstore, Signer: d.signer, PortBaseURL: portBase, Usage: d.meter, Logger: d.log, MaxUploadBytes: o.maxUploadBytes})
 	if err != nil {
 		return err
 	}

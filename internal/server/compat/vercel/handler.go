@@ -78,10 +78,14 @@ type Config struct {
 	// Snapshots takes and keeps snapshots; nil makes persistence, snapshot
 	// and fork answer 501.
 	Snapshots server.Snapshots
-	// Signer and PortBaseURL build routes[].url as signed port URLs; without
-	// them routes are empty.
+	// Signer and PortBaseURL build routes[].url as signed port URLs, and
+	// the URL and token of openInteractive; without them routes are empty
+	// and interactive sessions answer 501.
 	Signer      *proxy.Signer
 	PortBaseURL string
+	// Usage is paddock's meter, which the usage figures of sessions that
+	// ended come from; nil reports only what this API saw (see usage.go).
+	Usage Usage
 	Logger      *slog.Logger
 	// MaxUploadBytes bounds one fs/write body; 0 means server.DefaultMaxUploadBytes.
 	MaxUploadBytes int64
@@ -115,6 +119,7 @@ type Handler struct {
 	store     *Store
 	signer    *proxy.Signer
 	baseURL   string
+	meter     Usage
 	log       *slog.Logger
 	maxUpload int64
 	now       func() time.Time
@@ -138,7 +143,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{
 		sb: cfg.Sandboxes, snaps: cfg.Snapshots, auth: cfg.Auth, teams: cfg.Teams, store: cfg.Store,
-		signer: cfg.Signer, baseURL: cfg.PortBaseURL, log: cfg.Logger, maxUpload: cfg.MaxUploadBytes,
+		signer: cfg.Signer, baseURL: cfg.PortBaseURL, meter: cfg.Usage, log: cfg.Logger, maxUpload: cfg.MaxUploadBytes,
 		now: cfg.Now, mux: http.NewServeMux(), transient: map[string]string{},
 	}
 	if h.log == nil {

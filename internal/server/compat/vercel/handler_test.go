@@ -375,7 +375,7 @@ func TestCommandsAndFiles(t *testing.T) {
 func TestCommandThroughExec(t *testing.T) {
 	e := newEnv(t)
 	sid := e.create("exec", nil)["session"].(map[string]any)["id"].(string)
-	home := "/home/user" // the fake's sandboxes have no WorkingDir: the user's home
+	home := DefaultCwd // the fake's sandboxes have no WorkingDir, nor does it matter: Vercel's cwd
 	tests := []struct {
 		name string
 		body map[string]any

@@ -26,11 +26,16 @@ const memoryPerVCPU = 2048
 // minRouteTTL is the shortest life of a signed route URL.
 const minRouteTTL = time.Minute
 
-// stateOf is what is kept of a paddock sandbox as a session.
-func stateOf(sb sandbox.Sandbox) *SessionState {
+// DefaultCwd is the working directory of sandboxes made through this API,
+// as on Vercel: commands without a cwd run there, relative file paths
+// resolve there, and a git or tarball source lands there.
+const DefaultCwd = "/vercel/sandbox"
+
+// stateOf is what is kept of a paddock sandbox as a session of rec.
+func stateOf(rec *Record, sb sandbox.Sandbox) *SessionState {
 	return &SessionState{
 		Status: sessionStatus(sb.State), StartedAt: ms(sb.StartedAt), StoppedAt: ms(sb.StoppedAt),
-		ExpiresAt: ms(sb.ExpiresAt), VCPUs: sb.Resources.VCPUs, MemoryMB: sb.Resources.MemoryMB, Cwd: cwdOf(sb),
+		ExpiresAt: ms(sb.ExpiresAt), VCPUs: sb.Resources.VCPUs, MemoryMB: sb.Resources.MemoryMB, Cwd: rec.cwd(sb),
 	}
 }
 
@@ -45,11 +50,15 @@ func sessionStatus(s sandbox.State) string {
 	return "failed"
 }
 
-// cwdOf is a session's default working directory: the image's, else the
-// home of the user commands run as (the image's user as the sandbox
-// resolved it).
-func cwdOf(sb sandbox.Sandbox) string {
-	if sb.WorkingDir != "" {
+// cwd is the working directory of rec's session sb: the record's
+// (DefaultCwd), else, for a record made before it kept one, the image's,
+// else the home of the user commands run as (the image's user as the
+// sandbox resolved it).
+func (r *Record) cwd(sb sandbox.Sandbox) string {
+	switch {
+	case r.Config.Cwd != "":
+		return r.Config.Cwd
+	case sb.WorkingDir != "":
 		return sb.WorkingDir
 	}
 	return sb.RunAs().Home
@@ -73,9 +82,13 @@ func (h *Handler) live(ctx context.Context, s *SessionRecord) (liveSession, erro
 	return liveSession{rec: s, sb: sb, found: true}, nil
 }
 
-func (l liveSession) state() SessionState {
+func (l liveSession) state(rec *Record) SessionState {
 	if l.found {
-		return *stateOf(l.sb)
+		st := *stateOf(rec, l.sb)
+		if l.rec.Last != nil {
+			st.Usage = l.rec.Last.Usage
+		}
+		return st
 	}
 	if l.rec.Last != nil {
 		st := *l.rec.Last
@@ -84,12 +97,17 @@ func (l liveSession) state() SessionState {
 		}
 		return st
 	}
-	return SessionState{Status: "stopped", Cwd: agent.UserHome}
+	cwd := rec.Config.Cwd
+	if cwd == "" {
+		cwd = agent.UserHome
+	}
+	return SessionState{Status: "stopped", Cwd: cwd}
 }
 
 // wireSessionOf describes a session.
-func (h *Handler) wireSessionOf(rec *Record, l liveSession) wireSession {
-	st := l.state()
+func (h *Handler) wireSessionOf(ctx context.Context, rec *Record, l liveSession) wireSession {
+	st := l.state(rec)
+	st.Usage = h.sessionUsage(ctx, rec.Team, l)
 	s := l.rec
 	out := wireSession{
 		ID: s.ID, Memory: st.MemoryMB, VCPUs: st.VCPUs, Region: rec.region(), Status: st.Status,
@@ -117,6 +135,7 @@ func (h *Handler) wireSessionOf(rec *Record, l liveSession) wireSession {
 	if l.found {
 		out.NetworkPolicy = wirePolicyOf(l.sb.NetworkPolicy)
 	}
+	out.setUsage(st.Usage)
 	return out
 }
 
@@ -184,10 +203,28 @@ func (h *Handler) wireSandboxOf(rec *Record, cur *wireSession) wireSandbox {
 		}
 		out.UpdatedAt = max(out.UpdatedAt, cur.UpdatedAt)
 	}
+	var cpu int64
+	var in, eg uint64
+	known := false
 	for _, s := range rec.Sessions {
 		if s.Last != nil && s.Last.StoppedAt > 0 && s.Last.StartedAt > 0 {
 			out.TotalDurationMs += s.Last.StoppedAt - s.Last.StartedAt
 		}
+		switch {
+		case cur != nil && s.ID == cur.ID:
+			if cur.ActiveCPUDurationMs != nil {
+				cpu += *cur.ActiveCPUDurationMs
+				in, eg = in+cur.NetworkTransfer.Ingress, eg+cur.NetworkTransfer.Egress
+				known = true
+			}
+		case s.Last != nil && s.Last.Usage != nil:
+			u := s.Last.Usage
+			cpu, in, eg = cpu+u.ActiveCPUMs, in+u.IngressBytes, eg+u.EgressBytes
+			known = true
+		}
+	}
+	if known {
+		out.TotalActiveCPUDurationMs, out.TotalIngressBytes, out.TotalEgressBytes = &cpu, &in, &eg
 	}
 	return out
 }
@@ -203,7 +240,7 @@ func (h *Handler) describe(ctx context.Context, rec *Record, resumed bool) (sand
 	if err != nil {
 		return sandboxAndSession{}, err
 	}
-	ws := h.wireSessionOf(rec, l)
+	ws := h.wireSessionOf(ctx, rec, l)
 	return sandboxAndSession{Sandbox: h.wireSandboxOf(rec, &ws), Session: ws, Routes: h.routesOf(l), Resumed: resumed}, nil
 }
 
@@ -274,11 +311,12 @@ func (h *Handler) startSession(ctx context.Context, rec *Record, fromSnapshot st
 			params.Snapshot = cfg.Source.SnapshotID
 		case src != nil:
 			params.Source = src
+			params.Source.Dir = cfg.Cwd // "" is the sandbox's default
 		case cfg.Source.Private:
 			return SessionRecord{}, sandbox.Errorf(sandbox.ErrInvalid, "bad_request",
 				"Invalid request: sandbox %s starts from a private git repository whose credentials paddock does not keep; make it persistent or recreate it", rec.Name)
 		default:
-			params.Source = &sandbox.Source{Type: cfg.Source.Type, URL: cfg.Source.URL, Revision: cfg.Source.Revision, Depth: cfg.Source.Depth}
+			params.Source = &sandbox.Source{Type: cfg.Source.Type, URL: cfg.Source.URL, Revision: cfg.Source.Revision, Depth: cfg.Source.Depth, Dir: cfg.Cwd}
 		}
 	}
 	if params.Snapshot != "" {
@@ -291,8 +329,31 @@ func (h *Handler) startSession(ctx context.Context, rec *Record, fromSnapshot st
 	if err != nil {
 		return SessionRecord{}, fmt.Errorf("start a session of sandbox %s: %w", rec.Name, err)
 	}
+	s := SessionRecord{ID: sb.ID, CreatedAt: ms(sb.CreatedAt), SourceSnapshotID: params.Snapshot, Last: stateOf(rec, sb)}
+	if err := h.makeCwd(cctx, rec, sb.ID); err != nil {
+		h.dropSession(ctx, &s)
+		return SessionRecord{}, err
+	}
 	h.log.Info("vercel compat: session started", "name", rec.Name, "sandbox", sb.ID, "snapshot", params.Snapshot)
-	return SessionRecord{ID: sb.ID, CreatedAt: ms(sb.CreatedAt), SourceSnapshotID: params.Snapshot, Last: stateOf(sb)}, nil
+	return s, nil
+}
+
+// makeCwd makes the record's working directory in session sid, owned by
+// the sandbox's user (its missing parents too), as Vercel's is. It is
+// there already in a session started from a snapshot or a source, and
+// then left as it is.
+func (h *Handler) makeCwd(ctx context.Context, rec *Record, sid string) error {
+	if rec.Config.Cwd == "" {
+		return nil
+	}
+	ac, err := h.sb.Agent(ctx, sid)
+	if err == nil {
+		err = ac.Mkdir(ctx, agent.MkdirRequest{Path: rec.Config.Cwd, Mode: 0o755, Sudo: true, ForUser: true})
+	}
+	if err != nil {
+		return fmt.Errorf("make the working directory %s of session %s: %w", rec.Config.Cwd, sid, err)
+	}
+	return nil
 }
 
 // stopResult is what stopping a session did, to be recorded by apply.
@@ -336,6 +397,10 @@ func (h *Handler) stop(ctx context.Context, rec *Record, s *SessionRecord, snaps
 	h.setTransient(s.ID, "stopping")
 	defer h.setTransient(s.ID, "")
 	res := stopResult{sid: s.ID, requestedAt: ms(h.now())}
+	var before *SessionUsage
+	if st, err := h.sb.Stats(ctx, s.ID); err == nil {
+		before = usageOfStats(st)
+	}
 	sb, err := h.sb.Stop(ctx, s.ID)
 	switch {
 	case errors.Is(err, sandbox.ErrNotFound):
@@ -343,7 +408,8 @@ func (h *Handler) stop(ctx context.Context, rec *Record, s *SessionRecord, snaps
 	case err != nil:
 		return res, fmt.Errorf("stop session %s: %w", s.ID, err)
 	}
-	res.last = stateOf(sb)
+	res.last = stateOf(rec, sb)
+	res.last.Usage = h.stoppedUsage(ctx, rec.Team, s.ID, before)
 	if !snapshot || s.SnapshotID != "" {
 		return res, nil
 	}

@@ -109,7 +109,7 @@ func checkProject(id string) error {
 // a record's config, the source to fetch with its credentials, and whether
 // the sandbox is persistent.
 func (h *Handler) configFromCreate(r *http.Request, req *createRequest) (SandboxConfig, *sandbox.Source, error) {
-	var cfg SandboxConfig
+	cfg := SandboxConfig{Cwd: DefaultCwd}
 	if err := refuseUnsupported(req.NetworkID != nil, len(req.Mounts) > 0, req.SnapshotExpiration != nil, req.KeepLastSnapshots != nil); err != nil {
 		return cfg, nil, err
 	}
@@ -440,7 +440,7 @@ func (h *Handler) listV2(w http.ResponseWriter, r *http.Request) error {
 			if err != nil {
 				return err
 			}
-			ws := h.wireSessionOf(&rec, l)
+			ws := h.wireSessionOf(r.Context(), &rec, l)
 			cur = &ws
 		}
 		items = append(items, h.wireSandboxOf(&rec, cur))
@@ -779,7 +779,7 @@ func (h *Handler) listSessions(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		items = append(items, h.wireSessionOf(&rec, l))
+		items = append(items, h.wireSessionOf(r.Context(), &rec, l))
 	}
 	if desc {
 		slices.Reverse(items)
@@ -802,6 +802,6 @@ func (h *Handler) getSession(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"session": h.wireSessionOf(&rec, l), "routes": h.routesOf(l)})
+	writeJSON(w, http.StatusOK, map[string]any{"session": h.wireSessionOf(r.Context(), &rec, l), "routes": h.routesOf(l)})
 	return nil
 }

@@ -127,7 +127,7 @@ func (h *Handler) runCommand(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Vercel resolves a relative cwd against the sandbox's, and runs in the
 	// user's home when the image names no working directory.
-	cwd := cwdOf(rs.sb)
+	cwd := rs.rec.cwd(rs.sb)
 	if req.Cwd != "" {
 		if cwd, err = sandboxPath(req.Cwd, "", cwd); err != nil {
 			return err
@@ -398,7 +398,7 @@ func (h *Handler) runningPath(w http.ResponseWriter, r *http.Request) (runningSe
 	if err != nil {
 		return runningSession{}, req, "", err
 	}
-	p, err := sandboxPath(req.Path, req.Cwd, cwdOf(rs.sb))
+	p, err := sandboxPath(req.Path, req.Cwd, rs.rec.cwd(rs.sb))
 	return rs, req, p, err
 }
 
@@ -574,7 +574,7 @@ func (h *Handler) answerSession(w http.ResponseWriter, r *http.Request, rec Reco
 	if err != nil {
 		return err
 	}
-	ws := h.wireSessionOf(&rec, l)
+	ws := h.wireSessionOf(r.Context(), &rec, l)
 	out := map[string]any{}
 	if isV1(r) {
 		out["sandbox"] = v1Sandbox(ws)
@@ -611,7 +611,7 @@ func (h *Handler) stopSession(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		ws := h.wireSessionOf(&rec, l)
+		ws := h.wireSessionOf(r.Context(), &rec, l)
 		extra["sandbox"] = h.wireSandboxOf(&rec, &ws)
 		if res.snap != nil {
 			if sr, snap, err := h.sessionSnapshot(r.Context(), rec, s); err == nil {

@@ -118,6 +118,11 @@ type SandboxConfig struct {
 	// Source is what the first session started from; a non-persistent
 	// sandbox starts every session from it. Credentials are never kept.
 	Source *SourceConfig `json:"source,omitempty"`
+	// Cwd is every session's working directory (DefaultCwd), made for the
+	// sandbox's user as a session starts. Records from before it was kept
+	// have none: their sessions use the image's WorkingDir or the user's
+	// home, as they did when made.
+	Cwd string `json:"cwd,omitempty"`
 }
 
 // PolicyConfig is an egress policy in paddock's terms.
@@ -165,6 +170,17 @@ type SessionState struct {
 	VCPUs     float64 `json:"vcpus"`
 	MemoryMB  int64   `json:"memoryMB"`
 	Cwd       string  `json:"cwd"`
+	// Usage is what the session used, recorded when this API stopped it.
+	Usage *SessionUsage `json:"usage,omitempty"`
+}
+
+// SessionUsage is a session's usage as the SDK reports it: CPU time the
+// sandbox's processes used (cgroup) and bytes through its network
+// interface, from paddock's metering.
+type SessionUsage struct {
+	ActiveCPUMs  int64  `json:"activeCpuMs"`
+	IngressBytes uint64 `json:"ingressBytes"` // into the sandbox
+	EgressBytes  uint64 `json:"egressBytes"`  // out of it
 }
 
 // SnapshotRecord is a snapshot taken through this API; its size and

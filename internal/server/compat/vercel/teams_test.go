@@ -209,18 +209,18 @@ func TestSourcesMapped(t *testing.T) {
 		wantSnap   string
 	}{
 		{"v3 git", "/v3/sandboxes", map[string]any{"type": "git", "url": "https://git.example.com/r.git", "depth": 1, "revision": "main"},
-			&sandbox.Source{Type: "git", URL: "https://git.example.com/r.git", Depth: 1, Revision: "main"}, ""},
+			&sandbox.Source{Type: "git", URL: "https://git.example.com/r.git", Dir: DefaultCwd, Depth: 1, Revision: "main"}, ""},
 		{"v3 git, whole history", "/v3/sandboxes", map[string]any{"type": "git", "url": "https://git.example.com/r.git"},
-			&sandbox.Source{Type: "git", URL: "https://git.example.com/r.git", Depth: -1}, ""},
+			&sandbox.Source{Type: "git", URL: "https://git.example.com/r.git", Dir: DefaultCwd, Depth: -1}, ""},
 		{"v3 private git", "/v3/sandboxes", map[string]any{"type": "git", "url": "https://git.example.com/p.git", "username": "x-access-token", "password": secret},
-			&sandbox.Source{Type: "git", URL: "https://git.example.com/p.git", Depth: -1, Username: "x-access-token", Password: secret}, ""},
+			&sandbox.Source{Type: "git", URL: "https://git.example.com/p.git", Dir: DefaultCwd, Depth: -1, Username: "x-access-token", Password: secret}, ""},
 		{"v3 tarball", "/v3/sandboxes", map[string]any{"type": "tarball", "url": "https://files.example.com/a.tgz"},
-			&sandbox.Source{Type: "tarball", URL: "https://files.example.com/a.tgz"}, ""},
+			&sandbox.Source{Type: "tarball", URL: "https://files.example.com/a.tgz", Dir: DefaultCwd}, ""},
 		{"v3 snapshot", "/v3/sandboxes", map[string]any{"type": "snapshot", "snapshotId": snap}, nil, snap},
 		{"v1 git", "/v1/sandboxes", map[string]any{"type": "git", "url": "https://git.example.com/p.git", "username": "u", "password": secret, "depth": 3},
-			&sandbox.Source{Type: "git", URL: "https://git.example.com/p.git", Depth: 3, Username: "u", Password: secret}, ""},
+			&sandbox.Source{Type: "git", URL: "https://git.example.com/p.git", Dir: DefaultCwd, Depth: 3, Username: "u", Password: secret}, ""},
 		{"v1 tarball", "/v1/sandboxes", map[string]any{"type": "tarball", "url": "https://files.example.com/a.tgz"},
-			&sandbox.Source{Type: "tarball", URL: "https://files.example.com/a.tgz"}, ""},
+			&sandbox.Source{Type: "tarball", URL: "https://files.example.com/a.tgz", Dir: DefaultCwd}, ""},
 		{"v1 snapshot", "/v1/sandboxes", map[string]any{"type": "snapshot", "snapshotId": snap}, nil, snap},
 	}
 	for _, tc := range cases {

@@ -51,7 +51,7 @@ func (h *Handler) answerV1(w http.ResponseWriter, r *http.Request, rec Record) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sandbox": v1Sandbox(h.wireSessionOf(&rec, l)), "routes": h.routesOf(l)})
+	writeJSON(w, http.StatusOK, map[string]any{"sandbox": v1Sandbox(h.wireSessionOf(r.Context(), &rec, l)), "routes": h.routesOf(l)})
 	return nil
 }
 
@@ -139,7 +139,7 @@ func (h *Handler) listV1(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		out = append(out, v1Sandbox(h.wireSessionOf(&recs[i], l)))
+		out = append(out, v1Sandbox(h.wireSessionOf(r.Context(), &recs[i], l)))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"sandboxes": out, "pagination": p})
 	return nil

@@ -28,8 +28,10 @@ type wireSandbox struct {
 	Cwd                string            `json:"cwd,omitempty"`
 	Tags               map[string]string `json:"tags,omitempty"`
 	TotalDurationMs    int64             `json:"totalDurationMs,omitempty"`
-	TotalEgressBytes   *int64            `json:"totalEgressBytes,omitempty"`
-	TotalIngressBytes  *int64            `json:"totalIngressBytes,omitempty"`
+	// Usage totals over the sessions whose usage is known (see usage.go).
+	TotalActiveCPUDurationMs *int64  `json:"totalActiveCpuDurationMs,omitempty"`
+	TotalEgressBytes         *uint64 `json:"totalEgressBytes,omitempty"`
+	TotalIngressBytes        *uint64 `json:"totalIngressBytes,omitempty"`
 	SnapshotExpiration *int64            `json:"snapshotExpiration,omitempty"`
 }
 
@@ -54,6 +56,10 @@ type wireSession struct {
 	Cwd              string      `json:"cwd"`
 	UpdatedAt        int64       `json:"updatedAt"`
 	NetworkPolicy    *wirePolicy `json:"networkPolicy,omitempty"`
+	// Usage (see usage.go): SDK 3.x reads them as activeCpuUsageMs and
+	// networkTransfer.
+	ActiveCPUDurationMs *int64        `json:"activeCpuDurationMs,omitempty"`
+	NetworkTransfer     *wireTransfer `json:"networkTransfer,omitempty"`
 }
 
 // wireRoute is a port's URL.
