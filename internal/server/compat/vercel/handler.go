@@ -85,8 +85,8 @@ type Config struct {
 	PortBaseURL string
 	// Usage is paddock's meter, which the usage figures of sessions that
 	// ended come from; nil reports only what this API saw (see usage.go).
-	Usage Usage
-	Logger      *slog.Logger
+	Usage  Usage
+	Logger *slog.Logger
 	// MaxUploadBytes bounds one fs/write body; 0 means server.DefaultMaxUploadBytes.
 	MaxUploadBytes int64
 	// Now is the clock; nil means time.Now.

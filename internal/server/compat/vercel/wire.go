@@ -8,31 +8,31 @@ package vercel
 
 // wireSandbox is v2's named sandbox.
 type wireSandbox struct {
-	Name               string            `json:"name"`
-	Persistent         bool              `json:"persistent"`
-	Region             string            `json:"region,omitempty"`
-	FailoverRegions    []string          `json:"failoverRegions,omitempty"`
-	VCPUs              float64           `json:"vcpus,omitempty"`
-	Memory             int64             `json:"memory,omitempty"`
-	Runtime            string            `json:"runtime,omitempty"`
-	Image              string            `json:"image,omitempty"`
-	Timeout            int64             `json:"timeout,omitempty"`
-	NetworkPolicy      *wirePolicy       `json:"networkPolicy,omitempty"`
-	CreatedAt          int64             `json:"createdAt"`
-	UpdatedAt          int64             `json:"updatedAt"`
-	ExpiresAt          int64             `json:"expiresAt,omitempty"`
-	CurrentSessionID   string            `json:"currentSessionId"`
-	CurrentSnapshotID  string            `json:"currentSnapshotId,omitempty"`
-	Status             string            `json:"status"`
-	StatusUpdatedAt    int64             `json:"statusUpdatedAt,omitempty"`
-	Cwd                string            `json:"cwd,omitempty"`
-	Tags               map[string]string `json:"tags,omitempty"`
-	TotalDurationMs    int64             `json:"totalDurationMs,omitempty"`
+	Name              string            `json:"name"`
+	Persistent        bool              `json:"persistent"`
+	Region            string            `json:"region,omitempty"`
+	FailoverRegions   []string          `json:"failoverRegions,omitempty"`
+	VCPUs             float64           `json:"vcpus,omitempty"`
+	Memory            int64             `json:"memory,omitempty"`
+	Runtime           string            `json:"runtime,omitempty"`
+	Image             string            `json:"image,omitempty"`
+	Timeout           int64             `json:"timeout,omitempty"`
+	NetworkPolicy     *wirePolicy       `json:"networkPolicy,omitempty"`
+	CreatedAt         int64             `json:"createdAt"`
+	UpdatedAt         int64             `json:"updatedAt"`
+	ExpiresAt         int64             `json:"expiresAt,omitempty"`
+	CurrentSessionID  string            `json:"currentSessionId"`
+	CurrentSnapshotID string            `json:"currentSnapshotId,omitempty"`
+	Status            string            `json:"status"`
+	StatusUpdatedAt   int64             `json:"statusUpdatedAt,omitempty"`
+	Cwd               string            `json:"cwd,omitempty"`
+	Tags              map[string]string `json:"tags,omitempty"`
+	TotalDurationMs   int64             `json:"totalDurationMs,omitempty"`
 	// Usage totals over the sessions whose usage is known (see usage.go).
 	TotalActiveCPUDurationMs *int64  `json:"totalActiveCpuDurationMs,omitempty"`
 	TotalEgressBytes         *uint64 `json:"totalEgressBytes,omitempty"`
 	TotalIngressBytes        *uint64 `json:"totalIngressBytes,omitempty"`
-	SnapshotExpiration *int64            `json:"snapshotExpiration,omitempty"`
+	SnapshotExpiration       *int64  `json:"snapshotExpiration,omitempty"`
 }
 
 // wireSession is v2's session; v1's sandbox is the same object with an
