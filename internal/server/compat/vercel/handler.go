@@ -124,6 +124,9 @@ type Handler struct {
 	maxUpload int64
 	now       func() time.Time
 	mux       *http.ServeMux
+	// tokenMux serves what a signed token, not a bearer token, opens:
+	// the interactive sessions' WebSocket.
+	tokenMux *http.ServeMux
 
 	mu        sync.Mutex        // guards transient
 	transient map[string]string // session id -> "stopping" or "snapshotting" while this API does it
@@ -144,7 +147,7 @@ func New(cfg Config) (*Handler, error) {
 	h := &Handler{
 		sb: cfg.Sandboxes, snaps: cfg.Snapshots, auth: cfg.Auth, teams: cfg.Teams, store: cfg.Store,
 		signer: cfg.Signer, baseURL: cfg.PortBaseURL, meter: cfg.Usage, log: cfg.Logger, maxUpload: cfg.MaxUploadBytes,
-		now: cfg.Now, mux: http.NewServeMux(), transient: map[string]string{},
+		now: cfg.Now, mux: http.NewServeMux(), tokenMux: http.NewServeMux(), transient: map[string]string{},
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -156,6 +159,11 @@ func New(cfg Config) (*Handler, error) {
 		h.maxUpload = server.DefaultMaxUploadBytes
 	}
 	h.streams, h.stopStreams = context.WithCancel(context.Background())
+	h.tokenMux.HandleFunc("GET "+Prefix+interactivePath, func(w http.ResponseWriter, r *http.Request) {
+		if err := h.serveInteractive(w, r); err != nil {
+			h.writeError(w, r, err)
+		}
+	})
 	for _, rt := range routeTable {
 		handle := rt.handle
 		h.mux.HandleFunc(rt.method+" "+Prefix+rt.path, func(w http.ResponseWriter, r *http.Request) {
@@ -199,7 +207,7 @@ var routeTable = []route{
 	{"POST", "/v2/sandboxes/sessions/{sid}/network-policy", (*Handler).networkPolicy},
 	{"POST", "/v2/sandboxes/sessions/{sid}/extend-timeout", (*Handler).extendTimeout},
 	{"POST", "/v2/sandboxes/sessions/{sid}/snapshot", (*Handler).snapshotSession},
-	{"POST", "/v2/sandboxes/sessions/{sid}/interactive", unsupported("interactive shells are not supported by paddock's Vercel compatibility layer; use runCommand")},
+	{"POST", "/v2/sandboxes/sessions/{sid}/interactive", (*Handler).openInteractive},
 	{"GET", "/v2/sandboxes/sessions/{sid}/cmd", unsupported("listing a session's commands is not supported")},
 	{"POST", "/v3/sandboxes/sessions/{sid}/snapshot", (*Handler).snapshotSession},
 	{"GET", "/v2/sandboxes/snapshots", (*Handler).listSnapshotsV2},
@@ -269,6 +277,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.writeError(sw, r, fmt.Errorf("panic: %v", v))
 	}()
+	if _, pattern := h.tokenMux.Handler(r); pattern != "" {
+		h.tokenMux.ServeHTTP(sw, r)
+		return
+	}
 	c, err := h.authenticate(r)
 	if err != nil {
 		h.writeError(sw, r, err)

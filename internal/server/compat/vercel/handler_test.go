@@ -68,6 +68,7 @@ type env struct {
 	h     *Handler
 	srv   *httptest.Server
 	sbs   *fake.Sandboxes
+	agent *fake.Agent // every sandbox's
 	snaps *fake.Snapshots
 	db    Records
 }
@@ -96,7 +97,8 @@ func newEnv(t *testing.T) *env {
 func newEnvOn(t *testing.T, db Records) *env {
 	t.Helper()
 	host := fmt.Sprintf("h%d-", hosts.Add(1))
-	e := &env{t: t, db: db, sbs: fake.NewSandboxes(fake.SandboxesConfig{Agent: startFakeAgent(t), IDPrefix: "sb-fake" + host,
+	fa := startFakeAgent(t)
+	e := &env{t: t, db: db, agent: fa, sbs: fake.NewSandboxes(fake.SandboxesConfig{Agent: fa.Client(), IDPrefix: "sb-fake" + host,
 		Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 1024, PIDs: 512}})}
 	e.snaps = fake.NewSnapshots(e.sbs, "snap-fake"+host)
 	var err error
@@ -213,7 +215,7 @@ func TestAuthAndErrorShape(t *testing.T) {
 		{"another team", "GET", "/v2/sandboxes", testToken, "teamId=team_2", nil, 403, "forbidden"},
 		{"unknown endpoint", "GET", "/v9/nothing", testToken, "teamId=team_1", nil, 404, "not_found"},
 		{"drives", "GET", "/v2/sandboxes/drives", testToken, "teamId=team_1", nil, 501, "not_implemented"},
-		{"interactive", "POST", "/v2/sandboxes/sessions/sb-x/interactive", testToken, "teamId=team_1", map[string]any{}, 501, "not_implemented"},
+		{"interactive, unknown session", "POST", "/v2/sandboxes/sessions/sb-x/interactive", testToken, "teamId=team_1", map[string]any{}, 404, "not_found"},
 		{"create without project", "POST", "/v3/sandboxes", testToken, "teamId=team_1", map[string]any{"ports": []int{}}, 400, "bad_request"},
 		{"mounts", "POST", "/v3/sandboxes", testToken, "teamId=team_1", map[string]any{"projectId": "p", "mounts": map[string]any{"/d": map[string]any{"drive": "x"}}}, 400, "unsupported_option"},
 		{"unknown option", "POST", "/v3/sandboxes", testToken, "teamId=team_1", map[string]any{"projectId": "p", "gpu": true}, 400, "unsupported_option"},
