@@ -223,7 +223,7 @@ func TestInteractive(t *testing.T) {
 		return err == nil && cmd.PTY != nil && cmd.PTY.Rows == 43 && cmd.PTY.Cols == 132
 	})
 	writeText(t, c, map[string]any{"type": "resize", "cols": 0, "rows": 99999}) // ignored
-	writeText(t, c, map[string]any{"type": "ping"})                              // a frame of a later version: ignored
+	writeText(t, c, map[string]any{"type": "ping"})                             // a frame of a later version: ignored
 
 	e.agent.Finish(id, agent.StatusExited, 7, "")
 	typ, data, err = c.Read(ctx)
