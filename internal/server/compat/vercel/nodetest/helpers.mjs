@@ -111,3 +111,50 @@ export async function serveAndFetch(sandbox, port, dir, url, want) {
   });
   assert.equal(body, want);
 }
+
+// openTerminal opens an interactive session's WebSocket (url and token from
+// openInteractive) as Vercel's CLI does, sends the start frame and resolves
+// once the socket is open. It collects output; until(re) waits for it to
+// match, exit resolves with the exit frame's code. undici's WebSocket (a
+// dependency of the SDK) for Node 20, which has no global one.
+export async function openTerminal(url, token, start) {
+  const { WebSocket } = await import("undici");
+  const ws = new WebSocket(`${url}?token=${encodeURIComponent(token)}`);
+  ws.binaryType = "arraybuffer";
+  let output = "";
+  let waiters = [];
+  let resolveExit;
+  const exit = new Promise((r) => (resolveExit = r));
+  ws.addEventListener("message", (ev) => {
+    if (typeof ev.data === "string") {
+      const msg = JSON.parse(ev.data);
+      if (msg.type === "exit") resolveExit(msg.code);
+      return;
+    }
+    output += Buffer.from(ev.data).toString("utf8");
+    waiters = waiters.filter((w) => !w());
+  });
+  await new Promise((resolve, reject) => {
+    ws.addEventListener("open", resolve, { once: true });
+    ws.addEventListener("error", (ev) => reject(new Error(`WebSocket refused or closed: ${ev.message ?? ev.error ?? "error"}`)), { once: true });
+  });
+  ws.send(JSON.stringify(start));
+  const enc = new TextEncoder();
+  return {
+    send: (text) => ws.send(enc.encode(text)),
+    resize: (cols, rows) => ws.send(JSON.stringify({ type: "resize", cols, rows })),
+    until: (re, ms = 10000) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`terminal output ${JSON.stringify(output)} never matched ${re}`)), ms);
+        const check = () => {
+          if (!re.test(output)) return false;
+          clearTimeout(timer);
+          resolve(output);
+          return true;
+        };
+        if (!check()) waiters.push(check);
+      }),
+    exit,
+    close: () => ws.close(),
+  };
+}

@@ -1,8 +1,8 @@
 // @vercel/sandbox 3.x (v2 + POST /v3/sandboxes) against paddock.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Sandbox, Snapshot, APIError } from "sandbox3";
-import { creds, skip, serveAndFetch } from "./helpers.mjs";
+import { Sandbox, Session, Snapshot, APIError } from "sandbox3";
+import { creds, skip, serveAndFetch, localGet, eventually, openTerminal } from "./helpers.mjs";
 
 const c = creds("prj_sdk3");
 
@@ -42,6 +42,20 @@ test("@vercel/sandbox 3.x", { skip, timeout: 600_000 }, async (t) => {
     const run = await sandbox.runCommand("/tmp/bin/greet.sh");
     assert.equal(run.exitCode, 0);
     assert.equal(await run.stdout(), "hi from script\n");
+  });
+
+  await t.test("the working directory is /vercel/sandbox, the user's", async () => {
+    assert.equal(sandbox.cwd, "/vercel/sandbox");
+    assert.equal(sandbox.currentSession().cwd, "/vercel/sandbox");
+    // writeFiles put hello.txt there (the SDK joins relative paths with the session's cwd).
+    assert.equal((await sandbox.runCommand("cat", ["/vercel/sandbox/hello.txt"]).then((r) => r.stdout())), "hello paddock\n");
+    const owner = await sandbox.runCommand("stat", ["-c", "%U", "/vercel/sandbox"]);
+    const me = await sandbox.runCommand("id", ["-un"]);
+    assert.equal(await owner.stdout(), await me.stdout());
+    const pwd = await sandbox.runCommand("pwd");
+    assert.equal((await pwd.stdout()).trim(), "/vercel/sandbox");
+    const rel = await sandbox.runCommand({ cmd: "pwd", cwd: "sub/.." });
+    assert.equal((await rel.stdout()).trim(), "/vercel/sandbox");
   });
 
   await t.test("mkDir", async () => {
@@ -119,6 +133,58 @@ test("@vercel/sandbox 3.x", { skip, timeout: 600_000 }, async (t) => {
     await serveAndFetch(sandbox, 3000, "/tmp/www", sandbox.routes[0].url, "served by the sandbox\n");
   });
 
+  await t.test("domain(port): the SDK's vercel.run name, or the route URL with the documented patch", async () => {
+    // The SDK builds https://<subdomain>.vercel.run itself: not paddock's.
+    assert.equal(sandbox.domain(3000), `https://${sandbox.routes[0].subdomain}.vercel.run`);
+    // docs/compat-vercel.md's one line: domain() returns routes[].url,
+    // paddock's signed URL of the port under the operator's domain.
+    const original = Session.prototype.domain;
+    Session.prototype.domain = function (p) {
+      const r = this.routes.find((r) => r.port == p);
+      if (!r) throw new Error(`No route for port ${p}`);
+      return r.url;
+    };
+    try {
+      assert.equal(sandbox.domain(3000), sandbox.routes[0].url);
+      assert.throws(() => sandbox.domain(4000), /No route for port 4000/);
+      const res = await localGet(sandbox.domain(3000));
+      assert.equal(res.status, 200);
+      assert.equal(res.text, "served by the sandbox\n");
+      // A path of the app: set it on the URL, which keeps the token.
+      const u = new URL(sandbox.domain(3000));
+      u.pathname = "/index.html";
+      assert.equal((await localGet(u.href)).text, "served by the sandbox\n");
+    } finally {
+      Session.prototype.domain = original;
+    }
+  });
+
+  await t.test("usage: active CPU and network bytes while running", async () => {
+    await sandbox.runCommand("sh", ["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"]);
+    const got = await Sandbox.get({ ...c, name });
+    assert.ok(got.activeCpuUsageMs > 0, `activeCpuUsageMs ${got.activeCpuUsageMs}`);
+    // The route's request went in and its answer out through the sandbox's interface.
+    assert.ok(got.networkTransfer.ingress > 0 && got.networkTransfer.egress > 0, JSON.stringify(got.networkTransfer));
+    assert.equal(got.totalActiveCpuDurationMs, got.activeCpuUsageMs);
+    assert.equal(got.totalIngressBytes, got.networkTransfer.ingress);
+    assert.equal(got.totalEgressBytes, got.networkTransfer.egress);
+  });
+
+  await t.test("openInteractive: a terminal over a WebSocket", async () => {
+    const { url, token } = await sandbox.openInteractive();
+    assert.match(url, /^ws:\/\/.+\/compat\/vercel\/interactive\/sb-/);
+    const term = await openTerminal(url, token, { type: "start", command: "sh", args: [], env: ["TERM=xterm-256color", "PS1=$ "], cwd: sandbox.cwd, cols: 80, rows: 24 });
+    term.send("echo hi-$((40+2)) in $(pwd)\n");
+    await term.until(/hi-42 in \/vercel\/sandbox/);
+    term.resize(120, 40);
+    term.send("stty size\n");
+    await term.until(/40 120/);
+    term.send("exit 7\n");
+    assert.equal(await term.exit, 7);
+    // A token opens only its session's terminal, once it is past its life not at all.
+    await assert.rejects(openTerminal(url, token.slice(0, -2) + "xx", { type: "start", command: "sh" }), /403|refused|closed/);
+  });
+
   await t.test("Sandbox.get and list", async () => {
     const got = await Sandbox.get({ ...c, name });
     assert.equal(got.name, name);
@@ -134,6 +200,8 @@ test("@vercel/sandbox 3.x", { skip, timeout: 600_000 }, async (t) => {
 
   let snapshotId;
   await t.test("snapshot, then create from it", async () => {
+    // /tmp is a tmpfs in paddock sandboxes, kept out of snapshots (docs/compat-vercel.md).
+    await sandbox.writeFiles([{ path: "/tmp/scratch.txt", content: "scratch\n" }, { path: "kept.txt", content: "kept\n" }]);
     const snap = await sandbox.snapshot();
     snapshotId = snap.snapshotId;
     assert.equal(snap.status, "created");
@@ -148,6 +216,9 @@ test("@vercel/sandbox 3.x", { skip, timeout: 600_000 }, async (t) => {
     cleanup.push(copy);
     assert.equal(copy.sourceSnapshotId, snapshotId);
     assert.equal((await copy.readFileToBuffer({ path: "hello.txt" })).toString(), "hello paddock\n");
+    assert.equal(copy.cwd, "/vercel/sandbox");
+    assert.equal((await copy.readFileToBuffer({ path: "kept.txt" })).toString(), "kept\n");
+    assert.equal(await copy.readFileToBuffer({ path: "/tmp/scratch.txt" }), null, "/tmp is not in the snapshot");
     await copy.stop();
     assert.equal(copy.status, "stopped");
   });
@@ -164,9 +235,15 @@ test("@vercel/sandbox 3.x", { skip, timeout: 600_000 }, async (t) => {
 
   await t.test("stop snapshots; get with resume starts a new session from it", async () => {
     await sandbox.writeFiles([{ path: "second.txt", content: "written after resume\n" }]);
+    await sandbox.runCommand("sh", ["-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"]);
     const stopped = await sandbox.stop();
     assert.equal(stopped.status, "stopped");
     assert.ok(stopped.snapshot, "a persistent sandbox snapshots on stop");
+    // Usage of the stopped session, from paddock's meter, and the sandbox's totals over its sessions.
+    assert.ok(stopped.activeCpuDurationMs > 0, `activeCpuDurationMs ${stopped.activeCpuDurationMs}`);
+    assert.equal(typeof stopped.networkTransfer.ingress, "number");
+    assert.equal(sandbox.activeCpuUsageMs, stopped.activeCpuDurationMs);
+    assert.ok(sandbox.totalActiveCpuDurationMs >= stopped.activeCpuDurationMs, `total ${sandbox.totalActiveCpuDurationMs}`);
     assert.equal(sandbox.currentSnapshotId, stopped.snapshot.id);
 
     const idle = await Sandbox.get({ ...c, name });
