@@ -206,8 +206,16 @@ func TestInteractive(t *testing.T) {
 	if got := e.sbs.LastExec(); !reflect.DeepEqual(got, want) {
 		t.Errorf("exec %+v, want %+v", got, want)
 	}
-	cmds := e.agent.Commands()
-	id := cmds[len(cmds)-1].ID
+	// Exec is recorded before the agent has the command.
+	var id string
+	waitFor(t, "the agent's terminal", func() bool {
+		for _, c := range e.agent.Commands() {
+			if c.Cmd == "bash" {
+				id = c.ID
+			}
+		}
+		return id != ""
+	})
 
 	ctx := context.Background()
 	if err := c.Write(ctx, websocket.MessageBinary, []byte("echo hi\r")); err != nil {
