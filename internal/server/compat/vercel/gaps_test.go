@@ -196,7 +196,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // resizes, and ends with the exit frame and a normal close.
 func TestInteractive(t *testing.T) {
 	e := newEnv(t)
-	sid := e.create("tty", nil)["session"].(map[string]any)["id"].(string)
+	// The CLI's private create flag asks for nothing paddock needs.
+	sid := e.create("tty", map[string]any{"__interactive": true})["session"].(map[string]any)["id"].(string)
 	c, _ := e.dialInteractive(sid)
 	writeText(t, c, map[string]any{"type": "start", "command": "bash", "args": []string{"-l"}, "env": []string{"TERM=xterm-256color", "PS1=$ "},
 		"cols": 100, "rows": 30})

@@ -223,7 +223,6 @@ func TestAuthAndErrorShape(t *testing.T) {
 			"networkPolicy": map[string]any{"allow": map[string]any{"api.example.com": []any{map[string]any{"forwardURL": "https://x"}}}}}, 400, "unsupported_option"},
 		{"bad name", "POST", "/v3/sandboxes", testToken, "teamId=team_1", map[string]any{"projectId": "p", "name": "no spaces"}, 400, "bad_request"},
 		{"v1 with a v2 field", "POST", "/v1/sandboxes", testToken, "teamId=team_1", map[string]any{"projectId": "p", "name": "x"}, 400, "unsupported_option"},
-		{"interactive create", "POST", "/v3/sandboxes", testToken, "teamId=team_1", map[string]any{"projectId": "p", "__interactive": true}, 400, "unsupported_option"},
 		{"update tags", "PATCH", "/v2/sandboxes/x", testToken, "teamId=team_1&projectId=p", map[string]any{"tags": map[string]string{"a": "", "b": "", "c": "", "d": "", "e": "", "f": ""}}, 400, "bad_request"},
 		{"get without projectId", "GET", "/v2/sandboxes/x", testToken, "teamId=team_1", nil, 400, "bad_request"},
 		{"missing sandbox", "GET", "/v2/sandboxes/x", testToken, "teamId=team_1&projectId=p", nil, 404, "not_found"},

@@ -84,11 +84,7 @@ func (h *Handler) live(ctx context.Context, s *SessionRecord) (liveSession, erro
 
 func (l liveSession) state(rec *Record) SessionState {
 	if l.found {
-		st := *stateOf(rec, l.sb)
-		if l.rec.Last != nil {
-			st.Usage = l.rec.Last.Usage
-		}
-		return st
+		return *stateOf(rec, l.sb)
 	}
 	if l.rec.Last != nil {
 		st := *l.rec.Last

@@ -82,18 +82,13 @@ func jsonFields(t reflect.Type) map[string]bool {
 }
 
 // decodeCreate is decodeJSON for the bodies that start a sandbox (create
-// v1/v2/v3, fork), where the SDK may send private parameters: those that
-// ask for something paddock cannot do are refused; others are ignored, as
-// Vercel ignores those it does not know.
+// v1/v2/v3, fork), where the SDK may send private parameters: they are
+// ignored, as Vercel ignores those it does not know. __interactive (the
+// CLI's, asking for a port for its own PTY server) needs nothing here:
+// every session serves openInteractive.
 func decodeCreate(w http.ResponseWriter, r *http.Request, v any) error {
-	private, err := decodeJSON(w, r, v)
-	if err != nil {
-		return err
-	}
-	if raw, ok := private["__interactive"]; ok && string(raw) != "false" && string(raw) != "null" {
-		return unsupportedOption("__interactive")
-	}
-	return nil
+	_, err := decodeJSON(w, r, v)
+	return err
 }
 
 // namePattern is Vercel's rule for sandbox names.
