@@ -84,6 +84,11 @@ type Config struct {
 	HoldTTL    time.Duration // an admitted request's hold until bound to a sandbox; default 15m
 	WaitLease  time.Duration // a waiting entry's lease, renewed by its replica; default 30s
 	SweepEvery time.Duration // how often holds of vanished sandboxes are dropped; default 1m
+	// ObserveWait, if set, hears how long each request waited for its
+	// slot as the wait ends: admitted (0 for one admitted at once) or not
+	// (refused at its deadline, cancelled, shut down). The metrics' queue
+	// wait histogram; called in the waiter's path, so it must be quick.
+	ObserveWait func(waited time.Duration, admitted bool)
 	// Now and After are the clock; default time.Now and time.After.
 	Now    func() time.Time
 	After  func(time.Duration) <-chan time.Time
@@ -304,6 +309,7 @@ type Waiter struct {
 	id, team string
 	res      resources
 	deadline time.Time
+	queued   time.Time // when it entered the queue; zero if admitted at once (set before it is shared)
 
 	moved chan struct{} // buffered (1): the position changed or the wait ended
 	mu    sync.Mutex    // guards the fields below
@@ -350,6 +356,13 @@ func (w *Waiter) finish(t *Ticket, err error) bool {
 	w.done, w.t, w.err, w.pos = true, t, err, 0
 	w.mu.Unlock()
 	w.signal()
+	if f := w.c.cfg.ObserveWait; f != nil {
+		var waited time.Duration
+		if !w.queued.IsZero() {
+			waited = max(0, w.c.cfg.Now().Sub(w.queued))
+		}
+		f(waited, t != nil)
+	}
 	return true
 }
 
@@ -432,6 +445,7 @@ func (c *Controller) Enqueue(ctx context.Context, req Request) (*Waiter, error) 
 		}
 	}
 	var retry time.Duration
+	w.queued = c.cfg.Now()
 	d, err := c.change(ctx, req.Team, func(d *doc, now time.Time) error {
 		retry = 0
 		l := c.limits(d)

@@ -626,3 +626,46 @@ func TestRestartPurges(t *testing.T) {
 		t.Fatalf("after a's restart: %+v; want its bound hold and b's hold or place, nothing else of a's", st)
 	}
 }
+
+// TestObserveWait: the wait hook hears 0 for a request admitted at once,
+// the queued time for one admitted later, and a refusal as not admitted.
+func TestObserveWait(t *testing.T) {
+	clk := newFakeClock()
+	type obs struct {
+		waited   time.Duration
+		admitted bool
+	}
+	var mu sync.Mutex
+	var got []obs
+	c := newController(t, openStore(t), clk, func(cfg *Config) {
+		cfg.ObserveWait = func(d time.Duration, ok bool) {
+			mu.Lock()
+			got = append(got, obs{d, ok})
+			mu.Unlock()
+		}
+	})
+	setLimits(t, c, "team-a", TeamLimits{Limits: Limits{Concurrent: 1}})
+	first := enqueue(t, c, "team-a")
+	tk, ok := admitted(first)
+	if !ok {
+		t.Fatal("the first request is not admitted at once")
+	}
+	if err := tk.Bind(t.Context(), sandbox.Sandbox{ID: "sb-0"}); err != nil {
+		t.Fatal(err)
+	}
+	second, third := enqueue(t, c, "team-a"), enqueue(t, c, "team-a")
+	clk.Advance(3 * time.Second)
+	c.Released("team-a", "sb-0")
+	eventually(t, "the second request's admission", func() bool { _, ok := admitted(second); return ok })
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := third.Wait(ctx, nil); err == nil {
+		t.Fatal("a cancelled wait was admitted")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []obs{{0, true}, {3 * time.Second, true}, {3 * time.Second, false}}
+	if !slices.Equal(got, want) {
+		t.Errorf("observed %v, want %v", got, want)
+	}
+}
