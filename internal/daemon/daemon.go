@@ -257,7 +257,8 @@ func (d *Daemon) startAdmission(ctx context.Context, o *options) error {
 				return 0, 1 << 30
 			}
 			return d.node.Capacity()
-		}}
+		},
+		ObserveWait: d.metrics.ObserveQueueWait}
 	if acfg.Replica == "" {
 		acfg.Replica = DefaultNodeName
 	}
@@ -273,6 +274,7 @@ func (d *Daemon) startAdmission(ctx context.Context, o *options) error {
 	}
 	d.push("admission", a.Close) // fails who still waits; after the sandbox manager and control stopped
 	d.admit = a
+	d.metrics.RegisterQueue(a)
 	return nil
 }
 
@@ -436,6 +438,7 @@ func (d *Daemon) startPools(ctx context.Context, _ *options) error {
 	}
 	d.push("warm pools", pm.Close) // idle sandboxes keep running; the next start adopts them
 	d.pools = pm
+	d.metrics.RegisterPools(pm)
 	return pm.Start(ctx)
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/events"
 	"github.com/paddock-dev/paddock/internal/fake"
+	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
@@ -79,11 +80,13 @@ func hasSeries(fams map[string]*dto.MetricFamily, name string, want map[string]s
 
 // TestMetrics scrapes /metrics as the host admin and finds the series of
 // sandboxes by state and team, create latency by phase, the proxies, the
-// per-sandbox counters and the Go and process collectors; a team's token
-// gets none of it.
+// per-sandbox counters, the warm pools' size and hits, the admission
+// queue's length and waits, and the Go and process collectors; a team's
+// token gets none of it.
 func TestMetrics(t *testing.T) {
 	noGoroutinesLeft(t)
-	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true}, WithDriver(fake.NewDriver(t, fake.DriverConfig{})))
+	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true, Pools: []sandbox.PoolSpec{{Name: "warm", Min: 1, Max: 1}}},
+		WithDriver(fake.NewDriver(t, fake.DriverConfig{})))
 	ctx := t.Context()
 	teamA, teamID := s.teamClient(t, "alpha")
 	if _, err := teamA.Create(ctx, api.CreateSandboxRequest{}); err != nil {
@@ -114,6 +117,14 @@ func TestMetrics(t *testing.T) {
 		{"paddock_sandbox_memory_bytes", map[string]string{"team": teamID}},
 		{"paddock_sandbox_network_receive_bytes_total", map[string]string{"team": teamID}},
 		{"paddock_sandbox_network_transmit_bytes_total", map[string]string{"team": teamID}},
+		{"paddock_pool_idle", map[string]string{"pool": "warm"}},
+		{"paddock_pool_creating", map[string]string{"pool": "warm"}},
+		{"paddock_pool_target", map[string]string{"pool": "warm"}},
+		{"paddock_pool_requests_total", map[string]string{"pool": "warm", "result": "hit"}},
+		{"paddock_pool_requests_total", map[string]string{"pool": "warm", "result": "miss"}},
+		{"paddock_pool_hit_ratio", map[string]string{"pool": "warm"}},
+		{"paddock_admission_queue_length", nil},
+		{"paddock_admission_queue_wait_seconds", map[string]string{"outcome": "admitted"}},
 		{"go_goroutines", nil},
 		{"process_resident_memory_bytes", nil},
 	} {

@@ -1,9 +1,11 @@
 // Package metrics is paddock's Prometheus registry: the one place every
 // series is registered and the /metrics handler that exposes them. It holds
-// the series of its own (create latency by phase, proxied requests) and the
-// scrape-time collectors over the sandboxes of this host (counts by state
-// and team, CPU, memory and network per sandbox), plus the Go and process
-// collectors.
+// the series of its own (create latency by phase, proxied requests,
+// admission queue waits) and the scrape-time collectors over the sandboxes
+// of this host (counts by state and team, CPU, memory and network per
+// sandbox), the warm pools (size, hits and misses) and the admission queue
+// (length), plus the Go and process collectors. Scrape-time collectors
+// read what their owners keep; none starts a goroutine.
 //
 // Adding a series from another package is one call: take a
 // prometheus.Registerer in your Config and build your series with
@@ -35,6 +37,7 @@ type Registry struct {
 	createPhase   *prometheus.HistogramVec
 	proxyRequests *prometheus.CounterVec
 	proxyDuration *prometheus.HistogramVec
+	queueWait     *prometheus.HistogramVec
 }
 
 // New returns a registry with paddock's own series and the Go and process
@@ -59,7 +62,16 @@ func New() *Registry {
 		Help:    "Time until a proxied request's response ended (streams count until they close).",
 		Buckets: prometheus.DefBuckets,
 	}, []string{"proxy"})
-	reg.MustRegister(r.createPhase, r.proxyRequests, r.proxyDuration)
+	r.queueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Name: "admission_queue_wait_seconds",
+		Help: "Time a create or activation waited for its admission slot (0 when admitted at once), by outcome (admitted, refused: its deadline passed, it was cancelled, or paddock stopped).",
+		// 0 (admitted at once) to past the longest default wait (60 s).
+		Buckets: []float64{0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120},
+	}, []string{"outcome"})
+	for _, o := range []string{"admitted", "refused"} {
+		r.queueWait.WithLabelValues(o) // the series exist from the start, at zero
+	}
+	reg.MustRegister(r.createPhase, r.proxyRequests, r.proxyDuration, r.queueWait)
 	return r
 }
 

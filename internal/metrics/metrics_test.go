@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -53,5 +54,67 @@ paddock_sandbox_stats_skipped 6
 	// 15 running, 10 read, one of which failed: 9 series each.
 	if n := testutil.CollectAndCount(c, "paddock_sandbox_memory_bytes"); n != 9 {
 		t.Errorf("memory series = %d, want 9", n)
+	}
+}
+
+type fakePools []sandbox.PoolStatus
+
+func (f fakePools) List() []sandbox.PoolStatus { return f }
+
+type fakeQueue int
+
+func (f fakeQueue) Waiting() int { return int(f) }
+
+// TestCapacityCollectors: pools report size, hits, misses and the hit
+// ratio (0 before any request), the queue its length, and waits land in
+// the histogram by outcome.
+func TestCapacityCollectors(t *testing.T) {
+	r := New()
+	r.RegisterPools(fakePools{
+		{PoolSpec: sandbox.PoolSpec{Name: "py"}, Idle: 2, Creating: 1, Target: 3, Hits: 3, Misses: 1},
+		{PoolSpec: sandbox.PoolSpec{Name: "new"}, Target: 1},
+	})
+	r.RegisterQueue(fakeQueue(4))
+	r.ObserveQueueWait(0, true)
+	r.ObserveQueueWait(1500*time.Millisecond, true)
+	r.ObserveQueueWait(60*time.Second, false)
+	want := `
+# HELP paddock_admission_queue_length Requests waiting in the admission queue on this replica.
+# TYPE paddock_admission_queue_length gauge
+paddock_admission_queue_length 4
+# HELP paddock_pool_hit_ratio Share of a pool's requests served warm since paddock started (0 before any request); for a recent rate use rate() over paddock_pool_requests_total.
+# TYPE paddock_pool_hit_ratio gauge
+paddock_pool_hit_ratio{pool="new"} 0
+paddock_pool_hit_ratio{pool="py"} 0.75
+# HELP paddock_pool_idle Idle warm sandboxes ready in a pool.
+# TYPE paddock_pool_idle gauge
+paddock_pool_idle{pool="new"} 0
+paddock_pool_idle{pool="py"} 2
+# HELP paddock_pool_requests_total Creates of a pool's key since paddock started: served warm (result=hit) or cold because the pool was empty (result=miss).
+# TYPE paddock_pool_requests_total counter
+paddock_pool_requests_total{pool="new",result="hit"} 0
+paddock_pool_requests_total{pool="new",result="miss"} 0
+paddock_pool_requests_total{pool="py",result="hit"} 3
+paddock_pool_requests_total{pool="py",result="miss"} 1
+`
+	if err := testutil.GatherAndCompare(r.Gatherer(), strings.NewReader(want),
+		"paddock_admission_queue_length", "paddock_pool_hit_ratio", "paddock_pool_idle", "paddock_pool_requests_total"); err != nil {
+		t.Error(err)
+	}
+	fams, err := r.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]uint64{}
+	for _, f := range fams {
+		if f.GetName() != "paddock_admission_queue_wait_seconds" {
+			continue
+		}
+		for _, m := range f.Metric {
+			counts[m.Label[0].GetValue()] = m.Histogram.GetSampleCount()
+		}
+	}
+	if counts["admitted"] != 2 || counts["refused"] != 1 {
+		t.Errorf("queue wait samples by outcome = %v, want admitted 2, refused 1", counts)
 	}
 }
