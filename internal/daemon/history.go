@@ -142,8 +142,19 @@ func commandOf(sb sandbox.Sandbox, c agent.Command) store.Command {
 		Args:      args,
 		Cwd:       cutString(c.Cwd, maxCommandText),
 		Sudo:      c.Sudo,
+		Tag:       c.Tag, // bounded by the agent (MaxTagBytes)
+		PTYRows:   ptySize(c).Rows,
+		PTYCols:   ptySize(c).Cols,
 		StartedAt: c.StartedAt,
 	}
+}
+
+// ptySize is the terminal a command runs on, zero if none.
+func ptySize(c agent.Command) agent.PTYSize {
+	if c.PTY == nil {
+		return agent.PTYSize{}
+	}
+	return *c.PTY
 }
 
 // cutCommandLine keeps cmd and args within max bytes: arguments past the

@@ -82,7 +82,8 @@ func TestHistoryStarted(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	sb := sandbox.Sandbox{ID: "sb-start", TeamID: "team-a"}
 	zero := 0
-	running := agent.Command{ID: "c1", Cmd: "sleep", Args: []string{"60"}, Cwd: "/work", Sudo: true, Status: agent.StatusRunning, StartedAt: t0}
+	running := agent.Command{ID: "c1", Cmd: "sleep", Args: []string{"60"}, Cwd: "/work", Sudo: true, Tag: "nap",
+		PTY: &agent.PTYSize{Rows: 24, Cols: 80}, Status: agent.StatusRunning, StartedAt: t0}
 	waited := agent.Command{ID: "c2", Cmd: "true", Status: agent.StatusExited, ExitCode: &zero, StartedAt: t0, FinishedAt: t0.Add(time.Second)}
 	for _, c := range []agent.Command{running, waited} {
 		if err := h.Started(ctx, sb, c); err != nil {
@@ -101,10 +102,11 @@ func TestHistoryStarted(t *testing.T) {
 		t.Fatalf("history has %d commands, want 2: %+v", len(got), got)
 	}
 	if c := got[0]; c.ID != "c1" || c.TeamID != "team-a" || c.Cmd != "sleep" || len(c.Args) != 1 || c.Cwd != "/work" || !c.Sudo ||
-		!c.StartedAt.Equal(t0) || c.ExitCode != nil {
+		c.Tag != "nap" || c.PTYRows != 24 || c.PTYCols != 80 || !c.StartedAt.Equal(t0) || c.ExitCode != nil {
 		t.Errorf("running command recorded as %+v", c)
 	}
-	if c := got[1]; c.ID != "c2" || c.ExitCode == nil || *c.ExitCode != 0 || !c.FinishedAt.Equal(t0.Add(time.Second)) {
+	if c := got[1]; c.ID != "c2" || c.ExitCode == nil || *c.ExitCode != 0 || !c.FinishedAt.Equal(t0.Add(time.Second)) ||
+		c.Tag != "" || c.PTYRows != 0 {
 		t.Errorf("waited command recorded as %+v, want its exit", c)
 	}
 	// The stop then adds the exit of the one that ran on.

@@ -88,9 +88,20 @@ func toAPIHistoryCommand(c store.Command) api.Command {
 		Args:       c.Args,
 		Cwd:        c.Cwd,
 		Sudo:       c.Sudo,
+		Tag:        c.Tag,
+		PTY:        historyPTY(c),
 		Status:     status,
 		ExitCode:   c.ExitCode,
 		StartedAt:  utcOrZero(c.StartedAt),
 		FinishedAt: utcOrZero(c.FinishedAt),
 	}
+}
+
+// historyPTY is the terminal a recorded command ran on, nil if none: a
+// PTY session shows as one after its sandbox stopped too.
+func historyPTY(c store.Command) *api.PTYSize {
+	if c.PTYRows == 0 && c.PTYCols == 0 {
+		return nil
+	}
+	return &api.PTYSize{Rows: c.PTYRows, Cols: c.PTYCols}
 }

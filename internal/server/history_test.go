@@ -53,7 +53,8 @@ func TestCommandHistoryAfterStop(t *testing.T) {
 	// What the node records as they start: the waited one with its exit.
 	for _, c := range []store.Command{
 		{ID: waited.ID, SandboxID: "sb-a", TeamID: e.teamA, Cmd: "fail", StartedAt: waited.StartedAt, ExitCode: waited.ExitCode, FinishedAt: waited.FinishedAt},
-		{ID: detached.ID, SandboxID: "sb-a", TeamID: e.teamA, Cmd: "sleep", Args: []string{"60"}, StartedAt: detached.StartedAt},
+		{ID: detached.ID, SandboxID: "sb-a", TeamID: e.teamA, Cmd: "sleep", Args: []string{"60"}, StartedAt: detached.StartedAt,
+			Tag: "nap", PTYRows: 24, PTYCols: 80}, // as a tagged PTY session is recorded
 	} {
 		if err := st.AddCommand(t.Context(), c); err != nil {
 			t.Fatal(err)
@@ -78,8 +79,12 @@ func TestCommandHistoryAfterStop(t *testing.T) {
 	if c := past.Commands[0]; c.Status != api.CommandExited || c.ExitCode == nil || *c.ExitCode != 3 || c.SandboxID != "sb-a" {
 		t.Errorf("waited command from history = %+v", c)
 	}
-	if c := past.Commands[1]; c.Status != api.CommandUnknown || c.ExitCode != nil {
-		t.Errorf("detached command from history = %+v, want status unknown", c)
+	if c := past.Commands[1]; c.Status != api.CommandUnknown || c.ExitCode != nil || c.Tag != "nap" ||
+		c.PTY == nil || *c.PTY != (api.PTYSize{Rows: 24, Cols: 80}) {
+		t.Errorf("detached command from history = %+v, want status unknown, its tag and terminal", c)
+	}
+	if c := past.Commands[0]; c.Tag != "" || c.PTY != nil {
+		t.Errorf("waited command from history = %+v, want no tag nor terminal", c)
 	}
 	var one api.Command
 	json.Unmarshal(e.expect(t, e.memberA, "GET", "/api/v1/sandboxes/sb-a/commands/"+waited.ID, "", http.StatusOK, ""), &one)

@@ -341,6 +341,12 @@ type Command struct {
 	Args       []string  `json:"args,omitempty"`
 	Cwd        string    `json:"cwd,omitempty"`
 	Sudo       bool      `json:"sudo,omitempty"`
+	// Tag is the name the command was started with, if any.
+	Tag string `json:"tag,omitempty"`
+	// PTYRows and PTYCols are the terminal's size when the command was
+	// recorded, both zero for a command not started on a terminal.
+	PTYRows    uint16    `json:"ptyRows,omitempty"`
+	PTYCols    uint16    `json:"ptyCols,omitempty"`
 	StartedAt  time.Time `json:"startedAt"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"`
 	ExitCode   *int      `json:"exitCode,omitempty"`

@@ -799,6 +799,9 @@ type commandDoc struct {
 	Args       []string  `bson:"args,omitempty"`
 	Cwd        string    `bson:"cwd"`
 	Sudo       bool      `bson:"sudo"`
+	Tag        string    `bson:"tag,omitempty"`
+	PTYRows    uint16    `bson:"ptyRows,omitempty"`
+	PTYCols    uint16    `bson:"ptyCols,omitempty"`
 	StartedAt  time.Time `bson:"startedAt"`
 	FinishedAt time.Time `bson:"finishedAt,omitempty"`
 	ExitCode   *int      `bson:"exitCode,omitempty"`
@@ -806,7 +809,7 @@ type commandDoc struct {
 
 func (d commandDoc) rec() store.Command {
 	c := store.Command{ID: d.ID, SandboxID: d.SandboxID, TeamID: d.TeamID, Cmd: d.Cmd, Args: d.Args, Cwd: d.Cwd,
-		Sudo: d.Sudo, StartedAt: d.StartedAt, FinishedAt: d.FinishedAt, ExitCode: d.ExitCode}
+		Sudo: d.Sudo, Tag: d.Tag, PTYRows: d.PTYRows, PTYCols: d.PTYCols, StartedAt: d.StartedAt, FinishedAt: d.FinishedAt, ExitCode: d.ExitCode}
 	if len(c.Args) == 0 {
 		c.Args = nil
 	}
@@ -819,7 +822,7 @@ func (s *Store) AddCommand(ctx context.Context, c store.Command) error {
 		return err
 	}
 	_, err = s.commands.InsertOne(ctx, commandDoc{SandboxID: c.SandboxID, ID: c.ID, TeamID: c.TeamID, Cmd: c.Cmd,
-		Args: c.Args, Cwd: c.Cwd, Sudo: c.Sudo, StartedAt: c.StartedAt, FinishedAt: c.FinishedAt, ExitCode: c.ExitCode})
+		Args: c.Args, Cwd: c.Cwd, Sudo: c.Sudo, Tag: c.Tag, PTYRows: c.PTYRows, PTYCols: c.PTYCols, StartedAt: c.StartedAt, FinishedAt: c.FinishedAt, ExitCode: c.ExitCode})
 	if isDup(err) {
 		return store.Exists("command", c.ID)
 	}

@@ -262,4 +262,12 @@ CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, event
 CREATE INDEX webhook_deliveries_state ON webhook_deliveries (state, event_seq, id);
 CREATE INDEX webhook_deliveries_team ON webhook_deliveries (team_id, event_seq, id);
 `,
+	// 9: a command's tag and terminal in its history; the index a
+	// webhook's backlog is counted on (CountDeliveries).
+	`
+ALTER TABLE commands ADD COLUMN tag TEXT NOT NULL DEFAULT '';
+ALTER TABLE commands ADD COLUMN pty_rows INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE commands ADD COLUMN pty_cols INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX webhook_deliveries_backlog ON webhook_deliveries (webhook_id, state, event_seq);
+`,
 }

@@ -672,12 +672,12 @@ func (s *Store) ListSandboxes(ctx context.Context, node string) ([]store.Sandbox
 
 // ---- commands ----
 
-const commandCols = `sandbox_id, id, team_id, cmd, args, cwd, sudo, started_at, finished_at, exit_code`
+const commandCols = `sandbox_id, id, team_id, cmd, args, cwd, sudo, tag, pty_rows, pty_cols, started_at, finished_at, exit_code`
 
 func scanCommand(r scanner) (store.Command, error) {
 	var c store.Command
 	var exit sql.NullInt64
-	err := r.Scan(&c.SandboxID, &c.ID, &c.TeamID, &c.Cmd, js{&c.Args}, &c.Cwd, &c.Sudo,
+	err := r.Scan(&c.SandboxID, &c.ID, &c.TeamID, &c.Cmd, js{&c.Args}, &c.Cwd, &c.Sudo, &c.Tag, &c.PTYRows, &c.PTYCols,
 		tm{&c.StartedAt}, tm{&c.FinishedAt}, &exit)
 	if exit.Valid {
 		code := int(exit.Int64)
@@ -702,8 +702,8 @@ func (s *Store) AddCommand(ctx context.Context, c store.Command) error {
 	if c.ExitCode != nil {
 		exit = *c.ExitCode
 	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO commands (`+commandCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.SandboxID, c.ID, c.TeamID, c.Cmd, args, c.Cwd, c.Sudo, ms(c.StartedAt), ms(c.FinishedAt), exit)
+	_, err = s.w.ExecContext(ctx, `INSERT INTO commands (`+commandCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.SandboxID, c.ID, c.TeamID, c.Cmd, args, c.Cwd, c.Sudo, c.Tag, c.PTYRows, c.PTYCols, ms(c.StartedAt), ms(c.FinishedAt), exit)
 	if isUnique(err) {
 		return store.Exists("command", c.ID)
 	}

@@ -746,7 +746,7 @@ func testSandboxes(t *testing.T, s store.Store) {
 func testCommands(t *testing.T, s store.Store) {
 	c1 := store.Command{ID: "cmd-1", SandboxID: "sb-1", TeamID: "team-a", Cmd: "npm", Args: []string{"run", "dev", ""},
 		Cwd: "/app", Sudo: true, StartedAt: at(0)}
-	c2 := store.Command{ID: "cmd-2", SandboxID: "sb-1", Cmd: "ls", StartedAt: at(time.Second)}
+	c2 := store.Command{ID: "cmd-2", SandboxID: "sb-1", Cmd: "ls", Tag: "listing", PTYRows: 24, PTYCols: 80, StartedAt: at(time.Second)}
 	exit := 3
 	c3 := store.Command{ID: "cmd-3", SandboxID: "sb-1", Cmd: "false", StartedAt: at(2 * time.Second), FinishedAt: at(3 * time.Second), ExitCode: &exit}
 	c1b := store.Command{ID: "cmd-1", SandboxID: "sb-2", Cmd: "echo", StartedAt: at(0)} // ids are per sandbox
