@@ -334,13 +334,13 @@ type SandboxRecord struct {
 
 // Command is one command's history entry, kept after its sandbox is gone.
 type Command struct {
-	ID         string    `json:"id"`
-	SandboxID  string    `json:"sandboxId"`
-	TeamID     string    `json:"teamId,omitempty"`
-	Cmd        string    `json:"cmd"`
-	Args       []string  `json:"args,omitempty"`
-	Cwd        string    `json:"cwd,omitempty"`
-	Sudo       bool      `json:"sudo,omitempty"`
+	ID        string   `json:"id"`
+	SandboxID string   `json:"sandboxId"`
+	TeamID    string   `json:"teamId,omitempty"`
+	Cmd       string   `json:"cmd"`
+	Args      []string `json:"args,omitempty"`
+	Cwd       string   `json:"cwd,omitempty"`
+	Sudo      bool     `json:"sudo,omitempty"`
 	// Tag is the name the command was started with, if any.
 	Tag string `json:"tag,omitempty"`
 	// PTYRows and PTYCols are the terminal's size when the command was
