@@ -19,7 +19,10 @@
 package metrics
 
 import (
+	"bufio"
+	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -104,11 +107,79 @@ func (r *Registry) ObserveCreatePhase(phase string, d time.Duration) {
 }
 
 // InstrumentProxy counts and times the requests h serves as proxy kind
-// ("port" or "app"). The wrapper keeps Flush and Hijack (streams and
-// WebSockets pass through).
+// ("port" or "app"), by the status sent. A request is recorded as its
+// handler ends, also when it ends by panicking: httputil.ReverseProxy
+// aborts a response whose body it cannot copy (the client went away
+// before the body was written, the app died mid-stream) by panicking
+// with http.ErrAbortHandler, after the status has reached the client.
+// promhttp's instrumentation observes only after a normal return, so such
+// requests (a client that closes a response without reading its body is
+// one) were never counted. The wrapper keeps Flush and Hijack (streams
+// and WebSockets pass through), directly and through Unwrap.
 func (r *Registry) InstrumentProxy(kind string, h http.Handler) http.Handler {
 	counter := r.proxyRequests.MustCurryWith(prometheus.Labels{"proxy": kind})
-	duration := r.proxyDuration.MustCurryWith(prometheus.Labels{"proxy": kind})
-	r.proxyDuration.WithLabelValues(kind) // the series exists from the start, at zero
-	return promhttp.InstrumentHandlerDuration(duration, promhttp.InstrumentHandlerCounter(counter, h))
+	duration := r.proxyDuration.WithLabelValues(kind) // the series exists from the start, at zero
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() { // runs as a panic unwinds too, which then goes on
+			duration.Observe(time.Since(start).Seconds())
+			counter.WithLabelValues(strconv.Itoa(sw.code())).Inc()
+		}()
+		h.ServeHTTP(sw, req)
+	})
+}
+
+// statusWriter remembers the status a handler sent.
+type statusWriter struct {
+	http.ResponseWriter
+	status   int
+	hijacked bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	// 1xx responses are interim: the final status comes after them.
+	if w.status == 0 && (code < 100 || code > 199) {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush keeps streaming for callers that look for http.Flusher.
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack keeps upgrades (WebSockets) working: the proxy writes their
+// 101 on the hijacked connection.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.hijacked = true
+	}
+	return c, rw, err
+}
+
+// Unwrap lets http.ResponseController reach the server's writer
+// (deadlines, flushes, hijacks).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	switch {
+	case w.status != 0:
+		return w.status
+	case w.hijacked:
+		return http.StatusSwitchingProtocols
+	}
+	return http.StatusOK
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +120,72 @@ paddock_pool_requests_total{pool="py",result="miss"} 1
 	}
 	if counts["admitted"] != 2 || counts["refused"] != 1 {
 		t.Errorf("queue wait samples by outcome = %v, want admitted 2, refused 1", counts)
+	}
+}
+
+// TestInstrumentProxyAborted: a proxied request whose handler aborts
+// after sending its status (httputil.ReverseProxy does so with
+// http.ErrAbortHandler when the client goes away before the body is
+// copied) is counted and timed all the same; the wrapper keeps Flush and
+// Hijack.
+func TestInstrumentProxyAborted(t *testing.T) {
+	r := New()
+	h := r.InstrumentProxy("port", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		switch req.URL.Path {
+		case "/abort":
+			w.WriteHeader(http.StatusOK)
+			http.NewResponseController(w).Flush()
+			panic(http.ErrAbortHandler)
+		case "/flush":
+			if _, ok := w.(http.Flusher); !ok {
+				t.Error("the wrapper hides http.Flusher")
+			}
+			w.Write([]byte("ok"))
+		case "/hijack":
+			c, rw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Errorf("hijack: %v", err)
+				return
+			}
+			rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+			rw.Flush()
+			c.Close()
+		}
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the abort's log line
+	for _, path := range []string{"/abort", "/flush", "/hijack"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	for code, want := range map[string]float64{"200": 2, "101": 1} {
+		// The server records as the handler ends, which may be a moment
+		// after the client has its answer.
+		var got float64
+		for range 200 {
+			if got = testutil.ToFloat64(r.proxyRequests.WithLabelValues("port", code)); got == want {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got != want {
+			t.Errorf("requests with code %s = %v, want %v", code, got, want)
+		}
+	}
+	fams, err := r.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == "paddock_proxy_request_duration_seconds" {
+			if n := f.Metric[0].Histogram.GetSampleCount(); n != 3 {
+				t.Errorf("timed requests = %d, want 3", n)
+			}
+		}
 	}
 }
