@@ -231,11 +231,11 @@ func TestMeteringNetwork(t *testing.T) {
 }
 
 // TestMeteringBudgetHardCap: once a team's month costs more than its
-// budget with a hard cap, its running sandbox is stopped (not deleted: its
-// files stay for a snapshot), its project deactivated with its state saved,
-// and it can neither create nor activate (402); another team is
-// untouched; raising the budget lifts the cap and the project's state comes
-// back.
+// budget with a hard cap, its running sandbox is paused (its files kept as
+// a snapshot), its project deactivated with its state saved, and it can
+// neither create, activate nor resume (402); another team is untouched;
+// raising the budget lifts the cap: the sandbox resumes with its files and
+// the project's state comes back.
 func TestMeteringBudgetHardCap(t *testing.T) {
 	// A creation costs 1: the project's sandbox and another spend 2.
 	ps := &projStack{opts: stackOptions{network: meteringPool,
@@ -309,8 +309,8 @@ func TestMeteringBudgetHardCap(t *testing.T) {
 	if want := "budget.threshold:50 budget.threshold:80 budget.capped: budget.threshold:100"; strings.Join(types, " ") != want {
 		t.Errorf("budget events %q, want %q", types, want)
 	}
-	if got, err := alpha.Get(ctx, sb.ID); err != nil || got.Status != api.StatusStopped {
-		t.Fatalf("the team's sandbox after the cap: %+v, %v; want stopped", got, err)
+	if got, err := alpha.Get(ctx, sb.ID); err != nil || got.Status != api.StatusPaused {
+		t.Fatalf("the team's sandbox after the cap: %+v, %v; want paused, its state saved", got, err)
 	}
 	a, err := ps.svc.GetActivation(ctx, projTeam, act.ID)
 	if err != nil {
@@ -330,9 +330,8 @@ func TestMeteringBudgetHardCap(t *testing.T) {
 	if _, err := alpha.Activate(ctx, v.ID); !errors.Is(err, sdk.ErrBudgetExceeded) {
 		t.Fatalf("activate over budget: %v, want 402 budget_exceeded", err)
 	}
-	// Stopped, not deleted: its files can still be snapshotted.
-	if _, err := ps.client.Sandbox(sb.ID).Snapshot(ctx); err != nil {
-		t.Fatalf("snapshot of the stopped sandbox: %v", err)
+	if err := sb.Resume(ctx, 0); !errors.Is(err, sdk.ErrBudgetExceeded) {
+		t.Fatalf("resume over budget: %v, want 402 budget_exceeded", err)
 	}
 	if got, err := other.Get(ctx, theirs.ID); err != nil || got.Status != api.StatusRunning {
 		t.Fatalf("another team's sandbox: %+v, %v; want running", got, err)
@@ -344,6 +343,12 @@ func TestMeteringBudgetHardCap(t *testing.T) {
 	// Raised: the team works again, and its project's state is back.
 	if _, err := ps.client.SetBudget(ctx, projTeam.TeamID, api.BudgetRequest{MonthlyLimit: 100, HardCap: true}); err != nil {
 		t.Fatal(err)
+	}
+	if err := sb.Resume(ctx, 0); err != nil {
+		t.Fatalf("resume within the budget: %v", err)
+	}
+	if out, code := sh(t, sb, "cat /tmp/file"); code != 0 || strings.TrimSpace(out) != "mine" {
+		t.Fatalf("the sandbox's file after the cap: %q (exit %d), want mine", out, code)
 	}
 	again := ps.mustReady(t, v.ID)
 	app, err = alpha.Get(ctx, again.SandboxID)

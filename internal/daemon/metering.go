@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/events"
 	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -21,7 +23,7 @@ func (d *Daemon) newMeter() error {
 		Store:        d.store,
 		Sandboxes:    meteredNode{d},
 		Storage:      teamStorage{d},
-		Events:       storeEvents{d.store},
+		Events:       busEvents{d.bus},
 		Enforcer:     budgetEnforcer{d},
 		Prices:       d.cfg.Prices,
 		Node:         d.cfg.NodeName,
@@ -84,19 +86,25 @@ func (s teamStorage) TeamStorage(context.Context) (map[string]uint64, error) {
 	return out, nil
 }
 
-// storeEvents publishes budget warnings as the store's event records, where
-// the API's event feeds read them.
-type storeEvents struct{ s store.Store }
+// busEvents publishes budget warnings on the event bus: stored (the API's
+// feeds read them), and delivered to the team's webhooks like lifecycle
+// events. Written straight to the store they reached the feeds only by
+// polling and no webhook at all.
+type busEvents struct{ b *events.Bus }
 
-func (e storeEvents) Publish(ctx context.Context, ev store.Event) error {
-	_, err := e.s.AppendEvent(ctx, ev)
+func (e busEvents) Publish(ctx context.Context, ev store.Event) error {
+	_, err := e.b.Publish(ctx, ev)
 	return err
 }
 
-// budgetEnforcer stops a team's work at its hard cap: its projects are
-// deactivated (state saved, as any deactivation), then its other running
-// sandboxes on this host are stopped, not deleted, so their writable layer
-// stays for a snapshot until the stopped retention.
+// budgetEnforcer stops a team's work at its hard cap with its state
+// saved: its projects are deactivated (state saved, as any deactivation),
+// then its other running sandboxes on this host are paused (their files
+// kept as a snapshot, resumable under the same id once the budget allows:
+// Resume passes the budgets' gate). A sandbox that cannot be paused (a
+// driver without snapshots, a snapshot that fails) is stopped instead, not
+// deleted, so its writable layer stays for a snapshot until the stopped
+// retention.
 type budgetEnforcer struct{ d *Daemon }
 
 func (b budgetEnforcer) StopTeam(ctx context.Context, teamID, reason string) error {
@@ -116,10 +124,8 @@ func (b budgetEnforcer) StopTeam(ctx context.Context, teamID, reason string) err
 			if sb.ProjectID != "" {
 				continue // its activation's to end, with its state
 			}
-			if _, err := b.d.node.Stop(ctx, sb.ID); err != nil && !errors.Is(err, sandbox.ErrConflict) {
-				errs = append(errs, fmt.Errorf("stop sandbox %s: %w", sb.ID, err))
-			} else if err == nil {
-				b.d.log.Info("sandbox stopped", "sandbox", sb.ID, "team", teamID, "reason", reason)
+			if err := b.pauseOrStop(ctx, sb.ID); err != nil {
+				errs = append(errs, err)
 			}
 		}
 		if next == "" {
@@ -127,6 +133,27 @@ func (b budgetEnforcer) StopTeam(ctx context.Context, teamID, reason string) err
 		}
 		opts.Cursor = next
 	}
+}
+
+// pauseOrStop pauses a running sandbox, or stops it when it cannot be
+// paused. A sandbox that stopped meanwhile (ErrConflict, ErrNotRunning) is
+// no error.
+func (b budgetEnforcer) pauseOrStop(ctx context.Context, id string) error {
+	log := b.d.log.With("sandbox", id, "reason", "budget")
+	_, err := b.d.node.Pause(ctx, id)
+	switch {
+	case err == nil:
+		log.Info("sandbox paused: its team reached its budget's hard cap")
+		return nil
+	case errors.Is(err, sandbox.ErrConflict) || errors.Is(err, sandbox.ErrNotRunning):
+		return nil
+	}
+	log.Warn("pause for the budget failed: stopping instead (the writable layer stays until the stopped retention)", "err", err)
+	if _, err := b.d.node.Stop(ctx, id); err != nil && !errors.Is(err, sandbox.ErrConflict) && !errors.Is(err, sandbox.ErrNotRunning) {
+		return fmt.Errorf("stop sandbox %s: %w", id, err)
+	}
+	log.Info("sandbox stopped: its team reached its budget's hard cap")
+	return nil
 }
 
 // budgetedSandboxes is what the API and the Vercel layer create
@@ -143,4 +170,17 @@ func (b budgetedSandboxes) Create(ctx context.Context, req sandbox.CreateRequest
 		return sandbox.Sandbox{}, err
 	}
 	return b.frontSandboxes.Create(ctx, req)
+}
+
+// Resume implements server.Pauser: a paused sandbox runs again only within
+// its team's budget (the cap pauses sandboxes; resuming one is new work).
+func (b budgetedSandboxes) Resume(ctx context.Context, id string, timeout time.Duration) (sandbox.Sandbox, error) {
+	sb, err := b.frontSandboxes.Get(ctx, id)
+	if err != nil {
+		return sb, err
+	}
+	if err := b.gate(ctx, sb.TeamID); err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	return b.frontSandboxes.Resume(ctx, id, timeout)
 }

@@ -21,7 +21,9 @@ import (
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/events"
 	"github.com/paddock-dev/paddock/internal/fake"
+	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
@@ -391,4 +393,69 @@ func maps(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// TestBudgetWebhook: a budget's warning threshold reaches the team's feed
+// and its webhook (signed, retried after a 500), once a month: checking
+// the budget again sends nothing more.
+func TestBudgetWebhook(t *testing.T) {
+	noGoroutinesLeft(t)
+	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true, WebhookAllowPrivate: true, WebhookBackoff: 20 * time.Millisecond,
+		UsageInterval: 50 * time.Millisecond, Prices: metering.Prices{Creation: 1}},
+		WithDriver(fake.NewDriver(t, fake.DriverConfig{})))
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	a, teamID := s.teamClient(t, "alpha")
+	rc := &receiver{secret: []byte("a-secret-of-sixteen-bytes")}
+	hs := httptest.NewServer(rc)
+	defer hs.Close()
+	if _, err := a.AddWebhook(ctx, api.WebhookRequest{URL: hs.URL, Secret: string(rc.secret), Types: []string{"budget.*"}}); err != nil {
+		t.Fatalf("add webhook: %v", err)
+	}
+	if _, err := a.Create(ctx, api.CreateSandboxRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// The creation is booked by the sampler: 1 spent.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, err := s.client.SetBudget(ctx, teamID, api.BudgetRequest{MonthlyLimit: 10, Thresholds: []int{5, 90}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Spend >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("spend never reached 1: %+v", b)
+		}
+	}
+	// Checked again (the meter's own checks run too): no second warning.
+	if _, err := s.client.SetBudget(ctx, teamID, api.BudgetRequest{MonthlyLimit: 10, Thresholds: []int{5, 90}}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); len(rc.events()) < 1 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // ten checks of the meter: room for a wrong second warning to show
+	got := rc.events()
+	if len(got) != 1 || got[0].Type != "budget.threshold" || got[0].Data["percent"] != "5" || got[0].TeamID != teamID {
+		t.Fatalf("webhook got %+v, want one budget.threshold at 5%%", got)
+	}
+	rc.mu.Lock()
+	if len(rc.bad) > 0 || rc.requests != 2 {
+		t.Errorf("receiver: %d requests (want 2: one retry), refused %v", rc.requests, rc.bad)
+	}
+	rc.mu.Unlock()
+	feed, err := s.d.store.ListEvents(ctx, store.EventFilter{TeamID: teamID, Limit: store.MaxEventLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range feed {
+		if e.Type == "budget.threshold" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d budget.threshold events in the feed, want 1", n)
+	}
 }
