@@ -35,6 +35,23 @@ type Webhooks interface {
 	// ListDeliveries returns matching deliveries with EventSeq > AfterSeq,
 	// ordered by (EventSeq, ID).
 	ListDeliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error)
+	// CountDeliveries counts the deliveries matching f's TeamID, WebhookID
+	// and State (AfterSeq and Limit are ignored), stopping at upTo when it
+	// is positive: a webhook's backlog is checked against a bound without
+	// counting past it.
+	CountDeliveries(ctx context.Context, f DeliveryFilter, upTo int) (int, error)
+	// PruneDeliveries deletes the deliveries no longer pending (delivered,
+	// failed, dropped) of events with Seq < beforeSeq, and returns how
+	// many: delivery records live as long as their event. Pending ones
+	// stay until they settle.
+	PruneDeliveries(ctx context.Context, beforeSeq int64) (int, error)
+
+	// PruneEvents deletes the events older than before (zero: none by
+	// age) and those more than keep behind the newest by Seq (keep <= 0:
+	// none by count), and returns how many. The newest event always stays,
+	// so that Seqs never go back (a feed resumes after its last Seq, and
+	// DeliveryID keys on it).
+	PruneEvents(ctx context.Context, before time.Time, keep int64) (int, error)
 }
 
 // Webhook is a team's subscription to its events.
@@ -54,7 +71,8 @@ type Webhook struct {
 const (
 	DeliveryPending   = "pending"
 	DeliveryDelivered = "delivered"
-	DeliveryFailed    = "failed" // gave up after the last attempt
+	DeliveryFailed    = "failed"  // gave up after the last attempt
+	DeliveryDropped   = "dropped" // never sent: its webhook's backlog was full when its event came
 )
 
 // Delivery is one event on its way to one webhook.

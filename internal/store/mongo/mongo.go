@@ -177,6 +177,7 @@ func (s *Store) createIndexes(ctx context.Context) error {
 		{s.e2bSandboxes, []ix{index("team_page", "teamId", "createdAt", "_id")}},
 		{s.webhooks, []ix{index("team_page", "teamId", "createdAt", "_id")}},
 		{s.deliveries, []ix{index("webhook_seq", "webhookId", "eventSeq", "_id"), index("state_seq", "state", "eventSeq", "_id"),
+			index("webhook_state", "webhookId", "state", "eventSeq"),
 			index("team_seq", "teamId", "eventSeq", "_id")}},
 	} {
 		if err := ensureIndexes(ctx, ci.c, ci.ixs); err != nil {

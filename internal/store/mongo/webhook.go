@@ -148,3 +148,50 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 	opts := options.Find().SetSort(bson.D{{Key: "eventSeq", Value: 1}, {Key: "_id", Value: 1}}).SetLimit(int64(storeutil.DeliveryLimit(f)))
 	return findAll(ctx, s.deliveries, filter, opts, deliveryDoc.rec, "list deliveries")
 }
+
+func (s *Store) CountDeliveries(ctx context.Context, f store.DeliveryFilter, upTo int) (int, error) {
+	filter := eq(eq(eq(bson.D{}, "teamId", f.TeamID), "webhookId", f.WebhookID), "state", f.State)
+	opts := options.Count()
+	if upTo > 0 {
+		opts.SetLimit(int64(upTo))
+	}
+	n, err := s.deliveries.CountDocuments(ctx, filter, opts)
+	if err != nil {
+		return 0, wrap("count deliveries", err)
+	}
+	return int(n), nil
+}
+
+func (s *Store) PruneDeliveries(ctx context.Context, beforeSeq int64) (int, error) {
+	res, err := s.deliveries.DeleteMany(ctx, bson.D{{Key: "eventSeq", Value: bson.D{{Key: "$lt", Value: beforeSeq}}},
+		{Key: "state", Value: bson.D{{Key: "$ne", Value: store.DeliveryPending}}}})
+	if err != nil {
+		return 0, wrap("prune deliveries", err)
+	}
+	return int(res.DeletedCount), nil
+}
+
+func (s *Store) PruneEvents(ctx context.Context, before time.Time, keep int64) (int, error) {
+	last, err := s.lastSeq(ctx)
+	if err != nil {
+		return 0, wrap("prune events", err)
+	}
+	// Always below the newest: Seqs are taken from the largest one, and
+	// must never go back.
+	var or bson.A
+	if keep > 0 && last-keep+1 > 1 {
+		or = append(or, bson.D{{Key: "_id", Value: bson.D{{Key: "$lt", Value: last - keep + 1}}}})
+	}
+	if !before.IsZero() {
+		or = append(or, bson.D{{Key: "_id", Value: bson.D{{Key: "$lt", Value: last}}},
+			{Key: "time", Value: bson.D{{Key: "$lt", Value: store.Time(before)}}}})
+	}
+	if last == 0 || len(or) == 0 {
+		return 0, nil
+	}
+	res, err := s.events.DeleteMany(ctx, bson.D{{Key: "$or", Value: or}})
+	if err != nil {
+		return 0, wrap("prune events", err)
+	}
+	return int(res.DeletedCount), nil
+}

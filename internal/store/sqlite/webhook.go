@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/internal/storeutil"
@@ -150,4 +152,49 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 	}
 	return list(ctx, s.r, scanDoc[store.Delivery], "list deliveries",
 		`SELECT doc FROM webhook_deliveries`+whereSQL(where)+fmt.Sprintf(` ORDER BY event_seq, id LIMIT %d`, storeutil.DeliveryLimit(f)), args...)
+}
+
+func (s *Store) CountDeliveries(ctx context.Context, f store.DeliveryFilter, upTo int) (int, error) {
+	where, args := []string{}, []any{}
+	for _, c := range []struct{ col, v string }{{"team_id", f.TeamID}, {"webhook_id", f.WebhookID}, {"state", f.State}} {
+		if c.v != "" {
+			where, args = append(where, c.col+` = ?`), append(args, c.v)
+		}
+	}
+	limit := ""
+	if upTo > 0 {
+		limit = fmt.Sprintf(` LIMIT %d`, upTo)
+	}
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM webhook_deliveries`+whereSQL(where)+limit+`)`, args...).Scan(&n)
+	if err != nil {
+		return 0, wrap("count deliveries", err)
+	}
+	return n, nil
+}
+
+func (s *Store) PruneDeliveries(ctx context.Context, beforeSeq int64) (int, error) {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE event_seq < ? AND state != ?`, beforeSeq, store.DeliveryPending)
+	return deleted(res, err, "prune deliveries")
+}
+
+func (s *Store) PruneEvents(ctx context.Context, before time.Time, keep int64) (int, error) {
+	last, err := s.LastEventSeq(ctx)
+	if err != nil || last == 0 {
+		return 0, err
+	}
+	// Always below the newest: Seqs must never go back.
+	var conds []string
+	var args []any
+	if keep > 0 && last-keep+1 > 1 {
+		conds, args = append(conds, `seq < ?`), append(args, last-keep+1)
+	}
+	if !before.IsZero() {
+		conds, args = append(conds, `(seq < ? AND time < ?)`), append(args, last, ms(before))
+	}
+	if len(conds) == 0 {
+		return 0, nil
+	}
+	res, err := s.w.ExecContext(ctx, `DELETE FROM events WHERE `+strings.Join(conds, ` OR `), args...)
+	return deleted(res, err, "prune events")
 }

@@ -17,6 +17,8 @@ var webhookCases = []struct {
 	{"Webhooks", testWebhooks},
 	{"Deliveries", testDeliveries},
 	{"LastEventSeq", testLastEventSeq},
+	{"DeliveryBacklogAndPrune", testDeliveryBacklogAndPrune},
+	{"PruneEvents", testPruneEvents},
 }
 
 func testWebhooks(t *testing.T, s store.Store) {
@@ -121,4 +123,88 @@ func testLastEventSeq(t *testing.T, s store.Store) {
 	seq, err = s.LastEventSeq(c)
 	must(t, err)
 	equal(t, "last seq", seq, last.Seq)
+}
+
+// testDeliveryBacklogAndPrune: a webhook's backlog is counted by state
+// (up to a bound); pruning drops the settled deliveries (delivered,
+// failed, dropped) of events before a Seq, never the pending ones.
+func testDeliveryBacklogAndPrune(t *testing.T, s store.Store) {
+	c := ctx(t)
+	states := []string{store.DeliveryDelivered, store.DeliveryFailed, store.DeliveryDropped, store.DeliveryPending,
+		store.DeliveryPending, store.DeliveryPending}
+	for i, st := range states {
+		seq := int64(i + 1)
+		must(t, s.AddDelivery(c, store.Delivery{ID: store.DeliveryID("wh-a", seq), WebhookID: "wh-a", TeamID: "team-a",
+			EventSeq: seq, EventType: "x", Payload: json.RawMessage(`{}`), State: st}))
+	}
+	must(t, s.AddDelivery(c, store.Delivery{ID: store.DeliveryID("wh-b", 1), WebhookID: "wh-b", TeamID: "team-b",
+		EventSeq: 1, EventType: "x", Payload: json.RawMessage(`{}`), State: store.DeliveryPending}))
+	for _, tc := range []struct {
+		name string
+		f    store.DeliveryFilter
+		upTo int
+		want int
+	}{
+		{"pending of wh-a", store.DeliveryFilter{WebhookID: "wh-a", State: store.DeliveryPending}, 0, 3},
+		{"pending of wh-a, up to 2", store.DeliveryFilter{WebhookID: "wh-a", State: store.DeliveryPending}, 2, 2},
+		{"dropped", store.DeliveryFilter{State: store.DeliveryDropped}, 0, 1},
+		{"all of team-b", store.DeliveryFilter{TeamID: "team-b"}, 10, 1},
+		{"all", store.DeliveryFilter{}, 0, 7},
+	} {
+		n, err := s.CountDeliveries(c, tc.f, tc.upTo)
+		must(t, err)
+		equal(t, "count "+tc.name, n, tc.want)
+	}
+
+	n, err := s.PruneDeliveries(c, 5) // events 1-4 are gone
+	must(t, err)
+	equal(t, "pruned", n, 3)
+	left, err := s.ListDeliveries(c, store.DeliveryFilter{})
+	must(t, err)
+	equal(t, "left", ids(left, func(d store.Delivery) string { return d.ID }), []string{"wh-b-1", "wh-a-4", "wh-a-5", "wh-a-6"})
+}
+
+// testPruneEvents: events go by age and past a count, never the newest
+// (Seqs never go back: the next event's Seq is past every pruned one).
+func testPruneEvents(t *testing.T, s store.Store) {
+	c := ctx(t)
+	var seqs []int64
+	for i := range 6 {
+		e, err := s.AppendEvent(c, store.Event{Type: "x", TeamID: "team-a", Time: at(time.Duration(i) * time.Hour)})
+		must(t, err)
+		seqs = append(seqs, e.Seq)
+	}
+	left := func() []int64 {
+		t.Helper()
+		evs, err := s.ListEvents(c, store.EventFilter{Limit: 100})
+		must(t, err)
+		var out []int64
+		for _, e := range evs {
+			out = append(out, e.Seq)
+		}
+		return out
+	}
+	n, err := s.PruneEvents(c, time.Time{}, 0)
+	must(t, err)
+	equal(t, "no bound prunes nothing", n, 0)
+	n, err = s.PruneEvents(c, at(2*time.Hour), 0) // older than the third
+	must(t, err)
+	equal(t, "pruned by age", n, 2)
+	equal(t, "left after the age cut", left(), seqs[2:])
+	n, err = s.PruneEvents(c, time.Time{}, 3)
+	must(t, err)
+	equal(t, "pruned by count", n, 1)
+	equal(t, "left after the count cut", left(), seqs[3:])
+	n, err = s.PruneEvents(c, at(100*time.Hour), 0) // all are old: the newest stays
+	must(t, err)
+	equal(t, "pruned all but the newest", n, 2)
+	equal(t, "left: the newest", left(), seqs[5:])
+	last, err := s.LastEventSeq(c)
+	must(t, err)
+	equal(t, "last seq kept", last, seqs[5])
+	e, err := s.AppendEvent(c, store.Event{Type: "x", TeamID: "team-a"})
+	must(t, err)
+	if e.Seq <= seqs[5] {
+		t.Errorf("after pruning the next Seq is %d, want past %d", e.Seq, seqs[5])
+	}
 }

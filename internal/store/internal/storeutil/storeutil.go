@@ -378,7 +378,7 @@ func Delivery(d store.Delivery, create bool) (store.Delivery, error) {
 		}
 	}
 	switch d.State {
-	case store.DeliveryPending, store.DeliveryDelivered, store.DeliveryFailed:
+	case store.DeliveryPending, store.DeliveryDelivered, store.DeliveryFailed, store.DeliveryDropped:
 	default:
 		return d, store.Invalid("delivery: unknown state %q", d.State)
 	}
