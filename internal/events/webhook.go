@@ -46,6 +46,9 @@ const (
 	DefaultBackoff     = 2 * time.Second // doubles per failed attempt
 	maxBackoff         = time.Hour
 	DefaultTimeout     = 10 * time.Second
+	// DefaultMaxBacklog bounds a webhook's pending deliveries: past it, a
+	// new event's delivery is recorded as dropped, not sent.
+	DefaultMaxBacklog  = 1000
 	MaxWebhooksPerTeam = 10
 	maxURLLen          = 2048
 	minSecretLen       = 16
@@ -69,8 +72,19 @@ type WebhookConfig struct {
 	MaxAttempts int           // default DefaultMaxAttempts
 	Backoff     time.Duration // first retry delay, default DefaultBackoff
 	Timeout     time.Duration // one attempt, default DefaultTimeout
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// MaxBacklog bounds each webhook's pending deliveries (default
+	// DefaultMaxBacklog). A receiver that is down, or slower than its
+	// events, would otherwise grow the store without bound. When the
+	// backlog is full a new event's delivery is refused: recorded in state
+	// "dropped" (listed with the others, never sent) rather than pushing
+	// out the oldest pending one. Deliveries go in Seq order, the head
+	// blocking the rest, so the receiver gets an unbroken run of the
+	// oldest events and one gap at the end, which the dropped records
+	// name; dropping the oldest instead would race the attempt in flight
+	// on it and leave gaps in the middle.
+	MaxBacklog int
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Webhooks keeps teams' webhooks and delivers their events: one worker
@@ -82,10 +96,11 @@ type Webhooks struct {
 	client *http.Client
 	log    *slog.Logger
 
-	mu    sync.Mutex // guards the fields below
-	busy  map[string]bool
-	teams map[string]teamHooks // cache of each team's webhooks
-	poke  chan struct{}
+	mu       sync.Mutex // guards the fields below
+	busy     map[string]bool
+	dropping map[string]bool      // webhooks whose last event was dropped (logged once per run of drops)
+	teams    map[string]teamHooks // cache of each team's webhooks
+	poke     chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -120,6 +135,9 @@ func NewWebhooks(cfg WebhookConfig) (*Webhooks, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	if cfg.MaxBacklog <= 0 {
+		cfg.MaxBacklog = DefaultMaxBacklog
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -139,7 +157,7 @@ func NewWebhooks(cfg WebhookConfig) (*Webhooks, error) {
 			// name (and past the guard's view of the URL): never follow.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		busy: map[string]bool{}, teams: map[string]teamHooks{}, poke: make(chan struct{}, 1),
+		busy: map[string]bool{}, dropping: map[string]bool{}, teams: map[string]teamHooks{}, poke: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel,
 	}
 	cfg.Bus.OnPublish(w.enqueue)
@@ -257,10 +275,35 @@ func (w *Webhooks) enqueue(ctx context.Context, e store.Event) {
 		if payload == nil {
 			payload, _ = json.Marshal(ToAPI(e)) // plain data always encodes
 		}
-		err := w.cfg.Store.AddDelivery(ctx, store.Delivery{ID: store.DeliveryID(h.ID, e.Seq), WebhookID: h.ID, TeamID: e.TeamID,
-			EventSeq: e.Seq, EventType: Type(e), Payload: payload, State: store.DeliveryPending})
+		d := store.Delivery{ID: store.DeliveryID(h.ID, e.Seq), WebhookID: h.ID, TeamID: e.TeamID,
+			EventSeq: e.Seq, EventType: Type(e), Payload: payload, State: store.DeliveryPending}
+		backlog, err := w.cfg.Store.CountDeliveries(ctx, store.DeliveryFilter{WebhookID: h.ID, State: store.DeliveryPending}, w.cfg.MaxBacklog)
+		if err != nil {
+			w.log.Error("count webhook backlog", "webhook", h.ID, "err", err)
+			continue
+		}
+		if backlog >= w.cfg.MaxBacklog {
+			d.State = store.DeliveryDropped
+			d.LastError = fmt.Sprintf("dropped: the webhook's backlog is full (%d pending deliveries)", w.cfg.MaxBacklog)
+		}
+		err = w.cfg.Store.AddDelivery(ctx, d)
 		if err != nil && !errors.Is(err, sandbox.ErrConflict) {
 			w.log.Error("enqueue webhook delivery", "webhook", h.ID, "seq", e.Seq, "err", err)
+			continue
+		}
+		w.mu.Lock()
+		first := d.State == store.DeliveryDropped && !w.dropping[h.ID]
+		if d.State == store.DeliveryDropped {
+			w.dropping[h.ID] = true
+		} else {
+			delete(w.dropping, h.ID)
+		}
+		w.mu.Unlock()
+		if d.State == store.DeliveryDropped {
+			if first { // once per run of drops: a receiver that is down drops every event
+				w.log.Warn("webhook backlog full: new deliveries are dropped until it drains", "webhook", h.ID, "team", e.TeamID,
+					"seq", e.Seq, "backlog", backlog)
+			}
 			continue
 		}
 		added = true

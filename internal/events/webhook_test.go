@@ -310,3 +310,91 @@ func TestPublishAsync(t *testing.T) {
 		}
 	}
 }
+
+// TestBacklogCap: with its receiver down, a webhook holds at most
+// MaxBacklog pending deliveries; later events are recorded as dropped and
+// never sent, and once the receiver is back the backlog goes out in order
+// and new events queue again.
+func TestBacklogCap(t *testing.T) {
+	st := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
+	var up atomic.Bool
+	var mu sync.Mutex
+	var got []string // event seqs the receiver accepted
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		mu.Lock()
+		got = append(got, r.Header.Get(events.HeaderEventSeq))
+		mu.Unlock()
+	}))
+	defer hs.Close()
+	bus := events.NewBus(st, nil)
+	defer bus.Close()
+	wh, err := events.NewWebhooks(events.WebhookConfig{Store: st, Bus: bus, Key: key, Guard: netguard.Guard{AllowPrivate: true},
+		Backoff: 50 * time.Millisecond, MaxAttempts: 1000, Timeout: 2 * time.Second, MaxBacklog: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wh.Start()
+	defer wh.Close()
+	hook, _, err := wh.Add(t.Context(), "team-a", hs.URL, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []string
+	publish := func() {
+		t.Helper()
+		e, err := bus.Publish(t.Context(), store.Event{TeamID: "team-a", Type: "sandbox.created"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, strconv.FormatInt(e.Seq, 10))
+	}
+	for range 5 {
+		publish()
+	}
+	states := func() []string {
+		t.Helper()
+		ds, err := wh.Deliveries(t.Context(), "team-a", hook.ID, "", 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, d := range ds {
+			out = append(out, d.State)
+		}
+		return out
+	}
+	want := []string{"pending", "pending", "pending", "dropped", "dropped"}
+	if s := states(); !slices.Equal(s, want) {
+		t.Fatalf("delivery states with the receiver down = %v, want %v", s, want)
+	}
+	dropped, err := wh.Deliveries(t.Context(), "team-a", hook.ID, store.DeliveryDropped, 0, 100)
+	if err != nil || len(dropped) != 2 || dropped[0].Attempts != 0 || dropped[0].LastError == "" {
+		t.Fatalf("dropped deliveries = %+v, %v; want two, never attempted, saying why", dropped, err)
+	}
+
+	up.Store(true)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if s := states(); slices.Equal(s, []string{"delivered", "delivered", "delivered", "dropped", "dropped"}) {
+			break
+		}
+	}
+	publish() // room again: queued and sent
+	waitFor := []string{seqs[0], seqs[1], seqs[2], seqs[5]}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= len(waitFor) {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, waitFor) {
+		t.Errorf("receiver got events %v, want %v (the dropped ones never)", got, waitFor)
+	}
+}
