@@ -19,6 +19,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/atomicfile"
 	"github.com/paddock-dev/paddock/internal/daemon"
+	"github.com/paddock-dev/paddock/internal/events"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/netns"
@@ -127,6 +128,9 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.BoolVar(&c.ImageKeychain, "image-keychain", false, "let every team's image pulls without credentials use this server's docker logins (default: the host admin's only)")
 	fs.BoolVar(&c.RegistryAllowPrivate, "registry-allow-private", false, "let image pulls reach registries on loopback and private addresses")
 	fs.BoolVar(&c.WebhookAllowPrivate, "webhook-allow-private", false, "let webhook deliveries reach loopback and private addresses")
+	fs.IntVar(&c.WebhookMaxBacklog, "webhook-max-backlog", events.DefaultMaxBacklog, "pending deliveries a webhook may hold; past it new events' deliveries are recorded as dropped, not sent")
+	eventRetention := fs.Duration("event-retention", events.DefaultRetentionAge, "how long lifecycle events and their webhook delivery records are kept (0: forever)")
+	eventMax := fs.Int64("event-max-count", events.DefaultMaxEvents, "how many lifecycle events are kept, the newest (0: no cap)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "also serve /metrics WITHOUT authentication on this address (keep it on loopback or a private network; the main listener serves it to the host admin's token)")
 	fs.Var((*prefixesFlag)(&c.EgressAllowCIDRs), "egress-allow-cidr", "a private range (RFC 1918, 100.64/10, ...) sandboxes, sources and image pulls may reach (repeatable)")
 	fs.Var((*poolsFlag)(&c.Pools), "pool", "a warm pool set at start: name=N,min=N[,max=N][,image=REF|,snapshot=S][,vcpus=N][,memory=MB][,disk=MB] (repeatable; see paddock pool)")
@@ -192,6 +196,10 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 		return f, usagef("serve: --history-retention must not be negative (0: forever)")
 	}
 	c.HistoryRetention = noCap(*historyRetention)
+	if *eventRetention < 0 || *eventMax < 0 || c.WebhookMaxBacklog <= 0 {
+		return f, usagef("serve: --event-retention and --event-max-count must not be negative (0: no bound), --webhook-max-backlog must be positive")
+	}
+	c.EventRetention, c.EventMaxCount = noCap(*eventRetention), noCap(*eventMax)
 	c.OIDC, c.ResetAdminToken = f.auth.oidc(), f.auth.resetAdminToken
 	c.PublicURL = f.publicURL // checked here; serve fills in the default once it listens
 	if err := c.Validate(); err != nil {

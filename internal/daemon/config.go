@@ -13,6 +13,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/events"
 	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
@@ -173,6 +174,17 @@ type Config struct {
 	// (events.DefaultMaxAttempts, events.DefaultBackoff doubling if 0).
 	WebhookMaxAttempts int
 	WebhookBackoff     time.Duration
+	// WebhookMaxBacklog bounds each webhook's pending deliveries; past it
+	// new events' deliveries are recorded as dropped
+	// (events.DefaultMaxBacklog if 0).
+	WebhookMaxBacklog int
+	// EventRetention is how long lifecycle events, and the delivery
+	// records of their webhooks, are kept (events.DefaultRetentionAge if
+	// 0; negative: forever). EventMaxCount bounds how many events are kept
+	// (events.DefaultMaxEvents if 0; negative: no bound). Both are applied
+	// hourly.
+	EventRetention time.Duration
+	EventMaxCount  int64
 }
 
 // Validate reports a setting that cannot work.
@@ -207,6 +219,9 @@ func (c Config) Validate() error {
 	}
 	if c.PoolConcurrency < 0 {
 		return errors.New("daemon config: PoolConcurrency must not be negative")
+	}
+	if c.WebhookMaxBacklog < 0 {
+		return errors.New("daemon config: WebhookMaxBacklog must not be negative")
 	}
 	for _, p := range c.Pools {
 		if err := p.Validate(); err != nil {
@@ -327,4 +342,23 @@ func WithVolumeConfig(f func(*volume.Config)) Option { return func(o *options) {
 // clock, poll interval, retry hint).
 func WithAdmissionConfig(f func(*admission.Config)) Option {
 	return func(o *options) { o.admissionConfig = f }
+}
+
+// eventRetention is the event log's retention with the defaults applied
+// (zero fields: kept forever).
+func (c Config) eventRetention() events.Retention {
+	r := events.Retention{MaxAge: c.EventRetention, MaxEvents: c.EventMaxCount}
+	switch {
+	case r.MaxAge == 0:
+		r.MaxAge = events.DefaultRetentionAge
+	case r.MaxAge < 0:
+		r.MaxAge = 0
+	}
+	switch {
+	case r.MaxEvents == 0:
+		r.MaxEvents = events.DefaultMaxEvents
+	case r.MaxEvents < 0:
+		r.MaxEvents = 0
+	}
+	return r
 }

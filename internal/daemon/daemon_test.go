@@ -18,6 +18,7 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/doctor"
+	"github.com/paddock-dev/paddock/internal/events"
 	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
@@ -313,6 +314,7 @@ func TestConfigValidate(t *testing.T) {
 		{"IPv6 pool", Config{DataDir: "/d", NetworkPool: netip.MustParsePrefix("fd00::/64")}, false},
 		{"public URL", Config{DataDir: "/d", PublicURL: "https://sandbox.example.com"}, true},
 		{"public URL without a scheme", Config{DataDir: "/d", PublicURL: "sandbox.example.com"}, false},
+		{"negative webhook backlog", Config{DataDir: "/d", WebhookMaxBacklog: -1}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.cfg.Validate(); (err == nil) != tc.ok {
@@ -355,6 +357,26 @@ func TestE2BMounted(t *testing.T) {
 			_, isE2B := body["code"].(float64)
 			if resp.StatusCode != tc.status || isE2B != tc.e2bShape {
 				t.Errorf("%s%s = %d %v, want %d in E2B's shape: %v", tc.host, tc.path, resp.StatusCode, body, tc.status, tc.e2bShape)
+			}
+		})
+	}
+}
+
+// TestEventRetention: zero fields take the defaults, negative ones keep
+// everything by that bound.
+func TestEventRetention(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want events.Retention
+	}{
+		{"defaults", Config{}, events.Retention{MaxAge: events.DefaultRetentionAge, MaxEvents: events.DefaultMaxEvents}},
+		{"set", Config{EventRetention: time.Hour, EventMaxCount: 10}, events.Retention{MaxAge: time.Hour, MaxEvents: 10}},
+		{"forever", Config{EventRetention: -1, EventMaxCount: -1}, events.Retention{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.cfg.eventRetention(); got != tc.want {
+				t.Errorf("eventRetention = %+v, want %+v", got, tc.want)
 			}
 		})
 	}

@@ -23,11 +23,13 @@ import (
 // `serve --metrics-listen`'s own listener (MetricsHandler).
 const MetricsPath = "/metrics"
 
-// startEvents starts the lifecycle event bus over the store and the
-// webhook deliverer on it, which resumes what a previous run left pending.
+// startEvents starts the lifecycle event bus over the store, its pruning
+// of old events (Config.EventRetention, EventMaxCount), and the webhook
+// deliverer on it, which resumes what a previous run left pending.
 func (d *Daemon) startEvents(_ context.Context, _ *options) error {
 	d.bus = events.NewBus(d.store, d.log)
 	d.push("event feeds", d.bus.Close)
+	d.bus.StartPruning(d.cfg.eventRetention()) // the bus's goroutine: Close stops it
 	key, err := loadSecretsKey(d.cfg.DataDir)
 	if err != nil {
 		return err
@@ -35,7 +37,7 @@ func (d *Daemon) startEvents(_ context.Context, _ *options) error {
 	wh, err := events.NewWebhooks(events.WebhookConfig{
 		Store: d.store, Bus: d.bus, Key: key, Logger: d.log,
 		Guard:       netguard.Guard{AllowPrivate: d.cfg.WebhookAllowPrivate, Allow: d.cfg.EgressAllowCIDRs, Deny: d.cfg.deny()},
-		MaxAttempts: d.cfg.WebhookMaxAttempts, Backoff: d.cfg.WebhookBackoff,
+		MaxAttempts: d.cfg.WebhookMaxAttempts, Backoff: d.cfg.WebhookBackoff, MaxBacklog: d.cfg.WebhookMaxBacklog,
 	})
 	if err != nil {
 		return err
