@@ -266,8 +266,9 @@ type WebhookList struct {
 }
 
 // Delivery is one event on its way to a webhook: State pending (retried
-// with exponential backoff), delivered (a 2xx answer) or failed (the
-// last attempt failed).
+// with exponential backoff), delivered (a 2xx answer), failed (the last
+// attempt failed) or dropped (never sent: the webhook's backlog of
+// pending deliveries was full when its event came).
 type Delivery struct {
 	ID            string    `json:"id"`
 	WebhookID     string    `json:"webhookId"`

@@ -96,7 +96,8 @@ func (c *Client) DeleteWebhook(ctx context.Context, id string) error {
 }
 
 // WebhookDeliveries returns a webhook's deliveries after seq after, by
-// event Seq; state filters ("pending", "delivered", "failed"; "" all).
+// event Seq; state filters ("pending", "delivered", "failed", "dropped";
+// "" all).
 func (c *Client) WebhookDeliveries(ctx context.Context, id, state string, after int64, limit int) (api.DeliveryList, error) {
 	q := url.Values{}
 	if state != "" {

@@ -241,7 +241,7 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 	}
 	state := q.Get("state")
 	switch state {
-	case "", store.DeliveryPending, store.DeliveryDelivered, store.DeliveryFailed:
+	case "", store.DeliveryPending, store.DeliveryDelivered, store.DeliveryFailed, store.DeliveryDropped:
 	default:
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_state", "unknown delivery state %q", state)
 	}
