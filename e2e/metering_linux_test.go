@@ -275,7 +275,7 @@ func TestMeteringBudgetHardCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, code := sh(t, sb, "echo mine > /tmp/file"); code != 0 {
+	if _, code := sh(t, sb, "echo mine > ~/file"); code != 0 {
 		t.Fatal("write a file")
 	}
 	theirs, err := other.Create(ctx, api.CreateSandboxRequest{})
@@ -347,8 +347,8 @@ func TestMeteringBudgetHardCap(t *testing.T) {
 	if err := sb.Resume(ctx, 0); err != nil {
 		t.Fatalf("resume within the budget: %v", err)
 	}
-	if out, code := sh(t, sb, "cat /tmp/file"); code != 0 || strings.TrimSpace(out) != "mine" {
-		t.Fatalf("the sandbox's file after the cap: %q (exit %d), want mine", out, code)
+	if out, code := sh(t, sb, "cat ~/file"); code != 0 || strings.TrimSpace(out) != "mine" {
+		t.Fatalf("the sandbox's file after the cap: %q (exit %d), want mine (the home dir is in the writable layer a pause keeps; /tmp is a tmpfs)", out, code)
 	}
 	again := ps.mustReady(t, v.ID)
 	app, err = alpha.Get(ctx, again.SandboxID)
