@@ -17,7 +17,8 @@ import (
 // (waited, detached, one killed, one still running at the stop); the
 // sandbox stops; the whole stack restarts on the same data dir. The
 // stopped sandbox's commands are all listed from the store with their exit
-// codes (the one still running then as "unknown"), its logs answer 410,
+// codes (the one still running then as "unknown"; a tagged terminal
+// session with its tag and terminal size), its logs answer 410,
 // its usage has one record with CPU time and provisioned memory, and
 // another team sees none of it.
 func TestHistorySurvivesStopAndRestart(t *testing.T) {
@@ -72,6 +73,11 @@ func TestHistorySurvivesStopAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	sleeper := runCmd(api.CommandRequest{Cmd: "sleep", Args: []string{"300"}, Detached: true})
+	// A terminal session, still running at the stop.
+	term, err := sb.StartPTY(ctx, api.PTYRequest{Cmd: "sleep", Args: []string{"300"}, Rows: 30, Cols: 100, Tag: "shell-1"})
+	if err != nil {
+		t.Fatalf("start a terminal session: %v", err)
+	}
 	if burn.ExitCodeOr(-1) != 0 || fail.ExitCodeOr(-1) != 3 {
 		t.Fatalf("waited commands exited %d and %d, want 0 and 3", burn.ExitCodeOr(-1), fail.ExitCodeOr(-1))
 	}
@@ -102,6 +108,7 @@ func TestHistorySurvivesStopAndRestart(t *testing.T) {
 		{done.ID, api.CommandExited, 0},
 		{killed.ID, api.CommandExited, 128 + 15}, // as the agent reported it
 		{sleeper.ID, api.CommandUnknown, -1},
+		{term.ID, api.CommandUnknown, -1},
 	}
 	if len(cmds) != len(want) {
 		t.Fatalf("history lists %d commands, want %d", len(cmds), len(want))
@@ -111,6 +118,12 @@ func TestHistorySurvivesStopAndRestart(t *testing.T) {
 		if c.ID != w.id || c.Status != w.status || c.ExitCodeOr(-1) != w.exit || c.SandboxID != sb.ID {
 			t.Errorf("command %d = %s %s exit %d, want %s %s exit %d", i, c.ID, c.Status, c.ExitCodeOr(-1), w.id, w.status, w.exit)
 		}
+	}
+	if c := cmds[len(cmds)-1]; c.Tag != "shell-1" || c.PTY == nil || *c.PTY != (api.PTYSize{Rows: 30, Cols: 100}) {
+		t.Errorf("the terminal session from history = %+v, want its tag and terminal", c)
+	}
+	if c := cmds[0]; c.Tag != "" || c.PTY != nil {
+		t.Errorf("a plain command from history = %+v, want no tag nor terminal", c)
 	}
 	if got, err := sb.Command(ctx, fail.ID); err != nil || got.ExitCodeOr(-1) != 3 || got.Cmd != "sh" {
 		t.Errorf("one command from history: %+v, %v", got, err)
