@@ -124,7 +124,7 @@ func (b budgetEnforcer) StopTeam(ctx context.Context, teamID, reason string) err
 			if sb.ProjectID != "" {
 				continue // its activation's to end, with its state
 			}
-			if err := b.pauseOrStop(ctx, sb.ID); err != nil {
+			if err := b.pauseOrStop(ctx, sb.ID, reason); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -138,8 +138,8 @@ func (b budgetEnforcer) StopTeam(ctx context.Context, teamID, reason string) err
 // pauseOrStop pauses a running sandbox, or stops it when it cannot be
 // paused. A sandbox that stopped meanwhile (ErrConflict, ErrNotRunning) is
 // no error.
-func (b budgetEnforcer) pauseOrStop(ctx context.Context, id string) error {
-	log := b.d.log.With("sandbox", id, "reason", "budget")
+func (b budgetEnforcer) pauseOrStop(ctx context.Context, id, reason string) error {
+	log := b.d.log.With("sandbox", id, "reason", reason)
 	_, err := b.d.node.Pause(ctx, id)
 	switch {
 	case err == nil:

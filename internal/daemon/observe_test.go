@@ -459,3 +459,41 @@ func TestBudgetWebhook(t *testing.T) {
 		t.Errorf("%d budget.threshold events in the feed, want 1", n)
 	}
 }
+
+// TestBudgetCapWithoutSnapshots: on a driver that cannot snapshot (so no
+// pause), the hard cap stops the team's running sandbox instead, and new
+// work and resumes are refused with 402.
+func TestBudgetCapWithoutSnapshots(t *testing.T) {
+	noGoroutinesLeft(t)
+	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true, UsageInterval: 50 * time.Millisecond, Prices: metering.Prices{Creation: 1}},
+		WithDriver(fake.NewDriver(t, fake.DriverConfig{})))
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	a, teamID := s.teamClient(t, "alpha")
+	sb, err := a.Create(ctx, api.CreateSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, err := s.client.SetBudget(ctx, teamID, api.BudgetRequest{MonthlyLimit: 0.5, HardCap: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Capped {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never capped: %+v", b)
+		}
+	}
+	got, err := a.Get(ctx, sb.ID)
+	if err != nil || got.Status != api.StatusStopped {
+		t.Fatalf("after the cap: %+v, %v; want stopped (no pause without snapshots)", got, err)
+	}
+	if _, err := a.Create(ctx, api.CreateSandboxRequest{}); !errors.Is(err, sdk.ErrBudgetExceeded) {
+		t.Errorf("create over budget: %v, want 402", err)
+	}
+	if err := sb.Resume(ctx, 0); !errors.Is(err, sdk.ErrBudgetExceeded) {
+		t.Errorf("resume over budget: %v, want 402", err)
+	}
+}
