@@ -98,7 +98,7 @@ type Webhooks struct {
 
 	mu       sync.Mutex // guards the fields below
 	busy     map[string]bool
-	dropping map[string]bool      // webhooks whose last event was dropped (logged once per run of drops)
+	dropping map[string]time.Time // webhooks found with a full backlog, and when (see backlogFull)
 	teams    map[string]teamHooks // cache of each team's webhooks
 	poke     chan struct{}
 
@@ -157,7 +157,7 @@ func NewWebhooks(cfg WebhookConfig) (*Webhooks, error) {
 			// name (and past the guard's view of the URL): never follow.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		busy: map[string]bool{}, dropping: map[string]bool{}, teams: map[string]teamHooks{}, poke: make(chan struct{}, 1),
+		busy: map[string]bool{}, dropping: map[string]time.Time{}, teams: map[string]teamHooks{}, poke: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel,
 	}
 	cfg.Bus.OnPublish(w.enqueue)
@@ -277,12 +277,12 @@ func (w *Webhooks) enqueue(ctx context.Context, e store.Event) {
 		}
 		d := store.Delivery{ID: store.DeliveryID(h.ID, e.Seq), WebhookID: h.ID, TeamID: e.TeamID,
 			EventSeq: e.Seq, EventType: Type(e), Payload: payload, State: store.DeliveryPending}
-		backlog, err := w.cfg.Store.CountDeliveries(ctx, store.DeliveryFilter{WebhookID: h.ID, State: store.DeliveryPending}, w.cfg.MaxBacklog)
+		full, err := w.backlogFull(ctx, h.ID)
 		if err != nil {
 			w.log.Error("count webhook backlog", "webhook", h.ID, "err", err)
 			continue
 		}
-		if backlog >= w.cfg.MaxBacklog {
+		if full {
 			d.State = store.DeliveryDropped
 			d.LastError = fmt.Sprintf("dropped: the webhook's backlog is full (%d pending deliveries)", w.cfg.MaxBacklog)
 		}
@@ -291,19 +291,7 @@ func (w *Webhooks) enqueue(ctx context.Context, e store.Event) {
 			w.log.Error("enqueue webhook delivery", "webhook", h.ID, "seq", e.Seq, "err", err)
 			continue
 		}
-		w.mu.Lock()
-		first := d.State == store.DeliveryDropped && !w.dropping[h.ID]
-		if d.State == store.DeliveryDropped {
-			w.dropping[h.ID] = true
-		} else {
-			delete(w.dropping, h.ID)
-		}
-		w.mu.Unlock()
-		if d.State == store.DeliveryDropped {
-			if first { // once per run of drops: a receiver that is down drops every event
-				w.log.Warn("webhook backlog full: new deliveries are dropped until it drains", "webhook", h.ID, "team", e.TeamID,
-					"seq", e.Seq, "backlog", backlog)
-			}
+		if full {
 			continue
 		}
 		added = true
@@ -311,6 +299,41 @@ func (w *Webhooks) enqueue(ctx context.Context, e store.Event) {
 	if added {
 		w.wake()
 	}
+}
+
+// recountEvery is how often a webhook whose backlog was full has it
+// counted again, unless one of its deliveries settles here first:
+// meanwhile its new deliveries are dropped without a count, which costs
+// the store a scan of MaxBacklog index entries.
+const recountEvery = time.Second
+
+// backlogFull reports whether a webhook holds MaxBacklog pending
+// deliveries. A full backlog is logged once per run of drops (a receiver
+// that is down drops every event).
+func (w *Webhooks) backlogFull(ctx context.Context, webhookID string) (bool, error) {
+	now := w.cfg.Now()
+	w.mu.Lock()
+	since, dropping := w.dropping[webhookID]
+	w.mu.Unlock()
+	if dropping && now.Sub(since) < recountEvery {
+		return true, nil
+	}
+	n, err := w.cfg.Store.CountDeliveries(ctx, store.DeliveryFilter{WebhookID: webhookID, State: store.DeliveryPending}, w.cfg.MaxBacklog)
+	if err != nil {
+		return false, err
+	}
+	full := n >= w.cfg.MaxBacklog
+	w.mu.Lock()
+	if full {
+		w.dropping[webhookID] = now
+	} else {
+		delete(w.dropping, webhookID)
+	}
+	w.mu.Unlock()
+	if full && !dropping {
+		w.log.Warn("webhook backlog full: new deliveries are dropped until it drains", "webhook", webhookID, "backlog", n)
+	}
+	return full, nil
 }
 
 func (w *Webhooks) teamHooks(ctx context.Context, teamID string) ([]store.Webhook, error) {
@@ -460,11 +483,18 @@ func (w *Webhooks) work(webhookID string) {
 			}
 			return
 		}
-		if _, err := w.cfg.Store.UpdateDelivery(w.ctx, w.attempt(hook, d)); err != nil {
+		done, err := w.cfg.Store.UpdateDelivery(w.ctx, w.attempt(hook, d))
+		if err != nil {
 			if w.ctx.Err() == nil {
 				w.log.Warn("record webhook delivery", "delivery", d.ID, "err", err)
 			}
 			return
+		}
+		if done.State != store.DeliveryPending {
+			// The backlog shrank: the next event counts it again.
+			w.mu.Lock()
+			delete(w.dropping, webhookID)
+			w.mu.Unlock()
 		}
 	}
 }
