@@ -22,8 +22,8 @@ import (
 var observePool = netip.MustParsePrefix("10.213.238.0/24")
 
 // TestObservability: on real sandboxes, a request through the port proxy
-// and a CPU burn show in /metrics (proxy, per-sandbox CPU and network),
-// and the stop event carries the run's usage.
+// and a CPU burn show in /metrics (proxy, per-sandbox CPU and network, the
+// create's admission), and the stop event carries the run's usage.
 func TestObservability(t *testing.T) {
 	s := startStack(t, newDataDir(t), stackOptions{network: observePool})
 	sb := s.create(t, api.CreateSandboxRequest{Ports: []api.PortSpec{{Port: 3000, Public: true}}, Labels: map[string]string{"suite": "observe"}})
@@ -96,6 +96,8 @@ while time.time()-t < 0.5: pass"`); code != 0 {
 			{"paddock_sandbox_network_transmit_bytes_total", map[string]string{"sandbox": sb.ID}, 1},
 			{"paddock_sandbox_create_phase_seconds", map[string]string{"phase": "network"}, 1},
 			{"paddock_sandboxes", map[string]string{"state": "running"}, 1},
+			{"paddock_admission_queue_wait_seconds", map[string]string{"outcome": "admitted"}, 1}, // the create's, at 0
+			{"paddock_admission_queue_length", nil, 0},
 		} {
 			if v, ok := value(c.name, c.labels); !ok || v < c.min {
 				missing = append(missing, fmt.Sprintf("%s%v = %v (found %v), want at least %v", c.name, c.labels, v, ok, c.min))
