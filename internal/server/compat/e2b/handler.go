@@ -11,7 +11,8 @@
 // metadata list filters on) is a store record per sandbox (store.E2BSandbox),
 // so replicas sharing one store agree. Errors are E2B's shape, {"code",
 // "message"}, with paddock's statuses (internal/httperr). The envd data
-// plane (commands, files, PTY on 49983-<id>.<domain>) is not served yet:
+// plane (commands, PTYs, files on 49983-<id>.<domain>) is package envd;
+// create and connect hand out its per-sandbox tokens (envd.Tokens).
 // docs/compat-e2b.md lists each SDK method and what answers it.
 package e2b
 
@@ -27,16 +28,17 @@ import (
 	"github.com/paddock-dev/paddock/internal/httperr"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/server/compat/e2b/envd"
 	"github.com/paddock-dev/paddock/internal/store"
 )
 
 // Prefix is where the handler is mounted on paddock's listener.
 const Prefix = "/compat/e2b"
 
-// EnvdVersion is what sandboxes report as their envd version. The SDKs
-// turn features on by it; no envd endpoint is served yet, so it is the
-// lowest version the SDKs accept and gates nothing on.
-const EnvdVersion = "0.1.0"
+// EnvdVersion is what sandboxes report as their envd version: the SDKs
+// turn features on by it, so it is the version of what package envd
+// serves (envd.Version).
+const EnvdVersion = envd.Version
 
 // ClientID is what sandboxes report as the client that runs them.
 const ClientID = "paddock"
@@ -73,6 +75,9 @@ type Config struct {
 	// Domain is what sandboxes report as their domain (the SDKs reach
 	// <port>-<id>.<domain>): paddock's domain, with the public URL's port.
 	Domain string
+	// Tokens makes the sandboxes' envd access and traffic tokens, handed
+	// out by create and connect; nil hands out none (no data plane).
+	Tokens *envd.Tokens
 	// DefaultImage is what the template "base" means ("host" if empty).
 	DefaultImage string
 	Logger       *slog.Logger

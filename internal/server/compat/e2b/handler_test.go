@@ -1,7 +1,9 @@
 package e2b
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +17,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/server/compat/e2b/envd"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
 )
@@ -29,6 +32,7 @@ type env struct {
 	keyA, keyB string
 	teamA      string
 	clock      *fake.Clock
+	tokens     *envd.Tokens
 }
 
 func setup(t *testing.T) *env {
@@ -62,7 +66,10 @@ func setup(t *testing.T) *env {
 	e.keyA, e.keyB = keys[0], keys[1]
 	e.sbs = fake.NewSandboxes(fake.SandboxesConfig{Now: clock.Now, MaxTimeout: time.Hour})
 	e.snaps = fake.NewSnapshots(e.sbs, "")
-	h, err := New(Config{Sandboxes: e.sbs, Auth: a, Records: st, Snapshots: e.snaps, Domain: "paddock.localhost:7420", Now: clock.Now})
+	if e.tokens, err = envd.NewTokens(bytes.Repeat([]byte{9}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Config{Sandboxes: e.sbs, Auth: a, Records: st, Snapshots: e.snaps, Tokens: e.tokens, Domain: "paddock.localhost:7420", Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,4 +354,86 @@ func TestAnotherTeam(t *testing.T) {
 	if status, _ := e.do(t, "e2b_"+strings.Repeat("0", 40), "GET", path, "", nil); status != 401 {
 		t.Errorf("an unknown key = %d", status)
 	}
+}
+
+// TestTokens: create and connect hand the owner the sandbox's envd and
+// traffic tokens; another team's connect is not found and gets none.
+func TestTokens(t *testing.T) {
+	e := setup(t)
+	sb := e.create(t, e.keyA, `{"templateID":"base"}`)
+	if sb.EnvdAccessToken != e.tokens.Access(sb.SandboxID) || sb.TrafficAccessToken != e.tokens.Traffic(sb.SandboxID) || sb.EnvdAccessToken == sb.TrafficAccessToken {
+		t.Fatalf("create answered tokens %q %q", sb.EnvdAccessToken, sb.TrafficAccessToken)
+	}
+	if sb.EnvdVersion != envd.Version {
+		t.Errorf("envdVersion %q, want what envd serves, %q", sb.EnvdVersion, envd.Version)
+	}
+	var w sandboxWire
+	if status, _ := e.do(t, e.keyA, "POST", "/sandboxes/"+sb.SandboxID+"/connect", `{"timeout":60}`, &w); status != 200 || w.EnvdAccessToken != sb.EnvdAccessToken {
+		t.Fatalf("connect = %d %+v", status, w)
+	}
+	var other map[string]any
+	if status, _ := e.do(t, e.keyB, "POST", "/sandboxes/"+sb.SandboxID+"/connect", `{"timeout":60}`, &other); status != 404 || other["envdAccessToken"] != nil {
+		t.Fatalf("another team's connect = %d %v", status, other)
+	}
+}
+
+// TestGoneSandboxRecordForgotten: a sandbox deleted or stopped through
+// paddock's own API leaves no E2B record behind once a get or a list has
+// seen it gone.
+func TestGoneSandboxRecordForgotten(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	gotten := e.create(t, e.keyA, `{"metadata":{"k":"1"}}`)
+	listed := e.create(t, e.keyA, `{"metadata":{"k":"2"}}`)
+	stopped := e.create(t, e.keyA, `{"metadata":{"k":"3"}}`)
+	kept := e.create(t, e.keyA, `{"metadata":{"k":"4"}}`)
+	other := e.create(t, e.keyB, `{}`)
+	for _, id := range []string{gotten.SandboxID, listed.SandboxID, other.SandboxID} {
+		if err := e.sbs.Delete(ctx, id); err != nil { // as DELETE /api/v1/sandboxes/{id} does
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.sbs.Stop(ctx, stopped.SandboxID); err != nil {
+		t.Fatal(err)
+	}
+	if status, _ := e.do(t, e.keyA, "GET", "/sandboxes/"+gotten.SandboxID, "", nil); status != 404 {
+		t.Fatalf("get a deleted sandbox = %d", status)
+	}
+	if _, err := e.st.GetE2BSandbox(ctx, e.teamA, gotten.SandboxID); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Fatalf("the record of a sandbox get saw gone: %v, want not found", err)
+	}
+	var list []sandboxDetail
+	if status, _ := e.do(t, e.keyA, "GET", "/v2/sandboxes", "", &list); status != 200 || len(list) != 1 || list[0].SandboxID != kept.SandboxID {
+		t.Fatalf("list = %d %+v, want only %s", status, list, kept.SandboxID)
+	}
+	for _, id := range []string{listed.SandboxID, stopped.SandboxID} {
+		if _, err := e.st.GetE2BSandbox(ctx, e.teamA, id); !errors.Is(err, sandbox.ErrNotFound) {
+			t.Errorf("the record of %s after a list: %v, want not found", id, err)
+		}
+	}
+	if _, err := e.st.GetE2BSandbox(ctx, e.teamA, kept.SandboxID); err != nil {
+		t.Errorf("the record of a live sandbox: %v", err)
+	}
+	// Team A's calls never touch team B's records.
+	recs, _, err := e.st.ListE2BSandboxes(ctx, store.E2BSandboxFilter{TeamID: teamOfKey(t, e, e.keyB)}, store.Page{})
+	if err != nil || len(recs) != 1 || recs[0].ID != other.SandboxID {
+		t.Fatalf("team B's records %+v %v", recs, err)
+	}
+}
+
+// teamOfKey is the team a key's sandboxes are made in.
+func teamOfKey(t *testing.T, e *env, key string) string {
+	t.Helper()
+	sb := e.create(t, key, `{}`)
+	got, err := e.sbs.Get(t.Context(), sb.SandboxID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sbs.Delete(t.Context(), sb.SandboxID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.DeleteE2BSandbox(t.Context(), got.TeamID, sb.SandboxID); err != nil {
+		t.Fatal(err)
+	}
+	return got.TeamID
 }

@@ -71,18 +71,66 @@ func notFound(id string) error {
 // owned is a sandbox of the caller's team E2B shows: running or paused
 // (a stopped or failed paddock sandbox is a killed one to E2B). Another
 // team's is not found.
+// A sandbox that is gone (deleted or ended through paddock's own API, or
+// by its timeout) has its record forgotten here, the caller's team's only.
 func (h *Handler) owned(r *http.Request, id string) (sandbox.Sandbox, error) {
 	sb, err := h.cfg.Sandboxes.Get(r.Context(), id)
 	if errors.Is(err, sandbox.ErrNotFound) {
+		h.forget(r.Context(), teamOf(sandbox.Sandbox{TeamID: callerOf(r).TeamID}), id)
 		return sb, notFound(id)
 	}
 	if err != nil {
 		return sb, err
 	}
-	if !callerOf(r).CanAccessTeam(sb.TeamID) || !visible(sb.State) {
+	if !callerOf(r).CanAccessTeam(sb.TeamID) {
+		return sb, notFound(id)
+	}
+	if !visible(sb.State) {
+		if ended(sb.State) {
+			h.forget(r.Context(), teamOf(sb), id)
+		}
 		return sb, notFound(id)
 	}
 	return sb, nil
+}
+
+// ended reports a terminal state: such a sandbox never runs again.
+func ended(s sandbox.State) bool { return s == sandbox.Stopped || s == sandbox.Failed }
+
+// forget deletes a gone sandbox's record, if there is one; a failure is
+// logged, as the next look or list tries again.
+func (h *Handler) forget(ctx context.Context, teamID, id string) {
+	if err := h.cfg.Records.DeleteE2BSandbox(ctx, teamID, id); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+		h.cfg.Logger.Warn("e2b compat: forget the record of a gone sandbox", "sandbox", id, "err", err)
+	}
+}
+
+// maxSweepPages bounds one sweep's work: records are listed a store page
+// (store.MaxPageLimit) at a time.
+const maxSweepPages = 10
+
+// sweep forgets the records of the team's sandboxes that are gone. A
+// sandbox deleted through paddock's own API leaves its record behind, and
+// no E2B call names it again, so the first page of every list sweeps.
+func (h *Handler) sweep(ctx context.Context, teamID string) {
+	cursor := ""
+	for range maxSweepPages {
+		recs, next, err := h.cfg.Records.ListE2BSandboxes(ctx, store.E2BSandboxFilter{TeamID: teamID}, store.Page{Cursor: cursor, Limit: store.MaxPageLimit})
+		if err != nil {
+			h.cfg.Logger.Warn("e2b compat: list records to sweep", "team", teamID, "err", err)
+			return
+		}
+		for _, rec := range recs {
+			sb, err := h.cfg.Sandboxes.Get(ctx, rec.ID)
+			if errors.Is(err, sandbox.ErrNotFound) || (err == nil && ended(sb.State)) {
+				h.forget(ctx, teamID, rec.ID)
+			}
+		}
+		if next == "" {
+			return
+		}
+		cursor = next
+	}
 }
 
 func visible(s sandbox.State) bool {
@@ -130,9 +178,15 @@ func templateOf(sb sandbox.Sandbox) string {
 	return sb.Image
 }
 
+// wire is a create's or a connect's answer: the caller owns the sandbox,
+// so it gets the sandbox's tokens.
 func (h *Handler) wire(sb sandbox.Sandbox, rec record) sandboxWire {
-	return sandboxWire{TemplateID: rec.TemplateID, SandboxID: sb.ID, Alias: rec.Alias, ClientID: ClientID,
+	w := sandboxWire{TemplateID: rec.TemplateID, SandboxID: sb.ID, Alias: rec.Alias, ClientID: ClientID,
 		EnvdVersion: EnvdVersion, Domain: h.cfg.Domain}
+	if h.cfg.Tokens != nil {
+		w.EnvdAccessToken, w.TrafficAccessToken = h.cfg.Tokens.Access(sb.ID), h.cfg.Tokens.Traffic(sb.ID)
+	}
+	return w
 }
 
 func (h *Handler) detail(sb sandbox.Sandbox, rec record) sandboxDetail {
@@ -408,6 +462,9 @@ func nonNil(s []sandboxDetail) []sandboxDetail {
 // (filtered out); the token names where the next one starts.
 func (h *Handler) page(r *http.Request, cursor string, limit int, md map[string]string, states []string) ([]sandboxDetail, string, error) {
 	p := callerOf(r)
+	if cursor == "" {
+		h.sweep(r.Context(), teamOf(sandbox.Sandbox{TeamID: p.TeamID}))
+	}
 	opts := sandbox.ListOptions{Cursor: cursor, Limit: limit, TeamID: p.TeamID}
 	if p.HostAdmin {
 		opts.TeamID = ""

@@ -43,6 +43,11 @@ type sandboxWire struct {
 	ClientID    string `json:"clientID"`
 	EnvdVersion string `json:"envdVersion"`
 	Domain      string `json:"domain,omitempty"`
+	// EnvdAccessToken is the sandbox's envd credential (X-Access-Token),
+	// TrafficAccessToken the one of its private ports
+	// (e2b-traffic-access-token): see envd.Tokens.
+	EnvdAccessToken    string `json:"envdAccessToken,omitempty"`
+	TrafficAccessToken string `json:"trafficAccessToken,omitempty"`
 }
 
 // sandboxDetail answers GET /sandboxes/{id} and the lists.

@@ -34,6 +34,15 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
+// Version is the envd version paddock reports (the control plane's
+// envdVersion). The SDKs gate features on it: 0.3.0 lets a command run
+// without stdin, 0.4.0 leaves the default user to the server (no
+// Authorization header), 0.5.2 allows CloseStdin, 0.5.7 uploads files as
+// octet-stream. Later gates (0.6.2 file metadata, 0.6.3 watch events with
+// entries, 0.6.4 watches on network mounts) are refused by the SDK itself
+// with a clear error until they are served.
+const Version = "0.5.7"
+
 // Port is the sandbox port the SDKs reach envd on.
 const Port = 49983
 
