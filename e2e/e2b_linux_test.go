@@ -22,7 +22,8 @@ import (
 var e2bPool = netip.MustParsePrefix("10.213.241.0/24")
 
 // TestE2BSDK runs the unmodified e2b JS SDK (pinned in the nodetest
-// package) against paddock's E2B layer on the real stack, served over TLS
+// package) against paddock's E2B layer (control plane and envd data
+// plane) on the real stack, served over TLS
 // by the development CA that Node trusts through NODE_EXTRA_CA_CERTS, with
 // keys of two teams made as an operator would (paddock token create
 // --e2b). The Node suite (node --test) is the test; its output goes to
@@ -61,10 +62,14 @@ func TestE2BSDK(t *testing.T) {
 	keyOne := e2bKey(ctx, t, s, "e2b-one")
 	keyTwo := e2bKey(ctx, t, s, "e2b-two")
 
-	cmd := exec.CommandContext(ctx, nodeBin, "--test", "--test-reporter=spec", "sandbox.test.mjs")
+	// Every *.test.mjs of the suite (node's own search): the control plane,
+	// the processes and the files. E2B_SANDBOX_URL sends envd calls to
+	// paddock's own address with the E2b-Sandbox-Id header, so the SDK needs
+	// no DNS for 49983-<id>.paddock.localhost.
+	cmd := exec.CommandContext(ctx, nodeBin, "--test", "--test-reporter=spec")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "NO_COLOR=1", "PADDOCK_URL="+s.url,
-		"E2B_API_URL="+s.url+"/compat/e2b", "E2B_DOMAIN=paddock.localhost",
+		"E2B_API_URL="+s.url+"/compat/e2b", "E2B_DOMAIN=paddock.localhost", "E2B_SANDBOX_URL="+s.url,
 		"E2B_API_KEY="+keyOne, "E2B_API_KEY_2="+keyTwo,
 		"NODE_EXTRA_CA_CERTS="+s.d.DevCAPath())
 	pr, pw := io.Pipe()

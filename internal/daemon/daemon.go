@@ -44,6 +44,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/internal/server/compat/e2b"
+	"github.com/paddock-dev/paddock/internal/server/compat/e2b/envd"
 	"github.com/paddock-dev/paddock/internal/server/compat/vercel"
 	"github.com/paddock-dev/paddock/internal/source"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -541,8 +542,19 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	d.push("Vercel streams", func() error { vapi.CloseStreams(); return nil })
 	d.vercel = vapi
 
+	// The E2B data plane's tokens come from the signing key of port URLs
+	// (made here too when networking is off): replicas that share it check
+	// each other's tokens.
+	tokenKey, err := loadProxyKey(d.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	envdTokens, err := envd.NewTokens(tokenKey)
+	if err != nil {
+		return err
+	}
 	eapi, err := e2b.New(e2b.Config{Sandboxes: sandboxes, Auth: authn, Records: d.store, Snapshots: snapshots,
-		Domain: e2bDomain(d.cfg), Logger: d.log})
+		Tokens: envdTokens, Domain: e2bDomain(d.cfg), Logger: d.log})
 	if err != nil {
 		return err
 	}
@@ -579,7 +591,24 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	if px != nil {
 		front = instrumentedPorts{px, d.metrics.InstrumentProxy("port", px), d.metrics.InstrumentProxy("port", px.PathHandler())}
 	}
-	d.handler = server.Front(api, front, instrumentedHost{apps, d.metrics.InstrumentProxy("app", apps)})
+	ecfg := envd.Config{Sandboxes: sandboxes, Tokens: envdTokens, Domain: d.cfg.Domain, Logger: d.log}
+	if front != nil {
+		ecfg.Ports, ecfg.Signer = front.PathHandler(), d.signer
+	}
+	eplane, err := envd.New(ecfg)
+	if err != nil {
+		return err
+	}
+	all := server.Front(api, front, instrumentedHost{apps, d.metrics.InstrumentProxy("app", apps)})
+	// E2B's data plane goes first: its single host form may be paddock's
+	// own address (E2B_SANDBOX_URL), told apart by the E2b-Sandbox-Id header.
+	d.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if eplane.Claims(r) {
+			eplane.ServeHTTP(w, r)
+			return
+		}
+		all.ServeHTTP(w, r)
+	})
 	return nil
 }
 
@@ -607,7 +636,9 @@ func hostOnly(host string) string {
 
 // Handler serves the whole front: the API (/api/v1) and its probes
 // (/healthz, /readyz), the Vercel layer (/compat/vercel), the E2B layer
-// (/compat/e2b and the host api.<domain>), the port proxy
+// (/compat/e2b and the host api.<domain>), its data plane (envd on
+// 49983-<id>.<domain>, sandbox.<domain> and requests with E2B's sandbox
+// headers), the port proxy
 // (<port>-<id>.<domain> and /s/<id>/<port>/) and the app proxy
 // (app-<id>.<domain>; its path form is an API route).
 func (d *Daemon) Handler() http.Handler { return d.handler }

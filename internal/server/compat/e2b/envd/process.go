@@ -307,8 +307,9 @@ func (h *Handler) stream(ctx context.Context, hdr http.Header, cmd agent.Command
 	}
 }
 
-// endOf is a finished command's end event, in the words of Go's
-// os.ProcessState, which envd reports: "exit status 1", "signal: killed".
+// endOf is a finished command's end event as envd reports it, in the
+// words of Go's os.ProcessState: "exit status 1", or "signal: killed" with
+// exit code -1 for a process a signal ended (not the shell's 128+n).
 func endOf(c agent.Command) *endEvent {
 	ev := &endEvent{}
 	if c.ExitCode != nil {
@@ -319,6 +320,7 @@ func endOf(c agent.Command) *endEvent {
 		ev.Exited = true
 		ev.Status = "exit status " + strconv.Itoa(int(ev.ExitCode))
 	case agent.StatusKilled, agent.StatusTimedOut:
+		ev.ExitCode = -1
 		ev.Status = "signal: " + signalName(c.Signal)
 		if c.Status == agent.StatusTimedOut {
 			msg := "the command timed out and was killed"

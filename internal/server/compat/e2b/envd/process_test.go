@@ -237,7 +237,7 @@ func TestProcessControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	end := events(t, s)
-	want := []processEvent{{End: &endEvent{ExitCode: 137, Status: "signal: killed"}}}
+	want := []processEvent{{End: &endEvent{ExitCode: -1, Status: "signal: killed"}}}
 	if !equalJSON(t, end, want) {
 		t.Fatalf("events after the kill %s, want %s", mustJSON(t, end), mustJSON(t, want))
 	}
@@ -364,9 +364,9 @@ func TestEndOf(t *testing.T) {
 		want endEvent
 	}{
 		{"exited", agent.Command{Status: agent.StatusExited, ExitCode: code(2)}, endEvent{ExitCode: 2, Exited: true, Status: "exit status 2"}},
-		{"terminated", agent.Command{Status: agent.StatusKilled, ExitCode: code(143), Signal: "SIGTERM"}, endEvent{ExitCode: 143, Status: "signal: terminated"}},
+		{"terminated", agent.Command{Status: agent.StatusKilled, ExitCode: code(143), Signal: "SIGTERM"}, endEvent{ExitCode: -1, Status: "signal: terminated"}},
 		{"timed out", agent.Command{Status: agent.StatusTimedOut, ExitCode: code(137), Signal: "SIGKILL"},
-			endEvent{ExitCode: 137, Status: "signal: killed", Error: ptr("the command timed out and was killed")}},
+			endEvent{ExitCode: -1, Status: "signal: killed", Error: ptr("the command timed out and was killed")}},
 		{"failed to start", agent.Command{Status: agent.StatusFailed, ExitCode: code(127), Error: "no such file"},
 			endEvent{ExitCode: 127, Status: "failed", Error: ptr("no such file")}},
 	}
