@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,12 +77,22 @@ func newTestEnv(t *testing.T, script fake.Script) *testEnv {
 
 // portRecorder stands for the port proxy's path form.
 type portRecorder struct {
+	mu   sync.Mutex
 	reqs []*http.Request
 }
 
 func (p *portRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
 	p.reqs = append(p.reqs, r)
+	p.mu.Unlock()
 	w.WriteHeader(http.StatusTeapot)
+}
+
+// forwarded is what reached the port proxy so far.
+func (p *portRecorder) forwarded() []*http.Request {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.reqs)
 }
 
 // request is one request to the env's server in the single host form
