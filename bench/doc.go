@@ -28,6 +28,15 @@
 //
 //	go test -run '^$' -bench UserNSCreate -benchtime 20x ./bench/
 //
+// BenchmarkE2BCreateToFirstCommand is the unmodified e2b JS SDK's
+// Sandbox.create() until a first commands.run has finished (E2B control
+// plane and envd data plane, Node's loop in one process) beside the Go
+// SDK's create until a first command has finished, in the same run;
+// ratio-p50 is E2B's over Go's. It needs node and npm ci in
+// internal/server/compat/e2b/nodetest (else it skips):
+//
+//	go test -run '^$' -bench E2BCreateToFirstCommand -benchtime 20x ./bench/
+//
 // Figures are reported as custom benchmark metrics (p50-ms, p99-ms, ...);
 // nothing here asserts a time.
 package bench

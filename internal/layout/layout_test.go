@@ -47,6 +47,10 @@ var rules = []rule{
 		deny: []string{"internal/node", "internal/server", "internal/control", "internal/daemon", "internal/runtime"}},
 	{pkg: "internal/control", why: "the control plane reaches sandboxes through its own interface", deep: true,
 		deny: []string{"internal/node", "internal/server", "internal/daemon", "internal/runtime/runc"}},
+	{pkg: "internal/server/compat/e2b/envd", why: "envd drives sandboxes through its Sandboxes interface and the agent client", deep: true,
+		deny: []string{"internal/node", "internal/runtime/runc", "internal/daemon", "internal/store", "internal/control"}},
+	{pkg: "internal/server/compat/e2b/envd", why: "envd's messages are paddock's own plain structs with a JSON codec: no generated protobuf code",
+		deny: []string{"google.golang.org/protobuf"}},
 	{pkg: "internal/proxy", why: "the port proxy knows sandboxes only through its Resolver", deep: true,
 		deny: []string{"internal/node", "internal/server", "internal/control", "internal/daemon", "internal/store", "internal/auth"}},
 }

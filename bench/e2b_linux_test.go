@@ -1,0 +1,104 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/daemon"
+	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/sdk"
+)
+
+// BenchmarkE2BCreateToFirstCommand is the E2B JS SDK's Sandbox.create()
+// until a first commands.run("true") has finished, through paddock's E2B
+// control plane and envd data plane (the unmodified SDK pinned in
+// internal/server/compat/e2b/nodetest, E2B_SANDBOX_URL at the listener),
+// beside the Go SDK's create until a first command has finished, in the
+// same run and the same team. The Node loop runs in one process, so Node's
+// start is not counted; every sandbox is deleted untimed. Reported: p50
+// and p99 of each, and the ratio of the p50s (E2B over Go).
+//
+//	go test -run '^$' -bench E2BCreateToFirstCommand -benchtime 20x ./bench/
+func BenchmarkE2BCreateToFirstCommand(b *testing.B) {
+	ctx := context.Background()
+	nodeBin, err := exec.LookPath("node")
+	if err != nil {
+		b.Skip("node is not installed: the E2B SDK runs on Node.js")
+	}
+	nodeDir, err := filepath.Abs(filepath.Join("..", "internal", "server", "compat", "e2b", "nodetest"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "e2b", "package.json")); err != nil {
+		b.Skip("the e2b SDK is not installed: run npm ci --prefix internal/server/compat/e2b/nodetest")
+	}
+	agentPath, dir := benchDir(b)
+	d, hs := startDaemon(b, daemon.Config{DataDir: dir, NoNetwork: true, Domain: "localhost", MaxTimeout: time.Hour}, agentPath)
+	tm, err := d.Auth().CreateTeam(ctx, "bench-e2b")
+	if err != nil {
+		b.Fatal(err)
+	}
+	e2bKey, _, err := d.Auth().CreateTokenFormat(ctx, auth.FormatE2B, tm.ID, "", "e2b-sdk", store.RoleMember, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	goToken, _, err := d.Auth().CreateToken(ctx, tm.ID, "", "go-sdk", store.RoleMember, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := sdk.New(hs.URL, goToken)
+
+	var goSDK []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		sb, err := client.Create(ctx, api.CreateSandboxRequest{TimeoutMs: time.Hour.Milliseconds()})
+		if err != nil {
+			b.Fatalf("create: %v", err)
+		}
+		cmd, err := sb.RunCommand(ctx, api.CommandRequest{Cmd: "true"})
+		if err != nil || cmd.ExitCode == nil || *cmd.ExitCode != 0 {
+			b.Fatalf("first command: %v %+v", err, cmd)
+		}
+		goSDK = append(goSDK, time.Since(start))
+		b.StopTimer()
+		if err := sb.Delete(ctx); err != nil {
+			b.Fatalf("delete: %v", err)
+		}
+		b.StartTimer()
+	}
+
+	b.StopTimer()
+	run := exec.CommandContext(ctx, nodeBin, "createbench.mjs")
+	run.Dir = nodeDir
+	run.Env = append(os.Environ(), "E2B_API_URL="+hs.URL+"/compat/e2b", "E2B_SANDBOX_URL="+hs.URL,
+		"E2B_API_KEY="+e2bKey, "PADDOCK_BENCH_N="+strconv.Itoa(len(goSDK)))
+	run.Stderr = os.Stderr
+	out, err := run.Output()
+	if err != nil {
+		b.Fatalf("the E2B SDK loop: %v", err)
+	}
+	var msE2B []float64
+	if err := json.Unmarshal(out, &msE2B); err != nil {
+		b.Fatalf("the E2B SDK loop's output %q: %v", out, err)
+	}
+	e2bSDK := make([]time.Duration, len(msE2B))
+	for i, v := range msE2B {
+		e2bSDK[i] = time.Duration(v * float64(time.Millisecond))
+	}
+
+	b.ReportMetric(0, "ns/op") // per-op time mixes in the deletes; the percentiles are the figures
+	b.ReportMetric(ms(pct(e2bSDK, 50)), "e2b-p50-ms")
+	b.ReportMetric(ms(pct(e2bSDK, 99)), "e2b-p99-ms")
+	b.ReportMetric(ms(pct(goSDK, 50)), "go-p50-ms")
+	b.ReportMetric(ms(pct(goSDK, 99)), "go-p99-ms")
+	b.ReportMetric(ms(pct(e2bSDK, 50))/ms(pct(goSDK, 50)), "ratio-p50")
+	b.Logf("n=%d e2b p50=%v p99=%v; go p50=%v p99=%v", len(goSDK), pct(e2bSDK, 50), pct(e2bSDK, 99), pct(goSDK, 50), pct(goSDK, 99))
+}
