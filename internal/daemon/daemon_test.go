@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,12 +18,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/events"
 	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
+	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
 	"github.com/paddock-dev/paddock/sdk"
@@ -377,6 +380,85 @@ func TestEventRetention(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.cfg.eventRetention(); got != tc.want {
 				t.Errorf("eventRetention = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestE2BEnvdMounted: E2B's data plane answers ahead of everything else
+// for its host form, its single host and any request naming a sandbox in
+// E2b-Sandbox-Id (E2B_SANDBOX_URL at paddock's own address), with the
+// token create handed out; other requests are the API's as before.
+func TestE2BEnvdMounted(t *testing.T) {
+	noGoroutinesLeft(t)
+	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true, Domain: "paddock.localhost"},
+		WithDriver(fake.NewDriver(t, fake.DriverConfig{})))
+	ctx := t.Context()
+	team, err := s.d.Auth().CreateTeam(ctx, "e2b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, err := s.d.Auth().CreateTokenFormat(ctx, auth.FormatE2B, team.ID, "", "sdk", store.RoleMember, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, host, path string, hdr map[string]string, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
+		if host != "" {
+			req.Host = host
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := s.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	status, body := do("POST", "", "/compat/e2b/sandboxes", map[string]string{"X-API-Key": key}, `{}`)
+	var created struct {
+		SandboxID       string `json:"sandboxID"`
+		EnvdAccessToken string `json:"envdAccessToken"`
+	}
+	if err := json.Unmarshal([]byte(body), &created); status != http.StatusCreated || err != nil || created.EnvdAccessToken == "" {
+		t.Fatalf("create = %d %s", status, body)
+	}
+	id, tok := created.SandboxID, created.EnvdAccessToken
+	list := `{}`
+	rpc := map[string]string{"Content-Type": "application/json"}
+	with := func(m map[string]string, kv ...string) map[string]string {
+		out := map[string]string{}
+		for k, v := range m {
+			out[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			out[kv[i]] = kv[i+1]
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name, host, path string
+		hdr              map[string]string
+		status           int
+	}{
+		{"single host at paddock's address", "", "/process.Process/List", with(rpc, "E2b-Sandbox-Id", id, "E2b-Sandbox-Port", "49983", "X-Access-Token", tok), 200},
+		{"host form", "49983-" + id + ".paddock.localhost", "/process.Process/List", with(rpc, "X-Access-Token", tok), 200},
+		{"sandbox.<domain>", "sandbox.paddock.localhost", "/process.Process/List", with(rpc, "E2b-Sandbox-Id", id, "X-Access-Token", tok), 200},
+		{"no token", "", "/process.Process/List", with(rpc, "E2b-Sandbox-Id", id), 401},
+		{"the API key is no envd token", "", "/process.Process/List", with(rpc, "E2b-Sandbox-Id", id, "X-Access-Token", key, "Authorization", "Bearer "+key), 401},
+		{"the API unaffected", "", "/healthz", nil, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			method, body := "POST", list
+			if tc.path == "/healthz" {
+				method, body = "GET", ""
+			}
+			if status, got := do(method, tc.host, tc.path, tc.hdr, body); status != tc.status {
+				t.Fatalf("%s %s%s = %d %s, want %d", method, tc.host, tc.path, status, got, tc.status)
 			}
 		})
 	}
