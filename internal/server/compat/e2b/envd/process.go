@@ -308,8 +308,10 @@ func (h *Handler) stream(ctx context.Context, hdr http.Header, cmd agent.Command
 }
 
 // endOf is a finished command's end event as envd reports it, in the
-// words of Go's os.ProcessState: "exit status 1", or "signal: killed" with
-// exit code -1 for a process a signal ended (not the shell's 128+n).
+// words of Go's os.ProcessState and exec.Cmd.Wait: "exit status 1" (also
+// the error when not 0), or "signal: killed" with exit code -1 for a
+// process a signal ended (not the shell's 128+n). A command that could not
+// start ends with the agent's error.
 func endOf(c agent.Command) *endEvent {
 	ev := &endEvent{}
 	if c.ExitCode != nil {
@@ -319,13 +321,13 @@ func endOf(c agent.Command) *endEvent {
 	case agent.StatusExited:
 		ev.Exited = true
 		ev.Status = "exit status " + strconv.Itoa(int(ev.ExitCode))
+		if ev.ExitCode != 0 {
+			ev.Error = &ev.Status
+		}
 	case agent.StatusKilled, agent.StatusTimedOut:
 		ev.ExitCode = -1
 		ev.Status = "signal: " + signalName(c.Signal)
-		if c.Status == agent.StatusTimedOut {
-			msg := "the command timed out and was killed"
-			ev.Error = &msg
-		}
+		ev.Error = &ev.Status
 	default:
 		ev.Status = c.Status
 		if c.Error != "" {

@@ -110,7 +110,7 @@ func TestStartStreamsOutputAndEnd(t *testing.T) {
 					{End: &endEvent{ExitCode: 0, Exited: true, Status: "exit status 0"}}}},
 				{"exit 3 with stderr", "fail", nil, []processEvent{
 					{Start: &startEvent{PID: 42}}, {Data: &dataEvent{Stderr: Bytes("boom\n")}},
-					{End: &endEvent{ExitCode: 3, Exited: true, Status: "exit status 3"}}}},
+					{End: &endEvent{ExitCode: 3, Exited: true, Status: "exit status 3", Error: ptr("exit status 3")}}}},
 			}
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {
@@ -237,7 +237,7 @@ func TestProcessControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	end := events(t, s)
-	want := []processEvent{{End: &endEvent{ExitCode: -1, Status: "signal: killed"}}}
+	want := []processEvent{{End: &endEvent{ExitCode: -1, Status: "signal: killed", Error: ptr("signal: killed")}}}
 	if !equalJSON(t, end, want) {
 		t.Fatalf("events after the kill %s, want %s", mustJSON(t, end), mustJSON(t, want))
 	}
@@ -363,10 +363,11 @@ func TestEndOf(t *testing.T) {
 		cmd  agent.Command
 		want endEvent
 	}{
-		{"exited", agent.Command{Status: agent.StatusExited, ExitCode: code(2)}, endEvent{ExitCode: 2, Exited: true, Status: "exit status 2"}},
-		{"terminated", agent.Command{Status: agent.StatusKilled, ExitCode: code(143), Signal: "SIGTERM"}, endEvent{ExitCode: -1, Status: "signal: terminated"}},
+		{"exited 0", agent.Command{Status: agent.StatusExited, ExitCode: code(0)}, endEvent{Exited: true, Status: "exit status 0"}},
+		{"exited 2", agent.Command{Status: agent.StatusExited, ExitCode: code(2)}, endEvent{ExitCode: 2, Exited: true, Status: "exit status 2", Error: ptr("exit status 2")}},
+		{"terminated", agent.Command{Status: agent.StatusKilled, ExitCode: code(143), Signal: "SIGTERM"}, endEvent{ExitCode: -1, Status: "signal: terminated", Error: ptr("signal: terminated")}},
 		{"timed out", agent.Command{Status: agent.StatusTimedOut, ExitCode: code(137), Signal: "SIGKILL"},
-			endEvent{ExitCode: -1, Status: "signal: killed", Error: ptr("the command timed out and was killed")}},
+			endEvent{ExitCode: -1, Status: "signal: killed", Error: ptr("signal: killed")}},
 		{"failed to start", agent.Command{Status: agent.StatusFailed, ExitCode: code(127), Error: "no such file"},
 			endEvent{ExitCode: 127, Status: "failed", Error: ptr("no such file")}},
 	}
