@@ -379,3 +379,50 @@ func TestEndOf(t *testing.T) {
 		})
 	}
 }
+
+func TestStreamInput(t *testing.T) {
+	e := newTestEnv(t, nil)
+	ctx := t.Context()
+	c := e.rpc(t, true, sbA, e.tokens.Access(sbA), "")
+	s, err := serverStream(ctx, c, "Start", &startRequest{Process: &processConfig{Cmd: "cat"}, Tag: ptr("in"), Stdin: ptr(true)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	next(t, s) // start
+	send := func(msgs ...*streamInputRequest) error {
+		cl := connect.NewClient[streamInputRequest, empty](c.hc, e.srv.URL+processService+"StreamInput", connect.WithCodec(codec{}))
+		st := cl.CallClientStream(ctx)
+		for k, v := range c.header {
+			st.RequestHeader()[k] = v
+		}
+		for _, m := range msgs {
+			if err := st.Send(m); err != nil {
+				return err
+			}
+		}
+		_, err := st.CloseAndReceive()
+		return err
+	}
+	startMsg := &streamInputRequest{}
+	startMsg.Start = &struct {
+		Process *processSelector `json:"process"`
+	}{&processSelector{Tag: ptr("in")}}
+	data := func(s string) *streamInputRequest {
+		m := &streamInputRequest{}
+		m.Data = &struct {
+			Input *processInput `json:"input"`
+		}{&processInput{Stdin: Bytes(s)}}
+		return m
+	}
+	if err := send(startMsg, data("a"), &streamInputRequest{Keepalive: &struct{}{}}, data("b")); err != nil {
+		t.Fatal(err)
+	}
+	cmds := e.agent.Commands()
+	if _, stdin, _, _ := e.agent.Command(cmds[len(cmds)-1].ID); stdin != "ab" {
+		t.Fatalf("stdin %q, want %q", stdin, "ab")
+	}
+	if err := send(data("x")); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("data before start: %v", err)
+	}
+}
