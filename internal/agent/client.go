@@ -467,3 +467,53 @@ func (w *WatchReader) Next() (WatchEvent, error) {
 
 // Close ends the watch.
 func (w *WatchReader) Close() error { return w.body.Close() }
+
+// Stat describes path itself (a symlink is not followed), as the
+// sandbox's user, or as root with sudo.
+func (c *Client) Stat(ctx context.Context, path string, sudo bool) (Entry, error) {
+	var e Entry
+	q := url.Values{"path": {path}, "sudo": {strconv.FormatBool(sudo)}}
+	err := c.doJSON(ctx, http.MethodGet, "/v1/stat?"+q.Encode(), maxSmallAnswer, nil, &e)
+	return e, err
+}
+
+// ListDir lists the entries below the directory path to depth levels (1:
+// its own entries), at most MaxListEntries, in a sorted depth-first order.
+func (c *Client) ListDir(ctx context.Context, path string, depth int, sudo bool) ([]Entry, error) {
+	var entries []Entry
+	q := url.Values{"path": {path}, "depth": {strconv.Itoa(depth)}, "sudo": {strconv.FormatBool(sudo)}}
+	err := c.doJSON(ctx, http.MethodGet, "/v1/list?"+q.Encode(), maxListAnswer, nil, &entries)
+	return entries, err
+}
+
+// Move renames a file, symlink or directory and describes it at its new
+// path.
+func (c *Client) Move(ctx context.Context, req MoveRequest) (Entry, error) {
+	var e Entry
+	err := c.doJSON(ctx, http.MethodPost, "/v1/move", maxSmallAnswer, req, &e)
+	return e, err
+}
+
+// Remove removes a file, symlink or directory tree; a missing path is an
+// ErrNotFound.
+func (c *Client) Remove(ctx context.Context, req RemoveRequest) error {
+	return c.doJSON(ctx, http.MethodPost, "/v1/remove", 0, req, nil)
+}
+
+// WriteFile writes r to the file path (replacing what is there, creating
+// missing parents) with mode's permission bits (0: 0644), as the
+// sandbox's user or as root with sudo, and describes the file written.
+func (c *Client) WriteFile(ctx context.Context, path string, mode uint32, sudo bool, r io.Reader) (Entry, error) {
+	var e Entry
+	q := url.Values{"path": {path}, "sudo": {strconv.FormatBool(sudo)}}
+	if mode != 0 {
+		q.Set("mode", strconv.FormatUint(uint64(mode), 8))
+	}
+	resp, err := c.do(ctx, http.MethodPut, "/v1/file?"+q.Encode(), r, "application/octet-stream")
+	if err != nil {
+		return e, err
+	}
+	defer resp.Body.Close()
+	err = decodeAnswer(resp.Body, "/v1/file", maxSmallAnswer, &e)
+	return e, err
+}

@@ -150,6 +150,64 @@ type WriteResult struct {
 	Bytes int64 `json:"bytes"`
 }
 
+// Entry types: what Entry.Type says a directory entry is.
+const (
+	EntryFile    = "file"
+	EntryDir     = "dir"
+	EntrySymlink = "symlink"
+	EntryOther   = "other" // a fifo, socket or device node
+)
+
+// Entry describes one file, directory or symlink in the sandbox, as stat
+// (GET /v1/stat) and a directory listing (GET /v1/list) report it. A
+// symlink is described itself, never its target.
+type Entry struct {
+	Name string `json:"name"`
+	// Path is the entry's absolute path in the sandbox, as asked for (a
+	// listing's entries are below the path asked for).
+	Path string `json:"path"`
+	Type string `json:"type"`
+	Size int64  `json:"size"`
+	// Mode is the permission bits plus setuid, setgid and sticky, and
+	// Permissions the whole mode as Go's fs.FileMode prints it
+	// ("-rw-r--r--", "drwxr-xr-x", "Lrwxrwxrwx").
+	Mode        uint32 `json:"mode"`
+	Permissions string `json:"permissions"`
+	// Owner and Group are names from the sandbox's etc/passwd and
+	// etc/group, or the numeric id when it names none.
+	Owner   string    `json:"owner"`
+	Group   string    `json:"group"`
+	UID     uint32    `json:"uid"`
+	GID     uint32    `json:"gid"`
+	ModTime time.Time `json:"modTime"`
+	// SymlinkTarget is a symlink's target made absolute against the
+	// link's directory (lexically: links on the way are not resolved).
+	SymlinkTarget string `json:"symlinkTarget,omitempty"`
+}
+
+// MaxListEntries bounds one directory listing (GET /v1/list): a larger one
+// is refused (too_many_entries), asking for a smaller depth.
+const MaxListEntries = 50000
+
+// MaxListDepth bounds how deep a listing descends.
+const MaxListDepth = 256
+
+// MoveRequest renames Source to Destination (rename(2): an existing file
+// at Destination is replaced, a symlink is moved itself), creating
+// Destination's missing parents.
+type MoveRequest struct {
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	Sudo        bool   `json:"sudo,omitempty"`
+}
+
+// RemoveRequest removes a file, a symlink (not its target) or a directory
+// with everything below it.
+type RemoveRequest struct {
+	Path string `json:"path"`
+	Sudo bool   `json:"sudo,omitempty"`
+}
+
 // FileInfo describes a file read through the agent (sent in headers).
 type FileInfo struct {
 	Size int64

@@ -107,6 +107,11 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/files", s.handleReadFile)
 	m.HandleFunc("GET /v1/archive", s.handleReadArchive)
 	m.HandleFunc("POST /v1/mkdir", s.handleMkdir)
+	m.HandleFunc("PUT /v1/file", s.handleWriteFile)
+	m.HandleFunc("GET /v1/stat", s.handleStat)
+	m.HandleFunc("GET /v1/list", s.handleListDir)
+	m.HandleFunc("POST /v1/move", s.handleMove)
+	m.HandleFunc("POST /v1/remove", s.handleRemove)
 	m.HandleFunc("GET /v1/ports", s.handlePorts)
 	m.HandleFunc("GET /v1/watch", s.handleWatch)
 	s.mux = m
