@@ -34,7 +34,7 @@ type fsService struct {
 }
 
 func addFilesystem(h *Handler, mux *http.ServeMux) {
-	s := &fsService{h: h, watchers: newWatcherSet()}
+	s := &fsService{h: h, watchers: newWatcherSet(watcherIdle)}
 	opts := h.connectOptions()
 	unary := func(name string, fn func(context.Context, *fsPathRequest) (*fsEntryResponse, error)) {
 		mux.Handle(filesystemService+name, connect.NewUnaryHandler(filesystemService+name,

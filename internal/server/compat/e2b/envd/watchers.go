@@ -29,21 +29,23 @@ const (
 )
 
 // watcherIdle is how long a watcher lives without a poll: a client that
-// went away does not hold an agent watch for ever. A variable for tests.
+// went away does not hold an agent watch for ever. A variable for tests,
+// read when a Handler is made.
 var watcherIdle = 2 * time.Minute
 
 // watcherSet holds one Handler's polling watchers. Each watcher's
 // goroutine is owned by the set: it ends when the watcher is removed,
-// idles past watcherIdle, or its watch ends (the directory went, the
+// idles past its idle time, or its watch ends (the directory went, the
 // sandbox stopped).
 type watcherSet struct {
+	idle      time.Duration
 	mu        sync.Mutex
 	byID      map[string]*pollWatcher // guarded by mu
 	bySandbox map[string]int          // guarded by mu: open watchers per sandbox
 }
 
-func newWatcherSet() *watcherSet {
-	return &watcherSet{byID: map[string]*pollWatcher{}, bySandbox: map[string]int{}}
+func newWatcherSet(idle time.Duration) *watcherSet {
+	return &watcherSet{idle: idle, byID: map[string]*pollWatcher{}, bySandbox: map[string]int{}}
 }
 
 // pollWatcher is one polling watcher.
@@ -59,7 +61,7 @@ type pollWatcher struct {
 	ended   bool              // guarded by mu: the watch is over; the events are the last
 }
 
-var errWatcherNotFound = sandbox.Errorf(sandbox.ErrNotFound, "watcher_not_found", "watcher not found (removed, expired after %v without a poll, or its directory went)", watcherIdle)
+var errWatcherNotFound = sandbox.Errorf(sandbox.ErrNotFound, "watcher_not_found", "watcher not found (removed, expired without a poll, or its directory went)")
 
 func newWatcherID() string {
 	b := make([]byte, 16)
@@ -135,7 +137,7 @@ func (s *fsService) createWatcher(ctx context.Context, req *connect.Request[watc
 }
 
 // run collects w's events until its context ends (removed), it idles past
-// watcherIdle, or the watch ends; then it closes the watch. An idle or
+// ws.idle, or the watch ends; then it closes the watch. An idle or
 // removed watcher leaves the set at once; one whose watch ended stays
 // until its last events are collected.
 func (ws *watcherSet) run(ctx context.Context, w *pollWatcher, wr *agent.WatchReader) {
@@ -147,7 +149,7 @@ func (ws *watcherSet) run(ctx context.Context, w *pollWatcher, wr *agent.WatchRe
 		for range events {
 		}
 	}()
-	idle := time.NewTimer(watcherIdle)
+	idle := time.NewTimer(ws.idle)
 	defer idle.Stop()
 	for {
 		select {
@@ -157,7 +159,7 @@ func (ws *watcherSet) run(ctx context.Context, w *pollWatcher, wr *agent.WatchRe
 			ws.forget(w)
 			return
 		case <-w.polled:
-			idle.Reset(watcherIdle)
+			idle.Reset(ws.idle)
 		case ev, ok := <-events:
 			if !ok {
 				w.mu.Lock()
