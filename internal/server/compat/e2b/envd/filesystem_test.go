@@ -319,3 +319,40 @@ func readAll(t *testing.T, r io.Reader) string {
 	}
 	return string(b)
 }
+
+func TestResolvePath(t *testing.T) {
+	user := &target{Sandbox: sandbox.Sandbox{User: sandbox.User{UID: 1001, GID: 1001, Home: "/home/dev"}}}
+	root := &target{Sudo: true}
+	tests := []struct {
+		name string
+		t    *target
+		in   string
+		want string
+		bad  bool
+	}{
+		{"empty is home", user, "", "/home/dev", false},
+		{"tilde", user, "~", "/home/dev", false},
+		{"below tilde", user, "~/a/b", "/home/dev/a/b", false},
+		{"relative", user, "a/../b", "/home/dev/b", false},
+		{"absolute cleaned", user, "/x//y/./z/", "/x/y/z", false},
+		{"dotdot past the top", user, "/../../etc", "/etc", false},
+		{"relative climbing out of home", user, "../../../etc/passwd", "/etc/passwd", false},
+		{"root's home", root, "f", "/root/f", false},
+		{"tilde user is a name", user, "~bob/x", "/home/dev/~bob/x", false},
+		{"nul", user, "a\x00b", "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := resolvePath(tc.t, tc.in)
+			if tc.bad {
+				if err == nil {
+					t.Fatalf("resolvePath(%q) = %q, want an error", tc.in, got)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("resolvePath(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
