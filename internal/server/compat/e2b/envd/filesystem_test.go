@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -308,16 +307,6 @@ func TestFilesystemTeams(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code() != connect.CodeUnavailable {
 		t.Errorf("paused sandbox: %v, want unavailable", err)
 	}
-}
-
-// readAll is io.ReadAll that fails the test.
-func readAll(t *testing.T, r io.Reader) string {
-	t.Helper()
-	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 func TestResolvePath(t *testing.T) {
