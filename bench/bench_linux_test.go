@@ -6,11 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,7 +83,18 @@ func initBinary(b *testing.B) string {
 
 func (e *env) create(b *testing.B, id string) *agent.Client {
 	b.Helper()
-	cl, err := e.driver.Create(context.Background(), runtime.Spec{ID: id, Image: sandbox.HostImage, Resources: benchResources})
+	return e.createPhased(b, id, nil)
+}
+
+// createPhased is create with the driver's step timings recorded into p
+// (nil: dropped).
+func (e *env) createPhased(b *testing.B, id string, p *sandbox.Phases) *agent.Client {
+	b.Helper()
+	ctx := context.Background()
+	if p != nil {
+		ctx = sandbox.WithPhases(ctx, p)
+	}
+	cl, err := e.driver.Create(ctx, runtime.Spec{ID: id, Image: sandbox.HostImage, Resources: benchResources})
 	if err != nil {
 		b.Fatalf("create %s: %v", id, err)
 	}
@@ -114,20 +127,40 @@ func BenchmarkCreateToFirstCommand(b *testing.B) {
 	rb := newRuncBaseline(b, e.dataDir)
 	ctx := context.Background()
 	var ours, base []time.Duration
+	steps := map[string][]time.Duration{}
 	for i := 0; b.Loop(); i++ {
 		id := fmt.Sprintf("bench-%d", i)
+		var p sandbox.Phases
 		start := time.Now()
-		cl := e.create(b, id)
+		cl := e.createPhased(b, id, &p)
+		created := time.Now()
 		if err := run(ctx, cl, "true"); err != nil {
 			b.Fatal(err)
 		}
 		ours = append(ours, time.Since(start))
 		b.StopTimer()
+		for name, d := range map[string]time.Duration{"layer": p.Layer, "config": p.Config, "start": p.Start,
+			"agent": p.Agent, "first-command": ours[len(ours)-1] - created.Sub(start)} {
+			steps[name] = append(steps[name], d)
+		}
 		e.destroy(b, id)
 		base = append(base, rb.run(b, i))
 		b.StartTimer()
 	}
 	report(b, "", ours, base)
+	reportSteps(b, steps)
+}
+
+// reportSteps adds the p50 of each step as "<step>-p50-ms" and logs them.
+func reportSteps(b *testing.B, steps map[string][]time.Duration) {
+	b.Helper()
+	var line []string
+	for _, name := range slices.Sorted(maps.Keys(steps)) {
+		p := pct(steps[name], 50)
+		b.ReportMetric(ms(p), name+"-p50-ms")
+		line = append(line, name+"="+p.Round(10*time.Microsecond).String())
+	}
+	b.Logf("steps p50: %s", strings.Join(line, " "))
 }
 
 // BenchmarkExecRoundTrip times `true` run to completion in a running sandbox
