@@ -26,11 +26,11 @@ var (
 // startPoolDaemon starts a networked daemon on a fresh data dir with a
 // leak check, and removes its pools (and their idle sandboxes, which no
 // list shows) before it closes.
-func startPoolDaemon(b *testing.B, network netip.Prefix) (*daemon.Daemon, string) {
+func startPoolDaemon(b *testing.B, network netip.Prefix, opts ...daemon.Option) (*daemon.Daemon, string) {
 	b.Helper()
 	ctx := context.Background()
 	agentPath, dir := benchDir(b)
-	d, _ := startDaemon(b, daemon.Config{DataDir: dir, NetworkPool: network, Domain: "localhost"}, agentPath)
+	d, _ := startDaemon(b, daemon.Config{DataDir: dir, NetworkPool: network, Domain: "localhost"}, agentPath, opts...)
 	b.Cleanup(func() { // before startDaemon's close (cleanups run last first)
 		for _, p := range d.Pools().List() {
 			if err := d.Pools().Remove(ctx, p.Name); err != nil {
@@ -73,7 +73,10 @@ func waitIdle(b *testing.B, d *daemon.Daemon, name string, want int) {
 // deleted and the pool refills. The claimer's env and owner are applied
 // by the claim, as for any warm create.
 func BenchmarkWarmClaim(b *testing.B) {
-	d, _ := startPoolDaemon(b, warmClaimPool)
+	// The phases of every create, the pool's refills and the cold
+	// baseline's alike: where a networked create's time goes.
+	phases := newPhaseLog()
+	d, _ := startPoolDaemon(b, warmClaimPool, daemon.WithLogger(phases.logger()))
 	ctx := context.Background()
 	if _, err := d.Pools().Set(ctx, sandbox.PoolSpec{Name: "bench", Resources: benchResources, Min: 2, Max: 2}); err != nil {
 		b.Fatal(err)
@@ -133,6 +136,7 @@ func BenchmarkWarmClaim(b *testing.B) {
 	b.ReportMetric(ms(pct(cold, 50)), "cold-p50-ms")
 	b.ReportMetric(ms(pct(cold, 99)), "cold-p99-ms")
 	b.ReportMetric(ms(pct(warm, 50))/ms(pct(cold, 50)), "ratio-p50")
+	phases.report(b, "create-")
 }
 
 // BenchmarkActivationWarm times activations of the goose stand-in (from
