@@ -3,8 +3,6 @@
 package agent
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -386,10 +384,16 @@ func (s *Server) start(req CommandRequest) (*command, error) {
 		}
 		return fail(&startError{code, fmt.Sprintf("%s: %v", req.Cmd, err)})
 	}
-	// The driver protects the agent from the OOM killer; children must
-	// not inherit that. Raising the score needs no privilege.
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte("0"), 0); err != nil {
-		s.log.Warn("reset oom_score_adj", "command", c.id, "pid", pid, "err", err)
+	// The driver may protect the agent from the OOM killer; children must
+	// not inherit that. Raising the score needs no privilege. An agent
+	// whose own score is not below 0 has nothing to undo (most hosts: the
+	// driver lowers it only with CAP_SYS_RESOURCE), so its commands skip
+	// the write and the warning it logged whenever the command was
+	// already gone or had become another user's.
+	if s.oomAdj < 0 {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte("0"), 0); err != nil {
+			s.log.Warn("reset oom_score_adj", "command", c.id, "pid", pid, "err", err)
+		}
 	}
 	s.log.Info("command started", "command", c.id, "pid", pid, "cmd", req.Cmd, "sudo", req.Sudo, "pty", req.PTY != nil)
 
@@ -547,24 +551,8 @@ func (s *Server) reapOnce() {
 	}
 }
 
-// oomKills reads the sandbox cgroup's OOM kill counter (v2, then v1).
-func (s *Server) oomKills() (int64, bool) {
-	for _, name := range []string{"memory.events", "memory/memory.oom_control"} {
-		data, err := os.ReadFile(filepath.Join(s.cfg.CgroupRoot, name))
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(bytes.NewReader(data))
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "oom_kill "); ok {
-				if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
-					return n, true
-				}
-			}
-		}
-	}
-	return 0, false
-}
+// oomKills reads the sandbox cgroup's OOM kill counter (see oomCounter).
+func (s *Server) oomKills() (int64, bool) { return s.oom.read() }
 
 func (s *Server) handleList(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()

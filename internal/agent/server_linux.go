@@ -52,6 +52,11 @@ type Server struct {
 	watchDirs int // guarded by mu
 	sigchld   chan os.Signal
 	shutdown  sync.Once
+
+	// oom reads the OOM kill counter; oomAdj is the agent's own
+	// oom_score_adj, read once at start (see start).
+	oom    *oomCounter
+	oomAdj int
 }
 
 // NewServer prepares the state dir and starts the reaper.
@@ -81,6 +86,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cmds:    make(map[string]*command),
 		running: make(map[int]*command),
 		sigchld: make(chan os.Signal, 1),
+		oom:     newOOMCounter(cfg.CgroupRoot),
+		oomAdj:  ownOOMScoreAdj(),
 	}
 	if s.user, s.userErr = s.loadUser(); s.userErr != nil {
 		s.log.Error("image user not resolved: refusing commands and writes", "user", cfg.ImageUser, "err", s.userErr)
@@ -167,6 +174,7 @@ func (s *Server) Close() error {
 		s.wg.Wait()
 		signal.Stop(s.sigchld)
 		s.logs.close()
+		s.oom.close()
 		s.root.Close()
 	})
 	return nil
