@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -21,6 +22,8 @@ import (
 // cheap to copy by pointer; connections are pooled.
 type Client struct {
 	http *http.Client
+	// pinged is the agent's last answer to Ping; nil before one.
+	pinged atomic.Pointer[Info]
 }
 
 // NewClient returns a client that reaches the agent through dial (a unix
@@ -211,7 +214,20 @@ func (c *Client) doJSON(ctx context.Context, method, path string, limit int64, i
 func (c *Client) Ping(ctx context.Context) (Info, error) {
 	var info Info
 	err := c.doJSON(ctx, http.MethodGet, "/v1/ping", maxSmallAnswer, nil, &info)
+	if err == nil {
+		c.pinged.Store(&info)
+	}
 	return info, err
+}
+
+// Pinged returns the agent's last answer to Ping through this client, if
+// it gave one: a create whose driver just waited for the agent's answer
+// reads the sandbox user from it instead of asking again.
+func (c *Client) Pinged() (Info, bool) {
+	if p := c.pinged.Load(); p != nil {
+		return *p, true
+	}
+	return Info{}, false
 }
 
 // Start starts a command and returns at once.

@@ -160,11 +160,16 @@ func (m *Manager) records() []sandbox.Sandbox {
 // still-empty volumes to it. An image naming a user it lacks fails the
 // create with the agent's ErrInvalid.
 func (m *Manager) adoptUser(ctx context.Context, e *entry, client *agent.Client) error {
-	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
-	defer cancel()
-	info, err := client.Ping(pctx)
-	if err != nil {
-		return fmt.Errorf("ask the agent for the sandbox user: %w", err)
+	// The driver's create waited for the agent's answer to a ping: that
+	// answer has the user, and asking again cost a round trip per create.
+	info, ok := client.Pinged()
+	if !ok {
+		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+		defer cancel()
+		var err error
+		if info, err = client.Ping(pctx); err != nil {
+			return fmt.Errorf("ask the agent for the sandbox user: %w", err)
+		}
 	}
 	if err := info.UserErr(); err != nil {
 		return err
