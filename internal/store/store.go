@@ -187,6 +187,16 @@ type Store interface {
 	UpdateAdmission(ctx context.Context, a Admission) (Admission, error)
 	// ListAdmissions returns every team's record, by TeamID.
 	ListAdmissions(ctx context.Context) ([]Admission, error)
+	// The slots of sandboxes that run (see AdmissionHold): one record per
+	// sandbox beside its team's record, so that a create or a sandbox's
+	// end changes a fixed number of records whatever the team holds.
+	// CreateAdmissionHold: ErrConflict "admission_hold_exists";
+	// DeleteAdmissionHold returns the record it deleted, or ErrNotFound
+	// "admission_hold_not_found": of two deletes of one record, one wins.
+	CreateAdmissionHold(ctx context.Context, h AdmissionHold) error
+	DeleteAdmissionHold(ctx context.Context, sandboxID string) (AdmissionHold, error)
+	// ListAdmissionHolds returns a team's hold records, by SandboxID.
+	ListAdmissionHolds(ctx context.Context, teamID string) ([]AdmissionHold, error)
 	// The E2B compatibility layer's sandboxes (see E2BSandbox), scoped by
 	// team: another team's record is ErrNotFound "e2b_sandbox_not_found".
 	// CreateE2BSandbox: ErrConflict "e2b_sandbox_exists" if the ID exists.
@@ -487,17 +497,31 @@ type VercelSnapshotFilter struct {
 }
 
 // MaxAdmissionData bounds an Admission's Data (internal/admission keeps
-// it far below: its queue and the holds of a pro team's 2,000 sandboxes).
+// it far below: its queue and the slots of creates under way).
 const MaxAdmissionData = 4 << 20
 
-// Admission is one team's admission state: its limits, the slots its
-// sandboxes hold and the requests that wait, as internal/admission's own
+// Admission is one team's admission state: its limits, the totals of its
+// sandboxes' slots (their AdmissionHold records), the slots of creates
+// under way and the requests that wait, as internal/admission's own
 // document (Data), opaque to the store like a project's spec.
 type Admission struct {
 	TeamID    string          `json:"teamId"`
 	Data      json.RawMessage `json:"data"`
 	Version   int64           `json:"version"`
 	UpdatedAt time.Time       `json:"updatedAt"`
+}
+
+// AdmissionHold is the slot a sandbox holds in its team's admission
+// (internal/admission): what it counts against the team's limits until it
+// ends. Its team's Admission record keeps the totals of these records.
+type AdmissionHold struct {
+	SandboxID string    `json:"sandboxId"`
+	TeamID    string    `json:"teamId"`
+	HoldID    string    `json:"holdId"`  // the admitted request's id
+	Replica   string    `json:"replica"` // the replica that admitted it
+	VCPUs     float64   `json:"vcpus"`
+	MemoryMB  int64     `json:"memoryMb"`
+	CreatedAt time.Time `json:"createdAt"` // when it was bound to the sandbox
 }
 
 // MaxE2BData bounds an E2BSandbox's Data (the layer's metadata is far
@@ -524,7 +548,8 @@ type E2BSandboxFilter struct {
 
 // NotFound is the error every implementation returns for a missing record;
 // what is "team", "user", "token", "project", "activation", "sandbox",
-// "command", "budget", "vercel_sandbox", "vercel_snapshot", "admission" or "e2b_sandbox".
+// "command", "budget", "vercel_sandbox", "vercel_snapshot", "admission",
+// "admission_hold" or "e2b_sandbox".
 func NotFound(what, id string) error {
 	if id == "" {
 		return sandbox.Errorf(sandbox.ErrNotFound, what+"_not_found", "%s not found", what)

@@ -62,3 +62,53 @@ func (s *Store) UpdateAdmission(ctx context.Context, a store.Admission) (store.A
 func (s *Store) ListAdmissions(ctx context.Context) ([]store.Admission, error) {
 	return findAll(ctx, s.admissions, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}), admissionDoc.rec, "list admissions")
 }
+
+// ---- admission holds ----
+
+type admissionHoldDoc struct {
+	SandboxID string    `bson:"_id"`
+	TeamID    string    `bson:"teamId"`
+	HoldID    string    `bson:"holdId"`
+	Replica   string    `bson:"replica"`
+	VCPUs     float64   `bson:"vcpus"`
+	MemoryMB  int64     `bson:"memoryMb"`
+	CreatedAt time.Time `bson:"createdAt"`
+}
+
+func (d admissionHoldDoc) rec() store.AdmissionHold {
+	return store.AdmissionHold{SandboxID: d.SandboxID, TeamID: d.TeamID, HoldID: d.HoldID, Replica: d.Replica,
+		VCPUs: d.VCPUs, MemoryMB: d.MemoryMB, CreatedAt: store.Time(d.CreatedAt)}
+}
+
+func (s *Store) CreateAdmissionHold(ctx context.Context, h store.AdmissionHold) error {
+	h, err := storeutil.AdmissionHold(h)
+	if err != nil {
+		return err
+	}
+	_, err = s.admissionHolds.InsertOne(ctx, admissionHoldDoc{SandboxID: h.SandboxID, TeamID: h.TeamID, HoldID: h.HoldID,
+		Replica: h.Replica, VCPUs: h.VCPUs, MemoryMB: h.MemoryMB, CreatedAt: h.CreatedAt})
+	if isDup(err) {
+		return store.Exists("admission_hold", h.SandboxID)
+	}
+	if err != nil {
+		return wrap("create admission hold", err)
+	}
+	return nil
+}
+
+func (s *Store) DeleteAdmissionHold(ctx context.Context, sandboxID string) (store.AdmissionHold, error) {
+	var d admissionHoldDoc
+	err := s.admissionHolds.FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: sandboxID}}).Decode(&d)
+	if noDoc(err) {
+		return store.AdmissionHold{}, store.NotFound("admission_hold", sandboxID)
+	}
+	if err != nil {
+		return store.AdmissionHold{}, wrap("delete admission hold", err)
+	}
+	return d.rec(), nil
+}
+
+func (s *Store) ListAdmissionHolds(ctx context.Context, teamID string) ([]store.AdmissionHold, error) {
+	return findAll(ctx, s.admissionHolds, bson.D{{Key: "teamId", Value: teamID}},
+		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}), admissionHoldDoc.rec, "list admission holds")
+}

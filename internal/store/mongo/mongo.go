@@ -66,7 +66,7 @@ type Store struct {
 	teams, users, tokens, projects, activations *mgo.Collection
 	sandboxes, commands, usage, events, claims  *mgo.Collection
 	vercelSandboxes, vercelSnapshots            *mgo.Collection
-	admissions                                  *mgo.Collection
+	admissions, admissionHolds                  *mgo.Collection
 	usageRollups, budgets                       *mgo.Collection
 	e2bSandboxes                                *mgo.Collection
 	webhooks, deliveries                        *mgo.Collection
@@ -102,7 +102,7 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 		sandboxes: db.Collection("sandboxes"), commands: db.Collection("commands"), usage: db.Collection("usage"),
 		events: db.Collection("events"), claims: db.Collection("claims"),
 		vercelSandboxes: db.Collection("vercel_sandboxes"), vercelSnapshots: db.Collection("vercel_snapshots"),
-		admissions:   db.Collection("admissions"),
+		admissions: db.Collection("admissions"), admissionHolds: db.Collection("admission_holds"),
 		usageRollups: db.Collection("usage_rollups"), budgets: db.Collection("budgets"),
 		e2bSandboxes: db.Collection("e2b_sandboxes"),
 		webhooks:     db.Collection("webhooks"), deliveries: db.Collection("webhook_deliveries"),
@@ -175,6 +175,7 @@ func (s *Store) createIndexes(ctx context.Context) error {
 		{s.vercelSandboxes, []ix{index("team_page", "teamId", "createdAt", "_id"), index("sessions", "sessionIds")}},
 		{s.vercelSnapshots, []ix{index("team_page", "teamId", "createdAt", "_id")}},
 		{s.e2bSandboxes, []ix{index("team_page", "teamId", "createdAt", "_id")}},
+		{s.admissionHolds, []ix{index("team", "teamId", "_id")}},
 		{s.webhooks, []ix{index("team_page", "teamId", "createdAt", "_id")}},
 		{s.deliveries, []ix{index("webhook_seq", "webhookId", "eventSeq", "_id"), index("state_seq", "state", "eventSeq", "_id"),
 			index("webhook_state", "webhookId", "state", "eventSeq"),

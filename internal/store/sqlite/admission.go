@@ -74,3 +74,45 @@ func (s *Store) UpdateAdmission(ctx context.Context, a store.Admission) (store.A
 func (s *Store) ListAdmissions(ctx context.Context) ([]store.Admission, error) {
 	return list(ctx, s.r, scanAdmission, "list admissions", `SELECT `+admissionCols+` FROM admissions ORDER BY team_id`)
 }
+
+// ---- admission holds ----
+
+const admissionHoldCols = `sandbox_id, team_id, hold_id, replica, vcpus, memory_mb, created_at`
+
+func scanAdmissionHold(r scanner) (store.AdmissionHold, error) {
+	var h store.AdmissionHold
+	err := r.Scan(&h.SandboxID, &h.TeamID, &h.HoldID, &h.Replica, &h.VCPUs, &h.MemoryMB, tm{&h.CreatedAt})
+	return h, err
+}
+
+func (s *Store) CreateAdmissionHold(ctx context.Context, h store.AdmissionHold) error {
+	h, err := storeutil.AdmissionHold(h)
+	if err != nil {
+		return err
+	}
+	_, err = s.w.ExecContext(ctx, `INSERT INTO admission_holds (`+admissionHoldCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		h.SandboxID, h.TeamID, h.HoldID, h.Replica, h.VCPUs, h.MemoryMB, ms(h.CreatedAt))
+	if isUnique(err) {
+		return store.Exists("admission_hold", h.SandboxID)
+	}
+	if err != nil {
+		return wrap("create admission hold", err)
+	}
+	return nil
+}
+
+func (s *Store) DeleteAdmissionHold(ctx context.Context, sandboxID string) (store.AdmissionHold, error) {
+	h, err := scanAdmissionHold(s.w.QueryRowContext(ctx, `DELETE FROM admission_holds WHERE sandbox_id = ? RETURNING `+admissionHoldCols, sandboxID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return h, store.NotFound("admission_hold", sandboxID)
+	}
+	if err != nil {
+		return h, wrap("delete admission hold", err)
+	}
+	return h, nil
+}
+
+func (s *Store) ListAdmissionHolds(ctx context.Context, teamID string) ([]store.AdmissionHold, error) {
+	return list(ctx, s.r, scanAdmissionHold, "list admission holds",
+		`SELECT `+admissionHoldCols+` FROM admission_holds WHERE team_id = ? ORDER BY sandbox_id`, teamID)
+}

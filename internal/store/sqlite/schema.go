@@ -270,4 +270,42 @@ ALTER TABLE commands ADD COLUMN pty_rows INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE commands ADD COLUMN pty_cols INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX webhook_deliveries_backlog ON webhook_deliveries (webhook_id, state, event_seq);
 `,
+	// 10: a sandbox's admission slot is a record of its own (admission
+	// holds), its team's record keeps their totals: a create no longer
+	// rewrites every slot of its team. The slots bound to sandboxes move
+	// out of each team's document ("held" entries with a "sandbox") into
+	// records; "bound" gets their totals; the unbound ones stay.
+	`
+CREATE TABLE admission_holds (
+	sandbox_id TEXT PRIMARY KEY,
+	team_id    TEXT NOT NULL,
+	hold_id    TEXT NOT NULL,
+	replica    TEXT NOT NULL,
+	vcpus      REAL NOT NULL,
+	memory_mb  INTEGER NOT NULL,
+	created_at INTEGER
+);
+CREATE INDEX admission_holds_team ON admission_holds (team_id, sandbox_id);
+
+INSERT OR IGNORE INTO admission_holds (sandbox_id, team_id, hold_id, replica, vcpus, memory_mb, created_at)
+SELECT json_extract(h.value, '$.sandbox'), a.team_id,
+	coalesce(json_extract(h.value, '$.id'), ''), coalesce(json_extract(h.value, '$.replica'), ''),
+	coalesce(json_extract(h.value, '$.vcpus'), 0), coalesce(json_extract(h.value, '$.memoryMb'), 0),
+	CAST(round((julianday(json_extract(h.value, '$.bound')) - 2440587.5) * 86400000) AS INTEGER)
+FROM admissions a, json_each(a.data, '$.held') h
+WHERE coalesce(json_extract(h.value, '$.sandbox'), '') <> '';
+
+UPDATE admissions SET version = version + 1, data = json_set(data,
+	'$.held', json((SELECT json_group_array(json(h.value)) FROM json_each(admissions.data, '$.held') h
+		WHERE coalesce(json_extract(h.value, '$.sandbox'), '') = '')),
+	'$.bound', json_object(
+		'count', (SELECT count(*) FROM json_each(admissions.data, '$.held') h
+			WHERE coalesce(json_extract(h.value, '$.sandbox'), '') <> ''),
+		'vcpus', (SELECT coalesce(sum(json_extract(h.value, '$.vcpus')), 0) FROM json_each(admissions.data, '$.held') h
+			WHERE coalesce(json_extract(h.value, '$.sandbox'), '') <> ''),
+		'memoryMb', (SELECT coalesce(sum(json_extract(h.value, '$.memoryMb')), 0) FROM json_each(admissions.data, '$.held') h
+			WHERE coalesce(json_extract(h.value, '$.sandbox'), '') <> '')))
+WHERE EXISTS (SELECT 1 FROM json_each(admissions.data, '$.held') h
+	WHERE coalesce(json_extract(h.value, '$.sandbox'), '') <> '');
+`,
 }

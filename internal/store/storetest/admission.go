@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -20,6 +22,7 @@ var admissionCases = []struct {
 }{
 	{"Admissions", testAdmissions},
 	{"AdmissionNoLostUpdates", testAdmissionNoLostUpdates},
+	{"AdmissionHolds", testAdmissionHolds},
 }
 
 func testAdmissions(t *testing.T, s store.Store) {
@@ -119,6 +122,69 @@ func testAdmissionNoLostUpdates(t *testing.T, s store.Store) {
 	must(t, err)
 	if !jsonEqual(a.Data, json.RawMessage(`{"n":`+strconv.Itoa(writers*each)+`}`)) || a.Version != writers*each+1 {
 		t.Fatalf("after %d increments: data %s, version %d", writers*each, a.Data, a.Version)
+	}
+}
+
+// testAdmissionHolds: hold records are per sandbox, listed by team, and
+// of concurrent deletes of one record exactly one gets it.
+func testAdmissionHolds(t *testing.T, s store.Store) {
+	if _, err := s.DeleteAdmissionHold(ctx(t), "sb-1"); !errors.Is(err, sandbox.ErrNotFound) || sandbox.CodeOf(err) != "admission_hold_not_found" {
+		t.Fatalf("delete of a missing record: %v", err)
+	}
+	if got, err := s.ListAdmissionHolds(ctx(t), "team-a"); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("empty list: %v, %v", got, err)
+	}
+	at := store.Time(time.Date(2026, 12, 6, 12, 0, 0, 123e6, time.UTC))
+	want := store.AdmissionHold{SandboxID: "sb-2", TeamID: "team-a", HoldID: "adm-1", Replica: "r1", VCPUs: 1.5, MemoryMB: 512, CreatedAt: at}
+	must(t, s.CreateAdmissionHold(ctx(t), want))
+	must(t, s.CreateAdmissionHold(ctx(t), store.AdmissionHold{SandboxID: "sb-1", TeamID: "team-a"}))
+	must(t, s.CreateAdmissionHold(ctx(t), store.AdmissionHold{SandboxID: "sb-3", TeamID: "team-b"}))
+	if err := s.CreateAdmissionHold(ctx(t), store.AdmissionHold{SandboxID: "sb-2", TeamID: "team-b"}); !errors.Is(err, sandbox.ErrConflict) || sandbox.CodeOf(err) != "admission_hold_exists" {
+		t.Fatalf("duplicate create: %v", err)
+	}
+	for name, bad := range map[string]store.AdmissionHold{
+		"no sandbox":       {TeamID: "team-a"},
+		"no team":          {SandboxID: "sb-9"},
+		"negative vcpus":   {SandboxID: "sb-9", TeamID: "team-a", VCPUs: -1},
+		"negative memory":  {SandboxID: "sb-9", TeamID: "team-a", MemoryMB: -1},
+		"not-a-number cpu": {SandboxID: "sb-9", TeamID: "team-a", VCPUs: math.NaN()},
+	} {
+		if err := s.CreateAdmissionHold(ctx(t), bad); !errors.Is(err, sandbox.ErrInvalid) {
+			t.Errorf("%s: create answered %v, want ErrInvalid", name, err)
+		}
+	}
+	list, err := s.ListAdmissionHolds(ctx(t), "team-a")
+	must(t, err)
+	if len(list) != 2 || list[0].SandboxID != "sb-1" || list[0].CreatedAt.IsZero() || list[1] != want {
+		t.Fatalf("team-a's holds: %+v", list)
+	}
+	// Deletes race: one wins and gets the record, the others find none.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var won []store.AdmissionHold
+	for range 6 {
+		wg.Go(func() {
+			h, err := s.DeleteAdmissionHold(context.Background(), "sb-2")
+			if errors.Is(err, sandbox.ErrNotFound) {
+				return
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			won = append(won, h)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if len(won) != 1 || won[0] != want {
+		t.Fatalf("concurrent deletes returned %+v, want the record once", won)
+	}
+	list, err = s.ListAdmissionHolds(ctx(t), "team-a")
+	must(t, err)
+	if len(list) != 1 || list[0].SandboxID != "sb-1" {
+		t.Fatalf("after the delete: %+v", list)
 	}
 }
 

@@ -334,6 +334,20 @@ func Admission(a store.Admission, create bool) (store.Admission, error) {
 	return a, nil
 }
 
+// AdmissionHold checks a hold record for create and applies defaults.
+func AdmissionHold(h store.AdmissionHold) (store.AdmissionHold, error) {
+	for _, f := range []struct{ field, v string }{{"sandbox id", h.SandboxID}, {"team id", h.TeamID}} {
+		if err := required("admission hold", f.field, f.v); err != nil {
+			return h, err
+		}
+	}
+	if h.VCPUs < 0 || math.IsNaN(h.VCPUs) || math.IsInf(h.VCPUs, 0) || h.MemoryMB < 0 {
+		return h, store.Invalid("admission hold %s: vCPUs and memory must be finite and not negative", h.SandboxID)
+	}
+	h.CreatedAt = created(h.CreatedAt)
+	return h, nil
+}
+
 // E2BSandbox checks an E2B sandbox record for create.
 func E2BSandbox(v store.E2BSandbox) (store.E2BSandbox, error) {
 	for _, f := range []struct{ field, v string }{{"id", v.ID}, {"teamId", v.TeamID}} {
