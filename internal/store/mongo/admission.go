@@ -97,13 +97,19 @@ func (s *Store) CreateAdmissionHold(ctx context.Context, h store.AdmissionHold) 
 }
 
 func (s *Store) DeleteAdmissionHold(ctx context.Context, sandboxID string) (store.AdmissionHold, error) {
+	// Read, then delete: the delete's count says who won (FerretDB's
+	// findAndModify let two concurrent removes both return the document).
+	// A record is never changed, so what was read is what went.
 	var d admissionHoldDoc
-	err := s.admissionHolds.FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: sandboxID}}).Decode(&d)
-	if noDoc(err) {
-		return store.AdmissionHold{}, store.NotFound("admission_hold", sandboxID)
+	if err := findOne(ctx, s.admissionHolds, bson.D{{Key: "_id", Value: sandboxID}}, &d, "admission_hold", sandboxID); err != nil {
+		return store.AdmissionHold{}, err
 	}
+	res, err := s.admissionHolds.DeleteOne(ctx, bson.D{{Key: "_id", Value: sandboxID}})
 	if err != nil {
 		return store.AdmissionHold{}, wrap("delete admission hold", err)
+	}
+	if res.DeletedCount == 0 {
+		return store.AdmissionHold{}, store.NotFound("admission_hold", sandboxID)
 	}
 	return d.rec(), nil
 }
