@@ -67,6 +67,21 @@ func (a admittedSandboxes) Create(ctx context.Context, req sandbox.CreateRequest
 	return admitted(ctx, a.adm, req, a.frontSandboxes.Create)
 }
 
+// Resume implements server.Pauser: a paused sandbox holds no slot (its
+// pause gave it back: nothing of it runs), so its resume is admitted like
+// a create — within its team's limits, after a wait in the queue, or
+// refused with a Retry-After — and the slot is its own again.
+func (a admittedSandboxes) Resume(ctx context.Context, id string, timeout time.Duration) (sandbox.Sandbox, error) {
+	sb, err := a.frontSandboxes.Get(ctx, id)
+	if err != nil || sb.State != sandbox.Paused {
+		return a.frontSandboxes.Resume(ctx, id, timeout) // running: unchanged; otherwise node's answer
+	}
+	return admitted(ctx, a.adm, sandbox.CreateRequest{TeamID: sb.TeamID, Resources: sb.Resources},
+		func(ctx context.Context, _ sandbox.CreateRequest) (sandbox.Sandbox, error) {
+			return a.frontSandboxes.Resume(ctx, id, timeout)
+		})
+}
+
 // admitted runs create once req's team has a slot for it, binds the slot
 // to the sandbox made, and gives it back when none was.
 func admitted(ctx context.Context, adm *admission.Controller, req sandbox.CreateRequest,

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/admission"
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/fake"
+	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
@@ -230,5 +233,101 @@ func TestAdmissionRoundRobin(t *testing.T) {
 	}
 	if want := []string{"a1", "b1", "a2", "b2", "a3", "b3"}; !slices.Equal(order, want) {
 		t.Fatalf("served %v, want %v", order, want)
+	}
+}
+
+// snapDriver gives the fake driver the Snapshotter power, so that
+// sandboxes can pause.
+type snapDriver struct{ *fake.Driver }
+
+func (d snapDriver) Snapshot(ctx context.Context, id, dst string, maxBytes int64) (int64, error) {
+	return 2, os.WriteFile(filepath.Join(dst, "from-"+id), []byte("hi"), 0o644)
+}
+
+// TestAdmissionPauseResume: a paused sandbox gives its team's slot back
+// (nothing of it runs), so another sandbox can have it; its resume is
+// admitted like a create: refused with a Retry-After while the team is
+// at its limit, and let in once a slot is free.
+func TestAdmissionPauseResume(t *testing.T) {
+	hs := httptest.NewUnstartedServer(nil)
+	cfg := Config{DataDir: newDataDir(t), NoNetwork: true, PublicURL: "http://localhost:" + portOf(hs.Listener.Addr())}
+	d, err := Start(t.Context(), cfg, WithDriver(snapDriver{fake.NewDriver(t, fake.DriverConfig{})}),
+		WithAdmissionConfig(func(c *admission.Config) { c.Poll = 20 * time.Millisecond; c.MaxWait = 200 * time.Millisecond }))
+	if err != nil {
+		hs.Close()
+		t.Fatal(err)
+	}
+	hs.Config.Handler = d.Handler()
+	hs.Start()
+	hc := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(func() {
+		d.CloseStreams()
+		hs.Close()
+		hc.CloseIdleConnections()
+		if err := d.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx := t.Context()
+	token, _ := d.AdminToken()
+	admin := sdk.New(hs.URL, token, sdk.WithHTTPClient(hc))
+	if _, err := admin.SetTeamLimits(ctx, auth.BootstrapTeamID, api.TeamLimits{Concurrent: 1}); err != nil {
+		t.Fatal(err)
+	}
+	usage := func() api.TeamUsage {
+		t.Helper()
+		st, err := admin.TeamLimits(ctx, auth.BootstrapTeamID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Usage
+	}
+	first, err := admin.Create(ctx, api.CreateSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The pause's release goes through admission's pump.
+	for u := usage(); u.Concurrent != 0; u = usage() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	second, err := admin.Create(ctx, api.CreateSandboxRequest{})
+	if err != nil {
+		t.Fatalf("a create while the team's one sandbox is paused: %v", err)
+	}
+	// The team is at its limit: the resume waits, then is refused.
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hs.URL+api.Prefix+"/sandboxes/"+first.ID+"/resume", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("resume at the team's limit: %d, Retry-After %q; want 429 with one", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if sb, err := d.Node().Get(ctx, first.ID); err != nil || sb.State != sandbox.Paused {
+		t.Fatalf("after the refused resume: %s, %v; want it still paused", sb.State, err)
+	}
+	if err := second.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for u := usage(); u.Concurrent != 0; u = usage() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := first.Resume(ctx, 0); err != nil {
+		t.Fatalf("resume with a free slot: %v", err)
+	}
+	if u := usage(); u.Concurrent != 1 {
+		t.Fatalf("after the resume the team holds %d, want 1", u.Concurrent)
+	}
+	if err := first.Delete(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -17,8 +17,8 @@ import (
 type nodeRecords struct {
 	s    store.Store
 	node string
-	// ended, if set, hears of every sandbox that stopped, failed or went:
-	// admission gives its slot back.
+	// ended, if set, hears of every sandbox that stopped, failed, paused
+	// or went: admission gives its slot back (a resume asks again).
 	ended func(team, id string)
 }
 
@@ -32,7 +32,7 @@ func newNodeRecords(s store.Store, name string) *nodeRecords { return &nodeRecor
 // Save puts sb under this node, moving it here if another node had it.
 func (r *nodeRecords) Save(ctx context.Context, sb sandbox.Sandbox) error {
 	err := r.s.PutSandbox(ctx, store.SandboxRecord{Node: r.node, Sandbox: sb})
-	if r.ended != nil && (sb.State == sandbox.Stopped || sb.State == sandbox.Failed) {
+	if r.ended != nil && (sb.State == sandbox.Stopped || sb.State == sandbox.Failed || sb.State == sandbox.Paused) {
 		r.ended(sb.TeamID, sb.ID)
 	}
 	return err
