@@ -37,6 +37,15 @@
 //
 //	go test -run '^$' -bench E2BCreateToFirstCommand -benchtime 20x ./bench/
 //
+// BenchmarkDensity keeps PADDOCK_DENSITY_N (default 2,000) idle sandboxes
+// on the host at once and reports what each costs (PSS of its processes
+// plus the kernel memory charged to its cgroup), paddock's RSS and fds,
+// and create and exec p50 at the first and the last 50; it raises the host
+// limits it needs for the run and restores them (see raiseDensityLimits).
+// One iteration is the whole run, some minutes at 2,000:
+//
+//	flock /tmp/paddock-root-tests.lock go test -run '^$' -bench Density -benchtime 1x -timeout 60m ./bench/
+//
 // Figures are reported as custom benchmark metrics (p50-ms, p99-ms, ...);
 // nothing here asserts a time.
 package bench

@@ -252,7 +252,7 @@ func TestAdmissionPauseResume(t *testing.T) {
 	hs := httptest.NewUnstartedServer(nil)
 	cfg := Config{DataDir: newDataDir(t), NoNetwork: true, PublicURL: "http://localhost:" + portOf(hs.Listener.Addr())}
 	d, err := Start(t.Context(), cfg, WithDriver(snapDriver{fake.NewDriver(t, fake.DriverConfig{})}),
-		WithAdmissionConfig(func(c *admission.Config) { c.Poll = 20 * time.Millisecond; c.MaxWait = 200 * time.Millisecond }))
+		WithAdmissionConfig(func(c *admission.Config) { c.Poll = 20 * time.Millisecond }))
 	if err != nil {
 		hs.Close()
 		t.Fatal(err)
@@ -298,7 +298,7 @@ func TestAdmissionPauseResume(t *testing.T) {
 		t.Fatalf("a create while the team's one sandbox is paused: %v", err)
 	}
 	// The team is at its limit: the resume waits, then is refused.
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hs.URL+api.Prefix+"/sandboxes/"+first.ID+"/resume", strings.NewReader("{}"))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hs.URL+api.Prefix+"/sandboxes/"+first.ID+"/resume?queueTimeoutMs=100", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatal(err)
 	}

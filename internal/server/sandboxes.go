@@ -183,7 +183,12 @@ func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	sb, err := p.Resume(r.Context(), id, time.Duration(req.TimeoutMs)*time.Millisecond)
+	// A resume is admitted like a create: it may wait in the queue.
+	ctx, err := withQueueDeadline(r)
+	if err != nil {
+		return err
+	}
+	sb, err := p.Resume(ctx, id, time.Duration(req.TimeoutMs)*time.Millisecond)
 	if err != nil {
 		return sandboxErr(id, err)
 	}
