@@ -128,6 +128,7 @@ func densityRun(ctx context.Context, b *testing.B, s *burstStack, n int) {
 		}
 		return took, err
 	}
+	edge := min(densityEdge, n/2) // a small N splits in halves
 	start := time.Now()
 	for i := range n {
 		t0 := time.Now()
@@ -152,9 +153,9 @@ func densityRun(ctx context.Context, b *testing.B, s *burstStack, n int) {
 			b.Fatalf("command in sandbox %d (%s): %v", i, sb.ID, err)
 		}
 		switch {
-		case i < densityEdge:
+		case i < edge:
 			createFirst, execFirst = append(createFirst, took), append(execFirst, exec)
-		case i >= n-densityEdge:
+		case i >= n-edge:
 			createLast, execLast = append(createLast, took), append(execLast, exec)
 		}
 		if (i+1)%250 == 0 {
@@ -165,7 +166,7 @@ func densityRun(ctx context.Context, b *testing.B, s *burstStack, n int) {
 	}
 	createWall := time.Since(start)
 	// The oldest sandboxes still answer, as fast.
-	for _, id := range ids[:min(densityEdge, len(ids))] {
+	for _, id := range ids[:min(edge, len(ids))] {
 		took, err := runTrue(s.client.Sandbox(id))
 		if err != nil {
 			b.Fatalf("command in old sandbox %s: %v", id, err)
