@@ -63,7 +63,8 @@ func densityN(b *testing.B) int {
 //   - paddock-rss-mb and paddock-fds: this process, which is paddock (the
 //     daemon runs in it) plus the test's client.
 //   - create-p50-ms and exec-p50-ms over the first densityEdge creates and
-//     over the last (create: the API call; exec: `true` run to its end in
+//     over the last (with the node's create phases of each: first-*,
+//     last-*) (create: the API call; exec: `true` run to its end in
 //     the sandbox just made, after a first command), and old-exec-p50-ms:
 //     `true` in densityEdge of the oldest sandboxes at the end.
 //
@@ -129,8 +130,18 @@ func densityRun(ctx context.Context, b *testing.B, s *burstStack, n int) {
 		return took, err
 	}
 	edge := min(densityEdge, n/2) // a small N splits in halves
+	// The node's create phases of the first and the last creates only.
+	s.phases.collect(true)
 	start := time.Now()
 	for i := range n {
+		switch i {
+		case edge:
+			s.phases.report(b, "first-")
+			s.phases.reset()
+			s.phases.collect(false)
+		case n - edge:
+			s.phases.collect(true)
+		}
 		t0 := time.Now()
 		sb, err := s.client.Create(ctx, api.CreateSandboxRequest{TimeoutMs: densityTimeout.Milliseconds()})
 		took := time.Since(t0)
@@ -165,6 +176,8 @@ func densityRun(ctx context.Context, b *testing.B, s *burstStack, n int) {
 		}
 	}
 	createWall := time.Since(start)
+	s.phases.report(b, "last-")
+	s.phases.collect(false)
 	// The oldest sandboxes still answer, as fast.
 	for _, id := range ids[:min(edge, len(ids))] {
 		took, err := runTrue(s.client.Sandbox(id))
@@ -215,6 +228,13 @@ func densityRun(ctx context.Context, b *testing.B, s *burstStack, n int) {
 		len(ids), failed, createWall.Round(time.Second), mb(pss)/m, mb(kmem)/m, mb(usage)/m, mb(availBefore-availAfter)/m,
 		mb(rss), mb(rssBefore), fds, fdsBefore, pct(createFirst, 50), pct(createLast, 50),
 		pct(execFirst, 50), pct(execLast, 50), pct(execOld, 50))
+}
+
+// reset forgets the phases collected so far.
+func (l *phaseLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.phases = map[string][]time.Duration{}
 }
 
 // sandboxMem is what one sandbox (or the sum of many) costs, in bytes.
