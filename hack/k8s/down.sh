@@ -20,7 +20,7 @@ work=$(cd "$work" && pwd)
 NODE_LINK=pdk8s0
 BRIDGE=pdk8sbr0
 API_PORT=6443
-OUTSIDE="/var/lib/kubelet/device-plugins /var/lib/kubelet /var/log/pods /var/log/containers /run/containerd/s /run/containerd/fifo /run/containerd /run/netns /var/run/nri /etc/cdi /var/run/cdi /opt/containerd"
+OUTSIDE="/var/lib/kubelet/device-plugins /var/lib/kubelet /var/log/pods /var/log/containers /run/containerd/s /run/containerd/fifo /run/containerd /var/run/nri /etc/cdi /var/run/cdi /opt/containerd"
 
 T0=$(date +%s%N)
 step() { echo "k8s down: [$((($(date +%s%N) - T0) / 1000000)) ms] $*" >&2; }
@@ -148,6 +148,10 @@ for p in $OUTSIDE; do
 	[ -e "$p" ] && ! grep -qxF "$p" "$work/saved/paths" && left+=("path $p")
 done
 
+if [ -f "$work/saved/toplevel" ]; then
+	ls -d /var/lib/* /var/log/* /run/* /etc/* /opt/* /var/cache/* 2>/dev/null | grep -vxF -f "$work/saved/toplevel" |
+		sed 's/^/k8s down: note: new since up (this cluster or another job): /' >&2
+fi
 if [ ${#left[@]} -gt 0 ]; then
 	printf 'k8s down: left behind: %s\n' "${left[@]}" >&2
 	echo "k8s down: $work kept for a look" >&2

@@ -39,7 +39,7 @@ PAUSE_IMAGE=docker.io/paddock/pause:test
 SYSCTLS="net.ipv4.ip_forward kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
 # Paths the kubelet and containerd write outside WORK whatever their config
 # says; down.sh removes those that were not there before.
-OUTSIDE="/var/lib/kubelet /var/lib/kubelet/device-plugins /var/log/pods /var/log/containers /run/containerd /run/containerd/s /run/containerd/fifo /run/netns /var/run/nri /etc/cdi /var/run/cdi /opt/containerd"
+OUTSIDE="/var/lib/kubelet /var/lib/kubelet/device-plugins /var/log/pods /var/log/containers /run/containerd /run/containerd/s /run/containerd/fifo /var/run/nri /etc/cdi /var/run/cdi /opt/containerd"
 
 T0=$(date +%s%N)
 step() { echo "k8s up: [$((($(date +%s%N) - T0) / 1000000)) ms] $*" >&2; }
@@ -84,6 +84,9 @@ for ipt in iptables ip6tables; do
 	for t in filter nat mangle; do "$ipt" -t "$t" -S 2>/dev/null | awk -v t="$t" '$1 == "-N" {print t, $2}'; done >"$work/saved/$ipt.chains"
 done
 echo "$bin" >"$work/saved/bin"
+# For down.sh to point out anything new at these levels (other jobs on the
+# machine may add entries too, so it only reports them).
+ls -d /var/lib/* /var/log/* /run/* /etc/* /opt/* /var/cache/* 2>/dev/null >"$work/saved/toplevel" || true
 
 # --- PKI and credentials ----------------------------------------------------
 # Fresh every run, so nothing from one run authenticates to the next.
@@ -270,16 +273,17 @@ daemon() {
 	nohup "$@" >"$work/log/$n.log" 2>&1 </dev/null &
 	echo $! >"$work/pid/$n"
 }
-# wait_for WHAT SECONDS CMD...: poll CMD every 100 ms.
+alive() { kill -0 "$(cat "$work/pid/$1")" 2>/dev/null || fail "$1 exited: $(tail -n 5 "$work/log/$1.log")"; }
+# wait_for DAEMON SECONDS CMD...: poll CMD every 100 ms while DAEMON runs.
 wait_for() {
-	local what=$1 deadline=$(($(date +%s) + $2))
+	local d=$1 deadline=$(($(date +%s) + $2))
 	shift 2
 	until "$@" >/dev/null 2>&1; do
-		[ "$(date +%s)" -lt "$deadline" ] || fail "timed out waiting for $what (logs in $work/log)"
+		alive "$d"
+		[ "$(date +%s)" -lt "$deadline" ] || fail "timed out waiting for $d: $* (logs in $work/log)"
 		sleep 0.1
 	done
 }
-alive() { kill -0 "$(cat "$work/pid/$1")" 2>/dev/null || fail "$1 exited: $(tail -n 5 "$work/log/$1.log")"; }
 
 # --- etcd and containerd ----------------------------------------------------
 mkdir -p -m 700 "$work/state/etcd"
@@ -344,10 +348,10 @@ api() { curl -sf --max-time 2 --cacert "$pki/ca.crt" -H "Authorization: Bearer $
 node_ready() {
 	api "/api/v1/nodes/$NODE" | tr -d ' \n' | grep -q '"type":"Ready","status":"True"'
 }
-wait_for "node Ready" 120 node_ready
+wait_for kubelet 120 node_ready
 step "node $NODE Ready"
 # Pods cannot be created in a namespace before its default ServiceAccount.
-wait_for "default ServiceAccount" 60 api /api/v1/namespaces/default/serviceaccounts/default
+wait_for kube-controller-manager 60 api /api/v1/namespaces/default/serviceaccounts/default
 for n in kube-controller-manager kube-scheduler kubelet; do alive "$n"; done
 step "default ServiceAccount"
 
