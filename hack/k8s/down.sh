@@ -50,9 +50,11 @@ if running kube-apiserver && running kubelet && [ -f "$work/pki/tokens.csv" ]; t
 	for ns in $(api "https://127.0.0.1:$API_PORT/api/v1/namespaces" | grep -o '"metadata":{"name":"[^"]*"' | cut -d'"' -f6); do
 		api -X DELETE -o /dev/null "https://127.0.0.1:$API_PORT/api/v1/namespaces/$ns/pods?gracePeriodSeconds=1"
 	done
-	for i in $(seq 60); do
-		[ -z "$(ctr tasks ls -q 2>/dev/null)" ] && break
-		sleep 1
+	# Stopped tasks stay listed until the kubelet's garbage collection:
+	# wait for the running ones only.
+	for i in $(seq 300); do
+		[ -z "$(ctr tasks ls 2>/dev/null | awk '$3 == "RUNNING"')" ] && break
+		sleep 0.2
 	done
 	step "pods deleted"
 fi

@@ -87,8 +87,9 @@ func Main(m *testing.M) int {
 	if cluster != nil && cluster.work != "" {
 		start := time.Now()
 		out, err := runScript("down.sh", cluster.work)
+		os.Stderr.Write(out) // its steps, and anything it found new on the machine
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "k8stest: teardown of %s failed: %v\n%s", cluster.work, err, out)
+			fmt.Fprintf(os.Stderr, "k8stest: teardown of %s failed: %v\n", cluster.work, err)
 			return 1
 		}
 		fmt.Fprintf(os.Stderr, "k8stest: cluster torn down in %s\n", time.Since(start).Round(time.Millisecond))
@@ -135,6 +136,9 @@ func start() (*Cluster, error) {
 	if err != nil {
 		os.Remove(work) // up.sh tore down and emptied it
 		return nil, fmt.Errorf("bring-up failed: %w\n%s", err, out)
+	}
+	if testing.Verbose() {
+		os.Stderr.Write(out)
 	}
 	fmt.Fprintf(os.Stderr, "k8stest: cluster up in %s (%s)\n", time.Since(begin).Round(time.Millisecond), work)
 	env, err := readEnvFile(filepath.Join(work, "cluster.env"))
