@@ -25,18 +25,26 @@ OUTSIDE="/var/lib/kubelet/device-plugins /var/lib/kubelet /var/log/pods /var/log
 T0=$(date +%s%N)
 step() { echo "k8s down: [$((($(date +%s%N) - T0) / 1000000)) ms] $*" >&2; }
 pidof_() { cat "$work/pid/$1" 2>/dev/null; }
-running() { local p; p=$(pidof_ "$1") && kill -0 "$p" 2>/dev/null; }
+# live PID NAME: PID runs NAME's binary and is not a zombie (init here can
+# take seconds to reap; a reused pid is someone else's).
+live() {
+	local st
+	st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) || return 1
+	[ "$st" != Z ] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2"
+}
+running() { local p; p=$(pidof_ "$1") && live "$p" "$1"; }
 ctr() { "$(cat "$work/saved/bin" 2>/dev/null)/ctr" --address "$work/run/containerd/containerd.sock" --namespace k8s.io "$@"; }
 
 # stop NAME: SIGTERM, then SIGKILL after 10 s.
 stop() {
 	local p i
 	p=$(pidof_ "$1") || return 0
-	if kill "$p" 2>/dev/null; then
-		for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$p" 2>/dev/null && sleep 0.2
+	if live "$p" "$1" && kill "$p" 2>/dev/null; then
+		for i in $(seq 100); do live "$p" "$1" || break; sleep 0.1; done
+		live "$p" "$1" && kill -9 "$p" 2>/dev/null && sleep 0.2
 	fi
 	rm -f "$work/pid/$1"
+	step "$1 stopped"
 }
 
 # 1. Pods first, through the API, while the kubelet runs: it stops them the
@@ -71,13 +79,10 @@ step "daemons stopped"
 # 2. Stragglers: shims of this containerd (they outlive it) and anything in
 #    the kubepods cgroups, which up.sh checked did not exist before it.
 strays() {
-	local p
-	for p in /proc/[0-9]*; do
-		[ "${p#/proc/}" = $$ ] || [ "${p#/proc/}" = "$BASHPID" ] && continue
-		if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$work/run/containerd/"; then
-			echo "${p#/proc/}"
-		fi
-	done
+	# The pattern comes from a file so that grep's own command line does
+	# not match it.
+	grep -alF -f <(printf '%s\n' "$work/run/containerd/") /proc/[0-9]*/cmdline 2>/dev/null |
+		cut -d/ -f3 | grep -vxF -e $$ -e "$BASHPID"
 	find /sys/fs/cgroup/*/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null
 }
 for p in $(strays | sort -u); do kill -9 "$p" 2>/dev/null; done
@@ -130,8 +135,8 @@ step "machine restored"
 
 # 9. Check, then remove WORK's contents (and WORK when empty).
 left=()
-for f in "$work"/pid/*; do [ -e "$f" ] && left+=("process $(basename "$f") pid $(cat "$f")"); done
-for p in $(strays | sort -u); do left+=("process $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-120)"); done
+for f in "$work"/pid/*; do [ -e "$f" ] && left+=("process $(basename "$f") pid $(cat "$f") not stopped"); done
+for p in $(strays | sort -u); do left+=("process $p: $({ tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | cut -c1-120)"); done
 for m in $(mounts); do left+=("mount $m"); done
 for c in /sys/fs/cgroup/*/kubepods; do [ -e "$c" ] && left+=("cgroup $c"); done
 for l in "$BRIDGE" "$NODE_LINK"; do ip link show "$l" >/dev/null 2>&1 && left+=("link $l"); done
