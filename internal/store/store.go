@@ -207,6 +207,8 @@ type Store interface {
 	ListE2BSandboxes(ctx context.Context, f E2BSandboxFilter, page Page) ([]E2BSandbox, string, error)
 	// Webhooks and their deliveries (webhook.go).
 	Webhooks
+	// Leases for work that runs once among replicas (lease.go).
+	Leases
 }
 
 // TimePrecision is the resolution at which every store keeps times.
@@ -326,7 +328,11 @@ type Activation struct {
 	// LastActivityAt is the last proxied request or heartbeat; idle
 	// timeouts count from it. Written at most every few seconds.
 	LastActivityAt time.Time `json:"lastActivityAt,omitzero"`
-	Version        int64     `json:"version"`
+	// Replica names the paddock replica that drives the activation (its
+	// node name): when that replica's liveness lease lapses, the replica
+	// that holds the orphan sweep ends what it left (internal/control).
+	Replica string `json:"replica,omitempty"`
+	Version int64  `json:"version"`
 }
 
 // ActivationFilter selects activations; zero fields match everything.
@@ -549,7 +555,7 @@ type E2BSandboxFilter struct {
 // NotFound is the error every implementation returns for a missing record;
 // what is "team", "user", "token", "project", "activation", "sandbox",
 // "command", "budget", "vercel_sandbox", "vercel_snapshot", "admission",
-// "admission_hold" or "e2b_sandbox".
+// "admission_hold", "e2b_sandbox" or "lease".
 func NotFound(what, id string) error {
 	if id == "" {
 		return sandbox.Errorf(sandbox.ErrNotFound, what+"_not_found", "%s not found", what)

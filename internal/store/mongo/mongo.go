@@ -70,6 +70,7 @@ type Store struct {
 	usageRollups, budgets                       *mgo.Collection
 	e2bSandboxes                                *mgo.Collection
 	webhooks, deliveries                        *mgo.Collection
+	leases                                      *mgo.Collection
 
 	// seq is the largest event Seq this store knows to be taken: the next
 	// append tries seq+1 (see AppendEvent).
@@ -106,6 +107,7 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 		usageRollups: db.Collection("usage_rollups"), budgets: db.Collection("budgets"),
 		e2bSandboxes: db.Collection("e2b_sandboxes"),
 		webhooks:     db.Collection("webhooks"), deliveries: db.Collection("webhook_deliveries"),
+		leases: db.Collection("leases"),
 	}
 	if err := s.createIndexes(ctx); err != nil {
 		client.Disconnect(context.Background())
@@ -668,6 +670,7 @@ type activationDoc struct {
 	ReadyAt        time.Time `bson:"readyAt,omitempty"`
 	EndedAt        time.Time `bson:"endedAt,omitempty"`
 	LastActivityAt time.Time `bson:"lastActivityAt,omitempty"`
+	Replica        string    `bson:"replica,omitempty"`
 	Version        int64     `bson:"version"`
 }
 
@@ -700,7 +703,7 @@ func (s *Store) UpdateActivation(ctx context.Context, a store.Activation) (store
 		return a, err
 	}
 	set := bson.D{{Key: "sandboxId", Value: a.SandboxID}, {Key: "imageDigest", Value: a.ImageDigest}, {Key: "state", Value: a.State}, {Key: "error", Value: a.Error},
-		{Key: "logTail", Value: a.LogTail}, {Key: "endReason", Value: a.EndReason}}
+		{Key: "logTail", Value: a.LogTail}, {Key: "endReason", Value: a.EndReason}, {Key: "replica", Value: a.Replica}}
 	var unset bson.D
 	set, unset = setTime(set, unset, "readyAt", a.ReadyAt)
 	set, unset = setTime(set, unset, "endedAt", a.EndedAt)

@@ -308,4 +308,16 @@ UPDATE admissions SET version = version + 1, data = json_set(data,
 WHERE EXISTS (SELECT 1 FROM json_each(admissions.data, '$.held') h
 	WHERE coalesce(json_extract(h.value, '$.sandbox'), '') <> '');
 `,
+	// 11: leases (work that runs once among replicas) and the replica
+	// that drives each activation.
+	`
+CREATE TABLE leases (
+	name       TEXT PRIMARY KEY,
+	holder     TEXT NOT NULL,
+	token      INTEGER NOT NULL,
+	expires_at INTEGER,
+	version    INTEGER NOT NULL
+);
+ALTER TABLE activations ADD COLUMN replica TEXT NOT NULL DEFAULT '';
+`,
 }

@@ -541,12 +541,12 @@ func (s *Store) DeleteProject(ctx context.Context, teamID, id string) error {
 // ---- activations ----
 
 const activationCols = `id, project_id, team_id, sandbox_id, state, error, log_tail, end_reason,
-	created_at, ready_at, ended_at, last_activity_at, version, image_digest`
+	created_at, ready_at, ended_at, last_activity_at, version, image_digest, replica`
 
 func scanActivation(r scanner) (store.Activation, error) {
 	var a store.Activation
 	err := r.Scan(&a.ID, &a.ProjectID, &a.TeamID, &a.SandboxID, &a.State, &a.Error, &a.LogTail, &a.EndReason,
-		tm{&a.CreatedAt}, tm{&a.ReadyAt}, tm{&a.EndedAt}, tm{&a.LastActivityAt}, &a.Version, &a.ImageDigest)
+		tm{&a.CreatedAt}, tm{&a.ReadyAt}, tm{&a.EndedAt}, tm{&a.LastActivityAt}, &a.Version, &a.ImageDigest, &a.Replica)
 	return a, err
 }
 
@@ -556,9 +556,9 @@ func (s *Store) CreateActivation(ctx context.Context, a store.Activation) error 
 		return err
 	}
 	_, err = s.w.ExecContext(ctx, `INSERT INTO activations (`+activationCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.ID, a.ProjectID, a.TeamID, a.SandboxID, a.State, a.Error, a.LogTail, a.EndReason,
-		ms(a.CreatedAt), ms(a.ReadyAt), ms(a.EndedAt), ms(a.LastActivityAt), a.Version, a.ImageDigest)
+		ms(a.CreatedAt), ms(a.ReadyAt), ms(a.EndedAt), ms(a.LastActivityAt), a.Version, a.ImageDigest, a.Replica)
 	if isUnique(err) {
 		return store.Exists("activation", a.ID)
 	}
@@ -586,10 +586,10 @@ func (s *Store) UpdateActivation(ctx context.Context, a store.Activation) (store
 	}
 	got, err := scanActivation(s.w.QueryRowContext(ctx, `UPDATE activations
 		SET sandbox_id = ?, image_digest = ?, state = ?, error = ?, log_tail = ?, end_reason = ?,
-			ready_at = ?, ended_at = ?, last_activity_at = ?, version = version + 1
+			ready_at = ?, ended_at = ?, last_activity_at = ?, replica = ?, version = version + 1
 		WHERE id = ? AND version = ?
 		RETURNING `+activationCols,
-		a.SandboxID, a.ImageDigest, a.State, a.Error, a.LogTail, a.EndReason, ms(a.ReadyAt), ms(a.EndedAt), ms(a.LastActivityAt),
+		a.SandboxID, a.ImageDigest, a.State, a.Error, a.LogTail, a.EndReason, ms(a.ReadyAt), ms(a.EndedAt), ms(a.LastActivityAt), a.Replica,
 		a.ID, a.Version))
 	switch {
 	case errors.Is(err, sql.ErrNoRows):

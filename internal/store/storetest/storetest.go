@@ -71,6 +71,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 	tests = append(tests, admissionCases...)
 	tests = append(tests, e2bCases...)
 	tests = append(tests, webhookCases...)
+	tests = append(tests, leaseCases...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -486,7 +487,7 @@ func testNoLostUpdates(t *testing.T, s store.Store) {
 func testActivations(t *testing.T, s store.Store) {
 	a1 := store.Activation{ID: "act-1", ProjectID: "prj-1", TeamID: "team-a", State: "queued", CreatedAt: at(0)}
 	a2 := store.Activation{ID: "act-2", ProjectID: "prj-2", TeamID: "team-a", State: "ready", SandboxID: "sb-2", ImageDigest: "sha256:2",
-		CreatedAt: at(time.Second), ReadyAt: at(2 * time.Second), LastActivityAt: at(3 * time.Second)}
+		Replica: "replica-a", CreatedAt: at(time.Second), ReadyAt: at(2 * time.Second), LastActivityAt: at(3 * time.Second)}
 	a3 := store.Activation{ID: "act-3", ProjectID: "prj-1", TeamID: "team-a", State: "failed", Error: "boom",
 		LogTail: "line 1\nline 2\n", EndReason: "error", CreatedAt: at(2 * time.Second), EndedAt: at(4 * time.Second)}
 	a4 := store.Activation{ID: "act-4", ProjectID: "prj-9", TeamID: "team-b", State: "ready", CreatedAt: at(3 * time.Second)}
@@ -540,12 +541,13 @@ func testActivations(t *testing.T, s store.Store) {
 	// Optimistic updates; ProjectID, TeamID and CreatedAt are kept.
 	edit := a1
 	edit.State, edit.SandboxID, edit.ImageDigest, edit.ReadyAt, edit.LastActivityAt = "ready", "sb-1", "sha256:1", at(5*time.Second), at(6*time.Second)
+	edit.Replica = "replica-b"
 	edit.ProjectID, edit.TeamID, edit.CreatedAt = "prj-x", "team-x", at(time.Hour)
 	upd, err := s.UpdateActivation(ctx(t), edit)
 	must(t, err)
 	want := a1
 	want.State, want.SandboxID, want.ImageDigest, want.ReadyAt, want.LastActivityAt = "ready", "sb-1", "sha256:1", store.Time(at(5*time.Second)), store.Time(at(6*time.Second))
-	want.Version = 2
+	want.Replica, want.Version = "replica-b", 2
 	equal(t, "UpdateActivation", upd, want)
 	got, err = s.GetActivation(ctx(t), "act-1")
 	must(t, err)
