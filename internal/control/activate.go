@@ -192,7 +192,7 @@ func (s *Service) activate(ctx context.Context, projectID string) (store.Activat
 		}
 		now := s.now()
 		a := store.Activation{ID: "act-" + randomHex(8), ProjectID: pr.ID, TeamID: pr.TeamID, State: string(StateQueued),
-			CreatedAt: now, LastActivityAt: now, Version: 1}
+			CreatedAt: now, LastActivityAt: now, Replica: s.cfg.Replica, Version: 1}
 		if err := s.cfg.Store.CreateActivation(ctx, a); err != nil {
 			cancelWait()
 			return store.Activation{}, err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/lease"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 )
@@ -42,6 +43,9 @@ func (s *Service) Start(ctx context.Context) error {
 			return err
 		}
 		for _, a := range acts {
+			if !s.mine(a) {
+				continue // another replica's: it drives it, or the sweep ends it once that replica is gone
+			}
 			s.readopt(ctx, a)
 		}
 		if next == "" {
@@ -290,8 +294,119 @@ func (s *Service) loop() {
 			return
 		case <-t.C:
 			s.checkLimits(s.ctx)
+			s.sweepOrphans()
 		}
 	}
+}
+
+// mine reports whether a is this replica's to drive: recorded by it, or
+// by no replica (made before activations recorded theirs).
+func (s *Service) mine(a store.Activation) bool {
+	return a.Replica == "" || a.Replica == s.cfg.Replica
+}
+
+// sweepOrphans ends what replicas gone from the store left, when this
+// replica holds the sweep (Config.Sweep): an activation a gone replica
+// was bringing up fails at once (ReasonReplicaLost: its steps lived in
+// that replica's goroutines, and none can be resumed); a ready one this
+// replica's sandboxes reach (a driver shared by the replicas) is taken
+// over as a restart re-adopts it; one it cannot reach ends once its
+// replica has been gone for OrphanGrace (a restart within it re-adopts
+// it). Checks and idle teardown of live replicas' activations stay
+// theirs (checkLimits acts only on this process's runs), so each runs
+// exactly once.
+func (s *Service) sweepOrphans() {
+	if s.cfg.Sweep == nil {
+		return
+	}
+	held, ok := s.cfg.Sweep()
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(held)
+	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)()
+	now := s.now()
+	gone := map[string]time.Time{} // replica → since when it is gone; zero: alive
+	f := store.ActivationFilter{States: liveStates()}
+	page := store.Page{Limit: store.MaxPageLimit}
+	for ctx.Err() == nil {
+		acts, next, err := s.cfg.Store.ListActivations(ctx, f, page)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("sweep orphaned activations", "err", err)
+			}
+			return
+		}
+		for _, a := range acts {
+			if s.mine(a) || ctx.Err() != nil {
+				continue
+			}
+			since, seen := gone[a.Replica]
+			if !seen {
+				since = s.replicaGone(ctx, a.Replica, now)
+				gone[a.Replica] = since
+			}
+			if !since.IsZero() {
+				s.orphan(ctx, a, since, now)
+			}
+		}
+		if next == "" {
+			return
+		}
+		page.Cursor = next
+	}
+}
+
+// replicaGone returns since when replica's liveness lease has lapsed, or
+// the zero time while it holds it (or the store cannot tell).
+func (s *Service) replicaGone(ctx context.Context, replica string, now time.Time) time.Time {
+	l, err := s.cfg.Store.GetLease(ctx, lease.ReplicaLease(replica))
+	switch {
+	case errors.Is(err, sandbox.ErrNotFound):
+		return time.Unix(0, 0) // never held one: gone as long as can be
+	case err != nil:
+		s.log.Warn("read a replica's lease", "replica", replica, "err", err)
+		return time.Time{}
+	case l.Live(now):
+		return time.Time{}
+	case l.ExpiresAt.IsZero():
+		return time.Unix(0, 0) // released: shut down for good
+	}
+	return l.ExpiresAt
+}
+
+// orphan ends or takes over one activation of a replica gone since since.
+func (s *Service) orphan(ctx context.Context, a store.Activation, since, now time.Time) {
+	log := s.log.With("project", a.ProjectID, "team", a.TeamID, "activation", a.ID, "replica", a.Replica)
+	if st := stateOf(a); st != StateReady && st != StateDeactivating {
+		log.Warn("failing an activation its replica left coming up", "state", a.State)
+		s.endOrphan(a, StateFailed, ReasonReplicaLost,
+			fmt.Sprintf("replica %s went away while the activation was %s", a.Replica, a.State))
+		return
+	}
+	if a.SandboxID != "" {
+		if sb, err := s.cfg.Sandboxes.Get(ctx, a.SandboxID); err == nil && sb.State == sandbox.Running {
+			taken, err := s.updateActivation(ctx, a.ID, func(c *store.Activation) bool {
+				if c.Replica != a.Replica || stateOf(*c).Terminal() {
+					return false
+				}
+				c.Replica = s.cfg.Replica
+				return true
+			})
+			if err != nil || taken.Replica != s.cfg.Replica {
+				return
+			}
+			log.Warn("taking over the activation of a replica gone", "sandbox", a.SandboxID)
+			s.readopt(ctx, taken)
+			return
+		}
+	}
+	if now.Sub(since) < s.cfg.OrphanGrace {
+		return
+	}
+	log.Warn("ending the activation of a replica gone", "state", a.State, "goneSince", since)
+	s.endOrphan(a, StateStopped, ReasonReplicaLost, "")
 }
 
 // checkLimits flushes recorded activity, then stops every ready app idle

@@ -54,6 +54,22 @@ type Config struct {
 	// Events publishes activation steps to the lifecycle feed and webhooks
 	// (internal/events' Bus); nil appends them to Store only.
 	Events Publisher
+
+	// Replica names this process among the replicas sharing Store (the
+	// daemon's node name); the activations it drives record it, and Start
+	// re-adopts only its own (and those of no replica, made before
+	// replicas were recorded). "" on one host.
+	Replica string
+	// Sweep, when set, says whether this replica ends what replicas gone
+	// from the store left (it holds that work's lease), and gives the
+	// context to do it under, which ends when the lease is lost. A
+	// replica is gone when its liveness lease (lease.ReplicaLease) has
+	// lapsed. Nil: no sweep (one host).
+	Sweep func() (context.Context, bool)
+	// OrphanGrace is how long a gone replica's ready activations wait for
+	// it to come back (a restart re-adopts them) before the sweep ends
+	// them (default 2m). Activations it left coming up fail at once.
+	OrphanGrace time.Duration
 }
 
 // Publisher appends an event and tells whoever watches (events.Bus).
@@ -85,6 +101,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.StopGrace <= 0 {
 		c.StopGrace = 10 * time.Second
+	}
+	if c.OrphanGrace <= 0 {
+		c.OrphanGrace = 2 * time.Minute
 	}
 }
 
@@ -244,4 +263,8 @@ const (
 	ReasonDeleted     = "project_deleted"
 	ReasonShutdown    = "shutdown"
 	ReasonBudget      = "budget"
+	// ReasonReplicaLost ends an activation whose replica went away: its
+	// liveness lease lapsed while the activation was coming up, or for
+	// longer than OrphanGrace while it was ready.
+	ReasonReplicaLost = "replica_lost"
 )

@@ -296,3 +296,8 @@ func (k *Keeper) lose(why string) {
 	k.mu.Unlock()
 	k.log.Warn("lease lost", "why", why, "token", token)
 }
+
+// ReplicaLease names the liveness lease of a replica: each replica holds
+// its own while it runs, so the others can tell when it has gone (the
+// activations it drove are then ended by whoever sweeps).
+func ReplicaLease(replica string) string { return "replica/" + replica }

@@ -1,0 +1,142 @@
+package control
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/paddock-dev/paddock/internal/lease"
+	"github.com/paddock-dev/paddock/internal/store"
+)
+
+// replica starts another Service on e's store, as another replica on
+// another host: sandboxes and a data dir of its own.
+func (e *env) replica(t *testing.T, name string, mod func(*Config)) *env {
+	t.Helper()
+	cfg := e.cfg
+	cfg.Replica, cfg.Sweep = name, nil
+	cfg.Sandboxes = newFakeSandboxes(t)
+	cfg.DataDir = t.TempDir()
+	if mod != nil {
+		mod(&cfg)
+	}
+	r := &env{store: e.store, fs: cfg.Sandboxes.(*fakeSandboxes), dir: cfg.DataDir, cfg: cfg}
+	r.svc = r.start(t)
+	return r
+}
+
+// TestReplicaLeavesOthersActivations: a replica starting on a shared
+// store re-adopts only its own activations. Before activations recorded
+// their replica, it took every live one for its own: it could not find
+// another replica's sandbox, and ended that replica's ready app.
+func TestReplicaLeavesOthersActivations(t *testing.T) {
+	a := newEnv(t, func(c *Config) { c.Replica = "replica-a" })
+	v := a.create(t, appRequest(t, "app"))
+	act := activateReady(t, a.svc, v.ID)
+	if act.Replica != "replica-a" {
+		t.Fatalf("activation's replica = %q, want replica-a", act.Replica)
+	}
+	a.replica(t, "replica-b", nil)
+	got, err := a.store.GetActivation(context.Background(), act.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stateOf(got) != StateReady || !slices.Contains(a.fs.live(), act.SandboxID) {
+		t.Fatalf("replica-a's activation after replica-b started: %s (%s), sandboxes %v", got.State, got.EndReason, a.fs.live())
+	}
+}
+
+// TestSweepEndsGoneReplicasActivations: the replica holding the sweep
+// fails what a gone replica was bringing up (replica_lost), ends a gone
+// replica's ready activation once OrphanGrace has passed, and leaves live
+// replicas' activations and those still within the grace alone; without
+// the sweep's lease it does nothing.
+func TestSweepEndsGoneReplicasActivations(t *testing.T) {
+	var sweeping atomic.Bool
+	e := newEnv(t, func(c *Config) {
+		c.Replica = "replica-b"
+		c.OrphanGrace = time.Hour
+		c.Sweep = func() (context.Context, bool) { return context.Background(), sweeping.Load() }
+	})
+	ctx := context.Background()
+	now := time.Now()
+	leaseAt := func(replica string, at time.Time) {
+		t.Helper()
+		if _, err := e.store.AcquireLease(ctx, lease.ReplicaLease(replica), replica, lease.DefaultTTL, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leaseAt("replica-dead", now.Add(-time.Minute)) // expired 45 s ago
+	leaseAt("replica-old", now.Add(-2*time.Hour))  // expired past the grace
+	leaseAt("replica-live", now)                   // renewed just now
+	acts := map[string]store.Activation{}
+	for _, tc := range []struct{ name, replica, state, sandbox string }{
+		{"coming-up", "replica-dead", string(StateProvisioning), ""},
+		{"live-replica", "replica-live", string(StateInstalling), ""},
+		{"ready-in-grace", "replica-dead", string(StateReady), "sb-elsewhere-1"},
+		{"ready-past-grace", "replica-old", string(StateReady), "sb-elsewhere-2"},
+		{"never-leased", "replica-ghost", string(StateQueued), ""},
+	} {
+		v := e.create(t, appRequest(t, tc.name))
+		a := store.Activation{ID: "act-" + randomHex(8), ProjectID: v.ID, TeamID: teamA.TeamID, State: tc.state,
+			SandboxID: tc.sandbox, Replica: tc.replica, CreatedAt: now}
+		if err := e.store.CreateActivation(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.updateProject(ctx, v.ID, func(p *store.Project) bool { p.ActiveActivation = a.ID; return true }); err != nil {
+			t.Fatal(err)
+		}
+		acts[tc.name] = a
+	}
+	get := func(name string) store.Activation {
+		t.Helper()
+		a, err := e.store.GetActivation(ctx, acts[name].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+
+	// Not the sweep's holder: several checks pass, nothing moves.
+	time.Sleep(10 * e.cfg.IdleCheckInterval)
+	for name := range acts {
+		if a := get(name); a.State != acts[name].State {
+			t.Fatalf("%s moved to %s without the sweep's lease", name, a.State)
+		}
+	}
+
+	sweeping.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for stateOf(get("coming-up")) != StateFailed || stateOf(get("ready-past-grace")) != StateStopped ||
+		stateOf(get("never-leased")) != StateFailed {
+		if time.Now().After(deadline) {
+			t.Fatalf("not swept: coming-up %s, ready-past-grace %s, never-leased %s",
+				get("coming-up").State, get("ready-past-grace").State, get("never-leased").State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, name := range []string{"coming-up", "ready-past-grace", "never-leased"} {
+		a := get(name)
+		if a.EndReason != ReasonReplicaLost || a.EndedAt.IsZero() {
+			t.Errorf("%s ended with reason %q at %v, want %q", name, a.EndReason, a.EndedAt, ReasonReplicaLost)
+		}
+		pr, err := e.store.GetProject(ctx, "", a.ProjectID)
+		if err != nil || pr.ActiveActivation != "" {
+			t.Errorf("%s's project still holds %q (%v)", name, pr.ActiveActivation, err)
+		}
+	}
+	if a := get("coming-up"); a.Error == "" {
+		t.Error("the failed activation says nothing of why")
+	}
+	evs, err := e.store.ListEvents(ctx, store.EventFilter{ActivationID: acts["coming-up"].ID})
+	if err != nil || len(evs) == 0 || evs[len(evs)-1].Type != string(StateFailed) || evs[len(evs)-1].Data["reason"] != ReasonReplicaLost {
+		t.Errorf("events of the failed activation: %+v (%v)", evs, err)
+	}
+	for _, name := range []string{"live-replica", "ready-in-grace"} {
+		if a := get(name); a.State != acts[name].State {
+			t.Errorf("%s moved to %s (%s), want it left alone", name, a.State, a.EndReason)
+		}
+	}
+}
