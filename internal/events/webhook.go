@@ -85,6 +85,10 @@ type WebhookConfig struct {
 	MaxBacklog int
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// Active, when set, gates the scan for due deliveries: replicas
+	// sharing the store deliver from the one that holds the lease of
+	// that work. Nil: always active (one host).
+	Active func() bool
 }
 
 // Webhooks keeps teams' webhooks and delivers their events: one worker
@@ -382,7 +386,11 @@ func (w *Webhooks) scan() {
 		next := scanInterval
 		heads := map[string]bool{}
 		var after int64
-		for range scanPages {
+		pages := scanPages
+		if w.cfg.Active != nil && !w.cfg.Active() {
+			pages = 0 // another replica delivers; look again next interval
+		}
+		for range pages {
 			pending, err := w.cfg.Store.ListDeliveries(w.ctx, store.DeliveryFilter{State: store.DeliveryPending, AfterSeq: after, Limit: store.MaxEventLimit})
 			if err != nil {
 				if w.ctx.Err() == nil {
