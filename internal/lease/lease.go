@@ -60,6 +60,11 @@ type Config struct {
 	Now    func() time.Time
 	After  func(time.Duration) <-chan time.Time
 	Logger *slog.Logger // default: discarded
+	// KeepOnClose leaves the lease to expire at Close instead of releasing
+	// it: a replica's liveness lease, so that a restart within the TTL
+	// takes it back unseen, and the others count the replica gone from
+	// its expiry.
+	KeepOnClose bool
 }
 
 // Validate reports a config a Keeper cannot run with.
@@ -169,6 +174,9 @@ func (k *Keeper) Close() error {
 		return nil
 	}
 	k.lose("closing")
+	if k.cfg.KeepOnClose {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), k.cfg.Renew)
 	defer cancel()
 	if err := k.cfg.Store.ReleaseLease(ctx, l); err != nil {
@@ -294,6 +302,10 @@ func (k *Keeper) lose(why string) {
 	close(k.changed)
 	k.changed = make(chan struct{})
 	k.mu.Unlock()
+	if why == "closing" {
+		k.log.Info("lease given up", "why", why, "token", token)
+		return
+	}
 	k.log.Warn("lease lost", "why", why, "token", token)
 }
 

@@ -217,3 +217,36 @@ func TestConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestKeepOnClose: a liveness lease stays until it expires after Close.
+func TestKeepOnClose(t *testing.T) {
+	st := openStore(t)
+	clock := fake.NewClock(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
+	k, err := lease.New(lease.Config{Store: st, Name: lease.ReplicaLease("replica-a"), Holder: "replica-a",
+		Now: clock.Now, After: clock.After, KeepOnClose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Acquire(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := st.GetLease(t.Context(), lease.ReplicaLease("replica-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Live(clock.Now()) || l.Live(clock.Now().Add(lease.DefaultTTL)) {
+		t.Fatalf("lease after Close = %+v, want it live until its TTL", l)
+	}
+	// The same replica, restarted, takes it back at once.
+	k2, err := lease.New(lease.Config{Store: st, Name: lease.ReplicaLease("replica-a"), Holder: "replica-a", Now: clock.Now, After: clock.After})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k2.Close()
+	if err := k2.Acquire(t.Context()); err != nil {
+		t.Fatalf("restart under the same name: %v", err)
+	}
+}

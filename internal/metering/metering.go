@@ -119,7 +119,14 @@ type Config struct {
 	// per team, project and hour and pruned (DefaultRawRetention if 0; at
 	// least 3 h).
 	RawRetention time.Duration
-	Now          func() time.Time // default time.Now
+	// RollUps, when set, gates the hourly roll-up and prune: replicas
+	// sharing a store roll up from the one holding the lease of that work
+	// (two at once could overwrite a roll-up with one summed from samples
+	// the other was pruning). Sampling and budget checks stay on every
+	// replica: each samples and stops its own host's sandboxes, and a
+	// budget's warnings are recorded once by compare-and-set. Nil: always.
+	RollUps func() bool
+	Now     func() time.Time // default time.Now
 	Logger       *slog.Logger     // default slog.Default()
 }
 
@@ -205,7 +212,7 @@ func (m *Meter) loop(ctx context.Context) {
 		// Sample before rolling up: after a long downtime the chains of
 		// re-adopted sandboxes continue from samples the roll-up would prune.
 		m.Tick(ctx)
-		if now := m.now(); now.Sub(rolled) >= time.Hour {
+		if now := m.now(); now.Sub(rolled) >= time.Hour && (m.cfg.RollUps == nil || m.cfg.RollUps()) {
 			if err := m.RollUp(ctx); err != nil {
 				if ctx.Err() == nil {
 					m.log.Warn("roll up usage", "err", err)
