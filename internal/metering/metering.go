@@ -127,7 +127,7 @@ type Config struct {
 	// budget's warnings are recorded once by compare-and-set. Nil: always.
 	RollUps func() bool
 	Now     func() time.Time // default time.Now
-	Logger       *slog.Logger     // default slog.Default()
+	Logger  *slog.Logger     // default slog.Default()
 }
 
 func (c *Config) setDefaults() error {
