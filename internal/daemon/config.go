@@ -185,6 +185,19 @@ type Config struct {
 	// hourly.
 	EventRetention time.Duration
 	EventMaxCount  int64
+
+	// Replicas sharing one store (internal/lease): each holds a liveness
+	// lease named after NodeName, and one at a time the background lease
+	// of the work that runs once. A lease lives LeaseTTL past its last
+	// renewal (lease.DefaultTTL, 15s, if 0) and is renewed every
+	// LeaseRenew (5s, or a third of LeaseTTL, if 0; below LeaseTTL/2).
+	// OrphanGrace is how long the ready activations of a replica gone
+	// from the store wait for it before the background lease's holder
+	// ends them (control's default, 2m, if 0); those it left coming up
+	// fail at once (replica_lost).
+	LeaseTTL    time.Duration
+	LeaseRenew  time.Duration
+	OrphanGrace time.Duration
 }
 
 // Validate reports a setting that cannot work.
@@ -216,6 +229,12 @@ func (c Config) Validate() error {
 		return errors.New("daemon config: TLSDevCA and TLSCertFile exclude each other")
 	case !c.NoNetwork && c.NetworkPool.IsValid() && !c.NetworkPool.Addr().Is4():
 		return fmt.Errorf("daemon config: NetworkPool %s is not an IPv4 prefix", c.NetworkPool)
+	}
+	if c.LeaseTTL < 0 || c.LeaseRenew < 0 || c.OrphanGrace < 0 {
+		return errors.New("daemon config: LeaseTTL, LeaseRenew and OrphanGrace must not be negative")
+	}
+	if ttl, renew := c.leaseTimes(); 2*renew >= ttl {
+		return fmt.Errorf("daemon config: LeaseRenew (%s) must be below half of LeaseTTL (%s)", renew, ttl)
 	}
 	if c.PoolConcurrency < 0 {
 		return errors.New("daemon config: PoolConcurrency must not be negative")

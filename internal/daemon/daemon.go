@@ -30,6 +30,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/events"
 	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/lease"
 	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/metrics"
 	"github.com/paddock-dev/paddock/internal/netguard"
@@ -87,6 +88,9 @@ type Daemon struct {
 	metrics  *metrics.Registry
 	bus      *events.Bus
 	webhooks *events.Webhooks
+	// background is the lease of the work that runs once among the
+	// replicas sharing the store (leases.go).
+	background *lease.Keeper
 
 	adminToken   string
 	adminCreated bool
@@ -146,6 +150,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Daemon, err erro
 		{"start sandbox networking (or run with --no-network)", d.startNetwork},
 		{"open the image store", d.startImages},
 		{"open the store", d.startStore},
+		{"take this replica's leases", d.startLeases},
 		{"start admission", d.startAdmission},
 		{"start lifecycle events and webhooks", d.startEvents},
 		{"start the sandbox manager", d.startNode},
@@ -386,7 +391,8 @@ func (d *Daemon) openSources() (*source.Fetcher, error) {
 	return f, nil
 }
 
-// startGC sweeps the image store and prunes old command history every
+// startGC sweeps the image store (this host's) and prunes old command
+// history (the store's, by the background lease's holder) every
 // gcInterval until Close; the history once at start too.
 func (d *Daemon) startGC() {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -412,10 +418,11 @@ func (d *Daemon) startGC() {
 }
 
 // pruneHistory deletes commands started longer ago than the history
-// retention (none when it is negative).
+// retention (none when it is negative). The store's history is every
+// replica's: only the background lease's holder prunes it.
 func (d *Daemon) pruneHistory(ctx context.Context) {
 	keep := d.cfg.historyRetention()
-	if keep < 0 {
+	if keep < 0 || !d.leader() {
 		return
 	}
 	n, err := d.store.PruneCommands(ctx, time.Now().Add(-keep))
@@ -462,7 +469,8 @@ func (d *Daemon) startControl(ctx context.Context, o *options) error {
 		return err
 	}
 	ccfg := control.Config{Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, pools: d.pools, images: d.images}, Admission: d.admit,
-		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout, Budget: d.budgetGate, Events: d.bus}
+		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout, Budget: d.budgetGate, Events: d.bus,
+		Replica: d.cfg.NodeName, Sweep: d.leaderCtx, OrphanGrace: d.cfg.OrphanGrace}
 	if o.controlConfig != nil {
 		o.controlConfig(&ccfg)
 	}

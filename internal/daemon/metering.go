@@ -29,6 +29,7 @@ func (d *Daemon) newMeter() error {
 		Node:         d.cfg.NodeName,
 		Interval:     d.cfg.UsageInterval,
 		RawRetention: d.cfg.UsageRetention,
+		RollUps:      d.leader,
 		Logger:       d.log,
 	})
 	if err != nil {

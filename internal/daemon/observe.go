@@ -38,6 +38,7 @@ func (d *Daemon) startEvents(_ context.Context, _ *options) error {
 		Store: d.store, Bus: d.bus, Key: key, Logger: d.log,
 		Guard:       netguard.Guard{AllowPrivate: d.cfg.WebhookAllowPrivate, Allow: d.cfg.EgressAllowCIDRs, Deny: d.cfg.deny()},
 		MaxAttempts: d.cfg.WebhookMaxAttempts, Backoff: d.cfg.WebhookBackoff, MaxBacklog: d.cfg.WebhookMaxBacklog,
+		Active: d.leader, // replicas deliver from one
 	})
 	if err != nil {
 		return err
