@@ -9,6 +9,7 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/lease"
 	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
 )
 
 // replica starts another Service on e's store, as another replica on
@@ -138,5 +139,88 @@ func TestSweepEndsGoneReplicasActivations(t *testing.T) {
 		if a := get(name); a.State != acts[name].State {
 			t.Errorf("%s moved to %s (%s), want it left alone", name, a.State, a.EndReason)
 		}
+	}
+}
+
+func TestMain(m *testing.M) { mongotest.Main(m) }
+
+// TestIdleTeardownOnce: an idle project is torn down exactly once with
+// two replicas on one store (SQLite, FerretDB): by the replica that
+// drives it, whose sandbox it is; the other, which checks limits as
+// often, never acts on it.
+func TestIdleTeardownOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		open func(t *testing.T) store.Store // nil: newEnv's SQLite
+	}{
+		{"SQLite", nil},
+		{"FerretDB", func(t *testing.T) store.Store { return mongotest.Open(t, mongotest.URI(t), mongotest.NewDB()) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newEnv(t, func(c *Config) {
+				c.Replica = "replica-a"
+				if tc.open != nil {
+					c.Store = tc.open(t)
+				}
+			})
+			st := a.cfg.Store
+			// replica-a is alive: its liveness lease (the daemon keeps it) is fresh.
+			if _, err := st.AcquireLease(context.Background(), lease.ReplicaLease("replica-a"), "replica-a", time.Hour, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			req := appRequest(t, "idle")
+			req.IdleTimeout = time.Second
+			v, err := a.svc.CreateProject(context.Background(), teamA, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			act := activateReady(t, a.svc, v.ID)
+			// replica-b (re)starts while the app runs, and holds the sweep.
+			b := a.replica(t, "replica-b", func(c *Config) {
+				c.Sweep = func() (context.Context, bool) { return context.Background(), true }
+			})
+			deadline := time.Now().Add(15 * time.Second)
+			var got store.Activation
+			for {
+				if got, err = st.GetActivation(context.Background(), act.ID); err != nil {
+					t.Fatal(err)
+				}
+				if stateOf(got).Terminal() {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("activation still %s", got.State)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if got.State != string(StateStopped) || got.EndReason != ReasonIdle {
+				t.Fatalf("activation ended %s (%s), want stopped by %s", got.State, got.EndReason, ReasonIdle)
+			}
+			time.Sleep(10 * a.cfg.IdleCheckInterval) // a second teardown would show now
+			evs, err := st.ListEvents(context.Background(), store.EventFilter{ActivationID: act.ID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			count := map[string]int{}
+			for _, e := range evs {
+				switch {
+				case e.Type == string(StateDeactivating) && e.Data["reason"] != "":
+					count["teardown "+e.Data["reason"]]++
+				case e.Type == string(StateDeactivating):
+					count["save: "+e.Message]++
+				default:
+					count[e.Type]++
+				}
+			}
+			if count["teardown "+ReasonIdle] != 1 || count["save: state saved"] != 1 || count[string(StateStopped)] != 1 || len(count) != 8 {
+				t.Fatalf("events %v, want one teardown, one save and one stop", count)
+			}
+			if n := len(a.fs.live()); n != 0 {
+				t.Fatalf("replica-a kept %d sandboxes", n)
+			}
+			if n := b.fs.createCount(); n != 0 {
+				t.Fatalf("replica-b made %d sandboxes", n)
+			}
+		})
 	}
 }
