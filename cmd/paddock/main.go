@@ -70,6 +70,7 @@ Usage:
   paddock serve [--listen ADDR] [--data-dir DIR] [--default-timeout D] [--max-timeout D] [--max-sandboxes N]
                 [--team-preset hobby|pro] [--queue-max N] [--queue-max-wait D]
                 [--no-network] [--network-pool CIDR] [--nat] [--domain DOMAIN] [--public-url URL] [--node-name N]
+                [--mongodb-uri URI [--mongodb-database DB]] [--lease-ttl D] [--lease-renew D] [--orphan-grace D]
                 [--max-volume-size SIZE] [--app-max-body BYTES] [--health-timeout D] [--source-allow-private] [--reset-admin-token]
                 [--registry-allow-private] [--egress-allow-cidr CIDR]... [--block-cidr CIDR]...
                 [--pool name=N,min=N[,max=N][,image=REF|,snapshot=S][,vcpus=N][,memory=MB][,disk=MB]]... [--pool-concurrency N]

@@ -21,6 +21,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/daemon"
 	"github.com/paddock-dev/paddock/internal/events"
 	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/lease"
 	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/proxy/app"
@@ -142,6 +143,11 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "the PEM private key of --tls-cert")
 	fs.BoolVar(&c.TLSDevCA, "tls-dev-ca", false, "serve HTTPS with certificates of a development CA made in <data-dir>/tls (trust <data-dir>/tls/dev-ca.pem through NODE_EXTRA_CA_CERTS or SSL_CERT_FILE)")
 	fs.StringVar(&c.NodeName, "node-name", daemon.DefaultNodeName, "name of this host's sandbox records in the store (unique among hosts sharing one)")
+	fs.StringVar(&c.MongoURI, "mongodb-uri", "", "keep everything in this MongoDB (mongodb://...) instead of SQLite in the data dir: the store replicas share (give each its own --node-name)")
+	fs.StringVar(&c.MongoDatabase, "mongodb-database", "paddock", "the database of --mongodb-uri")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", lease.DefaultTTL, "how long a replica's leases outlive their last renewal: a replica killed is replaced this long after")
+	fs.DurationVar(&c.LeaseRenew, "lease-renew", 0, "how often a replica renews its leases, below half of --lease-ttl (0: a third of it, at most 5s)")
+	fs.DurationVar(&c.OrphanGrace, "orphan-grace", 2*time.Minute, "how long the ready activations of a replica gone from the store wait for it to come back before another replica ends them")
 	if err := fs.Parse(args); err != nil {
 		return f, usagef("serve: %v", err)
 	}

@@ -36,6 +36,11 @@ type Config struct {
 	// NodeName names this host's sandbox records in the store, unique among
 	// the hosts that share one (DefaultNodeName if empty).
 	NodeName string
+	// MongoURI, when set, keeps everything in MongoDB (mongodb://...) in
+	// database MongoDatabase ("paddock" if empty) instead of SQLite at
+	// DataDir/paddock.db: the store replicas share.
+	MongoURI      string
+	MongoDatabase string
 
 	// DefaultTimeout is a sandbox's timeout when its create request gives
 	// none; MaxTimeout the longest it may live, extensions included;

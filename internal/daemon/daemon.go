@@ -49,6 +49,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/server/compat/vercel"
 	"github.com/paddock-dev/paddock/internal/source"
 	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/mongo"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
 	"github.com/paddock-dev/paddock/internal/volume"
 )
@@ -230,11 +231,23 @@ func (d *Daemon) startImages(context.Context, *options) error {
 	return nil
 }
 
-// startStore opens the store (SQLite at <data>/paddock.db unless one was
-// given): teams, users, tokens, the sandboxes' records and history, the
+// startStore opens the store (MongoDB at Config.MongoURI, else SQLite at
+// <data>/paddock.db, unless one was given): teams, users, tokens, the sandboxes' records and history, the
 // projects' control plane; then authentication over it.
 func (d *Daemon) startStore(ctx context.Context, o *options) error {
 	st := o.store
+	if st == nil && d.cfg.MongoURI != "" {
+		dbName := d.cfg.MongoDatabase
+		if dbName == "" {
+			dbName = "paddock"
+		}
+		db, err := mongo.Open(ctx, d.cfg.MongoURI, dbName)
+		if err != nil {
+			return err
+		}
+		d.push("store", db.Close)
+		st = db
+	}
 	if st == nil {
 		db, err := sqlite.Open(filepath.Join(d.cfg.DataDir, storeFile))
 		if err != nil {
