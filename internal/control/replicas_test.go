@@ -196,9 +196,21 @@ func TestIdleTeardownOnce(t *testing.T) {
 			if got.State != string(StateStopped) || got.EndReason != ReasonIdle {
 				t.Fatalf("activation ended %s (%s), want stopped by %s", got.State, got.EndReason, ReasonIdle)
 			}
-			time.Sleep(10 * a.cfg.IdleCheckInterval) // a second teardown would show now
-			evs, err := st.ListEvents(context.Background(), store.EventFilter{ActivationID: act.ID})
-			if err != nil {
+			// The final event follows the record; then a second teardown
+			// would show within a few checks.
+			var evs []store.Event
+			for stopped := false; !stopped; {
+				if evs, err = st.ListEvents(context.Background(), store.EventFilter{ActivationID: act.ID}); err != nil {
+					t.Fatal(err)
+				}
+				stopped = len(evs) > 0 && evs[len(evs)-1].Type == string(StateStopped)
+				if time.Now().After(deadline) {
+					t.Fatalf("no stopped event: %+v", evs)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			time.Sleep(10 * a.cfg.IdleCheckInterval)
+			if evs, err = st.ListEvents(context.Background(), store.EventFilter{ActivationID: act.ID}); err != nil {
 				t.Fatal(err)
 			}
 			count := map[string]int{}

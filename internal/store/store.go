@@ -331,7 +331,7 @@ type Activation struct {
 	// Replica names the paddock replica that drives the activation (its
 	// node name): when that replica's liveness lease lapses, the replica
 	// that holds the orphan sweep ends what it left (internal/control).
-	Replica string `json:"replica,omitempty"`
+	Replica string `json:"-"` // the deployment's, not the tenant's: kept out of the API
 	Version int64  `json:"version"`
 }
 
