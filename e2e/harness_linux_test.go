@@ -32,13 +32,15 @@ import (
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
 	"github.com/paddock-dev/paddock/internal/volume"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
 func TestMain(m *testing.M) {
 	runc.Init() // the test binary is re-executed as every container's init
-	os.Exit(m.Run())
+	// Runs the tests and stops the FerretDB the replica test starts.
+	mongotest.Main(m)
 }
 
 var (
