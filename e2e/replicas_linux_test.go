@@ -76,6 +76,7 @@ func TestReplicaKilledMidActivation(t *testing.T) {
 		t.Fatalf("activate answered %s through a crash", act.ID)
 	}
 	pa.waitKilled(t, "control/activate/queued")
+	killed := time.Now()
 
 	// Replica b ends it: the lease lapses 2 s after a's last renewal, and
 	// b's sweep runs with its idle checks (every 5 s).
@@ -96,6 +97,8 @@ func TestReplicaKilledMidActivation(t *testing.T) {
 	if act.State != api.ActivationFailed || act.EndReason != control.ReasonReplicaLost || !strings.Contains(act.Error, "node-a") {
 		t.Fatalf("the killed replica's activation: %+v\n%s", act, pb.log.String())
 	}
+	// Bounded by the lease TTL (2 s) plus one sweep period (5 s).
+	t.Logf("failed %s after the kill", time.Since(killed).Round(100*time.Millisecond))
 	time.Sleep(6 * time.Second) // a second sweep would show now
 	st := mongotest.Open(t, uri, db)
 	evs, err := st.ListEvents(ctxFor(t, time.Minute), store.EventFilter{ActivationID: act.ID})
