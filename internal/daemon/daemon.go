@@ -52,6 +52,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/store/mongo"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
 	"github.com/paddock-dev/paddock/internal/volume"
+	"github.com/paddock-dev/paddock/internal/web"
 )
 
 // gcInterval is how often the image store is swept: snapshots expire by
@@ -77,13 +78,15 @@ type Daemon struct {
 	pools   *pool.Manager
 	admit   *admission.Controller
 	signer  *proxy.Signer // nil without networking
-	control *control.Service
-	meter   *metering.Meter
-	server  *server.Server
-	vercel  *vercel.Handler
-	handler http.Handler
-	tls     *tls.Config // nil: plain HTTP
-	devCA   string      // the development CA's certificate file, if any
+	// secretsKey encrypts project secrets and seals dashboard sessions.
+	secretsKey []byte
+	control    *control.Service
+	meter      *metering.Meter
+	server     *server.Server
+	vercel     *vercel.Handler
+	handler    http.Handler
+	tls        *tls.Config // nil: plain HTTP
+	devCA      string      // the development CA's certificate file, if any
 	// metrics is every Prometheus series of the process; bus and webhooks
 	// carry lifecycle events (observe.go).
 	metrics  *metrics.Registry
@@ -481,6 +484,7 @@ func (d *Daemon) startControl(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
+	d.secretsKey = key
 	ccfg := control.Config{Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, pools: d.pools, images: d.images}, Admission: d.admit,
 		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout, Budget: d.budgetGate, Events: d.bus,
 		Replica: d.cfg.NodeName, Sweep: d.leaderCtx, OrphanGrace: d.cfg.OrphanGrace}
@@ -584,6 +588,14 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 		e2bHost = "api." + d.cfg.Domain
 	}
 
+	// The dashboard reads through the API's own handler with the
+	// session's token, so it sees what the API would answer that token.
+	dashboard, err := web.New(web.Config{API: srv.Handler(), Auth: authn, SecretsKey: d.secretsKey,
+		SecureCookies: d.cfg.secureCookies(), Logger: d.log})
+	if err != nil {
+		return fmt.Errorf("dashboard: %w", err)
+	}
+
 	// A prefix check rather than a ServeMux, which would redirect unclean
 	// paths that the API answers itself.
 	metricsHandler := d.adminOnly(d.metrics.Handler())
@@ -595,6 +607,8 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 			eapi.ServeHTTP(w, r)
 		case r.URL.Path == MetricsPath:
 			metricsHandler.ServeHTTP(w, r)
+		case web.Handles(r.URL.Path):
+			dashboard.ServeHTTP(w, r)
 		default:
 			srv.Handler().ServeHTTP(w, r)
 		}

@@ -51,6 +51,9 @@ var rules = []rule{
 		deny: []string{"internal/node", "internal/runtime/runc", "internal/daemon", "internal/store", "internal/control"}},
 	{pkg: "internal/server/compat/e2b/envd", why: "envd's messages are paddock's own plain structs with a JSON codec: no generated protobuf code",
 		deny: []string{"google.golang.org/protobuf"}},
+	{pkg: "internal/web", why: "the dashboard reads only through the API (the SDK against its handler), never the layers behind it",
+		deny: []string{"internal/node", "internal/server", "internal/store", "internal/control", "internal/daemon", "internal/runtime",
+			"internal/pool", "internal/admission", "internal/metering", "internal/events"}},
 	{pkg: "internal/proxy", why: "the port proxy knows sandboxes only through its Resolver", deep: true,
 		deny: []string{"internal/node", "internal/server", "internal/control", "internal/daemon", "internal/store", "internal/auth"}},
 }
