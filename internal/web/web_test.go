@@ -8,6 +8,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -15,9 +16,12 @@ import (
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/auth"
+	"github.com/paddock-dev/paddock/internal/events"
 	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
+	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/sqlite"
 )
 
 // tokens is a hand-written authenticator: token → principal; revoke
@@ -58,7 +62,21 @@ type env struct {
 	srv      *httptest.Server
 	auth     *tokens
 	sbs      *fake.Sandboxes
+	bus      *events.Bus
 	sbA, sbB string
+}
+
+// created makes a sandbox of team-a and publishes its event, as node does.
+func (e *env) created(t *testing.T, labels map[string]string) string {
+	t.Helper()
+	sb, err := e.sbs.Create(context.Background(), sandbox.CreateRequest{TeamID: "team-a", Labels: labels})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.bus.Publish(context.Background(), store.Event{Type: "sandbox.created", TeamID: "team-a", SandboxID: sb.ID}); err != nil {
+		t.Fatal(err)
+	}
+	return sb.ID
 }
 
 func newEnv(t *testing.T) *env {
@@ -68,16 +86,22 @@ func newEnv(t *testing.T) *env {
 		tokenA: {TeamID: "team-a", Name: "alice", Role: "admin", TokenID: "tok-a"},
 		tokenB: {TeamID: "team-b", Name: "bob", Role: "admin", TokenID: "tok-b"},
 	}, revoked: map[string]bool{}}
-	apiSrv, err := server.New(server.Config{Sandboxes: sbs, Auth: a, StagingDir: t.TempDir()})
+	st, err := sqlite.Open(filepath.Join(t.TempDir(), "store.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(apiSrv.CloseStreams)
+	t.Cleanup(func() { st.Close() })
+	bus := events.NewBus(st, nil)
+	t.Cleanup(func() { bus.Close() })
+	apiSrv, err := server.New(server.Config{Sandboxes: sbs, Auth: a, StagingDir: t.TempDir(), Events: bus})
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := New(Config{API: apiSrv.Handler(), Auth: a, SecretsKey: []byte("0123456789abcdef0123456789abcdef")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{auth: a, sbs: sbs}
+	e := &env{auth: a, sbs: sbs, bus: bus}
 	ctx := context.Background()
 	for team, id := range map[string]*string{"team-a": &e.sbA, "team-b": &e.sbB} {
 		sb, err := sbs.Create(ctx, sandbox.CreateRequest{TeamID: team, Labels: map[string]string{"owner": team}})
@@ -87,7 +111,8 @@ func newEnv(t *testing.T) *env {
 		*id = sb.ID
 	}
 	e.srv = httptest.NewServer(h)
-	t.Cleanup(e.srv.Close)
+	// Streams first: Close waits for open connections (event feeds).
+	t.Cleanup(func() { apiSrv.CloseStreams(); e.srv.Close() })
 	return e
 }
 

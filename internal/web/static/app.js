@@ -61,19 +61,39 @@
       }, function () { refreshing = null; });
     }, 250);
   }
-  if (live && window.EventSource) {
-    var es = new EventSource("/ui/api/v1/events");
-    es.onmessage = refresh;
-    es.onerror = function () {
-      // The browser reconnects by itself; a signed-out session stays
-      // closed: check once and go to sign-in.
-      if (es.readyState === EventSource.CLOSED) {
-        fetch("/ui/api/v1/events?type=none", { method: "HEAD" }).then(function (r) {
-          if (r.status === 401) location.href = "/ui/login";
+  // The feed's events are named by type (sandbox.created, …), which
+  // EventSource only hands to listeners of each name: read the stream
+  // with fetch instead, and resume after the last id on reconnect.
+  function follow(last) {
+    var headers = { Accept: "text/event-stream" };
+    if (last) headers["Last-Event-ID"] = last;
+    fetch("/ui/api/v1/events", { headers: headers, credentials: "same-origin" }).then(function (r) {
+      if (r.status === 401) { location.href = "/ui/login?next=" + encodeURIComponent(location.pathname); return; }
+      if (!r.ok || !r.body) return; // no event feed on this server: the page stays as it is
+      var reader = r.body.getReader();
+      var dec = new TextDecoder();
+      var buf = "";
+      function pump() {
+        return reader.read().then(function (chunk) {
+          if (chunk.done) { setTimeout(function () { follow(last); }, 1000); return; }
+          buf += dec.decode(chunk.value, { stream: true });
+          var blocks = buf.split("\n\n");
+          buf = blocks.pop();
+          blocks.forEach(function (b) {
+            var data = false;
+            b.split("\n").forEach(function (l) {
+              if (l.indexOf("id: ") === 0) last = l.slice(4);
+              if (l.indexOf("data: ") === 0) data = true;
+            });
+            if (data) refresh();
+          });
+          return pump();
         });
       }
-    };
+      return pump();
+    }).catch(function () { /* navigation away or a dropped connection */ });
   }
+  if (live && window.fetch && window.ReadableStream) follow("");
 
   // Stream a command's output (NDJSON log lines) into a <pre>.
   function streamLogs(sandbox, cmd, out) {
