@@ -138,7 +138,7 @@ func humanBytes(n uint64) string {
 }
 
 // pageNames are the templates under templates/, each rendered inside layout.html.
-var pageNames = []string{"login", "error", "sandboxes", "sandbox", "projects", "project", "capacity", "usage", "events", "admin"}
+var pageNames = []string{"login", "error", "sandboxes", "sandbox", "projects", "project", "capacity", "usage", "events", "admin", "demo"}
 
 func parsePages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
@@ -443,4 +443,25 @@ func (h *Handler) adminPage(rq *request) error {
 	}
 	d.Tokens = toks
 	return h.show(rq, "admin", d)
+}
+
+// demoPage is the product flow as its user sees it; choosing, activating
+// work without scripts, the chat needs them.
+func (h *Handler) demoPage(rq *request) error {
+	d := pageData{Title: "Demo", Nav: "demo"}
+	page, err := rq.api.ListProjectsPage(rq.ctx, sdk.PageOptions{Limit: 500})
+	if err := optional(&d, "projects", err); err != nil {
+		return err
+	}
+	d.Projects = page.Projects
+	if id := rq.r.URL.Query().Get("project"); id != "" {
+		p, err := rq.api.GetProject(rq.ctx, id)
+		if err != nil {
+			return err
+		}
+		d.Project = &p
+	} else if len(d.Projects) == 1 {
+		d.Project = &d.Projects[0]
+	}
+	return h.show(rq, "demo", d)
 }

@@ -130,6 +130,7 @@ func (h *Handler) routes() {
 		"GET " + Prefix + "/projects/{id}":             h.projectPage,
 		"POST " + Prefix + "/projects/{id}/activate":   h.activateProject,
 		"POST " + Prefix + "/projects/{id}/deactivate": h.deactivateProject,
+		"GET " + Prefix + "/demo":                      h.demoPage,
 		"GET " + Prefix + "/capacity":                  h.capacityPage,
 		"GET " + Prefix + "/usage":                     h.usagePage,
 		"GET " + Prefix + "/events":                    h.eventsPage,

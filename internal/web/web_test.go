@@ -294,6 +294,7 @@ func TestPagesRenderWithoutJavaScript(t *testing.T) {
 		{"usage", "/ui/usage", []string{"<h1>Usage and cost</h1>"}},
 		{"events", "/ui/events", []string{"<h1>Events</h1>"}},
 		{"accounts", "/ui/admin", []string{"<h1>Accounts</h1>"}},
+		{"demo", "/ui/demo", []string{"<h1>Demo</h1>"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

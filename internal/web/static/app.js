@@ -61,37 +61,51 @@
       }, function () { refreshing = null; });
     }, 250);
   }
-  // The feed's events are named by type (sandbox.created, …), which
-  // EventSource only hands to listeners of each name: read the stream
-  // with fetch instead, and resume after the last id on reconnect.
-  function follow(last) {
+  // sse reads a server-sent event stream with fetch (the API's events
+  // are named by type, which EventSource hands only to listeners of each
+  // name) and calls onEvent(data, id) for each; it resolves when the
+  // stream ends. method/body make it a POST (the agent's streamed reply).
+  function sse(path, onEvent, opts) {
+    opts = opts || {};
     var headers = { Accept: "text/event-stream" };
-    if (last) headers["Last-Event-ID"] = last;
-    fetch("/ui/api/v1/events", { headers: headers, credentials: "same-origin" }).then(function (r) {
+    if (opts.last) headers["Last-Event-ID"] = opts.last;
+    var init = { headers: headers, credentials: "same-origin" };
+    if (opts.body !== undefined) {
+      init.method = "POST";
+      headers["Content-Type"] = "application/json";
+      headers["X-CSRF-Token"] = csrf;
+      init.body = JSON.stringify(opts.body);
+    }
+    return fetch("/ui/api/v1" + path, init).then(function (r) {
       if (r.status === 401) { location.href = "/ui/login?next=" + encodeURIComponent(location.pathname); return; }
-      if (!r.ok || !r.body) return; // no event feed on this server: the page stays as it is
-      var reader = r.body.getReader();
-      var dec = new TextDecoder();
-      var buf = "";
+      if (!r.ok || !r.body) throw new Error("HTTP " + r.status);
+      var reader = r.body.getReader(), dec = new TextDecoder(), buf = "";
       function pump() {
         return reader.read().then(function (chunk) {
-          if (chunk.done) { setTimeout(function () { follow(last); }, 1000); return; }
+          if (chunk.done) return;
           buf += dec.decode(chunk.value, { stream: true });
           var blocks = buf.split("\n\n");
           buf = blocks.pop();
           blocks.forEach(function (b) {
-            var data = false;
+            var data = null, id = "";
             b.split("\n").forEach(function (l) {
-              if (l.indexOf("id: ") === 0) last = l.slice(4);
-              if (l.indexOf("data: ") === 0) data = true;
+              if (l.indexOf("id:") === 0) id = l.slice(3).trim();
+              if (l.indexOf("data:") === 0) data = (data === null ? "" : data + "\n") + l.slice(5).replace(/^ /, "");
             });
-            if (data) refresh();
+            if (data !== null) onEvent(data, id);
           });
           return pump();
         });
       }
       return pump();
-    }).catch(function () { /* navigation away or a dropped connection */ });
+    });
+  }
+
+  // The team's event feed keeps live pages current; it resumes after the
+  // last id when the server ends the stream.
+  function follow(last) {
+    sse("/events", function (data, id) { last = id || last; refresh(); }, { last: last })
+      .then(function () { setTimeout(function () { follow(last); }, 1000); }, function () { /* navigated away, or no feed here */ });
   }
   if (live && window.fetch && window.ReadableStream) follow("");
 
@@ -122,7 +136,225 @@
     });
   }
 
+  // A small terminal: a screen of lines with a cursor, fed the PTY's
+  // output. It follows \r, \n, backspace and the cursor/erase escapes a
+  // shell prompt uses, and drops the rest (colours, titles).
+  function Screen(pre) {
+    this.pre = pre; this.lines = [""]; this.row = 0; this.col = 0; this.esc = "";
+  }
+  Screen.prototype.put = function (ch) {
+    var l = this.lines[this.row];
+    while (l.length < this.col) l += " ";
+    this.lines[this.row] = l.slice(0, this.col) + ch + l.slice(this.col + 1);
+    this.col++;
+  };
+  Screen.prototype.csi = function (seq) {
+    var final = seq.slice(-1), n = parseInt(seq.slice(0, -1), 10) || 1;
+    if (final === "D") this.col = Math.max(0, this.col - n);
+    else if (final === "C") this.col += n;
+    else if (final === "K") this.lines[this.row] = this.lines[this.row].slice(0, this.col);
+    else if (final === "J" && seq.slice(0, -1) === "2") { this.lines = [""]; this.row = 0; this.col = 0; }
+  };
+  Screen.prototype.write = function (text) {
+    for (var i = 0; i < text.length; i++) {
+      var ch = text[i];
+      if (this.esc) {
+        this.esc += ch;
+        if (this.esc === "\x1b[" || this.esc === "\x1b]") continue;
+        if (this.esc[1] === "[" && /[@-~]/.test(ch)) { this.csi(this.esc.slice(2)); this.esc = ""; }
+        else if (this.esc[1] === "]" && (ch === "\x07" || this.esc.slice(-2) === "\x1b\\")) this.esc = "";
+        else if (this.esc[1] !== "[" && this.esc[1] !== "]") this.esc = "";
+        continue;
+      }
+      if (ch === "\x1b") this.esc = ch;
+      else if (ch === "\r") this.col = 0;
+      else if (ch === "\n") { this.row++; if (this.row === this.lines.length) this.lines.push(""); }
+      else if (ch === "\b") this.col = Math.max(0, this.col - 1);
+      else if (ch >= " ") this.put(ch);
+    }
+    if (this.lines.length > 1000) { this.row -= this.lines.length - 1000; this.lines = this.lines.slice(-1000); }
+    this.pre.textContent = this.lines.join("\n");
+    this.pre.scrollTop = this.pre.scrollHeight;
+  };
+
+  var keys = { Enter: "\r", Backspace: "\x7f", Tab: "\t", Escape: "\x1b", ArrowUp: "\x1b[A", ArrowDown: "\x1b[B",
+    ArrowRight: "\x1b[C", ArrowLeft: "\x1b[D", Home: "\x1b[H", End: "\x1b[F", Delete: "\x1b[3~" };
+
+  function openTerminal(btn) {
+    var sandbox = btn.getAttribute("data-sandbox");
+    var pre = document.getElementById("term");
+    var screen = new Screen(pre);
+    btn.disabled = true;
+    api("POST", "/sandboxes/" + sandbox + "/pty", { rows: 24, cols: 80 })
+      .then(function (r) { return r.json().then(function (j) { if (!r.ok) throw new Error(j.message || r.status); return j; }); })
+      .then(function (cmd) {
+        pre.hidden = false;
+        pre.focus();
+        var base = "/sandboxes/" + sandbox + "/pty/" + cmd.id;
+        // Keys go out in order, one request at a time.
+        var queue = Promise.resolve();
+        var pending = "";
+        function send() {
+          if (!pending) return;
+          var data = pending; pending = "";
+          queue = queue.then(function () {
+            return fetch("/ui/api/v1" + base + "/input", { method: "POST", credentials: "same-origin",
+              headers: { "X-CSRF-Token": csrf, "Content-Type": "application/octet-stream" }, body: data });
+          }).catch(function () {});
+        }
+        pre.addEventListener("keydown", function (e) {
+          var data = keys[e.key];
+          if (!data && e.ctrlKey && e.key.length === 1) data = String.fromCharCode(e.key.toUpperCase().charCodeAt(0) - 64);
+          else if (!data && e.key.length === 1 && !e.metaKey && !e.altKey) data = e.key;
+          if (!data) return;
+          e.preventDefault();
+          pending += data;
+          send();
+        });
+        pre.addEventListener("paste", function (e) {
+          e.preventDefault();
+          pending += (e.clipboardData || window.clipboardData).getData("text");
+          send();
+        });
+        return fetch("/ui/api/v1" + base + "/output", { credentials: "same-origin" }).then(function (r) {
+          var reader = r.body.getReader(), dec = new TextDecoder(), buf = "";
+          function pump() {
+            return reader.read().then(function (chunk) {
+              if (chunk.done) return;
+              buf += dec.decode(chunk.value, { stream: true });
+              var lines = buf.split("\n");
+              buf = lines.pop();
+              lines.forEach(function (l) {
+                if (!l) return;
+                var m = JSON.parse(l);
+                if (m.data) {
+                  var bin = atob(m.data), bytes = new Uint8Array(bin.length);
+                  for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+                  screen.write(new TextDecoder().decode(bytes));
+                } else if (m.exit) screen.write("\r\n[session ended]\r\n");
+              });
+              return pump();
+            });
+          }
+          return pump();
+        });
+      })
+      .catch(function (err) { pre.hidden = false; pre.textContent = "[" + err.message + "]"; btn.disabled = false; });
+  }
+
+  // Activate with live progress: the activation's event stream, queue
+  // position included, until it is ready, failed or stopped.
+  function activate(form) {
+    var project = form.getAttribute("data-project");
+    var list = form.parentNode.querySelector(".progress") || document.querySelector(".progress");
+    var state = document.getElementById("demo-state");
+    list.innerHTML = "";
+    function step(text) {
+      var li = document.createElement("li");
+      li.textContent = text;
+      list.appendChild(li);
+      if (state) state.textContent = text.split(" ")[0];
+    }
+    return api("POST", "/projects/" + project + "/activate", {})
+      .then(function (r) { return r.json().then(function (j) { if (!r.ok) throw new Error(j.message || r.status); return j; }); })
+      .then(function (act) {
+        return new Promise(function (resolve, reject) {
+          var done = false;
+          sse("/activations/" + act.id + "/events", function (data) {
+            var ev = JSON.parse(data);
+            var text = ev.type;
+            if (ev.data && ev.data.position) text += " (position " + ev.data.position + " in the queue)";
+            if (ev.message) text += ": " + ev.message;
+            step(text);
+            if (ev.type === "ready") { done = true; resolve(act); }
+            if (ev.type === "failed" || ev.type === "stopped") { done = true; reject(new Error(text)); }
+          }).then(function () { if (!done) reject(new Error("the progress stream ended")); }, reject);
+        });
+      })
+      .catch(function (err) { step("error: " + err.message); throw err; });
+  }
+
+  // The demo's chat: a goose session through the app proxy, kept in
+  // sessionStorage so that coming back after an idle deactivation resumes it.
+  function demo(section) {
+    var project = section.getAttribute("data-project");
+    var form = document.getElementById("chat-form");
+    var chat = document.getElementById("chat");
+    var state = document.getElementById("demo-state");
+    var key = "paddock-demo-session-" + project;
+    function say(cls, text) {
+      var div = document.createElement("div");
+      div.className = "msg " + cls;
+      div.textContent = text;
+      chat.appendChild(div);
+      return div;
+    }
+    function app(path, body) {
+      return api("POST", "/projects/" + project + "/app" + path, body).then(function (r) {
+        return r.json().then(function (j) { if (!r.ok) throw new Error((j && j.message) || ("HTTP " + r.status)); return j; });
+      });
+    }
+    function ensureActive() {
+      if (state && state.textContent === "ready") return Promise.resolve();
+      say("note", "Activating…");
+      return activate(section.querySelector("form.activate"));
+    }
+    function session() {
+      var id = sessionStorage.getItem(key);
+      var start = id ? Promise.resolve({ id: id }) : app("/agent/start", { working_dir: "/home/user" });
+      return start.then(function (s) {
+        return app("/agent/resume", { session_id: s.id, load_model_and_extensions: true }).then(function () {
+          if (id) say("note", "Session " + id + " restored.");
+          sessionStorage.setItem(key, s.id);
+          return s.id;
+        });
+      });
+    }
+    var sid = null;
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var text = form.elements.message.value;
+      form.elements.message.value = "";
+      say("you", text);
+      ensureActive().then(function () { return sid || session(); }).then(function (id) {
+        sid = id;
+        var out = say("agent", "");
+        return sse("/projects/" + project + "/app/reply", function (data) {
+          var f = JSON.parse(data);
+          if (f.type === "Message" && f.message && f.message.role === "assistant") {
+            (f.message.content || []).forEach(function (c) { if (c.type === "text") out.textContent += c.text; });
+          } else if (f.type === "Error") out.textContent += " [" + f.error + "]";
+        }, { body: { session_id: id, user_message: { role: "user", created: Math.floor(Date.now() / 1000),
+          content: [{ type: "text", text: text }], metadata: { userVisible: true, agentVisible: true } } } });
+      }).catch(function (err) { say("note", "[" + err.message + "]"); sid = null; });
+    });
+    // Idle deactivation shows up on the project's events.
+    sse("/events?project=" + encodeURIComponent(project), function (data) {
+      var ev = JSON.parse(data);
+      if (/deactivat|stopped/.test(ev.type)) {
+        if (state) state.textContent = "stopped";
+        sid = null;
+        say("note", "Deactivated (" + (ev.message || ev.type) + "). Send a message to come back: the session is restored.");
+      }
+    }).catch(function () {});
+  }
+
   function enhance() {
+    document.querySelectorAll("form.activate").forEach(function (f) {
+      if (f.dataset.bound) return;
+      f.dataset.bound = "1";
+      f.addEventListener("submit", function (e) {
+        e.preventDefault();
+        activate(f).then(function () { if (!document.getElementById("demo")) refresh(); }, function () {});
+      });
+    });
+    var demoSection = document.getElementById("demo");
+    if (demoSection && !demoSection.dataset.bound) { demoSection.dataset.bound = "1"; demo(demoSection); }
+    var topen = document.getElementById("term-open");
+    if (topen && !topen.dataset.bound) {
+      topen.dataset.bound = "1";
+      topen.addEventListener("click", function () { openTerminal(topen); });
+    }
     document.querySelectorAll(".needs-js").forEach(function (el) { el.hidden = false; });
     var run = document.getElementById("run");
     if (run && !run.dataset.bound) {
