@@ -80,7 +80,7 @@ func (c *chrome) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 func (c *chrome) shot(path string) {
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err == nil {
 		err = os.WriteFile(path, png, 0o644)
 	}
