@@ -87,6 +87,14 @@ func (c *chrome) shot(path string) {
 	c.t.Logf("screenshot %s: %v", path, err)
 }
 
+// keep saves a screenshot into $PADDOCK_SCREENSHOTS, if set (the ones
+// under docs/ come from here and from e2e).
+func (c *chrome) keep(name string) {
+	if dir := os.Getenv("PADDOCK_SCREENSHOTS"); dir != "" {
+		c.shot(filepath.Join(dir, name))
+	}
+}
+
 // consoleErrors returns the errors logged, less those containing one of allowed.
 func (c *chrome) consoleErrors(allowed ...string) []string {
 	c.mu.Lock()
@@ -122,10 +130,14 @@ func TestBrowser(t *testing.T) {
 		t.Log(m)
 	}
 	c.do("see a new sandbox without a reload", chromedp.WaitVisible(chromedp.CSS(`tr[data-id="`+id+`"]`)))
+	c.keep("dashboard-sandboxes.png")
 
 	c.do("stop it from its page",
 		chromedp.Click(chromedp.CSS(`tr[data-id="`+id+`"] a`)),
 		chromedp.WaitVisible(chromedp.CSS("#stop")),
+	)
+	c.keep("dashboard-sandbox.png")
+	c.do("stop it",
 		chromedp.Click(chromedp.CSS("#stop")),
 		chromedp.WaitVisible(chromedp.CSS(".state-stopped")),
 	)
