@@ -50,7 +50,7 @@
         var next = doc.getElementById("main");
         var active = document.activeElement;
         // Keep what the user is typing or reading in a command's output.
-        if (!next || (active && active.closest && active.closest("form#run, #term"))) return;
+        if (!next || (active && active.closest && active.closest("form#run, #term, #demo"))) return;
         var keep = document.querySelectorAll("[data-keep]");
         main.innerHTML = next.innerHTML;
         keep.forEach(function (el) {
