@@ -288,7 +288,7 @@ func TestPagesRenderWithoutJavaScript(t *testing.T) {
 		want       []string
 	}{
 		{"sandboxes", "/ui/", []string{"<h1>Sandboxes</h1>", e.sbA, "owner=team-a", "running", `aria-label="Stop ` + e.sbA + `"`}},
-		{"sandbox", "/ui/sandboxes/" + e.sbA, []string{e.sbA, "Command history", `<label for="minutes">`, "Usage now"}},
+		{"sandbox", "/ui/sandboxes/" + e.sbA, []string{e.sbA, "Command history", `<label for="minutes">`, "Usage now", `<label for="file-path">`}},
 		{"projects", "/ui/projects", []string{"<h1>Projects</h1>"}},
 		{"capacity", "/ui/capacity", []string{"<h1>Capacity</h1>", "Warm pools"}},
 		{"usage", "/ui/usage", []string{"<h1>Usage and cost</h1>"}},
