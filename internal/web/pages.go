@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"maps"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -243,6 +244,26 @@ func (h *Handler) extendSandbox(rq *request) error {
 		return &sdk.APIError{Status: http.StatusBadRequest, Code: "invalid_minutes", Message: "minutes must be between 1 and 1440"}
 	}
 	if err := rq.api.Sandbox(id).ExtendTimeout(rq.ctx, time.Duration(mins)*time.Minute); err != nil {
+		return err
+	}
+	return back(rq, Prefix+"/sandboxes/"+id)
+}
+
+// uploadFile writes one uploaded file into a directory of the sandbox
+// (through the API's tar upload, which refuses names that leave it).
+func (h *Handler) uploadFile(rq *request) error {
+	id := rq.r.PathValue("id")
+	f, hdr, err := rq.r.FormFile("file")
+	if err != nil {
+		return &sdk.APIError{Status: http.StatusBadRequest, Code: "invalid_upload", Message: "choose a file to upload (at most 256 MiB)"}
+	}
+	defer f.Close()
+	name := path.Base(strings.ReplaceAll(hdr.Filename, "\\", "/"))
+	dir := rq.r.PostFormValue("dir")
+	if name == "" || name == "." || name == ".." || name == "/" || !path.IsAbs(dir) {
+		return &sdk.APIError{Status: http.StatusBadRequest, Code: "invalid_upload", Message: "the directory must be an absolute path and the file must have a name"}
+	}
+	if _, err := rq.api.Sandbox(id).WriteFiles(rq.ctx, dir, []sdk.File{{Path: name, Reader: f, Size: hdr.Size}}); err != nil {
 		return err
 	}
 	return back(rq, Prefix+"/sandboxes/"+id)

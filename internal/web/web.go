@@ -32,6 +32,10 @@ import (
 	"github.com/paddock-dev/paddock/sdk"
 )
 
+// maxFormBytes bounds a form post, an upload's file included; larger
+// files go through the CLI or the API.
+const maxFormBytes = 256 << 20
+
 // Prefix is where the dashboard lives; "/" redirects there. Every other
 // path belongs to the API, the compat layers and the proxies.
 const Prefix = "/ui"
@@ -125,6 +129,7 @@ func (h *Handler) routes() {
 		"GET " + Prefix + "/sandboxes/{id}":            h.sandboxPage,
 		"POST " + Prefix + "/sandboxes/{id}/stop":      h.stopSandbox,
 		"POST " + Prefix + "/sandboxes/{id}/extend":    h.extendSandbox,
+		"POST " + Prefix + "/sandboxes/{id}/upload":    h.uploadFile,
 		"POST " + Prefix + "/sandboxes/{id}/sign":      h.signPort,
 		"GET " + Prefix + "/projects":                  h.projectsPage,
 		"GET " + Prefix + "/projects/{id}":             h.projectPage,
@@ -138,6 +143,16 @@ func (h *Handler) routes() {
 	}
 	for pattern, fn := range pages {
 		h.mux.Handle(pattern, h.signedIn(func(w http.ResponseWriter, r *http.Request, rq *request) {
+			if r.Method == http.MethodPost {
+				// Uploads are the largest forms; multipart parts past
+				// memory go to temporary files, removed after the request.
+				r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+				defer func() {
+					if r.MultipartForm != nil {
+						_ = r.MultipartForm.RemoveAll()
+					}
+				}()
+			}
 			if r.Method == http.MethodPost && !h.seal.checkCSRF(rq.sess, r.PostFormValue("csrf")) {
 				h.fail(w, rq, http.StatusForbidden, "The form expired or came from another site: reload the page and try again.")
 				return

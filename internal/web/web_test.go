@@ -1,9 +1,11 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -63,6 +65,7 @@ type env struct {
 	auth     *tokens
 	sbs      *fake.Sandboxes
 	bus      *events.Bus
+	agent    *fake.Agent // every sandbox's
 	sbA, sbB string
 }
 
@@ -81,7 +84,8 @@ func (e *env) created(t *testing.T, labels map[string]string) string {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	sbs := fake.NewSandboxes(fake.SandboxesConfig{})
+	ag := fake.StartAgent(t, fake.AgentConfig{})
+	sbs := fake.NewSandboxes(fake.SandboxesConfig{Agent: ag.Client()})
 	a := &tokens{valid: map[string]auth.Principal{
 		tokenA: {TeamID: "team-a", Name: "alice", Role: "admin", TokenID: "tok-a"},
 		tokenB: {TeamID: "team-b", Name: "bob", Role: "admin", TokenID: "tok-b"},
@@ -101,7 +105,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{auth: a, sbs: sbs, bus: bus}
+	e := &env{auth: a, sbs: sbs, bus: bus, agent: ag}
 	ctx := context.Background()
 	for team, id := range map[string]*string{"team-a": &e.sbA, "team-b": &e.sbB} {
 		sb, err := sbs.Create(ctx, sandbox.CreateRequest{TeamID: team, Labels: map[string]string{"owner": team}})
@@ -409,5 +413,49 @@ func TestHandles(t *testing.T) {
 		if Handles(path) != want {
 			t.Errorf("Handles(%q) = %v", path, !want)
 		}
+	}
+}
+
+func TestUpload(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t)
+	e.signIn(t, c, tokenA)
+	_, page := get(t, c, e.srv.URL+"/ui/sandboxes/"+e.sbA)
+	token := csrfOf(t, page)
+	upload := func(sandboxID, csrf, dir, filename, content string) *http.Response {
+		t.Helper()
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		mw.WriteField("csrf", csrf)
+		mw.WriteField("dir", dir)
+		fw, _ := mw.CreateFormFile("file", filename)
+		fw.Write([]byte(content))
+		mw.Close()
+		resp, err := c.Post(e.srv.URL+"/ui/sandboxes/"+sandboxID+"/upload", mw.FormDataContentType(), &body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	tests := []struct {
+		name, sandbox, csrf, dir, file string
+		want                           int
+	}{
+		{"no CSRF token", e.sbA, "", "/home/user", "a.txt", http.StatusForbidden},
+		{"another team's sandbox", e.sbB, token, "/home/user", "a.txt", http.StatusNotFound},
+		{"relative dir", e.sbA, token, "home", "a.txt", http.StatusBadRequest},
+		{"upload", e.sbA, token, "/home/user", "../notes.txt", http.StatusSeeOther},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if resp := upload(tc.sandbox, tc.csrf, tc.dir, tc.file, "hello"); resp.StatusCode != tc.want {
+				t.Fatalf("%d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+	writes := e.agent.Writes()
+	if len(writes) != 1 || writes[0].Dir != "/home/user" || writes[0].Entries["notes.txt"] != "hello" {
+		t.Fatalf("agent writes %+v, want notes.txt under /home/user once", writes)
 	}
 }
