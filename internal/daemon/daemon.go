@@ -78,15 +78,13 @@ type Daemon struct {
 	pools   *pool.Manager
 	admit   *admission.Controller
 	signer  *proxy.Signer // nil without networking
-	// secretsKey encrypts project secrets and seals dashboard sessions.
-	secretsKey []byte
-	control    *control.Service
-	meter      *metering.Meter
-	server     *server.Server
-	vercel     *vercel.Handler
-	handler    http.Handler
-	tls        *tls.Config // nil: plain HTTP
-	devCA      string      // the development CA's certificate file, if any
+	control *control.Service
+	meter   *metering.Meter
+	server  *server.Server
+	vercel  *vercel.Handler
+	handler http.Handler
+	tls     *tls.Config // nil: plain HTTP
+	devCA   string      // the development CA's certificate file, if any
 	// metrics is every Prometheus series of the process; bus and webhooks
 	// carry lifecycle events (observe.go).
 	metrics  *metrics.Registry
@@ -98,6 +96,9 @@ type Daemon struct {
 
 	adminToken   string
 	adminCreated bool
+
+	// secretsKey encrypts project secrets and seals dashboard sessions.
+	secretsKey []byte
 }
 
 // closer stops one subsystem.
