@@ -64,7 +64,7 @@ func newBrowser(t *testing.T, width, height int) *browser {
 	})
 	t.Cleanup(func() {
 		if t.Failed() {
-			b.screenshot(filepath.Join(t.TempDir(), "failure.png"))
+			b.screenshot(filepath.Join(t.ArtifactDir(), "failure.png"))
 		}
 		cancel()
 		cancelAlloc()
@@ -79,7 +79,7 @@ func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	ctx, cancel := context.WithTimeout(b.ctx, 3*time.Minute) // steps bound themselves; an activation takes a while
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
-		b.screenshot(filepath.Join(b.t.TempDir(), strings.ReplaceAll(what, " ", "-")+".png"))
+		b.screenshot(filepath.Join(b.t.ArtifactDir(), strings.ReplaceAll(what, " ", "-")+".png"))
 		b.t.Fatalf("%s: %v", what, err)
 	}
 }

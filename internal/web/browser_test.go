@@ -58,7 +58,7 @@ func newChrome(t *testing.T) *chrome {
 	})
 	t.Cleanup(func() {
 		if t.Failed() {
-			c.shot(filepath.Join(t.TempDir(), "failure.png"))
+			c.shot(filepath.Join(t.ArtifactDir(), "failure.png"))
 		}
 		cancel()
 		cancelAlloc()
@@ -72,7 +72,7 @@ func (c *chrome) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	ctx, cancel := context.WithTimeout(c.ctx, 15*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
-		c.shot(filepath.Join(c.t.TempDir(), strings.ReplaceAll(what, " ", "-")+".png"))
+		c.shot(filepath.Join(c.t.ArtifactDir(), strings.ReplaceAll(what, " ", "-")+".png"))
 		c.t.Fatalf("%s: %v", what, err)
 	}
 }
