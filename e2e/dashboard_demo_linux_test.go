@@ -23,7 +23,8 @@ func TestDashboardDemo(t *testing.T) {
 		chromedp.Navigate(ps.url+"/ui/demo?project="+p.ID),
 		chromedp.WaitVisible(chromedp.CSS("#chat-input")),
 		chromedp.SendKeys(chromedp.CSS("#chat-input"), "hello from the browser"),
-		chromedp.Submit(chromedp.CSS("#chat-input")),
+		// A click, not Submit: form.submit() skips the submit event the page handles.
+		chromedp.Click(chromedp.CSS(`#chat-form button[type=submit]`)),
 		chromedp.Poll[chromedp.Void](`document.querySelector("#demo .progress").textContent.includes("ready")`, chromedp.WithPollingTimeout(2*time.Minute)),
 		chromedp.Poll[chromedp.Void](`document.getElementById("chat").textContent.includes("echo: hello from the browser")`, chromedp.WithPollingTimeout(time.Minute)),
 	)
