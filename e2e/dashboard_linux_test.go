@@ -157,10 +157,12 @@ func TestDashboard(t *testing.T) {
 
 	// Made through the API while the page is open: the event feed brings it in.
 	sb := s.create(t, api.CreateSandboxRequest{Labels: map[string]string{"app": "demo"}})
+	// The feed brings sandbox.created (the row, pending) before
+	// sandbox.started (the same row, running): wait for the second.
 	b.do("see the new sandbox without a reload", chromedp.WaitVisible(chromedp.CSS(`tr[data-id="`+sb.ID+`"]`)))
-	if got := b.text(`tr[data-id="` + sb.ID + `"] .state`); got != "running" {
-		t.Fatalf("state %q, want running", got)
-	}
+	b.do("see it running without a reload", chromedp.Poll[chromedp.Void](
+		`(document.querySelector('tr[data-id="`+sb.ID+`"] .state') || {}).textContent === "running"`,
+		chromedp.WithPollingTimeout(10*time.Second)))
 	b.keep("dashboard-sandboxes.png")
 
 	b.do("run a command and see its output stream in",

@@ -36,21 +36,26 @@
   // Live pages: any event of the team reloads the main part of the page
   // in place (debounced), so lists stay current without a reload.
   var live = main && main.getAttribute("data-live");
-  var refreshing = null;
+  // An event that comes while a refresh is in flight asks for one more
+  // after it (pending): the page it fetched may predate that event.
+  var refreshing = null, pending = false;
+  function refreshed() {
+    refreshing = null;
+    if (pending) { pending = false; refresh(); }
+  }
   function refresh() {
-    if (refreshing) return;
+    if (refreshing) { pending = true; return; }
     refreshing = setTimeout(function () {
       fetch(location.href, { credentials: "same-origin" }).then(function (r) {
         if (r.redirected && r.url.indexOf("/ui/login") >= 0) { location.href = r.url; return null; }
         return r.ok ? r.text() : null;
       }).then(function (html) {
-        refreshing = null;
-        if (!html) return;
+        if (!html) { refreshed(); return; }
         var doc = new DOMParser().parseFromString(html, "text/html");
         var next = doc.getElementById("main");
         var active = document.activeElement;
         // Keep what the user is typing or reading in a command's output.
-        if (!next || (active && active.closest && active.closest("form#run, #term, #demo"))) return;
+        if (!next || (active && active.closest && active.closest("form#run, #term, #demo"))) { refreshed(); return; }
         var keep = document.querySelectorAll("[data-keep]");
         main.innerHTML = next.innerHTML;
         keep.forEach(function (el) {
@@ -58,7 +63,8 @@
           if (slot) slot.replaceWith(el);
         });
         enhance();
-      }, function () { refreshing = null; });
+        refreshed();
+      }, function () { refreshed(); });
     }, 250);
   }
   // sse reads a server-sent event stream with fetch (the API's events
