@@ -659,7 +659,7 @@ func (d *Driver) teardown(ctx context.Context, id string, b *box) error {
 		if err := d.kill(ctx, id, c, b); err != nil {
 			return err
 		}
-		if err := c.Destroy(); err != nil {
+		if err := destroyExited(ctx, c); err != nil {
 			return fmt.Errorf("stop sandbox %s: %w", id, err)
 		}
 	}
@@ -710,6 +710,28 @@ func (d *Driver) kill(ctx context.Context, id string, c *libcontainer.Container,
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("stop sandbox %s: %w", id, ctx.Err())
+		case <-time.After(delay):
+		}
+	}
+}
+
+// destroyExited destroys the container once its init has finished
+// exiting. A killed task leaves its cgroup (where kill waits) a moment
+// before it becomes a zombie, and libcontainer refuses to destroy while
+// init is not one (ErrRunning): seen under load in the soak test, where a
+// delete failed and left the sandbox's mounts and cgroups. So it retries
+// for a few seconds, killing init again each time.
+func destroyExited(ctx context.Context, c *libcontainer.Container) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for delay := time.Millisecond; ; delay = min(delay*2, 50*time.Millisecond) {
+		err := c.Destroy()
+		if !errors.Is(err, libcontainer.ErrRunning) || time.Now().After(deadline) {
+			return err
+		}
+		_ = c.Signal(unix.SIGKILL)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-time.After(delay):
 		}
 	}
