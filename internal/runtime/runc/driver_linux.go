@@ -30,6 +30,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/hostimage"
 	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/runtime/ocispec"
 	"github.com/paddock-dev/paddock/internal/runtime/runc/spawn"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -55,8 +56,8 @@ func Init() {
 const (
 	upperName = "upper"
 	// The sandbox's /etc/resolv.conf and /etc/hosts, when it has a network.
-	resolvConfName = "resolv.conf"
-	hostsName      = "hosts"
+	resolvConfName = ocispec.ResolvConfName
+	hostsName      = ocispec.HostsName
 	workName       = "work"
 	rootfsName     = "rootfs"
 	sockName       = "a.sock"
