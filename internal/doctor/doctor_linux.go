@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/paddock-dev/paddock/internal/diskimg"
+	"github.com/paddock-dev/paddock/internal/runtime/gvisor"
 )
 
 func checks(opts Options) []Check {
@@ -28,6 +30,7 @@ func checks(opts Options) []Check {
 		{"agent toolchain", checkToolchain},
 		{"disk caps, volumes", checkDiskImages},
 		{"runc (benchmark)", checkRuncCLI},
+		{"runsc (gvisor)", checkRunsc},
 	}
 }
 
@@ -204,6 +207,24 @@ func checkRuncCLI(context.Context) Result {
 		return Result{Detail: p + " (baseline for benchmarks only)"}
 	}
 	return Result{Level: Warn, Detail: "runc CLI not installed; only the benchmark baseline needs it", Fix: "apt-get install runc"}
+}
+
+// checkRunsc: the gVisor driver (in progress) runs sandboxes with runsc,
+// which paddock does not ship; without it only that driver is missing.
+func checkRunsc(ctx context.Context) Result {
+	p, err := gvisor.Find()
+	if err != nil {
+		return Result{Level: Warn, Detail: "runsc not found: the gvisor driver is unavailable",
+			Fix: gvisor.HowToGet}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, p, "--version").Output()
+	if err != nil {
+		return Result{Level: Warn, Detail: p + " does not run: " + err.Error(), Fix: gvisor.HowToGet}
+	}
+	version, _, _ := strings.Cut(string(out), "\n")
+	return Result{Detail: p + " (" + strings.TrimSpace(version) + ")"}
 }
 
 func filesystemListed(name string) bool {

@@ -1,0 +1,23 @@
+// Package gvisor is the sandbox driver that runs each sandbox under gVisor's
+// runsc: a user-space kernel (the sentry) sits between the sandbox's code
+// and the host's, so a kernel bug reachable from a sandbox is a bug in the
+// sentry, not a host escape. It takes the same OCI spec as the runc driver
+// (package ocispec), the same root filesystem (the image's layers under a
+// per-sandbox overlayfs upper dir, mounted on the host) and the same agent
+// as PID 1, reached over a unix socket.
+//
+// runsc runs with --platform=systrap (ptrace as a fallback: Config.Platform),
+// --overlay2=none (writes land in the sandbox's upper dir, so snapshots can
+// read them later) and --oci-seccomp; the agent installs paddock's own
+// seccomp filter inside, which the sentry enforces. The agent listens on a
+// socket it creates in a host directory bound into the sandbox, which
+// --host-uds=create allows; the host connects to that file.
+//
+// A sandbox without a network gets --network=none (loopback only, inside
+// the sentry); one with a network prepared by the node runs with
+// --network=sandbox in that namespace, where runsc copies its interfaces
+// and routes into the sentry's network stack.
+//
+// runsc is built from gvisor.dev/gvisor at a pinned version by
+// hack/gvisor/build-runsc.sh (see Find).
+package gvisor
