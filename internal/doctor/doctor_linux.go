@@ -224,6 +224,11 @@ func checkRunsc(ctx context.Context) Result {
 		return Result{Level: Warn, Detail: p + " does not run: " + err.Error(), Fix: gvisor.HowToGet}
 	}
 	version, _, _ := strings.Cut(string(out), "\n")
+	// A go-installed runsc reports VERSION_MISSING: the cache's stamp
+	// names the gvisor.dev/gvisor version it was built from.
+	if stamp, err := os.ReadFile(filepath.Join(filepath.Dir(p), "stamp")); err == nil {
+		version, _, _ = strings.Cut(string(stamp), " ")
+	}
 	return Result{Detail: p + " (" + strings.TrimSpace(version) + ")"}
 }
 
