@@ -35,12 +35,7 @@ const maxArchiveDepth = 256
 // status is sent, so a failure aborts the connection: a tar cut at an entry
 // boundary would otherwise look complete to the reader.
 func (s *Server) handleReadArchive(w http.ResponseWriter, r *http.Request) {
-	name, err := relPath(r.URL.Query().Get("path"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	sudo, err := sudoQuery(r)
+	name, sudo, err := pathAndSudo(r, "path")
 	if err != nil {
 		s.writeError(w, r, err)
 		return

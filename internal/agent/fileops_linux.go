@@ -30,23 +30,7 @@ import (
 // like openInRoot: only search permission on the way is needed, as for
 // stat(2), not read permission on the directory itself.
 func (s *Server) openPathInRoot(name string) (*os.File, error) {
-	dir, err := s.root.Open(".")
-	if err != nil {
-		return nil, err
-	}
-	defer dir.Close()
-	how := unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	fd, err := unix.Openat2(int(dir.Fd()), name, &how)
-	if err != nil {
-		if err == unix.ELOOP {
-			return nil, invalidPath("/%s: resolves through a magic link or too many symlinks", name)
-		}
-		return nil, &os.PathError{Op: "open", Path: name, Err: err}
-	}
-	return os.NewFile(uintptr(fd), "/"+name), nil
+	return s.resolveInRoot(name, unix.O_PATH|unix.O_DIRECTORY)
 }
 
 // idNames maps owners to names from the sandbox's etc/passwd and
@@ -182,18 +166,24 @@ func nameOrEmpty(name string) string {
 }
 
 func (s *Server) handleStat(w http.ResponseWriter, r *http.Request) {
-	name, err := relPath(r.URL.Query().Get("path"))
+	name, sudo, err := pathAndSudo(r, "path")
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	sudo, err := sudoQuery(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+	s.answerEntry(w, r, sudo, name, nil)
+}
+
+// answerEntry runs op (if any) and then stats name, both with the
+// caller's identity, and answers name's Entry.
+func (s *Server) answerEntry(w http.ResponseWriter, r *http.Request, sudo bool, name string, op func() error) {
 	var e Entry
-	err = s.as(sudo, func() error {
+	err := s.as(sudo, func() error {
+		if op != nil {
+			if err := op(); err != nil {
+				return err
+			}
+		}
 		var err error
 		e, err = s.stat(name, &idNames{s: s})
 		return err
@@ -267,12 +257,7 @@ func (l *lister) dir(d *os.File, p string, level int) error {
 // (symlinks followed inside the root); below it nothing is followed.
 func (s *Server) handleListDir(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	name, err := relPath(q.Get("path"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	sudo, err := sudoQuery(r)
+	name, sudo, err := pathAndSudo(r, "path")
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -358,8 +343,7 @@ func (s *Server) handleMove(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	var e Entry
-	err = s.as(req.Sudo, func() error {
+	s.answerEntry(w, r, req.Sudo, dst, func() error {
 		uid, gid := s.ownerFor(req.Sudo)
 		if _, err := s.root.Lstat(src); err != nil {
 			return fsError(src, err)
@@ -372,14 +356,8 @@ func (s *Server) handleMove(w http.ResponseWriter, r *http.Request) {
 		if err := s.root.Rename(src, dst); err != nil {
 			return moveError(src, dst, err)
 		}
-		e, err = s.stat(dst, &idNames{s: s})
-		return err
+		return nil
 	})
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, e)
 }
 
 // handleRemove removes a file or symlink, or a directory and everything
@@ -453,21 +431,11 @@ func (s *Server) handleWriteFile(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	var e Entry
-	err = s.as(sudo, func() error {
+	s.answerEntry(w, r, sudo, name, func() error {
 		uid, gid := s.ownerFor(sudo)
 		x := &extractor{d: s.root, sudo: sudo, uid: uid, gid: gid, files: map[string]bool{}}
 		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: int64(mode)}
-		if _, err := x.entry(hdr, &capReader{r: r.Body, n: s.cfg.MaxWriteBytes}); err != nil {
-			return err
-		}
-		var err error
-		e, err = s.stat(name, &idNames{s: s})
+		_, err := x.entry(hdr, &capReader{r: r.Body, n: s.cfg.MaxWriteBytes})
 		return err
 	})
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, e)
 }

@@ -229,14 +229,20 @@ func unixMode(m uint32, sudo bool) os.FileMode {
 // root (RESOLVE_IN_ROOT), so a read never leaves it; magic links such as
 // /proc/self/root are refused. Writes use os.Root, which is stricter.
 func (s *Server) openInRoot(name string) (*os.File, error) {
+	// O_NONBLOCK so a FIFO cannot hang the open; regular files ignore it.
+	return s.resolveInRoot(name, unix.O_RDONLY|unix.O_NONBLOCK)
+}
+
+// resolveInRoot opens name with flags (O_CLOEXEC added), resolved the way
+// openInRoot describes: inside the root, magic links refused.
+func (s *Server) resolveInRoot(name string, flags uint64) (*os.File, error) {
 	dir, err := s.root.Open(".")
 	if err != nil {
 		return nil, err
 	}
 	defer dir.Close()
 	how := unix.OpenHow{
-		// O_NONBLOCK so a FIFO cannot hang the open; regular files ignore it.
-		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NONBLOCK,
+		Flags:   flags | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	}
 	fd, err := unix.Openat2(int(dir.Fd()), name, &how)
@@ -278,13 +284,22 @@ func sudoQuery(r *http.Request) (bool, error) {
 	return sudo, nil
 }
 
-func (s *Server) handleReadFile(w http.ResponseWriter, r *http.Request) {
-	name, err := relPath(r.URL.Query().Get("path"))
+// pathAndSudo reads the request's path from the query parameter key (see
+// relPath) and its sudo flag (see sudoQuery), in that order.
+func pathAndSudo(r *http.Request, key string) (string, bool, error) {
+	name, err := relPath(r.URL.Query().Get(key))
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return "", false, err
 	}
 	sudo, err := sudoQuery(r)
+	if err != nil {
+		return "", false, err
+	}
+	return name, sudo, nil
+}
+
+func (s *Server) handleReadFile(w http.ResponseWriter, r *http.Request) {
+	name, sudo, err := pathAndSudo(r, "path")
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -353,13 +368,7 @@ func (c *capReader) Read(p []byte) (int, error) {
 }
 
 func (s *Server) handleWriteTar(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	dir, err := relPath(q.Get("dir"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	sudo, err := sudoQuery(r)
+	dir, sudo, err := pathAndSudo(r, "dir")
 	if err != nil {
 		s.writeError(w, r, err)
 		return

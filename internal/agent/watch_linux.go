@@ -88,12 +88,7 @@ func (s *Server) releaseDirs(n int) {
 // could look; below the directory nothing is followed at all.
 func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	name, err := relPath(q.Get("path"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	sudo, err := sudoQuery(r)
+	name, sudo, err := pathAndSudo(r, "path")
 	if err != nil {
 		s.writeError(w, r, err)
 		return
