@@ -175,6 +175,17 @@ func (n enumNames) marshal(v int32) ([]byte, error) {
 	return strconv.AppendInt(nil, int64(v), 10), nil
 }
 
+// decode reads a value (see unmarshal) into *v, leaving null as is: the
+// body of every enum type's UnmarshalJSON.
+func (n enumNames) decode(b []byte, v *int32) error {
+	if isNull(b) {
+		return nil
+	}
+	x, err := n.unmarshal(b)
+	*v = x
+	return err
+}
+
 // unmarshal reads a value by name or by number.
 func (n enumNames) unmarshal(b []byte) (int32, error) {
 	if len(b) > 0 && b[0] == '"' {

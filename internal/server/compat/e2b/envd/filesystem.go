@@ -73,14 +73,7 @@ var fileTypeNames = enumNames{0: "FILE_TYPE_UNSPECIFIED", 1: "FILE_TYPE_FILE", 2
 
 func (v fileType) MarshalJSON() ([]byte, error) { return fileTypeNames.marshal(int32(v)) }
 
-func (v *fileType) UnmarshalJSON(b []byte) error {
-	if isNull(b) {
-		return nil
-	}
-	n, err := fileTypeNames.unmarshal(b)
-	*v = fileType(n)
-	return err
-}
+func (v *fileType) UnmarshalJSON(b []byte) error { return fileTypeNames.decode(b, (*int32)(v)) }
 
 // eventType is filesystem.EventType.
 type eventType int32
@@ -98,14 +91,7 @@ var eventTypeNames = enumNames{0: "EVENT_TYPE_UNSPECIFIED", 1: "EVENT_TYPE_CREAT
 
 func (v eventType) MarshalJSON() ([]byte, error) { return eventTypeNames.marshal(int32(v)) }
 
-func (v *eventType) UnmarshalJSON(b []byte) error {
-	if isNull(b) {
-		return nil
-	}
-	n, err := eventTypeNames.unmarshal(b)
-	*v = eventType(n)
-	return err
-}
+func (v *eventType) UnmarshalJSON(b []byte) error { return eventTypeNames.decode(b, (*int32)(v)) }
 
 // entryInfo is filesystem.EntryInfo.
 type entryInfo struct {
@@ -177,9 +163,6 @@ type watcherIDRequest struct {
 type getWatcherEventsResponse struct {
 	Events []filesystemEvent `json:"events"`
 }
-
-// fsNone is every response without fields.
-type fsNone struct{}
 
 // homeOf is the home of the request's user: relative paths resolve there.
 func homeOf(t *target) string {
@@ -313,7 +296,7 @@ func (s *fsService) listDir(ctx context.Context, req *connect.Request[listDirReq
 
 // remove removes a file, symlink or directory tree. A path that is not
 // there is no error, as envd's (os.RemoveAll) is not.
-func (s *fsService) remove(ctx context.Context, req *connect.Request[fsPathRequest]) (*connect.Response[fsNone], error) {
+func (s *fsService) remove(ctx context.Context, req *connect.Request[fsPathRequest]) (*connect.Response[empty], error) {
 	t := targetOf(ctx)
 	p, err := resolvePath(t, req.Msg.Path)
 	if err != nil {
@@ -322,7 +305,7 @@ func (s *fsService) remove(ctx context.Context, req *connect.Request[fsPathReque
 	if err := t.Agent.Remove(ctx, agent.RemoveRequest{Path: p, Sudo: t.Sudo}); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
 		return nil, err
 	}
-	return connect.NewResponse(&fsNone{}), nil
+	return connect.NewResponse(&empty{}), nil
 }
 
 // eventOf is an agent watch event in FilesystemEvent's terms; false for

@@ -235,7 +235,7 @@ func TestFilesystemService(t *testing.T) {
 			wantConnectCode(t, err, connect.CodeNotFound)
 
 			for _, p := range []string{dir + "/new", dir + "/new"} { // a second remove finds nothing: no error, as envd
-				if _, err := fsCall[fsPathRequest, fsNone](ctx, c, "Remove", &fsPathRequest{Path: p}); err != nil {
+				if _, err := fsCall[fsPathRequest, empty](ctx, c, "Remove", &fsPathRequest{Path: p}); err != nil {
 					t.Fatalf("Remove %s: %v", p, err)
 				}
 			}

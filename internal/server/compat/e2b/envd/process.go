@@ -114,14 +114,7 @@ var signalNames = enumNames{0: "SIGNAL_UNSPECIFIED", 15: "SIGNAL_SIGTERM", 9: "S
 
 func (s signal) MarshalJSON() ([]byte, error) { return signalNames.marshal(int32(s)) }
 
-func (s *signal) UnmarshalJSON(b []byte) error {
-	if isNull(b) {
-		return nil
-	}
-	v, err := signalNames.unmarshal(b)
-	*s = signal(v)
-	return err
-}
+func (s *signal) UnmarshalJSON(b []byte) error { return signalNames.decode(b, (*int32)(s)) }
 
 type sendSignalRequest struct {
 	Process *processSelector `json:"process"`
@@ -137,7 +130,7 @@ type updateRequest struct {
 	PTY     *ptyConfig       `json:"pty,omitempty"`
 }
 
-// empty is every response without fields.
+// empty is every response without fields, of both services.
 type empty struct{}
 
 type processEvent struct {

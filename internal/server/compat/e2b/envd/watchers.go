@@ -221,7 +221,7 @@ func (s *fsService) getWatcherEvents(ctx context.Context, req *connect.Request[w
 }
 
 // removeWatcher stops a watcher and waits for its watch to close.
-func (s *fsService) removeWatcher(ctx context.Context, req *connect.Request[watcherIDRequest]) (*connect.Response[fsNone], error) {
+func (s *fsService) removeWatcher(ctx context.Context, req *connect.Request[watcherIDRequest]) (*connect.Response[empty], error) {
 	t := targetOf(ctx)
 	w, err := s.watchers.get(t.SandboxID, req.Msg.WatcherID)
 	if err != nil {
@@ -234,5 +234,5 @@ func (s *fsService) removeWatcher(ctx context.Context, req *connect.Request[watc
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	return connect.NewResponse(&fsNone{}), nil
+	return connect.NewResponse(&empty{}), nil
 }

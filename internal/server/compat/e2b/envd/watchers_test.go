@@ -55,7 +55,7 @@ func TestWatchDir(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.upload(t, sbA, "user", dir+"/sub/inner", "x")
-			if _, err := fsCall[fsPathRequest, fsNone](ctx, c, "Remove", &fsPathRequest{Path: dir + "/new.txt"}); err != nil {
+			if _, err := fsCall[fsPathRequest, empty](ctx, c, "Remove", &fsPathRequest{Path: dir + "/new.txt"}); err != nil {
 				t.Fatal(err)
 			}
 			want := []string{"CREATE new.txt", "WRITE new.txt", "CREATE sub", "CREATE sub/inner", "REMOVE new.txt"}
@@ -141,7 +141,7 @@ func TestPollingWatchers(t *testing.T) {
 	// Another sandbox does not see it.
 	_, err = fsCall[watcherIDRequest, getWatcherEventsResponse](ctx, e.fsClient(t, false, sbB, "user"), "GetWatcherEvents", &watcherIDRequest{WatcherID: cw.WatcherID})
 	wantConnectCode(t, err, connect.CodeNotFound)
-	if _, err := fsCall[watcherIDRequest, fsNone](ctx, c, "RemoveWatcher", &watcherIDRequest{WatcherID: cw.WatcherID}); err != nil {
+	if _, err := fsCall[watcherIDRequest, empty](ctx, c, "RemoveWatcher", &watcherIDRequest{WatcherID: cw.WatcherID}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = fsCall[watcherIDRequest, getWatcherEventsResponse](ctx, c, "GetWatcherEvents", &watcherIDRequest{WatcherID: cw.WatcherID})
@@ -160,7 +160,7 @@ func TestPollingWatchers(t *testing.T) {
 	}
 	_, err = fsCall[watchRequest, createWatcherResponse](ctx, c, "CreateWatcher", &watchRequest{Path: "w"})
 	wantConnectCode(t, err, connect.CodeResourceExhausted)
-	if _, err := fsCall[watcherIDRequest, fsNone](ctx, c, "RemoveWatcher", &watcherIDRequest{WatcherID: ids[0]}); err != nil {
+	if _, err := fsCall[watcherIDRequest, empty](ctx, c, "RemoveWatcher", &watcherIDRequest{WatcherID: ids[0]}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := fsCall[watchRequest, createWatcherResponse](ctx, c, "CreateWatcher", &watchRequest{Path: "w"}); err != nil {
