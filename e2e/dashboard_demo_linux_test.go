@@ -19,7 +19,7 @@ func TestDashboardDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.signIn(ps.url, ps.tokens[projTeam.TeamID])
-	b.do("choose the project, activate it by sending a message, see the streamed echo",
+	b.Do("choose the project, activate it by sending a message, see the streamed echo",
 		chromedp.Navigate(ps.url+"/ui/demo?project="+p.ID),
 		chromedp.WaitVisible(chromedp.CSS("#chat-input")),
 		chromedp.SendKeys(chromedp.CSS("#chat-input"), "hello from the browser"),
@@ -28,6 +28,6 @@ func TestDashboardDemo(t *testing.T) {
 		chromedp.Poll[chromedp.Void](`document.querySelector("#demo .progress").textContent.includes("ready")`, chromedp.WithPollingTimeout(2*time.Minute)),
 		chromedp.Poll[chromedp.Void](`document.getElementById("chat").textContent.includes("echo: hello from the browser")`, chromedp.WithPollingTimeout(time.Minute)),
 	)
-	b.keep("dashboard-demo.png")
+	b.Keep("dashboard-demo.png")
 	b.checkConsole()
 }

@@ -131,7 +131,7 @@ func denied(dep, d string) bool {
 
 // testOnly are packages of test support: _test.go files import them,
 // production code never does, so no binary links a fake.
-var testOnly = []string{"internal/fake"}
+var testOnly = []string{"internal/fake", "internal/web/webtest"}
 
 // TestFakeOnlyInTests holds that no non-test file imports a test-support
 // package (go list's Imports leave test files out).

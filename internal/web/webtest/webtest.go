@@ -1,0 +1,130 @@
+// Package webtest drives the dashboard in a headless Debian chromium for
+// tests (chromedp), recording every console error and exception of its
+// pages. Only tests import it: internal/web's quick test on fake sandboxes
+// and e2e's against a real daemon share it.
+package webtest
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// Browser is one chromium, stopped when its test ends.
+type Browser struct {
+	// Ctx is the browser's tab: run actions on a context derived from it.
+	Ctx context.Context
+	// StepTimeout bounds each Do (15 seconds unless set).
+	StepTimeout time.Duration
+
+	t    *testing.T
+	mu   sync.Mutex // guards errs
+	errs []string
+}
+
+// New starts chromium with a window of width × height, or skips the test
+// when it is not installed (.ci/run installs it). On failure a screenshot
+// of the page is left in the test's artifact dir.
+func New(t *testing.T, width, height int) *Browser {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium is not installed (apt-get install chromium): the dashboard's browser tests need it")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true), chromedp.WindowSize(width, height), chromedp.UserDataDir(t.TempDir()))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	if err := chromedp.Do(ctx); err != nil { // start the browser on a context without a timeout
+		cancel()
+		cancelAlloc()
+		t.Fatalf("start chromium: %v", err)
+	}
+	b := &Browser{Ctx: ctx, StepTimeout: 15 * time.Second, t: t}
+	msgs := chromedp.Console(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			if m.Type != chromedp.ConsoleError && !m.IsException() && !strings.EqualFold(string(m.Type), "error") {
+				continue
+			}
+			b.mu.Lock()
+			b.errs = append(b.errs, m.String()+" ("+m.URL+")")
+			b.mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			b.Screenshot(filepath.Join(t.ArtifactDir(), "failure.png"))
+		}
+		cancel()
+		cancelAlloc()
+		wg.Wait()
+	})
+	return b
+}
+
+// Do runs steps within StepTimeout; on failure it leaves a screenshot
+// named after what in the test's artifact dir and fails the test.
+func (b *Browser) Do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.Ctx, b.StepTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.Screenshot(filepath.Join(b.t.ArtifactDir(), strings.ReplaceAll(what, " ", "-")+".png"))
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// Screenshot saves the whole page as a PNG at path; a failure is logged,
+// not fatal, as it is only evidence.
+func (b *Browser) Screenshot(path string) {
+	ctx, cancel := context.WithTimeout(b.Ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Logf("screenshot: %v", err)
+		return
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		b.t.Logf("screenshot: %v", err)
+		return
+	}
+	b.t.Logf("screenshot: %s", path)
+}
+
+// Keep saves a screenshot named name into $PADDOCK_SCREENSHOTS, if set
+// (the ones under docs/ come from the browser tests).
+func (b *Browser) Keep(name string) {
+	if dir := os.Getenv("PADDOCK_SCREENSHOTS"); dir != "" {
+		b.Screenshot(filepath.Join(dir, name))
+	}
+}
+
+// ConsoleErrors returns the errors the pages logged so far, less those
+// containing one of allowed.
+func (b *Browser) ConsoleErrors(allowed ...string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+next:
+	for _, e := range b.errs {
+		for _, a := range allowed {
+			if strings.Contains(e, a) {
+				continue next
+			}
+		}
+		out = append(out, e)
+	}
+	return out
+}
