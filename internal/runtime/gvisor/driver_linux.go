@@ -142,12 +142,7 @@ func (d *Driver) lock(id string) func() {
 
 func (d *Driver) hostDir(id string) string { return filepath.Join(d.runDir, id) }
 
-func checkID(id string) error {
-	if !sandbox.ValidID(id) {
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_id", "invalid sandbox id %q", id)
-	}
-	return nil
-}
+var checkID = ocispec.CheckID
 
 // runsc runs one runsc command with the driver's global flags and returns
 // its stdout; its stderr is in the error.
@@ -175,18 +170,9 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	if err := checkID(spec.ID); err != nil {
 		return nil, err
 	}
-	img := d.img
-	switch {
-	case spec.Rootfs != nil:
-		if len(spec.Rootfs.Lowers) == 0 {
-			return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_image", "image %q has no layers", spec.Image)
-		}
-		img = spec.Rootfs
-		if img.OnHost {
-			img = &runtime.Rootfs{Lowers: append(slices.Clone(spec.Rootfs.Lowers), d.img.Lower), ReadOnlyBinds: d.img.ReadOnlyBinds}
-		}
-	case spec.Image != "" && spec.Image != sandbox.HostImage:
-		return nil, sandbox.Errorf(sandbox.ErrInvalid, "unknown_image", "image %q: no root filesystem given", spec.Image)
+	img, err := ocispec.Rootfs(spec, d.img)
+	if err != nil {
+		return nil, err
 	}
 	if spec.Resources.DiskMB > 0 {
 		return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_disk_cap", "the gvisor driver cannot cap a sandbox's disk yet")

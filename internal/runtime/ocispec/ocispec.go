@@ -5,6 +5,7 @@ package ocispec
 
 import (
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -155,4 +156,36 @@ func Sandbox(id, hostname, rootfs, agentPath string, img *runtime.Rootfs, res sa
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}
+}
+
+// CheckID refuses an id that cannot name a sandbox: every driver checks it
+// before it builds any path from it.
+func CheckID(id string) error {
+	if !sandbox.ValidID(id) {
+		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_id", "invalid sandbox id %q", id)
+	}
+	return nil
+}
+
+// Rootfs is the root filesystem a driver builds spec's sandbox from, host
+// being the driver's own host image: the image's layers; a snapshot of a
+// host-image sandbox (OnHost), its layers over host's; host itself for the
+// host image. The node resolves every other image to a Rootfs.
+func Rootfs(spec runtime.Spec, host *runtime.Rootfs) (*runtime.Rootfs, error) {
+	switch {
+	case spec.Rootfs != nil:
+		if len(spec.Rootfs.Lowers) == 0 {
+			return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_image", "image %q has no layers", spec.Image)
+		}
+		if spec.Rootfs.OnHost {
+			return &runtime.Rootfs{
+				Lowers:        append(slices.Clone(spec.Rootfs.Lowers), host.Lower),
+				ReadOnlyBinds: host.ReadOnlyBinds,
+			}, nil
+		}
+		return spec.Rootfs, nil
+	case spec.Image != "" && spec.Image != sandbox.HostImage:
+		return nil, sandbox.Errorf(sandbox.ErrInvalid, "unknown_image", "image %q: no root filesystem given", spec.Image)
+	}
+	return host, nil
 }

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,36 +226,16 @@ func (d *Driver) lock(id string) func() {
 
 func (d *Driver) hostDir(id string) string { return filepath.Join(d.runDir, id) }
 
-func checkID(id string) error {
-	if !sandbox.ValidID(id) {
-		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_id", "invalid sandbox id %q", id)
-	}
-	return nil
-}
+var checkID = ocispec.CheckID
 
 // Create implements runtime.Driver.
 func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client, retErr error) {
 	if err := checkID(spec.ID); err != nil {
 		return nil, err
 	}
-	img := d.img
-	switch {
-	case spec.Rootfs != nil:
-		if len(spec.Rootfs.Lowers) == 0 {
-			return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_image", "image %q has no layers", spec.Image)
-		}
-		img = spec.Rootfs
-		if img.OnHost {
-			// A snapshot of a host-image sandbox: its layers over this
-			// driver's host image.
-			img = &runtime.Rootfs{
-				Lowers:        append(slices.Clone(spec.Rootfs.Lowers), d.img.Lower),
-				ReadOnlyBinds: d.img.ReadOnlyBinds,
-			}
-		}
-	case spec.Image != "" && spec.Image != sandbox.HostImage:
-		// The node resolves every other image to a Rootfs.
-		return nil, sandbox.Errorf(sandbox.ErrInvalid, "unknown_image", "image %q: no root filesystem given", spec.Image)
+	img, err := ocispec.Rootfs(spec, d.img)
+	if err != nil {
+		return nil, err
 	}
 	hostname := spec.Hostname
 	if hostname == "" {
