@@ -1,9 +1,222 @@
 package deploy_test
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/FerretDB/FerretDB/ferretdb"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/paddock-dev/paddock/deploy"
+	"github.com/paddock-dev/paddock/internal/imagetest"
 	"github.com/paddock-dev/paddock/internal/k8stest"
 )
 
 func mainWithCluster(m *testing.M) int { return k8stest.Main(m) }
+
+// TestInstall installs the chart into the test cluster: paddock's image
+// built from this tree and pulled from a registry on this machine, two
+// replicas on one MongoDB (an embedded FerretDB the test serves on the
+// Pods' bridge), the keys from a Secret. Both replicas become Ready,
+// /healthz and /readyz answer through the Service (the API server's
+// service proxy: the cluster has no kube-proxy), and the admin token the
+// first replica printed works on either replica. Sandboxes are not created:
+// that needs the Kubernetes driver.
+func TestInstall(t *testing.T) {
+	c := k8stest.Require(t)
+	begin := time.Now()
+	ns := c.Namespace(t)
+	sandboxes := ns + "-sandboxes"
+	c.DeleteNamespaceAtEnd(t, sandboxes)
+
+	c.EnsureBridge(t, ns)
+	mongoURI := serveFerretDB(t, net.JoinHostPort(c.PodGateway(t).String(), "0"))
+
+	img := k8stest.PaddockImage(t)
+	registry := imagetest.Registry(t)
+	c.TrustRegistry(t, registry)
+	repo := registry + "/paddock/paddock"
+	imagetest.Push(t, repo+":test", img)
+	t.Logf("image built and pushed after %s", time.Since(begin).Round(time.Millisecond))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	keys := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "paddock-keys"},
+		Data:       map[string][]byte{"proxy.key": randomKey(t), "secrets.key": randomKey(t)},
+	}
+	if _, err := c.Client.CoreV1().Secrets(ns).Create(ctx, keys, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	rel := deploy.Release{Name: "paddock", Namespace: ns}
+	objs, err := deploy.Render(rel, map[string]any{
+		"image":            map[string]any{"repository": repo, "tag": "test", "pullPolicy": "Always"},
+		"mongodb":          map[string]any{"uri": mongoURI, "database": "paddock_install_test"},
+		"sandboxNamespace": map[string]any{"name": sandboxes},
+		// Two replicas on two cores beside the control plane.
+		"resources": map[string]any{"requests": map[string]any{"cpu": "50m", "memory": "64Mi"}, "limits": map[string]any{"memory": "512Mi"}},
+		"config":    map[string]any{"sandbox-disk": "0", "no-network": true, "no-userns": true, "lease-ttl": "15s", "lease-renew": "5s"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var us []*unstructured.Unstructured
+	for _, o := range objs {
+		us = append(us, k8stest.DecodeYAML(t, o.YAML))
+	}
+	c.Apply(t, us)
+	t.Logf("chart applied after %s", time.Since(begin).Round(time.Millisecond))
+
+	pods := waitReady(t, c, ns, "app.kubernetes.io/instance=paddock", 2)
+	t.Logf("both replicas Ready after %s", time.Since(begin).Round(time.Millisecond))
+
+	t.Run("health through the Service", func(t *testing.T) {
+		for _, path := range []string{"/healthz", "/readyz"} {
+			b, err := c.Client.CoreV1().Services(ns).ProxyGet("http", "paddock", "80", path, nil).DoRaw(ctx)
+			if err != nil || strings.TrimSpace(string(b)) != "ok" {
+				t.Errorf("GET %s through Service paddock = %q, %v", path, b, err)
+			}
+		}
+	})
+
+	t.Run("admin token on either replica", func(t *testing.T) {
+		token := adminToken(t, c, ns, pods)
+		for _, p := range pods {
+			base := "http://" + net.JoinHostPort(p.Status.PodIP, "7420")
+			if code, _ := get(t, base+"/api/v1/teams", ""); code != http.StatusUnauthorized {
+				t.Errorf("%s: GET /api/v1/teams without a token = %d, want 401", p.Name, code)
+			}
+			code, body := get(t, base+"/api/v1/teams", token)
+			if code != http.StatusOK || !json.Valid([]byte(body)) {
+				t.Errorf("%s: GET /api/v1/teams = %d %s", p.Name, code, body)
+			}
+		}
+	})
+	t.Logf("install test done after %s", time.Since(begin).Round(time.Millisecond))
+}
+
+// serveFerretDB runs an embedded FerretDB (SQLite backend, in a temp dir)
+// on addr until t ends and returns its URI.
+func serveFerretDB(t *testing.T, addr string) string {
+	t.Helper()
+	dir := t.TempDir()
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: addr},
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + dir + "/",
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatalf("FerretDB: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { // owned: the cleanup cancels and waits
+		defer close(done)
+		f.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return f.MongoDBURI()
+}
+
+func randomKey(t *testing.T) []byte {
+	t.Helper()
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// waitReady waits until n Pods matching selector are Ready and returns
+// them; on timeout it logs their states and logs to say why not.
+func waitReady(t *testing.T, c *k8stest.Cluster, ns, selector string, n int) []corev1.Pod {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	for {
+		list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ready []corev1.Pod
+		for _, p := range list.Items {
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil {
+					ready = append(ready, p)
+				}
+			}
+		}
+		if len(ready) == n {
+			return ready
+		}
+		select {
+		case <-ctx.Done():
+			for _, p := range list.Items {
+				t.Logf("pod %s: %s %+v", p.Name, p.Status.Phase, p.Status.ContainerStatuses)
+				lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
+				logs, err := c.PodLogs(lctx, ns, p.Name)
+				lcancel()
+				t.Logf("logs of %s (%v):\n%s", p.Name, err, logs)
+			}
+			t.Fatalf("%d of %d Pods %s Ready", len(ready), n, selector)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+var tokenRE = regexp.MustCompile(`pdk_[A-Za-z0-9_-]{43}`)
+
+// adminToken finds the host admin token in the replicas' logs: the one
+// that made it on the empty store printed it once.
+func adminToken(t *testing.T, c *k8stest.Cluster, ns string, pods []corev1.Pod) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, p := range pods {
+		logs, err := c.PodLogs(ctx, ns, p.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok := tokenRE.FindString(logs); tok != "" {
+			return tok
+		}
+	}
+	t.Fatalf("no replica printed an admin token")
+	return ""
+}
+
+func get(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
