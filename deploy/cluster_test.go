@@ -219,4 +219,3 @@ func get(t *testing.T, url, token string) (int, string) {
 	}
 	return resp.StatusCode, string(b)
 }
-
