@@ -272,6 +272,19 @@ func checkDeployment(t *testing.T, r rendered, replicas int32) *appsv1.Deploymen
 	if sc.Capabilities != nil && len(sc.Capabilities.Add) > 0 && !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"CHOWN"}) {
 		t.Errorf("capabilities added %v, want at most CHOWN", sc.Capabilities.Add)
 	}
+	// A read-only root leaves paddock only its mounts to write: the data
+	// dir, /tmp and /run (the runc driver's state).
+	mounted := map[string]bool{}
+	for _, m := range c.VolumeMounts {
+		if !m.ReadOnly {
+			mounted[m.MountPath] = true
+		}
+	}
+	for _, dir := range []string{"/var/lib/paddock", "/tmp", "/run"} {
+		if !mounted[dir] {
+			t.Errorf("no writable mount at %s under a read-only root", dir)
+		}
+	}
 	var mongoFromSecret bool
 	for _, e := range c.Env {
 		if e.Name == "PADDOCK_MONGODB_URI" {
