@@ -54,6 +54,8 @@ var rules = []rule{
 	{pkg: "internal/web", why: "the dashboard reads only through the API (the SDK against its handler), never the layers behind it",
 		deny: []string{"internal/node", "internal/server", "internal/store", "internal/control", "internal/daemon", "internal/runtime",
 			"internal/pool", "internal/admission", "internal/metering", "internal/events"}},
+	{pkg: "cmd/paddock", why: "Helm's library is the chart's tests' (package deploy), never in the binary", deep: true,
+		deny: []string{"helm.sh/helm", "deploy"}},
 	{pkg: "internal/proxy", why: "the port proxy knows sandboxes only through its Resolver", deep: true,
 		deny: []string{"internal/node", "internal/server", "internal/control", "internal/daemon", "internal/store", "internal/auth"}},
 }
