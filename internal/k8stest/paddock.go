@@ -1,11 +1,9 @@
 package k8stest
 
 import (
-	"archive/tar"
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,7 +11,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -22,77 +20,30 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
-
-	"github.com/paddock-dev/paddock/internal/imagetest"
 )
 
-// PaddockImage builds paddock's image from this tree: paddock,
-// paddock-agent and paddock-init, static, in /usr/local/bin, one layer
-// each, over a base layer with /etc/passwd, /tmp and the data dir, with
-// paddock as the entrypoint. No Docker: go build and go-containerregistry.
-// The build takes minutes on a cold cache.
+// PaddockImage builds paddock's image from this tree with
+// hack/k8s/paddockimage (static paddock, paddock-agent and paddock-init over
+// a small base; no Docker) and returns it. The build takes minutes on a cold
+// cache.
 func PaddockImage(tb testing.TB) v1.Image {
 	tb.Helper()
 	root, err := repoRoot()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	out := tb.TempDir()
-	build := func(cgo bool, pkgs ...string) {
-		args := []string{"build", "-trimpath", "-o", out + "/"}
-		env := []string{"CGO_ENABLED=0"}
-		if cgo {
-			// paddock and paddock-init link libcontainer's C half: static
-			// with glibc, and Go's own resolver and user lookup.
-			args = append(args, "-tags", "netgo,osusergo", "-ldflags", `-s -w -linkmode external -extldflags "-static"`)
-			env = []string{"CGO_ENABLED=1"}
-		} else {
-			args = append(args, "-ldflags", "-s -w")
-		}
-		cmd := exec.Command("go", append(args, pkgs...)...)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), env...)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			tb.Fatalf("go build %v: %v\n%s", pkgs, err, b)
-		}
-	}
+	out := filepath.Join(tb.TempDir(), "paddock.tar")
 	start := time.Now()
-	build(false, "./cmd/paddock-agent")
-	build(true, "./cmd/paddock", "./cmd/paddock-init")
-	tb.Logf("paddock binaries built in %s", time.Since(start).Round(time.Millisecond))
-
-	base := imagetest.Layer(tb, func(tw *tar.Writer) {
-		imagetest.Dir(tb, tw, "etc/")
-		imagetest.File(tb, tw, "etc/passwd", []byte("root:x:0:0:root:/root:/sbin/nologin\n"), 0o644)
-		imagetest.File(tb, tw, "etc/group", []byte("root:x:0:\n"), 0o644)
-		imagetest.Dir(tb, tw, "tmp/")
-		imagetest.Dir(tb, tw, "var/")
-		imagetest.Dir(tb, tw, "var/lib/")
-		imagetest.Dir(tb, tw, "var/lib/paddock/")
-	})
-	layers := []v1.Layer{base}
-	for _, name := range []string{"paddock-agent", "paddock-init", "paddock"} {
-		data, err := os.ReadFile(filepath.Join(out, name))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		layers = append(layers, imagetest.Layer(tb, func(tw *tar.Writer) {
-			imagetest.Dir(tb, tw, "usr/")
-			imagetest.Dir(tb, tw, "usr/local/")
-			imagetest.Dir(tb, tw, "usr/local/bin/")
-			imagetest.File(tb, tw, "usr/local/bin/"+name, data, 0o755)
-		}))
+	cmd := exec.Command("go", "run", "./hack/k8s/paddockimage", "-ref", "docker.io/paddock/paddock:test", "-o", out)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("hack/k8s/paddockimage: %v\n%s", err, b)
 	}
-	img := imagetest.Image(tb, []string{"PATH=/usr/local/bin"}, "/", layers...)
-	cf, err := img.ConfigFile()
+	img, err := tarball.ImageFromPath(out, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cf = cf.DeepCopy()
-	cf.Config.Entrypoint = []string{"/usr/local/bin/paddock"}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		tb.Fatal(err)
-	}
+	tb.Logf("paddock's image built in %s", time.Since(start).Round(time.Millisecond))
 	return img
 }
 
