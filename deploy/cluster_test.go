@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -101,6 +102,38 @@ func TestInstall(t *testing.T) {
 			code, body := get(t, base+"/api/v1/teams", token)
 			if code != http.StatusOK || !json.Valid([]byte(body)) {
 				t.Errorf("%s: GET /api/v1/teams = %d %s", p.Name, code, body)
+			}
+		}
+	})
+	t.Run("permissions only in the sandbox namespace", func(t *testing.T) {
+		user := "system:serviceaccount:" + ns + ":paddock"
+		for _, tc := range []struct {
+			ns, verb, resource string
+			want               bool
+		}{
+			{sandboxes, "create", "pods", true},
+			{sandboxes, "delete", "secrets", true},
+			{sandboxes, "watch", "persistentvolumeclaims", true},
+			{sandboxes, "update", "pods", false},
+			{sandboxes, "create", "pods/exec", false},
+			{ns, "create", "pods", false},
+			{ns, "get", "secrets", false},
+			{"", "list", "nodes", false},
+			{"", "list", "namespaces", false},
+		} {
+			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User:               user,
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: tc.ns, Verb: tc.verb, Resource: tc.resource},
+			}}
+			if res, sub, ok := strings.Cut(tc.resource, "/"); ok {
+				sar.Spec.ResourceAttributes.Resource, sar.Spec.ResourceAttributes.Subresource = res, sub
+			}
+			got, err := c.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status.Allowed != tc.want {
+				t.Errorf("%s %s in %q: allowed %v, want %v", tc.verb, tc.resource, tc.ns, got.Status.Allowed, tc.want)
 			}
 		}
 	})
