@@ -94,6 +94,11 @@ func (a *Authenticator) CreateToken(ctx context.Context, teamID, userID, name, r
 
 // CreateTokenFormat is CreateToken with the secret spelled in format.
 func (a *Authenticator) CreateTokenFormat(ctx context.Context, format TokenFormat, teamID, userID, name, role string, ttl time.Duration) (string, store.Token, error) {
+	return a.createToken(ctx, "", format, teamID, userID, name, role, ttl)
+}
+
+// createToken is CreateTokenFormat under a given id ("" for a fresh one).
+func (a *Authenticator) createToken(ctx context.Context, id string, format TokenFormat, teamID, userID, name, role string, ttl time.Duration) (string, store.Token, error) {
 	if format != FormatPaddock && format != FormatE2B {
 		return "", store.Token{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_token_format", "unknown token format %q (want \"\" or \"e2b\")", format)
 	}
@@ -126,9 +131,11 @@ func (a *Authenticator) CreateTokenFormat(ctx context.Context, format TokenForma
 	if format == FormatE2B {
 		secret = E2BKeyPrefix + hex.EncodeToString(raw[:20])
 	}
-	id, err := newID("tok")
-	if err != nil {
-		return "", store.Token{}, err
+	if id == "" {
+		var err error
+		if id, err = newID("tok"); err != nil {
+			return "", store.Token{}, err
+		}
 	}
 	now := a.now().UTC()
 	t := store.Token{ID: id, TeamID: teamID, UserID: userID, Name: name, Hash: HashToken(secret), Role: role, CreatedAt: now}
@@ -180,6 +187,9 @@ func (a *Authenticator) DeleteToken(ctx context.Context, teamID, id string) erro
 	return nil
 }
 
+// bootstrapTokenID is the id of the admin token Bootstrap makes.
+const bootstrapTokenID = "tok-bootstrap-admin"
+
 // Bootstrap prepares a fresh store: the bootstrap team and its admin token.
 // It returns the token's secret and created=true only the first time; the
 // secret cannot be recovered later, only replaced (ResetAdminToken).
@@ -196,7 +206,13 @@ func (a *Authenticator) Bootstrap(ctx context.Context) (secret string, created b
 			return "", false, nil
 		}
 	}
-	secret, _, err = a.CreateToken(ctx, BootstrapTeamID, "", AdminTokenName, store.RoleAdmin, 0)
+	// Under a fixed id, so that of replicas starting together on an empty
+	// store exactly one makes the token (and prints its secret); the
+	// others meet the store's conflict.
+	secret, _, err = a.createToken(ctx, bootstrapTokenID, FormatPaddock, BootstrapTeamID, "", AdminTokenName, store.RoleAdmin, 0)
+	if errors.Is(err, sandbox.ErrConflict) {
+		return "", false, nil
+	}
 	if err != nil {
 		return "", false, fmt.Errorf("bootstrap: %w", err)
 	}
