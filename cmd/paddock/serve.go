@@ -85,6 +85,11 @@ type serveFlags struct {
 	auth         authFlags
 }
 
+// envMongoURI is --mongodb-uri's environment form: a URI with a password
+// in a process's arguments is readable by every user of the host (and in a
+// Pod's spec); in its environment, from a Secret, it is not.
+const envMongoURI = "PADDOCK_MONGODB_URI"
+
 func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	var f serveFlags
 	c := &f.cfg
@@ -143,7 +148,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "the PEM private key of --tls-cert")
 	fs.BoolVar(&c.TLSDevCA, "tls-dev-ca", false, "serve HTTPS with certificates of a development CA made in <data-dir>/tls (trust <data-dir>/tls/dev-ca.pem through NODE_EXTRA_CA_CERTS or SSL_CERT_FILE)")
 	fs.StringVar(&c.NodeName, "node-name", daemon.DefaultNodeName, "name of this host's sandbox records in the store (unique among hosts sharing one)")
-	fs.StringVar(&c.MongoURI, "mongodb-uri", "", "keep everything in this MongoDB (mongodb://...) instead of SQLite in the data dir: the store replicas share (give each its own --node-name)")
+	fs.StringVar(&c.MongoURI, "mongodb-uri", "", "keep everything in this MongoDB (mongodb://...) instead of SQLite in the data dir: the store replicas share (give each its own --node-name); default $"+envMongoURI+", which keeps a URI's password off the command line")
 	fs.StringVar(&c.MongoDatabase, "mongodb-database", "paddock", "the database of --mongodb-uri")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", lease.DefaultTTL, "how long a replica's leases outlive their last renewal: a replica killed is replaced this long after")
 	fs.DurationVar(&c.LeaseRenew, "lease-renew", 0, "how often a replica renews its leases, below half of --lease-ttl (0: a third of it, at most 5s)")
@@ -153,6 +158,9 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	}
 	if fs.NArg() > 0 {
 		return f, usagef("serve: unexpected arguments %q", fs.Args())
+	}
+	if c.MongoURI == "" {
+		c.MongoURI = os.Getenv(envMongoURI)
 	}
 	if *userNSBase < 65536 || *userNSBase > 1<<32-1 {
 		return f, usagef("serve: --userns-base must be in [65536, 4294967295]")

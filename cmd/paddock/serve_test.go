@@ -55,3 +55,27 @@ func TestServeTLSFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestServeMongoURIFromEnv: the URI comes from the environment when the
+// flag is not given (a Secret in a Pod's env), and the flag wins.
+func TestServeMongoURIFromEnv(t *testing.T) {
+	t.Setenv(envMongoURI, "mongodb://from-env/")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"the environment", nil, "mongodb://from-env/"},
+		{"the flag wins", []string{"--mongodb-uri", "mongodb://from-flag/"}, "mongodb://from-flag/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := parseServeFlags(append([]string{"--data-dir", t.TempDir()}, tc.args...), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.cfg.MongoURI != tc.want {
+				t.Errorf("MongoURI = %q, want %q", f.cfg.MongoURI, tc.want)
+			}
+		})
+	}
+}
