@@ -666,6 +666,44 @@ type WriteFilesResult struct {
 	Bytes int64 `json:"bytes"`
 }
 
+// File entry types: what FileEntry.Type says an entry is.
+const (
+	FileTypeFile    = "file"
+	FileTypeDir     = "dir"
+	FileTypeSymlink = "symlink"
+	FileTypeOther   = "other" // a FIFO, socket or device node
+)
+
+// FileEntry is one entry of a directory listing (GET
+// /sandboxes/{id}/directories). A symlink is described itself, never its
+// target; all of it comes from inside the sandbox.
+type FileEntry struct {
+	Name string `json:"name"`
+	// Path is the entry's absolute path in the sandbox.
+	Path string `json:"path"`
+	Type string `json:"type"`
+	Size int64  `json:"size"`
+	// Mode is the permission bits plus setuid, setgid and sticky;
+	// Permissions is the whole mode as ls prints it ("drwxr-xr-x").
+	Mode        uint32 `json:"mode"`
+	Permissions string `json:"permissions"`
+	// Owner and Group are names from the sandbox's etc/passwd and
+	// etc/group, or the numeric ids when they name none.
+	Owner   string    `json:"owner"`
+	Group   string    `json:"group"`
+	ModTime time.Time `json:"modTime"`
+	// SymlinkTarget is a symlink's target made absolute against its
+	// directory (lexically; links on the way are not resolved).
+	SymlinkTarget string `json:"symlinkTarget,omitempty"`
+}
+
+// DirectoryListing is the answer of GET /sandboxes/{id}/directories: the
+// entries below Path, sorted by path (depth first).
+type DirectoryListing struct {
+	Path    string      `json:"path"`
+	Entries []FileEntry `json:"entries"`
+}
+
 // ErrorDetail is a machine-readable code and a message for people.
 type ErrorDetail struct {
 	Code    string `json:"code"`

@@ -154,6 +154,21 @@ func (s *Sandbox) WriteTar(ctx context.Context, dir string, r io.Reader, opts ..
 	return res, nil
 }
 
+// ListDir lists the entries below the directory dir to depth levels (0
+// or 1: its own entries), sorted by path, read as the sandbox user unless
+// ReadSudo. dir resolves inside the sandbox as it would for its own
+// processes; below it symlinks are listed, not followed. The entries come
+// from inside the sandbox: a name is any bytes but "/" and NUL.
+func (s *Sandbox) ListDir(ctx context.Context, dir string, depth int, opts ...ReadOption) (api.DirectoryListing, error) {
+	q := readQuery(dir, opts)
+	if depth > 1 {
+		q.Set("depth", strconv.Itoa(depth))
+	}
+	var out api.DirectoryListing
+	err := s.c.do(ctx, http.MethodGet, sandboxPath(s.ID)+"/directories", q, nil, &out)
+	return out, err
+}
+
 // FileInfo is what ReadFile learns of a file besides its content.
 type FileInfo struct {
 	Size int64 // -1 when unknown

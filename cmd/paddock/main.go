@@ -89,6 +89,7 @@ Usage:
   paddock sandbox url [--ttl D] <id> <port>      (a signed URL that opens a private port)
   paddock sandbox policy --mode allow-all|deny-all|custom [--allow-domain D]... [--allow-cidr C]... [--deny-cidr C]... <id>
   paddock sandbox ls [--state STATE] [--label k=v]...
+  paddock sandbox ls [--sudo] [--depth N] <id> [path]  (a directory's entries; default: the user's home)
   paddock sandbox label <id> [k=v]...           (replaces its labels; none removes them)
   paddock sandbox exec [--sudo] [--cwd DIR] [--env K=V]... [--timeout D] <id> -- <cmd> [args...]
   paddock sandbox shell [--sudo] [--cwd DIR] [--env K=V]... <id> [-- <cmd> [args...]]

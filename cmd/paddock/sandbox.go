@@ -304,12 +304,39 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		state := fs.String("state", "", "only sandboxes in this state (running, stopped...)")
 		labels := envFlag{}
 		fs.Var(labels, "label", "only sandboxes with this label, k=v (repeatable, all must match)")
+		sudo := fs.Bool("sudo", false, "with <id>: list as root in the sandbox")
+		depth := fs.Int("depth", 1, "with <id>: levels to list (1: the directory's own entries)")
 		if err := parse(); err != nil {
 			return err
+		}
+		if fs.NArg() > 2 || (fs.NArg() > 0 && (*state != "" || len(labels) > 0)) {
+			return usagef("sandbox ls: want [--state S] [--label k=v], or <id> [path] to list a directory")
 		}
 		c, err := cf.client()
 		if err != nil {
 			return err
+		}
+		if fs.NArg() > 0 {
+			sb := c.Sandbox(fs.Arg(0))
+			dir := fs.Arg(1)
+			if dir == "" { // the user's home
+				if err := sb.Refresh(ctx); err != nil {
+					return err
+				}
+				dir = "/"
+				if sb.User != nil && sb.User.Home != "" {
+					dir = sb.User.Home
+				}
+			}
+			var opts []sdk.ReadOption
+			if *sudo {
+				opts = append(opts, sdk.ReadSudo())
+			}
+			l, err := sb.ListDir(ctx, dir, *depth, opts...)
+			if err != nil {
+				return err
+			}
+			return printListing(stdout, l)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tSTATUS\tIMAGE\tVCPUS\tMEMORY\tCREATED\tEXPIRES\tLABELS")
@@ -566,4 +593,35 @@ func sourceFlags(fs *flag.FlagSet) func() (*api.Source, error) {
 		}
 		return src, nil
 	}
+}
+
+// printListing prints a directory listing as ls -l does, a path per line
+// relative to the directory listed. Names and targets come from inside
+// the sandbox, so anything that is not a printable character is quoted
+// rather than sent to the terminal.
+func printListing(w io.Writer, l api.DirectoryListing) error {
+	t := newTable(w, "MODE", "OWNER", "GROUP", "SIZE", "MODIFIED", "NAME")
+	for _, e := range l.Entries {
+		name := strings.TrimPrefix(strings.TrimPrefix(e.Path, l.Path), "/")
+		name = printable(name)
+		switch e.Type {
+		case api.FileTypeDir:
+			name += "/"
+		case api.FileTypeSymlink:
+			name += " -> " + printable(e.SymlinkTarget)
+		}
+		t.row(e.Permissions, printable(e.Owner), printable(e.Group), e.Size, e.ModTime.UTC().Format("2006-01-02 15:04"), name)
+	}
+	return t.flush()
+}
+
+// printable is s as is when it holds only printable characters (no tab,
+// newline or escape), else Go-quoted.
+func printable(s string) string {
+	for _, r := range s {
+		if !strconv.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }

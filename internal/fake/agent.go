@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"maps"
 	"net"
 	"net/http"
@@ -45,11 +46,13 @@ type Agent struct {
 	signals []int
 	writes  []TarWrite
 	mkdirs  []agent.MkdirRequest
-	files   map[string]File // absolute path → file
-	dirs    map[string]bool // directories made by mkdir
-	reads   []string        // "<url path> <path> sudo=<sudo>" of each file or archive read
-	changed chan struct{}   // closed and replaced on every change
-	refused map[string]bool // route patterns that answer 500
+	files   map[string]File   // absolute path → file
+	dirs    map[string]bool   // directories made by mkdir
+	links   map[string]string // symlink path → target
+	listing []agent.Entry     // every listing's answer when set
+	reads   []string          // "<url path> <path> sudo=<sudo>" of each file or archive read
+	changed chan struct{}     // closed and replaced on every change
+	refused map[string]bool   // route patterns that answer 500
 }
 
 // AgentConfig sets up an Agent.
@@ -144,7 +147,7 @@ func StartAgent(t testing.TB, cfg AgentConfig) *Agent {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	a := &Agent{sock: filepath.Join(dir, "agent.sock"), script: cfg.Script, now: cfg.Now, tail: cfg.ArchiveTail,
-		cmds: map[string]*command{}, files: map[string]File{}, dirs: map[string]bool{}, changed: make(chan struct{})}
+		cmds: map[string]*command{}, files: map[string]File{}, dirs: map[string]bool{}, links: map[string]string{}, changed: make(chan struct{})}
 	if a.script == nil {
 		a.script = Echo
 	}
@@ -182,6 +185,7 @@ func StartAgent(t testing.TB, cfg AgentConfig) *Agent {
 	handle("GET /v1/files", a.readFile)
 	handle("GET /v1/archive", a.readArchive)
 	handle("POST /v1/mkdir", a.mkdir)
+	handle("GET /v1/list", a.listDir)
 	handle("GET /v1/ports", func(w http.ResponseWriter, _ *http.Request) {
 		reply(w, []agent.ListeningPort{{Port: 3000, Address: "0.0.0.0"}})
 	})
@@ -389,6 +393,23 @@ func (a *Agent) PutFile(p string, data []byte, mode uint32) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.files[p] = File{Data: data, Mode: mode}
+}
+
+// PutSymlink puts a symlink at p (absolute) pointing at target; a listing
+// shows it, nothing follows it.
+func (a *Agent) PutSymlink(p, target string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.links[p] = target
+}
+
+// SetListing makes every directory listing answer entries, whatever was
+// asked (a hostile agent's answer); nil goes back to listing what the
+// Agent holds.
+func (a *Agent) SetListing(entries []agent.Entry) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.listing = entries
 }
 
 // ReadFile returns the file at p.
@@ -764,4 +785,76 @@ func (a *Agent) mkdir(w http.ResponseWriter, r *http.Request) {
 	a.dirs[req.Path] = true
 	a.mu.Unlock()
 	w.WriteHeader(204)
+}
+
+// listDir lists what the Agent holds below ?path= to ?depth= levels:
+// files, directories made by mkdir or implied by a file's path, and
+// symlinks, sorted by path, as the agent answers GET /v1/list.
+func (a *Agent) listDir(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	dir := path.Clean("/" + q.Get("path"))
+	depth, err := strconv.Atoi(q.Get("depth"))
+	if err != nil || depth < 1 {
+		agentError(w, 400, "invalid_depth", "bad depth")
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.reads = append(a.reads, r.URL.Path+" "+q.Get("path")+" sudo="+q.Get("sudo"))
+	if a.listing != nil {
+		reply(w, a.listing)
+		return
+	}
+	if _, ok := a.files[dir]; ok {
+		agentError(w, 400, "not_a_directory", dir+" is not a directory")
+		return
+	}
+	entries := map[string]agent.Entry{}
+	known := a.dirs[dir] || dir == "/"
+	add := func(p string, e agent.Entry) {
+		rel := strings.TrimPrefix(p, dir)
+		if dir != "/" {
+			if !strings.HasPrefix(p, dir+"/") {
+				return
+			}
+		} else if p == "/" {
+			return
+		}
+		known = true
+		if strings.Count(strings.Trim(rel, "/"), "/")+1 > depth {
+			return
+		}
+		e.Name, e.Path = path.Base(p), p
+		if _, ok := entries[p]; !ok || e.Type != agent.EntryDir {
+			entries[p] = e
+		}
+	}
+	mtime := a.now().UTC()
+	dirEntry := agent.Entry{Type: agent.EntryDir, Mode: 0o755, Permissions: "drwxr-xr-x", Owner: "user", Group: "user", ModTime: mtime}
+	for p, f := range a.files {
+		add(p, agent.Entry{Type: agent.EntryFile, Size: int64(len(f.Data)), Mode: f.Mode,
+			Permissions: fs.FileMode(f.Mode).String(), Owner: "user", Group: "user", ModTime: mtime})
+		for d := path.Dir(p); d != "/"; d = path.Dir(d) {
+			add(d, dirEntry)
+		}
+	}
+	for d := range a.dirs {
+		add(d, dirEntry)
+	}
+	for p, target := range a.links {
+		if !path.IsAbs(target) {
+			target = path.Join(path.Dir(p), target)
+		}
+		add(p, agent.Entry{Type: agent.EntrySymlink, Mode: 0o777, Permissions: "Lrwxrwxrwx", Owner: "user", Group: "user",
+			ModTime: mtime, SymlinkTarget: path.Clean(target)})
+	}
+	if !known {
+		agentError(w, 404, "file_not_found", dir+": not found")
+		return
+	}
+	out := make([]agent.Entry, 0, len(entries))
+	for _, p := range slices.Sorted(maps.Keys(entries)) {
+		out = append(out, entries[p])
+	}
+	reply(w, out)
 }

@@ -187,7 +187,7 @@ func TestAnotherTeamsSandboxIsNotFound(t *testing.T) {
 	for _, rt := range sandboxRoutes(t) {
 		method, tmpl := rt[0], rt[1]
 		path := strings.NewReplacer("{cmd}", "cmd-1", "{port}", "3000").Replace(tmpl)
-		if strings.HasSuffix(tmpl, "/files") || strings.HasSuffix(tmpl, "/archive") {
+		if strings.HasSuffix(tmpl, "/files") || strings.HasSuffix(tmpl, "/archive") || strings.HasSuffix(tmpl, "/directories") {
 			path += "?path=/tmp/f"
 		}
 		t.Run(method+" "+tmpl, func(t *testing.T) {

@@ -6,7 +6,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"path"
 	"strconv"
+	"strings"
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/agent"
@@ -191,4 +193,66 @@ func (s *Server) mkdir(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// listDirectory answers GET /directories?path=: the entries below a
+// directory of the sandbox to ?depth= levels (1, its own entries, by
+// default), read as the sandbox user unless ?sudo. The agent resolves
+// path inside the sandbox's root and follows nothing below it; its answer
+// is still the sandbox's word, so entries that do not lie below path, or
+// whose name is not their path's last element, are dropped.
+func (s *Server) listDirectory(w http.ResponseWriter, r *http.Request) error {
+	id, dir, err := pathRequest(r)
+	if err != nil {
+		return err
+	}
+	sudo, err := boolQuery(r, "sudo", false)
+	if err != nil {
+		return err
+	}
+	depth := 1
+	if v := r.URL.Query().Get("depth"); v != "" {
+		if depth, err = strconv.Atoi(v); err != nil || depth < 1 {
+			return sandbox.Errorf(sandbox.ErrInvalid, "invalid_query", "depth must be a positive integer, got %q", v)
+		}
+	}
+	ac, err := s.agentFor(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	entries, err := ac.ListDir(r.Context(), dir, min(depth, agent.MaxListDepth), sudo)
+	if err != nil {
+		return readError(id, dir, err)
+	}
+	out := api.DirectoryListing{Path: dir, Entries: make([]api.FileEntry, 0, len(entries))}
+	for _, e := range entries {
+		if !below(dir, e.Path) || e.Name != path.Base(e.Path) {
+			continue
+		}
+		out.Entries = append(out.Entries, api.FileEntry{Name: e.Name, Path: e.Path, Type: entryType(e.Type), Size: e.Size,
+			Mode: e.Mode & 0o7777, Permissions: e.Permissions, Owner: e.Owner, Group: e.Group, ModTime: utcOrZero(e.ModTime),
+			SymlinkTarget: e.SymlinkTarget})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// below reports whether p is a clean absolute path strictly below dir.
+func below(dir, p string) bool {
+	if sandbox.ValidatePath(p) != nil || path.Clean(p) != p || p == dir {
+		return false
+	}
+	return dir == "/" || strings.HasPrefix(p, dir+"/")
+}
+
+func entryType(t string) string {
+	switch t {
+	case agent.EntryFile:
+		return api.FileTypeFile
+	case agent.EntryDir:
+		return api.FileTypeDir
+	case agent.EntrySymlink:
+		return api.FileTypeSymlink
+	}
+	return api.FileTypeOther
 }

@@ -291,6 +291,7 @@ var routeTable = []route{
 	{"GET", "/sandboxes/{id}/files", (*Server).readFile},
 	{"GET", "/sandboxes/{id}/archive", (*Server).readArchive},
 	{"POST", "/sandboxes/{id}/directories", (*Server).mkdir},
+	{"GET", "/sandboxes/{id}/directories", (*Server).listDirectory},
 
 	{"POST", "/images/pull", (*Server).pullImage},
 	{"POST", "/images/import", (*Server).importImage},
