@@ -556,7 +556,7 @@ type UsageCost struct {
 // UsageList is the answer of GET /usage, ordered by (start, team, project).
 type UsageList struct {
 	Usage       []Usage `json:"usage"`
-	Granularity string  `json:"granularity"` // hour or day
+	Granularity string  `json:"granularity"` // minute (one sandbox), hour or day
 	Currency    string  `json:"currency"`
 	NextCursor  string  `json:"nextCursor,omitempty"`
 }

@@ -17,7 +17,7 @@ type UsageQuery struct {
 	ProjectID   string
 	SandboxID   string // one sandbox's rows (within the server's raw retention)
 	TeamID      string // another team's: host admin only; "" = the caller's team (a host admin's: every team)
-	Granularity string // "hour" or "day" (the server's default, day, if "")
+	Granularity string // "hour" or "day" (the server's default, day, if ""), or "minute" with SandboxID
 	Cursor      string // NextCursor of the previous page
 	Limit       int    // rows per page (the server's default if 0)
 }

@@ -26,7 +26,7 @@ func usageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&q.TeamID, "team", "", "team id (another team's: host admin only; default the caller's, a host admin's every team)")
 	fs.StringVar(&q.ProjectID, "project", "", "one project's usage")
 	fs.StringVar(&q.SandboxID, "sandbox", "", "one sandbox's usage (within the server's raw retention)")
-	fs.StringVar(&q.Granularity, "granularity", "day", "hour or day (UTC)")
+	fs.StringVar(&q.Granularity, "granularity", "day", "hour or day (UTC), or minute with --sandbox")
 	last := fs.Duration("last", 0, "the last duration, e.g. 24h (instead of --since)")
 	since := fs.String("since", "", "from this time (RFC 3339 or YYYY-MM-DD, UTC)")
 	until := fs.String("until", "", "until this time (RFC 3339 or YYYY-MM-DD, UTC)")

@@ -371,7 +371,23 @@ func TestQuery(t *testing.T) {
 			t.Fatalf("row %+v, want total cost %v, 3 GB-h", row, want)
 		}
 	})
-	for _, bad := range []Query{{Granularity: "week"}, {Cursor: "!!"}, {Since: t0, Until: t0}} {
+	t.Run("sandbox by minute", func(t *testing.T) {
+		from := t0.Add(time.Hour)
+		p, err := m.Query(ctx, Query{TeamID: "team-b", SandboxID: sbs[2].ID, Granularity: Minute, Since: from, Until: from.Add(3 * time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Rows) != 3 {
+			t.Fatalf("%d rows, want one a minute for 3 minutes: %+v", len(p.Rows), p.Rows)
+		}
+		for i, row := range p.Rows {
+			if start := from.Add(time.Duration(i) * time.Minute); !row.Start.Equal(start) || !row.End.Equal(start.Add(time.Minute)) ||
+				!near(row.Totals.CPUSeconds, 1) || row.Totals.MemoryPeakBytes != 64<<20 || row.SandboxID != sbs[2].ID {
+				t.Errorf("row %d %+v, want [%s, +1m) with 1 CPU second", i, row, start)
+			}
+		}
+	})
+	for _, bad := range []Query{{Granularity: "week"}, {Granularity: Minute, TeamID: "team-a"}, {Cursor: "!!"}, {Since: t0, Until: t0}} {
 		if _, err := m.Query(ctx, bad); !errors.Is(err, sandbox.ErrInvalid) {
 			t.Errorf("Query(%+v) = %v, want ErrInvalid", bad, err)
 		}

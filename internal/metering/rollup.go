@@ -71,10 +71,13 @@ func add(r *store.Usage, u store.Usage) {
 	r.StorageGBHours += u.StorageGBHours
 }
 
-// Granularities of a Query.
+// Granularities of a Query. Minute is for one sandbox only: its samples
+// (about one a minute) are kept for the raw retention, roll-ups only per
+// hour.
 const (
-	Hour = "hour"
-	Day  = "day"
+	Minute = "minute"
+	Hour   = "hour"
+	Day    = "day"
 )
 
 // Page sizes of a Query.
@@ -95,7 +98,7 @@ type Query struct {
 	// Since and Until bound the buckets; they are widened to whole
 	// buckets. A sample belongs to the bucket its start is in.
 	Since, Until time.Time
-	Granularity  string // Hour or Day (default)
+	Granularity  string // Minute (with SandboxID), Hour or Day (default)
 	Cursor       string // from a previous page's NextCursor
 	Limit        int    // DefaultLimit if 0, at most MaxLimit
 }
@@ -160,8 +163,11 @@ func (m *Meter) Query(ctx context.Context, q Query) (Page, error) {
 	if q.Granularity == "" {
 		q.Granularity = Day
 	}
-	if q.Granularity != Hour && q.Granularity != Day {
-		return Page{}, invalid("invalid_query", "granularity must be %q or %q", Hour, Day)
+	switch {
+	case q.Granularity == Minute && q.SandboxID == "":
+		return Page{}, invalid("invalid_query", "granularity %q needs a sandboxId", Minute)
+	case q.Granularity != Minute && q.Granularity != Hour && q.Granularity != Day:
+		return Page{}, invalid("invalid_query", "granularity must be %q, %q or %q (with a sandboxId)", Hour, Day, Minute)
 	}
 	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Since.Before(q.Until) {
 		return Page{}, invalid("invalid_query", "since must be before until")
@@ -214,16 +220,22 @@ func (m *Meter) Query(ctx context.Context, q Query) (Page, error) {
 // truncate is the start of the bucket t is in (UTC days).
 func truncate(t time.Time, granularity string) time.Time {
 	t = t.UTC()
-	if granularity == Day {
+	switch granularity {
+	case Day:
 		return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	case Minute:
+		return t.Truncate(time.Minute)
 	}
 	return t.Truncate(time.Hour)
 }
 
 // nextBucket is the start of the bucket after the one starting at t.
 func nextBucket(t time.Time, granularity string) time.Time {
-	if granularity == Day {
+	switch granularity {
+	case Day:
 		return t.AddDate(0, 0, 1)
+	case Minute:
+		return t.Add(time.Minute)
 	}
 	return t.Add(time.Hour)
 }

@@ -27,8 +27,8 @@ var _ Metering = (*metering.Meter)(nil)
 var errNoMetering = sandbox.Errorf(sandbox.ErrUnsupported, "usage_unsupported", "this server keeps no usage records")
 
 // listUsage answers GET /usage: the caller's team's usage per bucket
-// (?granularity=hour|day) overlapping [since, until), optionally of one
-// project or sandbox, a page at a time (?cursor, ?limit). A host admin
+// (?granularity=hour|day, or minute of one sandbox) overlapping [since,
+// until), optionally of one project or sandbox, a page at a time (?cursor, ?limit). A host admin
 // sees every team's, or one team's with ?teamId=; anyone else naming
 // another team gets 404, as for anything else of another team. Every query
 // is scoped to the team before paging, so a cursor only ever names rows
