@@ -3,6 +3,7 @@ package web
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 )
 
@@ -37,8 +38,14 @@ func (t inProcess) RoundTrip(req *http.Request) (*http.Response, error) {
 		pr.CloseWithError(req.Context().Err())
 		return nil, req.Context().Err()
 	}
+	// A length the handler declared is the body's, as on the wire (a file
+	// read's size reaches the SDK's FileInfo).
+	length, err := strconv.ParseInt(w.sent.Get("Content-Length"), 10, 64)
+	if err != nil || length < 0 {
+		length = -1
+	}
 	resp := &http.Response{Status: http.StatusText(w.status), StatusCode: w.status, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: w.sent, Body: readCloser{pr}, ContentLength: -1, Request: req}
+		Header: w.sent, Body: readCloser{pr}, ContentLength: length, Request: req}
 	return resp, nil
 }
 

@@ -47,6 +47,10 @@ type pageData struct {
 	Teams       []teamView
 	Tokens      []api.Token
 	Unavailable []string // sections whose API answered 501 or failed
+	// Files is the files page (files.go); SandboxUsage the sandbox page's
+	// usage over time.
+	Files        *filesView
+	SandboxUsage *usageView
 }
 
 type webhookView struct {
@@ -89,6 +93,7 @@ var funcs = template.FuncMap{
 		return out
 	},
 	"bytes": humanBytes,
+	"size":  func(n int64) uint64 { return uint64(max(n, 0)) },
 	"money": func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) },
 	"network": func(s api.Sandbox) string {
 		switch {
@@ -139,7 +144,7 @@ func humanBytes(n uint64) string {
 }
 
 // pageNames are the templates under templates/, each rendered inside layout.html.
-var pageNames = []string{"login", "error", "sandboxes", "sandbox", "projects", "project", "capacity", "usage", "events", "admin", "demo"}
+var pageNames = []string{"login", "error", "sandboxes", "sandbox", "projects", "project", "capacity", "usage", "events", "admin", "demo", "files"}
 
 func parsePages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
@@ -218,6 +223,11 @@ func (h *Handler) sandboxPage(rq *request) error {
 			d.Stats = &st
 		}
 	}
+	u, err := h.sandboxUsage(rq, &sb.Sandbox)
+	if err := optional(&d, "usage over time", err); err != nil {
+		return err
+	}
+	d.SandboxUsage = u
 	cmds, err := sb.Commands(rq.ctx)
 	if err := optional(&d, "commands", err); err != nil {
 		return err
@@ -255,7 +265,7 @@ func (h *Handler) uploadFile(rq *request) error {
 	id := rq.r.PathValue("id")
 	f, hdr, err := rq.r.FormFile("file")
 	if err != nil {
-		return &sdk.APIError{Status: http.StatusBadRequest, Code: "invalid_upload", Message: "choose a file to upload (at most 256 MiB)"}
+		return &sdk.APIError{Status: http.StatusBadRequest, Code: "invalid_upload", Message: "choose a file to upload (at most " + humanBytes(uint64(maxFormBytes)) + ")"}
 	}
 	defer f.Close()
 	name := path.Base(strings.ReplaceAll(hdr.Filename, "\\", "/"))

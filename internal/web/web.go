@@ -21,6 +21,7 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -33,8 +34,9 @@ import (
 )
 
 // maxFormBytes bounds a form post, an upload's file included; larger
-// files go through the CLI or the API.
-const maxFormBytes = 256 << 20
+// files go through the CLI or the API (whose own bound, 2 GiB by default,
+// still applies below it). A variable only so that tests can lower it.
+var maxFormBytes int64 = 256 << 20
 
 // Prefix is where the dashboard lives; "/" redirects there. Every other
 // path belongs to the API, the compat layers and the proxies.
@@ -130,6 +132,8 @@ func (h *Handler) routes() {
 		"POST " + Prefix + "/sandboxes/{id}/stop":      h.stopSandbox,
 		"POST " + Prefix + "/sandboxes/{id}/extend":    h.extendSandbox,
 		"POST " + Prefix + "/sandboxes/{id}/upload":    h.uploadFile,
+		"GET " + Prefix + "/sandboxes/{id}/files":      h.filesPage,
+		"GET " + Prefix + "/sandboxes/{id}/download":   h.download,
 		"POST " + Prefix + "/sandboxes/{id}/sign":      h.signPort,
 		"GET " + Prefix + "/projects":                  h.projectsPage,
 		"GET " + Prefix + "/projects/{id}":             h.projectPage,
@@ -152,6 +156,10 @@ func (h *Handler) routes() {
 						_ = r.MultipartForm.RemoveAll()
 					}
 				}()
+			}
+			if r.Method == http.MethodPost && tooLarge(r) {
+				h.fail(w, rq, http.StatusRequestEntityTooLarge, "The form is larger than the dashboard takes ("+humanBytes(uint64(maxFormBytes))+"): upload larger files with paddock sandbox cp or the API.")
+				return
 			}
 			if r.Method == http.MethodPost && !h.seal.checkCSRF(rq.sess, r.PostFormValue("csrf")) {
 				h.fail(w, rq, http.StatusForbidden, "The form expired or came from another site: reload the page and try again.")
@@ -327,6 +335,19 @@ func (h *Handler) failErr(w http.ResponseWriter, rq *request, err error) {
 
 func (h *Handler) fail(w http.ResponseWriter, rq *request, status int, msg string) {
 	h.render(w, rq, status, "error", pageData{Title: http.StatusText(status), Message: msg})
+}
+
+// tooLarge parses a posted form and reports whether it was past
+// maxFormBytes, which would otherwise read as a missing CSRF token.
+func tooLarge(r *http.Request) bool {
+	var err error
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "multipart/form-data" {
+		err = r.ParseMultipartForm(32 << 20)
+	} else {
+		err = r.ParseForm()
+	}
+	var mb *http.MaxBytesError
+	return errors.As(err, &mb)
 }
 
 // back redirects a form post to the page it came from (a dashboard path).

@@ -20,6 +20,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/events"
 	"github.com/paddock-dev/paddock/internal/fake"
+	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -67,6 +68,8 @@ type env struct {
 	bus      *events.Bus
 	agent    *fake.Agent // every sandbox's
 	sbA, sbB string
+	store    *sqlite.Store
+	api      http.Handler // the API's handler, for reads and writes behind the dashboard's back
 }
 
 // created makes a sandbox of team-a and publishes its event, as node does.
@@ -97,7 +100,11 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { st.Close() })
 	bus := events.NewBus(st, nil)
 	t.Cleanup(func() { bus.Close() })
-	apiSrv, err := server.New(server.Config{Sandboxes: sbs, Auth: a, StagingDir: t.TempDir(), Events: bus})
+	meter, err := metering.New(metering.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiSrv, err := server.New(server.Config{Sandboxes: sbs, Auth: a, StagingDir: t.TempDir(), Events: bus, Metering: meter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +112,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{auth: a, sbs: sbs, bus: bus, agent: ag}
+	e := &env{auth: a, sbs: sbs, bus: bus, agent: ag, store: st, api: apiSrv.Handler()}
 	ctx := context.Background()
 	for team, id := range map[string]*string{"team-a": &e.sbA, "team-b": &e.sbB} {
 		sb, err := sbs.Create(ctx, sandbox.CreateRequest{TeamID: team, Labels: map[string]string{"owner": team}})
