@@ -48,6 +48,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.Navigate(e.srv.URL+"/ui/sandboxes/"+e.sbB),
 		chromedp.Poll[chromedp.Void](`document.querySelector("h1") && document.querySelector("h1").textContent === "Not Found"`, chromedp.WithPollingTimeout(10*time.Second)),
 	)
+	filesAndUsage(t, e, c)
 	e.auth.revoke(tokenA)
 	c.Do("a revoked token leads to sign-in", chromedp.Navigate(e.srv.URL+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#token")))
 	if errs := c.ConsoleErrors("404 (Not Found)"); len(errs) > 0 {
