@@ -103,7 +103,7 @@ func (h *Handler) filesPage(rq *request) error {
 		}
 	case errors.As(err, &ae) && ae.Status != http.StatusUnauthorized && ae.Code != "sandbox_not_found":
 		// The directory's trouble, not the page's: say so where it is.
-		status, v.Error, v.NotDir = ae.Status, ae.Message, ae.Code == "not_a_directory"
+		status, v.Error, v.NotDir = ae.Status, ae.Message, ae.Status == http.StatusBadRequest && ae.Code == "not_a_directory"
 	default:
 		return err
 	}
