@@ -22,6 +22,16 @@ import (
 var version = "dev"
 
 func main() {
+	// The init container of a Kubernetes sandbox runs the agent's own
+	// image, which holds nothing else: the agent copies itself (and the
+	// sandbox's credential) into the Pod's shared volumes.
+	if len(os.Args) > 1 && os.Args[1] == "install" {
+		if err := agent.Install(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "paddock-agent install:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	// First of all: until this, a sudo command could open the agent's
 	// /proc/1/mem, fd/* and environ. No command runs before the agent
 	// serves, so nothing can have opened them yet.
@@ -47,6 +57,8 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("paddock-agent", flag.ContinueOnError)
 	listenFD := fs.Int("listen-fd", agent.ListenFD, "file descriptor of the listening unix socket")
 	listen := fs.String("listen", "", "listen on this unix socket path instead of --listen-fd (dev and tests)")
+	listenTCP := fs.String("listen-tcp", "", "listen on this TCP address instead (a Pod: \":7070\"); needs --token-file")
+	tokenFile := fs.String("token-file", "", "read the credential every request must carry from this file, then remove it")
 	stateDir := fs.String("state-dir", agent.StateDir, "directory for command logs")
 	noSeccomp := fs.Bool("no-seccomp", false, "do not install the seccomp filter (tests on the host only)")
 	imageUser := fs.String("user", "", "the image config's User, resolved against this root's /etc/passwd and /etc/group (default: uid 1000)")
@@ -61,8 +73,28 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	ln, err := listener(*listen, *listenFD)
-	if err != nil {
+	// Before the listener: no request is served without the credential,
+	// and no command ever runs while its file exists.
+	var token string
+	if *tokenFile != "" {
+		t, err := agent.TakeToken(*tokenFile)
+		if err != nil {
+			return err
+		}
+		token = t
+	}
+	if *listenTCP != "" && token == "" {
+		return errors.New("--listen-tcp needs --token-file: anything on the network could reach the agent")
+	}
+	var ln net.Listener
+	var err error
+	var ownPort int
+	if *listenTCP != "" {
+		if ln, err = net.Listen("tcp", *listenTCP); err != nil {
+			return fmt.Errorf("listen on %s: %w", *listenTCP, err)
+		}
+		ownPort = ln.Addr().(*net.TCPAddr).Port
+	} else if ln, err = listener(*listen, *listenFD); err != nil {
 		return err
 	}
 	defer ln.Close()
@@ -84,6 +116,8 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		ReapAll:          true,
 		Version:          version,
 		Seccomp:          seccompOn,
+		Token:            token,
+		OwnPort:          ownPort,
 		Logger:           log,
 	})
 	if err != nil {

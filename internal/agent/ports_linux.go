@@ -23,6 +23,9 @@ func (s *Server) handlePorts(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if s.cfg.OwnPort != 0 {
+		ports = slices.DeleteFunc(ports, func(p ListeningPort) bool { return p.Port == s.cfg.OwnPort })
+	}
 	writeJSON(w, http.StatusOK, ports)
 }
 

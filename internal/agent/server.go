@@ -51,6 +51,15 @@ type ServerConfig struct {
 	// must. Off, it waits only for the commands' pids, so a test process
 	// can host the server without stealing its other children.
 	ReapAll bool
+	// Token, when set, is the credential every request must carry as a
+	// bearer token; the agent answers 401 to any other. An agent reached
+	// over TCP (a Pod) has one, since anything on the network, the
+	// sandbox's own commands included, can connect to it. At least 32
+	// characters.
+	Token string
+	// OwnPort is the TCP port the agent itself listens on, left out of
+	// the sandbox's listening ports; 0 for a unix socket.
+	OwnPort int
 	// Version and Seccomp are reported by ping.
 	Version string
 	Seccomp bool
@@ -126,6 +135,9 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.MaxWatches < 0 || c.MaxWatchDirs < 0 || c.MaxWatchQueue < 0 {
 		return fmt.Errorf("agent config: negative watch limits")
+	}
+	if c.Token != "" && len(c.Token) < minTokenLen {
+		return fmt.Errorf("agent config: token shorter than %d characters", minTokenLen)
 	}
 	if c.MaxWriteBytes < 0 {
 		return fmt.Errorf("agent config: negative MaxWriteBytes")

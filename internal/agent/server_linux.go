@@ -124,14 +124,20 @@ func (s *Server) routes() {
 	s.mux = m
 }
 
-// Handler exposes the routes (for tests and embedding).
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler exposes the routes (for tests and embedding), behind the
+// credential check when the config has a token.
+func (s *Server) Handler() http.Handler {
+	if s.cfg.Token != "" {
+		return requireToken(s.cfg.Token, s.mux)
+	}
+	return s.mux
+}
 
 // Serve answers requests on ln until ctx ends or Close is called, then shuts
 // the HTTP server down gracefully. It returns nil after such a stop.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
-		Handler:           s.mux,
+		Handler:           s.Handler(),
 		ReadHeaderTimeout: 30 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return s.ctx },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
