@@ -29,6 +29,11 @@ type Spec struct {
 	Network *NetworkSpec
 	// Mounts are host directories bound into the sandbox (volumes).
 	Mounts []Mount
+	// Egress is the sandbox's egress policy, for a driver that enforces
+	// it itself (Kubernetes, where the Pod's network is the cluster's);
+	// drivers given a Network ignore it, as the node enforces it there.
+	// nil: deny-all.
+	Egress *sandbox.NetworkPolicy
 	// User is the image config's User, as the image gives it (hostile:
 	// it comes from the image). The driver hands it to the agent, which
 	// resolves it inside the sandbox (agent.ResolveUser) and reports the
@@ -56,6 +61,10 @@ type Rootfs struct {
 	OnHost bool
 	// ReadOnlyBinds are mounted read-only (recursively) over the overlay.
 	ReadOnlyBinds []Bind
+	// Ref, when set, names the same image in a registry the driver's
+	// nodes pull from, for a driver whose sandboxes do not run on this
+	// host (Kubernetes), which uses it instead of the directories above.
+	Ref string
 }
 
 // Bind is a read-only bind mount of a host path into the sandbox.
@@ -92,7 +101,10 @@ type NetworkSpec struct {
 type Info struct {
 	ID      string
 	Running bool // the sandbox's init (the agent) is alive
-	PID     int  // host pid of the agent, 0 if not running
+	// PID is the host pid of the agent, 0 if not running. A driver whose
+	// sandboxes run off this host (Kubernetes) reports 1, the agent's pid
+	// inside, for a running one.
+	PID     int
 	Created time.Time
 }
 

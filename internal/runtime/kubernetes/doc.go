@@ -1,0 +1,23 @@
+// Package kubernetes is the runtime.Driver that runs each sandbox as a Pod
+// in one namespace of a Kubernetes cluster, through client-go.
+//
+// A sandbox is three objects named after it (podName): a Secret holding its
+// agent credential, a NetworkPolicy holding its egress policy, and the Pod.
+// The Pod's init container runs the agent image (`paddock-agent install`),
+// which copies the static agent into an emptyDir the sandbox mounts
+// read-only at agent.BinaryPath's directory, and the credential from the
+// Secret (mounted into the init container alone) into a memory emptyDir of
+// the sandbox's. The sandbox container runs the agent as PID 1 with the
+// image given by the spec; the agent takes the credential file (reads it
+// and removes it) before it listens on agent.TCPPort, and refuses every
+// request without that credential. paddock reaches it at the Pod IP.
+//
+// Everything paddock needs to find a sandbox again is on the API server:
+// the objects carry the label managedBy and the annotation annotationID
+// (the sandbox id), so List and Agent re-adopt sandboxes after a restart,
+// and the Secret outlives a stopped sandbox's Pod until Destroy.
+//
+// Egress is a NetworkPolicy per sandbox, enforced by the cluster's network
+// plugin outside the Pod (see docs/ARCHITECTURE.md for why not nftables
+// applied by the agent).
+package kubernetes

@@ -1,0 +1,701 @@
+package kubernetes
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/runtime/ocispec"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Labels and annotations on every object of a sandbox.
+const (
+	// labelManagedBy=managedBy marks what this driver made, for List.
+	labelManagedBy = "app.kubernetes.io/managed-by"
+	managedBy      = "paddock"
+	// labelPod names the sandbox's Pod on its Secret and Pod, for the
+	// NetworkPolicy's selector.
+	labelPod = "paddock.dev/pod"
+	// labelSandbox is the sandbox id when it is a valid label value (for
+	// people with kubectl; the driver reads annotationID).
+	labelSandbox = "paddock.dev/sandbox"
+	// annotationID is the sandbox id, authoritative.
+	annotationID = "paddock.dev/sandbox-id"
+)
+
+// Paths inside the Pod.
+const (
+	agentDir  = "/.paddock" // agent.BinaryPath's directory
+	credDir   = "/run/paddock-cred"
+	secretDir = "/run/paddock-secret" // the init container's only
+	tokenKey  = "token"
+	// initAgent is where the agent image holds the agent.
+	initAgent = "/paddock-agent"
+)
+
+// Config configures the driver.
+type Config struct {
+	// Client reaches the API server with rights on Pods, Secrets and
+	// NetworkPolicies in Namespace (and, for Stats, nodes/proxy). Required.
+	Client kubernetes.Interface
+	// Namespace holds every sandbox. Required.
+	Namespace string
+	// RuntimeClass is the Pods' RuntimeClass (gvisor, kata...); "" is the
+	// cluster's default (runc).
+	RuntimeClass string
+	// AgentImage is a registry image holding the static agent at
+	// /paddock-agent, run as the init container. Required.
+	AgentImage string
+	// HostImage is what the image "host" (sandbox.HostImage) means here.
+	HostImage HostImage
+	// PullPolicy of the sandbox images; default IfNotPresent.
+	PullPolicy corev1.PullPolicy
+	// RequestFraction makes the Pods' requests this fraction of their
+	// limits, 0 < f <= 1; default 1, a Guaranteed Pod. Below 1 the Pod is
+	// Burstable: its node may be overcommitted (a warm pool's idle Pods,
+	// a test cluster of 2 cores).
+	RequestFraction float64
+	// CgroupVersion of the cluster's nodes, as Capabilities reports it;
+	// default 2.
+	CgroupVersion int
+	// StartTimeout bounds a Pod's scheduling, pull and start in Create
+	// beyond the caller's context; default 2 minutes.
+	StartTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// HostImage is the "host" image on a cluster: a registry image, and
+// optionally directories of the node bound read-only over it (hostPath),
+// as the runc driver binds the host's /usr. Binds are only for a cluster
+// whose nodes are this host (tests, a one-node development cluster).
+type HostImage struct {
+	Ref           string
+	ReadOnlyBinds []runtime.Bind
+}
+
+// Driver runs sandboxes as Pods. Safe for concurrent use.
+type Driver struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	tokens map[string]string // guarded by mu: sandbox id -> agent credential
+}
+
+var _ runtime.Driver = (*Driver)(nil)
+
+// New checks cfg and returns a driver. It makes no request: a cluster that
+// is not there yet fails the first Create.
+func New(cfg Config) (*Driver, error) {
+	if cfg.Client == nil || cfg.Namespace == "" || cfg.AgentImage == "" {
+		return nil, sandbox.Errorf(sandbox.ErrInvalid, "k8s_config", "kubernetes driver: Client, Namespace and AgentImage are required")
+	}
+	if cfg.PullPolicy == "" {
+		cfg.PullPolicy = corev1.PullIfNotPresent
+	}
+	if cfg.RequestFraction == 0 {
+		cfg.RequestFraction = 1
+	}
+	if cfg.RequestFraction < 0 || cfg.RequestFraction > 1 {
+		return nil, sandbox.Errorf(sandbox.ErrInvalid, "k8s_config", "kubernetes driver: RequestFraction %g is not in (0, 1]", cfg.RequestFraction)
+	}
+	if cfg.CgroupVersion == 0 {
+		cfg.CgroupVersion = 2
+	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = 2 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	for _, b := range cfg.HostImage.ReadOnlyBinds {
+		if !strings.HasPrefix(b.Source, "/") || !strings.HasPrefix(b.Target, "/") {
+			return nil, sandbox.Errorf(sandbox.ErrInvalid, "k8s_config", "kubernetes driver: host image bind %v is not absolute", b)
+		}
+	}
+	return &Driver{cfg: cfg, log: cfg.Logger.With("driver", "kubernetes"), tokens: map[string]string{}}, nil
+}
+
+// Capabilities: the agent's seccomp filter confines every command (and the
+// Pod runs under the runtime's default profile besides); no snapshots, no
+// user namespace, no disk cap yet.
+func (d *Driver) Capabilities() runtime.Capabilities {
+	return runtime.Capabilities{Name: "kubernetes", CgroupVersion: d.cfg.CgroupVersion, Seccomp: true}
+}
+
+// podName is the name of a sandbox's objects. Sandbox ids may end in "-",
+// which no object name may, so the name is a digest of the id; the id
+// itself is in annotationID.
+func podName(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "sbx-" + hex.EncodeToString(sum[:10])
+}
+
+func (d *Driver) labels(id string) map[string]string {
+	l := map[string]string{labelManagedBy: managedBy, labelPod: podName(id)}
+	if len(validation.IsValidLabelValue(id)) == 0 {
+		l[labelSandbox] = id
+	}
+	return l
+}
+
+func (d *Driver) meta(id string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: podName(id), Namespace: d.cfg.Namespace, Labels: d.labels(id),
+		Annotations: map[string]string{annotationID: id}}
+}
+
+// imageRef is the registry image a sandbox's container runs, and the
+// node directories bound over it.
+func (d *Driver) imageRef(spec runtime.Spec) (string, []runtime.Bind, error) {
+	switch {
+	case spec.Rootfs != nil && spec.Rootfs.OnHost:
+		return "", nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_snapshot", "the kubernetes driver cannot start from a snapshot yet")
+	case spec.Rootfs != nil && spec.Rootfs.Ref != "":
+		return spec.Rootfs.Ref, nil, nil
+	case spec.Image == "" || spec.Image == sandbox.HostImage:
+		if d.cfg.HostImage.Ref == "" {
+			return "", nil, sandbox.Errorf(sandbox.ErrInvalid, "unknown_image", "the kubernetes driver has no host image configured")
+		}
+		return d.cfg.HostImage.Ref, d.cfg.HostImage.ReadOnlyBinds, nil
+	case strings.ContainsAny(spec.Image, " \t\n") || strings.HasPrefix(spec.Image, "/"):
+		return "", nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_image", "image %q is not a registry reference", spec.Image)
+	}
+	// The node resolved the image to directories on its own host, which a
+	// cluster cannot reach: the name itself is the registry reference.
+	return spec.Image, nil, nil
+}
+
+// Create makes the Secret, the NetworkPolicy and the Pod, waits until the
+// agent answers at the Pod IP and returns a client for it. On error it
+// removes whatever it made.
+func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (*agent.Client, error) {
+	if err := ocispec.CheckID(spec.ID); err != nil {
+		return nil, err
+	}
+	switch {
+	case spec.Resources.DiskMB > 0:
+		return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_disk_cap", "the kubernetes driver cannot cap a sandbox's disk yet")
+	case len(spec.Mounts) > 0:
+		return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_volumes", "the kubernetes driver cannot mount volumes yet")
+	case spec.Network != nil:
+		return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_host_network", "a Pod has the cluster's network; it cannot join one prepared on this host")
+	}
+	ref, binds, err := d.imageRef(spec)
+	if err != nil {
+		return nil, err
+	}
+	policy, err := networkPolicy(d.meta(spec.ID), spec.Egress)
+	if err != nil {
+		return nil, err
+	}
+	res := ocispec.WithDefaults(spec.Resources)
+	var raw [32]byte
+	_, _ = rand.Read(raw[:])
+	token := hex.EncodeToString(raw[:])
+
+	// The Secret first: it is what makes the id taken, and what List finds
+	// of a sandbox whose Pod is gone.
+	secret := &corev1.Secret{ObjectMeta: d.meta(spec.ID), Immutable: new(bool), Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{tokenKey: []byte(token)}}
+	*secret.Immutable = true
+	if _, err := d.cfg.Client.CoreV1().Secrets(d.cfg.Namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return nil, sandbox.Errorf(sandbox.ErrConflict, "exists", "sandbox %s exists", spec.ID)
+		}
+		return nil, fmt.Errorf("kubernetes: create secret of %s: %w", spec.ID, apiErr(err))
+	}
+	c, err := d.create(ctx, spec, ref, binds, res, policy, token)
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if derr := d.Destroy(cctx, spec.ID); derr != nil {
+			d.log.Error("cleanup after a failed create", "sandbox", spec.ID, "err", derr)
+		}
+		return nil, err
+	}
+	d.mu.Lock()
+	d.tokens[spec.ID] = token
+	d.mu.Unlock()
+	return c, nil
+}
+
+func (d *Driver) create(ctx context.Context, spec runtime.Spec, ref string, binds []runtime.Bind, res sandbox.Resources, policy policyObject, token string) (*agent.Client, error) {
+	if _, err := d.cfg.Client.NetworkingV1().NetworkPolicies(d.cfg.Namespace).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("kubernetes: create network policy of %s: %w", spec.ID, apiErr(err))
+	}
+	pod := d.pod(spec, ref, binds, res)
+	created, err := d.cfg.Client.CoreV1().Pods(d.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: create pod of %s: %w", spec.ID, apiErr(err))
+	}
+	wctx, cancel := context.WithTimeout(ctx, d.cfg.StartTimeout)
+	defer cancel()
+	running, err := d.waitRunning(wctx, created)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: sandbox %s: %w", spec.ID, err)
+	}
+	c := agent.TCPClient(net.JoinHostPort(running.Status.PodIP, strconv.Itoa(agent.TCPPort)), token)
+	info, err := ping(wctx, c)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("kubernetes: agent of %s: %w", spec.ID, err)
+	}
+	if err := info.UserErr(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// ping asks the agent until it answers: its container runs a moment
+// before it listens.
+func ping(ctx context.Context, c *agent.Client) (agent.Info, error) {
+	for {
+		info, err := c.Ping(ctx)
+		if err == nil || !errors.Is(err, sandbox.ErrUnavailable) {
+			return info, err
+		}
+		select {
+		case <-ctx.Done():
+			return agent.Info{}, fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// pod is the sandbox's Pod.
+func (d *Driver) pod(spec runtime.Spec, ref string, binds []runtime.Bind, res sandbox.Resources) *corev1.Pod {
+	grace := int64(1)
+	no := false
+	root := int64(0)
+	mem := resourceQuantity(res.MemoryMB<<20, "")
+	cpu := resourceQuantity(int64(res.VCPUs*1000), "m")
+	limits := corev1.ResourceList{corev1.ResourceCPU: cpu, corev1.ResourceMemory: mem}
+	requests := limits
+	if f := d.cfg.RequestFraction; f < 1 {
+		requests = corev1.ResourceList{
+			corev1.ResourceCPU:    resourceQuantity(max(1, int64(res.VCPUs*1000*f)), "m"),
+			corev1.ResourceMemory: resourceQuantity(max(1<<20, int64(float64(res.MemoryMB<<20)*f)), ""),
+		}
+	}
+	caps := make([]corev1.Capability, 0, len(sandbox.Capabilities))
+	for _, c := range sandbox.Capabilities {
+		caps = append(caps, corev1.Capability(strings.TrimPrefix(c, "CAP_")))
+	}
+	memory := func(limit int64) corev1.VolumeSource {
+		q := resourceQuantity(limit, "")
+		return corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &q}}
+	}
+	secretMode := int32(0o400)
+	volumes := []corev1.Volume{
+		{Name: "agent", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "cred", VolumeSource: memory(1 << 20)},
+		{Name: "secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: podName(spec.ID), DefaultMode: &secretMode}}},
+		// The command logs and /tmp in the sandbox's memory, as the runc
+		// driver's tmpfs mounts.
+		{Name: "state", VolumeSource: memory(ocispec.LogTmpfsBytes(res))},
+		{Name: "tmp", VolumeSource: memory(min(res.MemoryMB<<20, 1<<30))},
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: "agent", MountPath: agentDir, ReadOnly: true},
+		{Name: "cred", MountPath: credDir},
+		{Name: "state", MountPath: agent.StateDir},
+		{Name: "tmp", MountPath: "/tmp"},
+	}
+	rro := corev1.RecursiveReadOnlyIfPossible
+	for i, b := range binds {
+		name := "host-" + strconv.Itoa(i)
+		volumes = append(volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: b.Source}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: b.Target, ReadOnly: true, RecursiveReadOnly: &rro})
+	}
+	args := append([]string{
+		"--listen-tcp=:" + strconv.Itoa(agent.TCPPort),
+		"--token-file=" + credDir + "/" + tokenKey,
+		"--user=" + spec.User,
+	}, ocispec.AgentLogArgs(res)...)
+	hostname := spec.Hostname
+	if hostname == "" {
+		hostname = spec.ID
+	}
+	if len(validation.IsDNS1123Label(hostname)) > 0 {
+		hostname = "" // the Pod's name
+	}
+	p := &corev1.Pod{
+		ObjectMeta: d.meta(spec.ID),
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			TerminationGracePeriodSeconds: &grace,
+			// No credential of the cluster's in the sandbox, nor the
+			// addresses of its services.
+			AutomountServiceAccountToken: &no,
+			EnableServiceLinks:           &no,
+			Hostname:                     hostname,
+			Volumes:                      volumes,
+			InitContainers: []corev1.Container{{
+				Name: "agent-install", Image: d.cfg.AgentImage, ImagePullPolicy: d.cfg.PullPolicy,
+				Command: []string{initAgent, "install", "--agent", agentDir + "/agent",
+					"--token-from", secretDir + "/" + tokenKey, "--token-to", credDir + "/" + tokenKey},
+				VolumeMounts: []corev1.VolumeMount{
+					{Name: "agent", MountPath: agentDir},
+					{Name: "cred", MountPath: credDir},
+					{Name: "secret", MountPath: secretDir, ReadOnly: true},
+				},
+				SecurityContext: &corev1.SecurityContext{
+					RunAsUser: &root, RunAsGroup: &root, AllowPrivilegeEscalation: &no,
+					Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				},
+				// A copy of a few MB: small requests, so that it never
+				// weighs more than the sandbox in scheduling.
+				Resources: corev1.ResourceRequirements{
+					Requests: corev1.ResourceList{corev1.ResourceCPU: resourceQuantity(10, "m"), corev1.ResourceMemory: resourceQuantity(16<<20, "")},
+					Limits:   corev1.ResourceList{corev1.ResourceCPU: resourceQuantity(500, "m"), corev1.ResourceMemory: resourceQuantity(64<<20, "")},
+				},
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+			}},
+			Containers: []corev1.Container{{
+				Name: "sandbox", Image: ref, ImagePullPolicy: d.cfg.PullPolicy,
+				Command:      append([]string{agent.BinaryPath}, args...),
+				Env:          []corev1.EnvVar{{Name: "PATH", Value: strings.TrimPrefix(ocispec.AgentPATH, "PATH=")}},
+				WorkingDir:   "/",
+				VolumeMounts: mounts,
+				Ports:        []corev1.ContainerPort{{Name: "agent", ContainerPort: agent.TCPPort, Protocol: corev1.ProtocolTCP}},
+				Resources:    corev1.ResourceRequirements{Limits: limits, Requests: requests},
+				SecurityContext: &corev1.SecurityContext{
+					RunAsUser: &root, RunAsGroup: &root, Privileged: &no,
+					// no_new_privs, and the agent's capabilities only: the
+					// same set the runc driver gives it.
+					AllowPrivilegeEscalation: &no,
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: caps},
+					SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				},
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+			}},
+		},
+	}
+	if d.cfg.RuntimeClass != "" {
+		rc := d.cfg.RuntimeClass
+		p.Spec.RuntimeClassName = &rc
+	}
+	return p
+}
+
+// waitRunning watches the Pod until its sandbox container runs with an
+// address, and fails at once when it cannot (a pull that fails, a
+// container that exits).
+func (d *Driver) waitRunning(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+	pods := d.cfg.Client.CoreV1().Pods(d.cfg.Namespace)
+	rv := pod.ResourceVersion
+	for {
+		if done, err := podStarted(pod); done || err != nil {
+			return pod, err
+		}
+		w, err := pods.Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", pod.Name).String(), ResourceVersion: rv})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, startTimeout(ctx, pod)
+			}
+			return nil, apiErr(err)
+		}
+		p, err := d.watchStarted(ctx, w)
+		w.Stop()
+		if p != nil || err != nil {
+			return p, err
+		}
+		if ctx.Err() != nil {
+			return nil, startTimeout(ctx, pod)
+		}
+		// The watch ended (a timeout, a compaction): look again.
+		if pod, err = pods.Get(ctx, pod.Name, metav1.GetOptions{}); err != nil {
+			return nil, apiErr(err)
+		}
+		rv = pod.ResourceVersion
+	}
+}
+
+func (d *Driver) watchStarted(ctx context.Context, w watch.Interface) (*corev1.Pod, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return nil, nil
+			}
+			switch ev.Type {
+			case watch.Deleted:
+				return nil, sandbox.Errorf(sandbox.ErrUnavailable, "pod_deleted", "its Pod was deleted while starting")
+			case watch.Error:
+				return nil, nil
+			}
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			if done, err := podStarted(p); done || err != nil {
+				return p, err
+			}
+		}
+	}
+}
+
+func startTimeout(ctx context.Context, pod *corev1.Pod) error {
+	return sandbox.Errorf(sandbox.ErrUnavailable, "start_timeout", "its Pod did not start: %v (phase %s)", context.Cause(ctx), pod.Status.Phase)
+}
+
+// podStarted reports whether the sandbox container runs and the Pod has an
+// address, or why it never will.
+func podStarted(p *corev1.Pod) (bool, error) {
+	switch p.Status.Phase {
+	case corev1.PodFailed, corev1.PodSucceeded:
+		return false, sandbox.Errorf(sandbox.ErrUnavailable, "pod_ended", "its Pod ended: %s %s %s", p.Status.Phase, p.Status.Reason, p.Status.Message)
+	}
+	for _, cs := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil {
+			switch w.Reason {
+			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull":
+				return false, sandbox.Errorf(sandbox.ErrInvalid, "image_pull", "container %s: image %s: %s: %s", cs.Name, cs.Image, w.Reason, w.Message)
+			case "CreateContainerConfigError", "CreateContainerError", "RunContainerError", "CrashLoopBackOff":
+				return false, sandbox.Errorf(sandbox.ErrUnavailable, "container_start", "container %s: %s: %s", cs.Name, w.Reason, w.Message)
+			}
+		}
+		if t := cs.State.Terminated; t != nil && (t.ExitCode != 0 || cs.Name == "sandbox") {
+			return false, sandbox.Errorf(sandbox.ErrUnavailable, "container_exit", "container %s exited %d: %s %s", cs.Name, t.ExitCode, t.Reason, strings.TrimSpace(t.Message))
+		}
+	}
+	if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+		return false, nil
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == "sandbox" && cs.State.Running != nil {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Agent returns a client for a running sandbox's agent, from the API
+// server's view alone (a restarted paddock re-adopts its sandboxes).
+func (d *Driver) Agent(ctx context.Context, id string) (*agent.Client, error) {
+	if err := ocispec.CheckID(id); err != nil {
+		return nil, err
+	}
+	pod, err := d.getPod(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if pod == nil || !podRunning(pod) {
+		if _, err := d.getSecret(ctx, id); err != nil {
+			return nil, err
+		}
+		return nil, sandbox.Errorf(sandbox.ErrNotRunning, "not_running", "sandbox %s is not running", id)
+	}
+	token, err := d.token(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return agent.TCPClient(net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(agent.TCPPort)), token), nil
+}
+
+func (d *Driver) token(ctx context.Context, id string) (string, error) {
+	d.mu.Lock()
+	t, ok := d.tokens[id]
+	d.mu.Unlock()
+	if ok {
+		return t, nil
+	}
+	s, err := d.getSecret(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	t = string(s.Data[tokenKey])
+	if t == "" {
+		return "", sandbox.Errorf(sandbox.ErrUnavailable, "no_token", "sandbox %s: its Secret holds no credential", id)
+	}
+	d.mu.Lock()
+	d.tokens[id] = t
+	d.mu.Unlock()
+	return t, nil
+}
+
+func podRunning(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil || p.Status.PodIP == "" {
+		return false
+	}
+	done, err := podStarted(p)
+	return done && err == nil
+}
+
+// getPod returns the sandbox's Pod, nil if there is none; one of another
+// sandbox (a name collision) counts as none.
+func (d *Driver) getPod(ctx context.Context, id string) (*corev1.Pod, error) {
+	p, err := d.cfg.Client.CoreV1().Pods(d.cfg.Namespace).Get(ctx, podName(id), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) || (err == nil && p.Annotations[annotationID] != id) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: get pod of %s: %w", id, apiErr(err))
+	}
+	return p, nil
+}
+
+// getSecret returns the sandbox's Secret, or ErrNotFound: a sandbox is
+// known while its Secret exists.
+func (d *Driver) getSecret(ctx context.Context, id string) (*corev1.Secret, error) {
+	s, err := d.cfg.Client.CoreV1().Secrets(d.cfg.Namespace).Get(ctx, podName(id), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) || (err == nil && s.Annotations[annotationID] != id) {
+		return nil, sandbox.Errorf(sandbox.ErrNotFound, "not_found", "sandbox %s not found", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: get secret of %s: %w", id, apiErr(err))
+	}
+	return s, nil
+}
+
+// Stop deletes the Pod and waits until it is gone. The grace is 1 s, not
+// 0: a delete with grace 0 removes the object at once, before the kubelet
+// has killed anything, so "gone" would not mean "stopped". The agent
+// ends its commands on the SIGTERM, and the kubelet kills what is left a
+// second later. The Secret and NetworkPolicy stay until Destroy.
+// Idempotent.
+func (d *Driver) Stop(ctx context.Context, id string) error {
+	if err := ocispec.CheckID(id); err != nil {
+		return err
+	}
+	return d.deletePod(ctx, id)
+}
+
+func (d *Driver) deletePod(ctx context.Context, id string) error {
+	pods := d.cfg.Client.CoreV1().Pods(d.cfg.Namespace)
+	pod, err := d.getPod(ctx, id)
+	if err != nil || pod == nil {
+		return err
+	}
+	grace := int64(1)
+	err = pods.Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace, Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("kubernetes: delete pod of %s: %w", id, apiErr(err))
+	}
+	for {
+		p, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || (err == nil && p.UID != pod.UID) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("kubernetes: wait for the pod of %s to go: %w", id, apiErr(err))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kubernetes: wait for the pod of %s to go: %w", id, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Destroy deletes the Pod (waiting until it is gone), the NetworkPolicy
+// and the Secret. Idempotent.
+func (d *Driver) Destroy(ctx context.Context, id string) error {
+	if err := ocispec.CheckID(id); err != nil {
+		return err
+	}
+	if err := d.deletePod(ctx, id); err != nil {
+		return err
+	}
+	name := podName(id)
+	err := d.cfg.Client.NetworkingV1().NetworkPolicies(d.cfg.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("kubernetes: delete network policy of %s: %w", id, apiErr(err))
+	}
+	// Last: while it exists, List reports the sandbox, so a Destroy cut
+	// short is retried by reconcile.
+	err = d.cfg.Client.CoreV1().Secrets(d.cfg.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("kubernetes: delete secret of %s: %w", id, apiErr(err))
+	}
+	d.mu.Lock()
+	delete(d.tokens, id)
+	d.mu.Unlock()
+	return nil
+}
+
+// List reports every sandbox with a Secret or a Pod in the namespace.
+func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
+	sel := metav1.ListOptions{LabelSelector: labelManagedBy + "=" + managedBy}
+	secrets, err := d.cfg.Client.CoreV1().Secrets(d.cfg.Namespace).List(ctx, sel)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: list secrets: %w", apiErr(err))
+	}
+	pods, err := d.cfg.Client.CoreV1().Pods(d.cfg.Namespace).List(ctx, sel)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: list pods: %w", apiErr(err))
+	}
+	byID := map[string]*runtime.Info{}
+	var order []string
+	add := func(m metav1.ObjectMeta) *runtime.Info {
+		id := m.Annotations[annotationID]
+		if !sandbox.ValidID(id) || podName(id) != m.Name {
+			return nil
+		}
+		if in, ok := byID[id]; ok {
+			return in
+		}
+		in := &runtime.Info{ID: id, Created: m.CreationTimestamp.Time}
+		byID[id] = in
+		order = append(order, id)
+		return in
+	}
+	for i := range secrets.Items {
+		add(secrets.Items[i].ObjectMeta)
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if in := add(p.ObjectMeta); in != nil && podRunning(p) {
+			in.Running, in.PID = true, 1
+		}
+	}
+	out := make([]runtime.Info, 0, len(order))
+	for _, id := range order {
+		out = append(out, *byID[id])
+	}
+	return out, nil
+}
+
+// Close has nothing to release: the sandboxes are the cluster's.
+func (d *Driver) Close() error { return nil }
+
+// apiErr gives an API error the kind of sandbox error it amounts to.
+func apiErr(err error) error {
+	switch {
+	case apierrors.IsNotFound(err):
+		return fmt.Errorf("%w: %w", sandbox.ErrNotFound, err)
+	case apierrors.IsAlreadyExists(err), apierrors.IsConflict(err):
+		return fmt.Errorf("%w: %w", sandbox.ErrConflict, err)
+	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+		return fmt.Errorf("%w: %w", sandbox.ErrForbidden, err)
+	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+		return fmt.Errorf("%w: %w", sandbox.ErrInvalid, err)
+	case apierrors.IsTooManyRequests(err), apierrors.IsServerTimeout(err), apierrors.IsTimeout(err), apierrors.IsServiceUnavailable(err):
+		return fmt.Errorf("%w: %w", sandbox.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%w: %w", sandbox.ErrUnavailable, err)
+}

@@ -1,0 +1,420 @@
+package kubernetes
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/hostimage"
+	"github.com/paddock-dev/paddock/internal/imagetest"
+	"github.com/paddock-dev/paddock/internal/k8stest"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
+	"github.com/paddock-dev/paddock/internal/runtime/runtimetest"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+func TestMain(m *testing.M) { os.Exit(k8stest.Main(m)) }
+
+// env is what every cluster test of this package shares: the cluster, a
+// registry on loopback the node pulls from, and the agent and host images
+// pushed there once.
+type env struct {
+	c                     *k8stest.Cluster
+	registry              string
+	agentImage, hostImage string
+	hostBinds             []runtime.Bind
+}
+
+var (
+	envOnce sync.Once
+	shared  *env
+	envErr  error
+)
+
+// testEnv returns the shared environment, setting it up on first use. The
+// registry lives as long as the test binary (its server is closed by the
+// process's end, not a test's cleanup), since every test pulls from it.
+func testEnv(t *testing.T) *env {
+	t.Helper()
+	c := k8stest.Require(t)
+	envOnce.Do(func() { shared, envErr = setup(t, c) })
+	if envErr != nil {
+		t.Fatal(envErr)
+	}
+	return shared
+}
+
+// setup is done under the first test's t, with a registry that outlives
+// it: a TB whose cleanups never run.
+func setup(t *testing.T, c *k8stest.Cluster) (*env, error) {
+	tb := &keepTB{TB: t}
+	e := &env{c: c, registry: imagetest.Registry(tb)}
+	c.TrustRegistry(tb, e.registry)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	agentPath, err := agentbin.Path(ctx, filepath.Join(os.TempDir(), "paddock-test-agent"))
+	if err != nil {
+		return nil, err
+	}
+	bin, err := os.ReadFile(agentPath)
+	if err != nil {
+		return nil, err
+	}
+	e.agentImage = e.registry + "/paddock/agent:test"
+	imagetest.Push(t, e.agentImage, imagetest.Image(t, nil, "/", imagetest.Layer(t, func(tw *tar.Writer) {
+		imagetest.File(t, tw, "paddock-agent", bin, 0o755)
+	})))
+
+	// The host image as the runc driver has it: its skeleton (a made-up
+	// /etc, the mountpoints) as the image, the host's /usr bound over it.
+	host, err := hostimage.Build(t.TempDir())
+	if err != nil {
+		return nil, err
+	}
+	e.hostImage = e.registry + "/paddock/host:test"
+	imagetest.Push(t, e.hostImage, imagetest.Image(t, nil, "/", dirLayer(t, host.Lower)))
+	e.hostBinds = host.ReadOnlyBinds
+	return e, nil
+}
+
+// keepTB is a TB whose cleanups are dropped: what it sets up lives until
+// the test binary exits.
+type keepTB struct{ testing.TB }
+
+func (keepTB) Cleanup(func()) {}
+
+// dirLayer is a layer of the tree at root, owners and modes kept.
+func dirLayer(t *testing.T, root string) v1.Layer {
+	t.Helper()
+	return imagetest.Layer(t, func(tw *tar.Writer) {
+		err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+			if err != nil || p == root {
+				return err
+			}
+			fi, err := os.Lstat(p)
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			link := ""
+			if fi.Mode()&fs.ModeSymlink != 0 {
+				if link, err = os.Readlink(p); err != nil {
+					return err
+				}
+			}
+			hdr, err := tar.FileInfoHeader(fi, link)
+			if err != nil {
+				return err
+			}
+			hdr.Name = rel
+			if fi.IsDir() {
+				hdr.Name += "/"
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
+			}
+			hdr.Uname, hdr.Gname = "", ""
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+			if fi.Mode().IsRegular() {
+				f, err := os.Open(p)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				_, err = io.Copy(tw, f)
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// newDriver is a driver on a namespace of its own, which the test deletes
+// at its end (waiting until its containers are gone).
+func (e *env) newDriver(t *testing.T) *Driver {
+	t.Helper()
+	d, err := New(Config{
+		Client:     e.c.Client,
+		Namespace:  e.c.Namespace(t),
+		AgentImage: e.agentImage,
+		HostImage:  HostImage{Ref: e.hostImage, ReadOnlyBinds: e.hostBinds},
+		// Two cores: the suite's parallel sandboxes could not all be
+		// scheduled with their whole limits requested.
+		RequestFraction: 0.02,
+		CgroupVersion:   1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return d
+}
+
+// TestConformance runs the runtime conformance suite against Pods on the
+// test cluster.
+func TestConformance(t *testing.T) {
+	e := testEnv(t)
+	runtimetest.Run(t, runtimetest.Harness{
+		NewDriver: func(t *testing.T) runtime.Driver { return e.newDriver(t) },
+		Image: func(t *testing.T, layers ...v1.Layer) *runtime.Rootfs {
+			ref := e.registry + "/paddock/layers:" + strings.ToLower(strings.NewReplacer("/", "-", "#", "-").Replace(t.Name()))
+			imagetest.Push(t, ref, imagetest.Image(t, nil, "/", layers...))
+			return &runtime.Rootfs{Ref: ref}
+		},
+		Known: map[string]string{
+			"Network": "a Pod has the cluster's network (eth0), not loopback alone; its egress is a NetworkPolicy",
+		},
+	})
+}
+
+// sh runs script in the sandbox and returns its stdout; it fails t unless
+// the script exits 0.
+func sh(t *testing.T, c *agent.Client, script string, sudo bool) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd, err := c.Start(ctx, agent.CommandRequest{Cmd: "sh", Args: []string{"-c", script}, Sudo: sudo})
+	if err != nil {
+		t.Fatalf("start %q: %v", script, err)
+	}
+	out, err := c.Output(ctx, cmd.ID, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	var stdout, stderr strings.Builder
+	for {
+		f, err := out.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch f.Kind {
+		case agent.FrameStdout:
+			stdout.Write(f.Data)
+		case agent.FrameStderr:
+			stderr.Write(f.Data)
+		}
+	}
+	done, err := c.Wait(ctx, cmd.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.ExitCode == nil || *done.ExitCode != 0 {
+		t.Fatalf("%q: %s %v\nstdout: %s\nstderr: %s", script, done.Status, done.ExitCode, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
+// TestSandboxPod: a sandbox is a Pod whose agent, reached at the Pod IP,
+// runs commands and serves files; a server in it answers the host at the
+// Pod IP; the credential is nowhere a command (even with sudo) can read
+// it, and nothing answers without it; a second driver (a restarted
+// paddock) re-adopts the sandbox from the API server; Stop and Destroy
+// leave the Secret until the end, then nothing.
+func TestSandboxPod(t *testing.T) {
+	e := testEnv(t)
+	d := e.newDriver(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const id = "k8s-pod-1"
+	start := time.Now()
+	c, err := d.Create(ctx, runtime.Spec{ID: id, Image: sandbox.HostImage, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 256, PIDs: 128}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("create took %v", time.Since(start).Round(time.Millisecond))
+	defer c.Close()
+	t.Cleanup(func() { d.Destroy(context.Background(), id) })
+
+	if got := sh(t, c, "echo hi; id -u", false); got != "hi\n1000\n" {
+		t.Errorf("stdout %q", got)
+	}
+	if _, err := c.WriteFile(ctx, "/home/user/f.txt", 0o640, false, strings.NewReader("content\n")); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, err := c.ReadFile(ctx, "/home/user/f.txt", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(data) != "content\n" {
+		t.Errorf("read back %q", data)
+	}
+
+	// A port at the Pod IP.
+	pod, err := e.c.Client.CoreV1().Pods(d.cfg.Namespace).Get(ctx, podName(id), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Start(ctx, agent.CommandRequest{Cmd: "python3", Args: []string{"-m", "http.server", "8080"}}); err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort(pod.Status.PodIP, "8080")
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the host cannot reach %s: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ports, err := c.Ports(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ports {
+		if p.Port == agent.TCPPort {
+			t.Errorf("the agent's own port is listed: %v", ports)
+		}
+	}
+
+	// The credential: refused without it, and nowhere inside.
+	secret, err := e.c.Client.CoreV1().Secrets(d.cfg.Namespace).Get(ctx, podName(id), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := string(secret.Data[tokenKey])
+	agentAddr := net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(agent.TCPPort))
+	if _, err := agent.TCPClient(agentAddr, strings.Repeat("0", len(token))).Ping(ctx); err == nil {
+		t.Error("the agent answered a wrong credential")
+	}
+	for _, sudo := range []bool{false, true} {
+		got := sh(t, c, "ls -A "+credDir+"; cat /proc/1/environ >/dev/null 2>&1 && echo environ-readable; "+
+			"grep -rlsF '"+token+"' /run /tmp /etc /home /root /.paddock /proc/1/cmdline /proc/self/environ; true", sudo)
+		if got != "" {
+			t.Errorf("sudo=%v: the credential or its traces are visible inside: %q", sudo, got)
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		for _, v := range c.VolumeMounts {
+			if v.Name == "secret" {
+				t.Errorf("container %s mounts the Secret", c.Name)
+			}
+		}
+	}
+
+	// A restarted paddock finds the sandbox on the API server.
+	d2, err := New(d.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := d2.Agent(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sh(t, c2, "cat /home/user/f.txt", false); got != "content\n" {
+		t.Errorf("re-adopted: %q", got)
+	}
+	c2.Close()
+	list, err := d2.List(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != id || !list[0].Running {
+		t.Errorf("List = %+v, %v", list, err)
+	}
+	np, err := e.c.Client.NetworkingV1().NetworkPolicies(d.cfg.Namespace).Get(ctx, podName(id), metav1.GetOptions{})
+	if err != nil || len(np.Spec.Egress) != 0 || np.Spec.PodSelector.MatchLabels[labelPod] != podName(id) {
+		t.Errorf("default egress policy %+v, %v: want deny-all for the Pod", np, err)
+	}
+
+	if err := d2.Stop(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d2.Agent(ctx, id); !errors.Is(err, sandbox.ErrNotRunning) {
+		t.Errorf("Agent after Stop: %v, want ErrNotRunning", err)
+	}
+	if list, err := d.List(ctx); err != nil || len(list) != 1 || list[0].Running {
+		t.Errorf("List after Stop = %+v, %v: want the stopped sandbox", list, err)
+	}
+	if err := d.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := d.List(ctx); err != nil || len(list) != 0 {
+		t.Errorf("List after Destroy = %+v, %v", list, err)
+	}
+	if _, err := d.Agent(ctx, id); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("Agent after Destroy: %v, want ErrNotFound", err)
+	}
+	if err := d.Destroy(ctx, id); err != nil {
+		t.Errorf("second Destroy: %v", err)
+	}
+}
+
+// TestCreateFails: a Create that cannot succeed (an image the registry
+// lacks, an image user the image lacks) fails with the reason and leaves
+// nothing on the API server.
+func TestCreateFails(t *testing.T) {
+	e := testEnv(t)
+	d := e.newDriver(t)
+	for _, tc := range []struct {
+		name string
+		spec runtime.Spec
+		kind error
+	}{
+		{"missing image", runtime.Spec{Image: e.registry + "/paddock/missing:none"}, sandbox.ErrInvalid},
+		{"unknown user", runtime.Spec{Image: sandbox.HostImage, User: "nosuch"}, sandbox.ErrInvalid},
+		{"volume", runtime.Spec{Image: sandbox.HostImage, Mounts: []runtime.Mount{{Source: "/tmp", Dest: "/data"}}}, sandbox.ErrUnsupported},
+		{"domain egress", runtime.Spec{Image: sandbox.HostImage, Egress: &sandbox.NetworkPolicy{Mode: modeCustom, AllowDomains: []string{"example.com"}}}, sandbox.ErrUnsupported},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			tc.spec.ID = "k8s-fail-" + strings.ReplaceAll(tc.name, " ", "-")
+			tc.spec.Resources = sandbox.Resources{VCPUs: 1, MemoryMB: 128, PIDs: 64}
+			if _, err := d.Create(ctx, tc.spec); !errors.Is(err, tc.kind) {
+				d.Destroy(ctx, tc.spec.ID)
+				t.Fatalf("Create = %v, want %v", err, tc.kind)
+			}
+			list, err := d.List(ctx)
+			if err != nil || len(list) != 0 {
+				t.Errorf("after a failed create: List = %+v, %v", list, err)
+			}
+			for _, kind := range []string{"pods", "secrets"} {
+				n := 0
+				switch kind {
+				case "pods":
+					l, _ := e.c.Client.CoreV1().Pods(d.cfg.Namespace).List(ctx, metav1.ListOptions{})
+					n = len(l.Items)
+				case "secrets":
+					l, _ := e.c.Client.CoreV1().Secrets(d.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labelManagedBy + "=" + managedBy})
+					n = len(l.Items)
+				}
+				if n != 0 {
+					t.Errorf("%d %s left", n, kind)
+				}
+			}
+		})
+	}
+}
+
