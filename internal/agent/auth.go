@@ -13,7 +13,6 @@ import (
 // listens. Its own port is never one of the sandbox's (see handlePorts).
 const TCPPort = 7070
 
-
 // minTokenLen is the shortest credential an agent accepts: 32 bytes of
 // entropy as hex.
 const minTokenLen = 32

@@ -426,6 +426,15 @@ func (c *Client) Ports(ctx context.Context) ([]ListeningPort, error) {
 	return ports, err
 }
 
+// Stats returns the sandbox cgroup's figures as the agent reads them.
+// They come from inside the sandbox: a figure for display and limits
+// checks, never for anything a sandbox gains by lowering.
+func (c *Client) Stats(ctx context.Context) (CgroupStats, error) {
+	var st CgroupStats
+	err := c.doJSON(ctx, http.MethodGet, "/v1/stats", maxSmallAnswer, nil, &st)
+	return st, err
+}
+
 // Mkdir creates a directory and its parents.
 func (c *Client) Mkdir(ctx context.Context, req MkdirRequest) error {
 	return c.doJSON(ctx, http.MethodPost, "/v1/mkdir", 0, req, nil)

@@ -2,7 +2,9 @@
 // process that runs as PID 1 in every sandbox: the server half (run inside
 // the sandbox by cmd/paddock-agent) and the host-side Client. The protocol is
 // HTTP/1.1 over a unix socket whose listening fd the driver hands to the
-// agent, so no path inside the sandbox leads to it.
+// agent, so no path inside the sandbox leads to it; or, in a Pod, over TCP
+// at the Pod IP, where every request carries the sandbox's credential
+// (ServerConfig.Token, TCPClient).
 package agent
 
 import (
@@ -241,6 +243,18 @@ type WatchEvent struct {
 type ListeningPort struct {
 	Port    int    `json:"port"`
 	Address string `json:"address"` // "0.0.0.0", "::", "127.0.0.1"...
+}
+
+// CgroupStats are the sandbox's own cgroup figures as the agent reads them
+// (GET /v1/stats), for a driver that cannot read the cgroup itself (its
+// sandboxes run on another machine). A figure the cgroup does not have is
+// zero.
+type CgroupStats struct {
+	CPUUsageNs  uint64 `json:"cpuUsageNs"`
+	MemoryBytes uint64 `json:"memoryBytes"`
+	MemoryPeak  uint64 `json:"memoryPeakBytes"`
+	PIDs        uint64 `json:"pids"`
+	OOMKills    uint64 `json:"oomKills"`
 }
 
 // Info is the agent's answer to a ping.

@@ -120,6 +120,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/move", s.handleMove)
 	m.HandleFunc("POST /v1/remove", s.handleRemove)
 	m.HandleFunc("GET /v1/ports", s.handlePorts)
+	m.HandleFunc("GET /v1/stats", s.handleStats)
 	m.HandleFunc("GET /v1/watch", s.handleWatch)
 	s.mux = m
 }

@@ -2,45 +2,30 @@ package kubernetes
 
 import (
 	"context"
-	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/runtime/ocispec"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// summary is the part of the kubelet's stats summary (/stats/summary,
-// through the API server's node proxy) that Stats reads.
-type summary struct {
-	Pods []struct {
-		PodRef struct {
-			Name      string `json:"name"`
-			Namespace string `json:"namespace"`
-		} `json:"podRef"`
-		CPU *struct {
-			UsageCoreNanoSeconds *uint64 `json:"usageCoreNanoSeconds"`
-		} `json:"cpu"`
-		Memory *struct {
-			WorkingSetBytes *uint64 `json:"workingSetBytes"`
-		} `json:"memory"`
-		Network *struct {
-			RxBytes *uint64 `json:"rxBytes"`
-			TxBytes *uint64 `json:"txBytes"`
-		} `json:"network"`
-		ProcessStats *struct {
-			ProcessCount *uint64 `json:"process_count"`
-		} `json:"process_stats"`
-	} `json:"pods"`
-}
-
-// Stats are the sandbox's limits from its Pod, and its usage from the
-// kubelet's stats summary when the driver may read it (nodes/proxy): CPU
-// time, working set, processes and network bytes, as fresh as the
-// kubelet's last housekeeping (seconds). Neither reports a memory peak or
-// OOM kills; without the summary, usage is zero.
+// Stats are the sandbox's limits from its Pod's spec (the API server's
+// word), and its usage as its agent reads its container's cgroup (CPU
+// time, memory and its peak, processes, OOM kills). The kubelet's stats
+// summary would need nodes/proxy, a grant that reaches the kubelet's
+// exec of every Pod on the node, and lags by its housekeeping period; the
+// metrics API may not exist. Network bytes are zero (the node fills them
+// for its own drivers from the veth; a Pod's is the cluster's).
 func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
+	if err := ocispec.CheckID(id); err != nil {
+		return runtime.Stats{}, err
+	}
 	pod, err := d.getPod(ctx, id)
 	if err != nil {
 		return runtime.Stats{}, err
@@ -63,36 +48,18 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 			st.CPUQuotaFrac = float64(q.MilliValue()) / 1000
 		}
 	}
-	if pod.Spec.NodeName == "" {
-		return st, nil
-	}
-	raw, err := d.cfg.Client.CoreV1().RESTClient().Get().
-		AbsPath("/api/v1/nodes", pod.Spec.NodeName, "proxy", "stats", "summary").DoRaw(ctx)
+	token, err := d.token(ctx, id)
 	if err != nil {
-		d.log.Debug("no kubelet stats summary", "node", pod.Spec.NodeName, "err", err)
-		return st, nil
+		return runtime.Stats{}, err
 	}
-	var sum summary
-	if err := json.Unmarshal(raw, &sum); err != nil {
-		d.log.Debug("kubelet stats summary", "node", pod.Spec.NodeName, "err", err)
-		return st, nil
+	c := agent.TCPClient(net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(agent.TCPPort)), token)
+	defer c.Close()
+	cg, err := c.Stats(ctx)
+	if err != nil {
+		return runtime.Stats{}, fmt.Errorf("kubernetes: stats of %s: %w", id, err)
 	}
-	for _, p := range sum.Pods {
-		if p.PodRef.Name != pod.Name || p.PodRef.Namespace != pod.Namespace {
-			continue
-		}
-		if p.CPU != nil && p.CPU.UsageCoreNanoSeconds != nil {
-			st.CPUUsage = time.Duration(*p.CPU.UsageCoreNanoSeconds)
-		}
-		if p.Memory != nil && p.Memory.WorkingSetBytes != nil {
-			st.MemoryBytes = *p.Memory.WorkingSetBytes
-		}
-		if p.ProcessStats != nil && p.ProcessStats.ProcessCount != nil {
-			st.PIDs = *p.ProcessStats.ProcessCount
-		}
-		if p.Network != nil && p.Network.RxBytes != nil && p.Network.TxBytes != nil {
-			st.NetworkRxBytes, st.NetworkTxBytes = *p.Network.RxBytes, *p.Network.TxBytes
-		}
-	}
+	st.CPUUsage = time.Duration(cg.CPUUsageNs)
+	st.MemoryBytes, st.MemoryPeak = cg.MemoryBytes, cg.MemoryPeak
+	st.PIDs, st.OOMKills = cg.PIDs, cg.OOMKills
 	return st, nil
 }

@@ -1,0 +1,197 @@
+package kubernetes
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+func testDriver(t *testing.T, mod func(*Config)) *Driver {
+	t.Helper()
+	cfg := Config{Client: fake.NewClientset(), Namespace: "sandboxes", AgentImage: "registry.local/paddock/agent:1",
+		HostImage: HostImage{Ref: "registry.local/paddock/host:1"}}
+	if mod != nil {
+		mod(&cfg)
+	}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestPodName: every valid sandbox id, those ending in "-" included,
+// names valid objects, and different ids different ones.
+func TestPodName(t *testing.T) {
+	seen := map[string]string{}
+	for _, id := range []string{"a", "a-", "a--", "sbx-1", strings.Repeat("z", 63), strings.Repeat("b", 62) + "-"} {
+		if !sandbox.ValidID(id) {
+			t.Fatalf("%q is not a valid id", id)
+		}
+		n := podName(id)
+		if errs := validation.IsDNS1123Label(n); len(errs) > 0 {
+			t.Errorf("podName(%q) = %q: %v", id, n, errs)
+		}
+		if other, ok := seen[n]; ok {
+			t.Errorf("%q and %q share the name %q", id, other, n)
+		}
+		seen[n] = id
+	}
+}
+
+// TestPodSpec: what keeps the sandbox confined and the credential out of
+// its reach is in the Pod it asks for.
+func TestPodSpec(t *testing.T) {
+	d := testDriver(t, func(c *Config) { c.RuntimeClass = "gvisor" })
+	spec := runtime.Spec{ID: "p-1", Resources: sandbox.Resources{VCPUs: 0.5, MemoryMB: 256, PIDs: 64}, User: "1000"}
+	p := d.pod(spec, "img:1", []runtime.Bind{{Source: "/usr", Target: "/usr"}}, spec.Resources)
+	ps := p.Spec
+	if ps.RuntimeClassName == nil || *ps.RuntimeClassName != "gvisor" {
+		t.Errorf("runtime class %v", ps.RuntimeClassName)
+	}
+	if ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken {
+		t.Error("the Pod mounts a service account token")
+	}
+	if p.Annotations[annotationID] != "p-1" || p.Labels[labelManagedBy] != managedBy {
+		t.Errorf("meta %v %v", p.Labels, p.Annotations)
+	}
+	if len(ps.Containers) != 1 || len(ps.InitContainers) != 1 {
+		t.Fatalf("%d containers, %d init containers", len(ps.Containers), len(ps.InitContainers))
+	}
+	c := ps.Containers[0]
+	if c.Command[0] != agent.BinaryPath || !slices.Contains(c.Command, "--user=1000") {
+		t.Errorf("command %q", c.Command)
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Privileged == nil || *sc.Privileged ||
+		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("security context %+v", sc)
+	}
+	for _, a := range sc.Capabilities.Add {
+		if a == "SYS_ADMIN" || a == "SYS_PTRACE" || a == "NET_ADMIN" || a == "NET_RAW" {
+			t.Errorf("capability %s added", a)
+		}
+	}
+	if q := c.Resources.Limits.Cpu().MilliValue(); q != 500 {
+		t.Errorf("cpu limit %dm", q)
+	}
+	if q := c.Resources.Limits.Memory().Value(); q != 256<<20 {
+		t.Errorf("memory limit %d", q)
+	}
+	if !c.Resources.Requests.Cpu().Equal(*c.Resources.Limits.Cpu()) {
+		t.Errorf("requests %v, want the limits (a Guaranteed Pod)", c.Resources.Requests)
+	}
+	// The Secret reaches the init container alone; the sandbox holds the
+	// agent read-only.
+	for _, m := range c.VolumeMounts {
+		if m.Name == "secret" {
+			t.Error("the sandbox container mounts the Secret")
+		}
+		if (m.Name == "agent" || strings.HasPrefix(m.Name, "host-")) && !m.ReadOnly {
+			t.Errorf("%s is mounted writable", m.Name)
+		}
+	}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil {
+			t.Errorf("env %s comes from %+v", e.Name, e.ValueFrom)
+		}
+	}
+	if len(c.EnvFrom) > 0 {
+		t.Errorf("env from %+v", c.EnvFrom)
+	}
+}
+
+func TestNetworkPolicy(t *testing.T) {
+	meta := testDriver(t, nil).meta("n-1")
+	pfx := netip.MustParsePrefix
+	for _, tc := range []struct {
+		name   string
+		policy *sandbox.NetworkPolicy
+		want   []networkingv1.NetworkPolicyEgressRule // nil: deny all
+		err    error
+	}{
+		{name: "nil is deny-all"},
+		{name: "deny-all", policy: &sandbox.NetworkPolicy{Mode: modeDenyAll}},
+		{name: "allow-all", policy: &sandbox.NetworkPolicy{Mode: modeAllowAll}, want: []networkingv1.NetworkPolicyEgressRule{{}}},
+		{name: "custom CIDRs", policy: &sandbox.NetworkPolicy{Mode: modeCustom,
+			AllowCIDRs: []netip.Prefix{pfx("10.0.0.0/8"), pfx("2001:db8::/32")}, DenyCIDRs: []netip.Prefix{pfx("10.1.0.0/16"), pfx("192.168.0.0/16")}},
+			want: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{
+				{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{"10.1.0.0/16"}}},
+				{IPBlock: &networkingv1.IPBlock{CIDR: "2001:db8::/32"}},
+			}}}},
+		{name: "custom with nothing allowed", policy: &sandbox.NetworkPolicy{Mode: modeCustom}},
+		{name: "domains", policy: &sandbox.NetworkPolicy{Mode: modeCustom, AllowDomains: []string{"example.com"}}, err: sandbox.ErrUnsupported},
+		{name: "unknown mode", policy: &sandbox.NetworkPolicy{Mode: "open"}, err: sandbox.ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			np, err := networkPolicy(meta, tc.policy)
+			if !errors.Is(err, tc.err) || (err == nil) != (tc.err == nil) {
+				t.Fatalf("err %v, want %v", err, tc.err)
+			}
+			if err != nil {
+				return
+			}
+			if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}) {
+				t.Errorf("policy types %v", np.Spec.PolicyTypes)
+			}
+			if np.Spec.PodSelector.MatchLabels[labelPod] != podName("n-1") || len(np.Spec.PodSelector.MatchLabels) != 1 {
+				t.Errorf("selector %v: want the sandbox's Pod alone", np.Spec.PodSelector)
+			}
+			if got, want := np.Spec.Egress, tc.want; len(got) != len(want) || (len(got) == 1 && !egressEqual(got[0], want[0])) {
+				t.Errorf("egress %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+func egressEqual(a, b networkingv1.NetworkPolicyEgressRule) bool {
+	if len(a.To) != len(b.To) || len(a.Ports) != len(b.Ports) {
+		return false
+	}
+	for i := range a.To {
+		x, y := a.To[i].IPBlock, b.To[i].IPBlock
+		if (x == nil) != (y == nil) || (x != nil && (x.CIDR != y.CIDR || !slices.Equal(x.Except, y.Except))) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestCreateRefuses: what the driver cannot do fails before any object is
+// made.
+func TestCreateRefuses(t *testing.T) {
+	d := testDriver(t, nil)
+	for _, tc := range []struct {
+		name string
+		spec runtime.Spec
+		err  error
+	}{
+		{"bad id", runtime.Spec{ID: "Bad/ID"}, sandbox.ErrInvalid},
+		{"disk cap", runtime.Spec{ID: "x", Resources: sandbox.Resources{DiskMB: 64}}, sandbox.ErrUnsupported},
+		{"volume", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Source: "/v", Dest: "/data"}}}, sandbox.ErrUnsupported},
+		{"host network", runtime.Spec{ID: "x", Network: &runtime.NetworkSpec{NSPath: "/run/netns/x"}}, sandbox.ErrUnsupported},
+		{"snapshot", runtime.Spec{ID: "x", Rootfs: &runtime.Rootfs{Lowers: []string{"/l"}, OnHost: true}}, sandbox.ErrUnsupported},
+		{"path as image", runtime.Spec{ID: "x", Image: "/var/lib/images/x"}, sandbox.ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := d.Create(t.Context(), tc.spec); !errors.Is(err, tc.err) {
+				t.Fatalf("Create = %v, want %v", err, tc.err)
+			}
+			cs := d.cfg.Client.(*fake.Clientset)
+			if n := len(cs.Actions()); n != 0 {
+				t.Errorf("%d API calls: %v", n, cs.Actions())
+			}
+		})
+	}
+}
