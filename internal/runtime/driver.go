@@ -156,6 +156,15 @@ type Snapshotter interface {
 	Snapshot(ctx context.Context, id, dst string, maxBytes int64) (size int64, err error)
 }
 
+// Addresser is the optional power of a driver whose sandboxes get an
+// address the node did not assign (Kubernetes: the Pod IP), where the
+// node's port proxy reaches the sandbox's ports.
+type Addresser interface {
+	// Address fails with sandbox.ErrNotRunning if the sandbox is not
+	// running and sandbox.ErrNotFound if the driver does not know it.
+	Address(ctx context.Context, id string) (netip.Addr, error)
+}
+
 // Driver runs sandboxes on this host. Implementations are safe for
 // concurrent use; every method is idempotent where the doc says so.
 type Driver interface {

@@ -17,6 +17,10 @@
 // (the sandbox id), so List and Agent re-adopt sandboxes after a restart,
 // and the Secret outlives a stopped sandbox's Pod until Destroy.
 //
+// The driver needs, in its namespace alone: pods (create, get, list,
+// watch, delete), secrets (create, get, list, delete) and
+// networkpolicies.networking.k8s.io (create, delete).
+//
 // Egress is a NetworkPolicy per sandbox, enforced by the cluster's network
 // plugin outside the Pod (see docs/ARCHITECTURE.md for why not nftables
 // applied by the agent).

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -102,7 +103,10 @@ type Driver struct {
 	tokens map[string]string // guarded by mu: sandbox id -> agent credential
 }
 
-var _ runtime.Driver = (*Driver)(nil)
+var (
+	_ runtime.Driver    = (*Driver)(nil)
+	_ runtime.Addresser = (*Driver)(nil)
+)
 
 // New checks cfg and returns a driver. It makes no request: a cluster that
 // is not there yet fails the first Create.
@@ -497,6 +501,33 @@ func podStarted(p *corev1.Pod) (bool, error) {
 // Agent returns a client for a running sandbox's agent, from the API
 // server's view alone (a restarted paddock re-adopts its sandboxes).
 func (d *Driver) Agent(ctx context.Context, id string) (*agent.Client, error) {
+	pod, err := d.runningPod(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	token, err := d.token(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return agent.TCPClient(net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(agent.TCPPort)), token), nil
+}
+
+// Address is the sandbox's Pod IP, where its ports are reached.
+func (d *Driver) Address(ctx context.Context, id string) (netip.Addr, error) {
+	pod, err := d.runningPod(ctx, id)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	addr, err := netip.ParseAddr(pod.Status.PodIP)
+	if err != nil {
+		return netip.Addr{}, sandbox.Errorf(sandbox.ErrUnavailable, "no_address", "sandbox %s: Pod IP %q: %v", id, pod.Status.PodIP, err)
+	}
+	return addr, nil
+}
+
+// runningPod is the sandbox's Pod if it runs; ErrNotRunning if the
+// sandbox is known (its Secret exists) but not running, else ErrNotFound.
+func (d *Driver) runningPod(ctx context.Context, id string) (*corev1.Pod, error) {
 	if err := ocispec.CheckID(id); err != nil {
 		return nil, err
 	}
@@ -510,11 +541,7 @@ func (d *Driver) Agent(ctx context.Context, id string) (*agent.Client, error) {
 		}
 		return nil, sandbox.Errorf(sandbox.ErrNotRunning, "not_running", "sandbox %s is not running", id)
 	}
-	token, err := d.token(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	return agent.TCPClient(net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(agent.TCPPort)), token), nil
+	return pod, nil
 }
 
 func (d *Driver) token(ctx context.Context, id string) (string, error) {

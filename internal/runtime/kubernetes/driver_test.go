@@ -284,7 +284,11 @@ func TestSandboxPod(t *testing.T) {
 	if _, err := c.Start(ctx, agent.CommandRequest{Cmd: "python3", Args: []string{"-m", "http.server", "8080"}}); err != nil {
 		t.Fatal(err)
 	}
-	addr := net.JoinHostPort(pod.Status.PodIP, "8080")
+	ip, err := d.Address(ctx, id)
+	if err != nil || ip.String() != pod.Status.PodIP {
+		t.Fatalf("Address = %v, %v; the Pod's IP is %s", ip, err, pod.Status.PodIP)
+	}
+	addr := net.JoinHostPort(ip.String(), "8080")
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		conn, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
@@ -358,6 +362,9 @@ func TestSandboxPod(t *testing.T) {
 	}
 	if _, err := d2.Agent(ctx, id); !errors.Is(err, sandbox.ErrNotRunning) {
 		t.Errorf("Agent after Stop: %v, want ErrNotRunning", err)
+	}
+	if _, err := d2.Address(ctx, id); !errors.Is(err, sandbox.ErrNotRunning) {
+		t.Errorf("Address after Stop: %v, want ErrNotRunning", err)
 	}
 	if list, err := d.List(ctx); err != nil || len(list) != 1 || list[0].Running {
 		t.Errorf("List after Stop = %+v, %v: want the stopped sandbox", list, err)

@@ -11,8 +11,6 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/runtime"
-	"github.com/paddock-dev/paddock/internal/runtime/ocispec"
-	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
 // Stats are the sandbox's limits from its Pod's spec (the API server's
@@ -23,18 +21,9 @@ import (
 // metrics API may not exist. Network bytes are zero (the node fills them
 // for its own drivers from the veth; a Pod's is the cluster's).
 func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
-	if err := ocispec.CheckID(id); err != nil {
-		return runtime.Stats{}, err
-	}
-	pod, err := d.getPod(ctx, id)
+	pod, err := d.runningPod(ctx, id)
 	if err != nil {
 		return runtime.Stats{}, err
-	}
-	if pod == nil || !podRunning(pod) {
-		if _, err := d.getSecret(ctx, id); err != nil {
-			return runtime.Stats{}, err
-		}
-		return runtime.Stats{}, sandbox.Errorf(sandbox.ErrNotRunning, "not_running", "sandbox %s is not running", id)
 	}
 	var st runtime.Stats
 	for _, c := range pod.Spec.Containers {
