@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -427,5 +428,28 @@ func TestCreateFails(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEgressPolicyAccepted: the API server accepts the NetworkPolicy of
+// every mode (its validation of ipBlocks and their exceptions is stricter
+// than a unit test's).
+func TestEgressPolicyAccepted(t *testing.T) {
+	e := testEnv(t)
+	d := e.newDriver(t)
+	pfx := netip.MustParsePrefix
+	for _, p := range []*sandbox.NetworkPolicy{
+		nil,
+		{Mode: modeAllowAll, DenyCIDRs: []netip.Prefix{pfx("198.51.100.0/24"), pfx("2001:db8::/32")}},
+		{Mode: modeCustom, AllowCIDRs: []netip.Prefix{pfx("203.0.113.0/24"), pfx("2001:db8::/32"), pfx("10.0.0.0/8")}, DenyCIDRs: []netip.Prefix{pfx("203.0.113.128/25")}},
+	} {
+		np, err := networkPolicy(d.meta("egress-1"), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.c.Client.NetworkingV1().NetworkPolicies(d.cfg.Namespace).Create(t.Context(), np, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			t.Errorf("policy %+v: %v", p, err)
+		}
 	}
 }

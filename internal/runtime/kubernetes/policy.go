@@ -1,10 +1,16 @@
 package kubernetes
 
 import (
+	"net/netip"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -18,12 +24,19 @@ const (
 )
 
 // networkPolicy is the sandbox's egress as a NetworkPolicy selecting its
-// Pod alone. Policies add up, so allow-all is a policy too (one that
-// allows everything): it wins over a namespace's default deny. nil is
-// deny-all, as a runc sandbox without a network has none. A custom
-// policy's CIDRs become ipBlocks; its domains would need the cluster's
-// network plugin to resolve names (no NetworkPolicy field does), so they
-// are refused.
+// Pod alone, with the rules internal/netns applies to a runc sandbox:
+// deny beats allow, and netguard's Reserved (link-local and the clouds'
+// metadata, multicast...) and Private (RFC 1918 and the like: the cluster's
+// Pods, Services and nodes, the API server) ranges, and the policy's
+// DenyCIDRs, are refused whatever the mode, as exceptions of every allowed
+// block (a block wholly inside one is dropped). deny-all (and nil: a runc
+// sandbox without a network has none) allows nothing; allow-all allows
+// 0.0.0.0/0 and ::/0 but those; custom its CIDRs but those. Policies add
+// up, so these allow over a namespace's default deny. A mode that allows
+// anything may also ask the cluster's DNS (port 53 of the Pods labelled
+// k8s-app=kube-dns), which the Private ranges would refuse. Domains would
+// need a name-aware network plugin (no NetworkPolicy field has them), so
+// they are refused.
 func networkPolicy(meta metav1.ObjectMeta, p *sandbox.NetworkPolicy) (policyObject, error) {
 	np := &networkingv1.NetworkPolicy{
 		ObjectMeta: meta,
@@ -36,35 +49,64 @@ func networkPolicy(meta metav1.ObjectMeta, p *sandbox.NetworkPolicy) (policyObje
 	if p != nil && p.Mode != "" {
 		mode = p.Mode
 	}
+	var allow []netip.Prefix
 	switch mode {
 	case modeDenyAll:
 		if p != nil && (len(p.AllowCIDRs) > 0 || len(p.AllowDomains) > 0) {
 			return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_network_policy", "deny-all takes no allow list")
 		}
+		return np, nil
 	case modeAllowAll:
-		np.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{{}}
+		allow = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 	case modeCustom:
 		if len(p.AllowDomains) > 0 {
 			return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_domain_policy", "the kubernetes driver cannot allow egress by domain yet, only by CIDR")
 		}
-		var peers []networkingv1.NetworkPolicyPeer
-		for _, allow := range p.AllowCIDRs {
-			block := &networkingv1.IPBlock{CIDR: allow.Masked().String()}
-			for _, deny := range p.DenyCIDRs {
-				// NetworkPolicy takes exceptions inside their block only.
-				if deny.Addr().Is4() == allow.Addr().Is4() && deny.Bits() > allow.Bits() && allow.Contains(deny.Addr()) {
-					block.Except = append(block.Except, deny.Masked().String())
-				}
-			}
-			peers = append(peers, networkingv1.NetworkPolicyPeer{IPBlock: block})
-		}
-		if len(peers) > 0 {
-			np.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{{To: peers}}
-		}
+		allow = p.AllowCIDRs
 	default:
 		return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_network_policy", "unknown egress mode %q", mode)
 	}
+	// No IPv4-mapped IPv6 range (the API refuses to name one): a socket
+	// that dials ::ffff:a.b.c.d sends IPv4, which the IPv4 blocks judge.
+	refused := slices.Concat(netguard.Reserved, netguard.Private)
+	if p != nil {
+		refused = append(refused, p.DenyCIDRs...)
+	}
+	var peers []networkingv1.NetworkPolicyPeer
+	for _, a := range allow {
+		a = a.Masked()
+		if slices.ContainsFunc(refused, func(r netip.Prefix) bool { return within(a, r) }) {
+			continue
+		}
+		block := &networkingv1.IPBlock{CIDR: a.String()}
+		for _, r := range refused {
+			// NetworkPolicy takes exceptions strictly inside their block.
+			if r = r.Masked(); within(r, a) && r != a && !slices.Contains(block.Except, r.String()) {
+				block.Except = append(block.Except, r.String())
+			}
+		}
+		peers = append(peers, networkingv1.NetworkPolicyPeer{IPBlock: block})
+	}
+	if len(peers) == 0 {
+		return np, nil
+	}
+	udp, tcp, dns := corev1.ProtocolUDP, corev1.ProtocolTCP, intstr.FromInt32(53)
+	np.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{
+		{To: peers},
+		{
+			To: []networkingv1.NetworkPolicyPeer{{
+				NamespaceSelector: &metav1.LabelSelector{},
+				PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "kube-dns"}},
+			}},
+			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: &dns}, {Protocol: &tcp, Port: &dns}},
+		},
+	}
 	return np, nil
+}
+
+// within reports whether prefix p lies inside q (same family).
+func within(p, q netip.Prefix) bool {
+	return p.Addr().Is4() == q.Addr().Is4() && p.Bits() >= q.Bits() && q.Contains(p.Addr())
 }
 
 // resourceQuantity is n in base units, or thousandths with suffix "m".

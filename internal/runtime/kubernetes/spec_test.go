@@ -115,21 +115,23 @@ func TestPodSpec(t *testing.T) {
 func TestNetworkPolicy(t *testing.T) {
 	meta := testDriver(t, nil).meta("n-1")
 	pfx := netip.MustParsePrefix
+	// Every allowed block must except these (those inside it).
+	mustExcept := []string{"10.0.0.0/8", "169.254.0.0/16", "127.0.0.0/8", "192.168.0.0/16", "fc00::/7", "fe80::/10"}
 	for _, tc := range []struct {
 		name   string
 		policy *sandbox.NetworkPolicy
-		want   []networkingv1.NetworkPolicyEgressRule // nil: deny all
+		blocks map[string][]string // allowed CIDR -> extra exceptions wanted; nil: nothing allowed
 		err    error
 	}{
 		{name: "nil is deny-all"},
 		{name: "deny-all", policy: &sandbox.NetworkPolicy{Mode: modeDenyAll}},
-		{name: "allow-all", policy: &sandbox.NetworkPolicy{Mode: modeAllowAll}, want: []networkingv1.NetworkPolicyEgressRule{{}}},
+		{name: "allow-all", policy: &sandbox.NetworkPolicy{Mode: modeAllowAll, DenyCIDRs: []netip.Prefix{pfx("198.51.100.0/24")}},
+			blocks: map[string][]string{"0.0.0.0/0": {"198.51.100.0/24"}, "::/0": nil}},
 		{name: "custom CIDRs", policy: &sandbox.NetworkPolicy{Mode: modeCustom,
-			AllowCIDRs: []netip.Prefix{pfx("10.0.0.0/8"), pfx("2001:db8::/32")}, DenyCIDRs: []netip.Prefix{pfx("10.1.0.0/16"), pfx("192.168.0.0/16")}},
-			want: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{
-				{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{"10.1.0.0/16"}}},
-				{IPBlock: &networkingv1.IPBlock{CIDR: "2001:db8::/32"}},
-			}}}},
+			AllowCIDRs: []netip.Prefix{pfx("203.0.113.0/24"), pfx("2001:db8::/32")}, DenyCIDRs: []netip.Prefix{pfx("203.0.113.128/25"), pfx("198.51.100.0/24")}},
+			blocks: map[string][]string{"203.0.113.0/24": {"203.0.113.128/25"}, "2001:db8::/32": nil}},
+		{name: "custom private CIDR is refused", policy: &sandbox.NetworkPolicy{Mode: modeCustom, AllowCIDRs: []netip.Prefix{pfx("10.96.0.0/16"), pfx("169.254.169.254/32")}}},
+		{name: "custom denied CIDR", policy: &sandbox.NetworkPolicy{Mode: modeCustom, AllowCIDRs: []netip.Prefix{pfx("203.0.113.0/25")}, DenyCIDRs: []netip.Prefix{pfx("203.0.113.0/24")}}},
 		{name: "custom with nothing allowed", policy: &sandbox.NetworkPolicy{Mode: modeCustom}},
 		{name: "domains", policy: &sandbox.NetworkPolicy{Mode: modeCustom, AllowDomains: []string{"example.com"}}, err: sandbox.ErrUnsupported},
 		{name: "unknown mode", policy: &sandbox.NetworkPolicy{Mode: "open"}, err: sandbox.ErrInvalid},
@@ -148,24 +150,41 @@ func TestNetworkPolicy(t *testing.T) {
 			if np.Spec.PodSelector.MatchLabels[labelPod] != podName("n-1") || len(np.Spec.PodSelector.MatchLabels) != 1 {
 				t.Errorf("selector %v: want the sandbox's Pod alone", np.Spec.PodSelector)
 			}
-			if got, want := np.Spec.Egress, tc.want; len(got) != len(want) || (len(got) == 1 && !egressEqual(got[0], want[0])) {
-				t.Errorf("egress %+v, want %+v", got, want)
+			if tc.blocks == nil {
+				if len(np.Spec.Egress) != 0 {
+					t.Fatalf("egress %+v, want none", np.Spec.Egress)
+				}
+				return
+			}
+			if len(np.Spec.Egress) != 2 || len(np.Spec.Egress[1].Ports) != 2 || np.Spec.Egress[1].Ports[0].Port.IntValue() != 53 {
+				t.Fatalf("egress %+v: want the blocks and the cluster DNS", np.Spec.Egress)
+			}
+			got := map[string][]string{}
+			for _, peer := range np.Spec.Egress[0].To {
+				got[peer.IPBlock.CIDR] = peer.IPBlock.Except
+			}
+			if len(got) != len(tc.blocks) {
+				t.Errorf("blocks %v, want %v", got, tc.blocks)
+			}
+			for cidr, extra := range tc.blocks {
+				except, ok := got[cidr]
+				if !ok {
+					t.Errorf("%s not allowed: %v", cidr, got)
+					continue
+				}
+				for _, e := range append(slices.Clone(extra), mustExcept...) {
+					if within(netip.MustParsePrefix(e), netip.MustParsePrefix(cidr)) && !slices.Contains(except, netip.MustParsePrefix(e).String()) {
+						t.Errorf("%s does not except %s: %v", cidr, e, except)
+					}
+				}
+				for _, e := range except {
+					if !within(netip.MustParsePrefix(e), netip.MustParsePrefix(cidr)) || e == cidr {
+						t.Errorf("%s has exception %s not strictly inside it", cidr, e)
+					}
+				}
 			}
 		})
 	}
-}
-
-func egressEqual(a, b networkingv1.NetworkPolicyEgressRule) bool {
-	if len(a.To) != len(b.To) || len(a.Ports) != len(b.Ports) {
-		return false
-	}
-	for i := range a.To {
-		x, y := a.To[i].IPBlock, b.To[i].IPBlock
-		if (x == nil) != (y == nil) || (x != nil && (x.CIDR != y.CIDR || !slices.Equal(x.Except, y.Except))) {
-			return false
-		}
-	}
-	return true
 }
 
 // TestCreateRefuses: what the driver cannot do fails before any object is
