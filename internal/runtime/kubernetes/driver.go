@@ -219,9 +219,8 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (*agent.Client, 
 
 	// The Secret first: it is what makes the id taken, and what List finds
 	// of a sandbox whose Pod is gone.
-	secret := &corev1.Secret{ObjectMeta: d.meta(spec.ID), Immutable: new(bool), Type: corev1.SecretTypeOpaque,
+	secret := &corev1.Secret{ObjectMeta: d.meta(spec.ID), Immutable: new(true), Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{tokenKey: []byte(token)}}
-	*secret.Immutable = true
 	if _, err := d.cfg.Client.CoreV1().Secrets(d.cfg.Namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			return nil, sandbox.Errorf(sandbox.ErrConflict, "exists", "sandbox %s exists", spec.ID)
