@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
@@ -250,7 +252,10 @@ type authFlags struct {
 	oidcJWKSURL     string
 	oidcUserClaim   string
 	oidcDefaultTeam string
-	resetAdminToken bool
+	// The dashboard's own client at the issuer, for its "Sign in with"
+	// button.
+	oidcClientID, oidcClientSecretFile, oidcRedirectURL string
+	resetAdminToken                                     bool
 }
 
 func (f *authFlags) register(fs *flag.FlagSet) {
@@ -259,15 +264,35 @@ func (f *authFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.oidcJWKSURL, "oidc-jwks-url", "", "the issuer's keys, for issuers without discovery")
 	fs.StringVar(&f.oidcUserClaim, "oidc-user-claim", auth.DefaultUserClaim, "the claim that names the user (sub, email, ...)")
 	fs.StringVar(&f.oidcDefaultTeam, "oidc-default-team", "", "add unknown OIDC users to this team as members (default: refuse them)")
+	fs.StringVar(&f.oidcClientID, "oidc-client-id", "", "the dashboard's client id at the issuer: adds \"Sign in with\" to the dashboard (its ID tokens are accepted too)")
+	fs.StringVar(&f.oidcClientSecretFile, "oidc-client-secret-file", "", "a file holding the dashboard client's secret (default: a public client, PKCE alone)")
+	fs.StringVar(&f.oidcRedirectURL, "oidc-redirect-url", "", "the dashboard's redirect URI registered at the issuer (default: <public-url>/ui/oidc/callback)")
 	fs.BoolVar(&f.resetAdminToken, "reset-admin-token", false, "revoke the host admin token and print a new one")
 }
 
 func (f authFlags) oidc() *auth.OIDCConfig {
-	if f.oidcIssuer == "" && f.oidcAudience == "" && f.oidcJWKSURL == "" {
+	if f.oidcIssuer == "" && f.oidcAudience == "" && f.oidcJWKSURL == "" && f.oidcClientID == "" {
 		return nil
 	}
 	return &auth.OIDCConfig{Issuer: f.oidcIssuer, Audience: f.oidcAudience, JWKSURL: f.oidcJWKSURL,
-		UserClaim: f.oidcUserClaim, DefaultTeam: f.oidcDefaultTeam}
+		UserClaim: f.oidcUserClaim, DefaultTeam: f.oidcDefaultTeam, ClientID: f.oidcClientID}
+}
+
+// oidcClientSecret reads the dashboard client's secret: from a file, so
+// it is not in the process list.
+func (f authFlags) oidcClientSecret() (string, error) {
+	if f.oidcClientSecretFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(f.oidcClientSecretFile)
+	if err != nil {
+		return "", fmt.Errorf("--oidc-client-secret-file: %w", err)
+	}
+	secret := strings.TrimSpace(string(b))
+	if secret == "" {
+		return "", fmt.Errorf("--oidc-client-secret-file: %s is empty", f.oidcClientSecretFile)
+	}
+	return secret, nil
 }
 
 // teamLimits shows a team's admission limits and use, or (host admin)

@@ -77,7 +77,8 @@ Usage:
                 [--usage-interval D] [--usage-retention D] [--price-cpu-second X] [--price-memory-gb-hour X]
                 [--price-egress-gb X] [--price-storage-gb-month X] [--price-creation X] [--price-currency C]
                 [--webhook-allow-private] [--metrics-listen ADDR]
-                [--oidc-issuer URL --oidc-audience AUD [--oidc-jwks-url URL] [--oidc-user-claim C] [--oidc-default-team T]]
+                [--oidc-issuer URL --oidc-audience AUD [--oidc-jwks-url URL] [--oidc-user-claim C] [--oidc-default-team T]
+                 [--oidc-client-id ID [--oidc-client-secret-file F] [--oidc-redirect-url URL]]]
   paddock image pull [--insecure] [--username U] [--password P] [--published] <ref>
   paddock image ls
   paddock image rm [--published] <ref>

@@ -215,6 +215,10 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	}
 	c.EventRetention, c.EventMaxCount = noCap(*eventRetention), noCap(*eventMax)
 	c.OIDC, c.ResetAdminToken = f.auth.oidc(), f.auth.resetAdminToken
+	if c.OIDCClientSecret, err = f.auth.oidcClientSecret(); err != nil {
+		return f, usagef("serve: %v", err)
+	}
+	c.OIDCRedirectURL = f.auth.oidcRedirectURL
 	c.PublicURL = f.publicURL // checked here; serve fills in the default once it listens
 	if err := c.Validate(); err != nil {
 		return f, usagef("serve: %v", err)

@@ -98,14 +98,24 @@ func (a *Authenticator) AuthenticateBearer(ctx context.Context, token string) (P
 	case strings.HasPrefix(token, TokenPrefix), strings.HasPrefix(token, E2BKeyPrefix):
 		return a.authenticateToken(ctx, token)
 	case a.oidc != nil && strings.Count(token, ".") == 2:
-		return a.authenticateJWT(ctx, token)
+		return a.authenticateJWT(ctx, token, "")
 	default:
 		return Principal{}, ErrInvalidToken
 	}
 }
 
-func (a *Authenticator) authenticateJWT(ctx context.Context, raw string) (Principal, error) {
-	issuer, subject, err := a.oidc.verify(ctx, raw)
+// AuthenticateIDToken checks an ID token the dashboard's sign-in received
+// from the issuer, as AuthenticateBearer does, and that its nonce is the
+// one that sign-in sent.
+func (a *Authenticator) AuthenticateIDToken(ctx context.Context, raw, nonce string) (Principal, error) {
+	if a.oidc == nil || nonce == "" {
+		return Principal{}, ErrInvalidToken
+	}
+	return a.authenticateJWT(ctx, raw, nonce)
+}
+
+func (a *Authenticator) authenticateJWT(ctx context.Context, raw, nonce string) (Principal, error) {
+	issuer, subject, err := a.oidc.verify(ctx, raw, nonce)
 	if err != nil {
 		return Principal{}, err
 	}

@@ -171,6 +171,8 @@ func TestOIDC(t *testing.T) {
 	byEmail := newAuth(t, st, clk, &auth.OIDCConfig{Issuer: iss.url, Audience: audience, UserClaim: "email"})
 	// No discovery: the keys' URL is given.
 	byJWKS := newAuth(t, st, clk, &auth.OIDCConfig{Issuer: iss.url, Audience: audience, JWKSURL: iss.url + "/keys"})
+	// The dashboard signs in as its own client, whose tokens count too.
+	withClient := newAuth(t, st, clk, &auth.OIDCConfig{Issuer: iss.url, Audience: audience, ClientID: "dashboard"})
 
 	now := clk.Now()
 	none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." +
@@ -188,6 +190,10 @@ func TestOIDC(t *testing.T) {
 		{"audience list", bySub, iss.sign(t, "rsa", iss.claims(now, map[string]any{"aud": []string{"x", audience}})), "", "usr-sub"},
 		{"email claim", byEmail, iss.sign(t, "rsa", iss.claims(now, nil)), "", "usr-mail"},
 		{"wrong audience", bySub, iss.sign(t, "rsa", iss.claims(now, map[string]any{"aud": "other-app"})), "invalid_token", ""},
+		{"dashboard client's audience", withClient, iss.sign(t, "rsa", iss.claims(now, map[string]any{"aud": "dashboard"})), "", "usr-sub"},
+		{"app's audience with a dashboard client", withClient, iss.sign(t, "rsa", iss.claims(now, nil)), "", "usr-sub"},
+		{"dashboard client's audience unconfigured", bySub, iss.sign(t, "rsa", iss.claims(now, map[string]any{"aud": "dashboard"})), "invalid_token", ""},
+		{"other audience with a dashboard client", withClient, iss.sign(t, "rsa", iss.claims(now, map[string]any{"aud": "other-app"})), "invalid_token", ""},
 		{"no audience", bySub, iss.sign(t, "rsa", iss.claims(now, map[string]any{"aud": nil})), "invalid_token", ""},
 		{"wrong issuer", bySub, iss.sign(t, "rsa", iss.claims(now, map[string]any{"iss": "https://evil.example"})), "invalid_token", ""},
 		{"expired", bySub, iss.sign(t, "rsa", iss.claims(now, map[string]any{"exp": now.Add(-time.Minute).Unix()})), "expired_token", ""},
@@ -229,6 +235,32 @@ func TestOIDC(t *testing.T) {
 	plain := newAuth(t, st, clk, nil)
 	_, err = plain.AuthenticateBearer(ctx, iss.sign(t, "rsa", iss.claims(now, nil)))
 	wantCode(t, err, "invalid_token")
+
+	// The dashboard's sign-in wants the nonce it sent back in the ID token.
+	for _, tt := range []struct {
+		name, tokenNonce, want, code string
+	}{
+		{"nonce matches", "n-1", "n-1", ""},
+		{"nonce differs", "n-2", "n-1", "invalid_token"},
+		{"nonce missing", "", "n-1", "invalid_token"},
+		{"no nonce asked", "n-1", "", "invalid_token"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			set := map[string]any{"nonce": tt.tokenNonce}
+			if tt.tokenNonce == "" {
+				set["nonce"] = nil
+			}
+			claims := iss.claims(now, set)
+			p, err := withClient.AuthenticateIDToken(ctx, iss.sign(t, "rsa", claims), tt.want)
+			wantCode(t, err, tt.code)
+			if tt.code == "" && p.UserID != "usr-sub" {
+				t.Errorf("principal = %+v", p)
+			}
+		})
+	}
+	if _, err := plain.AuthenticateIDToken(ctx, iss.sign(t, "rsa", iss.claims(now, map[string]any{"nonce": "n"})), "n"); err == nil {
+		t.Error("an ID token signed in where OIDC is not configured")
+	}
 }
 
 func TestOIDCProvisionsIntoDefaultTeam(t *testing.T) {

@@ -2,11 +2,13 @@ package auth
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -23,6 +25,10 @@ type OIDCConfig struct {
 	Issuer string
 	// Audience must be among the token's "aud" (the app's client id).
 	Audience string
+	// ClientID, if set, is the dashboard's own client at the issuer (its
+	// "Sign in with" button): tokens issued to it are accepted as well as
+	// Audience's, since the dashboard's session sends them to the API.
+	ClientID string
 	// JWKSURL skips discovery, for issuers that publish only keys.
 	JWKSURL string
 	// UserClaim names the user: its value is the subject looked up with
@@ -106,7 +112,8 @@ func newOIDCVerifier(ctx context.Context, cfg OIDCConfig, now func() time.Time) 
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
 	vc := &oidc.Config{
-		ClientID:             cfg.Audience,
+		// verify checks the audience: Audience or ClientID.
+		SkipClientIDCheck:    true,
 		SupportedSigningAlgs: signingAlgs,
 		// go-oidc compares "exp" with no leeway; shifting its clock back
 		// by the skew is the leeway. Its "nbf" check has its own 5m.
@@ -152,9 +159,17 @@ func emailVerified(v any) bool {
 	return false
 }
 
-// verify checks the JWT (signature, algorithm, issuer, audience, expiry)
-// and returns the issuer and the value of the user claim.
-func (v *oidcVerifier) verify(ctx context.Context, raw string) (issuer, subject string, err error) {
+// errWrongAudience: a token of the issuer, but for another app.
+var errWrongAudience = errors.New("the token's audience is not this server's")
+
+// errWrongNonce: an ID token that does not answer the sign-in that asked
+// for it (replayed or injected into another browser's callback).
+var errWrongNonce = errors.New("the ID token's nonce is not the sign-in's")
+
+// verify checks the JWT (signature, algorithm, issuer, audience, expiry,
+// and the nonce when one is given) and returns the issuer and the value of
+// the user claim.
+func (v *oidcVerifier) verify(ctx context.Context, raw, nonce string) (issuer, subject string, err error) {
 	tok, err := v.verifier.Verify(ctx, raw)
 	if err != nil {
 		var exp *oidc.TokenExpiredError
@@ -164,6 +179,12 @@ func (v *oidcVerifier) verify(ctx context.Context, raw string) (issuer, subject 
 		// The reason (bad signature, wrong audience) stays in the error
 		// chain for the server's logs; the client gets invalid_token.
 		return "", "", fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	if !slices.Contains(tok.Audience, v.cfg.Audience) && (v.cfg.ClientID == "" || !slices.Contains(tok.Audience, v.cfg.ClientID)) {
+		return "", "", fmt.Errorf("%w: %w %v", ErrInvalidToken, errWrongAudience, tok.Audience)
+	}
+	if nonce != "" && subtle.ConstantTimeCompare([]byte(tok.Nonce), []byte(nonce)) != 1 {
+		return "", "", fmt.Errorf("%w: %w", ErrInvalidToken, errWrongNonce)
 	}
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/volume"
+	"github.com/paddock-dev/paddock/internal/web"
 )
 
 // DefaultNodeName names this host's sandbox records when Config.NodeName
@@ -124,8 +125,14 @@ type Config struct {
 	// unless the project sets its own (control's default if 0).
 	HealthTimeout time.Duration
 
-	// OIDC, when set, accepts OIDC ID tokens (JWTs) from its issuer too.
+	// OIDC, when set, accepts OIDC ID tokens (JWTs) from its issuer too;
+	// its ClientID, when set, adds the dashboard's "Sign in with" button,
+	// signing in as that client.
 	OIDC *auth.OIDCConfig
+	// OIDCClientSecret is the dashboard client's secret (empty: a public
+	// client, PKCE alone); OIDCRedirectURL its redirect URI, by default
+	// <PublicURL>/ui/oidc/callback.
+	OIDCClientSecret, OIDCRedirectURL string
 	// ResetAdminToken revokes the host admin token and makes a new one
 	// (see Daemon.AdminToken).
 	ResetAdminToken bool
@@ -264,7 +271,23 @@ func (c Config) Validate() error {
 			return fmt.Errorf("daemon config: PublicURL %q is not an http(s) URL", c.PublicURL)
 		}
 	}
+	if (c.OIDCClientSecret != "" || c.OIDCRedirectURL != "") && (c.OIDC == nil || c.OIDC.ClientID == "") {
+		return errors.New("daemon config: an OIDC client secret or redirect URL needs the dashboard's OIDC client id")
+	}
 	return nil
+}
+
+// oidcLogin is the dashboard's OIDC sign-in, nil without a client id.
+func (c Config) oidcLogin() *web.OIDCLogin {
+	if c.OIDC == nil || c.OIDC.ClientID == "" {
+		return nil
+	}
+	redirect := c.OIDCRedirectURL
+	if redirect == "" {
+		redirect = strings.TrimSuffix(c.PublicURL, "/") + web.OIDCCallbackPath
+	}
+	return &web.OIDCLogin{Issuer: c.OIDC.Issuer, ClientID: c.OIDC.ClientID, ClientSecret: c.OIDCClientSecret,
+		RedirectURL: redirect, HTTPClient: c.OIDC.HTTPClient}
 }
 
 // DefaultHistoryRetention is Config.HistoryRetention's default.

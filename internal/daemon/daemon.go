@@ -592,7 +592,7 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	// The dashboard reads through the API's own handler with the
 	// session's token, so it sees what the API would answer that token.
 	dashboard, err := web.New(web.Config{API: srv.Handler(), Auth: authn, SecretsKey: d.secretsKey,
-		SecureCookies: d.cfg.secureCookies(), Logger: d.log})
+		SecureCookies: d.cfg.secureCookies(), OIDC: d.cfg.oidcLogin(), Logger: d.log})
 	if err != nil {
 		return fmt.Errorf("dashboard: %w", err)
 	}

@@ -318,6 +318,9 @@ func TestConfigValidate(t *testing.T) {
 		{"public URL", Config{DataDir: "/d", PublicURL: "https://sandbox.example.com"}, true},
 		{"public URL without a scheme", Config{DataDir: "/d", PublicURL: "sandbox.example.com"}, false},
 		{"negative webhook backlog", Config{DataDir: "/d", WebhookMaxBacklog: -1}, false},
+		{"dashboard OIDC client", Config{DataDir: "/d", OIDC: &auth.OIDCConfig{Issuer: "https://id.example.com", Audience: "app", ClientID: "dash"}, OIDCClientSecret: "s"}, true},
+		{"OIDC client secret without a client", Config{DataDir: "/d", OIDC: &auth.OIDCConfig{Issuer: "https://id.example.com", Audience: "app"}, OIDCClientSecret: "s"}, false},
+		{"OIDC redirect URL without OIDC", Config{DataDir: "/d", OIDCRedirectURL: "https://p.example.com/ui/oidc/callback"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.cfg.Validate(); (err == nil) != tc.ok {
@@ -327,6 +330,11 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := Start(t.Context(), Config{}); err == nil {
 		t.Error("Start accepted a config without a data dir")
+	}
+	// The dashboard's redirect URI defaults to the public URL's callback.
+	c := Config{PublicURL: "https://p.example.com/", OIDC: &auth.OIDCConfig{Issuer: "https://id.example.com", Audience: "app", ClientID: "dash"}}
+	if l := c.oidcLogin(); l == nil || l.RedirectURL != "https://p.example.com/ui/oidc/callback" || l.ClientID != "dash" {
+		t.Errorf("oidcLogin = %+v", l)
 	}
 }
 

@@ -27,6 +27,10 @@ type pageData struct {
 	Message   string
 	Next      string
 	Now       time.Time
+	// OIDC labels the sign-in page's "Sign in with" button ("" without
+	// OIDC sign-in); Retry is where an error page offers to start again;
+	// Refresh is where a page sends the browser at once.
+	OIDC, Retry, Refresh string
 
 	Sandboxes   []api.Sandbox
 	Sandbox     *api.Sandbox
@@ -144,7 +148,7 @@ func humanBytes(n uint64) string {
 }
 
 // pageNames are the templates under templates/, each rendered inside layout.html.
-var pageNames = []string{"login", "error", "sandboxes", "sandbox", "projects", "project", "capacity", "usage", "events", "admin", "demo", "files"}
+var pageNames = []string{"login", "error", "signedin", "sandboxes", "sandbox", "projects", "project", "capacity", "usage", "events", "admin", "demo", "files"}
 
 func parsePages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}

@@ -15,7 +15,8 @@ import (
 	"time"
 )
 
-// A session is the API token itself, sealed (AES-256-GCM) into the
+// A session is the API token itself (or, signed in with the OIDC issuer,
+// its ID token), sealed (AES-256-GCM) into the
 // cookie with a key derived from paddock's secrets key. Nothing is kept
 // on the server: sessions survive a restart and need no store or sweeper,
 // and revocation still works because every request authenticates the
@@ -63,8 +64,22 @@ func newSealer(secret []byte) (*sealer, error) {
 }
 
 // seal returns the cookie value of s.
-func (k *sealer) seal(s session) (string, error) {
-	plain, err := json.Marshal(s)
+func (k *sealer) seal(s session) (string, error) { return k.sealJSON(s, sessionCookie) }
+
+// open returns the session in a cookie value, if it is sealed by this key
+// and not expired.
+func (k *sealer) open(value string, now time.Time) (session, bool) {
+	var s session
+	if !k.openJSON(value, sessionCookie, &s) || s.Token == "" || len(s.Nonce) == 0 || now.Unix() >= s.Expires {
+		return session{}, false
+	}
+	return s, true
+}
+
+// sealJSON seals v for the cookie named name; the name is the additional
+// data, so one cookie's value is never accepted as another's.
+func (k *sealer) sealJSON(v any, name string) (string, error) {
+	plain, err := json.Marshal(v)
 	if err != nil {
 		return "", err
 	}
@@ -72,25 +87,17 @@ func (k *sealer) seal(s session) (string, error) {
 	if _, err := rand.Read(nonce); err != nil {
 		return "", err
 	}
-	return base64.RawURLEncoding.EncodeToString(k.aead.Seal(nonce, nonce, plain, []byte(sessionCookie))), nil
+	return base64.RawURLEncoding.EncodeToString(k.aead.Seal(nonce, nonce, plain, []byte(name))), nil
 }
 
-// open returns the session in a cookie value, if it is sealed by this key
-// and not expired.
-func (k *sealer) open(value string, now time.Time) (session, bool) {
+// openJSON opens a value sealJSON made for the cookie named name into v.
+func (k *sealer) openJSON(value, name string, v any) bool {
 	raw, err := base64.RawURLEncoding.DecodeString(value)
 	if err != nil || len(raw) < k.aead.NonceSize() {
-		return session{}, false
+		return false
 	}
-	plain, err := k.aead.Open(nil, raw[:k.aead.NonceSize()], raw[k.aead.NonceSize():], []byte(sessionCookie))
-	if err != nil {
-		return session{}, false
-	}
-	var s session
-	if json.Unmarshal(plain, &s) != nil || s.Token == "" || len(s.Nonce) == 0 || now.Unix() >= s.Expires {
-		return session{}, false
-	}
-	return s, true
+	plain, err := k.aead.Open(nil, raw[:k.aead.NonceSize()], raw[k.aead.NonceSize():], []byte(name))
+	return err == nil && json.Unmarshal(plain, v) == nil
 }
 
 // csrf is the token forms and scripts send back with every POST of s.

@@ -1,5 +1,5 @@
 // Package web is paddock's dashboard, served at / beside the API: sign-in
-// with an API token, server-rendered pages of sandboxes, projects, pools,
+// with an API token or the OIDC issuer (oidc.go), server-rendered pages of sandboxes, projects, pools,
 // usage and cost, events and accounts that work without JavaScript, and a
 // little progressive JavaScript (static/app.js) for live updates and
 // streams.
@@ -65,7 +65,10 @@ type Config struct {
 	SecretsKey []byte
 	// SecureCookies marks the session cookie Secure (the public URL is https).
 	SecureCookies bool
-	Logger        *slog.Logger
+	// OIDC, if set, adds "Sign in with <issuer>"; Auth must then verify
+	// ID tokens (IDTokenAuthenticator).
+	OIDC   *OIDCLogin
+	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -74,6 +77,7 @@ type Config struct {
 type Handler struct {
 	cfg     Config
 	seal    *sealer
+	oidc    *oidcLogin // nil without OIDC sign-in
 	pages   map[string]*template.Template
 	mux     *http.ServeMux
 	handler http.Handler
@@ -93,6 +97,11 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Now = time.Now
 	}
 	h := &Handler{cfg: cfg, seal: seal, mux: http.NewServeMux(), log: cfg.Logger}
+	if cfg.OIDC != nil {
+		if h.oidc, err = newOIDCLogin(*cfg.OIDC, cfg.Auth); err != nil {
+			return nil, err
+		}
+	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -124,6 +133,10 @@ func (h *Handler) routes() {
 	h.mux.HandleFunc("GET "+Prefix+"/login", h.loginPage)
 	h.mux.HandleFunc("POST "+Prefix+"/login", h.login)
 	h.mux.HandleFunc("POST "+Prefix+"/logout", h.logout)
+	if h.oidc != nil {
+		h.mux.HandleFunc("GET "+oidcLoginPath, h.oidcStart)
+		h.mux.HandleFunc("GET "+OIDCCallbackPath, h.oidcCallback)
+	}
 	h.mux.Handle(Prefix+"/api/", h.signedIn(h.bridge))
 
 	pages := map[string]func(*request) error{
@@ -254,7 +267,15 @@ func (h *Handler) bridge(w http.ResponseWriter, r *http.Request, rq *request) {
 }
 
 func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) {
-	h.render(w, &request{r: r, w: w}, http.StatusOK, "login", pageData{Title: "Sign in", Next: safeNext(r.URL.Query().Get("next"))})
+	h.render(w, &request{r: r, w: w}, http.StatusOK, "login", h.loginData(safeNext(r.URL.Query().Get("next")), ""))
+}
+
+func (h *Handler) loginData(next, msg string) pageData {
+	d := pageData{Title: "Sign in", Next: next, Message: msg}
+	if h.oidc != nil {
+		d.OIDC = h.oidc.cfg.Label
+	}
+	return d
 }
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
@@ -267,7 +288,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 			h.log.Warn("dashboard: sign in", "err", err)
 			status, msg = http.StatusServiceUnavailable, "Authentication is unavailable; retry shortly."
 		}
-		h.render(w, rq, status, "login", pageData{Title: "Sign in", Next: next, Message: msg})
+		h.render(w, rq, status, "login", h.loginData(next, msg))
 		return
 	}
 	sess, err := newSession(token, h.cfg.Now())
