@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
+	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/web/webtest"
 )
 
@@ -52,6 +54,60 @@ func TestBrowser(t *testing.T) {
 	e.auth.revoke(tokenA)
 	c.Do("a revoked token leads to sign-in", chromedp.Navigate(e.srv.URL+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#token")))
 	if errs := c.ConsoleErrors("404 (Not Found)"); len(errs) > 0 {
+		t.Errorf("console errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// TestBrowserTerminal: the terminal's PTY follows its box, which full
+// screen and the window's size change, and the keyboard can leave it and
+// work the full-screen toggle.
+func TestBrowserTerminal(t *testing.T) {
+	e := newEnv(t)
+	c := webtest.New(t, 1024, 768)
+	c.Do("sign in and open a terminal",
+		chromedp.Navigate(e.srv.URL+"/ui/sandboxes/"+e.sbA),
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), tokenA),
+		chromedp.Submit(chromedp.CSS("#token")),
+		chromedp.WaitVisible(chromedp.CSS("#term-open")),
+		chromedp.Click(chromedp.CSS("#term-open")),
+		chromedp.WaitVisible(chromedp.CSS("#term-full")),
+		chromedp.SendKeys(chromedp.CSS("#term"), "echo hi"+kb.Enter),
+		chromedp.Poll[chromedp.Void](`document.getElementById("term").textContent.includes("echo hi")`, chromedp.WithPollingTimeout(10*time.Second)),
+	)
+	// ptySize waits for the PTY's size to satisfy ok and returns it.
+	ptySize := func(what string, ok func(agent.PTYSize) bool) agent.PTYSize {
+		t.Helper()
+		var last agent.PTYSize
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			for _, cmd := range e.agent.Commands() {
+				if cmd.PTY != nil {
+					if last = *cmd.PTY; ok(last) {
+						return last
+					}
+				}
+			}
+		}
+		t.Fatalf("%s: the PTY is %dx%d", what, last.Rows, last.Cols)
+		return last
+	}
+	small := ptySize("opened at the box's size", func(s agent.PTYSize) bool { return s.Rows >= 5 && s.Cols >= 20 })
+
+	c.Do("full screen", chromedp.Click(chromedp.CSS("#term-full")),
+		chromedp.WaitVisible(chromedp.CSS(`#term-section.term-full #term-full[aria-pressed="true"]`)))
+	full := ptySize("full screen grows it", func(s agent.PTYSize) bool { return s.Rows > small.Rows && s.Cols > small.Cols })
+
+	c.Do("a narrower window", chromedp.EmulateViewport(600, 500))
+	ptySize("it follows the window", func(s agent.PTYSize) bool { return s.Rows < full.Rows && s.Cols < full.Cols })
+
+	c.Do("leave the terminal by keyboard and end full screen",
+		chromedp.Focus(chromedp.CSS("#term")),
+		chromedp.KeyEvent("\t", chromedp.KeyModifiers(chromedp.ModifierShift)),
+		chromedp.Poll[chromedp.Void](`document.activeElement && document.activeElement.id === "term-full"`, chromedp.WithPollingTimeout(5*time.Second)),
+		chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitVisible(chromedp.CSS(`#term-full[aria-pressed="false"]`)),
+	)
+	if errs := c.ConsoleErrors(); len(errs) > 0 {
 		t.Errorf("console errors:\n%s", strings.Join(errs, "\n"))
 	}
 }

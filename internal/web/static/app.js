@@ -186,17 +186,58 @@
   var keys = { Enter: "\r", Backspace: "\x7f", Tab: "\t", Escape: "\x1b", ArrowUp: "\x1b[A", ArrowDown: "\x1b[B",
     ArrowRight: "\x1b[C", ArrowLeft: "\x1b[D", Home: "\x1b[H", End: "\x1b[F", Delete: "\x1b[3~" };
 
+  // cellsOf is the terminal's size in cells: what fits in the <pre> at
+  // its font, measured with a probe (an empty <pre> is not displayed).
+  function cellsOf(pre) {
+    var probe = document.createElement("span");
+    probe.textContent = "0000000000";
+    pre.appendChild(probe);
+    var box = probe.getBoundingClientRect(), cs = getComputedStyle(pre);
+    var w = pre.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+    var h = pre.clientHeight - parseFloat(cs.paddingTop) - parseFloat(cs.paddingBottom);
+    pre.removeChild(probe);
+    var cw = box.width / 10 || 8, lh = box.height || 16;
+    function clamp(n, lo, hi) { return Math.max(lo, Math.min(hi, n || lo)); }
+    return { cols: clamp(Math.floor(w / cw), 20, 4096), rows: clamp(Math.floor(h / lh), 5, 4096) };
+  }
+
   function openTerminal(btn) {
     var sandbox = btn.getAttribute("data-sandbox");
+    var section = document.getElementById("term-section");
     var pre = document.getElementById("term");
+    var full = document.getElementById("term-full");
     var screen = new Screen(pre);
     btn.disabled = true;
-    api("POST", "/sandboxes/" + sandbox + "/pty", { rows: 24, cols: 80 })
+    pre.hidden = false;
+    var size = cellsOf(pre);
+    api("POST", "/sandboxes/" + sandbox + "/pty", size)
       .then(function (r) { return r.json().then(function (j) { if (!r.ok) throw new Error(j.message || r.status); return j; }); })
       .then(function (cmd) {
-        pre.hidden = false;
+        document.getElementById("term-hint").hidden = false;
+        full.hidden = false;
         pre.focus();
         var base = "/sandboxes/" + sandbox + "/pty/" + cmd.id;
+        // The PTY follows the terminal's box: the window's size, and full
+        // screen or not. Its programs get SIGWINCH.
+        var fitting = null;
+        function fit() {
+          clearTimeout(fitting);
+          fitting = setTimeout(function () {
+            var next = cellsOf(pre);
+            if (next.rows === size.rows && next.cols === size.cols) return;
+            size = next;
+            api("POST", base + "/resize", next).catch(function () {});
+          }, 100);
+        }
+        window.addEventListener("resize", fit);
+        full.addEventListener("click", function () {
+          var on = !section.classList.contains("term-full");
+          section.classList.toggle("term-full", on);
+          full.setAttribute("aria-pressed", on ? "true" : "false");
+          full.textContent = on ? "Exit full screen" : "Full screen";
+          fit();
+          pre.focus();
+        });
         // Keys go out in order, one request at a time.
         var queue = Promise.resolve();
         var pending = "";
@@ -209,6 +250,8 @@
           }).catch(function () {});
         }
         pre.addEventListener("keydown", function (e) {
+          // Shift+Tab stays the browser's, so the keyboard can leave.
+          if (e.key === "Tab" && e.shiftKey) return;
           var data = keys[e.key];
           if (!data && e.ctrlKey && e.key.length === 1) data = String.fromCharCode(e.key.toUpperCase().charCodeAt(0) - 64);
           else if (!data && e.key.length === 1 && !e.metaKey && !e.altKey) data = e.key;
@@ -237,7 +280,10 @@
                   var bin = atob(m.data), bytes = new Uint8Array(bin.length);
                   for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
                   screen.write(new TextDecoder().decode(bytes));
-                } else if (m.exit) screen.write("\r\n[session ended]\r\n");
+                } else if (m.exit) {
+                  screen.write("\r\n[session ended]\r\n");
+                  window.removeEventListener("resize", fit);
+                }
               });
               return pump();
             });
