@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -9,12 +10,19 @@ import (
 
 // TestDashboardDemo runs the product flow in the demo page against the
 // goose stand-in: choose the project, send a message (which activates it,
-// its progress reaching ready), and see the agent's streamed echo.
+// its progress reaching ready), and see the agent's streamed echo; walk
+// away until the idle timeout deactivates it (shown live), come back to the
+// page and send another: the project is activated again and the agent's
+// session restored, the earlier message shown from the agent's own copy.
 func TestDashboardDemo(t *testing.T) {
 	ps := startProjects(t, nil)
 	b := newBrowser(t, 412, 915)
 	ps.importStandin(t)
-	p, err := ps.svc.CreateProject(ctxFor(t, time.Minute), projTeam, standinProject("goose"))
+	req := standinProject("goose")
+	// Long enough for the first exchange after ready (activity through the
+	// app proxy keeps it up), short enough to wait for.
+	req.IdleTimeout = 5 * time.Second
+	p, err := ps.svc.CreateProject(ctxFor(t, time.Minute), projTeam, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,5 +37,29 @@ func TestDashboardDemo(t *testing.T) {
 		chromedp.Poll[chromedp.Void](`document.getElementById("chat").textContent.includes("echo: hello from the browser")`, chromedp.WithPollingTimeout(time.Minute)),
 	)
 	b.Keep("dashboard-demo.png")
+
+	b.Do("walk away: the idle deactivation shows up without a reload",
+		chromedp.Poll[chromedp.Void](`!!document.querySelector("#chat .deactivated") && document.querySelector("#chat .deactivated").textContent.includes("idle") && document.getElementById("demo-state").textContent === "stopped"`,
+			chromedp.WithPollingTimeout(time.Minute)),
+	)
+	b.Keep("dashboard-demo-idle.png")
+
+	b.Do("come back: a message activates it again and the session is restored",
+		chromedp.Navigate(ps.url+"/ui/demo?project="+p.ID),
+		chromedp.WaitVisible(chromedp.CSS("#chat-input")),
+		chromedp.SendKeys(chromedp.CSS("#chat-input"), "are you still there"),
+		chromedp.Click(chromedp.CSS(`#chat-form button[type=submit]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector("#demo .progress").textContent.includes("ready")`, chromedp.WithPollingTimeout(2*time.Minute)),
+		chromedp.Poll[chromedp.Void](`document.getElementById("chat").textContent.includes("echo: are you still there")`, chromedp.WithPollingTimeout(time.Minute)),
+	)
+	// The page was loaded anew: the earlier exchange comes from the
+	// agent's restored session, not from the page.
+	if got := b.text("#chat .restored"); !strings.Contains(got, "restored: 2 earlier messages") {
+		t.Errorf("restored note %q, want the 2 earlier messages", got)
+	}
+	if got := b.text("#chat .earlier.you"); got != "hello from the browser" {
+		t.Errorf("earlier message %q, want the first session's", got)
+	}
+	b.Keep("dashboard-demo-restored.png")
 	b.checkConsole()
 }

@@ -351,14 +351,41 @@
       say("note", "Activating…");
       return activate(section.querySelector("form.activate"));
     }
+    // restored shows what the agent kept of a session it resumed: the
+    // count of earlier messages, and those messages themselves when this
+    // page has not shown them (it was opened again after a deactivation).
+    function restored(id) {
+      return api("GET", "/projects/" + project + "/app/sessions/" + encodeURIComponent(id))
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (s) {
+          var msgs = ((s && s.conversation) || []).filter(function (m) { return m.metadata && m.metadata.userVisible; });
+          // The message being sent is on the page already; any before it
+          // means the page saw the earlier exchange itself.
+          var mine = chat.querySelectorAll(".you"), current = mine[mine.length - 1];
+          var shown = mine.length > 1 || !!chat.querySelector(".agent");
+          say("note restored", "Session " + id + " restored: " + msgs.length + " earlier message" + (msgs.length === 1 ? "" : "s") +
+            (shown || !msgs.length ? "." : ", shown above."));
+          if (shown) return;
+          msgs.forEach(function (m) {
+            var text = (m.content || []).filter(function (c) { return c.type === "text"; }).map(function (c) { return c.text; }).join("");
+            var div = document.createElement("div");
+            div.className = "msg earlier " + (m.role === "user" ? "you" : "agent");
+            div.textContent = text;
+            chat.insertBefore(div, current);
+          });
+        }, function () {});
+    }
     function session() {
       var id = sessionStorage.getItem(key);
       var start = id ? Promise.resolve({ id: id }) : app("/agent/start", { working_dir: "/home/user" });
       return start.then(function (s) {
         return app("/agent/resume", { session_id: s.id, load_model_and_extensions: true }).then(function () {
-          if (id) say("note", "Session " + id + " restored.");
           sessionStorage.setItem(key, s.id);
-          return s.id;
+          return id ? restored(id).then(function () { return s.id; }) : s.id;
+        }, function (err) {
+          // A session the agent no longer has: the next message starts anew.
+          sessionStorage.removeItem(key);
+          throw err;
         });
       });
     }
@@ -380,14 +407,20 @@
           content: [{ type: "text", text: text }], metadata: { userVisible: true, agentVisible: true } } } });
       }).catch(function (err) { say("note", "[" + err.message + "]"); sid = null; });
     });
-    // Idle deactivation shows up on the project's events.
-    sse("/events?project=" + encodeURIComponent(project), function (data) {
+    // Deactivation, idle or not, shows up on the project's events.
+    var reasons = { idle_timeout: "idle: nobody talked to the agent for its idle timeout",
+      max_lifetime: "it reached its maximum lifetime", explicit: "deactivated on request", budget: "the team's budget is spent" };
+    sse("/events?project=" + encodeURIComponent(project) + "&type=activation.deactivating&type=activation.stopped", function (data) {
       var ev = JSON.parse(data);
-      if (/deactivat|stopped/.test(ev.type)) {
-        if (state) state.textContent = "stopped";
-        sid = null;
-        say("note", "Deactivated (" + (ev.message || ev.type) + "). Send a message to come back: the session is restored.");
+      var reason = (ev.data && ev.data.reason) || "";
+      if (ev.type === "activation.deactivating") {
+        if (state) state.textContent = "deactivating";
+        return;
       }
+      if (state) state.textContent = "stopped";
+      sid = null;
+      say("note deactivated", "Deactivated (" + (reasons[reason] || reason || ev.message || ev.type) +
+        "). Send a message to come back: the session is restored.");
     }).catch(function () {});
   }
 
