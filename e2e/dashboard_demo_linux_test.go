@@ -16,7 +16,7 @@ import (
 // session restored, the earlier message shown from the agent's own copy.
 func TestDashboardDemo(t *testing.T) {
 	ps := startProjects(t, nil)
-	b := newBrowser(t, 412, 915)
+	b := newBrowser(t, 390, 844) // a phone
 	ps.importStandin(t)
 	req := standinProject("goose")
 	// Long enough for the first exchange after ready (activity through the
@@ -61,5 +61,12 @@ func TestDashboardDemo(t *testing.T) {
 		t.Errorf("earlier message %q, want the first session's", got)
 	}
 	b.Keep("dashboard-demo-restored.png")
+
+	// With a project's history in them, the pages still fit a phone and
+	// every control is labelled and reachable by keyboard.
+	for _, page := range []string{"/ui/demo?project=" + p.ID, "/ui/projects", "/ui/projects/" + p.ID, "/ui/capacity", "/ui/usage", "/ui/events", "/ui/admin"} {
+		b.Do("open "+page, chromedp.Navigate(ps.url+page), chromedp.WaitVisible(chromedp.CSS("main h1")))
+		b.audit(page)
+	}
 	b.checkConsole()
 }

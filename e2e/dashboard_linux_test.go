@@ -40,6 +40,15 @@ func (b *browser) text(sel string) string {
 	return s
 }
 
+// audit fails the test for what the page gets wrong at a phone's width or
+// for a keyboard (webtest's Audit).
+func (b *browser) audit(page string) {
+	b.t.Helper()
+	for _, bad := range b.Audit() {
+		b.t.Errorf("%s: %s", page, bad)
+	}
+}
+
 func (b *browser) checkConsole() {
 	b.t.Helper()
 	for _, e := range b.ConsoleErrors(b.expected...) {
@@ -79,6 +88,7 @@ func TestDashboard(t *testing.T) {
 		`(document.querySelector('tr[data-id="`+sb.ID+`"] .state') || {}).textContent === "running"`,
 		chromedp.WithPollingTimeout(10*time.Second)))
 	b.Keep("dashboard-sandboxes.png")
+	b.audit("the sandbox list")
 
 	b.Do("run a command and see its output stream in",
 		chromedp.Click(chromedp.CSS(`tr[data-id="`+sb.ID+`"] a`)),
@@ -97,6 +107,7 @@ func TestDashboard(t *testing.T) {
 		chromedp.Poll[chromedp.Void](`document.getElementById("term").textContent.includes("term-42")`, chromedp.WithPollingTimeout(15*time.Second)),
 	)
 	b.Keep("dashboard-terminal.png")
+	b.audit("a sandbox's page")
 
 	b.Do("stop it", chromedp.Click(chromedp.CSS("#stop")), chromedp.WaitVisible(chromedp.CSS(".state-stopped")))
 

@@ -128,3 +128,44 @@ next:
 	}
 	return out
 }
+
+// auditJS lists what a page gets wrong for a phone and a keyboard: a page
+// wider than the window or a part of it that scrolls sideways, and visible
+// controls without an accessible name
+// or out of the tab order.
+const auditJS = `(() => {
+  const bad = [];
+  const text = el => (el && el.textContent || "").trim();
+  document.querySelectorAll("input, select, textarea, button, a[href], [tabindex]").forEach(el => {
+    if (el.type === "hidden" || !el.getClientRects().length) return;
+    let name = el.getAttribute("aria-label") || "";
+    if (!name && el.getAttribute("aria-labelledby")) name = el.getAttribute("aria-labelledby").split(" ").map(id => text(document.getElementById(id))).join(" ");
+    if (!name && el.labels) name = Array.from(el.labels).map(text).join(" ");
+    if (!name && (el.tagName === "BUTTON" || el.tagName === "A")) name = text(el);
+    if (!name.trim()) bad.push("no name: " + el.outerHTML.slice(0, 160));
+    if (el.tabIndex < 0) bad.push("not in the tab order: " + el.outerHTML.slice(0, 160));
+  });
+  document.querySelectorAll("main *").forEach(el => {
+    const o = getComputedStyle(el).overflowX;
+    if ((o === "auto" || o === "scroll") && el.scrollWidth > el.clientWidth + 1) bad.push("scrolls sideways: " + el.outerHTML.slice(0, 120));
+  });
+  const w = document.documentElement.scrollWidth;
+  if (w > window.innerWidth) {
+    const wide = Array.from(document.querySelectorAll("main *")).filter(el => el.getBoundingClientRect().right > window.innerWidth + 1).slice(0, 3).map(el => el.outerHTML.slice(0, 120));
+    bad.push("horizontal scroll: " + w + " > " + window.innerWidth + " " + wide.join(" | "));
+  }
+  return bad;
+})()`
+
+// Audit returns what the page gets wrong for a phone and a keyboard (see
+// auditJS); an empty list is a pass.
+func (b *Browser) Audit() []string {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.Ctx, 10*time.Second)
+	defer cancel()
+	bad, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](auditJS))
+	if err != nil {
+		return []string{"audit: " + err.Error()}
+	}
+	return bad
+}
