@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -310,6 +311,28 @@ func TestOIDCConfig(t *testing.T) {
 	if err == nil {
 		t.Error("New accepted OIDC sign-in with an authenticator that cannot verify ID tokens")
 	}
+
+	// An issuer that is down: the button leads to a page that says so,
+	// and paddock itself started.
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	h, err := New(Config{API: http.NotFoundHandler(), Auth: idTokens{&tokens{}}, SecretsKey: make([]byte, 32),
+		OIDC: &OIDCLogin{Issuer: down.URL, ClientID: "c", RedirectURL: "https://p.example.com/ui/oidc/callback"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	if resp, body := get(t, (&env{}).client(t), srv.URL+"/ui/oidc/login"); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "unavailable") {
+		t.Errorf("issuer down: %d, want 503 saying so:\n%s", resp.StatusCode, body)
+	}
+}
+
+// idTokens is the token-only fake that also "verifies" ID tokens (none).
+type idTokens struct{ *tokens }
+
+func (idTokens) AuthenticateIDToken(context.Context, string, string) (auth.Principal, error) {
+	return auth.Principal{}, auth.ErrInvalidToken
 }
 
 // TestBrowserOIDC clicks "Sign in with" through the issuer's login page
