@@ -74,6 +74,9 @@ func New(t *testing.T, width, height int) *Browser {
 	return b
 }
 
+// fileName makes a step's description (which may hold a URL) a file name.
+var fileName = strings.NewReplacer(" ", "-", "/", "_", "?", "_", "&", "_", "=", "_")
+
 // Do runs steps within StepTimeout; on failure it leaves a screenshot
 // named after what in the test's artifact dir and fails the test.
 func (b *Browser) Do(what string, steps ...chromedp.Action[chromedp.Void]) {
@@ -81,7 +84,7 @@ func (b *Browser) Do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	ctx, cancel := context.WithTimeout(b.Ctx, b.StepTimeout)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
-		b.Screenshot(filepath.Join(b.t.ArtifactDir(), strings.ReplaceAll(what, " ", "-")+".png"))
+		b.Screenshot(filepath.Join(b.t.ArtifactDir(), fileName.Replace(what)+".png"))
 		b.t.Fatalf("%s: %v", what, err)
 	}
 }
