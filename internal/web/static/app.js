@@ -210,13 +210,42 @@
     btn.disabled = true;
     pre.hidden = false;
     var size = cellsOf(pre);
+    // Keys go out in order, one request at a time; those typed before the
+    // session exists wait for it.
+    var base = null, queue = Promise.resolve(), pending = "";
+    function send() {
+      if (!pending || !base) return;
+      var data = pending; pending = "";
+      var path = "/ui/api/v1" + base + "/input";
+      queue = queue.then(function () {
+        return fetch(path, { method: "POST", credentials: "same-origin",
+          headers: { "X-CSRF-Token": csrf, "Content-Type": "application/octet-stream" }, body: data });
+      }).catch(function () {});
+    }
+    pre.addEventListener("keydown", function (e) {
+      // Shift+Tab stays the browser's, so the keyboard can leave.
+      if (e.key === "Tab" && e.shiftKey) return;
+      var data = keys[e.key];
+      if (!data && e.ctrlKey && e.key.length === 1) data = String.fromCharCode(e.key.toUpperCase().charCodeAt(0) - 64);
+      else if (!data && e.key.length === 1 && !e.metaKey && !e.altKey) data = e.key;
+      if (!data) return;
+      e.preventDefault();
+      pending += data;
+      send();
+    });
+    pre.addEventListener("paste", function (e) {
+      e.preventDefault();
+      pending += (e.clipboardData || window.clipboardData).getData("text");
+      send();
+    });
     api("POST", "/sandboxes/" + sandbox + "/pty", size)
       .then(function (r) { return r.json().then(function (j) { if (!r.ok) throw new Error(j.message || r.status); return j; }); })
       .then(function (cmd) {
         document.getElementById("term-hint").hidden = false;
         full.hidden = false;
         pre.focus();
-        var base = "/sandboxes/" + sandbox + "/pty/" + cmd.id;
+        base = "/sandboxes/" + sandbox + "/pty/" + cmd.id;
+        send();
         // The PTY follows the terminal's box: the window's size, and full
         // screen or not. Its programs get SIGWINCH.
         var fitting = null;
@@ -237,33 +266,6 @@
           full.textContent = on ? "Exit full screen" : "Full screen";
           fit();
           pre.focus();
-        });
-        // Keys go out in order, one request at a time.
-        var queue = Promise.resolve();
-        var pending = "";
-        function send() {
-          if (!pending) return;
-          var data = pending; pending = "";
-          queue = queue.then(function () {
-            return fetch("/ui/api/v1" + base + "/input", { method: "POST", credentials: "same-origin",
-              headers: { "X-CSRF-Token": csrf, "Content-Type": "application/octet-stream" }, body: data });
-          }).catch(function () {});
-        }
-        pre.addEventListener("keydown", function (e) {
-          // Shift+Tab stays the browser's, so the keyboard can leave.
-          if (e.key === "Tab" && e.shiftKey) return;
-          var data = keys[e.key];
-          if (!data && e.ctrlKey && e.key.length === 1) data = String.fromCharCode(e.key.toUpperCase().charCodeAt(0) - 64);
-          else if (!data && e.key.length === 1 && !e.metaKey && !e.altKey) data = e.key;
-          if (!data) return;
-          e.preventDefault();
-          pending += data;
-          send();
-        });
-        pre.addEventListener("paste", function (e) {
-          e.preventDefault();
-          pending += (e.clipboardData || window.clipboardData).getData("text");
-          send();
         });
         return fetch("/ui/api/v1" + base + "/output", { credentials: "same-origin" }).then(function (r) {
           var reader = r.body.getReader(), dec = new TextDecoder(), buf = "";
@@ -291,7 +293,7 @@
           return pump();
         });
       })
-      .catch(function (err) { pre.hidden = false; pre.textContent = "[" + err.message + "]"; btn.disabled = false; });
+      .catch(function (err) { pre.textContent = "[" + err.message + "]"; });
   }
 
   // Activate with live progress: the activation's event stream, queue
