@@ -19,6 +19,7 @@ import (
 // use it, as a host's sandboxes outlive a paddock restart.
 type Driver struct {
 	agent   *Agent
+	name    string
 	diskCap bool
 
 	mu sync.Mutex // guards the fields below
@@ -45,6 +46,8 @@ type DriverConfig struct {
 	Agent *Agent
 	// DiskCap is reported in Capabilities.
 	DiskCap bool
+	// Name is the runtime's name in Capabilities ("fake" if empty).
+	Name string
 }
 
 // NewDriver returns a Driver with no sandboxes.
@@ -54,7 +57,11 @@ func NewDriver(t testing.TB, cfg DriverConfig) *Driver {
 	if a == nil {
 		a = StartAgent(t, AgentConfig{})
 	}
-	return &Driver{agent: a, diskCap: cfg.DiskCap, sock: a.Socket(), sandboxes: map[string]bool{},
+	name := cfg.Name
+	if name == "" {
+		name = "fake"
+	}
+	return &Driver{agent: a, name: name, diskCap: cfg.DiskCap, sock: a.Socket(), sandboxes: map[string]bool{},
 		specs: map[string]runtime.Spec{}, deadAgent: map[string]bool{},
 		stats: runtime.Stats{PIDs: 3, MemoryBytes: 1 << 20}}
 }
@@ -152,7 +159,7 @@ func (d *Driver) SetStats(st runtime.Stats) { d.mu.Lock(); d.stats = st; d.mu.Un
 func (d *Driver) SetAgentSocket(sock string) { d.mu.Lock(); d.sock = sock; d.mu.Unlock() }
 
 func (d *Driver) Capabilities() runtime.Capabilities {
-	return runtime.Capabilities{Name: "fake", DiskCap: d.diskCap}
+	return runtime.Capabilities{Name: d.name, DiskCap: d.diskCap}
 }
 
 func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (*agent.Client, error) {

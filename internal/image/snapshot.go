@@ -34,6 +34,9 @@ type Snapshot struct {
 	// OnHost means the layers stack on the driver's host image, which is
 	// not in the store: the driver appends it below Layers.
 	OnHost bool
+	// Runtime ran the source sandbox; sandboxes created from the
+	// snapshot without a runtime of their own run on it too.
+	Runtime string
 	// Config is the environment and working dir the source sandbox had,
 	// which sandboxes created from the snapshot start with.
 	Config ImageConfig
@@ -47,12 +50,13 @@ type Snapshot struct {
 
 // NewSnapshot describes a snapshot to AddSnapshot.
 type NewSnapshot struct {
-	Source string
-	TeamID string
-	Image  string
-	Digest string
-	OnHost bool
-	Config ImageConfig
+	Source  string
+	TeamID  string
+	Image   string
+	Digest  string
+	OnHost  bool
+	Runtime string
+	Config  ImageConfig
 	// Lowers are the source sandbox's layer dirs in the store, topmost first.
 	Lowers []string
 }
@@ -64,6 +68,7 @@ type snapshotRecord struct {
 	Image     string      `json:"image"`
 	Digest    string      `json:"digest,omitempty"`
 	OnHost    bool        `json:"on_host,omitempty"`
+	Runtime   string      `json:"runtime,omitempty"`
 	Config    ImageConfig `json:"config"`
 	Layers    []string    `json:"layers"` // layer hex, topmost first
 	CreatedAt time.Time   `json:"created_at"`
@@ -156,7 +161,7 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 	crashpoint.Hit("image/snapshot/installed")
 	now := s.now().UTC()
 	rec := &snapshotRecord{
-		Source: spec.Source, TeamID: spec.TeamID, Image: spec.Image, Digest: spec.Digest, OnHost: spec.OnHost,
+		Source: spec.Source, TeamID: spec.TeamID, Image: spec.Image, Digest: spec.Digest, OnHost: spec.OnHost, Runtime: spec.Runtime,
 		Config: spec.Config, Layers: append([]string{layerHex}, lowers...),
 		CreatedAt: now, LastUsed: now,
 	}
@@ -177,7 +182,7 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 
 func (s *Store) snapshotLocked(id string, rec *snapshotRecord) *Snapshot {
 	snap := &Snapshot{
-		ID: id, Source: rec.Source, TeamID: rec.TeamID, Image: rec.Image, Digest: rec.Digest, OnHost: rec.OnHost,
+		ID: id, Source: rec.Source, TeamID: rec.TeamID, Image: rec.Image, Digest: rec.Digest, OnHost: rec.OnHost, Runtime: rec.Runtime,
 		Config: rec.Config, CreatedAt: rec.CreatedAt, LastUsed: rec.LastUsed,
 	}
 	snap.Config.Env = slices.Clone(rec.Config.Env)

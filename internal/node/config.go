@@ -40,7 +40,14 @@ const (
 // Config configures a Manager.
 type Config struct {
 	DataDir          string            // node state in DataDir/node/
-	Driver           runtime.Driver    // runs the sandboxes
+	Driver           runtime.Driver    // runs the sandboxes of the default runtime (its Capabilities().Name)
+	// Drivers are the other runtimes this host offers, each by its
+	// Capabilities().Name; a create names one with CreateRequest.Runtime.
+	Drivers []runtime.Driver
+	// Unavailable are runtimes this host knows but cannot run, each with
+	// why and how to fix it (gVisor without runsc): a create asking for
+	// one is refused with that reason, and Runtimes lists them.
+	Unavailable map[string]string
 	Now              func() time.Time  // injectable clock; default time.Now
 	DefaultTimeout   time.Duration     // default 5m
 	MaxTimeout       time.Duration     // hard max for a sandbox's total lifetime incl. extensions; default 5h

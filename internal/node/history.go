@@ -87,7 +87,7 @@ func (m *Manager) collectLastWords(ctx context.Context, e *entry) lastWords {
 			lw.cmds, lw.cmdsOK = cmds, true
 		}
 	}
-	st, err := m.cfg.Driver.Stats(ctx, sb.ID)
+	st, err := m.driverOf(sb).Stats(ctx, sb.ID)
 	if err != nil {
 		log.Warn("read stats before stop", "err", err)
 		return lw

@@ -44,7 +44,7 @@ func (m *Manager) collectLayer(ctx context.Context, e *entry) {
 	dctx, cancel := driverContext(ctx)
 	defer cancel()
 	// Destroy of a stopped sandbox removes what is left of it on the host.
-	if err := m.cfg.Driver.Destroy(dctx, sb.ID); err != nil {
+	if err := m.driverOf(sb).Destroy(dctx, sb.ID); err != nil {
 		log.Error("remove the layer of a stopped sandbox", "err", err, "retryIn", collectRetry)
 		m.mu.Lock()
 		if _, ok := m.collect[sb.ID]; ok {

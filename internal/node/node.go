@@ -42,9 +42,7 @@ type Manager struct {
 	cfg    Config
 	log    *slog.Logger
 	store  Records
-	driver string // the driver's name, recorded in every sandbox
-	// diskCap: the driver can cap a sandbox's disk (Resources.DiskMB).
-	diskCap bool
+	rt     runtimeSet // the drivers by runtime (runtimes.go)
 
 	// wake tells the timeout loop that a deadline changed. Buffered (1) so a
 	// sender never blocks; one pending wake covers any number of changes.
@@ -141,12 +139,15 @@ func New(cfg Config) (*Manager, error) {
 // newManager builds a manager over any Records; cfg is already defaulted
 // and valid.
 func newManager(cfg Config, store Records) (*Manager, error) {
+	rt, err := newRuntimeSet(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	m := &Manager{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "node"),
 		store:     store,
-		driver:    cfg.Driver.Capabilities().Name,
-		diskCap:   cfg.Driver.Capabilities().DiskCap,
+		rt:        rt,
 		wake:      make(chan struct{}, 1),
 		entries:   make(map[string]*entry),
 		active:    make(map[string]struct{}),
@@ -253,9 +254,6 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
-	if req.Resources.DiskMB > 0 && !m.diskCap {
-		return sandbox.Sandbox{}, errNoDiskCap
-	}
 	var (
 		img    *image.Image
 		snap   *image.Snapshot
@@ -269,6 +267,17 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
+	if req.Runtime == "" && snap != nil {
+		// A snapshot keeps its runtime.
+		req.Runtime = snap.Runtime
+	}
+	rtName, drv, err := m.rt.resolve(req.Runtime)
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	if err := checkCapabilities(rtName, drv.Capabilities(), req); err != nil {
+		return sandbox.Sandbox{}, err
+	}
 	id, err := newID()
 	if err != nil {
 		return sandbox.Sandbox{}, err
@@ -280,7 +289,7 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 		Image:     req.Image,
 		Resources: req.Resources,
 		Env:       maps.Clone(req.Env),
-		Driver:    m.driver,
+		Driver:    rtName,
 		CreatedAt: now,
 		// Provisional, so that a sandbox re-adopted after a crash mid-create
 		// still has a deadline; reset from StartedAt once it runs.
@@ -365,7 +374,7 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 	phases.Total = time.Since(start)
 	if err != nil {
 		log.Error("create sandbox failed", "err", err)
-		m.unboot(ctx, id, client)
+		m.unboot(ctx, drv, id, client)
 		sb, terr := m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
 			sb.Error = "create: " + err.Error()
 			sb.StoppedAt = m.now()
@@ -420,7 +429,10 @@ func (m *Manager) boot(dctx context.Context, e *entry, spec runtime.Spec, policy
 	if err != nil {
 		return nil, err
 	}
-	client, err := m.cfg.Driver.Create(dctx, spec)
+	e.mu.Lock()
+	drv := m.driverOf(e.sb)
+	e.mu.Unlock()
+	client, err := drv.Create(dctx, spec)
 	crashpoint.Hit("node/create/after-driver")
 	if err != nil {
 		return nil, err
@@ -434,8 +446,8 @@ func (m *Manager) boot(dctx context.Context, e *entry, spec runtime.Spec, policy
 	return client, nil
 }
 
-// unboot undoes a boot that failed at any step (client may be nil).
-func (m *Manager) unboot(ctx context.Context, id string, client *agent.Client) {
+// unboot undoes a boot on drv that failed at any step (client may be nil).
+func (m *Manager) unboot(ctx context.Context, drv runtime.Driver, id string, client *agent.Client) {
 	if client != nil {
 		client.Close()
 	}
@@ -445,7 +457,7 @@ func (m *Manager) unboot(ctx context.Context, id string, client *agent.Client) {
 	defer cancel()
 	// The driver promises to leave nothing behind on error; Destroy
 	// makes sure, since a leak here would outlive the record.
-	if derr := m.cfg.Driver.Destroy(dctx, id); derr != nil {
+	if derr := drv.Destroy(dctx, id); derr != nil {
 		m.log.Error("clean up failed sandbox", "sandbox", id, "err", derr)
 		return
 	}
@@ -558,7 +570,7 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sand
 	log := m.log.With("sandbox", sb.ID)
 	dctx, cancel := driverContext(ctx)
 	defer cancel()
-	if err := m.cfg.Driver.Stop(dctx, sb.ID); err != nil {
+	if err := m.driverOf(sb).Stop(dctx, sb.ID); err != nil {
 		log.Error("stop sandbox failed", "reason", reason, "err", err)
 		failed, terr := m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
 			sb.Error = "stop: " + err.Error()
@@ -622,7 +634,7 @@ func (m *Manager) delete(ctx context.Context, e *entry, id string, check func(sa
 	}
 	dctx, cancel := driverContext(ctx)
 	defer cancel()
-	if err := m.cfg.Driver.Destroy(dctx, id); err != nil {
+	if err := m.driverOf(sb).Destroy(dctx, id); err != nil {
 		m.log.Error("destroy sandbox failed", "sandbox", id, "err", err)
 		if !sb.State.Terminal() {
 			_, _ = m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
@@ -801,7 +813,7 @@ func (m *Manager) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	case sb.State != sandbox.Running:
 		return runtime.Stats{}, notRunning(sb)
 	}
-	st, err := m.cfg.Driver.Stats(ctx, id)
+	st, err := m.driverOf(sb).Stats(ctx, id)
 	if err != nil {
 		return runtime.Stats{}, fmt.Errorf("node: stats of sandbox %s: %w", id, err)
 	}

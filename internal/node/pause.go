@@ -22,10 +22,6 @@ func (m *Manager) Pause(ctx context.Context, id string) (sandbox.Sandbox, error)
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
-	snapper, ok := m.cfg.Driver.(runtime.Snapshotter)
-	if !ok {
-		return sandbox.Sandbox{}, errNoSnapshots
-	}
 	e, sb, unlock, err := m.lockRunning(id)
 	if err != nil {
 		if errors.Is(err, sandbox.ErrNotRunning) && sb.State == sandbox.Paused {
@@ -34,6 +30,10 @@ func (m *Manager) Pause(ctx context.Context, id string) (sandbox.Sandbox, error)
 		return sb, err
 	}
 	defer unlock()
+	snapper, err := m.snapshotterOf(sb)
+	if err != nil {
+		return sb, err
+	}
 	snap, err := m.snapshotLocked(ctx, store, snapper, sb)
 	if err != nil {
 		return sb, fmt.Errorf("node: pause sandbox %s: %w", id, err)
@@ -54,7 +54,7 @@ func (m *Manager) Pause(ctx context.Context, id string) (sandbox.Sandbox, error)
 	defer cancel()
 	// Destroy, not Stop: the layer is in the snapshot now, and resume
 	// creates the sandbox afresh under the same id.
-	if err := m.cfg.Driver.Destroy(dctx, id); err != nil {
+	if err := m.driverOf(sb).Destroy(dctx, id); err != nil {
 		log.Error("pause sandbox failed", "err", err)
 		failed, terr := m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
 			sb.Error = "pause: " + err.Error()
@@ -146,7 +146,8 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 	client, err := m.boot(dctx, e, spec, policy, sb.Volumes)
 	if err != nil {
 		m.log.Error("resume sandbox failed", "sandbox", id, "err", err)
-		m.unboot(ctx, id, client)
+		// boot used the driver of the record's runtime: a resume keeps it.
+		m.unboot(ctx, m.driverOf(sb), id, client)
 		sb, terr := m.transition(e, sandbox.Paused, nil, func(sb *sandbox.Sandbox) { sb.Error = "resume: " + err.Error() })
 		return sb, errors.Join(fmt.Errorf("node: resume sandbox %s: %w", id, err), terr)
 	}

@@ -26,15 +26,22 @@ import (
 //   - every driver sandbox without a record is an orphan of a crash
 //     mid-create and is destroyed.
 //
-// Nothing that is not re-adopted is left running.
+// Nothing that is not re-adopted is left running. Each record is matched
+// against what its own runtime's driver lists; a record whose runtime this
+// host no longer offers is lost.
 func (m *Manager) reconcile(ctx context.Context) error {
-	infos, err := m.cfg.Driver.List(ctx)
-	if err != nil {
-		return fmt.Errorf("node: reconcile: list driver sandboxes: %w", err)
-	}
-	listed := make(map[string]runtime.Info, len(infos))
-	for _, in := range infos {
-		listed[in.ID] = in
+	// listed holds each runtime's sandboxes by id.
+	listed := make(map[string]map[string]runtime.Info, len(m.rt.drivers))
+	for name, d := range m.rt.drivers {
+		infos, err := d.List(ctx)
+		if err != nil {
+			return fmt.Errorf("node: reconcile: list %s sandboxes: %w", name, err)
+		}
+		byID := make(map[string]runtime.Info, len(infos))
+		for _, in := range infos {
+			byID[in.ID] = in
+		}
+		listed[name] = byID
 	}
 
 	m.mu.Lock()
@@ -42,20 +49,25 @@ func (m *Manager) reconcile(ctx context.Context) error {
 	m.mu.Unlock()
 	for _, e := range ents {
 		e.mu.Lock()
-		id := e.sb.ID
+		id, rt := e.sb.ID, e.sb.Driver
 		e.mu.Unlock()
-		info, known := listed[id]
-		delete(listed, id)
+		if rt == "" {
+			rt = m.rt.def
+		}
+		info, known := listed[rt][id]
+		delete(listed[rt], id)
 		m.reconcileOne(ctx, e, info, known)
 	}
 
-	for id := range listed {
-		m.log.Warn("destroying orphan sandbox", "sandbox", id)
-		dctx, cancel := driverContext(ctx)
-		err := m.cfg.Driver.Destroy(dctx, id)
-		cancel()
-		if err != nil {
-			m.log.Error("destroy orphan sandbox", "sandbox", id, "err", err)
+	for name, byID := range listed {
+		for id := range byID {
+			m.log.Warn("destroying orphan sandbox", "sandbox", id, "runtime", name)
+			dctx, cancel := driverContext(ctx)
+			err := m.rt.drivers[name].Destroy(dctx, id)
+			cancel()
+			if err != nil {
+				m.log.Error("destroy orphan sandbox", "sandbox", id, "runtime", name, "err", err)
+			}
 		}
 	}
 
@@ -79,7 +91,7 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 		if known && info.Running {
 			// The record says it ended; make the host agree.
 			log.Warn("stopping sandbox recorded as ended", "state", sb.State)
-			if err := m.driverStop(ctx, sb.ID); err != nil {
+			if err := m.driverStop(ctx, sb); err != nil {
 				log.Error("stop sandbox recorded as ended", "err", err)
 			}
 		}
@@ -88,7 +100,7 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 		if known {
 			// A crash between the pause's record and the driver's clean-up.
 			dctx, cancel := driverContext(ctx)
-			if err := m.cfg.Driver.Destroy(dctx, sb.ID); err != nil {
+			if err := m.driverOf(sb).Destroy(dctx, sb.ID); err != nil {
 				log.Error("destroy paused sandbox's remains", "err", err)
 			}
 			cancel()
@@ -98,7 +110,7 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 		if sb.Pause != nil {
 			// A pause cut short: its snapshot is whole (recorded after it).
 			dctx, cancel := driverContext(ctx)
-			err := m.cfg.Driver.Destroy(dctx, sb.ID)
+			err := m.driverOf(sb).Destroy(dctx, sb.ID)
 			cancel()
 			if err == nil {
 				m.teardownNetwork(ctx, sb.ID)
@@ -108,7 +120,7 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 			}
 			log.Error("finish pausing sandbox after restart", "err", err)
 		}
-		if err := m.driverStop(ctx, sb.ID); err != nil {
+		if err := m.driverStop(ctx, sb); err != nil {
 			log.Error("finish stopping sandbox after restart", "err", err)
 			_, _ = m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
 				sb.Error = "lost after restart: stop: " + err.Error()
@@ -121,7 +133,7 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 		return
 	}
 
-	client, ainfo, why := m.readopt(ctx, sb.ID, info, known)
+	client, ainfo, why := m.readopt(ctx, sb, info, known)
 	if client != nil {
 		// The agent keeps its user for its whole life; a record saved
 		// before the agent answered (or by an older paddock) learns it now.
@@ -155,7 +167,7 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 	// sample: see internal/metering).
 	lw := m.collectLastWords(ctx, e)
 	if known {
-		if err := m.driverStop(ctx, sb.ID); err != nil {
+		if err := m.driverStop(ctx, sb); err != nil {
 			log.Error("stop lost sandbox", "err", err)
 			why += "; stop: " + err.Error()
 		}
@@ -173,14 +185,18 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 
 // readopt returns a client for a sandbox that still runs and answers, or
 // why it cannot be re-adopted.
-func (m *Manager) readopt(ctx context.Context, id string, info runtime.Info, known bool) (*agent.Client, agent.Info, string) {
+func (m *Manager) readopt(ctx context.Context, sb sandbox.Sandbox, info runtime.Info, known bool) (*agent.Client, agent.Info, string) {
+	id, drv := sb.ID, m.driverOf(sb)
+	if md, ok := drv.(missingDriver); ok {
+		return nil, agent.Info{}, md.err().Error()
+	}
 	switch {
 	case !known:
 		return nil, agent.Info{}, "the driver has no trace of it"
 	case !info.Running:
 		return nil, agent.Info{}, "it is no longer running"
 	}
-	client, err := m.cfg.Driver.Agent(ctx, id)
+	client, err := drv.Agent(ctx, id)
 	if err != nil {
 		return nil, agent.Info{}, "agent: " + err.Error()
 	}
@@ -199,8 +215,8 @@ func (m *Manager) readopt(ctx context.Context, id string, info runtime.Info, kno
 	return client, ainfo, ""
 }
 
-func (m *Manager) driverStop(ctx context.Context, id string) error {
+func (m *Manager) driverStop(ctx context.Context, sb sandbox.Sandbox) error {
 	dctx, cancel := driverContext(ctx)
 	defer cancel()
-	return m.cfg.Driver.Stop(dctx, id)
+	return m.driverOf(sb).Stop(dctx, sb.ID)
 }

@@ -65,10 +65,6 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, err
 	if err != nil {
 		return nil, err
 	}
-	snapper, ok := m.cfg.Driver.(runtime.Snapshotter)
-	if !ok {
-		return nil, errNoSnapshots
-	}
 	e, err := m.lookup(id)
 	if err != nil {
 		return nil, err
@@ -85,6 +81,10 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, err
 		return nil, sandbox.Errorf(sandbox.ErrConflict, "sandbox_not_snapshottable", "sandbox %s is %s: only a running or stopped sandbox can be snapshotted", id, sb.State)
 	case !sb.LayerRemovedAt.IsZero():
 		return nil, errLayerRemoved(sb, m.cfg.StoppedRetention)
+	}
+	snapper, err := m.snapshotterOf(sb)
+	if err != nil {
+		return nil, err
 	}
 	snap, err := m.snapshotLocked(ctx, store, snapper, sb)
 	if err != nil {
@@ -105,7 +105,8 @@ func (m *Manager) snapshotLocked(ctx context.Context, store Snapshots, snapper r
 	spec := image.NewSnapshot{
 		Source: sb.ID, TeamID: sb.TeamID, Image: sb.Image, Digest: sb.ImageDigest,
 		// Only the host image has no digest, and it is not in the store.
-		OnHost: sb.ImageDigest == "",
+		OnHost:  sb.ImageDigest == "",
+		Runtime: m.driverOf(sb).Capabilities().Name,
 		Config: image.ImageConfig{Env: env, WorkingDir: sb.WorkingDir, User: sb.ImageUser},
 		Lowers: sb.ImageLayers,
 	}

@@ -39,10 +39,13 @@ type WarmKey struct {
 	// Network is the egress policy after the host's default, as canonical
 	// JSON; "" on a host without sandbox networking.
 	Network string
+	// Runtime runs the sandbox (the request's, else its snapshot's, else
+	// the host's default): a gVisor create never claims a runc sandbox.
+	Runtime string
 }
 
 func (k WarmKey) String() string {
-	return fmt.Sprintf("%s vcpus=%g mem=%dMB pids=%d disk=%dMB net=%s", k.Base, k.Resources.VCPUs,
+	return fmt.Sprintf("%s runtime=%s vcpus=%g mem=%dMB pids=%d disk=%dMB net=%s", k.Base, k.Runtime, k.Resources.VCPUs,
 		k.Resources.MemoryMB, k.Resources.PIDs, k.Resources.DiskMB, k.Network)
 }
 
@@ -72,6 +75,7 @@ func (m *Manager) warmKey(req sandbox.CreateRequest) (WarmKey, []string, error) 
 	}
 	k := WarmKey{Base: hostImage, Resources: req.Resources}
 	var env []string
+	rt := req.Runtime
 	switch {
 	case req.Snapshot != "":
 		store, err := m.snapshots()
@@ -83,6 +87,9 @@ func (m *Manager) warmKey(req sandbox.CreateRequest) (WarmKey, []string, error) 
 			return WarmKey{}, nil, err
 		}
 		k.Base, env = "snapshot:"+snap.ID, snap.Config.Env
+		if rt == "" {
+			rt = snap.Runtime
+		}
 	default:
 		// Not resolveImage: a key is asked for on every request and every
 		// refill round, and its bookkeeping (the image's last use) writes.
@@ -95,12 +102,17 @@ func (m *Manager) warmKey(req sandbox.CreateRequest) (WarmKey, []string, error) 
 		}
 	}
 	k.Network = policyKey(req.NetworkPolicy)
+	name, _, err := m.rt.resolve(rt)
+	if err != nil {
+		return WarmKey{}, nil, err
+	}
+	k.Runtime = name
 	return k, env, nil
 }
 
 // KeyOf is the key of the sandbox sb is: what it was built from and with.
 func KeyOf(sb sandbox.Sandbox) WarmKey {
-	k := WarmKey{Base: hostImage, Resources: sb.Resources, Network: policyKey(sb.NetworkPolicy)}
+	k := WarmKey{Base: hostImage, Resources: sb.Resources, Network: policyKey(sb.NetworkPolicy), Runtime: sb.Driver}
 	switch {
 	case sb.Snapshot != "":
 		k.Base = "snapshot:" + sb.Snapshot
@@ -269,7 +281,7 @@ func (m *Manager) Claim(ctx context.Context, id string, req sandbox.CreateReques
 			log.Error("claim: write the source failed", "err", err)
 			dctx, cancel := driverContext(ctx)
 			defer cancel()
-			if derr := m.cfg.Driver.Destroy(dctx, id); derr != nil {
+			if derr := m.driverOf(sb).Destroy(dctx, id); derr != nil {
 				log.Error("clean up failed sandbox", "err", derr)
 			} else {
 				m.teardownNetwork(dctx, id)

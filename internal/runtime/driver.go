@@ -190,3 +190,16 @@ type Driver interface {
 	// Close releases driver resources; sandboxes keep running.
 	Close() error
 }
+
+// Status is one runtime a host knows, as GET /api/v1/runtimes lists it:
+// whether sandboxes can run on it here (and if not, why and how to fix
+// it) and, when they can, its capabilities.
+type Status struct {
+	Name string `json:"name"`
+	// Default runs sandboxes whose create names no runtime.
+	Default   bool   `json:"default"`
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"`
+	// Capabilities are zero when the runtime is unavailable.
+	Capabilities Capabilities `json:"capabilities"`
+}

@@ -35,6 +35,11 @@ type CreateRequest struct {
 	ProjectID string
 	// Labels are the caller's metadata (see ValidateLabels).
 	Labels map[string]string
+	// Runtime names the driver that runs the sandbox ("runc", "gvisor");
+	// "" is the snapshot's when created from one, else the host's default.
+	// One the host does not offer is ErrInvalid "unknown_runtime" or
+	// "runtime_unavailable".
+	Runtime string
 }
 
 // ListOptions page through a host's sandboxes.

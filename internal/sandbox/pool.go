@@ -10,6 +10,9 @@ type PoolSpec struct {
 	Snapshot      string         `json:"snapshot,omitempty"`
 	Resources     Resources      `json:"resources"`
 	NetworkPolicy *NetworkPolicy `json:"networkPolicy,omitempty"`
+	// Runtime runs the pool's sandboxes ("" the host's default): a create
+	// asking for another runtime never claims one of them.
+	Runtime string `json:"runtime,omitempty"`
 	// Min idle sandboxes are kept whatever the demand; up to Max when
 	// demand asks for them.
 	Min int `json:"min"`
@@ -35,7 +38,7 @@ func (s PoolSpec) Validate() error {
 // Request is the create request of one of the pool's sandboxes: its key
 // and nothing else, and no owner.
 func (s PoolSpec) Request() CreateRequest {
-	return CreateRequest{Image: s.Image, Snapshot: s.Snapshot, Resources: s.Resources, NetworkPolicy: s.NetworkPolicy}
+	return CreateRequest{Image: s.Image, Snapshot: s.Snapshot, Resources: s.Resources, NetworkPolicy: s.NetworkPolicy, Runtime: s.Runtime}
 }
 
 // PoolStatus is a pool with its figures.

@@ -131,10 +131,12 @@ type Sandbox struct {
 	WorkingDir string            `json:"workingDir,omitempty"`
 	Resources  Resources         `json:"resources"`
 	Env        map[string]string `json:"env,omitempty"`
-	Driver     string            `json:"driver"`
-	CreatedAt  time.Time         `json:"createdAt"`
-	StartedAt  time.Time         `json:"startedAt,omitzero"`
-	StoppedAt  time.Time         `json:"stoppedAt,omitzero"`
+	// Driver is the runtime that runs the sandbox (CreateRequest.Runtime
+	// as the host resolved it): every later operation goes to it.
+	Driver    string    `json:"driver"`
+	CreatedAt time.Time `json:"createdAt"`
+	StartedAt time.Time `json:"startedAt,omitzero"`
+	StoppedAt time.Time `json:"stoppedAt,omitzero"`
 	// ExpiresAt is when the sandbox timeout stops it; extendable up to the host's maximum.
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
 	// LastActivityAt is the last proxied request or agent call (command,
