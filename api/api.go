@@ -66,6 +66,8 @@ type Sandbox struct {
 	Warm bool `json:"warm,omitempty"`
 	// ImageUser is the image config's User as the image gives it.
 	ImageUser string `json:"imageUser,omitempty"`
+	// Runtime runs the sandbox ("runc", "gvisor").
+	Runtime string `json:"runtime,omitempty"`
 	// User is who commands run as without sudo: ImageUser resolved inside
 	// the sandbox, or uid 1000 (/home/user) when the image names no user
 	// or root. Absent until the sandbox's agent has answered.
@@ -201,6 +203,40 @@ type CreateSandboxRequest struct {
 	// Labels are key/value metadata (see Sandbox.Labels); GET /sandboxes
 	// filters on them with ?label=key=value (repeatable, all must match).
 	Labels map[string]string `json:"labels,omitempty"`
+	// Runtime runs the sandbox: "runc" or "gvisor" (GET /runtimes lists
+	// this server's); default the snapshot's, else the server's
+	// (`serve --runtime`). One the server cannot run is a 400.
+	Runtime string `json:"runtime,omitempty"`
+}
+
+// Runtime is one isolation runtime a server knows (GET /runtimes).
+type Runtime struct {
+	Name string `json:"name"`
+	// Default runs sandboxes whose create names no runtime.
+	Default bool `json:"default"`
+	// Available: sandboxes can run on it here; else Reason says why and
+	// how to fix it.
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"`
+	// Capabilities of an available runtime: Snapshot (snapshots, forks,
+	// pause), DiskCap (diskMB is enforced; without it a create with a cap
+	// is refused), UserNS (root in a sandbox maps to an unprivileged host
+	// id), Seccomp, and the host's cgroup version.
+	Capabilities RuntimeCapabilities `json:"capabilities"`
+}
+
+// RuntimeCapabilities are what a runtime can do on this server.
+type RuntimeCapabilities struct {
+	Snapshot      bool `json:"snapshot"`
+	DiskCap       bool `json:"diskCap"`
+	UserNS        bool `json:"userNS"`
+	Seccomp       bool `json:"seccomp"`
+	CgroupVersion int  `json:"cgroupVersion,omitempty"`
+}
+
+// RuntimeList is the answer of GET /runtimes.
+type RuntimeList struct {
+	Runtimes []Runtime `json:"runtimes"`
 }
 
 // Source kinds in Source.Type.

@@ -11,6 +11,9 @@ type PoolSpec struct {
 	// request is served from the pool when its own, defaulted, are equal.
 	Resources     Resources      `json:"resources"`
 	NetworkPolicy *NetworkPolicy `json:"networkPolicy,omitempty"`
+	// Runtime runs the pool's sandboxes (default the server's): a create
+	// is served from the pool only when it asks for the same runtime.
+	Runtime string `json:"runtime,omitempty"`
 	// Min idle sandboxes are kept whatever the demand, up to Max when the
 	// busiest minute of the last five asked for more.
 	Min int `json:"min"`

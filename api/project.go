@@ -72,6 +72,9 @@ type ProjectRequest struct {
 	// GET /projects filters on them with ?label=key=value. The sandbox of
 	// an activation carries its project's labels.
 	Labels map[string]string `json:"labels,omitempty"`
+	// Runtime runs the project's activations ("runc", "gvisor"; default
+	// the server's): one the server cannot run is a 400.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // ProjectSource is exactly one of an image in the host's image store or a
@@ -114,6 +117,7 @@ type ProjectSpec struct {
 	AppSecretHeader string            `json:"appSecretHeader"`
 	AppSecretEnv    string            `json:"appSecretEnv"`
 	Labels          map[string]string `json:"labels,omitempty"`
+	Runtime         string            `json:"runtime,omitempty"`
 }
 
 // Project is one project as the API shows it.

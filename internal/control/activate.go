@@ -352,7 +352,7 @@ func (s *Service) bringUp(r *run, log *slog.Logger) error {
 	}
 	req := sandbox.CreateRequest{Image: doc.Source.Image, Resources: doc.Resources, Timeout: doc.maxLifetime() + lifetimeMargin,
 		Env: doc.Env, Ports: []sandbox.Port{{Port: doc.AppPort}}, TeamID: r.teamID, ProjectID: r.projectID,
-		Labels: doc.Labels}
+		Labels: doc.Labels, Runtime: doc.Runtime}
 	if req.Source, err = doc.gitSource(s.seal, r.projectID); err != nil {
 		return fail("secrets_unreadable", "%v", err)
 	}

@@ -55,13 +55,22 @@ func (s *Service) view(ctx context.Context, pr store.Project, doc *specDoc) Proj
 	return v
 }
 
+// normalize is req.normalize with the host's check of its runtime.
+func (s *Service) normalize(req ProjectRequest) (ProjectRequest, error) {
+	req, err := req.normalize()
+	if err != nil || req.Runtime == "" || s.cfg.CheckRuntime == nil {
+		return req, err
+	}
+	return req, s.cfg.CheckRuntime(req.Runtime)
+}
+
 // CreateProject validates req and stores a new project of the caller's
 // team with a freshly generated app secret.
 func (s *Service) CreateProject(ctx context.Context, p auth.Principal, req ProjectRequest) (ProjectView, error) {
 	if p.TeamID == "" {
 		return ProjectView{}, sandbox.Errorf(sandbox.ErrInvalid, "team_required", "projects belong to a team; this caller has none")
 	}
-	req, err := req.normalize()
+	req, err := s.normalize(req)
 	if err != nil {
 		return ProjectView{}, err
 	}
@@ -124,7 +133,7 @@ func (s *Service) ListProjects(ctx context.Context, p auth.Principal, page store
 // it had for the same URL. The app secret stays. A live activation keeps
 // running with its old spec; the next activation uses the new one.
 func (s *Service) UpdateProject(ctx context.Context, p auth.Principal, id string, req ProjectRequest) (ProjectView, error) {
-	req, err := req.normalize()
+	req, err := s.normalize(req)
 	if err != nil {
 		return ProjectView{}, err
 	}

@@ -37,6 +37,10 @@ type Config struct {
 	// Key is the 32-byte AES-GCM key that encrypts project secrets at rest;
 	// serve keeps it in <data>/secrets.key (0600).
 	Key []byte
+	// CheckRuntime refuses a project's runtime the host does not offer
+	// (node.Manager.CheckRuntime); nil accepts any, and the activation's
+	// create refuses it instead.
+	CheckRuntime func(name string) error
 	// HealthTimeout bounds the wait for an app's health check (default 2m).
 	HealthTimeout time.Duration
 	// IdleCheckInterval is how often idle and lifetime limits are checked
@@ -204,6 +208,9 @@ type ProjectRequest struct {
 	// Labels are the owner's metadata (sandbox.ValidateLabels); an
 	// activation's sandbox carries them too.
 	Labels map[string]string `json:"labels,omitempty"`
+	// Runtime runs the project's activations (sandbox.CreateRequest.Runtime);
+	// "" is the host's default.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // Source is where a project's app comes from: exactly one of an image in
@@ -232,6 +239,7 @@ type ProjectSpec struct {
 	AppSecretHeader string            `json:"appSecretHeader"`
 	AppSecretEnv    string            `json:"appSecretEnv"`
 	Labels          map[string]string `json:"labels,omitempty"`
+	Runtime         string            `json:"runtime,omitempty"`
 }
 
 // ProjectView is a project as the API returns it.

@@ -222,6 +222,7 @@ type specDoc struct {
 	AppSecretHeader string            `json:"appSecretHeader"`
 	AppSecretEnv    string            `json:"appSecretEnv"`
 	Labels          map[string]string `json:"labels,omitempty"`
+	Runtime         string            `json:"runtime,omitempty"`
 }
 
 func (d *specDoc) view() ProjectSpec {
@@ -236,7 +237,7 @@ func (d *specDoc) view() ProjectSpec {
 		Env: d.Env, SecretNames: d.SecretNames, Resources: d.Resources,
 		IdleTimeout: d.idleTimeout(), MaxLifetime: d.maxLifetime(), HealthTimeout: msDuration(d.HealthTimeoutMs),
 		PersistentPaths: d.PersistentPaths, AppSecretHeader: d.AppSecretHeader, AppSecretEnv: d.AppSecretEnv,
-		Labels: d.Labels,
+		Labels: d.Labels, Runtime: d.Runtime,
 	}
 }
 
@@ -294,7 +295,7 @@ func (d *specDoc) fill(req ProjectRequest) {
 	d.IdleTimeoutMs, d.MaxLifetimeMs = req.IdleTimeout.Milliseconds(), req.MaxLifetime.Milliseconds()
 	d.HealthTimeoutMs = req.HealthTimeout.Milliseconds()
 	d.AppSecretHeader, d.AppSecretEnv = req.AppSecretHeader, req.AppSecretEnv
-	d.Labels = req.Labels
+	d.Labels, d.Runtime = req.Labels, req.Runtime
 }
 
 func decodeSpec(raw json.RawMessage) (*specDoc, error) {

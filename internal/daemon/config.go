@@ -165,6 +165,12 @@ type Config struct {
 	// SSL_CERT_FILE). Not with TLSCertFile.
 	TLSDevCA bool
 
+	// Runtime is the runtime of a sandbox whose create (or project) names
+	// none: RuntimeRunc ("" too) or RuntimeGVisor, which needs runsc
+	// (gvisor.Find). Both run when they can; GET /api/v1/runtimes says
+	// which do.
+	Runtime string
+
 	// NoUserNS runs sandboxes without user namespaces: weaker, root in a
 	// sandbox is root on the host (for kernels without idmapped mounts).
 	NoUserNS bool
@@ -233,6 +239,8 @@ func (c Config) Validate() error {
 		return errors.New("daemon config: MaxVolumeSize, AppMaxBody and UploadStagingBytes must not be negative")
 	case c.UserNSBase != 0 && c.UserNSBase < 65536:
 		return fmt.Errorf("daemon config: UserNSBase %d is below 65536, where host accounts live", c.UserNSBase)
+	case c.Runtime != "" && c.Runtime != RuntimeRunc && c.Runtime != RuntimeGVisor:
+		return fmt.Errorf("daemon config: Runtime %q is neither %s nor %s", c.Runtime, RuntimeRunc, RuntimeGVisor)
 	case c.NoNetwork && c.NAT:
 		return errors.New("daemon config: NAT needs sandbox networking (NoNetwork is set)")
 	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
@@ -290,6 +298,12 @@ func (c Config) oidcLogin() *web.OIDCLogin {
 		RedirectURL: redirect, HTTPClient: c.OIDC.HTTPClient}
 }
 
+// The runtimes a daemon runs sandboxes on (Config.Runtime).
+const (
+	RuntimeRunc   = "runc"
+	RuntimeGVisor = "gvisor"
+)
+
 // DefaultHistoryRetention is Config.HistoryRetention's default.
 const DefaultHistoryRetention = 30 * 24 * time.Hour
 
@@ -331,6 +345,7 @@ type Option func(*options)
 type options struct {
 	log             *slog.Logger
 	driver          runtime.Driver
+	moreDrivers     []runtime.Driver
 	agentPath       string
 	initPath        string
 	store           store.Store
@@ -345,9 +360,12 @@ type options struct {
 // WithLogger sends the daemon's logs to log (default: discarded).
 func WithLogger(log *slog.Logger) Option { return func(o *options) { o.log = log } }
 
-// WithDriver runs sandboxes on d instead of a runc driver of the daemon's
-// own; the caller closes d.
-func WithDriver(d runtime.Driver) Option { return func(o *options) { o.driver = d } }
+// WithDriver runs sandboxes on d, the default runtime, and more (other
+// runtimes, each by its Capabilities().Name) instead of the drivers of the
+// daemon's own (runc, gVisor); the caller closes them.
+func WithDriver(d runtime.Driver, more ...runtime.Driver) Option {
+	return func(o *options) { o.driver, o.moreDrivers = d, more }
+}
 
 // WithAgentPath gives the runc driver this agent binary instead of finding
 // or building one (agentbin.Path under DataDir/bin).

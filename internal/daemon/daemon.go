@@ -41,6 +41,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/proxy/app"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
+	"github.com/paddock-dev/paddock/internal/runtime/gvisor"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
@@ -85,6 +86,13 @@ type Daemon struct {
 	handler http.Handler
 	tls     *tls.Config // nil: plain HTTP
 	devCA   string      // the development CA's certificate file, if any
+
+	// drivers are the runtimes that run here beside driver (the default
+	// one's), unavailable the ones that do not, with why (node.Config's
+	// fields of the same names).
+	drivers     []runtime.Driver
+	unavailable map[string]string
+
 	// metrics is every Prometheus series of the process; bus and webhooks
 	// carry lifecycle events (observe.go).
 	metrics  *metrics.Registry
@@ -174,7 +182,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Daemon, err erro
 
 func (d *Daemon) startDriver(ctx context.Context, o *options) error {
 	if o.driver != nil {
-		d.driver = o.driver
+		d.driver, d.drivers = o.driver, o.moreDrivers
 		return nil
 	}
 	agentPath := o.agentPath
@@ -201,12 +209,41 @@ func (d *Daemon) startDriver(ctx context.Context, o *options) error {
 		return err
 	}
 	d.push("runc driver", drv.Close) // sandboxes keep running; the next start adopts them
-	d.driver = drv
-	if d.cfg.SandboxDiskMB > 0 && !drv.Capabilities().DiskCap {
+	gv, why := d.startGVisor(agentPath)
+	switch d.cfg.Runtime {
+	case RuntimeGVisor:
+		if gv == nil {
+			return fmt.Errorf("the default runtime gvisor is unavailable: %s", why)
+		}
+		d.driver, d.drivers = gv, []runtime.Driver{drv}
+	default:
+		d.driver = drv
+		if gv != nil {
+			d.drivers = []runtime.Driver{gv}
+		}
+	}
+	if gv == nil {
+		d.unavailable = map[string]string{RuntimeGVisor: why}
+	}
+	if caps := d.driver.Capabilities(); d.cfg.SandboxDiskMB > 0 && !caps.DiskCap {
 		d.log.Error("sandbox disk caps are unavailable on this host: every sandbox create is refused until paddock doctor's disk check passes, or until paddock runs with --sandbox-disk 0 (writable layers uncapped)",
-			"sandboxDiskMB", d.cfg.SandboxDiskMB)
+			"sandboxDiskMB", d.cfg.SandboxDiskMB, "runtime", caps.Name)
 	}
 	return nil
+}
+
+// startGVisor starts the gVisor driver, or says why it cannot run here
+// (runsc not found, not root, not Linux) and how to fix it: then sandboxes
+// run on runc only, and a create asking for gvisor is refused with that.
+func (d *Daemon) startGVisor(agentPath string) (*gvisor.Driver, string) {
+	gv, err := gvisor.New(gvisor.Config{DataDir: d.cfg.DataDir, AgentPath: agentPath, Logger: d.log})
+	if err != nil {
+		why := err.Error() + " (paddock doctor checks it)"
+		d.log.Info("gvisor runtime unavailable", "why", why)
+		return nil, why
+	}
+	d.push("gvisor driver", gv.Close) // sandboxes keep running; the next start adopts them
+	return gv, ""
 }
 
 func (d *Daemon) startNetwork(_ context.Context, o *options) error {
@@ -323,6 +360,8 @@ func (d *Daemon) startNode(ctx context.Context, o *options) error {
 		Images:         d.images,
 		DataDir:        d.cfg.DataDir,
 		Driver:         d.driver,
+		Drivers:        d.drivers,
+		Unavailable:    d.unavailable,
 		DefaultTimeout: d.cfg.DefaultTimeout,
 		MaxTimeout:     d.cfg.MaxTimeout,
 		MaxSandboxes:   d.cfg.MaxSandboxes,
@@ -486,7 +525,7 @@ func (d *Daemon) startControl(ctx context.Context, o *options) error {
 		return err
 	}
 	d.secretsKey = key
-	ccfg := control.Config{Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, pools: d.pools, images: d.images}, Admission: d.admit,
+	ccfg := control.Config{CheckRuntime: d.node.CheckRuntime, Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, pools: d.pools, images: d.images}, Admission: d.admit,
 		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout, Budget: d.budgetGate, Events: d.bus,
 		Replica: d.cfg.NodeName, Sweep: d.leaderCtx, OrphanGrace: d.cfg.OrphanGrace}
 	if o.controlConfig != nil {
@@ -538,6 +577,7 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	}
 	scfg := server.Config{
 		Sandboxes: sandboxes, Auth: authn, Accounts: authn, Logger: d.log, MaxUploadBytes: o.maxUploadBytes,
+		Runtimes: d.node,
 		// Not /tmp: often a small tmpfs, and not emptied when paddock dies;
 		// the server empties this one as it starts.
 		StagingDir: filepath.Join(d.cfg.DataDir, "tmp", "uploads"), StagingBytes: d.cfg.UploadStagingBytes,

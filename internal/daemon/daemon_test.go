@@ -321,6 +321,8 @@ func TestConfigValidate(t *testing.T) {
 		{"dashboard OIDC client", Config{DataDir: "/d", OIDC: &auth.OIDCConfig{Issuer: "https://id.example.com", Audience: "app", ClientID: "dash"}, OIDCClientSecret: "s"}, true},
 		{"OIDC client secret without a client", Config{DataDir: "/d", OIDC: &auth.OIDCConfig{Issuer: "https://id.example.com", Audience: "app"}, OIDCClientSecret: "s"}, false},
 		{"OIDC redirect URL without OIDC", Config{DataDir: "/d", OIDCRedirectURL: "https://p.example.com/ui/oidc/callback"}, false},
+		{"gvisor runtime", Config{DataDir: "/d", Runtime: "gvisor"}, true},
+		{"unknown runtime", Config{DataDir: "/d", Runtime: "kata"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.cfg.Validate(); (err == nil) != tc.ok {

@@ -41,13 +41,6 @@ const (
 type Config struct {
 	DataDir          string            // node state in DataDir/node/
 	Driver           runtime.Driver    // runs the sandboxes of the default runtime (its Capabilities().Name)
-	// Drivers are the other runtimes this host offers, each by its
-	// Capabilities().Name; a create names one with CreateRequest.Runtime.
-	Drivers []runtime.Driver
-	// Unavailable are runtimes this host knows but cannot run, each with
-	// why and how to fix it (gVisor without runsc): a create asking for
-	// one is refused with that reason, and Runtimes lists them.
-	Unavailable map[string]string
 	Now              func() time.Time  // injectable clock; default time.Now
 	DefaultTimeout   time.Duration     // default 5m
 	MaxTimeout       time.Duration     // hard max for a sandbox's total lifetime incl. extensions; default 5h
@@ -56,6 +49,14 @@ type Config struct {
 	MaxSandboxes     int               // running+pending at once on this host; default 64
 	MaxPorts         int               // declared ports per sandbox; default 8
 	Logger           *slog.Logger      // default slog.Default()
+
+	// Drivers are the other runtimes this host offers, each by its
+	// Capabilities().Name; a create names one with CreateRequest.Runtime.
+	Drivers []runtime.Driver
+	// Unavailable are runtimes this host knows but cannot run, each with
+	// why and how to fix it (gVisor without runsc): a create asking for
+	// one is refused with that reason, and Runtimes lists them.
+	Unavailable map[string]string
 	// StoppedRetention is how long a stopped or failed sandbox keeps its
 	// writable layer on the host (for snapshots) before the node removes
 	// it; the record stays, marked (Sandbox.LayerRemovedAt). 0 keeps

@@ -39,10 +39,10 @@ import (
 
 // Manager owns the sandboxes of this host. It is safe for concurrent use.
 type Manager struct {
-	cfg    Config
-	log    *slog.Logger
-	store  Records
-	rt     runtimeSet // the drivers by runtime (runtimes.go)
+	cfg   Config
+	log   *slog.Logger
+	store Records
+	rt    runtimeSet // the drivers by runtime (runtimes.go)
 
 	// wake tells the timeout loop that a deadline changed. Buffered (1) so a
 	// sender never blocks; one pending wake covers any number of changes.

@@ -155,3 +155,10 @@ func (d missingDriver) Stop(context.Context, string) error           { return d.
 func (d missingDriver) Destroy(context.Context, string) error        { return d.err() }
 func (d missingDriver) List(context.Context) ([]runtime.Info, error) { return nil, nil }
 func (d missingDriver) Close() error                                 { return nil }
+
+// CheckRuntime refuses a runtime name a create could not run on (see
+// CreateRequest.Runtime): a project's, checked when it is saved.
+func (m *Manager) CheckRuntime(name string) error {
+	_, _, err := m.rt.resolve(name)
+	return err
+}

@@ -107,8 +107,8 @@ func (m *Manager) snapshotLocked(ctx context.Context, store Snapshots, snapper r
 		// Only the host image has no digest, and it is not in the store.
 		OnHost:  sb.ImageDigest == "",
 		Runtime: m.driverOf(sb).Capabilities().Name,
-		Config: image.ImageConfig{Env: env, WorkingDir: sb.WorkingDir, User: sb.ImageUser},
-		Lowers: sb.ImageLayers,
+		Config:  image.ImageConfig{Env: env, WorkingDir: sb.WorkingDir, User: sb.ImageUser},
+		Lowers:  sb.ImageLayers,
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotTimeout)
 	defer cancel()

@@ -77,7 +77,7 @@ func (s *Server) setPool(w http.ResponseWriter, r *http.Request) error {
 	if res.VCPUs < 0 || math.IsNaN(res.VCPUs) || math.IsInf(res.VCPUs, 0) || res.MemoryMB < 0 || res.PIDs < 0 || res.DiskMB < 0 {
 		return sandbox.Errorf(sandbox.ErrInvalid, "invalid_resources", "resources must not be negative")
 	}
-	spec := sandbox.PoolSpec{Name: r.PathValue("name"), Image: req.Image, Snapshot: req.Snapshot, Min: req.Min, Max: req.Max,
+	spec := sandbox.PoolSpec{Name: r.PathValue("name"), Image: req.Image, Snapshot: req.Snapshot, Runtime: req.Runtime, Min: req.Min, Max: req.Max,
 		Resources: sandbox.Resources{VCPUs: res.VCPUs, MemoryMB: res.MemoryMB, PIDs: res.PIDs, DiskMB: res.DiskMB}}
 	if req.NetworkPolicy != nil {
 		p, err := fromAPIPolicy(*req.NetworkPolicy)
@@ -110,7 +110,7 @@ func toAPIPool(st sandbox.PoolStatus) api.Pool {
 	res := st.Resources
 	out := api.Pool{Name: st.Name, Key: st.Key, Target: st.Target, Idle: st.Idle, Creating: st.Creating,
 		Hits: st.Hits, Misses: st.Misses, Error: st.Error,
-		PoolSpec: api.PoolSpec{Image: st.Image, Snapshot: st.Snapshot, Min: st.Min, Max: st.Max,
+		PoolSpec: api.PoolSpec{Image: st.Image, Snapshot: st.Snapshot, Runtime: st.Runtime, Min: st.Min, Max: st.Max,
 			Resources: api.Resources{VCPUs: res.VCPUs, MemoryMB: res.MemoryMB, PIDs: res.PIDs, DiskMB: res.DiskMB}}}
 	if st.NetworkPolicy != nil {
 		out.NetworkPolicy = toAPIPolicy(*st.NetworkPolicy)

@@ -522,6 +522,7 @@ func fromAPIProjectRequest(req api.ProjectRequest) (control.ProjectRequest, erro
 		AppSecretHeader: req.AppSecretHeader,
 		AppSecretEnv:    req.AppSecretEnv,
 		Labels:          req.Labels,
+		Runtime:         req.Runtime,
 	}
 	if g := req.Source.Git; g != nil {
 		out.Source.Git = &sandbox.Source{
@@ -554,6 +555,7 @@ func (s *Server) toAPIProject(r *http.Request, v control.ProjectView) api.Projec
 			AppSecretHeader: sp.AppSecretHeader,
 			AppSecretEnv:    sp.AppSecretEnv,
 			Labels:          sp.Labels,
+			Runtime:         sp.Runtime,
 		},
 		AppURL:    s.appBase(r, v.ID),
 		CreatedAt: v.CreatedAt,

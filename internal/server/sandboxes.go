@@ -76,6 +76,7 @@ func createParams(req api.CreateSandboxRequest) (sandbox.CreateRequest, error) {
 		Volumes:       fromAPIVolumeMounts(req.Volumes),
 		Source:        fromAPISource(req.Source),
 		Labels:        req.Labels,
+		Runtime:       req.Runtime,
 	}, nil
 }
 
@@ -288,6 +289,7 @@ func (s *Server) toAPISandbox(sb sandbox.Sandbox) api.Sandbox {
 		SnapshotID:     sb.Snapshot,
 		Warm:           sb.Warm,
 		ImageUser:      sb.ImageUser,
+		Runtime:        sb.Driver,
 		WorkingDir:     sb.WorkingDir,
 		Resources:      api.Resources{VCPUs: sb.Resources.VCPUs, MemoryMB: sb.Resources.MemoryMB, PIDs: sb.Resources.PIDs, DiskMB: sb.Resources.DiskMB},
 		Env:            sb.Env,

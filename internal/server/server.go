@@ -126,6 +126,8 @@ type Config struct {
 	Events Events
 	// Webhooks keeps teams' webhooks; nil makes /webhooks answer 501.
 	Webhooks Webhooks
+	// Runtimes lists the host's runtimes (GET /runtimes); nil answers 501.
+	Runtimes Runtimes
 }
 
 // Validate reports a missing dependency or an impossible bound.
@@ -167,6 +169,7 @@ type Server struct {
 	ready         func(context.Context) error
 	events        Events
 	webhooks      Webhooks
+	runtimes      Runtimes
 	mux           *http.ServeMux
 	handler       http.Handler
 
@@ -197,6 +200,7 @@ func New(cfg Config) (*Server, error) {
 		apps:          cfg.Apps,
 		history:       cfg.History,
 		pools:         cfg.Pools,
+		runtimes:      cfg.Runtimes,
 		admission:     cfg.Admission,
 		metering:      cfg.Metering,
 		ready:         cfg.Ready,
@@ -336,6 +340,8 @@ var routeTable = []route{
 	{"GET", "/activations/{id}/events", (*Server).activationEvents},
 
 	{"GET", "/usage", (*Server).listUsage},
+
+	{"GET", "/runtimes", (*Server).listRuntimes},
 
 	{"GET", "/pools", (*Server).listPools},
 	{"GET", "/pools/{name}", (*Server).getPool},
