@@ -73,7 +73,8 @@ Usage:
                 [--mongodb-uri URI [--mongodb-database DB]] [--lease-ttl D] [--lease-renew D] [--orphan-grace D]
                 [--max-volume-size SIZE] [--app-max-body BYTES] [--health-timeout D] [--source-allow-private] [--reset-admin-token]
                 [--registry-allow-private] [--egress-allow-cidr CIDR]... [--block-cidr CIDR]...
-                [--pool name=N,min=N[,max=N][,image=REF|,snapshot=S][,vcpus=N][,memory=MB][,disk=MB]]... [--pool-concurrency N]
+                [--pool name=N,min=N[,max=N][,image=REF|,snapshot=S][,runtime=R][,vcpus=N][,memory=MB][,disk=MB]]... [--pool-concurrency N]
+                [--runtime runc|gvisor]
                 [--usage-interval D] [--usage-retention D] [--price-cpu-second X] [--price-memory-gb-hour X]
                 [--price-egress-gb X] [--price-storage-gb-month X] [--price-creation X] [--price-currency C]
                 [--webhook-allow-private] [--metrics-listen ADDR]
@@ -83,7 +84,7 @@ Usage:
   paddock image ls
   paddock image rm [--published] <ref>
   paddock image import [--published] <docker-archive.tar | oci-layout-dir>
-  paddock sandbox create [--image host|<ref> | --snapshot <snap>] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
+  paddock sandbox create [--image host|<ref> | --snapshot <snap>] [--runtime runc|gvisor] [--vcpus N] [--memory MB] [--timeout D] [--env K=V]...
                          [--port N]... [--public-port N]... [--volume name:/path[:cow]]... [--label k=v]...
                          [--git URL [--revision R] [--depth N] [--git-token T | --git-user U --git-password P]
                           | --tarball URL [--strip N]] [--source-dir DIR]
@@ -108,10 +109,11 @@ Usage:
   paddock volume create [--size 10G] <name>
   paddock volume ls
   paddock volume rm <name>
-  paddock pool set [--image REF | --snapshot S] [--vcpus N] [--memory MB] [--disk MB] --min N [--max N] <name>
+  paddock pool set [--image REF | --snapshot S] [--runtime R] [--vcpus N] [--memory MB] [--disk MB] --min N [--max N] <name>
                                                   (host admin: keep idle sandboxes of that key warm)
   paddock pool ls
   paddock pool rm <name>
+  paddock runtimes                                (the isolation runtimes the server offers, and why one is unavailable)
   paddock token create [--team ID] [--user ID] [--role member|admin] [--ttl D] <name>   (prints the secret once)
   paddock token ls [--team ID]
   paddock token rm <token-id>...
@@ -123,7 +125,7 @@ Usage:
                                                   (--subject binds an OIDC identity: host admin only)
   paddock user ls [--team ID]
   paddock user rm [--team ID] <user-id>...        (revokes the user's tokens too)
-  paddock project create (--image REF | --git URL [--revision R]) [--start CMD] [--install CMD] [--port N]
+  paddock project create (--image REF | --git URL [--revision R]) [--runtime runc|gvisor] [--start CMD] [--install CMD] [--port N]
                          [--health PATH] [--env K=V]... [--secret K=V]... [--persist PATH]...
                          [--idle-timeout D] [--max-lifetime D] [--health-timeout D] [--vcpus N] [--memory MB]
                          [--label k=v]... <name>
@@ -179,6 +181,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return volumeCmd(ctx, args[1:], stdout, stderr)
 	case "pool", "pools":
 		return poolCmd(ctx, args[1:], stdout, stderr)
+	case "runtimes", "runtime":
+		return runtimesCmd(ctx, args[1:], stdout, stderr)
 	case "token", "tokens":
 		return tokenCmd(ctx, args[1:], stdout, stderr)
 	case "team", "teams":

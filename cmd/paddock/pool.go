@@ -22,6 +22,7 @@ func poolCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		var spec api.PoolSpec
 		sc.fs.StringVar(&spec.Image, "image", "", "image of the pool's sandboxes (default host; published or host only)")
 		sc.fs.StringVar(&spec.Snapshot, "snapshot", "", "snapshot of the pool's sandboxes, instead of an image")
+		sc.fs.StringVar(&spec.Runtime, "runtime", "", "runtime of the pool's sandboxes: runc or gvisor (default: the server's)")
 		sc.fs.Float64Var(&spec.Resources.VCPUs, "vcpus", 0, "CPU share (0: server default)")
 		sc.fs.Int64Var(&spec.Resources.MemoryMB, "memory", 0, "memory limit in MB (0: server default)")
 		sc.fs.Int64Var(&spec.Resources.DiskMB, "disk", 0, "disk cap in MB (0: server default)")
@@ -53,7 +54,7 @@ func poolCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		t := newTable(stdout, "NAME", "IMAGE", "MIN", "MAX", "TARGET", "IDLE", "CREATING", "HITS", "MISSES", "ERROR")
+		t := newTable(stdout, "NAME", "IMAGE", "RUNTIME", "MIN", "MAX", "TARGET", "IDLE", "CREATING", "HITS", "MISSES", "ERROR")
 		for _, p := range pools {
 			img := p.Image
 			switch {
@@ -62,7 +63,11 @@ func poolCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			case img == "":
 				img = sandbox.HostImage
 			}
-			t.row(p.Name, img, strconv.Itoa(p.Min), strconv.Itoa(p.Max), strconv.Itoa(p.Target), strconv.Itoa(p.Idle),
+			rt := p.Runtime
+			if rt == "" {
+				rt = "default"
+			}
+			t.row(p.Name, img, rt, strconv.Itoa(p.Min), strconv.Itoa(p.Max), strconv.Itoa(p.Target), strconv.Itoa(p.Idle),
 				strconv.Itoa(p.Creating), strconv.FormatUint(p.Hits, 10), strconv.FormatUint(p.Misses, 10), p.Error)
 		}
 		return t.flush()
@@ -77,7 +82,7 @@ func poolCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return usagef("pool: unknown subcommand %q", sc.verb)
 }
 
-// poolsFlag is serve's repeatable --pool name=N,image=REF,min=N,max=N[,vcpus=N][,memory=MB][,disk=MB].
+// poolsFlag is serve's repeatable --pool name=N,image=REF,min=N,max=N[,runtime=R][,vcpus=N][,memory=MB][,disk=MB].
 type poolsFlag []sandbox.PoolSpec
 
 func (f *poolsFlag) String() string { return "" }
@@ -98,6 +103,8 @@ func (f *poolsFlag) Set(s string) error {
 			p.Image = v
 		case "snapshot":
 			p.Snapshot = v
+		case "runtime":
+			p.Runtime = v
 		case "min":
 			p.Min, err = strconv.Atoi(v)
 		case "max":
@@ -110,7 +117,7 @@ func (f *poolsFlag) Set(s string) error {
 		case "disk":
 			p.Resources.DiskMB, err = strconv.ParseInt(v, 10, 64)
 		default:
-			return fmt.Errorf("unknown key %q (name, image, snapshot, min, max, vcpus, memory, disk)", k)
+			return fmt.Errorf("unknown key %q (name, image, snapshot, runtime, min, max, vcpus, memory, disk)", k)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %v", k, err)

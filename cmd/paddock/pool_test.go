@@ -23,6 +23,7 @@ func TestPoolsFlag(t *testing.T) {
 		{"everything", "name=a,image=goose,min=1,max=5,vcpus=0.5,memory=256,disk=1024",
 			sandbox.PoolSpec{Name: "a", Image: "goose", Min: 1, Max: 5, Resources: sandbox.Resources{VCPUs: 0.5, MemoryMB: 256, DiskMB: 1024}}, true},
 		{"snapshot", "name=s,snapshot=snap-x,min=0,max=3", sandbox.PoolSpec{Name: "s", Snapshot: "snap-x", Max: 3}, true},
+		{"runtime", "name=g,runtime=gvisor,min=1", sandbox.PoolSpec{Name: "g", Runtime: "gvisor", Min: 1, Max: 1}, true},
 		{"no name", "min=1", sandbox.PoolSpec{}, false},
 		{"max below min", "name=a,min=3,max=1", sandbox.PoolSpec{}, false},
 		{"unknown key", "name=a,min=1,color=red", sandbox.PoolSpec{}, false},

@@ -42,6 +42,7 @@ func projectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		var req api.ProjectRequest
 		var git api.GitSource
 		fs.StringVar(&req.Source.Image, "image", "", "image in the server's store (paddock image pull/import)")
+		fs.StringVar(&req.Runtime, "runtime", "", `runtime of the project's activations: runc or gvisor (default: the server's; see "paddock runtimes")`)
 		fs.StringVar(&git.URL, "git", "", "git repository to check out over the host image, instead of --image")
 		fs.StringVar(&git.Revision, "revision", "", "with --git: branch, tag or commit")
 		fs.StringVar(&req.Install, "install", "", "command (sh -c) run before the app at each activation")

@@ -161,6 +161,7 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case "create":
 		image := fs.String("image", "host", `image of the sandbox: "host" or a ref pulled or imported with "paddock image"`)
 		snapshot := fs.String("snapshot", "", `start from this snapshot ("paddock sandbox snapshot") instead of an image`)
+		rt := fs.String("runtime", "", `runtime of the sandbox: runc or gvisor (default: the snapshot's, else the server's; see "paddock runtimes")`)
 		vcpus := fs.Float64("vcpus", 0, "CPU share (0: server default)")
 		memory := fs.Int64("memory", 0, "memory limit in MB (0: server default)")
 		disk := fs.String("disk", "", "cap of the sandbox's writable layer, such as 1G or 512M (default: the server's)")
@@ -203,7 +204,7 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		sb, err := c.Create(ctx, api.CreateSandboxRequest{
 			Image: *image, Snapshot: *snapshot, Resources: api.Resources{VCPUs: *vcpus, MemoryMB: *memory, DiskMB: diskMB},
-			TimeoutMs: timeout.Milliseconds(), Env: env, Ports: ports, Volumes: vols, Source: src, Labels: labels,
+			TimeoutMs: timeout.Milliseconds(), Env: env, Ports: ports, Volumes: vols, Source: src, Labels: labels, Runtime: *rt,
 		})
 		if err != nil {
 			return err

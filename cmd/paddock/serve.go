@@ -139,7 +139,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	eventMax := fs.Int64("event-max-count", events.DefaultMaxEvents, "how many lifecycle events are kept, the newest (0: no cap)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "also serve /metrics WITHOUT authentication on this address (keep it on loopback or a private network; the main listener serves it to the host admin's token)")
 	fs.Var((*prefixesFlag)(&c.EgressAllowCIDRs), "egress-allow-cidr", "a private range (RFC 1918, 100.64/10, ...) sandboxes, sources and image pulls may reach (repeatable)")
-	fs.Var((*poolsFlag)(&c.Pools), "pool", "a warm pool set at start: name=N,min=N[,max=N][,image=REF|,snapshot=S][,vcpus=N][,memory=MB][,disk=MB] (repeatable; see paddock pool)")
+	fs.Var((*poolsFlag)(&c.Pools), "pool", "a warm pool set at start: name=N,min=N[,max=N][,image=REF|,snapshot=S][,runtime=R][,vcpus=N][,memory=MB][,disk=MB] (repeatable; see paddock pool)")
 	fs.IntVar(&c.PoolConcurrency, "pool-concurrency", 2, "warm-pool sandboxes created at once in the background")
 	fs.Var((*prefixesFlag)(&c.BlockCIDRs), "block-cidr", "a range no sandbox, source or image pull may reach, whatever its policy (repeatable)")
 	fs.StringVar(&c.Runtime, "runtime", daemon.RuntimeRunc, "runtime of a sandbox whose create or project names none: runc, or gvisor (needs runsc; see paddock doctor and paddock runtimes)")
