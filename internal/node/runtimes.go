@@ -109,7 +109,7 @@ func checkCapabilities(name string, caps runtime.Capabilities, req sandbox.Creat
 			return errNoDiskCap
 		}
 		return sandbox.Errorf(sandbox.ErrUnsupported, "sandbox_disk_unsupported",
-			"runtime %q cannot cap sandbox disks: ask for diskMB 0 (if the host's default gives a cap, the operator sets --sandbox-disk 0), or use a runtime that can (GET /api/v1/runtimes)", name)
+			"runtime %q cannot cap sandbox disks (%d MB asked, or the host's default cap): use a runtime that can (GET /api/v1/runtimes), or the operator runs paddock with --sandbox-disk 0 to let sandboxes without a cap of their own run uncapped", name, req.Resources.DiskMB)
 	}
 	return nil
 }
