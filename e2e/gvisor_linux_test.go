@@ -37,7 +37,7 @@ func TestGVisorRuntime(t *testing.T) {
 	ps := &projStack{opts: stackOptions{network: testPool,
 		// Until the gVisor driver caps disks, the hosts' default cap would
 		// refuse every gVisor create (sandbox_disk_unsupported).
-		config: func(c *daemon.Config) { c.SandboxDiskMB = 0 },
+		config:  func(c *daemon.Config) { c.SandboxDiskMB = 0 },
 		control: func(c *control.Config) { c.IdleCheckInterval, c.StopGrace = 200*time.Millisecond, 3*time.Second }},
 		tokens: map[string]string{}}
 	ps.start(t, newDataDir(t))
