@@ -46,6 +46,14 @@
 //
 //	flock /tmp/paddock-root-tests.lock go test -run '^$' -bench Density -benchtime 1x -timeout 60m ./bench/
 //
+// BenchmarkGVisorCreateToFirstCommand, BenchmarkGVisorExecRoundTrip,
+// BenchmarkGVisorFileWrite and BenchmarkGVisorIdleMemory run the runc
+// driver and the gVisor driver (runsc) side by side in one run and report
+// each runtime's figures with gVisor's over runc's (ratio-*); they skip
+// without runsc:
+//
+//	flock /tmp/paddock-root-tests.lock go test -run '^$' -bench GVisor -benchtime 20x ./bench/
+//
 // Figures are reported as custom benchmark metrics (p50-ms, p99-ms, ...);
 // nothing here asserts a time.
 package bench
