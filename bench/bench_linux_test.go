@@ -251,7 +251,9 @@ func writeBlob(b *testing.B, cl *agent.Client, archive []byte, sudo bool) time.D
 }
 
 // blobMiBps is the throughput of blob writes at their median.
-func blobMiBps(ds []time.Duration) float64 { return float64(blobSize) / (1 << 20) / pct(ds, 50).Seconds() }
+func blobMiBps(ds []time.Duration) float64 {
+	return float64(blobSize) / (1 << 20) / pct(ds, 50).Seconds()
+}
 
 func pct(ds []time.Duration, p int) time.Duration {
 	if len(ds) == 0 {
