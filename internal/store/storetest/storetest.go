@@ -278,7 +278,7 @@ func testTokens(t *testing.T, s store.Store) {
 var oddSpec = json.RawMessage(`{"a.b":{"$x":1,"c":[1,2.5,"z",null,true]},"":"empty","unicode":"é\u2028"}`)
 
 func project(id, team, name string, d time.Duration) store.Project {
-	return store.Project{ID: id, TeamID: team, Name: name, Spec: json.RawMessage(`{"run":"npm start"}`), CreatedAt: at(d)}
+	return store.Project{ID: id, TeamID: team, Name: name, Spec: json.RawMessage(`{"run":"npm start","runtime":"gvisor"}`), CreatedAt: at(d)}
 }
 
 func testProjects(t *testing.T, s store.Store) {
@@ -680,7 +680,7 @@ func fullSandbox(id string, d time.Duration) sandbox.Sandbox {
 		Snapshot:    "snap-1", ImageUser: "node", WorkingDir: "/app",
 		Resources: sandbox.Resources{VCPUs: 1.5, MemoryMB: 2048, PIDs: 512},
 		Env:       map[string]string{"PATH": "/usr/bin", "A.B": "dots", "$X": "dollar", "EMPTY": ""},
-		Driver:    "runc",
+		Driver:    "gvisor", // the runtime (CreateRequest.Runtime): min has runc's
 		CreatedAt: at(d), StartedAt: at(d + time.Second), ExpiresAt: at(d + time.Hour), LastActivityAt: at(d + time.Minute),
 		Address: netip.MustParseAddr("10.88.0.6"),
 		Ports:   []sandbox.Port{{Port: 3000, Public: true}, {Port: 8080}},
