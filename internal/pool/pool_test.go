@@ -36,7 +36,7 @@ func fakeKey(req sandbox.CreateRequest) node.WarmKey {
 	if img == "" {
 		img = "host"
 	}
-	return node.WarmKey{Base: img, Resources: sandbox.Resources{MemoryMB: req.Resources.MemoryMB}}
+	return node.WarmKey{Base: img, Resources: sandbox.Resources{MemoryMB: req.Resources.MemoryMB}, Runtime: req.Runtime}
 }
 
 func (f *fakeSandboxes) WarmKey(req sandbox.CreateRequest) (node.WarmKey, error) {
@@ -49,7 +49,7 @@ func (f *fakeSandboxes) WarmKey(req sandbox.CreateRequest) (node.WarmKey, error)
 func (f *fakeSandboxes) newLocked(req sandbox.CreateRequest, pool string) sandbox.Sandbox {
 	f.next++
 	sb := sandbox.Sandbox{ID: fmt.Sprintf("sb-%d", f.next), State: sandbox.Running, Image: req.Image, Pool: pool,
-		Resources: sandbox.Resources{MemoryMB: req.Resources.MemoryMB}, TeamID: req.TeamID, Env: req.Env}
+		Resources: sandbox.Resources{MemoryMB: req.Resources.MemoryMB}, TeamID: req.TeamID, Env: req.Env, Driver: req.Runtime}
 	if sb.Image == "" {
 		sb.Image = "host"
 	}
@@ -99,7 +99,7 @@ func (f *fakeSandboxes) Claim(_ context.Context, id string, req sandbox.CreateRe
 	if !ok || sb.Pool == "" {
 		return sandbox.Sandbox{}, fmt.Errorf("%w: %s", node.ErrNotClaimed, id)
 	}
-	if fakeKey(sandbox.CreateRequest{Image: sb.Image, Resources: sb.Resources}) != fakeKey(req) {
+	if fakeKey(sandbox.CreateRequest{Image: sb.Image, Resources: sb.Resources, Runtime: sb.Driver}) != fakeKey(req) {
 		return sandbox.Sandbox{}, fmt.Errorf("%w: key", node.ErrNotClaimed)
 	}
 	sb.Pool, sb.Warm, sb.TeamID, sb.Env = "", true, req.TeamID, req.Env
@@ -236,6 +236,24 @@ func TestRefilledAfterClaims(t *testing.T) {
 	}
 	if st, _ := m.Get("small"); st.Misses != 0 || st.Hits != 2 {
 		t.Errorf("after another key: %+v", st)
+	}
+}
+
+// TestRuntimeKeyed: a pool's runtime is part of its key, so a create on
+// another runtime never claims one of its sandboxes.
+func TestRuntimeKeyed(t *testing.T) {
+	f := newFake()
+	m, _ := start(t, f, nil)
+	if _, err := m.Set(t.Context(), Spec{Name: "gv", Runtime: "gvisor", Min: 1, Max: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m, "gv", 1)
+	if sb, err := m.Create(t.Context(), sandbox.CreateRequest{TeamID: "t1"}); err != nil || sb.Warm {
+		t.Errorf("a create on the default runtime = %+v, %v; want a cold one", sb, err)
+	}
+	sb, err := m.Create(t.Context(), sandbox.CreateRequest{TeamID: "t1", Runtime: "gvisor"})
+	if err != nil || !sb.Warm || sb.Driver != "gvisor" {
+		t.Errorf("a gvisor create = %+v, %v; want the pool's sandbox", sb, err)
 	}
 }
 
