@@ -141,9 +141,10 @@ func BenchmarkGVisorFileWrite(b *testing.B) {
 
 // BenchmarkGVisorIdleMemory keeps PADDOCK_GVISOR_IDLE_N (default 5) idle
 // sandboxes of each runtime at once and reports what one costs: the PSS
-// of the processes in its memory cgroup (the agent; under gVisor also the
-// sentry and what runsc moved there) and the memory charged to the cgroup,
-// each a mean over the sandboxes. One iteration is one whole measurement.
+// of the processes in its memory cgroup (runc: the agent; gVisor: the
+// sentry, the gofer and systrap's stubs, which run in it, the agent being
+// inside the sentry) and the memory charged to the cgroup, each a mean
+// over the sandboxes. One iteration is one whole measurement.
 func BenchmarkGVisorIdleMemory(b *testing.B) {
 	rc, gv := runtimePair(b)
 	n := 5
