@@ -340,12 +340,12 @@ func sandboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return printListing(stdout, l)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSTATUS\tIMAGE\tVCPUS\tMEMORY\tCREATED\tEXPIRES\tLABELS")
+		fmt.Fprintln(tw, "ID\tSTATUS\tIMAGE\tRUNTIME\tVCPUS\tMEMORY\tCREATED\tEXPIRES\tLABELS")
 		for sb, err := range c.List(ctx, sdk.ListOptions{State: *state, Limit: 100, Labels: labels}) {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%dMB\t%s\t%s\t%s\n", sb.ID, sb.Status, sb.Image, sb.Resources.VCPUs,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%dMB\t%s\t%s\t%s\n", sb.ID, sb.Status, sb.Image, sb.Runtime, sb.Resources.VCPUs,
 				sb.Resources.MemoryMB, ago(sb.CreatedAt), until(sb.ExpiresAt, sb.Status), formatLabels(sb.Labels))
 		}
 		return tw.Flush()
