@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/diskimg"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/runtime/layer"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -43,14 +43,14 @@ func TestDiskLifecycle(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = d1.Destroy(ctx, id) })
 	dir := filepath.Join(dataDir, "runc", id)
-	mnt, img := filepath.Join(dir, diskName), filepath.Join(dir, diskImageName)
+	mnt, img := filepath.Join(dir, layer.DiskName), filepath.Join(dir, layer.DiskImageName)
 	if !diskimg.IsMountpoint(mnt) || diskimg.LoopOf(img) == "" {
 		t.Fatalf("disk not mounted while the sandbox runs")
 	}
 	// A sparse file far larger than the disk: only its data counts,
 	// on the disk and in a snapshot.
 	sh(t, c, "echo kept > note && head -c 1000000 /dev/urandom > data && truncate -s 8G sparse && echo end >> sparse", false)
-	if _, err := os.Stat(filepath.Join(mnt, upperName, "home/user/note")); err != nil {
+	if _, err := os.Stat(filepath.Join(mnt, layer.UpperName, "home/user/note")); err != nil {
 		t.Fatalf("the write did not land on the disk: %v", err)
 	}
 	var st unix.Stat_t
@@ -65,7 +65,7 @@ func TestDiskLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.DiskLimitBytes == 0 || s.DiskBytes < 1000000 || s.DiskInodesLimit != 128<<20/BytesPerInode {
+	if s.DiskLimitBytes == 0 || s.DiskBytes < 1000000 || s.DiskInodesLimit != 128<<20/layer.BytesPerInode {
 		t.Errorf("stats after re-adoption: %+v", s)
 	}
 
@@ -149,114 +149,6 @@ func TestDiskCreateFailureCleansUp(t *testing.T) {
 	}
 }
 
-// poolReady waits until the driver's pool holds n made disks.
-func poolReady(t *testing.T, d *Driver, n int) []string {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		d.pool.mu.Lock()
-		ready := slices.Clone(d.pool.ready)
-		d.pool.mu.Unlock()
-		if len(ready) == n {
-			return ready
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pool holds %d disks, want %d", len(ready), n)
-		}
-	}
-}
-
-// TestDiskPool: disks of the pool's size are made ahead of time and a
-// create takes one (its mount moving with the directory) while the pool
-// makes the next; another size is made on the spot; Close removes the
-// disks nobody took, and a new driver removes those a crash left.
-func TestDiskPool(t *testing.T) {
-	dataDir := t.TempDir()
-	leakcheck.Check(t, leakcheck.Scope{Dirs: []string{dataDir}})
-	ctx := context.Background()
-	testAgent(t)
-	d, err := New(Config{DataDir: dataDir, AgentPath: agentPath, Logger: testLogger(), PoolDiskMB: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	requireDisks(t, d)
-	ready := poolReady(t, d, poolDisks)
-	var made, got unix.Stat_t
-	if err := unix.Stat(filepath.Join(ready[0], diskImageName), &made); err != nil {
-		t.Fatal(err)
-	}
-	id := "rt-pool-" + fmt.Sprint(time.Now().UnixNano()%1e6)
-	leakcheck.Check(t, leakcheck.Scope{IDs: []string{id, id + "-x"}})
-	c, err := d.Create(ctx, runtime.Spec{ID: id, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 64, PIDs: 64, DiskMB: 64}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Destroy(ctx, id)
-	dir := filepath.Join(dataDir, "runc", id)
-	if err := unix.Stat(filepath.Join(dir, diskImageName), &got); err != nil || got.Ino != made.Ino {
-		t.Fatalf("the sandbox's disk is not the oldest made one (%v)", err)
-	}
-	if _, err := os.Stat(ready[0]); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the taken disk is still in the pool: %v", err)
-	}
-	if !diskimg.IsMountpoint(filepath.Join(dir, diskName)) {
-		t.Fatal("the taken disk is not mounted in the sandbox's host dir")
-	}
-	sh(t, c, "echo pooled > note", false)
-	if _, err := os.Stat(filepath.Join(dir, diskName, upperName, "home/user/note")); err != nil {
-		t.Fatalf("the write did not land on the taken disk: %v", err)
-	}
-	poolReady(t, d, poolDisks) // made again
-	if s, err := d.Stats(ctx, id); err != nil || s.DiskLimitBytes == 0 || s.DiskLimitBytes > 64<<20 {
-		t.Fatalf("stats: %+v %v", s, err)
-	}
-	if _, err := d.Create(ctx, runtime.Spec{ID: id + "-x", Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 64, PIDs: 64, DiskMB: 96}}); err != nil {
-		t.Fatal(err)
-	}
-	defer d.Destroy(ctx, id+"-x")
-	if n := len(poolReady(t, d, poolDisks)); n != poolDisks {
-		t.Fatalf("another size took from the pool")
-	}
-	if err := d.Destroy(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Destroy(ctx, id+"-x"); err != nil {
-		t.Fatal(err)
-	}
-
-	// A crash: the made disks stay mounted until the next driver starts.
-	d.pool.cancel()
-	<-d.pool.done
-	left := poolReady(t, d, poolDisks)
-	d.pool = nil
-	d.Close()
-	if !diskimg.IsMountpoint(filepath.Join(left[0], diskName)) {
-		t.Fatal("the crash left no made disk to clean up")
-	}
-	d2, err := New(Config{DataDir: dataDir, AgentPath: agentPath, Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d2.Close()
-	for _, dir := range left {
-		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("a disk left by a crash is still there: %v", err)
-		}
-	}
-
-	// Close removes the disks nobody took.
-	d3, err := New(Config{DataDir: dataDir, AgentPath: agentPath, Logger: testLogger(), PoolDiskMB: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	left = poolReady(t, d3, poolDisks)
-	d3.Close()
-	for _, dir := range left {
-		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("a made disk outlives Close: %v", err)
-		}
-	}
-}
-
 // TestDiskOfDeadSandbox: a sandbox whose init died on its own (as reconcile
 // finds one after a restart) has its disk unmounted by Stop, and its loop
 // device goes.
@@ -288,13 +180,13 @@ func TestDiskOfDeadSandbox(t *testing.T) {
 		}
 	}
 	dir := filepath.Join(dataDir, "runc", id)
-	if !diskimg.IsMountpoint(filepath.Join(dir, diskName)) {
+	if !diskimg.IsMountpoint(filepath.Join(dir, layer.DiskName)) {
 		t.Fatal("the disk went with the sandbox's init: nothing left to test")
 	}
 	if err := d.Stop(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if diskimg.IsMountpoint(filepath.Join(dir, diskName)) {
+	if diskimg.IsMountpoint(filepath.Join(dir, layer.DiskName)) {
 		t.Fatal("a dead sandbox's disk stays mounted after Stop")
 	}
 }

@@ -16,12 +16,12 @@
 // turns this off, which is weaker: root in a sandbox is then host root.
 //
 // A sandbox with a disk cap keeps its writable layer in an ext4 image of
-// that size (disk_linux.go, internal/diskimg); without one the layer is a
-// directory on the data dir's filesystem.
+// that size (package layer, shared with the gVisor driver); without one the
+// layer is a directory on the data dir's filesystem.
 //
 // The driver is a runtime.Snapshotter: it copies a sandbox's upper dir, with
 // the sandbox frozen, into a new layer without following anything in it
-// (snapshot_linux.go).
+// (snapshot_linux.go; the copy is layer.Copy).
 //
 // Programs that link this package must call Init first thing in main (and
 // test binaries in TestMain): libcontainer re-executes the calling binary

@@ -25,10 +25,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/paddock-dev/paddock/internal/agent"
-	"github.com/paddock-dev/paddock/internal/diskimg"
 	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/hostimage"
 	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/runtime/layer"
 	"github.com/paddock-dev/paddock/internal/runtime/ocispec"
 	"github.com/paddock-dev/paddock/internal/runtime/runc/spawn"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -53,11 +53,9 @@ func Init() {
 
 // Names inside a sandbox's host dir.
 const (
-	upperName = "upper"
 	// The sandbox's /etc/resolv.conf and /etc/hosts, when it has a network.
 	resolvConfName = ocispec.ResolvConfName
 	hostsName      = ocispec.HostsName
-	workName       = "work"
 	rootfsName     = "rootfs"
 	sockName       = "a.sock"
 	stateName      = ".state" // under DataDir/runc; a dot so no sandbox id can collide
@@ -73,9 +71,7 @@ type Driver struct {
 	runDir   string // DataDir/runc: one dir per sandbox
 	stateDir string // libcontainer's state root
 	img      *runtime.Rootfs
-	disks    *diskimg.Templates // sandbox disks of each size (disk_linux.go)
-	diskCap  bool               // this host can make them
-	pool     *diskPool          // disks made ahead of time; nil without Config.PoolDiskMB
+	disks    *layer.Disks // writable layers, capped or not
 	memsw    bool
 	cgroupV2 bool
 	lowerOOM bool // may set the agent's oom_score_adj to -998
@@ -171,15 +167,8 @@ func New(cfg Config) (*Driver, error) {
 	if d.roots, err = newRoots(cfg, d.runDir); err != nil {
 		return nil, err
 	}
-	if d.disks, err = diskimg.NewTemplates(filepath.Join(d.runDir, templatesName), diskFormat, 0); err != nil {
-		return nil, fmt.Errorf("runc driver: %w", err)
-	}
-	if why := diskimg.Available(); why != "" {
-		d.log.Warn("sandbox disk caps unavailable: sandboxes with one are refused", "why", why)
-	} else {
-		d.diskCap = true
-	}
-	if d.pool, err = d.startPool(); err != nil {
+	d.disks, err = layer.OpenDisks(layer.DisksConfig{RunDir: d.runDir, Reserve: cfg.DiskReserve, PoolMB: cfg.PoolDiskMB, Logger: d.log})
+	if err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
 	if cfg.InitPath != "" {
@@ -195,7 +184,7 @@ func (d *Driver) Capabilities() runtime.Capabilities {
 		v = 2
 	}
 	// Seccomp: the agent installs its own filter before serving.
-	return runtime.Capabilities{Name: "runc", CgroupVersion: v, Seccomp: true, Snapshot: true, UserNS: d.roots.ranges > 0, DiskCap: d.diskCap}
+	return runtime.Capabilities{Name: "runc", CgroupVersion: v, Seccomp: true, Snapshot: true, UserNS: d.roots.ranges > 0, DiskCap: d.disks.Available()}
 }
 
 // idLock is a per-id mutex, dropped from the map when its last user leaves.
@@ -260,7 +249,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		return nil, errors.New("runc driver: closed")
 	}
 
-	if err := d.checkHostSpace(spec.Resources.DiskMB << 20); err != nil {
+	if err := d.disks.CheckHostSpace(spec.Resources.DiskMB << 20); err != nil {
 		return nil, err
 	}
 	dir := d.hostDir(id)
@@ -287,7 +276,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 
 	// First, while dir is empty: a disk made ahead of time replaces it.
 	step := time.Now()
-	upper, work, err := d.prepareLayer(ctx, dir, spec.Resources.DiskMB)
+	upper, work, err := d.disks.Prepare(ctx, dir, spec.Resources.DiskMB)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
@@ -572,7 +561,7 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	if state, err := c.State(); err == nil {
 		out.OOMKills = oomKills(state)
 	}
-	if u, ok := diskStats(d.hostDir(id)); ok {
+	if u, ok := layer.DiskStats(d.hostDir(id)); ok {
 		out.DiskBytes, out.DiskLimitBytes, out.DiskInodes, out.DiskInodesLimit = u.Bytes, u.BytesLimit, u.Inodes, u.InodesLimit
 	}
 	return out, nil
@@ -646,7 +635,7 @@ func (d *Driver) teardown(ctx context.Context, id string, b *box) error {
 	if err := d.unmountHostSide(id); err != nil {
 		return fmt.Errorf("stop sandbox %s: %w", id, err)
 	}
-	if err := unmountDisk(d.hostDir(id)); err != nil {
+	if err := layer.UnmountDisk(d.hostDir(id)); err != nil {
 		return fmt.Errorf("stop sandbox %s: %w", id, err)
 	}
 	return nil
@@ -802,9 +791,7 @@ func (d *Driver) Close() error {
 		delete(d.boxes, id)
 	}
 	d.mu.Unlock()
-	if d.pool != nil {
-		d.pool.close()
-	}
+	d.disks.Close()
 	if d.spawner != nil {
 		d.spawner.Close()
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
+	"github.com/paddock-dev/paddock/internal/runtime/layer"
 	"github.com/paddock-dev/paddock/internal/runtime/runtimetest"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -288,7 +289,7 @@ func TestReadoption(t *testing.T) {
 		t.Errorf("Agent after Stop: %v", err)
 	}
 	// Stopped keeps the writable layer until Destroy.
-	if _, err := os.Stat(filepath.Join(dataDir, "runc", id, upperName)); err != nil {
+	if _, err := os.Stat(filepath.Join(dataDir, "runc", id, layer.UpperName)); err != nil {
 		t.Errorf("upper dir gone after Stop: %v", err)
 	}
 	if err := d2.Destroy(ctx, id); err != nil {
@@ -336,7 +337,7 @@ func TestStatsAndBaseUnchanged(t *testing.T) {
 	if got := snapshotTree(t, img.Lower); fmt.Sprint(got) != fmt.Sprint(lowerBefore) {
 		t.Errorf("the image's lower dir changed")
 	}
-	if _, err := os.Stat(filepath.Join(dataDir, "runc", id, upperName, "etc", "probe")); err != nil {
+	if _, err := os.Stat(filepath.Join(dataDir, "runc", id, layer.UpperName, "etc", "probe")); err != nil {
 		t.Errorf("write did not land in the upper layer: %v", err)
 	}
 	if d.Capabilities().Name != "runc" || !d.Capabilities().Seccomp {

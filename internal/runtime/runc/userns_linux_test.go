@@ -17,6 +17,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/runtime/layer"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -140,7 +141,7 @@ func TestUserNSFiles(t *testing.T) {
 		t.Errorf("the user's files inside: %q", got)
 	}
 	sh(t, c, "touch /etc/rootfile /etc/owned && chown 1234:2345 /etc/owned", true)
-	upper := filepath.Join(dataDir, "runc", id, upperName)
+	upper := filepath.Join(dataDir, "runc", id, layer.UpperName)
 	for rel, want := range map[string]string{
 		"home/user/f": "1000:1000", "home/user/d": "1000:1000", "etc/owned": "1234:2345", "etc/rootfile": "0:0",
 	} {
@@ -182,7 +183,7 @@ func TestUserNSImageOwners(t *testing.T) {
 	dataDir := t.TempDir()
 	leakcheck.Check(t, leakcheck.Scope{Dirs: []string{dataDir}})
 	d := newDriver(t, dataDir)
-	layer := t.TempDir()
+	lower := t.TempDir()
 	files := []struct {
 		rel      string
 		uid, gid int
@@ -193,7 +194,7 @@ func TestUserNSImageOwners(t *testing.T) {
 		{"srv/app", 1000, 1000, true}, {"srv/huge", 70000, 70000, false},
 	}
 	for _, f := range files {
-		p := filepath.Join(layer, f.rel)
+		p := filepath.Join(lower, f.rel)
 		var err error
 		if f.dir {
 			err = os.Mkdir(p, 0o755)
@@ -207,8 +208,8 @@ func TestUserNSImageOwners(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := snapshotTree(t, layer)
-	id, c := create(t, d, "usimage", runtime.Spec{Image: "test", Rootfs: &runtime.Rootfs{Lowers: []string{layer}, OnHost: true}})
+	before := snapshotTree(t, lower)
+	id, c := create(t, d, "usimage", runtime.Spec{Image: "test", Rootfs: &runtime.Rootfs{Lowers: []string{lower}, OnHost: true}})
 	got := sh(t, c, "cd /srv && stat -c '%n %u:%g' root user other nobody app huge && stat -c %U:%G /usr/bin/env", false)
 	// 70000 is outside every range: it shows as the overflow id.
 	want := "root 0:0\nuser 1000:1000\nother 1234:2345\nnobody 65534:65534\napp 1000:1000\nhuge 65534:65534\nroot:root"
@@ -216,17 +217,17 @@ func TestUserNSImageOwners(t *testing.T) {
 		t.Errorf("owners inside:\n%s\nwant:\n%s", got, want)
 	}
 	sh(t, c, "echo x > /srv/app/new && echo y >> /srv/user", false)
-	upper := filepath.Join(dataDir, "runc", id, upperName)
+	upper := filepath.Join(dataDir, "runc", id, layer.UpperName)
 	for _, rel := range []string{"srv/app/new", "srv/user"} {
 		if got := ownerOf(t, filepath.Join(upper, rel)); got != "1000:1000" {
 			t.Errorf("upper/%s stored as %s, want 1000:1000", rel, got)
 		}
 	}
-	if after := snapshotTree(t, layer); fmt.Sprint(after) != fmt.Sprint(before) {
+	if after := snapshotTree(t, lower); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Error("the image layer changed")
 	}
 	for _, f := range files {
-		if got := ownerOf(t, filepath.Join(layer, f.rel)); got != fmt.Sprintf("%d:%d", f.uid, f.gid) {
+		if got := ownerOf(t, filepath.Join(lower, f.rel)); got != fmt.Sprintf("%d:%d", f.uid, f.gid) {
 			t.Errorf("layer's %s now stored as %s", f.rel, got)
 		}
 	}

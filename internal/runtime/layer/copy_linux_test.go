@@ -1,4 +1,4 @@
-package runc
+package layer
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 
 // TestCopyLayer copies a hostile upper dir: links stay links, special
 // files become what a layer may hold, and paddock's own files stay out.
-func TestCopyLayer(t *testing.T) {
+func TestCopy(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: owners, whiteouts and trusted xattrs")
 	}
@@ -35,13 +35,13 @@ func TestCopyLayer(t *testing.T) {
 	must(unix.Mkfifo(filepath.Join(src, "home/user/fifo"), 0o644))
 	must(unix.Mknod(filepath.Join(src, "home/user/gone"), unix.S_IFCHR, 0))
 	must(os.Mkdir(filepath.Join(src, "opaque"), 0o700))
-	must(unix.Setxattr(filepath.Join(src, "opaque"), opaqueXattr, []byte("y"), 0))
+	must(unix.Setxattr(filepath.Join(src, "opaque"), OpaqueXattr, []byte("y"), 0))
 	must(os.MkdirAll(filepath.Join(src, "run/paddock"), 0o700))
 	must(os.WriteFile(filepath.Join(src, "run/paddock/1.log"), []byte("log"), 0o600))
 	must(os.MkdirAll(filepath.Join(src, ".paddock"), 0o755))
 	must(os.WriteFile(filepath.Join(src, ".paddock/agent"), nil, 0o755))
 
-	n, err := copyLayer(context.Background(), src, dst, 0)
+	n, err := Copy(context.Background(), src, dst, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestCopyLayer(t *testing.T) {
 		t.Errorf("whiteout: mode %o rdev %d", st.Mode, st.Rdev)
 	}
 	buf := make([]byte, 4)
-	if n, err := unix.Getxattr(filepath.Join(dst, "opaque"), opaqueXattr, buf); err != nil || string(buf[:n]) != "y" {
+	if n, err := unix.Getxattr(filepath.Join(dst, "opaque"), OpaqueXattr, buf); err != nil || string(buf[:n]) != "y" {
 		t.Errorf("opaque xattr: %q, %v", buf[:n], err)
 	}
 	for _, own := range []string{".paddock", "run/paddock"} {
@@ -78,14 +78,14 @@ func TestCopyLayer(t *testing.T) {
 		}
 	}
 
-	if _, err := copyLayer(context.Background(), src, t.TempDir(), 3); !errors.Is(err, sandbox.ErrTooLarge) {
+	if _, err := Copy(context.Background(), src, t.TempDir(), 3); !errors.Is(err, sandbox.ErrTooLarge) {
 		t.Errorf("over the cap: %v, want ErrTooLarge", err)
 	}
 }
 
 // TestCopyLayerSparse: holes stay holes, and only data counts against the
 // cap, so a sparse file costs the layer what it costs the sandbox.
-func TestCopyLayerSparse(t *testing.T) {
+func TestCopySparse(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: owners")
 	}
@@ -105,7 +105,7 @@ func TestCopyLayerSparse(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	n, err := copyLayer(context.Background(), src, dst, 1<<20) // a 1 MiB cap: the 1 GiB file fits
+	n, err := Copy(context.Background(), src, dst, 1<<20) // a 1 MiB cap: the 1 GiB file fits
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestCopyLayerSparse(t *testing.T) {
 
 // TestCopyLayerDeep: a tree deeper than the copy's bound fails the snapshot
 // cleanly (too large), holding a bounded number of descriptors.
-func TestCopyLayerDeep(t *testing.T) {
+func TestCopyDeep(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: owners")
 	}
@@ -155,7 +155,7 @@ func TestCopyLayerDeep(t *testing.T) {
 	unix.Close(fd)
 	before, _ := os.ReadDir("/proc/self/fd")
 	dst := t.TempDir()
-	_, err = copyLayer(context.Background(), src, dst, 0)
+	_, err = Copy(context.Background(), src, dst, 0)
 	if !errors.Is(err, sandbox.ErrTooLarge) {
 		t.Fatalf("copy of a %d-deep tree: %v, want ErrTooLarge", maxCopyDepth+10, err)
 	}

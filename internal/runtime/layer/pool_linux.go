@@ -1,4 +1,4 @@
-package runc
+package layer
 
 import (
 	"context"
@@ -17,14 +17,14 @@ import (
 	"github.com/paddock-dev/paddock/internal/fstree"
 )
 
-// diskPool keeps a few disks of one size (Config.PoolDiskMB) made ahead
+// diskPool keeps a few disks of one size (DisksConfig.PoolMB) made ahead
 // of time, each in a directory laid out as a sandbox's host dir holds its
-// disk (disk.img mounted at disk/, with upper/ and work/), under
-// DataDir/runc/.pool. A create with that cap renames one over its fresh,
+// disk (disk.img mounted at disk/, with upper/ and work/), under the
+// driver's run dir's .pool. A create with that cap renames one over its fresh,
 // empty host dir (the mount goes with its parent directory) instead of
 // copying, attaching and mounting an image while the caller waits; a
-// goroutine makes the next one. New starts it, Close stops it and removes
-// the disks nobody took; a crash leaves them for the next New to remove.
+// goroutine makes the next one. OpenDisks starts it, Close stops it and removes
+// the disks nobody took; a crash leaves them for the next OpenDisks to remove.
 type diskPool struct {
 	dir  string
 	size int64
@@ -50,9 +50,9 @@ const (
 )
 
 // startPool removes what an earlier process left in the pool's directory
-// and, with Config.PoolDiskMB, starts filling it.
-func (d *Driver) startPool() (*diskPool, error) {
-	dir := filepath.Join(d.runDir, poolName)
+// and, with DisksConfig.PoolMB, starts filling it.
+func (d *Disks) startPool() (*diskPool, error) {
+	dir := filepath.Join(d.cfg.RunDir, poolName)
 	ents, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("disk pool: %w", err)
@@ -62,14 +62,14 @@ func (d *Driver) startPool() (*diskPool, error) {
 			return nil, fmt.Errorf("disk pool: %w", err)
 		}
 	}
-	if d.cfg.PoolDiskMB == 0 || !d.diskCap {
+	if d.cfg.PoolMB == 0 || !d.ok {
 		return nil, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("disk pool: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &diskPool{dir: dir, size: d.cfg.PoolDiskMB << 20, make: d.makeDisk, log: d.log,
+	p := &diskPool{dir: dir, size: d.cfg.PoolMB << 20, make: d.makeDisk, log: d.log,
 		kick: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 	go p.fill(ctx)
 	return p, nil
@@ -77,7 +77,7 @@ func (d *Driver) startPool() (*diskPool, error) {
 
 // removeDisk unmounts the disk in dir, if any, and removes dir.
 func removeDisk(dir string) error {
-	if err := unmountDisk(dir); err != nil {
+	if err := UnmountDisk(dir); err != nil {
 		return err
 	}
 	return fstree.Remove(dir)
