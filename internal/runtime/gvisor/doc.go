@@ -18,6 +18,21 @@
 // --network=sandbox in that namespace, where runsc copies its interfaces
 // and routes into the sentry's network stack.
 //
+// Writable layer: the sandbox's root filesystem is an overlayfs mount on
+// the host (the image's layers under a per-sandbox upper dir) that the
+// gofer serves, and runsc's own overlay is off (--overlay2=none). runsc's
+// overlay would keep the sandbox's writes in a tmpfs (or a file) inside
+// the sentry, in its own format, readable from the host only through the
+// sentry (runsc fscheckpoint); the upper dir is an overlayfs layer
+// already, the same as the runc driver's, so package layer serves both
+// drivers: a snapshot is layer.Copy of the upper dir (the sandbox paused
+// with runsc pause meanwhile; the sentry writes file data through to the
+// host, so nothing needs syncing first), a disk cap puts the upper dir on
+// an ext4 disk of the cap's size (layer.Disks), and a copy-on-write
+// volume is an overlay the driver mounts on the host and binds in. A disk
+// cap is enforced by the host filesystem under the gofer, so a write past
+// it fails with ENOSPC inside as under runc.
+//
 // runsc is built from gvisor.dev/gvisor at a pinned version by
 // hack/gvisor/build-runsc.sh (see Find).
 package gvisor

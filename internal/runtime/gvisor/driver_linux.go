@@ -26,8 +26,10 @@ import (
 	"github.com/paddock-dev/paddock/internal/fstree"
 	"github.com/paddock-dev/paddock/internal/hostimage"
 	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/runtime/layer"
 	"github.com/paddock-dev/paddock/internal/runtime/ocispec"
 	"github.com/paddock-dev/paddock/internal/sandbox"
+	"github.com/paddock-dev/paddock/internal/userns"
 )
 
 // Config configures the driver.
@@ -41,14 +43,16 @@ type Config struct {
 	Runsc string
 	// Platform is runsc's platform: "systrap" (default) or "ptrace".
 	Platform string
-	Logger   *slog.Logger
+	// DiskReserve is the free space, in bytes, the data dir's filesystem
+	// keeps beyond a new sandbox's disk cap (see layer.DisksConfig): 0,
+	// the larger of 1 GiB and 5% of it; negative, none.
+	DiskReserve int64
+	Logger      *slog.Logger
 }
 
 // Names inside a sandbox's host dir and inside the sandbox.
 const (
 	rootfsName = "rootfs"
-	upperName  = "upper"
-	workName   = "work"
 	sockDir    = "sock" // bound at sockDest; the agent creates its socket in it
 	sockName   = "a.sock"
 	outName    = "agent.log" // the agent's (and runsc's) stdout and stderr
@@ -70,6 +74,7 @@ type Driver struct {
 	runDir   string
 	stateDir string
 	img      *runtime.Rootfs
+	disks    *layer.Disks // writable layers, capped or not (layer_linux.go)
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex // guarded by mu; per id: Create, Stop and Destroy
@@ -116,6 +121,9 @@ func New(cfg Config) (*Driver, error) {
 	if d.img, err = hostimage.Build(dataDir); err != nil {
 		return nil, fmt.Errorf("gvisor driver: %w", err)
 	}
+	if d.disks, err = layer.OpenDisks(layer.DisksConfig{RunDir: d.runDir, Reserve: cfg.DiskReserve, Logger: d.log}); err != nil {
+		return nil, fmt.Errorf("gvisor driver: %w", err)
+	}
 	return d, nil
 }
 
@@ -125,7 +133,7 @@ func (d *Driver) Capabilities() runtime.Capabilities {
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 		v = 2
 	}
-	return runtime.Capabilities{Name: "gvisor", CgroupVersion: v, Seccomp: true}
+	return runtime.Capabilities{Name: "gvisor", CgroupVersion: v, Seccomp: true, Snapshot: true, DiskCap: d.disks.Available()}
 }
 
 func (d *Driver) lock(id string) func() {
@@ -165,6 +173,12 @@ func (d *Driver) command(ctx context.Context, extra []string, args ...string) *e
 	return cmd
 }
 
+// runFlags are runsc's flags for running (or restoring) a sandbox with
+// the given --network.
+func (d *Driver) runFlags(network string) []string {
+	return []string{"--platform=" + d.cfg.Platform, "--network=" + network, "--oci-seccomp", "--host-uds=create", "--overlay2=none"}
+}
+
 // Create implements runtime.Driver.
 func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client, retErr error) {
 	if err := checkID(spec.ID); err != nil {
@@ -174,13 +188,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	if err != nil {
 		return nil, err
 	}
-	if spec.Resources.DiskMB > 0 {
-		return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_disk_cap", "the gvisor driver cannot cap a sandbox's disk yet")
-	}
 	for _, m := range spec.Mounts {
-		if m.Upper != "" {
-			return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_cow_volume", "the gvisor driver cannot mount a copy-on-write volume yet")
-		}
 		if err := checkDest(m.Dest); err != nil {
 			return nil, err
 		}
@@ -203,6 +211,9 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		ctx, cancel = context.WithTimeout(ctx, createTimeout)
 		defer cancel()
 	}
+	if err := d.disks.CheckHostSpace(spec.Resources.DiskMB << 20); err != nil {
+		return nil, err
+	}
 	dir := d.hostDir(id)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -220,7 +231,12 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 			}
 		}
 	}()
-	for _, name := range []string{rootfsName, upperName, workName, sockDir} {
+	// First, while dir is empty: a disk made ahead of time replaces it.
+	upper, work, err := d.disks.Prepare(ctx, dir, spec.Resources.DiskMB)
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
+	}
+	for _, name := range []string{rootfsName, sockDir} {
 		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
 			return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 		}
@@ -230,7 +246,10 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	if len(lowers) == 0 {
 		lowers = []string{img.Lower}
 	}
-	opts := "lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + filepath.Join(dir, upperName) + ",workdir=" + filepath.Join(dir, workName)
+	opts, err := userns.OverlayOptions(lowers, upper, work)
+	if err != nil {
+		return nil, err
+	}
 	if err := unix.Mount("overlay", rootfs, "overlay", unix.MS_NODEV, opts); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: image %q: mount overlay: %w", id, spec.Image, err)
 	}
@@ -254,7 +273,11 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	}
 	res := ocispec.WithDefaults(spec.Resources)
 	oci := ocispec.Sandbox(id, hostname, rootfs, d.cfg.AgentPath, img, res, hasMemsw(), false, nsPath, dir)
-	adapt(oci, filepath.Join(dir, sockDir), spec.Mounts)
+	mounts, err := copyOnWrite(dir, spec.Mounts)
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
+	}
+	adapt(oci, filepath.Join(dir, sockDir), mounts)
 	oci.Process.Args = append(args, ocispec.AgentLogArgs(res)...)
 	data, err := json.Marshal(oci)
 	if err != nil {
@@ -269,8 +292,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
 	defer out.Close()
-	flags := []string{"--platform=" + d.cfg.Platform, "--network=" + network, "--oci-seccomp", "--host-uds=create", "--overlay2=none"}
-	cmd := d.command(ctx, flags, "run", "--detach", "--bundle="+dir, id)
+	cmd := d.command(ctx, d.runFlags(network), "run", "--detach", "--bundle="+dir, id)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: runsc run: %w%s", id, err, d.outputTail(id))
@@ -561,6 +583,9 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 		MemoryLimit: ev.Data.Memory.Usage.Limit,
 		PIDs:        ev.Data.Pids.Current,
 	}
+	if u, ok := layer.DiskStats(d.hostDir(id)); ok {
+		s.DiskBytes, s.DiskLimitBytes, s.DiskInodes, s.DiskInodesLimit = u.Bytes, u.BytesLimit, u.Inodes, u.InodesLimit
+	}
 	if cfg, err := d.bundleSpec(id); err == nil && cfg.Linux != nil && cfg.Linux.Resources != nil {
 		if c := cfg.Linux.Resources.CPU; c != nil && c.Quota != nil && c.Period != nil && *c.Period > 0 {
 			s.CPUQuotaFrac = float64(*c.Quota) / float64(*c.Period)
@@ -602,7 +627,8 @@ func (d *Driver) unpin(id string) {
 }
 
 // teardown destroys the runsc sandbox (its sentry, gofer and cgroups) and
-// unmounts the root filesystem; the host dir stays.
+// unmounts the root filesystem, the copy-on-write overlays and the disk
+// below them; the host dir stays.
 func (d *Driver) teardown(ctx context.Context, id string) error {
 	d.unpin(id)
 	if d.hasState(id) {
@@ -611,16 +637,14 @@ func (d *Driver) teardown(ctx context.Context, id string) error {
 			return fmt.Errorf("stop sandbox %s: %w", id, err)
 		}
 	}
-	rootfs := filepath.Join(d.hostDir(id), rootfsName)
-	for {
-		err := unix.Unmount(rootfs, unix.MNT_DETACH)
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			return nil // not mounted (any more)
-		}
-		if err != nil {
-			return fmt.Errorf("stop sandbox %s: unmount rootfs: %w", id, err)
-		}
+	dir := d.hostDir(id)
+	if err := errors.Join(unmountAll(filepath.Join(dir, rootfsName)), unmountCopyOnWrite(dir)); err != nil {
+		return fmt.Errorf("stop sandbox %s: %w", id, err)
 	}
+	if err := layer.UnmountDisk(dir); err != nil {
+		return fmt.Errorf("stop sandbox %s: %w", id, err)
+	}
+	return nil
 }
 
 // Destroy implements runtime.Driver.
@@ -658,6 +682,9 @@ func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
 				info.Created = st.Created
 			}
 			info.Running, info.PID = st.Status == "running", st.PID
+			if st.Status == "paused" {
+				info.Running = d.resumeLeftover(ctx, e.Name())
+			}
 		}
 		out = append(out, info)
 	}
@@ -674,6 +701,7 @@ func (d *Driver) Close() error {
 		delete(d.socks, id)
 	}
 	d.mu.Unlock()
+	d.disks.Close()
 	p := filepath.Join(d.stateDir, "null-netns")
 	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("gvisor driver: unmount %s: %w", p, err)

@@ -14,6 +14,7 @@ import (
 // Config configures the driver (see the Linux build).
 type Config struct {
 	DataDir, AgentPath, Runsc, Platform string
+	DiskReserve                         int64
 	Logger                              *slog.Logger
 }
 
