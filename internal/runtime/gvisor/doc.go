@@ -33,6 +33,15 @@
 // cap is enforced by the host filesystem under the gofer, so a write past
 // it fails with ENOSPC inside as under runc.
 //
+// Memory checkpoint and restore (runsc checkpoint / runsc restore, a pause
+// that keeps processes) work on this runsc for a sandbox without host
+// sockets, but not for paddock's: the sentry refuses to save a unix socket
+// bound on the host ("Cannot save endpoint with bound host socket"), and
+// the agent's listener is one (--host-uds=create). It needs the agent to
+// close its host listener and connections before the save and listen
+// again after the restore (runsc checkpoint --save-restore-exec-argv runs
+// a program in the sandbox at both moments).
+//
 // runsc is built from gvisor.dev/gvisor at a pinned version by
 // hack/gvisor/build-runsc.sh (see Find).
 package gvisor
