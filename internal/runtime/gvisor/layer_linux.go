@@ -54,9 +54,13 @@ func (d *Driver) Snapshot(ctx context.Context, id, dst string, maxBytes int64) (
 	if _, err := os.Lstat(upper); errors.Is(err, fs.ErrNotExist) {
 		return 0, sandbox.Errorf(sandbox.ErrNotFound, "not_found", "sandbox %s not found", id)
 	}
-	if st, err := d.state(ctx, id); err == nil && st.Status == "running" {
+	// Each runsc call costs tens of milliseconds: pause is tried on any
+	// sandbox runsc knows, and the state read only when it fails.
+	if d.hasState(id) {
 		if _, err := d.runsc(ctx, nil, "pause", id); err != nil {
-			d.log.Warn("snapshot: pause failed, copying a live sandbox", "sandbox", id, "err", err)
+			if st, serr := d.state(ctx, id); serr == nil && st.Status == "running" {
+				d.log.Warn("snapshot: pause failed, copying a live sandbox", "sandbox", id, "err", err)
+			}
 		} else {
 			defer func() {
 				if _, err := d.runsc(context.WithoutCancel(ctx), nil, "resume", id); err != nil {
