@@ -20,10 +20,10 @@ import (
 // OpaqueXattr marks an overlay directory that hides the lower layers' one.
 const OpaqueXattr = "trusted.overlay.opaque"
 
-// CopyCrashpoint is the crash tests' point at each entry a copy makes
+// copyCrashpoint is the crash tests' point at each entry a copy makes
 // (internal/crashpoint). It keeps the name it had when the copy was the
 // runc driver's alone, which the crash tests arm.
-const CopyCrashpoint = "runc/snapshot/entry"
+const copyCrashpoint = "runc/snapshot/entry"
 
 // Bounds of one snapshot copy besides its byte cap. A sandbox makes its
 // upper dir any shape it likes: the copy holds two descriptors per level
@@ -129,7 +129,7 @@ func (c *copier) walk(root *dirFrame) error {
 			return sandbox.Errorf(sandbox.ErrTooLarge, "snapshot_too_large", "the sandbox's changes hold more than %d files", maxCopyEntries)
 		}
 		child, err := c.entry(top, name, path.Join(top.rel, name))
-		crashpoint.Hit(CopyCrashpoint)
+		crashpoint.Hit(copyCrashpoint)
 		if err != nil {
 			return err
 		}
