@@ -24,24 +24,31 @@ func (s *Server) as(sudo bool, fn func() error) error {
 	return asUser(s.user, fn)
 }
 
-// asUser runs fn on a fresh OS thread whose fsuid, fsgid and supplementary
-// groups are u's; it returns fn's error and re-panics its panic (a handler
-// aborting its answer with http.ErrAbortHandler).
+// asUser runs fn on a fresh OS thread whose effective uid and gid (and so
+// its fsuid and fsgid) and supplementary groups are u's; it returns fn's
+// error and re-panics its panic (a handler aborting its answer with
+// http.ErrAbortHandler).
 //
 // A thread, not a helper process forked as the user: Linux keeps
-// credentials per thread (setfsuid, setfsgid and the raw setgroups of
-// x/sys/unix change only the calling one), so the agent's own code,
-// os.Root and openat2 included, runs unchanged and streams straight to and
-// from the connection, where a helper would need a second protocol to
-// carry tar entries and file contents and a fork per request. Two runtime
-// rules keep the identity on this thread: Go never clones new threads from
-// a locked one (it asks its template thread), and a goroutine that exits
-// locked takes its thread with it, so the thread is never handed back to
-// other goroutines. fn must do its file work on the calling goroutine.
+// credentials per thread (the raw setresuid, setresgid and setgroups
+// syscalls change only the calling one; Go's syscall.Setresuid and x/sys's
+// would change them all), so the agent's own code, os.Root and openat2
+// included, runs unchanged and streams straight to and from the
+// connection, where a helper would need a second protocol to carry tar
+// entries and file contents and a fork per request. Two runtime rules keep
+// the identity on this thread: Go never clones new threads from a locked
+// one (it asks its template thread), and a goroutine that exits locked
+// takes its thread with it, so the thread is never handed back to other
+// goroutines. fn must do its file work on the calling goroutine.
 //
-// With a non-zero fsuid the kernel also drops the file capabilities
-// (CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_FOWNER...) from the thread's effective
-// set, and /proc checks access against the fsuid (PTRACE_MODE_FSCREDS).
+// The effective ids, not setfsuid/setfsgid: gVisor's sentry has no
+// fsuid (it answers setfsuid with ENOSYS), and checks file access against
+// the effective ids, as Linux does through the fsuid that follows them.
+// Only the effective ids change: the real and saved ones stay root's, so
+// no process of the user's may signal or trace the thread, and it keeps
+// no effective capability (the kernel clears them all when the effective
+// uid leaves 0, where a changed fsuid dropped only the file ones).
+// /proc checks access against the fsuid (PTRACE_MODE_FSCREDS), the user's.
 func asUser(u User, fn func() error) error {
 	type result struct {
 		err      error
@@ -56,7 +63,7 @@ func asUser(u User, fn func() error) error {
 				done <- result{panicked: true, value: p}
 			}
 		}()
-		if err := setFSIdentity(u); err != nil {
+		if err := setThreadIdentity(u); err != nil {
 			done <- result{err: err}
 			return
 		}
@@ -69,9 +76,13 @@ func asUser(u User, fn func() error) error {
 	return r.err
 }
 
-// setFSIdentity gives the calling thread u's filesystem identity. The
-// fsuid and fsgid calls report no errors, so each is read back.
-func setFSIdentity(u User) error {
+// keep is the -1 of setresuid and setresgid: leave that id as it is.
+const keep = ^uintptr(0)
+
+// setThreadIdentity gives the calling thread u's groups and effective uid
+// and gid, with raw syscalls so that only this thread changes; the ids are
+// read back.
+func setThreadIdentity(u User) error {
 	groups := make([]int, len(u.Groups))
 	for i, g := range u.Groups {
 		groups[i] = int(g)
@@ -79,13 +90,17 @@ func setFSIdentity(u User) error {
 	if err := unix.Setgroups(groups); err != nil {
 		return fmt.Errorf("agent: set groups of uid %d: %w", u.UID, err)
 	}
-	unix.SetfsgidRetGid(int(u.GID))
-	if got, _ := unix.SetfsgidRetGid(-1); got != int(u.GID) {
-		return fmt.Errorf("agent: fsgid is %d, want %d", got, u.GID)
+	if _, _, errno := unix.RawSyscall(unix.SYS_SETRESGID, keep, uintptr(u.GID), keep); errno != 0 {
+		return fmt.Errorf("agent: set the effective gid %d: %w", u.GID, errno)
 	}
-	unix.SetfsuidRetUid(int(u.UID))
-	if got, _ := unix.SetfsuidRetUid(-1); got != int(u.UID) {
-		return fmt.Errorf("agent: fsuid is %d, want %d", got, u.UID)
+	if _, egid, _ := unix.Getresgid(); egid != int(u.GID) {
+		return fmt.Errorf("agent: effective gid is %d, want %d", egid, u.GID)
+	}
+	if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, keep, uintptr(u.UID), keep); errno != 0 {
+		return fmt.Errorf("agent: set the effective uid %d: %w", u.UID, errno)
+	}
+	if _, euid, _ := unix.Getresuid(); euid != int(u.UID) {
+		return fmt.Errorf("agent: effective uid is %d, want %d", euid, u.UID)
 	}
 	return nil
 }

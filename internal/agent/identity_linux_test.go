@@ -245,7 +245,7 @@ func TestAsUserStaysOnItsThread(t *testing.T) {
 					return
 				default:
 				}
-				if id, _ := unix.SetfsuidRetUid(-1); id != 0 {
+				if _, id, _ := unix.Getresuid(); id != 0 {
 					leaked <- id
 					return
 				}
@@ -259,8 +259,8 @@ func TestAsUserStaysOnItsThread(t *testing.T) {
 		go func() {
 			defer users.Done()
 			err := asUser(u, func() error {
-				if id, _ := unix.SetfsuidRetUid(-1); id != int(u.UID) {
-					return fmt.Errorf("fsuid %d inside asUser", id)
+				if _, id, _ := unix.Getresuid(); id != int(u.UID) {
+					return fmt.Errorf("euid %d inside asUser", id)
 				}
 				return nil
 			})
@@ -274,7 +274,7 @@ func TestAsUserStaysOnItsThread(t *testing.T) {
 	wg.Wait()
 	select {
 	case id := <-leaked:
-		t.Fatalf("a goroutine outside asUser ran with fsuid %d", id)
+		t.Fatalf("a goroutine outside asUser ran with euid %d", id)
 	default:
 	}
 }

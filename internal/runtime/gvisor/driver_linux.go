@@ -174,9 +174,14 @@ func (d *Driver) command(ctx context.Context, extra []string, args ...string) *e
 }
 
 // runFlags are runsc's flags for running (or restoring) a sandbox with
-// the given --network.
+// the given --network: see the package doc. The sentry's own cgroup tree
+// is v2 (--in-sandbox-cgroup=v2): one cgroup2 mount, which the sentry
+// mounts read-only as the spec asks (its v1 tree binds each controller in
+// writable, whatever the spec says), holding the container's cgroup, whose
+// pids.max the sentry enforces (limitPIDs).
 func (d *Driver) runFlags(network string) []string {
-	return []string{"--platform=" + d.cfg.Platform, "--network=" + network, "--oci-seccomp", "--host-uds=create", "--overlay2=none"}
+	return []string{"--platform=" + d.cfg.Platform, "--network=" + network, "--oci-seccomp", "--host-uds=create", "--overlay2=none",
+		"--in-sandbox-cgroup=v2"}
 }
 
 // Create implements runtime.Driver.
@@ -297,6 +302,9 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: runsc run: %w%s", id, err, d.outputTail(id))
 	}
+	if err := d.limitPIDs(ctx, id, res.PIDs); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
+	}
 	sock, err := d.waitSocket(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w%s", id, err, d.outputTail(id))
@@ -316,6 +324,20 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 	d.socks[id] = sock
 	d.mu.Unlock()
 	return cl, nil
+}
+
+// limitPIDs sets the pids.max of the container's cgroup in the sentry,
+// before any command runs. runsc applies the spec's pids limit only to the
+// host cgroup, which also holds the sentry, the gofer and systrap's stubs
+// (hostPIDsExtra over the limit) and whose exhaustion kills the whole
+// sandbox; in the sentry a fork past the limit fails with EAGAIN, as it
+// does under runc, and the host cgroup stays the outer bound. Root in the
+// sandbox cannot raise it: the cgroup mount is read-only.
+func (d *Driver) limitPIDs(ctx context.Context, id string, limit int64) error {
+	if _, err := d.runsc(ctx, nil, "write-control", id, "pids", "/"+id, "pids.max", strconv.FormatInt(limit, 10)); err != nil {
+		return fmt.Errorf("set the sentry's pids limit: %w", err)
+	}
+	return nil
 }
 
 // pinSocket opens the agent's socket file without following anything (an
