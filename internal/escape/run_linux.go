@@ -58,6 +58,16 @@ func Run(t *testing.T, tg Target) []Finding {
 	for _, c := range canaries {
 		args = append(args, "-host-pid", strconv.Itoa(c.cmd.Process.Pid))
 	}
+	if sentryDrivers[tg.Driver] {
+		v, err := os.ReadFile("/proc/version")
+		if err != nil {
+			t.Fatalf("escape: the host's kernel version: %v", err)
+		}
+		args = append(args, "-sentry", "-host-kernel", strings.TrimSpace(string(v)))
+	}
+	if v, err := os.ReadFile("/proc/sys/fs/inotify/max_user_instances"); err == nil {
+		args = append(args, "-inotify-limit", strings.TrimSpace(string(v)))
+	}
 	if exe, err := os.Executable(); err == nil {
 		args = append(args, "-host-file", exe)
 	}
@@ -96,6 +106,13 @@ func Run(t *testing.T, tg Target) []Finding {
 	judge(t, tg.Driver, findings)
 	return findings
 }
+
+// sentryDrivers are the drivers whose sandboxes run on gVisor's sentry, a
+// kernel of their own: its /proc, /sys, cgroupfs and /dev are sentry code,
+// not views of the host kernel's, so the probe judges what they grant
+// (-sentry) rather than that they open, given proof that /proc is not the
+// host's (-host-kernel).
+var sentryDrivers = map[string]bool{"gvisor": true}
 
 // hostCanaryFile makes a file only the host has, at a path no sandbox has.
 func hostCanaryFile(t *testing.T) string {

@@ -287,7 +287,30 @@ func checkSysrq(cfg *config) wire.Result {
 	} else {
 		a.refused("open "+p+" for writing", err)
 	}
+	sentryOwned(cfg, a, "procfs")
 	return a.result("")
+}
+
+// sentryOwned, in a sandbox whose kernel is gVisor's sentry, takes what a
+// check reached in /proc for the sentry's own state, not the host's: the
+// sentry implements procfs itself, and no file in it is the host kernel's.
+// It needs evidence that this /proc is not the host's: its /proc/version
+// differs from the host's. Without both, what was reached stays an escape.
+func sentryOwned(cfg *config, a *attempts, what string) {
+	if !cfg.sentry || len(a.escapes) == 0 {
+		return
+	}
+	v, err := os.ReadFile("/proc/version")
+	own := strings.TrimSpace(string(v))
+	if err != nil || cfg.hostKernel == "" || own == cfg.hostKernel {
+		a.escapes = append(a.escapes, fmt.Sprintf("cannot tell this /proc from the host's (/proc/version %q, %s)", own, errText(err)))
+		return
+	}
+	for _, e := range a.escapes {
+		a.tried = append(a.tried, e+" (the sentry's own "+what+")")
+	}
+	a.escapes = nil
+	a.tried = append(a.tried, fmt.Sprintf("/proc/version %q is the sentry's, not the host's", own))
 }
 
 // writeBack writes a file's current content back to it: harmless if it
@@ -334,6 +357,7 @@ func checkProcSys(cfg *config) wire.Result {
 	} {
 		writeBack(a, "/proc/sys/"+p, nil)
 	}
+	sentryOwned(cfg, a, "sysctls")
 	return a.result("no sysctls found")
 }
 

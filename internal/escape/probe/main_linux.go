@@ -62,6 +62,14 @@ type config struct {
 	capsGiven   bool
 	suid        string // a setuid-root, setgid-root copy of the probe
 	inotifyHeld int    // inotify instances a peer sandbox's user holds
+	// inotifyLimit is the host's max_user_instances, for a kernel that
+	// shows none (gVisor's sentry).
+	inotifyLimit int
+	// sentry: the host says the sandbox's kernel is gVisor's sentry,
+	// whose /proc, /sys, cgroupfs and /dev are its own; hostKernel is the
+	// host's /proc/version, which the sentry's must differ from.
+	sentry     bool
+	hostKernel string
 }
 
 type listFlag []string
@@ -91,6 +99,9 @@ func run(leaked wire.Result) error {
 	caps := fs.String("allowed-caps", "", "comma-separated capabilities root in the sandbox may hold")
 	suid := fs.String("suid", "", "a setuid-root copy of this probe to execute as the user")
 	held := fs.Int("inotify-held", 0, "inotify instances a peer sandbox's user holds now")
+	inotifyLimit := fs.Int("inotify-limit", 0, "the host's max_user_instances, for a kernel that shows none")
+	sentry := fs.Bool("sentry", false, "the sandbox's kernel is gVisor's sentry (its /proc, /sys, cgroupfs and /dev are its own)")
+	hostKernel := fs.String("host-kernel", "", "the host's /proc/version, which the sentry's must differ from")
 	one := fs.String("check", "", "run one check in this process (internal)")
 	list := fs.Bool("list", false, "print the check names and exit")
 	killSig := fs.String("kill", "", "send this signal (WINCH or KILL) to every process: kill(-1, sig)")
@@ -116,7 +127,8 @@ func run(leaked wire.Result) error {
 		}
 		return nil
 	}
-	cfg := config{hostFiles: hostFiles, marker: *marker, sockets: sockets, suid: *suid, inotifyHeld: *held}
+	cfg := config{hostFiles: hostFiles, marker: *marker, sockets: sockets, suid: *suid, inotifyHeld: *held,
+		inotifyLimit: *inotifyLimit, sentry: *sentry, hostKernel: strings.TrimSpace(*hostKernel)}
 	for _, p := range hostPIDs {
 		pid, err := strconv.Atoi(p)
 		if err != nil {

@@ -370,6 +370,10 @@ func checkDevices(cfg *config) wire.Result {
 			a.worked(p, "a watchdog in the sandbox (not opened)")
 			return nil
 		}
+		if use := sentryDevices[p]; cfg.sentry && use != nil {
+			use(a, p)
+			return nil
+		}
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 		if err != nil {
 			a.refused("open "+p, err)
@@ -381,6 +385,57 @@ func checkDevices(cfg *config) wire.Result {
 	})
 	a.tried = append(a.tried, fmt.Sprintf("%d device nodes beyond the standard ones", n))
 	return a.result("")
+}
+
+// sentryDevices are the devices gVisor's sentry makes in every sandbox's
+// /dev and implements itself: opening one reaches sentry code, not a host
+// driver (a device node on a gofer mount, too, opens only what the sentry
+// implements: runsc's default --character-device-policy=emulated-only).
+// Under the sentry each is judged by what it grants, not by its open.
+var sentryDevices = map[string]func(a *attempts, p string){
+	"/dev/net/tun": useTun,
+	"/dev/fuse":    useFuse,
+}
+
+// useTun opens a tun device and asks it for an interface, which takes
+// CAP_NET_ADMIN.
+func useTun(a *attempts, p string) {
+	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		a.refused("open "+p, err)
+		return
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("pdescape0")
+	if err != nil {
+		a.failf("ifreq: %v", err)
+		return
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	a.call("open "+p+" (the sentry's) and TUNSETIFF", unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr), "made a tun interface")
+}
+
+// useFuse opens the FUSE device and mounts a filesystem served through it,
+// which takes CAP_SYS_ADMIN.
+func useFuse(a *attempts, p string) {
+	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		a.refused("open "+p, err)
+		return
+	}
+	defer unix.Close(fd)
+	dir, err := os.MkdirTemp("", "paddock-escape-fuse-")
+	if err != nil {
+		a.failf("fuse mountpoint: %v", err)
+		return
+	}
+	defer os.Remove(dir)
+	data := fmt.Sprintf("fd=%d,rootmode=40000,user_id=%d,group_id=%d", fd, os.Getuid(), os.Getgid())
+	err = unix.Mount("paddock-escape", dir, "fuse", unix.MS_NOSUID|unix.MS_NODEV, data)
+	if err == nil {
+		unix.Unmount(dir, unix.MNT_DETACH)
+	}
+	a.call("open "+p+" (the sentry's) and mount a FUSE filesystem", err, "mounted")
 }
 
 // checkModules loads and unloads kernel modules (with a module that is not
@@ -428,11 +483,23 @@ func checkClock(cfg *config) wire.Result {
 		a.call("settimeofday(now)", unix.Settimeofday(&tv), "set")
 	}
 	var tx unix.Timex
-	if _, err := unix.Adjtimex(&tx); a.control("adjtimex(read)", err) {
+	switch _, err := unix.Adjtimex(&tx); {
+	case err == nil:
 		tx.Modes = unix.ADJ_FREQUENCY
 		_, err := unix.Adjtimex(&tx)
 		a.call("adjtimex(ADJ_FREQUENCY, unchanged)", err, "set")
+	case isPermission(err):
+		// gVisor's sentry refuses adjtimex altogether without CAP_SYS_TIME,
+		// reads included.
+		a.refused("adjtimex(read)", err)
+	default:
+		a.control("adjtimex(read)", err)
 	}
+	// An out-of-range tick: the kernel checks CAP_SYS_TIME first, so only
+	// EPERM is a refusal, and nothing can change.
+	bad := unix.Timex{Modes: unix.ADJ_TICK, Tick: 1}
+	_, err := unix.Adjtimex(&bad)
+	a.privileged("adjtimex(ADJ_TICK, out of range)", err)
 	return a.result("")
 }
 
