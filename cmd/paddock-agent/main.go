@@ -64,6 +64,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	imageUser := fs.String("user", "", "the image config's User, resolved against this root's /etc/passwd and /etc/group (default: uid 1000)")
 	logMax := fs.Int64("log-max-bytes", agent.DefaultMaxLogBytes, "bytes kept of each command's output; the oldest are dropped past it")
 	logTotal := fs.Int64("log-total-bytes", agent.DefaultMaxLogTotalBytes, "bytes kept of all commands' output together (the size of the state dir's tmpfs)")
+	memLimit := fs.Int64("memory-limit", 0, "a memory limit in bytes the agent enforces itself, killing the biggest process past it (for gVisor, whose sentry enforces none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,6 +114,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		ImageUser:        *imageUser,
 		MaxLogBytes:      *logMax,
 		MaxLogTotalBytes: *logTotal,
+		MemoryLimit:      *memLimit,
 		ReapAll:          true,
 		Version:          version,
 		Seccomp:          seccompOn,

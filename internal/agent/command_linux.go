@@ -552,7 +552,14 @@ func (s *Server) reapOnce() {
 }
 
 // oomKills reads the sandbox cgroup's OOM kill counter (see oomCounter).
-func (s *Server) oomKills() (int64, bool) { return s.oom.read() }
+// With a memory limit of the agent's own, its kills count too.
+func (s *Server) oomKills() (int64, bool) {
+	n, ok := s.oom.read()
+	if s.guard != nil {
+		return n + s.guard.kills.Load(), true
+	}
+	return n, ok
+}
 
 func (s *Server) handleList(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()

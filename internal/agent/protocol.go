@@ -269,6 +269,9 @@ type Info struct {
 	// UserError says why the image's User could not be resolved. Such an
 	// agent refuses every command and write: the sandbox is unusable.
 	UserError *UserError `json:"userError,omitempty"`
+	// OOMKills counts the processes the agent's own memory limit killed
+	// (ServerConfig.MemoryLimit); 0 without one.
+	OOMKills int64 `json:"oomKills,omitempty"`
 }
 
 // UserError is a failed resolution of the image's User.

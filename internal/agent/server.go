@@ -16,6 +16,10 @@ type ServerConfig struct {
 	// CgroupRoot is the sandbox's cgroup fs, read for the OOM kill count.
 	// Default /sys/fs/cgroup.
 	CgroupRoot string
+	// MemoryLimit, when positive, is a memory limit in bytes the agent
+	// enforces itself (see memGuard): for a kernel whose cgroup does not
+	// (gVisor's sentry). It needs CgroupRoot's memory.current.
+	MemoryLimit int64
 	// ProcNet is where listening sockets are read (the sandbox's own
 	// network namespace); default /proc/net.
 	ProcNet string

@@ -57,6 +57,8 @@ type Server struct {
 	// oom_score_adj, read once at start (see start).
 	oom    *oomCounter
 	oomAdj int
+	// guard is the agent's own OOM killer; nil without a MemoryLimit.
+	guard *memGuard
 }
 
 // NewServer prepares the state dir and starts the reaper.
@@ -88,6 +90,18 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		sigchld: make(chan os.Signal, 1),
 		oom:     newOOMCounter(cfg.CgroupRoot),
 		oomAdj:  ownOOMScoreAdj(),
+	}
+	if cfg.MemoryLimit > 0 {
+		if s.guard, err = newMemGuard(cfg.CgroupRoot, cfg.MemoryLimit); err != nil {
+			cancel()
+			root.Close()
+			return nil, fmt.Errorf("agent: memory limit: %w", err)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.guard.run(ctx.Done(), s.log.Warn)
+		}()
 	}
 	if s.user, s.userErr = s.loadUser(); s.userErr != nil {
 		s.log.Error("image user not resolved: refusing commands and writes", "user", cfg.ImageUser, "err", s.userErr)
@@ -208,6 +222,9 @@ func (s *Server) waitSupervisors() {
 
 func (s *Server) handlePing(w http.ResponseWriter, _ *http.Request) {
 	info := Info{Version: s.cfg.Version, PID: os.Getpid(), Seccomp: s.cfg.Seccomp}
+	if s.guard != nil {
+		info.OOMKills = s.guard.kills.Load()
+	}
 	s.userAnswer(&info)
 	writeJSON(w, http.StatusOK, info)
 }

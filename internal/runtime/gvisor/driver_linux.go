@@ -62,6 +62,15 @@ const (
 	// cgroup: the sentry, the gofer and systrap's stub processes count
 	// there too, and a sentry that meets the host limit panics.
 	hostPIDsExtra = 1024
+	// hostMemoryExtra is added to the sandbox's memory limit on its host
+	// cgroup, which also holds the sentry's and the gofer's own memory: the
+	// sandbox's processes meet the agent's limit (--memory-limit) first,
+	// with room for the guard's polling interval, and the host limit stays
+	// the outer bound.
+	hostMemoryExtra = 128 << 20
+	// memoryLimitAnnotation keeps the sandbox's own memory limit in its
+	// bundle, for Stats.
+	memoryLimitAnnotation = "dev.paddock.memory-limit"
 )
 
 // createTimeout bounds Create when ctx has no earlier deadline.
@@ -283,7 +292,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
 	adapt(oci, filepath.Join(dir, sockDir), mounts)
-	oci.Process.Args = append(args, ocispec.AgentLogArgs(res)...)
+	oci.Process.Args = append(append(args, ocispec.AgentLogArgs(res)...), "--memory-limit="+strconv.FormatInt(res.MemoryMB<<20, 10))
 	data, err := json.Marshal(oci)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
@@ -443,6 +452,19 @@ func adapt(oci *specs.Spec, sock string, mounts []runtime.Mount) {
 	if p := oci.Linux.Resources.Pids; p != nil && p.Limit != nil {
 		limit := *p.Limit + hostPIDsExtra
 		p.Limit = &limit
+	}
+	// And their memory: the sandbox's own limit is the agent's to keep
+	// (the sentry enforces none), the host's is above it.
+	if m := oci.Linux.Resources.Memory; m != nil && m.Limit != nil {
+		if oci.Annotations == nil {
+			oci.Annotations = map[string]string{}
+		}
+		oci.Annotations[memoryLimitAnnotation] = strconv.FormatInt(*m.Limit, 10)
+		limit := *m.Limit + hostMemoryExtra
+		m.Limit = &limit
+		if m.Swap != nil {
+			m.Swap = &limit
+		}
 	}
 	// The sandbox joins the namespace by path; the sentry owns the rest.
 	oci.Linux.Namespaces = slices.DeleteFunc(oci.Linux.Namespaces, func(ns specs.LinuxNamespace) bool {
@@ -612,8 +634,15 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 		if c := cfg.Linux.Resources.CPU; c != nil && c.Quota != nil && c.Period != nil && *c.Period > 0 {
 			s.CPUQuotaFrac = float64(*c.Quota) / float64(*c.Period)
 		}
-		if m := cfg.Linux.Resources.Memory; m != nil && m.Limit != nil && s.MemoryLimit == 0 {
-			s.MemoryLimit = uint64(*m.Limit)
+		// The sandbox's limit, not the host cgroup's (hostMemoryExtra).
+		if v, err := strconv.ParseUint(cfg.Annotations[memoryLimitAnnotation], 10, 64); err == nil {
+			s.MemoryLimit = v
+		}
+	}
+	// OOM kills are the agent's (memGuard): the sentry makes none.
+	if cl, err := d.Agent(ctx, id); err == nil {
+		if info, err := cl.Ping(ctx); err == nil {
+			s.OOMKills = uint64(info.OOMKills)
 		}
 	}
 	return s, nil
