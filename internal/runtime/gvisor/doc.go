@@ -8,7 +8,7 @@
 //
 // runsc runs with --platform=systrap (ptrace as a fallback: Config.Platform),
 // --overlay2=none (writes land in the sandbox's upper dir, so snapshots can
-// read them later) and --oci-seccomp; the agent installs paddock's own
+// read them later), --in-sandbox-cgroup=v2 and --oci-seccomp; the agent installs paddock's own
 // seccomp filter inside, which the sentry enforces. The agent listens on a
 // socket it creates in a host directory bound into the sandbox, which
 // --host-uds=create allows; the host connects to that file.
@@ -41,6 +41,31 @@
 // close its host listener and connections before the save and listen
 // again after the restore (runsc checkpoint --save-restore-exec-argv runs
 // a program in the sandbox at both moments).
+//
+// Limits. runsc applies the spec's resources to the sandbox's host cgroup,
+// which also holds the sentry, the gofer and systrap's stub processes;
+// reaching a limit there ends the whole sandbox. So the host cgroup is the
+// outer bound (the pids limit plus hostPIDsExtra, the memory limit plus
+// hostMemoryExtra) and each limit a command meets is kept inside:
+//   - pids: the sentry's own cgroup tree is v2 (--in-sandbox-cgroup=v2),
+//     mounted read-only as the spec asks; the driver sets the container
+//     cgroup's pids.max with runsc write-control before any command runs,
+//     and a fork past it fails with EAGAIN;
+//   - memory: the sentry enforces no memory.max, so the agent does
+//     (--memory-limit): past the limit it SIGKILLs the process with the
+//     largest resident set and counts an OOM kill, which the command and
+//     Stats report.
+//
+// What differs from runc. The sentry has no fsuid (setfsuid is ENOSYS),
+// so the agent's file work as the user takes the user's effective ids on
+// one thread (see agent.asUser), under both drivers. The sentry does not
+// implement nodev (runsc drops the option): a device node in a volume
+// opens the sentry's own device of that number, never the host's
+// (--character-device-policy=emulated-only), and the gofer's host-side
+// bind is nodev; the conformance suite's Volume case, which reads nodev in
+// /proc/mounts, is the one it skips. Its /proc, /sys, cgroupfs and /dev
+// are the sentry's: the escape battery judges them by what they grant
+// (escape's sentryDrivers) and passes.
 //
 // runsc is built from gvisor.dev/gvisor at a pinned version by
 // hack/gvisor/build-runsc.sh (see Find).

@@ -37,7 +37,7 @@ type Harness struct {
 	// Network prepares a network for sandbox id, as netns does for node,
 	// and reports the sandbox's address the host reaches it at.
 	Network func(t *testing.T, id string) (*runtime.NetworkSpec, string)
-	// Known names the cases (as Run names them: "OOM", "Escape") a driver
+	// Known names the cases (as Run names them: "Volume", "Escape") a driver
 	// under construction is known to fail, each with the reason; they are
 	// skipped with it, so the rest keeps guarding the driver. Every
 	// shipped driver has none.
