@@ -448,6 +448,9 @@ wait:
 			_ = unix.Kill(-pid, unix.SIGKILL)
 		}
 	}
+	if c.timedOut {
+		killSession(pid)
+	}
 
 	drained := make(chan struct{})
 	go func() { readers.Wait(); close(drained) }()
@@ -484,6 +487,69 @@ wait:
 	})
 	st := c.snapshot()
 	s.log.Info("command finished", "command", c.id, "status", st.Status, "exit_code", st.ExitCode, "oom_killed", st.OOMKilled)
+}
+
+// Bounds of killSession.
+const (
+	sessionKillEvery = 10 * time.Millisecond
+	sessionKillQuiet = 10 // consecutive empty rounds that end it
+	sessionKillFor   = 10 * time.Second
+)
+
+// killSession kills what is left of a timed-out command, whose process is
+// the leader of session sid, until the session has stayed empty for
+// sessionKillQuiet rounds (or sessionKillFor passes): each round kills its
+// process group and every process of the session found in /proc. In
+// gVisor's sentry a process forked while kill(-pgid) runs can escape it
+// (Linux's kill and fork exclude each other), and in a fork bomb those
+// survivors hold the sandbox at its pids limit; a clone still in flight
+// shows up after an empty round, hence the quiet period. Under Linux the
+// first round finds the session empty.
+func killSession(sid int) {
+	deadline := time.Now().Add(sessionKillFor)
+	for quiet := 0; quiet < sessionKillQuiet && time.Now().Before(deadline); {
+		found := unix.Kill(-sid, unix.SIGKILL) == nil
+		for _, pid := range sessionMembers(sid) {
+			if unix.Kill(pid, unix.SIGKILL) == nil {
+				found = true
+			}
+		}
+		if found {
+			quiet = 0
+		} else {
+			quiet++
+		}
+		time.Sleep(sessionKillEvery)
+	}
+}
+
+// sessionMembers lists the live processes of session sid from /proc.
+func sessionMembers(sid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == 1 {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp session ...
+		_, rest, ok := strings.Cut(string(data), ") ")
+		f := strings.Fields(rest)
+		if !ok || len(f) < 4 || f[0] == "Z" {
+			continue
+		}
+		if s, err := strconv.Atoi(f[3]); err == nil && s == sid {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // pumpBufs recycles pump buffers across commands: appendFrame copies the
