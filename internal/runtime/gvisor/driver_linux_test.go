@@ -246,11 +246,8 @@ func TestConformance(t *testing.T) {
 		Image:     harnessImage,
 		Volume:    harnessVolume,
 		Network:   harnessNetwork,
-		Known: map[string]string{
-			"Volume": "the sentry does not implement nodev: runsc drops the option and its VFS never checks it, so /proc/mounts shows the volume " +
-				"nosuid only; a device node in a volume opens the sentry's own device of that number (--character-device-policy=emulated-only), " +
-				"never the host's, and the gofer's host-side bind is nodev",
-		},
+		EmulatedDevices: "the sentry does not implement nodev (runsc drops the option): a device node in a volume opens the sentry's " +
+			"own emulated device of that number (--character-device-policy=emulated-only), never the host's, and the gofer's host-side bind is nodev",
 	})
 }
 
