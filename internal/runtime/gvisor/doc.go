@@ -62,8 +62,9 @@
 // implement nodev (runsc drops the option): a device node in a volume
 // opens the sentry's own device of that number, never the host's
 // (--character-device-policy=emulated-only), and the gofer's host-side
-// bind is nodev; the conformance suite's Volume case, which reads nodev in
-// /proc/mounts, is the one it skips. Its /proc, /sys, cgroupfs and /dev
+// bind is nodev; the conformance suite's Volume case checks that (a host
+// block device does not read through a node in a volume) rather than the
+// option (Harness.EmulatedDevices). Its /proc, /sys, cgroupfs and /dev
 // are the sentry's: the escape battery judges them by what they grant
 // (escape's sentryDrivers) and passes.
 //
