@@ -71,8 +71,8 @@ func (b *browser) signIn(base, token string) {
 // daemon: sign in, a sandbox made through the API appears without a
 // reload, a command's output streams in, the terminal runs a typed
 // command, stop it, another team's sandbox
-// is not found, a revoked token leads to sign-in, and no page logs an
-// error.
+// is not found, a revoked or expired token leads to sign-in, and no page
+// logs an error.
 func TestDashboard(t *testing.T) {
 	s := startStack(t, newDataDir(t), stackOptions{})
 	b := newBrowser(t, 412, 915) // a phone's width
@@ -134,5 +134,17 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Do("revoked token leads to sign-in", chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#token")))
+
+	// A token that expires while signed in: the next page is sign-in too.
+	short, err := s.client.CreateToken(ctx, api.CreateTokenRequest{TeamID: team.ID, Name: "short", Role: "admin", TTLSeconds: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.signIn(s.url, short.Secret)
+	if short.ExpiresAt.IsZero() {
+		t.Fatal("a token made with a TTL has no expiry")
+	}
+	time.Sleep(time.Until(short.ExpiresAt) + 100*time.Millisecond)
+	b.Do("expired token leads to sign-in", chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#token")))
 	b.checkConsole()
 }
