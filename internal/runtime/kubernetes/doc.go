@@ -15,7 +15,9 @@
 // Everything paddock needs to find a sandbox again is on the API server:
 // the objects carry the label managedBy and the annotation annotationID
 // (the sandbox id), so List and Agent re-adopt sandboxes after a restart,
-// and the Secret outlives a stopped sandbox's Pod until Destroy.
+// and the Secret outlives a stopped sandbox's Pod until Destroy. Replicas
+// sharing the namespace each set Config.Owner (their node name), a label
+// List selects on, so that each reconciles its own sandboxes only.
 //
 // The driver needs, in its namespace alone: pods (create, get, list,
 // watch, delete), secrets (create, get, list, delete) and

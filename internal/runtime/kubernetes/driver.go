@@ -40,6 +40,8 @@ const (
 	// labelSandbox is the sandbox id when it is a valid label value (for
 	// people with kubectl; the driver reads annotationID).
 	labelSandbox = "paddock.dev/sandbox"
+	// labelOwner is Config.Owner: the paddock replica whose sandbox it is.
+	labelOwner = "paddock.dev/owner"
 	// annotationID is the sandbox id, authoritative.
 	annotationID = "paddock.dev/sandbox-id"
 )
@@ -79,6 +81,13 @@ type Config struct {
 	// CgroupVersion of the cluster's nodes, as Capabilities reports it;
 	// default 2.
 	CgroupVersion int
+	// Owner, when set, labels every object this driver makes, and List
+	// reports only the sandboxes that carry it: the name of the paddock
+	// replica (its node name) among several sharing Namespace, each of
+	// which reconciles its own sandboxes and would otherwise destroy the
+	// others' as orphans. A valid label value. "": every paddock sandbox
+	// in Namespace is this driver's.
+	Owner string
 	// StartTimeout bounds a Pod's scheduling, pull and start in Create
 	// beyond the caller's context; default 2 minutes.
 	StartTimeout time.Duration
@@ -132,6 +141,9 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if errs := validation.IsValidLabelValue(cfg.Owner); len(errs) > 0 {
+		return nil, sandbox.Errorf(sandbox.ErrInvalid, "k8s_config", "kubernetes driver: Owner %q is not a label value: %s", cfg.Owner, strings.Join(errs, "; "))
+	}
 	for _, b := range cfg.HostImage.ReadOnlyBinds {
 		if !strings.HasPrefix(b.Source, "/") || !strings.HasPrefix(b.Target, "/") {
 			return nil, sandbox.Errorf(sandbox.ErrInvalid, "k8s_config", "kubernetes driver: host image bind %v is not absolute", b)
@@ -160,6 +172,9 @@ func (d *Driver) labels(id string) map[string]string {
 	if len(validation.IsValidLabelValue(id)) == 0 {
 		l[labelSandbox] = id
 	}
+	if d.cfg.Owner != "" {
+		l[labelOwner] = d.cfg.Owner
+	}
 	return l
 }
 
@@ -176,6 +191,10 @@ func (d *Driver) imageRef(spec runtime.Spec) (string, []runtime.Bind, error) {
 		return "", nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_snapshot", "the kubernetes driver cannot start from a snapshot yet")
 	case spec.Rootfs != nil && spec.Rootfs.Ref != "":
 		return spec.Rootfs.Ref, nil, nil
+	case spec.Rootfs != nil && len(spec.Rootfs.Lowers) > 0:
+		// Layers on paddock's host with no registry name (a snapshot, an
+		// image known by its digest alone): a node cannot pull them.
+		return "", nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_registry_ref", "the kubernetes driver runs images from a registry only; %q has no registry reference", spec.Image)
 	case spec.Image == "" || spec.Image == sandbox.HostImage:
 		if d.cfg.HostImage.Ref == "" {
 			return "", nil, sandbox.Errorf(sandbox.ErrInvalid, "unknown_image", "the kubernetes driver has no host image configured")
@@ -664,9 +683,13 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	return nil
 }
 
-// List reports every sandbox with a Secret or a Pod in the namespace.
+// List reports every sandbox with a Secret or a Pod in the namespace (its
+// Owner's, when it has one).
 func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
 	sel := metav1.ListOptions{LabelSelector: labelManagedBy + "=" + managedBy}
+	if d.cfg.Owner != "" {
+		sel.LabelSelector += "," + labelOwner + "=" + d.cfg.Owner
+	}
 	secrets, err := d.cfg.Client.CoreV1().Secrets(d.cfg.Namespace).List(ctx, sel)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: list secrets: %w", apiErr(err))

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -201,6 +202,7 @@ func TestCreateRefuses(t *testing.T) {
 		{"volume", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Source: "/v", Dest: "/data"}}}, sandbox.ErrUnsupported},
 		{"host network", runtime.Spec{ID: "x", Network: &runtime.NetworkSpec{NSPath: "/run/netns/x"}}, sandbox.ErrUnsupported},
 		{"snapshot", runtime.Spec{ID: "x", Rootfs: &runtime.Rootfs{Lowers: []string{"/l"}, OnHost: true}}, sandbox.ErrUnsupported},
+		{"layers without a registry name", runtime.Spec{ID: "x", Image: "sha256:00", Rootfs: &runtime.Rootfs{Lowers: []string{"/l"}}}, sandbox.ErrUnsupported},
 		{"path as image", runtime.Spec{ID: "x", Image: "/var/lib/images/x"}, sandbox.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -212,5 +214,39 @@ func TestCreateRefuses(t *testing.T) {
 				t.Errorf("%d API calls: %v", n, cs.Actions())
 			}
 		})
+	}
+}
+
+// TestOwner: replicas sharing a namespace list only their own sandboxes,
+// so that none destroys another's as an orphan; without an Owner a driver
+// lists them all.
+func TestOwner(t *testing.T) {
+	cs := fake.NewClientset()
+	drivers := map[string]*Driver{}
+	for _, owner := range []string{"paddock-a", "paddock-b", ""} {
+		drivers[owner] = testDriver(t, func(c *Config) { c.Client, c.Owner = cs, owner })
+	}
+	for owner, id := range map[string]string{"paddock-a": "sbx-a", "paddock-b": "sbx-b"} {
+		s := &corev1.Secret{ObjectMeta: drivers[owner].meta(id)}
+		if _, err := cs.CoreV1().Secrets("sandboxes").Create(t.Context(), s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for owner, want := range map[string]string{"paddock-a": "sbx-a", "paddock-b": "sbx-b", "": "sbx-a,sbx-b"} {
+		infos, err := drivers[owner].List(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, in := range infos {
+			ids = append(ids, in.ID)
+		}
+		slices.Sort(ids)
+		if got := strings.Join(ids, ","); got != want {
+			t.Errorf("List of owner %q = %s, want %s", owner, got, want)
+		}
+	}
+	if _, err := New(Config{Client: cs, Namespace: "sandboxes", AgentImage: "a", Owner: "not a label/value"}); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("New with an invalid Owner = %v, want ErrInvalid", err)
 	}
 }
