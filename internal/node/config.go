@@ -62,8 +62,10 @@ type Config struct {
 	// it; the record stays, marked (Sandbox.LayerRemovedAt). 0 keeps
 	// layers until the sandbox is deleted.
 	StoppedRetention time.Duration
-	// Network gives each sandbox a network of its own; nil keeps sandboxes
-	// loopback-only (and refuses ports and network policies).
+	// Network gives each sandbox a network of its own on this host; nil
+	// keeps sandboxes loopback-only (and refuses ports and network
+	// policies), except those of a driver that brings its own network (a
+	// runtime.Addresser: see network.go).
 	Network Network
 	// Images resolves every image but "host"; nil allows only "host".
 	Images Images
@@ -190,8 +192,10 @@ func (c *Config) Validate() error {
 const hostImage = sandbox.HostImage
 
 // normalize validates req against cfg and returns it with defaults applied.
-// The image itself is resolved by Manager.resolveImage.
-func normalize(cfg *Config, req sandbox.CreateRequest) (sandbox.CreateRequest, error) {
+// networked says whether req's runtime gives its sandboxes a network
+// (Manager.requestNetworked): without one, ports and network policies are
+// refused. The image itself is resolved by Manager.resolveImage.
+func normalize(cfg *Config, req sandbox.CreateRequest, networked bool) (sandbox.CreateRequest, error) {
 	if req.Snapshot != "" && req.Image != "" {
 		return req, sandbox.Errorf(sandbox.ErrInvalid, "image_and_snapshot", "give an image or a snapshot, not both")
 	}
@@ -237,7 +241,7 @@ func normalize(cfg *Config, req sandbox.CreateRequest) (sandbox.CreateRequest, e
 		return req, err
 	}
 
-	if cfg.Network == nil {
+	if !networked {
 		if len(req.Ports) > 0 || req.NetworkPolicy != nil {
 			return req, errNoNetwork
 		}

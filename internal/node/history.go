@@ -92,7 +92,7 @@ func (m *Manager) collectLastWords(ctx context.Context, e *entry) lastWords {
 		log.Warn("read stats before stop", "err", err)
 		return lw
 	}
-	if m.cfg.Network != nil && sb.Address.IsValid() {
+	if m.hostNetwork(sb) {
 		rx, tx, err := m.cfg.Network.Stats(sb.ID)
 		if err != nil {
 			log.Warn("read network stats before stop", "err", err)

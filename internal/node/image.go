@@ -28,7 +28,22 @@ func (m *Manager) resolveImage(team, ref string) (*image.Image, *runtime.Rootfs,
 	if err := m.cfg.Images.Touch(team, ref); err != nil {
 		m.log.Warn("touch image", "image", ref, "err", err)
 	}
-	return img, &runtime.Rootfs{Lowers: img.Lowerdirs()}, nil
+	return img, &runtime.Rootfs{Lowers: img.Lowerdirs(), Ref: registryRef(img)}, nil
+}
+
+// registryRef names img in its registry, pinned to the digest the store
+// holds, for a driver whose nodes pull the image themselves (Kubernetes;
+// the others use the layers). "" when img has no name but its digest. An
+// imported image's name may be in no registry: such a driver's pull then
+// fails and says so.
+func registryRef(img *image.Image) string {
+	if img.Ref == "" || strings.HasPrefix(img.Ref, "sha256:") || img.Digest == "" {
+		return ""
+	}
+	if strings.Contains(img.Ref, "@") {
+		return img.Ref
+	}
+	return img.Ref + "@" + img.Digest
 }
 
 // lookupImage is resolveImage without its bookkeeping: the image only (nil

@@ -153,3 +153,22 @@ func TestRemoveImage(t *testing.T) {
 		wantErr(t, e.m.RemoveImage(t.Context(), "team-a", "app:1"), sandbox.ErrUnsupported, "images_disabled")
 	})
 }
+
+// TestRegistryRef: the image a driver whose nodes pull (Kubernetes) gets
+// is the store's image pinned to its digest, never a tag that may have
+// moved since the pull.
+func TestRegistryRef(t *testing.T) {
+	const dig = "sha256:0123"
+	for _, tc := range []struct{ name, ref, digest, want string }{
+		{"tag", "registry.local:5000/team/app:v1", dig, "registry.local:5000/team/app:v1@" + dig},
+		{"already pinned", "registry.local/app@" + dig, dig, "registry.local/app@" + dig},
+		{"digest only", dig, dig, ""},
+		{"no digest", "registry.local/app:v1", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := registryRef(&image.Image{Ref: tc.ref, Digest: tc.digest}); got != tc.want {
+				t.Errorf("registryRef(%q, %q) = %q, want %q", tc.ref, tc.digest, got, tc.want)
+			}
+		})
+	}
+}

@@ -5,10 +5,63 @@ import (
 	"fmt"
 
 	"github.com/paddock-dev/paddock/internal/netns"
+	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
 // The node answers the proxy's lookups from its in-memory records.
+//
+// A sandbox's network is either one the node sets up on this host
+// (Config.Network: a namespace the driver joins, egress enforced there, the
+// veth's address recorded), or, for a driver that is a runtime.Addresser
+// (Kubernetes: a Pod has the cluster's network), the driver's own: the
+// node then sets up nothing, hands the egress policy to the driver
+// (runtime.Spec.Egress) and records the address the driver gives. Either
+// way the record's Address is where the proxies reach the sandbox's ports,
+// and the rest of the node, the proxies and the control plane do not tell
+// the two apart.
+
+// ownNetwork reports whether d gives its sandboxes a network of its own.
+func ownNetwork(d runtime.Driver) bool {
+	_, ok := d.(runtime.Addresser)
+	return ok
+}
+
+// requestNetworked reports whether the sandbox req asks for would have a
+// network: this host's, or its runtime's own. The runtime is req's, else
+// its snapshot's, else the default; one that cannot be resolved is left
+// for create to refuse.
+func (m *Manager) requestNetworked(req sandbox.CreateRequest) bool {
+	if m.cfg.Network != nil {
+		return true
+	}
+	rt := req.Runtime
+	if rt == "" && req.Snapshot != "" {
+		if store, err := m.snapshots(); err == nil {
+			if snap, err := store.GetSnapshot(req.Snapshot); err == nil {
+				rt = snap.Runtime
+			}
+		}
+	}
+	return ownNetwork(m.rt.of(rt))
+}
+
+// hostNetwork reports whether sb's network is one this host set up, whose
+// veth counts its bytes.
+func (m *Manager) hostNetwork(sb sandbox.Sandbox) bool {
+	return m.cfg.Network != nil && sb.Address.IsValid() && !ownNetwork(m.driverOf(sb))
+}
+
+// recordAddress records the address a driver with a network of its own
+// gives a sandbox that has just started.
+func (m *Manager) recordAddress(ctx context.Context, e *entry, a runtime.Addresser, id string) error {
+	addr, err := a.Address(ctx, id)
+	if err != nil {
+		return fmt.Errorf("address of the sandbox: %w", err)
+	}
+	m.update(e, func(sb *sandbox.Sandbox) { sb.Address = addr })
+	return nil
+}
 
 // setupNetwork creates e's network, when the node has networking, and
 // records the sandbox's address. The caller holds e.op; on error it tears
@@ -41,14 +94,14 @@ func (m *Manager) teardownNetwork(ctx context.Context, id string) {
 
 // AddPorts declares more ports of a running sandbox for the proxy.
 func (m *Manager) AddPorts(ctx context.Context, id string, ports []sandbox.Port) (sandbox.Sandbox, error) {
-	if m.cfg.Network == nil {
-		return sandbox.Sandbox{}, errNoNetwork
-	}
 	e, sb, unlock, err := m.lockRunning(id)
 	if err != nil {
 		return sb, err
 	}
 	defer unlock()
+	if m.cfg.Network == nil && !ownNetwork(m.driverOf(sb)) {
+		return sb, errNoNetwork
+	}
 	merged, err := mergePorts(&m.cfg, sb.Ports, ports)
 	if err != nil {
 		return sb, err
@@ -59,9 +112,6 @@ func (m *Manager) AddPorts(ctx context.Context, id string, ports []sandbox.Port)
 // UpdateNetworkPolicy replaces a running sandbox's egress policy; its
 // processes keep running.
 func (m *Manager) UpdateNetworkPolicy(ctx context.Context, id string, policy sandbox.NetworkPolicy) (sandbox.Sandbox, error) {
-	if m.cfg.Network == nil {
-		return sandbox.Sandbox{}, errNoNetwork
-	}
 	policy = clonePolicy(policy)
 	if err := netns.Policy(policy).Validate(); err != nil {
 		return sandbox.Sandbox{}, err
@@ -71,6 +121,13 @@ func (m *Manager) UpdateNetworkPolicy(ctx context.Context, id string, policy san
 		return sb, err
 	}
 	defer unlock()
+	switch drv := m.driverOf(sb); {
+	case ownNetwork(drv):
+		return sb, sandbox.Errorf(sandbox.ErrUnsupported, "network_policy_update_unsupported",
+			"runtime %q cannot change a running sandbox's egress policy yet: create it with the policy it needs", drv.Capabilities().Name)
+	case m.cfg.Network == nil:
+		return sb, errNoNetwork
+	}
 	dctx, cancel := driverContext(ctx)
 	defer cancel()
 	if err := m.cfg.Network.Update(dctx, id, netns.Policy(policy)); err != nil {

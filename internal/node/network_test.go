@@ -8,7 +8,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/netns"
+	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -192,6 +194,78 @@ func TestNoNetworkRefusesPorts(t *testing.T) {
 	}
 	_, err = e.m.AddPorts(t.Context(), sb.ID, []sandbox.Port{{Port: 3000}})
 	wantErr(t, err, sandbox.ErrUnsupported, "network_disabled")
+}
+
+// addressedDriver is a driver whose sandboxes have a network of their own,
+// as a Pod has on Kubernetes: it gives each the address addr.
+type addressedDriver struct {
+	*fake.Driver
+	addr netip.Addr
+}
+
+var _ runtime.Addresser = addressedDriver{}
+
+func (d addressedDriver) Address(_ context.Context, id string) (netip.Addr, error) {
+	if running, known := d.Running(id); !known || !running {
+		return netip.Addr{}, sandbox.Errorf(sandbox.ErrNotRunning, "not_running", "%s is not running", id)
+	}
+	return d.addr, nil
+}
+
+// TestDriverNetwork: a driver with a network of its own (an Addresser)
+// gets ports and egress policies on a node without host networking, and
+// one beside host networking too: the node sets nothing up on the host,
+// hands the policy to the driver (the same default as on the host) and
+// records the driver's address for the proxies. A policy change is refused
+// rather than faked; the host-network driver keeps its own path.
+func TestDriverNetwork(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		network bool
+	}{{"no host network", false}, {"beside host networking", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := netip.MustParseAddr("10.88.0.7")
+			pods := addressedDriver{Driver: fake.NewDriver(t, fake.DriverConfig{Name: "kubernetes"}), addr: addr}
+			fn := newFakeNetwork()
+			e := newEnv(t, func(c *Config) {
+				c.Driver, c.Drivers = pods, nil
+				if tc.network {
+					c.Network = fn
+				}
+			})
+			ctx := t.Context()
+			policy := sandbox.NetworkPolicy{Mode: netns.ModeCustom, AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
+			sb, err := e.m.Create(ctx, sandbox.CreateRequest{Ports: []sandbox.Port{{Port: 3000}}, NetworkPolicy: &policy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sb.Address != addr {
+				t.Errorf("address %v, want the driver's %v", sb.Address, addr)
+			}
+			spec := pods.Spec(sb.ID)
+			if spec.Network != nil || spec.Egress == nil || spec.Egress.Mode != netns.ModeCustom || len(spec.Egress.AllowCIDRs) != 1 {
+				t.Errorf("spec network %+v, egress %+v: want no host network and the policy", spec.Network, spec.Egress)
+			}
+			if fn.has(sb.ID) {
+				t.Error("a host network was set up for a sandbox with its own")
+			}
+			plain, err := e.m.Create(ctx, sandbox.CreateRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := pods.Spec(plain.ID).Egress; p == nil || p.Mode != DefaultNetworkPolicy.Mode {
+				t.Errorf("default egress %+v, want %+v", p, DefaultNetworkPolicy)
+			}
+			if sb, err = e.m.AddPorts(ctx, sb.ID, []sandbox.Port{{Port: 8080}}); err != nil || len(sb.Ports) != 2 {
+				t.Errorf("AddPorts = %+v, %v", sb.Ports, err)
+			}
+			_, err = e.m.UpdateNetworkPolicy(ctx, sb.ID, sandbox.NetworkPolicy{Mode: netns.ModeDenyAll})
+			wantErr(t, err, sandbox.ErrUnsupported, "network_policy_update_unsupported")
+			if _, err := e.m.Stats(ctx, sb.ID); err != nil {
+				t.Errorf("Stats: %v", err)
+			}
+		})
+	}
 }
 
 func TestReconcileTearsDownStrayNetworks(t *testing.T) {

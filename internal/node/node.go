@@ -250,7 +250,7 @@ func (m *Manager) Create(ctx context.Context, req sandbox.CreateRequest) (sandbo
 // warm pool named pool (see warm.go), which has no deadline until claimed.
 func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool string) (sandbox.Sandbox, error) {
 	start := time.Now()
-	req, err := normalize(&m.cfg, req)
+	req, err := normalize(&m.cfg, req, m.requestNetworked(req))
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
@@ -413,29 +413,39 @@ func (m *Manager) Capacity() (active, max int) {
 // The phases it times go to the Phases in dctx, if any (a create's).
 func (m *Manager) boot(dctx context.Context, e *entry, spec runtime.Spec, policy *sandbox.NetworkPolicy, vols []sandbox.VolumeMount) (*agent.Client, error) {
 	phases := sandbox.PhasesFrom(dctx)
+	e.mu.Lock()
+	drv := m.driverOf(e.sb)
+	e.mu.Unlock()
 	step := time.Now()
-	nw, err := m.setupNetwork(dctx, e, policy)
+	if ownNetwork(drv) {
+		// The driver's network, its egress rules (see network.go).
+		spec.Egress = policy
+	} else {
+		nw, err := m.setupNetwork(dctx, e, policy)
+		if err != nil {
+			return nil, err
+		}
+		if nw != nil {
+			spec.Network = &runtime.NetworkSpec{NSPath: nw.NSPath, DNS: nw.DNS}
+		}
+	}
 	phases.Network = time.Since(step)
 	crashpoint.Hit("node/create/after-network")
-	if err != nil {
-		return nil, err
-	}
-	if nw != nil {
-		spec.Network = &runtime.NetworkSpec{NSPath: nw.NSPath, DNS: nw.DNS}
-	}
 	step = time.Now()
-	err = m.prepareVolumes(dctx, e, &spec, vols)
+	err := m.prepareVolumes(dctx, e, &spec, vols)
 	phases.Volumes = time.Since(step)
 	if err != nil {
 		return nil, err
 	}
-	e.mu.Lock()
-	drv := m.driverOf(e.sb)
-	e.mu.Unlock()
 	client, err := drv.Create(dctx, spec)
 	crashpoint.Hit("node/create/after-driver")
 	if err != nil {
 		return nil, err
+	}
+	if a, ok := drv.(runtime.Addresser); ok {
+		if err := m.recordAddress(dctx, e, a, spec.ID); err != nil {
+			return client, err
+		}
 	}
 	step = time.Now()
 	err = m.adoptUser(dctx, e, client)
@@ -817,7 +827,7 @@ func (m *Manager) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	if err != nil {
 		return runtime.Stats{}, fmt.Errorf("node: stats of sandbox %s: %w", id, err)
 	}
-	if m.cfg.Network != nil && sb.Address.IsValid() {
+	if m.hostNetwork(sb) {
 		rx, tx, err := m.cfg.Network.Stats(id)
 		if err != nil {
 			return runtime.Stats{}, fmt.Errorf("node: network stats of sandbox %s: %w", id, err)

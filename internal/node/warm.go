@@ -59,7 +59,7 @@ var errNotPoolable = sandbox.Errorf(sandbox.ErrUnsupported, "not_poolable", "a r
 // checked and defaulted as Create does, and its image resolved in its
 // team's scope.
 func (m *Manager) WarmKey(req sandbox.CreateRequest) (WarmKey, error) {
-	req, err := normalize(&m.cfg, req)
+	req, err := normalize(&m.cfg, req, m.requestNetworked(req))
 	if err != nil {
 		return WarmKey{}, err
 	}
@@ -217,7 +217,7 @@ var ErrNotClaimed = errors.New("pool sandbox not claimed")
 // Otherwise, like Create, Claim returns the record, failed when writing
 // the source failed, with the error.
 func (m *Manager) Claim(ctx context.Context, id string, req sandbox.CreateRequest) (sandbox.Sandbox, error) {
-	req, err := normalize(&m.cfg, req)
+	req, err := normalize(&m.cfg, req, m.requestNetworked(req))
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
