@@ -90,6 +90,9 @@ type serveFlags struct {
 // Pod's spec); in its environment, from a Secret, it is not.
 const envMongoURI = "PADDOCK_MONGODB_URI"
 
+// envSandboxNamespace is --k8s-namespace's default: the chart sets it.
+const envSandboxNamespace = "PADDOCK_SANDBOX_NAMESPACE"
+
 func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	var f serveFlags
 	c := &f.cfg
@@ -142,7 +145,15 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.Var((*poolsFlag)(&c.Pools), "pool", "a warm pool set at start: name=N,min=N[,max=N][,image=REF|,snapshot=S][,runtime=R][,vcpus=N][,memory=MB][,disk=MB] (repeatable; see paddock pool)")
 	fs.IntVar(&c.PoolConcurrency, "pool-concurrency", 2, "warm-pool sandboxes created at once in the background")
 	fs.Var((*prefixesFlag)(&c.BlockCIDRs), "block-cidr", "a range no sandbox, source or image pull may reach, whatever its policy (repeatable)")
-	fs.StringVar(&c.Runtime, "runtime", daemon.RuntimeRunc, "runtime of a sandbox whose create or project names none: runc, or gvisor (needs runsc; see paddock doctor and paddock runtimes)")
+	fs.StringVar(&c.Runtime, "runtime", daemon.RuntimeRunc, "runtime of a sandbox whose create or project names none: runc, or gvisor (needs runsc; see paddock doctor and paddock runtimes); kubernetes runs every sandbox as a Pod instead (--k8s-*), none on this host")
+	k := &c.Kubernetes
+	fs.StringVar(&k.Kubeconfig, "kubeconfig", "", "with --runtime kubernetes: the kubeconfig reaching the cluster (default: the Pod's service account, paddock running in the cluster)")
+	fs.StringVar(&k.Namespace, "k8s-namespace", os.Getenv(envSandboxNamespace), "with --runtime kubernetes: the namespace of the sandboxes' Pods (default $"+envSandboxNamespace+")")
+	fs.StringVar(&k.AgentImage, "k8s-agent-image", "", "with --runtime kubernetes: the image holding the sandbox agent at /paddock-agent (paddock's own image does), run as each Pod's init container")
+	fs.StringVar(&k.HostImage, "k8s-host-image", "", "with --runtime kubernetes: the registry image the image \"host\" stands for (default: none, \"host\" is refused)")
+	fs.StringVar(&k.RuntimeClass, "k8s-runtime-class", "", "with --runtime kubernetes: the sandbox Pods' RuntimeClass (gvisor, kata...; default: the cluster's)")
+	fs.Float64Var(&k.RequestFraction, "k8s-request-fraction", 1, "with --runtime kubernetes: the Pods' resource requests as a fraction of their limits, in (0, 1] (1: Guaranteed Pods)")
+	fs.StringVar(&k.PullPolicy, "k8s-pull-policy", "IfNotPresent", "with --runtime kubernetes: the sandbox images' pull policy: Always, IfNotPresent or Never")
 	fs.BoolVar(&c.NoUserNS, "no-userns", false, "run sandboxes without user namespaces: weaker, root in a sandbox is root on the host (for kernels without idmapped mounts; see paddock doctor)")
 	userNSBase := fs.Uint("userns-base", uint(runc.DefaultIDBase), "first host uid/gid of the sandboxes' id ranges (65536 ids each, one range per sandbox)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "serve HTTPS with this PEM certificate chain (a wildcard *.<domain> covers port hosts); with --tls-key")

@@ -79,3 +79,32 @@ func TestServeMongoURIFromEnv(t *testing.T) {
 		})
 	}
 }
+
+// TestServeKubernetesFlags: --runtime kubernetes takes its namespace from
+// the environment the chart sets unless the flag gives one, and needs an
+// agent image.
+func TestServeKubernetesFlags(t *testing.T) {
+	t.Setenv(envSandboxNamespace, "from-env")
+	for _, tc := range []struct {
+		name string
+		args []string
+		ok   bool
+		ns   string
+	}{
+		{"namespace from the environment", []string{"--k8s-agent-image", "r/paddock:1"}, true, "from-env"},
+		{"the flag wins", []string{"--k8s-agent-image", "r/paddock:1", "--k8s-namespace", "sbx"}, true, "sbx"},
+		{"no agent image", nil, false, ""},
+		{"request fraction above 1", []string{"--k8s-agent-image", "a", "--k8s-request-fraction", "1.5"}, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"--data-dir", t.TempDir(), "--runtime", "kubernetes"}, tc.args...)
+			f, err := parseServeFlags(args, io.Discard)
+			if (err == nil) != tc.ok {
+				t.Fatalf("parse = %v, want ok=%v", err, tc.ok)
+			}
+			if tc.ok && (f.cfg.Kubernetes.Namespace != tc.ns || f.cfg.Kubernetes.RequestFraction != 1 || f.cfg.Kubernetes.PullPolicy != "IfNotPresent") {
+				t.Errorf("kubernetes config %+v, want namespace %q and the defaults", f.cfg.Kubernetes, tc.ns)
+			}
+		})
+	}
+}

@@ -168,8 +168,12 @@ type Config struct {
 	// Runtime is the runtime of a sandbox whose create (or project) names
 	// none: RuntimeRunc ("" too) or RuntimeGVisor, which needs runsc
 	// (gvisor.Find). Both run when they can; GET /api/v1/runtimes says
-	// which do.
+	// which do. RuntimeKubernetes runs every sandbox as a Pod instead
+	// (Kubernetes below), and nothing on this host: no local driver, no
+	// host networking (a Pod has the cluster's), no volumes.
 	Runtime string
+	// Kubernetes configures RuntimeKubernetes.
+	Kubernetes KubernetesConfig
 
 	// NoUserNS runs sandboxes without user namespaces: weaker, root in a
 	// sandbox is root on the host (for kernels without idmapped mounts).
@@ -239,8 +243,14 @@ func (c Config) Validate() error {
 		return errors.New("daemon config: MaxVolumeSize, AppMaxBody and UploadStagingBytes must not be negative")
 	case c.UserNSBase != 0 && c.UserNSBase < 65536:
 		return fmt.Errorf("daemon config: UserNSBase %d is below 65536, where host accounts live", c.UserNSBase)
-	case c.Runtime != "" && c.Runtime != RuntimeRunc && c.Runtime != RuntimeGVisor:
-		return fmt.Errorf("daemon config: Runtime %q is neither %s nor %s", c.Runtime, RuntimeRunc, RuntimeGVisor)
+	case c.Runtime != "" && c.Runtime != RuntimeRunc && c.Runtime != RuntimeGVisor && c.Runtime != RuntimeKubernetes:
+		return fmt.Errorf("daemon config: Runtime %q is none of %s, %s, %s", c.Runtime, RuntimeRunc, RuntimeGVisor, RuntimeKubernetes)
+	case c.Runtime == RuntimeKubernetes && (c.Kubernetes.Namespace == "" || c.Kubernetes.AgentImage == ""):
+		return errors.New("daemon config: the kubernetes runtime needs Kubernetes.Namespace and Kubernetes.AgentImage")
+	case c.Kubernetes.RequestFraction < 0 || c.Kubernetes.RequestFraction > 1:
+		return fmt.Errorf("daemon config: Kubernetes.RequestFraction %g is not in (0, 1]", c.Kubernetes.RequestFraction)
+	case !slices.Contains([]string{"", "Always", "IfNotPresent", "Never"}, c.Kubernetes.PullPolicy):
+		return fmt.Errorf("daemon config: Kubernetes.PullPolicy %q is none of Always, IfNotPresent, Never", c.Kubernetes.PullPolicy)
 	case c.NoNetwork && c.NAT:
 		return errors.New("daemon config: NAT needs sandbox networking (NoNetwork is set)")
 	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
@@ -300,9 +310,34 @@ func (c Config) oidcLogin() *web.OIDCLogin {
 
 // The runtimes a daemon runs sandboxes on (Config.Runtime).
 const (
-	RuntimeRunc   = "runc"
-	RuntimeGVisor = "gvisor"
+	RuntimeRunc       = "runc"
+	RuntimeGVisor     = "gvisor"
+	RuntimeKubernetes = "kubernetes"
 )
+
+// KubernetesConfig is where and how the kubernetes runtime runs sandboxes
+// as Pods (internal/runtime/kubernetes).
+type KubernetesConfig struct {
+	// Kubeconfig is the kubeconfig file reaching the cluster; "" is the
+	// Pod's own service account (paddock runs in the cluster).
+	Kubeconfig string
+	// Namespace holds the sandboxes' Pods, Secrets and NetworkPolicies.
+	// Required.
+	Namespace string
+	// AgentImage holds the static agent at /paddock-agent (paddock's own
+	// image does). Required.
+	AgentImage string
+	// HostImage is what the image "host" means on the cluster: a
+	// registry image; "" refuses it.
+	HostImage string
+	// RuntimeClass of the Pods ("": the cluster's default).
+	RuntimeClass string
+	// RequestFraction makes the Pods' requests this fraction of their
+	// limits (0: 1, Guaranteed Pods).
+	RequestFraction float64
+	// PullPolicy of the sandboxes' images ("": IfNotPresent).
+	PullPolicy string
+}
 
 // DefaultHistoryRetention is Config.HistoryRetention's default.
 const DefaultHistoryRetention = 30 * 24 * time.Hour

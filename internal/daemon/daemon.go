@@ -185,6 +185,14 @@ func (d *Daemon) startDriver(ctx context.Context, o *options) error {
 		d.driver, d.drivers = o.driver, o.moreDrivers
 		return nil
 	}
+	if d.cfg.Runtime == RuntimeKubernetes {
+		drv, err := d.startKubernetes()
+		if err != nil {
+			return err
+		}
+		d.driver = drv
+		return nil
+	}
 	agentPath := o.agentPath
 	if agentPath == "" {
 		p, err := agentbin.Path(ctx, filepath.Join(d.cfg.DataDir, "bin"))
@@ -247,7 +255,8 @@ func (d *Daemon) startGVisor(agentPath string) (*gvisor.Driver, string) {
 }
 
 func (d *Daemon) startNetwork(_ context.Context, o *options) error {
-	if d.cfg.NoNetwork {
+	// Pods have the cluster's network, and no sandbox runs here.
+	if d.cfg.NoNetwork || d.cfg.Runtime == RuntimeKubernetes {
 		return nil
 	}
 	nm, err := netns.New(netns.Config{DataDir: d.cfg.DataDir, Pool: d.cfg.pool(), NAT: d.cfg.NAT,
@@ -405,6 +414,10 @@ func (d *Daemon) startNode(ctx context.Context, o *options) error {
 // when the host lacks what they need (root, mkfs.ext4, loop devices); node
 // and server then refuse volumes as unsupported.
 func (d *Daemon) openVolumes(o *options) error {
+	if d.cfg.Runtime == RuntimeKubernetes {
+		d.log.Info("volumes disabled", "why", "the kubernetes runtime cannot mount volumes yet")
+		return nil
+	}
 	if why := volume.Available(); why != "" {
 		d.log.Warn("volumes disabled", "why", why)
 		return nil
@@ -510,10 +523,10 @@ func (d *Daemon) startPools(ctx context.Context, _ *options) error {
 const poolsFile = "pools.json"
 
 // startControl starts the project control plane and the app proxy in
-// front of its apps; with networking, first the signing key of port and
-// app URLs.
+// front of its apps; with networking (the host's, or a driver's own),
+// first the signing key of port and app URLs.
 func (d *Daemon) startControl(ctx context.Context, o *options) error {
-	if d.network != nil {
+	if d.network != nil || d.ownNetworks() {
 		key, err := loadProxyKey(d.cfg.DataDir)
 		if err != nil {
 			return err

@@ -323,6 +323,10 @@ func TestConfigValidate(t *testing.T) {
 		{"OIDC redirect URL without OIDC", Config{DataDir: "/d", OIDCRedirectURL: "https://p.example.com/ui/oidc/callback"}, false},
 		{"gvisor runtime", Config{DataDir: "/d", Runtime: "gvisor"}, true},
 		{"unknown runtime", Config{DataDir: "/d", Runtime: "kata"}, false},
+		{"kubernetes runtime", Config{DataDir: "/d", Runtime: "kubernetes", Kubernetes: KubernetesConfig{Namespace: "sbx", AgentImage: "r/paddock:1"}}, true},
+		{"kubernetes runtime without a namespace", Config{DataDir: "/d", Runtime: "kubernetes", Kubernetes: KubernetesConfig{AgentImage: "r/paddock:1"}}, false},
+		{"kubernetes request fraction above 1", Config{DataDir: "/d", Runtime: "kubernetes", Kubernetes: KubernetesConfig{Namespace: "sbx", AgentImage: "a", RequestFraction: 2}}, false},
+		{"kubernetes pull policy", Config{DataDir: "/d", Runtime: "kubernetes", Kubernetes: KubernetesConfig{Namespace: "sbx", AgentImage: "a", PullPolicy: "Sometimes"}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.cfg.Validate(); (err == nil) != tc.ok {

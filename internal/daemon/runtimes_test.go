@@ -1,13 +1,21 @@
 package daemon
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/node"
+	"github.com/paddock-dev/paddock/internal/proxy"
 	"github.com/paddock-dev/paddock/sdk"
 )
 
@@ -66,5 +74,56 @@ func TestRuntimesAPI(t *testing.T) {
 	p, err := s.client.CreateProject(ctx, api.ProjectRequest{Name: "gv", Source: api.ProjectSource{Image: "host"}, Start: "true", Runtime: "gvisor"})
 	if err != nil || p.Spec.Runtime != "gvisor" {
 		t.Fatalf("project = %+v, %v; want runtime gvisor", p.Spec, err)
+	}
+}
+
+// podsDriver stands for the kubernetes driver: sandboxes with a network
+// of their own, at addr (a Pod IP), on a host without networking.
+type podsDriver struct {
+	*fake.Driver
+	addr netip.Addr
+}
+
+func (d podsDriver) Address(context.Context, string) (netip.Addr, error) { return d.addr, nil }
+
+// TestDriverNetworkThroughTheStack: on a daemon without host networking
+// (as in a Pod), a driver with networks of its own gets the port proxy,
+// signed URLs and egress policies: a create with a port and a policy
+// works, the sandbox's address is the driver's, and its port URL reaches
+// the server listening there (loopback here, the Pod IP on a cluster).
+func TestDriverNetworkThroughTheStack(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "app saw %s", r.URL.Path)
+	}))
+	t.Cleanup(app.Close)
+	port, _ := strconv.Atoi(portOf(app.Listener.Addr()))
+	drv := podsDriver{Driver: fake.NewDriver(t, fake.DriverConfig{Name: "kubernetes"}), addr: netip.MustParseAddr("127.0.0.1")}
+	s := serve(t, Config{DataDir: newDataDir(t), NoNetwork: true}, WithDriver(drv))
+	if s.d.Signer() == nil {
+		t.Fatal("no URL signer: the port proxy is off")
+	}
+	ctx := t.Context()
+	sb, err := s.client.Create(ctx, api.CreateSandboxRequest{Ports: []api.PortSpec{{Port: port}},
+		NetworkPolicy: &api.NetworkPolicy{Mode: "deny-all"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb.Address != "127.0.0.1" {
+		t.Errorf("address %q, want the driver's", sb.Address)
+	}
+	if p := drv.Spec(sb.ID).Egress; p == nil || p.Mode != "deny-all" {
+		t.Errorf("egress handed to the driver: %+v", p)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url+proxy.PathPrefix(sb.ID, port)+"/hello", nil)
+	token, _ := s.d.AdminToken()
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(body) != "app saw /hello" {
+		t.Errorf("port URL: %d %q", resp.StatusCode, body)
 	}
 }

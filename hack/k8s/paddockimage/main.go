@@ -2,9 +2,11 @@
 // writes it as a tarball (`ctr images import`, `docker load`, or any tool
 // that pushes one): static paddock, paddock-agent and paddock-init in
 // /usr/local/bin, one layer each, over a base layer with /etc/passwd,
-// /tmp and the data dir, paddock as the entrypoint. No Docker: go build
-// and go-containerregistry. The chart's install test uses it, and so can
-// anyone installing the chart while no image is published.
+// /tmp and the data dir, paddock as the entrypoint; /paddock-agent links to
+// the agent, so that the image is also the Kubernetes driver's agent image.
+// No Docker: go build and go-containerregistry. The chart's install test
+// uses it, and so can anyone installing the chart while no image is
+// published.
 //
 //	go run ./hack/k8s/paddockimage -ref registry.example/paddock:v0.1.0 -o paddock.tar
 package main
@@ -118,7 +120,15 @@ func image(dir string) (v1.Image, error) {
 					return err
 				}
 			}
-			return file(tw, "usr/local/bin/"+n, data, 0o755)
+			if err := file(tw, "usr/local/bin/"+n, data, 0o755); err != nil {
+				return err
+			}
+			if n != "paddock-agent" {
+				return nil
+			}
+			// Where the Kubernetes driver's init container runs it: this
+			// image is its own agent image (--k8s-agent-image).
+			return tw.WriteHeader(&tar.Header{Name: "paddock-agent", Typeflag: tar.TypeSymlink, Linkname: "/usr/local/bin/paddock-agent", Mode: 0o777})
 		})
 		if err != nil {
 			return nil, err

@@ -1,0 +1,58 @@
+package daemon
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/paddock-dev/paddock/internal/runtime"
+	k8sdriver "github.com/paddock-dev/paddock/internal/runtime/kubernetes"
+)
+
+// startKubernetes starts the kubernetes driver (Config.Runtime
+// RuntimeKubernetes): the sandboxes are Pods, this replica's by its node
+// name (the driver's Owner), so that replicas sharing the namespace each
+// reconcile their own.
+func (d *Daemon) startKubernetes() (*k8sdriver.Driver, error) {
+	kc := d.cfg.Kubernetes
+	var (
+		rc  *rest.Config
+		err error
+	)
+	if kc.Kubeconfig == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", kc.Kubeconfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes runtime: the cluster's config (in-cluster, or --kubeconfig): %w", err)
+	}
+	rc.UserAgent = "paddock/" + d.cfg.NodeName
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes runtime: %w", err)
+	}
+	drv, err := k8sdriver.New(k8sdriver.Config{Client: client, Namespace: kc.Namespace, AgentImage: kc.AgentImage,
+		HostImage: k8sdriver.HostImage{Ref: kc.HostImage}, RuntimeClass: kc.RuntimeClass, RequestFraction: kc.RequestFraction,
+		PullPolicy: corev1.PullPolicy(kc.PullPolicy), Owner: d.cfg.NodeName, Logger: d.log})
+	if err != nil {
+		return nil, err
+	}
+	d.push("kubernetes driver", drv.Close) // the Pods keep running; the next start adopts them
+	return drv, nil
+}
+
+// ownNetworks reports whether a driver of this daemon gives its sandboxes
+// a network of their own (a runtime.Addresser: Pods), whose ports the
+// port proxy reaches without host networking.
+func (d *Daemon) ownNetworks() bool {
+	for _, drv := range append([]runtime.Driver{d.driver}, d.drivers...) {
+		if _, ok := drv.(runtime.Addresser); ok {
+			return true
+		}
+	}
+	return false
+}
