@@ -356,10 +356,11 @@ func (c Config) historyRetention() time.Duration {
 func (c Config) secureCookies() bool { return strings.HasPrefix(c.PublicURL, "https://") }
 
 // deny is what host-side fetches (sources, image pulls) may never reach:
-// the operator's blocked ranges and, with networking, the sandbox pool.
+// the operator's blocked ranges and, with host networking, the sandbox
+// pool (which the kubernetes runtime does not use).
 func (c Config) deny() []netip.Prefix {
 	deny := slices.Clone(c.BlockCIDRs)
-	if !c.NoNetwork {
+	if !c.NoNetwork && c.Runtime != RuntimeKubernetes {
 		deny = append(deny, c.pool())
 	}
 	return deny
