@@ -29,11 +29,14 @@ func mainWithCluster(m *testing.M) int { return k8stest.Main(m) }
 // TestInstall installs the chart into the test cluster: paddock's image
 // built from this tree and pulled from a registry on this machine, two
 // replicas on one MongoDB (an embedded FerretDB the test serves on the
-// Pods' bridge), the keys from a Secret. Both replicas become Ready,
-// /healthz and /readyz answer through the Service (the API server's
-// service proxy: the cluster has no kube-proxy), and the admin token the
-// first replica printed works on either replica. Sandboxes are not created:
-// that needs the Kubernetes driver.
+// Pods' bridge), the keys from a Secret, sandboxes on the Kubernetes
+// runtime (the chart's default) with paddock's image as the agent image
+// and as the image "host", reaching the API server (bound to loopback) by a
+// relay on the Pods' gateway. Both replicas become Ready, /healthz and
+// /readyz answer through the Service (the API server's service proxy: the
+// cluster has no kube-proxy), the admin token the first replica printed
+// works on either replica, and an e2e client of one replica runs
+// sandboxes as Pods (testSandboxes).
 func TestInstall(t *testing.T) {
 	c := k8stest.Require(t)
 	begin := time.Now()
@@ -42,14 +45,19 @@ func TestInstall(t *testing.T) {
 	c.DeleteNamespaceAtEnd(t, sandboxes)
 
 	c.EnsureBridge(t, ns)
-	mongoURI := serveFerretDB(t, net.JoinHostPort(c.PodGateway(t).String(), "0"))
+	gateway := c.PodGateway(t).String()
+	mongoURI := serveFerretDB(t, net.JoinHostPort(gateway, "0"))
 
 	img := k8stest.PaddockImage(t)
-	registry := imagetest.Registry(t)
+	// On the Pods' gateway: the node's containerd pulls from it, and so
+	// does paddock, in a Pod, for the images' configs.
+	registry := serveRegistry(t, gateway)
 	c.TrustRegistry(t, registry)
 	repo := registry + "/paddock/paddock"
 	imagetest.Push(t, repo+":test", img)
-	t.Logf("image built and pushed after %s", time.Since(begin).Round(time.Millisecond))
+	standin := registry + "/paddock/goose-standin:test"
+	pushStandin(t, standin)
+	t.Logf("images built and pushed after %s", time.Since(begin).Round(time.Millisecond))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -61,6 +69,15 @@ func TestInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// paddock's Pods reach the API server through a relay on their
+	// gateway, with a kubeconfig from a ConfigMap (kubernetes.kubeconfig).
+	apiHost := strings.TrimPrefix(c.Config.Host, "https://")
+	kubeconfig := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "paddock-kubeconfig"},
+		Data: map[string]string{"config": podKubeconfig(forwardAPIServer(t, gateway, apiHost))}}
+	if _, err := c.Client.CoreV1().ConfigMaps(ns).Create(ctx, kubeconfig, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	rel := deploy.Release{Name: "paddock", Namespace: ns}
 	objs, err := deploy.Render(rel, map[string]any{
 		"image":            map[string]any{"repository": repo, "tag": "test", "pullPolicy": "Always"},
@@ -68,7 +85,13 @@ func TestInstall(t *testing.T) {
 		"sandboxNamespace": map[string]any{"name": sandboxes},
 		// Two replicas on two cores beside the control plane.
 		"resources": map[string]any{"requests": map[string]any{"cpu": "50m", "memory": "64Mi"}, "limits": map[string]any{"memory": "512Mi"}},
-		"config":    map[string]any{"sandbox-disk": "0", "no-network": true, "no-userns": true, "lease-ttl": "15s", "lease-renew": "5s"},
+		// Sandboxes ask for a tenth of their limits: the cluster has two cores.
+		"kubernetes":        map[string]any{"hostImage": repo + ":test", "requestFraction": 0.1, "kubeconfig": "/etc/paddock-kube/config"},
+		"extraVolumes":      []any{map[string]any{"name": "kubeconfig", "configMap": map[string]any{"name": "paddock-kubeconfig"}}},
+		"extraVolumeMounts": []any{map[string]any{"name": "kubeconfig", "mountPath": "/etc/paddock-kube", "readOnly": true}},
+		"config": map[string]any{"sandbox-disk": "0", "lease-ttl": "15s", "lease-renew": "5s",
+			// The registry is on the Pods' gateway, a private address.
+			"registry-allow-private": true},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -92,8 +115,8 @@ func TestInstall(t *testing.T) {
 		}
 	})
 
+	token := adminToken(t, c, ns, pods)
 	t.Run("admin token on either replica", func(t *testing.T) {
-		token := adminToken(t, c, ns, pods)
 		for _, p := range pods {
 			base := "http://" + net.JoinHostPort(p.Status.PodIP, "7420")
 			if code, _ := get(t, base+"/api/v1/teams", ""); code != http.StatusUnauthorized {
@@ -116,6 +139,8 @@ func TestInstall(t *testing.T) {
 			{sandboxes, "watch", "persistentvolumeclaims", true},
 			{sandboxes, "update", "pods", false},
 			{sandboxes, "create", "pods/exec", false},
+			{sandboxes, "create", "networkpolicies.networking.k8s.io", true},
+			{sandboxes, "update", "networkpolicies.networking.k8s.io", false},
 			{ns, "create", "pods", false},
 			{ns, "get", "secrets", false},
 			{"", "list", "nodes", false},
@@ -128,6 +153,9 @@ func TestInstall(t *testing.T) {
 			if res, sub, ok := strings.Cut(tc.resource, "/"); ok {
 				sar.Spec.ResourceAttributes.Resource, sar.Spec.ResourceAttributes.Subresource = res, sub
 			}
+			if res, group, ok := strings.Cut(tc.resource, "."); ok {
+				sar.Spec.ResourceAttributes.Resource, sar.Spec.ResourceAttributes.Group = res, group
+			}
 			got, err := c.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
 			if err != nil {
 				t.Fatal(err)
@@ -136,6 +164,9 @@ func TestInstall(t *testing.T) {
 				t.Errorf("%s %s in %q: allowed %v, want %v", tc.verb, tc.resource, tc.ns, got.Status.Allowed, tc.want)
 			}
 		}
+	})
+	t.Run("sandboxes as Pods", func(t *testing.T) {
+		testSandboxes(t, c, pods[0], token, sandboxes, standin)
 	})
 	t.Logf("install test done after %s", time.Since(begin).Round(time.Millisecond))
 }

@@ -344,6 +344,45 @@ func checkNetworkPolicies(t *testing.T, r rendered, on bool, paddockPods labels.
 	}
 }
 
+// TestRenderKubernetesRuntime: by default paddock runs sandboxes as Pods,
+// with its own image as the agent image and the Role's rights on the
+// driver's objects; kubernetes.enabled false leaves the runtime to config.
+func TestRenderKubernetesRuntime(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		values map[string]any
+		want   []string
+		absent string
+	}{
+		{name: "defaults", want: []string{"--runtime=kubernetes", "--k8s-agent-image=paddock:", "--k8s-request-fraction=1", "--k8s-pull-policy=IfNotPresent"}, absent: "--k8s-host-image"},
+		{name: "every value", values: map[string]any{"image": map[string]any{"repository": "r.example/paddock", "tag": "v1"},
+			"kubernetes": map[string]any{"hostImage": "r.example/debian:12", "runtimeClass": "gvisor", "requestFraction": 0.25}},
+			want: []string{"--k8s-agent-image=r.example/paddock:v1", "--k8s-host-image=r.example/debian:12", "--k8s-runtime-class=gvisor", "--k8s-request-fraction=0.25"}},
+		{name: "off", values: map[string]any{"kubernetes": map[string]any{"enabled": false}}, absent: "--runtime"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := render(t, tc.values)
+			args := strings.Join(one[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[0].Args, " ")
+			for _, w := range tc.want {
+				if !strings.Contains(args, w) {
+					t.Errorf("args %s lack %s", args, w)
+				}
+			}
+			if tc.absent != "" && strings.Contains(args, tc.absent) {
+				t.Errorf("args %s hold %s", args, tc.absent)
+			}
+			var netpols bool
+			for _, rule := range one[*rbacv1.Role](t, r, "Role").Rules {
+				netpols = netpols || slices.Contains(rule.APIGroups, "networking.k8s.io") && slices.Contains(rule.Resources, "networkpolicies") &&
+					slices.Contains(rule.Verbs, "create") && slices.Contains(rule.Verbs, "delete")
+			}
+			if !netpols {
+				t.Error("the Role cannot create and delete NetworkPolicies (each sandbox's egress)")
+			}
+		})
+	}
+}
+
 // TestRenderRefuses: values that would break paddock fail the render.
 func TestRenderRefuses(t *testing.T) {
 	for _, tc := range []struct {
@@ -354,6 +393,7 @@ func TestRenderRefuses(t *testing.T) {
 		{name: "a flag the chart sets", values: map[string]any{"config": map[string]any{"mongodb-uri": "mongodb://x/"}}, want: "set by the chart"},
 		{name: "sandboxes in paddock's namespace", values: map[string]any{"sandboxNamespace": map[string]any{"name": deploy.DefaultRelease.Namespace}}, want: "must differ"},
 		{name: "no ServiceAccount name", values: map[string]any{"serviceAccount": map[string]any{"create": false}}, want: "serviceAccount.name is required"},
+		{name: "a runtime flag beside kubernetes.*", values: map[string]any{"config": map[string]any{"k8s-namespace": "elsewhere"}}, want: "from kubernetes.*"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := deploy.Render(deploy.DefaultRelease, tc.values)
