@@ -1,19 +1,15 @@
 package kubernetes
 
 import (
-	"archive/tar"
 	"context"
 	"errors"
 	"io"
-	"io/fs"
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,11 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/paddock-dev/paddock/internal/agent"
-	"github.com/paddock-dev/paddock/internal/hostimage"
 	"github.com/paddock-dev/paddock/internal/imagetest"
 	"github.com/paddock-dev/paddock/internal/k8stest"
 	"github.com/paddock-dev/paddock/internal/runtime"
-	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runtimetest"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -64,35 +58,8 @@ func testEnv(t *testing.T) *env {
 // setup is done under the first test's t, with a registry that outlives
 // it: a TB whose cleanups never run.
 func setup(t *testing.T, c *k8stest.Cluster) (*env, error) {
-	tb := &keepTB{TB: t}
-	e := &env{c: c, registry: imagetest.Registry(tb)}
-	c.TrustRegistry(tb, e.registry)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	agentPath, err := agentbin.Path(ctx, filepath.Join(os.TempDir(), "paddock-test-agent"))
-	if err != nil {
-		return nil, err
-	}
-	bin, err := os.ReadFile(agentPath)
-	if err != nil {
-		return nil, err
-	}
-	e.agentImage = e.registry + "/paddock/agent:test"
-	imagetest.Push(t, e.agentImage, imagetest.Image(t, nil, "/", imagetest.Layer(t, func(tw *tar.Writer) {
-		imagetest.File(t, tw, "paddock-agent", bin, 0o755)
-	})))
-
-	// The host image as the runc driver has it: its skeleton (a made-up
-	// /etc, the mountpoints) as the image, the host's /usr bound over it.
-	host, err := hostimage.Build(t.TempDir())
-	if err != nil {
-		return nil, err
-	}
-	e.hostImage = e.registry + "/paddock/host:test"
-	imagetest.Push(t, e.hostImage, imagetest.Image(t, nil, "/", dirLayer(t, host.Lower)))
-	e.hostBinds = host.ReadOnlyBinds
-	return e, nil
+	im := c.PushSandboxImages(&keepTB{TB: t})
+	return &env{c: c, registry: im.Registry, agentImage: im.Agent, hostImage: im.Host, hostBinds: im.HostBinds}, nil
 }
 
 // keepTB is a TB whose cleanups are dropped: what it sets up lives until
@@ -100,57 +67,6 @@ func setup(t *testing.T, c *k8stest.Cluster) (*env, error) {
 type keepTB struct{ testing.TB }
 
 func (keepTB) Cleanup(func()) {}
-
-// dirLayer is a layer of the tree at root, owners and modes kept.
-func dirLayer(t *testing.T, root string) v1.Layer {
-	t.Helper()
-	return imagetest.Layer(t, func(tw *tar.Writer) {
-		err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
-			if err != nil || p == root {
-				return err
-			}
-			fi, err := os.Lstat(p)
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(root, p)
-			link := ""
-			if fi.Mode()&fs.ModeSymlink != 0 {
-				if link, err = os.Readlink(p); err != nil {
-					return err
-				}
-			}
-			hdr, err := tar.FileInfoHeader(fi, link)
-			if err != nil {
-				return err
-			}
-			hdr.Name = rel
-			if fi.IsDir() {
-				hdr.Name += "/"
-			}
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
-			}
-			hdr.Uname, hdr.Gname = "", ""
-			if err := tw.WriteHeader(hdr); err != nil {
-				return err
-			}
-			if fi.Mode().IsRegular() {
-				f, err := os.Open(p)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				_, err = io.Copy(tw, f)
-				return err
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	})
-}
 
 // newDriver is a driver on a namespace of its own, which the test deletes
 // at its end (waiting until its containers are gone).
