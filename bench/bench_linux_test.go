@@ -21,6 +21,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/hostimage"
+	"github.com/paddock-dev/paddock/internal/k8stest"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/runtime/agentbin"
 	"github.com/paddock-dev/paddock/internal/runtime/runc"
@@ -29,7 +30,9 @@ import (
 
 func TestMain(m *testing.M) {
 	runc.Init()
-	code := m.Run()
+	// k8stest.Main runs the benchmarks and tears down the cluster the
+	// Kubernetes ones brought up, if any.
+	code := k8stest.Main(m)
 	removeEchoBuild()
 	os.Exit(code)
 }

@@ -54,6 +54,23 @@
 //
 //	flock /tmp/paddock-root-tests.lock go test -run '^$' -bench GVisor -benchtime 20x ./bench/
 //
+// BenchmarkKubernetesCreateToFirstCommand and BenchmarkKubernetesExecRoundTrip
+// run the kubernetes driver (a sandbox is a Pod on the one-node test
+// cluster of hack/k8s, on this host) and the runc driver side by side in
+// one run, interleaved, on the image "host" with the same resources, and
+// report each driver's p50/p99 with the Pod's over runc's (ratio-p50).
+// BenchmarkKubernetesWarmClaim is a claim from paddock's warm pool
+// (internal/pool over internal/node, the daemon's create path without the
+// daemon) of PADDOCK_K8S_POOL_N (default 2) idle Pods until a first command
+// finished, against a cold create → first command on the same driver in
+// the same iterations (claim-p50-ms, cold-p50-ms, ratio-p50), with runc's
+// pool measured alike beside it (runc-claim-p50-ms, runc-cold-p50-ms).
+// They skip unless PADDOCK_TEST_K8S=1; the first brings the cluster up
+// (the binaries of hack/k8s/build.sh), TestMain tears it down:
+//
+//	export PADDOCK_K8S_BIN=$(hack/k8s/build.sh | tail -n 1)
+//	PADDOCK_TEST_K8S=1 flock /tmp/paddock-root-tests.lock go test -run '^$' -bench Kubernetes -benchtime 20x -timeout 30m ./bench/
+//
 // Figures are reported as custom benchmark metrics (p50-ms, p99-ms, ...);
 // nothing here asserts a time.
 package bench

@@ -54,16 +54,16 @@ func runtimePair(b *testing.B) (rc, gv *env) {
 }
 
 // reportPair reports both runtimes' p50 and p99 of ds (ms) and
-// ratio-p50, gVisor's over runc's.
-func reportPair(b *testing.B, rc, gv []time.Duration) {
+// ratio-p50, the other runtime's (named name) over runc's.
+func reportPair(b *testing.B, name string, rc, other []time.Duration) {
 	b.Helper()
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(ms(pct(rc, 50)), "runc-p50-ms")
 	b.ReportMetric(ms(pct(rc, 99)), "runc-p99-ms")
-	b.ReportMetric(ms(pct(gv, 50)), "gvisor-p50-ms")
-	b.ReportMetric(ms(pct(gv, 99)), "gvisor-p99-ms")
-	b.ReportMetric(ms(pct(gv, 50))/ms(pct(rc, 50)), "ratio-p50")
-	b.Logf("n=%d runc p50=%v p99=%v; gvisor p50=%v p99=%v", len(rc), pct(rc, 50), pct(rc, 99), pct(gv, 50), pct(gv, 99))
+	b.ReportMetric(ms(pct(other, 50)), name+"-p50-ms")
+	b.ReportMetric(ms(pct(other, 99)), name+"-p99-ms")
+	b.ReportMetric(ms(pct(other, 50))/ms(pct(rc, 50)), "ratio-p50")
+	b.Logf("n=%d runc p50=%v p99=%v; %s p50=%v p99=%v", len(rc), pct(rc, 50), pct(rc, 99), name, pct(other, 50), pct(other, 99))
 }
 
 // BenchmarkGVisorCreateToFirstCommand times create → `true` finished in a
@@ -93,7 +93,7 @@ func BenchmarkGVisorCreateToFirstCommand(b *testing.B) {
 			rcs = append(rcs, one(rc, fmt.Sprintf("bench-rc-%d", i)))
 		}
 	}
-	reportPair(b, rcs, gvs)
+	reportPair(b, "gvisor", rcs, gvs)
 }
 
 // BenchmarkGVisorExecRoundTrip times `true` run to completion in a running
@@ -115,7 +115,7 @@ func BenchmarkGVisorExecRoundTrip(b *testing.B) {
 		rcs = append(rcs, timed(rcl))
 		gvs = append(gvs, timed(gcl))
 	}
-	reportPair(b, rcs, gvs)
+	reportPair(b, "gvisor", rcs, gvs)
 }
 
 // BenchmarkGVisorFileWrite writes one 64 MiB file (WriteTar, as
