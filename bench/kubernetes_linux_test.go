@@ -7,8 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/k8stest"
@@ -44,16 +48,24 @@ import (
 // their limits (RequestFraction), as in the driver's tests: the node has
 // two cores, and a pool's idle Pods must fit beside the ones measured.
 
+// kubeEnv is the kubernetes driver's env, and a watch on its namespace's
+// Pods that times their start-up steps.
+type kubeEnv struct {
+	*env
+	pods *podClock
+}
+
 // setupKubernetes is setup's twin with the kubernetes driver, over a
 // namespace, a registry and images of the benchmark's own. It skips unless
 // PADDOCK_TEST_K8S=1.
-func setupKubernetes(b *testing.B) *env {
+func setupKubernetes(b *testing.B) *kubeEnv {
 	b.Helper()
 	c := k8stest.Require(b)
 	im := c.PushSandboxImages(b)
+	ns := c.Namespace(b)
 	d, err := kubernetes.New(kubernetes.Config{
 		Client:          c.Client,
-		Namespace:       c.Namespace(b),
+		Namespace:       ns,
 		AgentImage:      im.Agent,
 		HostImage:       kubernetes.HostImage{Ref: im.Host, ReadOnlyBinds: im.HostBinds},
 		RequestFraction: 0.02,
@@ -64,7 +76,7 @@ func setupKubernetes(b *testing.B) *env {
 		b.Fatalf("kubernetes driver: %v", err)
 	}
 	b.Cleanup(func() { d.Close() })
-	return &env{driver: d}
+	return &kubeEnv{env: &env{driver: d}, pods: watchPods(b, c, ns)}
 }
 
 // quietLogger drops the node's, the pools' and the driver's logs, which
@@ -74,11 +86,11 @@ var quietLogger = slog.New(slog.DiscardHandler)
 // kubernetesPair is the runc and kubernetes envs of one benchmark, each
 // warmed by one sandbox made and destroyed untimed: the node pulls the
 // images then, and the first sample is not a pull.
-func kubernetesPair(b *testing.B) (rc, k8s *env) {
+func kubernetesPair(b *testing.B) (rc *env, k8s *kubeEnv) {
 	b.Helper()
 	k8s = setupKubernetes(b) // first: skips at once when the cluster tests are off
 	rc = setup(b)
-	for _, e := range []*env{rc, k8s} {
+	for _, e := range []*env{rc, k8s.env} {
 		cl := e.create(b, "bench-warmup")
 		if err := run(context.Background(), cl, "true"); err != nil {
 			b.Fatal(err)
@@ -92,11 +104,13 @@ func kubernetesPair(b *testing.B) (rc, k8s *env) {
 // BenchmarkKubernetesCreateToFirstCommand times create → `true` finished
 // in a new sandbox on each driver, alternating which goes first; destroy
 // is untimed. kubernetes-create-p50-ms is the Pod's create alone (until
-// its agent answered a ping).
+// its agent answered a ping); the <step>-p50-ms split it as the API
+// server saw the Pod (see podClock.add).
 func BenchmarkKubernetesCreateToFirstCommand(b *testing.B) {
 	rc, k8s := kubernetesPair(b)
 	ctx := context.Background()
 	var k8sCreate []time.Duration
+	steps := map[string][]time.Duration{}
 	one := func(e *env, id string) time.Duration {
 		start := time.Now()
 		cl := e.create(b, id)
@@ -106,8 +120,9 @@ func BenchmarkKubernetesCreateToFirstCommand(b *testing.B) {
 		}
 		took := time.Since(start)
 		b.StopTimer()
-		if e == k8s {
+		if e == k8s.env {
 			k8sCreate = append(k8sCreate, created)
+			k8s.pods.add(b, steps, id, start, start.Add(created))
 		}
 		cl.Close()
 		e.destroy(b, id)
@@ -118,14 +133,15 @@ func BenchmarkKubernetesCreateToFirstCommand(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		if i%2 == 0 {
 			rcs = append(rcs, one(rc, fmt.Sprintf("bench-rc-%d", i)))
-			ks = append(ks, one(k8s, fmt.Sprintf("bench-k8s-%d", i)))
+			ks = append(ks, one(k8s.env, fmt.Sprintf("bench-k8s-%d", i)))
 		} else {
-			ks = append(ks, one(k8s, fmt.Sprintf("bench-k8s-%d", i)))
+			ks = append(ks, one(k8s.env, fmt.Sprintf("bench-k8s-%d", i)))
 			rcs = append(rcs, one(rc, fmt.Sprintf("bench-rc-%d", i)))
 		}
 	}
 	reportPair(b, "kubernetes", rcs, ks)
 	b.ReportMetric(ms(pct(k8sCreate, 50)), "kubernetes-create-p50-ms")
+	reportSteps(b, steps)
 }
 
 // BenchmarkKubernetesExecRoundTrip times `true` run to completion in a
@@ -344,4 +360,120 @@ func BenchmarkKubernetesWarmClaim(b *testing.B) {
 	b.Logf("n=%d pool of %d; kubernetes claim p50=%v p99=%v cold p50=%v p99=%v; runc claim p50=%v p99=%v cold p50=%v p99=%v",
 		len(k.warm), size, pct(k.warm, 50), pct(k.warm, 99), pct(k.cold, 50), pct(k.cold, 99),
 		pct(r.warm, 50), pct(r.warm, 99), pct(r.cold, 50), pct(r.cold, 99))
+}
+
+// podClock times the Pods of a namespace from a watch: when each was
+// first seen scheduled, with its init container (the agent's install)
+// finished, and with its sandbox container running, by sandbox id. The
+// times are when this process heard of each step, i.e. when the kubelet's
+// status update reached the API server and the watch delivered it: what
+// the driver, which watches the same way, waits for.
+type podClock struct {
+	mu   sync.Mutex
+	seen map[string]*podTimes // guarded by mu
+}
+
+type podTimes struct{ scheduled, installed, running time.Time }
+
+// watchPods starts a podClock on namespace ns until b ends.
+func watchPods(b *testing.B, c *k8stest.Cluster, ns string) *podClock {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pc := &podClock{seen: map[string]*podTimes{}}
+	done := make(chan struct{})
+	go func() { // owned by the cleanup below, which cancels and waits for it
+		defer close(done)
+		for ctx.Err() == nil {
+			pc.watch(ctx, c, ns)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return pc
+}
+
+// watch lists the Pods of ns, then watches them from there until the
+// watch ends. A fresh cluster's watch cache may refuse a watch at first
+// (504, "Too large resource version"): the caller starts over.
+func (pc *podClock) watch(ctx context.Context, c *k8stest.Cluster, ns string) {
+	pods := c.Client.CoreV1().Pods(ns)
+	list, err := pods.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	for i := range list.Items {
+		pc.observe(&list.Items[i], now)
+	}
+	w, err := pods.Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		return
+	}
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		p, ok := ev.Object.(*corev1.Pod)
+		if !ok { // an error: start over
+			return
+		}
+		pc.observe(p, time.Now())
+	}
+}
+
+// podSandboxID is the annotation the kubernetes driver names a Pod's
+// sandbox with.
+const podSandboxID = "paddock.dev/sandbox-id"
+
+func (pc *podClock) observe(p *corev1.Pod, now time.Time) {
+	id := p.Annotations[podSandboxID]
+	if id == "" {
+		return
+	}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	t := pc.seen[id]
+	if t == nil {
+		t = &podTimes{}
+		pc.seen[id] = t
+	}
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionTrue && t.scheduled.IsZero() {
+			t.scheduled = now
+		}
+	}
+	for _, cs := range p.Status.InitContainerStatuses {
+		if cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0 && t.installed.IsZero() {
+			t.installed = now
+		}
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == "sandbox" && cs.State.Running != nil && p.Status.PodIP != "" && t.running.IsZero() {
+			t.running = now
+		}
+	}
+}
+
+// add appends the steps of sandbox id's Pod, created from start until
+// created, to steps: "schedule" (create called → scheduled), "install"
+// (→ the init container finished), "start" (→ the sandbox container
+// running with an address) and "agent" (→ Create returned: the watch's
+// news reaching the driver and the agent answering a ping).
+func (pc *podClock) add(b *testing.B, steps map[string][]time.Duration, id string, start, created time.Time) {
+	b.Helper()
+	pc.mu.Lock()
+	t := pc.seen[id]
+	pc.mu.Unlock()
+	if t == nil || t.scheduled.IsZero() || t.installed.IsZero() || t.running.IsZero() {
+		b.Logf("pod of %s: steps not all seen (%+v)", id, t)
+		return
+	}
+	for name, d := range map[string]time.Duration{"schedule": t.scheduled.Sub(start), "install": t.installed.Sub(t.scheduled),
+		"start": t.running.Sub(t.installed), "agent": created.Sub(t.running)} {
+		steps["kubernetes-"+name] = append(steps["kubernetes-"+name], d)
+	}
 }
