@@ -58,7 +58,9 @@
 // run the kubernetes driver (a sandbox is a Pod on the one-node test
 // cluster of hack/k8s, on this host) and the runc driver side by side in
 // one run, interleaved, on the image "host" with the same resources, and
-// report each driver's p50/p99 with the Pod's over runc's (ratio-p50).
+// report each driver's p50/p99 with the Pod's over runc's (ratio-p50);
+// the create's Pod steps (kubernetes-schedule, -install, -start, -agent
+// p50) come from a watch on the benchmark's namespace.
 // BenchmarkKubernetesWarmClaim is a claim from paddock's warm pool
 // (internal/pool over internal/node, the daemon's create path without the
 // daemon) of PADDOCK_K8S_POOL_N (default 2) idle Pods until a first command
