@@ -239,6 +239,47 @@ func TestRefilledAfterClaims(t *testing.T) {
 	}
 }
 
+// TestClaimGrace: the refill a claim calls for starts only after
+// ClaimGrace, so that it does not compete with the claimer's first
+// commands; claims coming faster than the grace still see refills.
+func TestClaimGrace(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	f := newFake()
+	m, _ := start(t, f, func(c *Config) { c.ClaimGrace = grace })
+	if _, err := m.Set(t.Context(), Spec{Name: "small", Resources: sandbox.Resources{MemoryMB: 256}, Min: 2, Max: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m, "small", 2)
+	creates := func() int { f.mu.Lock(); defer f.mu.Unlock(); return f.creates }
+	before := creates()
+	req := sandbox.CreateRequest{Resources: sandbox.Resources{MemoryMB: 256}}
+	claimedAt := time.Now()
+	if sb, err := m.Create(t.Context(), req); err != nil || !sb.Warm {
+		t.Fatalf("claim: %+v, %v", sb, err)
+	}
+	time.Sleep(grace / 3)
+	if n := creates(); n != before {
+		t.Errorf("%d refills started %v after a claim, want none within the grace", n-before, time.Since(claimedAt))
+	}
+	waitIdle(t, m, "small", 2)
+	if took := time.Since(claimedAt); took < grace {
+		t.Errorf("refilled %v after the claim, before the grace of %v", took, grace)
+	}
+
+	// A claim every grace/2: each round waits one grace at most.
+	deadline := time.Now().Add(4 * grace)
+	before = creates()
+	for time.Now().Before(deadline) {
+		if _, err := m.Create(t.Context(), req); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(grace / 2)
+	}
+	if creates() == before {
+		t.Error("no refill during a stream of claims")
+	}
+}
+
 // TestRuntimeKeyed: a pool's runtime is part of its key, so a create on
 // another runtime never claims one of its sandboxes.
 func TestRuntimeKeyed(t *testing.T) {
