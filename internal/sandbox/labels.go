@@ -3,6 +3,7 @@ package sandbox
 import (
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Bounds of labels, the key/value metadata of sandboxes and projects.
@@ -14,10 +15,12 @@ const (
 
 // labelKey: a letter or digit first, then letters, digits and ._-/ (a
 // Kubernetes-like key, prefix included, kept simple). Values are printable
-// ASCII without control characters, empty allowed.
+// ASCII without control characters, empty allowed. Compiled on first use,
+// not at init: this package is in the agent, which every sandbox start
+// waits for, and never checks a label.
 var (
-	labelKey   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
-	labelValue = regexp.MustCompile(`^[\x20-\x7e]*$`)
+	labelKey   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`) })
+	labelValue = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[\x20-\x7e]*$`) })
 )
 
 // ValidateLabels checks a set of labels: at most MaxLabels, keys and values
@@ -28,10 +31,10 @@ func ValidateLabels(labels map[string]string) error {
 		return Errorf(ErrInvalid, "invalid_labels", "at most %d labels, got %d", MaxLabels, len(labels))
 	}
 	for k, v := range labels {
-		if len(k) > MaxLabelKeyLen || !labelKey.MatchString(k) {
+		if len(k) > MaxLabelKeyLen || !labelKey().MatchString(k) {
 			return Errorf(ErrInvalid, "invalid_labels", "label key %q must be 1-%d characters of letters, digits and ._-/, starting with a letter or digit", k, MaxLabelKeyLen)
 		}
-		if len(v) > MaxLabelValueLen || !labelValue.MatchString(v) {
+		if len(v) > MaxLabelValueLen || !labelValue().MatchString(v) {
 			return Errorf(ErrInvalid, "invalid_labels", "label %q: value must be at most %d printable ASCII characters", k, MaxLabelValueLen)
 		}
 	}
