@@ -22,6 +22,9 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == agent.WarmArg {
+		return // a warm-up (agent.Server's handleWarm): forked only to be reaped
+	}
 	// The init container of a Kubernetes sandbox runs the agent's own
 	// image, which holds nothing else: the agent copies itself (and the
 	// sandbox's credential) into the Pod's shared volumes.

@@ -220,6 +220,13 @@ func (c *Client) Ping(ctx context.Context) (Info, error) {
 	return info, err
 }
 
+// Warm has the agent fork, run and reap a no-op program once, unlisted, so
+// that its first real command does not pay for paths it never ran (see
+// the agent's handleWarm). Pools warm their sandboxes before a claim.
+func (c *Client) Warm(ctx context.Context) error {
+	return c.doJSON(ctx, http.MethodPost, "/v1/warm", 0, nil, nil)
+}
+
 // Pinged returns the agent's last answer to Ping through this client, if
 // it gave one: a create whose driver just waited for the agent's answer
 // reads the sandbox user from it instead of asking again.

@@ -22,6 +22,9 @@ const (
 	StateDir = "/run/paddock"
 	// ListenFD is the file descriptor of the listening unix socket the driver passes in.
 	ListenFD = 3
+	// WarmArg, as the agent binary's first argument, makes it exit at once:
+	// the program a warm-up (POST /v1/warm) runs.
+	WarmArg = "warm-up"
 )
 
 // The default unprivileged user that commands run as unless they ask for

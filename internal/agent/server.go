@@ -64,6 +64,10 @@ type ServerConfig struct {
 	// OwnPort is the TCP port the agent itself listens on, left out of
 	// the sandbox's listening ports; 0 for a unix socket.
 	OwnPort int
+	// WarmArgs is the program and arguments a warm-up (POST /v1/warm)
+	// runs. Default: BinaryPath WarmArg, the agent itself, which exits at
+	// once; tests point it at a host program.
+	WarmArgs []string
 	// Version and Seccomp are reported by ping.
 	Version string
 	Seccomp bool
@@ -95,6 +99,9 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.Root == "" {
 		c.Root = "/"
+	}
+	if len(c.WarmArgs) == 0 {
+		c.WarmArgs = []string{BinaryPath, WarmArg}
 	}
 	if c.ProcNet == "" {
 		c.ProcNet = "/proc/net"

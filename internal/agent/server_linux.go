@@ -117,6 +117,7 @@ func (s *Server) routes() {
 	m := http.NewServeMux()
 	m.HandleFunc("GET /v1/ping", s.handlePing)
 	m.HandleFunc("POST /v1/commands", s.handleStart)
+	m.HandleFunc("POST /v1/warm", s.handleWarm)
 	m.HandleFunc("GET /v1/commands", s.handleList)
 	m.HandleFunc("GET /v1/commands/{id}", s.handleGet)
 	m.HandleFunc("GET /v1/commands/{id}/wait", s.handleWait)

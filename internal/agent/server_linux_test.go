@@ -445,3 +445,44 @@ func TestRun(t *testing.T) {
 		t.Errorf("the command should finish on its own: %+v, %v", done, err)
 	}
 }
+
+// TestWarm: a warm-up runs its program to completion as a command would,
+// but leaves nothing a client can see: no command in the list, none to
+// find by id; a failed warm-up is an error.
+func TestWarm(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr bool
+	}{
+		{"runs", []string{"/bin/true"}, false},
+		{"fails", []string{"/bin/false"}, true},
+		{"missing", []string{"/nonexistent/warm"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startServer(t, func(c *ServerConfig) { c.WarmArgs = tc.args })
+			ctx := testCtx(t)
+			err := e.client.Warm(ctx)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("Warm: %v, want error %v", err, tc.wantErr)
+			}
+			cmds, err := e.client.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cmds) != 0 {
+				t.Fatalf("a warm-up is listed: %+v", cmds)
+			}
+			e.srv.mu.Lock()
+			running := len(e.srv.running)
+			e.srv.mu.Unlock()
+			if running != 0 {
+				t.Fatalf("%d commands left running", running)
+			}
+			// The server still runs commands after it.
+			if c := e.run(t, CommandRequest{Cmd: "/bin/true"}); c.ExitCode == nil || *c.ExitCode != 0 {
+				t.Fatalf("command after the warm-up: %+v", c)
+			}
+		})
+	}
+}

@@ -53,6 +53,7 @@ type Agent struct {
 	reads   []string          // "<url path> <path> sudo=<sudo>" of each file or archive read
 	changed chan struct{}     // closed and replaced on every change
 	refused map[string]bool   // route patterns that answer 500
+	warmed  int               // warm-ups asked for (POST /v1/warm)
 }
 
 // AgentConfig sets up an Agent.
@@ -173,6 +174,12 @@ func StartAgent(t testing.TB, cfg AgentConfig) *Agent {
 	}
 	handle("GET /v1/ping", a.servePing)
 	handle("POST /v1/commands", a.start)
+	handle("POST /v1/warm", func(w http.ResponseWriter, _ *http.Request) {
+		a.mu.Lock()
+		a.warmed++
+		a.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})
 	handle("GET /v1/commands", a.list)
 	handle("GET /v1/commands/{id}", a.get)
 	handle("GET /v1/commands/{id}/wait", a.wait)
@@ -199,6 +206,9 @@ func StartAgent(t testing.TB, cfg AgentConfig) *Agent {
 	})
 	return a
 }
+
+// Warmed is how many warm-ups (agent.Client.Warm) the Agent was asked for.
+func (a *Agent) Warmed() int { a.mu.Lock(); defer a.mu.Unlock(); return a.warmed }
 
 // Socket is the path of the agent's unix socket.
 func (a *Agent) Socket() string { return a.sock }

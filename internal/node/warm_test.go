@@ -21,6 +21,10 @@ func TestPooledHiddenAndClaimed(t *testing.T) {
 	if idle.Pool != "p1" || idle.TeamID != "" || !idle.ExpiresAt.IsZero() || idle.State != sandbox.Running {
 		t.Fatalf("idle sandbox = %+v", idle)
 	}
+	// Warmed once its agent answered, before it is anyone's.
+	if n := e.d.FakeAgent().Warmed(); n != 1 {
+		t.Errorf("agent warmed %d times, want 1", n)
+	}
 	// No API path reaches an idle pool sandbox.
 	if _, err := e.m.Get(ctx, idle.ID); !errors.Is(err, sandbox.ErrNotFound) {
 		t.Errorf("Get idle = %v, want not found", err)
