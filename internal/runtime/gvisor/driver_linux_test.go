@@ -246,11 +246,6 @@ func TestConformance(t *testing.T) {
 		Image:     harnessImage,
 		Volume:    harnessVolume,
 		Network:   harnessNetwork,
-		Known: map[string]string{
-			"ForkBomb": "flaky under load: in one CI run (2026-12-06) the command after a bash fork bomb was SIGKILLed 9.4 s into " +
-				"its run without an OOM count; it passes alone (6 of 6). The pids limit holds (forks get EAGAIN); the lead is the " +
-				"agent's memGuard, which kills the biggest process while the sentry's memory.current stays over the limit",
-		},
 		EmulatedDevices: "the sentry does not implement nodev (runsc drops the option): a device node in a volume opens the sentry's " +
 			"own emulated device of that number (--character-device-policy=emulated-only), never the host's, and the gofer's host-side bind is nodev",
 	})

@@ -272,7 +272,11 @@ func testForkBomb(t *testing.T, nd func(*testing.T) runtime.Driver) {
 	b := newBox(t, nd, "forkbomb", sandbox.Resources{VCPUs: 1, MemoryMB: 256, PIDs: limit})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd, err := b.c.Start(ctx, agent.CommandRequest{Cmd: "bash", Args: []string{"-c", "f(){ f | f & }; f"}, TimeoutMs: 3000})
+	// The leader stays (exec, no fork needed) until the timeout, which
+	// kills the command's whole session: a leader that exits at once would
+	// leave the bomb running past a finished command, and recovering would
+	// be a race for fork slots.
+	cmd, err := b.c.Start(ctx, agent.CommandRequest{Cmd: "bash", Args: []string{"-c", "f(){ f | f & }; f; exec sleep 60"}, TimeoutMs: 3000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,8 +292,10 @@ func testForkBomb(t *testing.T, nd func(*testing.T) runtime.Driver) {
 	if err := exec.Command("true").Run(); err != nil {
 		t.Errorf("host cannot run a process during the bomb: %v", err)
 	}
-	if _, err := b.c.Wait(ctx, cmd.ID); err != nil {
+	if w, err := b.c.Wait(ctx, cmd.ID); err != nil {
 		t.Fatal(err)
+	} else if w.Status != agent.StatusTimedOut {
+		t.Errorf("the bomb's command %s, want %s", w.Status, agent.StatusTimedOut)
 	}
 	// Stragglers reparented to the agent die with the group kill; give the
 	// agent a moment to reap them, then it must serve again.
