@@ -14,7 +14,6 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/runtime/layer"
-	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/userns"
 )
 
@@ -40,40 +39,24 @@ func (d *Driver) Snapshot(ctx context.Context, id, dst string, maxBytes int64) (
 		return 0, err
 	}
 	defer d.lock(id)()
-	dir := d.hostDir(id)
-	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
-		return 0, sandbox.Errorf(sandbox.ErrNotFound, "not_found", "sandbox %s not found", id)
-	}
-	// A stopped sandbox's disk is not mounted: read-only for the copy.
-	unmount, err := layer.MountForRead(dir)
-	if err != nil {
-		return 0, fmt.Errorf("snapshot sandbox %s: %w", id, err)
-	}
-	defer unmount()
-	upper := layer.UpperDir(dir)
-	if _, err := os.Lstat(upper); errors.Is(err, fs.ErrNotExist) {
-		return 0, sandbox.Errorf(sandbox.ErrNotFound, "not_found", "sandbox %s not found", id)
-	}
-	// Each runsc call costs tens of milliseconds: pause is tried on any
-	// sandbox runsc knows, and the state read only when it fails.
-	if d.hasState(id) {
+	return layer.Snapshot(ctx, id, d.hostDir(id), dst, maxBytes, func() (func(), error) {
+		// Each runsc call costs tens of milliseconds: pause is tried on any
+		// sandbox runsc knows, and the state read only when it fails.
+		if !d.hasState(id) {
+			return nil, nil
+		}
 		if _, err := d.runsc(ctx, nil, "pause", id); err != nil {
 			if st, serr := d.state(ctx, id); serr == nil && st.Status == "running" {
 				d.log.Warn("snapshot: pause failed, copying a live sandbox", "sandbox", id, "err", err)
 			}
-		} else {
-			defer func() {
-				if _, err := d.runsc(context.WithoutCancel(ctx), nil, "resume", id); err != nil {
-					d.log.Error("snapshot: resume", "sandbox", id, "err", err)
-				}
-			}()
+			return nil, nil
 		}
-	}
-	n, err := layer.Copy(ctx, upper, dst, maxBytes)
-	if err != nil {
-		return 0, fmt.Errorf("snapshot sandbox %s: %w", id, err)
-	}
-	return n, nil
+		return func() {
+			if _, err := d.runsc(context.WithoutCancel(ctx), nil, "resume", id); err != nil {
+				d.log.Error("snapshot: resume", "sandbox", id, "err", err)
+			}
+		}, nil
+	})
 }
 
 // resumeLeftover resumes a sandbox that a crash left paused and reports

@@ -2,16 +2,12 @@ package runc
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 
 	"github.com/opencontainers/runc/libcontainer"
 
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/runtime/layer"
-	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
 var _ runtime.Snapshotter = (*Driver)(nil)
@@ -27,42 +23,24 @@ func (d *Driver) Snapshot(ctx context.Context, id, dst string, maxBytes int64) (
 	}
 	unlock := d.lock(id)
 	defer unlock()
-	dir := d.hostDir(id)
-	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
-		return 0, sandbox.Errorf(sandbox.ErrNotFound, "not_found", "sandbox %s not found", id)
-	}
-	// A stopped sandbox's disk is not mounted: read-only for the copy.
-	unmount, err := layer.MountForRead(dir)
-	if err != nil {
-		return 0, fmt.Errorf("snapshot sandbox %s: %w", id, err)
-	}
-	defer unmount()
-	upper := layer.UpperDir(dir)
-	if _, err := os.Lstat(upper); errors.Is(err, fs.ErrNotExist) {
-		return 0, sandbox.Errorf(sandbox.ErrNotFound, "not_found", "sandbox %s not found", id)
-	}
-	c, err := d.load(id)
-	if err != nil {
-		return 0, err
-	}
-	if c != nil {
-		if st, err := c.Status(); err == nil && st == libcontainer.Running {
-			if err := c.Pause(); err != nil {
-				d.log.Warn("snapshot: freeze failed, copying a live sandbox", "sandbox", id, "err", err)
-			} else {
-				defer func() {
-					if err := c.Resume(); err != nil {
-						d.log.Error("snapshot: thaw", "sandbox", id, "err", err)
-					}
-				}()
-			}
+	return layer.Snapshot(ctx, id, d.hostDir(id), dst, maxBytes, func() (func(), error) {
+		c, err := d.load(id)
+		if err != nil || c == nil {
+			return nil, err
 		}
-	}
-	n, err := layer.Copy(ctx, upper, dst, maxBytes)
-	if err != nil {
-		return 0, fmt.Errorf("snapshot sandbox %s: %w", id, err)
-	}
-	return n, nil
+		if st, err := c.Status(); err != nil || st != libcontainer.Running {
+			return nil, nil
+		}
+		if err := c.Pause(); err != nil {
+			d.log.Warn("snapshot: freeze failed, copying a live sandbox", "sandbox", id, "err", err)
+			return nil, nil
+		}
+		return func() {
+			if err := c.Resume(); err != nil {
+				d.log.Error("snapshot: thaw", "sandbox", id, "err", err)
+			}
+		}, nil
+	})
 }
 
 // thawLeftover resumes a sandbox that a crash left frozen and returns its
