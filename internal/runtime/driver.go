@@ -165,6 +165,19 @@ type Addresser interface {
 	Address(ctx context.Context, id string) (netip.Addr, error)
 }
 
+// Adopter is the optional power of a driver whose sandboxes outlive the
+// host of the paddock replica that made them (Kubernetes: Pods in a
+// namespace every replica reaches), so that another replica can take over
+// the sandboxes of one that is gone. Drivers whose sandboxes live on the
+// replica's own host (runc, gVisor) do not have it: those went with it.
+type Adopter interface {
+	// Adopt makes id this driver's, as if it had created it: its List
+	// reports it from now on (and the previous owner's no longer does),
+	// Agent, Stop and Destroy reach it. It returns what List would say of
+	// it. Idempotent; sandbox.ErrNotFound if nothing of id is left.
+	Adopt(ctx context.Context, id string) (Info, error)
+}
+
 // Driver runs sandboxes on this host. Implementations are safe for
 // concurrent use; every method is idempotent where the doc says so.
 type Driver interface {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
@@ -115,6 +117,7 @@ type Driver struct {
 var (
 	_ runtime.Driver    = (*Driver)(nil)
 	_ runtime.Addresser = (*Driver)(nil)
+	_ runtime.Adopter   = (*Driver)(nil)
 )
 
 // New checks cfg and returns a driver. It makes no request: a cluster that
@@ -727,6 +730,83 @@ func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
 		out = append(out, *byID[id])
 	}
 	return out, nil
+}
+
+// Adopt takes over a sandbox another replica's driver made in the same
+// namespace: its Secret, NetworkPolicy and Pod get this driver's Owner,
+// so that this driver's List reports it and the other's no longer does.
+// The Secret goes first, as in Create: it is what List finds of a sandbox
+// whose Pod is gone; a relabelling cut short is finished by the next
+// Adopt. A Pod's labels change in place: the sandbox keeps running, its
+// address and credential unchanged.
+func (d *Driver) Adopt(ctx context.Context, id string) (runtime.Info, error) {
+	if err := ocispec.CheckID(id); err != nil {
+		return runtime.Info{}, err
+	}
+	name := podName(id)
+	info := runtime.Info{ID: id}
+	secret, err := d.getSecret(ctx, id)
+	switch {
+	case errors.Is(err, sandbox.ErrNotFound):
+	case err != nil:
+		return runtime.Info{}, err
+	default:
+		info.Created = secret.CreationTimestamp.Time
+		_, err := d.cfg.Client.CoreV1().Secrets(d.cfg.Namespace).Patch(ctx, name, types.MergePatchType, d.ownerPatch(""), metav1.PatchOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return runtime.Info{}, fmt.Errorf("kubernetes: adopt the secret of %s: %w", id, apiErr(err))
+		}
+	}
+	_, err = d.cfg.Client.NetworkingV1().NetworkPolicies(d.cfg.Namespace).Patch(ctx, name, types.MergePatchType, d.ownerPatch(""), metav1.PatchOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return runtime.Info{}, fmt.Errorf("kubernetes: adopt the network policy of %s: %w", id, apiErr(err))
+	}
+	pod, err := d.getPod(ctx, id)
+	if err != nil {
+		return runtime.Info{}, err
+	}
+	if pod != nil {
+		// The UID precondition: a Pod of the same name made meanwhile is
+		// not the one looked at.
+		p, err := d.cfg.Client.CoreV1().Pods(d.cfg.Namespace).Patch(ctx, name, types.MergePatchType,
+			d.ownerPatch(pod.UID), metav1.PatchOptions{})
+		switch {
+		case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
+			pod = nil // gone meanwhile
+		case err != nil:
+			return runtime.Info{}, fmt.Errorf("kubernetes: adopt the pod of %s: %w", id, apiErr(err))
+		default:
+			pod = p
+		}
+	}
+	if secret == nil && pod == nil {
+		return runtime.Info{}, sandbox.Errorf(sandbox.ErrNotFound, "not_found", "sandbox %s not found", id)
+	}
+	if pod != nil {
+		if info.Created.IsZero() {
+			info.Created = pod.CreationTimestamp.Time
+		}
+		if podRunning(pod) {
+			info.Running, info.PID = true, 1
+		}
+	}
+	return info, nil
+}
+
+// ownerPatch is the merge patch that labels an object with this driver's
+// Owner (removes the label for a driver without one, which makes none),
+// on the condition that its UID is uid, if given.
+func (d *Driver) ownerPatch(uid types.UID) []byte {
+	var owner any
+	if d.cfg.Owner != "" {
+		owner = d.cfg.Owner
+	}
+	meta := map[string]any{"labels": map[string]any{labelOwner: owner}}
+	if uid != "" {
+		meta["uid"] = uid
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": meta}) // strings only: cannot fail
+	return patch
 }
 
 // Close has nothing to release: the sandboxes are the cluster's.

@@ -250,3 +250,52 @@ func TestOwner(t *testing.T) {
 		t.Errorf("New with an invalid Owner = %v, want ErrInvalid", err)
 	}
 }
+
+// TestAdoptRelabels: Adopt moves a sandbox's Secret, NetworkPolicy and
+// Pod to the adopting driver's Owner (its List has it, the old owner's
+// not), again without harm, and finds nothing of a sandbox that is gone.
+// TestAdopt does it on a real cluster, with the sandbox running.
+func TestAdoptRelabels(t *testing.T) {
+	cs := fake.NewClientset()
+	a := testDriver(t, func(c *Config) { c.Client, c.Owner = cs, "paddock-a" })
+	b := testDriver(t, func(c *Config) { c.Client, c.Owner = cs, "paddock-b" })
+	const id = "sbx-adopted"
+	ctx := t.Context()
+	if _, err := cs.CoreV1().Secrets("sandboxes").Create(ctx, &corev1.Secret{ObjectMeta: a.meta(id)}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.NetworkingV1().NetworkPolicies("sandboxes").Create(ctx, &networkingv1.NetworkPolicy{ObjectMeta: a.meta(id)}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Pods("sandboxes").Create(ctx, &corev1.Pod{ObjectMeta: a.meta(id)}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		info, err := b.Adopt(ctx, id)
+		if err != nil || info.ID != id || info.Running {
+			t.Fatalf("Adopt = %+v, %v; want %s, not running (the fake Pod has no status)", info, err, id)
+		}
+	}
+	name := podName(id)
+	s, err := cs.CoreV1().Secrets("sandboxes").Get(ctx, name, metav1.GetOptions{})
+	if err != nil || s.Labels[labelOwner] != "paddock-b" {
+		t.Errorf("the Secret's owner: %v, %v", s.Labels, err)
+	}
+	np, err := cs.NetworkingV1().NetworkPolicies("sandboxes").Get(ctx, name, metav1.GetOptions{})
+	if err != nil || np.Labels[labelOwner] != "paddock-b" {
+		t.Errorf("the NetworkPolicy's owner: %v, %v", np.Labels, err)
+	}
+	p, err := cs.CoreV1().Pods("sandboxes").Get(ctx, name, metav1.GetOptions{})
+	if err != nil || p.Labels[labelOwner] != "paddock-b" || p.Labels[labelPod] != name {
+		t.Errorf("the Pod's labels: %v, %v", p.Labels, err)
+	}
+	if infos, err := b.List(ctx); err != nil || len(infos) != 1 || infos[0].ID != id {
+		t.Errorf("the adopter's List = %+v, %v", infos, err)
+	}
+	if infos, err := a.List(ctx); err != nil || len(infos) != 0 {
+		t.Errorf("the old owner's List = %+v, %v; want nothing", infos, err)
+	}
+	if _, err := b.Adopt(ctx, "sbx-gone"); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("Adopt of a sandbox with no objects = %v, want ErrNotFound", err)
+	}
+}
