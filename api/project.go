@@ -224,7 +224,9 @@ type AppURLRequest struct {
 // Types: sandbox.created, sandbox.started, sandbox.failed, sandbox.stopped
 // (Data: reason, and the run's usage: cpuSeconds, memoryMBHours,
 // netRxBytes, netTxBytes, durationSeconds), sandbox.deleted,
-// sandbox.snapshotted (Data: snapshotId), sandbox.labels_changed, and
+// sandbox.snapshotted (Data: snapshotId), sandbox.labels_changed,
+// sandbox.adopted (a replica took it over from one gone; Data: reason,
+// state), and
 // activation.<state> for each step of a project's activation
 // (activation.provisioning ... activation.ready, activation.failed,
 // activation.stopped).

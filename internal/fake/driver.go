@@ -246,3 +246,51 @@ func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
 }
 
 func (d *Driver) Close() error { return nil }
+
+// Adopter is a Driver that takes over the sandboxes of its peers, as
+// paddock replicas sharing a Kubernetes namespace do (runtime.Adopter):
+// Adopt moves a sandbox from a peer's state into its own. A plain Driver
+// has no such power: its sandboxes are its host's.
+type Adopter struct {
+	*Driver
+	peers []*Driver
+
+	mu       sync.Mutex // guards adoptErr
+	adoptErr error
+}
+
+var _ runtime.Adopter = (*Adopter)(nil)
+
+// NewAdopter makes d an Adopter of the sandboxes of peers.
+func NewAdopter(d *Driver, peers ...*Driver) *Adopter { return &Adopter{Driver: d, peers: peers} }
+
+// SetAdoptErr makes Adopt fail with err (nil: succeed).
+func (a *Adopter) SetAdoptErr(err error) { a.mu.Lock(); a.adoptErr = err; a.mu.Unlock() }
+
+func (a *Adopter) Adopt(ctx context.Context, id string) (runtime.Info, error) {
+	a.record("adopt", id)
+	a.mu.Lock()
+	err := a.adoptErr
+	a.mu.Unlock()
+	if err != nil {
+		return runtime.Info{}, err
+	}
+	if running, ok := a.Running(id); ok {
+		return runtime.Info{ID: id, Running: running}, nil // its own already
+	}
+	for _, p := range a.peers {
+		p.mu.Lock()
+		running, ok := p.sandboxes[id]
+		dead := p.deadAgent[id]
+		delete(p.sandboxes, id)
+		p.mu.Unlock()
+		if ok {
+			a.Driver.mu.Lock()
+			a.sandboxes[id] = running
+			a.deadAgent[id] = dead
+			a.Driver.mu.Unlock()
+			return runtime.Info{ID: id, Running: running}, nil
+		}
+	}
+	return runtime.Info{}, sandbox.Errorf(sandbox.ErrNotFound, "not_found", "sandbox %s not found", id)
+}

@@ -64,6 +64,8 @@ type Manager struct {
 	cancel    context.CancelFunc // stops the timeout loop; set by Start
 
 	wg sync.WaitGroup // the timeout loop: added by Start, waited by Close
+
+	adopting sync.Mutex // serialises Adopt (adopt.go)
 }
 
 // entry is one sandbox's in-memory state.

@@ -31,6 +31,7 @@ const (
 	EventDeleted       EventType = "sandbox.deleted"        // gone from the host
 	EventSnapshotted   EventType = "sandbox.snapshotted"    // with SnapshotID
 	EventLabelsChanged EventType = "sandbox.labels_changed" // new labels in Sandbox
+	EventAdopted       EventType = "sandbox.adopted"        // taken over from a replica gone (Reason), in its state now
 )
 
 // Event is one lifecycle event of a sandbox.

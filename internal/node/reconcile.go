@@ -56,7 +56,7 @@ func (m *Manager) reconcile(ctx context.Context) error {
 		}
 		info, known := listed[rt][id]
 		delete(listed[rt], id)
-		m.reconcileOne(ctx, e, info, known)
+		m.reconcileOne(ctx, e, info, known, "lost after restart")
 	}
 
 	for name, byID := range listed {
@@ -80,9 +80,18 @@ func (m *Manager) reconcile(ctx context.Context) error {
 	return nil
 }
 
-func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info, known bool) {
+// reconcileOne makes one record agree with what its driver has of it
+// (info, if known), as reconcile says: re-adopted, finished or failed.
+// lost begins the Error of a record failed ("lost after restart"; Adopt's
+// names the replica gone).
+func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info, known bool, lost string) {
 	e.op.Lock()
 	defer e.op.Unlock()
+	m.reconcileLocked(ctx, e, info, known, lost)
+}
+
+// reconcileLocked is reconcileOne for a caller that holds e.op.
+func (m *Manager) reconcileLocked(ctx context.Context, e *entry, info runtime.Info, known bool, lost string) {
 	sb, _, _ := e.snapshot()
 	log := m.log.With("sandbox", sb.ID)
 
@@ -123,7 +132,7 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 		if err := m.driverStop(ctx, sb); err != nil {
 			log.Error("finish stopping sandbox after restart", "err", err)
 			_, _ = m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
-				sb.Error = "lost after restart: stop: " + err.Error()
+				sb.Error = lost + ": stop: " + err.Error()
 				sb.StoppedAt = m.now()
 			})
 			return
@@ -172,9 +181,9 @@ func (m *Manager) reconcileOne(ctx context.Context, e *entry, info runtime.Info,
 			why += "; stop: " + err.Error()
 		}
 	}
-	log.Warn("sandbox lost after restart", "why", why)
+	log.Warn("sandbox lost", "why", lost+": "+why)
 	final, err := m.transition(e, sandbox.Failed, nil, func(sb *sandbox.Sandbox) {
-		sb.Error = "lost after restart: " + why
+		sb.Error = lost + ": " + why
 		sb.StoppedAt = m.now()
 	})
 	if err == nil && lw.statsOK {

@@ -29,6 +29,21 @@ type Records interface {
 	LoadAll(ctx context.Context) ([]sandbox.Sandbox, error)
 }
 
+// SharedRecords are Records kept where other nodes keep theirs (the
+// control plane's database), so that a node can take over the records of
+// one that is gone (Manager.Adopt). The JSON files of one host are not.
+type SharedRecords interface {
+	Records
+	// LoadNode returns the records of the node named node, as LoadAll
+	// returns this one's.
+	LoadNode(ctx context.Context, node string) ([]sandbox.Sandbox, error)
+	// Move moves id's record from node from to node to ("" names this
+	// node either way) and returns it, only if from still has it:
+	// sandbox.ErrConflict if another node has it now, ErrNotFound if it
+	// is gone. A record is thus taken once, whoever else tries.
+	Move(ctx context.Context, id, from, to string) (sandbox.Sandbox, error)
+}
+
 // fileStore keeps one JSON file per sandbox in dir. Files are written to a
 // temporary name, fsynced and renamed, so a crash leaves either the old or
 // the new record, never a torn one.
