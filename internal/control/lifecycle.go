@@ -358,22 +358,16 @@ func (s *Service) sweepOrphans() {
 	}
 }
 
-// replicaGone returns since when replica's liveness lease has lapsed, or
-// the zero time while it holds it (or the store cannot tell).
+// replicaGone returns since when replica has been gone
+// (lease.ReplicaGone), or the zero time while it holds its lease (or the
+// store cannot tell).
 func (s *Service) replicaGone(ctx context.Context, replica string, now time.Time) time.Time {
-	l, err := s.cfg.Store.GetLease(ctx, lease.ReplicaLease(replica))
-	switch {
-	case errors.Is(err, sandbox.ErrNotFound):
-		return time.Unix(0, 0) // never held one: gone as long as can be
-	case err != nil:
+	since, err := lease.ReplicaGone(ctx, s.cfg.Store, replica, now)
+	if err != nil {
 		s.log.Warn("read a replica's lease", "replica", replica, "err", err)
 		return time.Time{}
-	case l.Live(now):
-		return time.Time{}
-	case l.ExpiresAt.IsZero():
-		return time.Unix(0, 0) // released: shut down for good
 	}
-	return l.ExpiresAt
+	return since
 }
 
 // orphan ends or takes over one activation of a replica gone since since.

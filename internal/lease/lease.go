@@ -315,3 +315,25 @@ func (k *Keeper) lose(why string) {
 // its own while it runs, so the others can tell when it has gone (the
 // activations it drove are then ended by whoever sweeps).
 func ReplicaLease(replica string) string { return "replica/" + replica }
+
+// ReplicaGone returns since when replica has been gone from the replicas
+// sharing s: when its liveness lease (ReplicaLease) lapsed, the Unix
+// epoch if it never held one or released it (gone as long as can be), or
+// the zero time while it holds it. What it left is swept, or taken over,
+// by the background lease's holder (internal/control, internal/daemon).
+func ReplicaGone(ctx context.Context, s interface {
+	GetLease(ctx context.Context, name string) (store.Lease, error)
+}, replica string, now time.Time) (time.Time, error) {
+	l, err := s.GetLease(ctx, ReplicaLease(replica))
+	switch {
+	case errors.Is(err, sandbox.ErrNotFound):
+		return time.Unix(0, 0), nil
+	case err != nil:
+		return time.Time{}, err
+	case l.Live(now):
+		return time.Time{}, nil
+	case l.ExpiresAt.IsZero():
+		return time.Unix(0, 0), nil // released: shut down for good
+	}
+	return l.ExpiresAt, nil
+}
