@@ -101,6 +101,9 @@ type Daemon struct {
 	// background is the lease of the work that runs once among the
 	// replicas sharing the store (leases.go).
 	background *lease.Keeper
+	// lookedAt is when takeover last looked for gone replicas' sandboxes;
+	// only control's loop calls it (takeover.go).
+	lookedAt time.Time
 
 	adminToken   string
 	adminCreated bool
@@ -540,7 +543,7 @@ func (d *Daemon) startControl(ctx context.Context, o *options) error {
 	d.secretsKey = key
 	ccfg := control.Config{CheckRuntime: d.node.CheckRuntime, Store: d.store, Sandboxes: controlSandboxes{Manager: d.node, pools: d.pools, images: d.images}, Admission: d.admit,
 		DataDir: d.cfg.DataDir, Logger: d.log, Key: key, HealthTimeout: d.cfg.HealthTimeout, Budget: d.budgetGate, Events: d.bus,
-		Replica: d.cfg.NodeName, Sweep: d.leaderCtx, OrphanGrace: d.cfg.OrphanGrace}
+		Replica: d.cfg.NodeName, Sweep: d.sweep, OrphanGrace: d.cfg.OrphanGrace}
 	if o.controlConfig != nil {
 		o.controlConfig(&ccfg)
 	}

@@ -10,7 +10,8 @@ import (
 
 // backgroundLease names the lease of the work that runs once among the
 // replicas sharing a store. Its holder sweeps what gone replicas left
-// (control), delivers webhooks (events), rolls up usage (metering) and
+// (control; first taking over their sandboxes where its driver reaches
+// them: takeover.go), delivers webhooks (events), rolls up usage (metering) and
 // prunes command history. Everything else in the background acts on this
 // host's own sandboxes, images and pools, which only this replica can
 // reach, and stays per host: the sandbox manager's timeouts and

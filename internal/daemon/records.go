@@ -7,6 +7,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -22,7 +23,7 @@ type nodeRecords struct {
 	ended func(team, id string)
 }
 
-var _ node.Records = (*nodeRecords)(nil)
+var _ node.SharedRecords = (*nodeRecords)(nil)
 
 // newNodeRecords returns the records of the node named name (the host's
 // name, unique among the nodes that share s). Times come back at
@@ -59,4 +60,38 @@ func (r *nodeRecords) LoadAll(ctx context.Context) ([]sandbox.Sandbox, error) {
 		out = append(out, rec.Sandbox)
 	}
 	return out, nil
+}
+
+// LoadNode returns the records of another node sharing the store.
+func (r *nodeRecords) LoadNode(ctx context.Context, node string) ([]sandbox.Sandbox, error) {
+	return (&nodeRecords{s: r.s, node: node}).LoadAll(ctx)
+}
+
+// Move moves id's record from node from to node to ("": this one) if
+// from has it. The store has no conditional write of a sandbox record, so
+// this is a read, a check and a write: two moves of one record at once
+// could both succeed. That does not happen: the node serialises its own
+// (Manager.Adopt), and among replicas only the background lease's holder
+// moves records (takeover.go). A record's own node writes it meanwhile
+// only if it came back, which the takeover rules out first (its lease
+// lapsed a grace ago).
+func (r *nodeRecords) Move(ctx context.Context, id, from, to string) (sandbox.Sandbox, error) {
+	if from == "" {
+		from = r.node
+	}
+	if to == "" {
+		to = r.node
+	}
+	rec, err := r.s.GetSandbox(ctx, id)
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	if rec.Node != from {
+		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrConflict, "sandbox_moved", "sandbox %s is node %s's, not %s's", id, rec.Node, from)
+	}
+	rec.Node = to
+	if err := r.s.PutSandbox(ctx, rec); err != nil {
+		return sandbox.Sandbox{}, fmt.Errorf("move sandbox %s from %s to %s: %w", id, from, to, err)
+	}
+	return rec.Sandbox, nil
 }

@@ -123,3 +123,18 @@ func (m *Manager) adoptOne(ctx context.Context, shared SharedRecords, from, id s
 	}
 	return now, true, nil
 }
+
+// Adopts reports whether Adopt can take anything over here: the records
+// are shared with other nodes and a driver of this node reaches other
+// nodes' sandboxes (a runtime.Adopter).
+func (m *Manager) Adopts() bool {
+	if _, ok := m.store.(SharedRecords); !ok {
+		return false
+	}
+	for _, d := range m.rt.drivers {
+		if _, ok := d.(runtime.Adopter); ok {
+			return true
+		}
+	}
+	return false
+}
