@@ -767,14 +767,22 @@ func (d *Driver) Adopt(ctx context.Context, id string) (runtime.Info, error) {
 	}
 	if pod != nil {
 		// The UID precondition: a Pod of the same name made meanwhile is
-		// not the one looked at.
+		// not the one looked at. The API server refuses a UID that differs
+		// as an invalid change of an immutable field.
 		p, err := d.cfg.Client.CoreV1().Pods(d.cfg.Namespace).Patch(ctx, name, types.MergePatchType,
 			d.ownerPatch(pod.UID), metav1.PatchOptions{})
+		if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
+			if now, gerr := d.getPod(ctx, id); gerr == nil && (now == nil || now.UID != pod.UID) {
+				err = nil // another Pod of the name, or none: the one looked at is gone
+			}
+		}
 		switch {
-		case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
+		case apierrors.IsNotFound(err):
 			pod = nil // gone meanwhile
 		case err != nil:
 			return runtime.Info{}, fmt.Errorf("kubernetes: adopt the pod of %s: %w", id, apiErr(err))
+		case p == nil || p.UID != pod.UID:
+			pod = nil
 		default:
 			pod = p
 		}

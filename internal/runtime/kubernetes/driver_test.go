@@ -14,7 +14,9 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/imagetest"
@@ -367,5 +369,86 @@ func TestEgressPolicyAccepted(t *testing.T) {
 		if err != nil {
 			t.Errorf("policy %+v: %v", p, err)
 		}
+	}
+}
+
+// TestAdopt: a replica takes over a sandbox another replica made in the
+// same namespace: after Adopt it lists it running (the other replica
+// does not), reaches its agent and address with the sandbox's state
+// intact, and its Destroy leaves nothing.
+func TestAdopt(t *testing.T) {
+	e := testEnv(t)
+	base := e.newDriver(t)
+	owned := func(owner string) *Driver {
+		cfg := base.cfg
+		cfg.Owner = owner
+		d, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	a, b := owned("paddock-a"), owned("paddock-b")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const id = "k8s-adopt-1"
+	c, err := a.Create(ctx, runtime.Spec{ID: id, Image: sandbox.HostImage, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 256, PIDs: 128}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Destroy(context.Background(), id) })
+	sh(t, c, "echo made-by-a > /home/user/f.txt", false)
+	c.Close()
+
+	for range 2 { // idempotent
+		info, err := b.Adopt(ctx, id)
+		if err != nil || info.ID != id || !info.Running {
+			t.Fatalf("Adopt = %+v, %v; want %s running", info, err, id)
+		}
+	}
+	if list, err := b.List(ctx); err != nil || len(list) != 1 || list[0].ID != id || !list[0].Running {
+		t.Errorf("the adopter's List = %+v, %v; want the sandbox running", list, err)
+	}
+	if list, err := a.List(ctx); err != nil || len(list) != 0 {
+		t.Errorf("the old owner's List = %+v, %v; want nothing", list, err)
+	}
+	c2, err := b.Agent(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sh(t, c2, "cat /home/user/f.txt", false); got != "made-by-a\n" {
+		t.Errorf("the adopted sandbox's file: %q", got)
+	}
+	c2.Close()
+	if _, err := b.Address(ctx, id); err != nil {
+		t.Errorf("Address: %v", err)
+	}
+	// The Pod's relabelling is conditional on its UID: another Pod of
+	// the same name is not taken.
+	pods := e.c.Client.CoreV1().Pods(base.cfg.Namespace)
+	if _, err := pods.Patch(ctx, podName(id), types.MergePatchType, a.ownerPatch("not-its-uid"), metav1.PatchOptions{}); !apierrors.IsInvalid(err) {
+		t.Errorf("a relabelling with another UID: %v, want it refused (invalid: the UID is immutable)", err)
+	}
+	if p, err := pods.Get(ctx, podName(id), metav1.GetOptions{}); err != nil || p.Labels[labelOwner] != "paddock-b" {
+		t.Errorf("the Pod's owner after a refused relabelling: %v, %v", p.Labels, err)
+	}
+
+	if err := b.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []*Driver{a, b} {
+		if list, err := d.List(ctx); err != nil || len(list) != 0 {
+			t.Errorf("List of %s after Destroy = %+v, %v", d.cfg.Owner, list, err)
+		}
+	}
+	name := podName(id)
+	if _, err := e.c.Client.CoreV1().Secrets(base.cfg.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+		t.Error("the Secret is left")
+	}
+	if _, err := e.c.Client.NetworkingV1().NetworkPolicies(base.cfg.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+		t.Error("the NetworkPolicy is left")
+	}
+	if _, err := b.Adopt(ctx, id); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("Adopt after Destroy = %v, want ErrNotFound", err)
 	}
 }
