@@ -102,8 +102,10 @@ type Daemon struct {
 	// replicas sharing the store (leases.go).
 	background *lease.Keeper
 	// lookedAt is when takeover last looked for gone replicas' sandboxes;
-	// only control's loop calls it (takeover.go).
+	// only control's loop calls it (takeover.go). closing ends a takeover
+	// under way when the daemon closes, before control waits for its loop.
 	lookedAt time.Time
+	closing  context.Context
 
 	adminToken   string
 	adminCreated bool
@@ -547,11 +549,15 @@ func (d *Daemon) startControl(ctx context.Context, o *options) error {
 	if o.controlConfig != nil {
 		o.controlConfig(&ccfg)
 	}
+	var stopTakeover context.CancelFunc
+	d.closing, stopTakeover = context.WithCancel(context.Background())
 	svc, err := control.New(ccfg)
 	if err != nil {
+		stopTakeover()
 		return err
 	}
-	d.push("control plane", svc.Close) // activations stop before the sandbox manager
+	d.push("control plane", svc.Close)                                      // activations stop before the sandbox manager
+	d.push("sandbox takeover", func() error { stopTakeover(); return nil }) // before control waits for its sweep
 	d.control = svc
 	return svc.Start(ctx)
 }

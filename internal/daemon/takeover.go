@@ -23,8 +23,12 @@ import (
 // running here) instead of ended.
 func (d *Daemon) sweep() (context.Context, bool) {
 	ctx, ok := d.leaderCtx()
-	if ok {
-		d.takeover(ctx)
+	if ok && d.closing != nil {
+		tctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(d.closing, cancel)
+		d.takeover(tctx)
+		stop()
+		cancel()
 	}
 	return ctx, ok
 }
