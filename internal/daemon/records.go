@@ -73,8 +73,9 @@ func (r *nodeRecords) LoadNode(ctx context.Context, node string) ([]sandbox.Sand
 // could both succeed. That does not happen: the node serialises its own
 // (Manager.Adopt), and among replicas only the background lease's holder
 // moves records (takeover.go). A record's own node writes it meanwhile
-// only if it came back, which the takeover rules out first (its lease
-// lapsed a grace ago).
+// only if it came back under its name in the moment between the
+// takeover's read of its lease (lapsed a grace ago) and the move: a
+// conditional write in the store would close that window.
 func (r *nodeRecords) Move(ctx context.Context, id, from, to string) (sandbox.Sandbox, error) {
 	if from == "" {
 		from = r.node
