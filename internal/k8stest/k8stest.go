@@ -62,6 +62,9 @@ type Cluster struct {
 	// Config and Client speak to the API server as cluster-admin.
 	Config *rest.Config
 	Client kubernetes.Interface
+	// Kubeconfig is the admin kubeconfig file Config was read from, for
+	// what takes a path (paddock's --kubeconfig).
+	Kubeconfig string
 	// Node is the only node's name; NodeIP its address (local to this
 	// machine). Pods get addresses in PodCIDR, reachable from the host.
 	Node, NodeIP, PodCIDR string
@@ -165,7 +168,7 @@ func connect(kubeconfig string, env map[string]string, work string) (*Cluster, e
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Config: cfg, Client: cs, env: env, work: work,
+	c := &Cluster{Config: cfg, Client: cs, Kubeconfig: kubeconfig, env: env, work: work,
 		Node: env["PADDOCK_K8S_NODE"], NodeIP: env["PADDOCK_K8S_NODE_IP"], PodCIDR: env["PADDOCK_K8S_POD_CIDR"]}
 	if c.Node == "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -70,6 +70,14 @@ func URI(t testing.TB) string {
 // removes its files; it exits with the tests' code.
 func Main(m *testing.M) {
 	code := m.Run()
+	Stop()
+	os.Exit(code)
+}
+
+// Stop stops FerretDB, if a test started it, and removes its files: for a
+// TestMain whose tests run through another package's Main (k8stest.Main),
+// after it returns.
+func Stop() {
 	if ferret.stop != nil {
 		ferret.stop()
 		<-ferret.done
@@ -77,7 +85,6 @@ func Main(m *testing.M) {
 	if ferret.dir != "" {
 		os.RemoveAll(ferret.dir)
 	}
-	os.Exit(code)
 }
 
 // NewDB names a fresh database: paddock_test_<pid>_<n>.
