@@ -330,6 +330,11 @@ type KubernetesConfig struct {
 	// HostImage is what the image "host" means on the cluster: a
 	// registry image; "" refuses it.
 	HostImage string
+	// HostImageBinds are directories of the node bound read-only over
+	// HostImage, as the runc driver binds the host's /usr: only for a
+	// cluster whose node is this machine (the tests' one-node cluster),
+	// so no flag sets them.
+	HostImageBinds []runtime.Bind
 	// RuntimeClass of the Pods ("": the cluster's default).
 	RuntimeClass string
 	// RequestFraction makes the Pods' requests this fraction of their
