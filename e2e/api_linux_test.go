@@ -17,8 +17,13 @@ import (
 )
 
 // TestSandboxAPI walks every endpoint with a real sandbox.
-func TestSandboxAPI(t *testing.T) {
-	s := startStack(t, newDataDir(t), stackOptions{})
+func TestSandboxAPI(t *testing.T) { testSandboxAPI(t, stackOptions{}) }
+
+// TestSandboxAPIKubernetes walks them with the sandboxes as Pods.
+func TestSandboxAPIKubernetes(t *testing.T) { testSandboxAPI(t, onKubernetes(t)) }
+
+func testSandboxAPI(t *testing.T, opts stackOptions) {
+	s := startStack(t, newDataDir(t), opts)
 	ctx := ctxFor(t, 3*time.Minute)
 
 	sb := s.create(t, api.CreateSandboxRequest{

@@ -24,6 +24,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/diskimg"
 	"github.com/paddock-dev/paddock/internal/doctor"
 	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/k8stest"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
@@ -39,8 +40,12 @@ import (
 
 func TestMain(m *testing.M) {
 	runc.Init() // the test binary is re-executed as every container's init
-	// Runs the tests and stops the FerretDB the replica test starts.
-	mongotest.Main(m)
+	// Runs the tests and tears down the test cluster if a test on the
+	// kubernetes runtime brought one up; then stops the FerretDB the
+	// replica test starts.
+	code := k8stest.Main(m)
+	mongotest.Stop()
+	os.Exit(code)
 }
 
 var (
@@ -99,6 +104,11 @@ type stackOptions struct {
 	// paddock.localhost, as `paddock serve --tls-dev-ca` does; the stack's
 	// URL is then https and its client trusts the CA.
 	tls bool
+	// runtime, when daemon.RuntimeKubernetes, runs every sandbox of the
+	// stack as a Pod on the test cluster (requireKubernetes), in a
+	// namespace of the test's own, as `paddock serve --runtime kubernetes`
+	// does; "" is this host's drivers (runc, and gVisor where runsc is).
+	runtime string
 }
 
 // testDiskMB is the disk cap of the tests' sandboxes, as `paddock serve
@@ -135,7 +145,15 @@ func newDataDir(t *testing.T) string {
 // sandbox left and shuts the stack down.
 func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	t.Helper()
-	agent := requireSandboxes(t)
+	var agent string
+	var k8s daemon.KubernetesConfig
+	if opts.runtime == daemon.RuntimeKubernetes {
+		// The namespace's cleanup, registered first, runs after the
+		// stack's, which deletes the sandboxes.
+		k8s = requireKubernetes(t).config(t)
+	} else {
+		agent = requireSandboxes(t)
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -151,7 +169,10 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 		// Node and browsers refuse a wildcard right under a top-level name.
 		cfg.Domain, cfg.PublicURL = "paddock.localhost", "https://paddock.localhost:"+portOf(hs.Listener.Addr())
 	}
-	if diskimg.Available() == "" {
+	switch {
+	case opts.runtime == daemon.RuntimeKubernetes:
+		cfg.Runtime, cfg.Kubernetes = daemon.RuntimeKubernetes, k8s
+	case diskimg.Available() == "":
 		// As `paddock serve` runs sandboxes: each with a disk of its own,
 		// small here, made ahead of time.
 		cfg.SandboxDiskMB = testDiskMB
