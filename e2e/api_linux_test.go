@@ -200,8 +200,13 @@ func testSandboxAPI(t *testing.T, opts stackOptions) {
 // TestLargeOutputAndFiles: a 100 MB file round-trips byte-identical with its
 // mode, and 10 MB on stdout and stderr at once arrive complete and in order
 // through the NDJSON log stream.
-func TestLargeOutputAndFiles(t *testing.T) {
-	s := startStack(t, newDataDir(t), stackOptions{})
+func TestLargeOutputAndFiles(t *testing.T) { testLargeOutputAndFiles(t, stackOptions{}) }
+
+// TestLargeOutputAndFilesKubernetes: the same through a Pod's agent.
+func TestLargeOutputAndFilesKubernetes(t *testing.T) { testLargeOutputAndFiles(t, onKubernetes(t)) }
+
+func testLargeOutputAndFiles(t *testing.T, opts stackOptions) {
+	s := startStack(t, newDataDir(t), opts)
 	ctx := ctxFor(t, 3*time.Minute)
 	sb := s.create(t, api.CreateSandboxRequest{Resources: api.Resources{MemoryMB: 512}})
 
@@ -282,8 +287,14 @@ func tarOf(t *testing.T, entries ...tar.Header) []byte {
 
 // TestBadInput sends hostile and malformed requests: each gets a 4xx with a
 // clear code, and nothing changes inside or outside the sandbox.
-func TestBadInput(t *testing.T) {
-	s := startStack(t, newDataDir(t), stackOptions{maxUploadBytes: 1 << 20})
+func TestBadInput(t *testing.T) { testBadInput(t, stackOptions{}) }
+
+// TestBadInputKubernetes: the same with the sandbox a Pod.
+func TestBadInputKubernetes(t *testing.T) { testBadInput(t, onKubernetes(t)) }
+
+func testBadInput(t *testing.T, opts stackOptions) {
+	opts.maxUploadBytes = 1 << 20
+	s := startStack(t, newDataDir(t), opts)
 	ctx := ctxFor(t, 3*time.Minute)
 	sb := s.create(t, api.CreateSandboxRequest{})
 	// A symlink planted by the sandbox itself, pointing at the host's view of nothing.
