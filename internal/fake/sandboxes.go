@@ -472,6 +472,28 @@ type Snapshots struct {
 	snaps map[string]*image.Snapshot
 	seq   int
 	taken []string // sources snapshotted, in order
+	// unsupported, when set, is what Snapshot and CanSnapshot fail with:
+	// a runtime that cannot snapshot.
+	unsupported error
+}
+
+// SetUnsupported makes every snapshot fail with err (nil: succeed again),
+// as on a runtime that cannot snapshot.
+func (f *Snapshots) SetUnsupported(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unsupported = err
+}
+
+// CanSnapshot implements server.Snapshots: the sandbox's error, else what
+// SetUnsupported set.
+func (f *Snapshots) CanSnapshot(ctx context.Context, id string) error {
+	if _, err := f.sbs.Get(ctx, id); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.unsupported
 }
 
 // NewSnapshots returns Snapshots over sbs, holding none; ids start with
@@ -517,6 +539,9 @@ func (f *Snapshots) Snapshot(ctx context.Context, id string) (*image.Snapshot, e
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.unsupported != nil {
+		return nil, f.unsupported
+	}
 	f.seq++
 	now := f.sbs.cfg.Now()
 	s := &image.Snapshot{ID: fmt.Sprintf("%s%d", f.prefix, f.seq), Source: id, TeamID: sb.TeamID, Image: sb.Image,

@@ -57,6 +57,23 @@ func (m *Manager) resolveSnapshot(id string) (*image.Snapshot, *runtime.Rootfs, 
 	return snap, &runtime.Rootfs{Lowers: slices.Clone(snap.Layers), OnHost: snap.OnHost}, nil
 }
 
+// CanSnapshot returns the error Snapshot of id would fail with before it
+// copies anything (no snapshot store here, a runtime that cannot), or nil.
+// For a caller about to stop a sandbox in order to snapshot it, which must
+// not stop it only to learn that the snapshot cannot be taken.
+func (m *Manager) CanSnapshot(id string) error {
+	if _, err := m.snapshots(); err != nil {
+		return err
+	}
+	e, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	sb, _, _ := e.snapshot()
+	_, err = m.snapshotterOf(sb)
+	return err
+}
+
 // Snapshot copies a running or stopped sandbox's changes into a new
 // snapshot stacked on the sandbox's own layers. The sandbox keeps running
 // (frozen for the copy by drivers that can) and keeps its writable layer.

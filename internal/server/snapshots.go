@@ -16,6 +16,9 @@ import (
 // internal/daemon implements it over node and the image store.
 type Snapshots interface {
 	Snapshot(ctx context.Context, id string) (*image.Snapshot, error)
+	// CanSnapshot returns the error Snapshot of id would fail with before
+	// it copies anything (a runtime that cannot snapshot), or nil.
+	CanSnapshot(ctx context.Context, id string) error
 	Fork(ctx context.Context, id string, req sandbox.CreateRequest) (sandbox.Sandbox, error)
 	ListSnapshots() []*image.Snapshot
 	GetSnapshot(id string) (*image.Snapshot, error)

@@ -536,3 +536,36 @@ func TestTextEncoderKeepsRunesWhole(t *testing.T) {
 		t.Errorf("invalid bytes: %+v", lines)
 	}
 }
+
+// TestSnapshotUnsupportedKeepsSession: on a runtime that cannot snapshot,
+// snapshot() is refused before the session stops (it runs on, and the
+// SDK's next command works), and a persistent sandbox's stop still stops
+// it, without a snapshot. Before, the stop came first and the session was
+// lost with the snapshot's 501.
+func TestSnapshotUnsupportedKeepsSession(t *testing.T) {
+	e := newEnv(t)
+	e.snaps.SetUnsupported(sandbox.Errorf(sandbox.ErrUnsupported, "snapshots_unsupported", "runtime \"kubernetes\" cannot snapshot"))
+	out := e.create("nosnap", nil)
+	sid := out["session"].(map[string]any)["id"].(string)
+
+	resp, data := e.do("POST", "/v2/sandboxes/sessions/"+sid+"/snapshot", map[string]any{}, "")
+	if resp.StatusCode != http.StatusNotImplemented {
+		t.Fatalf("snapshot: %d %s, want 501", resp.StatusCode, data)
+	}
+	resp, data = e.do("POST", "/v2/sandboxes/sessions/"+sid+"/cmd", map[string]any{"command": "true"}, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("command after a refused snapshot: %d %s", resp.StatusCode, data)
+	}
+	if n := e.snaps.Count(); n != 0 {
+		t.Errorf("%d snapshots", n)
+	}
+
+	resp, data = e.do("POST", "/v2/sandboxes/sessions/"+sid+"/stop", nil, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("stop: %d %s", resp.StatusCode, data)
+	}
+	stop := decode(t, data)
+	if stop["session"].(map[string]any)["status"] != "stopped" || stop["snapshot"] != nil {
+		t.Errorf("stop answer %s", data)
+	}
+}

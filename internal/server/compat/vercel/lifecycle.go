@@ -393,6 +393,19 @@ func (h *Handler) stop(ctx context.Context, rec *Record, s *SessionRecord, snaps
 	h.setTransient(s.ID, "stopping")
 	defer h.setTransient(s.ID, "")
 	res := stopResult{sid: s.ID, requestedAt: ms(h.now())}
+	if snapshot && s.SnapshotID == "" {
+		if err := h.canSnapshot(ctx, s.ID); err != nil {
+			if method == "manual" {
+				// snapshot() refused before the stop: the session runs on.
+				return res, fmt.Errorf("snapshot session %s: %w", s.ID, err)
+			}
+			// A persistent sandbox on a runtime that cannot snapshot stops
+			// all the same (it must not run on); it resumes from its last
+			// snapshot, if it has one.
+			h.log.Warn("vercel compat: persistent session stops without a snapshot", "sandbox", s.ID, "err", err)
+			snapshot = false
+		}
+	}
 	var before *SessionUsage
 	if st, err := h.sb.Stats(ctx, s.ID); err == nil {
 		before = usageOfStats(st)
@@ -424,6 +437,18 @@ func (h *Handler) stop(ctx context.Context, rec *Record, s *SessionRecord, snaps
 	}
 	res.snap, res.snappedAt = &sr, ms(h.now())
 	return res, nil
+}
+
+// canSnapshot is nil if the session's sandbox can be snapshotted, or the
+// reason it cannot; a sandbox already gone is stop's business.
+func (h *Handler) canSnapshot(ctx context.Context, id string) error {
+	if h.snaps == nil {
+		return errNoSnapshots
+	}
+	if err := h.snaps.CanSnapshot(ctx, id); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 // record saves what a stop did, and keeps its snapshot only if the record
