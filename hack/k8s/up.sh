@@ -11,7 +11,11 @@
 # (internal/k8stest) where everything is; its KUBECONFIG is cluster-admin.
 #
 # Binaries: $PADDOCK_K8S_BIN, else what hack/k8s/build.sh built or cached.
-# etcd, runc and the CNI plugins are Debian's (see .ci/run). Needs root,
+# runc: $PADDOCK_K8S_RUNC, else what hack/k8s/build-runc.sh built or cached
+# (runc >= 1.2: Pods with `hostUsers: false`, the Kubernetes driver's
+# default, need it); PADDOCK_K8S_RUNC=/usr/sbin/runc is Debian's 1.1.5,
+# whose node gives Pods no user namespaces. etcd and the CNI plugins are
+# Debian's (see .ci/run). Needs root,
 # openssl, iproute2 and iptables. Not safe to run twice at once on one
 # machine: the ports, node IP and bridge below are fixed (tests hold
 # /tmp/paddock-root-tests.lock).
@@ -23,6 +27,12 @@ work=${1:-${PADDOCK_K8S_WORK:-}}
 [ -n "$work" ] || work=$(mktemp -d /tmp/paddock-k8s.XXXXXX)
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
+# Traversable by every uid (a temp dir is 0700): in a Pod's user namespace
+# root is an unprivileged host uid, and runc, already inside it, reaches the
+# container's rootfs under WORK/run by path ("remount-propagation ...:
+# permission denied" otherwise). Nothing under WORK is listable by others,
+# and its keys and kubeconfigs are 0600.
+chmod 0711 "$work"
 
 # The cluster's fixed addresses. 10.244/16 and 10.245/16 are clear of the
 # sandboxes' pool (10.213.0.0/16); pods have no default route, so nothing
@@ -47,7 +57,6 @@ fail() { echo "k8s up: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || fail "needs root"
 for c in etcd openssl ip iptables curl; do command -v "$c" >/dev/null || fail "missing $c (see .ci/run for the packages)"; done
-[ -x /usr/sbin/runc ] || fail "missing /usr/sbin/runc (apt-get install runc)"
 [ -x /usr/lib/cni/bridge ] || fail "missing /usr/lib/cni (apt-get install containernetworking-plugins)"
 [ -e "$work/saved" ] && fail "$work already holds a cluster (run down.sh $work first)"
 
@@ -65,6 +74,11 @@ if [ -z "${PADDOCK_K8S_BIN:-}" ]; then
 	PADDOCK_K8S_BIN=$("$here/build.sh" | tail -n 1)
 fi
 bin=$PADDOCK_K8S_BIN
+if [ -z "${PADDOCK_K8S_RUNC:-}" ]; then
+	PADDOCK_K8S_RUNC=$("$here/build-runc.sh" | tail -n 1)
+fi
+runc=$PADDOCK_K8S_RUNC
+[ -x "$runc" ] || fail "missing $runc"
 for b in kube-apiserver kube-controller-manager kube-scheduler kubelet containerd containerd-shim-runc-v2 ctr; do
 	[ -x "$bin/$b" ] || fail "$bin/$b missing"
 done
@@ -151,6 +165,18 @@ kubeconfig "$work/etc/scheduler.kubeconfig" scheduler "$sched_tok"
 step "pki and kubeconfigs"
 
 # --- configs ----------------------------------------------------------------
+# Debian's runc (1.1: no user namespaces for Pods), when there and not the
+# node's own, as a second runtime handler: what the driver does on a node
+# that cannot give Pods user namespaces is tested with a RuntimeClass of it.
+old_runc_handler=
+if [ -x /usr/sbin/runc ] && [ "$(readlink -f /usr/sbin/runc)" != "$(readlink -f "$runc")" ]; then
+	old_runc_handler="    [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.debian-runc]
+      runtime_type = \"io.containerd.runc.v2\"
+      [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.debian-runc.options]
+        BinaryName = \"/usr/sbin/runc\"
+        Root = \"$work/run/debian-runc\"
+        SystemdCgroup = false"
+fi
 cat >"$work/etc/containerd.toml" <<EOF
 version = 3
 root = "$work/state/containerd"
@@ -186,9 +212,12 @@ state = "$work/run/containerd"
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
-        BinaryName = "/usr/sbin/runc"
+        # containerd asks it ("runc features") whether Pods may have user
+        # namespaces, and tells the kubelet.
+        BinaryName = "$runc"
         Root = "$work/run/runc"
         SystemdCgroup = false
+$old_runc_handler
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["/usr/lib/cni"]
     conf_dir = "$work/cni/net.d"
@@ -365,6 +394,7 @@ PADDOCK_K8S_CTR=$bin/ctr
 PADDOCK_K8S_CONTAINERD=$work/run/containerd/containerd.sock
 PADDOCK_K8S_REGISTRY_CONFIG=$work/etc/registry
 PADDOCK_K8S_PAUSE_IMAGE=$PAUSE_IMAGE
+PADDOCK_K8S_RUNC=$runc
 EOF
 up=1
 step "up; $work/cluster.env"
