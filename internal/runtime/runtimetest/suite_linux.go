@@ -55,7 +55,7 @@ func Run(t *testing.T, h Harness) {
 			{"JoinNetwork", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testJoinNetwork(t, h) }},
 			{"SnapshotRoundTrip", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testSnapshotRoundTrip(t, h) }},
 			{"Escape", testEscape},
-			{"UserNamespace", testUserNamespace},
+			{"UserNamespace", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testUserNamespace(t, h) }},
 			{"UserNamespaceLimits", testUserNamespaceLimits},
 			{"DiskCap", testDiskCap},
 		} {

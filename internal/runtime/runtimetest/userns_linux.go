@@ -28,23 +28,31 @@ type hostIDs struct {
 	uid, base, size uint64
 }
 
-// agentHostIDs reads the sandbox's agent's credentials on the host:
-// /proc/<pid>/status (Uid: real effective saved fs) and uid_map.
-func agentHostIDs(t *testing.T, d runtime.Driver, id string) hostIDs {
+// agentHostPID is the host pid of the sandbox's agent: List's, or the
+// harness's HostPID for a driver whose List has none of this host's.
+func agentHostPID(t *testing.T, h Harness, d runtime.Driver, id string) int {
 	t.Helper()
+	if h.HostPID != nil {
+		return h.HostPID(t, id)
+	}
 	list, err := d.List(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := 0
 	for _, info := range list {
-		if info.ID == id {
-			pid = info.PID
+		if info.ID == id && info.PID != 0 {
+			return info.PID
 		}
 	}
-	if pid == 0 {
-		t.Fatalf("sandbox %s has no running agent in List: %+v", id, list)
-	}
+	t.Fatalf("sandbox %s has no running agent in List: %+v", id, list)
+	return 0
+}
+
+// agentHostIDs reads the sandbox's agent's credentials on the host:
+// /proc/<pid>/status (Uid: real effective saved fs) and uid_map.
+func agentHostIDs(t *testing.T, h Harness, d runtime.Driver, id string) hostIDs {
+	t.Helper()
+	pid := agentHostPID(t, h, d, id)
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
@@ -81,8 +89,8 @@ func agentHostIDs(t *testing.T, d runtime.Driver, id string) hostIDs {
 
 // testUserNamespace: root in a sandbox is an unprivileged host uid, the
 // first of a range of the sandbox's own, disjoint from another sandbox's.
-func testUserNamespace(t *testing.T, nd func(*testing.T) runtime.Driver) {
-	d := nd(t)
+func testUserNamespace(t *testing.T, h Harness) {
+	d := h.NewDriver(t)
 	needUserNS(t, d)
 	a := createBox(t, d, "userns-a", defaultRes)
 	b := createBox(t, d, "userns-b", defaultRes)
@@ -92,7 +100,7 @@ func testUserNamespace(t *testing.T, nd func(*testing.T) runtime.Driver) {
 			t.Errorf("%s: sudo id -u, id -g = %q, want 0 0", bx.id, r.Stdout)
 		}
 	}
-	ha, hb := agentHostIDs(t, d, a.id), agentHostIDs(t, d, b.id)
+	ha, hb := agentHostIDs(t, h, d, a.id), agentHostIDs(t, h, d, b.id)
 	for _, h := range []hostIDs{ha, hb} {
 		if h.uid == 0 {
 			t.Fatalf("the agent (root inside) is host root: %+v", h)

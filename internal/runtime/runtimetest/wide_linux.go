@@ -45,6 +45,11 @@ type Harness struct {
 	// the sandbox sees there. The Volume case then checks the property
 	// nodev guards (no host device through a volume) and not the option.
 	EmulatedDevices string
+	// HostPID, for a driver whose List reports no pid of this host
+	// (Kubernetes: the agent's inside its Pod, on a node that is this
+	// host in tests), is the host pid of a running sandbox's agent, for
+	// the cases that look at its ids from the host side.
+	HostPID func(t *testing.T, id string) int
 	// Known names the cases (as Run names them: "Volume", "Escape") a driver
 	// under construction is known to fail, each with the reason; they are
 	// skipped with it, so the rest keeps guarding the driver. Every
