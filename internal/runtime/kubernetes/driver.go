@@ -90,6 +90,15 @@ type Config struct {
 	// others' as orphans. A valid label value. "": every paddock sandbox
 	// in Namespace is this driver's.
 	Owner string
+	// HostUsers runs the Pods in their node's user namespace
+	// (`hostUsers: true`), for nodes whose runtime cannot give each Pod
+	// one of its own (runc < 1.2, a kernel or filesystem without idmapped
+	// mounts). By default (false) every Pod has a user namespace: root
+	// and the sandbox's user inside are unprivileged host uids of a range
+	// the kubelet gives that Pod alone. (Per-user counts the kernel also
+	// charges to a namespace's owner, such as inotify instances, stay
+	// shared: the runtime makes every Pod's namespace as root.)
+	HostUsers bool
 	// StartTimeout bounds a Pod's scheduling, pull and start in Create
 	// beyond the caller's context; default 2 minutes.
 	StartTimeout time.Duration
@@ -156,10 +165,10 @@ func New(cfg Config) (*Driver, error) {
 }
 
 // Capabilities: the agent's seccomp filter confines every command (and the
-// Pod runs under the runtime's default profile besides); no snapshots, no
-// user namespace, no disk cap yet.
+// Pod runs under the runtime's default profile besides); a user namespace
+// unless Config.HostUsers; no snapshots, no disk cap yet.
 func (d *Driver) Capabilities() runtime.Capabilities {
-	return runtime.Capabilities{Name: "kubernetes", CgroupVersion: d.cfg.CgroupVersion, Seccomp: true}
+	return runtime.Capabilities{Name: "kubernetes", CgroupVersion: d.cfg.CgroupVersion, Seccomp: true, UserNS: !d.cfg.HostUsers}
 }
 
 // podName is the name of a sandbox's objects. Sandbox ids may end in "-",
@@ -422,6 +431,12 @@ func (d *Driver) pod(spec runtime.Spec, ref string, binds []runtime.Bind, res sa
 		rc := d.cfg.RuntimeClass
 		p.Spec.RuntimeClassName = &rc
 	}
+	if !d.cfg.HostUsers {
+		// The kubelet maps the Pod's ids to a range of its own and every
+		// volume through idmapped mounts, so files keep the ids the Pod
+		// sees on disk (the emptyDirs the init container fills included).
+		p.Spec.HostUsers = &no
+	}
 	return p
 }
 
@@ -442,7 +457,7 @@ func (d *Driver) waitRunning(ctx context.Context, pod *corev1.Pod) (*corev1.Pod,
 			}
 			return nil, apiErr(err)
 		}
-		p, err := d.watchStarted(ctx, w)
+		p, err := d.watchStarted(ctx, pod, w)
 		w.Stop()
 		if p != nil || err != nil {
 			return p, err
@@ -458,11 +473,19 @@ func (d *Driver) waitRunning(ctx context.Context, pod *corev1.Pod) (*corev1.Pod,
 	}
 }
 
-func (d *Driver) watchStarted(ctx context.Context, w watch.Interface) (*corev1.Pod, error) {
+func (d *Driver) watchStarted(ctx context.Context, pod *corev1.Pod, w watch.Interface) (*corev1.Pod, error) {
+	// A refusal of the kubelet's shows in events only, not in the Pod's
+	// status, which stays Pending: look for it now and then.
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, nil
+		case <-tick.C:
+			if err := d.userNSRefused(ctx, pod); err != nil {
+				return nil, err
+			}
 		case ev, ok := <-w.ResultChan():
 			if !ok {
 				return nil, nil
@@ -477,11 +500,38 @@ func (d *Driver) watchStarted(ctx context.Context, w watch.Interface) (*corev1.P
 			if !ok {
 				continue
 			}
+			pod = p
 			if done, err := podStarted(p); done || err != nil {
 				return p, err
 			}
 		}
 	}
+}
+
+// userNSRefused is a clear error if the kubelet refused the Pod a user
+// namespace (`hostUsers: false` on a node whose runtime has none, runc
+// before 1.2): it retries forever, so the Pod would only time out. Other
+// sandbox failures may pass (a network plugin starting), and a namespace
+// whose events paddock may not read is not an error.
+func (d *Driver) userNSRefused(ctx context.Context, pod *corev1.Pod) error {
+	if d.cfg.HostUsers {
+		return nil
+	}
+	sel := fields.Set{"involvedObject.uid": string(pod.UID), "reason": "FailedCreatePodSandBox"}.AsSelector().String()
+	events, err := d.cfg.Client.CoreV1().Events(d.cfg.Namespace).List(ctx, metav1.ListOptions{FieldSelector: sel})
+	if err != nil {
+		d.log.Debug("read the pod's events", "pod", pod.Name, "err", err)
+		return nil
+	}
+	for _, e := range events.Items {
+		if strings.Contains(e.Message, "hostUsers") {
+			return sandbox.Errorf(sandbox.ErrUnavailable, "no_user_namespace",
+				"its node %s cannot give the Pod a user namespace (%s): the node needs runc >= 1.2 under its container runtime and a kernel with idmapped mounts, "+
+					"or paddock serve --k8s-host-users runs Pods in the node's user namespace (root in a sandbox is then root on the node)",
+				pod.Spec.NodeName, strings.TrimPrefix(e.Message, "Failed to create pod sandbox: "))
+		}
+	}
+	return nil
 }
 
 func startTimeout(ctx context.Context, pod *corev1.Pod) error {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -106,15 +107,148 @@ func TestConformance(t *testing.T) {
 			imagetest.Push(t, ref, imagetest.Image(t, nil, "/", layers...))
 			return &runtime.Rootfs{Ref: ref}
 		},
+		HostPID: func(t *testing.T, id string) int { return e.hostPID(t, id, "sandbox", true) },
 		Known: map[string]string{
 			"Network": "a Pod has the cluster's network (eth0), not loopback alone; its egress is a NetworkPolicy",
 			"ForkBomb": "the Pod API has no per-Pod pid limit (the kubelet's podPidsLimit is one value for every Pod of a node, " +
 				"and the sandbox's cgroup is read-only inside it)",
-			"Escape": "user/peruid-inotify escapes: without a user namespace the default user is host uid 1000 in every Pod, " +
-				"so per-uid kernel limits are shared between sandboxes (hostUsers: false needs runc >= 1.2 on the node; this one has 1.1); " +
-				"the battery's other 117 checks do not escape (105 blocked, 12 skipped on 2026-12-06)",
+			// With hostUsers: false each Pod has a range of its own (the
+			// UserNamespace case and TestUserNamespace pass), but the
+			// kernel charges per-user counts to the user inside and to the
+			// namespace's owner outside, and the runtime (runc, as root)
+			// owns every Pod's namespace: all Pods draw on host root's one
+			// count. The runc driver makes each namespace owned by its
+			// range's first uid instead (internal/userns.NS).
+			"Escape": "user/peruid-inotify escapes: a Pod's user namespace is owned by root (runc makes it), and the kernel charges " +
+				"inotify instances to the owner too, so a peer Pod's count against this one at host root's max_user_instances; " +
+				"the battery's other 117 checks do not escape (105 blocked, 12 skipped on 2026-12-07)",
+			"UserNamespaceLimits": "per-uid limits are shared through the namespaces' one owner, host root (see Escape)",
 		},
 	})
+}
+
+// hostPID finds, on this host (the test cluster's node), a process of
+// sandbox id's Pod's container: its agent (pid 1 inside) if agent, else
+// the first other one. 0 if there is none (yet).
+func (e *env) hostPID(t *testing.T, id, container string, agent bool) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Every test's driver has a namespace of its own: look in all.
+	pods, err := e.c.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: labelPod + "=" + podName(id)})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("the Pod of %s: %d found, %v", id, len(pods.Items), err)
+	}
+	cid := ""
+	for _, cs := range pods.Items[0].Status.ContainerStatuses {
+		if cs.Name == container {
+			_, cid, _ = strings.Cut(cs.ContainerID, "://")
+		}
+	}
+	if cid == "" {
+		t.Fatalf("the Pod of %s has no container %s: %+v", id, container, pods.Items[0].Status.ContainerStatuses)
+	}
+	// The container's processes are those in its cgroup, named by its id
+	// whatever the kubelet's cgroup driver and QoS class.
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		cg, err := os.ReadFile("/proc/" + p.Name() + "/cgroup")
+		if err != nil || !strings.Contains(string(cg), cid) {
+			continue
+		}
+		status, err := os.ReadFile("/proc/" + p.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+				f := strings.Fields(v)
+				if isInit := len(f) > 1 && f[len(f)-1] == "1"; isInit == agent {
+					return pid
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// hostUID is pid's real uid on the host and the first host uid of its
+// user namespace's mapping of uid 0.
+func hostUID(t *testing.T, pid int) (uid, base uint64) {
+	t.Helper()
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				uid, _ = strconv.ParseUint(f[0], 10, 32)
+			}
+		}
+	}
+	m, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/uid_map")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(string(m)); len(f) == 3 && f[0] == "0" {
+		base, _ = strconv.ParseUint(f[1], 10, 32)
+	} else {
+		t.Fatalf("uid_map of %d: %q, want one range from 0", pid, m)
+	}
+	return uid, base
+}
+
+// TestUserNamespace: each Pod has a user namespace of its own (the
+// default, Config.HostUsers false): the sandbox's user, uid 1000 in both
+// of two Pods, is a different unprivileged host uid in each, and what the
+// init container wrote into the agent's emptyDir is root's inside.
+func TestUserNamespace(t *testing.T) {
+	e := testEnv(t)
+	d := e.newDriver(t)
+	if !d.Capabilities().UserNS {
+		t.Fatal("Capabilities().UserNS is false by default")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	uids := map[uint64]string{}
+	for _, id := range []string{"k8s-userns-a", "k8s-userns-b"} {
+		c, err := d.Create(ctx, runtime.Spec{ID: id, Image: sandbox.HostImage, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 128, PIDs: 64}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		t.Cleanup(func() { d.Destroy(context.Background(), id) })
+		if got := sh(t, c, "id -u; stat -c %u:%g "+agentDir+"/agent", false); got != "1000\n0:0\n" {
+			t.Errorf("%s: id and the agent's owner: %q, want 1000 and 0:0", id, got)
+		}
+		if _, err := c.Start(ctx, agent.CommandRequest{Cmd: "sleep", Args: []string{"300"}}); err != nil {
+			t.Fatal(err)
+		}
+		pid := 0
+		for deadline := time.Now().Add(10 * time.Second); pid == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			pid = e.hostPID(t, id, "sandbox", false)
+		}
+		if pid == 0 {
+			t.Fatalf("%s: no process of the user's found on the host", id)
+		}
+		uid, base := hostUID(t, pid)
+		t.Logf("%s: uid 1000 inside is host uid %d (uid_map: 0 -> %d)", id, uid, base)
+		if uid == 1000 || uid != base+1000 || base == 0 {
+			t.Errorf("%s: uid 1000 inside is host uid %d, its range starts at %d: want base+1000 of a range not from 0", id, uid, base)
+		}
+		if other, ok := uids[uid]; ok {
+			t.Errorf("%s and %s: uid 1000 is host uid %d in both", other, id, uid)
+		}
+		uids[uid] = id
+	}
 }
 
 // sh runs script in the sandbox and returns its stdout; it fails t unless
@@ -156,6 +290,74 @@ func sh(t *testing.T, c *agent.Client, script string, sudo bool) string {
 		t.Fatalf("%q: %s %v\nstdout: %s\nstderr: %s", script, done.Status, done.ExitCode, stdout.String(), stderr.String())
 	}
 	return stdout.String()
+}
+
+// TestNoUserNamespaceNode: on a node whose runtime cannot give a Pod a
+// user namespace (the test cluster's handler debian-runc: Debian's runc
+// 1.1), Create fails within seconds with no_user_namespace and the way
+// out, not at the start timeout, and leaves nothing; with Config.HostUsers
+// the sandbox runs there.
+func TestNoUserNamespaceNode(t *testing.T) {
+	e := testEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	node, err := e.c.Client.CoreV1().Nodes().Get(ctx, e.c.Node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler := ""
+	for _, h := range node.Status.RuntimeHandlers {
+		if f := h.Features; h.Name != "" && f != nil && f.UserNamespaces != nil && !*f.UserNamespaces {
+			handler = h.Name
+		}
+	}
+	if handler == "" {
+		t.Skipf("no runtime handler of node %s lacks user namespaces (up.sh adds debian-runc when Debian's runc is installed): %+v",
+			e.c.Node, node.Status.RuntimeHandlers)
+	}
+	rc, err := e.c.Client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "paddock-test-"}, Handler: handler}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.c.Client.NodeV1().RuntimeClasses().Delete(context.Background(), rc.Name, metav1.DeleteOptions{})
+	})
+	cfg := e.newDriver(t).cfg
+	cfg.RuntimeClass = rc.Name
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := runtime.Spec{ID: "k8s-no-userns", Image: sandbox.HostImage, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 128, PIDs: 64}}
+	start := time.Now()
+	_, err = d.Create(ctx, spec)
+	t.Logf("create failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	if !errors.Is(err, sandbox.ErrUnavailable) || sandbox.CodeOf(err) != "no_user_namespace" || !strings.Contains(err.Error(), "--k8s-host-users") {
+		d.Destroy(ctx, spec.ID)
+		t.Fatalf("Create = %v, want ErrUnavailable no_user_namespace naming --k8s-host-users", err)
+	}
+	if time.Since(start) > 30*time.Second {
+		t.Errorf("the refusal took %v to be reported", time.Since(start))
+	}
+	if list, err := d.List(ctx); err != nil || len(list) != 0 {
+		t.Errorf("after the failed create: List = %+v, %v", list, err)
+	}
+
+	cfg.HostUsers = true
+	shared, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := shared.Create(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	t.Cleanup(func() { shared.Destroy(context.Background(), spec.ID) })
+	if got := sh(t, c, "id -u", false); got != "1000\n" {
+		t.Errorf("id -u in the node's user namespace: %q", got)
+	}
 }
 
 // TestSandboxPod: a sandbox is a Pod whose agent, reached at the Pod IP,

@@ -111,6 +111,13 @@ func TestPodSpec(t *testing.T) {
 	if len(c.EnvFrom) > 0 {
 		t.Errorf("env from %+v", c.EnvFrom)
 	}
+	if ps.HostUsers == nil || *ps.HostUsers || !d.Capabilities().UserNS {
+		t.Errorf("hostUsers %v, Capabilities().UserNS %v: want a user namespace by default", ps.HostUsers, d.Capabilities().UserNS)
+	}
+	shared := testDriver(t, func(c *Config) { c.HostUsers = true })
+	if p := shared.pod(spec, "img:1", nil, spec.Resources); p.Spec.HostUsers != nil || shared.Capabilities().UserNS {
+		t.Errorf("Config.HostUsers: hostUsers %v, Capabilities().UserNS %v: want the node's", p.Spec.HostUsers, shared.Capabilities().UserNS)
+	}
 }
 
 func TestNetworkPolicy(t *testing.T) {
