@@ -355,9 +355,10 @@ func TestRenderKubernetesRuntime(t *testing.T) {
 		absent string
 	}{
 		{name: "defaults", want: []string{"--runtime=kubernetes", "--k8s-agent-image=paddock:", "--k8s-request-fraction=1", "--k8s-pull-policy=IfNotPresent"}, absent: "--k8s-host-image"},
+		{name: "user namespaces by default", absent: "--k8s-host-users"},
 		{name: "every value", values: map[string]any{"image": map[string]any{"repository": "r.example/paddock", "tag": "v1"},
-			"kubernetes": map[string]any{"hostImage": "r.example/debian:12", "runtimeClass": "gvisor", "requestFraction": 0.25}},
-			want: []string{"--k8s-agent-image=r.example/paddock:v1", "--k8s-host-image=r.example/debian:12", "--k8s-runtime-class=gvisor", "--k8s-request-fraction=0.25"}},
+			"kubernetes": map[string]any{"hostImage": "r.example/debian:12", "runtimeClass": "gvisor", "requestFraction": 0.25, "hostUsers": true}},
+			want: []string{"--k8s-agent-image=r.example/paddock:v1", "--k8s-host-image=r.example/debian:12", "--k8s-runtime-class=gvisor", "--k8s-request-fraction=0.25", "--k8s-host-users"}},
 		{name: "off", values: map[string]any{"kubernetes": map[string]any{"enabled": false}}, absent: "--runtime"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -154,6 +154,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&k.RuntimeClass, "k8s-runtime-class", "", "with --runtime kubernetes: the sandbox Pods' RuntimeClass (gvisor, kata...; default: the cluster's)")
 	fs.Float64Var(&k.RequestFraction, "k8s-request-fraction", 1, "with --runtime kubernetes: the Pods' resource requests as a fraction of their limits, in (0, 1] (1: Guaranteed Pods)")
 	fs.StringVar(&k.PullPolicy, "k8s-pull-policy", "IfNotPresent", "with --runtime kubernetes: the sandbox images' pull policy: Always, IfNotPresent or Never")
+	fs.BoolVar(&k.HostUsers, "k8s-host-users", false, "with --runtime kubernetes: run the Pods in their node's user namespace (hostUsers: true), for nodes that cannot give each Pod its own (runc < 1.2): weaker, sandboxes then share per-uid kernel limits")
 	fs.BoolVar(&c.NoUserNS, "no-userns", false, "run sandboxes without user namespaces: weaker, root in a sandbox is root on the host (for kernels without idmapped mounts; see paddock doctor)")
 	userNSBase := fs.Uint("userns-base", uint(runc.DefaultIDBase), "first host uid/gid of the sandboxes' id ranges (65536 ids each, one range per sandbox)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "serve HTTPS with this PEM certificate chain (a wildcard *.<domain> covers port hosts); with --tls-key")

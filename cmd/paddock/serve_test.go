@@ -86,15 +86,17 @@ func TestServeMongoURIFromEnv(t *testing.T) {
 func TestServeKubernetesFlags(t *testing.T) {
 	t.Setenv(envSandboxNamespace, "from-env")
 	for _, tc := range []struct {
-		name string
-		args []string
-		ok   bool
-		ns   string
+		name      string
+		args      []string
+		ok        bool
+		ns        string
+		hostUsers bool
 	}{
-		{"namespace from the environment", []string{"--k8s-agent-image", "r/paddock:1"}, true, "from-env"},
-		{"the flag wins", []string{"--k8s-agent-image", "r/paddock:1", "--k8s-namespace", "sbx"}, true, "sbx"},
-		{"no agent image", nil, false, ""},
-		{"request fraction above 1", []string{"--k8s-agent-image", "a", "--k8s-request-fraction", "1.5"}, false, ""},
+		{"namespace from the environment", []string{"--k8s-agent-image", "r/paddock:1"}, true, "from-env", false},
+		{"the flag wins", []string{"--k8s-agent-image", "r/paddock:1", "--k8s-namespace", "sbx"}, true, "sbx", false},
+		{"no agent image", nil, false, "", false},
+		{"request fraction above 1", []string{"--k8s-agent-image", "a", "--k8s-request-fraction", "1.5"}, false, "", false},
+		{"the node's user namespace", []string{"--k8s-agent-image", "a", "--k8s-host-users"}, true, "from-env", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"--data-dir", t.TempDir(), "--runtime", "kubernetes"}, tc.args...)
@@ -102,7 +104,8 @@ func TestServeKubernetesFlags(t *testing.T) {
 			if (err == nil) != tc.ok {
 				t.Fatalf("parse = %v, want ok=%v", err, tc.ok)
 			}
-			if tc.ok && (f.cfg.Kubernetes.Namespace != tc.ns || f.cfg.Kubernetes.RequestFraction != 1 || f.cfg.Kubernetes.PullPolicy != "IfNotPresent") {
+			if tc.ok && (f.cfg.Kubernetes.Namespace != tc.ns || f.cfg.Kubernetes.RequestFraction != 1 || f.cfg.Kubernetes.PullPolicy != "IfNotPresent" ||
+				f.cfg.Kubernetes.HostUsers != tc.hostUsers) {
 				t.Errorf("kubernetes config %+v, want namespace %q and the defaults", f.cfg.Kubernetes, tc.ns)
 			}
 		})

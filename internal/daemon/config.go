@@ -342,6 +342,10 @@ type KubernetesConfig struct {
 	RequestFraction float64
 	// PullPolicy of the sandboxes' images ("": IfNotPresent).
 	PullPolicy string
+	// HostUsers runs the Pods in their node's user namespace, for nodes
+	// that cannot give each one its own (runc < 1.2); default false:
+	// every Pod has a user namespace.
+	HostUsers bool
 }
 
 // DefaultHistoryRetention is Config.HistoryRetention's default.
