@@ -209,6 +209,8 @@ type Store interface {
 	Webhooks
 	// Leases for work that runs once among replicas (lease.go).
 	Leases
+	// The replica directory: where each replica is reached (replica.go).
+	Replicas
 }
 
 // TimePrecision is the resolution at which every store keeps times.
@@ -555,7 +557,7 @@ type E2BSandboxFilter struct {
 // NotFound is the error every implementation returns for a missing record;
 // what is "team", "user", "token", "project", "activation", "sandbox",
 // "command", "budget", "vercel_sandbox", "vercel_snapshot", "admission",
-// "admission_hold", "e2b_sandbox" or "lease".
+// "admission_hold", "e2b_sandbox", "lease" or "replica".
 func NotFound(what, id string) error {
 	if id == "" {
 		return sandbox.Errorf(sandbox.ErrNotFound, what+"_not_found", "%s not found", what)

@@ -70,7 +70,7 @@ type Store struct {
 	usageRollups, budgets                       *mgo.Collection
 	e2bSandboxes                                *mgo.Collection
 	webhooks, deliveries                        *mgo.Collection
-	leases                                      *mgo.Collection
+	leases, replicas                            *mgo.Collection
 
 	// seq is the largest event Seq this store knows to be taken: the next
 	// append tries seq+1 (see AppendEvent).
@@ -107,7 +107,7 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 		usageRollups: db.Collection("usage_rollups"), budgets: db.Collection("budgets"),
 		e2bSandboxes: db.Collection("e2b_sandboxes"),
 		webhooks:     db.Collection("webhooks"), deliveries: db.Collection("webhook_deliveries"),
-		leases: db.Collection("leases"),
+		leases: db.Collection("leases"), replicas: db.Collection("replicas"),
 	}
 	if err := s.createIndexes(ctx); err != nil {
 		client.Disconnect(context.Background())

@@ -320,4 +320,12 @@ CREATE TABLE leases (
 );
 ALTER TABLE activations ADD COLUMN replica TEXT NOT NULL DEFAULT '';
 `,
+	// 12: the replica directory (where each replica is reached).
+	`
+CREATE TABLE replicas (
+	name       TEXT PRIMARY KEY,
+	url        TEXT NOT NULL,
+	updated_at INTEGER
+);
+`,
 }

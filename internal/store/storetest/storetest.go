@@ -72,6 +72,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 	tests = append(tests, e2bCases...)
 	tests = append(tests, webhookCases...)
 	tests = append(tests, leaseCases...)
+	tests = append(tests, replicaCases...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
