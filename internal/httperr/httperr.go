@@ -138,10 +138,14 @@ func Write(w http.ResponseWriter, err error) int { return WriteMaxRetry(w, err, 
 func WriteMaxRetry(w http.ResponseWriter, err error, maxRetry time.Duration) int {
 	status, code := Status(err)
 	h := w.Header()
-	switch status {
-	case http.StatusTooManyRequests:
+	var r Retrier
+	switch {
+	case status == http.StatusTooManyRequests,
+		// Unavailable for a while, such as a sandbox whose replica is
+		// gone: the error says when to look again.
+		status == http.StatusServiceUnavailable && errors.As(err, &r):
 		h.Set("Retry-After", strconv.Itoa(RetryAfterSeconds(err, maxRetry)))
-	case http.StatusUnauthorized:
+	case status == http.StatusUnauthorized:
 		h.Set("WWW-Authenticate", `Bearer realm="paddock"`)
 	}
 	h.Set("Cache-Control", "no-store")

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Error kinds. Every error that reaches the API wraps one of them; the server
@@ -50,3 +51,40 @@ func CodeOf(err error) string {
 	}
 	return ""
 }
+
+// ElsewhereError says that a sandbox is not this replica's but another's,
+// among replicas sharing one store: the HTTP surfaces forward the request
+// to URL (see httperr.Forward). Where a request cannot be forwarded, or the
+// owner is gone (URL ""), it is ErrUnavailable
+// "sandbox_replica_unavailable": the sandbox exists, and may be served
+// again once its replica is back or another takes it over.
+type ElsewhereError struct {
+	ID      string // the sandbox
+	TeamID  string // its team: a surface answers another team's "not found" without asking the owner
+	Replica string // the replica that runs it (its node name)
+	// URL is where Replica serves, "" when it is gone: its liveness lease
+	// lapsed, or it never advertised a URL.
+	URL string
+}
+
+// ElsewhereRetry is how long a client is told to wait before asking again
+// for a sandbox whose replica cannot be reached.
+const ElsewhereRetry = 2 * time.Second
+
+func (e *ElsewhereError) Error() string {
+	if e.URL == "" {
+		return fmt.Sprintf("sandbox %s is served by replica %s, which is not reachable now; try again later", e.ID, e.Replica)
+	}
+	return fmt.Sprintf("sandbox %s is served by replica %s (%s)", e.ID, e.Replica, e.URL)
+}
+
+// Unwrap gives the error's kind and code, for a surface that does not
+// forward. Its message leaves out the URL: a replica's address is not the
+// client's business.
+func (e *ElsewhereError) Unwrap() error {
+	return &Error{Kind: ErrUnavailable, Code: "sandbox_replica_unavailable",
+		Message: fmt.Sprintf("sandbox %s is served by replica %s, which cannot take this request now; try again later", e.ID, e.Replica)}
+}
+
+// RetryAfter is when to try again (httperr's Retrier).
+func (e *ElsewhereError) RetryAfter() time.Duration { return ElsewhereRetry }

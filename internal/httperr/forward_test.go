@@ -1,0 +1,96 @@
+package httperr
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/paddock-dev/paddock/api"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// TestForward holds the forward decision: a request goes to the replica
+// that runs its sandbox only whole (body unread), once (no hop header),
+// and only to a live replica; otherwise the client is told to come back
+// (503 with Retry-After), not that the sandbox does not exist.
+func TestForward(t *testing.T) {
+	// The owner echoes what it got.
+	owner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Got", fmt.Sprintf("%s %s %s by=%s auth=%s body=%s", r.Method, r.Host, r.URL.RequestURI(),
+			r.Header.Get(ForwardedBy), r.Header.Get("Authorization"), body))
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	t.Cleanup(owner.Close)
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close()
+
+	tests := []struct {
+		name     string
+		url      string // the owner's; "" = gone
+		read     bool   // the handler reads the body before it fails
+		hop      string // the request's ForwardedBy
+		bare     bool   // served without Forwarding
+		status   int
+		code     string // of an error answer
+		got      string // what the owner saw
+		retrying bool   // Retry-After set
+	}{
+		{name: "forwarded whole", url: owner.URL, status: http.StatusTeapot,
+			got: "POST 3000-sb1.example.test /api/v1/sandboxes/sb1/files?path=%2Fa%20b by=node-b auth=Bearer tok body=payload"},
+		{name: "body already read", url: owner.URL, read: true, status: 503, code: "sandbox_replica_unavailable", retrying: true},
+		{name: "forwarded already", url: owner.URL, hop: "node-c", status: 503, code: "sandbox_replica_loop", retrying: true},
+		{name: "owner gone", status: 503, code: "sandbox_replica_unavailable", retrying: true},
+		{name: "owner unreachable", url: deadURL, status: 503, code: "sandbox_replica_unavailable", retrying: true},
+		{name: "not through Forwarding", url: owner.URL, bare: true, status: 503, code: "sandbox_replica_unavailable", retrying: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.read {
+					_, _ = io.ReadAll(r.Body)
+				}
+				err := fmt.Errorf("get sandbox: %w", &sandbox.ElsewhereError{ID: "sb1", Replica: "node-a", URL: tc.url})
+				if ok, err := Forward(w, r, err); !ok {
+					Write(w, err)
+				}
+			})
+			// A prefix stripped on the way in must not change what goes on.
+			h = http.StripPrefix("/api", h)
+			if !tc.bare {
+				h = Forwarding("node-b", slog.New(slog.DiscardHandler), h)
+			}
+			req := httptest.NewRequest("POST", "http://3000-sb1.example.test/api/v1/sandboxes/sb1/files?path=%2Fa%20b", strings.NewReader("payload"))
+			req.Header.Set("Authorization", "Bearer tok")
+			if tc.hop != "" {
+				req.Header.Set(ForwardedBy, tc.hop)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+			if got := rec.Header().Get("X-Got"); got != tc.got {
+				t.Errorf("the owner got %q, want %q", got, tc.got)
+			}
+			if tc.code != "" {
+				var e api.Error
+				if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error.Code != tc.code {
+					t.Errorf("answer %s (%v), want code %s", rec.Body, err, tc.code)
+				}
+				if strings.Contains(rec.Body.String(), "127.0.0.1") {
+					t.Errorf("the answer tells a replica's address: %s", rec.Body)
+				}
+			}
+			if got := rec.Header().Get("Retry-After") != ""; got != tc.retrying {
+				t.Errorf("Retry-After %q, want set %v", rec.Header().Get("Retry-After"), tc.retrying)
+			}
+		})
+	}
+}
