@@ -168,8 +168,8 @@ func (s serverSnapshots) Fork(ctx context.Context, id string, req sandbox.Create
 
 // ListSnapshots implements server.Snapshots.
 // CanSnapshot implements server.Snapshots.
-func (s serverSnapshots) CanSnapshot(_ context.Context, id string) error {
-	return s.node.CanSnapshot(id)
+func (s serverSnapshots) CanSnapshot(ctx context.Context, id string) error {
+	return s.node.CanSnapshot(ctx, id)
 }
 
 func (s serverSnapshots) ListSnapshots() []*image.Snapshot { return s.store.Snapshots() }

@@ -87,6 +87,10 @@ type Config struct {
 	// Observer hears lifecycle events and create timings (see
 	// observe.go); nil hears nothing.
 	Observer Observer
+	// Peers knows the sandboxes of the other replicas that share Records
+	// (see peers.go); nil: this node is alone, and an id it does not have
+	// is not found.
+	Peers Peers
 }
 
 // Images is what the node needs from the image store; *image.Store

@@ -29,7 +29,7 @@ func (m *Manager) Exec(ctx context.Context, id string, req sandbox.ExecRequest) 
 	if err := req.Validate(); err != nil {
 		return agent.Command{}, err
 	}
-	e, err := m.lookup(id)
+	e, err := m.lookup(ctx, id)
 	if err != nil {
 		return agent.Command{}, err
 	}

@@ -94,7 +94,7 @@ func (m *Manager) teardownNetwork(ctx context.Context, id string) {
 
 // AddPorts declares more ports of a running sandbox for the proxy.
 func (m *Manager) AddPorts(ctx context.Context, id string, ports []sandbox.Port) (sandbox.Sandbox, error) {
-	e, sb, unlock, err := m.lockRunning(id)
+	e, sb, unlock, err := m.lockRunning(ctx, id)
 	if err != nil {
 		return sb, err
 	}
@@ -116,7 +116,7 @@ func (m *Manager) UpdateNetworkPolicy(ctx context.Context, id string, policy san
 	if err := netns.Policy(policy).Validate(); err != nil {
 		return sandbox.Sandbox{}, err
 	}
-	e, sb, unlock, err := m.lockRunning(id)
+	e, sb, unlock, err := m.lockRunning(ctx, id)
 	if err != nil {
 		return sb, err
 	}

@@ -480,7 +480,7 @@ func (m *Manager) unboot(ctx context.Context, drv runtime.Driver, id string, cli
 
 // Get returns a copy of one sandbox's record.
 func (m *Manager) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
-	e, err := m.lookup(id)
+	e, err := m.lookup(ctx, id)
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
@@ -517,22 +517,41 @@ func (m *Manager) List(ctx context.Context, opts sandbox.ListOptions) ([]sandbox
 		after = &c
 	}
 
+	// The other replicas' sandboxes, then this node's: one filter, one
+	// order, one cursor over both.
+	peers, err := m.peerSandboxes(ctx)
+	if err != nil {
+		return nil, "", err
+	}
 	m.mu.Lock()
 	ents := slices.Collect(maps.Values(m.entries))
 	m.mu.Unlock()
 
-	all := make([]sandbox.Sandbox, 0, len(ents))
-	for _, e := range ents {
-		sb, _, gone := e.snapshot()
+	all := make([]sandbox.Sandbox, 0, len(ents)+len(peers))
+	keep := func(sb sandbox.Sandbox) {
 		// An idle pool sandbox is no team's and in no list (see warm.go).
-		if gone || sb.Pool != "" || (opts.State != "" && sb.State != opts.State) || (opts.TeamID != "" && sb.TeamID != opts.TeamID) ||
+		if sb.Pool != "" || (opts.State != "" && sb.State != opts.State) || (opts.TeamID != "" && sb.TeamID != opts.TeamID) ||
 			!sandbox.MatchLabels(sb.Labels, opts.Labels) {
-			continue
+			return
 		}
 		if after != nil && !after.before(sb) {
-			continue
+			return
 		}
 		all = append(all, sb)
+	}
+	for _, e := range ents {
+		if sb, _, gone := e.snapshot(); !gone {
+			keep(sb)
+		}
+	}
+	for _, sb := range peers {
+		// One moving here (taken over) is listed once, as this node's.
+		m.mu.Lock()
+		_, local := m.entries[sb.ID]
+		m.mu.Unlock()
+		if !local {
+			keep(sb)
+		}
 	}
 	slices.SortFunc(all, func(a, b sandbox.Sandbox) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
@@ -551,7 +570,7 @@ func (m *Manager) List(ctx context.Context, opts sandbox.ListOptions) ([]sandbox
 // Stop stops a sandbox and blocks until it is stopped. Stopping a sandbox
 // that is already stopped or failed returns its record unchanged.
 func (m *Manager) Stop(ctx context.Context, id string) (sandbox.Sandbox, error) {
-	e, err := m.lookup(id)
+	e, err := m.lookup(ctx, id)
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
@@ -610,7 +629,7 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sand
 // Delete stops the sandbox if needed, destroys everything of it through the
 // driver and forgets its record.
 func (m *Manager) Delete(ctx context.Context, id string) error {
-	e, err := m.lookup(id)
+	e, err := m.lookup(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -690,8 +709,8 @@ func (m *Manager) delete(ctx context.Context, e *entry, id string, check func(sa
 // lockRunning finds a running sandbox and takes its lifecycle lock for the
 // caller, who must call unlock. For any other state it returns the record
 // (so callers can answer with it) and ErrNotRunning, or ErrNotFound.
-func (m *Manager) lockRunning(id string) (e *entry, sb sandbox.Sandbox, unlock func(), err error) {
-	e, err = m.lookup(id)
+func (m *Manager) lockRunning(ctx context.Context, id string) (e *entry, sb sandbox.Sandbox, unlock func(), err error) {
+	e, err = m.lookup(ctx, id)
 	if err != nil {
 		return nil, sandbox.Sandbox{}, nil, err
 	}
@@ -714,7 +733,7 @@ func (m *Manager) ExtendTimeout(ctx context.Context, id string, by time.Duration
 	if by <= 0 {
 		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "extension must be positive, got %s", by)
 	}
-	e, sb, unlock, err := m.lockRunning(id)
+	e, sb, unlock, err := m.lockRunning(ctx, id)
 	if err != nil {
 		return sb, err
 	}
@@ -739,7 +758,7 @@ func (m *Manager) SetTimeout(ctx context.Context, id string, d time.Duration) (s
 	if d <= 0 {
 		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeout must be positive, got %s", d)
 	}
-	e, sb, unlock, err := m.lockRunning(id)
+	e, sb, unlock, err := m.lockRunning(ctx, id)
 	if err != nil {
 		return sb, err
 	}
@@ -761,7 +780,7 @@ func (m *Manager) SetLabels(ctx context.Context, id string, labels map[string]st
 	if err := sandbox.ValidateLabels(labels); err != nil {
 		return sandbox.Sandbox{}, err
 	}
-	e, err := m.lookup(id)
+	e, err := m.lookup(ctx, id)
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
@@ -777,7 +796,7 @@ func (m *Manager) SetLabels(ctx context.Context, id string, labels map[string]st
 
 // Agent returns the client of a running sandbox's agent.
 func (m *Manager) Agent(ctx context.Context, id string) (*agent.Client, error) {
-	e, err := m.lookup(id)
+	e, err := m.lookup(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -814,7 +833,7 @@ func (e *entry) touch(now time.Time) {
 
 // Stats returns a running sandbox's resource figures.
 func (m *Manager) Stats(ctx context.Context, id string) (runtime.Stats, error) {
-	e, err := m.lookup(id)
+	e, err := m.lookup(ctx, id)
 	if err != nil {
 		return runtime.Stats{}, err
 	}
@@ -957,10 +976,12 @@ func (m *Manager) forget(e *entry) {
 
 // lookup finds a sandbox of the node's API: an idle pool sandbox is not
 // found, as if it did not exist (warm.go reaches those with lookupAny).
-func (m *Manager) lookup(id string) (*entry, error) {
+// One this node does not have may be another replica's: then the error is
+// a *sandbox.ElsewhereError (see peers.go).
+func (m *Manager) lookup(ctx context.Context, id string) (*entry, error) {
 	e, err := m.lookupAny(id)
 	if err != nil {
-		return nil, err
+		return nil, m.elsewhere(ctx, id, err)
 	}
 	e.mu.Lock()
 	pooled := e.sb.Pool != ""

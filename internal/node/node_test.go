@@ -475,7 +475,7 @@ func TestStopAndTransitions(t *testing.T) {
 	wantErr(t, err, sandbox.ErrNotRunning, "sandbox_not_running")
 
 	// An illegal move through the manager's one transition helper.
-	ent, _ := e.m.lookup(sb.ID)
+	ent, _ := e.m.lookup(t.Context(), sb.ID)
 	ent.op.Lock()
 	_, err = e.m.transition(ent, sandbox.Running, nil, nil)
 	ent.op.Unlock()

@@ -22,7 +22,7 @@ func (m *Manager) Pause(ctx context.Context, id string) (sandbox.Sandbox, error)
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
-	e, sb, unlock, err := m.lockRunning(id)
+	e, sb, unlock, err := m.lockRunning(ctx, id)
 	if err != nil {
 		if errors.Is(err, sandbox.ErrNotRunning) && sb.State == sandbox.Paused {
 			return sb, nil
@@ -94,7 +94,7 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 	if timeout < 0 || timeout > m.cfg.MaxTimeout {
 		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_timeout", "timeout must be in [0, %s], got %s", m.cfg.MaxTimeout, timeout)
 	}
-	e, err := m.lookup(id)
+	e, err := m.lookup(ctx, id)
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}

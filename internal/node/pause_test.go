@@ -175,7 +175,7 @@ func TestPauseSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ent, _ := m.lookup(mid.ID)
+	ent, _ := m.lookup(t.Context(), mid.ID)
 	ent.op.Lock()
 	_, err = m.transition(ent, sandbox.Stopping, nil, func(sb *sandbox.Sandbox) { sb.Pause = &sandbox.Pause{Snapshot: snap.ID, Timeout: time.Minute} })
 	ent.op.Unlock()

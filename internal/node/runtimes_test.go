@@ -74,11 +74,11 @@ func TestRuntimeSelection(t *testing.T) {
 	// made from one runs on its runtime.
 	_, err = e.m.Snapshot(ctx, def.ID)
 	wantErr(t, err, sandbox.ErrUnsupported, "snapshots_unsupported")
-	wantErr(t, e.m.CanSnapshot(def.ID), sandbox.ErrUnsupported, "snapshots_unsupported")
-	if err := e.m.CanSnapshot(sb.ID); err != nil {
+	wantErr(t, e.m.CanSnapshot(t.Context(), def.ID), sandbox.ErrUnsupported, "snapshots_unsupported")
+	if err := e.m.CanSnapshot(t.Context(), sb.ID); err != nil {
 		t.Errorf("CanSnapshot of a gv sandbox: %v", err)
 	}
-	wantErr(t, e.m.CanSnapshot("sb-none"), sandbox.ErrNotFound, "")
+	wantErr(t, e.m.CanSnapshot(t.Context(), "sb-none"), sandbox.ErrNotFound, "")
 	_, err = e.m.Pause(ctx, def.ID)
 	wantErr(t, err, sandbox.ErrUnsupported, "snapshots_unsupported")
 	snap, err := e.m.Snapshot(ctx, sb.ID)

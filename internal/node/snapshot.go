@@ -61,11 +61,11 @@ func (m *Manager) resolveSnapshot(id string) (*image.Snapshot, *runtime.Rootfs, 
 // copies anything (no snapshot store here, a runtime that cannot), or nil.
 // For a caller about to stop a sandbox in order to snapshot it, which must
 // not stop it only to learn that the snapshot cannot be taken.
-func (m *Manager) CanSnapshot(id string) error {
+func (m *Manager) CanSnapshot(ctx context.Context, id string) error {
 	if _, err := m.snapshots(); err != nil {
 		return err
 	}
-	e, err := m.lookup(id)
+	e, err := m.lookup(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, err
 	if err != nil {
 		return nil, err
 	}
-	e, err := m.lookup(id)
+	e, err := m.lookup(ctx, id)
 	if err != nil {
 		return nil, err
 	}
