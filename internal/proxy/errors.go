@@ -65,6 +65,10 @@ func upstreamError(ctx context.Context, sandboxID string, port int, err error) e
 // never sent: clients get the first *sandbox.Error's message, so wrapped
 // causes (sandbox addresses, syscalls) stay in the log.
 func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, sandboxID string, err error) {
+	forwarded, err := httperr.Forward(w, r, err)
+	if forwarded {
+		return // another replica runs the sandbox, and answered
+	}
 	status, _ := StatusOf(err)
 	log := p.log.With("sandbox", sandboxID, "method", r.Method, "host", r.Host, "path", r.URL.Path)
 	switch {

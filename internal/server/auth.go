@@ -282,12 +282,20 @@ func errSandboxNotFound(id string) error {
 // touches another team's sandbox. Host admins skip the lookup.
 func (s *Server) checkSandboxOwner(ctx context.Context, p auth.Principal, id string) error {
 	if p.HostAdmin {
+		// The host's admin reaches every sandbox, but one that another
+		// replica runs is served there (see writeError).
+		if _, err := s.sb.Get(ctx, id); errors.As(err, new(*sandbox.ElsewhereError)) {
+			return sandboxErr(id, err)
+		}
 		return nil
 	}
 	if !sandbox.ValidID(id) {
 		return errSandboxNotFound(id)
 	}
 	sb, err := s.sb.Get(ctx, id)
+	if ee := new(sandbox.ElsewhereError); errors.As(err, &ee) && !p.CanAccessTeam(ee.TeamID) {
+		return errSandboxNotFound(id) // not worth a hop, and not to be told apart from none
+	}
 	if err != nil {
 		return sandboxErr(id, err)
 	}

@@ -25,8 +25,13 @@ var (
 const statusClientClosed = httperr.StatusClientClosed
 
 // writeError answers err through httperr, the one mapping from error kinds
-// to statuses and codes. Internal details are logged, never sent.
+// to statuses and codes. Internal details are logged, never sent. A request
+// for a sandbox another replica runs goes there when it still can.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	forwarded, err := httperr.Forward(w, r, err)
+	if forwarded {
+		return
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		s.log.Debug("request canceled by client", "method", r.Method, "path", r.URL.Path, "status", statusClientClosed)
 		return

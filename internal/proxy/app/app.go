@@ -494,6 +494,10 @@ func upstreamError(ctx context.Context, projectID string, err error) error {
 
 // writeError answers err through httperr; details stay in the log.
 func (a *Proxy) writeError(w http.ResponseWriter, r *http.Request, projectID string, err error) {
+	forwarded, err := httperr.Forward(w, r, err)
+	if forwarded {
+		return // another replica runs the sandbox, and answered
+	}
 	status, code := proxy.StatusOf(err)
 	log := a.log.With("project", projectID, "method", r.Method, "host", r.Host, "path", r.URL.Path)
 	switch {

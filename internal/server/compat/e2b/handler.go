@@ -117,7 +117,11 @@ func New(cfg Config) (*Handler, error) {
 		h.mux.HandleFunc(rt.method+" "+rt.path, func(w http.ResponseWriter, r *http.Request) {
 			p, err := h.authenticate(r)
 			if err == nil {
-				err = handle(h, w, r.WithContext(withCaller(r.Context(), p)))
+				r := r.WithContext(withCaller(r.Context(), p))
+				// Another replica's sandbox goes there before a body is read.
+				if err = h.elsewhere(r); err == nil {
+					err = handle(h, w, r)
+				}
 			}
 			if err != nil {
 				h.writeError(w, r, err)
@@ -205,6 +209,10 @@ func unsupported(msg string) func(*Handler, http.ResponseWriter, *http.Request) 
 
 // writeError answers err in E2B's shape with paddock's status for it.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	forwarded, err := httperr.Forward(w, r, err)
+	if forwarded {
+		return // another replica runs the sandbox, and answered
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client left
 	}

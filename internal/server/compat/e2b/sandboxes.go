@@ -75,6 +75,12 @@ func notFound(id string) error {
 // by its timeout) has its record forgotten here, the caller's team's only.
 func (h *Handler) owned(r *http.Request, id string) (sandbox.Sandbox, error) {
 	sb, err := h.cfg.Sandboxes.Get(r.Context(), id)
+	if ee := new(sandbox.ElsewhereError); errors.As(err, &ee) {
+		if !callerOf(r).CanAccessTeam(ee.TeamID) {
+			return sb, notFound(id)
+		}
+		return sb, err // another replica's: writeError forwards there
+	}
 	if errors.Is(err, sandbox.ErrNotFound) {
 		h.forget(r.Context(), teamOf(sandbox.Sandbox{TeamID: callerOf(r).TeamID}), id)
 		return sb, notFound(id)
@@ -92,6 +98,22 @@ func (h *Handler) owned(r *http.Request, id string) (sandbox.Sandbox, error) {
 		return sb, notFound(id)
 	}
 	return sb, nil
+}
+
+// elsewhere is the *sandbox.ElsewhereError of a request for a sandbox of
+// the caller's team that another replica runs, found before a handler
+// reads the body, so that writeError can still forward the request there
+// whole; nil for any other, which its handler answers.
+func (h *Handler) elsewhere(r *http.Request) error {
+	id := r.PathValue("id")
+	if id == "" || !sandbox.ValidID(id) {
+		return nil
+	}
+	_, err := h.cfg.Sandboxes.Get(r.Context(), id)
+	if ee := new(sandbox.ElsewhereError); errors.As(err, &ee) && callerOf(r).CanAccessTeam(ee.TeamID) {
+		return err
+	}
+	return nil
 }
 
 // ended reports a terminal state: such a sandbox never runs again.

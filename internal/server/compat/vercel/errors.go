@@ -44,6 +44,10 @@ const maxRetryAfter = 20 * time.Second
 // writeError answers err in Vercel's shape, {"error":{"code","message"}},
 // which is paddock's too.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	forwarded, err := httperr.Forward(w, r, err)
+	if forwarded {
+		return // another replica runs the sandbox, and answered
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client left
 	}

@@ -167,6 +167,10 @@ func New(cfg Config) (*Handler, error) {
 	for _, rt := range routeTable {
 		handle := rt.handle
 		h.mux.HandleFunc(rt.method+" "+Prefix+rt.path, func(w http.ResponseWriter, r *http.Request) {
+			if err := h.elsewhere(r); err != nil {
+				h.writeError(w, r, err) // forwarded there, body unread
+				return
+			}
 			if err := handle(h, w, r); err != nil {
 				h.writeError(w, r, err)
 			}
@@ -457,4 +461,21 @@ func ms(t time.Time) int64 {
 		return 0
 	}
 	return t.UnixMilli()
+}
+
+// elsewhere is the *sandbox.ElsewhereError of a request for a session
+// (its ID is its paddock sandbox's) that another replica runs, found
+// before a handler reads the body, so that writeError can still forward
+// the request there whole; nil for any other, which its handler answers.
+// Another team's session is left to the handler: not found.
+func (h *Handler) elsewhere(r *http.Request) error {
+	sid := r.PathValue("sid")
+	if sid == "" || !sandbox.ValidID(sid) {
+		return nil
+	}
+	_, err := h.sb.Get(r.Context(), sid)
+	if ee := new(sandbox.ElsewhereError); errors.As(err, &ee) && ee.TeamID == teamOf(r) {
+		return err
+	}
+	return nil
 }

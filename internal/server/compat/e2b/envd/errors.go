@@ -30,6 +30,10 @@ var errorWriter = connect.NewErrorWriter()
 // protocol's shape for a Connect call (so the SDK raises the matching
 // error class), else in envd's REST shape, with paddock's status for it.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	forwarded, err := httperr.Forward(w, r, err)
+	if forwarded {
+		return // another replica runs the sandbox, and answered
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client left
 	}

@@ -166,6 +166,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
+	// Another replica's sandbox: that replica checks the tokens (its
+	// own) and serves it, so the request goes there as it came.
+	if _, err := h.cfg.Sandboxes.Get(r.Context(), id); errors.As(err, new(*sandbox.ElsewhereError)) {
+		h.writeError(w, r, err)
+		return
+	}
 	if port != Port {
 		h.servePort(w, r, id, port)
 		return
