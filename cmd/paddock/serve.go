@@ -90,6 +90,10 @@ type serveFlags struct {
 // Pod's spec); in its environment, from a Secret, it is not.
 const envMongoURI = "PADDOCK_MONGODB_URI"
 
+// envAdvertiseURL is --advertise-url's default: the chart sets it from the
+// Pod's IP.
+const envAdvertiseURL = "PADDOCK_ADVERTISE_URL"
+
 // envSandboxNamespace is --k8s-namespace's default: the chart sets it.
 const envSandboxNamespace = "PADDOCK_SANDBOX_NAMESPACE"
 
@@ -163,6 +167,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&c.NodeName, "node-name", daemon.DefaultNodeName, "name of this host's sandbox records in the store (unique among hosts sharing one)")
 	fs.StringVar(&c.MongoURI, "mongodb-uri", "", "keep everything in this MongoDB (mongodb://...) instead of SQLite in the data dir: the store replicas share (give each its own --node-name); default $"+envMongoURI+", which keeps a URI's password off the command line")
 	fs.StringVar(&c.MongoDatabase, "mongodb-database", "paddock", "the database of --mongodb-uri")
+	fs.StringVar(&c.AdvertiseURL, "advertise-url", os.Getenv(envAdvertiseURL), "with replicas sharing a store: the http://host:port where the others reach this one, to serve the sandboxes it runs (default $"+envAdvertiseURL+")")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", lease.DefaultTTL, "how long a replica's leases outlive their last renewal: a replica killed is replaced this long after")
 	fs.DurationVar(&c.LeaseRenew, "lease-renew", 0, "how often a replica renews its leases, below half of --lease-ttl (0: a third of it, at most 5s)")
 	fs.DurationVar(&c.OrphanGrace, "orphan-grace", 2*time.Minute, "how long the ready activations of a replica gone from the store wait for it to come back before another replica ends them")

@@ -42,6 +42,12 @@ type Config struct {
 	// DataDir/paddock.db: the store replicas share.
 	MongoURI      string
 	MongoDatabase string
+	// AdvertiseURL is where the other replicas sharing the store reach
+	// this one (http://<pod IP>:<port>): it goes in the store's replica
+	// directory at start, and the others forward requests for this
+	// replica's sandboxes there. Empty: they cannot, and answer 503
+	// sandbox_replica_unavailable for them.
+	AdvertiseURL string
 
 	// DefaultTimeout is a sandbox's timeout when its create request gives
 	// none; MaxTimeout the longest it may live, extensions included;
@@ -251,6 +257,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("daemon config: Kubernetes.RequestFraction %g is not in (0, 1]", c.Kubernetes.RequestFraction)
 	case !slices.Contains([]string{"", "Always", "IfNotPresent", "Never"}, c.Kubernetes.PullPolicy):
 		return fmt.Errorf("daemon config: Kubernetes.PullPolicy %q is none of Always, IfNotPresent, Never", c.Kubernetes.PullPolicy)
+	case c.AdvertiseURL != "" && !validAdvertiseURL(c.AdvertiseURL):
+		return fmt.Errorf("daemon config: AdvertiseURL %q is not an http(s)://host[:port] URL", c.AdvertiseURL)
 	case c.NoNetwork && c.NAT:
 		return errors.New("daemon config: NAT needs sandbox networking (NoNetwork is set)")
 	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
@@ -471,4 +479,12 @@ func (c Config) eventRetention() events.Retention {
 		r.MaxEvents = 0
 	}
 	return r
+}
+
+// validAdvertiseURL reports whether u is a base URL requests can be
+// forwarded to: http or https, a host, no path, query or credentials.
+func validAdvertiseURL(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && (p.Scheme == "http" || p.Scheme == "https") && p.Host != "" && p.User == nil &&
+		(p.Path == "" || p.Path == "/") && p.RawQuery == "" && p.Fragment == ""
 }

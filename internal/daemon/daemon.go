@@ -29,6 +29,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/events"
+	"github.com/paddock-dev/paddock/internal/httperr"
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/lease"
 	"github.com/paddock-dev/paddock/internal/metering"
@@ -370,6 +371,7 @@ func (d *Daemon) startNode(ctx context.Context, o *options) error {
 	}
 	ncfg := node.Config{
 		Records:        &nodeRecords{s: d.store, node: d.cfg.NodeName, ended: d.admit.Released},
+		Peers:          &peers{s: d.store, self: d.cfg.NodeName, now: time.Now},
 		History:        newNodeHistory(d.store, d.meter),
 		Images:         d.images,
 		DataDir:        d.cfg.DataDir,
@@ -700,13 +702,15 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 	all := server.Front(api, front, instrumentedHost{apps, d.metrics.InstrumentProxy("app", apps)})
 	// E2B's data plane goes first: its single host form may be paddock's
 	// own address (E2B_SANDBOX_URL), told apart by the E2b-Sandbox-Id header.
-	d.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Every surface may hand a request for another replica's sandbox to
+	// that replica (peers.go): Forwarding tells them whether it still can.
+	d.handler = httperr.Forwarding(d.cfg.NodeName, d.log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if eplane.Claims(r) {
 			eplane.ServeHTTP(w, r)
 			return
 		}
 		all.ServeHTTP(w, r)
-	})
+	}))
 	return nil
 }
 

@@ -22,8 +22,10 @@ import (
 const backgroundLease = "background"
 
 // startLeases takes this replica's liveness lease (the others tell from
-// it whether the activations it drives have a driver) before anything
-// runs, then keeps it and competes for the background lease. Both stop
+// it whether the activations it drives have a driver, and whether to
+// forward to it: peers.go) before anything runs, enters the replica in the
+// store's directory, then keeps the lease and competes for the background
+// lease. Both stop
 // after everything they gate (closers run last first).
 func (d *Daemon) startLeases(ctx context.Context, _ *options) error {
 	cfg := lease.Config{Store: d.store, Holder: d.cfg.NodeName, TTL: d.cfg.LeaseTTL, Renew: d.cfg.LeaseRenew, Logger: d.log}
@@ -38,6 +40,9 @@ func (d *Daemon) startLeases(ctx context.Context, _ *options) error {
 	}
 	replica.Start()
 	d.push("replica lease", replica.Close) // left to expire: a restart takes it back
+	if err := d.advertise(ctx); err != nil {
+		return err
+	}
 	bcfg := cfg
 	bcfg.Name = backgroundLease
 	bg, err := lease.New(bcfg)
