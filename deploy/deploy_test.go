@@ -285,11 +285,22 @@ func checkDeployment(t *testing.T, r rendered, replicas int32) *appsv1.Deploymen
 			t.Errorf("no writable mount at %s under a read-only root", dir)
 		}
 	}
-	var mongoFromSecret bool
+	var mongoFromSecret, podIP bool
+	advertise := ""
 	for _, e := range c.Env {
-		if e.Name == "PADDOCK_MONGODB_URI" {
+		switch e.Name {
+		case "PADDOCK_MONGODB_URI":
 			mongoFromSecret = e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil
+		case "POD_IP":
+			podIP = e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP"
+		case "PADDOCK_ADVERTISE_URL":
+			advertise = e.Value
 		}
+	}
+	// The other replicas forward a sandbox's requests to the Pod that runs
+	// it, at its own address and the port paddock listens on.
+	if !podIP || advertise != "http://$(POD_IP):7420" || !slices.Contains(c.Args, "--listen=:7420") {
+		t.Errorf("no advertise URL from the Pod's IP and port: env %v args %v", c.Env, c.Args)
 	}
 	// paddock reads the variable itself: an argument would show the URI
 	// (and its password) in the process's command line.
