@@ -517,11 +517,14 @@ func (m *Manager) List(ctx context.Context, opts sandbox.ListOptions) ([]sandbox
 		after = &c
 	}
 
-	// The other replicas' sandboxes, then this node's: one filter, one
-	// order, one cursor over both.
-	peers, err := m.peerSandboxes(ctx)
-	if err != nil {
-		return nil, "", err
+	// With AllReplicas, the other replicas' sandboxes too: one filter,
+	// one order, one cursor over both.
+	var peers []sandbox.Sandbox
+	if opts.AllReplicas {
+		var err error
+		if peers, err = m.peerSandboxes(ctx); err != nil {
+			return nil, "", err
+		}
 	}
 	m.mu.Lock()
 	ents := slices.Collect(maps.Values(m.entries))

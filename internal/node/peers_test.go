@@ -100,7 +100,7 @@ func TestPeersList(t *testing.T) {
 	var got []string
 	cursor := ""
 	for range 10 {
-		items, next, err := e.m.List(t.Context(), sandbox.ListOptions{TeamID: "team-a", Cursor: cursor, Limit: 4})
+		items, next, err := e.m.List(t.Context(), sandbox.ListOptions{TeamID: "team-a", Cursor: cursor, Limit: 4, AllReplicas: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,8 +119,13 @@ func TestPeersList(t *testing.T) {
 			t.Fatalf("listed %v, want %v", got, want)
 		}
 	}
+	// This host's own work lists this host's only.
+	local, _, err := e.m.List(t.Context(), sandbox.ListOptions{TeamID: "team-a"})
+	if err != nil || len(local) != 3 {
+		t.Fatalf("List without AllReplicas: %d sandboxes, %v; want this node's 3", len(local), err)
+	}
 	peers.err = errors.New("store down")
-	if _, _, err := e.m.List(t.Context(), sandbox.ListOptions{}); err == nil {
+	if _, _, err := e.m.List(t.Context(), sandbox.ListOptions{AllReplicas: true}); err == nil {
 		t.Fatal("List hid the peers' failure")
 	}
 }

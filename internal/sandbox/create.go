@@ -53,4 +53,9 @@ type ListOptions struct {
 	TeamID string
 	// Labels keeps only sandboxes carrying every one of these labels.
 	Labels map[string]string
+	// AllReplicas lists the sandboxes of the other replicas sharing the
+	// store too, for a client's list; without it only this host's, for
+	// the work a replica does on its own (metrics, metering, budgets,
+	// clean-ups).
+	AllReplicas bool
 }

@@ -356,6 +356,7 @@ func (s *Server) listOwned(ctx context.Context, p auth.Principal, opts sandbox.L
 	} else if p.TeamID == "" {
 		return []sandbox.Sandbox{}, "", nil // a principal of no team owns nothing
 	}
+	opts.AllReplicas = true // any replica lists every replica's
 	return s.sb.List(ctx, opts)
 }
 

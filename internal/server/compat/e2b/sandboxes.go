@@ -487,7 +487,7 @@ func (h *Handler) page(r *http.Request, cursor string, limit int, md map[string]
 	if cursor == "" {
 		h.sweep(r.Context(), teamOf(sandbox.Sandbox{TeamID: p.TeamID}))
 	}
-	opts := sandbox.ListOptions{Cursor: cursor, Limit: limit, TeamID: p.TeamID}
+	opts := sandbox.ListOptions{Cursor: cursor, Limit: limit, TeamID: p.TeamID, AllReplicas: true}
 	if p.HostAdmin {
 		opts.TeamID = ""
 	}
