@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -142,4 +145,265 @@ func waitReady(t *testing.T, url string, p *serveProc) {
 			t.Fatalf("%s is not ready (%v)\n%s", url, err, p.log.String())
 		}
 	}
+}
+
+// TestReplicaServesAnySandbox runs two `paddock serve` replicas on one
+// MongoDB (FerretDB), each advertising its address, and drives a sandbox
+// that replica a runs through replica b only, with the same team token:
+// b forwards every request to a (API, E2B and Vercel layers alike), lists
+// both replicas' sandboxes in one list, and keeps another team's sandbox
+// from it. With a killed, b tells the client to come back (503
+// sandbox_replica_unavailable), not that the sandbox does not exist.
+func TestReplicaServesAnySandbox(t *testing.T) {
+	requireSandboxes(t)
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("needs the go tool to build the binaries")
+	}
+	bin := buildPaddock(t)
+	uri, db := mongotest.URI(t), mongotest.NewDB()
+	flags := func(node, addr string) []string {
+		// No sandbox networking: two replicas on one host would share its
+		// address pool.
+		return []string{"--no-network", "--mongodb-uri", uri, "--mongodb-database", db, "--node-name", node,
+			"--lease-ttl", "2s", "--lease-renew", "500ms", "--advertise-url", "http://" + addr}
+	}
+
+	// Replica a, started by hand to be killed by pid later.
+	dirA, addrA := newDataDir(t), freeAddr(t)
+	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dirA, "--listen", addrA}, flags("node-a", addrA)...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	pa := &armedProc{cmd: cmd, out: &lockedBuffer{}, log: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = pa.out, pa.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(pa.done) }() // owned: the cleanup below waits for it
+	t.Cleanup(func() {
+		select {
+		case <-pa.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-pa.done
+		}
+	})
+	urlA, admin := (&serveProc{out: pa.out, log: pa.log}).clientConfig(t, dirA)
+	waitReady(t, urlA, &serveProc{out: pa.out, log: pa.log})
+	// A failure leaves a's sandboxes running: delete them while a serves
+	// (this runs before the kill above).
+	t.Cleanup(func() {
+		if t.Failed() {
+			deleteLeftSandboxes(t, bin, dirA)
+		}
+	})
+
+	dirB, addrB := newDataDir(t), freeAddr(t)
+	pb := startServe(t, bin, dirB, addrB, flags("node-b", addrB)...)
+	urlB := "http://" + addrB
+	waitReady(t, urlB, pb)
+
+	// Two teams, each with a member token (an E2B-shaped one for team 1,
+	// which is a paddock token too).
+	ctx := ctxFor(t, 5*time.Minute)
+	adm := sdk.New(urlA, admin)
+	teamToken := func(name, format string) (api.Team, string) {
+		team, err := adm.CreateTeam(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := adm.CreateToken(ctx, api.CreateTokenRequest{TeamID: team.ID, Name: name, Role: "member", Format: format})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return team, tok.Secret
+	}
+	team1, tok1 := teamToken("one", "e2b")
+	_, tok2 := teamToken("two", "")
+	a1, b1, b2, a2 := sdk.New(urlA, tok1), sdk.New(urlB, tok1), sdk.New(urlB, tok2), sdk.New(urlA, tok2)
+
+	// One sandbox on each replica.
+	onA, err := a1.Create(ctx, api.CreateSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onB, err := b1.Create(ctx, api.CreateSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := b1.Sandbox(onA.ID) // a's sandbox, through b from here on
+
+	// Got and listed through b.
+	if err := sb.Refresh(ctx); err != nil || sb.Status != api.StatusRunning || sb.TeamID != team1.ID {
+		t.Fatalf("get a's sandbox through b: %+v %v", sb.Sandbox, err)
+	}
+	page, err := b1.ListPage(ctx, sdk.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, s := range page.Sandboxes {
+		listed[s.ID] = true
+	}
+	if len(page.Sandboxes) != 2 || !listed[onA.ID] || !listed[onB.ID] {
+		t.Fatalf("b lists %+v, want %s (a's) and %s (b's)", page.Sandboxes, onA.ID, onB.ID)
+	}
+
+	// A command whose output streams through b: it prints, then waits for
+	// a file written through b, then prints again.
+	c, err := sb.RunCommand(ctx, api.CommandRequest{Cmd: "sh", Args: []string{"-c",
+		"echo ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; cat /tmp/go"}, Detached: true})
+	if err != nil {
+		t.Fatalf("run a command through b: %v", err)
+	}
+	var out strings.Builder
+	wrote := false
+	for l, err := range c.Logs(ctx) {
+		if err != nil {
+			t.Fatalf("stream through b: %v (so far %q)", err, out.String())
+		}
+		out.Write(l.Bytes())
+		if !wrote && strings.Contains(out.String(), "ready") {
+			// The first line came while the command runs: streamed.
+			if _, err := sb.WriteFiles(ctx, "/tmp", []sdk.File{{Path: "go", Content: []byte("streamed\n")}}); err != nil {
+				t.Fatalf("write a file through b: %v", err)
+			}
+			wrote = true
+		}
+	}
+	if out.String() != "ready\nstreamed\n" || c.ExitCodeOr(-1) != 0 {
+		t.Fatalf("output through b %q, exit %d", out.String(), c.ExitCodeOr(-1))
+	}
+	f, err := sb.ReadFile(ctx, "/tmp/go")
+	if err != nil {
+		t.Fatalf("read a file through b: %v", err)
+	}
+	data, _ := io.ReadAll(f)
+	f.Close()
+	if string(data) != "streamed\n" {
+		t.Fatalf("read %q through b", data)
+	}
+	before := sb.ExpiresAt
+	if err := sb.ExtendTimeout(ctx, time.Minute); err != nil || !sb.ExpiresAt.After(before) {
+		t.Fatalf("extend through b: %v (expires %v, was %v)", err, sb.ExpiresAt, before)
+	}
+
+	// Another team's token: not found through either replica.
+	for name, c := range map[string]*sdk.Client{"a": a2, "b": b2} {
+		if err := c.Sandbox(onA.ID).Refresh(ctx); !errors.Is(err, sdk.ErrNotFound) {
+			t.Errorf("team two gets a's sandbox through %s: %v, want not found", name, err)
+		}
+		if _, err := c.Sandbox(onA.ID).RunCommand(ctx, api.CommandRequest{Cmd: "true"}); !errors.Is(err, sdk.ErrNotFound) {
+			t.Errorf("team two runs a command in a's sandbox through %s: %v, want not found", name, err)
+		}
+	}
+
+	// The E2B layer of b reaches a's sandbox.
+	e2bGet := func(url, id string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/compat/e2b/sandboxes/"+id, nil)
+		req.Header.Set("X-API-Key", tok1)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if st, body := e2bGet(urlB, onA.ID); st != http.StatusOK || !strings.Contains(body, onA.ID) {
+		t.Fatalf("E2B get of a's sandbox through b: %d %s", st, body)
+	}
+
+	// The Vercel layer: a session made on a, run a command in through b.
+	vercel := func(url, method, path, body string) (int, []byte) {
+		req, _ := http.NewRequestWithContext(ctx, method, url+"/compat/vercel"+path+"?teamId="+team1.ID, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok1)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, out
+	}
+	st, body := vercel(urlA, "POST", "/v1/sandboxes", `{"projectId":"prj_replicas"}`)
+	var created struct {
+		Sandbox struct{ ID string } `json:"sandbox"`
+	}
+	if st != http.StatusOK || json.Unmarshal(body, &created) != nil || created.Sandbox.ID == "" {
+		t.Fatalf("Vercel create on a: %d %s", st, body)
+	}
+	vid := created.Sandbox.ID
+	if st, body := vercel(urlB, "GET", "/v1/sandboxes/"+vid, ""); st != http.StatusOK || !strings.Contains(string(body), vid) {
+		t.Fatalf("Vercel get of a's session through b: %d %s", st, body)
+	}
+	if st, body := vercel(urlB, "POST", "/v1/sandboxes/"+vid+"/cmd", `{"command":"true"}`); st != http.StatusOK {
+		t.Fatalf("Vercel command in a's session through b: %d %s", st, body)
+	}
+	if st, body := vercel(urlB, "POST", "/v1/sandboxes/"+vid+"/stop", `{}`); st != http.StatusOK {
+		t.Fatalf("Vercel stop of a's session through b: %d %s", st, body)
+	}
+
+	// Stopped and deleted through b.
+	if err := sb.Stop(ctx); err != nil || sb.Status != api.StatusStopped {
+		t.Fatalf("stop through b: %v (%s)", err, sb.Status)
+	}
+	if err := sb.Delete(ctx); err != nil {
+		t.Fatalf("delete through b: %v", err)
+	}
+	if err := a1.Sandbox(onA.ID).Refresh(ctx); !errors.Is(err, sdk.ErrNotFound) {
+		t.Fatalf("a after the delete through b: %v, want not found", err)
+	}
+
+	// a dies with a sandbox: b answers "come back", not "not found".
+	left, err := a1.Create(ctx, api.CreateSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa.kill(t)
+	pa.waitKilled(t, "")
+	// Errors, not fatal, from here until a is back: a dead a leaves its
+	// sandboxes running until it restarts and deletes them.
+	// Before a's lease lapses b forwards to a dead address, after it b
+	// knows a is gone: 503 by the same code both ways, with Retry-After.
+	for _, after := range []time.Duration{0, 3 * time.Second} {
+		time.Sleep(after)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, urlB+"/api/v1/sandboxes/"+left.ID, nil)
+		req.Header.Set("Authorization", "Bearer "+tok1)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var e api.Error
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+			json.Unmarshal(body, &e) != nil || e.Error.Code != "sandbox_replica_unavailable" {
+			t.Errorf("b on a dead replica's sandbox %s after the kill: %d, Retry-After %q, %s",
+				after, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+	}
+	if err := b2.Sandbox(left.ID).Refresh(ctx); !errors.Is(err, sdk.ErrNotFound) {
+		t.Errorf("team two on a dead replica's sandbox through b: %v, want not found", err)
+	}
+	if _, err := b1.Sandbox(left.ID).RunCommand(ctx, api.CommandRequest{Cmd: "true"}); !errors.Is(err, sdk.ErrUnavailable) {
+		t.Errorf("a command in a dead replica's sandbox through b: %v, want 503", err)
+	}
+
+	// a comes back under its name, re-adopts its sandbox, which b serves
+	// again; then everything goes.
+	ra := startServe(t, bin, dirA, addrA, flags("node-a", addrA)...)
+	waitReady(t, urlA, ra)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		err := b1.Sandbox(left.ID).Delete(ctx)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delete a's sandbox through b after a's restart: %v", err)
+		}
+	}
+	if err := b1.Sandbox(onB.ID).Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ra.stop()
 }
