@@ -1,14 +1,17 @@
 package httperr
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -92,5 +95,54 @@ func TestForward(t *testing.T) {
 				t.Errorf("Retry-After %q, want set %v", rec.Header().Get("Retry-After"), tc.retrying)
 			}
 		})
+	}
+}
+
+// TestForwardUpgrade: a connection upgrade (a terminal's WebSocket) passes
+// through the forward both ways.
+func TestForwardUpgrade(t *testing.T) {
+	owner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" || r.Header.Get(ForwardedBy) != "node-b" {
+			http.Error(w, "want an upgrade to echo, forwarded", http.StatusBadRequest)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		_ = brw.Flush()
+		line, _ := brw.ReadString('\n')
+		_, _ = brw.WriteString("echo " + line)
+		_ = brw.Flush()
+	}))
+	t.Cleanup(owner.Close)
+	front := httptest.NewServer(Forwarding("node-b", slog.New(slog.DiscardHandler), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, err := Forward(w, r, &sandbox.ElsewhereError{ID: "sb1", Replica: "node-a", URL: owner.URL}); !ok {
+			Write(w, err)
+		}
+	})))
+	t.Cleanup(front.Close)
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(front.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, "GET /api/v1/sandboxes/sb1/pty HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade through the forward: %v %v", resp, err)
+	}
+	if _, err := io.WriteString(conn, "hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := br.ReadString('\n'); got != "echo hello\n" {
+		t.Fatalf("after the upgrade: %q %v", got, err)
 	}
 }
