@@ -604,10 +604,30 @@ func (s *Service) AppTarget(ctx context.Context, p auth.Principal, projectID str
 			u := *r.target
 			return AppTarget{URL: &u, SecretHeader: r.spec.AppSecretHeader, Secret: r.secret, ActivationID: r.id}, nil
 		}
-	} else if _, _, err := s.project(ctx, p, projectID); err != nil {
+	} else if pr, _, err := s.project(ctx, p, projectID); err != nil {
+		return AppTarget{}, err
+	} else if err := s.drivenElsewhere(ctx, pr); err != nil {
 		return AppTarget{}, err
 	}
 	return AppTarget{}, sandbox.Errorf(sandbox.ErrUnavailable, "project_not_active", "project %s is not active: activate it first", projectID)
+}
+
+// drivenElsewhere is the *sandbox.ElsewhereError of a project whose live
+// activation another replica drives: its app runs in a sandbox of that
+// replica, and the app proxy forwards the request there. nil otherwise,
+// or when that cannot be told (the caller answers "not active").
+func (s *Service) drivenElsewhere(ctx context.Context, pr store.Project) error {
+	if pr.ActiveActivation == "" {
+		return nil
+	}
+	a, err := s.cfg.Store.GetActivation(ctx, pr.ActiveActivation)
+	if err != nil || a.Replica == s.cfg.Replica || a.SandboxID == "" {
+		return nil
+	}
+	if _, err := s.cfg.Sandboxes.Get(ctx, a.SandboxID); errors.As(err, new(*sandbox.ElsewhereError)) {
+		return err
+	}
+	return nil
 }
 
 // Watch streams an activation's events after afterSeq: those stored, then

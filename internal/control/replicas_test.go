@@ -2,12 +2,14 @@ package control
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/lease"
+	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
 )
@@ -234,5 +236,50 @@ func TestIdleTeardownOnce(t *testing.T) {
 				t.Fatalf("replica-b made %d sandboxes", n)
 			}
 		})
+	}
+}
+
+// peeredSandboxes is a replica's sandboxes whose node knows its peer's, as
+// node.Config.Peers makes it: the peer's are elsewhere, not missing.
+type peeredSandboxes struct {
+	*fakeSandboxes
+	peer *fakeSandboxes
+}
+
+func (p peeredSandboxes) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
+	sb, err := p.fakeSandboxes.Get(ctx, id)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		if psb, perr := p.peer.Get(ctx, id); perr == nil {
+			return sb, &sandbox.ElsewhereError{ID: id, TeamID: psb.TeamID, Replica: "replica-a", URL: "http://replica-a"}
+		}
+	}
+	return sb, err
+}
+
+// TestAppTargetElsewhere: the app of a project another replica drives is
+// there, so the app proxy forwards its requests there; another team's
+// project stays not found, an inactive one not active.
+func TestAppTargetElsewhere(t *testing.T) {
+	a := newEnv(t, func(c *Config) { c.Replica = "replica-a" })
+	v := a.create(t, appRequest(t, "app"))
+	act := activateReady(t, a.svc, v.ID)
+
+	cfg := a.cfg
+	cfg.Replica, cfg.Sweep, cfg.DataDir = "replica-b", nil, t.TempDir()
+	cfg.Sandboxes = peeredSandboxes{fakeSandboxes: newFakeSandboxes(t), peer: a.fs}
+	b := &env{store: a.store, dir: cfg.DataDir, cfg: cfg}
+	b.svc = b.start(t)
+
+	_, err := b.svc.AppTarget(t.Context(), teamA, v.ID)
+	var ee *sandbox.ElsewhereError
+	if !errors.As(err, &ee) || ee.ID != act.SandboxID || ee.URL != "http://replica-a" {
+		t.Fatalf("replica-b's AppTarget of replica-a's app: %v, want an ElsewhereError for %s", err, act.SandboxID)
+	}
+	if _, err := b.svc.AppTarget(t.Context(), teamB, v.ID); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Fatalf("another team's AppTarget through replica-b: %v, want not found", err)
+	}
+	a.deactivate(t, v.ID)
+	if _, err := b.svc.AppTarget(t.Context(), teamA, v.ID); sandbox.CodeOf(err) != "project_not_active" {
+		t.Fatalf("replica-b's AppTarget once deactivated: %v, want project_not_active", err)
 	}
 }
