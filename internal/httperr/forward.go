@@ -126,6 +126,11 @@ func Forward(w http.ResponseWriter, r *http.Request, err error) (bool, error) {
 			Write(w, &sandbox.ElsewhereError{ID: ee.ID, Replica: ee.Replica})
 		},
 	}
+	// The owner bounds the request as it would its own (streams live
+	// long); this replica only relays it.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
 	rp.ServeHTTP(w, r)
 	return true, nil
 }
