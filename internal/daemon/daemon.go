@@ -655,7 +655,9 @@ func (d *Daemon) startFront(ctx context.Context, o *options) error {
 
 	// The dashboard reads through the API's own handler with the
 	// session's token, so it sees what the API would answer that token.
-	dashboard, err := web.New(web.Config{API: srv.Handler(), Auth: authn, SecretsKey: d.secretsKey,
+	// Its requests are requests of their own: another replica's sandbox
+	// is read there with the session's token, as any API client would.
+	dashboard, err := web.New(web.Config{API: httperr.Forwarding(d.cfg.NodeName, d.log, srv.Handler()), Auth: authn, SecretsKey: d.secretsKey,
 		SecureCookies: d.cfg.secureCookies(), OIDC: d.cfg.oidcLogin(), Logger: d.log})
 	if err != nil {
 		return fmt.Errorf("dashboard: %w", err)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -42,9 +43,17 @@ type hop struct {
 	log     *slog.Logger
 	body    *trackedBody // nil when the request has no body
 	url     url.URL      // the request's URL as it came in, before any prefix was stripped
+	method  string
 }
 
 type hopKey struct{}
+
+// same reports whether r is the request Forwarding saw, perhaps with a
+// prefix stripped from its path, and not another one made in-process
+// under its context (which would need a Forwarding of its own).
+func (h *hop) same(r *http.Request) bool {
+	return r.Method == h.method && strings.HasSuffix(h.url.Path, r.URL.Path)
+}
 
 // trackedBody is a request body that knows whether anyone read it: one
 // read begun, the request can no longer go elsewhere whole.
@@ -68,7 +77,7 @@ func (b *trackedBody) Close() error { return b.body.Close() }
 // daemon wraps its whole front with it.
 func Forwarding(replica string, log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := &hop{replica: replica, log: log, url: *r.URL}
+		h := &hop{replica: replica, log: log, url: *r.URL, method: r.Method}
 		if r.Body != nil && r.Body != http.NoBody {
 			h.body = &trackedBody{body: r.Body}
 			r.Body = h.body
@@ -101,7 +110,7 @@ func Forward(w http.ResponseWriter, r *http.Request, err error) (bool, error) {
 		return false, loopError{ee}
 	}
 	h, _ := r.Context().Value(hopKey{}).(*hop)
-	if h == nil || h.body != nil && h.body.read.Load() {
+	if h == nil || h.body != nil && h.body.read.Load() || !h.same(r) {
 		return false, err
 	}
 	target, perr := url.Parse(ee.URL)

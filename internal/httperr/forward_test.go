@@ -40,6 +40,7 @@ func TestForward(t *testing.T) {
 		read     bool   // the handler reads the body before it fails
 		hop      string // the request's ForwardedBy
 		bare     bool   // served without Forwarding
+		inner    bool   // the handler fails a request of its own, made under the client's context
 		status   int
 		code     string // of an error answer
 		got      string // what the owner saw
@@ -52,6 +53,7 @@ func TestForward(t *testing.T) {
 		{name: "owner gone", status: 503, code: "sandbox_replica_unavailable", retrying: true},
 		{name: "owner unreachable", url: deadURL, status: 503, code: "sandbox_replica_unavailable", retrying: true},
 		{name: "not through Forwarding", url: owner.URL, bare: true, status: 503, code: "sandbox_replica_unavailable", retrying: true},
+		{name: "another request in-process", url: owner.URL, inner: true, status: 503, code: "sandbox_replica_unavailable", retrying: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,6 +62,9 @@ func TestForward(t *testing.T) {
 					_, _ = io.ReadAll(r.Body)
 				}
 				err := fmt.Errorf("get sandbox: %w", &sandbox.ElsewhereError{ID: "sb1", Replica: "node-a", URL: tc.url})
+				if tc.inner {
+					r = httptest.NewRequestWithContext(r.Context(), "GET", "/api/v1/sandboxes/sb1", nil)
+				}
 				if ok, err := Forward(w, r, err); !ok {
 					Write(w, err)
 				}
