@@ -296,9 +296,9 @@ func TestReplicaServesAnySandbox(t *testing.T) {
 		}
 	}
 
-	// The E2B layer of b reaches a's sandbox.
+	// The E2B layer of b reaches a's sandbox, and lists both replicas'.
 	e2bGet := func(url, id string) (int, string) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/compat/e2b/sandboxes/"+id, nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url+"/compat/e2b/sandboxes/"+id, "/"), nil)
 		req.Header.Set("X-API-Key", tok1)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -310,6 +310,9 @@ func TestReplicaServesAnySandbox(t *testing.T) {
 	}
 	if st, body := e2bGet(urlB, onA.ID); st != http.StatusOK || !strings.Contains(body, onA.ID) {
 		t.Fatalf("E2B get of a's sandbox through b: %d %s", st, body)
+	}
+	if st, body := e2bGet(urlB, ""); st != http.StatusOK || !strings.Contains(body, onA.ID) || !strings.Contains(body, onB.ID) {
+		t.Fatalf("E2B list through b: %d %s, want %s and %s", st, body, onA.ID, onB.ID)
 	}
 
 	// The Vercel layer: a session made on a, run a command in through b.
