@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +20,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/deploy"
 	"github.com/paddock-dev/paddock/internal/imagetest"
 	"github.com/paddock-dev/paddock/internal/k8stest"
+	"github.com/paddock-dev/paddock/sdk"
 )
 
 func mainWithCluster(m *testing.M) int { return k8stest.Main(m) }
@@ -168,6 +171,9 @@ func TestInstall(t *testing.T) {
 	t.Run("sandboxes as Pods", func(t *testing.T) {
 		testSandboxes(t, c, pods[0], token, sandboxes, standin)
 	})
+	t.Run("a replica's sandbox through the other", func(t *testing.T) {
+		testForwarding(t, pods, token)
+	})
 	t.Logf("install test done after %s", time.Since(begin).Round(time.Millisecond))
 }
 
@@ -286,4 +292,41 @@ func get(t *testing.T, url, token string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// testForwarding: a sandbox the first replica runs is served by the second
+// (which forwards to the first at the Pod IP it advertises): got, listed,
+// a command run with its output streamed back, deleted.
+func testForwarding(t *testing.T, pods []corev1.Pod, token string) {
+	hc := &http.Client{Timeout: 3 * time.Minute}
+	client := func(p corev1.Pod) *sdk.Client {
+		return sdk.New("http://"+net.JoinHostPort(p.Status.PodIP, "7420"), token, sdk.WithHTTPClient(hc))
+	}
+	a, b := client(pods[0]), client(pods[1])
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	sb, err := a.Create(ctx, api.CreateSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Sandbox(sb.ID).Delete(context.Background()) })
+	through := b.Sandbox(sb.ID)
+	if err := through.Refresh(ctx); err != nil || through.Status != api.StatusRunning {
+		t.Fatalf("%s's sandbox through %s: %+v %v", pods[0].Name, pods[1].Name, through.Sandbox, err)
+	}
+	page, err := b.ListPage(ctx, sdk.ListOptions{})
+	if err != nil || !slices.ContainsFunc(page.Sandboxes, func(s api.Sandbox) bool { return s.ID == sb.ID }) {
+		t.Fatalf("%s lists %+v (%v), without %s's sandbox %s", pods[1].Name, page.Sandboxes, err, pods[0].Name, sb.ID)
+	}
+	// The image "host" here is paddock's own: paddock is its one command.
+	cmd, err := through.RunCommand(ctx, api.CommandRequest{Cmd: "paddock", Args: []string{"version"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cmd.Output(ctx, "stdout"); err != nil || cmd.ExitCodeOr(-1) != 0 || !strings.HasPrefix(out, "paddock ") {
+		t.Fatalf("a command through %s: exit %d, %q, %v", pods[1].Name, cmd.ExitCodeOr(-1), out, err)
+	}
+	if err := through.Delete(ctx); err != nil {
+		t.Fatalf("delete through %s: %v", pods[1].Name, err)
+	}
 }
