@@ -144,6 +144,12 @@ func TestInstall(t *testing.T) {
 			{sandboxes, "create", "pods/exec", false},
 			{sandboxes, "create", "networkpolicies.networking.k8s.io", true},
 			{sandboxes, "update", "networkpolicies.networking.k8s.io", false},
+			// The takeover relabels a gone replica's sandboxes.
+			{sandboxes, "patch", "pods", true},
+			{sandboxes, "patch", "secrets", true},
+			{sandboxes, "patch", "networkpolicies.networking.k8s.io", true},
+			{sandboxes, "patch", "persistentvolumeclaims", false},
+			{ns, "patch", "pods", false},
 			{ns, "create", "pods", false},
 			{ns, "get", "secrets", false},
 			{"", "list", "nodes", false},

@@ -186,7 +186,9 @@ func checkNamespaces(t *testing.T, r rendered) {
 }
 
 // checkRBAC: a Role and a RoleBinding in the sandbox namespace, nothing
-// cluster-wide, no wildcard, no verb beyond create/get/list/watch/delete.
+// cluster-wide, no wildcard, no verb beyond create/get/list/watch/delete
+// but patch, which the takeover's relabelling needs on pods, secrets and
+// networkpolicies (and gets there, on nothing else).
 func checkRBAC(t *testing.T, r rendered) {
 	t.Helper()
 	for i := range r.raw {
@@ -195,6 +197,9 @@ func checkRBAC(t *testing.T, r rendered) {
 		}
 	}
 	allowed := []string{"create", "get", "list", "watch", "delete"}
+	// resource.group, "" the core group
+	patchable := []string{"pods.", "secrets.", "networkpolicies.networking.k8s.io"}
+	patched := map[string]bool{}
 	role := one[*rbacv1.Role](t, r, "Role")
 	if role.Namespace != sandboxNS {
 		t.Errorf("Role in %s, want %s", role.Namespace, sandboxNS)
@@ -206,12 +211,28 @@ func checkRBAC(t *testing.T, r rendered) {
 			}
 		}
 		for _, v := range rule.Verbs {
+			if v == "patch" {
+				for _, g := range rule.APIGroups {
+					for _, res := range rule.Resources {
+						if !slices.Contains(patchable, res+"."+g) {
+							t.Errorf("patch on %s.%s beyond %v", res, g, patchable)
+						}
+						patched[res+"."+g] = true
+					}
+				}
+				continue
+			}
 			if !slices.Contains(allowed, v) {
 				t.Errorf("verb %q on %v beyond %v", v, rule.Resources, allowed)
 			}
 		}
 		if len(rule.NonResourceURLs) > 0 {
 			t.Errorf("non-resource URLs %v", rule.NonResourceURLs)
+		}
+	}
+	for _, res := range patchable {
+		if !patched[res] {
+			t.Errorf("no patch on %s: a takeover is refused", res)
 		}
 	}
 	rb := one[*rbacv1.RoleBinding](t, r, "RoleBinding")
