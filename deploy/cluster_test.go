@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -38,8 +39,10 @@ func mainWithCluster(m *testing.M) int { return k8stest.Main(m) }
 // relay on the Pods' gateway. Both replicas become Ready, /healthz and
 // /readyz answer through the Service (the API server's service proxy: the
 // cluster has no kube-proxy), the admin token the first replica printed
-// works on either replica, and an e2e client of one replica runs
-// sandboxes as Pods (testSandboxes).
+// works on either replica, an e2e client of one replica runs sandboxes as
+// Pods (testSandboxes), the other serves them (testForwarding), and once
+// the first replica's Pod is deleted the others take its sandboxes over
+// (testTakeover).
 func TestInstall(t *testing.T) {
 	c := k8stest.Require(t)
 	begin := time.Now()
@@ -106,7 +109,8 @@ func TestInstall(t *testing.T) {
 	c.Apply(t, us)
 	t.Logf("chart applied after %s", time.Since(begin).Round(time.Millisecond))
 
-	pods := waitReady(t, c, ns, "app.kubernetes.io/instance=paddock", 2)
+	const selector = "app.kubernetes.io/instance=paddock"
+	pods := waitReady(t, c, ns, selector, 2)
 	t.Logf("both replicas Ready after %s", time.Since(begin).Round(time.Millisecond))
 
 	t.Run("health through the Service", func(t *testing.T) {
@@ -179,6 +183,10 @@ func TestInstall(t *testing.T) {
 	})
 	t.Run("a replica's sandbox through the other", func(t *testing.T) {
 		testForwarding(t, pods, token)
+	})
+	// Last: it deletes a replica.
+	t.Run("a gone replica's sandbox taken over", func(t *testing.T) {
+		testTakeover(t, c, ns, sandboxes, selector, pods, token)
 	})
 	t.Logf("install test done after %s", time.Since(begin).Round(time.Millisecond))
 }
@@ -335,4 +343,189 @@ func testForwarding(t *testing.T, pods []corev1.Pod, token string) {
 	if err := through.Delete(ctx); err != nil {
 		t.Fatalf("delete through %s: %v", pods[1].Name, err)
 	}
+}
+
+// takeoverBound bounds how long after a replica's Pod is deleted its
+// sandboxes are served again by the others. Expected, with the chart's
+// lease times (kept here: they are what installs run with, and shorter ones
+// on two loaded cores would risk a live replica's lease lapsing): the
+// replica drains for 5 s and leaves its liveness lease to expire (15 s
+// after its last renewal), which must have lapsed for one more TTL (15 s);
+// the holder of the background lease looks on control's sweep tick (5 s)
+// at most once per TTL (15 s): about 30 to 50 s. Measured: 27 and 35 s.
+const takeoverBound = 2 * time.Minute
+
+// testTakeover: a sandbox the first replica runs outlives that replica.
+// Its paddock Pod is deleted (the Deployment starts a replacement under a
+// new name, which never comes back for its predecessor's sandboxes); the
+// replica holding the background lease takes the sandbox over: its Pod,
+// never restarted (same UID), with its Secret and NetworkPolicy, now
+// carries a surviving replica's owner label, and a command runs in it
+// through each remaining replica. Deleting it through one leaves nothing of
+// it in the sandbox namespace.
+func testTakeover(t *testing.T, c *k8stest.Cluster, ns, sandboxNS, selector string, pods []corev1.Pod, token string) {
+	hc := &http.Client{Timeout: 3 * time.Minute}
+	client := func(p corev1.Pod) *sdk.Client {
+		return sdk.New("http://"+net.JoinHostPort(p.Status.PodIP, "7420"), token, sdk.WithHTTPClient(hc))
+	}
+	gone := pods[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	sb, err := client(gone).Create(ctx, api.CreateSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bySandbox := metav1.ListOptions{LabelSelector: "paddock.dev/sandbox=" + sb.ID}
+	before := sandboxPod(ctx, t, c, sandboxNS, bySandbox)
+	if owner := before.Labels["paddock.dev/owner"]; owner != gone.Name {
+		t.Fatalf("sandbox %s's Pod owned by %q, want %s", sb.ID, owner, gone.Name)
+	}
+
+	deleted := time.Now()
+	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, gone.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	survivors := waitReady(t, c, ns, selector, 2)
+	names := make([]string, len(survivors))
+	for i, p := range survivors {
+		if p.Name == gone.Name {
+			t.Fatalf("replica %s still Ready after its deletion", gone.Name)
+		}
+		names[i] = p.Name
+	}
+	t.Logf("replicas %v Ready %s after %s's deletion", names, time.Since(deleted).Round(time.Millisecond), gone.Name)
+	first := client(survivors[0])
+	t.Cleanup(func() { _ = first.Sandbox(sb.ID).Delete(context.Background()) })
+
+	// Until the takeover a survivor forwards to the gone replica's address
+	// and fails; poll the whole check, each attempt bounded.
+	var why error
+	for {
+		why = servedThrough(ctx, survivors, client, sb.ID)
+		if why == nil {
+			why = ownedBy(ctx, c, sandboxNS, bySandbox, names)
+		}
+		if why == nil {
+			break
+		}
+		if time.Since(deleted) > takeoverBound {
+			t.Fatalf("sandbox %s not taken over %s after %s's deletion: %v", sb.ID, takeoverBound, gone.Name, why)
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("sandbox %s served by %v %s after %s's deletion", sb.ID, names, time.Since(deleted).Round(time.Millisecond), gone.Name)
+	after := sandboxPod(ctx, t, c, sandboxNS, bySandbox)
+	if after.UID != before.UID {
+		t.Errorf("sandbox %s's Pod UID %s, was %s: replaced, not taken over", sb.ID, after.UID, before.UID)
+	}
+	for _, cs := range after.Status.ContainerStatuses {
+		if cs.RestartCount != 0 {
+			t.Errorf("sandbox %s's container %s restarted %d times", sb.ID, cs.Name, cs.RestartCount)
+		}
+	}
+
+	if err := first.Sandbox(sb.ID).Delete(ctx); err != nil {
+		t.Fatalf("delete through %s: %v", survivors[0].Name, err)
+	}
+	if left, err := sandboxObjects(ctx, c, sandboxNS, bySandbox); err != nil || len(left) > 0 {
+		t.Errorf("left of the deleted sandbox %s: %v, %v", sb.ID, left, err)
+	}
+}
+
+// servedThrough: through each replica, the sandbox id is running and a
+// command in it runs with its output back.
+func servedThrough(ctx context.Context, replicas []corev1.Pod, client func(corev1.Pod) *sdk.Client, id string) error {
+	for _, p := range replicas {
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := func() error {
+			sb := client(p).Sandbox(id)
+			if err := sb.Refresh(actx); err != nil {
+				return err
+			}
+			if sb.Status != api.StatusRunning {
+				return fmt.Errorf("status %s", sb.Status)
+			}
+			// The image "host" is paddock's own: paddock is its one command.
+			cmd, err := sb.RunCommand(actx, api.CommandRequest{Cmd: "paddock", Args: []string{"version"}})
+			if err != nil {
+				return err
+			}
+			out, err := cmd.Output(actx, "stdout")
+			if err != nil || cmd.ExitCodeOr(-1) != 0 || !strings.HasPrefix(out, "paddock ") {
+				return fmt.Errorf("paddock version: exit %d, %q, %v", cmd.ExitCodeOr(-1), out, err)
+			}
+			return nil
+		}()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("through %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// ownedBy: the sandbox's Pod, Secret and NetworkPolicy carry the owner
+// label of one of replicas, the same on all three.
+func ownedBy(ctx context.Context, c *k8stest.Cluster, sandboxNS string, sel metav1.ListOptions, replicas []string) error {
+	objs, err := sandboxObjects(ctx, c, sandboxNS, sel)
+	if err != nil {
+		return err
+	}
+	if len(objs) != 3 {
+		return fmt.Errorf("objects %v, want a Pod, a Secret and a NetworkPolicy", objs)
+	}
+	owner := objs[0].owner
+	for _, o := range objs {
+		if o.owner != owner || !slices.Contains(replicas, o.owner) {
+			return fmt.Errorf("owners %v, want one of %v", objs, replicas)
+		}
+	}
+	return nil
+}
+
+type sandboxObject struct{ kind, name, owner string }
+
+func (o sandboxObject) String() string { return o.kind + " " + o.name + " of " + o.owner }
+
+// sandboxObjects lists the Pods, Secrets and NetworkPolicies sel selects.
+func sandboxObjects(ctx context.Context, c *k8stest.Cluster, ns string, sel metav1.ListOptions) ([]sandboxObject, error) {
+	var objs []sandboxObject
+	add := func(kind string, m metav1.ObjectMeta) {
+		objs = append(objs, sandboxObject{kind, m.Name, m.Labels["paddock.dev/owner"]})
+	}
+	pods, err := c.Client.CoreV1().Pods(ns).List(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range pods.Items {
+		add("Pod", o.ObjectMeta)
+	}
+	secrets, err := c.Client.CoreV1().Secrets(ns).List(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range secrets.Items {
+		add("Secret", o.ObjectMeta)
+	}
+	policies, err := c.Client.NetworkingV1().NetworkPolicies(ns).List(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range policies.Items {
+		add("NetworkPolicy", o.ObjectMeta)
+	}
+	return objs, nil
+}
+
+// sandboxPod is the one Pod sel selects, running.
+func sandboxPod(ctx context.Context, t *testing.T, c *k8stest.Cluster, ns string, sel metav1.ListOptions) corev1.Pod {
+	t.Helper()
+	l, err := c.Client.CoreV1().Pods(ns).List(ctx, sel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Items) != 1 || l.Items[0].Status.Phase != corev1.PodRunning {
+		t.Fatalf("Pods %s: %+v, want one running", sel.LabelSelector, l.Items)
+	}
+	return l.Items[0]
 }
