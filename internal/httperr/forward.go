@@ -100,7 +100,11 @@ func (e loopError) Unwrap() error {
 // go there whole: it came through Forwarding, nothing read its body yet,
 // and no replica forwarded it already. Otherwise it reports false and the
 // error to answer with: err, or for a forwarded request an error with code
-// "sandbox_replica_loop". Every surface's error writer calls it first.
+// "sandbox_replica_loop". When the owner cannot be reached it writes
+// nothing and reports false with an ElsewhereError that names no URL (503
+// "sandbox_replica_unavailable"), so the caller answers in its surface's
+// shape (E2B's, Vercel's, envd's), as for every other error. Every
+// surface's error writer calls it first.
 func Forward(w http.ResponseWriter, r *http.Request, err error) (bool, error) {
 	var ee *sandbox.ElsewhereError
 	if !errors.As(err, &ee) || ee.URL == "" {
@@ -118,7 +122,15 @@ func Forward(w http.ResponseWriter, r *http.Request, err error) (bool, error) {
 		h.log.Error("replica advertises a bad URL", "replica", ee.Replica, "url", ee.URL, "sandbox", ee.ID)
 		return false, &sandbox.ElsewhereError{ID: ee.ID, Replica: ee.Replica}
 	}
+	var failed error // set by ErrorHandler, before anything is written to w
 	rp := &httputil.ReverseProxy{
+		// No X-Forwarded-For (Rewrite drops the client's, and SetXForwarded
+		// is not called): no replica uses a client's address for anything
+		// (no rate limit, log or audit record carries it; limits go by
+		// team), so the owner needs none. One that does must trust the
+		// header only from a replica, which ForwardedBy cannot prove (a
+		// client may send it): it would need the replicas' addresses or a
+		// shared secret.
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host = target.Scheme, target.Host
 			pr.Out.URL.Path, pr.Out.URL.RawPath, pr.Out.URL.RawQuery = h.url.Path, h.url.RawPath, h.url.RawQuery
@@ -127,13 +139,9 @@ func Forward(w http.ResponseWriter, r *http.Request, err error) (bool, error) {
 		},
 		Transport:     forwardTransport,
 		FlushInterval: -1, // streamed output goes out as it comes
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if r.Context().Err() != nil {
-				return // the client went away
-			}
-			h.log.Warn("forward to replica failed", "replica", ee.Replica, "sandbox", ee.ID, "err", err)
-			Write(w, &sandbox.ElsewhereError{ID: ee.ID, Replica: ee.Replica})
-		},
+		// Called only before the owner's answer began: the caller writes
+		// the error in its own shape.
+		ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) { failed = err },
 	}
 	// The owner bounds the request as it would its own (streams live
 	// long); this replica only relays it.
@@ -141,5 +149,12 @@ func Forward(w http.ResponseWriter, r *http.Request, err error) (bool, error) {
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
 	rp.ServeHTTP(w, r)
-	return true, nil
+	if failed == nil {
+		return true, nil
+	}
+	if r.Context().Err() != nil {
+		return true, nil // the client went away: nobody to answer
+	}
+	h.log.Warn("forward to replica failed", "replica", ee.Replica, "sandbox", ee.ID, "err", failed)
+	return false, &sandbox.ElsewhereError{ID: ee.ID, Replica: ee.Replica}
 }

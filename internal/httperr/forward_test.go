@@ -20,7 +20,8 @@ import (
 // TestForward holds the forward decision: a request goes to the replica
 // that runs its sandbox only whole (body unread), once (no hop header),
 // and only to a live replica; otherwise the client is told to come back
-// (503 with Retry-After), not that the sandbox does not exist.
+// (503 with Retry-After), not that the sandbox does not exist, by the
+// caller's own error writer (each surface has its shape), never by Forward.
 func TestForward(t *testing.T) {
 	// The owner echoes what it got.
 	owner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -66,6 +67,8 @@ func TestForward(t *testing.T) {
 					r = httptest.NewRequestWithContext(r.Context(), "GET", "/api/v1/sandboxes/sb1", nil)
 				}
 				if ok, err := Forward(w, r, err); !ok {
+					// The caller's own writer answers, in its surface's shape.
+					w.Header().Set("X-Writer", "caller")
 					Write(w, err)
 				}
 			})
@@ -88,6 +91,9 @@ func TestForward(t *testing.T) {
 				t.Errorf("the owner got %q, want %q", got, tc.got)
 			}
 			if tc.code != "" {
+				if got := rec.Header().Get("X-Writer"); got != "caller" {
+					t.Errorf("the error answer was not the caller's own (X-Writer %q): Forward wrote it", got)
+				}
 				var e api.Error
 				if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error.Code != tc.code {
 					t.Errorf("answer %s (%v), want code %s", rec.Body, err, tc.code)
