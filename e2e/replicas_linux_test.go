@@ -152,8 +152,11 @@ func waitReady(t *testing.T, url string, p *serveProc) {
 // that replica a runs through replica b only, with the same team token:
 // b forwards every request to a (API, E2B and Vercel layers alike), lists
 // both replicas' sandboxes in one list, and keeps another team's sandbox
-// from it. With a killed, b tells the client to come back (503
-// sandbox_replica_unavailable), not that the sandbox does not exist.
+// from it. Requests whose handlers read a body (Vercel update by name,
+// E2B timeout and refresh, an envd upload) go too: the sandbox is looked
+// up first. With a killed, b tells the client to come back (503
+// sandbox_replica_unavailable, in each surface's own shape), not that the
+// sandbox does not exist.
 func TestReplicaServesAnySandbox(t *testing.T) {
 	requireSandboxes(t)
 	if _, err := exec.LookPath("go"); err != nil {
@@ -314,10 +317,54 @@ func TestReplicaServesAnySandbox(t *testing.T) {
 	if st, body := e2bGet(urlB, ""); st != http.StatusOK || !strings.Contains(body, onA.ID) || !strings.Contains(body, onB.ID) {
 		t.Fatalf("E2B list through b: %d %s, want %s and %s", st, body, onA.ID, onB.ID)
 	}
+	// Calls whose handlers read a body, through b: timeout, refresh,
+	// connect (for envd's token), and a file uploaded to envd.
+	e2b := func(method, url string, hdr http.Header, body string) (int, []byte) {
+		req, _ := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+		req.Header = hdr
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, out
+	}
+	apiKey := http.Header{"X-Api-Key": {tok1}, "Content-Type": {"application/json"}}
+	for _, c := range []struct{ path, body string }{{"timeout", `{"timeout":600}`}, {"refreshes", `{"duration":600}`}} {
+		if st, body := e2b("POST", urlB+"/compat/e2b/sandboxes/"+onA.ID+"/"+c.path, apiKey, c.body); st != http.StatusNoContent {
+			t.Fatalf("E2B %s of a's sandbox through b: %d %s", c.path, st, body)
+		}
+	}
+	st, body := e2b("POST", urlB+"/compat/e2b/sandboxes/"+onA.ID+"/connect", apiKey, `{"timeout":600}`)
+	var conn struct {
+		EnvdAccessToken string `json:"envdAccessToken"`
+	}
+	if st/100 != 2 || json.Unmarshal(body, &conn) != nil || conn.EnvdAccessToken == "" {
+		t.Fatalf("E2B connect to a's sandbox through b: %d %s", st, body)
+	}
+	envdHdr := http.Header{"E2b-Sandbox-Id": {onA.ID}, "E2b-Sandbox-Port": {"49983"},
+		"X-Access-Token": {conn.EnvdAccessToken}, "Content-Type": {"application/octet-stream"}}
+	if st, body := e2b("POST", urlB+"/files?path=/tmp/e2b-upload", envdHdr, "uploaded through b\n"); st != http.StatusOK {
+		t.Fatalf("envd upload to a's sandbox through b: %d %s", st, body)
+	}
+	if f, err := sb.ReadFile(ctx, "/tmp/e2b-upload"); err != nil {
+		t.Fatalf("read the envd upload through b: %v", err)
+	} else {
+		data, _ := io.ReadAll(f)
+		f.Close()
+		if string(data) != "uploaded through b\n" {
+			t.Fatalf("the envd upload through b reads %q", data)
+		}
+	}
 
 	// The Vercel layer: a session made on a, run a command in through b.
 	vercel := func(url, method, path, body string) (int, []byte) {
-		req, _ := http.NewRequestWithContext(ctx, method, url+"/compat/vercel"+path+"?teamId="+team1.ID, strings.NewReader(body))
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		req, _ := http.NewRequestWithContext(ctx, method, url+"/compat/vercel"+path+sep+"teamId="+team1.ID, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+tok1)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
@@ -328,7 +375,7 @@ func TestReplicaServesAnySandbox(t *testing.T) {
 		out, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, out
 	}
-	st, body := vercel(urlA, "POST", "/v1/sandboxes", `{"projectId":"prj_replicas"}`)
+	st, body = vercel(urlA, "POST", "/v1/sandboxes", `{"projectId":"prj_replicas"}`)
 	var created struct {
 		Sandbox struct{ ID string } `json:"sandbox"`
 	}
@@ -344,6 +391,21 @@ func TestReplicaServesAnySandbox(t *testing.T) {
 	}
 	if st, body := vercel(urlB, "POST", "/v1/sandboxes/"+vid+"/stop", `{}`); st != http.StatusOK {
 		t.Fatalf("Vercel stop of a's session through b: %d %s", st, body)
+	}
+	// A v2 sandbox made on a, updated (its handler decodes the body before
+	// it looks the sandbox up) and deleted by name through b.
+	const named = "/v2/sandboxes/named-on-a?projectId=prj_replicas"
+	if st, body := vercel(urlA, "POST", "/v2/sandboxes", `{"projectId":"prj_replicas","name":"named-on-a"}`); st != http.StatusOK {
+		t.Fatalf("Vercel v2 create on a: %d %s", st, body)
+	}
+	if st, body := vercel(urlB, "PATCH", named, `{"tags":{"via":"replica-b"}}`); st != http.StatusOK || !strings.Contains(string(body), "replica-b") {
+		t.Fatalf("Vercel update by name of a's sandbox through b: %d %s", st, body)
+	}
+	if st, body := vercel(urlB, "DELETE", named, ""); st != http.StatusOK {
+		t.Fatalf("Vercel delete by name of a's sandbox through b: %d %s", st, body)
+	}
+	if st, body := vercel(urlA, "GET", named, ""); st != http.StatusNotFound {
+		t.Fatalf("Vercel get on a after the delete through b: %d %s, want 404", st, body)
 	}
 
 	// Stopped and deleted through b.
@@ -383,6 +445,16 @@ func TestReplicaServesAnySandbox(t *testing.T) {
 			json.Unmarshal(body, &e) != nil || e.Error.Code != "sandbox_replica_unavailable" {
 			t.Errorf("b on a dead replica's sandbox %s after the kill: %d, Retry-After %q, %s",
 				after, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+		// The E2B layer answers in E2B's shape ({"code","message"}), the
+		// failed forward included, which the E2B SDKs read.
+		est, ebody := e2bGet(urlB, left.ID)
+		var eb struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		}
+		if est != http.StatusServiceUnavailable || json.Unmarshal([]byte(ebody), &eb) != nil || eb.Code != est || eb.Message == "" {
+			t.Errorf("E2B get through b of a dead replica's sandbox %s after the kill: %d %s, want 503 in E2B's shape", after, est, ebody)
 		}
 	}
 	if err := b2.Sandbox(left.ID).Refresh(ctx); !errors.Is(err, sdk.ErrNotFound) {

@@ -467,9 +467,20 @@ func ms(t time.Time) int64 {
 // (its ID is its paddock sandbox's) that another replica runs, found
 // before a handler reads the body, so that writeError can still forward
 // the request there whole; nil for any other, which its handler answers.
+// A v2 route names its sandbox, whose current session is the one asked
+// (update, delete and fork decode a body before they look it up).
 // Another team's session is left to the handler: not found.
 func (h *Handler) elsewhere(r *http.Request) error {
 	sid := r.PathValue("sid")
+	if sid == "" && r.PathValue("name") != "" {
+		rec, err := h.namedRecord(r)
+		if err != nil {
+			return nil // the handler answers it
+		}
+		if cur := rec.current(); cur != nil {
+			sid = cur.ID
+		}
+	}
 	if sid == "" || !sandbox.ValidID(sid) {
 		return nil
 	}
