@@ -9,6 +9,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/lease"
+	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
 )
@@ -16,9 +17,16 @@ import (
 // startLeaseReplica starts a daemon named name on st with short leases.
 func startLeaseReplica(t *testing.T, st store.Store, name string) *Daemon {
 	t.Helper()
+	return startReplicaOn(t, st, name, fake.NewDriver(t, fake.DriverConfig{}), 900*time.Millisecond)
+}
+
+// startReplicaOn starts a daemon named name on st and drv, with leases of
+// ttl (renewed six times per ttl) and a fast sweep.
+func startReplicaOn(t *testing.T, st store.Store, name string, drv runtime.Driver, ttl time.Duration) *Daemon {
+	t.Helper()
 	cfg := Config{DataDir: newDataDir(t), NoNetwork: true, NodeName: name,
-		LeaseTTL: 900 * time.Millisecond, LeaseRenew: 150 * time.Millisecond, OrphanGrace: time.Hour}
-	d, err := Start(t.Context(), cfg, WithDriver(fake.NewDriver(t, fake.DriverConfig{})), WithStore(st),
+		LeaseTTL: ttl, LeaseRenew: ttl / 6, OrphanGrace: time.Hour}
+	d, err := Start(t.Context(), cfg, WithDriver(drv), WithStore(st),
 		WithControlConfig(func(c *control.Config) { c.IdleCheckInterval = 50 * time.Millisecond }))
 	if err != nil {
 		t.Fatalf("Start %s: %v", name, err)

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/node"
 	"github.com/paddock-dev/paddock/internal/runtime"
@@ -50,19 +49,7 @@ func TestNodeRecordsMove(t *testing.T) {
 // short leases and a fast sweep.
 func startTakeoverReplica(t *testing.T, st store.Store, name string, drv runtime.Driver) *Daemon {
 	t.Helper()
-	cfg := Config{DataDir: newDataDir(t), NoNetwork: true, NodeName: name,
-		LeaseTTL: 600 * time.Millisecond, LeaseRenew: 100 * time.Millisecond, OrphanGrace: time.Hour}
-	d, err := Start(t.Context(), cfg, WithDriver(drv), WithStore(st),
-		WithControlConfig(func(c *control.Config) { c.IdleCheckInterval = 50 * time.Millisecond }))
-	if err != nil {
-		t.Fatalf("Start %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		if err := d.Close(); err != nil {
-			t.Errorf("Close %s: %v", name, err)
-		}
-	})
-	return d
+	return startReplicaOn(t, st, name, drv, 600*time.Millisecond)
 }
 
 // TestTakeover: two replicas share a store and a "cluster"; one goes
