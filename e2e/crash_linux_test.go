@@ -320,7 +320,20 @@ type armedProc struct {
 // test to kill) and waits until it serves.
 func (e *crashEnv) startArmed(t *testing.T, point string) *armedProc {
 	t.Helper()
-	cmd := exec.Command(e.bin, append([]string{"serve", "--data-dir", e.dataDir, "--listen", e.addr}, crashServeFlags...)...)
+	p := startKillable(t, e.bin, point, append([]string{"--data-dir", e.dataDir, "--listen", e.addr}, crashServeFlags...)...)
+	srv := &serveProc{out: p.out, log: p.log}
+	e.url, e.token = srv.clientConfig(t, e.dataDir)
+	e.c = sdk.New(e.url, e.token)
+	return p
+}
+
+// startKillable runs `paddock serve args...` armed at point ("": unarmed),
+// for a test that kills it (by its pid) rather than stops it: it dies with
+// the test binary, and the test's cleanup kills it if it still runs and
+// waits for it.
+func startKillable(t *testing.T, bin, point string, args ...string) *armedProc {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	cmd.Env = append(os.Environ(), crashpoint.EnvVar+"="+point)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	p := &armedProc{cmd: cmd, out: &lockedBuffer{}, log: &lockedBuffer{}, done: make(chan struct{})}
@@ -337,9 +350,6 @@ func (e *crashEnv) startArmed(t *testing.T, point string) *armedProc {
 			<-p.done
 		}
 	})
-	srv := &serveProc{out: p.out, log: p.log}
-	e.url, e.token = srv.clientConfig(t, e.dataDir)
-	e.c = sdk.New(e.url, e.token)
 	return p
 }
 

@@ -5,16 +5,13 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/control"
-	"github.com/paddock-dev/paddock/internal/crashpoint"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
 	"github.com/paddock-dev/paddock/sdk"
@@ -43,23 +40,7 @@ func TestReplicaKilledMidActivation(t *testing.T) {
 
 	// Replica a, armed to die once it has queued an activation.
 	dirA, addrA := newDataDir(t), freeAddr(t)
-	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dirA, "--listen", addrA}, flags("node-a")...)...)
-	cmd.Env = append(os.Environ(), crashpoint.EnvVar+"=control/activate/queued")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
-	pa := &armedProc{cmd: cmd, out: &lockedBuffer{}, log: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = pa.out, pa.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = cmd.Wait(); close(pa.done) }() // owned: the cleanup below waits for it
-	t.Cleanup(func() {
-		select {
-		case <-pa.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-pa.done
-		}
-	})
+	pa := startKillable(t, bin, "control/activate/queued", append([]string{"--data-dir", dirA, "--listen", addrA}, flags("node-a")...)...)
 	urlA, token := (&serveProc{out: pa.out, log: pa.log}).clientConfig(t, dirA)
 	a := sdk.New(urlA, token)
 
@@ -173,22 +154,7 @@ func TestReplicaServesAnySandbox(t *testing.T) {
 
 	// Replica a, started by hand to be killed by pid later.
 	dirA, addrA := newDataDir(t), freeAddr(t)
-	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dirA, "--listen", addrA}, flags("node-a", addrA)...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
-	pa := &armedProc{cmd: cmd, out: &lockedBuffer{}, log: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = pa.out, pa.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = cmd.Wait(); close(pa.done) }() // owned: the cleanup below waits for it
-	t.Cleanup(func() {
-		select {
-		case <-pa.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-pa.done
-		}
-	})
+	pa := startKillable(t, bin, "", append([]string{"--data-dir", dirA, "--listen", addrA}, flags("node-a", addrA)...)...)
 	urlA, admin := (&serveProc{out: pa.out, log: pa.log}).clientConfig(t, dirA)
 	waitReady(t, urlA, &serveProc{out: pa.out, log: pa.log})
 	// A failure leaves a's sandboxes running: delete them while a serves
