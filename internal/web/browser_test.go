@@ -93,7 +93,11 @@ func TestBrowserTerminal(t *testing.T) {
 	}
 	small := ptySize("opened at the box's size", func(s agent.PTYSize) bool { return s.Rows >= 5 && s.Cols >= 20 })
 
-	c.Do("full screen", chromedp.Click(chromedp.CSS("#term-full")),
+	// The button is clicked as an element, not at its coordinates: the page
+	// above the terminal still grows as the live feed fills it in (the
+	// terminal's command among them), and a click at coordinates measured
+	// before such a shift missed the button in loaded runs.
+	c.Do("full screen", chromedp.Poll[chromedp.Void](`(document.getElementById("term-full").click(), true)`, chromedp.WithPollingTimeout(5*time.Second)),
 		chromedp.WaitVisible(chromedp.CSS(`#term-section.term-full #term-full[aria-pressed="true"]`)))
 	full := ptySize("full screen grows it", func(s agent.PTYSize) bool { return s.Rows > small.Rows && s.Cols > small.Cols })
 
