@@ -62,9 +62,6 @@ type crashCase struct {
 // and checks that nothing is left on the host.
 func TestCrashRecovery(t *testing.T) {
 	requireSandboxes(t)
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("needs the go tool to build the binaries")
-	}
 	bin := buildPaddock(t)
 
 	for _, tc := range crashCases() {

@@ -373,9 +373,6 @@ func TestMeteringBudgetHardCap(t *testing.T) {
 // once, the crash's gap included.
 func TestMeteringSurvivesCrash(t *testing.T) {
 	requireSandboxes(t)
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("needs the go tool to build the binaries")
-	}
 	bin := buildPaddock(t)
 	dir, addr := newDataDir(t), freeAddr(t)
 	flags := []string{"serve", "--data-dir", dir, "--listen", addr, "--no-network", "--usage-interval", "300ms"}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -26,9 +25,6 @@ import (
 // token the first replica made.
 func TestReplicaKilledMidActivation(t *testing.T) {
 	requireSandboxes(t)
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("needs the go tool to build the binaries")
-	}
 	bin := buildPaddock(t)
 	uri, db := mongotest.URI(t), mongotest.NewDB()
 	flags := func(node string) []string {
@@ -140,9 +136,6 @@ func waitReady(t *testing.T, url string, p *serveProc) {
 // sandbox does not exist.
 func TestReplicaServesAnySandbox(t *testing.T) {
 	requireSandboxes(t)
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("needs the go tool to build the binaries")
-	}
 	bin := buildPaddock(t)
 	uri, db := mongotest.URI(t), mongotest.NewDB()
 	flags := func(node, addr string) []string {

@@ -148,6 +148,23 @@ func (p *serveProc) clientConfig(t *testing.T, dataDir string) (url, token strin
 	}
 }
 
+// waitOutput returns serve's stdout once it holds want, or fails the test
+// after 30 s. serve prints its banner after it writes client.json, so a
+// test that just read client.json can be ahead of the banner.
+func (p *serveProc) waitOutput(t *testing.T, want string) string {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		out := p.out.String()
+		if strings.Contains(out, want) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve's output lacks %q:\n%s", want, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // cliRunner runs the paddock CLI against a server: in dir, with env, each
 // call bounded by its timeout. It returns stdout, stderr and the exit code.
 func cliRunner(t *testing.T, bin, dir string, env []string) func(timeout time.Duration, args ...string) (string, string, int) {

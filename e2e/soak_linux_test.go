@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -20,9 +19,6 @@ const soakPool = "10.213.243.0/24"
 // is checked there, not here (20 s is too short to tell).
 func TestSoak(t *testing.T) {
 	requireSandboxes(t)
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("needs the go tool to build the binaries")
-	}
 	bin := buildPaddock(t)
 	dataDir := newDataDir(t)
 	srv := startServe(t, bin, dataDir, freeAddr(t), "--network-pool", soakPool)

@@ -107,9 +107,6 @@ func TestTerminalAndWatch(t *testing.T) {
 	})
 
 	t.Run("cli", func(t *testing.T) {
-		if _, err := exec.LookPath("go"); err != nil {
-			t.Skip("needs the go tool to build the binaries")
-		}
 		bin := buildPaddock(t)
 		cmd := exec.CommandContext(ctx, bin, "sandbox", "shell", sb.ID)
 		cmd.Env = append(os.Environ(), "PADDOCK_URL="+s.http.URL, "PADDOCK_TOKEN="+s.token, "TERM=xterm")
