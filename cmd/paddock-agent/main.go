@@ -15,6 +15,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/paddock-dev/paddock/internal/agent"
 )
 
@@ -67,6 +69,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	imageUser := fs.String("user", "", "the image config's User, resolved against this root's /etc/passwd and /etc/group (default: uid 1000)")
 	logMax := fs.Int64("log-max-bytes", agent.DefaultMaxLogBytes, "bytes kept of each command's output; the oldest are dropped past it")
 	logTotal := fs.Int64("log-total-bytes", agent.DefaultMaxLogTotalBytes, "bytes kept of all commands' output together (the size of the state dir's tmpfs)")
+	tasksPerUser := fs.Uint64("tasks-per-user", 0, "cap each user's processes and threads (RLIMIT_NPROC, hard and soft), for the agent and every command (for a Pod in a user namespace of its own, whose cgroup's pids limit is the node's)")
 	memLimit := fs.Int64("memory-limit", 0, "a memory limit in bytes the agent enforces itself, killing the biggest process past it (for gVisor, whose sentry enforces none)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -103,6 +106,14 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	}
 	defer ln.Close()
 
+	if *tasksPerUser > 0 {
+		// Set on PID 1 before any command exists, so every command
+		// inherits it; no one inside can raise a hard limit (that takes
+		// CAP_SYS_RESOURCE in the host's user namespace).
+		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: *tasksPerUser, Max: *tasksPerUser}); err != nil {
+			return fmt.Errorf("set the tasks-per-user limit: %w", err)
+		}
+	}
 	seccompOn := false
 	if !*noSeccomp {
 		// Before serving, so no request runs without the filter; it covers

@@ -367,6 +367,14 @@ func (d *Driver) pod(spec runtime.Spec, ref string, binds []runtime.Bind, res sa
 		"--token-file=" + credDir + "/" + tokenKey,
 		"--user=" + spec.User,
 	}, ocispec.AgentLogArgs(res)...)
+	if !d.cfg.HostUsers {
+		// A Pod's cgroup has the node's one pids limit and is read-only
+		// inside, so the sandbox's own limit is a per-user one: in the
+		// Pod's user namespace each of its users is a host uid no other
+		// Pod has, and the kernel counts RLIMIT_NPROC per user there.
+		// Never with the node's users: uid 1000 would be every Pod's.
+		args = append(args, "--tasks-per-user="+strconv.FormatInt(tasksPerUser(res.PIDs), 10))
+	}
 	hostname := spec.Hostname
 	if hostname == "" {
 		hostname = spec.ID
@@ -439,6 +447,18 @@ func (d *Driver) pod(spec runtime.Spec, ref string, binds []runtime.Bind, res sa
 	}
 	return p
 }
+
+// tasksPerUser is the RLIMIT_NPROC a Pod's agent sets for a sandbox
+// limited to pids tasks: the limit less the agent's own threads (root's
+// count inside), so that the default user's runaway forks leave the
+// sandbox's total within it. Root's commands draw on a count of their own.
+func tasksPerUser(pids int64) int64 {
+	return pids - min(agentTasks, pids/2)
+}
+
+// agentTasks is what the agent's threads may take of a sandbox's pids
+// limit: a Go server of a few goroutines blocked in syscalls.
+const agentTasks = 16
 
 // waitRunning watches the Pod until its sandbox container runs with an
 // address, and fails at once when it cannot (a pull that fails, a

@@ -110,8 +110,6 @@ func TestConformance(t *testing.T) {
 		HostPID: func(t *testing.T, id string) int { return e.hostPID(t, id, "sandbox", true) },
 		Known: map[string]string{
 			"Network": "a Pod has the cluster's network (eth0), not loopback alone; its egress is a NetworkPolicy",
-			"ForkBomb": "the Pod API has no per-Pod pid limit (the kubelet's podPidsLimit is one value for every Pod of a node, " +
-				"and the sandbox's cgroup is read-only inside it)",
 			// With hostUsers: false each Pod has a range of its own (the
 			// UserNamespace case and TestUserNamespace pass), but the
 			// kernel charges per-user counts to the user inside and to the

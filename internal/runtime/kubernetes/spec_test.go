@@ -71,7 +71,8 @@ func TestPodSpec(t *testing.T) {
 		t.Fatalf("%d containers, %d init containers", len(ps.Containers), len(ps.InitContainers))
 	}
 	c := ps.Containers[0]
-	if c.Command[0] != agent.BinaryPath || !slices.Contains(c.Command, "--user=1000") {
+	// 64 less the agent's 16: the default user's bomb leaves the total within 64.
+	if c.Command[0] != agent.BinaryPath || !slices.Contains(c.Command, "--user=1000") || !slices.Contains(c.Command, "--tasks-per-user=48") {
 		t.Errorf("command %q", c.Command)
 	}
 	sc := c.SecurityContext
@@ -115,8 +116,10 @@ func TestPodSpec(t *testing.T) {
 		t.Errorf("hostUsers %v, Capabilities().UserNS %v: want a user namespace by default", ps.HostUsers, d.Capabilities().UserNS)
 	}
 	shared := testDriver(t, func(c *Config) { c.HostUsers = true })
-	if p := shared.pod(spec, "img:1", nil, spec.Resources); p.Spec.HostUsers != nil || shared.Capabilities().UserNS {
-		t.Errorf("Config.HostUsers: hostUsers %v, Capabilities().UserNS %v: want the node's", p.Spec.HostUsers, shared.Capabilities().UserNS)
+	if p := shared.pod(spec, "img:1", nil, spec.Resources); p.Spec.HostUsers != nil || shared.Capabilities().UserNS ||
+		slices.ContainsFunc(p.Spec.Containers[0].Command, func(a string) bool { return strings.HasPrefix(a, "--tasks-per-user") }) {
+		t.Errorf("Config.HostUsers: hostUsers %v, Capabilities().UserNS %v, command %q: want the node's users and no per-user task cap (uid 1000 would be every Pod's)",
+			p.Spec.HostUsers, shared.Capabilities().UserNS, p.Spec.Containers[0].Command)
 	}
 }
 
