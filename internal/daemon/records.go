@@ -68,14 +68,10 @@ func (r *nodeRecords) LoadNode(ctx context.Context, node string) ([]sandbox.Sand
 }
 
 // Move moves id's record from node from to node to ("": this one) if
-// from has it. The store has no conditional write of a sandbox record, so
-// this is a read, a check and a write: two moves of one record at once
-// could both succeed. That does not happen: the node serialises its own
-// (Manager.Adopt), and among replicas only the background lease's holder
-// moves records (takeover.go). A record's own node writes it meanwhile
-// only if it came back under its name in the moment between the
-// takeover's read of its lease (lapsed a grace ago) and the move: a
-// conditional write in the store would close that window.
+// from has it: one conditional write in the store (store.MoveSandbox), so
+// of two moves at once one wins, and a write by the record's own node (one
+// that came back under its name just as the takeover read its lapsed
+// lease) is never overwritten by a move that read the record before it.
 func (r *nodeRecords) Move(ctx context.Context, id, from, to string) (sandbox.Sandbox, error) {
 	if from == "" {
 		from = r.node
@@ -83,15 +79,8 @@ func (r *nodeRecords) Move(ctx context.Context, id, from, to string) (sandbox.Sa
 	if to == "" {
 		to = r.node
 	}
-	rec, err := r.s.GetSandbox(ctx, id)
+	rec, err := r.s.MoveSandbox(ctx, id, from, to)
 	if err != nil {
-		return sandbox.Sandbox{}, err
-	}
-	if rec.Node != from {
-		return sandbox.Sandbox{}, sandbox.Errorf(sandbox.ErrConflict, "sandbox_moved", "sandbox %s is node %s's, not %s's", id, rec.Node, from)
-	}
-	rec.Node = to
-	if err := r.s.PutSandbox(ctx, rec); err != nil {
 		return sandbox.Sandbox{}, fmt.Errorf("move sandbox %s from %s to %s: %w", id, from, to, err)
 	}
 	return rec.Sandbox, nil

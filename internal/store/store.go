@@ -92,6 +92,13 @@ type Store interface {
 	PutSandbox(ctx context.Context, r SandboxRecord) error
 	GetSandbox(ctx context.Context, id string) (SandboxRecord, error)
 	DeleteSandbox(ctx context.Context, id string) error // unknown id is not an error
+	// MoveSandbox gives id's record to node to, only if node from still
+	// has it, and returns it as moved: ErrConflict "sandbox_moved" if
+	// another node has it, ErrNotFound if it is gone. It is one
+	// conditional write, so of several moves of one record at once exactly
+	// one wins, and a write of the record by from meanwhile is never
+	// overwritten by a move that read it before.
+	MoveSandbox(ctx context.Context, id, from, to string) (SandboxRecord, error)
 	// ListSandboxes returns the sandboxes of one node ("" = every node).
 	ListSandboxes(ctx context.Context, node string) ([]SandboxRecord, error)
 
@@ -573,6 +580,11 @@ func Conflict(code, format string, args ...any) error {
 // Exists is the conflict of a create whose ID or unique key is taken.
 func Exists(what, id string) error {
 	return Conflict(what+"_exists", "%s %s already exists", what, id)
+}
+
+// Moved is MoveSandbox's conflict: the record is not from's any more.
+func Moved(id, node, from string) error {
+	return Conflict("sandbox_moved", "sandbox %s is node %s's, not %s's", id, node, from)
 }
 
 // Stale is the conflict of an optimistic update that lost: the record's

@@ -777,6 +777,46 @@ func (s *Store) DeleteSandbox(ctx context.Context, id string) error {
 	return nil
 }
 
+// MoveSandbox is a findOneAndUpdate filtered on {_id, node}. FerretDB
+// runs that as a read and a write, so the move first takes a claim on
+// (id, from), as optimistic updates do: of the movers that found the
+// record from's, one takes the claim and the others conflict, and the
+// winner's filter is read after the claim is taken. (A PutSandbox by from
+// itself is a plain replace: on MongoDB the move's filter is atomic
+// against it; on FerretDB the two can interleave.)
+func (s *Store) MoveSandbox(ctx context.Context, id, from, to string) (store.SandboxRecord, error) {
+	moved := func() (store.SandboxRecord, error) {
+		var d sandboxDoc
+		if err := findOne(ctx, s.sandboxes, bson.D{{Key: "_id", Value: id}}, &d, "sandbox", id); err != nil {
+			return store.SandboxRecord{}, err
+		}
+		return store.SandboxRecord{}, store.Moved(id, d.Node, from)
+	}
+	release, err := s.claim(ctx, s.sandboxes.Name()+"/"+id+"/node/"+from)
+	if errors.Is(err, errClaimed) {
+		return moved()
+	}
+	if err != nil {
+		return store.SandboxRecord{}, err
+	}
+	defer release()
+	var d sandboxDoc
+	err = s.sandboxes.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}, {Key: "node", Value: from}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "node", Value: to}}}},
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&d)
+	if noDoc(err) {
+		return moved()
+	}
+	if err != nil {
+		return store.SandboxRecord{}, wrap("move sandbox", err)
+	}
+	r, err := d.rec()
+	if err != nil {
+		return r, wrap("decode sandbox "+id, err)
+	}
+	return r, nil
+}
+
 func (s *Store) ListSandboxes(ctx context.Context, node string) ([]store.SandboxRecord, error) {
 	docs, err := findAll(ctx, s.sandboxes, eq(bson.D{}, "node", node), sortBy("createdAt", "_id"),
 		func(d sandboxDoc) sandboxDoc { return d }, "list sandboxes")

@@ -665,6 +665,23 @@ func (s *Store) DeleteSandbox(ctx context.Context, id string) error {
 	return nil
 }
 
+// MoveSandbox is one UPDATE on (id, node): SQLite runs one writer at a
+// time, so the condition and the write are one step.
+func (s *Store) MoveSandbox(ctx context.Context, id, from, to string) (store.SandboxRecord, error) {
+	rec, err := scanSandbox(s.w.QueryRowContext(ctx, `UPDATE sandboxes SET node = ? WHERE id = ? AND node = ? RETURNING node, data`, to, id, from))
+	if errors.Is(err, sql.ErrNoRows) {
+		cur, err := s.GetSandbox(ctx, id)
+		if err != nil {
+			return store.SandboxRecord{}, err
+		}
+		return store.SandboxRecord{}, store.Moved(id, cur.Node, from)
+	}
+	if err != nil {
+		return store.SandboxRecord{}, wrap("move sandbox", err)
+	}
+	return rec, nil
+}
+
 func (s *Store) ListSandboxes(ctx context.Context, node string) ([]store.SandboxRecord, error) {
 	return list(ctx, s.r, scanSandbox, "list sandboxes",
 		`SELECT node, data FROM sandboxes WHERE (? = '' OR node = ?) ORDER BY created_at, id`, node, node)

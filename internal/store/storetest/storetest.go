@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 		{"Pagination", testPagination},
 		{"PageLimits", testPageLimits},
 		{"Sandboxes", testSandboxes},
+		{"SandboxMoves", testSandboxMoves},
 		{"Commands", testCommands},
 		{"CommandRetention", testCommandRetention},
 		{"Usage", testUsage},
@@ -741,6 +742,65 @@ func testSandboxes(t *testing.T, s store.Store) {
 	must(t, err)
 	if len(list) != 0 {
 		t.Fatalf("ListSandboxes of an unknown node = %v", list)
+	}
+}
+
+// testSandboxMoves: a move takes a record only from the node named, and of
+// movers racing for one record exactly one wins.
+func testSandboxMoves(t *testing.T, s store.Store) {
+	sb := fullSandbox("sb-move", 0)
+	must(t, s.PutSandbox(ctx(t), store.SandboxRecord{Node: "gone", Sandbox: sb}))
+	_, err := s.MoveSandbox(ctx(t), "sb-404", "gone", "node-a")
+	wantErr(t, err, sandbox.ErrNotFound, "sandbox_not_found")
+	_, err = s.MoveSandbox(ctx(t), "sb-move", "node-x", "node-a")
+	wantErr(t, err, sandbox.ErrConflict, "sandbox_moved")
+
+	got, err := s.MoveSandbox(ctx(t), "sb-move", "gone", "node-a")
+	must(t, err)
+	want := store.SandboxRecord{Node: "node-a", Sandbox: store.NormalizeSandbox(sb)}
+	equal(t, "MoveSandbox", got, want)
+	got, err = s.GetSandbox(ctx(t), "sb-move")
+	must(t, err)
+	equal(t, "GetSandbox after the move", got, want)
+	_, err = s.MoveSandbox(ctx(t), "sb-move", "gone", "node-b")
+	wantErr(t, err, sandbox.ErrConflict, "sandbox_moved")
+
+	// Rounds of movers from one node to each their own: one wins each
+	// round, and the record is the winner's.
+	const rounds, movers = 5, 4
+	for round := range rounds {
+		id := "sb-race-" + strconv.Itoa(round)
+		must(t, s.PutSandbox(ctx(t), store.SandboxRecord{Node: "gone", Sandbox: sandbox.Sandbox{ID: id, State: sandbox.Running, CreatedAt: at(0)}}))
+		var (
+			wg      sync.WaitGroup
+			mu      sync.Mutex
+			winners []string
+		)
+		for i := range movers {
+			to := "node-" + strconv.Itoa(i)
+			wg.Go(func() {
+				r, err := s.MoveSandbox(ctx(t), id, "gone", to)
+				switch {
+				case err == nil:
+					if r.Node != to {
+						t.Errorf("%s moved to %s, reported %s", id, to, r.Node)
+					}
+					mu.Lock()
+					winners = append(winners, to)
+					mu.Unlock()
+				case errors.Is(err, sandbox.ErrConflict):
+				default:
+					t.Errorf("move %s to %s: %v", id, to, err)
+				}
+			})
+		}
+		wg.Wait()
+		if len(winners) != 1 {
+			t.Fatalf("round %d: %d movers won (%v), want exactly one", round, len(winners), winners)
+		}
+		got, err := s.GetSandbox(ctx(t), id)
+		must(t, err)
+		equal(t, "the record's node after the race", got.Node, winners[0])
 	}
 }
 
