@@ -218,6 +218,8 @@ type Store interface {
 	Leases
 	// The replica directory: where each replica is reached (replica.go).
 	Replicas
+	// The image directory: every scope's image refs (imageref.go).
+	ImageRefs
 }
 
 // TimePrecision is the resolution at which every store keeps times.
@@ -564,7 +566,7 @@ type E2BSandboxFilter struct {
 // NotFound is the error every implementation returns for a missing record;
 // what is "team", "user", "token", "project", "activation", "sandbox",
 // "command", "budget", "vercel_sandbox", "vercel_snapshot", "admission",
-// "admission_hold", "e2b_sandbox", "lease" or "replica".
+// "admission_hold", "e2b_sandbox", "lease", "replica" or "image_ref".
 func NotFound(what, id string) error {
 	if id == "" {
 		return sandbox.Errorf(sandbox.ErrNotFound, what+"_not_found", "%s not found", what)

@@ -328,4 +328,19 @@ CREATE TABLE replicas (
 	updated_at INTEGER
 );
 `,
+	// 13: the image directory (every scope's image refs, for every replica).
+	`
+CREATE TABLE image_refs (
+	scope      TEXT NOT NULL,
+	ref        TEXT NOT NULL,
+	digest     TEXT NOT NULL,
+	source     TEXT NOT NULL,
+	platform   TEXT NOT NULL,
+	insecure   INTEGER NOT NULL,
+	keychain   INTEGER NOT NULL,
+	replica    TEXT NOT NULL,
+	updated_at INTEGER,
+	PRIMARY KEY (scope, ref)
+);
+`,
 }
