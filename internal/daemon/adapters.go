@@ -13,6 +13,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/server"
 	"github.com/paddock-dev/paddock/internal/server/compat/e2b"
+	"github.com/paddock-dev/paddock/internal/store"
 )
 
 // The adapters below only connect two packages: each forwards to
@@ -220,4 +221,35 @@ func (c controlSandboxes) ImageCommand(team, ref string) ([]string, error) {
 		return nil, err
 	}
 	return append(append([]string(nil), img.Config.Entrypoint...), img.Config.Cmd...), nil
+}
+
+// imageDirectory is the store's image directory as the image store's
+// Directory, recorded under this replica's name.
+type imageDirectory struct {
+	s       store.Store
+	replica string
+}
+
+var _ image.Directory = imageDirectory{}
+
+// Record implements image.Directory.
+func (d imageDirectory) Record(ctx context.Context, e image.Entry) error {
+	return d.s.PutImageRef(ctx, store.ImageRef{Scope: e.Scope, Ref: e.Ref, Digest: e.Digest, Source: e.Source,
+		Platform: e.Platform, Insecure: e.Insecure, Keychain: e.Keychain, Replica: d.replica, UpdatedAt: time.Now()})
+}
+
+// Lookup implements image.Directory.
+func (d imageDirectory) Lookup(ctx context.Context, scope, ref string) (image.Entry, error) {
+	r, err := d.s.GetImageRef(ctx, scope, ref)
+	if err != nil {
+		return image.Entry{}, err
+	}
+	return image.Entry{Scope: r.Scope, Ref: r.Ref, Digest: r.Digest, Source: r.Source, Platform: r.Platform,
+		Insecure: r.Insecure, Keychain: r.Keychain, Replica: r.Replica}, nil
+}
+
+// Forget implements image.Directory.
+func (d imageDirectory) Forget(ctx context.Context, scope, ref, digest string) error {
+	_, err := d.s.DeleteImageRef(ctx, scope, ref, digest)
+	return err
 }

@@ -167,8 +167,8 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Daemon, err erro
 		{"load the TLS certificate", d.startTLS},
 		{"start the sandbox driver", d.startDriver},
 		{"start sandbox networking (or run with --no-network)", d.startNetwork},
-		{"open the image store", d.startImages},
 		{"open the store", d.startStore},
+		{"open the image store", d.startImages},
 		{"take this replica's leases", d.startLeases},
 		{"start admission", d.startAdmission},
 		{"start lifecycle events and webhooks", d.startEvents},
@@ -275,7 +275,10 @@ func (d *Daemon) startNetwork(_ context.Context, o *options) error {
 	return nil
 }
 
-func (d *Daemon) startImages(context.Context, *options) error {
+// startImages opens this host's image store, after the store: its refs
+// are shared with the other replicas through the store's image directory,
+// and at Close the store outlives the pulls that record into it.
+func (d *Daemon) startImages(ctx context.Context, _ *options) error {
 	images, err := image.OpenStore(filepath.Join(d.cfg.DataDir, "images"), image.StoreOptions{Logger: d.log,
 		TeamMaxImages: d.cfg.TeamMaxImages, TeamMaxSnapshots: d.cfg.TeamMaxSnapshots, TeamMaxSnapshotBytes: d.cfg.TeamMaxSnapshotBytes,
 		Guard: netguard.Guard{AllowPrivate: d.cfg.RegistryAllowPrivate, Allow: d.cfg.EgressAllowCIDRs, Deny: d.cfg.deny()}})
@@ -284,7 +287,7 @@ func (d *Daemon) startImages(context.Context, *options) error {
 	}
 	d.push("image store", images.Close) // cancels and waits for pulls
 	d.images = images
-	return nil
+	return images.ShareRefs(ctx, imageDirectory{s: d.store, replica: d.cfg.NodeName})
 }
 
 // startStore opens the store (MongoDB at Config.MongoURI, else SQLite at

@@ -72,8 +72,9 @@ func (o PullOptions) remoteAuth() remote.Option {
 }
 
 // Pull fetches ref from its registry, unpacks the layers the store does not
-// have yet and records ref in team's scope (Published: every team's).
-// progress (may be nil) is called from Pull's goroutine.
+// have yet and records ref in team's scope (Published: every team's), and
+// in the Directory, if any. progress (may be nil) is called from Pull's
+// goroutine.
 func (s *Store) Pull(ctx context.Context, team, ref string, opts PullOptions, progress func(LayerProgress)) (*Image, error) {
 	var nameOpts []name.Option
 	if opts.Insecure {
@@ -87,19 +88,38 @@ func (s *Store) Pull(ctx context.Context, team, ref string, opts PullOptions, pr
 	if err != nil {
 		return nil, err
 	}
+	out, err := s.pull(ctx, team, r.Name(), r, opts, progress)
+	if err != nil {
+		return nil, err
+	}
+	err = s.record(ctx, Entry{Scope: team, Ref: out.Ref, Digest: out.Digest, Source: r.Name(),
+		Platform: plat.String(), Insecure: opts.Insecure, Keychain: opts.Keychain})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// pull fetches from and installs it as ref of scope. Pull and Resolve
+// (an image another replica pulled, by digest) share it.
+func (s *Store) pull(ctx context.Context, scope, ref string, from name.Reference, opts PullOptions, progress func(LayerProgress)) (*Image, error) {
+	plat, err := opts.platform()
+	if err != nil {
+		return nil, err
+	}
 	// Every connection, the token realm's and redirects' included, goes
 	// through the guarded transport: a registry cannot point paddock at the
 	// host's or the LAN's services.
-	img, err := remote.Image(r, remote.WithContext(ctx), remote.WithPlatform(*plat), opts.remoteAuth(),
+	img, err := remote.Image(from, remote.WithContext(ctx), remote.WithPlatform(*plat), opts.remoteAuth(),
 		remote.WithTransport(s.registry))
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", r.Name(), registryError(r.Name(), err))
+		return nil, fmt.Errorf("pull %s: %w", from.Name(), registryError(from.Name(), err))
 	}
-	out, err := s.install(ctx, team, r.Name(), img, progress)
+	out, err := s.install(ctx, scope, ref, img, progress)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", r.Name(), registryError(r.Name(), err))
+		return nil, fmt.Errorf("pull %s: %w", from.Name(), registryError(from.Name(), err))
 	}
-	s.log.InfoContext(ctx, "image pulled", "image", out.Ref, "team", team, "digest", out.Digest, "bytes", out.Size)
+	s.log.InfoContext(ctx, "image pulled", "image", out.Ref, "team", scope, "digest", out.Digest, "bytes", out.Size)
 	return out, nil
 }
 
@@ -175,6 +195,10 @@ func (s *Store) Import(ctx context.Context, team, path string) (*Image, error) {
 		return nil, fmt.Errorf("import %s: %w", path, err)
 	}
 	s.log.InfoContext(ctx, "image imported", "image", out.Ref, "team", team, "digest", out.Digest, "bytes", out.Size)
+	// In no registry: the directory says which replica has it.
+	if err := s.record(ctx, Entry{Scope: team, Ref: out.Ref, Digest: out.Digest}); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 

@@ -154,6 +154,9 @@ type index struct {
 	Layers     map[string]layerRecord  `json:"layers"` // diff ID hex (or snapshot layer name) -> layer
 	// Snapshots are sandboxes' writable layers kept as layers.
 	Snapshots map[string]*snapshotRecord `json:"snapshots,omitempty"` // snapshot id -> snapshot
+	// Shared: the refs here were recorded in a Directory (ShareRefs), so a
+	// ref the directory lacks was removed through another replica.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // flight is one in-progress unpack of a layer that concurrent pulls share.
@@ -183,6 +186,10 @@ type Store struct {
 	idx     index              // the in-memory copy of index.json
 	flights map[string]*flight // diff ID hex -> unpack in progress
 	pinned  map[string]int     // diff ID hex -> pulls in progress that hold it
+
+	// dirRefs is the replicas' shared directory of refs (ShareRefs); nil:
+	// this store's refs are its own.
+	dirRefs Directory
 
 	unpacks atomic.Int64 // layers unpacked since open, for tests
 
@@ -431,35 +438,71 @@ const AllScopes = "\x00all"
 // "alpine" never touches the published alpine); removing by digest removes
 // every ref of the scope to that image. The image goes when its last ref in
 // any scope does; its layers stay on disk until GC, which also checks that
-// no sandbox still uses them.
-func (s *Store) Remove(scope, ref string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// no sandbox still uses them. With a Directory the ref leaves it too, and
+// a ref only the directory has (pulled through another replica) is
+// removed from it; the other replicas drop theirs when next asked for it
+// (Resolve).
+func (s *Store) Remove(ctx context.Context, scope, ref string) error {
 	key, err := normalizeRef(ref)
 	if err != nil {
 		return err
 	}
+	removed, err := s.removeLocal(scope, key)
+	if errors.Is(err, sandbox.ErrNotFound) && s.dirRefs != nil {
+		e, lerr := s.dirRefs.Lookup(ctx, scope, key)
+		if lerr != nil {
+			if errors.Is(lerr, sandbox.ErrNotFound) {
+				return err
+			}
+			return fmt.Errorf("remove image %s: %w", ref, lerr)
+		}
+		removed, err = map[string]string{key: e.Digest}, nil
+	}
+	if err != nil {
+		return err
+	}
+	if s.dirRefs == nil {
+		return nil
+	}
+	var errs []error
+	for r, d := range removed {
+		if err := s.dirRefs.Forget(ctx, scope, r, d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove image %s from the other replicas' directory (removed here; try again): %w", ref, err)
+	}
+	return nil
+}
+
+// removeLocal is Remove in this store: the refs it removed, ref -> digest.
+func (s *Store) removeLocal(scope, key string) (map[string]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	refs := s.idx.Scopes[scope]
-	var digest string
+	removed := map[string]string{}
 	if d, ok := refs[key]; ok {
-		digest = d
+		removed[key] = d
 		delete(refs, key)
 	} else if strings.HasPrefix(key, "sha256:") {
 		for r, d := range refs {
 			if d == key {
-				digest = d
+				removed[r] = d
 				delete(refs, r)
 			}
 		}
 	}
-	if digest == "" {
-		return sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image %q is not in the store", ref)
+	if len(removed) == 0 {
+		return nil, sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image %q is not in the store", key)
 	}
 	if len(refs) == 0 {
 		delete(s.idx.Scopes, scope)
 	}
-	s.dropUnreferencedLocked(digest)
-	return s.saveLocked()
+	for _, d := range removed {
+		s.dropUnreferencedLocked(d)
+	}
+	return removed, s.saveLocked()
 }
 
 // Touch records that a sandbox of team starts from the image ref names now,

@@ -523,7 +523,7 @@ func TestGC(t *testing.T) {
 
 	t.Run("unreferenced layers go", func(t *testing.T) {
 		s, a, b := setup(t, 0)
-		if err := s.Remove(testTeam, refB); err != nil {
+		if err := s.Remove(t.Context(), testTeam, refB); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.GC(t.Context(), nil); err != nil {
@@ -732,10 +732,10 @@ func TestRefsPerTeam(t *testing.T) {
 		}
 	})
 	t.Run("remove touches only the caller's scope", func(t *testing.T) {
-		if err := s.Remove("team-b", a.Digest); !errors.Is(err, sandbox.ErrNotFound) {
+		if err := s.Remove(t.Context(), "team-b", a.Digest); !errors.Is(err, sandbox.ErrNotFound) {
 			t.Errorf("team-b removing team-a's digest: %v", err)
 		}
-		if err := s.Remove("team-b", tag); err != nil {
+		if err := s.Remove(t.Context(), "team-b", tag); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := s.Get("team-b", tag); err != nil || got.Team != Published {

@@ -95,11 +95,15 @@ type Config struct {
 
 // Images is what the node needs from the image store; *image.Store
 // satisfies it. Pulling and importing are not the node's business: an image
-// must be in the store before a sandbox is created from it.
+// must be in the store, or in the directory the replicas share, before a
+// sandbox is created from it.
 type Images interface {
-	// Get and Touch look ref up as team sees it: the team's own refs, then
-	// the published ones.
+	// Get, Resolve and Touch look ref up as team sees it: the team's own
+	// refs, then the published ones. Get reads this host's store only;
+	// Resolve, a create's, reads the directory the replicas share and
+	// pulls by digest an image another replica pulled (image.Store.Resolve).
 	Get(team, ref string) (*image.Image, error)
+	Resolve(ctx context.Context, team, ref string) (*image.Image, error)
 	Touch(team, ref string) error
 }
 

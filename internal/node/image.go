@@ -17,9 +17,10 @@ import (
 // resolveImage finds the Store image ref names for team (its own refs, then
 // the published ones) and the root filesystem the driver mounts for it; both
 // are nil for the host image, which the driver prepares itself. Node never
-// pulls: a client pulls or imports first.
-func (m *Manager) resolveImage(team, ref string) (*image.Image, *runtime.Rootfs, error) {
-	img, err := m.lookupImage(team, ref)
+// pulls on its own: a client pulls or imports first, through this replica
+// or another (Images.Resolve then pulls what another pulled, by digest).
+func (m *Manager) resolveImage(ctx context.Context, team, ref string) (*image.Image, *runtime.Rootfs, error) {
+	img, err := m.findImage(team, ref, func() (*image.Image, error) { return m.cfg.Images.Resolve(ctx, team, ref) })
 	if img == nil || err != nil {
 		return nil, nil, err
 	}
@@ -49,6 +50,12 @@ func registryRef(img *image.Image) string {
 // lookupImage is resolveImage without its bookkeeping: the image only (nil
 // for the host image), read from the store's memory.
 func (m *Manager) lookupImage(team, ref string) (*image.Image, error) {
+	return m.findImage(team, ref, func() (*image.Image, error) { return m.cfg.Images.Get(team, ref) })
+}
+
+// findImage is the image get finds (nil for the host image), with the
+// one "not found" every create answers.
+func (m *Manager) findImage(team, ref string, get func() (*image.Image, error)) (*image.Image, error) {
 	if ref == hostImage {
 		return nil, nil
 	}
@@ -57,8 +64,8 @@ func (m *Manager) lookupImage(team, ref string) (*image.Image, error) {
 	if m.cfg.Images == nil {
 		return nil, notFound
 	}
-	img, err := m.cfg.Images.Get(team, ref)
-	if errors.Is(err, sandbox.ErrNotFound) {
+	img, err := get()
+	if errors.Is(err, sandbox.ErrNotFound) && sandbox.CodeOf(err) == "image_not_found" {
 		return nil, notFound
 	}
 	if err != nil {
@@ -91,7 +98,7 @@ func imageEnv(imgEnv []string, reqEnv map[string]string) map[string]string {
 // ref and to collect the layers no image, snapshot or sandbox needs;
 // *image.Store has it. Node discovers it on Config.Images by type assertion.
 type Collector interface {
-	Remove(scope, ref string) error
+	Remove(ctx context.Context, scope, ref string) error
 	GC(ctx context.Context, inUse func(layerDir string) bool) error
 }
 
@@ -110,16 +117,19 @@ func (m *Manager) RemoveImage(ctx context.Context, scope, ref string) error {
 		return errNoImageStore
 	}
 	img, err := m.cfg.Images.Get(scope, ref)
+	if errors.Is(err, sandbox.ErrNotFound) || (err == nil && img.Team != scope) {
+		// Not scope's own here (a published ref of that name is not), but
+		// perhaps pulled through another replica: the store removes it
+		// from the replicas' directory, or says it is not found.
+		return store.Remove(ctx, scope, ref)
+	}
 	if err != nil {
 		return err
-	}
-	if img.Team != scope {
-		return sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image %q is not in the store", ref)
 	}
 	if m.ImageInUse(img.Digest) {
 		return sandbox.Errorf(sandbox.ErrConflict, "image_in_use", "image %s is used by a running sandbox", img.Ref)
 	}
-	if err := store.Remove(scope, ref); err != nil {
+	if err := store.Remove(ctx, scope, ref); err != nil {
 		return err
 	}
 	// The ref is gone either way; a failed sweep is retried by the next one.

@@ -12,7 +12,8 @@ import (
 )
 
 // fakeImages is an image store holding one image, seen by one team. It
-// is a Collector: removed lists the refs removed, and gc the layers GC's
+// is a Collector: removed lists the refs removed (only the owner's scope
+// has one), and gc the layers GC's
 // inUse kept, one call each.
 type fakeImages struct {
 	team    string
@@ -22,7 +23,11 @@ type fakeImages struct {
 	gc      [][]string
 }
 
-func (f *fakeImages) Remove(scope, ref string) error {
+func (f *fakeImages) Remove(_ context.Context, scope, ref string) error {
+	// As image.Store's: only scope's own ref.
+	if scope != f.img.Team || ref != f.img.Ref {
+		return sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "no %s in scope %q", ref, scope)
+	}
 	f.removed = append(f.removed, scope+"/"+ref)
 	return nil
 }
@@ -43,6 +48,10 @@ func (f *fakeImages) Get(team, ref string) (*image.Image, error) {
 		return nil, sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "no %s for team %q", ref, team)
 	}
 	return f.img, nil
+}
+
+func (f *fakeImages) Resolve(_ context.Context, team, ref string) (*image.Image, error) {
+	return f.Get(team, ref)
 }
 
 func (f *fakeImages) Touch(team, ref string) error {

@@ -264,7 +264,7 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 	if req.Snapshot != "" {
 		snap, rootfs, err = m.resolveSnapshot(req.Snapshot)
 	} else {
-		img, rootfs, err = m.resolveImage(req.TeamID, req.Image)
+		img, rootfs, err = m.resolveImage(ctx, req.TeamID, req.Image)
 	}
 	if err != nil {
 		return sandbox.Sandbox{}, err
