@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,8 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/control"
+	"github.com/paddock-dev/paddock/internal/imagetest"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
 	"github.com/paddock-dev/paddock/sdk"
@@ -440,4 +446,103 @@ func TestReplicaServesAnySandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	ra.stop()
+}
+
+// TestReplicaImagesShared runs two `paddock serve` replicas on one MongoDB
+// (FerretDB), each with its own image store: an image a team pulls through
+// a from a registry on 127.0.0.1 starts a sandbox created through b, which
+// pulls it by digest first; another team cannot use the ref on b; an image
+// imported through a is refused by b naming a; a ref removed through b is
+// gone on a too.
+func TestReplicaImagesShared(t *testing.T) {
+	requireSandboxes(t)
+	bin := buildPaddock(t)
+	uri, db := mongotest.URI(t), mongotest.NewDB()
+	start := func(node string) (*serveProc, string, string) {
+		dir, addr := newDataDir(t), freeAddr(t)
+		// No sandbox networking: two replicas on one host would share its
+		// address pool. The registry is on loopback.
+		p := startServe(t, bin, dir, addr, "--no-network", "--registry-allow-private", "--mongodb-uri", uri,
+			"--mongodb-database", db, "--node-name", node, "--advertise-url", "http://"+addr)
+		waitReady(t, "http://"+addr, p)
+		return p, dir, "http://" + addr
+	}
+	pa, dirA, urlA := start("node-a")
+	_, _, urlB := start("node-b")
+	_, admin := pa.clientConfig(t, dirA)
+
+	ctx := ctxFor(t, 3*time.Minute)
+	adm := sdk.New(urlA, admin)
+	teamToken := func(name string) string {
+		team, err := adm.CreateTeam(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := adm.CreateToken(ctx, api.CreateTokenRequest{TeamID: team.ID, Name: name, Role: "member"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Secret
+	}
+	tok1, tok2 := teamToken("one"), teamToken("two")
+	a1, b1, b2 := sdk.New(urlA, tok1), sdk.New(urlB, tok1), sdk.New(urlB, tok2)
+
+	img := busyboxImage(t)
+	ref := imagetest.Registry(t) + "/e2e/busybox:shared"
+	imagetest.Push(t, ref, img)
+	pulled, err := a1.PullImage(ctx, api.PullImageRequest{Ref: ref}, nil)
+	if err != nil {
+		t.Fatalf("pull through a: %v", err)
+	}
+	if _, err := b1.GetImage(ctx, ref); !sdk.IsCode(err, "image_not_found") {
+		t.Fatalf("b's own store before the create: %v, want image_not_found", err)
+	}
+
+	sb, err := b1.Create(ctx, api.CreateSandboxRequest{Image: ref})
+	if err != nil {
+		t.Fatalf("create through b from an image pulled through a: %v", err)
+	}
+	t.Cleanup(func() { _ = sb.Delete(context.Background()) })
+	if sb.ImageDigest != pulled.Digest {
+		t.Errorf("sandbox digest %s, want %s", sb.ImageDigest, pulled.Digest)
+	}
+	if out, errOut, code := run(t, sb, api.CommandRequest{Cmd: "sh", Args: []string{"-c", "echo $GREETING; cat /added"}}); code != 0 || out != "from-image\nadded\n" {
+		t.Errorf("in b's sandbox: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if got, err := b1.GetImage(ctx, ref); err != nil || got.Digest != pulled.Digest {
+		t.Errorf("b's own store after the create: %+v, %v", got, err)
+	}
+
+	// Another team: not found on b, as on a.
+	if _, err := b2.Create(ctx, api.CreateSandboxRequest{Image: ref}); !sdk.IsCode(err, "image_not_found") {
+		t.Errorf("team two creating from team one's ref through b: %v, want image_not_found", err)
+	}
+
+	// Imported through a: b says where it is.
+	var archive bytes.Buffer
+	tag, err := name.NewTag("example.com/e2e/imported:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tarball.Write(tag, img, &archive); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a1.ImportImage(ctx, &archive); err != nil {
+		t.Fatalf("import through a: %v", err)
+	}
+	_, err = b1.Create(ctx, api.CreateSandboxRequest{Image: tag.Name()})
+	if !sdk.IsCode(err, "image_on_other_replica") || !strings.Contains(err.Error(), "node-a") {
+		t.Errorf("create through b from an image imported through a: %v, want image_on_other_replica naming node-a", err)
+	}
+
+	// Removed through b: a no longer creates from it.
+	if err := sb.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b1.RemoveImage(ctx, ref); err != nil {
+		t.Fatalf("remove through b: %v", err)
+	}
+	if _, err := a1.Create(ctx, api.CreateSandboxRequest{Image: ref}); !sdk.IsCode(err, "image_not_found") {
+		t.Errorf("create through a from a ref removed through b: %v, want image_not_found", err)
+	}
 }
