@@ -119,6 +119,19 @@ func TestImagesKnownToEveryReplica(t *testing.T) {
 		t.Errorf("create through b from an image imported through a: %v, want image_on_other_replica naming replica-a", err)
 	}
 
+	// Pulled again through a after the tag moved: b follows the directory.
+	if err := mB.Delete(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	v2, err := imagesA.Pull(ctx, "team-a", ref, image.PullOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err = mB.Create(ctx, sandbox.CreateRequest{TeamID: "team-a", Image: ref})
+	if err != nil || sb.ImageDigest != v2.Digest || v2.Digest == pulled.Digest {
+		t.Fatalf("create through b after the ref moved through a: %s, %v; want digest %s", sb.ImageDigest, err, v2.Digest)
+	}
+
 	// Removed through b (which holds it now): gone from the directory, and
 	// a, asked for it, drops its own.
 	if err := mB.Delete(ctx, sb.ID); err != nil {
@@ -143,5 +156,64 @@ func TestImagesKnownToEveryReplica(t *testing.T) {
 	}
 	if _, err := st.GetImageRef(ctx, "team-a", "example.com/imported/app:v1"); !errors.Is(err, sandbox.ErrNotFound) {
 		t.Errorf("the directory after removing the imported ref: %v", err)
+	}
+}
+
+// TestShareRefsRecordsEarlierRefs: a store that pulled before it had a
+// directory records its refs in it at its first ShareRefs (as pulled from
+// their own names), once; another replica then pulls them from there.
+func TestShareRefsRecordsEarlierRefs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("unpacking image layers keeps owners: needs root")
+	}
+	ctx := t.Context()
+	st := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
+	ref := imagetest.Registry(t) + "/team/old:v1"
+	imagetest.Push(t, ref, imagetest.Image(t, nil, "/", imagetest.Layer(t, func(tw *tar.Writer) {
+		imagetest.File(t, tw, "old", []byte("old\n"), 0o644)
+	})))
+	dir := filepath.Join(t.TempDir(), "images")
+	old, err := image.OpenStore(dir, image.StoreOptions{Logger: slog.New(slog.DiscardHandler), Guard: netguard.Guard{AllowPrivate: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pulled, err := old.Pull(ctx, image.Published, ref, image.PullOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	reopened, err := image.OpenStore(dir, image.StoreOptions{Logger: slog.New(slog.DiscardHandler), Guard: netguard.Guard{AllowPrivate: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reopened.Close() })
+	if err := reopened.ShareRefs(ctx, imageDirectory{s: st, replica: "replica-a"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.GetImageRef(ctx, image.Published, pulled.Ref)
+	if err != nil || got.Digest != pulled.Digest || got.Source != pulled.Ref || got.Replica != "replica-a" {
+		t.Fatalf("the directory after ShareRefs: %+v, %v", got, err)
+	}
+	// Once: a ref removed from the directory since is not recorded again.
+	if _, err := st.DeleteImageRef(ctx, image.Published, pulled.Ref, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := reopened.ShareRefs(ctx, imageDirectory{s: st, replica: "replica-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetImageRef(ctx, image.Published, pulled.Ref); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Fatalf("a second ShareRefs recorded the ref again: %v", err)
+	}
+
+	// Recorded again (as a pull through a would), another replica pulls
+	// the published ref for any team.
+	if err := st.PutImageRef(ctx, store.ImageRef{Scope: image.Published, Ref: pulled.Ref, Digest: pulled.Digest, Source: pulled.Ref, Replica: "replica-a"}); err != nil {
+		t.Fatal(err)
+	}
+	b := openReplicaImages(t, st, "replica-b")
+	img, err := b.Resolve(ctx, "team-x", ref)
+	if err != nil || img.Digest != pulled.Digest || img.Team != image.Published {
+		t.Fatalf("another replica resolving the published ref: %+v, %v", img, err)
 	}
 }
