@@ -7,6 +7,9 @@
 // are content-addressed, so re-pulling an image never changes one a running
 // sandbox uses, and they are hostile input: see unpack_linux.go for what is
 // rejected and what is neutralised. Refs are scoped per team (store.go).
+// Replicas sharing a database share their refs through a Directory
+// (directory.go): each keeps its own layers, and pulls by digest, when a
+// sandbox needs it, an image another replica pulled.
 //
 // The Store also keeps snapshots (snapshot.go): a sandbox's writable layer,
 // copied by its driver into a layer of the store, over the sandbox's own

@@ -447,7 +447,7 @@ func (s *Store) Remove(ctx context.Context, scope, ref string) error {
 	if err != nil {
 		return err
 	}
-	removed, err := s.removeLocal(scope, key)
+	removed, err := s.removeLocal(scope, key, ref)
 	if errors.Is(err, sandbox.ErrNotFound) && s.dirRefs != nil {
 		e, lerr := s.dirRefs.Lookup(ctx, scope, key)
 		if lerr != nil {
@@ -477,7 +477,7 @@ func (s *Store) Remove(ctx context.Context, scope, ref string) error {
 }
 
 // removeLocal is Remove in this store: the refs it removed, ref -> digest.
-func (s *Store) removeLocal(scope, key string) (map[string]string, error) {
+func (s *Store) removeLocal(scope, key, ref string) (map[string]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	refs := s.idx.Scopes[scope]
@@ -494,7 +494,7 @@ func (s *Store) removeLocal(scope, key string) (map[string]string, error) {
 		}
 	}
 	if len(removed) == 0 {
-		return nil, sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image %q is not in the store", key)
+		return nil, sandbox.Errorf(sandbox.ErrNotFound, "image_not_found", "image %q is not in the store", ref)
 	}
 	if len(refs) == 0 {
 		delete(s.idx.Scopes, scope)
