@@ -249,15 +249,22 @@ type ListeningPort struct {
 }
 
 // CgroupStats are the sandbox's own cgroup figures as the agent reads them
-// (GET /v1/stats), for a driver that cannot read the cgroup itself (its
-// sandboxes run on another machine). A figure the cgroup does not have is
-// zero.
+// (GET /v1/stats), and its network namespace's byte counts, for a driver
+// that cannot read them itself (its sandboxes run on another machine). A
+// figure the cgroup does not have is zero.
 type CgroupStats struct {
 	CPUUsageNs  uint64 `json:"cpuUsageNs"`
 	MemoryBytes uint64 `json:"memoryBytes"`
 	MemoryPeak  uint64 `json:"memoryPeakBytes"`
 	PIDs        uint64 `json:"pids"`
 	OOMKills    uint64 `json:"oomKills"`
+	// NetworkRxBytes and NetworkTxBytes are what the sandbox's network
+	// namespace received and sent on every interface but loopback, as
+	// the kernel counts them (from the sandbox's side: tx is its egress),
+	// less the payload of the agent's own TCP connections; zero from an
+	// agent older than these fields.
+	NetworkRxBytes uint64 `json:"networkRxBytes"`
+	NetworkTxBytes uint64 `json:"networkTxBytes"`
 }
 
 // Info is the agent's answer to a ping.

@@ -53,6 +53,10 @@ type Server struct {
 	sigchld   chan os.Signal
 	shutdown  sync.Once
 
+	// own counts the bytes of the agent's own TCP connections, which the
+	// network figures leave out (see handleStats).
+	own ownTraffic
+
 	// oom reads the OOM kill counter; oomAdj is the agent's own
 	// oom_score_adj, read once at start (see start).
 	oom    *oomCounter
@@ -159,6 +163,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
+	ln = s.own.listener(ln)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
 	case err := <-errc:
