@@ -30,12 +30,16 @@ var meteringPool = netip.MustParsePrefix("10.213.244.0/24")
 // are written while sandboxes run.
 const usageInterval = 500 * time.Millisecond
 
-func meteredStack(t *testing.T, dir string, prices metering.Prices) *stack {
+// meteredStack is a stack with opts (its network and config set here)
+// that samples usage every usageInterval at prices.
+func meteredStack(t *testing.T, dir string, prices metering.Prices, opts stackOptions) *stack {
 	t.Helper()
-	return startStack(t, dir, stackOptions{network: meteringPool, config: func(c *daemon.Config) {
+	opts.network = meteringPool
+	opts.config = func(c *daemon.Config) {
 		c.UsageInterval = usageInterval
 		c.Prices = prices
-	}})
+	}
+	return startStack(t, dir, opts)
 }
 
 // teamClient makes a team with a member token and returns its client.
@@ -108,7 +112,7 @@ func within(got, want, frac float64) bool { return math.Abs(got-want) <= frac*wa
 // both burns' and its provisioned memory covers exactly its run.
 func TestMeteringCPUAcrossRestart(t *testing.T) {
 	dir := newDataDir(t)
-	first := meteredStack(t, dir, metering.Prices{CPUSecond: 1})
+	first := meteredStack(t, dir, metering.Prices{CPUSecond: 1}, stackOptions{})
 	ctx := ctxFor(t, 3*time.Minute)
 	alpha, tokA, _ := teamClient(t, first, "alpha")
 	busy, err := alpha.Create(ctx, api.CreateSandboxRequest{Resources: api.Resources{VCPUs: 1, MemoryMB: 512}})
@@ -138,7 +142,7 @@ func TestMeteringCPUAcrossRestart(t *testing.T) {
 	// them and its meter continues their chains.
 	first.shutdown(t)
 	time.Sleep(usageInterval) // some of the run passes with nobody metering
-	second := meteredStack(t, dir, metering.Prices{CPUSecond: 1})
+	second := meteredStack(t, dir, metering.Prices{CPUSecond: 1}, stackOptions{})
 	alpha = sdk.New(second.http.URL, tokA)
 	if busy, err = alpha.Get(ctx, busy.ID); err != nil {
 		t.Fatal(err)
@@ -194,8 +198,14 @@ func TestMeteringCPUAcrossRestart(t *testing.T) {
 
 // TestMeteringNetwork: a known download from a sandbox (host to its veth,
 // no traffic leaves the machine) is metered as its egress within 5%.
-func TestMeteringNetwork(t *testing.T) {
-	s := meteredStack(t, newDataDir(t), metering.Prices{NetworkEgressGB: 1})
+func TestMeteringNetwork(t *testing.T) { testMeteringNetwork(t, stackOptions{}) }
+
+// TestMeteringNetworkKubernetes: the same download from a Pod (host to
+// the Pod IP), whose bytes its agent reads from the Pod's interfaces.
+func TestMeteringNetworkKubernetes(t *testing.T) { testMeteringNetwork(t, onKubernetes(t)) }
+
+func testMeteringNetwork(t *testing.T, opts stackOptions) {
+	s := meteredStack(t, newDataDir(t), metering.Prices{NetworkEgressGB: 1}, opts)
 	ctx := ctxFor(t, 2*time.Minute)
 	alpha, _, _ := teamClient(t, s, "alpha")
 	sb, err := alpha.Create(ctx, api.CreateSandboxRequest{Ports: []api.PortSpec{{Port: 3000}}})
@@ -208,7 +218,8 @@ func TestMeteringNetwork(t *testing.T) {
 	}
 	serveHTTP(t, sb, 3000)
 	before := sandboxUsage(t, alpha, sb.ID)
-	// Straight to the sandbox's address over its veth, as the port proxy does.
+	// Straight to the sandbox's address (its veth, or the Pod IP), as the
+	// port proxy does.
 	resp, err := http.Get("http://" + netip.AddrPortFrom(netip.MustParseAddr(sb.Address), 3000).String() + "/blob")
 	if err != nil {
 		t.Fatal(err)

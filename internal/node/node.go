@@ -851,6 +851,8 @@ func (m *Manager) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	if err != nil {
 		return runtime.Stats{}, fmt.Errorf("node: stats of sandbox %s: %w", id, err)
 	}
+	// This host's veth counts the bytes of a network the node set up; a
+	// driver with a network of its own counts them itself.
 	if m.hostNetwork(sb) {
 		rx, tx, err := m.cfg.Network.Stats(id)
 		if err != nil {

@@ -117,8 +117,11 @@ type Stats struct {
 	PIDs         uint64        `json:"pids"`
 	OOMKills     uint64        `json:"oomKills"`
 	CPUQuotaFrac float64       `json:"cpuQuota"` // vCPUs as configured
-	// Network bytes are filled by the node from the sandbox's veth, not
-	// by drivers: zero for loopback-only sandboxes.
+	// Network bytes, from the sandbox's side (tx is its egress): filled
+	// by the node from the sandbox's veth when it set up the network, by
+	// the driver when the network is the driver's own (an Addresser:
+	// Kubernetes, whose agent reads the Pod's interface counters); zero
+	// for loopback-only sandboxes.
 	NetworkRxBytes uint64 `json:"networkRxBytes"`
 	NetworkTxBytes uint64 `json:"networkTxBytes"`
 	// Disk figures of a sandbox with a disk cap (Resources.DiskMB): its

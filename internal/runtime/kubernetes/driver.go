@@ -61,7 +61,7 @@ const (
 // Config configures the driver.
 type Config struct {
 	// Client reaches the API server with rights on Pods, Secrets and
-	// NetworkPolicies in Namespace (and, for Stats, nodes/proxy). Required.
+	// NetworkPolicies in Namespace. Required.
 	Client kubernetes.Interface
 	// Namespace holds every sandbox. Required.
 	Namespace string

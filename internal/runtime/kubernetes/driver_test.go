@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -428,6 +429,7 @@ func TestSandboxPod(t *testing.T) {
 			t.Errorf("the agent's own port is listed: %v", ports)
 		}
 	}
+	checkNetworkBytes(t, d, c, id, addr)
 
 	// The credential: refused without it, and nowhere inside.
 	secret, err := e.c.Client.CoreV1().Secrets(d.cfg.Namespace).Get(ctx, podName(id), metav1.GetOptions{})
@@ -499,6 +501,61 @@ func TestSandboxPod(t *testing.T) {
 	}
 	if err := d.Destroy(ctx, id); err != nil {
 		t.Errorf("second Destroy: %v", err)
+	}
+}
+
+// checkNetworkBytes: a known download from the sandbox's port at addr
+// (an http.server serving the home directory) shows in Stats as the
+// sandbox's egress within 5% (and not less: headers only add), and the
+// request as some ingress.
+func checkNetworkBytes(t *testing.T, d *Driver, c *agent.Client, id, addr string) {
+	t.Helper()
+	ctx := t.Context()
+	const size = 8 << 20
+	sh(t, c, "head -c "+strconv.Itoa(size)+" /dev/zero > /home/user/blob", false)
+	before, err := d.Stats(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + addr + "/blob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != size {
+		t.Fatalf("downloaded %d bytes (%v), want %d", n, err, size)
+	}
+	after, err := d.Stats(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, rx := after.NetworkTxBytes-before.NetworkTxBytes, after.NetworkRxBytes-before.NetworkRxBytes
+	t.Logf("downloaded %d bytes: the Pod counted tx %d (%.2f%% over), rx %d", n, tx, (float64(tx)/size-1)*100, rx)
+	if tx < size || float64(tx) > 1.05*size || rx == 0 {
+		t.Errorf("network bytes tx %d rx %d for a %d-byte download: want tx within 5%% (and not less), rx > 0", tx, rx, size)
+	}
+
+	// The same file read through the agent is paddock's traffic, not the
+	// sandbox's (as over a runc sandbox's unix socket): only the packets'
+	// headers may show.
+	rc, _, err := c.ReadFile(ctx, "/home/user/blob", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err = io.Copy(io.Discard, rc)
+	rc.Close()
+	if err != nil || n != size {
+		t.Fatalf("read %d bytes through the agent (%v), want %d", n, err, size)
+	}
+	last, err := d.Stats(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := last.NetworkTxBytes - after.NetworkTxBytes
+	t.Logf("read %d bytes through the agent: the Pod counted tx %d", n, own)
+	if float64(own) > 0.05*size {
+		t.Errorf("a %d-byte read through the agent counted as %d bytes of the sandbox's egress, want under 5%%", size, own)
 	}
 }
 

@@ -15,11 +15,13 @@ import (
 
 // Stats are the sandbox's limits from its Pod's spec (the API server's
 // word), and its usage as its agent reads its container's cgroup (CPU
-// time, memory and its peak, processes, OOM kills). The kubelet's stats
-// summary would need nodes/proxy, a grant that reaches the kubelet's
-// exec of every Pod on the node, and lags by its housekeeping period; the
-// metrics API may not exist. Network bytes are zero (the node fills them
-// for its own drivers from the veth; a Pod's is the cluster's).
+// time, memory and its peak, processes, OOM kills) and its network
+// namespace's interface counters, which are the Pod's (the node fills
+// network bytes from the veth for its own drivers' sandboxes only; a
+// Pod's interface is the cluster's). The kubelet's stats summary would
+// need nodes/proxy, a grant that reaches the kubelet's exec of every Pod
+// on the node, and lags by its housekeeping period; the metrics API may
+// not exist.
 func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	pod, err := d.runningPod(ctx, id)
 	if err != nil {
@@ -50,5 +52,6 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	st.CPUUsage = time.Duration(cg.CPUUsageNs)
 	st.MemoryBytes, st.MemoryPeak = cg.MemoryBytes, cg.MemoryPeak
 	st.PIDs, st.OOMKills = cg.PIDs, cg.OOMKills
+	st.NetworkRxBytes, st.NetworkTxBytes = cg.NetworkRxBytes, cg.NetworkTxBytes
 	return st, nil
 }
