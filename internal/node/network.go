@@ -16,10 +16,11 @@ import (
 // veth's address recorded), or, for a driver that is a runtime.Addresser
 // (Kubernetes: a Pod has the cluster's network), the driver's own: the
 // node then sets up nothing, hands the egress policy to the driver
-// (runtime.Spec.Egress) and records the address the driver gives. Either
-// way the record's Address is where the proxies reach the sandbox's ports,
-// and the rest of the node, the proxies and the control plane do not tell
-// the two apart.
+// (runtime.Spec.Egress; a change of it while the sandbox runs goes to the
+// driver too, if it is a runtime.EgressUpdater) and records the address
+// the driver gives. Either way the record's Address is where the proxies
+// reach the sandbox's ports, and the rest of the node, the proxies and the
+// control plane do not tell the two apart.
 
 // ownNetwork reports whether d gives its sandboxes a network of its own.
 func ownNetwork(d runtime.Driver) bool {
@@ -121,16 +122,26 @@ func (m *Manager) UpdateNetworkPolicy(ctx context.Context, id string, policy san
 		return sb, err
 	}
 	defer unlock()
+	// The policy is enforced where it was at create: by this host's
+	// network, or by a driver with a network of its own, which also keeps
+	// it (a Pod's NetworkPolicy) for whoever runs the sandbox next.
+	var apply func(context.Context) error
 	switch drv := m.driverOf(sb); {
 	case ownNetwork(drv):
-		return sb, sandbox.Errorf(sandbox.ErrUnsupported, "network_policy_update_unsupported",
-			"runtime %q cannot change a running sandbox's egress policy yet: create it with the policy it needs", drv.Capabilities().Name)
+		up, ok := drv.(runtime.EgressUpdater)
+		if !ok {
+			return sb, sandbox.Errorf(sandbox.ErrUnsupported, "network_policy_update_unsupported",
+				"runtime %q cannot change a running sandbox's egress policy: create it with the policy it needs", drv.Capabilities().Name)
+		}
+		apply = func(ctx context.Context) error { return up.UpdateEgress(ctx, id, &policy) }
 	case m.cfg.Network == nil:
 		return sb, errNoNetwork
+	default:
+		apply = func(ctx context.Context) error { return m.cfg.Network.Update(ctx, id, netns.Policy(policy)) }
 	}
 	dctx, cancel := driverContext(ctx)
 	defer cancel()
-	if err := m.cfg.Network.Update(dctx, id, netns.Policy(policy)); err != nil {
+	if err := apply(dctx); err != nil {
 		return sb, fmt.Errorf("node: update network policy of sandbox %s: %w", id, err)
 	}
 	return m.update(e, func(sb *sandbox.Sandbox) { sb.NetworkPolicy = &policy }), nil

@@ -268,6 +268,106 @@ func TestDriverNetwork(t *testing.T) {
 	}
 }
 
+// egressDriver is an addressedDriver that also changes a running
+// sandbox's egress itself (a runtime.EgressUpdater), refusing domains as
+// the Kubernetes driver does.
+type egressDriver struct {
+	addressedDriver
+	mu       sync.Mutex                        // guards policies
+	policies map[string]*sandbox.NetworkPolicy // the policy each sandbox's update last set
+}
+
+var _ runtime.EgressUpdater = (*egressDriver)(nil)
+
+func (d *egressDriver) UpdateEgress(_ context.Context, id string, p *sandbox.NetworkPolicy) error {
+	if _, known := d.Running(id); !known {
+		return sandbox.Errorf(sandbox.ErrNotFound, "not_found", "%s not found", id)
+	}
+	if p != nil && len(p.AllowDomains) > 0 {
+		return sandbox.Errorf(sandbox.ErrUnsupported, "no_domain_policy", "no domains")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.policies[id] = p
+	return nil
+}
+
+func (d *egressDriver) policy(id string) *sandbox.NetworkPolicy {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.policies[id]
+}
+
+// TestDriverEgressUpdate: with a driver that is an EgressUpdater, a
+// running sandbox's policy change goes to the driver (never to this
+// host's network, even beside one), after the node's own validation, and
+// is recorded, across a restart; the driver's refusal changes nothing.
+// Its Stats' network bytes stand: the host's veth figure is not for it.
+func TestDriverEgressUpdate(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		network bool
+	}{{"no host network", false}, {"beside host networking", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			pods := &egressDriver{addressedDriver: addressedDriver{Driver: fake.NewDriver(t, fake.DriverConfig{Name: "kubernetes"}),
+				addr: netip.MustParseAddr("10.88.0.7")}, policies: map[string]*sandbox.NetworkPolicy{}}
+			fn := newFakeNetwork()
+			mod := func(c *Config) {
+				c.Driver, c.Drivers = pods, nil
+				if tc.network {
+					c.Network = fn
+				}
+			}
+			e := newEnv(t, mod)
+			ctx := t.Context()
+			custom := sandbox.NetworkPolicy{Mode: netns.ModeCustom, AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
+			sb, err := e.m.Create(ctx, sandbox.CreateRequest{NetworkPolicy: &custom})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pods.SetStats(runtime.Stats{NetworkRxBytes: 1000, NetworkTxBytes: 2000})
+			if st, err := e.m.Stats(ctx, sb.ID); err != nil || st.NetworkRxBytes != 1000 || st.NetworkTxBytes != 2000 {
+				t.Errorf("Stats = %+v, %v; want the driver's network bytes", st, err)
+			}
+
+			deny := sandbox.NetworkPolicy{Mode: netns.ModeDenyAll}
+			got, err := e.m.UpdateNetworkPolicy(ctx, sb.ID, deny)
+			if err != nil || got.NetworkPolicy == nil || got.NetworkPolicy.Mode != netns.ModeDenyAll {
+				t.Fatalf("UpdateNetworkPolicy = %+v, %v", got.NetworkPolicy, err)
+			}
+			if p := pods.policy(sb.ID); p == nil || p.Mode != netns.ModeDenyAll {
+				t.Errorf("the driver's policy %+v, want deny-all", p)
+			}
+			fn.mu.Lock()
+			if slices.Contains(fn.calls, "update "+sb.ID) {
+				t.Error("the host network was asked to update a driver's sandbox")
+			}
+			fn.mu.Unlock()
+			_, err = e.m.UpdateNetworkPolicy(ctx, sb.ID, sandbox.NetworkPolicy{Mode: netns.ModeCustom, AllowDomains: []string{"example.com"}})
+			wantErr(t, err, sandbox.ErrUnsupported, "no_domain_policy")
+			_, err = e.m.UpdateNetworkPolicy(ctx, sb.ID, sandbox.NetworkPolicy{Mode: "open"})
+			wantErr(t, err, sandbox.ErrInvalid, "invalid_policy")
+			if p := pods.policy(sb.ID); p == nil || p.Mode != netns.ModeDenyAll {
+				t.Errorf("the driver's policy after refused updates: %+v, want deny-all", p)
+			}
+			if got := e.get(t, sb.ID); got.NetworkPolicy == nil || got.NetworkPolicy.Mode != netns.ModeDenyAll {
+				t.Errorf("the record's policy after refused updates: %+v, want deny-all", got.NetworkPolicy)
+			}
+
+			e.m.Close()
+			m := e.manager(t, mod)
+			if got, err := m.Get(ctx, sb.ID); err != nil || got.NetworkPolicy == nil || got.NetworkPolicy.Mode != netns.ModeDenyAll {
+				t.Errorf("after a restart: %+v, %v; want the updated policy", got.NetworkPolicy, err)
+			}
+			if _, err := m.Stop(ctx, sb.ID); err != nil {
+				t.Fatal(err)
+			}
+			_, err = m.UpdateNetworkPolicy(ctx, sb.ID, custom)
+			wantErr(t, err, sandbox.ErrNotRunning, "")
+		})
+	}
+}
+
 func TestReconcileTearsDownStrayNetworks(t *testing.T) {
 	fn := newFakeNetwork()
 	e := newEnv(t, func(c *Config) { c.Network = fn })

@@ -168,6 +168,19 @@ type Addresser interface {
 	Address(ctx context.Context, id string) (netip.Addr, error)
 }
 
+// EgressUpdater is the optional power of a driver that enforces its
+// sandboxes' egress itself (one with a network of its own, an Addresser:
+// Kubernetes) to replace a sandbox's egress policy in place, its
+// processes running on.
+type EgressUpdater interface {
+	// UpdateEgress makes policy the sandbox's egress, refusing what
+	// Create refuses in Spec.Egress (nil: deny-all). The policy is kept
+	// where the driver keeps the sandbox (a restarted paddock, or another
+	// replica, finds it there). It fails with sandbox.ErrNotFound if the
+	// driver does not know the sandbox.
+	UpdateEgress(ctx context.Context, id string, policy *sandbox.NetworkPolicy) error
+}
+
 // Adopter is the optional power of a driver whose sandboxes outlive the
 // host of the paddock replica that made them (Kubernetes: Pods in a
 // namespace every replica reaches), so that another replica can take over

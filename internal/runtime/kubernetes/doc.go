@@ -21,12 +21,16 @@
 //
 // The driver needs, in its namespace alone: pods (create, get, list,
 // watch, delete), secrets (create, get, list, delete) and
-// networkpolicies.networking.k8s.io (create, delete); and may list events,
+// networkpolicies.networking.k8s.io (create, delete), patch on all three
+// (Adopt's relabelling; UpdateEgress patches the NetworkPolicy's spec);
+// and may list events,
 // where it finds a node's refusal to give a Pod a user namespace (Pods
 // have `hostUsers: false` unless Config.HostUsers), which leaves the Pod
 // Pending with nothing in its status.
 //
 // Egress is a NetworkPolicy per sandbox, enforced by the cluster's network
 // plugin outside the Pod (see docs/ARCHITECTURE.md for why not nftables
-// applied by the agent).
+// applied by the agent), and replaced in place by UpdateEgress while the
+// sandbox runs. Network byte counts are the Pod's interfaces', read by the
+// agent in the Pod's network namespace (Stats).
 package kubernetes

@@ -124,9 +124,10 @@ type Driver struct {
 }
 
 var (
-	_ runtime.Driver    = (*Driver)(nil)
-	_ runtime.Addresser = (*Driver)(nil)
-	_ runtime.Adopter   = (*Driver)(nil)
+	_ runtime.Driver        = (*Driver)(nil)
+	_ runtime.Addresser     = (*Driver)(nil)
+	_ runtime.Adopter       = (*Driver)(nil)
+	_ runtime.EgressUpdater = (*Driver)(nil)
 )
 
 // New checks cfg and returns a driver. It makes no request: a cluster that

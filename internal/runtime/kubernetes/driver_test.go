@@ -16,6 +16,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	nodev1 "k8s.io/api/node/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -626,6 +627,81 @@ func TestEgressPolicyAccepted(t *testing.T) {
 		if err != nil {
 			t.Errorf("policy %+v: %v", p, err)
 		}
+	}
+}
+
+// TestUpdateEgress: a running sandbox's egress changes in place: its
+// NetworkPolicy's spec is the new policy's (the test cluster's bridge
+// plugin enforces no NetworkPolicy, so the object is what is checked),
+// the Pod runs on untouched, a policy Create refuses changes nothing, and
+// the object, where the policy lives, is what a restarted driver finds.
+func TestUpdateEgress(t *testing.T) {
+	e := testEnv(t)
+	d := e.newDriver(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const id = "k8s-egress-1"
+	pfx := netip.MustParsePrefix
+	first := &sandbox.NetworkPolicy{Mode: modeCustom, AllowCIDRs: []netip.Prefix{pfx("203.0.113.0/24")}}
+	c, err := d.Create(ctx, runtime.Spec{ID: id, Image: sandbox.HostImage, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 256, PIDs: 128}, Egress: first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	t.Cleanup(func() { d.Destroy(context.Background(), id) })
+	pods, nps := e.c.Client.CoreV1().Pods(d.cfg.Namespace), e.c.Client.NetworkingV1().NetworkPolicies(d.cfg.Namespace)
+	pod, err := pods.Get(ctx, podName(id), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(p *sandbox.NetworkPolicy) {
+		t.Helper()
+		want, err := networkPolicy(d.meta(id), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		np, err := nps.Get(ctx, podName(id), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !equality.Semantic.DeepEqual(np.Spec, want.Spec) {
+			t.Errorf("the NetworkPolicy's spec:\n%+v\nwant (policy %+v)\n%+v", np.Spec, p, want.Spec)
+		}
+	}
+	check(first)
+
+	second := &sandbox.NetworkPolicy{Mode: modeAllowAll, DenyCIDRs: []netip.Prefix{pfx("198.51.100.0/24"), pfx("2001:db8::/32")}}
+	if err := d.UpdateEgress(ctx, id, second); err != nil {
+		t.Fatal(err)
+	}
+	check(second)
+	if got := sh(t, c, "echo still-here", false); got != "still-here\n" {
+		t.Errorf("the sandbox after the update: %q", got)
+	}
+	if p, err := pods.Get(ctx, podName(id), metav1.GetOptions{}); err != nil || p.UID != pod.UID || !podRunning(p) {
+		t.Errorf("the Pod after the update: %v; want the same Pod (%s) running", err, pod.UID)
+	}
+	for _, bad := range []*sandbox.NetworkPolicy{
+		{Mode: modeCustom, AllowDomains: []string{"example.com"}},
+		{Mode: "open"},
+	} {
+		if err := d.UpdateEgress(ctx, id, bad); err == nil {
+			t.Errorf("UpdateEgress(%+v) succeeded", bad)
+		}
+	}
+	check(second)
+
+	// A restarted paddock (a new driver) changes the same object.
+	d2, err := New(d.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.UpdateEgress(ctx, id, nil); err != nil {
+		t.Fatal(err)
+	}
+	check(nil)
+	if err := d2.UpdateEgress(ctx, "k8s-egress-unknown", second); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("UpdateEgress of an unknown sandbox = %v, want ErrNotFound", err)
 	}
 }
 

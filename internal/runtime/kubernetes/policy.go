@@ -1,16 +1,23 @@
 package kubernetes
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/paddock-dev/paddock/internal/netguard"
+	"github.com/paddock-dev/paddock/internal/runtime/ocispec"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -102,6 +109,44 @@ func networkPolicy(meta metav1.ObjectMeta, p *sandbox.NetworkPolicy) (policyObje
 		},
 	}
 	return np, nil
+}
+
+// UpdateEgress replaces the spec of the sandbox's NetworkPolicy with the
+// one policy makes (refused as in Create: domains, a bad mode), in one
+// JSON patch that first tests the object's sandbox id, so a same-named
+// object of another sandbox is never changed. The object is where the
+// policy lives: a restarted paddock, or a replica taking the sandbox over,
+// finds it there, and the network plugin enforces it on the running Pod
+// (on connections it has not yet allowed: a plugin may keep an allowed
+// connection's conntrack entry).
+func (d *Driver) UpdateEgress(ctx context.Context, id string, policy *sandbox.NetworkPolicy) error {
+	if err := ocispec.CheckID(id); err != nil {
+		return err
+	}
+	np, err := networkPolicy(d.meta(id), policy)
+	if err != nil {
+		return err
+	}
+	patch, err := json.Marshal([]map[string]any{
+		{"op": "test", "path": "/metadata/annotations/" + jsonPointerEscape(annotationID), "value": id},
+		{"op": "replace", "path": "/spec", "value": np.Spec},
+	})
+	if err != nil {
+		return fmt.Errorf("kubernetes: network policy patch of %s: %w", id, err)
+	}
+	_, err = d.cfg.Client.NetworkingV1().NetworkPolicies(d.cfg.Namespace).Patch(ctx, podName(id), types.JSONPatchType, patch, metav1.PatchOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return sandbox.Errorf(sandbox.ErrNotFound, "not_found", "sandbox %s has no network policy", id)
+	case err != nil:
+		return fmt.Errorf("kubernetes: update the network policy of %s: %w", id, apiErr(err))
+	}
+	return nil
+}
+
+// jsonPointerEscape escapes s as one token of a JSON pointer (RFC 6901).
+func jsonPointerEscape(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }
 
 // within reports whether prefix p lies inside q (same family).

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes/fake"
@@ -307,5 +308,67 @@ func TestAdoptRelabels(t *testing.T) {
 	}
 	if _, err := b.Adopt(ctx, "sbx-gone"); !errors.Is(err, sandbox.ErrNotFound) {
 		t.Errorf("Adopt of a sandbox with no objects = %v, want ErrNotFound", err)
+	}
+}
+
+// TestUpdateEgressPatch: UpdateEgress replaces the NetworkPolicy's spec
+// with the one Create would make, refuses what Create refuses (leaving
+// the object as it was), and changes no object of another sandbox.
+func TestUpdateEgressPatch(t *testing.T) {
+	cs := fake.NewClientset()
+	d := testDriver(t, func(c *Config) { c.Client = cs })
+	ctx := t.Context()
+	const id = "sbx-egress"
+	nps := cs.NetworkingV1().NetworkPolicies("sandboxes")
+	created, err := networkPolicy(d.meta(id), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nps.Create(ctx, created, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	spec := func() networkingv1.NetworkPolicySpec {
+		t.Helper()
+		np, err := nps.Get(ctx, podName(id), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return np.Spec
+	}
+	custom := &sandbox.NetworkPolicy{Mode: modeCustom, AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
+	if err := d.UpdateEgress(ctx, id, custom); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := networkPolicy(d.meta(id), custom)
+	if got := spec(); !equality.Semantic.DeepEqual(got, want.Spec) {
+		t.Errorf("spec after the update:\n%+v\nwant\n%+v", got, want.Spec)
+	}
+	domains := &sandbox.NetworkPolicy{Mode: modeCustom, AllowDomains: []string{"example.com"}}
+	if err := d.UpdateEgress(ctx, id, domains); !errors.Is(err, sandbox.ErrUnsupported) {
+		t.Errorf("an update to domains = %v, want ErrUnsupported", err)
+	}
+	if got := spec(); !equality.Semantic.DeepEqual(got, want.Spec) {
+		t.Errorf("a refused update changed the spec: %+v", got)
+	}
+	if err := d.UpdateEgress(ctx, id, nil); err != nil || len(spec().Egress) != 0 {
+		t.Errorf("an update to deny-all = %v, egress %+v", err, spec().Egress)
+	}
+	if err := d.UpdateEgress(ctx, "sbx-unknown", custom); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("an update of an unknown sandbox = %v, want ErrNotFound", err)
+	}
+
+	// An object of the same name whose id differs (a digest collision)
+	// fails the patch's test and stays as it was.
+	const other = "sbx-other"
+	np, _ := networkPolicy(d.meta(other), nil)
+	np.Annotations[annotationID] = "someone-else"
+	if _, err := nps.Create(ctx, np, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.UpdateEgress(ctx, other, custom); err == nil {
+		t.Error("the update of another sandbox's object succeeded")
+	}
+	if got, err := nps.Get(ctx, podName(other), metav1.GetOptions{}); err != nil || len(got.Spec.Egress) != 0 {
+		t.Errorf("another sandbox's object: %+v, %v; want it untouched", got, err)
 	}
 }
