@@ -41,7 +41,11 @@ type Snapshot struct {
 	// which sandboxes created from the snapshot start with.
 	Config ImageConfig
 	// Layers are layer directories, topmost (the snapshot's own) first.
-	Layers    []string
+	Layers []string
+	// Ref is the snapshot as a registry image (repo@digest) when it was
+	// pushed (NewSnapshot.Push): what a runtime whose nodes pull images
+	// runs. "" for a snapshot kept on this host only.
+	Ref       string
 	Size      int64 // bytes of the snapshot's own layer
 	CreatedAt time.Time
 	LastUsed  time.Time
@@ -59,6 +63,10 @@ type NewSnapshot struct {
 	Config  ImageConfig
 	// Lowers are the source sandbox's layer dirs in the store, topmost first.
 	Lowers []string
+	// Push, when set, pushes the snapshot to a registry as an image once
+	// its layer is filled and before it is recorded: a failed push fails
+	// AddSnapshot with nothing recorded.
+	Push *SnapshotPush
 }
 
 // snapshotRecord is a snapshot as persisted in the index.
@@ -71,6 +79,7 @@ type snapshotRecord struct {
 	Runtime   string      `json:"runtime,omitempty"`
 	Config    ImageConfig `json:"config"`
 	Layers    []string    `json:"layers"` // layer hex, topmost first
+	Ref       string      `json:"ref,omitempty"`
 	CreatedAt time.Time   `json:"created_at"`
 	LastUsed  time.Time   `json:"last_used"`
 }
@@ -140,6 +149,23 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 		return nil, quotaErr(err, room, s.opts.MaxLayerBytes, used, teamCap(s.opts.TeamMaxSnapshotBytes, DefaultTeamMaxSnapshotBytes))
 	}
 	crashpoint.Hit("image/snapshot/copied")
+	var ref string
+	if spec.Push != nil {
+		if ref, err = s.pushSnapshot(ctx, id, tmp, spec); err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
+	}
+	recorded := false
+	// Runs after the unlock below: no registry call holds s.mu. A crash
+	// before it leaves the image in the registry, tagged with an id no
+	// record has.
+	defer func() {
+		if ref != "" && !recorded {
+			if err := s.UnpushSnapshot(context.WithoutCancel(ctx), ref); err != nil {
+				s.log.WarnContext(ctx, "image store: delete the image of a snapshot not recorded", "snapshot", id, "image", ref, "err", err)
+			}
+		}
+	}()
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -162,7 +188,7 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 	now := s.now().UTC()
 	rec := &snapshotRecord{
 		Source: spec.Source, TeamID: spec.TeamID, Image: spec.Image, Digest: spec.Digest, OnHost: spec.OnHost, Runtime: spec.Runtime,
-		Config: spec.Config, Layers: append([]string{layerHex}, lowers...),
+		Config: spec.Config, Layers: append([]string{layerHex}, lowers...), Ref: ref,
 		CreatedAt: now, LastUsed: now,
 	}
 	if s.idx.Snapshots == nil {
@@ -176,6 +202,7 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 		fstree.Remove(s.layerDir(layerHex))
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
+	recorded = true
 	s.log.InfoContext(ctx, "image store: snapshot added", "snapshot", id, "sandbox", spec.Source, "bytes", size)
 	return s.snapshotLocked(id, rec), nil
 }
@@ -183,7 +210,7 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 func (s *Store) snapshotLocked(id string, rec *snapshotRecord) *Snapshot {
 	snap := &Snapshot{
 		ID: id, Source: rec.Source, TeamID: rec.TeamID, Image: rec.Image, Digest: rec.Digest, OnHost: rec.OnHost, Runtime: rec.Runtime,
-		Config: rec.Config, CreatedAt: rec.CreatedAt, LastUsed: rec.LastUsed,
+		Config: rec.Config, Ref: rec.Ref, CreatedAt: rec.CreatedAt, LastUsed: rec.LastUsed,
 	}
 	snap.Config.Env = slices.Clone(rec.Config.Env)
 	for _, h := range rec.Layers {
@@ -240,7 +267,8 @@ func (s *Store) TouchSnapshot(id string) error {
 }
 
 // RemoveSnapshot forgets a snapshot. Its layer stays on disk until GC,
-// which keeps it while a sandbox still stacks it.
+// which keeps it while a sandbox still stacks it; a pushed image stays in
+// its registry (UnpushSnapshot deletes it).
 func (s *Store) RemoveSnapshot(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -252,11 +280,13 @@ func (s *Store) RemoveSnapshot(id string) error {
 }
 
 // expireSnapshotsLocked drops snapshots unused for longer than the TTL,
-// unless a sandbox still stacks their own layer. Callers hold s.mu.
-func (s *Store) expireSnapshotsLocked(ctx context.Context, inUse func(string) bool) {
+// unless a sandbox still stacks their own layer, and returns the pushed
+// images of those it dropped, for the caller to delete once it has
+// released s.mu. Callers hold s.mu.
+func (s *Store) expireSnapshotsLocked(ctx context.Context, inUse func(string) bool) (pushed []string) {
 	ttl := s.ttl()
 	if ttl == 0 {
-		return
+		return nil
 	}
 	now := s.now()
 	for id, rec := range s.idx.Snapshots {
@@ -265,7 +295,11 @@ func (s *Store) expireSnapshotsLocked(ctx context.Context, inUse func(string) bo
 		}
 		s.log.InfoContext(ctx, "image store: snapshot expired", "snapshot", id, "lastUsed", rec.LastUsed)
 		delete(s.idx.Snapshots, id)
+		if rec.Ref != "" {
+			pushed = append(pushed, rec.Ref)
+		}
 	}
+	return pushed
 }
 
 // snapshotLayersLocked adds the layers of every snapshot to keep.

@@ -537,15 +537,25 @@ func (s *Store) sizeLocked() int64 {
 // larger than MaxBytes, evicts the least recently used images whose layers
 // are not in use. inUse reports whether a running sandbox mounts a layer
 // directory (nil: none is); a layer in use is never removed, and an image
-// with a layer in use is never evicted.
+// with a layer in use is never evicted. Snapshots past their TTL are
+// dropped first, and their pushed images deleted from their registry.
 func (s *Store) GC(ctx context.Context, inUse func(layerDir string) bool) error {
 	if inUse == nil {
 		inUse = func(string) bool { return false }
 	}
+	var pushed []string
+	// After the unlock below: no registry call holds s.mu.
+	defer func() {
+		for _, ref := range pushed {
+			if err := s.UnpushSnapshot(ctx, ref); err != nil {
+				s.log.WarnContext(ctx, "image store: delete an expired snapshot's image", "image", ref, "err", err)
+			}
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	s.expireSnapshotsLocked(ctx, inUse)
+	pushed = s.expireSnapshotsLocked(ctx, inUse)
 	// Evict images first, so their layers go in the sweep below.
 	if s.opts.MaxBytes > 0 && s.projectedLocked(inUse) > s.opts.MaxBytes {
 		recs := make([]*imageRecord, 0, len(s.idx.Images))
