@@ -389,8 +389,8 @@ func TestRenderKubernetesRuntime(t *testing.T) {
 		{name: "defaults", want: []string{"--runtime=kubernetes", "--k8s-agent-image=paddock:", "--k8s-request-fraction=1", "--k8s-pull-policy=IfNotPresent"}, absent: "--k8s-host-image"},
 		{name: "user namespaces by default", absent: "--k8s-host-users"},
 		{name: "every value", values: map[string]any{"image": map[string]any{"repository": "r.example/paddock", "tag": "v1"},
-			"kubernetes": map[string]any{"hostImage": "r.example/debian:12", "runtimeClass": "gvisor", "requestFraction": 0.25, "hostUsers": true}},
-			want: []string{"--k8s-agent-image=r.example/paddock:v1", "--k8s-host-image=r.example/debian:12", "--k8s-runtime-class=gvisor", "--k8s-request-fraction=0.25", "--k8s-host-users"}},
+			"kubernetes": map[string]any{"hostImage": "r.example/debian:12", "runtimeClass": "gvisor", "requestFraction": 0.25, "hostUsers": true, "snapshotRegistry": "r.example/snaps"}},
+			want: []string{"--k8s-agent-image=r.example/paddock:v1", "--k8s-host-image=r.example/debian:12", "--k8s-runtime-class=gvisor", "--k8s-request-fraction=0.25", "--k8s-host-users", "--snapshot-registry=r.example/snaps"}},
 		{name: "off", values: map[string]any{"kubernetes": map[string]any{"enabled": false}}, absent: "--runtime"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -427,6 +427,7 @@ func TestRenderRefuses(t *testing.T) {
 		{name: "sandboxes in paddock's namespace", values: map[string]any{"sandboxNamespace": map[string]any{"name": deploy.DefaultRelease.Namespace}}, want: "must differ"},
 		{name: "no ServiceAccount name", values: map[string]any{"serviceAccount": map[string]any{"create": false}}, want: "serviceAccount.name is required"},
 		{name: "a runtime flag beside kubernetes.*", values: map[string]any{"config": map[string]any{"k8s-namespace": "elsewhere"}}, want: "from kubernetes.*"},
+		{name: "the snapshot registry beside kubernetes.*", values: map[string]any{"config": map[string]any{"snapshot-registry": "r.example/s"}}, want: "from kubernetes.*"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := deploy.Render(deploy.DefaultRelease, tc.values)

@@ -97,6 +97,9 @@ const envAdvertiseURL = "PADDOCK_ADVERTISE_URL"
 // envSandboxNamespace is --k8s-namespace's default: the chart sets it.
 const envSandboxNamespace = "PADDOCK_SANDBOX_NAMESPACE"
 
+// envSnapshotRegistry is --snapshot-registry's default.
+const envSnapshotRegistry = "PADDOCK_SNAPSHOT_REGISTRY"
+
 func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	var f serveFlags
 	c := &f.cfg
@@ -158,6 +161,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&k.RuntimeClass, "k8s-runtime-class", "", "with --runtime kubernetes: the sandbox Pods' RuntimeClass (gvisor, kata...; default: the cluster's)")
 	fs.Float64Var(&k.RequestFraction, "k8s-request-fraction", 1, "with --runtime kubernetes: the Pods' resource requests as a fraction of their limits, in (0, 1] (1: Guaranteed Pods)")
 	fs.StringVar(&k.PullPolicy, "k8s-pull-policy", "IfNotPresent", "with --runtime kubernetes: the sandbox images' pull policy: Always, IfNotPresent or Never")
+	fs.StringVar(&c.SnapshotRegistry, "snapshot-registry", os.Getenv(envSnapshotRegistry), "with --runtime kubernetes: the repository (host[:port]/path) snapshots are pushed to as images, with this server's docker logins, so that sandboxes made from them run as Pods (the cluster's nodes must be able to pull from it); default $"+envSnapshotRegistry+", none: snapshots are refused")
 	fs.BoolVar(&k.HostUsers, "k8s-host-users", false, "with --runtime kubernetes: run the Pods in their node's user namespace (hostUsers: true), for nodes that cannot give each Pod its own (runc < 1.2): weaker, sandboxes then share per-uid kernel limits")
 	fs.BoolVar(&c.NoUserNS, "no-userns", false, "run sandboxes without user namespaces: weaker, root in a sandbox is root on the host (for kernels without idmapped mounts; see paddock doctor)")
 	userNSBase := fs.Uint("userns-base", uint(runc.DefaultIDBase), "first host uid/gid of the sandboxes' id ranges (65536 ids each, one range per sandbox)")

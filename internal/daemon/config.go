@@ -14,6 +14,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/events"
+	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/node"
@@ -180,6 +181,12 @@ type Config struct {
 	Runtime string
 	// Kubernetes configures RuntimeKubernetes.
 	Kubernetes KubernetesConfig
+	// SnapshotRegistry is the repository (host[:port]/path) snapshots of
+	// sandboxes that run registry images (RuntimeKubernetes) are pushed
+	// to as images, with this server's registry logins (the docker
+	// config), so that sandboxes made from them run as Pods; "" refuses
+	// such snapshots (runc and gVisor snapshots stay on the host).
+	SnapshotRegistry string
 
 	// NoUserNS runs sandboxes without user namespaces: weaker, root in a
 	// sandbox is root on the host (for kernels without idmapped mounts).
@@ -259,6 +266,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("daemon config: Kubernetes.PullPolicy %q is none of Always, IfNotPresent, Never", c.Kubernetes.PullPolicy)
 	case c.AdvertiseURL != "" && !validAdvertiseURL(c.AdvertiseURL):
 		return fmt.Errorf("daemon config: AdvertiseURL %q is not an http(s)://host[:port] URL", c.AdvertiseURL)
+	case c.SnapshotRegistry != "" && image.CheckRepository(c.SnapshotRegistry) != nil:
+		return fmt.Errorf("daemon config: SnapshotRegistry: %w", image.CheckRepository(c.SnapshotRegistry))
 	case c.NoNetwork && c.NAT:
 		return errors.New("daemon config: NAT needs sandbox networking (NoNetwork is set)")
 	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):

@@ -389,6 +389,7 @@ func (d *Daemon) startNode(ctx context.Context, o *options) error {
 		DefaultResources: sandbox.Resources{DiskMB: d.cfg.SandboxDiskMB},
 		MaxResources:     sandbox.Resources{DiskMB: d.cfg.MaxSandboxDiskMB},
 		StoppedRetention: d.cfg.StoppedRetention,
+		SnapshotRegistry: d.cfg.SnapshotRegistry,
 		Logger:           d.log,
 		Sources:          srcs,
 		Observer:         nodeObserver{metrics: d.metrics, bus: d.bus},

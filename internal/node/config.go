@@ -69,6 +69,11 @@ type Config struct {
 	Network Network
 	// Images resolves every image but "host"; nil allows only "host".
 	Images Images
+	// SnapshotRegistry is the repository (host[:port]/path) a snapshot of
+	// a sandbox of a runtime.RegistryImager (Kubernetes) is pushed to as
+	// an image, so that sandboxes made from it run there; "" refuses such
+	// snapshots. Other runtimes' snapshots stay on this host.
+	SnapshotRegistry string
 	// Volumes mounts named volumes into sandboxes; nil refuses create
 	// requests with volumes (ErrUnsupported "volumes_unsupported").
 	Volumes Volumes

@@ -37,14 +37,18 @@ func (m *Manager) resolveImage(ctx context.Context, team, ref string) (*image.Im
 // the others use the layers). "" when img has no name but its digest. An
 // imported image's name may be in no registry: such a driver's pull then
 // fails and says so.
-func registryRef(img *image.Image) string {
-	if img.Ref == "" || strings.HasPrefix(img.Ref, "sha256:") || img.Digest == "" {
+func registryRef(img *image.Image) string { return pinnedRef(img.Ref, img.Digest) }
+
+// pinnedRef is the image ref with the manifest digest digest as a
+// registry reference pinned to it; "" when ref is only a digest.
+func pinnedRef(ref, digest string) string {
+	if ref == "" || strings.HasPrefix(ref, "sha256:") || digest == "" {
 		return ""
 	}
-	if strings.Contains(img.Ref, "@") {
-		return img.Ref
+	if strings.Contains(ref, "@") {
+		return ref
 	}
-	return img.Ref + "@" + img.Digest
+	return ref + "@" + digest
 }
 
 // lookupImage is resolveImage without its bookkeeping: the image only (nil

@@ -321,6 +321,13 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 		e.sb.Env = imageEnv(snap.Config.Env, req.Env)
 		e.sb.Snapshot = snap.ID
 	}
+	if ri, ok := drv.(runtime.RegistryImager); ok {
+		// The image a snapshot of the sandbox is pushed on top of (push.go).
+		e.sb.ImageRef = ri.HostImageRef()
+		if rootfs != nil {
+			e.sb.ImageRef = rootfs.Ref
+		}
+	}
 	// Held until the sandbox leaves pending, so no other operation sees it
 	// half-created; Get and List only need e.mu and do not wait.
 	e.op.Lock()

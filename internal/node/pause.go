@@ -159,6 +159,8 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 		// The layers recorded keep them from image GC while the sandbox
 		// exists; the pause snapshot itself is no longer needed.
 		sb.ImageLayers = slices.Clone(rootfs.Lowers)
+		// And a snapshot of it stacks on the pause snapshot's image.
+		sb.ImageRef = rootfs.Ref
 		sb.Pause = nil
 	})
 	if err != nil {

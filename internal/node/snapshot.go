@@ -20,6 +20,7 @@ type Snapshots interface {
 	GetSnapshot(id string) (*image.Snapshot, error)
 	TouchSnapshot(id string) error
 	RemoveSnapshot(id string) error
+	UnpushSnapshot(ctx context.Context, ref string) error
 }
 
 var _ Snapshots = (*image.Store)(nil)
@@ -54,7 +55,7 @@ func (m *Manager) resolveSnapshot(id string) (*image.Snapshot, *runtime.Rootfs, 
 		m.log.Warn("touch snapshot", "snapshot", id, "err", err)
 	}
 	// A snapshot's layers are in lowerdir order already (its own first).
-	return snap, &runtime.Rootfs{Lowers: slices.Clone(snap.Layers), OnHost: snap.OnHost}, nil
+	return snap, &runtime.Rootfs{Lowers: slices.Clone(snap.Layers), OnHost: snap.OnHost, Ref: snap.Ref}, nil
 }
 
 // CanSnapshot returns the error Snapshot of id would fail with before it
@@ -70,7 +71,10 @@ func (m *Manager) CanSnapshot(ctx context.Context, id string) error {
 		return err
 	}
 	sb, _, _ := e.snapshot()
-	_, err = m.snapshotterOf(sb)
+	if _, err = m.snapshotterOf(sb); err != nil {
+		return err
+	}
+	_, err = m.snapshotPush(sb)
 	return err
 }
 
@@ -115,6 +119,10 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, err
 // snapshotLocked copies sb's writable layer into a new snapshot. The
 // caller holds the sandbox's op lock.
 func (m *Manager) snapshotLocked(ctx context.Context, store Snapshots, snapper runtime.Snapshotter, sb sandbox.Sandbox) (*image.Snapshot, error) {
+	push, err := m.snapshotPush(sb)
+	if err != nil {
+		return nil, err
+	}
 	env := slices.Sorted(maps.Keys(sb.Env))
 	for i, k := range env {
 		env[i] = k + "=" + sb.Env[k]
@@ -126,6 +134,7 @@ func (m *Manager) snapshotLocked(ctx context.Context, store Snapshots, snapper r
 		Runtime: m.driverOf(sb).Capabilities().Name,
 		Config:  image.ImageConfig{Env: env, WorkingDir: sb.WorkingDir, User: sb.ImageUser},
 		Lowers:  sb.ImageLayers,
+		Push:    push,
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotTimeout)
 	defer cancel()
@@ -169,7 +178,8 @@ func (m *Manager) Fork(ctx context.Context, id string, req sandbox.CreateRequest
 	return sb, nil
 }
 
-// DeleteSnapshot forgets a snapshot and, when the store is a Collector,
+// DeleteSnapshot forgets a snapshot, deletes its pushed image from its
+// registry if it has one and the registry allows, and, when the store is a Collector,
 // collects its layer unless a stopped sandbox still stacks it (then the
 // layer goes with that sandbox). It refuses a snapshot a pending or running
 // sandbox was created from (ErrConflict "snapshot_in_use").
@@ -178,7 +188,8 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := store.GetSnapshot(id); err != nil {
+	snap, err := store.GetSnapshot(id)
+	if err != nil {
 		return err
 	}
 	if m.SnapshotInUse(id) {
@@ -186,6 +197,13 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, id string) error {
 	}
 	if err := store.RemoveSnapshot(id); err != nil {
 		return err
+	}
+	if snap.Ref != "" {
+		// The snapshot is gone either way; its image only costs the
+		// registry's storage.
+		if err := store.UnpushSnapshot(ctx, snap.Ref); err != nil {
+			m.log.Warn("delete a snapshot's image", "snapshot", id, "image", snap.Ref, "err", err)
+		}
 	}
 	if c, ok := m.cfg.Images.(Collector); ok {
 		if err := c.GC(ctx, m.LayerInUse); err != nil {

@@ -159,6 +159,17 @@ type Snapshotter interface {
 	Snapshot(ctx context.Context, id, dst string, maxBytes int64) (size int64, err error)
 }
 
+// RegistryImager is the optional trait of a driver whose sandboxes run
+// registry images their nodes pull (Kubernetes: Rootfs.Ref) rather than
+// this host's layer directories. A snapshot of such a sandbox runs there
+// only once pushed to a registry as an image, on top of the image the
+// sandbox ran.
+type RegistryImager interface {
+	// HostImageRef is the registry image the image "host" stands for
+	// ("" when the driver has none).
+	HostImageRef() string
+}
+
 // Addresser is the optional power of a driver whose sandboxes get an
 // address the node did not assign (Kubernetes: the Pod IP), where the
 // node's port proxy reaches the sandbox's ports.

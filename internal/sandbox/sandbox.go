@@ -118,6 +118,11 @@ type Sandbox struct {
 	ImageLayers []string `json:"imageLayers,omitempty"`
 	// Snapshot is the snapshot the sandbox was created from, if any.
 	Snapshot string `json:"snapshot,omitempty"`
+	// ImageRef is the registry image the sandbox runs, on a runtime whose
+	// nodes pull images (Kubernetes): its image pinned by digest, the host
+	// image's, or the pushed image of its snapshot. A snapshot of the
+	// sandbox is pushed on top of it. Empty on other runtimes.
+	ImageRef string `json:"imageRef,omitempty"`
 	// ImageUser is the image config's User as the image gives it; User is
 	// what the sandbox's agent resolved it to.
 	ImageUser string `json:"imageUser,omitempty"`

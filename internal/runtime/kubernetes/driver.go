@@ -124,10 +124,11 @@ type Driver struct {
 }
 
 var (
-	_ runtime.Driver        = (*Driver)(nil)
-	_ runtime.Addresser     = (*Driver)(nil)
-	_ runtime.Adopter       = (*Driver)(nil)
-	_ runtime.EgressUpdater = (*Driver)(nil)
+	_ runtime.Driver         = (*Driver)(nil)
+	_ runtime.Addresser      = (*Driver)(nil)
+	_ runtime.Adopter        = (*Driver)(nil)
+	_ runtime.EgressUpdater  = (*Driver)(nil)
+	_ runtime.RegistryImager = (*Driver)(nil)
 )
 
 // New checks cfg and returns a driver. It makes no request: a cluster that
@@ -172,6 +173,9 @@ func (d *Driver) Capabilities() runtime.Capabilities {
 	return runtime.Capabilities{Name: "kubernetes", CgroupVersion: d.cfg.CgroupVersion, Seccomp: true, UserNS: !d.cfg.HostUsers}
 }
 
+// HostImageRef is Config.HostImage's registry image.
+func (d *Driver) HostImageRef() string { return d.cfg.HostImage.Ref }
+
 // podName is the name of a sandbox's objects. Sandbox ids may end in "-",
 // which no object name may, so the name is a digest of the id; the id
 // itself is in annotationID.
@@ -200,10 +204,14 @@ func (d *Driver) meta(id string) metav1.ObjectMeta {
 // node directories bound over it.
 func (d *Driver) imageRef(spec runtime.Spec) (string, []runtime.Bind, error) {
 	switch {
-	case spec.Rootfs != nil && spec.Rootfs.OnHost:
-		return "", nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_snapshot", "the kubernetes driver cannot start from a snapshot yet")
+	case spec.Rootfs != nil && spec.Rootfs.Ref != "" && spec.Rootfs.OnHost:
+		// A snapshot pushed on top of the host image: the host image's
+		// binds lie over it as over the host image itself.
+		return spec.Rootfs.Ref, d.cfg.HostImage.ReadOnlyBinds, nil
 	case spec.Rootfs != nil && spec.Rootfs.Ref != "":
 		return spec.Rootfs.Ref, nil, nil
+	case spec.Rootfs != nil && spec.Rootfs.OnHost:
+		return "", nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_registry_ref", "the kubernetes driver runs a snapshot only once it is pushed to a registry (paddock serve --snapshot-registry)")
 	case spec.Rootfs != nil && len(spec.Rootfs.Lowers) > 0:
 		// Layers on paddock's host with no registry name (a snapshot, an
 		// image known by its digest alone): a node cannot pull them.

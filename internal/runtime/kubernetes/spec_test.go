@@ -212,7 +212,7 @@ func TestCreateRefuses(t *testing.T) {
 		{"disk cap", runtime.Spec{ID: "x", Resources: sandbox.Resources{DiskMB: 64}}, sandbox.ErrUnsupported},
 		{"volume", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Source: "/v", Dest: "/data"}}}, sandbox.ErrUnsupported},
 		{"host network", runtime.Spec{ID: "x", Network: &runtime.NetworkSpec{NSPath: "/run/netns/x"}}, sandbox.ErrUnsupported},
-		{"snapshot", runtime.Spec{ID: "x", Rootfs: &runtime.Rootfs{Lowers: []string{"/l"}, OnHost: true}}, sandbox.ErrUnsupported},
+		{"snapshot not pushed", runtime.Spec{ID: "x", Rootfs: &runtime.Rootfs{Lowers: []string{"/l"}, OnHost: true}}, sandbox.ErrUnsupported},
 		{"layers without a registry name", runtime.Spec{ID: "x", Image: "sha256:00", Rootfs: &runtime.Rootfs{Lowers: []string{"/l"}}}, sandbox.ErrUnsupported},
 		{"path as image", runtime.Spec{ID: "x", Image: "/var/lib/images/x"}, sandbox.ErrInvalid},
 	} {
@@ -223,6 +223,31 @@ func TestCreateRefuses(t *testing.T) {
 			cs := d.cfg.Client.(*fake.Clientset)
 			if n := len(cs.Actions()); n != 0 {
 				t.Errorf("%d API calls: %v", n, cs.Actions())
+			}
+		})
+	}
+}
+
+// TestImageRef: a pushed snapshot runs as its image; one of the host
+// image keeps the host image's binds.
+func TestImageRef(t *testing.T) {
+	binds := []runtime.Bind{{Source: "/usr", Target: "/usr"}}
+	d := testDriver(t, func(c *Config) { c.HostImage.ReadOnlyBinds = binds })
+	for _, tc := range []struct {
+		name      string
+		rootfs    *runtime.Rootfs
+		ref       string
+		hostBinds bool
+	}{
+		{"host", nil, "registry.local/paddock/host:1", true},
+		{"image", &runtime.Rootfs{Lowers: []string{"/l"}, Ref: "r.local/img@sha256:aa"}, "r.local/img@sha256:aa", false},
+		{"snapshot of an image", &runtime.Rootfs{Lowers: []string{"/s", "/l"}, Ref: "r.local/snaps@sha256:bb"}, "r.local/snaps@sha256:bb", false},
+		{"snapshot of the host image", &runtime.Rootfs{Lowers: []string{"/s"}, OnHost: true, Ref: "r.local/snaps@sha256:cc"}, "r.local/snaps@sha256:cc", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref, got, err := d.imageRef(runtime.Spec{ID: "x", Rootfs: tc.rootfs})
+			if err != nil || ref != tc.ref || (len(got) > 0) != tc.hostBinds {
+				t.Errorf("imageRef = %q %v %v, want %q, host binds %v", ref, got, err, tc.ref, tc.hostBinds)
 			}
 		})
 	}
