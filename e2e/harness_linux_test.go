@@ -145,12 +145,15 @@ func newDataDir(t *testing.T) string {
 // sandbox left and shuts the stack down.
 func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	t.Helper()
-	var agent string
+	var agent, snapshots string
 	var k8s daemon.KubernetesConfig
 	if opts.runtime == daemon.RuntimeKubernetes {
 		// The namespace's cleanup, registered first, runs after the
 		// stack's, which deletes the sandboxes.
-		k8s = requireKubernetes(t).config(t)
+		ke := requireKubernetes(t)
+		k8s = ke.config(t)
+		// Beside the sandbox images, in the registry the node pulls from.
+		snapshots = ke.images.Registry + "/paddock/snapshots"
 	} else {
 		agent = requireSandboxes(t)
 	}
@@ -171,7 +174,7 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	}
 	switch {
 	case opts.runtime == daemon.RuntimeKubernetes:
-		cfg.Runtime, cfg.Kubernetes = daemon.RuntimeKubernetes, k8s
+		cfg.Runtime, cfg.Kubernetes, cfg.SnapshotRegistry = daemon.RuntimeKubernetes, k8s, snapshots
 	case diskimg.Available() == "":
 		// As `paddock serve` runs sandboxes: each with a disk of its own,
 		// small here, made ahead of time.
