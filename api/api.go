@@ -287,6 +287,10 @@ type Snapshot struct {
 	// ExpiresAt is when GC removes the snapshot unless a sandbox is created
 	// from it before; absent means never.
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// RegistryImage is the snapshot as a registry image (repo@sha256:...)
+	// when it was pushed to the server's snapshot registry (the kubernetes
+	// runtime's snapshots are); absent otherwise.
+	RegistryImage string `json:"registryImage,omitempty"`
 }
 
 // SnapshotList is the answer of GET /snapshots, oldest first.

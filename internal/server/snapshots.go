@@ -28,7 +28,7 @@ type Snapshots interface {
 var errNoSnapshots = sandbox.Errorf(sandbox.ErrUnsupported, "snapshots_disabled", "this server cannot take snapshots")
 
 func toAPISnapshot(s *image.Snapshot) api.Snapshot {
-	return api.Snapshot{ID: s.ID, SourceSandboxID: s.Source, Image: s.Image, SizeBytes: s.Size, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt}
+	return api.Snapshot{ID: s.ID, SourceSandboxID: s.Source, Image: s.Image, SizeBytes: s.Size, RegistryImage: s.Ref, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt}
 }
 
 func (s *Server) snapshotSandbox(w http.ResponseWriter, r *http.Request) error {
