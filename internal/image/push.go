@@ -1,6 +1,7 @@
 package image
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -89,12 +90,22 @@ func (s *Store) pushSnapshot(ctx context.Context, id, dir string, spec NewSnapsh
 		return "", pushError(repo.String(), fmt.Errorf("base image %s: %w", p.Base, err))
 	}
 
-	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "push-*.tar")
+	// The layer is compressed once, into a file: ggcr then hashes it and
+	// uploads it from there, streaming, whatever its size (its own
+	// compression of a plain tar runs twice, or caches the whole blob in
+	// memory). The fastest level: the caller waits for the push.
+	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "push-*.tar.gz")
 	if err != nil {
 		return "", fmt.Errorf("push snapshot: %w", err)
 	}
 	defer os.Remove(f.Name())
-	err = writeLayerTar(ctx, f, dir)
+	zw, err := gzip.NewWriterLevel(f, gzip.BestSpeed)
+	if err == nil {
+		err = writeLayerTar(ctx, zw, dir)
+	}
+	if err == nil {
+		err = zw.Close()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -105,7 +116,7 @@ func (s *Store) pushSnapshot(ctx context.Context, id, dir string, spec NewSnapsh
 	if mt, err := base.MediaType(); err == nil && mt == types.OCIManifestSchema1 {
 		layerType = types.OCILayer
 	}
-	layer, err := tarball.LayerFromFile(f.Name(), tarball.WithMediaType(layerType), tarball.WithCompressedCaching)
+	layer, err := tarball.LayerFromFile(f.Name(), tarball.WithMediaType(layerType))
 	if err != nil {
 		return "", fmt.Errorf("push snapshot: %w", err)
 	}
