@@ -70,7 +70,7 @@ func (n meteredNode) Stats(ctx context.Context, id string) (runtime.Stats, error
 // layers and its volumes' sizes (the cap, as provisioned).
 type teamStorage struct{ d *Daemon }
 
-func (s teamStorage) TeamStorage(context.Context) (map[string]uint64, error) {
+func (s teamStorage) TeamStorage(ctx context.Context) (map[string]uint64, error) {
 	out := map[string]uint64{}
 	for _, snap := range s.d.images.Snapshots() {
 		if snap.TeamID != "" && snap.Size > 0 {
@@ -78,7 +78,11 @@ func (s teamStorage) TeamStorage(context.Context) (map[string]uint64, error) {
 		}
 	}
 	if s.d.volumes != nil {
-		for _, v := range s.d.volumes.ListAll() {
+		vols, err := s.d.volumes.ListAll(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vols {
 			if v.TeamID != "" && v.SizeBytes > 0 {
 				out[v.TeamID] += uint64(v.SizeBytes)
 			}

@@ -11,15 +11,16 @@ import (
 )
 
 // Volumes is what the server needs from the host's named volumes;
-// *volume.Manager satisfies it. A volume is named within its team: every
+// *volume.Manager (the host's) and *claim.Manager (PersistentVolumeClaims,
+// for the kubernetes runtime) satisfy it. A volume is named within its team: every
 // call but ListAll takes the caller's team, so another team's volume is
 // not found and its name is free. Delete is refused with ErrConflict
 // "volume_in_use" while a sandbox mounts the volume.
 type Volumes interface {
 	Create(ctx context.Context, teamID, name string, sizeBytes int64) (volume.Volume, error)
-	Get(teamID, name string) (volume.Volume, error)
-	List(teamID string) []volume.Volume
-	ListAll() []volume.Volume
+	Get(ctx context.Context, teamID, name string) (volume.Volume, error)
+	List(ctx context.Context, teamID string) ([]volume.Volume, error)
+	ListAll(ctx context.Context) ([]volume.Volume, error)
 	Delete(ctx context.Context, teamID, name string) error
 }
 
@@ -76,9 +77,17 @@ func (s *Server) listVolumes(w http.ResponseWriter, r *http.Request) error {
 		return errNoVolumes
 	}
 	p := callerOf(r)
-	vols := s.volumes.List(p.TeamID)
+	var (
+		vols []volume.Volume
+		err  error
+	)
 	if p.HostAdmin {
-		vols = s.volumes.ListAll()
+		vols, err = s.volumes.ListAll(r.Context())
+	} else {
+		vols, err = s.volumes.List(r.Context(), p.TeamID)
+	}
+	if err != nil {
+		return fmt.Errorf("list volumes: %w", err)
 	}
 	out := api.VolumeList{Volumes: make([]api.Volume, 0, len(vols))}
 	for _, v := range vols {
@@ -92,7 +101,7 @@ func (s *Server) getVolume(w http.ResponseWriter, r *http.Request) error {
 	if s.volumes == nil {
 		return errNoVolumes
 	}
-	v, err := s.volumes.Get(callerOf(r).TeamID, r.PathValue("name"))
+	v, err := s.volumes.Get(r.Context(), callerOf(r).TeamID, r.PathValue("name"))
 	if err != nil {
 		return err
 	}

@@ -130,7 +130,7 @@ func (f *fakeVolumes) Create(_ context.Context, teamID, name string, size int64)
 	return v, nil
 }
 
-func (f *fakeVolumes) Get(teamID, name string) (volume.Volume, error) {
+func (f *fakeVolumes) Get(_ context.Context, teamID, name string) (volume.Volume, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	v, ok := f.vols[[2]string{teamID, name}]
@@ -140,24 +140,25 @@ func (f *fakeVolumes) Get(teamID, name string) (volume.Volume, error) {
 	return v, nil
 }
 
-func (f *fakeVolumes) List(teamID string) []volume.Volume {
+func (f *fakeVolumes) List(ctx context.Context, teamID string) ([]volume.Volume, error) {
 	var out []volume.Volume
-	for _, v := range f.ListAll() {
+	all, _ := f.ListAll(ctx)
+	for _, v := range all {
 		if v.TeamID == teamID {
 			out = append(out, v)
 		}
 	}
-	return out
+	return out, nil
 }
 
-func (f *fakeVolumes) ListAll() []volume.Volume {
+func (f *fakeVolumes) ListAll(context.Context) ([]volume.Volume, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := slices.Collect(maps.Values(f.vols))
 	slices.SortFunc(out, func(a, b volume.Volume) int {
 		return cmp.Or(cmp.Compare(a.TeamID, b.TeamID), cmp.Compare(a.Name, b.Name))
 	})
-	return out
+	return out, nil
 }
 
 func (f *fakeVolumes) Delete(_ context.Context, teamID, name string) error {

@@ -570,7 +570,7 @@ func (m *Manager) checkQuotaLocked(teamID string, size int64) error {
 }
 
 // Get returns team teamID's volume name; another team's is not found.
-func (m *Manager) Get(teamID, name string) (Volume, error) {
+func (m *Manager) Get(_ context.Context, teamID, name string) (Volume, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	v, ok := m.vols[key{teamID, name}]
@@ -580,8 +580,9 @@ func (m *Manager) Get(teamID, name string) (Volume, error) {
 	return m.view(v), nil
 }
 
-// List returns team teamID's volumes, sorted by name.
-func (m *Manager) List(teamID string) []Volume {
+// List returns team teamID's volumes, sorted by name. It never fails:
+// the error is that of the interface it shares with claim.Manager.
+func (m *Manager) List(_ context.Context, teamID string) ([]Volume, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := []Volume{}
@@ -591,12 +592,12 @@ func (m *Manager) List(teamID string) []Volume {
 		}
 	}
 	slices.SortFunc(out, func(a, b Volume) int { return cmp.Compare(a.Name, b.Name) })
-	return out
+	return out, nil
 }
 
 // ListAll returns every team's volumes, sorted by team and then name: for
-// the host admin.
-func (m *Manager) ListAll() []Volume {
+// the host admin. It never fails.
+func (m *Manager) ListAll(context.Context) ([]Volume, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]Volume, 0, len(m.vols))
@@ -606,7 +607,7 @@ func (m *Manager) ListAll() []Volume {
 	slices.SortFunc(out, func(a, b Volume) int {
 		return cmp.Or(cmp.Compare(a.TeamID, b.TeamID), cmp.Compare(a.Name, b.Name))
 	})
-	return out
+	return out, nil
 }
 
 // view copies a volume for a caller. The caller holds m.mu.
@@ -682,6 +683,9 @@ type Dirs struct {
 	// a read-write user. The driver mounts the overlay, and unmounts it
 	// when it stops the sandbox, before Release.
 	Upper, Work string
+	// Claim is the PersistentVolumeClaim a Pod mounts, instead of host
+	// directories (internal/volume/claim); empty here.
+	Claim string
 }
 
 // Acquire mounts a volume for a sandbox of team teamID and returns the

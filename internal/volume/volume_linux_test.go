@@ -138,7 +138,7 @@ func TestCreateGetListDelete(t *testing.T) {
 	if _, err := m.Create(ctx, testTeam, "b.2_x", 20<<20+1); err != nil {
 		t.Fatal(err)
 	}
-	got, err := m.Get(testTeam, "b.2_x")
+	got, err := m.Get(t.Context(), testTeam, "b.2_x")
 	if err != nil || got.SizeBytes != 21<<20 {
 		t.Fatalf("get: %+v, %v; want the size rounded up to a MiB", got, err)
 	}
@@ -146,7 +146,7 @@ func TestCreateGetListDelete(t *testing.T) {
 		t.Errorf("a fresh image uses %d bytes of %d: want it sparse", got.UsedBytes, got.SizeBytes)
 	}
 	names := []string{}
-	for _, v := range m.List(testTeam) {
+	for _, v := range list(t, m, testTeam) {
 		names = append(names, v.Name)
 	}
 	if !slices.Equal(names, []string{"b.2_x", "npm-cache"}) {
@@ -185,14 +185,14 @@ func TestCreateGetListDelete(t *testing.T) {
 	if err := m.Delete(ctx, testTeam, "npm-cache"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = m.Get(testTeam, "npm-cache")
+	_, err = m.Get(t.Context(), testTeam, "npm-cache")
 	wantCode(t, err, sandbox.ErrNotFound, "volume_not_found")
 	wantCode(t, m.Delete(ctx, testTeam, "npm-cache"), sandbox.ErrNotFound, "volume_not_found")
 	if _, err := os.Stat(volDir(dir, testTeam, "npm-cache")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("deleted volume's dir: %v", err)
 	}
 	// Metadata survives a restart.
-	if v, err := open(t, dir).Get(testTeam, "b.2_x"); err != nil || v.SizeBytes != 21<<20 {
+	if v, err := open(t, dir).Get(t.Context(), testTeam, "b.2_x"); err != nil || v.SizeBytes != 21<<20 {
 		t.Fatalf("after reopen: %+v, %v", v, err)
 	}
 }
@@ -212,7 +212,7 @@ func TestReadWriteSharedAcrossUsersAndInUse(t *testing.T) {
 	if uid, gid, _ := owner(fi); uid != sandboxUID || gid != sandboxGID {
 		t.Errorf("volume root owned by %d:%d, want the sandbox user", uid, gid)
 	}
-	v, _ := m.Get(testTeam, "cache")
+	v, _ := m.Get(t.Context(), testTeam, "cache")
 	if v.Users["sb-a"] != sandbox.VolumeReadWrite || !slices.Equal(m.Holders(), []string{"sb-a"}) {
 		t.Fatalf("users %v, holders %v", v.Users, m.Holders())
 	}
@@ -573,17 +573,17 @@ func TestNamesPerTeam(t *testing.T) {
 	wantCode(t, err, sandbox.ErrConflict, "volume_exists")
 
 	for _, team := range []string{"team-a", "team-b"} {
-		if v, err := m.Get(team, "cache"); err != nil || v.TeamID != team {
+		if v, err := m.Get(t.Context(), team, "cache"); err != nil || v.TeamID != team {
 			t.Fatalf("get in %s: %+v, %v", team, v, err)
 		}
-		if vs := m.List(team); len(vs) != 1 || vs[0].TeamID != team {
+		if vs := list(t, m, team); len(vs) != 1 || vs[0].TeamID != team {
 			t.Fatalf("list of %s: %+v", team, vs)
 		}
 	}
 	for _, team := range []string{"team-c", ""} {
-		_, err := m.Get(team, "cache")
+		_, err := m.Get(t.Context(), team, "cache")
 		wantCode(t, err, sandbox.ErrNotFound, "volume_not_found")
-		if vs := m.List(team); len(vs) != 0 {
+		if vs := list(t, m, team); len(vs) != 0 {
 			t.Fatalf("list of %q: %+v", team, vs)
 		}
 		_, err = m.Acquire(ctx, "sb-c", team, sandbox.VolumeMount{Volume: "cache", Path: "/c"})
@@ -591,7 +591,7 @@ func TestNamesPerTeam(t *testing.T) {
 		wantCode(t, m.Delete(ctx, team, "cache"), sandbox.ErrNotFound, "volume_not_found")
 	}
 	var all []string
-	for _, v := range m.ListAll() {
+	for _, v := range listAll(t, m) {
 		all = append(all, v.TeamID+"/"+v.Name)
 	}
 	if !slices.Equal(all, []string{"team-a/cache", "team-b/cache"}) {
@@ -610,7 +610,7 @@ func TestNamesPerTeam(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(db.Source, "f")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("team b sees team a's file: %v", err)
 	}
-	if v, _ := m.Get("team-a", "cache"); !slices.Equal(v.InUseBy(), []string{"sb-a"}) {
+	if v, _ := m.Get(t.Context(), "team-a", "cache"); !slices.Equal(v.InUseBy(), []string{"sb-a"}) {
 		t.Fatalf("team a's volume is used by %v", v.InUseBy())
 	}
 
@@ -619,19 +619,19 @@ func TestNamesPerTeam(t *testing.T) {
 	if err := m.Delete(ctx, "team-b", "cache"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = m.Get("team-b", "cache")
+	_, err = m.Get(t.Context(), "team-b", "cache")
 	wantCode(t, err, sandbox.ErrNotFound, "volume_not_found")
 	if _, err := os.Stat(filepath.Join(dir, teamsName, "team-b")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the team's dir after its last volume went: %v", err)
 	}
-	if v, err := m.Get("team-a", "cache"); err != nil || !slices.Equal(v.InUseBy(), []string{"sb-a"}) {
+	if v, err := m.Get(t.Context(), "team-a", "cache"); err != nil || !slices.Equal(v.InUseBy(), []string{"sb-a"}) {
 		t.Fatalf("team a's volume after team b deleted its own: %+v, %v", v, err)
 	}
 	// And after a restart, each is still its team's.
 	release(t, m, "sb-a")
 	createIn(t, m, "team-b", "cache")
 	m2 := open(t, dir)
-	if v, err := m2.Get("team-a", "cache"); err != nil || v.TeamID != "team-a" {
+	if v, err := m2.Get(t.Context(), "team-a", "cache"); err != nil || v.TeamID != "team-a" {
 		t.Fatalf("team a's after reopen: %+v, %v", v, err)
 	}
 	if got := acquireIn(t, m2, "team-b", "sb-b2", "cache", ""); got.Source == da.Source {
@@ -722,7 +722,7 @@ func TestLegacyAdopted(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, tc.name)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left at its legacy path: %v", tc.name, err)
 		}
-		if v, err := m.Get(tc.team, tc.name); err != nil || v.TeamID != tc.team {
+		if v, err := m.Get(t.Context(), tc.team, tc.name); err != nil || v.TeamID != tc.team {
 			t.Errorf("get %s of %s: %+v, %v", tc.name, tc.team, v, err)
 		}
 	}
@@ -763,7 +763,7 @@ func TestLegacyAdopted(t *testing.T) {
 	m = open(t, dir) // a restart: the sandbox still runs
 	checkBusy(m)
 	var all []string
-	for _, v := range m.ListAll() {
+	for _, v := range listAll(t, m) {
 		all = append(all, v.TeamID+"/"+v.Name)
 	}
 	if !slices.Equal(all, []string{"default/busy", "default/orphan", "team-b/owned"}) {
@@ -853,4 +853,24 @@ func metas(t *testing.T, dir string) map[string]string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// list is m.List, which never fails on the host.
+func list(t *testing.T, m *Manager, team string) []Volume {
+	t.Helper()
+	vs, err := m.List(t.Context(), team)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
+
+// listAll is m.ListAll, which never fails on the host.
+func listAll(t *testing.T, m *Manager) []Volume {
+	t.Helper()
+	vs, err := m.ListAll(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vs
 }
