@@ -71,6 +71,11 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	logTotal := fs.Int64("log-total-bytes", agent.DefaultMaxLogTotalBytes, "bytes kept of all commands' output together (the size of the state dir's tmpfs)")
 	tasksPerUser := fs.Uint64("tasks-per-user", 0, "cap each user's processes and threads (RLIMIT_NPROC, hard and soft), for the agent and every command (for a Pod in a user namespace of its own, whose cgroup's pids limit is the node's)")
 	memLimit := fs.Int64("memory-limit", 0, "a memory limit in bytes the agent enforces itself, killing the biggest process past it (for gVisor, whose sentry enforces none)")
+	var ownIfEmpty []string
+	fs.Func("own-if-empty", "give this directory (a volume claim's mount) to the sandbox user at start if it is empty; repeatable", func(dir string) error {
+		ownIfEmpty = append(ownIfEmpty, dir)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -126,6 +131,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	srv, err := agent.NewServer(agent.ServerConfig{
 		StateDir:         *stateDir,
 		ImageUser:        *imageUser,
+		OwnIfEmpty:       ownIfEmpty,
 		MaxLogBytes:      *logMax,
 		MaxLogTotalBytes: *logTotal,
 		MemoryLimit:      *memLimit,

@@ -29,6 +29,12 @@ type ServerConfig struct {
 	// Root's etc/passwd and etc/group (see ResolveUser); "" is the
 	// default user.
 	ImageUser string
+	// OwnIfEmpty are directories (volume claims a Pod mounts) that the
+	// resolved user is given at start while they hold nothing (a new
+	// filesystem's lost+found aside): a new volume belongs to whoever
+	// first uses it, as on the host (internal/volume's SetUser), and only
+	// the agent, root inside the Pod, can give it.
+	OwnIfEmpty []string
 	// MaxLogBytes caps what is kept of one command's output log; past it
 	// the oldest output is dropped. Default DefaultMaxLogBytes.
 	MaxLogBytes int64

@@ -109,6 +109,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if s.user, s.userErr = s.loadUser(); s.userErr != nil {
 		s.log.Error("image user not resolved: refusing commands and writes", "user", cfg.ImageUser, "err", s.userErr)
+	} else {
+		for _, dir := range cfg.OwnIfEmpty {
+			if err := ownIfEmpty(dir, int(s.user.UID), int(s.user.GID)); err != nil {
+				// The sandbox still runs: it may only read the volume.
+				s.log.Warn("give an empty volume to the sandbox user", "dir", dir, "err", err)
+			}
+		}
 	}
 	s.routes()
 	signal.Notify(s.sigchld, unix.SIGCHLD)

@@ -88,7 +88,7 @@ func (m *Manager) prepareVolumes(ctx context.Context, e *entry, spec *runtime.Sp
 		if err != nil {
 			return err
 		}
-		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: d.Source, Dest: v.Path, Upper: d.Upper, Work: d.Work})
+		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: d.Source, Dest: v.Path, Upper: d.Upper, Work: d.Work, Claim: d.Claim})
 	}
 	return nil
 }

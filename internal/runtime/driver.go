@@ -87,6 +87,12 @@ type Mount struct {
 	// driver mounts it, since with a user namespace the overlay's layers
 	// must be mapped through the sandbox's ids; it is gone after Stop.
 	Upper, Work string
+	// Claim, when set instead of Source, is a PersistentVolumeClaim in the
+	// sandbox's namespace, for a driver whose sandboxes are Pods: the
+	// kubelet mounts the claim, and a sandbox's agent gives its root to
+	// the sandbox's user while it is empty. Drivers of host sandboxes
+	// refuse it.
+	Claim string
 }
 
 // NetworkSpec is a sandbox's network as the node prepared it.

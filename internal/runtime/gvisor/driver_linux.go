@@ -203,6 +203,9 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		return nil, err
 	}
 	for _, m := range spec.Mounts {
+		if m.Claim != "" {
+			return nil, sandbox.Errorf(sandbox.ErrUnsupported, "claim_mount_unsupported", "a volume claim mounts only in a Pod (the kubernetes runtime)")
+		}
 		if err := checkDest(m.Dest); err != nil {
 			return nil, err
 		}

@@ -239,10 +239,11 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (*agent.Client, 
 	switch {
 	case spec.Resources.DiskMB > 0:
 		return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_disk_cap", "the kubernetes driver cannot cap a sandbox's disk yet")
-	case len(spec.Mounts) > 0:
-		return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_volumes", "the kubernetes driver cannot mount volumes yet")
 	case spec.Network != nil:
 		return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_host_network", "a Pod has the cluster's network; it cannot join one prepared on this host")
+	}
+	if err := checkClaims(spec.Mounts); err != nil {
+		return nil, err
 	}
 	ref, binds, err := d.imageRef(spec)
 	if err != nil {
@@ -376,6 +377,8 @@ func (d *Driver) pod(spec runtime.Spec, ref string, binds []runtime.Bind, res sa
 		"--token-file=" + credDir + "/" + tokenKey,
 		"--user=" + spec.User,
 	}, ocispec.AgentLogArgs(res)...)
+	cv, cm, cargs := claimVolumes(spec.Mounts)
+	volumes, mounts, args = append(volumes, cv...), append(mounts, cm...), append(args, cargs...)
 	if !d.cfg.HostUsers {
 		// A Pod's cgroup has the node's one pids limit and is read-only
 		// inside, so the sandbox's own limit is a per-user one: in the

@@ -210,7 +210,12 @@ func TestCreateRefuses(t *testing.T) {
 	}{
 		{"bad id", runtime.Spec{ID: "Bad/ID"}, sandbox.ErrInvalid},
 		{"disk cap", runtime.Spec{ID: "x", Resources: sandbox.Resources{DiskMB: 64}}, sandbox.ErrUnsupported},
-		{"volume", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Source: "/v", Dest: "/data"}}}, sandbox.ErrUnsupported},
+		{"host directory", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Source: "/v", Dest: "/data"}}}, sandbox.ErrUnsupported},
+		{"claim copy-on-write", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Claim: "vol-1", Dest: "/data", Upper: "/u", Work: "/w"}}}, sandbox.ErrUnsupported},
+		{"claim over /tmp", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Claim: "vol-1", Dest: "/tmp/x"}}}, sandbox.ErrInvalid},
+		{"claim over the agent", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Claim: "vol-1", Dest: "/"}}}, sandbox.ErrInvalid},
+		{"claims overlap", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Claim: "vol-1", Dest: "/a"}, {Claim: "vol-2", Dest: "/a/b"}}}, sandbox.ErrInvalid},
+		{"claim name", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Claim: "Vol_1", Dest: "/a"}}}, sandbox.ErrInvalid},
 		{"host network", runtime.Spec{ID: "x", Network: &runtime.NetworkSpec{NSPath: "/run/netns/x"}}, sandbox.ErrUnsupported},
 		{"snapshot not pushed", runtime.Spec{ID: "x", Rootfs: &runtime.Rootfs{Lowers: []string{"/l"}, OnHost: true}}, sandbox.ErrUnsupported},
 		{"layers without a registry name", runtime.Spec{ID: "x", Image: "sha256:00", Rootfs: &runtime.Rootfs{Lowers: []string{"/l"}}}, sandbox.ErrUnsupported},
@@ -250,6 +255,41 @@ func TestImageRef(t *testing.T) {
 				t.Errorf("imageRef = %q %v %v, want %q, host binds %v", ref, got, err, tc.ref, tc.hostBinds)
 			}
 		})
+	}
+}
+
+// TestPodClaims: a claim is a persistentVolumeClaim volume mounted at its
+// path, read-only when asked, and the agent gives a writable one's empty
+// root to the sandbox user.
+func TestPodClaims(t *testing.T) {
+	d := testDriver(t, nil)
+	spec := runtime.Spec{ID: "p-1", Mounts: []runtime.Mount{{Claim: "vol-rw", Dest: "/data"}, {Claim: "vol-ro", Dest: "/ref", ReadOnly: true}}}
+	p := d.pod(spec, "img:1", nil, spec.Resources)
+	claims := map[string]bool{}
+	for _, v := range p.Spec.Volumes {
+		if c := v.PersistentVolumeClaim; c != nil {
+			claims[c.ClaimName] = c.ReadOnly
+		}
+	}
+	if len(claims) != 2 || claims["vol-rw"] || !claims["vol-ro"] {
+		t.Fatalf("claims %v", claims)
+	}
+	c := p.Spec.Containers[0]
+	mounts := map[string]bool{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = m.ReadOnly
+	}
+	if ro, ok := mounts["/data"]; !ok || ro {
+		t.Errorf("/data mounted %v %v", ok, ro)
+	}
+	if ro, ok := mounts["/ref"]; !ok || !ro {
+		t.Errorf("/ref mounted %v %v", ok, ro)
+	}
+	if !slices.Contains(c.Command, "--own-if-empty=/data") || slices.Contains(c.Command, "--own-if-empty=/ref") {
+		t.Errorf("agent args %v", c.Command)
+	}
+	if len(p.Spec.InitContainers[0].VolumeMounts) != 3 {
+		t.Errorf("the init container mounts %v", p.Spec.InitContainers[0].VolumeMounts)
 	}
 }
 

@@ -42,6 +42,9 @@ func addMounts(oci *specs.Spec, rootfs string, mounts []runtime.Mount) error {
 		if err := checkDest(m.Dest, taken, dests); err != nil {
 			return err
 		}
+		if m.Claim != "" {
+			return errClaimMount
+		}
 		if !path.IsAbs(m.Source) {
 			return fmt.Errorf("mount source %q is not an absolute host path", m.Source)
 		}
@@ -59,6 +62,9 @@ func addMounts(oci *specs.Spec, rootfs string, mounts []runtime.Mount) error {
 	}
 	return nil
 }
+
+// errClaimMount refuses a PersistentVolumeClaim: only a Pod mounts one.
+var errClaimMount = sandbox.Errorf(sandbox.ErrUnsupported, "claim_mount_unsupported", "a volume claim mounts only in a Pod (the kubernetes runtime)")
 
 func invalidDest(format string, args ...any) error {
 	return sandbox.Errorf(sandbox.ErrInvalid, "invalid_mount_path", format, args...)
