@@ -177,7 +177,8 @@ type Config struct {
 	// (gvisor.Find). Both run when they can; GET /api/v1/runtimes says
 	// which do. RuntimeKubernetes runs every sandbox as a Pod instead
 	// (Kubernetes below), and nothing on this host: no local driver, no
-	// host networking (a Pod has the cluster's), no volumes.
+	// host networking (a Pod has the cluster's), volumes as the cluster's
+	// PersistentVolumeClaims.
 	Runtime string
 	// Kubernetes configures RuntimeKubernetes.
 	Kubernetes KubernetesConfig
@@ -363,6 +364,9 @@ type KubernetesConfig struct {
 	// that cannot give each one its own (runc < 1.2); default false:
 	// every Pod has a user namespace.
 	HostUsers bool
+	// StorageClass of the volumes' PersistentVolumeClaims ("": the
+	// cluster's default class).
+	StorageClass string
 }
 
 // DefaultHistoryRetention is Config.HistoryRetention's default.

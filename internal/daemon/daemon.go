@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/paddock-dev/paddock/internal/admission"
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/control"
@@ -54,6 +56,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/store/mongo"
 	"github.com/paddock-dev/paddock/internal/store/sqlite"
 	"github.com/paddock-dev/paddock/internal/volume"
+	"github.com/paddock-dev/paddock/internal/volume/claim"
 	"github.com/paddock-dev/paddock/internal/web"
 )
 
@@ -73,7 +76,7 @@ type Daemon struct {
 	driver  runtime.Driver
 	network *netns.Manager // nil: loopback-only sandboxes
 	images  *image.Store
-	volumes *volume.Manager // nil: this host cannot run volumes
+	volumes volumeStore // nil: no volumes here
 	store   store.Store
 	auth    *auth.Authenticator
 	node    *node.Manager
@@ -93,6 +96,9 @@ type Daemon struct {
 	// fields of the same names).
 	drivers     []runtime.Driver
 	unavailable map[string]string
+	// kube is the kubernetes runtime's client, for the volumes' claims;
+	// nil with another runtime.
+	kube kubernetes.Interface
 
 	// metrics is every Prometheus series of the process; bus and webhooks
 	// carry lifecycle events (observe.go).
@@ -421,13 +427,25 @@ func (d *Daemon) startNode(ctx context.Context, o *options) error {
 	return nil
 }
 
+// volumeStore is what the node and the server need of named volumes: the
+// host's (*volume.Manager) or, with the kubernetes runtime, the cluster's
+// PersistentVolumeClaims (*claim.Manager).
+type volumeStore interface {
+	node.Volumes
+	server.Volumes
+}
+
+var (
+	_ volumeStore = (*volume.Manager)(nil)
+	_ volumeStore = (*claim.Manager)(nil)
+)
+
 // openVolumes opens <data>/volumes, or warns and goes on without volumes
 // when the host lacks what they need (root, mkfs.ext4, loop devices); node
 // and server then refuse volumes as unsupported.
 func (d *Daemon) openVolumes(o *options) error {
 	if d.cfg.Runtime == RuntimeKubernetes {
-		d.log.Info("volumes disabled", "why", "the kubernetes runtime cannot mount volumes yet")
-		return nil
+		return d.openClaims()
 	}
 	if why := volume.Available(); why != "" {
 		d.log.Warn("volumes disabled", "why", why)

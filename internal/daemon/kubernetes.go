@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/runtime"
 	k8sdriver "github.com/paddock-dev/paddock/internal/runtime/kubernetes"
+	"github.com/paddock-dev/paddock/internal/volume"
+	"github.com/paddock-dev/paddock/internal/volume/claim"
 )
 
 // startKubernetes starts the kubernetes driver (Config.Runtime
@@ -42,7 +45,26 @@ func (d *Daemon) startKubernetes() (*k8sdriver.Driver, error) {
 		return nil, err
 	}
 	d.push("kubernetes driver", drv.Close) // the Pods keep running; the next start adopts them
+	d.kube = client
 	return drv, nil
+}
+
+// openClaims keeps the volumes as PersistentVolumeClaims in the sandboxes'
+// namespace (internal/volume/claim), which every replica sharing it sees.
+func (d *Daemon) openClaims() error {
+	if d.kube == nil {
+		// A driver given by a test: no cluster to keep volumes in.
+		d.log.Info("volumes disabled", "why", "no cluster client")
+		return nil
+	}
+	m, err := claim.New(claim.Config{Client: d.kube, Namespace: d.cfg.Kubernetes.Namespace, StorageClass: d.cfg.Kubernetes.StorageClass,
+		Owner: d.cfg.NodeName, MaxSize: d.cfg.MaxVolumeSize, TeamMaxVolumes: d.cfg.TeamMaxVolumes, TeamMaxBytes: d.cfg.TeamMaxVolumeBytes,
+		DefaultSize: min(volume.DefaultSize, cmp.Or(d.cfg.MaxVolumeSize, volume.DefaultMaxSize)), Logger: d.log})
+	if err != nil {
+		return fmt.Errorf("volumes: %w", err)
+	}
+	d.volumes = m
+	return nil
 }
 
 // ownNetworks reports whether a driver of this daemon gives its sandboxes

@@ -19,6 +19,10 @@
 // sharing the namespace each set Config.Owner (their node name), a label
 // List selects on, so that each reconciles its own sandboxes only.
 //
+// A sandbox's volumes are PersistentVolumeClaims (runtime.Mount.Claim,
+// made by internal/volume/claim) mounted at their paths; the agent gives
+// a writable one's empty root to the sandbox user at start (claimVolumes).
+//
 // The driver needs, in its namespace alone: pods (create, get, list,
 // watch, delete), secrets (create, get, list, delete) and
 // networkpolicies.networking.k8s.io (create, delete), patch on all three
