@@ -20,6 +20,17 @@ func onKubernetes(t *testing.T) stackOptions {
 	return stackOptions{runtime: daemon.RuntimeKubernetes}
 }
 
+// onKubernetesWithVolumes is onKubernetes with n PersistentVolumes of a
+// class of the test's own (k8stest.StorageClass, made before the stack's
+// namespace, whose claims go first), the class of the stack's volumes.
+func onKubernetesWithVolumes(t *testing.T, n int) stackOptions {
+	t.Helper()
+	opts := onKubernetes(t)
+	class := k8sShared.c.StorageClass(t, n, "1Gi")
+	opts.config = func(c *daemon.Config) { c.Kubernetes.StorageClass = class }
+	return opts
+}
+
 // k8sEnv is what the stacks on the kubernetes runtime share: the test
 // cluster, and a registry on loopback that its node pulls from, holding
 // the agent and host images (pushed once per test binary).

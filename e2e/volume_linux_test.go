@@ -228,7 +228,17 @@ func TestVolumeSurvivesRestart(t *testing.T) {
 // delete or mount.
 func TestVolumeNamesPerTeam(t *testing.T) {
 	requireVolumes(t)
-	s := startStack(t, newDataDir(t), stackOptions{})
+	testVolumeNamesPerTeam(t, stackOptions{})
+}
+
+// TestVolumeNamesPerTeamKubernetes: the same with volumes as
+// PersistentVolumeClaims and sandboxes as Pods.
+func TestVolumeNamesPerTeamKubernetes(t *testing.T) {
+	testVolumeNamesPerTeam(t, onKubernetesWithVolumes(t, 2))
+}
+
+func testVolumeNamesPerTeam(t *testing.T, opts stackOptions) {
+	s := startStack(t, newDataDir(t), opts)
 	ctx := ctxFor(t, 3*time.Minute)
 	a, b := s.newTenant(t, "alpha", store.RoleMember), s.newTenant(t, "beta", store.RoleMember)
 	mnt := []api.VolumeMount{{Volume: "cache", Path: "/data"}}
@@ -281,6 +291,44 @@ func TestVolumeNamesPerTeam(t *testing.T) {
 	}
 	if out, code := sh(t, sbs[a.teamID], "cat /data/who"); code != 0 || out != a.teamID+"\n" {
 		t.Fatalf("team A's sandbox reads %q, exit %d", out, code)
+	}
+}
+
+// TestVolumeReadWriteKubernetes: on Kubernetes a volume is a claim that a
+// sandbox Pod writes as the default user and the next Pod reads, with the
+// API's rules as on the host (in use, busy, who mounts it); copy-on-write
+// is refused.
+func TestVolumeReadWriteKubernetes(t *testing.T) {
+	s := startStack(t, newDataDir(t), onKubernetesWithVolumes(t, 1))
+	ctx := ctxFor(t, 3*time.Minute)
+	if _, err := s.client.CreateVolume(ctx, "deps", testVolumeSize); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.client.Create(ctx, api.CreateSandboxRequest{Volumes: []api.VolumeMount{{Volume: "deps", Path: "/deps", Mode: api.VolumeCopyOnWrite}}})
+	wantAPICode(t, err, "volume_mode_unsupported")
+
+	a := s.create(t, api.CreateSandboxRequest{Volumes: []api.VolumeMount{{Volume: "deps", Path: "/home/user/.cache/deps"}}})
+	if out, code := sh(t, a, "echo built > /home/user/.cache/deps/lib.txt && stat -c %u /home/user/.cache/deps /home/user/.cache/deps/lib.txt"); code != 0 || out != "1000\n1000\n" {
+		t.Fatalf("write into the volume as the sandbox user: %q, exit %d", out, code)
+	}
+	wantAPICode(t, s.client.DeleteVolume(ctx, "deps"), "volume_in_use")
+	_, err = s.client.Create(ctx, api.CreateSandboxRequest{Volumes: []api.VolumeMount{{Volume: "deps", Path: "/deps"}}})
+	wantAPICode(t, err, "volume_busy")
+	if v, err := s.client.GetVolume(ctx, "deps"); err != nil || len(v.InUseBy) != 1 || v.InUseBy[0] != a.ID {
+		t.Fatalf("in use by: %+v, %v", v, err)
+	}
+	deleteSandbox(t, a)
+
+	b := s.create(t, api.CreateSandboxRequest{Volumes: []api.VolumeMount{{Volume: "deps", Path: "/opt/deps"}}})
+	if out, code := sh(t, b, "cat /opt/deps/lib.txt && echo more >> /opt/deps/lib.txt"); code != 0 || out != "built\n" {
+		t.Fatalf("the next sandbox reads %q, exit %d", out, code)
+	}
+	deleteSandbox(t, b)
+	if err := s.client.DeleteVolume(ctx, "deps"); err != nil {
+		t.Fatal(err)
+	}
+	if vols, err := s.client.ListVolumes(ctx); err != nil || len(vols) != 0 {
+		t.Fatalf("volumes after delete: %+v, %v", vols, err)
 	}
 }
 
