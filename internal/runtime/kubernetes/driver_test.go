@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,9 +16,11 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -109,7 +112,13 @@ func TestConformance(t *testing.T) {
 			imagetest.Push(t, ref, imagetest.Image(t, nil, "/", layers...))
 			return &runtime.Rootfs{Ref: ref}
 		},
-		HostPID: func(t *testing.T, id string) int { return e.hostPID(t, id, "sandbox", true) },
+		HostPID:     func(t *testing.T, id string) int { return e.hostPID(t, id, "sandbox", true) },
+		Volume:      harnessVolume,
+		VolumeMount: e.claimAt,
+		// The Pod's container has no_new_privs (allowPrivilegeEscalation:
+		// false), so a set-user-ID file raises no one, and the runtime's
+		// device cgroup lets no host block device open.
+		PlainVolumeMounts: "a claim is mounted by the kubelet and the container runtime, without nosuid or nodev; no_new_privs and the device cgroup guard instead",
 		Known: map[string]string{
 			"Network": "a Pod has the cluster's network (eth0), not loopback alone; its egress is a NetworkPolicy",
 			// With hostUsers: false each Pod has a range of its own (the
@@ -784,4 +793,77 @@ func TestAdopt(t *testing.T) {
 	if _, err := b.Adopt(ctx, id); !errors.Is(err, sandbox.ErrNotFound) {
 		t.Errorf("Adopt after Destroy = %v, want ErrNotFound", err)
 	}
+}
+
+// harnessVolume is a directory holding "seed", writable by the sandbox
+// user, as the runc driver's harness makes.
+func harnessVolume(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "seed"), []byte("seed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// claimAt is a claim in d's namespace bound to a PersistentVolume at dir
+// (hostPath: the node is this host), as a volume is mounted on Pods. The
+// claim and the volume go when t ends, after the sandbox that mounts it.
+func (e *env) claimAt(t *testing.T, d runtime.Driver, dir string) runtime.Mount {
+	t.Helper()
+	ns := d.(*Driver).cfg.Namespace
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	name := "conformance-" + podName(t.Name())
+	none := ""
+	dirType := corev1.HostPathDirectory
+	pv, err := e.c.Client.CoreV1().PersistentVolumes().Create(ctx, &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"paddock.dev/test": "true"}},
+		Spec: corev1.PersistentVolumeSpec{
+			StorageClassName:              none,
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+			ClaimRef:                      &corev1.ObjectReference{Namespace: ns, Name: name},
+			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: &dirType}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		err := e.c.Client.CoreV1().PersistentVolumeClaims(ns).Delete(ctx, name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Error(err)
+		}
+		if err := e.c.Client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{}); err != nil {
+			t.Error(err)
+		}
+		for {
+			if _, err := e.c.Client.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+				return
+			} else if ctx.Err() != nil {
+				t.Errorf("persistent volume %s not gone: %v", pv.Name, err)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	_, err = e.c.Client.CoreV1().PersistentVolumeClaims(ns).Create(ctx, &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			StorageClassName: &none, VolumeName: pv.Name,
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runtime.Mount{Claim: name}
 }
