@@ -13,11 +13,13 @@ import (
 // maxVolumes bounds the volumes one sandbox mounts.
 const maxVolumes = 8
 
-// Volumes is what the node needs from the host's named volumes;
-// *volume.Manager satisfies it. Acquire (which looks the name up in the
+// Volumes is what the node needs from named volumes; *volume.Manager (the
+// host's) and the kubernetes runtime's claim.Manager satisfy it. Acquire
+// (which looks the name up in the
 // sandbox's team only, so another team's volume is not found) runs before
 // the driver creates the sandbox and returns the host directories of the mount at the mount's
-// path (a copy-on-write mount's overlay is the driver's to mount);
+// path (a copy-on-write mount's overlay is the driver's to mount), or the
+// claim a Pod mounts there;
 // Release runs once the driver has stopped it (its processes are gone) and
 // is idempotent. Holders lets reconcile release the sandboxes that did not
 // survive a restart. SetUser runs once the sandbox's agent has said who its
