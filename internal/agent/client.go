@@ -423,6 +423,19 @@ func (c *Client) ReadArchive(ctx context.Context, path string, sudo bool) (io.Re
 	return resp.Body, nil
 }
 
+// Changes streams what the sandbox changed in its root filesystem since
+// the agent started, as the changes tar (see TypeDirNames), read by the
+// agent as root. The entries come from inside the sandbox: whoever
+// extracts them must treat them as hostile. A stream the agent could not
+// finish ends in an error, never in a clean EOF.
+func (c *Client) Changes(ctx context.Context) (io.ReadCloser, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/changes", nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
 // HeaderFileMode carries a read file's mode, in octal.
 const HeaderFileMode = "X-Paddock-File-Mode"
 

@@ -319,3 +319,26 @@ type ErrorBody struct {
 		Message string `json:"message"`
 	} `json:"error"`
 }
+
+// The changes stream (GET /v1/changes, Client.Changes) is a PAX tar of
+// what the sandbox changed in its root filesystem since the agent started:
+// every entry whose ctime is at or after the agent's start mark (files
+// with their contents, directories, symlinks, fifos, hard links to a file
+// sent before), each preceded by its unchanged ancestor directories so
+// that every entry's parent comes first. Names are relative to the root,
+// directories end in "/". For each directory whose own ctime moved (an
+// entry of it was created, removed or renamed), an entry of type
+// TypeDirNames follows its children: named like the directory without
+// its "/" ("." for the root), its data the names the directory holds now,
+// each ended by a NUL byte; what a lower layer has there and the list
+// lacks was deleted. Entries on other mounts (/proc, /sys, /dev, /tmp,
+// the agent's own dirs, volumes) are left out, their names listed.
+const (
+	// TypeDirNames is the tar type flag of a directory's name list: a
+	// vendor extension type ('A'-'Z' are reserved for those).
+	TypeDirNames byte = 'P'
+	// ChangesMark is the file in the state dir whose ctime is the start
+	// mark: created when the agent first starts, kept across restarts of
+	// the agent in the same sandbox.
+	ChangesMark = ".changes-mark"
+)

@@ -63,6 +63,11 @@ type Server struct {
 	oomAdj int
 	// guard is the agent's own OOM killer; nil without a MemoryLimit.
 	guard *memGuard
+	// mark is the ctime of the state dir's ChangesMark, from which the
+	// changes stream counts the sandbox's changes; markErr, when set, why
+	// there is none. Set once in NewServer.
+	mark    unix.Timespec
+	markErr error
 }
 
 // NewServer prepares the state dir and starts the reaper.
@@ -107,6 +112,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			s.guard.run(ctx.Done(), s.log.Warn)
 		}()
 	}
+	if s.mark, s.markErr = startMark(cfg.StateDir); s.markErr != nil {
+		s.log.Error("no start mark: refusing the changes stream", "err", s.markErr)
+	}
 	if s.user, s.userErr = s.loadUser(); s.userErr != nil {
 		s.log.Error("image user not resolved: refusing commands and writes", "user", cfg.ImageUser, "err", s.userErr)
 	} else {
@@ -139,6 +147,7 @@ func (s *Server) routes() {
 	m.HandleFunc("PUT /v1/files", s.handleWriteTar)
 	m.HandleFunc("GET /v1/files", s.handleReadFile)
 	m.HandleFunc("GET /v1/archive", s.handleReadArchive)
+	m.HandleFunc("GET /v1/changes", s.handleChanges)
 	m.HandleFunc("POST /v1/mkdir", s.handleMkdir)
 	m.HandleFunc("PUT /v1/file", s.handleWriteFile)
 	m.HandleFunc("GET /v1/stat", s.handleStat)
