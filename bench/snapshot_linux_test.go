@@ -42,7 +42,7 @@ func BenchmarkSnapshot(b *testing.B) {
 		start := time.Now()
 		snap, err := store.AddSnapshot(ctx, image.NewSnapshot{Source: src, Image: sandbox.HostImage, OnHost: true},
 			func(ctx context.Context, dir string, maxBytes int64) (int64, error) {
-				return e.driver.(runtime.Snapshotter).Snapshot(ctx, src, dir, maxBytes)
+				return e.driver.(runtime.Snapshotter).Snapshot(ctx, src, nil, dir, maxBytes)
 			})
 		if err != nil {
 			b.Fatal(err)

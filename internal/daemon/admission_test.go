@@ -18,6 +18,7 @@ import (
 	"github.com/paddock-dev/paddock/internal/admission"
 	"github.com/paddock-dev/paddock/internal/auth"
 	"github.com/paddock-dev/paddock/internal/fake"
+	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/internal/store/mongo/mongotest"
@@ -240,7 +241,7 @@ func TestAdmissionRoundRobin(t *testing.T) {
 // sandboxes can pause.
 type snapDriver struct{ *fake.Driver }
 
-func (d snapDriver) Snapshot(ctx context.Context, id, dst string, maxBytes int64) (int64, error) {
+func (d snapDriver) Snapshot(ctx context.Context, id string, _ *runtime.Rootfs, dst string, maxBytes int64) (int64, error) {
 	return 2, os.WriteFile(filepath.Join(dst, "from-"+id), []byte("hi"), 0o644)
 }
 

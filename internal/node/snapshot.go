@@ -136,10 +136,13 @@ func (m *Manager) snapshotLocked(ctx context.Context, store Snapshots, snapper r
 		Lowers:  sb.ImageLayers,
 		Push:    push,
 	}
+	// What the sandbox was created from, for a driver that tells the
+	// sandbox's deletions from it (Kubernetes).
+	base := &runtime.Rootfs{Lowers: slices.Clone(sb.ImageLayers), OnHost: spec.OnHost}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotTimeout)
 	defer cancel()
 	snap, err := store.AddSnapshot(sctx, spec, func(ctx context.Context, dir string, maxBytes int64) (int64, error) {
-		return snapper.Snapshot(ctx, sb.ID, dir, maxBytes)
+		return snapper.Snapshot(ctx, sb.ID, base, dir, maxBytes)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: snapshot sandbox %s: %w", sb.ID, err)

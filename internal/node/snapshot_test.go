@@ -9,13 +9,14 @@ import (
 
 	"github.com/paddock-dev/paddock/internal/fake"
 	"github.com/paddock-dev/paddock/internal/image"
+	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
 // snapDriver gives the fake driver the Snapshotter power.
 type snapDriver struct{ *fake.Driver }
 
-func (d snapDriver) Snapshot(ctx context.Context, id, dst string, maxBytes int64) (int64, error) {
+func (d snapDriver) Snapshot(ctx context.Context, id string, _ *runtime.Rootfs, dst string, maxBytes int64) (int64, error) {
 	return 2, os.WriteFile(filepath.Join(dst, "from-"+id), []byte("hi"), 0o644)
 }
 

@@ -162,7 +162,14 @@ type Snapshotter interface {
 	// into dst, an empty directory, in overlayfs's on-disk form (whiteouts
 	// and opaque directories included), and returns the bytes copied. It
 	// fails with sandbox.ErrTooLarge beyond maxBytes (0: no cap).
-	Snapshot(ctx context.Context, id, dst string, maxBytes int64) (size int64, err error)
+	//
+	// base is the root filesystem the sandbox was created from, as far as
+	// the caller still knows it: its Lowers (the layers the sandbox's
+	// image or snapshot stacks, topmost first) and OnHost; nil or without
+	// Lowers for the host image. A driver that reads the writable layer
+	// itself (runc, gVisor) needs none of it; one that sees only the
+	// sandbox's merged view (Kubernetes) tells deletions from it.
+	Snapshot(ctx context.Context, id string, base *Rootfs, dst string, maxBytes int64) (size int64, err error)
 }
 
 // RegistryImager is the optional trait of a driver whose sandboxes run

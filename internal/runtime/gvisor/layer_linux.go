@@ -34,7 +34,7 @@ const cowPrefix = "cow-"
 // (TestSnapshotSeesLiveWrites holds this for runsc upgrades). A running
 // sandbox is paused (runsc pause: every task of the sentry stops) for the
 // copy, so the layer is one instant of its filesystem, and resumed after.
-func (d *Driver) Snapshot(ctx context.Context, id, dst string, maxBytes int64) (int64, error) {
+func (d *Driver) Snapshot(ctx context.Context, id string, _ *runtime.Rootfs, dst string, maxBytes int64) (int64, error) {
 	if err := checkID(id); err != nil {
 		return 0, err
 	}

@@ -76,7 +76,7 @@ time.sleep(600)
 		}
 	}
 	dst := t.TempDir()
-	if _, err := d.Snapshot(ctx, id, dst, 0); err != nil {
+	if _, err := d.Snapshot(ctx, id, nil, dst, 0); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{"written": "written\n", "mapped": "mapped\n"} {
@@ -118,7 +118,7 @@ func TestSnapshotStoppedDisk(t *testing.T) {
 		t.Fatal("disk still mounted after Stop")
 	}
 	dst := t.TempDir()
-	if _, err := d.Snapshot(ctx, id, dst, 0); err != nil {
+	if _, err := d.Snapshot(ctx, id, nil, dst, 0); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(filepath.Join(dst, "home/user/note")); err != nil || string(b) != "kept\n" {

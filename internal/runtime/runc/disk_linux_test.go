@@ -82,7 +82,7 @@ func TestDiskLifecycle(t *testing.T) {
 		}
 	}
 	dst := t.TempDir()
-	n, err := d2.Snapshot(ctx, id, dst, 0)
+	n, err := d2.Snapshot(ctx, id, nil, dst, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ var _ runtime.Snapshotter = (*Driver)(nil)
 // frozen (cgroup freezer) for the copy, so the layer is one instant of its
 // filesystem; a sandbox whose freeze fails is copied live, and a file
 // written meanwhile may be torn.
-func (d *Driver) Snapshot(ctx context.Context, id, dst string, maxBytes int64) (int64, error) {
+func (d *Driver) Snapshot(ctx context.Context, id string, _ *runtime.Rootfs, dst string, maxBytes int64) (int64, error) {
 	if err := checkID(id); err != nil {
 		return 0, err
 	}

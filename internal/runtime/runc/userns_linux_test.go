@@ -244,7 +244,7 @@ func TestUserNSSnapshotAcrossRanges(t *testing.T) {
 	sh(t, ca, "mkdir ~/data && echo kept > ~/data/f && chmod 600 ~/data/f", false)
 	sh(t, ca, "mkdir /opt/x && echo root > /opt/x/r && chown -R 1234:2345 /opt/x", true)
 	snap := t.TempDir()
-	if _, err := d.Snapshot(context.Background(), a, snap, 0); err != nil {
+	if _, err := d.Snapshot(context.Background(), a, nil, snap, 0); err != nil {
 		t.Fatal(err)
 	}
 	for rel, want := range map[string]string{"home/user/data/f": "1000:1000", "opt/x/r": "1234:2345"} {

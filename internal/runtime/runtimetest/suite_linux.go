@@ -54,6 +54,7 @@ func Run(t *testing.T, h Harness) {
 			{"Volume", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testVolume(t, h) }},
 			{"JoinNetwork", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testJoinNetwork(t, h) }},
 			{"SnapshotRoundTrip", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testSnapshotRoundTrip(t, h) }},
+			{"SnapshotHostImage", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testSnapshotHostImage(t, h) }},
 			{"Escape", testEscape},
 			{"UserNamespace", func(t *testing.T, _ func(*testing.T) runtime.Driver) { testUserNamespace(t, h) }},
 			{"UserNamespaceLimits", testUserNamespaceLimits},

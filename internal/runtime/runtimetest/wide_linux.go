@@ -62,6 +62,13 @@ type Harness struct {
 	// host in tests), is the host pid of a running sandbox's agent, for
 	// the cases that look at its ids from the host side.
 	HostPID func(t *testing.T, id string) int
+	// Restore makes the root filesystem of a sandbox started from a
+	// snapshot layer (a directory Snapshot filled) over base, the root
+	// filesystem of the snapshotted sandbox (nil: the host image), as the
+	// node resolves a snapshot. nil: the layer's directory over base's
+	// Lowers (OnHost for the host image), for a driver that mounts layers
+	// of this host.
+	Restore func(t *testing.T, base *runtime.Rootfs, layer string) *runtime.Rootfs
 	// Known names the cases (as Run names them: "Volume", "Escape") a driver
 	// under construction is known to fail, each with the reason; they are
 	// skipped with it, so the rest keeps guarding the driver. Every
@@ -253,9 +260,62 @@ func testJoinNetwork(t *testing.T, h Harness) {
 	}
 }
 
-// testSnapshotRoundTrip: a driver that snapshots copies a sandbox's
-// changes (new files, deletions) into a layer a new sandbox starts from.
+// testSnapshotRoundTrip: a driver that snapshots copies the changes a
+// sandbox of an image made (new files and directories, a deleted file, a
+// renamed directory, a changed mode) into a layer a new sandbox starts
+// from over the same image.
 func testSnapshotRoundTrip(t *testing.T, h Harness) {
+	if h.Image == nil {
+		t.Skip("the driver's harness makes no images")
+	}
+	d := h.NewDriver(t)
+	snap, ok := d.(runtime.Snapshotter)
+	if !ok {
+		t.Skip("the driver has no Snapshotter")
+	}
+	rootfs := h.Image(t, imagetest.Layer(t, func(tw *tar.Writer) {
+		imagetest.WriteBusybox(t, tw, "sh", "cat", "echo", "mkdir", "mv", "rm", "chmod", "stat", "test")
+		imagetest.File(t, tw, "etc/base", []byte("base\n"), 0o644)
+		imagetest.Dir(t, tw, "olddir/")
+		imagetest.File(t, tw, "olddir/f", []byte("f\n"), 0o644)
+		imagetest.File(t, tw, "mode-me", []byte("m\n"), 0o644)
+	}))
+	b := createBoxSpec(t, d, "snapimg", runtime.Spec{Image: "test/snapshot", Rootfs: rootfs, Resources: defaultRes})
+	b.sh("echo kept > /kept && mkdir -p /d && echo x > /d/x && rm /etc/base && mv /olddir /newdir && chmod 600 /mode-me", true).mustOK(t)
+	layer := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := snap.Snapshot(ctx, b.id, rootfs, layer, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n <= 0 {
+		t.Errorf("Snapshot copied %d bytes", n)
+	}
+	if _, err := snap.Snapshot(ctx, b.id, rootfs, t.TempDir(), 3); !isTooLarge(err) {
+		t.Errorf("Snapshot over a 3-byte cap = %v, want ErrTooLarge", err)
+	}
+	restored := createBoxSpec(t, d, "snapimgdst", runtime.Spec{Image: "test/snapshot", Resources: defaultRes, Rootfs: restore(t, h, rootfs, layer)})
+	r := restored.sh("cat /kept /d/x /newdir/f; test -e /etc/base || echo base-gone; test -e /olddir || echo olddir-gone; stat -c %a /mode-me", true).mustOK(t)
+	if want := "kept\nx\nf\nbase-gone\nolddir-gone\n600\n"; r.Stdout != want {
+		t.Errorf("the restored sandbox reads:\n%s\nwant\n%s", r.Stdout, want)
+	}
+}
+
+// restore is h.Restore, or its default.
+func restore(t *testing.T, h Harness, base *runtime.Rootfs, layer string) *runtime.Rootfs {
+	if h.Restore != nil {
+		return h.Restore(t, base, layer)
+	}
+	if base == nil {
+		return &runtime.Rootfs{Lowers: []string{layer}, OnHost: true}
+	}
+	return &runtime.Rootfs{Lowers: append([]string{layer}, base.Lowers...), OnHost: base.OnHost}
+}
+
+// testSnapshotHostImage: a sandbox of the host image snapshots too (new
+// files, deletions).
+func testSnapshotHostImage(t *testing.T, h Harness) {
 	d := h.NewDriver(t)
 	snap, ok := d.(runtime.Snapshotter)
 	if !ok {
@@ -267,18 +327,18 @@ func testSnapshotRoundTrip(t *testing.T, h Harness) {
 	layer := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	n, err := snap.Snapshot(ctx, b.id, layer, 0)
+	n, err := snap.Snapshot(ctx, b.id, nil, layer, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n <= 0 {
 		t.Errorf("Snapshot copied %d bytes", n)
 	}
-	if _, err := snap.Snapshot(ctx, b.id, t.TempDir(), 3); !isTooLarge(err) {
+	if _, err := snap.Snapshot(ctx, b.id, nil, t.TempDir(), 3); !isTooLarge(err) {
 		t.Errorf("Snapshot over a 3-byte cap = %v, want ErrTooLarge", err)
 	}
 	restored := createBoxSpec(t, d, "snapdst", runtime.Spec{Image: "host", Resources: defaultRes,
-		Rootfs: &runtime.Rootfs{Lowers: []string{layer}, OnHost: true}})
+		Rootfs: restore(t, h, nil, layer)})
 	r := restored.sh("cat /home/user/kept /home/user/d/x; test -e /opt-probe || echo absent", false).mustOK(t)
 	if want := "kept\nx\nabsent\n"; r.Stdout != want {
 		t.Errorf("the restored sandbox reads:\n%s\nwant\n%s", r.Stdout, want)
