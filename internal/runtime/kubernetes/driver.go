@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,9 +169,11 @@ func New(cfg Config) (*Driver, error) {
 
 // Capabilities: the agent's seccomp filter confines every command (and the
 // Pod runs under the runtime's default profile besides); a user namespace
-// unless Config.HostUsers; no snapshots, no disk cap yet.
+// unless Config.HostUsers; snapshots (of registry images' sandboxes, see
+// Snapshot) on Linux; no disk cap yet.
 func (d *Driver) Capabilities() runtime.Capabilities {
-	return runtime.Capabilities{Name: "kubernetes", CgroupVersion: d.cfg.CgroupVersion, Seccomp: true, UserNS: !d.cfg.HostUsers}
+	return runtime.Capabilities{Name: "kubernetes", CgroupVersion: d.cfg.CgroupVersion, Seccomp: true, UserNS: !d.cfg.HostUsers,
+		Snapshot: goruntime.GOOS == "linux"}
 }
 
 // HostImageRef is Config.HostImage's registry image.
