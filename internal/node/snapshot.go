@@ -58,10 +58,11 @@ func (m *Manager) resolveSnapshot(id string) (*image.Snapshot, *runtime.Rootfs, 
 	return snap, &runtime.Rootfs{Lowers: slices.Clone(snap.Layers), OnHost: snap.OnHost, Ref: snap.Ref}, nil
 }
 
-// CanSnapshot returns the error Snapshot of id would fail with before it
-// copies anything (no snapshot store here, a runtime that cannot), or nil.
-// For a caller about to stop a sandbox in order to snapshot it, which must
-// not stop it only to learn that the snapshot cannot be taken.
+// CanSnapshot returns the error Snapshot of id would fail with once id is
+// stopped, before it copies anything (no snapshot store here, a runtime
+// that cannot, or one that snapshots running sandboxes only), or nil. For
+// a caller about to stop a sandbox in order to snapshot it, which must not
+// stop it only to learn that the snapshot cannot be taken.
 func (m *Manager) CanSnapshot(ctx context.Context, id string) error {
 	if _, err := m.snapshots(); err != nil {
 		return err
@@ -74,8 +75,14 @@ func (m *Manager) CanSnapshot(ctx context.Context, id string) error {
 	if _, err = m.snapshotterOf(sb); err != nil {
 		return err
 	}
-	_, err = m.snapshotPush(sb)
-	return err
+	if _, err = m.snapshotPush(sb); err != nil {
+		return err
+	}
+	if caps := m.driverOf(sb).Capabilities(); caps.SnapshotRunningOnly {
+		return sandbox.Errorf(sandbox.ErrUnsupported, "snapshot_of_stopped_unsupported",
+			"runtime %q snapshots running sandboxes only: a stopped sandbox's changes are gone with it (pause a sandbox to keep them)", caps.Name)
+	}
+	return nil
 }
 
 // Snapshot copies a running or stopped sandbox's changes into a new

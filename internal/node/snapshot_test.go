@@ -98,3 +98,40 @@ func TestSnapshotUnsupported(t *testing.T) {
 	_, err = e.m.Snapshot(t.Context(), sb.ID)
 	wantErr(t, err, sandbox.ErrUnsupported, "snapshots_unsupported")
 }
+
+// runningOnlyDriver snapshots running sandboxes only, as the Kubernetes
+// driver does (Stop deletes the Pod, and its changes with it).
+type runningOnlyDriver struct{ snapDriver }
+
+func (d runningOnlyDriver) Capabilities() runtime.Capabilities {
+	c := d.snapDriver.Capabilities()
+	c.Snapshot, c.SnapshotRunningOnly = true, true
+	return c
+}
+
+// TestCanSnapshotRunningOnly: a caller about to stop a sandbox to snapshot
+// it learns first that its runtime cannot snapshot a stopped one, while
+// a running one snapshots and pauses (snapshot, then stop) as anywhere.
+func TestCanSnapshotRunningOnly(t *testing.T) {
+	store, err := image.OpenStore(filepath.Join(t.TempDir(), "images"), image.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *Config) {
+		c.Images = store
+		c.Driver = runningOnlyDriver{snapDriver{c.Driver.(*fake.Driver)}}
+	})
+	ctx := t.Context()
+	sb, err := e.m.Create(ctx, sandbox.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, e.m.CanSnapshot(ctx, sb.ID), sandbox.ErrUnsupported, "snapshot_of_stopped_unsupported")
+	if _, err := e.m.Snapshot(ctx, sb.ID); err != nil {
+		t.Errorf("snapshot of a running sandbox: %v", err)
+	}
+	paused, err := e.m.Pause(ctx, sb.ID)
+	if err != nil || paused.Pause == nil || paused.Pause.Snapshot == "" {
+		t.Errorf("pause = %+v, %v", paused.Pause, err)
+	}
+}

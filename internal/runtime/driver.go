@@ -146,6 +146,11 @@ type Capabilities struct {
 	Seccomp       bool   `json:"seccomp"`
 	// Snapshot: the driver implements Snapshotter.
 	Snapshot bool `json:"snapshot"`
+	// SnapshotRunningOnly: the driver snapshots only a running sandbox,
+	// since a stopped one's writable layer went with it (Kubernetes: Stop
+	// deletes the Pod). A caller must snapshot such a sandbox before it
+	// stops it, not after.
+	SnapshotRunningOnly bool `json:"snapshotRunningOnly,omitempty"`
 	// UserNS: each sandbox has a user namespace mapping its ids to a
 	// range of unprivileged host ids of its own (root inside is not root
 	// on the host), and files keep container-relative ids on disk.

@@ -173,7 +173,7 @@ func New(cfg Config) (*Driver, error) {
 // Snapshot) on Linux; no disk cap yet.
 func (d *Driver) Capabilities() runtime.Capabilities {
 	return runtime.Capabilities{Name: "kubernetes", CgroupVersion: d.cfg.CgroupVersion, Seccomp: true, UserNS: !d.cfg.HostUsers,
-		Snapshot: goruntime.GOOS == "linux"}
+		Snapshot: goruntime.GOOS == "linux", SnapshotRunningOnly: true}
 }
 
 // HostImageRef is Config.HostImage's registry image.
