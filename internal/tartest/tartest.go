@@ -1,6 +1,7 @@
-// Package tartest supports the tests of paddock's three tar extractors (OCI
+// Package tartest supports the tests of paddock's four tar extractors (OCI
 // layers in internal/image, uploads in the agent, `paddock cp` out of a
-// sandbox in the CLI): hostile archives to seed fuzzers with, and checks of
+// sandbox in the CLI, a Pod's changes in internal/runtime/layer): hostile
+// archives to seed fuzzers with, and checks of
 // what an extraction left on disk. It is test support, like imagetest: no
 // production code imports it.
 package tartest
