@@ -37,4 +37,9 @@
 // applied by the agent), and replaced in place by UpdateEgress while the
 // sandbox runs. Network byte counts are the Pod's interfaces', read by the
 // agent in the Pod's network namespace (Stats).
+//
+// A Pod's writable layer is on its node, out of reach: a snapshot is what
+// the agent streams of the sandbox's changes (agent.Client.Changes),
+// written in the runc driver's layer form by layer.FromChanges against the
+// image's layers paddock holds (see Driver.Snapshot).
 package kubernetes
