@@ -44,7 +44,8 @@ func TestVercelSDKKubernetes(t *testing.T) {
 // vercelKubernetesSkips are the Node suite's checks (by full name) that a
 // sandbox on the kubernetes runtime cannot pass yet, and why.
 var vercelKubernetesSkips = func() map[string]string {
-	const noSnapshots = "the kubernetes driver takes no snapshots yet (snapshots_unsupported)"
+	const noSnapshots = "the kubernetes driver snapshots running sandboxes only (a snapshot on stop is refused before the stop: " +
+		"snapshot_of_stopped_unsupported), and a Pod starts from no snapshot yet (it needs one published to a registry: no_registry_ref)"
 	return map[string]string{
 		"@vercel/sandbox 1.x > snapshot, create from it, stop":                               noSnapshots,
 		"@vercel/sandbox 3.x > snapshot, then create from it":                                noSnapshots,
