@@ -44,8 +44,8 @@ func TestVercelSDKKubernetes(t *testing.T) {
 // vercelKubernetesSkips are the Node suite's checks (by full name) that a
 // sandbox on the kubernetes runtime cannot pass yet, and why.
 var vercelKubernetesSkips = func() map[string]string {
-	const noSnapshots = "the kubernetes driver snapshots running sandboxes only (a snapshot on stop is refused before the stop: " +
-		"snapshot_of_stopped_unsupported), and a Pod starts from no snapshot yet (it needs one published to a registry: no_registry_ref)"
+	const noSnapshots = "the suite's sandboxes run the host image, whose files are not on paddock's host, and the kubernetes driver " +
+		"tells a Pod's deletions from the image's layers: host-image sandboxes on Pods are not snapshotted yet (snapshot_unsupported)"
 	return map[string]string{
 		"@vercel/sandbox 1.x > snapshot, create from it, stop":                               noSnapshots,
 		"@vercel/sandbox 3.x > snapshot, then create from it":                                noSnapshots,

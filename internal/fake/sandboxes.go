@@ -475,6 +475,18 @@ type Snapshots struct {
 	// unsupported, when set, is what Snapshot and CanSnapshot fail with:
 	// a runtime that cannot snapshot.
 	unsupported error
+	// runningOnly: a runtime that snapshots running sandboxes only
+	// (Kubernetes); CanSnapshot says so, and Snapshot of a stopped one
+	// fails.
+	runningOnly bool
+}
+
+// SetRunningOnly makes the fake a runtime that snapshots running sandboxes
+// only.
+func (f *Snapshots) SetRunningOnly(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.runningOnly = on
 }
 
 // SetUnsupported makes every snapshot fail with err (nil: succeed again),
@@ -493,6 +505,9 @@ func (f *Snapshots) CanSnapshot(ctx context.Context, id string) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.unsupported == nil && f.runningOnly {
+		return sandbox.Errorf(sandbox.ErrUnsupported, sandbox.CodeSnapshotRunningOnly, "the fake runtime snapshots running sandboxes only")
+	}
 	return f.unsupported
 }
 
@@ -541,6 +556,9 @@ func (f *Snapshots) Snapshot(ctx context.Context, id string) (*image.Snapshot, e
 	defer f.mu.Unlock()
 	if f.unsupported != nil {
 		return nil, f.unsupported
+	}
+	if f.runningOnly && sb.State != sandbox.Running {
+		return nil, sandbox.Errorf(sandbox.ErrConflict, "sandbox_layer_removed", "sandbox %s is %s: its changes are gone", id, sb.State)
 	}
 	f.seq++
 	now := f.sbs.cfg.Now()

@@ -79,7 +79,7 @@ func (m *Manager) CanSnapshot(ctx context.Context, id string) error {
 		return err
 	}
 	if caps := m.driverOf(sb).Capabilities(); caps.SnapshotRunningOnly {
-		return sandbox.Errorf(sandbox.ErrUnsupported, "snapshot_of_stopped_unsupported",
+		return sandbox.Errorf(sandbox.ErrUnsupported, sandbox.CodeSnapshotRunningOnly,
 			"runtime %q snapshots running sandboxes only: a stopped sandbox's changes are gone with it (pause a sandbox to keep them)", caps.Name)
 	}
 	return nil

@@ -25,6 +25,13 @@ var (
 	ErrAgentProtocol  = errors.New("agent protocol error")
 )
 
+// CodeSnapshotRunningOnly is the code of the error a snapshot of a stopped
+// sandbox fails with on a runtime that snapshots running sandboxes only
+// (Kubernetes: a stopped sandbox's Pod is gone with its changes). A caller
+// that would stop a sandbox and then snapshot it takes the snapshot first
+// on seeing it.
+const CodeSnapshotRunningOnly = "snapshot_of_stopped_unsupported"
+
 // Error is an error with a kind (one of the Err values above), a stable
 // machine-readable code (such as "invalid_path") and a message for people.
 type Error struct {

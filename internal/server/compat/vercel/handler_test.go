@@ -569,3 +569,35 @@ func TestSnapshotUnsupportedKeepsSession(t *testing.T) {
 		t.Errorf("stop answer %s", data)
 	}
 }
+
+// TestSnapshotRunningOnlyRuntime: on a runtime that snapshots running
+// sandboxes only (Kubernetes, where a stopped sandbox's Pod is gone),
+// snapshot() and a persistent sandbox's stop take the snapshot before the
+// stop (the fake fails one of a stopped sandbox), and the session stops.
+// Before, both were refused (snapshot) or lost the changes (stop).
+func TestSnapshotRunningOnlyRuntime(t *testing.T) {
+	e := newEnv(t)
+	e.snaps.SetRunningOnly(true)
+	for _, tc := range []struct{ name, path string }{
+		{"snapshot", "/snapshot"},
+		{"persistent stop", "/stop"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := e.create("live-"+strings.ReplaceAll(tc.name, " ", "-"), nil)
+			sid := out["session"].(map[string]any)["id"].(string)
+			resp, data := e.do("POST", "/v2/sandboxes/sessions/"+sid+tc.path, map[string]any{}, "")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: %d %s", tc.path, resp.StatusCode, data)
+			}
+			if got := decode(t, data); got["snapshot"] == nil {
+				t.Errorf("%s answered no snapshot: %s", tc.path, data)
+			}
+			if n := e.snaps.Taken(sid); n != 1 {
+				t.Errorf("%d snapshots of %s", n, sid)
+			}
+			if sb, err := e.sbs.Get(t.Context(), sid); err != nil || sb.State != sandbox.Stopped {
+				t.Errorf("session after %s: %v %v, want stopped", tc.path, sb.State, err)
+			}
+		})
+	}
+}

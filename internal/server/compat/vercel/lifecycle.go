@@ -394,7 +394,20 @@ func (h *Handler) stop(ctx context.Context, rec *Record, s *SessionRecord, snaps
 	defer h.setTransient(s.ID, "")
 	res := stopResult{sid: s.ID, requestedAt: ms(h.now())}
 	if snapshot && s.SnapshotID == "" {
-		if err := h.canSnapshot(ctx, s.ID); err != nil {
+		if err := h.canSnapshot(ctx, s.ID); sandbox.CodeOf(err) == sandbox.CodeSnapshotRunningOnly {
+			// The runtime snapshots running sandboxes only (a stopped
+			// Pod is gone with its changes): the snapshot comes first,
+			// then the stop.
+			err := h.takeSnapshot(ctx, rec, s, method, &res)
+			h.setTransient(s.ID, "stopping")
+			if err != nil {
+				if method == "manual" {
+					return res, err // the session runs on
+				}
+				h.log.Warn("vercel compat: persistent session stops without a snapshot", "sandbox", s.ID, "err", err)
+			}
+			snapshot = false // taken, or given up: not again after the stop
+		} else if err != nil {
 			if method == "manual" {
 				// snapshot() refused before the stop: the session runs on.
 				return res, fmt.Errorf("snapshot session %s: %w", s.ID, err)
@@ -422,21 +435,27 @@ func (h *Handler) stop(ctx context.Context, rec *Record, s *SessionRecord, snaps
 	if !snapshot || s.SnapshotID != "" {
 		return res, nil
 	}
+	return res, h.takeSnapshot(ctx, rec, s, method, &res)
+}
+
+// takeSnapshot snapshots a session's sandbox and saves the snapshot's
+// record into res.
+func (h *Handler) takeSnapshot(ctx context.Context, rec *Record, s *SessionRecord, method string, res *stopResult) error {
 	if h.snaps == nil {
-		return res, errNoSnapshots
+		return errNoSnapshots
 	}
 	h.setTransient(s.ID, "snapshotting")
 	snap, err := h.snaps.Snapshot(ctx, s.ID)
 	if err != nil {
-		return res, fmt.Errorf("snapshot session %s: %w", s.ID, err)
+		return fmt.Errorf("snapshot session %s: %w", s.ID, err)
 	}
 	sr := SnapshotRecord{Scope: rec.Scope, ID: snap.ID, SandboxName: rec.Name, SourceSession: s.ID,
 		ParentID: s.SourceSnapshotID, CreationMethod: method, CreatedAt: ms(snap.CreatedAt)}
 	if err := h.store.putSnapshot(ctx, sr); err != nil {
-		return res, err
+		return err
 	}
 	res.snap, res.snappedAt = &sr, ms(h.now())
-	return res, nil
+	return nil
 }
 
 // canSnapshot is nil if the session's sandbox can be snapshotted, or the
