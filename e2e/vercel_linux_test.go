@@ -35,25 +35,12 @@ var vercelPool = netip.MustParsePrefix("10.213.251.0/24")
 // The Node suite (node --test) is the test; its output goes to t.Log.
 func TestVercelSDK(t *testing.T) { testVercelSDK(t, stackOptions{}, nil) }
 
-// TestVercelSDKKubernetes runs the suite with the sandboxes as Pods, but
-// for the checks in vercelKubernetesSkips.
+// TestVercelSDKKubernetes runs the whole suite with the sandboxes as Pods:
+// snapshots (of the host image too) pushed to the test registry and run
+// as Pods, egress changed in place, network bytes from the Pod's agent.
 func TestVercelSDKKubernetes(t *testing.T) {
-	testVercelSDK(t, onKubernetes(t), vercelKubernetesSkips)
+	testVercelSDK(t, onKubernetes(t), nil)
 }
-
-// vercelKubernetesSkips are the Node suite's checks (by full name) that a
-// sandbox on the kubernetes runtime cannot pass yet, and why.
-var vercelKubernetesSkips = func() map[string]string {
-	const noSnapshots = "the suite's sandboxes run the host image, whose files are not on paddock's host, and the kubernetes driver " +
-		"tells a Pod's deletions from the image's layers: host-image sandboxes on Pods are not snapshotted yet (snapshot_unsupported)"
-	return map[string]string{
-		"@vercel/sandbox 1.x > snapshot, create from it, stop":                               noSnapshots,
-		"@vercel/sandbox 3.x > snapshot, then create from it":                                noSnapshots,
-		"@vercel/sandbox 3.x > a stopped persistent sandbox resumes on use":                  noSnapshots + ": a persistent sandbox resumes from the snapshot its stop took",
-		"@vercel/sandbox 3.x > stop snapshots; get with resume starts a new session from it": noSnapshots,
-		"@vercel/sandbox 3.x > fork, update, getOrCreate":                                    noSnapshots + ": a fork starts from its source's snapshot (and reads what the skipped stop kept)",
-	}
-}()
 
 // testVercelSDK runs the suite on a stack with opts, but for the checks
 // named in skips (full name: reason), which Node's test runner reports as

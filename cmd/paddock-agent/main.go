@@ -70,6 +70,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	logMax := fs.Int64("log-max-bytes", agent.DefaultMaxLogBytes, "bytes kept of each command's output; the oldest are dropped past it")
 	logTotal := fs.Int64("log-total-bytes", agent.DefaultMaxLogTotalBytes, "bytes kept of all commands' output together (the size of the state dir's tmpfs)")
 	tasksPerUser := fs.Uint64("tasks-per-user", 0, "cap each user's processes and threads (RLIMIT_NPROC, hard and soft), for the agent and every command (for a Pod in a user namespace of its own, whose cgroup's pids limit is the node's)")
+	baseRoot := fs.String("base-root", "", "the sandbox's image as it was, mounted read-only here: the changes stream says what each changed directory held in it (a Pod whose image paddock does not hold)")
 	memLimit := fs.Int64("memory-limit", 0, "a memory limit in bytes the agent enforces itself, killing the biggest process past it (for gVisor, whose sentry enforces none)")
 	var ownIfEmpty []string
 	fs.Func("own-if-empty", "give this directory (a volume claim's mount) to the sandbox user at start if it is empty; repeatable", func(dir string) error {
@@ -131,6 +132,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	srv, err := agent.NewServer(agent.ServerConfig{
 		StateDir:         *stateDir,
 		ImageUser:        *imageUser,
+		BaseRoot:         *baseRoot,
 		OwnIfEmpty:       ownIfEmpty,
 		MaxLogBytes:      *logMax,
 		MaxLogTotalBytes: *logTotal,

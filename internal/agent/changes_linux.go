@@ -205,20 +205,69 @@ func (c *changeWalker) dir(d *os.File, prefix string, depth int, changed bool) e
 	if !changed {
 		return nil
 	}
+	name := strings.TrimSuffix(prefix, "/")
+	if name == "" {
+		name = "."
+	}
+	if c.s.cfg.BaseRoot != "" {
+		base, err := c.baseNames(name)
+		if err != nil {
+			return err
+		}
+		if err := c.sendNames(TypeBaseNames, name, base); err != nil {
+			return err
+		}
+	}
+	return c.sendNames(TypeDirNames, name, names)
+}
+
+// sendNames sends a name list entry of type typ for the directory name.
+func (c *changeWalker) sendNames(typ byte, name string, names []string) error {
 	var list strings.Builder
 	for _, n := range names {
 		list.WriteString(n)
 		list.WriteByte(0)
 	}
-	name := strings.TrimSuffix(prefix, "/")
-	if name == "" {
-		name = "."
-	}
-	if err := c.send(&tar.Header{Typeflag: TypeDirNames, Name: name, Size: int64(list.Len()), Mode: 0o600, Format: tar.FormatPAX}); err != nil {
+	if err := c.send(&tar.Header{Typeflag: typ, Name: name, Size: int64(list.Len()), Mode: 0o600, Format: tar.FormatPAX}); err != nil {
 		return err
 	}
 	_, err := io.WriteString(c.tw, list.String())
 	return err
+}
+
+// baseNames lists the directory name ("." for the root) of the image's
+// pristine tree (ServerConfig.BaseRoot): none if the image has no
+// directory there (a missing component, a file or a symlink on the way).
+func (c *changeWalker) baseNames(name string) ([]string, error) {
+	d, err := os.Open(c.s.cfg.BaseRoot)
+	if err != nil {
+		return nil, fmt.Errorf("open the image's tree %s: %w", c.s.cfg.BaseRoot, err)
+	}
+	defer func() { d.Close() }()
+	if name != "." {
+		for comp := range strings.SplitSeq(name, "/") {
+			sub, err := openEntry(int(d.Fd()), comp, unix.O_DIRECTORY)
+			if err != nil {
+				return nil, nil // not a directory of the image's
+			}
+			d.Close()
+			d = sub
+		}
+	}
+	var names []string
+	for {
+		batch, err := d.Readdirnames(256)
+		if len(names)+len(batch) > maxChangeNames {
+			return nil, fmt.Errorf("/%s: more than %d names in the image's directory", name, maxChangeNames)
+		}
+		names = append(names, batch...)
+		if err == io.EOF {
+			return names, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the image's /%s: %w", name, err)
+		}
+	}
 }
 
 // skipChange reports the agent's own entries, which are no change of the

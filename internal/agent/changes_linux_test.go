@@ -142,3 +142,89 @@ func TestChangesRedirects(t *testing.T) {
 		})
 	}
 }
+
+// TestChangesBaseNames: with the image's pristine tree (BaseRoot), each
+// changed directory's name list comes right after the names the image has
+// there; none where the image has no directory, or a symlink on the way
+// (never followed).
+func TestChangesBaseNames(t *testing.T) {
+	var root string
+	base := t.TempDir()
+	for _, d := range []string{"a", "link-target"} {
+		if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"a/old", "a/keep", "top", "link-target/secret"} {
+		if err := os.WriteFile(filepath.Join(base, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The image's "s" is a symlink to a directory: no names for /s.
+	if err := os.Symlink("link-target", filepath.Join(base, "s")); err != nil {
+		t.Fatal(err)
+	}
+	e := startServer(t, func(c *ServerConfig) {
+		root, c.BaseRoot = c.Root, base
+		for _, d := range []string{"a", "s"} {
+			if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, f := range []string{"a/old", "a/keep"} {
+			if err := os.WriteFile(filepath.Join(root, f), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	})
+	if err := os.Remove(filepath.Join(root, "a/old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "s/new"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := e.client.Changes(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	got := map[string][]string{}
+	var last byte
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		names := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		if len(b) == 0 {
+			names = nil
+		}
+		slices.Sort(names)
+		switch h.Typeflag {
+		case TypeBaseNames:
+			got["base:"+h.Name] = names
+		case TypeDirNames:
+			if last != TypeBaseNames {
+				t.Errorf("the names of /%s without the image's before them", h.Name)
+			}
+			got["names:"+h.Name] = names
+		}
+		last = h.Typeflag
+	}
+	for key, want := range map[string][]string{
+		"base:a":  {"keep", "old"},
+		"names:a": {"keep"},
+		"base:s":  nil,
+		"names:s": {"new"},
+	} {
+		if !slices.Equal(got[key], want) {
+			t.Errorf("%s = %q, want %q", key, got[key], want)
+		}
+	}
+}

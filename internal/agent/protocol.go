@@ -337,6 +337,14 @@ const (
 	// TypeDirNames is the tar type flag of a directory's name list: a
 	// vendor extension type ('A'-'Z' are reserved for those).
 	TypeDirNames byte = 'P'
+	// TypeBaseNames is the tar type flag of the names a changed directory
+	// has in the sandbox's image, from an agent that has the image's
+	// pristine tree (ServerConfig.BaseRoot): sent right before the
+	// directory's TypeDirNames entry, named and laid out as it is. What it
+	// has and the TypeDirNames list lacks was deleted. A driver without
+	// the image's layers on its own host (the host image on Kubernetes)
+	// tells deletions by it.
+	TypeBaseNames byte = 'Q'
 	// ChangesMark is the file in the state dir whose ctime is the start
 	// mark: created when the agent first starts, kept across restarts of
 	// the agent in the same sandbox.

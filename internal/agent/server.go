@@ -25,6 +25,12 @@ type ServerConfig struct {
 	ProcNet string
 	// UserHome is the default user's home and default cwd. Default UserHome.
 	UserHome string
+	// BaseRoot, when set, is the sandbox's image as it was, mounted
+	// read-only (a Pod's image volume of its own image): the changes
+	// stream then says what each changed directory held there
+	// (TypeBaseNames). Opened component by component, never following a
+	// symlink: the image is as hostile as the sandbox.
+	BaseRoot string
 	// ImageUser is the image config's User, resolved at start against
 	// Root's etc/passwd and etc/group (see ResolveUser); "" is the
 	// default user.

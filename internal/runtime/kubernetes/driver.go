@@ -51,10 +51,14 @@ const (
 
 // Paths inside the Pod.
 const (
-	agentDir  = "/.paddock" // agent.BinaryPath's directory
-	credDir   = "/run/paddock-cred"
-	secretDir = "/run/paddock-secret" // the init container's only
-	tokenKey  = "token"
+	agentDir = "/.paddock" // agent.BinaryPath's directory
+	credDir  = "/run/paddock-cred"
+	// baseDir is where a Pod of the host image mounts its image again
+	// (an image volume named baseVolume), for snapshots.
+	baseDir    = "/.paddock-base"
+	baseVolume = "image-base"
+	secretDir  = "/run/paddock-secret" // the init container's only
+	tokenKey   = "token"
 	// initAgent is where the agent image holds the agent.
 	initAgent = "/paddock-agent"
 )
@@ -382,6 +386,16 @@ func (d *Driver) pod(spec runtime.Spec, ref string, binds []runtime.Bind, res sa
 	}, ocispec.AgentLogArgs(res)...)
 	cv, cm, cargs := claimVolumes(spec.Mounts)
 	volumes, mounts, args = append(volumes, cv...), append(mounts, cm...), append(args, cargs...)
+	if onHostImage(spec) {
+		// paddock holds no layers of the host image, so the Pod mounts
+		// its own image again, as it was, for the agent to tell the
+		// sandbox's deletions in a snapshot (Snapshot). The sandbox may
+		// read it: it is the image it runs.
+		volumes = append(volumes, corev1.Volume{Name: baseVolume, VolumeSource: corev1.VolumeSource{
+			Image: &corev1.ImageVolumeSource{Reference: ref, PullPolicy: d.cfg.PullPolicy}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: baseVolume, MountPath: baseDir, ReadOnly: true})
+		args = append(args, "--base-root="+baseDir)
+	}
 	if !d.cfg.HostUsers {
 		// A Pod's cgroup has the node's one pids limit and is read-only
 		// inside, so the sandbox's own limit is a per-user one: in the
@@ -461,6 +475,12 @@ func (d *Driver) pod(spec runtime.Spec, ref string, binds []runtime.Bind, res sa
 		p.Spec.HostUsers = &no
 	}
 	return p
+}
+
+// onHostImage reports a sandbox of the host image, or of a snapshot
+// stacked on it: one whose image's layers paddock does not hold.
+func onHostImage(spec runtime.Spec) bool {
+	return spec.Rootfs == nil || spec.Rootfs.OnHost
 }
 
 // tasksPerUser is the RLIMIT_NPROC a Pod's agent sets for a sandbox

@@ -127,8 +127,6 @@ func TestConformance(t *testing.T) {
 				"inotify instances to the owner too, so a peer Pod's count against this one at host root's max_user_instances; " +
 				"the battery's other 117 checks do not escape (105 blocked, 12 skipped on 2026-12-07)",
 			"UserNamespaceLimits": "per-uid limits are shared through the namespaces' one owner, host root (see Escape)",
-			"SnapshotHostImage": "a Pod of the host image runs a registry image whose files paddock does not hold, so the deletions of a " +
-				"snapshot cannot be told: Snapshot refuses it (ErrUnsupported)",
 		},
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/sys/unix"
 
@@ -59,8 +60,27 @@ func (e *env) image(t *testing.T, layers ...v1.Layer) *runtime.Rootfs {
 // restore pushes base's image with the snapshot layer dir on top, as a
 // registry image: what a Pod starts from a snapshot as (the node's way to
 // publish a snapshot is not this package's; this is the test's own).
+// A snapshot of the host image stacks on the host image, read from the
+// registry, and runs with its binds (OnHost).
 func (e *env) restore(t *testing.T, base *runtime.Rootfs, dir string) *runtime.Rootfs {
 	t.Helper()
+	if base == nil {
+		r, err := name.ParseReference(e.hostImage, name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		host, err := remote.Image(r)
+		if err != nil {
+			t.Fatalf("restore: the host image %s: %v", e.hostImage, err)
+		}
+		out, err := mutate.AppendLayers(host, overlayLayer(t, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := e.registry + "/paddock/layers:" + strings.ToLower(strings.NewReplacer("/", "-", "#", "-").Replace(t.Name())) + "-restored"
+		imagetest.Push(t, ref, out)
+		return &runtime.Rootfs{Ref: ref, Lowers: []string{dir}, OnHost: true}
+	}
 	img, ok := pushed.Load(base.Ref)
 	if !ok {
 		t.Fatalf("restore: %s was not made by image", base.Ref)

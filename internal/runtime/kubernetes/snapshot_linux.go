@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/runtime"
@@ -22,8 +25,10 @@ var _ runtime.Snapshotter = (*Driver)(nil)
 // form, telling deletions from base's Lowers, the image's layers this
 // host unpacked when the node resolved the image.
 //
-// A sandbox of the host image has no layers here (its image is only a
-// registry name), so its deletions cannot be told: refused, ErrUnsupported.
+// A sandbox of the host image (or of a snapshot stacked on it) has no
+// layers here, its image being only a registry name: its Pod mounts that
+// image a second time, as it was, and the agent sends what each changed
+// directory held there (agent.TypeBaseNames), which tells the deletions.
 // A stopped sandbox's Pod is gone, and its writable layer with it:
 // refused as the node refuses a sandbox whose layer was removed. The
 // sandbox keeps running during the copy (nothing here freezes a Pod): a
@@ -32,9 +37,14 @@ func (d *Driver) Snapshot(ctx context.Context, id string, base *runtime.Rootfs, 
 	if err := ocispec.CheckID(id); err != nil {
 		return 0, err
 	}
-	if base == nil || len(base.Lowers) == 0 || base.OnHost {
-		return 0, sandbox.Errorf(sandbox.ErrUnsupported, "snapshot_unsupported",
-			"the kubernetes driver snapshots sandboxes of registry images only: sandbox %s runs the host image, whose files paddock does not hold, so its deletions cannot be told", id)
+	// Deletions are told from the image's layers here, or, for the host
+	// image, whose layers paddock does not hold, from what the agent reads
+	// of the Pod's second mount of its image (pod, baseDir).
+	var lowers []string
+	if base != nil && !base.OnHost {
+		if lowers = base.Lowers; len(lowers) == 0 {
+			return 0, sandbox.Errorf(sandbox.ErrUnsupported, "snapshot_unsupported", "sandbox %s: its image's layers are not on this host", id)
+		}
 	}
 	c, err := d.Agent(ctx, id)
 	if errors.Is(err, sandbox.ErrNotRunning) {
@@ -45,7 +55,17 @@ func (d *Driver) Snapshot(ctx context.Context, id string, base *runtime.Rootfs, 
 		return 0, err
 	}
 	defer c.Close()
-	n, err := snapshotFrom(ctx, c, base.Lowers, dst, maxBytes)
+	if lowers == nil {
+		pod, err := d.runningPod(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		if !slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == baseVolume }) {
+			return 0, sandbox.Errorf(sandbox.ErrUnsupported, "snapshot_unsupported",
+				"sandbox %s runs the host image in a Pod made without its image's second mount (an earlier paddock): its deletions cannot be told", id)
+		}
+	}
+	n, err := snapshotFrom(ctx, c, lowers, dst, maxBytes)
 	if err != nil {
 		return 0, fmt.Errorf("kubernetes: snapshot sandbox %s: %w", id, err)
 	}

@@ -50,7 +50,7 @@ func changesTar(t *testing.T, hdrs ...*tar.Header) []byte {
 	tw := tar.NewWriter(&buf)
 	for _, h := range hdrs {
 		var data string
-		if h.Typeflag == tar.TypeReg || h.Typeflag == agent.TypeDirNames {
+		if h.Typeflag == tar.TypeReg || h.Typeflag == agent.TypeDirNames || h.Typeflag == agent.TypeBaseNames {
 			data, h.Linkname = h.Linkname, ""
 			if h.Size == 0 {
 				h.Size = int64(len(data))
@@ -83,6 +83,13 @@ func names(dir string, n ...string) *tar.Header {
 		list.WriteString(s + "\x00")
 	}
 	return &tar.Header{Typeflag: agent.TypeDirNames, Name: dir, Linkname: list.String()}
+}
+
+// imageNames is the agent's list of what the image has in dir.
+func imageNames(dir string, n ...string) *tar.Header {
+	h := names(dir, n...)
+	h.Typeflag = agent.TypeBaseNames
+	return h
 }
 
 // lowerLayers makes two image layers, topmost first: the top one hides
@@ -155,6 +162,46 @@ func TestSnapshotFromChanges(t *testing.T) {
 	}
 	if len(whiteouts) > 0 {
 		t.Errorf("missing whiteouts %v", whiteouts)
+	}
+}
+
+// TestSnapshotFromImageNames: without the image's layers here (the host
+// image), the whiteouts come from what the agent says the image has in
+// each changed directory, which must come with every name list; such
+// names are refused from an agent when paddock has the layers.
+func TestSnapshotFromImageNames(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: whiteouts")
+	}
+	c := fakeAgent(t, changesTar(t, dir("etc/"), file("etc/new", "new"), imageNames("etc", "kept", "gone"), names("etc", "kept", "new"),
+		dir("fresh/"), imageNames("fresh"), names("fresh")))
+	dst := t.TempDir()
+	if _, err := snapshotFrom(context.Background(), c, nil, dst, 0); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dst+"/etc/gone", &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
+		t.Errorf("etc/gone: %o %v, want a whiteout", st.Mode, err)
+	}
+	for _, n := range []string{"etc/kept", "fresh/gone"} {
+		if err := unix.Lstat(dst+"/"+n, &st); err == nil {
+			t.Errorf("%s is in the layer", n)
+		}
+	}
+	for name, hdrs := range map[string][]*tar.Header{
+		"a list without the image's names": {dir("etc/"), names("etc", "kept")},
+		"the image's names twice":          {dir("etc/"), imageNames("etc", "a"), imageNames("etc", "b"), names("etc")},
+		"the image's names after the list": {dir("etc/"), imageNames("etc", "a"), names("etc"), imageNames("etc", "a")},
+		"the image's names of no dir sent": {imageNames("etc", "a")},
+		"the image's names naming a path":  {dir("etc/"), imageNames("etc", "../x"), names("etc")},
+	} {
+		if _, err := snapshotFrom(context.Background(), fakeAgent(t, changesTar(t, hdrs...)), nil, t.TempDir(), 0); !errors.Is(err, sandbox.ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+	withLayers := changesTar(t, dir("etc/"), imageNames("etc", "kept"), names("etc", "kept"))
+	if _, err := snapshotFrom(context.Background(), fakeAgent(t, withLayers), lowerLayers(t), t.TempDir(), 0); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("the image's names where paddock has the layers: %v, want ErrInvalid", err)
 	}
 }
 

@@ -31,8 +31,11 @@ func invalidChanges(format string, args ...any) error {
 // and a whiteout (a 0/0 character device, made here) for each name a
 // changed directory's list lacks that lowers (the sandbox's image layers,
 // topmost first, whose own whiteouts and opaque directories count) have
-// there. It returns the bytes of file data written, failing with
-// sandbox.ErrTooLarge beyond maxBytes (0: no cap).
+// there. With lowers nil the names the image has there come from the
+// stream instead (agent.TypeBaseNames, from an agent that has the image's
+// tree when paddock does not: the host image on Kubernetes), and a name
+// list without them is refused. It returns the bytes of file data
+// written, failing with sandbox.ErrTooLarge beyond maxBytes (0: no cap).
 //
 // The stream is hostile: every entry's parent must be a directory the
 // stream made before (so no name passes through a symlink, and nothing is
@@ -49,7 +52,7 @@ func FromChanges(ctx context.Context, r io.Reader, dst string, lowers []string, 
 	}
 	defer unix.Close(rfd)
 	x := &extractor{ctx: ctx, root: rfd, lowers: lowers, max: maxBytes,
-		dirs: map[string]bool{".": true}, files: map[string]bool{}, listed: map[string]bool{}}
+		dirs: map[string]bool{".": true}, files: map[string]bool{}, listed: map[string]bool{}, base: map[string]map[string]bool{}}
 	if err := x.run(tar.NewReader(r)); err != nil {
 		return 0, err
 	}
@@ -68,7 +71,10 @@ type extractor struct {
 	order   []*tar.Header   // directories made, parents first: finished last
 	files   map[string]bool // regular files made, for hard links
 	listed  map[string]bool // directories whose list was applied
-	buf     []byte
+	// base holds, with lowers nil, the image's names of the directories
+	// whose TypeBaseNames came and whose list is still to come.
+	base map[string]map[string]bool
+	buf  []byte
 }
 
 func (x *extractor) run(tr *tar.Reader) error {
@@ -138,8 +144,11 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	if err != nil {
 		return err
 	}
-	if hdr.Typeflag == agent.TypeDirNames {
+	switch hdr.Typeflag {
+	case agent.TypeDirNames:
 		return x.list(tr, name)
+	case agent.TypeBaseNames:
+		return x.baseNames(tr, name)
 	}
 	if name == "." {
 		return invalidChanges("an entry for the root")
@@ -284,10 +293,36 @@ func (x *extractor) list(tr *tar.Reader, dir string) error {
 		return invalidChanges("a name list of /%s, not a directory sent before it, or its second", dir)
 	}
 	x.listed[dir] = true
-	gone, err := lowerNames(x.lowers, dir)
-	if err != nil {
-		return err
+	var gone map[string]bool
+	if x.lowers == nil {
+		var ok bool
+		if gone, ok = x.base[dir]; !ok {
+			return invalidChanges("the name list of /%s comes without the image's names there", dir)
+		}
+		delete(x.base, dir)
+	} else {
+		var err error
+		if gone, err = lowerNames(x.lowers, dir); err != nil {
+			return err
+		}
 	}
+	return x.names(tr, dir, func(n string) { delete(gone, n) }, func() error { return x.whiteouts(dir, gone) })
+}
+
+// baseNames keeps the names the image has in dir (agent.TypeBaseNames)
+// for its name list, which comes next.
+func (x *extractor) baseNames(tr *tar.Reader, dir string) error {
+	if x.lowers != nil || !x.dirs[dir] || x.listed[dir] || x.base[dir] != nil {
+		return invalidChanges("the image's names of /%s: not asked for, not a directory sent before, or a second list", dir)
+	}
+	names := map[string]bool{}
+	x.base[dir] = names
+	return x.names(tr, dir, func(n string) { names[n] = true }, func() error { return nil })
+}
+
+// names reads a NUL-ended name list of dir, each name checked and counted
+// against the entry cap, calling add for each and done after the last.
+func (x *extractor) names(tr *tar.Reader, dir string, add func(string), done func() error) error {
 	sc := bufio.NewScanner(tr)
 	sc.Buffer(make([]byte, 0, 512), 512)
 	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
@@ -307,7 +342,7 @@ func (x *extractor) list(tr *tar.Reader, dir string) error {
 		if err := x.count(1); err != nil {
 			return err
 		}
-		delete(gone, n)
+		add(n)
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
@@ -315,6 +350,11 @@ func (x *extractor) list(tr *tar.Reader, dir string) error {
 		}
 		return fmt.Errorf("read the name list of /%s: %w", dir, err)
 	}
+	return done()
+}
+
+// whiteouts makes a whiteout in dir for each name of gone.
+func (x *extractor) whiteouts(dir string, gone map[string]bool) error {
 	if len(gone) == 0 {
 		return nil
 	}
