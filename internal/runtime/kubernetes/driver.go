@@ -173,8 +173,8 @@ func New(cfg Config) (*Driver, error) {
 
 // Capabilities: the agent's seccomp filter confines every command (and the
 // Pod runs under the runtime's default profile besides); a user namespace
-// unless Config.HostUsers; snapshots (of registry images' sandboxes, see
-// Snapshot) on Linux; no disk cap yet.
+// unless Config.HostUsers; snapshots of running sandboxes (see Snapshot)
+// on Linux; no disk cap yet.
 func (d *Driver) Capabilities() runtime.Capabilities {
 	return runtime.Capabilities{Name: "kubernetes", CgroupVersion: d.cfg.CgroupVersion, Seccomp: true, UserNS: !d.cfg.HostUsers,
 		Snapshot: goruntime.GOOS == "linux", SnapshotRunningOnly: true}
