@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// writeLayerTar writes the layer directory dir, in overlayfs's on-disk
+// WriteLayerTar writes the layer directory dir, in overlayfs's on-disk
 // form (a snapshot's layer), as an OCI layer tar: the inverse of
 // unpackLayer. A 0/0 character device becomes the whiteout .wh.<name>, a
 // directory marked trusted.overlay.opaque=y gets .wh..wh..opq, and
@@ -24,7 +24,7 @@ import (
 // them; so are real files named .wh.*, which a tar cannot tell from
 // whiteouts. Entries come in lexical order, so one directory always gives
 // the same stream (and digest).
-func writeLayerTar(ctx context.Context, w io.Writer, dir string) error {
+func WriteLayerTar(ctx context.Context, w io.Writer, dir string) error {
 	tw := tar.NewWriter(w)
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

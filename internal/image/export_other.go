@@ -10,9 +10,9 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
-// writeLayerTar is Linux-only: overlayfs whiteouts are Linux device nodes
+// WriteLayerTar is Linux-only: overlayfs whiteouts are Linux device nodes
 // and xattrs.
-func writeLayerTar(ctx context.Context, w io.Writer, dir string) error {
+func WriteLayerTar(ctx context.Context, w io.Writer, dir string) error {
 	return sandbox.Errorf(sandbox.ErrUnsupported, "unsupported_os",
 		"snapshot layers can only be exported on Linux, not %s", runtime.GOOS)
 }

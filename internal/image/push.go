@@ -101,7 +101,7 @@ func (s *Store) pushSnapshot(ctx context.Context, id, dir string, spec NewSnapsh
 	defer os.Remove(f.Name())
 	zw, err := gzip.NewWriterLevel(f, gzip.BestSpeed)
 	if err == nil {
-		err = writeLayerTar(ctx, zw, dir)
+		err = WriteLayerTar(ctx, zw, dir)
 	}
 	if err == nil {
 		err = zw.Close()

@@ -1,14 +1,11 @@
 package kubernetes
 
 import (
-	"archive/tar"
+	"bytes"
 	"io"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -16,12 +13,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"golang.org/x/sys/unix"
 
 	"github.com/paddock-dev/paddock/internal/image"
 	"github.com/paddock-dev/paddock/internal/imagetest"
 	"github.com/paddock-dev/paddock/internal/runtime"
-	"github.com/paddock-dev/paddock/internal/runtime/layer"
 )
 
 // pushed are the images image pushed, by reference, for restore.
@@ -94,61 +89,17 @@ func (e *env) restore(t *testing.T, base *runtime.Rootfs, dir string) *runtime.R
 	return &runtime.Rootfs{Ref: ref}
 }
 
-// overlayLayer is the layer dir (overlayfs's form) as an image layer:
-// whiteouts become .wh. entries and opaque directories .wh..wh..opq.
+// overlayLayer is the layer dir (overlayfs's form) as an image layer, as
+// the node pushes a snapshot's (image.WriteLayerTar).
 func overlayLayer(t *testing.T, dir string) v1.Layer {
 	t.Helper()
-	return imagetest.Layer(t, func(tw *tar.Writer) {
-		err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
-			if err != nil || p == dir {
-				return err
-			}
-			rel, _ := filepath.Rel(dir, p)
-			fi, err := os.Lstat(p)
-			if err != nil {
-				return err
-			}
-			st := fi.Sys().(*syscall.Stat_t)
-			if st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0 {
-				return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: filepath.Join(filepath.Dir(rel), ".wh."+fi.Name()), Mode: 0o644})
-			}
-			link := ""
-			if fi.Mode()&fs.ModeSymlink != 0 {
-				if link, err = os.Readlink(p); err != nil {
-					return err
-				}
-			}
-			hdr, err := tar.FileInfoHeader(fi, link)
-			if err != nil {
-				return err
-			}
-			hdr.Name, hdr.Uid, hdr.Gid = rel, int(st.Uid), int(st.Gid)
-			if fi.IsDir() {
-				hdr.Name += "/"
-			}
-			if err := tw.WriteHeader(hdr); err != nil {
-				return err
-			}
-			if fi.IsDir() {
-				buf := make([]byte, 8)
-				if n, err := unix.Lgetxattr(p, layer.OpaqueXattr, buf); err == nil && string(buf[:n]) == "y" {
-					return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: rel + "/.wh..wh..opq", Mode: 0o644})
-				}
-				return nil
-			}
-			if fi.Mode().IsRegular() {
-				f, err := os.Open(p)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				_, err = io.Copy(tw, f)
-				return err
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	})
+	var buf bytes.Buffer
+	if err := image.WriteLayerTar(t.Context(), &buf, dir); err != nil {
+		t.Fatal(err)
+	}
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
