@@ -489,20 +489,10 @@ func (m *Manager) reconcileMounts(v *vol, mounts map[string]bool) {
 // bytes (0: the default) rounded up to a whole MiB. Names are unique
 // within a team; another team's volumes do not count, nor show.
 func (m *Manager) Create(ctx context.Context, teamID, name string, size int64) (Volume, error) {
-	if !ValidName(name) {
-		return Volume{}, invalidName(name)
+	size, err := CheckCreate(teamID, name, size, m.cfg.DefaultSize, m.cfg.MaxSize)
+	if err != nil {
+		return Volume{}, err
 	}
-	if !validTeam(teamID) {
-		return Volume{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_team", "volumes belong to a team: invalid team id %q", teamID)
-	}
-	if size == 0 {
-		size = m.cfg.DefaultSize
-	}
-	if size < MinSize || size > m.cfg.MaxSize {
-		return Volume{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_volume_size",
-			"volume size must be in [%d, %d] bytes, got %d", int64(MinSize), m.cfg.MaxSize, size)
-	}
-	size = (size + sizeAlign - 1) / sizeAlign * sizeAlign
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := key{teamID, name}
@@ -557,14 +547,41 @@ func (m *Manager) checkQuotaLocked(teamID string, size int64) error {
 			total += v.meta.SizeBytes
 		}
 	}
-	if max := m.cfg.TeamMaxVolumes; max > 0 && n >= max {
+	return CheckTeamQuota(n, total, size, m.cfg.TeamMaxVolumes, m.cfg.TeamMaxBytes)
+}
+
+// CheckCreate checks a new volume's name, team and size as every volume
+// backend does (this package's, and the claims of internal/volume/claim),
+// and returns the size to make: defaultSize for 0, rounded up to whole MiB.
+func CheckCreate(teamID, name string, size, defaultSize, maxSize int64) (int64, error) {
+	if !ValidName(name) {
+		return 0, invalidName(name)
+	}
+	if !validTeam(teamID) {
+		return 0, sandbox.Errorf(sandbox.ErrInvalid, "invalid_team", "volumes belong to a team: invalid team id %q", teamID)
+	}
+	if size == 0 {
+		size = defaultSize
+	}
+	if size < MinSize || size > maxSize {
+		return 0, sandbox.Errorf(sandbox.ErrInvalid, "invalid_volume_size",
+			"volume size must be in [%d, %d] bytes, got %d", int64(MinSize), maxSize, size)
+	}
+	return (size + sizeAlign - 1) / sizeAlign * sizeAlign, nil
+}
+
+// CheckTeamQuota refuses a new volume of size bytes for a team that has n
+// volumes of total bytes, past maxVolumes or maxBytes (0: no cap): every
+// backend's one rule.
+func CheckTeamQuota(n int, total, size int64, maxVolumes int, maxBytes int64) error {
+	if maxVolumes > 0 && n >= maxVolumes {
 		return sandbox.Errorf(sandbox.ErrForbidden, "volume_quota_exceeded",
 			"the team has %d volumes, the most this server allows a team: delete one first", n)
 	}
-	if max := m.cfg.TeamMaxBytes; max > 0 && total+size > max {
+	if maxBytes > 0 && total+size > maxBytes {
 		return sandbox.Errorf(sandbox.ErrForbidden, "volume_quota_exceeded",
 			"the team's volumes are capped at %d MiB in all, of %d MiB this server allows a team: a %d MiB volume does not fit",
-			total>>20, max>>20, size>>20)
+			total>>20, maxBytes>>20, size>>20)
 	}
 	return nil
 }

@@ -160,22 +160,10 @@ func notFound(name string) error {
 // Create makes an empty volume named name in team teamID, of size bytes
 // (0: the default) rounded up to a whole MiB, as internal/volume does.
 func (m *Manager) Create(ctx context.Context, teamID, name string, size int64) (volume.Volume, error) {
-	if !volume.ValidName(name) {
-		return volume.Volume{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_volume_name",
-			"invalid volume name %q: want 1-63 of [a-z0-9_.-], starting with a letter or digit", name)
+	size, err := volume.CheckCreate(teamID, name, size, m.cfg.DefaultSize, m.cfg.MaxSize)
+	if err != nil {
+		return volume.Volume{}, err
 	}
-	if !sandbox.ValidID(teamID) {
-		return volume.Volume{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_team", "volumes belong to a team: invalid team id %q", teamID)
-	}
-	if size == 0 {
-		size = m.cfg.DefaultSize
-	}
-	if size < volume.MinSize || size > m.cfg.MaxSize {
-		return volume.Volume{}, sandbox.Errorf(sandbox.ErrInvalid, "invalid_volume_size",
-			"volume size must be in [%d, %d] bytes, got %d", int64(volume.MinSize), m.cfg.MaxSize, size)
-	}
-	const align = 1 << 20
-	size = (size + align - 1) / align * align
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -238,16 +226,7 @@ func (m *Manager) checkQuota(claims []corev1.PersistentVolumeClaim, size int64) 
 			total += v.SizeBytes
 		}
 	}
-	if limit := m.cfg.TeamMaxVolumes; limit > 0 && n >= limit {
-		return sandbox.Errorf(sandbox.ErrForbidden, "volume_quota_exceeded",
-			"the team has %d volumes, the most this server allows a team: delete one first", n)
-	}
-	if limit := m.cfg.TeamMaxBytes; limit > 0 && total+size > limit {
-		return sandbox.Errorf(sandbox.ErrForbidden, "volume_quota_exceeded",
-			"the team's volumes are capped at %d MiB in all, of %d MiB this server allows a team: a %d MiB volume does not fit",
-			total>>20, limit>>20, size>>20)
-	}
-	return nil
+	return volume.CheckTeamQuota(n, total, size, m.cfg.TeamMaxVolumes, m.cfg.TeamMaxBytes)
 }
 
 // toVolume reads a claim's annotations; false if it is not a volume's (a
