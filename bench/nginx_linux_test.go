@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paddock-dev/paddock/internal/deathsig"
 )
 
 // startNginx runs Debian's nginx as a reference reverse proxy in front of
@@ -70,20 +72,18 @@ http {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-p", dir, "-c", confPath)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	child, err := deathsig.Start(cmd)
+	if err != nil {
 		b.Fatalf("start nginx: %v", err)
 	}
 	b.Cleanup(func() {
 		// SIGTERM is nginx's fast shutdown; its workers go with the master.
 		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-child.Done():
 		case <-time.After(5 * time.Second):
 			cmd.Process.Kill()
-			<-done
+			<-child.Done()
 		}
 	})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)

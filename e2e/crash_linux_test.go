@@ -22,6 +22,7 @@ import (
 	"github.com/paddock-dev/paddock/examples/goose-standin/standinimage"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/crashpoint"
+	"github.com/paddock-dev/paddock/internal/deathsig"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
@@ -309,7 +310,7 @@ var crashServeFlags = []string{"--network-pool", crashPool, "--health-timeout", 
 type armedProc struct {
 	cmd       *exec.Cmd
 	out, log  *lockedBuffer
-	done      chan struct{}
+	done      <-chan struct{}
 	crashedAt string
 }
 
@@ -332,13 +333,14 @@ func startKillable(t *testing.T, bin, point string, args ...string) *armedProc {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	cmd.Env = append(os.Environ(), crashpoint.EnvVar+"="+point)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
-	p := &armedProc{cmd: cmd, out: &lockedBuffer{}, log: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	p := &armedProc{cmd: cmd, out: &lockedBuffer{}, log: &lockedBuffer{}}
 	cmd.Stdout, cmd.Stderr = p.out, p.log
-	if err := cmd.Start(); err != nil {
+	child, err := deathsig.Start(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = cmd.Wait(); close(p.done) }() // owned: the cleanup below waits for it
+	p.done = child.Done() // the cleanup below waits for it
 	t.Cleanup(func() {
 		select {
 		case <-p.done:

@@ -18,6 +18,7 @@ import (
 	"github.com/paddock-dev/paddock/api"
 	"github.com/paddock-dev/paddock/internal/control"
 	"github.com/paddock-dev/paddock/internal/daemon"
+	"github.com/paddock-dev/paddock/internal/deathsig"
 	"github.com/paddock-dev/paddock/internal/metering"
 	"github.com/paddock-dev/paddock/internal/store"
 	"github.com/paddock-dev/paddock/sdk"
@@ -388,14 +389,14 @@ func TestMeteringSurvivesCrash(t *testing.T) {
 	dir, addr := newDataDir(t), freeAddr(t)
 	flags := []string{"serve", "--data-dir", dir, "--listen", addr, "--no-network", "--usage-interval", "300ms"}
 	cmd := exec.Command(bin, flags...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	first := &serveProc{out: &lockedBuffer{}, log: &lockedBuffer{}}
 	cmd.Stdout, cmd.Stderr = first.out, first.log
-	if err := cmd.Start(); err != nil {
+	child, err := deathsig.Start(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }() // owned: waited for below and at cleanup
+	done := child.Done() // waited for below and at cleanup
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
 	url, token := first.clientConfig(t, dir)
 	c := sdk.New(url, token)

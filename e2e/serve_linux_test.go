@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paddock-dev/paddock/internal/deathsig"
 )
 
 // lockedBuffer collects a process's output while the test reads it.
@@ -58,26 +60,25 @@ type serveProc struct {
 func startServe(t *testing.T, bin, dataDir, addr string, args ...string) *serveProc {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dataDir, "--listen", addr}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	p := &serveProc{out: &lockedBuffer{}, log: &lockedBuffer{}}
 	cmd.Stdout, cmd.Stderr = p.out, p.log
-	if err := cmd.Start(); err != nil {
+	child, err := deathsig.Start(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
 	var once sync.Once
 	p.stop = func() {
 		once.Do(func() {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
 			select {
-			case err := <-done:
-				if err != nil {
+			case <-child.Done():
+				if err := child.Wait(); err != nil {
 					t.Errorf("serve exited with %v\n%s", err, p.log.String())
 				}
 			case <-time.After(60 * time.Second):
 				_ = cmd.Process.Kill()
-				<-done
+				_ = child.Wait()
 				t.Errorf("serve did not stop on SIGTERM\n%s", p.log.String())
 			}
 			sc := bufio.NewScanner(strings.NewReader(p.log.String()))

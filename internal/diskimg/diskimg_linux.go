@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/moby/sys/mountinfo"
+	"github.com/paddock-dev/paddock/internal/deathsig"
 	"golang.org/x/sys/unix"
 )
 
@@ -73,11 +74,13 @@ func Format(ctx context.Context, image string, size int64, opts FormatOptions) e
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, Mkfs, args...)
-	// A session of its own: nothing it does can signal paddock's group.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	// A session of its own: nothing it does can signal paddock's group;
+	// it dies with paddock.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
+	err = deathsig.Run(cmd)
+	if err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
 			return fmt.Errorf("format %s: %w", image, ErrNoMkfs)
 		}

@@ -44,6 +44,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/paddock-dev/paddock/internal/deathsig"
 	"github.com/paddock-dev/paddock/internal/escape/wire"
 )
 
@@ -214,8 +215,8 @@ func runChild(self string, c check) wire.Result {
 	cmd.WaitDelay = time.Second
 	// Its own session (no controlling terminal for vhangup to hang up, no
 	// process group shared with this one); it dies with this process.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
-	err := cmd.Run()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err := deathsig.Run(cmd)
 	var r wire.Result
 	for line := range strings.SplitSeq(strings.TrimSpace(stdout.String()), "\n") {
 		if json.Unmarshal([]byte(line), &r) == nil && r.Check == c.name {
