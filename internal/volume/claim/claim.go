@@ -206,9 +206,39 @@ func (m *Manager) Create(ctx context.Context, teamID, name string, size int64) (
 	if err != nil {
 		return volume.Volume{}, fmt.Errorf("volume: create claim of %s: %w", name, k8sdriver.APIErr(err))
 	}
+	if err := m.settleQuota(ctx, teamID, created, size); err != nil {
+		return volume.Volume{}, err
+	}
 	m.log.Info("volume created", "volume", name, "team", teamID, "sizeBytes", size, "claim", created.Name)
 	v, _ := toVolume(created)
 	return v, nil
+}
+
+// settleQuota checks the team's quota again with the claim made: mu
+// serialises this replica's creates only, and another replica's create
+// may have landed between the check above and this one's. Counting every
+// other claim of the team, whenever made, means that of two racing creates
+// the one that lists last sees both: the team never ends past its cap
+// (both may be refused, and the caller retries). A claim refused here is
+// deleted, by its UID.
+func (m *Manager) settleQuota(ctx context.Context, teamID string, created *corev1.PersistentVolumeClaim, size int64) error {
+	claims, err := m.claims(ctx, teamID)
+	if err == nil {
+		others := slices.DeleteFunc(claims, func(c corev1.PersistentVolumeClaim) bool { return c.Name == created.Name })
+		if err = m.checkQuota(others, size); err == nil {
+			return nil
+		}
+	}
+	// The claim goes whatever the reason: unchecked, it could hold the
+	// team past its cap. Not under ctx, which may be what failed.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	derr := m.cfg.Client.CoreV1().PersistentVolumeClaims(m.cfg.Namespace).Delete(dctx, created.Name,
+		metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &created.UID}})
+	if derr != nil && !apierrors.IsNotFound(derr) {
+		m.log.Error("volume: remove a claim past the team's quota", "claim", created.Name, "team", teamID, "err", derr)
+	}
+	return err
 }
 
 func exists(name string) error {

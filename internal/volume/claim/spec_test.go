@@ -3,11 +3,14 @@ package claim
 import (
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	k8sdriver "github.com/paddock-dev/paddock/internal/runtime/kubernetes"
 	"github.com/paddock-dev/paddock/internal/sandbox"
@@ -83,5 +86,53 @@ func TestClaimObjects(t *testing.T) {
 	}
 	if _, err := m.Get(ctx, "team-a", "cache"); !errors.Is(err, sandbox.ErrNotFound) {
 		t.Fatalf("get after delete: %v", err)
+	}
+}
+
+// TestQuotaRaceAcrossReplicas: another replica's create lands between this
+// replica's quota check and its own create. The team's cap holds: the
+// create that finds the team past it when it checks again is refused, and
+// its claim is gone.
+func TestQuotaRaceAcrossReplicas(t *testing.T) {
+	ctx := t.Context()
+	// The other replica's claim, made as that replica makes it.
+	elsewhere := fake.NewClientset()
+	other, err := New(Config{Client: elsewhere, Namespace: "sbx", TeamMaxVolumes: 1, Owner: "replica-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Create(ctx, "team-a", "theirs", 0); err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := elsewhere.CoreV1().PersistentVolumeClaims("sbx").Get(ctx, claimName("team-a", "theirs"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cs := fake.NewClientset()
+	var once sync.Once
+	cs.PrependReactor("create", "persistentvolumeclaims", func(k8stesting.Action) (bool, k8sruntime.Object, error) {
+		once.Do(func() {
+			if err := cs.Tracker().Add(theirs.DeepCopy()); err != nil {
+				t.Error(err)
+			}
+		})
+		return false, nil, nil // the create itself goes on
+	})
+	m, err := New(Config{Client: cs, Namespace: "sbx", TeamMaxVolumes: 1, Owner: "replica-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var se *sandbox.Error
+	if _, err := m.Create(ctx, "team-a", "ours", 0); !errors.As(err, &se) || se.Code != "volume_quota_exceeded" {
+		t.Fatalf("create past the cap, raced: %v", err)
+	}
+	vs, err := m.List(ctx, "team-a")
+	if err != nil || len(vs) != 1 || vs[0].Name != "theirs" {
+		t.Fatalf("after the race: %+v, %v", vs, err)
+	}
+	// Another team's quota is its own.
+	if _, err := m.Create(ctx, "team-b", "ours", 0); err != nil {
+		t.Fatal(err)
 	}
 }
