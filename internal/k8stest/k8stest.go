@@ -191,6 +191,7 @@ func runScript(script string, args ...string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	keepDescriptors()
 	cmd := exec.Command("bash", append([]string{filepath.Join(root, "hack", "k8s", script)}, args...)...)
 	cmd.Dir = root
 	return cmd.CombinedOutput()
