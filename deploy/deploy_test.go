@@ -389,9 +389,12 @@ func TestRenderKubernetesRuntime(t *testing.T) {
 		{name: "defaults", want: []string{"--runtime=kubernetes", "--k8s-agent-image=paddock:", "--k8s-request-fraction=1", "--k8s-pull-policy=IfNotPresent"}, absent: "--k8s-host-image"},
 		{name: "user namespaces by default", absent: "--k8s-host-users"},
 		{name: "the cluster's default storage class", absent: "--k8s-storage-class"},
+		{name: "no pull secrets", absent: "--k8s-image-pull-secret"},
 		{name: "every value", values: map[string]any{"image": map[string]any{"repository": "r.example/paddock", "tag": "v1"},
-			"kubernetes": map[string]any{"hostImage": "r.example/debian:12", "runtimeClass": "gvisor", "requestFraction": 0.25, "hostUsers": true, "snapshotRegistry": "r.example/snaps", "storageClass": "fast"}},
-			want: []string{"--k8s-agent-image=r.example/paddock:v1", "--k8s-host-image=r.example/debian:12", "--k8s-runtime-class=gvisor", "--k8s-request-fraction=0.25", "--k8s-host-users", "--snapshot-registry=r.example/snaps", "--k8s-storage-class=fast"}},
+			"kubernetes": map[string]any{"hostImage": "r.example/debian:12", "runtimeClass": "gvisor", "requestFraction": 0.25, "hostUsers": true, "snapshotRegistry": "r.example/snaps", "storageClass": "fast",
+				"imagePullSecrets": []any{"regcred", "snapcred"}}},
+			want: []string{"--k8s-agent-image=r.example/paddock:v1", "--k8s-host-image=r.example/debian:12", "--k8s-runtime-class=gvisor", "--k8s-request-fraction=0.25", "--k8s-host-users", "--snapshot-registry=r.example/snaps", "--k8s-storage-class=fast",
+				"--k8s-image-pull-secret=regcred --k8s-image-pull-secret=snapcred"}},
 		{name: "off", values: map[string]any{"kubernetes": map[string]any{"enabled": false}}, absent: "--runtime"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

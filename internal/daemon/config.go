@@ -360,6 +360,9 @@ type KubernetesConfig struct {
 	RequestFraction float64
 	// PullPolicy of the sandboxes' images ("": IfNotPresent).
 	PullPolicy string
+	// ImagePullSecrets name the sandbox namespace's Secrets every Pod
+	// lists to pull private images and pushed snapshots.
+	ImagePullSecrets []string
 	// HostUsers runs the Pods in their node's user namespace, for nodes
 	// that cannot give each one its own (runc < 1.2); default false:
 	// every Pod has a user namespace.

@@ -40,7 +40,7 @@ func (d *Daemon) startKubernetes() (*k8sdriver.Driver, error) {
 	}
 	drv, err := k8sdriver.New(k8sdriver.Config{Client: client, Namespace: kc.Namespace, AgentImage: kc.AgentImage,
 		HostImage: k8sdriver.HostImage{Ref: kc.HostImage, ReadOnlyBinds: kc.HostImageBinds}, RuntimeClass: kc.RuntimeClass, RequestFraction: kc.RequestFraction,
-		PullPolicy: corev1.PullPolicy(kc.PullPolicy), HostUsers: kc.HostUsers, Owner: d.cfg.NodeName, Logger: d.log})
+		PullPolicy: corev1.PullPolicy(kc.PullPolicy), ImagePullSecrets: kc.ImagePullSecrets, HostUsers: kc.HostUsers, Owner: d.cfg.NodeName, Logger: d.log})
 	if err != nil {
 		return nil, err
 	}

@@ -80,6 +80,12 @@ type Config struct {
 	HostImage HostImage
 	// PullPolicy of the sandbox images; default IfNotPresent.
 	PullPolicy corev1.PullPolicy
+	// ImagePullSecrets name Secrets in Namespace (type
+	// kubernetes.io/dockerconfigjson) that every sandbox Pod lists, so
+	// that its node pulls private images and the snapshots pushed to a
+	// registry that wants a login. The operator makes them; paddock only
+	// names them, and no credential enters a Pod's containers.
+	ImagePullSecrets []string
 	// RequestFraction makes the Pods' requests this fraction of their
 	// limits, 0 < f <= 1; default 1, a Guaranteed Pod. Below 1 the Pod is
 	// Burstable: its node may be overcommitted (a warm pool's idle Pods,
@@ -162,6 +168,11 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if errs := validation.IsValidLabelValue(cfg.Owner); len(errs) > 0 {
 		return nil, sandbox.Errorf(sandbox.ErrInvalid, "k8s_config", "kubernetes driver: Owner %q is not a label value: %s", cfg.Owner, strings.Join(errs, "; "))
+	}
+	for _, name := range cfg.ImagePullSecrets {
+		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+			return nil, sandbox.Errorf(sandbox.ErrInvalid, "k8s_config", "kubernetes driver: image pull secret %q is not a Secret name: %s", name, strings.Join(errs, "; "))
+		}
 	}
 	for _, b := range cfg.HostImage.ReadOnlyBinds {
 		if !strings.HasPrefix(b.Source, "/") || !strings.HasPrefix(b.Target, "/") {
@@ -467,6 +478,9 @@ func (d *Driver) pod(spec runtime.Spec, ref string, binds []runtime.Bind, res sa
 	if d.cfg.RuntimeClass != "" {
 		rc := d.cfg.RuntimeClass
 		p.Spec.RuntimeClassName = &rc
+	}
+	for _, name := range d.cfg.ImagePullSecrets {
+		p.Spec.ImagePullSecrets = append(p.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
 	}
 	if !d.cfg.HostUsers {
 		// The kubelet maps the Pod's ids to a range of its own and every

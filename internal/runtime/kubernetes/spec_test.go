@@ -55,12 +55,16 @@ func TestPodName(t *testing.T) {
 // TestPodSpec: what keeps the sandbox confined and the credential out of
 // its reach is in the Pod it asks for.
 func TestPodSpec(t *testing.T) {
-	d := testDriver(t, func(c *Config) { c.RuntimeClass = "gvisor" })
+	d := testDriver(t, func(c *Config) { c.RuntimeClass = "gvisor"; c.ImagePullSecrets = []string{"regcred", "snapcred"} })
 	spec := runtime.Spec{ID: "p-1", Resources: sandbox.Resources{VCPUs: 0.5, MemoryMB: 256, PIDs: 64}, User: "1000"}
 	p := d.pod(spec, "img:1", []runtime.Bind{{Source: "/usr", Target: "/usr"}}, spec.Resources)
 	ps := p.Spec
 	if ps.RuntimeClassName == nil || *ps.RuntimeClassName != "gvisor" {
 		t.Errorf("runtime class %v", ps.RuntimeClassName)
+	}
+	// The node pulls with the named Secrets; the containers see none.
+	if !slices.Equal(ps.ImagePullSecrets, []corev1.LocalObjectReference{{Name: "regcred"}, {Name: "snapcred"}}) {
+		t.Errorf("image pull secrets %v", ps.ImagePullSecrets)
 	}
 	if ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken {
 		t.Error("the Pod mounts a service account token")
@@ -435,5 +439,26 @@ func TestUpdateEgressPatch(t *testing.T) {
 	}
 	if got, err := nps.Get(ctx, podName(other), metav1.GetOptions{}); err != nil || len(got.Spec.Egress) != 0 {
 		t.Errorf("another sandbox's object: %+v, %v; want it untouched", got, err)
+	}
+}
+
+// TestNewRefuses: a config the cluster would refuse at the first Pod fails
+// at start instead.
+func TestNewRefuses(t *testing.T) {
+	base := Config{Client: fake.NewClientset(), Namespace: "sandboxes", AgentImage: "registry.local/paddock/agent:1"}
+	for name, mod := range map[string]func(*Config){
+		"no client":                  func(c *Config) { c.Client = nil },
+		"request fraction above 1":   func(c *Config) { c.RequestFraction = 1.5 },
+		"owner not a label value":    func(c *Config) { c.Owner = "replica/1" },
+		"pull secret not a name":     func(c *Config) { c.ImagePullSecrets = []string{"Reg_Cred"} },
+		"relative host image source": func(c *Config) { c.HostImage.ReadOnlyBinds = []runtime.Bind{{Source: "usr", Target: "/usr"}} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := base
+			mod(&cfg)
+			if _, err := New(cfg); !errors.Is(err, sandbox.ErrInvalid) || sandbox.CodeOf(err) != "k8s_config" {
+				t.Fatalf("New = %v, want ErrInvalid k8s_config", err)
+			}
+		})
 	}
 }
