@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command paddock-init is the small helper the runc driver starts sandboxes
 // from (see internal/runtime/runc/spawn): libcontainer re-executes it as
 // each container's init, which costs far less than re-executing paddock.

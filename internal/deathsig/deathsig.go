@@ -15,16 +15,7 @@ import (
 	"fmt"
 	"os/exec"
 	"runtime"
-	"syscall"
 )
-
-// arm sets the parent-death signal on cmd, keeping its other attributes.
-func arm(cmd *exec.Cmd) {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-}
 
 // Run runs cmd to its end, as cmd.Run, and the child gets SIGKILL if this
 // process dies first.

@@ -223,7 +223,7 @@ func Tree(tb testing.TB, dir string, skip ...string) map[string]Node {
 		st := fi.Sys().(*syscall.Stat_t)
 		n := Node{Type: fi.Mode().Type(), Perm: fi.Mode() &^ fs.ModeType, Size: fi.Size(), Blocks: st.Blocks,
 			Nlink: uint64(st.Nlink), UID: st.Uid, GID: st.Gid, Rdev: uint64(st.Rdev), Ino: st.Ino,
-			Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}
+			Mtime: mtime(st), Ctime: ctime(st)}
 		switch {
 		case fi.Mode().IsRegular():
 			data, err := os.ReadFile(p)
