@@ -361,3 +361,21 @@ func resolvConfNameservers(path string) ([]netip.AddrPort, error) {
 	}
 	return out, nil
 }
+
+// ValidSysctl reports whether key is a network sysctl by dotted name
+// (net.ipv4.ip_unprivileged_port_start), the ones a network namespace
+// holds; names with a slash (an interface name with a dot) are not.
+func ValidSysctl(key string) bool {
+	rest, ok := strings.CutPrefix(key, "net.")
+	if !ok {
+		return false
+	}
+	for part := range strings.SplitSeq(rest, ".") {
+		if part == "" || strings.TrimFunc(part, func(r rune) bool {
+			return r == '_' || r == '-' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z'
+		}) != "" {
+			return false
+		}
+	}
+	return true
+}

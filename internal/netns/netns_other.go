@@ -38,3 +38,6 @@ func (m *Manager) List() []Network { return nil }
 
 // Stats returns an "unsupported on this OS" error.
 func (m *Manager) Stats(string) (rxBytes, txBytes uint64, err error) { return 0, 0, errUnsupported() }
+
+// ForUserNS returns an "unsupported on this OS" error.
+func ForUserNS(nsPath, sysfs string, sysctls map[string]string) error { return errUnsupported() }

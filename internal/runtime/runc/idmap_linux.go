@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/paddock-dev/paddock/internal/netns"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/userns"
 )
@@ -179,29 +179,5 @@ func unmount(target string) error {
 // namespace). The namespace is the sandbox's alone, so who binds which of
 // its ports is the sandbox's business.
 func joinedNetNS(nsPath, sysfs string) error {
-	done := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread ends with the goroutine, inside the
-		// sandbox's network namespace.
-		goruntime.LockOSThread()
-		done <- func() error {
-			ns, err := os.OpenFile(nsPath, os.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			defer ns.Close()
-			if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-				return fmt.Errorf("join network namespace: %w", err)
-			}
-			if err := os.Mkdir(sysfs, 0o755); err != nil {
-				return err
-			}
-			if err := unix.Mount("sysfs", sysfs, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-				return fmt.Errorf("mount sysfs: %w", err)
-			}
-			// /proc/sys/net is the opener's network namespace: this thread's.
-			return os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0\n"), 0)
-		}()
-	}()
-	return <-done
+	return netns.ForUserNS(nsPath, sysfs, map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"})
 }
