@@ -175,3 +175,22 @@ func TestStaticBlocked(t *testing.T) {
 		})
 	}
 }
+
+func TestValidSysctl(t *testing.T) {
+	for key, want := range map[string]bool{
+		"net.ipv4.ip_unprivileged_port_start": true,
+		"net.ipv4.conf.eth0.forwarding":       true,
+		"net.core.somaxconn":                  true,
+		"net.ipv4.conf.eth0/1.forwarding":     false,
+		"net.ipv4..x":                         false,
+		"net.":                                false,
+		"net":                                 false,
+		"kernel.shm_rmid_forced":              false,
+		"net.ipv4.ip_forward/../../kernel":    false,
+		"net.ipv4.x y":                        false,
+	} {
+		if got := ValidSysctl(key); got != want {
+			t.Errorf("ValidSysctl(%q) = %v, want %v", key, got, want)
+		}
+	}
+}
