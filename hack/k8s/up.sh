@@ -177,6 +177,14 @@ if [ -x /usr/sbin/runc ] && [ "$(readlink -f /usr/sbin/runc)" != "$(readlink -f 
         Root = \"$work/run/debian-runc\"
         SystemdCgroup = false"
 fi
+# paddock's runc wrapper (cmd/paddock-runc) as a handler of its own,
+# "paddock": each Pod's user namespace owned by its range's first uid. Built
+# from this tree with the real runc's path and a state dir under WORK baked
+# in (down.sh unmounts what it pins there).
+mkdir -p "$work/bin"
+(cd "$repo" && CGO_ENABLED=1 go build -trimpath -o "$work/bin/paddock-runc" \
+	-ldflags "-X main.runcPath=$runc -X main.stateDir=$work/run/paddock-runc" ./cmd/paddock-runc)
+step "paddock-runc built"
 cat >"$work/etc/containerd.toml" <<EOF
 version = 3
 root = "$work/state/containerd"
@@ -216,6 +224,12 @@ state = "$work/run/containerd"
         # namespaces, and tells the kubelet.
         BinaryName = "$runc"
         Root = "$work/run/runc"
+        SystemdCgroup = false
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.paddock]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.paddock.options]
+        BinaryName = "$work/bin/paddock-runc"
+        Root = "$work/run/runc-paddock"
         SystemdCgroup = false
 $old_runc_handler
   [plugins."io.containerd.cri.v1.runtime".cni]

@@ -9,12 +9,15 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -75,10 +78,11 @@ type keepTB struct{ testing.TB }
 func (keepTB) Cleanup(func()) {}
 
 // newDriver is a driver on a namespace of its own, which the test deletes
-// at its end (waiting until its containers are gone).
-func (e *env) newDriver(t *testing.T) *Driver {
+// at its end (waiting until its containers are gone); opts change its
+// Config.
+func (e *env) newDriver(t *testing.T, opts ...func(*Config)) *Driver {
 	t.Helper()
-	d, err := New(Config{
+	cfg := Config{
 		Client:     e.c.Client,
 		Namespace:  e.c.Namespace(t),
 		AgentImage: e.agentImage,
@@ -87,7 +91,11 @@ func (e *env) newDriver(t *testing.T) *Driver {
 		// scheduled with their whole limits requested.
 		RequestFraction: 0.02,
 		CgroupVersion:   1,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	d, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,12 +107,40 @@ func (e *env) newDriver(t *testing.T) *Driver {
 	return d
 }
 
+// runtimeClass creates a RuntimeClass of the node's runtime handler
+// named handler, deleted at the test's end, and returns its name; it
+// fails t if the node has no such handler.
+func (e *env) runtimeClass(t *testing.T, handler string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	node, err := e.c.Client.CoreV1().Nodes().Get(ctx, e.c.Node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(node.Status.RuntimeHandlers, func(h corev1.NodeRuntimeHandler) bool { return h.Name == handler }) {
+		t.Fatalf("node %s has no runtime handler %q (hack/k8s/up.sh adds it): %+v", e.c.Node, handler, node.Status.RuntimeHandlers)
+	}
+	rc, err := e.c.Client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "paddock-test-"}, Handler: handler}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.c.Client.NodeV1().RuntimeClasses().Delete(context.Background(), rc.Name, metav1.DeleteOptions{})
+	})
+	return rc.Name
+}
+
 // TestConformance runs the runtime conformance suite against Pods on the
-// test cluster.
+// test cluster, through the node's runtime handler "paddock": runc behind
+// cmd/paddock-runc, which gives each Pod a user namespace owned by its
+// range's first uid (the other tests here use the node's plain runc).
 func TestConformance(t *testing.T) {
 	e := testEnv(t)
+	rc := e.runtimeClass(t, "paddock")
 	runtimetest.Run(t, runtimetest.Harness{
-		NewDriver:   func(t *testing.T) runtime.Driver { return e.newDriver(t) },
+		NewDriver:   func(t *testing.T) runtime.Driver { return e.newDriver(t, func(c *Config) { c.RuntimeClass = rc }) },
 		Image:       e.image,
 		Restore:     e.restore,
 		HostPID:     func(t *testing.T, id string) int { return e.hostPID(t, id, "sandbox", true) },
@@ -116,17 +152,6 @@ func TestConformance(t *testing.T) {
 		PlainVolumeMounts: "a claim is mounted by the kubelet and the container runtime, without nosuid or nodev; no_new_privs and the device cgroup guard instead",
 		Known: map[string]string{
 			"Network": "a Pod has the cluster's network (eth0), not loopback alone; its egress is a NetworkPolicy",
-			// With hostUsers: false each Pod has a range of its own (the
-			// UserNamespace case and TestUserNamespace pass), but the
-			// kernel charges per-user counts to the user inside and to the
-			// namespace's owner outside, and the runtime (runc, as root)
-			// owns every Pod's namespace: all Pods draw on host root's one
-			// count. The runc driver makes each namespace owned by its
-			// range's first uid instead (internal/userns.NS).
-			"Escape": "user/peruid-inotify escapes: a Pod's user namespace is owned by root (runc makes it), and the kernel charges " +
-				"inotify instances to the owner too, so a peer Pod's count against this one at host root's max_user_instances; " +
-				"the battery's other 117 checks do not escape (105 blocked, 12 skipped on 2026-12-07)",
-			"UserNamespaceLimits": "per-uid limits are shared through the namespaces' one owner, host root (see Escape)",
 		},
 	})
 }
@@ -296,6 +321,74 @@ func sh(t *testing.T, c *agent.Client, script string, sudo bool) string {
 	return stdout.String()
 }
 
+// nsGetOwnerUID is NS_GET_OWNER_UID, _IO(0xb7, 0x4) (linux/nsfs.h).
+const nsGetOwnerUID = 0xb7<<8 | 0x4
+
+// TestUserNamespaceOwner: through the node's runtime handler "paddock"
+// (runc behind cmd/paddock-runc) a Pod's user namespace is owned by its
+// range's first host uid, so the kernel charges the Pod's per-user counts
+// there; through plain runc it is owned by host root (containerd makes
+// it), which every such Pod shares. Once the Pod is gone the wrapper has
+// nothing left in its state dir.
+func TestUserNamespaceOwner(t *testing.T) {
+	e := testEnv(t)
+	rc := e.runtimeClass(t, "paddock")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for _, tc := range []struct {
+		name, class string
+		rootOwned   bool
+	}{
+		{"runc", "", true},
+		{"paddock-runc", rc, false},
+	} {
+		d := e.newDriver(t, func(c *Config) { c.RuntimeClass = tc.class })
+		id := "k8s-owner-" + tc.name
+		c, err := d.Create(ctx, runtime.Spec{ID: id, Image: sandbox.HostImage, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 128, PIDs: 64}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		pid := e.hostPID(t, id, "sandbox", true)
+		if pid == 0 {
+			t.Fatalf("%s: the agent is not on this host", tc.name)
+		}
+		_, base := hostUID(t, pid)
+		f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/user")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var owner uint32
+		_, _, e1 := unix.Syscall(unix.SYS_IOCTL, f.Fd(), nsGetOwnerUID, uintptr(unsafe.Pointer(&owner)))
+		f.Close()
+		if e1 != 0 {
+			t.Fatal(e1)
+		}
+		want := uint32(base)
+		if tc.rootOwned {
+			want = 0
+		}
+		t.Logf("%s: the Pod's user namespace maps 0 to %d and is owned by host uid %d", tc.name, base, owner)
+		if owner != want {
+			t.Errorf("%s: the Pod's user namespace is owned by host uid %d, want %d", tc.name, owner, want)
+		}
+		if err := d.Destroy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// up.sh bakes WORK/run/paddock-runc (WORK holds the admin kubeconfig)
+	// into the wrapper as its state dir; the shim's runc delete of each
+	// container empties it, shortly after the Pod stops.
+	state := filepath.Join(filepath.Dir(e.c.Kubeconfig), "run", "paddock-runc")
+	var left []os.DirEntry
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if left, _ = os.ReadDir(state); len(left) == 0 {
+			return
+		}
+	}
+	t.Errorf("left in the wrapper's state dir %s: %v", state, left)
+}
+
 // TestNoUserNamespaceNode: on a node whose runtime cannot give a Pod a
 // user namespace (the test cluster's handler debian-runc: Debian's runc
 // 1.1), Create fails within seconds with no_user_namespace and the way
@@ -319,16 +412,8 @@ func TestNoUserNamespaceNode(t *testing.T) {
 		t.Skipf("no runtime handler of node %s lacks user namespaces (up.sh adds debian-runc when Debian's runc is installed): %+v",
 			e.c.Node, node.Status.RuntimeHandlers)
 	}
-	rc, err := e.c.Client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "paddock-test-"}, Handler: handler}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.c.Client.NodeV1().RuntimeClasses().Delete(context.Background(), rc.Name, metav1.DeleteOptions{})
-	})
 	cfg := e.newDriver(t).cfg
-	cfg.RuntimeClass = rc.Name
+	cfg.RuntimeClass = e.runtimeClass(t, handler)
 	d, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
