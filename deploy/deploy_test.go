@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	nodev1 "k8s.io/api/node/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -396,6 +397,8 @@ func TestRenderKubernetesRuntime(t *testing.T) {
 			want: []string{"--k8s-agent-image=r.example/paddock:v1", "--k8s-host-image=r.example/debian:12", "--k8s-runtime-class=gvisor", "--k8s-request-fraction=0.25", "--k8s-host-users", "--snapshot-registry=r.example/snaps", "--k8s-storage-class=fast",
 				"--k8s-image-pull-secret=regcred --k8s-image-pull-secret=snapcred"}},
 		{name: "off", values: map[string]any{"kubernetes": map[string]any{"enabled": false}}, absent: "--runtime"},
+		{name: "a RuntimeClass of the chart's", values: map[string]any{"kubernetes": map[string]any{"runtimeClass": "paddock-owned", "runtimeClassHandler": "paddock"}},
+			want: []string{"--k8s-runtime-class=paddock-owned"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := render(t, tc.values)
@@ -407,6 +410,14 @@ func TestRenderKubernetesRuntime(t *testing.T) {
 			}
 			if tc.absent != "" && strings.Contains(args, tc.absent) {
 				t.Errorf("args %s hold %s", args, tc.absent)
+			}
+			// A RuntimeClass only when asked for, of the handler asked for.
+			k, _ := tc.values["kubernetes"].(map[string]any)
+			rcs := all[*nodev1.RuntimeClass](r)
+			if h, _ := k["runtimeClassHandler"].(string); h == "" && len(rcs) > 0 {
+				t.Errorf("a RuntimeClass no value asked for: %+v", rcs)
+			} else if h != "" && (len(rcs) != 1 || rcs[0].Name != k["runtimeClass"] || rcs[0].Handler != h) {
+				t.Errorf("RuntimeClasses %+v, want one named %v of handler %s", rcs, k["runtimeClass"], h)
 			}
 			var netpols bool
 			for _, rule := range one[*rbacv1.Role](t, r, "Role").Rules {
@@ -431,6 +442,7 @@ func TestRenderRefuses(t *testing.T) {
 		{name: "sandboxes in paddock's namespace", values: map[string]any{"sandboxNamespace": map[string]any{"name": deploy.DefaultRelease.Namespace}}, want: "must differ"},
 		{name: "no ServiceAccount name", values: map[string]any{"serviceAccount": map[string]any{"create": false}}, want: "serviceAccount.name is required"},
 		{name: "a runtime flag beside kubernetes.*", values: map[string]any{"config": map[string]any{"k8s-namespace": "elsewhere"}}, want: "from kubernetes.*"},
+		{name: "a RuntimeClass without a name", values: map[string]any{"kubernetes": map[string]any{"runtimeClassHandler": "paddock"}}, want: "needs kubernetes.runtimeClass"},
 		{name: "the snapshot registry beside kubernetes.*", values: map[string]any{"config": map[string]any{"snapshot-registry": "r.example/s"}}, want: "from kubernetes.*"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
