@@ -220,6 +220,8 @@ type Store interface {
 	Replicas
 	// The image directory: every scope's image refs (imageref.go).
 	ImageRefs
+	// The snapshot directory: every team's snapshots (snapshotref.go).
+	SnapshotRefs
 }
 
 // TimePrecision is the resolution at which every store keeps times.
@@ -566,7 +568,8 @@ type E2BSandboxFilter struct {
 // NotFound is the error every implementation returns for a missing record;
 // what is "team", "user", "token", "project", "activation", "sandbox",
 // "command", "budget", "vercel_sandbox", "vercel_snapshot", "admission",
-// "admission_hold", "e2b_sandbox", "lease", "replica" or "image_ref".
+// "admission_hold", "e2b_sandbox", "lease", "replica", "image_ref" or
+// "snapshot_ref".
 func NotFound(what, id string) error {
 	if id == "" {
 		return sandbox.Errorf(sandbox.ErrNotFound, what+"_not_found", "%s not found", what)

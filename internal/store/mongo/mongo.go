@@ -70,7 +70,7 @@ type Store struct {
 	usageRollups, budgets                       *mgo.Collection
 	e2bSandboxes                                *mgo.Collection
 	webhooks, deliveries                        *mgo.Collection
-	leases, replicas, imageRefs                 *mgo.Collection
+	leases, replicas, imageRefs, snapshotRefs   *mgo.Collection
 
 	// seq is the largest event Seq this store knows to be taken: the next
 	// append tries seq+1 (see AppendEvent).
@@ -108,7 +108,7 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 		e2bSandboxes: db.Collection("e2b_sandboxes"),
 		webhooks:     db.Collection("webhooks"), deliveries: db.Collection("webhook_deliveries"),
 		leases: db.Collection("leases"), replicas: db.Collection("replicas"),
-		imageRefs: db.Collection("image_refs"),
+		imageRefs: db.Collection("image_refs"), snapshotRefs: db.Collection("snapshot_refs"),
 	}
 	if err := s.createIndexes(ctx); err != nil {
 		client.Disconnect(context.Background())

@@ -343,4 +343,15 @@ CREATE TABLE image_refs (
 	PRIMARY KEY (scope, ref)
 );
 `,
+	// 14: the snapshot directory (every team's snapshots, for every
+	// replica). data holds the rest of the record as JSON; last_used is a
+	// column of its own, which touches move.
+	`
+CREATE TABLE snapshot_refs (
+	id        TEXT PRIMARY KEY,
+	team      TEXT NOT NULL,
+	data      TEXT NOT NULL,
+	last_used INTEGER
+);
+`,
 }

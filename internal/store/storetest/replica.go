@@ -14,6 +14,7 @@ var replicaCases = []struct {
 }{
 	{"Replicas", testReplicas},
 	{"ImageRefs", testImageRefs},
+	{"SnapshotRefs", testSnapshotRefs},
 }
 
 func testReplicas(t *testing.T, s store.Store) {
@@ -95,5 +96,58 @@ func testImageRefs(t *testing.T, s store.Store) {
 	// The other team's ref of that name is untouched.
 	if _, err := s.GetImageRef(ctx(t), "team-b", "reg.example/app:v1"); err != nil {
 		t.Fatalf("the other team's ref: %v", err)
+	}
+}
+
+// testSnapshotRefs: the snapshot directory keeps each snapshot's record
+// whole, a touch only moves its last use later, and a touch of a deleted
+// snapshot does not bring it back.
+func testSnapshotRefs(t *testing.T, s store.Store) {
+	_, err := s.GetSnapshotRef(ctx(t), "snap-1")
+	wantErr(t, err, sandbox.ErrNotFound, "snapshot_ref_not_found")
+	wantErr(t, s.PutSnapshotRef(ctx(t), store.SnapshotRef{ID: "snap-1", Replica: "node-a"}), sandbox.ErrInvalid, "invalid_record")
+
+	pushed := store.SnapshotRef{ID: "snap-1", Team: "team-a", Ref: "reg.example/snaps@sha256:aa", Digest: "sha256:aa",
+		Replica: "node-a", Source: "sb-1", Image: "reg.example/app:v1", ImageDigest: "sha256:bb", OnHost: true,
+		Runtime: "kubernetes", Env: []string{"A=1", "B=2"}, WorkingDir: "/work", User: "1000", Size: 4096,
+		CreatedAt: at(1500 * time.Microsecond), LastUsed: at(time.Second)}
+	local := store.SnapshotRef{ID: "snap-2", Team: "team-b", Replica: "node-b", Source: "sb-2", Image: "host", CreatedAt: at(0)}
+	for _, r := range []store.SnapshotRef{pushed, local} {
+		must(t, s.PutSnapshotRef(ctx(t), r))
+	}
+	for _, want := range []store.SnapshotRef{pushed, local} {
+		got, err := s.GetSnapshotRef(ctx(t), want.ID)
+		must(t, err)
+		want.CreatedAt, want.LastUsed = store.Time(want.CreatedAt), store.Time(want.LastUsed)
+		equal(t, "GetSnapshotRef "+want.ID, got, want)
+	}
+
+	// Touches: an earlier one is ignored, a later one moves it, one of a
+	// record with no last use yet sets it.
+	must(t, s.TouchSnapshotRef(ctx(t), "snap-1", at(0)))
+	must(t, s.TouchSnapshotRef(ctx(t), "snap-2", at(time.Minute)))
+	got, err := s.GetSnapshotRef(ctx(t), "snap-1")
+	must(t, err)
+	equal(t, "an earlier touch", got.LastUsed, store.Time(at(time.Second)))
+	must(t, s.TouchSnapshotRef(ctx(t), "snap-1", at(time.Hour)))
+	got, err = s.GetSnapshotRef(ctx(t), "snap-1")
+	must(t, err)
+	equal(t, "a later touch", got.LastUsed, store.Time(at(time.Hour)))
+	equal(t, "a touch keeps the rest", got.Ref, pushed.Ref)
+	got, err = s.GetSnapshotRef(ctx(t), "snap-2")
+	must(t, err)
+	equal(t, "a first touch", got.LastUsed, store.Time(at(time.Minute)))
+
+	deleted, err := s.DeleteSnapshotRef(ctx(t), "snap-1")
+	must(t, err)
+	equal(t, "deleted", deleted, true)
+	deleted, err = s.DeleteSnapshotRef(ctx(t), "snap-1")
+	must(t, err)
+	equal(t, "deleted again", deleted, false)
+	must(t, s.TouchSnapshotRef(ctx(t), "snap-1", at(2*time.Hour)))
+	_, err = s.GetSnapshotRef(ctx(t), "snap-1")
+	wantErr(t, err, sandbox.ErrNotFound, "snapshot_ref_not_found")
+	if _, err := s.GetSnapshotRef(ctx(t), "snap-2"); err != nil {
+		t.Fatalf("the other snapshot: %v", err)
 	}
 }
