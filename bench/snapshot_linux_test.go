@@ -58,7 +58,7 @@ func BenchmarkSnapshot(b *testing.B) {
 
 		b.StopTimer()
 		e.destroy(b, id)
-		if err := store.RemoveSnapshot(snap.ID); err != nil {
+		if err := store.RemoveSnapshot(ctx, snap.ID); err != nil {
 			b.Fatal(err)
 		}
 		if err := store.GC(ctx, nil); err != nil {
@@ -110,7 +110,7 @@ func BenchmarkSnapshotPush(b *testing.B) {
 				pushed += time.Since(start)
 			}
 			b.StopTimer()
-			if err := store.RemoveSnapshot(snap.ID); err != nil {
+			if err := store.RemoveSnapshot(ctx, snap.ID); err != nil {
 				b.Fatal(err)
 			}
 			if snap.Ref != "" {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/paddock-dev/paddock/internal/admission"
@@ -176,8 +177,8 @@ func (s serverSnapshots) CanSnapshot(ctx context.Context, id string) error {
 func (s serverSnapshots) ListSnapshots() []*image.Snapshot { return s.store.Snapshots() }
 
 // GetSnapshot implements server.Snapshots.
-func (s serverSnapshots) GetSnapshot(id string) (*image.Snapshot, error) {
-	return s.store.GetSnapshot(id)
+func (s serverSnapshots) GetSnapshot(ctx context.Context, id string) (*image.Snapshot, error) {
+	return s.store.LookupSnapshot(ctx, id)
 }
 
 // DeleteSnapshot implements server.Snapshots.
@@ -251,5 +252,40 @@ func (d imageDirectory) Lookup(ctx context.Context, scope, ref string) (image.En
 // Forget implements image.Directory.
 func (d imageDirectory) Forget(ctx context.Context, scope, ref, digest string) error {
 	_, err := d.s.DeleteImageRef(ctx, scope, ref, digest)
+	return err
+}
+
+// RecordSnapshot implements image.Directory.
+func (d imageDirectory) RecordSnapshot(ctx context.Context, snap image.Snapshot) error {
+	var digest string
+	if _, after, ok := strings.Cut(snap.Ref, "@"); ok {
+		digest = after
+	}
+	return d.s.PutSnapshotRef(ctx, store.SnapshotRef{ID: snap.ID, Team: snap.TeamID, Ref: snap.Ref, Digest: digest, Replica: d.replica,
+		Source: snap.Source, Image: snap.Image, ImageDigest: snap.Digest, OnHost: snap.OnHost, Runtime: snap.Runtime,
+		Env: snap.Config.Env, WorkingDir: snap.Config.WorkingDir, User: snap.Config.User, Size: snap.Size,
+		CreatedAt: snap.CreatedAt, LastUsed: snap.LastUsed})
+}
+
+// LookupSnapshot implements image.Directory.
+func (d imageDirectory) LookupSnapshot(ctx context.Context, id string) (image.Snapshot, error) {
+	r, err := d.s.GetSnapshotRef(ctx, id)
+	if err != nil {
+		return image.Snapshot{}, err
+	}
+	return image.Snapshot{ID: r.ID, TeamID: r.Team, Ref: r.Ref, Replica: r.Replica, Source: r.Source, Image: r.Image,
+		Digest: r.ImageDigest, OnHost: r.OnHost, Runtime: r.Runtime,
+		Config: image.ImageConfig{Env: r.Env, WorkingDir: r.WorkingDir, User: r.User}, Size: r.Size,
+		CreatedAt: r.CreatedAt, LastUsed: r.LastUsed}, nil
+}
+
+// TouchSnapshot implements image.Directory.
+func (d imageDirectory) TouchSnapshot(ctx context.Context, id string, at time.Time) error {
+	return d.s.TouchSnapshotRef(ctx, id, at)
+}
+
+// ForgetSnapshot implements image.Directory.
+func (d imageDirectory) ForgetSnapshot(ctx context.Context, id string) error {
+	_, err := d.s.DeleteSnapshotRef(ctx, id)
 	return err
 }

@@ -586,7 +586,7 @@ func snapshotNotFound(id string) error {
 	return sandbox.Errorf(sandbox.ErrNotFound, "snapshot_not_found", "snapshot %q not found", id)
 }
 
-func (f *Snapshots) GetSnapshot(id string) (*image.Snapshot, error) {
+func (f *Snapshots) GetSnapshot(_ context.Context, id string) (*image.Snapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.snaps[id]

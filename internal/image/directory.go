@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
@@ -12,11 +13,13 @@ import (
 )
 
 // Directory is where the replicas sharing one database record every
-// scope's refs (internal/daemon gives the store's image directory), so
-// that a replica whose own store lacks an image another replica pulled
-// pulls it too when a sandbox needs it (Resolve). The Store writes it on
-// every pull, import and remove; Resolve reads it. Record fills in
-// Entry.Replica (the replica writing) and Lookup returns it.
+// scope's refs and every team's snapshots (internal/daemon gives the
+// store's image and snapshot directories), so that a replica whose own
+// store lacks an image another replica pulled, or a snapshot another
+// replica took, pulls it too when a sandbox needs it (Resolve,
+// ResolveSnapshot). The Store writes it on every pull, import, snapshot
+// and removal; Resolve reads it. Record fills in Entry.Replica (the
+// replica writing) and Lookup returns it.
 type Directory interface {
 	// Record inserts or replaces the entry of (e.Scope, e.Ref).
 	Record(ctx context.Context, e Entry) error
@@ -25,6 +28,20 @@ type Directory interface {
 	Lookup(ctx context.Context, scope, ref string) (Entry, error)
 	// Forget removes (scope, ref) if it still names digest.
 	Forget(ctx context.Context, scope, ref, digest string) error
+
+	// RecordSnapshot inserts or replaces a snapshot's entry: the
+	// snapshot as its replica took it (Layers are left out, they are
+	// that replica's directories). Record fills in Snapshot.Replica.
+	RecordSnapshot(ctx context.Context, snap Snapshot) error
+	// LookupSnapshot returns a snapshot's entry, Replica and LastUsed
+	// set, Layers empty; an error of kind sandbox.ErrNotFound if there is
+	// none.
+	LookupSnapshot(ctx context.Context, id string) (Snapshot, error)
+	// TouchSnapshot moves a snapshot's last use to at if that is later.
+	TouchSnapshot(ctx context.Context, id string, at time.Time) error
+	// ForgetSnapshot removes a snapshot's entry; an unknown one is not an
+	// error.
+	ForgetSnapshot(ctx context.Context, id string) error
 }
 
 // Entry is one ref of one scope in the Directory, and how to pull its
@@ -49,9 +66,18 @@ type Entry struct {
 // (refs pulled before replicas shared them), as pulled from their own name
 // (a ref that is a digest, as imported): from then on the directory has
 // every ref this store has, and a ref missing from it was removed through
-// another replica (Resolve). Call it before the store is used.
+// another replica (Resolve). So with its snapshots (shareSnapshots). Call
+// it before the store is used.
 func (s *Store) ShareRefs(ctx context.Context, dir Directory) error {
 	s.dirRefs = dir
+	if err := s.shareImageRefs(ctx, dir); err != nil {
+		return err
+	}
+	return s.shareSnapshots(ctx, dir)
+}
+
+// shareImageRefs is ShareRefs of the image refs.
+func (s *Store) shareImageRefs(ctx context.Context, dir Directory) error {
 	s.mu.Lock()
 	if s.idx.Shared {
 		s.mu.Unlock()

@@ -22,18 +22,11 @@ import (
 // team, or Published). Pull and Import share it, so an imported image goes
 // through the same checks.
 func (s *Store) install(ctx context.Context, scope, ref string, img v1.Image, progress func(LayerProgress)) (*Image, error) {
-	if progress == nil {
-		progress = func(LayerProgress) {}
-	}
 	digest, err := img.Digest()
 	if err != nil {
 		return nil, err
 	}
 	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	layers, err := img.Layers()
 	if err != nil {
 		return nil, err
 	}
@@ -44,46 +37,12 @@ func (s *Store) install(ctx context.Context, scope, ref string, img v1.Image, pr
 	if err != nil {
 		return nil, err
 	}
-	var diffIDs []string
+	diffIDs, unpin, err := s.installLayers(ctx, img, progress)
 	// The layers stay pinned until the image record names them, so a GC
 	// running meanwhile cannot sweep a layer this pull has just unpacked.
-	defer func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, id := range diffIDs {
-			h := id[len("sha256:"):]
-			if s.pinned[h]--; s.pinned[h] <= 0 {
-				delete(s.pinned, h)
-			}
-		}
-	}()
-	var total int64
-	for i, l := range layers {
-		id, err := l.DiffID()
-		if err != nil {
-			return nil, err
-		}
-		if id.Algorithm != "sha256" || !isHex64(id.Hex) {
-			return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_layer", "layer %d has an unsupported diff ID %q", i, id)
-		}
-		s.mu.Lock()
-		s.pinned[id.Hex]++
-		s.mu.Unlock()
-		diffIDs = append(diffIDs, id.String())
-
-		progress(LayerProgress{Digest: id.String(), Index: i, Count: len(layers)})
-		size, cached, err := s.layer(ctx, id.Hex, l)
-		if err != nil {
-			return nil, fmt.Errorf("layer %s: %w", id, err)
-		}
-		total += size
-		if total > s.opts.MaxImageBytes {
-			// The layers unpacked so far stay for GC to sweep: another image
-			// may share them.
-			return nil, sandbox.Errorf(sandbox.ErrTooLarge, "image_too_large",
-				"image is larger than the %d-byte limit", s.opts.MaxImageBytes)
-		}
-		progress(LayerProgress{Digest: id.String(), Index: i, Count: len(layers), Bytes: size, Cached: cached, Done: true})
+	defer unpin()
+	if err != nil {
+		return nil, err
 	}
 
 	c := cf.Config
@@ -203,4 +162,57 @@ func isHex64(s string) bool {
 	}
 	_, err := hex.DecodeString(s)
 	return err == nil
+}
+
+// installLayers unpacks the layers of img the store does not have yet and
+// returns their diff IDs, lowest first. They stay pinned (GC leaves them)
+// until the caller, having recorded what names them, calls unpin, which
+// it must call whatever the error.
+func (s *Store) installLayers(ctx context.Context, img v1.Image, progress func(LayerProgress)) (diffIDs []string, unpin func(), err error) {
+	if progress == nil {
+		progress = func(LayerProgress) {}
+	}
+	unpin = func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, id := range diffIDs {
+			h := id[len("sha256:"):]
+			if s.pinned[h]--; s.pinned[h] <= 0 {
+				delete(s.pinned, h)
+			}
+		}
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, unpin, err
+	}
+	var total int64
+	for i, l := range layers {
+		id, err := l.DiffID()
+		if err != nil {
+			return diffIDs, unpin, err
+		}
+		if id.Algorithm != "sha256" || !isHex64(id.Hex) {
+			return diffIDs, unpin, sandbox.Errorf(sandbox.ErrInvalid, "invalid_layer", "layer %d has an unsupported diff ID %q", i, id)
+		}
+		s.mu.Lock()
+		s.pinned[id.Hex]++
+		s.mu.Unlock()
+		diffIDs = append(diffIDs, id.String())
+
+		progress(LayerProgress{Digest: id.String(), Index: i, Count: len(layers)})
+		size, cached, err := s.layer(ctx, id.Hex, l)
+		if err != nil {
+			return diffIDs, unpin, fmt.Errorf("layer %s: %w", id, err)
+		}
+		total += size
+		if total > s.opts.MaxImageBytes {
+			// The layers unpacked so far stay for GC to sweep: another image
+			// may share them.
+			return diffIDs, unpin, sandbox.Errorf(sandbox.ErrTooLarge, "image_too_large",
+				"image is larger than the %d-byte limit", s.opts.MaxImageBytes)
+		}
+		progress(LayerProgress{Digest: id.String(), Index: i, Count: len(layers), Bytes: size, Cached: cached, Done: true})
+	}
+	return diffIDs, unpin, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,8 +46,12 @@ type Snapshot struct {
 	// Ref is the snapshot as a registry image (repo@digest) when it was
 	// pushed (NewSnapshot.Push): what a runtime whose nodes pull images
 	// runs. "" for a snapshot kept on this host only.
-	Ref       string
-	Size      int64 // bytes of the snapshot's own layer
+	Ref  string
+	Size int64 // bytes of the snapshot's own layer
+	// Replica is the replica that took it, in what a Directory returns
+	// (and in LookupSnapshot's answer for a snapshot this store lacks);
+	// "" in this store's own records.
+	Replica   string
 	CreatedAt time.Time
 	LastUsed  time.Time
 	ExpiresAt time.Time // zero: never
@@ -167,6 +172,24 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 		}
 	}()
 
+	snap, err := s.installSnapshot(ctx, id, layerHex, tmp, size, lowers, ref, spec)
+	if err != nil {
+		return nil, err
+	}
+	// Known to the other replicas before anyone is told of it: a
+	// snapshot the directory lacks was deleted through another replica.
+	if err := s.recordSnapshot(ctx, snap); err != nil {
+		s.dropSnapshot(ctx, id)
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	recorded = true
+	s.log.InfoContext(ctx, "image store: snapshot added", "snapshot", id, "sandbox", spec.Source, "bytes", size)
+	return snap, nil
+}
+
+// installSnapshot moves a filled snapshot layer (tmp) into the store and
+// records the snapshot, within the team's quota, under s.mu.
+func (s *Store) installSnapshot(ctx context.Context, id, layerHex, tmp string, size int64, lowers []string, ref string, spec NewSnapshot) (*Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Others of the team may have been added during the copy.
@@ -202,9 +225,27 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 		fstree.Remove(s.layerDir(layerHex))
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	recorded = true
-	s.log.InfoContext(ctx, "image store: snapshot added", "snapshot", id, "sandbox", spec.Source, "bytes", size)
 	return s.snapshotLocked(id, rec), nil
+}
+
+// dropSnapshot forgets a snapshot just installed that could not be
+// recorded in the directory, with its own layer, which nothing stacks yet.
+func (s *Store) dropSnapshot(ctx context.Context, id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.idx.Snapshots[id]
+	if !ok {
+		return
+	}
+	delete(s.idx.Snapshots, id)
+	if err := s.saveLocked(); err != nil {
+		s.log.WarnContext(ctx, "image store: forget a snapshot not recorded", "snapshot", id, "err", err)
+		return
+	}
+	if h := rec.Layers[0]; s.pinned[h] == 0 {
+		delete(s.idx.Layers, h)
+		fstree.Remove(s.layerDir(h))
+	}
 }
 
 func (s *Store) snapshotLocked(id string, rec *snapshotRecord) *Snapshot {
@@ -254,36 +295,131 @@ func (s *Store) Snapshots() []*Snapshot {
 }
 
 // TouchSnapshot records that a sandbox starts from the snapshot now, which
-// pushes its expiry back.
-func (s *Store) TouchSnapshot(id string) error {
+// pushes its expiry back, here and in the Directory: its expiry counts
+// from its last use through any replica.
+func (s *Store) TouchSnapshot(ctx context.Context, id string) error {
+	now := s.now().UTC()
+	if err := s.touchLocal(id, now); err != nil {
+		return err
+	}
+	if s.dirRefs == nil {
+		return nil
+	}
+	if err := s.dirRefs.TouchSnapshot(ctx, id, now); err != nil {
+		return fmt.Errorf("snapshot %s: record its use for the other replicas: %w", id, err)
+	}
+	return nil
+}
+
+func (s *Store) touchLocal(id string, at time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec, ok := s.idx.Snapshots[id]
 	if !ok {
 		return snapshotNotFound(id)
 	}
-	rec.LastUsed = s.now().UTC()
+	if at.After(rec.LastUsed) {
+		rec.LastUsed = at
+	}
 	return s.saveLocked()
 }
 
-// RemoveSnapshot forgets a snapshot. Its layer stays on disk until GC,
-// which keeps it while a sandbox still stacks it; a pushed image stays in
-// its registry (UnpushSnapshot deletes it).
-func (s *Store) RemoveSnapshot(id string) error {
+// RemoveSnapshot forgets a snapshot, here and in the Directory, whichever
+// replica took it: the others drop their copies when next asked for it
+// (ResolveSnapshot) or at their next GC. Its layer stays on disk until
+// GC, which keeps it while a sandbox still stacks it; a pushed image stays
+// in its registry (UnpushSnapshot deletes it). Not found only if neither
+// has it.
+func (s *Store) RemoveSnapshot(ctx context.Context, id string) error {
+	local, err := s.removeLocalSnapshot(id)
+	if err != nil {
+		return err
+	}
+	if s.dirRefs == nil {
+		if !local {
+			return snapshotNotFound(id)
+		}
+		return nil
+	}
+	if !local {
+		_, err := s.dirRefs.LookupSnapshot(ctx, id)
+		if errors.Is(err, sandbox.ErrNotFound) {
+			return snapshotNotFound(id)
+		}
+		if err != nil {
+			return fmt.Errorf("remove snapshot %s: read the snapshot directory: %w", id, err)
+		}
+	}
+	if err := s.dirRefs.ForgetSnapshot(ctx, id); err != nil {
+		return fmt.Errorf("remove snapshot %s from the other replicas' directory (removed here; try again): %w", id, err)
+	}
+	return nil
+}
+
+// removeLocalSnapshot forgets a snapshot of this store, and says if it had it.
+func (s *Store) removeLocalSnapshot(id string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.idx.Snapshots[id]; !ok {
-		return snapshotNotFound(id)
+		return false, nil
 	}
 	delete(s.idx.Snapshots, id)
-	return s.saveLocked()
+	return true, s.saveLocked()
+}
+
+// expiry is what the Directory says of a snapshot past its TTL here.
+type expiry struct {
+	gone     bool      // deleted through another replica: drop it here only
+	lastUsed time.Time // used through another replica since: keep it
+	expired  bool      // unused everywhere for the TTL: forgotten there, drop and unpush
+}
+
+// snapshotExpiries asks the Directory about each snapshot of this store
+// past its TTL here (one store read each, none for the others): another
+// replica may have used it since, or deleted it. It takes s.mu only to
+// list them: no store call holds it. Nil without a Directory.
+func (s *Store) snapshotExpiries(ctx context.Context, inUse func(string) bool) map[string]expiry {
+	ttl := s.ttl()
+	if s.dirRefs == nil || ttl == 0 {
+		return nil
+	}
+	now := s.now()
+	var ids []string
+	s.mu.Lock()
+	for id, rec := range s.idx.Snapshots {
+		if !now.Before(rec.LastUsed.Add(ttl)) && (len(rec.Layers) == 0 || !inUse(s.layerDir(rec.Layers[0]))) {
+			ids = append(ids, id)
+		}
+	}
+	s.mu.Unlock()
+	out := map[string]expiry{}
+	for _, id := range ids {
+		e, err := s.dirRefs.LookupSnapshot(ctx, id)
+		switch {
+		case errors.Is(err, sandbox.ErrNotFound):
+			out[id] = expiry{gone: true}
+		case err != nil:
+			// Kept until a GC that can ask.
+			s.log.WarnContext(ctx, "image store: snapshot expiry: read the snapshot directory", "snapshot", id, "err", err)
+		case now.Before(e.LastUsed.Add(ttl)):
+			out[id] = expiry{lastUsed: e.LastUsed}
+		default:
+			if err := s.dirRefs.ForgetSnapshot(ctx, id); err != nil {
+				s.log.WarnContext(ctx, "image store: snapshot expiry: forget it in the snapshot directory", "snapshot", id, "err", err)
+				continue
+			}
+			out[id] = expiry{expired: true}
+		}
+	}
+	return out
 }
 
 // expireSnapshotsLocked drops snapshots unused for longer than the TTL,
 // unless a sandbox still stacks their own layer, and returns the pushed
 // images of those it dropped, for the caller to delete once it has
-// released s.mu. Callers hold s.mu.
-func (s *Store) expireSnapshotsLocked(ctx context.Context, inUse func(string) bool) (pushed []string) {
+// released s.mu. With a Directory only those exp (snapshotExpiries) says
+// are: its last use through any replica is what counts. Callers hold s.mu.
+func (s *Store) expireSnapshotsLocked(ctx context.Context, inUse func(string) bool, exp map[string]expiry) (pushed []string) {
 	ttl := s.ttl()
 	if ttl == 0 {
 		return nil
@@ -292,6 +428,20 @@ func (s *Store) expireSnapshotsLocked(ctx context.Context, inUse func(string) bo
 	for id, rec := range s.idx.Snapshots {
 		if now.Before(rec.LastUsed.Add(ttl)) || (len(rec.Layers) > 0 && inUse(s.layerDir(rec.Layers[0]))) {
 			continue
+		}
+		if s.dirRefs != nil {
+			e, ok := exp[id]
+			switch {
+			case !ok:
+				continue // not asked, or no answer: the next GC asks
+			case e.gone:
+				s.log.InfoContext(ctx, "image store: snapshot deleted through another replica, dropped here", "snapshot", id)
+				delete(s.idx.Snapshots, id)
+				continue
+			case !e.expired:
+				rec.LastUsed = e.lastUsed
+				continue
+			}
 		}
 		s.log.InfoContext(ctx, "image store: snapshot expired", "snapshot", id, "lastUsed", rec.LastUsed)
 		delete(s.idx.Snapshots, id)

@@ -67,7 +67,7 @@ func TestSnapshotLifecycle(t *testing.T) {
 		t.Errorf("GC expired a snapshot in use: %v", err)
 	}
 	// Touched: the expiry moves.
-	if err := s.TouchSnapshot(snap.ID); err != nil {
+	if err := s.TouchSnapshot(ctx, snap.ID); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.GetSnapshot(snap.ID); !got.ExpiresAt.Equal(now.Add(time.Hour)) {
@@ -84,7 +84,7 @@ func TestSnapshotLifecycle(t *testing.T) {
 	if _, err := os.Stat(snap.Layers[0]); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("expired snapshot's layer: %v", err)
 	}
-	if err := s.RemoveSnapshot(snap.ID); !errors.Is(err, sandbox.ErrNotFound) {
+	if err := s.RemoveSnapshot(ctx, snap.ID); !errors.Is(err, sandbox.ErrNotFound) {
 		t.Errorf("remove unknown: %v", err)
 	}
 }

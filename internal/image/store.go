@@ -157,6 +157,10 @@ type index struct {
 	// Shared: the refs here were recorded in a Directory (ShareRefs), so a
 	// ref the directory lacks was removed through another replica.
 	Shared bool `json:"shared,omitempty"`
+	// SnapshotsShared: the snapshots here were recorded in a Directory
+	// (ShareRefs), so one the directory lacks was deleted through another
+	// replica.
+	SnapshotsShared bool `json:"snapshots_shared,omitempty"`
 }
 
 // flight is one in-progress unpack of a layer that concurrent pulls share.
@@ -538,12 +542,16 @@ func (s *Store) sizeLocked() int64 {
 // are not in use. inUse reports whether a running sandbox mounts a layer
 // directory (nil: none is); a layer in use is never removed, and an image
 // with a layer in use is never evicted. Snapshots past their TTL are
-// dropped first, and their pushed images deleted from their registry.
+// dropped first, and their pushed images deleted from their registry;
+// with a Directory, once their TTL has passed since their last use
+// through any replica (or when another replica deleted them: dropped
+// here only).
 func (s *Store) GC(ctx context.Context, inUse func(layerDir string) bool) error {
 	if inUse == nil {
 		inUse = func(string) bool { return false }
 	}
 	var pushed []string
+	exp := s.snapshotExpiries(ctx, inUse)
 	// After the unlock below: no registry call holds s.mu.
 	defer func() {
 		for _, ref := range pushed {
@@ -555,7 +563,7 @@ func (s *Store) GC(ctx context.Context, inUse func(layerDir string) bool) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	pushed = s.expireSnapshotsLocked(ctx, inUse)
+	pushed = s.expireSnapshotsLocked(ctx, inUse, exp)
 	// Evict images first, so their layers go in the sweep below.
 	if s.opts.MaxBytes > 0 && s.projectedLocked(inUse) > s.opts.MaxBytes {
 		recs := make([]*imageRecord, 0, len(s.idx.Images))

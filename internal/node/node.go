@@ -262,7 +262,7 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 		rootfs *runtime.Rootfs
 	)
 	if req.Snapshot != "" {
-		snap, rootfs, err = m.resolveSnapshot(req.Snapshot)
+		snap, rootfs, err = m.resolveSnapshot(ctx, req.Snapshot)
 	} else {
 		img, rootfs, err = m.resolveImage(ctx, req.TeamID, req.Image)
 	}

@@ -115,7 +115,7 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 	if timeout <= 0 {
 		timeout = m.cfg.DefaultTimeout
 	}
-	snap, rootfs, err := m.resolveSnapshot(sb.Pause.Snapshot)
+	snap, rootfs, err := m.resolveSnapshot(ctx, sb.Pause.Snapshot)
 	if err != nil {
 		return sb, fmt.Errorf("node: resume sandbox %s: %w", id, err)
 	}
@@ -167,7 +167,7 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 		return sb, fmt.Errorf("node: resume sandbox %s: %w", id, err)
 	}
 	if store, err := m.snapshots(); err == nil {
-		if err := store.RemoveSnapshot(snap.ID); err != nil {
+		if err := store.RemoveSnapshot(ctx, snap.ID); err != nil {
 			m.log.Warn("forget pause snapshot", "sandbox", id, "snapshot", snap.ID, "err", err)
 		}
 	}

@@ -18,8 +18,13 @@ import (
 type Snapshots interface {
 	AddSnapshot(ctx context.Context, spec image.NewSnapshot, fill func(ctx context.Context, dir string, maxBytes int64) (int64, error)) (*image.Snapshot, error)
 	GetSnapshot(id string) (*image.Snapshot, error)
-	TouchSnapshot(id string) error
-	RemoveSnapshot(id string) error
+	// LookupSnapshot and ResolveSnapshot know the snapshots other
+	// replicas took too (image.Store's Directory): the first describes
+	// one, the second brings its layers here.
+	LookupSnapshot(ctx context.Context, id string) (*image.Snapshot, error)
+	ResolveSnapshot(ctx context.Context, id string) (*image.Snapshot, error)
+	TouchSnapshot(ctx context.Context, id string) error
+	RemoveSnapshot(ctx context.Context, id string) error
 	UnpushSnapshot(ctx context.Context, ref string) error
 }
 
@@ -40,18 +45,19 @@ func (m *Manager) snapshots() (Snapshots, error) {
 }
 
 // resolveSnapshot finds a snapshot and the root filesystem for a sandbox
-// created from it.
-func (m *Manager) resolveSnapshot(id string) (*image.Snapshot, *runtime.Rootfs, error) {
+// created from it: one another replica took is pulled here first, if it
+// was pushed to a registry (Snapshots.ResolveSnapshot).
+func (m *Manager) resolveSnapshot(ctx context.Context, id string) (*image.Snapshot, *runtime.Rootfs, error) {
 	store, err := m.snapshots()
 	if err != nil {
 		return nil, nil, err
 	}
-	snap, err := store.GetSnapshot(id)
+	snap, err := store.ResolveSnapshot(ctx, id)
 	if err != nil {
 		return nil, nil, err
 	}
 	// Only its expiry depends on it: not worth failing the create.
-	if err := store.TouchSnapshot(id); err != nil {
+	if err := store.TouchSnapshot(ctx, id); err != nil {
 		m.log.Warn("touch snapshot", "snapshot", id, "err", err)
 	}
 	// A snapshot's layers are in lowerdir order already (its own first).
@@ -188,8 +194,9 @@ func (m *Manager) Fork(ctx context.Context, id string, req sandbox.CreateRequest
 	return sb, nil
 }
 
-// DeleteSnapshot forgets a snapshot, deletes its pushed image from its
-// registry if it has one and the registry allows, and, when the store is a Collector,
+// DeleteSnapshot forgets a snapshot, whichever replica took it, deletes
+// its pushed image from its registry if it has one and the registry
+// allows, and, when the store is a Collector,
 // collects its layer unless a stopped sandbox still stacks it (then the
 // layer goes with that sandbox). It refuses a snapshot a pending or running
 // sandbox was created from (ErrConflict "snapshot_in_use").
@@ -198,14 +205,14 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	snap, err := store.GetSnapshot(id)
+	snap, err := store.LookupSnapshot(ctx, id)
 	if err != nil {
 		return err
 	}
 	if m.SnapshotInUse(id) {
 		return sandbox.Errorf(sandbox.ErrConflict, "snapshot_in_use", "snapshot %s is used by a running sandbox", id)
 	}
-	if err := store.RemoveSnapshot(id); err != nil {
+	if err := store.RemoveSnapshot(ctx, id); err != nil {
 		return err
 	}
 	if snap.Ref != "" {

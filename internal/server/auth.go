@@ -338,7 +338,7 @@ func (s *Server) ownCreate(r *http.Request, params *sandbox.CreateRequest) error
 	p := callerOf(r)
 	params.TeamID = p.TeamID
 	if params.Snapshot != "" && s.snaps != nil {
-		if _, err := s.ownedSnapshot(p, params.Snapshot); err != nil {
+		if _, err := s.ownedSnapshot(r.Context(), p, params.Snapshot); err != nil {
 			return err
 		}
 	}
@@ -362,8 +362,8 @@ func (s *Server) listOwned(ctx context.Context, p auth.Principal, opts sandbox.L
 
 // ownedSnapshot returns a snapshot of the caller's team; another team's
 // is not found. Snapshots belong to their source sandbox's team.
-func (s *Server) ownedSnapshot(p auth.Principal, id string) (*image.Snapshot, error) {
-	snap, err := s.snaps.GetSnapshot(id)
+func (s *Server) ownedSnapshot(ctx context.Context, p auth.Principal, id string) (*image.Snapshot, error) {
+	snap, err := s.snaps.GetSnapshot(ctx, id)
 	if err != nil {
 		return nil, err
 	}

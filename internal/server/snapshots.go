@@ -21,7 +21,8 @@ type Snapshots interface {
 	CanSnapshot(ctx context.Context, id string) error
 	Fork(ctx context.Context, id string, req sandbox.CreateRequest) (sandbox.Sandbox, error)
 	ListSnapshots() []*image.Snapshot
-	GetSnapshot(id string) (*image.Snapshot, error)
+	// GetSnapshot knows the snapshots every replica took.
+	GetSnapshot(ctx context.Context, id string) (*image.Snapshot, error)
 	DeleteSnapshot(ctx context.Context, id string) error
 }
 
@@ -93,7 +94,7 @@ func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request) error {
 	if s.snaps == nil {
 		return errNoSnapshots
 	}
-	snap, err := s.ownedSnapshot(callerOf(r), r.PathValue("id"))
+	snap, err := s.ownedSnapshot(r.Context(), callerOf(r), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -105,7 +106,7 @@ func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request) error {
 	if s.snaps == nil {
 		return errNoSnapshots
 	}
-	if _, err := s.ownedSnapshot(callerOf(r), r.PathValue("id")); err != nil {
+	if _, err := s.ownedSnapshot(r.Context(), callerOf(r), r.PathValue("id")); err != nil {
 		return err
 	}
 	if err := s.snaps.DeleteSnapshot(context.WithoutCancel(r.Context()), r.PathValue("id")); err != nil {

@@ -267,7 +267,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) error {
 		if h.cfg.Snapshots == nil {
 			return sandbox.Errorf(sandbox.ErrUnsupported, "not_implemented", "this server cannot start sandboxes from snapshots")
 		}
-		snap, err := h.cfg.Snapshots.GetSnapshot(t)
+		snap, err := h.cfg.Snapshots.GetSnapshot(r.Context(), t)
 		if err != nil || !p.CanAccessTeam(snap.TeamID) {
 			return sandbox.Errorf(sandbox.ErrNotFound, "template_not_found", "template %q not found", t)
 		}

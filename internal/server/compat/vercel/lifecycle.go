@@ -539,7 +539,7 @@ func (h *Handler) resume(ctx context.Context, rec Record) (Record, bool, error) 
 		if h.snaps == nil {
 			return h.failResume(ctx, rec, res, errNoSnapshots)
 		}
-		if _, err := h.snaps.GetSnapshot(from); err != nil {
+		if _, err := h.snaps.GetSnapshot(ctx, from); err != nil {
 			if errors.Is(err, sandbox.ErrNotFound) {
 				err = errNoSnapshotToResume
 			}

@@ -743,7 +743,7 @@ func (h *Handler) visibleSnapshot(r *http.Request, id string) (*image.Snapshot, 
 	if err != nil && !errors.Is(err, sandbox.ErrNotFound) {
 		return nil, SnapshotRecord{}, err
 	}
-	snap, err := h.snaps.GetSnapshot(id)
+	snap, err := h.snaps.GetSnapshot(r.Context(), id)
 	switch {
 	case errors.Is(err, sandbox.ErrNotFound):
 		return nil, SnapshotRecord{}, errSnapshotNotFound

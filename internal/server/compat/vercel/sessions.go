@@ -632,7 +632,7 @@ func (h *Handler) sessionSnapshot(ctx context.Context, rec Record, s *SessionRec
 	if err != nil {
 		return SnapshotRecord{}, nil, err
 	}
-	snap, err := h.snaps.GetSnapshot(sr.ID)
+	snap, err := h.snaps.GetSnapshot(ctx, sr.ID)
 	if err != nil {
 		return SnapshotRecord{}, nil, err
 	}

@@ -95,7 +95,7 @@ func TestTeamsAreIsolated(t *testing.T) {
 		t.Fatalf("no current snapshot: %s", data)
 	}
 	// Snapshots carry the team, as /api/v1's do.
-	if s, err := e.snaps.GetSnapshot(snap); err != nil || s.TeamID != "team_1" {
+	if s, err := e.snaps.GetSnapshot(t.Context(), snap); err != nil || s.TeamID != "team_1" {
 		t.Fatalf("snapshot %+v, %v: want team_1", s, err)
 	}
 	resp, data = e.do("POST", "/v1/sandboxes", map[string]any{"projectId": "prj_1"}, "")

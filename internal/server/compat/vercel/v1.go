@@ -153,7 +153,7 @@ func (h *Handler) snapshotsOf(ctx context.Context, scope Scope, sandboxName stri
 	kept := map[string]*image.Snapshot{}
 	var out []SnapshotRecord
 	err := h.store.eachSnapshot(ctx, scope, sandboxName, func(sr SnapshotRecord) error {
-		snap, err := h.snaps.GetSnapshot(sr.ID)
+		snap, err := h.snaps.GetSnapshot(ctx, sr.ID)
 		if errors.Is(err, sandbox.ErrNotFound) {
 			return nil // expired
 		}

@@ -1,0 +1,221 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// Snapshots are known to every replica as images are (directory.go): the
+// Directory has an entry for each, written by the replica that took it;
+// a replica that lacks one pulls its pushed image by digest, or names the
+// replica that has it.
+
+// shareSnapshots is ShareRefs of the snapshots: the first time, the
+// snapshots this store took before it had a directory are recorded in it.
+func (s *Store) shareSnapshots(ctx context.Context, dir Directory) error {
+	s.mu.Lock()
+	if s.idx.SnapshotsShared {
+		s.mu.Unlock()
+		return nil
+	}
+	var local []*Snapshot
+	for id, rec := range s.idx.Snapshots {
+		local = append(local, s.snapshotLocked(id, rec))
+	}
+	s.mu.Unlock()
+	for _, snap := range local {
+		_, err := dir.LookupSnapshot(ctx, snap.ID)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, sandbox.ErrNotFound) {
+			return fmt.Errorf("image store: share snapshots: %w", err)
+		}
+		if err := dir.RecordSnapshot(ctx, entryOf(snap)); err != nil {
+			return fmt.Errorf("image store: share snapshots: %w", err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.idx.SnapshotsShared = true
+	if err := s.saveLocked(); err != nil {
+		return fmt.Errorf("image store: share snapshots: %w", err)
+	}
+	if len(local) > 0 {
+		s.log.InfoContext(ctx, "image store: snapshots shared with the other replicas", "snapshots", len(local))
+	}
+	return nil
+}
+
+// entryOf is snap as the Directory keeps it: without this host's layer
+// directories.
+func entryOf(snap *Snapshot) Snapshot {
+	e := *snap
+	e.Layers = nil
+	e.Config.Env = slices.Clone(snap.Config.Env)
+	return e
+}
+
+// recordSnapshot writes a snapshot this store has just taken into the
+// directory.
+func (s *Store) recordSnapshot(ctx context.Context, snap *Snapshot) error {
+	if s.dirRefs == nil {
+		return nil
+	}
+	if err := s.dirRefs.RecordSnapshot(ctx, entryOf(snap)); err != nil {
+		return fmt.Errorf("record snapshot %s for the other replicas: %w", snap.ID, err)
+	}
+	return nil
+}
+
+// LookupSnapshot returns a snapshot as every replica knows it: this
+// store's own, or, when only the Directory has it (taken through another
+// replica), its entry there, with Replica set and no Layers (creating
+// from it here resolves it: ResolveSnapshot). One the Directory no longer
+// has was deleted through another replica: not found. Without a Directory
+// it is GetSnapshot.
+func (s *Store) LookupSnapshot(ctx context.Context, id string) (*Snapshot, error) {
+	if s.dirRefs == nil {
+		return s.GetSnapshot(id)
+	}
+	e, err := s.dirRefs.LookupSnapshot(ctx, id)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return nil, snapshotNotFound(id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: read the snapshot directory: %w", id, err)
+	}
+	if snap, err := s.GetSnapshot(id); err == nil {
+		return snap, nil
+	}
+	if ttl := s.ttl(); ttl > 0 {
+		e.ExpiresAt = e.LastUsed.Add(ttl)
+	}
+	return &e, nil
+}
+
+// ResolveSnapshot returns a snapshot with its layers in this store, as
+// the Directory says it is. One this store lacks (taken through another
+// replica) is pulled first from the registry it was pushed to, by digest,
+// with the pull's own checks and caps, and charged to its team's snapshot
+// quota here; one in no registry is an error of kind sandbox.ErrNotFound
+// ("snapshot_on_other_replica") naming the replica that has it. A local
+// snapshot the Directory no longer has was deleted through another
+// replica: it is dropped here (its layers stay while a sandbox uses them).
+// Without a Directory it is GetSnapshot.
+func (s *Store) ResolveSnapshot(ctx context.Context, id string) (*Snapshot, error) {
+	if s.dirRefs == nil {
+		return s.GetSnapshot(id)
+	}
+	e, err := s.dirRefs.LookupSnapshot(ctx, id)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		if local, err := s.removeLocalSnapshot(id); err != nil {
+			s.log.WarnContext(ctx, "image store: drop a snapshot deleted through another replica", "snapshot", id, "err", err)
+		} else if local {
+			s.log.InfoContext(ctx, "image store: snapshot deleted through another replica, dropped here", "snapshot", id)
+		}
+		return nil, snapshotNotFound(id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: read the snapshot directory: %w", id, err)
+	}
+	if snap, err := s.GetSnapshot(id); err == nil {
+		return snap, nil
+	}
+	return s.fetchSnapshot(ctx, e)
+}
+
+// fetchSnapshot pulls the pushed image of a directory entry by digest and
+// records it as a snapshot of this store: its layers, topmost (the
+// snapshot's own) first, and what the entry says of the rest. The pull is
+// bounded by PullTimeout and ends with the store.
+func (s *Store) fetchSnapshot(ctx context.Context, e Snapshot) (*Snapshot, error) {
+	if e.Ref == "" {
+		return nil, sandbox.Errorf(sandbox.ErrNotFound, "snapshot_on_other_replica",
+			"snapshot %s was taken through replica %s and is in no registry, so this replica cannot pull it: create from it through replica %s (or run the replicas with --snapshot-registry, which pushes snapshots where every replica reaches them)",
+			e.ID, e.Replica, e.Replica)
+	}
+	from, err := name.NewDigest(e.Ref)
+	if err != nil {
+		return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_image_ref", "snapshot %s: the directory's image %q: %v", e.ID, e.Ref, err)
+	}
+	// Checked before any download, and again once the layers are in.
+	s.mu.Lock()
+	_, err = s.snapshotRoomLocked(e.TeamID)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.PullTimeout)
+	defer cancel()
+	defer context.AfterFunc(s.life, cancel)()
+	log := s.log.With("snapshot", e.ID, "team", e.TeamID, "image", e.Ref, "replica", e.Replica)
+	log.InfoContext(ctx, "snapshot not in this replica's store: pulling its image by digest")
+	// The snapshot registry is the operator's: the server's own logins
+	// reach it, as they pushed to it.
+	img, err := s.remoteImage(ctx, from, PullOptions{Keychain: true})
+	if err != nil {
+		return nil, snapshotPullError(e, registryError(from.Name(), err))
+	}
+	diffIDs, unpin, err := s.installLayers(ctx, img, func(p LayerProgress) {
+		if p.Done {
+			log.InfoContext(ctx, "snapshot pull: layer", "layer", p.Index+1, "of", p.Count, "bytes", p.Bytes, "cached", p.Cached)
+		}
+	})
+	defer unpin()
+	if err != nil {
+		return nil, snapshotPullError(e, registryError(from.Name(), err))
+	}
+	if len(diffIDs) == 0 {
+		return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_layer", "snapshot %s: its image %s has no layers", e.ID, e.Ref)
+	}
+	layers := make([]string, len(diffIDs))
+	for i, id := range diffIDs {
+		layers[len(diffIDs)-1-i] = strings.TrimPrefix(id, "sha256:")
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rec, ok := s.idx.Snapshots[e.ID]; ok {
+		return s.snapshotLocked(e.ID, rec), nil // a concurrent create pulled it
+	}
+	room, err := s.snapshotRoomLocked(e.TeamID)
+	if err != nil {
+		return nil, err
+	}
+	if size := s.idx.Layers[layers[0]].Size; room >= 0 && size > room {
+		_, used := s.snapshotUsageLocked(e.TeamID)
+		return nil, errSnapshotBytes(used, teamCap(s.opts.TeamMaxSnapshotBytes, DefaultTeamMaxSnapshotBytes))
+	}
+	rec := &snapshotRecord{
+		Source: e.Source, TeamID: e.TeamID, Image: e.Image, Digest: e.Digest, OnHost: e.OnHost, Runtime: e.Runtime,
+		Config: ImageConfig{Env: slices.Clone(e.Config.Env), WorkingDir: e.Config.WorkingDir, User: e.Config.User},
+		Layers: layers, Ref: e.Ref, CreatedAt: e.CreatedAt, LastUsed: s.now().UTC(),
+	}
+	if s.idx.Snapshots == nil {
+		s.idx.Snapshots = map[string]*snapshotRecord{}
+	}
+	s.idx.Snapshots[e.ID] = rec
+	if err := s.saveLocked(); err != nil {
+		delete(s.idx.Snapshots, e.ID)
+		return nil, fmt.Errorf("snapshot %s: %w", e.ID, err)
+	}
+	log.InfoContext(ctx, "snapshot pulled", "layers", len(layers), "bytes", s.idx.Layers[layers[0]].Size)
+	return s.snapshotLocked(e.ID, rec), nil
+}
+
+// snapshotPullError says which replica took a snapshot whose pull failed.
+func snapshotPullError(e Snapshot, err error) error {
+	if errors.Is(err, sandbox.ErrNotFound) && sandbox.CodeOf(err) == "image_not_found" {
+		return fmt.Errorf("%w: %w", sandbox.Errorf(sandbox.ErrNotFound, "snapshot_gone_from_registry",
+			"snapshot %s was taken through replica %s, but its image %s is no longer in its registry", e.ID, e.Replica, e.Ref), err)
+	}
+	return fmt.Errorf("snapshot %s (taken through replica %s): %w", e.ID, e.Replica, err)
+}
