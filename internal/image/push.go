@@ -39,6 +39,10 @@ type SnapshotPush struct {
 	// mount from another of the registry's); from another registry they
 	// are copied.
 	Base string
+	// BestEffort: a push that fails keeps the snapshot, unpushed, instead
+	// of failing it; for a runtime that runs this host's layers, which
+	// pushes only so that other replicas can pull the snapshot.
+	BestEffort bool
 }
 
 // SnapshotLabel is the config label a pushed snapshot image carries its

@@ -70,7 +70,7 @@ type NewSnapshot struct {
 	Lowers []string
 	// Push, when set, pushes the snapshot to a registry as an image once
 	// its layer is filled and before it is recorded: a failed push fails
-	// AddSnapshot with nothing recorded.
+	// AddSnapshot with nothing recorded (unless Push.BestEffort).
 	Push *SnapshotPush
 }
 
@@ -156,7 +156,12 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 	crashpoint.Hit("image/snapshot/copied")
 	var ref string
 	if spec.Push != nil {
-		if ref, err = s.pushSnapshot(ctx, id, tmp, spec); err != nil {
+		ref, err = s.pushSnapshot(ctx, id, tmp, spec)
+		switch {
+		case err != nil && spec.Push.BestEffort && ctx.Err() == nil:
+			s.log.WarnContext(ctx, "image store: snapshot kept on this host only: its push failed", "snapshot", id, "repo", spec.Push.Repo, "err", err)
+			ref = ""
+		case err != nil:
 			return nil, fmt.Errorf("snapshot: %w", err)
 		}
 	}

@@ -327,6 +327,10 @@ func (m *Manager) create(ctx context.Context, req sandbox.CreateRequest, pool st
 		if rootfs != nil {
 			e.sb.ImageRef = rootfs.Ref
 		}
+	} else if rootfs != nil && m.cfg.SnapshotRegistry != "" {
+		// What a snapshot of it is pushed on for the other replicas
+		// (push.go); "" for an image or snapshot in no registry.
+		e.sb.ImageRef = rootfs.Ref
 	}
 	// Held until the sandbox leaves pending, so no other operation sees it
 	// half-created; Get and List only need e.mu and do not wait.

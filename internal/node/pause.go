@@ -34,7 +34,7 @@ func (m *Manager) Pause(ctx context.Context, id string) (sandbox.Sandbox, error)
 	if err != nil {
 		return sb, err
 	}
-	snap, err := m.snapshotLocked(ctx, store, snapper, sb)
+	snap, err := m.snapshotLocked(ctx, store, snapper, sb, false)
 	if err != nil {
 		return sb, fmt.Errorf("node: pause sandbox %s: %w", id, err)
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"archive/tar"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -166,4 +167,97 @@ func digestRef(t *testing.T, ref string) name.Digest {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestSnapshotSharedFromLocalDriver: on a driver that runs this host's
+// layers, a server with a snapshot registry pushes the snapshots of
+// sandboxes of registry images too, so that other replicas can pull them;
+// a snapshot of the host image, a pause's, or one whose push fails is kept
+// on this host only, and taken all the same.
+func TestSnapshotSharedFromLocalDriver(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("unpacking image layers keeps owners: needs root")
+	}
+	for _, tc := range []struct {
+		name   string
+		repo   func(reg string) string
+		pushed bool
+	}{
+		{"pushed", func(reg string) string { return reg + "/snaps" }, true},
+		{"push fails", func(string) string { return "127.0.0.1:1/snaps" }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			reg := imagetest.Registry(t)
+			ref := reg + "/team/app:v1"
+			imagetest.Push(t, ref, imagetest.Image(t, []string{"PATH=/bin"}, "/", imagetest.Layer(t, func(tw *tar.Writer) {
+				imagetest.File(t, tw, "base", []byte("base"), 0o644)
+			})))
+			store, err := image.OpenStore(filepath.Join(t.TempDir(), "images"), image.StoreOptions{Logger: discardLogger(),
+				Guard: netguard.Guard{AllowPrivate: true}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { store.Close() })
+			img, err := store.Pull(ctx, "", ref, image.PullOptions{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := newEnv(t, func(c *Config) {
+				c.Images = store
+				c.Driver = snapDriver{c.Driver.(*fake.Driver)}
+				c.SnapshotRegistry = tc.repo(reg)
+			})
+			sb, err := e.m.Create(ctx, sandbox.CreateRequest{Image: ref})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := ref + "@" + img.Digest; sb.ImageRef != want {
+				t.Errorf("ImageRef = %q, want %q", sb.ImageRef, want)
+			}
+			snap, err := e.m.Snapshot(ctx, sb.ID)
+			if err != nil {
+				t.Fatalf("snapshot: %v", err)
+			}
+			if got := strings.HasPrefix(snap.Ref, tc.repo(reg)+"@sha256:"); got != tc.pushed {
+				t.Fatalf("Ref = %q, pushed %v", snap.Ref, tc.pushed)
+			}
+			if tc.pushed {
+				pushed, err := remote.Image(digestRef(t, snap.Ref))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if layers, err := pushed.Layers(); err != nil || len(layers) != 2 {
+					t.Errorf("the pushed snapshot has %d layers (%v), want the image's and its own", len(layers), err)
+				}
+				// A sandbox made from it stacks on its image: so does its
+				// snapshot.
+				from, err := e.m.Create(ctx, sandbox.CreateRequest{Snapshot: snap.ID})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if from.ImageRef != snap.Ref {
+					t.Errorf("ImageRef of a sandbox of the snapshot = %q, want %q", from.ImageRef, snap.Ref)
+				}
+			}
+
+			// A pause's snapshot stays here: it resumes here.
+			paused, err := e.m.Pause(ctx, sb.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ps, err := store.GetSnapshot(paused.Pause.Snapshot); err != nil || ps.Ref != "" {
+				t.Errorf("pause snapshot: %+v, %v; want one kept here", ps, err)
+			}
+			// The host image is in no registry: kept here.
+			host := e.create(t)
+			if host.ImageRef != "" {
+				t.Errorf("a host-image sandbox's ImageRef = %q", host.ImageRef)
+			}
+			hs, err := e.m.Snapshot(ctx, host.ID)
+			if err != nil || hs.Ref != "" {
+				t.Errorf("snapshot of a host-image sandbox: %+v, %v; want one kept here", hs, err)
+			}
+		})
+	}
 }

@@ -81,7 +81,7 @@ func (m *Manager) CanSnapshot(ctx context.Context, id string) error {
 	if _, err = m.snapshotterOf(sb); err != nil {
 		return err
 	}
-	if _, err = m.snapshotPush(sb); err != nil {
+	if _, err = m.snapshotPush(sb, true); err != nil {
 		return err
 	}
 	if caps := m.driverOf(sb).Capabilities(); caps.SnapshotRunningOnly {
@@ -120,7 +120,7 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, err
 	if err != nil {
 		return nil, err
 	}
-	snap, err := m.snapshotLocked(ctx, store, snapper, sb)
+	snap, err := m.snapshotLocked(ctx, store, snapper, sb, true)
 	if err != nil {
 		return nil, err
 	}
@@ -129,10 +129,12 @@ func (m *Manager) Snapshot(ctx context.Context, id string) (*image.Snapshot, err
 	return snap, nil
 }
 
-// snapshotLocked copies sb's writable layer into a new snapshot. The
+// snapshotLocked copies sb's writable layer into a new snapshot. share:
+// push it for the other replicas even when this one's driver needs no
+// push (sharingPush); a pause's snapshot, resumed here, is not. The
 // caller holds the sandbox's op lock.
-func (m *Manager) snapshotLocked(ctx context.Context, store Snapshots, snapper runtime.Snapshotter, sb sandbox.Sandbox) (*image.Snapshot, error) {
-	push, err := m.snapshotPush(sb)
+func (m *Manager) snapshotLocked(ctx context.Context, store Snapshots, snapper runtime.Snapshotter, sb sandbox.Sandbox, share bool) (*image.Snapshot, error) {
+	push, err := m.snapshotPush(sb, share)
 	if err != nil {
 		return nil, err
 	}

@@ -121,7 +121,10 @@ type Sandbox struct {
 	// ImageRef is the registry image the sandbox runs, on a runtime whose
 	// nodes pull images (Kubernetes): its image pinned by digest, the host
 	// image's, or the pushed image of its snapshot. A snapshot of the
-	// sandbox is pushed on top of it. Empty on other runtimes.
+	// sandbox is pushed on top of it. On other runtimes it is set only
+	// when the server has a snapshot registry, which their snapshots are
+	// pushed to as well, for the other replicas; empty for a sandbox of
+	// an image or snapshot in no registry.
 	ImageRef string `json:"imageRef,omitempty"`
 	// ImageUser is the image config's User as the image gives it; User is
 	// what the sandbox's agent resolved it to.
