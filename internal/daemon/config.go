@@ -186,7 +186,9 @@ type Config struct {
 	// sandboxes that run registry images (RuntimeKubernetes) are pushed
 	// to as images, with this server's registry logins (the docker
 	// config), so that sandboxes made from them run as Pods; "" refuses
-	// such snapshots (runc and gVisor snapshots stay on the host).
+	// such snapshots. runc and gVisor snapshots of sandboxes of registry
+	// images are pushed there too, for the other replicas sharing the
+	// store to pull; without it they stay on their replica's host.
 	SnapshotRegistry string
 
 	// NoUserNS runs sandboxes without user namespaces: weaker, root in a

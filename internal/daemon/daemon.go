@@ -287,7 +287,8 @@ func (d *Daemon) startNetwork(_ context.Context, o *options) error {
 func (d *Daemon) startImages(ctx context.Context, _ *options) error {
 	images, err := image.OpenStore(filepath.Join(d.cfg.DataDir, "images"), image.StoreOptions{Logger: d.log,
 		TeamMaxImages: d.cfg.TeamMaxImages, TeamMaxSnapshots: d.cfg.TeamMaxSnapshots, TeamMaxSnapshotBytes: d.cfg.TeamMaxSnapshotBytes,
-		Guard: netguard.Guard{AllowPrivate: d.cfg.RegistryAllowPrivate, Allow: d.cfg.EgressAllowCIDRs, Deny: d.cfg.deny()}})
+		SnapshotRegistry: d.cfg.SnapshotRegistry,
+		Guard:            netguard.Guard{AllowPrivate: d.cfg.RegistryAllowPrivate, Allow: d.cfg.EgressAllowCIDRs, Deny: d.cfg.deny()}})
 	if err != nil {
 		return err
 	}

@@ -127,6 +127,27 @@ func TestSnapshotsKnownToEveryReplica(t *testing.T) {
 		}
 	}
 
+	// The snapshot registry is the operator's: a replica that has it as
+	// its own pulls from it on loopback, which its pull guard refuses
+	// any other registry.
+	for _, tc := range []struct {
+		repo, code string
+	}{{"", "registry_address_forbidden"}, {reg + "/snaps", ""}} {
+		guarded, err := image.OpenStore(filepath.Join(t.TempDir(), "images"), image.StoreOptions{
+			Logger: slog.New(slog.DiscardHandler), SnapshotRegistry: tc.repo})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { guarded.Close() })
+		if err := guarded.ShareRefs(ctx, imageDirectory{s: st, replica: "replica-c"}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = guarded.ResolveSnapshot(ctx, pushed.ID)
+		if sandbox.CodeOf(err) != tc.code {
+			t.Errorf("a guarded replica with snapshot registry %q resolving a pushed snapshot: %v, want code %q", tc.repo, err, tc.code)
+		}
+	}
+
 	// Deleted through b while a holds it: gone from the directory, from
 	// b's store and from the registry; a drops its copy when asked.
 	if err := mB.Delete(ctx, sb.ID); err != nil {

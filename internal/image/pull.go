@@ -103,7 +103,7 @@ func (s *Store) Pull(ctx context.Context, team, ref string, opts PullOptions, pr
 // pull fetches from and installs it as ref of scope. Pull and Resolve
 // (an image another replica pulled, by digest) share it.
 func (s *Store) pull(ctx context.Context, scope, ref string, from name.Reference, opts PullOptions, progress func(LayerProgress)) (*Image, error) {
-	img, err := s.remoteImage(ctx, from, opts)
+	img, err := s.remoteImage(ctx, from, opts, s.registry)
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", from.Name(), registryError(from.Name(), err))
 	}
@@ -115,17 +115,17 @@ func (s *Store) pull(ctx context.Context, scope, ref string, from name.Reference
 	return out, nil
 }
 
-// remoteImage opens from in its registry for opts' platform. Every
-// connection, the token realm's and redirects' included, goes through the
-// guarded transport: a registry cannot point paddock at the host's or the
-// LAN's services.
-func (s *Store) remoteImage(ctx context.Context, from name.Reference, opts PullOptions) (v1.Image, error) {
+// remoteImage opens from in its registry for opts' platform through
+// transport: for a pull, the guarded one, so that every connection, the
+// token realm's and redirects' included, is checked: a registry cannot
+// point paddock at the host's or the LAN's services.
+func (s *Store) remoteImage(ctx context.Context, from name.Reference, opts PullOptions, transport http.RoundTripper) (v1.Image, error) {
 	plat, err := opts.platform()
 	if err != nil {
 		return nil, err
 	}
 	return remote.Image(from, remote.WithContext(ctx), remote.WithPlatform(*plat), opts.remoteAuth(),
-		remote.WithTransport(s.registry))
+		remote.WithTransport(transport))
 }
 
 // registryError gives a registry's refusals a kind; errors that have one

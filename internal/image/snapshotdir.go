@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -159,8 +161,15 @@ func (s *Store) fetchSnapshot(ctx context.Context, e Snapshot) (*Snapshot, error
 	log := s.log.With("snapshot", e.ID, "team", e.TeamID, "image", e.Ref, "replica", e.Replica)
 	log.InfoContext(ctx, "snapshot not in this replica's store: pulling its image by digest")
 	// The snapshot registry is the operator's: the server's own logins
-	// reach it, as they pushed to it.
-	img, err := s.remoteImage(ctx, from, PullOptions{Keychain: true})
+	// reach it, as they pushed to it, and so does the push's transport
+	// (it may be on a private address the guard refuses: an in-cluster
+	// registry). A Ref elsewhere (the setting changed) is pulled as any.
+	var transport http.RoundTripper = s.registry
+	if repo, err := name.NewRepository(s.opts.SnapshotRegistry); err == nil && s.opts.SnapshotRegistry != "" &&
+		repo.RegistryStr() == from.Context().RegistryStr() {
+		transport = remote.DefaultTransport
+	}
+	img, err := s.remoteImage(ctx, from, PullOptions{Keychain: true}, transport)
 	if err != nil {
 		return nil, snapshotPullError(e, registryError(from.Name(), err))
 	}

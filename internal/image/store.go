@@ -54,6 +54,11 @@ type StoreOptions struct {
 	// Guard.Allow for a registry on the LAN); link-local and metadata
 	// addresses are always refused.
 	Guard netguard.Guard
+	// SnapshotRegistry is the repository snapshots are pushed to (paddock
+	// serve --snapshot-registry): the operator's, so a snapshot another
+	// replica pushed there is pulled from it whatever Guard says, as it
+	// was pushed (ResolveSnapshot). "": every snapshot pull is guarded.
+	SnapshotRegistry string
 	// Per-team caps (quota.go): image refs a team's scope holds,
 	// snapshots a team owns and the bytes of their own layers. 0: the
 	// Default of each; negative: no cap.

@@ -72,7 +72,9 @@ type Config struct {
 	// SnapshotRegistry is the repository (host[:port]/path) a snapshot of
 	// a sandbox of a runtime.RegistryImager (Kubernetes) is pushed to as
 	// an image, so that sandboxes made from it run there; "" refuses such
-	// snapshots. Other runtimes' snapshots stay on this host.
+	// snapshots. Other runtimes' snapshots of sandboxes of registry images
+	// are pushed there too when it is set (sharingPush), for the other
+	// replicas; else they stay on this host.
 	SnapshotRegistry string
 	// Volumes mounts named volumes into sandboxes; nil refuses create
 	// requests with volumes (ErrUnsupported "volumes_unsupported").
