@@ -546,3 +546,117 @@ func TestReplicaImagesShared(t *testing.T) {
 		t.Errorf("create through a from a ref removed through b: %v, want image_not_found", err)
 	}
 }
+
+// TestReplicaSnapshotsShared: two paddock serve (runc) on FerretDB with
+// their own image stores and one loopback snapshot registry. A snapshot a
+// team takes through a of a sandbox of a registry image is pushed, and a
+// sandbox created from it through b (pulled there by digest) has its
+// files; another team does not find it through b; a snapshot of a
+// host-image sandbox, kept on a's host, is snapshot_on_other_replica
+// through b naming a; one deleted through b is gone on a.
+func TestReplicaSnapshotsShared(t *testing.T) {
+	requireSandboxes(t)
+	bin := buildPaddock(t)
+	uri, db := mongotest.URI(t), mongotest.NewDB()
+	reg := imagetest.Registry(t)
+	start := func(node string) (*serveProc, string, string) {
+		dir, addr := newDataDir(t), freeAddr(t)
+		p := startServe(t, bin, dir, addr, "--no-network", "--registry-allow-private", "--mongodb-uri", uri,
+			"--mongodb-database", db, "--node-name", node, "--advertise-url", "http://"+addr,
+			"--snapshot-registry", reg+"/e2e/snaps")
+		waitReady(t, "http://"+addr, p)
+		return p, dir, "http://" + addr
+	}
+	pa, dirA, urlA := start("node-a")
+	_, _, urlB := start("node-b")
+	_, admin := pa.clientConfig(t, dirA)
+
+	ctx := ctxFor(t, 3*time.Minute)
+	adm := sdk.New(urlA, admin)
+	teamToken := func(name string) string {
+		team, err := adm.CreateTeam(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := adm.CreateToken(ctx, api.CreateTokenRequest{TeamID: team.ID, Name: name, Role: "member"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Secret
+	}
+	tok1, tok2 := teamToken("one"), teamToken("two")
+	a1, b1, b2 := sdk.New(urlA, tok1), sdk.New(urlB, tok1), sdk.New(urlB, tok2)
+
+	ref := reg + "/e2e/busybox:snap"
+	imagetest.Push(t, ref, busyboxImage(t))
+	if _, err := a1.PullImage(ctx, api.PullImageRequest{Ref: ref}, nil); err != nil {
+		t.Fatalf("pull through a: %v", err)
+	}
+	src, err := a1.Create(ctx, api.CreateSandboxRequest{Image: ref})
+	if err != nil {
+		t.Fatalf("create through a: %v", err)
+	}
+	t.Cleanup(func() { _ = src.Delete(context.Background()) })
+	if _, errOut, code := run(t, src, api.CommandRequest{Cmd: "sh", Args: []string{"-c", "echo snapped > /home.txt"}, Sudo: true}); code != 0 {
+		t.Fatalf("write in a's sandbox: exit %d, %s", code, errOut)
+	}
+	snap, err := src.Snapshot(ctx)
+	if err != nil {
+		t.Fatalf("snapshot through a: %v", err)
+	}
+	if !strings.HasPrefix(snap.RegistryImage, reg+"/e2e/snaps@sha256:") {
+		t.Fatalf("a runc snapshot with --snapshot-registry: registryImage %q, want pushed", snap.RegistryImage)
+	}
+
+	if got, err := b1.GetSnapshot(ctx, snap.ID); err != nil || got.SourceSandboxID != src.ID {
+		t.Errorf("GET through b: %+v, %v", got, err)
+	}
+	sb, err := b1.Create(ctx, api.CreateSandboxRequest{Snapshot: snap.ID})
+	if err != nil {
+		t.Fatalf("create through b from a snapshot taken through a: %v", err)
+	}
+	t.Cleanup(func() { _ = sb.Delete(context.Background()) })
+	if out, errOut, code := run(t, sb, api.CommandRequest{Cmd: "cat", Args: []string{"/home.txt"}}); code != 0 || out != "snapped\n" {
+		t.Errorf("in b's sandbox: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	// Another team: not found through b, as through a.
+	if _, err := b2.Create(ctx, api.CreateSandboxRequest{Snapshot: snap.ID}); !sdk.IsCode(err, "snapshot_not_found") {
+		t.Errorf("team two creating from team one's snapshot through b: %v, want snapshot_not_found", err)
+	}
+	if _, err := b2.GetSnapshot(ctx, snap.ID); !sdk.IsCode(err, "snapshot_not_found") {
+		t.Errorf("team two getting team one's snapshot through b: %v, want snapshot_not_found", err)
+	}
+	if err := b2.DeleteSnapshot(ctx, snap.ID); !sdk.IsCode(err, "snapshot_not_found") {
+		t.Errorf("team two deleting team one's snapshot through b: %v, want snapshot_not_found", err)
+	}
+
+	// The host image is in no registry: its snapshot stays on a.
+	host, err := a1.Create(ctx, api.CreateSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = host.Delete(context.Background()) })
+	local, err := host.Snapshot(ctx)
+	if err != nil {
+		t.Fatalf("snapshot of a host-image sandbox through a: %v", err)
+	}
+	if local.RegistryImage != "" {
+		t.Errorf("a host-image snapshot was pushed: %q", local.RegistryImage)
+	}
+	_, err = b1.Create(ctx, api.CreateSandboxRequest{Snapshot: local.ID})
+	if !sdk.IsCode(err, "snapshot_on_other_replica") || !strings.Contains(err.Error(), "node-a") {
+		t.Errorf("create through b from a snapshot kept on a: %v, want snapshot_on_other_replica naming node-a", err)
+	}
+
+	// Deleted through b: a no longer creates from it.
+	if err := sb.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b1.DeleteSnapshot(ctx, snap.ID); err != nil {
+		t.Fatalf("delete through b: %v", err)
+	}
+	if _, err := a1.Create(ctx, api.CreateSandboxRequest{Snapshot: snap.ID}); !sdk.IsCode(err, "snapshot_not_found") {
+		t.Errorf("create through a from a snapshot deleted through b: %v, want snapshot_not_found", err)
+	}
+}
