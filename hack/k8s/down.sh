@@ -20,6 +20,8 @@ work=$(cd "$work" && pwd)
 NODE_LINK=pdk8s0
 BRIDGE=pdk8sbr0
 API_PORT=6443
+TEST_NET=198.51.100.0/24
+NETPOL_TABLE=kube-network-policies
 OUTSIDE="/var/lib/kubelet/device-plugins /var/lib/kubelet /var/log/pods /var/log/containers /run/containerd/s /run/containerd/fifo /run/containerd /var/run/nri /etc/cdi /var/run/cdi /opt/containerd"
 
 T0=$(date +%s%N)
@@ -35,11 +37,11 @@ live() {
 running() { local p; p=$(pidof_ "$1") && live "$p" "$1"; }
 ctr() { "$(cat "$work/saved/bin" 2>/dev/null)/ctr" --address "$work/run/containerd/containerd.sock" --namespace k8s.io "$@"; }
 
-# stop NAME: SIGTERM, then SIGKILL after 10 s.
+# stop NAME [SIGNAL]: SIGNAL (default TERM), then SIGKILL after 10 s.
 stop() {
 	local p i
 	p=$(pidof_ "$1") || return 0
-	if live "$p" "$1" && kill "$p" 2>/dev/null; then
+	if live "$p" "$1" && kill -s "${2:-TERM}" "$p" 2>/dev/null; then
 		for i in $(seq 100); do live "$p" "$1" || break; sleep 0.1; done
 		live "$p" "$1" && kill -9 "$p" 2>/dev/null && sleep 0.2
 	fi
@@ -67,6 +69,9 @@ if running kube-apiserver && running kubelet && [ -f "$work/pki/tokens.csv" ]; t
 	step "pods deleted"
 fi
 stop kubelet
+# Killed outright: on SIGTERM it waits 5 s to remove its nftables table,
+# which step 6 removes anyway.
+stop kube-network-policies KILL
 # Whatever the kubelet left: kill the tasks, so that their shims exit.
 if running containerd; then
 	for t in $(ctr tasks ls -q 2>/dev/null); do ctr tasks kill -s SIGKILL "$t" >/dev/null 2>&1; done
@@ -104,10 +109,12 @@ ip link del "$BRIDGE" 2>/dev/null
 ip link del "$NODE_LINK" 2>/dev/null
 
 # 6. iptables chains that were not there before (the kubelet's KUBE-*, any
-#    CNI-*), with the rules that jump to them.
+#    CNI-*, up.sh's PDK8S-*), with the rules that jump to them; the
+#    NetworkPolicy agent's nftables table (up.sh refuses to start if it
+#    exists); the route to the test net.
 for ipt in iptables ip6tables; do
 	for t in filter nat mangle; do
-		for c in $("$ipt" -t "$t" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
+		for c in $("$ipt" -t "$t" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI|PDK8S)-/ {print $2}'); do
 			grep -qxF "$t $c" "$work/saved/$ipt.chains" 2>/dev/null && continue
 			"$ipt" -t "$t" -S | grep -E -- "-j $c( |\$)" | sed 's/^-A /-D /' | while read -r rule; do
 				# shellcheck disable=SC2086 # a rule is words
@@ -118,6 +125,8 @@ for ipt in iptables ip6tables; do
 		done
 	done
 done
+nft delete table inet "$NETPOL_TABLE" 2>/dev/null
+ip route del unreachable "$TEST_NET" 2>/dev/null
 
 # 7. sysctls as they were.
 while IFS= read -r line; do sysctl -q -w "${line// = /=}" >/dev/null 2>&1; done <"$work/saved/sysctl"
@@ -142,11 +151,13 @@ for c in /sys/fs/cgroup/*/kubepods; do [ -e "$c" ] && left+=("cgroup $c"); done
 for l in "$BRIDGE" "$NODE_LINK"; do ip link show "$l" >/dev/null 2>&1 && left+=("link $l"); done
 for ipt in iptables ip6tables; do
 	for t in filter nat mangle; do
-		for c in $("$ipt" -t "$t" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
+		for c in $("$ipt" -t "$t" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI|PDK8S)-/ {print $2}'); do
 			grep -qxF "$t $c" "$work/saved/$ipt.chains" 2>/dev/null || left+=("$ipt chain $t $c")
 		done
 	done
 done
+nft list table inet "$NETPOL_TABLE" >/dev/null 2>&1 && left+=("nftables table inet $NETPOL_TABLE")
+ip route show exact "$TEST_NET" | grep -q . && left+=("route $TEST_NET")
 while IFS= read -r line; do
 	k=${line%% = *} v=${line#* = }
 	[ "$(sysctl -n "$k")" = "$v" ] || left+=("sysctl $k = $(sysctl -n "$k"), was $v")

@@ -14,9 +14,12 @@
 # runc: $PADDOCK_K8S_RUNC, else what hack/k8s/build-runc.sh built or cached
 # (runc >= 1.2: Pods with `hostUsers: false`, the Kubernetes driver's
 # default, need it); PADDOCK_K8S_RUNC=/usr/sbin/runc is Debian's 1.1.5,
-# whose node gives Pods no user namespaces. etcd and the CNI plugins are
-# Debian's (see .ci/run). Needs root,
-# openssl, iproute2 and iptables. Not safe to run twice at once on one
+# whose node gives Pods no user namespaces. NetworkPolicy enforcement:
+# kube-network-policies from $PADDOCK_K8S_NETPOL, else what
+# hack/k8s/build-netpol.sh built or cached; PADDOCK_K8S_NETPOL=off runs
+# none (every Pod's egress is then open, as with the bare bridge plugin).
+# etcd and the CNI plugins are Debian's (see .ci/run). Needs root,
+# openssl, iproute2, iptables and nft. Not safe to run twice at once on one
 # machine: the ports, node IP and bridge below are fixed (tests hold
 # /tmp/paddock-root-tests.lock).
 set -euo pipefail
@@ -36,17 +39,31 @@ chmod 0711 "$work"
 
 # The cluster's fixed addresses. 10.244/16 and 10.245/16 are clear of the
 # sandboxes' pool (10.213.0.0/16); pods have no default route, so nothing
-# they send leaves the machine.
+# they send leaves the machine. Their one other route is TEST_NET
+# (TEST-NET-2, a documentation range no one owns), through the host, where
+# it is unreachable unless a test routes an address of it into a network
+# namespace of its own: the egress tests' targets, which the Kubernetes
+# driver's NetworkPolicies may allow (it never allows private ranges, so no
+# Pod or node address can be one).
 NODE=paddock-k8s
 NODE_IP=10.245.0.1
 NODE_LINK=pdk8s0 # a veth pair: the kernel here has no dummy links
 BRIDGE=pdk8sbr0
 POD_CIDR=10.244.0.0/24
+TEST_NET=198.51.100.0/24
 SERVICE_CIDR=10.96.0.0/16
 API_PORT=6443
 PAUSE_IMAGE=docker.io/paddock/pause:test
-# Set by the kubelet (kernel tunables) and the bridge plugin (forwarding).
-SYSCTLS="net.ipv4.ip_forward kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
+# kube-network-policies: the nfqueue it reads (the kernel's verdict queue
+# for new connections of Pods), its table, the chain up.sh queues with and
+# its metrics address (loopback: Pods reach the host's other addresses).
+NETPOL_QUEUE=100
+NETPOL_TABLE=kube-network-policies
+NETPOL_CHAIN=PDK8S-NETPOL
+NETPOL_METRICS=127.0.0.1:10270
+# Set by the kubelet (kernel tunables), the bridge plugin (forwarding) and
+# up.sh (bridged traffic through netfilter, for NetworkPolicy).
+SYSCTLS="net.bridge.bridge-nf-call-iptables net.ipv4.ip_forward kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
 # Paths the kubelet and containerd write outside WORK whatever their config
 # says; down.sh removes those that were not there before.
 OUTSIDE="/var/lib/kubelet /var/lib/kubelet/device-plugins /var/log/pods /var/log/containers /run/containerd /run/containerd/s /run/containerd/fifo /var/run/nri /etc/cdi /var/run/cdi /opt/containerd"
@@ -56,7 +73,7 @@ step() { echo "k8s up: [$((($(date +%s%N) - T0) / 1000000)) ms] $*" >&2; }
 fail() { echo "k8s up: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || fail "needs root"
-for c in etcd openssl ip iptables curl; do command -v "$c" >/dev/null || fail "missing $c (see .ci/run for the packages)"; done
+for c in etcd openssl ip iptables nft curl; do command -v "$c" >/dev/null || fail "missing $c (see .ci/run for the packages)"; done
 [ -x /usr/lib/cni/bridge ] || fail "missing /usr/lib/cni (apt-get install containernetworking-plugins)"
 [ -e "$work/saved" ] && fail "$work already holds a cluster (run down.sh $work first)"
 
@@ -66,7 +83,7 @@ for s in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/unified/kubepods /sys/fs/cgrou
 	[ -e "$s" ] && fail "$s exists: another kubelet runs here, or a cluster was not torn down"
 done
 for l in "$NODE_LINK" "$BRIDGE"; do ip link show "$l" >/dev/null 2>&1 && fail "link $l exists: a cluster was not torn down"; done
-for p in 2379 2380 $API_PORT 10248 10250 10257 10259; do
+for p in 2379 2380 $API_PORT 10248 10250 10257 10259 "${NETPOL_METRICS##*:}"; do
 	(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && fail "port $p on 127.0.0.1 is taken"
 done
 
@@ -79,6 +96,17 @@ if [ -z "${PADDOCK_K8S_RUNC:-}" ]; then
 fi
 runc=$PADDOCK_K8S_RUNC
 [ -x "$runc" ] || fail "missing $runc"
+if [ -z "${PADDOCK_K8S_NETPOL:-}" ]; then
+	PADDOCK_K8S_NETPOL=$("$here/build-netpol.sh" | tail -n 1)
+fi
+netpol=$PADDOCK_K8S_NETPOL
+if [ "$netpol" != off ]; then
+	[ -x "$netpol" ] || fail "missing $netpol"
+	nft list table inet "$NETPOL_TABLE" >/dev/null 2>&1 && fail "nftables table inet $NETPOL_TABLE exists: a cluster was not torn down"
+	awk -v q="$NETPOL_QUEUE" '$1 == q {f = 1} END {exit !f}' /proc/net/netfilter/nfnetlink_queue 2>/dev/null &&
+		fail "nfqueue $NETPOL_QUEUE is taken: another NetworkPolicy agent runs here"
+fi
+ip route show exact "$TEST_NET" | grep -q . && fail "a route to $TEST_NET exists: a cluster was not torn down"
 for b in kube-apiserver kube-controller-manager kube-scheduler kubelet containerd containerd-shim-runc-v2 ctr; do
 	[ -x "$bin/$b" ] || fail "$bin/$b missing"
 done
@@ -129,12 +157,13 @@ ossl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 chmod 600 "$pki"/*.key
 
 tok() { openssl rand -hex 24; }
-admin_tok=$(tok) node_tok=$(tok) kcm_tok=$(tok) sched_tok=$(tok)
+admin_tok=$(tok) node_tok=$(tok) kcm_tok=$(tok) sched_tok=$(tok) netpol_tok=$(tok)
 {
 	echo "$admin_tok,paddock-test-admin,uid-admin,\"system:masters\""
 	echo "$node_tok,system:node:$NODE,uid-node,\"system:nodes\""
 	echo "$kcm_tok,system:kube-controller-manager,uid-kcm"
 	echo "$sched_tok,system:kube-scheduler,uid-scheduler"
+	echo "$netpol_tok,paddock-test-netpol,uid-netpol"
 } >"$pki/tokens.csv"
 chmod 600 "$pki/tokens.csv"
 
@@ -254,7 +283,8 @@ cat >"$work/cni/net.d/10-paddock.conflist" <<EOF
       "ipam": {
         "type": "host-local",
         "dataDir": "$work/cni/ipam",
-        "ranges": [[{"subnet": "$POD_CIDR"}]]
+        "ranges": [[{"subnet": "$POD_CIDR"}]],
+        "routes": [{"dst": "$TEST_NET"}]
       }
     }
   ]
@@ -308,6 +338,9 @@ ip addr add "$NODE_IP/32" dev "$NODE_LINK"
 ip link set "${NODE_LINK}p" up
 ip link set "$NODE_LINK" up
 step "node IP $NODE_IP on $NODE_LINK"
+# Pods route TEST_NET to the host (the CNI config above); it goes no
+# further: forwarded elsewhere, it would leave the machine.
+ip route add unreachable "$TEST_NET"
 
 # daemon NAME CMD...: start in the background, record its own pid.
 daemon() {
@@ -388,6 +421,55 @@ daemon kubelet "$bin/kubelet" --config="$work/etc/kubelet.yaml" --kubeconfig="$w
 	--cert-dir="$work/state/kubelet-certs"
 
 api() { curl -sf --max-time 2 --cacert "$pki/ca.crt" -H "Authorization: Bearer $admin_tok" "https://127.0.0.1:$API_PORT$1"; }
+
+# --- NetworkPolicy: kube-network-policies -----------------------------------
+# The agent decides each new connection of a Pod in user space: the kernel
+# hands it the first packet through nfqueue NETPOL_QUEUE, it answers accept
+# or drop by the NetworkPolicies of the source and destination Pods (it
+# watches them, Pods and namespaces). Its own nftables rules, which would
+# send those packets to the queue, need nftables' queue expression, and
+# this kernel has none (CONFIG_NFT_QUEUE off: the agent logs "syncing
+# nftables rules ... no such file or directory" and retries): the same
+# rules are here in iptables, whose NFQUEUE target (xt_NFQUEUE) it has. They
+# queue every Pod's connections, not only those of Pods a policy selects,
+# after the agent's own exceptions: packets of known connections, and
+# what the host's root sends (the kubelet's probes, paddock's dials). No
+# --queue-bypass: while the agent is down, new Pod connections are dropped,
+# as the agent's own rules do. Bridged Pod-to-Pod packets reach these hooks
+# through br_netfilter (bridge-nf-call-iptables). Traffic of a Pod to the
+# host's own addresses is delivered, not forwarded: NetworkPolicy does not
+# cover it here, as in many network plugins.
+if [ "$netpol" != off ]; then
+	sysctl -q -w net.bridge.bridge-nf-call-iptables=1
+	iptables -t mangle -N "$NETPOL_CHAIN"
+	iptables -t mangle -A "$NETPOL_CHAIN" -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN
+	iptables -t mangle -A "$NETPOL_CHAIN" -m owner --uid-owner 0 -j RETURN
+	iptables -t mangle -A "$NETPOL_CHAIN" -s "$POD_CIDR" -j NFQUEUE --queue-num "$NETPOL_QUEUE"
+	iptables -t mangle -A "$NETPOL_CHAIN" -d "$POD_CIDR" -j NFQUEUE --queue-num "$NETPOL_QUEUE"
+	iptables -t mangle -A POSTROUTING -j "$NETPOL_CHAIN"
+	# Read-only access to what it watches (view), as its own token user.
+	curl -sf --max-time 10 -o /dev/null --cacert "$pki/ca.crt" -H "Authorization: Bearer $admin_tok" \
+		-H "Content-Type: application/json" -X POST "https://127.0.0.1:$API_PORT/apis/rbac.authorization.k8s.io/v1/clusterrolebindings" \
+		-d '{"metadata":{"name":"paddock-test-netpol"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"view"},"subjects":[{"apiGroup":"rbac.authorization.k8s.io","kind":"User","name":"paddock-test-netpol"}]}' ||
+		fail "cannot bind the view ClusterRole for kube-network-policies"
+	# It takes only the in-cluster configuration: a token and CA at the
+	# ServiceAccount paths under /run, which it sees, in a mount namespace
+	# of its own, on a tmpfs there (nothing on the host's /run changes), and
+	# the API server from KUBERNETES_SERVICE_*.
+	mkdir -p -m 700 "$work/etc/netpol-sa"
+	printf '%s' "$netpol_tok" >"$work/etc/netpol-sa/token"
+	cp "$pki/ca.crt" "$work/etc/netpol-sa/ca.crt"
+	KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=$API_PORT daemon kube-network-policies \
+		unshare --mount --propagation private -- sh -ec '
+			sa=/run/secrets/kubernetes.io/serviceaccount
+			mount -t tmpfs -o size=1m,mode=0755 tmpfs /run
+			mkdir -p "$sa"
+			mount --bind "$1" "$sa"
+			shift
+			exec "$@"' sh "$work/etc/netpol-sa" \
+		"$netpol" --hostname-override="$NODE" --nfqueue-id="$NETPOL_QUEUE" --disable-nri \
+		--netfilter-bug-1766-fix=false --metrics-bind-address="$NETPOL_METRICS"
+fi
 node_ready() {
 	api "/api/v1/nodes/$NODE" | tr -d ' \n' | grep -q '"type":"Ready","status":"True"'
 }
@@ -397,6 +479,12 @@ step "node $NODE Ready"
 wait_for kube-controller-manager 60 api /api/v1/namespaces/default/serviceaccounts/default
 for n in kube-controller-manager kube-scheduler kubelet; do alive "$n"; done
 step "default ServiceAccount"
+if [ "$netpol" != off ]; then
+	# Ready when it reads the queue: it opens it once its caches synced.
+	queue_bound() { awk -v q="$NETPOL_QUEUE" '$1 == q {f = 1} END {exit !f}' /proc/net/netfilter/nfnetlink_queue; }
+	wait_for kube-network-policies 60 queue_bound
+	step "kube-network-policies on nfqueue $NETPOL_QUEUE"
+fi
 
 cat >"$work/cluster.env" <<EOF
 KUBECONFIG=$work/admin.kubeconfig
@@ -409,7 +497,9 @@ PADDOCK_K8S_CONTAINERD=$work/run/containerd/containerd.sock
 PADDOCK_K8S_REGISTRY_CONFIG=$work/etc/registry
 PADDOCK_K8S_PAUSE_IMAGE=$PAUSE_IMAGE
 PADDOCK_K8S_RUNC=$runc
+PADDOCK_K8S_TEST_NET=$TEST_NET
 EOF
+[ "$netpol" = off ] || echo "PADDOCK_K8S_NETWORK_POLICY=kube-network-policies" >>"$work/cluster.env"
 up=1
 step "up; $work/cluster.env"
 echo "$work"

@@ -68,6 +68,15 @@ type Cluster struct {
 	// Node is the only node's name; NodeIP its address (local to this
 	// machine). Pods get addresses in PodCIDR, reachable from the host.
 	Node, NodeIP, PodCIDR string
+	// NetworkPolicy names the agent that enforces NetworkPolicies on the
+	// Pods (up.sh runs kube-network-policies); empty when none does, or
+	// when unknown (a bare kubeconfig): Pods' egress is then open.
+	NetworkPolicy string
+	// TestNet is a range (TEST-NET-2) Pods route to the host and no
+	// further: a test that routes addresses of it into a network namespace
+	// of its own has egress targets a NetworkPolicy may allow, which no
+	// private address is for paddock's drivers. Empty when unknown.
+	TestNet string
 
 	env  map[string]string // cluster.env; empty for a bare kubeconfig
 	work string            // the dir up.sh ran in, when this process started it
@@ -169,7 +178,8 @@ func connect(kubeconfig string, env map[string]string, work string) (*Cluster, e
 		return nil, err
 	}
 	c := &Cluster{Config: cfg, Client: cs, Kubeconfig: kubeconfig, env: env, work: work,
-		Node: env["PADDOCK_K8S_NODE"], NodeIP: env["PADDOCK_K8S_NODE_IP"], PodCIDR: env["PADDOCK_K8S_POD_CIDR"]}
+		Node: env["PADDOCK_K8S_NODE"], NodeIP: env["PADDOCK_K8S_NODE_IP"], PodCIDR: env["PADDOCK_K8S_POD_CIDR"],
+		NetworkPolicy: env["PADDOCK_K8S_NETWORK_POLICY"], TestNet: env["PADDOCK_K8S_TEST_NET"]}
 	if c.Node == "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
