@@ -14,6 +14,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/paddock-dev/paddock/internal/deathsig"
 )
 
 func requireRoot(t *testing.T) {
@@ -35,11 +37,12 @@ func podNamespaces(t *testing.T) int {
 	cmd := exec.Command("sleep", "120")
 	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: testBase, Size: 65536}}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
-		UidMappings: m, GidMappings: m, Setsid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+		UidMappings: m, GidMappings: m, Setsid: true}
+	child, err := deathsig.Start(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { cmd.Process.Kill(); child.Wait() })
 	return cmd.Process.Pid
 }
 
