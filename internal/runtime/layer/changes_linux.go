@@ -166,12 +166,9 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	}
 	// Every component is a directory this extraction made: no symlink on
 	// the way, which RESOLVE_NO_SYMLINKS holds to anyway.
-	pfd, err := unix.Openat2(x.root, parent, &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	pfd, err := x.openDir(parent)
 	if err != nil {
-		return fmt.Errorf("open /%s: %w", parent, err)
+		return err
 	}
 	defer unix.Close(pfd)
 	perm := uint32(hdr.Mode & 0o7777)
@@ -353,17 +350,28 @@ func (x *extractor) names(tr *tar.Reader, dir string, add func(string), done fun
 	return done()
 }
 
+// openDir opens dir, relative to the extraction's root, as a directory
+// beneath it reached through no symlink: every directory on the way is
+// one this extraction made.
+func (x *extractor) openDir(dir string) (int, error) {
+	fd, err := unix.Openat2(x.root, dir, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return -1, fmt.Errorf("open /%s: %w", dir, err)
+	}
+	return fd, nil
+}
+
 // whiteouts makes a whiteout in dir for each name of gone.
 func (x *extractor) whiteouts(dir string, gone map[string]bool) error {
 	if len(gone) == 0 {
 		return nil
 	}
-	dfd, err := unix.Openat2(x.root, dir, &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	dfd, err := x.openDir(dir)
 	if err != nil {
-		return fmt.Errorf("open /%s: %w", dir, err)
+		return err
 	}
 	defer unix.Close(dfd)
 	for n := range gone {
