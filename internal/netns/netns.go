@@ -379,3 +379,58 @@ func ValidSysctl(key string) bool {
 	}
 	return true
 }
+
+// GuardTable is the table GuardNode programs in a Pod's network namespace.
+const GuardTable = "paddock-node"
+
+// NodeGuard says what GuardNode refuses a Kubernetes Pod (cmd/paddock-runc
+// installs it in each Pod's network namespace). NetworkPolicy decides the
+// traffic a network plugin forwards, but a Pod's connections to its own
+// node's addresses are delivered, not forwarded, and most plugins let them
+// through: the guard drops them inside the Pod's namespace instead. Its
+// output chain, of table inet paddock-node (policy accept: everything else
+// is NetworkPolicy's), accepts in order loopback, established and related
+// packets (answers to the kubelet's probes and to paddock's connections
+// into the Pod), ICMPv6 neighbour discovery and MLD, and Allow; then it
+// drops every destination the node delivers to itself (the addresses of
+// all its interfaces, v4 and v6, its local routes and broadcast addresses,
+// read when GuardNode runs) but NotNode, and, whatever NotNode says,
+// hardBlocked: link-local (169.254/16 and fe80::/10: the clouds' metadata),
+// the other metadata addresses and reserved ranges of netguard.Reserved,
+// loopback off lo and IPv4-mapped IPv6. The cluster's Pod and Service
+// ranges are not refused (NetworkPolicy decides about them) unless the
+// node has an address in them (a bridge's gateway, kube-proxy IPVS's
+// kube-ipvs0: list the Service range in NotNode then).
+//
+// The guard holds against processes without CAP_NET_ADMIN over the Pod's
+// network namespace, that is in the user namespace that owns it: a Pod's
+// containers in a user namespace of their own (hostUsers: false) have
+// none, whatever they hold in theirs.
+type NodeGuard struct {
+	// NodeNS is the node's network namespace; "" is the caller's.
+	NodeNS string
+	// Allow are accepted (TCP and UDP) although they are the node's or
+	// link-local: a node-local DNS cache (169.254.20.10:53, and the
+	// cluster DNS's Service address where the cache listens on it too).
+	Allow []netip.AddrPort
+	// NotNode are ranges whose addresses on the node are not taken for
+	// the node's (the Service range under kube-proxy's IPVS mode, which
+	// puts every Service address on the node). They never open
+	// hardBlocked.
+	NotNode []netip.Prefix
+}
+
+// Validate reports an invalid address, port or prefix.
+func (g NodeGuard) Validate() error {
+	for _, a := range g.Allow {
+		if !a.IsValid() || a.Port() == 0 || a.Addr().Zone() != "" {
+			return fmt.Errorf("netns: node guard: invalid allowed address %v", a)
+		}
+	}
+	for _, p := range g.NotNode {
+		if !p.IsValid() || p.Addr().Zone() != "" {
+			return fmt.Errorf("netns: node guard: invalid prefix %v", p)
+		}
+	}
+	return nil
+}

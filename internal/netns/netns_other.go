@@ -41,3 +41,6 @@ func (m *Manager) Stats(string) (rxBytes, txBytes uint64, err error) { return 0,
 
 // ForUserNS returns an "unsupported on this OS" error.
 func ForUserNS(nsPath, sysfs string, sysctls map[string]string) error { return errUnsupported() }
+
+// GuardNode returns an "unsupported on this OS" error.
+func GuardNode(podNS string, g NodeGuard) error { return errUnsupported() }

@@ -144,17 +144,7 @@ func (r *rules) chainRules(in ruleInput) [][]expr.Any {
 	}
 	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 		// ip daddr <resolver> {udp,tcp} dport 53 accept
-		out = append(out, []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: in.hostAddr.AsSlice()},
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(53)},
-			accept,
-		})
+		out = append(out, daddrPort(netip.AddrPortFrom(in.hostAddr, 53), proto, accept))
 	}
 	out = append(out, daddrIn(r.deny4, drop), daddrIn(r.deny6, drop))
 	switch in.policy.Mode {
