@@ -22,6 +22,9 @@ import (
 var (
 	runcPath = ""
 	stateDir = "/run/paddock-runc"
+	// The node guard's exceptions (nodeGuard's lists): none by default.
+	guardAllow   = ""
+	guardNotNode = ""
 )
 
 // Names in a container's dir under stateDir.
@@ -101,6 +104,9 @@ func prepare(c call, dir string) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := guardNode(cfg); err != nil {
+		return fmt.Errorf("node guard: %w", err)
+	}
 	user, ok := cfg.namespace(specs.UserNamespace)
 	if !ok {
 		return nil
@@ -168,6 +174,36 @@ func prepare(c call, dir string) (err error) {
 		return err
 	}
 	return atomicfile.WriteFile(path, data, fi.Mode().Perm())
+}
+
+// guardNode installs the node guard (netns.GuardNode) in the container's
+// network namespace when it joins one by path (a Pod's: every container of
+// a Pod, each time, so the last one created sees the node's addresses of
+// that moment; the table is replaced whole). Without a path the container
+// has a new namespace with lo alone, or none of its own (the node's: a
+// Pod on the host network has no network namespace in config.json), and
+// there is nothing to guard. A path that is the node's own namespace is an
+// error: such a container is refused rather than run unguarded.
+//
+// The guard holds because nothing in the Pod may change the namespace's
+// rules: that needs CAP_NET_ADMIN in the user namespace that owns the
+// network namespace. In a Pod the wrapper gives a user namespace (below),
+// the containers run in that one, and the network namespace belongs to
+// another (the runtime's, or the node's), so whatever capabilities they
+// hold in theirs do not reach it: even their root's `nft flush ruleset`
+// fails. Otherwise (hostUsers: true, a mapping the wrapper leaves alone)
+// only the Pod's capabilities guard it: a container granted CAP_NET_ADMIN
+// could remove the table; paddock's Pods are granted none.
+func guardNode(cfg *config) error {
+	net, ok := cfg.namespace(specs.NetworkNamespace)
+	if !ok || net.Path == "" {
+		return nil
+	}
+	g, err := nodeGuard(guardAllow, guardNotNode)
+	if err != nil {
+		return err
+	}
+	return netns.GuardNode(net.Path, g)
 }
 
 // pinUserNS makes a user namespace for the range from base, owned by

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/paddock-dev/paddock/internal/deathsig"
+	"github.com/paddock-dev/paddock/internal/netns"
 )
 
 func requireRoot(t *testing.T) {
@@ -224,5 +225,78 @@ func TestPrepareLeavesOthers(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(stateDir, "x")); err == nil {
 			t.Errorf("%s: a state dir was made", name)
 		}
+	}
+}
+
+// TestPrepareGuardsNode: create of a Pod's container installs the node
+// guard in the Pod's network namespace (again on the next container,
+// still one table), and the containers' root cannot remove it: a process
+// in the network namespace and in the wrapper's user namespace, with every
+// capability there, fails to flush nft's ruleset or iptables' chains,
+// while one in the user namespace that owns the network namespace (the
+// runtime's) may read it. A container without a network namespace path
+// gets no guard, and the node's own namespace is refused.
+func TestPrepareGuardsNode(t *testing.T) {
+	requireRoot(t)
+	old := stateDir
+	stateDir = filepath.Join(t.TempDir(), "state")
+	t.Cleanup(func() { stateDir = old })
+	pid := podNamespaces(t)
+	proc := "/proc/" + strconv.Itoa(pid) + "/ns/"
+	cfg := strings.NewReplacer("/var/run/netns/cni-1", proc+"net", "/run/containerd/pinned/user", proc+"user",
+		`"hostID": 65536`, `"hostID": `+strconv.Itoa(testBase)).Replace(sandboxConfig)
+	sandbox := filepath.Join(stateDir, "sandbox")
+	if err := prepare(call{command: "create", bundle: writeBundle(t, cfg), id: "sandbox"}, sandbox); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cleanup(sandbox) })
+	pin := filepath.Join(sandbox, userPin)
+	table := []string{"list", "table", "inet", netns.GuardTable}
+	// As the runtime (the namespace's owner) would.
+	owner := func(args ...string) (string, error) {
+		out, err := exec.Command("nsenter", append([]string{"-t", strconv.Itoa(pid), "--user", "--net", "--"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	listed, err := owner(append([]string{"nft"}, table...)...)
+	if err != nil || !strings.Contains(listed, "169.254.0.0/16") {
+		t.Fatalf("the guard in the Pod's namespace: %v\n%s", err, listed)
+	}
+	app := filepath.Join(stateDir, "app")
+	appCfg := strings.NewReplacer(`"io.kubernetes.cri.container-type": "sandbox"`, `"io.kubernetes.cri.container-type": "container"`,
+		proc+"user", pin).Replace(cfg)
+	if err := prepare(call{command: "create", bundle: writeBundle(t, appCfg), id: "app"}, app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cleanup(app) })
+	if again, err := owner(append([]string{"nft"}, table...)...); err != nil || again != listed {
+		t.Errorf("the guard after the app container's create: %v\n%s\nwant as before:\n%s", err, again, listed)
+	}
+
+	// As the container's root: joined the network namespace (runc does,
+	// while still privileged), then entered the wrapper's user namespace
+	// (nsenter enters the user namespace last when it leaves privilege).
+	for _, args := range [][]string{
+		{"nft", "flush", "ruleset"},
+		{"nft", "delete", "table", "inet", netns.GuardTable},
+		{"iptables", "-I", "OUTPUT", "-j", "ACCEPT"},
+		{"iptables", "-F"},
+	} {
+		out, err := exec.Command("nsenter", append([]string{"--net=" + proc + "net", "--user=" + pin, "--"}, args...)...).CombinedOutput()
+		if err == nil {
+			t.Errorf("the container's root ran %q: %s", args, out)
+		}
+		t.Logf("%q as the container's root: %v: %s", args, err, bytes.TrimSpace(out))
+	}
+	if after, err := owner(append([]string{"nft"}, table...)...); err != nil || after != listed {
+		t.Errorf("the guard after the container's tries: %v\n%s", err, after)
+	}
+
+	// The node's own namespace, and none at all.
+	host := `{"linux": {"namespaces": [{"type": "network", "path": "/proc/self/ns/net"}]}}`
+	if err := prepare(call{command: "create", bundle: writeBundle(t, host), id: "host"}, filepath.Join(stateDir, "host")); err == nil {
+		t.Error("a container in the node's network namespace was let through")
+	}
+	if out, err := exec.Command("nft", table...).CombinedOutput(); err == nil {
+		t.Errorf("the node's namespace has the guard:\n%s", out)
 	}
 }
