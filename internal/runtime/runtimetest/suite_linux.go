@@ -10,12 +10,15 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/leakcheck"
@@ -199,44 +202,89 @@ func testReadOnlyBase(t *testing.T, nd func(*testing.T) runtime.Driver) {
 	}
 }
 
+// testNetwork: a sandbox reaches nothing of its host, as root or not. A
+// sandbox without a network of its own has loopback alone; one with its
+// own (the driver is a runtime.Addresser: a Pod, with the cluster's
+// network), created with the default egress (deny-all), reaches neither a
+// listener on the host's loopback nor one on the host's address toward
+// it (a Pod's gateway: the node), which NetworkPolicy alone leaves open.
+// Both keep their own loopback.
 func testNetwork(t *testing.T, nd func(*testing.T) runtime.Driver) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	accepted := make(chan string, 16)
+	targets := []netip.AddrPort{hostListener(t, netip.MustParseAddr("127.0.0.1"), accepted)}
+	b := newBox(t, nd, "net", defaultRes)
+	if a, ok := b.d.(runtime.Addresser); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		addr, err := a.Address(ctx, b.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes, err := netlink.RouteGet(addr.AsSlice())
+		if err != nil || len(routes) == 0 {
+			t.Fatalf("the host's route to the sandbox's %s: %v", addr, err)
+		}
+		node, ok := netip.AddrFromSlice(routes[0].Src)
+		if !ok {
+			t.Fatalf("the host's route to the sandbox's %s has no source address: %+v", addr, routes[0])
+		}
+		targets = append(targets, hostListener(t, node.Unmap(), accepted))
+	} else {
+		r := b.sh("ls /sys/class/net; tail -n +3 /proc/net/dev | cut -d: -f1", false).mustOK(t)
+		for _, dev := range lines(r.Stdout) {
+			if dev != "lo" {
+				t.Errorf("sandbox has network device %q", dev)
+			}
+		}
+	}
+	for _, to := range targets {
+		for _, sudo := range []bool{false, true} {
+			r := b.sh(fmt.Sprintf("timeout 3 bash -c 'echo > /dev/tcp/%s/%d' && echo connected", to.Addr(), to.Port()), sudo)
+			if strings.Contains(r.Stdout, "connected") {
+				t.Errorf("sudo=%v: sandbox reached the host's listener on %s", sudo, to)
+			}
+		}
+	}
+	select {
+	case to := <-accepted:
+		t.Errorf("the host's listener on %s accepted a connection from the sandbox", to)
+	default:
+	}
+	// Its own loopback works, with the same probe.
+	r := b.sh("python3 -c 'import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(30)' > /tmp/port & p=$!; "+
+		"for i in $(seq 50); do test -s /tmp/port && break; sleep 0.1; done; "+
+		"timeout 3 bash -c \"echo > /dev/tcp/127.0.0.1/$(cat /tmp/port)\" && echo connected; kill $p", false)
+	if !strings.Contains(r.Stdout, "connected") {
+		t.Errorf("the sandbox does not reach its own loopback: %q %q", r.Stdout, r.Stderr)
+	}
+}
+
+// hostListener listens on a port of addr on the host until the test ends;
+// each connection it accepts is reported on accepted (never blocking).
+func hostListener(t *testing.T, addr netip.Addr, accepted chan<- string) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	accepted := make(chan struct{}, 1)
+	to := ln.Addr().(*net.TCPAddr).AddrPort()
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
 	go func() {
+		defer close(done)
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
 			c.Close()
-			accepted <- struct{}{}
+			select {
+			case accepted <- to.String():
+			default:
+			}
 		}
 	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	b := newBox(t, nd, "net", defaultRes)
-	r := b.sh("ls /sys/class/net; tail -n +3 /proc/net/dev | cut -d: -f1", false).mustOK(t)
-	for _, dev := range lines(r.Stdout) {
-		if dev != "lo" {
-			t.Errorf("sandbox has network device %q", dev)
-		}
-	}
-	for _, sudo := range []bool{false, true} {
-		r = b.sh(fmt.Sprintf("timeout 5 bash -c 'echo > /dev/tcp/127.0.0.1/%d' && echo connected", port), sudo)
-		if strings.Contains(r.Stdout, "connected") {
-			t.Errorf("sudo=%v: sandbox reached a host loopback listener", sudo)
-		}
-	}
-	select {
-	case <-accepted:
-		t.Errorf("the host listener accepted a connection from the sandbox")
-	default:
-	}
-	// Its own loopback works.
-	b.sh("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); s.listen(); c=socket.create_connection(s.getsockname()); print(\"lo ok\")'", false).mustOK(t)
+	return to
 }
 
 func testOOM(t *testing.T, nd func(*testing.T) runtime.Driver) {
