@@ -135,7 +135,8 @@ func (e *env) runtimeClass(t *testing.T, handler string) string {
 // TestConformance runs the runtime conformance suite against Pods on the
 // test cluster, through the node's runtime handler "paddock": runc behind
 // cmd/paddock-runc, which gives each Pod a user namespace owned by its
-// range's first uid (the other tests here use the node's plain runc).
+// range's first uid and keeps it off its node's addresses (the case
+// Network; the other tests here use the node's plain runc).
 func TestConformance(t *testing.T) {
 	e := testEnv(t)
 	rc := e.runtimeClass(t, "paddock")
@@ -150,15 +151,6 @@ func TestConformance(t *testing.T) {
 		// false), so a set-user-ID file raises no one, and the runtime's
 		// device cgroup lets no host block device open.
 		PlainVolumeMounts: "a claim is mounted by the kubelet and the container runtime, without nosuid or nodev; no_new_privs and the device cgroup guard instead",
-		Known: map[string]string{
-			// Not "reaches nothing" instead either: NetworkPolicy (as the
-			// test cluster's kube-network-policies, and many plugins,
-			// enforce it) does not cover a Pod's connections to its own
-			// node's addresses, which are delivered, not forwarded; a
-			// deny-all Pod reaches the node's listeners (TestEgressEnforced
-			// logs it). What it does enforce is tested there.
-			"Network": "a Pod has the cluster's network (eth0), not loopback alone; its egress is a NetworkPolicy, which leaves the node's own addresses reachable",
-		},
 	})
 }
 
