@@ -438,7 +438,8 @@ api() { curl -sf --max-time 2 --cacert "$pki/ca.crt" -H "Authorization: Bearer $
 # as the agent's own rules do. Bridged Pod-to-Pod packets reach these hooks
 # through br_netfilter (bridge-nf-call-iptables). Traffic of a Pod to the
 # host's own addresses is delivered, not forwarded: NetworkPolicy does not
-# cover it here, as in many network plugins.
+# cover it here, as in many network plugins (the handler paddock's node
+# guard, cmd/paddock-runc, refuses it inside each Pod).
 if [ "$netpol" != off ]; then
 	sysctl -q -w net.bridge.bridge-nf-call-iptables=1
 	iptables -t mangle -N "$NETPOL_CHAIN"

@@ -135,6 +135,15 @@
 // match the question. There is no cache: each sandbox's queries reach the
 // upstream servers, within its rate.
 //
+// # Kubernetes Pods
+//
+// Two helpers serve cmd/paddock-runc on Kubernetes nodes, where the
+// runtime, not paddock, makes a Pod's network namespace: ForUserNS readies
+// it for containers in a user namespace that does not own it, and
+// GuardNode installs the node guard (NodeGuard), table inet paddock-node,
+// which keeps the Pod from its node's own addresses as the deny sets keep
+// a sandbox from its host.
+//
 // # Requirements on the caller
 //
 // The sandbox must not hold CAP_NET_ADMIN (it could rewrite its own rules)
