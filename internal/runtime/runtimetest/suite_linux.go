@@ -213,22 +213,8 @@ func testNetwork(t *testing.T, nd func(*testing.T) runtime.Driver) {
 	accepted := make(chan string, 16)
 	targets := []netip.AddrPort{hostListener(t, netip.MustParseAddr("127.0.0.1"), accepted)}
 	b := newBox(t, nd, "net", defaultRes)
-	if a, ok := b.d.(runtime.Addresser); ok {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		addr, err := a.Address(ctx, b.id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		routes, err := netlink.RouteGet(addr.AsSlice())
-		if err != nil || len(routes) == 0 {
-			t.Fatalf("the host's route to the sandbox's %s: %v", addr, err)
-		}
-		node, ok := netip.AddrFromSlice(routes[0].Src)
-		if !ok {
-			t.Fatalf("the host's route to the sandbox's %s has no source address: %+v", addr, routes[0])
-		}
-		targets = append(targets, hostListener(t, node.Unmap(), accepted))
+	if node, ok := hostAddrToward(t, b); ok {
+		targets = append(targets, hostListener(t, node, accepted))
 	} else {
 		r := b.sh("ls /sys/class/net; tail -n +3 /proc/net/dev | cut -d: -f1", false).mustOK(t)
 		for _, dev := range lines(r.Stdout) {
@@ -257,6 +243,33 @@ func testNetwork(t *testing.T, nd func(*testing.T) runtime.Driver) {
 	if !strings.Contains(r.Stdout, "connected") {
 		t.Errorf("the sandbox does not reach its own loopback: %q %q", r.Stdout, r.Stderr)
 	}
+}
+
+// hostAddrToward is, for a sandbox with a network of its own (its driver
+// is a runtime.Addresser), the host's address on its route to the
+// sandbox's address: the sandbox's gateway, an address of the node. ok is
+// false for a driver without such a network.
+func hostAddrToward(t *testing.T, b *box) (addr netip.Addr, ok bool) {
+	t.Helper()
+	a, ok := b.d.(runtime.Addresser)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sb, err := a.Address(ctx, b.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, err := netlink.RouteGet(sb.AsSlice())
+	if err != nil || len(routes) == 0 {
+		t.Fatalf("the host's route to the sandbox's %s: %v", sb, err)
+	}
+	node, ok := netip.AddrFromSlice(routes[0].Src)
+	if !ok {
+		t.Fatalf("the host's route to the sandbox's %s has no source address: %+v", sb, routes[0])
+	}
+	return node.Unmap(), true
 }
 
 // hostListener listens on a port of addr on the host until the test ends;
