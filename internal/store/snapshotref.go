@@ -24,6 +24,11 @@ type SnapshotRefs interface {
 	// DeleteSnapshotRef deletes a snapshot's record and reports whether
 	// there was one.
 	DeleteSnapshotRef(ctx context.Context, id string) (bool, error)
+	// ListSnapshotRefs returns a page of a team's records ("" = every
+	// team's), oldest first: what any replica lists of a team's
+	// snapshots, and what the background lease's holder expires and
+	// meters once for all replicas.
+	ListSnapshotRefs(ctx context.Context, team string, page Page) ([]SnapshotRef, string, error)
 }
 
 // SnapshotRef is one snapshot as every replica knows it: whose it is,
@@ -50,11 +55,12 @@ type SnapshotRef struct {
 	Runtime     string `json:"runtime,omitempty"`
 	// The environment, working dir and user sandboxes created from it
 	// start with.
-	Env        []string  `json:"env,omitempty"`
-	WorkingDir string    `json:"workingDir,omitempty"`
-	User       string    `json:"user,omitempty"`
-	Size       int64     `json:"size"` // bytes of the snapshot's own layer
-	CreatedAt  time.Time `json:"createdAt"`
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"workingDir,omitempty"`
+	User       string   `json:"user,omitempty"`
+	Size       int64    `json:"size"` // bytes of the snapshot's own layer
+	// CreatedAt orders a team's list; required.
+	CreatedAt time.Time `json:"createdAt"`
 	// LastUsed is the last time a sandbox started from it through any
 	// replica: its expiry counts from there.
 	LastUsed time.Time `json:"lastUsed"`

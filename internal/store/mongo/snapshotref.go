@@ -8,6 +8,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/store/internal/storeutil"
 )
 
 type snapshotRefDoc struct {
@@ -36,8 +37,8 @@ func (d snapshotRefDoc) rec() store.SnapshotRef {
 }
 
 func (s *Store) PutSnapshotRef(ctx context.Context, r store.SnapshotRef) error {
-	if r.ID == "" || r.Team == "" || r.Replica == "" {
-		return store.Invalid("a snapshot ref needs an id, a team and a replica")
+	if r.ID == "" || r.Team == "" || r.Replica == "" || r.CreatedAt.IsZero() {
+		return store.Invalid("a snapshot ref needs an id, a team, a replica and a creation time")
 	}
 	d := snapshotRefDoc{ID: r.ID, Team: r.Team, Ref: r.Ref, Digest: r.Digest, Replica: r.Replica, Source: r.Source,
 		Image: r.Image, ImageDigest: r.ImageDigest, OnHost: r.OnHost, Runtime: r.Runtime, Env: r.Env,
@@ -60,6 +61,11 @@ func (s *Store) GetSnapshotRef(ctx context.Context, id string) (store.SnapshotRe
 		return store.SnapshotRef{}, err
 	}
 	return d.rec(), nil
+}
+
+func (s *Store) ListSnapshotRefs(ctx context.Context, team string, page store.Page) ([]store.SnapshotRef, string, error) {
+	return findPage(ctx, s.snapshotRefs, eq(bson.D{}, "team", team), "createdAt", "_id", page, snapshotRefDoc.rec,
+		func(r store.SnapshotRef) storeutil.Key { return storeutil.Key{Time: r.CreatedAt, ID: r.ID} }, "list snapshot refs")
 }
 
 func (s *Store) TouchSnapshotRef(ctx context.Context, id string, at time.Time) error {

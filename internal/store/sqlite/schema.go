@@ -354,4 +354,12 @@ CREATE TABLE snapshot_refs (
 	last_used INTEGER
 );
 `,
+	// 15: a team's snapshots listed from the directory, by any replica:
+	// the creation time as a column of its own, for the page order.
+	`
+ALTER TABLE snapshot_refs ADD COLUMN created_at INTEGER;
+UPDATE snapshot_refs SET created_at = CAST(round(unixepoch(json_extract(data, '$.createdAt'), 'subsec') * 1000) AS INTEGER);
+CREATE INDEX snapshot_refs_team ON snapshot_refs (team, created_at, id);
+CREATE INDEX snapshot_refs_page ON snapshot_refs (created_at, id);
+`,
 }

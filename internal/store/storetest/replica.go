@@ -15,6 +15,7 @@ var replicaCases = []struct {
 	{"Replicas", testReplicas},
 	{"ImageRefs", testImageRefs},
 	{"SnapshotRefs", testSnapshotRefs},
+	{"SnapshotRefsList", testSnapshotRefsList},
 }
 
 func testReplicas(t *testing.T, s store.Store) {
@@ -106,6 +107,7 @@ func testSnapshotRefs(t *testing.T, s store.Store) {
 	_, err := s.GetSnapshotRef(ctx(t), "snap-1")
 	wantErr(t, err, sandbox.ErrNotFound, "snapshot_ref_not_found")
 	wantErr(t, s.PutSnapshotRef(ctx(t), store.SnapshotRef{ID: "snap-1", Replica: "node-a"}), sandbox.ErrInvalid, "invalid_record")
+	wantErr(t, s.PutSnapshotRef(ctx(t), store.SnapshotRef{ID: "snap-1", Team: "team-a", Replica: "node-a"}), sandbox.ErrInvalid, "invalid_record")
 
 	pushed := store.SnapshotRef{ID: "snap-1", Team: "team-a", Ref: "reg.example/snaps@sha256:aa", Digest: "sha256:aa",
 		Replica: "node-a", Source: "sb-1", Image: "reg.example/app:v1", ImageDigest: "sha256:bb", OnHost: true,
@@ -150,4 +152,80 @@ func testSnapshotRefs(t *testing.T, s store.Store) {
 	if _, err := s.GetSnapshotRef(ctx(t), "snap-2"); err != nil {
 		t.Fatalf("the other snapshot: %v", err)
 	}
+}
+
+// testSnapshotRefsList: a team's snapshots come back oldest first (ties
+// by id), in pages, whichever replica recorded them; another team's
+// never; "" lists every team's. A replaced record keeps its place by its
+// creation time, and a touch does not move it.
+func testSnapshotRefsList(t *testing.T, s store.Store) {
+	list := func(team string, page store.Page) ([]string, string) {
+		t.Helper()
+		refs, next, err := s.ListSnapshotRefs(ctx(t), team, page)
+		must(t, err)
+		if refs == nil {
+			t.Fatalf("ListSnapshotRefs(%q) = nil, want an empty list", team)
+		}
+		ids := []string{}
+		for _, r := range refs {
+			ids = append(ids, r.ID)
+		}
+		return ids, next
+	}
+	ids, next := list("team-a", store.Page{})
+	equal(t, "an empty directory", ids, []string{})
+	equal(t, "an empty directory's cursor", next, "")
+
+	for _, r := range []store.SnapshotRef{
+		{ID: "snap-3", Team: "team-a", Replica: "node-b", CreatedAt: at(2 * time.Second)},
+		{ID: "snap-1", Team: "team-a", Replica: "node-a", CreatedAt: at(time.Second), Ref: "reg.example/s@sha256:aa", Size: 7},
+		{ID: "snap-2", Team: "team-a", Replica: "node-a", CreatedAt: at(time.Second)},
+		{ID: "snap-9", Team: "team-b", Replica: "node-a", CreatedAt: at(0)},
+		{ID: "snap-4", Team: "team-a", Replica: "node-c", CreatedAt: at(3 * time.Second)},
+	} {
+		must(t, s.PutSnapshotRef(ctx(t), r))
+	}
+	must(t, s.TouchSnapshotRef(ctx(t), "snap-1", at(time.Hour)))
+	ids, next = list("team-a", store.Page{})
+	equal(t, "team a's snapshots", ids, []string{"snap-1", "snap-2", "snap-3", "snap-4"})
+	equal(t, "one page's cursor", next, "")
+	ids, _ = list("team-b", store.Page{})
+	equal(t, "team b's snapshots", ids, []string{"snap-9"})
+	ids, _ = list("team-c", store.Page{})
+	equal(t, "a team without snapshots", ids, []string{})
+	ids, _ = list("", store.Page{})
+	equal(t, "every team's snapshots", ids, []string{"snap-9", "snap-1", "snap-2", "snap-3", "snap-4"})
+
+	// The records come back whole, last use included.
+	refs, _, err := s.ListSnapshotRefs(ctx(t), "team-a", store.Page{Limit: 1})
+	must(t, err)
+	equal(t, "the listed record", refs, []store.SnapshotRef{{ID: "snap-1", Team: "team-a", Replica: "node-a",
+		CreatedAt: store.Time(at(time.Second)), LastUsed: store.Time(at(time.Hour)), Ref: "reg.example/s@sha256:aa", Size: 7}})
+
+	// Pages: a record added between two pages is not skipped or repeated.
+	var all []string
+	var pages int
+	for cursor := ""; ; pages++ {
+		ids, next := list("team-a", store.Page{Cursor: cursor, Limit: 2})
+		all = append(all, ids...)
+		if pages == 0 {
+			must(t, s.PutSnapshotRef(ctx(t), store.SnapshotRef{ID: "snap-5", Team: "team-a", Replica: "node-a", CreatedAt: at(time.Minute)}))
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	equal(t, "team a in pages of 2", all, []string{"snap-1", "snap-2", "snap-3", "snap-4", "snap-5"})
+
+	// Replaced with a later creation time (a snapshot recorded again), it
+	// moves; deleted, it is gone from the list.
+	must(t, s.PutSnapshotRef(ctx(t), store.SnapshotRef{ID: "snap-1", Team: "team-a", Replica: "node-a", CreatedAt: at(time.Hour)}))
+	_, err = s.DeleteSnapshotRef(ctx(t), "snap-3")
+	must(t, err)
+	ids, _ = list("team-a", store.Page{})
+	equal(t, "team a after a replace and a delete", ids, []string{"snap-2", "snap-4", "snap-5", "snap-1"})
+
+	_, _, err = s.ListSnapshotRefs(ctx(t), "team-a", store.Page{Cursor: "bogus"})
+	wantErr(t, err, sandbox.ErrInvalid, "invalid_cursor")
 }
