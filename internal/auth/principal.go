@@ -33,6 +33,16 @@ func (p Principal) CanAccessTeam(teamID string) bool {
 	return p.HostAdmin || (teamID != "" && teamID == p.TeamID)
 }
 
+// ListTeam is the team whose resources a list for p covers: "" (every
+// team's) for a host admin; ok false for a principal of no team, which
+// owns nothing.
+func (p Principal) ListTeam() (team string, ok bool) {
+	if p.HostAdmin {
+		return "", true
+	}
+	return p.TeamID, p.TeamID != ""
+}
+
 // CanAdminTeam reports whether p may manage teamID's users and tokens: a
 // host admin any team's, a team admin their own team's.
 func (p Principal) CanAdminTeam(teamID string) bool {

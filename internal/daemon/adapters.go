@@ -168,13 +168,16 @@ func (s serverSnapshots) Fork(ctx context.Context, id string, req sandbox.Create
 	})
 }
 
-// ListSnapshots implements server.Snapshots.
 // CanSnapshot implements server.Snapshots.
 func (s serverSnapshots) CanSnapshot(ctx context.Context, id string) error {
 	return s.node.CanSnapshot(ctx, id)
 }
 
-func (s serverSnapshots) ListSnapshots() []*image.Snapshot { return s.store.Snapshots() }
+// ListSnapshots implements server.Snapshots: the snapshot directory's,
+// so that every replica lists every replica's.
+func (s serverSnapshots) ListSnapshots(ctx context.Context, team string) ([]*image.Snapshot, error) {
+	return s.store.ListSnapshots(ctx, team)
+}
 
 // GetSnapshot implements server.Snapshots.
 func (s serverSnapshots) GetSnapshot(ctx context.Context, id string) (*image.Snapshot, error) {
@@ -273,10 +276,35 @@ func (d imageDirectory) LookupSnapshot(ctx context.Context, id string) (image.Sn
 	if err != nil {
 		return image.Snapshot{}, err
 	}
+	return snapshotOfRef(r), nil
+}
+
+// ListSnapshots implements image.Directory: every page of the team's
+// records.
+func (d imageDirectory) ListSnapshots(ctx context.Context, team string) ([]image.Snapshot, error) {
+	out := []image.Snapshot{}
+	for cursor := ""; ; {
+		refs, next, err := d.s.ListSnapshotRefs(ctx, team, store.Page{Cursor: cursor, Limit: store.MaxPageLimit})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range refs {
+			out = append(out, snapshotOfRef(r))
+		}
+		if next == "" {
+			return out, nil
+		}
+		cursor = next
+	}
+}
+
+// snapshotOfRef is a snapshot directory record as the image store's
+// Directory gives it.
+func snapshotOfRef(r store.SnapshotRef) image.Snapshot {
 	return image.Snapshot{ID: r.ID, TeamID: r.Team, Ref: r.Ref, Replica: r.Replica, Source: r.Source, Image: r.Image,
 		Digest: r.ImageDigest, OnHost: r.OnHost, Runtime: r.Runtime,
 		Config: image.ImageConfig{Env: r.Env, WorkingDir: r.WorkingDir, User: r.User}, Size: r.Size,
-		CreatedAt: r.CreatedAt, LastUsed: r.LastUsed}, nil
+		CreatedAt: r.CreatedAt, LastUsed: r.LastUsed}
 }
 
 // TouchSnapshot implements image.Directory.

@@ -77,6 +77,13 @@ func TestSnapshotsKnownToEveryReplica(t *testing.T) {
 		t.Fatalf("GetSnapshot through b: %+v, %v", got, err)
 	}
 
+	// Both replicas list the same: the team's two, whichever replica has
+	// them; another team none; the host admin's list ("") both.
+	srvA := serverSnapshots{store: imagesA}
+	other := takeSnapshot(t, imagesB, "team-b", &image.Image{Ref: "host"}, "", "other")
+	checkLists(t, map[string]serverSnapshots{"a": srvA, "b": srvB}, map[string][]string{
+		"team-a": {pushed.ID, local.ID}, "team-b": {other.ID}, "team-c": {}, "": {pushed.ID, local.ID, other.ID}})
+
 	mB, err := node.New(node.Config{DataDir: t.TempDir(), Driver: fake.NewDriver(t, fake.DriverConfig{}),
 		MaxResources: sandbox.Resources{VCPUs: 2, MemoryMB: 4096, PIDs: 4096}, Logger: slog.New(slog.DiscardHandler),
 		Records: newNodeRecords(st, "replica-b"), Images: imagesB})
@@ -107,6 +114,10 @@ func TestSnapshotsKnownToEveryReplica(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(held.Layers[1], "version")); err != nil || string(b) != "1\n" {
 		t.Errorf("replica b's base layer: %q, %v", b, err)
 	}
+
+	// Pulled into b, it is still listed once, by both.
+	checkLists(t, map[string]serverSnapshots{"a": srvA, "b": srvB}, map[string][]string{
+		"team-a": {pushed.ID, local.ID}, "": {pushed.ID, local.ID, other.ID}})
 
 	// Kept on a's host only: b says where it is.
 	_, err = mB.Create(ctx, sandbox.CreateRequest{TeamID: "team-a", Snapshot: local.ID})
@@ -171,6 +182,8 @@ func TestSnapshotsKnownToEveryReplica(t *testing.T) {
 	if _, err := imagesA.GetSnapshot(pushed.ID); !errors.Is(err, sandbox.ErrNotFound) {
 		t.Errorf("a still holds the deleted snapshot: %v", err)
 	}
+	// Listed by neither, though a held it until asked above.
+	checkLists(t, map[string]serverSnapshots{"a": srvA, "b": srvB}, map[string][]string{"team-a": {local.ID}})
 	// The one only a holds is deleted through b too.
 	if err := mB.DeleteSnapshot(ctx, local.ID); err != nil {
 		t.Errorf("delete through b of a snapshot only a holds: %v", err)
@@ -180,6 +193,40 @@ func TestSnapshotsKnownToEveryReplica(t *testing.T) {
 	}
 	if err := mB.DeleteSnapshot(ctx, local.ID); sandbox.CodeOf(err) != "snapshot_not_found" {
 		t.Errorf("a second delete: %v, want snapshot_not_found", err)
+	}
+}
+
+// checkLists checks what each replica's server view lists for each team
+// ("" every team's), oldest first, each with its expiry.
+func checkLists(t *testing.T, replicas map[string]serverSnapshots, want map[string][]string) {
+	t.Helper()
+	for name, srv := range replicas {
+		for team, ids := range want {
+			snaps, err := srv.ListSnapshots(t.Context(), team)
+			if err != nil {
+				t.Fatalf("list %q through %s: %v", team, name, err)
+			}
+			got := []string{}
+			for i, snap := range snaps {
+				got = append(got, snap.ID)
+				if i > 0 && snap.CreatedAt.Before(snaps[i-1].CreatedAt) {
+					t.Errorf("list %q through %s: %s before the older %s", team, name, snaps[i-1].ID, snap.ID)
+				}
+				if team != "" && snap.TeamID != team {
+					t.Errorf("list %q through %s: %s of team %q", team, name, snap.ID, snap.TeamID)
+				}
+				if snap.ExpiresAt.IsZero() {
+					t.Errorf("list %q through %s: %s without an expiry", team, name, snap.ID)
+				}
+			}
+			// Snapshots taken within a millisecond are ordered by their
+			// random ids: compare the sets.
+			slices.Sort(got)
+			ids = slices.Sorted(slices.Values(ids))
+			if !slices.Equal(got, ids) {
+				t.Errorf("list %q through %s: %v, want %v", team, name, got, ids)
+			}
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -576,10 +577,24 @@ func (f *Snapshots) Fork(ctx context.Context, id string, req sandbox.CreateReque
 	return f.sbs.Create(ctx, req)
 }
 
-func (f *Snapshots) ListSnapshots() []*image.Snapshot {
+// ListSnapshots implements server.Snapshots: team's ("" every team's),
+// oldest first.
+func (f *Snapshots) ListSnapshots(_ context.Context, team string) ([]*image.Snapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return slices.Collect(maps.Values(f.snaps))
+	out := []*image.Snapshot{}
+	for _, s := range f.snaps {
+		if team == "" || s.TeamID == team {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b *image.Snapshot) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
 }
 
 func snapshotNotFound(id string) error {

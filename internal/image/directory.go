@@ -42,6 +42,9 @@ type Directory interface {
 	// ForgetSnapshot removes a snapshot's entry; an unknown one is not an
 	// error.
 	ForgetSnapshot(ctx context.Context, id string) error
+	// ListSnapshots returns a team's entries ("" every team's), oldest
+	// first, each as LookupSnapshot returns it.
+	ListSnapshots(ctx context.Context, team string) ([]Snapshot, error)
 }
 
 // Entry is one ref of one scope in the Directory, and how to pull its

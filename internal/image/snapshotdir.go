@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -80,9 +81,10 @@ func (s *Store) recordSnapshot(ctx context.Context, snap *Snapshot) error {
 // LookupSnapshot returns a snapshot as every replica knows it: this
 // store's own, or, when only the Directory has it (taken through another
 // replica), its entry there, with Replica set and no Layers (creating
-// from it here resolves it: ResolveSnapshot). One the Directory no longer
-// has was deleted through another replica: not found. Without a Directory
-// it is GetSnapshot.
+// from it here resolves it: ResolveSnapshot), its expiry from its last
+// use through any replica. One the Directory no longer has was deleted
+// through another replica: not found. Without a Directory it is
+// GetSnapshot.
 func (s *Store) LookupSnapshot(ctx context.Context, id string) (*Snapshot, error) {
 	if s.dirRefs == nil {
 		return s.GetSnapshot(id)
@@ -94,13 +96,61 @@ func (s *Store) LookupSnapshot(ctx context.Context, id string) (*Snapshot, error
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: read the snapshot directory: %w", id, err)
 	}
-	if snap, err := s.GetSnapshot(id); err == nil {
-		return snap, nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.knownLocked(e), nil
+}
+
+// ListSnapshots returns a team's snapshots ("" every team's), oldest
+// first, as every replica knows them: with a Directory, its entries, each
+// as LookupSnapshot gives it, so that every replica lists the same set
+// (one this store still holds but the Directory lacks was deleted through
+// another replica, and is not listed); without one, this store's.
+func (s *Store) ListSnapshots(ctx context.Context, team string) ([]*Snapshot, error) {
+	if s.dirRefs == nil {
+		out := s.Snapshots()
+		if team != "" {
+			out = slices.DeleteFunc(out, func(snap *Snapshot) bool { return snap.TeamID != team })
+		}
+		return out, nil
 	}
+	entries, err := s.dirRefs.ListSnapshots(ctx, team)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: read the snapshot directory: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Snapshot, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, s.knownLocked(e))
+	}
+	return out, nil
+}
+
+// knownLocked is a Directory entry as this store answers for it: its own
+// record, layers included, when it holds it, else the entry with Replica
+// set and no Layers; either with the later last use of the two, from
+// which it expires. Callers hold s.mu.
+func (s *Store) knownLocked(e Snapshot) *Snapshot {
+	snap := &e
+	if rec, ok := s.idx.Snapshots[e.ID]; ok {
+		snap = s.snapshotLocked(e.ID, rec)
+		snap.LastUsed = later(snap.LastUsed, e.LastUsed)
+	} else {
+		snap.Layers = nil
+	}
+	snap.ExpiresAt = time.Time{}
 	if ttl := s.ttl(); ttl > 0 {
-		e.ExpiresAt = e.LastUsed.Add(ttl)
+		snap.ExpiresAt = snap.LastUsed.Add(ttl)
 	}
-	return &e, nil
+	return snap
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // ResolveSnapshot returns a snapshot with its layers in this store, as

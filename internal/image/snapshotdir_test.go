@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -64,6 +65,24 @@ func (d *memDir) ForgetSnapshot(_ context.Context, id string) error {
 	defer d.mu.Unlock()
 	delete(d.snaps, id)
 	return nil
+}
+
+func (d *memDir) ListSnapshots(_ context.Context, team string) ([]Snapshot, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := []Snapshot{}
+	for _, snap := range d.snaps {
+		if team == "" || snap.TeamID == team {
+			out = append(out, snap)
+		}
+	}
+	slices.SortFunc(out, func(a, b Snapshot) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
 }
 
 func (d *memDir) ids() []string {
@@ -149,5 +168,72 @@ func TestSnapshotExpiryAcrossReplicas(t *testing.T) {
 	entries, err := os.ReadDir(filepath.Join(s.dir, "layers"))
 	if err != nil || len(entries) != 0 {
 		t.Errorf("layers left: %v, %v", entries, err)
+	}
+}
+
+// TestListSnapshotsFromDirectory: with a directory the list is its
+// entries: another replica's snapshot too (no layers, its replica named),
+// not a local one deleted through another replica; a team's only; each
+// expiring from its last use through any replica.
+func TestListSnapshotsFromDirectory(t *testing.T) {
+	ctx := t.Context()
+	s, err := OpenStore(t.TempDir(), StoreOptions{SnapshotTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.now = func() time.Time { return now }
+	dir := &memDir{snaps: map[string]Snapshot{}}
+	if err := s.ShareRefs(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	fill := func(ctx context.Context, d string, maxBytes int64) (int64, error) {
+		return 4, os.WriteFile(filepath.Join(d, "f"), []byte("data"), 0o644)
+	}
+	mine, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: "team-a", Image: "host", OnHost: true}, fill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Minute)
+	gone, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: "team-a", Image: "host", OnHost: true}, fill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dir.ForgetSnapshot(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	theirs := Snapshot{ID: "snap-theirs", TeamID: "team-a", Source: "sb-x", Image: "host", Replica: "replica-b", Size: 9,
+		CreatedAt: now.Add(time.Minute), LastUsed: now.Add(time.Minute)}
+	dir.snaps[theirs.ID] = theirs
+	dir.snaps["snap-b"] = Snapshot{ID: "snap-b", TeamID: "team-b", Replica: "replica-b", CreatedAt: now, LastUsed: now}
+	if err := dir.TouchSnapshot(ctx, mine.ID, now.Add(30*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := s.ListSnapshots(ctx, "team-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != mine.ID || got[1].ID != theirs.ID {
+		t.Fatalf("team a's list: %+v, want %s then %s", got, mine.ID, theirs.ID)
+	}
+	if len(got[0].Layers) != 1 || !got[0].ExpiresAt.Equal(now.Add(90*time.Minute)) {
+		t.Errorf("this store's snapshot: layers %v, expires %v; want its layer, an hour past its use through another replica", got[0].Layers, got[0].ExpiresAt)
+	}
+	if got[1].Replica != "replica-b" || len(got[1].Layers) != 0 || got[1].Size != 9 || !got[1].ExpiresAt.Equal(theirs.LastUsed.Add(time.Hour)) {
+		t.Errorf("another replica's snapshot: %+v", got[1])
+	}
+	if all, err := s.ListSnapshots(ctx, ""); err != nil || len(all) != 3 {
+		t.Errorf("every team's list: %d snapshots, %v; want 3", len(all), err)
+	}
+
+	// Without a directory: this store's, of the team.
+	s.dirRefs = nil
+	if got, err := s.ListSnapshots(ctx, "team-a"); err != nil || len(got) != 2 {
+		t.Errorf("without a directory: %d snapshots, %v; want this store's 2", len(got), err)
+	}
+	if got, err := s.ListSnapshots(ctx, "team-b"); err != nil || len(got) != 0 {
+		t.Errorf("without a directory, team b: %d snapshots, %v", len(got), err)
 	}
 }

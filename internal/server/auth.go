@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -350,14 +351,27 @@ func (s *Server) ownCreate(r *http.Request, params *sandbox.CreateRequest) error
 // the team's sandboxes and its cursor names one of them, never another
 // team's.
 func (s *Server) listOwned(ctx context.Context, p auth.Principal, opts sandbox.ListOptions) ([]sandbox.Sandbox, string, error) {
-	opts.TeamID = p.TeamID
-	if p.HostAdmin {
-		opts.TeamID = ""
-	} else if p.TeamID == "" {
-		return []sandbox.Sandbox{}, "", nil // a principal of no team owns nothing
+	team, ok := p.ListTeam()
+	if !ok {
+		return []sandbox.Sandbox{}, "", nil
 	}
+	opts.TeamID = team
 	opts.AllReplicas = true // any replica lists every replica's
 	return s.sb.List(ctx, opts)
+}
+
+// ownedSnapshots lists the snapshots of the caller's team (a host
+// admin's: every team's), whichever replica took them.
+func (s *Server) ownedSnapshots(ctx context.Context, p auth.Principal) ([]*image.Snapshot, error) {
+	team, ok := p.ListTeam()
+	if !ok {
+		return nil, nil
+	}
+	snaps, err := s.snaps.ListSnapshots(ctx, team)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	return slices.DeleteFunc(snaps, func(snap *image.Snapshot) bool { return !p.CanAccessTeam(snap.TeamID) }), nil
 }
 
 // ownedSnapshot returns a snapshot of the caller's team; another team's

@@ -301,6 +301,17 @@ func TestSnapshotsBelongToTeams(t *testing.T) {
 	if len(listA.Snapshots) != 1 || listA.Snapshots[0].ID != snap.ID {
 		t.Errorf("team A's snapshots: %+v", listA.Snapshots)
 	}
+	var listHost api.SnapshotList
+	if err := json.Unmarshal(e.expect(t, e.host, "GET", "/api/v1/snapshots", "", http.StatusOK, ""), &listHost); err != nil {
+		t.Fatal(err)
+	}
+	if ids := []string{}; len(listHost.Snapshots) != 2 || !slices.ContainsFunc(listHost.Snapshots, func(s api.Snapshot) bool { return s.ID == snap.ID }) ||
+		!slices.ContainsFunc(listHost.Snapshots, func(s api.Snapshot) bool { return s.ID == "snap-b" }) {
+		for _, s := range listHost.Snapshots {
+			ids = append(ids, s.ID)
+		}
+		t.Errorf("the host admin's snapshots: %v, want every team's", ids)
+	}
 	var fork api.Sandbox
 	if err := json.Unmarshal(e.expect(t, e.memberA, "POST", "/api/v1/sandboxes/sb-a/fork", `{}`, http.StatusCreated, ""), &fork); err != nil {
 		t.Fatal(err)

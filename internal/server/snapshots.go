@@ -20,7 +20,9 @@ type Snapshots interface {
 	// it copies anything (a runtime that cannot snapshot), or nil.
 	CanSnapshot(ctx context.Context, id string) error
 	Fork(ctx context.Context, id string, req sandbox.CreateRequest) (sandbox.Sandbox, error)
-	ListSnapshots() []*image.Snapshot
+	// ListSnapshots returns a team's snapshots ("" every team's), oldest
+	// first, whichever replica took them: every replica lists the same.
+	ListSnapshots(ctx context.Context, team string) ([]*image.Snapshot, error)
 	// GetSnapshot knows the snapshots every replica took.
 	GetSnapshot(ctx context.Context, id string) (*image.Snapshot, error)
 	DeleteSnapshot(ctx context.Context, id string) error
@@ -78,12 +80,12 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) error {
 	if s.snaps == nil {
 		return errNoSnapshots
 	}
-	out := api.SnapshotList{Snapshots: []api.Snapshot{}}
-	p := callerOf(r)
-	for _, snap := range s.snaps.ListSnapshots() {
-		if !p.CanAccessTeam(snap.TeamID) {
-			continue
-		}
+	snaps, err := s.ownedSnapshots(r.Context(), callerOf(r))
+	if err != nil {
+		return err
+	}
+	out := api.SnapshotList{Snapshots: make([]api.Snapshot, 0, len(snaps))}
+	for _, snap := range snaps {
 		out.Snapshots = append(out.Snapshots, toAPISnapshot(snap))
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -778,7 +778,17 @@ func (h *Handler) listSnapshots(w http.ResponseWriter, r *http.Request) error {
 	p := callerOf(r)
 	source := r.URL.Query().Get("sandboxID")
 	out := []snapshotInfo{}
-	for _, s := range h.cfg.Snapshots.ListSnapshots() {
+	team, ok := p.ListTeam()
+	if !ok {
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+	// Every replica's: the list is the snapshot directory's.
+	snaps, err := h.cfg.Snapshots.ListSnapshots(r.Context(), team)
+	if err != nil {
+		return err
+	}
+	for _, s := range snaps {
 		if !p.CanAccessTeam(s.TeamID) || (source != "" && s.Source != source) {
 			continue
 		}
