@@ -490,15 +490,17 @@ func (d *Daemon) openSources() (*source.Fetcher, error) {
 	return f, nil
 }
 
-// startGC sweeps the image store (this host's) and prunes old command
-// history (the store's, by the background lease's holder) every
-// gcInterval until Close; the history once at start too.
+// startGC sweeps the image store (this host's) every gcInterval until
+// Close, and, by the background lease's holder, prunes old command history
+// and expires the snapshots gone replicas left in the snapshot directory
+// (the store's): those once at start too.
 func (d *Daemon) startGC() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { // owned: the closer below cancels and waits
 		defer close(done)
 		d.pruneHistory(ctx)
+		d.expireAbandonedSnapshots(ctx)
 		t := time.NewTicker(gcInterval)
 		defer t.Stop()
 		for {
@@ -510,6 +512,7 @@ func (d *Daemon) startGC() {
 					d.log.Warn("image gc", "err", err)
 				}
 				d.pruneHistory(ctx)
+				d.expireAbandonedSnapshots(ctx)
 			}
 		}
 	}()

@@ -136,6 +136,7 @@ func (s *Store) knownLocked(e Snapshot) *Snapshot {
 	if rec, ok := s.idx.Snapshots[e.ID]; ok {
 		snap = s.snapshotLocked(e.ID, rec)
 		snap.LastUsed = later(snap.LastUsed, e.LastUsed)
+		snap.CreatedAt = e.CreatedAt // the same, but the Directory orders the lists
 	} else {
 		snap.Layers = nil
 	}
@@ -277,4 +278,87 @@ func snapshotPullError(e Snapshot, err error) error {
 			"snapshot %s was taken through replica %s, but its image %s is no longer in its registry", e.ID, e.Replica, e.Ref), err)
 	}
 	return fmt.Errorf("snapshot %s (taken through replica %s): %w", e.ID, e.Replica, err)
+}
+
+// ExpireAbandoned expires the Directory's snapshots that no replica's own
+// GC will: GC expires only the snapshots its store holds, so one whose
+// replica is gone for good, and which no live replica pulled, would stay
+// in the Directory and its registry forever. Of the entries unused through
+// every replica for the TTL that this store does not hold (those its own
+// GC decides, with its sandboxes' layers), each that abandoned says so of
+// (its replica is gone and no sandbox needs it: the caller's to judge) is
+// forgotten in the Directory, then its pushed image deleted from its
+// registry. The caller runs it once among the replicas (internal/daemon:
+// the background lease's holder). It returns how many it expired; a
+// failure leaves the others to be tried.
+func (s *Store) ExpireAbandoned(ctx context.Context, abandoned func(ctx context.Context, e Snapshot) (bool, error)) (int, error) {
+	ttl := s.ttl()
+	if s.dirRefs == nil || ttl == 0 {
+		return 0, nil
+	}
+	entries, err := s.dirRefs.ListSnapshots(ctx, "")
+	if err != nil {
+		return 0, fmt.Errorf("expire abandoned snapshots: read the snapshot directory: %w", err)
+	}
+	now := s.now()
+	unused := func(e Snapshot) bool { return !now.Before(later(e.CreatedAt, e.LastUsed).Add(ttl)) }
+	var (
+		n    int
+		errs []error
+	)
+	for _, e := range entries {
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
+		if !unused(e) {
+			continue
+		}
+		s.mu.Lock()
+		_, held := s.idx.Snapshots[e.ID]
+		s.mu.Unlock()
+		if held {
+			continue
+		}
+		ok, err := abandoned(ctx, e)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("snapshot %s: %w", e.ID, err))
+			continue
+		}
+		if !ok {
+			continue
+		}
+		// Asked again right before: a use through another replica since
+		// the list keeps it.
+		cur, err := s.dirRefs.LookupSnapshot(ctx, e.ID)
+		if errors.Is(err, sandbox.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("snapshot %s: read the snapshot directory: %w", e.ID, err))
+			continue
+		}
+		if !unused(cur) {
+			continue
+		}
+		if err := s.dirRefs.ForgetSnapshot(ctx, e.ID); err != nil {
+			errs = append(errs, fmt.Errorf("snapshot %s: forget it in the snapshot directory: %w", e.ID, err))
+			continue
+		}
+		n++
+		s.log.InfoContext(ctx, "image store: snapshot of a gone replica expired", "snapshot", e.ID, "team", cur.TeamID,
+			"replica", cur.Replica, "lastUsed", cur.LastUsed, "image", cur.Ref)
+		if cur.Ref == "" {
+			continue
+		}
+		// Forgotten first, as GC does: a failed delete leaves an image no
+		// record names, not a record of an image that is gone.
+		if err := s.UnpushSnapshot(ctx, cur.Ref); err != nil {
+			s.log.WarnContext(ctx, "image store: delete an expired snapshot's image", "snapshot", e.ID, "image", cur.Ref, "err", err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return n, fmt.Errorf("expire abandoned snapshots: %w", err)
+	}
+	return n, nil
 }
