@@ -12,6 +12,8 @@ import (
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/paddock-dev/paddock/internal/store"
+	"github.com/paddock-dev/paddock/internal/volume"
+	"github.com/paddock-dev/paddock/internal/volume/claim"
 )
 
 // newMeter makes the Meter (not started: startMeter starts it once the
@@ -20,17 +22,18 @@ import (
 // through it (nodeHistory.Used).
 func (d *Daemon) newMeter() error {
 	m, err := metering.New(metering.Config{
-		Store:        d.store,
-		Sandboxes:    meteredNode{d},
-		Storage:      teamStorage{d},
-		Events:       busEvents{d.bus},
-		Enforcer:     budgetEnforcer{d},
-		Prices:       d.cfg.Prices,
-		Node:         d.cfg.NodeName,
-		Interval:     d.cfg.UsageInterval,
-		RawRetention: d.cfg.UsageRetention,
-		RollUps:      d.leader,
-		Logger:       d.log,
+		Store:         d.store,
+		Sandboxes:     meteredNode{d},
+		Storage:       hostStorage{d},
+		SharedStorage: sharedStorage{d},
+		Events:        busEvents{d.bus},
+		Enforcer:      budgetEnforcer{d},
+		Prices:        d.cfg.Prices,
+		Node:          d.cfg.NodeName,
+		Interval:      d.cfg.UsageInterval,
+		RawRetention:  d.cfg.UsageRetention,
+		Leader:        d.leader,
+		Logger:        d.log,
 	})
 	if err != nil {
 		return err
@@ -66,29 +69,57 @@ func (n meteredNode) Stats(ctx context.Context, id string) (runtime.Stats, error
 	return n.d.node.Stats(ctx, id)
 }
 
-// teamStorage sums what each team keeps on this host: its snapshots' own
-// layers and its volumes' sizes (the cap, as provisioned).
-type teamStorage struct{ d *Daemon }
+// hostStorage sums what each team keeps on this host: its volumes' sizes
+// (the cap, as provisioned) when they are this host's disks. Snapshots,
+// and the Kubernetes runtime's volumes (claims in the cluster every
+// replica lists), are the replicas' together: sharedStorage.
+type hostStorage struct{ d *Daemon }
 
-func (s teamStorage) TeamStorage(ctx context.Context) (map[string]uint64, error) {
+func (s hostStorage) TeamStorage(ctx context.Context) (map[string]uint64, error) {
 	out := map[string]uint64{}
-	for _, snap := range s.d.images.Snapshots() {
+	if _, ok := s.d.volumes.(*volume.Manager); ok {
+		return out, addVolumes(ctx, out, s.d.volumes)
+	}
+	return out, nil
+}
+
+// sharedStorage sums what each team keeps with every replica: its
+// snapshots' own layers, from the snapshot directory (each snapshot once,
+// whichever replicas pulled copies, and until it is deleted or expires,
+// even after the replica that took it is gone: its image stays in the
+// snapshot registry, or on that host, till then), and its volumes when
+// they are the cluster's claims.
+type sharedStorage struct{ d *Daemon }
+
+func (s sharedStorage) TeamStorage(ctx context.Context) (map[string]uint64, error) {
+	snaps, err := s.d.images.ListSnapshots(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	for _, snap := range snaps {
 		if snap.TeamID != "" && snap.Size > 0 {
 			out[snap.TeamID] += uint64(snap.Size)
 		}
 	}
-	if s.d.volumes != nil {
-		vols, err := s.d.volumes.ListAll(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, v := range vols {
-			if v.TeamID != "" && v.SizeBytes > 0 {
-				out[v.TeamID] += uint64(v.SizeBytes)
-			}
-		}
+	if _, ok := s.d.volumes.(*claim.Manager); ok {
+		return out, addVolumes(ctx, out, s.d.volumes)
 	}
 	return out, nil
+}
+
+// addVolumes adds each team's volumes' sizes to out.
+func addVolumes(ctx context.Context, out map[string]uint64, vols volumeStore) error {
+	list, err := vols.ListAll(ctx)
+	if err != nil {
+		return err
+	}
+	for _, v := range list {
+		if v.TeamID != "" && v.SizeBytes > 0 {
+			out[v.TeamID] += uint64(v.SizeBytes)
+		}
+	}
+	return nil
 }
 
 // busEvents publishes budget warnings on the event bus: stored (the API's

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -115,9 +116,19 @@ func TestSnapshotsKnownToEveryReplica(t *testing.T) {
 		t.Errorf("replica b's base layer: %q, %v", b, err)
 	}
 
-	// Pulled into b, it is still listed once, by both.
+	// Pulled into b, it is still listed once, by both, and metered once:
+	// either replica's sum is the directory's.
 	checkLists(t, map[string]serverSnapshots{"a": srvA, "b": srvB}, map[string][]string{
 		"team-a": {pushed.ID, local.ID}, "": {pushed.ID, local.ID, other.ID}})
+	for name, images := range map[string]*image.Store{"a": imagesA, "b": imagesB} {
+		got, err := sharedStorage{&Daemon{images: images}}.TeamStorage(ctx)
+		if want := map[string]uint64{"team-a": uint64(pushed.Size + local.Size), "team-b": uint64(other.Size)}; err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("the snapshot storage through %s: %v, %v; want %v", name, got, err, want)
+		}
+		if got, err := (hostStorage{&Daemon{images: images}}).TeamStorage(ctx); err != nil || len(got) != 0 {
+			t.Errorf("the host storage of %s without volumes: %v, %v; want none (snapshots are shared)", name, got, err)
+		}
+	}
 
 	// Kept on a's host only: b says where it is.
 	_, err = mB.Create(ctx, sandbox.CreateRequest{TeamID: "team-a", Snapshot: local.ID})

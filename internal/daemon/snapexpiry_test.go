@@ -90,6 +90,13 @@ func TestSnapshotsOfGoneReplicasExpire(t *testing.T) {
 		}
 	}
 
+	// Metered until they expire, though their replica is gone.
+	meteredB := sharedStorage{&Daemon{images: imagesB}}
+	before, err := meteredB.TeamStorage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	sweepAbandonedSnapshots(ctx, imagesB, st, "replica-b", abandonGrace, slog.New(slog.DiscardHandler))
 	for _, tc := range []struct {
 		what string
@@ -121,6 +128,10 @@ func TestSnapshotsOfGoneReplicasExpire(t *testing.T) {
 		if !tc.kept && err == nil {
 			t.Errorf("%s: its image %s is still in the registry", tc.what, tc.snap.Ref)
 		}
+	}
+	after, err := meteredB.TeamStorage(ctx)
+	if want := before["team-a"] - uint64(pushed.Size+local.Size); err != nil || after["team-a"] != want {
+		t.Errorf("team a's snapshot storage after the expiry: %v, %v; want %d (%d before)", after["team-a"], err, want, before["team-a"])
 	}
 	// Every replica's list agrees.
 	checkLists(t, map[string]serverSnapshots{"b": {store: imagesB}, "c": {store: imagesC}}, map[string][]string{

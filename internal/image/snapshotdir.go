@@ -129,14 +129,18 @@ func (s *Store) ListSnapshots(ctx context.Context, team string) ([]*Snapshot, er
 
 // knownLocked is a Directory entry as this store answers for it: its own
 // record, layers included, when it holds it, else the entry with Replica
-// set and no Layers; either with the later last use of the two, from
-// which it expires. Callers hold s.mu.
+// set and no Layers; either with the Directory's size and creation time,
+// and the later last use of the two, from which it expires. Callers hold
+// s.mu.
 func (s *Store) knownLocked(e Snapshot) *Snapshot {
 	snap := &e
 	if rec, ok := s.idx.Snapshots[e.ID]; ok {
 		snap = s.snapshotLocked(e.ID, rec)
 		snap.LastUsed = later(snap.LastUsed, e.LastUsed)
-		snap.CreatedAt = e.CreatedAt // the same, but the Directory orders the lists
+		// The Directory's, as every replica answers: the order of the
+		// lists, and the size the taking replica measured (a pulled
+		// copy's layer is measured as unpacked here).
+		snap.CreatedAt, snap.Size = e.CreatedAt, e.Size
 	} else {
 		snap.Layers = nil
 	}

@@ -68,8 +68,10 @@ type Sandboxes interface {
 	Stats(ctx context.Context, id string) (runtime.Stats, error)
 }
 
-// Storage reports the bytes each team keeps on the host (snapshots'
-// layers, volumes' sizes), by team ID.
+// Storage reports the bytes each team keeps, by team ID: on this host
+// (Config.Storage: volumes' sizes), or together with the other replicas
+// sharing the store (Config.SharedStorage: snapshots, which any replica
+// serves and pulls).
 type Storage interface {
 	TeamStorage(ctx context.Context) (map[string]uint64, error)
 }
@@ -106,10 +108,15 @@ type Enforcer interface {
 type Config struct {
 	Store     Store     // required
 	Sandboxes Sandboxes // nil: no sandbox sampling (a store-only replica)
-	Storage   Storage   // nil: no storage samples
-	Events    Events    // nil: warnings are only logged
-	Enforcer  Enforcer  // nil: a hard cap refuses new work but stops nothing
-	Prices    Prices
+	Storage   Storage   // this host's, booked by every replica; nil: none
+	// SharedStorage is what the replicas keep together, each byte once
+	// whichever replicas hold copies (the snapshot directory's
+	// snapshots): booked by the replica Leader allows, in one chain per
+	// team that any replica continues. Nil: none.
+	SharedStorage Storage
+	Events        Events   // nil: warnings are only logged
+	Enforcer      Enforcer // nil: a hard cap refuses new work but stops nothing
+	Prices        Prices
 	// Node names this host among those sharing the store: its storage
 	// samples are its own ("" for one host).
 	Node string
@@ -119,15 +126,16 @@ type Config struct {
 	// per team, project and hour and pruned (DefaultRawRetention if 0; at
 	// least 3 h).
 	RawRetention time.Duration
-	// RollUps, when set, gates the hourly roll-up and prune: replicas
-	// sharing a store roll up from the one holding the lease of that work
-	// (two at once could overwrite a roll-up with one summed from samples
-	// the other was pruning). Sampling and budget checks stay on every
-	// replica: each samples and stops its own host's sandboxes, and a
-	// budget's warnings are recorded once by compare-and-set. Nil: always.
-	RollUps func() bool
-	Now     func() time.Time // default time.Now
-	Logger  *slog.Logger     // default slog.Default()
+	// Leader, when set, gates what runs once among the replicas sharing
+	// a store, from the one holding the lease of that work: the hourly
+	// roll-up and prune (two at once could overwrite a roll-up with one
+	// summed from samples the other was pruning) and the booking of
+	// SharedStorage. Sampling and budget checks stay on every replica:
+	// each samples and stops its own host's sandboxes, and a budget's
+	// warnings are recorded once by compare-and-set. Nil: always.
+	Leader func() bool
+	Now    func() time.Time // default time.Now
+	Logger *slog.Logger     // default slog.Default()
 }
 
 func (c *Config) setDefaults() error {
@@ -166,8 +174,12 @@ type Meter struct {
 	mu      sync.Mutex
 	points  map[string]point     // chain ends of running sandboxes, by id
 	ended   map[string]bool      // sandboxes whose last interval is booked
-	storage map[string]time.Time // end of each team's storage chain
-	over    map[string]string    // teams past a hard cap → why
+	storage map[string]time.Time // end of each team's storage chain of this host
+	// shared is the end of each team's chain of SharedStorage, while
+	// this replica is the Leader: emptied when it is not, so that one
+	// taken up again continues from what the other replicas booked.
+	shared map[string]time.Time
+	over   map[string]string // teams past a hard cap → why
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -180,7 +192,7 @@ func New(cfg Config) (*Meter, error) {
 	}
 	return &Meter{cfg: cfg, log: cfg.Logger.With("component", "metering"),
 		points: map[string]point{}, ended: map[string]bool{}, storage: map[string]time.Time{},
-		over: map[string]string{}}, nil
+		shared: map[string]time.Time{}, over: map[string]string{}}, nil
 }
 
 // Start checks budgets once (so a hard cap holds from the first request)
@@ -212,7 +224,7 @@ func (m *Meter) loop(ctx context.Context) {
 		// Sample before rolling up: after a long downtime the chains of
 		// re-adopted sandboxes continue from samples the roll-up would prune.
 		m.Tick(ctx)
-		if now := m.now(); now.Sub(rolled) >= time.Hour && (m.cfg.RollUps == nil || m.cfg.RollUps()) {
+		if now := m.now(); now.Sub(rolled) >= time.Hour && m.leader() {
 			if err := m.RollUp(ctx); err != nil {
 				if ctx.Err() == nil {
 					m.log.Warn("roll up usage", "err", err)
@@ -246,3 +258,6 @@ func (m *Meter) Tick(ctx context.Context) {
 }
 
 func (m *Meter) now() time.Time { return store.Time(m.cfg.Now()) }
+
+// leader reports whether this replica does the work that runs once.
+func (m *Meter) leader() bool { return m.cfg.Leader == nil || m.cfg.Leader() }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -444,6 +445,65 @@ func TestStorage(t *testing.T) {
 	more := r.sum(store.UsageFilter{TeamID: "team-a"}).StorageGBHours - got.StorageGBHours
 	if wantMore := 2*(44*time.Minute).Hours() + 1*(31*time.Minute+30*time.Second).Hours(); !near(more, wantMore) {
 		t.Fatalf("two hosts booked %v GB-h more, want %v", more, wantMore)
+	}
+}
+
+// TestSharedStorage: what the replicas keep together (every replica reads
+// the same 2 GB from the snapshot directory) is booked once, by the
+// leader, in one chain the next leader continues: a handover neither
+// drops nor repeats a minute, and the hosts' own storage is still booked
+// by each.
+func TestSharedStorage(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	leader := "a"
+	meters := map[string]*Meter{}
+	for _, node := range []string{"a", "b"} {
+		cfg := r.cfg
+		cfg.Node, cfg.Storage, cfg.SharedStorage = node, storage{"team-a": 1e9}, storage{"team-a": 2e9}
+		cfg.Leader = func() bool { return leader == node }
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meters[node] = m
+	}
+	tick := func(n int) {
+		t.Helper()
+		for range n {
+			r.clock.Advance(DefaultInterval)
+			for _, node := range []string{"a", "b"} {
+				if err := meters[node].SampleStorage(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	// a leads for 10 minutes, b for 20, a again for 30.
+	tick(10)
+	leader = "b"
+	tick(20)
+	leader = "a"
+	tick(30)
+
+	var shared, host float64
+	us, err := r.store.ListUsage(ctx, store.UsageFilter{TeamID: "team-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range us {
+		if strings.HasPrefix(u.ID, "storage-shared/") {
+			shared += u.StorageGBHours
+		} else {
+			host += u.StorageGBHours
+		}
+	}
+	// Each chain starts an Interval before its first tick: at t0.
+	if want := 2 * time.Hour.Hours(); !near(shared, want) {
+		t.Errorf("shared storage = %v GB-h, want %v (2 GB once, for the hour)", shared, want)
+	}
+	if want := 2 * 1 * time.Hour.Hours(); !near(host, want) {
+		t.Errorf("the hosts' storage = %v GB-h, want %v (1 GB on each host)", host, want)
 	}
 }
 

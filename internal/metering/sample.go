@@ -254,24 +254,44 @@ func (m *Meter) samples(sb sandbox.Sandbox, p point, end time.Time, c *counters)
 	return out, next
 }
 
-// SampleStorage books each team's stored bytes since the last sample.
-// Storage is booked while a Meter runs: after a restart a team's chain
-// continues from its last sample if that ended at most one Interval ago,
-// else from one Interval ago (downtime beyond that is not charged).
+// SampleStorage books each team's stored bytes since the last sample: this
+// host's (Storage), and, by the Leader only, what the replicas share
+// (SharedStorage). Storage is booked while a Meter runs: after a restart,
+// or when another replica booked the shared chain meanwhile, a team's
+// chain continues from its last sample if that ended at most one Interval
+// ago, else from one Interval ago (downtime beyond that is not charged).
+// A sample's ID is its chain's prefix and its start, so two replicas
+// continuing one shared chain from the same end write one sample.
 func (m *Meter) SampleStorage(ctx context.Context) error {
-	if m.cfg.Storage == nil {
-		return nil
+	var errs []error
+	if m.cfg.Storage != nil {
+		errs = append(errs, m.sampleChain(ctx, m.cfg.Storage, m.storage, m.storagePrefix))
 	}
-	sizes, err := m.cfg.Storage.TeamStorage(ctx)
+	if m.cfg.SharedStorage != nil {
+		if m.leader() {
+			errs = append(errs, m.sampleChain(ctx, m.cfg.SharedStorage, m.shared, sharedPrefix))
+		} else {
+			m.mu.Lock()
+			clear(m.shared)
+			m.mu.Unlock()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sampleChain books src's bytes of each team in the chains whose ends
+// are in ends, under prefix(team).
+func (m *Meter) sampleChain(ctx context.Context, src Storage, ends map[string]time.Time, prefix func(team string) string) error {
+	sizes, err := src.TeamStorage(ctx)
 	if err != nil {
 		return fmt.Errorf("read team storage: %w", err)
 	}
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for team := range m.storage {
+	for team := range ends {
 		if sizes[team] == 0 {
-			delete(m.storage, team)
+			delete(ends, team)
 		}
 	}
 	var errs []error
@@ -279,47 +299,48 @@ func (m *Meter) SampleStorage(ctx context.Context) error {
 		if bytes == 0 || team == "" {
 			continue
 		}
-		start, ok := m.storage[team]
+		start, ok := ends[team]
 		if !ok {
-			if start, err = m.storageChain(ctx, team, now); err != nil {
+			if start, err = m.storageChain(ctx, prefix(team), team, now); err != nil {
 				errs = append(errs, err)
 				continue
 			}
 		}
 		if now.After(start) {
-			if err := m.write(ctx, m.storageSamples(team, bytes, start, now)); err != nil && !errors.Is(err, sandbox.ErrConflict) {
+			if err := m.write(ctx, m.storageSamples(prefix(team), team, bytes, start, now)); err != nil && !errors.Is(err, sandbox.ErrConflict) {
 				errs = append(errs, err)
 				continue
 			}
 		}
-		m.storage[team] = now
+		ends[team] = now
 	}
 	return errors.Join(errs...)
 }
 
-// storageChain is where a team's storage chain continues after a restart.
-func (m *Meter) storageChain(ctx context.Context, team string, now time.Time) (time.Time, error) {
+// storageChain is where a team's storage chain under prefix continues
+// after a restart (or after another replica booked it).
+func (m *Meter) storageChain(ctx context.Context, prefix, team string, now time.Time) (time.Time, error) {
 	from := now.Add(-m.cfg.Interval)
 	recent, err := m.cfg.Store.ListUsage(ctx, store.UsageFilter{TeamID: team, Since: from.Add(-m.cfg.Interval)})
 	if err != nil {
 		return time.Time{}, fmt.Errorf("read the storage usage of team %s: %w", team, err)
 	}
 	for _, u := range recent {
-		if u.SandboxID == "" && strings.HasPrefix(u.ID, m.storagePrefix(team)) && u.End.After(from) {
+		if u.SandboxID == "" && strings.HasPrefix(u.ID, prefix) && u.End.After(from) {
 			from = u.End
 		}
 	}
 	return from, nil
 }
 
-func (m *Meter) storageSamples(team string, bytes uint64, from, end time.Time) []store.Usage {
+func (m *Meter) storageSamples(prefix, team string, bytes uint64, from, end time.Time) []store.Usage {
 	if floor := m.bookingFloor(end); from.Before(floor) {
 		from = floor
 	}
 	var out []store.Usage
 	for a := from; a.Before(end); {
 		b := hourEnd(a, end)
-		out = append(out, store.Usage{ID: m.storagePrefix(team) + strconv.FormatInt(a.UnixMilli(), 10), TeamID: team,
+		out = append(out, store.Usage{ID: prefix + strconv.FormatInt(a.UnixMilli(), 10), TeamID: team,
 			Start: a, End: b, StorageGBHours: float64(bytes) / 1e9 * b.Sub(a).Hours()})
 		a = b
 	}
@@ -331,6 +352,10 @@ func (m *Meter) storageSamples(team string, bytes uint64, from, end time.Time) [
 func (m *Meter) storagePrefix(team string) string {
 	return "storage/" + m.cfg.Node + "/" + team + "/"
 }
+
+// sharedPrefix starts the ids of a team's samples of SharedStorage: one
+// chain, whichever replica books it (a host's start with "storage/").
+func sharedPrefix(team string) string { return "storage-shared/" + team + "/" }
 
 // horizon is where RollUp at t prunes: samples that start before it go.
 func (m *Meter) horizon(t time.Time) time.Time {
