@@ -32,7 +32,8 @@ func (s *Sandbox) Fork(ctx context.Context, overrides *api.CreateSandboxRequest)
 	return out, nil
 }
 
-// ListSnapshots returns the server's snapshots, oldest first.
+// ListSnapshots returns the team's snapshots (a host admin's: every team's),
+// whichever replica took them, oldest first.
 func (c *Client) ListSnapshots(ctx context.Context) ([]api.Snapshot, error) {
 	var out api.SnapshotList
 	err := c.do(ctx, http.MethodGet, "/snapshots", nil, nil, &out)
