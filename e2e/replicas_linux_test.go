@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -553,7 +554,8 @@ func TestReplicaImagesShared(t *testing.T) {
 // sandbox created from it through b (pulled there by digest) has its
 // files; another team does not find it through b; a snapshot of a
 // host-image sandbox, kept on a's host, is snapshot_on_other_replica
-// through b naming a; one deleted through b is gone on a.
+// through b naming a; both replicas list both, another team neither; one
+// deleted through b is gone on a, from its list too.
 func TestReplicaSnapshotsShared(t *testing.T) {
 	requireSandboxes(t)
 	bin := buildPaddock(t)
@@ -649,6 +651,31 @@ func TestReplicaSnapshotsShared(t *testing.T) {
 		t.Errorf("create through b from a snapshot kept on a: %v, want snapshot_on_other_replica naming node-a", err)
 	}
 
+	// Both replicas list the team's two (b never pulled the second);
+	// another team's list has neither.
+	listed := func(c *sdk.Client) []string {
+		t.Helper()
+		snaps, err := c.ListSnapshots(ctx)
+		if err != nil {
+			t.Fatalf("list snapshots: %v", err)
+		}
+		ids := []string{}
+		for _, s := range snaps {
+			ids = append(ids, s.ID)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	both := slices.Sorted(slices.Values([]string{snap.ID, local.ID}))
+	for name, c := range map[string]*sdk.Client{"a": a1, "b": b1} {
+		if got := listed(c); !slices.Equal(got, both) {
+			t.Errorf("team one's snapshots through %s: %v, want %v", name, got, both)
+		}
+	}
+	if got := listed(b2); len(got) != 0 {
+		t.Errorf("team two's snapshots through b: %v, want none", got)
+	}
+
 	// Deleted through b: a no longer creates from it.
 	if err := sb.Delete(ctx); err != nil {
 		t.Fatal(err)
@@ -658,5 +685,8 @@ func TestReplicaSnapshotsShared(t *testing.T) {
 	}
 	if _, err := a1.Create(ctx, api.CreateSandboxRequest{Snapshot: snap.ID}); !sdk.IsCode(err, "snapshot_not_found") {
 		t.Errorf("create through a from a snapshot deleted through b: %v, want snapshot_not_found", err)
+	}
+	if got := listed(a1); !slices.Equal(got, []string{local.ID}) {
+		t.Errorf("team one's snapshots through a after the delete through b: %v, want %v", got, []string{local.ID})
 	}
 }
