@@ -146,3 +146,35 @@ func mustDigest(t *testing.T, ref string) name.Digest {
 	}
 	return d
 }
+
+// TestSnapshotExpiryNeedsTheBackgroundLease: a replica that does not hold
+// the background lease leaves a gone replica's expired snapshot alone; it
+// expires it once it holds the lease.
+func TestSnapshotExpiryNeedsTheBackgroundLease(t *testing.T) {
+	ctx := t.Context()
+	st := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
+	old := time.Now().Add(-8 * 24 * time.Hour)
+	if err := st.PutSnapshotRef(ctx, store.SnapshotRef{ID: "snap-gone", Team: "team-a", Replica: "replica-a",
+		Size: 5, CreatedAt: old, LastUsed: old}); err != nil {
+		t.Fatal(err)
+	}
+	bg, err := lease.New(lease.Config{Store: st, Name: backgroundLease, Holder: "replica-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bg.Close() })
+	d := &Daemon{cfg: Config{NodeName: "replica-b"}, log: slog.New(slog.DiscardHandler), store: st,
+		images: openReplicaImages(t, st, "replica-b"), background: bg}
+
+	d.expireAbandonedSnapshots(ctx)
+	if _, err := st.GetSnapshotRef(ctx, "snap-gone"); err != nil {
+		t.Fatalf("expired without the background lease: %v", err)
+	}
+	if err := bg.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.expireAbandonedSnapshots(ctx)
+	if _, err := st.GetSnapshotRef(ctx, "snap-gone"); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Fatalf("with the background lease: %v, want expired", err)
+	}
+}
