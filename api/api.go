@@ -227,8 +227,11 @@ type Runtime struct {
 
 // RuntimeCapabilities are what a runtime can do on this server.
 type RuntimeCapabilities struct {
-	Snapshot      bool `json:"snapshot"`
-	DiskCap       bool `json:"diskCap"`
+	Snapshot bool `json:"snapshot"`
+	DiskCap  bool `json:"diskCap"`
+	// DiskCapStops: the disk cap holds by stopping a sandbox past it
+	// (Kubernetes evicts its Pod), not by failing its writes.
+	DiskCapStops  bool `json:"diskCapStops,omitempty"`
 	UserNS        bool `json:"userNS"`
 	Seccomp       bool `json:"seccomp"`
 	CgroupVersion int  `json:"cgroupVersion,omitempty"`

@@ -95,7 +95,7 @@ func TestInstall(t *testing.T) {
 		"kubernetes":        map[string]any{"hostImage": repo + ":test", "requestFraction": 0.1, "kubeconfig": "/etc/paddock-kube/config"},
 		"extraVolumes":      []any{map[string]any{"name": "kubeconfig", "configMap": map[string]any{"name": "paddock-kubeconfig"}}},
 		"extraVolumeMounts": []any{map[string]any{"name": "kubeconfig", "mountPath": "/etc/paddock-kube", "readOnly": true}},
-		"config": map[string]any{"sandbox-disk": "0", "lease-ttl": "15s", "lease-renew": "5s",
+		"config": map[string]any{"sandbox-disk": "1G", "lease-ttl": "15s", "lease-renew": "5s",
 			// The registry is on the Pods' gateway, a private address.
 			"registry-allow-private": true},
 	})

@@ -174,7 +174,9 @@ func startStack(t *testing.T, dataDir string, opts stackOptions) *stack {
 	}
 	switch {
 	case opts.runtime == daemon.RuntimeKubernetes:
+		// Capped as the chart runs them: an ephemeral-storage limit each.
 		cfg.Runtime, cfg.Kubernetes, cfg.SnapshotRegistry = daemon.RuntimeKubernetes, k8s, snapshots
+		cfg.SandboxDiskMB = testDiskMB
 	case diskimg.Available() == "":
 		// As `paddock serve` runs sandboxes: each with a disk of its own,
 		// small here, made ahead of time.

@@ -35,7 +35,7 @@ func runtimesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		for _, c := range []struct {
 			on   bool
 			name string
-		}{{r.Capabilities.Snapshot, "snapshot"}, {r.Capabilities.DiskCap, "disk-cap"}, {r.Capabilities.UserNS, "userns"}, {r.Capabilities.Seccomp, "seccomp"}} {
+		}{{r.Capabilities.Snapshot, "snapshot"}, {r.Capabilities.DiskCap && !r.Capabilities.DiskCapStops, "disk-cap"}, {r.Capabilities.DiskCapStops, "disk-cap(stops)"}, {r.Capabilities.UserNS, "userns"}, {r.Capabilities.Seccomp, "seccomp"}} {
 			if c.on {
 				caps = append(caps, c.name)
 			}

@@ -105,7 +105,8 @@ func (o nodeObserver) SandboxEvent(ctx context.Context, e node.Event) {
 		data["durationSeconds"] = f(u.End.Sub(u.Start).Seconds())
 	}
 	msg := ""
-	if e.Type == node.EventFailed {
+	if e.Type == node.EventFailed || e.Type == node.EventStopped {
+		// A stop nobody asked for (reason "exited") says what ended it.
 		msg = sb.Error
 	}
 	// Off the create path: the store write (a quarter of a millisecond on

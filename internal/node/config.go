@@ -19,7 +19,10 @@ const (
 	defaultMaxTimeout   = 5 * time.Hour
 	defaultMaxSandboxes = 64
 	defaultMaxPorts     = 8
-	defaultMaxDiskMB    = 100 << 10 // 100 GiB: images are sparse, a cap costs nothing until written
+	// defaultLivenessInterval: one driver List per runtime this often (for
+	// Kubernetes two API lists), so a dead sandbox is stopped within it.
+	defaultLivenessInterval = 5 * time.Second
+	defaultMaxDiskMB        = 100 << 10 // 100 GiB: images are sparse, a cap costs nothing until written
 
 	defaultListLimit = 50
 	maxListLimit     = 500
@@ -48,7 +51,11 @@ type Config struct {
 	MaxResources     sandbox.Resources // default {VCPUs: host cores, MemoryMB: 16384, PIDs: 32768, DiskMB: 102400}
 	MaxSandboxes     int               // running+pending at once on this host; default 64
 	MaxPorts         int               // declared ports per sandbox; default 8
-	Logger           *slog.Logger      // default slog.Default()
+	// LivenessInterval is how often the node asks its drivers which
+	// sandboxes still run, and stops those that no longer do (liveness.go);
+	// default 5s.
+	LivenessInterval time.Duration
+	Logger           *slog.Logger // default slog.Default()
 
 	// Drivers are the other runtimes this host offers, each by its
 	// Capabilities().Name; a create names one with CreateRequest.Runtime.
@@ -143,6 +150,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DefaultTimeout == 0 {
 		c.DefaultTimeout = defaultTimeout
+	}
+	if c.LivenessInterval <= 0 {
+		c.LivenessInterval = defaultLivenessInterval
 	}
 	if c.MaxTimeout == 0 {
 		c.MaxTimeout = max(defaultMaxTimeout, c.DefaultTimeout)

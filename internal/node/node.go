@@ -63,7 +63,7 @@ type Manager struct {
 	closed    bool
 	cancel    context.CancelFunc // stops the timeout loop; set by Start
 
-	wg sync.WaitGroup // the timeout loop: added by Start, waited by Close
+	wg sync.WaitGroup // the timeout and liveness loops: added by Start, waited by Close
 
 	adopting sync.Mutex // serialises Adopt (adopt.go)
 }
@@ -194,9 +194,10 @@ func (m *Manager) Start(ctx context.Context) error {
 		return nil
 	}
 	m.cancel = cancel
-	m.wg.Add(1)
+	m.wg.Add(2)
 	m.mu.Unlock()
 	go m.timeoutLoop(loopCtx)
+	go m.livenessLoop(loopCtx)
 	return nil
 }
 
@@ -600,11 +601,13 @@ func (m *Manager) Stop(ctx context.Context, id string) (sandbox.Sandbox, error) 
 	case sandbox.Paused:
 		return m.stopPaused(e)
 	}
-	return m.stopLocked(ctx, e, "requested")
+	return m.stopLocked(ctx, e, "requested", "")
 }
 
-// stopLocked moves a sandbox through stopping to stopped. The caller holds e.op.
-func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sandbox.Sandbox, error) {
+// stopLocked moves a sandbox through stopping to stopped. The caller holds
+// e.op. why, when set, is kept as the stopped record's Error: what ended a
+// sandbox nobody stopped (liveness.go).
+func (m *Manager) stopLocked(ctx context.Context, e *entry, reason, why string) (sandbox.Sandbox, error) {
 	// Read while the agent still answers: stopping drops its client.
 	lw := m.collectLastWords(ctx, e)
 	sb, err := m.transition(e, sandbox.Stopping, nil, nil)
@@ -630,6 +633,9 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) (sand
 	m.releaseVolumes(dctx, sb.ID)
 	sb, err = m.transition(e, sandbox.Stopped, nil, func(sb *sandbox.Sandbox) {
 		sb.StoppedAt = m.now()
+		if why != "" {
+			sb.Error = why
+		}
 	})
 	if err != nil {
 		return sb, fmt.Errorf("node: stop sandbox %s: %w", sb.ID, err)

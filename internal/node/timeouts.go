@@ -94,7 +94,7 @@ func (m *Manager) expire(ctx context.Context, e *entry) {
 		return
 	}
 	m.log.Info("sandbox timed out", "sandbox", sb.ID, "expiresAt", sb.ExpiresAt)
-	if _, err := m.stopLocked(ctx, e, "timeout"); err != nil {
+	if _, err := m.stopLocked(ctx, e, "timeout", ""); err != nil {
 		m.log.Error("stop timed-out sandbox", "sandbox", sb.ID, "err", err)
 	}
 }

@@ -112,6 +112,10 @@ type Info struct {
 	// inside, for a running one.
 	PID     int
 	Created time.Time
+	// Reason says why a sandbox that is not running ended, when the
+	// driver knows ("Evicted: Pod ephemeral local storage usage exceeds
+	// ..."); "" otherwise.
+	Reason string
 }
 
 // Stats are a sandbox's resource figures, read from its cgroups.
@@ -158,6 +162,11 @@ type Capabilities struct {
 	// DiskCap: the driver caps a sandbox's writable layer at
 	// Resources.DiskMB; without it a sandbox with a cap is refused.
 	DiskCap bool `json:"diskCap"`
+	// DiskCapStops: the cap holds by stopping a sandbox that went past
+	// it, not by failing its writes with ENOSPC (Kubernetes: the kubelet
+	// evicts a Pod past its ephemeral-storage limit, within its
+	// housekeeping period, so a burst of writes may overshoot until then).
+	DiskCapStops bool `json:"diskCapStops,omitempty"`
 }
 
 // Snapshotter is the optional power to copy a sandbox's writable layer

@@ -26,7 +26,7 @@ func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request) error {
 	for _, st := range s.runtimes.Runtimes() {
 		c := st.Capabilities
 		out.Runtimes = append(out.Runtimes, api.Runtime{Name: st.Name, Default: st.Default, Available: st.Available, Reason: st.Reason,
-			Capabilities: api.RuntimeCapabilities{Snapshot: c.Snapshot, DiskCap: c.DiskCap, UserNS: c.UserNS, Seccomp: c.Seccomp, CgroupVersion: c.CgroupVersion}})
+			Capabilities: api.RuntimeCapabilities{Snapshot: c.Snapshot, DiskCap: c.DiskCap, DiskCapStops: c.DiskCapStops, UserNS: c.UserNS, Seccomp: c.Seccomp, CgroupVersion: c.CgroupVersion}})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	goruntime "runtime"
@@ -186,9 +187,13 @@ func New(cfg Config) (*Driver, error) {
 // Pod runs under the runtime's default profile besides); a user namespace
 // unless Config.HostUsers; snapshots of running sandboxes (see Snapshot)
 // on Linux; no disk cap yet.
+// ListIsCheap marks List as cheap enough for the node to poll for dead
+// sandboxes (an evicted Pod): two list calls to the API server.
+func (d *Driver) ListIsCheap() {}
+
 func (d *Driver) Capabilities() runtime.Capabilities {
 	return runtime.Capabilities{Name: "kubernetes", CgroupVersion: d.cfg.CgroupVersion, Seccomp: true, UserNS: !d.cfg.HostUsers,
-		Snapshot: goruntime.GOOS == "linux", SnapshotRunningOnly: true}
+		Snapshot: goruntime.GOOS == "linux", SnapshotRunningOnly: true, DiskCap: true, DiskCapStops: true}
 }
 
 // HostImageRef is Config.HostImage's registry image.
@@ -255,8 +260,6 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (*agent.Client, 
 		return nil, err
 	}
 	switch {
-	case spec.Resources.DiskMB > 0:
-		return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_disk_cap", "the kubernetes driver cannot cap a sandbox's disk yet")
 	case spec.Network != nil:
 		return nil, sandbox.Errorf(sandbox.ErrUnsupported, "no_host_network", "a Pod has the cluster's network; it cannot join one prepared on this host")
 	}
@@ -358,6 +361,19 @@ func (d *Driver) pod(spec runtime.Spec, ref string, binds []runtime.Bind, res sa
 		requests = corev1.ResourceList{
 			corev1.ResourceCPU:    resourceQuantity(max(1, int64(res.VCPUs*1000*f)), "m"),
 			corev1.ResourceMemory: resourceQuantity(max(1<<20, int64(float64(res.MemoryMB<<20)*f)), ""),
+		}
+	}
+	if res.DiskMB > 0 {
+		// The disk cap: the kubelet evicts a Pod whose writable layer,
+		// logs and disk-backed emptyDirs (the agent's copy) together pass
+		// its containers' limits. Requested as the CPU and memory are, so
+		// the scheduler counts it against the node's ephemeral storage.
+		limits = maps.Clone(limits)
+		limits[corev1.ResourceEphemeralStorage] = resourceQuantity(res.DiskMB<<20, "")
+		if f := d.cfg.RequestFraction; f < 1 {
+			requests[corev1.ResourceEphemeralStorage] = resourceQuantity(max(1<<20, int64(float64(res.DiskMB<<20)*f)), "")
+		} else {
+			requests = limits
 		}
 	}
 	caps := make([]corev1.Capability, 0, len(sandbox.Capabilities))
@@ -713,6 +729,32 @@ func podRunning(p *corev1.Pod) bool {
 	return done && err == nil
 }
 
+// endReason says why a sandbox's Pod does not run, from its status: the
+// kubelet's reason for the Pod (an eviction past its ephemeral-storage
+// limit: the disk cap) or its container's exit.
+func endReason(p *corev1.Pod) string {
+	if p.DeletionTimestamp != nil {
+		return "its Pod is being deleted"
+	}
+	if p.Status.Reason != "" || p.Status.Message != "" {
+		return strings.TrimSpace(strings.Trim(p.Status.Reason+": "+p.Status.Message, ": "))
+	}
+	// The kubelet marks a Pod it evicts before it records the phase, so
+	// this comes first to the container's exit (0: the agent ends on
+	// SIGTERM).
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue {
+			return strings.TrimSpace(strings.Trim(c.Reason+": "+c.Message, ": "))
+		}
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; cs.Name == "sandbox" && t != nil {
+			return strings.TrimSpace(fmt.Sprintf("its container exited %d: %s %s", t.ExitCode, t.Reason, t.Message))
+		}
+	}
+	return "its Pod is " + strings.ToLower(string(p.Status.Phase))
+}
+
 // getPod returns the sandbox's Pod, nil if there is none; one of another
 // sandbox (a name collision) counts as none.
 func (d *Driver) getPod(ctx context.Context, id string) (*corev1.Pod, error) {
@@ -836,12 +878,19 @@ func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
 		return in
 	}
 	for i := range secrets.Items {
-		add(secrets.Items[i].ObjectMeta)
+		if in := add(secrets.Items[i].ObjectMeta); in != nil {
+			in.Reason = "its Pod is gone"
+		}
 	}
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if in := add(p.ObjectMeta); in != nil && podRunning(p) {
-			in.Running, in.PID = true, 1
+		in := add(p.ObjectMeta)
+		switch {
+		case in == nil:
+		case podRunning(p):
+			in.Running, in.PID, in.Reason = true, 1, ""
+		default:
+			in.Reason = endReason(p)
 		}
 	}
 	out := make([]runtime.Info, 0, len(order))

@@ -203,6 +203,63 @@ func TestNetworkPolicy(t *testing.T) {
 	}
 }
 
+// TestPodDiskCap: a disk cap is the sandbox container's ephemeral-storage
+// limit, requested by the same fraction as its CPU and memory; without a
+// cap there is no limit.
+func TestPodDiskCap(t *testing.T) {
+	spec := runtime.Spec{ID: "p-1", Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 256, PIDs: 64, DiskMB: 2048}}
+	for _, tc := range []struct {
+		fraction float64
+		request  int64
+	}{{1, 2048 << 20}, {0.25, 512 << 20}} {
+		d := testDriver(t, func(c *Config) { c.RequestFraction = tc.fraction })
+		if caps := d.Capabilities(); !caps.DiskCap || !caps.DiskCapStops {
+			t.Fatalf("capabilities %+v: want a disk cap that stops the sandbox", caps)
+		}
+		r := d.pod(spec, "img:1", nil, spec.Resources).Spec.Containers[0].Resources
+		if q := r.Limits[corev1.ResourceEphemeralStorage]; q.Value() != 2048<<20 {
+			t.Errorf("fraction %v: ephemeral-storage limit %v", tc.fraction, q.String())
+		}
+		if q := r.Requests[corev1.ResourceEphemeralStorage]; q.Value() != tc.request {
+			t.Errorf("fraction %v: ephemeral-storage request %v, want %d", tc.fraction, q.String(), tc.request)
+		}
+		if q := r.Limits[corev1.ResourceMemory]; q.Value() != 256<<20 {
+			t.Errorf("fraction %v: memory limit %v", tc.fraction, q.String())
+		}
+	}
+	uncapped := spec
+	uncapped.Resources.DiskMB = 0
+	d := testDriver(t, nil)
+	r := d.pod(uncapped, "img:1", nil, uncapped.Resources).Spec.Containers[0].Resources
+	if _, ok := r.Limits[corev1.ResourceEphemeralStorage]; ok {
+		t.Errorf("no cap asked, limits %v", r.Limits)
+	}
+}
+
+// TestEndReason: what List says of a Pod that does not run.
+func TestEndReason(t *testing.T) {
+	evicted := &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted",
+		Message: "Pod ephemeral local storage usage exceeds the total limit of containers 64Mi. "}}
+	exited := &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, ContainerStatuses: []corev1.ContainerStatus{
+		{Name: "sandbox", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}}}}}}
+	evicting := exited.DeepCopy()
+	evicting.Status.Conditions = []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
+		Reason: "TerminationByKubelet", Message: "Pod ephemeral local storage usage exceeds the total limit of containers 64Mi. "}}
+	for _, tc := range []struct {
+		pod  *corev1.Pod
+		want string
+	}{
+		{evicted, "Evicted: Pod ephemeral local storage usage exceeds the total limit of containers 64Mi."},
+		{evicting, "TerminationByKubelet: Pod ephemeral local storage usage exceeds the total limit of containers 64Mi."},
+		{exited, "its container exited 137: OOMKilled"},
+		{&corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodPending}}, "its Pod is pending"},
+	} {
+		if got := endReason(tc.pod); got != tc.want {
+			t.Errorf("endReason = %q, want %q", got, tc.want)
+		}
+	}
+}
+
 // TestCreateRefuses: what the driver cannot do fails before any object is
 // made.
 func TestCreateRefuses(t *testing.T) {
@@ -213,7 +270,6 @@ func TestCreateRefuses(t *testing.T) {
 		err  error
 	}{
 		{"bad id", runtime.Spec{ID: "Bad/ID"}, sandbox.ErrInvalid},
-		{"disk cap", runtime.Spec{ID: "x", Resources: sandbox.Resources{DiskMB: 64}}, sandbox.ErrUnsupported},
 		{"host directory", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Source: "/v", Dest: "/data"}}}, sandbox.ErrUnsupported},
 		{"claim copy-on-write", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Claim: "vol-1", Dest: "/data", Upper: "/u", Work: "/w"}}}, sandbox.ErrUnsupported},
 		{"claim over /tmp", runtime.Spec{ID: "x", Mounts: []runtime.Mount{{Claim: "vol-1", Dest: "/tmp/x"}}}, sandbox.ErrInvalid},

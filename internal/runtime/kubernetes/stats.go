@@ -38,6 +38,9 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 		if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
 			st.CPUQuotaFrac = float64(q.MilliValue()) / 1000
 		}
+		if q, ok := c.Resources.Limits[corev1.ResourceEphemeralStorage]; ok {
+			st.DiskLimitBytes = uint64(q.Value())
+		}
 	}
 	token, err := d.token(ctx, id)
 	if err != nil {

@@ -178,6 +178,10 @@ func New(cfg Config) (*Driver, error) {
 }
 
 // Capabilities implements runtime.Driver.
+// ListIsCheap marks List as cheap enough for the node to poll for dead
+// sandboxes: it reads each sandbox's state file and its init's status.
+func (d *Driver) ListIsCheap() {}
+
 func (d *Driver) Capabilities() runtime.Capabilities {
 	v := 1
 	if d.cgroupV2 {

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -693,6 +694,10 @@ func testDiskCap(t *testing.T, nd func(*testing.T) runtime.Driver) {
 	}
 	const diskMB = 64
 	b := createBox(t, d, "disk", sandbox.Resources{VCPUs: 1, MemoryMB: 256, PIDs: 256, DiskMB: diskMB})
+	if d.Capabilities().DiskCapStops {
+		testDiskCapStops(t, d, b, diskMB)
+		return
+	}
 	// Each command's log is a new file in the agent's state dir: on a
 	// mount of its own commands start whatever the layer holds; on the
 	// layer itself none starts while it is full, so the filling command
@@ -731,4 +736,44 @@ func testDiskCap(t *testing.T, nd func(*testing.T) runtime.Driver) {
 		t.Errorf("a command with no inode left: stdout %q", r.Stdout)
 	}
 	b.sh("rm -r many && touch one-more", false).mustOK(t)
+}
+
+// testDiskCapStops: a driver whose disk cap stops the sandbox past it
+// (Kubernetes: the kubelet evicts the Pod) lets writes within the cap
+// through, reports the cap, and stops a sandbox that wrote twice it, saying
+// why, within a few of its housekeeping periods.
+func testDiskCapStops(t *testing.T, d runtime.Driver, b *box, diskMB int64) {
+	st, err := d.Stats(context.Background(), b.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DiskLimitBytes != uint64(diskMB)<<20 {
+		t.Errorf("stats: disk limit %d bytes, want %d", st.DiskLimitBytes, diskMB<<20)
+	}
+	b.sh("head -c 16777216 /dev/zero > small && rm small", false).mustOK(t)
+	// The write itself may succeed, or end with the sandbox.
+	b.sh("head -c "+strconv.FormatInt(diskMB<<21, 10)+" /dev/zero > big; sync", false)
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		infos, err := d.List(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(infos, func(in runtime.Info) bool { return in.ID == b.id })
+		if i < 0 || !infos[i].Running {
+			why := "gone from the list"
+			if i >= 0 {
+				why = infos[i].Reason
+			}
+			t.Logf("stopped past its disk cap: %s", why)
+			if why == "" {
+				t.Error("the driver says no reason for the stop")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a sandbox that wrote twice its %d MiB disk cap still runs after 3 minutes", diskMB)
+		}
+		time.Sleep(2 * time.Second)
+	}
 }
