@@ -729,10 +729,30 @@ func podRunning(p *corev1.Pod) bool {
 	return done && err == nil
 }
 
-// endReason says why a sandbox's Pod does not run, from its status: the
+// endReason says why a sandbox's Pod does not run: podEndReason, or, while
+// the kubelet has not yet written why it ended the Pod (it kills the
+// containers first), its eviction event, which it records before the kill.
+func (d *Driver) endReason(ctx context.Context, p *corev1.Pod) string {
+	why := podEndReason(p)
+	if p.Status.Reason != "" || p.DeletionTimestamp != nil {
+		return why
+	}
+	sel := fields.Set{"involvedObject.uid": string(p.UID), "reason": "Evicted"}.AsSelector().String()
+	events, err := d.cfg.Client.CoreV1().Events(d.cfg.Namespace).List(ctx, metav1.ListOptions{FieldSelector: sel})
+	if err != nil {
+		d.log.Debug("read the pod's events", "pod", p.Name, "err", err)
+		return why
+	}
+	if len(events.Items) > 0 {
+		return strings.TrimSpace("Evicted: " + events.Items[0].Message)
+	}
+	return why
+}
+
+// podEndReason says why a sandbox's Pod does not run, from its status: the
 // kubelet's reason for the Pod (an eviction past its ephemeral-storage
 // limit: the disk cap) or its container's exit.
-func endReason(p *corev1.Pod) string {
+func podEndReason(p *corev1.Pod) string {
 	if p.DeletionTimestamp != nil {
 		return "its Pod is being deleted"
 	}
@@ -890,7 +910,7 @@ func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
 		case podRunning(p):
 			in.Running, in.PID, in.Reason = true, 1, ""
 		default:
-			in.Reason = endReason(p)
+			in.Reason = d.endReason(ctx, p)
 		}
 	}
 	out := make([]runtime.Info, 0, len(order))

@@ -254,9 +254,23 @@ func TestEndReason(t *testing.T) {
 		{exited, "its container exited 137: OOMKilled"},
 		{&corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodPending}}, "its Pod is pending"},
 	} {
-		if got := endReason(tc.pod); got != tc.want {
-			t.Errorf("endReason = %q, want %q", got, tc.want)
+		if got := podEndReason(tc.pod); got != tc.want {
+			t.Errorf("podEndReason = %q, want %q", got, tc.want)
 		}
+	}
+	// Before the kubelet writes the Pod's status, its eviction event says
+	// why (found by the Pod's uid).
+	d := testDriver(t, nil)
+	pod := exited.DeepCopy()
+	pod.UID = "uid-1"
+	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e1", Namespace: d.cfg.Namespace},
+		InvolvedObject: corev1.ObjectReference{UID: "uid-1"}, Reason: "Evicted",
+		Message: "Pod ephemeral local storage usage exceeds the total limit of containers 64Mi. "}
+	if _, err := d.cfg.Client.CoreV1().Events(d.cfg.Namespace).Create(t.Context(), ev, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := d.endReason(t.Context(), pod), "Evicted: Pod ephemeral local storage usage exceeds the total limit of containers 64Mi."; got != want {
+		t.Errorf("endReason with an eviction event = %q, want %q", got, want)
 	}
 }
 
