@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"sync"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/agent"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -31,12 +33,28 @@ func (m *Manager) livenessLoop(ctx context.Context) {
 
 // polledLister is a driver whose List is cheap enough to call every
 // LivenessInterval: it reads state the driver keeps, starting no process
-// per sandbox (runc, Kubernetes; gVisor's runs runsc once per sandbox). A
-// dead sandbox of another driver is found at the next restart's
-// reconcile, or stopped by its timeout.
+// per sandbox (runc, Kubernetes). Another driver's (gVisor's runs runsc
+// once per sandbox) is listed only when an agent of its stops answering
+// a ping.
 type polledLister interface {
 	runtime.Driver
 	ListIsCheap()
+}
+
+const (
+	// livenessPingTimeout bounds one agent ping of a sandbox whose driver
+	// is not a polledLister; one that does not answer in time only makes
+	// its driver list its sandboxes.
+	livenessPingTimeout = 2 * time.Second
+	// livenessPings caps the pings in flight at once.
+	livenessPings = 16
+)
+
+// livenessCandidate is a sandbox recorded running when a check began.
+type livenessCandidate struct {
+	e       *entry
+	started time.Time
+	client  *agent.Client
 }
 
 // checkLiveness compares the running records with their drivers' lists
@@ -47,11 +65,7 @@ type polledLister interface {
 func (m *Manager) checkLiveness(ctx context.Context, absent map[string]bool) {
 	// The records first, then the lists: a sandbox whose create finishes
 	// after its driver's list was taken is not a candidate this time.
-	type candidate struct {
-		e       *entry
-		started time.Time
-	}
-	byRuntime := map[string]map[string]candidate{}
+	byRuntime := map[string]map[string]livenessCandidate{}
 	m.mu.Lock()
 	ents := make([]*entry, 0, len(m.entries))
 	for _, e := range m.entries {
@@ -59,7 +73,7 @@ func (m *Manager) checkLiveness(ctx context.Context, absent map[string]bool) {
 	}
 	m.mu.Unlock()
 	for _, e := range ents {
-		sb, _, gone := e.snapshot()
+		sb, client, gone := e.snapshot()
 		if gone || sb.State != sandbox.Running {
 			continue
 		}
@@ -68,15 +82,27 @@ func (m *Manager) checkLiveness(ctx context.Context, absent map[string]bool) {
 			rt = m.rt.def
 		}
 		if byRuntime[rt] == nil {
-			byRuntime[rt] = map[string]candidate{}
+			byRuntime[rt] = map[string]livenessCandidate{}
 		}
-		byRuntime[rt][sb.ID] = candidate{e: e, started: sb.StartedAt}
+		byRuntime[rt][sb.ID] = livenessCandidate{e: e, started: sb.StartedAt, client: client}
 	}
-	seen := map[string]bool{}
+	running := map[string]bool{}
 	for rt, cands := range byRuntime {
-		d, ok := m.rt.drivers[rt].(polledLister)
+		d, ok := m.rt.drivers[rt]
 		if !ok {
 			continue
+		}
+		if _, cheap := d.(polledLister); !cheap {
+			dead := m.unanswered(ctx, cands)
+			for id := range cands {
+				if _, ok := dead[id]; !ok {
+					running[id] = true
+					delete(absent, id)
+				}
+			}
+			if cands = dead; len(cands) == 0 {
+				continue
+			}
 		}
 		lctx, cancel := driverContext(ctx)
 		infos, err := d.List(lctx)
@@ -90,7 +116,7 @@ func (m *Manager) checkLiveness(ctx context.Context, absent map[string]bool) {
 			listed[in.ID] = in
 		}
 		for id, c := range cands {
-			seen[id] = true
+			running[id] = true
 			in, known := listed[id]
 			switch {
 			case known && in.Running:
@@ -111,10 +137,36 @@ func (m *Manager) checkLiveness(ctx context.Context, absent map[string]bool) {
 		}
 	}
 	for id := range absent {
-		if !seen[id] {
+		if !running[id] {
 			delete(absent, id)
 		}
 	}
+}
+
+// unanswered returns the candidates whose agent does not answer a ping.
+func (m *Manager) unanswered(ctx context.Context, cands map[string]livenessCandidate) map[string]livenessCandidate {
+	var mu sync.Mutex
+	out := map[string]livenessCandidate{}
+	slots := make(chan struct{}, livenessPings)
+	var wg sync.WaitGroup
+	for id, c := range cands {
+		if c.client == nil {
+			continue
+		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			pctx, cancel := context.WithTimeout(ctx, livenessPingTimeout)
+			defer cancel()
+			if _, err := c.client.Ping(pctx); err != nil {
+				mu.Lock()
+				out[id] = c
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // exited stops e, which its driver no longer runs, if it is still the same

@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paddock-dev/paddock/internal/fake"
+	"github.com/paddock-dev/paddock/internal/runtime"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
@@ -70,4 +72,35 @@ func TestLivenessLoop(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("dead sandbox still %s", e.get(t, sb.ID).State)
+}
+
+// costlyList is a driver whose List the node must not poll (as gVisor's,
+// which runs runsc per sandbox): only the runtime.Driver methods, not
+// fake.Driver's ListIsCheap.
+type costlyList struct{ runtime.Driver }
+
+// TestLivenessPingsFirst: for such a driver the node pings the agents and
+// lists only when one does not answer, so a sandbox whose agent answers
+// stays running whatever the list would say, and one whose agent is gone
+// is stopped once its driver's list agrees.
+func TestLivenessPingsFirst(t *testing.T) {
+	e := &env{d: fake.NewDriver(t, fake.DriverConfig{}), clock: fake.NewClock(epoch), dir: t.TempDir()}
+	e.m = e.manager(t, func(c *Config) { c.Driver = costlyList{e.d} })
+	answering := e.create(t)
+	other := fake.StartAgent(t, fake.AgentConfig{})
+	e.d.SetAgentSocket(other.Socket())
+	silent := e.create(t)
+	e.d.SetAgentSocket(e.d.FakeAgent().Socket())
+	other.Refuse("GET /v1/ping")
+	// The list has both as not running: only the silent one is asked about.
+	e.d.SetSandbox(answering.ID, false)
+	e.d.SetSandbox(silent.ID, false)
+
+	e.m.checkLiveness(t.Context(), map[string]bool{})
+	if got := e.get(t, answering.ID); got.State != sandbox.Running {
+		t.Errorf("a sandbox whose agent answers: %s (%q), want running", got.State, got.Error)
+	}
+	if got := e.get(t, silent.ID); got.State != sandbox.Stopped || got.Error != "exited: its agent is not running" {
+		t.Errorf("a sandbox whose agent is gone: state %s, error %q", got.State, got.Error)
+	}
 }
