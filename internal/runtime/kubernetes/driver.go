@@ -602,13 +602,7 @@ func (d *Driver) userNSRefused(ctx context.Context, pod *corev1.Pod) error {
 	if d.cfg.HostUsers {
 		return nil
 	}
-	sel := fields.Set{"involvedObject.uid": string(pod.UID), "reason": "FailedCreatePodSandBox"}.AsSelector().String()
-	events, err := d.cfg.Client.CoreV1().Events(d.cfg.Namespace).List(ctx, metav1.ListOptions{FieldSelector: sel})
-	if err != nil {
-		d.log.Debug("read the pod's events", "pod", pod.Name, "err", err)
-		return nil
-	}
-	for _, e := range events.Items {
+	for _, e := range d.podEvents(ctx, pod, "FailedCreatePodSandBox") {
 		if strings.Contains(e.Message, "hostUsers") {
 			return sandbox.Errorf(sandbox.ErrUnavailable, "no_user_namespace",
 				"its node %s cannot give the Pod a user namespace (%s): the node needs runc >= 1.2 under its container runtime and a kernel with idmapped mounts, "+
@@ -737,16 +731,23 @@ func (d *Driver) endReason(ctx context.Context, p *corev1.Pod) string {
 	if p.Status.Reason != "" || p.DeletionTimestamp != nil {
 		return why
 	}
-	sel := fields.Set{"involvedObject.uid": string(p.UID), "reason": "Evicted"}.AsSelector().String()
-	events, err := d.cfg.Client.CoreV1().Events(d.cfg.Namespace).List(ctx, metav1.ListOptions{FieldSelector: sel})
-	if err != nil {
-		d.log.Debug("read the pod's events", "pod", p.Name, "err", err)
-		return why
-	}
-	if len(events.Items) > 0 {
-		return strings.TrimSpace("Evicted: " + events.Items[0].Message)
+	if events := d.podEvents(ctx, p, "Evicted"); len(events) > 0 {
+		return strings.TrimSpace("Evicted: " + events[0].Message)
 	}
 	return why
+}
+
+// podEvents returns the Pod's events of one reason, none when they cannot
+// be read (a namespace whose events paddock may not read is not an error:
+// they only make an error or a reason clearer).
+func (d *Driver) podEvents(ctx context.Context, pod *corev1.Pod, reason string) []corev1.Event {
+	sel := fields.Set{"involvedObject.uid": string(pod.UID), "reason": reason}.AsSelector().String()
+	events, err := d.cfg.Client.CoreV1().Events(d.cfg.Namespace).List(ctx, metav1.ListOptions{FieldSelector: sel})
+	if err != nil {
+		d.log.Debug("read the pod's events", "pod", pod.Name, "reason", reason, "err", err)
+		return nil
+	}
+	return events.Items
 }
 
 // podEndReason says why a sandbox's Pod does not run, from its status: the
