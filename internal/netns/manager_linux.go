@@ -18,6 +18,7 @@ import (
 	"go4.org/netipx"
 
 	"github.com/paddock-dev/paddock/internal/atomicfile"
+	"github.com/paddock-dev/paddock/internal/dnsfilter"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -45,7 +46,7 @@ type Manager struct {
 	hostDumps, dumpRetries atomic.Int64
 	// up forwards every resolver's queries; dnsSlots caps the queries all
 	// resolvers have upstream at once.
-	up       *upstream
+	up       *dnsfilter.Upstream
 	dnsSlots chan struct{}
 	// stopWatch ends watchHost, which closes watchDone.
 	stopWatch chan struct{}
@@ -126,19 +127,19 @@ func New(cfg Config) (*Manager, error) {
 		m.hostNS.Close()
 		return nil, err
 	}
-	m.up = newUpstream(cfg.Upstream, m.inHost)
+	m.up = dnsfilter.NewUpstream(cfg.Upstream, m.inHost)
 	// Subscribe before the first dump, so no address added in between is
 	// missed; the watcher owns the subscription from here on.
 	sub, err := m.subscribeHost()
 	if err != nil {
-		m.up.close()
+		m.up.Close()
 		m.host.Close()
 		m.hostNS.Close()
 		return nil, fmt.Errorf("netns: watch host addresses: %w", err)
 	}
 	if _, err := m.refreshHost(); err != nil {
 		sub.stop()
-		m.up.close()
+		m.up.Close()
 		m.host.Close()
 		m.hostNS.Close()
 		return nil, err
@@ -185,7 +186,7 @@ func (m *Manager) Close() error {
 		}
 		e.mu.Unlock()
 	}
-	m.up.close()
+	m.up.Close()
 	m.host.Close()
 	return m.hostNS.Close()
 }

@@ -14,6 +14,7 @@ import (
 
 	"go4.org/netipx"
 
+	"github.com/paddock-dev/paddock/internal/dnsfilter"
 	"github.com/paddock-dev/paddock/internal/netguard"
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
@@ -208,21 +209,7 @@ func validDomain(d string) bool {
 // allowsName reports whether the policy lets the sandbox resolve name
 // (lowercase, no trailing dot).
 func (p *Policy) allowsName(name string) bool {
-	switch p.Mode {
-	case ModeAllowAll:
-		return true
-	case ModeCustom:
-		for _, d := range p.AllowDomains {
-			if suffix, ok := strings.CutPrefix(d, "*."); ok {
-				if strings.HasSuffix(name, "."+suffix) {
-					return true
-				}
-			} else if name == d {
-				return true
-			}
-		}
-	}
-	return false
+	return dnsfilter.AllowsName(p.Mode, p.AllowDomains, name)
 }
 
 // Network is a sandbox's network as Setup made it.

@@ -10,6 +10,8 @@ import (
 	"github.com/google/nftables/expr"
 	"go4.org/netipx"
 	"golang.org/x/sys/unix"
+
+	"github.com/paddock-dev/paddock/internal/dnsfilter"
 )
 
 // tableName is paddock's table inside each sandbox's namespace.
@@ -18,7 +20,7 @@ const tableName = "paddock"
 // Bounds of a resolved address's life in the allow set.
 const (
 	minDNSTimeout = 30 * time.Second
-	maxDNSTimeout = 24 * time.Hour
+	maxDNSTimeout = dnsfilter.MaxTTL
 )
 
 // rules names the objects of the table; they are addressed by name, so the

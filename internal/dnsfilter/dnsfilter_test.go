@@ -1,4 +1,4 @@
-package netns
+package dnsfilter
 
 import (
 	"net"
@@ -41,27 +41,27 @@ func TestFilterAnswer(t *testing.T) {
 		wantRefuse  bool
 	}{
 		{"public", []dns.RR{a("x.", "93.184.216.34", 300)}, nil, []string{"93.184.216.34"}, 300 * time.Second, 0, 1, false},
-		{"private", []dns.RR{a("x.", "10.0.0.5", 60)}, nil, nil, maxDNSTimeout, 1, 0, true},
-		{"mapped private", []dns.RR{aaaa("x.", "::ffff:10.0.0.5")}, nil, nil, maxDNSTimeout, 1, 0, true},
-		{"cname chain into private", []dns.RR{cname("x.", "y."), cname("y.", "z."), a("z.", "10.1.1.1", 60)}, nil, nil, maxDNSTimeout, 1, 2, true},
+		{"private", []dns.RR{a("x.", "10.0.0.5", 60)}, nil, nil, MaxTTL, 1, 0, true},
+		{"mapped private", []dns.RR{aaaa("x.", "::ffff:10.0.0.5")}, nil, nil, MaxTTL, 1, 0, true},
+		{"cname chain into private", []dns.RR{cname("x.", "y."), cname("y.", "z."), a("z.", "10.1.1.1", 60)}, nil, nil, MaxTTL, 1, 2, true},
 		{"mixed keeps the public one", []dns.RR{a("x.", "10.0.0.5", 10), a("x.", "93.184.216.34", 120)}, nil,
 			[]string{"93.184.216.34"}, 120 * time.Second, 1, 1, false},
 		{"private glue", []dns.RR{a("x.", "93.184.216.34", 60)}, []dns.RR{a("ns.", "10.9.9.9", 60)}, []string{"93.184.216.34"}, time.Minute, 1, 1, false},
-		{"https hints", []dns.RR{https("10.0.0.1", "93.184.216.34")}, nil, nil, maxDNSTimeout, 1, 1, false},
-		{"https hints all private", []dns.RR{https("10.0.0.1")}, nil, nil, maxDNSTimeout, 1, 1, false},
-		{"no addresses", []dns.RR{cname("x.", "y.")}, nil, nil, maxDNSTimeout, 0, 1, false},
+		{"https hints", []dns.RR{https("10.0.0.1", "93.184.216.34")}, nil, nil, MaxTTL, 1, 1, false},
+		{"https hints all private", []dns.RR{https("10.0.0.1")}, nil, nil, MaxTTL, 1, 1, false},
+		{"no addresses", []dns.RR{cname("x.", "y.")}, nil, nil, MaxTTL, 0, 1, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := &dns.Msg{Answer: tt.answer, Extra: tt.extra}
-			addrs, ttl, dropped, refuse := filterAnswer(m, blocked)
+			addrs, ttl, dropped, refuse := FilterAnswer(m, blocked)
 			var got []string
 			for _, a := range addrs {
 				got = append(got, a.String())
 			}
 			if !slices.Equal(got, tt.wantAddrs) || ttl != tt.wantTTL || dropped != tt.wantDropped || len(m.Answer) != tt.wantAnswer ||
 				refuse != tt.wantRefuse {
-				t.Fatalf("filterAnswer = %v, %v, %d dropped, %d answers, refuse %v; want %v, %v, %d, %d, %v",
+				t.Fatalf("FilterAnswer = %v, %v, %d dropped, %d answers, refuse %v; want %v, %v, %d, %d, %v",
 					got, ttl, dropped, len(m.Answer), refuse, tt.wantAddrs, tt.wantTTL, tt.wantDropped, tt.wantAnswer, tt.wantRefuse)
 			}
 			for _, rr := range slices.Concat(m.Answer, m.Extra) {
