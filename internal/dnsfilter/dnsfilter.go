@@ -25,6 +25,16 @@ const (
 	ModeCustom   = "custom"
 )
 
+// Default limits of a sandbox's resolver: generous for package managers
+// (a lookup or two per connection), far below what would strain paddock or
+// the upstream servers. Rate and Burst make a token bucket of queries
+// answered; MaxInFlight bounds the queries upstream at once.
+const (
+	DefaultRate        = 100
+	DefaultBurst       = 200
+	DefaultMaxInFlight = 32
+)
+
 // UpstreamTimeout bounds one upstream exchange.
 const UpstreamTimeout = 2 * time.Second
 

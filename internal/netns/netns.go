@@ -36,13 +36,11 @@ const (
 	maxCIDRs   = 1024
 )
 
-// Default limits of each sandbox's resolver: generous for package managers
-// (a lookup or two per connection), far below what would strain paddock or
-// the upstream servers.
+// Default limits of each sandbox's resolver: dnsfilter's.
 const (
-	DefaultDNSRate        = 100
-	DefaultDNSBurst       = 200
-	DefaultDNSMaxInFlight = 32
+	DefaultDNSRate        = dnsfilter.DefaultRate
+	DefaultDNSBurst       = dnsfilter.DefaultBurst
+	DefaultDNSMaxInFlight = dnsfilter.DefaultMaxInFlight
 )
 
 // Config configures a Manager.

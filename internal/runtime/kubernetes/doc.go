@@ -25,8 +25,9 @@
 //
 // The driver needs, in its namespace alone: pods (create, get, list,
 // watch, delete), secrets (create, get, list, delete) and
-// networkpolicies.networking.k8s.io (create, delete), patch on all three
-// (Adopt's relabelling; UpdateEgress patches the NetworkPolicy's spec);
+// networkpolicies.networking.k8s.io (create, delete; get and update for
+// the resolver), patch on all three (Adopt's relabelling; UpdateEgress
+// patches the NetworkPolicy's spec);
 // and may list events,
 // where it finds a node's refusal to give a Pod a user namespace (Pods
 // have `hostUsers: false` unless Config.HostUsers), which leaves the Pod
@@ -35,7 +36,12 @@
 // Egress is a NetworkPolicy per sandbox, enforced by the cluster's network
 // plugin outside the Pod (see docs/ARCHITECTURE.md for why not nftables
 // applied by the agent), and replaced in place by UpdateEgress while the
-// sandbox runs. Network byte counts are the Pod's interfaces', read by the
+// sandbox runs. Egress by domain takes the driver's resolver (DNSConfig):
+// the Pods' only nameserver, it finds a query's sandbox by its source
+// address (the Pod IP), answers the names the policy (an annotation of the
+// NetworkPolicy) allows, and adds their addresses to the NetworkPolicy
+// before it answers. The object is the truth, so any replica's resolver
+// answers any sandbox. Network byte counts are the Pod's interfaces', read by the
 // agent in the Pod's network namespace (Stats).
 //
 // A Pod's writable layer is on its node, out of reach: a snapshot is what

@@ -114,7 +114,11 @@ type Config struct {
 	// StartTimeout bounds a Pod's scheduling, pull and start in Create
 	// beyond the caller's context; default 2 minutes.
 	StartTimeout time.Duration
-	Logger       *slog.Logger
+	// DNS, when set, makes the driver its Pods' resolver (see DNSConfig),
+	// which lets policies allow egress by domain; without it they are
+	// refused, and Pods use the cluster's DNS.
+	DNS    *DNSConfig
+	Logger *slog.Logger
 }
 
 // HostImage is the "host" image on a cluster: a registry image, and
@@ -130,6 +134,8 @@ type HostImage struct {
 type Driver struct {
 	cfg Config
 	log *slog.Logger
+
+	dns *resolver // nil without Config.DNS
 
 	mu     sync.Mutex
 	tokens map[string]string // guarded by mu: sandbox id -> agent credential
@@ -180,7 +186,16 @@ func New(cfg Config) (*Driver, error) {
 			return nil, sandbox.Errorf(sandbox.ErrInvalid, "k8s_config", "kubernetes driver: host image bind %v is not absolute", b)
 		}
 	}
-	return &Driver{cfg: cfg, log: cfg.Logger.With("driver", "kubernetes"), tokens: map[string]string{}}, nil
+	d := &Driver{cfg: cfg, log: cfg.Logger.With("driver", "kubernetes"), tokens: map[string]string{}}
+	if cfg.DNS != nil {
+		dc, err := cfg.DNS.withDefaults()
+		if err != nil {
+			return nil, err
+		}
+		d.cfg.DNS = dc
+		d.dns = newResolver(d, dc)
+	}
+	return d, nil
 }
 
 // Capabilities: the agent's seccomp filter confines every command (and the
@@ -270,7 +285,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (*agent.Client, 
 	if err != nil {
 		return nil, err
 	}
-	policy, err := networkPolicy(d.meta(spec.ID), spec.Egress)
+	policy, err := egressPolicy(d.meta(spec.ID), spec.Egress, d.cfg.DNS, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -490,6 +505,12 @@ func (d *Driver) pod(spec runtime.Spec, ref string, binds []runtime.Bind, res sa
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 			}},
 		},
+	}
+	if d.cfg.DNS != nil {
+		// Every Pod, whatever its policy now: UpdateEgress may give a
+		// running one a policy of domains.
+		p.Spec.DNSPolicy = corev1.DNSNone
+		p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{d.cfg.DNS.Address.String()}}
 	}
 	if d.cfg.RuntimeClass != "" {
 		rc := d.cfg.RuntimeClass
@@ -1006,8 +1027,14 @@ func (d *Driver) ownerPatch(uid types.UID) []byte {
 	return patch
 }
 
-// Close has nothing to release: the sandboxes are the cluster's.
-func (d *Driver) Close() error { return nil }
+// Close stops the resolver, if the driver has one; the sandboxes are the
+// cluster's, and run on.
+func (d *Driver) Close() error {
+	if d.dns != nil {
+		d.dns.close()
+	}
+	return nil
+}
 
 // apiErr gives an API error the kind of sandbox error it amounts to.
 func apiErr(err error) error {
