@@ -1,0 +1,272 @@
+package kubernetes
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/paddock-dev/paddock/internal/agent"
+	"github.com/paddock-dev/paddock/internal/runtime"
+	"github.com/paddock-dev/paddock/internal/sandbox"
+)
+
+// TestEgressByDomain: a sandbox whose policy allows a domain resolves it
+// through the driver's resolver and then reaches its address, which its
+// NetworkPolicy allowed first; it resolves no other name and reaches no
+// other address; UpdateEgress gives a running sandbox a domain policy.
+// The upstream DNS is the test's (allowed.test and other.test, on
+// loopback); the resolver and the targets listen in a network namespace
+// the test makes, on addresses of the cluster's test net (routed there as
+// in TestEgressEnforced): not on a node address, which Pods may not reach.
+func TestEgressByDomain(t *testing.T) {
+	e := testEnv(t)
+	if e.c.NetworkPolicy == "" || e.c.TestNet == "" {
+		t.Skip("the cluster enforces no NetworkPolicy (cluster.env names no PADDOCK_K8S_NETWORK_POLICY and PADDOCK_K8S_TEST_NET; " +
+			"hack/k8s/up.sh runs kube-network-policies unless PADDOCK_K8S_NETPOL=off)")
+	}
+	testNet, err := netip.ParsePrefix(e.c.TestNet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	podCIDR, err := netip.ParsePrefix(e.c.PodCIDR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := testNet.Masked().Addr().Next().Next() // .2
+	other := allowed.Next()                          // .3
+	resolverAddr := other.Next()                     // .4
+
+	up := fakeUpstream(t, map[string]string{"allowed.test": allowed.String(), "other.test": other.String()})
+	d := e.newDriver(t, func(c *Config) {
+		c.DNS = &DNSConfig{Address: resolverAddr, Upstream: []netip.AddrPort{up}}
+	})
+	e.c.EnsureBridge(t, d.cfg.Namespace)
+	newDomainTargets(t, d, podCIDR, e.c.PodGateway(t), resolverAddr, allowed, other)
+	var (
+		toAllowed = netip.AddrPortFrom(allowed, targetPort).String()
+		toOther   = netip.AddrPortFrom(other, targetPort).String()
+		targets   = []string{toAllowed, toOther}
+		none      = map[string]bool{toAllowed: false, toOther: false}
+		onlyTo    = func(to string) map[string]bool {
+			return map[string]bool{toAllowed: to == toAllowed, toOther: to == toOther}
+		}
+	)
+	for _, to := range targets {
+		waitListening(t, to)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	create := func(id string, p *sandbox.NetworkPolicy) *agent.Client {
+		t.Helper()
+		c, err := d.Create(ctx, runtime.Spec{ID: id, Image: sandbox.HostImage, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 128, PIDs: 64}, Egress: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); d.Destroy(context.Background(), id) })
+		return c
+	}
+
+	t.Run("accepted", func(t *testing.T) {
+		// The API server's validation of what the resolver writes: the
+		// peers behind a Service, IPv6 addresses.
+		dc := testDNS
+		resolved := []netip.Addr{allowed, netip.MustParseAddr("2001:db8::2")}
+		np, err := egressPolicy(d.meta("k8s-domains-0"), &sandbox.NetworkPolicy{Mode: modeCustom, AllowDomains: []string{"allowed.test"}}, &dc, resolved)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.c.Client.NetworkingV1().NetworkPolicies(d.cfg.Namespace).Create(ctx, np, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Error(err)
+		}
+	})
+
+	t.Run("create", func(t *testing.T) {
+		c := create("k8s-domains-1", &sandbox.NetworkPolicy{Mode: modeCustom, AllowDomains: []string{"allowed.test"}})
+		// Before any lookup, no address is allowed: the NetworkPolicy
+		// holds only what the resolver answered.
+		reaches(t, c, targets, none)
+		if got := resolve(t, c, "allowed.test", "other.test"); got["allowed.test"] != allowed.String() || got["other.test"] != "" {
+			t.Fatalf("lookups from the sandbox: %v; want allowed.test %s and other.test unresolved", got, allowed)
+		}
+		reaches(t, c, targets, onlyTo(toAllowed))
+	})
+
+	t.Run("update", func(t *testing.T) {
+		c := create("k8s-domains-2", nil)
+		if got := resolve(t, c, "allowed.test"); got["allowed.test"] != "" {
+			t.Errorf("a deny-all sandbox resolved allowed.test: %v", got)
+		}
+		if err := d.UpdateEgress(ctx, "k8s-domains-2", &sandbox.NetworkPolicy{Mode: modeCustom, AllowDomains: []string{"other.test"}}); err != nil {
+			t.Fatal(err)
+		}
+		// The policy reaches the resolver at once (it reads the object);
+		// the network plugin may take a moment to open its port.
+		// A lookup the plugin still drops costs glibc's timeouts: one name
+		// a round.
+		var got map[string]string
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+			if got = resolve(t, c, "other.test"); got["other.test"] != "" {
+				break
+			}
+		}
+		if got["other.test"] != other.String() {
+			t.Fatalf("other.test after the update: %v; want %s", got, other)
+		}
+		if got := resolve(t, c, "allowed.test"); got["allowed.test"] != "" {
+			t.Errorf("allowed.test resolved after the update: %v", got)
+		}
+		reaches(t, c, targets, onlyTo(toOther))
+	})
+}
+
+// resolveScript looks up each name of its arguments through the Pod's
+// resolver (glibc: its resolv.conf) and prints "name address", or "name -"
+// when the lookup fails.
+const resolveScript = `
+import socket, sys
+for n in sys.argv[1:]:
+    try:
+        print(n, socket.gethostbyname(n))
+    except OSError:
+        print(n, "-")
+`
+
+// resolve looks up names in the sandbox: each name's address, "" if the
+// lookup failed.
+func resolve(t *testing.T, c *agent.Client, names ...string) map[string]string {
+	t.Helper()
+	out := sh(t, c, "python3 -c '"+resolveScript+"' "+strings.Join(names, " "), false)
+	got := map[string]string{}
+	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+		name, addr, _ := strings.Cut(line, " ")
+		if addr != "-" {
+			got[name] = addr
+		}
+	}
+	return got
+}
+
+// newDomainTargets makes the network namespace TestEgressByDomain's
+// targets live in, joined to the host by a veth pair as newEgressTarget's
+// (the host routes its addresses there, it routes podCIDR back): addrs
+// serve the targets' line on targetPort, and d's resolver serves on port
+// 53 of dnsAddr. Everything goes with the test.
+func newDomainTargets(t *testing.T, d *Driver, podCIDR netip.Prefix, gateway, dnsAddr netip.Addr, addrs ...netip.Addr) {
+	t.Helper()
+	var (
+		lns []net.Listener
+		pc  net.PacketConn
+		dln net.Listener
+	)
+	all := append([]netip.Addr{dnsAddr}, addrs...)
+	err := onNewNetns(t, func(host, ns netns.NsHandle) error {
+		suffix := make([]byte, 4)
+		rand.Read(suffix)
+		name := "pddn" + hex.EncodeToString(suffix) // 12 bytes, under IFNAMSIZ
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p", PeerNamespace: netlink.NsFd(int(ns))}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("veth %s: %w", name, err)
+		}
+		t.Cleanup(func() {
+			if l, err := netlink.LinkByName(name); err == nil {
+				if err := netlink.LinkDel(l); err != nil {
+					t.Errorf("delete veth %s: %v", name, err)
+				}
+			}
+		})
+		hostEnd, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+name+"/proxy_arp", []byte("1"), 0o644); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(hostEnd); err != nil {
+			return err
+		}
+		for _, a := range all {
+			r := &netlink.Route{LinkIndex: hostEnd.Attrs().Index, Dst: ipNet(netip.PrefixFrom(a, 32)), Src: gateway.AsSlice()}
+			if err := netlink.RouteAdd(r); err != nil {
+				return fmt.Errorf("route %s: %w", a, err)
+			}
+		}
+		h, err := netlink.NewHandleAt(ns)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		inner, err := h.LinkByName(name + "p")
+		if err != nil {
+			return err
+		}
+		for _, l := range []netlink.Link{lo, inner} {
+			if err := h.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		for _, a := range all {
+			if err := h.AddrAdd(inner, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(a, 32))}); err != nil {
+				return fmt.Errorf("address %s: %w", a, err)
+			}
+		}
+		if err := h.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Dst: ipNet(podCIDR)}); err != nil {
+			return fmt.Errorf("route %s: %w", podCIDR, err)
+		}
+		// Sockets stay in the namespace they were made in; onNewNetns
+		// puts the thread back.
+		if err := netns.Set(ns); err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			ln, err := net.Listen("tcp4", netip.AddrPortFrom(a, targetPort).String())
+			if err != nil {
+				return err
+			}
+			lns = append(lns, ln)
+		}
+		dnsAt := netip.AddrPortFrom(dnsAddr, 53).String()
+		if pc, err = net.ListenPacket("udp4", dnsAt); err != nil {
+			return err
+		}
+		dln, err = net.Listen("tcp4", dnsAt)
+		return err
+	})
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		wg.Wait()
+	})
+	if err != nil {
+		if pc != nil {
+			pc.Close()
+		}
+		t.Fatal(err)
+	}
+	for _, ln := range lns {
+		wg.Go(func() { serveLine(ln) })
+	}
+	// The driver's Close (newDriver's cleanup) stops the resolver and
+	// closes its sockets.
+	if err := d.ServeDNS(pc, dln); err != nil {
+		t.Fatal(err)
+	}
+}
