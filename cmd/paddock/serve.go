@@ -97,6 +97,10 @@ const envAdvertiseURL = "PADDOCK_ADVERTISE_URL"
 // envSandboxNamespace is --k8s-namespace's default: the chart sets it.
 const envSandboxNamespace = "PADDOCK_SANDBOX_NAMESPACE"
 
+// envPodNamespace is --k8s-dns-namespace's default: the chart sets it
+// to paddock's own namespace.
+const envPodNamespace = "POD_NAMESPACE"
+
 // envSnapshotRegistry is --snapshot-registry's default.
 const envSnapshotRegistry = "PADDOCK_SNAPSHOT_REGISTRY"
 
@@ -165,6 +169,12 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&c.SnapshotRegistry, "snapshot-registry", os.Getenv(envSnapshotRegistry), "the repository (host[:port]/path) snapshots are pushed to as images, with this server's docker logins: with --runtime kubernetes so that sandboxes made from them run as Pods (the cluster's nodes must be able to pull from it; none: such snapshots are refused), with runc or gvisor (snapshots of sandboxes of registry images) so that the other replicas sharing the store pull them; default $"+envSnapshotRegistry)
 	fs.StringVar(&k.StorageClass, "k8s-storage-class", "", "with --runtime kubernetes: the StorageClass of the volumes' PersistentVolumeClaims (default: the cluster's default class)")
 	fs.BoolVar(&k.HostUsers, "k8s-host-users", false, "with --runtime kubernetes: run the Pods in their node's user namespace (hostUsers: true), for nodes that cannot give each Pod its own (runc < 1.2): weaker, sandboxes then share per-uid kernel limits")
+	fs.StringVar(&k.DNSListen, "k8s-dns-listen", "", "with --runtime kubernetes: serve the Pods' resolver on this host:port (UDP and TCP), their only nameserver, so that policies may allow egress by domain (with --k8s-dns-address; default: none, such policies are refused)")
+	fs.TextVar(&k.DNSAddress, "k8s-dns-address", netip.Addr{}, "with --k8s-dns-listen: the nameserver the Pods are given (port 53), where they reach the resolver: the ClusterIP of a Service in front of paddock's Pods")
+	fs.Var((*addrPortsFlag)(&k.DNSUpstream), "k8s-dns-upstream", "with --k8s-dns-listen: a DNS server (ip or ip:port) the resolver asks (repeatable; default: the nameservers of /etc/resolv.conf, in a Pod the cluster's DNS)")
+	fs.StringVar(&k.DNSNamespace, "k8s-dns-namespace", os.Getenv(envPodNamespace), "with --k8s-dns-pod-label: the namespace of paddock's Pods (default $"+envPodNamespace+")")
+	dnsPodLabels := envFlag{}
+	fs.Var(dnsPodLabels, "k8s-dns-pod-label", "with --k8s-dns-listen: a label K=V of paddock's Pods, behind --k8s-dns-address's Service, which each sandbox's NetworkPolicy lets it ask on --k8s-dns-listen's port (repeatable)")
 	fs.BoolVar(&c.NoUserNS, "no-userns", false, "run sandboxes without user namespaces: weaker, root in a sandbox is root on the host (for kernels without idmapped mounts; see paddock doctor)")
 	userNSBase := fs.Uint("userns-base", uint(runc.DefaultIDBase), "first host uid/gid of the sandboxes' id ranges (65536 ids each, one range per sandbox)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "serve HTTPS with this PEM certificate chain (a wildcard *.<domain> covers port hosts); with --tls-key")
@@ -185,6 +195,9 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	}
 	if c.MongoURI == "" {
 		c.MongoURI = os.Getenv(envMongoURI)
+	}
+	if len(dnsPodLabels) > 0 {
+		k.DNSPodLabels = dnsPodLabels
 	}
 	if *userNSBase < 65536 || *userNSBase > 1<<32-1 {
 		return f, usagef("serve: --userns-base must be in [65536, 4294967295]")
@@ -280,6 +293,31 @@ func (f *prefixesFlag) Set(s string) error {
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
 	*f = append(*f, p.Masked())
+	return nil
+}
+
+// addrPortsFlag is a repeatable DNS server flag; a bare address is its
+// port 53.
+type addrPortsFlag []netip.AddrPort
+
+func (f *addrPortsFlag) String() string {
+	out := make([]string, len(*f))
+	for i, a := range *f {
+		out[i] = a.String()
+	}
+	return strings.Join(out, ",")
+}
+
+func (f *addrPortsFlag) Set(s string) error {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return err
+		}
+		ap = netip.AddrPortFrom(a, 53)
+	}
+	*f = append(*f, ap)
 	return nil
 }
 

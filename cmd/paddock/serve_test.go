@@ -3,7 +3,10 @@ package main
 import (
 	"flag"
 	"io"
+	"maps"
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -85,6 +88,7 @@ func TestServeMongoURIFromEnv(t *testing.T) {
 // agent image.
 func TestServeKubernetesFlags(t *testing.T) {
 	t.Setenv(envSandboxNamespace, "from-env")
+	t.Setenv(envPodNamespace, "")
 	for _, tc := range []struct {
 		name      string
 		args      []string
@@ -97,6 +101,11 @@ func TestServeKubernetesFlags(t *testing.T) {
 		{"no agent image", nil, false, "", false},
 		{"request fraction above 1", []string{"--k8s-agent-image", "a", "--k8s-request-fraction", "1.5"}, false, "", false},
 		{"the node's user namespace", []string{"--k8s-agent-image", "a", "--k8s-host-users"}, true, "from-env", true},
+		{"a resolver", []string{"--k8s-agent-image", "a", "--k8s-dns-listen", ":5353", "--k8s-dns-address", "10.96.0.20"}, true, "from-env", false},
+		{"a resolver without its address", []string{"--k8s-agent-image", "a", "--k8s-dns-listen", ":5353"}, false, "", false},
+		{"a resolver's address without it", []string{"--k8s-agent-image", "a", "--k8s-dns-address", "10.96.0.20"}, false, "", false},
+		{"pod labels without a namespace", []string{"--k8s-agent-image", "a", "--k8s-dns-listen", ":5353", "--k8s-dns-address", "10.96.0.20",
+			"--k8s-dns-pod-label", "app=paddock"}, false, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"--data-dir", t.TempDir(), "--runtime", "kubernetes"}, tc.args...)
@@ -109,5 +118,22 @@ func TestServeKubernetesFlags(t *testing.T) {
 				t.Errorf("kubernetes config %+v, want namespace %q and the defaults", f.cfg.Kubernetes, tc.ns)
 			}
 		})
+	}
+}
+
+// TestServeKubernetesDNSFlags: the resolver's flags reach the config.
+func TestServeKubernetesDNSFlags(t *testing.T) {
+	t.Setenv(envPodNamespace, "paddock")
+	f, err := parseServeFlags([]string{"--data-dir", t.TempDir(), "--runtime", "kubernetes", "--k8s-namespace", "sbx", "--k8s-agent-image", "a",
+		"--k8s-dns-listen", ":5353", "--k8s-dns-address", "10.96.0.20", "--k8s-dns-upstream", "10.96.0.10", "--k8s-dns-upstream", "192.0.2.1:5353",
+		"--k8s-dns-pod-label", "app.kubernetes.io/name=paddock", "--k8s-dns-pod-label", "app.kubernetes.io/instance=p"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := f.cfg.Kubernetes
+	if k.DNSListen != ":5353" || k.DNSAddress != netip.MustParseAddr("10.96.0.20") || k.DNSNamespace != "paddock" ||
+		!slices.Equal(k.DNSUpstream, []netip.AddrPort{netip.MustParseAddrPort("10.96.0.10:53"), netip.MustParseAddrPort("192.0.2.1:5353")}) ||
+		!maps.Equal(k.DNSPodLabels, map[string]string{"app.kubernetes.io/name": "paddock", "app.kubernetes.io/instance": "p"}) {
+		t.Errorf("kubernetes config %+v", k)
 	}
 }

@@ -267,6 +267,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("daemon config: Kubernetes.RequestFraction %g is not in (0, 1]", c.Kubernetes.RequestFraction)
 	case !slices.Contains([]string{"", "Always", "IfNotPresent", "Never"}, c.Kubernetes.PullPolicy):
 		return fmt.Errorf("daemon config: Kubernetes.PullPolicy %q is none of Always, IfNotPresent, Never", c.Kubernetes.PullPolicy)
+	case (c.Kubernetes.DNSListen != "") != c.Kubernetes.DNSAddress.IsValid():
+		return errors.New("daemon config: Kubernetes.DNSListen and Kubernetes.DNSAddress go together")
+	case len(c.Kubernetes.DNSPodLabels) > 0 && c.Kubernetes.DNSNamespace == "":
+		return errors.New("daemon config: Kubernetes.DNSPodLabels need Kubernetes.DNSNamespace")
 	case c.AdvertiseURL != "" && !validAdvertiseURL(c.AdvertiseURL):
 		return fmt.Errorf("daemon config: AdvertiseURL %q is not an http(s)://host[:port] URL", c.AdvertiseURL)
 	case c.SnapshotRegistry != "" && image.CheckRepository(c.SnapshotRegistry) != nil:
@@ -372,6 +376,25 @@ type KubernetesConfig struct {
 	// StorageClass of the volumes' PersistentVolumeClaims ("": the
 	// cluster's default class).
 	StorageClass string
+	// DNSListen, when set, is where this replica's resolver for the Pods
+	// listens, UDP and TCP (host:port): the Pods' only nameserver, which
+	// lets their policies allow egress by domain (see the kubernetes
+	// driver's DNSConfig). "": no resolver, such policies are refused and
+	// Pods use the cluster's DNS.
+	DNSListen string
+	// DNSAddress is the nameserver the Pods are given (port 53): where
+	// they reach DNSListen, e.g. the ClusterIP of a Service in front of
+	// the replicas. Required with DNSListen.
+	DNSAddress netip.Addr
+	// DNSUpstream are the servers the resolver asks; default the
+	// nameservers of /etc/resolv.conf (in a Pod, the cluster's DNS).
+	DNSUpstream []netip.AddrPort
+	// DNSNamespace and DNSPodLabels select the replicas' Pods behind
+	// DNSAddress (a Service's translation comes before the network
+	// plugin's judgement), which each sandbox's NetworkPolicy then allows
+	// on DNSListen's port. Unset: only DNSAddress itself.
+	DNSNamespace string
+	DNSPodLabels map[string]string
 }
 
 // DefaultHistoryRetention is Config.HistoryRetention's default.

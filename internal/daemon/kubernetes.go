@@ -3,12 +3,15 @@ package daemon
 import (
 	"cmp"
 	"fmt"
+	"net"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/paddock-dev/paddock/internal/dnsfilter"
 	"github.com/paddock-dev/paddock/internal/runtime"
 	k8sdriver "github.com/paddock-dev/paddock/internal/runtime/kubernetes"
 	"github.com/paddock-dev/paddock/internal/volume"
@@ -38,13 +41,24 @@ func (d *Daemon) startKubernetes() (*k8sdriver.Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes runtime: %w", err)
 	}
+	dnsCfg, err := kc.dnsConfig()
+	if err != nil {
+		return nil, err
+	}
 	drv, err := k8sdriver.New(k8sdriver.Config{Client: client, Namespace: kc.Namespace, AgentImage: kc.AgentImage,
 		HostImage: k8sdriver.HostImage{Ref: kc.HostImage, ReadOnlyBinds: kc.HostImageBinds}, RuntimeClass: kc.RuntimeClass, RequestFraction: kc.RequestFraction,
-		PullPolicy: corev1.PullPolicy(kc.PullPolicy), ImagePullSecrets: kc.ImagePullSecrets, HostUsers: kc.HostUsers, Owner: d.cfg.NodeName, Logger: d.log})
+		PullPolicy: corev1.PullPolicy(kc.PullPolicy), ImagePullSecrets: kc.ImagePullSecrets, HostUsers: kc.HostUsers, Owner: d.cfg.NodeName,
+		DNS: dnsCfg, Logger: d.log})
 	if err != nil {
 		return nil, err
 	}
 	d.push("kubernetes driver", drv.Close) // the Pods keep running; the next start adopts them
+	if dnsCfg != nil {
+		if err := serveDNS(drv, kc.DNSListen); err != nil {
+			return nil, err
+		}
+		d.log.Info("kubernetes runtime: resolver for the Pods", "listen", kc.DNSListen, "address", kc.DNSAddress, "upstream", dnsCfg.Upstream)
+	}
 	d.kube = client
 	return drv, nil
 }
@@ -77,4 +91,47 @@ func (d *Daemon) ownNetworks() bool {
 		}
 	}
 	return false
+}
+
+// dnsConfig is the driver's DNSConfig, nil without DNSListen.
+func (kc KubernetesConfig) dnsConfig() (*k8sdriver.DNSConfig, error) {
+	if kc.DNSListen == "" {
+		return nil, nil
+	}
+	_, port, err := net.SplitHostPort(kc.DNSListen)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes runtime: DNS listen address %q: %w", kc.DNSListen, err)
+	}
+	peerPort, err := strconv.Atoi(port)
+	if err != nil || peerPort <= 0 {
+		return nil, fmt.Errorf("kubernetes runtime: DNS listen address %q: want a port number", kc.DNSListen)
+	}
+	upstream := kc.DNSUpstream
+	if len(upstream) == 0 {
+		if upstream, err = dnsfilter.Nameservers("/etc/resolv.conf"); err != nil {
+			return nil, fmt.Errorf("kubernetes runtime: %w", err)
+		}
+	}
+	return &k8sdriver.DNSConfig{Address: kc.DNSAddress, Upstream: upstream,
+		PeerNamespace: kc.DNSNamespace, PeerLabels: kc.DNSPodLabels, PeerPort: peerPort}, nil
+}
+
+// serveDNS listens on addr, UDP and TCP, and serves the driver's resolver
+// there; the driver's Close closes the sockets.
+func serveDNS(drv *k8sdriver.Driver, addr string) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("kubernetes runtime: DNS: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("kubernetes runtime: DNS: %w", err)
+	}
+	if err := drv.ServeDNS(pc, ln); err != nil {
+		pc.Close()
+		ln.Close()
+		return err
+	}
+	return nil
 }

@@ -7,11 +7,13 @@
 package dnsfilter
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -71,6 +73,29 @@ func QueryName(req *dns.Msg) string {
 		return ""
 	}
 	return strings.TrimSuffix(strings.ToLower(req.Question[0].Name), ".")
+}
+
+// Nameservers reads the nameservers of a resolv.conf file, on port 53.
+func Nameservers(path string) ([]netip.AddrPort, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("default upstream DNS: %w", err)
+	}
+	defer f.Close()
+	var out []netip.AddrPort
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "nameserver" {
+			if a, err := netip.ParseAddr(fields[1]); err == nil {
+				out = append(out, netip.AddrPortFrom(a.WithZone(""), 53))
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return out, nil
 }
 
 // FilterAnswer removes from resp every address blocked reports: A and AAAA

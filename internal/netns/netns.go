@@ -1,13 +1,10 @@
 package netns
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -104,7 +101,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.DNSMaxInFlight = DefaultDNSMaxInFlight
 	}
 	if len(c.Upstream) == 0 {
-		ups, err := resolvConfNameservers("/etc/resolv.conf")
+		ups, err := dnsfilter.Nameservers("/etc/resolv.conf")
 		if err != nil {
 			return c, err
 		}
@@ -322,29 +319,6 @@ func withBlocked(base *netipx.IPSet, ps []netip.Prefix, as []netip.Addr) (*netip
 		b.Add(a)
 	}
 	return b.IPSet()
-}
-
-// resolvConfNameservers reads the nameservers of a resolv.conf file.
-func resolvConfNameservers(path string) ([]netip.AddrPort, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("netns: default upstream DNS: %w", err)
-	}
-	defer f.Close()
-	var out []netip.AddrPort
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "nameserver" {
-			if a, err := netip.ParseAddr(fields[1]); err == nil {
-				out = append(out, netip.AddrPortFrom(a.WithZone(""), 53))
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("netns: read %s: %w", path, err)
-	}
-	return out, nil
 }
 
 // ValidSysctl reports whether key is a network sysctl by dotted name
