@@ -397,6 +397,9 @@ func TestRenderKubernetesRuntime(t *testing.T) {
 			want: []string{"--k8s-agent-image=r.example/paddock:v1", "--k8s-host-image=r.example/debian:12", "--k8s-runtime-class=gvisor", "--k8s-request-fraction=0.25", "--k8s-host-users", "--snapshot-registry=r.example/snaps", "--k8s-storage-class=fast",
 				"--k8s-image-pull-secret=regcred --k8s-image-pull-secret=snapcred"}},
 		{name: "off", values: map[string]any{"kubernetes": map[string]any{"enabled": false}}, absent: "--runtime"},
+		{name: "no resolver", absent: "--k8s-dns"},
+		{name: "a resolver", values: map[string]any{"kubernetes": map[string]any{"dns": map[string]any{"clusterIP": "10.96.0.53", "upstream": []any{"10.96.0.10"}}}},
+			want: []string{"--k8s-dns-listen=:5353 --k8s-dns-address=10.96.0.53 --k8s-dns-pod-label=app.kubernetes.io/instance=paddock --k8s-dns-pod-label=app.kubernetes.io/name=paddock --k8s-dns-upstream=10.96.0.10"}},
 		{name: "a RuntimeClass of the chart's", values: map[string]any{"kubernetes": map[string]any{"runtimeClass": "paddock-owned", "runtimeClassHandler": "paddock"}},
 			want: []string{"--k8s-runtime-class=paddock-owned"}},
 	} {
@@ -428,6 +431,38 @@ func TestRenderKubernetesRuntime(t *testing.T) {
 				t.Error("the Role cannot create and delete NetworkPolicies (each sandbox's egress)")
 			}
 		})
+	}
+}
+
+// TestRenderResolver: with kubernetes.dns.clusterIP, a ClusterIP Service
+// of that address maps port 53 (UDP and TCP) to the container's resolver
+// port, which the Deployment names; without it, neither.
+func TestRenderResolver(t *testing.T) {
+	if svcs := all[*corev1.Service](render(t, nil)); len(svcs) != 1 {
+		t.Errorf("Services by default: %d, want the API's alone", len(svcs))
+	}
+	r := render(t, map[string]any{"kubernetes": map[string]any{"dns": map[string]any{"clusterIP": "10.96.0.53", "port": 5300}}})
+	var dns *corev1.Service
+	for _, s := range all[*corev1.Service](r) {
+		if s.Name == "paddock-dns" {
+			dns = s
+		}
+	}
+	if dns == nil {
+		t.Fatal("no Service paddock-dns")
+	}
+	if dns.Spec.ClusterIP != "10.96.0.53" || dns.Spec.Type != corev1.ServiceTypeClusterIP || len(dns.Spec.Ports) != 2 {
+		t.Fatalf("Service %+v", dns.Spec)
+	}
+	c := one[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[0]
+	for _, p := range dns.Spec.Ports {
+		i := slices.IndexFunc(c.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == p.TargetPort.StrVal })
+		if p.Port != 53 || i < 0 || c.Ports[i].ContainerPort != 5300 || c.Ports[i].Protocol != p.Protocol {
+			t.Errorf("Service port %+v: want 53 to the container's %s port 5300 (container ports %+v)", p, p.Protocol, c.Ports)
+		}
+	}
+	if !slices.Contains(c.Args, "--k8s-dns-listen=:5300") {
+		t.Errorf("args %v", c.Args)
 	}
 }
 

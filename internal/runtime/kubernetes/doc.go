@@ -25,9 +25,9 @@
 //
 // The driver needs, in its namespace alone: pods (create, get, list,
 // watch, delete), secrets (create, get, list, delete) and
-// networkpolicies.networking.k8s.io (create, delete; get and update for
-// the resolver), patch on all three (Adopt's relabelling; UpdateEgress
-// patches the NetworkPolicy's spec);
+// networkpolicies.networking.k8s.io (create, delete; get for the
+// resolver), patch on all three (Adopt's relabelling; UpdateEgress and the
+// resolver patch the NetworkPolicy's spec);
 // and may list events,
 // where it finds a node's refusal to give a Pod a user namespace (Pods
 // have `hostUsers: false` unless Config.HostUsers), which leaves the Pod

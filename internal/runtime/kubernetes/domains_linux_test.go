@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -90,6 +91,45 @@ func TestEgressByDomain(t *testing.T) {
 		}
 		if _, err := e.c.Client.NetworkingV1().NetworkPolicies(d.cfg.Namespace).Create(ctx, np, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 			t.Error(err)
+		}
+	})
+
+	t.Run("stale", func(t *testing.T) {
+		// The API server refuses the resolver's write made on a read that
+		// a policy change has since replaced: the name is then judged by
+		// the new policy.
+		const id = "k8s-domains-stale"
+		np, err := egressPolicy(d.meta(id), &sandbox.NetworkPolicy{Mode: modeCustom, AllowDomains: []string{"allowed.test"}}, d.cfg.DNS, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.c.Client.NetworkingV1().NetworkPolicies(d.cfg.Namespace).Create(ctx, np, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Destroy(context.Background(), id) })
+		read, _, err := d.egressOf(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.UpdateEgress(ctx, id, &sandbox.NetworkPolicy{Mode: modeCustom, AllowDomains: []string{"other.test"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.allowResolved(ctx, id, "allowed.test", read, []netip.Addr{allowed}); !errors.Is(err, errNameNotAllowed) {
+			t.Errorf("a write on a stale read = %v, want errNameNotAllowed", err)
+		}
+		// On a fresh read (what a query makes), the new policy's name.
+		if read, _, err = d.egressOf(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.allowResolved(ctx, id, "other.test", read, []netip.Addr{other}); err != nil {
+			t.Fatal(err)
+		}
+		now, _, err := d.egressOf(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := allowedBlocks(now); len(got) != 1 || got[0] != other.String()+"/32" {
+			t.Errorf("allowed blocks %v, want %s alone", got, other)
 		}
 	})
 

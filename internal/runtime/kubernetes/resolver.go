@@ -18,6 +18,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/paddock-dev/paddock/internal/dnsfilter"
@@ -71,6 +72,10 @@ const (
 	podCacheTTL = 5 * time.Second
 	// maxPodCache bounds that cache; past it, it starts anew.
 	maxPodCache = 4096
+	// podLookupRate and podLookupBurst bound the Pod lists a flood of
+	// queries from addresses not in the cache may cost the API server.
+	podLookupRate  = 50
+	podLookupBurst = 100
 	// limitsIdle is how long a sandbox's rate limiter outlives its last
 	// query.
 	limitsIdle = time.Minute
@@ -143,6 +148,8 @@ type resolver struct {
 	cfg   *DNSConfig
 	up    *dnsfilter.Upstream
 	slots chan struct{} // the driver's upstream slots: maxDNSInFlightTotal
+	// lookups limits the Pod lists of sources not in the cache.
+	lookups *rate.Limiter
 
 	mu      sync.Mutex
 	pods    map[netip.Addr]podEntry   // guarded by mu: source address -> sandbox
@@ -168,7 +175,7 @@ type sandboxLimits struct {
 
 func newResolver(d *Driver, cfg *DNSConfig) *resolver {
 	return &resolver{d: d, cfg: cfg, up: dnsfilter.NewUpstream(cfg.Upstream, nil), slots: make(chan struct{}, maxDNSInFlightTotal),
-		pods: map[netip.Addr]podEntry{}, limits: map[string]*sandboxLimits{}}
+		lookups: rate.NewLimiter(podLookupRate, podLookupBurst), pods: map[netip.Addr]podEntry{}, limits: map[string]*sandboxLimits{}}
 }
 
 // ServeDNS serves the driver's resolver on pc (UDP) and ln (TCP), the
@@ -238,6 +245,11 @@ func (r *resolver) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
 	defer cancel()
 	id, err := r.sandboxAt(ctx, src)
+	if errors.Is(err, errLookupLimit) {
+		r.d.log.Debug("resolver: refused: pod lookup rate limit", "source", src)
+		reply(dns.RcodeRefused)
+		return
+	}
 	if err != nil {
 		r.d.log.Warn("resolver: find the sandbox of a query", "source", src, "err", err)
 		reply(dns.RcodeServerFailure)
@@ -342,7 +354,8 @@ func allowsName(p *sandbox.NetworkPolicy, name string) bool {
 }
 
 // sandboxAt is the id of the sandbox whose Pod has the address src in the
-// driver's namespace, "" if none; cached for podCacheTTL.
+// driver's namespace, "" if none; cached for podCacheTTL. errLookupLimit
+// past the driver's rate of lookups.
 func (r *resolver) sandboxAt(ctx context.Context, src netip.Addr) (string, error) {
 	now := time.Now()
 	r.mu.Lock()
@@ -353,6 +366,9 @@ func (r *resolver) sandboxAt(ctx context.Context, src netip.Addr) (string, error
 	}
 	if !src.IsValid() {
 		return "", nil
+	}
+	if !r.lookups.Allow() {
+		return "", errLookupLimit
 	}
 	// The field selector spares the listing of every Pod; the check below
 	// is what decides (a client that ignores the selector lists them all).
@@ -423,6 +439,9 @@ func (r *resolver) acquire(l *sandboxLimits) (release func(), ok bool) {
 	return func() { <-r.slots; <-l.slots }, true
 }
 
+// errLookupLimit: too many sources not in the cache at once.
+var errLookupLimit = errors.New("too many pod lookups")
+
 // errNameNotAllowed: the sandbox's policy changed under a query and no
 // longer allows its name.
 var errNameNotAllowed = errors.New("the policy does not allow the name")
@@ -451,8 +470,8 @@ func (d *Driver) egressOf(ctx context.Context, id string) (policyObject, *sandbo
 
 // allowResolved adds addrs, the answer for name, to the allowed addresses
 // of the sandbox's NetworkPolicy np (as read for this query), unless all
-// are there already and not about to be dropped. It writes the object it
-// read (its resourceVersion the condition), so a concurrent change, an
+// are there already and not about to be dropped. Its write is conditional
+// on the resourceVersion it read, so a concurrent change, an
 // UpdateEgress or another replica's resolver, fails the write; it then
 // reads the object again and starts over, the name checked against the
 // policy it holds now (errNameNotAllowed if no longer allowed).
@@ -485,10 +504,17 @@ func (d *Driver) allowResolved(ctx context.Context, id, name string, np policyOb
 		if err != nil {
 			return err
 		}
-		np = np.DeepCopy()
-		np.Spec = want.Spec
-		np.Annotations[annotationResolved] = want.Annotations[annotationResolved]
-		_, err = nps.Update(ctx, np, metav1.UpdateOptions{})
+		// A merge patch: the driver may patch NetworkPolicies (UpdateEgress),
+		// and the resourceVersion in it is the write's condition.
+		patch, err := json.Marshal(map[string]any{
+			"metadata": map[string]any{"resourceVersion": np.ResourceVersion,
+				"annotations": map[string]string{annotationResolved: want.Annotations[annotationResolved]}},
+			"spec": map[string]any{"egress": want.Spec.Egress}, // the list as a whole
+		})
+		if err != nil {
+			return fmt.Errorf("kubernetes: network policy patch of %s: %w", id, err)
+		}
+		_, err = nps.Patch(ctx, np.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 		if err == nil {
 			return nil
 		}

@@ -389,7 +389,7 @@ func TestAllowResolvedConflict(t *testing.T) {
 
 	// One conflict, the policy unchanged: the second write lands.
 	conflicts := 1
-	cs.PrependReactor("update", "networkpolicies", func(k8stesting.Action) (bool, k8sruntime.Object, error) {
+	cs.PrependReactor("patch", "networkpolicies", func(k8stesting.Action) (bool, k8sruntime.Object, error) {
 		if conflicts == 0 {
 			return false, nil, nil
 		}
