@@ -464,6 +464,16 @@ func TestRenderResolver(t *testing.T) {
 	if !slices.Contains(c.Args, "--k8s-dns-listen=:5300") {
 		t.Errorf("args %v", c.Args)
 	}
+	// The resolver reads a sandbox's NetworkPolicy, and patches it.
+	var get, patch bool
+	for _, rule := range one[*rbacv1.Role](t, r, "Role").Rules {
+		if slices.Contains(rule.APIGroups, "networking.k8s.io") && slices.Contains(rule.Resources, "networkpolicies") {
+			get, patch = get || slices.Contains(rule.Verbs, "get"), patch || slices.Contains(rule.Verbs, "patch")
+		}
+	}
+	if !get || !patch {
+		t.Errorf("the Role may get NetworkPolicies: %v, patch them: %v; the resolver needs both", get, patch)
+	}
 }
 
 // TestRenderRefuses: values that would break paddock fail the render.
