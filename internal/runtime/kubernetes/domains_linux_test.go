@@ -138,7 +138,9 @@ func TestEgressByDomain(t *testing.T) {
 		// Before any lookup, no address is allowed: the NetworkPolicy
 		// holds only what the resolver answered.
 		reaches(t, c, targets, none)
-		if got := resolve(t, c, "allowed.test", "other.test"); got["allowed.test"] != allowed.String() || got["other.test"] != "" {
+		// Twice: the first adds the address to the NetworkPolicy, the
+		// second finds it there (the log has both times).
+		if got := resolve(t, c, "allowed.test", "other.test", "allowed.test"); got["allowed.test"] != allowed.String() || got["other.test"] != "" {
 			t.Fatalf("lookups from the sandbox: %v; want allowed.test %s and other.test unresolved", got, allowed)
 		}
 		reaches(t, c, targets, onlyTo(toAllowed))
@@ -173,15 +175,17 @@ func TestEgressByDomain(t *testing.T) {
 }
 
 // resolveScript looks up each name of its arguments through the Pod's
-// resolver (glibc: its resolv.conf) and prints "name address", or "name -"
-// when the lookup fails.
+// resolver (glibc: its resolv.conf) and prints "name address ms", the
+// address "-" when the lookup fails.
 const resolveScript = `
-import socket, sys
+import socket, sys, time
 for n in sys.argv[1:]:
+    start = time.monotonic()
     try:
-        print(n, socket.gethostbyname(n))
+        a = socket.gethostbyname(n)
     except OSError:
-        print(n, "-")
+        a = "-"
+    print(n, a, "%.1f" % ((time.monotonic() - start) * 1000))
 `
 
 // resolve looks up names in the sandbox: each name's address, "" if the
@@ -191,9 +195,13 @@ func resolve(t *testing.T, c *agent.Client, names ...string) map[string]string {
 	out := sh(t, c, "python3 -c '"+resolveScript+"' "+strings.Join(names, " "), false)
 	got := map[string]string{}
 	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
-		name, addr, _ := strings.Cut(line, " ")
-		if addr != "-" {
-			got[name] = addr
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			t.Fatalf("resolve: %q", out)
+		}
+		t.Logf("lookup of %s in the sandbox: %s in %s ms", f[0], f[1], f[2])
+		if f[1] != "-" {
+			got[f[0]] = f[1]
 		}
 	}
 	return got
