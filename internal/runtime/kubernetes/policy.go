@@ -64,7 +64,7 @@ func networkPolicy(meta metav1.ObjectMeta, p *sandbox.NetworkPolicy) (policyObje
 // the cluster's DNS (port 53 of the Pods labelled k8s-app=kube-dns), which
 // the Private ranges would refuse, and domains are refused (no
 // NetworkPolicy field names one). With the driver's resolver, every mode
-// but deny-all may ask it and nothing else (dnsRule), and custom allows
+// but deny-all may ask it and nothing else (DNSConfig.rule), and custom allows
 // the resolved addresses too: each a /32 or /128 block of its own, which
 // the resolver adds as it answers (Driver.allowResolved).
 func egressPolicy(meta metav1.ObjectMeta, p *sandbox.NetworkPolicy, dns *DNSConfig, resolved []netip.Addr) (policyObject, error) {
