@@ -42,15 +42,7 @@ func fakeUpstream(t *testing.T, names map[string]string) netip.AddrPort {
 		}
 		w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp4", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Fatal(err)
-	}
+	pc, ln := loopbackDNSSockets(t)
 	var wg sync.WaitGroup
 	started := make(chan struct{}, 2)
 	servers := []*dns.Server{
@@ -71,19 +63,32 @@ func fakeUpstream(t *testing.T, names map[string]string) netip.AddrPort {
 	return netip.MustParseAddrPort(pc.LocalAddr().String())
 }
 
+// loopbackDNSSockets are a UDP and a TCP socket on one port of 127.0.0.1.
+// The port is the UDP socket's pick, which another process may hold for
+// TCP: a few tries.
+func loopbackDNSSockets(t *testing.T) (net.PacketConn, net.Listener) {
+	t.Helper()
+	var err error
+	for range 10 {
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp4", "127.0.0.1:0"); err != nil {
+			break
+		}
+		var ln net.Listener
+		if ln, err = net.Listen("tcp4", pc.LocalAddr().String()); err == nil {
+			return pc, ln
+		}
+		pc.Close()
+	}
+	t.Fatal(err)
+	return nil, nil
+}
+
 // serveLoopbackDNS serves d's resolver on a port of 127.0.0.1 and returns
 // it; the driver's Close (the test's cleanup) stops it.
 func serveLoopbackDNS(t *testing.T, d *Driver) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp4", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Fatal(err)
-	}
+	pc, ln := loopbackDNSSockets(t)
 	if err := d.ServeDNS(pc, ln); err != nil {
 		t.Fatal(err)
 	}
