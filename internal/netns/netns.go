@@ -3,6 +3,7 @@ package netns
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
