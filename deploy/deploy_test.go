@@ -352,6 +352,11 @@ func checkNetworkPolicies(t *testing.T, r rendered, on bool, paddockPods labels.
 		if len(np.Spec.PodSelector.MatchLabels)+len(np.Spec.PodSelector.MatchExpressions) != 0 {
 			t.Errorf("NetworkPolicy %s selects only some Pods: %v", np.Name, np.Spec.PodSelector)
 		}
+		// Policies add up: an egress rule for every Pod would let a
+		// deny-all sandbox out whatever its own policy says.
+		if len(np.Spec.Egress) != 0 {
+			t.Errorf("NetworkPolicy %s lets every sandbox out to %+v", np.Name, np.Spec.Egress)
+		}
 		types := np.Spec.PolicyTypes
 		if len(np.Spec.Ingress) == 0 && len(np.Spec.Egress) == 0 &&
 			slices.Contains(types, networkingv1.PolicyTypeIngress) && slices.Contains(types, networkingv1.PolicyTypeEgress) {
