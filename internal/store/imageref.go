@@ -21,6 +21,10 @@ type ImageRefs interface {
 	// moved to another image meanwhile stays. An unknown ref is not an
 	// error.
 	DeleteImageRef(ctx context.Context, scope, ref, digest string) (bool, error)
+	// CountImageRefs returns how many refs scope has ("" is the published
+	// scope, not every scope's), whichever replica recorded them: what a
+	// team's image cap counts on every replica alike.
+	CountImageRefs(ctx context.Context, scope string) (int, error)
 }
 
 // ImageRef is one ref of one scope and where its image can be had again.

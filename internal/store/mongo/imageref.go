@@ -69,3 +69,13 @@ func (s *Store) DeleteImageRef(ctx context.Context, scope, ref, digest string) (
 	}
 	return res.DeletedCount > 0, nil
 }
+
+func (s *Store) CountImageRefs(ctx context.Context, scope string) (int, error) {
+	// The scope is matched even when "" (the published one): eq would
+	// drop the filter.
+	n, err := s.imageRefs.CountDocuments(ctx, bson.D{{Key: "scope", Value: scope}})
+	if err != nil {
+		return 0, wrap("count image refs", err)
+	}
+	return int(n), nil
+}

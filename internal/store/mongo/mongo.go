@@ -179,6 +179,7 @@ func (s *Store) createIndexes(ctx context.Context) error {
 		{s.vercelSnapshots, []ix{index("team_page", "teamId", "createdAt", "_id")}},
 		{s.e2bSandboxes, []ix{index("team_page", "teamId", "createdAt", "_id")}},
 		{s.admissionHolds, []ix{index("team", "teamId", "_id")}},
+		{s.imageRefs, []ix{index("scope", "scope")}},
 		{s.snapshotRefs, []ix{index("team_page", "team", "createdAt", "_id"), index("page", "createdAt", "_id")}},
 		{s.webhooks, []ix{index("team_page", "teamId", "createdAt", "_id")}},
 		{s.deliveries, []ix{index("webhook_seq", "webhookId", "eventSeq", "_id"), index("state_seq", "state", "eventSeq", "_id"),

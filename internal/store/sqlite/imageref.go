@@ -54,3 +54,11 @@ func (s *Store) DeleteImageRef(ctx context.Context, scope, ref, digest string) (
 	}
 	return n > 0, nil
 }
+
+func (s *Store) CountImageRefs(ctx context.Context, scope string) (int, error) {
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM image_refs WHERE scope = ?`, scope).Scan(&n); err != nil {
+		return 0, wrap("count image refs", err)
+	}
+	return n, nil
+}

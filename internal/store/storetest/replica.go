@@ -14,6 +14,7 @@ var replicaCases = []struct {
 }{
 	{"Replicas", testReplicas},
 	{"ImageRefs", testImageRefs},
+	{"ImageRefsCount", testImageRefsCount},
 	{"SnapshotRefs", testSnapshotRefs},
 	{"SnapshotRefsList", testSnapshotRefsList},
 }
@@ -98,6 +99,39 @@ func testImageRefs(t *testing.T, s store.Store) {
 	if _, err := s.GetImageRef(ctx(t), "team-b", "reg.example/app:v1"); err != nil {
 		t.Fatalf("the other team's ref: %v", err)
 	}
+}
+
+// testImageRefsCount: a scope's count is its refs, whichever replica
+// recorded them, a ref replaced counts once, another scope's never (the
+// published scope "" is a scope of its own, not every scope), and a
+// deleted ref no more.
+func testImageRefsCount(t *testing.T, s store.Store) {
+	count := func(scope string, want int) {
+		t.Helper()
+		n, err := s.CountImageRefs(ctx(t), scope)
+		must(t, err)
+		equal(t, "CountImageRefs("+scope+")", n, want)
+	}
+	count("team-a", 0)
+	count("", 0)
+	for _, r := range []store.ImageRef{
+		{Scope: "team-a", Ref: "reg.example/app:v1", Digest: "sha256:aa", Replica: "node-a"},
+		{Scope: "team-a", Ref: "reg.example/app:v2", Digest: "sha256:bb", Replica: "node-b"},
+		{Scope: "team-a", Ref: "reg.example/app:v1", Digest: "sha256:cc", Replica: "node-b"}, // moved
+		{Scope: "team-b", Ref: "reg.example/app:v1", Digest: "sha256:aa", Replica: "node-a"},
+		{Scope: "team-ab", Ref: "reg.example/app:v1", Digest: "sha256:aa", Replica: "node-a"},
+		{Scope: "", Ref: "reg.example/base:v1", Digest: "sha256:dd", Replica: "node-a"},
+	} {
+		must(t, s.PutImageRef(ctx(t), r))
+	}
+	count("team-a", 2)
+	count("team-b", 1)
+	count("", 1)
+	count("team-c", 0)
+	deleted, err := s.DeleteImageRef(ctx(t), "team-a", "reg.example/app:v1", "")
+	must(t, err)
+	equal(t, "deleted", deleted, true)
+	count("team-a", 1)
 }
 
 // testSnapshotRefs: the snapshot directory keeps each snapshot's record
