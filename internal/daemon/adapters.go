@@ -258,6 +258,11 @@ func (d imageDirectory) Forget(ctx context.Context, scope, ref, digest string) e
 	return err
 }
 
+// CountRefs implements image.Directory.
+func (d imageDirectory) CountRefs(ctx context.Context, scope string) (int, error) {
+	return d.s.CountImageRefs(ctx, scope)
+}
+
 // RecordSnapshot implements image.Directory.
 func (d imageDirectory) RecordSnapshot(ctx context.Context, snap image.Snapshot) error {
 	var digest string

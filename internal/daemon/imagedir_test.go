@@ -25,8 +25,15 @@ import (
 // named replica, sharing refs through st's image directory.
 func openReplicaImages(t *testing.T, st store.Store, replica string) *image.Store {
 	t.Helper()
-	s, err := image.OpenStore(filepath.Join(t.TempDir(), "images"), image.StoreOptions{
-		Logger: slog.New(slog.DiscardHandler), Guard: netguard.Guard{AllowPrivate: true}})
+	return openReplicaImagesWith(t, st, replica, image.StoreOptions{})
+}
+
+// openReplicaImagesWith is openReplicaImages with opts (its caps), the
+// logger and guard set.
+func openReplicaImagesWith(t *testing.T, st store.Store, replica string, opts image.StoreOptions) *image.Store {
+	t.Helper()
+	opts.Logger, opts.Guard = slog.New(slog.DiscardHandler), netguard.Guard{AllowPrivate: true}
+	s, err := image.OpenStore(filepath.Join(t.TempDir(), "images"), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,18 +23,28 @@ import (
 // images) holding one file, pushed to repo unless repo is "".
 func takeSnapshot(t *testing.T, images *image.Store, team string, base *image.Image, repo, file string) *image.Snapshot {
 	t.Helper()
+	snap, _, err := addSnapshot(t, images, team, base, repo, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+// addSnapshot is takeSnapshot's attempt: the snapshot (5 bytes) or the
+// error, and the byte cap the store gave its copy.
+func addSnapshot(t *testing.T, images *image.Store, team string, base *image.Image, repo, file string) (*image.Snapshot, int64, error) {
+	t.Helper()
 	spec := image.NewSnapshot{Source: "sb-" + team, TeamID: team, Image: base.Ref, Digest: base.Digest,
 		Config: image.ImageConfig{Env: []string{"SNAP=" + file}, WorkingDir: "/"}, Lowers: base.Lowerdirs()}
 	if repo != "" {
 		spec.Push = &image.SnapshotPush{Repo: repo, Base: base.Ref + "@" + base.Digest}
 	}
-	snap, err := images.AddSnapshot(t.Context(), spec, func(_ context.Context, dir string, _ int64) (int64, error) {
+	var capped int64
+	snap, err := images.AddSnapshot(t.Context(), spec, func(_ context.Context, dir string, maxBytes int64) (int64, error) {
+		capped = maxBytes
 		return 5, os.WriteFile(filepath.Join(dir, file), []byte("snap\n"), 0o644)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return snap
+	return snap, capped, err
 }
 
 // TestSnapshotsKnownToEveryReplica: two replicas share a store, each with

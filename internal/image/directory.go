@@ -28,6 +28,9 @@ type Directory interface {
 	Lookup(ctx context.Context, scope, ref string) (Entry, error)
 	// Forget removes (scope, ref) if it still names digest.
 	Forget(ctx context.Context, scope, ref, digest string) error
+	// CountRefs returns how many refs scope has, whichever replica
+	// recorded them: what a team's image cap counts.
+	CountRefs(ctx context.Context, scope string) (int, error)
 
 	// RecordSnapshot inserts or replaces a snapshot's entry: the
 	// snapshot as its replica took it (Layers are left out, they are
@@ -121,13 +124,27 @@ func (s *Store) shareImageRefs(ctx context.Context, dir Directory) error {
 	return nil
 }
 
-// record writes a ref this store has just moved into the directory.
+// record writes a ref this store has just moved into the directory. A
+// ref new to a capped scope there is then checked against the team's cap
+// again (settleImageRef), and refused leaves this store too; moving a ref
+// the scope has is always allowed.
 func (s *Store) record(ctx context.Context, e Entry) error {
 	if s.dirRefs == nil {
 		return nil
 	}
+	max, isNew := s.imageCap(e.Scope), false
+	if max > 0 {
+		_, err := s.dirRefs.Lookup(ctx, e.Scope, e.Ref)
+		if err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+			return fmt.Errorf("%s is in this replica's image store, but the other replicas were not told (try again): %w", e.Ref, err)
+		}
+		isNew = err != nil
+	}
 	if err := s.dirRefs.Record(ctx, e); err != nil {
 		return fmt.Errorf("%s is in this replica's image store, but the other replicas were not told (try again): %w", e.Ref, err)
+	}
+	if isNew {
+		return s.settleImageRef(ctx, e, max)
 	}
 	return nil
 }

@@ -30,11 +30,10 @@ func (s *Store) install(ctx context.Context, scope, ref string, img v1.Image, pr
 	if err != nil {
 		return nil, err
 	}
-	// Checked before any download, and again once the image is in.
-	s.mu.Lock()
-	err = s.checkImageQuotaLocked(scope, ref)
-	s.mu.Unlock()
-	if err != nil {
+	// Checked before any download, and again once the image is in: in
+	// this store's index below, or, with a Directory, once the caller has
+	// recorded the ref there (record).
+	if err := s.checkImageQuota(ctx, scope, ref); err != nil {
 		return nil, err
 	}
 	diffIDs, unpin, err := s.installLayers(ctx, img, progress)
@@ -58,8 +57,10 @@ func (s *Store) install(ctx context.Context, scope, ref string, img v1.Image, pr
 	defer s.mu.Unlock()
 	// Only scope's ref moves: every other team's ref of the same name, and
 	// the published one, keep naming what they named.
-	if err := s.checkImageQuotaLocked(scope, ref); err != nil {
-		return nil, err
+	if s.dirRefs == nil {
+		if err := s.checkImageQuotaLocked(scope, ref); err != nil {
+			return nil, err
+		}
 	}
 	refs := s.scopeLocked(scope)
 	prev, moved := refs[ref]

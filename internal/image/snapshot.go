@@ -119,9 +119,11 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 	}
 	// The team's room bounds the copy itself, so an over-quota sandbox
 	// is not copied in full only to be thrown away.
-	s.mu.Lock()
-	room, err := s.snapshotRoomLocked(spec.TeamID)
-	s.mu.Unlock()
+	n, used, err := s.snapshotUsage(ctx, spec.TeamID, "")
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	room, err := s.snapshotRoom(n, used)
 	if err != nil {
 		return nil, err
 	}
@@ -148,10 +150,8 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 	}
 	size, err := fill(ctx, tmp, maxBytes)
 	if err != nil {
-		s.mu.Lock()
-		_, used := s.snapshotUsageLocked(spec.TeamID)
-		s.mu.Unlock()
-		return nil, quotaErr(err, room, s.opts.MaxLayerBytes, used, teamCap(s.opts.TeamMaxSnapshotBytes, DefaultTeamMaxSnapshotBytes))
+		_, maxBytes := s.snapshotCaps()
+		return nil, quotaErr(err, room, s.opts.MaxLayerBytes, used, maxBytes)
 	}
 	crashpoint.Hit("image/snapshot/copied")
 	var ref string
@@ -187,6 +187,12 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 		s.dropSnapshot(ctx, id)
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
+	// Others of the team may have been taken through other replicas
+	// during the copy: checked again with this one recorded.
+	if err := s.settleSnapshot(ctx, snap); err != nil {
+		s.dropSnapshot(ctx, id)
+		return nil, err
+	}
 	recorded = true
 	s.log.InfoContext(ctx, "image store: snapshot added", "snapshot", id, "sandbox", spec.Source, "bytes", size)
 	return snap, nil
@@ -197,12 +203,14 @@ func (s *Store) AddSnapshot(ctx context.Context, spec NewSnapshot, fill func(ctx
 func (s *Store) installSnapshot(ctx context.Context, id, layerHex, tmp string, size int64, lowers []string, ref string, spec NewSnapshot) (*Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// Others of the team may have been added during the copy.
-	if room, err := s.snapshotRoomLocked(spec.TeamID); err != nil {
-		return nil, err
-	} else if room >= 0 && size > room {
-		_, used := s.snapshotUsageLocked(spec.TeamID)
-		return nil, errSnapshotBytes(used, teamCap(s.opts.TeamMaxSnapshotBytes, DefaultTeamMaxSnapshotBytes))
+	// Others of the team may have been added during the copy: checked
+	// here in this store's index, or, with a Directory, there once this
+	// one is recorded (AddSnapshot's settleSnapshot).
+	if s.dirRefs == nil {
+		n, used := s.snapshotUsageLocked(spec.TeamID)
+		if err := s.snapshotFits(n, used, size); err != nil {
+			return nil, err
+		}
 	}
 	for _, h := range lowers {
 		if _, ok := s.idx.Layers[h]; !ok {

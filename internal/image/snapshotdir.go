@@ -161,8 +161,8 @@ func later(a, b time.Time) time.Time {
 // ResolveSnapshot returns a snapshot with its layers in this store, as
 // the Directory says it is. One this store lacks (taken through another
 // replica) is pulled first from the registry it was pushed to, by digest,
-// with the pull's own checks and caps, and charged to its team's snapshot
-// quota here; one in no registry is an error of kind sandbox.ErrNotFound
+// with the pull's own checks and caps (its team's quota counted it once
+// already, in the Directory); one in no registry is an error of kind sandbox.ErrNotFound
 // ("snapshot_on_other_replica") naming the replica that has it. A local
 // snapshot the Directory no longer has was deleted through another
 // replica: it is dropped here (its layers stay while a sandbox uses them).
@@ -203,13 +203,9 @@ func (s *Store) fetchSnapshot(ctx context.Context, e Snapshot) (*Snapshot, error
 	if err != nil {
 		return nil, sandbox.Errorf(sandbox.ErrInvalid, "invalid_image_ref", "snapshot %s: the directory's image %q: %v", e.ID, e.Ref, err)
 	}
-	// Checked before any download, and again once the layers are in.
-	s.mu.Lock()
-	_, err = s.snapshotRoomLocked(e.TeamID)
-	s.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
+	// No quota check: the snapshot is counted once, in the Directory,
+	// whichever replicas hold it (quota.go); pulling it here adds nothing
+	// to what the team keeps.
 	ctx, cancel := context.WithTimeout(ctx, s.opts.PullTimeout)
 	defer cancel()
 	defer context.AfterFunc(s.life, cancel)()
@@ -249,14 +245,6 @@ func (s *Store) fetchSnapshot(ctx context.Context, e Snapshot) (*Snapshot, error
 	defer s.mu.Unlock()
 	if rec, ok := s.idx.Snapshots[e.ID]; ok {
 		return s.snapshotLocked(e.ID, rec), nil // a concurrent create pulled it
-	}
-	room, err := s.snapshotRoomLocked(e.TeamID)
-	if err != nil {
-		return nil, err
-	}
-	if size := s.idx.Layers[layers[0]].Size; room >= 0 && size > room {
-		_, used := s.snapshotUsageLocked(e.TeamID)
-		return nil, errSnapshotBytes(used, teamCap(s.opts.TeamMaxSnapshotBytes, DefaultTeamMaxSnapshotBytes))
 	}
 	rec := &snapshotRecord{
 		Source: e.Source, TeamID: e.TeamID, Image: e.Image, Digest: e.Digest, OnHost: e.OnHost, Runtime: e.Runtime,

@@ -28,6 +28,7 @@ func (d *memDir) Lookup(_ context.Context, _, ref string) (Entry, error) {
 	return Entry{}, sandbox.Errorf(sandbox.ErrNotFound, "image_ref_not_found", "%s", ref)
 }
 func (d *memDir) Forget(context.Context, string, string, string) error { return nil }
+func (d *memDir) CountRefs(context.Context, string) (int, error)       { return 0, nil }
 
 func (d *memDir) RecordSnapshot(_ context.Context, snap Snapshot) error {
 	d.mu.Lock()
