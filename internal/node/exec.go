@@ -22,9 +22,10 @@ const startTimeout = 30 * time.Second
 // sandbox's env with req.Env and then req.SecretEnv over it, starts it
 // detached from ctx (or, with req.Wait, starts it and waits for its exit
 // in one round trip, ctx bounding only the wait), marks the sandbox active
-// and records the command in History: its start, and its exit at once
-// when it was waited for. A failed history write is logged, not returned:
-// the command runs either way, and the stop records it again.
+// and hands the command to History: its start, and its exit at once
+// when it was waited for, written right after the answer (started.go). A
+// failed history write is logged, not returned: the command runs either
+// way, and the stop records it again.
 func (m *Manager) Exec(ctx context.Context, id string, req sandbox.ExecRequest) (agent.Command, error) {
 	if err := req.Validate(); err != nil {
 		return agent.Command{}, err
@@ -80,15 +81,12 @@ func commandRequest(sb sandbox.Sandbox, req sandbox.ExecRequest) agent.CommandRe
 		TimeoutMs: req.TimeoutMs, Stdin: req.Stdin, PTY: req.PTY, Tag: req.Tag}
 }
 
-// recordStarted hands a just-started command to History, detached from
-// the caller (a client that leaves must not lose the record) and bounded.
+// recordStarted hands a just-started command to History, off the
+// caller's path (started.go) and detached from it: a client that leaves
+// must not lose the record.
 func (m *Manager) recordStarted(ctx context.Context, sb sandbox.Sandbox, cmd agent.Command) {
-	if m.cfg.History == nil {
+	if m.startLog == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordsTimeout)
-	defer cancel()
-	if err := m.cfg.History.Started(ctx, sb, cmd); err != nil {
-		m.log.Error("record command start", "sandbox", sb.ID, "command", cmd.ID, "err", err)
-	}
+	m.startLog.add(startRecord{ctx: context.WithoutCancel(ctx), sb: sb, cmd: cmd})
 }

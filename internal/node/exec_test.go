@@ -117,6 +117,7 @@ func TestExecValidation(t *testing.T) {
 	if n := len(x.agent.Started()); n != 0 {
 		t.Errorf("the agent was asked to start %d invalid commands", n)
 	}
+	x.m.startLog.flush()
 	x.hist.mu.Lock()
 	defer x.hist.mu.Unlock()
 	if len(x.hist.started) != 0 {
@@ -191,6 +192,7 @@ func TestExecHistory(t *testing.T) {
 		t.Fatalf("agent requests = %+v", reqs)
 	}
 
+	x.m.startLog.flush()
 	x.hist.mu.Lock()
 	started := append([]startedCommand(nil), x.hist.started...)
 	x.hist.mu.Unlock()
@@ -242,6 +244,7 @@ func TestExecOutlivesItsCaller(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Exec with a cancelled caller: %v", err)
 	}
+	x.m.startLog.flush()
 	x.hist.mu.Lock()
 	n := len(x.hist.started)
 	x.hist.mu.Unlock()

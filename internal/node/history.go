@@ -11,7 +11,8 @@ import (
 
 // History keeps what outlives a sandbox: its commands, with their exits,
 // and its resource use. It has one writer, the node: Exec records each
-// command as it starts, and every stop path (API stop, timeout, delete of
+// command as it starts (right after its answer, in order: started.go),
+// and every stop path (API stop, timeout, delete of
 // a running sandbox, deactivation, which deletes) records the exits and
 // the usage; internal/daemon implements it over the store.
 type History interface {
@@ -110,6 +111,9 @@ func (m *Manager) recordLastWords(ctx context.Context, sb sandbox.Sandbox, lw la
 	if !lw.recorded {
 		return
 	}
+	// The starts Exec handed over first, so that a stopped sandbox's
+	// history is whole when the API can first read it.
+	m.startLog.flush()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordsTimeout)
 	defer cancel()
 	log := m.log.With("sandbox", sb.ID)

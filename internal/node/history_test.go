@@ -18,6 +18,10 @@ type fakeHistory struct {
 	started  []startedCommand
 	finished map[string][]agent.Command
 	used     []Usage
+	calls    []string // "started <command>", "finished <sandbox>", in order
+
+	// gate, if set, holds every Started until it is closed.
+	gate chan struct{}
 }
 
 // startedCommand is one call of History.Started.
@@ -27,9 +31,13 @@ type startedCommand struct {
 }
 
 func (h *fakeHistory) Started(_ context.Context, sb sandbox.Sandbox, cmd agent.Command) error {
+	if h.gate != nil {
+		<-h.gate
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.started = append(h.started, startedCommand{sb: sb, cmd: cmd})
+	h.calls = append(h.calls, "started "+cmd.ID)
 	return nil
 }
 
@@ -37,6 +45,7 @@ func (h *fakeHistory) Finished(_ context.Context, sb sandbox.Sandbox, cmds []age
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.finished[sb.ID] = cmds
+	h.calls = append(h.calls, "finished "+sb.ID)
 	return nil
 }
 

@@ -43,6 +43,9 @@ type Manager struct {
 	log   *slog.Logger
 	store Records
 	rt    runtimeSet // the drivers by runtime (runtimes.go)
+	// startLog writes History.Started off Exec's path (started.go); nil
+	// without a History.
+	startLog *startedLog
 
 	// wake tells the timeout loop that a deadline changed. Buffered (1) so a
 	// sender never blocks; one pending wake covers any number of changes.
@@ -156,6 +159,9 @@ func newManager(cfg Config, store Records) (*Manager, error) {
 		deadlines: make(map[string]time.Time),
 		collect:   make(map[string]time.Time),
 	}
+	if cfg.History != nil {
+		m.startLog = newStartedLog(cfg.History, m.log)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), recordsLoadTimeout)
 	defer cancel()
 	records, err := store.LoadAll(ctx)
@@ -230,6 +236,9 @@ func (m *Manager) Close() error {
 		cancel()
 	}
 	m.wg.Wait()
+	if m.startLog != nil {
+		m.startLog.close()
+	}
 
 	m.mu.Lock()
 	ents := slices.Collect(maps.Values(m.entries))
