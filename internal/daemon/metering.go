@@ -150,15 +150,19 @@ func (b budgetEnforcer) StopTeam(ctx context.Context, teamID, reason string) err
 			errs = append(errs, err)
 		}
 	}
-	opts := sandbox.ListOptions{TeamID: teamID, State: sandbox.Running, Limit: 500}
+	// Every state, not only running: a sandbox another check is pausing
+	// right now is "stopping", and pausing it again waits for that pause
+	// (the sandbox's lifecycle lock) instead of leaving it half done when
+	// this returns.
+	opts := sandbox.ListOptions{TeamID: teamID, Limit: 500}
 	for {
 		sbs, next, err := b.d.node.List(ctx, opts)
 		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
 		for _, sb := range sbs {
-			if sb.ProjectID != "" {
-				continue // its activation's to end, with its state
+			if sb.ProjectID != "" || (sb.State != sandbox.Running && sb.State != sandbox.Stopping) {
+				continue // a project's is its activation's to end, with its state
 			}
 			if err := b.pauseOrStop(ctx, sb.ID, reason); err != nil {
 				errs = append(errs, err)
