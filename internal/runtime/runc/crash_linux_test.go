@@ -3,6 +3,7 @@ package runc
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,5 +62,30 @@ func TestReadoptFrozen(t *testing.T) {
 	}
 	if err := d2.Destroy(ctx, id); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAgentDiesBeforeAnswering: an agent that exits before it serves fails
+// the create with that said, its container loaded from its state only
+// then (a create whose agent answers never reads it back), and leaves
+// nothing behind.
+func TestAgentDiesBeforeAnswering(t *testing.T) {
+	dataDir := t.TempDir()
+	leakcheck.Check(t, leakcheck.Scope{Dirs: []string{dataDir}})
+	testAgent(t) // skips where sandboxes cannot run
+	// The host image binds the host's /usr, so Debian's false runs inside.
+	d, err := New(Config{DataDir: dataDir, AgentPath: "/usr/bin/false", InitPath: testInit(t), Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	id := "rt-noagent-" + fmt.Sprint(time.Now().UnixNano()%1e6)
+	leakcheck.Check(t, leakcheck.Scope{IDs: []string{id}})
+	_, err = d.Create(context.Background(), runtime.Spec{ID: id, Resources: sandbox.Resources{VCPUs: 1, MemoryMB: 128, PIDs: 64}})
+	if err == nil || !strings.Contains(err.Error(), "agent exited before answering") {
+		t.Fatalf("create with an agent that exits at once: %v, want it to say the agent exited", err)
+	}
+	if list, err := d.List(context.Background()); err != nil || len(list) != 0 {
+		t.Errorf("after the failed create the driver lists %+v (%v), want nothing", list, err)
 	}
 }
