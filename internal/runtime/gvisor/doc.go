@@ -50,7 +50,11 @@
 //   - pids: the sentry's own cgroup tree is v2 (--in-sandbox-cgroup=v2),
 //     mounted read-only as the spec asks; the driver sets the container
 //     cgroup's pids.max with runsc write-control before any command runs,
-//     and a fork past it fails with EAGAIN;
+//     and a fork past it fails with EAGAIN. Stats reads that cgroup's
+//     pids.current (runsc read-control), not runsc events' count, which
+//     includes zombies: unlike Linux, the sentry uncharges a task when it
+//     exits, not when it is reaped, so zombies are outside the limit (they
+//     cost the sentry memory, no host thread);
 //   - memory: the sentry enforces no memory.max, so the agent does
 //     (--memory-limit): past the limit it SIGKILLs the process with the
 //     largest resident set and counts an OOM kill, which the command and

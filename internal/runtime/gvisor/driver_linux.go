@@ -597,13 +597,16 @@ type events struct {
 				Limit uint64 `json:"limit"`
 			} `json:"usage"`
 		} `json:"memory"`
+		// Pids.Current counts zombies too: Stats reads sentryPIDs.
 		Pids struct {
 			Current uint64 `json:"current"`
 		} `json:"pids"`
 	} `json:"data"`
 }
 
-// Stats implements runtime.Driver: the sentry's own accounting.
+// Stats implements runtime.Driver: the sentry's own accounting, with
+// PIDs from the container's cgroup in the sentry (sentryPIDs), the count
+// its limit applies to, as under runc.
 func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	if err := checkID(id); err != nil {
 		return runtime.Stats{}, err
@@ -630,6 +633,11 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 		MemoryLimit: ev.Data.Memory.Usage.Limit,
 		PIDs:        ev.Data.Pids.Current,
 	}
+	if n, err := d.sentryPIDs(ctx, id); err == nil {
+		s.PIDs = n
+	} else {
+		d.log.Debug("sentry pids.current not read, the task count includes zombies", "sandbox", id, "err", err)
+	}
 	if u, ok := layer.DiskStats(d.hostDir(id)); ok {
 		s.DiskBytes, s.DiskLimitBytes, s.DiskInodes, s.DiskInodesLimit = u.Bytes, u.BytesLimit, u.Inodes, u.InodesLimit
 	}
@@ -649,6 +657,24 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 		}
 	}
 	return s, nil
+}
+
+// sentryPIDs is the pids.current of the container's cgroup in the sentry,
+// the count its pids.max (limitPIDs) applies to. runsc events counts
+// every task the sentry still holds, zombies included, but the sentry's
+// pids controller drops a task's charge when it exits, not when it is
+// reaped (unlike Linux), so under a fork bomb events reads over the
+// limit while the limit holds. A runsc call of about 10 ms.
+func (d *Driver) sentryPIDs(ctx context.Context, id string) (uint64, error) {
+	out, err := d.runsc(ctx, nil, "read-control", id, "pids", "/"+id, "pids.current")
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(string(bytes.TrimSpace(out)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("runsc read-control %s pids.current: %q: %w", id, out, err)
+	}
+	return n, nil
 }
 
 func (d *Driver) bundleSpec(id string) (*specs.Spec, error) {
