@@ -72,6 +72,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	tasksPerUser := fs.Uint64("tasks-per-user", 0, "cap each user's processes and threads (RLIMIT_NPROC, hard and soft), for the agent and every command (for a Pod in a user namespace of its own, whose cgroup's pids limit is the node's)")
 	baseRoot := fs.String("base-root", "", "the sandbox's image as it was, mounted read-only here: the changes stream says what each changed directory held in it (a Pod whose image paddock does not hold)")
 	memLimit := fs.Int64("memory-limit", 0, "a memory limit in bytes the agent enforces itself, killing the biggest process past it (for gVisor, whose sentry enforces none)")
+	spareThreads := fs.Int("spare-threads", 0, "hold this many idle OS threads from the start, so that a fork bomb filling the sandbox's task limit never leaves the agent needing a new one (gVisor, whose sentry counts the agent's threads against the sandbox's limit and whose slower system calls make the runtime ask for more)")
 	var ownIfEmpty []string
 	fs.Func("own-if-empty", "give this directory (a volume claim's mount) to the sandbox user at start if it is empty; repeatable", func(dir string) error {
 		ownIfEmpty = append(ownIfEmpty, dir)
@@ -120,6 +121,9 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 			return fmt.Errorf("set the tasks-per-user limit: %w", err)
 		}
 	}
+	// Before any command: later, the sandbox's processes may hold every
+	// task its limit allows.
+	agent.SpareThreads(*spareThreads)
 	seccompOn := false
 	if !*noSeccomp {
 		// Before serving, so no request runs without the filter; it covers

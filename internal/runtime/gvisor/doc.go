@@ -54,7 +54,10 @@
 //     pids.current (runsc read-control), not runsc events' count, which
 //     includes zombies: unlike Linux, the sentry uncharges a task when it
 //     exits, not when it is reaped, so zombies are outside the limit (they
-//     cost the sentry memory, no host thread);
+//     cost the sentry memory, no host thread). The agent's threads count
+//     against that limit too, so it starts with spare ones
+//     (--spare-threads): a bomb that fills the limit cannot leave its Go
+//     runtime without a thread it needs, which ends the agent;
 //   - memory: the sentry enforces no memory.max, so the agent does
 //     (--memory-limit): past the limit it SIGKILLs the process with the
 //     largest resident set and counts an OOM kill, which the command and

@@ -71,6 +71,12 @@ const (
 	// memoryLimitAnnotation keeps the sandbox's own memory limit in its
 	// bundle, for Stats.
 	memoryLimitAnnotation = "dev.paddock.memory-limit"
+	// agentSpareThreads are OS threads the agent holds idle from its start
+	// (agent.SpareThreads): the sentry charges the agent's threads to the
+	// sandbox's pids limit, and under a fork bomb that fills it, the
+	// agent's Go runtime died about one run in fifteen for want of a new
+	// thread (it had 9). Sentry tasks, not host threads: cheap here.
+	agentSpareThreads = 8
 )
 
 // createTimeout bounds Create when ctx has no earlier deadline.
@@ -295,7 +301,8 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (_ *agent.Client
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
 	adapt(oci, filepath.Join(dir, sockDir), mounts)
-	oci.Process.Args = append(append(args, ocispec.AgentLogArgs(res)...), "--memory-limit="+strconv.FormatInt(res.MemoryMB<<20, 10))
+	oci.Process.Args = append(append(args, ocispec.AgentLogArgs(res)...), "--memory-limit="+strconv.FormatInt(res.MemoryMB<<20, 10),
+		"--spare-threads="+strconv.Itoa(agentSpareThreads))
 	data, err := json.Marshal(oci)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
