@@ -19,6 +19,22 @@ import (
 	"github.com/paddock-dev/paddock/internal/sandbox"
 )
 
+// pulledBase pushes a one-file image to a registry of the test's own and
+// pulls it for team-a through images: a base to take snapshots of.
+func pulledBase(t *testing.T, images *image.Store) (reg string, base *image.Image) {
+	t.Helper()
+	reg = imagetest.Registry(t)
+	ref := reg + "/team/app:v1"
+	imagetest.Push(t, ref, imagetest.Image(t, []string{"V=1"}, "/", imagetest.Layer(t, func(tw *tar.Writer) {
+		imagetest.File(t, tw, "version", []byte("1\n"), 0o644)
+	})))
+	base, err := images.Pull(t.Context(), "team-a", ref, image.PullOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg, base
+}
+
 // takeSnapshot adds a snapshot of team's sandbox on base (pulled into
 // images) holding one file, pushed to repo unless repo is "".
 func takeSnapshot(t *testing.T, images *image.Store, team string, base *image.Image, repo, file string) *image.Snapshot {
@@ -60,15 +76,7 @@ func TestSnapshotsKnownToEveryReplica(t *testing.T) {
 	st := openStore(t, filepath.Join(t.TempDir(), "paddock.db"))
 	imagesA, imagesB := openReplicaImages(t, st, "replica-a"), openReplicaImages(t, st, "replica-b")
 
-	reg := imagetest.Registry(t)
-	ref := reg + "/team/app:v1"
-	imagetest.Push(t, ref, imagetest.Image(t, []string{"V=1"}, "/", imagetest.Layer(t, func(tw *tar.Writer) {
-		imagetest.File(t, tw, "version", []byte("1\n"), 0o644)
-	})))
-	base, err := imagesA.Pull(ctx, "team-a", ref, image.PullOptions{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg, base := pulledBase(t, imagesA)
 	pushed := takeSnapshot(t, imagesA, "team-a", base, reg+"/snaps", "pushed")
 	local := takeSnapshot(t, imagesA, "team-a", base, "", "local")
 	if pushed.Ref == "" || local.Ref != "" {

@@ -193,19 +193,11 @@ func TestTeamSnapshotQuotaAcrossReplicas(t *testing.T) {
 		caps := image.StoreOptions{TeamMaxSnapshots: 2}
 		imagesA, imagesB := openReplicaImagesWith(t, st, "replica-a", caps), openReplicaImagesWith(t, st, "replica-b", caps)
 
-		reg := imagetest.Registry(t)
-		ref := reg + "/team/app:v1"
-		imagetest.Push(t, ref, imagetest.Image(t, []string{"V=1"}, "/", imagetest.Layer(t, func(tw *tar.Writer) {
-			imagetest.File(t, tw, "version", []byte("1\n"), 0o644)
-		})))
-		base, err := imagesA.Pull(ctx, "team-a", ref, image.PullOptions{}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		reg, base := pulledBase(t, imagesA)
 		pushed := takeSnapshot(t, imagesA, "team-a", base, reg+"/snaps", "pushed")
 		local := takeSnapshot(t, imagesA, "team-a", host, "", "local")
 
-		_, _, err = addSnapshot(t, imagesB, "team-a", host, "", "third")
+		_, _, err := addSnapshot(t, imagesB, "team-a", host, "", "third")
 		wantQuota(t, "a third snapshot through b", err, "snapshot_quota_exceeded")
 		if n := held(imagesB, "team-a"); n != 0 {
 			t.Fatalf("b keeps %d snapshots of the team after the refusal", n)

@@ -98,25 +98,13 @@ func (d *memDir) ids() []string {
 // here only; one the directory could not be told of is not taken.
 func TestSnapshotExpiryAcrossReplicas(t *testing.T) {
 	ctx := t.Context()
-	s, err := OpenStore(t.TempDir(), StoreOptions{SnapshotTTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s.now = func() time.Time { return now }
-	dir := &memDir{snaps: map[string]Snapshot{}}
-	if err := s.ShareRefs(ctx, dir); err != nil {
-		t.Fatal(err)
-	}
-	fill := func(ctx context.Context, d string, maxBytes int64) (int64, error) {
-		return 4, os.WriteFile(filepath.Join(d, "f"), []byte("data"), 0o644)
-	}
-	used, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: "team-a", Image: "host", OnHost: true}, fill)
+	s, dir := newDirStore(t, func() time.Time { return now })
+	used, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: "team-a", Image: "host", OnHost: true}, fillSnapshot)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deleted, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: "team-a", Image: "host", OnHost: true}, fill)
+	deleted, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: "team-a", Image: "host", OnHost: true}, fillSnapshot)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +148,7 @@ func TestSnapshotExpiryAcrossReplicas(t *testing.T) {
 
 	// A snapshot the directory could not be told of is not taken.
 	dir.fail = errors.New("store down")
-	if _, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: "team-a", Image: "host", OnHost: true}, fill); err == nil {
+	if _, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: "team-a", Image: "host", OnHost: true}, fillSnapshot); err == nil {
 		t.Fatal("a snapshot the directory refused was taken")
 	}
 	if got := s.Snapshots(); len(got) != 0 {
@@ -178,26 +166,14 @@ func TestSnapshotExpiryAcrossReplicas(t *testing.T) {
 // expiring from its last use through any replica.
 func TestListSnapshotsFromDirectory(t *testing.T) {
 	ctx := t.Context()
-	s, err := OpenStore(t.TempDir(), StoreOptions{SnapshotTTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s.now = func() time.Time { return now }
-	dir := &memDir{snaps: map[string]Snapshot{}}
-	if err := s.ShareRefs(ctx, dir); err != nil {
-		t.Fatal(err)
-	}
-	fill := func(ctx context.Context, d string, maxBytes int64) (int64, error) {
-		return 4, os.WriteFile(filepath.Join(d, "f"), []byte("data"), 0o644)
-	}
-	mine, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: "team-a", Image: "host", OnHost: true}, fill)
+	s, dir := newDirStore(t, func() time.Time { return now })
+	mine, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: "team-a", Image: "host", OnHost: true}, fillSnapshot)
 	if err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(time.Minute)
-	gone, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: "team-a", Image: "host", OnHost: true}, fill)
+	gone, err := s.AddSnapshot(ctx, NewSnapshot{Source: "sb-a", TeamID: "team-a", Image: "host", OnHost: true}, fillSnapshot)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,4 +213,26 @@ func TestListSnapshotsFromDirectory(t *testing.T) {
 	if got, err := s.ListSnapshots(ctx, "team-b"); err != nil || len(got) != 0 {
 		t.Errorf("without a directory, team b: %d snapshots, %v", len(got), err)
 	}
+}
+
+// newDirStore is a store on clock whose snapshots expire after an hour,
+// sharing its refs with an in-memory directory.
+func newDirStore(t *testing.T, clock func() time.Time) (*Store, *memDir) {
+	t.Helper()
+	s, err := OpenStore(t.TempDir(), StoreOptions{SnapshotTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.now = clock
+	dir := &memDir{snaps: map[string]Snapshot{}}
+	if err := s.ShareRefs(t.Context(), dir); err != nil {
+		t.Fatal(err)
+	}
+	return s, dir
+}
+
+// fillSnapshot writes a snapshot of one 4-byte file.
+func fillSnapshot(ctx context.Context, d string, maxBytes int64) (int64, error) {
+	return 4, os.WriteFile(filepath.Join(d, "f"), []byte("data"), 0o644)
 }

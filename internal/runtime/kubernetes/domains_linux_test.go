@@ -2,20 +2,13 @@ package kubernetes
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/paddock-dev/paddock/internal/agent"
@@ -208,8 +201,7 @@ func resolve(t *testing.T, c *agent.Client, names ...string) map[string]string {
 }
 
 // newDomainTargets makes the network namespace TestEgressByDomain's
-// targets live in, joined to the host by a veth pair as newEgressTarget's
-// (the host routes its addresses there, it routes podCIDR back): addrs
+// targets live in (newTargetNetns, holding dnsAddr and addrs): addrs
 // serve the targets' line on targetPort, and d's resolver serves on port
 // 53 of dnsAddr. Everything goes with the test.
 func newDomainTargets(t *testing.T, d *Driver, podCIDR netip.Prefix, gateway, dnsAddr netip.Addr, addrs ...netip.Addr) {
@@ -220,74 +212,9 @@ func newDomainTargets(t *testing.T, d *Driver, podCIDR netip.Prefix, gateway, dn
 		dln net.Listener
 	)
 	all := append([]netip.Addr{dnsAddr}, addrs...)
-	err := onNewNetns(t, func(host, ns netns.NsHandle) error {
-		suffix := make([]byte, 4)
-		rand.Read(suffix)
-		name := "pddn" + hex.EncodeToString(suffix) // 12 bytes, under IFNAMSIZ
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p", PeerNamespace: netlink.NsFd(int(ns))}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return fmt.Errorf("veth %s: %w", name, err)
-		}
-		t.Cleanup(func() {
-			if l, err := netlink.LinkByName(name); err == nil {
-				if err := netlink.LinkDel(l); err != nil {
-					t.Errorf("delete veth %s: %v", name, err)
-				}
-			}
-		})
-		hostEnd, err := netlink.LinkByName(name)
-		if err != nil {
+	err := newTargetNetns(t, "pddn", podCIDR, gateway, all, func() (err error) {
+		if lns, err = listenTargets(addrs); err != nil {
 			return err
-		}
-		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+name+"/proxy_arp", []byte("1"), 0o644); err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(hostEnd); err != nil {
-			return err
-		}
-		for _, a := range all {
-			r := &netlink.Route{LinkIndex: hostEnd.Attrs().Index, Dst: ipNet(netip.PrefixFrom(a, 32)), Src: gateway.AsSlice()}
-			if err := netlink.RouteAdd(r); err != nil {
-				return fmt.Errorf("route %s: %w", a, err)
-			}
-		}
-		h, err := netlink.NewHandleAt(ns)
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		lo, err := h.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		inner, err := h.LinkByName(name + "p")
-		if err != nil {
-			return err
-		}
-		for _, l := range []netlink.Link{lo, inner} {
-			if err := h.LinkSetUp(l); err != nil {
-				return err
-			}
-		}
-		for _, a := range all {
-			if err := h.AddrAdd(inner, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(a, 32))}); err != nil {
-				return fmt.Errorf("address %s: %w", a, err)
-			}
-		}
-		if err := h.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Dst: ipNet(podCIDR)}); err != nil {
-			return fmt.Errorf("route %s: %w", podCIDR, err)
-		}
-		// Sockets stay in the namespace they were made in; onNewNetns
-		// puts the thread back.
-		if err := netns.Set(ns); err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			ln, err := net.Listen("tcp4", netip.AddrPortFrom(a, targetPort).String())
-			if err != nil {
-				return err
-			}
-			lns = append(lns, ln)
 		}
 		dnsAt := netip.AddrPortFrom(dnsAddr, 53).String()
 		if pc, err = net.ListenPacket("udp4", dnsAt); err != nil {
@@ -296,22 +223,10 @@ func newDomainTargets(t *testing.T, d *Driver, podCIDR netip.Prefix, gateway, dn
 		dln, err = net.Listen("tcp4", dnsAt)
 		return err
 	})
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-		wg.Wait()
-	})
-	if err != nil {
-		if pc != nil {
-			pc.Close()
-		}
-		t.Fatal(err)
+	if err != nil && pc != nil {
+		pc.Close()
 	}
-	for _, ln := range lns {
-		wg.Go(func() { serveLine(ln) })
-	}
+	serveTargets(t, lns, err)
 	// The driver's Close (newDriver's cleanup) stops the resolver and
 	// closes its sockets.
 	if err := d.ServeDNS(pc, dln); err != nil {

@@ -268,18 +268,30 @@ func waitListening(t *testing.T, addr string) {
 }
 
 // newEgressTarget listens on targetPort of addrs in a network namespace
-// the test makes, joined to the host by a veth pair: the host routes addrs
-// to it (from gateway, its address on the Pods' bridge), and it routes
-// podCIDR back through the host, which answers its ARP for the Pods (proxy
-// ARP on the host's end); it has no other route. Everything goes with the
-// test: the namespace with its listeners, the pair with its routes.
+// the test makes (newTargetNetns), until the test ends.
 func newEgressTarget(t *testing.T, podCIDR netip.Prefix, gateway netip.Addr, addrs ...netip.Addr) {
 	t.Helper()
 	var lns []net.Listener
-	err := onNewNetns(t, func(host, ns netns.NsHandle) error {
+	err := newTargetNetns(t, "pdeg", podCIDR, gateway, addrs, func() (err error) {
+		lns, err = listenTargets(addrs)
+		return err
+	})
+	serveTargets(t, lns, err)
+}
+
+// newTargetNetns makes a network namespace joined to the host by a veth
+// pair (named prefix and 8 random hex digits): the host routes addrs to
+// it (from gateway, its address on the Pods' bridge), and it holds addrs
+// and routes podCIDR back through the host, which answers its ARP for the
+// Pods (proxy ARP on the host's end); it has no other route. inside runs
+// on a thread in the namespace, to open its sockets there. Everything goes
+// with the test: the namespace with its sockets, the pair with its routes.
+func newTargetNetns(t *testing.T, prefix string, podCIDR netip.Prefix, gateway netip.Addr, addrs []netip.Addr, inside func() error) error {
+	t.Helper()
+	return onNewNetns(t, func(host, ns netns.NsHandle) error {
 		suffix := make([]byte, 4)
 		rand.Read(suffix)
-		name := "pdeg" + hex.EncodeToString(suffix) // 12 bytes, under IFNAMSIZ
+		name := prefix + hex.EncodeToString(suffix) // 12 bytes, under IFNAMSIZ
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p", PeerNamespace: netlink.NsFd(int(ns))}
 		if err := netlink.LinkAdd(veth); err != nil {
 			return fmt.Errorf("veth %s: %w", name, err)
@@ -340,15 +352,28 @@ func newEgressTarget(t *testing.T, podCIDR netip.Prefix, gateway netip.Addr, add
 		if err := netns.Set(ns); err != nil {
 			return err
 		}
-		for _, a := range addrs {
-			ln, err := net.Listen("tcp4", netip.AddrPortFrom(a, targetPort).String())
-			if err != nil {
-				return err
-			}
-			lns = append(lns, ln)
-		}
-		return nil
+		return inside()
 	})
+}
+
+// listenTargets listens on targetPort of addrs, returning the listeners
+// made so far with any error.
+func listenTargets(addrs []netip.Addr) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp4", netip.AddrPortFrom(a, targetPort).String())
+		if err != nil {
+			return lns, err
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// serveTargets serves lns (serveLine) until the test ends, or fails the
+// test on err (closing lns).
+func serveTargets(t *testing.T, lns []net.Listener, err error) {
+	t.Helper()
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		for _, ln := range lns {
